@@ -1,0 +1,1954 @@
+#!/usr/bin/env python3
+"""OCPP Mock Server: a one-file OCPP 1.6-J central system for testing chargers.
+
+Start it, point a charger at the URL it prints, and drive the charger by typing
+commands (``help`` lists them)::
+
+    pip install websockets
+    python ocpp_mock_server.py            # ws://127.0.0.1:60003
+    python ocpp_mock_server.py --help
+
+It answers every charger-initiated OCPP 1.6 action with a schema-valid reply,
+sends every central-system-initiated action on command, and speaks both
+standard OCPP 1.6-J and the dialect of the FlexiCharge charger.  Off-spec
+payloads are answered and reported once as spec warnings (``--strict`` turns
+them into CALLERRORs).
+
+Runtime dependencies: the Python standard library (3.9+) and ``websockets``
+(10.3 or newer; the ``websockets.asyncio`` API is used where it exists).
+
+The module reads top to bottom: protocol, spec lint, charger-initiated
+actions, server-initiated actions, charger session, console, output, server
+and CLI.
+"""
+
+import argparse
+import ast
+import asyncio
+import collections
+import datetime
+import difflib
+import errno
+import itertools
+import json
+import os
+import re
+import signal
+import sys
+import threading
+import time
+import urllib.parse
+import uuid
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+
+try:
+    import websockets
+except ImportError:  # pragma: no cover - exercised by hand on a bare machine
+    sys.stderr.write("ocpp_mock_server needs the websockets package: pip install websockets\n")
+    raise SystemExit(2)
+
+__version__ = "0.1.0"
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 60003
+SUBPROTOCOL = "ocpp1.6"
+MAX_MESSAGE_ID_LENGTH = 36  # OCPP-J 1.6 section 4.1.4
+DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024
+FLEXICHARGE_VENDOR_ID = "com.flexicharge"
+
+# ---------------------------------------------------------------- Protocol
+
+CALL, CALLRESULT, CALLERROR = 2, 3, 4
+
+DIALECT_OCPP16 = "ocpp1.6"
+DIALECT_FLEXICHARGE = "flexicharge"
+
+# OCPP-J 1.6 table 7, with the 1.6 spelling "OccurenceConstraintViolation".
+NOT_IMPLEMENTED = "NotImplemented"
+NOT_SUPPORTED = "NotSupported"
+INTERNAL_ERROR = "InternalError"
+PROTOCOL_ERROR = "ProtocolError"
+SECURITY_ERROR = "SecurityError"
+FORMATION_VIOLATION = "FormationViolation"
+PROPERTY_CONSTRAINT_VIOLATION = "PropertyConstraintViolation"
+OCCURENCE_CONSTRAINT_VIOLATION = "OccurenceConstraintViolation"
+TYPE_CONSTRAINT_VIOLATION = "TypeConstraintViolation"
+GENERIC_ERROR = "GenericError"
+ERROR_CODES = frozenset({
+    NOT_IMPLEMENTED, NOT_SUPPORTED, INTERNAL_ERROR, PROTOCOL_ERROR, SECURITY_ERROR,
+    FORMATION_VIOLATION, PROPERTY_CONSTRAINT_VIOLATION, OCCURENCE_CONSTRAINT_VIOLATION,
+    TYPE_CONSTRAINT_VIOLATION, GENERIC_ERROR,
+})
+
+
+class FrameError(Exception):
+    """A text that is not a usable OCPP-J frame.
+
+    ``message_id`` is the id to answer with a CALLERROR of ``code``, or None
+    when the frame cannot be answered (no readable id, or not a CALL).
+    """
+
+    def __init__(self, description: str, code: Optional[str] = None,
+                 message_id: Optional[str] = None) -> None:
+        super().__init__(description)
+        self.description = description
+        self.code = code
+        self.message_id = message_id
+
+
+class Frame:
+    """One parsed OCPP-J message.
+
+    ``action`` is set for a CALL, and for a FlexiCharge-style CALLRESULT that
+    carries the action name at index 2 (then ``flexicharge_result`` is True).
+    """
+
+    __slots__ = ("kind", "message_id", "action", "payload", "error_code",
+                 "error_description", "error_details", "flexicharge_result")
+
+    def __init__(self, kind: int, message_id: str, action: Optional[str] = None,
+                 payload: Any = None, error_code: str = "", error_description: str = "",
+                 error_details: Any = None, flexicharge_result: bool = False) -> None:
+        self.kind = kind
+        self.message_id = message_id
+        self.action = action
+        self.payload = payload
+        self.error_code = error_code
+        self.error_description = error_description
+        self.error_details = error_details
+        self.flexicharge_result = flexicharge_result
+
+
+def _json_type(value: Any) -> str:
+    """Name a decoded JSON value's type as JSON does ("string", "null"...)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def parse_frame(text: str) -> Optional[Frame]:
+    """Parse one OCPP-J text frame.
+
+    Returns None for a frame with an unknown message type id, which OCPP-J
+    says to ignore.  Raises FrameError for anything else that is not a
+    well-formed CALL, CALLRESULT or CALLERROR; its ``message_id`` is set when
+    the frame is a CALL with a readable id, so the caller can answer it.
+    """
+    try:
+        message = json.loads(text)
+    except ValueError as exc:
+        raise FrameError("invalid JSON: %s" % exc) from None
+    if not isinstance(message, list):
+        raise FrameError("a frame must be a JSON array, got %s" % _json_type(message))
+    if not message:
+        raise FrameError("empty array: no message type id")
+    kind = message[0]
+    if kind not in (CALL, CALLRESULT, CALLERROR) or isinstance(kind, bool):
+        return None
+    if len(message) < 2:
+        raise FrameError("message type %d without a message id" % kind)
+    raw_id = message[1]
+    readable_id = raw_id if isinstance(raw_id, str) else (
+        str(raw_id) if isinstance(raw_id, int) and not isinstance(raw_id, bool) else None)
+    answerable_id = readable_id if kind == CALL else None
+    if not isinstance(raw_id, str):
+        raise FrameError("message id must be a string, got %s" % _json_type(raw_id),
+                         FORMATION_VIOLATION, answerable_id)
+
+    if kind == CALL:
+        if len(message) < 4:
+            raise FrameError("CALL needs 4 elements [2, id, action, payload], got %d" % len(message),
+                             PROTOCOL_ERROR, raw_id)
+        if len(message) > 4:
+            raise FrameError("CALL has %d elements, OCPP-J allows 4" % len(message),
+                             FORMATION_VIOLATION, raw_id)
+        action, payload = message[2], message[3]
+        if not isinstance(action, str) or not action:
+            raise FrameError("action must be a non-empty string, got %s" % _json_type(action),
+                             FORMATION_VIOLATION, raw_id)
+        if payload is None:
+            payload = {}
+        if not isinstance(payload, dict):
+            raise FrameError("payload of %s must be a JSON object, got %s" % (action, _json_type(payload)),
+                             FORMATION_VIOLATION, raw_id)
+        return Frame(CALL, raw_id, action=action, payload=payload)
+
+    if kind == CALLRESULT:
+        if len(message) == 3:
+            return Frame(CALLRESULT, raw_id, payload=message[2])
+        if len(message) == 4 and isinstance(message[2], str):
+            return Frame(CALLRESULT, raw_id, action=message[2], payload=message[3],
+                         flexicharge_result=True)
+        raise FrameError("CALLRESULT needs 3 elements [3, id, payload], got %d" % len(message))
+
+    if len(message) < 4:
+        raise FrameError("CALLERROR needs 5 elements [4, id, code, description, details], got %d"
+                         % len(message))
+    details = message[4] if len(message) > 4 else {}
+    return Frame(CALLERROR, raw_id, error_code=message[2], error_description=message[3],
+                 error_details=details)
+
+
+def dump_json(value: Any) -> str:
+    """Compact JSON, as sent on the wire and shown to the operator."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def build_call(message_id: str, action: str, payload: dict) -> str:
+    return dump_json([CALL, message_id, action, payload])
+
+
+def build_call_result(message_id: str, payload: dict, action: Optional[str] = None) -> str:
+    """CALLRESULT; with ``action`` it is the FlexiCharge 4-element form."""
+    if action is None:
+        return dump_json([CALLRESULT, message_id, payload])
+    return dump_json([CALLRESULT, message_id, action, payload])
+
+
+def build_call_error(message_id: str, code: str, description: str,
+                     details: Optional[dict] = None) -> str:
+    return dump_json([CALLERROR, message_id, code, description, details or {}])
+
+
+def utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def iso_utc(moment: datetime.datetime) -> str:
+    """ISO-8601 UTC with milliseconds and a Z, e.g. 2026-11-25T15:11:34.123Z."""
+    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + \
+        "%03dZ" % (moment.microsecond // 1000)
+
+
+# --------------------------------------------------------------- Spec lint
+# Field rules of the official OCPP 1.6 JSON schemas (and the 1.6 security
+# whitepaper), compiled once at import.  Every object in those schemas is
+# closed (additionalProperties: false).  A broken rule maps to the OCPP-J
+# error code a validating central system answers with:
+#   wrong JSON type                -> TypeConstraintViolation
+#   required field missing, array
+#   below its minimum length       -> OccurenceConstraintViolation
+#   field the schema does not know -> FormationViolation
+#   too long, not in the enum,
+#   not an ISO-8601 date-time      -> PropertyConstraintViolation
+
+
+class Problem:
+    """One way a payload breaks the 1.6 schema: where, what rule, which code."""
+
+    __slots__ = ("path", "message", "code")
+
+    def __init__(self, path: str, message: str, code: str) -> None:
+        self.path = path
+        self.message = message
+        self.code = code
+
+    @property
+    def key(self) -> Tuple[str, str]:
+        """Identity for "warn once": the field without array indices, and the code."""
+        return re.sub(r"\[\d+\]", "[]", self.path), self.code
+
+    def __str__(self) -> str:
+        return "%s %s" % (self.path or "payload", self.message)
+
+
+def _show(value: Any) -> str:
+    text = dump_json(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+class Rule:
+    """A field rule; ``check`` appends the Problems of ``value`` at ``path``."""
+
+    type_name = "value"
+
+    def __init__(self, required: bool = False) -> None:
+        self.required = required
+
+    def check(self, value: Any, path: str, problems: List[Problem]) -> None:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return self.type_name
+
+    def _wrong_type(self, value: Any, path: str, problems: List[Problem]) -> None:
+        problems.append(Problem(path, "must be %s, got %s %s" % (self.type_name, _json_type(value), _show(value)),
+                                TYPE_CONSTRAINT_VIOLATION))
+
+
+class String(Rule):
+    type_name = "a string"
+
+    def __init__(self, max_length: Optional[int] = None, required: bool = False) -> None:
+        super().__init__(required)
+        self.max_length = max_length
+
+    def check(self, value: Any, path: str, problems: List[Problem]) -> None:
+        if not isinstance(value, str):
+            self._wrong_type(value, path, problems)
+        elif self.max_length is not None and len(value) > self.max_length:
+            problems.append(Problem(path, "is %d characters long, the limit is %d" % (len(value), self.max_length),
+                                    PROPERTY_CONSTRAINT_VIOLATION))
+
+    def describe(self) -> str:
+        return "string" if self.max_length is None else "string, up to %d characters" % self.max_length
+
+
+_DATE_TIME = re.compile(
+    r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)\Z")
+
+
+class DateTime(String):
+    type_name = "an ISO-8601 date-time string"
+
+    def check(self, value: Any, path: str, problems: List[Problem]) -> None:
+        if not isinstance(value, str):
+            self._wrong_type(value, path, problems)
+        elif not _DATE_TIME.match(value):
+            problems.append(Problem(path, "must be an ISO-8601 date-time with a zone, like %s, got %s"
+                                    % (iso_utc(utc_now()), _show(value)), PROPERTY_CONSTRAINT_VIOLATION))
+
+    def describe(self) -> str:
+        return "date-time, ISO-8601 UTC"
+
+
+class Integer(Rule):
+    type_name = "an integer"
+
+    def check(self, value: Any, path: str, problems: List[Problem]) -> None:
+        if not isinstance(value, int) or isinstance(value, bool):
+            self._wrong_type(value, path, problems)
+
+    def describe(self) -> str:
+        return "integer"
+
+
+class Decimal(Rule):
+    type_name = "a number"
+
+    def check(self, value: Any, path: str, problems: List[Problem]) -> None:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            self._wrong_type(value, path, problems)
+
+    def describe(self) -> str:
+        return "decimal number"
+
+
+class Boolean(Rule):
+    type_name = "true or false"
+
+    def check(self, value: Any, path: str, problems: List[Problem]) -> None:
+        if not isinstance(value, bool):
+            self._wrong_type(value, path, problems)
+
+    def describe(self) -> str:
+        return "true or false"
+
+
+class Enum(Rule):
+    type_name = "a string"
+
+    def __init__(self, values: Tuple[str, ...], required: bool = False) -> None:
+        super().__init__(required)
+        self.values = values
+        self._allowed = frozenset(values)
+
+    def check(self, value: Any, path: str, problems: List[Problem]) -> None:
+        if not isinstance(value, str):
+            self._wrong_type(value, path, problems)
+        elif value not in self._allowed:
+            close = difflib.get_close_matches(value, self.values, n=1)
+            hint = " (did you mean %s?)" % close[0] if close else ""
+            problems.append(Problem(path, "%s is not one of %s%s" % (_show(value), ", ".join(self.values), hint),
+                                    PROPERTY_CONSTRAINT_VIOLATION))
+
+    def describe(self) -> str:
+        return "one of " + "|".join(self.values)
+
+
+class Object(Rule):
+    type_name = "an object"
+
+    def __init__(self, fields: Dict[str, Rule], required: bool = False) -> None:
+        super().__init__(required)
+        self.fields = fields
+        self.required_names = tuple(name for name, rule in fields.items() if rule.required)
+
+    def check(self, value: Any, path: str, problems: List[Problem]) -> None:
+        if not isinstance(value, dict):
+            self._wrong_type(value, path, problems)
+            return
+        prefix = path + "." if path else ""
+        for name in self.required_names:
+            if name not in value:
+                problems.append(Problem(prefix + name, "is required but missing", OCCURENCE_CONSTRAINT_VIOLATION))
+        for name, item in value.items():
+            rule = self.fields.get(name)
+            if rule is None:
+                close = difflib.get_close_matches(name, self.fields, n=1)
+                hint = "did you mean %s?" % close[0] if close else (
+                    "allowed: %s" % ", ".join(self.fields) if self.fields else "no fields allowed")
+                problems.append(Problem(prefix + name, "is not a field of this message (%s)" % hint,
+                                        FORMATION_VIOLATION))
+            else:
+                rule.check(item, prefix + name, problems)
+
+    def describe(self) -> str:
+        return "object"
+
+
+class Array(Rule):
+    type_name = "an array"
+
+    def __init__(self, items: Rule, min_items: int = 0, required: bool = False) -> None:
+        super().__init__(required)
+        self.items = items
+        self.min_items = min_items
+
+    def check(self, value: Any, path: str, problems: List[Problem]) -> None:
+        if not isinstance(value, list):
+            self._wrong_type(value, path, problems)
+            return
+        if len(value) < self.min_items:
+            problems.append(Problem(path, "needs at least %d element(s)" % self.min_items,
+                                    OCCURENCE_CONSTRAINT_VIOLATION))
+        for index, item in enumerate(value):
+            self.items.check(item, "%s[%d]" % (path, index), problems)
+
+    def describe(self) -> str:
+        return "array of " + self.items.describe()
+
+
+def lint_payload(rules: Object, payload: Any) -> List[Problem]:
+    """Every way ``payload`` breaks ``rules`` (an empty list when it is valid)."""
+    problems: List[Problem] = []
+    rules.check(payload, "", problems)
+    return problems
+
+
+DIAGNOSTICS_STATUS = ("Idle", "Uploaded", "UploadFailed", "Uploading")
+FIRMWARE_STATUS = ("Downloaded", "DownloadFailed", "Downloading", "Idle", "InstallationFailed", "Installing",
+                   "Installed")
+READING_CONTEXT = ("Interruption.Begin", "Interruption.End", "Sample.Clock", "Sample.Periodic",
+                   "Transaction.Begin", "Transaction.End", "Trigger", "Other")
+VALUE_FORMAT = ("Raw", "SignedData")
+MEASURAND = ("Energy.Active.Export.Register", "Energy.Active.Import.Register", "Energy.Reactive.Export.Register",
+             "Energy.Reactive.Import.Register", "Energy.Active.Export.Interval", "Energy.Active.Import.Interval",
+             "Energy.Reactive.Export.Interval", "Energy.Reactive.Import.Interval", "Power.Active.Export",
+             "Power.Active.Import", "Power.Offered", "Power.Reactive.Export", "Power.Reactive.Import",
+             "Power.Factor", "Current.Import", "Current.Export", "Current.Offered", "Voltage", "Frequency",
+             "Temperature", "SoC", "RPM")
+PHASE = ("L1", "L2", "L3", "N", "L1-N", "L2-N", "L3-N", "L1-L2", "L2-L3", "L3-L1")
+LOCATION = ("Cable", "EV", "Inlet", "Outlet", "Body")
+# The official MeterValues schema allows "Hertz"; the StopTransaction one does not.
+UNIT_OF_MEASURE_NO_HERTZ = ("Wh", "kWh", "varh", "kvarh", "W", "kW", "VA", "kVA", "var", "kvar", "A", "V", "K",
+                            "Celcius", "Celsius", "Fahrenheit", "Percent")
+UNIT_OF_MEASURE = UNIT_OF_MEASURE_NO_HERTZ + ("Hertz",)
+CHARGE_POINT_ERROR_CODE = ("ConnectorLockFailure", "EVCommunicationError", "GroundFailure", "HighTemperature",
+                           "InternalError", "LocalListConflict", "NoError", "OtherError", "OverCurrentFailure",
+                           "PowerMeterFailure", "PowerSwitchFailure", "ReaderFailure", "ResetFailure",
+                           "UnderVoltage", "OverVoltage", "WeakSignal")
+CHARGE_POINT_STATUS = ("Available", "Preparing", "Charging", "SuspendedEVSE", "SuspendedEV", "Finishing",
+                       "Reserved", "Unavailable", "Faulted")
+STOP_REASON = ("EmergencyStop", "EVDisconnected", "HardReset", "Local", "Other", "PowerLoss", "Reboot", "Remote",
+               "SoftReset", "UnlockCommand", "DeAuthorized")
+UPLOAD_LOG_STATUS = ("BadMessage", "Idle", "NotSupportedOperation", "PermissionDenied", "Uploaded",
+                     "UploadFailure", "Uploading")
+SIGNED_FIRMWARE_STATUS = ("Downloaded", "DownloadFailed", "Downloading", "DownloadScheduled", "DownloadPaused",
+                          "Idle", "InstallationFailed", "Installing", "Installed", "InstallRebooting",
+                          "InstallScheduled", "InstallVerificationFailed", "InvalidSignature",
+                          "SignatureVerified")
+AVAILABILITY_TYPE = ("Inoperative", "Operative")
+CHARGING_PROFILE_PURPOSE = ("ChargePointMaxProfile", "TxDefaultProfile", "TxProfile")
+CHARGING_RATE_UNIT = ("A", "W")
+CHARGING_PROFILE_KIND = ("Absolute", "Recurring", "Relative")
+RECURRENCY_KIND = ("Daily", "Weekly")
+RESET_TYPE = ("Hard", "Soft")
+AUTHORIZATION_STATUS = ("Accepted", "Blocked", "Expired", "Invalid", "ConcurrentTx")
+UPDATE_TYPE = ("Differential", "Full")
+MESSAGE_TRIGGER = ("BootNotification", "DiagnosticsStatusNotification", "FirmwareStatusNotification",
+                   "Heartbeat", "MeterValues", "StatusNotification")
+EXTENDED_MESSAGE_TRIGGER = ("BootNotification", "LogStatusNotification", "FirmwareStatusNotification",
+                            "Heartbeat", "MeterValues", "SignChargePointCertificate", "StatusNotification")
+HASH_ALGORITHM = ("SHA256", "SHA384", "SHA512")
+CERTIFICATE_USE = ("CentralSystemRootCertificate", "ManufacturerRootCertificate")
+LOG_TYPE = ("DiagnosticsLog", "SecurityLog")
+ACCEPTED_REJECTED = ("Accepted", "Rejected")
+ACCEPTED_REJECTED_NOT_SUPPORTED = ("Accepted", "Rejected", "NotSupported")
+AVAILABILITY_STATUS = ("Accepted", "Rejected", "Scheduled")
+CONFIGURATION_STATUS = ("Accepted", "Rejected", "RebootRequired", "NotSupported")
+CLEAR_CHARGING_PROFILE_STATUS = ("Accepted", "Unknown")
+DATA_TRANSFER_STATUS = ("Accepted", "Rejected", "UnknownMessageId", "UnknownVendorId")
+RESERVATION_STATUS = ("Accepted", "Faulted", "Occupied", "Rejected", "Unavailable")
+UPDATE_STATUS = ("Accepted", "Failed", "NotSupported", "VersionMismatch")
+TRIGGER_MESSAGE_STATUS = ("Accepted", "Rejected", "NotImplemented")
+UNLOCK_STATUS = ("Unlocked", "UnlockFailed", "NotSupported")
+DELETE_CERTIFICATE_STATUS = ("Accepted", "Failed", "NotFound")
+GET_INSTALLED_CERTIFICATE_STATUS = ("Accepted", "NotFound")
+LOG_STATUS = ("Accepted", "Rejected", "AcceptedCanceled")
+CERTIFICATE_STATUS = ("Accepted", "Failed", "Rejected")
+UPDATE_FIRMWARE_STATUS = ("Accepted", "Rejected", "AcceptedCanceled", "InvalidCertificate", "RevokedCertificate")
+
+
+def _meter_value(units: Tuple[str, ...], min_sampled_values: int) -> Object:
+    return Object({
+        "timestamp": DateTime(required=True),
+        "sampledValue": Array(Object({
+            "value": String(required=True),
+            "context": Enum(READING_CONTEXT),
+            "format": Enum(VALUE_FORMAT),
+            "measurand": Enum(MEASURAND),
+            "phase": Enum(PHASE),
+            "location": Enum(LOCATION),
+            "unit": Enum(units),
+        }), min_items=min_sampled_values, required=True),
+    })
+
+
+def _charging_schedule(required: bool = False) -> Object:
+    return Object({
+        "duration": Integer(),
+        "startSchedule": DateTime(),
+        "chargingRateUnit": Enum(CHARGING_RATE_UNIT, required=True),
+        "chargingSchedulePeriod": Array(Object({
+            "startPeriod": Integer(required=True),
+            "limit": Decimal(required=True),
+            "numberPhases": Integer(),
+        }), required=True),
+        "minChargingRate": Decimal(),
+    }, required=required)
+
+
+def _charging_profile(required: bool = False) -> Object:
+    return Object({
+        "chargingProfileId": Integer(required=True),
+        "transactionId": Integer(),
+        "stackLevel": Integer(required=True),
+        "chargingProfilePurpose": Enum(CHARGING_PROFILE_PURPOSE, required=True),
+        "chargingProfileKind": Enum(CHARGING_PROFILE_KIND, required=True),
+        "recurrencyKind": Enum(RECURRENCY_KIND),
+        "validFrom": DateTime(),
+        "validTo": DateTime(),
+        "chargingSchedule": _charging_schedule(required=True),
+    }, required=required)
+
+
+def _certificate_hash_data(required: bool = False) -> Object:
+    return Object({
+        "hashAlgorithm": Enum(HASH_ALGORITHM, required=True),
+        "issuerNameHash": String(128, required=True),
+        "issuerKeyHash": String(128, required=True),
+        "serialNumber": String(40, required=True),
+    }, required=required)
+
+
+def _status(values: Tuple[str, ...]) -> Dict[str, Rule]:
+    return {"status": Enum(values, required=True)}
+
+
+# Requests a charger sends (the server answers them with CHARGER_ACTION_HANDLERS).
+CHARGER_REQUESTS: Dict[str, Dict[str, Rule]] = {
+    "Authorize": {
+        "idTag": String(20, required=True),
+    },
+    "BootNotification": {
+        "chargePointVendor": String(20, required=True),
+        "chargePointModel": String(20, required=True),
+        "chargePointSerialNumber": String(25),
+        "chargeBoxSerialNumber": String(25),
+        "firmwareVersion": String(50),
+        "iccid": String(20),
+        "imsi": String(20),
+        "meterType": String(25),
+        "meterSerialNumber": String(25),
+    },
+    "DataTransfer": {
+        "vendorId": String(255, required=True),
+        "messageId": String(50),
+        "data": String(),
+    },
+    "DiagnosticsStatusNotification": _status(DIAGNOSTICS_STATUS),
+    "FirmwareStatusNotification": _status(FIRMWARE_STATUS),
+    "Heartbeat": {},
+    "MeterValues": {
+        "connectorId": Integer(required=True),
+        "transactionId": Integer(),
+        "meterValue": Array(_meter_value(UNIT_OF_MEASURE, 1), min_items=1, required=True),
+    },
+    "StartTransaction": {
+        "connectorId": Integer(required=True),
+        "idTag": String(20, required=True),
+        "meterStart": Integer(required=True),
+        "reservationId": Integer(),
+        "timestamp": DateTime(required=True),
+    },
+    "StatusNotification": {
+        "connectorId": Integer(required=True),
+        "errorCode": Enum(CHARGE_POINT_ERROR_CODE, required=True),
+        "info": String(50),
+        "status": Enum(CHARGE_POINT_STATUS, required=True),
+        "timestamp": DateTime(),
+        "vendorId": String(255),
+        "vendorErrorCode": String(50),
+    },
+    "StopTransaction": {
+        "idTag": String(20),
+        "meterStop": Integer(required=True),
+        "timestamp": DateTime(required=True),
+        "transactionId": Integer(required=True),
+        "reason": Enum(STOP_REASON),
+        "transactionData": Array(_meter_value(UNIT_OF_MEASURE_NO_HERTZ, 0)),
+    },
+    # OCPP 1.6 security whitepaper
+    "SecurityEventNotification": {
+        "type": String(50, required=True),
+        "timestamp": DateTime(required=True),
+        "techInfo": String(255),
+    },
+    "SignCertificate": {
+        "csr": String(5500, required=True),
+    },
+    "LogStatusNotification": {
+        "status": Enum(UPLOAD_LOG_STATUS, required=True),
+        "requestId": Integer(),
+    },
+    "SignedFirmwareStatusNotification": {
+        "status": Enum(SIGNED_FIRMWARE_STATUS, required=True),
+        "requestId": Integer(),
+    },
+}
+
+# Requests the server sends (console commands build them; see SERVER_ACTION_DEFAULTS).
+SERVER_REQUESTS: Dict[str, Dict[str, Rule]] = {
+    "CancelReservation": {
+        "reservationId": Integer(required=True),
+    },
+    "ChangeAvailability": {
+        "connectorId": Integer(required=True),
+        "type": Enum(AVAILABILITY_TYPE, required=True),
+    },
+    "ChangeConfiguration": {
+        "key": String(50, required=True),
+        "value": String(500, required=True),
+    },
+    "ClearCache": {},
+    "ClearChargingProfile": {
+        "id": Integer(),
+        "connectorId": Integer(),
+        "chargingProfilePurpose": Enum(CHARGING_PROFILE_PURPOSE),
+        "stackLevel": Integer(),
+    },
+    "DataTransfer": {
+        "vendorId": String(255, required=True),
+        "messageId": String(50),
+        "data": String(),
+    },
+    "GetCompositeSchedule": {
+        "connectorId": Integer(required=True),
+        "duration": Integer(required=True),
+        "chargingRateUnit": Enum(CHARGING_RATE_UNIT),
+    },
+    "GetConfiguration": {
+        "key": Array(String(50)),
+    },
+    "GetDiagnostics": {
+        "location": String(required=True),
+        "retries": Integer(),
+        "retryInterval": Integer(),
+        "startTime": DateTime(),
+        "stopTime": DateTime(),
+    },
+    "GetLocalListVersion": {},
+    "RemoteStartTransaction": {
+        "connectorId": Integer(),
+        "idTag": String(20, required=True),
+        "chargingProfile": _charging_profile(),
+    },
+    "RemoteStopTransaction": {
+        "transactionId": Integer(required=True),
+    },
+    "ReserveNow": {
+        "connectorId": Integer(required=True),
+        "expiryDate": DateTime(required=True),
+        "idTag": String(20, required=True),
+        "parentIdTag": String(20),
+        "reservationId": Integer(required=True),
+    },
+    "Reset": {
+        "type": Enum(RESET_TYPE, required=True),
+    },
+    "SendLocalList": {
+        "listVersion": Integer(required=True),
+        "localAuthorizationList": Array(Object({
+            "idTag": String(20, required=True),
+            "idTagInfo": Object({
+                "expiryDate": DateTime(),
+                "parentIdTag": String(20),
+                "status": Enum(AUTHORIZATION_STATUS, required=True),
+            }),
+        })),
+        "updateType": Enum(UPDATE_TYPE, required=True),
+    },
+    "SetChargingProfile": {
+        "connectorId": Integer(required=True),
+        "csChargingProfiles": _charging_profile(required=True),
+    },
+    "TriggerMessage": {
+        "requestedMessage": Enum(MESSAGE_TRIGGER, required=True),
+        "connectorId": Integer(),
+    },
+    "UnlockConnector": {
+        "connectorId": Integer(required=True),
+    },
+    "UpdateFirmware": {
+        "location": String(required=True),
+        "retries": Integer(),
+        "retrieveDate": DateTime(required=True),
+        "retryInterval": Integer(),
+    },
+    # OCPP 1.6 security whitepaper: known, sent with `raw` or a JSON payload.
+    "CertificateSigned": {
+        "certificateChain": String(10000, required=True),
+    },
+    "DeleteCertificate": {
+        "certificateHashData": _certificate_hash_data(required=True),
+    },
+    "ExtendedTriggerMessage": {
+        "requestedMessage": Enum(EXTENDED_MESSAGE_TRIGGER, required=True),
+        "connectorId": Integer(),
+    },
+    "GetInstalledCertificateIds": {
+        "certificateType": Enum(CERTIFICATE_USE, required=True),
+    },
+    "GetLog": {
+        "log": Object({
+            "remoteLocation": String(512, required=True),
+            "oldestTimestamp": DateTime(),
+            "latestTimestamp": DateTime(),
+        }, required=True),
+        "logType": Enum(LOG_TYPE, required=True),
+        "requestId": Integer(required=True),
+        "retries": Integer(),
+        "retryInterval": Integer(),
+    },
+    "InstallCertificate": {
+        "certificateType": Enum(CERTIFICATE_USE, required=True),
+        "certificate": String(5500, required=True),
+    },
+    "SignedUpdateFirmware": {
+        "retries": Integer(),
+        "retryInterval": Integer(),
+        "requestId": Integer(required=True),
+        "firmware": Object({
+            "location": String(512, required=True),
+            "retrieveDateTime": DateTime(required=True),
+            "installDateTime": DateTime(),
+            "signingCertificate": String(5500, required=True),
+            "signature": String(800, required=True),
+        }, required=True),
+    },
+}
+
+# What a charger answers to each server request.
+CHARGER_REPLIES: Dict[str, Dict[str, Rule]] = {
+    "CancelReservation": _status(ACCEPTED_REJECTED),
+    "ChangeAvailability": _status(AVAILABILITY_STATUS),
+    "ChangeConfiguration": _status(CONFIGURATION_STATUS),
+    "ClearCache": _status(ACCEPTED_REJECTED),
+    "ClearChargingProfile": _status(CLEAR_CHARGING_PROFILE_STATUS),
+    "DataTransfer": {
+        "status": Enum(DATA_TRANSFER_STATUS, required=True),
+        "data": String(),
+    },
+    "GetCompositeSchedule": {
+        "status": Enum(ACCEPTED_REJECTED, required=True),
+        "connectorId": Integer(),
+        "scheduleStart": DateTime(),
+        "chargingSchedule": _charging_schedule(),
+    },
+    "GetConfiguration": {
+        "configurationKey": Array(Object({
+            "key": String(50, required=True),
+            "readonly": Boolean(required=True),
+            "value": String(500),
+        })),
+        "unknownKey": Array(String(50)),
+    },
+    "GetDiagnostics": {
+        "fileName": String(255),
+    },
+    "GetLocalListVersion": {
+        "listVersion": Integer(required=True),
+    },
+    "RemoteStartTransaction": _status(ACCEPTED_REJECTED),
+    "RemoteStopTransaction": _status(ACCEPTED_REJECTED),
+    "ReserveNow": _status(RESERVATION_STATUS),
+    "Reset": _status(ACCEPTED_REJECTED),
+    "SendLocalList": _status(UPDATE_STATUS),
+    "SetChargingProfile": _status(ACCEPTED_REJECTED_NOT_SUPPORTED),
+    "TriggerMessage": _status(TRIGGER_MESSAGE_STATUS),
+    "UnlockConnector": _status(UNLOCK_STATUS),
+    "UpdateFirmware": {},
+    "CertificateSigned": _status(ACCEPTED_REJECTED),
+    "DeleteCertificate": _status(DELETE_CERTIFICATE_STATUS),
+    "ExtendedTriggerMessage": _status(TRIGGER_MESSAGE_STATUS),
+    "GetInstalledCertificateIds": {
+        "certificateHashData": Array(_certificate_hash_data(), min_items=1),
+        "status": Enum(GET_INSTALLED_CERTIFICATE_STATUS, required=True),
+    },
+    "GetLog": {
+        "status": Enum(LOG_STATUS, required=True),
+        "filename": String(255),
+    },
+    "InstallCertificate": _status(CERTIFICATE_STATUS),
+    "SignedUpdateFirmware": _status(UPDATE_FIRMWARE_STATUS),
+}
+
+# Compiled once: action name -> the Object rule of its whole payload.
+CHARGER_REQUEST_RULES = {action: Object(fields) for action, fields in CHARGER_REQUESTS.items()}
+SERVER_REQUEST_RULES = {action: Object(fields) for action, fields in SERVER_REQUESTS.items()}
+CHARGER_REPLY_RULES = {action: Object(fields) for action, fields in CHARGER_REPLIES.items()}
+
+
+# -------------------------------------------------- Charger-initiated actions
+# One handler per action a charger may send.  A handler gets the session and
+# the payload (always a dict, possibly off-spec: read it defensively) and
+# returns the reply payload, which validates against the official 1.6
+# response schema.  CHARGER_ACTION_HANDLERS below maps action names to them.
+
+
+def as_int(value: Any) -> Optional[int]:
+    """``value`` as an int when it is one or spells one ("1"), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return int(value)
+    return None
+
+
+def id_tag_info(session: "ChargerSession", id_tag: Any) -> dict:
+    """The idTagInfo the server answers for ``id_tag``: every tag is Accepted."""
+    return {"status": "Accepted"}
+
+
+def handle_authorize(session: "ChargerSession", payload: dict) -> dict:
+    return {"idTagInfo": id_tag_info(session, payload.get("idTag"))}
+
+
+def handle_boot_notification(session: "ChargerSession", payload: dict) -> dict:
+    options = session.system.options
+    session.boot_info = payload
+    session.boot_status = options.boot_status
+    if options.boot_status == "Accepted":
+        session.after_reply(session.start_handshake)
+    return {"status": options.boot_status, "currentTime": iso_utc(utc_now()),
+            "interval": options.heartbeat_interval}
+
+
+def handle_data_transfer(session: "ChargerSession", payload: dict) -> dict:
+    return {"status": "Accepted"}
+
+
+def handle_heartbeat(session: "ChargerSession", payload: dict) -> dict:
+    return {"currentTime": iso_utc(utc_now())}
+
+
+def handle_meter_values(session: "ChargerSession", payload: dict) -> dict:
+    session.last_meter_values = render_meter_values(payload)
+    return {}
+
+
+def handle_start_transaction(session: "ChargerSession", payload: dict) -> dict:
+    transaction_id = next(session.system.transaction_ids)
+    # The FlexiCharge charger sends id_tag instead of idTag.
+    id_tag = payload.get("idTag", payload.get("id_tag"))
+    session.transaction = Transaction(transaction_id, as_int(payload.get("connectorId")), id_tag,
+                                      payload.get("meterStart"))
+    session.after_reply(session.transaction_started)
+    return {"transactionId": transaction_id, "idTagInfo": id_tag_info(session, id_tag)}
+
+
+def handle_status_notification(session: "ChargerSession", payload: dict) -> dict:
+    connector = as_int(payload.get("connectorId"))
+    status = payload.get("status")
+    error_code = payload.get("errorCode")
+    if isinstance(status, str):
+        if isinstance(error_code, str) and error_code not in ("", "NoError"):
+            status = "%s (%s)" % (status, error_code)
+        session.connectors[connector if connector is not None else -1] = status
+    return {}
+
+
+def handle_stop_transaction(session: "ChargerSession", payload: dict) -> dict:
+    transaction_id = as_int(payload.get("transactionId"))
+    open_transaction = session.transaction
+    if open_transaction is not None:
+        if transaction_id != open_transaction.transaction_id:
+            session.out.warn(session.charger_id, "StopTransaction names transaction %s, but the open one is %d; "
+                             "closing it anyway" % (_show(payload.get("transactionId")),
+                                                    open_transaction.transaction_id))
+        session.last_transaction_id = open_transaction.transaction_id
+        session.transaction = None
+    reply: dict = {}
+    if payload.get("idTag") is not None:
+        reply["idTagInfo"] = id_tag_info(session, payload.get("idTag"))
+    return reply
+
+
+def handle_notification(session: "ChargerSession", payload: dict) -> dict:
+    """Diagnostics, firmware, log and security notifications: an empty conf."""
+    return {}
+
+
+def handle_sign_certificate(session: "ChargerSession", payload: dict) -> dict:
+    return {"status": "Accepted"}
+
+
+CHARGER_ACTION_HANDLERS: Dict[str, Callable[["ChargerSession", dict], dict]] = {
+    "Authorize": handle_authorize,
+    "BootNotification": handle_boot_notification,
+    "DataTransfer": handle_data_transfer,
+    "DiagnosticsStatusNotification": handle_notification,
+    "FirmwareStatusNotification": handle_notification,
+    "Heartbeat": handle_heartbeat,
+    "MeterValues": handle_meter_values,
+    "StartTransaction": handle_start_transaction,
+    "StatusNotification": handle_status_notification,
+    "StopTransaction": handle_stop_transaction,
+    "SecurityEventNotification": handle_notification,
+    "SignCertificate": handle_sign_certificate,
+    "LogStatusNotification": handle_notification,
+    "SignedFirmwareStatusNotification": handle_notification,
+}
+
+
+# --------------------------------------------------- Server-initiated actions
+# The payload each console command sends when typed bare; key=value
+# arguments and a JSON object override it (see Console.build_payload).
+
+
+class CommandError(Exception):
+    """A console command that cannot be carried out; the message says why."""
+
+
+def _open_transaction_id(system: "CentralSystem", session: Optional["ChargerSession"]) -> int:
+    if session is not None and session.transaction is not None:
+        return session.transaction.transaction_id
+    if session is not None and session.last_transaction_id is not None:
+        return session.last_transaction_id
+    raise CommandError("no transaction is open%s; give one: RemoteStopTransaction transactionId=N"
+                       % (" on " + session.charger_id if session else ""))
+
+
+def boot_data_payload(system: "CentralSystem") -> dict:
+    """The FlexiCharge BootData DataTransfer; ``data`` carries both id keys it has read."""
+    options = system.options
+    data = {"chargerId": options.flexicharge_id, "connectorID": options.flexicharge_id,
+            "chargingPrice": options.charging_price}
+    return {"vendorId": FLEXICHARGE_VENDOR_ID, "messageId": "BootData", "data": dump_json(data)}
+
+
+def _in_one_hour() -> str:
+    return iso_utc(utc_now() + datetime.timedelta(hours=1))
+
+
+SERVER_ACTION_DEFAULTS: Dict[str, Callable[["CentralSystem", Optional["ChargerSession"]], dict]] = {
+    "CancelReservation": lambda system, session: {
+        "reservationId": system.last_reservation_id or 1},
+    "ChangeAvailability": lambda system, session: {"connectorId": 0, "type": "Operative"},
+    "ChangeConfiguration": lambda system, session: {"key": "HeartbeatInterval", "value": "60"},
+    "ClearCache": lambda system, session: {},
+    "ClearChargingProfile": lambda system, session: {},
+    "DataTransfer": lambda system, session: boot_data_payload(system),
+    "GetCompositeSchedule": lambda system, session: {"connectorId": 1, "duration": 3600},
+    "GetConfiguration": lambda system, session: {},
+    "GetDiagnostics": lambda system, session: {"location": "ftp://127.0.0.1/diagnostics/"},
+    "GetLocalListVersion": lambda system, session: {},
+    "RemoteStartTransaction": lambda system, session: {
+        "connectorId": 1, "idTag": system.options.id_tag},
+    "RemoteStopTransaction": lambda system, session: {
+        "transactionId": _open_transaction_id(system, session)},
+    "ReserveNow": lambda system, session: {
+        "connectorId": 1, "expiryDate": _in_one_hour(), "idTag": system.options.id_tag,
+        "reservationId": system.peek_reservation_id()},
+    "Reset": lambda system, session: {"type": "Soft"},
+    "SendLocalList": lambda system, session: {
+        "listVersion": 1, "updateType": "Full",
+        "localAuthorizationList": [{"idTag": system.options.id_tag, "idTagInfo": {"status": "Accepted"}}]},
+    "SetChargingProfile": lambda system, session: {
+        "connectorId": 1,
+        "csChargingProfiles": {
+            "chargingProfileId": 1, "stackLevel": 0, "chargingProfilePurpose": "TxDefaultProfile",
+            "chargingProfileKind": "Relative",
+            "chargingSchedule": {"chargingRateUnit": "A",
+                                 "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 16.0}]}}},
+    "TriggerMessage": lambda system, session: {"requestedMessage": "StatusNotification"},
+    "UnlockConnector": lambda system, session: {"connectorId": 1},
+    "UpdateFirmware": lambda system, session: {
+        "location": "http://127.0.0.1/firmware.bin", "retrieveDate": iso_utc(utc_now())},
+}
+
+# Key spellings the FlexiCharge charger reads in the server's CALLs (it raises
+# on transactionId, for one).  Actions not listed keep the standard spelling.
+FLEXICHARGE_KEY_SPELLINGS: Dict[str, Dict[str, str]] = {
+    "RemoteStopTransaction": {"transactionId": "transactionID"},
+    "ReserveNow": {"connectorId": "connectorID", "reservationId": "reservationID"},
+    "CancelReservation": {"reservationId": "reservationID"},
+}
+
+
+def to_flexicharge_payload(action: str, payload: dict) -> dict:
+    """``payload`` as the FlexiCharge charger reads ``action``.
+
+    It renames the keys of FLEXICHARGE_KEY_SPELLINGS and, for ReserveNow,
+    sends expiryDate as epoch seconds, which is what that charger parses.
+    """
+    spellings = FLEXICHARGE_KEY_SPELLINGS.get(action)
+    if spellings is None:
+        return payload
+    converted = {spellings.get(key, key): value for key, value in payload.items()}
+    if action == "ReserveNow" and isinstance(converted.get("expiryDate"), str):
+        try:
+            moment = datetime.datetime.fromisoformat(converted["expiryDate"].replace("Z", "+00:00"))
+            converted["expiryDate"] = int(moment.timestamp())
+        except ValueError:
+            pass  # an operator's own value, sent as typed
+    return converted
+
+
+# ----------------------------------------------------------- Charger session
+
+
+class Transaction:
+    """A transaction the server opened with its StartTransaction.conf."""
+
+    __slots__ = ("transaction_id", "connector_id", "id_tag", "meter_start", "started")
+
+    def __init__(self, transaction_id: int, connector_id: Optional[int], id_tag: Any, meter_start: Any) -> None:
+        self.transaction_id = transaction_id
+        self.connector_id = connector_id
+        self.id_tag = id_tag
+        self.meter_start = meter_start
+        self.started = time.monotonic()
+
+
+class CallOutcome:
+    """How a server CALL ended: "result", "error", "timeout" or "failed"."""
+
+    __slots__ = ("kind", "payload", "error_code", "error_description")
+
+    def __init__(self, kind: str, payload: Any = None, error_code: str = "", error_description: str = "") -> None:
+        self.kind = kind
+        self.payload = payload
+        self.error_code = error_code
+        self.error_description = error_description
+
+
+class PendingCall:
+    """A CALL the server sends or has queued for one charger.
+
+    ``payload`` is in standard 1.6 spelling; the dialect of the connection is
+    applied when it is sent.  ``outcome`` resolves to a CallOutcome, and
+    ``on_done`` (if any) is called with it.
+    """
+
+    __slots__ = ("action", "payload", "message_id", "outcome", "on_done", "sent_at")
+
+    def __init__(self, action: str, payload: Any,
+                 on_done: Optional[Callable[[CallOutcome], None]] = None) -> None:
+        self.action = action
+        self.payload = payload
+        self.message_id = str(uuid.uuid4())
+        self.outcome: "asyncio.Future[CallOutcome]" = asyncio.get_running_loop().create_future()
+        self.on_done = on_done
+        self.sent_at = 0.0
+
+    def finish(self, outcome: CallOutcome) -> None:
+        if not self.outcome.done():
+            self.outcome.set_result(outcome)
+            if self.on_done is not None:
+                self.on_done(outcome)
+
+
+class ChargerSession:
+    """One charger's connection: its state, its outstanding CALL, its receive loop.
+
+    OCPP-J allows one outstanding CALL per direction (section 4.1.1), so the
+    server's own CALLs wait in ``calls`` and a worker task sends them one at a
+    time, each with ``--call-timeout``.
+    """
+
+    def __init__(self, system: "CentralSystem", websocket: Any, charger_id: str, peer: str,
+                 subprotocol: Optional[str]) -> None:
+        self.system = system
+        self.out = system.out
+        self.websocket = websocket
+        self.charger_id = charger_id
+        self.peer = peer
+        self.subprotocol = subprotocol
+        options = system.options
+        self.dialect = DIALECT_FLEXICHARGE if options.dialect == DIALECT_FLEXICHARGE else DIALECT_OCPP16
+        self.boot_info: Optional[dict] = None
+        self.boot_status: Optional[str] = None
+        self.connectors: Dict[int, str] = {}
+        self.transaction: Optional[Transaction] = None
+        self.last_transaction_id: Optional[int] = None
+        self.last_meter_values = ""
+        self.calls: "asyncio.Queue[PendingCall]" = asyncio.Queue()
+        self.outstanding: Optional[PendingCall] = None
+        self.auto_started = False
+        self.closed = False
+        self._after_reply: List[Callable[[], None]] = []
+        self._warned: set = set()
+        self._recent_call_ids: "collections.OrderedDict[str, None]" = collections.OrderedDict()
+        self._timed_out: "collections.OrderedDict[str, str]" = collections.OrderedDict()
+        self._timers: List[asyncio.TimerHandle] = []
+
+    # -- receiving
+
+    async def serve(self) -> None:
+        """Answer the charger until it disconnects, then fail what is pending."""
+        worker = asyncio.ensure_future(self._call_worker())
+        try:
+            async for message in self.websocket:
+                try:
+                    await self.on_message(message)
+                except websockets.ConnectionClosed:
+                    raise
+                except Exception as exc:  # a bug of ours must not cost the charger its connection
+                    self.out.error(self.charger_id, "internal error while handling a frame: %s: %s"
+                                   % (type(exc).__name__, exc))
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            self.closed = True
+            worker.cancel()
+            for timer in self._timers:
+                timer.cancel()
+            self._fail_pending("%s disconnected" % self.charger_id)
+
+    async def on_message(self, message: Any) -> None:
+        if isinstance(message, bytes):
+            if self.system.options.strict:
+                self.out.warn(self.charger_id, "binary frame of %d bytes ignored: OCPP-J uses text frames"
+                              % len(message))
+                return
+            try:
+                message = message.decode("utf-8")
+            except UnicodeDecodeError:
+                self.out.warn(self.charger_id, "binary frame of %d bytes ignored: not UTF-8, and OCPP-J uses "
+                              "text frames" % len(message))
+                return
+            self.warn_once(("binary",), "sent a binary frame; OCPP-J uses text frames (handled as text)")
+        try:
+            frame = parse_frame(message)
+        except FrameError as exc:
+            self.out.frame(self.charger_id, "<-", "(bad frame)", message)
+            if exc.message_id is not None and exc.code is not None:
+                self.out.warn(self.charger_id, "%s; answered %s" % (exc.description, exc.code))
+                await self.send_text(build_call_error(exc.message_id, exc.code, exc.description),
+                                     "CALLERROR", exc.code + " " + exc.description)
+            else:
+                self.out.warn(self.charger_id, "%s; frame ignored" % exc.description)
+            return
+        if frame is None:
+            self.out.frame(self.charger_id, "<-", "(ignored)", message)
+            self.out.warn(self.charger_id, "unknown message type id %s; frame ignored (OCPP-J 4.1.3)"
+                          % _show(json.loads(message)[0]))
+            return
+        if frame.kind == CALL:
+            await self.on_call(frame)
+        else:
+            self.on_reply(frame)
+
+    async def on_call(self, frame: Frame) -> None:
+        action, payload, message_id = frame.action, frame.payload, frame.message_id
+        strict = self.system.options.strict
+        self.out.frame(self.charger_id, "<-", action, payload, meter_values=action == "MeterValues")
+        error = self._check_call_id(message_id)
+        if error is None:
+            handler = CHARGER_ACTION_HANDLERS.get(action)
+            if handler is None:
+                if action in SERVER_REQUESTS:
+                    error = (NOT_SUPPORTED, "%s is sent by the central system, not by a charger" % action, {})
+                else:
+                    close = difflib.get_close_matches(action, CHARGER_ACTION_HANDLERS, n=1)
+                    error = (NOT_IMPLEMENTED, "unknown action %s%s" % (action, " (did you mean %s?)" % close[0]
+                                                                      if close else ""), {})
+        if error is None:
+            problems = lint_payload(CHARGER_REQUEST_RULES[action], payload)
+            if problems and strict:
+                first = problems[0]
+                error = (first.code, "%s: %s" % (action, first), {"field": first.path})
+            elif problems:
+                self.report_spec_problems(action, problems)
+        if error is None:
+            try:
+                reply = handler(self, payload)
+            except Exception as exc:
+                self.out.error(self.charger_id, "handler for %s failed: %s: %s" % (action, type(exc).__name__, exc))
+                error = (INTERNAL_ERROR, "the mock server failed to handle %s" % action, {})
+        if error is not None:
+            code, description, details = error
+            self.out.warn(self.charger_id, "%s answered with %s: %s" % (action, code, description))
+            await self.send_text(build_call_error(message_id, code, description, details),
+                                 action + " CALLERROR", code + " " + description)
+            self._after_reply.clear()
+            return
+        reply_action = action if self.dialect == DIALECT_FLEXICHARGE else None
+        await self.send_text(build_call_result(message_id, reply, reply_action), action + ".conf", reply)
+        callbacks, self._after_reply = self._after_reply, []
+        for callback in callbacks:
+            callback()
+
+    def _check_call_id(self, message_id: str) -> Optional[Tuple[str, str, dict]]:
+        """Lint the id of a charger's CALL; the CALLERROR to answer in --strict."""
+        if len(message_id) > MAX_MESSAGE_ID_LENGTH:
+            text = "message id is %d characters, OCPP-J allows %d" % (len(message_id), MAX_MESSAGE_ID_LENGTH)
+            if self.system.options.strict:
+                return FORMATION_VIOLATION, text, {}
+            self.warn_once(("id-length",), "spec: " + text)
+        if message_id in self._recent_call_ids:
+            # The FlexiCharge charger reuses one id for every CALL.  The server
+            # answers CALLs in order, so the reply is still unambiguous.
+            self.warn_once(("id-reuse",), "spec: message id %s reused; OCPP-J wants a new id for every CALL"
+                           % _show(message_id))
+        else:
+            self._recent_call_ids[message_id] = None
+            if len(self._recent_call_ids) > 1000:
+                self._recent_call_ids.popitem(last=False)
+        return None
+
+    def on_reply(self, frame: Frame) -> None:
+        call = self.outstanding
+        if call is None or frame.message_id != call.message_id:
+            late = self._timed_out.pop(frame.message_id, None)
+            self.out.frame(self.charger_id, "<-", "(reply)", frame.payload if frame.kind == CALLRESULT else
+                           [frame.error_code, frame.error_description, frame.error_details])
+            if late is not None:
+                self.out.warn(self.charger_id, "late reply to %s, which had already timed out" % late)
+            else:
+                self.out.warn(self.charger_id, "reply to message id %s, which the server never sent or already "
+                              "has an answer for" % _show(frame.message_id))
+            return
+        if frame.flexicharge_result:
+            self.use_flexicharge_dialect()
+            if frame.action != call.action:
+                self.warn_once(("reply-action", call.action), "answered %s with a reply naming %s"
+                               % (call.action, _show(frame.action)))
+        if frame.kind == CALLRESULT:
+            self.out.frame(self.charger_id, "<-", call.action + ".conf", frame.payload)
+            rules = CHARGER_REPLY_RULES.get(call.action)
+            if rules is not None:
+                problems = lint_payload(rules, frame.payload)
+                if problems:
+                    self.report_spec_problems(call.action + ".conf", problems)
+            call.finish(CallOutcome("result", frame.payload))
+        else:
+            details = frame.error_details
+            self.out.frame(self.charger_id, "<-", call.action + " CALLERROR",
+                           "%s %s %s" % (frame.error_code, frame.error_description, dump_json(details)))
+            if frame.error_code not in ERROR_CODES:
+                self.warn_once(("error-code", str(frame.error_code)), "spec: CALLERROR code %s is not an "
+                               "OCPP 1.6 error code" % _show(frame.error_code))
+            if not isinstance(details, dict):
+                self.warn_once(("error-details",), "spec: CALLERROR details must be an object, got %s"
+                               % _json_type(details))
+            call.finish(CallOutcome("error", details, str(frame.error_code), str(frame.error_description)))
+
+    def use_flexicharge_dialect(self) -> None:
+        if self.dialect != DIALECT_FLEXICHARGE and self.system.options.dialect == "auto":
+            self.dialect = DIALECT_FLEXICHARGE
+            self.out.info(self.charger_id, "speaks the FlexiCharge dialect (4-element replies); "
+                          "answering in kind")
+
+    # -- spec warnings
+
+    def warn_once(self, key: tuple, text: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            self.out.warn(self.charger_id, text)
+
+    def report_spec_problems(self, action: str, problems: List[Problem]) -> None:
+        """One warning per charger, action and problem (the field and the rule)."""
+        for problem in problems:
+            self.warn_once((action,) + problem.key, "spec: %s.%s (%s; answered anyway, --strict rejects it)"
+                           % (action, problem, problem.code))
+
+    # -- sending
+
+    async def send_text(self, text: str, label: str, shown: Any) -> None:
+        """Send one frame to the charger and print it."""
+        self.out.frame(self.charger_id, "->", label, shown)
+        await self.websocket.send(text)
+
+    def after_reply(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once the reply to the current CALL has been sent."""
+        self._after_reply.append(callback)
+
+    def call(self, action: str, payload: Any, on_done: Optional[Callable[[CallOutcome], None]] = None
+             ) -> PendingCall:
+        """Queue a CALL to this charger; it is sent when the ones before it are done."""
+        call = PendingCall(action, payload, on_done)
+        if self.closed:
+            call.finish(CallOutcome("failed", error_description="%s is disconnected" % self.charger_id))
+        else:
+            self.calls.put_nowait(call)
+            if self.outstanding is not None:
+                self.out.info(self.charger_id, "%s queued behind %s (one outstanding CALL per charger)"
+                              % (action, self.outstanding.action))
+        return call
+
+    def send_raw(self, text: str) -> None:
+        """Queue a frame typed by the operator, sent as is (ordered with the CALLs)."""
+        call = PendingCall("raw", text)
+        self.calls.put_nowait(call)
+
+    async def _call_worker(self) -> None:
+        timeout = self.system.options.call_timeout
+        while True:
+            call = await self.calls.get()
+            if call.action == "raw":
+                await self.send_text(call.payload, "(raw)", call.payload)
+                continue
+            self.outstanding = call
+            payload = call.payload
+            if self.dialect == DIALECT_FLEXICHARGE:
+                payload = to_flexicharge_payload(call.action, payload)
+            if call.action == "ReserveNow":
+                self.system.note_reservation(call.payload.get("reservationId"))
+            call.sent_at = time.monotonic()
+            try:
+                await self.send_text(build_call(call.message_id, call.action, payload), call.action, payload)
+                await asyncio.wait_for(asyncio.shield(call.outcome), timeout)
+            except asyncio.TimeoutError:
+                self.out.warn(self.charger_id, "no reply to %s within %g s; moving on" % (call.action, timeout))
+                self._timed_out[call.message_id] = call.action
+                if len(self._timed_out) > 100:
+                    self._timed_out.popitem(last=False)
+                call.finish(CallOutcome("timeout"))
+            finally:
+                self.outstanding = None
+
+    def _fail_pending(self, reason: str) -> None:
+        pending = [self.outstanding] if self.outstanding is not None else []
+        while not self.calls.empty():
+            pending.append(self.calls.get_nowait())
+        self.outstanding = None
+        for call in pending:
+            if call.action != "raw" and not call.outcome.done():
+                self.out.warn(self.charger_id, "%s failed: %s" % (call.action, reason))
+            call.finish(CallOutcome("failed", error_description=reason))
+
+    # -- the charging-session flow
+
+    def later(self, delay: float, callback: Callable[[], None]) -> None:
+        """Run ``callback`` after ``delay`` seconds unless the charger is gone by then."""
+        def run() -> None:
+            if not self.closed:
+                callback()
+        self._timers.append(asyncio.get_running_loop().call_later(delay, run))
+
+    def start_handshake(self) -> None:
+        """After an accepted BootNotification: send BootData, or finish the handshake."""
+        if self.system.options.boot_data:
+            self.call("DataTransfer", boot_data_payload(self.system),
+                      on_done=lambda outcome: outcome.kind in ("result", "error") and self.handshake_complete())
+        else:
+            self.handshake_complete()
+
+    def handshake_complete(self) -> None:
+        delay = self.system.options.auto_start_after
+        if delay is not None and not self.auto_started:
+            self.auto_started = True
+            self.out.info(self.charger_id, "handshake complete; RemoteStartTransaction in %g s (--auto-start-after)"
+                          % delay)
+            self.later(delay, lambda: self.call("RemoteStartTransaction",
+                                                SERVER_ACTION_DEFAULTS["RemoteStartTransaction"](self.system, self)))
+
+    def transaction_started(self) -> None:
+        delay = self.system.options.auto_stop_after
+        transaction = self.transaction
+        if delay is None or transaction is None:
+            return
+        self.out.info(self.charger_id, "RemoteStopTransaction for transaction %d in %g s (--auto-stop-after)"
+                      % (transaction.transaction_id, delay))
+
+        def stop() -> None:
+            if self.transaction is transaction:
+                self.call("RemoteStopTransaction", {"transactionId": transaction.transaction_id})
+        self.later(delay, stop)
+
+    def describe(self) -> List[str]:
+        """The lines of the console's `chargers` listing for this charger."""
+        lines = ["%s  (%s, dialect %s, subprotocol %s)" % (self.charger_id, self.peer, self.dialect,
+                                                          self.subprotocol or "none")]
+        if self.boot_info is None:
+            lines.append("  boot: no BootNotification yet")
+        else:
+            info = self.boot_info
+            lines.append("  boot: %s  %s %s  serial %s  firmware %s" % (
+                self.boot_status, info.get("chargePointVendor", "?"), info.get("chargePointModel", "?"),
+                info.get("chargePointSerialNumber", "-"), info.get("firmwareVersion", "-")))
+        if self.connectors:
+            lines.append("  connectors: " + ", ".join("%s %s" % (number if number >= 0 else "?", status)
+                                                      for number, status in sorted(self.connectors.items())))
+        if self.transaction is not None:
+            tx = self.transaction
+            lines.append("  transaction %d on connector %s, idTag %s, meterStart %s, %d s old" % (
+                tx.transaction_id, tx.connector_id, _show(tx.id_tag), tx.meter_start,
+                time.monotonic() - tx.started))
+        else:
+            lines.append("  no open transaction")
+        if self.last_meter_values:
+            lines.append("  last meter values: " + self.last_meter_values)
+        if self.outstanding is not None:
+            lines.append("  outstanding: %s for %.0f s, %d queued" % (
+                self.outstanding.action, time.monotonic() - self.outstanding.sent_at, self.calls.qsize()))
+        return lines
+
+
+# ------------------------------------------------------------------ Console
+# Lines typed at the server's terminal.  A reader thread blocks on stdin and
+# hands each line to the event loop, which never waits for the keyboard.
+
+CONSOLE_HELP = [
+    ("help [Action]", "this list, or one action's fields and defaults", "help ReserveNow"),
+    ("chargers", "connected chargers: dialect, boot, connectors, transaction, meter values", "chargers"),
+    ("startRemote", "RemoteStartTransaction (connector 1, --id-tag)", "startRemote"),
+    ("stopRemote", "RemoteStopTransaction for the open transaction", "stopRemote"),
+    ("<Action> [key=value ...]", "any of the 19 central-system actions; values are JSON when they parse",
+     "ChangeConfiguration key=HeartbeatInterval value=30"),
+    ("<Action> {json}", "send exactly this payload", 'DataTransfer {"vendorId":"x"}'),
+    ("@<chargerId> <command>", "send to that charger", "@CP-1 Reset type=Hard"),
+    ("use <chargerId>", "send to that charger from now on", "use CP-1"),
+    ("raw <json>", "send any frame as typed (negative tests)", 'raw [2,"x","Reset",{"type":"Nope"}]'),
+    ("quit | exit", "stop the server", "quit"),
+]
+
+CONSOLE_ALIASES = {"startremote": "RemoteStartTransaction", "stopremote": "RemoteStopTransaction"}
+CONSOLE_ACTIONS = {action.lower(): action for action in SERVER_ACTION_DEFAULTS}
+CONSOLE_WORDS = ("help", "chargers", "use", "raw", "quit", "exit", "startRemote", "stopRemote")
+
+
+def parse_console_value(text: str) -> Any:
+    """A key=value value: JSON when it parses (30, true, {...}), else the text."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _field_rule(rules: Object, path: List[str]) -> Optional[Rule]:
+    rule: Optional[Rule] = rules
+    for name in path:
+        rule = rule.fields.get(name) if isinstance(rule, Object) else None
+    return rule
+
+
+def _coerce(rule: Optional[Rule], value: Any) -> Any:
+    """Fit a typed value to its field: 30 for a string field is sent as "30"."""
+    if isinstance(rule, String) and isinstance(value, (int, float, bool)):
+        return dump_json(value)
+    if isinstance(rule, (Integer, Decimal)) and isinstance(value, str):
+        number = parse_console_value(value)
+        if isinstance(number, (int, float)) and not isinstance(number, bool):
+            return number
+    return value
+
+
+class Console:
+    """The operator's command language; ``execute`` runs one line."""
+
+    def __init__(self, system: "CentralSystem") -> None:
+        self.system = system
+        self.out = system.out
+        self.default_charger: Optional[str] = None
+
+    def start_reader(self, loop: asyncio.AbstractEventLoop, stream: Any = None) -> threading.Thread:
+        """Read lines on a daemon thread and run them on ``loop``; EOF ends the console."""
+        stream = stream if stream is not None else sys.stdin
+
+        def read_lines() -> None:
+            try:
+                for line in stream:
+                    loop.call_soon_threadsafe(self.execute, line)
+            except (OSError, ValueError):
+                pass  # stdin closed under us
+            loop.call_soon_threadsafe(self.on_end_of_input)
+
+        thread = threading.Thread(target=read_lines, name="console-stdin", daemon=True)
+        thread.start()
+        return thread
+
+    def on_end_of_input(self) -> None:
+        self.out.debug(None, "console input ended; the server keeps serving until Ctrl-C or SIGTERM")
+
+    def execute(self, line: str) -> None:
+        """Run one console line; problems are reported in one line, never raised."""
+        line = line.strip()
+        if not line or line.startswith("#"):
+            return
+        try:
+            self._execute(line)
+        except CommandError as exc:
+            self.out.console(str(exc))
+        except Exception as exc:  # a console bug must not stop the server
+            self.out.error(None, "console command %r failed: %s: %s" % (line, type(exc).__name__, exc))
+
+    def _execute(self, line: str) -> None:
+        target: Optional[str] = None
+        if line.startswith("@"):
+            target, _, line = line[1:].partition(" ")
+            line = line.strip()
+            if not target or not line:
+                raise CommandError("usage: @<chargerId> <command>, e.g. @CP-1 Reset")
+        word, _, rest = line.partition(" ")
+        rest = rest.strip()
+        lower = word.lower()
+        if lower == "help":
+            self.show_help(rest)
+        elif lower == "chargers":
+            self.show_chargers()
+        elif lower == "use":
+            self.use(rest)
+        elif lower in ("quit", "exit"):
+            self.out.console("stopping")
+            self.system.stop()
+        elif lower == "raw":
+            self.send_raw(target, rest)
+        elif lower in CONSOLE_ALIASES or lower in CONSOLE_ACTIONS:
+            action = CONSOLE_ALIASES.get(lower) or CONSOLE_ACTIONS[lower]
+            session = self.target_session(target)
+            payload = self.build_payload(action, rest, session)
+            session.call(action, payload)
+        else:
+            choices = list(CONSOLE_WORDS) + list(SERVER_ACTION_DEFAULTS)
+            close = difflib.get_close_matches(word, choices, n=1, cutoff=0.5) or difflib.get_close_matches(
+                lower, [choice.lower() for choice in choices], n=1, cutoff=0.5)
+            hint = "did you mean %s? " % close[0] if close else ""
+            raise CommandError("unknown command %r; %stype help for the list" % (word, hint))
+
+    def target_session(self, target: Optional[str]) -> ChargerSession:
+        sessions = self.system.sessions
+        name = target or self.default_charger
+        if name is not None:
+            session = sessions.get(name)
+            if session is None:
+                known = ", ".join(sessions) or "none connected"
+                raise CommandError("no charger %r (connected: %s)" % (name, known))
+            return session
+        if len(sessions) == 1:
+            return next(iter(sessions.values()))
+        if not sessions:
+            raise CommandError("no charger is connected yet; point one at %s" % self.system.url)
+        raise CommandError("%d chargers are connected (%s): say which, e.g. @%s <command>, or use <chargerId>"
+                           % (len(sessions), ", ".join(sessions), next(iter(sessions))))
+
+    def use(self, charger_id: str) -> None:
+        if not charger_id:
+            raise CommandError("usage: use <chargerId> (connected: %s)" % (", ".join(self.system.sessions) or
+                                                                         "none"))
+        if charger_id not in self.system.sessions:
+            self.out.console("%s is not connected now; commands will go to it once it is" % charger_id)
+        self.default_charger = charger_id
+        self.out.console("commands now go to %s" % charger_id)
+
+    def build_payload(self, action: str, arguments: str, session: Optional[ChargerSession]) -> dict:
+        """The payload of a console command: defaults, then key=value overrides or a JSON object."""
+        rules = SERVER_REQUEST_RULES[action]
+        if arguments.startswith("{"):
+            try:
+                payload = json.loads(arguments)
+            except ValueError as exc:
+                raise CommandError("%s: the JSON payload does not parse: %s" % (action, exc))
+            if not isinstance(payload, dict):
+                raise CommandError("%s: a JSON payload must be an object" % action)
+            problems = lint_payload(rules, payload)
+            if problems:
+                self.out.console("note: %s is not valid OCPP 1.6 (%s); sending it as typed" % (action, problems[0]))
+            return payload
+        payload = SERVER_ACTION_DEFAULTS[action](self.system, session)
+        for argument in arguments.split():
+            key, equals, text = argument.partition("=")
+            if not equals or not key:
+                raise CommandError("%s: expected key=value, got %r (help %s lists the fields)"
+                                   % (action, argument, action))
+            path = key.split(".")
+            value = _coerce(_field_rule(rules, path), parse_console_value(text))
+            target = payload
+            for name in path[:-1]:
+                target = target.setdefault(name, {})
+                if not isinstance(target, dict):
+                    raise CommandError("%s: %s is not an object" % (action, name))
+            target[path[-1]] = value
+        problems = lint_payload(rules, payload)
+        if problems:
+            raise CommandError("%s not sent: %s (send it anyway with %s {json} or raw)" % (action, problems[0], action))
+        return payload
+
+    def send_raw(self, target: Optional[str], text: str) -> None:
+        if not text:
+            raise CommandError('usage: raw <frame>, e.g. raw [2,"1","Reset",{"type":"Soft"}]')
+        self.target_session(target).send_raw(text)
+
+    def show_chargers(self) -> None:
+        sessions = self.system.sessions
+        if not sessions:
+            self.out.console("no charger connected; point one at %s" % self.system.url)
+        for session in sessions.values():
+            for line in session.describe():
+                self.out.console(line)
+
+    def show_help(self, topic: str) -> None:
+        if not topic:
+            width = max(len(usage) for usage, _, _ in CONSOLE_HELP)
+            for usage, text, example in CONSOLE_HELP:
+                self.out.console("%s  %s   e.g. %s" % (usage.ljust(width), text, example))
+            self.out.console("actions: " + " ".join(SERVER_ACTION_DEFAULTS))
+            return
+        action = CONSOLE_ALIASES.get(topic.lower()) or CONSOLE_ACTIONS.get(topic.lower())
+        if action is None:
+            close = difflib.get_close_matches(topic.lower(), list(CONSOLE_ACTIONS), n=1)
+            raise CommandError("no action %r%s" % (topic, "; did you mean %s?" % CONSOLE_ACTIONS[close[0]]
+                                                  if close else ""))
+        sessions = self.system.sessions
+        session = sessions.get(self.default_charger or "") or (next(iter(sessions.values()))
+                                                               if len(sessions) == 1 else None)
+        try:
+            defaults = dump_json(SERVER_ACTION_DEFAULTS[action](self.system, session))
+        except CommandError as exc:
+            defaults = "none (%s)" % exc
+        self.out.console("%s  (reply: %s.conf)" % (action, action))
+        for name, rule in SERVER_REQUESTS[action].items():
+            self.out.console("  %s%s: %s" % (name, "" if rule.required else " (optional)", rule.describe()))
+        self.out.console("  sent bare: " + defaults)
+
+
+# ------------------------------------------------------- Output and transcript
+
+# Control characters (C0, DEL, C1) and bidirectional overrides that arrive on
+# the wire are shown escaped: a charger must not be able to repaint or forge
+# the operator's terminal.
+_ESCAPE_TABLE = {code: "\\x%02x" % code for code in itertools.chain(range(0x20), range(0x7F, 0xA0))}
+_ESCAPE_TABLE.update({code: "\\u%04x" % code for code in itertools.chain(range(0x202A, 0x202F),
+                                                                         range(0x2066, 0x206A))})
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character escaped, safe for a terminal line."""
+    return text.translate(_ESCAPE_TABLE)
+
+
+def _reading(value: Any, unit: Any, measurand: Any) -> str:
+    parts = [str(measurand), str(value)]
+    if unit not in (None, ""):
+        parts.append(str(unit))
+    return " ".join(parts)
+
+
+def render_meter_values(payload: dict) -> str:
+    """MeterValues as "measurand value unit" pairs, standard or FlexiCharge form.
+
+    Standard: meterValue[].sampledValue[] (measurand defaults to
+    Energy.Active.Import.Register, unit to Wh).  FlexiCharge: a ``values``
+    object of {name: {value, unit, measurand}}.  Anything else: the JSON.
+    """
+    readings: List[str] = []
+    meter_value = payload.get("meterValue")
+    if isinstance(meter_value, list):
+        for sample in meter_value:
+            sampled = sample.get("sampledValue") if isinstance(sample, dict) else None
+            for item in sampled if isinstance(sampled, list) else ():
+                if isinstance(item, dict):
+                    reading = _reading(item.get("value"), item.get("unit", "Wh"),
+                                       item.get("measurand", "Energy.Active.Import.Register"))
+                    if item.get("phase"):
+                        reading += " " + str(item["phase"])
+                    readings.append(reading)
+    values = payload.get("values")
+    if isinstance(values, dict):
+        for name, item in values.items():
+            if isinstance(item, dict):
+                readings.append(_reading(item.get("value"), item.get("unit"), item.get("measurand", name)))
+    if not readings:
+        return dump_json(payload)
+    where = "connector %s" % payload.get("connectorId")
+    if payload.get("transactionId") is not None:
+        where += ", transaction %s" % payload.get("transactionId")
+    return "%s: %s" % (where, ", ".join(readings))
+
+
+class Output:
+    """The one place that prints: one line per event, escaped, flushed.
+
+    ``quiet`` keeps warnings and errors only (and the console's answers).
+    """
+
+    MAX_SHOWN = 2000  # characters of one payload on the terminal
+
+    def __init__(self, stream: Any = None, quiet: bool = False) -> None:
+        self.stream = stream if stream is not None else sys.stdout
+        self.quiet = quiet
+
+    def _write(self, charger: Optional[str], text: str) -> None:
+        now = datetime.datetime.now()
+        prefix = "%s.%03d " % (now.strftime("%H:%M:%S"), now.microsecond // 1000)
+        if charger is not None:
+            prefix += printable(charger) + " "
+        try:
+            self.stream.write(prefix + text + "\n")
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass  # the terminal went away; keep serving
+
+    def frame(self, charger: str, direction: str, label: str, shown: Any, meter_values: bool = False) -> None:
+        """One frame: direction ("<-" from the charger, "->" to it), label, payload."""
+        if self.quiet:
+            return
+        if meter_values and isinstance(shown, dict):
+            text = render_meter_values(shown)
+        else:
+            text = shown if isinstance(shown, str) else dump_json(shown)
+        if len(text) > self.MAX_SHOWN:
+            text = text[:self.MAX_SHOWN] + "... (%d more characters)" % (len(text) - self.MAX_SHOWN)
+        self._write(charger, "%s %s %s" % (direction, label, printable(text)))
+
+    def debug(self, charger: Optional[str], text: str) -> None:
+        if not self.quiet:
+            self._write(charger, "   " + printable(text))
+
+    def info(self, charger: Optional[str], text: str) -> None:
+        if not self.quiet:
+            self._write(charger, "** " + printable(text))
+
+    def warn(self, charger: Optional[str], text: str) -> None:
+        self._write(charger, "!! " + printable(text))
+
+    def error(self, charger: Optional[str], text: str) -> None:
+        self._write(charger, "ERROR " + printable(text))
+
+    def console(self, text: str) -> None:
+        """An answer to the operator's command."""
+        self._write(None, ">> " + printable(text))
+
+
+# ----------------------------------------------------------- Server and CLI
+
+# websockets compatibility shim: the asyncio API (websockets 13+) where it
+# exists, else the legacy API of websockets 10.3 (the FlexiCharge pin).
+try:
+    from websockets.asyncio.server import serve as _websockets_serve
+    _ASYNCIO_API = True
+except ImportError:  # websockets < 13
+    from websockets.legacy.server import serve as _websockets_serve  # type: ignore
+    _ASYNCIO_API = False
+
+
+def _request_path(websocket: Any) -> str:
+    return websocket.request.path if _ASYNCIO_API else websocket.path
+
+
+def _request_headers(websocket: Any) -> Any:
+    return websocket.request.headers if _ASYNCIO_API else websocket.request_headers
+
+
+def _select_subprotocol(connection: Any, offered: Any) -> Optional[str]:
+    """Negotiate ocpp1.6 when offered; accept a charger that offers none (lenient)."""
+    return SUBPROTOCOL if SUBPROTOCOL in offered else None
+
+
+def serve_websockets(handler: Callable[[Any], Any], host: str, port: int, max_size: int) -> Any:
+    """Start listening, on whichever websockets API is installed (await the result)."""
+    kwargs: Dict[str, Any] = {"subprotocols": [SUBPROTOCOL], "max_size": max_size}
+    if _ASYNCIO_API:
+        kwargs["select_subprotocol"] = _select_subprotocol
+    return _websockets_serve(handler, host, port, **kwargs)
+
+
+def charger_id_from_path(path: str) -> str:
+    """The charge point id: the last segment of the URL path, percent-decoded."""
+    segment = urllib.parse.urlsplit(path).path.rstrip("/").rsplit("/", 1)[-1]
+    return urllib.parse.unquote(segment)
+
+
+class CentralSystem:
+    """The server's shared state: options, connected chargers, id counters."""
+
+    def __init__(self, options: argparse.Namespace, out: Output) -> None:
+        self.options = options
+        self.out = out
+        self.sessions: Dict[str, ChargerSession] = {}
+        self.transaction_ids = itertools.count(1)
+        self.next_reservation_id = 1
+        self.last_reservation_id: Optional[int] = None
+        self.url = "ws://%s:%d" % (options.host, options.port)
+        self.stopped = asyncio.Event()
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def peek_reservation_id(self) -> int:
+        return self.next_reservation_id
+
+    def note_reservation(self, reservation_id: Any) -> None:
+        """A ReserveNow went out: CancelReservation defaults to it, ReserveNow to the next id."""
+        if isinstance(reservation_id, int) and not isinstance(reservation_id, bool):
+            self.last_reservation_id = reservation_id
+            self.next_reservation_id = max(self.next_reservation_id, reservation_id + 1)
+
+    async def handle_connection(self, websocket: Any) -> None:
+        """One charger connection, from handshake to close."""
+        address = websocket.remote_address
+        peer = "%s:%s" % (address[0], address[1]) if address else "?"
+        charger_id = charger_id_from_path(_request_path(websocket))
+        if not charger_id:
+            charger_id = address[0] if address else "charger"
+            self.out.info(charger_id, "connected from %s with no id in the URL path; calling it %s "
+                          "(add /<id> to the URL to name it)" % (peer, charger_id))
+        else:
+            self.out.info(charger_id, "connected from %s" % peer)
+        if websocket.subprotocol is None:
+            offered = ", ".join(_request_headers(websocket).get_all("Sec-WebSocket-Protocol")) or "none"
+            self.out.warn(charger_id, "spec: no ocpp1.6 subprotocol negotiated (charger offered: %s); "
+                          "serving it anyway" % offered)
+        session = ChargerSession(self, websocket, charger_id, peer, websocket.subprotocol)
+        previous = self.sessions.get(charger_id)
+        self.sessions[charger_id] = session
+        if previous is not None:
+            self.out.info(charger_id, "reconnected; the new connection replaces the old one")
+            previous.closed = True
+            await previous.websocket.close(1000, "replaced by a new connection")
+        try:
+            await session.serve()
+        finally:
+            if self.sessions.get(charger_id) is session:
+                del self.sessions[charger_id]
+            code = getattr(websocket, "close_code", None)
+            self.out.info(charger_id, "disconnected (close code %s)" % code)
+
+
+def config_default_address(config_path: str) -> Tuple[str, int]:
+    """Host and port of ``_mockServerIP`` in the charger's config.py, read without running it."""
+    try:
+        with open(config_path, encoding="utf-8") as config_file:
+            tree = ast.parse(config_file.read())
+    except (OSError, SyntaxError, ValueError):
+        return DEFAULT_HOST, DEFAULT_PORT
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Assign) or not isinstance(node.value, ast.Constant):
+            continue
+        names = [target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", None)
+                 for target in node.targets]
+        if "_mockServerIP" in names and isinstance(node.value.value, str):
+            url = urllib.parse.urlsplit(node.value.value)
+            try:
+                return url.hostname or DEFAULT_HOST, url.port or DEFAULT_PORT
+            except ValueError:
+                break
+    return DEFAULT_HOST, DEFAULT_PORT
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    host, port = config_default_address(os.path.join(os.path.dirname(os.path.abspath(__file__)), "config.py"))
+    parser = argparse.ArgumentParser(
+        prog="ocpp_mock_server.py",
+        description="OCPP 1.6-J mock central system for testing chargers. Type `help` once it runs.",
+        epilog="Defaults for --host/--port come from _mockServerIP in the config.py beside this file.")
+    parser.add_argument("--host", default=host, help="address to listen on (default %(default)s)")
+    parser.add_argument("--port", type=int, default=port, help="port to listen on; 0 picks a free one "
+                        "(default %(default)s)")
+    parser.add_argument("--dialect", choices=("auto", DIALECT_OCPP16, DIALECT_FLEXICHARGE), default="auto",
+                        help="auto switches a charger to flexicharge when it sends a 4-element reply "
+                        "(default %(default)s)")
+    parser.add_argument("--strict", action="store_true",
+                        help="answer off-spec payloads with the OCPP CALLERROR instead of a warning")
+    parser.add_argument("--boot-status", choices=("Accepted", "Pending", "Rejected"), default="Accepted",
+                        help="status of BootNotification.conf (default %(default)s)")
+    parser.add_argument("--heartbeat-interval", type=int, default=60,
+                        help="interval of BootNotification.conf, seconds (default %(default)s)")
+    parser.add_argument("--no-boot-data", dest="boot_data", action="store_false",
+                        help="do not send the FlexiCharge BootData DataTransfer after boot")
+    parser.add_argument("--flexicharge-id", type=int, default=100009,
+                        help="chargerId and connectorID in BootData (default %(default)s)")
+    parser.add_argument("--charging-price", default="5.25", help="chargingPrice in BootData (default %(default)s)")
+    parser.add_argument("--id-tag", default="1",
+                        help="idTag of RemoteStartTransaction and ReserveNow (default %(default)s, the only one "
+                        "the FlexiCharge charger accepts)")
+    parser.add_argument("--call-timeout", type=_non_negative, default=30.0,
+                        help="seconds to wait for a charger's reply to a server CALL (default %(default)g)")
+    parser.add_argument("--auto-start-after", type=_non_negative, metavar="N",
+                        help="send RemoteStartTransaction N seconds after a charger's handshake")
+    parser.add_argument("--auto-stop-after", type=_non_negative, metavar="M",
+                        help="send RemoteStopTransaction M seconds after a charger's StartTransaction")
+    parser.add_argument("--max-message-size", type=int, default=DEFAULT_MAX_MESSAGE_SIZE,
+                        help="largest frame accepted, bytes; larger ones close the connection with 1009 "
+                        "(default %(default)s)")
+    parser.add_argument("--quiet", action="store_true", help="print warnings, errors and console answers only")
+    parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
+    return parser
+
+
+async def run_server(options: argparse.Namespace, out: Output) -> int:
+    """Serve until quit, SIGINT or SIGTERM; the exit status."""
+    system = CentralSystem(options, out)
+    try:
+        server = await serve_websockets(system.handle_connection, options.host, options.port,
+                                        options.max_message_size)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            out.error(None, "port %d on %s is already in use (another mock server?); stop it or choose "
+                      "another port: --port %d" % (options.port, options.host, options.port + 1))
+        else:
+            out.error(None, "cannot listen on %s:%d: %s" % (options.host, options.port, exc.strerror or exc))
+        return 1
+    port = server.sockets[0].getsockname()[1]
+    host = options.host if ":" not in options.host else "[%s]" % options.host
+    system.url = "ws://%s:%d" % (host, port)
+    out.console("OCPP Mock Server %s: OCPP 1.6-J central system (websockets %s)"
+                % (__version__, websockets.__version__))
+    out.console("listening on %s   charger config: _mockServerIP = '%s'" % (system.url, system.url))
+    out.console("name a charger with the URL path, e.g. %s/CP-1; type help for commands, Ctrl-C to stop"
+                % system.url)
+    loop = asyncio.get_running_loop()
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signal_number, system.stop)
+        except (NotImplementedError, RuntimeError):
+            pass  # Windows: Ctrl-C arrives as KeyboardInterrupt instead
+    Console(system).start_reader(loop)
+    await system.stopped.wait()
+    server.close()
+    await server.wait_closed()
+    out.console("stopped")
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    options = build_parser().parse_args(argv)
+    out = Output(quiet=options.quiet)
+    try:
+        return asyncio.run(run_server(options, out))
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

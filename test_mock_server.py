@@ -1,0 +1,806 @@
+"""Tests of ocpp_mock_server.py, talking to a real server over a real websocket.
+
+Each test starts the server as its own process on a free loopback port (as a
+user would: ``python ocpp_mock_server.py --port 0 ...``), connects to it with
+a websockets client as a charger does, and reads what the server prints.
+The official OCPP 1.6 JSON schemas of the ``ocpp`` package are the oracle for
+every payload the server sends; the server itself never imports that package.
+"""
+
+import asyncio
+import json
+import os
+import queue
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import jsonschema
+import ocpp.v16
+import pytest
+import websockets
+
+import ocpp_mock_server as mock
+
+HERE = Path(__file__).resolve().parent
+SERVER = HERE / "ocpp_mock_server.py"
+SCHEMAS = Path(ocpp.v16.__file__).resolve().parent / "schemas"
+FIXTURE = HERE / "fixtures" / "flexicharge-frames.jsonl"  # verbatim copy of shared/fixtures
+SHARED_FIXTURE = HERE.parent / "shared" / "fixtures" / "flexicharge-frames.jsonl"
+TIMEOUT = 5.0
+
+
+# ---------------------------------------------------------------- the oracle
+
+_validators = {}
+
+
+def schema_problems(name: str, payload) -> list:
+    """Errors of ``payload`` against the official 1.6 schema ``name`` (e.g. "ResetResponse")."""
+    if name not in _validators:
+        schema = json.loads((SCHEMAS / (name + ".json")).read_text())
+        _validators[name] = jsonschema.Draft4Validator(schema, format_checker=jsonschema.FormatChecker())
+    return [error.message for error in _validators[name].iter_errors(payload)]
+
+
+def assert_valid(name: str, payload) -> None:
+    problems = schema_problems(name, payload)
+    assert not problems, "%s %s: %s" % (name, json.dumps(payload), problems)
+
+
+def test_the_oracle_rejects_an_invalid_payload():
+    # The date-time format check needs rfc3339-validator: without it every
+    # currentTime would pass, and the schema tests below would prove less.
+    assert schema_problems("HeartbeatResponse", {"currentTime": "yesterday"})
+    assert schema_problems("ResetResponse", {"status": "Maybe"})
+    assert not schema_problems("HeartbeatResponse", {"currentTime": "2026-11-25T15:11:34.123Z"})
+
+
+# ------------------------------------------------------ a server process
+
+
+class ServerProcess:
+    """``python ocpp_mock_server.py`` in a subprocess, with its output collected."""
+
+    def __init__(self, *args: str, stdin=subprocess.PIPE, cwd=None, script=SERVER, port_args=("--port", "0")):
+        command = [sys.executable, "-W", "error::DeprecationWarning", str(script), *port_args, *args]
+        self.proc = subprocess.Popen(command, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, encoding="utf-8", cwd=cwd, bufsize=1)
+        self.lines = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.url = None
+
+    def _read(self):
+        for line in self.proc.stdout:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_ready(self):
+        match = self.wait_for(r"listening on (ws://\S+)")
+        self.url = match.group(1)
+        return self
+
+    def mark(self) -> int:
+        with self._changed:
+            return len(self.lines)
+
+    def wait_for(self, pattern: str, since: int = 0, timeout: float = TIMEOUT):
+        """The first line from ``since`` on that matches ``pattern``; fails after ``timeout``."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for line in self.lines[since:]:
+                    match = regex.search(line)
+                    if match:
+                        return match
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
+                    raise AssertionError("no line matching %r; output:\n%s" % (pattern, self.output()))
+                self._changed.wait(min(left, 0.1))
+
+    def output(self, since: int = 0) -> str:
+        with self._changed:
+            return "\n".join(self.lines[since:])
+
+    def type(self, line: str):
+        """Type a console line."""
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(TIMEOUT)
+        return self.proc.returncode
+
+
+@pytest.fixture
+def start_server():
+    servers = []
+
+    def start(*args, **kwargs) -> ServerProcess:
+        server = ServerProcess(*args, **kwargs).wait_ready()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        code = server.stop()
+        assert "Traceback" not in server.output(), server.output()
+        assert code == 0, server.output()
+
+
+# ------------------------------------------------------- a charger client
+
+
+class Charger:
+    """A charger on a real websocket: sends CALLs, collects the server's CALLs."""
+
+    def __init__(self, websocket):
+        self.ws = websocket
+        self.server_calls = []
+        self.sequence = 0
+
+    @classmethod
+    async def connect(cls, url: str, charger_id: str = "CP-1", subprotocols=("ocpp1.6",)):
+        target = url + "/" + charger_id if charger_id else url
+        websocket = await websockets.connect(target, subprotocols=list(subprotocols) or None)
+        return cls(websocket)
+
+    async def close(self):
+        await self.ws.close()
+
+    async def receive(self, timeout: float = TIMEOUT):
+        return json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+
+    async def send_frame(self, frame):
+        await self.ws.send(frame if isinstance(frame, (str, bytes)) else json.dumps(frame))
+
+    async def reply_to(self, message_id: str, timeout: float = TIMEOUT):
+        """Frames until the server's reply to ``message_id``; server CALLs are kept."""
+        deadline = time.monotonic() + timeout
+        while True:
+            frame = await self.receive(max(0.01, deadline - time.monotonic()))
+            if frame[0] == 2:
+                self.server_calls.append(frame)
+            elif frame[1] == message_id:
+                return frame
+            else:
+                raise AssertionError("unexpected frame %r while waiting for %s" % (frame, message_id))
+
+    async def call(self, action: str, payload, message_id: str = None):
+        self.sequence += 1
+        message_id = message_id or "m%d" % self.sequence
+        await self.send_frame([2, message_id, action, payload])
+        return await self.reply_to(message_id)
+
+    async def expect_call(self, action: str, timeout: float = TIMEOUT):
+        """The next CALL of ``action`` from the server (earlier ones first)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for frame in self.server_calls:
+                if frame[2] == action:
+                    self.server_calls.remove(frame)
+                    return frame
+            frame = await self.receive(max(0.01, deadline - time.monotonic()))
+            assert frame[0] == 2, "expected a CALL from the server, got %r" % (frame,)
+            self.server_calls.append(frame)
+
+    async def no_frame_within(self, seconds: float):
+        try:
+            frame = await asyncio.wait_for(self.ws.recv(), seconds)
+        except asyncio.TimeoutError:
+            return
+        raise AssertionError("expected no frame, got %r" % frame)
+
+    async def boot(self, answer_boot_data: bool = True, flexicharge: bool = False):
+        reply = await self.call("BootNotification", {"chargePointVendor": "Test", "chargePointModel": "Mock-1"})
+        assert reply[2]["status"] == "Accepted"
+        if answer_boot_data:
+            call = await self.expect_call("DataTransfer")
+            await self.answer(call, {"status": "Accepted"}, flexicharge=flexicharge)
+        return reply
+
+    async def answer(self, call, payload, flexicharge: bool = False):
+        if flexicharge:
+            await self.send_frame([3, call[1], call[2], payload])
+        else:
+            await self.send_frame([3, call[1], payload])
+
+
+def run(coroutine):
+    return asyncio.run(asyncio.wait_for(coroutine, 30))
+
+
+def flexicharge_frames():
+    """The FlexiCharge charger's frames as it really sends them: {dir, note, frame}."""
+    return [json.loads(line) for line in FIXTURE.read_text().splitlines() if line.strip()]
+
+
+def test_fixture_copy_is_verbatim():
+    if not SHARED_FIXTURE.exists():
+        pytest.skip("no shared/ beside this checkout")
+    assert FIXTURE.read_bytes() == SHARED_FIXTURE.read_bytes()
+
+
+NOW = "2026-11-25T15:11:34.123Z"
+
+# A valid request for every charger-initiated action.
+CHARGER_REQUEST_SAMPLES = {
+    "Authorize": {"idTag": "TAG-1"},
+    "BootNotification": {"chargePointVendor": "Test", "chargePointModel": "Mock-1"},
+    "DataTransfer": {"vendorId": "com.example", "messageId": "Ping", "data": "x"},
+    "DiagnosticsStatusNotification": {"status": "Uploaded"},
+    "FirmwareStatusNotification": {"status": "Installed"},
+    "Heartbeat": {},
+    "MeterValues": {"connectorId": 1, "transactionId": 1, "meterValue": [
+        {"timestamp": NOW, "sampledValue": [{"value": "1234", "measurand": "Energy.Active.Import.Register",
+                                             "unit": "Wh"}]}]},
+    "StartTransaction": {"connectorId": 1, "idTag": "TAG-1", "meterStart": 0, "timestamp": NOW},
+    "StatusNotification": {"connectorId": 1, "errorCode": "NoError", "status": "Available", "timestamp": NOW},
+    "StopTransaction": {"transactionId": 1, "idTag": "TAG-1", "meterStop": 1500, "timestamp": NOW,
+                        "reason": "Remote"},
+    "SecurityEventNotification": {"type": "FirmwareUpdated", "timestamp": NOW},
+    "SignCertificate": {"csr": "-----BEGIN CERTIFICATE REQUEST-----"},
+    "LogStatusNotification": {"status": "Uploaded", "requestId": 1},
+    "SignedFirmwareStatusNotification": {"status": "Installed", "requestId": 1},
+}
+
+# A valid charger reply to every server-initiated action.
+CHARGER_REPLY_SAMPLES = {
+    "CancelReservation": {"status": "Accepted"},
+    "ChangeAvailability": {"status": "Accepted"},
+    "ChangeConfiguration": {"status": "Accepted"},
+    "ClearCache": {"status": "Accepted"},
+    "ClearChargingProfile": {"status": "Accepted"},
+    "DataTransfer": {"status": "Accepted"},
+    "GetCompositeSchedule": {"status": "Rejected"},
+    "GetConfiguration": {"configurationKey": [{"key": "HeartbeatInterval", "readonly": False, "value": "60"}]},
+    "GetDiagnostics": {"fileName": "diagnostics.log"},
+    "GetLocalListVersion": {"listVersion": 1},
+    "RemoteStartTransaction": {"status": "Accepted"},
+    "RemoteStopTransaction": {"status": "Accepted"},
+    "ReserveNow": {"status": "Accepted"},
+    "Reset": {"status": "Accepted"},
+    "SendLocalList": {"status": "Accepted"},
+    "SetChargingProfile": {"status": "Accepted"},
+    "TriggerMessage": {"status": "Accepted"},
+    "UnlockConnector": {"status": "Unlocked"},
+    "UpdateFirmware": {},
+}
+
+
+def test_samples_are_valid_by_the_oracle():
+    for action, payload in CHARGER_REQUEST_SAMPLES.items():
+        assert_valid(action, payload)
+    for action, payload in CHARGER_REPLY_SAMPLES.items():
+        assert_valid(action + "Response", payload)
+
+
+# -------------------------------------------- the spec-lint table vs the oracle
+
+
+def _compare_rule(schema, rule, path, root, differences):
+    if "$ref" in schema:
+        schema = root["definitions"][schema["$ref"].split("/")[-1]]
+    kind = schema.get("type")
+    if "enum" in schema:
+        expected = mock.Enum
+    elif kind == "string":
+        expected = mock.DateTime if schema.get("format") == "date-time" else mock.String
+    else:
+        expected = {"integer": mock.Integer, "number": mock.Decimal, "boolean": mock.Boolean,
+                    "object": mock.Object, "array": mock.Array}[kind]
+    if type(rule) is not expected:
+        differences.append("%s: %s, schema says %s" % (path, type(rule).__name__, expected.__name__))
+        return
+    if expected is mock.Enum and tuple(rule.values) != tuple(schema["enum"]):
+        differences.append("%s: enum %s, schema %s" % (path, rule.values, schema["enum"]))
+    if expected is mock.String and rule.max_length != schema.get("maxLength"):
+        differences.append("%s: maxLength %s, schema %s" % (path, rule.max_length, schema.get("maxLength")))
+    if expected is mock.Array:
+        if rule.min_items != schema.get("minItems", 0):
+            differences.append("%s: minItems %s, schema %s" % (path, rule.min_items, schema.get("minItems", 0)))
+        _compare_rule(schema["items"], rule.items, path + "[]", root, differences)
+    if expected is mock.Object:
+        _compare_object(schema, rule, path, root, differences)
+
+
+def _compare_object(schema, rule, path, root, differences):
+    properties = schema.get("properties", {})
+    if set(properties) != set(rule.fields):
+        differences.append("%s: fields %s, schema %s" % (path, sorted(rule.fields), sorted(properties)))
+    if set(rule.required_names) != set(schema.get("required", [])):
+        differences.append("%s: required %s, schema %s" % (path, rule.required_names, schema.get("required")))
+    if schema.get("additionalProperties", True) is not False:
+        differences.append("%s: the schema allows extra fields, the lint does not" % path)
+    for name in set(properties) & set(rule.fields):
+        _compare_rule(properties[name], rule.fields[name], path + "." + name, root, differences)
+
+
+@pytest.mark.parametrize("table, suffix", [(mock.CHARGER_REQUEST_RULES, ""), (mock.SERVER_REQUEST_RULES, ""),
+                                           (mock.CHARGER_REPLY_RULES, "Response")])
+def test_lint_rules_match_the_official_schemas(table, suffix):
+    differences = []
+    for action, rule in table.items():
+        root = json.loads((SCHEMAS / (action + suffix + ".json")).read_text())
+        _compare_object(root, rule, action + suffix, root, differences)
+    assert not differences, "\n".join(differences)
+
+
+def test_lint_tables_cover_every_official_action():
+    official = {path.stem for path in SCHEMAS.glob("*.json")}
+    requests = {name for name in official if not name.endswith("Response")}
+    assert set(mock.CHARGER_REQUEST_RULES) | set(mock.SERVER_REQUEST_RULES) == requests
+    assert set(mock.CHARGER_REPLY_RULES) == set(mock.SERVER_REQUEST_RULES)
+    assert set(mock.CHARGER_ACTION_HANDLERS) == set(mock.CHARGER_REQUEST_RULES)
+
+
+def test_lint_agrees_with_the_oracle_on_fixture_payloads():
+    """Wherever the official schema finds a problem in a real FlexiCharge frame, so does the lint."""
+    checked = 0
+    for entry in flexicharge_frames():
+        frame = entry["frame"]
+        if entry["dir"] == "charger->server" and frame[0] == 2:
+            action, payload = frame[2], frame[3]
+            oracle = schema_problems(action, payload)
+            lint = mock.lint_payload(mock.CHARGER_REQUEST_RULES[action], payload)
+            assert bool(oracle) == bool(lint), (action, oracle, [str(p) for p in lint])
+            checked += 1
+    assert checked >= 6
+
+
+# ---------------------------------------------- charger-initiated actions
+
+
+def test_every_handler_reply_is_valid_by_the_official_schema(start_server):
+    server = start_server("--no-boot-data")
+
+    async def scenario():
+        charger = await Charger.connect(server.url)
+        for action, payload in CHARGER_REQUEST_SAMPLES.items():
+            reply = await charger.call(action, payload)
+            assert reply[0] == 3 and len(reply) == 3, reply
+            assert_valid(action + "Response", reply[2])
+        await charger.close()
+
+    run(scenario())
+
+
+def test_every_handler_reply_is_valid_in_the_flexicharge_dialect(start_server):
+    server = start_server("--dialect", "flexicharge", "--no-boot-data")
+
+    async def scenario():
+        charger = await Charger.connect(server.url)
+        for action, payload in CHARGER_REQUEST_SAMPLES.items():
+            reply = await charger.call(action, payload)
+            assert reply[0] == 3 and reply[2] == action and len(reply) == 4, reply
+            assert_valid(action + "Response", reply[3])
+        await charger.close()
+
+    run(scenario())
+
+
+def test_boot_notification_conf_reflects_the_flags(start_server):
+    server = start_server("--boot-status", "Pending", "--heartbeat-interval", "17")
+
+    async def scenario():
+        charger = await Charger.connect(server.url)
+        reply = await charger.call("BootNotification", CHARGER_REQUEST_SAMPLES["BootNotification"])
+        assert reply[2]["status"] == "Pending" and reply[2]["interval"] == 17
+        assert reply[2]["currentTime"].endswith("Z")
+        assert_valid("BootNotificationResponse", reply[2])
+        await charger.no_frame_within(0.5)  # no BootData before the charger is Accepted
+        await charger.close()
+
+    run(scenario())
+
+
+def test_transaction_ids_increase_and_stop_answers_id_tag_info(start_server):
+    server = start_server("--no-boot-data")
+
+    async def scenario():
+        charger = await Charger.connect(server.url)
+        start = CHARGER_REQUEST_SAMPLES["StartTransaction"]
+        first = (await charger.call("StartTransaction", start))[2]["transactionId"]
+        stop = await charger.call("StopTransaction", dict(CHARGER_REQUEST_SAMPLES["StopTransaction"],
+                                                         transactionId=first))
+        assert stop[2] == {"idTagInfo": {"status": "Accepted"}}
+        second = (await charger.call("StartTransaction", start))[2]["transactionId"]
+        assert isinstance(first, int) and second > first
+        without_tag = await charger.call("StopTransaction", {"transactionId": second, "meterStop": 1,
+                                                             "timestamp": NOW})
+        assert without_tag[2] == {}
+        await charger.close()
+
+    run(scenario())
+
+
+def test_boot_data_handshake(start_server):
+    server = start_server("--flexicharge-id", "4242", "--charging-price", "3.10")
+
+    async def scenario():
+        charger = await Charger.connect(server.url)
+        await charger.call("BootNotification", CHARGER_REQUEST_SAMPLES["BootNotification"])
+        call = await charger.expect_call("DataTransfer")
+        assert_valid("DataTransfer", call[3])
+        assert len(call[1]) <= 36
+        assert call[3]["vendorId"] == "com.flexicharge" and call[3]["messageId"] == "BootData"
+        data = json.loads(call[3]["data"])
+        assert data == {"chargerId": 4242, "connectorID": 4242, "chargingPrice": "3.10"}
+        await charger.answer(call, {"status": "Accepted"})
+        server.wait_for(r"CP-1 <- DataTransfer\.conf")
+        await charger.close()
+
+    run(scenario())
+
+
+def test_no_boot_data_flag(start_server):
+    server = start_server("--no-boot-data")
+
+    async def scenario():
+        charger = await Charger.connect(server.url)
+        await charger.call("BootNotification", CHARGER_REQUEST_SAMPLES["BootNotification"])
+        await charger.no_frame_within(0.5)
+        await charger.close()
+
+    run(scenario())
+
+
+def test_flexicharge_dialect_is_detected_from_a_four_element_reply(start_server):
+    server = start_server()
+    frames = [entry["frame"] for entry in flexicharge_frames() if entry["dir"] == "charger->server"]
+    boot, status = frames[0], frames[2]
+
+    async def scenario():
+        charger = await Charger.connect(server.url)
+        boot_conf = await charger.call("BootNotification", boot[3], message_id=boot[1])
+        assert len(boot_conf) == 3  # standard until the charger shows its dialect
+        call = await charger.expect_call("DataTransfer")
+        await charger.answer(call, {"status": "Accepted"}, flexicharge=True)
+        reply = await charger.call("StatusNotification", status[3], message_id=status[1])
+        assert reply == [3, status[1], "StatusNotification", {}]
+        await charger.close()
+
+    run(scenario())
+    server.wait_for(r"CP-1 \*\* speaks the FlexiCharge dialect")
+
+
+def test_ocpp16_dialect_stays_standard(start_server):
+    server = start_server("--dialect", "ocpp1.6")
+
+    async def scenario():
+        charger = await Charger.connect(server.url)
+        await charger.boot(flexicharge=True)
+        reply = await charger.call("Heartbeat", {})
+        assert len(reply) == 3 and reply[0] == 3
+        await charger.close()
+
+    run(scenario())
+
+
+def test_a_flexicharge_charger_is_served_as_it_is(start_server):
+    """Replay the real charger's frames: every CALL it sends gets its answer."""
+    server = start_server()
+    entries = flexicharge_frames()
+
+    async def scenario():
+        charger = await Charger.connect(server.url, charger_id="")
+        for entry in entries:
+            frame = entry["frame"]
+            if entry["dir"] != "charger->server" or frame[0] != 2:
+                continue
+            if frame[2] == "StopTransaction":
+                server.type("stopRemote")
+                call = await charger.expect_call("RemoteStopTransaction")
+                assert call[3] == {"transactionID": 1}
+                await charger.answer(call, {"status": "Accepted"}, flexicharge=True)
+            reply = await charger.call(frame[2], frame[3], message_id=frame[1])
+            if frame[2] == "BootNotification":
+                call = await charger.expect_call("DataTransfer")
+                await charger.answer(call, {"status": "Accepted"}, flexicharge=True)
+                continue
+            assert reply[:3] == [3, frame[1], frame[2]], reply
+            assert_valid(frame[2] + "Response", reply[3])
+            if frame[2] == "StartTransaction":
+                assert reply[3]["transactionId"] == 1
+        await charger.close()
+
+    run(scenario())
+    # The path-less FlexiCharge URL gets an id derived from the peer address.
+    server.wait_for(r"127\.0\.0\.1 \*\* connected from 127\.0\.0\.1:\d+ with no id in the URL path")
+    # Its own MeterValues form, rendered as measurand value unit.
+    server.wait_for(r"<- MeterValues connector 1, transaction 1: SoC 42 %, Power\.Active,Import 7400 W, "
+                    r"Energy\.Active\.Import 1234 Wh")
+    # Off-spec parts are answered and reported once each.
+    output = server.output()
+    assert output.count("spec: StatusNotification.connectorId must be an integer") == 1
+    assert "spec: StartTransaction.id_tag is not a field" in output
+    assert "spec: MeterValues.values is not a field" in output
+    assert "message id \"0jdsEnnyo2kpCP8FLfHlNpbvQXosR5ZNlh8v\" reused" in output
+
+
+def test_standard_meter_values_are_rendered(start_server):
+    server = start_server("--no-boot-data")
+
+    async def scenario():
+        charger = await Charger.connect(server.url)
+        payload = {"connectorId": 2, "meterValue": [{"timestamp": NOW, "sampledValue": [
+            {"value": "7.4", "measurand": "Power.Active.Import", "unit": "kW"},
+            {"value": "230.1", "measurand": "Voltage", "unit": "V", "phase": "L1-N"},
+            {"value": "99"}]}]}
+        await charger.call("MeterValues", payload)
+        await charger.close()
+
+    run(scenario())
+    server.wait_for(r"<- MeterValues connector 2: Power\.Active\.Import 7\.4 kW, Voltage 230\.1 V L1-N, "
+                    r"Energy\.Active\.Import\.Register 99 Wh$")
+    assert "spec:" not in server.output()
+
+
+# ------------------------------------------------------- errors and leniency
+
+LONG_ID = "x" * 37
+
+
+@pytest.mark.parametrize("frame, expected", [
+    ([2, "u1", "MakeCoffee", {}], [4, "u1", "NotImplemented"]),
+    ([2, "u2", "Reset", {"type": "Soft"}], [4, "u2", "NotSupported"]),
+    ([2, "u3", "Heartbeat"], [4, "u3", "ProtocolError"]),
+    ([2, "u4"], [4, "u4", "ProtocolError"]),
+    ([2, "u5", "Heartbeat", {}, "extra"], [4, "u5", "FormationViolation"]),
+    ([2, "u6", "Heartbeat", [1, 2]], [4, "u6", "FormationViolation"]),
+    ([2, "u7", 17, {}], [4, "u7", "FormationViolation"]),
+    ([2, 5, "Heartbeat", {}], [4, "5", "FormationViolation"]),
+    ([2, "u8", "Heartbeat", None], [3, "u8"]),  # null payload means {}
+    ([2, LONG_ID, "Heartbeat", {}], [3, LONG_ID]),  # lenient: answered, warned
+])
+def test_malformed_calls_get_the_ocpp_error_code(start_server, frame, expected):
+    server = start_server("--no-boot-data")
+
+    async def scenario():
+        charger = await Charger.connect(server.url)
+        await charger.send_frame(frame)
+        reply = await charger.receive()
+        assert reply[:len(expected)] == expected, reply
+        if reply[0] == 4:
+            assert len(reply) == 5 and isinstance(reply[3], str) and isinstance(reply[4], dict)
+            assert reply[2] in mock.ERROR_CODES
+        assert (await charger.call("Heartbeat", {}))[0] == 3  # the connection lives on
+        await charger.close()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("text, logged", [
+    ("this is not json", r"invalid JSON"),
+    ('{"a": 1}', r"a frame must be a JSON array, got object"),
+    ("[]", r"empty array"),
+    ('[7, "z", "Heartbeat", {}]', r"unknown message type id 7; frame ignored"),
+    ('[3, "never-sent", {}]', r"reply to message id \"never-sent\", which the server never sent"),
+    ('[4, "never-sent", "GenericError", "x", {}]', r"reply to message id \"never-sent\""),
+    ('[3]', r"message type 3 without a message id"),
+    ('[3, "a", "b", "c", "d"]', r"CALLRESULT needs 3 elements"),
+])
+def test_unanswerable_frames_are_logged_and_ignored(start_server, text, logged):
+    server = start_server("--no-boot-data")
+
+    async def scenario():
+        charger = await Charger.connect(server.url)
+        await charger.send_frame(text)
+        await charger.no_frame_within(0.3)
+        assert (await charger.call("Heartbeat", {}))[0] == 3
+        await charger.close()
+
+    run(scenario())
+    server.wait_for(logged)
+
+
+def test_lenient_mode_answers_off_spec_payloads_and_warns_once(start_server):
+    server = start_server("--no-boot-data")
+    payload = {"connectorId": "1", "errorCode": "", "status": "Available"}
+
+    async def scenario():
+        charger = await Charger.connect(server.url)
+        for _ in range(3):
+            assert (await charger.call("StatusNotification", payload))[2] == {}
+        await charger.call("StartTransaction", {"connectorId": 1, "meterStart": 0, "timestamp": 1665917012.1})
+        await charger.close()
+
+    run(scenario())
+    output = server.output()
+    assert output.count("spec: StatusNotification.connectorId must be an integer, got string \"1\" "
+                        "(TypeConstraintViolation") == 1
+    assert output.count("spec: StatusNotification.errorCode \"\" is not one of") == 1
+    assert "spec: StartTransaction.idTag is required but missing (OccurenceConstraintViolation" in output
+    assert "spec: StartTransaction.timestamp must be an ISO-8601 date-time string, got number" in output
+
+
+@pytest.mark.parametrize("action, payload, code", [
+    ("StatusNotification", {"connectorId": "1", "errorCode": "NoError", "status": "Available"},
+     "TypeConstraintViolation"),
+    ("StartTransaction", {"connectorId": 1, "meterStart": 0, "timestamp": NOW}, "OccurenceConstraintViolation"),
+    ("Heartbeat", {"extra": 1}, "FormationViolation"),
+    ("Authorize", {"idTag": "x" * 21}, "PropertyConstraintViolation"),
+    ("StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Sleeping"},
+     "PropertyConstraintViolation"),
+    ("Heartbeat", {}, None),
+])
+def test_strict_mode_answers_the_exact_error_code(start_server, action, payload, code):
+    server = start_server("--strict", "--no-boot-data")
+
+    async def scenario():
+        charger = await Charger.connect(server.url)
+        reply = await charger.call(action, payload)
+        if code is None:
+            assert reply[0] == 3
+        else:
+            assert reply[0] == 4 and reply[2] == code, reply
+            assert isinstance(reply[4], dict)
+        await charger.close()
+
+    run(scenario())
+
+
+def test_strict_mode_rejects_an_over_long_message_id(start_server):
+    server = start_server("--strict", "--no-boot-data")
+
+    async def scenario():
+        charger = await Charger.connect(server.url)
+        await charger.send_frame([2, LONG_ID, "Heartbeat", {}])
+        assert (await charger.receive())[:3] == [4, LONG_ID, "FormationViolation"]
+        await charger.close()
+
+    run(scenario())
+
+
+def test_a_malformed_frame_on_one_connection_does_not_disturb_another(start_server):
+    server = start_server("--no-boot-data")
+
+    async def scenario():
+        broken = await Charger.connect(server.url, "CP-BAD")
+        good = await Charger.connect(server.url, "CP-GOOD")
+        for frame in ["{", b"\xff\xfe", "[2]", '[2, "a", "Nope", {}]', "null", '[4, "q"]']:
+            await broken.send_frame(frame)
+            reply = await good.call("Heartbeat", {})
+            assert reply[0] == 3
+        await broken.close()
+        await good.close()
+
+    run(scenario())
+
+
+def test_a_reconnecting_charger_replaces_its_old_session(start_server):
+    server = start_server("--no-boot-data")
+
+    async def scenario():
+        first = await Charger.connect(server.url)
+        await first.call("StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Charging"})
+        second = await Charger.connect(server.url)
+        with pytest.raises(websockets.ConnectionClosed):
+            await first.receive()
+        assert first.ws.close_code == 1000
+        assert (await second.call("Heartbeat", {}))[0] == 3
+        mark = server.mark()
+        server.type("chargers")
+        server.wait_for(r">> CP-1  \(127\.0\.0\.1", since=mark)
+        time.sleep(0.2)
+        assert server.output(mark).count(">> CP-1  (") == 1
+        await second.close()
+
+    run(scenario())
+    server.wait_for(r"CP-1 \*\* reconnected; the new connection replaces the old one")
+
+
+def test_charger_id_is_the_percent_decoded_last_path_segment(start_server):
+    server = start_server("--no-boot-data")
+
+    async def scenario():
+        charger = await Charger.connect(server.url, "ocpp/central/Station%20%231")
+        await charger.call("Heartbeat", {})
+        await charger.close()
+
+    run(scenario())
+    server.wait_for(r"Station #1 \*\* connected from")
+
+
+def test_a_charger_without_subprotocol_is_served_with_a_warning(start_server):
+    server = start_server("--no-boot-data")
+
+    async def scenario():
+        charger = await Charger.connect(server.url, subprotocols=())
+        assert charger.ws.subprotocol is None
+        assert (await charger.call("Heartbeat", {}))[0] == 3
+        await charger.close()
+        negotiated = await Charger.connect(server.url, "CP-2", subprotocols=("ocpp2.0.1", "ocpp1.6"))
+        assert negotiated.ws.subprotocol == "ocpp1.6"
+        await negotiated.close()
+
+    run(scenario())
+    server.wait_for(r"CP-1 !! spec: no ocpp1.6 subprotocol negotiated \(charger offered: none\)")
+
+
+def test_control_characters_from_the_wire_are_escaped(start_server):
+    server = start_server("--no-boot-data")
+
+    async def scenario():
+        charger = await Charger.connect(server.url, "CP%1B%5B2J%0Aforged")
+        await charger.call("DataTransfer", {"vendorId": "\u001b[31mred\u202e", "data": "a\nb"})
+        await charger.send_frame("bad\u001b[2Jframe\rline")
+        await charger.close()
+
+    run(scenario())
+    server.wait_for(r"disconnected")
+    output = server.output()
+    assert "\x1b" not in output and "\r" not in output and "\u202e" not in output
+    assert "CP\\x1b[2J\\x0aforged" in output
+    assert "bad\\x1b[2Jframe\\x0dline" in output
+
+
+# ------------------------------------------------------------ start-up and CLI
+
+
+def test_port_in_use_is_one_clear_line():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, str(SERVER), "--port", str(port)], stdin=subprocess.DEVNULL,
+                                capture_output=True, text=True, timeout=TIMEOUT * 2)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    assert re.search(r"port %d on 127\.0\.0\.1 is already in use .* --port %d" % (port, port + 1), result.stdout)
+
+
+def test_default_address_comes_from_config_py(tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    shutil.copy(SERVER, tmp_path / SERVER.name)
+    config = (HERE / "config.py").read_text().replace("ws://127.0.0.1:60003", "ws://127.0.0.1:%d" % port)
+    (tmp_path / "config.py").write_text(config)
+    server = ServerProcess(script=tmp_path / SERVER.name, port_args=(), stdin=subprocess.DEVNULL).wait_ready()
+    try:
+        assert server.url == "ws://127.0.0.1:%d" % port
+    finally:
+        assert server.stop() == 0
+
+
+def test_default_address_without_config_py(tmp_path):
+    assert mock.config_default_address(str(tmp_path / "missing.py")) == ("127.0.0.1", 60003)
+    (tmp_path / "config.py").write_text("this is not python (")
+    assert mock.config_default_address(str(tmp_path / "config.py")) == ("127.0.0.1", 60003)
+
+
+def test_config_py_is_the_chargers_configuration():
+    import config
+    configuration = config.Configurations()
+    assert configuration._protocols == ["ocpp1.6"]
+    configuration._useMockServer = True
+    assert configuration.getServerAddress() == "ws://127.0.0.1:60003"
+    configuration._useMockServer = False
+    assert configuration.getServerAddress() != "ws://127.0.0.1:60003"
+
+
+def test_help_and_version():
+    result = subprocess.run([sys.executable, str(SERVER), "--help"], capture_output=True, text=True, timeout=10)
+    assert result.returncode == 0
+    for flag in ("--host", "--port", "--dialect", "--strict", "--auto-start-after", "--call-timeout"):
+        assert flag in result.stdout
