@@ -941,6 +941,10 @@ class CommandError(Exception):
     """A console command that cannot be carried out; the message says why."""
 
 
+class NoChargerYet(CommandError):
+    """A charger command typed while no charger is connected: it is held."""
+
+
 def _open_transaction_id(system: "CentralSystem", session: Optional["ChargerSession"]) -> int:
     if session is not None and session.transaction is not None:
         return session.transaction.transaction_id
@@ -1104,9 +1108,11 @@ class ChargerSession:
         self.transaction: Optional[Transaction] = None
         self.last_transaction_id: Optional[int] = None
         self.last_meter_values = ""
-        self.calls: "asyncio.Queue[PendingCall]" = asyncio.Queue()
+        self.calls: Deque[PendingCall] = collections.deque()
+        self._calls_waiting = asyncio.Event()
         self.outstanding: Optional[PendingCall] = None
         self.auto_started = False
+        self.handshaken = False
         self.closed = False
         self._after_reply: List[Callable[[], None]] = []
         self._warned: set = set()
@@ -1303,21 +1309,28 @@ class ChargerSession:
         if self.closed:
             call.finish(CallOutcome("failed", error_description="%s is disconnected" % self.charger_id))
         else:
-            self.calls.put_nowait(call)
-            if self.outstanding is not None:
+            ahead = ([self.outstanding] if self.outstanding is not None else []) + list(self.calls)
+            if ahead:
                 self.out.info(self.charger_id, "%s queued behind %s (one outstanding CALL per charger)"
-                              % (action, self.outstanding.action))
+                              % (action, ", ".join(waiting.action for waiting in ahead)))
+            self._enqueue(call)
         return call
 
     def send_raw(self, text: str) -> None:
         """Queue a frame typed by the operator, sent as is (ordered with the CALLs)."""
-        call = PendingCall("raw", text)
-        self.calls.put_nowait(call)
+        self._enqueue(PendingCall("raw", text))
+
+    def _enqueue(self, call: PendingCall) -> None:
+        self.calls.append(call)
+        self._calls_waiting.set()
 
     async def _call_worker(self) -> None:
         timeout = self.system.options.call_timeout
         while True:
-            call = await self.calls.get()
+            while not self.calls:
+                self._calls_waiting.clear()
+                await self._calls_waiting.wait()
+            call = self.calls.popleft()
             if call.action == "raw":
                 await self.send_text(call.payload, "(raw)", call.payload)
                 continue
@@ -1341,9 +1354,8 @@ class ChargerSession:
                 self.outstanding = None
 
     def _fail_pending(self, reason: str) -> None:
-        pending = [self.outstanding] if self.outstanding is not None else []
-        while not self.calls.empty():
-            pending.append(self.calls.get_nowait())
+        pending = ([self.outstanding] if self.outstanding is not None else []) + list(self.calls)
+        self.calls.clear()
         self.outstanding = None
         for call in pending:
             if call.action != "raw" and not call.outcome.done():
@@ -1368,6 +1380,9 @@ class ChargerSession:
             self.handshake_complete()
 
     def handshake_complete(self) -> None:
+        self.handshaken = True
+        for listener in self.system.handshake_listeners:
+            listener(self)
         delay = self.system.options.auto_start_after
         if delay is not None and not self.auto_started:
             self.auto_started = True
@@ -1414,7 +1429,7 @@ class ChargerSession:
             lines.append("  last meter values: " + self.last_meter_values)
         if self.outstanding is not None:
             lines.append("  outstanding: %s for %.0f s, %d queued" % (
-                self.outstanding.action, time.monotonic() - self.outstanding.sent_at, self.calls.qsize()))
+                self.outstanding.action, time.monotonic() - self.outstanding.sent_at, len(self.calls)))
         return lines
 
 
@@ -1474,6 +1489,15 @@ class Console:
         self.system = system
         self.out = system.out
         self.default_charger: Optional[str] = None
+        self.held: List[str] = []  # charger commands typed before any charger was ready
+        system.handshake_listeners.append(self.on_charger_ready)
+
+    def on_charger_ready(self, session: ChargerSession) -> None:
+        """Run the held commands once the first charger has finished its handshake."""
+        held, self.held = self.held, []
+        for line in held:
+            self.out.console("running held command: " + line)
+            self.execute(line)
 
     def start_reader(self, loop: asyncio.AbstractEventLoop, stream: Any = None) -> threading.Thread:
         """Read lines on a daemon thread and run them on ``loop``; EOF ends the console."""
@@ -1501,6 +1525,10 @@ class Console:
             return
         try:
             self._execute(line)
+        except NoChargerYet:
+            self.held.append(line)
+            self.out.console("no charger is connected yet; %r will run once one has booted (point it at %s)"
+                             % (line, self.system.url))
         except CommandError as exc:
             self.out.console(str(exc))
         except Exception as exc:  # a console bug must not stop the server
@@ -1551,7 +1579,7 @@ class Console:
         if len(sessions) == 1:
             return next(iter(sessions.values()))
         if not sessions:
-            raise CommandError("no charger is connected yet; point one at %s" % self.system.url)
+            raise NoChargerYet()
         raise CommandError("%d chargers are connected (%s): say which, e.g. @%s <command>, or use <chargerId>"
                            % (len(sessions), ", ".join(sessions), next(iter(sessions))))
 
@@ -1794,6 +1822,7 @@ class CentralSystem:
         self.last_reservation_id: Optional[int] = None
         self.url = "ws://%s:%d" % (options.host, options.port)
         self.stopped = asyncio.Event()
+        self.handshake_listeners: List[Callable[[ChargerSession], None]] = []
 
     def stop(self) -> None:
         self.stopped.set()
@@ -1922,17 +1951,17 @@ async def run_server(options: argparse.Namespace, out: Output) -> int:
     port = server.sockets[0].getsockname()[1]
     host = options.host if ":" not in options.host else "[%s]" % options.host
     system.url = "ws://%s:%d" % (host, port)
-    out.console("OCPP Mock Server %s: OCPP 1.6-J central system (websockets %s)"
-                % (__version__, websockets.__version__))
-    out.console("listening on %s   charger config: _mockServerIP = '%s'" % (system.url, system.url))
-    out.console("name a charger with the URL path, e.g. %s/CP-1; type help for commands, Ctrl-C to stop"
-                % system.url)
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGINT, signal.SIGTERM):
         try:
             loop.add_signal_handler(signal_number, system.stop)
         except (NotImplementedError, RuntimeError):
             pass  # Windows: Ctrl-C arrives as KeyboardInterrupt instead
+    out.console("OCPP Mock Server %s: OCPP 1.6-J central system (websockets %s)"
+                % (__version__, websockets.__version__))
+    out.console("listening on %s   charger config: _mockServerIP = '%s'" % (system.url, system.url))
+    out.console("name a charger with the URL path, e.g. %s/CP-1; type help for commands, Ctrl-C to stop"
+                % system.url)
     Console(system).start_reader(loop)
     await system.stopped.wait()
     server.close()

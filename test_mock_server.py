@@ -804,3 +804,389 @@ def test_help_and_version():
     assert result.returncode == 0
     for flag in ("--host", "--port", "--dialect", "--strict", "--auto-start-after", "--call-timeout"):
         assert flag in result.stdout
+
+
+# ------------------------------------------------------------------ console
+
+
+async def booted_charger(server, charger_id="CP-1", **kwargs):
+    charger = await Charger.connect(server.url, charger_id, **kwargs)
+    await charger.boot()
+    server.wait_for(r"%s <- DataTransfer\.conf" % re.escape(charger_id))
+    return charger
+
+
+def test_every_server_action_typed_bare_is_valid_by_the_official_schema(start_server):
+    server = start_server()
+
+    async def scenario():
+        charger = await booted_charger(server)
+        start = await charger.call("StartTransaction", CHARGER_REQUEST_SAMPLES["StartTransaction"])
+        transaction_id = start[2]["transactionId"]
+        sent = {}
+        for index, action in enumerate(mock.SERVER_ACTION_DEFAULTS):
+            typed = action.lower() if index % 2 else action  # names are case-insensitive
+            server.type(typed)
+            call = await charger.expect_call(action)
+            assert_valid(action, call[3])
+            sent[action] = call[3]
+            await charger.answer(call, CHARGER_REPLY_SAMPLES[action])
+            server.wait_for(r"CP-1 <- %s\.conf" % action)
+        assert len(sent) == 19
+        assert sent["Reset"] == {"type": "Soft"}
+        assert sent["RemoteStopTransaction"] == {"transactionId": transaction_id}
+        assert sent["RemoteStartTransaction"] == {"connectorId": 1, "idTag": "1"}
+        assert sent["CancelReservation"]["reservationId"] == sent["ReserveNow"]["reservationId"]
+        assert sent["SetChargingProfile"]["csChargingProfiles"]["chargingProfilePurpose"] == "TxDefaultProfile"
+        await charger.close()
+
+    run(scenario())
+
+
+def test_start_remote_and_stop_remote(start_server):
+    server = start_server("--id-tag", "ABC")
+
+    async def scenario():
+        charger = await booted_charger(server)
+        server.type("startRemote")
+        call = await charger.expect_call("RemoteStartTransaction")
+        assert call[3] == {"connectorId": 1, "idTag": "ABC"}
+        await charger.answer(call, {"status": "Accepted"})
+        start = await charger.call("StartTransaction", dict(CHARGER_REQUEST_SAMPLES["StartTransaction"],
+                                                            idTag="ABC"))
+        server.type("stopRemote")
+        call = await charger.expect_call("RemoteStopTransaction")
+        assert call[3] == {"transactionId": start[2]["transactionId"]}
+        await charger.answer(call, {"status": "Rejected"})
+        server.wait_for(r'CP-1 <- RemoteStopTransaction\.conf \{"status":"Rejected"\}')
+        await charger.close()
+
+    run(scenario())
+
+
+def test_reserve_now_and_cancel_reservation_use_consecutive_ids(start_server):
+    server = start_server()
+
+    async def scenario():
+        charger = await booted_charger(server)
+        ids = []
+        for _ in range(2):
+            server.type("ReserveNow")
+            call = await charger.expect_call("ReserveNow")
+            ids.append(call[3]["reservationId"])
+            await charger.answer(call, {"status": "Accepted"})
+        assert ids[1] == ids[0] + 1
+        server.type("CancelReservation")
+        call = await charger.expect_call("CancelReservation")
+        assert call[3] == {"reservationId": ids[1]}
+        await charger.answer(call, {"status": "Accepted"})
+        await charger.close()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("typed, action, expected", [
+    ("ChangeConfiguration key=HeartbeatInterval value=30", "ChangeConfiguration",
+     {"key": "HeartbeatInterval", "value": "30"}),
+    ("TriggerMessage requestedMessage=MeterValues connectorId=1", "TriggerMessage",
+     {"requestedMessage": "MeterValues", "connectorId": 1}),
+    ('DataTransfer {"vendorId":"x"}', "DataTransfer", {"vendorId": "x"}),
+    ("reset type=Hard", "Reset", {"type": "Hard"}),
+    ("RemoteStartTransaction idTag=42 connectorId=2", "RemoteStartTransaction", {"connectorId": 2, "idTag": "42"}),
+    ('GetConfiguration key=["HeartbeatInterval","MeterValueSampleInterval"]', "GetConfiguration",
+     {"key": ["HeartbeatInterval", "MeterValueSampleInterval"]}),
+    ("SetChargingProfile csChargingProfiles.chargingSchedule.chargingRateUnit=W", "SetChargingProfile", None),
+])
+def test_console_overrides(start_server, typed, action, expected):
+    server = start_server()
+
+    async def scenario():
+        charger = await booted_charger(server)
+        server.type(typed)
+        call = await charger.expect_call(action)
+        assert_valid(action, call[3])
+        if expected is not None:
+            assert call[3] == expected
+        else:
+            assert call[3]["csChargingProfiles"]["chargingSchedule"]["chargingRateUnit"] == "W"
+        await charger.answer(call, CHARGER_REPLY_SAMPLES[action])
+        await charger.close()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("typed, message", [
+    ("Rest", r"unknown command 'Rest'; did you mean Reset\?"),
+    ("chargrs", r"unknown command 'chargrs'; did you mean chargers\?"),
+    ("Reset type=Hardd", r"Reset not sent: type \"Hardd\" is not one of Hard, Soft \(did you mean Hard\?\)"),
+    ("RemoteStartTransaction conectorId=2", r"conectorId is not a field of this message \(did you mean connectorId\?\)"),
+    ("Reset Hard", r"Reset: expected key=value, got 'Hard'"),
+    ("DataTransfer {not json", r"DataTransfer: the JSON payload does not parse"),
+    ("@CP-9 Reset", r"no charger 'CP-9' \(connected: CP-1\)"),
+    ("help Rset", r"no action 'Rset'; did you mean Reset\?"),
+])
+def test_mistyped_commands_get_one_line_and_nothing_is_sent(start_server, typed, message):
+    server = start_server()
+
+    async def scenario():
+        charger = await booted_charger(server)
+        mark = server.mark()
+        server.type(typed)
+        server.wait_for(">> .*" + message, since=mark)
+        await charger.no_frame_within(0.3)
+        await charger.close()
+
+    run(scenario())
+
+
+def test_help_lists_every_command_and_one_action(start_server):
+    server = start_server()
+    server.type("help")
+    server.wait_for(r">> actions: CancelReservation .* UpdateFirmware")
+    for usage in ("help \\[Action\\]", "chargers", "startRemote", "stopRemote", "@<chargerId> <command>",
+                  "use <chargerId>", "raw <json>", "quit \\| exit"):
+        server.wait_for(">> " + usage + " .* e\\.g\\. ")
+    server.type("help reservenow")
+    server.wait_for(r">>   expiryDate: date-time, ISO-8601 UTC")
+    server.wait_for(r'>>   sent bare: \{"connectorId":1,"expiryDate":"[0-9T:.-]+Z","idTag":"1","reservationId":1\}')
+
+
+def test_target_a_charger_with_at_and_use(start_server):
+    server = start_server()
+
+    async def scenario():
+        one = await booted_charger(server, "CP-1")
+        two = await booted_charger(server, "CP-2")
+        mark = server.mark()
+        server.type("Reset")
+        server.wait_for(r">> 2 chargers are connected \(CP-1, CP-2\): say which, e\.g\. @CP-1", since=mark)
+        server.type("@CP-2 Reset type=Hard")
+        call = await two.expect_call("Reset")
+        assert call[3] == {"type": "Hard"}
+        await two.answer(call, {"status": "Accepted"})
+        server.type("use CP-1")
+        server.type("ClearCache")
+        call = await one.expect_call("ClearCache")
+        await one.answer(call, {"status": "Accepted"})
+        await two.no_frame_within(0.3)
+        await one.close()
+        await two.close()
+
+    run(scenario())
+
+
+def test_calls_queue_one_at_a_time_and_time_out(start_server):
+    server = start_server("--call-timeout", "1")
+
+    async def scenario():
+        charger = await booted_charger(server)
+        server.type("Reset")
+        server.type("ClearCache")
+        reset = await charger.expect_call("Reset")
+        started = time.monotonic()
+        server.wait_for(r"ClearCache queued behind Reset")
+        # One outstanding CALL per connection: ClearCache waits for Reset's reply or timeout.
+        clear = await charger.expect_call("ClearCache", timeout=3)
+        assert time.monotonic() - started >= 0.9
+        server.wait_for(r"CP-1 !! no reply to Reset within 1 s; moving on")
+        await charger.answer(reset, {"status": "Accepted"})  # too late
+        server.wait_for(r"CP-1 !! late reply to Reset, which had already timed out")
+        await charger.answer(clear, {"status": "Accepted"})
+        server.wait_for(r'CP-1 <- ClearCache\.conf \{"status":"Accepted"\}')
+        await charger.close()
+
+    run(scenario())
+
+
+def test_call_errors_and_unknown_ids_are_reported(start_server):
+    server = start_server()
+
+    async def scenario():
+        charger = await booted_charger(server)
+        server.type("UnlockConnector")
+        call = await charger.expect_call("UnlockConnector")
+        await charger.send_frame([4, call[1], "NotSupported", "no lock here", {}])
+        server.wait_for(r"CP-1 <- UnlockConnector CALLERROR NotSupported no lock here \{\}")
+        server.type("ClearCache")
+        call = await charger.expect_call("ClearCache")
+        await charger.send_frame([3, "not-" + call[1], {"status": "Accepted"}])
+        server.wait_for(r"CP-1 !! reply to message id \"not-")
+        await charger.answer(call, {"status": "Accepted"})
+        server.wait_for(r"CP-1 <- ClearCache\.conf")
+        await charger.close()
+
+    run(scenario())
+
+
+def test_a_charger_that_disconnects_fails_its_pending_calls(start_server):
+    server = start_server()
+
+    async def scenario():
+        charger = await booted_charger(server)
+        server.type("Reset")
+        server.type("ClearCache")
+        await charger.expect_call("Reset")
+        await charger.close()
+
+    run(scenario())
+    server.wait_for(r"CP-1 !! Reset failed: CP-1 disconnected")
+    server.wait_for(r"CP-1 !! ClearCache failed: CP-1 disconnected")
+
+
+def test_raw_sends_the_frame_as_typed(start_server):
+    server = start_server()
+
+    async def scenario():
+        charger = await booted_charger(server)
+        server.type('raw [2,"neg-1","Reset",{"type":"Nope"}]')
+        assert await charger.receive() == [2, "neg-1", "Reset", {"type": "Nope"}]
+        await charger.close()
+
+    run(scenario())
+
+
+def test_flexicharge_dialect_uses_its_key_spellings(start_server):
+    server = start_server()
+
+    async def scenario():
+        charger = await Charger.connect(server.url)
+        await charger.boot(flexicharge=True)
+        server.wait_for(r"speaks the FlexiCharge dialect")
+        start = await charger.call("StartTransaction", {"connectorId": "1", "id_tag": None, "meterStart": 0,
+                                                        "timestamp": 1665917012.1, "reservationId": None})
+        server.type("stopRemote")
+        call = await charger.expect_call("RemoteStopTransaction")
+        assert call[3] == {"transactionID": start[3]["transactionId"]}
+        await charger.answer(call, {"status": "Accepted"}, flexicharge=True)
+        server.type("ReserveNow")
+        call = await charger.expect_call("ReserveNow")
+        assert set(call[3]) == {"connectorID", "expiryDate", "idTag", "reservationID"}
+        assert isinstance(call[3]["expiryDate"], int) and call[3]["expiryDate"] > time.time() + 3000
+        await charger.answer(call, {"status": "Accepted"}, flexicharge=True)
+        server.type("startRemote")
+        call = await charger.expect_call("RemoteStartTransaction")
+        assert call[3] == {"connectorId": 1, "idTag": "1"}  # as the fixture shows it accepted
+        await charger.close()
+
+    run(scenario())
+
+
+def test_chargers_lists_state(start_server):
+    server = start_server()
+
+    async def scenario():
+        charger = await booted_charger(server)
+        await charger.call("StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Charging"})
+        start = await charger.call("StartTransaction", CHARGER_REQUEST_SAMPLES["StartTransaction"])
+        await charger.call("MeterValues", CHARGER_REQUEST_SAMPLES["MeterValues"])
+        server.type("Reset")
+        await charger.expect_call("Reset")
+        mark = server.mark()
+        server.type("chargers")
+        server.wait_for(r">> CP-1  \(127\.0\.0\.1:\d+, dialect ocpp1\.6, subprotocol ocpp1\.6\)", since=mark)
+        server.wait_for(r">>   boot: Accepted  Test Mock-1", since=mark)
+        server.wait_for(r">>   connectors: 1 Charging", since=mark)
+        server.wait_for(r">>   transaction %d on connector 1, idTag \"TAG-1\"" % start[2]["transactionId"],
+                        since=mark)
+        server.wait_for(r">>   last meter values: connector 1, transaction 1: Energy\.Active\.Import\.Register "
+                        r"1234 Wh", since=mark)
+        server.wait_for(r">>   outstanding: Reset for \d+ s, 0 queued", since=mark)
+        await charger.close()
+
+    run(scenario())
+
+
+def test_auto_start_and_auto_stop_run_a_whole_session(start_server):
+    server = start_server("--auto-start-after", "0.2", "--auto-stop-after", "0.6", stdin=subprocess.DEVNULL)
+
+    async def scenario():
+        charger = await Charger.connect(server.url)
+        await charger.boot()
+        call = await charger.expect_call("RemoteStartTransaction")
+        assert_valid("RemoteStartTransaction", call[3])
+        await charger.answer(call, {"status": "Accepted"})
+        start = await charger.call("StartTransaction", CHARGER_REQUEST_SAMPLES["StartTransaction"])
+        transaction_id = start[2]["transactionId"]
+        samples = 0
+        while not any(frame[2] == "RemoteStopTransaction" for frame in charger.server_calls):
+            await charger.call("MeterValues", dict(CHARGER_REQUEST_SAMPLES["MeterValues"],
+                                                   transactionId=transaction_id))
+            samples += 1
+            await asyncio.sleep(0.05)
+        call = await charger.expect_call("RemoteStopTransaction")
+        assert call[3] == {"transactionId": transaction_id} and samples >= 3
+        await charger.answer(call, {"status": "Accepted"})
+        stop = await charger.call("StopTransaction", dict(CHARGER_REQUEST_SAMPLES["StopTransaction"],
+                                                          transactionId=transaction_id))
+        assert stop[0] == 3
+        await charger.no_frame_within(1.0)  # once per connection: no second start
+        await charger.close()
+
+    run(scenario())
+
+
+def test_stdin_at_eof_leaves_the_server_serving(start_server):
+    server = start_server(stdin=subprocess.DEVNULL)
+
+    async def scenario():
+        await asyncio.sleep(0.3)  # the console has seen EOF by now
+        charger = await booted_charger(server)
+        assert (await charger.call("Heartbeat", {}))[0] == 3
+        await charger.close()
+
+    run(scenario())
+    assert server.proc.poll() is None
+
+
+def test_meter_values_print_while_the_console_waits_for_a_line(start_server):
+    server = start_server()  # stdin stays open, with nothing typed
+
+    async def scenario():
+        charger = await booted_charger(server)
+        for energy in (100, 200, 300):
+            mark = server.mark()
+            payload = {"connectorId": 1, "meterValue": [{"timestamp": NOW, "sampledValue": [{"value": str(energy)}]}]}
+            await charger.call("MeterValues", payload)
+            server.wait_for(r"<- MeterValues connector 1: Energy\.Active\.Import\.Register %d Wh" % energy,
+                            since=mark, timeout=1)
+        await charger.close()
+
+    run(scenario())
+
+
+def test_piped_lines_run_as_typed_once_a_charger_is_ready(start_server):
+    server = start_server()
+    server.type("startRemote")
+    server.wait_for(r">> no charger is connected yet; 'startRemote' will run once one has booted")
+
+    async def scenario():
+        charger = await Charger.connect(server.url)
+        await charger.boot()
+        call = await charger.expect_call("RemoteStartTransaction")
+        assert call[3] == {"connectorId": 1, "idTag": "1"}
+        await charger.close()
+
+    run(scenario())
+
+
+def test_quit_closes_chargers_with_going_away_and_exits_zero():
+    server = ServerProcess().wait_ready()
+
+    async def scenario():
+        charger = await Charger.connect(server.url)
+        server.type("quit")
+        with pytest.raises(websockets.ConnectionClosed):
+            await charger.receive()
+        assert charger.ws.close_code == 1001
+
+    run(scenario())
+    assert server.proc.wait(TIMEOUT) == 0
+    server.stop()
+
+
+def test_sigterm_stops_cleanly():
+    server = ServerProcess(stdin=subprocess.DEVNULL).wait_ready()
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(TIMEOUT) == 0
+    server.stop()
+    assert "Traceback" not in server.output()
