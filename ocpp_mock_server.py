@@ -280,8 +280,10 @@ class Rule:
         return self.type_name
 
     def _wrong_type(self, value: Any, path: str, problems: List[Problem]) -> None:
-        problems.append(Problem(path, "must be %s, got %s %s" % (self.type_name, _json_type(value), _show(value)),
-                                TYPE_CONSTRAINT_VIOLATION))
+        got = _json_type(value)
+        if value is not None:
+            got += " " + _show(value)
+        problems.append(Problem(path, "must be %s, got %s" % (self.type_name, got), TYPE_CONSTRAINT_VIOLATION))
 
 
 class String(Rule):
@@ -366,8 +368,13 @@ class Enum(Rule):
             self._wrong_type(value, path, problems)
         elif value not in self._allowed:
             close = difflib.get_close_matches(value, self.values, n=1)
-            hint = " (did you mean %s?)" % close[0] if close else ""
-            problems.append(Problem(path, "%s is not one of %s%s" % (_show(value), ", ".join(self.values), hint),
+            if close:
+                allowed = "did you mean %s?" % close[0]
+            elif len(self.values) > 6:
+                allowed = "one of %s, ... (%d values)" % (", ".join(self.values[:6]), len(self.values))
+            else:
+                allowed = "one of " + ", ".join(self.values)
+            problems.append(Problem(path, "%s is not allowed (%s)" % (_show(value), allowed),
                                     PROPERTY_CONSTRAINT_VIOLATION))
 
     def describe(self) -> str:
@@ -1144,6 +1151,12 @@ class ChargerSession:
             self._fail_pending("%s disconnected" % self.charger_id)
 
     async def on_message(self, message: Any) -> None:
+        transcript = self.system.transcript
+        if transcript is not None:
+            if isinstance(message, bytes):
+                transcript.frame(self.charger_id, "in", message.decode("utf-8", "backslashreplace"), binary=True)
+            else:
+                transcript.frame(self.charger_id, "in", message)
         if isinstance(message, bytes):
             if self.system.options.strict:
                 self.out.warn(self.charger_id, "binary frame of %d bytes ignored: OCPP-J uses text frames"
@@ -1294,8 +1307,10 @@ class ChargerSession:
     # -- sending
 
     async def send_text(self, text: str, label: str, shown: Any) -> None:
-        """Send one frame to the charger and print it."""
+        """Send one frame to the charger, print it and log it."""
         self.out.frame(self.charger_id, "->", label, shown)
+        if self.system.transcript is not None:
+            self.system.transcript.frame(self.charger_id, "out", text)
         await self.websocket.send(text)
 
     def after_reply(self, callback: Callable[[], None]) -> None:
@@ -1606,7 +1621,13 @@ class Console:
             if problems:
                 self.out.console("note: %s is not valid OCPP 1.6 (%s); sending it as typed" % (action, problems[0]))
             return payload
-        payload = SERVER_ACTION_DEFAULTS[action](self.system, session)
+        try:
+            payload = SERVER_ACTION_DEFAULTS[action](self.system, session)
+            missing_default: Optional[CommandError] = None
+        except CommandError as exc:  # e.g. no open transaction: the arguments may supply it
+            if not arguments:
+                raise
+            payload, missing_default = {}, exc
         for argument in arguments.split():
             key, equals, text = argument.partition("=")
             if not equals or not key:
@@ -1621,6 +1642,8 @@ class Console:
                     raise CommandError("%s: %s is not an object" % (action, name))
             target[path[-1]] = value
         problems = lint_payload(rules, payload)
+        if problems and missing_default is not None:
+            raise missing_default
         if problems:
             raise CommandError("%s not sent: %s (send it anyway with %s {json} or raw)" % (action, problems[0], action))
         return payload
@@ -1771,6 +1794,47 @@ class Output:
         self._write(None, ">> " + printable(text))
 
 
+class Transcript:
+    """``--log FILE``: every frame in and out, one JSON object per line.
+
+    Records are ``{"ts", "charger", "dir": "in"|"out", "frame": <text as sent>}``
+    and ``{"ts", "charger", "event": "connect"|"disconnect", ...}``.  The file
+    is appended to, and each line is flushed to the operating system as it is
+    written, so a crash or kill -9 loses nothing that was already on the wire.
+    """
+
+    def __init__(self, path: str, out: Output) -> None:
+        self.path = path
+        self.out = out
+        self.file: Any = open(path, "a", encoding="utf-8")
+
+    def _write(self, record: dict) -> None:
+        if self.file is None:
+            return
+        try:
+            self.file.write(dump_json(record) + "\n")
+            self.file.flush()
+        except (OSError, ValueError) as exc:
+            self.out.error(None, "transcript %s stopped: %s" % (self.path, exc))
+            self.file = None
+
+    def frame(self, charger: str, direction: str, text: str, binary: bool = False) -> None:
+        record = {"ts": iso_utc(utc_now()), "charger": charger, "dir": direction, "frame": text}
+        if binary:
+            record["binary"] = True
+        self._write(record)
+
+    def event(self, charger: str, event: str, **details: Any) -> None:
+        record = {"ts": iso_utc(utc_now()), "charger": charger, "event": event}
+        record.update(details)
+        self._write(record)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
 # ----------------------------------------------------------- Server and CLI
 
 # websockets compatibility shim: the asyncio API (websockets 13+) where it
@@ -1821,6 +1885,7 @@ class CentralSystem:
         self.next_reservation_id = 1
         self.last_reservation_id: Optional[int] = None
         self.url = "ws://%s:%d" % (options.host, options.port)
+        self.transcript: Optional[Transcript] = None
         self.stopped = asyncio.Event()
         self.handshake_listeners: List[Callable[[ChargerSession], None]] = []
 
@@ -1851,6 +1916,9 @@ class CentralSystem:
             offered = ", ".join(_request_headers(websocket).get_all("Sec-WebSocket-Protocol")) or "none"
             self.out.warn(charger_id, "spec: no ocpp1.6 subprotocol negotiated (charger offered: %s); "
                           "serving it anyway" % offered)
+        if self.transcript is not None:
+            self.transcript.event(charger_id, "connect", peer=peer, path=_request_path(websocket),
+                                  subprotocol=websocket.subprotocol)
         session = ChargerSession(self, websocket, charger_id, peer, websocket.subprotocol)
         previous = self.sessions.get(charger_id)
         self.sessions[charger_id] = session
@@ -1865,6 +1933,8 @@ class CentralSystem:
                 del self.sessions[charger_id]
             code = getattr(websocket, "close_code", None)
             self.out.info(charger_id, "disconnected (close code %s)" % code)
+            if self.transcript is not None:
+                self.transcript.event(charger_id, "disconnect", code=code)
 
 
 def config_default_address(config_path: str) -> Tuple[str, int]:
@@ -1930,6 +2000,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-message-size", type=int, default=DEFAULT_MAX_MESSAGE_SIZE,
                         help="largest frame accepted, bytes; larger ones close the connection with 1009 "
                         "(default %(default)s)")
+    parser.add_argument("--log", metavar="FILE",
+                        help="append every frame in and out to FILE, one JSON object per line")
     parser.add_argument("--quiet", action="store_true", help="print warnings, errors and console answers only")
     parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
     return parser
@@ -1938,6 +2010,21 @@ def build_parser() -> argparse.ArgumentParser:
 async def run_server(options: argparse.Namespace, out: Output) -> int:
     """Serve until quit, SIGINT or SIGTERM; the exit status."""
     system = CentralSystem(options, out)
+    if options.log:
+        try:
+            system.transcript = Transcript(options.log, out)
+        except OSError as exc:
+            out.error(None, "cannot open the transcript %s: %s" % (options.log, exc.strerror or exc))
+            return 2
+    try:
+        return await serve_until_stopped(system, options, out)
+    finally:
+        if system.transcript is not None:
+            system.transcript.close()
+
+
+async def serve_until_stopped(system: CentralSystem, options: argparse.Namespace, out: Output) -> int:
+    """Listen, print the banner, run the console; return once stopped."""
     try:
         server = await serve_websockets(system.handle_connection, options.host, options.port,
                                         options.max_message_size)
@@ -1962,6 +2049,8 @@ async def run_server(options: argparse.Namespace, out: Output) -> int:
     out.console("listening on %s   charger config: _mockServerIP = '%s'" % (system.url, system.url))
     out.console("name a charger with the URL path, e.g. %s/CP-1; type help for commands, Ctrl-C to stop"
                 % system.url)
+    if system.transcript is not None:
+        out.console("transcript: every frame is appended to %s" % system.transcript.path)
     Console(system).start_reader(loop)
     await system.stopped.wait()
     server.close()

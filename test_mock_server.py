@@ -628,7 +628,9 @@ def test_lenient_mode_answers_off_spec_payloads_and_warns_once(start_server):
     output = server.output()
     assert output.count("spec: StatusNotification.connectorId must be an integer, got string \"1\" "
                         "(TypeConstraintViolation") == 1
-    assert output.count("spec: StatusNotification.errorCode \"\" is not one of") == 1
+    assert output.count("spec: StatusNotification.errorCode \"\" is not allowed (one of ConnectorLockFailure, "
+                        "EVCommunicationError, GroundFailure, HighTemperature, InternalError, LocalListConflict, "
+                        "... (16 values))") == 1
     assert "spec: StartTransaction.idTag is required but missing (OccurenceConstraintViolation" in output
     assert "spec: StartTransaction.timestamp must be an ISO-8601 date-time string, got number" in output
 
@@ -918,12 +920,14 @@ def test_console_overrides(start_server, typed, action, expected):
 @pytest.mark.parametrize("typed, message", [
     ("Rest", r"unknown command 'Rest'; did you mean Reset\?"),
     ("chargrs", r"unknown command 'chargrs'; did you mean chargers\?"),
-    ("Reset type=Hardd", r"Reset not sent: type \"Hardd\" is not one of Hard, Soft \(did you mean Hard\?\)"),
+    ("Reset type=Hardd", r"Reset not sent: type \"Hardd\" is not allowed \(did you mean Hard\?\)"),
     ("RemoteStartTransaction conectorId=2", r"conectorId is not a field of this message \(did you mean connectorId\?\)"),
     ("Reset Hard", r"Reset: expected key=value, got 'Hard'"),
     ("DataTransfer {not json", r"DataTransfer: the JSON payload does not parse"),
     ("@CP-9 Reset", r"no charger 'CP-9' \(connected: CP-1\)"),
     ("help Rset", r"no action 'Rset'; did you mean Reset\?"),
+    ("stopRemote", r"no transaction is open on CP-1; give one: RemoteStopTransaction transactionId=N"),
+    ("stopRemote connectorId=1", r"no transaction is open on CP-1"),
 ])
 def test_mistyped_commands_get_one_line_and_nothing_is_sent(start_server, typed, message):
     server = start_server()
@@ -1190,3 +1194,110 @@ def test_sigterm_stops_cleanly():
     assert server.proc.wait(TIMEOUT) == 0
     server.stop()
     assert "Traceback" not in server.output()
+
+
+# ------------------------------------------- transcript and the demo charger
+
+DEMO_CHARGER = HERE / "examples" / "demo_charger.py"
+
+
+def read_transcript(path: Path) -> list:
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    for record in records:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", record["ts"]), record
+        assert ("dir" in record) != ("event" in record), record
+        if "dir" in record:
+            assert record["dir"] in ("in", "out") and isinstance(record["frame"], str)
+    return records
+
+
+def check_transcript_is_a_whole_session(records: list, charger_id: str, flexicharge: bool) -> None:
+    mine = [record for record in records if record["charger"] == charger_id]
+    assert mine[0]["event"] == "connect" and mine[-1]["event"] == "disconnect"
+    frames = [(record["dir"], json.loads(record["frame"])) for record in mine if "frame" in record]
+    calls = [(direction, frame[2]) for direction, frame in frames if frame[0] == 2]
+    in_order = ["BootNotification", "DataTransfer", "RemoteStartTransaction", "StartTransaction", "MeterValues",
+                "RemoteStopTransaction", "StopTransaction"]
+    names = [name for _, name in calls]
+    positions = [names.index(name) for name in in_order]
+    assert positions == sorted(positions), names
+    assert names.count("MeterValues") >= 3
+    assert ("out", "DataTransfer") in calls and ("out", "RemoteStartTransaction") in calls
+    # Every reply the server sent is valid by the official schema of its action.
+    last_call_action = {}
+    for direction, frame in frames:
+        if direction == "in" and frame[0] == 2:
+            last_call_action[frame[1]] = frame[2]
+        elif direction == "out" and frame[0] == 3:
+            action = last_call_action[frame[1]]
+            if flexicharge and action != "BootNotification":  # the dialect shows in its BootData reply
+                assert frame[2] == action
+            assert_valid(action + "Response", frame[-1])
+        elif direction == "out" and frame[0] == 2:
+            if flexicharge and frame[2] == "RemoteStopTransaction":
+                assert set(frame[3]) == {"transactionID"}
+            else:
+                assert_valid(frame[2], frame[3])
+
+
+@pytest.mark.parametrize("dialect", ["ocpp1.6", "flexicharge"])
+def test_end_to_end_demo_session_in_both_dialects(start_server, tmp_path, dialect):
+    log = tmp_path / "transcript.jsonl"
+    log.write_text('{"ts":"2026-01-01T00:00:00.000Z","charger":"old","event":"connect"}\n')
+    server = start_server("--auto-start-after", "0.2", "--auto-stop-after", "1.2", "--log", str(log),
+                          stdin=subprocess.DEVNULL)
+    command = [sys.executable, "-W", "error::DeprecationWarning", str(DEMO_CHARGER), server.url + "/CP-DEMO",
+               "--once", "--meter-interval", "0.2"]
+    if dialect == "flexicharge":
+        command.append("--flexicharge")
+    charger = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    assert charger.returncode == 0, charger.stdout + charger.stderr
+    assert "transaction 1 stopped" in charger.stdout
+    server.wait_for(r"CP-DEMO \*\* disconnected")
+    assert server.stop() == 0
+    records = read_transcript(log)
+    assert records[0]["charger"] == "old"  # appended, never truncated
+    check_transcript_is_a_whole_session(records, "CP-DEMO", dialect == "flexicharge")
+    if dialect == "flexicharge":
+        server.wait_for(r"CP-DEMO \*\* speaks the FlexiCharge dialect")
+        server.wait_for(r"CP-DEMO <- MeterValues connector 1, transaction 1: SoC \d+ %, Power\.Active\.Import "
+                        r"7400 W, Energy\.Active\.Import \d+ Wh")
+    else:
+        assert "spec:" not in server.output()
+
+
+def test_the_demo_charger_answers_every_console_command_validly(start_server):
+    server = start_server("--log", "/dev/null")
+    demo = subprocess.Popen([sys.executable, str(DEMO_CHARGER), server.url + "/CP-DEMO", "--meter-interval", "0.2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        server.wait_for(r"CP-DEMO <- StatusNotification .*Available", timeout=10)
+        for action in mock.SERVER_ACTION_DEFAULTS:
+            mark = server.mark()
+            server.type(action if action != "RemoteStopTransaction" else "RemoteStopTransaction transactionId=1")
+            reply = server.wait_for(r"CP-DEMO <- %s(\.conf| CALLERROR) (.*)$" % action, since=mark)
+            assert reply.group(1) == ".conf", reply.group(0)
+            assert_valid(action + "Response", json.loads(reply.group(2)))
+        assert "spec:" not in server.output()
+    finally:
+        demo.terminate()
+        demo.wait(TIMEOUT)
+
+
+def test_the_transcript_survives_kill_9(tmp_path):
+    log = tmp_path / "transcript.jsonl"
+    server = ServerProcess("--log", str(log), "--no-boot-data", stdin=subprocess.DEVNULL).wait_ready()
+
+    async def scenario():
+        charger = await Charger.connect(server.url)
+        for number in range(20):
+            await charger.call("Heartbeat", {}, message_id="hb-%d" % number)
+        server.proc.kill()  # SIGKILL: no flush, no clean-up
+        server.proc.wait(TIMEOUT)
+
+    run(scenario())
+    server.stop()
+    records = read_transcript(log)
+    sent_in = [json.loads(record["frame"])[1] for record in records if record.get("dir") == "in"]
+    answered = [json.loads(record["frame"])[1] for record in records if record.get("dir") == "out"]
+    assert sent_in == answered == ["hb-%d" % number for number in range(20)]

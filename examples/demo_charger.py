@@ -1,0 +1,345 @@
+#!/usr/bin/env python3
+"""A small simulated OCPP 1.6-J charge point, for demos and tests of the mock server.
+
+    python examples/demo_charger.py [ws://127.0.0.1:60003/CP-1] [--flexicharge] [--once]
+
+It boots, accepts the BootData, reports its connector Available, heartbeats,
+accepts RemoteStartTransaction, sends StartTransaction, then MeterValues every
+second (energy, power and state of charge rising) until RemoteStopTransaction,
+which it ends with StopTransaction.  It answers every command of the mock
+server's console with a schema-valid reply.
+
+``--flexicharge`` speaks the FlexiCharge charger's dialect instead: 4-element
+replies, one message id reused for its CALLs, string connectorIds, its own
+MeterValues ``values`` form, and ``transactionID`` in RemoteStopTransaction.
+Standard library and websockets only, like the server.
+"""
+
+import argparse
+import asyncio
+import datetime
+import itertools
+import json
+import sys
+import time
+import uuid
+from typing import Any, Dict, Optional
+
+import websockets
+
+FLEXICHARGE_MESSAGE_ID = "0jdsEnnyo2kpCP8FLfHlNpbvQXosR5ZNlh8v"  # it reuses this id for every CALL
+
+
+def now_iso() -> str:
+    moment = datetime.datetime.now(datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (moment.microsecond // 1000)
+
+
+def say(text: str) -> None:
+    print("%s demo-charger %s" % (time.strftime("%H:%M:%S"), text), flush=True)
+
+
+class DemoCharger:
+    """One simulated charge point with one connector."""
+
+    def __init__(self, websocket: Any, options: argparse.Namespace) -> None:
+        self.ws = websocket
+        self.options = options
+        self.flexicharge = options.flexicharge
+        self.connector = options.connector
+        self.pending: Dict[str, "asyncio.Future[Any]"] = {}
+        self.call_lock = asyncio.Lock()  # one outstanding CALL at a time (OCPP-J 4.1.1)
+        self.boot_data = asyncio.Event()
+        self.transaction_id: Optional[int] = None
+        self.meter_task: Optional["asyncio.Task[None]"] = None
+        self.energy_wh = 0
+        self.configuration = {"HeartbeatInterval": str(options.heartbeat_interval or 60),
+                              "MeterValueSampleInterval": str(options.meter_interval)}
+        self.local_list_version = 0
+        self.finished = asyncio.Event()
+        self.tasks: set = set()
+
+    # -- the charger's own CALLs
+
+    async def call(self, action: str, payload: dict) -> Any:
+        """Send a CALL and wait for its reply payload (None on CALLERROR)."""
+        async with self.call_lock:
+            message_id = FLEXICHARGE_MESSAGE_ID if self.flexicharge else str(uuid.uuid4())
+            reply = asyncio.get_running_loop().create_future()
+            self.pending[message_id] = reply
+            await self.ws.send(json.dumps([2, message_id, action, payload]))
+            try:
+                return await asyncio.wait_for(reply, 30)
+            finally:
+                self.pending.pop(message_id, None)
+
+    def spawn(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    # -- the charging session
+
+    async def run(self) -> None:
+        receiver = asyncio.ensure_future(self.receive())
+        try:
+            boot = await self.call("BootNotification", {
+                "chargePointVendor": "DemoVendor", "chargePointModel": "DemoCharger",
+                "chargePointSerialNumber": "demo-001", "firmwareVersion": "1.0.0"})
+            say("booted: %s" % json.dumps(boot))
+            interval = self.options.heartbeat_interval or (boot or {}).get("interval") or 60
+            if self.options.wait_boot_data:
+                await asyncio.wait_for(self.boot_data.wait(), 30)
+            await self.status("Available")
+            self.spawn(self.heartbeats(interval))
+            await asyncio.wait([receiver, asyncio.ensure_future(self.finished.wait())],
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in list(self.tasks) + [receiver]:
+                task.cancel()
+
+    async def heartbeats(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await self.call("Heartbeat", {})
+
+    async def status(self, status: str) -> None:
+        if self.flexicharge:
+            payload = {"connectorId": str(self.connector), "errorCode": "", "status": status}
+        else:
+            payload = {"connectorId": self.connector, "errorCode": "NoError", "status": status,
+                       "timestamp": now_iso()}
+        await self.call("StatusNotification", payload)
+
+    async def start_transaction(self, id_tag: str) -> None:
+        await self.status("Preparing")
+        if self.flexicharge:
+            payload = {"connectorId": str(self.connector), "id_tag": None, "meterStart": self.energy_wh,
+                       "timestamp": time.time(), "reservationId": None}
+        else:
+            payload = {"connectorId": self.connector, "idTag": id_tag, "meterStart": self.energy_wh,
+                       "timestamp": now_iso()}
+        reply = await self.call("StartTransaction", payload) or {}
+        self.transaction_id = reply.get("transactionId")
+        say("transaction %s started" % self.transaction_id)
+        await self.status("Charging")
+        self.meter_task = asyncio.ensure_future(self.meter_values())
+
+    async def meter_values(self) -> None:
+        for second in itertools.count(1):
+            await asyncio.sleep(self.options.meter_interval)
+            power_w = 7400
+            self.energy_wh += int(power_w * self.options.meter_interval / 3600) + 1
+            soc = min(100, 20 + second)
+            await self.call("MeterValues", self.meter_payload(power_w, soc))
+
+    def meter_payload(self, power_w: int, soc: int) -> dict:
+        if self.flexicharge:
+            return {"connectorId": self.connector, "transactionId": self.transaction_id,
+                    "timestamp": int(time.time() * 1000), "values": {
+                        "chargingPercent": {"value": soc, "unit": "%", "measurand": "SoC"},
+                        "chargingPower": {"value": power_w, "unit": "W", "measurand": "Power.Active.Import"},
+                        "chargedSoFar": {"value": self.energy_wh, "unit": "Wh",
+                                         "measurand": "Energy.Active.Import"}}}
+        return {"connectorId": self.connector, "transactionId": self.transaction_id, "meterValue": [{
+            "timestamp": now_iso(), "sampledValue": [
+                {"value": str(self.energy_wh), "measurand": "Energy.Active.Import.Register", "unit": "Wh"},
+                {"value": str(power_w), "measurand": "Power.Active.Import", "unit": "W"},
+                {"value": str(soc), "measurand": "SoC", "unit": "Percent"}]}]}
+
+    async def stop_transaction(self, reason: str) -> None:
+        if self.meter_task is not None:
+            self.meter_task.cancel()
+            self.meter_task = None
+        await self.status("Finishing")
+        payload = {"transactionId": self.transaction_id, "meterStop": self.energy_wh, "reason": reason}
+        if self.flexicharge:
+            payload.update({"idTag": None, "timestamp": time.time(), "transactionData": None})
+        else:
+            payload.update({"idTag": self.options.id_tag, "timestamp": now_iso()})
+        await self.call("StopTransaction", payload)
+        say("transaction %s stopped" % self.transaction_id)
+        self.transaction_id = None
+        await self.status("Available")
+        if self.options.once:
+            self.finished.set()
+
+    # -- frames from the server
+
+    async def receive(self) -> None:
+        async for text in self.ws:
+            try:
+                message = json.loads(text)
+            except ValueError:
+                say("ignored a frame that is not JSON: %r" % text[:80])
+                continue
+            if not isinstance(message, list) or len(message) < 3:
+                say("ignored a frame that is not OCPP-J: %r" % text[:80])
+            elif message[0] == 2 and len(message) == 4:
+                await self.answer(message[1], message[2], message[3] if isinstance(message[3], dict) else {})
+            elif message[0] in (3, 4):
+                reply = self.pending.get(message[1])
+                if reply is not None and not reply.done():
+                    reply.set_result(message[-1] if message[0] == 3 else None)
+
+    async def answer(self, message_id: str, action: str, payload: dict) -> None:
+        handler = getattr(self, "on_" + action, None)
+        if handler is None:
+            await self.ws.send(json.dumps([4, message_id, "NotImplemented", "demo charger: no " + action, {}]))
+            return
+        reply = handler(payload)
+        if reply is None:  # the FlexiCharge charger answers some requests with silence
+            return
+        frame = [3, message_id, action, reply] if self.flexicharge else [3, message_id, reply]
+        await self.ws.send(json.dumps(frame))
+
+    # One on_<Action> per server command: the reply payload (follow-ups are spawned).
+
+    def on_DataTransfer(self, payload: dict) -> dict:
+        if payload.get("messageId") == "BootData":
+            say("BootData: %s" % payload.get("data"))
+            self.boot_data.set()
+        return {"status": "Accepted"}
+
+    def on_RemoteStartTransaction(self, payload: dict) -> Optional[dict]:
+        id_tag = payload.get("idTag")
+        if self.flexicharge:
+            try:
+                accepted = int(id_tag) == 1  # the only idTag the FlexiCharge charger accepts
+            except (TypeError, ValueError):
+                say("RemoteStartTransaction idTag %r is not a number: no reply, as FlexiCharge" % (id_tag,))
+                return None
+        else:
+            accepted = True
+        accepted = accepted and self.transaction_id is None
+        if accepted:
+            self.spawn(self.start_transaction(str(id_tag)))
+        return {"status": "Accepted" if accepted else "Rejected"}
+
+    def on_RemoteStopTransaction(self, payload: dict) -> dict:
+        transaction_id = payload.get("transactionID" if self.flexicharge else "transactionId")
+        if self.transaction_id is None or transaction_id != self.transaction_id:
+            return {"status": "Rejected"}
+        self.spawn(self.stop_transaction("Remote"))
+        return {"status": "Accepted"}
+
+    def on_Reset(self, payload: dict) -> dict:
+        return {"status": "Accepted"}
+
+    def on_ChangeAvailability(self, payload: dict) -> dict:
+        return {"status": "Accepted"}
+
+    def on_ChangeConfiguration(self, payload: dict) -> dict:
+        self.configuration[str(payload.get("key"))] = str(payload.get("value"))
+        return {"status": "Accepted"}
+
+    def on_GetConfiguration(self, payload: dict) -> dict:
+        wanted = payload.get("key") or list(self.configuration)
+        known = [key for key in wanted if key in self.configuration]
+        reply: dict = {"configurationKey": [{"key": key, "readonly": False, "value": self.configuration[key]}
+                                            for key in known]}
+        unknown = [key for key in wanted if key not in self.configuration]
+        if unknown:
+            reply["unknownKey"] = unknown
+        return reply
+
+    def on_ClearCache(self, payload: dict) -> dict:
+        return {"status": "Accepted"}
+
+    def on_ClearChargingProfile(self, payload: dict) -> dict:
+        return {"status": "Accepted"}
+
+    def on_SetChargingProfile(self, payload: dict) -> dict:
+        return {"status": "Accepted"}
+
+    def on_GetCompositeSchedule(self, payload: dict) -> dict:
+        return {"status": "Accepted", "connectorId": payload.get("connectorId", self.connector),
+                "scheduleStart": now_iso(), "chargingSchedule": {
+                    "chargingRateUnit": payload.get("chargingRateUnit", "A"),
+                    "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 16.0}]}}
+
+    def on_GetDiagnostics(self, payload: dict) -> dict:
+        return {"fileName": "demo-diagnostics.log"}
+
+    def on_GetLocalListVersion(self, payload: dict) -> dict:
+        return {"listVersion": self.local_list_version}
+
+    def on_SendLocalList(self, payload: dict) -> dict:
+        if isinstance(payload.get("listVersion"), int):
+            self.local_list_version = payload["listVersion"]
+        return {"status": "Accepted"}
+
+    def on_ReserveNow(self, payload: dict) -> dict:
+        self.spawn(self.status("Reserved"))
+        return {"status": "Accepted"}
+
+    def on_CancelReservation(self, payload: dict) -> dict:
+        self.spawn(self.status("Available"))
+        return {"status": "Accepted"}
+
+    def on_TriggerMessage(self, payload: dict) -> dict:
+        requested = payload.get("requestedMessage")
+        if requested == "StatusNotification":
+            self.spawn(self.status("Charging" if self.transaction_id is not None else "Available"))
+        elif requested == "Heartbeat":
+            self.spawn(self.call("Heartbeat", {}))
+        elif requested == "MeterValues":
+            self.spawn(self.call("MeterValues", self.meter_payload(0, 20)))
+        else:
+            return {"status": "NotImplemented"}
+        return {"status": "Accepted"}
+
+    def on_UnlockConnector(self, payload: dict) -> dict:
+        return {"status": "Unlocked"}
+
+    def on_UpdateFirmware(self, payload: dict) -> dict:
+        return {}
+
+
+async def main(options: argparse.Namespace) -> int:
+    deadline = time.monotonic() + options.connect_timeout
+    while True:
+        try:
+            websocket = await websockets.connect(options.url, subprotocols=["ocpp1.6"])
+            break
+        except (OSError, websockets.InvalidHandshake) as exc:
+            if time.monotonic() > deadline:
+                say("cannot connect to %s: %s" % (options.url, exc))
+                return 1
+            await asyncio.sleep(0.5)
+    say("connected to %s (%s dialect)" % (options.url, "flexicharge" if options.flexicharge else "ocpp1.6"))
+    charger = DemoCharger(websocket, options)
+    try:
+        await charger.run()
+    except websockets.ConnectionClosed as exc:
+        say("connection closed: %s" % exc)
+        return 0 if not options.once else 1
+    finally:
+        await websocket.close()
+    return 0
+
+
+def parse_args(argv: Optional[list] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("url", nargs="?", default="ws://127.0.0.1:60003/CP-1", help="the mock server's URL "
+                        "with the charge point id as its last path segment (default %(default)s)")
+    parser.add_argument("--flexicharge", action="store_true", help="speak the FlexiCharge charger's dialect")
+    parser.add_argument("--connector", type=int, default=1, help="connector id (default %(default)s)")
+    parser.add_argument("--id-tag", default="1", help="idTag of its StopTransaction (default %(default)s)")
+    parser.add_argument("--heartbeat-interval", type=float,
+                        help="seconds between heartbeats (default: the interval of BootNotification.conf)")
+    parser.add_argument("--meter-interval", type=float, default=1.0,
+                        help="seconds between MeterValues while charging (default %(default)s)")
+    parser.add_argument("--no-wait-boot-data", dest="wait_boot_data", action="store_false",
+                        help="do not wait for the FlexiCharge BootData after booting")
+    parser.add_argument("--once", action="store_true", help="exit after the first transaction has stopped")
+    parser.add_argument("--connect-timeout", type=float, default=30.0,
+                        help="keep trying to connect this long, seconds (default %(default)s)")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(asyncio.run(main(parse_args())))
+    except KeyboardInterrupt:
+        sys.exit(0)
