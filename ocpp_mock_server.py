@@ -29,6 +29,7 @@ import collections
 import datetime
 import difflib
 import errno
+import ipaddress
 import itertools
 import json
 import os
@@ -1937,6 +1938,16 @@ class CentralSystem:
                 self.transcript.event(charger_id, "disconnect", code=code)
 
 
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost: only this machine can connect."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def config_default_address(config_path: str) -> Tuple[str, int]:
     """Host and port of ``_mockServerIP`` in the charger's config.py, read without running it."""
     try:
@@ -2051,6 +2062,9 @@ async def serve_until_stopped(system: CentralSystem, options: argparse.Namespace
                 % system.url)
     if system.transcript is not None:
         out.console("transcript: every frame is appended to %s" % system.transcript.path)
+    if not is_loopback(options.host):
+        out.warn(None, "listening on %s, not loopback: any machine that reaches this port can act as a charger "
+                 "(see the guide's security section)" % options.host)
     Console(system).start_reader(loop)
     await system.stopped.wait()
     server.close()

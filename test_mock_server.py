@@ -1301,3 +1301,15 @@ def test_the_transcript_survives_kill_9(tmp_path):
     sent_in = [json.loads(record["frame"])[1] for record in records if record.get("dir") == "in"]
     answered = [json.loads(record["frame"])[1] for record in records if record.get("dir") == "out"]
     assert sent_in == answered == ["hb-%d" % number for number in range(20)]
+
+
+def test_a_non_loopback_host_prints_a_warning():
+    server = ServerProcess("--host", "0.0.0.0", stdin=subprocess.DEVNULL).wait_ready()
+    try:
+        server.wait_for(r"!! listening on 0\.0\.0\.0, not loopback: any machine that reaches this port can act "
+                        r"as a charger")
+    finally:
+        assert server.stop() == 0
+    quiet = ServerProcess("--host", "127.0.0.1", stdin=subprocess.DEVNULL).wait_ready()
+    assert quiet.stop() == 0
+    assert "not loopback" not in quiet.output()
