@@ -25,16 +25,21 @@ and CLI.
 import argparse
 import ast
 import asyncio
+import base64
+import binascii
 import collections
 import datetime
 import difflib
 import errno
+import hmac
+import http
 import ipaddress
 import itertools
 import json
 import os
 import re
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -56,6 +61,7 @@ SUBPROTOCOL = "ocpp1.6"
 MAX_MESSAGE_ID_LENGTH = 36  # OCPP-J 1.6 section 4.1.4
 DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024
 FLEXICHARGE_VENDOR_ID = "com.flexicharge"
+SHUTDOWN_GRACE = 2.0  # seconds for connections to close on quit, SIGINT or SIGTERM
 
 # ---------------------------------------------------------------- Protocol
 
@@ -135,25 +141,28 @@ def _json_type(value: Any) -> str:
     return "object"
 
 
-def parse_frame(text: str) -> Optional[Frame]:
+def parse_frame(text: str) -> Frame:
     """Parse one OCPP-J text frame.
 
-    Returns None for a frame with an unknown message type id, which OCPP-J
-    says to ignore.  Raises FrameError for anything else that is not a
-    well-formed CALL, CALLRESULT or CALLERROR; its ``message_id`` is set when
-    the frame is a CALL with a readable id, so the caller can answer it.
+    Raises FrameError for anything that is not a well-formed CALL, CALLRESULT
+    or CALLERROR; its ``message_id`` is set when the frame is a CALL with a
+    readable id, so the caller can answer it.  Frames with an unknown message
+    type id raise it too, unanswerable: OCPP-J says to ignore them.
     """
     try:
         message = json.loads(text)
     except ValueError as exc:
         raise FrameError("invalid JSON: %s" % exc) from None
+    except RecursionError:
+        raise FrameError("JSON nested too deeply to parse") from None
     if not isinstance(message, list):
         raise FrameError("a frame must be a JSON array, got %s" % _json_type(message))
     if not message:
         raise FrameError("empty array: no message type id")
     kind = message[0]
-    if kind not in (CALL, CALLRESULT, CALLERROR) or isinstance(kind, bool):
-        return None
+    if type(kind) is not int or kind not in (CALL, CALLRESULT, CALLERROR):
+        # OCPP-J 4.1.3: ignore it.  2.0, "2" and true are not type ids either.
+        raise FrameError("unknown message type id %s (OCPP-J 4.1.3)" % _show(kind))
     if len(message) < 2:
         raise FrameError("message type %d without a message id" % kind)
     raw_id = message[1]
@@ -1142,6 +1151,9 @@ class ChargerSession:
                 except Exception as exc:  # a bug of ours must not cost the charger its connection
                     self.out.error(self.charger_id, "internal error while handling a frame: %s: %s"
                                    % (type(exc).__name__, exc))
+                # Buffered frames are read without suspending: give the other
+                # chargers their turn, or one flooding charger starves them.
+                await asyncio.sleep(0)
         except websockets.ConnectionClosed:
             pass
         finally:
@@ -1180,11 +1192,6 @@ class ChargerSession:
                                      "CALLERROR", exc.code + " " + exc.description)
             else:
                 self.out.warn(self.charger_id, "%s; frame ignored" % exc.description)
-            return
-        if frame is None:
-            self.out.frame(self.charger_id, "<-", "(ignored)", message)
-            self.out.warn(self.charger_id, "unknown message type id %s; frame ignored (OCPP-J 4.1.3)"
-                          % _show(json.loads(message)[0]))
             return
         if frame.kind == CALL:
             await self.on_call(frame)
@@ -1523,9 +1530,11 @@ class Console:
             try:
                 for line in stream:
                     loop.call_soon_threadsafe(self.execute, line)
+                loop.call_soon_threadsafe(self.on_end_of_input)
             except (OSError, ValueError):
-                pass  # stdin closed under us
-            loop.call_soon_threadsafe(self.on_end_of_input)
+                pass  # stdin was closed under us
+            except RuntimeError:
+                pass  # the event loop has closed: the server is stopping
 
         thread = threading.Thread(target=read_lines, name="console-stdin", daemon=True)
         thread.start()
@@ -1861,11 +1870,35 @@ def _select_subprotocol(connection: Any, offered: Any) -> Optional[str]:
     return SUBPROTOCOL if SUBPROTOCOL in offered else None
 
 
-def serve_websockets(handler: Callable[[Any], Any], host: str, port: int, max_size: int) -> Any:
-    """Start listening, on whichever websockets API is installed (await the result)."""
-    kwargs: Dict[str, Any] = {"subprotocols": [SUBPROTOCOL], "max_size": max_size}
+def serve_websockets(handler: Callable[[Any], Any], host: str, port: int, max_size: int,
+                     access: "AccessPolicy", ssl_context: Optional[ssl.SSLContext]) -> Any:
+    """Start listening, on whichever websockets API is installed (await the result).
+
+    ``access`` vets every upgrade request before the handshake completes.
+    """
+    kwargs: Dict[str, Any] = {"subprotocols": [SUBPROTOCOL], "max_size": max_size, "ssl": ssl_context}
     if _ASYNCIO_API:
         kwargs["select_subprotocol"] = _select_subprotocol
+
+        def process_request(connection: Any, request: Any) -> Any:
+            refusal = access.refuse(request.path, request.headers.get("Authorization"),
+                                    connection.remote_address)
+            if refusal is None:
+                return None
+            status, text, headers = refusal
+            response = connection.respond(status, text + "\n")
+            for name, value in headers:
+                response.headers[name] = value
+            return response
+    else:
+        async def process_request(path: str, request_headers: Any) -> Any:  # type: ignore[misc]
+            # The legacy API does not pass the peer address here.
+            refusal = access.refuse(path, request_headers.get("Authorization"), None)
+            if refusal is None:
+                return None
+            status, text, headers = refusal
+            return http.HTTPStatus(status), headers, (text + "\n").encode()
+    kwargs["process_request"] = process_request
     return _websockets_serve(handler, host, port, **kwargs)
 
 
@@ -1873,6 +1906,60 @@ def charger_id_from_path(path: str) -> str:
     """The charge point id: the last segment of the URL path, percent-decoded."""
     segment = urllib.parse.urlsplit(path).path.rstrip("/").rsplit("/", 1)[-1]
     return urllib.parse.unquote(segment)
+
+
+class AccessPolicy:
+    """Who may open a connection: ``--charger-ids`` and ``--basic-auth`` (OCPP 1.6 security profile 1).
+
+    ``refuse`` answers an upgrade request with None (go ahead) or the HTTP
+    refusal ``(status, text, headers)``: 404 for a charge point id not on
+    the list (OCPP 1.6 errata 3.3), 401 for missing or wrong credentials,
+    whose username must be the charge point id of the URL.
+    """
+
+    def __init__(self, out: Output, charger_ids: Optional[List[str]] = None,
+                 password: Optional[bytes] = None) -> None:
+        self.out = out
+        self.charger_ids = frozenset(charger_ids) if charger_ids else None
+        self.password = password
+
+    def refuse(self, path: str, authorization: Optional[str], peer: Any) -> Optional[Tuple[int, str, list]]:
+        charger_id = charger_id_from_path(path)
+        refusal = self._check(charger_id, authorization)
+        if refusal is not None:
+            where = " from %s:%s" % (peer[0], peer[1]) if peer else ""
+            self.out.warn(charger_id or None, "refused a connection%s to %s: HTTP %d, %s"
+                          % (where, _show(path), refusal[0], refusal[1]))
+        return refusal
+
+    def _check(self, charger_id: str, authorization: Optional[str]) -> Optional[Tuple[int, str, list]]:
+        if self.charger_ids is not None and charger_id not in self.charger_ids:
+            return 404, "unknown charge point id %s" % _show(charger_id), []
+        if self.password is None:
+            return None
+        challenge = [("WWW-Authenticate", 'Basic realm="OCPP", charset="UTF-8"')]
+        if not charger_id:
+            return 401, "the URL names no charge point id to authenticate", challenge
+        scheme, _, encoded = (authorization or "").partition(" ")
+        if scheme.lower() != "basic" or not encoded:
+            return 401, "HTTP Basic credentials are required", challenge
+        try:
+            username, _, password = base64.b64decode(encoded.strip(), validate=True).partition(b":")
+        except (binascii.Error, ValueError):
+            return 401, "malformed HTTP Basic credentials", challenge
+        if not hmac.compare_digest(username, charger_id.encode("utf-8")):
+            return 401, "the username must be the charge point id", challenge
+        if not hmac.compare_digest(password, self.password):
+            return 401, "wrong password", challenge
+        return None
+
+
+def make_ssl_context(certfile: str, keyfile: Optional[str]) -> ssl.SSLContext:
+    """TLS 1.2 or newer for wss:// (OCPP 1.6 security profile 2)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(certfile, keyfile)
+    return context
 
 
 class CentralSystem:
@@ -1932,10 +2019,31 @@ class CentralSystem:
         finally:
             if self.sessions.get(charger_id) is session:
                 del self.sessions[charger_id]
-            code = getattr(websocket, "close_code", None)
-            self.out.info(charger_id, "disconnected (close code %s)" % code)
+            self.out.info(charger_id, "disconnected (%s)" % describe_close(websocket))
             if self.transcript is not None:
-                self.transcript.event(charger_id, "disconnect", code=code)
+                self.transcript.event(charger_id, "disconnect", code=websocket.close_code)
+
+
+# Closes the websockets library makes on a charger's behalf, explained.
+CLOSE_EXPLANATIONS = {
+    1007: "a text frame that is not valid UTF-8; RFC 6455 section 8.1 requires closing",
+    1009: "a frame over --max-message-size",
+    1002: "a websocket protocol error",
+}
+
+
+def describe_close(websocket: Any) -> str:
+    """How a connection ended: the code the server failed it with, else the charger's."""
+    protocol = websocket.protocol if _ASYNCIO_API else websocket
+    sent, received = protocol.close_sent, protocol.close_rcvd
+    if sent is not None and sent.code in CLOSE_EXPLANATIONS:
+        text = "closed by the server with %d" % sent.code
+        if sent.reason:
+            text += " " + _show(sent.reason)
+        return text + ": " + CLOSE_EXPLANATIONS[sent.code]
+    if received is None:
+        return "close code 1006: the connection dropped without a close frame"
+    return "close code %d%s" % (received.code, " " + _show(received.reason) if received.reason else "")
 
 
 def is_loopback(host: str) -> bool:
@@ -2011,6 +2119,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-message-size", type=int, default=DEFAULT_MAX_MESSAGE_SIZE,
                         help="largest frame accepted, bytes; larger ones close the connection with 1009 "
                         "(default %(default)s)")
+    security = parser.add_argument_group("access control (OCPP 1.6 security profiles)")
+    security.add_argument("--basic-auth", metavar="KEY",
+                          help="profile 1: require HTTP Basic auth, username = charge point id, password = KEY")
+    security.add_argument("--basic-auth-hex", metavar="HEX",
+                          help="like --basic-auth, with the key given as hex bytes (e.g. a 20-byte AuthorizationKey)")
+    security.add_argument("--certfile", help="profile 2: serve wss:// with this PEM certificate (chain)")
+    security.add_argument("--keyfile", help="the certificate's private key, if not in --certfile")
+    security.add_argument("--charger-ids", metavar="A,B,...",
+                          help="only these charge point ids may connect; others get HTTP 404")
     parser.add_argument("--log", metavar="FILE",
                         help="append every frame in and out to FILE, one JSON object per line")
     parser.add_argument("--quiet", action="store_true", help="print warnings, errors and console answers only")
@@ -2018,8 +2135,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def run_server(options: argparse.Namespace, out: Output) -> int:
-    """Serve until quit, SIGINT or SIGTERM; the exit status."""
+async def run_server(options: argparse.Namespace, out: Output, stdin: Any = None) -> int:
+    """Serve until quit, SIGINT or SIGTERM; the exit status.  ``stdin`` feeds the console."""
     system = CentralSystem(options, out)
     if options.log:
         try:
@@ -2028,17 +2145,26 @@ async def run_server(options: argparse.Namespace, out: Output) -> int:
             out.error(None, "cannot open the transcript %s: %s" % (options.log, exc.strerror or exc))
             return 2
     try:
-        return await serve_until_stopped(system, options, out)
+        return await serve_until_stopped(system, options, out, stdin)
     finally:
         if system.transcript is not None:
             system.transcript.close()
 
 
-async def serve_until_stopped(system: CentralSystem, options: argparse.Namespace, out: Output) -> int:
+async def serve_until_stopped(system: CentralSystem, options: argparse.Namespace, out: Output,
+                              stdin: Any = None) -> int:
     """Listen, print the banner, run the console; return once stopped."""
+    access = AccessPolicy(out, options.charger_ids, options.password)
+    ssl_context = None
+    if options.certfile:
+        try:
+            ssl_context = make_ssl_context(options.certfile, options.keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            out.error(None, "cannot load the TLS certificate %s: %s" % (options.certfile, exc))
+            return 2
     try:
         server = await serve_websockets(system.handle_connection, options.host, options.port,
-                                        options.max_message_size)
+                                        options.max_message_size, access, ssl_context)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             out.error(None, "port %d on %s is already in use (another mock server?); stop it or choose "
@@ -2048,7 +2174,7 @@ async def serve_until_stopped(system: CentralSystem, options: argparse.Namespace
         return 1
     port = server.sockets[0].getsockname()[1]
     host = options.host if ":" not in options.host else "[%s]" % options.host
-    system.url = "ws://%s:%d" % (host, port)
+    system.url = "%s://%s:%d" % ("wss" if ssl_context else "ws", host, port)
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGINT, signal.SIGTERM):
         try:
@@ -2065,16 +2191,50 @@ async def serve_until_stopped(system: CentralSystem, options: argparse.Namespace
     if not is_loopback(options.host):
         out.warn(None, "listening on %s, not loopback: any machine that reaches this port can act as a charger "
                  "(see the guide's security section)" % options.host)
-    Console(system).start_reader(loop)
+    if access.password is not None:
+        out.console("HTTP Basic auth required: username = charge point id (security profile 1)")
+    if access.charger_ids is not None:
+        out.console("only these charge point ids may connect: " + ", ".join(sorted(access.charger_ids)))
+    Console(system).start_reader(loop, stdin)
     await system.stopped.wait()
-    server.close()
-    await server.wait_closed()
+    server.close()  # closes every charger connection with 1001 (going away)
+    try:
+        # A connection stuck in its opening handshake would hold this up to
+        # the websockets open timeout; do not let it keep the operator waiting.
+        await asyncio.wait_for(server.wait_closed(), SHUTDOWN_GRACE)
+    except asyncio.TimeoutError:
+        stuck = list(system.sessions.values())
+        out.warn(None, "%d connection(s) did not close within %g s; dropping them" % (len(stuck), SHUTDOWN_GRACE))
+        for session in stuck:  # a charger that never answers the close frame
+            session.websocket.transport.abort()
+        await asyncio.sleep(0)
     out.console("stopped")
     return 0
 
 
+def parse_options(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """The command line, checked: usage mistakes exit 2 with one line."""
+    parser = build_parser()
+    options = parser.parse_args(argv)
+    if options.basic_auth is not None and options.basic_auth_hex is not None:
+        parser.error("give --basic-auth or --basic-auth-hex, not both")
+    options.password = None
+    if options.basic_auth is not None:
+        options.password = options.basic_auth.encode("utf-8")
+    elif options.basic_auth_hex is not None:
+        try:
+            options.password = bytes.fromhex(options.basic_auth_hex)
+        except ValueError:
+            parser.error("--basic-auth-hex needs hex digits, e.g. 0123456789abcdef")
+    if options.keyfile and not options.certfile:
+        parser.error("--keyfile needs --certfile")
+    options.charger_ids = [name.strip() for name in options.charger_ids.split(",") if name.strip()] \
+        if options.charger_ids else None
+    return options
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    options = build_parser().parse_args(argv)
+    options = parse_options(argv)
     out = Output(quiet=options.quiet)
     try:
         return asyncio.run(run_server(options, out))
