@@ -45,7 +45,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
 
 try:
     import websockets
@@ -61,6 +61,12 @@ SUBPROTOCOL = "ocpp1.6"
 MAX_MESSAGE_ID_LENGTH = 36  # OCPP-J 1.6 section 4.1.4
 DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024
 FLEXICHARGE_VENDOR_ID = "com.flexicharge"
+FRAMES_PER_TURN = 16  # frames one charger may have handled before the others get a turn
+RECENT_CALL_IDS = 1000  # ids of a charger's CALLs remembered to spot a reused one
+# Seconds to wait for a charger to finish a closing handshake.  After a frame
+# over --max-message-size the rest of it is still in flight, and websockets
+# 10.3 waits this long before it reports the close.
+CLOSE_TIMEOUT = 2.0
 SHUTDOWN_GRACE = 2.0  # seconds for connections to close on quit, SIGINT or SIGTERM
 
 # ---------------------------------------------------------------- Protocol
@@ -155,6 +161,11 @@ def parse_frame(text: str) -> Frame:
         raise FrameError("invalid JSON: %s" % exc) from None
     except RecursionError:
         raise FrameError("JSON nested too deeply to parse") from None
+    # The common case first: a well-formed CALL.
+    if type(message) is list and len(message) == 4 and message[0] == CALL and type(message[0]) is int:
+        message_id, action, payload = message[1], message[2], message[3]
+        if type(message_id) is str and type(action) is str and action and type(payload) is dict:
+            return Frame(CALL, message_id, action=action, payload=payload)
     if not isinstance(message, list):
         raise FrameError("a frame must be a JSON array, got %s" % _json_type(message))
     if not message:
@@ -207,25 +218,51 @@ def parse_frame(text: str) -> Frame:
                  error_details=details)
 
 
+# Built once: json.dumps with arguments builds a new encoder on every call.
+_compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def dump_json(value: Any) -> str:
     """Compact JSON, as sent on the wire and shown to the operator."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return _compact_json(value)
 
 
-def build_call(message_id: str, action: str, payload: dict) -> str:
-    return dump_json([CALL, message_id, action, payload])
+# The C string encoder json.dumps uses with ensure_ascii=False: "id" -> '"id"'.
+_json_string = json.encoder.encode_basestring
 
 
-def build_call_result(message_id: str, payload: dict, action: Optional[str] = None) -> str:
-    """CALLRESULT; with ``action`` it is the FlexiCharge 4-element form."""
+def build_call(message_id: str, action: str, payload_json: str) -> str:
+    """CALL text; ``payload_json`` is the payload already serialized with dump_json."""
+    return "[2,%s,%s,%s]" % (_json_string(message_id), _json_string(action), payload_json)
+
+
+def build_call_result(message_id: str, payload_json: str, action: Optional[str] = None) -> str:
+    """CALLRESULT text; with ``action`` it is the FlexiCharge 4-element form."""
     if action is None:
-        return dump_json([CALLRESULT, message_id, payload])
-    return dump_json([CALLRESULT, message_id, action, payload])
+        return "[3,%s,%s]" % (_json_string(message_id), payload_json)
+    return "[3,%s,%s,%s]" % (_json_string(message_id), _json_string(action), payload_json)
 
 
 def build_call_error(message_id: str, code: str, description: str,
                      details: Optional[dict] = None) -> str:
     return dump_json([CALLERROR, message_id, code, description, details or {}])
+
+
+def call_payload_text(text: str, frame: Frame) -> str:
+    """The payload of a parsed CALL as the charger wrote it, for the operator.
+
+    It is sliced out of ``text`` when the frame starts as json.dumps writes
+    one, compact or with ", " (nearly every charger); otherwise it is the
+    payload serialized again.
+    """
+    separator = ", " if text[3:4] == " " else ","
+    prefix = "[2%s%s%s%s%s" % (separator, _json_string(frame.message_id), separator,
+                               _json_string(frame.action), separator)
+    if text.startswith(prefix):
+        rest = text[len(prefix):].rstrip()
+        if rest.endswith("]"):
+            return rest[:-1].rstrip()
+    return dump_json(frame.payload)
 
 
 def utc_now() -> datetime.datetime:
@@ -236,6 +273,40 @@ def iso_utc(moment: datetime.datetime) -> str:
     """ISO-8601 UTC with milliseconds and a Z, e.g. 2026-11-25T15:11:34.123Z."""
     return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + \
         "%03dZ" % (moment.microsecond // 1000)
+
+
+class SecondClock:
+    """The time now as text with milliseconds, for every frame.
+
+    strftime runs once a second, not once a frame: ``pattern`` formats the
+    whole seconds (through ``convert``, time.gmtime or time.localtime), then
+    the milliseconds and ``suffix`` are appended.
+    """
+
+    def __init__(self, pattern: str, convert: Callable[[float], time.struct_time], suffix: str = "") -> None:
+        self.pattern = pattern
+        self.convert = convert
+        self._milliseconds = [".%03d%s" % (millisecond, suffix) for millisecond in range(1000)]
+        self._second = -1
+        self._text = ""
+        self._millisecond_ends = 0.0
+        self._now = ""
+
+    def now(self) -> str:
+        now = time.time()
+        if now < self._millisecond_ends:  # a busy server prints many lines in one millisecond
+            return self._now
+        second, millisecond = divmod(int(now * 1000), 1000)
+        if second != self._second:
+            self._second = second
+            self._text = time.strftime(self.pattern, self.convert(second))
+        self._millisecond_ends = (second * 1000 + millisecond + 1) / 1000
+        self._now = self._text + self._milliseconds[millisecond]
+        return self._now
+
+
+UTC_CLOCK = SecondClock("%Y-%m-%dT%H:%M:%S", time.gmtime, "Z")  # 2026-11-25T15:11:34.123Z
+LOCAL_CLOCK = SecondClock("%H:%M:%S", time.localtime)  # 15:11:34.123, for the operator
 
 
 # --------------------------------------------------------------- Spec lint
@@ -276,12 +347,25 @@ def _show(value: Any) -> str:
 
 
 class Rule:
-    """A field rule; ``check`` appends the Problems of ``value`` at ``path``."""
+    """A field rule.
+
+    ``valid`` answers "does ``value`` keep this rule?" as fast as it can, for
+    every frame; ``check`` then says what is wrong, appending the Problems of
+    ``value`` at ``path`` (it runs only for the frames that fail ``valid``).
+
+    ``leaf_test`` is the whole rule as data, ``(types, allowed values, maximum
+    length, pattern match)`` with None for "any", for rules that are that
+    simple: Object.valid runs it inline, which is most of the lint's speed.
+    """
 
     type_name = "value"
+    leaf_test: Optional[Tuple[tuple, Optional[frozenset], Optional[int], Optional[Callable[[str], Any]]]] = None
 
     def __init__(self, required: bool = False) -> None:
         self.required = required
+
+    def valid(self, value: Any) -> bool:
+        raise NotImplementedError
 
     def check(self, value: Any, path: str, problems: List[Problem]) -> None:
         raise NotImplementedError
@@ -302,6 +386,10 @@ class String(Rule):
     def __init__(self, max_length: Optional[int] = None, required: bool = False) -> None:
         super().__init__(required)
         self.max_length = max_length
+        self.leaf_test = ((str,), None, max_length, None)
+
+    def valid(self, value: Any) -> bool:
+        return type(value) is str and (self.max_length is None or len(value) <= self.max_length)
 
     def check(self, value: Any, path: str, problems: List[Problem]) -> None:
         if not isinstance(value, str):
@@ -321,12 +409,19 @@ _DATE_TIME = re.compile(
 class DateTime(String):
     type_name = "an ISO-8601 date-time string"
 
+    def __init__(self, required: bool = False) -> None:
+        super().__init__(None, required)
+        self.leaf_test = ((str,), None, None, _DATE_TIME.match)
+
+    def valid(self, value: Any) -> bool:
+        return type(value) is str and _DATE_TIME.match(value) is not None
+
     def check(self, value: Any, path: str, problems: List[Problem]) -> None:
         if not isinstance(value, str):
             self._wrong_type(value, path, problems)
         elif not _DATE_TIME.match(value):
             problems.append(Problem(path, "must be an ISO-8601 date-time with a zone, like %s, got %s"
-                                    % (iso_utc(utc_now()), _show(value)), PROPERTY_CONSTRAINT_VIOLATION))
+                                    % (UTC_CLOCK.now(), _show(value)), PROPERTY_CONSTRAINT_VIOLATION))
 
     def describe(self) -> str:
         return "date-time, ISO-8601 UTC"
@@ -334,6 +429,11 @@ class DateTime(String):
 
 class Integer(Rule):
     type_name = "an integer"
+
+    leaf_test = ((int,), None, None, None)  # by type(): true is not an integer here
+
+    def valid(self, value: Any) -> bool:
+        return type(value) is int
 
     def check(self, value: Any, path: str, problems: List[Problem]) -> None:
         if not isinstance(value, int) or isinstance(value, bool):
@@ -346,6 +446,11 @@ class Integer(Rule):
 class Decimal(Rule):
     type_name = "a number"
 
+    leaf_test = ((int, float), None, None, None)
+
+    def valid(self, value: Any) -> bool:
+        return type(value) is int or type(value) is float
+
     def check(self, value: Any, path: str, problems: List[Problem]) -> None:
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             self._wrong_type(value, path, problems)
@@ -356,6 +461,11 @@ class Decimal(Rule):
 
 class Boolean(Rule):
     type_name = "true or false"
+
+    leaf_test = ((bool,), None, None, None)
+
+    def valid(self, value: Any) -> bool:
+        return type(value) is bool
 
     def check(self, value: Any, path: str, problems: List[Problem]) -> None:
         if not isinstance(value, bool):
@@ -372,6 +482,10 @@ class Enum(Rule):
         super().__init__(required)
         self.values = values
         self._allowed = frozenset(values)
+        self.leaf_test = ((str,), self._allowed, None, None)
+
+    def valid(self, value: Any) -> bool:
+        return type(value) is str and value in self._allowed
 
     def check(self, value: Any, path: str, problems: List[Problem]) -> None:
         if not isinstance(value, str):
@@ -398,6 +512,30 @@ class Object(Rule):
         super().__init__(required)
         self.fields = fields
         self.required_names = tuple(name for name, rule in fields.items() if rule.required)
+        self._required = frozenset(self.required_names)
+        self._leaf_tests = {name: rule.leaf_test for name, rule in fields.items() if rule.leaf_test is not None}
+
+    def valid(self, value: Any) -> bool:
+        if type(value) is not dict or not self._required <= value.keys():
+            return False
+        leaf_tests = self._leaf_tests
+        for name, item in value.items():
+            test = leaf_tests.get(name)
+            if test is None:  # an object, an array, or no such field
+                rule = self.fields.get(name)
+                if rule is None or not rule.valid(item):
+                    return False
+                continue
+            types, allowed, max_length, match = test
+            if type(item) not in types:
+                return False
+            if allowed is not None and item not in allowed:
+                return False
+            if max_length is not None and len(item) > max_length:
+                return False
+            if match is not None and match(item) is None:
+                return False
+        return True
 
     def check(self, value: Any, path: str, problems: List[Problem]) -> None:
         if not isinstance(value, dict):
@@ -430,6 +568,15 @@ class Array(Rule):
         self.items = items
         self.min_items = min_items
 
+    def valid(self, value: Any) -> bool:
+        if type(value) is not list or len(value) < self.min_items:
+            return False
+        items = self.items
+        for item in value:
+            if not items.valid(item):
+                return False
+        return True
+
     def check(self, value: Any, path: str, problems: List[Problem]) -> None:
         if not isinstance(value, list):
             self._wrong_type(value, path, problems)
@@ -446,6 +593,8 @@ class Array(Rule):
 
 def lint_payload(rules: Object, payload: Any) -> List[Problem]:
     """Every way ``payload`` breaks ``rules`` (an empty list when it is valid)."""
+    if rules.valid(payload):
+        return []
     problems: List[Problem] = []
     rules.check(payload, "", problems)
     return problems
@@ -868,7 +1017,7 @@ def handle_boot_notification(session: "ChargerSession", payload: dict) -> dict:
     session.boot_status = options.boot_status
     if options.boot_status == "Accepted":
         session.after_reply(session.start_handshake)
-    return {"status": options.boot_status, "currentTime": iso_utc(utc_now()),
+    return {"status": options.boot_status, "currentTime": UTC_CLOCK.now(),
             "interval": options.heartbeat_interval}
 
 
@@ -877,11 +1026,11 @@ def handle_data_transfer(session: "ChargerSession", payload: dict) -> dict:
 
 
 def handle_heartbeat(session: "ChargerSession", payload: dict) -> dict:
-    return {"currentTime": iso_utc(utc_now())}
+    return {"currentTime": UTC_CLOCK.now()}
 
 
 def handle_meter_values(session: "ChargerSession", payload: dict) -> dict:
-    session.last_meter_values = render_meter_values(payload)
+    session.last_meter_values = payload  # rendered when the operator asks
     return {}
 
 
@@ -1016,7 +1165,7 @@ SERVER_ACTION_DEFAULTS: Dict[str, Callable[["CentralSystem", Optional["ChargerSe
     "TriggerMessage": lambda system, session: {"requestedMessage": "StatusNotification"},
     "UnlockConnector": lambda system, session: {"connectorId": 1},
     "UpdateFirmware": lambda system, session: {
-        "location": "http://127.0.0.1/firmware.bin", "retrieveDate": iso_utc(utc_now())},
+        "location": "http://127.0.0.1/firmware.bin", "retrieveDate": UTC_CLOCK.now()},
 }
 
 # Key spellings the FlexiCharge charger reads in the server's CALLs (it raises
@@ -1124,7 +1273,7 @@ class ChargerSession:
         self.connectors: Dict[int, str] = {}
         self.transaction: Optional[Transaction] = None
         self.last_transaction_id: Optional[int] = None
-        self.last_meter_values = ""
+        self.last_meter_values: Optional[dict] = None
         self.calls: Deque[PendingCall] = collections.deque()
         self._calls_waiting = asyncio.Event()
         self.outstanding: Optional[PendingCall] = None
@@ -1133,7 +1282,7 @@ class ChargerSession:
         self.closed = False
         self._after_reply: List[Callable[[], None]] = []
         self._warned: set = set()
-        self._recent_call_ids: "collections.OrderedDict[str, None]" = collections.OrderedDict()
+        self._recent_call_ids: set = set()
         self._timed_out: "collections.OrderedDict[str, str]" = collections.OrderedDict()
         self._timers: List[asyncio.TimerHandle] = []
 
@@ -1142,18 +1291,26 @@ class ChargerSession:
     async def serve(self) -> None:
         """Answer the charger until it disconnects, then fail what is pending."""
         worker = asyncio.ensure_future(self._call_worker())
+        frames_since_yield = 0
         try:
             async for message in self.websocket:
                 try:
-                    await self.on_message(message)
-                except websockets.ConnectionClosed:
-                    raise
+                    reply = self.on_message(message)
                 except Exception as exc:  # a bug of ours must not cost the charger its connection
                     self.out.error(self.charger_id, "internal error while handling a frame: %s: %s"
                                    % (type(exc).__name__, exc))
+                    reply = None
+                if reply is not None:
+                    await self.websocket.send(reply)
+                    if self._after_reply:
+                        self._run_after_reply()
                 # Buffered frames are read without suspending: give the other
-                # chargers their turn, or one flooding charger starves them.
-                await asyncio.sleep(0)
+                # chargers their turn now and then, or one flooding charger
+                # starves them.
+                frames_since_yield += 1
+                if frames_since_yield == FRAMES_PER_TURN:
+                    frames_since_yield = 0
+                    await asyncio.sleep(0)
         except websockets.ConnectionClosed:
             pass
         finally:
@@ -1163,7 +1320,8 @@ class ChargerSession:
                 timer.cancel()
             self._fail_pending("%s disconnected" % self.charger_id)
 
-    async def on_message(self, message: Any) -> None:
+    def on_message(self, message: Any) -> Optional[str]:
+        """Handle one frame from the charger; the text to answer it with, if any."""
         transcript = self.system.transcript
         if transcript is not None:
             if isinstance(message, bytes):
@@ -1174,34 +1332,38 @@ class ChargerSession:
             if self.system.options.strict:
                 self.out.warn(self.charger_id, "binary frame of %d bytes ignored: OCPP-J uses text frames"
                               % len(message))
-                return
+                return None
             try:
                 message = message.decode("utf-8")
             except UnicodeDecodeError:
                 self.out.warn(self.charger_id, "binary frame of %d bytes ignored: not UTF-8, and OCPP-J uses "
                               "text frames" % len(message))
-                return
+                return None
             self.warn_once(("binary",), "sent a binary frame; OCPP-J uses text frames (handled as text)")
         try:
             frame = parse_frame(message)
         except FrameError as exc:
             self.out.frame(self.charger_id, "<-", "(bad frame)", message)
-            if exc.message_id is not None and exc.code is not None:
-                self.out.warn(self.charger_id, "%s; answered %s" % (exc.description, exc.code))
-                await self.send_text(build_call_error(exc.message_id, exc.code, exc.description),
-                                     "CALLERROR", exc.code + " " + exc.description)
-            else:
+            if exc.message_id is None or exc.code is None:
                 self.out.warn(self.charger_id, "%s; frame ignored" % exc.description)
-            return
+                return None
+            self.out.warn(self.charger_id, "%s; answered %s" % (exc.description, exc.code))
+            return self.answer(build_call_error(exc.message_id, exc.code, exc.description),
+                               "CALLERROR", exc.code + " " + exc.description)
         if frame.kind == CALL:
-            await self.on_call(frame)
-        else:
-            self.on_reply(frame)
+            return self.on_call(frame, message)
+        self.on_reply(frame)
+        return None
 
-    async def on_call(self, frame: Frame) -> None:
+    def on_call(self, frame: Frame, text: str) -> str:
+        """The answer to a charger's CALL: its handler's reply, or a CALLERROR."""
         action, payload, message_id = frame.action, frame.payload, frame.message_id
-        strict = self.system.options.strict
-        self.out.frame(self.charger_id, "<-", action, payload, meter_values=action == "MeterValues")
+        out = self.out
+        if not out.quiet:
+            if action == "MeterValues":
+                out.frame(self.charger_id, "<-", action, render_meter_values(payload))
+            else:
+                out.frame(self.charger_id, "<-", action, call_payload_text(text, frame))
         error = self._check_call_id(message_id)
         if error is None:
             handler = CHARGER_ACTION_HANDLERS.get(action)
@@ -1214,7 +1376,7 @@ class ChargerSession:
                                                                       if close else ""), {})
         if error is None:
             problems = lint_payload(CHARGER_REQUEST_RULES[action], payload)
-            if problems and strict:
+            if problems and self.system.options.strict:
                 first = problems[0]
                 error = (first.code, "%s: %s" % (action, first), {"field": first.path})
             elif problems:
@@ -1228,12 +1390,21 @@ class ChargerSession:
         if error is not None:
             code, description, details = error
             self.out.warn(self.charger_id, "%s answered with %s: %s" % (action, code, description))
-            await self.send_text(build_call_error(message_id, code, description, details),
-                                 action + " CALLERROR", code + " " + description)
             self._after_reply.clear()
-            return
+            return self.answer(build_call_error(message_id, code, description, details),
+                               action + " CALLERROR", code + " " + description)
+        reply_json = dump_json(reply)
         reply_action = action if self.dialect == DIALECT_FLEXICHARGE else None
-        await self.send_text(build_call_result(message_id, reply, reply_action), action + ".conf", reply)
+        return self.answer(build_call_result(message_id, reply_json, reply_action), action + ".conf", reply_json)
+
+    def answer(self, text: str, label: str, shown: str) -> str:
+        """Print and log a reply to the charger; the receive loop sends it."""
+        self.out.frame(self.charger_id, "->", label, shown)
+        if self.system.transcript is not None:
+            self.system.transcript.frame(self.charger_id, "out", text)
+        return text
+
+    def _run_after_reply(self) -> None:
         callbacks, self._after_reply = self._after_reply, []
         for callback in callbacks:
             callback()
@@ -1245,15 +1416,16 @@ class ChargerSession:
             if self.system.options.strict:
                 return FORMATION_VIOLATION, text, {}
             self.warn_once(("id-length",), "spec: " + text)
-        if message_id in self._recent_call_ids:
+        recent = self._recent_call_ids
+        if message_id in recent:
             # The FlexiCharge charger reuses one id for every CALL.  The server
             # answers CALLs in order, so the reply is still unambiguous.
-            self.warn_once(("id-reuse",), "spec: message id %s reused; OCPP-J wants a new id for every CALL"
-                           % _show(message_id))
+            self.warn_once(("id-reuse",), lambda: "spec: message id %s reused; OCPP-J wants a new id for "
+                           "every CALL" % _show(message_id))
         else:
-            self._recent_call_ids[message_id] = None
-            if len(self._recent_call_ids) > 1000:
-                self._recent_call_ids.popitem(last=False)
+            if len(recent) == RECENT_CALL_IDS:
+                recent.clear()  # remember the last 1 to 1,000 ids, at a set's cost
+            recent.add(message_id)
         return None
 
     def on_reply(self, frame: Frame) -> None:
@@ -1271,7 +1443,7 @@ class ChargerSession:
         if frame.flexicharge_result:
             self.use_flexicharge_dialect()
             if frame.action != call.action:
-                self.warn_once(("reply-action", call.action), "answered %s with a reply naming %s"
+                self.warn_once(("reply-action", call.action), lambda: "answered %s with a reply naming %s"
                                % (call.action, _show(frame.action)))
         if frame.kind == CALLRESULT:
             self.out.frame(self.charger_id, "<-", call.action + ".conf", frame.payload)
@@ -1286,10 +1458,10 @@ class ChargerSession:
             self.out.frame(self.charger_id, "<-", call.action + " CALLERROR",
                            "%s %s %s" % (frame.error_code, frame.error_description, dump_json(details)))
             if frame.error_code not in ERROR_CODES:
-                self.warn_once(("error-code", str(frame.error_code)), "spec: CALLERROR code %s is not an "
+                self.warn_once(("error-code", str(frame.error_code)), lambda: "spec: CALLERROR code %s is not an "
                                "OCPP 1.6 error code" % _show(frame.error_code))
             if not isinstance(details, dict):
-                self.warn_once(("error-details",), "spec: CALLERROR details must be an object, got %s"
+                self.warn_once(("error-details",), lambda: "spec: CALLERROR details must be an object, got %s"
                                % _json_type(details))
             call.finish(CallOutcome("error", details, str(frame.error_code), str(frame.error_description)))
 
@@ -1301,16 +1473,23 @@ class ChargerSession:
 
     # -- spec warnings
 
-    def warn_once(self, key: tuple, text: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            self.out.warn(self.charger_id, text)
+    def warn_once(self, key: tuple, text: "Union[str, Callable[[], str]]") -> None:
+        """Warn once per ``key`` on this connection.
+
+        ``text`` may be a function that makes the text: it runs only when the
+        warning is printed, so a charger that repeats a mistake on every frame
+        costs a set lookup, not a format.
+        """
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        self.out.warn(self.charger_id, text if isinstance(text, str) else text())
 
     def report_spec_problems(self, action: str, problems: List[Problem]) -> None:
         """One warning per charger, action and problem (the field and the rule)."""
         for problem in problems:
-            self.warn_once((action,) + problem.key, "spec: %s.%s (%s; answered anyway, --strict rejects it)"
-                           % (action, problem, problem.code))
+            self.warn_once((action,) + problem.key, lambda problem=problem: "spec: %s.%s (%s; answered anyway, "
+                           "--strict rejects it)" % (action, problem, problem.code))
 
     # -- sending
 
@@ -1365,7 +1544,9 @@ class ChargerSession:
                 self.system.note_reservation(call.payload.get("reservationId"))
             call.sent_at = time.monotonic()
             try:
-                await self.send_text(build_call(call.message_id, call.action, payload), call.action, payload)
+                payload_json = dump_json(payload)
+                await self.send_text(build_call(call.message_id, call.action, payload_json), call.action,
+                                     payload_json)
                 await asyncio.wait_for(asyncio.shield(call.outcome), timeout)
             except asyncio.TimeoutError:
                 self.out.warn(self.charger_id, "no reply to %s within %g s; moving on" % (call.action, timeout))
@@ -1448,8 +1629,8 @@ class ChargerSession:
                 time.monotonic() - tx.started))
         else:
             lines.append("  no open transaction")
-        if self.last_meter_values:
-            lines.append("  last meter values: " + self.last_meter_values)
+        if self.last_meter_values is not None:
+            lines.append("  last meter values: " + render_meter_values(self.last_meter_values))
         if self.outstanding is not None:
             lines.append("  outstanding: %s for %.0f s, %d queued" % (
                 self.outstanding.action, time.monotonic() - self.outstanding.sent_at, len(self.calls)))
@@ -1708,14 +1889,9 @@ _ESCAPE_TABLE.update({code: "\\u%04x" % code for code in itertools.chain(range(0
 
 def printable(text: str) -> str:
     """``text`` with every control character escaped, safe for a terminal line."""
+    if text.isprintable():  # the common case, checked in C
+        return text
     return text.translate(_ESCAPE_TABLE)
-
-
-def _reading(value: Any, unit: Any, measurand: Any) -> str:
-    parts = [str(measurand), str(value)]
-    if unit not in (None, ""):
-        parts.append(str(unit))
-    return " ".join(parts)
 
 
 def render_meter_values(payload: dict) -> str:
@@ -1727,33 +1903,39 @@ def render_meter_values(payload: dict) -> str:
     """
     readings: List[str] = []
     meter_value = payload.get("meterValue")
-    if isinstance(meter_value, list):
+    if type(meter_value) is list:
         for sample in meter_value:
-            sampled = sample.get("sampledValue") if isinstance(sample, dict) else None
-            for item in sampled if isinstance(sampled, list) else ():
-                if isinstance(item, dict):
-                    reading = _reading(item.get("value"), item.get("unit", "Wh"),
-                                       item.get("measurand", "Energy.Active.Import.Register"))
-                    if item.get("phase"):
-                        reading += " " + str(item["phase"])
-                    readings.append(reading)
+            sampled = sample.get("sampledValue") if type(sample) is dict else None
+            if type(sampled) is not list:
+                continue
+            for item in sampled:
+                if type(item) is dict:
+                    phase = item.get("phase")
+                    readings.append(f"{item.get('measurand', 'Energy.Active.Import.Register')} {item.get('value')} "
+                                    f"{item.get('unit', 'Wh')}" + (f" {phase}" if phase else ""))
     values = payload.get("values")
-    if isinstance(values, dict):
+    if type(values) is dict:
         for name, item in values.items():
-            if isinstance(item, dict):
-                readings.append(_reading(item.get("value"), item.get("unit"), item.get("measurand", name)))
+            if type(item) is dict:
+                unit = item.get("unit")
+                readings.append(f"{item.get('measurand', name)} {item.get('value')}" +
+                                (f" {unit}" if unit not in (None, "") else ""))
     if not readings:
         return dump_json(payload)
-    where = "connector %s" % payload.get("connectorId")
-    if payload.get("transactionId") is not None:
-        where += ", transaction %s" % payload.get("transactionId")
-    return "%s: %s" % (where, ", ".join(readings))
+    transaction = payload.get("transactionId")
+    where = f"connector {payload.get('connectorId')}"
+    if transaction is not None:
+        where += f", transaction {transaction}"
+    return f"{where}: {', '.join(readings)}"
 
 
 class Output:
-    """The one place that prints: one line per event, escaped, flushed.
+    """The one place that prints: one line per event, escaped.
 
-    ``quiet`` keeps warnings and errors only (and the console's answers).
+    Lines are flushed once per turn of the event loop, not once per line, so
+    a busy server makes one write for many lines (outside a running loop,
+    every line is flushed at once).  ``quiet`` keeps warnings and errors
+    only (and the console's answers).
     """
 
     MAX_SHOWN = 2000  # characters of one payload on the terminal
@@ -1761,29 +1943,48 @@ class Output:
     def __init__(self, stream: Any = None, quiet: bool = False) -> None:
         self.stream = stream if stream is not None else sys.stdout
         self.quiet = quiet
+        self._pending: List[str] = []
 
     def _write(self, charger: Optional[str], text: str) -> None:
-        now = datetime.datetime.now()
-        prefix = "%s.%03d " % (now.strftime("%H:%M:%S"), now.microsecond // 1000)
-        if charger is not None:
-            prefix += printable(charger) + " "
+        if charger is None:
+            self._add(f"{LOCAL_CLOCK.now()} {text}\n")
+        else:
+            self._add(f"{LOCAL_CLOCK.now()} {printable(charger)} {text}\n")
+
+    def _add(self, line: str) -> None:
+        pending = self._pending
+        pending.append(line)
+        if len(pending) == 1:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no running loop: before start-up or after shutdown
+                self.flush()
+
+    def flush(self) -> None:
+        """Write the lines of this turn of the event loop, in one write."""
+        lines, self._pending = "".join(self._pending), []
         try:
-            self.stream.write(prefix + text + "\n")
+            self.stream.write(lines)
             self.stream.flush()
         except (OSError, ValueError):
             pass  # the terminal went away; keep serving
 
-    def frame(self, charger: str, direction: str, label: str, shown: Any, meter_values: bool = False) -> None:
-        """One frame: direction ("<-" from the charger, "->" to it), label, payload."""
+    def frame(self, charger: str, direction: str, label: str, shown: Any) -> None:
+        """One frame: direction ("<-" from the charger, "->" to it), label, payload.
+
+        ``shown`` is the text to show, or a payload to show as compact JSON.
+        It runs for every frame, so it formats its line in one go.
+        """
         if self.quiet:
             return
-        if meter_values and isinstance(shown, dict):
-            text = render_meter_values(shown)
-        else:
-            text = shown if isinstance(shown, str) else dump_json(shown)
+        text = shown if type(shown) is str else dump_json(shown)
         if len(text) > self.MAX_SHOWN:
             text = text[:self.MAX_SHOWN] + "... (%d more characters)" % (len(text) - self.MAX_SHOWN)
-        self._write(charger, "%s %s %s" % (direction, label, printable(text)))
+        if not text.isprintable():
+            text = text.translate(_ESCAPE_TABLE)
+        if not charger.isprintable():
+            charger = charger.translate(_ESCAPE_TABLE)
+        self._add(f"{LOCAL_CLOCK.now()} {charger} {direction} {label} {text}\n")
 
     def debug(self, charger: Optional[str], text: str) -> None:
         if not self.quiet:
@@ -1829,13 +2030,13 @@ class Transcript:
             self.file = None
 
     def frame(self, charger: str, direction: str, text: str, binary: bool = False) -> None:
-        record = {"ts": iso_utc(utc_now()), "charger": charger, "dir": direction, "frame": text}
+        record = {"ts": UTC_CLOCK.now(), "charger": charger, "dir": direction, "frame": text}
         if binary:
             record["binary"] = True
         self._write(record)
 
     def event(self, charger: str, event: str, **details: Any) -> None:
-        record = {"ts": iso_utc(utc_now()), "charger": charger, "event": event}
+        record = {"ts": UTC_CLOCK.now(), "charger": charger, "event": event}
         record.update(details)
         self._write(record)
 
@@ -1876,7 +2077,10 @@ def serve_websockets(handler: Callable[[Any], Any], host: str, port: int, max_si
 
     ``access`` vets every upgrade request before the handshake completes.
     """
-    kwargs: Dict[str, Any] = {"subprotocols": [SUBPROTOCOL], "max_size": max_size, "ssl": ssl_context}
+    # No permessage-deflate: OCPP frames are small, and plain frames stay
+    # readable in a packet capture and cost less CPU and memory per charger.
+    kwargs: Dict[str, Any] = {"subprotocols": [SUBPROTOCOL], "max_size": max_size, "ssl": ssl_context,
+                              "compression": None, "close_timeout": CLOSE_TIMEOUT}
     if _ASYNCIO_API:
         kwargs["select_subprotocol"] = _select_subprotocol
 
@@ -2240,6 +2444,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return asyncio.run(run_server(options, out))
     except KeyboardInterrupt:
         return 0
+    finally:
+        out.flush()
 
 
 if __name__ == "__main__":

@@ -1878,3 +1878,14 @@ def test_a_missing_certificate_is_one_line(tmp_path):
                             capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
     assert result.returncode == 2 and "cannot load the TLS certificate" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("text, shown", [
+    ('[2,"a","Heartbeat",{}]', "{}"),
+    ('[2, "a", "Heartbeat", {"x": 1}]', '{"x": 1}'),  # json.dumps' default: shown as the charger wrote it
+    ('[2, "a", "Heartbeat", {"x": [1, {"y": "]"}]} ]', '{"x": [1, {"y": "]"}]}'),
+    ('[2,"id, \\"{x",  "Heartbeat",{"k":1}]', '{"k":1}'),  # an unusual layout: serialized again
+    ('[2,"a","Heartbeat",null]', "null"),
+])
+def test_the_operator_sees_a_calls_payload_as_sent(text, shown):
+    assert mock.call_payload_text(text, mock.parse_frame(text)) == shown

@@ -1,0 +1,372 @@
+#!/usr/bin/env python3
+"""Benchmark the mock server against the websockets floor, in one run on this machine.
+
+    python bench/bench.py            # the full run, under 3 minutes
+    python bench/bench.py --quick    # a smoke run of a few seconds (CI)
+
+Scenario 1 (throughput): N chargers (default 200) connect and boot (answering
+the BootData CALL), then each sends M rounds (default 30) of Heartbeat,
+StatusNotification and MeterValues, each awaited.  The same load runs against
+the floor (bench/floor_server.py: a bare websockets server that answers every
+CALL with a fixed CALLRESULT), against the mock server with its default
+per-frame output going to a file, and with --quiet.  The headline is the
+mock's server CPU time per message divided by the floor's: absolute times vary
+between machines, ratios measured in one run much less.
+
+Scenario 2 (concurrency): 1,000 chargers connected at once, each sending one
+Heartbeat a second for 20 s: every one answered?  p99 latency, server RSS.
+
+Start-up: process start to the port accepting connections, median of 5.
+
+Server CPU time and peak RSS are read from /proc/PID (Linux).  On a shared
+virtual machine CPU time swings from run to run, so where valgrind is
+installed the bench also counts the instructions each server executes per
+message under callgrind (zeroed after warm-up, dumped after the load): a
+count that repeats run after run, whatever the neighbours do.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import websockets
+
+HERE = Path(__file__).resolve().parent
+MOCK = HERE.parent / "ocpp_mock_server.py"
+FLOOR = HERE / "floor_server.py"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+NOW = "2026-11-25T12:00:00.000Z"
+ROUND = [
+    ("Heartbeat", {}),
+    ("StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Charging", "timestamp": NOW}),
+    ("MeterValues", {"connectorId": 1, "transactionId": 1, "meterValue": [{"timestamp": NOW, "sampledValue": [
+        {"value": "1234", "measurand": "Energy.Active.Import.Register", "unit": "Wh"},
+        {"value": "7400", "measurand": "Power.Active.Import", "unit": "W"}]}]}),
+]
+BOOT = {"chargePointVendor": "Bench", "chargePointModel": "Load-1"}
+
+
+# ------------------------------------------------------------ server process
+
+# The server under test and this load generator run on separate cores when
+# there are two or more, so they do not take turns on one.
+SERVER_CORE, LOAD_CORE = (0, 1) if (os.cpu_count() or 1) >= 2 else (None, None)
+
+
+def pin(core: Optional[int]):
+    """A preexec_fn that pins the child process to ``core`` (None: leave it)."""
+    def pin_child() -> None:
+        if core is not None and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, {core})
+    return pin_child
+
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Server:
+    """A server under test in its own process, its output going to a file."""
+
+    def __init__(self, name: str, command: List[str], output_dir: str, callgrind: bool = False) -> None:
+        self.name = name
+        self.port = free_port()
+        self.callgrind_prefix = os.path.join(output_dir, name.replace(" ", "_") + ".callgrind")
+        if callgrind:
+            command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=%s.%%p" % self.callgrind_prefix,
+                       "--"] + command
+        self.startup_limit = 120 if callgrind else 10
+        self.output_path = os.path.join(output_dir, name.replace(" ", "_") + ".out")
+        self.output = open(self.output_path, "w")
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(command + ["--port", str(self.port)], stdin=subprocess.DEVNULL,
+                                     stdout=self.output, stderr=subprocess.STDOUT, preexec_fn=pin(SERVER_CORE))
+        self.startup_seconds = self._wait_listening()
+
+    def _wait_listening(self) -> float:
+        deadline = time.perf_counter() + self.startup_limit
+        while time.perf_counter() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.05):
+                    return time.perf_counter() - self.started
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError("%s exited: see %s" % (self.name, self.output_path))
+                time.sleep(0.002)
+        raise RuntimeError("%s did not listen within %d s" % (self.name, self.startup_limit))
+
+    @property
+    def url(self) -> str:
+        return "ws://127.0.0.1:%d" % self.port
+
+    def cpu_seconds(self) -> float:
+        fields = Path("/proc/%d/stat" % self.proc.pid).read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+    def peak_rss_mb(self) -> float:
+        for line in Path("/proc/%d/status" % self.proc.pid).read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def rss_mb(self) -> float:
+        for line in Path("/proc/%d/status" % self.proc.pid).read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.output.close()
+
+
+# ------------------------------------------------------------ chargers
+
+
+class LoadCharger:
+    """One simulated charger: awaits each reply, answers the server's CALLs."""
+
+    def __init__(self, websocket) -> None:
+        self.ws = websocket
+        self.sequence = 0
+
+    async def call(self, action: str, payload: dict) -> float:
+        """Round-trip time of one CALL, seconds."""
+        self.sequence += 1
+        message_id = str(self.sequence)
+        started = time.perf_counter()
+        await self.ws.send(json.dumps([2, message_id, action, payload]))
+        while True:
+            frame = json.loads(await self.ws.recv())
+            if frame[0] == 2:  # BootData and the like: answer, keep waiting
+                await self.ws.send(json.dumps([3, frame[1], {"status": "Accepted"}]))
+            elif frame[1] == message_id:
+                return time.perf_counter() - started
+
+
+async def connect(url: str, charger_id: str) -> LoadCharger:
+    for attempt in range(50):
+        try:
+            websocket = await websockets.connect("%s/%s" % (url, charger_id), subprotocols=["ocpp1.6"],
+                                                 open_timeout=30, ping_interval=None)
+            return LoadCharger(websocket)
+        except (OSError, asyncio.TimeoutError):
+            await asyncio.sleep(0.05 * (attempt + 1))
+    raise RuntimeError("cannot connect %s" % charger_id)
+
+
+def percentile(sorted_values: List[float], fraction: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * fraction))]
+
+
+async def throughput(server: Server, chargers: int, rounds: int) -> Dict[str, float]:
+    fleet = await asyncio.gather(*(connect(server.url, "CP-%04d" % number) for number in range(chargers)))
+    await asyncio.gather(*(charger.call("BootNotification", BOOT) for charger in fleet))
+    await asyncio.sleep(0.3)  # let BootData settle
+    latencies: List[float] = []
+
+    async def run_rounds(charger: LoadCharger) -> None:
+        for _ in range(rounds):
+            for action, payload in ROUND:
+                latencies.append(await charger.call(action, payload))
+
+    cpu_before, wall_before = server.cpu_seconds(), time.perf_counter()
+    await asyncio.gather(*(run_rounds(charger) for charger in fleet))
+    wall, cpu = time.perf_counter() - wall_before, server.cpu_seconds() - cpu_before
+    await asyncio.gather(*(charger.ws.close() for charger in fleet))
+    latencies.sort()
+    messages = len(latencies)
+    return {"messages": messages, "per_second": messages / wall, "cpu_us": cpu / messages * 1e6,
+            "p50_ms": percentile(latencies, 0.5) * 1e3, "p99_ms": percentile(latencies, 0.99) * 1e3,
+            "rss_mb": server.peak_rss_mb()}
+
+
+def callgrind_control(server: Server, command: str) -> None:
+    subprocess.run(["callgrind_control", command, str(server.proc.pid)], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+
+
+async def instructions(server: Server, chargers: int, rounds: int) -> Dict[str, float]:
+    """Instructions the server executes per message, counted by callgrind."""
+    fleet = await asyncio.gather(*(connect(server.url, "CP-%04d" % number) for number in range(chargers)))
+    await asyncio.gather(*(charger.call("BootNotification", BOOT) for charger in fleet))
+    await asyncio.sleep(2)  # BootData, under valgrind's slowness
+    callgrind_control(server, "--zero")
+    messages = 0
+
+    async def run_rounds(charger: LoadCharger) -> None:
+        nonlocal messages
+        for _ in range(rounds):
+            for action, payload in ROUND:
+                await charger.call(action, payload)
+                messages += 1
+
+    await asyncio.gather(*(run_rounds(charger) for charger in fleet))
+    callgrind_control(server, "--dump")
+    await asyncio.gather(*(charger.ws.close() for charger in fleet))
+    dumps = sorted(Path(server.callgrind_prefix).parent.glob(Path(server.callgrind_prefix).name + ".*.*"))
+    summary = next(line for line in dumps[-1].read_text().splitlines() if line.startswith("summary:"))
+    return {"messages": messages, "instructions": int(summary.split()[1]) / messages}
+
+
+async def concurrency(server: Server, chargers: int, seconds: float) -> Dict[str, float]:
+    fleet = []
+    for start in range(0, chargers, 100):  # connect in waves, as a fleet coming online would
+        fleet += await asyncio.gather(*(connect(server.url, "CC-%05d" % number)
+                                        for number in range(start, min(chargers, start + 100))))
+    await asyncio.gather(*(charger.call("BootNotification", BOOT) for charger in fleet))
+    latencies: List[float] = []
+    missed = 0
+
+    async def heartbeats(charger: LoadCharger, offset: float) -> None:
+        nonlocal missed
+        await asyncio.sleep(offset)
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            tick = time.perf_counter()
+            try:
+                latencies.append(await asyncio.wait_for(charger.call("Heartbeat", {}), 5))
+            except asyncio.TimeoutError:
+                missed += 1
+            await asyncio.sleep(max(0.0, 1.0 - (time.perf_counter() - tick)))
+
+    await asyncio.gather(*(heartbeats(charger, number / chargers) for number, charger in enumerate(fleet)))
+    rss = server.rss_mb()
+    await asyncio.gather(*(charger.ws.close() for charger in fleet))
+    latencies.sort()
+    return {"chargers": len(fleet), "answered": len(latencies), "missed": missed,
+            "p50_ms": percentile(latencies, 0.5) * 1e3, "p99_ms": percentile(latencies, 0.99) * 1e3,
+            "rss_mb": rss, "peak_rss_mb": server.peak_rss_mb()}
+
+
+# ------------------------------------------------------------ report
+
+
+def table(rows: List[List[str]]) -> str:
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    lines = ["| " + " | ".join(cell.ljust(width) for cell, width in zip(row, widths)) + " |" for row in rows]
+    lines.insert(1, "|" + "|".join("-" * (width + 2) for width in widths) + "|")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--chargers", type=int, default=200, help="scenario 1 chargers (default %(default)s)")
+    parser.add_argument("--rounds", type=int, default=30, help="scenario 1 rounds (default %(default)s)")
+    parser.add_argument("--concurrent", type=int, default=1000, help="scenario 2 chargers (default %(default)s)")
+    parser.add_argument("--seconds", type=float, default=20, help="scenario 2 duration (default %(default)s)")
+    parser.add_argument("--repeat", type=int, default=5, help="scenario 1 runs per server (default %(default)s)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 20 chargers, 5 rounds, 100 for 3 s")
+    options = parser.parse_args()
+    if options.quick:
+        options.chargers, options.rounds, options.concurrent, options.seconds, options.repeat = 20, 5, 100, 3, 1
+    pin(LOAD_CORE)()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4 * options.concurrent + 256)), hard))
+
+    python = [sys.executable]
+    candidates = [
+        ("floor", python + [str(FLOOR)]),
+        ("mock, output to a file", python + [str(MOCK)]),
+        ("mock --quiet", python + [str(MOCK), "--quiet"]),
+    ]
+    print("machine: %s, %d cores, Python %s, websockets %s" % (
+        os.uname().machine, os.cpu_count() or 0, sys.version.split()[0], websockets.__version__))
+    print("scenario 1: %d chargers x %d rounds of Heartbeat, StatusNotification, MeterValues (each awaited)\n"
+          % (options.chargers, options.rounds))
+    runs: Dict[str, List[Dict[str, float]]] = {name: [] for name, _ in candidates}
+    with tempfile.TemporaryDirectory() as output_dir:
+        # Interleaved repeats: a noisy neighbour then hurts every candidate alike.
+        for _ in range(options.repeat):
+            for name, command in candidates:
+                server = Server(name, command, output_dir)
+                try:
+                    runs[name].append(asyncio.run(throughput(server, options.chargers, options.rounds)))
+                finally:
+                    server.stop()
+        results = {name: {key: statistics.median(run[key] for run in results_of_name)
+                          for key in results_of_name[0]}
+                   for name, results_of_name in runs.items()}
+        rows = [["server", "msgs/s", "server CPU µs/msg", "p50 ms", "p99 ms", "peak RSS MB", "CPU vs floor"]]
+        floor_cpu = results["floor"]["cpu_us"]
+        for name, result in results.items():
+            rows.append([name, "%.0f" % result["per_second"], "%.1f" % result["cpu_us"], "%.2f" % result["p50_ms"],
+                         "%.2f" % result["p99_ms"], "%.1f" % result["rss_mb"], "%.2fx" % (result["cpu_us"] / floor_cpu)])
+        print("medians of %d interleaved runs each" % options.repeat)
+        print(table(rows))
+        ratios = {name: sorted(run["cpu_us"] / floor_run["cpu_us"] for run, floor_run in zip(runs[name], runs["floor"]))
+                  for name in runs}
+        print("\nheadline: mock CPU per message = %.2fx the floor's (target <= 1.3x), --quiet %.2fx" % (
+            results["mock, output to a file"]["cpu_us"] / floor_cpu, results["mock --quiet"]["cpu_us"] / floor_cpu))
+        print("per-run ratios to the floor run beside it: output to a file %s; --quiet %s\n" % (
+            ", ".join("%.2f" % ratio for ratio in ratios["mock, output to a file"]),
+            ", ".join("%.2f" % ratio for ratio in ratios["mock --quiet"])))
+
+        if options.quick:
+            print("(--quick: no instruction counts)\n")
+        elif shutil.which("valgrind") and shutil.which("callgrind_control"):
+            chargers, rounds = 10, 50
+            print("instructions per message under callgrind (%d chargers x %d rounds, after warm-up):" % (
+                chargers, rounds))
+            counts = {}
+            for name, command in candidates:
+                server = Server(name, command, output_dir, callgrind=True)
+                try:
+                    counts[name] = asyncio.run(instructions(server, chargers, rounds))["instructions"]
+                finally:
+                    server.stop()
+            floor_count = counts["floor"]
+            print(table([["server", "instructions/msg", "vs floor"]] + [
+                [name, "%.0f" % count, "%.2fx" % (count / floor_count)] for name, count in counts.items()]))
+            print("\nheadline (instructions, repeatable): mock = %.2fx the floor's (target <= 1.3x), --quiet %.2fx\n"
+                  % (counts["mock, output to a file"] / floor_count, counts["mock --quiet"] / floor_count))
+        else:
+            print("(valgrind not installed: no instruction counts; apt-get install valgrind)\n")
+
+        print("scenario 2: %d chargers at once, one Heartbeat a second each for %g s" % (
+            options.concurrent, options.seconds))
+        server = Server("mock concurrency", python + [str(MOCK)], output_dir)
+        try:
+            result = asyncio.run(concurrency(server, options.concurrent, options.seconds))
+        finally:
+            server.stop()
+        expected = result["chargers"] * int(options.seconds)
+        print(table([["chargers", "heartbeats answered", "missed", "p50 ms", "p99 ms", "server RSS MB"],
+                     ["%d" % result["chargers"], "%d (~%d expected)" % (result["answered"], expected),
+                      "%d" % result["missed"], "%.2f" % result["p50_ms"], "%.2f" % result["p99_ms"],
+                      "%.1f (peak %.1f)" % (result["rss_mb"], result["peak_rss_mb"])]]))
+        print("targets: every heartbeat answered, p99 < 50 ms, RSS < 100 MB\n")
+
+        startups = []
+        for _ in range(5):
+            server = Server("mock start-up", python + [str(MOCK)], output_dir)
+            startups.append(server.startup_seconds)
+            server.stop()
+        print("start-up to listening: median %.3f s of 5 (%s) (target <= 0.3 s)" % (
+            statistics.median(startups), ", ".join("%.3f" % value for value in startups)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
