@@ -67,7 +67,7 @@ RECENT_CALL_IDS = 1000  # ids of a charger's CALLs remembered to spot a reused o
 # over --max-message-size the rest of it is still in flight, and websockets
 # 10.3 waits this long before it reports the close.
 CLOSE_TIMEOUT = 2.0
-SHUTDOWN_GRACE = 2.0  # seconds for connections to close on quit, SIGINT or SIGTERM
+SHUTDOWN_GRACE = CLOSE_TIMEOUT + 1.0  # seconds for quit, SIGINT or SIGTERM; what is left then is dropped
 
 # ---------------------------------------------------------------- Protocol
 
@@ -2408,8 +2408,8 @@ async def serve_until_stopped(system: CentralSystem, options: argparse.Namespace
         await asyncio.wait_for(server.wait_closed(), SHUTDOWN_GRACE)
     except asyncio.TimeoutError:
         stuck = list(system.sessions.values())
-        out.warn(None, "%d connection(s) did not close within %g s; dropping them" % (len(stuck), SHUTDOWN_GRACE))
-        for session in stuck:  # a charger that never answers the close frame
+        out.warn(None, "connections still closing or opening after %g s; dropping them" % SHUTDOWN_GRACE)
+        for session in stuck:
             session.websocket.transport.abort()
         await asyncio.sleep(0)
     out.console("stopped")
