@@ -1002,13 +1002,54 @@ def as_int(value: Any) -> Optional[int]:
     return None
 
 
-def id_tag_info(session: "ChargerSession", id_tag: Any) -> dict:
-    """The idTagInfo the server answers for ``id_tag``: every tag is Accepted."""
-    return {"status": "Accepted"}
+class AuthorizationRules:
+    """How the server answers idTags: ``--tag``, ``--tags``, ``--unknown-tags``, ``--concurrent-tx``.
+
+    ``tags`` maps an idTag to its idTagInfo and the rule that set it (the
+    command-line flag or the file), so every answer can say which rule gave it.
+    """
+
+    DEFAULT_RULE = "default: every idTag is Accepted"
+
+    def __init__(self, tags: Optional[Dict[str, Tuple[dict, str]]] = None, unknown: str = "Accepted",
+                 concurrent_tx: bool = False) -> None:
+        self.tags = tags or {}
+        self.unknown = unknown
+        self.concurrent_tx = concurrent_tx
+
+    def decide(self, system: "CentralSystem", session: "ChargerSession", id_tag: Any,
+               connector: Optional[int] = None) -> Tuple[dict, str]:
+        """The idTagInfo for ``id_tag`` (used on ``connector``, if starting) and the rule that answered."""
+        if self.concurrent_tx and id_tag is not None:
+            for other in system.sessions.values():
+                open_transaction = other.transaction
+                if (open_transaction is not None and open_transaction.id_tag == id_tag
+                        and not (other is session and open_transaction.connector_id == connector)):
+                    return {"status": "ConcurrentTx"}, "--concurrent-tx: transaction %d on %s connector %s" % (
+                        open_transaction.transaction_id, other.charger_id, open_transaction.connector_id)
+        known = self.tags.get(id_tag) if isinstance(id_tag, str) else None
+        if known is not None:
+            return dict(known[0]), known[1]
+        if self.unknown != "Accepted" or self.tags:
+            return {"status": self.unknown}, "--unknown-tags %s" % self.unknown
+        return {"status": "Accepted"}, self.DEFAULT_RULE
+
+
+def id_tag_info(session: "ChargerSession", id_tag: Any, action: str, connector: Optional[int] = None) -> dict:
+    """The idTagInfo the server answers for ``id_tag`` in ``action``, by the authorization rules."""
+    system = session.system
+    info, rule = system.authorization.decide(system, session, id_tag, connector)
+    session.authorizations.append((action, id_tag, info["status"], rule))
+    if rule != AuthorizationRules.DEFAULT_RULE:
+        session.out.info(session.charger_id, "%s idTag %s: %s (%s)" % (action, _show(id_tag), info["status"], rule))
+    if system.transcript is not None:
+        system.transcript.event(session.charger_id, "authorization", action=action, idTag=id_tag,
+                                status=info["status"], rule=rule)
+    return info
 
 
 def handle_authorize(session: "ChargerSession", payload: dict) -> dict:
-    return {"idTagInfo": id_tag_info(session, payload.get("idTag"))}
+    return {"idTagInfo": id_tag_info(session, payload.get("idTag"), "Authorize")}
 
 
 def handle_boot_notification(session: "ChargerSession", payload: dict) -> dict:
@@ -1038,10 +1079,11 @@ def handle_start_transaction(session: "ChargerSession", payload: dict) -> dict:
     transaction_id = next(session.system.transaction_ids)
     # The FlexiCharge charger sends id_tag instead of idTag.
     id_tag = payload.get("idTag", payload.get("id_tag"))
-    session.transaction = Transaction(transaction_id, as_int(payload.get("connectorId")), id_tag,
-                                      payload.get("meterStart"))
+    connector = as_int(payload.get("connectorId"))
+    info = id_tag_info(session, id_tag, "StartTransaction", connector)
+    session.transaction = Transaction(transaction_id, connector, id_tag, payload.get("meterStart"))
     session.after_reply(session.transaction_started)
-    return {"transactionId": transaction_id, "idTagInfo": id_tag_info(session, id_tag)}
+    return {"transactionId": transaction_id, "idTagInfo": info}
 
 
 def handle_status_notification(session: "ChargerSession", payload: dict) -> dict:
@@ -1067,7 +1109,7 @@ def handle_stop_transaction(session: "ChargerSession", payload: dict) -> dict:
         session.transaction = None
     reply: dict = {}
     if payload.get("idTag") is not None:
-        reply["idTagInfo"] = id_tag_info(session, payload.get("idTag"))
+        reply["idTagInfo"] = id_tag_info(session, payload.get("idTag"), "StopTransaction")
     return reply
 
 
@@ -1274,6 +1316,7 @@ class ChargerSession:
         self.transaction: Optional[Transaction] = None
         self.last_transaction_id: Optional[int] = None
         self.last_meter_values: Optional[dict] = None
+        self.authorizations: Deque[Tuple[str, Any, str, str]] = collections.deque(maxlen=5)
         self.calls: Deque[PendingCall] = collections.deque()
         self._calls_waiting = asyncio.Event()
         self.outstanding: Optional[PendingCall] = None
@@ -1365,6 +1408,9 @@ class ChargerSession:
             else:
                 out.frame(self.charger_id, "<-", action, call_payload_text(text, frame))
         error = self._check_call_id(message_id)
+        if error is None and self.system.options.strict and action != "BootNotification" \
+                and self.boot_status != "Accepted":
+            error = (SECURITY_ERROR, "%s before BootNotification was accepted (--strict)" % action, {})
         if error is None:
             handler = CHARGER_ACTION_HANDLERS.get(action)
             if handler is None:
@@ -1379,6 +1425,7 @@ class ChargerSession:
             if problems and self.system.options.strict:
                 first = problems[0]
                 error = (first.code, "%s: %s" % (action, first), {"field": first.path})
+                self.system.spec_warnings += 1
             elif problems:
                 self.report_spec_problems(action, problems)
         if error is None:
@@ -1391,8 +1438,12 @@ class ChargerSession:
             code, description, details = error
             self.out.warn(self.charger_id, "%s answered with %s: %s" % (action, code, description))
             self._after_reply.clear()
+            if self.system.event_listeners:
+                self.system.emit("call", self, action=action, payload=payload, reply=None, error=code)
             return self.answer(build_call_error(message_id, code, description, details),
                                action + " CALLERROR", code + " " + description)
+        if self.system.event_listeners:
+            self.system.emit("call", self, action=action, payload=payload, reply=reply, error=None)
         reply_json = dump_json(reply)
         reply_action = action if self.dialect == DIALECT_FLEXICHARGE else None
         return self.answer(build_call_result(message_id, reply_json, reply_action), action + ".conf", reply_json)
@@ -1415,13 +1466,13 @@ class ChargerSession:
             text = "message id is %d characters, OCPP-J allows %d" % (len(message_id), MAX_MESSAGE_ID_LENGTH)
             if self.system.options.strict:
                 return FORMATION_VIOLATION, text, {}
-            self.warn_once(("id-length",), "spec: " + text)
+            self.warn_once(("id-length",), "spec: " + text, spec=True)
         recent = self._recent_call_ids
         if message_id in recent:
             # The FlexiCharge charger reuses one id for every CALL.  The server
             # answers CALLs in order, so the reply is still unambiguous.
             self.warn_once(("id-reuse",), lambda: "spec: message id %s reused; OCPP-J wants a new id for "
-                           "every CALL" % _show(message_id))
+                           "every CALL" % _show(message_id), spec=True)
         else:
             if len(recent) == RECENT_CALL_IDS:
                 recent.clear()  # remember the last 1 to 1,000 ids, at a set's cost
@@ -1452,6 +1503,8 @@ class ChargerSession:
                 problems = lint_payload(rules, frame.payload)
                 if problems:
                     self.report_spec_problems(call.action + ".conf", problems)
+            if self.system.event_listeners:
+                self.system.emit("reply", self, action=call.action, payload=frame.payload, error=None)
             call.finish(CallOutcome("result", frame.payload))
         else:
             details = frame.error_details
@@ -1459,10 +1512,12 @@ class ChargerSession:
                            "%s %s %s" % (frame.error_code, frame.error_description, dump_json(details)))
             if frame.error_code not in ERROR_CODES:
                 self.warn_once(("error-code", str(frame.error_code)), lambda: "spec: CALLERROR code %s is not an "
-                               "OCPP 1.6 error code" % _show(frame.error_code))
+                               "OCPP 1.6 error code" % _show(frame.error_code), spec=True)
             if not isinstance(details, dict):
                 self.warn_once(("error-details",), lambda: "spec: CALLERROR details must be an object, got %s"
-                               % _json_type(details))
+                               % _json_type(details), spec=True)
+            if self.system.event_listeners:
+                self.system.emit("reply", self, action=call.action, payload=details, error=str(frame.error_code))
             call.finish(CallOutcome("error", details, str(frame.error_code), str(frame.error_description)))
 
     def use_flexicharge_dialect(self) -> None:
@@ -1473,8 +1528,8 @@ class ChargerSession:
 
     # -- spec warnings
 
-    def warn_once(self, key: tuple, text: "Union[str, Callable[[], str]]") -> None:
-        """Warn once per ``key`` on this connection.
+    def warn_once(self, key: tuple, text: "Union[str, Callable[[], str]]", spec: bool = False) -> None:
+        """Warn once per ``key`` on this connection; ``spec``: it is a spec warning (counted).
 
         ``text`` may be a function that makes the text: it runs only when the
         warning is printed, so a charger that repeats a mistake on every frame
@@ -1483,13 +1538,15 @@ class ChargerSession:
         if key in self._warned:
             return
         self._warned.add(key)
+        if spec:
+            self.system.spec_warnings += 1
         self.out.warn(self.charger_id, text if isinstance(text, str) else text())
 
     def report_spec_problems(self, action: str, problems: List[Problem]) -> None:
         """One warning per charger, action and problem (the field and the rule)."""
         for problem in problems:
             self.warn_once((action,) + problem.key, lambda problem=problem: "spec: %s.%s (%s; answered anyway, "
-                           "--strict rejects it)" % (action, problem, problem.code))
+                           "--strict rejects it)" % (action, problem, problem.code), spec=True)
 
     # -- sending
 
@@ -1631,6 +1688,8 @@ class ChargerSession:
             lines.append("  no open transaction")
         if self.last_meter_values is not None:
             lines.append("  last meter values: " + render_meter_values(self.last_meter_values))
+        for action, id_tag, status, rule in self.authorizations:
+            lines.append("  %s idTag %s: %s (%s)" % (action, _show(id_tag), status, rule))
         if self.outstanding is not None:
             lines.append("  outstanding: %s for %.0f s, %d queued" % (
                 self.outstanding.action, time.monotonic() - self.outstanding.sent_at, len(self.calls)))
@@ -1877,6 +1936,351 @@ class Console:
         self.out.console("  sent bare: " + defaults)
 
 
+# ---------------------------------------------------------- Scenario scripts
+# --script FILE runs a charger's CI test against the first charger that
+# connects, then exits 0 (every step passed), 1 (a step failed or timed out)
+# or 2 (the script is invalid: checked before the server listens).
+
+SCENARIO_DEFAULT_WITHIN = 30.0
+_INLINE_COMMENT = re.compile(r"\s+#.*$")  # "wait X   # why": a # after white space starts a comment
+SCENARIO_EVENTS_KEPT = 10000  # charger messages not yet consumed by a wait step
+
+
+class ScriptError(Exception):
+    """An invalid scenario script: ``line`` says where."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+class StepFailed(Exception):
+    """A scenario step that did not hold; the message says what arrived instead."""
+
+
+class ScenarioStep:
+    """One line of a scenario: its number, text, first word and parsed arguments."""
+
+    __slots__ = ("line", "text", "word", "arguments")
+
+    def __init__(self, line: int, text: str, word: str, arguments: Any) -> None:
+        self.line = line
+        self.text = text
+        self.word = word
+        self.arguments = arguments
+
+
+def _seconds(text: str, line: int) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ScriptError(line, "expected seconds, got %r" % text) from None
+    if value < 0:
+        raise ScriptError(line, "seconds must be 0 or more, got %r" % text)
+    return value
+
+
+def _within(tokens: List[str], line: int) -> Optional[float]:
+    """Parse a trailing "within S" off ``tokens`` (in place); None when there is none."""
+    if len(tokens) >= 2 and tokens[-2].lower() == "within":
+        seconds = _seconds(tokens[-1], line)
+        del tokens[-2:]
+        return seconds
+    return None
+
+
+def _wait_target(name: str, line: int) -> Tuple[str, str]:
+    """("call", Action) for a charger's CALL, ("reply", Action) for its answer to Action (Action.conf)."""
+    if name.lower().endswith(".conf"):
+        action = CONSOLE_ACTIONS.get(name[:-5].lower()) or next(
+            (known for known in SERVER_REQUESTS if known.lower() == name[:-5].lower()), None)
+        if action is None:
+            raise ScriptError(line, "no server action %r to wait for the reply to" % name[:-5])
+        return "reply", action
+    action = next((known for known in CHARGER_REQUESTS if known.lower() == name.lower()), None)
+    if action is None:
+        close = difflib.get_close_matches(name, list(CHARGER_REQUESTS), n=1)
+        raise ScriptError(line, "a charger does not send %r%s" % (name, "; did you mean %s?" % close[0]
+                                                                 if close else ""))
+    return "call", action
+
+
+def parse_scenario(text: str) -> List[ScenarioStep]:
+    """Check a whole scenario script; ScriptError names the first bad line."""
+    steps: List[ScenarioStep] = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = _INLINE_COMMENT.sub("", raw).strip()
+        if not line or line.startswith("#"):
+            continue
+        word = line.split()[0].lower()
+        tokens = line.split()[1:]
+        if word == "charger":
+            if steps:
+                raise ScriptError(number, "a charger line must come before every step")
+            within = _within(tokens, number)
+            if len(tokens) > 1:
+                raise ScriptError(number, "usage: charger [<id>] [within S]")
+            arguments: Any = (tokens[0] if tokens else None, within)
+        elif word == "wait":
+            within = _within(tokens, number)
+            count = 1
+            if len(tokens) == 2 and re.fullmatch(r"[xX]\d+", tokens[1]):
+                count = int(tokens[1][1:])
+                tokens = tokens[:1]
+            if len(tokens) != 1 or count < 1:
+                raise ScriptError(number, "usage: wait <Action>[.conf] [xN] [within S]")
+            arguments = (_wait_target(tokens[0], number), count, within)
+        elif word == "expect":
+            if not tokens or any("=" not in token or token.startswith("=") for token in tokens):
+                raise ScriptError(number, "usage: expect key=value ... (dotted keys for nested fields)")
+            arguments = [token.partition("=")[::2] for token in tokens]
+        elif word == "sleep":
+            if len(tokens) != 1:
+                raise ScriptError(number, "usage: sleep S")
+            arguments = _seconds(tokens[0], number)
+        elif word == "disconnect":
+            if tokens:
+                raise ScriptError(number, "disconnect takes no arguments")
+            arguments = None
+        elif word == "expect-reconnect":
+            within = _within(tokens, number)
+            if tokens:
+                raise ScriptError(number, "usage: expect-reconnect [within S]")
+            arguments = within
+        else:
+            try:
+                check_script_command(line)
+            except CommandError as exc:
+                raise ScriptError(number, str(exc)) from None
+            word, arguments = "command", None
+        steps.append(ScenarioStep(number, line, word, arguments))
+    if not steps:
+        raise ScriptError(0, "the script has no steps")
+    return steps
+
+
+def check_script_command(line: str) -> None:
+    """CommandError unless ``line`` is a console command a script can send (checked without a charger)."""
+    word, _, rest = line.partition(" ")
+    lower = word.lower()
+    if lower == "raw":
+        if not rest.strip():
+            raise CommandError("usage: raw <frame>")
+        return
+    action = CONSOLE_ALIASES.get(lower) or CONSOLE_ACTIONS.get(lower)
+    if action is None:
+        if lower in ("help", "chargers", "use", "quit", "exit") or lower.startswith("@"):
+            raise CommandError("%s is for the interactive console, not for scripts" % word)
+        choices = list(SERVER_ACTION_DEFAULTS) + ["wait", "expect", "sleep", "disconnect", "expect-reconnect",
+                                                  "startRemote", "stopRemote", "raw"]
+        close = difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
+        raise CommandError("unknown step %r%s" % (word, "; did you mean %s?" % close[0] if close else ""))
+    rest = rest.strip()
+    if rest.startswith("{"):
+        try:
+            if not isinstance(json.loads(rest), dict):
+                raise ValueError("not an object")
+        except ValueError as exc:
+            raise CommandError("%s: the JSON payload is not an object: %s" % (action, exc)) from None
+        return
+    rules = SERVER_REQUEST_RULES[action]
+    for argument in rest.split():
+        key, equals, _ = argument.partition("=")
+        if not equals or not key:
+            raise CommandError("%s: expected key=value, got %r" % (action, argument))
+        if _field_rule(rules, key.split(".")) is None:
+            close = difflib.get_close_matches(key, list(rules.fields), n=1)
+            raise CommandError("%s has no field %r%s" % (action, key, "; did you mean %s?" % close[0]
+                                                         if close else ""))
+
+
+def field_at(payload: Any, path: str) -> Tuple[bool, Any]:
+    """(True, value) at a dotted path (list indices as numbers), or (False, None)."""
+    value = payload
+    for name in path.split("."):
+        if isinstance(value, dict) and name in value:
+            value = value[name]
+        elif isinstance(value, list) and name.isdigit() and int(name) < len(value):
+            value = value[int(name)]
+        else:
+            return False, None
+    return True, value
+
+
+def expected_matches(actual: Any, text: str) -> bool:
+    """Does ``actual`` equal an expect value (read as JSON when it parses, else as text)?"""
+    if isinstance(actual, str):
+        return actual == text or actual == parse_console_value(text)
+    expected = parse_console_value(text)
+    if isinstance(actual, bool) or isinstance(expected, bool):
+        return actual is expected
+    return actual == expected
+
+
+class ScenarioRunner:
+    """Runs the steps of a parsed script against one charger; ``run`` returns the exit status."""
+
+    def __init__(self, system: "CentralSystem", console: Console, steps: List[ScenarioStep], name: str) -> None:
+        self.system = system
+        self.console = console
+        self.out = system.out
+        self.steps = steps
+        self.name = name
+        self.charger_id: Optional[str] = None
+        self.session: Optional[ChargerSession] = None
+        self.events: Deque[Tuple[str, ChargerSession, dict]] = collections.deque(maxlen=SCENARIO_EVENTS_KEPT)
+        self.arrived = asyncio.Event()
+        # What `expect` checks: a label, the payload, and the server's reply to it (for a charger's CALL).
+        self.last: Optional[Tuple[str, Any, Any]] = None
+        system.event_listeners.append(self.on_event)
+
+    def on_event(self, kind: str, session: ChargerSession, details: dict) -> None:
+        self.events.append((kind, session, details))
+        self.arrived.set()
+
+    async def run(self) -> int:
+        started = time.monotonic()
+        passed = 0
+        failed: Optional[ScenarioStep] = None
+        steps = self.steps
+        if steps[0].word != "charger":
+            steps = [ScenarioStep(0, "charger", "charger", (None, None))] + steps
+        for step in steps:
+            step_started = time.monotonic()
+            try:
+                await self.run_step(step)
+            except StepFailed as exc:
+                failed = step
+                self.out.warn(None, "%s:%d FAILED %s: %s" % (self.name, step.line, step.text, exc))
+                break
+            if step.line:
+                passed += 1
+                self.out.console("%s:%d ok  %s (%.2f s)" % (self.name, step.line, step.text,
+                                                            time.monotonic() - step_started))
+        elapsed = time.monotonic() - started
+        warnings = self.system.spec_warnings
+        strict_failure = failed is None and self.system.options.strict and warnings > 0
+        if strict_failure:
+            self.out.warn(None, "--strict: %d spec warning(s) about the charger's frames fail the run" % warnings)
+        total = len(self.steps)
+        if failed is None and not strict_failure:
+            self.out.console("scenario %s: PASS, %d of %d steps passed in %.1f s, %d spec warning(s)"
+                             % (self.name, passed, total, elapsed, warnings))
+            return 0
+        where = "line %d" % failed.line if failed is not None and failed.line else (
+            "waiting for a charger" if failed is not None else "--strict")
+        self.out.console("scenario %s: FAIL at %s, %d of %d steps passed (%d not run) in %.1f s, %d spec warning(s)"
+                         % (self.name, where, passed, total, total - passed - (1 if failed and failed.line else 0),
+                            elapsed, warnings))
+        return 1
+
+    async def run_step(self, step: ScenarioStep) -> None:
+        if step.word == "charger":
+            charger_id, within = step.arguments
+            self.session = await self.wait_connect(charger_id, within)
+            self.charger_id = self.session.charger_id
+        elif step.word == "wait":
+            (kind, action), count, within = step.arguments
+            await self.wait_for(kind, action, count, SCENARIO_DEFAULT_WITHIN if within is None else within)
+        elif step.word == "expect":
+            self.expect(step.arguments)
+        elif step.word == "sleep":
+            await asyncio.sleep(step.arguments)
+        elif step.word == "disconnect":
+            session = self.current_session()
+            await session.websocket.close(1000, "scenario: disconnect")
+        elif step.word == "expect-reconnect":
+            within = SCENARIO_DEFAULT_WITHIN if step.arguments is None else step.arguments
+            self.session = await self.wait_connect(self.charger_id, within, after=self.session)
+        else:
+            await self.send_command(step.text)
+
+    def current_session(self) -> ChargerSession:
+        session = self.session
+        if session is None or session.closed:
+            raise StepFailed("%s is not connected" % self.charger_id)
+        return session
+
+    async def wait_connect(self, charger_id: Optional[str], within: Optional[float],
+                           after: Optional[ChargerSession] = None) -> ChargerSession:
+        """The charger's session, connected now or within the time (a new one, ``after`` one)."""
+        within = SCENARIO_DEFAULT_WITHIN if within is None else within
+        deadline = time.monotonic() + within
+        while True:
+            for session in list(self.system.sessions.values()):
+                if session is not after and not session.closed and charger_id in (None, session.charger_id):
+                    return session
+            left = deadline - time.monotonic()
+            if left <= 0:
+                who = "charger %s" % charger_id if charger_id else "a charger"
+                raise StepFailed("%s did not connect within %g s" % (who, within))
+            self.arrived.clear()
+            try:
+                await asyncio.wait_for(self.arrived.wait(), left)
+            except asyncio.TimeoutError:
+                pass
+
+    async def wait_for(self, kind: str, action: str, count: int, within: float) -> None:
+        """Consume ``count`` of the charger's messages of ``action`` (CALLs, or replies for .conf)."""
+        label = action + (".conf" if kind == "reply" else "")
+        deadline = time.monotonic() + within
+        seen = 0
+        while True:
+            for event in list(self.events):
+                event_kind, session, details = event
+                if event_kind == kind and session.charger_id == self.charger_id and details["action"] == action:
+                    self.events.remove(event)
+                    if details.get("error"):
+                        raise StepFailed("%s was answered with CALLERROR %s" % (label, details["error"]))
+                    seen += 1
+                    self.last = (label, details["payload"], details.get("reply"))
+                    if seen == count:
+                        return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise StepFailed("expected %s x%d within %g s, %d arrived" % (label, count, within, seen))
+            self.arrived.clear()
+            try:
+                await asyncio.wait_for(self.arrived.wait(), left)
+            except asyncio.TimeoutError:
+                pass
+
+    def expect(self, checks: List[Tuple[str, str]]) -> None:
+        if self.last is None:
+            raise StepFailed("nothing to check yet: expect follows a command or a wait")
+        label, payload, reply = self.last
+        for path, text in checks:
+            found, actual = field_at(payload, path)
+            if not found and reply is not None:
+                found, actual = field_at(reply, path)
+            if not found:
+                raise StepFailed("%s has no field %s: %s" % (label, path, dump_json(payload)))
+            if not expected_matches(actual, text):
+                raise StepFailed("expected %s=%s in %s, got %s" % (path, text, label, dump_json(actual)))
+
+    async def send_command(self, line: str) -> None:
+        session = self.current_session()
+        word, _, rest = line.partition(" ")
+        if word.lower() == "raw":
+            session.send_raw(rest.strip())
+            return
+        action = CONSOLE_ALIASES.get(word.lower()) or CONSOLE_ACTIONS[word.lower()]
+        try:
+            payload = self.console.build_payload(action, rest.strip(), session)
+        except CommandError as exc:
+            raise StepFailed(str(exc)) from None
+        outcome = await session.call(action, payload).outcome
+        if outcome.kind == "result":
+            self.last = (action + ".conf", outcome.payload, None)
+        elif outcome.kind == "error":
+            raise StepFailed("%s was answered with CALLERROR %s %s" % (action, outcome.error_code,
+                                                                     outcome.error_description))
+        elif outcome.kind == "timeout":
+            raise StepFailed("no reply to %s within %g s" % (action, self.system.options.call_timeout))
+        else:
+            raise StepFailed("%s failed: %s" % (action, outcome.error_description))
+
+
 # ------------------------------------------------------- Output and transcript
 
 # Control characters (C0, DEL, C1) and bidirectional overrides that arrive on
@@ -2085,8 +2489,7 @@ def serve_websockets(handler: Callable[[Any], Any], host: str, port: int, max_si
         kwargs["select_subprotocol"] = _select_subprotocol
 
         def process_request(connection: Any, request: Any) -> Any:
-            refusal = access.refuse(request.path, request.headers.get("Authorization"),
-                                    connection.remote_address)
+            refusal = access.refuse(request.path, request.headers, connection.remote_address)
             if refusal is None:
                 return None
             status, text, headers = refusal
@@ -2097,7 +2500,7 @@ def serve_websockets(handler: Callable[[Any], Any], host: str, port: int, max_si
     else:
         async def process_request(path: str, request_headers: Any) -> Any:  # type: ignore[misc]
             # The legacy API does not pass the peer address here.
-            refusal = access.refuse(path, request_headers.get("Authorization"), None)
+            refusal = access.refuse(path, request_headers, None)
             if refusal is None:
                 return None
             status, text, headers = refusal
@@ -2122,14 +2525,21 @@ class AccessPolicy:
     """
 
     def __init__(self, out: Output, charger_ids: Optional[List[str]] = None,
-                 password: Optional[bytes] = None) -> None:
+                 password: Optional[bytes] = None, require_subprotocol: bool = False) -> None:
         self.out = out
         self.charger_ids = frozenset(charger_ids) if charger_ids else None
         self.password = password
+        self.require_subprotocol = require_subprotocol
 
-    def refuse(self, path: str, authorization: Optional[str], peer: Any) -> Optional[Tuple[int, str, list]]:
+    def refuse(self, path: str, headers: Any, peer: Any) -> Optional[Tuple[int, str, list]]:
         charger_id = charger_id_from_path(path)
-        refusal = self._check(charger_id, authorization)
+        refusal = self._check(charger_id, headers.get("Authorization"))
+        if refusal is None and self.require_subprotocol:
+            offered = [name.strip() for value in headers.get_all("Sec-WebSocket-Protocol")
+                       for name in value.split(",")]
+            if SUBPROTOCOL not in offered:
+                refusal = (400, "the charger must offer the ocpp1.6 subprotocol (--strict); it offered %s"
+                           % (", ".join(offered) or "none"), [])
         if refusal is not None:
             where = " from %s:%s" % (peer[0], peer[1]) if peer else ""
             self.out.warn(charger_id or None, "refused a connection%s to %s: HTTP %d, %s"
@@ -2178,8 +2588,17 @@ class CentralSystem:
         self.last_reservation_id: Optional[int] = None
         self.url = "ws://%s:%d" % (options.host, options.port)
         self.transcript: Optional[Transcript] = None
+        self.authorization = AuthorizationRules(options.tag_rules, options.unknown_tags, options.concurrent_tx)
+        self.exit_code = 0
         self.stopped = asyncio.Event()
         self.handshake_listeners: List[Callable[[ChargerSession], None]] = []
+        # (kind, session, details) for "connect", "call", "reply", "disconnect": the --script runner
+        self.event_listeners: List[Callable[[str, ChargerSession, dict], None]] = []
+        self.spec_warnings = 0
+
+    def emit(self, kind: str, session: ChargerSession, **details: Any) -> None:
+        for listener in self.event_listeners:
+            listener(kind, session, details)
 
     def stop(self) -> None:
         self.stopped.set()
@@ -2206,6 +2625,7 @@ class CentralSystem:
             self.out.info(charger_id, "connected from %s" % peer)
         if websocket.subprotocol is None:
             offered = ", ".join(_request_headers(websocket).get_all("Sec-WebSocket-Protocol")) or "none"
+            self.spec_warnings += 1
             self.out.warn(charger_id, "spec: no ocpp1.6 subprotocol negotiated (charger offered: %s); "
                           "serving it anyway" % offered)
         if self.transcript is not None:
@@ -2218,12 +2638,16 @@ class CentralSystem:
             self.out.info(charger_id, "reconnected; the new connection replaces the old one")
             previous.closed = True
             await previous.websocket.close(1000, "replaced by a new connection")
+        if self.event_listeners:
+            self.emit("connect", session)
         try:
             await session.serve()
         finally:
             if self.sessions.get(charger_id) is session:
                 del self.sessions[charger_id]
             self.out.info(charger_id, "disconnected (%s)" % describe_close(websocket))
+            if self.event_listeners:
+                self.emit("disconnect", session)
             if self.transcript is not None:
                 self.transcript.event(charger_id, "disconnect", code=websocket.close_code)
 
@@ -2332,6 +2756,21 @@ def build_parser() -> argparse.ArgumentParser:
     security.add_argument("--keyfile", help="the certificate's private key, if not in --certfile")
     security.add_argument("--charger-ids", metavar="A,B,...",
                           help="only these charge point ids may connect; others get HTTP 404")
+    authorization = parser.add_argument_group("authorization (idTagInfo in Authorize, StartTransaction, "
+                                              "StopTransaction)")
+    authorization.add_argument("--tag", action="append", default=[], metavar="TAG=STATUS",
+                               help="answer TAG with STATUS (%s); repeatable" % ", ".join(AUTHORIZATION_STATUS))
+    authorization.add_argument("--tags", metavar="FILE",
+                               help='JSON rules: {"TAG": "Blocked", "TAG2": {"status": "Accepted", '
+                               '"expiryDate": "...", "parentIdTag": "..."}}')
+    authorization.add_argument("--unknown-tags", choices=AUTHORIZATION_STATUS, default="Accepted",
+                               help="the answer for tags no rule names (default %(default)s)")
+    authorization.add_argument("--concurrent-tx", action="store_true",
+                               help="answer ConcurrentTx for a tag that already has an open transaction "
+                               "on another connector")
+    parser.add_argument("--script", metavar="FILE",
+                        help="run a scenario against the first charger that connects, then exit 0 (passed), "
+                        "1 (failed) or 2 (invalid script); see docs/ci.md")
     parser.add_argument("--log", metavar="FILE",
                         help="append every frame in and out to FILE, one JSON object per line")
     parser.add_argument("--quiet", action="store_true", help="print warnings, errors and console answers only")
@@ -2339,8 +2778,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def load_scenario(path: str, out: Output) -> Optional[List[ScenarioStep]]:
+    """The checked steps of a --script file; None (after one error line) when it is unusable."""
+    try:
+        with open(path, encoding="utf-8") as script:
+            return parse_scenario(script.read())
+    except OSError as exc:
+        out.error(None, "cannot read the script %s: %s" % (path, exc.strerror or exc))
+    except UnicodeDecodeError as exc:
+        out.error(None, "the script %s is not UTF-8 text: %s" % (path, exc))
+    except ScriptError as exc:
+        out.error(None, "%s:%d: %s" % (path, exc.line, exc))
+    return None
+
+
 async def run_server(options: argparse.Namespace, out: Output, stdin: Any = None) -> int:
-    """Serve until quit, SIGINT or SIGTERM; the exit status.  ``stdin`` feeds the console."""
+    """Serve until quit, SIGINT or SIGTERM, or until --script is done; the exit status.
+
+    ``stdin`` feeds the console (sys.stdin by default).
+    """
+    steps = None
+    if options.script:
+        steps = load_scenario(options.script, out)  # checked before the server listens
+        if steps is None:
+            return 2
     system = CentralSystem(options, out)
     if options.log:
         try:
@@ -2349,16 +2810,16 @@ async def run_server(options: argparse.Namespace, out: Output, stdin: Any = None
             out.error(None, "cannot open the transcript %s: %s" % (options.log, exc.strerror or exc))
             return 2
     try:
-        return await serve_until_stopped(system, options, out, stdin)
+        return await serve_until_stopped(system, options, out, stdin, steps)
     finally:
         if system.transcript is not None:
             system.transcript.close()
 
 
 async def serve_until_stopped(system: CentralSystem, options: argparse.Namespace, out: Output,
-                              stdin: Any = None) -> int:
-    """Listen, print the banner, run the console; return once stopped."""
-    access = AccessPolicy(out, options.charger_ids, options.password)
+                              stdin: Any = None, steps: Optional[List[ScenarioStep]] = None) -> int:
+    """Listen, print the banner, run the console or the scenario; return the exit status once stopped."""
+    access = AccessPolicy(out, options.charger_ids, options.password, require_subprotocol=options.strict)
     ssl_context = None
     if options.certfile:
         try:
@@ -2399,7 +2860,12 @@ async def serve_until_stopped(system: CentralSystem, options: argparse.Namespace
         out.console("HTTP Basic auth required: username = charge point id (security profile 1)")
     if access.charger_ids is not None:
         out.console("only these charge point ids may connect: " + ", ".join(sorted(access.charger_ids)))
-    Console(system).start_reader(loop, stdin)
+    console = Console(system)
+    if steps is None:
+        console.start_reader(loop, stdin)
+    else:
+        runner = ScenarioRunner(system, console, steps, os.path.basename(options.script))
+        asyncio.ensure_future(run_scenario(runner, system))
     await system.stopped.wait()
     server.close()  # closes every charger connection with 1001 (going away)
     try:
@@ -2413,7 +2879,17 @@ async def serve_until_stopped(system: CentralSystem, options: argparse.Namespace
             session.websocket.transport.abort()
         await asyncio.sleep(0)
     out.console("stopped")
-    return 0
+    return system.exit_code
+
+
+async def run_scenario(runner: ScenarioRunner, system: CentralSystem) -> None:
+    """Run the --script scenario, then stop the server with its exit status."""
+    try:
+        system.exit_code = await runner.run()
+    except Exception as exc:  # a bug of ours: report it as a failed run, not a traceback
+        system.out.error(None, "the scenario stopped: %s: %s" % (type(exc).__name__, exc))
+        system.exit_code = 1
+    system.stop()
 
 
 def parse_options(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -2434,7 +2910,45 @@ def parse_options(argv: Optional[List[str]] = None) -> argparse.Namespace:
         parser.error("--keyfile needs --certfile")
     options.charger_ids = [name.strip() for name in options.charger_ids.split(",") if name.strip()] \
         if options.charger_ids else None
+    try:
+        options.tag_rules = load_tag_rules(options.tags, options.tag)
+    except ValueError as exc:
+        parser.error(str(exc))
     return options
+
+
+_ID_TAG_INFO_RULES = Object({
+    "expiryDate": DateTime(),
+    "parentIdTag": String(20),
+    "status": Enum(AUTHORIZATION_STATUS, required=True),
+})
+
+
+def load_tag_rules(path: Optional[str], flags: List[str]) -> Dict[str, Tuple[dict, str]]:
+    """--tags FILE and --tag TAG=STATUS as {tag: (idTagInfo, rule)}; --tag wins. ValueError says what is wrong."""
+    rules: Dict[str, Tuple[dict, str]] = {}
+    if path:
+        try:
+            with open(path, encoding="utf-8") as tags_file:
+                table = json.load(tags_file)
+        except OSError as exc:
+            raise ValueError("--tags %s: %s" % (path, exc.strerror or exc))
+        except ValueError as exc:
+            raise ValueError("--tags %s is not JSON: %s" % (path, exc))
+        if not isinstance(table, dict):
+            raise ValueError('--tags %s must be a JSON object like {"TAG": "Blocked"}' % path)
+        for tag, answer in table.items():
+            info = {"status": answer} if isinstance(answer, str) else answer
+            problems = lint_payload(_ID_TAG_INFO_RULES, info)
+            if problems:
+                raise ValueError("--tags %s, tag %s: %s" % (path, _show(tag), problems[0]))
+            rules[tag] = (info, "--tags %s" % os.path.basename(path))
+    for flag in flags:
+        tag, equals, status = flag.partition("=")
+        if not equals or not tag or status not in AUTHORIZATION_STATUS:
+            raise ValueError("--tag %s: expected TAG=STATUS, STATUS one of %s" % (flag, ", ".join(AUTHORIZATION_STATUS)))
+        rules[tag] = ({"status": status}, "--tag %s" % flag)
+    return rules
 
 
 def main(argv: Optional[List[str]] = None) -> int:

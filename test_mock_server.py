@@ -604,6 +604,7 @@ def test_strict_mode_answers_the_exact_error_code(start_server, action, payload,
 
     async def scenario():
         charger = await Charger.connect(server.url)
+        await charger.call("BootNotification", CHARGER_REQUEST_SAMPLES["BootNotification"])
         reply = await charger.call(action, payload)
         if code is None:
             assert reply[0] == 3
@@ -1890,3 +1891,266 @@ def test_a_missing_certificate_is_one_line(tmp_path):
 ])
 def test_the_operator_sees_a_calls_payload_as_sent(text, shown):
     assert mock.call_payload_text(text, mock.parse_frame(text)) == shown
+
+
+# ------------------------------------------------------- charger CI: scenarios
+
+SCENARIOS = HERE / "examples" / "scenarios"
+
+
+def run_scenario(script: Path, *server_args: str, charger_args=("--meter-interval", "0.2"), charger_id="CP-1",
+                 start_charger=True, timeout=60):
+    """Run ``--script`` with the demo charger; (exit status, server output)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-W", "error::DeprecationWarning", str(SERVER), "--port", str(port),
+                               "--script", str(script), *server_args], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    charger = None
+    if start_charger:
+        charger = subprocess.Popen([sys.executable, str(DEMO_CHARGER), "ws://127.0.0.1:%d/%s" % (port, charger_id),
+                                    *charger_args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        output, _ = server.communicate(timeout=timeout)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate()
+        if charger is not None:
+            charger.kill()
+            charger.wait()
+    return server.returncode, output
+
+
+@pytest.mark.parametrize("script", ["smoke.txt", "commands.txt"])
+@pytest.mark.parametrize("dialect", ["ocpp1.6", "flexicharge"])
+def test_the_example_scenarios_pass_against_the_demo_charger(script, dialect):
+    charger_args = ("--meter-interval", "0.2") + (("--flexicharge",) if dialect == "flexicharge" else ())
+    status, output = run_scenario(SCENARIOS / script, charger_args=charger_args)
+    assert status == 0, output
+    assert re.search(r">> scenario %s: PASS, (\d+) of \1 steps passed" % re.escape(script), output), output
+    assert "Traceback" not in output
+
+
+def test_a_scenario_whose_expect_cannot_hold_exits_1_naming_the_line(tmp_path):
+    script = tmp_path / "blocked.txt"
+    script.write_text("wait BootNotification\nwait DataTransfer.conf\n# the tag is blocked below\n"
+                      "startRemote\nwait StartTransaction\nexpect idTagInfo.status=Accepted\nsleep 5\n")
+    status, output = run_scenario(script, "--tag", "1=Blocked")
+    assert status == 1, output
+    assert re.search(r"!! blocked\.txt:6 FAILED expect idTagInfo\.status=Accepted: expected "
+                     r"idTagInfo\.status=Accepted in StartTransaction, got \"Blocked\"", output), output
+    assert re.search(r">> scenario blocked\.txt: FAIL at line 6, 4 of 6 steps passed \(1 not run\)", output), output
+    assert "smoke" not in output and "sleep 5" not in output.split("FAILED")[1]  # it stopped at the failure
+
+
+def test_a_timed_out_wait_exits_1_with_what_arrived(tmp_path):
+    script = tmp_path / "slow.txt"
+    script.write_text("wait BootNotification\nwait MeterValues x2 within 1\n")
+    status, output = run_scenario(script)
+    assert status == 1, output
+    assert "slow.txt:2 FAILED wait MeterValues x2 within 1: expected MeterValues x2 within 1 s, 0 arrived" in output
+
+
+@pytest.mark.parametrize("text, message", [
+    ("wait BootNotification\nwiat StartTransaction\n", r"bad\.txt:2: unknown step 'wiat'; did you mean wait\?"),
+    ("Reset typ=Hard\n", r"bad\.txt:1: Reset has no field 'typ'; did you mean type\?"),
+    ("wait RemoteStartTransaction\n", r"bad\.txt:1: a charger does not send 'RemoteStartTransaction'"),
+    ("wait Heartbeat x0\n", r"bad\.txt:1: usage: wait"),
+    ("sleep soon\n", r"bad\.txt:1: expected seconds, got 'soon'"),
+    ("wait Heartbeat\ncharger CP-1\n", r"bad\.txt:2: a charger line must come before every step"),
+    ("expect status\n", r"bad\.txt:1: usage: expect key=value"),
+    ("use CP-1\n", r"bad\.txt:1: use is for the interactive console, not for scripts"),
+    ("# only a comment\n", r"bad\.txt:0: the script has no steps"),
+])
+def test_an_invalid_script_exits_2_before_listening(tmp_path, text, message):
+    script = tmp_path / "bad.txt"
+    script.write_text(text)
+    status, output = run_scenario(script, start_charger=False, timeout=10)
+    assert status == 2, output
+    assert re.search(message, output), output
+    assert "listening on" not in output
+
+
+def test_a_charger_that_never_connects_fails_by_timeout(tmp_path):
+    script = tmp_path / "lonely.txt"
+    script.write_text("charger CP-9 within 1\nwait BootNotification\n")
+    status, output = run_scenario(script, start_charger=False, timeout=15)
+    assert status == 1, output
+    assert "lonely.txt:1 FAILED charger CP-9 within 1: charger CP-9 did not connect within 1 s" in output
+
+
+def test_disconnect_and_expect_reconnect(tmp_path):
+    script = tmp_path / "reconnect.txt"
+    script.write_text("charger CP-R\nwait BootNotification\ndisconnect\nexpect-reconnect within 10\n"
+                      "wait BootNotification within 10\nTriggerMessage requestedMessage=Heartbeat\n"
+                      "expect status=Accepted\nwait Heartbeat within 5\n")
+    status, output = run_scenario(script, charger_args=("--reconnect",), charger_id="CP-R")
+    assert status == 0, output
+    assert output.count("CP-R ** connected from") == 2
+
+
+def test_strict_scenarios_fail_on_spec_warnings_even_when_every_step_passes(tmp_path):
+    script = tmp_path / "gate.txt"
+    script.write_text("wait BootNotification\nsleep 1\n")
+    status, output = run_scenario(script, "--strict", charger_args=("--flexicharge",))
+    assert status == 1, output
+    assert ">> gate.txt:2 ok  sleep 1" in output
+    assert re.search(r"!! --strict: \d+ spec warning\(s\) about the charger's frames fail the run", output), output
+    assert re.search(r">> scenario gate\.txt: FAIL at --strict, 2 of 2 steps passed", output), output
+
+
+def test_strict_smoke_scenario_fails_on_the_flexicharge_dialect():
+    status, output = run_scenario(SCENARIOS / "smoke.txt", "--strict", charger_args=("--flexicharge",))
+    assert status == 1, output
+    assert "smoke.txt:11 FAILED wait StartTransaction within 10: StartTransaction was answered with CALLERROR " \
+           "OccurenceConstraintViolation" in output, output
+
+
+# --------------------------------------------------- authorization rules
+
+
+@pytest.mark.parametrize("args, tag, expected, rule", [
+    ((), "ANY", {"status": "Accepted"}, None),
+    (("--tag", "B1=Blocked"), "B1", {"status": "Blocked"}, r"--tag B1=Blocked"),
+    (("--tag", "B1=Blocked"), "OTHER", {"status": "Accepted"}, r"--unknown-tags Accepted"),
+    (("--unknown-tags", "Invalid"), "OTHER", {"status": "Invalid"}, r"--unknown-tags Invalid"),
+    (("--tag", "E1=Expired", "--unknown-tags", "Blocked"), "E1", {"status": "Expired"}, r"--tag E1=Expired"),
+])
+def test_authorization_rules(start_server, args, tag, expected, rule):
+    server = start_server("--no-boot-data", *args)
+
+    async def scenario():
+        charger = await Charger.connect(server.url)
+        authorize = await charger.call("Authorize", {"idTag": tag})
+        assert authorize[2] == {"idTagInfo": expected}
+        assert_valid("AuthorizeResponse", authorize[2])
+        start = await charger.call("StartTransaction", dict(CHARGER_REQUEST_SAMPLES["StartTransaction"], idTag=tag))
+        assert start[2]["idTagInfo"] == expected
+        assert_valid("StartTransactionResponse", start[2])
+        stop = await charger.call("StopTransaction", dict(CHARGER_REQUEST_SAMPLES["StopTransaction"], idTag=tag,
+                                                          transactionId=start[2]["transactionId"]))
+        assert stop[2] == {"idTagInfo": expected}
+        await charger.close()
+
+    run(scenario())
+    if rule:
+        server.wait_for(r"CP-1 \*\* Authorize idTag \"%s\": %s \(%s\)" % (tag, expected["status"], rule))
+
+
+def test_a_tags_file_and_the_chargers_listing_and_transcript_name_the_rule(start_server, tmp_path):
+    tags = tmp_path / "tags.json"
+    tags.write_text(json.dumps({"VIP": {"status": "Accepted", "expiryDate": "2030-01-01T00:00:00Z",
+                                        "parentIdTag": "FLEET"}, "OLD": "Expired"}))
+    log = tmp_path / "transcript.jsonl"
+    server = start_server("--no-boot-data", "--tags", str(tags), "--unknown-tags", "Invalid", "--log", str(log))
+
+    async def scenario():
+        charger = await Charger.connect(server.url)
+        vip = await charger.call("Authorize", {"idTag": "VIP"})
+        assert vip[2]["idTagInfo"] == {"status": "Accepted", "expiryDate": "2030-01-01T00:00:00Z",
+                                       "parentIdTag": "FLEET"}
+        assert_valid("AuthorizeResponse", vip[2])
+        assert (await charger.call("Authorize", {"idTag": "OLD"}))[2]["idTagInfo"] == {"status": "Expired"}
+        assert (await charger.call("Authorize", {"idTag": "NEW"}))[2]["idTagInfo"] == {"status": "Invalid"}
+        mark = server.mark()
+        server.type("chargers")
+        server.wait_for(r">>   Authorize idTag \"OLD\": Expired \(--tags tags\.json\)", since=mark)
+        server.wait_for(r">>   Authorize idTag \"NEW\": Invalid \(--unknown-tags Invalid\)", since=mark)
+        await charger.close()
+
+    run(scenario())
+    server.stop()
+    decisions = [record for record in read_transcript(log) if record.get("event") == "authorization"]
+    assert [(record["idTag"], record["status"], record["rule"]) for record in decisions] == [
+        ("VIP", "Accepted", "--tags tags.json"), ("OLD", "Expired", "--tags tags.json"),
+        ("NEW", "Invalid", "--unknown-tags Invalid")]
+
+
+def test_concurrent_tx(start_server):
+    server = start_server("--no-boot-data", "--concurrent-tx")
+
+    async def scenario():
+        one = await Charger.connect(server.url, "CP-1")
+        two = await Charger.connect(server.url, "CP-2")
+        start = dict(CHARGER_REQUEST_SAMPLES["StartTransaction"], idTag="SHARED")
+        first = await one.call("StartTransaction", start)
+        assert first[2]["idTagInfo"] == {"status": "Accepted"}
+        second = await two.call("StartTransaction", start)
+        assert second[2]["idTagInfo"] == {"status": "ConcurrentTx"}
+        assert_valid("StartTransactionResponse", second[2])
+        assert (await two.call("Authorize", {"idTag": "SHARED"}))[2]["idTagInfo"] == {"status": "ConcurrentTx"}
+        assert (await two.call("Authorize", {"idTag": "SOLO"}))[2]["idTagInfo"] == {"status": "Accepted"}
+        await one.close()
+        await two.close()
+
+    run(scenario())
+    server.wait_for(r"CP-2 \*\* StartTransaction idTag \"SHARED\": ConcurrentTx \(--concurrent-tx: transaction 1 "
+                    r"on CP-1 connector 1\)")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--tag", "X=Maybe"], "--tag X=Maybe: expected TAG=STATUS"),
+    (["--tags", "/nonexistent/tags.json"], "--tags /nonexistent/tags.json: No such file"),
+])
+def test_authorization_flag_mistakes_are_one_line(args, message):
+    result = subprocess.run([sys.executable, str(SERVER), *args], capture_output=True, text=True, timeout=10,
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_bad_tags_file_is_one_line(tmp_path):
+    tags = tmp_path / "tags.json"
+    tags.write_text('{"T": {"status": "Sure"}}')
+    result = subprocess.run([sys.executable, str(SERVER), "--tags", str(tags)], capture_output=True, text=True,
+                            timeout=10, stdin=subprocess.DEVNULL)
+    assert result.returncode == 2 and "tag \"T\": status \"Sure\" is not allowed" in result.stderr
+
+
+# ------------------------------------------------------- strict handshake
+
+
+def test_strict_refuses_a_charger_without_the_ocpp16_subprotocol(start_server):
+    server = start_server("--strict", "--no-boot-data")
+
+    async def scenario():
+        with pytest.raises(websockets.InvalidHandshake) as refused:
+            await Charger.connect(server.url, subprotocols=())
+        assert _refusal_status(refused.value) == 400
+        with pytest.raises(websockets.InvalidHandshake):
+            await Charger.connect(server.url, subprotocols=("ocpp2.0.1",))
+        charger = await Charger.connect(server.url)  # offers ocpp1.6
+        await charger.call("BootNotification", CHARGER_REQUEST_SAMPLES["BootNotification"])
+        await charger.close()
+
+    run(scenario())
+    server.wait_for(r"!! refused a connection.*HTTP 400, the charger must offer the ocpp1\.6 subprotocol "
+                    r"\(--strict\); it offered none")
+
+
+def test_strict_answers_calls_before_an_accepted_boot_with_security_error(start_server):
+    server = start_server("--strict", "--no-boot-data", "--boot-status", "Pending")
+
+    async def scenario():
+        charger = await Charger.connect(server.url)
+        early = await charger.call("Heartbeat", {})
+        assert early[:3] == [4, "m1", "SecurityError"]
+        boot = await charger.call("BootNotification", CHARGER_REQUEST_SAMPLES["BootNotification"])
+        assert boot[2]["status"] == "Pending"
+        assert (await charger.call("StatusNotification", {"connectorId": 1, "errorCode": "NoError",
+                                                          "status": "Available"}))[2] == "SecurityError"
+        await charger.close()
+
+    run(scenario())
+
+
+def test_lenient_mode_serves_calls_before_boot(start_server):
+    server = start_server("--no-boot-data")
+
+    async def scenario():
+        charger = await Charger.connect(server.url)
+        assert (await charger.call("Heartbeat", {}))[0] == 3
+        await charger.close()
+
+    run(scenario())

@@ -80,7 +80,8 @@ class DemoCharger:
 
     # -- the charging session
 
-    async def run(self) -> None:
+    async def run(self) -> bool:
+        """Boot and serve until --once is done (True) or the server closes the connection (False)."""
         receiver = asyncio.ensure_future(self.receive())
         try:
             boot = await self.call("BootNotification", {
@@ -94,6 +95,7 @@ class DemoCharger:
             self.spawn(self.heartbeats(interval))
             await asyncio.wait([receiver, asyncio.ensure_future(self.finished.wait())],
                                return_when=asyncio.FIRST_COMPLETED)
+            return self.finished.is_set()
         finally:
             for task in list(self.tasks) + [receiver]:
                 task.cancel()
@@ -296,27 +298,37 @@ class DemoCharger:
         return {}
 
 
-async def main(options: argparse.Namespace) -> int:
+async def connect(options: argparse.Namespace) -> Optional[Any]:
+    """A websocket to the server, retrying for --connect-timeout seconds; None if it never answers."""
     deadline = time.monotonic() + options.connect_timeout
     while True:
         try:
-            websocket = await websockets.connect(options.url, subprotocols=["ocpp1.6"])
-            break
+            return await websockets.connect(options.url, subprotocols=["ocpp1.6"])
         except (OSError, websockets.InvalidHandshake) as exc:
             if time.monotonic() > deadline:
                 say("cannot connect to %s: %s" % (options.url, exc))
-                return 1
+                return None
             await asyncio.sleep(0.5)
-    say("connected to %s (%s dialect)" % (options.url, "flexicharge" if options.flexicharge else "ocpp1.6"))
-    charger = DemoCharger(websocket, options)
-    try:
-        await charger.run()
-    except websockets.ConnectionClosed as exc:
-        say("connection closed: %s" % exc)
-        return 0 if not options.once else 1
-    finally:
-        await websocket.close()
-    return 0
+
+
+async def main(options: argparse.Namespace) -> int:
+    while True:
+        websocket = await connect(options)
+        if websocket is None:
+            return 1
+        say("connected to %s (%s dialect)" % (options.url, "flexicharge" if options.flexicharge else "ocpp1.6"))
+        charger = DemoCharger(websocket, options)
+        try:
+            if await charger.run():
+                return 0  # --once: the transaction has stopped
+            say("the server closed the connection")
+        except websockets.ConnectionClosed as exc:
+            say("connection closed: %s" % exc)
+        finally:
+            await websocket.close()
+        if not options.reconnect:
+            return 1 if options.once else 0
+        await asyncio.sleep(0.5)  # then connect and boot again, as a charger does
 
 
 def parse_args(argv: Optional[list] = None) -> argparse.Namespace:
@@ -333,6 +345,8 @@ def parse_args(argv: Optional[list] = None) -> argparse.Namespace:
     parser.add_argument("--no-wait-boot-data", dest="wait_boot_data", action="store_false",
                         help="do not wait for the FlexiCharge BootData after booting")
     parser.add_argument("--once", action="store_true", help="exit after the first transaction has stopped")
+    parser.add_argument("--reconnect", action="store_true",
+                        help="when the server closes the connection, connect and boot again")
     parser.add_argument("--connect-timeout", type=float, default=30.0,
                         help="keep trying to connect this long, seconds (default %(default)s)")
     return parser.parse_args(argv)
