@@ -1321,7 +1321,6 @@ class ChargerSession:
         self._calls_waiting = asyncio.Event()
         self.outstanding: Optional[PendingCall] = None
         self.auto_started = False
-        self.handshaken = False
         self.closed = False
         self._after_reply: List[Callable[[], None]] = []
         self._warned: set = set()
@@ -1641,9 +1640,8 @@ class ChargerSession:
             self.handshake_complete()
 
     def handshake_complete(self) -> None:
-        self.handshaken = True
-        for listener in self.system.handshake_listeners:
-            listener(self)
+        if self.system.event_listeners:
+            self.system.emit("handshake", self)
         delay = self.system.options.auto_start_after
         if delay is not None and not self.auto_started:
             self.auto_started = True
@@ -1753,10 +1751,18 @@ class Console:
         self.out = system.out
         self.default_charger: Optional[str] = None
         self.held: List[str] = []  # charger commands typed before any charger was ready
-        system.handshake_listeners.append(self.on_charger_ready)
 
-    def on_charger_ready(self, session: ChargerSession) -> None:
+    def hold(self, line: str) -> None:
+        """Keep a charger command until a charger has finished its handshake."""
+        self.held.append(line)
+        if self.on_event not in self.system.event_listeners:
+            self.system.event_listeners.append(self.on_event)
+
+    def on_event(self, kind: str, session: ChargerSession, details: dict) -> None:
         """Run the held commands once the first charger has finished its handshake."""
+        if kind != "handshake":
+            return
+        self.system.event_listeners.remove(self.on_event)
         held, self.held = self.held, []
         for line in held:
             self.out.console("running held command: " + line)
@@ -1791,7 +1797,7 @@ class Console:
         try:
             self._execute(line)
         except NoChargerYet:
-            self.held.append(line)
+            self.hold(line)
             self.out.console("no charger is connected yet; %r will run once one has booted (point it at %s)"
                              % (line, self.system.url))
         except CommandError as exc:
@@ -2591,13 +2597,14 @@ class CentralSystem:
         self.authorization = AuthorizationRules(options.tag_rules, options.unknown_tags, options.concurrent_tx)
         self.exit_code = 0
         self.stopped = asyncio.Event()
-        self.handshake_listeners: List[Callable[[ChargerSession], None]] = []
-        # (kind, session, details) for "connect", "call", "reply", "disconnect": the --script runner
+        # Who wants (kind, session, details) for "connect", "handshake", "call", "reply" and
+        # "disconnect": the --script runner, and the console while it holds commands.
+        # Sessions check the list is not empty before they build an event.
         self.event_listeners: List[Callable[[str, ChargerSession, dict], None]] = []
         self.spec_warnings = 0
 
     def emit(self, kind: str, session: ChargerSession, **details: Any) -> None:
-        for listener in self.event_listeners:
+        for listener in list(self.event_listeners):  # a listener may remove itself
             listener(kind, session, details)
 
     def stop(self) -> None:
