@@ -17,9 +17,15 @@ them into CALLERRORs).
 Runtime dependencies: the Python standard library (3.9+) and ``websockets``
 (10.3 or newer; the ``websockets.asyncio`` API is used where it exists).
 
-The module reads top to bottom: protocol, spec lint, charger-initiated
-actions, server-initiated actions, charger session, console, output, server
-and CLI.
+For a charger's CI, ``--script FILE`` runs a scenario and exits 0 (passed),
+1 (failed) or 2 (invalid script); see docs/ci.md.
+
+The module reads top to bottom, one banner comment per section: protocol
+(framing, error codes), spec lint (the 1.6 schemas' field rules), charger-
+initiated actions (the handler dictionary, authorization rules), server-
+initiated actions (console defaults, FlexiCharge spellings), charger session
+(state, outstanding CALLs, receive loop), console, scenario scripts, output
+and transcript, server and CLI (the websockets shim, access control, main).
 """
 
 import argparse
