@@ -2738,7 +2738,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="auto switches a charger to flexicharge when it sends a 4-element reply "
                         "(default %(default)s)")
     parser.add_argument("--strict", action="store_true",
-                        help="answer off-spec payloads with the OCPP CALLERROR instead of a warning")
+                        help="answer off-spec payloads with the OCPP CALLERROR instead of a warning, refuse "
+                        "chargers that do not offer ocpp1.6 (HTTP 400) and CALLs before an accepted boot "
+                        "(SecurityError)")
     parser.add_argument("--boot-status", choices=("Accepted", "Pending", "Rejected"), default="Accepted",
                         help="status of BootNotification.conf (default %(default)s)")
     parser.add_argument("--heartbeat-interval", type=int, default=60,
