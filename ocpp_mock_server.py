@@ -722,6 +722,14 @@ def _certificate_hash_data(required: bool = False) -> Object:
     }, required=required)
 
 
+def _id_tag_info(required: bool = False) -> Object:
+    return Object({
+        "expiryDate": DateTime(),
+        "parentIdTag": String(20),
+        "status": Enum(AUTHORIZATION_STATUS, required=True),
+    }, required=required)
+
+
 def _status(values: Tuple[str, ...]) -> Dict[str, Rule]:
     return {"status": Enum(values, required=True)}
 
@@ -861,11 +869,7 @@ SERVER_REQUESTS: Dict[str, Dict[str, Rule]] = {
         "listVersion": Integer(required=True),
         "localAuthorizationList": Array(Object({
             "idTag": String(20, required=True),
-            "idTagInfo": Object({
-                "expiryDate": DateTime(),
-                "parentIdTag": String(20),
-                "status": Enum(AUTHORIZATION_STATUS, required=True),
-            }),
+            "idTagInfo": _id_tag_info(),
         })),
         "updateType": Enum(UPDATE_TYPE, required=True),
     },
@@ -1454,7 +1458,7 @@ class ChargerSession:
         return self.answer(build_call_result(message_id, reply_json, reply_action), action + ".conf", reply_json)
 
     def answer(self, text: str, label: str, shown: str) -> str:
-        """Print and log a reply to the charger; the receive loop sends it."""
+        """Print and log a frame for the charger; the caller sends the ``text`` it returns."""
         self.out.frame(self.charger_id, "->", label, shown)
         if self.system.transcript is not None:
             self.system.transcript.frame(self.charger_id, "out", text)
@@ -1557,10 +1561,7 @@ class ChargerSession:
 
     async def send_text(self, text: str, label: str, shown: Any) -> None:
         """Send one frame to the charger, print it and log it."""
-        self.out.frame(self.charger_id, "->", label, shown)
-        if self.system.transcript is not None:
-            self.system.transcript.frame(self.charger_id, "out", text)
-        await self.websocket.send(text)
+        await self.websocket.send(self.answer(text, label, shown))
 
     def after_reply(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once the reply to the current CALL has been sent."""
@@ -1573,7 +1574,7 @@ class ChargerSession:
         if self.closed:
             call.finish(CallOutcome("failed", error_description="%s is disconnected" % self.charger_id))
         else:
-            ahead = ([self.outstanding] if self.outstanding is not None else []) + list(self.calls)
+            ahead = self._pending_calls()
             if ahead:
                 self.out.info(self.charger_id, "%s queued behind %s (one outstanding CALL per charger)"
                               % (action, ", ".join(waiting.action for waiting in ahead)))
@@ -1619,8 +1620,12 @@ class ChargerSession:
             finally:
                 self.outstanding = None
 
+    def _pending_calls(self) -> List[PendingCall]:
+        """The outstanding call, then the queued ones, in order."""
+        return ([self.outstanding] if self.outstanding is not None else []) + list(self.calls)
+
     def _fail_pending(self, reason: str) -> None:
-        pending = ([self.outstanding] if self.outstanding is not None else []) + list(self.calls)
+        pending = self._pending_calls()
         self.calls.clear()
         self.outstanding = None
         for call in pending:
@@ -1721,6 +1726,12 @@ CONSOLE_HELP = [
 CONSOLE_ALIASES = {"startremote": "RemoteStartTransaction", "stopremote": "RemoteStopTransaction"}
 CONSOLE_ACTIONS = {action.lower(): action for action in SERVER_ACTION_DEFAULTS}
 CONSOLE_WORDS = ("help", "chargers", "use", "raw", "quit", "exit", "startRemote", "stopRemote")
+
+
+def console_action(word: str) -> Optional[str]:
+    """The server action a typed word names (any case, startRemote/stopRemote too), or None."""
+    lower = word.lower()
+    return CONSOLE_ALIASES.get(lower) or CONSOLE_ACTIONS.get(lower)
 
 
 def parse_console_value(text: str) -> Any:
@@ -1832,8 +1843,8 @@ class Console:
             self.system.stop()
         elif lower == "raw":
             self.send_raw(target, rest)
-        elif lower in CONSOLE_ALIASES or lower in CONSOLE_ACTIONS:
-            action = CONSOLE_ALIASES.get(lower) or CONSOLE_ACTIONS[lower]
+        elif console_action(word) is not None:
+            action = console_action(word)
             session = self.target_session(target)
             payload = self.build_payload(action, rest, session)
             session.call(action, payload)
@@ -1930,7 +1941,7 @@ class Console:
                 self.out.console("%s  %s   e.g. %s" % (usage.ljust(width), text, example))
             self.out.console("actions: " + " ".join(SERVER_ACTION_DEFAULTS))
             return
-        action = CONSOLE_ALIASES.get(topic.lower()) or CONSOLE_ACTIONS.get(topic.lower())
+        action = console_action(topic)
         if action is None:
             close = difflib.get_close_matches(topic.lower(), list(CONSOLE_ACTIONS), n=1)
             raise CommandError("no action %r%s" % (topic, "; did you mean %s?" % CONSOLE_ACTIONS[close[0]]
@@ -2004,8 +2015,7 @@ def _within(tokens: List[str], line: int) -> Optional[float]:
 def _wait_target(name: str, line: int) -> Tuple[str, str]:
     """("call", Action) for a charger's CALL, ("reply", Action) for its answer to Action (Action.conf)."""
     if name.lower().endswith(".conf"):
-        action = CONSOLE_ACTIONS.get(name[:-5].lower()) or next(
-            (known for known in SERVER_REQUESTS if known.lower() == name[:-5].lower()), None)
+        action = console_action(name[:-5])
         if action is None:
             raise ScriptError(line, "no server action %r to wait for the reply to" % name[:-5])
         return "reply", action
@@ -2079,7 +2089,7 @@ def check_script_command(line: str) -> None:
         if not rest.strip():
             raise CommandError("usage: raw <frame>")
         return
-    action = CONSOLE_ALIASES.get(lower) or CONSOLE_ACTIONS.get(lower)
+    action = console_action(word)
     if action is None:
         if lower in ("help", "chargers", "use", "quit", "exit") or lower.startswith("@"):
             raise CommandError("%s is for the interactive console, not for scripts" % word)
@@ -2226,11 +2236,7 @@ class ScenarioRunner:
             if left <= 0:
                 who = "charger %s" % charger_id if charger_id else "a charger"
                 raise StepFailed("%s did not connect within %g s" % (who, within))
-            self.arrived.clear()
-            try:
-                await asyncio.wait_for(self.arrived.wait(), left)
-            except asyncio.TimeoutError:
-                pass
+            await self.next_event(left)
 
     async def wait_for(self, kind: str, action: str, count: int, within: float) -> None:
         """Consume ``count`` of the charger's messages of ``action`` (CALLs, or replies for .conf)."""
@@ -2251,11 +2257,15 @@ class ScenarioRunner:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise StepFailed("expected %s x%d within %g s, %d arrived" % (label, count, within, seen))
-            self.arrived.clear()
-            try:
-                await asyncio.wait_for(self.arrived.wait(), left)
-            except asyncio.TimeoutError:
-                pass
+            await self.next_event(left)
+
+    async def next_event(self, timeout: float) -> None:
+        """Wait until a session event arrives, or ``timeout`` seconds pass."""
+        self.arrived.clear()
+        try:
+            await asyncio.wait_for(self.arrived.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
 
     def expect(self, checks: List[Tuple[str, str]]) -> None:
         if self.last is None:
@@ -2276,7 +2286,7 @@ class ScenarioRunner:
         if word.lower() == "raw":
             session.send_raw(rest.strip())
             return
-        action = CONSOLE_ALIASES.get(word.lower()) or CONSOLE_ACTIONS[word.lower()]
+        action = console_action(word)
         try:
             payload = self.console.build_payload(action, rest.strip(), session)
         except CommandError as exc:
@@ -2932,13 +2942,6 @@ def parse_options(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return options
 
 
-_ID_TAG_INFO_RULES = Object({
-    "expiryDate": DateTime(),
-    "parentIdTag": String(20),
-    "status": Enum(AUTHORIZATION_STATUS, required=True),
-})
-
-
 def load_tag_rules(path: Optional[str], flags: List[str]) -> Dict[str, Tuple[dict, str]]:
     """--tags FILE and --tag TAG=STATUS as {tag: (idTagInfo, rule)}; --tag wins. ValueError says what is wrong."""
     rules: Dict[str, Tuple[dict, str]] = {}
@@ -2954,7 +2957,7 @@ def load_tag_rules(path: Optional[str], flags: List[str]) -> Dict[str, Tuple[dic
             raise ValueError('--tags %s must be a JSON object like {"TAG": "Blocked"}' % path)
         for tag, answer in table.items():
             info = {"status": answer} if isinstance(answer, str) else answer
-            problems = lint_payload(_ID_TAG_INFO_RULES, info)
+            problems = lint_payload(_id_tag_info(), info)
             if problems:
                 raise ValueError("--tags %s, tag %s: %s" % (path, _show(tag), problems[0]))
             rules[tag] = (info, "--tags %s" % os.path.basename(path))
