@@ -117,17 +117,17 @@ class Server:
         fields = Path("/proc/%d/stat" % self.proc.pid).read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
 
-    def peak_rss_mb(self) -> float:
+    def _status_mb(self, field: str) -> float:
         for line in Path("/proc/%d/status" % self.proc.pid).read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
         return float("nan")
 
+    def peak_rss_mb(self) -> float:
+        return self._status_mb("VmHWM")
+
     def rss_mb(self) -> float:
-        for line in Path("/proc/%d/status" % self.proc.pid).read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        return self._status_mb("VmRSS")
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -174,6 +174,13 @@ async def connect(url: str, charger_id: str) -> LoadCharger:
     raise RuntimeError("cannot connect %s" % charger_id)
 
 
+async def boot_fleet(url: str, chargers: int) -> List[LoadCharger]:
+    """``chargers`` connected chargers, each booted (the BootData answered on their next call)."""
+    fleet = await asyncio.gather(*(connect(url, "CP-%04d" % number) for number in range(chargers)))
+    await asyncio.gather(*(charger.call("BootNotification", BOOT) for charger in fleet))
+    return list(fleet)
+
+
 def percentile(sorted_values: List[float], fraction: float) -> float:
     if not sorted_values:
         return float("nan")
@@ -181,8 +188,7 @@ def percentile(sorted_values: List[float], fraction: float) -> float:
 
 
 async def throughput(server: Server, chargers: int, rounds: int) -> Dict[str, float]:
-    fleet = await asyncio.gather(*(connect(server.url, "CP-%04d" % number) for number in range(chargers)))
-    await asyncio.gather(*(charger.call("BootNotification", BOOT) for charger in fleet))
+    fleet = await boot_fleet(server.url, chargers)
     await asyncio.sleep(0.3)  # let BootData settle
     latencies: List[float] = []
 
@@ -209,8 +215,7 @@ def callgrind_control(server: Server, command: str) -> None:
 
 async def instructions(server: Server, chargers: int, rounds: int) -> Dict[str, float]:
     """Instructions the server executes per message, counted by callgrind."""
-    fleet = await asyncio.gather(*(connect(server.url, "CP-%04d" % number) for number in range(chargers)))
-    await asyncio.gather(*(charger.call("BootNotification", BOOT) for charger in fleet))
+    fleet = await boot_fleet(server.url, chargers)
     await asyncio.sleep(2)  # BootData, under valgrind's slowness
     callgrind_control(server, "--zero")
     messages = 0
