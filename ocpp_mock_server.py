@@ -37,11 +37,13 @@ import collections
 import datetime
 import difflib
 import errno
+import hashlib
 import hmac
 import http
 import ipaddress
 import itertools
 import json
+import logging
 import os
 import re
 import signal
@@ -51,7 +53,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple, Union
 
 try:
     import websockets
@@ -67,8 +69,16 @@ SUBPROTOCOL = "ocpp1.6"
 MAX_MESSAGE_ID_LENGTH = 36  # OCPP-J 1.6 section 4.1.4
 DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024
 FLEXICHARGE_VENDOR_ID = "com.flexicharge"
-FRAMES_PER_TURN = 16  # frames one charger may have handled before the others get a turn
+# One charger may keep the event loop this long (seconds) before the other
+# chargers, the console and signals get a turn: fair by time, not by frames.
+TURN_SECONDS = 0.005
 RECENT_CALL_IDS = 1000  # ids of a charger's CALLs remembered to spot a reused one
+MAX_PROBLEMS_PER_FRAME = 10  # spec problems worked out per frame; the rest of the frame is not examined
+MAX_WARNINGS_PER_CHARGER = 200  # distinct warn-once keys kept per connection; later ones are only counted
+MAX_CONNECTORS = 64  # connector statuses kept per charge point
+MAX_OPEN_TRANSACTIONS = 64  # open transactions kept per charge point; the oldest is forgotten first
+REMEMBERED_CHARGE_POINTS = 1000  # charge points that have disconnected, kept for when they come back
+REPLACE_TIMEOUT = 1.0  # seconds a replaced connection gets to close before it is cut
 # Seconds to wait for a charger to finish a closing handshake.  After a frame
 # over --max-message-size the rest of it is still in flight, and websockets
 # 10.3 waits this long before it reports the close.
@@ -105,14 +115,27 @@ class FrameError(Exception):
 
     ``message_id`` is the id to answer with a CALLERROR of ``code``, or None
     when the frame cannot be answered (no readable id, or not a CALL).
+    ``reply_id`` is the string id of a malformed CALLRESULT or CALLERROR: the
+    server CALL it answers fails at once instead of waiting for its timeout.
     """
 
     def __init__(self, description: str, code: Optional[str] = None,
-                 message_id: Optional[str] = None) -> None:
+                 message_id: Optional[str] = None, reply_id: Optional[str] = None) -> None:
         super().__init__(description)
         self.description = description
         self.code = code
         self.message_id = message_id
+        self.reply_id = reply_id
+
+
+class CallRefused(Exception):
+    """A charger's CALL answered with a CALLERROR: raised by each check, caught once (ChargerSession.on_call)."""
+
+    def __init__(self, code: str, description: str, details: Optional[dict] = None) -> None:
+        super().__init__(description)
+        self.code = code
+        self.description = description
+        self.details = details or {}
 
 
 class Frame:
@@ -120,13 +143,14 @@ class Frame:
 
     ``action`` is set for a CALL, and for a FlexiCharge-style CALLRESULT that
     carries the action name at index 2 (then ``flexicharge_result`` is True).
+    The error fields of a CALLERROR are as the charger sent them: any JSON.
     """
 
     __slots__ = ("kind", "message_id", "action", "payload", "error_code",
                  "error_description", "error_details", "flexicharge_result")
 
     def __init__(self, kind: int, message_id: str, action: Optional[str] = None,
-                 payload: Any = None, error_code: str = "", error_description: str = "",
+                 payload: Any = None, error_code: Any = "", error_description: Any = "",
                  error_details: Any = None, flexicharge_result: bool = False) -> None:
         self.kind = kind
         self.message_id = message_id
@@ -153,6 +177,31 @@ def _json_type(value: Any) -> str:
     return "object"
 
 
+class NotJson(ValueError):
+    """NaN, Infinity, -Infinity or a number too large for a double: not JSON (RFC 8259)."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise NotJson("%s is not JSON (RFC 8259)" % name)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value - value != 0.0:  # inf - inf is nan
+        raise NotJson("the number %s is too large for a double" % (text if len(text) <= 20 else text[:17] + "..."))
+    return value
+
+
+# Python's json module reads NaN and Infinity (and 1e999 as inf) by default;
+# RFC 8259 does not, and neither does a validating central system.
+_strict_json = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float).decode
+
+
+def loads_strict(text: str) -> Any:
+    """JSON text to a value: ValueError for what RFC 8259 does not allow (NotJson for NaN and friends)."""
+    return _strict_json(text)
+
+
 def parse_frame(text: str) -> Frame:
     """Parse one OCPP-J text frame.
 
@@ -162,7 +211,9 @@ def parse_frame(text: str) -> Frame:
     type id raise it too, unanswerable: OCPP-J says to ignore them.
     """
     try:
-        message = json.loads(text)
+        message = _strict_json(text)
+    except NotJson as exc:
+        raise _not_json_error(text, str(exc)) from None
     except ValueError as exc:
         raise FrameError("invalid JSON: %s" % exc) from None
     except RecursionError:
@@ -172,6 +223,26 @@ def parse_frame(text: str) -> Frame:
         message_id, action, payload = message[1], message[2], message[3]
         if type(message_id) is str and type(action) is str and action and type(payload) is dict:
             return Frame(CALL, message_id, action=action, payload=payload)
+    return _parse_message(message)
+
+
+def _not_json_error(text: str, description: str) -> FrameError:
+    """The FrameError for a frame with NaN or Infinity: answerable when its id can still be read."""
+    try:
+        message = json.loads(text)  # lenient, only to find whom to answer
+    except (ValueError, RecursionError):
+        message = None
+    if isinstance(message, list) and len(message) > 1 and type(message[0]) is int and \
+            isinstance(message[1], str):
+        if message[0] == CALL:
+            return FrameError(description, FORMATION_VIOLATION, message[1])
+        if message[0] in (CALLRESULT, CALLERROR):
+            return FrameError(description, reply_id=message[1])
+    return FrameError(description)
+
+
+def _parse_message(message: Any) -> Frame:
+    """The slow path of parse_frame: every frame that is not a plain, well-formed CALL."""
     if not isinstance(message, list):
         raise FrameError("a frame must be a JSON array, got %s" % _json_type(message))
     if not message:
@@ -184,7 +255,8 @@ def parse_frame(text: str) -> Frame:
         raise FrameError("message type %d without a message id" % kind)
     raw_id = message[1]
     readable_id = raw_id if isinstance(raw_id, str) else (
-        str(raw_id) if isinstance(raw_id, int) and not isinstance(raw_id, bool) else None)
+        str(raw_id) if isinstance(raw_id, int) and not isinstance(raw_id, bool) and abs(raw_id) < 10 ** 36
+        else None)
     answerable_id = readable_id if kind == CALL else None
     if not isinstance(raw_id, str):
         raise FrameError("message id must be a string, got %s" % _json_type(raw_id),
@@ -204,7 +276,7 @@ def parse_frame(text: str) -> Frame:
         if payload is None:
             payload = {}
         if not isinstance(payload, dict):
-            raise FrameError("payload of %s must be a JSON object, got %s" % (action, _json_type(payload)),
+            raise FrameError("payload of %s must be a JSON object, got %s" % (printable(action), _json_type(payload)),
                              FORMATION_VIOLATION, raw_id)
         return Frame(CALL, raw_id, action=action, payload=payload)
 
@@ -214,23 +286,92 @@ def parse_frame(text: str) -> Frame:
         if len(message) == 4 and isinstance(message[2], str):
             return Frame(CALLRESULT, raw_id, action=message[2], payload=message[3],
                          flexicharge_result=True)
-        raise FrameError("CALLRESULT needs 3 elements [3, id, payload], got %d" % len(message))
+        raise FrameError("CALLRESULT needs 3 elements [3, id, payload], got %d" % len(message),
+                         reply_id=raw_id)
 
     if len(message) < 4:
         raise FrameError("CALLERROR needs 5 elements [4, id, code, description, details], got %d"
-                         % len(message))
+                         % len(message), reply_id=raw_id)
     details = message[4] if len(message) > 4 else {}
     return Frame(CALLERROR, raw_id, error_code=message[2], error_description=message[3],
                  error_details=details)
 
 
 # Built once: json.dumps with arguments builds a new encoder on every call.
-_compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+# allow_nan=False: the server never writes NaN or Infinity, which are not JSON.
+_compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
 def dump_json(value: Any) -> str:
-    """Compact JSON, as sent on the wire and shown to the operator."""
+    """Compact JSON, as sent on the wire and shown to the operator.
+
+    Raises ValueError (NaN, Infinity) or RecursionError (nesting too deep):
+    for a value that came from a charger, use render_json.
+    """
     return _compact_json(value)
+
+
+def render_json(value: Any) -> str:
+    """JSON of any decoded value, for the operator or the transcript; it never raises."""
+    try:
+        return _compact_json(value)
+    except (ValueError, TypeError, RecursionError) as exc:
+        return '"<cannot be shown as JSON: %s>"' % type(exc).__name__
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def encodable(text: str) -> str:
+    """JSON ``text`` with each lone surrogate written as its \\uXXXX escape, so it encodes as UTF-8.
+
+    A charger may send "\\ud800": legal JSON, but the character has no UTF-8
+    form, so echoing it (a message id, an idTag) would abort the send.  In
+    JSON text a surrogate can only stand inside a string, where its escape
+    means the same character: the charger reads back exactly what it sent.
+    """
+    if text.isascii():  # nearly every frame, checked in C
+        return text
+    return _LONE_SURROGATE.sub(lambda match: "\\u%04x" % ord(match.group()), text)
+
+
+# Control characters (C0, DEL, C1), bidirectional and line controls, and lone
+# surrogates never reach the terminal raw: a charger must not be able to
+# repaint or forge the operator's screen, nor make a line unwritable.
+_TERMINAL_ESCAPES = {code: "\\x%02x" % code for code in itertools.chain(range(0x20), range(0x7F, 0xA0))}
+_TERMINAL_ESCAPES.update({code: "\\u%04x" % code for code in itertools.chain(
+    range(0x200E, 0x2010), range(0x2028, 0x202F), range(0x2066, 0x206A), range(0xD800, 0xE000), (0xFEFF,))})
+# For plain text a literal backslash is doubled too, so that a charger's own
+# "\\x1b" (four characters) never looks like an escape the server made.
+_PLAIN_ESCAPES = dict(_TERMINAL_ESCAPES)
+_PLAIN_ESCAPES[ord("\\")] = "\\\\"
+MAX_SHOWN_VALUE = 120  # characters of one charger-controlled value in a line of output
+MAX_SHOWN = 2000  # characters of one payload on the terminal
+
+
+def _cut(text: str, limit: int) -> Tuple[str, str]:
+    if len(text) <= limit:
+        return text, ""
+    return text[:limit], "...[%d more characters]" % (len(text) - limit)
+
+
+def printable(text: str, limit: int = MAX_SHOWN_VALUE) -> str:
+    """A charger-controlled text (an id, a URL path, an action name, an error code
+    or description) made safe for a line of output: control characters escaped,
+    backslashes doubled, and cut after ``limit`` characters with a visible marker.
+    """
+    text, marker = _cut(text, limit)
+    if not text.isprintable() or "\\" in text:  # the common case is checked in C
+        text = text.translate(_PLAIN_ESCAPES)
+    return text + marker
+
+
+def printable_json(text: str, limit: int = MAX_SHOWN) -> str:
+    """JSON text for a line of output: like printable, but its backslashes are JSON's own escapes."""
+    text, marker = _cut(text, limit)
+    if not text.isprintable():
+        text = text.translate(_TERMINAL_ESCAPES)
+    return text + marker
 
 
 # The C string encoder json.dumps uses with ensure_ascii=False: "id" -> '"id"'.
@@ -329,14 +470,19 @@ LOCAL_CLOCK = SecondClock("%H:%M:%S", time.localtime)  # 15:11:34.123, for the o
 
 
 class Problem:
-    """One way a payload breaks the 1.6 schema: where, what rule, which code."""
+    """One way a payload breaks the 1.6 schema: where, what rule, which code.
 
-    __slots__ = ("path", "message", "code")
+    ``hint`` (a "did you mean" search) is a function, run only when the
+    problem is shown: a frame may carry a thousand copies of one mistake.
+    """
 
-    def __init__(self, path: str, message: str, code: str) -> None:
+    __slots__ = ("path", "message", "code", "hint")
+
+    def __init__(self, path: str, message: str, code: str, hint: Optional[Callable[[], str]] = None) -> None:
         self.path = path
         self.message = message
         self.code = code
+        self.hint = hint
 
     @property
     def key(self) -> Tuple[str, str]:
@@ -344,11 +490,13 @@ class Problem:
         return re.sub(r"\[\d+\]", "[]", self.path), self.code
 
     def __str__(self) -> str:
-        return "%s %s" % (self.path or "payload", self.message)
+        text = "%s %s" % (printable(self.path, 80) or "payload", self.message)
+        return text + " (%s)" % self.hint() if self.hint is not None else text
 
 
 def _show(value: Any) -> str:
-    text = dump_json(value)
+    """A charger's value, short, as JSON (so its quotes and escapes are JSON's own)."""
+    text = render_json(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -497,15 +645,16 @@ class Enum(Rule):
         if not isinstance(value, str):
             self._wrong_type(value, path, problems)
         elif value not in self._allowed:
-            close = difflib.get_close_matches(value, self.values, n=1)
-            if close:
-                allowed = "did you mean %s?" % close[0]
-            elif len(self.values) > 6:
-                allowed = "one of %s, ... (%d values)" % (", ".join(self.values[:6]), len(self.values))
-            else:
-                allowed = "one of " + ", ".join(self.values)
-            problems.append(Problem(path, "%s is not allowed (%s)" % (_show(value), allowed),
-                                    PROPERTY_CONSTRAINT_VIOLATION))
+            problems.append(Problem(path, "%s is not allowed" % _show(value), PROPERTY_CONSTRAINT_VIOLATION,
+                                    lambda: self.suggest(value)))
+
+    def suggest(self, value: str) -> str:
+        close = difflib.get_close_matches(value[:100], self.values, n=1)
+        if close:
+            return "did you mean %s?" % close[0]
+        if len(self.values) > 6:
+            return "one of %s, ... (%d values)" % (", ".join(self.values[:6]), len(self.values))
+        return "one of " + ", ".join(self.values)
 
     def describe(self) -> str:
         return "one of " + "|".join(self.values)
@@ -552,15 +701,20 @@ class Object(Rule):
             if name not in value:
                 problems.append(Problem(prefix + name, "is required but missing", OCCURENCE_CONSTRAINT_VIOLATION))
         for name, item in value.items():
+            if len(problems) >= MAX_PROBLEMS_PER_FRAME:
+                return
             rule = self.fields.get(name)
             if rule is None:
-                close = difflib.get_close_matches(name, self.fields, n=1)
-                hint = "did you mean %s?" % close[0] if close else (
-                    "allowed: %s" % ", ".join(self.fields) if self.fields else "no fields allowed")
-                problems.append(Problem(prefix + name, "is not a field of this message (%s)" % hint,
-                                        FORMATION_VIOLATION))
+                problems.append(Problem(prefix + name, "is not a field of this message", FORMATION_VIOLATION,
+                                        lambda name=name: self.suggest(name)))
             else:
                 rule.check(item, prefix + name, problems)
+
+    def suggest(self, name: str) -> str:
+        close = difflib.get_close_matches(name[:100], self.fields, n=1)
+        if close:
+            return "did you mean %s?" % close[0]
+        return "allowed: %s" % ", ".join(self.fields) if self.fields else "no fields allowed"
 
     def describe(self) -> str:
         return "object"
@@ -591,6 +745,8 @@ class Array(Rule):
             problems.append(Problem(path, "needs at least %d element(s)" % self.min_items,
                                     OCCURENCE_CONSTRAINT_VIOLATION))
         for index, item in enumerate(value):
+            if len(problems) >= MAX_PROBLEMS_PER_FRAME:
+                return
             self.items.check(item, "%s[%d]" % (path, index), problems)
 
     def describe(self) -> str:
@@ -598,7 +754,7 @@ class Array(Rule):
 
 
 def lint_payload(rules: Object, payload: Any) -> List[Problem]:
-    """Every way ``payload`` breaks ``rules`` (an empty list when it is valid)."""
+    """The ways ``payload`` breaks ``rules``, the first MAX_PROBLEMS_PER_FRAME of them (none: it is valid)."""
     if rules.valid(payload):
         return []
     problems: List[Problem] = []
@@ -1001,14 +1157,19 @@ CHARGER_REPLY_RULES = {action: Object(fields) for action, fields in CHARGER_REPL
 # response schema.  CHARGER_ACTION_HANDLERS below maps action names to them.
 
 
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]{1,18}\Z")  # ASCII digits only: int() also takes "²" and "١"
+
+
 def as_int(value: Any) -> Optional[int]:
-    """``value`` as an int when it is one or spells one ("1"), else None."""
+    """``value`` as an int when it is one or spells one ("1", the FlexiCharge way), else None."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
-        return int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if _INTEGER_TEXT.match(text):
+            return int(text)
     return None
 
 
@@ -1027,16 +1188,17 @@ class AuthorizationRules:
         self.unknown = unknown
         self.concurrent_tx = concurrent_tx
 
-    def decide(self, system: "CentralSystem", session: "ChargerSession", id_tag: Any,
+    def decide(self, system: "CentralSystem", state: "ChargerState", id_tag: Any,
                connector: Optional[int] = None) -> Tuple[dict, str]:
         """The idTagInfo for ``id_tag`` (used on ``connector``, if starting) and the rule that answered."""
-        if self.concurrent_tx and id_tag is not None:
-            for other in system.sessions.values():
-                open_transaction = other.transaction
-                if (open_transaction is not None and open_transaction.id_tag == id_tag
-                        and not (other is session and open_transaction.connector_id == connector)):
-                    return {"status": "ConcurrentTx"}, "--concurrent-tx: transaction %d on %s connector %s" % (
-                        open_transaction.transaction_id, other.charger_id, open_transaction.connector_id)
+        if self.concurrent_tx and isinstance(id_tag, str):
+            for other in system.states.values():
+                for open_transaction in other.transactions.values():
+                    if open_transaction.id_tag == id_tag and not (
+                            other is state and open_transaction.connector_id == connector):
+                        return {"status": "ConcurrentTx"}, "--concurrent-tx: transaction %d on %s connector %s" % (
+                            open_transaction.transaction_id, printable(other.charger_id),
+                            open_transaction.connector_id)
         known = self.tags.get(id_tag) if isinstance(id_tag, str) else None
         if known is not None:
             return dict(known[0]), known[1]
@@ -1048,8 +1210,8 @@ class AuthorizationRules:
 def id_tag_info(session: "ChargerSession", id_tag: Any, action: str, connector: Optional[int] = None) -> dict:
     """The idTagInfo the server answers for ``id_tag`` in ``action``, by the authorization rules."""
     system = session.system
-    info, rule = system.authorization.decide(system, session, id_tag, connector)
-    session.authorizations.append((action, id_tag, info["status"], rule))
+    info, rule = system.authorization.decide(system, session.state, id_tag, connector)
+    session.state.authorizations.append((action, _show(id_tag), info["status"], rule))
     if rule != AuthorizationRules.DEFAULT_RULE:
         session.out.info(session.charger_id, "%s idTag %s: %s (%s)" % (action, _show(id_tag), info["status"], rule))
     if system.transcript is not None:
@@ -1064,8 +1226,8 @@ def handle_authorize(session: "ChargerSession", payload: dict) -> dict:
 
 def handle_boot_notification(session: "ChargerSession", payload: dict) -> dict:
     options = session.system.options
-    session.boot_info = payload
-    session.boot_status = options.boot_status
+    session.state.boot_info = payload
+    session.state.boot_status = options.boot_status
     if options.boot_status == "Accepted":
         session.after_reply(session.start_handshake)
     return {"status": options.boot_status, "currentTime": UTC_CLOCK.now(),
@@ -1081,7 +1243,7 @@ def handle_heartbeat(session: "ChargerSession", payload: dict) -> dict:
 
 
 def handle_meter_values(session: "ChargerSession", payload: dict) -> dict:
-    session.last_meter_values = payload  # rendered when the operator asks
+    session.state.last_meter_values = payload  # rendered when the operator asks
     return {}
 
 
@@ -1091,8 +1253,12 @@ def handle_start_transaction(session: "ChargerSession", payload: dict) -> dict:
     id_tag = payload.get("idTag", payload.get("id_tag"))
     connector = as_int(payload.get("connectorId"))
     info = id_tag_info(session, id_tag, "StartTransaction", connector)
-    session.transaction = Transaction(transaction_id, connector, id_tag, payload.get("meterStart"))
-    session.after_reply(session.transaction_started)
+    transaction = Transaction(transaction_id, connector, id_tag, as_int(payload.get("meterStart")))
+    forgotten = session.state.open_transaction(transaction)
+    if forgotten is not None:
+        session.warn_once(("transactions-cap",), "more than %d open transactions; forgetting the oldest (%d)"
+                          % (MAX_OPEN_TRANSACTIONS, forgotten.transaction_id))
+    session.after_reply(lambda: session.transaction_started(transaction))
     return {"transactionId": transaction_id, "idTagInfo": info}
 
 
@@ -1103,20 +1269,18 @@ def handle_status_notification(session: "ChargerSession", payload: dict) -> dict
     if isinstance(status, str):
         if isinstance(error_code, str) and error_code not in ("", "NoError"):
             status = "%s (%s)" % (status, error_code)
-        session.connectors[connector if connector is not None else -1] = status
+        if not session.state.set_connector(connector, status):
+            session.warn_once(("connectors-cap",), "more than %d connectors; the statuses of others are not kept"
+                              % MAX_CONNECTORS)
     return {}
 
 
 def handle_stop_transaction(session: "ChargerSession", payload: dict) -> dict:
     transaction_id = as_int(payload.get("transactionId"))
-    open_transaction = session.transaction
-    if open_transaction is not None:
-        if transaction_id != open_transaction.transaction_id:
-            session.out.warn(session.charger_id, "StopTransaction names transaction %s, but the open one is %d; "
-                             "closing it anyway" % (_show(payload.get("transactionId")),
-                                                    open_transaction.transaction_id))
-        session.last_transaction_id = open_transaction.transaction_id
-        session.transaction = None
+    state = session.state
+    if state.close_transaction(transaction_id) is None:
+        session.out.warn(session.charger_id, "StopTransaction names transaction %s, which is not open here%s"
+                         % (_show(payload.get("transactionId")), state.open_transactions_text()))
     reply: dict = {}
     if payload.get("idTag") is not None:
         reply["idTagInfo"] = id_tag_info(session, payload.get("idTag"), "StopTransaction")
@@ -1164,12 +1328,17 @@ class NoChargerYet(CommandError):
 
 
 def _open_transaction_id(system: "CentralSystem", session: Optional["ChargerSession"]) -> int:
-    if session is not None and session.transaction is not None:
-        return session.transaction.transaction_id
-    if session is not None and session.last_transaction_id is not None:
-        return session.last_transaction_id
-    raise CommandError("no transaction is open%s; give one: RemoteStopTransaction transactionId=N"
-                       % (" on " + session.charger_id if session else ""))
+    """The one open transaction of the charger: RemoteStopTransaction's default."""
+    transactions = list(session.state.transactions.values()) if session is not None else []
+    if len(transactions) == 1:
+        return transactions[0].transaction_id
+    if not transactions:
+        raise CommandError("no transaction is open%s; give one: RemoteStopTransaction transactionId=N"
+                           % (" on " + printable(session.charger_id) if session else ""))
+    raise CommandError("%s has %d open transactions (%s): say which, e.g. stopRemote transactionId=%d"
+                       % (printable(session.charger_id), len(transactions), ", ".join(
+                           "%d on connector %s" % (tx.transaction_id, tx.connector_id) for tx in transactions),
+                          transactions[-1].transaction_id))
 
 
 def boot_data_payload(system: "CentralSystem") -> dict:
@@ -1264,6 +1433,75 @@ class Transaction:
         self.started = time.monotonic()
 
 
+class ChargerState:
+    """What the server knows of one charge point, by its id, across reconnects.
+
+    OCPP transactions outlive websocket connections: a charger that
+    reconnects mid-transaction still has it open.  Every table is bounded,
+    whatever the charger sends.
+    """
+
+    def __init__(self, charger_id: str) -> None:
+        self.charger_id = charger_id
+        self.connected = False
+        self.boot_info: Optional[dict] = None
+        self.boot_status: Optional[str] = None
+        self.connectors: Dict[int, str] = {}
+        self.transactions: Dict[int, Transaction] = {}  # the open ones, by id, oldest first
+        self.last_meter_values: Optional[dict] = None
+        self.authorizations: Deque[Tuple[str, str, str, str]] = collections.deque(maxlen=5)
+
+    def set_connector(self, connector: Optional[int], status: str) -> bool:
+        """Record a connector's status; False when the table is full and the connector is new."""
+        key = connector if connector is not None else -1
+        if key not in self.connectors and len(self.connectors) >= MAX_CONNECTORS:
+            return False
+        self.connectors[key] = status
+        return True
+
+    def open_transaction(self, transaction: Transaction) -> Optional[Transaction]:
+        """Record an open transaction; the oldest one it had to forget to stay bounded, if any."""
+        self.transactions[transaction.transaction_id] = transaction
+        if len(self.transactions) > MAX_OPEN_TRANSACTIONS:
+            return self.transactions.pop(next(iter(self.transactions)))
+        return None
+
+    def close_transaction(self, transaction_id: Optional[int]) -> Optional[Transaction]:
+        return self.transactions.pop(transaction_id, None) if transaction_id is not None else None
+
+    def open_transactions_text(self) -> str:
+        if not self.transactions:
+            return " (none is open)"
+        return " (open: %s)" % ", ".join(str(number) for number in self.transactions)
+
+    def describe(self) -> List[str]:
+        """The lines of the console's `chargers` listing about this charge point's state."""
+        lines = []
+        if self.boot_info is None:
+            lines.append("  boot: no BootNotification yet")
+        else:
+            info = self.boot_info
+            lines.append("  boot: %s  %s %s  serial %s  firmware %s" % tuple(
+                printable(str(value), 40) for value in (
+                    self.boot_status, info.get("chargePointVendor", "?"), info.get("chargePointModel", "?"),
+                    info.get("chargePointSerialNumber", "-"), info.get("firmwareVersion", "-"))))
+        if self.connectors:
+            lines.append("  connectors: " + ", ".join(
+                "%s %s" % (number if number >= 0 else "?", printable(status, 60))
+                for number, status in sorted(self.connectors.items())))
+        for tx in self.transactions.values():
+            lines.append("  transaction %d on connector %s, idTag %s, meterStart %s, %d s old" % (
+                tx.transaction_id, tx.connector_id, _show(tx.id_tag), tx.meter_start,
+                time.monotonic() - tx.started))
+        if not self.transactions:
+            lines.append("  no open transaction")
+        if self.last_meter_values is not None:
+            lines.append("  last meter values: " + render_meter_values(self.last_meter_values))
+        for action, id_tag, status, rule in self.authorizations:
+            lines.append("  %s idTag %s: %s (%s)" % (action, id_tag, status, rule))
+        return lines
+
+
 class CallOutcome:
     """How a server CALL ended: "result", "error", "timeout" or "failed"."""
 
@@ -1280,17 +1518,20 @@ class PendingCall:
     """A CALL the server sends or has queued for one charger.
 
     ``payload`` is in standard 1.6 spelling; the dialect of the connection is
-    applied when it is sent.  ``outcome`` resolves to a CallOutcome, and
-    ``on_done`` (if any) is called with it.
+    applied when it is sent.  ``raw_text``, for a CALL the operator typed with
+    ``raw``, is sent as typed instead (its id and action read from it).
+    ``outcome`` resolves to a CallOutcome, and ``on_done`` (if any) is called
+    with it.
     """
 
-    __slots__ = ("action", "payload", "message_id", "outcome", "on_done", "sent_at")
+    __slots__ = ("action", "payload", "message_id", "raw_text", "outcome", "on_done", "sent_at")
 
-    def __init__(self, action: str, payload: Any,
-                 on_done: Optional[Callable[[CallOutcome], None]] = None) -> None:
+    def __init__(self, action: str, payload: Any, on_done: Optional[Callable[[CallOutcome], None]] = None,
+                 message_id: Optional[str] = None, raw_text: Optional[str] = None) -> None:
         self.action = action
         self.payload = payload
-        self.message_id = str(uuid.uuid4())
+        self.message_id = message_id if message_id is not None else str(uuid.uuid4())
+        self.raw_text = raw_text
         self.outcome: "asyncio.Future[CallOutcome]" = asyncio.get_running_loop().create_future()
         self.on_done = on_done
         self.sent_at = 0.0
@@ -1303,11 +1544,12 @@ class PendingCall:
 
 
 class ChargerSession:
-    """One charger's connection: its state, its outstanding CALL, its receive loop.
+    """One charger's connection: its outstanding CALL, its receive loop.
 
     OCPP-J allows one outstanding CALL per direction (section 4.1.1), so the
     server's own CALLs wait in ``calls`` and a worker task sends them one at a
-    time, each with ``--call-timeout``.
+    time, each with ``--call-timeout``.  What the server knows of the charge
+    point itself is in ``state``, which outlives the connection.
     """
 
     def __init__(self, system: "CentralSystem", websocket: Any, charger_id: str, peer: str,
@@ -1318,22 +1560,18 @@ class ChargerSession:
         self.charger_id = charger_id
         self.peer = peer
         self.subprotocol = subprotocol
+        self.state = system.state_for(charger_id)
         options = system.options
         self.dialect = DIALECT_FLEXICHARGE if options.dialect == DIALECT_FLEXICHARGE else DIALECT_OCPP16
-        self.boot_info: Optional[dict] = None
-        self.boot_status: Optional[str] = None
-        self.connectors: Dict[int, str] = {}
-        self.transaction: Optional[Transaction] = None
-        self.last_transaction_id: Optional[int] = None
-        self.last_meter_values: Optional[dict] = None
-        self.authorizations: Deque[Tuple[str, Any, str, str]] = collections.deque(maxlen=5)
         self.calls: Deque[PendingCall] = collections.deque()
         self._calls_waiting = asyncio.Event()
         self.outstanding: Optional[PendingCall] = None
+        self.boot_data_call: Optional[PendingCall] = None
         self.auto_started = False
         self.closed = False
         self._after_reply: List[Callable[[], None]] = []
         self._warned: set = set()
+        self._warnings_suppressed = 0
         self._recent_call_ids: set = set()
         self._timed_out: "collections.OrderedDict[str, str]" = collections.OrderedDict()
         self._timers: List[asyncio.TimerHandle] = []
@@ -1343,7 +1581,7 @@ class ChargerSession:
     async def serve(self) -> None:
         """Answer the charger until it disconnects, then fail what is pending."""
         worker = asyncio.ensure_future(self._call_worker())
-        frames_since_yield = 0
+        turn_ends = time.monotonic() + TURN_SECONDS
         try:
             async for message in self.websocket:
                 try:
@@ -1356,13 +1594,13 @@ class ChargerSession:
                     await self.websocket.send(reply)
                     if self._after_reply:
                         self._run_after_reply()
-                # Buffered frames are read without suspending: give the other
-                # chargers their turn now and then, or one flooding charger
-                # starves them.
-                frames_since_yield += 1
-                if frames_since_yield == FRAMES_PER_TURN:
-                    frames_since_yield = 0
+                # Buffered frames are read without suspending: after its
+                # time slice, give the other chargers, the console and the
+                # signal handlers their turn, or one flooding charger starves
+                # them.
+                if time.monotonic() >= turn_ends:
                     await asyncio.sleep(0)
+                    turn_ends = time.monotonic() + TURN_SECONDS
         except websockets.ConnectionClosed:
             pass
         finally:
@@ -1370,7 +1608,7 @@ class ChargerSession:
             worker.cancel()
             for timer in self._timers:
                 timer.cancel()
-            self._fail_pending("%s disconnected" % self.charger_id)
+            self._fail_pending("%s disconnected" % printable(self.charger_id))
 
     def on_message(self, message: Any) -> Optional[str]:
         """Handle one frame from the charger; the text to answer it with, if any."""
@@ -1395,70 +1633,95 @@ class ChargerSession:
         try:
             frame = parse_frame(message)
         except FrameError as exc:
-            self.out.frame(self.charger_id, "<-", "(bad frame)", message)
-            if exc.message_id is None or exc.code is None:
-                self.out.warn(self.charger_id, "%s; frame ignored" % exc.description)
-                return None
-            self.out.warn(self.charger_id, "%s; answered %s" % (exc.description, exc.code))
-            return self.answer(build_call_error(exc.message_id, exc.code, exc.description),
-                               "CALLERROR", exc.code + " " + exc.description)
+            return self.on_bad_frame(message, exc)
         if frame.kind == CALL:
             return self.on_call(frame, message)
-        self.on_reply(frame)
+        call = self.outstanding
+        if call is None or frame.message_id != call.message_id:
+            self.on_unexpected_reply(frame)
+        elif frame.kind == CALLRESULT:
+            self.on_call_result(frame, call)
+        else:
+            self.on_call_error(frame, call)
         return None
+
+    def on_bad_frame(self, message: str, exc: FrameError) -> Optional[str]:
+        """A frame that is not usable OCPP-J: the CALLERROR OCPP-J calls for, or a log line."""
+        self.out.frame(self.charger_id, "<-", "(bad frame)", printable(message, MAX_SHOWN))
+        call = self.outstanding
+        if exc.reply_id is not None and call is not None and exc.reply_id == call.message_id:
+            self.out.warn(self.charger_id, "malformed reply to %s: %s" % (call.action, exc.description))
+            self._resolve(call, CallOutcome("failed", error_description="malformed reply: " + exc.description))
+            return None
+        if exc.message_id is None or exc.code is None:
+            self.out.warn(self.charger_id, "%s; frame ignored" % exc.description)
+            return None
+        self.out.warn(self.charger_id, "%s; answered %s" % (exc.description, exc.code))
+        return self.answer(build_call_error(exc.message_id, exc.code, exc.description),
+                           "CALLERROR", exc.code + " " + exc.description)
 
     def on_call(self, frame: Frame, text: str) -> str:
         """The answer to a charger's CALL: its handler's reply, or a CALLERROR."""
         action, payload, message_id = frame.action, frame.payload, frame.message_id
+        label = printable(action)
         out = self.out
         if not out.quiet:
             if action == "MeterValues":
-                out.frame(self.charger_id, "<-", action, render_meter_values(payload))
+                out.frame(self.charger_id, "<-", label, render_meter_values(payload))
             else:
-                out.frame(self.charger_id, "<-", action, call_payload_text(text, frame))
-        error = self._check_call_id(message_id)
-        if error is None and self.system.options.strict and action != "BootNotification" \
-                and self.boot_status != "Accepted":
-            error = (SECURITY_ERROR, "%s before BootNotification was accepted (--strict)" % action, {})
-        if error is None:
-            handler = CHARGER_ACTION_HANDLERS.get(action)
-            if handler is None:
-                if action in SERVER_REQUESTS:
-                    error = (NOT_SUPPORTED, "%s is sent by the central system, not by a charger" % action, {})
-                else:
-                    close = difflib.get_close_matches(action, CHARGER_ACTION_HANDLERS, n=1)
-                    error = (NOT_IMPLEMENTED, "unknown action %s%s" % (action, " (did you mean %s?)" % close[0]
-                                                                      if close else ""), {})
-        if error is None:
-            problems = lint_payload(CHARGER_REQUEST_RULES[action], payload)
-            if problems and self.system.options.strict:
-                first = problems[0]
-                error = (first.code, "%s: %s" % (action, first), {"field": first.path})
-                self.system.spec_warnings += 1
-            elif problems:
-                self.report_spec_problems(action, problems)
-        if error is None:
+                out.frame(self.charger_id, "<-", label, call_payload_text(text, frame))
+        try:
+            self._check_call_id(message_id)
+            handler = self._handler(action)
+            self._check_payload(action, payload)
             try:
                 reply = handler(self, payload)
             except Exception as exc:
-                self.out.error(self.charger_id, "handler for %s failed: %s: %s" % (action, type(exc).__name__, exc))
-                error = (INTERNAL_ERROR, "the mock server failed to handle %s" % action, {})
-        if error is not None:
-            code, description, details = error
-            self.out.warn(self.charger_id, "%s answered with %s: %s" % (action, code, description))
+                self.out.error(self.charger_id, "handler for %s failed: %s: %s" % (label, type(exc).__name__, exc))
+                raise CallRefused(INTERNAL_ERROR, "the mock server failed to handle %s" % action) from None
+        except CallRefused as refusal:
+            self.out.warn(self.charger_id, "%s answered with %s: %s" % (label, refusal.code,
+                                                                        printable(refusal.description, 400)))
             self._after_reply.clear()
             if self.system.event_listeners:
-                self.system.emit("call", self, action=action, payload=payload, reply=None, error=code)
-            return self.answer(build_call_error(message_id, code, description, details),
-                               action + " CALLERROR", code + " " + description)
+                self.system.emit("call", self, action=action, payload=payload, reply=None, error=refusal.code)
+            return self.answer(build_call_error(message_id, refusal.code, refusal.description, refusal.details),
+                               label + " CALLERROR", refusal.code + " " + printable(refusal.description, 400))
         if self.system.event_listeners:
             self.system.emit("call", self, action=action, payload=payload, reply=reply, error=None)
         reply_json = dump_json(reply)
         reply_action = action if self.dialect == DIALECT_FLEXICHARGE else None
-        return self.answer(build_call_result(message_id, reply_json, reply_action), action + ".conf", reply_json)
+        return self.answer(build_call_result(message_id, reply_json, reply_action), label + ".conf", reply_json)
+
+    def _handler(self, action: str) -> Callable[["ChargerSession", dict], dict]:
+        """The handler of a charger's CALL; CallRefused when there is none or it may not be called now."""
+        if self.system.options.strict and action != "BootNotification" and self.state.boot_status != "Accepted":
+            raise CallRefused(SECURITY_ERROR, "%s before BootNotification was accepted (--strict)" % action)
+        handler = CHARGER_ACTION_HANDLERS.get(action)
+        if handler is not None:
+            return handler
+        if action in SERVER_REQUESTS:
+            raise CallRefused(NOT_SUPPORTED, "%s is sent by the central system, not by a charger" % action)
+        close = difflib.get_close_matches(action[:100], CHARGER_ACTION_HANDLERS, n=1)
+        raise CallRefused(NOT_IMPLEMENTED, "unknown action %s%s" % (action, " (did you mean %s?)" % close[0]
+                                                                   if close else ""))
+
+    def _check_payload(self, action: str, payload: dict) -> None:
+        """Lint a CALL's payload: CallRefused in --strict, else one warning per problem."""
+        problems = lint_payload(CHARGER_REQUEST_RULES[action], payload)
+        if problems and self.system.options.strict:
+            first = problems[0]
+            self.system.spec_warnings += 1
+            raise CallRefused(first.code, "%s: %s" % (action, first), {"field": first.path[:200]})
+        if problems:
+            self.report_spec_problems(action, problems)
 
     def answer(self, text: str, label: str, shown: str) -> str:
-        """Print and log a frame for the charger; the caller sends the ``text`` it returns."""
+        """Print and log a frame for the charger; the caller sends the ``text`` it returns.
+
+        Every frame the server sends passes here, made encodable first.
+        """
+        text = encodable(text)
         self.out.frame(self.charger_id, "->", label, shown)
         if self.system.transcript is not None:
             self.system.transcript.frame(self.charger_id, "out", text)
@@ -1469,13 +1732,15 @@ class ChargerSession:
         for callback in callbacks:
             callback()
 
-    def _check_call_id(self, message_id: str) -> Optional[Tuple[str, str, dict]]:
-        """Lint the id of a charger's CALL; the CALLERROR to answer in --strict."""
+    def _check_call_id(self, message_id: str) -> None:
+        """Lint the id of a charger's CALL; CallRefused for an over-long one in --strict."""
         if len(message_id) > MAX_MESSAGE_ID_LENGTH:
             text = "message id is %d characters, OCPP-J allows %d" % (len(message_id), MAX_MESSAGE_ID_LENGTH)
             if self.system.options.strict:
-                return FORMATION_VIOLATION, text, {}
+                raise CallRefused(FORMATION_VIOLATION, text)
             self.warn_once(("id-length",), "spec: " + text, spec=True)
+            # Remember a digest, not the id: ids may be as long as a frame.
+            message_id = hashlib.sha256(message_id.encode("utf-8", "surrogatepass")).hexdigest()
         recent = self._recent_call_ids
         if message_id in recent:
             # The FlexiCharge charger reuses one id for every CALL.  The server
@@ -1486,48 +1751,67 @@ class ChargerSession:
             if len(recent) == RECENT_CALL_IDS:
                 recent.clear()  # remember the last 1 to 1,000 ids, at a set's cost
             recent.add(message_id)
-        return None
 
-    def on_reply(self, frame: Frame) -> None:
-        call = self.outstanding
-        if call is None or frame.message_id != call.message_id:
-            late = self._timed_out.pop(frame.message_id, None)
-            self.out.frame(self.charger_id, "<-", "(reply)", frame.payload if frame.kind == CALLRESULT else
-                           [frame.error_code, frame.error_description, frame.error_details])
-            if late is not None:
-                self.out.warn(self.charger_id, "late reply to %s, which had already timed out" % late)
-            else:
-                self.out.warn(self.charger_id, "reply to message id %s, which the server never sent or already "
-                              "has an answer for" % _show(frame.message_id))
-            return
+    # -- replies to the server's CALLs
+
+    def on_unexpected_reply(self, frame: Frame) -> None:
+        """A CALLRESULT or CALLERROR that answers no outstanding CALL of the server's."""
+        late = self._timed_out.pop(frame.message_id, None)
+        self.out.frame(self.charger_id, "<-", "(reply)", frame.payload if frame.kind == CALLRESULT else
+                       [frame.error_code, frame.error_description, frame.error_details])
+        if late is not None:
+            self.out.warn(self.charger_id, "late reply to %s, which had already timed out" % late)
+        else:
+            self.out.warn(self.charger_id, "reply to message id %s, which the server never sent or already "
+                          "has an answer for" % _show(frame.message_id))
+
+    def _check_reply_dialect(self, frame: Frame, call: PendingCall) -> None:
         if frame.flexicharge_result:
             self.use_flexicharge_dialect()
             if frame.action != call.action:
                 self.warn_once(("reply-action", call.action), lambda: "answered %s with a reply naming %s"
                                % (call.action, _show(frame.action)))
-        if frame.kind == CALLRESULT:
-            self.out.frame(self.charger_id, "<-", call.action + ".conf", frame.payload)
-            rules = CHARGER_REPLY_RULES.get(call.action)
-            if rules is not None:
-                problems = lint_payload(rules, frame.payload)
-                if problems:
-                    self.report_spec_problems(call.action + ".conf", problems)
-            if self.system.event_listeners:
-                self.system.emit("reply", self, action=call.action, payload=frame.payload, error=None)
-            call.finish(CallOutcome("result", frame.payload))
-        else:
-            details = frame.error_details
-            self.out.frame(self.charger_id, "<-", call.action + " CALLERROR",
-                           "%s %s %s" % (frame.error_code, frame.error_description, dump_json(details)))
-            if frame.error_code not in ERROR_CODES:
-                self.warn_once(("error-code", str(frame.error_code)), lambda: "spec: CALLERROR code %s is not an "
-                               "OCPP 1.6 error code" % _show(frame.error_code), spec=True)
-            if not isinstance(details, dict):
-                self.warn_once(("error-details",), lambda: "spec: CALLERROR details must be an object, got %s"
-                               % _json_type(details), spec=True)
-            if self.system.event_listeners:
-                self.system.emit("reply", self, action=call.action, payload=details, error=str(frame.error_code))
-            call.finish(CallOutcome("error", details, str(frame.error_code), str(frame.error_description)))
+
+    def on_call_result(self, frame: Frame, call: PendingCall) -> None:
+        """The charger's CALLRESULT to the outstanding CALL: shown, linted, and the call resolved."""
+        self._check_reply_dialect(frame, call)
+        label = printable(call.action)
+        self.out.frame(self.charger_id, "<-", label + ".conf", frame.payload)
+        rules = CHARGER_REPLY_RULES.get(call.action)
+        if rules is not None:
+            problems = lint_payload(rules, frame.payload)
+            if problems:
+                self.report_spec_problems(label + ".conf", problems)
+        if self.system.event_listeners:
+            self.system.emit("reply", self, action=call.action, payload=frame.payload, error=None)
+        self._resolve(call, CallOutcome("result", frame.payload))
+
+    def on_call_error(self, frame: Frame, call: PendingCall) -> None:
+        """The charger's CALLERROR to the outstanding CALL, whatever JSON types its fields have."""
+        self._check_reply_dialect(frame, call)
+        code, description, details = frame.error_code, frame.error_description, frame.error_details
+        code_text = code if isinstance(code, str) else render_json(code)
+        description_text = description if isinstance(description, str) else render_json(description)
+        self.out.frame(self.charger_id, "<-", printable(call.action) + " CALLERROR", "%s %s %s" % (
+            printable(code_text), printable(description_text, 400), render_json(details)))
+        if not isinstance(code, str) or code not in ERROR_CODES:
+            self.warn_once(("error-code", code_text[:50]), lambda: "spec: CALLERROR code %s is not an "
+                           "OCPP 1.6 error code" % _show(code), spec=True)
+        if not isinstance(description, str):
+            self.warn_once(("error-description",), lambda: "spec: CALLERROR description must be a string, got %s"
+                           % _json_type(description), spec=True)
+        if not isinstance(details, dict):
+            self.warn_once(("error-details",), lambda: "spec: CALLERROR details must be an object, got %s"
+                           % _json_type(details), spec=True)
+        if self.system.event_listeners:
+            self.system.emit("reply", self, action=call.action, payload=details, error=code_text)
+        self._resolve(call, CallOutcome("error", details, code_text, description_text))
+
+    def _resolve(self, call: PendingCall, outcome: CallOutcome) -> None:
+        """End the outstanding call now: the next command is not "queued behind" an answered one."""
+        if self.outstanding is call:
+            self.outstanding = None
+        call.finish(outcome)
 
     def use_flexicharge_dialect(self) -> None:
         if self.dialect != DIALECT_FLEXICHARGE and self.system.options.dialect == "auto":
@@ -1542,9 +1826,16 @@ class ChargerSession:
 
         ``text`` may be a function that makes the text: it runs only when the
         warning is printed, so a charger that repeats a mistake on every frame
-        costs a set lookup, not a format.
+        costs a set lookup, not a format.  At most MAX_WARNINGS_PER_CHARGER
+        keys are kept; after that one line says that the rest are suppressed.
         """
         if key in self._warned:
+            return
+        if len(self._warned) >= MAX_WARNINGS_PER_CHARGER:
+            self._warnings_suppressed += 1
+            if self._warnings_suppressed == 1:
+                self.out.warn(self.charger_id, "%d distinct warnings about this charger so far; further ones are "
+                              "suppressed until it reconnects" % len(self._warned))
             return
         self._warned.add(key)
         if spec:
@@ -1570,24 +1861,35 @@ class ChargerSession:
     def call(self, action: str, payload: Any, on_done: Optional[Callable[[CallOutcome], None]] = None
              ) -> PendingCall:
         """Queue a CALL to this charger; it is sent when the ones before it are done."""
-        call = PendingCall(action, payload, on_done)
+        return self._enqueue(PendingCall(action, payload, on_done))
+
+    def send_raw(self, text: str) -> PendingCall:
+        """Queue a frame typed by the operator, sent as is (ordered with the CALLs).
+
+        A raw CALL is still the server's CALL: its reply is matched, linted
+        and shown like any other.
+        """
+        try:
+            frame: Optional[Frame] = parse_frame(text)
+        except FrameError:
+            frame = None
+        if frame is not None and frame.kind == CALL:
+            return self._enqueue(PendingCall(frame.action or "raw", frame.payload, message_id=frame.message_id,
+                                             raw_text=text))
+        return self._enqueue(PendingCall("raw", None, raw_text=text))
+
+    def _enqueue(self, call: PendingCall) -> PendingCall:
         if self.closed:
-            call.finish(CallOutcome("failed", error_description="%s is disconnected" % self.charger_id))
-        else:
-            ahead = self._pending_calls()
-            if ahead:
-                self.out.info(self.charger_id, "%s queued behind %s (one outstanding CALL per charger)"
-                              % (action, ", ".join(waiting.action for waiting in ahead)))
-            self._enqueue(call)
-        return call
-
-    def send_raw(self, text: str) -> None:
-        """Queue a frame typed by the operator, sent as is (ordered with the CALLs)."""
-        self._enqueue(PendingCall("raw", text))
-
-    def _enqueue(self, call: PendingCall) -> None:
+            call.finish(CallOutcome("failed", error_description="%s is disconnected" % printable(self.charger_id)))
+            return call
+        ahead = self._pending_calls()
+        if ahead and call.action != "raw":
+            self.out.info(self.charger_id, "%s queued behind %s%s (one outstanding CALL per charger)" % (
+                printable(call.action), printable(ahead[0].action),
+                " and %d more" % (len(ahead) - 1) if len(ahead) > 1 else ""))
         self.calls.append(call)
         self._calls_waiting.set()
+        return call
 
     async def _call_worker(self) -> None:
         timeout = self.system.options.call_timeout
@@ -1596,29 +1898,37 @@ class ChargerSession:
                 self._calls_waiting.clear()
                 await self._calls_waiting.wait()
             call = self.calls.popleft()
-            if call.action == "raw":
-                await self.send_text(call.payload, "(raw)", call.payload)
+            if call.action == "raw":  # not a CALL: nothing to wait for
+                await self.send_text(call.raw_text, "(raw)", call.raw_text)
+                call.finish(CallOutcome("result"))
                 continue
             self.outstanding = call
-            payload = call.payload
-            if self.dialect == DIALECT_FLEXICHARGE:
-                payload = to_flexicharge_payload(call.action, payload)
-            if call.action == "ReserveNow":
-                self.system.note_reservation(call.payload.get("reservationId"))
             call.sent_at = time.monotonic()
             try:
-                payload_json = dump_json(payload)
-                await self.send_text(build_call(call.message_id, call.action, payload_json), call.action,
-                                     payload_json)
+                await self._send_call(call)
                 await asyncio.wait_for(asyncio.shield(call.outcome), timeout)
             except asyncio.TimeoutError:
-                self.out.warn(self.charger_id, "no reply to %s within %g s; moving on" % (call.action, timeout))
-                self._timed_out[call.message_id] = call.action
+                self.out.warn(self.charger_id, "no reply to %s within %g s; moving on"
+                              % (printable(call.action), timeout))
+                self._timed_out[call.message_id] = printable(call.action)
                 if len(self._timed_out) > 100:
                     self._timed_out.popitem(last=False)
-                call.finish(CallOutcome("timeout"))
+                self._resolve(call, CallOutcome("timeout"))
             finally:
-                self.outstanding = None
+                if self.outstanding is call:
+                    self.outstanding = None
+
+    async def _send_call(self, call: PendingCall) -> None:
+        if call.raw_text is not None:
+            await self.send_text(call.raw_text, "(raw) " + printable(call.action), call.raw_text)
+            return
+        payload = call.payload
+        if self.dialect == DIALECT_FLEXICHARGE:
+            payload = to_flexicharge_payload(call.action, payload)
+        if call.action == "ReserveNow":
+            self.system.note_reservation(call.payload.get("reservationId"))
+        payload_json = dump_json(payload)
+        await self.send_text(build_call(call.message_id, call.action, payload_json), call.action, payload_json)
 
     def _pending_calls(self) -> List[PendingCall]:
         """The outstanding call, then the queued ones, in order."""
@@ -1630,7 +1940,7 @@ class ChargerSession:
         self.outstanding = None
         for call in pending:
             if call.action != "raw" and not call.outcome.done():
-                self.out.warn(self.charger_id, "%s failed: %s" % (call.action, reason))
+                self.out.warn(self.charger_id, "%s failed: %s" % (printable(call.action), reason))
             call.finish(CallOutcome("failed", error_description=reason))
 
     # -- the charging-session flow
@@ -1643,12 +1953,17 @@ class ChargerSession:
         self._timers.append(asyncio.get_running_loop().call_later(delay, run))
 
     def start_handshake(self) -> None:
-        """After an accepted BootNotification: send BootData, or finish the handshake."""
-        if self.system.options.boot_data:
-            self.call("DataTransfer", boot_data_payload(self.system),
-                      on_done=lambda outcome: outcome.kind in ("result", "error") and self.handshake_complete())
-        else:
+        """After an accepted BootNotification: send BootData, or finish the handshake.
+
+        A charger that boots again while its BootData is still unanswered
+        does not get a second one queued.
+        """
+        if not self.system.options.boot_data:
             self.handshake_complete()
+        elif self.boot_data_call is None or self.boot_data_call.outcome.done():
+            self.boot_data_call = self.call(
+                "DataTransfer", boot_data_payload(self.system),
+                on_done=lambda outcome: outcome.kind in ("result", "error") and self.handshake_complete())
 
     def handshake_complete(self) -> None:
         if self.system.event_listeners:
@@ -1661,47 +1976,26 @@ class ChargerSession:
             self.later(delay, lambda: self.call("RemoteStartTransaction",
                                                 SERVER_ACTION_DEFAULTS["RemoteStartTransaction"](self.system, self)))
 
-    def transaction_started(self) -> None:
+    def transaction_started(self, transaction: Transaction) -> None:
         delay = self.system.options.auto_stop_after
-        transaction = self.transaction
-        if delay is None or transaction is None:
+        if delay is None:
             return
         self.out.info(self.charger_id, "RemoteStopTransaction for transaction %d in %g s (--auto-stop-after)"
                       % (transaction.transaction_id, delay))
 
         def stop() -> None:
-            if self.transaction is transaction:
+            if self.state.transactions.get(transaction.transaction_id) is transaction:
                 self.call("RemoteStopTransaction", {"transactionId": transaction.transaction_id})
         self.later(delay, stop)
 
     def describe(self) -> List[str]:
         """The lines of the console's `chargers` listing for this charger."""
-        lines = ["%s  (%s, dialect %s, subprotocol %s)" % (self.charger_id, self.peer, self.dialect,
-                                                          self.subprotocol or "none")]
-        if self.boot_info is None:
-            lines.append("  boot: no BootNotification yet")
-        else:
-            info = self.boot_info
-            lines.append("  boot: %s  %s %s  serial %s  firmware %s" % (
-                self.boot_status, info.get("chargePointVendor", "?"), info.get("chargePointModel", "?"),
-                info.get("chargePointSerialNumber", "-"), info.get("firmwareVersion", "-")))
-        if self.connectors:
-            lines.append("  connectors: " + ", ".join("%s %s" % (number if number >= 0 else "?", status)
-                                                      for number, status in sorted(self.connectors.items())))
-        if self.transaction is not None:
-            tx = self.transaction
-            lines.append("  transaction %d on connector %s, idTag %s, meterStart %s, %d s old" % (
-                tx.transaction_id, tx.connector_id, _show(tx.id_tag), tx.meter_start,
-                time.monotonic() - tx.started))
-        else:
-            lines.append("  no open transaction")
-        if self.last_meter_values is not None:
-            lines.append("  last meter values: " + render_meter_values(self.last_meter_values))
-        for action, id_tag, status, rule in self.authorizations:
-            lines.append("  %s idTag %s: %s (%s)" % (action, _show(id_tag), status, rule))
+        lines = ["%s  (%s, dialect %s, subprotocol %s)" % (printable(self.charger_id), self.peer, self.dialect,
+                                                          printable(self.subprotocol or "none"))]
+        lines.extend(self.state.describe())
         if self.outstanding is not None:
             lines.append("  outstanding: %s for %.0f s, %d queued" % (
-                self.outstanding.action, time.monotonic() - self.outstanding.sent_at, len(self.calls)))
+                printable(self.outstanding.action), time.monotonic() - self.outstanding.sent_at, len(self.calls)))
         return lines
 
 
@@ -1737,8 +2031,8 @@ def console_action(word: str) -> Optional[str]:
 def parse_console_value(text: str) -> Any:
     """A key=value value: JSON when it parses (30, true, {...}), else the text."""
     try:
-        return json.loads(text)
-    except ValueError:
+        return loads_strict(text)
+    except (ValueError, RecursionError):
         return text
 
 
@@ -1758,6 +2052,36 @@ def _coerce(rule: Optional[Rule], value: Any) -> Any:
         if isinstance(number, (int, float)) and not isinstance(number, bool):
             return number
     return value
+
+
+MAX_INPUT_LINE = 1 << 20  # bytes of one console line; a longer one is dropped
+
+
+def input_lines(stream: Any) -> Iterator[Union[bytes, str]]:
+    """The lines of the console's input, as bytes (decoded by the caller, one line at a time).
+
+    A real file descriptor is read with os.read, not through sys.stdin: a
+    thread blocked in a buffered read holds a lock the interpreter needs at
+    exit.  Other streams (a StringIO) are iterated as they are.
+    """
+    try:
+        descriptor = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        yield from stream
+        return
+    pending = b""
+    while True:
+        chunk = os.read(descriptor, 65536)
+        if not chunk:
+            break
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in lines:
+            yield line + b"\n"
+        if len(pending) > MAX_INPUT_LINE:
+            pending = b""
+            yield "# (an input line over %d bytes was dropped)\n" % MAX_INPUT_LINE
+    if pending:
+        yield pending
 
 
 class Console:
@@ -1791,7 +2115,14 @@ class Console:
 
         def read_lines() -> None:
             try:
-                for line in stream:
+                for number, line in enumerate(input_lines(stream), 1):
+                    if isinstance(line, bytes):
+                        try:
+                            line = line.decode("utf-8")
+                        except UnicodeDecodeError as exc:
+                            loop.call_soon_threadsafe(self.out.console, "input line %d is not UTF-8 text (byte "
+                                                      "0x%02x at %d); ignored" % (number, line[exc.start], exc.start))
+                            continue
                     loop.call_soon_threadsafe(self.execute, line)
                 loop.call_soon_threadsafe(self.on_end_of_input)
             except (OSError, ValueError):
@@ -1885,8 +2216,8 @@ class Console:
         rules = SERVER_REQUEST_RULES[action]
         if arguments.startswith("{"):
             try:
-                payload = json.loads(arguments)
-            except ValueError as exc:
+                payload = loads_strict(arguments)
+            except (ValueError, RecursionError) as exc:
                 raise CommandError("%s: the JSON payload does not parse: %s" % (action, exc))
             if not isinstance(payload, dict):
                 raise CommandError("%s: a JSON payload must be an object" % action)
@@ -1933,6 +2264,11 @@ class Console:
         for session in sessions.values():
             for line in session.describe():
                 self.out.console(line)
+        for state in self.system.states.values():
+            if not state.connected and state.transactions:  # they go on while it is away
+                self.out.console("%s  (disconnected)" % printable(state.charger_id))
+                for line in state.describe():
+                    self.out.console(line)
 
     def show_help(self, topic: str) -> None:
         if not topic:
@@ -2100,7 +2436,7 @@ def check_script_command(line: str) -> None:
     rest = rest.strip()
     if rest.startswith("{"):
         try:
-            if not isinstance(json.loads(rest), dict):
+            if not isinstance(loads_strict(rest), dict):
                 raise ValueError("not an object")
         except ValueError as exc:
             raise CommandError("%s: the JSON payload is not an object: %s" % (action, exc)) from None
@@ -2305,21 +2641,6 @@ class ScenarioRunner:
 
 # ------------------------------------------------------- Output and transcript
 
-# Control characters (C0, DEL, C1) and bidirectional overrides that arrive on
-# the wire are shown escaped: a charger must not be able to repaint or forge
-# the operator's terminal.
-_ESCAPE_TABLE = {code: "\\x%02x" % code for code in itertools.chain(range(0x20), range(0x7F, 0xA0))}
-_ESCAPE_TABLE.update({code: "\\u%04x" % code for code in itertools.chain(range(0x202A, 0x202F),
-                                                                         range(0x2066, 0x206A))})
-
-
-def printable(text: str) -> str:
-    """``text`` with every control character escaped, safe for a terminal line."""
-    if text.isprintable():  # the common case, checked in C
-        return text
-    return text.translate(_ESCAPE_TABLE)
-
-
 def render_meter_values(payload: dict) -> str:
     """MeterValues as "measurand value unit" pairs, standard or FlexiCharge form.
 
@@ -2355,27 +2676,116 @@ def render_meter_values(payload: dict) -> str:
     return f"{where}: {', '.join(readings)}"
 
 
+class OutputWriter:
+    """Writes the server's output on its own thread, so a blocked terminal never blocks the loop.
+
+    With stdout a pipe nobody reads, a terminal paused with Ctrl-S or ``less``
+    at its first page, a write blocks.  The event loop only queues text here;
+    past ``limit`` queued characters, lines are dropped and counted, and the
+    count is written as soon as the output flows again.
+    """
+
+    def __init__(self, stream: Any, limit: int = 1 << 20) -> None:
+        self.stream = stream
+        self.limit = limit
+        self._queue: Deque[str] = collections.deque()
+        self._queued = 0
+        self.dropped = 0
+        self._cond = threading.Condition()
+        self._busy = False
+        try:
+            self._fd: Optional[int] = stream.fileno()
+            stream.flush()
+            self._encoding = getattr(stream, "encoding", None) or "utf-8"
+        except (AttributeError, OSError, ValueError):
+            self._fd = None  # a StringIO or the like: written with its own write()
+        self._thread = threading.Thread(target=self._run, name="output-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, text: str) -> None:
+        with self._cond:
+            if self._queued + len(text) > self.limit:
+                self.dropped += text.count("\n")
+                return
+            self._queue.append(text)
+            self._queued += len(text)
+            self._cond.notify()
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until everything queued is written, up to ``timeout`` seconds; False if it is not."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._queue or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue:
+                    self._cond.wait()
+                text = "".join(self._queue)
+                self._queue.clear()
+                self._queued = 0
+                if self.dropped:
+                    text = "%s !! %d line(s) of output were dropped while the output was blocked\n%s" % (
+                        LOCAL_CLOCK.now(), self.dropped, text)
+                    self.dropped = 0
+                self._busy = True
+            try:
+                self._write(text)
+            except (OSError, ValueError):
+                pass  # the terminal went away; keep serving
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+    def _write(self, text: str) -> None:
+        if self._fd is None:
+            self.stream.write(text)
+            self.stream.flush()
+            return
+        # os.write, not the stream: a blocked write must hold no lock that
+        # the interpreter needs at exit.
+        data = memoryview(text.encode(self._encoding, "backslashreplace"))
+        while data:
+            data = data[os.write(self._fd, data):]
+
+
 class Output:
     """The one place that prints: one line per event, escaped.
 
-    Lines are flushed once per turn of the event loop, not once per line, so
-    a busy server makes one write for many lines (outside a running loop,
-    every line is flushed at once).  ``quiet`` keeps warnings and errors
-    only (and the console's answers).
+    Lines are handed to the OutputWriter once per turn of the event loop,
+    not once per line (outside a running loop, at once).  ``quiet`` keeps
+    warnings and errors only (and the console's answers).  Every line goes
+    through printable_json, so nothing raw reaches the terminal; the values
+    a charger controls are put through printable before they are put in a
+    line.
     """
 
-    MAX_SHOWN = 2000  # characters of one payload on the terminal
-
     def __init__(self, stream: Any = None, quiet: bool = False) -> None:
-        self.stream = stream if stream is not None else sys.stdout
+        self.writer = OutputWriter(stream if stream is not None else sys.stdout)
         self.quiet = quiet
         self._pending: List[str] = []
+        self._shown_ids: Dict[str, str] = {}
+
+    def _charger(self, charger: str) -> str:
+        shown = self._shown_ids.get(charger)
+        if shown is None:
+            if len(self._shown_ids) > 4096:
+                self._shown_ids.clear()
+            shown = self._shown_ids[charger] = printable(charger, 64)
+        return shown
 
     def _write(self, charger: Optional[str], text: str) -> None:
+        text = printable_json(text, 4 * MAX_SHOWN)
         if charger is None:
             self._add(f"{LOCAL_CLOCK.now()} {text}\n")
         else:
-            self._add(f"{LOCAL_CLOCK.now()} {printable(charger)} {text}\n")
+            self._add(f"{LOCAL_CLOCK.now()} {self._charger(charger)} {text}\n")
 
     def _add(self, line: str) -> None:
         pending = self._pending
@@ -2387,48 +2797,45 @@ class Output:
                 self.flush()
 
     def flush(self) -> None:
-        """Write the lines of this turn of the event loop, in one write."""
-        lines, self._pending = "".join(self._pending), []
-        try:
-            self.stream.write(lines)
-            self.stream.flush()
-        except (OSError, ValueError):
-            pass  # the terminal went away; keep serving
+        """Hand the lines of this turn of the event loop to the writer, in one piece."""
+        if self._pending:
+            lines, self._pending = "".join(self._pending), []
+            self.writer.put(lines)
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Write what is left, waiting at most ``timeout`` seconds for a blocked output."""
+        self.flush()
+        self.writer.drain(timeout)
 
     def frame(self, charger: str, direction: str, label: str, shown: Any) -> None:
         """One frame: direction ("<-" from the charger, "->" to it), label, payload.
 
-        ``shown`` is the text to show, or a payload to show as compact JSON.
-        It runs for every frame, so it formats its line in one go.
+        ``label`` is printable already; ``shown`` is JSON text or other text
+        to show, or a payload to show as compact JSON.  It runs for every
+        frame, so it formats its line in one go.
         """
         if self.quiet:
             return
-        text = shown if type(shown) is str else dump_json(shown)
-        if len(text) > self.MAX_SHOWN:
-            text = text[:self.MAX_SHOWN] + "... (%d more characters)" % (len(text) - self.MAX_SHOWN)
-        if not text.isprintable():
-            text = text.translate(_ESCAPE_TABLE)
-        if not charger.isprintable():
-            charger = charger.translate(_ESCAPE_TABLE)
-        self._add(f"{LOCAL_CLOCK.now()} {charger} {direction} {label} {text}\n")
+        text = printable_json(shown if type(shown) is str else render_json(shown))
+        self._add(f"{LOCAL_CLOCK.now()} {self._charger(charger)} {direction} {label} {text}\n")
 
     def debug(self, charger: Optional[str], text: str) -> None:
         if not self.quiet:
-            self._write(charger, "   " + printable(text))
+            self._write(charger, "   " + text)
 
     def info(self, charger: Optional[str], text: str) -> None:
         if not self.quiet:
-            self._write(charger, "** " + printable(text))
+            self._write(charger, "** " + text)
 
     def warn(self, charger: Optional[str], text: str) -> None:
-        self._write(charger, "!! " + printable(text))
+        self._write(charger, "!! " + text)
 
     def error(self, charger: Optional[str], text: str) -> None:
-        self._write(charger, "ERROR " + printable(text))
+        self._write(charger, "ERROR " + text)
 
     def console(self, text: str) -> None:
         """An answer to the operator's command."""
-        self._write(None, ">> " + printable(text))
+        self._write(None, ">> " + text)
 
 
 class Transcript:
@@ -2449,7 +2856,12 @@ class Transcript:
         if self.file is None:
             return
         try:
-            self.file.write(dump_json(record) + "\n")
+            line = dump_json(record)
+        except (ValueError, TypeError, RecursionError):  # a charger's value in an event record
+            line = dump_json({key: value if isinstance(value, (str, int, type(None))) else render_json(value)
+                              for key, value in record.items()})
+        try:
+            self.file.write(encodable(line) + "\n")
             self.file.flush()
         except (OSError, ValueError) as exc:
             self.out.error(None, "transcript %s stopped: %s" % (self.path, exc))
@@ -2472,10 +2884,14 @@ class Transcript:
             self.file = None
 
 
-# ----------------------------------------------------------- Server and CLI
+# ------------------------------------------------- websockets compatibility
+# Every difference between websockets 10.3 (the FlexiCharge pin) and the
+# latest release is handled here, by the feature, not by the version: the
+# asyncio API (websockets.asyncio.server) where it exists, else the legacy
+# one; the sans-I/O protocol object where a connection has one.
 
-# websockets compatibility shim: the asyncio API (websockets 13+) where it
-# exists, else the legacy API of websockets 10.3 (the FlexiCharge pin).
+MIN_WEBSOCKETS = (10, 3)
+
 try:
     from websockets.asyncio.server import serve as _websockets_serve
     _ASYNCIO_API = True
@@ -2484,12 +2900,108 @@ except ImportError:  # websockets < 13
     _ASYNCIO_API = False
 
 
-def _request_path(websocket: Any) -> str:
-    return websocket.request.path if _ASYNCIO_API else websocket.path
+def websockets_too_old() -> Optional[str]:
+    """Why the installed websockets cannot serve (older than 10.3), or None."""
+    numbers = re.findall(r"\d+", websockets.__version__)[:2]
+    version = tuple(int(number) for number in numbers)
+    if version >= MIN_WEBSOCKETS:
+        return None
+    return ("websockets %s is installed; this server needs websockets %s or newer: pip install -U websockets"
+            % (websockets.__version__, ".".join(map(str, MIN_WEBSOCKETS))))
 
 
-def _request_headers(websocket: Any) -> Any:
-    return websocket.request.headers if _ASYNCIO_API else websocket.request_headers
+def request_path(websocket: Any) -> str:
+    request = getattr(websocket, "request", None)  # the asyncio API keeps the whole request
+    return request.path if request is not None else websocket.path
+
+
+def request_headers(websocket: Any) -> Any:
+    request = getattr(websocket, "request", None)
+    return request.headers if request is not None else websocket.request_headers
+
+
+def _close_frames(websocket: Any) -> Any:
+    """The object that holds close_sent, close_rcvd and close_code: the sans-I/O protocol, or the legacy connection."""
+    return getattr(websocket, "protocol", websocket)
+
+
+def close_code(websocket: Any) -> Optional[int]:
+    """The connection's close code (1006 when it dropped without a close frame)."""
+    return getattr(_close_frames(websocket), "close_code", None)
+
+
+def describe_close(websocket: Any) -> str:
+    """How a connection ended: the code the server failed it with, else the charger's."""
+    frames = _close_frames(websocket)
+    sent, received = frames.close_sent, frames.close_rcvd
+    if sent is not None and sent.code in CLOSE_EXPLANATIONS:
+        text = "closed by the server with %d" % sent.code
+        if sent.reason:
+            text += " " + _show(sent.reason)
+        return text + ": " + CLOSE_EXPLANATIONS[sent.code]
+    if received is None:
+        return "close code 1006: the connection dropped without a close frame"
+    return "close code %d%s" % (received.code, " " + _show(received.reason) if received.reason else "")
+
+
+# Closes the websockets library makes on a charger's behalf, explained.
+CLOSE_EXPLANATIONS = {
+    1007: "a text frame that is not valid UTF-8; RFC 6455 section 8.1 requires closing",
+    1009: "a frame over --max-message-size",
+    1002: "a websocket protocol error",
+}
+
+
+async def close_within(websocket: Any, code: int, reason: str, timeout: float) -> None:
+    """Close a connection with ``code``; cut it if the charger has not finished closing within ``timeout``."""
+    try:
+        await asyncio.wait_for(websocket.close(code, reason), timeout)
+    except (asyncio.TimeoutError, OSError, websockets.WebSocketException):
+        websocket.transport.abort()
+
+
+class LibraryLogLine(logging.Handler):
+    """What websockets logs (a failed handshake, say) as one line of output, never a traceback."""
+
+    def __init__(self, out: "Output") -> None:
+        super().__init__(logging.WARNING)
+        self.out = out
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        error = record.exc_info[1] if record.exc_info else None
+        while error is not None:
+            text += ": %s: %s" % (type(error).__name__, error)
+            error = error.__cause__
+        self.out.warn(None, "websockets: " + printable(text, 400))
+
+
+def route_library_logs(out: "Output") -> None:
+    logger = logging.getLogger("websockets")
+    logger.handlers[:] = [LibraryLogLine(out)]
+    logger.propagate = False
+
+
+def _log_tls_failures(context: ssl.SSLContext, out: "Output") -> None:
+    """Make a failed TLS handshake one line of output (asyncio logs them only in debug mode)."""
+
+    class LoggedSSLObject(ssl.SSLObject):
+        def do_handshake(self) -> None:
+            try:
+                super().do_handshake()
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                raise  # the handshake goes on when more bytes arrive
+            except ssl.SSLError as exc:
+                out.warn(None, "TLS handshake failed: %s%s" % (
+                    printable(exc.reason or str(exc)),
+                    " (a plain ws:// client on this wss:// port?)" if exc.reason in (
+                        "HTTP_REQUEST", "WRONG_VERSION_NUMBER", "UNSUPPORTED_PROTOCOL") else ""))
+                raise
+
+    context.sslobject_class = LoggedSSLObject
+
+
+# ----------------------------------------------------------- Server and CLI
 
 
 def _select_subprotocol(connection: Any, offered: Any) -> Optional[str]:
@@ -2554,18 +3066,30 @@ class AccessPolicy:
         self.require_subprotocol = require_subprotocol
 
     def refuse(self, path: str, headers: Any, peer: Any) -> Optional[Tuple[int, str, list]]:
-        charger_id = charger_id_from_path(path)
-        refusal = self._check(charger_id, headers.get("Authorization"))
+        """None to let the upgrade go ahead, else the refusal; one log line for each refusal."""
+        try:
+            charger_id = charger_id_from_path(path)
+            refusal = self._refusal(charger_id, headers)
+        except Exception as exc:  # whatever the request holds, the answer is a 4xx, not a 500
+            charger_id = ""
+            refusal = (400, "malformed upgrade request (%s: %s)" % (type(exc).__name__, exc), [])
+        if refusal is not None:
+            where = " from %s:%s" % (peer[0], peer[1]) if peer else ""
+            self.out.warn(charger_id or None, "refused a connection%s to %s: HTTP %d, %s"
+                          % (where, _show(path), refusal[0], printable(refusal[1], 400)))
+        return refusal
+
+    def _refusal(self, charger_id: str, headers: Any) -> Optional[Tuple[int, str, list]]:
+        authorization = headers.get_all("Authorization")
+        if len(authorization) > 1:
+            return 400, "%d Authorization headers; a request may carry one" % len(authorization), []
+        refusal = self._check(charger_id, authorization[0] if authorization else None)
         if refusal is None and self.require_subprotocol:
             offered = [name.strip() for value in headers.get_all("Sec-WebSocket-Protocol")
                        for name in value.split(",")]
             if SUBPROTOCOL not in offered:
                 refusal = (400, "the charger must offer the ocpp1.6 subprotocol (--strict); it offered %s"
                            % (", ".join(offered) or "none"), [])
-        if refusal is not None:
-            where = " from %s:%s" % (peer[0], peer[1]) if peer else ""
-            self.out.warn(charger_id or None, "refused a connection%s to %s: HTTP %d, %s"
-                          % (where, _show(path), refusal[0], refusal[1]))
         return refusal
 
     def _check(self, charger_id: str, authorization: Optional[str]) -> Optional[Tuple[int, str, list]]:
@@ -2590,11 +3114,12 @@ class AccessPolicy:
         return None
 
 
-def make_ssl_context(certfile: str, keyfile: Optional[str]) -> ssl.SSLContext:
-    """TLS 1.2 or newer for wss:// (OCPP 1.6 security profile 2)."""
+def make_ssl_context(certfile: str, keyfile: Optional[str], out: Output) -> ssl.SSLContext:
+    """TLS 1.2 or newer for wss:// (OCPP 1.6 security profile 2); failed handshakes are logged."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(certfile, keyfile)
+    _log_tls_failures(context, out)
     return context
 
 
@@ -2605,6 +3130,8 @@ class CentralSystem:
         self.options = options
         self.out = out
         self.sessions: Dict[str, ChargerSession] = {}
+        # Every charge point seen, connected or not (the oldest gone ones are forgotten first).
+        self.states: "collections.OrderedDict[str, ChargerState]" = collections.OrderedDict()
         self.transaction_ids = itertools.count(1)
         self.next_reservation_id = 1
         self.last_reservation_id: Optional[int] = None
@@ -2626,6 +3153,21 @@ class CentralSystem:
     def stop(self) -> None:
         self.stopped.set()
 
+    def state_for(self, charger_id: str) -> ChargerState:
+        """The state of a charge point (new or remembered), marked most recently seen."""
+        state = self.states.get(charger_id)
+        if state is None:
+            state = self.states[charger_id] = ChargerState(charger_id)
+            gone = len(self.states) - len(self.sessions) - 1
+            for old_id in list(self.states):
+                if gone <= REMEMBERED_CHARGE_POINTS:
+                    break
+                if not self.states[old_id].connected and old_id != charger_id:
+                    del self.states[old_id]
+                    gone -= 1
+        self.states.move_to_end(charger_id)
+        return state
+
     def peek_reservation_id(self) -> int:
         return self.next_reservation_id
 
@@ -2639,28 +3181,31 @@ class CentralSystem:
         """One charger connection, from handshake to close."""
         address = websocket.remote_address
         peer = "%s:%s" % (address[0], address[1]) if address else "?"
-        charger_id = charger_id_from_path(_request_path(websocket))
+        path = request_path(websocket)
+        charger_id = charger_id_from_path(path)
         if not charger_id:
             charger_id = address[0] if address else "charger"
             self.out.info(charger_id, "connected from %s with no id in the URL path; calling it %s "
                           "(add /<id> to the URL to name it)" % (peer, charger_id))
         else:
             self.out.info(charger_id, "connected from %s" % peer)
-        if websocket.subprotocol is None:
-            offered = ", ".join(_request_headers(websocket).get_all("Sec-WebSocket-Protocol")) or "none"
+        subprotocol = websocket.subprotocol
+        if subprotocol is None:
+            offered = ", ".join(request_headers(websocket).get_all("Sec-WebSocket-Protocol")) or "none"
             self.spec_warnings += 1
             self.out.warn(charger_id, "spec: no ocpp1.6 subprotocol negotiated (charger offered: %s); "
-                          "serving it anyway" % offered)
+                          "serving it anyway" % printable(offered))
         if self.transcript is not None:
-            self.transcript.event(charger_id, "connect", peer=peer, path=_request_path(websocket),
-                                  subprotocol=websocket.subprotocol)
-        session = ChargerSession(self, websocket, charger_id, peer, websocket.subprotocol)
+            self.transcript.event(charger_id, "connect", peer=peer, path=path, subprotocol=subprotocol)
         previous = self.sessions.get(charger_id)
+        session = ChargerSession(self, websocket, charger_id, peer, subprotocol)
         self.sessions[charger_id] = session
+        session.state.connected = True
         if previous is not None:
             self.out.info(charger_id, "reconnected; the new connection replaces the old one")
             previous.closed = True
-            await previous.websocket.close(1000, "replaced by a new connection")
+            asyncio.ensure_future(close_within(previous.websocket, 1000, "replaced by a new connection",
+                                               REPLACE_TIMEOUT))
         if self.event_listeners:
             self.emit("connect", session)
         try:
@@ -2668,33 +3213,12 @@ class CentralSystem:
         finally:
             if self.sessions.get(charger_id) is session:
                 del self.sessions[charger_id]
+                session.state.connected = False
             self.out.info(charger_id, "disconnected (%s)" % describe_close(websocket))
             if self.event_listeners:
                 self.emit("disconnect", session)
             if self.transcript is not None:
-                self.transcript.event(charger_id, "disconnect", code=websocket.close_code)
-
-
-# Closes the websockets library makes on a charger's behalf, explained.
-CLOSE_EXPLANATIONS = {
-    1007: "a text frame that is not valid UTF-8; RFC 6455 section 8.1 requires closing",
-    1009: "a frame over --max-message-size",
-    1002: "a websocket protocol error",
-}
-
-
-def describe_close(websocket: Any) -> str:
-    """How a connection ended: the code the server failed it with, else the charger's."""
-    protocol = websocket.protocol if _ASYNCIO_API else websocket
-    sent, received = protocol.close_sent, protocol.close_rcvd
-    if sent is not None and sent.code in CLOSE_EXPLANATIONS:
-        text = "closed by the server with %d" % sent.code
-        if sent.reason:
-            text += " " + _show(sent.reason)
-        return text + ": " + CLOSE_EXPLANATIONS[sent.code]
-    if received is None:
-        return "close code 1006: the connection dropped without a close frame"
-    return "close code %d%s" % (received.code, " " + _show(received.reason) if received.reason else "")
+                self.transcript.event(charger_id, "disconnect", code=close_code(websocket))
 
 
 def is_loopback(host: str) -> bool:
@@ -2728,11 +3252,31 @@ def config_default_address(config_path: str) -> Tuple[str, int]:
     return DEFAULT_HOST, DEFAULT_PORT
 
 
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return value
+def number_in(low: float, high: float, kind: Callable[[str], Any] = float) -> Callable[[str], Any]:
+    """An argparse type: a finite number (``kind``: int or float) from ``low`` to ``high``."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("%r is not %s" % (text, "a whole number" if kind is int
+                                                                else "a number")) from None
+        if not low <= value <= high:  # also false for nan
+            raise argparse.ArgumentTypeError("%s is out of range: give %g to %g" % (text, low, high))
+        return value
+    return parse
+
+
+def id_token(text: str) -> str:
+    """An argparse type: an idTag, CiString20 in OCPP 1.6."""
+    if not 1 <= len(text) <= 20:
+        raise argparse.ArgumentTypeError("an idTag is 1 to 20 characters (CiString20), got %d" % len(text))
+    return text
+
+
+def non_empty(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty (an empty value would let everyone in)")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -2742,7 +3286,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="OCPP 1.6-J mock central system for testing chargers. Type `help` once it runs.",
         epilog="Defaults for --host/--port come from _mockServerIP in the config.py beside this file.")
     parser.add_argument("--host", default=host, help="address to listen on (default %(default)s)")
-    parser.add_argument("--port", type=int, default=port, help="port to listen on; 0 picks a free one "
+    parser.add_argument("--port", type=number_in(0, 65535, int), default=port, help="port to listen on; 0 picks a free one "
                         "(default %(default)s)")
     parser.add_argument("--dialect", choices=("auto", DIALECT_OCPP16, DIALECT_FLEXICHARGE), default="auto",
                         help="auto switches a charger to flexicharge when it sends a 4-element reply "
@@ -2753,33 +3297,34 @@ def build_parser() -> argparse.ArgumentParser:
                         "(SecurityError)")
     parser.add_argument("--boot-status", choices=("Accepted", "Pending", "Rejected"), default="Accepted",
                         help="status of BootNotification.conf (default %(default)s)")
-    parser.add_argument("--heartbeat-interval", type=int, default=60,
+    parser.add_argument("--heartbeat-interval", type=number_in(0, 2 ** 31 - 1, int), default=60,
                         help="interval of BootNotification.conf, seconds (default %(default)s)")
     parser.add_argument("--no-boot-data", dest="boot_data", action="store_false",
                         help="do not send the FlexiCharge BootData DataTransfer after boot")
-    parser.add_argument("--flexicharge-id", type=int, default=100009,
+    parser.add_argument("--flexicharge-id", type=number_in(0, 2 ** 31 - 1, int), default=100009,
                         help="chargerId and connectorID in BootData (default %(default)s)")
     parser.add_argument("--charging-price", default="5.25", help="chargingPrice in BootData (default %(default)s)")
-    parser.add_argument("--id-tag", default="1",
+    parser.add_argument("--id-tag", type=id_token, default="1",
                         help="idTag of RemoteStartTransaction and ReserveNow (default %(default)s, the only one "
                         "the FlexiCharge charger accepts)")
-    parser.add_argument("--call-timeout", type=_non_negative, default=30.0,
+    parser.add_argument("--call-timeout", type=number_in(0.1, 86400), default=30.0,
                         help="seconds to wait for a charger's reply to a server CALL (default %(default)g)")
-    parser.add_argument("--auto-start-after", type=_non_negative, metavar="N",
+    parser.add_argument("--auto-start-after", type=number_in(0, 86400), metavar="N",
                         help="send RemoteStartTransaction N seconds after a charger's handshake")
-    parser.add_argument("--auto-stop-after", type=_non_negative, metavar="M",
+    parser.add_argument("--auto-stop-after", type=number_in(0, 86400), metavar="M",
                         help="send RemoteStopTransaction M seconds after a charger's StartTransaction")
-    parser.add_argument("--max-message-size", type=int, default=DEFAULT_MAX_MESSAGE_SIZE,
+    parser.add_argument("--max-message-size", type=number_in(1024, 16 * 1024 * 1024, int),
+                        default=DEFAULT_MAX_MESSAGE_SIZE,
                         help="largest frame accepted, bytes; larger ones close the connection with 1009 "
                         "(default %(default)s)")
     security = parser.add_argument_group("access control (OCPP 1.6 security profiles)")
-    security.add_argument("--basic-auth", metavar="KEY",
+    security.add_argument("--basic-auth", metavar="KEY", type=non_empty,
                           help="profile 1: require HTTP Basic auth, username = charge point id, password = KEY")
-    security.add_argument("--basic-auth-hex", metavar="HEX",
+    security.add_argument("--basic-auth-hex", metavar="HEX", type=non_empty,
                           help="like --basic-auth, with the key given as hex bytes (e.g. a 20-byte AuthorizationKey)")
     security.add_argument("--certfile", help="profile 2: serve wss:// with this PEM certificate (chain)")
     security.add_argument("--keyfile", help="the certificate's private key, if not in --certfile")
-    security.add_argument("--charger-ids", metavar="A,B,...",
+    security.add_argument("--charger-ids", metavar="A,B,...", type=non_empty,
                           help="only these charge point ids may connect; others get HTTP 404")
     authorization = parser.add_argument_group("authorization (idTagInfo in Authorize, StartTransaction, "
                                               "StopTransaction)")
@@ -2848,7 +3393,7 @@ async def serve_until_stopped(system: CentralSystem, options: argparse.Namespace
     ssl_context = None
     if options.certfile:
         try:
-            ssl_context = make_ssl_context(options.certfile, options.keyfile)
+            ssl_context = make_ssl_context(options.certfile, options.keyfile, out)
         except (OSError, ssl.SSLError) as exc:
             out.error(None, "cannot load the TLS certificate %s: %s" % (options.certfile, exc))
             return 2
@@ -2933,8 +3478,11 @@ def parse_options(argv: Optional[List[str]] = None) -> argparse.Namespace:
             parser.error("--basic-auth-hex needs hex digits, e.g. 0123456789abcdef")
     if options.keyfile and not options.certfile:
         parser.error("--keyfile needs --certfile")
-    options.charger_ids = [name.strip() for name in options.charger_ids.split(",") if name.strip()] \
-        if options.charger_ids else None
+    if options.charger_ids is not None:
+        given, options.charger_ids = options.charger_ids, [name.strip() for name in options.charger_ids.split(",")
+                                                             if name.strip()]
+        if not options.charger_ids:
+            parser.error("--charger-ids %r names no charge point id (an empty list would let everyone in)" % given)
     try:
         options.tag_rules = load_tag_rules(options.tags, options.tag)
     except ValueError as exc:
@@ -2948,7 +3496,7 @@ def load_tag_rules(path: Optional[str], flags: List[str]) -> Dict[str, Tuple[dic
     if path:
         try:
             with open(path, encoding="utf-8") as tags_file:
-                table = json.load(tags_file)
+                table = loads_strict(tags_file.read())
         except OSError as exc:
             raise ValueError("--tags %s: %s" % (path, exc.strerror or exc))
         except ValueError as exc:
@@ -2956,6 +3504,8 @@ def load_tag_rules(path: Optional[str], flags: List[str]) -> Dict[str, Tuple[dic
         if not isinstance(table, dict):
             raise ValueError('--tags %s must be a JSON object like {"TAG": "Blocked"}' % path)
         for tag, answer in table.items():
+            if not 1 <= len(tag) <= 20:
+                raise ValueError("--tags %s: tag %s is not 1 to 20 characters (CiString20)" % (path, _show(tag)))
             info = {"status": answer} if isinstance(answer, str) else answer
             problems = lint_payload(_id_tag_info(), info)
             if problems:
@@ -2963,21 +3513,26 @@ def load_tag_rules(path: Optional[str], flags: List[str]) -> Dict[str, Tuple[dic
             rules[tag] = (info, "--tags %s" % os.path.basename(path))
     for flag in flags:
         tag, equals, status = flag.partition("=")
-        if not equals or not tag or status not in AUTHORIZATION_STATUS:
+        if not equals or not 1 <= len(tag) <= 20 or status not in AUTHORIZATION_STATUS:
             raise ValueError("--tag %s: expected TAG=STATUS, STATUS one of %s" % (flag, ", ".join(AUTHORIZATION_STATUS)))
         rules[tag] = ({"status": status}, "--tag %s" % flag)
     return rules
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    too_old = websockets_too_old()
+    if too_old is not None:
+        sys.stderr.write("ocpp_mock_server: %s\n" % too_old)
+        return 2
     options = parse_options(argv)
     out = Output(quiet=options.quiet)
+    route_library_logs(out)
     try:
         return asyncio.run(run_server(options, out))
     except KeyboardInterrupt:
         return 0
     finally:
-        out.flush()
+        out.close()
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ Standard library and websockets only, like the server.
 import argparse
 import asyncio
 import datetime
-import itertools
 import json
 import sys
 import time
@@ -50,9 +49,12 @@ class DemoCharger:
         self.pending: Dict[str, "asyncio.Future[Any]"] = {}
         self.call_lock = asyncio.Lock()  # one outstanding CALL at a time (OCPP-J 4.1.1)
         self.boot_data = asyncio.Event()
+        self.gone = asyncio.Event()  # the connection has ended: every wait races this
         self.transaction_id: Optional[int] = None
         self.meter_task: Optional["asyncio.Task[None]"] = None
         self.energy_wh = 0
+        self.power_w = 0  # what the meter reads now: 7400 W while charging, else 0
+        self.soc = 20  # state of charge, percent: rises while charging, never falls
         self.configuration = {"HeartbeatInterval": str(options.heartbeat_interval or 60),
                               "MeterValueSampleInterval": str(options.meter_interval)}
         self.local_list_version = 0
@@ -62,21 +64,48 @@ class DemoCharger:
     # -- the charger's own CALLs
 
     async def call(self, action: str, payload: dict) -> Any:
-        """Send a CALL and wait for its reply payload (None on CALLERROR)."""
+        """Send a CALL and wait for its reply payload (None on CALLERROR or no reply in 30 s).
+
+        ServerGone when the connection ends first.
+        """
         async with self.call_lock:
             message_id = FLEXICHARGE_MESSAGE_ID if self.flexicharge else str(uuid.uuid4())
             reply = asyncio.get_running_loop().create_future()
             self.pending[message_id] = reply
-            await self.ws.send(json.dumps([2, message_id, action, payload]))
             try:
-                return await asyncio.wait_for(reply, 30)
+                await self.ws.send(json.dumps([2, message_id, action, payload]))
+                return await self.until(reply, 30, "the reply to " + action)
             finally:
                 self.pending.pop(message_id, None)
 
+    async def until(self, awaitable: Any, timeout: float, what: str) -> Any:
+        """Wait for ``awaitable``, but no longer than the connection lasts, nor ``timeout`` seconds."""
+        task = asyncio.ensure_future(awaitable)
+        gone = asyncio.ensure_future(self.gone.wait())
+        try:
+            await asyncio.wait([task, gone], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        if self.gone.is_set():
+            raise ServerGone("the connection ended while waiting for %s" % what)
+        say("no %s within %g s" % (what, timeout))
+        return None
+
     def spawn(self, coroutine: Any) -> None:
+        """Run a follow-up (a StartTransaction after RemoteStart, say) beside the receiver."""
         task = asyncio.ensure_future(coroutine)
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: "asyncio.Task[Any]") -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and isinstance(task.exception(), ServerGone):
+            pass  # run() reports the closed connection once
+        elif not task.cancelled() and task.exception() is not None:
+            say("%s: %s" % (type(task.exception()).__name__, task.exception()))
 
     # -- the charging session
 
@@ -90,12 +119,13 @@ class DemoCharger:
             say("booted: %s" % json.dumps(boot))
             interval = self.options.heartbeat_interval or (boot or {}).get("interval") or 60
             if self.options.wait_boot_data:
-                await asyncio.wait_for(self.boot_data.wait(), 30)
+                await self.until(self.boot_data.wait(), 30, "the BootData DataTransfer")
             await self.status("Available")
             self.spawn(self.heartbeats(interval))
-            await asyncio.wait([receiver, asyncio.ensure_future(self.finished.wait())],
-                               return_when=asyncio.FIRST_COMPLETED)
-            return self.finished.is_set()
+            await self.until(self.finished.wait(), float("inf"), "the end of the session")
+            return True
+        except ServerGone:
+            return False
         finally:
             for task in list(self.tasks) + [receiver]:
                 task.cancel()
@@ -121,38 +151,46 @@ class DemoCharger:
         else:
             payload = {"connectorId": self.connector, "idTag": id_tag, "meterStart": self.energy_wh,
                        "timestamp": now_iso()}
-        reply = await self.call("StartTransaction", payload) or {}
-        self.transaction_id = reply.get("transactionId")
-        say("transaction %s started" % self.transaction_id)
+        reply = await self.call("StartTransaction", payload)
+        transaction_id = reply.get("transactionId") if isinstance(reply, dict) else None
+        if not isinstance(transaction_id, int) or isinstance(transaction_id, bool):
+            say("StartTransaction got no transaction id (reply: %s); not charging" % json.dumps(reply))
+            await self.status("Available")
+            return
+        self.transaction_id = transaction_id
+        say("transaction %d started" % transaction_id)
+        self.power_w = 7400
         await self.status("Charging")
         self.meter_task = asyncio.ensure_future(self.meter_values())
 
     async def meter_values(self) -> None:
-        for second in itertools.count(1):
+        while True:
             await asyncio.sleep(self.options.meter_interval)
-            power_w = 7400
-            self.energy_wh += int(power_w * self.options.meter_interval / 3600) + 1
-            soc = min(100, 20 + second)
-            await self.call("MeterValues", self.meter_payload(power_w, soc))
+            self.energy_wh += int(self.power_w * self.options.meter_interval / 3600) + 1
+            self.soc = min(100, self.soc + 1)
+            await self.call("MeterValues", self.meter_payload())
 
-    def meter_payload(self, power_w: int, soc: int) -> dict:
+    def meter_payload(self) -> dict:
+        """What the meter reads now; a transactionId only inside a transaction."""
         if self.flexicharge:
-            return {"connectorId": self.connector, "transactionId": self.transaction_id,
-                    "timestamp": int(time.time() * 1000), "values": {
-                        "chargingPercent": {"value": soc, "unit": "%", "measurand": "SoC"},
-                        "chargingPower": {"value": power_w, "unit": "W", "measurand": "Power.Active.Import"},
-                        "chargedSoFar": {"value": self.energy_wh, "unit": "Wh",
-                                         "measurand": "Energy.Active.Import"}}}
-        return {"connectorId": self.connector, "transactionId": self.transaction_id, "meterValue": [{
-            "timestamp": now_iso(), "sampledValue": [
+            payload: dict = {"connectorId": self.connector, "timestamp": int(time.time() * 1000), "values": {
+                "chargingPercent": {"value": self.soc, "unit": "%", "measurand": "SoC"},
+                "chargingPower": {"value": self.power_w, "unit": "W", "measurand": "Power.Active.Import"},
+                "chargedSoFar": {"value": self.energy_wh, "unit": "Wh", "measurand": "Energy.Active.Import"}}}
+        else:
+            payload = {"connectorId": self.connector, "meterValue": [{"timestamp": now_iso(), "sampledValue": [
                 {"value": str(self.energy_wh), "measurand": "Energy.Active.Import.Register", "unit": "Wh"},
-                {"value": str(power_w), "measurand": "Power.Active.Import", "unit": "W"},
-                {"value": str(soc), "measurand": "SoC", "unit": "Percent"}]}]}
+                {"value": str(self.power_w), "measurand": "Power.Active.Import", "unit": "W"},
+                {"value": str(self.soc), "measurand": "SoC", "unit": "Percent"}]}]}
+        if self.transaction_id is not None:
+            payload["transactionId"] = self.transaction_id
+        return payload
 
     async def stop_transaction(self, reason: str) -> None:
         if self.meter_task is not None:
             self.meter_task.cancel()
             self.meter_task = None
+        self.power_w = 0
         await self.status("Finishing")
         payload = {"transactionId": self.transaction_id, "meterStop": self.energy_wh, "reason": reason}
         if self.flexicharge:
@@ -169,20 +207,26 @@ class DemoCharger:
     # -- frames from the server
 
     async def receive(self) -> None:
-        async for text in self.ws:
-            try:
-                message = json.loads(text)
-            except ValueError:
-                say("ignored a frame that is not JSON: %r" % text[:80])
-                continue
-            if not isinstance(message, list) or len(message) < 3:
-                say("ignored a frame that is not OCPP-J: %r" % text[:80])
-            elif message[0] == 2 and len(message) == 4:
-                await self.answer(message[1], message[2], message[3] if isinstance(message[3], dict) else {})
-            elif message[0] in (3, 4):
-                reply = self.pending.get(message[1])
-                if reply is not None and not reply.done():
-                    reply.set_result(message[-1] if message[0] == 3 else None)
+        """Handle the server's frames until the connection ends; then every wait ends too."""
+        try:
+            async for text in self.ws:
+                try:
+                    message = json.loads(text)
+                except ValueError:
+                    say("ignored a frame that is not JSON: %r" % text[:80])
+                    continue
+                if not isinstance(message, list) or len(message) < 3:
+                    say("ignored a frame that is not OCPP-J: %r" % text[:80])
+                elif message[0] == 2 and len(message) == 4:
+                    await self.answer(message[1], message[2], message[3] if isinstance(message[3], dict) else {})
+                elif message[0] in (3, 4) and isinstance(message[1], str):
+                    reply = self.pending.get(message[1])
+                    if reply is not None and not reply.done():
+                        reply.set_result(message[-1] if message[0] == 3 else None)
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            self.gone.set()
 
     async def answer(self, message_id: str, action: str, payload: dict) -> None:
         handler = getattr(self, "on_" + action, None)
@@ -286,7 +330,7 @@ class DemoCharger:
         elif requested == "Heartbeat":
             self.spawn(self.call("Heartbeat", {}))
         elif requested == "MeterValues":
-            self.spawn(self.call("MeterValues", self.meter_payload(0, 20)))
+            self.spawn(self.call("MeterValues", self.meter_payload()))
         else:
             return {"status": "NotImplemented"}
         return {"status": "Accepted"}
@@ -298,24 +342,46 @@ class DemoCharger:
         return {}
 
 
-async def connect(options: argparse.Namespace) -> Optional[Any]:
-    """A websocket to the server, retrying for --connect-timeout seconds; None if it never answers."""
+class ServerGone(Exception):
+    """The connection to the server ended while the charger waited for something."""
+
+
+def refusal_status(exc: Exception) -> Optional[int]:
+    """The HTTP status of a refused websocket upgrade, on old and new websockets alike."""
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", None) or getattr(exc, "status_code", None)
+
+
+async def connect(options: argparse.Namespace) -> Any:
+    """A websocket to the server, retrying for --connect-timeout seconds.
+
+    An int instead is the exit status: 2 for a URL that cannot work, 1 when
+    the server refuses the charger (401, 403, 404: retrying would not help)
+    or never answers.
+    """
     deadline = time.monotonic() + options.connect_timeout
     while True:
         try:
             return await websockets.connect(options.url, subprotocols=["ocpp1.6"])
-        except (OSError, websockets.InvalidHandshake) as exc:
+        except websockets.InvalidURI as exc:
+            say("cannot use the URL %s: %s (expected ws://host:port/<charge point id>)" % (options.url, exc))
+            return 2
+        except (OSError, websockets.InvalidHandshake, asyncio.TimeoutError) as exc:
+            status = refusal_status(exc)
+            if status in (400, 401, 403, 404):
+                say("the server refused %s with HTTP %d; not retrying" % (options.url, status))
+                return 1
             if time.monotonic() > deadline:
                 say("cannot connect to %s: %s" % (options.url, exc))
-                return None
+                return 1
             await asyncio.sleep(0.5)
 
 
 async def main(options: argparse.Namespace) -> int:
     while True:
         websocket = await connect(options)
-        if websocket is None:
-            return 1
+        if isinstance(websocket, int):
+            return websocket
         say("connected to %s (%s dialect)" % (options.url, "flexicharge" if options.flexicharge else "ocpp1.6"))
         charger = DemoCharger(websocket, options)
         try:
