@@ -3362,10 +3362,12 @@ def load_scenario(path: str, out: Output) -> Optional[List[ScenarioStep]]:
     return None
 
 
-async def run_server(options: argparse.Namespace, out: Output, stdin: Any = None) -> int:
+async def run_server(options: argparse.Namespace, out: Output, stdin: Any = None,
+                     started: Optional[Callable[["CentralSystem", "Console"], None]] = None) -> int:
     """Serve until quit, SIGINT or SIGTERM, or until --script is done; the exit status.
 
-    ``stdin`` feeds the console (sys.stdin by default).
+    ``stdin`` feeds the console (sys.stdin by default); ``started`` is called
+    once the server listens (the tests use it to run it in-process).
     """
     steps = None
     if options.script:
@@ -3380,14 +3382,15 @@ async def run_server(options: argparse.Namespace, out: Output, stdin: Any = None
             out.error(None, "cannot open the transcript %s: %s" % (options.log, exc.strerror or exc))
             return 2
     try:
-        return await serve_until_stopped(system, options, out, stdin, steps)
+        return await serve_until_stopped(system, options, out, stdin, steps, started)
     finally:
         if system.transcript is not None:
             system.transcript.close()
 
 
 async def serve_until_stopped(system: CentralSystem, options: argparse.Namespace, out: Output,
-                              stdin: Any = None, steps: Optional[List[ScenarioStep]] = None) -> int:
+                              stdin: Any = None, steps: Optional[List[ScenarioStep]] = None,
+                              started: Optional[Callable[["CentralSystem", "Console"], None]] = None) -> int:
     """Listen, print the banner, run the console or the scenario; return the exit status once stopped."""
     access = AccessPolicy(out, options.charger_ids, options.password, require_subprotocol=options.strict)
     ssl_context = None
@@ -3436,6 +3439,8 @@ async def serve_until_stopped(system: CentralSystem, options: argparse.Namespace
     else:
         runner = ScenarioRunner(system, console, steps, os.path.basename(options.script))
         asyncio.ensure_future(run_scenario(runner, system))
+    if started is not None:
+        started(system, console)
     await system.stopped.wait()
     server.close()  # closes every charger connection with 1001 (going away)
     try:

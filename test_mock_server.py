@@ -11,6 +11,7 @@ import asyncio
 import base64
 import collections
 import io
+import itertools
 import json
 import os
 import queue
@@ -191,6 +192,18 @@ class Charger:
                 return frame
             else:
                 raise AssertionError("unexpected frame %r while waiting for %s" % (frame, message_id))
+
+    async def replies_until(self, message_id: str, timeout: float = TIMEOUT):
+        """Every reply up to and with the one to ``message_id`` (for frames sent without waiting)."""
+        deadline = time.monotonic() + timeout
+        replies = []
+        while not replies or replies[-1][1] != message_id:
+            frame = await self.receive(max(0.01, deadline - time.monotonic()))
+            if frame[0] == 2:
+                self.server_calls.append(frame)
+            else:
+                replies.append(frame)
+        return replies
 
     async def call(self, action: str, payload, message_id: str = None):
         self.sequence += 1
@@ -2154,3 +2167,826 @@ def test_lenient_mode_serves_calls_before_boot(start_server):
         await charger.close()
 
     run(scenario())
+
+
+# ------------------------------------------ trustworthy under any input
+# Each test below names the item of "Trustworthy under any input" it proves.
+# Most run the server in this process (fast, and its state can be read);
+# a subprocess where the process itself is under test.
+
+
+class _Stream:
+    """What an in-process server prints, readable while it runs."""
+
+    def __init__(self):
+        self.lines = []
+        self._partial = ""
+        self.changed = threading.Condition()
+
+    def write(self, text):
+        with self.changed:
+            *done, self._partial = (self._partial + text).split("\n")
+            self.lines.extend(done)
+            self.changed.notify_all()
+
+    def flush(self):
+        pass
+
+
+class InProcessServer:
+    """The server on an event loop thread of this process, with a console pipe and its state at hand."""
+
+    def __init__(self, *args: str):
+        self.stream = _Stream()
+        options = mock.parse_options(["--port", "0", *args])
+        out = mock.Output(stream=self.stream, quiet=options.quiet)
+        read_end, write_end = os.pipe()
+        self.console_pipe = os.fdopen(write_end, "w", encoding="utf-8")
+        self.result = {}
+        ready = threading.Event()
+
+        def started(system, console):
+            self.system, self.console, self.loop = system, console, asyncio.get_running_loop()
+            ready.set()
+
+        def serve():
+            with os.fdopen(read_end, "rb") as stdin:
+                self.result["code"] = asyncio.run(mock.run_server(options, out, stdin=stdin, started=started))
+            ready.set()
+
+        self.thread = threading.Thread(target=serve, daemon=True)
+        self.thread.start()
+        assert ready.wait(TIMEOUT), self.output()
+        self.url = self.system.url
+        self.port = int(self.url.rsplit(":", 1)[1])
+
+    wait_for = ServerProcess.wait_for
+    output = ServerProcess.output
+    mark = ServerProcess.mark
+
+    @property
+    def lines(self):
+        return self.stream.lines
+
+    @property
+    def _changed(self):
+        return self.stream.changed
+
+    @property
+    def proc(self):  # for ServerProcess.wait_for: the "process" is alive while its thread is
+        thread = self.thread
+
+        class Alive:
+            @staticmethod
+            def poll():
+                return None if thread.is_alive() else 0
+        return Alive
+
+    @property
+    def _reader(self):
+        return self.thread
+
+    def type(self, line: str):
+        self.console_pipe.write(line + "\n")
+        self.console_pipe.flush()
+
+    def call_in_loop(self, function, *args):
+        """Run ``function(*args)`` on the server's loop and return its result."""
+        done = threading.Event()
+        result = {}
+
+        def run_it():
+            try:
+                result["value"] = function(*args)
+            finally:
+                done.set()
+        self.loop.call_soon_threadsafe(run_it)
+        assert done.wait(TIMEOUT)
+        return result.get("value")
+
+    def stop(self):
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.system.stop)
+        self.thread.join(TIMEOUT * 2)
+        self.console_pipe.close()
+        assert not self.thread.is_alive(), self.output()
+        return self.result.get("code")
+
+
+@pytest.fixture
+def in_process():
+    servers = []
+
+    def start(*args) -> InProcessServer:
+        server = InProcessServer(*args)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        code = server.stop()
+        text = server.output()
+        assert "Traceback" not in text and " ERROR " not in text, text
+        assert code == 0, text
+
+
+async def _text_reply(charger, text: str, message_id: str):
+    """Send a frame as typed (escapes and all) and return the server's reply to ``message_id``."""
+    await charger.send_frame(text)
+    return await charger.reply_to(message_id)
+
+
+# Item 1: text that cannot be encoded.
+def test_lone_surrogates_get_their_answer_and_cost_no_connection_line_or_transcript(in_process, tmp_path):
+    log = tmp_path / "session.jsonl"
+    server = in_process("--no-boot-data", "--log", str(log))
+
+    async def scenario():
+        charger = await Charger.connect(server.url, "CP-S")
+        other = await Charger.connect(server.url, "CP-O")
+        reply = await _text_reply(charger, '[2,"\\ud800","Heartbeat",{}]', "\ud800")
+        assert reply[0] == 3 and reply[1] == "\ud800"
+        reply = await _text_reply(charger, '[2,"s2","Heart\\udfffbeat",{}]', "s2")
+        assert reply[:3] == [4, "s2", "NotImplemented"]
+        reply = await _text_reply(charger, '[2,"s3","Authorize",{"idTag":"\\ud800x"}]', "s3")
+        assert reply[:2] == [3, "s3"]
+        assert_valid("AuthorizeResponse", reply[2])
+        reply = await _text_reply(charger, '[2,"s4","DataTransfer",{"vendorId":"\\udbff","data":"\\udc00"}]', "s4")
+        assert reply[:2] == [3, "s4"]
+        assert (await other.call("Heartbeat", {}))[0] == 3  # the other charger, in the same loop turns
+        server.type('@CP-S DataTransfer {"vendorId":"\\ud800"}')
+        call = await charger.expect_call("DataTransfer")
+        assert call[3] == {"vendorId": "\ud800"}
+        await charger.answer(call, {"status": "Accepted"})
+        assert (await charger.call("Heartbeat", {}))[0] == 3  # the connection stayed
+        await charger.close()
+        await other.close()
+
+    run(scenario())
+    server.wait_for(r"CP-S <- DataTransfer\.conf")
+    text = server.output()
+    assert r"CP-S -> Heartbeat.conf" in text and r"CP-O -> Heartbeat.conf" in text
+    assert r"\ud800" in text and r"Heart\udfffbeat" in text  # shown escaped, not dropped
+    server.stop()
+    records = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+    frames = [record for record in records if record.get("charger") == "CP-S" and "dir" in record]
+    assert len([r for r in frames if r["dir"] == "in"]) == 6  # 5 CALLs and one reply
+    assert len([r for r in frames if r["dir"] == "out"]) == 6  # 5 replies and one CALL
+    assert any(json.loads(record["frame"])[1] == "\ud800" for record in frames if record["dir"] == "out")
+
+
+# Item 2: one escaping path to the terminal.
+def test_everything_a_charger_controls_reaches_the_terminal_escaped_and_cut(in_process):
+    server = in_process("--no-boot-data")
+    long_id = "L" * 8000
+
+    async def scenario():
+        charger = await Charger.connect(server.url, "CP-%5Cx1b")  # a literal backslash in the id
+        reply = await _text_reply(charger, '[2,"1","\\u001b]0;x\\u0007\\u001b[2J\\rFAKE",{}]', "1")
+        assert reply[:3] == [4, "1", "NotImplemented"]
+        await charger.send_frame([4, "zz", "\u001b[2J", "\u009b\u202eevil\\x1b", {}])
+        long_charger = await Charger.connect(server.url, long_id)
+        assert (await long_charger.call("Heartbeat", {}))[0] == 3
+        await long_charger.close()
+        await charger.close()
+
+    run(scenario())
+    server.wait_for(r"L{64}\.\.\.\[7936 more characters\] \*\* disconnected")
+    text = server.output()
+    for raw in ("\x1b", "\x07", "\r", "\x9b", "\u202e"):
+        assert raw not in text
+    assert r'CP-\\x1b <- \x1b]0;x\x07\x1b[2J\x0dFAKE {}' in text  # the charger's backslash doubled
+    assert r"CP-\\x1b !! \x1b]0;x\x07\x1b[2J\x0dFAKE answered with NotImplemented" in text
+    assert r"\x9b\u202eevil\\x1b" in text
+    assert long_id not in text
+
+
+# Item 3: fair CPU, the mechanisms (the numbers are in bench/bench.py's fairness scenario).
+NEAR_MISS = {"connectorId": 1, "transactionId": 1, "meterValue": [{"timestamp": NOW, "sampledValue": [
+    {"value": str(number), "measurand": "Energy.Active.Import.Registe"} for number in range(1100)]}]}
+
+
+def test_the_lint_caps_problems_and_computes_hints_only_when_shown(monkeypatch):
+    calls = []
+    original = mock.difflib.get_close_matches
+    monkeypatch.setattr(mock.difflib, "get_close_matches", lambda *a, **k: calls.append(a) or original(*a, **k))
+    assert len(json.dumps(NEAR_MISS, separators=(",", ":"))) < 64 * 1024
+    problems = mock.lint_payload(mock.CHARGER_REQUEST_RULES["MeterValues"], NEAR_MISS)
+    assert len(problems) == mock.MAX_PROBLEMS_PER_FRAME
+    assert calls == []
+    assert "did you mean Energy.Active.Import.Register?" in str(problems[0])
+    assert len(calls) == 1
+
+
+def test_a_busy_charger_yields_to_the_others_by_time(in_process, monkeypatch):
+    def slow_authorize(session, payload):
+        busy_until = time.monotonic() + 0.02  # 20 ms of event-loop time per frame
+        while time.monotonic() < busy_until:
+            pass
+        return {"idTagInfo": {"status": "Accepted"}}
+
+    monkeypatch.setitem(mock.CHARGER_ACTION_HANDLERS, "Authorize", slow_authorize)
+    server = in_process("--no-boot-data", "--quiet")
+
+    async def scenario():
+        busy = await Charger.connect(server.url, "CP-BUSY")
+        other = await Charger.connect(server.url, "CP-OTHER")
+        for number in range(30):  # 0.6 s of work, all buffered at once
+            await busy.send_frame([2, "b%d" % number, "Authorize", {"idTag": "1"}])
+        await busy.receive()  # the server is working through them now
+        await other.send_frame([2, "h", "Heartbeat", {}])
+        await other.reply_to("h", timeout=2)
+        answered = 1
+        try:
+            while True:
+                await asyncio.wait_for(busy.ws.recv(), 0)
+                answered += 1
+        except asyncio.TimeoutError:
+            pass
+        # With frames counted instead of time, the Heartbeat waits for 16 of them.
+        assert answered < 16, answered
+        for _ in range(30 - answered):
+            await busy.receive()
+        await busy.close()
+        await other.close()
+
+    run(scenario())
+
+
+# Item 4: bounded memory per connection.
+def test_long_unique_message_ids_are_remembered_as_digests(in_process):
+    server = in_process("--no-boot-data", "--quiet")
+
+    async def scenario():
+        charger = await Charger.connect(server.url, "CP-IDS")
+        for number in range(50):
+            message_id = "%05d" % number + "x" * 60000
+            await charger.send_frame([2, message_id, "Heartbeat", {}])
+            assert (await charger.reply_to(message_id))[0] == 3
+        session = server.system.sessions["CP-IDS"]
+        assert sum(len(kept) for kept in session._recent_call_ids) < 50 * 100
+        await charger.close()
+
+    run(scenario())
+
+
+def test_warn_once_tables_are_bounded_with_one_suppressed_line(in_process):
+    server = in_process("--no-boot-data", "--quiet")
+
+    async def scenario():
+        charger = await Charger.connect(server.url, "CP-W")
+        for number in range(mock.MAX_WARNINGS_PER_CHARGER + 100):
+            await charger.send_frame([2, "w%d" % number, "Heartbeat", {"unknown%d" % number: 1}])
+        replies = await charger.replies_until("w%d" % (mock.MAX_WARNINGS_PER_CHARGER + 99))
+        assert len(replies) == mock.MAX_WARNINGS_PER_CHARGER + 100
+        await charger.close()
+
+    run(scenario())
+    server.wait_for(r"CP-W !! 200 distinct warnings about this charger so far; further ones are suppressed")
+    text = server.output()
+    assert len(re.findall(r"CP-W !! spec: Heartbeat\.unknown\d+ is not a field", text)) == \
+        mock.MAX_WARNINGS_PER_CHARGER
+    assert text.count("further ones are suppressed until it reconnects") == 1
+
+
+def test_a_charger_that_keeps_booting_gets_one_boot_data_and_queue_lines_show_a_count(in_process):
+    server = in_process()
+
+    async def scenario():
+        charger = await Charger.connect(server.url, "CP-BOOT")
+        for _ in range(5):
+            await charger.call("BootNotification", {"chargePointVendor": "V", "chargePointModel": "M"})
+        boot_data = await charger.expect_call("DataTransfer")
+        await charger.no_frame_within(0.3)
+        server.type("ClearCache")
+        server.type("GetLocalListVersion")
+        server.wait_for(r"GetLocalListVersion queued behind DataTransfer and 1 more \(one outstanding")
+        await charger.answer(boot_data, {"status": "Accepted"})
+        for action in ("ClearCache", "GetLocalListVersion"):
+            call = await charger.expect_call(action)
+            await charger.answer(call, CHARGER_REPLY_SAMPLES[action])
+        await charger.close()
+
+    run(scenario())
+    assert "DataTransfer queued behind" not in server.output()  # no second BootData queued
+
+
+# Item 5: output never blocks the loop.
+def test_a_stdout_nobody_reads_neither_stops_the_answers_nor_the_signals():
+    command = [sys.executable, str(SERVER), "--port", "0", "--no-boot-data"]
+    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        first = proc.stdout.readline().decode()
+        url = re.search(r"(ws://\S+)", proc.stdout.readline().decode()).group(1)
+        assert "OCPP Mock Server" in first
+
+        async def scenario():  # nobody reads stdout from here on
+            charger = await Charger.connect(url, "CP-PIPE")
+            padding = "p" * 1900
+            for number in range(1500):  # about 3 MB of output lines: far over a pipe's 64 KB
+                reply = await charger.call("DataTransfer", {"vendorId": "v", "data": padding}, "d%d" % number)
+                assert reply[0] == 3
+            await charger.close()
+
+        run(scenario())
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.stdout.read().decode()  # reading now lets the writer go on
+        assert proc.wait(TIMEOUT) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdout.close()
+    assert re.search(r"!! \d+ line\(s\) of output were dropped while the output was blocked", rest), rest[-2000:]
+    assert "Traceback" not in rest
+
+
+# Item 6: console input that is not UTF-8.
+def test_a_console_line_that_is_not_utf8_gets_a_message_and_the_console_goes_on(start_server):
+    server = start_server()
+    server.proc.stdin.flush()
+    server.proc.stdin.buffer.write(b"\xff\xfechargers\n")
+    server.proc.stdin.buffer.flush()
+    server.type("chargers")
+    server.wait_for(r">> input line 1 is not UTF-8 text \(byte 0xff at 0\); ignored")
+    server.wait_for(r">> no charger connected; point one at")
+
+
+# Item 7: never InternalError for a charger's value.
+@pytest.mark.parametrize("strict", [False, True])
+@pytest.mark.parametrize("value", ["+-1", "²", "--3", "1" * 5000, "١", " 7 ", "0x10"])
+def test_string_connector_and_transaction_ids_never_get_internal_error(in_process, strict, value):
+    server = in_process("--no-boot-data", *(("--strict",) if strict else ()))
+
+    async def scenario():
+        charger = await Charger.connect(server.url, "CP-INT")
+        if strict:
+            await charger.boot(answer_boot_data=False)
+        for action, field in (("StatusNotification", "connectorId"), ("StartTransaction", "connectorId"),
+                              ("StopTransaction", "transactionId"), ("MeterValues", "connectorId")):
+            payload = dict(CHARGER_REQUEST_SAMPLES[action], **{field: value})
+            reply = await charger.call(action, payload)
+            if strict:
+                assert reply[2] == "TypeConstraintViolation", reply
+            else:
+                assert reply[0] == 3, reply
+                assert_valid(action + "Response", reply[2])
+        await charger.close()
+
+    run(scenario())
+    if not strict:
+        server.wait_for(r"spec: StatusNotification\.connectorId must be an integer, got string")
+
+
+class LoopThread:
+    """An event loop on a thread of its own, for tests whose driver is synchronous (hypothesis)."""
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coroutine, timeout: float = TIMEOUT * 2):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def close(self):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(TIMEOUT)
+        self.loop.close()
+
+
+def _paths(value, prefix=()):
+    """Every path to a value inside a sample payload (dict keys and list indices)."""
+    yield prefix
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _paths(item, prefix + (key,))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _paths(item, prefix + (index,))
+
+
+def _replaced(payload, path, new_value):
+    if not path:
+        return new_value
+    copy = json.loads(json.dumps(payload))
+    target = copy
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = new_value
+    return copy
+
+
+SPEC_ERROR_CODES = set(mock.ERROR_CODES) - {"InternalError"}
+
+
+def test_any_json_value_in_any_field_gets_a_conf_or_a_spec_callerror_never_internal_error():
+    """Item 7's class, closed: any JSON value in any field of the 14 actions, lenient and strict."""
+    hypothesis = pytest.importorskip("hypothesis")
+    strategies = hypothesis.strategies
+    leaves = (strategies.none() | strategies.booleans() | strategies.integers(-10 ** 40, 10 ** 40)
+              | strategies.floats(allow_nan=False, allow_infinity=False) | strategies.text(max_size=30)
+              | strategies.sampled_from(["+-1", "²", "--3", "1" * 5000, "\ud800", "Energy.Active.Import.Registe",
+                                         "", " 1 ", "1e999"]))
+    json_values = strategies.recursive(
+        leaves, lambda children: strategies.lists(children, max_size=4)
+        | strategies.dictionaries(strategies.text(max_size=12), children, max_size=4), max_leaves=12)
+    samples = {action: CHARGER_REQUEST_SAMPLES[action] for action in mock.CHARGER_ACTION_HANDLERS}
+    cases = strategies.sampled_from(sorted(samples)).flatmap(lambda action: strategies.tuples(
+        strategies.just(action),
+        strategies.sampled_from(list(_paths(samples[action])) + [("unknownField",)]),
+        json_values))
+
+    servers = [InProcessServer("--no-boot-data", "--quiet"), InProcessServer("--no-boot-data", "--quiet", "--strict")]
+    loop = LoopThread()
+    chargers = [loop.run(Charger.connect(server.url, "CP-PROP")) for server in servers]
+    loop.run(chargers[1].boot(answer_boot_data=False))
+    counter = itertools.count()
+
+    @hypothesis.settings(derandomize=True, deadline=None, max_examples=250, database=None,
+                         suppress_health_check=[hypothesis.HealthCheck.too_slow])
+    @hypothesis.given(cases)
+    def check(case):
+        action, path, value = case
+        payload = _replaced(samples[action], path, value)
+        if not isinstance(payload, dict):
+            payload = {"payload": payload}
+        for charger in chargers:
+            message_id = "p%d" % next(counter)
+            reply = loop.run(charger.call(action, payload, message_id))
+            assert reply[1] == message_id
+            if reply[0] == 3:
+                assert not schema_problems(action + "Response", reply[2]), (action, payload, reply)
+            else:
+                assert reply[0] == 4 and reply[2] in SPEC_ERROR_CODES, (action, payload, reply)
+
+    try:
+        check()
+        for charger in chargers:  # both connections are still served
+            assert loop.run(charger.call("Heartbeat", {}))[0] == 3
+            loop.run(charger.close())
+    finally:
+        loop.close()
+        for server in servers:
+            assert server.stop() == 0
+            assert "Traceback" not in server.output() and " ERROR " not in server.output(), server.output()
+
+
+# Item 8: replies of any shape resolve the call at once.
+@pytest.mark.parametrize("reply", [
+    [4, "{id}", ["unhashable"], {"a": 1}, "details as text"],
+    [4, "{id}", {"code": 1}, 42, None],
+    [4, "{id}", None, None],
+    [3, "{id}"],
+    [3, "{id}", 17],
+    [3, "{id}", "Reset", [1, 2]],
+    '[3,"{id}",{{"status":NaN}}]',
+])
+def test_a_reply_of_any_shape_resolves_the_call_at_once(in_process, reply):
+    server = in_process("--no-boot-data", "--call-timeout", "30")
+
+    async def scenario():
+        charger = await Charger.connect(server.url, "CP-R")
+        server.type("Reset")
+        server.type("ClearCache")
+        reset = await charger.expect_call("Reset")
+        text = reply.format(id=reset[1]) if isinstance(reply, str) else json.dumps(
+            [reset[1] if item == "{id}" else item for item in reply])
+        await charger.send_frame(text)
+        started = time.monotonic()
+        clear = await charger.expect_call("ClearCache", timeout=3)  # not after the 30 s timeout
+        assert time.monotonic() - started < 2
+        await charger.answer(clear, {"status": "Accepted"})
+        await charger.close()
+
+    run(scenario())
+    assert "queued behind" in server.output()
+
+
+# Item 9: strict JSON.
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_nan_and_infinity_are_a_formation_violation_and_never_written(in_process, tmp_path, number):
+    log = tmp_path / "strict.jsonl"
+    server = in_process("--no-boot-data", "--log", str(log))
+
+    async def scenario():
+        charger = await Charger.connect(server.url, "CP-NAN")
+        reply = await _text_reply(charger, '[2,"n1","DataTransfer",{"vendorId":"v","data":%s}]' % number, "n1")
+        assert reply[:3] == [4, "n1", "FormationViolation"]
+        server.type('DataTransfer {"vendorId":"v","data":%s}' % number)
+        server.wait_for(r">> DataTransfer: the JSON payload does not parse: .*not JSON|too large for a double")
+        server.type("DataTransfer data=%s" % number)  # a string field: sent as the text it is
+        call = await charger.expect_call("DataTransfer")
+        assert call[3]["data"] == number
+        await charger.answer(call, {"status": "Accepted"})
+        await charger.close()
+
+    run(scenario())
+    server.stop()
+
+    def refuse(name):
+        raise AssertionError("%s written to the transcript" % name)
+    for line in log.read_text().splitlines():
+        json.loads(line, parse_constant=refuse)
+
+
+def test_nesting_too_deep_to_serialise_again_still_gets_a_reply(in_process):
+    server = in_process("--no-boot-data", "--quiet")
+
+    async def scenario():
+        charger = await Charger.connect(server.url, "CP-DEEP")
+        answered = 0
+        for depth in range(700, 1100, 20):
+            message_id = "deep%d" % depth
+            since = server.mark()
+            await charger.send_frame('[2,"%s","DataTransfer",{"vendorId":"v","data":%s%s}]'
+                                     % (message_id, "[" * depth, "]" * depth))
+            await charger.send_frame([2, "after%d" % depth, "Heartbeat", {}])  # replies come in order
+            replies = await charger.replies_until("after%d" % depth)
+            if len(replies) == 2:
+                assert replies[0][0] == 3 or replies[0][2] in SPEC_ERROR_CODES, replies[0]
+                answered += 1
+            else:  # nested too deeply to parse at all: no id to answer, and one log line (see BAD_INPUT)
+                server.wait_for(r"CP-DEEP !! JSON nested too deeply to parse; frame ignored", since)
+        assert answered >= 5
+        await charger.close()
+
+    run(scenario())
+
+
+# Item 10: state outlives a connection.
+def test_a_transaction_outlives_a_reconnect_and_can_still_be_stopped(in_process):
+    server = in_process("--no-boot-data")
+
+    async def scenario():
+        charger = await Charger.connect(server.url, "CP-T")
+        await charger.call("BootNotification", CHARGER_REQUEST_SAMPLES["BootNotification"])
+        started = await charger.call("StartTransaction", CHARGER_REQUEST_SAMPLES["StartTransaction"])
+        transaction_id = started[2]["transactionId"]
+        await charger.close()
+        server.wait_for(r"CP-T \*\* disconnected")
+        mark = server.mark()
+        server.type("chargers")
+        server.wait_for(r">> CP-T  \(disconnected\)", mark)
+        server.wait_for(r">>   transaction %d on connector 1" % transaction_id, mark)
+        charger = await Charger.connect(server.url, "CP-T")  # back, without a new boot
+        mark = server.mark()
+        server.type("chargers")
+        server.wait_for(r">>   boot: Accepted  Test Mock-1", mark)
+        server.wait_for(r">>   transaction %d on connector 1" % transaction_id, mark)
+        server.type("stopRemote")
+        call = await charger.expect_call("RemoteStopTransaction")
+        assert call[3] == {"transactionId": transaction_id}
+        await charger.answer(call, {"status": "Accepted"})
+        await charger.close()
+
+    run(scenario())
+
+
+def test_replacing_a_deaf_connection_waits_at_most_a_second(in_process):
+    server = in_process("--no-boot-data")
+    deaf = _raw_handshake(server.port, "/CP-DEAF")  # never reads, never answers a close frame
+    try:
+        async def scenario():
+            started = time.monotonic()
+            charger = await Charger.connect(server.url, "CP-DEAF")
+            assert (await charger.call("Heartbeat", {}))[0] == 3
+            assert time.monotonic() - started < 1.0  # the new connection is served at once
+            server.wait_for(r"CP-DEAF \*\* disconnected", timeout=3)  # and the old one is cut
+            await charger.close()
+
+        run(scenario())
+    finally:
+        deaf.close()
+
+
+def test_charge_points_that_are_gone_are_remembered_up_to_a_bound(in_process, monkeypatch):
+    monkeypatch.setattr(mock, "REMEMBERED_CHARGE_POINTS", 3)
+    server = in_process("--no-boot-data")
+
+    async def scenario():
+        for number in range(6):
+            charger = await Charger.connect(server.url, "CP-%d" % number)
+            await charger.call("Heartbeat", {})
+            await charger.close()
+            server.wait_for(r"CP-%d \*\* disconnected" % number)
+
+    run(scenario())
+    remembered = server.call_in_loop(lambda: list(server.system.states))
+    assert remembered[-3:] == ["CP-3", "CP-4", "CP-5"] and len(remembered) <= 4, remembered
+
+
+# Item 16: several transactions at once.
+def test_two_connectors_charging_at_once_are_both_tracked(in_process):
+    server = in_process("--no-boot-data")
+
+    async def scenario():
+        charger = await Charger.connect(server.url, "CP-2C")
+        first = await charger.call("StartTransaction", CHARGER_REQUEST_SAMPLES["StartTransaction"])
+        second = await charger.call("StartTransaction", dict(CHARGER_REQUEST_SAMPLES["StartTransaction"],
+                                                             connectorId=2))
+        first_id, second_id = first[2]["transactionId"], second[2]["transactionId"]
+        mark = server.mark()
+        server.type("chargers")
+        server.wait_for(r">>   transaction %d on connector 1" % first_id, mark)
+        server.wait_for(r">>   transaction %d on connector 2" % second_id, mark)
+        server.type("stopRemote")
+        server.wait_for(r">> CP-2C has 2 open transactions \(%d on connector 1, %d on connector 2\): say which"
+                        % (first_id, second_id))
+        await charger.call("StopTransaction", dict(CHARGER_REQUEST_SAMPLES["StopTransaction"],
+                                                   transactionId=first_id))
+        server.type("stopRemote")  # now only the second is open
+        call = await charger.expect_call("RemoteStopTransaction")
+        assert call[3] == {"transactionId": second_id}
+        await charger.answer(call, {"status": "Accepted"})
+        await charger.close()
+
+    run(scenario())
+    assert "closing it anyway" not in server.output() and "which is not open" not in server.output()
+
+
+# Item 17: replies to raw CALLs.
+def test_a_raw_call_is_still_the_servers_call(in_process):
+    server = in_process("--no-boot-data")
+
+    async def scenario():
+        charger = await Charger.connect(server.url, "CP-RAW")
+        server.type('raw [2,"x-1","Reset",{"type":"Soft"}]')
+        call = await charger.expect_call("Reset")
+        assert call[1] == "x-1"
+        await charger.send_frame([3, "x-1", {"status": "Maybe"}])
+        server.wait_for(r'CP-RAW <- Reset\.conf \{"status":"Maybe"\}')
+        server.wait_for(r'CP-RAW !! spec: Reset\.conf\.status "Maybe" is not allowed')
+        server.type('raw [3,"whatever",{}]')  # not a CALL: sent as typed, nothing to wait for
+        assert (await charger.receive()) == [3, "whatever", {}]
+        await charger.close()
+
+    run(scenario())
+    assert "never sent" not in server.output()
+
+
+# Items 11 and 12: fail closed, and every flag checked at the door.
+@pytest.mark.parametrize("args, message", [
+    (["--charger-ids", ""], "--charger-ids: must not be empty"),
+    (["--charger-ids", ","], "--charger-ids ',' names no charge point id"),
+    (["--charger-ids", " , "], "--charger-ids ' , ' names no charge point id"),
+    (["--basic-auth", ""], "--basic-auth: must not be empty"),
+    (["--basic-auth-hex", ""], "--basic-auth-hex: must not be empty"),
+    (["--port", "99999"], "--port: 99999 is out of range: give 0 to 65535"),
+    (["--port", "http"], "--port: 'http' is not a whole number"),
+    (["--heartbeat-interval", "-1"], "--heartbeat-interval: -1 is out of range"),
+    (["--max-message-size", "0"], "--max-message-size: 0 is out of range: give 1024 to"),
+    (["--call-timeout", "0"], "--call-timeout: 0 is out of range: give 0.1 to 86400"),
+    (["--call-timeout", "nan"], "--call-timeout: nan is out of range"),
+    (["--auto-start-after", "inf"], "--auto-start-after: inf is out of range"),
+    (["--id-tag", "X" * 24], "--id-tag: an idTag is 1 to 20 characters (CiString20), got 24"),
+    (["--tag", "T" * 21 + "=Blocked"], "expected TAG=STATUS"),
+])
+def test_flag_mistakes_exit_2_with_one_line(capsys, args, message):
+    with pytest.raises(SystemExit) as exited:
+        mock.parse_options(args)
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert message in error and "Traceback" not in error, error
+
+
+def test_an_out_of_range_port_is_one_line_from_the_command_line():
+    result = subprocess.run([sys.executable, str(SERVER), "--port", "99999"], capture_output=True, text=True,
+                            timeout=10, stdin=subprocess.DEVNULL)
+    assert result.returncode == 2 and "99999 is out of range" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith("--port: 99999 is out of range: give 0 to 65535")
+
+
+def test_two_authorization_headers_get_400_and_one_log_line(in_process):
+    server = in_process("--basic-auth", "pw")
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+    try:
+        sock.sendall(("GET /CP-1 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                      "Authorization: %s\r\nAuthorization: %s\r\n\r\n"
+                      % (_basic("CP-1", b"pw"), _basic("CP-1", b"other"))).encode())
+        response = sock.recv(4096)
+    finally:
+        sock.close()
+    assert response.startswith(b"HTTP/1.1 400"), response
+    server.wait_for(r"CP-1 !! refused a connection .*HTTP 400, 2 Authorization headers; a request may carry one")
+
+
+def test_a_plain_client_on_the_tls_port_is_logged(start_server, tmp_path):
+    certfile, keyfile = _self_signed_certificate(tmp_path)
+    server = start_server("--no-boot-data", "--certfile", str(certfile), "--keyfile", str(keyfile))
+
+    async def scenario():
+        with pytest.raises(Exception):
+            await websockets.connect(server.url.replace("wss://", "ws://") + "/CP-1", open_timeout=3)
+
+    run(scenario())
+    server.wait_for(r"!! TLS handshake failed: .+ \(a plain ws:// client on this wss:// port\?\)")
+
+
+# Item 15: a websockets older than the oldest the server supports.
+def test_a_websockets_older_than_10_3_is_one_line_and_exit_2(monkeypatch, capsys):
+    monkeypatch.setattr(mock.websockets, "__version__", "10.2")
+    assert mock.main(["--port", "0"]) == 2
+    error = capsys.readouterr().err
+    assert "websockets 10.2 is installed; this server needs websockets 10.3 or newer" in error
+    monkeypatch.setattr(mock.websockets, "__version__", "16.0rc1")
+    assert mock.websockets_too_old() is None
+
+
+# Item 14: the outstanding call ends with its reply, not when the call worker next runs.
+def test_a_command_right_after_a_reply_is_not_queued_behind_it(in_process):
+    server = in_process("--no-boot-data")
+
+    async def scenario():
+        charger = await Charger.connect(server.url, "CP-Q")
+        server.type("Reset")
+        reset = await charger.expect_call("Reset")
+        session = server.system.sessions["CP-Q"]
+        reply = json.dumps([3, reset[1], {"status": "Accepted"}])
+
+        def reply_then_command():  # both in one turn of the loop: the worker has not run in between
+            session.on_message(reply)
+            return session.call("ClearCache", {})
+        server.call_in_loop(reply_then_command)
+        call = await charger.expect_call("ClearCache")
+        await charger.answer(call, {"status": "Accepted"})
+        await charger.close()
+
+    run(scenario())
+    server.wait_for(r"CP-Q <- ClearCache\.conf")
+    assert "queued behind" not in server.output()
+
+
+# Item 13: the demo charger never hangs, and its data stays consistent.
+def _demo(*args, timeout=TIMEOUT):
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-W", "error::DeprecationWarning", str(DEMO_CHARGER), *args],
+                            capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return result, time.monotonic() - started
+
+
+def test_the_demo_charger_ends_at_once_when_the_server_closes_while_it_waits():
+    async def close_after_boot(websocket, *_):
+        frame = json.loads(await websocket.recv())
+        await websocket.send(json.dumps([3, frame[1], {"status": "Accepted", "currentTime": NOW, "interval": 60}]))
+        await websocket.close()  # no BootData: the demo charger was waiting for it
+
+    async def scenario():
+        server = await websockets.serve(close_after_boot, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, str(DEMO_CHARGER), "ws://127.0.0.1:%d/CP-1" % port,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+            output, _ = await asyncio.wait_for(process.communicate(), TIMEOUT)  # not 30 s
+            return process.returncode, output.decode()
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    code, output = run(scenario())
+    assert code == 0 and "the server closed the connection" in output and "Traceback" not in output, output
+
+
+def test_the_demo_charger_says_once_why_it_cannot_connect(start_server):
+    result, _ = _demo("http://127.0.0.1:1/CP-1")
+    assert result.returncode == 2 and "cannot use the URL http://127.0.0.1:1/CP-1" in result.stdout
+    server = start_server("--charger-ids", "SOMEONE-ELSE")
+    result, elapsed = _demo(server.url + "/CP-1", "--connect-timeout", "30")
+    assert result.returncode == 1 and "refused %s/CP-1 with HTTP 404; not retrying" % server.url in result.stdout
+    assert elapsed < TIMEOUT and "Traceback" not in result.stdout + result.stderr
+
+
+def test_the_demo_chargers_meter_values_stay_consistent(start_server, tmp_path):
+    log = tmp_path / "demo.jsonl"
+    server = start_server("--log", str(log))
+    charger = subprocess.Popen([sys.executable, str(DEMO_CHARGER), server.url + "/CP-DEMO", "--meter-interval",
+                                "0.05"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        server.wait_for(r"CP-DEMO <- StatusNotification .*Available")
+        server.type("TriggerMessage requestedMessage=MeterValues")  # outside a transaction
+        server.wait_for(r"CP-DEMO <- MeterValues connector 1: ")
+        server.type("startRemote")
+        server.wait_for(r"CP-DEMO <- MeterValues connector 1, transaction 1: .*SoC 23")
+        server.type("TriggerMessage requestedMessage=MeterValues")  # while charging
+        server.wait_for(r"CP-DEMO <- TriggerMessage\.conf")
+        server.wait_for(r"CP-DEMO <- MeterValues connector 1, transaction 1: .*SoC 26")
+        server.type("stopRemote")
+        server.wait_for(r"CP-DEMO <- StopTransaction")
+    finally:
+        charger.terminate()
+        output = charger.communicate(timeout=TIMEOUT)[0]
+    assert "transaction None" not in output and "Traceback" not in output
+    meter_values = [json.loads(record["frame"])[3] for record in read_transcript(log)
+                    if record.get("dir") == "in" and '"MeterValues"' in record["frame"]]
+    charging = [payload for payload in meter_values if "transactionId" in payload]
+    assert len(charging) >= 6 and len(meter_values) > len(charging)
+    assert all(payload.get("transactionId", 1) is not None for payload in meter_values)
+
+    def reading(payload, measurand):
+        return next(int(item["value"]) for item in payload["meterValue"][0]["sampledValue"]
+                    if item["measurand"] == measurand)
+    socs = [reading(payload, "SoC") for payload in charging]
+    assert socs == sorted(socs)
+    assert all(reading(payload, "Power.Active.Import") > 0 for payload in charging)
