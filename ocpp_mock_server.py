@@ -1603,6 +1603,8 @@ class ChargerSession:
                     turn_ends = time.monotonic() + TURN_SECONDS
         except websockets.ConnectionClosed:
             pass
+        except UnicodeDecodeError:
+            await close_invalid_utf8(self.websocket)
         finally:
             self.closed = True
             worker.cancel()
@@ -2014,12 +2016,13 @@ CONSOLE_HELP = [
     ("@<chargerId> <command>", "send to that charger", "@CP-1 Reset type=Hard"),
     ("use <chargerId>", "send to that charger from now on", "use CP-1"),
     ("raw <json>", "send any frame as typed (negative tests)", 'raw [2,"x","Reset",{"type":"Nope"}]'),
+    ("echo <text>", "print the text: a mark in the output and the log", "echo start of test 3"),
     ("quit | exit", "stop the server", "quit"),
 ]
 
 CONSOLE_ALIASES = {"startremote": "RemoteStartTransaction", "stopremote": "RemoteStopTransaction"}
 CONSOLE_ACTIONS = {action.lower(): action for action in SERVER_ACTION_DEFAULTS}
-CONSOLE_WORDS = ("help", "chargers", "use", "raw", "quit", "exit", "startRemote", "stopRemote")
+CONSOLE_WORDS = ("help", "chargers", "use", "raw", "echo", "quit", "exit", "startRemote", "stopRemote")
 
 
 def console_action(word: str) -> Optional[str]:
@@ -2172,6 +2175,8 @@ class Console:
         elif lower in ("quit", "exit"):
             self.out.console("stopping")
             self.system.stop()
+        elif lower == "echo":
+            self.out.console(rest)
         elif lower == "raw":
             self.send_raw(target, rest)
         elif console_action(word) is not None:
@@ -2960,15 +2965,39 @@ async def close_within(websocket: Any, code: int, reason: str, timeout: float) -
         websocket.transport.abort()
 
 
-class LibraryLogLine(logging.Handler):
-    """What websockets logs (a failed handshake, say) as one line of output, never a traceback."""
+async def close_invalid_utf8(websocket: Any) -> None:
+    """Fail a connection that sent a text frame that is not UTF-8, with 1007 (RFC 6455 section 8.1).
 
-    def __init__(self, out: "Output") -> None:
-        super().__init__(logging.WARNING)
+    Most websockets releases do it themselves; 13.x raises UnicodeDecodeError
+    from the receive loop instead, and would close with 1011.
+    """
+    await close_within(websocket, 1007, "invalid UTF-8", CLOSE_TIMEOUT)
+
+
+class LibraryLogLine(logging.Handler):
+    """What websockets logs about a failed opening handshake, as one line of output, never a traceback.
+
+    websockets answers some anomalies itself (426 without an Upgrade header,
+    400 without a key) and logs them at INFO or ERROR depending on the
+    release; its routine INFO records (connection open, closed) are dropped.
+    A refusal the AccessPolicy made and logged already is not logged twice.
+    """
+
+    HANDSHAKE_RECORDS = ("connection rejected", "connection failed", "opening handshake failed")
+
+    def __init__(self, out: "Output", access: "AccessPolicy") -> None:
+        super().__init__(logging.INFO)
         self.out = out
+        self.access = access
 
     def emit(self, record: logging.LogRecord) -> None:
         text = record.getMessage()
+        if not text.startswith(self.HANDSHAKE_RECORDS):
+            if record.levelno < logging.WARNING:
+                return
+        elif not text.startswith("opening") and self.access.logged_refusals > 0:
+            self.access.logged_refusals -= 1  # websockets' echo of a refusal the server made and logged
+            return
         error = record.exc_info[1] if record.exc_info else None
         while error is not None:
             text += ": %s: %s" % (type(error).__name__, error)
@@ -2976,9 +3005,10 @@ class LibraryLogLine(logging.Handler):
         self.out.warn(None, "websockets: " + printable(text, 400))
 
 
-def route_library_logs(out: "Output") -> None:
+def route_library_logs(out: "Output", access: "AccessPolicy") -> None:
     logger = logging.getLogger("websockets")
-    logger.handlers[:] = [LibraryLogLine(out)]
+    logger.handlers[:] = [LibraryLogLine(out, access)]
+    logger.setLevel(logging.INFO)
     logger.propagate = False
 
 
@@ -3064,6 +3094,7 @@ class AccessPolicy:
         self.charger_ids = frozenset(charger_ids) if charger_ids else None
         self.password = password
         self.require_subprotocol = require_subprotocol
+        self.logged_refusals = 0  # refusals logged here that websockets will log again
 
     def refuse(self, path: str, headers: Any, peer: Any) -> Optional[Tuple[int, str, list]]:
         """None to let the upgrade go ahead, else the refusal; one log line for each refusal."""
@@ -3074,6 +3105,7 @@ class AccessPolicy:
             charger_id = ""
             refusal = (400, "malformed upgrade request (%s: %s)" % (type(exc).__name__, exc), [])
         if refusal is not None:
+            self.logged_refusals += 1
             where = " from %s:%s" % (peer[0], peer[1]) if peer else ""
             self.out.warn(charger_id or None, "refused a connection%s to %s: HTTP %d, %s"
                           % (where, _show(path), refusal[0], printable(refusal[1], 400)))
@@ -3393,6 +3425,7 @@ async def serve_until_stopped(system: CentralSystem, options: argparse.Namespace
                               started: Optional[Callable[["CentralSystem", "Console"], None]] = None) -> int:
     """Listen, print the banner, run the console or the scenario; return the exit status once stopped."""
     access = AccessPolicy(out, options.charger_ids, options.password, require_subprotocol=options.strict)
+    route_library_logs(out, access)
     ssl_context = None
     if options.certfile:
         try:
@@ -3531,7 +3564,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     options = parse_options(argv)
     out = Output(quiet=options.quiet)
-    route_library_logs(out)
     try:
         return asyncio.run(run_server(options, out))
     except KeyboardInterrupt:
