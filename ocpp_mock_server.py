@@ -1213,10 +1213,9 @@ def id_tag_info(session: "ChargerSession", id_tag: Any, action: str, connector: 
     info, rule = system.authorization.decide(system, session.state, id_tag, connector)
     session.state.authorizations.append((action, _show(id_tag), info["status"], rule))
     if rule != AuthorizationRules.DEFAULT_RULE:
-        session.out.info(session.charger_id, "%s idTag %s: %s (%s)" % (action, _show(id_tag), info["status"], rule))
-    if system.transcript is not None:
-        system.transcript.event(session.charger_id, "authorization", action=action, idTag=id_tag,
-                                status=info["status"], rule=rule)
+        session.log("info", "%s idTag %s: %s (%s)" % (action, _show(id_tag), info["status"], rule))
+    session.bus.publish("authorization", session.charger_id, session, action=action, idTag=id_tag,
+                        status=info["status"], rule=rule)
     return info
 
 
@@ -1279,7 +1278,7 @@ def handle_stop_transaction(session: "ChargerSession", payload: dict) -> dict:
     transaction_id = as_int(payload.get("transactionId"))
     state = session.state
     if state.close_transaction(transaction_id) is None:
-        session.out.warn(session.charger_id, "StopTransaction names transaction %s, which is not open here%s"
+        session.log("warn", "StopTransaction names transaction %s, which is not open here%s"
                          % (_show(payload.get("transactionId")), state.open_transactions_text()))
     reply: dict = {}
     if payload.get("idTag") is not None:
@@ -1415,6 +1414,74 @@ def to_flexicharge_payload(action: str, payload: dict) -> dict:
         except ValueError:
             pass  # an operator's own value, sent as typed
     return converted
+
+
+# ------------------------------------------------------------------ Events
+# Every happening is published once, as an Event, on the server's EventBus.
+# The terminal (Output), the --log transcript, the scenario runner and the
+# console's held commands subscribe to it; so will the HTTP API and the page.
+
+# Event types and their fields: the contract every subscriber builds on.
+EVENT_FIELDS: Dict[str, Tuple[str, ...]] = {
+    "connected": ("peer", "path", "subprotocol"),
+    "disconnected": ("code", "description"),
+    "ready": (),  # BootNotification accepted and, unless --no-boot-data, BootData answered
+    "frame": ("direction", "text", "label", "shown", "binary"),  # every frame, in and out, as on the wire
+    "call_answered": ("action", "payload", "reply", "error"),  # a charger's CALL and the server's answer
+    "reply_received": ("action", "payload", "error"),  # the charger's answer to a server CALL
+    "authorization": ("action", "idTag", "status", "rule"),
+    "log": ("level", "text"),  # a line about a charger for the operator: debug, info, warn, error
+}
+
+
+class Event:
+    """One happening: a sequence number, its type, the charge point id and its fields.
+
+    ``session`` is the ChargerSession it happened on (None for the server's
+    own), for in-process subscribers; it is not part of the event's data.
+    """
+
+    __slots__ = ("seq", "type", "charger", "fields", "session")
+
+    def __init__(self, seq: int, type_: str, charger: Optional[str], fields: Dict[str, Any],
+                 session: Optional["ChargerSession"]) -> None:
+        self.seq = seq
+        self.type = type_
+        self.charger = charger
+        self.fields = fields
+        self.session = session
+
+
+class EventBus:
+    """Delivers each published Event to every subscriber, in the loop, in order.
+
+    A subscriber that raises is unsubscribed and reported once, so it can
+    break neither the engine nor another subscriber.  A subscriber that may
+    be slow (a remote reader) must queue the events it gets, not wait.
+    """
+
+    def __init__(self, on_error: Callable[[Callable[[Event], None], Exception], None]) -> None:
+        self._subscribers: List[Callable[[Event], None]] = []
+        self._sequence = itertools.count(1)
+        self.on_error = on_error
+
+    def subscribe(self, subscriber: Callable[[Event], None]) -> Callable[[Event], None]:
+        self._subscribers.append(subscriber)
+        return subscriber
+
+    def unsubscribe(self, subscriber: Callable[[Event], None]) -> None:
+        if subscriber in self._subscribers:
+            self._subscribers.remove(subscriber)
+
+    def publish(self, type_: str, charger: Optional[str], session: Optional["ChargerSession"] = None,
+                **fields: Any) -> None:
+        event = Event(next(self._sequence), type_, charger, fields, session)
+        for subscriber in tuple(self._subscribers):  # a subscriber may unsubscribe itself
+            try:
+                subscriber(event)
+            except Exception as exc:
+                self.unsubscribe(subscriber)
+                self.on_error(subscriber, exc)
 
 
 # ----------------------------------------------------------- Charger session
@@ -1555,7 +1622,7 @@ class ChargerSession:
     def __init__(self, system: "CentralSystem", websocket: Any, charger_id: str, peer: str,
                  subprotocol: Optional[str]) -> None:
         self.system = system
-        self.out = system.out
+        self.bus = system.bus
         self.websocket = websocket
         self.charger_id = charger_id
         self.peer = peer
@@ -1575,6 +1642,7 @@ class ChargerSession:
         self._recent_call_ids: set = set()
         self._timed_out: "collections.OrderedDict[str, str]" = collections.OrderedDict()
         self._timers: List[asyncio.TimerHandle] = []
+        self._incoming: Tuple[str, bool] = ("", False)  # the frame being handled, and whether it was binary
 
     # -- receiving
 
@@ -1587,7 +1655,7 @@ class ChargerSession:
                 try:
                     reply = self.on_message(message)
                 except Exception as exc:  # a bug of ours must not cost the charger its connection
-                    self.out.error(self.charger_id, "internal error while handling a frame: %s: %s"
+                    self.log("error", "internal error while handling a frame: %s: %s"
                                    % (type(exc).__name__, exc))
                     reply = None
                 if reply is not None:
@@ -1613,25 +1681,27 @@ class ChargerSession:
             self._fail_pending("%s disconnected" % printable(self.charger_id))
 
     def on_message(self, message: Any) -> Optional[str]:
-        """Handle one frame from the charger; the text to answer it with, if any."""
-        transcript = self.system.transcript
-        if transcript is not None:
-            if isinstance(message, bytes):
-                transcript.frame(self.charger_id, "in", message.decode("utf-8", "backslashreplace"), binary=True)
-            else:
-                transcript.frame(self.charger_id, "in", message)
+        """Handle one frame from the charger; the text to answer it with, if any.
+
+        Each frame is published exactly once, as a "frame" event, by
+        frame_in, once it is known what it is.
+        """
         if isinstance(message, bytes):
+            self._incoming = (message.decode("utf-8", "backslashreplace"), True)
             if self.system.options.strict:
-                self.out.warn(self.charger_id, "binary frame of %d bytes ignored: OCPP-J uses text frames"
-                              % len(message))
+                self.frame_in("(binary frame)", printable(self._incoming[0], MAX_SHOWN))
+                self.log("warn", "binary frame of %d bytes ignored: OCPP-J uses text frames" % len(message))
                 return None
             try:
                 message = message.decode("utf-8")
             except UnicodeDecodeError:
-                self.out.warn(self.charger_id, "binary frame of %d bytes ignored: not UTF-8, and OCPP-J uses "
-                              "text frames" % len(message))
+                self.frame_in("(binary frame)", printable(self._incoming[0], MAX_SHOWN))
+                self.log("warn", "binary frame of %d bytes ignored: not UTF-8, and OCPP-J uses text frames"
+                         % len(message))
                 return None
             self.warn_once(("binary",), "sent a binary frame; OCPP-J uses text frames (handled as text)")
+        else:
+            self._incoming = (message, False)
         try:
             frame = parse_frame(message)
         except FrameError as exc:
@@ -1649,16 +1719,16 @@ class ChargerSession:
 
     def on_bad_frame(self, message: str, exc: FrameError) -> Optional[str]:
         """A frame that is not usable OCPP-J: the CALLERROR OCPP-J calls for, or a log line."""
-        self.out.frame(self.charger_id, "<-", "(bad frame)", printable(message, MAX_SHOWN))
+        self.frame_in("(bad frame)", printable(message, MAX_SHOWN))
         call = self.outstanding
         if exc.reply_id is not None and call is not None and exc.reply_id == call.message_id:
-            self.out.warn(self.charger_id, "malformed reply to %s: %s" % (call.action, exc.description))
+            self.log("warn", "malformed reply to %s: %s" % (call.action, exc.description))
             self._resolve(call, CallOutcome("failed", error_description="malformed reply: " + exc.description))
             return None
         if exc.message_id is None or exc.code is None:
-            self.out.warn(self.charger_id, "%s; frame ignored" % exc.description)
+            self.log("warn", "%s; frame ignored" % exc.description)
             return None
-        self.out.warn(self.charger_id, "%s; answered %s" % (exc.description, exc.code))
+        self.log("warn", "%s; answered %s" % (exc.description, exc.code))
         return self.answer(build_call_error(exc.message_id, exc.code, exc.description),
                            "CALLERROR", exc.code + " " + exc.description)
 
@@ -1666,12 +1736,10 @@ class ChargerSession:
         """The answer to a charger's CALL: its handler's reply, or a CALLERROR."""
         action, payload, message_id = frame.action, frame.payload, frame.message_id
         label = printable(action)
-        out = self.out
-        if not out.quiet:
-            if action == "MeterValues":
-                out.frame(self.charger_id, "<-", label, render_meter_values(payload))
-            else:
-                out.frame(self.charger_id, "<-", label, call_payload_text(text, frame))
+        if action == "MeterValues":
+            self.frame_in(label, lambda: render_meter_values(payload))
+        else:
+            self.frame_in(label, lambda: call_payload_text(text, frame))
         try:
             self._check_call_id(message_id)
             handler = self._handler(action)
@@ -1679,18 +1747,18 @@ class ChargerSession:
             try:
                 reply = handler(self, payload)
             except Exception as exc:
-                self.out.error(self.charger_id, "handler for %s failed: %s: %s" % (label, type(exc).__name__, exc))
+                self.log("error", "handler for %s failed: %s: %s" % (label, type(exc).__name__, exc))
                 raise CallRefused(INTERNAL_ERROR, "the mock server failed to handle %s" % action) from None
         except CallRefused as refusal:
-            self.out.warn(self.charger_id, "%s answered with %s: %s" % (label, refusal.code,
+            self.log("warn", "%s answered with %s: %s" % (label, refusal.code,
                                                                         printable(refusal.description, 400)))
             self._after_reply.clear()
-            if self.system.event_listeners:
-                self.system.emit("call", self, action=action, payload=payload, reply=None, error=refusal.code)
+            self.bus.publish("call_answered", self.charger_id, self, action=action, payload=payload, reply=None,
+                             error=refusal.code)
             return self.answer(build_call_error(message_id, refusal.code, refusal.description, refusal.details),
                                label + " CALLERROR", refusal.code + " " + printable(refusal.description, 400))
-        if self.system.event_listeners:
-            self.system.emit("call", self, action=action, payload=payload, reply=reply, error=None)
+        self.bus.publish("call_answered", self.charger_id, self, action=action, payload=payload, reply=reply,
+                         error=None)
         reply_json = dump_json(reply)
         reply_action = action if self.dialect == DIALECT_FLEXICHARGE else None
         return self.answer(build_call_result(message_id, reply_json, reply_action), label + ".conf", reply_json)
@@ -1718,16 +1786,26 @@ class ChargerSession:
         if problems:
             self.report_spec_problems(action, problems)
 
-    def answer(self, text: str, label: str, shown: str) -> str:
-        """Print and log a frame for the charger; the caller sends the ``text`` it returns.
+    def answer(self, text: str, label: str, shown: Any) -> str:
+        """Publish a frame for the charger; the caller sends the ``text`` it returns.
 
         Every frame the server sends passes here, made encodable first.
         """
         text = encodable(text)
-        self.out.frame(self.charger_id, "->", label, shown)
-        if self.system.transcript is not None:
-            self.system.transcript.frame(self.charger_id, "out", text)
+        self.bus.publish("frame", self.charger_id, self, direction="out", text=text, label=label, shown=shown,
+                         binary=False)
         return text
+
+    def frame_in(self, label: str, shown: Any) -> None:
+        """Publish the frame being handled, with what the terminal shows of it (``shown`` may be a
+        function that makes it, run only when it is shown)."""
+        text, binary = self._incoming
+        self.bus.publish("frame", self.charger_id, self, direction="in", text=text, label=label, shown=shown,
+                         binary=binary)
+
+    def log(self, level: str, text: str) -> None:
+        """A line about this charger for the operator: level "debug", "info", "warn" or "error"."""
+        self.bus.publish("log", self.charger_id, self, level=level, text=text)
 
     def _run_after_reply(self) -> None:
         callbacks, self._after_reply = self._after_reply, []
@@ -1759,12 +1837,12 @@ class ChargerSession:
     def on_unexpected_reply(self, frame: Frame) -> None:
         """A CALLRESULT or CALLERROR that answers no outstanding CALL of the server's."""
         late = self._timed_out.pop(frame.message_id, None)
-        self.out.frame(self.charger_id, "<-", "(reply)", frame.payload if frame.kind == CALLRESULT else
-                       [frame.error_code, frame.error_description, frame.error_details])
+        self.frame_in("(reply)", frame.payload if frame.kind == CALLRESULT else
+                      [frame.error_code, frame.error_description, frame.error_details])
         if late is not None:
-            self.out.warn(self.charger_id, "late reply to %s, which had already timed out" % late)
+            self.log("warn", "late reply to %s, which had already timed out" % late)
         else:
-            self.out.warn(self.charger_id, "reply to message id %s, which the server never sent or already "
+            self.log("warn", "reply to message id %s, which the server never sent or already "
                           "has an answer for" % _show(frame.message_id))
 
     def _check_reply_dialect(self, frame: Frame, call: PendingCall) -> None:
@@ -1778,14 +1856,14 @@ class ChargerSession:
         """The charger's CALLRESULT to the outstanding CALL: shown, linted, and the call resolved."""
         self._check_reply_dialect(frame, call)
         label = printable(call.action)
-        self.out.frame(self.charger_id, "<-", label + ".conf", frame.payload)
+        self.frame_in(label + ".conf", frame.payload)
         rules = CHARGER_REPLY_RULES.get(call.action)
         if rules is not None:
             problems = lint_payload(rules, frame.payload)
             if problems:
                 self.report_spec_problems(label + ".conf", problems)
-        if self.system.event_listeners:
-            self.system.emit("reply", self, action=call.action, payload=frame.payload, error=None)
+        self.bus.publish("reply_received", self.charger_id, self, action=call.action, payload=frame.payload,
+                         error=None)
         self._resolve(call, CallOutcome("result", frame.payload))
 
     def on_call_error(self, frame: Frame, call: PendingCall) -> None:
@@ -1794,7 +1872,7 @@ class ChargerSession:
         code, description, details = frame.error_code, frame.error_description, frame.error_details
         code_text = code if isinstance(code, str) else render_json(code)
         description_text = description if isinstance(description, str) else render_json(description)
-        self.out.frame(self.charger_id, "<-", printable(call.action) + " CALLERROR", "%s %s %s" % (
+        self.frame_in(printable(call.action) + " CALLERROR", "%s %s %s" % (
             printable(code_text), printable(description_text, 400), render_json(details)))
         if not isinstance(code, str) or code not in ERROR_CODES:
             self.warn_once(("error-code", code_text[:50]), lambda: "spec: CALLERROR code %s is not an "
@@ -1805,8 +1883,8 @@ class ChargerSession:
         if not isinstance(details, dict):
             self.warn_once(("error-details",), lambda: "spec: CALLERROR details must be an object, got %s"
                            % _json_type(details), spec=True)
-        if self.system.event_listeners:
-            self.system.emit("reply", self, action=call.action, payload=details, error=code_text)
+        self.bus.publish("reply_received", self.charger_id, self, action=call.action, payload=details,
+                         error=code_text)
         self._resolve(call, CallOutcome("error", details, code_text, description_text))
 
     def _resolve(self, call: PendingCall, outcome: CallOutcome) -> None:
@@ -1818,7 +1896,7 @@ class ChargerSession:
     def use_flexicharge_dialect(self) -> None:
         if self.dialect != DIALECT_FLEXICHARGE and self.system.options.dialect == "auto":
             self.dialect = DIALECT_FLEXICHARGE
-            self.out.info(self.charger_id, "speaks the FlexiCharge dialect (4-element replies); "
+            self.log("info", "speaks the FlexiCharge dialect (4-element replies); "
                           "answering in kind")
 
     # -- spec warnings
@@ -1836,13 +1914,13 @@ class ChargerSession:
         if len(self._warned) >= MAX_WARNINGS_PER_CHARGER:
             self._warnings_suppressed += 1
             if self._warnings_suppressed == 1:
-                self.out.warn(self.charger_id, "%d distinct warnings about this charger so far; further ones are "
+                self.log("warn", "%d distinct warnings about this charger so far; further ones are "
                               "suppressed until it reconnects" % len(self._warned))
             return
         self._warned.add(key)
         if spec:
             self.system.spec_warnings += 1
-        self.out.warn(self.charger_id, text if isinstance(text, str) else text())
+        self.log("warn", text if isinstance(text, str) else text())
 
     def report_spec_problems(self, action: str, problems: List[Problem]) -> None:
         """One warning per charger, action and problem (the field and the rule)."""
@@ -1886,7 +1964,7 @@ class ChargerSession:
             return call
         ahead = self._pending_calls()
         if ahead and call.action != "raw":
-            self.out.info(self.charger_id, "%s queued behind %s%s (one outstanding CALL per charger)" % (
+            self.log("info", "%s queued behind %s%s (one outstanding CALL per charger)" % (
                 printable(call.action), printable(ahead[0].action),
                 " and %d more" % (len(ahead) - 1) if len(ahead) > 1 else ""))
         self.calls.append(call)
@@ -1910,7 +1988,7 @@ class ChargerSession:
                 await self._send_call(call)
                 await asyncio.wait_for(asyncio.shield(call.outcome), timeout)
             except asyncio.TimeoutError:
-                self.out.warn(self.charger_id, "no reply to %s within %g s; moving on"
+                self.log("warn", "no reply to %s within %g s; moving on"
                               % (printable(call.action), timeout))
                 self._timed_out[call.message_id] = printable(call.action)
                 if len(self._timed_out) > 100:
@@ -1942,7 +2020,7 @@ class ChargerSession:
         self.outstanding = None
         for call in pending:
             if call.action != "raw" and not call.outcome.done():
-                self.out.warn(self.charger_id, "%s failed: %s" % (printable(call.action), reason))
+                self.log("warn", "%s failed: %s" % (printable(call.action), reason))
             call.finish(CallOutcome("failed", error_description=reason))
 
     # -- the charging-session flow
@@ -1968,12 +2046,11 @@ class ChargerSession:
                 on_done=lambda outcome: outcome.kind in ("result", "error") and self.handshake_complete())
 
     def handshake_complete(self) -> None:
-        if self.system.event_listeners:
-            self.system.emit("handshake", self)
+        self.bus.publish("ready", self.charger_id, self)
         delay = self.system.options.auto_start_after
         if delay is not None and not self.auto_started:
             self.auto_started = True
-            self.out.info(self.charger_id, "handshake complete; RemoteStartTransaction in %g s (--auto-start-after)"
+            self.log("info", "handshake complete; RemoteStartTransaction in %g s (--auto-start-after)"
                           % delay)
             self.later(delay, lambda: self.call("RemoteStartTransaction",
                                                 SERVER_ACTION_DEFAULTS["RemoteStartTransaction"](self.system, self)))
@@ -1982,7 +2059,7 @@ class ChargerSession:
         delay = self.system.options.auto_stop_after
         if delay is None:
             return
-        self.out.info(self.charger_id, "RemoteStopTransaction for transaction %d in %g s (--auto-stop-after)"
+        self.log("info", "RemoteStopTransaction for transaction %d in %g s (--auto-stop-after)"
                       % (transaction.transaction_id, delay))
 
         def stop() -> None:
@@ -2098,15 +2175,15 @@ class Console:
 
     def hold(self, line: str) -> None:
         """Keep a charger command until a charger has finished its handshake."""
+        if not self.held:
+            self.system.bus.subscribe(self.on_event)
         self.held.append(line)
-        if self.on_event not in self.system.event_listeners:
-            self.system.event_listeners.append(self.on_event)
 
-    def on_event(self, kind: str, session: ChargerSession, details: dict) -> None:
+    def on_event(self, event: Event) -> None:
         """Run the held commands once the first charger has finished its handshake."""
-        if kind != "handshake":
+        if event.type != "ready":
             return
-        self.system.event_listeners.remove(self.on_event)
+        self.system.bus.unsubscribe(self.on_event)
         held, self.held = self.held, []
         for line in held:
             self.out.console("running held command: " + line)
@@ -2495,11 +2572,17 @@ class ScenarioRunner:
         self.arrived = asyncio.Event()
         # What `expect` checks: a label, the payload, and the server's reply to it (for a charger's CALL).
         self.last: Optional[Tuple[str, Any, Any]] = None
-        system.event_listeners.append(self.on_event)
+        system.bus.subscribe(self.on_event)
 
-    def on_event(self, kind: str, session: ChargerSession, details: dict) -> None:
-        self.events.append((kind, session, details))
-        self.arrived.set()
+    # What wait steps consume: a charger's CALLs (with the server's answer) and its replies.
+    KINDS = {"call_answered": "call", "reply_received": "reply"}
+
+    def on_event(self, event: Event) -> None:
+        kind = self.KINDS.get(event.type)
+        if kind is not None:
+            self.events.append((kind, event.session, event.fields))
+        if kind is not None or event.type in ("connected", "disconnected", "ready"):
+            self.arrived.set()
 
     async def run(self) -> int:
         started = time.monotonic()
@@ -2812,6 +2895,17 @@ class Output:
         self.flush()
         self.writer.drain(timeout)
 
+    def on_event(self, event: "Event") -> None:
+        """The terminal as a bus subscriber: frames and log lines."""
+        if event.type == "frame":
+            fields = event.fields
+            if not self.quiet:
+                shown = fields["shown"]
+                self.frame(event.charger or "", "->" if fields["direction"] == "out" else "<-", fields["label"],
+                           shown() if callable(shown) else shown)
+        elif event.type == "log":
+            self._LEVELS[event.fields["level"]](self, event.charger, event.fields["text"])
+
     def frame(self, charger: str, direction: str, label: str, shown: Any) -> None:
         """One frame: direction ("<-" from the charger, "->" to it), label, payload.
 
@@ -2841,6 +2935,8 @@ class Output:
     def console(self, text: str) -> None:
         """An answer to the operator's command."""
         self._write(None, ">> " + text)
+
+    _LEVELS = {"debug": debug, "info": info, "warn": warn, "error": error}
 
 
 class Transcript:
@@ -2872,16 +2968,25 @@ class Transcript:
             self.out.error(None, "transcript %s stopped: %s" % (self.path, exc))
             self.file = None
 
-    def frame(self, charger: str, direction: str, text: str, binary: bool = False) -> None:
-        record = {"ts": UTC_CLOCK.now(), "charger": charger, "dir": direction, "frame": text}
-        if binary:
-            record["binary"] = True
+    def on_event(self, event: "Event") -> None:
+        """The transcript as a bus subscriber: every frame, and connects, disconnects and authorizations."""
+        fields = event.fields
+        if event.type == "frame":
+            record = {"ts": UTC_CLOCK.now(), "charger": event.charger, "dir": fields["direction"],
+                      "frame": fields["text"]}
+            if fields["binary"]:
+                record["binary"] = True
+        elif event.type in self.EVENT_NAMES:
+            record = {"ts": UTC_CLOCK.now(), "charger": event.charger, "event": self.EVENT_NAMES[event.type]}
+            record.update((name, fields[name]) for name in self.EVENT_RECORDS[event.type])
+        else:
+            return
         self._write(record)
 
-    def event(self, charger: str, event: str, **details: Any) -> None:
-        record = {"ts": UTC_CLOCK.now(), "charger": charger, "event": event}
-        record.update(details)
-        self._write(record)
+    # Bus event type -> the transcript's "event" name, and the fields it keeps.
+    EVENT_NAMES = {"connected": "connect", "disconnected": "disconnect", "authorization": "authorization"}
+    EVENT_RECORDS = {"connected": ("peer", "path", "subprotocol"), "disconnected": ("code",),
+                     "authorization": ("action", "idTag", "status", "rule")}
 
     def close(self) -> None:
         if self.file is not None:
@@ -3172,15 +3277,13 @@ class CentralSystem:
         self.authorization = AuthorizationRules(options.tag_rules, options.unknown_tags, options.concurrent_tx)
         self.exit_code = 0
         self.stopped = asyncio.Event()
-        # Who wants (kind, session, details) for "connect", "handshake", "call", "reply" and
-        # "disconnect": the --script runner, and the console while it holds commands.
-        # Sessions check the list is not empty before they build an event.
-        self.event_listeners: List[Callable[[str, ChargerSession, dict], None]] = []
+        self.bus = EventBus(self._subscriber_failed)
+        self.bus.subscribe(out.on_event)
         self.spec_warnings = 0
 
-    def emit(self, kind: str, session: ChargerSession, **details: Any) -> None:
-        for listener in list(self.event_listeners):  # a listener may remove itself
-            listener(kind, session, details)
+    def _subscriber_failed(self, subscriber: Callable[[Event], None], exc: Exception) -> None:
+        self.out.error(None, "event subscriber %s failed and was removed: %s: %s" % (
+            getattr(subscriber, "__qualname__", subscriber), type(exc).__name__, exc))
 
     def stop(self) -> None:
         self.stopped.set()
@@ -3227,8 +3330,6 @@ class CentralSystem:
             self.spec_warnings += 1
             self.out.warn(charger_id, "spec: no ocpp1.6 subprotocol negotiated (charger offered: %s); "
                           "serving it anyway" % printable(offered))
-        if self.transcript is not None:
-            self.transcript.event(charger_id, "connect", peer=peer, path=path, subprotocol=subprotocol)
         previous = self.sessions.get(charger_id)
         session = ChargerSession(self, websocket, charger_id, peer, subprotocol)
         self.sessions[charger_id] = session
@@ -3238,19 +3339,17 @@ class CentralSystem:
             previous.closed = True
             asyncio.ensure_future(close_within(previous.websocket, 1000, "replaced by a new connection",
                                                REPLACE_TIMEOUT))
-        if self.event_listeners:
-            self.emit("connect", session)
+        self.bus.publish("connected", charger_id, session, peer=peer, path=path, subprotocol=subprotocol)
         try:
             await session.serve()
         finally:
             if self.sessions.get(charger_id) is session:
                 del self.sessions[charger_id]
                 session.state.connected = False
-            self.out.info(charger_id, "disconnected (%s)" % describe_close(websocket))
-            if self.event_listeners:
-                self.emit("disconnect", session)
-            if self.transcript is not None:
-                self.transcript.event(charger_id, "disconnect", code=close_code(websocket))
+            description = describe_close(websocket)
+            session.log("info", "disconnected (%s)" % description)
+            self.bus.publish("disconnected", charger_id, session, code=close_code(websocket),
+                             description=description)
 
 
 def is_loopback(host: str) -> bool:
@@ -3410,6 +3509,7 @@ async def run_server(options: argparse.Namespace, out: Output, stdin: Any = None
     if options.log:
         try:
             system.transcript = Transcript(options.log, out)
+            system.bus.subscribe(system.transcript.on_event)
         except OSError as exc:
             out.error(None, "cannot open the transcript %s: %s" % (options.log, exc.strerror or exc))
             return 2
