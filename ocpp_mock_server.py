@@ -2102,6 +2102,9 @@ CONSOLE_ACTIONS = {action.lower(): action for action in SERVER_ACTION_DEFAULTS}
 CONSOLE_WORDS = ("help", "chargers", "use", "raw", "echo", "quit", "exit", "startRemote", "stopRemote")
 
 
+CONSOLE_ONLY = ("help", "chargers", "use", "quit", "exit")  # words for a person, not for scripts
+
+
 def console_action(word: str) -> Optional[str]:
     """The server action a typed word names (any case, startRemote/stopRemote too), or None."""
     lower = word.lower()
@@ -2132,6 +2135,136 @@ def _coerce(rule: Optional[Rule], value: Any) -> Any:
         if isinstance(number, (int, float)) and not isinstance(number, bool):
             return number
     return value
+
+
+class Command:
+    """One line of the command language, parsed and checked as far as the line alone allows.
+
+    ``word`` is "call" for a server action (``action`` names it; ``payload``
+    is a typed JSON payload, else ``overrides`` are the key=value pairs, as
+    (path, value)), or one of help, chargers, use, raw, echo, quit; ``text``
+    is the rest of the line for those.  ``target`` is the charger of ``@id``.
+    """
+
+    __slots__ = ("line", "word", "target", "action", "payload", "overrides", "text")
+
+    def __init__(self, line: str, word: str, target: Optional[str] = None, action: Optional[str] = None,
+                 payload: Optional[dict] = None, overrides: Optional[List[Tuple[List[str], Any]]] = None,
+                 text: str = "") -> None:
+        self.line = line
+        self.word = word
+        self.target = target
+        self.action = action
+        self.payload = payload
+        self.overrides = overrides or []
+        self.text = text
+
+
+def parse_command(line: str) -> Command:
+    """Parse one line of the command language; CommandError says what is wrong with it.
+
+    Used by the console, the scenario checker and the scenario runner alike,
+    so a line is valid or not the same way everywhere.  Checked here: the
+    word, the action, field names, and each value against its field's rule.
+    Checked when it runs: what depends on the run (an open transaction, a
+    connected charger, required fields the defaults do not fill).
+    """
+    line = line.strip()
+    target: Optional[str] = None
+    if line.startswith("@"):
+        target, _, line = line[1:].partition(" ")
+        line = line.strip()
+        if not target or not line:
+            raise CommandError("usage: @<chargerId> <command>, e.g. @CP-1 Reset")
+    word, _, rest = line.partition(" ")
+    rest, lower = rest.strip(), word.lower()
+    if lower in ("help", "chargers", "use", "echo", "quit", "exit", "raw"):
+        return _parse_word(line, "quit" if lower == "exit" else lower, target, rest)
+    action = console_action(word)
+    if action is None:
+        choices = list(CONSOLE_WORDS) + list(SERVER_ACTION_DEFAULTS)
+        close = difflib.get_close_matches(word, choices, n=1, cutoff=0.5) or difflib.get_close_matches(
+            lower, [choice.lower() for choice in choices], n=1, cutoff=0.5)
+        raise CommandError("unknown command %r; %stype help for the list" % (
+            word, "did you mean %s? " % close[0] if close else ""))
+    if rest.startswith("{"):
+        return Command(line, "call", target, action, payload=_parse_json_payload(action, rest))
+    return Command(line, "call", target, action, overrides=[_parse_override(action, argument)
+                                                            for argument in rest.split()])
+
+
+def _parse_word(line: str, word: str, target: Optional[str], rest: str) -> Command:
+    if word == "help" and rest and console_action(rest) is None:
+        close = difflib.get_close_matches(rest.lower(), list(CONSOLE_ACTIONS), n=1)
+        raise CommandError("no action %r%s" % (rest, "; did you mean %s?" % CONSOLE_ACTIONS[close[0]]
+                                              if close else ""))
+    if word == "raw" and not rest:
+        raise CommandError('usage: raw <frame>, e.g. raw [2,"1","Reset",{"type":"Soft"}]')
+    return Command(line, word, target, text=rest)
+
+
+def _parse_json_payload(action: str, text: str) -> dict:
+    try:
+        payload = loads_strict(text)
+    except (ValueError, RecursionError) as exc:
+        raise CommandError("%s: the JSON payload does not parse: %s" % (action, exc)) from None
+    if not isinstance(payload, dict):
+        raise CommandError("%s: a JSON payload must be an object" % action)
+    return payload
+
+
+def _parse_override(action: str, argument: str) -> Tuple[List[str], Any]:
+    """One key=value of a command: the field's path and its value, typed to the field and checked."""
+    key, equals, text = argument.partition("=")
+    if not equals or not key:
+        raise CommandError("%s: expected key=value, got %r (help %s lists the fields)" % (action, argument, action))
+    path = key.split(".")
+    rules = SERVER_REQUEST_RULES[action]
+    rule = _field_rule(rules, path)
+    problems: List[Problem] = []
+    if rule is None:
+        parent = _field_rule(rules, path[:-1])
+        if isinstance(parent, Object):
+            problems.append(Problem(key, "is not a field of this message", FORMATION_VIOLATION,
+                                    lambda: parent.suggest(path[-1])))
+        else:
+            problems.append(Problem(key, "is not a field of this message (%s is not an object)"
+                                    % ".".join(path[:-1]), FORMATION_VIOLATION))
+        value = text
+    else:
+        value = _coerce(rule, parse_console_value(text))
+        if not rule.valid(value):
+            rule.check(value, key, problems)
+    if problems:
+        raise CommandError("%s not sent: %s (send it anyway with %s {json} or raw)" % (action, problems[0], action))
+    return path, value
+
+
+def build_payload(system: "CentralSystem", session: Optional[ChargerSession], command: Command) -> dict:
+    """The payload a call command sends: its JSON as typed, or the defaults with its key=value overrides."""
+    action = command.action or ""
+    if command.payload is not None:
+        return command.payload
+    try:
+        payload = SERVER_ACTION_DEFAULTS[action](system, session)
+        missing_default: Optional[CommandError] = None
+    except CommandError as exc:  # e.g. no open transaction: the arguments may supply it
+        if not command.overrides:
+            raise
+        payload, missing_default = {}, exc
+    for path, value in command.overrides:
+        target = payload
+        for name in path[:-1]:
+            target = target.setdefault(name, {})
+            if not isinstance(target, dict):
+                raise CommandError("%s: %s is not an object" % (action, name))
+        target[path[-1]] = value
+    problems = lint_payload(SERVER_REQUEST_RULES[action], payload)
+    if problems and missing_default is not None:
+        raise missing_default
+    if problems:
+        raise CommandError("%s not sent: %s (send it anyway with %s {json} or raw)" % (action, problems[0], action))
+    return payload
 
 
 MAX_INPUT_LINE = 1 << 20  # bytes of one console line; a longer one is dropped
@@ -2218,55 +2351,48 @@ class Console:
         self.out.debug(None, "console input ended; the server keeps serving until Ctrl-C or SIGTERM")
 
     def execute(self, line: str) -> None:
-        """Run one console line; problems are reported in one line, never raised."""
+        """Run one console line and print its outcome; problems are one line, never raised."""
+        outcome = self.run(line)
+        for text in outcome.lines:
+            self.out.console(text)
+
+    def run(self, line: str) -> "CommandOutcome":
+        """Run one line of the command language: what the console, and the API, answer with."""
         line = line.strip()
+        outcome = CommandOutcome()
         if not line or line.startswith("#"):
-            return
+            return outcome
         try:
-            self._execute(line)
+            self._run(parse_command(line), outcome)
         except NoChargerYet:
             self.hold(line)
-            self.out.console("no charger is connected yet; %r will run once one has booted (point it at %s)"
-                             % (line, self.system.url))
+            outcome.fail("no charger is connected yet; %r will run once one has booted (point it at %s)"
+                         % (line, self.system.url), held=True)
         except CommandError as exc:
-            self.out.console(str(exc))
+            outcome.fail(str(exc))
         except Exception as exc:  # a console bug must not stop the server
             self.out.error(None, "console command %r failed: %s: %s" % (line, type(exc).__name__, exc))
+            outcome.ok = False
+        return outcome
 
-    def _execute(self, line: str) -> None:
-        target: Optional[str] = None
-        if line.startswith("@"):
-            target, _, line = line[1:].partition(" ")
-            line = line.strip()
-            if not target or not line:
-                raise CommandError("usage: @<chargerId> <command>, e.g. @CP-1 Reset")
-        word, _, rest = line.partition(" ")
-        rest = rest.strip()
-        lower = word.lower()
-        if lower == "help":
-            self.show_help(rest)
-        elif lower == "chargers":
-            self.show_chargers()
-        elif lower == "use":
-            self.use(rest)
-        elif lower in ("quit", "exit"):
-            self.out.console("stopping")
+    def _run(self, command: Command, outcome: "CommandOutcome") -> None:
+        word = command.word
+        if word == "call":
+            session = self.target_session(command.target)
+            outcome.call = session.call(command.action or "", build_payload(self.system, session, command))
+        elif word == "raw":
+            outcome.call = self.target_session(command.target).send_raw(command.text)
+        elif word == "help":
+            outcome.lines.extend(self.help_lines(command.text))
+        elif word == "chargers":
+            outcome.lines.extend(self.charger_lines())
+        elif word == "use":
+            outcome.lines.extend(self.use(command.text))
+        elif word == "echo":
+            outcome.lines.append(command.text)
+        elif word == "quit":
+            outcome.lines.append("stopping")
             self.system.stop()
-        elif lower == "echo":
-            self.out.console(rest)
-        elif lower == "raw":
-            self.send_raw(target, rest)
-        elif console_action(word) is not None:
-            action = console_action(word)
-            session = self.target_session(target)
-            payload = self.build_payload(action, rest, session)
-            session.call(action, payload)
-        else:
-            choices = list(CONSOLE_WORDS) + list(SERVER_ACTION_DEFAULTS)
-            close = difflib.get_close_matches(word, choices, n=1, cutoff=0.5) or difflib.get_close_matches(
-                lower, [choice.lower() for choice in choices], n=1, cutoff=0.5)
-            hint = "did you mean %s? " % close[0] if close else ""
-            raise CommandError("unknown command %r; %stype help for the list" % (word, hint))
 
     def target_session(self, target: Optional[str]) -> ChargerSession:
         sessions = self.system.sessions
@@ -2284,86 +2410,34 @@ class Console:
         raise CommandError("%d chargers are connected (%s): say which, e.g. @%s <command>, or use <chargerId>"
                            % (len(sessions), ", ".join(sessions), next(iter(sessions))))
 
-    def use(self, charger_id: str) -> None:
+    def use(self, charger_id: str) -> List[str]:
         if not charger_id:
             raise CommandError("usage: use <chargerId> (connected: %s)" % (", ".join(self.system.sessions) or
                                                                          "none"))
-        if charger_id not in self.system.sessions:
-            self.out.console("%s is not connected now; commands will go to it once it is" % charger_id)
         self.default_charger = charger_id
-        self.out.console("commands now go to %s" % charger_id)
+        lines = ["commands now go to %s" % charger_id]
+        if charger_id not in self.system.sessions:
+            lines.insert(0, "%s is not connected now; commands will go to it once it is" % charger_id)
+        return lines
 
-    def build_payload(self, action: str, arguments: str, session: Optional[ChargerSession]) -> dict:
-        """The payload of a console command: defaults, then key=value overrides or a JSON object."""
-        rules = SERVER_REQUEST_RULES[action]
-        if arguments.startswith("{"):
-            try:
-                payload = loads_strict(arguments)
-            except (ValueError, RecursionError) as exc:
-                raise CommandError("%s: the JSON payload does not parse: %s" % (action, exc))
-            if not isinstance(payload, dict):
-                raise CommandError("%s: a JSON payload must be an object" % action)
-            problems = lint_payload(rules, payload)
-            if problems:
-                self.out.console("note: %s is not valid OCPP 1.6 (%s); sending it as typed" % (action, problems[0]))
-            return payload
-        try:
-            payload = SERVER_ACTION_DEFAULTS[action](self.system, session)
-            missing_default: Optional[CommandError] = None
-        except CommandError as exc:  # e.g. no open transaction: the arguments may supply it
-            if not arguments:
-                raise
-            payload, missing_default = {}, exc
-        for argument in arguments.split():
-            key, equals, text = argument.partition("=")
-            if not equals or not key:
-                raise CommandError("%s: expected key=value, got %r (help %s lists the fields)"
-                                   % (action, argument, action))
-            path = key.split(".")
-            value = _coerce(_field_rule(rules, path), parse_console_value(text))
-            target = payload
-            for name in path[:-1]:
-                target = target.setdefault(name, {})
-                if not isinstance(target, dict):
-                    raise CommandError("%s: %s is not an object" % (action, name))
-            target[path[-1]] = value
-        problems = lint_payload(rules, payload)
-        if problems and missing_default is not None:
-            raise missing_default
-        if problems:
-            raise CommandError("%s not sent: %s (send it anyway with %s {json} or raw)" % (action, problems[0], action))
-        return payload
-
-    def send_raw(self, target: Optional[str], text: str) -> None:
-        if not text:
-            raise CommandError('usage: raw <frame>, e.g. raw [2,"1","Reset",{"type":"Soft"}]')
-        self.target_session(target).send_raw(text)
-
-    def show_chargers(self) -> None:
+    def charger_lines(self) -> List[str]:
+        """The `chargers` listing: every connected charger, and those away with open transactions."""
         sessions = self.system.sessions
-        if not sessions:
-            self.out.console("no charger connected; point one at %s" % self.system.url)
+        lines = [] if sessions else ["no charger connected; point one at %s" % self.system.url]
         for session in sessions.values():
-            for line in session.describe():
-                self.out.console(line)
+            lines.extend(session.describe())
         for state in self.system.states.values():
             if not state.connected and state.transactions:  # they go on while it is away
-                self.out.console("%s  (disconnected)" % printable(state.charger_id))
-                for line in state.describe():
-                    self.out.console(line)
+                lines.append("%s  (disconnected)" % printable(state.charger_id))
+                lines.extend(state.describe())
+        return lines
 
-    def show_help(self, topic: str) -> None:
+    def help_lines(self, topic: str) -> List[str]:
         if not topic:
             width = max(len(usage) for usage, _, _ in CONSOLE_HELP)
-            for usage, text, example in CONSOLE_HELP:
-                self.out.console("%s  %s   e.g. %s" % (usage.ljust(width), text, example))
-            self.out.console("actions: " + " ".join(SERVER_ACTION_DEFAULTS))
-            return
-        action = console_action(topic)
-        if action is None:
-            close = difflib.get_close_matches(topic.lower(), list(CONSOLE_ACTIONS), n=1)
-            raise CommandError("no action %r%s" % (topic, "; did you mean %s?" % CONSOLE_ACTIONS[close[0]]
-                                                  if close else ""))
+            return ["%s  %s   e.g. %s" % (usage.ljust(width), text, example) for usage, text, example in CONSOLE_HELP
+                    ] + ["actions: " + " ".join(SERVER_ACTION_DEFAULTS)]
+        action = console_action(topic) or ""
         sessions = self.system.sessions
         session = sessions.get(self.default_charger or "") or (next(iter(sessions.values()))
                                                                if len(sessions) == 1 else None)
@@ -2371,10 +2445,30 @@ class Console:
             defaults = dump_json(SERVER_ACTION_DEFAULTS[action](self.system, session))
         except CommandError as exc:
             defaults = "none (%s)" % exc
-        self.out.console("%s  (reply: %s.conf)" % (action, action))
-        for name, rule in SERVER_REQUESTS[action].items():
-            self.out.console("  %s%s: %s" % (name, "" if rule.required else " (optional)", rule.describe()))
-        self.out.console("  sent bare: " + defaults)
+        return (["%s  (reply: %s.conf)" % (action, action)]
+                + ["  %s%s: %s" % (name, "" if rule.required else " (optional)", rule.describe())
+                   for name, rule in SERVER_REQUESTS[action].items()]
+                + ["  sent bare: " + defaults])
+
+
+class CommandOutcome:
+    """What running a command came to: ok or not, the lines to show, the CALL it queued (if any).
+
+    ``held``: no charger was connected, so the line waits for one.
+    """
+
+    __slots__ = ("ok", "lines", "call", "held")
+
+    def __init__(self) -> None:
+        self.ok = True
+        self.lines: List[str] = []
+        self.call: Optional[PendingCall] = None
+        self.held = False
+
+    def fail(self, text: str, held: bool = False) -> None:
+        self.ok = False
+        self.held = held
+        self.lines.append(text)
 
 
 # ---------------------------------------------------------- Scenario scripts
@@ -2488,50 +2582,31 @@ def parse_scenario(text: str) -> List[ScenarioStep]:
                 raise ScriptError(number, "usage: expect-reconnect [within S]")
             arguments = within
         else:
-            try:
-                check_script_command(line)
-            except CommandError as exc:
-                raise ScriptError(number, str(exc)) from None
-            word, arguments = "command", None
+            word, arguments = "command", script_command(line, number)
         steps.append(ScenarioStep(number, line, word, arguments))
     if not steps:
         raise ScriptError(0, "the script has no steps")
     return steps
 
 
-def check_script_command(line: str) -> None:
-    """CommandError unless ``line`` is a console command a script can send (checked without a charger)."""
-    word, _, rest = line.partition(" ")
-    lower = word.lower()
-    if lower == "raw":
-        if not rest.strip():
-            raise CommandError("usage: raw <frame>")
-        return
-    action = console_action(word)
-    if action is None:
-        if lower in ("help", "chargers", "use", "quit", "exit") or lower.startswith("@"):
-            raise CommandError("%s is for the interactive console, not for scripts" % word)
-        choices = list(SERVER_ACTION_DEFAULTS) + ["wait", "expect", "sleep", "disconnect", "expect-reconnect",
-                                                  "startRemote", "stopRemote", "raw"]
+SCENARIO_WORDS = ("charger", "wait", "expect", "sleep", "disconnect", "expect-reconnect")
+
+
+def script_command(line: str, number: int) -> Command:
+    """A command step, parsed by the console's own parser; ScriptError if a script cannot run it."""
+    word = line.split()[0]
+    if console_action(word) is None and word.lower() not in ("raw", "echo") + CONSOLE_ONLY \
+            and not word.startswith("@"):
+        choices = list(SERVER_ACTION_DEFAULTS) + list(SCENARIO_WORDS) + ["startRemote", "stopRemote", "raw"]
         close = difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
-        raise CommandError("unknown step %r%s" % (word, "; did you mean %s?" % close[0] if close else ""))
-    rest = rest.strip()
-    if rest.startswith("{"):
-        try:
-            if not isinstance(loads_strict(rest), dict):
-                raise ValueError("not an object")
-        except ValueError as exc:
-            raise CommandError("%s: the JSON payload is not an object: %s" % (action, exc)) from None
-        return
-    rules = SERVER_REQUEST_RULES[action]
-    for argument in rest.split():
-        key, equals, _ = argument.partition("=")
-        if not equals or not key:
-            raise CommandError("%s: expected key=value, got %r" % (action, argument))
-        if _field_rule(rules, key.split(".")) is None:
-            close = difflib.get_close_matches(key, list(rules.fields), n=1)
-            raise CommandError("%s has no field %r%s" % (action, key, "; did you mean %s?" % close[0]
-                                                         if close else ""))
+        raise ScriptError(number, "unknown step %r%s" % (word, "; did you mean %s?" % close[0] if close else ""))
+    try:
+        command = parse_command(line)
+    except CommandError as exc:
+        raise ScriptError(number, str(exc)) from None
+    if command.word in CONSOLE_ONLY or command.target is not None:
+        raise ScriptError(number, "%s is for the interactive console, not for scripts" % word)
+    return command
 
 
 def field_at(payload: Any, path: str) -> Tuple[bool, Any]:
@@ -2639,7 +2714,7 @@ class ScenarioRunner:
             within = SCENARIO_DEFAULT_WITHIN if step.arguments is None else step.arguments
             self.session = await self.wait_connect(self.charger_id, within, after=self.session)
         else:
-            await self.send_command(step.text)
+            await self.send_command(step.arguments)
 
     def current_session(self) -> ChargerSession:
         session = self.session
@@ -2704,15 +2779,17 @@ class ScenarioRunner:
             if not expected_matches(actual, text):
                 raise StepFailed("expected %s=%s in %s, got %s" % (path, text, label, dump_json(actual)))
 
-    async def send_command(self, line: str) -> None:
+    async def send_command(self, command: Command) -> None:
         session = self.current_session()
-        word, _, rest = line.partition(" ")
-        if word.lower() == "raw":
-            session.send_raw(rest.strip())
+        if command.word == "raw":
+            session.send_raw(command.text)
             return
-        action = console_action(word)
+        if command.word == "echo":
+            self.out.console(command.text)
+            return
+        action = command.action or ""
         try:
-            payload = self.console.build_payload(action, rest.strip(), session)
+            payload = build_payload(self.system, session, command)
         except CommandError as exc:
             raise StepFailed(str(exc)) from None
         outcome = await session.call(action, payload).outcome

@@ -902,7 +902,7 @@ def test_console_overrides(start_server, typed, action, expected):
     ("@CP-9 Reset", r"no charger 'CP-9' \(connected: CP-1\)"),
     ("help Rset", r"no action 'Rset'; did you mean Reset\?"),
     ("stopRemote", r"no transaction is open on CP-1; give one: RemoteStopTransaction transactionId=N"),
-    ("stopRemote connectorId=1", r"no transaction is open on CP-1"),
+    ("stopRemote connectorId=1", r"RemoteStopTransaction not sent: connectorId is not a field of this message"),
 ])
 def test_mistyped_commands_get_one_line_and_nothing_is_sent(start_server, typed, message):
     server = start_server()
@@ -1979,7 +1979,9 @@ def test_a_timed_out_wait_exits_1_with_what_arrived(tmp_path):
 
 @pytest.mark.parametrize("text, message", [
     ("wait BootNotification\nwiat StartTransaction\n", r"bad\.txt:2: unknown step 'wiat'; did you mean wait\?"),
-    ("Reset typ=Hard\n", r"bad\.txt:1: Reset has no field 'typ'; did you mean type\?"),
+    ("Reset typ=Hard\n", r"bad\.txt:1: Reset not sent: typ is not a field of this message \(did you mean type\?\)"),
+    ("Reset type=hard\n", r"bad\.txt:1: Reset not sent: type \"hard\" is not allowed \(did you mean Hard\?\)"),
+    ("@CP-1 Reset\n", r"bad\.txt:1: @CP-1 is for the interactive console, not for scripts"),
     ("wait RemoteStartTransaction\n", r"bad\.txt:1: a charger does not send 'RemoteStartTransaction'"),
     ("wait Heartbeat x0\n", r"bad\.txt:1: usage: wait"),
     ("sleep soon\n", r"bad\.txt:1: expected seconds, got 'soon'"),
