@@ -263,23 +263,32 @@ def _parse_message(message: Any) -> Frame:
                          FORMATION_VIOLATION, answerable_id)
 
     if kind == CALL:
-        if len(message) < 4:
-            raise FrameError("CALL needs 4 elements [2, id, action, payload], got %d" % len(message),
-                             PROTOCOL_ERROR, raw_id)
-        if len(message) > 4:
-            raise FrameError("CALL has %d elements, OCPP-J allows 4" % len(message),
-                             FORMATION_VIOLATION, raw_id)
-        action, payload = message[2], message[3]
-        if not isinstance(action, str) or not action:
-            raise FrameError("action must be a non-empty string, got %s" % _json_type(action),
-                             FORMATION_VIOLATION, raw_id)
-        if payload is None:
-            payload = {}
-        if not isinstance(payload, dict):
-            raise FrameError("payload of %s must be a JSON object, got %s" % (printable(action), _json_type(payload)),
-                             FORMATION_VIOLATION, raw_id)
-        return Frame(CALL, raw_id, action=action, payload=payload)
+        return _parse_call(message, raw_id)
+    return _parse_reply(message, kind, raw_id)
 
+
+def _parse_call(message: list, raw_id: str) -> Frame:
+    """A CALL that is not plain: the CALLERROR OCPP-J calls for, or the CALL with a null payload as {}."""
+    if len(message) < 4:
+        raise FrameError("CALL needs 4 elements [2, id, action, payload], got %d" % len(message),
+                         PROTOCOL_ERROR, raw_id)
+    if len(message) > 4:
+        raise FrameError("CALL has %d elements, OCPP-J allows 4" % len(message),
+                         FORMATION_VIOLATION, raw_id)
+    action, payload = message[2], message[3]
+    if not isinstance(action, str) or not action:
+        raise FrameError("action must be a non-empty string, got %s" % _json_type(action),
+                         FORMATION_VIOLATION, raw_id)
+    if payload is None:
+        payload = {}
+    if not isinstance(payload, dict):
+        raise FrameError("payload of %s must be a JSON object, got %s" % (printable(action), _json_type(payload)),
+                         FORMATION_VIOLATION, raw_id)
+    return Frame(CALL, raw_id, action=action, payload=payload)
+
+
+def _parse_reply(message: list, kind: int, raw_id: str) -> Frame:
+    """A CALLRESULT (standard, or the FlexiCharge 4-element form) or a CALLERROR, fields as sent."""
     if kind == CALLRESULT:
         if len(message) == 3:
             return Frame(CALLRESULT, raw_id, payload=message[2])
@@ -1228,7 +1237,7 @@ def handle_boot_notification(session: "ChargerSession", payload: dict) -> dict:
     session.state.boot_info = payload
     session.state.boot_status = options.boot_status
     if options.boot_status == "Accepted":
-        session.after_reply(session.start_handshake)
+        session.after_reply(session.flow.boot_accepted)
     return {"status": options.boot_status, "currentTime": UTC_CLOCK.now(),
             "interval": options.heartbeat_interval}
 
@@ -1257,7 +1266,7 @@ def handle_start_transaction(session: "ChargerSession", payload: dict) -> dict:
     if forgotten is not None:
         session.warn_once(("transactions-cap",), "more than %d open transactions; forgetting the oldest (%d)"
                           % (MAX_OPEN_TRANSACTIONS, forgotten.transaction_id))
-    session.after_reply(lambda: session.transaction_started(transaction))
+    session.after_reply(lambda: session.flow.transaction_started(transaction))
     return {"transactionId": transaction_id, "idTagInfo": info}
 
 
@@ -1610,13 +1619,321 @@ class PendingCall:
                 self.on_done(outcome)
 
 
-class ChargerSession:
-    """One charger's connection: its outstanding CALL, its receive loop.
+class WarnOnce:
+    """A connection's warn-once table: each mistake is reported once, and the table is bounded.
 
-    OCPP-J allows one outstanding CALL per direction (section 4.1.1), so the
-    server's own CALLs wait in ``calls`` and a worker task sends them one at a
-    time, each with ``--call-timeout``.  What the server knows of the charge
-    point itself is in ``state``, which outlives the connection.
+    Keys name a mistake (an action, a field, a rule).  At most
+    MAX_WARNINGS_PER_CHARGER keys are kept; after that, one line says that
+    the rest are suppressed.
+    """
+
+    def __init__(self, session: "ChargerSession") -> None:
+        self.session = session
+        self._warned: set = set()
+        self.suppressed = 0
+
+    def __call__(self, key: tuple, text: "Union[str, Callable[[], str]]", spec: bool = False) -> None:
+        """Warn once per ``key``; ``spec``: it is a spec warning (counted for --strict scenarios).
+
+        ``text`` may be a function that makes the text: it runs only when the
+        warning is printed, so a charger that repeats a mistake on every frame
+        costs a set lookup, not a format.
+        """
+        if key in self._warned:
+            return
+        if len(self._warned) >= MAX_WARNINGS_PER_CHARGER:
+            self.suppressed += 1
+            if self.suppressed == 1:
+                self.session.log("warn", "%d distinct warnings about this charger so far; further ones are "
+                                 "suppressed until it reconnects" % len(self._warned))
+            return
+        self._warned.add(key)
+        if spec:
+            self.session.system.spec_warnings += 1
+        self.session.log("warn", text if isinstance(text, str) else text())
+
+    def spec_problems(self, action: str, problems: List[Problem]) -> None:
+        """One warning per action and problem (the field and the rule)."""
+        for problem in problems:
+            self((action,) + problem.key, lambda problem=problem: "spec: %s.%s (%s; answered anyway, "
+                 "--strict rejects it)" % (action, problem, problem.code), spec=True)
+
+
+class CallIds:
+    """The ids of a charger's recent CALLs: over-long ones and reused ones are reported."""
+
+    def __init__(self, session: "ChargerSession") -> None:
+        self.session = session
+        self.recent: set = set()
+
+    def check(self, message_id: str) -> None:
+        """Lint the id of a charger's CALL; CallRefused for an over-long one in --strict."""
+        session = self.session
+        if len(message_id) > MAX_MESSAGE_ID_LENGTH:
+            text = "message id is %d characters, OCPP-J allows %d" % (len(message_id), MAX_MESSAGE_ID_LENGTH)
+            if session.system.options.strict:
+                raise CallRefused(FORMATION_VIOLATION, text)
+            session.warn_once(("id-length",), "spec: " + text, spec=True)
+            # Remember a digest, not the id: ids may be as long as a frame.
+            message_id = hashlib.sha256(message_id.encode("utf-8", "surrogatepass")).hexdigest()
+        if message_id in self.recent:
+            # The FlexiCharge charger reuses one id for every CALL.  The server
+            # answers CALLs in order, so the reply is still unambiguous.
+            session.warn_once(("id-reuse",), lambda: "spec: message id %s reused; OCPP-J wants a new id for "
+                              "every CALL" % _show(message_id), spec=True)
+        else:
+            if len(self.recent) == RECENT_CALL_IDS:
+                self.recent.clear()  # remember the last 1 to 1,000 ids, at a set's cost
+            self.recent.add(message_id)
+
+
+class CallQueue:
+    """The server's CALLs to one charger, and the charger's replies to them.
+
+    OCPP-J allows one outstanding CALL per direction (section 4.1.1): the
+    others wait here, and ``run`` sends them one at a time, each with
+    ``--call-timeout``.  A reply resolves the outstanding call at once.
+    """
+
+    def __init__(self, session: "ChargerSession") -> None:
+        self.session = session
+        self.calls: Deque[PendingCall] = collections.deque()
+        self._waiting = asyncio.Event()
+        self.outstanding: Optional[PendingCall] = None
+        self._timed_out: "collections.OrderedDict[str, str]" = collections.OrderedDict()
+        self.closed = False
+
+    def call(self, action: str, payload: Any, on_done: Optional[Callable[[CallOutcome], None]] = None
+             ) -> PendingCall:
+        """Queue a CALL; it is sent when the ones before it are done."""
+        return self._enqueue(PendingCall(action, payload, on_done))
+
+    def send_raw(self, text: str) -> PendingCall:
+        """Queue a frame typed by the operator, sent as is, in order with the CALLs.
+
+        A raw CALL is still the server's CALL: its reply is matched, linted
+        and shown like any other.
+        """
+        try:
+            frame: Optional[Frame] = parse_frame(text)
+        except FrameError:
+            frame = None
+        if frame is not None and frame.kind == CALL:
+            return self._enqueue(PendingCall(frame.action or "raw", frame.payload, message_id=frame.message_id,
+                                             raw_text=text))
+        return self._enqueue(PendingCall("raw", None, raw_text=text))
+
+    def _enqueue(self, call: PendingCall) -> PendingCall:
+        if self.closed:
+            call.finish(CallOutcome("failed", error_description="%s is disconnected"
+                                    % printable(self.session.charger_id)))
+            return call
+        ahead = self.pending()
+        if ahead and call.action != "raw":
+            self.session.log("info", "%s queued behind %s%s (one outstanding CALL per charger)" % (
+                printable(call.action), printable(ahead[0].action),
+                " and %d more" % (len(ahead) - 1) if len(ahead) > 1 else ""))
+        self.calls.append(call)
+        self._waiting.set()
+        return call
+
+    def pending(self) -> List[PendingCall]:
+        """The outstanding call, then the queued ones, in order."""
+        return ([self.outstanding] if self.outstanding is not None else []) + list(self.calls)
+
+    async def run(self) -> None:
+        """Send the queued calls one at a time, until cancelled."""
+        timeout = self.session.system.options.call_timeout
+        while True:
+            while not self.calls:
+                self._waiting.clear()
+                await self._waiting.wait()
+            call = self.calls.popleft()
+            if call.action == "raw":  # not a CALL: nothing to wait for
+                await self.session.send_text(call.raw_text or "", "(raw)", call.raw_text)
+                call.finish(CallOutcome("result"))
+                continue
+            self.outstanding = call
+            call.sent_at = time.monotonic()
+            try:
+                await self._send(call)
+                await asyncio.wait_for(asyncio.shield(call.outcome), timeout)
+            except asyncio.TimeoutError:
+                self.session.log("warn", "no reply to %s within %g s; moving on" % (printable(call.action), timeout))
+                self._timed_out[call.message_id] = printable(call.action)
+                if len(self._timed_out) > 100:
+                    self._timed_out.popitem(last=False)
+                self.resolve(call, CallOutcome("timeout"))
+            finally:
+                if self.outstanding is call:
+                    self.outstanding = None
+
+    async def _send(self, call: PendingCall) -> None:
+        session = self.session
+        if call.raw_text is not None:
+            await session.send_text(call.raw_text, "(raw) " + printable(call.action), call.raw_text)
+            return
+        payload = call.payload
+        if session.dialect == DIALECT_FLEXICHARGE:
+            payload = to_flexicharge_payload(call.action, payload)
+        if call.action == "ReserveNow":
+            session.system.note_reservation(call.payload.get("reservationId"))
+        payload_json = dump_json(payload)
+        await session.send_text(build_call(call.message_id, call.action, payload_json), call.action, payload_json)
+
+    def resolve(self, call: PendingCall, outcome: CallOutcome) -> None:
+        """End a call now: the next command is not "queued behind" an answered one."""
+        if self.outstanding is call:
+            self.outstanding = None
+        call.finish(outcome)
+
+    def fail_pending(self, reason: str) -> None:
+        """The connection is gone: every call still pending fails, with ``reason``."""
+        self.closed = True
+        pending = self.pending()
+        self.calls.clear()
+        self.outstanding = None
+        for call in pending:
+            if call.action != "raw" and not call.outcome.done():
+                self.session.log("warn", "%s failed: %s" % (printable(call.action), reason))
+            call.finish(CallOutcome("failed", error_description=reason))
+
+    # -- replies
+
+    def on_reply(self, frame: Frame) -> None:
+        """A CALLRESULT or CALLERROR from the charger."""
+        call = self.outstanding
+        if call is None or frame.message_id != call.message_id:
+            self._on_unexpected(frame)
+            return
+        if frame.flexicharge_result:
+            self.session.use_flexicharge_dialect()
+            if frame.action != call.action:
+                self.session.warn_once(("reply-action", call.action), lambda: "answered %s with a reply naming %s"
+                                       % (call.action, _show(frame.action)))
+        if frame.kind == CALLRESULT:
+            self._on_result(frame, call)
+        else:
+            self._on_error(frame, call)
+
+    def on_malformed_reply(self, reply_id: str, description: str) -> bool:
+        """A reply too broken to parse: if it names the outstanding call, that call fails now."""
+        call = self.outstanding
+        if call is None or reply_id != call.message_id:
+            return False
+        self.session.log("warn", "malformed reply to %s: %s" % (printable(call.action), description))
+        self.resolve(call, CallOutcome("failed", error_description="malformed reply: " + description))
+        return True
+
+    def _on_unexpected(self, frame: Frame) -> None:
+        late = self._timed_out.pop(frame.message_id, None)
+        self.session.frame_in("(reply)", frame.payload if frame.kind == CALLRESULT else
+                              [frame.error_code, frame.error_description, frame.error_details])
+        if late is not None:
+            self.session.log("warn", "late reply to %s, which had already timed out" % late)
+        else:
+            self.session.log("warn", "reply to message id %s, which the server never sent or already has an "
+                             "answer for" % _show(frame.message_id))
+
+    def _on_result(self, frame: Frame, call: PendingCall) -> None:
+        session = self.session
+        label = printable(call.action)
+        session.frame_in(label + ".conf", frame.payload)
+        rules = CHARGER_REPLY_RULES.get(call.action)
+        if rules is not None:
+            problems = lint_payload(rules, frame.payload)
+            if problems:
+                session.warn_once.spec_problems(label + ".conf", problems)
+        session.bus.publish("reply_received", session.charger_id, session, action=call.action,
+                            payload=frame.payload, error=None)
+        self.resolve(call, CallOutcome("result", frame.payload))
+
+    def _on_error(self, frame: Frame, call: PendingCall) -> None:
+        """A CALLERROR, whatever JSON types its fields have."""
+        session = self.session
+        code, description, details = frame.error_code, frame.error_description, frame.error_details
+        code_text = code if isinstance(code, str) else render_json(code)
+        description_text = description if isinstance(description, str) else render_json(description)
+        session.frame_in(printable(call.action) + " CALLERROR", "%s %s %s" % (
+            printable(code_text), printable(description_text, 400), render_json(details)))
+        if not isinstance(code, str) or code not in ERROR_CODES:
+            session.warn_once(("error-code", code_text[:50]), lambda: "spec: CALLERROR code %s is not an "
+                              "OCPP 1.6 error code" % _show(code), spec=True)
+        for name, value, wanted in (("description", description, str), ("details", details, dict)):
+            if not isinstance(value, wanted):
+                session.warn_once(("error-" + name,), "spec: CALLERROR %s must be %s, got %s" % (
+                    name, "a string" if wanted is str else "an object", _json_type(value)), spec=True)
+        session.bus.publish("reply_received", session.charger_id, session, action=call.action, payload=details,
+                            error=code_text)
+        self.resolve(call, CallOutcome("error", details, code_text, description_text))
+
+
+class ChargingFlow:
+    """What happens on its own on a connection: BootData after an accepted boot, then --auto-start-after
+    and --auto-stop-after.  Timers end with the connection."""
+
+    def __init__(self, session: "ChargerSession") -> None:
+        self.session = session
+        self.boot_data_call: Optional[PendingCall] = None
+        self.auto_started = False
+        self._timers: List[asyncio.TimerHandle] = []
+
+    def later(self, delay: float, callback: Callable[[], None]) -> None:
+        """Run ``callback`` after ``delay`` seconds unless the charger is gone by then."""
+        def run() -> None:
+            if not self.session.closed:
+                callback()
+        self._timers.append(asyncio.get_running_loop().call_later(delay, run))
+
+    def cancel(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+
+    def boot_accepted(self) -> None:
+        """After an accepted BootNotification: send BootData, or the handshake is complete.
+
+        A charger that boots again while its BootData is still unanswered
+        does not get a second one queued.
+        """
+        session = self.session
+        if not session.system.options.boot_data:
+            self.handshake_complete()
+        elif self.boot_data_call is None or self.boot_data_call.outcome.done():
+            self.boot_data_call = session.call(
+                "DataTransfer", boot_data_payload(session.system),
+                on_done=lambda outcome: outcome.kind in ("result", "error") and self.handshake_complete())
+
+    def handshake_complete(self) -> None:
+        session = self.session
+        session.bus.publish("ready", session.charger_id, session)
+        delay = session.system.options.auto_start_after
+        if delay is not None and not self.auto_started:
+            self.auto_started = True
+            session.log("info", "handshake complete; RemoteStartTransaction in %g s (--auto-start-after)" % delay)
+            self.later(delay, lambda: session.call("RemoteStartTransaction", SERVER_ACTION_DEFAULTS[
+                "RemoteStartTransaction"](session.system, session)))
+
+    def transaction_started(self, transaction: Transaction) -> None:
+        session = self.session
+        delay = session.system.options.auto_stop_after
+        if delay is None:
+            return
+        session.log("info", "RemoteStopTransaction for transaction %d in %g s (--auto-stop-after)"
+                    % (transaction.transaction_id, delay))
+
+        def stop() -> None:
+            if session.state.transactions.get(transaction.transaction_id) is transaction:
+                session.call("RemoteStopTransaction", {"transactionId": transaction.transaction_id})
+        self.later(delay, stop)
+
+
+class ChargerSession:
+    """One charger's connection, as a protocol engine: frames in, replies and CALLs out.
+
+    Every happening is published on the system's EventBus.  The server's
+    own CALLs go through ``queue`` (a CallQueue); what happens on its own
+    (BootData, automation) is ``flow``; what the server knows of the charge
+    point is ``state``, which outlives the connection.
     """
 
     def __init__(self, system: "CentralSystem", websocket: Any, charger_id: str, peer: str,
@@ -1628,40 +1945,29 @@ class ChargerSession:
         self.peer = peer
         self.subprotocol = subprotocol
         self.state = system.state_for(charger_id)
-        options = system.options
-        self.dialect = DIALECT_FLEXICHARGE if options.dialect == DIALECT_FLEXICHARGE else DIALECT_OCPP16
-        self.calls: Deque[PendingCall] = collections.deque()
-        self._calls_waiting = asyncio.Event()
-        self.outstanding: Optional[PendingCall] = None
-        self.boot_data_call: Optional[PendingCall] = None
-        self.auto_started = False
+        self.dialect = DIALECT_FLEXICHARGE if system.options.dialect == DIALECT_FLEXICHARGE else DIALECT_OCPP16
+        self.queue = CallQueue(self)
+        self.flow = ChargingFlow(self)
+        self.warn_once = WarnOnce(self)
         self.closed = False
         self._after_reply: List[Callable[[], None]] = []
-        self._warned: set = set()
-        self._warnings_suppressed = 0
-        self._recent_call_ids: set = set()
-        self._timed_out: "collections.OrderedDict[str, str]" = collections.OrderedDict()
-        self._timers: List[asyncio.TimerHandle] = []
+        self.call_ids = CallIds(self)
         self._incoming: Tuple[str, bool] = ("", False)  # the frame being handled, and whether it was binary
+
+    def call(self, action: str, payload: Any, on_done: Optional[Callable[[CallOutcome], None]] = None
+             ) -> PendingCall:
+        """Queue a CALL to this charger (see CallQueue)."""
+        return self.queue.call(action, payload, on_done)
 
     # -- receiving
 
     async def serve(self) -> None:
         """Answer the charger until it disconnects, then fail what is pending."""
-        worker = asyncio.ensure_future(self._call_worker())
+        worker = asyncio.ensure_future(self.queue.run())
         turn_ends = time.monotonic() + TURN_SECONDS
         try:
             async for message in self.websocket:
-                try:
-                    reply = self.on_message(message)
-                except Exception as exc:  # a bug of ours must not cost the charger its connection
-                    self.log("error", "internal error while handling a frame: %s: %s"
-                                   % (type(exc).__name__, exc))
-                    reply = None
-                if reply is not None:
-                    await self.websocket.send(reply)
-                    if self._after_reply:
-                        self._run_after_reply()
+                await self._receive(message)
                 # Buffered frames are read without suspending: after its
                 # time slice, give the other chargers, the console and the
                 # signal handlers their turn, or one flooding charger starves
@@ -1676,9 +1982,20 @@ class ChargerSession:
         finally:
             self.closed = True
             worker.cancel()
-            for timer in self._timers:
-                timer.cancel()
-            self._fail_pending("%s disconnected" % printable(self.charger_id))
+            self.flow.cancel()
+            self.queue.fail_pending("%s disconnected" % printable(self.charger_id))
+
+    async def _receive(self, message: Any) -> None:
+        try:
+            reply = self.on_message(message)
+        except Exception as exc:  # a bug of ours must not cost the charger its connection
+            self.log("error", "internal error while handling a frame: %s: %s" % (type(exc).__name__, exc))
+            return
+        if reply is not None:
+            await self.websocket.send(reply)
+            callbacks, self._after_reply = self._after_reply, []
+            for callback in callbacks:
+                callback()
 
     def on_message(self, message: Any) -> Optional[str]:
         """Handle one frame from the charger; the text to answer it with, if any.
@@ -1708,22 +2025,13 @@ class ChargerSession:
             return self.on_bad_frame(message, exc)
         if frame.kind == CALL:
             return self.on_call(frame, message)
-        call = self.outstanding
-        if call is None or frame.message_id != call.message_id:
-            self.on_unexpected_reply(frame)
-        elif frame.kind == CALLRESULT:
-            self.on_call_result(frame, call)
-        else:
-            self.on_call_error(frame, call)
+        self.queue.on_reply(frame)
         return None
 
     def on_bad_frame(self, message: str, exc: FrameError) -> Optional[str]:
         """A frame that is not usable OCPP-J: the CALLERROR OCPP-J calls for, or a log line."""
         self.frame_in("(bad frame)", printable(message, MAX_SHOWN))
-        call = self.outstanding
-        if exc.reply_id is not None and call is not None and exc.reply_id == call.message_id:
-            self.log("warn", "malformed reply to %s: %s" % (call.action, exc.description))
-            self._resolve(call, CallOutcome("failed", error_description="malformed reply: " + exc.description))
+        if exc.reply_id is not None and self.queue.on_malformed_reply(exc.reply_id, exc.description):
             return None
         if exc.message_id is None or exc.code is None:
             self.log("warn", "%s; frame ignored" % exc.description)
@@ -1741,7 +2049,7 @@ class ChargerSession:
         else:
             self.frame_in(label, lambda: call_payload_text(text, frame))
         try:
-            self._check_call_id(message_id)
+            self.call_ids.check(message_id)
             handler = self._handler(action)
             self._check_payload(action, payload)
             try:
@@ -1784,7 +2092,7 @@ class ChargerSession:
             self.system.spec_warnings += 1
             raise CallRefused(first.code, "%s: %s" % (action, first), {"field": first.path[:200]})
         if problems:
-            self.report_spec_problems(action, problems)
+            self.warn_once.spec_problems(action, problems)
 
     def answer(self, text: str, label: str, shown: Any) -> str:
         """Publish a frame for the charger; the caller sends the ``text`` it returns.
@@ -1807,275 +2115,18 @@ class ChargerSession:
         """A line about this charger for the operator: level "debug", "info", "warn" or "error"."""
         self.bus.publish("log", self.charger_id, self, level=level, text=text)
 
-    def _run_after_reply(self) -> None:
-        callbacks, self._after_reply = self._after_reply, []
-        for callback in callbacks:
-            callback()
-
-    def _check_call_id(self, message_id: str) -> None:
-        """Lint the id of a charger's CALL; CallRefused for an over-long one in --strict."""
-        if len(message_id) > MAX_MESSAGE_ID_LENGTH:
-            text = "message id is %d characters, OCPP-J allows %d" % (len(message_id), MAX_MESSAGE_ID_LENGTH)
-            if self.system.options.strict:
-                raise CallRefused(FORMATION_VIOLATION, text)
-            self.warn_once(("id-length",), "spec: " + text, spec=True)
-            # Remember a digest, not the id: ids may be as long as a frame.
-            message_id = hashlib.sha256(message_id.encode("utf-8", "surrogatepass")).hexdigest()
-        recent = self._recent_call_ids
-        if message_id in recent:
-            # The FlexiCharge charger reuses one id for every CALL.  The server
-            # answers CALLs in order, so the reply is still unambiguous.
-            self.warn_once(("id-reuse",), lambda: "spec: message id %s reused; OCPP-J wants a new id for "
-                           "every CALL" % _show(message_id), spec=True)
-        else:
-            if len(recent) == RECENT_CALL_IDS:
-                recent.clear()  # remember the last 1 to 1,000 ids, at a set's cost
-            recent.add(message_id)
-
-    # -- replies to the server's CALLs
-
-    def on_unexpected_reply(self, frame: Frame) -> None:
-        """A CALLRESULT or CALLERROR that answers no outstanding CALL of the server's."""
-        late = self._timed_out.pop(frame.message_id, None)
-        self.frame_in("(reply)", frame.payload if frame.kind == CALLRESULT else
-                      [frame.error_code, frame.error_description, frame.error_details])
-        if late is not None:
-            self.log("warn", "late reply to %s, which had already timed out" % late)
-        else:
-            self.log("warn", "reply to message id %s, which the server never sent or already "
-                          "has an answer for" % _show(frame.message_id))
-
-    def _check_reply_dialect(self, frame: Frame, call: PendingCall) -> None:
-        if frame.flexicharge_result:
-            self.use_flexicharge_dialect()
-            if frame.action != call.action:
-                self.warn_once(("reply-action", call.action), lambda: "answered %s with a reply naming %s"
-                               % (call.action, _show(frame.action)))
-
-    def on_call_result(self, frame: Frame, call: PendingCall) -> None:
-        """The charger's CALLRESULT to the outstanding CALL: shown, linted, and the call resolved."""
-        self._check_reply_dialect(frame, call)
-        label = printable(call.action)
-        self.frame_in(label + ".conf", frame.payload)
-        rules = CHARGER_REPLY_RULES.get(call.action)
-        if rules is not None:
-            problems = lint_payload(rules, frame.payload)
-            if problems:
-                self.report_spec_problems(label + ".conf", problems)
-        self.bus.publish("reply_received", self.charger_id, self, action=call.action, payload=frame.payload,
-                         error=None)
-        self._resolve(call, CallOutcome("result", frame.payload))
-
-    def on_call_error(self, frame: Frame, call: PendingCall) -> None:
-        """The charger's CALLERROR to the outstanding CALL, whatever JSON types its fields have."""
-        self._check_reply_dialect(frame, call)
-        code, description, details = frame.error_code, frame.error_description, frame.error_details
-        code_text = code if isinstance(code, str) else render_json(code)
-        description_text = description if isinstance(description, str) else render_json(description)
-        self.frame_in(printable(call.action) + " CALLERROR", "%s %s %s" % (
-            printable(code_text), printable(description_text, 400), render_json(details)))
-        if not isinstance(code, str) or code not in ERROR_CODES:
-            self.warn_once(("error-code", code_text[:50]), lambda: "spec: CALLERROR code %s is not an "
-                           "OCPP 1.6 error code" % _show(code), spec=True)
-        if not isinstance(description, str):
-            self.warn_once(("error-description",), lambda: "spec: CALLERROR description must be a string, got %s"
-                           % _json_type(description), spec=True)
-        if not isinstance(details, dict):
-            self.warn_once(("error-details",), lambda: "spec: CALLERROR details must be an object, got %s"
-                           % _json_type(details), spec=True)
-        self.bus.publish("reply_received", self.charger_id, self, action=call.action, payload=details,
-                         error=code_text)
-        self._resolve(call, CallOutcome("error", details, code_text, description_text))
-
-    def _resolve(self, call: PendingCall, outcome: CallOutcome) -> None:
-        """End the outstanding call now: the next command is not "queued behind" an answered one."""
-        if self.outstanding is call:
-            self.outstanding = None
-        call.finish(outcome)
-
     def use_flexicharge_dialect(self) -> None:
         if self.dialect != DIALECT_FLEXICHARGE and self.system.options.dialect == "auto":
             self.dialect = DIALECT_FLEXICHARGE
-            self.log("info", "speaks the FlexiCharge dialect (4-element replies); "
-                          "answering in kind")
-
-    # -- spec warnings
-
-    def warn_once(self, key: tuple, text: "Union[str, Callable[[], str]]", spec: bool = False) -> None:
-        """Warn once per ``key`` on this connection; ``spec``: it is a spec warning (counted).
-
-        ``text`` may be a function that makes the text: it runs only when the
-        warning is printed, so a charger that repeats a mistake on every frame
-        costs a set lookup, not a format.  At most MAX_WARNINGS_PER_CHARGER
-        keys are kept; after that one line says that the rest are suppressed.
-        """
-        if key in self._warned:
-            return
-        if len(self._warned) >= MAX_WARNINGS_PER_CHARGER:
-            self._warnings_suppressed += 1
-            if self._warnings_suppressed == 1:
-                self.log("warn", "%d distinct warnings about this charger so far; further ones are "
-                              "suppressed until it reconnects" % len(self._warned))
-            return
-        self._warned.add(key)
-        if spec:
-            self.system.spec_warnings += 1
-        self.log("warn", text if isinstance(text, str) else text())
-
-    def report_spec_problems(self, action: str, problems: List[Problem]) -> None:
-        """One warning per charger, action and problem (the field and the rule)."""
-        for problem in problems:
-            self.warn_once((action,) + problem.key, lambda problem=problem: "spec: %s.%s (%s; answered anyway, "
-                           "--strict rejects it)" % (action, problem, problem.code), spec=True)
-
-    # -- sending
+            self.log("info", "speaks the FlexiCharge dialect (4-element replies); answering in kind")
 
     async def send_text(self, text: str, label: str, shown: Any) -> None:
-        """Send one frame to the charger, print it and log it."""
+        """Send one frame to the charger, published first."""
         await self.websocket.send(self.answer(text, label, shown))
 
     def after_reply(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once the reply to the current CALL has been sent."""
         self._after_reply.append(callback)
-
-    def call(self, action: str, payload: Any, on_done: Optional[Callable[[CallOutcome], None]] = None
-             ) -> PendingCall:
-        """Queue a CALL to this charger; it is sent when the ones before it are done."""
-        return self._enqueue(PendingCall(action, payload, on_done))
-
-    def send_raw(self, text: str) -> PendingCall:
-        """Queue a frame typed by the operator, sent as is (ordered with the CALLs).
-
-        A raw CALL is still the server's CALL: its reply is matched, linted
-        and shown like any other.
-        """
-        try:
-            frame: Optional[Frame] = parse_frame(text)
-        except FrameError:
-            frame = None
-        if frame is not None and frame.kind == CALL:
-            return self._enqueue(PendingCall(frame.action or "raw", frame.payload, message_id=frame.message_id,
-                                             raw_text=text))
-        return self._enqueue(PendingCall("raw", None, raw_text=text))
-
-    def _enqueue(self, call: PendingCall) -> PendingCall:
-        if self.closed:
-            call.finish(CallOutcome("failed", error_description="%s is disconnected" % printable(self.charger_id)))
-            return call
-        ahead = self._pending_calls()
-        if ahead and call.action != "raw":
-            self.log("info", "%s queued behind %s%s (one outstanding CALL per charger)" % (
-                printable(call.action), printable(ahead[0].action),
-                " and %d more" % (len(ahead) - 1) if len(ahead) > 1 else ""))
-        self.calls.append(call)
-        self._calls_waiting.set()
-        return call
-
-    async def _call_worker(self) -> None:
-        timeout = self.system.options.call_timeout
-        while True:
-            while not self.calls:
-                self._calls_waiting.clear()
-                await self._calls_waiting.wait()
-            call = self.calls.popleft()
-            if call.action == "raw":  # not a CALL: nothing to wait for
-                await self.send_text(call.raw_text, "(raw)", call.raw_text)
-                call.finish(CallOutcome("result"))
-                continue
-            self.outstanding = call
-            call.sent_at = time.monotonic()
-            try:
-                await self._send_call(call)
-                await asyncio.wait_for(asyncio.shield(call.outcome), timeout)
-            except asyncio.TimeoutError:
-                self.log("warn", "no reply to %s within %g s; moving on"
-                              % (printable(call.action), timeout))
-                self._timed_out[call.message_id] = printable(call.action)
-                if len(self._timed_out) > 100:
-                    self._timed_out.popitem(last=False)
-                self._resolve(call, CallOutcome("timeout"))
-            finally:
-                if self.outstanding is call:
-                    self.outstanding = None
-
-    async def _send_call(self, call: PendingCall) -> None:
-        if call.raw_text is not None:
-            await self.send_text(call.raw_text, "(raw) " + printable(call.action), call.raw_text)
-            return
-        payload = call.payload
-        if self.dialect == DIALECT_FLEXICHARGE:
-            payload = to_flexicharge_payload(call.action, payload)
-        if call.action == "ReserveNow":
-            self.system.note_reservation(call.payload.get("reservationId"))
-        payload_json = dump_json(payload)
-        await self.send_text(build_call(call.message_id, call.action, payload_json), call.action, payload_json)
-
-    def _pending_calls(self) -> List[PendingCall]:
-        """The outstanding call, then the queued ones, in order."""
-        return ([self.outstanding] if self.outstanding is not None else []) + list(self.calls)
-
-    def _fail_pending(self, reason: str) -> None:
-        pending = self._pending_calls()
-        self.calls.clear()
-        self.outstanding = None
-        for call in pending:
-            if call.action != "raw" and not call.outcome.done():
-                self.log("warn", "%s failed: %s" % (printable(call.action), reason))
-            call.finish(CallOutcome("failed", error_description=reason))
-
-    # -- the charging-session flow
-
-    def later(self, delay: float, callback: Callable[[], None]) -> None:
-        """Run ``callback`` after ``delay`` seconds unless the charger is gone by then."""
-        def run() -> None:
-            if not self.closed:
-                callback()
-        self._timers.append(asyncio.get_running_loop().call_later(delay, run))
-
-    def start_handshake(self) -> None:
-        """After an accepted BootNotification: send BootData, or finish the handshake.
-
-        A charger that boots again while its BootData is still unanswered
-        does not get a second one queued.
-        """
-        if not self.system.options.boot_data:
-            self.handshake_complete()
-        elif self.boot_data_call is None or self.boot_data_call.outcome.done():
-            self.boot_data_call = self.call(
-                "DataTransfer", boot_data_payload(self.system),
-                on_done=lambda outcome: outcome.kind in ("result", "error") and self.handshake_complete())
-
-    def handshake_complete(self) -> None:
-        self.bus.publish("ready", self.charger_id, self)
-        delay = self.system.options.auto_start_after
-        if delay is not None and not self.auto_started:
-            self.auto_started = True
-            self.log("info", "handshake complete; RemoteStartTransaction in %g s (--auto-start-after)"
-                          % delay)
-            self.later(delay, lambda: self.call("RemoteStartTransaction",
-                                                SERVER_ACTION_DEFAULTS["RemoteStartTransaction"](self.system, self)))
-
-    def transaction_started(self, transaction: Transaction) -> None:
-        delay = self.system.options.auto_stop_after
-        if delay is None:
-            return
-        self.log("info", "RemoteStopTransaction for transaction %d in %g s (--auto-stop-after)"
-                      % (transaction.transaction_id, delay))
-
-        def stop() -> None:
-            if self.state.transactions.get(transaction.transaction_id) is transaction:
-                self.call("RemoteStopTransaction", {"transactionId": transaction.transaction_id})
-        self.later(delay, stop)
-
-    def describe(self) -> List[str]:
-        """The lines of the console's `chargers` listing for this charger."""
-        lines = ["%s  (%s, dialect %s, subprotocol %s)" % (printable(self.charger_id), self.peer, self.dialect,
-                                                          printable(self.subprotocol or "none"))]
-        lines.extend(self.state.describe())
-        if self.outstanding is not None:
-            lines.append("  outstanding: %s for %.0f s, %d queued" % (
-                printable(self.outstanding.action), time.monotonic() - self.outstanding.sent_at, len(self.calls)))
-        return lines
 
 
 # ------------------------------------------------------------------ Console
@@ -2381,7 +2432,7 @@ class Console:
             session = self.target_session(command.target)
             outcome.call = session.call(command.action or "", build_payload(self.system, session, command))
         elif word == "raw":
-            outcome.call = self.target_session(command.target).send_raw(command.text)
+            outcome.call = self.target_session(command.target).queue.send_raw(command.text)
         elif word == "help":
             outcome.lines.extend(self.help_lines(command.text))
         elif word == "chargers":
@@ -2425,7 +2476,13 @@ class Console:
         sessions = self.system.sessions
         lines = [] if sessions else ["no charger connected; point one at %s" % self.system.url]
         for session in sessions.values():
-            lines.extend(session.describe())
+            lines.append("%s  (%s, dialect %s, subprotocol %s)" % (
+                printable(session.charger_id), session.peer, session.dialect, printable(session.subprotocol or "none")))
+            lines.extend(session.state.describe())
+            outstanding = session.queue.outstanding
+            if outstanding is not None:
+                lines.append("  outstanding: %s for %.0f s, %d queued" % (
+                    printable(outstanding.action), time.monotonic() - outstanding.sent_at, len(session.queue.calls)))
         for state in self.system.states.values():
             if not state.connected and state.transactions:  # they go on while it is away
                 lines.append("%s  (disconnected)" % printable(state.charger_id))
@@ -2493,16 +2550,140 @@ class StepFailed(Exception):
     """A scenario step that did not hold; the message says what arrived instead."""
 
 
-class ScenarioStep:
-    """One line of a scenario: its number, text, first word and parsed arguments."""
+class Step:
+    """One line of a scenario: ``parse`` reads its words (ScriptError if wrong), ``run`` does it.
 
-    __slots__ = ("line", "text", "word", "arguments")
+    Each kind of step is a subclass, named in SCENARIO_STEPS by its first
+    word; ``line`` is its line number (0 for the implicit first step) and
+    ``text`` the line as written.
+    """
 
-    def __init__(self, line: int, text: str, word: str, arguments: Any) -> None:
+    usage = ""
+
+    def __init__(self, line: int, text: str) -> None:
         self.line = line
         self.text = text
-        self.word = word
-        self.arguments = arguments
+
+    def parse(self, tokens: List[str]) -> None:
+        raise NotImplementedError
+
+    async def run(self, runner: "ScenarioRunner") -> None:
+        raise NotImplementedError
+
+    def fail_usage(self) -> ScriptError:
+        return ScriptError(self.line, "usage: " + self.usage)
+
+
+class ChargerStep(Step):
+    """``charger [<id>] [within S]``: wait for that charger (or the first) to connect."""
+
+    usage = "charger [<id>] [within S]"
+
+    def parse(self, tokens: List[str]) -> None:
+        self.within = _within(tokens, self.line)
+        if len(tokens) > 1:
+            raise self.fail_usage()
+        self.charger_id = tokens[0] if tokens else None
+
+    async def run(self, runner: "ScenarioRunner") -> None:
+        runner.session = await runner.wait_connect(self.charger_id, self.within)
+        runner.charger_id = runner.session.charger_id
+
+
+class WaitStep(Step):
+    """``wait <Action>[.conf] [xN] [within S]``: consume the charger's CALLs (or replies) of that action."""
+
+    usage = "wait <Action>[.conf] [xN] [within S]"
+
+    def parse(self, tokens: List[str]) -> None:
+        self.within = _within(tokens, self.line)
+        self.count = 1
+        if len(tokens) == 2 and re.fullmatch(r"[xX]\d+", tokens[1]):
+            self.count = int(tokens[1][1:])
+            tokens = tokens[:1]
+        if len(tokens) != 1 or self.count < 1:
+            raise self.fail_usage()
+        self.kind, self.action = _wait_target(tokens[0], self.line)
+
+    async def run(self, runner: "ScenarioRunner") -> None:
+        await runner.wait_for(self.kind, self.action, self.count,
+                              SCENARIO_DEFAULT_WITHIN if self.within is None else self.within)
+
+
+class ExpectStep(Step):
+    """``expect key=value ...``: fields of the last message a command or a wait step got."""
+
+    usage = "expect key=value ... (dotted keys for nested fields)"
+
+    def parse(self, tokens: List[str]) -> None:
+        if not tokens or any("=" not in token or token.startswith("=") for token in tokens):
+            raise self.fail_usage()
+        self.checks = [tuple(token.partition("=")[::2]) for token in tokens]
+
+    async def run(self, runner: "ScenarioRunner") -> None:
+        runner.expect(self.checks)
+
+
+class SleepStep(Step):
+    """``sleep S``: wait that long."""
+
+    usage = "sleep S"
+
+    def parse(self, tokens: List[str]) -> None:
+        if len(tokens) != 1:
+            raise self.fail_usage()
+        self.seconds = _seconds(tokens[0], self.line)
+
+    async def run(self, runner: "ScenarioRunner") -> None:
+        await asyncio.sleep(self.seconds)
+
+
+class DisconnectStep(Step):
+    """``disconnect``: close the charger's connection (1000)."""
+
+    usage = "disconnect"
+
+    def parse(self, tokens: List[str]) -> None:
+        if tokens:
+            raise ScriptError(self.line, "disconnect takes no arguments")
+
+    async def run(self, runner: "ScenarioRunner") -> None:
+        await runner.current_session().websocket.close(1000, "scenario: disconnect")
+
+
+class ExpectReconnectStep(Step):
+    """``expect-reconnect [within S]``: the same charger connects again."""
+
+    usage = "expect-reconnect [within S]"
+
+    def parse(self, tokens: List[str]) -> None:
+        self.within = _within(tokens, self.line)
+        if tokens:
+            raise self.fail_usage()
+
+    async def run(self, runner: "ScenarioRunner") -> None:
+        within = SCENARIO_DEFAULT_WITHIN if self.within is None else self.within
+        runner.session = await runner.wait_connect(runner.charger_id, within, after=runner.session)
+
+
+class CommandStep(Step):
+    """Any line of the command language a script may send (an action, startRemote, raw, echo)."""
+
+    def parse(self, tokens: List[str]) -> None:
+        self.command = script_command(self.text, self.line)
+
+    async def run(self, runner: "ScenarioRunner") -> None:
+        await runner.send_command(self.command)
+
+
+SCENARIO_STEPS: Dict[str, type] = {
+    "charger": ChargerStep,
+    "wait": WaitStep,
+    "expect": ExpectStep,
+    "sleep": SleepStep,
+    "disconnect": DisconnectStep,
+    "expect-reconnect": ExpectReconnectStep,
+}
 
 
 def _seconds(text: str, line: int) -> float:
@@ -2510,8 +2691,8 @@ def _seconds(text: str, line: int) -> float:
         value = float(text)
     except ValueError:
         raise ScriptError(line, "expected seconds, got %r" % text) from None
-    if value < 0:
-        raise ScriptError(line, "seconds must be 0 or more, got %r" % text)
+    if not 0 <= value <= 86400:
+        raise ScriptError(line, "seconds must be 0 to 86400, got %r" % text)
     return value
 
 
@@ -2539,57 +2720,24 @@ def _wait_target(name: str, line: int) -> Tuple[str, str]:
     return "call", action
 
 
-def parse_scenario(text: str) -> List[ScenarioStep]:
+def parse_scenario(text: str) -> List[Step]:
     """Check a whole scenario script; ScriptError names the first bad line."""
-    steps: List[ScenarioStep] = []
+    steps: List[Step] = []
     for number, raw in enumerate(text.splitlines(), 1):
         line = _INLINE_COMMENT.sub("", raw).strip()
         if not line or line.startswith("#"):
             continue
-        word = line.split()[0].lower()
-        tokens = line.split()[1:]
-        if word == "charger":
-            if steps:
-                raise ScriptError(number, "a charger line must come before every step")
-            within = _within(tokens, number)
-            if len(tokens) > 1:
-                raise ScriptError(number, "usage: charger [<id>] [within S]")
-            arguments: Any = (tokens[0] if tokens else None, within)
-        elif word == "wait":
-            within = _within(tokens, number)
-            count = 1
-            if len(tokens) == 2 and re.fullmatch(r"[xX]\d+", tokens[1]):
-                count = int(tokens[1][1:])
-                tokens = tokens[:1]
-            if len(tokens) != 1 or count < 1:
-                raise ScriptError(number, "usage: wait <Action>[.conf] [xN] [within S]")
-            arguments = (_wait_target(tokens[0], number), count, within)
-        elif word == "expect":
-            if not tokens or any("=" not in token or token.startswith("=") for token in tokens):
-                raise ScriptError(number, "usage: expect key=value ... (dotted keys for nested fields)")
-            arguments = [token.partition("=")[::2] for token in tokens]
-        elif word == "sleep":
-            if len(tokens) != 1:
-                raise ScriptError(number, "usage: sleep S")
-            arguments = _seconds(tokens[0], number)
-        elif word == "disconnect":
-            if tokens:
-                raise ScriptError(number, "disconnect takes no arguments")
-            arguments = None
-        elif word == "expect-reconnect":
-            within = _within(tokens, number)
-            if tokens:
-                raise ScriptError(number, "usage: expect-reconnect [within S]")
-            arguments = within
-        else:
-            word, arguments = "command", script_command(line, number)
-        steps.append(ScenarioStep(number, line, word, arguments))
+        step = SCENARIO_STEPS.get(line.split()[0].lower(), CommandStep)(number, line)
+        step.parse(line.split()[1:])
+        if isinstance(step, ChargerStep) and steps:
+            raise ScriptError(number, "a charger line must come before every step")
+        steps.append(step)
     if not steps:
         raise ScriptError(0, "the script has no steps")
     return steps
 
 
-SCENARIO_WORDS = ("charger", "wait", "expect", "sleep", "disconnect", "expect-reconnect")
+SCENARIO_WORDS = tuple(SCENARIO_STEPS)
 
 
 def script_command(line: str, number: int) -> Command:
@@ -2635,7 +2783,7 @@ def expected_matches(actual: Any, text: str) -> bool:
 class ScenarioRunner:
     """Runs the steps of a parsed script against one charger; ``run`` returns the exit status."""
 
-    def __init__(self, system: "CentralSystem", console: Console, steps: List[ScenarioStep], name: str) -> None:
+    def __init__(self, system: "CentralSystem", console: Console, steps: List[Step], name: str) -> None:
         self.system = system
         self.console = console
         self.out = system.out
@@ -2662,14 +2810,16 @@ class ScenarioRunner:
     async def run(self) -> int:
         started = time.monotonic()
         passed = 0
-        failed: Optional[ScenarioStep] = None
+        failed: Optional[Step] = None
         steps = self.steps
-        if steps[0].word != "charger":
-            steps = [ScenarioStep(0, "charger", "charger", (None, None))] + steps
+        if not isinstance(steps[0], ChargerStep):
+            first = ChargerStep(0, "charger")
+            first.parse([])
+            steps = [first] + steps
         for step in steps:
             step_started = time.monotonic()
             try:
-                await self.run_step(step)
+                await step.run(self)
             except StepFailed as exc:
                 failed = step
                 self.out.warn(None, "%s:%d FAILED %s: %s" % (self.name, step.line, step.text, exc))
@@ -2694,27 +2844,6 @@ class ScenarioRunner:
                          % (self.name, where, passed, total, total - passed - (1 if failed and failed.line else 0),
                             elapsed, warnings))
         return 1
-
-    async def run_step(self, step: ScenarioStep) -> None:
-        if step.word == "charger":
-            charger_id, within = step.arguments
-            self.session = await self.wait_connect(charger_id, within)
-            self.charger_id = self.session.charger_id
-        elif step.word == "wait":
-            (kind, action), count, within = step.arguments
-            await self.wait_for(kind, action, count, SCENARIO_DEFAULT_WITHIN if within is None else within)
-        elif step.word == "expect":
-            self.expect(step.arguments)
-        elif step.word == "sleep":
-            await asyncio.sleep(step.arguments)
-        elif step.word == "disconnect":
-            session = self.current_session()
-            await session.websocket.close(1000, "scenario: disconnect")
-        elif step.word == "expect-reconnect":
-            within = SCENARIO_DEFAULT_WITHIN if step.arguments is None else step.arguments
-            self.session = await self.wait_connect(self.charger_id, within, after=self.session)
-        else:
-            await self.send_command(step.arguments)
 
     def current_session(self) -> ChargerSession:
         session = self.session
@@ -2782,7 +2911,7 @@ class ScenarioRunner:
     async def send_command(self, command: Command) -> None:
         session = self.current_session()
         if command.word == "raw":
-            session.send_raw(command.text)
+            session.queue.send_raw(command.text)
             return
         if command.word == "echo":
             self.out.console(command.text)
@@ -3213,9 +3342,6 @@ def _log_tls_failures(context: ssl.SSLContext, out: "Output") -> None:
     context.sslobject_class = LoggedSSLObject
 
 
-# ----------------------------------------------------------- Server and CLI
-
-
 def _select_subprotocol(connection: Any, offered: Any) -> Optional[str]:
     """Negotiate ocpp1.6 when offered; accept a charger that offers none (lenient)."""
     return SUBPROTOCOL if SUBPROTOCOL in offered else None
@@ -3253,6 +3379,9 @@ def serve_websockets(handler: Callable[[Any], Any], host: str, port: int, max_si
             return http.HTTPStatus(status), headers, (text + "\n").encode()
     kwargs["process_request"] = process_request
     return _websockets_serve(handler, host, port, **kwargs)
+
+
+# ----------------------------------------------------------- Server and CLI
 
 
 def charger_id_from_path(path: str) -> str:
@@ -3340,7 +3469,7 @@ def make_ssl_context(certfile: str, keyfile: Optional[str], out: Output) -> ssl.
 class CentralSystem:
     """The server's shared state: options, connected chargers, id counters."""
 
-    def __init__(self, options: argparse.Namespace, out: Output) -> None:
+    def __init__(self, options: "Settings", out: Output) -> None:
         self.options = options
         self.out = out
         self.sessions: Dict[str, ChargerSession] = {}
@@ -3556,7 +3685,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_scenario(path: str, out: Output) -> Optional[List[ScenarioStep]]:
+def load_scenario(path: str, out: Output) -> Optional[List[Step]]:
     """The checked steps of a --script file; None (after one error line) when it is unusable."""
     try:
         with open(path, encoding="utf-8") as script:
@@ -3570,7 +3699,7 @@ def load_scenario(path: str, out: Output) -> Optional[List[ScenarioStep]]:
     return None
 
 
-async def run_server(options: argparse.Namespace, out: Output, stdin: Any = None,
+async def run_server(options: "Settings", out: Output, stdin: Any = None,
                      started: Optional[Callable[["CentralSystem", "Console"], None]] = None) -> int:
     """Serve until quit, SIGINT or SIGTERM, or until --script is done; the exit status.
 
@@ -3597,12 +3726,38 @@ async def run_server(options: argparse.Namespace, out: Output, stdin: Any = None
             system.transcript.close()
 
 
-async def serve_until_stopped(system: CentralSystem, options: argparse.Namespace, out: Output,
-                              stdin: Any = None, steps: Optional[List[ScenarioStep]] = None,
+async def serve_until_stopped(system: CentralSystem, options: "Settings", out: Output,
+                              stdin: Any = None, steps: Optional[List[Step]] = None,
                               started: Optional[Callable[["CentralSystem", "Console"], None]] = None) -> int:
     """Listen, print the banner, run the console or the scenario; return the exit status once stopped."""
     access = AccessPolicy(out, options.charger_ids, options.password, require_subprotocol=options.strict)
     route_library_logs(out, access)
+    server = await listen(system, options, out, access)
+    if isinstance(server, int):
+        return server
+    loop = asyncio.get_running_loop()
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signal_number, system.stop)
+        except (NotImplementedError, RuntimeError):
+            pass  # Windows: Ctrl-C arrives as KeyboardInterrupt instead
+    print_banner(system, options, out, access)
+    console = Console(system)
+    if steps is None:
+        console.start_reader(loop, stdin)
+    else:
+        runner = ScenarioRunner(system, console, steps, os.path.basename(options.script))
+        asyncio.ensure_future(run_scenario(runner, system))
+    if started is not None:
+        started(system, console)
+    await system.stopped.wait()
+    await shut_down(system, server)
+    out.console("stopped")
+    return system.exit_code
+
+
+async def listen(system: CentralSystem, options: "Settings", out: Output, access: AccessPolicy) -> Any:
+    """The listening websockets server (its URL set on ``system``), or the exit status when it cannot listen."""
     ssl_context = None
     if options.certfile:
         try:
@@ -3623,12 +3778,10 @@ async def serve_until_stopped(system: CentralSystem, options: argparse.Namespace
     port = server.sockets[0].getsockname()[1]
     host = options.host if ":" not in options.host else "[%s]" % options.host
     system.url = "%s://%s:%d" % ("wss" if ssl_context else "ws", host, port)
-    loop = asyncio.get_running_loop()
-    for signal_number in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(signal_number, system.stop)
-        except (NotImplementedError, RuntimeError):
-            pass  # Windows: Ctrl-C arrives as KeyboardInterrupt instead
+    return server
+
+
+def print_banner(system: CentralSystem, options: "Settings", out: Output, access: AccessPolicy) -> None:
     out.console("OCPP Mock Server %s: OCPP 1.6-J central system (websockets %s)"
                 % (__version__, websockets.__version__))
     out.console("listening on %s   charger config: _mockServerIP = '%s'" % (system.url, system.url))
@@ -3643,28 +3796,20 @@ async def serve_until_stopped(system: CentralSystem, options: argparse.Namespace
         out.console("HTTP Basic auth required: username = charge point id (security profile 1)")
     if access.charger_ids is not None:
         out.console("only these charge point ids may connect: " + ", ".join(sorted(access.charger_ids)))
-    console = Console(system)
-    if steps is None:
-        console.start_reader(loop, stdin)
-    else:
-        runner = ScenarioRunner(system, console, steps, os.path.basename(options.script))
-        asyncio.ensure_future(run_scenario(runner, system))
-    if started is not None:
-        started(system, console)
-    await system.stopped.wait()
-    server.close()  # closes every charger connection with 1001 (going away)
+
+
+async def shut_down(system: CentralSystem, server: Any) -> None:
+    """Close every charger connection with 1001 (going away), dropping what is still stuck after the grace."""
+    server.close()
     try:
         # A connection stuck in its opening handshake would hold this up to
         # the websockets open timeout; do not let it keep the operator waiting.
         await asyncio.wait_for(server.wait_closed(), SHUTDOWN_GRACE)
     except asyncio.TimeoutError:
-        stuck = list(system.sessions.values())
-        out.warn(None, "connections still closing or opening after %g s; dropping them" % SHUTDOWN_GRACE)
-        for session in stuck:
+        system.out.warn(None, "connections still closing or opening after %g s; dropping them" % SHUTDOWN_GRACE)
+        for session in list(system.sessions.values()):
             session.websocket.transport.abort()
         await asyncio.sleep(0)
-    out.console("stopped")
-    return system.exit_code
 
 
 async def run_scenario(runner: ScenarioRunner, system: CentralSystem) -> None:
@@ -3677,32 +3822,65 @@ async def run_scenario(runner: ScenarioRunner, system: CentralSystem) -> None:
     system.stop()
 
 
-def parse_options(argv: Optional[List[str]] = None) -> argparse.Namespace:
+class Settings:
+    """Every option of one run, typed and checked: built once from the command line
+    (parse_settings), read-only after.
+
+    The flags as build_parser names them, plus what they mean once checked:
+    ``password`` (bytes of --basic-auth or --basic-auth-hex, or None),
+    ``charger_ids`` (the allow-list, or None) and ``tag_rules`` (idTag ->
+    (idTagInfo, the rule that set it)).
+    """
+
+    __slots__ = ("host", "port", "dialect", "strict", "boot_status", "heartbeat_interval", "boot_data",
+                 "flexicharge_id", "charging_price", "id_tag", "call_timeout", "auto_start_after", "auto_stop_after",
+                 "max_message_size", "password", "certfile", "keyfile", "charger_ids", "tag_rules", "unknown_tags",
+                 "concurrent_tx", "script", "log", "quiet")
+
+    def __init__(self, **values: Any) -> None:
+        for name in self.__slots__:
+            object.__setattr__(self, name, values[name])
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("settings are read-only once built (%s)" % name)
+
+
+def parse_settings(argv: Optional[List[str]] = None) -> Settings:
     """The command line, checked: usage mistakes exit 2 with one line."""
     parser = build_parser()
     options = parser.parse_args(argv)
-    if options.basic_auth is not None and options.basic_auth_hex is not None:
-        parser.error("give --basic-auth or --basic-auth-hex, not both")
-    options.password = None
-    if options.basic_auth is not None:
-        options.password = options.basic_auth.encode("utf-8")
-    elif options.basic_auth_hex is not None:
-        try:
-            options.password = bytes.fromhex(options.basic_auth_hex)
-        except ValueError:
-            parser.error("--basic-auth-hex needs hex digits, e.g. 0123456789abcdef")
-    if options.keyfile and not options.certfile:
-        parser.error("--keyfile needs --certfile")
-    if options.charger_ids is not None:
-        given, options.charger_ids = options.charger_ids, [name.strip() for name in options.charger_ids.split(",")
-                                                             if name.strip()]
-        if not options.charger_ids:
-            parser.error("--charger-ids %r names no charge point id (an empty list would let everyone in)" % given)
     try:
-        options.tag_rules = load_tag_rules(options.tags, options.tag)
+        derived = {"password": _password(options), "charger_ids": _charger_ids(options.charger_ids),
+                   "tag_rules": load_tag_rules(options.tags, options.tag)}
     except ValueError as exc:
         parser.error(str(exc))
-    return options
+    if options.keyfile and not options.certfile:
+        parser.error("--keyfile needs --certfile")
+    return Settings(**derived, **{name: getattr(options, name) for name in Settings.__slots__
+                                  if name not in derived})
+
+
+def _password(options: "Settings") -> Optional[bytes]:
+    """The security profile 1 key as bytes: --basic-auth as UTF-8, --basic-auth-hex as the bytes it spells."""
+    if options.basic_auth is not None and options.basic_auth_hex is not None:
+        raise ValueError("give --basic-auth or --basic-auth-hex, not both")
+    if options.basic_auth is not None:
+        return options.basic_auth.encode("utf-8")
+    if options.basic_auth_hex is not None:
+        try:
+            return bytes.fromhex(options.basic_auth_hex)
+        except ValueError:
+            raise ValueError("--basic-auth-hex needs hex digits, e.g. 0123456789abcdef") from None
+    return None
+
+
+def _charger_ids(given: Optional[str]) -> Optional[List[str]]:
+    if given is None:
+        return None
+    names = [name.strip() for name in given.split(",") if name.strip()]
+    if not names:
+        raise ValueError("--charger-ids %r names no charge point id (an empty list would let everyone in)" % given)
+    return names
 
 
 def load_tag_rules(path: Optional[str], flags: List[str]) -> Dict[str, Tuple[dict, str]]:
@@ -3739,7 +3917,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if too_old is not None:
         sys.stderr.write("ocpp_mock_server: %s\n" % too_old)
         return 2
-    options = parse_options(argv)
+    options = parse_settings(argv)
     out = Output(quiet=options.quiet)
     try:
         return asyncio.run(run_server(options, out))

@@ -1725,7 +1725,7 @@ class _Lines(io.StringIO):
 
 def _run_in_process(args, stdin_reader):
     out_stream = _Lines()
-    options = mock.parse_options(["--port", "0", "--no-boot-data", *args])
+    options = mock.parse_settings(["--port", "0", "--no-boot-data", *args])
     out = mock.Output(stream=out_stream)
     result = {}
     thread = threading.Thread(target=lambda: result.setdefault(
@@ -2211,7 +2211,7 @@ class InProcessServer:
 
     def __init__(self, *args: str):
         self.stream = _Stream()
-        options = mock.parse_options(["--port", "0", *args])
+        options = mock.parse_settings(["--port", "0", *args])
         out = self.out = mock.Output(stream=self.stream, quiet=options.quiet)
         read_end, write_end = os.pipe()
         self.console_pipe = os.fdopen(write_end, "w", encoding="utf-8")
@@ -2434,7 +2434,7 @@ def test_long_unique_message_ids_are_remembered_as_digests(in_process):
             await charger.send_frame([2, message_id, "Heartbeat", {}])
             assert (await charger.reply_to(message_id))[0] == 3
         session = server.system.sessions["CP-IDS"]
-        assert sum(len(kept) for kept in session._recent_call_ids) < 50 * 100
+        assert sum(len(kept) for kept in session.call_ids.recent) < 50 * 100
         await charger.close()
 
     run(scenario())
@@ -2854,7 +2854,7 @@ def test_a_raw_call_is_still_the_servers_call(in_process):
 ])
 def test_flag_mistakes_exit_2_with_one_line(capsys, args, message):
     with pytest.raises(SystemExit) as exited:
-        mock.parse_options(args)
+        mock.parse_settings(args)
     assert exited.value.code == 2
     error = capsys.readouterr().err
     assert message in error and "Traceback" not in error, error
