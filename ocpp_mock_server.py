@@ -1159,270 +1159,271 @@ SERVER_REQUEST_RULES = {action: Object(fields) for action, fields in SERVER_REQU
 CHARGER_REPLY_RULES = {action: Object(fields) for action, fields in CHARGER_REPLIES.items()}
 
 
-# -------------------------------------------------- Charger-initiated actions
-# One handler per action a charger may send.  A handler gets the session and
-# the payload (always a dict, possibly off-spec: read it defensively) and
-# returns the reply payload, which validates against the official 1.6
-# response schema.  CHARGER_ACTION_HANDLERS below maps action names to them.
+# ------------------------------------------------------- Output and transcript
+
+def render_meter_values(payload: dict) -> str:
+    """MeterValues as "measurand value unit" pairs, standard or FlexiCharge form.
+
+    Standard: meterValue[].sampledValue[] (measurand defaults to
+    Energy.Active.Import.Register, unit to Wh).  FlexiCharge: a ``values``
+    object of {name: {value, unit, measurand}}.  Anything else: the JSON.
+    """
+    readings: List[str] = []
+    meter_value = payload.get("meterValue")
+    if type(meter_value) is list:
+        for sample in meter_value:
+            sampled = sample.get("sampledValue") if type(sample) is dict else None
+            if type(sampled) is not list:
+                continue
+            for item in sampled:
+                if type(item) is dict:
+                    phase = item.get("phase")
+                    readings.append(f"{item.get('measurand', 'Energy.Active.Import.Register')} {item.get('value')} "
+                                    f"{item.get('unit', 'Wh')}" + (f" {phase}" if phase else ""))
+    values = payload.get("values")
+    if type(values) is dict:
+        for name, item in values.items():
+            if type(item) is dict:
+                unit = item.get("unit")
+                readings.append(f"{item.get('measurand', name)} {item.get('value')}" +
+                                (f" {unit}" if unit not in (None, "") else ""))
+    if not readings:
+        return dump_json(payload)
+    transaction = payload.get("transactionId")
+    where = f"connector {payload.get('connectorId')}"
+    if transaction is not None:
+        where += f", transaction {transaction}"
+    return f"{where}: {', '.join(readings)}"
 
 
-_INTEGER_TEXT = re.compile(r"[+-]?[0-9]{1,18}\Z")  # ASCII digits only: int() also takes "²" and "١"
+class OutputWriter:
+    """Writes the server's output on its own thread, so a blocked terminal never blocks the loop.
 
-
-def as_int(value: Any) -> Optional[int]:
-    """``value`` as an int when it is one or spells one ("1", the FlexiCharge way), else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        text = value.strip()
-        if _INTEGER_TEXT.match(text):
-            return int(text)
-    return None
-
-
-class AuthorizationRules:
-    """How the server answers idTags: ``--tag``, ``--tags``, ``--unknown-tags``, ``--concurrent-tx``.
-
-    ``tags`` maps an idTag to its idTagInfo and the rule that set it (the
-    command-line flag or the file), so every answer can say which rule gave it.
+    With stdout a pipe nobody reads, a terminal paused with Ctrl-S or ``less``
+    at its first page, a write blocks.  The event loop only queues text here;
+    past ``limit`` queued characters, lines are dropped and counted, and the
+    count is written as soon as the output flows again.
     """
 
-    DEFAULT_RULE = "default: every idTag is Accepted"
-
-    def __init__(self, tags: Optional[Dict[str, Tuple[dict, str]]] = None, unknown: str = "Accepted",
-                 concurrent_tx: bool = False) -> None:
-        self.tags = tags or {}
-        self.unknown = unknown
-        self.concurrent_tx = concurrent_tx
-
-    def decide(self, system: "CentralSystem", state: "ChargerState", id_tag: Any,
-               connector: Optional[int] = None) -> Tuple[dict, str]:
-        """The idTagInfo for ``id_tag`` (used on ``connector``, if starting) and the rule that answered."""
-        if self.concurrent_tx and isinstance(id_tag, str):
-            for other in system.states.values():
-                for open_transaction in other.transactions.values():
-                    if open_transaction.id_tag == id_tag and not (
-                            other is state and open_transaction.connector_id == connector):
-                        return {"status": "ConcurrentTx"}, "--concurrent-tx: transaction %d on %s connector %s" % (
-                            open_transaction.transaction_id, printable(other.charger_id),
-                            open_transaction.connector_id)
-        known = self.tags.get(id_tag) if isinstance(id_tag, str) else None
-        if known is not None:
-            return dict(known[0]), known[1]
-        if self.unknown != "Accepted" or self.tags:
-            return {"status": self.unknown}, "--unknown-tags %s" % self.unknown
-        return {"status": "Accepted"}, self.DEFAULT_RULE
-
-
-def id_tag_info(session: "ChargerSession", id_tag: Any, action: str, connector: Optional[int] = None) -> dict:
-    """The idTagInfo the server answers for ``id_tag`` in ``action``, by the authorization rules."""
-    system = session.system
-    info, rule = system.authorization.decide(system, session.state, id_tag, connector)
-    session.state.authorizations.append((action, _show(id_tag), info["status"], rule))
-    if rule != AuthorizationRules.DEFAULT_RULE:
-        session.log("info", "%s idTag %s: %s (%s)" % (action, _show(id_tag), info["status"], rule))
-    session.bus.publish("authorization", session.charger_id, session, action=action, idTag=id_tag,
-                        status=info["status"], rule=rule)
-    return info
-
-
-def handle_authorize(session: "ChargerSession", payload: dict) -> dict:
-    return {"idTagInfo": id_tag_info(session, payload.get("idTag"), "Authorize")}
-
-
-def handle_boot_notification(session: "ChargerSession", payload: dict) -> dict:
-    options = session.system.options
-    session.state.boot_info = payload
-    session.state.boot_status = options.boot_status
-    if options.boot_status == "Accepted":
-        session.after_reply(session.flow.boot_accepted)
-    return {"status": options.boot_status, "currentTime": UTC_CLOCK.now(),
-            "interval": options.heartbeat_interval}
-
-
-def handle_data_transfer(session: "ChargerSession", payload: dict) -> dict:
-    return {"status": "Accepted"}
-
-
-def handle_heartbeat(session: "ChargerSession", payload: dict) -> dict:
-    return {"currentTime": UTC_CLOCK.now()}
-
-
-def handle_meter_values(session: "ChargerSession", payload: dict) -> dict:
-    session.state.last_meter_values = payload  # rendered when the operator asks
-    return {}
-
-
-def handle_start_transaction(session: "ChargerSession", payload: dict) -> dict:
-    transaction_id = next(session.system.transaction_ids)
-    # The FlexiCharge charger sends id_tag instead of idTag.
-    id_tag = payload.get("idTag", payload.get("id_tag"))
-    connector = as_int(payload.get("connectorId"))
-    info = id_tag_info(session, id_tag, "StartTransaction", connector)
-    transaction = Transaction(transaction_id, connector, id_tag, as_int(payload.get("meterStart")))
-    forgotten = session.state.open_transaction(transaction)
-    if forgotten is not None:
-        session.warn_once(("transactions-cap",), "more than %d open transactions; forgetting the oldest (%d)"
-                          % (MAX_OPEN_TRANSACTIONS, forgotten.transaction_id))
-    session.after_reply(lambda: session.flow.transaction_started(transaction))
-    return {"transactionId": transaction_id, "idTagInfo": info}
-
-
-def handle_status_notification(session: "ChargerSession", payload: dict) -> dict:
-    connector = as_int(payload.get("connectorId"))
-    status = payload.get("status")
-    error_code = payload.get("errorCode")
-    if isinstance(status, str):
-        if isinstance(error_code, str) and error_code not in ("", "NoError"):
-            status = "%s (%s)" % (status, error_code)
-        if not session.state.set_connector(connector, status):
-            session.warn_once(("connectors-cap",), "more than %d connectors; the statuses of others are not kept"
-                              % MAX_CONNECTORS)
-    return {}
-
-
-def handle_stop_transaction(session: "ChargerSession", payload: dict) -> dict:
-    transaction_id = as_int(payload.get("transactionId"))
-    state = session.state
-    if state.close_transaction(transaction_id) is None:
-        session.log("warn", "StopTransaction names transaction %s, which is not open here%s"
-                         % (_show(payload.get("transactionId")), state.open_transactions_text()))
-    reply: dict = {}
-    if payload.get("idTag") is not None:
-        reply["idTagInfo"] = id_tag_info(session, payload.get("idTag"), "StopTransaction")
-    return reply
-
-
-def handle_notification(session: "ChargerSession", payload: dict) -> dict:
-    """Diagnostics, firmware, log and security notifications: an empty conf."""
-    return {}
-
-
-def handle_sign_certificate(session: "ChargerSession", payload: dict) -> dict:
-    return {"status": "Accepted"}
-
-
-CHARGER_ACTION_HANDLERS: Dict[str, Callable[["ChargerSession", dict], dict]] = {
-    "Authorize": handle_authorize,
-    "BootNotification": handle_boot_notification,
-    "DataTransfer": handle_data_transfer,
-    "DiagnosticsStatusNotification": handle_notification,
-    "FirmwareStatusNotification": handle_notification,
-    "Heartbeat": handle_heartbeat,
-    "MeterValues": handle_meter_values,
-    "StartTransaction": handle_start_transaction,
-    "StatusNotification": handle_status_notification,
-    "StopTransaction": handle_stop_transaction,
-    "SecurityEventNotification": handle_notification,
-    "SignCertificate": handle_sign_certificate,
-    "LogStatusNotification": handle_notification,
-    "SignedFirmwareStatusNotification": handle_notification,
-}
-
-
-# --------------------------------------------------- Server-initiated actions
-# The payload each console command sends when typed bare; key=value
-# arguments and a JSON object override it (see Console.build_payload).
-
-
-class CommandError(Exception):
-    """A console command that cannot be carried out; the message says why."""
-
-
-class NoChargerYet(CommandError):
-    """A charger command typed while no charger is connected: it is held."""
-
-
-def _open_transaction_id(system: "CentralSystem", session: Optional["ChargerSession"]) -> int:
-    """The one open transaction of the charger: RemoteStopTransaction's default."""
-    transactions = list(session.state.transactions.values()) if session is not None else []
-    if len(transactions) == 1:
-        return transactions[0].transaction_id
-    if not transactions:
-        raise CommandError("no transaction is open%s; give one: RemoteStopTransaction transactionId=N"
-                           % (" on " + printable(session.charger_id) if session else ""))
-    raise CommandError("%s has %d open transactions (%s): say which, e.g. stopRemote transactionId=%d"
-                       % (printable(session.charger_id), len(transactions), ", ".join(
-                           "%d on connector %s" % (tx.transaction_id, tx.connector_id) for tx in transactions),
-                          transactions[-1].transaction_id))
-
-
-def boot_data_payload(system: "CentralSystem") -> dict:
-    """The FlexiCharge BootData DataTransfer; ``data`` carries both id keys it has read."""
-    options = system.options
-    data = {"chargerId": options.flexicharge_id, "connectorID": options.flexicharge_id,
-            "chargingPrice": options.charging_price}
-    return {"vendorId": FLEXICHARGE_VENDOR_ID, "messageId": "BootData", "data": dump_json(data)}
-
-
-def _in_one_hour() -> str:
-    return iso_utc(utc_now() + datetime.timedelta(hours=1))
-
-
-SERVER_ACTION_DEFAULTS: Dict[str, Callable[["CentralSystem", Optional["ChargerSession"]], dict]] = {
-    "CancelReservation": lambda system, session: {
-        "reservationId": system.last_reservation_id or 1},
-    "ChangeAvailability": lambda system, session: {"connectorId": 0, "type": "Operative"},
-    "ChangeConfiguration": lambda system, session: {"key": "HeartbeatInterval", "value": "60"},
-    "ClearCache": lambda system, session: {},
-    "ClearChargingProfile": lambda system, session: {},
-    "DataTransfer": lambda system, session: boot_data_payload(system),
-    "GetCompositeSchedule": lambda system, session: {"connectorId": 1, "duration": 3600},
-    "GetConfiguration": lambda system, session: {},
-    "GetDiagnostics": lambda system, session: {"location": "ftp://127.0.0.1/diagnostics/"},
-    "GetLocalListVersion": lambda system, session: {},
-    "RemoteStartTransaction": lambda system, session: {
-        "connectorId": 1, "idTag": system.options.id_tag},
-    "RemoteStopTransaction": lambda system, session: {
-        "transactionId": _open_transaction_id(system, session)},
-    "ReserveNow": lambda system, session: {
-        "connectorId": 1, "expiryDate": _in_one_hour(), "idTag": system.options.id_tag,
-        "reservationId": system.peek_reservation_id()},
-    "Reset": lambda system, session: {"type": "Soft"},
-    "SendLocalList": lambda system, session: {
-        "listVersion": 1, "updateType": "Full",
-        "localAuthorizationList": [{"idTag": system.options.id_tag, "idTagInfo": {"status": "Accepted"}}]},
-    "SetChargingProfile": lambda system, session: {
-        "connectorId": 1,
-        "csChargingProfiles": {
-            "chargingProfileId": 1, "stackLevel": 0, "chargingProfilePurpose": "TxDefaultProfile",
-            "chargingProfileKind": "Relative",
-            "chargingSchedule": {"chargingRateUnit": "A",
-                                 "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 16.0}]}}},
-    "TriggerMessage": lambda system, session: {"requestedMessage": "StatusNotification"},
-    "UnlockConnector": lambda system, session: {"connectorId": 1},
-    "UpdateFirmware": lambda system, session: {
-        "location": "http://127.0.0.1/firmware.bin", "retrieveDate": UTC_CLOCK.now()},
-}
-
-# Key spellings the FlexiCharge charger reads in the server's CALLs (it raises
-# on transactionId, for one).  Actions not listed keep the standard spelling.
-FLEXICHARGE_KEY_SPELLINGS: Dict[str, Dict[str, str]] = {
-    "RemoteStopTransaction": {"transactionId": "transactionID"},
-    "ReserveNow": {"connectorId": "connectorID", "reservationId": "reservationID"},
-    "CancelReservation": {"reservationId": "reservationID"},
-}
-
-
-def to_flexicharge_payload(action: str, payload: dict) -> dict:
-    """``payload`` as the FlexiCharge charger reads ``action``.
-
-    It renames the keys of FLEXICHARGE_KEY_SPELLINGS and, for ReserveNow,
-    sends expiryDate as epoch seconds, which is what that charger parses.
-    """
-    spellings = FLEXICHARGE_KEY_SPELLINGS.get(action)
-    if spellings is None:
-        return payload
-    converted = {spellings.get(key, key): value for key, value in payload.items()}
-    if action == "ReserveNow" and isinstance(converted.get("expiryDate"), str):
+    def __init__(self, stream: Any, limit: int = 1 << 20) -> None:
+        self.stream = stream
+        self.limit = limit
+        self._queue: Deque[str] = collections.deque()
+        self._queued = 0
+        self.dropped = 0
+        self._cond = threading.Condition()
+        self._busy = False
         try:
-            moment = datetime.datetime.fromisoformat(converted["expiryDate"].replace("Z", "+00:00"))
-            converted["expiryDate"] = int(moment.timestamp())
-        except ValueError:
-            pass  # an operator's own value, sent as typed
-    return converted
+            self._fd: Optional[int] = stream.fileno()
+            stream.flush()
+            self._encoding = getattr(stream, "encoding", None) or "utf-8"
+        except (AttributeError, OSError, ValueError):
+            self._fd = None  # a StringIO or the like: written with its own write()
+        self._thread = threading.Thread(target=self._run, name="output-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, text: str) -> None:
+        with self._cond:
+            if self._queued + len(text) > self.limit:
+                self.dropped += text.count("\n")
+                return
+            self._queue.append(text)
+            self._queued += len(text)
+            self._cond.notify()
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until everything queued is written, up to ``timeout`` seconds; False if it is not."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._queue or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue:
+                    self._cond.wait()
+                text = "".join(self._queue)
+                self._queue.clear()
+                self._queued = 0
+                if self.dropped:
+                    text = "%s !! %d line(s) of output were dropped while the output was blocked\n%s" % (
+                        LOCAL_CLOCK.now(), self.dropped, text)
+                    self.dropped = 0
+                self._busy = True
+            try:
+                self._write(text)
+            except (OSError, ValueError):
+                pass  # the terminal went away; keep serving
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+    def _write(self, text: str) -> None:
+        if self._fd is None:
+            self.stream.write(text)
+            self.stream.flush()
+            return
+        # os.write, not the stream: a blocked write must hold no lock that
+        # the interpreter needs at exit.
+        data = memoryview(text.encode(self._encoding, "backslashreplace"))
+        while data:
+            data = data[os.write(self._fd, data):]
+
+
+class Output:
+    """The one place that prints: one line per event, escaped.
+
+    Lines are handed to the OutputWriter once per turn of the event loop,
+    not once per line (outside a running loop, at once).  ``quiet`` keeps
+    warnings and errors only (and the console's answers).  Every line goes
+    through printable_json, so nothing raw reaches the terminal; the values
+    a charger controls are put through printable before they are put in a
+    line.
+    """
+
+    def __init__(self, stream: Any = None, quiet: bool = False) -> None:
+        self.writer = OutputWriter(stream if stream is not None else sys.stdout)
+        self.quiet = quiet
+        self._pending: List[str] = []
+        self._shown_ids: Dict[str, str] = {}
+
+    def _charger(self, charger: str) -> str:
+        shown = self._shown_ids.get(charger)
+        if shown is None:
+            if len(self._shown_ids) > 4096:
+                self._shown_ids.clear()
+            shown = self._shown_ids[charger] = printable(charger, 64)
+        return shown
+
+    def _write(self, charger: Optional[str], text: str) -> None:
+        text = printable_json(text, 4 * MAX_SHOWN)
+        if charger is None:
+            self._add(f"{LOCAL_CLOCK.now()} {text}\n")
+        else:
+            self._add(f"{LOCAL_CLOCK.now()} {self._charger(charger)} {text}\n")
+
+    def _add(self, line: str) -> None:
+        pending = self._pending
+        pending.append(line)
+        if len(pending) == 1:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no running loop: before start-up or after shutdown
+                self.flush()
+
+    def flush(self) -> None:
+        """Hand the lines of this turn of the event loop to the writer, in one piece."""
+        if self._pending:
+            lines, self._pending = "".join(self._pending), []
+            self.writer.put(lines)
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Write what is left, waiting at most ``timeout`` seconds for a blocked output."""
+        self.flush()
+        self.writer.drain(timeout)
+
+    def on_event(self, event: "Event") -> None:
+        """The terminal as a bus subscriber: frames and log lines."""
+        if event.type == "frame":
+            fields = event.fields
+            if not self.quiet:
+                shown = fields["shown"]
+                self.frame(event.charger or "", "->" if fields["direction"] == "out" else "<-", fields["label"],
+                           shown() if callable(shown) else shown)
+        elif event.type == "log":
+            self._LEVELS[event.fields["level"]](self, event.charger, event.fields["text"])
+
+    def frame(self, charger: str, direction: str, label: str, shown: Any) -> None:
+        """One frame: direction ("<-" from the charger, "->" to it), label, payload.
+
+        ``label`` is printable already; ``shown`` is JSON text or other text
+        to show, or a payload to show as compact JSON.  It runs for every
+        frame, so it formats its line in one go.
+        """
+        if self.quiet:
+            return
+        text = printable_json(shown if type(shown) is str else render_json(shown))
+        self._add(f"{LOCAL_CLOCK.now()} {self._charger(charger)} {direction} {label} {text}\n")
+
+    def debug(self, charger: Optional[str], text: str) -> None:
+        if not self.quiet:
+            self._write(charger, "   " + text)
+
+    def info(self, charger: Optional[str], text: str) -> None:
+        if not self.quiet:
+            self._write(charger, "** " + text)
+
+    def warn(self, charger: Optional[str], text: str) -> None:
+        self._write(charger, "!! " + text)
+
+    def error(self, charger: Optional[str], text: str) -> None:
+        self._write(charger, "ERROR " + text)
+
+    def console(self, text: str) -> None:
+        """An answer to the operator's command."""
+        self._write(None, ">> " + text)
+
+    _LEVELS = {"debug": debug, "info": info, "warn": warn, "error": error}
+
+
+class Transcript:
+    """``--log FILE``: every frame in and out, one JSON object per line.
+
+    Records are ``{"ts", "charger", "dir": "in"|"out", "frame": <text as sent>}``
+    and ``{"ts", "charger", "event": "connect"|"disconnect", ...}``.  The file
+    is appended to, and each line is flushed to the operating system as it is
+    written, so a crash or kill -9 loses nothing that was already on the wire.
+    """
+
+    def __init__(self, path: str, out: Output) -> None:
+        self.path = path
+        self.out = out
+        self.file: Any = open(path, "a", encoding="utf-8")
+
+    def _write(self, record: dict) -> None:
+        if self.file is None:
+            return
+        try:
+            line = dump_json(record)
+        except (ValueError, TypeError, RecursionError):  # a charger's value in an event record
+            line = dump_json({key: value if isinstance(value, (str, int, type(None))) else render_json(value)
+                              for key, value in record.items()})
+        try:
+            self.file.write(encodable(line) + "\n")
+            self.file.flush()
+        except (OSError, ValueError) as exc:
+            self.out.error(None, "transcript %s stopped: %s" % (self.path, exc))
+            self.file = None
+
+    def on_event(self, event: "Event") -> None:
+        """The transcript as a bus subscriber: every frame, and connects, disconnects and authorizations."""
+        fields = event.fields
+        if event.type == "frame":
+            record = {"ts": UTC_CLOCK.now(), "charger": event.charger, "dir": fields["direction"],
+                      "frame": fields["text"]}
+            if fields["binary"]:
+                record["binary"] = True
+        elif event.type in self.EVENT_NAMES:
+            record = {"ts": UTC_CLOCK.now(), "charger": event.charger, "event": self.EVENT_NAMES[event.type]}
+            record.update((name, fields[name]) for name in self.EVENT_RECORDS[event.type])
+        else:
+            return
+        self._write(record)
+
+    # Bus event type -> the transcript's "event" name, and the fields it keeps.
+    EVENT_NAMES = {"connected": "connect", "disconnected": "disconnect", "authorization": "authorization"}
+    EVENT_RECORDS = {"connected": ("peer", "path", "subprotocol"), "disconnected": ("code",),
+                     "authorization": ("action", "idTag", "status", "rule")}
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
 
 
 # ------------------------------------------------------------------ Events
@@ -1493,7 +1494,8 @@ class EventBus:
                 self.on_error(subscriber, exc)
 
 
-# ----------------------------------------------------------- Charger session
+# ------------------------------------------------------------ Charger state
+# What the server knows of each charge point, kept across its reconnects.
 
 
 class Transaction:
@@ -1576,6 +1578,11 @@ class ChargerState:
         for action, id_tag, status, rule in self.authorizations:
             lines.append("  %s idTag %s: %s (%s)" % (action, id_tag, status, rule))
         return lines
+
+
+# ---------------------------------------------------------- Protocol engine
+# One ChargerSession per connection: frames in, replies and CALLs out, every
+# happening published on the EventBus.
 
 
 class CallOutcome:
@@ -2129,9 +2136,276 @@ class ChargerSession:
         self._after_reply.append(callback)
 
 
-# ------------------------------------------------------------------ Console
-# Lines typed at the server's terminal.  A reader thread blocks on stdin and
-# hands each line to the event loop, which never waits for the keyboard.
+# -------------------------------------------------- Charger-initiated actions
+# One handler per action a charger may send.  A handler gets the session and
+# the payload (always a dict, possibly off-spec: read it defensively) and
+# returns the reply payload, which validates against the official 1.6
+# response schema.  CHARGER_ACTION_HANDLERS below maps action names to them.
+
+
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]{1,18}\Z")  # ASCII digits only: int() also takes "²" and "١"
+
+
+def as_int(value: Any) -> Optional[int]:
+    """``value`` as an int when it is one or spells one ("1", the FlexiCharge way), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if _INTEGER_TEXT.match(text):
+            return int(text)
+    return None
+
+
+class AuthorizationRules:
+    """How the server answers idTags: ``--tag``, ``--tags``, ``--unknown-tags``, ``--concurrent-tx``.
+
+    ``tags`` maps an idTag to its idTagInfo and the rule that set it (the
+    command-line flag or the file), so every answer can say which rule gave it.
+    """
+
+    DEFAULT_RULE = "default: every idTag is Accepted"
+
+    def __init__(self, tags: Optional[Dict[str, Tuple[dict, str]]] = None, unknown: str = "Accepted",
+                 concurrent_tx: bool = False) -> None:
+        self.tags = tags or {}
+        self.unknown = unknown
+        self.concurrent_tx = concurrent_tx
+
+    def decide(self, system: "CentralSystem", state: "ChargerState", id_tag: Any,
+               connector: Optional[int] = None) -> Tuple[dict, str]:
+        """The idTagInfo for ``id_tag`` (used on ``connector``, if starting) and the rule that answered."""
+        if self.concurrent_tx and isinstance(id_tag, str):
+            for other in system.states.values():
+                for open_transaction in other.transactions.values():
+                    if open_transaction.id_tag == id_tag and not (
+                            other is state and open_transaction.connector_id == connector):
+                        return {"status": "ConcurrentTx"}, "--concurrent-tx: transaction %d on %s connector %s" % (
+                            open_transaction.transaction_id, printable(other.charger_id),
+                            open_transaction.connector_id)
+        known = self.tags.get(id_tag) if isinstance(id_tag, str) else None
+        if known is not None:
+            return dict(known[0]), known[1]
+        if self.unknown != "Accepted" or self.tags:
+            return {"status": self.unknown}, "--unknown-tags %s" % self.unknown
+        return {"status": "Accepted"}, self.DEFAULT_RULE
+
+
+def id_tag_info(session: "ChargerSession", id_tag: Any, action: str, connector: Optional[int] = None) -> dict:
+    """The idTagInfo the server answers for ``id_tag`` in ``action``, by the authorization rules."""
+    system = session.system
+    info, rule = system.authorization.decide(system, session.state, id_tag, connector)
+    session.state.authorizations.append((action, _show(id_tag), info["status"], rule))
+    if rule != AuthorizationRules.DEFAULT_RULE:
+        session.log("info", "%s idTag %s: %s (%s)" % (action, _show(id_tag), info["status"], rule))
+    session.bus.publish("authorization", session.charger_id, session, action=action, idTag=id_tag,
+                        status=info["status"], rule=rule)
+    return info
+
+
+def handle_authorize(session: "ChargerSession", payload: dict) -> dict:
+    return {"idTagInfo": id_tag_info(session, payload.get("idTag"), "Authorize")}
+
+
+def handle_boot_notification(session: "ChargerSession", payload: dict) -> dict:
+    options = session.system.options
+    session.state.boot_info = payload
+    session.state.boot_status = options.boot_status
+    if options.boot_status == "Accepted":
+        session.after_reply(session.flow.boot_accepted)
+    return {"status": options.boot_status, "currentTime": UTC_CLOCK.now(),
+            "interval": options.heartbeat_interval}
+
+
+def handle_data_transfer(session: "ChargerSession", payload: dict) -> dict:
+    return {"status": "Accepted"}
+
+
+def handle_heartbeat(session: "ChargerSession", payload: dict) -> dict:
+    return {"currentTime": UTC_CLOCK.now()}
+
+
+def handle_meter_values(session: "ChargerSession", payload: dict) -> dict:
+    session.state.last_meter_values = payload  # rendered when the operator asks
+    return {}
+
+
+def handle_start_transaction(session: "ChargerSession", payload: dict) -> dict:
+    transaction_id = next(session.system.transaction_ids)
+    # The FlexiCharge charger sends id_tag instead of idTag.
+    id_tag = payload.get("idTag", payload.get("id_tag"))
+    connector = as_int(payload.get("connectorId"))
+    info = id_tag_info(session, id_tag, "StartTransaction", connector)
+    transaction = Transaction(transaction_id, connector, id_tag, as_int(payload.get("meterStart")))
+    forgotten = session.state.open_transaction(transaction)
+    if forgotten is not None:
+        session.warn_once(("transactions-cap",), "more than %d open transactions; forgetting the oldest (%d)"
+                          % (MAX_OPEN_TRANSACTIONS, forgotten.transaction_id))
+    session.after_reply(lambda: session.flow.transaction_started(transaction))
+    return {"transactionId": transaction_id, "idTagInfo": info}
+
+
+def handle_status_notification(session: "ChargerSession", payload: dict) -> dict:
+    connector = as_int(payload.get("connectorId"))
+    status = payload.get("status")
+    error_code = payload.get("errorCode")
+    if isinstance(status, str):
+        if isinstance(error_code, str) and error_code not in ("", "NoError"):
+            status = "%s (%s)" % (status, error_code)
+        if not session.state.set_connector(connector, status):
+            session.warn_once(("connectors-cap",), "more than %d connectors; the statuses of others are not kept"
+                              % MAX_CONNECTORS)
+    return {}
+
+
+def handle_stop_transaction(session: "ChargerSession", payload: dict) -> dict:
+    transaction_id = as_int(payload.get("transactionId"))
+    state = session.state
+    if state.close_transaction(transaction_id) is None:
+        session.log("warn", "StopTransaction names transaction %s, which is not open here%s"
+                         % (_show(payload.get("transactionId")), state.open_transactions_text()))
+    reply: dict = {}
+    if payload.get("idTag") is not None:
+        reply["idTagInfo"] = id_tag_info(session, payload.get("idTag"), "StopTransaction")
+    return reply
+
+
+def handle_notification(session: "ChargerSession", payload: dict) -> dict:
+    """Diagnostics, firmware, log and security notifications: an empty conf."""
+    return {}
+
+
+def handle_sign_certificate(session: "ChargerSession", payload: dict) -> dict:
+    return {"status": "Accepted"}
+
+
+CHARGER_ACTION_HANDLERS: Dict[str, Callable[["ChargerSession", dict], dict]] = {
+    "Authorize": handle_authorize,
+    "BootNotification": handle_boot_notification,
+    "DataTransfer": handle_data_transfer,
+    "DiagnosticsStatusNotification": handle_notification,
+    "FirmwareStatusNotification": handle_notification,
+    "Heartbeat": handle_heartbeat,
+    "MeterValues": handle_meter_values,
+    "StartTransaction": handle_start_transaction,
+    "StatusNotification": handle_status_notification,
+    "StopTransaction": handle_stop_transaction,
+    "SecurityEventNotification": handle_notification,
+    "SignCertificate": handle_sign_certificate,
+    "LogStatusNotification": handle_notification,
+    "SignedFirmwareStatusNotification": handle_notification,
+}
+
+
+# --------------------------------------------------- Server-initiated actions
+# The payload each console command sends when typed bare; key=value
+# arguments and a JSON object override it (see Console.build_payload).
+
+
+class CommandError(Exception):
+    """A console command that cannot be carried out; the message says why."""
+
+
+class NoChargerYet(CommandError):
+    """A charger command typed while no charger is connected: it is held."""
+
+
+def _open_transaction_id(system: "CentralSystem", session: Optional["ChargerSession"]) -> int:
+    """The one open transaction of the charger: RemoteStopTransaction's default."""
+    transactions = list(session.state.transactions.values()) if session is not None else []
+    if len(transactions) == 1:
+        return transactions[0].transaction_id
+    if not transactions:
+        raise CommandError("no transaction is open%s; give one: RemoteStopTransaction transactionId=N"
+                           % (" on " + printable(session.charger_id) if session else ""))
+    raise CommandError("%s has %d open transactions (%s): say which, e.g. stopRemote transactionId=%d"
+                       % (printable(session.charger_id), len(transactions), ", ".join(
+                           "%d on connector %s" % (tx.transaction_id, tx.connector_id) for tx in transactions),
+                          transactions[-1].transaction_id))
+
+
+def boot_data_payload(system: "CentralSystem") -> dict:
+    """The FlexiCharge BootData DataTransfer; ``data`` carries both id keys it has read."""
+    options = system.options
+    data = {"chargerId": options.flexicharge_id, "connectorID": options.flexicharge_id,
+            "chargingPrice": options.charging_price}
+    return {"vendorId": FLEXICHARGE_VENDOR_ID, "messageId": "BootData", "data": dump_json(data)}
+
+
+def _in_one_hour() -> str:
+    return iso_utc(utc_now() + datetime.timedelta(hours=1))
+
+
+SERVER_ACTION_DEFAULTS: Dict[str, Callable[["CentralSystem", Optional["ChargerSession"]], dict]] = {
+    "CancelReservation": lambda system, session: {
+        "reservationId": system.last_reservation_id or 1},
+    "ChangeAvailability": lambda system, session: {"connectorId": 0, "type": "Operative"},
+    "ChangeConfiguration": lambda system, session: {"key": "HeartbeatInterval", "value": "60"},
+    "ClearCache": lambda system, session: {},
+    "ClearChargingProfile": lambda system, session: {},
+    "DataTransfer": lambda system, session: boot_data_payload(system),
+    "GetCompositeSchedule": lambda system, session: {"connectorId": 1, "duration": 3600},
+    "GetConfiguration": lambda system, session: {},
+    "GetDiagnostics": lambda system, session: {"location": "ftp://127.0.0.1/diagnostics/"},
+    "GetLocalListVersion": lambda system, session: {},
+    "RemoteStartTransaction": lambda system, session: {
+        "connectorId": 1, "idTag": system.options.id_tag},
+    "RemoteStopTransaction": lambda system, session: {
+        "transactionId": _open_transaction_id(system, session)},
+    "ReserveNow": lambda system, session: {
+        "connectorId": 1, "expiryDate": _in_one_hour(), "idTag": system.options.id_tag,
+        "reservationId": system.peek_reservation_id()},
+    "Reset": lambda system, session: {"type": "Soft"},
+    "SendLocalList": lambda system, session: {
+        "listVersion": 1, "updateType": "Full",
+        "localAuthorizationList": [{"idTag": system.options.id_tag, "idTagInfo": {"status": "Accepted"}}]},
+    "SetChargingProfile": lambda system, session: {
+        "connectorId": 1,
+        "csChargingProfiles": {
+            "chargingProfileId": 1, "stackLevel": 0, "chargingProfilePurpose": "TxDefaultProfile",
+            "chargingProfileKind": "Relative",
+            "chargingSchedule": {"chargingRateUnit": "A",
+                                 "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 16.0}]}}},
+    "TriggerMessage": lambda system, session: {"requestedMessage": "StatusNotification"},
+    "UnlockConnector": lambda system, session: {"connectorId": 1},
+    "UpdateFirmware": lambda system, session: {
+        "location": "http://127.0.0.1/firmware.bin", "retrieveDate": UTC_CLOCK.now()},
+}
+
+# Key spellings the FlexiCharge charger reads in the server's CALLs (it raises
+# on transactionId, for one).  Actions not listed keep the standard spelling.
+FLEXICHARGE_KEY_SPELLINGS: Dict[str, Dict[str, str]] = {
+    "RemoteStopTransaction": {"transactionId": "transactionID"},
+    "ReserveNow": {"connectorId": "connectorID", "reservationId": "reservationID"},
+    "CancelReservation": {"reservationId": "reservationID"},
+}
+
+
+def to_flexicharge_payload(action: str, payload: dict) -> dict:
+    """``payload`` as the FlexiCharge charger reads ``action``.
+
+    It renames the keys of FLEXICHARGE_KEY_SPELLINGS and, for ReserveNow,
+    sends expiryDate as epoch seconds, which is what that charger parses.
+    """
+    spellings = FLEXICHARGE_KEY_SPELLINGS.get(action)
+    if spellings is None:
+        return payload
+    converted = {spellings.get(key, key): value for key, value in payload.items()}
+    if action == "ReserveNow" and isinstance(converted.get("expiryDate"), str):
+        try:
+            moment = datetime.datetime.fromisoformat(converted["expiryDate"].replace("Z", "+00:00"))
+            converted["expiryDate"] = int(moment.timestamp())
+        except ValueError:
+            pass  # an operator's own value, sent as typed
+    return converted
+
+
+# --------------------------------------------------------- Command language
+# One language for every way in: the console, scenario scripts and the HTTP
+# API.  parse_command checks what a line says by itself; build_payload and
+# Console.run do what depends on the run.
 
 CONSOLE_HELP = [
     ("help [Action]", "this list, or one action's fields and defaults", "help ReserveNow"),
@@ -2317,6 +2591,10 @@ def build_payload(system: "CentralSystem", session: Optional[ChargerSession], co
         raise CommandError("%s not sent: %s (send it anyway with %s {json} or raw)" % (action, problems[0], action))
     return payload
 
+
+# ------------------------------------------------------------------ Console
+# Lines typed at the server's terminal.  A reader thread blocks on stdin and
+# hands each line to the event loop, which never waits for the keyboard.
 
 MAX_INPUT_LINE = 1 << 20  # bytes of one console line; a longer one is dropped
 
@@ -2933,273 +3211,6 @@ class ScenarioRunner:
             raise StepFailed("%s failed: %s" % (action, outcome.error_description))
 
 
-# ------------------------------------------------------- Output and transcript
-
-def render_meter_values(payload: dict) -> str:
-    """MeterValues as "measurand value unit" pairs, standard or FlexiCharge form.
-
-    Standard: meterValue[].sampledValue[] (measurand defaults to
-    Energy.Active.Import.Register, unit to Wh).  FlexiCharge: a ``values``
-    object of {name: {value, unit, measurand}}.  Anything else: the JSON.
-    """
-    readings: List[str] = []
-    meter_value = payload.get("meterValue")
-    if type(meter_value) is list:
-        for sample in meter_value:
-            sampled = sample.get("sampledValue") if type(sample) is dict else None
-            if type(sampled) is not list:
-                continue
-            for item in sampled:
-                if type(item) is dict:
-                    phase = item.get("phase")
-                    readings.append(f"{item.get('measurand', 'Energy.Active.Import.Register')} {item.get('value')} "
-                                    f"{item.get('unit', 'Wh')}" + (f" {phase}" if phase else ""))
-    values = payload.get("values")
-    if type(values) is dict:
-        for name, item in values.items():
-            if type(item) is dict:
-                unit = item.get("unit")
-                readings.append(f"{item.get('measurand', name)} {item.get('value')}" +
-                                (f" {unit}" if unit not in (None, "") else ""))
-    if not readings:
-        return dump_json(payload)
-    transaction = payload.get("transactionId")
-    where = f"connector {payload.get('connectorId')}"
-    if transaction is not None:
-        where += f", transaction {transaction}"
-    return f"{where}: {', '.join(readings)}"
-
-
-class OutputWriter:
-    """Writes the server's output on its own thread, so a blocked terminal never blocks the loop.
-
-    With stdout a pipe nobody reads, a terminal paused with Ctrl-S or ``less``
-    at its first page, a write blocks.  The event loop only queues text here;
-    past ``limit`` queued characters, lines are dropped and counted, and the
-    count is written as soon as the output flows again.
-    """
-
-    def __init__(self, stream: Any, limit: int = 1 << 20) -> None:
-        self.stream = stream
-        self.limit = limit
-        self._queue: Deque[str] = collections.deque()
-        self._queued = 0
-        self.dropped = 0
-        self._cond = threading.Condition()
-        self._busy = False
-        try:
-            self._fd: Optional[int] = stream.fileno()
-            stream.flush()
-            self._encoding = getattr(stream, "encoding", None) or "utf-8"
-        except (AttributeError, OSError, ValueError):
-            self._fd = None  # a StringIO or the like: written with its own write()
-        self._thread = threading.Thread(target=self._run, name="output-writer", daemon=True)
-        self._thread.start()
-
-    def put(self, text: str) -> None:
-        with self._cond:
-            if self._queued + len(text) > self.limit:
-                self.dropped += text.count("\n")
-                return
-            self._queue.append(text)
-            self._queued += len(text)
-            self._cond.notify()
-
-    def drain(self, timeout: float) -> bool:
-        """Wait until everything queued is written, up to ``timeout`` seconds; False if it is not."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._queue or self._busy:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
-        return True
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._queue:
-                    self._cond.wait()
-                text = "".join(self._queue)
-                self._queue.clear()
-                self._queued = 0
-                if self.dropped:
-                    text = "%s !! %d line(s) of output were dropped while the output was blocked\n%s" % (
-                        LOCAL_CLOCK.now(), self.dropped, text)
-                    self.dropped = 0
-                self._busy = True
-            try:
-                self._write(text)
-            except (OSError, ValueError):
-                pass  # the terminal went away; keep serving
-            with self._cond:
-                self._busy = False
-                self._cond.notify_all()
-
-    def _write(self, text: str) -> None:
-        if self._fd is None:
-            self.stream.write(text)
-            self.stream.flush()
-            return
-        # os.write, not the stream: a blocked write must hold no lock that
-        # the interpreter needs at exit.
-        data = memoryview(text.encode(self._encoding, "backslashreplace"))
-        while data:
-            data = data[os.write(self._fd, data):]
-
-
-class Output:
-    """The one place that prints: one line per event, escaped.
-
-    Lines are handed to the OutputWriter once per turn of the event loop,
-    not once per line (outside a running loop, at once).  ``quiet`` keeps
-    warnings and errors only (and the console's answers).  Every line goes
-    through printable_json, so nothing raw reaches the terminal; the values
-    a charger controls are put through printable before they are put in a
-    line.
-    """
-
-    def __init__(self, stream: Any = None, quiet: bool = False) -> None:
-        self.writer = OutputWriter(stream if stream is not None else sys.stdout)
-        self.quiet = quiet
-        self._pending: List[str] = []
-        self._shown_ids: Dict[str, str] = {}
-
-    def _charger(self, charger: str) -> str:
-        shown = self._shown_ids.get(charger)
-        if shown is None:
-            if len(self._shown_ids) > 4096:
-                self._shown_ids.clear()
-            shown = self._shown_ids[charger] = printable(charger, 64)
-        return shown
-
-    def _write(self, charger: Optional[str], text: str) -> None:
-        text = printable_json(text, 4 * MAX_SHOWN)
-        if charger is None:
-            self._add(f"{LOCAL_CLOCK.now()} {text}\n")
-        else:
-            self._add(f"{LOCAL_CLOCK.now()} {self._charger(charger)} {text}\n")
-
-    def _add(self, line: str) -> None:
-        pending = self._pending
-        pending.append(line)
-        if len(pending) == 1:
-            try:
-                asyncio.get_running_loop().call_soon(self.flush)
-            except RuntimeError:  # no running loop: before start-up or after shutdown
-                self.flush()
-
-    def flush(self) -> None:
-        """Hand the lines of this turn of the event loop to the writer, in one piece."""
-        if self._pending:
-            lines, self._pending = "".join(self._pending), []
-            self.writer.put(lines)
-
-    def close(self, timeout: float = 1.0) -> None:
-        """Write what is left, waiting at most ``timeout`` seconds for a blocked output."""
-        self.flush()
-        self.writer.drain(timeout)
-
-    def on_event(self, event: "Event") -> None:
-        """The terminal as a bus subscriber: frames and log lines."""
-        if event.type == "frame":
-            fields = event.fields
-            if not self.quiet:
-                shown = fields["shown"]
-                self.frame(event.charger or "", "->" if fields["direction"] == "out" else "<-", fields["label"],
-                           shown() if callable(shown) else shown)
-        elif event.type == "log":
-            self._LEVELS[event.fields["level"]](self, event.charger, event.fields["text"])
-
-    def frame(self, charger: str, direction: str, label: str, shown: Any) -> None:
-        """One frame: direction ("<-" from the charger, "->" to it), label, payload.
-
-        ``label`` is printable already; ``shown`` is JSON text or other text
-        to show, or a payload to show as compact JSON.  It runs for every
-        frame, so it formats its line in one go.
-        """
-        if self.quiet:
-            return
-        text = printable_json(shown if type(shown) is str else render_json(shown))
-        self._add(f"{LOCAL_CLOCK.now()} {self._charger(charger)} {direction} {label} {text}\n")
-
-    def debug(self, charger: Optional[str], text: str) -> None:
-        if not self.quiet:
-            self._write(charger, "   " + text)
-
-    def info(self, charger: Optional[str], text: str) -> None:
-        if not self.quiet:
-            self._write(charger, "** " + text)
-
-    def warn(self, charger: Optional[str], text: str) -> None:
-        self._write(charger, "!! " + text)
-
-    def error(self, charger: Optional[str], text: str) -> None:
-        self._write(charger, "ERROR " + text)
-
-    def console(self, text: str) -> None:
-        """An answer to the operator's command."""
-        self._write(None, ">> " + text)
-
-    _LEVELS = {"debug": debug, "info": info, "warn": warn, "error": error}
-
-
-class Transcript:
-    """``--log FILE``: every frame in and out, one JSON object per line.
-
-    Records are ``{"ts", "charger", "dir": "in"|"out", "frame": <text as sent>}``
-    and ``{"ts", "charger", "event": "connect"|"disconnect", ...}``.  The file
-    is appended to, and each line is flushed to the operating system as it is
-    written, so a crash or kill -9 loses nothing that was already on the wire.
-    """
-
-    def __init__(self, path: str, out: Output) -> None:
-        self.path = path
-        self.out = out
-        self.file: Any = open(path, "a", encoding="utf-8")
-
-    def _write(self, record: dict) -> None:
-        if self.file is None:
-            return
-        try:
-            line = dump_json(record)
-        except (ValueError, TypeError, RecursionError):  # a charger's value in an event record
-            line = dump_json({key: value if isinstance(value, (str, int, type(None))) else render_json(value)
-                              for key, value in record.items()})
-        try:
-            self.file.write(encodable(line) + "\n")
-            self.file.flush()
-        except (OSError, ValueError) as exc:
-            self.out.error(None, "transcript %s stopped: %s" % (self.path, exc))
-            self.file = None
-
-    def on_event(self, event: "Event") -> None:
-        """The transcript as a bus subscriber: every frame, and connects, disconnects and authorizations."""
-        fields = event.fields
-        if event.type == "frame":
-            record = {"ts": UTC_CLOCK.now(), "charger": event.charger, "dir": fields["direction"],
-                      "frame": fields["text"]}
-            if fields["binary"]:
-                record["binary"] = True
-        elif event.type in self.EVENT_NAMES:
-            record = {"ts": UTC_CLOCK.now(), "charger": event.charger, "event": self.EVENT_NAMES[event.type]}
-            record.update((name, fields[name]) for name in self.EVENT_RECORDS[event.type])
-        else:
-            return
-        self._write(record)
-
-    # Bus event type -> the transcript's "event" name, and the fields it keeps.
-    EVENT_NAMES = {"connected": "connect", "disconnected": "disconnect", "authorization": "authorization"}
-    EVENT_RECORDS = {"connected": ("peer", "path", "subprotocol"), "disconnected": ("code",),
-                     "authorization": ("action", "idTag", "status", "rule")}
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-            self.file = None
-
-
 # ------------------------------------------------- websockets compatibility
 # Every difference between websockets 10.3 (the FlexiCharge pin) and the
 # latest release is handled here, by the feature, not by the version: the
@@ -3381,7 +3392,7 @@ def serve_websockets(handler: Callable[[Any], Any], host: str, port: int, max_si
     return _websockets_serve(handler, host, port, **kwargs)
 
 
-# ----------------------------------------------------------- Server and CLI
+# ------------------------------------------------------------------- Server
 
 
 def charger_id_from_path(path: str) -> str:
@@ -3558,6 +3569,7 @@ class CentralSystem:
                              description=description)
 
 
+# --------------------------------------------------------- Settings and CLI
 def is_loopback(host: str) -> bool:
     """True for 127.0.0.0/8, ::1 and localhost: only this machine can connect."""
     if host == "localhost":

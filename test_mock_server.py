@@ -148,10 +148,12 @@ class ServerProcess:
 
 @pytest.fixture
 def start_server():
+    """Start a server for the test: in this process by default (fast, its state at hand), or as a
+    process (``process=True``, or any ServerProcess option) where the process itself is under test."""
     servers = []
 
-    def start(*args, **kwargs) -> ServerProcess:
-        server = ServerProcess(*args, **kwargs).wait_ready()
+    def start(*args, process: bool = False, **kwargs):
+        server = ServerProcess(*args, **kwargs).wait_ready() if process or kwargs else InProcessServer(*args)
         servers.append(server)
         return server
 
@@ -1925,17 +1927,20 @@ SCENARIOS = HERE / "examples" / "scenarios"
 def run_scenario(script: Path, *server_args: str, charger_args=("--meter-interval", "0.2"), charger_id="CP-1",
                  start_charger=True, timeout=60):
     """Run ``--script`` with the demo charger; (exit status, server output)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-W", "error::DeprecationWarning", str(SERVER), "--port", str(port),
+    server = subprocess.Popen([sys.executable, "-W", "error::DeprecationWarning", str(SERVER), "--port", "0",
                                "--script", str(script), *server_args], stdin=subprocess.DEVNULL,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    charger = None
-    if start_charger:
-        charger = subprocess.Popen([sys.executable, str(DEMO_CHARGER), "ws://127.0.0.1:%d/%s" % (port, charger_id),
-                                    *charger_args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    charger, listening = None, None
+    head = []
+    for line in server.stdout:  # up to the URL it listens on (a script that is invalid never listens)
+        head.append(line)
+        listening = re.search(r"listening on (ws://\S+)", line)
+        if listening:
+            break
     try:
+        if start_charger and listening:
+            charger = subprocess.Popen([sys.executable, str(DEMO_CHARGER), "%s/%s" % (listening.group(1), charger_id),
+                                        *charger_args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         output, _ = server.communicate(timeout=timeout)
     finally:
         if server.poll() is None:
@@ -1944,7 +1949,7 @@ def run_scenario(script: Path, *server_args: str, charger_args=("--meter-interva
         if charger is not None:
             charger.kill()
             charger.wait()
-    return server.returncode, output
+    return server.returncode, "".join(head) + output
 
 
 @pytest.mark.parametrize("script", ["smoke.txt", "commands.txt"])
@@ -2512,7 +2517,7 @@ def test_a_stdout_nobody_reads_neither_stops_the_answers_nor_the_signals():
 
 # Item 6: console input that is not UTF-8.
 def test_a_console_line_that_is_not_utf8_gets_a_message_and_the_console_goes_on(start_server):
-    server = start_server()
+    server = start_server(process=True)  # the process's own stdin
     server.proc.stdin.flush()
     server.proc.stdin.buffer.write(b"\xff\xfechargers\n")
     server.proc.stdin.buffer.flush()
@@ -2720,6 +2725,7 @@ def test_nesting_too_deep_to_serialise_again_still_gets_a_reply(in_process):
                 server.wait_for(r"CP-DEEP !! JSON nested too deeply to parse; frame ignored", since)
                 break
         assert answered >= 100
+        await charger.close()
 
     run(scenario())
 
