@@ -10,6 +10,7 @@ every payload the server sends; the server itself never imports that package.
 import asyncio
 import base64
 import collections
+import functools
 import io
 import itertools
 import json
@@ -167,6 +168,17 @@ def start_server():
 # ------------------------------------------------------- a charger client
 
 
+class WireFrame(list):
+    """A frame as the test charger received it: equal to its JSON array, with names for the fields."""
+
+    type_id = property(lambda self: self[0])
+    message_id = property(lambda self: self[1])
+    action = property(lambda self: self[2] if self[0] == 2 else None)  # of a CALL
+    payload = property(lambda self: self[3] if self[0] == 2 else self[2] if self[0] == 3 else None)
+    error_code = property(lambda self: self[2] if self[0] == 4 else None)
+    error_description = property(lambda self: self[3] if self[0] == 4 else None)
+
+
 class Charger:
     """A charger on a real websocket: sends CALLs, collects the server's CALLs."""
 
@@ -185,7 +197,8 @@ class Charger:
         await self.ws.close()
 
     async def receive(self, timeout: float = TIMEOUT):
-        return json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+        frame = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+        return WireFrame(frame) if isinstance(frame, list) else frame
 
     async def send_frame(self, frame):
         await self.ws.send(frame if isinstance(frame, (str, bytes)) else json.dumps(frame))
@@ -241,7 +254,7 @@ class Charger:
 
     async def boot(self, answer_boot_data: bool = True, flexicharge: bool = False):
         reply = await self.call("BootNotification", {"chargePointVendor": "Test", "chargePointModel": "Mock-1"})
-        assert reply[2]["status"] == "Accepted"
+        assert reply.payload["status"] == "Accepted"
         if answer_boot_data:
             call = await self.expect_call("DataTransfer")
             await self.answer(call, {"status": "Accepted"}, flexicharge=flexicharge)
@@ -249,13 +262,22 @@ class Charger:
 
     async def answer(self, call, payload, flexicharge: bool = False):
         if flexicharge:
-            await self.send_frame([3, call[1], call[2], payload])
+            await self.send_frame([3, call.message_id, call[2], payload])
         else:
-            await self.send_frame([3, call[1], payload])
+            await self.send_frame([3, call.message_id, payload])
 
 
 def run(coroutine):
     return asyncio.run(asyncio.wait_for(coroutine, 30))
+
+
+def charger_test(test):
+    """Run an ``async def`` test on an event loop of its own (30 s at most): the one helper every
+    test that plays a charger uses.  Its fixtures are resolved as for any test."""
+    @functools.wraps(test)
+    def run_test(*args, **kwargs):
+        return run(test(*args, **kwargs))
+    return run_test
 
 
 def flexicharge_frames():
@@ -399,160 +421,144 @@ def test_lint_agrees_with_the_oracle_on_fixture_payloads():
 # ---------------------------------------------- charger-initiated actions
 
 
-def test_every_handler_reply_is_valid_by_the_official_schema(start_server):
+@charger_test
+async def test_every_handler_reply_is_valid_by_the_official_schema(start_server):
     server = start_server("--no-boot-data")
 
-    async def scenario():
-        charger = await Charger.connect(server.url)
-        for action, payload in CHARGER_REQUEST_SAMPLES.items():
-            reply = await charger.call(action, payload)
-            assert reply[0] == 3 and len(reply) == 3, reply
-            assert_valid(action + "Response", reply[2])
-        await charger.close()
-
-    run(scenario())
+    charger = await Charger.connect(server.url)
+    for action, payload in CHARGER_REQUEST_SAMPLES.items():
+        reply = await charger.call(action, payload)
+        assert reply[0] == 3 and len(reply) == 3, reply
+        assert_valid(action + "Response", reply[2])
+    await charger.close()
 
 
-def test_every_handler_reply_is_valid_in_the_flexicharge_dialect(start_server):
+@charger_test
+async def test_every_handler_reply_is_valid_in_the_flexicharge_dialect(start_server):
     server = start_server("--dialect", "flexicharge", "--no-boot-data")
 
-    async def scenario():
-        charger = await Charger.connect(server.url)
-        for action, payload in CHARGER_REQUEST_SAMPLES.items():
-            reply = await charger.call(action, payload)
-            assert reply[0] == 3 and reply[2] == action and len(reply) == 4, reply
-            assert_valid(action + "Response", reply[3])
-        await charger.close()
-
-    run(scenario())
+    charger = await Charger.connect(server.url)
+    for action, payload in CHARGER_REQUEST_SAMPLES.items():
+        reply = await charger.call(action, payload)
+        assert reply[0] == 3 and reply[2] == action and len(reply) == 4, reply
+        assert_valid(action + "Response", reply[3])
+    await charger.close()
 
 
-def test_boot_notification_conf_reflects_the_flags(start_server):
+@charger_test
+async def test_boot_notification_conf_reflects_the_flags(start_server):
     server = start_server("--boot-status", "Pending", "--heartbeat-interval", "17")
 
-    async def scenario():
-        charger = await Charger.connect(server.url)
-        reply = await charger.call("BootNotification", CHARGER_REQUEST_SAMPLES["BootNotification"])
-        assert reply[2]["status"] == "Pending" and reply[2]["interval"] == 17
-        assert reply[2]["currentTime"].endswith("Z")
-        assert_valid("BootNotificationResponse", reply[2])
-        await charger.no_frame_within(0.5)  # no BootData before the charger is Accepted
-        await charger.close()
-
-    run(scenario())
+    charger = await Charger.connect(server.url)
+    reply = await charger.call("BootNotification", CHARGER_REQUEST_SAMPLES["BootNotification"])
+    assert reply.payload["status"] == "Pending" and reply.payload["interval"] == 17
+    assert reply.payload["currentTime"].endswith("Z")
+    assert_valid("BootNotificationResponse", reply[2])
+    await charger.no_frame_within(0.5)  # no BootData before the charger is Accepted
+    await charger.close()
 
 
-def test_transaction_ids_increase_and_stop_answers_id_tag_info(start_server):
+@charger_test
+async def test_transaction_ids_increase_and_stop_answers_id_tag_info(start_server):
     server = start_server("--no-boot-data")
 
-    async def scenario():
-        charger = await Charger.connect(server.url)
-        start = CHARGER_REQUEST_SAMPLES["StartTransaction"]
-        first = (await charger.call("StartTransaction", start))[2]["transactionId"]
-        stop = await charger.call("StopTransaction", dict(CHARGER_REQUEST_SAMPLES["StopTransaction"],
-                                                         transactionId=first))
-        assert stop[2] == {"idTagInfo": {"status": "Accepted"}}
-        second = (await charger.call("StartTransaction", start))[2]["transactionId"]
-        assert isinstance(first, int) and second > first
-        without_tag = await charger.call("StopTransaction", {"transactionId": second, "meterStop": 1,
-                                                             "timestamp": NOW})
-        assert without_tag[2] == {}
-        await charger.close()
-
-    run(scenario())
+    charger = await Charger.connect(server.url)
+    start = CHARGER_REQUEST_SAMPLES["StartTransaction"]
+    first = (await charger.call("StartTransaction", start)).payload["transactionId"]
+    stop = await charger.call("StopTransaction", dict(CHARGER_REQUEST_SAMPLES["StopTransaction"],
+                                                     transactionId=first))
+    assert stop[2] == {"idTagInfo": {"status": "Accepted"}}
+    second = (await charger.call("StartTransaction", start)).payload["transactionId"]
+    assert isinstance(first, int) and second > first
+    without_tag = await charger.call("StopTransaction", {"transactionId": second, "meterStop": 1,
+                                                         "timestamp": NOW})
+    assert without_tag[2] == {}
+    await charger.close()
 
 
-def test_boot_data_handshake(start_server):
+@charger_test
+async def test_boot_data_handshake(start_server):
     server = start_server("--flexicharge-id", "4242", "--charging-price", "3.10")
 
-    async def scenario():
-        charger = await Charger.connect(server.url)
-        await charger.call("BootNotification", CHARGER_REQUEST_SAMPLES["BootNotification"])
-        call = await charger.expect_call("DataTransfer")
-        assert_valid("DataTransfer", call[3])
-        assert len(call[1]) <= 36
-        assert call[3]["vendorId"] == "com.flexicharge" and call[3]["messageId"] == "BootData"
-        data = json.loads(call[3]["data"])
-        assert data == {"chargerId": 4242, "connectorID": 4242, "chargingPrice": "3.10"}
-        await charger.answer(call, {"status": "Accepted"})
-        server.wait_for(r"CP-1 <- DataTransfer\.conf")
-        await charger.close()
-
-    run(scenario())
+    charger = await Charger.connect(server.url)
+    await charger.call("BootNotification", CHARGER_REQUEST_SAMPLES["BootNotification"])
+    call = await charger.expect_call("DataTransfer")
+    assert_valid("DataTransfer", call.payload)
+    assert len(call.message_id) <= 36
+    assert call.payload["vendorId"] == "com.flexicharge" and call.payload["messageId"] == "BootData"
+    data = json.loads(call.payload["data"])
+    assert data == {"chargerId": 4242, "connectorID": 4242, "chargingPrice": "3.10"}
+    await charger.answer(call, {"status": "Accepted"})
+    server.wait_for(r"CP-1 <- DataTransfer\.conf")
+    await charger.close()
 
 
-def test_no_boot_data_flag(start_server):
+@charger_test
+async def test_no_boot_data_flag(start_server):
     server = start_server("--no-boot-data")
 
-    async def scenario():
-        charger = await Charger.connect(server.url)
-        await charger.call("BootNotification", CHARGER_REQUEST_SAMPLES["BootNotification"])
-        await charger.no_frame_within(0.5)
-        await charger.close()
-
-    run(scenario())
+    charger = await Charger.connect(server.url)
+    await charger.call("BootNotification", CHARGER_REQUEST_SAMPLES["BootNotification"])
+    await charger.no_frame_within(0.5)
+    await charger.close()
 
 
-def test_flexicharge_dialect_is_detected_from_a_four_element_reply(start_server):
+@charger_test
+async def test_flexicharge_dialect_is_detected_from_a_four_element_reply(start_server):
     server = start_server()
     frames = [entry["frame"] for entry in flexicharge_frames() if entry["dir"] == "charger->server"]
     boot, status = frames[0], frames[2]
 
-    async def scenario():
-        charger = await Charger.connect(server.url)
-        boot_conf = await charger.call("BootNotification", boot[3], message_id=boot[1])
-        assert len(boot_conf) == 3  # standard until the charger shows its dialect
-        call = await charger.expect_call("DataTransfer")
-        await charger.answer(call, {"status": "Accepted"}, flexicharge=True)
-        reply = await charger.call("StatusNotification", status[3], message_id=status[1])
-        assert reply == [3, status[1], "StatusNotification", {}]
-        await charger.close()
+    charger = await Charger.connect(server.url)
+    boot_conf = await charger.call("BootNotification", boot[3], message_id=boot[1])
+    assert len(boot_conf) == 3  # standard until the charger shows its dialect
+    call = await charger.expect_call("DataTransfer")
+    await charger.answer(call, {"status": "Accepted"}, flexicharge=True)
+    reply = await charger.call("StatusNotification", status[3], message_id=status[1])
+    assert reply == [3, status[1], "StatusNotification", {}]
+    await charger.close()
 
-    run(scenario())
     server.wait_for(r"CP-1 \*\* speaks the FlexiCharge dialect")
 
 
-def test_ocpp16_dialect_stays_standard(start_server):
+@charger_test
+async def test_ocpp16_dialect_stays_standard(start_server):
     server = start_server("--dialect", "ocpp1.6")
 
-    async def scenario():
-        charger = await Charger.connect(server.url)
-        await charger.boot(flexicharge=True)
-        reply = await charger.call("Heartbeat", {})
-        assert len(reply) == 3 and reply[0] == 3
-        await charger.close()
-
-    run(scenario())
+    charger = await Charger.connect(server.url)
+    await charger.boot(flexicharge=True)
+    reply = await charger.call("Heartbeat", {})
+    assert len(reply) == 3 and reply[0] == 3
+    await charger.close()
 
 
-def test_a_flexicharge_charger_is_served_as_it_is(start_server):
+@charger_test
+async def test_a_flexicharge_charger_is_served_as_it_is(start_server):
     """Replay the real charger's frames: every CALL it sends gets its answer."""
     server = start_server()
     entries = flexicharge_frames()
 
-    async def scenario():
-        charger = await Charger.connect(server.url, charger_id="")
-        for entry in entries:
-            frame = entry["frame"]
-            if entry["dir"] != "charger->server" or frame[0] != 2:
-                continue
-            if frame[2] == "StopTransaction":
-                server.type("stopRemote")
-                call = await charger.expect_call("RemoteStopTransaction")
-                assert call[3] == {"transactionID": 1}
-                await charger.answer(call, {"status": "Accepted"}, flexicharge=True)
-            reply = await charger.call(frame[2], frame[3], message_id=frame[1])
-            if frame[2] == "BootNotification":
-                call = await charger.expect_call("DataTransfer")
-                await charger.answer(call, {"status": "Accepted"}, flexicharge=True)
-                continue
-            assert reply[:3] == [3, frame[1], frame[2]], reply
-            assert_valid(frame[2] + "Response", reply[3])
-            if frame[2] == "StartTransaction":
-                assert reply[3]["transactionId"] == 1
-        await charger.close()
+    charger = await Charger.connect(server.url, charger_id="")
+    for entry in entries:
+        frame = entry["frame"]
+        if entry["dir"] != "charger->server" or frame[0] != 2:
+            continue
+        if frame[2] == "StopTransaction":
+            server.type("stopRemote")
+            call = await charger.expect_call("RemoteStopTransaction")
+            assert call.payload == {"transactionID": 1}
+            await charger.answer(call, {"status": "Accepted"}, flexicharge=True)
+        reply = await charger.call(frame[2], frame[3], message_id=frame[1])
+        if frame[2] == "BootNotification":
+            call = await charger.expect_call("DataTransfer")
+            await charger.answer(call, {"status": "Accepted"}, flexicharge=True)
+            continue
+        assert reply[:3] == [3, frame[1], frame[2]], reply
+        assert_valid(frame[2] + "Response", reply[3])
+        if frame[2] == "StartTransaction":
+            assert reply[3]["transactionId"] == 1
+    await charger.close()
 
-    run(scenario())
     # The path-less FlexiCharge URL gets an id derived from the peer address.
     server.wait_for(r"127\.0\.0\.1 \*\* connected from 127\.0\.0\.1:\d+ with no id in the URL path")
     # Its own MeterValues form, rendered as measurand value unit.
@@ -566,19 +572,18 @@ def test_a_flexicharge_charger_is_served_as_it_is(start_server):
     assert "message id \"0jdsEnnyo2kpCP8FLfHlNpbvQXosR5ZNlh8v\" reused" in output
 
 
-def test_standard_meter_values_are_rendered(start_server):
+@charger_test
+async def test_standard_meter_values_are_rendered(start_server):
     server = start_server("--no-boot-data")
 
-    async def scenario():
-        charger = await Charger.connect(server.url)
-        payload = {"connectorId": 2, "meterValue": [{"timestamp": NOW, "sampledValue": [
-            {"value": "7.4", "measurand": "Power.Active.Import", "unit": "kW"},
-            {"value": "230.1", "measurand": "Voltage", "unit": "V", "phase": "L1-N"},
-            {"value": "99"}]}]}
-        await charger.call("MeterValues", payload)
-        await charger.close()
+    charger = await Charger.connect(server.url)
+    payload = {"connectorId": 2, "meterValue": [{"timestamp": NOW, "sampledValue": [
+        {"value": "7.4", "measurand": "Power.Active.Import", "unit": "kW"},
+        {"value": "230.1", "measurand": "Voltage", "unit": "V", "phase": "L1-N"},
+        {"value": "99"}]}]}
+    await charger.call("MeterValues", payload)
+    await charger.close()
 
-    run(scenario())
     server.wait_for(r"<- MeterValues connector 2: Power\.Active\.Import 7\.4 kW, Voltage 230\.1 V L1-N, "
                     r"Energy\.Active\.Import\.Register 99 Wh$")
     assert "spec:" not in server.settled_output()
@@ -589,18 +594,17 @@ def test_standard_meter_values_are_rendered(start_server):
 LONG_ID = "x" * 37
 
 
-def test_lenient_mode_answers_off_spec_payloads_and_warns_once(start_server):
+@charger_test
+async def test_lenient_mode_answers_off_spec_payloads_and_warns_once(start_server):
     server = start_server("--no-boot-data")
     payload = {"connectorId": "1", "errorCode": "", "status": "Available"}
 
-    async def scenario():
-        charger = await Charger.connect(server.url)
-        for _ in range(3):
-            assert (await charger.call("StatusNotification", payload))[2] == {}
-        await charger.call("StartTransaction", {"connectorId": 1, "meterStart": 0, "timestamp": 1665917012.1})
-        await charger.close()
+    charger = await Charger.connect(server.url)
+    for _ in range(3):
+        assert (await charger.call("StatusNotification", payload)).payload == {}
+    await charger.call("StartTransaction", {"connectorId": 1, "meterStart": 0, "timestamp": 1665917012.1})
+    await charger.close()
 
-    run(scenario())
     output = server.settled_output()
     assert output.count("spec: StatusNotification.connectorId must be an integer, got string \"1\" "
                         "(TypeConstraintViolation") == 1
@@ -621,111 +625,101 @@ def test_lenient_mode_answers_off_spec_payloads_and_warns_once(start_server):
      "PropertyConstraintViolation"),
     ("Heartbeat", {}, None),
 ])
-def test_strict_mode_answers_the_exact_error_code(start_server, action, payload, code):
+@charger_test
+async def test_strict_mode_answers_the_exact_error_code(start_server, action, payload, code):
     server = start_server("--strict", "--no-boot-data")
 
-    async def scenario():
-        charger = await Charger.connect(server.url)
-        await charger.call("BootNotification", CHARGER_REQUEST_SAMPLES["BootNotification"])
-        reply = await charger.call(action, payload)
-        if code is None:
-            assert reply[0] == 3
-        else:
-            assert reply[0] == 4 and reply[2] == code, reply
-            assert isinstance(reply[4], dict)
-        await charger.close()
-
-    run(scenario())
+    charger = await Charger.connect(server.url)
+    await charger.call("BootNotification", CHARGER_REQUEST_SAMPLES["BootNotification"])
+    reply = await charger.call(action, payload)
+    if code is None:
+        assert reply[0] == 3
+    else:
+        assert reply[0] == 4 and reply[2] == code, reply
+        assert isinstance(reply[4], dict)
+    await charger.close()
 
 
-def test_strict_mode_rejects_an_over_long_message_id(start_server):
+@charger_test
+async def test_strict_mode_rejects_an_over_long_message_id(start_server):
     server = start_server("--strict", "--no-boot-data")
 
-    async def scenario():
-        charger = await Charger.connect(server.url)
-        await charger.send_frame([2, LONG_ID, "Heartbeat", {}])
-        assert (await charger.receive())[:3] == [4, LONG_ID, "FormationViolation"]
-        await charger.close()
-
-    run(scenario())
+    charger = await Charger.connect(server.url)
+    await charger.send_frame([2, LONG_ID, "Heartbeat", {}])
+    assert (await charger.receive())[:3] == [4, LONG_ID, "FormationViolation"]
+    await charger.close()
 
 
-def test_a_malformed_frame_on_one_connection_does_not_disturb_another(start_server):
+@charger_test
+async def test_a_malformed_frame_on_one_connection_does_not_disturb_another(start_server):
     server = start_server("--no-boot-data")
 
-    async def scenario():
-        broken = await Charger.connect(server.url, "CP-BAD")
-        good = await Charger.connect(server.url, "CP-GOOD")
-        for frame in ["{", b"\xff\xfe", "[2]", '[2, "a", "Nope", {}]', "null", '[4, "q"]']:
-            await broken.send_frame(frame)
-            reply = await good.call("Heartbeat", {})
-            assert reply[0] == 3
-        await broken.close()
-        await good.close()
-
-    run(scenario())
+    broken = await Charger.connect(server.url, "CP-BAD")
+    good = await Charger.connect(server.url, "CP-GOOD")
+    for frame in ["{", b"\xff\xfe", "[2]", '[2, "a", "Nope", {}]', "null", '[4, "q"]']:
+        await broken.send_frame(frame)
+        reply = await good.call("Heartbeat", {})
+        assert reply[0] == 3
+    await broken.close()
+    await good.close()
 
 
-def test_a_reconnecting_charger_replaces_its_old_session(start_server):
+@charger_test
+async def test_a_reconnecting_charger_replaces_its_old_session(start_server):
     server = start_server("--no-boot-data")
 
-    async def scenario():
-        first = await Charger.connect(server.url)
-        await first.call("StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Charging"})
-        second = await Charger.connect(server.url)
-        with pytest.raises(websockets.ConnectionClosed):
-            await first.receive()
-        assert first.ws.close_code == 1000
-        assert (await second.call("Heartbeat", {}))[0] == 3
-        mark = server.mark()
-        server.type("chargers")
-        server.wait_for(r">> CP-1  \(127\.0\.0\.1", since=mark)
-        time.sleep(0.2)
-        assert server.output(mark).count(">> CP-1  (") == 1
-        await second.close()
+    first = await Charger.connect(server.url)
+    await first.call("StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Charging"})
+    second = await Charger.connect(server.url)
+    with pytest.raises(websockets.ConnectionClosed):
+        await first.receive()
+    assert first.ws.close_code == 1000
+    assert (await second.call("Heartbeat", {}))[0] == 3
+    mark = server.mark()
+    server.type("chargers")
+    server.wait_for(r">> CP-1  \(127\.0\.0\.1", since=mark)
+    time.sleep(0.2)
+    assert server.output(mark).count(">> CP-1  (") == 1
+    await second.close()
 
-    run(scenario())
     server.wait_for(r"CP-1 \*\* reconnected; the new connection replaces the old one")
 
 
-def test_charger_id_is_the_percent_decoded_last_path_segment(start_server):
+@charger_test
+async def test_charger_id_is_the_percent_decoded_last_path_segment(start_server):
     server = start_server("--no-boot-data")
 
-    async def scenario():
-        charger = await Charger.connect(server.url, "ocpp/central/Station%20%231")
-        await charger.call("Heartbeat", {})
-        await charger.close()
+    charger = await Charger.connect(server.url, "ocpp/central/Station%20%231")
+    await charger.call("Heartbeat", {})
+    await charger.close()
 
-    run(scenario())
     server.wait_for(r"Station #1 \*\* connected from")
 
 
-def test_a_charger_without_subprotocol_is_served_with_a_warning(start_server):
+@charger_test
+async def test_a_charger_without_subprotocol_is_served_with_a_warning(start_server):
     server = start_server("--no-boot-data")
 
-    async def scenario():
-        charger = await Charger.connect(server.url, subprotocols=())
-        assert charger.ws.subprotocol is None
-        assert (await charger.call("Heartbeat", {}))[0] == 3
-        await charger.close()
-        negotiated = await Charger.connect(server.url, "CP-2", subprotocols=("ocpp2.0.1", "ocpp1.6"))
-        assert negotiated.ws.subprotocol == "ocpp1.6"
-        await negotiated.close()
+    charger = await Charger.connect(server.url, subprotocols=())
+    assert charger.ws.subprotocol is None
+    assert (await charger.call("Heartbeat", {}))[0] == 3
+    await charger.close()
+    negotiated = await Charger.connect(server.url, "CP-2", subprotocols=("ocpp2.0.1", "ocpp1.6"))
+    assert negotiated.ws.subprotocol == "ocpp1.6"
+    await negotiated.close()
 
-    run(scenario())
     server.wait_for(r"CP-1 !! spec: no ocpp1.6 subprotocol negotiated \(charger offered: none\)")
 
 
-def test_control_characters_from_the_wire_are_escaped(start_server):
+@charger_test
+async def test_control_characters_from_the_wire_are_escaped(start_server):
     server = start_server("--no-boot-data")
 
-    async def scenario():
-        charger = await Charger.connect(server.url, "CP%1B%5B2J%0Aforged")
-        await charger.call("DataTransfer", {"vendorId": "\u001b[31mred\u202e", "data": "a\nb"})
-        await charger.send_frame("bad\u001b[2Jframe\rline")
-        await charger.close()
+    charger = await Charger.connect(server.url, "CP%1B%5B2J%0Aforged")
+    await charger.call("DataTransfer", {"vendorId": "\u001b[31mred\u202e", "data": "a\nb"})
+    await charger.send_frame("bad\u001b[2Jframe\rline")
+    await charger.close()
 
-    run(scenario())
     server.wait_for(r"disconnected")
     output = server.settled_output()
     assert "\x1b" not in output and "\r" not in output and "\u202e" not in output
@@ -795,73 +789,67 @@ async def booted_charger(server, charger_id="CP-1", **kwargs):
     return charger
 
 
-def test_every_server_action_typed_bare_is_valid_by_the_official_schema(start_server):
+@charger_test
+async def test_every_server_action_typed_bare_is_valid_by_the_official_schema(start_server):
     server = start_server()
 
-    async def scenario():
-        charger = await booted_charger(server)
-        start = await charger.call("StartTransaction", CHARGER_REQUEST_SAMPLES["StartTransaction"])
-        transaction_id = start[2]["transactionId"]
-        sent = {}
-        for index, action in enumerate(mock.SERVER_ACTION_DEFAULTS):
-            typed = action.lower() if index % 2 else action  # names are case-insensitive
-            server.type(typed)
-            call = await charger.expect_call(action)
-            assert_valid(action, call[3])
-            sent[action] = call[3]
-            await charger.answer(call, CHARGER_REPLY_SAMPLES[action])
-            server.wait_for(r"CP-1 <- %s\.conf" % action)
-        assert len(sent) == 19
-        assert sent["Reset"] == {"type": "Soft"}
-        assert sent["RemoteStopTransaction"] == {"transactionId": transaction_id}
-        assert sent["RemoteStartTransaction"] == {"connectorId": 1, "idTag": "1"}
-        assert sent["CancelReservation"]["reservationId"] == sent["ReserveNow"]["reservationId"]
-        assert sent["SetChargingProfile"]["csChargingProfiles"]["chargingProfilePurpose"] == "TxDefaultProfile"
-        await charger.close()
-
-    run(scenario())
+    charger = await booted_charger(server)
+    start = await charger.call("StartTransaction", CHARGER_REQUEST_SAMPLES["StartTransaction"])
+    transaction_id = start[2]["transactionId"]
+    sent = {}
+    for index, action in enumerate(mock.SERVER_ACTION_DEFAULTS):
+        typed = action.lower() if index % 2 else action  # names are case-insensitive
+        server.type(typed)
+        call = await charger.expect_call(action)
+        assert_valid(action, call.payload)
+        sent[action] = call.payload
+        await charger.answer(call, CHARGER_REPLY_SAMPLES[action])
+        server.wait_for(r"CP-1 <- %s\.conf" % action)
+    assert len(sent) == 19
+    assert sent["Reset"] == {"type": "Soft"}
+    assert sent["RemoteStopTransaction"] == {"transactionId": transaction_id}
+    assert sent["RemoteStartTransaction"] == {"connectorId": 1, "idTag": "1"}
+    assert sent["CancelReservation"]["reservationId"] == sent["ReserveNow"]["reservationId"]
+    assert sent["SetChargingProfile"]["csChargingProfiles"]["chargingProfilePurpose"] == "TxDefaultProfile"
+    await charger.close()
 
 
-def test_start_remote_and_stop_remote(start_server):
+@charger_test
+async def test_start_remote_and_stop_remote(start_server):
     server = start_server("--id-tag", "ABC")
 
-    async def scenario():
-        charger = await booted_charger(server)
-        server.type("startRemote")
-        call = await charger.expect_call("RemoteStartTransaction")
-        assert call[3] == {"connectorId": 1, "idTag": "ABC"}
-        await charger.answer(call, {"status": "Accepted"})
-        start = await charger.call("StartTransaction", dict(CHARGER_REQUEST_SAMPLES["StartTransaction"],
-                                                            idTag="ABC"))
-        server.type("stopRemote")
-        call = await charger.expect_call("RemoteStopTransaction")
-        assert call[3] == {"transactionId": start[2]["transactionId"]}
-        await charger.answer(call, {"status": "Rejected"})
-        server.wait_for(r'CP-1 <- RemoteStopTransaction\.conf \{"status":"Rejected"\}')
-        await charger.close()
-
-    run(scenario())
+    charger = await booted_charger(server)
+    server.type("startRemote")
+    call = await charger.expect_call("RemoteStartTransaction")
+    assert call.payload == {"connectorId": 1, "idTag": "ABC"}
+    await charger.answer(call, {"status": "Accepted"})
+    start = await charger.call("StartTransaction", dict(CHARGER_REQUEST_SAMPLES["StartTransaction"],
+                                                        idTag="ABC"))
+    server.type("stopRemote")
+    call = await charger.expect_call("RemoteStopTransaction")
+    assert call.payload == {"transactionId": start[2]["transactionId"]}
+    await charger.answer(call, {"status": "Rejected"})
+    server.wait_for(r'CP-1 <- RemoteStopTransaction\.conf \{"status":"Rejected"\}')
+    await charger.close()
 
 
-def test_reserve_now_and_cancel_reservation_use_consecutive_ids(start_server):
+@charger_test
+async def test_reserve_now_and_cancel_reservation_use_consecutive_ids(start_server):
     server = start_server()
 
-    async def scenario():
-        charger = await booted_charger(server)
-        ids = []
-        for _ in range(2):
-            server.type("ReserveNow")
-            call = await charger.expect_call("ReserveNow")
-            ids.append(call[3]["reservationId"])
-            await charger.answer(call, {"status": "Accepted"})
-        assert ids[1] == ids[0] + 1
-        server.type("CancelReservation")
-        call = await charger.expect_call("CancelReservation")
-        assert call[3] == {"reservationId": ids[1]}
+    charger = await booted_charger(server)
+    ids = []
+    for _ in range(2):
+        server.type("ReserveNow")
+        call = await charger.expect_call("ReserveNow")
+        ids.append(call.payload["reservationId"])
         await charger.answer(call, {"status": "Accepted"})
-        await charger.close()
-
-    run(scenario())
+    assert ids[1] == ids[0] + 1
+    server.type("CancelReservation")
+    call = await charger.expect_call("CancelReservation")
+    assert call.payload == {"reservationId": ids[1]}
+    await charger.answer(call, {"status": "Accepted"})
+    await charger.close()
 
 
 @pytest.mark.parametrize("typed, action, expected", [
@@ -876,22 +864,20 @@ def test_reserve_now_and_cancel_reservation_use_consecutive_ids(start_server):
      {"key": ["HeartbeatInterval", "MeterValueSampleInterval"]}),
     ("SetChargingProfile csChargingProfiles.chargingSchedule.chargingRateUnit=W", "SetChargingProfile", None),
 ])
-def test_console_overrides(start_server, typed, action, expected):
+@charger_test
+async def test_console_overrides(start_server, typed, action, expected):
     server = start_server()
 
-    async def scenario():
-        charger = await booted_charger(server)
-        server.type(typed)
-        call = await charger.expect_call(action)
-        assert_valid(action, call[3])
-        if expected is not None:
-            assert call[3] == expected
-        else:
-            assert call[3]["csChargingProfiles"]["chargingSchedule"]["chargingRateUnit"] == "W"
-        await charger.answer(call, CHARGER_REPLY_SAMPLES[action])
-        await charger.close()
-
-    run(scenario())
+    charger = await booted_charger(server)
+    server.type(typed)
+    call = await charger.expect_call(action)
+    assert_valid(action, call.payload)
+    if expected is not None:
+        assert call.payload == expected
+    else:
+        assert call.payload["csChargingProfiles"]["chargingSchedule"]["chargingRateUnit"] == "W"
+    await charger.answer(call, CHARGER_REPLY_SAMPLES[action])
+    await charger.close()
 
 
 @pytest.mark.parametrize("typed, message", [
@@ -906,18 +892,16 @@ def test_console_overrides(start_server, typed, action, expected):
     ("stopRemote", r"no transaction is open on CP-1; give one: RemoteStopTransaction transactionId=N"),
     ("stopRemote connectorId=1", r"RemoteStopTransaction not sent: connectorId is not a field of this message"),
 ])
-def test_mistyped_commands_get_one_line_and_nothing_is_sent(start_server, typed, message):
+@charger_test
+async def test_mistyped_commands_get_one_line_and_nothing_is_sent(start_server, typed, message):
     server = start_server()
 
-    async def scenario():
-        charger = await booted_charger(server)
-        mark = server.mark()
-        server.type(typed)
-        server.wait_for(">> .*" + message, since=mark)
-        await charger.no_frame_within(0.3)
-        await charger.close()
-
-    run(scenario())
+    charger = await booted_charger(server)
+    mark = server.mark()
+    server.type(typed)
+    server.wait_for(">> .*" + message, since=mark)
+    await charger.no_frame_within(0.3)
+    await charger.close()
 
 
 def test_help_lists_every_command_and_one_action(start_server):
@@ -932,235 +916,214 @@ def test_help_lists_every_command_and_one_action(start_server):
     server.wait_for(r'>>   sent bare: \{"connectorId":1,"expiryDate":"[0-9T:.-]+Z","idTag":"1","reservationId":1\}')
 
 
-def test_target_a_charger_with_at_and_use(start_server):
+@charger_test
+async def test_target_a_charger_with_at_and_use(start_server):
     server = start_server()
 
-    async def scenario():
-        one = await booted_charger(server, "CP-1")
-        two = await booted_charger(server, "CP-2")
-        mark = server.mark()
-        server.type("Reset")
-        server.wait_for(r">> 2 chargers are connected \(CP-1, CP-2\): say which, e\.g\. @CP-1", since=mark)
-        server.type("@CP-2 Reset type=Hard")
-        call = await two.expect_call("Reset")
-        assert call[3] == {"type": "Hard"}
-        await two.answer(call, {"status": "Accepted"})
-        server.type("use CP-1")
-        server.type("ClearCache")
-        call = await one.expect_call("ClearCache")
-        await one.answer(call, {"status": "Accepted"})
-        await two.no_frame_within(0.3)
-        await one.close()
-        await two.close()
-
-    run(scenario())
+    one = await booted_charger(server, "CP-1")
+    two = await booted_charger(server, "CP-2")
+    mark = server.mark()
+    server.type("Reset")
+    server.wait_for(r">> 2 chargers are connected \(CP-1, CP-2\): say which, e\.g\. @CP-1", since=mark)
+    server.type("@CP-2 Reset type=Hard")
+    call = await two.expect_call("Reset")
+    assert call.payload == {"type": "Hard"}
+    await two.answer(call, {"status": "Accepted"})
+    server.type("use CP-1")
+    server.type("ClearCache")
+    call = await one.expect_call("ClearCache")
+    await one.answer(call, {"status": "Accepted"})
+    await two.no_frame_within(0.3)
+    await one.close()
+    await two.close()
 
 
-def test_calls_queue_one_at_a_time_and_time_out(start_server):
+@charger_test
+async def test_calls_queue_one_at_a_time_and_time_out(start_server):
     server = start_server("--call-timeout", "1")
 
-    async def scenario():
-        charger = await booted_charger(server)
-        server.type("Reset")
-        server.type("ClearCache")
-        reset = await charger.expect_call("Reset")
-        started = time.monotonic()
-        server.wait_for(r"ClearCache queued behind Reset")
-        # One outstanding CALL per connection: ClearCache waits for Reset's reply or timeout.
-        clear = await charger.expect_call("ClearCache", timeout=3)
-        assert time.monotonic() - started >= 0.9
-        server.wait_for(r"CP-1 !! no reply to Reset within 1 s; moving on")
-        await charger.answer(reset, {"status": "Accepted"})  # too late
-        server.wait_for(r"CP-1 !! late reply to Reset, which had already timed out")
-        await charger.answer(clear, {"status": "Accepted"})
-        server.wait_for(r'CP-1 <- ClearCache\.conf \{"status":"Accepted"\}')
-        await charger.close()
-
-    run(scenario())
+    charger = await booted_charger(server)
+    server.type("Reset")
+    server.type("ClearCache")
+    reset = await charger.expect_call("Reset")
+    started = time.monotonic()
+    server.wait_for(r"ClearCache queued behind Reset")
+    # One outstanding CALL per connection: ClearCache waits for Reset's reply or timeout.
+    clear = await charger.expect_call("ClearCache", timeout=3)
+    assert time.monotonic() - started >= 0.9
+    server.wait_for(r"CP-1 !! no reply to Reset within 1 s; moving on")
+    await charger.answer(reset, {"status": "Accepted"})  # too late
+    server.wait_for(r"CP-1 !! late reply to Reset, which had already timed out")
+    await charger.answer(clear, {"status": "Accepted"})
+    server.wait_for(r'CP-1 <- ClearCache\.conf \{"status":"Accepted"\}')
+    await charger.close()
 
 
-def test_call_errors_and_unknown_ids_are_reported(start_server):
+@charger_test
+async def test_call_errors_and_unknown_ids_are_reported(start_server):
     server = start_server()
 
-    async def scenario():
-        charger = await booted_charger(server)
-        server.type("UnlockConnector")
-        call = await charger.expect_call("UnlockConnector")
-        await charger.send_frame([4, call[1], "NotSupported", "no lock here", {}])
-        server.wait_for(r"CP-1 <- UnlockConnector CALLERROR NotSupported no lock here \{\}")
-        server.type("ClearCache")
-        call = await charger.expect_call("ClearCache")
-        await charger.send_frame([3, "not-" + call[1], {"status": "Accepted"}])
-        server.wait_for(r"CP-1 !! reply to message id \"not-")
-        await charger.answer(call, {"status": "Accepted"})
-        server.wait_for(r"CP-1 <- ClearCache\.conf")
-        await charger.close()
-
-    run(scenario())
+    charger = await booted_charger(server)
+    server.type("UnlockConnector")
+    call = await charger.expect_call("UnlockConnector")
+    await charger.send_frame([4, call.message_id, "NotSupported", "no lock here", {}])
+    server.wait_for(r"CP-1 <- UnlockConnector CALLERROR NotSupported no lock here \{\}")
+    server.type("ClearCache")
+    call = await charger.expect_call("ClearCache")
+    await charger.send_frame([3, "not-" + call.message_id, {"status": "Accepted"}])
+    server.wait_for(r"CP-1 !! reply to message id \"not-")
+    await charger.answer(call, {"status": "Accepted"})
+    server.wait_for(r"CP-1 <- ClearCache\.conf")
+    await charger.close()
 
 
-def test_a_charger_that_disconnects_fails_its_pending_calls(start_server):
+@charger_test
+async def test_a_charger_that_disconnects_fails_its_pending_calls(start_server):
     server = start_server()
 
-    async def scenario():
-        charger = await booted_charger(server)
-        server.type("Reset")
-        server.type("ClearCache")
-        await charger.expect_call("Reset")
-        await charger.close()
+    charger = await booted_charger(server)
+    server.type("Reset")
+    server.type("ClearCache")
+    await charger.expect_call("Reset")
+    await charger.close()
 
-    run(scenario())
     server.wait_for(r"CP-1 !! Reset failed: CP-1 disconnected")
     server.wait_for(r"CP-1 !! ClearCache failed: CP-1 disconnected")
 
 
-def test_raw_sends_the_frame_as_typed(start_server):
+@charger_test
+async def test_raw_sends_the_frame_as_typed(start_server):
     server = start_server()
 
-    async def scenario():
-        charger = await booted_charger(server)
-        server.type('raw [2,"neg-1","Reset",{"type":"Nope"}]')
-        assert await charger.receive() == [2, "neg-1", "Reset", {"type": "Nope"}]
-        await charger.close()
-
-    run(scenario())
+    charger = await booted_charger(server)
+    server.type('raw [2,"neg-1","Reset",{"type":"Nope"}]')
+    assert await charger.receive() == [2, "neg-1", "Reset", {"type": "Nope"}]
+    await charger.close()
 
 
-def test_flexicharge_dialect_uses_its_key_spellings(start_server):
+@charger_test
+async def test_flexicharge_dialect_uses_its_key_spellings(start_server):
     server = start_server()
 
-    async def scenario():
-        charger = await Charger.connect(server.url)
-        await charger.boot(flexicharge=True)
-        server.wait_for(r"speaks the FlexiCharge dialect")
-        start = await charger.call("StartTransaction", {"connectorId": "1", "id_tag": None, "meterStart": 0,
-                                                        "timestamp": 1665917012.1, "reservationId": None})
-        server.type("stopRemote")
-        call = await charger.expect_call("RemoteStopTransaction")
-        assert call[3] == {"transactionID": start[3]["transactionId"]}
-        await charger.answer(call, {"status": "Accepted"}, flexicharge=True)
-        server.type("ReserveNow")
-        call = await charger.expect_call("ReserveNow")
-        assert set(call[3]) == {"connectorID", "expiryDate", "idTag", "reservationID"}
-        assert isinstance(call[3]["expiryDate"], int) and call[3]["expiryDate"] > time.time() + 3000
-        await charger.answer(call, {"status": "Accepted"}, flexicharge=True)
-        server.type("startRemote")
-        call = await charger.expect_call("RemoteStartTransaction")
-        assert call[3] == {"connectorId": 1, "idTag": "1"}  # as the fixture shows it accepted
-        await charger.close()
-
-    run(scenario())
+    charger = await Charger.connect(server.url)
+    await charger.boot(flexicharge=True)
+    server.wait_for(r"speaks the FlexiCharge dialect")
+    start = await charger.call("StartTransaction", {"connectorId": "1", "id_tag": None, "meterStart": 0,
+                                                    "timestamp": 1665917012.1, "reservationId": None})
+    server.type("stopRemote")
+    call = await charger.expect_call("RemoteStopTransaction")
+    assert call.payload == {"transactionID": start[3]["transactionId"]}
+    await charger.answer(call, {"status": "Accepted"}, flexicharge=True)
+    server.type("ReserveNow")
+    call = await charger.expect_call("ReserveNow")
+    assert set(call.payload) == {"connectorID", "expiryDate", "idTag", "reservationID"}
+    assert isinstance(call.payload["expiryDate"], int) and call.payload["expiryDate"] > time.time() + 3000
+    await charger.answer(call, {"status": "Accepted"}, flexicharge=True)
+    server.type("startRemote")
+    call = await charger.expect_call("RemoteStartTransaction")
+    assert call.payload == {"connectorId": 1, "idTag": "1"}  # as the fixture shows it accepted
+    await charger.close()
 
 
-def test_chargers_lists_state(start_server):
+@charger_test
+async def test_chargers_lists_state(start_server):
     server = start_server()
 
-    async def scenario():
-        charger = await booted_charger(server)
-        await charger.call("StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Charging"})
-        start = await charger.call("StartTransaction", CHARGER_REQUEST_SAMPLES["StartTransaction"])
-        await charger.call("MeterValues", CHARGER_REQUEST_SAMPLES["MeterValues"])
-        server.type("Reset")
-        await charger.expect_call("Reset")
-        mark = server.mark()
-        server.type("chargers")
-        server.wait_for(r">> CP-1  \(127\.0\.0\.1:\d+, dialect ocpp1\.6, subprotocol ocpp1\.6\)", since=mark)
-        server.wait_for(r">>   boot: Accepted  Test Mock-1", since=mark)
-        server.wait_for(r">>   connectors: 1 Charging", since=mark)
-        server.wait_for(r">>   transaction %d on connector 1, idTag \"TAG-1\"" % start[2]["transactionId"],
-                        since=mark)
-        server.wait_for(r">>   last meter values: connector 1, transaction 1: Energy\.Active\.Import\.Register "
-                        r"1234 Wh", since=mark)
-        server.wait_for(r">>   outstanding: Reset for \d+ s, 0 queued", since=mark)
-        await charger.close()
-
-    run(scenario())
+    charger = await booted_charger(server)
+    await charger.call("StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Charging"})
+    start = await charger.call("StartTransaction", CHARGER_REQUEST_SAMPLES["StartTransaction"])
+    await charger.call("MeterValues", CHARGER_REQUEST_SAMPLES["MeterValues"])
+    server.type("Reset")
+    await charger.expect_call("Reset")
+    mark = server.mark()
+    server.type("chargers")
+    server.wait_for(r">> CP-1  \(127\.0\.0\.1:\d+, dialect ocpp1\.6, subprotocol ocpp1\.6\)", since=mark)
+    server.wait_for(r">>   boot: Accepted  Test Mock-1", since=mark)
+    server.wait_for(r">>   connectors: 1 Charging", since=mark)
+    server.wait_for(r">>   transaction %d on connector 1, idTag \"TAG-1\"" % start[2]["transactionId"],
+                    since=mark)
+    server.wait_for(r">>   last meter values: connector 1, transaction 1: Energy\.Active\.Import\.Register "
+                    r"1234 Wh", since=mark)
+    server.wait_for(r">>   outstanding: Reset for \d+ s, 0 queued", since=mark)
+    await charger.close()
 
 
-def test_auto_start_and_auto_stop_run_a_whole_session(start_server):
+@charger_test
+async def test_auto_start_and_auto_stop_run_a_whole_session(start_server):
     server = start_server("--auto-start-after", "0.2", "--auto-stop-after", "0.6", stdin=subprocess.DEVNULL)
 
-    async def scenario():
-        charger = await Charger.connect(server.url)
-        await charger.boot()
-        call = await charger.expect_call("RemoteStartTransaction")
-        assert_valid("RemoteStartTransaction", call[3])
-        await charger.answer(call, {"status": "Accepted"})
-        start = await charger.call("StartTransaction", CHARGER_REQUEST_SAMPLES["StartTransaction"])
-        transaction_id = start[2]["transactionId"]
-        samples = 0
-        while not any(frame[2] == "RemoteStopTransaction" for frame in charger.server_calls):
-            await charger.call("MeterValues", dict(CHARGER_REQUEST_SAMPLES["MeterValues"],
-                                                   transactionId=transaction_id))
-            samples += 1
-            await asyncio.sleep(0.05)
-        call = await charger.expect_call("RemoteStopTransaction")
-        assert call[3] == {"transactionId": transaction_id} and samples >= 3
-        await charger.answer(call, {"status": "Accepted"})
-        stop = await charger.call("StopTransaction", dict(CHARGER_REQUEST_SAMPLES["StopTransaction"],
-                                                          transactionId=transaction_id))
-        assert stop[0] == 3
-        await charger.no_frame_within(1.0)  # once per connection: no second start
-        await charger.close()
-
-    run(scenario())
+    charger = await Charger.connect(server.url)
+    await charger.boot()
+    call = await charger.expect_call("RemoteStartTransaction")
+    assert_valid("RemoteStartTransaction", call.payload)
+    await charger.answer(call, {"status": "Accepted"})
+    start = await charger.call("StartTransaction", CHARGER_REQUEST_SAMPLES["StartTransaction"])
+    transaction_id = start[2]["transactionId"]
+    samples = 0
+    while not any(frame[2] == "RemoteStopTransaction" for frame in charger.server_calls):
+        await charger.call("MeterValues", dict(CHARGER_REQUEST_SAMPLES["MeterValues"],
+                                               transactionId=transaction_id))
+        samples += 1
+        await asyncio.sleep(0.05)
+    call = await charger.expect_call("RemoteStopTransaction")
+    assert call.payload == {"transactionId": transaction_id} and samples >= 3
+    await charger.answer(call, {"status": "Accepted"})
+    stop = await charger.call("StopTransaction", dict(CHARGER_REQUEST_SAMPLES["StopTransaction"],
+                                                      transactionId=transaction_id))
+    assert stop[0] == 3
+    await charger.no_frame_within(1.0)  # once per connection: no second start
+    await charger.close()
 
 
-def test_stdin_at_eof_leaves_the_server_serving(start_server):
+@charger_test
+async def test_stdin_at_eof_leaves_the_server_serving(start_server):
     server = start_server(stdin=subprocess.DEVNULL)
 
-    async def scenario():
-        await asyncio.sleep(0.3)  # the console has seen EOF by now
-        charger = await booted_charger(server)
-        assert (await charger.call("Heartbeat", {}))[0] == 3
-        await charger.close()
+    await asyncio.sleep(0.3)  # the console has seen EOF by now
+    charger = await booted_charger(server)
+    assert (await charger.call("Heartbeat", {}))[0] == 3
+    await charger.close()
 
-    run(scenario())
     assert server.proc.poll() is None
 
 
-def test_meter_values_print_while_the_console_waits_for_a_line(start_server):
+@charger_test
+async def test_meter_values_print_while_the_console_waits_for_a_line(start_server):
     server = start_server()  # stdin stays open, with nothing typed
 
-    async def scenario():
-        charger = await booted_charger(server)
-        for energy in (100, 200, 300):
-            mark = server.mark()
-            payload = {"connectorId": 1, "meterValue": [{"timestamp": NOW, "sampledValue": [{"value": str(energy)}]}]}
-            await charger.call("MeterValues", payload)
-            server.wait_for(r"<- MeterValues connector 1: Energy\.Active\.Import\.Register %d Wh" % energy,
-                            since=mark, timeout=1)
-        await charger.close()
-
-    run(scenario())
+    charger = await booted_charger(server)
+    for energy in (100, 200, 300):
+        mark = server.mark()
+        payload = {"connectorId": 1, "meterValue": [{"timestamp": NOW, "sampledValue": [{"value": str(energy)}]}]}
+        await charger.call("MeterValues", payload)
+        server.wait_for(r"<- MeterValues connector 1: Energy\.Active\.Import\.Register %d Wh" % energy,
+                        since=mark, timeout=1)
+    await charger.close()
 
 
-def test_piped_lines_run_as_typed_once_a_charger_is_ready(start_server):
+@charger_test
+async def test_piped_lines_run_as_typed_once_a_charger_is_ready(start_server):
     server = start_server()
     server.type("startRemote")
     server.wait_for(r">> no charger is connected yet; 'startRemote' will run once one has booted")
 
-    async def scenario():
-        charger = await Charger.connect(server.url)
-        await charger.boot()
-        call = await charger.expect_call("RemoteStartTransaction")
-        assert call[3] == {"connectorId": 1, "idTag": "1"}
-        await charger.close()
-
-    run(scenario())
+    charger = await Charger.connect(server.url)
+    await charger.boot()
+    call = await charger.expect_call("RemoteStartTransaction")
+    assert call.payload == {"connectorId": 1, "idTag": "1"}
+    await charger.close()
 
 
-def test_quit_closes_chargers_with_going_away_and_exits_zero():
+@charger_test
+async def test_quit_closes_chargers_with_going_away_and_exits_zero():
     server = ServerProcess().wait_ready()
 
-    async def scenario():
-        charger = await Charger.connect(server.url)
-        server.type("quit")
-        with pytest.raises(websockets.ConnectionClosed):
-            await charger.receive()
-        assert charger.ws.close_code == 1001
+    charger = await Charger.connect(server.url)
+    server.type("quit")
+    with pytest.raises(websockets.ConnectionClosed):
+        await charger.receive()
+    assert charger.ws.close_code == 1001
 
-    run(scenario())
     assert server.proc.wait(TIMEOUT) == 0
     server.stop()
 
@@ -1261,18 +1224,17 @@ def test_the_demo_charger_answers_every_console_command_validly(start_server):
         demo.wait(TIMEOUT)
 
 
-def test_the_transcript_survives_kill_9(tmp_path):
+@charger_test
+async def test_the_transcript_survives_kill_9(tmp_path):
     log = tmp_path / "transcript.jsonl"
     server = ServerProcess("--log", str(log), "--no-boot-data", stdin=subprocess.DEVNULL).wait_ready()
 
-    async def scenario():
-        charger = await Charger.connect(server.url)
-        for number in range(20):
-            await charger.call("Heartbeat", {}, message_id="hb-%d" % number)
-        server.proc.kill()  # SIGKILL: no flush, no clean-up
-        server.proc.wait(TIMEOUT)
+    charger = await Charger.connect(server.url)
+    for number in range(20):
+        await charger.call("Heartbeat", {}, message_id="hb-%d" % number)
+    server.proc.kill()  # SIGKILL: no flush, no clean-up
+    server.proc.wait(TIMEOUT)
 
-    run(scenario())
     server.stop()
     records = read_transcript(log)
     sent_in = [json.loads(record["frame"])[1] for record in records if record.get("dir") == "in"]
@@ -1358,62 +1320,58 @@ def table_server():
 
 
 @pytest.mark.parametrize("name, frame, expected, logged", BAD_INPUT, ids=[case[0] for case in BAD_INPUT])
-def test_bad_input_gets_the_ocpp_answer_and_a_log_line(table_server, name, frame, expected, logged):
+@charger_test
+async def test_bad_input_gets_the_ocpp_answer_and_a_log_line(table_server, name, frame, expected, logged):
     server = table_server
     mark = server.mark()
 
-    async def scenario():
-        charger = await Charger.connect(server.url, "CP-T")
-        witness = await Charger.connect(server.url, "CP-WITNESS")
-        await charger.send_frame(frame)
-        if expected is None:
-            await charger.no_frame_within(0.2)
-        else:
-            reply = await charger.receive()
-            assert reply[:len(expected)] == expected, reply
-            if reply[0] == 4:
-                assert len(reply) == 5 and reply[2] in mock.ERROR_CODES
-                assert isinstance(reply[3], str) and isinstance(reply[4], dict)
-        assert (await charger.call("Heartbeat", {}))[0] == 3  # the connection lives on
-        assert (await witness.call("Heartbeat", {}))[0] == 3  # and so does everyone else
-        await charger.close()
-        await witness.close()
+    charger = await Charger.connect(server.url, "CP-T")
+    witness = await Charger.connect(server.url, "CP-WITNESS")
+    await charger.send_frame(frame)
+    if expected is None:
+        await charger.no_frame_within(0.2)
+    else:
+        reply = await charger.receive()
+        assert reply[:len(expected)] == expected, reply
+        if reply[0] == 4:
+            assert len(reply) == 5 and reply[2] in mock.ERROR_CODES
+            assert isinstance(reply[3], str) and isinstance(reply[4], dict)
+    assert (await charger.call("Heartbeat", {}))[0] == 3  # the connection lives on
+    assert (await witness.call("Heartbeat", {}))[0] == 3  # and so does everyone else
+    await charger.close()
+    await witness.close()
 
-    run(scenario())
     server.wait_for(logged, since=mark)
 
 
-def test_a_callerror_with_details_not_an_object_is_reported(start_server):
+@charger_test
+async def test_a_callerror_with_details_not_an_object_is_reported(start_server):
     server = start_server()
 
-    async def scenario():
-        charger = await booted_charger(server)
-        server.type("Reset")
-        call = await charger.expect_call("Reset")
-        await charger.send_frame([4, call[1], "InternalError", "oops", "not an object"])
-        server.wait_for(r"CP-1 <- Reset CALLERROR InternalError oops \"not an object\"")
-        server.wait_for(r"CP-1 !! spec: CALLERROR details must be an object, got string")
-        assert (await charger.call("Heartbeat", {}))[0] == 3
-        await charger.close()
-
-    run(scenario())
+    charger = await booted_charger(server)
+    server.type("Reset")
+    call = await charger.expect_call("Reset")
+    await charger.send_frame([4, call.message_id, "InternalError", "oops", "not an object"])
+    server.wait_for(r"CP-1 <- Reset CALLERROR InternalError oops \"not an object\"")
+    server.wait_for(r"CP-1 !! spec: CALLERROR details must be an object, got string")
+    assert (await charger.call("Heartbeat", {}))[0] == 3
+    await charger.close()
 
 
-def test_a_duplicate_id_sent_before_the_first_is_answered_gets_one_reply_each(start_server):
+@charger_test
+async def test_a_duplicate_id_sent_before_the_first_is_answered_gets_one_reply_each(start_server):
     """The server answers CALLs in order, so a reused id is still matched unambiguously."""
     server = start_server("--no-boot-data")
 
-    async def scenario():
-        charger = await Charger.connect(server.url)
-        await charger.send_frame([2, "dup", "Heartbeat", {}])
-        await charger.send_frame([2, "dup", "Authorize", {"idTag": "A"}])
-        first, second = await charger.receive(), await charger.receive()
-        assert first[1] == second[1] == "dup"
-        assert "currentTime" in first[2] and second[2] == {"idTagInfo": {"status": "Accepted"}}
-        await charger.no_frame_within(0.2)
-        await charger.close()
+    charger = await Charger.connect(server.url)
+    await charger.send_frame([2, "dup", "Heartbeat", {}])
+    await charger.send_frame([2, "dup", "Authorize", {"idTag": "A"}])
+    first, second = await charger.receive(), await charger.receive()
+    assert first[1] == second[1] == "dup"
+    assert "currentTime" in first[2] and second[2] == {"idTagInfo": {"status": "Accepted"}}
+    await charger.no_frame_within(0.2)
+    await charger.close()
 
-    run(scenario())
     server.wait_for(r"CP-1 !! spec: message id \"dup\" reused")
 
 
@@ -1460,7 +1418,8 @@ def _raw_close_code(sock: socket.socket) -> int:
             data = data[2 + length:]
 
 
-def test_a_text_frame_that_is_not_utf8_closes_with_1007_and_others_are_served(start_server):
+@charger_test
+async def test_a_text_frame_that_is_not_utf8_closes_with_1007_and_others_are_served(start_server):
     server = start_server("--no-boot-data")
     port = int(server.url.rsplit(":", 1)[1])
     sock = _raw_handshake(port)
@@ -1469,29 +1428,25 @@ def test_a_text_frame_that_is_not_utf8_closes_with_1007_and_others_are_served(st
     sock.close()
     server.wait_for(r"CP-RAW \*\* disconnected \(closed by the server with 1007.*not valid UTF-8; RFC 6455 section 8\.1")
 
-    async def scenario():
-        charger = await Charger.connect(server.url, "CP-2")
-        assert (await charger.call("Heartbeat", {}))[0] == 3
-        await charger.close()
-
-    run(scenario())
+    charger = await Charger.connect(server.url, "CP-2")
+    assert (await charger.call("Heartbeat", {}))[0] == 3
+    await charger.close()
 
 
 @pytest.mark.parametrize("limit_args, size", [((), 70 * 1024), (("--max-message-size", "1024"), 1200)])
-def test_a_frame_over_the_size_limit_closes_with_1009(start_server, limit_args, size):
+@charger_test
+async def test_a_frame_over_the_size_limit_closes_with_1009(start_server, limit_args, size):
     server = start_server("--no-boot-data", *limit_args)
 
-    async def scenario():
-        big = await Charger.connect(server.url, "CP-BIG")
-        witness = await Charger.connect(server.url, "CP-2")
-        await big.send_frame([2, "big", "DataTransfer", {"vendorId": "x", "data": "y" * size}])
-        with pytest.raises(websockets.ConnectionClosed):
-            await big.receive()
-        assert big.ws.close_code == 1009
-        assert (await witness.call("Heartbeat", {}))[0] == 3
-        await witness.close()
+    big = await Charger.connect(server.url, "CP-BIG")
+    witness = await Charger.connect(server.url, "CP-2")
+    await big.send_frame([2, "big", "DataTransfer", {"vendorId": "x", "data": "y" * size}])
+    with pytest.raises(websockets.ConnectionClosed):
+        await big.receive()
+    assert big.ws.close_code == 1009
+    assert (await witness.call("Heartbeat", {}))[0] == 3
+    await witness.close()
 
-    run(scenario())
     server.wait_for(r"CP-BIG \*\* disconnected \(closed by the server with 1009.*a frame over --max-message-size")
 
 
@@ -1701,19 +1656,18 @@ def test_fuzz_every_call_shaped_frame_gets_exactly_one_reply(start_server):
 # ---------------------------------------------------------- hardening: faults
 
 
-def test_sigterm_closes_chargers_with_going_away_and_keeps_the_transcript(tmp_path):
+@charger_test
+async def test_sigterm_closes_chargers_with_going_away_and_keeps_the_transcript(tmp_path):
     log = tmp_path / "transcript.jsonl"
     server = ServerProcess("--no-boot-data", "--log", str(log), stdin=subprocess.DEVNULL).wait_ready()
 
-    async def scenario():
-        charger = await Charger.connect(server.url)
-        await charger.call("Heartbeat", {}, message_id="last-before-term")
-        server.proc.send_signal(signal.SIGTERM)
-        with pytest.raises(websockets.ConnectionClosed):
-            await charger.receive()
-        assert charger.ws.close_code == 1001
+    charger = await Charger.connect(server.url)
+    await charger.call("Heartbeat", {}, message_id="last-before-term")
+    server.proc.send_signal(signal.SIGTERM)
+    with pytest.raises(websockets.ConnectionClosed):
+        await charger.receive()
+    assert charger.ws.close_code == 1001
 
-    run(scenario())
     assert server.proc.wait(TIMEOUT) == 0
     server.stop()
     records = read_transcript(log)
@@ -1741,7 +1695,8 @@ def _run_in_process(args, stdin_reader):
     return url, out_stream, thread, result
 
 
-def test_a_handler_bug_or_console_bug_is_reported_and_the_server_goes_on(monkeypatch):
+@charger_test
+async def test_a_handler_bug_or_console_bug_is_reported_and_the_server_goes_on(monkeypatch):
     def broken_handler(session, payload):
         raise RuntimeError("boom")
 
@@ -1755,21 +1710,19 @@ def test_a_handler_bug_or_console_bug_is_reported_and_the_server_goes_on(monkeyp
     reader = os.fdopen(read_end)
     url, output, thread, result = _run_in_process([], reader)
 
-    async def scenario():
-        charger = await Charger.connect(url)
-        reply = await charger.call("Authorize", {"idTag": "1"})
-        assert reply[:3] == [4, "m1", "InternalError"]
-        assert (await charger.call("Heartbeat", {}))[0] == 3
-        console.write("Reset\n")
-        console.flush()
-        deadline = time.monotonic() + TIMEOUT
-        while "kaput" not in output.getvalue():
-            assert time.monotonic() < deadline, output.getvalue()
-            await asyncio.sleep(0.02)
-        assert (await charger.call("Heartbeat", {}))[0] == 3
-        await charger.close()
+    charger = await Charger.connect(url)
+    reply = await charger.call("Authorize", {"idTag": "1"})
+    assert reply[:3] == [4, "m1", "InternalError"]
+    assert (await charger.call("Heartbeat", {}))[0] == 3
+    console.write("Reset\n")
+    console.flush()
+    deadline = time.monotonic() + TIMEOUT
+    while "kaput" not in output.getvalue():
+        assert time.monotonic() < deadline, output.getvalue()
+        await asyncio.sleep(0.02)
+    assert (await charger.call("Heartbeat", {}))[0] == 3
+    await charger.close()
 
-    run(scenario())
     console.write("quit\n")
     console.flush()
     thread.join(TIMEOUT)
@@ -1811,39 +1764,37 @@ def _basic(user: str, password: bytes) -> str:
     (("--basic-auth-hex", "00ff10203040"), "CP-1", bytes.fromhex("00ff10203040"), None),
     (("--basic-auth-hex", "00ff10203040"), "CP-1", b"00ff10203040", 401),
 ])
-def test_basic_auth_security_profile_1(start_server, args, user, password, status):
+@charger_test
+async def test_basic_auth_security_profile_1(start_server, args, user, password, status):
     server = start_server("--no-boot-data", *args)
     headers = [("Authorization", _basic(user, password))] if user is not None else []
 
-    async def scenario():
-        if status is None:
-            websocket = await websockets.connect(server.url + "/CP-1", subprotocols=["ocpp1.6"],
-                                                 **_connect_kwargs(headers))
-            assert (await Charger(websocket).call("Heartbeat", {}))[0] == 3
-            await websocket.close()
-        else:
-            with pytest.raises(websockets.InvalidHandshake) as refused:
-                await websockets.connect(server.url + "/CP-1", subprotocols=["ocpp1.6"], **_connect_kwargs(headers))
-            assert _refusal_status(refused.value) == status
+    if status is None:
+        websocket = await websockets.connect(server.url + "/CP-1", subprotocols=["ocpp1.6"],
+                                             **_connect_kwargs(headers))
+        assert (await Charger(websocket).call("Heartbeat", {}))[0] == 3
+        await websocket.close()
+    else:
+        with pytest.raises(websockets.InvalidHandshake) as refused:
+            await websockets.connect(server.url + "/CP-1", subprotocols=["ocpp1.6"], **_connect_kwargs(headers))
+        assert _refusal_status(refused.value) == status
 
-    run(scenario())
     if status is not None:
         server.wait_for(r"!! refused a connection.* to \"/CP-1\": HTTP 401")
         assert "CP-1 ** connected" not in server.settled_output()
 
 
-def test_charger_ids_allow_list(start_server):
+@charger_test
+async def test_charger_ids_allow_list(start_server):
     server = start_server("--no-boot-data", "--charger-ids", "CP-1,CP-2")
 
-    async def scenario():
-        allowed = await Charger.connect(server.url, "CP-2")
-        assert (await allowed.call("Heartbeat", {}))[0] == 3
-        await allowed.close()
-        with pytest.raises(websockets.InvalidHandshake) as refused:
-            await Charger.connect(server.url, "CP-3")
-        assert _refusal_status(refused.value) == 404
+    allowed = await Charger.connect(server.url, "CP-2")
+    assert (await allowed.call("Heartbeat", {}))[0] == 3
+    await allowed.close()
+    with pytest.raises(websockets.InvalidHandshake) as refused:
+        await Charger.connect(server.url, "CP-3")
+    assert _refusal_status(refused.value) == 404
 
-    run(scenario())
     server.wait_for(r"CP-3 !! refused a connection.*HTTP 404, unknown charge point id \"CP-3\"")
 
 
@@ -1872,21 +1823,20 @@ def _self_signed_certificate(directory: Path):
     return certfile, keyfile
 
 
-def test_tls_security_profile_2(start_server, tmp_path):
+@charger_test
+async def test_tls_security_profile_2(start_server, tmp_path):
     certfile, keyfile = _self_signed_certificate(tmp_path)
     server = start_server("--no-boot-data", "--certfile", str(certfile), "--keyfile", str(keyfile),
                           "--basic-auth", "pw")
     assert server.url.startswith("wss://127.0.0.1:")
     client_context = ssl.create_default_context(cafile=str(certfile))  # verifies the server's certificate
 
-    async def scenario():
-        websocket = await websockets.connect(server.url + "/CP-1", subprotocols=["ocpp1.6"], ssl=client_context,
-                                             **_connect_kwargs([("Authorization", _basic("CP-1", b"pw"))]))
-        assert websocket.subprotocol == "ocpp1.6"
-        assert (await Charger(websocket).call("Heartbeat", {}))[0] == 3
-        await websocket.close()
+    websocket = await websockets.connect(server.url + "/CP-1", subprotocols=["ocpp1.6"], ssl=client_context,
+                                         **_connect_kwargs([("Authorization", _basic("CP-1", b"pw"))]))
+    assert websocket.subprotocol == "ocpp1.6"
+    assert (await Charger(websocket).call("Heartbeat", {}))[0] == 3
+    await websocket.close()
 
-    run(scenario())
     assert mock.make_ssl_context(str(certfile), str(keyfile), mock.Output(io.StringIO())).minimum_version == ssl.TLSVersion.TLSv1_2
 
 
@@ -2049,49 +1999,47 @@ def test_strict_smoke_scenario_fails_on_the_flexicharge_dialect():
     (("--unknown-tags", "Invalid"), "OTHER", {"status": "Invalid"}, r"--unknown-tags Invalid"),
     (("--tag", "E1=Expired", "--unknown-tags", "Blocked"), "E1", {"status": "Expired"}, r"--tag E1=Expired"),
 ])
-def test_authorization_rules(start_server, args, tag, expected, rule):
+@charger_test
+async def test_authorization_rules(start_server, args, tag, expected, rule):
     server = start_server("--no-boot-data", *args)
 
-    async def scenario():
-        charger = await Charger.connect(server.url)
-        authorize = await charger.call("Authorize", {"idTag": tag})
-        assert authorize[2] == {"idTagInfo": expected}
-        assert_valid("AuthorizeResponse", authorize[2])
-        start = await charger.call("StartTransaction", dict(CHARGER_REQUEST_SAMPLES["StartTransaction"], idTag=tag))
-        assert start[2]["idTagInfo"] == expected
-        assert_valid("StartTransactionResponse", start[2])
-        stop = await charger.call("StopTransaction", dict(CHARGER_REQUEST_SAMPLES["StopTransaction"], idTag=tag,
-                                                          transactionId=start[2]["transactionId"]))
-        assert stop[2] == {"idTagInfo": expected}
-        await charger.close()
+    charger = await Charger.connect(server.url)
+    authorize = await charger.call("Authorize", {"idTag": tag})
+    assert authorize[2] == {"idTagInfo": expected}
+    assert_valid("AuthorizeResponse", authorize[2])
+    start = await charger.call("StartTransaction", dict(CHARGER_REQUEST_SAMPLES["StartTransaction"], idTag=tag))
+    assert start[2]["idTagInfo"] == expected
+    assert_valid("StartTransactionResponse", start[2])
+    stop = await charger.call("StopTransaction", dict(CHARGER_REQUEST_SAMPLES["StopTransaction"], idTag=tag,
+                                                      transactionId=start[2]["transactionId"]))
+    assert stop[2] == {"idTagInfo": expected}
+    await charger.close()
 
-    run(scenario())
     if rule:
         server.wait_for(r"CP-1 \*\* Authorize idTag \"%s\": %s \(%s\)" % (tag, expected["status"], rule))
 
 
-def test_a_tags_file_and_the_chargers_listing_and_transcript_name_the_rule(start_server, tmp_path):
+@charger_test
+async def test_a_tags_file_and_the_chargers_listing_and_transcript_name_the_rule(start_server, tmp_path):
     tags = tmp_path / "tags.json"
     tags.write_text(json.dumps({"VIP": {"status": "Accepted", "expiryDate": "2030-01-01T00:00:00Z",
                                         "parentIdTag": "FLEET"}, "OLD": "Expired"}))
     log = tmp_path / "transcript.jsonl"
     server = start_server("--no-boot-data", "--tags", str(tags), "--unknown-tags", "Invalid", "--log", str(log))
 
-    async def scenario():
-        charger = await Charger.connect(server.url)
-        vip = await charger.call("Authorize", {"idTag": "VIP"})
-        assert vip[2]["idTagInfo"] == {"status": "Accepted", "expiryDate": "2030-01-01T00:00:00Z",
-                                       "parentIdTag": "FLEET"}
-        assert_valid("AuthorizeResponse", vip[2])
-        assert (await charger.call("Authorize", {"idTag": "OLD"}))[2]["idTagInfo"] == {"status": "Expired"}
-        assert (await charger.call("Authorize", {"idTag": "NEW"}))[2]["idTagInfo"] == {"status": "Invalid"}
-        mark = server.mark()
-        server.type("chargers")
-        server.wait_for(r">>   Authorize idTag \"OLD\": Expired \(--tags tags\.json\)", since=mark)
-        server.wait_for(r">>   Authorize idTag \"NEW\": Invalid \(--unknown-tags Invalid\)", since=mark)
-        await charger.close()
+    charger = await Charger.connect(server.url)
+    vip = await charger.call("Authorize", {"idTag": "VIP"})
+    assert vip[2]["idTagInfo"] == {"status": "Accepted", "expiryDate": "2030-01-01T00:00:00Z",
+                                   "parentIdTag": "FLEET"}
+    assert_valid("AuthorizeResponse", vip[2])
+    assert (await charger.call("Authorize", {"idTag": "OLD"})).payload["idTagInfo"] == {"status": "Expired"}
+    assert (await charger.call("Authorize", {"idTag": "NEW"})).payload["idTagInfo"] == {"status": "Invalid"}
+    mark = server.mark()
+    server.type("chargers")
+    server.wait_for(r">>   Authorize idTag \"OLD\": Expired \(--tags tags\.json\)", since=mark)
+    server.wait_for(r">>   Authorize idTag \"NEW\": Invalid \(--unknown-tags Invalid\)", since=mark)
+    await charger.close()
 
-    run(scenario())
     server.stop()
     decisions = [record for record in read_transcript(log) if record.get("event") == "authorization"]
     assert [(record["idTag"], record["status"], record["rule"]) for record in decisions] == [
@@ -2099,24 +2047,23 @@ def test_a_tags_file_and_the_chargers_listing_and_transcript_name_the_rule(start
         ("NEW", "Invalid", "--unknown-tags Invalid")]
 
 
-def test_concurrent_tx(start_server):
+@charger_test
+async def test_concurrent_tx(start_server):
     server = start_server("--no-boot-data", "--concurrent-tx")
 
-    async def scenario():
-        one = await Charger.connect(server.url, "CP-1")
-        two = await Charger.connect(server.url, "CP-2")
-        start = dict(CHARGER_REQUEST_SAMPLES["StartTransaction"], idTag="SHARED")
-        first = await one.call("StartTransaction", start)
-        assert first[2]["idTagInfo"] == {"status": "Accepted"}
-        second = await two.call("StartTransaction", start)
-        assert second[2]["idTagInfo"] == {"status": "ConcurrentTx"}
-        assert_valid("StartTransactionResponse", second[2])
-        assert (await two.call("Authorize", {"idTag": "SHARED"}))[2]["idTagInfo"] == {"status": "ConcurrentTx"}
-        assert (await two.call("Authorize", {"idTag": "SOLO"}))[2]["idTagInfo"] == {"status": "Accepted"}
-        await one.close()
-        await two.close()
+    one = await Charger.connect(server.url, "CP-1")
+    two = await Charger.connect(server.url, "CP-2")
+    start = dict(CHARGER_REQUEST_SAMPLES["StartTransaction"], idTag="SHARED")
+    first = await one.call("StartTransaction", start)
+    assert first.payload["idTagInfo"] == {"status": "Accepted"}
+    second = await two.call("StartTransaction", start)
+    assert second.payload["idTagInfo"] == {"status": "ConcurrentTx"}
+    assert_valid("StartTransactionResponse", second[2])
+    assert (await two.call("Authorize", {"idTag": "SHARED"})).payload["idTagInfo"] == {"status": "ConcurrentTx"}
+    assert (await two.call("Authorize", {"idTag": "SOLO"})).payload["idTagInfo"] == {"status": "Accepted"}
+    await one.close()
+    await two.close()
 
-    run(scenario())
     server.wait_for(r"CP-2 \*\* StartTransaction idTag \"SHARED\": ConcurrentTx \(--concurrent-tx: transaction 1 "
                     r"on CP-1 connector 1\)")
 
@@ -2142,49 +2089,44 @@ def test_a_bad_tags_file_is_one_line(tmp_path):
 # ------------------------------------------------------- strict handshake
 
 
-def test_strict_refuses_a_charger_without_the_ocpp16_subprotocol(start_server):
+@charger_test
+async def test_strict_refuses_a_charger_without_the_ocpp16_subprotocol(start_server):
     server = start_server("--strict", "--no-boot-data")
 
-    async def scenario():
-        with pytest.raises(websockets.InvalidHandshake) as refused:
-            await Charger.connect(server.url, subprotocols=())
-        assert _refusal_status(refused.value) == 400
-        with pytest.raises(websockets.InvalidHandshake):
-            await Charger.connect(server.url, subprotocols=("ocpp2.0.1",))
-        charger = await Charger.connect(server.url)  # offers ocpp1.6
-        await charger.call("BootNotification", CHARGER_REQUEST_SAMPLES["BootNotification"])
-        await charger.close()
+    with pytest.raises(websockets.InvalidHandshake) as refused:
+        await Charger.connect(server.url, subprotocols=())
+    assert _refusal_status(refused.value) == 400
+    with pytest.raises(websockets.InvalidHandshake):
+        await Charger.connect(server.url, subprotocols=("ocpp2.0.1",))
+    charger = await Charger.connect(server.url)  # offers ocpp1.6
+    await charger.call("BootNotification", CHARGER_REQUEST_SAMPLES["BootNotification"])
+    await charger.close()
 
-    run(scenario())
     server.wait_for(r"!! refused a connection.*HTTP 400, the charger must offer the ocpp1\.6 subprotocol "
                     r"\(--strict\); it offered none")
 
 
-def test_strict_answers_calls_before_an_accepted_boot_with_security_error(start_server):
+@charger_test
+async def test_strict_answers_calls_before_an_accepted_boot_with_security_error(start_server):
     server = start_server("--strict", "--no-boot-data", "--boot-status", "Pending")
 
-    async def scenario():
-        charger = await Charger.connect(server.url)
-        early = await charger.call("Heartbeat", {})
-        assert early[:3] == [4, "m1", "SecurityError"]
-        boot = await charger.call("BootNotification", CHARGER_REQUEST_SAMPLES["BootNotification"])
-        assert boot[2]["status"] == "Pending"
-        assert (await charger.call("StatusNotification", {"connectorId": 1, "errorCode": "NoError",
-                                                          "status": "Available"}))[2] == "SecurityError"
-        await charger.close()
-
-    run(scenario())
+    charger = await Charger.connect(server.url)
+    early = await charger.call("Heartbeat", {})
+    assert early[:3] == [4, "m1", "SecurityError"]
+    boot = await charger.call("BootNotification", CHARGER_REQUEST_SAMPLES["BootNotification"])
+    assert boot.payload["status"] == "Pending"
+    assert (await charger.call("StatusNotification", {"connectorId": 1, "errorCode": "NoError",
+                                                      "status": "Available"}))[2] == "SecurityError"
+    await charger.close()
 
 
-def test_lenient_mode_serves_calls_before_boot(start_server):
+@charger_test
+async def test_lenient_mode_serves_calls_before_boot(start_server):
     server = start_server("--no-boot-data")
 
-    async def scenario():
-        charger = await Charger.connect(server.url)
-        assert (await charger.call("Heartbeat", {}))[0] == 3
-        await charger.close()
-
-    run(scenario())
+    charger = await Charger.connect(server.url)
+    assert (await charger.call("Heartbeat", {}))[0] == 3
+    await charger.close()
 
 
 # ------------------------------------------ trustworthy under any input
@@ -2317,32 +2259,31 @@ async def _text_reply(charger, text: str, message_id: str):
 
 
 # Item 1: text that cannot be encoded.
-def test_lone_surrogates_get_their_answer_and_cost_no_connection_line_or_transcript(in_process, tmp_path):
+@charger_test
+async def test_lone_surrogates_get_their_answer_and_cost_no_connection_line_or_transcript(in_process, tmp_path):
     log = tmp_path / "session.jsonl"
     server = in_process("--no-boot-data", "--log", str(log))
 
-    async def scenario():
-        charger = await Charger.connect(server.url, "CP-S")
-        other = await Charger.connect(server.url, "CP-O")
-        reply = await _text_reply(charger, '[2,"\\ud800","Heartbeat",{}]', "\ud800")
-        assert reply[0] == 3 and reply[1] == "\ud800"
-        reply = await _text_reply(charger, '[2,"s2","Heart\\udfffbeat",{}]', "s2")
-        assert reply[:3] == [4, "s2", "NotImplemented"]
-        reply = await _text_reply(charger, '[2,"s3","Authorize",{"idTag":"\\ud800x"}]', "s3")
-        assert reply[:2] == [3, "s3"]
-        assert_valid("AuthorizeResponse", reply[2])
-        reply = await _text_reply(charger, '[2,"s4","DataTransfer",{"vendorId":"\\udbff","data":"\\udc00"}]', "s4")
-        assert reply[:2] == [3, "s4"]
-        assert (await other.call("Heartbeat", {}))[0] == 3  # the other charger, in the same loop turns
-        server.type('@CP-S DataTransfer {"vendorId":"\\ud800"}')
-        call = await charger.expect_call("DataTransfer")
-        assert call[3] == {"vendorId": "\ud800"}
-        await charger.answer(call, {"status": "Accepted"})
-        assert (await charger.call("Heartbeat", {}))[0] == 3  # the connection stayed
-        await charger.close()
-        await other.close()
+    charger = await Charger.connect(server.url, "CP-S")
+    other = await Charger.connect(server.url, "CP-O")
+    reply = await _text_reply(charger, '[2,"\\ud800","Heartbeat",{}]', "\ud800")
+    assert reply[0] == 3 and reply[1] == "\ud800"
+    reply = await _text_reply(charger, '[2,"s2","Heart\\udfffbeat",{}]', "s2")
+    assert reply[:3] == [4, "s2", "NotImplemented"]
+    reply = await _text_reply(charger, '[2,"s3","Authorize",{"idTag":"\\ud800x"}]', "s3")
+    assert reply[:2] == [3, "s3"]
+    assert_valid("AuthorizeResponse", reply[2])
+    reply = await _text_reply(charger, '[2,"s4","DataTransfer",{"vendorId":"\\udbff","data":"\\udc00"}]', "s4")
+    assert reply[:2] == [3, "s4"]
+    assert (await other.call("Heartbeat", {}))[0] == 3  # the other charger, in the same loop turns
+    server.type('@CP-S DataTransfer {"vendorId":"\\ud800"}')
+    call = await charger.expect_call("DataTransfer")
+    assert call.payload == {"vendorId": "\ud800"}
+    await charger.answer(call, {"status": "Accepted"})
+    assert (await charger.call("Heartbeat", {}))[0] == 3  # the connection stayed
+    await charger.close()
+    await other.close()
 
-    run(scenario())
     server.wait_for(r"CP-S <- DataTransfer\.conf")
     text = server.settled_output()
     assert r"CP-S -> Heartbeat.conf" in text and r"CP-O -> Heartbeat.conf" in text
@@ -2356,21 +2297,20 @@ def test_lone_surrogates_get_their_answer_and_cost_no_connection_line_or_transcr
 
 
 # Item 2: one escaping path to the terminal.
-def test_everything_a_charger_controls_reaches_the_terminal_escaped_and_cut(in_process):
+@charger_test
+async def test_everything_a_charger_controls_reaches_the_terminal_escaped_and_cut(in_process):
     server = in_process("--no-boot-data")
     long_id = "L" * 4000  # websockets 10.3 takes request lines up to about 4 KB
 
-    async def scenario():
-        charger = await Charger.connect(server.url, "CP-%5Cx1b")  # a literal backslash in the id
-        reply = await _text_reply(charger, '[2,"1","\\u001b]0;x\\u0007\\u001b[2J\\rFAKE",{}]', "1")
-        assert reply[:3] == [4, "1", "NotImplemented"]
-        await charger.send_frame([4, "zz", "\u001b[2J", "\u009b\u202eevil\\x1b", {}])
-        long_charger = await Charger.connect(server.url, long_id)
-        assert (await long_charger.call("Heartbeat", {}))[0] == 3
-        await long_charger.close()
-        await charger.close()
+    charger = await Charger.connect(server.url, "CP-%5Cx1b")  # a literal backslash in the id
+    reply = await _text_reply(charger, '[2,"1","\\u001b]0;x\\u0007\\u001b[2J\\rFAKE",{}]', "1")
+    assert reply[:3] == [4, "1", "NotImplemented"]
+    await charger.send_frame([4, "zz", "\u001b[2J", "\u009b\u202eevil\\x1b", {}])
+    long_charger = await Charger.connect(server.url, long_id)
+    assert (await long_charger.call("Heartbeat", {}))[0] == 3
+    await long_charger.close()
+    await charger.close()
 
-    run(scenario())
     server.wait_for(r"L{64}\.\.\.\[3936 more characters\] \*\* disconnected")
     text = server.settled_output()
     for raw in ("\x1b", "\x07", "\r", "\x9b", "\u202e"):
@@ -2398,7 +2338,8 @@ def test_the_lint_caps_problems_and_computes_hints_only_when_shown(monkeypatch):
     assert len(calls) == 1
 
 
-def test_a_busy_charger_yields_to_the_others_by_time(in_process, monkeypatch):
+@charger_test
+async def test_a_busy_charger_yields_to_the_others_by_time(in_process, monkeypatch):
     def slow_authorize(session, payload):
         busy_until = time.monotonic() + 0.02  # 20 ms of event-loop time per frame
         while time.monotonic() < busy_until:
@@ -2408,19 +2349,17 @@ def test_a_busy_charger_yields_to_the_others_by_time(in_process, monkeypatch):
     monkeypatch.setitem(mock.CHARGER_ACTION_HANDLERS, "Authorize", slow_authorize)
     server = in_process("--no-boot-data")
 
-    async def scenario():
-        busy = await Charger.connect(server.url, "CP-BUSY")
-        other = await Charger.connect(server.url, "CP-OTHER")
-        for number in range(40):  # 0.8 s of work, all buffered at once
-            await busy.send_frame([2, "b%d" % number, "Authorize", {"idTag": "1"}])
-        await busy.receive()  # the server is working through them now
-        await other.send_frame([2, "h", "Heartbeat", {}])
-        await other.reply_to("h", timeout=TIMEOUT)
-        await busy.replies_until("b39")
-        await busy.close()
-        await other.close()
+    busy = await Charger.connect(server.url, "CP-BUSY")
+    other = await Charger.connect(server.url, "CP-OTHER")
+    for number in range(40):  # 0.8 s of work, all buffered at once
+        await busy.send_frame([2, "b%d" % number, "Authorize", {"idTag": "1"}])
+    await busy.receive()  # the server is working through them now
+    await other.send_frame([2, "h", "Heartbeat", {}])
+    await other.reply_to("h", timeout=TIMEOUT)
+    await busy.replies_until("b39")
+    await busy.close()
+    await other.close()
 
-    run(scenario())
     lines = server.settled_output().splitlines()
     heartbeat = next(index for index, line in enumerate(lines) if "CP-OTHER <- Heartbeat" in line)
     before = sum("CP-BUSY -> Authorize.conf" in line for line in lines[:heartbeat])
@@ -2429,34 +2368,31 @@ def test_a_busy_charger_yields_to_the_others_by_time(in_process, monkeypatch):
 
 
 # Item 4: bounded memory per connection.
-def test_long_unique_message_ids_are_remembered_as_digests(in_process):
+@charger_test
+async def test_long_unique_message_ids_are_remembered_as_digests(in_process):
     server = in_process("--no-boot-data", "--quiet")
 
-    async def scenario():
-        charger = await Charger.connect(server.url, "CP-IDS")
-        for number in range(50):
-            message_id = "%05d" % number + "x" * 60000
-            await charger.send_frame([2, message_id, "Heartbeat", {}])
-            assert (await charger.reply_to(message_id))[0] == 3
-        session = server.system.sessions["CP-IDS"]
-        assert sum(len(kept) for kept in session.call_ids.recent) < 50 * 100
-        await charger.close()
-
-    run(scenario())
+    charger = await Charger.connect(server.url, "CP-IDS")
+    for number in range(50):
+        message_id = "%05d" % number + "x" * 60000
+        await charger.send_frame([2, message_id, "Heartbeat", {}])
+        assert (await charger.reply_to(message_id))[0] == 3
+    session = server.system.sessions["CP-IDS"]
+    assert sum(len(kept) for kept in session.call_ids.recent) < 50 * 100
+    await charger.close()
 
 
-def test_warn_once_tables_are_bounded_with_one_suppressed_line(in_process):
+@charger_test
+async def test_warn_once_tables_are_bounded_with_one_suppressed_line(in_process):
     server = in_process("--no-boot-data", "--quiet")
 
-    async def scenario():
-        charger = await Charger.connect(server.url, "CP-W")
-        for number in range(mock.MAX_WARNINGS_PER_CHARGER + 100):
-            await charger.send_frame([2, "w%d" % number, "Heartbeat", {"unknown%d" % number: 1}])
-        replies = await charger.replies_until("w%d" % (mock.MAX_WARNINGS_PER_CHARGER + 99))
-        assert len(replies) == mock.MAX_WARNINGS_PER_CHARGER + 100
-        await charger.close()
+    charger = await Charger.connect(server.url, "CP-W")
+    for number in range(mock.MAX_WARNINGS_PER_CHARGER + 100):
+        await charger.send_frame([2, "w%d" % number, "Heartbeat", {"unknown%d" % number: 1}])
+    replies = await charger.replies_until("w%d" % (mock.MAX_WARNINGS_PER_CHARGER + 99))
+    assert len(replies) == mock.MAX_WARNINGS_PER_CHARGER + 100
+    await charger.close()
 
-    run(scenario())
     server.wait_for(r"CP-W !! 200 distinct warnings about this charger so far; further ones are suppressed")
     text = server.settled_output()
     assert len(re.findall(r"CP-W !! spec: Heartbeat\.unknown\d+ is not a field", text)) == \
@@ -2464,25 +2400,24 @@ def test_warn_once_tables_are_bounded_with_one_suppressed_line(in_process):
     assert text.count("further ones are suppressed until it reconnects") == 1
 
 
-def test_a_charger_that_keeps_booting_gets_one_boot_data_and_queue_lines_show_a_count(in_process):
+@charger_test
+async def test_a_charger_that_keeps_booting_gets_one_boot_data_and_queue_lines_show_a_count(in_process):
     server = in_process()
 
-    async def scenario():
-        charger = await Charger.connect(server.url, "CP-BOOT")
-        for _ in range(5):
-            await charger.call("BootNotification", {"chargePointVendor": "V", "chargePointModel": "M"})
-        boot_data = await charger.expect_call("DataTransfer")
-        await charger.no_frame_within(0.3)
-        server.type("ClearCache")
-        server.type("GetLocalListVersion")
-        server.wait_for(r"GetLocalListVersion queued behind DataTransfer and 1 more \(one outstanding")
-        await charger.answer(boot_data, {"status": "Accepted"})
-        for action in ("ClearCache", "GetLocalListVersion"):
-            call = await charger.expect_call(action)
-            await charger.answer(call, CHARGER_REPLY_SAMPLES[action])
-        await charger.close()
+    charger = await Charger.connect(server.url, "CP-BOOT")
+    for _ in range(5):
+        await charger.call("BootNotification", {"chargePointVendor": "V", "chargePointModel": "M"})
+    boot_data = await charger.expect_call("DataTransfer")
+    await charger.no_frame_within(0.3)
+    server.type("ClearCache")
+    server.type("GetLocalListVersion")
+    server.wait_for(r"GetLocalListVersion queued behind DataTransfer and 1 more \(one outstanding")
+    await charger.answer(boot_data, {"status": "Accepted"})
+    for action in ("ClearCache", "GetLocalListVersion"):
+        call = await charger.expect_call(action)
+        await charger.answer(call, CHARGER_REPLY_SAMPLES[action])
+    await charger.close()
 
-    run(scenario())
     assert "DataTransfer queued behind" not in server.settled_output()  # no second BootData queued
 
 
@@ -2529,25 +2464,24 @@ def test_a_console_line_that_is_not_utf8_gets_a_message_and_the_console_goes_on(
 # Item 7: never InternalError for a charger's value.
 @pytest.mark.parametrize("strict", [False, True])
 @pytest.mark.parametrize("value", ["+-1", "²", "--3", "1" * 5000, "١", " 7 ", "0x10"])
-def test_string_connector_and_transaction_ids_never_get_internal_error(in_process, strict, value):
+@charger_test
+async def test_string_connector_and_transaction_ids_never_get_internal_error(in_process, strict, value):
     server = in_process("--no-boot-data", *(("--strict",) if strict else ()))
 
-    async def scenario():
-        charger = await Charger.connect(server.url, "CP-INT")
+    charger = await Charger.connect(server.url, "CP-INT")
+    if strict:
+        await charger.boot(answer_boot_data=False)
+    for action, field in (("StatusNotification", "connectorId"), ("StartTransaction", "connectorId"),
+                          ("StopTransaction", "transactionId"), ("MeterValues", "connectorId")):
+        payload = dict(CHARGER_REQUEST_SAMPLES[action], **{field: value})
+        reply = await charger.call(action, payload)
         if strict:
-            await charger.boot(answer_boot_data=False)
-        for action, field in (("StatusNotification", "connectorId"), ("StartTransaction", "connectorId"),
-                              ("StopTransaction", "transactionId"), ("MeterValues", "connectorId")):
-            payload = dict(CHARGER_REQUEST_SAMPLES[action], **{field: value})
-            reply = await charger.call(action, payload)
-            if strict:
-                assert reply[2] == "TypeConstraintViolation", reply
-            else:
-                assert reply[0] == 3, reply
-                assert_valid(action + "Response", reply[2])
-        await charger.close()
+            assert reply.error_code == "TypeConstraintViolation", reply
+        else:
+            assert reply[0] == 3, reply
+            assert_valid(action + "Response", reply[2])
+    await charger.close()
 
-    run(scenario())
     if not strict:
         server.wait_for(r"spec: StatusNotification\.connectorId must be an integer, got string")
 
@@ -2656,46 +2590,43 @@ def test_any_json_value_in_any_field_gets_a_conf_or_a_spec_callerror_never_inter
     [3, "{id}", "Reset", [1, 2]],
     '[3,"{id}",{{"status":NaN}}]',
 ])
-def test_a_reply_of_any_shape_resolves_the_call_at_once(in_process, reply):
+@charger_test
+async def test_a_reply_of_any_shape_resolves_the_call_at_once(in_process, reply):
     server = in_process("--no-boot-data", "--call-timeout", "30")
 
-    async def scenario():
-        charger = await Charger.connect(server.url, "CP-R")
-        server.type("Reset")
-        server.type("ClearCache")
-        reset = await charger.expect_call("Reset")
-        server.wait_for(r"CP-R \*\* ClearCache queued behind Reset")
-        text = reply.format(id=reset[1]) if isinstance(reply, str) else json.dumps(
-            [reset[1] if item == "{id}" else item for item in reply])
-        await charger.send_frame(text)
-        started = time.monotonic()
-        clear = await charger.expect_call("ClearCache", timeout=3)  # not after the 30 s timeout
-        assert time.monotonic() - started < 2
-        await charger.answer(clear, {"status": "Accepted"})
-        await charger.close()
-
-    run(scenario())
+    charger = await Charger.connect(server.url, "CP-R")
+    server.type("Reset")
+    server.type("ClearCache")
+    reset = await charger.expect_call("Reset")
+    server.wait_for(r"CP-R \*\* ClearCache queued behind Reset")
+    text = reply.format(id=reset.message_id) if isinstance(reply, str) else json.dumps(
+        [reset.message_id if item == "{id}" else item for item in reply])
+    await charger.send_frame(text)
+    started = time.monotonic()
+    clear = await charger.expect_call("ClearCache", timeout=3)  # not after the 30 s timeout
+    assert time.monotonic() - started < 2
+    await charger.answer(clear, {"status": "Accepted"})
+    await charger.close()
 
 
 # Item 9: strict JSON.
 @pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999"])
-def test_nan_and_infinity_are_a_formation_violation_and_never_written(in_process, tmp_path, number):
+@charger_test
+async def test_nan_and_infinity_are_a_formation_violation_and_never_written(in_process, tmp_path, number):
     log = tmp_path / "strict.jsonl"
     server = in_process("--no-boot-data", "--log", str(log))
 
-    async def scenario():
-        charger = await Charger.connect(server.url, "CP-NAN")
-        reply = await _text_reply(charger, '[2,"n1","DataTransfer",{"vendorId":"v","data":%s}]' % number, "n1")
-        assert reply[:3] == [4, "n1", "FormationViolation"]
-        server.type('DataTransfer {"vendorId":"v","data":%s}' % number)
-        server.wait_for(r">> DataTransfer: the JSON payload does not parse: .*not JSON|too large for a double")
-        server.type("DataTransfer data=%s" % number)  # a string field: sent as the text it is
-        call = await charger.expect_call("DataTransfer")
-        assert call[3]["data"] == number
-        await charger.answer(call, {"status": "Accepted"})
-        await charger.close()
+    charger = await Charger.connect(server.url, "CP-NAN")
+    reply = await _text_reply(charger, '[2,"n1","DataTransfer",{"vendorId":"v","data":%s}]' % number, "n1")
+    assert reply[:3] == [4, "n1", "FormationViolation"]
+    server.type('DataTransfer {"vendorId":"v","data":%s}' % number)
+    server.wait_for(r">> DataTransfer: the JSON payload does not parse: .*not JSON|too large for a double")
+    server.type("DataTransfer data=%s" % number)  # a string field: sent as the text it is
+    call = await charger.expect_call("DataTransfer")
+    assert call.payload["data"] == number
+    await charger.answer(call, {"status": "Accepted"})
+    await charger.close()
 
-    run(scenario())
     server.stop()
 
     def refuse(name):
@@ -2704,59 +2635,55 @@ def test_nan_and_infinity_are_a_formation_violation_and_never_written(in_process
         json.loads(line, parse_constant=refuse)
 
 
-def test_nesting_too_deep_to_serialise_again_still_gets_a_reply(in_process):
+@charger_test
+async def test_nesting_too_deep_to_serialise_again_still_gets_a_reply(in_process):
     """Every depth up to where parsing fails: parsed means answered, even where showing it again fails."""
     server = in_process("--no-boot-data", "--quiet")
 
-    async def scenario():
-        charger = await Charger.connect(server.url, "CP-DEEP")
-        answered = 0
-        for depth in range(500, 1200):
-            message_id = "deep%d" % depth
-            since = server.mark()
-            await charger.send_frame('[2,"%s","DataTransfer",{"vendorId":"v","data":%s%s}]'
-                                     % (message_id, "[" * depth, "]" * depth))
-            await charger.send_frame([2, "after%d" % depth, "Heartbeat", {}])  # replies come in order
-            replies = await charger.replies_until("after%d" % depth)
-            if len(replies) == 2:
-                assert replies[0][0] == 3 or replies[0][2] in SPEC_ERROR_CODES, replies[0]
-                answered += 1
-            else:  # nested too deeply to parse at all: no id to answer, and one log line (see BAD_INPUT)
-                server.wait_for(r"CP-DEEP !! JSON nested too deeply to parse; frame ignored", since)
-                break
-        assert answered >= 100
-        await charger.close()
-
-    run(scenario())
+    charger = await Charger.connect(server.url, "CP-DEEP")
+    answered = 0
+    for depth in range(500, 1200):
+        message_id = "deep%d" % depth
+        since = server.mark()
+        await charger.send_frame('[2,"%s","DataTransfer",{"vendorId":"v","data":%s%s}]'
+                                 % (message_id, "[" * depth, "]" * depth))
+        await charger.send_frame([2, "after%d" % depth, "Heartbeat", {}])  # replies come in order
+        replies = await charger.replies_until("after%d" % depth)
+        if len(replies) == 2:
+            assert replies[0][0] == 3 or replies[0][2] in SPEC_ERROR_CODES, replies[0]
+            answered += 1
+        else:  # nested too deeply to parse at all: no id to answer, and one log line (see BAD_INPUT)
+            server.wait_for(r"CP-DEEP !! JSON nested too deeply to parse; frame ignored", since)
+            break
+    assert answered >= 100
+    await charger.close()
 
 
 # Item 10: state outlives a connection.
-def test_a_transaction_outlives_a_reconnect_and_can_still_be_stopped(in_process):
+@charger_test
+async def test_a_transaction_outlives_a_reconnect_and_can_still_be_stopped(in_process):
     server = in_process("--no-boot-data")
 
-    async def scenario():
-        charger = await Charger.connect(server.url, "CP-T")
-        await charger.call("BootNotification", CHARGER_REQUEST_SAMPLES["BootNotification"])
-        started = await charger.call("StartTransaction", CHARGER_REQUEST_SAMPLES["StartTransaction"])
-        transaction_id = started[2]["transactionId"]
-        await charger.close()
-        server.wait_for(r"CP-T \*\* disconnected")
-        mark = server.mark()
-        server.type("chargers")
-        server.wait_for(r">> CP-T  \(disconnected\)", mark)
-        server.wait_for(r">>   transaction %d on connector 1" % transaction_id, mark)
-        charger = await Charger.connect(server.url, "CP-T")  # back, without a new boot
-        mark = server.mark()
-        server.type("chargers")
-        server.wait_for(r">>   boot: Accepted  Test Mock-1", mark)
-        server.wait_for(r">>   transaction %d on connector 1" % transaction_id, mark)
-        server.type("stopRemote")
-        call = await charger.expect_call("RemoteStopTransaction")
-        assert call[3] == {"transactionId": transaction_id}
-        await charger.answer(call, {"status": "Accepted"})
-        await charger.close()
-
-    run(scenario())
+    charger = await Charger.connect(server.url, "CP-T")
+    await charger.call("BootNotification", CHARGER_REQUEST_SAMPLES["BootNotification"])
+    started = await charger.call("StartTransaction", CHARGER_REQUEST_SAMPLES["StartTransaction"])
+    transaction_id = started.payload["transactionId"]
+    await charger.close()
+    server.wait_for(r"CP-T \*\* disconnected")
+    mark = server.mark()
+    server.type("chargers")
+    server.wait_for(r">> CP-T  \(disconnected\)", mark)
+    server.wait_for(r">>   transaction %d on connector 1" % transaction_id, mark)
+    charger = await Charger.connect(server.url, "CP-T")  # back, without a new boot
+    mark = server.mark()
+    server.type("chargers")
+    server.wait_for(r">>   boot: Accepted  Test Mock-1", mark)
+    server.wait_for(r">>   transaction %d on connector 1" % transaction_id, mark)
+    server.type("stopRemote")
+    call = await charger.expect_call("RemoteStopTransaction")
+    assert call.payload == {"transactionId": transaction_id}
+    await charger.answer(call, {"status": "Accepted"})
+    await charger.close()
 
 
 def test_replacing_a_deaf_connection_waits_at_most_a_second(in_process):
@@ -2776,68 +2703,65 @@ def test_replacing_a_deaf_connection_waits_at_most_a_second(in_process):
         deaf.close()
 
 
-def test_charge_points_that_are_gone_are_remembered_up_to_a_bound(in_process, monkeypatch):
+@charger_test
+async def test_charge_points_that_are_gone_are_remembered_up_to_a_bound(in_process, monkeypatch):
     monkeypatch.setattr(mock, "REMEMBERED_CHARGE_POINTS", 3)
     server = in_process("--no-boot-data")
 
-    async def scenario():
-        for number in range(6):
-            charger = await Charger.connect(server.url, "CP-%d" % number)
-            await charger.call("Heartbeat", {})
-            await charger.close()
-            server.wait_for(r"CP-%d \*\* disconnected" % number)
+    for number in range(6):
+        charger = await Charger.connect(server.url, "CP-%d" % number)
+        await charger.call("Heartbeat", {})
+        await charger.close()
+        server.wait_for(r"CP-%d \*\* disconnected" % number)
 
-    run(scenario())
     remembered = server.call_in_loop(lambda: list(server.system.states))
     assert remembered[-3:] == ["CP-3", "CP-4", "CP-5"] and len(remembered) <= 4, remembered
 
 
 # Item 16: several transactions at once.
-def test_two_connectors_charging_at_once_are_both_tracked(in_process):
+@charger_test
+async def test_two_connectors_charging_at_once_are_both_tracked(in_process):
     server = in_process("--no-boot-data")
 
-    async def scenario():
-        charger = await Charger.connect(server.url, "CP-2C")
-        first = await charger.call("StartTransaction", CHARGER_REQUEST_SAMPLES["StartTransaction"])
-        second = await charger.call("StartTransaction", dict(CHARGER_REQUEST_SAMPLES["StartTransaction"],
-                                                             connectorId=2))
-        first_id, second_id = first[2]["transactionId"], second[2]["transactionId"]
-        mark = server.mark()
-        server.type("chargers")
-        server.wait_for(r">>   transaction %d on connector 1" % first_id, mark)
-        server.wait_for(r">>   transaction %d on connector 2" % second_id, mark)
-        server.type("stopRemote")
-        server.wait_for(r">> CP-2C has 2 open transactions \(%d on connector 1, %d on connector 2\): say which"
-                        % (first_id, second_id))
-        await charger.call("StopTransaction", dict(CHARGER_REQUEST_SAMPLES["StopTransaction"],
-                                                   transactionId=first_id))
-        server.type("stopRemote")  # now only the second is open
-        call = await charger.expect_call("RemoteStopTransaction")
-        assert call[3] == {"transactionId": second_id}
-        await charger.answer(call, {"status": "Accepted"})
-        await charger.close()
+    charger = await Charger.connect(server.url, "CP-2C")
+    first = await charger.call("StartTransaction", CHARGER_REQUEST_SAMPLES["StartTransaction"])
+    second = await charger.call("StartTransaction", dict(CHARGER_REQUEST_SAMPLES["StartTransaction"],
+                                                         connectorId=2))
+    first_id, second_id = first.payload["transactionId"], second.payload["transactionId"]
+    mark = server.mark()
+    server.type("chargers")
+    server.wait_for(r">>   transaction %d on connector 1" % first_id, mark)
+    server.wait_for(r">>   transaction %d on connector 2" % second_id, mark)
+    server.type("stopRemote")
+    server.wait_for(r">> CP-2C has 2 open transactions \(%d on connector 1, %d on connector 2\): say which"
+                    % (first_id, second_id))
+    await charger.call("StopTransaction", dict(CHARGER_REQUEST_SAMPLES["StopTransaction"],
+                                               transactionId=first_id))
+    server.type("stopRemote")  # now only the second is open
+    call = await charger.expect_call("RemoteStopTransaction")
+    assert call.payload == {"transactionId": second_id}
+    await charger.answer(call, {"status": "Accepted"})
+    await charger.close()
 
-    run(scenario())
     assert "closing it anyway" not in server.settled_output() and "which is not open" not in server.output()
 
 
 # Item 17: replies to raw CALLs.
-def test_a_raw_call_is_still_the_servers_call(in_process):
+@charger_test
+async def test_a_raw_call_is_still_the_servers_call(in_process):
     server = in_process("--no-boot-data")
 
-    async def scenario():
-        charger = await Charger.connect(server.url, "CP-RAW")
-        server.type('raw [2,"x-1","Reset",{"type":"Soft"}]')
-        call = await charger.expect_call("Reset")
-        assert call[1] == "x-1"
-        await charger.send_frame([3, "x-1", {"status": "Maybe"}])
-        server.wait_for(r'CP-RAW <- Reset\.conf \{"status":"Maybe"\}')
-        server.wait_for(r'CP-RAW !! spec: Reset\.conf\.status "Maybe" is not allowed')
-        server.type('raw [3,"whatever",{}]')  # not a CALL: sent as typed, nothing to wait for
-        assert (await charger.receive()) == [3, "whatever", {}]
-        await charger.close()
+    charger = await Charger.connect(server.url, "CP-RAW")
+    server.type('raw [2,"x-1","Reset",{"type":"Soft"}]')
+    call = await charger.expect_call("Reset")
+    assert call.message_id == "x-1"
+    await charger.send_frame([3, "x-1", {"status": "Maybe"}])
+    server.wait_for(r'CP-RAW <- Reset\.conf \{"status":"Maybe"\}')
+    server.wait_for(r'CP-RAW !! spec: Reset\.conf\.status "Maybe" is not allowed')
+    server.type('raw [3,"whatever",{}]')  # not a CALL: sent as typed, nothing to wait for
+    assert (await charger.receive()) == [3, "whatever", {}]
+    await charger.close()
 
-    run(scenario())
     assert "never sent" not in server.settled_output()
 
 
@@ -2889,15 +2813,14 @@ def test_two_authorization_headers_get_400_and_one_log_line(in_process):
     server.wait_for(r"CP-1 !! refused a connection .*HTTP 400, 2 Authorization headers; a request may carry one")
 
 
-def test_a_plain_client_on_the_tls_port_is_logged(start_server, tmp_path):
+@charger_test
+async def test_a_plain_client_on_the_tls_port_is_logged(start_server, tmp_path):
     certfile, keyfile = _self_signed_certificate(tmp_path)
     server = start_server("--no-boot-data", "--certfile", str(certfile), "--keyfile", str(keyfile))
 
-    async def scenario():
-        with pytest.raises(Exception):
-            await websockets.connect(server.url.replace("wss://", "ws://") + "/CP-1", open_timeout=3)
+    with pytest.raises(Exception):
+        await websockets.connect(server.url.replace("wss://", "ws://") + "/CP-1", open_timeout=3)
 
-    run(scenario())
     server.wait_for(r"!! TLS handshake failed: .+ \(a plain ws:// client on this wss:// port\?\)")
 
 
@@ -2912,25 +2835,24 @@ def test_a_websockets_older_than_10_3_is_one_line_and_exit_2(monkeypatch, capsys
 
 
 # Item 14: the outstanding call ends with its reply, not when the call worker next runs.
-def test_a_command_right_after_a_reply_is_not_queued_behind_it(in_process):
+@charger_test
+async def test_a_command_right_after_a_reply_is_not_queued_behind_it(in_process):
     server = in_process("--no-boot-data")
 
-    async def scenario():
-        charger = await Charger.connect(server.url, "CP-Q")
-        server.type("Reset")
-        reset = await charger.expect_call("Reset")
-        session = server.system.sessions["CP-Q"]
-        reply = json.dumps([3, reset[1], {"status": "Accepted"}])
+    charger = await Charger.connect(server.url, "CP-Q")
+    server.type("Reset")
+    reset = await charger.expect_call("Reset")
+    session = server.system.sessions["CP-Q"]
+    reply = json.dumps([3, reset.message_id, {"status": "Accepted"}])
 
-        def reply_then_command():  # both in one turn of the loop: the worker has not run in between
-            session.on_message(reply)
-            return session.call("ClearCache", {})
-        server.call_in_loop(reply_then_command)
-        call = await charger.expect_call("ClearCache")
-        await charger.answer(call, {"status": "Accepted"})
-        await charger.close()
+    def reply_then_command():  # both in one turn of the loop: the worker has not run in between
+        session.on_message(reply)
+        return session.call("ClearCache", {})
+    server.call_in_loop(reply_then_command)
+    call = await charger.expect_call("ClearCache")
+    await charger.answer(call, {"status": "Accepted"})
+    await charger.close()
 
-    run(scenario())
     server.wait_for(r"CP-Q <- ClearCache\.conf")
     assert "queued behind" not in server.settled_output()
 
