@@ -522,6 +522,7 @@ class Rule:
     """
 
     type_name = "value"
+    json_types: Optional[tuple] = None  # the Python types of the JSON type; true is no integer here
     leaf_test: Optional[Tuple[tuple, Optional[frozenset], Optional[int], Optional[Callable[[str], Any]]]] = None
 
     def __init__(self, required: bool = False) -> None:
@@ -531,7 +532,15 @@ class Rule:
         raise NotImplementedError
 
     def check(self, value: Any, path: str, problems: List[Problem]) -> None:
-        raise NotImplementedError
+        """Append the Problems of ``value`` at ``path``: its JSON type, then the rest of the rule."""
+        if self.json_types is not None and (not isinstance(value, self.json_types) or (
+                isinstance(value, bool) and bool not in self.json_types)):
+            self._wrong_type(value, path, problems)
+        else:
+            self.check_value(value, path, problems)
+
+    def check_value(self, value: Any, path: str, problems: List[Problem]) -> None:
+        """The rule beyond the JSON type (``value`` has the right one)."""
 
     def describe(self) -> str:
         return self.type_name
@@ -545,6 +554,7 @@ class Rule:
 
 class String(Rule):
     type_name = "a string"
+    json_types = (str,)
 
     def __init__(self, max_length: Optional[int] = None, required: bool = False) -> None:
         super().__init__(required)
@@ -554,10 +564,8 @@ class String(Rule):
     def valid(self, value: Any) -> bool:
         return type(value) is str and (self.max_length is None or len(value) <= self.max_length)
 
-    def check(self, value: Any, path: str, problems: List[Problem]) -> None:
-        if not isinstance(value, str):
-            self._wrong_type(value, path, problems)
-        elif self.max_length is not None and len(value) > self.max_length:
+    def check_value(self, value: Any, path: str, problems: List[Problem]) -> None:
+        if self.max_length is not None and len(value) > self.max_length:
             problems.append(Problem(path, "is %d characters long, the limit is %d" % (len(value), self.max_length),
                                     PROPERTY_CONSTRAINT_VIOLATION))
 
@@ -579,10 +587,8 @@ class DateTime(String):
     def valid(self, value: Any) -> bool:
         return type(value) is str and _DATE_TIME.match(value) is not None
 
-    def check(self, value: Any, path: str, problems: List[Problem]) -> None:
-        if not isinstance(value, str):
-            self._wrong_type(value, path, problems)
-        elif not _DATE_TIME.match(value):
+    def check_value(self, value: Any, path: str, problems: List[Problem]) -> None:
+        if not _DATE_TIME.match(value):
             problems.append(Problem(path, "must be an ISO-8601 date-time with a zone, like %s, got %s"
                                     % (UTC_CLOCK.now(), _show(value)), PROPERTY_CONSTRAINT_VIOLATION))
 
@@ -590,56 +596,37 @@ class DateTime(String):
         return "date-time, ISO-8601 UTC"
 
 
-class Integer(Rule):
-    type_name = "an integer"
+class Scalar(Rule):
+    """A rule that is a JSON type and nothing more (true is no integer here: the type is compared exactly)."""
 
-    leaf_test = ((int,), None, None, None)  # by type(): true is not an integer here
+    description = ""
 
-    def valid(self, value: Any) -> bool:
-        return type(value) is int
-
-    def check(self, value: Any, path: str, problems: List[Problem]) -> None:
-        if not isinstance(value, int) or isinstance(value, bool):
-            self._wrong_type(value, path, problems)
-
-    def describe(self) -> str:
-        return "integer"
-
-
-class Decimal(Rule):
-    type_name = "a number"
-
-    leaf_test = ((int, float), None, None, None)
+    def __init__(self, required: bool = False) -> None:
+        super().__init__(required)
+        self.leaf_test = (self.json_types, None, None, None)
 
     def valid(self, value: Any) -> bool:
-        return type(value) is int or type(value) is float
-
-    def check(self, value: Any, path: str, problems: List[Problem]) -> None:
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            self._wrong_type(value, path, problems)
+        return type(value) in self.json_types
 
     def describe(self) -> str:
-        return "decimal number"
+        return self.description
 
 
-class Boolean(Rule):
-    type_name = "true or false"
+class Integer(Scalar):
+    type_name, json_types, description = "an integer", (int,), "integer"
 
-    leaf_test = ((bool,), None, None, None)
 
-    def valid(self, value: Any) -> bool:
-        return type(value) is bool
+class Decimal(Scalar):
+    type_name, json_types, description = "a number", (int, float), "decimal number"
 
-    def check(self, value: Any, path: str, problems: List[Problem]) -> None:
-        if not isinstance(value, bool):
-            self._wrong_type(value, path, problems)
 
-    def describe(self) -> str:
-        return "true or false"
+class Boolean(Scalar):
+    type_name, json_types, description = "true or false", (bool,), "true or false"
 
 
 class Enum(Rule):
     type_name = "a string"
+    json_types = (str,)
 
     def __init__(self, values: Tuple[str, ...], required: bool = False) -> None:
         super().__init__(required)
@@ -650,10 +637,8 @@ class Enum(Rule):
     def valid(self, value: Any) -> bool:
         return type(value) is str and value in self._allowed
 
-    def check(self, value: Any, path: str, problems: List[Problem]) -> None:
-        if not isinstance(value, str):
-            self._wrong_type(value, path, problems)
-        elif value not in self._allowed:
+    def check_value(self, value: Any, path: str, problems: List[Problem]) -> None:
+        if value not in self._allowed:
             problems.append(Problem(path, "%s is not allowed" % _show(value), PROPERTY_CONSTRAINT_VIOLATION,
                                     lambda: self.suggest(value)))
 
@@ -671,6 +656,7 @@ class Enum(Rule):
 
 class Object(Rule):
     type_name = "an object"
+    json_types = (dict,)
 
     def __init__(self, fields: Dict[str, Rule], required: bool = False) -> None:
         super().__init__(required)
@@ -701,17 +687,14 @@ class Object(Rule):
                 return False
         return True
 
-    def check(self, value: Any, path: str, problems: List[Problem]) -> None:
-        if not isinstance(value, dict):
-            self._wrong_type(value, path, problems)
-            return
+    def check_value(self, value: Any, path: str, problems: List[Problem]) -> None:
         prefix = path + "." if path else ""
         for name in self.required_names:
             if name not in value:
                 problems.append(Problem(prefix + name, "is required but missing", OCCURENCE_CONSTRAINT_VIOLATION))
         for name, item in value.items():
             if len(problems) >= MAX_PROBLEMS_PER_FRAME:
-                return
+                break
             rule = self.fields.get(name)
             if rule is None:
                 problems.append(Problem(prefix + name, "is not a field of this message", FORMATION_VIOLATION,
@@ -731,6 +714,7 @@ class Object(Rule):
 
 class Array(Rule):
     type_name = "an array"
+    json_types = (list,)
 
     def __init__(self, items: Rule, min_items: int = 0, required: bool = False) -> None:
         super().__init__(required)
@@ -746,17 +730,14 @@ class Array(Rule):
                 return False
         return True
 
-    def check(self, value: Any, path: str, problems: List[Problem]) -> None:
-        if not isinstance(value, list):
-            self._wrong_type(value, path, problems)
-            return
+    def check_value(self, value: Any, path: str, problems: List[Problem]) -> None:
         if len(value) < self.min_items:
             problems.append(Problem(path, "needs at least %d element(s)" % self.min_items,
                                     OCCURENCE_CONSTRAINT_VIOLATION))
-        for index, item in enumerate(value):
-            if len(problems) >= MAX_PROBLEMS_PER_FRAME:
-                return
-            self.items.check(item, "%s[%d]" % (path, index), problems)
+        index = 0
+        while index < len(value) and len(problems) < MAX_PROBLEMS_PER_FRAME:
+            self.items.check(value[index], "%s[%d]" % (path, index), problems)
+            index += 1
 
     def describe(self) -> str:
         return "array of " + self.items.describe()
@@ -895,8 +876,11 @@ def _id_tag_info(required: bool = False) -> Object:
     }, required=required)
 
 
-def _status(values: Tuple[str, ...]) -> Dict[str, Rule]:
-    return {"status": Enum(values, required=True)}
+def _status(values: Tuple[str, ...], **more: Rule) -> Dict[str, Rule]:
+    """A message whose required ``status`` is one of ``values``, and the ``more`` fields."""
+    fields: Dict[str, Rule] = {"status": Enum(values, required=True)}
+    fields.update(more)
+    return fields
 
 
 # Requests a charger sends (the server answers them with CHARGER_ACTION_HANDLERS).
@@ -961,14 +945,8 @@ CHARGER_REQUESTS: Dict[str, Dict[str, Rule]] = {
     "SignCertificate": {
         "csr": String(5500, required=True),
     },
-    "LogStatusNotification": {
-        "status": Enum(UPLOAD_LOG_STATUS, required=True),
-        "requestId": Integer(),
-    },
-    "SignedFirmwareStatusNotification": {
-        "status": Enum(SIGNED_FIRMWARE_STATUS, required=True),
-        "requestId": Integer(),
-    },
+    "LogStatusNotification": _status(UPLOAD_LOG_STATUS, requestId=Integer()),
+    "SignedFirmwareStatusNotification": _status(SIGNED_FIRMWARE_STATUS, requestId=Integer()),
 }
 
 # Requests the server sends (console commands build them; see SERVER_ACTION_DEFAULTS).
@@ -1105,16 +1083,9 @@ CHARGER_REPLIES: Dict[str, Dict[str, Rule]] = {
     "ChangeConfiguration": _status(CONFIGURATION_STATUS),
     "ClearCache": _status(ACCEPTED_REJECTED),
     "ClearChargingProfile": _status(CLEAR_CHARGING_PROFILE_STATUS),
-    "DataTransfer": {
-        "status": Enum(DATA_TRANSFER_STATUS, required=True),
-        "data": String(),
-    },
-    "GetCompositeSchedule": {
-        "status": Enum(ACCEPTED_REJECTED, required=True),
-        "connectorId": Integer(),
-        "scheduleStart": DateTime(),
-        "chargingSchedule": _charging_schedule(),
-    },
+    "DataTransfer": _status(DATA_TRANSFER_STATUS, data=String()),
+    "GetCompositeSchedule": _status(ACCEPTED_REJECTED, connectorId=Integer(), scheduleStart=DateTime(),
+                                    chargingSchedule=_charging_schedule()),
     "GetConfiguration": {
         "configurationKey": Array(Object({
             "key": String(50, required=True),
