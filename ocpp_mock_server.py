@@ -369,6 +369,8 @@ def printable(text: str, limit: int = MAX_SHOWN_VALUE) -> str:
     or description) made safe for a line of output: control characters escaped,
     backslashes doubled, and cut after ``limit`` characters with a visible marker.
     """
+    if len(text) <= limit and text.isprintable() and "\\" not in text:  # the common case, in C
+        return text
     text, marker = _cut(text, limit)
     if not text.isprintable() or "\\" in text:  # the common case is checked in C
         text = text.translate(_PLAIN_ESCAPES)
@@ -377,6 +379,8 @@ def printable(text: str, limit: int = MAX_SHOWN_VALUE) -> str:
 
 def printable_json(text: str, limit: int = MAX_SHOWN) -> str:
     """JSON text for a line of output: like printable, but its backslashes are JSON's own escapes."""
+    if len(text) <= limit and text.isprintable():  # the common case, in C
+        return text
     text, marker = _cut(text, limit)
     if not text.isprintable():
         text = text.translate(_TERMINAL_ESCAPES)
@@ -1249,13 +1253,15 @@ class OutputWriter:
 class Output:
     """The one place that prints: one line per event, escaped.
 
-    Lines are handed to the OutputWriter once per turn of the event loop,
-    not once per line (outside a running loop, at once).  ``quiet`` keeps
+    Lines are handed to the OutputWriter every FLUSH_SECONDS, not once per
+    line (outside a running loop, at once).  ``quiet`` keeps
     warnings and errors only (and the console's answers).  Every line goes
     through printable_json, so nothing raw reaches the terminal; the values
     a charger controls are put through printable before they are put in a
     line.
     """
+
+    FLUSH_SECONDS = 0.005
 
     def __init__(self, stream: Any = None, quiet: bool = False) -> None:
         self.writer = OutputWriter(stream if stream is not None else sys.stdout)
@@ -1283,7 +1289,9 @@ class Output:
         pending.append(line)
         if len(pending) == 1:
             try:
-                asyncio.get_running_loop().call_soon(self.flush)
+                # Every few milliseconds, not every turn of the loop: each
+                # hand-over to the writer thread costs a thread switch.
+                asyncio.get_running_loop().call_later(self.FLUSH_SECONDS, self.flush)
             except RuntimeError:  # no running loop: before start-up or after shutdown
                 self.flush()
 
@@ -1298,16 +1306,22 @@ class Output:
         self.flush()
         self.writer.drain(timeout)
 
-    def on_event(self, event: "Event") -> None:
-        """The terminal as a bus subscriber: frames and log lines."""
-        if event.type == "frame":
-            fields = event.fields
-            if not self.quiet:
-                shown = fields["shown"]
-                self.frame(event.charger or "", "->" if fields["direction"] == "out" else "<-", fields["label"],
-                           shown() if callable(shown) else shown)
-        elif event.type == "log":
-            self._LEVELS[event.fields["level"]](self, event.charger, event.fields["text"])
+    def subscribe_to(self, bus: "EventBus") -> None:
+        """The terminal as a bus subscriber: frames (unless quiet) and log lines."""
+        if not self.quiet:
+            bus.subscribe(self.on_frame, "frame")
+        bus.subscribe(self.on_log, "log")
+
+    def on_frame(self, event: "FrameEvent") -> None:
+        shown = event.shown
+        if shown is None:  # a charger's CALL: MeterValues as readings, else the payload as the charger wrote it
+            parsed = event.parsed
+            shown = render_meter_values(parsed.payload) if parsed.action == "MeterValues" else \
+                call_payload_text(event.text, parsed)
+        self.frame(event.charger or "", "->" if event.direction == "out" else "<-", event.label, shown)
+
+    def on_log(self, event: "Event") -> None:
+        self._LEVELS[event.fields["level"]](self, event.charger, event.fields["text"])
 
     def frame(self, charger: str, direction: str, label: str, shown: Any) -> None:
         """One frame: direction ("<-" from the charger, "->" to it), label, payload.
@@ -1319,7 +1333,8 @@ class Output:
         if self.quiet:
             return
         text = printable_json(shown if type(shown) is str else render_json(shown))
-        self._add(f"{LOCAL_CLOCK.now()} {self._charger(charger)} {direction} {label} {text}\n")
+        shown_id = self._shown_ids.get(charger) or self._charger(charger)
+        self._add(f"{LOCAL_CLOCK.now()} {shown_id} {direction} {label} {text}\n")
 
     def debug(self, charger: Optional[str], text: str) -> None:
         if not self.quiet:
@@ -1373,13 +1388,12 @@ class Transcript:
 
     def on_event(self, event: "Event") -> None:
         """The transcript as a bus subscriber: every frame, and connects, disconnects and authorizations."""
-        fields = event.fields
-        if event.type == "frame":
-            record = {"ts": UTC_CLOCK.now(), "charger": event.charger, "dir": fields["direction"],
-                      "frame": fields["text"]}
-            if fields["binary"]:
+        if isinstance(event, FrameEvent):
+            record = {"ts": UTC_CLOCK.now(), "charger": event.charger, "dir": event.direction, "frame": event.text}
+            if event.binary:
                 record["binary"] = True
         elif event.type in self.EVENT_NAMES:
+            fields = event.fields
             record = {"ts": UTC_CLOCK.now(), "charger": event.charger, "event": self.EVENT_NAMES[event.type]}
             record.update((name, fields[name]) for name in self.EVENT_RECORDS[event.type])
         else:
@@ -1422,15 +1436,42 @@ class Event:
     own), for in-process subscribers; it is not part of the event's data.
     """
 
-    __slots__ = ("seq", "type", "charger", "fields", "session")
+    __slots__ = ("seq", "type", "charger", "_fields", "session")
 
     def __init__(self, seq: int, type_: str, charger: Optional[str], fields: Dict[str, Any],
                  session: Optional["ChargerSession"]) -> None:
         self.seq = seq
         self.type = type_
         self.charger = charger
-        self.fields = fields
+        self._fields = fields
         self.session = session
+
+    @property
+    def fields(self) -> Dict[str, Any]:
+        """The event's data: see EVENT_FIELDS."""
+        return self._fields
+
+
+class FrameEvent(Event):
+    """A "frame" event: one frame in or out, as on the wire.  It is published for every frame, so its
+    fields are attributes; ``fields`` makes the dict of the others.
+
+    ``shown`` is what the terminal shows of it after ``label``, or None for
+    a CALL from the charger, which the terminal renders from ``parsed``.
+    """
+
+    __slots__ = ("direction", "text", "label", "shown", "binary", "parsed")
+
+    def __init__(self, charger: str, session: Optional["ChargerSession"], direction: str, text: str, label: str,
+                 shown: Any, binary: bool = False, parsed: Optional[Frame] = None) -> None:
+        # Event's attributes are set here, not by its __init__: this runs for every frame.
+        self.seq, self.type, self.charger, self.session = 0, "frame", charger, session
+        self.direction, self.text, self.label = direction, text, label
+        self.shown, self.binary, self.parsed = shown, binary, parsed
+
+    @property  # type: ignore[override]
+    def fields(self) -> Dict[str, Any]:
+        return {"direction": self.direction, "text": self.text, "label": self.label, "binary": self.binary}
 
 
 class EventBus:
@@ -1442,22 +1483,34 @@ class EventBus:
     """
 
     def __init__(self, on_error: Callable[[Callable[[Event], None], Exception], None]) -> None:
-        self._subscribers: List[Callable[[Event], None]] = []
-        self._sequence = itertools.count(1)
+        # Event type -> its subscribers, as tuples that subscribe and unsubscribe
+        # replace (never change), so publish can loop over one while a
+        # subscriber unsubscribes itself.
+        self.routes: Dict[str, Tuple[Callable[[Event], None], ...]] = {name: () for name in EVENT_FIELDS}
+        self.sequence = 0
         self.on_error = on_error
 
-    def subscribe(self, subscriber: Callable[[Event], None]) -> Callable[[Event], None]:
-        self._subscribers.append(subscriber)
+    def subscribe(self, subscriber: Callable[[Event], None], *types: str) -> Callable[[Event], None]:
+        """Deliver events of ``types`` (every type when none is named) to ``subscriber``."""
+        for name in types or tuple(self.routes):
+            self.routes[name] += (subscriber,)
         return subscriber
 
     def unsubscribe(self, subscriber: Callable[[Event], None]) -> None:
-        if subscriber in self._subscribers:
-            self._subscribers.remove(subscriber)
+        for name, subscribers in self.routes.items():
+            self.routes[name] = tuple(other for other in subscribers if other != subscriber)
 
     def publish(self, type_: str, charger: Optional[str], session: Optional["ChargerSession"] = None,
                 **fields: Any) -> None:
-        event = Event(next(self._sequence), type_, charger, fields, session)
-        for subscriber in tuple(self._subscribers):  # a subscriber may unsubscribe itself
+        """Build an event of ``type_`` with ``fields`` and deliver it."""
+        if self.routes[type_]:
+            self.deliver(Event(0, type_, charger, fields, session))
+
+    def deliver(self, event: Event) -> None:
+        """Number an event and hand it to its subscribers, in order (it runs for every frame: keep it lean)."""
+        self.sequence += 1
+        event.seq = self.sequence
+        for subscriber in self.routes[event.type]:
             try:
                 subscriber(event)
             except Exception as exc:
@@ -1905,6 +1958,9 @@ class ChargingFlow:
         self.later(delay, stop)
 
 
+ACTION_LABELS = {action: action for action in CHARGER_REQUESTS}  # printable already: no need to escape them
+
+
 class ChargerSession:
     """One charger's connection, as a protocol engine: frames in, replies and CALLs out.
 
@@ -1945,7 +2001,15 @@ class ChargerSession:
         turn_ends = time.monotonic() + TURN_SECONDS
         try:
             async for message in self.websocket:
-                await self._receive(message)
+                try:
+                    reply = self.on_message(message)
+                except Exception as exc:  # a bug of ours must not cost the charger its connection
+                    self.log("error", "internal error while handling a frame: %s: %s" % (type(exc).__name__, exc))
+                    reply = None
+                if reply is not None:
+                    await self.websocket.send(reply)
+                    if self._after_reply:
+                        self._run_after_reply()
                 # Buffered frames are read without suspending: after its
                 # time slice, give the other chargers, the console and the
                 # signal handlers their turn, or one flooding charger starves
@@ -1963,17 +2027,10 @@ class ChargerSession:
             self.flow.cancel()
             self.queue.fail_pending("%s disconnected" % printable(self.charger_id))
 
-    async def _receive(self, message: Any) -> None:
-        try:
-            reply = self.on_message(message)
-        except Exception as exc:  # a bug of ours must not cost the charger its connection
-            self.log("error", "internal error while handling a frame: %s: %s" % (type(exc).__name__, exc))
-            return
-        if reply is not None:
-            await self.websocket.send(reply)
-            callbacks, self._after_reply = self._after_reply, []
-            for callback in callbacks:
-                callback()
+    def _run_after_reply(self) -> None:
+        callbacks, self._after_reply = self._after_reply, []
+        for callback in callbacks:
+            callback()
 
     def on_message(self, message: Any) -> Optional[str]:
         """Handle one frame from the charger; the text to answer it with, if any.
@@ -2021,11 +2078,8 @@ class ChargerSession:
     def on_call(self, frame: Frame, text: str) -> str:
         """The answer to a charger's CALL: its handler's reply, or a CALLERROR."""
         action, payload, message_id = frame.action, frame.payload, frame.message_id
-        label = printable(action)
-        if action == "MeterValues":
-            self.frame_in(label, lambda: render_meter_values(payload))
-        else:
-            self.frame_in(label, lambda: call_payload_text(text, frame))
+        label = ACTION_LABELS.get(action) or printable(action)
+        self.frame_in(label, None, frame)
         try:
             self.call_ids.check(message_id)
             handler = self._handler(action)
@@ -2043,8 +2097,9 @@ class ChargerSession:
                              error=refusal.code)
             return self.answer(build_call_error(message_id, refusal.code, refusal.description, refusal.details),
                                label + " CALLERROR", refusal.code + " " + printable(refusal.description, 400))
-        self.bus.publish("call_answered", self.charger_id, self, action=action, payload=payload, reply=reply,
-                         error=None)
+        if self.bus.routes["call_answered"]:
+            self.bus.publish("call_answered", self.charger_id, self, action=action, payload=payload, reply=reply,
+                             error=None)
         reply_json = dump_json(reply)
         reply_action = action if self.dialect == DIALECT_FLEXICHARGE else None
         return self.answer(build_call_result(message_id, reply_json, reply_action), label + ".conf", reply_json)
@@ -2078,16 +2133,16 @@ class ChargerSession:
         Every frame the server sends passes here, made encodable first.
         """
         text = encodable(text)
-        self.bus.publish("frame", self.charger_id, self, direction="out", text=text, label=label, shown=shown,
-                         binary=False)
+        if self.bus.routes["frame"]:  # an event nobody wants is not built
+            self.bus.deliver(FrameEvent(self.charger_id, self, "out", text, label, shown))
         return text
 
-    def frame_in(self, label: str, shown: Any) -> None:
+    def frame_in(self, label: str, shown: Any, parsed: Optional[Frame] = None) -> None:
         """Publish the frame being handled, with what the terminal shows of it (``shown`` may be a
         function that makes it, run only when it is shown)."""
-        text, binary = self._incoming
-        self.bus.publish("frame", self.charger_id, self, direction="in", text=text, label=label, shown=shown,
-                         binary=binary)
+        if self.bus.routes["frame"]:  # an event nobody wants is not built
+            text, binary = self._incoming
+            self.bus.deliver(FrameEvent(self.charger_id, self, "in", text, label, shown, binary, parsed))
 
     def log(self, level: str, text: str) -> None:
         """A line about this charger for the operator: level "debug", "info", "warn" or "error"."""
@@ -2609,7 +2664,7 @@ class Console:
     def hold(self, line: str) -> None:
         """Keep a charger command until a charger has finished its handshake."""
         if not self.held:
-            self.system.bus.subscribe(self.on_event)
+            self.system.bus.subscribe(self.on_event, "ready")
         self.held.append(line)
 
     def on_event(self, event: Event) -> None:
@@ -3044,7 +3099,7 @@ class ScenarioRunner:
         self.arrived = asyncio.Event()
         # What `expect` checks: a label, the payload, and the server's reply to it (for a charger's CALL).
         self.last: Optional[Tuple[str, Any, Any]] = None
-        system.bus.subscribe(self.on_event)
+        system.bus.subscribe(self.on_event, "call_answered", "reply_received", "connected", "disconnected", "ready")
 
     # What wait steps consume: a charger's CALLs (with the server's answer) and its replies.
     KINDS = {"call_answered": "call", "reply_received": "reply"}
@@ -3466,7 +3521,7 @@ class CentralSystem:
         self.exit_code = 0
         self.stopped = asyncio.Event()
         self.bus = EventBus(self._subscriber_failed)
-        self.bus.subscribe(out.on_event)
+        out.subscribe_to(self.bus)
         self.spec_warnings = 0
 
     def _subscriber_failed(self, subscriber: Callable[[Event], None], exc: Exception) -> None:
@@ -3698,7 +3753,7 @@ async def run_server(options: "Settings", out: Output, stdin: Any = None,
     if options.log:
         try:
             system.transcript = Transcript(options.log, out)
-            system.bus.subscribe(system.transcript.on_event)
+            system.bus.subscribe(system.transcript.on_event, "frame", *Transcript.EVENT_NAMES)
         except OSError as exc:
             out.error(None, "cannot open the transcript %s: %s" % (options.log, exc.strerror or exc))
             return 2
