@@ -20,12 +20,17 @@ Runtime dependencies: the Python standard library (3.9+) and ``websockets``
 For a charger's CI, ``--script FILE`` runs a scenario and exits 0 (passed),
 1 (failed) or 2 (invalid script); see docs/ci.md.
 
-The module reads top to bottom, one banner comment per section: protocol
-(framing, error codes), spec lint (the 1.6 schemas' field rules), charger-
-initiated actions (the handler dictionary, authorization rules), server-
-initiated actions (console defaults, FlexiCharge spellings), charger session
-(state, outstanding CALLs, receive loop), console, scenario scripts, output
-and transcript, server and CLI (the websockets shim, access control, main).
+The module reads top to bottom, leaves first, one banner comment per
+section: protocol (framing, error codes, text helpers), spec lint (the 1.6
+schemas' field rules), output and transcript (bus subscribers), events (the
+EventBus and its event types), charger state (per charge point, across
+reconnects), protocol engine (ChargerSession, CallQueue, ChargingFlow),
+charger-initiated actions (the handler dictionary, authorization rules),
+server-initiated actions (command defaults, FlexiCharge spellings), command
+language (parse_command, build_payload), console, scenario scripts,
+websockets compatibility, server (access control, listening), settings and
+CLI.  docs/guide.md, "How it is built", lists the events and follows a
+command from a typed line to the wire.
 """
 
 import argparse
