@@ -1141,39 +1141,46 @@ CHARGER_REPLY_RULES = {action: Object(fields) for action, fields in CHARGER_REPL
 
 # ------------------------------------------------------- Output and transcript
 
-def render_meter_values(payload: dict) -> str:
-    """MeterValues as "measurand value unit" pairs, standard or FlexiCharge form.
+MAX_READINGS_SHOWN = 30  # readings of one MeterValues on its line; the rest are counted
 
-    Standard: meterValue[].sampledValue[] (measurand defaults to
-    Energy.Active.Import.Register, unit to Wh).  FlexiCharge: a ``values``
-    object of {name: {value, unit, measurand}}.  Anything else: the JSON.
-    """
-    readings: List[str] = []
+
+def _meter_readings(payload: dict) -> List[Tuple[Any, Any, Any, Any]]:
+    """(measurand, value, unit, phase) of each reading, standard or FlexiCharge form."""
+    readings: List[Tuple[Any, Any, Any, Any]] = []
     meter_value = payload.get("meterValue")
     if type(meter_value) is list:
         for sample in meter_value:
             sampled = sample.get("sampledValue") if type(sample) is dict else None
-            if type(sampled) is not list:
-                continue
-            for item in sampled:
-                if type(item) is dict:
-                    phase = item.get("phase")
-                    readings.append(f"{item.get('measurand', 'Energy.Active.Import.Register')} {item.get('value')} "
-                                    f"{item.get('unit', 'Wh')}" + (f" {phase}" if phase else ""))
+            if type(sampled) is list:
+                readings.extend((item.get("measurand", "Energy.Active.Import.Register"), item.get("value"),
+                                 item.get("unit", "Wh"), item.get("phase")) for item in sampled if type(item) is dict)
     values = payload.get("values")
     if type(values) is dict:
-        for name, item in values.items():
-            if type(item) is dict:
-                unit = item.get("unit")
-                readings.append(f"{item.get('measurand', name)} {item.get('value')}" +
-                                (f" {unit}" if unit not in (None, "") else ""))
+        readings.extend((item.get("measurand", name), item.get("value"), item.get("unit"), None)
+                        for name, item in values.items() if type(item) is dict)
+    return readings
+
+
+def render_meter_values(payload: dict) -> str:
+    """MeterValues as "measurand value unit" readings, standard or FlexiCharge form.
+
+    Standard: meterValue[].sampledValue[] (measurand defaults to
+    Energy.Active.Import.Register, unit to Wh).  FlexiCharge: a ``values``
+    object of {name: {value, unit, measurand}}.  Anything else: the JSON.
+    The first MAX_READINGS_SHOWN readings are shown, the rest counted.
+    """
+    readings = _meter_readings(payload)
     if not readings:
-        return dump_json(payload)
+        return render_json(payload)
+    shown = [" ".join(part if type(part) is str else render_json(part) for part in reading
+                      if part not in (None, "")) for reading in readings[:MAX_READINGS_SHOWN]]
+    if len(readings) > MAX_READINGS_SHOWN:
+        shown.append("... and %d more" % (len(readings) - MAX_READINGS_SHOWN))
     transaction = payload.get("transactionId")
-    where = f"connector {payload.get('connectorId')}"
+    where = "connector %s" % render_json(payload.get("connectorId"))
     if transaction is not None:
-        where += f", transaction {transaction}"
-    return f"{where}: {', '.join(readings)}"
+        where += ", transaction %s" % render_json(transaction)
+    return "%s: %s" % (where, ", ".join(shown))
 
 
 class OutputWriter:
@@ -1482,9 +1489,11 @@ class FrameEvent(Event):
 class EventBus:
     """Delivers each published Event to every subscriber, in the loop, in order.
 
-    A subscriber that raises is unsubscribed and reported once, so it can
-    break neither the engine nor another subscriber.  A subscriber that may
-    be slow (a remote reader) must queue the events it gets, not wait.
+    A subscriber that raises is reported (once per subscriber and kind of
+    error) and keeps its subscription, so it can break neither the engine nor
+    another subscriber, and one odd event does not silence the terminal.  A
+    subscriber that may be slow (a remote reader) must queue the events it
+    gets, not wait.
     """
 
     def __init__(self, on_error: Callable[[Callable[[Event], None], Exception], None]) -> None:
@@ -1518,8 +1527,7 @@ class EventBus:
         for subscriber in self.routes[event.type]:
             try:
                 subscriber(event)
-            except Exception as exc:
-                self.unsubscribe(subscriber)
+            except Exception as exc:  # reported; the others still get the event, and the next one
                 self.on_error(subscriber, exc)
 
 
@@ -3525,13 +3533,16 @@ class CentralSystem:
         self.authorization = AuthorizationRules(options.tag_rules, options.unknown_tags, options.concurrent_tx)
         self.exit_code = 0
         self.stopped = asyncio.Event()
+        self._failed_subscribers: set = set()
         self.bus = EventBus(self._subscriber_failed)
         out.subscribe_to(self.bus)
         self.spec_warnings = 0
 
     def _subscriber_failed(self, subscriber: Callable[[Event], None], exc: Exception) -> None:
-        self.out.error(None, "event subscriber %s failed and was removed: %s: %s" % (
-            getattr(subscriber, "__qualname__", subscriber), type(exc).__name__, exc))
+        key = (getattr(subscriber, "__qualname__", repr(subscriber)), type(exc).__name__)
+        if key not in self._failed_subscribers:
+            self._failed_subscribers.add(key)
+            self.out.error(None, "event subscriber %s failed: %s: %s (reported once)" % (key[0], key[1], exc))
 
     def stop(self) -> None:
         self.stopped.set()

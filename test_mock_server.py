@@ -2943,3 +2943,47 @@ def test_a_request_websockets_refuses_itself_gets_one_line_and_ours_are_not_doub
     server.wait_for(r"!! websockets: connection (rejected|failed) \(426 Upgrade Required\)")
     server.wait_for(r"CP-9 !! refused a connection .*HTTP 404, unknown charge point id")
     assert "404 Not Found" not in server.settled_output()  # the refusal is logged once, by the server
+
+
+# ------------------------------------- one engine, one event stream, one language
+
+
+@charger_test
+async def test_a_failing_subscriber_breaks_neither_the_engine_nor_the_terminal():
+    server = InProcessServer("--no-boot-data")
+    seen = []
+
+    def broken(event):
+        seen.append(event.type)
+        raise RuntimeError("subscriber bug")
+
+    try:
+        server.call_in_loop(server.system.bus.subscribe, broken, "frame", "call_answered")
+        charger = await Charger.connect(server.url, "CP-BUS")
+        for _ in range(3):
+            assert (await charger.call("Heartbeat", {})).type_id == 3
+        await charger.close()
+        text = server.settled_output()
+    finally:
+        server.stop()
+    assert seen.count("call_answered") == 3 and seen.count("frame") == 6  # it still gets every event
+    assert text.count("CP-BUS -> Heartbeat.conf") == 3  # and the terminal every line
+    assert text.count("event subscriber test_a_failing_subscriber_breaks_neither_the_engine_nor_the_terminal."
+                      "<locals>.broken failed: RuntimeError: subscriber bug (reported once)") == 1
+
+
+def test_one_parser_for_the_console_and_scripts():
+    command = mock.parse_command("@CP-1 Reset type=Hard")
+    assert (command.word, command.target, command.action, command.overrides) == ("call", "CP-1", "Reset",
+                                                                                  [(["type"], "Hard")])
+    assert mock.parse_command("ChangeConfiguration key=HeartbeatInterval value=30").overrides[1] == (["value"], "30")
+    for line, message in (("Reset type=hard", 'type "hard" is not allowed (did you mean Hard?)'),
+                          ("Reset typ=Hard", "typ is not a field of this message (did you mean type?)"),
+                          ("Rset", "unknown command 'Rset'; did you mean Reset?"),
+                          ("UnlockConnector connectorId=one", "connectorId must be an integer, got string")):
+        with pytest.raises(mock.CommandError) as refused:
+            mock.parse_command(line)
+        assert message in str(refused.value)
+        with pytest.raises(mock.ScriptError) as invalid:
+            mock.parse_scenario(line)
+        assert str(invalid.value) == str(refused.value) or "unknown step" in str(invalid.value)
