@@ -1452,11 +1452,7 @@ class Event:
 
     def __init__(self, seq: int, type_: str, charger: Optional[str], fields: Dict[str, Any],
                  session: Optional["ChargerSession"]) -> None:
-        self.seq = seq
-        self.type = type_
-        self.charger = charger
-        self._fields = fields
-        self.session = session
+        self.seq, self.type, self.charger, self._fields, self.session = seq, type_, charger, fields, session
 
     @property
     def fields(self) -> Dict[str, Any]:
