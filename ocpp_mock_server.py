@@ -1436,7 +1436,13 @@ EVENT_FIELDS: Dict[str, Tuple[str, ...]] = {
     "frame": ("direction", "text", "label", "shown", "binary"),  # every frame, in and out, as on the wire
     "call_answered": ("action", "payload", "reply", "error"),  # a charger's CALL and the server's answer
     "reply_received": ("action", "payload", "error"),  # the charger's answer to a server CALL
+    "call_failed": ("action", "reason", "description"),  # a server CALL ended without a reply: timeout, failed
     "authorization": ("action", "idTag", "status", "rule"),
+    "transaction_started": ("transactionId", "connectorId", "idTag", "meterStart"),
+    "transaction_stopped": ("transactionId", "meterStop", "reason"),
+    "meter_values": ("connectorId", "transactionId", "readings"),  # readings: [measurand, value, unit, phase]
+    "state_changed": ("field", "value"),  # boot (the BootNotification), or connector N (its status)
+    "spec_problem": ("key", "text"),  # a spec warning, once per charger and problem
     "log": ("level", "text"),  # a line about a charger for the operator: debug, info, warn, error
 }
 
@@ -1525,6 +1531,36 @@ class EventBus:
                 subscriber(event)
             except Exception as exc:  # reported; the others still get the event, and the next one
                 self.on_error(subscriber, exc)
+
+
+class EventQueue:
+    """A bounded queue of events for a reader that may be slow (an HTTP event stream).
+
+    It is a bus subscriber that never waits: when ``limit`` events are
+    waiting, the oldest is dropped and counted, and the next event the
+    reader gets says how many it missed.
+    """
+
+    def __init__(self, limit: int = 1000) -> None:
+        self.events: Deque[Event] = collections.deque()
+        self.limit = limit
+        self.missed = 0
+        self._arrived = asyncio.Event()
+
+    def __call__(self, event: Event) -> None:
+        if len(self.events) >= self.limit:
+            self.events.popleft()
+            self.missed += 1
+        self.events.append(event)
+        self._arrived.set()
+
+    async def get(self) -> Tuple[Event, int]:
+        """The next event, and how many were dropped before it since the last get."""
+        while not self.events:
+            self._arrived.clear()
+            await self._arrived.wait()
+        missed, self.missed = self.missed, 0
+        return self.events.popleft(), missed
 
 
 # ------------------------------------------------------------ Charger state
@@ -1688,9 +1724,12 @@ class WarnOnce:
                                  "suppressed until it reconnects" % len(self._warned))
             return
         self._warned.add(key)
+        text = text if isinstance(text, str) else text()
         if spec:
             self.session.system.spec_warnings += 1
-        self.session.log("warn", text if isinstance(text, str) else text())
+            self.session.bus.publish("spec_problem", self.session.charger_id, self.session,
+                                     key=[str(part)[:200] for part in key], text=text)
+        self.session.log("warn", text)
 
     def spec_problems(self, action: str, problems: List[Problem]) -> None:
         """One warning per action and problem (the field and the rule)."""
@@ -1800,6 +1839,8 @@ class CallQueue:
                 await asyncio.wait_for(asyncio.shield(call.outcome), timeout)
             except asyncio.TimeoutError:
                 self.session.log("warn", "no reply to %s within %g s; moving on" % (printable(call.action), timeout))
+                self.session.bus.publish("call_failed", self.session.charger_id, self.session, action=call.action,
+                                         reason="timeout", description="no reply within %g s" % timeout)
                 self._timed_out[call.message_id] = printable(call.action)
                 if len(self._timed_out) > 100:
                     self._timed_out.popitem(last=False)
@@ -1836,6 +1877,8 @@ class CallQueue:
         for call in pending:
             if call.action != "raw" and not call.outcome.done():
                 self.session.log("warn", "%s failed: %s" % (printable(call.action), reason))
+                self.session.bus.publish("call_failed", self.session.charger_id, self.session, action=call.action,
+                                         reason="failed", description=reason)
             call.finish(CallOutcome("failed", error_description=reason))
 
     # -- replies
@@ -1862,6 +1905,8 @@ class CallQueue:
         if call is None or reply_id != call.message_id:
             return False
         self.session.log("warn", "malformed reply to %s: %s" % (printable(call.action), description))
+        self.session.bus.publish("call_failed", self.session.charger_id, self.session, action=call.action,
+                                 reason="failed", description="malformed reply: " + description)
         self.resolve(call, CallOutcome("failed", error_description="malformed reply: " + description))
         return True
 
@@ -2248,6 +2293,8 @@ def handle_boot_notification(session: "ChargerSession", payload: dict) -> dict:
     options = session.system.options
     session.state.boot_info = payload
     session.state.boot_status = options.boot_status
+    session.bus.publish("state_changed", session.charger_id, session, field="boot",
+                        value={"status": options.boot_status, "info": payload})
     if options.boot_status == "Accepted":
         session.after_reply(session.flow.boot_accepted)
     return {"status": options.boot_status, "currentTime": UTC_CLOCK.now(),
@@ -2264,6 +2311,10 @@ def handle_heartbeat(session: "ChargerSession", payload: dict) -> dict:
 
 def handle_meter_values(session: "ChargerSession", payload: dict) -> dict:
     session.state.last_meter_values = payload  # rendered when the operator asks
+    if session.bus.routes["meter_values"]:
+        session.bus.publish("meter_values", session.charger_id, session, connectorId=payload.get("connectorId"),
+                            transactionId=payload.get("transactionId"),
+                            readings=[list(reading) for reading in _meter_readings(payload)])
     return {}
 
 
@@ -2279,6 +2330,8 @@ def handle_start_transaction(session: "ChargerSession", payload: dict) -> dict:
         session.warn_once(("transactions-cap",), "more than %d open transactions; forgetting the oldest (%d)"
                           % (MAX_OPEN_TRANSACTIONS, forgotten.transaction_id))
     session.after_reply(lambda: session.flow.transaction_started(transaction))
+    session.bus.publish("transaction_started", session.charger_id, session, transactionId=transaction_id,
+                        connectorId=connector, idTag=id_tag, meterStart=transaction.meter_start)
     return {"transactionId": transaction_id, "idTagInfo": info}
 
 
@@ -2292,6 +2345,9 @@ def handle_status_notification(session: "ChargerSession", payload: dict) -> dict
         if not session.state.set_connector(connector, status):
             session.warn_once(("connectors-cap",), "more than %d connectors; the statuses of others are not kept"
                               % MAX_CONNECTORS)
+        elif session.bus.routes["state_changed"]:
+            session.bus.publish("state_changed", session.charger_id, session, field="connector %s" % connector,
+                                value=status)
     return {}
 
 
@@ -2300,7 +2356,10 @@ def handle_stop_transaction(session: "ChargerSession", payload: dict) -> dict:
     state = session.state
     if state.close_transaction(transaction_id) is None:
         session.log("warn", "StopTransaction names transaction %s, which is not open here%s"
-                         % (_show(payload.get("transactionId")), state.open_transactions_text()))
+                    % (_show(payload.get("transactionId")), state.open_transactions_text()))
+    else:
+        session.bus.publish("transaction_stopped", session.charger_id, session, transactionId=transaction_id,
+                            meterStop=payload.get("meterStop"), reason=payload.get("reason"))
     reply: dict = {}
     if payload.get("idTag") is not None:
         reply["idTagInfo"] = id_tag_info(session, payload.get("idTag"), "StopTransaction")

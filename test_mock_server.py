@@ -2987,3 +2987,42 @@ def test_one_parser_for_the_console_and_scripts():
         with pytest.raises(mock.ScriptError) as invalid:
             mock.parse_scenario(line)
         assert str(invalid.value) == str(refused.value) or "unknown step" in str(invalid.value)
+
+
+@charger_test
+async def test_every_happening_is_one_event_with_the_documented_fields(in_process):
+    server = in_process("--call-timeout", "0.5")
+    everything, small = mock.EventQueue(), mock.EventQueue(limit=3)
+    server.call_in_loop(server.system.bus.subscribe, everything)
+    server.call_in_loop(server.system.bus.subscribe, small, "frame")
+    charger = await Charger.connect(server.url, "CP-EV")
+    await charger.boot()
+    await charger.call("StatusNotification", dict(CHARGER_REQUEST_SAMPLES["StatusNotification"], status="Charging"))
+    started = await charger.call("StartTransaction", CHARGER_REQUEST_SAMPLES["StartTransaction"])
+    await charger.call("MeterValues", CHARGER_REQUEST_SAMPLES["MeterValues"])
+    await charger.call("StopTransaction", dict(CHARGER_REQUEST_SAMPLES["StopTransaction"],
+                                               transactionId=started.payload["transactionId"]))
+    await charger.call("Heartbeat", {"extra": 1})  # a spec problem
+    server.type("ClearCache")  # never answered: it times out
+    await charger.expect_call("ClearCache")
+    server.wait_for(r"CP-EV !! no reply to ClearCache within 0\.5 s")
+    await charger.close()
+    server.wait_for(r"CP-EV \*\* disconnected")
+    events = server.call_in_loop(lambda: list(everything.events))
+    assert [event.seq for event in events] == sorted(event.seq for event in events)
+    for event in events:
+        assert event.charger == "CP-EV"
+        assert set(event.fields) <= set(mock.EVENT_FIELDS[event.type]), event.type
+    types = [event.type for event in events if event.type not in ("frame", "log")]
+    assert types == ["connected", "state_changed", "call_answered", "reply_received", "ready",  # boot, BootData
+                     "state_changed", "call_answered",  # StatusNotification
+                     "authorization", "transaction_started", "call_answered", "meter_values", "call_answered",
+                     "transaction_stopped", "authorization", "call_answered", "spec_problem", "call_answered",
+                     "call_failed", "disconnected"], types
+    meter = next(event for event in events if event.type == "meter_values")
+    assert meter.fields["readings"] == [["Energy.Active.Import.Register", "1234", "Wh", None]]
+    frames = [event for event in events if event.type == "frame"]
+    assert [frame.direction for frame in frames[:3]] == ["in", "out", "out"]  # boot, its conf, BootData
+    assert small.missed > 0 and len(small.events) == 3  # a slow reader loses the oldest, counted
+    _, missed = await asyncio.wait_for(small.get(), 1)
+    assert missed > 0 and small.missed == 0
