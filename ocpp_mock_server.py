@@ -1161,6 +1161,14 @@ def _meter_readings(payload: dict) -> List[Tuple[Any, Any, Any, Any]]:
     return readings
 
 
+def _reading_text(measurand: Any, value: Any, unit: Any, phase: Any) -> str:
+    """ "Power.Active.Import 7400 W": the reading's parts that are there, each as text (else as JSON)."""
+    if type(measurand) is str and type(value) is str and type(unit) is str and phase is None:
+        return f"{measurand} {value} {unit}"  # nearly every standard reading
+    return " ".join(part if type(part) is str else render_json(part) for part in (measurand, value, unit, phase)
+                    if part is not None and part != "")
+
+
 def render_meter_values(payload: dict) -> str:
     """MeterValues as "measurand value unit" readings, standard or FlexiCharge form.
 
@@ -1172,15 +1180,19 @@ def render_meter_values(payload: dict) -> str:
     readings = _meter_readings(payload)
     if not readings:
         return render_json(payload)
-    shown = [" ".join(part if type(part) is str else render_json(part) for part in reading
-                      if part not in (None, "")) for reading in readings[:MAX_READINGS_SHOWN]]
+    shown = [_reading_text(*reading) for reading in readings[:MAX_READINGS_SHOWN]]
     if len(readings) > MAX_READINGS_SHOWN:
         shown.append("... and %d more" % (len(readings) - MAX_READINGS_SHOWN))
     transaction = payload.get("transactionId")
-    where = "connector %s" % render_json(payload.get("connectorId"))
+    where = "connector " + _scalar_text(payload.get("connectorId"))
     if transaction is not None:
-        where += ", transaction %s" % render_json(transaction)
+        where += ", transaction " + _scalar_text(transaction)
     return "%s: %s" % (where, ", ".join(shown))
+
+
+def _scalar_text(value: Any) -> str:
+    """An id as the operator reads it: 1 and "1" alike; anything else as JSON."""
+    return value if type(value) is str else str(value) if type(value) is int else render_json(value)
 
 
 class OutputWriter:
@@ -1324,29 +1336,28 @@ class Output:
             bus.subscribe(self.on_frame, "frame")
         bus.subscribe(self.on_log, "log")
 
+    ARROWS = {"in": "<-", "out": "->"}
+
     def on_frame(self, event: "FrameEvent") -> None:
+        """One line per frame: time, charger, direction ("<-" from the charger, "->" to it), label, payload.
+
+        ``shown`` is JSON text or other text, or a payload to show as compact
+        JSON; None for a charger's CALL, rendered here: MeterValues as
+        readings, else the payload as the charger wrote it.  It runs for every
+        frame, so it formats its line in one go.
+        """
         shown = event.shown
-        if shown is None:  # a charger's CALL: MeterValues as readings, else the payload as the charger wrote it
+        if shown is None:
             parsed = event.parsed
             shown = render_meter_values(parsed.payload) if parsed.action == "MeterValues" else \
                 call_payload_text(event.text, parsed)
-        self.frame(event.charger or "", "->" if event.direction == "out" else "<-", event.label, shown)
+        text = printable_json(shown if type(shown) is str else render_json(shown))
+        charger = event.charger or ""
+        shown_id = self._shown_ids.get(charger) or self._charger(charger)
+        self._add(f"{LOCAL_CLOCK.now()} {shown_id} {self.ARROWS[event.direction]} {event.label} {text}\n")
 
     def on_log(self, event: "Event") -> None:
         self._LEVELS[event.fields["level"]](self, event.charger, event.fields["text"])
-
-    def frame(self, charger: str, direction: str, label: str, shown: Any) -> None:
-        """One frame: direction ("<-" from the charger, "->" to it), label, payload.
-
-        ``label`` is printable already; ``shown`` is JSON text or other text
-        to show, or a payload to show as compact JSON.  It runs for every
-        frame, so it formats its line in one go.
-        """
-        if self.quiet:
-            return
-        text = printable_json(shown if type(shown) is str else render_json(shown))
-        shown_id = self._shown_ids.get(charger) or self._charger(charger)
-        self._add(f"{LOCAL_CLOCK.now()} {shown_id} {direction} {label} {text}\n")
 
     def debug(self, charger: Optional[str], text: str) -> None:
         if not self.quiet:
@@ -2034,6 +2045,7 @@ class ChargerSession:
         self.subprotocol = subprotocol
         self.state = system.state_for(charger_id)
         self.dialect = DIALECT_FLEXICHARGE if system.options.dialect == DIALECT_FLEXICHARGE else DIALECT_OCPP16
+        self.strict = system.options.strict
         self.queue = CallQueue(self)
         self.flow = ChargingFlow(self)
         self.warn_once = WarnOnce(self)
@@ -2160,7 +2172,7 @@ class ChargerSession:
 
     def _handler(self, action: str) -> Callable[["ChargerSession", dict], dict]:
         """The handler of a charger's CALL; CallRefused when there is none or it may not be called now."""
-        if self.system.options.strict and action != "BootNotification" and self.state.boot_status != "Accepted":
+        if self.strict and action != "BootNotification" and self.state.boot_status != "Accepted":
             raise CallRefused(SECURITY_ERROR, "%s before BootNotification was accepted (--strict)" % action)
         handler = CHARGER_ACTION_HANDLERS.get(action)
         if handler is not None:
