@@ -1144,27 +1144,26 @@ CHARGER_REPLY_RULES = {action: Object(fields) for action, fields in CHARGER_REPL
 MAX_READINGS_SHOWN = 30  # readings of one MeterValues on its line; the rest are counted
 
 
-def _meter_readings(payload: dict) -> List[Tuple[Any, Any, Any, Any]]:
+def _meter_readings(payload: dict) -> Iterator[Tuple[Any, Any, Any, Any]]:
     """(measurand, value, unit, phase) of each reading, standard or FlexiCharge form."""
-    readings: List[Tuple[Any, Any, Any, Any]] = []
     meter_value = payload.get("meterValue")
     if type(meter_value) is list:
         for sample in meter_value:
             sampled = sample.get("sampledValue") if type(sample) is dict else None
             if type(sampled) is list:
-                readings.extend((item.get("measurand", "Energy.Active.Import.Register"), item.get("value"),
-                                 item.get("unit", "Wh"), item.get("phase")) for item in sampled if type(item) is dict)
+                for item in sampled:
+                    if type(item) is dict:
+                        yield (item.get("measurand", "Energy.Active.Import.Register"), item.get("value"),
+                               item.get("unit", "Wh"), item.get("phase"))
     values = payload.get("values")
     if type(values) is dict:
-        readings.extend((item.get("measurand", name), item.get("value"), item.get("unit"), None)
-                        for name, item in values.items() if type(item) is dict)
-    return readings
+        for name, item in values.items():
+            if type(item) is dict:
+                yield item.get("measurand", name), item.get("value"), item.get("unit"), None
 
 
 def _reading_text(measurand: Any, value: Any, unit: Any, phase: Any) -> str:
     """ "Power.Active.Import 7400 W": the reading's parts that are there, each as text (else as JSON)."""
-    if type(measurand) is str and type(value) is str and type(unit) is str and phase is None:
-        return f"{measurand} {value} {unit}"  # nearly every standard reading
     return " ".join(part if type(part) is str else render_json(part) for part in (measurand, value, unit, phase)
                     if part is not None and part != "")
 
@@ -1177,12 +1176,20 @@ def render_meter_values(payload: dict) -> str:
     object of {name: {value, unit, measurand}}.  Anything else: the JSON.
     The first MAX_READINGS_SHOWN readings are shown, the rest counted.
     """
-    readings = _meter_readings(payload)
-    if not readings:
+    shown: List[str] = []
+    count = 0
+    for measurand, value, unit, phase in _meter_readings(payload):
+        count += 1
+        if count > MAX_READINGS_SHOWN:
+            continue
+        if type(measurand) is str and type(value) is str and type(unit) is str and phase is None:
+            shown.append(f"{measurand} {value} {unit}")  # nearly every standard reading
+        else:
+            shown.append(_reading_text(measurand, value, unit, phase))
+    if not count:
         return render_json(payload)
-    shown = [_reading_text(*reading) for reading in readings[:MAX_READINGS_SHOWN]]
-    if len(readings) > MAX_READINGS_SHOWN:
-        shown.append("... and %d more" % (len(readings) - MAX_READINGS_SHOWN))
+    if count > MAX_READINGS_SHOWN:
+        shown.append("... and %d more" % (count - MAX_READINGS_SHOWN))
     transaction = payload.get("transactionId")
     where = "connector " + _scalar_text(payload.get("connectorId"))
     if transaction is not None:
@@ -1351,7 +1358,9 @@ class Output:
             parsed = event.parsed
             shown = render_meter_values(parsed.payload) if parsed.action == "MeterValues" else \
                 call_payload_text(event.text, parsed)
-        text = printable_json(shown if type(shown) is str else render_json(shown))
+        text = shown if type(shown) is str else render_json(shown)
+        if len(text) > MAX_SHOWN or not text.isprintable():
+            text = printable_json(text)
         charger = event.charger or ""
         shown_id = self._shown_ids.get(charger) or self._charger(charger)
         self._add(f"{LOCAL_CLOCK.now()} {shown_id} {self.ARROWS[event.direction]} {event.label} {text}\n")
@@ -2198,7 +2207,8 @@ class ChargerSession:
 
         Every frame the server sends passes here, made encodable first.
         """
-        text = encodable(text)
+        if not text.isascii():
+            text = encodable(text)
         if self.bus.routes["frame"]:  # an event nobody wants is not built
             self.bus.deliver(FrameEvent(self.charger_id, self, "out", text, label, shown))
         return text
