@@ -1910,7 +1910,7 @@ class CallQueue:
             self._on_unexpected(frame)
             return
         if frame.flexicharge_result:
-            self.session.use_flexicharge_dialect()
+            self._use_flexicharge_dialect()
             if frame.action != call.action:
                 self.session.warn_once(("reply-action", call.action), lambda: "answered %s with a reply naming %s"
                                        % (call.action, _show(frame.action)))
@@ -1918,6 +1918,13 @@ class CallQueue:
             self._on_result(frame, call)
         else:
             self._on_error(frame, call)
+
+    def _use_flexicharge_dialect(self) -> None:
+        """A 4-element reply: the charger speaks the FlexiCharge dialect (with --dialect auto, answer in kind)."""
+        session = self.session
+        if session.dialect != DIALECT_FLEXICHARGE and session.system.options.dialect == "auto":
+            session.dialect = DIALECT_FLEXICHARGE
+            session.log("info", "speaks the FlexiCharge dialect (4-element replies); answering in kind")
 
     def on_malformed_reply(self, reply_id: str, description: str) -> bool:
         """A reply too broken to parse: if it names the outstanding call, that call fails now."""
@@ -2223,11 +2230,6 @@ class ChargerSession:
     def log(self, level: str, text: str) -> None:
         """A line about this charger for the operator: level "debug", "info", "warn" or "error"."""
         self.bus.publish("log", self.charger_id, self, level=level, text=text)
-
-    def use_flexicharge_dialect(self) -> None:
-        if self.dialect != DIALECT_FLEXICHARGE and self.system.options.dialect == "auto":
-            self.dialect = DIALECT_FLEXICHARGE
-            self.log("info", "speaks the FlexiCharge dialect (4-element replies); answering in kind")
 
     async def send_text(self, text: str, label: str, shown: Any) -> None:
         """Send one frame to the charger, published first."""
