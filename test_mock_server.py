@@ -678,7 +678,7 @@ async def test_a_reconnecting_charger_replaces_its_old_session(start_server):
     mark = server.mark()
     server.type("chargers")
     server.wait_for(r">> CP-1  \(127\.0\.0\.1", since=mark)
-    time.sleep(0.2)
+    server.settled_output()  # every line of the listing is out
     assert server.output(mark).count(">> CP-1  (") == 1
     await second.close()
 
@@ -1079,7 +1079,7 @@ async def test_auto_start_and_auto_stop_run_a_whole_session(start_server):
 async def test_stdin_at_eof_leaves_the_server_serving(start_server):
     server = start_server(stdin=subprocess.DEVNULL)
 
-    await asyncio.sleep(0.3)  # the console has seen EOF by now
+    server.wait_for(r"console input ended; the server keeps serving")
     charger = await booted_charger(server)
     assert (await charger.call("Heartbeat", {}))[0] == 3
     await charger.close()
