@@ -1042,7 +1042,7 @@ SERVER_REQUESTS: Dict[str, Dict[str, Rule]] = {
         "retrieveDate": DateTime(required=True),
         "retryInterval": Integer(),
     },
-    # OCPP 1.6 security whitepaper: known, sent with `raw` or a JSON payload.
+    # OCPP 1.6 security whitepaper: no console command yet; sent with `raw`, their replies are linted.
     "CertificateSigned": {
         "certificateChain": String(10000, required=True),
     },
@@ -2419,7 +2419,7 @@ CHARGER_ACTION_HANDLERS: Dict[str, Callable[["ChargerSession", dict], dict]] = {
 
 # --------------------------------------------------- Server-initiated actions
 # The payload each console command sends when typed bare; key=value
-# arguments and a JSON object override it (see Console.build_payload).
+# arguments and a JSON object override it (see build_payload).
 
 
 class CommandError(Exception):
