@@ -1327,7 +1327,7 @@ class Output:
                 self.flush()
 
     def flush(self) -> None:
-        """Hand the lines of this turn of the event loop to the writer, in one piece."""
+        """Hand the lines gathered since the last flush to the writer, in one piece."""
         if self._pending:
             lines, self._pending = "".join(self._pending), []
             self.writer.put(lines)
@@ -1358,11 +1358,8 @@ class Output:
             parsed = event.parsed
             shown = render_meter_values(parsed.payload) if parsed.action == "MeterValues" else \
                 call_payload_text(event.text, parsed)
-        text = shown if type(shown) is str else render_json(shown)
-        if len(text) > MAX_SHOWN or not text.isprintable():
-            text = printable_json(text)
-        charger = event.charger or ""
-        shown_id = self._shown_ids.get(charger) or self._charger(charger)
+        text = printable_json(shown if type(shown) is str else render_json(shown))
+        shown_id = self._charger(event.charger or "")
         self._add(f"{LOCAL_CLOCK.now()} {shown_id} {self.ARROWS[event.direction]} {event.label} {text}\n")
 
     def on_log(self, event: "Event") -> None:
@@ -1453,7 +1450,7 @@ EVENT_FIELDS: Dict[str, Tuple[str, ...]] = {
     "connected": ("peer", "path", "subprotocol"),
     "disconnected": ("code", "description"),
     "ready": (),  # BootNotification accepted and, unless --no-boot-data, BootData answered
-    "frame": ("direction", "text", "label", "shown", "binary"),  # every frame, in and out, as on the wire
+    "frame": ("direction", "text", "label", "binary"),  # every frame, in and out, as on the wire
     "call_answered": ("action", "payload", "reply", "error"),  # a charger's CALL and the server's answer
     "reply_received": ("action", "payload", "error"),  # the charger's answer to a server CALL
     "call_failed": ("action", "reason", "description"),  # a server CALL ended without a reply: timeout, failed
@@ -1770,7 +1767,7 @@ class CallIds:
         session = self.session
         if len(message_id) > MAX_MESSAGE_ID_LENGTH:
             text = "message id is %d characters, OCPP-J allows %d" % (len(message_id), MAX_MESSAGE_ID_LENGTH)
-            if session.system.options.strict:
+            if session.strict:
                 raise CallRefused(FORMATION_VIOLATION, text)
             session.warn_once(("id-length",), "spec: " + text, spec=True)
             # Remember a digest, not the id: ids may be as long as a frame.
@@ -2122,16 +2119,14 @@ class ChargerSession:
         """
         if isinstance(message, bytes):
             self._incoming = (message.decode("utf-8", "backslashreplace"), True)
-            if self.system.options.strict:
-                self.frame_in("(binary frame)", printable(self._incoming[0], MAX_SHOWN))
-                self.log("warn", "binary frame of %d bytes ignored: OCPP-J uses text frames" % len(message))
-                return None
+            size, why = len(message), "OCPP-J uses text frames" if self.strict else None
             try:
                 message = message.decode("utf-8")
             except UnicodeDecodeError:
+                why = "not UTF-8, and OCPP-J uses text frames"
+            if why is not None:
                 self.frame_in("(binary frame)", printable(self._incoming[0], MAX_SHOWN))
-                self.log("warn", "binary frame of %d bytes ignored: not UTF-8, and OCPP-J uses text frames"
-                         % len(message))
+                self.log("warn", "binary frame of %d bytes ignored: %s" % (size, why))
                 return None
             self.warn_once(("binary",), "sent a binary frame; OCPP-J uses text frames (handled as text)")
         else:
@@ -2172,8 +2167,7 @@ class ChargerSession:
                 self.log("error", "handler for %s failed: %s: %s" % (label, type(exc).__name__, exc))
                 raise CallRefused(INTERNAL_ERROR, "the mock server failed to handle %s" % action) from None
         except CallRefused as refusal:
-            self.log("warn", "%s answered with %s: %s" % (label, refusal.code,
-                                                                        printable(refusal.description, 400)))
+            self.log("warn", "%s answered with %s: %s" % (label, refusal.code, printable(refusal.description, 400)))
             self._after_reply.clear()
             self.bus.publish("call_answered", self.charger_id, self, action=action, payload=payload, reply=None,
                              error=refusal.code)
@@ -2202,7 +2196,7 @@ class ChargerSession:
     def _check_payload(self, action: str, payload: dict) -> None:
         """Lint a CALL's payload: CallRefused in --strict, else one warning per problem."""
         problems = lint_payload(CHARGER_REQUEST_RULES[action], payload)
-        if problems and self.system.options.strict:
+        if problems and self.strict:
             first = problems[0]
             self.system.spec_warnings += 1
             raise CallRefused(first.code, "%s: %s" % (action, first), {"field": first.path[:200]})
@@ -2221,8 +2215,8 @@ class ChargerSession:
         return text
 
     def frame_in(self, label: str, shown: Any, parsed: Optional[Frame] = None) -> None:
-        """Publish the frame being handled, with what the terminal shows of it (``shown`` may be a
-        function that makes it, run only when it is shown)."""
+        """Publish the frame being handled, with what the terminal shows of it (see FrameEvent:
+        None and the ``parsed`` CALL, which the terminal renders only when it prints it)."""
         if self.bus.routes["frame"]:  # an event nobody wants is not built
             text, binary = self._incoming
             self.bus.deliver(FrameEvent(self.charger_id, self, "in", text, label, shown, binary, parsed))
@@ -2656,6 +2650,11 @@ def _parse_json_payload(action: str, text: str) -> dict:
     return payload
 
 
+def not_sent(action: str, problem: Problem) -> CommandError:
+    """A command whose payload would break the 1.6 schema: not sent, and how to send it anyway."""
+    return CommandError("%s not sent: %s (send it anyway with %s {json} or raw)" % (action, problem, action))
+
+
 def _parse_override(action: str, argument: str) -> Tuple[List[str], Any]:
     """One key=value of a command: the field's path and its value, typed to the field and checked."""
     key, equals, text = argument.partition("=")
@@ -2679,7 +2678,7 @@ def _parse_override(action: str, argument: str) -> Tuple[List[str], Any]:
         if not rule.valid(value):
             rule.check(value, key, problems)
     if problems:
-        raise CommandError("%s not sent: %s (send it anyway with %s {json} or raw)" % (action, problems[0], action))
+        raise not_sent(action, problems[0])
     return path, value
 
 
@@ -2706,7 +2705,7 @@ def build_payload(system: "CentralSystem", session: Optional[ChargerSession], co
     if problems and missing_default is not None:
         raise missing_default
     if problems:
-        raise CommandError("%s not sent: %s (send it anyway with %s {json} or raw)" % (action, problems[0], action))
+        raise not_sent(action, problems[0])
     return payload
 
 
@@ -2760,9 +2759,7 @@ class Console:
         self.held.append(line)
 
     def on_event(self, event: Event) -> None:
-        """Run the held commands once the first charger has finished its handshake."""
-        if event.type != "ready":
-            return
+        """Run the held commands once the first charger has finished its handshake ("ready")."""
         self.system.bus.unsubscribe(self.on_event)
         held, self.held = self.held, []
         for line in held:
@@ -3179,9 +3176,8 @@ def expected_matches(actual: Any, text: str) -> bool:
 class ScenarioRunner:
     """Runs the steps of a parsed script against one charger; ``run`` returns the exit status."""
 
-    def __init__(self, system: "CentralSystem", console: Console, steps: List[Step], name: str) -> None:
+    def __init__(self, system: "CentralSystem", steps: List[Step], name: str) -> None:
         self.system = system
-        self.console = console
         self.out = system.out
         self.steps = steps
         self.name = name
@@ -3200,8 +3196,7 @@ class ScenarioRunner:
         kind = self.KINDS.get(event.type)
         if kind is not None:
             self.events.append((kind, event.session, event.fields))
-        if kind is not None or event.type in ("connected", "disconnected", "ready"):
-            self.arrived.set()
+        self.arrived.set()  # a connect, disconnect or ready wakes the waits too
 
     async def run(self) -> int:
         started = time.monotonic()
@@ -3879,7 +3874,7 @@ async def serve_until_stopped(system: CentralSystem, options: "Settings", out: O
     if steps is None:
         console.start_reader(loop, stdin)
     else:
-        runner = ScenarioRunner(system, console, steps, os.path.basename(options.script))
+        runner = ScenarioRunner(system, steps, os.path.basename(options.script))
         asyncio.ensure_future(run_scenario(runner, system))
     if started is not None:
         started(system, console)

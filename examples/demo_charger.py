@@ -102,10 +102,9 @@ class DemoCharger:
 
     def _forget(self, task: "asyncio.Task[Any]") -> None:
         self.tasks.discard(task)
-        if not task.cancelled() and isinstance(task.exception(), ServerGone):
-            pass  # run() reports the closed connection once
-        elif not task.cancelled() and task.exception() is not None:
-            say("%s: %s" % (type(task.exception()).__name__, task.exception()))
+        error = None if task.cancelled() else task.exception()
+        if error is not None and not isinstance(error, ServerGone):  # run() reports a closed connection once
+            say("%s: %s" % (type(error).__name__, error))
 
     # -- the charging session
 
