@@ -52,13 +52,15 @@ import logging
 import os
 import re
 import signal
+import socket
 import ssl
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
 import uuid
-from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, AsyncIterator, Callable, Deque, Dict, Iterator, List, Optional, Tuple, Union
 
 try:
     import websockets
@@ -456,6 +458,7 @@ class SecondClock:
         self._text = ""
         self._millisecond_ends = 0.0
         self._now = ""
+        self._at_second, self._at_text = -1, ""
 
     def now(self) -> str:
         now = time.time()
@@ -468,6 +471,13 @@ class SecondClock:
         self._millisecond_ends = (second * 1000 + millisecond + 1) / 1000
         self._now = self._text + self._milliseconds[millisecond]
         return self._now
+
+    def at(self, moment: float) -> str:
+        """The text of ``moment`` (seconds since the epoch), e.g. an event's time."""
+        second, millisecond = divmod(int(moment * 1000), 1000)
+        if second != self._at_second:
+            self._at_second, self._at_text = second, time.strftime(self.pattern, self.convert(second))
+        return self._at_text + self._milliseconds[millisecond]
 
 
 UTC_CLOCK = SecondClock("%Y-%m-%dT%H:%M:%S", time.gmtime, "Z")  # 2026-11-25T15:11:34.123Z
@@ -1417,22 +1427,11 @@ class Transcript:
 
     def on_event(self, event: "Event") -> None:
         """The transcript as a bus subscriber: every frame, and connects, disconnects and authorizations."""
-        if isinstance(event, FrameEvent):
-            record = {"ts": UTC_CLOCK.now(), "charger": event.charger, "dir": event.direction, "frame": event.text}
-            if event.binary:
-                record["binary"] = True
-        elif event.type in self.EVENT_NAMES:
-            fields = event.fields
-            record = {"ts": UTC_CLOCK.now(), "charger": event.charger, "event": self.EVENT_NAMES[event.type]}
-            record.update((name, fields[name]) for name in self.EVENT_RECORDS[event.type])
-        else:
-            return
-        self._write(record)
+        record = transcript_record(event)
+        if record is not None:
+            self._write(record)
 
-    # Bus event type -> the transcript's "event" name, and the fields it keeps.
-    EVENT_NAMES = {"connected": "connect", "disconnected": "disconnect", "authorization": "authorization"}
-    EVENT_RECORDS = {"connected": ("peer", "path", "subprotocol"), "disconnected": ("code",),
-                     "authorization": ("action", "idTag", "status", "rule")}
+    EVENT_NAMES = ("frame", "connected", "disconnected", "authorization")  # the events it records
 
     def close(self) -> None:
         if self.file is not None:
@@ -1440,10 +1439,33 @@ class Transcript:
             self.file = None
 
 
+# Bus event type -> the transcript's "event" name, and the fields it keeps.
+TRANSCRIPT_EVENTS = {"connected": ("connect", ("peer", "path", "subprotocol")),
+                     "disconnected": ("disconnect", ("code",)),
+                     "authorization": ("authorization", ("action", "idTag", "status", "rule"))}
+
+
+def transcript_record(event: "Event") -> Optional[dict]:
+    """An event as a line of the --log transcript (and of GET /api/transcript), or None if it has none."""
+    if isinstance(event, FrameEvent):
+        record = {"ts": UTC_CLOCK.at(event.at), "charger": event.charger, "dir": event.direction, "frame": event.text}
+        if event.binary:
+            record["binary"] = True
+        return record
+    kind = TRANSCRIPT_EVENTS.get(event.type)
+    if kind is None:
+        return None
+    fields = event.fields
+    record = {"ts": UTC_CLOCK.at(event.at), "charger": event.charger, "event": kind[0]}
+    record.update((name, fields[name]) for name in kind[1])
+    return record
+
+
 # ------------------------------------------------------------------ Events
 # Every happening is published once, as an Event, on the server's EventBus.
 # The terminal (Output), the --log transcript, the scenario runner and the
-# console's held commands subscribe to it; so will the HTTP API and the page.
+# console's held commands subscribe to it, and so do the HTTP API's event
+# history and event streams.
 
 # Event types and their fields: the contract every subscriber builds on.
 EVENT_FIELDS: Dict[str, Tuple[str, ...]] = {
@@ -1460,22 +1482,26 @@ EVENT_FIELDS: Dict[str, Tuple[str, ...]] = {
     "meter_values": ("connectorId", "transactionId", "readings"),  # readings: [measurand, value, unit, phase]
     "state_changed": ("field", "value"),  # boot (the BootNotification), or connector N (its status)
     "spec_problem": ("key", "text"),  # a spec warning, once per charger and problem
+    "file_received": ("name", "size", "peer"),  # an upload to the file server, stored under name
     "log": ("level", "text"),  # a line about a charger for the operator: debug, info, warn, error
 }
 
 
 class Event:
-    """One happening: a sequence number, its type, the charge point id and its fields.
+    """One happening: a sequence number, its type, the charge point id, its time (``at``,
+    seconds since the epoch) and its fields.
 
     ``session`` is the ChargerSession it happened on (None for the server's
     own), for in-process subscribers; it is not part of the event's data.
     """
 
-    __slots__ = ("seq", "type", "charger", "_fields", "session")
+    __slots__ = ("seq", "type", "charger", "_fields", "session", "at", "json")
 
     def __init__(self, seq: int, type_: str, charger: Optional[str], fields: Dict[str, Any],
                  session: Optional["ChargerSession"]) -> None:
         self.seq, self.type, self.charger, self._fields, self.session = seq, type_, charger, fields, session
+        self.at = time.time()
+        self.json: Optional[str] = None  # its API form, made once for every reader (see event_json)
 
     @property
     def fields(self) -> Dict[str, Any]:
@@ -1497,6 +1523,7 @@ class FrameEvent(Event):
                  shown: Any, binary: bool = False, parsed: Optional[Frame] = None) -> None:
         # Event's attributes are set here, not by its __init__: this runs for every frame.
         self.seq, self.type, self.charger, self.session = 0, "frame", charger, session
+        self.at, self.json = time.time(), None
         self.direction, self.text, self.label = direction, text, label
         self.shown, self.binary, self.parsed = shown, binary, parsed
 
@@ -1608,6 +1635,8 @@ class ChargerState:
     def __init__(self, charger_id: str) -> None:
         self.charger_id = charger_id
         self.connected = False
+        self.dialect: Optional[str] = None  # of its last connection
+        self.spec_warnings = 0
         self.boot_info: Optional[dict] = None
         self.boot_status: Optional[str] = None
         self.connectors: Dict[int, str] = {}
@@ -1743,7 +1772,7 @@ class WarnOnce:
         self._warned.add(key)
         text = text if isinstance(text, str) else text()
         if spec:
-            self.session.system.spec_warnings += 1
+            self.session.system.count_spec_warning(self.session.state)
             self.session.bus.publish("spec_problem", self.session.charger_id, self.session,
                                      key=[str(part)[:200] for part in key], text=text)
         self.session.log("warn", text)
@@ -1833,6 +1862,14 @@ class CallQueue:
         self._waiting.set()
         return call
 
+    def drop(self, call: PendingCall, why: str) -> bool:
+        """Take a call that has not been sent yet off the queue (it fails with ``why``); False if it was sent."""
+        if call not in self.calls:
+            return False
+        self.calls.remove(call)
+        call.finish(CallOutcome("failed", error_description=why))
+        return True
+
     def pending(self) -> List[PendingCall]:
         """The outstanding call, then the queued ones, in order."""
         return ([self.outstanding] if self.outstanding is not None else []) + list(self.calls)
@@ -1920,7 +1957,7 @@ class CallQueue:
         """A 4-element reply: the charger speaks the FlexiCharge dialect (with --dialect auto, answer in kind)."""
         session = self.session
         if session.dialect != DIALECT_FLEXICHARGE and session.system.options.dialect == "auto":
-            session.dialect = DIALECT_FLEXICHARGE
+            session.dialect = session.state.dialect = DIALECT_FLEXICHARGE
             session.log("info", "speaks the FlexiCharge dialect (4-element replies); answering in kind")
 
     def on_malformed_reply(self, reply_id: str, description: str) -> bool:
@@ -2058,6 +2095,7 @@ class ChargerSession:
         self.subprotocol = subprotocol
         self.state = system.state_for(charger_id)
         self.dialect = DIALECT_FLEXICHARGE if system.options.dialect == DIALECT_FLEXICHARGE else DIALECT_OCPP16
+        self.state.dialect = self.dialect
         self.strict = system.options.strict
         self.queue = CallQueue(self)
         self.flow = ChargingFlow(self)
@@ -2198,7 +2236,7 @@ class ChargerSession:
         problems = lint_payload(CHARGER_REQUEST_RULES[action], payload)
         if problems and self.strict:
             first = problems[0]
-            self.system.spec_warnings += 1
+            self.system.count_spec_warning(self.state)
             raise CallRefused(first.code, "%s: %s" % (action, first), {"field": first.path[:200]})
         if problems:
             self.warn_once.spec_problems(action, problems)
@@ -2460,7 +2498,8 @@ SERVER_ACTION_DEFAULTS: Dict[str, Callable[["CentralSystem", Optional["ChargerSe
     "DataTransfer": lambda system, session: boot_data_payload(system),
     "GetCompositeSchedule": lambda system, session: {"connectorId": 1, "duration": 3600},
     "GetConfiguration": lambda system, session: {},
-    "GetDiagnostics": lambda system, session: {"location": "ftp://127.0.0.1/diagnostics/"},
+    "GetDiagnostics": lambda system, session: {
+        "location": file_location(system, session) or "ftp://127.0.0.1/diagnostics/"},
     "GetLocalListVersion": lambda system, session: {},
     "RemoteStartTransaction": lambda system, session: {
         "connectorId": 1, "idTag": system.options.id_tag},
@@ -2483,7 +2522,8 @@ SERVER_ACTION_DEFAULTS: Dict[str, Callable[["CentralSystem", Optional["ChargerSe
     "TriggerMessage": lambda system, session: {"requestedMessage": "StatusNotification"},
     "UnlockConnector": lambda system, session: {"connectorId": 1},
     "UpdateFirmware": lambda system, session: {
-        "location": "http://127.0.0.1/firmware.bin", "retrieveDate": UTC_CLOCK.now()},
+        "location": file_location(system, session, "firmware.bin") or "http://127.0.0.1/firmware.bin",
+        "retrieveDate": UTC_CLOCK.now()},
 }
 
 # Key spellings the FlexiCharge charger reads in the server's CALLs (it raises
@@ -2650,9 +2690,17 @@ def _parse_json_payload(action: str, text: str) -> dict:
     return payload
 
 
+class PayloadRefused(CommandError):
+    """A command whose payload would break the 1.6 schema: not sent.  ``problems`` are all of them; the
+    message names the first and how to send it anyway."""
+
+    def __init__(self, action: str, problems: List[Problem]) -> None:
+        super().__init__("%s not sent: %s (send it anyway with %s {json} or raw)" % (action, problems[0], action))
+        self.problems = problems
+
+
 def not_sent(action: str, problem: Problem) -> CommandError:
-    """A command whose payload would break the 1.6 schema: not sent, and how to send it anyway."""
-    return CommandError("%s not sent: %s (send it anyway with %s {json} or raw)" % (action, problem, action))
+    return PayloadRefused(action, [problem])
 
 
 def _parse_override(action: str, argument: str) -> Tuple[List[str], Any]:
@@ -2705,7 +2753,7 @@ def build_payload(system: "CentralSystem", session: Optional[ChargerSession], co
     if problems and missing_default is not None:
         raise missing_default
     if problems:
-        raise not_sent(action, problems[0])
+        raise PayloadRefused(action, problems)
     return payload
 
 
@@ -2800,8 +2848,13 @@ class Console:
         for text in outcome.lines:
             self.out.console(text)
 
-    def run(self, line: str) -> "CommandOutcome":
-        """Run one line of the command language: what the console, and the API, answer with."""
+    def run(self, line: str, hold: bool = True) -> "CommandOutcome":
+        """Run one line of the command language: what the console, and the API, answer with.
+
+        A charger command typed before any charger is connected is held
+        until one has booted; with ``hold`` False (the API) it is refused
+        instead, so that a caller who retries does not send it twice.
+        """
         line = line.strip()
         outcome = CommandOutcome()
         if not line or line.startswith("#"):
@@ -2809,6 +2862,9 @@ class Console:
         try:
             self._run(parse_command(line), outcome)
         except NoChargerYet:
+            if not hold:
+                outcome.fail("no charger is connected yet (point one at %s)" % self.system.url, held=True)
+                return outcome
             self.hold(line)
             outcome.fail("no charger is connected yet; %r will run once one has booted (point it at %s)"
                          % (line, self.system.url), held=True)
@@ -2904,7 +2960,7 @@ class Console:
 class CommandOutcome:
     """What running a command came to: ok or not, the lines to show, the CALL it queued (if any).
 
-    ``held``: no charger was connected, so the line waits for one.
+    ``held``: no charger was connected, so the line waits for one (at the console) or was refused (the API).
     """
 
     __slots__ = ("ok", "lines", "call", "held")
@@ -3324,6 +3380,1191 @@ class ScenarioRunner:
             raise StepFailed("%s failed: %s" % (action, outcome.error_description))
 
 
+# ------------------------------------------- HTTP API, event stream, file server
+# A second port (the websocket port + 1 by default) for everything that is
+# not a charger: test code drives chargers with JSON, a browser watches the
+# live page, chargers upload diagnostics and fetch firmware.  Standard
+# library only: asyncio streams and a small HTTP/1.1 reader, one request per
+# connection.  docs/api.md is the contract; API_VERSION numbers it.
+
+API_VERSION = 1
+HTTP_HEADER_TIMEOUT = 10.0  # seconds a client gets to send its request line and headers
+HTTP_BODY_TIMEOUT = 60.0  # seconds a request body may pause before the request is dropped
+MAX_HTTP_HEADERS = 100
+MAX_JSON_BODY = 1 << 20  # bytes of a JSON request body
+EVENT_HISTORY = 2000  # events kept for Last-Event-ID resumes and GET /api/transcript
+EVENT_HISTORY_BUDGET = 8000000  # characters of frame text those events may hold between them
+EVENT_STREAM_QUEUE = 1000  # events one slow event-stream reader may fall behind before the oldest is dropped
+EVENT_STREAM_KEEPALIVE = 15.0  # seconds between comments on a quiet event stream
+DEFAULT_MAX_UPLOAD = 50 * 1024 * 1024
+DEFAULT_FILES_QUOTA = 500 * 1024 * 1024
+UPLOAD_CHUNK = 64 * 1024
+
+
+class HttpError(Exception):
+    """An HTTP refusal: its status, the text of its ``{"error": ...}`` body, and more keys for that body."""
+
+    def __init__(self, status: int, message: str, headers: Tuple[Tuple[str, str], ...] = (), **more: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.headers = headers
+        self.more = more
+
+
+def api_json(value: Any) -> str:
+    """JSON for an API body: ASCII (so always UTF-8, a charger's lone surrogates as escapes), never raising."""
+    try:
+        return json.dumps(value, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+    except (ValueError, TypeError, RecursionError):
+        if isinstance(value, dict):  # a charger's value nested too deep: that field is shown as text
+            return "{%s}" % ",".join("%s:%s" % (json.dumps(str(key)), api_json(item)) for key, item in value.items())
+        return json.dumps(render_json(value), ensure_ascii=True)
+
+
+def event_json(event: Event) -> str:
+    """An event's API form: ``{"id", "type", "charger", "ts", <its fields>}``, made once per event."""
+    if event.json is None:
+        record = {"id": event.seq, "type": event.type, "charger": event.charger, "ts": UTC_CLOCK.at(event.at)}
+        record.update(event.fields)
+        event.json = api_json(record)
+    return event.json
+
+
+class EventHistory:
+    """The latest events, for an event stream that resumes (Last-Event-ID) and for GET /api/transcript.
+
+    A bus subscriber, bounded by count and by the frame text it holds: a
+    charger's frame counts four times its length, for its payload lives on,
+    parsed, in the call_answered event after it.
+    """
+
+    def __init__(self, limit: int = EVENT_HISTORY, budget: int = EVENT_HISTORY_BUDGET) -> None:
+        self.events: Deque[Tuple[Event, int]] = collections.deque()
+        self.limit, self.budget, self.cost = limit, budget, 0
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, FrameEvent):
+            cost = len(event.text) * (4 if event.direction == "in" else 1)
+        else:
+            cost = 200
+        self.events.append((event, cost))
+        self.cost += cost
+        while len(self.events) > self.limit or self.cost > self.budget:
+            self.cost -= self.events.popleft()[1]
+
+    def since(self, seq: int) -> Tuple[List[Event], int]:
+        """The events after number ``seq``, and how many after it are no longer kept."""
+        kept = [event for event, _ in self.events if event.seq > seq]
+        first = kept[0].seq if kept else (self.events[-1][0].seq + 1 if self.events else seq + 1)
+        return kept, max(0, first - seq - 1)
+
+
+class HttpRequest:
+    """One request's line and headers; its body is read from ``reader`` by body_chunks."""
+
+    __slots__ = ("method", "path", "segments", "query", "headers", "reader", "peer")
+
+    def __init__(self, method: str, target: str, headers: List[Tuple[str, str]], reader: asyncio.StreamReader,
+                 peer: str) -> None:
+        self.method = method
+        self.path, _, query = target.partition("?")
+        try:
+            # Each segment decoded on its own: an encoded "/" stays inside its segment.
+            self.segments = [urllib.parse.unquote(part, errors="strict") for part in self.path.split("/")[1:]]
+            self.query = {name: values[-1] for name, values in urllib.parse.parse_qs(
+                query, keep_blank_values=True, errors="strict").items()}
+        except UnicodeDecodeError:
+            raise HttpError(400, "the URL is not UTF-8 once percent-decoded") from None
+        self.headers = headers
+        self.reader = reader
+        self.peer = peer
+
+    def header(self, name: str) -> Optional[str]:
+        """The value of header ``name`` (lower case); HttpError 400 if it is given twice."""
+        values = [value for key, value in self.headers if key == name]
+        if len(values) > 1:
+            raise HttpError(400, "%d %s headers; a request may carry one" % (len(values), name))
+        return values[0] if values else None
+
+    def number(self, name: str, low: float, high: float, default: Optional[float] = None) -> Optional[float]:
+        """Query parameter ``name`` as a number from ``low`` to ``high``; HttpError 400 if it is not one."""
+        text = self.query.get(name)
+        if text is None:
+            return default
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not low <= value <= high:
+            raise HttpError(400, "?%s=%s: expected a number from %g to %g" % (name, printable(text, 40), low, high))
+        return value
+
+
+async def read_request(reader: asyncio.StreamReader, peer: str) -> Optional[HttpRequest]:
+    """The next request's line and headers, or None if the client closed without sending one."""
+    line = await reader.readline()
+    if not line.strip():
+        return None
+    parts = line.decode("latin-1").split()
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1.") or not parts[1].startswith("/"):
+        raise HttpError(400, "malformed request line %s" % _show(line.decode("latin-1").strip()))
+    headers: List[Tuple[str, str]] = []
+    while True:
+        line = await reader.readline()
+        if line in (b"\r\n", b"\n"):
+            break
+        if not line.endswith(b"\n"):
+            raise HttpError(400, "the request ended inside its headers")
+        if len(headers) == MAX_HTTP_HEADERS:
+            raise HttpError(431, "more than %d headers" % MAX_HTTP_HEADERS)
+        name, colon, value = line.decode("latin-1").partition(":")
+        if not colon or not name or name != name.strip():
+            raise HttpError(400, "malformed header line %s" % _show(line.decode("latin-1").strip()))
+        headers.append((name.lower(), value.strip()))
+    return HttpRequest(parts[0], parts[1], headers, reader, peer)
+
+
+async def body_chunks(request: HttpRequest, limit: int, writer: Optional[asyncio.StreamWriter] = None
+                      ) -> "AsyncIterator[bytes]":
+    """The request body in pieces, by Content-Length or chunked; HttpError 413 once it passes ``limit``.
+
+    With ``writer``, a client that asked to be told (Expect: 100-continue,
+    as curl does for large uploads) is told to go ahead.
+    """
+    encoding, length = request.header("transfer-encoding"), request.header("content-length")
+    if encoding is not None and length is not None:
+        raise HttpError(400, "both Transfer-Encoding and Content-Length")
+    if encoding is not None and encoding.lower() != "chunked":
+        raise HttpError(501, "Transfer-Encoding %s is not supported (chunked is)" % printable(encoding, 40))
+    if length is not None and (not length.isdigit() or not length.isascii()):
+        raise HttpError(400, "Content-Length %s is not a number" % printable(length, 40))
+    if length is not None and int(length) > limit:
+        raise HttpError(413, "the body is %s bytes; at most %d are accepted" % (length, limit))
+    if writer is not None and (request.header("expect") or "").lower() == "100-continue":
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    reader, total = request.reader, 0
+
+    async def read(count: int) -> bytes:
+        try:
+            return await asyncio.wait_for(reader.readexactly(count), HTTP_BODY_TIMEOUT)
+        except asyncio.IncompleteReadError:
+            raise HttpError(400, "the body ended early") from None
+        except asyncio.TimeoutError:
+            raise HttpError(408, "the body stalled for %g s" % HTTP_BODY_TIMEOUT) from None
+
+    if encoding is None:
+        remaining = int(length or 0)
+        while remaining:
+            piece = await read(min(remaining, UPLOAD_CHUNK))
+            remaining -= len(piece)
+            yield piece
+        return
+    while True:
+        size_line = await asyncio.wait_for(reader.readline(), HTTP_BODY_TIMEOUT)
+        try:
+            size = int(size_line.split(b";")[0].strip(), 16)
+        except ValueError:
+            raise HttpError(400, "malformed chunk size") from None
+        if size == 0:
+            while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                pass  # trailers
+            return
+        total += size
+        if total > limit:
+            raise HttpError(413, "the body passed %d bytes, the most accepted" % limit)
+        while size:
+            piece = await read(min(size, UPLOAD_CHUNK))
+            size -= len(piece)
+            yield piece
+        await read(2)  # the CRLF after the chunk
+
+
+async def read_json_body(request: HttpRequest) -> Any:
+    """The request's JSON body (None when it is empty); HttpError 400 when it is not JSON."""
+    body = b"".join([piece async for piece in body_chunks(request, MAX_JSON_BODY)])
+    if not body.strip():
+        return None
+    try:
+        return loads_strict(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise HttpError(400, "the body is not UTF-8") from None
+    except (ValueError, RecursionError) as exc:
+        raise HttpError(400, "the body is not JSON: %s" % exc) from None
+
+
+def http_head(status: int, content_type: Optional[str], length: Optional[int],
+              headers: Tuple[Tuple[str, str], ...] = ()) -> bytes:
+    """A response's status line and headers; every response closes its connection."""
+    lines = ["HTTP/1.1 %d %s" % (status, http.HTTPStatus(status).phrase), "Connection: close",
+             "Cache-Control: no-store", "X-Content-Type-Options: nosniff"]
+    if content_type is not None:
+        lines.append("Content-Type: " + content_type)
+    if length is not None:
+        lines.append("Content-Length: %d" % length)
+    lines.extend("%s: %s" % header for header in headers)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def json_response(status: int, value: Any, headers: Tuple[Tuple[str, str], ...] = ()) -> bytes:
+    body = (api_json(value) + "\n").encode("ascii")
+    return http_head(status, "application/json", len(body), headers) + body
+
+
+class HttpAccess:
+    """Who may use the HTTP port: the Host and Origin rules against other web pages, and --http-token.
+
+    A request must name this server in its Host (against DNS rebinding);
+    one that changes anything must send JSON (file uploads excepted) and,
+    if it has an Origin, this server's own (against other pages' forms and
+    scripts).  With a token, every request needs it as a bearer token or as
+    the cookie that ``/?token=TOKEN`` sets, except file requests under the
+    per-run ``file_secret`` path segment: chargers cannot send a token.
+    """
+
+    CHANGES = ("POST", "PUT", "DELETE", "PATCH")
+
+    def __init__(self, host: str, port: int, token: Optional[str]) -> None:
+        self.token = token
+        self.cookie = "ocpp_mock_token_%d" % port  # cookies ignore ports: one name per server
+        self.file_secret = base64.urlsafe_b64encode(os.urandom(18)).decode("ascii") if token else None
+        self.wildcard = host in ("0.0.0.0", "::", "")
+        names = {"localhost", host.lower().strip("[]")}
+        if self.wildcard:
+            names.update({socket.gethostname().lower(), socket.gethostname().lower() + ".local",
+                          socket.getfqdn().lower()})
+        self.host_names = names
+
+    def check(self, request: HttpRequest) -> Optional[bytes]:
+        """Raise HttpError 401 or 403 for a request that may not go ahead; the response to send
+        instead of handling it (the token's cookie and redirect), or None to handle it."""
+        self._check_host(request)
+        if request.method in self.CHANGES:
+            self._check_origin(request)
+        if self.token is None:
+            return None
+        if request.segments[:2] == ["files", self.file_secret]:
+            return None
+        if request.segments == [""] and "token" in request.query:
+            if not hmac.compare_digest(request.query["token"].encode("utf-8"), self.token.encode("utf-8")):
+                raise HttpError(401, "wrong token")
+            cookie = "%s=%s; HttpOnly; SameSite=Strict; Path=/" % (self.cookie, urllib.parse.quote(self.token))
+            return http_head(303, None, 0, (("Set-Cookie", cookie), ("Location", "/")))
+        if not self._has_token(request):
+            raise HttpError(401, "this server needs its --http-token: send Authorization: Bearer TOKEN, or open "
+                            "/?token=TOKEN in the browser", (("WWW-Authenticate", 'Bearer realm="ocpp-mock"'),))
+        return None
+
+    def _check_host(self, request: HttpRequest) -> None:
+        host = request.header("host")
+        if host is None:
+            raise HttpError(403, "no Host header")
+        name = host.lower()
+        name = name[1:name.index("]")] if name.startswith("[") and "]" in name else name.rpartition(":")[0] or name
+        if name in self.host_names:
+            return
+        if self.wildcard:
+            try:
+                ipaddress.ip_address(name)
+                return
+            except ValueError:
+                pass
+        raise HttpError(403, "Host %s is not this server's address (a page of another site may not use it)"
+                        % _show(host))
+
+    def _check_origin(self, request: HttpRequest) -> None:
+        origin = request.header("origin")
+        if origin is not None and origin != "http://" + (request.header("host") or ""):
+            raise HttpError(403, "Origin %s is not this server" % _show(origin))
+        media_type = (request.header("content-type") or "").split(";")[0].strip().lower()
+        if request.segments[:1] != ["files"] and media_type != "application/json":
+            raise HttpError(403, "a request that changes something must send Content-Type: application/json")
+
+    def _has_token(self, request: HttpRequest) -> bool:
+        wanted = (self.token or "").encode("utf-8")
+        scheme, _, given = (request.header("authorization") or "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode("utf-8"), wanted):
+            return True
+        for header in [value for key, value in request.headers if key == "cookie"]:
+            for pair in header.split(";"):
+                name, _, value = pair.strip().partition("=")
+                if name == self.cookie and hmac.compare_digest(urllib.parse.unquote(value).encode("utf-8"), wanted):
+                    return True
+        return False
+
+
+# ---- file server
+
+
+def safe_file_segment(name: str) -> bool:
+    """A file or folder name the file server stores: no separators, no leading dot, no control characters."""
+    return (0 < len(name) <= 255 and not name.startswith(".") and name.isprintable()
+            and not any(mark in name for mark in "/\\:\0"))
+
+
+class FileStore:
+    """--files-dir: what chargers upload (GetDiagnostics, GetLog) and fetch (UpdateFirmware).
+
+    Names are checked segment by segment and must resolve inside the folder;
+    an upload streams to a hidden part file, is capped at ``max_upload``
+    bytes and by the folder's ``quota``, and is renamed into place only
+    when it is complete.
+    """
+
+    def __init__(self, root: str, max_upload: int, quota: int, temporary: bool) -> None:
+        self.root = os.path.realpath(root)
+        self.max_upload = max_upload
+        self.quota = quota
+        self.temporary = temporary
+
+    def path(self, segments: List[str]) -> str:
+        """The file path of a name given as segments; HttpError 400 for a name outside the folder."""
+        bad = [segment for segment in segments if not safe_file_segment(segment)]
+        if bad or not segments or len(segments) > 8:
+            raise HttpError(400, "file name %s refused: each part must be a plain name (no '..', separators, "
+                            "leading dots or control characters)" % _show("/".join(segments)))
+        path = os.path.realpath(os.path.join(self.root, *segments))
+        if os.path.commonpath([path, self.root]) != self.root:
+            raise HttpError(400, "file name %s leads outside the files folder" % _show("/".join(segments)))
+        return path
+
+    def used(self) -> int:
+        total = 0
+        for folder, _, names in os.walk(self.root):
+            for name in names:
+                try:
+                    total += os.path.getsize(os.path.join(folder, name))
+                except OSError:
+                    pass
+        return total
+
+    def listing(self, segments: List[str]) -> List[dict]:
+        """The stored files under a folder (every one for no segments), by name, size and time."""
+        top = self.path(segments) if segments else self.root
+        files = []
+        for folder, folders, names in os.walk(top):
+            folders[:] = sorted(name for name in folders if not name.startswith("."))
+            for name in sorted(names):
+                if name.startswith("."):
+                    continue  # an upload still arriving
+                path = os.path.join(folder, name)
+                try:
+                    info = os.stat(path)
+                except OSError:
+                    continue
+                files.append({"name": os.path.relpath(path, self.root).replace(os.sep, "/"), "size": info.st_size,
+                              "modified": UTC_CLOCK.at(info.st_mtime)})
+        return files
+
+    async def receive(self, request: HttpRequest, writer: asyncio.StreamWriter, segments: List[str]) -> str:
+        """Store an upload (raw body, or the first file of a multipart/form-data body); its stored name.
+
+        ``segments`` ending in "" name a folder: the file keeps the name the
+        sender gave it (multipart filename or Content-Disposition).
+        """
+        media_type, parameters = parse_media_type(request.header("content-type") or "")
+        folder, name = segments[:-1], segments[-1]
+        chunks = body_chunks(request, self.max_upload, writer)
+        if media_type == "multipart/form-data":
+            if "boundary" not in parameters:
+                raise HttpError(400, "multipart/form-data without a boundary")
+            parts = multipart_file(chunks, parameters["boundary"].encode("latin-1"))
+            given = await parts.__anext__()  # the file part's own name
+            body: "AsyncIterator[bytes]" = parts
+        else:
+            given = parse_media_type(request.header("content-disposition") or "")[1].get("filename", "")
+            body = chunks
+        if not name:
+            name = sender_file_name(given)
+        target = self.path(folder + [name])
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        part = os.path.join(os.path.dirname(target), ".upload-%s.part" % uuid.uuid4().hex)
+        room = self.quota - self.used()
+        loop = asyncio.get_running_loop()
+        size = 0
+        try:
+            with open(part, "wb") as stored:
+                async for piece in body:
+                    size += len(piece)
+                    if size > room:
+                        raise HttpError(507, "the files folder is at its quota (--files-quota %d bytes)" % self.quota)
+                    await loop.run_in_executor(None, stored.write, piece)
+            os.replace(part, target)
+        finally:
+            if os.path.exists(part):
+                os.unlink(part)
+        return os.path.relpath(target, self.root).replace(os.sep, "/")
+
+
+def parse_media_type(value: str) -> Tuple[str, Dict[str, str]]:
+    """A Content-Type or Content-Disposition value: its first word (lower case) and its parameters."""
+    first, _, rest = value.partition(";")
+    parameters = {}
+    for match in re.finditer(r'\s*([^=;\s]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)\s*;?', rest):
+        text = match.group(2).strip()
+        if text.startswith('"'):
+            text = re.sub(r"\\(.)", r"\1", text[1:-1])
+        parameters[match.group(1).lower()] = text
+    return first.strip().lower(), parameters
+
+
+def sender_file_name(given: str) -> str:
+    """The name a charger gave its upload, as a safe single name (its folders dropped)."""
+    name = re.split(r"[/\\]", given)[-1]
+    name = "".join(character if character.isprintable() and character not in ':\0"' else "_" for character in name)
+    name = name.lstrip(".")[:200]
+    return name or "upload-%s.bin" % time.strftime("%Y%m%d-%H%M%S")
+
+
+async def multipart_file(chunks: "AsyncIterator[bytes]", boundary: bytes) -> "AsyncIterator[Any]":
+    """The first file of a multipart/form-data body, streamed: first its filename, then its bytes.
+
+    The body is scanned a piece at a time, keeping back only as many bytes
+    as the delimiter is long, so a file of any size never sits in memory.
+    """
+    delimiter = b"\r\n--" + boundary
+    buffer = b"\r\n"  # the first delimiter has no CRLF before it
+    pieces = chunks.__aiter__()
+
+    async def more() -> bool:
+        nonlocal buffer
+        try:
+            buffer += await pieces.__anext__()
+            return True
+        except StopAsyncIteration:
+            return False
+
+    while True:  # to the start of a part's headers
+        while delimiter not in buffer:
+            if len(buffer) > len(delimiter):
+                buffer = buffer[-len(delimiter):]
+            if not await more():
+                raise HttpError(400, "multipart body without a file part")
+        buffer = buffer[buffer.index(delimiter) + len(delimiter):]
+        while b"\r\n\r\n" not in buffer:
+            if buffer.startswith(b"--") or len(buffer) > 16384 or not await more():
+                raise HttpError(400, "multipart body without a file part")
+        head, buffer = buffer.split(b"\r\n\r\n", 1)
+        disposition = ""
+        for line in head.decode("utf-8", "replace").split("\r\n"):
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "content-disposition":
+                disposition = value
+        filename = parse_media_type(disposition)[1].get("filename")
+        if filename is not None:
+            break
+    yield filename
+    while True:
+        index = buffer.find(delimiter)
+        if index >= 0:
+            if buffer[:index]:
+                yield buffer[:index]
+            async for _ in pieces:  # the rest of the body (other parts) is read and dropped
+                pass
+            return
+        keep = len(delimiter) - 1
+        if len(buffer) > keep:
+            yield buffer[:-keep]
+            buffer = buffer[-keep:]
+        if not await more():
+            raise HttpError(400, "the multipart body ended inside its file")
+
+
+def file_location(system: "CentralSystem", session: Optional["ChargerSession"], name: str = "") -> Optional[str]:
+    """The URL of the file server a charger fetches or uploads ``name`` at, under /files/<its id>/;
+    None when the HTTP port is off.  Its address is one the charger can reach."""
+    api = system.http
+    if api is None or api.port is None:
+        return None
+    host = api.host
+    if host in ("0.0.0.0", "::", "") and session is not None:
+        local = session.websocket.local_address
+        host = local[0] if local else DEFAULT_HOST  # the address the charger itself connected to
+    elif is_loopback(host) and session is not None:
+        remote = session.websocket.remote_address
+        if remote and not is_loopback(remote[0]):
+            session.warn_once(("file-server-loopback",), "the file server listens on %s only, which %s at %s cannot "
+                              "reach: start with --http-host 0.0.0.0 --http-token TOKEN, or give location=" % (
+                                  host, printable(session.charger_id), remote[0]))
+    host = "[%s]" % host if ":" in host else host
+    secret = api.access.file_secret + "/" if api.access.file_secret else ""
+    charger = urllib.parse.quote(session.charger_id, safe="") + "/" if session is not None else ""
+    return "http://%s:%d/files/%s%s%s" % (host, api.port, secret, charger, urllib.parse.quote(name))
+
+
+# ---- the API
+
+
+def charger_record(system: "CentralSystem", state: ChargerState) -> dict:
+    """What GET /api/chargers says of one charge point."""
+    session = system.sessions.get(state.charger_id)
+    outstanding = session.queue.outstanding if session is not None else None
+    return {
+        "id": state.charger_id,
+        "connected": state.connected,
+        "peer": session.peer if session is not None else None,
+        "dialect": state.dialect,
+        "boot": state.boot_info,
+        "bootStatus": state.boot_status,
+        "connectors": {str(number) if number >= 0 else "?": status for number, status in sorted(state.connectors.items())},
+        "transactions": [{"transactionId": tx.transaction_id, "connectorId": tx.connector_id, "idTag": tx.id_tag,
+                          "meterStart": tx.meter_start} for tx in state.transactions.values()],
+        "lastMeterValues": state.last_meter_values,
+        "specWarnings": state.spec_warnings,
+        "outstandingCall": outstanding.action if outstanding is not None else None,
+    }
+
+
+def api_payload(system: "CentralSystem", session: "ChargerSession", action: str, body: Any) -> dict:
+    """An API CALL's payload: ``body`` merged field by field over the console's defaults, then checked.
+
+    The body's nested objects are merged into the defaults' (a list or any
+    other value replaces); PayloadRefused lists every schema problem.
+    """
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        raise CommandError("the body must be a JSON object of %s fields (or empty for the defaults)" % action)
+
+    def leaves(value: dict, path: List[str]) -> Iterator[Tuple[List[str], Any]]:
+        for key, item in value.items():
+            if isinstance(item, dict) and item:
+                yield from leaves(item, path + [key])
+            else:
+                yield path + [key], item
+    return build_payload(system, session, Command("", "call", session.charger_id, action,
+                                                  overrides=list(leaves(body, []))))
+
+
+def problem_records(problems: List[Problem]) -> List[dict]:
+    return [{"field": problem.path, "problem": str(problem), "code": problem.code} for problem in problems]
+
+
+def call_record(call: PendingCall, outcome: CallOutcome) -> dict:
+    """A finished CALL as POST /api/command reports it: the request, then its result or CALLERROR."""
+    record: Dict[str, Any] = {"action": call.action, "request": call.payload, "outcome": outcome.kind}
+    if outcome.kind == "result":
+        record["result"] = outcome.payload
+    elif outcome.kind == "error":
+        record["error"] = {"code": outcome.error_code, "description": outcome.error_description,
+                           "details": outcome.payload}
+    else:
+        record["description"] = outcome.error_description or "no reply within --call-timeout"
+    return record
+
+
+class HttpApi:
+    """The HTTP port: its routes, and the connections it serves (see docs/api.md)."""
+
+    # (path pattern, {method: handler name}): "*" is one segment, "**" the rest of the path.
+    ROUTES: Tuple[Tuple[Tuple[str, ...], Dict[str, str]], ...] = (
+        (("",), {"GET": "page"}),
+        (("api", "chargers"), {"GET": "list_chargers"}),
+        (("api", "chargers", "*"), {"GET": "get_charger"}),
+        (("api", "chargers", "*", "*"), {"POST": "call_action"}),
+        (("api", "command"), {"POST": "run_command"}),
+        (("api", "events"), {"GET": "event_stream"}),
+        (("api", "transcript"), {"GET": "transcript"}),
+        (("files", "**"), {"GET": "get_file", "PUT": "put_file", "POST": "put_file"}),
+    )
+
+    def __init__(self, system: "CentralSystem", console: "Console", host: str, files: FileStore,
+                 token: Optional[str]) -> None:
+        self.system = system
+        self.console = console
+        self.out = system.out
+        self.host = host
+        self.port: Optional[int] = None
+        self.files = files
+        self.token = token
+        self.access = HttpAccess(host, 0, token)
+        self.history = EventHistory()
+        self.server: Any = None
+        self.connections: set = set()
+        system.bus.subscribe(self.history)
+
+    async def listen(self, port: int) -> None:
+        """Listen on ``port`` (0: a free one); OSError if it cannot."""
+        self.server = await asyncio.start_server(self.handle, self.host, port, limit=16384)
+        self.port = self.server.sockets[0].getsockname()[1]
+        self.access = HttpAccess(self.host, self.port, self.token)
+
+    @property
+    def url(self) -> str:
+        host = "[%s]" % self.host if ":" in self.host else self.host
+        if host in ("0.0.0.0", "[::]"):
+            host = "127.0.0.1" if host == "0.0.0.0" else "[::1]"
+        return "http://%s:%d/" % (host, self.port or 0)
+
+    async def close(self) -> None:
+        """Stop listening and cut every open request (event streams stay open until then)."""
+        if self.server is not None:
+            self.server.close()
+        for writer in list(self.connections):
+            writer.transport.abort()
+        self.connections.clear()
+
+    # -- one connection, one request
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """The asyncio.start_server callback: read one request, answer it, close."""
+        self.connections.add(writer)
+        address = writer.get_extra_info("peername")
+        peer = "%s:%s" % (address[0], address[1]) if address else "?"
+        request = None
+        try:
+            request = await asyncio.wait_for(read_request(reader, peer), HTTP_HEADER_TIMEOUT)
+            if request is not None:
+                await self.respond(request, writer)
+        except HttpError as exc:
+            self.refuse(writer, request, peer, exc)
+        except (asyncio.TimeoutError, ValueError):  # headers too slow, or a line over the reader's limit
+            self.refuse(writer, request, peer, HttpError(400, "malformed or too slow request"))
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the client went away
+        except Exception as exc:  # a bug of ours: a 500 and one line, never a traceback
+            self.out.error(None, "HTTP %s failed: %s: %s" % (request.path if request else "request",
+                                                              type(exc).__name__, exc))
+            writer.write(json_response(500, {"error": "internal error: %s" % type(exc).__name__}))
+        finally:
+            self.connections.discard(writer)
+            try:
+                await asyncio.wait_for(writer.drain(), 5.0)
+            except (ConnectionError, asyncio.TimeoutError):
+                pass
+            writer.close()
+
+    def refuse(self, writer: asyncio.StreamWriter, request: Optional[HttpRequest], peer: str,
+               refusal: HttpError) -> None:
+        if refusal.status in (401, 403):
+            self.out.warn(None, "HTTP %d for %s %s from %s: %s" % (
+                refusal.status, request.method if request else "?", printable(request.path if request else "?", 200),
+                peer, refusal))
+        writer.write(json_response(refusal.status, dict(refusal.more, error=str(refusal)), refusal.headers))
+
+    async def respond(self, request: HttpRequest, writer: asyncio.StreamWriter) -> None:
+        instead = self.access.check(request)
+        if instead is not None:
+            writer.write(instead)
+            return
+        handlers, arguments = self.route(request.segments)
+        if request.method not in handlers:
+            raise HttpError(405, "%s does not take %s (it takes %s)" % (
+                request.path, printable(request.method, 20), ", ".join(handlers)), (("Allow", ", ".join(handlers)),))
+        answer = await getattr(self, handlers[request.method])(request, writer, *arguments)
+        if answer is not None:
+            writer.write(json_response(*answer))
+
+    def route(self, segments: List[str]) -> Tuple[Dict[str, str], List[Any]]:
+        """The handlers for a path, by method, and the parts of the path they take."""
+        for pattern, handlers in self.ROUTES:
+            if pattern[-1] == "**" and segments[:len(pattern) - 1] == list(pattern[:-1]) and len(segments) >= len(pattern):
+                return handlers, [segments[len(pattern) - 1:]]
+            if len(pattern) == len(segments) and all(part in ("*", segment) for part, segment in zip(pattern, segments)):
+                return handlers, [segment for part, segment in zip(pattern, segments) if part == "*"]
+        raise HttpError(404, "no such endpoint: %s (see docs/api.md)" % printable(urllib.parse.unquote(
+            "/" + "/".join(segments)), 200))
+
+    # -- the endpoints
+
+    async def page(self, request: HttpRequest, writer: asyncio.StreamWriter) -> None:
+        writer.write(http_head(200, "text/html; charset=utf-8", len(PAGE_BYTES), PAGE_HEADERS) + PAGE_BYTES)
+
+    async def list_chargers(self, request: HttpRequest, writer: asyncio.StreamWriter) -> Tuple[int, Any]:
+        return 200, {"apiVersion": API_VERSION, "chargers": [
+            charger_record(self.system, state) for state in self.system.states.values()]}
+
+    async def get_charger(self, request: HttpRequest, writer: asyncio.StreamWriter, charger_id: str
+                          ) -> Tuple[int, Any]:
+        state = self.system.states.get(charger_id)
+        if state is None:
+            raise HttpError(404, "no charge point %s has connected" % _show(charger_id))
+        return 200, charger_record(self.system, state)
+
+    async def call_action(self, request: HttpRequest, writer: asyncio.StreamWriter, charger_id: str,
+                          word: str) -> Tuple[int, Any]:
+        """POST /api/chargers/{id}/{Action}: send the CALL, answer with the charger's reply."""
+        action = console_action(word)
+        if action is None:
+            raise HttpError(400, "unknown action %s; the actions: %s" % (_show(word), ", ".join(SERVER_ACTION_DEFAULTS)))
+        body = await read_json_body(request)
+        timeout = self.system.options.call_timeout
+        timeout = request.number("timeout", 0.001, 86400, timeout) or timeout
+        session = self.system.sessions.get(charger_id)
+        if session is None:
+            raise HttpError(404, "no charger %s is connected (connected: %s)" % (
+                _show(charger_id), ", ".join(map(_show, self.system.sessions)) or "none"))
+        try:
+            payload = api_payload(self.system, session, action, body)
+        except PayloadRefused as exc:
+            raise HttpError(400, str(exc), problems=problem_records(exc.problems)) from None
+        except CommandError as exc:
+            raise HttpError(400, str(exc)) from None
+        call = session.call(action, payload)
+        try:
+            outcome = await asyncio.wait_for(asyncio.shield(call.outcome), timeout)
+        except asyncio.TimeoutError:
+            dropped = session.queue.drop(call, "not sent: the API caller's timeout of %g s passed first" % timeout)
+            raise HttpError(504, "no reply from %s within %g s%s" % (
+                printable(charger_id), timeout, "; the call was still queued and is dropped" if dropped else
+                "; the call stays outstanding until its reply or --call-timeout"), request=payload) from None
+        if outcome.kind in ("result", "error"):
+            record = call_record(call, outcome)
+            return 200, {key: record[key] for key in ("request", "result", "error") if key in record}
+        if outcome.kind == "timeout":
+            raise HttpError(504, "no reply from %s within --call-timeout %g s" % (
+                printable(charger_id), self.system.options.call_timeout), request=payload)
+        raise HttpError(502, outcome.error_description or "the call failed", request=payload)
+
+    async def run_command(self, request: HttpRequest, writer: asyncio.StreamWriter) -> Tuple[int, Any]:
+        """POST /api/command: one line of the console's language, and how it ended."""
+        body = await read_json_body(request)
+        if not isinstance(body, dict) or not isinstance(body.get("line"), str):
+            raise HttpError(400, 'the body must be {"line": "<a console command>"}')
+        line = body["line"]
+        if "\n" in line or "\r" in line:
+            raise HttpError(400, "one line at a time")
+        if "=@" in line:
+            raise HttpError(400, "key=@file values are for the console and scripts, not the HTTP API")
+        self.out.console("api: " + printable(line, 400))
+        outcome = self.console.run(line, hold=False)
+        for text in outcome.lines:
+            self.out.console(text)
+        record: Dict[str, Any] = {"ok": outcome.ok, "lines": outcome.lines}
+        if outcome.held:
+            return 409, dict(record, error=outcome.lines[0])
+        if not outcome.ok:
+            return 400, dict(record, error=outcome.lines[0] if outcome.lines else "the command failed")
+        if outcome.call is not None:
+            record["call"] = call_record(outcome.call, await asyncio.shield(outcome.call.outcome))
+        return 200, record
+
+    async def event_stream(self, request: HttpRequest, writer: asyncio.StreamWriter) -> None:
+        """GET /api/events: Server-Sent Events, live; Last-Event-ID (or ?lastEventId=) resumes."""
+        charger = request.query.get("charger")
+        last_text = request.header("last-event-id") or request.query.get("lastEventId")
+        last: Optional[int] = None
+        if last_text:
+            if not last_text.isdigit() or not last_text.isascii():
+                raise HttpError(400, "Last-Event-ID %s is not an event id" % _show(last_text))
+            last = int(last_text)
+        queue = EventQueue(EVENT_STREAM_QUEUE)
+        if charger is None:
+            subscriber: Callable[[Event], None] = queue
+        else:
+            def subscriber(event: Event) -> None:
+                if event.charger == charger:
+                    queue(event)
+        self.system.bus.subscribe(subscriber)
+        try:
+            writer.write(http_head(200, "text/event-stream; charset=utf-8", None, (("X-Accel-Buffering", "no"),))
+                         + b"retry: 1000\n\n")
+            sent = self.system.bus.sequence if last is None else last
+            if last is not None:
+                events, missed = self.history.since(last)
+                for event in events:
+                    if charger is None or event.charger == charger:
+                        self._write_event(writer, event, missed)
+                        missed = 0
+                    sent = event.seq
+                await writer.drain()
+            while True:
+                try:
+                    event, missed = await asyncio.wait_for(queue.get(), EVENT_STREAM_KEEPALIVE)
+                except asyncio.TimeoutError:
+                    writer.write(b": keepalive\n\n")
+                    await writer.drain()
+                    continue
+                if event.seq > sent:
+                    self._write_event(writer, event, missed)
+                    sent = event.seq
+                    await writer.drain()  # a slow reader waits here; its queue drops the oldest
+        finally:
+            self.system.bus.unsubscribe(subscriber)
+
+    @staticmethod
+    def _write_event(writer: asyncio.StreamWriter, event: Event, missed: int) -> None:
+        data = event_json(event)
+        if missed:
+            data = '{"missed":%d,%s' % (missed, data[1:])
+        writer.write(("id: %d\ndata: %s\n\n" % (event.seq, data)).encode("ascii"))
+
+    async def transcript(self, request: HttpRequest, writer: asyncio.StreamWriter) -> Tuple[int, Any]:
+        """GET /api/transcript: the latest --log records (frames, connects, authorizations)."""
+        charger = request.query.get("charger")
+        limit = int(request.number("limit", 1, EVENT_HISTORY, 100) or 100)
+        records = [record for record in (transcript_record(event) for event, _ in self.history.events
+                                         if charger is None or event.charger == charger) if record is not None]
+        return 200, {"records": records[-limit:]}
+
+    async def get_file(self, request: HttpRequest, writer: asyncio.StreamWriter, segments: List[str]
+                       ) -> Optional[Tuple[int, Any]]:
+        """GET /files/ (a listing) or /files/{name} (the file, as a download)."""
+        segments = self._file_segments(segments)
+        if not segments or segments[-1] == "":
+            return 200, {"files": self.files.listing([segment for segment in segments if segment]),
+                         "folder": self.files.root}
+        path = self.files.path(segments)
+        if not os.path.isfile(path):
+            raise HttpError(404, "no file %s in the files folder" % _show("/".join(segments)))
+        size = os.path.getsize(path)
+        writer.write(http_head(200, "application/octet-stream", size, (
+            ("Content-Disposition", "attachment"), ("Content-Security-Policy", "sandbox"))))
+        with open(path, "rb") as served:
+            while True:
+                piece = served.read(UPLOAD_CHUNK)
+                if not piece:
+                    break
+                writer.write(piece)
+                await writer.drain()
+        self.out.info(self._charger_of(segments), "file server: sent %s (%d bytes) to %s" % (
+            printable("/".join(segments), 200), size, request.peer))
+        return None
+
+    async def put_file(self, request: HttpRequest, writer: asyncio.StreamWriter, segments: List[str]
+                       ) -> Tuple[int, Any]:
+        """PUT or POST /files/{name}: store an upload (a folder URL keeps the sender's file name)."""
+        segments = self._file_segments(segments)
+        if not segments:
+            segments = [""]
+        try:
+            name = await self.files.receive(request, writer, segments)
+        except HttpError as exc:
+            self.out.warn(self._charger_of(segments), "file server: upload %s from %s refused: %s" % (
+                printable("/".join(segments), 200), request.peer, exc))
+            raise
+        size = os.path.getsize(os.path.join(self.files.root, name))
+        charger = self._charger_of(name.split("/"))
+        self.system.bus.publish("file_received", charger, self.system.sessions.get(charger or ""),
+                                name=name, size=size, peer=request.peer)
+        self.out.info(charger, "file server: received %s (%d bytes) from %s, stored as %s" % (
+            printable(name, 200), size, request.peer, os.path.join(self.files.root, name)))
+        return 201, {"name": name, "size": size}
+
+    def _file_segments(self, segments: List[str]) -> List[str]:
+        """The file's name under the files folder: without the per-run secret segment, if the URL has it."""
+        if self.access.file_secret is not None and segments[:1] == [self.access.file_secret]:
+            return segments[1:]
+        return segments
+
+    def _charger_of(self, segments: List[str]) -> Optional[str]:
+        """The charge point a file belongs to: its first folder, when that names one."""
+        return segments[0] if len(segments) > 1 and segments[0] in self.system.states else None
+
+
+# ------------------------------------------------------------- The web page
+# GET / on the HTTP port: one self-contained page (no CDN: classrooms are
+# often offline), fed by /api/events.  Everything a charger controls is put
+# in the page as text (textContent), never as HTML; the Content-Security-
+# Policy allows this one inline script and nothing else.
+
+PAGE_SCRIPT = r"""
+"use strict";
+const $ = (selector) => document.querySelector(selector);
+const MEASURANDS = {energy: "Energy.Active.Import.Register", power: "Power.Active.Import", soc: "SoC"};
+const MAX_ROWS = 400;
+const charts = new Map();  // transaction (or connector) -> {points, canvas, label}
+let chargers = [];
+let refreshTimer = null;
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  return node;
+}
+
+async function api(method, path, body) {
+  const init = {method, credentials: "same-origin", headers: {}};
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const response = await fetch(path, init);
+  let data;
+  try { data = await response.json(); } catch (error) { data = {error: response.statusText}; }
+  return {status: response.status, data};
+}
+
+function refreshSoon() {
+  if (refreshTimer === null) refreshTimer = setTimeout(refreshChargers, 150);
+}
+
+async function refreshChargers() {
+  refreshTimer = null;
+  const {status, data} = await api("GET", "/api/chargers");
+  if (status !== 200) { $("#status").textContent = data.error || ("HTTP " + status); return; }
+  chargers = data.chargers;
+  renderChargers();
+}
+
+function renderChargers() {
+  const list = $("#chargers");
+  list.replaceChildren();
+  if (chargers.length === 0) list.append(el("p", "muted", "No charger yet: point one at the server's ws:// URL."));
+  for (const charger of chargers) {
+    const card = el("section", "card" + (charger.connected ? "" : " away"));
+    card.dataset.charger = charger.id;
+    const title = el("h3", null, charger.id);
+    title.append(el("span", "badge " + (charger.connected ? "on" : "off"), charger.connected ? "connected" : "away"));
+    if (charger.dialect) title.append(el("span", "badge", charger.dialect));
+    card.append(title);
+    const boot = charger.boot || {};
+    card.append(el("p", "muted", charger.boot ? [boot.chargePointVendor, boot.chargePointModel,
+      "boot " + charger.bootStatus].filter(Boolean).join(" \u00b7 ") : "no BootNotification yet"));
+    const connectors = el("p", "connectors");
+    for (const [number, status] of Object.entries(charger.connectors)) {
+      connectors.append(el("span", "connector s-" + String(status).replace(/[^A-Za-z]/g, ""), number + ": " + status));
+    }
+    card.append(connectors);
+    for (const tx of charger.transactions) {
+      card.append(el("p", "tx", "transaction " + tx.transactionId + " on connector " + tx.connectorId +
+        " \u00b7 idTag " + tx.idTag + " \u00b7 meterStart " + tx.meterStart));
+    }
+    if (charger.specWarnings) card.append(el("p", "warn", charger.specWarnings + " spec warning(s)"));
+    const buttons = el("div", "buttons");
+    for (const [label, action] of [["Start", "startRemote"], ["Stop", "stopRemote"], ["Reset", "Reset"],
+                                   ["Trigger", "TriggerMessage"]]) {
+      const button = el("button", null, label);
+      button.dataset.action = action;
+      button.disabled = !charger.connected;
+      button.addEventListener("click", () => callAction(charger.id, action, card));
+      buttons.append(button);
+    }
+    card.append(buttons);
+    card.append(el("p", "answer"));
+    list.append(card);
+  }
+}
+
+async function callAction(id, action, card) {
+  const answer = card.querySelector(".answer");
+  answer.textContent = action + " \u2026";
+  const {status, data} = await api("POST", "/api/chargers/" + encodeURIComponent(id) + "/" + action, {});
+  answer.textContent = action + ": " + (status === 200 ? JSON.stringify(data.result || data.error) : (data.error || status));
+  answer.className = "answer" + (status === 200 && !data.error ? "" : " bad");
+}
+
+async function sendCommand(event) {
+  event.preventDefault();
+  const line = $("#line").value.trim();
+  if (!line) return;
+  $("#reply").textContent = "\u2026";
+  const {status, data} = await api("POST", "/api/command", {line});
+  const shown = (data.lines || []).slice();
+  if (data.call) shown.push(JSON.stringify(data.call, null, 2));
+  if (!shown.length) shown.push(data.error || (status === 200 ? "ok" : "HTTP " + status));
+  $("#reply").textContent = shown.join("\n");
+  $("#reply").className = status === 200 ? "" : "bad";
+}
+
+function addRow(event, kind, label, text, detail) {
+  const log = $("#frames");
+  const row = el("div", "row " + kind);
+  row.dataset.type = event.type;
+  row.append(el("span", "time", (event.ts || "").slice(11, 19)), el("span", "who", event.charger || "server"),
+             el("span", "dir", kind === "in" ? "\u2190" : kind === "out" ? "\u2192" : "!"),
+             el("span", "label", label), el("span", "text", text.length > 160 ? text.slice(0, 160) + "\u2026" : text));
+  if (detail !== undefined) {
+    row.classList.add("open-able");
+    row.addEventListener("click", () => {
+      const next = row.nextElementSibling;
+      if (next && next.classList.contains("detail")) { next.remove(); return; }
+      row.after(el("pre", "detail", detail));
+    });
+  }
+  log.prepend(row);
+  while (log.children.length > MAX_ROWS) log.lastElementChild.remove();
+}
+
+function pretty(text) {
+  try { return JSON.stringify(JSON.parse(text), null, 2); } catch (error) { return text; }
+}
+
+function onFrame(event) {
+  addRow(event, event.direction, event.label, event.text, pretty(event.text));
+}
+
+function reading(readings, measurand) {
+  for (const [name, value, unit] of readings) {
+    if ((name || MEASURANDS.energy) !== measurand) continue;
+    const number = parseFloat(value);
+    if (Number.isNaN(number)) continue;
+    return /^k/.test(unit || "") ? number * 1000 : number;
+  }
+  return null;
+}
+
+function onMeterValues(event) {
+  const key = event.charger + " \u00b7 " + (event.transactionId !== null && event.transactionId !== undefined ?
+    "transaction " + event.transactionId : "connector " + event.connectorId);
+  let chart = charts.get(key);
+  if (!chart) {
+    const box = el("section", "chart");
+    const canvas = el("canvas");
+    canvas.dataset.points = "0";
+    box.append(el("h3", null, key), canvas, el("p", "legend"));
+    $("#charts").prepend(box);
+    chart = {points: [], canvas, legend: box.querySelector(".legend")};
+    charts.set(key, chart);
+  }
+  chart.points.push({t: Date.parse(event.ts), energy: reading(event.readings, MEASURANDS.energy),
+                     power: reading(event.readings, MEASURANDS.power), soc: reading(event.readings, MEASURANDS.soc)});
+  if (chart.points.length > 2000) chart.points.shift();
+  drawChart(chart);
+}
+
+const SERIES = [["energy", "Wh", "#1565c0"], ["power", "W", "#c62828"], ["soc", "%", "#2e7d32"]];
+
+function drawChart(chart) {
+  const canvas = chart.canvas, ratio = window.devicePixelRatio || 1;
+  const width = canvas.clientWidth || 300, height = 180;
+  canvas.width = width * ratio; canvas.height = height * ratio;
+  canvas.style.height = height + "px";
+  canvas.dataset.points = String(chart.points.length);
+  const context = canvas.getContext("2d");
+  context.scale(ratio, ratio);
+  context.clearRect(0, 0, width, height);
+  const points = chart.points, first = points[0].t, span = Math.max(1, points[points.length - 1].t - first);
+  const legend = [];
+  SERIES.forEach(([name, unit, color], lane) => {
+    const values = points.map((point) => point[name]).filter((value) => value !== null);
+    if (!values.length) return;
+    const low = Math.min(...values), high = Math.max(...values), range = high - low || 1;
+    const top = 8 + lane * (height / 3), laneHeight = height / 3 - 16;
+    context.strokeStyle = color; context.lineWidth = 2; context.beginPath();
+    let started = false;
+    for (const point of points) {
+      if (point[name] === null) continue;
+      const x = 4 + (point.t - first) / span * (width - 8);
+      const y = top + laneHeight - (point[name] - low) / range * laneHeight;
+      if (started) context.lineTo(x, y); else { context.moveTo(x, y); started = true; }
+    }
+    context.stroke();
+    legend.push(name + " " + values[values.length - 1] + " " + unit);
+  });
+  chart.legend.textContent = legend.join("  \u00b7  ");
+}
+
+function onEvent(message) {
+  let event;
+  try { event = JSON.parse(message.data); } catch (error) { return; }
+  if (event.missed) addRow(event, "warn", "missed", event.missed + " event(s) were dropped: this page fell behind");
+  switch (event.type) {
+    case "frame": onFrame(event); break;
+    case "meter_values": onMeterValues(event); break;
+    case "spec_problem": addRow(event, "warn", "spec", event.text); break;
+    case "log": if (event.level === "warn" || event.level === "error") addRow(event, event.level, event.level, event.text); break;
+    case "file_received": addRow(event, "file", "file", event.name + " (" + event.size + " bytes) from " + event.peer); break;
+  }
+  if (["connected", "disconnected", "ready", "state_changed", "transaction_started", "transaction_stopped",
+       "spec_problem", "file_received"].includes(event.type)) refreshSoon();
+}
+
+function connect() {
+  const source = new EventSource("/api/events?lastEventId=0");
+  source.onopen = () => { $("#status").textContent = "live"; $("#status").className = "badge on"; refreshSoon(); };
+  source.onerror = () => { $("#status").textContent = "reconnecting\u2026"; $("#status").className = "badge off"; };
+  source.onmessage = onEvent;
+}
+
+$("#command").addEventListener("submit", sendCommand);
+window.addEventListener("resize", () => charts.forEach(drawChart));
+refreshChargers();
+connect();
+"""
+
+PAGE_HTML = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>OCPP Mock Server</title>
+<style>
+:root { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; font-size: 17px; color: #1b1b1b;
+        background: #f4f5f7; }
+body { margin: 0; }
+header { display: flex; flex-wrap: wrap; align-items: center; gap: .6rem 1rem; padding: .7rem 1rem;
+         background: #12355b; color: #fff; }
+header h1 { font-size: 1.3rem; margin: 0; }
+main { display: grid; grid-template-columns: minmax(0, 2fr) minmax(0, 3fr); gap: 1rem; padding: 1rem; }
+@media (max-width: 900px) { main { grid-template-columns: minmax(0, 1fr); padding: .5rem; } }
+h2 { font-size: 1.05rem; margin: .2rem 0 .5rem; text-transform: uppercase; letter-spacing: .04em; color: #445; }
+.card, .chart, .panel { background: #fff; border-radius: 8px; box-shadow: 0 1px 3px rgba(0,0,0,.15);
+                        padding: .7rem .9rem; margin-bottom: .8rem; }
+.card.away { opacity: .65; }
+.card h3, .chart h3 { margin: 0 0 .3rem; font-size: 1.15rem; word-break: break-all; }
+.badge { display: inline-block; font-size: .75rem; padding: .1rem .5rem; border-radius: 1rem; margin-left: .5rem;
+         background: #e3e7ee; color: #223; vertical-align: middle; }
+.badge.on { background: #2e7d32; color: #fff; }
+.badge.off { background: #b71c1c; color: #fff; }
+.muted { color: #667; margin: .2rem 0; }
+.connector { display: inline-block; margin: 0 .4rem .3rem 0; padding: .15rem .5rem; border-radius: 4px;
+             background: #e3e7ee; }
+.s-Available { background: #c8e6c9; } .s-Charging { background: #bbdefb; } .s-Faulted { background: #ffcdd2; }
+.s-Preparing, .s-SuspendedEV, .s-SuspendedEVSE, .s-Finishing { background: #fff3c4; }
+.tx { font-weight: 600; margin: .3rem 0; }
+.warn { color: #8a5a00; }
+.buttons { display: flex; flex-wrap: wrap; gap: .4rem; margin-top: .5rem; }
+button { font: inherit; padding: .45rem .9rem; border: 0; border-radius: 6px; background: #12355b; color: #fff;
+         cursor: pointer; min-height: 2.4rem; }
+button:disabled { background: #9aa3b0; cursor: default; }
+.answer { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: .85rem; word-break: break-all;
+          margin: .4rem 0 0; }
+.bad { color: #b71c1c; }
+form { display: flex; gap: .5rem; }
+input { flex: 1; min-width: 0; font: inherit; padding: .45rem; border: 1px solid #99a; border-radius: 6px; }
+#reply { white-space: pre-wrap; word-break: break-all; font-size: .85rem; margin: .5rem 0 0; max-height: 16rem;
+         overflow: auto; }
+canvas { width: 100%; display: block; }
+.legend { margin: .3rem 0 0; font-size: .9rem; }
+#frames { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: .85rem; max-height: 75vh;
+          overflow: auto; }
+.row { display: grid; grid-template-columns: 4.6rem 7rem 1.2rem 13rem minmax(0, 1fr); gap: .4rem;
+       padding: .25rem .3rem; border-bottom: 1px solid #eceef2; }
+@media (max-width: 600px) { .row { grid-template-columns: 4.6rem minmax(0, 1fr) 1.2rem; }
+                            .row .label { grid-column: 1 / -1; } .row .text { grid-column: 1 / -1; } }
+.row span { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+.row.in .dir { color: #1565c0; } .row.out .dir { color: #2e7d32; }
+.row.warn, .row.error { background: #fff3c4; } .row.error { background: #ffcdd2; }
+.row.file { background: #e1f5fe; }
+.open-able { cursor: pointer; } .open-able:hover { background: #eef3fb; }
+.detail { margin: 0; padding: .5rem; background: #f7f8fa; white-space: pre-wrap; word-break: break-all;
+          border-bottom: 1px solid #dde; }
+</style>
+</head>
+<body>
+<header><h1>OCPP Mock Server</h1><span id="status" class="badge off">connecting\u2026</span>
+<span class="muted" style="color:#cfd8e6">chargers, frames and meter values, live</span></header>
+<main>
+<div>
+<h2>Chargers</h2>
+<div id="chargers"></div>
+<div class="panel">
+<h2>Command</h2>
+<form id="command"><input id="line" autocomplete="off" spellcheck="false" placeholder="e.g. startRemote or @CP-1 Reset type=Hard" aria-label="command"><button type="submit">Send</button></form>
+<pre id="reply"></pre>
+</div>
+<h2>Meter values</h2>
+<div id="charts"></div>
+</div>
+<div>
+<h2>Frames</h2>
+<div class="panel" id="frames"></div>
+</div>
+</main>
+<script>{script}</script>
+</body>
+</html>
+""".replace("{script}", PAGE_SCRIPT)
+
+PAGE_BYTES = PAGE_HTML.encode("utf-8")
+PAGE_HEADERS = (
+    ("Content-Security-Policy", "default-src 'self'; script-src 'sha256-%s'; style-src 'unsafe-inline'; "
+     "img-src 'self' data:; frame-ancestors 'none'; form-action 'none'"
+     % base64.b64encode(hashlib.sha256(PAGE_SCRIPT.encode("utf-8")).digest()).decode("ascii")),
+    ("X-Frame-Options", "DENY"), ("Referrer-Policy", "no-referrer"))
+
+
 # ------------------------------------------------- websockets compatibility
 # Every difference between websockets 10.3 (the FlexiCharge pin) and the
 # latest release is handled here, by the feature, not by the version: the
@@ -3603,7 +4844,9 @@ class CentralSystem:
         self.next_reservation_id = 1
         self.last_reservation_id: Optional[int] = None
         self.url = "ws://%s:%d" % (options.host, options.port)
+        self.port = options.port  # the port listened on, once it listens
         self.transcript: Optional[Transcript] = None
+        self.http: Optional[HttpApi] = None
         self.authorization = AuthorizationRules(options.tag_rules, options.unknown_tags, options.concurrent_tx)
         self.exit_code = 0
         self.stopped = asyncio.Event()
@@ -3620,6 +4863,10 @@ class CentralSystem:
 
     def stop(self) -> None:
         self.stopped.set()
+
+    def count_spec_warning(self, state: ChargerState) -> None:
+        self.spec_warnings += 1
+        state.spec_warnings += 1
 
     def state_for(self, charger_id: str) -> ChargerState:
         """The state of a charge point (new or remembered), marked most recently seen."""
@@ -3660,7 +4907,7 @@ class CentralSystem:
         subprotocol = websocket.subprotocol
         if subprotocol is None:
             offered = ", ".join(request_headers(websocket).get_all("Sec-WebSocket-Protocol")) or "none"
-            self.spec_warnings += 1
+            self.count_spec_warning(self.state_for(charger_id))
             self.out.warn(charger_id, "spec: no ocpp1.6 subprotocol negotiated (charger offered: %s); "
                           "serving it anyway" % printable(offered))
         previous = self.sessions.get(charger_id)
@@ -3744,6 +4991,14 @@ def non_empty(text: str) -> str:
     return text
 
 
+def byte_size(text: str) -> int:
+    """argparse type: a size in bytes, with an optional K, M or G suffix (powers of 1024)."""
+    match = re.fullmatch(r"(\d{1,12})([KkMmGg]?)", text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError("expected bytes, e.g. 50M, 512K or 1000000, got %r" % text)
+    return int(match.group(1)) * 1024 ** " KMG".index(match.group(2).upper() or " ")
+
+
 def build_parser() -> argparse.ArgumentParser:
     host, port = config_default_address(os.path.join(os.path.dirname(os.path.abspath(__file__)), "config.py"))
     parser = argparse.ArgumentParser(
@@ -3803,6 +5058,20 @@ def build_parser() -> argparse.ArgumentParser:
     authorization.add_argument("--concurrent-tx", action="store_true",
                                help="answer ConcurrentTx for a tag that already has an open transaction "
                                "on another connector")
+    web = parser.add_argument_group("HTTP API, web page and file server (a second port; see docs/api.md)")
+    web.add_argument("--http-host", default=DEFAULT_HOST, metavar="HOST",
+                     help="address of the HTTP port (default %(default)s; any other needs --http-token)")
+    web.add_argument("--http-port", type=number_in(0, 65535, int), metavar="PORT",
+                     help="default: the websocket port + 1 (a free port with --port 0)")
+    web.add_argument("--no-http", dest="http", action="store_false", help="no HTTP port at all")
+    web.add_argument("--http-token", type=non_empty, metavar="TOKEN",
+                     help="every HTTP request needs it (Authorization: Bearer TOKEN, or open /?token=TOKEN once)")
+    web.add_argument("--files-dir", metavar="DIR", help="where uploads are stored and files are served from "
+                     "(default: a new temporary folder, kept at exit)")
+    web.add_argument("--max-upload-size", type=byte_size, default=DEFAULT_MAX_UPLOAD, metavar="BYTES",
+                     help="largest upload, bytes; K and M suffixes (default 50M)")
+    web.add_argument("--files-quota", type=byte_size, default=DEFAULT_FILES_QUOTA, metavar="BYTES",
+                     help="most the files folder may hold, bytes; K, M and G suffixes (default 500M)")
     parser.add_argument("--script", metavar="FILE",
                         help="run a scenario against the first charger that connects, then exit 0 (passed), "
                         "1 (failed) or 2 (invalid script); see docs/ci.md")
@@ -3843,7 +5112,7 @@ async def run_server(options: "Settings", out: Output, stdin: Any = None,
     if options.log:
         try:
             system.transcript = Transcript(options.log, out)
-            system.bus.subscribe(system.transcript.on_event, "frame", *Transcript.EVENT_NAMES)
+            system.bus.subscribe(system.transcript.on_event, *Transcript.EVENT_NAMES)
         except OSError as exc:
             out.error(None, "cannot open the transcript %s: %s" % (options.log, exc.strerror or exc))
             return 2
@@ -3869,8 +5138,12 @@ async def serve_until_stopped(system: CentralSystem, options: "Settings", out: O
             loop.add_signal_handler(signal_number, system.stop)
         except (NotImplementedError, RuntimeError):
             pass  # Windows: Ctrl-C arrives as KeyboardInterrupt instead
-    print_banner(system, options, out, access)
     console = Console(system)
+    http_api = await start_http(system, options, out, console)
+    if isinstance(http_api, int):
+        server.close()
+        return http_api
+    print_banner(system, options, out, access)
     if steps is None:
         console.start_reader(loop, stdin)
     else:
@@ -3879,7 +5152,11 @@ async def serve_until_stopped(system: CentralSystem, options: "Settings", out: O
     if started is not None:
         started(system, console)
     await system.stopped.wait()
+    if http_api is not None:
+        await http_api.close()
     await shut_down(system, server)
+    if http_api is not None and http_api.files.temporary:
+        keep_or_remove(http_api.files.root, out)
     out.console("stopped")
     return system.exit_code
 
@@ -3899,14 +5176,70 @@ async def listen(system: CentralSystem, options: "Settings", out: Output, access
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             out.error(None, "port %d on %s is already in use (another mock server?); stop it or choose "
-                      "another port: --port %d" % (options.port, options.host, options.port + 1))
+                      "another port: --port %d (the HTTP port takes the one after it)"
+                      % (options.port, options.host, free_port_pair(options.host, options.port + 2)))
         else:
             out.error(None, "cannot listen on %s:%d: %s" % (options.host, options.port, exc.strerror or exc))
         return 1
-    port = server.sockets[0].getsockname()[1]
+    port = system.port = server.sockets[0].getsockname()[1]
     host = options.host if ":" not in options.host else "[%s]" % options.host
     system.url = "%s://%s:%d" % ("wss" if ssl_context else "ws", host, port)
     return server
+
+
+def free_port_pair(host: str, start: int) -> int:
+    """A port from ``start`` on that is free on ``host``, with the one after it free too (for the HTTP port)."""
+    for port in range(min(start, 65534), 65535):
+        try:
+            for candidate in (port, port + 1):
+                with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+                    probe.bind((host, candidate))
+            return port
+        except OSError:
+            continue
+    return 0
+
+
+async def start_http(system: CentralSystem, options: "Settings", out: Output, console: "Console"
+                     ) -> "Union[HttpApi, int, None]":
+    """The HTTP port (API, page, file server) listening: None when it is off or its default port is taken,
+    an exit status when it cannot start as asked."""
+    if not options.http:
+        return None
+    port, given = options.http_port, options.http_port is not None
+    if port is None:
+        port = 0 if options.port == 0 or system.port >= 65535 else system.port + 1
+    temporary = options.files_dir is None
+    try:
+        root = tempfile.mkdtemp(prefix="ocpp-mock-files-") if temporary else options.files_dir
+        os.makedirs(root, exist_ok=True)
+    except OSError as exc:
+        out.error(None, "cannot use --files-dir %s: %s" % (options.files_dir, exc.strerror or exc))
+        return 2
+    api = HttpApi(system, console, options.http_host,
+                  FileStore(root, options.max_upload_size, options.files_quota, temporary), options.http_token)
+    try:
+        await api.listen(port)
+    except OSError as exc:
+        system.bus.unsubscribe(api.history)
+        if temporary:
+            os.rmdir(root)
+        if exc.errno == errno.EADDRINUSE and not given:
+            out.warn(None, "HTTP port %d is in use: no web page, API or file server this run (choose one with "
+                     "--http-port, or --no-http)" % port)
+            return None
+        out.error(None, "cannot listen for HTTP on %s:%d: %s" % (options.http_host, port, exc.strerror or exc))
+        return 1
+    system.http = api
+    return api
+
+
+def keep_or_remove(folder: str, out: Output) -> None:
+    """The temporary files folder at exit: removed when empty, else kept and named."""
+    try:
+        os.rmdir(folder)
+    except OSError:
+        out.console("uploaded files are kept in %s" % folder)
 
 
 def print_banner(system: CentralSystem, options: "Settings", out: Output, access: AccessPolicy) -> None:
@@ -3915,6 +5248,10 @@ def print_banner(system: CentralSystem, options: "Settings", out: Output, access
     out.console("listening on %s   charger config: _mockServerIP = '%s'" % (system.url, system.url))
     out.console("name a charger with the URL path, e.g. %s/CP-1; type help for commands, Ctrl-C to stop"
                 % system.url)
+    if system.http is not None:
+        api = system.http
+        token = "?token=" + urllib.parse.quote(api.token, safe="") if api.token else ""
+        out.console("web page and HTTP API: %s%s   files: %s" % (api.url, token, api.files.root))
     if system.transcript is not None:
         out.console("transcript: every frame is appended to %s" % system.transcript.path)
     if not is_loopback(options.host):
@@ -3963,7 +5300,8 @@ class Settings:
     __slots__ = ("host", "port", "dialect", "strict", "boot_status", "heartbeat_interval", "boot_data",
                  "flexicharge_id", "charging_price", "id_tag", "call_timeout", "auto_start_after", "auto_stop_after",
                  "max_message_size", "password", "certfile", "keyfile", "charger_ids", "tag_rules", "unknown_tags",
-                 "concurrent_tx", "script", "log", "quiet")
+                 "concurrent_tx", "script", "log", "quiet", "http", "http_host", "http_port", "http_token",
+                 "files_dir", "max_upload_size", "files_quota")
 
     def __init__(self, **values: Any) -> None:
         for name in self.__slots__:
@@ -3984,6 +5322,9 @@ def parse_settings(argv: Optional[List[str]] = None) -> Settings:
         parser.error(str(exc))
     if options.keyfile and not options.certfile:
         parser.error("--keyfile needs --certfile")
+    if options.http and not is_loopback(options.http_host) and options.http_token is None:
+        parser.error("--http-host %s is reachable from other machines, and anyone who reaches the HTTP port can "
+                     "drive every charger: give --http-token TOKEN too (or --no-http)" % options.http_host)
     return Settings(**derived, **{name: getattr(options, name) for name in Settings.__slots__
                                   if name not in derived})
 

@@ -739,7 +739,14 @@ def test_port_in_use_is_one_clear_line():
                                 capture_output=True, text=True, timeout=TIMEOUT * 2)
     assert result.returncode == 1
     assert "Traceback" not in result.stdout + result.stderr
-    assert re.search(r"port %d on 127\.0\.0\.1 is already in use .* --port %d" % (port, port + 1), result.stdout)
+    hint = re.search(r"port %d on 127\.0\.0\.1 is already in use .* --port (\d+) \(the HTTP port takes the one "
+                     r"after it\)" % port, result.stdout)
+    assert hint, result.stdout
+    suggested = int(hint.group(1))
+    assert suggested != port
+    for free in (suggested, suggested + 1):  # the hint's port, and its neighbour for the HTTP port, are free
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", free))
 
 
 def test_default_address_comes_from_config_py(tmp_path):
