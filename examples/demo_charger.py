@@ -21,11 +21,13 @@ import datetime
 import json
 import sys
 import time
+import urllib.request
 import uuid
 from typing import Any, Dict, Optional
 
 import websockets
 
+DIAGNOSTICS_FILE = "demo-diagnostics.log"
 FLEXICHARGE_MESSAGE_ID = "0jdsEnnyo2kpCP8FLfHlNpbvQXosR5ZNlh8v"  # it reuses this id for every CALL
 
 
@@ -304,7 +306,10 @@ class DemoCharger:
                     "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 16.0}]}}
 
     def on_GetDiagnostics(self, payload: dict) -> dict:
-        return {"fileName": "demo-diagnostics.log"}
+        location = str(payload.get("location", ""))
+        if location.startswith("http"):
+            self.spawn(self.upload_diagnostics(location))
+        return {"fileName": DIAGNOSTICS_FILE}
 
     def on_GetLocalListVersion(self, payload: dict) -> dict:
         return {"listVersion": self.local_list_version}
@@ -338,7 +343,43 @@ class DemoCharger:
         return {"status": "Unlocked"}
 
     def on_UpdateFirmware(self, payload: dict) -> dict:
+        location = str(payload.get("location", ""))
+        if location.startswith("http"):
+            self.spawn(self.download_firmware(location))
         return {}
+
+    # -- files: diagnostics up, firmware down, over HTTP as many chargers do (others only speak FTP)
+
+    async def upload_diagnostics(self, location: str) -> None:
+        """POST a diagnostics file to ``location`` as multipart/form-data, as chargers upload."""
+        await self.call("DiagnosticsStatusNotification", {"status": "Uploading"})
+        text = "demo charger diagnostics\nenergy %d Wh, state of charge %d %%\n" % (self.energy_wh, self.soc)
+        boundary = uuid.uuid4().hex
+        body = ("--%s\r\nContent-Disposition: form-data; name=\"file\"; filename=\"%s\"\r\n"
+                "Content-Type: text/plain\r\n\r\n%s\r\n--%s--\r\n" % (boundary, DIAGNOSTICS_FILE, text, boundary))
+        request = urllib.request.Request(location, data=body.encode("utf-8"), method="POST", headers={
+            "Content-Type": "multipart/form-data; boundary=" + boundary})
+        status = await self.fetch(request, "upload diagnostics to")
+        await self.call("DiagnosticsStatusNotification", {"status": "Uploaded" if status is not None else "UploadFailed"})
+
+    async def download_firmware(self, location: str) -> None:
+        await self.call("FirmwareStatusNotification", {"status": "Downloading"})
+        status = await self.fetch(urllib.request.Request(location), "download firmware from")
+        await self.call("FirmwareStatusNotification", {"status": "Downloaded" if status is not None
+                                                       else "DownloadFailed"})
+
+    async def fetch(self, request: "urllib.request.Request", what: str) -> Optional[bytes]:
+        """The body of an HTTP request made on a thread, or None (said why) when it fails."""
+        def run() -> bytes:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.read()
+        try:
+            body = await asyncio.get_running_loop().run_in_executor(None, run)
+        except (OSError, ValueError) as exc:
+            say("could not %s %s: %s" % (what, request.full_url, exc))
+            return None
+        say("did %s %s (%d bytes back)" % (what, request.full_url, len(body)))
+        return body
 
 
 class ServerGone(Exception):
