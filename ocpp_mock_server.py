@@ -4297,42 +4297,48 @@ async function refreshChargers() {
   renderChargers();
 }
 
+const cards = new Map();  // charger id -> its card, kept so that buttons and answers survive updates
+
 function renderChargers() {
   const list = $("#chargers");
-  list.replaceChildren();
-  if (chargers.length === 0) list.append(el("p", "muted", "No charger yet: point one at the server's ws:// URL."));
+  $("#no-chargers").hidden = chargers.length > 0;
   for (const charger of chargers) {
-    const card = el("section", "card" + (charger.connected ? "" : " away"));
-    card.dataset.charger = charger.id;
+    let card = cards.get(charger.id);
+    if (!card) {
+      card = el("section", "card");
+      card.dataset.charger = charger.id;
+      const buttons = el("div", "buttons");
+      for (const [label, action] of [["Start", "startRemote"], ["Stop", "stopRemote"], ["Reset", "Reset"],
+                                     ["Trigger", "TriggerMessage"]]) {
+        const button = el("button", null, label);
+        button.dataset.action = action;
+        button.addEventListener("click", () => callAction(charger.id, action, card));
+        buttons.append(button);
+      }
+      card.append(el("div", "info"), buttons, el("p", "answer"));
+      cards.set(charger.id, card);
+      list.append(card);
+    }
+    card.classList.toggle("away", !charger.connected);
+    card.querySelectorAll("button").forEach((button) => { button.disabled = !charger.connected; });
+    const info = card.querySelector(".info");
     const title = el("h3", null, charger.id);
     title.append(el("span", "badge " + (charger.connected ? "on" : "off"), charger.connected ? "connected" : "away"));
     if (charger.dialect) title.append(el("span", "badge", charger.dialect));
-    card.append(title);
     const boot = charger.boot || {};
-    card.append(el("p", "muted", charger.boot ? [boot.chargePointVendor, boot.chargePointModel,
-      "boot " + charger.bootStatus].filter(Boolean).join(" \u00b7 ") : "no BootNotification yet"));
+    const parts = [title, el("p", "muted", charger.boot ? [boot.chargePointVendor, boot.chargePointModel,
+      "boot " + charger.bootStatus].filter(Boolean).join(" \u00b7 ") : "no BootNotification yet")];
     const connectors = el("p", "connectors");
     for (const [number, status] of Object.entries(charger.connectors)) {
       connectors.append(el("span", "connector s-" + String(status).replace(/[^A-Za-z]/g, ""), number + ": " + status));
     }
-    card.append(connectors);
+    parts.push(connectors);
     for (const tx of charger.transactions) {
-      card.append(el("p", "tx", "transaction " + tx.transactionId + " on connector " + tx.connectorId +
+      parts.push(el("p", "tx", "transaction " + tx.transactionId + " on connector " + tx.connectorId +
         " \u00b7 idTag " + tx.idTag + " \u00b7 meterStart " + tx.meterStart));
     }
-    if (charger.specWarnings) card.append(el("p", "warn", charger.specWarnings + " spec warning(s)"));
-    const buttons = el("div", "buttons");
-    for (const [label, action] of [["Start", "startRemote"], ["Stop", "stopRemote"], ["Reset", "Reset"],
-                                   ["Trigger", "TriggerMessage"]]) {
-      const button = el("button", null, label);
-      button.dataset.action = action;
-      button.disabled = !charger.connected;
-      button.addEventListener("click", () => callAction(charger.id, action, card));
-      buttons.append(button);
-    }
-    card.append(buttons);
-    card.append(el("p", "answer"));
-    list.append(card);
+    if (charger.specWarnings) parts.push(el("p", "warn", charger.specWarnings + " spec warning(s)"));
+    info.replaceChildren(...parts);
   }
 }
 
@@ -4381,7 +4387,13 @@ function pretty(text) {
 }
 
 function onFrame(event) {
-  addRow(event, event.direction, event.label, event.text, pretty(event.text));
+  let shown = event.text;  // the payload, when the frame is OCPP-J; the label already names the action
+  try {
+    const message = JSON.parse(event.text);
+    const payload = message[0] === 2 ? message[3] : message[0] === 3 ? message[message.length - 1] : message.slice(2);
+    if (Array.isArray(message) && payload !== undefined) shown = JSON.stringify(payload);
+  } catch (error) { /* shown as sent */ }
+  addRow(event, event.direction, event.label, shown, pretty(event.text));
 }
 
 function reading(readings, measurand) {
@@ -4440,6 +4452,8 @@ function drawChart(chart) {
       if (started) context.lineTo(x, y); else { context.moveTo(x, y); started = true; }
     }
     context.stroke();
+    context.fillStyle = color; context.font = "12px system-ui, sans-serif";
+    context.fillText(name + " " + low + "\u2013" + high + " " + unit, 6, top + 4);
     legend.push(name + " " + values[values.length - 1] + " " + unit);
   });
   chart.legend.textContent = legend.join("  \u00b7  ");
@@ -4538,7 +4552,7 @@ canvas { width: 100%; display: block; }
 <main>
 <div>
 <h2>Chargers</h2>
-<div id="chargers"></div>
+<div id="chargers"><p id="no-chargers" class="muted">No charger yet: point one at the server's ws:// URL.</p></div>
 <div class="panel">
 <h2>Command</h2>
 <form id="command"><input id="line" autocomplete="off" spellcheck="false" placeholder="e.g. startRemote or @CP-1 Reset type=Hard" aria-label="command"><button type="submit">Send</button></form>

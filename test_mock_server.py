@@ -3578,3 +3578,97 @@ def test_a_malformed_or_hostile_http_request_gets_a_4xx_and_the_server_goes_on(s
         assert re.match(rb"HTTP/1\.1 4\d\d ", answer), (raw[:40], answer[:200])
         assert b"Traceback" not in answer
     assert http_sync(server, "GET", "/api/chargers").status == 200
+
+
+# ------------------------------------------------------- the page, in a browser
+# A real headless browser (Debian's chromium and chromium-driver, driven by
+# selenium).  .ci/run installs them and sets REQUIRE_BROWSER=1, so there a
+# missing browser fails the test; elsewhere it is skipped with its reason.
+
+
+def headless_browser(width: int = 1280, height: int = 900):
+    """A headless Chromium, or a skip (a failure under REQUIRE_BROWSER=1) saying what is missing."""
+    reason = None
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        reason = "selenium is not installed (pip install -r requirements-dev.txt)"
+    browser, driver = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
+    if reason is None and (browser is None or driver is None):
+        reason = "no chromium and chromedriver on PATH (apt-get install chromium chromium-driver)"
+    if reason is not None:
+        if os.environ.get("REQUIRE_BROWSER"):
+            pytest.fail("REQUIRE_BROWSER is set but " + reason)
+        pytest.skip("BROWSER TEST NOT RUN: " + reason)
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=%d,%d" % (width, height)):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(driver), options=options)
+
+
+def wait_in_browser(driver, condition, what: str, timeout: float = 15.0):
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+    return WebDriverWait(driver, timeout, poll_frequency=0.05, ignored_exceptions=(
+        StaleElementReferenceException,)).until(lambda _: condition(), message=what)
+
+
+def test_the_page_shows_a_session_started_from_its_button(start_server):
+    from_browser = headless_browser()
+    from selenium.webdriver.common.by import By
+    server = start_server()
+    hostile = '<img src=x onerror="document.title=1">'
+
+    async def hostile_charger():  # its id, status and vendor are shown as text, never as HTML
+        charger = await Charger.connect(server.url, urllib_quote(hostile))
+        await charger.call("BootNotification", {"chargePointVendor": "<b>bold</b>", "chargePointModel": "M"})
+        await charger.expect_call("DataTransfer")
+        await charger.close()
+    run(hostile_charger())
+    demo = subprocess.Popen([sys.executable, str(DEMO_CHARGER), server.url + "/CP-DEMO", "--meter-interval", "0.2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        server.wait_for(r"CP-DEMO <- DataTransfer\.conf")
+        from_browser.get("http://127.0.0.1:%d/" % http_port(server))
+        card = wait_in_browser(from_browser, lambda: from_browser.find_elements(
+            By.CSS_SELECTOR, 'section.card[data-charger="CP-DEMO"]'), "the charger's card")[0]
+        wait_in_browser(from_browser, lambda: not card.find_element(
+            By.CSS_SELECTOR, 'button[data-action="startRemote"]').get_attribute("disabled"), "an enabled button")
+        card.find_element(By.CSS_SELECTOR, 'button[data-action="startRemote"]').click()
+        wait_in_browser(from_browser, lambda: any(row.text for row in from_browser.find_elements(
+            By.CSS_SELECTOR, '#frames .row[data-type="frame"] .label') if row.text == "StartTransaction"),
+            "the StartTransaction frame in the log")
+        server.wait_for(r"CP-DEMO <- StartTransaction")
+        canvas = wait_in_browser(from_browser, lambda: from_browser.find_elements(By.CSS_SELECTOR, "#charts canvas"),
+                                 "a meter chart")[0]
+        first = int(canvas.get_attribute("data-points"))
+        wait_in_browser(from_browser, lambda: int(canvas.get_attribute("data-points")) >= first + 3,
+                        "the chart growing")
+        assert "Wh" in from_browser.find_element(By.CSS_SELECTOR, "#charts .legend").text
+        wait_in_browser(from_browser, lambda: "transaction 1" in card.text, "the open transaction on the card")
+        # The command box speaks the console's language.
+        from_browser.find_element(By.ID, "line").send_keys("chargers")
+        from_browser.find_element(By.CSS_SELECTOR, "#command button").click()
+        wait_in_browser(from_browser, lambda: "CP-DEMO" in from_browser.find_element(By.ID, "reply").text,
+                        "the command's answer")
+        # Charger-controlled text stays text.
+        titles = [element.text for element in from_browser.find_elements(By.CSS_SELECTOR, "section.card h3")]
+        assert any(title.startswith(hostile) for title in titles), titles
+        assert "<b>bold</b>" in from_browser.find_element(By.TAG_NAME, "body").text
+        assert from_browser.find_elements(By.CSS_SELECTOR, "#chargers img, #chargers b") == []
+        assert from_browser.title == "OCPP Mock Server"
+        card.find_element(By.CSS_SELECTOR, 'button[data-action="stopRemote"]').click()
+        server.wait_for(r"CP-DEMO <- StopTransaction")
+    finally:
+        from_browser.quit()
+        demo.terminate()
+        demo.communicate(timeout=TIMEOUT)
+
+
+def urllib_quote(text: str) -> str:
+    import urllib.parse
+    return urllib.parse.quote(text, safe="")
