@@ -24,6 +24,13 @@ sets: a 64 KiB MeterValues with 1,100 sampledValues whose measurand is a
 near-miss ("Energy.Active.Import.Registe"), 1,000 new unknown field names a
 frame, 60 KB unique message ids, nesting 900 deep, lone surrogates.
 
+Scenario 4 (event-stream readers): the load of scenario 1 (50 chargers x 20
+rounds) with and without 20 readers of GET /api/events attached, reading as
+fast as they can, in a process of their own; interleaved runs, a fresh
+server each.  The chargers' p99 with the readers over their p99 without, and
+how many events reached the readers (a reader that falls behind skips ahead
+and is told how many it missed).
+
 Start-up: process start to the port accepting connections, median of 5.
 
 Server CPU time and peak RSS are read from /proc/PID (Linux).  On a shared
@@ -336,6 +343,51 @@ async def sigterm_while_flooded(server: Server, make_frame, frames: int) -> floa
     return time.perf_counter() - started
 
 
+# A process of N event-stream readers that read as fast as they can (64 KiB reads, no parsing) until
+# terminated; then it prints how many events they got, and how many they were told they missed.
+SSE_READERS = r"""
+import re, select, signal, socket, sys
+port, count = int(sys.argv[1]), int(sys.argv[2])
+readers = []
+for _ in range(count):
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(b"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % port)
+    readers.append(sock)
+got, missed, tails = 0, 0, {sock: b"" for sock in readers}
+def report(*_):
+    print(got, missed, flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, report)
+print("ready", flush=True)
+while True:
+    for sock in select.select(readers, [], [])[0]:
+        data = tails[sock] + sock.recv(65536)
+        complete, _, tails[sock] = data.rpartition(b"\n\n")
+        got += complete.count(b"\ndata: ")
+        missed += sum(int(number) for number in re.findall(rb'"missed":(\d+)', complete))
+"""
+
+
+async def with_readers(server: Server, http_port: int, readers: int, chargers: int, rounds: int
+                       ) -> Dict[str, float]:
+    """Scenario 1's load with ``readers`` event-stream readers attached (none: without)."""
+    process = None
+    if readers:
+        process = subprocess.Popen([sys.executable, "-c", SSE_READERS, str(http_port), str(readers)],
+                                   stdout=subprocess.PIPE, text=True)
+        assert process.stdout.readline().strip() == "ready"
+    try:
+        result = await throughput(server, chargers, rounds)
+    finally:
+        if process is not None:
+            await asyncio.sleep(0.5)  # the last events on their way
+            process.terminate()
+            got, missed = (int(number) for number in process.communicate(timeout=10)[0].split())
+    if process is not None:
+        result["events_got"], result["events_missed"] = got / readers, missed / readers
+    return result
+
+
 # ------------------------------------------------------------ report
 
 
@@ -463,6 +515,34 @@ def main() -> int:
         print("SIGTERM while %d near-miss MeterValues are being handled: exited in %.2f s" % (HOSTILE_FRAMES,
                                                                                           seconds))
         print("targets: victim p99 < 100 ms, RSS growth < 5 MB per connection, SIGTERM exit < 4 s\n")
+
+        readers, chargers, rounds, repeat = (20, 10, 3, 1) if options.quick else (20, 50, 20, 5)
+        print("scenario 4: %d chargers x %d rounds, without and with %d event-stream readers (%d interleaved runs "
+              "each)" % (chargers, rounds, readers, repeat))
+        p99s: Dict[int, List[float]] = {0: [], readers: []}
+        delivered: List[Dict[str, float]] = []
+        for _ in range(repeat):
+            for count in (0, readers):
+                http_port = free_port()
+                server = Server("mock readers %d" % count, python + [str(MOCK), "--http-port", str(http_port)],
+                                output_dir)
+                try:
+                    result = asyncio.run(with_readers(server, http_port, count, chargers, rounds))
+                finally:
+                    server.stop()
+                p99s[count].append(result["p99_ms"])
+                if count:
+                    delivered.append(result)
+        without, with_them = statistics.median(p99s[0]), statistics.median(p99s[readers])
+        print(table([["readers", "chargers' p99 ms (median)", "each run", "events per reader: got / told missed"],
+                     ["0", "%.2f" % without, ", ".join("%.2f" % value for value in p99s[0]), "-"],
+                     ["%d" % readers, "%.2f" % with_them, ", ".join("%.2f" % value for value in p99s[readers]),
+                      ", ".join("%.0f / %.0f" % (run["events_got"], run["events_missed"]) for run in delivered)]]))
+        if options.quick:
+            print("(--quick: no verdict)\n")
+        else:
+            print("headline: p99 with %d readers = %s the p99 without (target < 1.2x)\n" % (
+                readers, ratio(with_them, without)))
 
         startups = []
         for _ in range(5):
