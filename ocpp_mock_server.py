@@ -50,6 +50,7 @@ import itertools
 import json
 import logging
 import os
+import random
 import re
 import signal
 import socket
@@ -1495,13 +1496,14 @@ class Event:
     own), for in-process subscribers; it is not part of the event's data.
     """
 
-    __slots__ = ("seq", "type", "charger", "_fields", "session", "at", "json")
+    __slots__ = ("seq", "type", "charger", "_fields", "session", "at", "json", "sse")
 
     def __init__(self, seq: int, type_: str, charger: Optional[str], fields: Dict[str, Any],
                  session: Optional["ChargerSession"]) -> None:
         self.seq, self.type, self.charger, self._fields, self.session = seq, type_, charger, fields, session
         self.at = time.time()
         self.json: Optional[str] = None  # its API form, made once for every reader (see event_json)
+        self.sse: Optional[bytes] = None  # and as an event-stream message (see sse_message)
 
     @property
     def fields(self) -> Dict[str, Any]:
@@ -1523,7 +1525,7 @@ class FrameEvent(Event):
                  shown: Any, binary: bool = False, parsed: Optional[Frame] = None) -> None:
         # Event's attributes are set here, not by its __init__: this runs for every frame.
         self.seq, self.type, self.charger, self.session = 0, "frame", charger, session
-        self.at, self.json = time.time(), None
+        self.at, self.json, self.sse = time.time(), None, None
         self.direction, self.text, self.label = direction, text, label
         self.shown, self.binary, self.parsed = shown, binary, parsed
 
@@ -1575,36 +1577,6 @@ class EventBus:
                 subscriber(event)
             except Exception as exc:  # reported; the others still get the event, and the next one
                 self.on_error(subscriber, exc)
-
-
-class EventQueue:
-    """A bounded queue of events for a reader that may be slow (an HTTP event stream).
-
-    It is a bus subscriber that never waits: when ``limit`` events are
-    waiting, the oldest is dropped and counted, and the next event the
-    reader gets says how many it missed.
-    """
-
-    def __init__(self, limit: int = 1000) -> None:
-        self.events: Deque[Event] = collections.deque()
-        self.limit = limit
-        self.missed = 0
-        self._arrived = asyncio.Event()
-
-    def __call__(self, event: Event) -> None:
-        if len(self.events) >= self.limit:
-            self.events.popleft()
-            self.missed += 1
-        self.events.append(event)
-        self._arrived.set()
-
-    async def get(self) -> Tuple[Event, int]:
-        """The next event, and how many were dropped before it since the last get."""
-        while not self.events:
-            self._arrived.clear()
-            await self._arrived.wait()
-        missed, self.missed = self.missed, 0
-        return self.events.popleft(), missed
 
 
 # ------------------------------------------------------------ Charger state
@@ -3392,10 +3364,10 @@ HTTP_HEADER_TIMEOUT = 10.0  # seconds a client gets to send its request line and
 HTTP_BODY_TIMEOUT = 60.0  # seconds a request body may pause before the request is dropped
 MAX_HTTP_HEADERS = 100
 MAX_JSON_BODY = 1 << 20  # bytes of a JSON request body
-EVENT_HISTORY = 2000  # events kept for Last-Event-ID resumes and GET /api/transcript
+EVENT_HISTORY = 5000  # events kept for the event streams, their resumes and GET /api/transcript
 EVENT_HISTORY_BUDGET = 8000000  # characters of frame text those events may hold between them
-EVENT_STREAM_QUEUE = 1000  # events one slow event-stream reader may fall behind before the oldest is dropped
 EVENT_STREAM_KEEPALIVE = 15.0  # seconds between comments on a quiet event stream
+EVENT_STREAM_PACE = 0.05  # seconds an event stream gathers events before it writes them (20 writes a second)
 DEFAULT_MAX_UPLOAD = 50 * 1024 * 1024
 DEFAULT_FILES_QUOTA = 500 * 1024 * 1024
 UPLOAD_CHUNK = 64 * 1024
@@ -3430,17 +3402,33 @@ def event_json(event: Event) -> str:
     return event.json
 
 
-class EventHistory:
-    """The latest events, for an event stream that resumes (Last-Event-ID) and for GET /api/transcript.
+def sse_message(event: Event, missed: int = 0) -> bytes:
+    """An event as a Server-Sent Events message; made once per event for every reader (unless it
+    tells a reader what it missed)."""
+    if missed:
+        return ('id: %d\ndata: {"missed":%d,%s\n\n' % (event.seq, missed, event_json(event)[1:])).encode("ascii")
+    if event.sse is None:
+        event.sse = ("id: %d\ndata: %s\n\n" % (event.seq, event_json(event))).encode("ascii")
+    return event.sse
 
-    A bus subscriber, bounded by count and by the frame text it holds: a
+
+class EventHistory:
+    """The latest events: what every event stream reads (live, or resumed with Last-Event-ID) and what
+    GET /api/transcript shows.
+
+    One bus subscriber, however many readers: each reader keeps its own
+    place (the last event number it sent) and, when it has caught up, waits
+    for the next event.  A reader that falls behind the oldest event kept is
+    told how many it missed.  Bounded by count and by the frame text held: a
     charger's frame counts four times its length, for its payload lives on,
     parsed, in the call_answered event after it.
     """
 
-    def __init__(self, limit: int = EVENT_HISTORY, budget: int = EVENT_HISTORY_BUDGET) -> None:
+    def __init__(self, limit: Optional[int] = None, budget: Optional[int] = None) -> None:
         self.events: Deque[Tuple[Event, int]] = collections.deque()
-        self.limit, self.budget, self.cost = limit, budget, 0
+        self.limit, self.budget, self.cost = limit or EVENT_HISTORY, budget or EVENT_HISTORY_BUDGET, 0
+        self._waiting: List["asyncio.Future[bool]"] = []  # the readers that have caught up
+        self.readers = 0  # event streams open now
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, FrameEvent):
@@ -3449,14 +3437,45 @@ class EventHistory:
             cost = 200
         self.events.append((event, cost))
         self.cost += cost
+        if self.readers:
+            sse_message(event)  # made now, in the turn of the charger it is about, not in a reader's
         while len(self.events) > self.limit or self.cost > self.budget:
             self.cost -= self.events.popleft()[1]
+        if self._waiting:
+            waiting, self._waiting = self._waiting, []
+            for reader in waiting:
+                if not reader.done():
+                    reader.set_result(True)
 
-    def since(self, seq: int) -> Tuple[List[Event], int]:
-        """The events after number ``seq``, and how many after it are no longer kept."""
-        kept = [event for event, _ in self.events if event.seq > seq]
-        first = kept[0].seq if kept else (self.events[-1][0].seq + 1 if self.events else seq + 1)
-        return kept, max(0, first - seq - 1)
+    @property
+    def last(self) -> int:
+        """The number of the latest event kept (0 before the first)."""
+        return self.events[-1][0].seq if self.events else 0
+
+    def after(self, seq: int) -> Tuple[List[Event], int]:
+        """The events after number ``seq``, oldest first, and how many after it are no longer kept."""
+        events = self.events
+        if not events or events[-1][0].seq <= seq:
+            return [], 0
+        first = events[0][0].seq
+        missed = max(0, first - seq - 1)
+        start = max(0, seq + 1 - first)
+        if start < len(events) and events[start][0].seq == seq + 1 + missed:  # numbers consecutive, as on the bus
+            return [events[index][0] for index in range(start, len(events))], missed
+        return [event for event, _ in events if event.seq > seq], missed  # a history of some types only
+
+    async def wait(self, seq: int, timeout: float) -> bool:
+        """Wait until an event after number ``seq`` is kept (True), or ``timeout`` seconds (False)."""
+        if self.last > seq:
+            return True
+        loop = asyncio.get_running_loop()
+        arrived: "asyncio.Future[bool]" = loop.create_future()
+        timer = loop.call_later(timeout, lambda: arrived.done() or arrived.set_result(False))
+        self._waiting.append(arrived)
+        try:
+            return await arrived
+        finally:
+            timer.cancel()
 
 
 class HttpRequest:
@@ -4139,54 +4158,53 @@ class HttpApi:
         return 200, record
 
     async def event_stream(self, request: HttpRequest, writer: asyncio.StreamWriter) -> None:
-        """GET /api/events: Server-Sent Events, live; Last-Event-ID (or ?lastEventId=) resumes."""
+        """GET /api/events: Server-Sent Events, live; Last-Event-ID (or ?lastEventId=) resumes.
+
+        A reader is woken by the next event, gathers what else arrives
+        within about EVENT_STREAM_PACE, and sends it all in one write: its
+        cost grows with time, not with the number of events.  One that does
+        not keep up holds up nobody: it skips ahead, told how many it missed.
+        """
         charger = request.query.get("charger")
         last_text = request.header("last-event-id") or request.query.get("lastEventId")
-        last: Optional[int] = None
-        if last_text:
-            if not last_text.isdigit() or not last_text.isascii():
-                raise HttpError(400, "Last-Event-ID %s is not an event id" % _show(last_text))
-            last = int(last_text)
-        queue = EventQueue(EVENT_STREAM_QUEUE)
-        if charger is None:
-            subscriber: Callable[[Event], None] = queue
-        else:
-            def subscriber(event: Event) -> None:
-                if event.charger == charger:
-                    queue(event)
-        self.system.bus.subscribe(subscriber)
+        if last_text and (not last_text.isdigit() or not last_text.isascii()):
+            raise HttpError(400, "Last-Event-ID %s is not an event id" % _show(last_text))
+        history = self.history
+        sent = int(last_text) if last_text else history.last
+        writer.write(http_head(200, "text/event-stream; charset=utf-8", None, (("X-Accel-Buffering", "no"),))
+                     + b"retry: 1000\n\n")
+        history.readers += 1
         try:
-            writer.write(http_head(200, "text/event-stream; charset=utf-8", None, (("X-Accel-Buffering", "no"),))
-                         + b"retry: 1000\n\n")
-            sent = self.system.bus.sequence if last is None else last
-            if last is not None:
-                events, missed = self.history.since(last)
-                for event in events:
-                    if charger is None or event.charger == charger:
-                        self._write_event(writer, event, missed)
-                        missed = 0
-                    sent = event.seq
-                await writer.drain()
-            while True:
-                try:
-                    event, missed = await asyncio.wait_for(queue.get(), EVENT_STREAM_KEEPALIVE)
-                except asyncio.TimeoutError:
-                    writer.write(b": keepalive\n\n")
-                    await writer.drain()
-                    continue
-                if event.seq > sent:
-                    self._write_event(writer, event, missed)
-                    sent = event.seq
-                    await writer.drain()  # a slow reader waits here; its queue drops the oldest
+            await self._stream(writer, history, sent, charger)
         finally:
-            self.system.bus.unsubscribe(subscriber)
+            history.readers -= 1
 
     @staticmethod
-    def _write_event(writer: asyncio.StreamWriter, event: Event, missed: int) -> None:
-        data = event_json(event)
-        if missed:
-            data = '{"missed":%d,%s' % (missed, data[1:])
-        writer.write(("id: %d\ndata: %s\n\n" % (event.seq, data)).encode("ascii"))
+    async def _stream(writer: asyncio.StreamWriter, history: EventHistory, sent: int, charger: Optional[str]) -> None:
+        owed = 0  # events missed and not yet reported
+        while True:
+            events, missed = history.after(sent)
+            owed += missed
+            if not events:
+                if await history.wait(sent, EVENT_STREAM_KEEPALIVE):
+                    # Each reader at its own pace, so that twenty do not all write in the same turn.
+                    await asyncio.sleep(EVENT_STREAM_PACE * random.uniform(0.5, 1.5))
+                else:
+                    writer.write(b": keepalive\n\n")
+                await writer.drain()
+                continue
+            if charger is None and not owed:
+                messages = [event.sse or sse_message(event) for event in events]
+            else:
+                messages = []
+                for event in events:
+                    if charger is None or event.charger == charger:
+                        messages.append(sse_message(event, owed))
+                        owed = 0
+            sent = max(sent, events[-1].seq)
+            if messages:
+                writer.write(b"".join(messages))
+                await writer.drain()  # a slow reader waits here, and nobody else does
 
     async def transcript(self, request: HttpRequest, writer: asyncio.StreamWriter) -> Tuple[int, Any]:
         """GET /api/transcript: the latest --log records (frames, connects, authorizations)."""

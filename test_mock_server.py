@@ -2999,7 +2999,7 @@ def test_one_parser_for_the_console_and_scripts():
 @charger_test
 async def test_every_happening_is_one_event_with_the_documented_fields(in_process):
     server = in_process("--call-timeout", "0.5")
-    everything, small = mock.EventQueue(), mock.EventQueue(limit=3)
+    everything, small = mock.EventHistory(), mock.EventHistory(limit=3)
     server.call_in_loop(server.system.bus.subscribe, everything)
     server.call_in_loop(server.system.bus.subscribe, small, "frame")
     charger = await Charger.connect(server.url, "CP-EV")
@@ -3015,7 +3015,7 @@ async def test_every_happening_is_one_event_with_the_documented_fields(in_proces
     server.wait_for(r"CP-EV !! no reply to ClearCache within 0\.5 s")
     await charger.close()
     server.wait_for(r"CP-EV \*\* disconnected")
-    events = server.call_in_loop(lambda: list(everything.events))
+    events = server.call_in_loop(lambda: everything.after(0)[0])
     assert [event.seq for event in events] == sorted(event.seq for event in events)
     for event in events:
         assert event.charger == "CP-EV"
@@ -3030,9 +3030,9 @@ async def test_every_happening_is_one_event_with_the_documented_fields(in_proces
     assert meter.fields["readings"] == [["Energy.Active.Import.Register", "1234", "Wh", None]]
     frames = [event for event in events if event.type == "frame"]
     assert [frame.direction for frame in frames[:3]] == ["in", "out", "out"]  # boot, its conf, BootData
-    assert small.missed > 0 and len(small.events) == 3  # a slow reader loses the oldest, counted
-    _, missed = await asyncio.wait_for(small.get(), 1)
-    assert missed > 0 and small.missed == 0
+    kept, missed = server.call_in_loop(small.after, frames[0].seq - 1)  # a reader still at the first frame
+    assert [event.seq for event in kept] == [frame.seq for frame in frames[-3:]]  # the latest 3, no more
+    assert missed == frames[-3].seq - frames[0].seq  # and how many it missed: every event in between
 
 
 # ------------------------------------------- the HTTP API, event stream, files
@@ -3303,8 +3303,7 @@ async def test_event_stream_delivers_in_order_filters_and_resumes(start_server):
 
 
 @charger_test
-async def test_a_reader_that_never_reads_slows_nobody_and_learns_what_it_missed(start_server, monkeypatch):
-    monkeypatch.setattr(mock, "EVENT_STREAM_QUEUE", 20)  # read when the stream opens, in this process
+async def test_a_reader_that_never_reads_slows_nobody_and_learns_what_it_missed(start_server):
     server = start_server()
     stalled = await EventStream.open(server, receive_buffer=4096)
     charger = await booted_charger(server)
