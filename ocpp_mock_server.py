@@ -1446,11 +1446,13 @@ TRANSCRIPT_EVENTS = {"connected": ("connect", ("peer", "path", "subprotocol")),
                      "authorization": ("authorization", ("action", "idTag", "status", "rule"))}
 
 
-def transcript_record(event: "Event") -> Optional[dict]:
+def transcript_record(event: "Union[Event, StoredEvent]") -> Optional[dict]:
     """An event as a line of the --log transcript (and of GET /api/transcript), or None if it has none."""
-    if isinstance(event, FrameEvent):
-        record = {"ts": UTC_CLOCK.at(event.at), "charger": event.charger, "dir": event.direction, "frame": event.text}
-        if event.binary:
+    if event.type == "frame":
+        fields = event.fields
+        record = {"ts": UTC_CLOCK.at(event.at), "charger": event.charger, "dir": fields["direction"],
+                  "frame": fields["text"]}
+        if fields["binary"]:
             record["binary"] = True
         return record
     kind = TRANSCRIPT_EVENTS.get(event.type)
@@ -1496,14 +1498,12 @@ class Event:
     own), for in-process subscribers; it is not part of the event's data.
     """
 
-    __slots__ = ("seq", "type", "charger", "_fields", "session", "at", "json", "sse")
+    __slots__ = ("seq", "type", "charger", "_fields", "session", "at")
 
     def __init__(self, seq: int, type_: str, charger: Optional[str], fields: Dict[str, Any],
                  session: Optional["ChargerSession"]) -> None:
         self.seq, self.type, self.charger, self._fields, self.session = seq, type_, charger, fields, session
         self.at = time.time()
-        self.json: Optional[str] = None  # its API form, made once for every reader (see event_json)
-        self.sse: Optional[bytes] = None  # and as an event-stream message (see sse_message)
 
     @property
     def fields(self) -> Dict[str, Any]:
@@ -1525,7 +1525,7 @@ class FrameEvent(Event):
                  shown: Any, binary: bool = False, parsed: Optional[Frame] = None) -> None:
         # Event's attributes are set here, not by its __init__: this runs for every frame.
         self.seq, self.type, self.charger, self.session = 0, "frame", charger, session
-        self.at, self.json, self.sse = time.time(), None, None
+        self.at = time.time()
         self.direction, self.text, self.label = direction, text, label
         self.shown, self.binary, self.parsed = shown, binary, parsed
 
@@ -3368,6 +3368,7 @@ EVENT_HISTORY = 5000  # events kept for the event streams, their resumes and GET
 EVENT_HISTORY_BUDGET = 8000000  # characters of frame text those events may hold between them
 EVENT_STREAM_KEEPALIVE = 15.0  # seconds between comments on a quiet event stream
 EVENT_STREAM_PACE = 0.05  # seconds an event stream gathers events before it writes them (20 writes a second)
+EVENT_RESUME_SECONDS = 60.0  # every event is kept this long after the last stream closed, for its resume
 DEFAULT_MAX_UPLOAD = 50 * 1024 * 1024
 DEFAULT_FILES_QUOTA = 500 * 1024 * 1024
 UPLOAD_CHUNK = 64 * 1024
@@ -3383,33 +3384,87 @@ class HttpError(Exception):
         self.more = more
 
 
+_API_ENCODER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+
+
 def api_json(value: Any) -> str:
     """JSON for an API body: ASCII (so always UTF-8, a charger's lone surrogates as escapes), never raising."""
     try:
-        return json.dumps(value, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+        return _API_ENCODER.encode(value)
     except (ValueError, TypeError, RecursionError):
         if isinstance(value, dict):  # a charger's value nested too deep: that field is shown as text
             return "{%s}" % ",".join("%s:%s" % (json.dumps(str(key)), api_json(item)) for key, item in value.items())
         return json.dumps(render_json(value), ensure_ascii=True)
 
 
-def event_json(event: Event) -> str:
-    """An event's API form: ``{"id", "type", "charger", "ts", <its fields>}``, made once per event."""
-    if event.json is None:
-        record = {"id": event.seq, "type": event.type, "charger": event.charger, "ts": UTC_CLOCK.at(event.at)}
-        record.update(event.fields)
-        event.json = api_json(record)
-    return event.json
+# Fields the history and the event streams leave out: the frame event just before carries the same
+# charger payload, as text.  Kept once, as text, its memory is bounded by its length.
+STREAM_OMITS = {"call_answered": ("payload",), "reply_received": ("payload",)}
+FRAME_FIELDS = EVENT_FIELDS["frame"]
+_SCALARS = (str, int, float, bool, type(None))
 
 
-def sse_message(event: Event, missed: int = 0) -> bytes:
-    """An event as a Server-Sent Events message; made once per event for every reader (unless it
-    tells a reader what it missed)."""
-    if missed:
-        return ('id: %d\ndata: {"missed":%d,%s\n\n' % (event.seq, missed, event_json(event)[1:])).encode("ascii")
-    if event.sse is None:
-        event.sse = ("id: %d\ndata: %s\n\n" % (event.seq, event_json(event))).encode("ascii")
-    return event.sse
+class StoredEvent:
+    """An event as the history keeps it: strings only.
+
+    No session, and no charger payload as parsed objects: those are not
+    bounded by their text (a frame nested 900 deep is 900 lists), and a
+    history full of them would make every garbage collection slow.  A frame
+    keeps its fields; any other event its API form, made now.
+    """
+
+    __slots__ = ("seq", "type", "charger", "at", "_frame", "_fields", "json", "sse", "cost")
+
+    def __init__(self, event: Event) -> None:
+        self.seq, self.type, self.charger, self.at = event.seq, event.type, event.charger, event.at
+        self.sse: Optional[bytes] = None  # its event-stream message, made once for every reader
+        self.json: Optional[str] = None  # its API form, made when a reader first wants it
+        self._fields: Optional[Dict[str, Any]] = None
+        if isinstance(event, FrameEvent):
+            self._frame: Optional[tuple] = (event.direction, event.text, event.label, event.binary)
+            self.cost = 100 + len(event.text)  # what the history counts it as: about its characters
+            return
+        self._frame = None
+        fields = event.fields
+        omitted = STREAM_OMITS.get(event.type)
+        if omitted:
+            fields = {name: value for name, value in fields.items() if name not in omitted}
+        if event.type == "call_answered" or all(type(value) in _SCALARS for value in fields.values()):
+            self._fields = fields  # scalars, or the server's own reply: small, bounded
+            self.cost = 100 + sum(len(value) for value in fields.values() if type(value) is str)
+        else:  # a charger's values: kept as their text
+            self.json = self._json(fields)
+            self.cost = 100 + len(self.json)
+
+    def _json(self, fields: Dict[str, Any]) -> str:
+        record = {"id": self.seq, "type": self.type, "charger": self.charger, "ts": UTC_CLOCK.at(self.at)}
+        record.update(fields)
+        return api_json(record)
+
+    @property
+    def fields(self) -> Dict[str, Any]:
+        if self._frame is not None:
+            return dict(zip(FRAME_FIELDS, self._frame))
+        if self._fields is not None:
+            return self._fields
+        record = json.loads(self.event_json())
+        for name in ("id", "type", "charger", "ts"):
+            del record[name]
+        return record
+
+    def event_json(self) -> str:
+        """Its API form: ``{"id", "type", "charger", "ts", <its fields>}``."""
+        if self.json is None:
+            self.json = self._json(self.fields)
+        return self.json
+
+    def sse_message(self, missed: int = 0) -> bytes:
+        """It as a Server-Sent Events message; made once for every reader (unless it tells one what it missed)."""
+        if missed:
+            return ('id: %d\ndata: {"missed":%d,%s\n\n' % (self.seq, missed, self.event_json()[1:])).encode("ascii")
+        if self.sse is None:
+            self.sse = ("id: %d\ndata: %s\n\n" % (self.seq, self.event_json())).encode("ascii")
+        return self.sse
 
 
 class EventHistory:
@@ -3419,28 +3474,32 @@ class EventHistory:
     One bus subscriber, however many readers: each reader keeps its own
     place (the last event number it sent) and, when it has caught up, waits
     for the next event.  A reader that falls behind the oldest event kept is
-    told how many it missed.  Bounded by count and by the frame text held: a
-    charger's frame counts four times its length, for its payload lives on,
-    parsed, in the call_answered event after it.
+    told how many it missed.  Events are kept as StoredEvent (strings only),
+    bounded by count and by the characters they hold.
+
+    The transcript's events (ALWAYS) are kept all the time; the others only
+    while a stream is open and for EVENT_RESUME_SECONDS after the last one
+    closes (HttpApi subscribes it to them): an event nobody may read is not
+    even built, and the chargers' messages cost what they did without the
+    HTTP port.
     """
 
+    ALWAYS = ("frame",) + tuple(TRANSCRIPT_EVENTS)
+
     def __init__(self, limit: Optional[int] = None, budget: Optional[int] = None) -> None:
-        self.events: Deque[Tuple[Event, int]] = collections.deque()
+        self.events: Deque[StoredEvent] = collections.deque()
         self.limit, self.budget, self.cost = limit or EVENT_HISTORY, budget or EVENT_HISTORY_BUDGET, 0
         self._waiting: List["asyncio.Future[bool]"] = []  # the readers that have caught up
         self.readers = 0  # event streams open now
 
     def __call__(self, event: Event) -> None:
-        if isinstance(event, FrameEvent):
-            cost = len(event.text) * (4 if event.direction == "in" else 1)
-        else:
-            cost = 200
-        self.events.append((event, cost))
-        self.cost += cost
-        if self.readers:
-            sse_message(event)  # made now, in the turn of the charger it is about, not in a reader's
+        stored = StoredEvent(event)
+        self.events.append(stored)
+        self.cost += stored.cost
         while len(self.events) > self.limit or self.cost > self.budget:
-            self.cost -= self.events.popleft()[1]
+            self.cost -= self.events.popleft().cost
+        if self.readers:
+            stored.sse_message()  # made now, in the turn of the charger it is about, not in a reader's
         if self._waiting:
             waiting, self._waiting = self._waiting, []
             for reader in waiting:
@@ -3450,19 +3509,20 @@ class EventHistory:
     @property
     def last(self) -> int:
         """The number of the latest event kept (0 before the first)."""
-        return self.events[-1][0].seq if self.events else 0
+        return self.events[-1].seq if self.events else 0
 
-    def after(self, seq: int) -> Tuple[List[Event], int]:
-        """The events after number ``seq``, oldest first, and how many after it are no longer kept."""
+    def after(self, seq: int) -> Tuple[List[StoredEvent], int]:
+        """The events after number ``seq``, oldest first, and how many event numbers after it are not kept."""
         events = self.events
-        if not events or events[-1][0].seq <= seq:
+        if not events or events[-1].seq <= seq:
             return [], 0
-        first = events[0][0].seq
-        missed = max(0, first - seq - 1)
-        start = max(0, seq + 1 - first)
-        if start < len(events) and events[start][0].seq == seq + 1 + missed:  # numbers consecutive, as on the bus
-            return [events[index][0] for index in range(start, len(events))], missed
-        return [event for event, _ in events if event.seq > seq], missed  # a history of some types only
+        newer = []
+        for event in reversed(events):  # a reader is nearly always near the end: walk back to it
+            if event.seq <= seq:
+                break
+            newer.append(event)
+        newer.reverse()
+        return newer, max(0, events[0].seq - seq - 1) if len(newer) == len(events) else 0
 
     async def wait(self, seq: int, timeout: float) -> bool:
         """Wait until an event after number ``seq`` is kept (True), or ``timeout`` seconds (False)."""
@@ -3999,7 +4059,8 @@ class HttpApi:
         self.history = EventHistory()
         self.server: Any = None
         self.connections: set = set()
-        system.bus.subscribe(self.history)
+        self._keep_every_event: Optional[asyncio.TimerHandle] = None  # until the last stream's resume time ends
+        system.bus.subscribe(self.history, *EventHistory.ALWAYS)
 
     async def listen(self, port: int) -> None:
         """Listen on ``port`` (0: a free one); OSError if it cannot."""
@@ -4173,11 +4234,41 @@ class HttpApi:
         sent = int(last_text) if last_text else history.last
         writer.write(http_head(200, "text/event-stream; charset=utf-8", None, (("X-Accel-Buffering", "no"),))
                      + b"retry: 1000\n\n")
-        history.readers += 1
+        self._stream_opened()
+        streaming = asyncio.ensure_future(self._stream(writer, history, sent, charger))
+        # The client sends nothing after its request: end of input (or anything) means it has gone,
+        # even while the stream waits for an event.
+        gone = asyncio.ensure_future(request.reader.read(1024))
         try:
-            await self._stream(writer, history, sent, charger)
+            await asyncio.wait([streaming, gone], return_when=asyncio.FIRST_COMPLETED)
         finally:
-            history.readers -= 1
+            streaming.cancel()
+            gone.cancel()
+            self._stream_closed()
+        if streaming.done() and not streaming.cancelled() and streaming.exception() is not None:
+            raise streaming.exception()  # type: ignore[misc]
+
+    def _stream_opened(self) -> None:
+        """Keep every event while a stream is open (see EventHistory)."""
+        history = self.history
+        if self._keep_every_event is not None:
+            self._keep_every_event.cancel()
+            self._keep_every_event = None
+        elif history.readers == 0:
+            bus = self.system.bus
+            bus.subscribe(history, *[name for name in EVENT_FIELDS if name not in EventHistory.ALWAYS])
+        history.readers += 1
+
+    def _stream_closed(self) -> None:
+        history = self.history
+        history.readers -= 1
+        if history.readers == 0:
+            def keep_transcript_events_only() -> None:
+                self._keep_every_event = None
+                self.system.bus.unsubscribe(history)
+                self.system.bus.subscribe(history, *EventHistory.ALWAYS)
+            self._keep_every_event = asyncio.get_running_loop().call_later(EVENT_RESUME_SECONDS,
+                                                                           keep_transcript_events_only)
 
     @staticmethod
     async def _stream(writer: asyncio.StreamWriter, history: EventHistory, sent: int, charger: Optional[str]) -> None:
@@ -4194,12 +4285,12 @@ class HttpApi:
                 await writer.drain()
                 continue
             if charger is None and not owed:
-                messages = [event.sse or sse_message(event) for event in events]
+                messages = [event.sse or event.sse_message() for event in events]
             else:
                 messages = []
                 for event in events:
                     if charger is None or event.charger == charger:
-                        messages.append(sse_message(event, owed))
+                        messages.append(event.sse_message(owed))
                         owed = 0
             sent = max(sent, events[-1].seq)
             if messages:
@@ -4210,7 +4301,7 @@ class HttpApi:
         """GET /api/transcript: the latest --log records (frames, connects, authorizations)."""
         charger = request.query.get("charger")
         limit = int(request.number("limit", 1, EVENT_HISTORY, 100) or 100)
-        records = [record for record in (transcript_record(event) for event, _ in self.history.events
+        records = [record for record in (transcript_record(event) for event in self.history.events
                                          if charger is None or event.charger == charger) if record is not None]
         return 200, {"records": records[-limit:]}
 

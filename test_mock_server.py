@@ -3029,7 +3029,8 @@ async def test_every_happening_is_one_event_with_the_documented_fields(in_proces
     meter = next(event for event in events if event.type == "meter_values")
     assert meter.fields["readings"] == [["Energy.Active.Import.Register", "1234", "Wh", None]]
     frames = [event for event in events if event.type == "frame"]
-    assert [frame.direction for frame in frames[:3]] == ["in", "out", "out"]  # boot, its conf, BootData
+    assert [frame.fields["direction"] for frame in frames[:3]] == ["in", "out", "out"]  # boot, its conf, BootData
+    assert "payload" not in next(event for event in events if event.type == "call_answered").fields  # in the frame
     kept, missed = server.call_in_loop(small.after, frames[0].seq - 1)  # a reader still at the first frame
     assert [event.seq for event in kept] == [frame.seq for frame in frames[-3:]]  # the latest 3, no more
     assert missed == frames[-3].seq - frames[0].seq  # and how many it missed: every event in between
@@ -3282,6 +3283,8 @@ async def test_event_stream_delivers_in_order_filters_and_resumes(start_server):
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", boot["ts"])
     for event in events:
         assert set(event) - {"id", "type", "charger", "ts"} <= set(mock.EVENT_FIELDS[event["type"]]), event
+    answered = next(event for event in events if event["type"] == "call_answered")
+    assert "payload" not in answered and answered["reply"]["status"] == "Accepted"  # the frame has the payload
     filtered = await only_two.until(is_frame("out", "Heartbeat.conf"))
     assert {event["charger"] for event in filtered} == {"CP-2"}
     assert [event["id"] for event in filtered] == [event["id"] for event in events if event["charger"] == "CP-2"]
@@ -3308,7 +3311,7 @@ async def test_a_reader_that_never_reads_slows_nobody_and_learns_what_it_missed(
     stalled = await EventStream.open(server, receive_buffer=4096)
     charger = await booted_charger(server)
     big = {"vendorId": "com.example", "data": "x" * 60000}
-    for number in range(150):  # about 18 MB of events: far more than the socket buffers hold
+    for number in range(400):  # 24 MB of frames: three times what the history keeps, and the sockets hold
         reply = await charger.call("DataTransfer", big)
         assert reply.payload["status"] in ("Accepted", "UnknownVendorId")
     await charger.call("Heartbeat", {})
@@ -3671,3 +3674,31 @@ def test_the_page_shows_a_session_started_from_its_button(start_server):
 def urllib_quote(text: str) -> str:
     import urllib.parse
     return urllib.parse.quote(text, safe="")
+
+
+@charger_test
+async def test_streams_keep_every_event_while_open_then_frames_and_the_transcript_only(start_server, monkeypatch):
+    monkeypatch.setattr(mock, "EVENT_RESUME_SECONDS", 0.2)  # read when a stream closes, in this process
+    server = start_server()
+    charger = await booted_charger(server)
+    stream = await EventStream.open(server)
+    await charger.call("Heartbeat", {})
+    seen = await stream.until(is_frame("out", "Heartbeat.conf"))
+    assert "call_answered" in [event["type"] for event in seen]
+    stream.close()
+    deadline = time.monotonic() + TIMEOUT  # the server stops keeping other events 0.2 s after the close
+    while server.call_in_loop(lambda: server.system.http._keep_every_event is not None or
+                              server.system.http.history.readers > 0):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    await charger.call("Heartbeat", {"extra": 1})  # a frame pair, a call_answered and a spec_problem
+    replay = await EventStream.open(server, "?lastEventId=%d" % seen[-1]["id"])
+    later = await replay.until(is_frame("out", "Heartbeat.conf"))
+    assert [event["type"] for event in later] == ["frame", "frame"]  # kept: frames only, now
+    transcript = (await http(server, "GET", "/api/transcript?charger=CP-1&limit=2")).json["records"]
+    assert [record["dir"] for record in transcript] == ["in", "out"]
+    await charger.call("Heartbeat", {})  # a stream is open again: every event is kept
+    live = await replay.until(is_frame("out", "Heartbeat.conf"))
+    assert "call_answered" in [event["type"] for event in live]
+    replay.close()
+    await charger.close()

@@ -54,11 +54,14 @@ def api(mock: dict, method: str, path: str, body=None):
 
 
 def events(mock: dict, charger: str):
-    """The charger's events, from the first one the server still holds (lastEventId=0), live after that."""
-    stream = urllib.request.urlopen(mock["http"] + "api/events?lastEventId=0&charger=" + charger, timeout=30)
-    for line in stream:
-        if line.startswith(b"data: "):
-            yield json.loads(line[6:])
+    """The charger's events from now on: open the stream before the charger starts, and none is lost."""
+    stream = urllib.request.urlopen(mock["http"] + "api/events?charger=" + charger, timeout=30)
+
+    def each_event():
+        for line in stream:
+            if line.startswith(b"data: "):
+                yield json.loads(line[6:])
+    return each_event()
 
 
 def next_event(stream, event_type: str) -> dict:
@@ -66,9 +69,9 @@ def next_event(stream, event_type: str) -> dict:
 
 
 def test_a_remote_start_charges_and_a_remote_stop_ends_the_transaction(mock):
+    stream = events(mock, "CP-1")
     charger = subprocess.Popen(CHARGER_COMMAND + [mock["ws"] + "/CP-1"], stdout=subprocess.DEVNULL)
     try:
-        stream = events(mock, "CP-1")
         next_event(stream, "ready")  # booted, BootData answered
 
         status, reply = api(mock, "POST", "/api/chargers/CP-1/startRemote", {"idTag": "1"})
