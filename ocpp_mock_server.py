@@ -18,7 +18,9 @@ Runtime dependencies: the Python standard library (3.9+) and ``websockets``
 (10.3 or newer; the ``websockets.asyncio`` API is used where it exists).
 
 For a charger's CI, ``--script FILE`` runs a scenario and exits 0 (passed),
-1 (failed) or 2 (invalid script); see docs/ci.md.
+1 (failed) or 2 (invalid script); see docs/ci.md.  A second port (the
+websocket port + 1) serves a live web page, a JSON control API, an event
+stream and a file server; see docs/api.md.
 
 The module reads top to bottom, leaves first, one banner comment per
 section: protocol (framing, error codes, text helpers), spec lint (the 1.6
@@ -27,9 +29,9 @@ EventBus and its event types), charger state (per charge point, across
 reconnects), protocol engine (ChargerSession, CallQueue, ChargingFlow),
 charger-initiated actions (the handler dictionary, authorization rules),
 server-initiated actions (command defaults, FlexiCharge spellings), command
-language (parse_command, build_payload), console, scenario scripts,
-websockets compatibility, server (access control, listening), settings and
-CLI.  docs/guide.md, "How it is built", lists the events and follows a
+language (parse_command, build_payload), console, scenario scripts, HTTP
+API (routes, event stream, file server), the web page, websockets
+compatibility, server (access control, listening), settings and CLI.  docs/guide.md, "How it is built", lists the events and follows a
 command from a typed line to the wire.
 """
 
@@ -3365,7 +3367,7 @@ HTTP_BODY_TIMEOUT = 60.0  # seconds a request body may pause before the request 
 MAX_HTTP_HEADERS = 100
 MAX_JSON_BODY = 1 << 20  # bytes of a JSON request body
 EVENT_HISTORY = 5000  # events kept for the event streams, their resumes and GET /api/transcript
-EVENT_HISTORY_BUDGET = 8000000  # characters of frame text those events may hold between them
+EVENT_HISTORY_BUDGET = 2000000  # characters those events may hold between them (a few MB at most)
 EVENT_STREAM_KEEPALIVE = 15.0  # seconds between comments on a quiet event stream
 EVENT_STREAM_PACE = 0.05  # seconds an event stream gathers events before it writes them (20 writes a second)
 EVENT_RESUME_SECONDS = 60.0  # every event is kept this long after the last stream closed, for its resume
