@@ -4045,7 +4045,7 @@ class HttpApi:
         (("api", "command"), {"POST": "run_command"}),
         (("api", "events"), {"GET": "event_stream"}),
         (("api", "transcript"), {"GET": "transcript"}),
-        (("files", "**"), {"GET": "get_file", "PUT": "put_file", "POST": "put_file"}),
+        (("files", "**"), {"GET": "get_file", "HEAD": "get_file", "PUT": "put_file", "POST": "put_file"}),
     )
 
     def __init__(self, system: "CentralSystem", console: "Console", host: str, files: FileStore,
@@ -4309,7 +4309,8 @@ class HttpApi:
 
     async def get_file(self, request: HttpRequest, writer: asyncio.StreamWriter, segments: List[str]
                        ) -> Optional[Tuple[int, Any]]:
-        """GET /files/ (a listing) or /files/{name} (the file, as a download)."""
+        """GET /files/ (a listing) or /files/{name} (the file, as a download); HEAD (its headers only),
+        which some chargers send before they download firmware."""
         segments = self._file_segments(segments)
         if not segments or segments[-1] == "":
             return 200, {"files": self.files.listing([segment for segment in segments if segment]),
@@ -4320,6 +4321,8 @@ class HttpApi:
         size = os.path.getsize(path)
         writer.write(http_head(200, "application/octet-stream", size, (
             ("Content-Disposition", "attachment"), ("Content-Security-Policy", "sandbox"))))
+        if request.method == "HEAD":
+            return None
         with open(path, "rb") as served:
             while True:
                 piece = served.read(UPLOAD_CHUNK)

@@ -3355,6 +3355,8 @@ def test_file_server_stores_and_serves_raw_and_multipart_uploads(start_server, t
     assert (files / "CP-1" / "image.bin").read_bytes() == content
     got = http_sync(server, "GET", "/files/CP-1/image.bin")
     assert got.status == 200 and got.body == content
+    head = http_sync(server, "HEAD", "/files/CP-1/image.bin")  # some chargers ask before they download
+    assert head.status == 200 and head.headers["content-length"] == str(len(content)) and head.body == b""
     assert got.headers["content-type"] == "application/octet-stream"  # never rendered as a page
     boundary = "----diag7MA4YWxkTrZu0gW"
     multipart = ("--%s\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n"
