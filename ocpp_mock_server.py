@@ -4889,7 +4889,9 @@ class AccessPolicy:
     ``refuse`` answers an upgrade request with None (go ahead) or the HTTP
     refusal ``(status, text, headers)``: 404 for a charge point id not on
     the list (OCPP 1.6 errata 3.3), 401 for missing or wrong credentials,
-    whose username must be the charge point id of the URL.
+    whose username must be the charge point id of the URL, 400 for a charger
+    that offers subprotocols but not ocpp1.6 (and, with --strict, one that
+    offers none).
     """
 
     def __init__(self, out: Output, charger_ids: Optional[List[str]] = None,
@@ -4920,12 +4922,15 @@ class AccessPolicy:
         if len(authorization) > 1:
             return 400, "%d Authorization headers; a request may carry one" % len(authorization), []
         refusal = self._check(charger_id, authorization[0] if authorization else None)
-        if refusal is None and self.require_subprotocol:
+        if refusal is None:
             offered = [name.strip() for value in headers.get_all("Sec-WebSocket-Protocol")
-                       for name in value.split(",")]
-            if SUBPROTOCOL not in offered:
-                refusal = (400, "the charger must offer the ocpp1.6 subprotocol (--strict); it offered %s"
-                           % (", ".join(offered) or "none"), [])
+                       for name in value.split(",") if name.strip()]
+            if offered and SUBPROTOCOL not in offered:
+                # RFC 6455 lets the server decline; serving it would hide the charger's bug.
+                refusal = (400, "the charger offered the subprotocols %s, not ocpp1.6" % printable(
+                    ", ".join(offered), 200), [])
+            elif not offered and self.require_subprotocol:
+                refusal = (400, "the charger must offer the ocpp1.6 subprotocol (--strict); it offered none", [])
         return refusal
 
     def _check(self, charger_id: str, authorization: Optional[str]) -> Optional[Tuple[int, str, list]]:

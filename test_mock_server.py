@@ -711,6 +711,19 @@ async def test_a_charger_without_subprotocol_is_served_with_a_warning(start_serv
 
 
 @charger_test
+async def test_a_charger_offering_only_other_subprotocols_is_refused_in_every_mode(start_server):
+    server = start_server("--no-boot-data")
+    with pytest.raises(websockets.InvalidHandshake) as refused:
+        await Charger.connect(server.url, "CP-20", subprotocols=("ocpp2.0.1", "ocpp2.0"))
+    assert _refusal_status(refused.value) == 400
+    server.wait_for(r"!! refused a connection from 127\.0\.0\.1:\d+ to \"/CP-20\": HTTP 400, the charger offered "
+                    r"the subprotocols ocpp2\.0\.1, ocpp2\.0, not ocpp1\.6")
+    served = await Charger.connect(server.url, "CP-16", subprotocols=("ocpp2.0.1", "ocpp1.6"))
+    assert served.ws.subprotocol == "ocpp1.6"
+    await served.close()
+
+
+@charger_test
 async def test_control_characters_from_the_wire_are_escaped(start_server):
     server = start_server("--no-boot-data")
 
@@ -991,6 +1004,7 @@ async def test_a_charger_that_disconnects_fails_its_pending_calls(start_server):
     server.type("Reset")
     server.type("ClearCache")
     await charger.expect_call("Reset")
+    server.wait_for(r"CP-1 \*\* ClearCache queued behind Reset")  # both typed lines have run: now go
     await charger.close()
 
     server.wait_for(r"CP-1 !! Reset failed: CP-1 disconnected")
