@@ -1055,7 +1055,7 @@ SERVER_REQUESTS: Dict[str, Dict[str, Rule]] = {
         "retrieveDate": DateTime(required=True),
         "retryInterval": Integer(),
     },
-    # OCPP 1.6 security whitepaper: no console command yet; sent with `raw`, their replies are linted.
+    # The OCPP 1.6 security whitepaper's.
     "CertificateSigned": {
         "certificateChain": String(10000, required=True),
     },
@@ -1617,6 +1617,7 @@ class ChargerState:
         self.transactions: Dict[int, Transaction] = {}  # the open ones, by id, oldest first
         self.last_meter_values: Optional[dict] = None
         self.authorizations: Deque[Tuple[str, str, str, str]] = collections.deque(maxlen=5)
+        self.certificate_ids: List[dict] = []  # the hash data its last GetInstalledCertificateIds.conf listed
 
     def set_connector(self, connector: Optional[int], status: str) -> bool:
         """Record a connector's status; False when the table is full and the connector is new."""
@@ -1887,6 +1888,9 @@ class CallQueue:
             payload = to_flexicharge_payload(call.action, payload)
         if call.action == "ReserveNow":
             session.system.note_reservation(call.payload.get("reservationId"))
+        request_id = call.payload.get("requestId") if isinstance(call.payload, dict) else None
+        if isinstance(request_id, int) and not isinstance(request_id, bool):
+            session.system.next_request_id = max(session.system.next_request_id, request_id + 1)
         payload_json = dump_json(payload)
         await session.send_text(build_call(call.message_id, call.action, payload_json), call.action, payload_json)
 
@@ -1966,6 +1970,9 @@ class CallQueue:
                 session.warn_once.spec_problems(label + ".conf", problems)
         session.bus.publish("reply_received", session.charger_id, session, action=call.action,
                             payload=frame.payload, error=None)
+        follow_up = SERVER_CALL_RESULT_HANDLERS.get(call.action)
+        if follow_up is not None and isinstance(frame.payload, dict):
+            follow_up(session, call.payload, frame.payload)
         self.resolve(call, CallOutcome("result", frame.payload))
 
     def _on_error(self, frame: Frame, call: PendingCall) -> None:
@@ -2462,6 +2469,69 @@ def _in_one_hour() -> str:
     return iso_utc(utc_now() + datetime.timedelta(hours=1))
 
 
+# A self-signed root certificate (EC P-256; its key is not shipped) that the security commands send
+# bare, so that InstallCertificate, DeleteCertificate and the rest are schema-valid as typed.
+DEMO_CERTIFICATE = """-----BEGIN CERTIFICATE-----
+MIIB1zCCAX2gAwIBAgIUCUPKDgVdiXPbrIn2/Es5gNzRcWMwCgYIKoZIzj0EAwIw
+QDEjMCEGA1UEAwwaT0NQUCBNb2NrIFNlcnZlciBkZW1vIHJvb3QxGTAXBgNVBAoM
+EE9DUFAgTW9jayBTZXJ2ZXIwIBcNMjYxMTI1MjMwNDQ2WhgPMjEyNjExMDEyMzA0
+NDZaMEAxIzAhBgNVBAMMGk9DUFAgTW9jayBTZXJ2ZXIgZGVtbyByb290MRkwFwYD
+VQQKDBBPQ1BQIE1vY2sgU2VydmVyMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE
+pduOZFIpUgNQ3HMaiIXi6TrlS187jADv7P0ozWTS7QsMdOJ4Za5Relvwu584ValO
+t6D/1VwJtxhAmu96d00NwqNTMFEwHQYDVR0OBBYEFFgxVTfJI/qlvzwWXiZY9jB3
++CcjMB8GA1UdIwQYMBaAFFgxVTfJI/qlvzwWXiZY9jB3+CcjMA8GA1UdEwEB/wQF
+MAMBAf8wCgYIKoZIzj0EAwIDSAAwRQIgMTi1veuqaH2uX+AgH8pKe7EFXMqee2ft
+G63aftl59WICIQCD1fZmhMz5Qj1UNNhMij1gErmzsY8/aEzbBtu/wXW+WQ==
+-----END CERTIFICATE-----
+"""
+
+
+def _der_element(der: bytes, offset: int) -> Tuple[int, int, int]:
+    """The DER element at ``offset``: its tag, where its content starts, and where it ends."""
+    tag, length = der[offset], der[offset + 1]
+    start = offset + 2
+    if length & 0x80:
+        count = length & 0x7F
+        length, start = int.from_bytes(der[start:start + count], "big"), start + count
+    return tag, start, start + length
+
+
+def certificate_hash_data(pem: str) -> dict:
+    """The OCPP CertificateHashDataType of a PEM certificate, read with the standard library.
+
+    issuerNameHash is the SHA-256 of the issuer's DER name; issuerKeyHash,
+    of the certificate's own public key (its issuer's, for a self-signed
+    root).  ValueError for text that is not a certificate.
+    """
+    try:
+        body = "".join(line for line in pem.strip().splitlines() if not line.startswith("-----"))
+        der = base64.b64decode(body, validate=True)
+        _, tbs_start, _ = _der_element(der, 0)  # Certificate
+        _, position, _ = _der_element(der, tbs_start)  # tbsCertificate's content
+        tag, start, end = _der_element(der, position)
+        if tag == 0xA0:  # [0] version
+            tag, start, end = _der_element(der, end)
+        serial = der[start:end].lstrip(b"\0") or b"\0"
+        _, _, position = _der_element(der, end)  # signature algorithm
+        _, _, issuer_end = _der_element(der, position)
+        issuer = der[position:issuer_end]
+        _, _, position = _der_element(der, issuer_end)  # validity
+        _, _, position = _der_element(der, position)  # subject
+        _, key_info, _ = _der_element(der, position)  # subjectPublicKeyInfo
+        _, _, key_at = _der_element(der, key_info)  # its algorithm
+        _, key_start, key_end = _der_element(der, key_at)  # the key, a BIT STRING
+    except (IndexError, ValueError, binascii.Error) as exc:
+        raise ValueError("not a PEM certificate (%s)" % exc) from None
+    return {"hashAlgorithm": "SHA256", "issuerNameHash": hashlib.sha256(issuer).hexdigest(),
+            "issuerKeyHash": hashlib.sha256(der[key_start + 1:key_end]).hexdigest(), "serialNumber": serial.hex()}
+
+
+def _installed_certificate(session: Optional["ChargerSession"]) -> dict:
+    """DeleteCertificate's default: the first certificate the charger listed, else the demo root."""
+    listed = session.state.certificate_ids if session is not None else []
+    return listed[0] if listed else certificate_hash_data(DEMO_CERTIFICATE)
+
+
 SERVER_ACTION_DEFAULTS: Dict[str, Callable[["CentralSystem", Optional["ChargerSession"]], dict]] = {
     "CancelReservation": lambda system, session: {
         "reservationId": system.last_reservation_id or 1},
@@ -2498,6 +2568,34 @@ SERVER_ACTION_DEFAULTS: Dict[str, Callable[["CentralSystem", Optional["ChargerSe
     "UpdateFirmware": lambda system, session: {
         "location": file_location(system, session, "firmware.bin") or "http://127.0.0.1/firmware.bin",
         "retrieveDate": UTC_CLOCK.now()},
+    # The OCPP 1.6 security whitepaper's.
+    "CertificateSigned": lambda system, session: {
+        "certificateChain": system.last_signed_chain.get(session.charger_id if session else "", DEMO_CERTIFICATE)},
+    "DeleteCertificate": lambda system, session: {"certificateHashData": _installed_certificate(session)},
+    "ExtendedTriggerMessage": lambda system, session: {"requestedMessage": "StatusNotification"},
+    "GetInstalledCertificateIds": lambda system, session: {"certificateType": "CentralSystemRootCertificate"},
+    "GetLog": lambda system, session: {
+        "log": {"remoteLocation": file_location(system, session) or "ftp://127.0.0.1/logs/"},
+        "logType": "DiagnosticsLog", "requestId": system.next_request_id},
+    "InstallCertificate": lambda system, session: {
+        "certificateType": "CentralSystemRootCertificate", "certificate": DEMO_CERTIFICATE},
+    "SignedUpdateFirmware": lambda system, session: {
+        "requestId": system.next_request_id,
+        "firmware": {"location": file_location(system, session, "firmware.bin") or "http://127.0.0.1/firmware.bin",
+                     "retrieveDateTime": UTC_CLOCK.now(), "signingCertificate": DEMO_CERTIFICATE,
+                     "signature": base64.b64encode(hashlib.sha256(b"firmware.bin").digest()).decode("ascii")}},
+}
+
+def remember_certificate_ids(session: "ChargerSession", request: dict, reply: dict) -> None:
+    """GetInstalledCertificateIds.conf: DeleteCertificate defaults to the first certificate listed."""
+    listed = reply.get("certificateHashData")
+    if isinstance(listed, list):
+        session.state.certificate_ids = [item for item in listed[:100] if isinstance(item, dict)]
+
+
+# What the server does when a charger answers one of its CALLs with a CALLRESULT, beyond showing it.
+SERVER_CALL_RESULT_HANDLERS: Dict[str, Callable[["ChargerSession", dict, dict], None]] = {
+    "GetInstalledCertificateIds": remember_certificate_ids,
 }
 
 # Key spellings the FlexiCharge charger reads in the server's CALLs (it raises
@@ -4976,6 +5074,8 @@ class CentralSystem:
         self.transaction_ids = itertools.count(1)
         self.next_reservation_id = 1
         self.last_reservation_id: Optional[int] = None
+        self.next_request_id = 1  # GetLog's and SignedUpdateFirmware's requestId
+        self.last_signed_chain: Dict[str, str] = {}  # charge point id -> the chain signed for it last
         self.url = "ws://%s:%d" % (options.host, options.port)
         self.port = options.port  # the port listened on, once it listens
         self.transcript: Optional[Transcript] = None

@@ -334,6 +334,13 @@ CHARGER_REPLY_SAMPLES = {
     "TriggerMessage": {"status": "Accepted"},
     "UnlockConnector": {"status": "Unlocked"},
     "UpdateFirmware": {},
+    "CertificateSigned": {"status": "Accepted"},
+    "DeleteCertificate": {"status": "NotFound"},
+    "ExtendedTriggerMessage": {"status": "Accepted"},
+    "GetInstalledCertificateIds": {"status": "NotFound"},
+    "GetLog": {"status": "Accepted", "filename": "security.log"},
+    "InstallCertificate": {"status": "Accepted"},
+    "SignedUpdateFirmware": {"status": "Accepted"},
 }
 
 
@@ -716,7 +723,7 @@ async def test_a_charger_offering_only_other_subprotocols_is_refused_in_every_mo
     with pytest.raises(websockets.InvalidHandshake) as refused:
         await Charger.connect(server.url, "CP-20", subprotocols=("ocpp2.0.1", "ocpp2.0"))
     assert _refusal_status(refused.value) == 400
-    server.wait_for(r"!! refused a connection from 127\.0\.0\.1:\d+ to \"/CP-20\": HTTP 400, the charger offered "
+    server.wait_for(r"!! refused a connection( from 127\.0\.0\.1:\d+)? to \"/CP-20\": HTTP 400, the charger offered "
                     r"the subprotocols ocpp2\.0\.1, ocpp2\.0, not ocpp1\.6")
     served = await Charger.connect(server.url, "CP-16", subprotocols=("ocpp2.0.1", "ocpp1.6"))
     assert served.ws.subprotocol == "ocpp1.6"
@@ -824,7 +831,7 @@ async def test_every_server_action_typed_bare_is_valid_by_the_official_schema(st
         sent[action] = call.payload
         await charger.answer(call, CHARGER_REPLY_SAMPLES[action])
         server.wait_for(r"CP-1 <- %s\.conf" % action)
-    assert len(sent) == 19
+    assert len(sent) == 26
     assert sent["Reset"] == {"type": "Soft"}
     assert sent["RemoteStopTransaction"] == {"transactionId": transaction_id}
     assert sent["RemoteStartTransaction"] == {"connectorId": 1, "idTag": "1"}
@@ -3717,3 +3724,48 @@ async def test_streams_keep_every_event_while_open_then_frames_and_the_transcrip
     assert "call_answered" in [event["type"] for event in live]
     replay.close()
     await charger.close()
+
+
+# ------------------------------------------------ the security extension
+
+
+def test_certificate_hash_data_agrees_with_the_cryptography_package():
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    import hashlib
+    certificate = x509.load_pem_x509_certificate(mock.DEMO_CERTIFICATE.encode())
+    key = certificate.public_key().public_bytes(serialization.Encoding.X962,
+                                                serialization.PublicFormat.UncompressedPoint)
+    serial = certificate.serial_number.to_bytes((certificate.serial_number.bit_length() + 7) // 8, "big")
+    assert mock.certificate_hash_data(mock.DEMO_CERTIFICATE) == {
+        "hashAlgorithm": "SHA256", "issuerNameHash": hashlib.sha256(certificate.issuer.public_bytes()).hexdigest(),
+        "issuerKeyHash": hashlib.sha256(key).hexdigest(), "serialNumber": serial.hex()}
+    assert_valid("DeleteCertificate", {"certificateHashData": mock.certificate_hash_data(mock.DEMO_CERTIFICATE)})
+    with pytest.raises(ValueError):
+        mock.certificate_hash_data("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----")
+
+
+def test_the_certificate_commands_agree_with_the_demo_chargers_store(start_server, tmp_path):
+    server = start_server("--files-dir", str(tmp_path))
+    demo = subprocess.Popen([sys.executable, str(DEMO_CHARGER), server.url + "/CP-SEC"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT)
+    try:
+        server.wait_for(r"CP-SEC <- DataTransfer\.conf")
+        for typed, answer in (("GetInstalledCertificateIds", r'\{"status":"NotFound"\}'),
+                              ("InstallCertificate", r'\{"status":"Accepted"\}'),
+                              ("GetInstalledCertificateIds", r'\{"status":"Accepted","certificateHashData":\[\{'),
+                              ("DeleteCertificate", r'\{"status":"Accepted"\}'),  # the one it listed
+                              ("GetInstalledCertificateIds", r'\{"status":"NotFound"\}')):
+            mark = server.mark()
+            server.type(typed)
+            server.wait_for(r"CP-SEC <- %s\.conf %s" % (typed, answer), since=mark)
+        # GetLog bare: the log lands in the files folder, under the charger's name.
+        server.type("GetLog")
+        server.wait_for(r'CP-SEC <- LogStatusNotification \{"status": "Uploaded", "requestId": 1\}')
+        assert (tmp_path / "CP-SEC" / "demo-security.log").read_text() == "demo charger security log\n"
+        server.type("ExtendedTriggerMessage requestedMessage=SignChargePointCertificate")
+        server.wait_for(r'CP-SEC <- SignCertificate \{"csr": "-----BEGIN CERTIFICATE REQUEST-----')
+        server.wait_for(r'CP-SEC -> SignCertificate\.conf \{"status":"Accepted"\}')
+    finally:
+        demo.terminate()
+        demo.wait(TIMEOUT)

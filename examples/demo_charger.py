@@ -18,6 +18,7 @@ Standard library and websockets only, like the server.
 import argparse
 import asyncio
 import datetime
+import hashlib
 import json
 import sys
 import time
@@ -28,6 +29,17 @@ from typing import Any, Dict, Optional
 import websockets
 
 DIAGNOSTICS_FILE = "demo-diagnostics.log"
+LOG_FILE = "demo-security.log"
+# The certificate signing request it sends for ExtendedTriggerMessage SignChargePointCertificate
+# (a fixture: a real charger makes its key and CSR itself).
+DEMO_CSR = """-----BEGIN CERTIFICATE REQUEST-----
+MIHkMIGLAgEAMCkxEDAOBgNVBAMMB0NQLURFTU8xFTATBgNVBAoMDERlbW8gQ2hh
+cmdlcjBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABHaqQHUPvXrAo1p8j6+xH6rK
+Dd5/6pphpJ90motI6q8f7sox+WlXLH/8N1G5ldP+G6Y7x4y1YGWbaYJxvT3vOa2g
+ADAKBggqhkjOPQQDAgNIADBFAiBcMUTRIoL3Y0/ax3bXAUWE3DRr1tyUb7zaudUi
+uLrkfAIhAJaQbae3y5JkgPanhNZgt5uFnUNb6Vp5mrmpdnXCC17I
+-----END CERTIFICATE REQUEST-----
+"""
 FLEXICHARGE_MESSAGE_ID = "0jdsEnnyo2kpCP8FLfHlNpbvQXosR5ZNlh8v"  # it reuses this id for every CALL
 
 
@@ -60,6 +72,7 @@ class DemoCharger:
         self.configuration = {"HeartbeatInterval": str(options.heartbeat_interval or 60),
                               "MeterValueSampleInterval": str(options.meter_interval)}
         self.local_list_version = 0
+        self.certificates: Dict[str, list] = {}  # certificate type -> the PEM texts installed
         self.finished = asyncio.Event()
         self.tasks: set = set()
 
@@ -348,25 +361,104 @@ class DemoCharger:
             self.spawn(self.download_firmware(location))
         return {}
 
+    # The security whitepaper's commands: a small certificate store that Install, GetInstalledIds and
+    # Delete agree on (hash data made from the certificate's bytes, which is all a test needs).
+
+    def on_CertificateSigned(self, payload: dict) -> dict:
+        chain = str(payload.get("certificateChain", ""))
+        if "BEGIN CERTIFICATE" not in chain:
+            return {"status": "Rejected"}
+        self.certificates["ChargePointCertificate"] = [chain]
+        return {"status": "Accepted"}
+
+    def on_InstallCertificate(self, payload: dict) -> dict:
+        certificate = str(payload.get("certificate", ""))
+        if "BEGIN CERTIFICATE" not in certificate:
+            return {"status": "Rejected"}
+        installed = self.certificates.setdefault(str(payload.get("certificateType")), [])
+        if certificate not in installed:
+            installed.append(certificate)
+        return {"status": "Accepted"}
+
+    def on_GetInstalledCertificateIds(self, payload: dict) -> dict:
+        installed = self.certificates.get(str(payload.get("certificateType")), [])
+        if not installed:
+            return {"status": "NotFound"}
+        return {"status": "Accepted", "certificateHashData": [hash_data(pem) for pem in installed]}
+
+    def on_DeleteCertificate(self, payload: dict) -> dict:
+        wanted = payload.get("certificateHashData", {})
+        for installed in self.certificates.values():
+            for pem in installed:
+                if hash_data(pem) == wanted:
+                    installed.remove(pem)
+                    return {"status": "Accepted"}
+        return {"status": "NotFound"}
+
+    def on_ExtendedTriggerMessage(self, payload: dict) -> dict:
+        requested = payload.get("requestedMessage")
+        if requested == "SignChargePointCertificate":
+            self.spawn(self.call("SignCertificate", {"csr": DEMO_CSR}))
+        elif requested in ("StatusNotification", "Heartbeat", "MeterValues"):
+            return {"status": self.on_TriggerMessage(payload)["status"]}
+        elif requested == "BootNotification":
+            self.spawn(self.call("BootNotification", {"chargePointVendor": "DemoVendor",
+                                                      "chargePointModel": "DemoCharger"}))
+        elif requested == "LogStatusNotification":
+            self.spawn(self.call("LogStatusNotification", {"status": "Idle"}))
+        elif requested == "FirmwareStatusNotification":
+            self.spawn(self.call("SignedFirmwareStatusNotification", {"status": "Idle"}))
+        else:
+            return {"status": "NotImplemented"}
+        return {"status": "Accepted"}
+
+    def on_GetLog(self, payload: dict) -> dict:
+        location = str((payload.get("log") or {}).get("remoteLocation", ""))
+        request_id = payload.get("requestId")
+        if location.startswith("http"):
+            self.spawn(self.upload_log(location, request_id))
+        return {"status": "Accepted", "filename": LOG_FILE}
+
+    def on_SignedUpdateFirmware(self, payload: dict) -> dict:
+        location = str((payload.get("firmware") or {}).get("location", ""))
+        if location.startswith("http"):
+            self.spawn(self.download_signed_firmware(location, payload.get("requestId")))
+        return {"status": "Accepted"}
+
     # -- files: diagnostics up, firmware down, over HTTP as many chargers do (others only speak FTP)
 
     async def upload_diagnostics(self, location: str) -> None:
-        """POST a diagnostics file to ``location`` as multipart/form-data, as chargers upload."""
         await self.call("DiagnosticsStatusNotification", {"status": "Uploading"})
         text = "demo charger diagnostics\nenergy %d Wh, state of charge %d %%\n" % (self.energy_wh, self.soc)
+        done = await self.upload(location, DIAGNOSTICS_FILE, text, "upload diagnostics to")
+        await self.call("DiagnosticsStatusNotification", {"status": "Uploaded" if done else "UploadFailed"})
+
+    async def upload_log(self, location: str, request_id: Any) -> None:
+        await self.call("LogStatusNotification", {"status": "Uploading", "requestId": request_id})
+        done = await self.upload(location, LOG_FILE, "demo charger security log\n", "upload its log to")
+        await self.call("LogStatusNotification", {"status": "Uploaded" if done else "UploadFailure",
+                                                  "requestId": request_id})
+
+    async def upload(self, location: str, name: str, text: str, what: str) -> bool:
+        """POST a file to ``location`` as multipart/form-data, as chargers upload; True when it arrived."""
         boundary = uuid.uuid4().hex
         body = ("--%s\r\nContent-Disposition: form-data; name=\"file\"; filename=\"%s\"\r\n"
-                "Content-Type: text/plain\r\n\r\n%s\r\n--%s--\r\n" % (boundary, DIAGNOSTICS_FILE, text, boundary))
+                "Content-Type: text/plain\r\n\r\n%s\r\n--%s--\r\n" % (boundary, name, text, boundary))
         request = urllib.request.Request(location, data=body.encode("utf-8"), method="POST", headers={
             "Content-Type": "multipart/form-data; boundary=" + boundary})
-        status = await self.fetch(request, "upload diagnostics to")
-        await self.call("DiagnosticsStatusNotification", {"status": "Uploaded" if status is not None else "UploadFailed"})
+        return await self.fetch(request, what) is not None
 
     async def download_firmware(self, location: str) -> None:
         await self.call("FirmwareStatusNotification", {"status": "Downloading"})
         status = await self.fetch(urllib.request.Request(location), "download firmware from")
         await self.call("FirmwareStatusNotification", {"status": "Downloaded" if status is not None
                                                        else "DownloadFailed"})
+
+    async def download_signed_firmware(self, location: str, request_id: Any) -> None:
+        await self.call("SignedFirmwareStatusNotification", {"status": "Downloading", "requestId": request_id})
+        body = await self.fetch(urllib.request.Request(location), "download signed firmware from")
+        await self.call("SignedFirmwareStatusNotification", {"status": "Downloaded" if body is not None
+                                                             else "DownloadFailed", "requestId": request_id})
 
     async def fetch(self, request: "urllib.request.Request", what: str) -> Optional[bytes]:
         """The body of an HTTP request made on a thread, or None (said why) when it fails."""
@@ -380,6 +472,13 @@ class DemoCharger:
             return None
         say("did %s %s (%d bytes back)" % (what, request.full_url, len(body)))
         return body
+
+
+def hash_data(pem: str) -> dict:
+    """CertificateHashDataType made from a certificate's text: stable, unique enough for a demo."""
+    digest = hashlib.sha256(pem.strip().encode("utf-8")).hexdigest()
+    return {"hashAlgorithm": "SHA256", "issuerNameHash": digest, "issuerKeyHash": digest[::-1],
+            "serialNumber": digest[:40]}
 
 
 class ServerGone(Exception):
