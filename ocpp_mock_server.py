@@ -89,6 +89,7 @@ MAX_CONNECTORS = 64  # connector statuses kept per charge point
 MAX_OPEN_TRANSACTIONS = 64  # open transactions kept per charge point; the oldest is forgotten first
 REMEMBERED_CHARGE_POINTS = 1000  # charge points that have disconnected, kept for when they come back
 REPLACE_TIMEOUT = 1.0  # seconds a replaced connection gets to close before it is cut
+MAX_FILE_VALUE = 1 << 20  # characters of a key=@path value (a certificate chain is far smaller)
 # Seconds to wait for a charger to finish a closing handshake.  After a frame
 # over --max-message-size the rest of it is still in flight, and websockets
 # 10.3 waits this long before it reports the close.
@@ -2709,7 +2710,7 @@ class Command:
         self.text = text
 
 
-def parse_command(line: str) -> Command:
+def parse_command(line: str, files_from: Optional[str] = None) -> Command:
     """Parse one line of the command language; CommandError says what is wrong with it.
 
     Used by the console, the scenario checker and the scenario runner alike,
@@ -2717,6 +2718,10 @@ def parse_command(line: str) -> Command:
     word, the action, field names, and each value against its field's rule.
     Checked when it runs: what depends on the run (an open transaction, a
     connected charger, required fields the defaults do not fill).
+
+    ``key=@path`` reads the value from a file, relative to ``files_from``
+    (the console's current folder, a script's own folder); None refuses it
+    (the HTTP API).  ``key=@@text`` is the literal ``@text``.
     """
     line = line.strip()
     target: Optional[str] = None
@@ -2738,7 +2743,7 @@ def parse_command(line: str) -> Command:
             word, "did you mean %s? " % close[0] if close else ""))
     if rest.startswith("{"):
         return Command(line, "call", target, action, payload=_parse_json_payload(action, rest))
-    return Command(line, "call", target, action, overrides=[_parse_override(action, argument)
+    return Command(line, "call", target, action, overrides=[_parse_override(action, argument, files_from)
                                                             for argument in rest.split()])
 
 
@@ -2762,6 +2767,24 @@ def _parse_json_payload(action: str, text: str) -> dict:
     return payload
 
 
+def _value_from_file(action: str, key: str, path: str, files_from: Optional[str]) -> str:
+    """The text of ``key=@path`` (a PEM certificate, say); CommandError when it cannot be read."""
+    if files_from is None:
+        raise CommandError("%s: %s=@%s reads a file, which only the console and scripts may do (@@ for a literal "
+                           "@)" % (action, key, path))
+    full = os.path.join(files_from, os.path.expanduser(path))
+    try:
+        with open(full, encoding="utf-8") as value_file:
+            text = value_file.read(MAX_FILE_VALUE + 1)
+    except OSError as exc:
+        raise CommandError("%s: cannot read %s=@%s (%s): %s" % (action, key, path, full, exc.strerror or exc)) from None
+    except UnicodeDecodeError:
+        raise CommandError("%s: %s=@%s is not UTF-8 text" % (action, key, path)) from None
+    if len(text) > MAX_FILE_VALUE:
+        raise CommandError("%s: %s=@%s is over %d characters" % (action, key, path, MAX_FILE_VALUE))
+    return text
+
+
 class PayloadRefused(CommandError):
     """A command whose payload would break the 1.6 schema: not sent.  ``problems`` are all of them; the
     message names the first and how to send it anyway."""
@@ -2775,11 +2798,14 @@ def not_sent(action: str, problem: Problem) -> CommandError:
     return PayloadRefused(action, [problem])
 
 
-def _parse_override(action: str, argument: str) -> Tuple[List[str], Any]:
+def _parse_override(action: str, argument: str, files_from: Optional[str] = None) -> Tuple[List[str], Any]:
     """One key=value of a command: the field's path and its value, typed to the field and checked."""
     key, equals, text = argument.partition("=")
     if not equals or not key:
         raise CommandError("%s: expected key=value, got %r (help %s lists the fields)" % (action, argument, action))
+    from_file = text.startswith("@") and not text.startswith("@@")
+    if text.startswith("@"):
+        text = text[1:] if not from_file else _value_from_file(action, key, text[1:], files_from)
     path = key.split(".")
     rules = SERVER_REQUEST_RULES[action]
     rule = _field_rule(rules, path)
@@ -2794,7 +2820,7 @@ def _parse_override(action: str, argument: str) -> Tuple[List[str], Any]:
                                     % ".".join(path[:-1]), FORMATION_VIOLATION))
         value = text
     else:
-        value = _coerce(rule, parse_console_value(text))
+        value = text if from_file and isinstance(rule, String) else _coerce(rule, parse_console_value(text.strip()))
         if not rule.valid(value):
             rule.check(value, key, problems)
     if problems:
@@ -2920,19 +2946,20 @@ class Console:
         for text in outcome.lines:
             self.out.console(text)
 
-    def run(self, line: str, hold: bool = True) -> "CommandOutcome":
+    def run(self, line: str, hold: bool = True, files: bool = True) -> "CommandOutcome":
         """Run one line of the command language: what the console, and the API, answer with.
 
         A charger command typed before any charger is connected is held
         until one has booted; with ``hold`` False (the API) it is refused
         instead, so that a caller who retries does not send it twice.
+        ``files`` False (the API) refuses key=@path values.
         """
         line = line.strip()
         outcome = CommandOutcome()
         if not line or line.startswith("#"):
             return outcome
         try:
-            self._run(parse_command(line), outcome)
+            self._run(parse_command(line, os.getcwd() if files else None), outcome)
         except NoChargerYet:
             if not hold:
                 outcome.fail("no charger is connected yet (point one at %s)" % self.system.url, held=True)
@@ -3081,9 +3108,10 @@ class Step:
 
     usage = ""
 
-    def __init__(self, line: int, text: str) -> None:
+    def __init__(self, line: int, text: str, folder: str = ".") -> None:
         self.line = line
         self.text = text
+        self.folder = folder  # the script's own: key=@path values are read relative to it
 
     def parse(self, tokens: List[str]) -> None:
         raise NotImplementedError
@@ -3191,7 +3219,7 @@ class CommandStep(Step):
     """Any line of the command language a script may send (an action, startRemote, raw, echo)."""
 
     def parse(self, tokens: List[str]) -> None:
-        self.command = script_command(self.text, self.line)
+        self.command = script_command(self.text, self.line, self.folder)
 
     async def run(self, runner: "ScenarioRunner") -> None:
         await runner.send_command(self.command)
@@ -3241,14 +3269,15 @@ def _wait_target(name: str, line: int) -> Tuple[str, str]:
     return "call", action
 
 
-def parse_scenario(text: str) -> List[Step]:
-    """Check a whole scenario script; ScriptError names the first bad line."""
+def parse_scenario(text: str, folder: str = ".") -> List[Step]:
+    """Check a whole scenario script (its key=@path values relative to ``folder``); ScriptError names
+    the first bad line."""
     steps: List[Step] = []
     for number, raw in enumerate(text.splitlines(), 1):
         line = _INLINE_COMMENT.sub("", raw).strip()
         if not line or line.startswith("#"):
             continue
-        step = SCENARIO_STEPS.get(line.split()[0].lower(), CommandStep)(number, line)
+        step = SCENARIO_STEPS.get(line.split()[0].lower(), CommandStep)(number, line, folder)
         step.parse(line.split()[1:])
         if isinstance(step, ChargerStep) and steps:
             raise ScriptError(number, "a charger line must come before every step")
@@ -3261,7 +3290,7 @@ def parse_scenario(text: str) -> List[Step]:
 SCENARIO_WORDS = tuple(SCENARIO_STEPS)
 
 
-def script_command(line: str, number: int) -> Command:
+def script_command(line: str, number: int, folder: str = ".") -> Command:
     """A command step, parsed by the console's own parser; ScriptError if a script cannot run it."""
     word = line.split()[0]
     if console_action(word) is None and word.lower() not in ("raw", "echo") + CONSOLE_ONLY \
@@ -3270,7 +3299,7 @@ def script_command(line: str, number: int) -> Command:
         close = difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
         raise ScriptError(number, "unknown step %r%s" % (word, "; did you mean %s?" % close[0] if close else ""))
     try:
-        command = parse_command(line)
+        command = parse_command(line, files_from=folder)
     except CommandError as exc:
         raise ScriptError(number, str(exc)) from None
     if command.word in CONSOLE_ONLY or command.target is not None:
@@ -4303,10 +4332,8 @@ class HttpApi:
         line = body["line"]
         if "\n" in line or "\r" in line:
             raise HttpError(400, "one line at a time")
-        if "=@" in line:
-            raise HttpError(400, "key=@file values are for the console and scripts, not the HTTP API")
         self.out.console("api: " + printable(line, 400))
-        outcome = self.console.run(line, hold=False)
+        outcome = self.console.run(line, hold=False, files=False)
         for text in outcome.lines:
             self.out.console(text)
         record: Dict[str, Any] = {"ok": outcome.ok, "lines": outcome.lines}
@@ -5319,7 +5346,7 @@ def load_scenario(path: str, out: Output) -> Optional[List[Step]]:
     """The checked steps of a --script file; None (after one error line) when it is unusable."""
     try:
         with open(path, encoding="utf-8") as script:
-            return parse_scenario(script.read())
+            return parse_scenario(script.read(), os.path.dirname(os.path.abspath(path)))
     except OSError as exc:
         out.error(None, "cannot read the script %s: %s" % (path, exc.strerror or exc))
     except UnicodeDecodeError as exc:

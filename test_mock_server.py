@@ -3769,3 +3769,35 @@ def test_the_certificate_commands_agree_with_the_demo_chargers_store(start_serve
     finally:
         demo.terminate()
         demo.wait(TIMEOUT)
+
+
+@charger_test
+async def test_key_at_path_reads_a_value_from_a_file_at_the_console_and_in_scripts_never_over_http(
+        start_server, tmp_path):
+    (tmp_path / "ca.pem").write_text(mock.DEMO_CERTIFICATE)
+    server = start_server()
+    charger = await booted_charger(server)
+    server.type("InstallCertificate certificateType=ManufacturerRootCertificate certificate=@%s" % (tmp_path / "ca.pem"))
+    call = await charger.expect_call("InstallCertificate")
+    assert call.payload == {"certificateType": "ManufacturerRootCertificate", "certificate": mock.DEMO_CERTIFICATE}
+    assert_valid("InstallCertificate", call.payload)
+    await charger.answer(call, {"status": "Accepted"})
+    server.type("DataTransfer vendorId=@@home")  # @@: a literal @
+    call = await charger.expect_call("DataTransfer")
+    assert call.payload["vendorId"] == "@home"
+    await charger.answer(call, {"status": "Accepted"})
+    server.type("CertificateSigned certificateChain=@missing.pem")
+    server.wait_for(r">> CertificateSigned: cannot read certificateChain=@missing\.pem \(.*missing\.pem\): "
+                    r"No such file or directory")
+    refused = await http(server, "POST", "/api/command", {"line": "CertificateSigned certificateChain=@/etc/hostname"})
+    assert refused.status == 400 and "only the console and scripts" in refused.json["error"]
+    await charger.close()
+    # A script reads paths relative to its own folder.
+    script = tmp_path / "scripts" / "install.txt"
+    script.parent.mkdir()
+    script.write_text("InstallCertificate certificate=@../ca.pem\n")
+    steps = mock.parse_scenario(script.read_text(), str(script.parent))
+    assert steps[0].command.overrides[0] == (["certificate"], mock.DEMO_CERTIFICATE)
+    with pytest.raises(mock.ScriptError) as missing:
+        mock.parse_scenario("CertificateSigned certificateChain=@nope.pem", str(tmp_path))
+    assert missing.value.line == 1 and "cannot read certificateChain=@nope.pem" in str(missing.value)
