@@ -54,6 +54,7 @@ import logging
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import ssl
@@ -2410,6 +2411,12 @@ def handle_notification(session: "ChargerSession", payload: dict) -> dict:
 
 
 def handle_sign_certificate(session: "ChargerSession", payload: dict) -> dict:
+    """Accept a PEM CSR; once answered, sign it (--ca-cert) or save it for the operator (see CertificateSigning)."""
+    csr = payload.get("csr")
+    if not isinstance(csr, str) or "BEGIN CERTIFICATE REQUEST" not in csr:
+        session.log("warn", "SignCertificate: the csr is not a PEM certificate request; answered Rejected")
+        return {"status": "Rejected"}
+    session.after_reply(lambda: session.system.signing.start(session, csr))
     return {"status": "Accepted"}
 
 
@@ -2625,6 +2632,74 @@ def to_flexicharge_payload(action: str, payload: dict) -> dict:
         except ValueError:
             pass  # an operator's own value, sent as typed
     return converted
+
+
+# -------------------------------------------------------- Certificate signing
+# SignCertificate, end to end: the standard library cannot sign, so the
+# openssl command-line tool does, in a subprocess the event loop does not
+# wait for.
+
+
+class CertificateSigning:
+    """What happens to a charger's CSR: signed with --ca-cert/--ca-key and sent back in CertificateSigned,
+    or, without them, saved to a file with the one console line that sends the chain once it is signed."""
+
+    def __init__(self, system: "CentralSystem", ca_cert: Optional[str], ca_key: Optional[str]) -> None:
+        self.system = system
+        self.ca_cert, self.ca_key = ca_cert, ca_key
+        self._folder: Optional[str] = None
+        self.tasks: set = set()
+
+    def folder(self) -> str:
+        """Where CSRs and signed chains go: the files folder when there is one, else a temporary folder."""
+        if self.system.http is not None:
+            return self.system.http.files.root
+        if self._folder is None:
+            self._folder = tempfile.mkdtemp(prefix="ocpp-mock-csr-")
+        return self._folder
+
+    def start(self, session: "ChargerSession", csr: str) -> None:
+        task = asyncio.ensure_future(self.handle(session, csr))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def handle(self, session: "ChargerSession", csr: str) -> None:
+        name = "".join(character if character.isalnum() or character in "-_." else "_"
+                       for character in session.charger_id)[:64] or "charger"
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        csr_path = os.path.join(self.folder(), "%s-%s.csr" % (name, stamp))
+        with open(csr_path, "w", encoding="utf-8") as csr_file:
+            csr_file.write(csr)
+        if self.ca_cert is None or self.ca_key is None:
+            chain_path = os.path.join(self.folder(), "%s-%s-chain.pem" % (name, stamp))
+            session.log("info", "SignCertificate: the CSR is saved in %s; sign it (no --ca-cert/--ca-key), put the "
+                        "chain in %s and type: @%s CertificateSigned certificateChain=@%s" % (
+                            csr_path, chain_path, printable(session.charger_id), chain_path))
+            return
+        try:
+            chain = await sign_csr(csr_path, self.ca_cert, self.ca_key)
+        except (OSError, RuntimeError) as exc:
+            session.log("error", "SignCertificate: could not sign the CSR in %s: %s" % (csr_path, exc))
+            return
+        self.system.last_signed_chain[session.charger_id] = chain
+        session.log("info", "SignCertificate: signed the CSR with --ca-cert; sending CertificateSigned")
+        if not session.closed:
+            session.call("CertificateSigned", {"certificateChain": chain})
+
+
+async def sign_csr(csr_path: str, ca_cert: str, ca_key: str, days: int = 365) -> str:
+    """The chain (the new certificate, then the CA's) for a CSR file, signed by ``openssl x509 -req``
+    with options OpenSSL 1.1.1 and 3.x share; RuntimeError with openssl's own words when it fails."""
+    out_path = csr_path[:-len(".csr")] + ".pem" if csr_path.endswith(".csr") else csr_path + ".pem"
+    process = await asyncio.create_subprocess_exec(
+        "openssl", "x509", "-req", "-in", csr_path, "-CA", ca_cert, "-CAkey", ca_key,
+        "-set_serial", str(int.from_bytes(os.urandom(8), "big")), "-days", str(days), "-sha256", "-out", out_path,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    said, _ = await process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError("openssl x509 -req failed: %s" % printable(said.decode("utf-8", "replace").strip(), 400))
+    with open(out_path, encoding="utf-8") as signed, open(ca_cert, encoding="utf-8") as ca:
+        return signed.read().strip() + "\n" + ca.read().strip() + "\n"
 
 
 # --------------------------------------------------------- Command language
@@ -5102,6 +5177,7 @@ class CentralSystem:
         self.next_reservation_id = 1
         self.last_reservation_id: Optional[int] = None
         self.next_request_id = 1  # GetLog's and SignedUpdateFirmware's requestId
+        self.signing = CertificateSigning(self, options.ca_cert, options.ca_key)
         self.last_signed_chain: Dict[str, str] = {}  # charge point id -> the chain signed for it last
         self.url = "ws://%s:%d" % (options.host, options.port)
         self.port = options.port  # the port listened on, once it listens
@@ -5304,6 +5380,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="like --basic-auth, with the key given as hex bytes (e.g. a 20-byte AuthorizationKey)")
     security.add_argument("--certfile", help="profile 2: serve wss:// with this PEM certificate (chain)")
     security.add_argument("--keyfile", help="the certificate's private key, if not in --certfile")
+    security.add_argument("--ca-cert", metavar="FILE", help="sign chargers' SignCertificate CSRs with this CA "
+                          "certificate (PEM; with --ca-key; needs the openssl command) and send CertificateSigned")
+    security.add_argument("--ca-key", metavar="FILE", help="the private key of --ca-cert (PEM)")
     security.add_argument("--charger-ids", metavar="A,B,...", type=non_empty,
                           help="only these charge point ids may connect; others get HTTP 404")
     authorization = parser.add_argument_group("authorization (idTagInfo in Authorize, StartTransaction, "
@@ -5559,7 +5638,8 @@ class Settings:
 
     __slots__ = ("host", "port", "dialect", "strict", "boot_status", "heartbeat_interval", "boot_data",
                  "flexicharge_id", "charging_price", "id_tag", "call_timeout", "auto_start_after", "auto_stop_after",
-                 "max_message_size", "password", "certfile", "keyfile", "charger_ids", "tag_rules", "unknown_tags",
+                 "max_message_size", "password", "certfile", "keyfile", "ca_cert", "ca_key", "charger_ids",
+                 "tag_rules", "unknown_tags",
                  "concurrent_tx", "script", "log", "quiet", "http", "http_host", "http_port", "http_token",
                  "files_dir", "max_upload_size", "files_quota")
 
@@ -5582,6 +5662,14 @@ def parse_settings(argv: Optional[List[str]] = None) -> Settings:
         parser.error(str(exc))
     if options.keyfile and not options.certfile:
         parser.error("--keyfile needs --certfile")
+    if bool(options.ca_cert) != bool(options.ca_key):
+        parser.error("--ca-cert and --ca-key go together")
+    for flag, path in (("--ca-cert", options.ca_cert), ("--ca-key", options.ca_key)):
+        if path and not os.path.isfile(path):
+            parser.error("%s %s: no such file" % (flag, path))
+    if options.ca_cert and shutil.which("openssl") is None:
+        parser.error("--ca-cert signs with the openssl command, which is not on PATH (apt install openssl); "
+                     "without --ca-cert the server saves each CSR for you to sign")
     if options.http and not is_loopback(options.http_host) and options.http_token is None:
         parser.error("--http-host %s is reachable from other machines, and anyone who reaches the HTTP port can "
                      "drive every charger: give --http-token TOKEN too (or --no-http)" % options.http_host)

@@ -3801,3 +3801,85 @@ async def test_key_at_path_reads_a_value_from_a_file_at_the_console_and_in_scrip
     with pytest.raises(mock.ScriptError) as missing:
         mock.parse_scenario("CertificateSigned certificateChain=@nope.pem", str(tmp_path))
     assert missing.value.line == 1 and "cannot read certificateChain=@nope.pem" in str(missing.value)
+
+
+def _certificate_authority(directory: Path, name: str = "Test CA"):
+    """A CA certificate and key written as PEM files: (cert path, key path, cert, key)."""
+    import datetime as _datetime
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = _datetime.datetime.now(_datetime.timezone.utc)
+    certificate = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - _datetime.timedelta(days=1))
+                   .not_valid_after(now + _datetime.timedelta(days=30))
+                   .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                   .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / (name.replace(" ", "_") + ".pem"), directory / (name.replace(" ", "_") + ".key")
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path, certificate, key
+
+
+def _csr(common_name: str) -> str:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    key = ec.generate_private_key(ec.SECP256R1())
+    request = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, common_name)])).sign(key, hashes.SHA256())
+    return request.public_bytes(serialization.Encoding.PEM).decode()
+
+
+@charger_test
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl command on PATH")
+async def test_sign_certificate_is_signed_with_the_ca_and_sent_back(start_server, tmp_path):
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    ca_path, key_path, ca, _ = _certificate_authority(tmp_path)
+    server = start_server("--ca-cert", str(ca_path), "--ca-key", str(key_path), "--files-dir", str(tmp_path / "files"))
+    charger = await booted_charger(server)
+    assert (await charger.call("SignCertificate", {"csr": _csr("CP-1")})).payload == {"status": "Accepted"}
+    signed = await charger.expect_call("CertificateSigned")
+    assert_valid("CertificateSigned", signed.payload)
+    chain = x509.load_pem_x509_certificates(signed.payload["certificateChain"].encode())
+    assert chain[0].subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "CP-1"
+    assert chain[0].issuer == ca.subject and chain[1] == ca
+    ca.public_key().verify(chain[0].signature, chain[0].tbs_certificate_bytes, ec.ECDSA(chain[0].signature_hash_algorithm))
+    await charger.answer(signed, {"status": "Accepted"})
+    server.wait_for(r"CP-1 <- CertificateSigned\.conf")
+    server.type("CertificateSigned")  # typed bare: the chain signed for this charger last
+    assert (await charger.expect_call("CertificateSigned")).payload == signed.payload
+    not_a_csr = await charger.call("SignCertificate", {"csr": "hello"})
+    assert not_a_csr.payload == {"status": "Rejected"}
+    await charger.close()
+
+
+@charger_test
+async def test_without_a_ca_the_csr_is_saved_with_the_line_that_sends_the_chain(start_server, tmp_path):
+    server = start_server("--files-dir", str(tmp_path))
+    charger = await booted_charger(server)
+    csr = _csr("CP-1")
+    await charger.call("SignCertificate", {"csr": csr})
+    saved = server.wait_for(r"CP-1 \*\* SignCertificate: the CSR is saved in (\S+); sign it .*, put the chain in "
+                            r"(\S+) and type: @CP-1 CertificateSigned certificateChain=@(\S+)$")
+    assert Path(saved.group(1)).read_text() == csr and saved.group(2) == saved.group(3)
+    Path(saved.group(2)).write_text(mock.DEMO_CERTIFICATE)  # the operator's signed chain
+    server.type("@CP-1 CertificateSigned certificateChain=@" + saved.group(2))
+    assert (await charger.expect_call("CertificateSigned")).payload == {"certificateChain": mock.DEMO_CERTIFICATE}
+    await charger.close()
+
+
+def test_ca_flags_are_checked_at_start_up(tmp_path):
+    for args, message in ((["--ca-cert", "ca.pem"], "--ca-cert and --ca-key go together"),
+                          (["--ca-cert", str(tmp_path / "no.pem"), "--ca-key", str(tmp_path / "no.key")],
+                           "no such file")):
+        result = subprocess.run([sys.executable, str(SERVER), *args], stdin=subprocess.DEVNULL,
+                                capture_output=True, text=True, timeout=TIMEOUT * 2)
+        assert result.returncode == 2 and message in result.stderr
