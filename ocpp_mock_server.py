@@ -1620,6 +1620,7 @@ class ChargerState:
         self.last_meter_values: Optional[dict] = None
         self.authorizations: Deque[Tuple[str, str, str, str]] = collections.deque(maxlen=5)
         self.certificate_ids: List[dict] = []  # the hash data its last GetInstalledCertificateIds.conf listed
+        self.key_rotated: Optional[str] = None  # when the server took its new AuthorizationKey
 
     def set_connector(self, connector: Optional[int], status: str) -> bool:
         """Record a connector's status; False when the table is full and the connector is new."""
@@ -1669,6 +1670,8 @@ class ChargerState:
             lines.append("  last meter values: " + render_meter_values(self.last_meter_values))
         for action, id_tag, status, rule in self.authorizations:
             lines.append("  %s idTag %s: %s (%s)" % (action, id_tag, status, rule))
+        if self.key_rotated is not None:
+            lines.append("  AuthorizationKey: rotated at %s; only the new key lets it in" % self.key_rotated)
         return lines
 
 
@@ -2601,8 +2604,22 @@ def remember_certificate_ids(session: "ChargerSession", request: dict, reply: di
         session.state.certificate_ids = [item for item in listed[:100] if isinstance(item, dict)]
 
 
+def rotate_authorization_key(session: "ChargerSession", request: dict, reply: dict) -> None:
+    """ChangeConfiguration AuthorizationKey, accepted: the charger must use the new key from its next connection."""
+    if request.get("key") != "AuthorizationKey" or reply.get("status") not in ("Accepted", "RebootRequired"):
+        return
+    value = request.get("value")
+    if not isinstance(value, str) or session.system.access is None:
+        return
+    forms = session.system.access.rotate(session.charger_id, value)
+    session.state.key_rotated = UTC_CLOCK.now()
+    session.log("info", "AuthorizationKey rotated: from its next connection on, %s must log in with the new key "
+                "(%s); the old one gets 401" % (printable(session.charger_id), forms))
+
+
 # What the server does when a charger answers one of its CALLs with a CALLRESULT, beyond showing it.
 SERVER_CALL_RESULT_HANDLERS: Dict[str, Callable[["ChargerSession", dict, dict], None]] = {
+    "ChangeConfiguration": rotate_authorization_key,
     "GetInstalledCertificateIds": remember_certificate_ids,
 }
 
@@ -2712,8 +2729,10 @@ CONSOLE_HELP = [
     ("chargers", "connected chargers: dialect, boot, connectors, transaction, meter values", "chargers"),
     ("startRemote", "RemoteStartTransaction (connector 1, --id-tag)", "startRemote"),
     ("stopRemote", "RemoteStopTransaction for the open transaction", "stopRemote"),
-    ("<Action> [key=value ...]", "any of the 19 central-system actions; values are JSON when they parse",
+    ("<Action> [key=value ...]", "any of the 26 central-system actions; values are JSON when they parse",
      "ChangeConfiguration key=HeartbeatInterval value=30"),
+    ("<Action> key=@file", "the value is the file's text (a PEM certificate); @@ is a literal @",
+     "InstallCertificate certificate=@ca.pem"),
     ("<Action> {json}", "send exactly this payload", 'DataTransfer {"vendorId":"x"}'),
     ("@<chargerId> <command>", "send to that charger", "@CP-1 Reset type=Hard"),
     ("use <chargerId>", "send to that charger from now on", "use CP-1"),
@@ -4193,6 +4212,7 @@ def charger_record(system: "CentralSystem", state: ChargerState) -> dict:
                           "meterStart": tx.meter_start} for tx in state.transactions.values()],
         "lastMeterValues": state.last_meter_values,
         "specWarnings": state.spec_warnings,
+        "authorizationKeyRotated": state.key_rotated,
         "outstandingCall": outstanding.action if outstanding is not None else None,
     }
 
@@ -4906,6 +4926,7 @@ try:
     _ASYNCIO_API = True
 except ImportError:  # websockets < 13
     from websockets.legacy.server import serve as _websockets_serve  # type: ignore
+    from websockets.legacy.server import WebSocketServerProtocol as _LegacyServerProtocol  # type: ignore
     _ASYNCIO_API = False
 
 
@@ -5054,7 +5075,8 @@ def serve_websockets(handler: Callable[[Any], Any], host: str, port: int, max_si
         kwargs["select_subprotocol"] = _select_subprotocol
 
         def process_request(connection: Any, request: Any) -> Any:
-            refusal = access.refuse(request.path, request.headers, connection.remote_address)
+            refusal = access.refuse(request.path, request.headers, connection.remote_address,
+                                    connection.transport.get_extra_info("peercert"))
             if refusal is None:
                 return None
             status, text, headers = refusal
@@ -5062,15 +5084,19 @@ def serve_websockets(handler: Callable[[Any], Any], host: str, port: int, max_si
             for name, value in headers:
                 response.headers[name] = value
             return response
+        kwargs["process_request"] = process_request
     else:
-        async def process_request(path: str, request_headers: Any) -> Any:  # type: ignore[misc]
-            # The legacy API does not pass the peer address here.
-            refusal = access.refuse(path, request_headers, None)
-            if refusal is None:
-                return None
-            status, text, headers = refusal
-            return http.HTTPStatus(status), headers, (text + "\n").encode()
-    kwargs["process_request"] = process_request
+        class VettedProtocol(_LegacyServerProtocol):  # type: ignore[misc, valid-type]
+            """The legacy API's connection, vetted as the new API's process_request does."""
+
+            async def process_request(self, path: str, request_headers: Any) -> Any:
+                refusal = access.refuse(path, request_headers, self.remote_address,
+                                        self.transport.get_extra_info("peercert"))
+                if refusal is None:
+                    return None
+                status, text, headers = refusal
+                return http.HTTPStatus(status), headers, (text + "\n").encode()
+        kwargs["create_protocol"] = VettedProtocol
     return _websockets_serve(handler, host, port, **kwargs)
 
 
@@ -5095,18 +5121,45 @@ class AccessPolicy:
     """
 
     def __init__(self, out: Output, charger_ids: Optional[List[str]] = None,
-                 password: Optional[bytes] = None, require_subprotocol: bool = False) -> None:
+                 password: Optional[bytes] = None, require_subprotocol: bool = False,
+                 client_ca: bool = False) -> None:
         self.out = out
         self.charger_ids = frozenset(charger_ids) if charger_ids else None
-        self.password = password
+        self.password = password  # the starting key (--basic-auth), for every charger not rotated since
         self.require_subprotocol = require_subprotocol
+        self.client_ca = client_ca  # profile 3: the client certificate's CN must be the charge point id
+        self.rotated: Dict[str, Tuple[bytes, ...]] = {}  # charge point id -> the forms of its new key
         self.logged_refusals = 0  # refusals logged here that websockets will log again
 
-    def refuse(self, path: str, headers: Any, peer: Any) -> Optional[Tuple[int, str, list]]:
-        """None to let the upgrade go ahead, else the refusal; one log line for each refusal."""
+    def rotate(self, charger_id: str, key: str) -> str:
+        """A charger accepted a new AuthorizationKey: from its next connection on, only that key lets it in.
+
+        The whitepaper's key is 32 to 40 hex digits (16 to 20 bytes), and
+        chargers differ on whether the password is that text or the bytes it
+        spells: either is accepted.  The line to show says which.
+        """
+        forms = [key.encode("utf-8")]
+        try:
+            spelled = bytes.fromhex(key)
+        except ValueError:
+            spelled = b""
+        if 16 <= len(spelled) <= 20:
+            forms.append(spelled)
+        self.rotated[charger_id] = tuple(forms)
+        return "the hex text or the %d bytes it spells" % len(spelled) if len(forms) == 2 else \
+            "as typed (not 32 to 40 hex digits, as the security whitepaper sets it)"
+
+    def refuse(self, path: str, headers: Any, peer: Any, peer_certificate: Optional[dict] = None
+               ) -> Optional[Tuple[int, str, list]]:
+        """None to let the upgrade go ahead, else the refusal; one log line for each refusal.
+
+        ``peer_certificate`` is the client certificate TLS verified (with --client-ca), as ssl gives it.
+        """
         try:
             charger_id = charger_id_from_path(path)
             refusal = self._refusal(charger_id, headers)
+            if refusal is None and self.client_ca:
+                refusal = self._check_certificate(charger_id, peer_certificate)
         except Exception as exc:  # whatever the request holds, the answer is a 4xx, not a 500
             charger_id = ""
             refusal = (400, "malformed upgrade request (%s: %s)" % (type(exc).__name__, exc), [])
@@ -5133,10 +5186,21 @@ class AccessPolicy:
                 refusal = (400, "the charger must offer the ocpp1.6 subprotocol (--strict); it offered none", [])
         return refusal
 
+    @staticmethod
+    def _check_certificate(charger_id: str, certificate: Optional[dict]) -> Optional[Tuple[int, str, list]]:
+        """Security profile 3: the client certificate's subject CN must be the charge point id of the URL."""
+        names = [value for entry in (certificate or {}).get("subject", ()) for key, value in entry
+                 if key == "commonName"]
+        if names != [charger_id]:
+            return 403, "the client certificate's CN is %s, not the charge point id %s" % (
+                ", ".join(map(_show, names)) or "missing", _show(charger_id)), []
+        return None
+
     def _check(self, charger_id: str, authorization: Optional[str]) -> Optional[Tuple[int, str, list]]:
         if self.charger_ids is not None and charger_id not in self.charger_ids:
             return 404, "unknown charge point id %s" % _show(charger_id), []
-        if self.password is None:
+        keys = self.rotated.get(charger_id) or ((self.password,) if self.password is not None else None)
+        if keys is None:
             return None
         challenge = [("WWW-Authenticate", 'Basic realm="OCPP", charset="UTF-8"')]
         if not charger_id:
@@ -5150,16 +5214,25 @@ class AccessPolicy:
             return 401, "malformed HTTP Basic credentials", challenge
         if not hmac.compare_digest(username, charger_id.encode("utf-8")):
             return 401, "the username must be the charge point id", challenge
-        if not hmac.compare_digest(password, self.password):
-            return 401, "wrong password", challenge
+        if not any(hmac.compare_digest(password, key) for key in keys):
+            if charger_id in self.rotated:
+                return 401, "wrong password: its AuthorizationKey was rotated, and only the new key is accepted", \
+                    challenge
+            return 401, "wrong password (this server knows its starting key and the keys rotated since it " \
+                "started, not those of an earlier run)", challenge
         return None
 
 
-def make_ssl_context(certfile: str, keyfile: Optional[str], out: Output) -> ssl.SSLContext:
-    """TLS 1.2 or newer for wss:// (OCPP 1.6 security profile 2); failed handshakes are logged."""
+def make_ssl_context(certfile: str, keyfile: Optional[str], out: Output, client_ca: Optional[str] = None
+                     ) -> ssl.SSLContext:
+    """TLS 1.2 or newer for wss:// (OCPP 1.6 security profile 2; with ``client_ca``, profile 3: a client
+    certificate signed by that CA is required); failed handshakes are logged."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(certfile, keyfile)
+    if client_ca:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(client_ca)
     _log_tls_failures(context, out)
     return context
 
@@ -5178,6 +5251,7 @@ class CentralSystem:
         self.last_reservation_id: Optional[int] = None
         self.next_request_id = 1  # GetLog's and SignedUpdateFirmware's requestId
         self.signing = CertificateSigning(self, options.ca_cert, options.ca_key)
+        self.access: Optional[AccessPolicy] = None  # who may connect; set when the server listens
         self.last_signed_chain: Dict[str, str] = {}  # charge point id -> the chain signed for it last
         self.url = "ws://%s:%d" % (options.host, options.port)
         self.port = options.port  # the port listened on, once it listens
@@ -5380,6 +5454,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="like --basic-auth, with the key given as hex bytes (e.g. a 20-byte AuthorizationKey)")
     security.add_argument("--certfile", help="profile 2: serve wss:// with this PEM certificate (chain)")
     security.add_argument("--keyfile", help="the certificate's private key, if not in --certfile")
+    security.add_argument("--client-ca", metavar="FILE",
+                          help="profile 3: with --certfile, require a client certificate signed by this CA (PEM), "
+                          "its CN the charge point id (HTTP 403 otherwise)")
     security.add_argument("--ca-cert", metavar="FILE", help="sign chargers' SignCertificate CSRs with this CA "
                           "certificate (PEM; with --ca-key; needs the openssl command) and send CertificateSigned")
     security.add_argument("--ca-key", metavar="FILE", help="the private key of --ca-cert (PEM)")
@@ -5466,7 +5543,8 @@ async def serve_until_stopped(system: CentralSystem, options: "Settings", out: O
                               stdin: Any = None, steps: Optional[List[Step]] = None,
                               started: Optional[Callable[["CentralSystem", "Console"], None]] = None) -> int:
     """Listen, print the banner, run the console or the scenario; return the exit status once stopped."""
-    access = AccessPolicy(out, options.charger_ids, options.password, require_subprotocol=options.strict)
+    access = system.access = AccessPolicy(out, options.charger_ids, options.password,
+                                          require_subprotocol=options.strict, client_ca=bool(options.client_ca))
     route_library_logs(out, access)
     server = await listen(system, options, out, access)
     if isinstance(server, int):
@@ -5505,7 +5583,7 @@ async def listen(system: CentralSystem, options: "Settings", out: Output, access
     ssl_context = None
     if options.certfile:
         try:
-            ssl_context = make_ssl_context(options.certfile, options.keyfile, out)
+            ssl_context = make_ssl_context(options.certfile, options.keyfile, out, options.client_ca)
         except (OSError, ssl.SSLError) as exc:
             out.error(None, "cannot load the TLS certificate %s: %s" % (options.certfile, exc))
             return 2
@@ -5598,6 +5676,12 @@ def print_banner(system: CentralSystem, options: "Settings", out: Output, access
                  "(see the guide's security section)" % options.host)
     if access.password is not None:
         out.console("HTTP Basic auth required: username = charge point id (security profile 1)")
+        if len(access.password) < 16:
+            out.warn(None, "the --basic-auth key is %d bytes; the security whitepaper's AuthorizationKey is 16 to 20 "
+                     "bytes (it is used anyway)" % len(access.password))
+    if access.client_ca:
+        out.console("client certificates required, signed by %s, CN = charge point id (security profile 3)"
+                    % options.client_ca)
     if access.charger_ids is not None:
         out.console("only these charge point ids may connect: " + ", ".join(sorted(access.charger_ids)))
 
@@ -5638,7 +5722,8 @@ class Settings:
 
     __slots__ = ("host", "port", "dialect", "strict", "boot_status", "heartbeat_interval", "boot_data",
                  "flexicharge_id", "charging_price", "id_tag", "call_timeout", "auto_start_after", "auto_stop_after",
-                 "max_message_size", "password", "certfile", "keyfile", "ca_cert", "ca_key", "charger_ids",
+                 "max_message_size", "password", "certfile", "keyfile", "client_ca", "ca_cert", "ca_key",
+                 "charger_ids",
                  "tag_rules", "unknown_tags",
                  "concurrent_tx", "script", "log", "quiet", "http", "http_host", "http_port", "http_token",
                  "files_dir", "max_upload_size", "files_quota")
@@ -5662,6 +5747,8 @@ def parse_settings(argv: Optional[List[str]] = None) -> Settings:
         parser.error(str(exc))
     if options.keyfile and not options.certfile:
         parser.error("--keyfile needs --certfile")
+    if options.client_ca and not options.certfile:
+        parser.error("--client-ca needs --certfile (security profile 3 is TLS with client certificates)")
     if bool(options.ca_cert) != bool(options.ca_key):
         parser.error("--ca-cert and --ca-key go together")
     for flag, path in (("--ca-cert", options.ca_cert), ("--ca-key", options.ca_key)):

@@ -3883,3 +3883,120 @@ def test_ca_flags_are_checked_at_start_up(tmp_path):
         result = subprocess.run([sys.executable, str(SERVER), *args], stdin=subprocess.DEVNULL,
                                 capture_output=True, text=True, timeout=TIMEOUT * 2)
         assert result.returncode == 2 and message in result.stderr
+
+
+async def _connect_with_key(server, charger_id: str, key):
+    """A Charger logged in with HTTP Basic ``key`` (None: no credentials); the refusal's status if refused."""
+    headers = [("Authorization", _basic(charger_id, key))] if key is not None else []
+    try:
+        websocket = await websockets.connect(server.url + "/" + charger_id, subprotocols=["ocpp1.6"],
+                                             **_connect_kwargs(headers))
+    except websockets.InvalidHandshake as exc:
+        return _refusal_status(exc)
+    return Charger(websocket)
+
+
+@charger_test
+async def test_an_accepted_authorization_key_change_is_the_only_key_from_the_next_connection(start_server):
+    server = start_server("--basic-auth", "starting-key-0123", "--no-boot-data")
+    new_key = "00112233445566778899aabbccddeeff"
+    charger = await _connect_with_key(server, "CP-1", b"starting-key-0123")
+    other = await _connect_with_key(server, "CP-2", b"starting-key-0123")
+    await charger.call("BootNotification", CHARGER_REQUEST_SAMPLES["BootNotification"])
+    server.type("@CP-1 ChangeConfiguration key=AuthorizationKey value=" + new_key)
+    call = await charger.expect_call("ChangeConfiguration")
+    await charger.answer(call, {"status": "Accepted"})
+    server.wait_for(r"CP-1 \*\* AuthorizationKey rotated: from its next connection on, CP-1 must log in with the new "
+                    r"key \(the hex text or the 16 bytes it spells\)")
+    assert (await charger.call("Heartbeat", {}))[0] == 3  # this connection goes on
+    await charger.close()
+    assert await _connect_with_key(server, "CP-1", b"starting-key-0123") == 401
+    server.wait_for(r"HTTP 401, wrong password: its AuthorizationKey was rotated")
+    for form in (new_key.encode(), bytes.fromhex(new_key)):  # chargers differ: the text, or the bytes it spells
+        again = await _connect_with_key(server, "CP-1", form)
+        assert (await again.call("Heartbeat", {}))[0] == 3
+        await again.close()
+    assert await _connect_with_key(server, "CP-1", b"anything-else") == 401
+    again = await _connect_with_key(server, "CP-1", new_key.encode())
+    server.type("chargers")
+    server.wait_for(r">>   AuthorizationKey: rotated at \S+Z; only the new key lets it in")
+    await again.close()
+    await other.close()
+    assert isinstance(await _connect_with_key(server, "CP-2", b"starting-key-0123"), Charger)  # the others keep theirs
+    # A rejected change changes nothing.
+    rejecting = await _connect_with_key(server, "CP-3", b"starting-key-0123")
+    server.type("@CP-3 ChangeConfiguration key=AuthorizationKey value=" + new_key)
+    await rejecting.answer(await rejecting.expect_call("ChangeConfiguration"), {"status": "Rejected"})
+    server.wait_for(r"CP-3 <- ChangeConfiguration\.conf")
+    await rejecting.close()
+    assert isinstance(await _connect_with_key(server, "CP-3", b"starting-key-0123"), Charger)
+
+
+@charger_test
+async def test_a_key_rotated_on_a_server_without_basic_auth_is_needed_from_then_on(start_server):
+    server = start_server("--no-boot-data")
+    charger = await _connect_with_key(server, "CP-1", None)
+    server.type("ChangeConfiguration key=AuthorizationKey value=not-hex-but-long-enough")
+    await charger.answer(await charger.expect_call("ChangeConfiguration"), {"status": "RebootRequired"})
+    server.wait_for(r"must log in with the new key \(as typed \(not 32 to 40 hex digits")
+    await charger.close()
+    assert await _connect_with_key(server, "CP-1", None) == 401
+    assert isinstance(await _connect_with_key(server, "CP-1", b"not-hex-but-long-enough"), Charger)
+    assert isinstance(await _connect_with_key(server, "CP-2", None), Charger)
+
+
+def test_a_short_starting_key_is_a_warning_not_a_refusal(start_server):
+    server = start_server("--basic-auth", "short")
+    server.wait_for(r"!! the --basic-auth key is 5 bytes; the security whitepaper's AuthorizationKey is 16 to 20 bytes")
+
+
+def _signed_by(ca_certificate, ca_key, directory: Path, common_name: str, server: bool = False):
+    """A certificate for ``common_name`` signed by the CA, written with its key: (cert path, key path)."""
+    import datetime as _datetime
+    import ipaddress as _ipaddress
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = _datetime.datetime.now(_datetime.timezone.utc)
+    builder = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+               .issuer_name(ca_certificate.subject).public_key(key.public_key())
+               .serial_number(x509.random_serial_number()).not_valid_before(now - _datetime.timedelta(days=1))
+               .not_valid_after(now + _datetime.timedelta(days=30)))
+    if server:
+        builder = builder.add_extension(x509.SubjectAlternativeName(
+            [x509.IPAddress(_ipaddress.ip_address("127.0.0.1"))]), critical=False)
+    certificate = builder.sign(ca_key, hashes.SHA256())
+    cert_path, key_path = directory / (common_name + ".pem"), directory / (common_name + ".key")
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+@charger_test
+async def test_profile_3_needs_a_client_certificate_whose_cn_is_the_charge_point_id(start_server, tmp_path):
+    ca_path, _, ca, ca_key = _certificate_authority(tmp_path, "Charger CA")
+    server_cert, server_key = _signed_by(ca, ca_key, tmp_path, "mock-server", server=True)
+    server = start_server("--no-boot-data", "--certfile", str(server_cert), "--keyfile", str(server_key),
+                          "--client-ca", str(ca_path))
+    server.wait_for(r">> client certificates required, signed by .*Charger_CA\.pem, CN = charge point id")
+
+    def client(common_name=None):
+        context = ssl.create_default_context(cafile=str(ca_path))
+        if common_name is not None:
+            context.load_cert_chain(*_signed_by(ca, ca_key, tmp_path, common_name))
+        return context
+
+    websocket = await websockets.connect(server.url + "/CP-1", subprotocols=["ocpp1.6"], ssl=client("CP-1"))
+    assert (await Charger(websocket).call("Heartbeat", {}))[0] == 3
+    await websocket.close()
+    with pytest.raises(websockets.InvalidHandshake) as wrong_name:
+        await websockets.connect(server.url + "/CP-1", subprotocols=["ocpp1.6"], ssl=client("CP-2"))
+    assert _refusal_status(wrong_name.value) == 403
+    server.wait_for(r"HTTP 403, the client certificate's CN is \"CP-2\", not the charge point id \"CP-1\"")
+    with pytest.raises((ssl.SSLError, ConnectionError, websockets.InvalidHandshake, EOFError, OSError)):
+        no_certificate = await websockets.connect(server.url + "/CP-1", subprotocols=["ocpp1.6"], ssl=client())
+        await no_certificate.recv()  # TLS 1.3 reports the missing certificate after the handshake
+    server.wait_for(r"!! TLS handshake failed: PEER_DID_NOT_RETURN_A_CERTIFICATE")
