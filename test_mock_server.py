@@ -4000,3 +4000,59 @@ async def test_profile_3_needs_a_client_certificate_whose_cn_is_the_charge_point
         no_certificate = await websockets.connect(server.url + "/CP-1", subprotocols=["ocpp1.6"], ssl=client())
         await no_certificate.recv()  # TLS 1.3 reports the missing certificate after the handshake
     server.wait_for(r"!! TLS handshake failed: PEER_DID_NOT_RETURN_A_CERTIFICATE")
+
+
+@charger_test
+async def test_an_ocpp_package_charge_point_takes_every_security_command(start_server):
+    """The mobilityhouse ocpp library as the charger: it validates each CALL it gets against the official
+    schemas (an invalid one would be answered with a CALLERROR), and its replies are linted here."""
+    from ocpp.routing import on
+    from ocpp.v16 import ChargePoint, call, call_result
+    from ocpp.v16.enums import Action
+
+    class SecureChargePoint(ChargePoint):
+        @on(Action.certificate_signed)
+        def on_certificate_signed(self, certificate_chain, **_):
+            return call_result.CertificateSigned(status="Accepted")
+
+        @on(Action.delete_certificate)
+        def on_delete_certificate(self, certificate_hash_data, **_):
+            return call_result.DeleteCertificate(status="NotFound")
+
+        @on(Action.extended_trigger_message)
+        def on_extended_trigger_message(self, requested_message, **_):
+            return call_result.ExtendedTriggerMessage(status="Rejected")
+
+        @on(Action.get_installed_certificate_ids)
+        def on_get_installed_certificate_ids(self, certificate_type, **_):
+            return call_result.GetInstalledCertificateIds(status="NotFound")
+
+        @on(Action.get_log)
+        def on_get_log(self, log, log_type, request_id, **_):
+            return call_result.GetLog(status="Rejected")
+
+        @on(Action.install_certificate)
+        def on_install_certificate(self, certificate_type, certificate, **_):
+            return call_result.InstallCertificate(status="Accepted")
+
+        @on(Action.signed_update_firmware)
+        def on_signed_update_firmware(self, request_id, firmware, **_):
+            return call_result.SignedUpdateFirmware(status="Accepted")
+
+    server = start_server("--no-boot-data")
+    websocket = await websockets.connect(server.url + "/CP-OCPP", subprotocols=["ocpp1.6"])
+    charge_point = SecureChargePoint("CP-OCPP", websocket)
+    listening = asyncio.ensure_future(charge_point.start())
+    try:
+        await charge_point.call(call.BootNotification(charge_point_vendor="Lib", charge_point_model="ocpp"))
+        for action in ("CertificateSigned", "DeleteCertificate", "ExtendedTriggerMessage", "GetInstalledCertificateIds",
+                       "GetLog", "InstallCertificate", "SignedUpdateFirmware"):
+            mark = server.mark()
+            server.type(action)
+            answer = await asyncio.get_running_loop().run_in_executor(  # the charge point answers meanwhile
+                None, functools.partial(server.wait_for, r"CP-OCPP <- %s(\.conf| CALLERROR)" % action, since=mark))
+            assert answer.group(1) == ".conf", server.output(mark)
+        assert "spec:" not in server.settled_output()
+    finally:
+        listening.cancel()
+        await websocket.close()
