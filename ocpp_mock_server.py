@@ -1401,6 +1401,13 @@ class Output:
     _LEVELS = {"debug": debug, "info": info, "warn": warn, "error": error}
 
 
+# Bus event type -> the transcript's "event" name, and the fields it keeps.
+TRANSCRIPT_EVENTS = {"connected": ("connect", ("peer", "path", "subprotocol")),
+                     "disconnected": ("disconnect", ("code",)),
+                     "authorization": ("authorization", ("action", "idTag", "status", "rule")),
+                     "fault_injected": ("fault", ("fault", "effect"))}
+
+
 class Transcript:
     """``--log FILE``: every frame in and out, one JSON object per line.
 
@@ -1436,18 +1443,12 @@ class Transcript:
         if record is not None:
             self._write(record)
 
-    EVENT_NAMES = ("frame", "connected", "disconnected", "authorization")  # the events it records
+    EVENT_NAMES = ("frame",) + tuple(TRANSCRIPT_EVENTS)  # the events it records
 
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
             self.file = None
-
-
-# Bus event type -> the transcript's "event" name, and the fields it keeps.
-TRANSCRIPT_EVENTS = {"connected": ("connect", ("peer", "path", "subprotocol")),
-                     "disconnected": ("disconnect", ("code",)),
-                     "authorization": ("authorization", ("action", "idTag", "status", "rule"))}
 
 
 def transcript_record(event: "Union[Event, StoredEvent]") -> Optional[dict]:
@@ -1490,6 +1491,7 @@ EVENT_FIELDS: Dict[str, Tuple[str, ...]] = {
     "state_changed": ("field", "value"),  # boot (the BootNotification), or connector N (its status)
     "spec_problem": ("key", "text"),  # a spec warning, once per charger and problem
     "file_received": ("name", "size", "peer"),  # an upload to the file server, stored under name
+    "fault_injected": ("fault", "effect"),  # a fault set on purpose fired (docs/faults.md)
     "log": ("level", "text"),  # a line about a charger for the operator: debug, info, warn, error
 }
 
@@ -2090,6 +2092,7 @@ class ChargerSession:
         self._after_reply: List[Callable[[], None]] = []
         self.call_ids = CallIds(self)
         self._incoming: Tuple[str, bool] = ("", False)  # the frame being handled, and whether it was binary
+        self.fault_status: Any = None  # a reply fault's status= for the handler running now
 
     def call(self, action: str, payload: Any, on_done: Optional[Callable[[CallOutcome], None]] = None
              ) -> PendingCall:
@@ -2141,6 +2144,8 @@ class ChargerSession:
         Each frame is published exactly once, as a "frame" event, by
         frame_in, once it is known what it is.
         """
+        if self.system.faults.faults:
+            self.system.faults.frame_in(self)
         if isinstance(message, bytes):
             self._incoming = (message.decode("utf-8", "backslashreplace"), True)
             size, why = len(message), "OCPP-J uses text frames" if self.strict else None
@@ -2176,16 +2181,20 @@ class ChargerSession:
         return self.answer(build_call_error(exc.message_id, exc.code, exc.description),
                            "CALLERROR", exc.code + " " + exc.description)
 
-    def on_call(self, frame: Frame, text: str) -> str:
+    def on_call(self, frame: Frame, text: str) -> Optional[str]:
         """The answer to a charger's CALL: its handler's reply, or a CALLERROR."""
         action, payload, message_id = frame.action, frame.payload, frame.message_id
         label = ACTION_LABELS.get(action) or printable(action)
         self.frame_in(label, None, frame)
+        injected = self.system.faults.reply_fault(self, action) if self.system.faults.faults else None
         try:
             self.call_ids.check(message_id)
             handler = self._handler(action)
             self._check_payload(action, payload)
+            if injected is not None and (injected[0].error or "drop" in injected[0].flags):
+                return self._refused_by_fault(injected[0], label, payload, message_id)
             try:
+                self.fault_status = injected[1] if injected is not None else None
                 reply = handler(self, payload)
             except Exception as exc:
                 self.log("error", "handler for %s failed: %s: %s" % (label, type(exc).__name__, exc))
@@ -2197,12 +2206,61 @@ class ChargerSession:
                              error=refusal.code)
             return self.answer(build_call_error(message_id, refusal.code, refusal.description, refusal.details),
                                label + " CALLERROR", refusal.code + " " + printable(refusal.description, 400))
+        if injected is not None:
+            reply = self._changed_by_fault(injected[0], injected[1], reply)
         if self.bus.routes["call_answered"]:
             self.bus.publish("call_answered", self.charger_id, self, action=action, payload=payload, reply=reply,
                              error=None)
         reply_json = dump_json(reply)
         reply_action = action if self.dialect == DIALECT_FLEXICHARGE else None
-        return self.answer(build_call_result(message_id, reply_json, reply_action), label + ".conf", reply_json)
+        text = build_call_result(message_id, reply_json, reply_action)
+        if injected is not None and (injected[0].delay or set(injected[0].flags) & {"twice", "wrong-id"}):
+            return self._sent_by_fault(injected[0], text, label, reply_json, message_id)
+        return self.answer(text, label + ".conf", reply_json)
+
+    # -- faults injected on purpose (see FaultTable)
+
+    def _refused_by_fault(self, fault: "Fault", label: str, payload: Any, message_id: str) -> Optional[str]:
+        """error=CODE or drop: the handler does not run, and the CALLERROR, or nothing, goes back."""
+        self.bus.publish("call_answered", self.charger_id, self, action=fault.action, payload=payload, reply=None,
+                         error=fault.error)
+        if fault.error is None:
+            self.system.faults.fired(self, self.charger_id, fault, "no reply to %s %s" % (label, _show(message_id)))
+            return None
+        self.system.faults.fired(self, self.charger_id, fault, "answered with CALLERROR %s" % fault.error)
+        return self.answer(build_call_error(message_id, fault.error, "fault injected"), label + " CALLERROR",
+                           fault.error + " fault injected")
+
+    def _changed_by_fault(self, fault: "Fault", status: Any, reply: dict) -> dict:
+        """status= and field=value: the reply as the fault has it (idTagInfo's status for an idTag reply)."""
+        reply = dict(reply)
+        if status is not None:
+            if isinstance(reply.get("idTagInfo"), dict):
+                reply["idTagInfo"] = dict(reply["idTagInfo"], status=status)
+            else:
+                reply["status"] = status
+        reply.update(fault.fields)
+        self.system.faults.fired(self, self.charger_id, fault, "reply changed to %s" % render_json(reply))
+        return reply
+
+    def _sent_by_fault(self, fault: "Fault", text: str, label: str, shown: str, message_id: str) -> Optional[str]:
+        """delay=, twice, wrong-id: the reply goes out later, twice, or under another message id."""
+        if "wrong-id" in fault.flags:
+            text = text.replace(_json_string(message_id), _json_string(message_id + "-wrong"), 1)
+        copies = 2 if "twice" in fault.flags else 1
+        self.system.faults.fired(self, self.charger_id, fault, "reply %s%s%s" % (
+            "sent twice" if copies == 2 else "sent", " after %g s" % fault.delay if fault.delay else "",
+            " with message id %s" % _show(message_id + "-wrong") if "wrong-id" in fault.flags else ""))
+        if not fault.delay:
+            self.after_reply(lambda: asyncio.ensure_future(self.send_text(text, label + ".conf", shown)))
+            return self.answer(text, label + ".conf", shown)
+
+        def send_later() -> None:
+            if not self.closed:
+                for _ in range(copies):
+                    asyncio.ensure_future(self.send_text(text, label + ".conf", shown))
+        asyncio.get_running_loop().call_later(fault.delay, send_later)
+        return None
 
     def _handler(self, action: str) -> Callable[["ChargerSession", dict], dict]:
         """The handler of a charger's CALL; CallRefused when there is none or it may not be called now."""
@@ -2333,14 +2391,14 @@ def handle_authorize(session: "ChargerSession", payload: dict) -> dict:
 
 def handle_boot_notification(session: "ChargerSession", payload: dict) -> dict:
     options = session.system.options
+    status = session.fault_status or options.boot_status  # fault BootNotification status=Pending, say
     session.state.boot_info = payload
-    session.state.boot_status = options.boot_status
+    session.state.boot_status = status
     session.bus.publish("state_changed", session.charger_id, session, field="boot",
-                        value={"status": options.boot_status, "info": payload})
-    if options.boot_status == "Accepted":
+                        value={"status": status, "info": payload})
+    if status == "Accepted":
         session.after_reply(session.flow.boot_accepted)
-    return {"status": options.boot_status, "currentTime": UTC_CLOCK.now(),
-            "interval": options.heartbeat_interval}
+    return {"status": status, "currentTime": UTC_CLOCK.now(), "interval": options.heartbeat_interval}
 
 
 def handle_data_transfer(session: "ChargerSession", payload: dict) -> dict:
@@ -2719,6 +2777,243 @@ async def sign_csr(csr_path: str, ca_cert: str, ca_key: str, days: int = 365) ->
         return signed.read().strip() + "\n" + ca.read().strip() + "\n"
 
 
+# ---------------------------------------------------------- Fault injection
+# Faults set on purpose, so that a charger's unhappy paths can be tested:
+# one vocabulary for --fault, the console's `fault`, scripts and
+# /api/faults (see docs/faults.md).  Every fault that fires is one
+# "!! FAULT" line and a transcript record, so that nobody mistakes it for a
+# bug of the server.
+
+FAULT_USAGE = ("fault <Action> [status=S[,S...]] [error=CODE] [delay=SECONDS] [drop] [twice] [wrong-id] "
+               "[times=N] [field=value ...] | fault disconnect [code=N] [after=FRAMES] [in=SECONDS] | "
+               "fault offline SECONDS [silent] | fault handshake 401|403|404|503 for=SECONDS | fault clear [what]")
+REPLY_FAULT_FLAGS = ("drop", "twice", "wrong-id")
+CUT_CLOSE_CODES = (1005, 1006, 1015)  # codes no close frame may carry: the connection is cut instead
+
+
+class Fault:
+    """One fault, as parsed from its words.  ``kind`` is "reply" (``action`` names the charger's CALL),
+    "disconnect", "offline" or "handshake"; ``target`` a charge point id, or None for every charger."""
+
+    def __init__(self, text: str, kind: str, target: Optional[str] = None) -> None:
+        self.text, self.kind, self.target = text, kind, target
+        self.action = ""
+        self.statuses: List[Any] = []  # the status of each successive reply, in turn
+        self.fields: Dict[str, Any] = {}  # more fields of the reply
+        self.error: Optional[str] = None
+        self.delay = 0.0
+        self.flags: Tuple[str, ...] = ()
+        self.times: Optional[int] = None  # replies it still changes (None: until cleared)
+        self.code = 1000
+        self.after: Optional[int] = None  # disconnect after this many more frames from the charger
+        self.seconds: Optional[float] = None  # disconnect in, offline or handshake refusals for, seconds
+        self.status = 503
+        self.silent = False
+        self.until = 0.0  # offline and handshake: refusals end then (monotonic)
+        self.used = 0  # replies it has changed
+
+    def __str__(self) -> str:
+        return ("@%s " % self.target if self.target else "") + "fault " + self.text
+
+    def applies_to(self, charger_id: str) -> bool:
+        return self.target is None or self.target == charger_id
+
+
+def _fault_number(word: str, text: str, low: float, high: float, kind: Callable[[str], Any] = float) -> Any:
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        raise CommandError("fault: %s=%s must be a number from %g to %g" % (word, text, low, high))
+    return value
+
+
+def parse_fault(text: str, target: Optional[str] = None) -> Fault:
+    """A fault from its words (see FAULT_USAGE); CommandError says what is wrong."""
+    words = text.split()
+    if not words:
+        raise CommandError("usage: " + FAULT_USAGE)
+    head, rest = words[0], words[1:]
+    lower = head.lower()
+    if lower in ("disconnect", "offline", "handshake"):
+        fault = Fault(text, lower, target)
+        if lower == "offline":
+            if not rest:
+                raise CommandError("usage: fault offline SECONDS [silent], e.g. fault offline 30")
+            fault.seconds = _fault_number("offline", rest[0], 0.1, 86400)
+            fault.silent = rest[1:] == ["silent"]
+            if rest[1:] not in ([], ["silent"]):
+                raise CommandError("usage: fault offline SECONDS [silent]")
+            return fault
+        if lower == "handshake":
+            if len(rest) != 2 or rest[0] not in ("401", "403", "404", "503") or not rest[1].startswith("for="):
+                raise CommandError("usage: fault handshake 401|403|404|503 for=SECONDS, e.g. fault handshake 503 for=20")
+            fault.status = int(rest[0])
+            fault.seconds = _fault_number("for", rest[1][4:], 0.1, 86400)
+            return fault
+        for argument in rest:
+            name, _, value = argument.partition("=")
+            if name == "code":
+                fault.code = _fault_number("code", value, 1000, 4999, int)
+            elif name == "after":
+                fault.after = _fault_number("after", value, 1, 10 ** 6, int)
+            elif name == "in":
+                fault.seconds = _fault_number("in", value, 0.001, 86400)
+            else:
+                raise CommandError("fault disconnect takes code=, after= and in=, not %r" % argument)
+        return fault
+    action = next((name for name in CHARGER_REQUESTS if name.lower() == lower), None)
+    if action is None:
+        close = difflib.get_close_matches(head, list(CHARGER_REQUESTS) + ["disconnect", "offline", "handshake"], n=1)
+        raise CommandError("fault: %r is not an action a charger sends nor a kind of fault%s; usage: %s" % (
+            head, "; did you mean %s?" % close[0] if close else "", FAULT_USAGE))
+    fault = Fault(text, "reply", target)
+    fault.action = action
+    flags = []
+    for argument in rest:
+        name, equals, value = argument.partition("=")
+        if not equals:
+            if name not in REPLY_FAULT_FLAGS:
+                raise CommandError("fault %s: %r is not one of %s, nor key=value" % (action, name, ", ".join(
+                    REPLY_FAULT_FLAGS)))
+            flags.append(name)
+        elif name == "status":
+            fault.statuses = [parse_console_value(status) for status in value.split(",")]
+        elif name == "error":
+            if value not in ERROR_CODES:
+                raise CommandError("fault %s: error=%s is not an OCPP 1.6 error code (%s)" % (
+                    action, value, ", ".join(sorted(ERROR_CODES))))
+            fault.error = value
+        elif name == "delay":
+            fault.delay = _fault_number("delay", value, 0.001, 3600)
+        elif name == "times":
+            fault.times = _fault_number("times", value, 1, 10 ** 6, int)
+        else:
+            fault.fields[name] = parse_console_value(value)  # improper data on purpose is allowed
+    fault.flags = tuple(flags)
+    if fault.statuses and fault.times is None:
+        fault.times = len(fault.statuses)
+    if not (fault.statuses or fault.fields or fault.error or fault.delay or fault.flags):
+        raise CommandError("fault %s: say what to do to its reply (status=, error=, delay=, drop, twice, "
+                           "wrong-id, or a field=value)" % action)
+    return fault
+
+
+class FaultTable:
+    """The faults in force, and what each does when it fires."""
+
+    def __init__(self, system: "CentralSystem") -> None:
+        self.system = system
+        self.faults: List[Fault] = []
+        self._frames: Dict[Tuple[int, int], int] = {}  # (fault, session) -> frames from the charger seen since
+
+    def add(self, fault: Fault) -> str:
+        """Put a fault in force (a disconnect or offline acts at once on the chargers connected)."""
+        if fault.kind in ("offline", "handshake"):
+            fault.until = time.monotonic() + (fault.seconds or 0)
+        self.faults.append(fault)
+        for session in list(self.system.sessions.values()):
+            if fault.applies_to(session.charger_id):
+                self.session_started(session, [fault])
+        return "in force: %s" % fault
+
+    def clear(self, what: str = "", target: Optional[str] = None) -> str:
+        kept = [fault for fault in self.faults if not (
+            (target is None or fault.target == target) and what.lower() in ("", fault.kind, fault.action.lower()))]
+        cleared, self.faults = len(self.faults) - len(kept), kept
+        return "%d fault(s) cleared" % cleared
+
+    def listing(self) -> List[str]:
+        now = time.monotonic()
+        lines = []
+        for fault in self.faults:
+            left = " (%d more)" % fault.times if fault.times is not None else ""
+            if fault.kind in ("offline", "handshake"):
+                left = " (%.0f s left)" % max(0.0, fault.until - now)
+            lines.append(str(fault) + left)
+        return lines or ["no faults in force"]
+
+    def fired(self, session: Optional["ChargerSession"], charger_id: str, fault: Fault, effect: str) -> None:
+        """Say so, marked, in the output and the transcript."""
+        self.system.bus.publish("fault_injected", charger_id, session, fault=str(fault), effect=effect)
+        self.system.bus.publish("log", charger_id, session, level="warn",
+                                text="FAULT injected (%s): %s" % (fault, effect))
+
+    def _use(self, fault: Fault) -> None:
+        if fault.times is not None:
+            fault.times -= 1
+            if fault.times <= 0:
+                self.faults.remove(fault)
+
+    # -- replies
+
+    def reply_fault(self, session: "ChargerSession", action: str) -> Optional[Tuple[Fault, Any]]:
+        """The fault that changes the reply to this CALL, if any, with the status it gives this time."""
+        for fault in self.faults:
+            if fault.kind == "reply" and fault.action == action and fault.applies_to(session.charger_id):
+                status = fault.statuses[min(fault.used, len(fault.statuses) - 1)] if fault.statuses else None
+                fault.used += 1
+                self._use(fault)
+                return fault, status
+        return None
+
+    # -- the connection
+
+    def session_started(self, session: "ChargerSession", faults: Optional[List[Fault]] = None) -> None:
+        """A connection opened (or a fault was set): disconnect faults start counting or fire."""
+        for fault in faults if faults is not None else list(self.faults):
+            if fault.kind == "offline" and fault.applies_to(session.charger_id):
+                self.cut(session, fault, 1001, "the central system went away for %g s" % (fault.seconds or 0))
+            elif fault.kind == "disconnect" and fault.applies_to(session.charger_id):
+                if fault.after is not None:
+                    self._frames[(id(fault), id(session))] = 0
+                elif fault.seconds is not None:
+                    asyncio.get_running_loop().call_later(
+                        fault.seconds, lambda fault=fault: fault in self.faults and not session.closed and
+                        self.disconnect(session, fault))
+                else:
+                    self.disconnect(session, fault)
+
+    def frame_in(self, session: "ChargerSession") -> None:
+        """A frame from the charger: a disconnect after N frames counts it."""
+        for fault in list(self.faults):
+            key = (id(fault), id(session))
+            if fault.kind == "disconnect" and key in self._frames:
+                self._frames[key] += 1
+                if self._frames[key] >= (fault.after or 0):
+                    del self._frames[key]
+                    self.disconnect(session, fault)
+
+    def disconnect(self, session: "ChargerSession", fault: Fault) -> None:
+        if fault in self.faults:
+            self.faults.remove(fault)
+        self.cut(session, fault, fault.code, "connection closed with code %d" % fault.code
+                 if fault.code not in CUT_CLOSE_CODES else "connection cut without a close frame (%d)" % fault.code)
+
+    def cut(self, session: "ChargerSession", fault: Fault, code: int, effect: str) -> None:
+        self.fired(session, session.charger_id, fault, effect)
+        if code in CUT_CLOSE_CODES:
+            session.websocket.transport.abort()
+        else:
+            asyncio.ensure_future(close_within(session.websocket, code, "fault injected", CLOSE_TIMEOUT))
+
+    def upgrade_refusal(self, charger_id: str) -> Optional[Tuple[int, str]]:
+        """Offline and handshake faults: the HTTP status that refuses this upgrade (0: cut, no answer)."""
+        now = time.monotonic()
+        for fault in list(self.faults):
+            if fault.kind not in ("offline", "handshake"):
+                continue
+            if fault.until <= now:
+                self.faults.remove(fault)
+            elif fault.applies_to(charger_id):
+                status = 0 if fault.silent else fault.status
+                self.fired(None, charger_id, fault, "upgrade refused (%s)" % (
+                    "cut without an answer" if not status else "HTTP %d" % status))
+                return status, "fault injected: %s" % fault
+        return None
+
+
 # --------------------------------------------------------- Command language
 # One language for every way in: the console, scenario scripts and the HTTP
 # API.  parse_command checks what a line says by itself; build_payload and
@@ -2738,6 +3033,9 @@ CONSOLE_HELP = [
     ("use <chargerId>", "send to that charger from now on", "use CP-1"),
     ("raw <json>", "send any frame as typed (negative tests)", 'raw [2,"x","Reset",{"type":"Nope"}]'),
     ("echo <text>", "print the text: a mark in the output and the log", "echo start of test 3"),
+    ("fault <what>", "inject a fault: a reply, a disconnect, an outage (docs/faults.md)",
+     "fault BootNotification status=Pending times=2"),
+    ("faults | fault clear", "the faults in force; clear them", "fault clear"),
     ("quit | exit", "stop the server", "quit"),
 ]
 
@@ -2826,7 +3124,7 @@ def parse_command(line: str, files_from: Optional[str] = None) -> Command:
             raise CommandError("usage: @<chargerId> <command>, e.g. @CP-1 Reset")
     word, _, rest = line.partition(" ")
     rest, lower = rest.strip(), word.lower()
-    if lower in ("help", "chargers", "use", "echo", "quit", "exit", "raw"):
+    if lower in ("help", "chargers", "use", "echo", "quit", "exit", "raw", "fault", "faults"):
         return _parse_word(line, "quit" if lower == "exit" else lower, target, rest)
     action = console_action(word)
     if action is None:
@@ -2848,6 +3146,8 @@ def _parse_word(line: str, word: str, target: Optional[str], rest: str) -> Comma
                                               if close else ""))
     if word == "raw" and not rest:
         raise CommandError('usage: raw <frame>, e.g. raw [2,"1","Reset",{"type":"Soft"}]')
+    if word == "fault" and rest.split()[:1] != ["clear"]:
+        parse_fault(rest, target)  # checked now: a script with a bad fault is invalid before it runs
     return Command(line, word, target, text=rest)
 
 
@@ -3083,6 +3383,8 @@ class Console:
             outcome.lines.extend(self.use(command.text))
         elif word == "echo":
             outcome.lines.append(command.text)
+        elif word in ("fault", "faults"):
+            outcome.lines.extend(run_fault_command(self.system, command))
         elif word == "quit":
             outcome.lines.append("stopping")
             self.system.stop()
@@ -3148,6 +3450,27 @@ class Console:
                 + ["  %s%s: %s" % (name, "" if rule.required else " (optional)", rule.describe())
                    for name, rule in SERVER_REQUESTS[action].items()]
                 + ["  sent bare: " + defaults])
+
+
+def fault_command(text: str) -> Command:
+    """A fault as --fault and /api/faults take it: ``[@id] [fault] <what>``; CommandError if it is not one."""
+    target, _, rest = text.strip().partition(" ") if text.strip().startswith("@") else ("", "", text.strip())
+    if rest.split()[:1] != ["fault"]:
+        rest = "fault " + rest
+    command = parse_command((target + " " + rest).strip())
+    if command.word != "fault" or command.text.split()[:1] == ["clear"]:
+        raise CommandError("%r is not a fault (usage: %s)" % (text, FAULT_USAGE))
+    return command
+
+
+def run_fault_command(system: "CentralSystem", command: Command) -> List[str]:
+    """`fault ...`, `fault clear [what]` and `faults`, from the console, a script or the API."""
+    if command.word == "faults":
+        return system.faults.listing()
+    words = command.text.split()
+    if words[:1] == ["clear"]:
+        return [system.faults.clear(" ".join(words[1:]), command.target)]
+    return [system.faults.add(parse_fault(command.text, command.target))]
 
 
 class CommandOutcome:
@@ -3387,7 +3710,7 @@ SCENARIO_WORDS = tuple(SCENARIO_STEPS)
 def script_command(line: str, number: int, folder: str = ".") -> Command:
     """A command step, parsed by the console's own parser; ScriptError if a script cannot run it."""
     word = line.split()[0]
-    if console_action(word) is None and word.lower() not in ("raw", "echo") + CONSOLE_ONLY \
+    if console_action(word) is None and word.lower() not in ("raw", "echo", "fault", "faults") + CONSOLE_ONLY \
             and not word.startswith("@"):
         choices = list(SERVER_ACTION_DEFAULTS) + list(SCENARIO_WORDS) + ["startRemote", "stopRemote", "raw"]
         close = difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
@@ -3558,6 +3881,10 @@ class ScenarioRunner:
         if command.word == "echo":
             self.out.console(command.text)
             return
+        if command.word in ("fault", "faults"):
+            for text in run_fault_command(self.system, command):
+                self.out.console(text)
+            return
         action = command.action or ""
         try:
             payload = build_payload(self.system, session, command)
@@ -3707,7 +4034,7 @@ class EventHistory:
     HTTP port.
     """
 
-    ALWAYS = ("frame",) + tuple(TRANSCRIPT_EVENTS)
+    ALWAYS = Transcript.EVENT_NAMES
 
     def __init__(self, limit: Optional[int] = None, budget: Optional[int] = None) -> None:
         self.events: Deque[StoredEvent] = collections.deque()
@@ -4267,6 +4594,7 @@ class HttpApi:
         (("api", "command"), {"POST": "run_command"}),
         (("api", "events"), {"GET": "event_stream"}),
         (("api", "transcript"), {"GET": "transcript"}),
+        (("api", "faults"), {"GET": "list_faults", "PUT": "set_faults", "POST": "add_fault"}),
         (("files", "**"), {"GET": "get_file", "HEAD": "get_file", "PUT": "put_file", "POST": "put_file"}),
     )
 
@@ -4518,6 +4846,34 @@ class HttpApi:
             if messages:
                 writer.write(b"".join(messages))
                 await writer.drain()  # a slow reader waits here, and nobody else does
+
+    async def list_faults(self, request: HttpRequest, writer: asyncio.StreamWriter) -> Tuple[int, Any]:
+        """GET /api/faults: the faults in force, as their words."""
+        return 200, {"faults": [str(fault) for fault in self.system.faults.faults]}
+
+    async def set_faults(self, request: HttpRequest, writer: asyncio.StreamWriter) -> Tuple[int, Any]:
+        """PUT /api/faults {"faults": [...]}: replace every fault (an empty list clears them)."""
+        body = await read_json_body(request)
+        if not isinstance(body, dict) or not isinstance(body.get("faults"), list) or not all(
+                isinstance(text, str) for text in body["faults"]):
+            raise HttpError(400, 'the body must be {"faults": ["<fault>", ...]}')
+        commands = self._fault_commands(body["faults"])  # every one checked before any is set
+        self.system.faults.clear()
+        return 200, {"faults": [line for command in commands for line in run_fault_command(self.system, command)]}
+
+    async def add_fault(self, request: HttpRequest, writer: asyncio.StreamWriter) -> Tuple[int, Any]:
+        """POST /api/faults {"fault": "..."}: add one."""
+        body = await read_json_body(request)
+        if not isinstance(body, dict) or not isinstance(body.get("fault"), str):
+            raise HttpError(400, 'the body must be {"fault": "<fault>"}, e.g. {"fault": "Heartbeat drop"}')
+        return 200, {"faults": run_fault_command(self.system, self._fault_commands([body["fault"]])[0])}
+
+    @staticmethod
+    def _fault_commands(texts: List[str]) -> List[Command]:
+        try:
+            return [fault_command(text) for text in texts]
+        except CommandError as exc:
+            raise HttpError(400, str(exc)) from None
 
     async def transcript(self, request: HttpRequest, writer: asyncio.StreamWriter) -> Tuple[int, Any]:
         """GET /api/transcript: the latest --log records (frames, connects, authorizations)."""
@@ -5080,6 +5436,9 @@ def serve_websockets(handler: Callable[[Any], Any], host: str, port: int, max_si
             if refusal is None:
                 return None
             status, text, headers = refusal
+            if status == 0:  # a fault: no answer at all
+                connection.transport.abort()
+                status = 503
             response = connection.respond(status, text + "\n")
             for name, value in headers:
                 response.headers[name] = value
@@ -5095,6 +5454,9 @@ def serve_websockets(handler: Callable[[Any], Any], host: str, port: int, max_si
                 if refusal is None:
                     return None
                 status, text, headers = refusal
+                if status == 0:  # a fault: no answer at all
+                    self.transport.abort()
+                    status = 503
                 return http.HTTPStatus(status), headers, (text + "\n").encode()
         kwargs["create_protocol"] = VettedProtocol
     return _websockets_serve(handler, host, port, **kwargs)
@@ -5129,6 +5491,7 @@ class AccessPolicy:
         self.require_subprotocol = require_subprotocol
         self.client_ca = client_ca  # profile 3: the client certificate's CN must be the charge point id
         self.rotated: Dict[str, Tuple[bytes, ...]] = {}  # charge point id -> the forms of its new key
+        self.faults: Optional[FaultTable] = None  # offline and handshake faults refuse upgrades too
         self.logged_refusals = 0  # refusals logged here that websockets will log again
 
     def rotate(self, charger_id: str, key: str) -> str:
@@ -5157,6 +5520,10 @@ class AccessPolicy:
         """
         try:
             charger_id = charger_id_from_path(path)
+            if self.faults is not None and self.faults.faults:
+                injected = self.faults.upgrade_refusal(charger_id)
+                if injected is not None:
+                    return injected[0], injected[1], []  # said by the fault; status 0: cut, no answer
             refusal = self._refusal(charger_id, headers)
             if refusal is None and self.client_ca:
                 refusal = self._check_certificate(charger_id, peer_certificate)
@@ -5252,6 +5619,10 @@ class CentralSystem:
         self.next_request_id = 1  # GetLog's and SignedUpdateFirmware's requestId
         self.signing = CertificateSigning(self, options.ca_cert, options.ca_key)
         self.access: Optional[AccessPolicy] = None  # who may connect; set when the server listens
+        self.faults = FaultTable(self)
+        for text in options.faults:  # --fault, checked when the command line was read
+            command = fault_command(text)
+            self.faults.add(parse_fault(command.text, command.target))
         self.last_signed_chain: Dict[str, str] = {}  # charge point id -> the chain signed for it last
         self.url = "ws://%s:%d" % (options.host, options.port)
         self.port = options.port  # the port listened on, once it listens
@@ -5330,6 +5701,8 @@ class CentralSystem:
             asyncio.ensure_future(close_within(previous.websocket, 1000, "replaced by a new connection",
                                                REPLACE_TIMEOUT))
         self.bus.publish("connected", charger_id, session, peer=peer, path=path, subprotocol=subprotocol)
+        if self.faults.faults:
+            self.faults.session_started(session)
         try:
             await session.serve()
         finally:
@@ -5488,6 +5861,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="largest upload, bytes; K and M suffixes (default 50M)")
     web.add_argument("--files-quota", type=byte_size, default=DEFAULT_FILES_QUOTA, metavar="BYTES",
                      help="most the files folder may hold, bytes; K, M and G suffixes (default 500M)")
+    parser.add_argument("--fault", dest="faults", action="append", default=[], metavar="FAULT",
+                        help="inject a fault from the start, e.g. --fault 'BootNotification status=Pending times=2' "
+                        "or --fault '@CP-1 disconnect after=5'; repeatable (docs/faults.md)")
     parser.add_argument("--script", metavar="FILE",
                         help="run a scenario against the first charger that connects, then exit 0 (passed), "
                         "1 (failed) or 2 (invalid script); see docs/ci.md")
@@ -5545,6 +5921,7 @@ async def serve_until_stopped(system: CentralSystem, options: "Settings", out: O
     """Listen, print the banner, run the console or the scenario; return the exit status once stopped."""
     access = system.access = AccessPolicy(out, options.charger_ids, options.password,
                                           require_subprotocol=options.strict, client_ca=bool(options.client_ca))
+    access.faults = system.faults
     route_library_logs(out, access)
     server = await listen(system, options, out, access)
     if isinstance(server, int):
@@ -5725,7 +6102,7 @@ class Settings:
                  "max_message_size", "password", "certfile", "keyfile", "client_ca", "ca_cert", "ca_key",
                  "charger_ids",
                  "tag_rules", "unknown_tags",
-                 "concurrent_tx", "script", "log", "quiet", "http", "http_host", "http_port", "http_token",
+                 "concurrent_tx", "script", "log", "quiet", "faults", "http", "http_host", "http_port", "http_token",
                  "files_dir", "max_upload_size", "files_quota")
 
     def __init__(self, **values: Any) -> None:
@@ -5747,6 +6124,11 @@ def parse_settings(argv: Optional[List[str]] = None) -> Settings:
         parser.error(str(exc))
     if options.keyfile and not options.certfile:
         parser.error("--keyfile needs --certfile")
+    for text in options.faults:
+        try:
+            fault_command(text)
+        except CommandError as exc:
+            parser.error("--fault %s: %s" % (text, exc))
     if options.client_ca and not options.certfile:
         parser.error("--client-ca needs --certfile (security profile 3 is TLS with client certificates)")
     if bool(options.ca_cert) != bool(options.ca_key):
