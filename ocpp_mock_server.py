@@ -1623,6 +1623,7 @@ class ChargerState:
         self.authorizations: Deque[Tuple[str, str, str, str]] = collections.deque(maxlen=5)
         self.certificate_ids: List[dict] = []  # the hash data its last GetInstalledCertificateIds.conf listed
         self.key_rotated: Optional[str] = None  # when the server took its new AuthorizationKey
+        self.history = ChargerHistory()  # what the behaviour checks remember since its last boot
 
     def set_connector(self, connector: Optional[int], status: str) -> bool:
         """Record a connector's status; False when the table is full and the connector is new."""
@@ -2093,6 +2094,7 @@ class ChargerSession:
         self.call_ids = CallIds(self)
         self._incoming: Tuple[str, bool] = ("", False)  # the frame being handled, and whether it was binary
         self.fault_status: Any = None  # a reply fault's status= for the handler running now
+        self.reply_withheld = False  # a delay fault holds the reply to the charger's CALL
 
     def call(self, action: str, payload: Any, on_done: Optional[Callable[[CallOutcome], None]] = None
              ) -> PendingCall:
@@ -2191,6 +2193,10 @@ class ChargerSession:
             self.call_ids.check(message_id)
             handler = self._handler(action)
             self._check_payload(action, payload)
+            if self.state.boot_status in ("Pending", "Rejected"):
+                check_call_allowed(self, action)
+            if self.reply_withheld:
+                check_failed(self, "two-calls", "sent %s while its previous CALL still awaited its reply" % label)
             if injected is not None and (injected[0].error or "drop" in injected[0].flags):
                 return self._refused_by_fault(injected[0], label, payload, message_id)
             try:
@@ -2256,9 +2262,11 @@ class ChargerSession:
             return self.answer(text, label + ".conf", shown)
 
         def send_later() -> None:
+            self.reply_withheld = False
             if not self.closed:
                 for _ in range(copies):
                     asyncio.ensure_future(self.send_text(text, label + ".conf", shown))
+        self.reply_withheld = True
         asyncio.get_running_loop().call_later(fault.delay, send_later)
         return None
 
@@ -2314,6 +2322,135 @@ class ChargerSession:
     def after_reply(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once the reply to the current CALL has been sent."""
         self._after_reply.append(callback)
+
+
+# --------------------------------------------------------- Behaviour checks
+# What a good charger does, checked as it talks: each violation is reported
+# like a spec warning (once per charger and rule, naming the rule) and fails
+# a --strict scenario run; it never changes a reply.  A charge point's
+# history starts again at each BootNotification; a message a TriggerMessage
+# asked for is exempt from the timing rules.
+
+# OCPP 1.6 section 4.9: the status each connector status may change to.
+_STATUS_CHANGES = {
+    "Available": ("Preparing", "Charging", "SuspendedEV", "SuspendedEVSE", "Reserved", "Unavailable", "Faulted"),
+    "Preparing": ("Available", "Charging", "SuspendedEV", "SuspendedEVSE", "Finishing", "Faulted"),
+    "Charging": ("Available", "SuspendedEV", "SuspendedEVSE", "Finishing", "Unavailable", "Faulted"),
+    "SuspendedEV": ("Available", "Charging", "SuspendedEVSE", "Finishing", "Unavailable", "Faulted"),
+    "SuspendedEVSE": ("Available", "Charging", "SuspendedEV", "Finishing", "Unavailable", "Faulted"),
+    "Finishing": ("Available", "Preparing", "Unavailable", "Faulted"),
+    "Reserved": ("Available", "Preparing", "Unavailable", "Faulted"),
+    "Unavailable": ("Available", "Preparing", "Charging", "SuspendedEV", "SuspendedEVSE", "Faulted"),
+    "Faulted": ("Available", "Preparing", "Charging", "SuspendedEV", "SuspendedEVSE", "Finishing", "Reserved",
+                "Unavailable"),
+}
+TIMING_TOLERANCE = 0.1  # a charger may be this much of an interval early (clocks, scheduling) ...
+TIMING_SLACK = 1.0  # ... and at least this many seconds
+
+
+class ChargerHistory:
+    """What the checks remember of a charge point since its last BootNotification."""
+
+    def __init__(self) -> None:
+        self.booted_at = 0.0  # monotonic time of its last BootNotification
+        self.boot_interval = 0  # the interval that BootNotification's reply gave
+        self.boot_status: Optional[str] = None
+        self.heartbeat_at = 0.0
+        self.heartbeat_interval = 0  # as BootNotification.conf or an accepted ChangeConfiguration set it
+        self.triggered: set = set()  # messages a TriggerMessage asked for, not yet sent
+        self.energy: Dict[Tuple[int, Any], float] = {}  # (transaction, phase) -> its last register reading, Wh
+        self.transaction_times: Dict[int, str] = {}  # transaction -> the timestamp of its last message
+
+
+def check_failed(session: "ChargerSession", rule: str, text: str) -> None:
+    """A behaviour check failed: one warning per charger and rule, counted like a spec warning."""
+    session.warn_once(("check", rule), "check %s: %s" % (rule, text), spec=True)
+
+
+def _timed_early(history: ChargerHistory, last: float, interval: float, now: float) -> bool:
+    return bool(last and interval and now - last < interval - max(TIMING_SLACK, interval * TIMING_TOLERANCE))
+
+
+def check_boot(session: "ChargerSession", status: str, interval: int) -> None:
+    """Boot retries while Pending or Rejected come no faster than the interval given; then the history starts again."""
+    history, now = session.state.history, time.monotonic()
+    if history.boot_status in ("Pending", "Rejected") and _timed_early(history, history.booted_at,
+                                                                      history.boot_interval, now):
+        check_failed(session, "boot-retry", "BootNotification again after %.1f s while %s; the interval given was "
+                     "%d s" % (now - history.booted_at, history.boot_status, history.boot_interval))
+    fresh = session.state.history = ChargerHistory()  # the history starts again
+    fresh.booted_at, fresh.boot_interval, fresh.boot_status = now, interval, status
+    fresh.heartbeat_interval = interval if status == "Accepted" else 0
+
+
+def check_call_allowed(session: "ChargerSession", action: str) -> None:
+    """No CALL but BootNotification before the boot is Accepted (OCPP 1.6 section 4.2)."""
+    status = session.state.boot_status
+    if action != "BootNotification" and status in ("Pending", "Rejected") and action not in session.state.history.triggered:
+        check_failed(session, "call-before-boot", "sent %s while its boot is %s" % (printable(action), status))
+
+
+def check_heartbeat(session: "ChargerSession") -> None:
+    history, now = session.state.history, time.monotonic()
+    if "Heartbeat" in history.triggered:
+        history.triggered.discard("Heartbeat")
+    elif _timed_early(history, history.heartbeat_at, history.heartbeat_interval, now):
+        check_failed(session, "heartbeat-interval", "Heartbeat %.1f s after the last; the interval set is %d s"
+                     % (now - history.heartbeat_at, history.heartbeat_interval))
+    history.heartbeat_at = now
+
+
+def check_status_change(session: "ChargerSession", connector: Optional[int], status: str) -> None:
+    previous = session.state.connectors.get(connector if connector is not None else -1)
+    previous = previous.split(" (")[0] if previous else None
+    allowed = _STATUS_CHANGES.get(previous or "")
+    if allowed is not None and status != previous and status in _STATUS_CHANGES and status not in allowed:
+        check_failed(session, "status-transition", "connector %s went from %s to %s, which the OCPP 1.6 status "
+                     "diagram does not allow" % (connector, previous, printable(status)))
+
+
+def check_transaction_message(session: "ChargerSession", transaction_id: Optional[int], timestamp: Any,
+                              action: str) -> None:
+    """Queued transaction messages arrive in order, with their original timestamps."""
+    if transaction_id is None or not isinstance(timestamp, str):
+        return
+    times = session.state.history.transaction_times
+    last = times.get(transaction_id)
+    if last is not None and timestamp < last:  # ISO-8601 UTC text sorts as time does
+        check_failed(session, "transaction-order", "%s for transaction %d is stamped %s, before the message that "
+                     "came first (%s)" % (action, transaction_id, printable(timestamp, 40), printable(last, 40)))
+    if len(times) < MAX_OPEN_TRANSACTIONS or transaction_id in times:
+        times[transaction_id] = max(timestamp, last or "")
+
+
+def check_energy(session: "ChargerSession", payload: dict) -> None:
+    """Energy.Active.Import.Register never decreases within a transaction (Wh and kWh alike)."""
+    transaction_id = as_int(payload.get("transactionId"))
+    if transaction_id is None:
+        return
+    energy = session.state.history.energy
+    for measurand, value, unit, phase in _meter_readings(payload):
+        if measurand != "Energy.Active.Import.Register":
+            continue
+        try:
+            reading = float(value) * (1000 if unit == "kWh" else 1)
+        except (TypeError, ValueError):
+            continue
+        key = (transaction_id, phase)
+        if reading < energy.get(key, reading):
+            check_failed(session, "energy-decreases", "Energy.Active.Import.Register of transaction %d fell from "
+                         "%g Wh to %g Wh" % (transaction_id, energy[key], reading))
+        if len(energy) < 4 * MAX_OPEN_TRANSACTIONS or key in energy:
+            energy[key] = reading
+
+
+def check_lost_transaction(session: "ChargerSession", connector: Optional[int]) -> None:
+    """A StartTransaction on a connector whose transaction was never stopped: that one was lost."""
+    for transaction in session.state.transactions.values():
+        if transaction.connector_id == connector:
+            check_failed(session, "transaction-lost", "a new transaction on connector %s while transaction %d "
+                         "there was never stopped" % (connector, transaction.transaction_id))
+            return
 
 
 # -------------------------------------------------- Charger-initiated actions
@@ -2398,6 +2535,7 @@ def handle_boot_notification(session: "ChargerSession", payload: dict) -> dict:
                         value={"status": status, "info": payload})
     if status == "Accepted":
         session.after_reply(session.flow.boot_accepted)
+    check_boot(session, status, options.heartbeat_interval)
     return {"status": status, "currentTime": UTC_CLOCK.now(), "interval": options.heartbeat_interval}
 
 
@@ -2406,11 +2544,17 @@ def handle_data_transfer(session: "ChargerSession", payload: dict) -> dict:
 
 
 def handle_heartbeat(session: "ChargerSession", payload: dict) -> dict:
+    check_heartbeat(session)
     return {"currentTime": UTC_CLOCK.now()}
 
 
 def handle_meter_values(session: "ChargerSession", payload: dict) -> dict:
     session.state.last_meter_values = payload  # rendered when the operator asks
+    check_energy(session, payload)
+    sample = payload.get("meterValue")
+    if type(sample) is list and sample and type(sample[0]) is dict:
+        check_transaction_message(session, as_int(payload.get("transactionId")), sample[0].get("timestamp"),
+                                  "MeterValues")
     if session.bus.routes["meter_values"]:
         session.bus.publish("meter_values", session.charger_id, session, connectorId=payload.get("connectorId"),
                             transactionId=payload.get("transactionId"),
@@ -2424,6 +2568,8 @@ def handle_start_transaction(session: "ChargerSession", payload: dict) -> dict:
     id_tag = payload.get("idTag", payload.get("id_tag"))
     connector = as_int(payload.get("connectorId"))
     info = id_tag_info(session, id_tag, "StartTransaction", connector)
+    check_lost_transaction(session, connector)
+    check_transaction_message(session, transaction_id, payload.get("timestamp"), "StartTransaction")
     transaction = Transaction(transaction_id, connector, id_tag, as_int(payload.get("meterStart")))
     forgotten = session.state.open_transaction(transaction)
     if forgotten is not None:
@@ -2440,6 +2586,7 @@ def handle_status_notification(session: "ChargerSession", payload: dict) -> dict
     status = payload.get("status")
     error_code = payload.get("errorCode")
     if isinstance(status, str):
+        check_status_change(session, connector, status)
         if isinstance(error_code, str) and error_code not in ("", "NoError"):
             status = "%s (%s)" % (status, error_code)
         if not session.state.set_connector(connector, status):
@@ -2454,6 +2601,13 @@ def handle_status_notification(session: "ChargerSession", payload: dict) -> dict
 def handle_stop_transaction(session: "ChargerSession", payload: dict) -> dict:
     transaction_id = as_int(payload.get("transactionId"))
     state = session.state
+    check_transaction_message(session, transaction_id, payload.get("timestamp"), "StopTransaction")
+    transaction = state.transactions.get(transaction_id) if transaction_id is not None else None
+    meter_stop = as_int(payload.get("meterStop"))
+    if transaction is not None and transaction.meter_start is not None and meter_stop is not None \
+            and meter_stop < transaction.meter_start:
+        check_failed(session, "meter-stop", "transaction %d: meterStop %d is below its meterStart %d"
+                     % (transaction_id, meter_stop, transaction.meter_start))
     if state.close_transaction(transaction_id) is None:
         session.log("warn", "StopTransaction names transaction %s, which is not open here%s"
                     % (_show(payload.get("transactionId")), state.open_transactions_text()))
@@ -2662,9 +2816,17 @@ def remember_certificate_ids(session: "ChargerSession", request: dict, reply: di
         session.state.certificate_ids = [item for item in listed[:100] if isinstance(item, dict)]
 
 
-def rotate_authorization_key(session: "ChargerSession", request: dict, reply: dict) -> None:
-    """ChangeConfiguration AuthorizationKey, accepted: the charger must use the new key from its next connection."""
-    if request.get("key") != "AuthorizationKey" or reply.get("status") not in ("Accepted", "RebootRequired"):
+def configuration_changed(session: "ChargerSession", request: dict, reply: dict) -> None:
+    """ChangeConfiguration, accepted: a new HeartbeatInterval sets the heartbeat check's interval; a new
+    AuthorizationKey is the only one that lets the charger in from its next connection."""
+    if reply.get("status") not in ("Accepted", "RebootRequired"):
+        return
+    if request.get("key") == "HeartbeatInterval":
+        interval = as_int(request.get("value"))
+        if interval is not None:
+            session.state.history.heartbeat_interval = interval
+        return
+    if request.get("key") != "AuthorizationKey":
         return
     value = request.get("value")
     if not isinstance(value, str) or session.system.access is None:
@@ -2675,9 +2837,17 @@ def rotate_authorization_key(session: "ChargerSession", request: dict, reply: di
                 "(%s); the old one gets 401" % (printable(session.charger_id), forms))
 
 
+def message_triggered(session: "ChargerSession", request: dict, reply: dict) -> None:
+    """TriggerMessage, accepted: the message it asks for is exempt from the timing checks once."""
+    if reply.get("status") == "Accepted" and isinstance(request.get("requestedMessage"), str):
+        session.state.history.triggered.add(request["requestedMessage"])
+
+
 # What the server does when a charger answers one of its CALLs with a CALLRESULT, beyond showing it.
 SERVER_CALL_RESULT_HANDLERS: Dict[str, Callable[["ChargerSession", dict, dict], None]] = {
-    "ChangeConfiguration": rotate_authorization_key,
+    "ChangeConfiguration": configuration_changed,
+    "TriggerMessage": message_triggered,
+    "ExtendedTriggerMessage": message_triggered,
     "GetInstalledCertificateIds": remember_certificate_ids,
 }
 
