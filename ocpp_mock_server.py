@@ -2094,6 +2094,7 @@ class ChargerSession:
         self.call_ids = CallIds(self)
         self._incoming: Tuple[str, bool] = ("", False)  # the frame being handled, and whether it was binary
         self.fault_status: Any = None  # a reply fault's status= for the handler running now
+        self.fault_fields: Dict[str, Any] = {}  # and its field=value
         self.reply_withheld = False  # a delay fault holds the reply to the charger's CALL
 
     def call(self, action: str, payload: Any, on_done: Optional[Callable[[CallOutcome], None]] = None
@@ -2201,6 +2202,7 @@ class ChargerSession:
                 return self._refused_by_fault(injected[0], label, payload, message_id)
             try:
                 self.fault_status = injected[1] if injected is not None else None
+                self.fault_fields = injected[0].fields if injected is not None else {}
                 reply = handler(self, payload)
             except Exception as exc:
                 self.log("error", "handler for %s failed: %s: %s" % (label, type(exc).__name__, exc))
@@ -2212,7 +2214,7 @@ class ChargerSession:
                              error=refusal.code)
             return self.answer(build_call_error(message_id, refusal.code, refusal.description, refusal.details),
                                label + " CALLERROR", refusal.code + " " + printable(refusal.description, 400))
-        if injected is not None:
+        if injected is not None and (injected[1] is not None or injected[0].fields):
             reply = self._changed_by_fault(injected[0], injected[1], reply)
         if self.bus.routes["call_answered"]:
             self.bus.publish("call_answered", self.charger_id, self, action=action, payload=payload, reply=reply,
@@ -2529,14 +2531,15 @@ def handle_authorize(session: "ChargerSession", payload: dict) -> dict:
 def handle_boot_notification(session: "ChargerSession", payload: dict) -> dict:
     options = session.system.options
     status = session.fault_status or options.boot_status  # fault BootNotification status=Pending, say
+    interval = session.fault_fields.get("interval", options.heartbeat_interval)
     session.state.boot_info = payload
     session.state.boot_status = status
     session.bus.publish("state_changed", session.charger_id, session, field="boot",
                         value={"status": status, "info": payload})
     if status == "Accepted":
         session.after_reply(session.flow.boot_accepted)
-    check_boot(session, status, options.heartbeat_interval)
-    return {"status": status, "currentTime": UTC_CLOCK.now(), "interval": options.heartbeat_interval}
+    check_boot(session, status, as_int(interval) or 0)
+    return {"status": status, "currentTime": UTC_CLOCK.now(), "interval": interval}
 
 
 def handle_data_transfer(session: "ChargerSession", payload: dict) -> dict:

@@ -24,10 +24,12 @@ import sys
 import time
 import urllib.request
 import uuid
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import websockets
 
+# --misbehave: rules a good charger keeps, broken on purpose (the server's behaviour checks catch each).
+MISBEHAVIOURS = ("skip-boot-wait", "meter-backwards", "bad-transition", "fast-heartbeat", "two-calls")
 DIAGNOSTICS_FILE = "demo-diagnostics.log"
 LOG_FILE = "demo-security.log"
 # The certificate signing request it sends for ExtendedTriggerMessage SignChargePointCertificate
@@ -52,10 +54,37 @@ def say(text: str) -> None:
     print("%s demo-charger %s" % (time.strftime("%H:%M:%S"), text), flush=True)
 
 
-class DemoCharger:
-    """One simulated charge point with one connector."""
+class _NoLock:
+    """--misbehave two-calls: a lock that does not hold anything back."""
 
-    def __init__(self, websocket: Any, options: argparse.Namespace) -> None:
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: Any) -> None:
+        return None
+
+
+_NO_LOCK = _NoLock()
+
+
+class Station:
+    """What outlives a connection: the meter, the open transaction, and the transaction messages kept
+    while the server is away (sent in order, with their own timestamps, once it is back)."""
+
+    def __init__(self) -> None:
+        self.energy_wh = 0
+        self.power_w = 0  # what the meter reads now: 7400 W while charging, else 0
+        self.soc = 20  # state of charge, percent: rises while charging, never falls
+        self.transaction_id: Optional[int] = None
+        self.meter_task: Optional["asyncio.Task[None]"] = None
+        self.charger: Optional["DemoCharger"] = None  # the connection now, if any
+        self.queued: List[Tuple[str, dict]] = []
+
+
+class DemoCharger:
+    """One connection of the simulated charge point (one connector)."""
+
+    def __init__(self, websocket: Any, options: argparse.Namespace, station: "Station") -> None:
         self.ws = websocket
         self.options = options
         self.flexicharge = options.flexicharge
@@ -64,11 +93,9 @@ class DemoCharger:
         self.call_lock = asyncio.Lock()  # one outstanding CALL at a time (OCPP-J 4.1.1)
         self.boot_data = asyncio.Event()
         self.gone = asyncio.Event()  # the connection has ended: every wait races this
-        self.transaction_id: Optional[int] = None
-        self.meter_task: Optional["asyncio.Task[None]"] = None
-        self.energy_wh = 0
-        self.power_w = 0  # what the meter reads now: 7400 W while charging, else 0
-        self.soc = 20  # state of charge, percent: rises while charging, never falls
+        self.station = station
+        self.misbehave = set(options.misbehave)
+        self.ready = False  # booted, and what was kept while the server was away is sent
         self.configuration = {"HeartbeatInterval": str(options.heartbeat_interval or 60),
                               "MeterValueSampleInterval": str(options.meter_interval)}
         self.local_list_version = 0
@@ -83,7 +110,7 @@ class DemoCharger:
 
         ServerGone when the connection ends first.
         """
-        async with self.call_lock:
+        async with self.call_lock if "two-calls" not in self.misbehave else _NO_LOCK:
             message_id = FLEXICHARGE_MESSAGE_ID if self.flexicharge else str(uuid.uuid4())
             reply = asyncio.get_running_loop().create_future()
             self.pending[message_id] = reply
@@ -127,15 +154,20 @@ class DemoCharger:
         """Boot and serve until --once is done (True) or the server closes the connection (False)."""
         receiver = asyncio.ensure_future(self.receive())
         try:
-            boot = await self.call("BootNotification", {
-                "chargePointVendor": "DemoVendor", "chargePointModel": "DemoCharger",
-                "chargePointSerialNumber": "demo-001", "firmwareVersion": "1.0.0"})
-            say("booted: %s" % json.dumps(boot))
+            boot = await self.boot()
             interval = self.options.heartbeat_interval or (boot or {}).get("interval") or 60
-            if self.options.wait_boot_data:
+            if self.options.wait_boot_data and (boot or {}).get("status") == "Accepted":
                 await self.until(self.boot_data.wait(), 30, "the BootData DataTransfer")
-            await self.status("Available")
-            self.spawn(self.heartbeats(interval))
+            await self.send_queued()
+            status = "Charging" if self.station.transaction_id is not None else "Available"  # back mid-session?
+            if "two-calls" in self.misbehave:  # both at once, not one after the other
+                await asyncio.gather(self.status(status), self.call("Heartbeat", {}))
+            else:
+                await self.status(status)
+            if "bad-transition" in self.misbehave:
+                await self.status("Finishing")  # Available -> Finishing: the status diagram has no such step
+                await self.status("Available")
+            self.spawn(self.heartbeats(interval / 4 if "fast-heartbeat" in self.misbehave else interval))
             await self.until(self.finished.wait(), float("inf"), "the end of the session")
             return True
         except ServerGone:
@@ -143,6 +175,38 @@ class DemoCharger:
         finally:
             for task in list(self.tasks) + [receiver]:
                 task.cancel()
+
+    async def boot(self) -> Any:
+        """BootNotification until Accepted, waiting the interval the server gives between tries."""
+        while True:
+            boot = await self.call("BootNotification", {
+                "chargePointVendor": "DemoVendor", "chargePointModel": "DemoCharger",
+                "chargePointSerialNumber": "demo-001", "firmwareVersion": "1.0.0"})
+            say("booted: %s" % json.dumps(boot))
+            if not isinstance(boot, dict) or boot.get("status") == "Accepted" or "skip-boot-wait" in self.misbehave:
+                return boot
+            await self.until(self.gone.wait(), max(1, boot.get("interval") or 10), "the boot interval")
+
+    async def send_queued(self) -> None:
+        """The transaction messages kept while the server was away, in order, as they were made."""
+        if self.station.queued:
+            say("server back: sending %d message(s) kept while it was away" % len(self.station.queued))
+        while self.station.queued:  # what the meter makes meanwhile joins the end of the queue
+            action, payload = self.station.queued[0]
+            await self.call(action, payload)
+            self.station.queued.pop(0)
+        self.ready = True
+
+    async def transaction_message(self, action: str, payload: dict) -> Any:
+        """A transaction message: sent now, or kept for when the server is back."""
+        try:
+            if self.gone.is_set():
+                raise ServerGone("the connection has ended")
+            return await self.call(action, payload)
+        except (ServerGone, websockets.ConnectionClosed):
+            self.station.queued.append((action, payload))
+            say("server away: %s kept to send later" % action)
+            return None
 
     async def heartbeats(self, interval: float) -> None:
         while True:
@@ -160,10 +224,10 @@ class DemoCharger:
     async def start_transaction(self, id_tag: str) -> None:
         await self.status("Preparing")
         if self.flexicharge:
-            payload = {"connectorId": str(self.connector), "id_tag": None, "meterStart": self.energy_wh,
+            payload = {"connectorId": str(self.connector), "id_tag": None, "meterStart": self.station.energy_wh,
                        "timestamp": time.time(), "reservationId": None}
         else:
-            payload = {"connectorId": self.connector, "idTag": id_tag, "meterStart": self.energy_wh,
+            payload = {"connectorId": self.connector, "idTag": id_tag, "meterStart": self.station.energy_wh,
                        "timestamp": now_iso()}
         reply = await self.call("StartTransaction", payload)
         transaction_id = reply.get("transactionId") if isinstance(reply, dict) else None
@@ -171,49 +235,29 @@ class DemoCharger:
             say("StartTransaction got no transaction id (reply: %s); not charging" % json.dumps(reply))
             await self.status("Available")
             return
-        self.transaction_id = transaction_id
+        self.station.transaction_id = transaction_id
         say("transaction %d started" % transaction_id)
-        self.power_w = 7400
+        self.station.power_w = 7400
         await self.status("Charging")
-        self.meter_task = asyncio.ensure_future(self.meter_values())
-
-    async def meter_values(self) -> None:
-        while True:
-            await asyncio.sleep(self.options.meter_interval)
-            self.energy_wh += int(self.power_w * self.options.meter_interval / 3600) + 1
-            self.soc = min(100, self.soc + 1)
-            await self.call("MeterValues", self.meter_payload())
+        self.station.meter_task = asyncio.ensure_future(meter_values(self.station, self.options))
 
     def meter_payload(self) -> dict:
-        """What the meter reads now; a transactionId only inside a transaction."""
-        if self.flexicharge:
-            payload: dict = {"connectorId": self.connector, "timestamp": int(time.time() * 1000), "values": {
-                "chargingPercent": {"value": self.soc, "unit": "%", "measurand": "SoC"},
-                "chargingPower": {"value": self.power_w, "unit": "W", "measurand": "Power.Active.Import"},
-                "chargedSoFar": {"value": self.energy_wh, "unit": "Wh", "measurand": "Energy.Active.Import"}}}
-        else:
-            payload = {"connectorId": self.connector, "meterValue": [{"timestamp": now_iso(), "sampledValue": [
-                {"value": str(self.energy_wh), "measurand": "Energy.Active.Import.Register", "unit": "Wh"},
-                {"value": str(self.power_w), "measurand": "Power.Active.Import", "unit": "W"},
-                {"value": str(self.soc), "measurand": "SoC", "unit": "Percent"}]}]}
-        if self.transaction_id is not None:
-            payload["transactionId"] = self.transaction_id
-        return payload
+        return meter_payload(self.station, self.options)
 
     async def stop_transaction(self, reason: str) -> None:
-        if self.meter_task is not None:
-            self.meter_task.cancel()
-            self.meter_task = None
-        self.power_w = 0
+        if self.station.meter_task is not None:
+            self.station.meter_task.cancel()
+            self.station.meter_task = None
+        self.station.power_w = 0
         await self.status("Finishing")
-        payload = {"transactionId": self.transaction_id, "meterStop": self.energy_wh, "reason": reason}
+        payload = {"transactionId": self.station.transaction_id, "meterStop": self.station.energy_wh, "reason": reason}
         if self.flexicharge:
             payload.update({"idTag": None, "timestamp": time.time(), "transactionData": None})
         else:
             payload.update({"idTag": self.options.id_tag, "timestamp": now_iso()})
         await self.call("StopTransaction", payload)
-        say("transaction %s stopped" % self.transaction_id)
-        self.transaction_id = None
+        say("transaction %s stopped" % self.station.transaction_id)
+        self.station.transaction_id = None
         await self.status("Available")
         if self.options.once:
             self.finished.set()
@@ -271,14 +315,14 @@ class DemoCharger:
                 return None
         else:
             accepted = True
-        accepted = accepted and self.transaction_id is None
+        accepted = accepted and self.station.transaction_id is None
         if accepted:
             self.spawn(self.start_transaction(str(id_tag)))
         return {"status": "Accepted" if accepted else "Rejected"}
 
     def on_RemoteStopTransaction(self, payload: dict) -> dict:
         transaction_id = payload.get("transactionID" if self.flexicharge else "transactionId")
-        if self.transaction_id is None or transaction_id != self.transaction_id:
+        if self.station.transaction_id is None or transaction_id != self.station.transaction_id:
             return {"status": "Rejected"}
         self.spawn(self.stop_transaction("Remote"))
         return {"status": "Accepted"}
@@ -343,7 +387,7 @@ class DemoCharger:
     def on_TriggerMessage(self, payload: dict) -> dict:
         requested = payload.get("requestedMessage")
         if requested == "StatusNotification":
-            self.spawn(self.status("Charging" if self.transaction_id is not None else "Available"))
+            self.spawn(self.status("Charging" if self.station.transaction_id is not None else "Available"))
         elif requested == "Heartbeat":
             self.spawn(self.call("Heartbeat", {}))
         elif requested == "MeterValues":
@@ -429,7 +473,7 @@ class DemoCharger:
 
     async def upload_diagnostics(self, location: str) -> None:
         await self.call("DiagnosticsStatusNotification", {"status": "Uploading"})
-        text = "demo charger diagnostics\nenergy %d Wh, state of charge %d %%\n" % (self.energy_wh, self.soc)
+        text = "demo charger diagnostics\nenergy %d Wh, state of charge %d %%\n" % (self.station.energy_wh, self.station.soc)
         done = await self.upload(location, DIAGNOSTICS_FILE, text, "upload diagnostics to")
         await self.call("DiagnosticsStatusNotification", {"status": "Uploaded" if done else "UploadFailed"})
 
@@ -481,6 +525,42 @@ def hash_data(pem: str) -> dict:
             "serialNumber": digest[:40]}
 
 
+def meter_payload(station: Station, options: argparse.Namespace) -> dict:
+    """What the meter reads now; a transactionId only inside a transaction."""
+    if options.flexicharge:
+        payload: dict = {"connectorId": options.connector, "timestamp": int(time.time() * 1000), "values": {
+            "chargingPercent": {"value": station.soc, "unit": "%", "measurand": "SoC"},
+            "chargingPower": {"value": station.power_w, "unit": "W", "measurand": "Power.Active.Import"},
+            "chargedSoFar": {"value": station.energy_wh, "unit": "Wh", "measurand": "Energy.Active.Import"}}}
+    else:
+        payload = {"connectorId": options.connector, "meterValue": [{"timestamp": now_iso(), "sampledValue": [
+            {"value": str(station.energy_wh), "measurand": "Energy.Active.Import.Register", "unit": "Wh"},
+            {"value": str(station.power_w), "measurand": "Power.Active.Import", "unit": "W"},
+            {"value": str(station.soc), "measurand": "SoC", "unit": "Percent"}]}]}
+    if station.transaction_id is not None:
+        payload["transactionId"] = station.transaction_id
+    return payload
+
+
+async def meter_values(station: Station, options: argparse.Namespace) -> None:
+    """MeterValues every --meter-interval while charging, connected or not (kept while the server is away)."""
+    samples = 0
+    while True:
+        await asyncio.sleep(options.meter_interval)
+        station.energy_wh += int(station.power_w * options.meter_interval / 3600) + 1
+        samples += 1
+        if samples == 2 and "meter-backwards" in options.misbehave:
+            station.energy_wh -= 5  # a meter that goes back: a real charger must never report this
+        station.soc = min(100, station.soc + 1)
+        payload = meter_payload(station, options)
+        charger = station.charger
+        if charger is not None and charger.ready and not station.queued and not charger.gone.is_set():
+            charger.spawn(charger.transaction_message("MeterValues", payload))
+        else:
+            station.queued.append(("MeterValues", payload))
+            say("server away: MeterValues kept to send later")
+
+
 class ServerGone(Exception):
     """The connection to the server ended while the charger waited for something."""
 
@@ -517,12 +597,13 @@ async def connect(options: argparse.Namespace) -> Any:
 
 
 async def main(options: argparse.Namespace) -> int:
+    station = Station()
     while True:
         websocket = await connect(options)
         if isinstance(websocket, int):
             return websocket
         say("connected to %s (%s dialect)" % (options.url, "flexicharge" if options.flexicharge else "ocpp1.6"))
-        charger = DemoCharger(websocket, options)
+        charger = station.charger = DemoCharger(websocket, options, station)
         try:
             if await charger.run():
                 return 0  # --once: the transaction has stopped
@@ -530,6 +611,7 @@ async def main(options: argparse.Namespace) -> int:
         except websockets.ConnectionClosed as exc:
             say("connection closed: %s" % exc)
         finally:
+            station.charger = None
             await websocket.close()
         if not options.reconnect:
             return 1 if options.once else 0
@@ -550,6 +632,8 @@ def parse_args(argv: Optional[list] = None) -> argparse.Namespace:
     parser.add_argument("--no-wait-boot-data", dest="wait_boot_data", action="store_false",
                         help="do not wait for the FlexiCharge BootData after booting")
     parser.add_argument("--once", action="store_true", help="exit after the first transaction has stopped")
+    parser.add_argument("--misbehave", action="append", default=[], choices=MISBEHAVIOURS,
+                        help="break a rule on purpose, to see the server's behaviour checks catch it; repeatable")
     parser.add_argument("--reconnect", action="store_true",
                         help="when the server closes the connection, connect and boot again")
     parser.add_argument("--connect-timeout", type=float, default=30.0,
