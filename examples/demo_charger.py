@@ -95,7 +95,7 @@ class DemoCharger:
         self.gone = asyncio.Event()  # the connection has ended: every wait races this
         self.station = station
         self.misbehave = set(options.misbehave)
-        self.ready = False  # booted, and what was kept while the server was away is sent
+        self.caught_up = asyncio.Event()  # booted, and what was kept while the server was away is sent
         self.configuration = {"HeartbeatInterval": str(options.heartbeat_interval or 60),
                               "MeterValueSampleInterval": str(options.meter_interval)}
         self.local_list_version = 0
@@ -195,7 +195,7 @@ class DemoCharger:
             action, payload = self.station.queued[0]
             await self.call(action, payload)
             self.station.queued.pop(0)
-        self.ready = True
+        self.caught_up.set()
 
     async def transaction_message(self, action: str, payload: dict) -> Any:
         """A transaction message: sent now, or kept for when the server is back."""
@@ -245,6 +245,7 @@ class DemoCharger:
         return meter_payload(self.station, self.options)
 
     async def stop_transaction(self, reason: str) -> None:
+        await self.until(self.caught_up.wait(), 60, "the messages kept while the server was away")  # they go first
         if self.station.meter_task is not None:
             self.station.meter_task.cancel()
             self.station.meter_task = None
@@ -554,7 +555,7 @@ async def meter_values(station: Station, options: argparse.Namespace) -> None:
         station.soc = min(100, station.soc + 1)
         payload = meter_payload(station, options)
         charger = station.charger
-        if charger is not None and charger.ready and not station.queued and not charger.gone.is_set():
+        if charger is not None and charger.caught_up.is_set() and not station.queued and not charger.gone.is_set():
             charger.spawn(charger.transaction_message("MeterValues", payload))
         else:
             station.queued.append(("MeterValues", payload))
