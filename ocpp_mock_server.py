@@ -2214,7 +2214,7 @@ class ChargerSession:
                              error=refusal.code)
             return self.answer(build_call_error(message_id, refusal.code, refusal.description, refusal.details),
                                label + " CALLERROR", refusal.code + " " + printable(refusal.description, 400))
-        if injected is not None and (injected[1] is not None or injected[0].fields):
+        if injected is not None and (injected[1] is not None or injected[0].fields or injected[0].payload is not None):
             reply = self._changed_by_fault(injected[0], injected[1], reply)
         if self.bus.routes["call_answered"]:
             self.bus.publish("call_answered", self.charger_id, self, action=action, payload=payload, reply=reply,
@@ -2241,7 +2241,7 @@ class ChargerSession:
 
     def _changed_by_fault(self, fault: "Fault", status: Any, reply: dict) -> dict:
         """status= and field=value: the reply as the fault has it (idTagInfo's status for an idTag reply)."""
-        reply = dict(reply)
+        reply = dict(fault.payload) if fault.payload is not None else dict(reply)
         if status is not None:
             if isinstance(reply.get("idTagInfo"), dict):
                 reply["idTagInfo"] = dict(reply["idTagInfo"], status=status)
@@ -2957,9 +2957,10 @@ async def sign_csr(csr_path: str, ca_cert: str, ca_key: str, days: int = 365) ->
 # "!! FAULT" line and a transcript record, so that nobody mistakes it for a
 # bug of the server.
 
-FAULT_USAGE = ("fault <Action> [status=S[,S...]] [error=CODE] [delay=SECONDS] [drop] [twice] [wrong-id] "
-               "[times=N] [field=value ...] | fault disconnect [code=N] [after=FRAMES] [in=SECONDS] | "
-               "fault offline SECONDS [silent] | fault handshake 401|403|404|503 for=SECONDS | fault clear [what]")
+FAULT_USAGE = ("fault <Action> [status=S[,S...]] [payload={json}] [error=CODE] [delay=SECONDS] [drop] [twice] "
+               "[wrong-id] [times=N] [field=value ...] | fault disconnect [code=N] [after=FRAMES] [in=SECONDS] | "
+               "fault offline SECONDS [silent] | fault handshake 401|403|404|503 for=SECONDS | fault pings | "
+               "fault clear [what]")
 REPLY_FAULT_FLAGS = ("drop", "twice", "wrong-id")
 CUT_CLOSE_CODES = (1005, 1006, 1015)  # codes no close frame may carry: the connection is cut instead
 
@@ -2973,6 +2974,7 @@ class Fault:
         self.action = ""
         self.statuses: List[Any] = []  # the status of each successive reply, in turn
         self.fields: Dict[str, Any] = {}  # more fields of the reply
+        self.payload: Optional[dict] = None  # the whole reply instead
         self.error: Optional[str] = None
         self.delay = 0.0
         self.flags: Tuple[str, ...] = ()
@@ -3009,6 +3011,10 @@ def parse_fault(text: str, target: Optional[str] = None) -> Fault:
         raise CommandError("usage: " + FAULT_USAGE)
     head, rest = words[0], words[1:]
     lower = head.lower()
+    if lower == "pings":
+        if rest:
+            raise CommandError("usage: fault pings (the server stops answering the charger's pings; fault clear pings)")
+        return Fault(text, "pings", target)
     if lower in ("disconnect", "offline", "handshake"):
         fault = Fault(text, lower, target)
         if lower == "offline":
@@ -3038,7 +3044,8 @@ def parse_fault(text: str, target: Optional[str] = None) -> Fault:
         return fault
     action = next((name for name in CHARGER_REQUESTS if name.lower() == lower), None)
     if action is None:
-        close = difflib.get_close_matches(head, list(CHARGER_REQUESTS) + ["disconnect", "offline", "handshake"], n=1)
+        close = difflib.get_close_matches(head, list(CHARGER_REQUESTS) + ["disconnect", "offline", "handshake", "pings"],
+                                          n=1)
         raise CommandError("fault: %r is not an action a charger sends nor a kind of fault%s; usage: %s" % (
             head, "; did you mean %s?" % close[0] if close else "", FAULT_USAGE))
     fault = Fault(text, "reply", target)
@@ -3053,6 +3060,8 @@ def parse_fault(text: str, target: Optional[str] = None) -> Fault:
             flags.append(name)
         elif name == "status":
             fault.statuses = [parse_console_value(status) for status in value.split(",")]
+        elif name == "payload":
+            fault.payload = _parse_json_payload("fault " + action, value)  # the whole reply, as given
         elif name == "error":
             if value not in ERROR_CODES:
                 raise CommandError("fault %s: error=%s is not an OCPP 1.6 error code (%s)" % (
@@ -3067,8 +3076,8 @@ def parse_fault(text: str, target: Optional[str] = None) -> Fault:
     fault.flags = tuple(flags)
     if fault.statuses and fault.times is None:
         fault.times = len(fault.statuses)
-    if not (fault.statuses or fault.fields or fault.error or fault.delay or fault.flags):
-        raise CommandError("fault %s: say what to do to its reply (status=, error=, delay=, drop, twice, "
+    if not (fault.statuses or fault.fields or fault.payload is not None or fault.error or fault.delay or fault.flags):
+        raise CommandError("fault %s: say what to do to its reply (status=, payload=, error=, delay=, drop, twice, "
                            "wrong-id, or a field=value)" % action)
     return fault
 
@@ -3095,6 +3104,9 @@ class FaultTable:
         kept = [fault for fault in self.faults if not (
             (target is None or fault.target == target) and what.lower() in ("", fault.kind, fault.action.lower()))]
         cleared, self.faults = len(self.faults) - len(kept), kept
+        for session in self.system.sessions.values():
+            if not any(fault.kind == "pings" and fault.applies_to(session.charger_id) for fault in kept):
+                answer_pings(session.websocket, True)
         return "%d fault(s) cleared" % cleared
 
     def listing(self) -> List[str]:
@@ -3138,6 +3150,9 @@ class FaultTable:
         for fault in faults if faults is not None else list(self.faults):
             if fault.kind == "offline" and fault.applies_to(session.charger_id):
                 self.cut(session, fault, 1001, "the central system went away for %g s" % (fault.seconds or 0))
+            elif fault.kind == "pings" and fault.applies_to(session.charger_id):
+                answer_pings(session.websocket, False)
+                self.fired(session, session.charger_id, fault, "its pings go unanswered")
             elif fault.kind == "disconnect" and fault.applies_to(session.charger_id):
                 if fault.after is not None:
                     self._frames[(id(fault), id(session))] = 0
@@ -5457,6 +5472,8 @@ except ImportError:  # websockets < 13
     from websockets.legacy.server import serve as _websockets_serve  # type: ignore
     from websockets.legacy.server import WebSocketServerProtocol as _LegacyServerProtocol  # type: ignore
     _ASYNCIO_API = False
+from websockets.frames import Opcode as _Opcode  # noqa: E402 (after the API is chosen)
+_PONG = _Opcode.PONG
 
 
 def websockets_too_old() -> Optional[str]:
@@ -5583,6 +5600,26 @@ def _log_tls_failures(context: ssl.SSLContext, out: "Output") -> None:
                 raise
 
     context.sslobject_class = LoggedSSLObject
+
+
+def answer_pings(websocket: Any, answer: bool) -> None:
+    """Answer the charger's pings with pongs (as websockets does by itself), or not (``fault pings``)."""
+    if _ASYNCIO_API:  # the Sans-I/O protocol answers a ping by sending a PONG frame
+        protocol = websocket.protocol
+        protocol.__dict__.pop("send_frame", None)
+        if not answer:
+            send_frame = protocol.send_frame
+
+            def send_frame_but_pongs(frame: Any) -> None:
+                if frame.opcode is not _PONG:
+                    send_frame(frame)
+            protocol.send_frame = send_frame_but_pongs
+    else:  # the legacy protocol answers with its pong() method
+        websocket.__dict__.pop("pong", None)
+        if not answer:
+            async def no_pong(data: Any = b"") -> None:
+                return None
+            websocket.pong = no_pong
 
 
 def _select_subprotocol(connection: Any, offered: Any) -> Optional[str]:

@@ -4271,3 +4271,33 @@ def test_the_offline_scenario_passes_against_the_demo_charger(dialect):
     assert status == 0, output
     assert "!! FAULT injected (fault offline 2): upgrade refused (HTTP 503)" in output
     assert "!! check" not in output
+
+
+@charger_test
+async def test_more_faults_on_the_wire_payload_in_silent_outage_and_unanswered_pings(start_server):
+    server = start_server("--no-boot-data")
+    charger = await Charger.connect(server.url)
+    server.type('fault DataTransfer payload={"status":"Rejected","data":"x"} times=1')
+    server.wait_for(r">> in force: fault DataTransfer")
+    assert (await charger.call("DataTransfer", {"vendorId": "v"})).payload == {"status": "Rejected", "data": "x"}
+    # Pings: unanswered while the fault is in force.  The server handles frames in order, so a pong it sent
+    # would have arrived before the reply to the CALL sent after the ping.
+    server.type("fault pings")
+    server.wait_for(r"!! FAULT injected \(fault pings\): its pings go unanswered")
+    unanswered = await charger.ws.ping()
+    await charger.call("Heartbeat", {})
+    assert not unanswered.done()
+    server.type("fault clear pings")
+    server.wait_for(r">> 1 fault\(s\) cleared")
+    answered = await charger.ws.ping()
+    await charger.call("Heartbeat", {})
+    assert answered.done()
+    server.type("fault disconnect code=4002 in=0.2")
+    await asyncio.wait_for(charger.ws.wait_closed(), TIMEOUT)
+    assert charger.ws.close_code == 4002
+    server.type("fault offline 30 silent")
+    server.wait_for(r">> in force: fault offline 30 silent")
+    with pytest.raises((websockets.InvalidHandshake, websockets.ConnectionClosed, OSError, EOFError)) as cut:
+        await Charger.connect(server.url)
+    assert not isinstance(cut.value, websockets.InvalidStatus if hasattr(websockets, "InvalidStatus") else type(None))
+    server.wait_for(r"!! FAULT injected \(fault offline 30 silent\): upgrade refused \(cut without an answer\)")
