@@ -4301,3 +4301,10 @@ async def test_more_faults_on_the_wire_payload_in_silent_outage_and_unanswered_p
         await Charger.connect(server.url)
     assert not isinstance(cut.value, websockets.InvalidStatus if hasattr(websockets, "InvalidStatus") else type(None))
     server.wait_for(r"!! FAULT injected \(fault offline 30 silent\): upgrade refused \(cut without an answer\)")
+
+
+def test_a_behaviour_check_fails_a_strict_scenario_run():
+    status, output = run_scenario(SCENARIOS / "smoke.txt", "--strict",
+                                  charger_args=("--meter-interval", "0.2", "--misbehave", "meter-backwards"))
+    assert status == 1, output
+    assert "!! check energy-decreases:" in output and "FAIL at --strict" in output
