@@ -1656,7 +1656,7 @@ class ChargerState:
         else:
             info = self.boot_info
             lines.append("  boot: %s  %s %s  serial %s  firmware %s" % tuple(
-                printable(str(value), 40) for value in (
+                printable(value if isinstance(value, str) else render_json(value), 40) for value in (
                     self.boot_status, info.get("chargePointVendor", "?"), info.get("chargePointModel", "?"),
                     info.get("chargePointSerialNumber", "-"), info.get("firmwareVersion", "-"))))
         if self.connectors:
@@ -1929,6 +1929,7 @@ class CallQueue:
         if call is None or frame.message_id != call.message_id:
             self._on_unexpected(frame)
             return
+        self._hint_dialect(frame)
         if frame.flexicharge_result:
             self._use_flexicharge_dialect()
             if frame.action != call.action:
@@ -1938,6 +1939,17 @@ class CallQueue:
             self._on_result(frame, call)
         else:
             self._on_error(frame, call)
+
+    def _hint_dialect(self, frame: Frame) -> None:
+        """A --dialect the charger's replies say is not its own: say so once (the replies alone are not wrong)."""
+        session, forced = self.session, self.session.system.options.dialect
+        if forced == DIALECT_FLEXICHARGE and frame.kind == CALLRESULT and not frame.flexicharge_result:
+            session.warn_once(("dialect-hint",), "answers with standard 3-element replies although --dialect "
+                              "flexicharge: it may not read the FlexiCharge spellings sent to it (transactionID, "
+                              "epoch expiryDate) and reject them; try --dialect auto")
+        elif forced == DIALECT_OCPP16 and frame.flexicharge_result:
+            session.warn_once(("dialect-hint",), "answers with FlexiCharge 4-element replies although --dialect "
+                              "ocpp1.6: it may expect the FlexiCharge spellings (transactionID); try --dialect auto")
 
     def _use_flexicharge_dialect(self) -> None:
         """A 4-element reply: the charger speaks the FlexiCharge dialect (with --dialect auto, answer in kind)."""
@@ -2047,6 +2059,9 @@ class ChargingFlow:
             session.log("info", "handshake complete; RemoteStartTransaction in %g s (--auto-start-after)" % delay)
             self.later(delay, lambda: session.call("RemoteStartTransaction", SERVER_ACTION_DEFAULTS[
                 "RemoteStartTransaction"](session.system, session)))
+        elif delay is None and not session.system.options.script:
+            several = len(session.system.sessions) > 1
+            session.log("info", "ready: type %sstartRemote" % ("@%s " % printable(session.charger_id) if several else ""))
 
     def transaction_started(self, transaction: Transaction) -> None:
         session = self.session
@@ -3317,10 +3332,13 @@ def parse_command(line: str, files_from: Optional[str] = None) -> Command:
     action = console_action(word)
     if action is None:
         choices = list(CONSOLE_WORDS) + list(SERVER_ACTION_DEFAULTS)
-        close = difflib.get_close_matches(word, choices, n=1, cutoff=0.5) or difflib.get_close_matches(
-            lower, [choice.lower() for choice in choices], n=1, cutoff=0.5)
+        by_lower = {choice.lower(): choice for choice in choices}
+        close = difflib.get_close_matches(word, choices, n=1, cutoff=0.5) or [by_lower[match] for match in
+                                                                              difflib.get_close_matches(
+            lower, list(by_lower), n=1, cutoff=0.5)]
+        kind = " (an OCPP command)" if close and close[0] in SERVER_ACTION_DEFAULTS else ""
         raise CommandError("unknown command %r; %stype help for the list" % (
-            word, "did you mean %s? " % close[0] if close else ""))
+            word, "did you mean %s%s? " % (close[0], kind) if close else ""))
     if rest.startswith("{"):
         return Command(line, "call", target, action, payload=_parse_json_payload(action, rest))
     return Command(line, "call", target, action, overrides=[_parse_override(action, argument, files_from)
@@ -3487,7 +3505,10 @@ class Console:
         self.held.append(line)
 
     def on_event(self, event: Event) -> None:
-        """Run the held commands once the first charger has finished its handshake ("ready")."""
+        """Run the held commands once a charger has finished its handshake ("ready"): the one `use` named,
+        if any, else the first."""
+        if self.default_charger is not None and event.charger != self.default_charger:
+            return  # held for the charger `use` named: keep them until it is ready
         self.system.bus.unsubscribe(self.on_event)
         held, self.held = self.held, []
         for line in held:
@@ -3520,7 +3541,7 @@ class Console:
         return thread
 
     def on_end_of_input(self) -> None:
-        self.out.debug(None, "console input ended; the server keeps serving until Ctrl-C or SIGTERM")
+        self.out.console("console input ended; the server keeps serving until Ctrl-C or SIGTERM")
 
     def execute(self, line: str) -> None:
         """Run one console line and print its outcome; problems are one line, never raised."""
@@ -3547,8 +3568,10 @@ class Console:
                 outcome.fail("no charger is connected yet (point one at %s)" % self.system.url, held=True)
                 return outcome
             self.hold(line)
-            outcome.fail("no charger is connected yet; %r will run once one has booted (point it at %s)"
-                         % (line, self.system.url), held=True)
+            waited = "%s is not connected yet" % self.default_charger if self.default_charger else \
+                "no charger is connected yet"
+            outcome.fail("%s; %r will run once %s has booted (point it at %s)" % (
+                waited, line, "it" if self.default_charger else "one", self.system.url), held=True)
         except CommandError as exc:
             outcome.fail(str(exc))
         except Exception as exc:  # a console bug must not stop the server
@@ -3582,9 +3605,11 @@ class Console:
         name = target or self.default_charger
         if name is not None:
             session = sessions.get(name)
+            if session is None and target is None:
+                raise NoChargerYet()  # the charger `use` named: the command waits for it
             if session is None:
-                known = ", ".join(sessions) or "none connected"
-                raise CommandError("no charger %r (connected: %s)" % (name, known))
+                known = "connected: " + ", ".join(sessions) if sessions else "no charger is connected"
+                raise CommandError("no charger %r is connected (%s)" % (name, known))
             return session
         if len(sessions) == 1:
             return next(iter(sessions.values()))
@@ -6191,6 +6216,34 @@ async def listen(system: CentralSystem, options: "Settings", out: Output, access
     return server
 
 
+def machine_addresses() -> List[str]:
+    """This machine's IPv4 addresses other machines may reach it at, best effort: the standard library
+    has no call for them, so Linux's routing tables are read, and the address of the default route
+    is asked for (a UDP socket "connected" to a documentation address sends nothing)."""
+    found: List[str] = []
+    try:
+        with open("/proc/net/fib_trie", encoding="ascii") as trie:
+            last = ""
+            for line in trie:
+                if line.strip().startswith("|--"):
+                    last = line.split()[-1]
+                elif "/32 host LOCAL" in line and last:
+                    found.append(last)
+    except OSError:
+        pass
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))
+            found.insert(0, probe.getsockname()[0])
+    except OSError:
+        pass
+    unique: List[str] = []
+    for address in found:
+        if address not in unique and not is_loopback(address) and not address.startswith("169.254."):
+            unique.append(address)
+    return unique
+
+
 def free_port_pair(host: str, start: int) -> int:
     """A port from ``start`` on that is free on ``host``, with the one after it free too (for the HTTP port)."""
     for port in range(min(start, 65534), 65535):
@@ -6249,7 +6302,17 @@ def keep_or_remove(folder: str, out: Output) -> None:
 def print_banner(system: CentralSystem, options: "Settings", out: Output, access: AccessPolicy) -> None:
     out.console("OCPP Mock Server %s: OCPP 1.6-J central system (websockets %s)"
                 % (__version__, websockets.__version__))
-    out.console("listening on %s   charger config: _mockServerIP = '%s'" % (system.url, system.url))
+    out.console("listening on %s   charger config: _mockServerIP = '%s'" % (system.url, system.url)
+                if options.host not in ("0.0.0.0", "::", "") else "listening on %s (every address)" % system.url)
+    if options.host in ("0.0.0.0", "::", ""):
+        scheme = system.url.split("://")[0]
+        addresses = machine_addresses()
+        for address in addresses:
+            out.console("  reachable as %s://%s:%d   charger config: _mockServerIP = '%s://%s:%d'"
+                        % (scheme, address, system.port, scheme, address, system.port))
+        if not addresses:
+            out.console("  could not find this machine's addresses: ask `ip addr` (Linux, macOS: `ifconfig`) or "
+                        "`ipconfig` (Windows) for one, and use ws://<it>:%d" % system.port)
     out.console("name a charger with the URL path, e.g. %s/CP-1; type help for commands, Ctrl-C to stop"
                 % system.url)
     if system.http is not None:

@@ -286,7 +286,8 @@ def flexicharge_frames():
 
 def test_fixture_copy_is_verbatim():
     if not SHARED_FIXTURE.exists():
-        pytest.skip("no shared/ beside this checkout")
+        pytest.skip("no ../shared beside this checkout: cannot check that fixtures/flexicharge-frames.jsonl is a "
+                    "byte-for-byte copy of shared/fixtures/flexicharge-frames.jsonl")
     assert FIXTURE.read_bytes() == SHARED_FIXTURE.read_bytes()
 
 
@@ -907,13 +908,14 @@ async def test_console_overrides(start_server, typed, action, expected):
 
 
 @pytest.mark.parametrize("typed, message", [
-    ("Rest", r"unknown command 'Rest'; did you mean Reset\?"),
+    ("Rest", r"unknown command 'Rest'; did you mean Reset \(an OCPP command\)\?"),
+    ("clear", r"unknown command 'clear'; did you mean ClearCache \(an OCPP command\)\?"),
     ("chargrs", r"unknown command 'chargrs'; did you mean chargers\?"),
     ("Reset type=Hardd", r"Reset not sent: type \"Hardd\" is not allowed \(did you mean Hard\?\)"),
     ("RemoteStartTransaction conectorId=2", r"conectorId is not a field of this message \(did you mean connectorId\?\)"),
     ("Reset Hard", r"Reset: expected key=value, got 'Hard'"),
     ("DataTransfer {not json", r"DataTransfer: the JSON payload does not parse"),
-    ("@CP-9 Reset", r"no charger 'CP-9' \(connected: CP-1\)"),
+    ("@CP-9 Reset", r"no charger 'CP-9' is connected \(connected: CP-1\)"),
     ("help Rset", r"no action 'Rset'; did you mean Reset\?"),
     ("stopRemote", r"no transaction is open on CP-1; give one: RemoteStopTransaction transactionId=N"),
     ("stopRemote connectorId=1", r"RemoteStopTransaction not sent: connectorId is not a field of this message"),
@@ -3006,7 +3008,7 @@ def test_one_parser_for_the_console_and_scripts():
     assert mock.parse_command("ChangeConfiguration key=HeartbeatInterval value=30").overrides[1] == (["value"], "30")
     for line, message in (("Reset type=hard", 'type "hard" is not allowed (did you mean Hard?)'),
                           ("Reset typ=Hard", "typ is not a field of this message (did you mean type?)"),
-                          ("Rset", "unknown command 'Rset'; did you mean Reset?"),
+                          ("Rset", "unknown command 'Rset'; did you mean Reset (an OCPP command)?"),
                           ("UnlockConnector connectorId=one", "connectorId must be an integer, got string")):
         with pytest.raises(mock.CommandError) as refused:
             mock.parse_command(line)
@@ -4308,3 +4310,87 @@ def test_a_behaviour_check_fails_a_strict_scenario_run():
                                   charger_args=("--meter-interval", "0.2", "--misbehave", "meter-backwards"))
     assert status == 1, output
     assert "!! check energy-decreases:" in output and "FAIL at --strict" in output
+
+
+
+@charger_test
+async def test_the_first_minutes_wording(start_server):
+    server = start_server()
+    server.type("@CP-1 Reset")
+    server.wait_for(r">> no charger 'CP-1' is connected \(no charger is connected\)")
+    server.type("use CP-2")
+    server.wait_for(r">> commands now go to CP-2")
+    server.type("ClearCache")  # held for CP-2, not for whichever charger is ready first
+    server.wait_for(r">> CP-2 is not connected yet; 'ClearCache' will run once it has booted")
+    one = await Charger.connect(server.url, "CP-1")
+    await one.boot()
+    server.wait_for(r"CP-1 \*\* ready: type startRemote$")
+    await one.call("BootNotification", {"chargePointVendor": {"x": 1}, "chargePointModel": "M"})
+    two = await Charger.connect(server.url, "CP-2")
+    await two.boot()
+    server.wait_for(r"CP-2 \*\* ready: type @CP-2 startRemote$")  # two chargers: say which
+    assert (await two.expect_call("ClearCache")).payload == {}
+    server.type("@CP-1 chargers")
+    server.wait_for(r'>>   boot: Accepted  \{"x":1\} M  serial - ')  # JSON, not Python's repr
+    assert "running held command: ClearCache" in server.settled_output()
+    assert not [frame for frame in one.server_calls if frame.action == "ClearCache"]
+    await one.close()
+    await two.close()
+
+
+@charger_test
+async def test_a_forced_dialect_the_replies_contradict_gets_a_hint(start_server):
+    server = start_server("--dialect", "flexicharge", "--no-boot-data")
+    charger = await Charger.connect(server.url)
+    await charger.call("BootNotification", CHARGER_REQUEST_SAMPLES["BootNotification"])
+    server.type("Reset")
+    await charger.answer(await charger.expect_call("Reset"), {"status": "Accepted"})  # a standard reply
+    server.wait_for(r"!! answers with standard 3-element replies although --dialect flexicharge: .*try --dialect auto")
+    await charger.close()
+
+
+# ------------------------------------------------- the guide's samples, checked
+
+
+GUIDE = HERE / "docs" / "guide.md"
+
+
+def _normalized(line: str) -> str:
+    """A line of output without what changes from run to run: times, ports, meter readings, ids."""
+    line = re.sub(r"^\d\d:\d\d:\d\d\.\d{3} ", "", line)
+    line = re.sub(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z", "TS", line)
+    line = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", line)
+    line = re.sub(r"(Register|SoC|meterStop\":) ?\d+", r"\1 N", line)
+    return re.sub(r"\d+ s old", "N s old", line)
+
+
+def guide_session(server) -> list:
+    """The guide's section 4 session: the demo charger, `chargers` typed twice; the server's lines."""
+    mark = server.mark()
+    demo = subprocess.run([sys.executable, str(DEMO_CHARGER), server.url + "/CP-1", "--once"], capture_output=True,
+                          text=True, timeout=30)
+    assert demo.returncode == 0, demo.stdout
+    server.wait_for(r"CP-1 \*\* disconnected", since=mark)
+    return [line for line in server.output(mark).splitlines() if " CP-1 " in line or ">> " in line]
+
+
+def test_the_guides_sample_session_is_what_a_real_run_prints(start_server):
+    text = GUIDE.read_text()
+    sample = text.split("This is that session as the server printed it")[1].split("```text\n")[1].split("```")[0]
+    server = start_server("--auto-start-after", "1", "--auto-stop-after", "3")
+    typed = []
+
+    def type_chargers():  # as the operator did: once before the transaction, once while charging
+        for pattern in (r"CP-1 <- StatusNotification .*Available", r"CP-1 <- MeterValues .*transaction 1"):
+            server.wait_for(pattern, timeout=15)
+            server.type("chargers")
+            typed.append(pattern)
+    typing = threading.Thread(target=type_chargers)
+    typing.start()
+    real = guide_session(server)
+    typing.join(TIMEOUT)
+    real_lines = {_normalized(line) for line in real}
+    sample_lines = {_normalized(line) for line in sample.splitlines() if line.strip()}
+    assert sample_lines - real_lines == set(), "the guide shows lines a real run does not print"
+    frames = {line for line in real_lines if " <- " in line or " -> " in line or " ** " in line}
+    assert frames - sample_lines == set(), "a real run prints frames the guide does not show"
