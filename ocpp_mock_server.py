@@ -1240,6 +1240,9 @@ class OutputWriter:
             self._encoding = getattr(stream, "encoding", None) or "utf-8"
         except (AttributeError, OSError, ValueError):
             self._fd = None  # a StringIO or the like: written with its own write()
+        # The interactive console's input line (its prompt and what is typed so far), or None: output is
+        # written above it, and it is drawn again below.
+        self.input_line: Optional[Callable[[], Optional[str]]] = None
         self._thread = threading.Thread(target=self._run, name="output-writer", daemon=True)
         self._thread.start()
 
@@ -1276,6 +1279,9 @@ class OutputWriter:
                         LOCAL_CLOCK.now(), self.dropped, text)
                     self.dropped = 0
                 self._busy = True
+            input_line = self.input_line() if self.input_line is not None else None
+            if input_line is not None:
+                text = "\r\x1b[K" + text + input_line  # clear the half-typed line, write, draw it again
             try:
                 self._write(text)
             except (OSError, ValueError):
@@ -3516,7 +3522,13 @@ class Console:
             self.execute(line)
 
     def start_reader(self, loop: asyncio.AbstractEventLoop, stream: Any = None) -> threading.Thread:
-        """Read lines on a daemon thread and run them on ``loop``; EOF ends the console."""
+        """Read lines on a daemon thread and run them on ``loop``; EOF ends the console.
+
+        At a terminal, with the standard library's readline, the console edits
+        and completes (see InteractiveInput); piped input is read as it is.
+        """
+        if stream is None and interactive_terminal():
+            return InteractiveInput(self, loop).start()
         stream = stream if stream is not None else sys.stdin
 
         def read_lines() -> None:
@@ -3684,6 +3696,127 @@ def run_fault_command(system: "CentralSystem", command: Command) -> List[str]:
     if words[:1] == ["clear"]:
         return [system.faults.clear(" ".join(words[1:]), command.target)]
     return [system.faults.add(parse_fault(command.text, command.target))]
+
+
+def interactive_terminal() -> bool:
+    """True when a person types at a terminal and readline is there to edit the lines."""
+    try:
+        import readline  # noqa: F401  (not on every platform: Windows has none)
+    except ImportError:
+        return False
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+CONSOLE_PROMPT = "ocpp> "
+HISTORY_FILE = os.path.join(os.path.expanduser("~"), ".ocpp_mock_history")
+
+
+class InteractiveInput:
+    """The console at a terminal: readline's editing (Emacs keys), history across runs (HISTORY_FILE),
+    a prompt, Tab completion of words, actions, fields, enum values and charger ids, and output
+    written above the line being typed.  input() blocks its own thread, never the loop."""
+
+    def __init__(self, console: "Console", loop: asyncio.AbstractEventLoop) -> None:
+        import readline
+        self.readline = readline
+        self.console = console
+        self.loop = loop
+        self.reading = False
+        self.charger_ids: List[str] = []  # a copy the completer (on the input thread) may read
+
+    def start(self) -> threading.Thread:
+        readline = self.readline
+        try:
+            readline.read_history_file(HISTORY_FILE)
+        except (OSError, ValueError):
+            pass  # the first run, or an unreadable file: no history yet
+        readline.set_history_length(1000)
+        readline.set_completer_delims(" \t")
+        readline.set_completer(self.complete)
+        readline.parse_and_bind("bind ^I rl_complete" if "libedit" in (readline.__doc__ or "") else "tab: complete")
+        self.console.out.writer.input_line = self.input_line
+        self.console.system.bus.subscribe(self.on_charger, "connected", "disconnected")
+        thread = threading.Thread(target=self.read_lines, name="console-readline", daemon=True)
+        thread.start()
+        return thread
+
+    def on_charger(self, event: Event) -> None:
+        self.charger_ids = list(self.console.system.sessions)
+
+    def input_line(self) -> Optional[str]:
+        """What the terminal shows of the input line now (None while nobody is typing)."""
+        return CONSOLE_PROMPT + self.readline.get_line_buffer() if self.reading else None
+
+    def read_lines(self) -> None:
+        while True:
+            try:
+                self.reading = True
+                line = input(CONSOLE_PROMPT)
+            except EOFError:
+                self.loop.call_soon_threadsafe(self.console.on_end_of_input)
+                return
+            except (OSError, ValueError, RuntimeError):
+                return  # the terminal or the loop has gone: the server is stopping
+            finally:
+                self.reading = False
+            if line.strip():
+                self.remember()
+            try:
+                self.loop.call_soon_threadsafe(self.console.execute, line)
+            except RuntimeError:
+                return
+
+    def remember(self) -> None:
+        """Add the line just typed to HISTORY_FILE (made on the first line), for the next run."""
+        try:
+            if os.path.exists(HISTORY_FILE):
+                self.readline.append_history_file(1, HISTORY_FILE)
+            else:
+                self.readline.write_history_file(HISTORY_FILE)
+        except OSError:
+            pass  # a read-only home: history for this run only
+
+    def complete(self, text: str, state: int) -> Optional[str]:
+        """readline's completer: the ``state``-th completion of ``text`` where the cursor is."""
+        try:
+            matches = self.completions(self.readline.get_line_buffer()[:self.readline.get_begidx()].split(), text)
+        except Exception:  # a completer must never raise into readline
+            matches = []
+        return matches[state] if state < len(matches) else None
+
+    def completions(self, before: List[str], text: str) -> List[str]:
+        if before and before[0].startswith("@"):
+            before = before[1:]
+        if not before:  # the first word: a command, an action, or @<charger id>
+            if text.startswith("@"):
+                return ["@" + name + " " for name in self.charger_ids if ("@" + name).startswith(text)]
+            words = list(CONSOLE_WORDS) + ["fault", "faults"] + list(SERVER_ACTION_DEFAULTS)
+            return sorted({word + " " for word in words if word.lower().startswith(text.lower())})
+        action = console_action(before[0])
+        if action is None:
+            return []
+        fields = SERVER_REQUESTS[action]
+        name, equals, value = text.partition("=")
+        if not equals:  # a field: key=value pairs, with an enum's values or the default's
+            defaults = self._defaults(action)
+            matches = []
+            for field, rule in fields.items():
+                if field.startswith(name):
+                    values = rule.values if isinstance(rule, Enum) else (
+                        [defaults[field]] if field in defaults and not isinstance(defaults[field], (dict, list))
+                        else [])
+                    matches += ["%s=%s" % (field, _scalar_text(item)) for item in values] or [field + "="]
+            return matches
+        rule = fields.get(name)
+        if isinstance(rule, Enum):
+            return ["%s=%s" % (name, item) for item in rule.values if item.startswith(value)]
+        return []
+
+    def _defaults(self, action: str) -> dict:
+        try:
+            return SERVER_ACTION_DEFAULTS[action](self.console.system, None)
+        except CommandError:
+            return {}
 
 
 class CommandOutcome:
@@ -6471,6 +6604,29 @@ def load_tag_rules(path: Optional[str], flags: List[str]) -> Dict[str, Tuple[dic
     return rules
 
 
+class TerminalSettings:
+    """The terminal's settings at start-up, to put back on every way out."""
+
+    def __init__(self) -> None:
+        self.saved: Any = None
+        try:
+            import termios
+            if sys.stdin.isatty():
+                self.saved = termios.tcgetattr(sys.stdin.fileno())
+        except (ImportError, OSError, ValueError):  # Windows, or no terminal
+            pass
+
+    def restore(self) -> None:
+        if self.saved is not None:
+            import termios
+            try:
+                termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, self.saved)
+                sys.stdout.write("\n")  # past the prompt readline may have left
+                sys.stdout.flush()
+            except (OSError, ValueError):
+                pass
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     too_old = websockets_too_old()
     if too_old is not None:
@@ -6478,12 +6634,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     options = parse_settings(argv)
     out = Output(quiet=options.quiet)
+    terminal = TerminalSettings()
     try:
         return asyncio.run(run_server(options, out))
     except KeyboardInterrupt:
         return 0
     finally:
         out.close()
+        terminal.restore()  # readline may have left it mid-line: quit, Ctrl-C, SIGTERM and a crash alike
 
 
 if __name__ == "__main__":

@@ -4394,3 +4394,91 @@ def test_the_guides_sample_session_is_what_a_real_run_prints(start_server):
     assert sample_lines - real_lines == set(), "the guide shows lines a real run does not print"
     frames = {line for line in real_lines if " <- " in line or " -> " in line or " ** " in line}
     assert frames - sample_lines == set(), "a real run prints frames the guide does not show"
+
+
+# ------------------------------------------------------ the console at a terminal
+
+
+class Terminal:
+    """The server in a pseudo-terminal, typed at as a person would (stdlib pty)."""
+
+    def __init__(self, home: Path, *args: str):
+        import pty
+        import termios
+        self.master, self.slave = pty.openpty()
+        self.settings = termios.tcgetattr(self.slave)  # as the terminal was before the server ran
+        env = dict(os.environ, HOME=str(home), TERM="xterm", COLUMNS="200")
+        self.proc = subprocess.Popen([sys.executable, str(SERVER), "--port", "0", "--no-http", *args],
+                                     stdin=self.slave, stdout=self.slave, stderr=self.slave, env=env, close_fds=True,
+                                     start_new_session=True)
+        self.seen = b""
+
+    def type(self, keys: str):
+        os.write(self.master, keys.encode())
+
+    def wait_for(self, pattern: str, count: int = 1, timeout: float = TIMEOUT) -> str:
+        """The terminal's output so far, once ``pattern`` has appeared ``count`` times (escapes removed)."""
+        import select
+        deadline = time.monotonic() + timeout
+        while True:
+            text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]|\r", "", self.seen.decode("utf-8", "replace"))
+            if len(re.findall(pattern, text)) >= count:
+                return text
+            left = deadline - time.monotonic()
+            assert left > 0, "no %r (x%d) on the terminal:\n%s" % (pattern, count, text)
+            if select.select([self.master], [], [], min(left, 0.1))[0]:
+                try:
+                    self.seen += os.read(self.master, 65536)
+                except OSError:  # the server has exited
+                    pass
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        self.proc.wait(TIMEOUT)
+        os.close(self.master)
+        os.close(self.slave)
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty") or "readline" not in sys.modules and not
+                    __import__("importlib").util.find_spec("readline"), reason="no pty or readline here")
+def test_the_console_edits_recalls_completes_and_keeps_a_half_typed_line(tmp_path):
+    import termios
+    terminal = Terminal(tmp_path)
+    try:
+        url = re.search(r"listening on (ws://[\d.:]+)", terminal.wait_for(r"listening on ws://[\d.:]+ ")).group(1)
+        terminal.wait_for(r"ocpp> ")
+        terminal.type("chargers\r")
+        terminal.wait_for(r">> no charger connected")
+        terminal.type("\x1b[A\r")  # Up: the last line again
+        terminal.wait_for(r">> no charger connected", count=2)
+        terminal.type("echo abd\x1b[Dc\r")  # Left, then a letter: inserted before the d
+        terminal.wait_for(r">> abcd")
+        terminal.type("ClearCa\t\r")  # an action completed
+        terminal.wait_for(r"'ClearCache' will run once one has booted")
+        terminal.type("Reset ty\tH\t\r")  # a field, then its enum value
+        terminal.wait_for(r"'Reset type=Hard' will run once one has booted")
+        terminal.type("echo half")  # not finished when a charger's frames arrive
+
+        async def charger_arrives():
+            charger = await Charger.connect(url, "CP-9")
+            await charger.boot()
+            await charger.close()
+        run(charger_arrives())
+        terminal.wait_for(r"CP-9 \*\* disconnected")
+        terminal.type("-typed\r")
+        text = terminal.wait_for(r">> half-typed")
+        assert "running held command: ClearCache" in text
+        terminal.type("ClearC")  # quit while readline holds the terminal in its own mode, mid-line ...
+        terminal.wait_for(r"ocpp> ClearC")
+        terminal.type("\x01quit\x0b\r")  # ... then Ctrl-A (Emacs: start of line), quit, Ctrl-K (kill the rest)
+        assert terminal.proc.wait(TIMEOUT) == 0
+        assert termios.tcgetattr(terminal.slave) == terminal.settings  # the terminal's settings, put back
+        history = (tmp_path / ".ocpp_mock_history").read_text()
+        assert "chargers" in history and "echo half-typed" in history  # kept for the next run
+    finally:
+        terminal.close()
+    # Piped input is read as it is: no prompt, no escapes.
+    piped = subprocess.run([sys.executable, str(SERVER), "--port", "0", "--no-http"], input="echo plain\nquit\n",
+                           capture_output=True, text=True, timeout=TIMEOUT * 2, env=dict(os.environ, HOME=str(tmp_path)))
+    assert ">> plain" in piped.stdout and "ocpp> " not in piped.stdout and "\x1b[" not in piped.stdout
