@@ -3115,7 +3115,8 @@ class FaultTable:
         """Put a fault in force (a disconnect or offline acts at once on the chargers connected)."""
         if fault.kind in ("offline", "handshake"):
             fault.until = time.monotonic() + (fault.seconds or 0)
-        self.faults.append(fault)
+        if not (fault.kind == "disconnect" and fault.target is None and fault.after is None and fault.seconds is None):
+            self.faults.append(fault)  # (a disconnect of every charger, now, is for those connected now only)
         for session in list(self.system.sessions.values()):
             if fault.applies_to(session.charger_id):
                 self.session_started(session, [fault])
@@ -3195,7 +3196,9 @@ class FaultTable:
                     self.disconnect(session, fault)
 
     def disconnect(self, session: "ChargerSession", fault: Fault) -> None:
-        if fault in self.faults:
+        """A disconnect fault fires: one for a named charger is then done; one for every charger (after=,
+        in=) stays for the others, and for those that connect later, until cleared."""
+        if fault.target is not None and fault in self.faults:
             self.faults.remove(fault)
         self.cut(session, fault, fault.code, "connection closed with code %d" % fault.code
                  if fault.code not in CUT_CLOSE_CODES else "connection cut without a close frame (%d)" % fault.code)
@@ -5785,6 +5788,17 @@ def _select_subprotocol(connection: Any, offered: Any) -> Optional[str]:
     return SUBPROTOCOL if SUBPROTOCOL in offered else None
 
 
+def _vetted(access: "AccessPolicy", path: str, headers: Any, peer: Any, transport: Any
+            ) -> Optional[Tuple[int, str, list]]:
+    """An upgrade's refusal, if any, on either API.  A fault's "no answer at all" (status 0) cuts the
+    connection here; the 503 then made is never seen."""
+    refusal = access.refuse(path, headers, peer, transport.get_extra_info("peercert"))
+    if refusal is not None and refusal[0] == 0:
+        transport.abort()
+        return (503,) + refusal[1:]  # type: ignore[return-value]
+    return refusal
+
+
 def serve_websockets(handler: Callable[[Any], Any], host: str, port: int, max_size: int,
                      access: "AccessPolicy", ssl_context: Optional[ssl.SSLContext]) -> Any:
     """Start listening, on whichever websockets API is installed (await the result).
@@ -5799,14 +5813,10 @@ def serve_websockets(handler: Callable[[Any], Any], host: str, port: int, max_si
         kwargs["select_subprotocol"] = _select_subprotocol
 
         def process_request(connection: Any, request: Any) -> Any:
-            refusal = access.refuse(request.path, request.headers, connection.remote_address,
-                                    connection.transport.get_extra_info("peercert"))
+            refusal = _vetted(access, request.path, request.headers, connection.remote_address, connection.transport)
             if refusal is None:
                 return None
             status, text, headers = refusal
-            if status == 0:  # a fault: no answer at all
-                connection.transport.abort()
-                status = 503
             response = connection.respond(status, text + "\n")
             for name, value in headers:
                 response.headers[name] = value
@@ -5817,14 +5827,10 @@ def serve_websockets(handler: Callable[[Any], Any], host: str, port: int, max_si
             """The legacy API's connection, vetted as the new API's process_request does."""
 
             async def process_request(self, path: str, request_headers: Any) -> Any:
-                refusal = access.refuse(path, request_headers, self.remote_address,
-                                        self.transport.get_extra_info("peercert"))
+                refusal = _vetted(access, path, request_headers, self.remote_address, self.transport)
                 if refusal is None:
                     return None
                 status, text, headers = refusal
-                if status == 0:  # a fault: no answer at all
-                    self.transport.abort()
-                    status = 503
                 return http.HTTPStatus(status), headers, (text + "\n").encode()
         kwargs["create_protocol"] = VettedProtocol
     return _websockets_serve(handler, host, port, **kwargs)
