@@ -4482,3 +4482,17 @@ def test_the_console_edits_recalls_completes_and_keeps_a_half_typed_line(tmp_pat
     piped = subprocess.run([sys.executable, str(SERVER), "--port", "0", "--no-http"], input="echo plain\nquit\n",
                            capture_output=True, text=True, timeout=TIMEOUT * 2, env=dict(os.environ, HOME=str(tmp_path)))
     assert ">> plain" in piped.stdout and "ocpp> " not in piped.stdout and "\x1b[" not in piped.stdout
+
+
+@charger_test
+async def test_a_disconnect_fault_for_every_charger_applies_to_each(start_server):
+    server = start_server("--no-boot-data")
+    one, two = await Charger.connect(server.url, "CP-1"), await Charger.connect(server.url, "CP-2")
+    server.type("fault disconnect code=4003 after=1")
+    server.wait_for(r">> in force: fault disconnect code=4003 after=1")
+    for charger in (one, two):
+        await charger.send_frame([2, "last", "Heartbeat", {}])
+        await asyncio.wait_for(charger.ws.wait_closed(), TIMEOUT)
+        assert charger.ws.close_code == 4003
+    server.type("faults")
+    server.wait_for(r">> fault disconnect code=4003 after=1$")  # still in force, for chargers to come
