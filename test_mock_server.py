@@ -11,6 +11,7 @@ import asyncio
 import base64
 import collections
 import functools
+import importlib.util
 import io
 import itertools
 import json
@@ -4440,8 +4441,9 @@ class Terminal:
         os.close(self.slave)
 
 
-@pytest.mark.skipif(not hasattr(os, "openpty") or "readline" not in sys.modules and not
-                    __import__("importlib").util.find_spec("readline"), reason="no pty or readline here")
+@pytest.mark.skipif(not hasattr(os, "openpty") or importlib.util.find_spec("readline") is None,
+                    reason="no pseudo-terminal or no readline on this platform (Windows): the console reads lines as "
+                    "they come")
 def test_the_console_edits_recalls_completes_and_keeps_a_half_typed_line(tmp_path):
     import termios
     terminal = Terminal(tmp_path)
