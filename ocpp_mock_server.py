@@ -27,8 +27,9 @@ section: protocol (framing, error codes, text helpers), spec lint (the 1.6
 schemas' field rules), output and transcript (bus subscribers), events (the
 EventBus and its event types), charger state (per charge point, across
 reconnects), protocol engine (ChargerSession, CallQueue, ChargingFlow),
-charger-initiated actions (the handler dictionary, authorization rules),
-server-initiated actions (command defaults, FlexiCharge spellings), command
+behaviour checks, charger-initiated actions (the handler dictionary,
+authorization rules), server-initiated actions (command defaults,
+FlexiCharge spellings), certificate signing, fault injection, command
 language (parse_command, build_payload), console, scenario scripts, HTTP
 API (routes, event stream, file server), the web page, websockets
 compatibility, server (access control, listening), settings and CLI.  docs/guide.md, "How it is built", lists the events and follows a
@@ -1478,8 +1479,8 @@ def transcript_record(event: "Union[Event, StoredEvent]") -> Optional[dict]:
 # ------------------------------------------------------------------ Events
 # Every happening is published once, as an Event, on the server's EventBus.
 # The terminal (Output), the --log transcript, the scenario runner and the
-# console's held commands subscribe to it, and so do the HTTP API's event
-# history and event streams.
+# console's held commands subscribe to it, and so does the HTTP API's event
+# history, which every event stream reads.
 
 # Event types and their fields: the contract every subscriber builds on.
 EVENT_FIELDS: Dict[str, Tuple[str, ...]] = {
