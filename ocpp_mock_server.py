@@ -2118,6 +2118,7 @@ class ChargerSession:
         self.fault_status: Any = None  # a reply fault's status= for the handler running now
         self.fault_fields: Dict[str, Any] = {}  # and its field=value
         self.reply_withheld = False  # a delay fault holds the reply to the charger's CALL
+        self.fault_frames: Dict[int, int] = {}  # disconnect after=N faults: frames counted, by fault
 
     def call(self, action: str, payload: Any, on_done: Optional[Callable[[CallOutcome], None]] = None
              ) -> PendingCall:
@@ -2391,15 +2392,14 @@ def check_failed(session: "ChargerSession", rule: str, text: str) -> None:
     session.warn_once(("check", rule), "check %s: %s" % (rule, text), spec=True)
 
 
-def _timed_early(history: ChargerHistory, last: float, interval: float, now: float) -> bool:
+def _timed_early(last: float, interval: float, now: float) -> bool:
     return bool(last and interval and now - last < interval - max(TIMING_SLACK, interval * TIMING_TOLERANCE))
 
 
 def check_boot(session: "ChargerSession", status: str, interval: int) -> None:
     """Boot retries while Pending or Rejected come no faster than the interval given; then the history starts again."""
     history, now = session.state.history, time.monotonic()
-    if history.boot_status in ("Pending", "Rejected") and _timed_early(history, history.booted_at,
-                                                                      history.boot_interval, now):
+    if history.boot_status in ("Pending", "Rejected") and _timed_early(history.booted_at, history.boot_interval, now):
         check_failed(session, "boot-retry", "BootNotification again after %.1f s while %s; the interval given was "
                      "%d s" % (now - history.booted_at, history.boot_status, history.boot_interval))
     fresh = session.state.history = ChargerHistory()  # the history starts again
@@ -2418,7 +2418,7 @@ def check_heartbeat(session: "ChargerSession") -> None:
     history, now = session.state.history, time.monotonic()
     if "Heartbeat" in history.triggered:
         history.triggered.discard("Heartbeat")
-    elif _timed_early(history, history.heartbeat_at, history.heartbeat_interval, now):
+    elif _timed_early(history.heartbeat_at, history.heartbeat_interval, now):
         check_failed(session, "heartbeat-interval", "Heartbeat %.1f s after the last; the interval set is %d s"
                      % (now - history.heartbeat_at, history.heartbeat_interval))
     history.heartbeat_at = now
@@ -3110,7 +3110,6 @@ class FaultTable:
     def __init__(self, system: "CentralSystem") -> None:
         self.system = system
         self.faults: List[Fault] = []
-        self._frames: Dict[Tuple[int, int], int] = {}  # (fault, session) -> frames from the charger seen since
 
     def add(self, fault: Fault) -> str:
         """Put a fault in force (a disconnect or offline acts at once on the chargers connected)."""
@@ -3178,7 +3177,7 @@ class FaultTable:
                 self.fired(session, session.charger_id, fault, "its pings go unanswered")
             elif fault.kind == "disconnect" and fault.applies_to(session.charger_id):
                 if fault.after is not None:
-                    self._frames[(id(fault), id(session))] = 0
+                    session.fault_frames[id(fault)] = 0
                 elif fault.seconds is not None:
                     asyncio.get_running_loop().call_later(
                         fault.seconds, lambda fault=fault: fault in self.faults and not session.closed and
@@ -3189,11 +3188,11 @@ class FaultTable:
     def frame_in(self, session: "ChargerSession") -> None:
         """A frame from the charger: a disconnect after N frames counts it."""
         for fault in list(self.faults):
-            key = (id(fault), id(session))
-            if fault.kind == "disconnect" and key in self._frames:
-                self._frames[key] += 1
-                if self._frames[key] >= (fault.after or 0):
-                    del self._frames[key]
+            counted = session.fault_frames
+            if fault.kind == "disconnect" and id(fault) in counted:
+                counted[id(fault)] += 1
+                if counted[id(fault)] >= (fault.after or 0):
+                    del counted[id(fault)]
                     self.disconnect(session, fault)
 
     def disconnect(self, session: "ChargerSession", fault: Fault) -> None:
@@ -3404,10 +3403,6 @@ class PayloadRefused(CommandError):
         self.problems = problems
 
 
-def not_sent(action: str, problem: Problem) -> CommandError:
-    return PayloadRefused(action, [problem])
-
-
 def _parse_override(action: str, argument: str, files_from: Optional[str] = None) -> Tuple[List[str], Any]:
     """One key=value of a command: the field's path and its value, typed to the field and checked."""
     key, equals, text = argument.partition("=")
@@ -3434,7 +3429,7 @@ def _parse_override(action: str, argument: str, files_from: Optional[str] = None
         if not rule.valid(value):
             rule.check(value, key, problems)
     if problems:
-        raise not_sent(action, problems[0])
+        raise PayloadRefused(action, problems[:1])
     return path, value
 
 
