@@ -6015,6 +6015,11 @@ class CentralSystem:
     def stop(self) -> None:
         self.stopped.set()
 
+    def log(self, level: str, charger: Optional[str], text: str) -> None:
+        """A line for the operator ("debug", "info", "warn" or "error"), about a charger or the server
+        (``charger`` None), published on the bus as a "log" event: the one way such lines are shown."""
+        self.bus.publish("log", charger, self.sessions.get(charger) if charger else None, level=level, text=text)
+
     def count_spec_warning(self, state: ChargerState) -> None:
         self.spec_warnings += 1
         state.spec_warnings += 1
