@@ -65,7 +65,8 @@ import threading
 import time
 import urllib.parse
 import uuid
-from typing import Any, AsyncIterator, Callable, Deque, Dict, Iterator, List, Optional, Tuple, Union
+from typing import (Any, AsyncIterator, Awaitable, Callable, Deque, Dict, Iterator, List, Optional,
+                    Tuple, Union)
 
 try:
     import websockets
@@ -1803,15 +1804,24 @@ class CallIds:
 
 
 class CallQueue:
-    """The server's CALLs to one charger, and the charger's replies to them.
+    """The server's CALLs to one charger, one outstanding at a time.
 
     OCPP-J allows one outstanding CALL per direction (section 4.1.1): the
-    others wait here, and ``run`` sends them one at a time, each with
-    ``--call-timeout``.  A reply resolves the outstanding call at once.
+    others wait here, and ``run`` sends them one at a time, each given
+    ``timeout`` seconds for its reply; a reply (ServerCalls) resolves the
+    outstanding call at once.  What it needs of the connection it is given:
+    ``send`` puts a call on the wire; ``failed(call, reason, description,
+    line)`` reports one that ended without a reply ("timeout" or "failed",
+    and the operator's line); ``log(level, text)`` says one was queued.
     """
 
-    def __init__(self, session: "ChargerSession") -> None:
-        self.session = session
+    def __init__(self, charger_id: str, timeout: float,
+                 send: Callable[[PendingCall], Awaitable[None]],
+                 failed: Callable[[PendingCall, str, str, str], None],
+                 log: Callable[[str, str], None]) -> None:
+        self.charger_id = charger_id
+        self.timeout = timeout
+        self._send, self._failed, self._log = send, failed, log
         self.calls: Deque[PendingCall] = collections.deque()
         self._waiting = asyncio.Event()
         self.outstanding: Optional[PendingCall] = None
@@ -1841,11 +1851,11 @@ class CallQueue:
     def _enqueue(self, call: PendingCall) -> PendingCall:
         if self.closed:
             call.finish(CallOutcome("failed", error_description="%s is disconnected"
-                                    % printable(self.session.charger_id)))
+                                    % printable(self.charger_id)))
             return call
         ahead = self.pending()
         if ahead and call.action != "raw":
-            self.session.log("info", "%s queued behind %s%s (one outstanding CALL per charger)" % (
+            self._log("info", "%s queued behind %s%s (one outstanding CALL per charger)" % (
                 printable(call.action), printable(ahead[0].action),
                 " and %d more" % (len(ahead) - 1) if len(ahead) > 1 else ""))
         self.calls.append(call)
@@ -1866,14 +1876,14 @@ class CallQueue:
 
     async def run(self) -> None:
         """Send the queued calls one at a time, until cancelled."""
-        timeout = self.session.system.options.call_timeout
+        timeout = self.timeout
         while True:
             while not self.calls:
                 self._waiting.clear()
                 await self._waiting.wait()
             call = self.calls.popleft()
             if call.action == "raw":  # not a CALL: nothing to wait for
-                await self.session.send_text(call.raw_text or "", "(raw)", call.raw_text)
+                await self._send(call)
                 call.finish(CallOutcome("result"))
                 continue
             self.outstanding = call
@@ -1882,9 +1892,8 @@ class CallQueue:
                 await self._send(call)
                 await asyncio.wait_for(asyncio.shield(call.outcome), timeout)
             except asyncio.TimeoutError:
-                self.session.log("warn", "no reply to %s within %g s; moving on" % (printable(call.action), timeout))
-                self.session.bus.publish("call_failed", self.session.charger_id, self.session, action=call.action,
-                                         reason="timeout", description="no reply within %g s" % timeout)
+                line = "no reply to %s within %g s; moving on" % (printable(call.action), timeout)
+                self._failed(call, "timeout", "no reply within %g s" % timeout, line)
                 self._timed_out[call.message_id] = printable(call.action)
                 if len(self._timed_out) > 100:
                     self._timed_out.popitem(last=False)
@@ -1893,27 +1902,15 @@ class CallQueue:
                 if self.outstanding is call:
                     self.outstanding = None
 
-    async def _send(self, call: PendingCall) -> None:
-        session = self.session
-        if call.raw_text is not None:
-            await session.send_text(call.raw_text, "(raw) " + printable(call.action), call.raw_text)
-            return
-        payload = call.payload
-        if session.dialect == DIALECT_FLEXICHARGE:
-            payload = to_flexicharge_payload(call.action, payload)
-        if call.action == "ReserveNow":
-            session.system.note_reservation(call.payload.get("reservationId"))
-        request_id = call.payload.get("requestId") if isinstance(call.payload, dict) else None
-        if isinstance(request_id, int) and not isinstance(request_id, bool):
-            session.system.next_request_id = max(session.system.next_request_id, request_id + 1)
-        payload_json = dump_json(payload)
-        await session.send_text(build_call(call.message_id, call.action, payload_json), call.action, payload_json)
-
     def resolve(self, call: PendingCall, outcome: CallOutcome) -> None:
         """End a call now: the next command is not "queued behind" an answered one."""
         if self.outstanding is call:
             self.outstanding = None
         call.finish(outcome)
+
+    def late(self, message_id: str) -> Optional[str]:
+        """The action of the timed-out call ``message_id`` answers late, if any (asked once)."""
+        return self._timed_out.pop(message_id, None)
 
     def fail_pending(self, reason: str) -> None:
         """The connection is gone: every call still pending fails, with ``reason``."""
@@ -1923,16 +1920,48 @@ class CallQueue:
         self.outstanding = None
         for call in pending:
             if call.action != "raw" and not call.outcome.done():
-                self.session.log("warn", "%s failed: %s" % (printable(call.action), reason))
-                self.session.bus.publish("call_failed", self.session.charger_id, self.session, action=call.action,
-                                         reason="failed", description=reason)
+                line = "%s failed: %s" % (printable(call.action), reason)
+                self._failed(call, "failed", reason, line)
             call.finish(CallOutcome("failed", error_description=reason))
 
-    # -- replies
+
+class ServerCalls:
+    """A connection's side of the server's CALLs: sends them for its CallQueue, reports those that
+    end without a reply, and reads the charger's replies (matched to the queue's outstanding call,
+    shown, linted, published as "reply_received", followed up by SERVER_CALL_RESULT_HANDLERS)."""
+
+    def __init__(self, session: "ChargerSession") -> None:
+        self.session = session
+
+    async def send(self, call: PendingCall) -> None:
+        """Send one of the server's CALLs (for the CallQueue): as typed for ``raw``, else in the
+        connection's dialect, noting the ids it gives out."""
+        session = self.session
+        if call.raw_text is not None:
+            label = "(raw)" if call.action == "raw" else "(raw) " + printable(call.action)
+            await session.send_text(call.raw_text, label, call.raw_text)
+            return
+        payload = call.payload
+        if session.dialect == DIALECT_FLEXICHARGE:
+            payload = to_flexicharge_payload(call.action, payload)
+        if call.action == "ReserveNow":
+            session.system.note_reservation(call.payload.get("reservationId"))
+        if isinstance(call.payload, dict):
+            session.system.note_request_id(call.payload.get("requestId"))
+        payload_json = dump_json(payload)
+        await session.send_text(build_call(call.message_id, call.action, payload_json), call.action,
+                                payload_json)
+
+    def failed(self, call: PendingCall, reason: str, description: str, line: str) -> None:
+        """A server CALL ended without a reply: the operator's ``line``, and "call_failed"."""
+        session = self.session
+        session.log("warn", line)
+        session.bus.publish("call_failed", session.charger_id, session, action=call.action,
+                            reason=reason, description=description)
 
     def on_reply(self, frame: Frame) -> None:
         """A CALLRESULT or CALLERROR from the charger."""
-        call = self.outstanding
+        call = self.session.queue.outstanding
         if call is None or frame.message_id != call.message_id:
             self._on_unexpected(frame)
             return
@@ -1967,17 +1996,17 @@ class CallQueue:
 
     def on_malformed_reply(self, reply_id: str, description: str) -> bool:
         """A reply too broken to parse: if it names the outstanding call, that call fails now."""
-        call = self.outstanding
+        call = self.session.queue.outstanding
         if call is None or reply_id != call.message_id:
             return False
-        self.session.log("warn", "malformed reply to %s: %s" % (printable(call.action), description))
-        self.session.bus.publish("call_failed", self.session.charger_id, self.session, action=call.action,
-                                 reason="failed", description="malformed reply: " + description)
-        self.resolve(call, CallOutcome("failed", error_description="malformed reply: " + description))
+        self.failed(call, "failed", "malformed reply: " + description,
+                    "malformed reply to %s: %s" % (printable(call.action), description))
+        outcome = CallOutcome("failed", error_description="malformed reply: " + description)
+        self.session.queue.resolve(call, outcome)
         return True
 
     def _on_unexpected(self, frame: Frame) -> None:
-        late = self._timed_out.pop(frame.message_id, None)
+        late = self.session.queue.late(frame.message_id)
         self.session.frame_in("(reply)", frame.payload if frame.kind == CALLRESULT else
                               [frame.error_code, frame.error_description, frame.error_details])
         if late is not None:
@@ -2000,7 +2029,7 @@ class CallQueue:
         follow_up = SERVER_CALL_RESULT_HANDLERS.get(call.action)
         if follow_up is not None and isinstance(frame.payload, dict):
             follow_up(session, call.payload, frame.payload)
-        self.resolve(call, CallOutcome("result", frame.payload))
+        self.session.queue.resolve(call, CallOutcome("result", frame.payload))
 
     def _on_error(self, frame: Frame, call: PendingCall) -> None:
         """A CALLERROR, whatever JSON types its fields have."""
@@ -2019,7 +2048,7 @@ class CallQueue:
                     name, "a string" if wanted is str else "an object", _json_type(value)), spec=True)
         session.bus.publish("reply_received", session.charger_id, session, action=call.action, payload=details,
                             error=code_text)
-        self.resolve(call, CallOutcome("error", details, code_text, description_text))
+        self.session.queue.resolve(call, CallOutcome("error", details, code_text, description_text))
 
 
 class ChargingFlow:
@@ -2087,13 +2116,60 @@ class ChargingFlow:
 ACTION_LABELS = {action: action for action in CHARGER_REQUESTS}  # printable already: no need to escape them
 
 
+def call_handler(session: "ChargerSession", action: str
+                 ) -> Callable[["ChargerSession", dict], dict]:
+    """The handler of a charger's CALL; CallRefused when there is none or it may not be called
+    now."""
+    if session.strict and action != "BootNotification" and session.state.boot_status != "Accepted":
+        raise CallRefused(SECURITY_ERROR,
+                          "%s before BootNotification was accepted (--strict)" % action)
+    handler = CHARGER_ACTION_HANDLERS.get(action)
+    if handler is not None:
+        return handler
+    if action in SERVER_REQUESTS:
+        raise CallRefused(NOT_SUPPORTED,
+                          "%s is sent by the central system, not by a charger" % action)
+    close = difflib.get_close_matches(action[:100], CHARGER_ACTION_HANDLERS, n=1)
+    raise CallRefused(NOT_IMPLEMENTED, "unknown action %s%s" % (
+        action, " (did you mean %s?)" % close[0] if close else ""))
+
+
+def check_call_payload(session: "ChargerSession", action: str, payload: dict) -> None:
+    """Lint a CALL's payload: CallRefused in --strict, else one warning per problem."""
+    problems = lint_payload(CHARGER_REQUEST_RULES[action], payload)
+    if problems and session.strict:
+        first = problems[0]
+        session.system.count_spec_warning(session.state)
+        raise CallRefused(first.code, "%s: %s" % (action, first), {"field": first.path[:200]})
+    if problems:
+        session.warn_once.spec_problems(action, problems)
+
+
+def answer_bad_frame(session: "ChargerSession", message: str, exc: FrameError) -> Optional[str]:
+    """A frame that is not usable OCPP-J: the CALLERROR OCPP-J calls for, or a log line."""
+    session.frame_in("(bad frame)", printable(message, MAX_SHOWN))
+    if exc.reply_id is not None and session.server_calls.on_malformed_reply(exc.reply_id,
+                                                                            exc.description):
+        return None
+    if exc.message_id is None or exc.code is None:
+        session.log("warn", "%s; frame ignored" % exc.description)
+        return None
+    session.log("warn", "%s; answered %s" % (exc.description, exc.code))
+    return session.answer(build_call_error(exc.message_id, exc.code, exc.description),
+                          "CALLERROR", exc.code + " " + exc.description)
+
+
 class ChargerSession:
     """One charger's connection, as a protocol engine: frames in, replies and CALLs out.
 
     Every happening is published on the system's EventBus.  The server's
-    own CALLs go through ``queue`` (a CallQueue); what happens on its own
-    (BootData, automation) is ``flow``; what the server knows of the charge
-    point is ``state``, which outlives the connection.
+    own CALLs go through ``queue`` (a CallQueue) and their replies through
+    ``server_calls``; what happens on its own (BootData, automation) is ``flow``;
+    what the server knows of the charge point is ``state``, which outlives
+    the connection.  Injected faults act through ``reply_faults`` (the
+    FaultTable's index: a fault that fires is a FiredReply, called before the
+    handler and on the reply), ``fault_frames`` and ``held_replies``: with
+    none in force, one check each.
     """
 
     def __init__(self, system: "CentralSystem", websocket: Any, charger_id: str, peer: str,
@@ -2108,17 +2184,18 @@ class ChargerSession:
         self.dialect = DIALECT_FLEXICHARGE if system.options.dialect == DIALECT_FLEXICHARGE else DIALECT_OCPP16
         self.state.dialect = self.dialect
         self.strict = system.options.strict
-        self.queue = CallQueue(self)
+        self.server_calls = ServerCalls(self)
+        self.queue = CallQueue(charger_id, system.options.call_timeout, self.server_calls.send,
+                               self.server_calls.failed, self.log)
         self.flow = ChargingFlow(self)
         self.warn_once = WarnOnce(self)
         self.closed = False
         self._after_reply: List[Callable[[], None]] = []
         self.call_ids = CallIds(self)
         self._incoming: Tuple[str, bool] = ("", False)  # the frame being handled, and whether it was binary
-        self.fault_status: Any = None  # a reply fault's status= for the handler running now
-        self.fault_fields: Dict[str, Any] = {}  # and its field=value
-        self.reply_withheld = False  # a delay fault holds the reply to the charger's CALL
-        self.fault_frames: Dict[int, int] = {}  # disconnect after=N faults: frames counted, by fault
+        self.reply_faults = system.faults.reply_faults  # the reply faults in force, by action
+        self.fault_frames: Dict[Any, int] = {}  # disconnect after=N: frames counted, by fault
+        self.held_replies: Optional["HeldReplies"] = None  # made when a delay fault first holds one
 
     def call(self, action: str, payload: Any, on_done: Optional[Callable[[CallOutcome], None]] = None
              ) -> PendingCall:
@@ -2157,6 +2234,8 @@ class ChargerSession:
             self.closed = True
             worker.cancel()
             self.flow.cancel()
+            if self.held_replies is not None:
+                self.held_replies.cancel()
             self.queue.fail_pending("%s disconnected" % printable(self.charger_id))
 
     def _run_after_reply(self) -> None:
@@ -2170,7 +2249,7 @@ class ChargerSession:
         Each frame is published exactly once, as a "frame" event, by
         frame_in, once it is known what it is.
         """
-        if self.system.faults.faults:
+        if self.fault_frames:
             self.system.faults.frame_in(self)
         if isinstance(message, bytes):
             self._incoming = (message.decode("utf-8", "backslashreplace"), True)
@@ -2189,134 +2268,63 @@ class ChargerSession:
         try:
             frame = parse_frame(message)
         except FrameError as exc:
-            return self.on_bad_frame(message, exc)
+            return answer_bad_frame(self, message, exc)
         if frame.kind == CALL:
             return self.on_call(frame, message)
-        self.queue.on_reply(frame)
+        self.server_calls.on_reply(frame)
         return None
-
-    def on_bad_frame(self, message: str, exc: FrameError) -> Optional[str]:
-        """A frame that is not usable OCPP-J: the CALLERROR OCPP-J calls for, or a log line."""
-        self.frame_in("(bad frame)", printable(message, MAX_SHOWN))
-        if exc.reply_id is not None and self.queue.on_malformed_reply(exc.reply_id, exc.description):
-            return None
-        if exc.message_id is None or exc.code is None:
-            self.log("warn", "%s; frame ignored" % exc.description)
-            return None
-        self.log("warn", "%s; answered %s" % (exc.description, exc.code))
-        return self.answer(build_call_error(exc.message_id, exc.code, exc.description),
-                           "CALLERROR", exc.code + " " + exc.description)
 
     def on_call(self, frame: Frame, text: str) -> Optional[str]:
         """The answer to a charger's CALL: its handler's reply, or a CALLERROR."""
         action, payload, message_id = frame.action, frame.payload, frame.message_id
         label = ACTION_LABELS.get(action) or printable(action)
         self.frame_in(label, None, frame)
-        injected = self.system.faults.reply_fault(self, action) if self.system.faults.faults else None
+        fault = self.system.faults.fire(self, action) if self.reply_faults else None
         try:
             self.call_ids.check(message_id)
-            handler = self._handler(action)
-            self._check_payload(action, payload)
+            handler = call_handler(self, action)
+            check_call_payload(self, action, payload)
             if self.state.boot_status in ("Pending", "Rejected"):
                 check_call_allowed(self, action)
-            if self.reply_withheld:
-                check_failed(self, "two-calls", "sent %s while its previous CALL still awaited its reply" % label)
-            if injected is not None and (injected[0].error or "drop" in injected[0].flags):
-                return self._refused_by_fault(injected[0], label, payload, message_id)
+            if self.held_replies is not None and self.held_replies.timers:
+                check_failed(self, "two-calls",
+                             "sent %s while its previous CALL still awaited its reply" % label)
+            if fault is not None and fault.refuses:
+                return fault.refuse(self, label, payload, message_id)
             try:
-                self.fault_status = injected[1] if injected is not None else None
-                self.fault_fields = injected[0].fields if injected is not None else {}
-                reply = handler(self, payload)
+                if fault is None:
+                    reply = handler(self, payload)
+                else:
+                    reply = fault.reply_from(self, handler, payload)
             except Exception as exc:
                 self.log("error", "handler for %s failed: %s: %s" % (label, type(exc).__name__, exc))
-                raise CallRefused(INTERNAL_ERROR, "the mock server failed to handle %s" % action) from None
+                raise CallRefused(INTERNAL_ERROR, "the mock server failed to handle %s"
+                                  % action) from None
         except CallRefused as refusal:
-            self.log("warn", "%s answered with %s: %s" % (label, refusal.code, printable(refusal.description, 400)))
-            self._after_reply.clear()
-            self.bus.publish("call_answered", self.charger_id, self, action=action, payload=payload, reply=None,
-                             error=refusal.code)
-            return self.answer(build_call_error(message_id, refusal.code, refusal.description, refusal.details),
-                               label + " CALLERROR", refusal.code + " " + printable(refusal.description, 400))
-        if injected is not None and (injected[1] is not None or injected[0].fields or injected[0].payload is not None):
-            reply = self._changed_by_fault(injected[0], injected[1], reply)
+            return self._refused(refusal, action, payload, label, message_id)
         if self.bus.routes["call_answered"]:
             self.bus.publish("call_answered", self.charger_id, self, action=action, payload=payload, reply=reply,
                              error=None)
         reply_json = dump_json(reply)
         reply_action = action if self.dialect == DIALECT_FLEXICHARGE else None
         text = build_call_result(message_id, reply_json, reply_action)
-        if injected is not None and (injected[0].delay or set(injected[0].flags) & {"twice", "wrong-id"}):
-            return self._sent_by_fault(injected[0], text, label, reply_json, message_id)
+        if fault is not None:
+            return fault.send(self, text, label, reply_json, message_id)
         return self.answer(text, label + ".conf", reply_json)
 
-    # -- faults injected on purpose (see FaultTable)
+    def _refused(self, refusal: CallRefused, action: str, payload: Any, label: str,
+                 message_id: str) -> str:
+        """A CALL answered with the CALLERROR ``refusal`` names."""
+        shown = refusal.code + " " + printable(refusal.description, 400)
+        self.log("warn", "%s answered with %s: %s" % (label, refusal.code,
+                                                      printable(refusal.description, 400)))
+        self._after_reply.clear()
+        self.bus.publish("call_answered", self.charger_id, self, action=action, payload=payload,
+                         reply=None, error=refusal.code)
+        text = build_call_error(message_id, refusal.code, refusal.description, refusal.details)
+        return self.answer(text, label + " CALLERROR", shown)
 
-    def _refused_by_fault(self, fault: "Fault", label: str, payload: Any, message_id: str) -> Optional[str]:
-        """error=CODE or drop: the handler does not run, and the CALLERROR, or nothing, goes back."""
-        self.bus.publish("call_answered", self.charger_id, self, action=fault.action, payload=payload, reply=None,
-                         error=fault.error)
-        if fault.error is None:
-            self.system.faults.fired(self, self.charger_id, fault, "no reply to %s %s" % (label, _show(message_id)))
-            return None
-        self.system.faults.fired(self, self.charger_id, fault, "answered with CALLERROR %s" % fault.error)
-        return self.answer(build_call_error(message_id, fault.error, "fault injected"), label + " CALLERROR",
-                           fault.error + " fault injected")
-
-    def _changed_by_fault(self, fault: "Fault", status: Any, reply: dict) -> dict:
-        """status= and field=value: the reply as the fault has it (idTagInfo's status for an idTag reply)."""
-        reply = dict(fault.payload) if fault.payload is not None else dict(reply)
-        if status is not None:
-            if isinstance(reply.get("idTagInfo"), dict):
-                reply["idTagInfo"] = dict(reply["idTagInfo"], status=status)
-            else:
-                reply["status"] = status
-        reply.update(fault.fields)
-        self.system.faults.fired(self, self.charger_id, fault, "reply changed to %s" % render_json(reply))
-        return reply
-
-    def _sent_by_fault(self, fault: "Fault", text: str, label: str, shown: str, message_id: str) -> Optional[str]:
-        """delay=, twice, wrong-id: the reply goes out later, twice, or under another message id."""
-        if "wrong-id" in fault.flags:
-            text = text.replace(_json_string(message_id), _json_string(message_id + "-wrong"), 1)
-        copies = 2 if "twice" in fault.flags else 1
-        self.system.faults.fired(self, self.charger_id, fault, "reply %s%s%s" % (
-            "sent twice" if copies == 2 else "sent", " after %g s" % fault.delay if fault.delay else "",
-            " with message id %s" % _show(message_id + "-wrong") if "wrong-id" in fault.flags else ""))
-        if not fault.delay:
-            self.after_reply(lambda: asyncio.ensure_future(self.send_text(text, label + ".conf", shown)))
-            return self.answer(text, label + ".conf", shown)
-
-        def send_later() -> None:
-            self.reply_withheld = False
-            if not self.closed:
-                for _ in range(copies):
-                    asyncio.ensure_future(self.send_text(text, label + ".conf", shown))
-        self.reply_withheld = True
-        asyncio.get_running_loop().call_later(fault.delay, send_later)
-        return None
-
-    def _handler(self, action: str) -> Callable[["ChargerSession", dict], dict]:
-        """The handler of a charger's CALL; CallRefused when there is none or it may not be called now."""
-        if self.strict and action != "BootNotification" and self.state.boot_status != "Accepted":
-            raise CallRefused(SECURITY_ERROR, "%s before BootNotification was accepted (--strict)" % action)
-        handler = CHARGER_ACTION_HANDLERS.get(action)
-        if handler is not None:
-            return handler
-        if action in SERVER_REQUESTS:
-            raise CallRefused(NOT_SUPPORTED, "%s is sent by the central system, not by a charger" % action)
-        close = difflib.get_close_matches(action[:100], CHARGER_ACTION_HANDLERS, n=1)
-        raise CallRefused(NOT_IMPLEMENTED, "unknown action %s%s" % (action, " (did you mean %s?)" % close[0]
-                                                                   if close else ""))
-
-    def _check_payload(self, action: str, payload: dict) -> None:
-        """Lint a CALL's payload: CallRefused in --strict, else one warning per problem."""
-        problems = lint_payload(CHARGER_REQUEST_RULES[action], payload)
-        if problems and self.strict:
-            first = problems[0]
-            self.system.count_spec_warning(self.state)
-            raise CallRefused(first.code, "%s: %s" % (action, first), {"field": first.path[:200]})
-        if problems:
-            self.warn_once.spec_problems(action, problems)
+    # -- sending
 
     def answer(self, text: str, label: str, shown: Any) -> str:
         """Publish a frame for the charger; the caller sends the ``text`` it returns.
@@ -2552,8 +2560,12 @@ def handle_authorize(session: "ChargerSession", payload: dict) -> dict:
 
 def handle_boot_notification(session: "ChargerSession", payload: dict) -> dict:
     options = session.system.options
-    status = session.fault_status or options.boot_status  # fault BootNotification status=Pending, say
-    interval = session.fault_fields.get("interval", options.heartbeat_interval)
+    return answer_boot(session, payload, options.boot_status, options.heartbeat_interval)
+
+
+def answer_boot(session: "ChargerSession", payload: dict, status: str, interval: Any) -> dict:
+    """BootNotification answered with ``status`` and ``interval`` (--boot-status, or a fault's):
+    the server's state follows, and an accepted boot gets its BootData."""
     session.state.boot_info = payload
     session.state.boot_status = status
     session.bus.publish("state_changed", session.charger_id, session, field="boot",
@@ -2977,7 +2989,10 @@ async def sign_csr(csr_path: str, ca_cert: str, ca_key: str, days: int = 365) ->
 # one vocabulary for --fault, the console's `fault`, scripts and
 # /api/faults (see docs/faults.md).  Every fault that fires is one
 # "!! FAULT" line and a transcript record, so that nobody mistakes it for a
-# bug of the server.
+# bug of the server.  Each kind of fault parses its own words (FAULT_KINDS);
+# a reply fault that fires is a FiredReply, which the engine calls before
+# the handler and on the reply; the FaultTable indexes the faults in force,
+# so that a frame never scans them.
 
 FAULT_USAGE = ("fault <Action> [status=S[,S...]] [payload={json}] [error=CODE] [delay=SECONDS] [drop] [twice] "
                "[wrong-id] [times=N] [field=value ...] | fault disconnect [code=N] [after=FRAMES] [in=SECONDS] | "
@@ -2985,38 +3000,13 @@ FAULT_USAGE = ("fault <Action> [status=S[,S...]] [payload={json}] [error=CODE] [
                "fault clear [what]")
 REPLY_FAULT_FLAGS = ("drop", "twice", "wrong-id")
 CUT_CLOSE_CODES = (1005, 1006, 1015)  # codes no close frame may carry: the connection is cut instead
+MAX_FAULTS = 1000  # faults in force at once, however they were set
+MAX_HELD_REPLIES = 1000  # replies delay faults hold back per connection; past it, no delay
+MAX_HELD_CHARACTERS = 1 << 20  # characters those held replies may have between them
 
 
-class Fault:
-    """One fault, as parsed from its words.  ``kind`` is "reply" (``action`` names the charger's CALL),
-    "disconnect", "offline" or "handshake"; ``target`` a charge point id, or None for every charger."""
-
-    def __init__(self, text: str, kind: str, target: Optional[str] = None) -> None:
-        self.text, self.kind, self.target = text, kind, target
-        self.action = ""
-        self.statuses: List[Any] = []  # the status of each successive reply, in turn
-        self.fields: Dict[str, Any] = {}  # more fields of the reply
-        self.payload: Optional[dict] = None  # the whole reply instead
-        self.error: Optional[str] = None
-        self.delay = 0.0
-        self.flags: Tuple[str, ...] = ()
-        self.times: Optional[int] = None  # replies it still changes (None: until cleared)
-        self.code = 1000
-        self.after: Optional[int] = None  # disconnect after this many more frames from the charger
-        self.seconds: Optional[float] = None  # disconnect in, offline or handshake refusals for, seconds
-        self.status = 503
-        self.silent = False
-        self.until = 0.0  # offline and handshake: refusals end then (monotonic)
-        self.used = 0  # replies it has changed
-
-    def __str__(self) -> str:
-        return ("@%s " % self.target if self.target else "") + "fault " + self.text
-
-    def applies_to(self, charger_id: str) -> bool:
-        return self.target is None or self.target == charger_id
-
-
-def _fault_number(word: str, text: str, low: float, high: float, kind: Callable[[str], Any] = float) -> Any:
+def _fault_number(word: str, text: str, low: float, high: float,
+                  kind: Callable[[str], Any] = float) -> Any:
     try:
         value = kind(text)
     except ValueError:
@@ -3026,34 +3016,121 @@ def _fault_number(word: str, text: str, low: float, high: float, kind: Callable[
     return value
 
 
-def parse_fault(text: str, target: Optional[str] = None) -> Fault:
-    """A fault from its words (see FAULT_USAGE); CommandError says what is wrong."""
-    words = text.split()
-    if not words:
-        raise CommandError("usage: " + FAULT_USAGE)
-    head, rest = words[0], words[1:]
-    lower = head.lower()
-    if lower == "pings":
-        if rest:
-            raise CommandError("usage: fault pings (the server stops answering the charger's pings; fault clear pings)")
-        return Fault(text, "pings", target)
-    if lower in ("disconnect", "offline", "handshake"):
-        fault = Fault(text, lower, target)
-        if lower == "offline":
-            if not rest:
-                raise CommandError("usage: fault offline SECONDS [silent], e.g. fault offline 30")
-            fault.seconds = _fault_number("offline", rest[0], 0.1, 86400)
-            fault.silent = rest[1:] == ["silent"]
-            if rest[1:] not in ([], ["silent"]):
-                raise CommandError("usage: fault offline SECONDS [silent]")
-            return fault
-        if lower == "handshake":
-            if len(rest) != 2 or rest[0] not in ("401", "403", "404", "503") or not rest[1].startswith("for="):
-                raise CommandError("usage: fault handshake 401|403|404|503 for=SECONDS, e.g. fault handshake 503 for=20")
-            fault.status = int(rest[0])
-            fault.seconds = _fault_number("for", rest[1][4:], 0.1, 86400)
-            return fault
-        for argument in rest:
+class Fault:
+    """A fault in force, parsed from its words by its kind's ``parse`` (see FAULT_KINDS).
+
+    ``target`` is a charge point id, or None for every charger.  Faults of
+    the connection act when a charger connects (``session_started``);
+    outages (``refuses_upgrades``) answer its upgrades until ``until``.
+    """
+
+    kind = ""
+    action = ""  # the charger's CALL whose reply it changes (reply faults)
+    times: Optional[int] = None  # replies it still changes (None: until cleared)
+    refuses_upgrades = False
+    status = 503  # the HTTP status an outage refuses upgrades with (0: cut, no answer)
+    seconds: Optional[float] = None  # disconnect in, offline or handshake refusals for, seconds
+
+    def __init__(self, text: str, target: Optional[str]) -> None:
+        self.text, self.target = text, target
+        self.until = 0.0  # outages: refusals end then (monotonic)
+
+    @classmethod
+    def parse(cls, text: str, target: Optional[str], words: List[str]) -> "Fault":
+        """The fault ``words`` (its kind first) say; CommandError says what is wrong."""
+        raise NotImplementedError
+
+    def __str__(self) -> str:
+        return ("@%s " % self.target if self.target else "") + "fault " + self.text
+
+    def applies_to(self, charger_id: str) -> bool:
+        return self.target is None or self.target == charger_id
+
+    def kept(self) -> bool:
+        """Whether it stays in force once set (a disconnect of every charger, now, does not)."""
+        return True
+
+    def left(self, now: float) -> str:
+        """What is left of it, for the listing."""
+        if self.refuses_upgrades:
+            return " (%.0f s left)" % max(0.0, self.until - now)
+        return " (%d more)" % self.times if self.times is not None else ""
+
+    def session_started(self, table: "FaultTable", session: "ChargerSession") -> None:
+        """A charger it applies to is connected (it connected, or the fault was set now)."""
+
+
+class PingsFault(Fault):
+    """``pings``: the server stops answering the charger's websocket pings."""
+
+    kind = "pings"
+
+    @classmethod
+    def parse(cls, text: str, target: Optional[str], words: List[str]) -> Fault:
+        if words[1:]:
+            raise CommandError("usage: fault pings (the server stops answering the charger's "
+                               "pings; fault clear pings)")
+        return cls(text, target)
+
+    def session_started(self, table: "FaultTable", session: "ChargerSession") -> None:
+        answer_pings(session.websocket, False)
+        table.fired(session, session.charger_id, self, "its pings go unanswered")
+
+
+class OfflineFault(Fault):
+    """``offline SECONDS [silent]``: chargers are closed (1001), their upgrades refused (503 or
+    cut)."""
+
+    kind = "offline"
+    refuses_upgrades = True
+
+    @classmethod
+    def parse(cls, text: str, target: Optional[str], words: List[str]) -> Fault:
+        rest = words[1:]
+        if not rest:
+            raise CommandError("usage: fault offline SECONDS [silent], e.g. fault offline 30")
+        fault = cls(text, target)
+        fault.seconds = _fault_number("offline", rest[0], 0.1, 86400)
+        if rest[1:] not in ([], ["silent"]):
+            raise CommandError("usage: fault offline SECONDS [silent]")
+        fault.status = 0 if rest[1:] else 503
+        return fault
+
+    def session_started(self, table: "FaultTable", session: "ChargerSession") -> None:
+        table.cut(session, self, 1001,
+                  "the central system went away for %g s" % (self.seconds or 0))
+
+
+class HandshakeFault(Fault):
+    """``handshake STATUS for=SECONDS``: upgrades are refused with that HTTP status."""
+
+    kind = "handshake"
+    refuses_upgrades = True
+
+    @classmethod
+    def parse(cls, text: str, target: Optional[str], words: List[str]) -> Fault:
+        rest = words[1:]
+        if len(rest) != 2 or rest[0] not in ("401", "403", "404", "503") \
+                or not rest[1].startswith("for="):
+            raise CommandError("usage: fault handshake 401|403|404|503 for=SECONDS, e.g. "
+                               "fault handshake 503 for=20")
+        fault = cls(text, target)
+        fault.status = int(rest[0])
+        fault.seconds = _fault_number("for", rest[1][4:], 0.1, 86400)
+        return fault
+
+
+class DisconnectFault(Fault):
+    """``disconnect [code=N] [after=FRAMES] [in=SECONDS]``: the server closes the connection."""
+
+    kind = "disconnect"
+    code = 1000
+    after: Optional[int] = None  # disconnect after this many more frames from the charger
+
+    @classmethod
+    def parse(cls, text: str, target: Optional[str], words: List[str]) -> Fault:
+        fault = cls(text, target)
+        for argument in words[1:]:
             name, _, value = argument.partition("=")
             if name == "code":
                 fault.code = _fault_number("code", value, 1000, 4999, int)
@@ -3062,167 +3139,383 @@ def parse_fault(text: str, target: Optional[str] = None) -> Fault:
             elif name == "in":
                 fault.seconds = _fault_number("in", value, 0.001, 86400)
             else:
-                raise CommandError("fault disconnect takes code=, after= and in=, not %r" % argument)
+                raise CommandError("fault disconnect takes code=, after= and in=, not %r"
+                                   % argument)
         return fault
-    action = next((name for name in CHARGER_REQUESTS if name.lower() == lower), None)
-    if action is None:
-        close = difflib.get_close_matches(head, list(CHARGER_REQUESTS) + ["disconnect", "offline", "handshake", "pings"],
-                                          n=1)
-        raise CommandError("fault: %r is not an action a charger sends nor a kind of fault%s; usage: %s" % (
-            head, "; did you mean %s?" % close[0] if close else "", FAULT_USAGE))
-    fault = Fault(text, "reply", target)
-    fault.action = action
-    flags = []
-    for argument in rest:
+
+    def kept(self) -> bool:
+        return not (self.target is None and self.after is None and self.seconds is None)
+
+    def session_started(self, table: "FaultTable", session: "ChargerSession") -> None:
+        if self.after is not None:
+            session.fault_frames[self] = 0  # counted by FaultTable.frame_in
+        elif self.seconds is not None:
+            asyncio.get_running_loop().call_later(self.seconds, self._due, table, session)
+        else:
+            table.disconnect(session, self)
+
+    def _due(self, table: "FaultTable", session: "ChargerSession") -> None:
+        if self in table.faults and not session.closed:
+            table.disconnect(session, self)
+
+
+class ReplyFault(Fault):
+    """``<Action> ...``: what the charger gets in reply to its CALL of that action (FiredReply)."""
+
+    kind = "reply"
+
+    def __init__(self, text: str, target: Optional[str], action: str) -> None:
+        super().__init__(text, target)
+        self.action = action
+        self.statuses: List[Any] = []  # the status of each successive reply, in turn
+        self.fields: Dict[str, Any] = {}  # more fields of the reply
+        self.payload: Optional[dict] = None  # the whole reply instead
+        self.error: Optional[str] = None
+        self.delay = 0.0
+        self.flags: Tuple[str, ...] = ()
+        self.refuses = False  # error= or drop: the handler does not run
+        self.used = 0  # replies it has changed
+        self.serial = 0  # its place among the faults set (FaultTable)
+
+    @classmethod
+    def parse(cls, text: str, target: Optional[str], words: List[str]) -> Fault:
+        lower = words[0].lower()
+        action = next((name for name in CHARGER_REQUESTS if name.lower() == lower), None)
+        if action is None:
+            close = difflib.get_close_matches(words[0], list(CHARGER_REQUESTS) + list(FAULT_KINDS),
+                                              n=1)
+            raise CommandError("fault: %r is not an action a charger sends nor a kind of fault%s; "
+                               "usage: %s" % (words[0], "; did you mean %s?" % close[0]
+                                              if close else "", FAULT_USAGE))
+        fault = cls(text, target, action)
+        for argument in words[1:]:
+            fault._take(argument)
+        if fault.statuses and fault.times is None:
+            fault.times = len(fault.statuses)
+        if not (fault.statuses or fault.fields or fault.payload is not None or fault.error
+                or fault.delay or fault.flags):
+            raise CommandError("fault %s: say what to do to its reply (status=, payload=, error=, "
+                               "delay=, drop, twice, wrong-id, or a field=value)" % action)
+        fault.refuses = fault.error is not None or "drop" in fault.flags
+        return fault
+
+    def _take(self, argument: str) -> None:
+        """One of its words: a flag or key=value."""
         name, equals, value = argument.partition("=")
         if not equals:
             if name not in REPLY_FAULT_FLAGS:
-                raise CommandError("fault %s: %r is not one of %s, nor key=value" % (action, name, ", ".join(
-                    REPLY_FAULT_FLAGS)))
-            flags.append(name)
+                raise CommandError("fault %s: %r is not one of %s, nor key=value" % (
+                    self.action, name, ", ".join(REPLY_FAULT_FLAGS)))
+            self.flags += (name,)
         elif name == "status":
-            fault.statuses = [parse_console_value(status) for status in value.split(",")]
-        elif name == "payload":
-            fault.payload = _parse_json_payload("fault " + action, value)  # the whole reply, as given
+            self.statuses = [parse_console_value(status) for status in value.split(",")]
+        elif name == "payload":  # the whole reply, as given
+            self.payload = _parse_json_payload("fault " + self.action, value)
         elif name == "error":
             if value not in ERROR_CODES:
                 raise CommandError("fault %s: error=%s is not an OCPP 1.6 error code (%s)" % (
-                    action, value, ", ".join(sorted(ERROR_CODES))))
-            fault.error = value
+                    self.action, value, ", ".join(sorted(ERROR_CODES))))
+            self.error = value
         elif name == "delay":
-            fault.delay = _fault_number("delay", value, 0.001, 3600)
+            self.delay = _fault_number("delay", value, 0.001, 3600)
         elif name == "times":
-            fault.times = _fault_number("times", value, 1, 10 ** 6, int)
+            self.times = _fault_number("times", value, 1, 10 ** 6, int)
         else:
-            fault.fields[name] = parse_console_value(value)  # improper data on purpose is allowed
-    fault.flags = tuple(flags)
-    if fault.statuses and fault.times is None:
-        fault.times = len(fault.statuses)
-    if not (fault.statuses or fault.fields or fault.payload is not None or fault.error or fault.delay or fault.flags):
-        raise CommandError("fault %s: say what to do to its reply (status=, payload=, error=, delay=, drop, twice, "
-                           "wrong-id, or a field=value)" % action)
-    return fault
+            self.fields[name] = parse_console_value(value)  # improper data on purpose is allowed
+
+
+# The kinds of fault by their first word; any other first word names an action (a reply fault).
+FAULT_KINDS: Dict[str, "type[Fault]"] = {"disconnect": DisconnectFault, "offline": OfflineFault,
+                                         "handshake": HandshakeFault, "pings": PingsFault}
+
+
+def parse_fault(text: str, target: Optional[str] = None) -> Fault:
+    """A fault from its words (see FAULT_USAGE); CommandError says what is wrong."""
+    words = text.split()
+    if not words:
+        raise CommandError("usage: " + FAULT_USAGE)
+    return FAULT_KINDS.get(words[0].lower(), ReplyFault).parse(text, target, words)
+
+
+class FiredReply:
+    """A reply fault firing on one CALL: the engine calls ``refuse`` (if ``refuses``) or
+    ``reply_from`` in place of the handler, then ``send`` with the reply."""
+
+    __slots__ = ("table", "fault", "status", "refuses")
+
+    def __init__(self, table: "FaultTable", fault: ReplyFault, status: Any) -> None:
+        self.table, self.fault, self.status = table, fault, status  # status: this reply's status=
+        self.refuses = fault.refuses
+
+    def refuse(self, session: "ChargerSession", label: str, payload: Any, message_id: str
+               ) -> Optional[str]:
+        """error=CODE or drop: the handler does not run; the CALLERROR, or nothing, goes back."""
+        fault = self.fault
+        session.bus.publish("call_answered", session.charger_id, session, action=fault.action,
+                            payload=payload, reply=None, error=fault.error)
+        if fault.error is None:
+            self.table.fired(session, session.charger_id, fault,
+                             "no reply to %s %s" % (label, _show(message_id)))
+            return None
+        self.table.fired(session, session.charger_id, fault,
+                         "answered with CALLERROR %s" % fault.error)
+        return session.answer(build_call_error(message_id, fault.error, "fault injected"),
+                              label + " CALLERROR", fault.error + " fault injected")
+
+    def reply_from(self, session: "ChargerSession",
+                   handler: Callable[["ChargerSession", dict], dict], payload: Any) -> dict:
+        """The handler's reply as the fault has it: status= (idTagInfo's for an idTag reply) and
+        field=value set, or payload= instead.  A BootNotification answered Pending or Rejected,
+        or with another interval, is so for the server too."""
+        fault, status = self.fault, self.status
+        if status is None and not fault.fields and fault.payload is None:
+            return handler(session, payload)
+        if fault.action == "BootNotification":
+            options = session.system.options
+            reply = answer_boot(session, payload, status or options.boot_status,
+                                fault.fields.get("interval", options.heartbeat_interval))
+        else:
+            reply = handler(session, payload)
+        reply = dict(fault.payload) if fault.payload is not None else dict(reply)
+        if status is not None:
+            if isinstance(reply.get("idTagInfo"), dict):
+                reply["idTagInfo"] = dict(reply["idTagInfo"], status=status)
+            else:
+                reply["status"] = status
+        reply.update(fault.fields)
+        self.table.fired(session, session.charger_id, fault,
+                         "reply changed to %s" % render_json(reply))
+        return reply
+
+    def send(self, session: "ChargerSession", text: str, label: str, shown: str, message_id: str
+             ) -> Optional[str]:
+        """The reply ``text`` goes out: later (delay=), twice, or under another id (wrong-id)."""
+        fault = self.fault
+        if not (fault.delay or fault.flags):
+            return session.answer(text, label + ".conf", shown)
+        wrong_id = "wrong-id" in fault.flags
+        if wrong_id:
+            text = text.replace(_json_string(message_id), _json_string(message_id + "-wrong"), 1)
+        copies = 2 if "twice" in fault.flags else 1
+        self.table.fired(session, session.charger_id, fault, "reply %s%s%s" % (
+            "sent twice" if copies == 2 else "sent",
+            " after %g s" % fault.delay if fault.delay else "",
+            " with message id %s" % _show(message_id + "-wrong") if wrong_id else ""))
+        if not fault.delay:
+            session.after_reply(lambda: asyncio.ensure_future(
+                session.send_text(text, label + ".conf", shown)))
+            return session.answer(text, label + ".conf", shown)
+        if session.held_replies is None:
+            session.held_replies = HeldReplies(session)
+        session.held_replies.hold(fault.delay, text, label + ".conf", shown, copies)
+        return None
+
+
+class HeldReplies:
+    """The replies delay faults hold back on one connection, bounded: at most MAX_HELD_REPLIES,
+    with MAX_HELD_CHARACTERS between them.  Past the bound a delay fault lets CALLs by, answered
+    at once (FaultTable.fire), with one line until the held replies have gone out."""
+
+    def __init__(self, session: "ChargerSession") -> None:
+        self.session = session
+        self.timers: Dict[asyncio.TimerHandle, int] = {}  # each held reply's timer: its characters
+        self.characters = 0
+        self.let_by = 0  # CALLs answered without their delay since the bound was reached
+
+    def full(self) -> bool:
+        return len(self.timers) >= MAX_HELD_REPLIES or self.characters >= MAX_HELD_CHARACTERS
+
+    def pass_by(self, fault: ReplyFault) -> None:
+        """A CALL ``fault`` would delay is answered at once: said once per burst."""
+        self.let_by += 1
+        if self.let_by == 1:
+            self.session.log("warn", "%d replies are held back by delay faults, the most for one "
+                             "connection (%d, or %d characters): CALLs that %s would delay are "
+                             "answered at once until those have gone out" % (
+                                 len(self.timers), MAX_HELD_REPLIES, MAX_HELD_CHARACTERS, fault))
+
+    def hold(self, delay: float, text: str, label: str, shown: str, copies: int) -> None:
+        """Send ``text`` (``copies`` times) ``delay`` seconds from now, unless the charger is
+        gone by then."""
+        size = len(text) + len(shown)
+
+        def send_later() -> None:
+            self.characters -= self.timers.pop(handle, 0)
+            if not self.timers:
+                self.let_by = 0  # the burst is over
+            if not self.session.closed:
+                for _ in range(copies):
+                    asyncio.ensure_future(self.session.send_text(text, label, shown))
+        handle = asyncio.get_running_loop().call_later(delay, send_later)
+        self.timers[handle] = size
+        self.characters += size
+
+    def cancel(self) -> None:
+        """The connection is gone: nothing held is sent, and nothing is kept for it."""
+        for handle in self.timers:
+            handle.cancel()
+        self.timers.clear()
+        self.characters = 0
 
 
 class FaultTable:
-    """The faults in force, and what each does when it fires."""
+    """The faults in force (at most MAX_FAULTS), indexed so that a frame never scans them: reply
+    faults by action and target, the others apart, for connections and upgrades."""
 
     def __init__(self, system: "CentralSystem") -> None:
         self.system = system
-        self.faults: List[Fault] = []
+        self.faults: Dict[Fault, None] = {}  # every fault in force, in the order set
+        self.connection_faults: Dict[Fault, None] = {}  # those that are not reply faults
+        # Reply faults by action, then target (None: every charger), each list in the order set.
+        # Sessions hold this very dict (ChargerSession.reply_faults): it is emptied, not replaced.
+        self.reply_faults: Dict[str, Dict[Optional[str], List[ReplyFault]]] = {}
+        self._serials = itertools.count()
 
     def add(self, fault: Fault) -> str:
-        """Put a fault in force (a disconnect or offline acts at once on the chargers connected)."""
-        if fault.kind in ("offline", "handshake"):
+        """Put a fault in force (a disconnect or offline acts at once on the chargers connected);
+        CommandError when MAX_FAULTS are in force already."""
+        if fault.kept():
+            if len(self.faults) >= MAX_FAULTS:
+                raise CommandError("fault: %d faults are in force, the most there may be "
+                                   "(fault clear some first)" % len(self.faults))
+            if isinstance(fault, ReplyFault):
+                fault.serial = next(self._serials)
+            self._keep(fault)
+        if fault.refuses_upgrades:
             fault.until = time.monotonic() + (fault.seconds or 0)
-        if not (fault.kind == "disconnect" and fault.target is None and fault.after is None and fault.seconds is None):
-            self.faults.append(fault)  # (a disconnect of every charger, now, is for those connected now only)
         for session in list(self.system.sessions.values()):
             if fault.applies_to(session.charger_id):
-                self.session_started(session, [fault])
+                fault.session_started(self, session)
         return "in force: %s" % fault
+
+    def _keep(self, fault: Fault) -> None:
+        self.faults[fault] = None
+        if isinstance(fault, ReplyFault):
+            by_target = self.reply_faults.setdefault(fault.action, {})
+            by_target.setdefault(fault.target, []).append(fault)
+        else:
+            self.connection_faults[fault] = None
+
+    def remove(self, fault: Fault) -> None:
+        if fault not in self.faults:
+            return
+        del self.faults[fault]
+        self.connection_faults.pop(fault, None)
+        by_target = self.reply_faults.get(fault.action)
+        if by_target is not None and fault in by_target.get(fault.target, ()):
+            by_target[fault.target].remove(fault)
+            if not by_target[fault.target]:
+                del by_target[fault.target]
+            if not by_target:
+                del self.reply_faults[fault.action]
 
     def clear(self, what: str = "", target: Optional[str] = None) -> str:
         kept = [fault for fault in self.faults if not (
-            (target is None or fault.target == target) and what.lower() in ("", fault.kind, fault.action.lower()))]
-        cleared, self.faults = len(self.faults) - len(kept), kept
+            (target is None or fault.target == target)
+            and what.lower() in ("", fault.kind, fault.action.lower()))]
+        cleared = len(self.faults) - len(kept)
+        self.faults.clear()
+        self.connection_faults.clear()
+        self.reply_faults.clear()
+        for fault in kept:
+            self._keep(fault)
         for session in self.system.sessions.values():
-            if not any(fault.kind == "pings" and fault.applies_to(session.charger_id) for fault in kept):
+            if not any(fault.kind == "pings" and fault.applies_to(session.charger_id)
+                       for fault in self.connection_faults):
                 answer_pings(session.websocket, True)
         return "%d fault(s) cleared" % cleared
 
     def listing(self) -> List[str]:
         now = time.monotonic()
-        lines = []
-        for fault in self.faults:
-            left = " (%d more)" % fault.times if fault.times is not None else ""
-            if fault.kind in ("offline", "handshake"):
-                left = " (%.0f s left)" % max(0.0, fault.until - now)
-            lines.append(str(fault) + left)
-        return lines or ["no faults in force"]
+        return [str(fault) + fault.left(now) for fault in self.faults] or ["no faults in force"]
 
-    def fired(self, session: Optional["ChargerSession"], charger_id: str, fault: Fault, effect: str) -> None:
+    def fired(self, session: Optional["ChargerSession"], charger_id: str, fault: Fault,
+              effect: str) -> None:
         """Say so, marked, in the output and the transcript."""
-        self.system.bus.publish("fault_injected", charger_id, session, fault=str(fault), effect=effect)
+        self.system.bus.publish("fault_injected", charger_id, session, fault=str(fault),
+                                effect=effect)
         self.system.bus.publish("log", charger_id, session, level="warn",
                                 text="FAULT injected (%s): %s" % (fault, effect))
 
-    def _use(self, fault: Fault) -> None:
+    # -- replies
+
+    def fire(self, session: "ChargerSession", action: str) -> Optional[FiredReply]:
+        """The reply fault that fires on this CALL, if any: of those for this charger (by its
+        id, or for every charger), the first set."""
+        by_target = self.reply_faults.get(action)
+        if by_target is None:
+            return None
+        mine, every = by_target.get(session.charger_id), by_target.get(None)
+        if mine and not (every and every[0].serial < mine[0].serial):
+            fault = mine[0]
+        elif every:
+            fault = every[0]
+        else:
+            return None
+        if fault.delay and session.held_replies is not None and session.held_replies.full():
+            session.held_replies.pass_by(fault)
+            return None
+        statuses = fault.statuses
+        status = statuses[min(fault.used, len(statuses) - 1)] if statuses else None
+        fault.used += 1
         if fault.times is not None:
             fault.times -= 1
             if fault.times <= 0:
-                self.faults.remove(fault)
-
-    # -- replies
-
-    def reply_fault(self, session: "ChargerSession", action: str) -> Optional[Tuple[Fault, Any]]:
-        """The fault that changes the reply to this CALL, if any, with the status it gives this time."""
-        for fault in self.faults:
-            if fault.kind == "reply" and fault.action == action and fault.applies_to(session.charger_id):
-                status = fault.statuses[min(fault.used, len(fault.statuses) - 1)] if fault.statuses else None
-                fault.used += 1
-                self._use(fault)
-                return fault, status
-        return None
+                self.remove(fault)
+        return FiredReply(self, fault, status)
 
     # -- the connection
 
-    def session_started(self, session: "ChargerSession", faults: Optional[List[Fault]] = None) -> None:
-        """A connection opened (or a fault was set): disconnect faults start counting or fire."""
-        for fault in faults if faults is not None else list(self.faults):
-            if fault.kind == "offline" and fault.applies_to(session.charger_id):
-                self.cut(session, fault, 1001, "the central system went away for %g s" % (fault.seconds or 0))
-            elif fault.kind == "pings" and fault.applies_to(session.charger_id):
-                answer_pings(session.websocket, False)
-                self.fired(session, session.charger_id, fault, "its pings go unanswered")
-            elif fault.kind == "disconnect" and fault.applies_to(session.charger_id):
-                if fault.after is not None:
-                    session.fault_frames[id(fault)] = 0
-                elif fault.seconds is not None:
-                    asyncio.get_running_loop().call_later(
-                        fault.seconds, lambda fault=fault: fault in self.faults and not session.closed and
-                        self.disconnect(session, fault))
-                else:
-                    self.disconnect(session, fault)
+    def session_started(self, session: "ChargerSession") -> None:
+        """A connection opened: faults of the connection start counting or fire."""
+        for fault in list(self.connection_faults):
+            if fault.applies_to(session.charger_id):
+                fault.session_started(self, session)
 
     def frame_in(self, session: "ChargerSession") -> None:
-        """A frame from the charger: a disconnect after N frames counts it."""
-        for fault in list(self.faults):
-            counted = session.fault_frames
-            if fault.kind == "disconnect" and id(fault) in counted:
-                counted[id(fault)] += 1
-                if counted[id(fault)] >= (fault.after or 0):
-                    del counted[id(fault)]
-                    self.disconnect(session, fault)
+        """A frame from a charger with a disconnect after N frames in force: counted."""
+        counted = session.fault_frames
+        for fault in list(counted):
+            if fault not in self.faults:  # cleared since
+                del counted[fault]
+                continue
+            counted[fault] += 1
+            if counted[fault] >= (fault.after or 0):
+                del counted[fault]
+                self.disconnect(session, fault)
 
-    def disconnect(self, session: "ChargerSession", fault: Fault) -> None:
-        """A disconnect fault fires: one for a named charger is then done; one for every charger (after=,
-        in=) stays for the others, and for those that connect later, until cleared."""
-        if fault.target is not None and fault in self.faults:
-            self.faults.remove(fault)
-        self.cut(session, fault, fault.code, "connection closed with code %d" % fault.code
-                 if fault.code not in CUT_CLOSE_CODES else "connection cut without a close frame (%d)" % fault.code)
+    def disconnect(self, session: "ChargerSession", fault: DisconnectFault) -> None:
+        """A disconnect fault fires: one for a named charger is then done; one for every charger
+        (after=, in=) stays for the others, and for those that connect later, until cleared."""
+        if fault.target is not None:
+            self.remove(fault)
+        if fault.code in CUT_CLOSE_CODES:
+            effect = "connection cut without a close frame (%d)" % fault.code
+        else:
+            effect = "connection closed with code %d" % fault.code
+        self.cut(session, fault, fault.code, effect)
 
     def cut(self, session: "ChargerSession", fault: Fault, code: int, effect: str) -> None:
         self.fired(session, session.charger_id, fault, effect)
         if code in CUT_CLOSE_CODES:
             session.websocket.transport.abort()
         else:
-            asyncio.ensure_future(close_within(session.websocket, code, "fault injected", CLOSE_TIMEOUT))
+            asyncio.ensure_future(close_within(session.websocket, code, "fault injected",
+                                               CLOSE_TIMEOUT))
 
     def upgrade_refusal(self, charger_id: str) -> Optional[Tuple[int, str]]:
-        """Offline and handshake faults: the HTTP status that refuses this upgrade (0: cut, no answer)."""
+        """Offline and handshake faults: the HTTP status that refuses this upgrade (0: cut, no
+        answer)."""
         now = time.monotonic()
-        for fault in list(self.faults):
-            if fault.kind not in ("offline", "handshake"):
+        for fault in list(self.connection_faults):
+            if not fault.refuses_upgrades:
                 continue
             if fault.until <= now:
-                self.faults.remove(fault)
+                self.remove(fault)
             elif fault.applies_to(charger_id):
-                status = 0 if fault.silent else fault.status
                 self.fired(None, charger_id, fault, "upgrade refused (%s)" % (
-                    "cut without an answer" if not status else "HTTP %d" % status))
-                return status, "fault injected: %s" % fault
+                    "cut without an answer" if not fault.status else "HTTP %d" % fault.status))
+                return fault.status, "fault injected: %s" % fault
         return None
 
 
@@ -4227,7 +4520,11 @@ class ScenarioRunner:
             self.out.console(command.text)
             return
         if command.word in ("fault", "faults"):
-            for text in run_fault_command(self.system, command):
+            try:
+                lines = run_fault_command(self.system, command)
+            except CommandError as exc:  # MAX_FAULTS in force already
+                raise StepFailed(str(exc)) from None
+            for text in lines:
                 self.out.console(text)
             return
         action = command.action or ""
@@ -5202,6 +5499,9 @@ class HttpApi:
         if not isinstance(body, dict) or not isinstance(body.get("faults"), list) or not all(
                 isinstance(text, str) for text in body["faults"]):
             raise HttpError(400, 'the body must be {"faults": ["<fault>", ...]}')
+        if len(body["faults"]) > MAX_FAULTS:
+            raise HttpError(400, "%d faults; at most %d may be in force" % (len(body["faults"]),
+                                                                           MAX_FAULTS))
         commands = self._fault_commands(body["faults"])  # every one checked before any is set
         self.system.faults.clear()
         return 200, {"faults": [line for command in commands for line in run_fault_command(self.system, command)]}
@@ -5211,7 +5511,11 @@ class HttpApi:
         body = await read_json_body(request)
         if not isinstance(body, dict) or not isinstance(body.get("fault"), str):
             raise HttpError(400, 'the body must be {"fault": "<fault>"}, e.g. {"fault": "Heartbeat drop"}')
-        return 200, {"faults": run_fault_command(self.system, self._fault_commands([body["fault"]])[0])}
+        command = self._fault_commands([body["fault"]])[0]
+        try:
+            return 200, {"faults": run_fault_command(self.system, command)}
+        except CommandError as exc:  # MAX_FAULTS in force already
+            raise HttpError(409, str(exc)) from None
 
     @staticmethod
     def _fault_commands(texts: List[str]) -> List[Command]:
@@ -6042,6 +6346,11 @@ class CentralSystem:
     def peek_reservation_id(self) -> int:
         return self.next_reservation_id
 
+    def note_request_id(self, request_id: Any) -> None:
+        """A CALL with a requestId went out: GetLog and SignedUpdateFirmware default to the next."""
+        if isinstance(request_id, int) and not isinstance(request_id, bool):
+            self.next_request_id = max(self.next_request_id, request_id + 1)
+
     def note_reservation(self, reservation_id: Any) -> None:
         """A ReserveNow went out: CancelReservation defaults to it, ReserveNow to the next id."""
         if isinstance(reservation_id, int) and not isinstance(reservation_id, bool):
@@ -6537,6 +6846,9 @@ def parse_settings(argv: Optional[List[str]] = None) -> Settings:
         parser.error(str(exc))
     if options.keyfile and not options.certfile:
         parser.error("--keyfile needs --certfile")
+    if len(options.faults) > MAX_FAULTS:
+        parser.error("--fault given %d times; at most %d faults may be in force"
+                     % (len(options.faults), MAX_FAULTS))
     for text in options.faults:
         try:
             fault_command(text)

@@ -1,0 +1,189 @@
+"""Fault injection under attack: held replies are bounded, faults in force are capped from every
+way in, and a frame's cost does not grow with the faults in force.
+
+Every test talks to a real server (in this process, its bounds lowered where the full size would
+be slow) over its websocket, its console and its HTTP port.  The full-size attacks (60,000
+pipelined Heartbeats under a delay fault, 40,000 faults in one PUT) are scripts/attack_faults.py.
+"""
+
+import time
+
+import pytest
+
+import ocpp_mock_server as mock
+from test_mock_server import (  # noqa: F401  (start_server is a fixture)
+    Charger,
+    InProcessServer,
+    charger_test,
+    http,
+    http_sync,
+    start_server,
+)
+
+HELD_LINE = r"replies are held back by delay faults, the most for one connection"
+
+
+def held_now(server, charger_id: str = "CP-1") -> tuple:
+    """The replies held back on a charger's connection now: (count, characters)."""
+    def read():
+        held = server.system.sessions[charger_id].held_replies
+        return (len(held.timers), held.characters) if held is not None else (0, 0)
+    return server.call_in_loop(read)
+
+
+# ------------------------------------------------------------ held replies
+
+
+@charger_test
+async def test_held_replies_are_bounded_and_the_calls_past_the_bound_answered_at_once(
+        start_server, monkeypatch):
+    monkeypatch.setattr(mock, "MAX_HELD_REPLIES", 50)
+    server = start_server("--no-boot-data", "--fault", "Heartbeat delay=1")
+    charger = await Charger.connect(server.url)
+    ids = ["h%d" % number for number in range(500)]
+    started = time.monotonic()
+    for message_id in ids:  # pipelined: no CALL waits for its reply
+        await charger.send_frame([2, message_id, "Heartbeat", {}])
+    at_once = [(await charger.receive()).message_id for _ in range(450)]
+    assert at_once == ids[50:]  # past the bound: answered at once, in order, without the delay
+    assert held_now(server)[0] == 50  # no more than the bound is held
+    late = [(await charger.receive()).message_id for _ in range(50)]
+    assert late == ids[:50] and time.monotonic() - started >= 1.0  # the held ones, once due
+    server.wait_for(HELD_LINE)
+    output = server.settled_output()
+    assert output.count("replies are held back") == 1, output  # one line for the burst
+    assert output.count("FAULT injected (fault Heartbeat delay=1): reply sent after 1 s") == 50
+    assert held_now(server) == (0, 0)
+    await charger.close()
+
+
+@charger_test
+async def test_held_replies_are_bounded_by_characters_and_dropped_with_the_connection(
+        start_server, monkeypatch):
+    monkeypatch.setattr(mock, "MAX_HELD_CHARACTERS", 20000)
+    server = start_server("--no-boot-data", "--fault", "Heartbeat delay=60")
+    charger = await Charger.connect(server.url)
+    ids = ["%02d" % number + "x" * 1000 for number in range(30)]  # long ids: large replies
+    for message_id in ids:
+        await charger.send_frame([2, message_id, "Heartbeat", {}])
+    answered = [reply.message_id for reply in await charger.replies_until(ids[-1])]
+    count, characters = held_now(server)
+    assert answered == ids[count:] and 15 <= count <= 20  # replies of ~1,100 characters are held
+    assert characters < 20000 + 1200  # at most one reply past the budget
+    server.wait_for(HELD_LINE)
+    session = server.call_in_loop(lambda: server.system.sessions["CP-1"])
+    await charger.close()
+    server.wait_for(r"CP-1 \*\* disconnected")
+    # Nothing held outlives its connection (a delay of up to an hour would keep it that long).
+    assert server.call_in_loop(lambda: (len(session.held_replies.timers),
+                                        session.held_replies.characters)) == (0, 0)
+
+
+# ------------------------------------------------------------ the cap on faults in force
+
+
+def test_faults_in_force_are_capped_from_the_api_and_the_console(start_server, monkeypatch):
+    monkeypatch.setattr(mock, "MAX_FAULTS", 5)
+    server = start_server()
+    too_many = http_sync(server, "PUT", "/api/faults", {"faults": ["Heartbeat drop"] * 6})
+    assert too_many.status == 400 and "at most 5" in too_many.json["error"], too_many
+    assert http_sync(server, "GET", "/api/faults").json == {"faults": []}  # all or nothing
+    five = ["Heartbeat drop", "Authorize status=Blocked", "@CP-2 disconnect after=3",
+            "offline 5", "pings"]
+    assert http_sync(server, "PUT", "/api/faults", {"faults": five}).status == 200
+    full = http_sync(server, "POST", "/api/faults", {"fault": "MeterValues drop"})
+    assert full.status == 409
+    assert "5 faults are in force, the most there may be" in full.json["error"]
+    server.type("fault MeterValues drop")
+    server.wait_for(r">> fault: 5 faults are in force, the most there may be \(fault clear some")
+    server.type("fault clear Heartbeat")
+    server.wait_for(r">> 1 fault\(s\) cleared")
+    server.type("fault MeterValues drop")
+    server.wait_for(r">> in force: fault MeterValues drop")
+    assert len(http_sync(server, "GET", "/api/faults").json["faults"]) == 5
+
+
+def test_faults_in_force_are_capped_on_the_command_line(monkeypatch, capsys):
+    monkeypatch.setattr(mock, "MAX_FAULTS", 5)
+    with pytest.raises(SystemExit) as refused:
+        mock.parse_settings(["--fault=Heartbeat drop"] * 6)
+    assert refused.value.code == 2
+    error = capsys.readouterr().err
+    assert "--fault given 6 times; at most 5 faults may be in force" in error
+    assert len(mock.parse_settings(["--fault=Heartbeat drop"] * 5).faults) == 5
+
+
+@charger_test
+async def test_a_script_step_over_the_cap_fails_the_run_with_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(mock, "MAX_FAULTS", 2)
+    script = tmp_path / "faults.txt"
+    script.write_text("charger\nfault Heartbeat drop\nfault Authorize drop\n"
+                      "fault MeterValues drop\n")
+    server = InProcessServer("--no-boot-data", "--script", str(script))
+    try:
+        charger = await Charger.connect(server.url)
+        server.wait_for(r"faults\.txt:4 FAILED fault MeterValues drop: "
+                        r"fault: 2 faults are in force")
+        server.wait_for(r"scenario .*: FAIL at line 4")
+        await charger.close()
+    finally:
+        assert server.stop() == 1
+    assert "Traceback" not in server.output()
+
+
+# ------------------------------------------------------------ a frame does not scan them
+
+
+@charger_test
+async def test_a_frame_does_not_scan_the_faults_in_force(start_server, monkeypatch):
+    """Every attribute read on a fault counts: a CALL from a charger no fault is for reads
+    none, however many faults are in force for other chargers and actions."""
+    server = start_server("--no-boot-data")
+    charger = await Charger.connect(server.url)
+    reads = [0]
+
+    def counted(fault, name):
+        reads[0] += 1
+        return object.__getattribute__(fault, name)
+
+    async def reads_for(frames: int) -> int:
+        monkeypatch.setattr(mock.Fault, "__getattribute__", counted)
+        reads[0] = 0
+        for number in range(frames):
+            assert (await charger.call("Heartbeat", {}, message_id="hb%d" % number)).type_id == 3
+        monkeypatch.undo()
+        return reads[0]
+
+    one = ["@CP-2 Heartbeat drop"]
+    assert (await http(server, "PUT", "/api/faults", {"faults": one})).status == 200
+    with_one = await reads_for(100)
+    many = (["@CP-X%d Heartbeat drop" % number for number in range(400)]  # same action, others
+            + ["@CP-Y%d disconnect after=5" % number for number in range(300)]
+            + ["@CP-Z%d handshake 503 for=60" % number for number in range(100)]
+            + ["%s status=Rejected" % action for action in ("Authorize", "DataTransfer")] * 100)
+    assert len(many) == mock.MAX_FAULTS
+    assert (await http(server, "PUT", "/api/faults", {"faults": many})).status == 200
+    with_many = await reads_for(100)
+    assert with_many <= with_one + 100, (with_one, with_many)  # not one read per fault per frame
+    await charger.close()
+
+
+@charger_test
+async def test_the_first_fault_set_for_a_charger_fires_first_whoever_it_names(start_server):
+    server = start_server("--no-boot-data")
+    one, two = await Charger.connect(server.url, "CP-1"), await Charger.connect(server.url, "CP-2")
+    server.type("fault Authorize status=Blocked times=2")
+    server.wait_for(r">> in force: fault Authorize status=Blocked")
+    server.type("@CP-1 fault Authorize status=Invalid times=1")
+    server.wait_for(r">> in force: @CP-1 fault Authorize status=Invalid")
+
+    async def status(charger):
+        return (await charger.call("Authorize", {"idTag": "T"})).payload["idTagInfo"]["status"]
+    assert await status(one) == "Blocked"  # set first, for every charger
+    assert await status(two) == "Blocked"  # its last use
+    assert await status(one) == "Invalid"  # then CP-1's own
+    assert [await status(one), await status(two)] == ["Accepted", "Accepted"]
+    server.type("faults")
+    server.wait_for(r">> no faults in force")
+    await one.close()
+    await two.close()
