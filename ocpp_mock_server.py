@@ -79,6 +79,10 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 60003
 SUBPROTOCOL = "ocpp1.6"
 MAX_MESSAGE_ID_LENGTH = 36  # OCPP-J 1.6 section 4.1.4
+MAX_ERROR_DESCRIPTION = 255  # characters of a CALLERROR's errorDescription (OCPP-J 2.0.1's limit)
+# No answer to a charger's frame is larger than this many bytes or the frame
+# itself, whichever is more: what a charger sends is never amplified.
+MIN_REPLY_LIMIT = 1024
 DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024
 FLEXICHARGE_VENDOR_ID = "com.flexicharge"
 # One charger may keep the event loop this long (seconds) before the other
@@ -267,10 +271,7 @@ def _parse_message(message: Any) -> Frame:
     if len(message) < 2:
         raise FrameError("message type %d without a message id" % kind)
     raw_id = message[1]
-    readable_id = raw_id if isinstance(raw_id, str) else (
-        str(raw_id) if isinstance(raw_id, int) and not isinstance(raw_id, bool) and abs(raw_id) < 10 ** 36
-        else None)
-    answerable_id = readable_id if kind == CALL else None
+    answerable_id = _id_text(raw_id) if kind == CALL else None
     if not isinstance(raw_id, str):
         raise FrameError("message id must be a string, got %s" % _json_type(raw_id),
                          FORMATION_VIOLATION, answerable_id)
@@ -278,6 +279,23 @@ def _parse_message(message: Any) -> Frame:
     if kind == CALL:
         return _parse_call(message, raw_id)
     return _parse_reply(message, kind, raw_id)
+
+
+def _id_text(raw_id: Any) -> Optional[str]:
+    """The message id of a CALL as text to answer it with: a string as it is, any JSON number
+    (integer, fraction, exponent, however long) as Python writes it; None for other JSON.
+
+    A number is answered with a FormationViolation like any other non-string
+    id, as long as the answer fits the reply cap (ChargerSession.answer).
+    """
+    if isinstance(raw_id, str):
+        return raw_id
+    if isinstance(raw_id, (int, float)) and not isinstance(raw_id, bool):
+        try:
+            return repr(raw_id)
+        except ValueError:  # an integer over Python's digit limit for text (3.11 and later)
+            return None
+    return None
 
 
 def _parse_call(message: list, raw_id: str) -> Frame:
@@ -357,12 +375,23 @@ def encodable(text: str) -> str:
     return _LONE_SURROGATE.sub(lambda match: "\\u%04x" % ord(match.group()), text)
 
 
-# Control characters (C0, DEL, C1), bidirectional and line controls, and lone
+# Control characters (C0, DEL, C1), the invisible ones below and lone
 # surrogates never reach the terminal raw: a charger must not be able to
 # repaint or forge the operator's screen, nor make a line unwritable.
+# The Bidi_Control set, every format character (Cf) but the emoji joiner
+# U+200D, and the line and paragraph separators, from one Unicode version
+# on every Python (unicodedata would follow each Python's own).
+_INVISIBLE_RANGES = (  # Unicode 15.1.0: scripts/invisible_characters.py
+    (0x00AD, 0x00AD), (0x0600, 0x0605), (0x061C, 0x061C), (0x06DD, 0x06DD), (0x070F, 0x070F),
+    (0x0890, 0x0891), (0x08E2, 0x08E2), (0x180E, 0x180E), (0x200B, 0x200C), (0x200E, 0x200F),
+    (0x2028, 0x202E), (0x2060, 0x2064), (0x2066, 0x206F), (0xFEFF, 0xFEFF), (0xFFF9, 0xFFFB),
+    (0x110BD, 0x110BD), (0x110CD, 0x110CD), (0x13430, 0x1343F), (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A), (0xE0001, 0xE0001), (0xE0020, 0xE007F),
+)
 _TERMINAL_ESCAPES = {code: "\\x%02x" % code for code in itertools.chain(range(0x20), range(0x7F, 0xA0))}
-_TERMINAL_ESCAPES.update({code: "\\u%04x" % code for code in itertools.chain(
-    range(0x200E, 0x2010), range(0x2028, 0x202F), range(0x2066, 0x206A), range(0xD800, 0xE000), (0xFEFF,))})
+_TERMINAL_ESCAPES.update({code: ("\\u%04x" if code <= 0xFFFF else "\\U%08x") % code
+                          for code in itertools.chain(range(0xD800, 0xE000), *(
+                              range(first, last + 1) for first, last in _INVISIBLE_RANGES))})
 # For plain text a literal backslash is doubled too, so that a charger's own
 # "\\x1b" (four characters) never looks like an escape the server made.
 _PLAIN_ESCAPES = dict(_TERMINAL_ESCAPES)
@@ -404,6 +433,10 @@ def printable_json(text: str, limit: int = MAX_SHOWN) -> str:
 _json_string = json.encoder.encode_basestring
 
 
+def _utf8_size(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
 def build_call(message_id: str, action: str, payload_json: str) -> str:
     """CALL text; ``payload_json`` is the payload already serialized with dump_json."""
     return "[2,%s,%s,%s]" % (_json_string(message_id), _json_string(action), payload_json)
@@ -418,6 +451,9 @@ def build_call_result(message_id: str, payload_json: str, action: Optional[str] 
 
 def build_call_error(message_id: str, code: str, description: str,
                      details: Optional[dict] = None) -> str:
+    """CALLERROR text; ``description`` cut to MAX_ERROR_DESCRIPTION characters."""
+    if len(description) > MAX_ERROR_DESCRIPTION:
+        description = description[:MAX_ERROR_DESCRIPTION - 3] + "..."
     return dump_json([CALLERROR, message_id, code, description, details or {}])
 
 
@@ -435,7 +471,10 @@ def call_payload_text(text: str, frame: Frame) -> str:
         rest = text[len(prefix):].rstrip()
         if rest.endswith("]"):
             return rest[:-1].rstrip()
-    return dump_json(frame.payload)
+    try:
+        return dump_json(frame.payload)
+    except (ValueError, RecursionError):  # nested too deeply to write again: the frame as it came
+        return text
 
 
 def utc_now() -> datetime.datetime:
@@ -2203,9 +2242,11 @@ class ChargerSession:
         if exc.message_id is None or exc.code is None:
             self.log("warn", "%s; frame ignored" % exc.description)
             return None
+        reply = build_call_error(exc.message_id, exc.code, exc.description)
+        if self.over_reply_limit(reply, "CALLERROR"):
+            return None
         self.log("warn", "%s; answered %s" % (exc.description, exc.code))
-        return self.answer(build_call_error(exc.message_id, exc.code, exc.description),
-                           "CALLERROR", exc.code + " " + exc.description)
+        return self.publish_out(reply, "CALLERROR", exc.code + " " + exc.description)
 
     def on_call(self, frame: Frame, text: str) -> Optional[str]:
         """The answer to a charger's CALL: its handler's reply, or a CALLERROR."""
@@ -2305,8 +2346,8 @@ class ChargerSession:
         if action in SERVER_REQUESTS:
             raise CallRefused(NOT_SUPPORTED, "%s is sent by the central system, not by a charger" % action)
         close = difflib.get_close_matches(action[:100], CHARGER_ACTION_HANDLERS, n=1)
-        raise CallRefused(NOT_IMPLEMENTED, "unknown action %s%s" % (action, " (did you mean %s?)" % close[0]
-                                                                   if close else ""))
+        raise CallRefused(NOT_IMPLEMENTED, "unknown action %s%s" % (
+            printable(action, 60), " (did you mean %s?)" % close[0] if close else ""))
 
     def _check_payload(self, action: str, payload: dict) -> None:
         """Lint a CALL's payload: CallRefused in --strict, else one warning per problem."""
@@ -2314,14 +2355,36 @@ class ChargerSession:
         if problems and self.strict:
             first = problems[0]
             self.system.count_spec_warning(self.state)
-            raise CallRefused(first.code, "%s: %s" % (action, first), {"field": first.path[:200]})
+            raise CallRefused(first.code, "%s: %s" % (action, first))
         if problems:
             self.warn_once.spec_problems(action, problems)
 
-    def answer(self, text: str, label: str, shown: Any) -> str:
-        """Publish a frame for the charger; the caller sends the ``text`` it returns.
+    def answer(self, text: str, label: str, shown: Any) -> Optional[str]:
+        """The answer to the frame being handled, published; the caller sends what it returns.
 
-        Every frame the server sends passes here, made encodable first.
+        None, and a line, when the answer would be larger than the frame or
+        MIN_REPLY_LIMIT bytes, whichever is more (a message id thousands of
+        characters long): what a charger sends is never amplified.
+        """
+        if self.over_reply_limit(text, label):
+            return None
+        return self.publish_out(text, label, shown)
+
+    def over_reply_limit(self, text: str, label: str) -> bool:
+        """True, and a line, when ``text`` may not answer the frame being handled (see answer)."""
+        if len(text) <= MIN_REPLY_LIMIT or len(text) < len(self._incoming[0]):  # nearly always
+            return False
+        size, frame_size = _utf8_size(encodable(text)), _utf8_size(self._incoming[0])
+        if size <= max(MIN_REPLY_LIMIT, frame_size):
+            return False
+        self.log("warn", "%s not sent: its %d bytes would answer a frame of %d bytes (answers are at "
+                 "most the frame or %d bytes)" % (label, size, frame_size, MIN_REPLY_LIMIT))
+        return True
+
+    def publish_out(self, text: str, label: str, shown: Any) -> str:
+        """Publish a frame for the charger, made encodable; the caller sends the ``text`` it returns.
+
+        Every frame the server sends passes here.
         """
         if not text.isascii():
             text = encodable(text)
@@ -2342,7 +2405,7 @@ class ChargerSession:
 
     async def send_text(self, text: str, label: str, shown: Any) -> None:
         """Send one frame to the charger, published first."""
-        await self.websocket.send(self.answer(text, label, shown))
+        await self.websocket.send(self.publish_out(text, label, shown))
 
     def after_reply(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once the reply to the current CALL has been sent."""
@@ -5622,25 +5685,30 @@ PAGE_HEADERS = (
 
 MIN_WEBSOCKETS = (10, 3)
 
-try:
-    from websockets.asyncio.server import serve as _websockets_serve
-    _ASYNCIO_API = True
-except ImportError:  # websockets < 13
-    from websockets.legacy.server import serve as _websockets_serve  # type: ignore
-    from websockets.legacy.server import WebSocketServerProtocol as _LegacyServerProtocol  # type: ignore
-    _ASYNCIO_API = False
-from websockets.frames import Opcode as _Opcode  # noqa: E402 (after the API is chosen)
-_PONG = _Opcode.PONG
-
 
 def websockets_too_old() -> Optional[str]:
     """Why the installed websockets cannot serve (older than 10.3), or None."""
-    numbers = re.findall(r"\d+", websockets.__version__)[:2]
+    numbers = re.findall(r"\d+", str(getattr(websockets, "__version__", "0")))[:2]
     version = tuple(int(number) for number in numbers)
     if version >= MIN_WEBSOCKETS:
         return None
     return ("websockets %s is installed; this server needs websockets %s or newer: pip install -U websockets"
-            % (websockets.__version__, ".".join(map(str, MIN_WEBSOCKETS))))
+            % (getattr(websockets, "__version__", "(unknown version)"), ".".join(map(str, MIN_WEBSOCKETS))))
+
+
+# The version is checked before any import that needs a newer release
+# (websockets 8.1, Debian 11's, has no websockets.legacy): main() then says
+# so in one line.
+_ASYNCIO_API = False
+if websockets_too_old() is None:
+    try:
+        from websockets.asyncio.server import serve as _websockets_serve
+        _ASYNCIO_API = True
+    except ImportError:  # websockets < 13
+        from websockets.legacy.server import serve as _websockets_serve  # type: ignore
+        from websockets.legacy.server import WebSocketServerProtocol as _LegacyServerProtocol  # type: ignore
+    from websockets.frames import Opcode as _Opcode
+    _PONG = _Opcode.PONG
 
 
 def request_path(websocket: Any) -> str:
