@@ -114,3 +114,30 @@ def test_without_websockets_the_demo_charger_says_how_to_install():
     assert result.stderr.splitlines() == [
         "demo_charger needs the websockets package: activate the server's venv in this terminal too "
         "(. .venv/bin/activate), or pip install websockets"]
+
+
+def test_the_pytest_example_waits_for_a_station_on_the_network(tmp_path):
+    """docs/api.md's variant for a charger on a board: the mock on every address with a token, the
+    test waiting for the station (here the demo charger, started on its own as a board would be)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    example = DEMO_CHARGER.parent / "test_charger_via_api.py"
+    env = dict(__import__("os").environ, CHARGER_ON_NETWORK="CP-BOARD", OCPP_MOCK_PORT=str(port))
+    test_run = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-s", "-o", "addopts=", "-p", "no:xdist",
+                                 "-p", "no:cacheprovider", "--rootdir", str(tmp_path), str(example)],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                                cwd=str(tmp_path))
+    board = subprocess.Popen([sys.executable, str(DEMO_CHARGER), "ws://127.0.0.1:%d/CP-BOARD" % port,
+                              "--meter-interval", "0.2", "--connect-timeout", "60"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        output = test_run.communicate(timeout=90)[0]
+    finally:
+        board.terminate()
+        board_output = board.communicate(timeout=TIMEOUT)[0]
+    assert test_run.returncode == 0, output + board_output
+    assert "1 passed" in output and "point the station at ws://" in output
+    assert "transaction 1 stopped" in board_output
