@@ -6715,7 +6715,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        out.close()
+        try:
+            out.close()
+        except KeyboardInterrupt:  # a second Ctrl-C while the last lines are written: stop writing
+            pass
         terminal.restore()  # readline may have left it mid-line: quit, Ctrl-C, SIGTERM and a crash alike
 
 
