@@ -1692,6 +1692,7 @@ class ChargerState:
 
 
 LaterMade = tuple[dict, Optional[Callable[[], None]]]  # a LaterReply's reply, and what follows it
+_LATER_REPLIES: "set[asyncio.Future]" = set()  # the LaterReply tasks in flight
 
 
 class LaterReply:
@@ -1707,7 +1708,9 @@ class LaterReply:
     def start(self, session: "ChargerSession", frame: "Frame", label: str, injected: Any) -> None:
         """Answer ``frame`` once the reply is made, as ChargerSession.on_call would have."""
         session.reply_withheld = True
-        asyncio.ensure_future(self._answer(session, frame, label, injected))
+        task = asyncio.ensure_future(self._answer(session, frame, label, injected))
+        _LATER_REPLIES.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(_LATER_REPLIES.discard)
 
     async def _answer(self, session: "ChargerSession", frame: "Frame", label: str, injected: Any
                       ) -> None:
