@@ -43,13 +43,13 @@ MISBEHAVIOURS = ("skip-boot-wait", "meter-backwards", "bad-transition", "fast-he
 DIAGNOSTICS_FILE = "demo-diagnostics.log"
 LOG_FILE = "demo-security.log"
 # The certificate signing request it sends for ExtendedTriggerMessage SignChargePointCertificate
-# (a fixture: a real charger makes its key and CSR itself).
+# (a fixture for its default id, CP-1: a real charger makes its key and CSR itself, for its own id).
 DEMO_CSR = """-----BEGIN CERTIFICATE REQUEST-----
-MIHkMIGLAgEAMCkxEDAOBgNVBAMMB0NQLURFTU8xFTATBgNVBAoMDERlbW8gQ2hh
-cmdlcjBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABHaqQHUPvXrAo1p8j6+xH6rK
-Dd5/6pphpJ90motI6q8f7sox+WlXLH/8N1G5ldP+G6Y7x4y1YGWbaYJxvT3vOa2g
-ADAKBggqhkjOPQQDAgNIADBFAiBcMUTRIoL3Y0/ax3bXAUWE3DRr1tyUb7zaudUi
-uLrkfAIhAJaQbae3y5JkgPanhNZgt5uFnUNb6Vp5mrmpdnXCC17I
+MIHgMIGIAgEAMCYxDTALBgNVBAMMBENQLTExFTATBgNVBAoMDERlbW8gQ2hhcmdl
+cjBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABMQk3KMLksTBQcZSCglHfFLCxB/C
+Zhlf9OP34Yb9ya/cC50remBL4waL9JCf/vI3PMUpQD5Cd1A1MgXHxW2jLWGgADAK
+BggqhkjOPQQDAgNHADBEAiAzZUCTqUDpdiLhNGu2ZKM+x+UjX9hAP7XoACb2ZEHB
+6wIga5RaTQCV7pmNyio8e4Y+Da/pij6r/lIv15uVFC+JuI0=
 -----END CERTIFICATE REQUEST-----
 """
 FLEXICHARGE_MESSAGE_ID = "0jdsEnnyo2kpCP8FLfHlNpbvQXosR5ZNlh8v"  # it reuses this id for every CALL
