@@ -63,13 +63,13 @@ async def test_held_replies_are_bounded_by_characters_and_dropped_with_the_conne
     monkeypatch.setattr(mock, "MAX_HELD_CHARACTERS", 20000)
     server = start_server("--no-boot-data", "--fault", "Heartbeat delay=60")
     charger = await Charger.connect(server.url)
-    ids = ["%02d" % number + "x" * 1000 for number in range(30)]  # long ids: large replies
+    ids = ["%02d" % number + "x" * 600 for number in range(60)]  # long ids: replies of ~700
     for message_id in ids:
         await charger.send_frame([2, message_id, "Heartbeat", {}])
     answered = [reply.message_id for reply in await charger.replies_until(ids[-1])]
     count, characters = held_now(server)
-    assert answered == ids[count:] and 15 <= count <= 20  # replies of ~1,100 characters are held
-    assert characters < 20000 + 1200  # at most one reply past the budget
+    assert answered == ids[count:] and 25 <= count <= 32  # 20,000 characters' worth are held
+    assert characters < 20000 + 800  # at most one reply past the budget
     server.wait_for(HELD_LINE)
     session = server.call_in_loop(lambda: server.system.sessions["CP-1"])
     await charger.close()
