@@ -3679,10 +3679,12 @@ class HeldReplies:
         """A CALL ``fault`` would delay is answered at once: said once per burst."""
         self.let_by += 1
         if self.let_by == 1:
-            self.session.log("warn", "%d replies are held back by delay faults, the most for one "
-                             "connection (%d, or %d characters): CALLs that %s would delay are "
-                             "answered at once until those have gone out" % (
-                                 len(self.timers), MAX_HELD_REPLIES, MAX_HELD_CHARACTERS, fault))
+            self.session.log("warn", "%d replies (%d characters) are held back by delay faults, "
+                             "the most one connection may have (%d replies or %d characters): "
+                             "CALLs that %s would delay are answered at once, without the delay, "
+                             "until those have gone out" % (
+                                 len(self.timers), self.characters, MAX_HELD_REPLIES,
+                                 MAX_HELD_CHARACTERS, fault))
 
     def hold(self, delay: float, text: str, label: str, shown: str, copies: int) -> None:
         """Send ``text`` (``copies`` times) ``delay`` seconds from now, unless the charger is

@@ -122,7 +122,7 @@ async def delay_fault_attack(*args: str) -> bool:
             await asyncio.wait_for(reader, LIMIT)
             elapsed = time.monotonic() - started
             after = server.rss_mb()
-        lines = server.output().count("replies are held back by delay faults")
+        lines = server.output().count("are held back by delay faults")
     finally:
         server.stop()
     grew = after - before
