@@ -4271,7 +4271,7 @@ EVENT_RESUME_SECONDS = 60.0  # every event is kept this long after the last stre
 DEFAULT_MAX_UPLOAD = 50 * 1024 * 1024
 DEFAULT_FILES_QUOTA = 500 * 1024 * 1024
 UPLOAD_CHUNK = 64 * 1024
-HTTP_LINGER_SECONDS = 2.0  # after a refused request body: how long the rest of it is read and dropped
+HTTP_LINGER_SECONDS = 2.0  # after a refused request body: how long what follows is read and dropped
 HTTP_LINGER_BYTES = 4 << 20  # and at most how many bytes of it
 
 
@@ -4532,9 +4532,10 @@ async def read_body_bytes(reader: asyncio.StreamReader, count: int) -> bytes:
         raise HttpError(408, "the body stalled for %g s" % HTTP_BODY_TIMEOUT) from None
 
 
-async def body_chunks(request: HttpRequest, limit: int, writer: Optional[asyncio.StreamWriter] = None,
+async def body_chunks(request: HttpRequest, limit: int,
+                      writer: Optional[asyncio.StreamWriter] = None,
                       reserve: Optional[Callable[[int], None]] = None) -> "AsyncIterator[bytes]":
-    """The request body in pieces, by Content-Length or chunked; HttpError 413 once it passes ``limit``.
+    """The request body in pieces, by Content-Length or chunked; HttpError 413 past ``limit``.
 
     ``reserve`` is given each count of bytes before they are read (a
     Content-Length all at once, a chunked body chunk by chunk) and refuses
@@ -4775,8 +4776,8 @@ class QuotaHold:
         store = self.store
         if store.stored + store.reserved + count > store.quota:
             raise HttpError(507, "the files folder is at its quota (--files-quota %d bytes: %d "
-                            "stored, %d held by uploads arriving)"
-                            % (store.quota, store.stored, store.reserved))
+                            "stored, %d held by uploads arriving, %d more asked)"
+                            % (store.quota, store.stored, store.reserved, count))
         store.reserved += count
         self.held += count
 
@@ -4829,9 +4830,10 @@ class FileStore:
         if owner is not None:
             return owner != name
         try:
-            return any(entry.lower() == name.lower() and entry != name for entry in os.listdir(self.root))
+            entries = os.listdir(self.root)
         except OSError:
             return False
+        return any(entry.lower() == name.lower() and entry != name for entry in entries)
 
     def _remember(self, charger_id: str, folder: str) -> str:
         if len(self._folders) < CHARGER_FOLDERS_REMEMBERED:
@@ -4839,9 +4841,17 @@ class FileStore:
             self._owners[folder.lower()] = charger_id
         return folder
 
-    def charger_of_folder(self, folder: str) -> Optional[str]:
-        """The charge point id whose folder this is, if the run gave it one."""
-        return self._owners.get(folder.lower())
+    def charger_of_file(self, segments: List[str], known: "Dict[str, Any]") -> Optional[str]:
+        """The charge point a file belongs to: the one whose folder is its first segment, if the
+        run gave that folder to one, or if it is the own folder of a ``known`` id."""
+        if len(segments) < 2:
+            return None
+        owner = self._owners.get(segments[0].lower())
+        if owner is not None:
+            return owner if self._folders.get(owner) == segments[0] else None
+        if segments[0] in known and self.charger_folder(segments[0]) == segments[0]:
+            return segments[0]
+        return None
 
     def path(self, segments: List[str]) -> str:
         """The file path of a name given as segments; HttpError 400 for a name outside the folder."""
@@ -4868,7 +4878,8 @@ class FileStore:
                     folder, self.root).replace(os.sep, "/")))
         if segments[-1] and os.path.isdir(path):
             raise HttpError(409, "%s is a folder: upload to a file in it (or to %s/, which keeps "
-                            "the sender's file name)" % (_show("/".join(segments)), "/".join(segments)))
+                            "the sender's file name)"
+                            % (_show("/".join(segments)), "/".join(segments)))
         return path
 
     def used(self) -> int:
@@ -4938,8 +4949,8 @@ class FileStore:
         return await parts.__anext__(), parts  # first the file part's own name, then its bytes
 
     async def _write(self, body: "AsyncIterator[bytes]", target: str) -> int:
-        """Stream ``body`` to a part file, then move it to ``target`` (its folders made only now, so a
-        refused upload leaves none); its size.  A file system refusal is an HttpError."""
+        """Stream ``body`` to a part file, then move it to ``target`` (its folders made only now,
+        so a refused upload leaves none); its size.  A file system refusal is an HttpError."""
         part = os.path.join(self.root, "%s%s.part" % (PART_FILE_PREFIX, uuid.uuid4().hex))
         loop = asyncio.get_running_loop()
         size = 0
@@ -5019,7 +5030,7 @@ class MultipartScanner:
         return parse_media_type(disposition)[1].get("filename")
 
     async def file_bytes(self) -> "AsyncIterator[bytes]":
-        """The current part's bytes, up to the next delimiter; the rest of the body is read and dropped."""
+        """The current part's bytes, up to the next delimiter; the rest of the body is dropped."""
         keep = len(self.delimiter) - 1
         while True:
             index = self.buffer.find(self.delimiter)
@@ -5037,7 +5048,7 @@ class MultipartScanner:
 
 
 async def multipart_file(chunks: "AsyncIterator[bytes]", boundary: bytes) -> "AsyncIterator[Any]":
-    """The first file of a multipart/form-data body, streamed: first its filename, then its bytes."""
+    """The first file of a multipart/form-data body, streamed: its filename, then its bytes."""
     scanner = MultipartScanner(chunks, boundary)
     filename = await scanner.next_part()
     while filename is None:
@@ -5048,9 +5059,9 @@ async def multipart_file(chunks: "AsyncIterator[bytes]", boundary: bytes) -> "As
 
 
 def file_location(system: "CentralSystem", session: Optional["ChargerSession"], name: str = "") -> Optional[str]:
-    """The URL of the file server a charger fetches or uploads ``name`` at, under /files/<its folder>/
-    (FileStore.charger_folder); None when the HTTP port is off.  Its address is one the charger can
-    reach."""
+    """The URL of the file server a charger fetches or uploads ``name`` at, under
+    /files/<its folder>/ (FileStore.charger_folder); None when the HTTP port is off.  Its address
+    is one the charger can reach."""
     api = system.http
     if api is None or api.port is None:
         return None
@@ -5494,12 +5505,7 @@ class HttpApi:
 
     def _charger_of(self, segments: List[str]) -> Optional[str]:
         """The charge point a file belongs to: the one whose folder is its first, if any."""
-        if len(segments) < 2:
-            return None
-        owner = self.files.charger_of_folder(segments[0])
-        if owner is None and segments[0] in self.system.states:
-            owner = segments[0] if self.files.charger_folder(segments[0]) == segments[0] else None
-        return owner
+        return self.files.charger_of_file(segments, self.system.states)
 
 
 # ------------------------------------------------------------- The web page
@@ -6652,7 +6658,8 @@ def keep_or_remove(folder: str, out: Output) -> None:
     with it), else kept and named with how many files it holds."""
     count = sum(len(names) for _, _, names in os.walk(folder))
     if count:
-        out.console("%d uploaded file%s kept in %s" % (count, " is" if count == 1 else "s are", folder))
+        out.console("%d uploaded file%s kept in %s"
+                    % (count, " is" if count == 1 else "s are", folder))
         return
     shutil.rmtree(folder, ignore_errors=True)
 
