@@ -4826,6 +4826,8 @@ class FileStore:
         return self._remember(charger_id, folder)
 
     def _case_taken(self, name: str) -> bool:
+        """Whether ``name`` cannot be its id's folder: another id has it in another case, or the
+        files folder holds it as a file or in another case."""
         owner = self._owners.get(name.lower())
         if owner is not None:
             return owner != name
@@ -4833,6 +4835,8 @@ class FileStore:
             entries = os.listdir(self.root)
         except OSError:
             return False
+        if name in entries and not os.path.isdir(os.path.join(self.root, name)):
+            return True
         return any(entry.lower() == name.lower() and entry != name for entry in entries)
 
     def _remember(self, charger_id: str, folder: str) -> str:

@@ -93,13 +93,17 @@ async def test_a_safe_id_keeps_its_name_and_case_twins_never_share_a_folder(star
 
 
 @charger_test
-async def test_a_folder_already_there_in_another_case_is_not_shared(start_server, tmp_path):
+async def test_a_name_already_taken_in_the_files_folder_is_not_shared(start_server, tmp_path):
     (tmp_path / "cp-9").mkdir()  # a case-insensitive file system would make CP-9 this folder
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
     server = start_server("--files-dir", str(tmp_path))
-    charger = await connected(server, "CP-9")
-    location = (await sent_default(server, charger, "CP-9", "GetDiagnostics"))["location"]
-    assert path_of(location).startswith("/files/CP-9~")
-    await charger.close()
+    for charger_id in ("CP-9", "notes.txt"):
+        charger = await connected(server, charger_id)
+        location = (await sent_default(server, charger, charger_id, "GetDiagnostics"))["location"]
+        assert path_of(location).startswith(f"/files/{charger_id}~"), location
+        stored = await http(server, "PUT", path_of(location) + "d.txt", data=b"diag")
+        assert stored.status == 201, stored
+        await charger.close()
 
 
 async def parallel_uploads(server, count: int, size: int):
