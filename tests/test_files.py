@@ -71,6 +71,22 @@ async def test_every_charger_id_gets_a_folder_its_upload_reaches(start_server, t
 
 
 @charger_test
+async def test_get_diagnostics_typed_bare_names_a_url_a_mac_address_id_can_upload_to(start_server,
+                                                                                   tmp_path):
+    server = start_server("--files-dir", str(tmp_path))
+    charger = await connected(server, "00:1A:2B:3C:4D:5E")
+    server.type("GetDiagnostics")
+    call = await charger.expect_call("GetDiagnostics")
+    await charger.answer(call, {"fileName": "diag.zip"})
+    location = call.payload["location"]
+    assert path_of(location).startswith("/files/00_1A_2B_3C_4D_5E~"), location
+    assert (await http(server, "POST", path_of(location), data=b"zip", headers={
+        "Content-Disposition": 'attachment; filename="diag.zip"'})).status == 201
+    assert [path.name for path in tmp_path.rglob("diag.zip")] == ["diag.zip"]
+    await charger.close()
+
+
+@charger_test
 async def test_a_safe_id_keeps_its_name_and_case_twins_never_share_a_folder(start_server, tmp_path):
     server = start_server("--files-dir", str(tmp_path))
     upper, lower = await connected(server, "CP-a"), await connected(server, "cp-A")
