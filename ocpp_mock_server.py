@@ -3979,6 +3979,10 @@ class Console:
             lines.append("%s  (%s, dialect %s, subprotocol %s)" % (
                 printable(session.charger_id), session.peer, session.dialect, printable(session.subprotocol or "none")))
             lines.extend(session.state.describe())
+            if self.system.http is not None:
+                files = self.system.http.files
+                lines.append("  files: %s" % printable(os.path.join(
+                    files.root, files.charger_folder(session.charger_id), "")))
             outstanding = session.queue.outstanding
             if outstanding is not None:
                 lines.append("  outstanding: %s for %.0f s, %d queued" % (
@@ -4599,6 +4603,8 @@ EVENT_RESUME_SECONDS = 60.0  # every event is kept this long after the last stre
 DEFAULT_MAX_UPLOAD = 50 * 1024 * 1024
 DEFAULT_FILES_QUOTA = 500 * 1024 * 1024
 UPLOAD_CHUNK = 64 * 1024
+HTTP_LINGER_SECONDS = 2.0  # after a refused request body: how long what follows is read and dropped
+HTTP_LINGER_BYTES = 4 << 20  # and at most how many bytes of it
 
 
 class HttpError(Exception):
@@ -4830,59 +4836,88 @@ async def read_request(reader: asyncio.StreamReader, peer: str) -> Optional[Http
     return HttpRequest(parts[0], parts[1], headers, reader, peer)
 
 
-async def body_chunks(request: HttpRequest, limit: int, writer: Optional[asyncio.StreamWriter] = None
-                      ) -> "AsyncIterator[bytes]":
-    """The request body in pieces, by Content-Length or chunked; HttpError 413 once it passes ``limit``.
-
-    With ``writer``, a client that asked to be told (Expect: 100-continue,
-    as curl does for large uploads) is told to go ahead.
-    """
+def body_length(request: HttpRequest, limit: int) -> Optional[int]:
+    """How the request's body is framed: its Content-Length (0 without one), or None for chunked;
+    HttpError for a framing this server refuses, or 413 for a length over ``limit``."""
     encoding, length = request.header("transfer-encoding"), request.header("content-length")
     if encoding is not None and length is not None:
         raise HttpError(400, "both Transfer-Encoding and Content-Length")
     if encoding is not None and encoding.lower() != "chunked":
-        raise HttpError(501, "Transfer-Encoding %s is not supported (chunked is)" % printable(encoding, 40))
+        raise HttpError(501, "Transfer-Encoding %s is not supported (chunked is)"
+                        % printable(encoding, 40))
+    if encoding is not None:
+        return None
     if length is not None and (not length.isdigit() or not length.isascii()):
         raise HttpError(400, "Content-Length %s is not a number" % printable(length, 40))
     if length is not None and int(length) > limit:
         raise HttpError(413, "the body is %s bytes; at most %d are accepted" % (length, limit))
+    return int(length or 0)
+
+
+async def read_body_bytes(reader: asyncio.StreamReader, count: int) -> bytes:
+    """Exactly ``count`` bytes of a request body; HttpError when it ends early or stalls."""
+    try:
+        return await asyncio.wait_for(reader.readexactly(count), HTTP_BODY_TIMEOUT)
+    except asyncio.IncompleteReadError:
+        raise HttpError(400, "the body ended early") from None
+    except asyncio.TimeoutError:
+        raise HttpError(408, "the body stalled for %g s" % HTTP_BODY_TIMEOUT) from None
+
+
+async def body_chunks(request: HttpRequest, limit: int,
+                      writer: Optional[asyncio.StreamWriter] = None,
+                      reserve: Optional[Callable[[int], None]] = None) -> "AsyncIterator[bytes]":
+    """The request body in pieces, by Content-Length or chunked; HttpError 413 past ``limit``.
+
+    ``reserve`` is given each count of bytes before they are read (a
+    Content-Length all at once, a chunked body chunk by chunk) and refuses
+    them by raising HttpError.  With ``writer``, a client that asked to be
+    told (Expect: 100-continue, as curl does for large uploads) is told to
+    go ahead once its length has been accepted.
+    """
+    length = body_length(request, limit)
+    if length and reserve is not None:
+        reserve(length)
     if writer is not None and (request.header("expect") or "").lower() == "100-continue":
         writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-    reader, total = request.reader, 0
-
-    async def read(count: int) -> bytes:
-        try:
-            return await asyncio.wait_for(reader.readexactly(count), HTTP_BODY_TIMEOUT)
-        except asyncio.IncompleteReadError:
-            raise HttpError(400, "the body ended early") from None
-        except asyncio.TimeoutError:
-            raise HttpError(408, "the body stalled for %g s" % HTTP_BODY_TIMEOUT) from None
-
-    if encoding is None:
-        remaining = int(length or 0)
-        while remaining:
-            piece = await read(min(remaining, UPLOAD_CHUNK))
-            remaining -= len(piece)
+    if length is None:
+        async for piece in chunked_body(request.reader, limit, reserve):
             yield piece
         return
+    while length:
+        piece = await read_body_bytes(request.reader, min(length, UPLOAD_CHUNK))
+        length -= len(piece)
+        yield piece
+
+
+async def chunked_body(reader: asyncio.StreamReader, limit: int,
+                       reserve: Optional[Callable[[int], None]]) -> "AsyncIterator[bytes]":
+    """A chunked body's bytes (body_chunks); each chunk is checked against ``limit`` and given to
+    ``reserve`` before it is read."""
+    total = 0
     while True:
         size_line = await asyncio.wait_for(reader.readline(), HTTP_BODY_TIMEOUT)
         try:
             size = int(size_line.split(b";")[0].strip(), 16)
         except ValueError:
-            raise HttpError(400, "malformed chunk size") from None
+            size = -1
+        if size < 0:
+            raise HttpError(400, "malformed chunk size")
         if size == 0:
-            while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+            while (await asyncio.wait_for(reader.readline(), HTTP_BODY_TIMEOUT)) not in (
+                    b"\r\n", b"\n", b""):
                 pass  # trailers
             return
         total += size
         if total > limit:
             raise HttpError(413, "the body passed %d bytes, the most accepted" % limit)
+        if reserve is not None:
+            reserve(size)
         while size:
-            piece = await read(min(size, UPLOAD_CHUNK))
+            piece = await read_body_bytes(reader, min(size, UPLOAD_CHUNK))
             size -= len(piece)
             yield piece
-        await read(2)  # the CRLF after the chunk
+        await read_body_bytes(reader, 2)  # the CRLF after the chunk
 
 
 async def read_json_body(request: HttpRequest) -> Any:
@@ -4914,6 +4949,35 @@ def http_head(status: int, content_type: Optional[str], length: Optional[int],
 def json_response(status: int, value: Any, headers: Tuple[Tuple[str, str], ...] = ()) -> bytes:
     body = (api_json(value) + "\n").encode("ascii")
     return http_head(status, "application/json", len(body), headers) + body
+
+
+def head_only(request: Optional[HttpRequest], response: bytes) -> bytes:
+    """A response as sent: its head alone for a HEAD request (RFC 9110 9.3.2), whole for others."""
+    if request is None or request.method != "HEAD":
+        return response
+    return response[:response.index(b"\r\n\r\n") + 4]
+
+
+async def drop_unread_body(request: Optional[HttpRequest], writer: asyncio.StreamWriter) -> None:
+    """After a refusal of a request with a body: read and drop what the client still sends of it
+    (at most HTTP_LINGER_BYTES, for HTTP_LINGER_SECONDS), so that closing with its bytes unread
+    does not reset the connection before the client has read the answer."""
+    if request is None or not any(name in ("content-length", "transfer-encoding")
+                                  for name, _ in request.headers):
+        return
+    loop = asyncio.get_running_loop()
+    deadline, left = loop.time() + HTTP_LINGER_SECONDS, HTTP_LINGER_BYTES
+    try:
+        await asyncio.wait_for(writer.drain(), HTTP_LINGER_SECONDS)
+        writer.write_eof()
+        while left > 0:
+            piece = await asyncio.wait_for(request.reader.read(min(left, UPLOAD_CHUNK)),
+                                           max(0.0, deadline - loop.time()))
+            if not piece:
+                return
+            left -= len(piece)
+    except (OSError, asyncio.TimeoutError, ValueError):
+        pass  # gone, slow, or more than we read: the connection is closed as it is
 
 
 class HttpAccess:
@@ -5000,11 +5064,60 @@ class HttpAccess:
 
 # ---- file server
 
+FILE_NAME_BYTES = 255  # bytes of one file or folder name: the limit of common file systems
+CHARGER_FOLDER_CHARACTERS = 64  # the longest charge point id that is its own folder's name
+CHARGER_FOLDER_DIGEST = 12  # hex digits of SHA-256 that make an escaped folder name unique
+CHARGER_FOLDERS_REMEMBERED = 10000  # ids whose folder a run remembers; past it, new ids are escaped
+PART_FILE_PREFIX = ".upload-"  # an upload arriving: a hidden file in the files folder
+_SAFE_CHARGER_FOLDER = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,%d}[A-Za-z0-9_-])?\Z"
+                                  % (CHARGER_FOLDER_CHARACTERS - 2))
+_DEVICE_NAMES = re.compile(r"(?:con|prn|aux|nul|com\d|lpt\d)(?:\..*)?\Z", re.IGNORECASE)
+_FOLDER_ERRORS = {errno.EISDIR: 409, errno.ENOTDIR: 409, errno.EEXIST: 409,
+                  errno.ENAMETOOLONG: 400, errno.ENOSPC: 507}
+
 
 def safe_file_segment(name: str) -> bool:
-    """A file or folder name the file server stores: no separators, no leading dot, no control characters."""
-    return (0 < len(name) <= 255 and not name.startswith(".") and name.isprintable()
+    """A file or folder name the file server stores: no separators, no leading dot, no control
+    characters, at most FILE_NAME_BYTES bytes."""
+    return (0 < len(name) and len(name.encode("utf-8", "surrogatepass")) <= FILE_NAME_BYTES
+            and not name.startswith(".") and name.isprintable()
             and not any(mark in name for mark in "/\\:\0"))
+
+
+def escaped_charger_folder(charger_id: str) -> str:
+    """The folder name of a charge point id that cannot be one as it is: its letters, digits and
+    ``._-`` (any other character as ``_``, no leading dot), cut short, then ``~`` and a digest of
+    the exact id: no safe id has a ``~``, and no two ids share a digest, whatever their case."""
+    digest = hashlib.sha256(charger_id.encode("utf-8", "surrogatepass")).hexdigest()
+    readable = re.sub(r"[^A-Za-z0-9._-]", "_", charger_id[:CHARGER_FOLDER_CHARACTERS - 1
+                                                           - CHARGER_FOLDER_DIGEST])
+    return "%s~%s" % (readable.lstrip("."), digest[:CHARGER_FOLDER_DIGEST])
+
+
+class QuotaHold:
+    """The room one upload in flight holds in the files folder's quota: taken before its bytes are
+    read, given back when it fails, turned into stored bytes when it is kept."""
+
+    __slots__ = ("store", "held")
+
+    def __init__(self, store: "FileStore") -> None:
+        self.store, self.held = store, 0
+
+    def take(self, count: int) -> None:
+        """Hold ``count`` more bytes; HttpError 507 if the quota has no room for them."""
+        store = self.store
+        if store.stored + store.reserved + count > store.quota:
+            raise HttpError(507, "the files folder is at its quota (--files-quota %d bytes: %d "
+                            "stored, %d held by uploads arriving, %d more asked)"
+                            % (store.quota, store.stored, store.reserved, count))
+        store.reserved += count
+        self.held += count
+
+    def release(self, kept: int = 0) -> None:
+        """Give the room back; ``kept`` bytes were stored."""
+        self.store.reserved -= self.held
+        self.store.stored += kept
+        self.held = 0
 
 
 class FileStore:
@@ -5012,8 +5125,9 @@ class FileStore:
 
     Names are checked segment by segment and must resolve inside the folder;
     an upload streams to a hidden part file, is capped at ``max_upload``
-    bytes and by the folder's ``quota``, and is renamed into place only
-    when it is complete.
+    bytes and by the folder's ``quota``, and is moved into place only
+    when it is complete.  The quota counts the files stored plus the bytes
+    held by uploads in flight (QuotaHold), so parallel uploads cannot pass it.
     """
 
     def __init__(self, root: str, max_upload: int, quota: int, temporary: bool) -> None:
@@ -5021,22 +5135,96 @@ class FileStore:
         self.max_upload = max_upload
         self.quota = quota
         self.temporary = temporary
+        self.stored = 0  # bytes in the folder: counted when an upload starts, plus those kept since
+        self.reserved = 0  # bytes held by uploads in flight
+        self._folders: Dict[str, str] = {}  # charge point id -> its folder's name
+        self._owners: Dict[str, str] = {}  # a folder's name, lower case -> the id it is for
+
+    def charger_folder(self, charger_id: str) -> str:
+        """The name of a charge point's folder under the files folder: the one mapping from id to
+        folder, for the URLs the server gives and the listings that show them.
+
+        A safe id (letters, digits, ``._-``, at most CHARGER_FOLDER_CHARACTERS, not a Windows
+        device name) is its own folder's name, unless another id of this run, or a folder already
+        there, has that name in another case; any other id gets escaped_charger_folder.
+        """
+        folder = self._folders.get(charger_id)
+        if folder is not None:
+            return folder
+        folder = charger_id
+        if (not _SAFE_CHARGER_FOLDER.match(folder) or _DEVICE_NAMES.match(folder)
+                or len(self._folders) >= CHARGER_FOLDERS_REMEMBERED or self._case_taken(folder)):
+            return self._remember(charger_id, escaped_charger_folder(charger_id))
+        return self._remember(charger_id, folder)
+
+    def _case_taken(self, name: str) -> bool:
+        """Whether ``name`` cannot be its id's folder: another id has it in another case, or the
+        files folder holds it as a file or in another case."""
+        owner = self._owners.get(name.lower())
+        if owner is not None:
+            return owner != name
+        try:
+            entries = os.listdir(self.root)
+        except OSError:
+            return False
+        if name in entries and not os.path.isdir(os.path.join(self.root, name)):
+            return True
+        return any(entry.lower() == name.lower() and entry != name for entry in entries)
+
+    def _remember(self, charger_id: str, folder: str) -> str:
+        if len(self._folders) < CHARGER_FOLDERS_REMEMBERED:
+            self._folders[charger_id] = folder
+            self._owners[folder.lower()] = charger_id
+        return folder
+
+    def charger_of_file(self, segments: List[str], known: "Dict[str, Any]") -> Optional[str]:
+        """The charge point a file belongs to: the one whose folder is its first segment, if the
+        run gave that folder to one, or if it is the own folder of a ``known`` id."""
+        if len(segments) < 2:
+            return None
+        owner = self._owners.get(segments[0].lower())
+        if owner is not None:
+            return owner if self._folders.get(owner) == segments[0] else None
+        if segments[0] in known and self.charger_folder(segments[0]) == segments[0]:
+            return segments[0]
+        return None
 
     def path(self, segments: List[str]) -> str:
         """The file path of a name given as segments; HttpError 400 for a name outside the folder."""
         bad = [segment for segment in segments if not safe_file_segment(segment)]
         if bad or not segments or len(segments) > 8:
-            raise HttpError(400, "file name %s refused: each part must be a plain name (no '..', separators, "
-                            "leading dots or control characters)" % _show("/".join(segments)))
+            raise HttpError(400, "file name %s refused: each part must be a plain name of at most "
+                            "%d bytes (no '..', separators, leading dots or control characters)"
+                            % (_show("/".join(segments)), FILE_NAME_BYTES))
         path = os.path.realpath(os.path.join(self.root, *segments))
         if os.path.commonpath([path, self.root]) != self.root:
             raise HttpError(400, "file name %s leads outside the files folder" % _show("/".join(segments)))
         return path
 
+    def upload_target(self, segments: List[str]) -> str:
+        """The path an upload to ``segments`` is stored at (a last segment of "" is checked as a
+        folder only): HttpError 400 for a bad name, 409 when a folder on the way is a file or the
+        name is a folder's."""
+        path = self.path(segments[:-1] + [segments[-1] or "upload"])
+        folder = self.root
+        for segment in segments[:-1]:
+            folder = os.path.join(folder, segment)
+            if os.path.lexists(folder) and not os.path.isdir(folder):
+                raise HttpError(409, "%s is a file, not a folder" % _show(os.path.relpath(
+                    folder, self.root).replace(os.sep, "/")))
+        if segments[-1] and os.path.isdir(path):
+            raise HttpError(409, "%s is a folder: upload to a file in it (or to %s/, which keeps "
+                            "the sender's file name)"
+                            % (_show("/".join(segments)), "/".join(segments)))
+        return path
+
     def used(self) -> int:
+        """The bytes the stored files hold (uploads still arriving are QuotaHold's)."""
         total = 0
         for folder, _, names in os.walk(self.root):
             for name in names:
+                if folder == self.root and name.startswith(PART_FILE_PREFIX):
+                    continue
                 try:
                     total += os.path.getsize(os.path.join(folder, name))
                 except OSError:
@@ -5065,40 +5253,58 @@ class FileStore:
         """Store an upload (raw body, or the first file of a multipart/form-data body); its stored name.
 
         ``segments`` ending in "" name a folder: the file keeps the name the
-        sender gave it (multipart filename or Content-Disposition).
+        sender gave it (multipart filename or Content-Disposition).  The name
+        and the folders on the way are checked before a byte is read; the
+        quota is held as the bytes are announced (QuotaHold).
         """
-        media_type, parameters = parse_media_type(request.header("content-type") or "")
         folder, name = segments[:-1], segments[-1]
-        chunks = body_chunks(request, self.max_upload, writer)
-        if media_type == "multipart/form-data":
-            if "boundary" not in parameters:
-                raise HttpError(400, "multipart/form-data without a boundary")
-            parts = multipart_file(chunks, parameters["boundary"].encode("latin-1"))
-            given = await parts.__anext__()  # the file part's own name
-            body: "AsyncIterator[bytes]" = parts
-        else:
-            given = parse_media_type(request.header("content-disposition") or "")[1].get("filename", "")
-            body = chunks
-        if not name:
-            name = sender_file_name(given)
-        target = self.path(folder + [name])
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        part = os.path.join(os.path.dirname(target), ".upload-%s.part" % uuid.uuid4().hex)
-        room = self.quota - self.used()
+        self.upload_target(segments)
+        self.stored = self.used()
+        hold = QuotaHold(self)
+        try:
+            given, body = await self._upload_body(request, writer, hold.take)
+            target = self.upload_target(folder + [name or sender_file_name(given)])
+            size = await self._write(body, target)
+        except BaseException:
+            hold.release()
+            raise
+        hold.release(kept=size)
+        return os.path.relpath(target, self.root).replace(os.sep, "/")
+
+    async def _upload_body(self, request: HttpRequest, writer: asyncio.StreamWriter,
+                           reserve: Callable[[int], None]) -> Tuple[str, "AsyncIterator[bytes]"]:
+        """The name the sender gave its file ("" if none), and the file's bytes."""
+        media_type, parameters = parse_media_type(request.header("content-type") or "")
+        chunks = body_chunks(request, self.max_upload, writer, reserve)
+        if media_type != "multipart/form-data":
+            disposition = parse_media_type(request.header("content-disposition") or "")[1]
+            return disposition.get("filename", ""), chunks
+        if "boundary" not in parameters:
+            raise HttpError(400, "multipart/form-data without a boundary")
+        parts = multipart_file(chunks, parameters["boundary"].encode("latin-1"))
+        return await parts.__anext__(), parts  # first the file part's own name, then its bytes
+
+    async def _write(self, body: "AsyncIterator[bytes]", target: str) -> int:
+        """Stream ``body`` to a part file, then move it to ``target`` (its folders made only now,
+        so a refused upload leaves none); its size.  A file system refusal is an HttpError."""
+        part = os.path.join(self.root, "%s%s.part" % (PART_FILE_PREFIX, uuid.uuid4().hex))
         loop = asyncio.get_running_loop()
         size = 0
         try:
             with open(part, "wb") as stored:
                 async for piece in body:
                     size += len(piece)
-                    if size > room:
-                        raise HttpError(507, "the files folder is at its quota (--files-quota %d bytes)" % self.quota)
                     await loop.run_in_executor(None, stored.write, piece)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
             os.replace(part, target)
+        except OSError as exc:
+            name = os.path.relpath(target, self.root).replace(os.sep, "/")
+            raise HttpError(_FOLDER_ERRORS.get(exc.errno or 0, 500), "cannot store %s: %s" % (
+                _show(name), exc.strerror or type(exc).__name__)) from None
         finally:
             if os.path.exists(part):
                 os.unlink(part)
-        return os.path.relpath(target, self.root).replace(os.sep, "/")
+        return size
 
 
 def parse_media_type(value: str) -> Tuple[str, Dict[str, str]]:
@@ -5114,70 +5320,84 @@ def parse_media_type(value: str) -> Tuple[str, Dict[str, str]]:
 
 
 def sender_file_name(given: str) -> str:
-    """The name a charger gave its upload, as a safe single name (its folders dropped)."""
+    """The name a charger gave its upload, as a safe single name (its folders dropped, at most 200
+    bytes)."""
     name = re.split(r"[/\\]", given)[-1]
     name = "".join(character if character.isprintable() and character not in ':\0"' else "_" for character in name)
-    name = name.lstrip(".")[:200]
+    name = name.lstrip(".").encode("utf-8", "surrogatepass")[:200].decode("utf-8", "ignore")
     return name or "upload-%s.bin" % time.strftime("%Y%m%d-%H%M%S")
 
 
-async def multipart_file(chunks: "AsyncIterator[bytes]", boundary: bytes) -> "AsyncIterator[Any]":
-    """The first file of a multipart/form-data body, streamed: first its filename, then its bytes.
+class MultipartScanner:
+    """A multipart/form-data body read a piece at a time, keeping back only as many bytes as the
+    delimiter is long, so a file of any size never sits in memory."""
 
-    The body is scanned a piece at a time, keeping back only as many bytes
-    as the delimiter is long, so a file of any size never sits in memory.
-    """
-    delimiter = b"\r\n--" + boundary
-    buffer = b"\r\n"  # the first delimiter has no CRLF before it
-    pieces = chunks.__aiter__()
+    def __init__(self, chunks: "AsyncIterator[bytes]", boundary: bytes) -> None:
+        self.delimiter = b"\r\n--" + boundary
+        self.buffer = b"\r\n"  # the first delimiter has no CRLF before it
+        self.pieces = chunks.__aiter__()
 
-    async def more() -> bool:
-        nonlocal buffer
+    async def more(self) -> bool:
+        """Add the next piece of the body to the buffer; False at its end."""
         try:
-            buffer += await pieces.__anext__()
+            self.buffer += await self.pieces.__anext__()
             return True
         except StopAsyncIteration:
             return False
 
-    while True:  # to the start of a part's headers
-        while delimiter not in buffer:
-            if len(buffer) > len(delimiter):
-                buffer = buffer[-len(delimiter):]
-            if not await more():
+    async def next_part(self) -> Optional[str]:
+        """Skip to the next part and past its headers: its filename, or None if it is no file."""
+        delimiter = self.delimiter
+        while delimiter not in self.buffer:
+            if len(self.buffer) > len(delimiter):
+                self.buffer = self.buffer[-len(delimiter):]
+            if not await self.more():
                 raise HttpError(400, "multipart body without a file part")
-        buffer = buffer[buffer.index(delimiter) + len(delimiter):]
-        while b"\r\n\r\n" not in buffer:
-            if buffer.startswith(b"--") or len(buffer) > 16384 or not await more():
+        self.buffer = self.buffer[self.buffer.index(delimiter) + len(delimiter):]
+        while b"\r\n\r\n" not in self.buffer:
+            if self.buffer.startswith(b"--") or len(self.buffer) > 16384 or not await self.more():
                 raise HttpError(400, "multipart body without a file part")
-        head, buffer = buffer.split(b"\r\n\r\n", 1)
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
         disposition = ""
         for line in head.decode("utf-8", "replace").split("\r\n"):
             name, _, value = line.partition(":")
             if name.strip().lower() == "content-disposition":
                 disposition = value
-        filename = parse_media_type(disposition)[1].get("filename")
-        if filename is not None:
-            break
+        return parse_media_type(disposition)[1].get("filename")
+
+    async def file_bytes(self) -> "AsyncIterator[bytes]":
+        """The current part's bytes, up to the next delimiter; the rest of the body is dropped."""
+        keep = len(self.delimiter) - 1
+        while True:
+            index = self.buffer.find(self.delimiter)
+            if index >= 0:
+                if index:
+                    yield self.buffer[:index]
+                async for _ in self.pieces:
+                    pass
+                return
+            if len(self.buffer) > keep:
+                yield self.buffer[:-keep]
+                self.buffer = self.buffer[-keep:]
+            if not await self.more():
+                raise HttpError(400, "the multipart body ended inside its file")
+
+
+async def multipart_file(chunks: "AsyncIterator[bytes]", boundary: bytes) -> "AsyncIterator[Any]":
+    """The first file of a multipart/form-data body, streamed: its filename, then its bytes."""
+    scanner = MultipartScanner(chunks, boundary)
+    filename = await scanner.next_part()
+    while filename is None:
+        filename = await scanner.next_part()
     yield filename
-    while True:
-        index = buffer.find(delimiter)
-        if index >= 0:
-            if buffer[:index]:
-                yield buffer[:index]
-            async for _ in pieces:  # the rest of the body (other parts) is read and dropped
-                pass
-            return
-        keep = len(delimiter) - 1
-        if len(buffer) > keep:
-            yield buffer[:-keep]
-            buffer = buffer[-keep:]
-        if not await more():
-            raise HttpError(400, "the multipart body ended inside its file")
+    async for piece in scanner.file_bytes():
+        yield piece
 
 
 def file_location(system: "CentralSystem", session: Optional["ChargerSession"], name: str = "") -> Optional[str]:
-    """The URL of the file server a charger fetches or uploads ``name`` at, under /files/<its id>/;
-    None when the HTTP port is off.  Its address is one the charger can reach."""
+    """The URL of the file server a charger fetches or uploads ``name`` at, under
+    /files/<its folder>/ (FileStore.charger_folder); None when the HTTP port is off.  Its address
+    is one the charger can reach."""
     api = system.http
     if api is None or api.port is None:
         return None
@@ -5193,7 +5413,9 @@ def file_location(system: "CentralSystem", session: Optional["ChargerSession"], 
                                   host, printable(session.charger_id), remote[0]))
     host = "[%s]" % host if ":" in host else host
     secret = api.access.file_secret + "/" if api.access.file_secret else ""
-    charger = urllib.parse.quote(session.charger_id, safe="") + "/" if session is not None else ""
+    charger = ""
+    if session is not None:
+        charger = urllib.parse.quote(api.files.charger_folder(session.charger_id), safe="") + "/"
     return "http://%s:%d/files/%s%s%s" % (host, api.port, secret, charger, urllib.parse.quote(name))
 
 
@@ -5218,6 +5440,7 @@ def charger_record(system: "CentralSystem", state: ChargerState) -> dict:
         "specWarnings": state.spec_warnings,
         "authorizationKeyRotated": state.key_rotated,
         "outstandingCall": outstanding.action if outstanding is not None else None,
+        "filesFolder": system.http.files.charger_folder(state.charger_id) if system.http else None,
     }
 
 
@@ -5326,6 +5549,7 @@ class HttpApi:
                 await self.respond(request, writer)
         except HttpError as exc:
             self.refuse(writer, request, peer, exc)
+            await drop_unread_body(request, writer)
         except (asyncio.TimeoutError, ValueError):  # headers too slow, or a line over the reader's limit
             self.refuse(writer, request, peer, HttpError(400, "malformed or too slow request"))
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -5333,7 +5557,8 @@ class HttpApi:
         except Exception as exc:  # a bug of ours: a 500 and one line, never a traceback
             self.out.error(None, "HTTP %s failed: %s: %s" % (request.path if request else "request",
                                                               type(exc).__name__, exc))
-            writer.write(json_response(500, {"error": "internal error: %s" % type(exc).__name__}))
+            writer.write(head_only(request, json_response(
+                500, {"error": "internal error: %s" % type(exc).__name__})))
         finally:
             self.connections.discard(writer)
             try:
@@ -5348,7 +5573,8 @@ class HttpApi:
             self.out.warn(None, "HTTP %d for %s %s from %s: %s" % (
                 refusal.status, request.method if request else "?", printable(request.path if request else "?", 200),
                 peer, refusal))
-        writer.write(json_response(refusal.status, dict(refusal.more, error=str(refusal)), refusal.headers))
+        writer.write(head_only(request, json_response(
+            refusal.status, dict(refusal.more, error=str(refusal)), refusal.headers)))
 
     async def respond(self, request: HttpRequest, writer: asyncio.StreamWriter) -> None:
         instead = self.access.check(request)
@@ -5361,7 +5587,7 @@ class HttpApi:
                 request.path, printable(request.method, 20), ", ".join(handlers)), (("Allow", ", ".join(handlers)),))
         answer = await getattr(self, handlers[request.method])(request, writer, *arguments)
         if answer is not None:
-            writer.write(json_response(*answer))
+            writer.write(head_only(request, json_response(*answer)))
 
     def route(self, segments: List[str]) -> Tuple[Dict[str, str], List[Any]]:
         """The handlers for a path, by method, and the parts of the path they take."""
@@ -5614,8 +5840,8 @@ class HttpApi:
         return segments
 
     def _charger_of(self, segments: List[str]) -> Optional[str]:
-        """The charge point a file belongs to: its first folder, when that names one."""
-        return segments[0] if len(segments) > 1 and segments[0] in self.system.states else None
+        """The charge point a file belongs to: the one whose folder is its first, if any."""
+        return self.files.charger_of_file(segments, self.system.states)
 
 
 # ------------------------------------------------------------- The web page
@@ -6769,11 +6995,14 @@ async def start_http(system: CentralSystem, options: "Settings", out: Output, co
 
 
 def keep_or_remove(folder: str, out: Output) -> None:
-    """The temporary files folder at exit: removed when empty, else kept and named."""
-    try:
-        os.rmdir(folder)
-    except OSError:
-        out.console("uploaded files are kept in %s" % folder)
+    """The temporary files folder at exit: removed when it holds no file (its empty folders go
+    with it), else kept and named with how many files it holds."""
+    count = sum(len(names) for _, _, names in os.walk(folder))
+    if count:
+        out.console("%d uploaded file%s kept in %s"
+                    % (count, " is" if count == 1 else "s are", folder))
+        return
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def print_banner(system: CentralSystem, options: "Settings", out: Output, access: AccessPolicy) -> None:
