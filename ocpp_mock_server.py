@@ -5395,7 +5395,8 @@ let chargers = [];
 let refreshTimer = null, drawPending = false;
 let known = {run: "", seq: 0};  // the newest event shown: its run and number
 let source = null, opened = false, retryDelay = 0, retryTimer = null;
-let pending = null;  // events that arrive while the page reloads its state
+let pending = null, syncing = false;  // events that arrive while the page reloads its state
+const MAX_PENDING = 5000;
 
 function el(tag, className, text) {
   const node = document.createElement(tag);
@@ -5801,7 +5802,10 @@ function onMessage(message) {
   let event;
   try { event = JSON.parse(message.data); } catch (error) { return; }
   const id = parseId(message.lastEventId || event.id);
-  if (pending) { pending.push([id, event]); return; }
+  if (pending) {  // held until the state is loaded; the oldest go first (the state covers them)
+    if (pending.push([id, event]) > MAX_PENDING) pending.shift();
+    return;
+  }
   if (id.run !== known.run) {  // another run of the server: redraw from its state
     pending = [[id, event]];
     resync();
@@ -5810,15 +5814,25 @@ function onMessage(message) {
   take(id, event);
 }
 
-async function resync() {  // after a reconnect: is this still the run the page shows?
-  if (!pending) pending = [];
-  let state = null;
+async function fetchState() {  // the state block of the page as the server would send it now
   try {
     const response = await fetch("/", {credentials: "same-origin", cache: "no-store"});
-    if (response.ok) {
-      state = readState(new DOMParser().parseFromString(await response.text(), "text/html"));
-    }
-  } catch (error) { /* away again: the stream's retry brings the page back here */ }
+    if (!response.ok) return null;
+    return readState(new DOMParser().parseFromString(await response.text(), "text/html"));
+  } catch (error) { return null; }  // away again: the stream's retry brings the page back here
+}
+
+async function resync() {  // after a reconnect: is this still the run the page shows?
+  if (!pending) pending = [];
+  if (syncing) return;
+  syncing = true;
+  const state = await fetchState();
+  syncing = false;
+  const newest = pending.length ? pending[pending.length - 1][0] : known;
+  if (!state && newest.run !== known.run) {  // a new run, and its state is not to be had yet
+    setTimeout(resync, 2000);
+    return;
+  }
   const queued = pending;
   pending = null;
   const id = state ? parseId(state.eventId) : known;

@@ -58,8 +58,10 @@ def main() -> None:
                     "width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600})
                 driver.get(page)
                 time.sleep(3)
-                if width > 600:  # one frame opened, as a click shows it
+                if width > 600:  # a frame and a charger's spec warnings opened, as clicks show them
                     driver.find_element(By.CSS_SELECTOR, '#frames .row[data-type="frame"]').click()
+                    driver.find_element(
+                        By.CSS_SELECTOR, 'section.card[data-charger="FLEXI-7"] button.link').click()
                 time.sleep(0.5)
                 driver.save_screenshot(str(ROOT / "docs" / ("page-%d.png" % width)))
             finally:
