@@ -1729,7 +1729,7 @@ class ChartReadings:
 
     A MeterValues of an open transaction appends one small tuple, (time in ms, energy, power,
     soc); past CHART_POINTS readings every other one is dropped.  A transaction's readings go when
-    it closes, or when a newer transaction makes it the eleventh.
+    it closes, or when CHARTS_KEPT newer transactions have readings.
     """
 
     def __init__(self) -> None:
@@ -5678,8 +5678,8 @@ function number(value) {
   return Number.isInteger(value) ? String(value) : String(Number(value.toFixed(3)));
 }
 
-function clock(t) {
-  return new Date(t).toTimeString().slice(0, 8);
+function clock(t) {  // UTC, as the frame log shows times
+  return new Date(t).toISOString().slice(11, 19);
 }
 
 function drawChart(chart) {
@@ -5722,7 +5722,7 @@ function drawLane(context, lane, points, x, top) {  // its label first, the line
   context.stroke();
 }
 
-function drawTimeAxis(context, first, span, width, top) {  // local time, a tick every "nice" step
+function drawTimeAxis(context, first, span, width, top) {  // a tick every "nice" step
   context.strokeStyle = "#99a"; context.fillStyle = "#556"; context.lineWidth = 1;
   context.beginPath(); context.moveTo(4, top + 2); context.lineTo(width - 4, top + 2);
   context.stroke();
