@@ -1700,15 +1700,13 @@ CHART_MEASURANDS = {"Energy.Active.Import.Register": 0, "Power.Active.Import": 1
 
 def _chart_number(value: Any, unit: Any) -> Optional[float]:
     """A reading's value as a finite number (kWh and kW as Wh and W), else None."""
-    if type(value) not in (str, int, float):
-        return None
     try:
-        number = float(value)
+        number = float(value) if type(value) in (str, int, float) else math.nan
     except (ValueError, OverflowError):
         return None
-    if number != number or number in (math.inf, -math.inf):
+    if number - number != 0:  # NaN or infinite
         return None
-    return number * 1000 if type(unit) is str and unit.startswith("k") else number
+    return number * 1000 if type(unit) is str and unit[:1] == "k" else number
 
 
 def chart_point(payload: dict) -> tuple[Optional[float], Optional[float], Optional[float]]:
