@@ -5125,6 +5125,8 @@ class HttpApi:
 
     async def page(self, request: HttpRequest, writer: asyncio.StreamWriter) -> None:
         writer.write(page_response(self.system, self.history))
+        self._stream_opened()  # every event kept from here, for the stream the page opens next
+        self._stream_closed()
 
     async def list_chargers(self, request: HttpRequest, writer: asyncio.StreamWriter) -> Tuple[int, Any]:
         return 200, {"apiVersion": API_VERSION, "chargers": [

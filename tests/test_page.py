@@ -79,11 +79,15 @@ async def test_the_first_html_carries_the_state_and_the_stream_resumes_after_it(
     assert state["limits"] == {"charts": 10, "points": 2000, "warnings": 20}
     labels = [event.get("label") for event in state["events"]]
     assert labels[-1] == "MeterValues.conf" and "StartTransaction" in labels
-    # The stream resumes right after the state: its first event is the next one, nothing older.
-    stream = await EventStream.open(server, "?lastEventId=" + state["eventId"])
+    # The stream resumes right after the state: its first event is the next one, nothing older,
+    # and nothing is lost between the page and its stream (every event is kept once it is served).
     await charger.call("Heartbeat", {})
+    await charger.call("MeterValues", meter_values(transaction, 30))
+    stream = await EventStream.open(server, "?lastEventId=" + state["eventId"])
     first = await stream.next()
     assert (first["type"], first["label"]) == ("frame", "Heartbeat")
+    reading = (await stream.until(lambda event: event["type"] == "meter_values"))[-1]
+    assert reading["readings"][0] == ["Energy.Active.Import.Register", "30", "Wh", None]
     stream.close()
     await charger.call("StopTransaction", {"transactionId": transaction, "meterStop": 20,
                                            "timestamp": mock.UTC_CLOCK.now()})
