@@ -5394,7 +5394,7 @@ let limits = {charts: 10, points: 2000, warnings: 20};  // the server's, from it
 let chargers = [];
 let refreshTimer = null, drawPending = false;
 let known = {run: "", seq: 0};  // the newest event shown: its run and number
-let source = null, opened = false, retryDelay = 0, retryTimer = null;
+let source = null, retryDelay = 0, retryTimer = null;
 let pending = null, syncing = false;  // events that arrive while the page reloads its state
 const MAX_PENDING = 5000;
 
@@ -5838,21 +5838,22 @@ async function resync() {  // after a reconnect: is this still the run the page 
   const id = state ? parseId(state.eventId) : known;
   if (id.run !== known.run || id.seq < known.seq) {  // the server restarted
     load(state);
-    connect(state.eventId);
+    connect(state.eventId, true);
   }
   for (const [eventId, event] of queued) if (eventId.run === known.run) take(eventId, event);
   refreshSoon();
 }
 
-function connect(from) {
+function connect(from, fresh) {  // fresh: the page has just loaded the state at "from"
   if (source) source.close();
   clearTimeout(retryTimer);
   const stream = source = new EventSource("/api/events?lastEventId=" + encodeURIComponent(from));
-  stream.onopen = () => {
+  let reopened = !fresh;
+  stream.onopen = () => {  // a reopened stream may find another run of the server
     retryDelay = 0;
     setStatus("live", "on");
-    if (opened) resync(); else refreshSoon();
-    opened = true;
+    if (reopened) resync(); else refreshSoon();
+    reopened = true;
   };
   stream.onerror = () => {
     if (stream !== source) return;
@@ -5876,7 +5877,7 @@ if (firstState) {
   load(firstState);
   setStatus("as of " + clock(Date.parse(firstState.ts)), "");
 }
-connect(firstState ? firstState.eventId : "0");
+connect(firstState ? firstState.eventId : "0", Boolean(firstState));
 """
 
 PAGE_HTML = """<!doctype html>
