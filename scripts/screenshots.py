@@ -43,9 +43,12 @@ def main() -> None:
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     url = wait_line(server, r"listening on (ws://\S+)").group(1)
     page = wait_line(server, r"web page and HTTP API: (http://\S+)").group(1)
-    chargers = [subprocess.Popen([sys.executable, str(ROOT / "examples" / "demo_charger.py"), url + "/" + name,
-                                  "--meter-interval", "0.5"] + extra, stdout=subprocess.DEVNULL)
-                for name, extra in (("CP-1", []), ("FLEXI-7", ["--flexicharge"]))]
+    chargers = []
+    for name, extra in (("CP-1", []), ("FLEXI-7", ["--flexicharge"])):  # in this order on the page
+        chargers.append(subprocess.Popen([sys.executable, str(ROOT / "examples" / "demo_charger.py"),
+                                          url + "/" + name, "--meter-interval", "0.5"] + extra,
+                                         stdout=subprocess.DEVNULL))
+        wait_line(server, name + r" .*connected from")
     try:
         time.sleep(2)
         server.stdin.write("@CP-1 startRemote\n")
