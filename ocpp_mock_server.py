@@ -53,6 +53,7 @@ import ipaddress
 import itertools
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -1635,6 +1636,8 @@ class EventBus:
 # ------------------------------------------------------------ Charger state
 # What the server knows of each charge point, kept across its reconnects.
 
+SPEC_WARNINGS_KEPT = 20  # texts of a charge point's latest spec warnings, listed on the page
+
 
 class Transaction:
     """A transaction the server opened with its StartTransaction.conf."""
@@ -1671,6 +1674,8 @@ class ChargerState:
         self.certificate_ids: List[dict] = []  # the hash data its last GetInstalledCertificateIds.conf listed
         self.key_rotated: Optional[str] = None  # when the server took its new AuthorizationKey
         self.history = ChargerHistory()  # what the behaviour checks remember since its last boot
+        # Its latest spec warnings' texts, for the page's list (spec_warnings counts them all).
+        self.spec_texts: collections.deque[str] = collections.deque(maxlen=SPEC_WARNINGS_KEPT)
 
     def set_connector(self, connector: Optional[int], status: str) -> bool:
         """Record a connector's status; False when the table is full and the connector is new."""
@@ -1723,6 +1728,74 @@ class ChargerState:
         if self.key_rotated is not None:
             lines.append("  AuthorizationKey: rotated at %s; only the new key lets it in" % self.key_rotated)
         return lines
+
+
+# The live page's charts, kept on the server: a page opened mid-session draws
+# each open transaction from its first reading.
+
+CHARTS_KEPT = 10  # charts: the page's, and the open transactions whose readings the server keeps
+CHART_POINTS = 2000  # readings per chart; past that every other one is dropped (the chart thins)
+CHART_MEASURANDS = {"Energy.Active.Import.Register": 0, "Power.Active.Import": 1, "SoC": 2}
+
+
+def _chart_number(value: Any, unit: Any) -> Optional[float]:
+    """A reading's value as a finite number (kWh and kW as Wh and W), else None."""
+    try:
+        number = float(value) if type(value) in (str, int, float) else math.nan
+    except (ValueError, OverflowError):
+        return None
+    if number - number != 0:  # NaN or infinite
+        return None
+    return number * 1000 if type(unit) is str and unit[:1] == "k" else number
+
+
+def chart_point(payload: dict) -> tuple[Optional[float], Optional[float], Optional[float]]:
+    """(energy Wh, power W, state of charge %) of a MeterValues, as the page charts it: the first
+    reading of each measurand (a reading without one is energy), None where it has none."""
+    point: list[Optional[float]] = [None, None, None]
+    for measurand, value, unit, _ in _meter_readings(payload):
+        lane = CHART_MEASURANDS.get(measurand or "Energy.Active.Import.Register") \
+            if measurand is None or type(measurand) is str else None
+        if lane is not None and point[lane] is None:
+            point[lane] = _chart_number(value, unit)
+    return point[0], point[1], point[2]
+
+
+class ChartReadings:
+    """The meter readings of the latest CHARTS_KEPT open transactions (of all charge points), kept
+    whether or not a page watches, so that a page opened late charts them from the first reading.
+
+    A MeterValues of an open transaction appends one small tuple, (time in ms, energy, power,
+    soc); past CHART_POINTS readings every other one is dropped.  A transaction's readings go when
+    it closes, or when CHARTS_KEPT newer transactions have readings.
+    """
+
+    def __init__(self) -> None:
+        # (charge point id, transaction id) -> (connector id, readings), oldest first
+        self.charts: collections.OrderedDict[tuple[str, int], tuple[Any, list[tuple]]] = \
+            collections.OrderedDict()
+
+    def add(self, charger_id: str, transaction: Transaction, payload: dict) -> None:
+        key = (charger_id, transaction.transaction_id)
+        chart = self.charts.get(key)
+        if chart is None:
+            chart = self.charts[key] = (transaction.connector_id, [])
+            if len(self.charts) > CHARTS_KEPT:
+                self.charts.popitem(last=False)
+        readings = chart[1]
+        readings.append((int(time.time() * 1000),) + chart_point(payload))
+        if len(readings) > CHART_POINTS:
+            del readings[1::2]
+
+    def drop(self, charger_id: str, transaction_id: int) -> None:
+        self.charts.pop((charger_id, transaction_id), None)
+
+    def records(self, states: dict[str, ChargerState]) -> list[dict]:
+        """The charts of transactions still open, oldest first, as the page's state carries them."""
+        return [{"charger": charger_id, "transactionId": transaction_id, "connectorId": connector,
+                 "points": readings}
+                for (charger_id, transaction_id), (connector, readings) in self.charts.items()
+                if transaction_id in getattr(states.get(charger_id), "transactions", ())]
 
 
 # ---------------------------------------------------------- Protocol engine
@@ -1855,7 +1928,7 @@ class WarnOnce:
         self._warned.add(key)
         text = text if isinstance(text, str) else text()
         if spec:
-            self.session.system.count_spec_warning(self.session.state)
+            self.session.system.count_spec_warning(self.session.state, text)
             self.session.bus.publish("spec_problem", self.session.charger_id, self.session,
                                      key=[str(part)[:200] for part in key], text=text)
         self.session.log("warn", text)
@@ -2709,12 +2782,17 @@ def handle_heartbeat(session: "ChargerSession", payload: dict) -> dict:
 
 
 def handle_meter_values(session: "ChargerSession", payload: dict) -> dict:
-    session.state.last_meter_values = payload  # rendered when the operator asks
+    state = session.state
+    state.last_meter_values = payload  # rendered when the operator asks
     check_energy(session, payload)
+    transaction_id = as_int(payload.get("transactionId"))
     sample = payload.get("meterValue")
     if type(sample) is list and sample and type(sample[0]) is dict:
-        check_transaction_message(session, as_int(payload.get("transactionId")), sample[0].get("timestamp"),
+        check_transaction_message(session, transaction_id, sample[0].get("timestamp"),
                                   "MeterValues")
+    charts = session.system.charts
+    if charts is not None and transaction_id in state.transactions:
+        charts.add(session.charger_id, state.transactions[transaction_id], payload)
     if session.bus.routes["meter_values"]:
         session.bus.publish("meter_values", session.charger_id, session, connectorId=payload.get("connectorId"),
                             transactionId=payload.get("transactionId"),
@@ -2772,6 +2850,8 @@ def handle_stop_transaction(session: "ChargerSession", payload: dict) -> dict:
         session.log("warn", "StopTransaction names transaction %s, which is not open here%s"
                     % (_show(payload.get("transactionId")), state.open_transactions_text()))
     else:
+        if session.system.charts is not None:
+            session.system.charts.drop(session.charger_id, transaction_id)
         session.bus.publish("transaction_stopped", session.charger_id, session, transactionId=transaction_id,
                             meterStop=payload.get("meterStop"), reason=payload.get("reason"))
     reply: dict = {}
@@ -5602,7 +5682,9 @@ class HttpApi:
     # -- the endpoints
 
     async def page(self, request: HttpRequest, writer: asyncio.StreamWriter) -> None:
-        writer.write(http_head(200, "text/html; charset=utf-8", len(PAGE_BYTES), PAGE_HEADERS) + PAGE_BYTES)
+        writer.write(page_response(self.system, self.history))
+        self._stream_opened()  # every event kept from here, for the stream the page opens next
+        self._stream_closed()
 
     async def list_chargers(self, request: HttpRequest, writer: asyncio.StreamWriter) -> Tuple[int, Any]:
         return 200, {"apiVersion": API_VERSION, "chargers": [
@@ -5853,17 +5935,37 @@ class HttpApi:
 PAGE_SCRIPT = r"""
 "use strict";
 const $ = (selector) => document.querySelector(selector);
-const MEASURANDS = {energy: "Energy.Active.Import.Register", power: "Power.Active.Import", soc: "SoC"};
+const MEASURANDS = {energy: "Energy.Active.Import.Register", power: "Power.Active.Import",
+                    soc: "SoC"};
 const MAX_ROWS = 400;
-const charts = new Map();  // transaction (or connector) -> {points, canvas, label}
+const START_CONNECTOR = 1;  // the connector the Start button's RemoteStartTransaction names
+const START_WAIT = 15000;  // ms an accepted Start stays disabled, awaiting its transaction
+const REFRESHING = ["connected", "disconnected", "ready", "state_changed", "transaction_started",
+                    "transaction_stopped", "spec_problem", "file_received"];
+const charts = new Map();  // "CP · transaction N" -> {points, canvas, box, legend}, oldest first
+const cards = new Map();  // charger id -> its card, kept: buttons and answers survive updates
+const warnings = new Map();  // charger id -> the texts of its latest spec warnings
+const openLists = new Set();  // charger ids whose list of warnings is open
+const starting = new Map();  // charger id -> the timer of its Start in flight
+const dirty = new Set();  // charts to draw at the next animation frame
+let limits = {charts: 10, points: 2000, warnings: 20};  // the server's, from its state block
 let chargers = [];
-let refreshTimer = null;
+let refreshTimer = null, drawPending = false;
+let known = {run: "", seq: 0};  // the newest event shown: its run and number
+let source = null, retryDelay = 0, retryTimer = null;
+let pending = null, syncing = false;  // events that arrive while the page reloads its state
+const MAX_PENDING = 5000;
 
 function el(tag, className, text) {
   const node = document.createElement(tag);
   if (className) node.className = className;
   if (text !== undefined && text !== null) node.textContent = String(text);
   return node;
+}
+
+function setStatus(text, kind) {
+  $("#status").textContent = text;
+  $("#status").className = "badge " + kind;
 }
 
 async function api(method, path, body) {
@@ -5878,68 +5980,136 @@ async function api(method, path, body) {
   return {status: response.status, data};
 }
 
-function refreshSoon() {
-  if (refreshTimer === null) refreshTimer = setTimeout(refreshChargers, 150);
+function refreshSoon(delay) {
+  if (refreshTimer === null) refreshTimer = setTimeout(refreshChargers, delay || 150);
 }
 
 async function refreshChargers() {
   refreshTimer = null;
-  const {status, data} = await api("GET", "/api/chargers");
-  if (status !== 200) { $("#status").textContent = data.error || ("HTTP " + status); return; }
+  let answer;
+  try { answer = await api("GET", "/api/chargers"); } catch (error) { return; }
+  const {status, data} = answer;
+  if (status === 503) { refreshSoon(2000); return; }  // the server is busy: again, later
+  if (status !== 200) { setStatus(data.error || ("HTTP " + status), "off"); return; }
   chargers = data.chargers;
+  for (const charger of chargers) {
+    if (starting.has(charger.id) && startBlocked(charger)) startEnds(charger.id, false);
+  }
   renderChargers();
 }
 
-const cards = new Map();  // charger id -> its card, kept so that buttons and answers survive updates
-
 function renderChargers() {
-  const list = $("#chargers");
   $("#no-chargers").hidden = chargers.length > 0;
-  for (const charger of chargers) {
-    let card = cards.get(charger.id);
-    if (!card) {
-      card = el("section", "card");
-      card.dataset.charger = charger.id;
-      const buttons = el("div", "buttons");
-      for (const [label, action] of [["Start", "startRemote"], ["Stop", "stopRemote"], ["Reset", "Reset"],
-                                     ["Trigger", "TriggerMessage"]]) {
-        const button = el("button", null, label);
-        button.dataset.action = action;
-        button.addEventListener("click", () => callAction(charger.id, action, card));
-        buttons.append(button);
-      }
-      card.append(el("div", "info"), buttons, el("p", "answer"));
-      cards.set(charger.id, card);
-      list.append(card);
-    }
-    card.classList.toggle("away", !charger.connected);
-    card.querySelectorAll("button").forEach((button) => { button.disabled = !charger.connected; });
-    const info = card.querySelector(".info");
-    const title = el("h3", null, charger.id);
-    title.append(el("span", "badge " + (charger.connected ? "on" : "off"), charger.connected ? "connected" : "away"));
-    if (charger.dialect) title.append(el("span", "badge", charger.dialect));
-    const boot = charger.boot || {};
-    const parts = [title, el("p", "muted", charger.boot ? [boot.chargePointVendor, boot.chargePointModel,
-      "boot " + charger.bootStatus].filter(Boolean).join(" \u00b7 ") : "no BootNotification yet")];
-    const connectors = el("p", "connectors");
-    for (const [number, status] of Object.entries(charger.connectors)) {
-      connectors.append(el("span", "connector s-" + String(status).replace(/[^A-Za-z]/g, ""), number + ": " + status));
-    }
-    parts.push(connectors);
-    for (const tx of charger.transactions) {
-      parts.push(el("p", "tx", "transaction " + tx.transactionId + " on connector " + tx.connectorId +
-        " \u00b7 idTag " + tx.idTag + " \u00b7 meterStart " + tx.meterStart));
-    }
-    if (charger.specWarnings) parts.push(el("p", "warn", charger.specWarnings + " spec warning(s)"));
-    info.replaceChildren(...parts);
+  for (const charger of chargers) renderCard(charger);
+}
+
+function newCard(id) {
+  const card = el("section", "card");
+  card.dataset.charger = id;
+  const buttons = el("div", "buttons");
+  for (const [label, action] of [["Start", "startRemote"], ["Stop", "stopRemote"],
+                                 ["Reset", "Reset"], ["Trigger", "TriggerMessage"]]) {
+    const button = el("button", null, label);
+    button.dataset.action = action;
+    button.addEventListener("click", () => callAction(id, action, card));
+    buttons.append(button);
   }
+  card.append(el("div", "info"), buttons, el("p", "answer"));
+  cards.set(id, card);
+  $("#chargers").append(card);
+  return card;
+}
+
+function startBlocked(charger) {  // a transaction is open on the connector Start names
+  return charger.transactions.some((tx) => tx.connectorId === START_CONNECTOR);
+}
+
+function renderCard(charger) {
+  const card = cards.get(charger.id) || newCard(charger.id);
+  card.classList.toggle("away", !charger.connected);
+  const noStart = startBlocked(charger) || starting.has(charger.id);
+  card.querySelectorAll("button[data-action]").forEach((button) => {
+    button.disabled = !charger.connected || (button.dataset.action === "startRemote" && noStart);
+  });
+  const title = el("h3", null, charger.id);
+  title.append(el("span", "badge " + (charger.connected ? "on" : "off"),
+                  charger.connected ? "connected" : "away"));
+  if (charger.dialect) title.append(el("span", "badge", charger.dialect));
+  const boot = charger.boot || {};
+  const parts = [title, el("p", "muted", charger.boot ? [boot.chargePointVendor,
+    boot.chargePointModel, "boot " + charger.bootStatus].filter(Boolean).join(" \u00b7 ")
+    : "no BootNotification yet")];
+  const connectors = el("p", "connectors");
+  for (const [number, status] of Object.entries(charger.connectors)) {
+    connectors.append(el("span", "connector s-" + String(status).replace(/[^A-Za-z]/g, ""),
+                         number + ": " + status));
+  }
+  parts.push(connectors);
+  for (const tx of charger.transactions) {
+    parts.push(el("p", "tx", "transaction " + tx.transactionId + " on connector " +
+      tx.connectorId + " \u00b7 idTag " + tx.idTag + " \u00b7 meterStart " + tx.meterStart));
+  }
+  if (charger.specWarnings) parts.push(...warningParts(charger));
+  card.querySelector(".info").replaceChildren(...parts);
+}
+
+function rerender(id) {
+  const charger = chargers.find((one) => one.id === id);
+  if (charger) renderCard(charger);
+}
+
+function warningParts(charger) {  // "N spec warning(s)", which opens the list of them
+  const id = charger.id, texts = warnings.get(id) || [];
+  const toggle = el("button", "link warn", charger.specWarnings + " spec warning(s)");
+  toggle.setAttribute("aria-expanded", String(openLists.has(id)));
+  toggle.addEventListener("click", () => {
+    if (!openLists.delete(id)) openLists.add(id);
+    rerender(id);
+  });
+  if (!openLists.has(id)) return [toggle];
+  const list = el("ul", "warnings");
+  for (const text of texts) list.append(el("li", null, text));
+  const unlisted = charger.specWarnings - texts.length;
+  if (unlisted > 0) list.append(el("li", "muted", unlisted + " more, not kept"));
+  return [toggle, list];
+}
+
+function noteWarning(event) {
+  const texts = warnings.get(event.charger) || [];
+  texts.push(event.text);
+  if (texts.length > limits.warnings) texts.shift();
+  warnings.set(event.charger, texts);
+}
+
+function startBegins(id) {
+  clearTimeout(starting.get(id));
+  starting.set(id, null);
+  rerender(id);
+}
+
+function startEnds(id, render) {
+  clearTimeout(starting.get(id));
+  starting.delete(id);
+  if (render) rerender(id);
 }
 
 async function callAction(id, action, card) {
   const answer = card.querySelector(".answer");
   answer.textContent = action + " \u2026";
-  const {status, data} = await api("POST", "/api/chargers/" + encodeURIComponent(id) + "/" + action, {});
-  answer.textContent = action + ": " + (status === 200 ? JSON.stringify(data.result || data.error) : (data.error || status));
+  const start = action === "startRemote";
+  if (start) startBegins(id);
+  let status = 0, data = {error: "the server did not answer"};
+  try {
+    const path = "/api/chargers/" + encodeURIComponent(id) + "/" + action;
+    ({status, data} = await api("POST", path, {}));
+  } catch (error) { /* shown below */ }
+  if (start && status === 200 && data.result && data.result.status === "Accepted") {
+    starting.set(id, setTimeout(() => startEnds(id, true), START_WAIT));  // until its transaction
+  } else if (start) {
+    startEnds(id, true);
+  }
+  answer.textContent = action + ": " + (status === 200 ? JSON.stringify(data.result || data.error)
+                                                       : (data.error || status));
   answer.className = "answer" + (status === 200 && !data.error ? "" : " bad");
 }
 
@@ -5960,9 +6130,11 @@ function addRow(event, kind, label, text, detail) {
   const log = $("#frames");
   const row = el("div", "row " + kind);
   row.dataset.type = event.type;
-  row.append(el("span", "time", (event.ts || "").slice(11, 19)), el("span", "who", event.charger || "server"),
+  row.append(el("span", "time", (event.ts || "").slice(11, 19)),
+             el("span", "who", event.charger || "server"),
              el("span", "dir", kind === "in" ? "\u2190" : kind === "out" ? "\u2192" : "!"),
-             el("span", "label", label), el("span", "text", text.length > 160 ? text.slice(0, 160) + "\u2026" : text));
+             el("span", "label", label),
+             el("span", "text", text.length > 160 ? text.slice(0, 160) + "\u2026" : text));
   if (detail !== undefined) {
     row.classList.add("open-able");
     row.addEventListener("click", () => {
@@ -5980,104 +6152,290 @@ function pretty(text) {
 }
 
 function onFrame(event) {
-  let shown = event.text;  // the payload, when the frame is OCPP-J; the label already names the action
+  let shown = event.text;  // the payload, when the frame is OCPP-J; the label names the action
   try {
     const message = JSON.parse(event.text);
-    const payload = message[0] === 2 ? message[3] : message[0] === 3 ? message[message.length - 1] : message.slice(2);
+    const payload = message[0] === 2 ? message[3] : message[0] === 3 ? message[message.length - 1]
+                                                                    : message.slice(2);
     if (Array.isArray(message) && payload !== undefined) shown = JSON.stringify(payload);
   } catch (error) { /* shown as sent */ }
   addRow(event, event.direction, event.label, shown, pretty(event.text));
 }
 
 function reading(readings, measurand) {
-  for (const [name, value, unit] of readings) {
+  for (const [name, value, unit] of readings || []) {
     if ((name || MEASURANDS.energy) !== measurand) continue;
     const number = parseFloat(value);
-    if (Number.isNaN(number)) continue;
+    if (!Number.isFinite(number)) continue;
     return /^k/.test(unit || "") ? number * 1000 : number;
   }
   return null;
 }
 
-function onMeterValues(event) {
-  const key = event.charger + " \u00b7 " + (event.transactionId !== null && event.transactionId !== undefined ?
-    "transaction " + event.transactionId : "connector " + event.connectorId);
+function chartFor(charger, transactionId, connectorId) {  // the newest CHARTS_KEPT charts stay
+  const key = charger + " \u00b7 " + (transactionId !== null && transactionId !== undefined ?
+    "transaction " + transactionId : "connector " + connectorId);
   let chart = charts.get(key);
-  if (!chart) {
-    const box = el("section", "chart");
-    const canvas = el("canvas");
-    canvas.dataset.points = "0";
-    box.append(el("h3", null, key), canvas, el("p", "legend"));
-    $("#charts").prepend(box);
-    chart = {points: [], canvas, legend: box.querySelector(".legend")};
-    charts.set(key, chart);
+  if (chart) return chart;
+  while (charts.size >= limits.charts) {
+    const [oldest, old] = charts.entries().next().value;
+    old.box.remove();
+    dirty.delete(old);
+    charts.delete(oldest);
   }
+  const box = el("section", "chart"), canvas = el("canvas");
+  canvas.dataset.points = "0";
+  box.append(el("h3", null, key), canvas, el("p", "legend"));
+  $("#charts").prepend(box);
+  chart = {points: [], canvas, box, legend: box.querySelector(".legend")};
+  charts.set(key, chart);
+  return chart;
+}
+
+function pointsChanged(chart) {
+  if (chart.points.length > limits.points) {  // thinned: every other reading goes, the last stays
+    chart.points = chart.points.filter((point, index) => index % 2 === 0);
+  }
+  chart.canvas.dataset.points = String(chart.points.length);
+  drawSoon(chart);
+}
+
+function drawSoon(chart) {  // at the next animation frame, once however many readings came
+  dirty.add(chart);
+  if (!drawPending) {
+    drawPending = true;
+    requestAnimationFrame(drawDirty);
+  }
+}
+
+function onMeterValues(event) {
+  const chart = chartFor(event.charger, event.transactionId, event.connectorId);
   chart.points.push({t: Date.parse(event.ts), energy: reading(event.readings, MEASURANDS.energy),
-                     power: reading(event.readings, MEASURANDS.power), soc: reading(event.readings, MEASURANDS.soc)});
-  if (chart.points.length > 2000) chart.points.shift();
-  drawChart(chart);
+                     power: reading(event.readings, MEASURANDS.power),
+                     soc: reading(event.readings, MEASURANDS.soc)});
+  pointsChanged(chart);
+}
+
+function loadChart(kept) {  // a chart the server kept: [time ms, energy, power, soc] each
+  const chart = chartFor(kept.charger, kept.transactionId, kept.connectorId);
+  chart.points = kept.points.map(([t, energy, power, soc]) => ({t, energy, power, soc}));
+  pointsChanged(chart);
 }
 
 const SERIES = [["energy", "Wh", "#1565c0"], ["power", "W", "#c62828"], ["soc", "%", "#2e7d32"]];
+const LANE = 58, LABEL = 17, AXIS = 22;  // px: a series' lane, its label above it, the time axis
+const TICKS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400];
+
+function drawDirty() {
+  drawPending = false;
+  for (const chart of dirty) drawChart(chart);
+  dirty.clear();
+}
+
+function number(value) {
+  return Number.isInteger(value) ? String(value) : String(Number(value.toFixed(3)));
+}
+
+function clock(t) {  // UTC, as the frame log shows times
+  return new Date(t).toISOString().slice(11, 19);
+}
 
 function drawChart(chart) {
+  const points = chart.points;
+  const lanes = SERIES.map(([name, unit, color]) => ({name, unit, color, values: points.map(
+    (point) => point[name]).filter((value) => value !== null && value !== undefined)}))
+    .filter((lane) => lane.values.length);
   const canvas = chart.canvas, ratio = window.devicePixelRatio || 1;
-  const width = canvas.clientWidth || 300, height = 180;
+  const width = canvas.clientWidth || 300, height = Math.max(1, lanes.length) * LANE + AXIS;
   canvas.width = width * ratio; canvas.height = height * ratio;
   canvas.style.height = height + "px";
-  canvas.dataset.points = String(chart.points.length);
   const context = canvas.getContext("2d");
   context.scale(ratio, ratio);
-  context.clearRect(0, 0, width, height);
-  const points = chart.points, first = points[0].t, span = Math.max(1, points[points.length - 1].t - first);
-  const legend = [];
-  SERIES.forEach(([name, unit, color], lane) => {
-    const values = points.map((point) => point[name]).filter((value) => value !== null);
-    if (!values.length) return;
-    const low = Math.min(...values), high = Math.max(...values), range = high - low || 1;
-    const top = 8 + lane * (height / 3), laneHeight = height / 3 - 16;
-    context.strokeStyle = color; context.lineWidth = 2; context.beginPath();
-    let started = false;
-    for (const point of points) {
-      if (point[name] === null) continue;
-      const x = 4 + (point.t - first) / span * (width - 8);
-      const y = top + laneHeight - (point[name] - low) / range * laneHeight;
-      if (started) context.lineTo(x, y); else { context.moveTo(x, y); started = true; }
-    }
-    context.stroke();
-    context.fillStyle = color; context.font = "12px system-ui, sans-serif";
-    context.fillText(name + " " + low + "\u2013" + high + " " + unit, 6, top + 4);
-    legend.push(name + " " + values[values.length - 1] + " " + unit);
-  });
-  chart.legend.textContent = legend.join("  \u00b7  ");
+  context.font = "12px system-ui, sans-serif";
+  if (!points.length) return;
+  const first = points[0].t, span = Math.max(1, points[points.length - 1].t - first);
+  const x = (t) => 4 + (t - first) / span * (width - 8);
+  lanes.forEach((lane, index) => drawLane(context, lane, points, x, index * LANE));
+  drawTimeAxis(context, first, span, width, Math.max(1, lanes.length) * LANE);
+  chart.legend.textContent = lanes.map((lane) => lane.name + " " +
+    number(lane.values[lane.values.length - 1]) + " " + lane.unit).join("  \u00b7  ");
 }
 
-function onEvent(message) {
-  let event;
-  try { event = JSON.parse(message.data); } catch (error) { return; }
-  if (event.missed) addRow(event, "warn", "missed", event.missed + " event(s) were dropped: this page fell behind");
+function drawLane(context, lane, points, x, top) {  // its label first, the line below it
+  let low = Infinity, high = -Infinity;
+  for (const value of lane.values) { low = Math.min(low, value); high = Math.max(high, value); }
+  const range = high - low || 1, plotTop = top + LABEL + 2, plotHeight = LANE - LABEL - 8;
+  context.fillStyle = lane.color;
+  context.fillText(lane.name + " " + number(low) + "\u2013" + number(high) + " " + lane.unit,
+                   6, top + 13);
+  context.strokeStyle = lane.color; context.lineWidth = 2; context.beginPath();
+  let started = false;
+  for (const point of points) {
+    const value = point[lane.name];
+    if (value === null || value === undefined) continue;
+    const y = plotTop + plotHeight - (value - low) / range * plotHeight;
+    if (started) context.lineTo(x(point.t), y);
+    else { context.moveTo(x(point.t), y); started = true; }
+  }
+  context.stroke();
+}
+
+function drawTimeAxis(context, first, span, width, top) {  // a tick every "nice" step
+  context.strokeStyle = "#99a"; context.fillStyle = "#556"; context.lineWidth = 1;
+  context.beginPath(); context.moveTo(4, top + 2); context.lineTo(width - 4, top + 2);
+  context.stroke();
+  const most = Math.max(1, Math.floor(width / 90));
+  const step = 1000 * (TICKS.find((seconds) => span / 1000 / seconds <= most) || 86400);
+  context.textAlign = "center";
+  let drawn = 0;
+  for (let t = Math.ceil(first / step) * step; t <= first + span && drawn < 40; t += step) {
+    const at = 4 + (t - first) / span * (width - 8);
+    context.beginPath(); context.moveTo(at, top + 2); context.lineTo(at, top + 6); context.stroke();
+    context.fillText(clock(t), Math.min(Math.max(at, 28), width - 28), top + 18);
+    drawn += 1;
+  }
+  context.textAlign = "start";
+  if (!drawn) context.fillText(clock(first), 4, top + 18);
+}
+
+function showEvent(event, live) {  // live: from the stream (else a row of the page's first state)
+  if (event.missed) {
+    addRow(event, "warn", "missed", event.missed + " event(s) were dropped: this page fell behind");
+  }
   switch (event.type) {
     case "frame": onFrame(event); break;
-    case "meter_values": onMeterValues(event); break;
-    case "spec_problem": addRow(event, "warn", "spec", event.text); break;
-    case "log": if (event.level === "warn" || event.level === "error") addRow(event, event.level, event.level, event.text); break;
-    case "file_received": addRow(event, "file", "file", event.name + " (" + event.size + " bytes) from " + event.peer); break;
+    case "meter_values": if (live) onMeterValues(event); break;
+    case "spec_problem":
+      addRow(event, "warn", "spec", event.text);
+      if (live) noteWarning(event);
+      break;
+    case "log":
+      if (event.level === "warn" || event.level === "error") {
+        addRow(event, event.level, event.level, event.text);
+      }
+      break;
+    case "file_received":
+      addRow(event, "file", "file", event.name + " (" + event.size + " bytes) from " + event.peer);
+      break;
   }
-  if (["connected", "disconnected", "ready", "state_changed", "transaction_started", "transaction_stopped",
-       "spec_problem", "file_received"].includes(event.type)) refreshSoon();
+  if (live && REFRESHING.includes(event.type)) refreshSoon();
 }
 
-function connect() {
-  const source = new EventSource("/api/events?lastEventId=0");
-  source.onopen = () => { $("#status").textContent = "live"; $("#status").className = "badge on"; refreshSoon(); };
-  source.onerror = () => { $("#status").textContent = "reconnecting\u2026"; $("#status").className = "badge off"; };
-  source.onmessage = onEvent;
+function parseId(text) {  // "run:seq", or a bare number
+  const value = String(text || ""), at = value.lastIndexOf(":");
+  return {run: at < 0 ? "" : value.slice(0, at), seq: Number(value.slice(at + 1)) || 0};
+}
+
+function readState(doc) {
+  const block = doc.getElementById("state");
+  try { return block ? JSON.parse(block.textContent) : null; } catch (error) { return null; }
+}
+
+function load(state) {  // everything drawn afresh from the server's state
+  cards.forEach((card) => card.remove());
+  cards.clear();
+  charts.forEach((chart) => chart.box.remove());
+  charts.clear();
+  dirty.clear();
+  starting.forEach((timer) => clearTimeout(timer));
+  starting.clear();
+  warnings.clear();
+  $("#frames").replaceChildren();
+  limits = Object.assign({}, limits, state.limits || {});
+  for (const [id, texts] of Object.entries(state.warnings || {})) warnings.set(id, texts.slice());
+  for (const event of state.events || []) showEvent(event, false);
+  for (const kept of state.charts || []) loadChart(kept);
+  chargers = state.chargers || [];
+  known = parseId(state.eventId);
+  renderChargers();
+}
+
+function take(id, event) {
+  if (id.run === known.run && id.seq <= known.seq) return;  // shown already: the state had it
+  known = id;
+  showEvent(event, true);
+}
+
+function onMessage(message) {
+  let event;
+  try { event = JSON.parse(message.data); } catch (error) { return; }
+  const id = parseId(message.lastEventId || event.id);
+  if (pending) {  // held until the state is loaded; the oldest go first (the state covers them)
+    if (pending.push([id, event]) > MAX_PENDING) pending.shift();
+    return;
+  }
+  if (id.run !== known.run) {  // another run of the server: redraw from its state
+    pending = [[id, event]];
+    resync();
+    return;
+  }
+  take(id, event);
+}
+
+async function fetchState() {  // the state block of the page as the server would send it now
+  try {
+    const response = await fetch("/", {credentials: "same-origin", cache: "no-store"});
+    if (!response.ok) return null;
+    return readState(new DOMParser().parseFromString(await response.text(), "text/html"));
+  } catch (error) { return null; }  // away again: the stream's retry brings the page back here
+}
+
+async function resync() {  // after a reconnect: is this still the run the page shows?
+  if (!pending) pending = [];
+  if (syncing) return;
+  syncing = true;
+  const state = await fetchState();
+  syncing = false;
+  const newest = pending.length ? pending[pending.length - 1][0] : known;
+  if (!state && newest.run !== known.run) {  // a new run, and its state is not to be had yet
+    setTimeout(resync, 2000);
+    return;
+  }
+  const queued = pending;
+  pending = null;
+  const id = state ? parseId(state.eventId) : known;
+  if (id.run !== known.run || id.seq < known.seq) {  // the server restarted
+    load(state);
+    connect(state.eventId, true);
+  }
+  for (const [eventId, event] of queued) if (eventId.run === known.run) take(eventId, event);
+  refreshSoon();
+}
+
+function connect(from, fresh) {  // fresh: the page has just loaded the state at "from"
+  if (source) source.close();
+  clearTimeout(retryTimer);
+  const stream = source = new EventSource("/api/events?lastEventId=" + encodeURIComponent(from));
+  let reopened = !fresh;
+  stream.onopen = () => {  // a reopened stream may find another run of the server
+    retryDelay = 0;
+    setStatus("live", "on");
+    if (reopened) resync(); else refreshSoon();
+    reopened = true;
+  };
+  stream.onerror = () => {
+    if (stream !== source) return;
+    if (stream.readyState !== EventSource.CLOSED) {  // it reconnects by itself
+      setStatus("reconnecting\u2026", "off");
+      return;
+    }
+    // Refused (503 when the server is busy): EventSource gives up, so the page retries itself.
+    retryDelay = Math.min(retryDelay ? retryDelay * 2 : 500, 15000);
+    setStatus("server busy, retrying in " + Math.ceil(retryDelay / 1000) + " s", "off");
+    retryTimer = setTimeout(() => connect(known.run ? known.run + ":" + known.seq : known.seq),
+                            retryDelay);
+  };
+  stream.onmessage = onMessage;
 }
 
 $("#command").addEventListener("submit", sendCommand);
-window.addEventListener("resize", () => charts.forEach(drawChart));
-refreshChargers();
-connect();
+window.addEventListener("resize", () => charts.forEach(drawSoon));
+const firstState = readState(document);
+if (firstState) {
+  load(firstState);
+  setStatus("as of " + clock(Date.parse(firstState.ts)), "");
+}
+connect(firstState ? firstState.eventId : "0", Boolean(firstState));
 """
 
 PAGE_HTML = """<!doctype html>
@@ -6111,6 +6469,9 @@ h2 { font-size: 1.05rem; margin: .2rem 0 .5rem; text-transform: uppercase; lette
 .s-Preparing, .s-SuspendedEV, .s-SuspendedEVSE, .s-Finishing { background: #fff3c4; }
 .tx { font-weight: 600; margin: .3rem 0; }
 .warn { color: #8a5a00; }
+button.link { background: none; padding: 0; min-height: 0; text-decoration: underline; }
+.warnings { margin: .2rem 0 .4rem; padding-left: 1.2rem; font-size: .85rem;
+            word-break: break-word; }
 .buttons { display: flex; flex-wrap: wrap; gap: .4rem; margin-top: .5rem; }
 button { font: inherit; padding: .45rem .9rem; border: 0; border-radius: 6px; background: #12355b; color: #fff;
          cursor: pointer; min-height: 2.4rem; }
@@ -6159,17 +6520,68 @@ canvas { width: 100%; display: block; }
 <div class="panel" id="frames"></div>
 </div>
 </main>
+<script type="application/json" id="state">{state}</script>
 <script>{script}</script>
 </body>
 </html>
 """.replace("{script}", PAGE_SCRIPT)
 
-PAGE_BYTES = PAGE_HTML.encode("utf-8")
+# The page's HTML around its state block, which each GET / fills in.
+PAGE_BEFORE_STATE, PAGE_AFTER_STATE = (part.encode("utf-8") for part in PAGE_HTML.split("{state}"))
 PAGE_HEADERS = (
     ("Content-Security-Policy", "default-src 'self'; script-src 'sha256-%s'; style-src 'unsafe-inline'; "
      "img-src 'self' data:; frame-ancestors 'none'; form-action 'none'"
      % base64.b64encode(hashlib.sha256(PAGE_SCRIPT.encode("utf-8")).digest()).decode("ascii")),
-    ("X-Frame-Options", "DENY"), ("Referrer-Policy", "no-referrer"))
+    ("X-Frame-Options", "DENY"), ("Referrer-Policy", "no-referrer"), ("Cache-Control", "no-store"))
+PAGE_STATE_ROWS = 100  # latest frame-log rows the page's first HTML carries ...
+PAGE_STATE_BUDGET = 500000  # ... and the characters they may hold between them
+PAGE_ROW_TYPES = ("frame", "spec_problem", "file_received")  # and warn and error lines
+# A data block ends at the first "</script"; a charger's "<", ">" and "&", and the line separators
+# (line ends to older JavaScript), are written as JSON escapes, so nothing it sends can end it.
+_DATA_BLOCK_ESCAPES = {ord(character): f"\\u{ord(character):04x}"
+                       for character in "<>&\u2028\u2029"}
+
+
+def _page_rows(history: EventHistory) -> list[str]:
+    """The latest events the page shows as rows of its frame log, oldest first, as their JSON."""
+    rows: list[str] = []
+    budget = PAGE_STATE_BUDGET
+    for event in reversed(history.events):
+        if len(rows) >= PAGE_STATE_ROWS:
+            break
+        if event.type not in PAGE_ROW_TYPES and not (
+                event.type == "log" and event.fields.get("level") in ("warn", "error")):
+            continue
+        text = event.event_json()
+        budget -= len(text)
+        if budget < 0:
+            break
+        rows.append(text)
+    rows.reverse()
+    return rows
+
+
+def page_state_json(system: "CentralSystem", history: EventHistory) -> str:
+    """The page's first state: the chargers as GET /api/chargers lists them, their latest spec
+    warnings, the open transactions' charts, the latest frame-log rows, and the id of the newest
+    event in it (the page's event stream resumes from there).  Escaped for a data block."""
+    state = {
+        "eventId": str(history.last), "ts": UTC_CLOCK.now(),
+        "limits": {"charts": CHARTS_KEPT, "points": CHART_POINTS, "warnings": SPEC_WARNINGS_KEPT},
+        "chargers": [charger_record(system, charger) for charger in system.states.values()],
+        "warnings": {charger.charger_id: list(charger.spec_texts)
+                     for charger in system.states.values() if charger.spec_texts},
+        "charts": system.charts.records(system.states) if system.charts is not None else [],
+    }
+    text = api_json(state)[:-1] + ',"events":[' + ",".join(_page_rows(history)) + "]}"
+    return text.translate(_DATA_BLOCK_ESCAPES)
+
+
+def page_response(system: "CentralSystem", history: EventHistory) -> bytes:
+    """GET /: the page with the server's state in it, so that its first paint is already right."""
+    body = b"".join((PAGE_BEFORE_STATE, page_state_json(system, history).encode("utf-8"),
+                     PAGE_AFTER_STATE))
+    return http_head(200, "text/html; charset=utf-8", len(body), PAGE_HEADERS) + body
 
 
 # ------------------------------------------------- websockets compatibility
@@ -6568,6 +6980,8 @@ class CentralSystem:
         self.bus = EventBus(self._subscriber_failed)
         out.subscribe_to(self.bus)
         self.spec_warnings = 0
+        # The open transactions' readings, for the page (nothing is kept without the HTTP port).
+        self.charts: Optional[ChartReadings] = ChartReadings() if options.http else None
 
     def _subscriber_failed(self, subscriber: Callable[[Event], None], exc: Exception) -> None:
         key = (getattr(subscriber, "__qualname__", repr(subscriber)), type(exc).__name__)
@@ -6583,9 +6997,11 @@ class CentralSystem:
         (``charger`` None), published on the bus as a "log" event: the one way such lines are shown."""
         self.bus.publish("log", charger, self.sessions.get(charger) if charger else None, level=level, text=text)
 
-    def count_spec_warning(self, state: ChargerState) -> None:
+    def count_spec_warning(self, state: ChargerState, text: Optional[str] = None) -> None:
         self.spec_warnings += 1
         state.spec_warnings += 1
+        if text is not None:
+            state.spec_texts.append(text)
 
     def state_for(self, charger_id: str) -> ChargerState:
         """The state of a charge point (new or remembered), marked most recently seen."""
