@@ -108,12 +108,19 @@ def start_charger(mock: dict, charger_id: str):
     return subprocess.Popen(CHARGER_COMMAND + [mock["ws"] + "/" + charger_id], stdout=subprocess.DEVNULL)
 
 
+def booted_already(mock: dict, charger_id: str) -> bool:
+    """A station on the network may have connected and booted before the stream opened."""
+    status, record = api(mock, "GET", "/api/chargers/" + charger_id)
+    return status == 200 and record["connected"] and record["bootStatus"] == "Accepted"
+
+
 def test_a_remote_start_charges_and_a_remote_stop_ends_the_transaction(mock):
     charger_id = ON_NETWORK or "CP-1"
     stream = events(mock, charger_id)
     charger = start_charger(mock, charger_id)
     try:
-        next_event(stream, "ready")  # booted, BootData answered
+        if not booted_already(mock, charger_id):
+            next_event(stream, "ready")  # booted, BootData answered
 
         status, reply = api(mock, "POST", "/api/chargers/%s/startRemote" % charger_id, {"idTag": "1"})
         assert status == 200 and reply["result"] == {"status": "Accepted"}
