@@ -1818,7 +1818,8 @@ class LaterReply:
     def __init__(self, making: "collections.abc.Awaitable[LaterMade]") -> None:
         self.making = making
 
-    def start(self, session: "ChargerSession", frame: "Frame", label: str, fault: Any) -> None:
+    def start(self, session: "ChargerSession", frame: "Frame", label: str,
+              fault: Optional["FiredReply"]) -> None:
         """Answer ``frame`` once the reply is made, as ChargerCalls.on_call would have (with the
         reply fault that fired on it, if any)."""
         session.replies_withheld += 1
@@ -1826,8 +1827,8 @@ class LaterReply:
         _LATER_REPLIES.add(task)  # the loop keeps only a weak reference to a task
         task.add_done_callback(_LATER_REPLIES.discard)
 
-    async def _answer(self, session: "ChargerSession", frame: "Frame", label: str, fault: Any
-                      ) -> None:
+    async def _answer(self, session: "ChargerSession", frame: "Frame", label: str,
+                      fault: Optional["FiredReply"]) -> None:
         try:
             reply, then = await self.making
         except Exception as exc:  # a bug of ours: the charger still gets its answer

@@ -6,6 +6,7 @@ be slow) over its websocket, its console and its HTTP port.  The full-size attac
 pipelined Heartbeats under a delay fault, 40,000 faults in one PUT) are scripts/attack_faults.py.
 """
 
+import shutil
 import time
 
 import pytest
@@ -14,6 +15,8 @@ import ocpp_mock_server as mock
 from test_mock_server import (  # noqa: F401  (start_server is a fixture)
     Charger,
     InProcessServer,
+    _certificate_authority,
+    _csr,
     charger_test,
     http,
     http_sync,
@@ -187,3 +190,25 @@ async def test_the_first_fault_set_for_a_charger_fires_first_whoever_it_names(st
     server.wait_for(r">> no faults in force")
     await one.close()
     await two.close()
+
+
+@charger_test
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl command on PATH")
+async def test_a_reply_fault_changes_and_delays_a_reply_made_later(start_server, tmp_path):
+    """SignCertificate's reply waits for openssl (a LaterReply): the fault that fired on it
+    changes and delays that reply when it is made, and a CALL meanwhile is a second CALL."""
+    ca_path, key_path, _, _ = _certificate_authority(tmp_path)
+    server = start_server("--no-boot-data", "--ca-cert", str(ca_path), "--ca-key", str(key_path),
+                          "--files-dir", str(tmp_path / "files"),
+                          "--fault", "SignCertificate status=Rejected delay=0.3 times=1")
+    charger = await Charger.connect(server.url)
+    started = time.monotonic()
+    await charger.send_frame([2, "s1", "SignCertificate", {"csr": _csr("CP-1")}])
+    await charger.send_frame([2, "h1", "Heartbeat", {}])
+    replies = await charger.replies_until("s1")
+    assert [reply.message_id for reply in replies] == ["h1", "s1"]
+    assert replies[-1].payload == {"status": "Rejected"} and time.monotonic() - started >= 0.3
+    server.wait_for(r'FAULT injected \(fault SignCertificate status=Rejected delay=0\.3 times=1\): '
+                    r'reply changed to \{"status":"Rejected"\}')
+    server.wait_for(r"!! check two-calls: sent Heartbeat while its previous CALL still awaited")
+    await charger.close()
