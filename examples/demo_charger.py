@@ -76,6 +76,7 @@ class Station:
         self.power_w = 0  # what the meter reads now: 7400 W while charging, else 0
         self.soc = 20  # state of charge, percent: rises while charging, never falls
         self.transaction_id: Optional[int] = None
+        self.connector_status = "Available"  # as last reported; Preparing once a start is accepted
         self.meter_task: Optional["asyncio.Task[None]"] = None
         self.charger: Optional["DemoCharger"] = None  # the connection now, if any
         self.queued: List[Tuple[str, dict]] = []
@@ -214,6 +215,7 @@ class DemoCharger:
             await self.call("Heartbeat", {})
 
     async def status(self, status: str) -> None:
+        self.station.connector_status = status
         if self.flexicharge:
             payload = {"connectorId": str(self.connector), "errorCode": "", "status": status}
         else:
@@ -316,8 +318,16 @@ class DemoCharger:
                 return None
         else:
             accepted = True
-        accepted = accepted and self.station.transaction_id is None
+        station = self.station
+        busy = (station.transaction_id is not None
+                or station.connector_status in ("Preparing", "Charging"))
+        if accepted and busy:  # as a real charger: one start at a time, none during a transaction
+            say("RemoteStartTransaction rejected: connector %d is %s" % (self.connector, (
+                station.connector_status if station.transaction_id is None
+                else "in transaction %d" % station.transaction_id)))
+        accepted = accepted and not busy
         if accepted:
+            station.connector_status = "Preparing"  # at once: a second start now is rejected
             self.spawn(self.start_transaction(str(id_tag)))
         return {"status": "Accepted" if accepted else "Rejected"}
 
