@@ -3238,7 +3238,7 @@ CONSOLE_ACTIONS = {action.lower(): action for action in SERVER_ACTION_DEFAULTS}
 def console_action(word: str) -> Optional[str]:
     """The server action a typed word names (any case, startRemote/stopRemote too), or None."""
     lower = word.lower()
-    row = TYPED_WORDS.get(lower)
+    row = typed_word(lower)
     return row.action if row is not None else CONSOLE_ACTIONS.get(lower)
 
 
@@ -3313,7 +3313,7 @@ def parse_command(line: str, files_from: Optional[str] = None) -> Command:
             raise CommandError("usage: @<chargerId> <command>, e.g. @CP-1 Reset")
     word, _, rest = line.partition(" ")
     rest, lower = rest.strip(), word.lower()
-    row = TYPED_WORDS.get(lower)
+    row = typed_word(lower)
     if row is not None and row.action is None:
         if row.check is not None:
             row.check(rest, target)
@@ -3330,7 +3330,7 @@ def parse_command(line: str, files_from: Optional[str] = None) -> Command:
 
 def _did_you_mean(word: str) -> str:
     """"did you mean X? " for the typed word or action closest to ``word`` (any case), else ""."""
-    choices = TYPED_WORDS_AS_SPELT + list(SERVER_ACTION_DEFAULTS)
+    choices = typed_names() + list(SERVER_ACTION_DEFAULTS)
     by_lower = {choice.lower(): choice for choice in choices}
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.5) or [
         by_lower[match]
@@ -3474,7 +3474,7 @@ def _run_quit(host: Any, command: Command, outcome: "CommandOutcome") -> None:
 
 def _check_help(rest: str, target: Optional[str]) -> None:
     lower = rest.lower()
-    if not rest or console_action(rest) or lower in TYPED_WORDS or lower in HELP_TOPICS:
+    if not rest or console_action(rest) or typed_word(lower) or lower in HELP_TOPICS:
         return
     choices = {**CONSOLE_ACTIONS, **{topic: topic for topic in HELP_TOPICS}}
     close = difflib.get_close_matches(lower, list(choices), n=1)
@@ -3578,10 +3578,32 @@ COMMAND_WORDS: Tuple[CommandWord, ...] = (
     CommandWord(("quit", "exit"), "quit | exit", "stop the server", "quit", "console",
                 overview=True, run=_run_quit),
 )
-TYPED_WORDS = {name.lower(): row for row in COMMAND_WORDS for name in row.names}
-TYPED_WORDS_AS_SPELT = [name for row in COMMAND_WORDS for name in row.names]  # Tab, "did you mean"
-WORD_HANDLERS = {row.word: row.run for row in COMMAND_WORDS if row.run is not None}
-SCRIPT_WORDS = {row.word for row in COMMAND_WORDS if row.scripts}
+
+
+# The look-ups ask COMMAND_WORDS itself (a few rows, read only when a line is typed): there is
+# no second list of words to keep in step.
+
+
+def typed_word(name: str) -> Optional[CommandWord]:
+    """The row of COMMAND_WORDS whose word ``name`` is (any case), or None."""
+    lower = name.lower()
+    return next((row for row in COMMAND_WORDS if lower in (typed.lower() for typed in row.names)),
+                None)
+
+
+def typed_names(scripts_only: bool = False) -> List[str]:
+    """Every word that may be typed (for a script only: the words a script may use), as spelt."""
+    return [name for row in COMMAND_WORDS if row.scripts or not scripts_only for name in row.names]
+
+
+def word_handler(word: str) -> WordHandler:
+    """The handler of a parsed Command.word."""
+    return next(row.run for row in COMMAND_WORDS if row.word == word and row.run is not None)
+
+
+def script_may_use(word: str) -> bool:
+    return any(row.scripts for row in COMMAND_WORDS if row.word == word)
+
 
 # `help <topic>`: what a topic says besides its rows of COMMAND_WORDS, a paragraph a string.
 HELP_TOPICS: Dict[str, List[str]] = {
@@ -3880,7 +3902,7 @@ class Console:
         return outcome
 
     def _run(self, command: Command, outcome: "CommandOutcome") -> None:
-        WORD_HANDLERS[command.word](self, command, outcome)
+        word_handler(command.word)(self, command, outcome)
 
     def hold(self, line: str, outcome: "CommandOutcome") -> None:
         """Hold a charger command until a charger has booted; the answer lists all held."""
@@ -3948,7 +3970,7 @@ class Console:
         and what it sends bare."""
         width = console_width(self.out)
         name = topic.lower()
-        row = TYPED_WORDS.get(name)
+        row = typed_word(name)
         if not topic:
             return help_overview(width)
         if name in HELP_TOPICS or (row is not None and row.action is None):
@@ -4071,8 +4093,8 @@ class InteractiveInput:
         if not before:  # the first word: a command, an action, or @<charger id>
             if text.startswith("@"):
                 return ["@" + name + " " for name in self.charger_ids if ("@" + name).startswith(text)]
-            return self.words_from(list(TYPED_WORDS_AS_SPELT) + list(SERVER_ACTION_DEFAULTS), text)
-        row = TYPED_WORDS.get(before[0].lower())
+            return self.words_from(typed_names() + list(SERVER_ACTION_DEFAULTS), text)
+        row = typed_word(before[0])
         if row is not None and row.action is None:  # a word's argument: its row's completions
             if row.complete is None or len(before) > 1:
                 return []
@@ -4350,16 +4372,15 @@ HELP_TOPICS["scripts"] = [
 def script_command(line: str, number: int, folder: str = ".") -> Command:
     """A command step, parsed by the console's own parser; ScriptError if a script cannot run it."""
     word = line.split()[0]
-    if console_action(word) is None and word.lower() not in TYPED_WORDS and word[:1] != "@":
-        choices = list(SERVER_ACTION_DEFAULTS) + list(SCENARIO_WORDS) + [
-            name for name in TYPED_WORDS_AS_SPELT if TYPED_WORDS[name.lower()].scripts]
+    if console_action(word) is None and typed_word(word) is None and word[:1] != "@":
+        choices = [*SERVER_ACTION_DEFAULTS, *SCENARIO_WORDS, *typed_names(scripts_only=True)]
         close = difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
         raise ScriptError(number, "unknown step %r%s" % (word, "; did you mean %s?" % close[0] if close else ""))
     try:
         command = parse_command(line, files_from=folder)
     except CommandError as exc:
         raise ScriptError(number, str(exc)) from None
-    if command.word not in SCRIPT_WORDS or command.target is not None:
+    if not script_may_use(command.word) or command.target is not None:
         raise ScriptError(number, "%s is for the interactive console, not for scripts" % word)
     return command
 
@@ -4521,7 +4542,7 @@ class ScenarioRunner:
         session = self.current_session()
         if command.word != "call":  # raw, echo, fault, faults: as the console runs them
             outcome = CommandOutcome()
-            WORD_HANDLERS[command.word](self, command, outcome)
+            word_handler(command.word)(self, command, outcome)
             for text in outcome.lines:
                 self.out.console(text)
             return
