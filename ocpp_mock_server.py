@@ -3790,15 +3790,16 @@ def wrap_json(text: str, width: Optional[int], indent: str = "  ") -> List[str]:
 
 def help_rows(rows: List[CommandWord], width: Optional[int], examples: bool = True) -> List[str]:
     """Help rows as columns: usage, summary, example, one line each where they fit ``width``;
-    else the summary (and the example, with ``examples``) wrapped under its column."""
+    else the summary (and below it the example, with ``examples``) wrapped under its column."""
     column = max(len(row.usage) for row in rows) + 2
     lines = ["%s%s   e.g. %s" % (row.usage.ljust(column), row.summary, row.example) for row in rows]
     if width is None or max(map(len, lines)) <= width:
         return lines
     column, lines = min(column, width // 2), []
     for row in rows:
-        text = row.summary + ("; e.g. " + row.example if examples else "")
-        body = wrap_words(text, width - column, "")
+        body = wrap_words(row.summary, width - column, "")
+        if examples:
+            body += wrap_words("e.g. " + row.example, width - column, "     ")
         if len(row.usage) + 2 > column:
             lines.append(row.usage)
         else:

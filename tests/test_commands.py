@@ -253,8 +253,6 @@ def test_help_at_80_columns_fits_and_never_breaks_a_word(tmp_path):
     for topic in [""] + list(mock.HELP_TOPICS):
         for line in (mock.help_topic(topic, None) if topic else mock.help_overview(None)):
             wide_words.update(line.split())
-    for row in mock.COMMAND_WORDS:  # as a narrow row puts them: "summary; e.g. example"
-        wide_words.update((row.summary + "; e.g. " + row.example).split())
     terminal = NarrowTerminal(tmp_path)
     try:
         terminal.wait_for(r"ocpp> ")
