@@ -101,7 +101,8 @@ def test_help_takes_topics_and_words_and_says_which_there_are(start_server):
     server.type("help held")
     server.wait_for(r">> held \| held clear .* e\.g\. held")
     server.type("help nonsense")
-    server.wait_for(r">> no action 'nonsense' \(topics: console, actions, faults, security, scripts\)")
+    server.wait_for(r">> no action 'nonsense' "
+                    r"\(topics: console, actions, faults, security, scripts\)")
     server.type("help fautls")
     server.wait_for(r">> no action 'fautls'; did you mean faults\?")
     server.type("help")
@@ -211,8 +212,8 @@ async def test_a_double_click_on_start_is_sent_twice_and_the_demo_charger_refuse
     demo = demo_charger(server)
     try:
         server.wait_for(r"CP-DEMO <- StatusNotification .*Available", timeout=10)
-        replies = await asyncio.gather(*(http(server, "POST", "/api/chargers/CP-DEMO/startRemote", {})
-                                         for _ in range(2)))
+        start = "/api/chargers/CP-DEMO/startRemote"
+        replies = await asyncio.gather(*(http(server, "POST", start, {}) for _ in range(2)))
         assert [reply.status for reply in replies] == [200, 200]  # the API sends what it is asked
         statuses = sorted(reply.json["result"]["status"] for reply in replies)
         assert statuses == ["Accepted", "Rejected"]
@@ -233,11 +234,13 @@ class NarrowTerminal(Terminal):
         import pty
         self.master, self.slave = pty.openpty()
         fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-        env = {name: value for name, value in os.environ.items() if name not in ("COLUMNS", "LINES")}
+        env = {name: value for name, value in os.environ.items()
+               if name not in ("COLUMNS", "LINES")}
         env.update(HOME=str(home), TERM="xterm")
-        self.proc = subprocess.Popen([sys.executable, str(SERVER), "--port", "0", "--no-http", *args],
-                                     stdin=self.slave, stdout=self.slave, stderr=self.slave, env=env,
-                                     close_fds=True, start_new_session=True)
+        command = [sys.executable, str(SERVER), "--port", "0", "--no-http", *args]
+        self.proc = subprocess.Popen(command, stdin=self.slave, stdout=self.slave,
+                                     stderr=self.slave, env=env, close_fds=True,
+                                     start_new_session=True)
         self.seen = b""
 
 
