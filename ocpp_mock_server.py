@@ -3665,7 +3665,8 @@ def input_lines(stream: Any) -> Iterator[Union[bytes, str]]:
 
 
 MAX_HELD_COMMANDS = 100  # charger commands held at once while no charger is ready; more are refused
-HELD_EXPIRY_BURST = 1.0  # seconds: held commands that expire this close together get one line
+HELD_LISTED = 10  # held commands listed with each one held; past that, their count
+HELD_EXPIRY_BURST = 0.5  # seconds: held commands due this close together expire in one line
 DEFAULT_HOLD_FOR = 60.0  # --hold-for: seconds a held command waits for a charger
 
 
@@ -3695,7 +3696,7 @@ class HeldCommands:
         loop = asyncio.get_running_loop()
         self.commands.append((line, loop.time() + self.system.options.hold_for))
         if self.timer is None:
-            self.timer = loop.call_at(self.commands[0][1], self.expire)
+            self.timer = loop.call_at(self.commands[0][1] + HELD_EXPIRY_BURST, self.expire)
         return self.listing()
 
     def listing(self) -> List[str]:
@@ -3731,15 +3732,15 @@ class HeldCommands:
             self.console.execute(line)
 
     def expire(self) -> None:
-        """Drop the held commands whose time is up (and those due within HELD_EXPIRY_BURST):
-        one line for them all."""
+        """Drop the held commands whose time is up, one line for them all: the timer waits
+        HELD_EXPIRY_BURST past the first one's time, so that those typed together go together."""
         self.timer = None
         loop = asyncio.get_running_loop()
-        due_by = loop.time() + HELD_EXPIRY_BURST
-        expired = [line for line, deadline in self.commands if deadline <= due_by]
-        self.commands = [(line, deadline) for line, deadline in self.commands if deadline > due_by]
+        now = loop.time()
+        expired = [line for line, deadline in self.commands if deadline <= now]
+        self.commands = [(line, deadline) for line, deadline in self.commands if deadline > now]
         if self.commands:
-            self.timer = loop.call_at(self.commands[0][1], self.expire)
+            self.timer = loop.call_at(self.commands[0][1] + HELD_EXPIRY_BURST, self.expire)
         else:
             self.system.bus.unsubscribe(self.on_ready)
         if expired:
@@ -3906,8 +3907,15 @@ class Console:
         word_handler(command.word)(self, command, outcome)
 
     def hold(self, line: str, outcome: "CommandOutcome") -> None:
-        """Hold a charger command until a charger has booted; the answer lists all held."""
-        listing = self.held.add(line)
+        """Hold a charger command until a charger has booted; the answer lists all held (up to
+        HELD_LISTED of them: `held` lists more)."""
+        try:
+            listing = self.held.add(line)
+        except CommandError as exc:
+            outcome.fail(str(exc))
+            return
+        if len(listing) > HELD_LISTED:
+            listing = ["%d commands are held (held lists them, held clear drops them)" % len(listing)]
         waited = "%s is not connected yet" % self.default_charger if self.default_charger else \
             "no charger is connected yet"
         outcome.fail("%s; %r will run once %s has booted (point it at %s)" % (

@@ -171,6 +171,22 @@ async def test_held_commands_expire_after_hold_for_with_one_line(start_server):
     await charger.close()
 
 
+def test_held_commands_are_bounded_and_so_is_their_listing(start_server):
+    server = start_server()
+    server.type("\n".join("DataTransfer vendorId=v%d" % number
+                          for number in range(mock.MAX_HELD_COMMANDS + 1)))
+    server.wait_for(r">> %d commands are held already; 'DataTransfer vendorId=v%d' is not \(held "
+                    r"lists them, held clear drops them\)"
+                    % (mock.MAX_HELD_COMMANDS, mock.MAX_HELD_COMMANDS))
+    server.wait_for(r">> %d commands are held \(held lists them" % (mock.HELD_LISTED + 1))
+    mark = server.mark()
+    server.type("held")
+    server.wait_for(r">> held: DataTransfer vendorId=v%d " % (mock.MAX_HELD_COMMANDS - 1),
+                    since=mark)
+    assert server.output(mark).count(">> held: ") == mock.MAX_HELD_COMMANDS
+    assert server.output().count(">> held: DataTransfer vendorId=v0 ") == mock.HELD_LISTED + 1
+
+
 def test_hold_for_is_range_checked():
     result = subprocess.run([sys.executable, str(SERVER), "--hold-for", "0"], capture_output=True,
                             text=True, timeout=TIMEOUT)
