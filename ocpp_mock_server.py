@@ -42,6 +42,7 @@ import asyncio
 import base64
 import binascii
 import collections
+import contextlib
 import datetime
 import difflib
 import errno
@@ -80,6 +81,10 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 60003
 SUBPROTOCOL = "ocpp1.6"
 MAX_MESSAGE_ID_LENGTH = 36  # OCPP-J 1.6 section 4.1.4
+MAX_ERROR_DESCRIPTION = 255  # characters of a CALLERROR's errorDescription (OCPP-J 2.0.1's limit)
+# No answer to a charger's frame is larger than this many bytes or the frame
+# itself, whichever is more: what a charger sends is never amplified.
+MIN_REPLY_LIMIT = 1024
 DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024
 FLEXICHARGE_VENDOR_ID = "com.flexicharge"
 # One charger may keep the event loop this long (seconds) before the other
@@ -268,10 +273,7 @@ def _parse_message(message: Any) -> Frame:
     if len(message) < 2:
         raise FrameError("message type %d without a message id" % kind)
     raw_id = message[1]
-    readable_id = raw_id if isinstance(raw_id, str) else (
-        str(raw_id) if isinstance(raw_id, int) and not isinstance(raw_id, bool) and abs(raw_id) < 10 ** 36
-        else None)
-    answerable_id = readable_id if kind == CALL else None
+    answerable_id = _id_text(raw_id) if kind == CALL else None
     if not isinstance(raw_id, str):
         raise FrameError("message id must be a string, got %s" % _json_type(raw_id),
                          FORMATION_VIOLATION, answerable_id)
@@ -279,6 +281,23 @@ def _parse_message(message: Any) -> Frame:
     if kind == CALL:
         return _parse_call(message, raw_id)
     return _parse_reply(message, kind, raw_id)
+
+
+def _id_text(raw_id: Any) -> Optional[str]:
+    """The message id of a CALL as text to answer it with: a string as it is, any JSON number
+    (integer, fraction, exponent, however long) as Python writes it; None for other JSON.
+
+    A number is answered with a FormationViolation like any other non-string
+    id, as long as the answer fits the reply cap (ChargerSession.answer).
+    """
+    if isinstance(raw_id, str):
+        return raw_id
+    if isinstance(raw_id, (int, float)) and not isinstance(raw_id, bool):
+        try:
+            return repr(raw_id)
+        except ValueError:  # an integer over Python's digit limit for text (3.11 and later)
+            return None
+    return None
 
 
 def _parse_call(message: list, raw_id: str) -> Frame:
@@ -358,12 +377,23 @@ def encodable(text: str) -> str:
     return _LONE_SURROGATE.sub(lambda match: "\\u%04x" % ord(match.group()), text)
 
 
-# Control characters (C0, DEL, C1), bidirectional and line controls, and lone
+# Control characters (C0, DEL, C1), the invisible ones below and lone
 # surrogates never reach the terminal raw: a charger must not be able to
 # repaint or forge the operator's screen, nor make a line unwritable.
+# The Bidi_Control set, every format character (Cf) but the emoji joiner
+# U+200D, and the line and paragraph separators, from one Unicode version
+# on every Python (unicodedata would follow each Python's own).
+_INVISIBLE_RANGES = (  # Unicode 15.1.0: scripts/invisible_characters.py
+    (0x00AD, 0x00AD), (0x0600, 0x0605), (0x061C, 0x061C), (0x06DD, 0x06DD), (0x070F, 0x070F),
+    (0x0890, 0x0891), (0x08E2, 0x08E2), (0x180E, 0x180E), (0x200B, 0x200C), (0x200E, 0x200F),
+    (0x2028, 0x202E), (0x2060, 0x2064), (0x2066, 0x206F), (0xFEFF, 0xFEFF), (0xFFF9, 0xFFFB),
+    (0x110BD, 0x110BD), (0x110CD, 0x110CD), (0x13430, 0x1343F), (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A), (0xE0001, 0xE0001), (0xE0020, 0xE007F),
+)
 _TERMINAL_ESCAPES = {code: "\\x%02x" % code for code in itertools.chain(range(0x20), range(0x7F, 0xA0))}
-_TERMINAL_ESCAPES.update({code: "\\u%04x" % code for code in itertools.chain(
-    range(0x200E, 0x2010), range(0x2028, 0x202F), range(0x2066, 0x206A), range(0xD800, 0xE000), (0xFEFF,))})
+_TERMINAL_ESCAPES.update({code: ("\\u%04x" if code <= 0xFFFF else "\\U%08x") % code
+                          for code in itertools.chain(range(0xD800, 0xE000), *(
+                              range(first, last + 1) for first, last in _INVISIBLE_RANGES))})
 # For plain text a literal backslash is doubled too, so that a charger's own
 # "\\x1b" (four characters) never looks like an escape the server made.
 _PLAIN_ESCAPES = dict(_TERMINAL_ESCAPES)
@@ -405,6 +435,10 @@ def printable_json(text: str, limit: int = MAX_SHOWN) -> str:
 _json_string = json.encoder.encode_basestring
 
 
+def _utf8_size(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
 def build_call(message_id: str, action: str, payload_json: str) -> str:
     """CALL text; ``payload_json`` is the payload already serialized with dump_json."""
     return "[2,%s,%s,%s]" % (_json_string(message_id), _json_string(action), payload_json)
@@ -419,6 +453,9 @@ def build_call_result(message_id: str, payload_json: str, action: Optional[str] 
 
 def build_call_error(message_id: str, code: str, description: str,
                      details: Optional[dict] = None) -> str:
+    """CALLERROR text; ``description`` cut to MAX_ERROR_DESCRIPTION characters."""
+    if len(description) > MAX_ERROR_DESCRIPTION:
+        description = description[:MAX_ERROR_DESCRIPTION - 3] + "..."
     return dump_json([CALLERROR, message_id, code, description, details or {}])
 
 
@@ -436,7 +473,10 @@ def call_payload_text(text: str, frame: Frame) -> str:
         rest = text[len(prefix):].rstrip()
         if rest.endswith("]"):
             return rest[:-1].rstrip()
-    return dump_json(frame.payload)
+    try:
+        return dump_json(frame.payload)
+    except (ValueError, RecursionError):  # nested too deeply to write again: the frame as it came
+        return text
 
 
 def utc_now() -> datetime.datetime:
@@ -1691,6 +1731,59 @@ class ChargerState:
 # happening published on the EventBus.
 
 
+LaterMade = tuple[dict, Optional[Callable[[], None]]]  # a LaterReply's reply, and what follows it
+_LATER_REPLIES: "set[asyncio.Future]" = set()  # the LaterReply tasks in flight
+
+
+class LaterReply:
+    """What a charger-action handler returns when its reply needs I/O first (SignCertificate's
+    openssl check): ``making``, awaited for the reply payload and what to run once that reply is
+    sent (or None).  The session goes on reading the charger's frames meanwhile."""
+
+    __slots__ = ("making",)
+
+    def __init__(self, making: "collections.abc.Awaitable[LaterMade]") -> None:
+        self.making = making
+
+    def start(self, session: "ChargerSession", frame: "Frame", label: str, injected: Any) -> None:
+        """Answer ``frame`` once the reply is made, as ChargerSession.on_call would have."""
+        session.reply_withheld = True
+        task = asyncio.ensure_future(self._answer(session, frame, label, injected))
+        _LATER_REPLIES.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(_LATER_REPLIES.discard)
+
+    async def _answer(self, session: "ChargerSession", frame: "Frame", label: str, injected: Any
+                      ) -> None:
+        try:
+            reply, then = await self.making
+        except Exception as exc:  # a bug of ours: the charger still gets its answer
+            session.log("error", "handler for %s failed: %s: %s" % (label, type(exc).__name__, exc))
+            reply, then = None, None
+        finally:
+            session.reply_withheld = False
+        if session.closed:
+            return
+        if reply is None:
+            text, follow = self._internal_error(session, frame, label), []
+        else:
+            text, follow = session.reply_and_what_follows(frame, label, injected, reply)
+        try:
+            if text is not None:
+                await session.websocket.send(text)
+        except websockets.ConnectionClosed:
+            return
+        for callback in follow + ([then] if then is not None else []):
+            callback()
+
+    @staticmethod
+    def _internal_error(session: "ChargerSession", frame: "Frame", label: str) -> str:
+        description = "the mock server failed to handle %s" % frame.action
+        session.bus.publish("call_answered", session.charger_id, session, action=frame.action,
+                            payload=frame.payload, reply=None, error=INTERNAL_ERROR)
+        return session.answer(build_call_error(frame.message_id, INTERNAL_ERROR, description),
+                              label + " CALLERROR", INTERNAL_ERROR + " " + description)
+
+
 class CallOutcome:
     """How a server CALL ended: "result", "error", "timeout" or "failed"."""
 
@@ -2204,9 +2297,11 @@ class ChargerSession:
         if exc.message_id is None or exc.code is None:
             self.log("warn", "%s; frame ignored" % exc.description)
             return None
+        reply = build_call_error(exc.message_id, exc.code, exc.description)
+        if self.over_reply_limit(reply, "CALLERROR"):
+            return None
         self.log("warn", "%s; answered %s" % (exc.description, exc.code))
-        return self.answer(build_call_error(exc.message_id, exc.code, exc.description),
-                           "CALLERROR", exc.code + " " + exc.description)
+        return self.publish_out(reply, "CALLERROR", exc.code + " " + exc.description)
 
     def on_call(self, frame: Frame, text: str) -> Optional[str]:
         """The answer to a charger's CALL: its handler's reply, or a CALLERROR."""
@@ -2238,6 +2333,15 @@ class ChargerSession:
                              error=refusal.code)
             return self.answer(build_call_error(message_id, refusal.code, refusal.description, refusal.details),
                                label + " CALLERROR", refusal.code + " " + printable(refusal.description, 400))
+        if type(reply) is LaterReply:
+            reply.start(self, frame, label, injected)
+            return None
+        return self._reply_text(frame, label, injected, reply)
+
+    def _reply_text(self, frame: Frame, label: str, injected: Any, reply: dict) -> Optional[str]:
+        """The CALLRESULT that answers ``frame`` with the handler's ``reply``, as the fault
+        ``injected`` (if any) has it; None when a fault sends it itself, later."""
+        action, payload, message_id = frame.action, frame.payload, frame.message_id
         if injected is not None and (injected[1] is not None or injected[0].fields or injected[0].payload is not None):
             reply = self._changed_by_fault(injected[0], injected[1], reply)
         if self.bus.routes["call_answered"]:
@@ -2249,6 +2353,15 @@ class ChargerSession:
         if injected is not None and (injected[0].delay or set(injected[0].flags) & {"twice", "wrong-id"}):
             return self._sent_by_fault(injected[0], text, label, reply_json, message_id)
         return self.answer(text, label + ".conf", reply_json)
+
+    def reply_and_what_follows(self, frame: Frame, label: str, injected: Any, reply: dict
+                               ) -> tuple[Optional[str], list[Callable[[], None]]]:
+        """_reply_text for a LaterReply's reply, and what its faults would run once it is sent."""
+        held, self._after_reply = self._after_reply, []
+        try:
+            return self._reply_text(frame, label, injected, reply), self._after_reply
+        finally:
+            self._after_reply = held
 
     # -- faults injected on purpose (see FaultTable)
 
@@ -2306,8 +2419,8 @@ class ChargerSession:
         if action in SERVER_REQUESTS:
             raise CallRefused(NOT_SUPPORTED, "%s is sent by the central system, not by a charger" % action)
         close = difflib.get_close_matches(action[:100], CHARGER_ACTION_HANDLERS, n=1)
-        raise CallRefused(NOT_IMPLEMENTED, "unknown action %s%s" % (action, " (did you mean %s?)" % close[0]
-                                                                   if close else ""))
+        raise CallRefused(NOT_IMPLEMENTED, "unknown action %s%s" % (
+            printable(action, 60), " (did you mean %s?)" % close[0] if close else ""))
 
     def _check_payload(self, action: str, payload: dict) -> None:
         """Lint a CALL's payload: CallRefused in --strict, else one warning per problem."""
@@ -2315,14 +2428,36 @@ class ChargerSession:
         if problems and self.strict:
             first = problems[0]
             self.system.count_spec_warning(self.state)
-            raise CallRefused(first.code, "%s: %s" % (action, first), {"field": first.path[:200]})
+            raise CallRefused(first.code, "%s: %s" % (action, first))
         if problems:
             self.warn_once.spec_problems(action, problems)
 
-    def answer(self, text: str, label: str, shown: Any) -> str:
-        """Publish a frame for the charger; the caller sends the ``text`` it returns.
+    def answer(self, text: str, label: str, shown: Any) -> Optional[str]:
+        """The answer to the frame being handled, published; the caller sends what it returns.
 
-        Every frame the server sends passes here, made encodable first.
+        None, and a line, when the answer would be larger than the frame or
+        MIN_REPLY_LIMIT bytes, whichever is more (a message id thousands of
+        characters long): what a charger sends is never amplified.
+        """
+        if self.over_reply_limit(text, label):
+            return None
+        return self.publish_out(text, label, shown)
+
+    def over_reply_limit(self, text: str, label: str) -> bool:
+        """True, and a line, when ``text`` may not answer the frame being handled (see answer)."""
+        if len(text) <= MIN_REPLY_LIMIT or len(text) < len(self._incoming[0]):  # nearly always
+            return False
+        size, frame_size = _utf8_size(encodable(text)), _utf8_size(self._incoming[0])
+        if size <= max(MIN_REPLY_LIMIT, frame_size):
+            return False
+        self.log("warn", "%s not sent: its %d bytes would answer a frame of %d bytes (answers are at "
+                 "most the frame or %d bytes)" % (label, size, frame_size, MIN_REPLY_LIMIT))
+        return True
+
+    def publish_out(self, text: str, label: str, shown: Any) -> str:
+        """Publish a frame for the charger, made encodable; the caller sends the ``text`` it returns.
+
+        Every frame the server sends passes here.
         """
         if not text.isascii():
             text = encodable(text)
@@ -2343,7 +2478,7 @@ class ChargerSession:
 
     async def send_text(self, text: str, label: str, shown: Any) -> None:
         """Send one frame to the charger, published first."""
-        await self.websocket.send(self.answer(text, label, shown))
+        await self.websocket.send(self.publish_out(text, label, shown))
 
     def after_reply(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once the reply to the current CALL has been sent."""
@@ -2651,14 +2786,10 @@ def handle_notification(session: "ChargerSession", payload: dict) -> dict:
     return {}
 
 
-def handle_sign_certificate(session: "ChargerSession", payload: dict) -> dict:
-    """Accept a PEM CSR; once answered, sign it (--ca-cert) or save it for the operator (see CertificateSigning)."""
-    csr = payload.get("csr")
-    if not isinstance(csr, str) or "BEGIN CERTIFICATE REQUEST" not in csr:
-        session.log("warn", "SignCertificate: the csr is not a PEM certificate request; answered Rejected")
-        return {"status": "Rejected"}
-    session.after_reply(lambda: session.system.signing.start(session, csr))
-    return {"status": "Accepted"}
+def handle_sign_certificate(session: "ChargerSession", payload: dict) -> "Union[dict, LaterReply]":
+    """Accept a PEM CSR for this charger only; sign it (--ca-cert) or save it for the operator (see
+    CertificateSigning)."""
+    return session.system.signing.answer(session, payload.get("csr"))
 
 
 CHARGER_ACTION_HANDLERS: Dict[str, Callable[["ChargerSession", dict], dict]] = {
@@ -2742,6 +2873,8 @@ def _der_element(der: bytes, offset: int) -> Tuple[int, int, int]:
     if length & 0x80:
         count = length & 0x7F
         length, start = int.from_bytes(der[start:start + count], "big"), start + count
+    if start + length > len(der):
+        raise ValueError("a DER element runs past the end")
     return tag, start, start + length
 
 
@@ -2906,20 +3039,159 @@ def to_flexicharge_payload(action: str, payload: dict) -> dict:
 
 
 # -------------------------------------------------------- Certificate signing
-# SignCertificate, end to end: the standard library cannot sign, so the
-# openssl command-line tool does, in a subprocess the event loop does not
-# wait for.
+# SignCertificate, end to end.  The CSR is read here, before the reply: its
+# subject CN must be the charge point id of the connection that sent it.  The
+# standard library can neither verify nor sign, so the openssl command-line
+# tool does, in a subprocess the event loop does not wait for.
+
+MAX_CSR_CHARACTERS = 5500  # the csr field's limit in the security whitepaper's schema
+MAX_SAVED_CSRS = 100  # CSRs one run saves (with --ca-cert, their chains too); then Rejected
+OPENSSL_SECONDS = 10.0  # one openssl command may take this long; it is then stopped
+OPENSSL_AT_ONCE = 4  # openssl commands running at once; the others wait their turn
+
+_COMMON_NAME_OID = b"\x06\x03\x55\x04\x03"  # 2.5.4.3, in DER
+# UTF8String, PrintableString, IA5String, T61String, BMPString, UniversalString
+_DER_TEXT_ENCODINGS = {0x0C: "utf-8", 0x13: "ascii", 0x16: "ascii", 0x14: "latin-1",
+                       0x1E: "utf-16-be", 0x1C: "utf-32-be"}
+_PEM_CERTIFICATE_REQUEST = re.compile(r"-----BEGIN (?:NEW )?CERTIFICATE REQUEST-----(.*?)"
+                                      r"-----END (?:NEW )?CERTIFICATE REQUEST-----", re.S)
+
+
+def _der_elements(der: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """The DER elements one after another from ``start`` to ``end``: (tag, content start, end)."""
+    while start < end:
+        tag, content, start = _der_element(der, start)
+        if start > end:
+            raise ValueError("a DER element runs past the one that holds it")
+        yield tag, content, start
+
+
+def _common_names(der: bytes, start: int, end: int) -> list[str]:
+    """The commonName values of the DER Name whose content runs from ``start`` to ``end``."""
+    names: list[str] = []
+    for _, rdn_start, rdn_end in _der_elements(der, start, end):  # each RelativeDistinguishedName
+        for _, pair_start, pair_end in _der_elements(der, rdn_start, rdn_end):  # its attributes
+            _, _, type_end = _der_element(der, pair_start)
+            if der[pair_start:type_end] == _COMMON_NAME_OID:
+                tag, value_start, value_end = _der_element(der, type_end)
+                if tag not in _DER_TEXT_ENCODINGS or value_end != pair_end:
+                    raise ValueError("a CN that is not an ASN.1 string")
+                names.append(der[value_start:value_end].decode(_DER_TEXT_ENCODINGS[tag]))
+    return names
+
+
+def read_certificate_request(text: str) -> tuple[bytes, list[str]]:
+    """The DER of the one PEM certificate request (PKCS #10) in ``text``, and its subject's common
+    names, read with the standard library; ValueError says why it is not one."""
+    blocks = _PEM_CERTIFICATE_REQUEST.findall(text)
+    if len(blocks) != 1:
+        raise ValueError("%d PEM certificate requests in it, not one" % len(blocks))
+    try:
+        der = base64.b64decode("".join(blocks[0].split()), validate=True)
+        tag, request_start, request_end = _der_element(der, 0)  # CertificationRequest
+        if tag != 0x30 or request_end != len(der):
+            raise ValueError("its DER is not one SEQUENCE")
+        _, info_start, info_end = _der_element(der, request_start)  # certificationRequestInfo
+        _, _, subject_at = _der_element(der, info_start)  # version
+        tag, subject_start, subject_end = _der_element(der, subject_at)
+        if tag != 0x30 or subject_end > info_end:
+            raise ValueError("it has no subject name")
+        return der, _common_names(der, subject_start, subject_end)
+    except (IndexError, binascii.Error) as exc:
+        raise ValueError("its DER does not parse (%s)" % exc) from None
+
+
+def pem_certificate_request(der: bytes) -> str:
+    """A certificate request's DER as PEM, 64 characters a line: what is saved and signed is exactly
+    what was read, whatever else the charger's text held."""
+    body = base64.b64encode(der).decode("ascii")
+    lines = "\n".join(body[at:at + 64] for at in range(0, len(body), 64))
+    return "-----BEGIN CERTIFICATE REQUEST-----\n%s\n-----END CERTIFICATE REQUEST-----\n" % lines
+
+
+def csr_mismatch(session: "ChargerSession", names: list[str]) -> Optional[str]:
+    """Why a CSR whose subject has the common names ``names`` is not for this connection's charger:
+    its only CN must be the charge point id, which under profile 3 (--client-ca) the client
+    certificate proved too.  None when it is."""
+    shown = ", ".join(map(_show, names)) or "missing"
+    if names != [session.charger_id]:
+        return "the CSR's CN is %s, not %s, the charge point id of this connection" % (
+            shown, _show(session.charger_id))
+    if session.system.options.client_ca:
+        transport = getattr(session.websocket, "transport", None)
+        certificate = (transport.get_extra_info("peercert") if transport else None) or {}
+        proved = [value for entry in certificate.get("subject", ()) for key, value in entry
+                  if key == "commonName"]
+        if proved != names:
+            return "the CSR's CN is %s, not %s, the CN of this connection's client certificate" % (
+                shown, ", ".join(map(_show, proved)) or "missing")
+    return None
+
+
+async def run_openssl(arguments: list[str], given: bytes = b"") -> tuple[int, bytes, str]:
+    """Run the ``openssl`` command with ``given`` on its standard input: its exit status, its output
+    and what it said on stderr.  RuntimeError when it cannot run or takes over OPENSSL_SECONDS."""
+    try:
+        process = await asyncio.create_subprocess_exec(
+            "openssl", *arguments, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+    except OSError as exc:
+        raise RuntimeError("cannot run openssl: %s" % (exc.strerror or exc)) from None
+    try:
+        output, said = await asyncio.wait_for(process.communicate(given), OPENSSL_SECONDS)
+    except asyncio.TimeoutError:
+        raise RuntimeError("openssl %s took over %g s and was stopped" % (
+            arguments[0], OPENSSL_SECONDS)) from None
+    finally:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+    return process.returncode, output, printable(said.decode("utf-8", "replace").strip(), 400)
+
+
+async def verify_csr_signature(pem: str) -> None:
+    """Check a certificate request's own signature with ``openssl req -verify`` (1.1.1 says "verify
+    failure" and exits 0, 3.x exits 1); RuntimeError with openssl's words when it is not good."""
+    code, _, said = await run_openssl(["req", "-verify", "-noout"], pem.encode("ascii"))
+    if code != 0 or "verify OK" not in said or "failure" in said:
+        raise RuntimeError("openssl req -verify finds its signature bad: %s" % (
+            said or "exit %d" % code))
+
+
+async def sign_csr(csr_path: str, ca_cert: str, ca_key: str, days: int = 365) -> str:
+    """The chain (the new certificate, then the CA's) for a CSR file, signed by ``openssl x509
+    -req`` with options OpenSSL 1.1.1 and 3.x share.  The certificate is the one openssl wrote for
+    this file (saved next to it, as .pem); RuntimeError with openssl's own words when it fails."""
+    out_path = csr_path[:-len(".csr")] + ".pem" if csr_path.endswith(".csr") else csr_path + ".pem"
+    code, output, said = await run_openssl([
+        "x509", "-req", "-in", csr_path, "-CA", ca_cert, "-CAkey", ca_key,
+        "-set_serial", str(int.from_bytes(os.urandom(8), "big")), "-days", str(days), "-sha256"])
+    certificate = output.decode("ascii", "replace").strip()
+    if code != 0 or not certificate.startswith("-----BEGIN CERTIFICATE-----"):
+        raise RuntimeError("openssl x509 -req failed: %s" % (said or "exit %d" % code))
+    with open(out_path, "w", encoding="utf-8") as signed:
+        signed.write(certificate + "\n")
+    with open(ca_cert, encoding="utf-8") as ca:
+        return certificate + "\n" + ca.read().strip() + "\n"
 
 
 class CertificateSigning:
-    """What happens to a charger's CSR: signed with --ca-cert/--ca-key and sent back in CertificateSigned,
-    or, without them, saved to a file with the one console line that sends the chain once it is signed."""
+    """What happens to a charger's CSR.  SignCertificate is answered Rejected, with one line and
+    nothing saved, for a CSR that is not one PEM certificate request whose only CN is the charger's
+    (see csr_mismatch), and past MAX_SAVED_CSRS.  Otherwise the CSR is saved under a name no other
+    file has; with --ca-cert/--ca-key, openssl checks its signature before the reply, signs it once
+    Accepted is sent, and CertificateSigned carries the chain made from it; without them, the line
+    shown says how to send the chain once the operator has signed it."""
 
     def __init__(self, system: "CentralSystem", ca_cert: Optional[str], ca_key: Optional[str]) -> None:
         self.system = system
         self.ca_cert, self.ca_key = ca_cert, ca_key
         self._folder: Optional[str] = None
         self.tasks: set = set()
+        self.saved = 0  # CSRs this run saved, or is verifying to save (MAX_SAVED_CSRS)
+        self.sequence = 0  # numbers the saved CSRs, so that no two share a name
+        self.verifying: set = set()  # sessions whose CSR openssl is verifying: one at a time each
+        self._openssl_turns: Optional[asyncio.Semaphore] = None  # made in the loop (Python 3.9)
 
     def folder(self) -> str:
         """Where CSRs and signed chains go: the files folder when there is one, else a temporary folder."""
@@ -2929,48 +3201,108 @@ class CertificateSigning:
             self._folder = tempfile.mkdtemp(prefix="ocpp-mock-csr-")
         return self._folder
 
-    def start(self, session: "ChargerSession", csr: str) -> None:
-        task = asyncio.ensure_future(self.handle(session, csr))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+    def answer(self, session: "ChargerSession", csr: Any) -> "Union[dict, LaterReply]":
+        """SignCertificate.conf for ``csr``: Rejected with one line saying why; Accepted once it is
+        saved (no CA); with --ca-cert, a LaterReply that has openssl verify it first."""
+        try:
+            pem = pem_certificate_request(self._vetted(session, csr))
+            if self.ca_cert is None or self.ca_key is None:
+                self._save_for_operator(session, pem)
+                return {"status": "Accepted"}
+        except (OSError, ValueError) as refusal:
+            session.log("error" if isinstance(refusal, OSError) else "warn",
+                        "SignCertificate: %s; answered Rejected, nothing signed" % refusal)
+            return {"status": "Rejected"}
+        self.saved += 1
+        self.verifying.add(session)
+        return LaterReply(self._verified(session, pem))
 
-    async def handle(self, session: "ChargerSession", csr: str) -> None:
+    def _vetted(self, session: "ChargerSession", csr: Any) -> bytes:
+        """The DER of ``csr`` if it may be saved and signed for this connection; else ValueError."""
+        if not isinstance(csr, str) or len(csr) > MAX_CSR_CHARACTERS:
+            raise ValueError("the csr is not text of at most %d characters" % MAX_CSR_CHARACTERS)
+        try:
+            der, names = read_certificate_request(csr)
+        except ValueError as exc:
+            raise ValueError("the csr is not a PEM certificate request (%s)" % exc) from None
+        mismatch = csr_mismatch(session, names)
+        if mismatch is not None:
+            raise ValueError(mismatch)
+        if session in self.verifying:
+            raise ValueError("its previous CSR is still being verified")
+        if self.saved >= MAX_SAVED_CSRS:
+            raise ValueError("this run has saved %d CSRs, its bound; restart the server for more"
+                             % self.saved)
+        return der
+
+    def _save(self, session: "ChargerSession", pem: str) -> str:
+        """Write a CSR to a new file named after the charger, the time and a number (never over
+        another file); its path."""
         name = "".join(character if character.isalnum() or character in "-_." else "_"
                        for character in session.charger_id)[:64] or "charger"
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        csr_path = os.path.join(self.folder(), "%s-%s.csr" % (name, stamp))
-        with open(csr_path, "w", encoding="utf-8") as csr_file:
-            csr_file.write(csr)
-        if self.ca_cert is None or self.ca_key is None:
-            chain_path = os.path.join(self.folder(), "%s-%s-chain.pem" % (name, stamp))
-            session.log("info", "SignCertificate: the CSR is saved in %s; sign it (no --ca-cert/--ca-key), put the "
-                        "chain in %s and type: @%s CertificateSigned certificateChain=@%s" % (
-                            csr_path, chain_path, printable(session.charger_id), chain_path))
-            return
+        for _ in range(1000):
+            self.sequence += 1
+            path = os.path.join(self.folder(), "%s-%s-%d.csr" % (name, stamp, self.sequence))
+            try:
+                with open(path, "x", encoding="utf-8") as csr_file:
+                    csr_file.write(pem)
+                return path
+            except FileExistsError:
+                continue
+        raise OSError("no free file name for the CSR in %s" % self.folder())
+
+    def _save_for_operator(self, session: "ChargerSession", pem: str) -> None:
+        csr_path = self._save(session, pem)
+        self.saved += 1
+        chain_path = csr_path[:-len(".csr")] + "-chain.pem"
+        session.log("info", "SignCertificate: the CSR is saved in %s; sign it (no --ca-cert/"
+                    "--ca-key), put the chain in %s and type: @%s CertificateSigned "
+                    "certificateChain=@%s" % (
+                        csr_path, chain_path, printable(session.charger_id), chain_path))
+
+    async def _verified(self, session: "ChargerSession", pem: str
+                        ) -> LaterMade:
+        """Accepted, and the signing to start once it is sent, when openssl finds the CSR's
+        signature good and it is saved; else Rejected, with one line."""
         try:
-            chain = await sign_csr(csr_path, self.ca_cert, self.ca_key)
+            async with self._turns():
+                await verify_csr_signature(pem)
+            csr_path = self._save(session, pem)
+        except (OSError, RuntimeError) as exc:
+            self.saved -= 1
+            session.log("error" if isinstance(exc, OSError) else "warn",
+                        "SignCertificate: %s; answered Rejected, nothing signed" % exc)
+            return {"status": "Rejected"}, None
+        finally:
+            self.verifying.discard(session)
+        return {"status": "Accepted"}, lambda: self.start(session, csr_path)
+
+    def _turns(self) -> asyncio.Semaphore:
+        """OPENSSL_AT_ONCE turns at running openssl."""
+        if self._openssl_turns is None:
+            self._openssl_turns = asyncio.Semaphore(OPENSSL_AT_ONCE)
+        return self._openssl_turns
+
+    def start(self, session: "ChargerSession", csr_path: str) -> None:
+        """Sign the CSR saved in ``csr_path`` and send the chain to ``session``'s charger."""
+        task = asyncio.ensure_future(self._sign(session, csr_path))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _sign(self, session: "ChargerSession", csr_path: str) -> None:
+        assert self.ca_cert is not None and self.ca_key is not None
+        try:
+            async with self._turns():
+                chain = await sign_csr(csr_path, self.ca_cert, self.ca_key)
         except (OSError, RuntimeError) as exc:
             session.log("error", "SignCertificate: could not sign the CSR in %s: %s" % (csr_path, exc))
             return
         self.system.last_signed_chain[session.charger_id] = chain
-        session.log("info", "SignCertificate: signed the CSR with --ca-cert; sending CertificateSigned")
+        session.log("info", "SignCertificate: signed the CSR in %s with --ca-cert; sending "
+                    "CertificateSigned" % csr_path)
         if not session.closed:
             session.call("CertificateSigned", {"certificateChain": chain})
-
-
-async def sign_csr(csr_path: str, ca_cert: str, ca_key: str, days: int = 365) -> str:
-    """The chain (the new certificate, then the CA's) for a CSR file, signed by ``openssl x509 -req``
-    with options OpenSSL 1.1.1 and 3.x share; RuntimeError with openssl's own words when it fails."""
-    out_path = csr_path[:-len(".csr")] + ".pem" if csr_path.endswith(".csr") else csr_path + ".pem"
-    process = await asyncio.create_subprocess_exec(
-        "openssl", "x509", "-req", "-in", csr_path, "-CA", ca_cert, "-CAkey", ca_key,
-        "-set_serial", str(int.from_bytes(os.urandom(8), "big")), "-days", str(days), "-sha256", "-out", out_path,
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    said, _ = await process.communicate()
-    if process.returncode != 0:
-        raise RuntimeError("openssl x509 -req failed: %s" % printable(said.decode("utf-8", "replace").strip(), 400))
-    with open(out_path, encoding="utf-8") as signed, open(ca_cert, encoding="utf-8") as ca:
-        return signed.read().strip() + "\n" + ca.read().strip() + "\n"
 
 
 # ---------------------------------------------------------- Fault injection
@@ -5947,25 +6279,30 @@ PAGE_HEADERS = (
 
 MIN_WEBSOCKETS = (10, 3)
 
-try:
-    from websockets.asyncio.server import serve as _websockets_serve
-    _ASYNCIO_API = True
-except ImportError:  # websockets < 13
-    from websockets.legacy.server import serve as _websockets_serve  # type: ignore
-    from websockets.legacy.server import WebSocketServerProtocol as _LegacyServerProtocol  # type: ignore
-    _ASYNCIO_API = False
-from websockets.frames import Opcode as _Opcode  # noqa: E402 (after the API is chosen)
-_PONG = _Opcode.PONG
-
 
 def websockets_too_old() -> Optional[str]:
     """Why the installed websockets cannot serve (older than 10.3), or None."""
-    numbers = re.findall(r"\d+", websockets.__version__)[:2]
+    numbers = re.findall(r"\d+", str(getattr(websockets, "__version__", "0")))[:2]
     version = tuple(int(number) for number in numbers)
     if version >= MIN_WEBSOCKETS:
         return None
     return ("websockets %s is installed; this server needs websockets %s or newer: pip install -U websockets"
-            % (websockets.__version__, ".".join(map(str, MIN_WEBSOCKETS))))
+            % (getattr(websockets, "__version__", "(unknown version)"), ".".join(map(str, MIN_WEBSOCKETS))))
+
+
+# The version is checked before any import that needs a newer release
+# (websockets 8.1, Debian 11's, has no websockets.legacy): main() then says
+# so in one line.
+_ASYNCIO_API = False
+if websockets_too_old() is None:
+    try:
+        from websockets.asyncio.server import serve as _websockets_serve
+        _ASYNCIO_API = True
+    except ImportError:  # websockets < 13
+        from websockets.legacy.server import serve as _websockets_serve  # type: ignore
+        from websockets.legacy.server import WebSocketServerProtocol as _LegacyServerProtocol  # type: ignore
+    from websockets.frames import Opcode as _Opcode
+    _PONG = _Opcode.PONG
 
 
 def request_path(websocket: Any) -> str:
@@ -6975,7 +7312,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        out.close()
+        try:
+            out.close()
+        except KeyboardInterrupt:  # a second Ctrl-C while the last lines are written: stop writing
+            pass
         terminal.restore()  # readline may have left it mid-line: quit, Ctrl-C, SIGTERM and a crash alike
 
 

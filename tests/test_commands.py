@@ -216,7 +216,7 @@ def test_two_start_remotes_typed_while_away_make_one_transaction(start_server):
             demo.kill()
             demo.wait()
     assert demo.returncode == 0, output
-    assert "RemoteStartTransaction rejected: connector 1 is Preparing" in output
+    assert "RemoteStartTransaction refused: connector 1 is preparing" in output
     text = server.settled_output()
     assert len(re.findall(r"CP-DEMO <- StartTransaction ", text)) == 1, text
     assert "transaction-lost" not in text
