@@ -4247,7 +4247,8 @@ class Console:
             outcome.fail(str(exc))
             return
         if len(listing) > HELD_LISTED:
-            listing = ["%d commands are held (held lists them, held clear drops them)" % len(listing)]
+            listing = ["%d commands are held (held lists them, held clear drops them)"
+                       % len(listing)]
         waited = "%s is not connected yet" % self.default_charger if self.default_charger else \
             "no charger is connected yet"
         outcome.fail("%s; %r will run once %s has booted (point it at %s)" % (
@@ -4310,12 +4311,12 @@ class Console:
         """`help`: the overview; `help <topic>` (or a word of it); `help <Action>`: its fields
         and what it sends bare."""
         width = console_width(self.out)
-        name = topic.lower()
-        row = typed_word(name)
+        lower = topic.lower()
+        row = typed_word(lower)
         if not topic:
             return help_overview(width)
-        if name in HELP_TOPICS or (row is not None and row.action is None):
-            return help_topic(name if name in HELP_TOPICS else row.topic, width)
+        if lower in HELP_TOPICS or (row is not None and row.action is None):
+            return help_topic(lower if lower in HELP_TOPICS else row.topic, width)
         action = console_action(topic) or ""
         sessions = self.system.sessions
         session = sessions.get(self.default_charger or "") or (next(iter(sessions.values()))
