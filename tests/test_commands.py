@@ -68,6 +68,12 @@ def test_every_word_of_the_table_has_help_completes_parses_and_runs(start_server
             allowed = False
         assert allowed == example_row.scripts == mock.script_may_use(command.word), row.example
     assert "no action" not in server.settled_output()
+    # A word's argument completes from its row: topics, charger ids, held clear, fault kinds.
+    assert completions(server, ["help"], "fa") == ["faults "]
+    assert completions(server, ["held"], "") == ["clear "]
+    assert "BootNotification " in completions(server, ["fault"], "Boot")
+    assert completions(server, ["use"], "") == []  # no charger connected
+    assert completions(server, ["echo"], "") == []
 
 
 @charger_test
