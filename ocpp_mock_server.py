@@ -53,6 +53,7 @@ import ipaddress
 import itertools
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -1636,6 +1637,8 @@ class EventBus:
 # ------------------------------------------------------------ Charger state
 # What the server knows of each charge point, kept across its reconnects.
 
+SPEC_WARNINGS_KEPT = 20  # texts of a charge point's latest spec warnings, listed on the page
+
 
 class Transaction:
     """A transaction the server opened with its StartTransaction.conf."""
@@ -1672,6 +1675,8 @@ class ChargerState:
         self.certificate_ids: List[dict] = []  # the hash data its last GetInstalledCertificateIds.conf listed
         self.key_rotated: Optional[str] = None  # when the server took its new AuthorizationKey
         self.history = ChargerHistory()  # what the behaviour checks remember since its last boot
+        # Its latest spec warnings' texts, for the page's list (spec_warnings counts them all).
+        self.spec_texts: collections.deque[str] = collections.deque(maxlen=SPEC_WARNINGS_KEPT)
 
     def set_connector(self, connector: Optional[int], status: str) -> bool:
         """Record a connector's status; False when the table is full and the connector is new."""
@@ -1724,6 +1729,74 @@ class ChargerState:
         if self.key_rotated is not None:
             lines.append("  AuthorizationKey: rotated at %s; only the new key lets it in" % self.key_rotated)
         return lines
+
+
+# The live page's charts, kept on the server: a page opened mid-session draws
+# each open transaction from its first reading.
+
+CHARTS_KEPT = 10  # charts: the page's, and the open transactions whose readings the server keeps
+CHART_POINTS = 2000  # readings per chart; past that every other one is dropped (the chart thins)
+CHART_MEASURANDS = {"Energy.Active.Import.Register": 0, "Power.Active.Import": 1, "SoC": 2}
+
+
+def _chart_number(value: Any, unit: Any) -> Optional[float]:
+    """A reading's value as a finite number (kWh and kW as Wh and W), else None."""
+    try:
+        number = float(value) if type(value) in (str, int, float) else math.nan
+    except (ValueError, OverflowError):
+        return None
+    if number - number != 0:  # NaN or infinite
+        return None
+    return number * 1000 if type(unit) is str and unit[:1] == "k" else number
+
+
+def chart_point(payload: dict) -> tuple[Optional[float], Optional[float], Optional[float]]:
+    """(energy Wh, power W, state of charge %) of a MeterValues, as the page charts it: the first
+    reading of each measurand (a reading without one is energy), None where it has none."""
+    point: list[Optional[float]] = [None, None, None]
+    for measurand, value, unit, _ in _meter_readings(payload):
+        lane = CHART_MEASURANDS.get(measurand or "Energy.Active.Import.Register") \
+            if measurand is None or type(measurand) is str else None
+        if lane is not None and point[lane] is None:
+            point[lane] = _chart_number(value, unit)
+    return point[0], point[1], point[2]
+
+
+class ChartReadings:
+    """The meter readings of the latest CHARTS_KEPT open transactions (of all charge points), kept
+    whether or not a page watches, so that a page opened late charts them from the first reading.
+
+    A MeterValues of an open transaction appends one small tuple, (time in ms, energy, power,
+    soc); past CHART_POINTS readings every other one is dropped.  A transaction's readings go when
+    it closes, or when CHARTS_KEPT newer transactions have readings.
+    """
+
+    def __init__(self) -> None:
+        # (charge point id, transaction id) -> (connector id, readings), oldest first
+        self.charts: collections.OrderedDict[tuple[str, int], tuple[Any, list[tuple]]] = \
+            collections.OrderedDict()
+
+    def add(self, charger_id: str, transaction: Transaction, payload: dict) -> None:
+        key = (charger_id, transaction.transaction_id)
+        chart = self.charts.get(key)
+        if chart is None:
+            chart = self.charts[key] = (transaction.connector_id, [])
+            if len(self.charts) > CHARTS_KEPT:
+                self.charts.popitem(last=False)
+        readings = chart[1]
+        readings.append((int(time.time() * 1000),) + chart_point(payload))
+        if len(readings) > CHART_POINTS:
+            del readings[1::2]
+
+    def drop(self, charger_id: str, transaction_id: int) -> None:
+        self.charts.pop((charger_id, transaction_id), None)
+
+    def records(self, states: dict[str, ChargerState]) -> list[dict]:
+        """The charts of transactions still open, oldest first, as the page's state carries them."""
+        return [{"charger": charger_id, "transactionId": transaction_id, "connectorId": connector,
+                 "points": readings}
+                for (charger_id, transaction_id), (connector, readings) in self.charts.items()
+                if transaction_id in getattr(states.get(charger_id), "transactions", ())]
 
 
 # ---------------------------------------------------------- Protocol engine
@@ -1856,7 +1929,7 @@ class WarnOnce:
         self._warned.add(key)
         text = text if isinstance(text, str) else text()
         if spec:
-            self.session.system.count_spec_warning(self.session.state)
+            self.session.system.count_spec_warning(self.session.state, text)
             self.session.bus.publish("spec_problem", self.session.charger_id, self.session,
                                      key=[str(part)[:200] for part in key], text=text)
         self.session.log("warn", text)
@@ -2710,12 +2783,17 @@ def handle_heartbeat(session: "ChargerSession", payload: dict) -> dict:
 
 
 def handle_meter_values(session: "ChargerSession", payload: dict) -> dict:
-    session.state.last_meter_values = payload  # rendered when the operator asks
+    state = session.state
+    state.last_meter_values = payload  # rendered when the operator asks
     check_energy(session, payload)
+    transaction_id = as_int(payload.get("transactionId"))
     sample = payload.get("meterValue")
     if type(sample) is list and sample and type(sample[0]) is dict:
-        check_transaction_message(session, as_int(payload.get("transactionId")), sample[0].get("timestamp"),
+        check_transaction_message(session, transaction_id, sample[0].get("timestamp"),
                                   "MeterValues")
+    charts = session.system.charts
+    if charts is not None and transaction_id in state.transactions:
+        charts.add(session.charger_id, state.transactions[transaction_id], payload)
     if session.bus.routes["meter_values"]:
         session.bus.publish("meter_values", session.charger_id, session, connectorId=payload.get("connectorId"),
                             transactionId=payload.get("transactionId"),
@@ -2773,6 +2851,8 @@ def handle_stop_transaction(session: "ChargerSession", payload: dict) -> dict:
         session.log("warn", "StopTransaction names transaction %s, which is not open here%s"
                     % (_show(payload.get("transactionId")), state.open_transactions_text()))
     else:
+        if session.system.charts is not None:
+            session.system.charts.drop(session.charger_id, transaction_id)
         session.bus.publish("transaction_stopped", session.charger_id, session, transactionId=transaction_id,
                             meterStop=payload.get("meterStop"), reason=payload.get("reason"))
     reply: dict = {}
@@ -4291,6 +4371,10 @@ class Console:
             lines.append("%s  (%s, dialect %s, subprotocol %s)" % (
                 printable(session.charger_id), session.peer, session.dialect, printable(session.subprotocol or "none")))
             lines.extend(session.state.describe())
+            if self.system.http is not None:
+                files = self.system.http.files
+                lines.append("  files: %s" % printable(os.path.join(
+                    files.root, files.charger_folder(session.charger_id), "")))
             outstanding = session.queue.outstanding
             if outstanding is not None:
                 lines.append("  outstanding: %s for %.0f s, %d queued" % (
@@ -4925,6 +5009,8 @@ EVENT_RESUME_SECONDS = 60.0  # every event is kept this long after the last stre
 DEFAULT_MAX_UPLOAD = 50 * 1024 * 1024
 DEFAULT_FILES_QUOTA = 500 * 1024 * 1024
 UPLOAD_CHUNK = 64 * 1024
+HTTP_LINGER_SECONDS = 2.0  # after a refused request body: how long what follows is read and dropped
+HTTP_LINGER_BYTES = 4 << 20  # and at most how many bytes of it
 
 
 class HttpError(Exception):
@@ -5156,59 +5242,88 @@ async def read_request(reader: asyncio.StreamReader, peer: str) -> Optional[Http
     return HttpRequest(parts[0], parts[1], headers, reader, peer)
 
 
-async def body_chunks(request: HttpRequest, limit: int, writer: Optional[asyncio.StreamWriter] = None
-                      ) -> "AsyncIterator[bytes]":
-    """The request body in pieces, by Content-Length or chunked; HttpError 413 once it passes ``limit``.
-
-    With ``writer``, a client that asked to be told (Expect: 100-continue,
-    as curl does for large uploads) is told to go ahead.
-    """
+def body_length(request: HttpRequest, limit: int) -> Optional[int]:
+    """How the request's body is framed: its Content-Length (0 without one), or None for chunked;
+    HttpError for a framing this server refuses, or 413 for a length over ``limit``."""
     encoding, length = request.header("transfer-encoding"), request.header("content-length")
     if encoding is not None and length is not None:
         raise HttpError(400, "both Transfer-Encoding and Content-Length")
     if encoding is not None and encoding.lower() != "chunked":
-        raise HttpError(501, "Transfer-Encoding %s is not supported (chunked is)" % printable(encoding, 40))
+        raise HttpError(501, "Transfer-Encoding %s is not supported (chunked is)"
+                        % printable(encoding, 40))
+    if encoding is not None:
+        return None
     if length is not None and (not length.isdigit() or not length.isascii()):
         raise HttpError(400, "Content-Length %s is not a number" % printable(length, 40))
     if length is not None and int(length) > limit:
         raise HttpError(413, "the body is %s bytes; at most %d are accepted" % (length, limit))
+    return int(length or 0)
+
+
+async def read_body_bytes(reader: asyncio.StreamReader, count: int) -> bytes:
+    """Exactly ``count`` bytes of a request body; HttpError when it ends early or stalls."""
+    try:
+        return await asyncio.wait_for(reader.readexactly(count), HTTP_BODY_TIMEOUT)
+    except asyncio.IncompleteReadError:
+        raise HttpError(400, "the body ended early") from None
+    except asyncio.TimeoutError:
+        raise HttpError(408, "the body stalled for %g s" % HTTP_BODY_TIMEOUT) from None
+
+
+async def body_chunks(request: HttpRequest, limit: int,
+                      writer: Optional[asyncio.StreamWriter] = None,
+                      reserve: Optional[Callable[[int], None]] = None) -> "AsyncIterator[bytes]":
+    """The request body in pieces, by Content-Length or chunked; HttpError 413 past ``limit``.
+
+    ``reserve`` is given each count of bytes before they are read (a
+    Content-Length all at once, a chunked body chunk by chunk) and refuses
+    them by raising HttpError.  With ``writer``, a client that asked to be
+    told (Expect: 100-continue, as curl does for large uploads) is told to
+    go ahead once its length has been accepted.
+    """
+    length = body_length(request, limit)
+    if length and reserve is not None:
+        reserve(length)
     if writer is not None and (request.header("expect") or "").lower() == "100-continue":
         writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-    reader, total = request.reader, 0
-
-    async def read(count: int) -> bytes:
-        try:
-            return await asyncio.wait_for(reader.readexactly(count), HTTP_BODY_TIMEOUT)
-        except asyncio.IncompleteReadError:
-            raise HttpError(400, "the body ended early") from None
-        except asyncio.TimeoutError:
-            raise HttpError(408, "the body stalled for %g s" % HTTP_BODY_TIMEOUT) from None
-
-    if encoding is None:
-        remaining = int(length or 0)
-        while remaining:
-            piece = await read(min(remaining, UPLOAD_CHUNK))
-            remaining -= len(piece)
+    if length is None:
+        async for piece in chunked_body(request.reader, limit, reserve):
             yield piece
         return
+    while length:
+        piece = await read_body_bytes(request.reader, min(length, UPLOAD_CHUNK))
+        length -= len(piece)
+        yield piece
+
+
+async def chunked_body(reader: asyncio.StreamReader, limit: int,
+                       reserve: Optional[Callable[[int], None]]) -> "AsyncIterator[bytes]":
+    """A chunked body's bytes (body_chunks); each chunk is checked against ``limit`` and given to
+    ``reserve`` before it is read."""
+    total = 0
     while True:
         size_line = await asyncio.wait_for(reader.readline(), HTTP_BODY_TIMEOUT)
         try:
             size = int(size_line.split(b";")[0].strip(), 16)
         except ValueError:
-            raise HttpError(400, "malformed chunk size") from None
+            size = -1
+        if size < 0:
+            raise HttpError(400, "malformed chunk size")
         if size == 0:
-            while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+            while (await asyncio.wait_for(reader.readline(), HTTP_BODY_TIMEOUT)) not in (
+                    b"\r\n", b"\n", b""):
                 pass  # trailers
             return
         total += size
         if total > limit:
             raise HttpError(413, "the body passed %d bytes, the most accepted" % limit)
+        if reserve is not None:
+            reserve(size)
         while size:
-            piece = await read(min(size, UPLOAD_CHUNK))
+            piece = await read_body_bytes(reader, min(size, UPLOAD_CHUNK))
             size -= len(piece)
             yield piece
-        await read(2)  # the CRLF after the chunk
+        await read_body_bytes(reader, 2)  # the CRLF after the chunk
 
 
 async def read_json_body(request: HttpRequest) -> Any:
@@ -5240,6 +5355,35 @@ def http_head(status: int, content_type: Optional[str], length: Optional[int],
 def json_response(status: int, value: Any, headers: Tuple[Tuple[str, str], ...] = ()) -> bytes:
     body = (api_json(value) + "\n").encode("ascii")
     return http_head(status, "application/json", len(body), headers) + body
+
+
+def head_only(request: Optional[HttpRequest], response: bytes) -> bytes:
+    """A response as sent: its head alone for a HEAD request (RFC 9110 9.3.2), whole for others."""
+    if request is None or request.method != "HEAD":
+        return response
+    return response[:response.index(b"\r\n\r\n") + 4]
+
+
+async def drop_unread_body(request: Optional[HttpRequest], writer: asyncio.StreamWriter) -> None:
+    """After a refusal of a request with a body: read and drop what the client still sends of it
+    (at most HTTP_LINGER_BYTES, for HTTP_LINGER_SECONDS), so that closing with its bytes unread
+    does not reset the connection before the client has read the answer."""
+    if request is None or not any(name in ("content-length", "transfer-encoding")
+                                  for name, _ in request.headers):
+        return
+    loop = asyncio.get_running_loop()
+    deadline, left = loop.time() + HTTP_LINGER_SECONDS, HTTP_LINGER_BYTES
+    try:
+        await asyncio.wait_for(writer.drain(), HTTP_LINGER_SECONDS)
+        writer.write_eof()
+        while left > 0:
+            piece = await asyncio.wait_for(request.reader.read(min(left, UPLOAD_CHUNK)),
+                                           max(0.0, deadline - loop.time()))
+            if not piece:
+                return
+            left -= len(piece)
+    except (OSError, asyncio.TimeoutError, ValueError):
+        pass  # gone, slow, or more than we read: the connection is closed as it is
 
 
 class HttpAccess:
@@ -5326,11 +5470,60 @@ class HttpAccess:
 
 # ---- file server
 
+FILE_NAME_BYTES = 255  # bytes of one file or folder name: the limit of common file systems
+CHARGER_FOLDER_CHARACTERS = 64  # the longest charge point id that is its own folder's name
+CHARGER_FOLDER_DIGEST = 12  # hex digits of SHA-256 that make an escaped folder name unique
+CHARGER_FOLDERS_REMEMBERED = 10000  # ids whose folder a run remembers; past it, new ids are escaped
+PART_FILE_PREFIX = ".upload-"  # an upload arriving: a hidden file in the files folder
+_SAFE_CHARGER_FOLDER = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,%d}[A-Za-z0-9_-])?\Z"
+                                  % (CHARGER_FOLDER_CHARACTERS - 2))
+_DEVICE_NAMES = re.compile(r"(?:con|prn|aux|nul|com\d|lpt\d)(?:\..*)?\Z", re.IGNORECASE)
+_FOLDER_ERRORS = {errno.EISDIR: 409, errno.ENOTDIR: 409, errno.EEXIST: 409,
+                  errno.ENAMETOOLONG: 400, errno.ENOSPC: 507}
+
 
 def safe_file_segment(name: str) -> bool:
-    """A file or folder name the file server stores: no separators, no leading dot, no control characters."""
-    return (0 < len(name) <= 255 and not name.startswith(".") and name.isprintable()
+    """A file or folder name the file server stores: no separators, no leading dot, no control
+    characters, at most FILE_NAME_BYTES bytes."""
+    return (0 < len(name) and len(name.encode("utf-8", "surrogatepass")) <= FILE_NAME_BYTES
+            and not name.startswith(".") and name.isprintable()
             and not any(mark in name for mark in "/\\:\0"))
+
+
+def escaped_charger_folder(charger_id: str) -> str:
+    """The folder name of a charge point id that cannot be one as it is: its letters, digits and
+    ``._-`` (any other character as ``_``, no leading dot), cut short, then ``~`` and a digest of
+    the exact id: no safe id has a ``~``, and no two ids share a digest, whatever their case."""
+    digest = hashlib.sha256(charger_id.encode("utf-8", "surrogatepass")).hexdigest()
+    readable = re.sub(r"[^A-Za-z0-9._-]", "_", charger_id[:CHARGER_FOLDER_CHARACTERS - 1
+                                                           - CHARGER_FOLDER_DIGEST])
+    return "%s~%s" % (readable.lstrip("."), digest[:CHARGER_FOLDER_DIGEST])
+
+
+class QuotaHold:
+    """The room one upload in flight holds in the files folder's quota: taken before its bytes are
+    read, given back when it fails, turned into stored bytes when it is kept."""
+
+    __slots__ = ("store", "held")
+
+    def __init__(self, store: "FileStore") -> None:
+        self.store, self.held = store, 0
+
+    def take(self, count: int) -> None:
+        """Hold ``count`` more bytes; HttpError 507 if the quota has no room for them."""
+        store = self.store
+        if store.stored + store.reserved + count > store.quota:
+            raise HttpError(507, "the files folder is at its quota (--files-quota %d bytes: %d "
+                            "stored, %d held by uploads arriving, %d more asked)"
+                            % (store.quota, store.stored, store.reserved, count))
+        store.reserved += count
+        self.held += count
+
+    def release(self, kept: int = 0) -> None:
+        """Give the room back; ``kept`` bytes were stored."""
+        self.store.reserved -= self.held
+        self.store.stored += kept
+        self.held = 0
 
 
 class FileStore:
@@ -5338,8 +5531,9 @@ class FileStore:
 
     Names are checked segment by segment and must resolve inside the folder;
     an upload streams to a hidden part file, is capped at ``max_upload``
-    bytes and by the folder's ``quota``, and is renamed into place only
-    when it is complete.
+    bytes and by the folder's ``quota``, and is moved into place only
+    when it is complete.  The quota counts the files stored plus the bytes
+    held by uploads in flight (QuotaHold), so parallel uploads cannot pass it.
     """
 
     def __init__(self, root: str, max_upload: int, quota: int, temporary: bool) -> None:
@@ -5347,22 +5541,96 @@ class FileStore:
         self.max_upload = max_upload
         self.quota = quota
         self.temporary = temporary
+        self.stored = 0  # bytes in the folder: counted when an upload starts, plus those kept since
+        self.reserved = 0  # bytes held by uploads in flight
+        self._folders: Dict[str, str] = {}  # charge point id -> its folder's name
+        self._owners: Dict[str, str] = {}  # a folder's name, lower case -> the id it is for
+
+    def charger_folder(self, charger_id: str) -> str:
+        """The name of a charge point's folder under the files folder: the one mapping from id to
+        folder, for the URLs the server gives and the listings that show them.
+
+        A safe id (letters, digits, ``._-``, at most CHARGER_FOLDER_CHARACTERS, not a Windows
+        device name) is its own folder's name, unless another id of this run, or a folder already
+        there, has that name in another case; any other id gets escaped_charger_folder.
+        """
+        folder = self._folders.get(charger_id)
+        if folder is not None:
+            return folder
+        folder = charger_id
+        if (not _SAFE_CHARGER_FOLDER.match(folder) or _DEVICE_NAMES.match(folder)
+                or len(self._folders) >= CHARGER_FOLDERS_REMEMBERED or self._case_taken(folder)):
+            return self._remember(charger_id, escaped_charger_folder(charger_id))
+        return self._remember(charger_id, folder)
+
+    def _case_taken(self, name: str) -> bool:
+        """Whether ``name`` cannot be its id's folder: another id has it in another case, or the
+        files folder holds it as a file or in another case."""
+        owner = self._owners.get(name.lower())
+        if owner is not None:
+            return owner != name
+        try:
+            entries = os.listdir(self.root)
+        except OSError:
+            return False
+        if name in entries and not os.path.isdir(os.path.join(self.root, name)):
+            return True
+        return any(entry.lower() == name.lower() and entry != name for entry in entries)
+
+    def _remember(self, charger_id: str, folder: str) -> str:
+        if len(self._folders) < CHARGER_FOLDERS_REMEMBERED:
+            self._folders[charger_id] = folder
+            self._owners[folder.lower()] = charger_id
+        return folder
+
+    def charger_of_file(self, segments: List[str], known: "Dict[str, Any]") -> Optional[str]:
+        """The charge point a file belongs to: the one whose folder is its first segment, if the
+        run gave that folder to one, or if it is the own folder of a ``known`` id."""
+        if len(segments) < 2:
+            return None
+        owner = self._owners.get(segments[0].lower())
+        if owner is not None:
+            return owner if self._folders.get(owner) == segments[0] else None
+        if segments[0] in known and self.charger_folder(segments[0]) == segments[0]:
+            return segments[0]
+        return None
 
     def path(self, segments: List[str]) -> str:
         """The file path of a name given as segments; HttpError 400 for a name outside the folder."""
         bad = [segment for segment in segments if not safe_file_segment(segment)]
         if bad or not segments or len(segments) > 8:
-            raise HttpError(400, "file name %s refused: each part must be a plain name (no '..', separators, "
-                            "leading dots or control characters)" % _show("/".join(segments)))
+            raise HttpError(400, "file name %s refused: each part must be a plain name of at most "
+                            "%d bytes (no '..', separators, leading dots or control characters)"
+                            % (_show("/".join(segments)), FILE_NAME_BYTES))
         path = os.path.realpath(os.path.join(self.root, *segments))
         if os.path.commonpath([path, self.root]) != self.root:
             raise HttpError(400, "file name %s leads outside the files folder" % _show("/".join(segments)))
         return path
 
+    def upload_target(self, segments: List[str]) -> str:
+        """The path an upload to ``segments`` is stored at (a last segment of "" is checked as a
+        folder only): HttpError 400 for a bad name, 409 when a folder on the way is a file or the
+        name is a folder's."""
+        path = self.path(segments[:-1] + [segments[-1] or "upload"])
+        folder = self.root
+        for segment in segments[:-1]:
+            folder = os.path.join(folder, segment)
+            if os.path.lexists(folder) and not os.path.isdir(folder):
+                raise HttpError(409, "%s is a file, not a folder" % _show(os.path.relpath(
+                    folder, self.root).replace(os.sep, "/")))
+        if segments[-1] and os.path.isdir(path):
+            raise HttpError(409, "%s is a folder: upload to a file in it (or to %s/, which keeps "
+                            "the sender's file name)"
+                            % (_show("/".join(segments)), "/".join(segments)))
+        return path
+
     def used(self) -> int:
+        """The bytes the stored files hold (uploads still arriving are QuotaHold's)."""
         total = 0
         for folder, _, names in os.walk(self.root):
             for name in names:
+                if folder == self.root and name.startswith(PART_FILE_PREFIX):
+                    continue
                 try:
                     total += os.path.getsize(os.path.join(folder, name))
                 except OSError:
@@ -5391,40 +5659,58 @@ class FileStore:
         """Store an upload (raw body, or the first file of a multipart/form-data body); its stored name.
 
         ``segments`` ending in "" name a folder: the file keeps the name the
-        sender gave it (multipart filename or Content-Disposition).
+        sender gave it (multipart filename or Content-Disposition).  The name
+        and the folders on the way are checked before a byte is read; the
+        quota is held as the bytes are announced (QuotaHold).
         """
-        media_type, parameters = parse_media_type(request.header("content-type") or "")
         folder, name = segments[:-1], segments[-1]
-        chunks = body_chunks(request, self.max_upload, writer)
-        if media_type == "multipart/form-data":
-            if "boundary" not in parameters:
-                raise HttpError(400, "multipart/form-data without a boundary")
-            parts = multipart_file(chunks, parameters["boundary"].encode("latin-1"))
-            given = await parts.__anext__()  # the file part's own name
-            body: "AsyncIterator[bytes]" = parts
-        else:
-            given = parse_media_type(request.header("content-disposition") or "")[1].get("filename", "")
-            body = chunks
-        if not name:
-            name = sender_file_name(given)
-        target = self.path(folder + [name])
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        part = os.path.join(os.path.dirname(target), ".upload-%s.part" % uuid.uuid4().hex)
-        room = self.quota - self.used()
+        self.upload_target(segments)
+        self.stored = self.used()
+        hold = QuotaHold(self)
+        try:
+            given, body = await self._upload_body(request, writer, hold.take)
+            target = self.upload_target(folder + [name or sender_file_name(given)])
+            size = await self._write(body, target)
+        except BaseException:
+            hold.release()
+            raise
+        hold.release(kept=size)
+        return os.path.relpath(target, self.root).replace(os.sep, "/")
+
+    async def _upload_body(self, request: HttpRequest, writer: asyncio.StreamWriter,
+                           reserve: Callable[[int], None]) -> Tuple[str, "AsyncIterator[bytes]"]:
+        """The name the sender gave its file ("" if none), and the file's bytes."""
+        media_type, parameters = parse_media_type(request.header("content-type") or "")
+        chunks = body_chunks(request, self.max_upload, writer, reserve)
+        if media_type != "multipart/form-data":
+            disposition = parse_media_type(request.header("content-disposition") or "")[1]
+            return disposition.get("filename", ""), chunks
+        if "boundary" not in parameters:
+            raise HttpError(400, "multipart/form-data without a boundary")
+        parts = multipart_file(chunks, parameters["boundary"].encode("latin-1"))
+        return await parts.__anext__(), parts  # first the file part's own name, then its bytes
+
+    async def _write(self, body: "AsyncIterator[bytes]", target: str) -> int:
+        """Stream ``body`` to a part file, then move it to ``target`` (its folders made only now,
+        so a refused upload leaves none); its size.  A file system refusal is an HttpError."""
+        part = os.path.join(self.root, "%s%s.part" % (PART_FILE_PREFIX, uuid.uuid4().hex))
         loop = asyncio.get_running_loop()
         size = 0
         try:
             with open(part, "wb") as stored:
                 async for piece in body:
                     size += len(piece)
-                    if size > room:
-                        raise HttpError(507, "the files folder is at its quota (--files-quota %d bytes)" % self.quota)
                     await loop.run_in_executor(None, stored.write, piece)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
             os.replace(part, target)
+        except OSError as exc:
+            name = os.path.relpath(target, self.root).replace(os.sep, "/")
+            raise HttpError(_FOLDER_ERRORS.get(exc.errno or 0, 500), "cannot store %s: %s" % (
+                _show(name), exc.strerror or type(exc).__name__)) from None
         finally:
             if os.path.exists(part):
                 os.unlink(part)
-        return os.path.relpath(target, self.root).replace(os.sep, "/")
+        return size
 
 
 def parse_media_type(value: str) -> Tuple[str, Dict[str, str]]:
@@ -5440,70 +5726,84 @@ def parse_media_type(value: str) -> Tuple[str, Dict[str, str]]:
 
 
 def sender_file_name(given: str) -> str:
-    """The name a charger gave its upload, as a safe single name (its folders dropped)."""
+    """The name a charger gave its upload, as a safe single name (its folders dropped, at most 200
+    bytes)."""
     name = re.split(r"[/\\]", given)[-1]
     name = "".join(character if character.isprintable() and character not in ':\0"' else "_" for character in name)
-    name = name.lstrip(".")[:200]
+    name = name.lstrip(".").encode("utf-8", "surrogatepass")[:200].decode("utf-8", "ignore")
     return name or "upload-%s.bin" % time.strftime("%Y%m%d-%H%M%S")
 
 
-async def multipart_file(chunks: "AsyncIterator[bytes]", boundary: bytes) -> "AsyncIterator[Any]":
-    """The first file of a multipart/form-data body, streamed: first its filename, then its bytes.
+class MultipartScanner:
+    """A multipart/form-data body read a piece at a time, keeping back only as many bytes as the
+    delimiter is long, so a file of any size never sits in memory."""
 
-    The body is scanned a piece at a time, keeping back only as many bytes
-    as the delimiter is long, so a file of any size never sits in memory.
-    """
-    delimiter = b"\r\n--" + boundary
-    buffer = b"\r\n"  # the first delimiter has no CRLF before it
-    pieces = chunks.__aiter__()
+    def __init__(self, chunks: "AsyncIterator[bytes]", boundary: bytes) -> None:
+        self.delimiter = b"\r\n--" + boundary
+        self.buffer = b"\r\n"  # the first delimiter has no CRLF before it
+        self.pieces = chunks.__aiter__()
 
-    async def more() -> bool:
-        nonlocal buffer
+    async def more(self) -> bool:
+        """Add the next piece of the body to the buffer; False at its end."""
         try:
-            buffer += await pieces.__anext__()
+            self.buffer += await self.pieces.__anext__()
             return True
         except StopAsyncIteration:
             return False
 
-    while True:  # to the start of a part's headers
-        while delimiter not in buffer:
-            if len(buffer) > len(delimiter):
-                buffer = buffer[-len(delimiter):]
-            if not await more():
+    async def next_part(self) -> Optional[str]:
+        """Skip to the next part and past its headers: its filename, or None if it is no file."""
+        delimiter = self.delimiter
+        while delimiter not in self.buffer:
+            if len(self.buffer) > len(delimiter):
+                self.buffer = self.buffer[-len(delimiter):]
+            if not await self.more():
                 raise HttpError(400, "multipart body without a file part")
-        buffer = buffer[buffer.index(delimiter) + len(delimiter):]
-        while b"\r\n\r\n" not in buffer:
-            if buffer.startswith(b"--") or len(buffer) > 16384 or not await more():
+        self.buffer = self.buffer[self.buffer.index(delimiter) + len(delimiter):]
+        while b"\r\n\r\n" not in self.buffer:
+            if self.buffer.startswith(b"--") or len(self.buffer) > 16384 or not await self.more():
                 raise HttpError(400, "multipart body without a file part")
-        head, buffer = buffer.split(b"\r\n\r\n", 1)
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
         disposition = ""
         for line in head.decode("utf-8", "replace").split("\r\n"):
             name, _, value = line.partition(":")
             if name.strip().lower() == "content-disposition":
                 disposition = value
-        filename = parse_media_type(disposition)[1].get("filename")
-        if filename is not None:
-            break
+        return parse_media_type(disposition)[1].get("filename")
+
+    async def file_bytes(self) -> "AsyncIterator[bytes]":
+        """The current part's bytes, up to the next delimiter; the rest of the body is dropped."""
+        keep = len(self.delimiter) - 1
+        while True:
+            index = self.buffer.find(self.delimiter)
+            if index >= 0:
+                if index:
+                    yield self.buffer[:index]
+                async for _ in self.pieces:
+                    pass
+                return
+            if len(self.buffer) > keep:
+                yield self.buffer[:-keep]
+                self.buffer = self.buffer[-keep:]
+            if not await self.more():
+                raise HttpError(400, "the multipart body ended inside its file")
+
+
+async def multipart_file(chunks: "AsyncIterator[bytes]", boundary: bytes) -> "AsyncIterator[Any]":
+    """The first file of a multipart/form-data body, streamed: its filename, then its bytes."""
+    scanner = MultipartScanner(chunks, boundary)
+    filename = await scanner.next_part()
+    while filename is None:
+        filename = await scanner.next_part()
     yield filename
-    while True:
-        index = buffer.find(delimiter)
-        if index >= 0:
-            if buffer[:index]:
-                yield buffer[:index]
-            async for _ in pieces:  # the rest of the body (other parts) is read and dropped
-                pass
-            return
-        keep = len(delimiter) - 1
-        if len(buffer) > keep:
-            yield buffer[:-keep]
-            buffer = buffer[-keep:]
-        if not await more():
-            raise HttpError(400, "the multipart body ended inside its file")
+    async for piece in scanner.file_bytes():
+        yield piece
 
 
 def file_location(system: "CentralSystem", session: Optional["ChargerSession"], name: str = "") -> Optional[str]:
-    """The URL of the file server a charger fetches or uploads ``name`` at, under /files/<its id>/;
-    None when the HTTP port is off.  Its address is one the charger can reach."""
+    """The URL of the file server a charger fetches or uploads ``name`` at, under
+    /files/<its folder>/ (FileStore.charger_folder); None when the HTTP port is off.  Its address
+    is one the charger can reach."""
     api = system.http
     if api is None or api.port is None:
         return None
@@ -5519,7 +5819,9 @@ def file_location(system: "CentralSystem", session: Optional["ChargerSession"], 
                                   host, printable(session.charger_id), remote[0]))
     host = "[%s]" % host if ":" in host else host
     secret = api.access.file_secret + "/" if api.access.file_secret else ""
-    charger = urllib.parse.quote(session.charger_id, safe="") + "/" if session is not None else ""
+    charger = ""
+    if session is not None:
+        charger = urllib.parse.quote(api.files.charger_folder(session.charger_id), safe="") + "/"
     return "http://%s:%d/files/%s%s%s" % (host, api.port, secret, charger, urllib.parse.quote(name))
 
 
@@ -5544,6 +5846,7 @@ def charger_record(system: "CentralSystem", state: ChargerState) -> dict:
         "specWarnings": state.spec_warnings,
         "authorizationKeyRotated": state.key_rotated,
         "outstandingCall": outstanding.action if outstanding is not None else None,
+        "filesFolder": system.http.files.charger_folder(state.charger_id) if system.http else None,
     }
 
 
@@ -5652,6 +5955,7 @@ class HttpApi:
                 await self.respond(request, writer)
         except HttpError as exc:
             self.refuse(writer, request, peer, exc)
+            await drop_unread_body(request, writer)
         except (asyncio.TimeoutError, ValueError):  # headers too slow, or a line over the reader's limit
             self.refuse(writer, request, peer, HttpError(400, "malformed or too slow request"))
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -5659,7 +5963,8 @@ class HttpApi:
         except Exception as exc:  # a bug of ours: a 500 and one line, never a traceback
             self.out.error(None, "HTTP %s failed: %s: %s" % (request.path if request else "request",
                                                               type(exc).__name__, exc))
-            writer.write(json_response(500, {"error": "internal error: %s" % type(exc).__name__}))
+            writer.write(head_only(request, json_response(
+                500, {"error": "internal error: %s" % type(exc).__name__})))
         finally:
             self.connections.discard(writer)
             try:
@@ -5674,7 +5979,8 @@ class HttpApi:
             self.out.warn(None, "HTTP %d for %s %s from %s: %s" % (
                 refusal.status, request.method if request else "?", printable(request.path if request else "?", 200),
                 peer, refusal))
-        writer.write(json_response(refusal.status, dict(refusal.more, error=str(refusal)), refusal.headers))
+        writer.write(head_only(request, json_response(
+            refusal.status, dict(refusal.more, error=str(refusal)), refusal.headers)))
 
     async def respond(self, request: HttpRequest, writer: asyncio.StreamWriter) -> None:
         instead = self.access.check(request)
@@ -5687,7 +5993,7 @@ class HttpApi:
                 request.path, printable(request.method, 20), ", ".join(handlers)), (("Allow", ", ".join(handlers)),))
         answer = await getattr(self, handlers[request.method])(request, writer, *arguments)
         if answer is not None:
-            writer.write(json_response(*answer))
+            writer.write(head_only(request, json_response(*answer)))
 
     def route(self, segments: List[str]) -> Tuple[Dict[str, str], List[Any]]:
         """The handlers for a path, by method, and the parts of the path they take."""
@@ -5702,7 +6008,9 @@ class HttpApi:
     # -- the endpoints
 
     async def page(self, request: HttpRequest, writer: asyncio.StreamWriter) -> None:
-        writer.write(http_head(200, "text/html; charset=utf-8", len(PAGE_BYTES), PAGE_HEADERS) + PAGE_BYTES)
+        writer.write(page_response(self.system, self.history))
+        self._stream_opened()  # every event kept from here, for the stream the page opens next
+        self._stream_closed()
 
     async def list_chargers(self, request: HttpRequest, writer: asyncio.StreamWriter) -> Tuple[int, Any]:
         return 200, {"apiVersion": API_VERSION, "chargers": [
@@ -5940,8 +6248,8 @@ class HttpApi:
         return segments
 
     def _charger_of(self, segments: List[str]) -> Optional[str]:
-        """The charge point a file belongs to: its first folder, when that names one."""
-        return segments[0] if len(segments) > 1 and segments[0] in self.system.states else None
+        """The charge point a file belongs to: the one whose folder is its first, if any."""
+        return self.files.charger_of_file(segments, self.system.states)
 
 
 # ------------------------------------------------------------- The web page
@@ -5953,17 +6261,37 @@ class HttpApi:
 PAGE_SCRIPT = r"""
 "use strict";
 const $ = (selector) => document.querySelector(selector);
-const MEASURANDS = {energy: "Energy.Active.Import.Register", power: "Power.Active.Import", soc: "SoC"};
+const MEASURANDS = {energy: "Energy.Active.Import.Register", power: "Power.Active.Import",
+                    soc: "SoC"};
 const MAX_ROWS = 400;
-const charts = new Map();  // transaction (or connector) -> {points, canvas, label}
+const START_CONNECTOR = 1;  // the connector the Start button's RemoteStartTransaction names
+const START_WAIT = 15000;  // ms an accepted Start stays disabled, awaiting its transaction
+const REFRESHING = ["connected", "disconnected", "ready", "state_changed", "transaction_started",
+                    "transaction_stopped", "spec_problem", "file_received"];
+const charts = new Map();  // "CP · transaction N" -> {points, canvas, box, legend}, oldest first
+const cards = new Map();  // charger id -> its card, kept: buttons and answers survive updates
+const warnings = new Map();  // charger id -> the texts of its latest spec warnings
+const openLists = new Set();  // charger ids whose list of warnings is open
+const starting = new Map();  // charger id -> the timer of its Start in flight
+const dirty = new Set();  // charts to draw at the next animation frame
+let limits = {charts: 10, points: 2000, warnings: 20};  // the server's, from its state block
 let chargers = [];
-let refreshTimer = null;
+let refreshTimer = null, drawPending = false;
+let known = {run: "", seq: 0};  // the newest event shown: its run and number
+let source = null, retryDelay = 0, retryTimer = null;
+let pending = null, syncing = false;  // events that arrive while the page reloads its state
+const MAX_PENDING = 5000;
 
 function el(tag, className, text) {
   const node = document.createElement(tag);
   if (className) node.className = className;
   if (text !== undefined && text !== null) node.textContent = String(text);
   return node;
+}
+
+function setStatus(text, kind) {
+  $("#status").textContent = text;
+  $("#status").className = "badge " + kind;
 }
 
 async function api(method, path, body) {
@@ -5978,68 +6306,136 @@ async function api(method, path, body) {
   return {status: response.status, data};
 }
 
-function refreshSoon() {
-  if (refreshTimer === null) refreshTimer = setTimeout(refreshChargers, 150);
+function refreshSoon(delay) {
+  if (refreshTimer === null) refreshTimer = setTimeout(refreshChargers, delay || 150);
 }
 
 async function refreshChargers() {
   refreshTimer = null;
-  const {status, data} = await api("GET", "/api/chargers");
-  if (status !== 200) { $("#status").textContent = data.error || ("HTTP " + status); return; }
+  let answer;
+  try { answer = await api("GET", "/api/chargers"); } catch (error) { return; }
+  const {status, data} = answer;
+  if (status === 503) { refreshSoon(2000); return; }  // the server is busy: again, later
+  if (status !== 200) { setStatus(data.error || ("HTTP " + status), "off"); return; }
   chargers = data.chargers;
+  for (const charger of chargers) {
+    if (starting.has(charger.id) && startBlocked(charger)) startEnds(charger.id, false);
+  }
   renderChargers();
 }
 
-const cards = new Map();  // charger id -> its card, kept so that buttons and answers survive updates
-
 function renderChargers() {
-  const list = $("#chargers");
   $("#no-chargers").hidden = chargers.length > 0;
-  for (const charger of chargers) {
-    let card = cards.get(charger.id);
-    if (!card) {
-      card = el("section", "card");
-      card.dataset.charger = charger.id;
-      const buttons = el("div", "buttons");
-      for (const [label, action] of [["Start", "startRemote"], ["Stop", "stopRemote"], ["Reset", "Reset"],
-                                     ["Trigger", "TriggerMessage"]]) {
-        const button = el("button", null, label);
-        button.dataset.action = action;
-        button.addEventListener("click", () => callAction(charger.id, action, card));
-        buttons.append(button);
-      }
-      card.append(el("div", "info"), buttons, el("p", "answer"));
-      cards.set(charger.id, card);
-      list.append(card);
-    }
-    card.classList.toggle("away", !charger.connected);
-    card.querySelectorAll("button").forEach((button) => { button.disabled = !charger.connected; });
-    const info = card.querySelector(".info");
-    const title = el("h3", null, charger.id);
-    title.append(el("span", "badge " + (charger.connected ? "on" : "off"), charger.connected ? "connected" : "away"));
-    if (charger.dialect) title.append(el("span", "badge", charger.dialect));
-    const boot = charger.boot || {};
-    const parts = [title, el("p", "muted", charger.boot ? [boot.chargePointVendor, boot.chargePointModel,
-      "boot " + charger.bootStatus].filter(Boolean).join(" \u00b7 ") : "no BootNotification yet")];
-    const connectors = el("p", "connectors");
-    for (const [number, status] of Object.entries(charger.connectors)) {
-      connectors.append(el("span", "connector s-" + String(status).replace(/[^A-Za-z]/g, ""), number + ": " + status));
-    }
-    parts.push(connectors);
-    for (const tx of charger.transactions) {
-      parts.push(el("p", "tx", "transaction " + tx.transactionId + " on connector " + tx.connectorId +
-        " \u00b7 idTag " + tx.idTag + " \u00b7 meterStart " + tx.meterStart));
-    }
-    if (charger.specWarnings) parts.push(el("p", "warn", charger.specWarnings + " spec warning(s)"));
-    info.replaceChildren(...parts);
+  for (const charger of chargers) renderCard(charger);
+}
+
+function newCard(id) {
+  const card = el("section", "card");
+  card.dataset.charger = id;
+  const buttons = el("div", "buttons");
+  for (const [label, action] of [["Start", "startRemote"], ["Stop", "stopRemote"],
+                                 ["Reset", "Reset"], ["Trigger", "TriggerMessage"]]) {
+    const button = el("button", null, label);
+    button.dataset.action = action;
+    button.addEventListener("click", () => callAction(id, action, card));
+    buttons.append(button);
   }
+  card.append(el("div", "info"), buttons, el("p", "answer"));
+  cards.set(id, card);
+  $("#chargers").append(card);
+  return card;
+}
+
+function startBlocked(charger) {  // a transaction is open on the connector Start names
+  return charger.transactions.some((tx) => tx.connectorId === START_CONNECTOR);
+}
+
+function renderCard(charger) {
+  const card = cards.get(charger.id) || newCard(charger.id);
+  card.classList.toggle("away", !charger.connected);
+  const noStart = startBlocked(charger) || starting.has(charger.id);
+  card.querySelectorAll("button[data-action]").forEach((button) => {
+    button.disabled = !charger.connected || (button.dataset.action === "startRemote" && noStart);
+  });
+  const title = el("h3", null, charger.id);
+  title.append(el("span", "badge " + (charger.connected ? "on" : "off"),
+                  charger.connected ? "connected" : "away"));
+  if (charger.dialect) title.append(el("span", "badge", charger.dialect));
+  const boot = charger.boot || {};
+  const parts = [title, el("p", "muted", charger.boot ? [boot.chargePointVendor,
+    boot.chargePointModel, "boot " + charger.bootStatus].filter(Boolean).join(" \u00b7 ")
+    : "no BootNotification yet")];
+  const connectors = el("p", "connectors");
+  for (const [number, status] of Object.entries(charger.connectors)) {
+    connectors.append(el("span", "connector s-" + String(status).replace(/[^A-Za-z]/g, ""),
+                         number + ": " + status));
+  }
+  parts.push(connectors);
+  for (const tx of charger.transactions) {
+    parts.push(el("p", "tx", "transaction " + tx.transactionId + " on connector " +
+      tx.connectorId + " \u00b7 idTag " + tx.idTag + " \u00b7 meterStart " + tx.meterStart));
+  }
+  if (charger.specWarnings) parts.push(...warningParts(charger));
+  card.querySelector(".info").replaceChildren(...parts);
+}
+
+function rerender(id) {
+  const charger = chargers.find((one) => one.id === id);
+  if (charger) renderCard(charger);
+}
+
+function warningParts(charger) {  // "N spec warning(s)", which opens the list of them
+  const id = charger.id, texts = warnings.get(id) || [];
+  const toggle = el("button", "link warn", charger.specWarnings + " spec warning(s)");
+  toggle.setAttribute("aria-expanded", String(openLists.has(id)));
+  toggle.addEventListener("click", () => {
+    if (!openLists.delete(id)) openLists.add(id);
+    rerender(id);
+  });
+  if (!openLists.has(id)) return [toggle];
+  const list = el("ul", "warnings");
+  for (const text of texts) list.append(el("li", null, text));
+  const unlisted = charger.specWarnings - texts.length;
+  if (unlisted > 0) list.append(el("li", "muted", unlisted + " more, not kept"));
+  return [toggle, list];
+}
+
+function noteWarning(event) {
+  const texts = warnings.get(event.charger) || [];
+  texts.push(event.text);
+  if (texts.length > limits.warnings) texts.shift();
+  warnings.set(event.charger, texts);
+}
+
+function startBegins(id) {
+  clearTimeout(starting.get(id));
+  starting.set(id, null);
+  rerender(id);
+}
+
+function startEnds(id, render) {
+  clearTimeout(starting.get(id));
+  starting.delete(id);
+  if (render) rerender(id);
 }
 
 async function callAction(id, action, card) {
   const answer = card.querySelector(".answer");
   answer.textContent = action + " \u2026";
-  const {status, data} = await api("POST", "/api/chargers/" + encodeURIComponent(id) + "/" + action, {});
-  answer.textContent = action + ": " + (status === 200 ? JSON.stringify(data.result || data.error) : (data.error || status));
+  const start = action === "startRemote";
+  if (start) startBegins(id);
+  let status = 0, data = {error: "the server did not answer"};
+  try {
+    const path = "/api/chargers/" + encodeURIComponent(id) + "/" + action;
+    ({status, data} = await api("POST", path, {}));
+  } catch (error) { /* shown below */ }
+  if (start && status === 200 && data.result && data.result.status === "Accepted") {
+    starting.set(id, setTimeout(() => startEnds(id, true), START_WAIT));  // until its transaction
+  } else if (start) {
+    startEnds(id, true);
+  }
+  answer.textContent = action + ": " + (status === 200 ? JSON.stringify(data.result || data.error)
+                                                       : (data.error || status));
   answer.className = "answer" + (status === 200 && !data.error ? "" : " bad");
 }
 
@@ -6060,9 +6456,11 @@ function addRow(event, kind, label, text, detail) {
   const log = $("#frames");
   const row = el("div", "row " + kind);
   row.dataset.type = event.type;
-  row.append(el("span", "time", (event.ts || "").slice(11, 19)), el("span", "who", event.charger || "server"),
+  row.append(el("span", "time", (event.ts || "").slice(11, 19)),
+             el("span", "who", event.charger || "server"),
              el("span", "dir", kind === "in" ? "\u2190" : kind === "out" ? "\u2192" : "!"),
-             el("span", "label", label), el("span", "text", text.length > 160 ? text.slice(0, 160) + "\u2026" : text));
+             el("span", "label", label),
+             el("span", "text", text.length > 160 ? text.slice(0, 160) + "\u2026" : text));
   if (detail !== undefined) {
     row.classList.add("open-able");
     row.addEventListener("click", () => {
@@ -6080,104 +6478,290 @@ function pretty(text) {
 }
 
 function onFrame(event) {
-  let shown = event.text;  // the payload, when the frame is OCPP-J; the label already names the action
+  let shown = event.text;  // the payload, when the frame is OCPP-J; the label names the action
   try {
     const message = JSON.parse(event.text);
-    const payload = message[0] === 2 ? message[3] : message[0] === 3 ? message[message.length - 1] : message.slice(2);
+    const payload = message[0] === 2 ? message[3] : message[0] === 3 ? message[message.length - 1]
+                                                                    : message.slice(2);
     if (Array.isArray(message) && payload !== undefined) shown = JSON.stringify(payload);
   } catch (error) { /* shown as sent */ }
   addRow(event, event.direction, event.label, shown, pretty(event.text));
 }
 
 function reading(readings, measurand) {
-  for (const [name, value, unit] of readings) {
+  for (const [name, value, unit] of readings || []) {
     if ((name || MEASURANDS.energy) !== measurand) continue;
     const number = parseFloat(value);
-    if (Number.isNaN(number)) continue;
+    if (!Number.isFinite(number)) continue;
     return /^k/.test(unit || "") ? number * 1000 : number;
   }
   return null;
 }
 
-function onMeterValues(event) {
-  const key = event.charger + " \u00b7 " + (event.transactionId !== null && event.transactionId !== undefined ?
-    "transaction " + event.transactionId : "connector " + event.connectorId);
+function chartFor(charger, transactionId, connectorId) {  // the newest CHARTS_KEPT charts stay
+  const key = charger + " \u00b7 " + (transactionId !== null && transactionId !== undefined ?
+    "transaction " + transactionId : "connector " + connectorId);
   let chart = charts.get(key);
-  if (!chart) {
-    const box = el("section", "chart");
-    const canvas = el("canvas");
-    canvas.dataset.points = "0";
-    box.append(el("h3", null, key), canvas, el("p", "legend"));
-    $("#charts").prepend(box);
-    chart = {points: [], canvas, legend: box.querySelector(".legend")};
-    charts.set(key, chart);
+  if (chart) return chart;
+  while (charts.size >= limits.charts) {
+    const [oldest, old] = charts.entries().next().value;
+    old.box.remove();
+    dirty.delete(old);
+    charts.delete(oldest);
   }
+  const box = el("section", "chart"), canvas = el("canvas");
+  canvas.dataset.points = "0";
+  box.append(el("h3", null, key), canvas, el("p", "legend"));
+  $("#charts").prepend(box);
+  chart = {points: [], canvas, box, legend: box.querySelector(".legend")};
+  charts.set(key, chart);
+  return chart;
+}
+
+function pointsChanged(chart) {
+  if (chart.points.length > limits.points) {  // thinned: every other reading goes, the last stays
+    chart.points = chart.points.filter((point, index) => index % 2 === 0);
+  }
+  chart.canvas.dataset.points = String(chart.points.length);
+  drawSoon(chart);
+}
+
+function drawSoon(chart) {  // at the next animation frame, once however many readings came
+  dirty.add(chart);
+  if (!drawPending) {
+    drawPending = true;
+    requestAnimationFrame(drawDirty);
+  }
+}
+
+function onMeterValues(event) {
+  const chart = chartFor(event.charger, event.transactionId, event.connectorId);
   chart.points.push({t: Date.parse(event.ts), energy: reading(event.readings, MEASURANDS.energy),
-                     power: reading(event.readings, MEASURANDS.power), soc: reading(event.readings, MEASURANDS.soc)});
-  if (chart.points.length > 2000) chart.points.shift();
-  drawChart(chart);
+                     power: reading(event.readings, MEASURANDS.power),
+                     soc: reading(event.readings, MEASURANDS.soc)});
+  pointsChanged(chart);
+}
+
+function loadChart(kept) {  // a chart the server kept: [time ms, energy, power, soc] each
+  const chart = chartFor(kept.charger, kept.transactionId, kept.connectorId);
+  chart.points = kept.points.map(([t, energy, power, soc]) => ({t, energy, power, soc}));
+  pointsChanged(chart);
 }
 
 const SERIES = [["energy", "Wh", "#1565c0"], ["power", "W", "#c62828"], ["soc", "%", "#2e7d32"]];
+const LANE = 58, LABEL = 17, AXIS = 22;  // px: a series' lane, its label above it, the time axis
+const TICKS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400];
+
+function drawDirty() {
+  drawPending = false;
+  for (const chart of dirty) drawChart(chart);
+  dirty.clear();
+}
+
+function number(value) {
+  return Number.isInteger(value) ? String(value) : String(Number(value.toFixed(3)));
+}
+
+function clock(t) {  // UTC, as the frame log shows times
+  return new Date(t).toISOString().slice(11, 19);
+}
 
 function drawChart(chart) {
+  const points = chart.points;
+  const lanes = SERIES.map(([name, unit, color]) => ({name, unit, color, values: points.map(
+    (point) => point[name]).filter((value) => value !== null && value !== undefined)}))
+    .filter((lane) => lane.values.length);
   const canvas = chart.canvas, ratio = window.devicePixelRatio || 1;
-  const width = canvas.clientWidth || 300, height = 180;
+  const width = canvas.clientWidth || 300, height = Math.max(1, lanes.length) * LANE + AXIS;
   canvas.width = width * ratio; canvas.height = height * ratio;
   canvas.style.height = height + "px";
-  canvas.dataset.points = String(chart.points.length);
   const context = canvas.getContext("2d");
   context.scale(ratio, ratio);
-  context.clearRect(0, 0, width, height);
-  const points = chart.points, first = points[0].t, span = Math.max(1, points[points.length - 1].t - first);
-  const legend = [];
-  SERIES.forEach(([name, unit, color], lane) => {
-    const values = points.map((point) => point[name]).filter((value) => value !== null);
-    if (!values.length) return;
-    const low = Math.min(...values), high = Math.max(...values), range = high - low || 1;
-    const top = 8 + lane * (height / 3), laneHeight = height / 3 - 16;
-    context.strokeStyle = color; context.lineWidth = 2; context.beginPath();
-    let started = false;
-    for (const point of points) {
-      if (point[name] === null) continue;
-      const x = 4 + (point.t - first) / span * (width - 8);
-      const y = top + laneHeight - (point[name] - low) / range * laneHeight;
-      if (started) context.lineTo(x, y); else { context.moveTo(x, y); started = true; }
-    }
-    context.stroke();
-    context.fillStyle = color; context.font = "12px system-ui, sans-serif";
-    context.fillText(name + " " + low + "\u2013" + high + " " + unit, 6, top + 4);
-    legend.push(name + " " + values[values.length - 1] + " " + unit);
-  });
-  chart.legend.textContent = legend.join("  \u00b7  ");
+  context.font = "12px system-ui, sans-serif";
+  if (!points.length) return;
+  const first = points[0].t, span = Math.max(1, points[points.length - 1].t - first);
+  const x = (t) => 4 + (t - first) / span * (width - 8);
+  lanes.forEach((lane, index) => drawLane(context, lane, points, x, index * LANE));
+  drawTimeAxis(context, first, span, width, Math.max(1, lanes.length) * LANE);
+  chart.legend.textContent = lanes.map((lane) => lane.name + " " +
+    number(lane.values[lane.values.length - 1]) + " " + lane.unit).join("  \u00b7  ");
 }
 
-function onEvent(message) {
-  let event;
-  try { event = JSON.parse(message.data); } catch (error) { return; }
-  if (event.missed) addRow(event, "warn", "missed", event.missed + " event(s) were dropped: this page fell behind");
+function drawLane(context, lane, points, x, top) {  // its label first, the line below it
+  let low = Infinity, high = -Infinity;
+  for (const value of lane.values) { low = Math.min(low, value); high = Math.max(high, value); }
+  const range = high - low || 1, plotTop = top + LABEL + 2, plotHeight = LANE - LABEL - 8;
+  context.fillStyle = lane.color;
+  context.fillText(lane.name + " " + number(low) + "\u2013" + number(high) + " " + lane.unit,
+                   6, top + 13);
+  context.strokeStyle = lane.color; context.lineWidth = 2; context.beginPath();
+  let started = false;
+  for (const point of points) {
+    const value = point[lane.name];
+    if (value === null || value === undefined) continue;
+    const y = plotTop + plotHeight - (value - low) / range * plotHeight;
+    if (started) context.lineTo(x(point.t), y);
+    else { context.moveTo(x(point.t), y); started = true; }
+  }
+  context.stroke();
+}
+
+function drawTimeAxis(context, first, span, width, top) {  // a tick every "nice" step
+  context.strokeStyle = "#99a"; context.fillStyle = "#556"; context.lineWidth = 1;
+  context.beginPath(); context.moveTo(4, top + 2); context.lineTo(width - 4, top + 2);
+  context.stroke();
+  const most = Math.max(1, Math.floor(width / 90));
+  const step = 1000 * (TICKS.find((seconds) => span / 1000 / seconds <= most) || 86400);
+  context.textAlign = "center";
+  let drawn = 0;
+  for (let t = Math.ceil(first / step) * step; t <= first + span && drawn < 40; t += step) {
+    const at = 4 + (t - first) / span * (width - 8);
+    context.beginPath(); context.moveTo(at, top + 2); context.lineTo(at, top + 6); context.stroke();
+    context.fillText(clock(t), Math.min(Math.max(at, 28), width - 28), top + 18);
+    drawn += 1;
+  }
+  context.textAlign = "start";
+  if (!drawn) context.fillText(clock(first), 4, top + 18);
+}
+
+function showEvent(event, live) {  // live: from the stream (else a row of the page's first state)
+  if (event.missed) {
+    addRow(event, "warn", "missed", event.missed + " event(s) were dropped: this page fell behind");
+  }
   switch (event.type) {
     case "frame": onFrame(event); break;
-    case "meter_values": onMeterValues(event); break;
-    case "spec_problem": addRow(event, "warn", "spec", event.text); break;
-    case "log": if (event.level === "warn" || event.level === "error") addRow(event, event.level, event.level, event.text); break;
-    case "file_received": addRow(event, "file", "file", event.name + " (" + event.size + " bytes) from " + event.peer); break;
+    case "meter_values": if (live) onMeterValues(event); break;
+    case "spec_problem":
+      addRow(event, "warn", "spec", event.text);
+      if (live) noteWarning(event);
+      break;
+    case "log":
+      if (event.level === "warn" || event.level === "error") {
+        addRow(event, event.level, event.level, event.text);
+      }
+      break;
+    case "file_received":
+      addRow(event, "file", "file", event.name + " (" + event.size + " bytes) from " + event.peer);
+      break;
   }
-  if (["connected", "disconnected", "ready", "state_changed", "transaction_started", "transaction_stopped",
-       "spec_problem", "file_received"].includes(event.type)) refreshSoon();
+  if (live && REFRESHING.includes(event.type)) refreshSoon();
 }
 
-function connect() {
-  const source = new EventSource("/api/events?lastEventId=0");
-  source.onopen = () => { $("#status").textContent = "live"; $("#status").className = "badge on"; refreshSoon(); };
-  source.onerror = () => { $("#status").textContent = "reconnecting\u2026"; $("#status").className = "badge off"; };
-  source.onmessage = onEvent;
+function parseId(text) {  // "run:seq", or a bare number
+  const value = String(text || ""), at = value.lastIndexOf(":");
+  return {run: at < 0 ? "" : value.slice(0, at), seq: Number(value.slice(at + 1)) || 0};
+}
+
+function readState(doc) {
+  const block = doc.getElementById("state");
+  try { return block ? JSON.parse(block.textContent) : null; } catch (error) { return null; }
+}
+
+function load(state) {  // everything drawn afresh from the server's state
+  cards.forEach((card) => card.remove());
+  cards.clear();
+  charts.forEach((chart) => chart.box.remove());
+  charts.clear();
+  dirty.clear();
+  starting.forEach((timer) => clearTimeout(timer));
+  starting.clear();
+  warnings.clear();
+  $("#frames").replaceChildren();
+  limits = Object.assign({}, limits, state.limits || {});
+  for (const [id, texts] of Object.entries(state.warnings || {})) warnings.set(id, texts.slice());
+  for (const event of state.events || []) showEvent(event, false);
+  for (const kept of state.charts || []) loadChart(kept);
+  chargers = state.chargers || [];
+  known = parseId(state.eventId);
+  renderChargers();
+}
+
+function take(id, event) {
+  if (id.run === known.run && id.seq <= known.seq) return;  // shown already: the state had it
+  known = id;
+  showEvent(event, true);
+}
+
+function onMessage(message) {
+  let event;
+  try { event = JSON.parse(message.data); } catch (error) { return; }
+  const id = parseId(message.lastEventId || event.id);
+  if (pending) {  // held until the state is loaded; the oldest go first (the state covers them)
+    if (pending.push([id, event]) > MAX_PENDING) pending.shift();
+    return;
+  }
+  if (id.run !== known.run) {  // another run of the server: redraw from its state
+    pending = [[id, event]];
+    resync();
+    return;
+  }
+  take(id, event);
+}
+
+async function fetchState() {  // the state block of the page as the server would send it now
+  try {
+    const response = await fetch("/", {credentials: "same-origin", cache: "no-store"});
+    if (!response.ok) return null;
+    return readState(new DOMParser().parseFromString(await response.text(), "text/html"));
+  } catch (error) { return null; }  // away again: the stream's retry brings the page back here
+}
+
+async function resync() {  // after a reconnect: is this still the run the page shows?
+  if (!pending) pending = [];
+  if (syncing) return;
+  syncing = true;
+  const state = await fetchState();
+  syncing = false;
+  const newest = pending.length ? pending[pending.length - 1][0] : known;
+  if (!state && newest.run !== known.run) {  // a new run, and its state is not to be had yet
+    setTimeout(resync, 2000);
+    return;
+  }
+  const queued = pending;
+  pending = null;
+  const id = state ? parseId(state.eventId) : known;
+  if (id.run !== known.run || id.seq < known.seq) {  // the server restarted
+    load(state);
+    connect(state.eventId, true);
+  }
+  for (const [eventId, event] of queued) if (eventId.run === known.run) take(eventId, event);
+  refreshSoon();
+}
+
+function connect(from, fresh) {  // fresh: the page has just loaded the state at "from"
+  if (source) source.close();
+  clearTimeout(retryTimer);
+  const stream = source = new EventSource("/api/events?lastEventId=" + encodeURIComponent(from));
+  let reopened = !fresh;
+  stream.onopen = () => {  // a reopened stream may find another run of the server
+    retryDelay = 0;
+    setStatus("live", "on");
+    if (reopened) resync(); else refreshSoon();
+    reopened = true;
+  };
+  stream.onerror = () => {
+    if (stream !== source) return;
+    if (stream.readyState !== EventSource.CLOSED) {  // it reconnects by itself
+      setStatus("reconnecting\u2026", "off");
+      return;
+    }
+    // Refused (503 when the server is busy): EventSource gives up, so the page retries itself.
+    retryDelay = Math.min(retryDelay ? retryDelay * 2 : 500, 15000);
+    setStatus("server busy, retrying in " + Math.ceil(retryDelay / 1000) + " s", "off");
+    retryTimer = setTimeout(() => connect(known.run ? known.run + ":" + known.seq : known.seq),
+                            retryDelay);
+  };
+  stream.onmessage = onMessage;
 }
 
 $("#command").addEventListener("submit", sendCommand);
-window.addEventListener("resize", () => charts.forEach(drawChart));
-refreshChargers();
-connect();
+window.addEventListener("resize", () => charts.forEach(drawSoon));
+const firstState = readState(document);
+if (firstState) {
+  load(firstState);
+  setStatus("as of " + clock(Date.parse(firstState.ts)), "");
+}
+connect(firstState ? firstState.eventId : "0", Boolean(firstState));
 """
 
 PAGE_HTML = """<!doctype html>
@@ -6211,6 +6795,9 @@ h2 { font-size: 1.05rem; margin: .2rem 0 .5rem; text-transform: uppercase; lette
 .s-Preparing, .s-SuspendedEV, .s-SuspendedEVSE, .s-Finishing { background: #fff3c4; }
 .tx { font-weight: 600; margin: .3rem 0; }
 .warn { color: #8a5a00; }
+button.link { background: none; padding: 0; min-height: 0; text-decoration: underline; }
+.warnings { margin: .2rem 0 .4rem; padding-left: 1.2rem; font-size: .85rem;
+            word-break: break-word; }
 .buttons { display: flex; flex-wrap: wrap; gap: .4rem; margin-top: .5rem; }
 button { font: inherit; padding: .45rem .9rem; border: 0; border-radius: 6px; background: #12355b; color: #fff;
          cursor: pointer; min-height: 2.4rem; }
@@ -6259,17 +6846,68 @@ canvas { width: 100%; display: block; }
 <div class="panel" id="frames"></div>
 </div>
 </main>
+<script type="application/json" id="state">{state}</script>
 <script>{script}</script>
 </body>
 </html>
 """.replace("{script}", PAGE_SCRIPT)
 
-PAGE_BYTES = PAGE_HTML.encode("utf-8")
+# The page's HTML around its state block, which each GET / fills in.
+PAGE_BEFORE_STATE, PAGE_AFTER_STATE = (part.encode("utf-8") for part in PAGE_HTML.split("{state}"))
 PAGE_HEADERS = (
     ("Content-Security-Policy", "default-src 'self'; script-src 'sha256-%s'; style-src 'unsafe-inline'; "
      "img-src 'self' data:; frame-ancestors 'none'; form-action 'none'"
      % base64.b64encode(hashlib.sha256(PAGE_SCRIPT.encode("utf-8")).digest()).decode("ascii")),
-    ("X-Frame-Options", "DENY"), ("Referrer-Policy", "no-referrer"))
+    ("X-Frame-Options", "DENY"), ("Referrer-Policy", "no-referrer"), ("Cache-Control", "no-store"))
+PAGE_STATE_ROWS = 100  # latest frame-log rows the page's first HTML carries ...
+PAGE_STATE_BUDGET = 500000  # ... and the characters they may hold between them
+PAGE_ROW_TYPES = ("frame", "spec_problem", "file_received")  # and warn and error lines
+# A data block ends at the first "</script"; a charger's "<", ">" and "&", and the line separators
+# (line ends to older JavaScript), are written as JSON escapes, so nothing it sends can end it.
+_DATA_BLOCK_ESCAPES = {ord(character): f"\\u{ord(character):04x}"
+                       for character in "<>&\u2028\u2029"}
+
+
+def _page_rows(history: EventHistory) -> list[str]:
+    """The latest events the page shows as rows of its frame log, oldest first, as their JSON."""
+    rows: list[str] = []
+    budget = PAGE_STATE_BUDGET
+    for event in reversed(history.events):
+        if len(rows) >= PAGE_STATE_ROWS:
+            break
+        if event.type not in PAGE_ROW_TYPES and not (
+                event.type == "log" and event.fields.get("level") in ("warn", "error")):
+            continue
+        text = event.event_json()
+        budget -= len(text)
+        if budget < 0:
+            break
+        rows.append(text)
+    rows.reverse()
+    return rows
+
+
+def page_state_json(system: "CentralSystem", history: EventHistory) -> str:
+    """The page's first state: the chargers as GET /api/chargers lists them, their latest spec
+    warnings, the open transactions' charts, the latest frame-log rows, and the id of the newest
+    event in it (the page's event stream resumes from there).  Escaped for a data block."""
+    state = {
+        "eventId": str(history.last), "ts": UTC_CLOCK.now(),
+        "limits": {"charts": CHARTS_KEPT, "points": CHART_POINTS, "warnings": SPEC_WARNINGS_KEPT},
+        "chargers": [charger_record(system, charger) for charger in system.states.values()],
+        "warnings": {charger.charger_id: list(charger.spec_texts)
+                     for charger in system.states.values() if charger.spec_texts},
+        "charts": system.charts.records(system.states) if system.charts is not None else [],
+    }
+    text = api_json(state)[:-1] + ',"events":[' + ",".join(_page_rows(history)) + "]}"
+    return text.translate(_DATA_BLOCK_ESCAPES)
+
+
+def page_response(system: "CentralSystem", history: EventHistory) -> bytes:
+    """GET /: the page with the server's state in it, so that its first paint is already right."""
+    body = b"".join((PAGE_BEFORE_STATE, page_state_json(system, history).encode("utf-8"),
+                     PAGE_AFTER_STATE))
+    return http_head(200, "text/html; charset=utf-8", len(body), PAGE_HEADERS) + body
 
 
 # ------------------------------------------------- websockets compatibility
@@ -6668,6 +7306,8 @@ class CentralSystem:
         self.bus = EventBus(self._subscriber_failed)
         out.subscribe_to(self.bus)
         self.spec_warnings = 0
+        # The open transactions' readings, for the page (nothing is kept without the HTTP port).
+        self.charts: Optional[ChartReadings] = ChartReadings() if options.http else None
 
     def _subscriber_failed(self, subscriber: Callable[[Event], None], exc: Exception) -> None:
         key = (getattr(subscriber, "__qualname__", repr(subscriber)), type(exc).__name__)
@@ -6683,9 +7323,11 @@ class CentralSystem:
         (``charger`` None), published on the bus as a "log" event: the one way such lines are shown."""
         self.bus.publish("log", charger, self.sessions.get(charger) if charger else None, level=level, text=text)
 
-    def count_spec_warning(self, state: ChargerState) -> None:
+    def count_spec_warning(self, state: ChargerState, text: Optional[str] = None) -> None:
         self.spec_warnings += 1
         state.spec_warnings += 1
+        if text is not None:
+            state.spec_texts.append(text)
 
     def state_for(self, charger_id: str) -> ChargerState:
         """The state of a charge point (new or remembered), marked most recently seen."""
@@ -7098,11 +7740,14 @@ async def start_http(system: CentralSystem, options: "Settings", out: Output, co
 
 
 def keep_or_remove(folder: str, out: Output) -> None:
-    """The temporary files folder at exit: removed when empty, else kept and named."""
-    try:
-        os.rmdir(folder)
-    except OSError:
-        out.console("uploaded files are kept in %s" % folder)
+    """The temporary files folder at exit: removed when it holds no file (its empty folders go
+    with it), else kept and named with how many files it holds."""
+    count = sum(len(names) for _, _, names in os.walk(folder))
+    if count:
+        out.console("%d uploaded file%s kept in %s"
+                    % (count, " is" if count == 1 else "s are", folder))
+        return
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def print_banner(system: CentralSystem, options: "Settings", out: Output, access: AccessPolicy) -> None:

@@ -178,7 +178,7 @@ def test_a_websockets_too_old_to_serve_is_one_line(tmp_path):
     package.mkdir()
     (package / "__init__.py").write_text('__version__ = "8.1"\n')  # what 8.1 has of the API we need
     result = subprocess.run([sys.executable, str(SERVER), "--port", "0"], stdin=subprocess.DEVNULL,
-                            capture_output=True, text=True, timeout=TIMEOUT,
+                            capture_output=True, text=True, timeout=TIMEOUT * 6,
                             env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 2
     assert result.stdout == ""
