@@ -63,6 +63,7 @@ import socket
 import ssl
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 import urllib.parse
@@ -3643,38 +3644,14 @@ class FaultTable:
 # API.  parse_command checks what a line says by itself; build_payload and
 # Console.run do what depends on the run.
 
-CONSOLE_HELP = [
-    ("help [Action]", "this list, or one action's fields and defaults", "help ReserveNow"),
-    ("chargers", "connected chargers: dialect, boot, connectors, transaction, meter values", "chargers"),
-    ("startRemote", "RemoteStartTransaction (connector 1, --id-tag)", "startRemote"),
-    ("stopRemote", "RemoteStopTransaction for the open transaction", "stopRemote"),
-    ("<Action> [key=value ...]", "any of the 26 central-system actions; values are JSON when they parse",
-     "ChangeConfiguration key=HeartbeatInterval value=30"),
-    ("<Action> key=@file", "the value is the file's text (a PEM certificate); @@ is a literal @",
-     "InstallCertificate certificate=@ca.pem"),
-    ("<Action> {json}", "send exactly this payload", 'DataTransfer {"vendorId":"x"}'),
-    ("@<chargerId> <command>", "send to that charger", "@CP-1 Reset type=Hard"),
-    ("use <chargerId>", "send to that charger from now on", "use CP-1"),
-    ("raw <json>", "send any frame as typed (negative tests)", 'raw [2,"x","Reset",{"type":"Nope"}]'),
-    ("echo <text>", "print the text: a mark in the output and the log", "echo start of test 3"),
-    ("fault <what>", "inject a fault: a reply, a disconnect, an outage (docs/faults.md)",
-     "fault BootNotification status=Pending times=2"),
-    ("faults | fault clear", "the faults in force; clear them", "fault clear"),
-    ("quit | exit", "stop the server", "quit"),
-]
-
-CONSOLE_ALIASES = {"startremote": "RemoteStartTransaction", "stopremote": "RemoteStopTransaction"}
 CONSOLE_ACTIONS = {action.lower(): action for action in SERVER_ACTION_DEFAULTS}
-CONSOLE_WORDS = ("help", "chargers", "use", "raw", "echo", "quit", "exit", "startRemote", "stopRemote")
-
-
-CONSOLE_ONLY = ("help", "chargers", "use", "quit", "exit")  # words for a person, not for scripts
 
 
 def console_action(word: str) -> Optional[str]:
     """The server action a typed word names (any case, startRemote/stopRemote too), or None."""
     lower = word.lower()
-    return CONSOLE_ALIASES.get(lower) or CONSOLE_ACTIONS.get(lower)
+    row = typed_word(lower)
+    return row.action if row is not None else CONSOLE_ACTIONS.get(lower)
 
 
 def parse_console_value(text: str) -> Any:
@@ -3748,34 +3725,32 @@ def parse_command(line: str, files_from: Optional[str] = None) -> Command:
             raise CommandError("usage: @<chargerId> <command>, e.g. @CP-1 Reset")
     word, _, rest = line.partition(" ")
     rest, lower = rest.strip(), word.lower()
-    if lower in ("help", "chargers", "use", "echo", "quit", "exit", "raw", "fault", "faults"):
-        return _parse_word(line, "quit" if lower == "exit" else lower, target, rest)
+    row = typed_word(lower)
+    if row is not None and row.action is None:
+        if row.check is not None:
+            row.check(rest, target)
+        return Command(line, row.word, target, text=rest)
     action = console_action(word)
     if action is None:
-        choices = list(CONSOLE_WORDS) + list(SERVER_ACTION_DEFAULTS)
-        by_lower = {choice.lower(): choice for choice in choices}
-        close = difflib.get_close_matches(word, choices, n=1, cutoff=0.5) or [by_lower[match] for match in
-                                                                              difflib.get_close_matches(
-            lower, list(by_lower), n=1, cutoff=0.5)]
-        kind = " (an OCPP command)" if close and close[0] in SERVER_ACTION_DEFAULTS else ""
-        raise CommandError("unknown command %r; %stype help for the list" % (
-            word, "did you mean %s%s? " % (close[0], kind) if close else ""))
+        raise CommandError("unknown command %r; %stype help for the list"
+                           % (word, _did_you_mean(word)))
     if rest.startswith("{"):
         return Command(line, "call", target, action, payload=_parse_json_payload(action, rest))
     return Command(line, "call", target, action, overrides=[_parse_override(action, argument, files_from)
                                                             for argument in rest.split()])
 
 
-def _parse_word(line: str, word: str, target: Optional[str], rest: str) -> Command:
-    if word == "help" and rest and console_action(rest) is None:
-        close = difflib.get_close_matches(rest.lower(), list(CONSOLE_ACTIONS), n=1)
-        raise CommandError("no action %r%s" % (rest, "; did you mean %s?" % CONSOLE_ACTIONS[close[0]]
-                                              if close else ""))
-    if word == "raw" and not rest:
-        raise CommandError('usage: raw <frame>, e.g. raw [2,"1","Reset",{"type":"Soft"}]')
-    if word == "fault" and rest.split()[:1] != ["clear"]:
-        parse_fault(rest, target)  # checked now: a script with a bad fault is invalid before it runs
-    return Command(line, word, target, text=rest)
+def _did_you_mean(word: str) -> str:
+    """"did you mean X? " for the typed word or action closest to ``word`` (any case), else ""."""
+    choices = typed_names() + list(SERVER_ACTION_DEFAULTS)
+    by_lower = {choice.lower(): choice for choice in choices}
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.5) or [
+        by_lower[match]
+        for match in difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.5)]
+    if not close:
+        return ""
+    kind = " (an OCPP command)" if close[0] in SERVER_ACTION_DEFAULTS else ""
+    return "did you mean %s%s? " % (close[0], kind)
 
 
 def _parse_json_payload(action: str, text: str) -> dict:
@@ -3872,6 +3847,201 @@ def build_payload(system: "CentralSystem", session: Optional[ChargerSession], co
     return payload
 
 
+def run_fault_command(system: "CentralSystem", command: Command) -> List[str]:
+    """`fault ...`, `fault clear [what]` and `faults`, from the console, a script or the API."""
+    if command.word == "faults":
+        return system.faults.listing()
+    words = command.text.split()
+    if words[:1] == ["clear"]:
+        return [system.faults.clear(" ".join(words[1:]), command.target)]
+    return [system.faults.add(parse_fault(command.text, command.target))]
+
+
+# The words of the language.  A handler gets the host that runs the line:
+# the Console (every word), or the ScenarioRunner (the words a script may
+# use: it has ``system`` and ``target_session`` too), the command, and the
+# CommandOutcome to fill.
+
+def _run_call(host: Any, command: Command, outcome: "CommandOutcome") -> None:
+    session = host.target_session(command.target)
+    outcome.call = session.call(command.action or "", build_payload(host.system, session, command))
+
+
+def _run_raw(host: Any, command: Command, outcome: "CommandOutcome") -> None:
+    outcome.call = host.target_session(command.target).queue.send_raw(command.text)
+
+
+def _run_fault(host: Any, command: Command, outcome: "CommandOutcome") -> None:
+    outcome.lines.extend(run_fault_command(host.system, command))
+
+
+def _run_echo(host: Any, command: Command, outcome: "CommandOutcome") -> None:
+    outcome.lines.append(command.text)
+
+
+def _run_quit(host: Any, command: Command, outcome: "CommandOutcome") -> None:
+    outcome.lines.append("stopping")
+    host.system.stop()
+
+
+def _check_help(rest: str, target: Optional[str]) -> None:
+    lower = rest.lower()
+    if not rest or console_action(rest) or typed_word(lower) or lower in HELP_TOPICS:
+        return
+    choices = {**CONSOLE_ACTIONS, **{topic: topic for topic in HELP_TOPICS}}
+    close = difflib.get_close_matches(lower, list(choices), n=1)
+    raise CommandError("no action %r%s" % (rest, "; did you mean %s?" % choices[close[0]] if close
+                                          else " (topics: %s)" % ", ".join(HELP_TOPICS)))
+
+
+def _check_raw(rest: str, target: Optional[str]) -> None:
+    if not rest:
+        raise CommandError('usage: raw <frame>, e.g. raw [2,"1","Reset",{"type":"Soft"}]')
+
+
+def _check_fault(rest: str, target: Optional[str]) -> None:
+    if rest.split()[:1] != ["clear"]:
+        parse_fault(rest, target)  # checked now: a script with a bad fault is invalid at once
+
+
+def _check_held(rest: str, target: Optional[str]) -> None:
+    if rest not in ("", "clear"):
+        raise CommandError("usage: held (list them) or held clear (drop them)")
+
+
+WordHandler = Callable[[Any, Command, "CommandOutcome"], None]
+
+
+class CommandWord:
+    """One row of COMMAND_WORDS: a word of the command language (or, with no ``names``, a form
+    shown by `help`), and everything the parser, the script checker, Tab completion, `help` and
+    dispatch know about it.
+
+    ``names`` are what may be typed (any case); ``word`` is the Command.word it parses into
+    ("call" for an action); ``action`` the server action a shortcut such as startRemote sends.
+    ``usage``, ``summary`` and ``example`` make its help row, shown under ``topic`` and, with
+    ``overview``, in plain `help`.  ``scripts``: a scenario script may use it.  ``check(rest,
+    target)`` raises CommandError for arguments that cannot work; ``run(host, command, outcome)``
+    does it; ``complete(charger_ids)`` lists what Tab may complete its argument to.
+    """
+
+    __slots__ = ("names", "word", "action", "usage", "summary", "example", "topic", "overview",
+                 "scripts", "check", "run", "complete")
+
+    def __init__(self, names: Tuple[str, ...], usage: str, summary: str, example: str,
+                 topic: str, *, word: str = "", action: Optional[str] = None,
+                 overview: bool = False, scripts: bool = False,
+                 check: Optional[Callable[[str, Optional[str]], None]] = None,
+                 run: Optional[WordHandler] = None,
+                 complete: Optional[Callable[[List[str]], List[str]]] = None) -> None:
+        self.names, self.usage, self.summary, self.example = names, usage, summary, example
+        self.topic, self.overview, self.scripts = topic, overview, scripts
+        self.word = word or (names[0].lower() if names else "")
+        self.action, self.check, self.run, self.complete = action, check, run, complete
+
+
+def _lines_of(method: str) -> WordHandler:
+    """A handler adding what ``host.<method>(command.text)`` returns (a console word's answer)."""
+    return lambda host, command, outcome: outcome.lines.extend(getattr(host, method)(command.text))
+
+
+def _charger_lines(host: Any, command: Command, outcome: "CommandOutcome") -> None:
+    outcome.lines.extend(host.charger_lines())
+
+
+COMMAND_WORDS: Tuple[CommandWord, ...] = (
+    CommandWord(("help",), "help [Action]", "this overview, or one action's fields",
+                "help ReserveNow", "console", overview=True, check=_check_help,
+                run=_lines_of("help_lines"),
+                complete=lambda ids: list(HELP_TOPICS) + list(SERVER_ACTION_DEFAULTS)),
+    CommandWord(("chargers",), "chargers", "connected chargers and their state", "chargers",
+                "console", overview=True, run=_charger_lines),
+    CommandWord(("startRemote",), "startRemote", "RemoteStartTransaction, connector 1",
+                "startRemote", "actions", word="call", action="RemoteStartTransaction",
+                overview=True, scripts=True, run=_run_call),
+    CommandWord(("stopRemote",), "stopRemote", "RemoteStopTransaction, the open one",
+                "stopRemote", "actions", word="call", action="RemoteStopTransaction",
+                overview=True, scripts=True, run=_run_call),
+    CommandWord((), "<Action> [key=value ...]", "any central-system action", "Reset type=Hard",
+                "actions", word="call", overview=True, scripts=True, run=_run_call),
+    CommandWord((), "<Action> key=@file", "the value is the file's text; @@ for a literal @",
+                "InstallCertificate certificate=@ca.pem", "actions"),
+    CommandWord((), "<Action> {json}", "send exactly this payload",
+                'DataTransfer {"vendorId":"x"}', "actions"),
+    CommandWord((), "@<chargerId> <command>", "send to that charger", "@CP-1 Reset type=Hard",
+                "actions", overview=True),
+    CommandWord(("use",), "use <chargerId>", "send to that charger from now on", "use CP-1",
+                "console", overview=True, run=_lines_of("use"), complete=lambda ids: ids),
+    CommandWord(("raw",), "raw <json>", "send any frame as typed",
+                'raw [2,"x","Reset",{"type":"Nope"}]', "actions", overview=True, scripts=True,
+                check=_check_raw, run=_run_raw),
+    CommandWord(("held",), "held | held clear", "commands waiting for a charger; drop them",
+                "held", "console", check=_check_held, run=_lines_of("held_lines"),
+                complete=lambda ids: ["clear"]),
+    CommandWord(("echo",), "echo <text>", "print the text: a mark in the output and the log",
+                "echo start of test 3", "console", scripts=True, run=_run_echo),
+    CommandWord(("fault",), "fault <what>", "inject a fault: a reply, a disconnect, an outage",
+                "fault BootNotification status=Pending times=2", "faults", scripts=True,
+                check=_check_fault, run=_run_fault,
+                complete=lambda ids: ["clear", "disconnect", "offline", "handshake", "pings",
+                                      *CHARGER_REQUESTS]),
+    CommandWord(("faults",), "faults | fault clear", "the faults in force; clear them",
+                "fault clear", "faults", scripts=True, run=_run_fault),
+    CommandWord(("quit", "exit"), "quit | exit", "stop the server", "quit", "console",
+                overview=True, run=_run_quit),
+)
+
+
+# The look-ups ask COMMAND_WORDS itself (a few rows, read only when a line is typed): there is
+# no second list of words to keep in step.
+
+
+def typed_word(name: str) -> Optional[CommandWord]:
+    """The row of COMMAND_WORDS whose word ``name`` is (any case), or None."""
+    lower = name.lower()
+    return next((row for row in COMMAND_WORDS if lower in (typed.lower() for typed in row.names)),
+                None)
+
+
+def typed_names(scripts_only: bool = False) -> List[str]:
+    """Every word that may be typed (for a script only: the words a script may use), as spelt."""
+    return [name for row in COMMAND_WORDS if row.scripts or not scripts_only for name in row.names]
+
+
+def word_handler(word: str) -> WordHandler:
+    """The handler of a parsed Command.word."""
+    return next(row.run for row in COMMAND_WORDS if row.word == word and row.run is not None)
+
+
+def script_may_use(word: str) -> bool:
+    return any(row.scripts for row in COMMAND_WORDS if row.word == word)
+
+
+# `help <topic>`: what a topic says besides its rows of COMMAND_WORDS, a paragraph a string.
+HELP_TOPICS: Dict[str, List[str]] = {
+    "console": [
+        "Tab completes words, actions, fields, values and charger ids; Up recalls earlier lines. "
+        "A command for a charger typed while none is ready is held (`held` lists them) and runs "
+        "when one has booted, unless --hold-for seconds pass first."],
+    "actions": [
+        "Values are JSON when they parse, else text; dotted keys reach nested fields. A command "
+        "that would break the 1.6 schema is not sent: the JSON form or raw sends it anyway. "
+        "help <Action> lists its fields and what it sends bare.",
+        "actions: " + " ".join(SERVER_ACTION_DEFAULTS)],
+    "faults": [
+        "Faults are set on purpose, to test a charger's unhappy paths (docs/faults.md). The forms:",
+        *("  " + form for form in FAULT_USAGE.split(" | "))],
+    "security": [
+        "The security whitepaper's actions work like the others: CertificateSigned, "
+        "DeleteCertificate, ExtendedTriggerMessage, GetInstalledCertificateIds, GetLog, "
+        "InstallCertificate, SignedUpdateFirmware. Typed bare they send a demo root certificate; "
+        "give yours with key=@file, e.g. InstallCertificate certificate=@ca.pem.",
+        "A charger's SignCertificate is signed with --ca-cert and --ca-key, or its CSR is saved "
+        "and the line to type once you have signed it is printed. Who may connect: --basic-auth, "
+        "--certfile, --client-ca, --charger-ids (docs/guide.md, section 10)."],
+}
+
+
 # ------------------------------------------------------------------ Console
 # Lines typed at the server's terminal.  A reader thread blocks on stdin and
 # hands each line to the event loop, which never waits for the keyboard.
@@ -3906,6 +4076,170 @@ def input_lines(stream: Any) -> Iterator[Union[bytes, str]]:
         yield pending
 
 
+MAX_HELD_COMMANDS = 100  # charger commands held at once while no charger is ready; more are refused
+HELD_LISTED = 10  # held commands listed with each one held; past that, their count
+HELD_EXPIRY_BURST = 0.5  # seconds: held commands due this close together expire in one line
+DEFAULT_HOLD_FOR = 60.0  # --hold-for: seconds a held command waits for a charger
+
+
+class HeldCommands:
+    """Charger commands typed while no charger was ready (the console's, never the API's).
+
+    They all run, in order, once a charger has finished its handshake (the
+    one `use` named, if any); each is dropped, with a line, once --hold-for
+    seconds pass first.  One timer at most, and only while something is
+    held: nothing costs anything when nothing is held.
+    """
+
+    def __init__(self, console: "Console") -> None:
+        self.console = console
+        self.system = console.system
+        self.commands: List[Tuple[str, float]] = []  # (line, deadline on the loop's clock)
+        self.timer: Optional[asyncio.TimerHandle] = None
+
+    def add(self, line: str) -> List[str]:
+        """Hold ``line``; the listing of everything held now.  CommandError when
+        MAX_HELD_COMMANDS are held already."""
+        if len(self.commands) >= MAX_HELD_COMMANDS:
+            raise CommandError("%d commands are held already; %r is not (held lists them, held "
+                               "clear drops them)" % (len(self.commands), line))
+        if not self.commands:
+            self.system.bus.subscribe(self.on_ready, "ready")
+        loop = asyncio.get_running_loop()
+        self.commands.append((line, loop.time() + self.system.options.hold_for))
+        if self.timer is None:
+            self.timer = loop.call_at(self.commands[0][1] + HELD_EXPIRY_BURST, self.expire)
+        return self.listing()
+
+    def listing(self) -> List[str]:
+        now = asyncio.get_running_loop().time()
+        return ["held: %s  (%.0f s left)" % (line, max(0.0, deadline - now))
+                for line, deadline in self.commands]
+
+    def clear(self) -> List[str]:
+        dropped = self.take()
+        if not dropped:
+            return ["no commands are held"]
+        return ["dropped %d held command%s: %s" % (len(dropped), "" if len(dropped) == 1 else "s",
+                                                   ", ".join(dropped))]
+
+    def take(self) -> List[str]:
+        """Every held line, held no more."""
+        lines = [line for line, _ in self.commands]
+        self.commands = []
+        self.system.bus.unsubscribe(self.on_ready)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        return lines
+
+    def on_ready(self, event: Event) -> None:
+        """Run the held commands once a charger has finished its handshake ("ready"): the one `use`
+        named, if any, else the first."""
+        named = self.console.default_charger
+        if named is not None and event.charger != named:
+            return  # held for the charger `use` named: keep them until it is ready
+        for line in self.take():
+            self.console.out.console("running held command: " + line)
+            self.console.execute(line)
+
+    def expire(self) -> None:
+        """Drop the held commands whose time is up, one line for them all: the timer waits
+        HELD_EXPIRY_BURST past the first one's time, so that those typed together go together."""
+        self.timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        expired = [line for line, deadline in self.commands if deadline <= now]
+        self.commands = [(line, deadline) for line, deadline in self.commands if deadline > now]
+        if self.commands:
+            self.timer = loop.call_at(self.commands[0][1] + HELD_EXPIRY_BURST, self.expire)
+        else:
+            self.system.bus.unsubscribe(self.on_ready)
+        if expired:
+            self.system.log("warn", None, "no charger booted within --hold-for %g s: %d held "
+                            "command%s dropped, not sent: %s" % (
+                                self.system.options.hold_for, len(expired),
+                                "" if len(expired) == 1 else "s", ", ".join(expired)))
+
+
+CONSOLE_LINE_PREFIX = len("12:34:56.789 >> ")  # what the terminal shows before a console answer
+MIN_HELP_WIDTH = 30  # columns: `help` wraps no narrower, however narrow the terminal
+
+
+def console_width(out: Output) -> Optional[int]:
+    """The columns a console answer may fill at a terminal, after the time and ``>>``; None (no
+    limit) when the output is not a terminal: files and pipes keep whole lines."""
+    try:
+        at_terminal = out.writer.stream.isatty()
+    except (AttributeError, OSError, ValueError):
+        return None
+    if not at_terminal:
+        return None
+    return max(MIN_HELP_WIDTH, shutil.get_terminal_size().columns - CONSOLE_LINE_PREFIX)
+
+
+def wrap_words(text: str, width: Optional[int], indent: str = "  ") -> List[str]:
+    """``text`` in lines of at most ``width`` (None: one line), broken between words only; the lines
+    after the first start with ``indent``."""
+    if width is None:
+        return [text]
+    lead = text[:len(text) - len(text.lstrip())]
+    return textwrap.wrap(text, width, initial_indent=lead, subsequent_indent=indent,
+                         break_long_words=False, break_on_hyphens=False) or [""]
+
+
+def wrap_json(text: str, width: Optional[int], indent: str = "  ") -> List[str]:
+    """A line ending in JSON, broken after its commas (never inside a name or a value) to fit
+    ``width``."""
+    if width is None or len(text) <= width:
+        return [text]
+    lines = [""]
+    for part in re.split(r"(?<=,)", text):
+        if lines[-1].strip() and len(lines[-1]) + len(part) > width:
+            lines.append(indent)
+        lines[-1] += part
+    return lines
+
+
+def help_rows(rows: List[CommandWord], width: Optional[int], examples: bool = True) -> List[str]:
+    """Help rows as columns: usage, summary, example, one line each where they fit ``width``;
+    else the summary (and below it the example, with ``examples``) wrapped under its column."""
+    column = max(len(row.usage) for row in rows) + 2
+    lines = ["%s%s   e.g. %s" % (row.usage.ljust(column), row.summary, row.example) for row in rows]
+    if width is None or max(map(len, lines)) <= width:
+        return lines
+    column, lines = min(column, width // 2), []
+    for row in rows:
+        body = wrap_words(row.summary, width - column, "")
+        if examples:
+            body += wrap_words("e.g. " + row.example, width - column, "     ")
+        if len(row.usage) + 2 > column:
+            lines.append(row.usage)
+        else:
+            lines.append(row.usage.ljust(column) + body.pop(0))
+        lines.extend(" " * column + part for part in body)
+    return lines
+
+
+def help_overview(width: Optional[int]) -> List[str]:
+    """Plain `help`: the everyday words, the actions and the topics (24 lines at 80 columns)."""
+    return (help_rows([row for row in COMMAND_WORDS if row.overview], width, examples=False)
+            + wrap_words(HELP_TOPICS["actions"][-1], width)
+            + wrap_words("more: help %s, or help <Action> for its fields"
+                         % " | ".join(HELP_TOPICS), width))
+
+
+def help_topic(topic: str, width: Optional[int]) -> List[str]:
+    """`help <topic>`: the topic's rows of COMMAND_WORDS (for scripts: every word a script may
+    use), then its notes."""
+    rows = [row for row in COMMAND_WORDS
+            if row.topic == topic or (topic == "scripts" and row.scripts)]
+    lines = help_rows(rows, width) if rows else []
+    for paragraph in HELP_TOPICS[topic]:
+        lines += wrap_words(paragraph, width, "    " if paragraph.startswith(" ") else "  ")
+    return lines
+
+
 class Console:
     """The operator's command language; ``execute`` runs one line."""
 
@@ -3913,24 +4247,7 @@ class Console:
         self.system = system
         self.out = system.out
         self.default_charger: Optional[str] = None
-        self.held: List[str] = []  # charger commands typed before any charger was ready
-
-    def hold(self, line: str) -> None:
-        """Keep a charger command until a charger has finished its handshake."""
-        if not self.held:
-            self.system.bus.subscribe(self.on_event, "ready")
-        self.held.append(line)
-
-    def on_event(self, event: Event) -> None:
-        """Run the held commands once a charger has finished its handshake ("ready"): the one `use` named,
-        if any, else the first."""
-        if self.default_charger is not None and event.charger != self.default_charger:
-            return  # held for the charger `use` named: keep them until it is ready
-        self.system.bus.unsubscribe(self.on_event)
-        held, self.held = self.held, []
-        for line in held:
-            self.out.console("running held command: " + line)
-            self.execute(line)
+        self.held = HeldCommands(self)  # charger commands typed before any charger was ready
 
     def start_reader(self, loop: asyncio.AbstractEventLoop, stream: Any = None) -> threading.Thread:
         """Read lines on a daemon thread and run them on ``loop``; EOF ends the console.
@@ -3990,11 +4307,7 @@ class Console:
             if not hold:
                 outcome.fail("no charger is connected yet (point one at %s)" % self.system.url, held=True)
                 return outcome
-            self.hold(line)
-            waited = "%s is not connected yet" % self.default_charger if self.default_charger else \
-                "no charger is connected yet"
-            outcome.fail("%s; %r will run once %s has booted (point it at %s)" % (
-                waited, line, "it" if self.default_charger else "one", self.system.url), held=True)
+            self.hold(line, outcome)
         except CommandError as exc:
             outcome.fail(str(exc))
         except Exception as exc:  # a console bug must not stop the server
@@ -4003,25 +4316,24 @@ class Console:
         return outcome
 
     def _run(self, command: Command, outcome: "CommandOutcome") -> None:
-        word = command.word
-        if word == "call":
-            session = self.target_session(command.target)
-            outcome.call = session.call(command.action or "", build_payload(self.system, session, command))
-        elif word == "raw":
-            outcome.call = self.target_session(command.target).queue.send_raw(command.text)
-        elif word == "help":
-            outcome.lines.extend(self.help_lines(command.text))
-        elif word == "chargers":
-            outcome.lines.extend(self.charger_lines())
-        elif word == "use":
-            outcome.lines.extend(self.use(command.text))
-        elif word == "echo":
-            outcome.lines.append(command.text)
-        elif word in ("fault", "faults"):
-            outcome.lines.extend(run_fault_command(self.system, command))
-        elif word == "quit":
-            outcome.lines.append("stopping")
-            self.system.stop()
+        word_handler(command.word)(self, command, outcome)
+
+    def hold(self, line: str, outcome: "CommandOutcome") -> None:
+        """Hold a charger command until a charger has booted; the answer lists all held (up to
+        HELD_LISTED of them: `held` lists more)."""
+        try:
+            listing = self.held.add(line)
+        except CommandError as exc:
+            outcome.fail(str(exc))
+            return
+        if len(listing) > HELD_LISTED:
+            listing = ["%d commands are held (held lists them, held clear drops them)"
+                       % len(listing)]
+        waited = "%s is not connected yet" % self.default_charger if self.default_charger else \
+            "no charger is connected yet"
+        outcome.fail("%s; %r will run once %s has booted (point it at %s)" % (
+            waited, line, "it" if self.default_charger else "one", self.system.url), held=True)
+        outcome.lines.extend(listing)
 
     def target_session(self, target: Optional[str]) -> ChargerSession:
         sessions = self.system.sessions
@@ -4073,11 +4385,22 @@ class Console:
                 lines.extend(state.describe())
         return lines
 
+    def held_lines(self, text: str) -> List[str]:
+        """`held`: the held commands, one line each; `held clear`: drop them."""
+        if text == "clear":
+            return self.held.clear()
+        return self.held.listing() or ["no commands are held"]
+
     def help_lines(self, topic: str) -> List[str]:
+        """`help`: the overview; `help <topic>` (or a word of it); `help <Action>`: its fields
+        and what it sends bare."""
+        width = console_width(self.out)
+        lower = topic.lower()
+        row = typed_word(lower)
         if not topic:
-            width = max(len(usage) for usage, _, _ in CONSOLE_HELP)
-            return ["%s  %s   e.g. %s" % (usage.ljust(width), text, example) for usage, text, example in CONSOLE_HELP
-                    ] + ["actions: " + " ".join(SERVER_ACTION_DEFAULTS)]
+            return help_overview(width)
+        if lower in HELP_TOPICS or (row is not None and row.action is None):
+            return help_topic(lower if lower in HELP_TOPICS else row.topic, width)
         action = console_action(topic) or ""
         sessions = self.system.sessions
         session = sessions.get(self.default_charger or "") or (next(iter(sessions.values()))
@@ -4086,10 +4409,11 @@ class Console:
             defaults = dump_json(SERVER_ACTION_DEFAULTS[action](self.system, session))
         except CommandError as exc:
             defaults = "none (%s)" % exc
-        return (["%s  (reply: %s.conf)" % (action, action)]
-                + ["  %s%s: %s" % (name, "" if rule.required else " (optional)", rule.describe())
-                   for name, rule in SERVER_REQUESTS[action].items()]
-                + ["  sent bare: " + defaults])
+        lines = ["%s  (reply: %s.conf)" % (action, action)]
+        for name, rule in SERVER_REQUESTS[action].items():
+            field = "  %s%s: %s" % (name, "" if rule.required else " (optional)", rule.describe())
+            lines += wrap_words(field, width, "      ")
+        return lines + wrap_json("  sent bare: " + defaults, width, "    ")
 
 
 def fault_command(text: str) -> Command:
@@ -4101,16 +4425,6 @@ def fault_command(text: str) -> Command:
     if command.word != "fault" or command.text.split()[:1] == ["clear"]:
         raise CommandError("%r is not a fault (usage: %s)" % (text, FAULT_USAGE))
     return command
-
-
-def run_fault_command(system: "CentralSystem", command: Command) -> List[str]:
-    """`fault ...`, `fault clear [what]` and `faults`, from the console, a script or the API."""
-    if command.word == "faults":
-        return system.faults.listing()
-    words = command.text.split()
-    if words[:1] == ["clear"]:
-        return [system.faults.clear(" ".join(words[1:]), command.target)]
-    return [system.faults.add(parse_fault(command.text, command.target))]
 
 
 def interactive_terminal() -> bool:
@@ -4205,8 +4519,12 @@ class InteractiveInput:
         if not before:  # the first word: a command, an action, or @<charger id>
             if text.startswith("@"):
                 return ["@" + name + " " for name in self.charger_ids if ("@" + name).startswith(text)]
-            words = list(CONSOLE_WORDS) + ["fault", "faults"] + list(SERVER_ACTION_DEFAULTS)
-            return sorted({word + " " for word in words if word.lower().startswith(text.lower())})
+            return self.words_from(typed_names() + list(SERVER_ACTION_DEFAULTS), text)
+        row = typed_word(before[0])
+        if row is not None and row.action is None:  # a word's argument: its row's completions
+            if row.complete is None or len(before) > 1:
+                return []
+            return self.words_from(row.complete(self.charger_ids), text)
         action = console_action(before[0])
         if action is None:
             return []
@@ -4226,6 +4544,11 @@ class InteractiveInput:
         if isinstance(rule, Enum):
             return ["%s=%s" % (name, item) for item in rule.values if item.startswith(value)]
         return []
+
+    @staticmethod
+    def words_from(words: List[str], text: str) -> List[str]:
+        """The ``words`` that start with ``text`` (any case), sorted, each with a space after it."""
+        return sorted({word + " " for word in words if word.lower().startswith(text.lower())})
 
     def _defaults(self, action: str) -> dict:
         try:
@@ -4466,21 +4789,24 @@ def parse_scenario(text: str, folder: str = ".") -> List[Step]:
 
 
 SCENARIO_WORDS = tuple(SCENARIO_STEPS)
+HELP_TOPICS["scripts"] = [
+    "--script FILE runs these, one a line, against the first charger that connects, and the "
+    "steps %s; it exits 0 (passed), 1 (failed) or 2 (invalid script). See docs/ci.md."
+    % ", ".join(SCENARIO_WORDS)]
 
 
 def script_command(line: str, number: int, folder: str = ".") -> Command:
     """A command step, parsed by the console's own parser; ScriptError if a script cannot run it."""
     word = line.split()[0]
-    if console_action(word) is None and word.lower() not in ("raw", "echo", "fault", "faults") + CONSOLE_ONLY \
-            and not word.startswith("@"):
-        choices = list(SERVER_ACTION_DEFAULTS) + list(SCENARIO_WORDS) + ["startRemote", "stopRemote", "raw"]
+    if console_action(word) is None and typed_word(word) is None and word[:1] != "@":
+        choices = [*SERVER_ACTION_DEFAULTS, *SCENARIO_WORDS, *typed_names(scripts_only=True)]
         close = difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
         raise ScriptError(number, "unknown step %r%s" % (word, "; did you mean %s?" % close[0] if close else ""))
     try:
         command = parse_command(line, files_from=folder)
     except CommandError as exc:
         raise ScriptError(number, str(exc)) from None
-    if command.word in CONSOLE_ONLY or command.target is not None:
+    if not script_may_use(command.word) or command.target is not None:
         raise ScriptError(number, "%s is for the interactive console, not for scripts" % word)
     return command
 
@@ -4571,6 +4897,10 @@ class ScenarioRunner:
                             elapsed, warnings))
         return 1
 
+    def target_session(self, target: Optional[str]) -> ChargerSession:
+        """The charger a command word acts on: the script's own (a script names no other)."""
+        return self.current_session()
+
     def current_session(self) -> ChargerSession:
         session = self.session
         if session is None or session.closed:
@@ -4636,14 +4966,10 @@ class ScenarioRunner:
 
     async def send_command(self, command: Command) -> None:
         session = self.current_session()
-        if command.word == "raw":
-            session.queue.send_raw(command.text)
-            return
-        if command.word == "echo":
-            self.out.console(command.text)
-            return
-        if command.word in ("fault", "faults"):
-            for text in run_fault_command(self.system, command):
+        if command.word != "call":  # raw, echo, fault, faults: as the console runs them
+            outcome = CommandOutcome()
+            word_handler(command.word)(self, command, outcome)
+            for text in outcome.lines:
                 self.out.console(text)
             return
         action = command.action or ""
@@ -7166,6 +7492,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "the FlexiCharge charger accepts)")
     parser.add_argument("--call-timeout", type=number_in(0.1, 86400), default=30.0,
                         help="seconds to wait for a charger's reply to a server CALL (default %(default)g)")
+    parser.add_argument("--hold-for", type=number_in(0.1, 86400), default=DEFAULT_HOLD_FOR,
+                        metavar="SECONDS", help="how long a charger command typed while no "
+                        "charger is ready waits for one before it is dropped (default %(default)g)")
     parser.add_argument("--auto-start-after", type=number_in(0, 86400), metavar="N",
                         help="send RemoteStartTransaction N seconds after a charger's handshake")
     parser.add_argument("--auto-stop-after", type=number_in(0, 86400), metavar="M",
@@ -7498,7 +7827,7 @@ class Settings:
                  "charger_ids",
                  "tag_rules", "unknown_tags",
                  "concurrent_tx", "script", "log", "quiet", "faults", "http", "http_host", "http_port", "http_token",
-                 "files_dir", "max_upload_size", "files_quota")
+                 "files_dir", "max_upload_size", "files_quota", "hold_for")
 
     def __init__(self, **values: Any) -> None:
         for name in self.__slots__:
