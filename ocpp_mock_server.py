@@ -4274,7 +4274,7 @@ DEFAULT_HTTP_MAX_CONNECTIONS = 256  # HTTP connections served at once (--http-ma
 OPEN_FILES_FOR_CHARGERS = 64  # descriptors the HTTP bound leaves free under the open-files limit
 LOW_OPEN_FILES = 4096  # an open-files limit under this is named in the banner
 MACOS_OPEN_MAX = 10240  # the most macOS lets the soft open-files limit be, whatever the hard one
-HTTP_BUSY_ANSWERS = 16  # connections over the bound answered 503 at once; more are cut unanswered
+HTTP_BUSY_ANSWERS = 64  # connections over the bound answered 503 at once; more are cut unanswered
 HTTP_BUSY_RETRY_AFTER = 5  # seconds, the Retry-After of a 503 "busy"
 BUSY_HEADERS = (("Retry-After", str(HTTP_BUSY_RETRY_AFTER)),)
 HTTP_BUSY_LINGER = 1.0  # seconds a 503 waits for the client to close first (so it can read the 503)
@@ -5067,8 +5067,8 @@ class EventStreams:
     def hello(self, sent: int, reset: bool) -> bytes:
         """The stream's first event: ``event: hello``, its id the place the stream starts from."""
         run = self.history.run
-        return ('event: hello\nid: %s:%d\ndata: {"run":"%s","apiVersion":%d,"reset":%s}\n\n' % (
-            run, sent, run, API_VERSION, "true" if reset else "false")).encode("ascii")
+        return ('event: hello\nid: %s:%d\ndata: {"type":"hello","run":"%s","apiVersion":%d,"reset":%s}'
+                '\n\n' % (run, sent, run, API_VERSION, "true" if reset else "false")).encode("ascii")
 
     @staticmethod
     def _bound_unsent(writer: asyncio.StreamWriter) -> None:
@@ -5180,8 +5180,8 @@ class HttpPort:
         self.tasks: Dict["asyncio.Task[None]", asyncio.StreamWriter] = {}  # every handler running
         self.busy_answers = 0  # connections over the bound being answered 503 now
         self.busy = BurstReport(lambda count, seconds: system.log(
-            "warn", None, "HTTP port busy: answered %d request%s with 503 in %g s (it serves %d "
-            "connections at once: --http-max-connections)"
+            "warn", None, "HTTP port busy: refused %d connection%s in %g s with 503 (it serves %d "
+            "at once: --http-max-connections)"
             % (count, "" if count == 1 else "s", seconds, max_connections)))
 
     async def listen(self, port: int) -> None:
@@ -5251,9 +5251,9 @@ class HttpPort:
 
     async def _answer_busy(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
                            ) -> None:
-        """503 with Retry-After, said before the request is read; the request is then read and
-        dropped until the client closes (HTTP_BUSY_LINGER at most), so that it gets the answer,
-        not a reset."""
+        """503 with Retry-After, said before the request is read; its head is then read and dropped
+        (for HTTP_BUSY_LINGER at most), so that the close does not reset the connection before the
+        client has read the answer."""
         self.busy.add()
         if self.busy_answers >= HTTP_BUSY_ANSWERS:
             writer.transport.abort()
@@ -5266,11 +5266,9 @@ class HttpPort:
                 % (self.max_connections, HTTP_BUSY_RETRY_AFTER),
                 "retryAfter": HTTP_BUSY_RETRY_AFTER}, BUSY_HEADERS))
             writer.write_eof()
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + HTTP_BUSY_LINGER
-            while await asyncio.wait_for(reader.read(UPLOAD_CHUNK), deadline - loop.time()):
-                pass
-        except (asyncio.TimeoutError, ConnectionError, OSError):
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HTTP_BUSY_LINGER)
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                ConnectionError, OSError):
             pass
         finally:
             self.busy_answers -= 1

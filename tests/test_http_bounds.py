@@ -108,7 +108,7 @@ async def test_over_its_bound_the_http_port_answers_503_and_chargers_still_get_i
     assert all(answer.startswith(b"HTTP/1.1 503") or not answer for answer in answers)
     assert any(answers)
     await boot_within(server, "CP-BUSY", 1.0)
-    count = int(server.wait_for(r"!! HTTP port busy: answered (\d+) requests? with 503").group(1))
+    count = int(server.wait_for(r"!! HTTP port busy: refused (\d+) connections? in [\d.]+ s with 503").group(1))
     assert count >= 2
     assert len(re.findall("HTTP port busy", server.output())) <= 2  # one line per burst, not per 503
     for stream in streams:
@@ -181,7 +181,8 @@ async def test_event_ids_carry_the_run_and_an_id_of_another_run_starts_afresh(in
     charger = await booted_charger(server, "CP-NEW")
     fresh = await EventStream.open(server, "?lastEventId=0")
     run = fresh.hello["run"]
-    assert fresh.hello == {"run": run, "apiVersion": mock.API_VERSION, "reset": False} and run != old.hello["run"]
+    assert fresh.hello == {"type": "hello", "run": run, "apiVersion": mock.API_VERSION, "reset": False}
+    assert run != old.hello["run"] and re.fullmatch(r"[\w-]{8}", run)
     everything = await fresh.until(lambda event: event["type"] == "ready")
     # An EventSource that reconnects to a restarted server sends the old run's id: it starts afresh.
     for header in ("Last-Event-ID: %s\r\n" % old_id, "Last-Event-ID: 999999\r\n"):
