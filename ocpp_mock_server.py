@@ -5038,6 +5038,8 @@ class EventStreams:
         # The client sends nothing after its request: end of input (or anything) means it has gone,
         # even while the stream waits for an event.
         gone = asyncio.ensure_future(request.reader.read(1024))
+        for task in (streaming, gone):  # their errors are seen, even when this handler is cut short
+            task.add_done_callback(lambda done: done.cancelled() or done.exception())
         try:
             await asyncio.wait([streaming, gone], return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -5205,7 +5207,7 @@ class HttpPort:
         for writer in self.tasks.values():
             writer.transport.abort()
         if self.tasks:
-            await asyncio.wait(list(self.tasks), timeout=HTTP_BUSY_LINGER)
+            await asyncio.wait(list(self.tasks), timeout=SHUTDOWN_GRACE)
 
     # -- one connection, one request
 
