@@ -4276,8 +4276,8 @@ LOW_OPEN_FILES = 4096  # an open-files limit under this is named in the banner
 MACOS_OPEN_MAX = 10240  # the most macOS lets the soft open-files limit be, whatever the hard one
 HTTP_BUSY_ANSWERS = 64  # connections over the bound answered 503 at once; more are cut unanswered
 HTTP_BUSY_RETRY_AFTER = 5  # seconds, the Retry-After of a 503 "busy"
-BUSY_HEADERS = (("Retry-After", str(HTTP_BUSY_RETRY_AFTER)),)
-HTTP_BUSY_LINGER = 1.0  # seconds a 503 waits for the client to close first (so it can read the 503)
+HTTP_BUSY_HEADERS = (("Retry-After", str(HTTP_BUSY_RETRY_AFTER)),)
+HTTP_BUSY_LINGER = 1.0  # seconds a 503 waits for the request head (lest the close reset it)
 EVENT_STREAM_SHARE = 0.75  # share of those connections event streams may take; the rest: the API
 EVENT_STREAM_SEND_BUFFER = 32 * 1024  # SO_SNDBUF of an event stream's socket (Linux doubles it)
 EVENT_STREAM_WRITE_BYTES = 64 * 1024  # most a stream writes at once; its write buffer's high mark
@@ -5027,7 +5027,7 @@ class EventStreams:
         if self.history.readers >= self.limit:
             raise HttpError(503, "the HTTP port is busy: %d event streams are open, the most "
                             "it serves (--http-max-connections); retry after %d s"
-                            % (self.limit, HTTP_BUSY_RETRY_AFTER), BUSY_HEADERS,
+                            % (self.limit, HTTP_BUSY_RETRY_AFTER), HTTP_BUSY_HEADERS,
                             retryAfter=HTTP_BUSY_RETRY_AFTER)
         self._bound_unsent(writer)
         head = http_head(200, "text/event-stream; charset=utf-8", None,
@@ -5266,7 +5266,7 @@ class HttpPort:
                 "error": "the HTTP port is busy: it serves %d connections at once "
                 "(--http-max-connections); retry after %d s"
                 % (self.max_connections, HTTP_BUSY_RETRY_AFTER),
-                "retryAfter": HTTP_BUSY_RETRY_AFTER}, BUSY_HEADERS))
+                "retryAfter": HTTP_BUSY_RETRY_AFTER}, HTTP_BUSY_HEADERS))
             writer.write_eof()
             await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HTTP_BUSY_LINGER)
         except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
