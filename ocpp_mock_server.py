@@ -71,6 +71,11 @@ import uuid
 from typing import Any, AsyncIterator, Callable, Deque, Dict, Iterator, List, Optional, Tuple, Union
 
 try:
+    import resource
+except ImportError:  # Windows: no open-files limit to read or raise
+    resource = None  # type: ignore[assignment]
+
+try:
     import websockets
 except ImportError:  # pragma: no cover - exercised by hand on a bare machine
     sys.stderr.write("ocpp_mock_server needs the websockets package: pip install websockets\n")
@@ -4996,7 +5001,7 @@ class ScenarioRunner:
 # library only: asyncio streams and a small HTTP/1.1 reader, one request per
 # connection.  docs/api.md is the contract; API_VERSION numbers it.
 
-API_VERSION = 1
+API_VERSION = 2  # 2: event ids carry the run ("<run>:<number>"); a stream starts with "hello"
 HTTP_HEADER_TIMEOUT = 10.0  # seconds a client gets to send its request line and headers
 HTTP_BODY_TIMEOUT = 60.0  # seconds a request body may pause before the request is dropped
 MAX_HTTP_HEADERS = 100
@@ -5006,6 +5011,21 @@ EVENT_HISTORY_BUDGET = 2000000  # characters those events may hold between them 
 EVENT_STREAM_KEEPALIVE = 15.0  # seconds between comments on a quiet event stream
 EVENT_STREAM_PACE = 0.05  # seconds an event stream gathers events before it writes them (20 writes a second)
 EVENT_RESUME_SECONDS = 60.0  # every event is kept this long after the last stream closed, for its resume
+# Descriptors: every HTTP connection and every charger is one, under the soft open-files limit.
+DEFAULT_HTTP_MAX_CONNECTIONS = 256  # HTTP connections served at once (--http-max-connections)
+OPEN_FILES_FOR_CHARGERS = 64  # descriptors the HTTP bound leaves free under the open-files limit
+LOW_OPEN_FILES = 4096  # an open-files limit under this is named in the banner
+MACOS_OPEN_MAX = 10240  # the most macOS lets the soft open-files limit be, whatever the hard one
+HTTP_BUSY_ANSWERS = 64  # connections over the bound answered 503 at once; more are cut unanswered
+HTTP_BUSY_RETRY_AFTER = 5  # seconds, the Retry-After of a 503 "busy"
+HTTP_BUSY_HEADERS = (("Retry-After", str(HTTP_BUSY_RETRY_AFTER)),)
+HTTP_BUSY_LINGER = 1.0  # seconds a 503 waits for the request head (lest the close reset it)
+EVENT_STREAM_SHARE = 0.75  # share of those connections event streams may take; the rest: the API
+EVENT_STREAM_SEND_BUFFER = 32 * 1024  # SO_SNDBUF of an event stream's socket (Linux doubles it)
+EVENT_STREAM_WRITE_BYTES = 64 * 1024  # most a stream writes at once; its write buffer's high mark
+EVENT_STREAM_DRAIN_TIMEOUT = 30.0  # seconds a stream's reader may take nothing; then it is closed
+BURST_FIRST_REPORT = 1.0  # seconds a burst of a repeated happening is counted before its first line
+BURST_LONGEST_REPORT = 60.0  # while it lasts, a line every 2, 4, ... up to this many seconds
 DEFAULT_MAX_UPLOAD = 50 * 1024 * 1024
 DEFAULT_FILES_QUOTA = 500 * 1024 * 1024
 UPLOAD_CHUNK = 64 * 1024
@@ -5021,6 +5041,42 @@ class HttpError(Exception):
         self.status = status
         self.headers = headers
         self.more = more
+
+
+class BurstReport:
+    """One operator line per burst of something that can repeat fast (connections refused, streams
+    closed, failed accepts), with its count.
+
+    The first line comes BURST_FIRST_REPORT seconds after the first
+    occurrence; while more come, a line every 2, 4, ... up to
+    BURST_LONGEST_REPORT seconds; a window without any ends the burst.
+    ``report(count, seconds)`` makes the line.  Call ``add`` in the loop.
+    """
+
+    def __init__(self, report: Callable[[int, float], None]) -> None:
+        self.report = report
+        self.count = 0
+        self.window = 0.0
+        self._timer: Optional[asyncio.TimerHandle] = None
+
+    def add(self, count: int = 1) -> None:
+        self.count += count
+        if self._timer is None:
+            self.window = BURST_FIRST_REPORT
+            self._timer = asyncio.get_running_loop().call_later(self.window, self._flush)
+
+    def _flush(self) -> None:
+        count, self.count, self._timer = self.count, 0, None
+        if not count:
+            return  # a quiet window: the burst is over
+        self.report(count, self.window)
+        self.window = min(self.window * 2, BURST_LONGEST_REPORT)
+        self._timer = asyncio.get_running_loop().call_later(self.window, self._flush)
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 _API_ENCODER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), allow_nan=False)
@@ -5097,12 +5153,15 @@ class StoredEvent:
             self.json = self._json(self.fields)
         return self.json
 
-    def sse_message(self, missed: int = 0) -> bytes:
-        """It as a Server-Sent Events message; made once for every reader (unless it tells one what it missed)."""
+    def sse_message(self, run: str, missed: int = 0) -> bytes:
+        """It as a Server-Sent Events message, its id ``<run>:<number>``; made once for every reader
+        (unless it tells one what it missed)."""
         if missed:
-            return ('id: %d\ndata: {"missed":%d,%s\n\n' % (self.seq, missed, self.event_json()[1:])).encode("ascii")
+            return ('id: %s:%d\ndata: {"missed":%d,%s\n\n' % (
+                run, self.seq, missed, self.event_json()[1:])).encode("ascii")
         if self.sse is None:
-            self.sse = ("id: %d\ndata: %s\n\n" % (self.seq, self.event_json())).encode("ascii")
+            self.sse = ("id: %s:%d\ndata: %s\n\n" % (
+                run, self.seq, self.event_json())).encode("ascii")
         return self.sse
 
 
@@ -5114,7 +5173,9 @@ class EventHistory:
     place (the last event number it sent) and, when it has caught up, waits
     for the next event.  A reader that falls behind the oldest event kept is
     told how many it missed.  Events are kept as StoredEvent (strings only),
-    bounded by count and by the characters they hold.
+    bounded by count and by the characters they hold.  ``run`` names this
+    run of the server in every event id (``<run>:<number>``), so that a
+    reader resuming with an id of an earlier run is told and starts afresh.
 
     The transcript's events (ALWAYS) are kept all the time; the others only
     while a stream is open and for EVENT_RESUME_SECONDS after the last one
@@ -5130,6 +5191,7 @@ class EventHistory:
         self.limit, self.budget, self.cost = limit or EVENT_HISTORY, budget or EVENT_HISTORY_BUDGET, 0
         self._waiting: List["asyncio.Future[bool]"] = []  # the readers that have caught up
         self.readers = 0  # event streams open now
+        self.run = base64.urlsafe_b64encode(os.urandom(6)).decode("ascii")
 
     def __call__(self, event: Event) -> None:
         stored = StoredEvent(event)
@@ -5138,7 +5200,8 @@ class EventHistory:
         while len(self.events) > self.limit or self.cost > self.budget:
             self.cost -= self.events.popleft().cost
         if self.readers:
-            stored.sse_message()  # made now, in the turn of the charger it is about, not in a reader's
+            # Made now, in the turn of the charger it is about, not in a reader's.
+            stored.sse_message(self.run)
         if self._waiting:
             waiting, self._waiting = self._waiting, []
             for reader in waiting:
@@ -5888,37 +5951,201 @@ def call_record(call: PendingCall, outcome: CallOutcome) -> dict:
     return record
 
 
-class HttpApi:
-    """The HTTP port: its routes, and the connections it serves (see docs/api.md)."""
+class EventStreams:
+    """GET /api/events: the Server-Sent Events streams, all reading one EventHistory (docs/api.md).
 
-    # (path pattern, {method: handler name}): "*" is one segment, "**" the rest of the path.
-    ROUTES: Tuple[Tuple[Tuple[str, ...], Dict[str, str]], ...] = (
-        (("",), {"GET": "page"}),
-        (("api", "chargers"), {"GET": "list_chargers"}),
-        (("api", "chargers", "*"), {"GET": "get_charger"}),
-        (("api", "chargers", "*", "*"), {"POST": "call_action"}),
-        (("api", "command"), {"POST": "run_command"}),
-        (("api", "events"), {"GET": "event_stream"}),
-        (("api", "transcript"), {"GET": "transcript"}),
-        (("api", "faults"), {"GET": "list_faults", "PUT": "set_faults", "POST": "add_fault"}),
-        (("files", "**"), {"GET": "get_file", "HEAD": "get_file", "PUT": "put_file", "POST": "put_file"}),
-    )
+    A reader is woken by the next event, gathers what else arrives within
+    about EVENT_STREAM_PACE, and sends it in writes of at most about
+    EVENT_STREAM_WRITE_BYTES: its cost grows with time, not with the number
+    of events.  One that does not keep up holds up nobody: it skips ahead,
+    told how many it missed.  What a stream may hold unsent is bounded (a
+    small socket send buffer and write buffer), and a stream whose reader
+    takes nothing for EVENT_STREAM_DRAIN_TIMEOUT seconds is closed.  At most
+    ``limit`` are open at once; more are refused with 503.
+    """
 
-    def __init__(self, system: "CentralSystem", console: "Console", host: str, files: FileStore,
-                 token: Optional[str]) -> None:
+    def __init__(self, system: "CentralSystem", limit: int) -> None:
         self.system = system
-        self.console = console
+        self.limit = limit
+        self.history = EventHistory()
+        # Set until the last stream's resume time ends.
+        self._keep_every_event: Optional[asyncio.TimerHandle] = None
+        self.stalled = BurstReport(lambda count, seconds: system.log(
+            "warn", None, "HTTP: closed %d event stream%s in %g s: the reader took nothing for %g s"
+            % (count, "" if count == 1 else "s", seconds, EVENT_STREAM_DRAIN_TIMEOUT)))
+        system.bus.subscribe(self.history, *EventHistory.ALWAYS)
+
+    async def open(self, request: HttpRequest, writer: asyncio.StreamWriter) -> None:
+        """GET /api/events: live events; Last-Event-ID (or ?lastEventId=) resumes after that event.
+
+        Each stream starts with a ``hello`` event naming the run; its
+        ``reset`` is true when the id given was another run's, and the
+        stream then starts with the first event this run holds.
+        """
+        charger = request.query.get("charger")
+        given = request.header("last-event-id") or request.query.get("lastEventId")
+        sent, reset = self.resume_point(given)
+        if self.history.readers >= self.limit:
+            raise HttpError(503, "the HTTP port is busy: %d event streams are open, the most "
+                            "it serves (--http-max-connections); retry after %d s"
+                            % (self.limit, HTTP_BUSY_RETRY_AFTER), HTTP_BUSY_HEADERS,
+                            retryAfter=HTTP_BUSY_RETRY_AFTER)
+        self._bound_unsent(writer)
+        head = http_head(200, "text/event-stream; charset=utf-8", None,
+                         (("X-Accel-Buffering", "no"),))
+        writer.write(head + b"retry: 1000\n\n" + self.hello(sent, reset))
+        self.reader_opened()
+        streaming = asyncio.ensure_future(self._stream(writer, sent, charger))
+        # The client sends nothing after its request: end of input (or anything) means it has gone,
+        # even while the stream waits for an event.
+        gone = asyncio.ensure_future(request.reader.read(1024))
+        for task in (streaming, gone):  # their errors are seen, even when this handler is cut short
+            task.add_done_callback(lambda done: done.cancelled() or done.exception())
+        try:
+            await asyncio.wait([streaming, gone], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            streaming.cancel()
+            gone.cancel()
+            self.reader_closed()
+        if streaming.done() and not streaming.cancelled() and streaming.exception() is not None:
+            raise streaming.exception()  # type: ignore[misc]
+
+    def resume_point(self, text: Optional[str]) -> Tuple[int, bool]:
+        """The number of the event a stream starts after, and whether it starts afresh (a reset).
+
+        ``text`` is ``<run>:<number>``, or a bare number (read as this
+        run's).  An id of another run, or a number this run has not reached,
+        starts afresh: from the first event held.
+        """
+        if not text:
+            return self.history.last, False
+        run, colon, number = text.rpartition(":")
+        if not number.isdigit() or not number.isascii() or len(number) > 18 or (colon and not run):
+            raise HttpError(400, "Last-Event-ID %s is not an event id (<run>:<number>)"
+                            % _show(text))
+        if (colon and run != self.history.run) or int(number) > self.system.bus.sequence:
+            return 0, True
+        return int(number), False
+
+    def hello(self, sent: int, reset: bool) -> bytes:
+        """The stream's first event: ``event: hello``, its id the place the stream starts from."""
+        run = self.history.run
+        return ('event: hello\nid: %s:%d\ndata: {"type":"hello","run":"%s","apiVersion":%d,"reset":%s}'
+                '\n\n' % (run, sent, run, API_VERSION, "true" if reset else "false")).encode("ascii")
+
+    @staticmethod
+    def _bound_unsent(writer: asyncio.StreamWriter) -> None:
+        """Keep what the stream may hold unsent small: its socket's send and write buffers."""
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, EVENT_STREAM_SEND_BUFFER)
+            except OSError:
+                pass
+        writer.transport.set_write_buffer_limits(high=EVENT_STREAM_WRITE_BYTES)
+
+    def reader_opened(self) -> None:
+        """Keep every event while a stream is open (see EventHistory)."""
+        history = self.history
+        if self._keep_every_event is not None:
+            self._keep_every_event.cancel()
+            self._keep_every_event = None
+        elif history.readers == 0:
+            bus = self.system.bus
+            bus.subscribe(history, *[name for name in EVENT_FIELDS
+                                     if name not in EventHistory.ALWAYS])
+        history.readers += 1
+
+    def reader_closed(self) -> None:
+        history = self.history
+        history.readers -= 1
+        if history.readers == 0:
+            def keep_transcript_events_only() -> None:
+                self._keep_every_event = None
+                self.system.bus.unsubscribe(history)
+                self.system.bus.subscribe(history, *EventHistory.ALWAYS)
+            self._keep_every_event = asyncio.get_running_loop().call_later(
+                EVENT_RESUME_SECONDS, keep_transcript_events_only)
+
+    async def _stream(self, writer: asyncio.StreamWriter, sent: int, charger: Optional[str]
+                      ) -> None:
+        history, owed = self.history, 0  # owed: events missed and not yet reported
+        while True:
+            events, missed = history.after(sent)
+            owed += missed
+            if not events:
+                if await history.wait(sent, EVENT_STREAM_KEEPALIVE):
+                    # Each reader at its own pace, so that twenty do not all write in the same turn.
+                    await asyncio.sleep(EVENT_STREAM_PACE * random.uniform(0.5, 1.5))
+                else:
+                    writer.write(b": keepalive\n\n")
+                await self._drain(writer)
+                continue
+            messages, sent, owed = self._batch(events, charger, owed)
+            if messages:
+                writer.write(b"".join(messages))
+                await self._drain(writer)  # a slow reader waits here, and nobody else does
+
+    def _batch(self, events: List[StoredEvent], charger: Optional[str], owed: int
+               ) -> Tuple[List[bytes], int, int]:
+        """The messages of the next write (about EVENT_STREAM_WRITE_BYTES at most), the number of
+        the last event they cover, and the missed events still to report."""
+        run, messages, size = self.history.run, [], 0
+        for event in events:
+            if charger is None or event.charger == charger:
+                if owed:
+                    message = event.sse_message(run, owed)
+                else:
+                    message = event.sse or event.sse_message(run)
+                owed = 0
+                messages.append(message)
+                size += len(message)
+                if size >= EVENT_STREAM_WRITE_BYTES:
+                    return messages, event.seq, owed
+        return messages, events[-1].seq, owed
+
+    async def _drain(self, writer: asyncio.StreamWriter) -> None:
+        """Wait for the reader to take what is written; one that takes nothing for
+        EVENT_STREAM_DRAIN_TIMEOUT seconds has its stream cut (ConnectionAbortedError)."""
+        try:
+            await asyncio.wait_for(writer.drain(), EVENT_STREAM_DRAIN_TIMEOUT)
+        except asyncio.TimeoutError:
+            self.stalled.add()
+            writer.transport.abort()
+            raise ConnectionAbortedError(
+                "the reader took nothing for %g s" % EVENT_STREAM_DRAIN_TIMEOUT) from None
+
+
+class HttpPort:
+    """The HTTP port's connections: one request each, answered by a handler of ROUTES (HttpApi's).
+
+    At most ``max_connections`` are served at once; one over that is
+    answered 503 with Retry-After before its request is read, and cut
+    unanswered when HTTP_BUSY_ANSWERS such answers are under way already,
+    so that the HTTP side never takes the descriptors the chargers need.
+    """
+
+    # (path pattern, {method: handler}): "*" is one segment, "**" the rest of the path; a handler
+    # "owner.name" is a method of the attribute ``owner``.
+    ROUTES: Tuple[Tuple[Tuple[str, ...], Dict[str, str]], ...] = ()
+
+    def __init__(self, system: "CentralSystem", host: str, token: Optional[str],
+                 max_connections: int) -> None:
+        self.system = system
         self.out = system.out
         self.host = host
         self.port: Optional[int] = None
-        self.files = files
         self.token = token
         self.access = HttpAccess(host, 0, token)
-        self.history = EventHistory()
+        self.max_connections = max_connections
         self.server: Any = None
-        self.connections: set = set()
-        self._keep_every_event: Optional[asyncio.TimerHandle] = None  # until the last stream's resume time ends
-        system.bus.subscribe(self.history, *EventHistory.ALWAYS)
+        self.connections: set = set()  # the ones served, not those answered 503
+        self.tasks: Dict["asyncio.Task[None]", asyncio.StreamWriter] = {}  # every handler running
+        self.busy_answers = 0  # connections over the bound being answered 503 now
+        self.busy = BurstReport(lambda count, seconds: system.log(
+            "warn", None, "HTTP port busy: refused %d connection%s in %g s with 503 (it serves %d "
+            "at once: --http-max-connections)"
+            % (count, "" if count == 1 else "s", seconds, max_connections)))
 
     async def listen(self, port: int) -> None:
         """Listen on ``port`` (0: a free one); OSError if it cannot."""
@@ -5934,17 +6161,31 @@ class HttpApi:
         return "http://%s:%d/" % (host, self.port or 0)
 
     async def close(self) -> None:
-        """Stop listening and cut every open request (event streams stay open until then)."""
+        """Stop listening, cut every open request (event streams stay open until then) and let
+        their handlers end (else the loop would cancel them, and asyncio print tracebacks)."""
         if self.server is not None:
             self.server.close()
-        for writer in list(self.connections):
+        for writer in self.tasks.values():
             writer.transport.abort()
-        self.connections.clear()
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=SHUTDOWN_GRACE)
 
     # -- one connection, one request
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """The asyncio.start_server callback: read one request, answer it, close."""
+        """The asyncio.start_server callback: one request answered (or 503), then the close."""
+        task = asyncio.current_task()
+        self.tasks[task] = writer  # type: ignore[index]
+        try:
+            if len(self.connections) >= self.max_connections:
+                await self._answer_busy(reader, writer)
+            else:
+                await self._serve(reader, writer)
+        finally:
+            del self.tasks[task]  # type: ignore[arg-type]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Read one request, answer it, close."""
         self.connections.add(writer)
         address = writer.get_extra_info("peername")
         peer = "%s:%s" % (address[0], address[1]) if address else "?"
@@ -5973,12 +6214,39 @@ class HttpApi:
                 pass
             writer.close()
 
+    async def _answer_busy(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+                           ) -> None:
+        """503 with Retry-After, said before the request is read; its head is then read and dropped
+        (for HTTP_BUSY_LINGER at most), so that the close does not reset the connection before the
+        client has read the answer."""
+        self.busy.add()
+        if self.busy_answers >= HTTP_BUSY_ANSWERS:
+            writer.transport.abort()
+            return
+        self.busy_answers += 1
+        try:
+            writer.write(json_response(503, {
+                "error": "the HTTP port is busy: it serves %d connections at once "
+                "(--http-max-connections); retry after %d s"
+                % (self.max_connections, HTTP_BUSY_RETRY_AFTER),
+                "retryAfter": HTTP_BUSY_RETRY_AFTER}, HTTP_BUSY_HEADERS))
+            writer.write_eof()
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HTTP_BUSY_LINGER)
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                ConnectionError, OSError):
+            pass
+        finally:
+            self.busy_answers -= 1
+            writer.close()
+
     def refuse(self, writer: asyncio.StreamWriter, request: Optional[HttpRequest], peer: str,
                refusal: HttpError) -> None:
         if refusal.status in (401, 403):
             self.out.warn(None, "HTTP %d for %s %s from %s: %s" % (
                 refusal.status, request.method if request else "?", printable(request.path if request else "?", 200),
                 peer, refusal))
+        elif refusal.status == 503:
+            self.busy.add()
         writer.write(head_only(request, json_response(
             refusal.status, dict(refusal.more, error=str(refusal)), refusal.headers)))
 
@@ -5991,7 +6259,9 @@ class HttpApi:
         if request.method not in handlers:
             raise HttpError(405, "%s does not take %s (it takes %s)" % (
                 request.path, printable(request.method, 20), ", ".join(handlers)), (("Allow", ", ".join(handlers)),))
-        answer = await getattr(self, handlers[request.method])(request, writer, *arguments)
+        owner, _, name = handlers[request.method].rpartition(".")
+        handler = getattr(getattr(self, owner) if owner else self, name)
+        answer = await handler(request, writer, *arguments)
         if answer is not None:
             writer.write(head_only(request, json_response(*answer)))
 
@@ -6005,12 +6275,43 @@ class HttpApi:
         raise HttpError(404, "no such endpoint: %s (see docs/api.md)" % printable(urllib.parse.unquote(
             "/" + "/".join(segments)), 200))
 
+
+class HttpApi(HttpPort):
+    """The HTTP port's routes: the API, page, event streams and file server (docs/api.md)."""
+
+    ROUTES: Tuple[Tuple[Tuple[str, ...], Dict[str, str]], ...] = (
+        (("",), {"GET": "page"}),
+        (("api", "chargers"), {"GET": "list_chargers"}),
+        (("api", "chargers", "*"), {"GET": "get_charger"}),
+        (("api", "chargers", "*", "*"), {"POST": "call_action"}),
+        (("api", "command"), {"POST": "run_command"}),
+        (("api", "events"), {"GET": "streams.open"}),
+        (("api", "transcript"), {"GET": "transcript"}),
+        (("api", "faults"), {"GET": "list_faults", "PUT": "set_faults", "POST": "add_fault"}),
+        (("files", "**"), {"GET": "file_routes.get_file", "HEAD": "file_routes.get_file",
+                           "PUT": "file_routes.put_file", "POST": "file_routes.put_file"}),
+    )
+
+    def __init__(self, system: "CentralSystem", console: "Console", host: str, files: FileStore,
+                 token: Optional[str], max_connections: int = DEFAULT_HTTP_MAX_CONNECTIONS) -> None:
+        super().__init__(system, host, token, max_connections)
+        self.console = console
+        self.files = files
+        self.streams = EventStreams(system, max(1, int(max_connections * EVENT_STREAM_SHARE)))
+        self.history = self.streams.history
+        self.file_routes = FileRoutes(self)
+
+    async def close(self) -> None:
+        self.busy.cancel()
+        self.streams.stalled.cancel()
+        await super().close()
+
     # -- the endpoints
 
     async def page(self, request: HttpRequest, writer: asyncio.StreamWriter) -> None:
         writer.write(page_response(self.system, self.history))
-        self._stream_opened()  # every event kept from here, for the stream the page opens next
-        self._stream_closed()
+        self.streams.reader_opened()  # every event kept from here, for the stream the page opens next
+        self.streams.reader_closed()
 
     async def list_chargers(self, request: HttpRequest, writer: asyncio.StreamWriter) -> Tuple[int, Any]:
         return 200, {"apiVersion": API_VERSION, "chargers": [
@@ -6079,85 +6380,6 @@ class HttpApi:
             record["call"] = call_record(outcome.call, await asyncio.shield(outcome.call.outcome))
         return 200, record
 
-    async def event_stream(self, request: HttpRequest, writer: asyncio.StreamWriter) -> None:
-        """GET /api/events: Server-Sent Events, live; Last-Event-ID (or ?lastEventId=) resumes.
-
-        A reader is woken by the next event, gathers what else arrives
-        within about EVENT_STREAM_PACE, and sends it all in one write: its
-        cost grows with time, not with the number of events.  One that does
-        not keep up holds up nobody: it skips ahead, told how many it missed.
-        """
-        charger = request.query.get("charger")
-        last_text = request.header("last-event-id") or request.query.get("lastEventId")
-        if last_text and (not last_text.isdigit() or not last_text.isascii()):
-            raise HttpError(400, "Last-Event-ID %s is not an event id" % _show(last_text))
-        history = self.history
-        sent = int(last_text) if last_text else history.last
-        writer.write(http_head(200, "text/event-stream; charset=utf-8", None, (("X-Accel-Buffering", "no"),))
-                     + b"retry: 1000\n\n")
-        self._stream_opened()
-        streaming = asyncio.ensure_future(self._stream(writer, history, sent, charger))
-        # The client sends nothing after its request: end of input (or anything) means it has gone,
-        # even while the stream waits for an event.
-        gone = asyncio.ensure_future(request.reader.read(1024))
-        try:
-            await asyncio.wait([streaming, gone], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            streaming.cancel()
-            gone.cancel()
-            self._stream_closed()
-        if streaming.done() and not streaming.cancelled() and streaming.exception() is not None:
-            raise streaming.exception()  # type: ignore[misc]
-
-    def _stream_opened(self) -> None:
-        """Keep every event while a stream is open (see EventHistory)."""
-        history = self.history
-        if self._keep_every_event is not None:
-            self._keep_every_event.cancel()
-            self._keep_every_event = None
-        elif history.readers == 0:
-            bus = self.system.bus
-            bus.subscribe(history, *[name for name in EVENT_FIELDS if name not in EventHistory.ALWAYS])
-        history.readers += 1
-
-    def _stream_closed(self) -> None:
-        history = self.history
-        history.readers -= 1
-        if history.readers == 0:
-            def keep_transcript_events_only() -> None:
-                self._keep_every_event = None
-                self.system.bus.unsubscribe(history)
-                self.system.bus.subscribe(history, *EventHistory.ALWAYS)
-            self._keep_every_event = asyncio.get_running_loop().call_later(EVENT_RESUME_SECONDS,
-                                                                           keep_transcript_events_only)
-
-    @staticmethod
-    async def _stream(writer: asyncio.StreamWriter, history: EventHistory, sent: int, charger: Optional[str]) -> None:
-        owed = 0  # events missed and not yet reported
-        while True:
-            events, missed = history.after(sent)
-            owed += missed
-            if not events:
-                if await history.wait(sent, EVENT_STREAM_KEEPALIVE):
-                    # Each reader at its own pace, so that twenty do not all write in the same turn.
-                    await asyncio.sleep(EVENT_STREAM_PACE * random.uniform(0.5, 1.5))
-                else:
-                    writer.write(b": keepalive\n\n")
-                await writer.drain()
-                continue
-            if charger is None and not owed:
-                messages = [event.sse or event.sse_message() for event in events]
-            else:
-                messages = []
-                for event in events:
-                    if charger is None or event.charger == charger:
-                        messages.append(event.sse_message(owed))
-                        owed = 0
-            sent = max(sent, events[-1].seq)
-            if messages:
-                writer.write(b"".join(messages))
-                await writer.drain()  # a slow reader waits here, and nobody else does
-
     async def list_faults(self, request: HttpRequest, writer: asyncio.StreamWriter) -> Tuple[int, Any]:
         """GET /api/faults: the faults in force, as their words."""
         return 200, {"faults": [str(fault) for fault in self.system.faults.faults]}
@@ -6193,6 +6415,20 @@ class HttpApi:
         records = [record for record in (transcript_record(event) for event in self.history.events
                                          if charger is None or event.charger == charger) if record is not None]
         return 200, {"records": records[-limit:]}
+
+
+class FileRoutes:
+    """The file server's routes, GET, HEAD, PUT and POST /files/... (see FileStore)."""
+
+    def __init__(self, api: HttpApi) -> None:
+        self.api = api
+        self.system = api.system
+        self.out = api.out
+        self.files = api.files
+
+    @property
+    def access(self) -> HttpAccess:
+        return self.api.access  # made anew once the port listens
 
     async def get_file(self, request: HttpRequest, writer: asyncio.StreamWriter, segments: List[str]
                        ) -> Optional[Tuple[int, Any]]:
@@ -6892,7 +7128,7 @@ def page_state_json(system: "CentralSystem", history: EventHistory) -> str:
     warnings, the open transactions' charts, the latest frame-log rows, and the id of the newest
     event in it (the page's event stream resumes from there).  Escaped for a data block."""
     state = {
-        "eventId": str(history.last), "ts": UTC_CLOCK.now(),
+        "eventId": "%s:%d" % (history.run, history.last), "ts": UTC_CLOCK.now(),
         "limits": {"charts": CHARTS_KEPT, "points": CHART_POINTS, "warnings": SPEC_WARNINGS_KEPT},
         "chargers": [charger_record(system, charger) for charger in system.states.values()],
         "warnings": {charger.charger_id: list(charger.spec_texts)
@@ -7454,6 +7690,16 @@ def non_empty(text: str) -> str:
     return text
 
 
+def http_token(text: str) -> str:
+    """An argparse type: --http-token, visible ASCII only: it travels in an Authorization header."""
+    non_empty(text)
+    if not all("!" <= char <= "~" for char in text):
+        raise argparse.ArgumentTypeError(
+            "must be visible ASCII only (no spaces around it or in it, no accents, no control "
+            "characters): it is sent as an HTTP header, where nothing else arrives intact")
+    return text
+
+
 def byte_size(text: str) -> int:
     """argparse type: a size in bytes, with an optional K, M or G suffix (powers of 1024)."""
     match = re.fullmatch(r"(\d{1,12})([KkMmGg]?)", text.strip())
@@ -7536,8 +7782,12 @@ def build_parser() -> argparse.ArgumentParser:
     web.add_argument("--http-port", type=number_in(0, 65535, int), metavar="PORT",
                      help="default: the websocket port + 1 (a free port with --port 0)")
     web.add_argument("--no-http", dest="http", action="store_false", help="no HTTP port at all")
-    web.add_argument("--http-token", type=non_empty, metavar="TOKEN",
+    web.add_argument("--http-token", type=http_token, metavar="TOKEN",
                      help="every HTTP request needs it (Authorization: Bearer TOKEN, or open /?token=TOKEN once)")
+    web.add_argument("--http-max-connections", type=number_in(1, 1000000, int), metavar="N",
+                     default=DEFAULT_HTTP_MAX_CONNECTIONS,
+                     help="HTTP connections served at once; more get 503 (default "
+                     "%(default)s, fewer when the open-files limit is low)")
     web.add_argument("--files-dir", metavar="DIR", help="where uploads are stored and files are served from "
                      "(default: a new temporary folder, kept at exit)")
     web.add_argument("--max-upload-size", type=byte_size, default=DEFAULT_MAX_UPLOAD, metavar="BYTES",
@@ -7606,6 +7856,7 @@ async def serve_until_stopped(system: CentralSystem, options: "Settings", out: O
                                           require_subprotocol=options.strict, client_ca=bool(options.client_ca))
     access.faults = system.faults
     route_library_logs(out, access)
+    report_accept_errors(system)
     server = await listen(system, options, out, access)
     if isinstance(server, int):
         return server
@@ -7621,6 +7872,7 @@ async def serve_until_stopped(system: CentralSystem, options: "Settings", out: O
         server.close()
         return http_api
     print_banner(system, options, out, access)
+    note_open_files(system, options)
     if steps is None:
         console.start_reader(loop, stdin)
     else:
@@ -7722,7 +7974,8 @@ async def start_http(system: CentralSystem, options: "Settings", out: Output, co
         out.error(None, "cannot use --files-dir %s: %s" % (options.files_dir, exc.strerror or exc))
         return 2
     api = HttpApi(system, console, options.http_host,
-                  FileStore(root, options.max_upload_size, options.files_quota, temporary), options.http_token)
+                  FileStore(root, options.max_upload_size, options.files_quota, temporary),
+                  options.http_token, http_connection_bound(options.http_max_connections))
     try:
         await api.listen(port)
     except OSError as exc:
@@ -7737,6 +7990,79 @@ async def start_http(system: CentralSystem, options: "Settings", out: Output, co
         return 1
     system.http = api
     return api
+
+
+def open_files_limit() -> Optional[int]:
+    """The soft open-files limit (None where the platform has none to read)."""
+    if resource is None:
+        return None
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def raise_open_files_limit() -> None:
+    """Raise the soft open-files limit to the hard one, where the platform allows: every charger and
+    every HTTP connection is a descriptor, and 1,024 (a common default) is few."""
+    if resource is None:
+        return
+    unlimited = resource.RLIM_INFINITY
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == unlimited:
+        return
+    # macOS refuses more than its OPEN_MAX, even under an unlimited hard limit.
+    for wanted in (hard, MACOS_OPEN_MAX):
+        if (wanted == unlimited or wanted > soft) and (hard == unlimited or wanted <= hard):
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+                return
+            except (ValueError, OSError):
+                continue
+
+
+def http_connection_bound(wanted: int) -> int:
+    """HTTP connections served at once: ``wanted`` (--http-max-connections), but never so many that
+    they, and the 503s under way, leave fewer than OPEN_FILES_FOR_CHARGERS descriptors free."""
+    limit = open_files_limit()
+    if limit is None:
+        return wanted
+    return max(1, min(wanted, limit - OPEN_FILES_FOR_CHARGERS - HTTP_BUSY_ANSWERS))
+
+
+def note_open_files(system: CentralSystem, options: "Settings") -> None:
+    """A banner line when the open-files limit stays low, or holds the HTTP connections under
+    --http-max-connections."""
+    limit = open_files_limit()
+    bound = system.http.max_connections if system.http is not None else 0
+    lowered = system.http is not None and bound < options.http_max_connections
+    if limit is None or limit >= LOW_OPEN_FILES and not lowered:
+        return
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    system.log("warn", None, "open files are limited to %d (ulimit -n%s): fewer than %d chargers "
+               "at once%s" % (limit, "; the hard limit too" if hard == limit else "",
+                           max(0, limit - bound - HTTP_BUSY_ANSWERS),
+                           "; HTTP connections at most %d, not %d"
+                           % (bound, options.http_max_connections) if lowered else ""))
+
+
+def report_accept_errors(system: CentralSystem) -> None:
+    """Make a failed accept() (out of descriptors, EMFILE or ENFILE, or memory) one line per burst.
+
+    asyncio reports each failure with a traceback through the loop's
+    exception handler, up to a hundred per listening socket and turn, and
+    stops accepting on that socket for a second (its back-off; the waiting
+    connections stay queued in the kernel).  This handler counts them
+    instead; every other report goes to asyncio's own handler.
+    """
+    failures = BurstReport(lambda count, seconds: system.log(
+        "warn", None, "out of open files: %d connection%s could not be accepted in %g s (retried "
+        "every second; raise ulimit -n)" % (count, "" if count == 1 else "s", seconds)))
+
+    def handle(loop: asyncio.AbstractEventLoop, context: Dict[str, Any]) -> None:
+        if context.get("message") == "socket.accept() out of system resource":
+            failures.add()
+        else:
+            loop.default_exception_handler(context)
+    asyncio.get_running_loop().set_exception_handler(handle)
 
 
 def keep_or_remove(folder: str, out: Output) -> None:
@@ -7827,7 +8153,7 @@ class Settings:
                  "charger_ids",
                  "tag_rules", "unknown_tags",
                  "concurrent_tx", "script", "log", "quiet", "faults", "http", "http_host", "http_port", "http_token",
-                 "files_dir", "max_upload_size", "files_quota", "hold_for")
+                 "files_dir", "max_upload_size", "files_quota", "hold_for", "http_max_connections")
 
     def __init__(self, **values: Any) -> None:
         for name in self.__slots__:
@@ -7951,6 +8277,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         sys.stderr.write("ocpp_mock_server: %s\n" % too_old)
         return 2
     options = parse_settings(argv)
+    raise_open_files_limit()
     out = Output(quiet=options.quiet)
     terminal = TerminalSettings()
     try:
