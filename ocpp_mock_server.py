@@ -63,12 +63,18 @@ import socket
 import ssl
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 import urllib.parse
 import uuid
 from typing import (Any, AsyncIterator, Awaitable, Callable, Deque, Dict, Iterator, List, Optional,
                     Tuple, Union)
+
+try:
+    import resource
+except ImportError:  # Windows: no open-files limit to read or raise
+    resource = None  # type: ignore[assignment]
 
 try:
     import websockets
@@ -3960,38 +3966,14 @@ class FaultTable:
 # API.  parse_command checks what a line says by itself; build_payload and
 # Console.run do what depends on the run.
 
-CONSOLE_HELP = [
-    ("help [Action]", "this list, or one action's fields and defaults", "help ReserveNow"),
-    ("chargers", "connected chargers: dialect, boot, connectors, transaction, meter values", "chargers"),
-    ("startRemote", "RemoteStartTransaction (connector 1, --id-tag)", "startRemote"),
-    ("stopRemote", "RemoteStopTransaction for the open transaction", "stopRemote"),
-    ("<Action> [key=value ...]", "any of the 26 central-system actions; values are JSON when they parse",
-     "ChangeConfiguration key=HeartbeatInterval value=30"),
-    ("<Action> key=@file", "the value is the file's text (a PEM certificate); @@ is a literal @",
-     "InstallCertificate certificate=@ca.pem"),
-    ("<Action> {json}", "send exactly this payload", 'DataTransfer {"vendorId":"x"}'),
-    ("@<chargerId> <command>", "send to that charger", "@CP-1 Reset type=Hard"),
-    ("use <chargerId>", "send to that charger from now on", "use CP-1"),
-    ("raw <json>", "send any frame as typed (negative tests)", 'raw [2,"x","Reset",{"type":"Nope"}]'),
-    ("echo <text>", "print the text: a mark in the output and the log", "echo start of test 3"),
-    ("fault <what>", "inject a fault: a reply, a disconnect, an outage (docs/faults.md)",
-     "fault BootNotification status=Pending times=2"),
-    ("faults | fault clear", "the faults in force; clear them", "fault clear"),
-    ("quit | exit", "stop the server", "quit"),
-]
-
-CONSOLE_ALIASES = {"startremote": "RemoteStartTransaction", "stopremote": "RemoteStopTransaction"}
 CONSOLE_ACTIONS = {action.lower(): action for action in SERVER_ACTION_DEFAULTS}
-CONSOLE_WORDS = ("help", "chargers", "use", "raw", "echo", "quit", "exit", "startRemote", "stopRemote")
-
-
-CONSOLE_ONLY = ("help", "chargers", "use", "quit", "exit")  # words for a person, not for scripts
 
 
 def console_action(word: str) -> Optional[str]:
     """The server action a typed word names (any case, startRemote/stopRemote too), or None."""
     lower = word.lower()
-    return CONSOLE_ALIASES.get(lower) or CONSOLE_ACTIONS.get(lower)
+    row = typed_word(lower)
+    return row.action if row is not None else CONSOLE_ACTIONS.get(lower)
 
 
 def parse_console_value(text: str) -> Any:
@@ -4065,34 +4047,32 @@ def parse_command(line: str, files_from: Optional[str] = None) -> Command:
             raise CommandError("usage: @<chargerId> <command>, e.g. @CP-1 Reset")
     word, _, rest = line.partition(" ")
     rest, lower = rest.strip(), word.lower()
-    if lower in ("help", "chargers", "use", "echo", "quit", "exit", "raw", "fault", "faults"):
-        return _parse_word(line, "quit" if lower == "exit" else lower, target, rest)
+    row = typed_word(lower)
+    if row is not None and row.action is None:
+        if row.check is not None:
+            row.check(rest, target)
+        return Command(line, row.word, target, text=rest)
     action = console_action(word)
     if action is None:
-        choices = list(CONSOLE_WORDS) + list(SERVER_ACTION_DEFAULTS)
-        by_lower = {choice.lower(): choice for choice in choices}
-        close = difflib.get_close_matches(word, choices, n=1, cutoff=0.5) or [by_lower[match] for match in
-                                                                              difflib.get_close_matches(
-            lower, list(by_lower), n=1, cutoff=0.5)]
-        kind = " (an OCPP command)" if close and close[0] in SERVER_ACTION_DEFAULTS else ""
-        raise CommandError("unknown command %r; %stype help for the list" % (
-            word, "did you mean %s%s? " % (close[0], kind) if close else ""))
+        raise CommandError("unknown command %r; %stype help for the list"
+                           % (word, _did_you_mean(word)))
     if rest.startswith("{"):
         return Command(line, "call", target, action, payload=_parse_json_payload(action, rest))
     return Command(line, "call", target, action, overrides=[_parse_override(action, argument, files_from)
                                                             for argument in rest.split()])
 
 
-def _parse_word(line: str, word: str, target: Optional[str], rest: str) -> Command:
-    if word == "help" and rest and console_action(rest) is None:
-        close = difflib.get_close_matches(rest.lower(), list(CONSOLE_ACTIONS), n=1)
-        raise CommandError("no action %r%s" % (rest, "; did you mean %s?" % CONSOLE_ACTIONS[close[0]]
-                                              if close else ""))
-    if word == "raw" and not rest:
-        raise CommandError('usage: raw <frame>, e.g. raw [2,"1","Reset",{"type":"Soft"}]')
-    if word == "fault" and rest.split()[:1] != ["clear"]:
-        parse_fault(rest, target)  # checked now: a script with a bad fault is invalid before it runs
-    return Command(line, word, target, text=rest)
+def _did_you_mean(word: str) -> str:
+    """"did you mean X? " for the typed word or action closest to ``word`` (any case), else ""."""
+    choices = typed_names() + list(SERVER_ACTION_DEFAULTS)
+    by_lower = {choice.lower(): choice for choice in choices}
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.5) or [
+        by_lower[match]
+        for match in difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.5)]
+    if not close:
+        return ""
+    kind = " (an OCPP command)" if close[0] in SERVER_ACTION_DEFAULTS else ""
+    return "did you mean %s%s? " % (close[0], kind)
 
 
 def _parse_json_payload(action: str, text: str) -> dict:
@@ -4189,6 +4169,201 @@ def build_payload(system: "CentralSystem", session: Optional[ChargerSession], co
     return payload
 
 
+def run_fault_command(system: "CentralSystem", command: Command) -> List[str]:
+    """`fault ...`, `fault clear [what]` and `faults`, from the console, a script or the API."""
+    if command.word == "faults":
+        return system.faults.listing()
+    words = command.text.split()
+    if words[:1] == ["clear"]:
+        return [system.faults.clear(" ".join(words[1:]), command.target)]
+    return [system.faults.add(parse_fault(command.text, command.target))]
+
+
+# The words of the language.  A handler gets the host that runs the line:
+# the Console (every word), or the ScenarioRunner (the words a script may
+# use: it has ``system`` and ``target_session`` too), the command, and the
+# CommandOutcome to fill.
+
+def _run_call(host: Any, command: Command, outcome: "CommandOutcome") -> None:
+    session = host.target_session(command.target)
+    outcome.call = session.call(command.action or "", build_payload(host.system, session, command))
+
+
+def _run_raw(host: Any, command: Command, outcome: "CommandOutcome") -> None:
+    outcome.call = host.target_session(command.target).queue.send_raw(command.text)
+
+
+def _run_fault(host: Any, command: Command, outcome: "CommandOutcome") -> None:
+    outcome.lines.extend(run_fault_command(host.system, command))
+
+
+def _run_echo(host: Any, command: Command, outcome: "CommandOutcome") -> None:
+    outcome.lines.append(command.text)
+
+
+def _run_quit(host: Any, command: Command, outcome: "CommandOutcome") -> None:
+    outcome.lines.append("stopping")
+    host.system.stop()
+
+
+def _check_help(rest: str, target: Optional[str]) -> None:
+    lower = rest.lower()
+    if not rest or console_action(rest) or typed_word(lower) or lower in HELP_TOPICS:
+        return
+    choices = {**CONSOLE_ACTIONS, **{topic: topic for topic in HELP_TOPICS}}
+    close = difflib.get_close_matches(lower, list(choices), n=1)
+    raise CommandError("no action %r%s" % (rest, "; did you mean %s?" % choices[close[0]] if close
+                                          else " (topics: %s)" % ", ".join(HELP_TOPICS)))
+
+
+def _check_raw(rest: str, target: Optional[str]) -> None:
+    if not rest:
+        raise CommandError('usage: raw <frame>, e.g. raw [2,"1","Reset",{"type":"Soft"}]')
+
+
+def _check_fault(rest: str, target: Optional[str]) -> None:
+    if rest.split()[:1] != ["clear"]:
+        parse_fault(rest, target)  # checked now: a script with a bad fault is invalid at once
+
+
+def _check_held(rest: str, target: Optional[str]) -> None:
+    if rest not in ("", "clear"):
+        raise CommandError("usage: held (list them) or held clear (drop them)")
+
+
+WordHandler = Callable[[Any, Command, "CommandOutcome"], None]
+
+
+class CommandWord:
+    """One row of COMMAND_WORDS: a word of the command language (or, with no ``names``, a form
+    shown by `help`), and everything the parser, the script checker, Tab completion, `help` and
+    dispatch know about it.
+
+    ``names`` are what may be typed (any case); ``word`` is the Command.word it parses into
+    ("call" for an action); ``action`` the server action a shortcut such as startRemote sends.
+    ``usage``, ``summary`` and ``example`` make its help row, shown under ``topic`` and, with
+    ``overview``, in plain `help`.  ``scripts``: a scenario script may use it.  ``check(rest,
+    target)`` raises CommandError for arguments that cannot work; ``run(host, command, outcome)``
+    does it; ``complete(charger_ids)`` lists what Tab may complete its argument to.
+    """
+
+    __slots__ = ("names", "word", "action", "usage", "summary", "example", "topic", "overview",
+                 "scripts", "check", "run", "complete")
+
+    def __init__(self, names: Tuple[str, ...], usage: str, summary: str, example: str,
+                 topic: str, *, word: str = "", action: Optional[str] = None,
+                 overview: bool = False, scripts: bool = False,
+                 check: Optional[Callable[[str, Optional[str]], None]] = None,
+                 run: Optional[WordHandler] = None,
+                 complete: Optional[Callable[[List[str]], List[str]]] = None) -> None:
+        self.names, self.usage, self.summary, self.example = names, usage, summary, example
+        self.topic, self.overview, self.scripts = topic, overview, scripts
+        self.word = word or (names[0].lower() if names else "")
+        self.action, self.check, self.run, self.complete = action, check, run, complete
+
+
+def _lines_of(method: str) -> WordHandler:
+    """A handler adding what ``host.<method>(command.text)`` returns (a console word's answer)."""
+    return lambda host, command, outcome: outcome.lines.extend(getattr(host, method)(command.text))
+
+
+def _charger_lines(host: Any, command: Command, outcome: "CommandOutcome") -> None:
+    outcome.lines.extend(host.charger_lines())
+
+
+COMMAND_WORDS: Tuple[CommandWord, ...] = (
+    CommandWord(("help",), "help [Action]", "this overview, or one action's fields",
+                "help ReserveNow", "console", overview=True, check=_check_help,
+                run=_lines_of("help_lines"),
+                complete=lambda ids: list(HELP_TOPICS) + list(SERVER_ACTION_DEFAULTS)),
+    CommandWord(("chargers",), "chargers", "connected chargers and their state", "chargers",
+                "console", overview=True, run=_charger_lines),
+    CommandWord(("startRemote",), "startRemote", "RemoteStartTransaction, connector 1",
+                "startRemote", "actions", word="call", action="RemoteStartTransaction",
+                overview=True, scripts=True, run=_run_call),
+    CommandWord(("stopRemote",), "stopRemote", "RemoteStopTransaction, the open one",
+                "stopRemote", "actions", word="call", action="RemoteStopTransaction",
+                overview=True, scripts=True, run=_run_call),
+    CommandWord((), "<Action> [key=value ...]", "any central-system action", "Reset type=Hard",
+                "actions", word="call", overview=True, scripts=True, run=_run_call),
+    CommandWord((), "<Action> key=@file", "the value is the file's text; @@ for a literal @",
+                "InstallCertificate certificate=@ca.pem", "actions"),
+    CommandWord((), "<Action> {json}", "send exactly this payload",
+                'DataTransfer {"vendorId":"x"}', "actions"),
+    CommandWord((), "@<chargerId> <command>", "send to that charger", "@CP-1 Reset type=Hard",
+                "actions", overview=True),
+    CommandWord(("use",), "use <chargerId>", "send to that charger from now on", "use CP-1",
+                "console", overview=True, run=_lines_of("use"), complete=lambda ids: ids),
+    CommandWord(("raw",), "raw <json>", "send any frame as typed",
+                'raw [2,"x","Reset",{"type":"Nope"}]', "actions", overview=True, scripts=True,
+                check=_check_raw, run=_run_raw),
+    CommandWord(("held",), "held | held clear", "commands waiting for a charger; drop them",
+                "held", "console", check=_check_held, run=_lines_of("held_lines"),
+                complete=lambda ids: ["clear"]),
+    CommandWord(("echo",), "echo <text>", "print the text: a mark in the output and the log",
+                "echo start of test 3", "console", scripts=True, run=_run_echo),
+    CommandWord(("fault",), "fault <what>", "inject a fault: a reply, a disconnect, an outage",
+                "fault BootNotification status=Pending times=2", "faults", scripts=True,
+                check=_check_fault, run=_run_fault,
+                complete=lambda ids: ["clear", "disconnect", "offline", "handshake", "pings",
+                                      *CHARGER_REQUESTS]),
+    CommandWord(("faults",), "faults | fault clear", "the faults in force; clear them",
+                "fault clear", "faults", scripts=True, run=_run_fault),
+    CommandWord(("quit", "exit"), "quit | exit", "stop the server", "quit", "console",
+                overview=True, run=_run_quit),
+)
+
+
+# The look-ups ask COMMAND_WORDS itself (a few rows, read only when a line is typed): there is
+# no second list of words to keep in step.
+
+
+def typed_word(name: str) -> Optional[CommandWord]:
+    """The row of COMMAND_WORDS whose word ``name`` is (any case), or None."""
+    lower = name.lower()
+    return next((row for row in COMMAND_WORDS if lower in (typed.lower() for typed in row.names)),
+                None)
+
+
+def typed_names(scripts_only: bool = False) -> List[str]:
+    """Every word that may be typed (for a script only: the words a script may use), as spelt."""
+    return [name for row in COMMAND_WORDS if row.scripts or not scripts_only for name in row.names]
+
+
+def word_handler(word: str) -> WordHandler:
+    """The handler of a parsed Command.word."""
+    return next(row.run for row in COMMAND_WORDS if row.word == word and row.run is not None)
+
+
+def script_may_use(word: str) -> bool:
+    return any(row.scripts for row in COMMAND_WORDS if row.word == word)
+
+
+# `help <topic>`: what a topic says besides its rows of COMMAND_WORDS, a paragraph a string.
+HELP_TOPICS: Dict[str, List[str]] = {
+    "console": [
+        "Tab completes words, actions, fields, values and charger ids; Up recalls earlier lines. "
+        "A command for a charger typed while none is ready is held (`held` lists them) and runs "
+        "when one has booted, unless --hold-for seconds pass first."],
+    "actions": [
+        "Values are JSON when they parse, else text; dotted keys reach nested fields. A command "
+        "that would break the 1.6 schema is not sent: the JSON form or raw sends it anyway. "
+        "help <Action> lists its fields and what it sends bare.",
+        "actions: " + " ".join(SERVER_ACTION_DEFAULTS)],
+    "faults": [
+        "Faults are set on purpose, to test a charger's unhappy paths (docs/faults.md). The forms:",
+        *("  " + form for form in FAULT_USAGE.split(" | "))],
+    "security": [
+        "The security whitepaper's actions work like the others: CertificateSigned, "
+        "DeleteCertificate, ExtendedTriggerMessage, GetInstalledCertificateIds, GetLog, "
+        "InstallCertificate, SignedUpdateFirmware. Typed bare they send a demo root certificate; "
+        "give yours with key=@file, e.g. InstallCertificate certificate=@ca.pem.",
+        "A charger's SignCertificate is signed with --ca-cert and --ca-key, or its CSR is saved "
+        "and the line to type once you have signed it is printed. Who may connect: --basic-auth, "
+        "--certfile, --client-ca, --charger-ids (docs/guide.md, section 10)."],
+}
+
+
 # ------------------------------------------------------------------ Console
 # Lines typed at the server's terminal.  A reader thread blocks on stdin and
 # hands each line to the event loop, which never waits for the keyboard.
@@ -4223,6 +4398,170 @@ def input_lines(stream: Any) -> Iterator[Union[bytes, str]]:
         yield pending
 
 
+MAX_HELD_COMMANDS = 100  # charger commands held at once while no charger is ready; more are refused
+HELD_LISTED = 10  # held commands listed with each one held; past that, their count
+HELD_EXPIRY_BURST = 0.5  # seconds: held commands due this close together expire in one line
+DEFAULT_HOLD_FOR = 60.0  # --hold-for: seconds a held command waits for a charger
+
+
+class HeldCommands:
+    """Charger commands typed while no charger was ready (the console's, never the API's).
+
+    They all run, in order, once a charger has finished its handshake (the
+    one `use` named, if any); each is dropped, with a line, once --hold-for
+    seconds pass first.  One timer at most, and only while something is
+    held: nothing costs anything when nothing is held.
+    """
+
+    def __init__(self, console: "Console") -> None:
+        self.console = console
+        self.system = console.system
+        self.commands: List[Tuple[str, float]] = []  # (line, deadline on the loop's clock)
+        self.timer: Optional[asyncio.TimerHandle] = None
+
+    def add(self, line: str) -> List[str]:
+        """Hold ``line``; the listing of everything held now.  CommandError when
+        MAX_HELD_COMMANDS are held already."""
+        if len(self.commands) >= MAX_HELD_COMMANDS:
+            raise CommandError("%d commands are held already; %r is not (held lists them, held "
+                               "clear drops them)" % (len(self.commands), line))
+        if not self.commands:
+            self.system.bus.subscribe(self.on_ready, "ready")
+        loop = asyncio.get_running_loop()
+        self.commands.append((line, loop.time() + self.system.options.hold_for))
+        if self.timer is None:
+            self.timer = loop.call_at(self.commands[0][1] + HELD_EXPIRY_BURST, self.expire)
+        return self.listing()
+
+    def listing(self) -> List[str]:
+        now = asyncio.get_running_loop().time()
+        return ["held: %s  (%.0f s left)" % (line, max(0.0, deadline - now))
+                for line, deadline in self.commands]
+
+    def clear(self) -> List[str]:
+        dropped = self.take()
+        if not dropped:
+            return ["no commands are held"]
+        return ["dropped %d held command%s: %s" % (len(dropped), "" if len(dropped) == 1 else "s",
+                                                   ", ".join(dropped))]
+
+    def take(self) -> List[str]:
+        """Every held line, held no more."""
+        lines = [line for line, _ in self.commands]
+        self.commands = []
+        self.system.bus.unsubscribe(self.on_ready)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        return lines
+
+    def on_ready(self, event: Event) -> None:
+        """Run the held commands once a charger has finished its handshake ("ready"): the one `use`
+        named, if any, else the first."""
+        named = self.console.default_charger
+        if named is not None and event.charger != named:
+            return  # held for the charger `use` named: keep them until it is ready
+        for line in self.take():
+            self.console.out.console("running held command: " + line)
+            self.console.execute(line)
+
+    def expire(self) -> None:
+        """Drop the held commands whose time is up, one line for them all: the timer waits
+        HELD_EXPIRY_BURST past the first one's time, so that those typed together go together."""
+        self.timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        expired = [line for line, deadline in self.commands if deadline <= now]
+        self.commands = [(line, deadline) for line, deadline in self.commands if deadline > now]
+        if self.commands:
+            self.timer = loop.call_at(self.commands[0][1] + HELD_EXPIRY_BURST, self.expire)
+        else:
+            self.system.bus.unsubscribe(self.on_ready)
+        if expired:
+            self.system.log("warn", None, "no charger booted within --hold-for %g s: %d held "
+                            "command%s dropped, not sent: %s" % (
+                                self.system.options.hold_for, len(expired),
+                                "" if len(expired) == 1 else "s", ", ".join(expired)))
+
+
+CONSOLE_LINE_PREFIX = len("12:34:56.789 >> ")  # what the terminal shows before a console answer
+MIN_HELP_WIDTH = 30  # columns: `help` wraps no narrower, however narrow the terminal
+
+
+def console_width(out: Output) -> Optional[int]:
+    """The columns a console answer may fill at a terminal, after the time and ``>>``; None (no
+    limit) when the output is not a terminal: files and pipes keep whole lines."""
+    try:
+        at_terminal = out.writer.stream.isatty()
+    except (AttributeError, OSError, ValueError):
+        return None
+    if not at_terminal:
+        return None
+    return max(MIN_HELP_WIDTH, shutil.get_terminal_size().columns - CONSOLE_LINE_PREFIX)
+
+
+def wrap_words(text: str, width: Optional[int], indent: str = "  ") -> List[str]:
+    """``text`` in lines of at most ``width`` (None: one line), broken between words only; the lines
+    after the first start with ``indent``."""
+    if width is None:
+        return [text]
+    lead = text[:len(text) - len(text.lstrip())]
+    return textwrap.wrap(text, width, initial_indent=lead, subsequent_indent=indent,
+                         break_long_words=False, break_on_hyphens=False) or [""]
+
+
+def wrap_json(text: str, width: Optional[int], indent: str = "  ") -> List[str]:
+    """A line ending in JSON, broken after its commas (never inside a name or a value) to fit
+    ``width``."""
+    if width is None or len(text) <= width:
+        return [text]
+    lines = [""]
+    for part in re.split(r"(?<=,)", text):
+        if lines[-1].strip() and len(lines[-1]) + len(part) > width:
+            lines.append(indent)
+        lines[-1] += part
+    return lines
+
+
+def help_rows(rows: List[CommandWord], width: Optional[int], examples: bool = True) -> List[str]:
+    """Help rows as columns: usage, summary, example, one line each where they fit ``width``;
+    else the summary (and below it the example, with ``examples``) wrapped under its column."""
+    column = max(len(row.usage) for row in rows) + 2
+    lines = ["%s%s   e.g. %s" % (row.usage.ljust(column), row.summary, row.example) for row in rows]
+    if width is None or max(map(len, lines)) <= width:
+        return lines
+    column, lines = min(column, width // 2), []
+    for row in rows:
+        body = wrap_words(row.summary, width - column, "")
+        if examples:
+            body += wrap_words("e.g. " + row.example, width - column, "     ")
+        if len(row.usage) + 2 > column:
+            lines.append(row.usage)
+        else:
+            lines.append(row.usage.ljust(column) + body.pop(0))
+        lines.extend(" " * column + part for part in body)
+    return lines
+
+
+def help_overview(width: Optional[int]) -> List[str]:
+    """Plain `help`: the everyday words, the actions and the topics (24 lines at 80 columns)."""
+    return (help_rows([row for row in COMMAND_WORDS if row.overview], width, examples=False)
+            + wrap_words(HELP_TOPICS["actions"][-1], width)
+            + wrap_words("more: help %s, or help <Action> for its fields"
+                         % " | ".join(HELP_TOPICS), width))
+
+
+def help_topic(topic: str, width: Optional[int]) -> List[str]:
+    """`help <topic>`: the topic's rows of COMMAND_WORDS (for scripts: every word a script may
+    use), then its notes."""
+    rows = [row for row in COMMAND_WORDS
+            if row.topic == topic or (topic == "scripts" and row.scripts)]
+    lines = help_rows(rows, width) if rows else []
+    for paragraph in HELP_TOPICS[topic]:
+        lines += wrap_words(paragraph, width, "    " if paragraph.startswith(" ") else "  ")
+    return lines
+
+
 class Console:
     """The operator's command language; ``execute`` runs one line."""
 
@@ -4230,24 +4569,7 @@ class Console:
         self.system = system
         self.out = system.out
         self.default_charger: Optional[str] = None
-        self.held: List[str] = []  # charger commands typed before any charger was ready
-
-    def hold(self, line: str) -> None:
-        """Keep a charger command until a charger has finished its handshake."""
-        if not self.held:
-            self.system.bus.subscribe(self.on_event, "ready")
-        self.held.append(line)
-
-    def on_event(self, event: Event) -> None:
-        """Run the held commands once a charger has finished its handshake ("ready"): the one `use` named,
-        if any, else the first."""
-        if self.default_charger is not None and event.charger != self.default_charger:
-            return  # held for the charger `use` named: keep them until it is ready
-        self.system.bus.unsubscribe(self.on_event)
-        held, self.held = self.held, []
-        for line in held:
-            self.out.console("running held command: " + line)
-            self.execute(line)
+        self.held = HeldCommands(self)  # charger commands typed before any charger was ready
 
     def start_reader(self, loop: asyncio.AbstractEventLoop, stream: Any = None) -> threading.Thread:
         """Read lines on a daemon thread and run them on ``loop``; EOF ends the console.
@@ -4307,11 +4629,7 @@ class Console:
             if not hold:
                 outcome.fail("no charger is connected yet (point one at %s)" % self.system.url, held=True)
                 return outcome
-            self.hold(line)
-            waited = "%s is not connected yet" % self.default_charger if self.default_charger else \
-                "no charger is connected yet"
-            outcome.fail("%s; %r will run once %s has booted (point it at %s)" % (
-                waited, line, "it" if self.default_charger else "one", self.system.url), held=True)
+            self.hold(line, outcome)
         except CommandError as exc:
             outcome.fail(str(exc))
         except Exception as exc:  # a console bug must not stop the server
@@ -4320,25 +4638,24 @@ class Console:
         return outcome
 
     def _run(self, command: Command, outcome: "CommandOutcome") -> None:
-        word = command.word
-        if word == "call":
-            session = self.target_session(command.target)
-            outcome.call = session.call(command.action or "", build_payload(self.system, session, command))
-        elif word == "raw":
-            outcome.call = self.target_session(command.target).queue.send_raw(command.text)
-        elif word == "help":
-            outcome.lines.extend(self.help_lines(command.text))
-        elif word == "chargers":
-            outcome.lines.extend(self.charger_lines())
-        elif word == "use":
-            outcome.lines.extend(self.use(command.text))
-        elif word == "echo":
-            outcome.lines.append(command.text)
-        elif word in ("fault", "faults"):
-            outcome.lines.extend(run_fault_command(self.system, command))
-        elif word == "quit":
-            outcome.lines.append("stopping")
-            self.system.stop()
+        word_handler(command.word)(self, command, outcome)
+
+    def hold(self, line: str, outcome: "CommandOutcome") -> None:
+        """Hold a charger command until a charger has booted; the answer lists all held (up to
+        HELD_LISTED of them: `held` lists more)."""
+        try:
+            listing = self.held.add(line)
+        except CommandError as exc:
+            outcome.fail(str(exc))
+            return
+        if len(listing) > HELD_LISTED:
+            listing = ["%d commands are held (held lists them, held clear drops them)"
+                       % len(listing)]
+        waited = "%s is not connected yet" % self.default_charger if self.default_charger else \
+            "no charger is connected yet"
+        outcome.fail("%s; %r will run once %s has booted (point it at %s)" % (
+            waited, line, "it" if self.default_charger else "one", self.system.url), held=True)
+        outcome.lines.extend(listing)
 
     def target_session(self, target: Optional[str]) -> ChargerSession:
         sessions = self.system.sessions
@@ -4390,11 +4707,22 @@ class Console:
                 lines.extend(state.describe())
         return lines
 
+    def held_lines(self, text: str) -> List[str]:
+        """`held`: the held commands, one line each; `held clear`: drop them."""
+        if text == "clear":
+            return self.held.clear()
+        return self.held.listing() or ["no commands are held"]
+
     def help_lines(self, topic: str) -> List[str]:
+        """`help`: the overview; `help <topic>` (or a word of it); `help <Action>`: its fields
+        and what it sends bare."""
+        width = console_width(self.out)
+        lower = topic.lower()
+        row = typed_word(lower)
         if not topic:
-            width = max(len(usage) for usage, _, _ in CONSOLE_HELP)
-            return ["%s  %s   e.g. %s" % (usage.ljust(width), text, example) for usage, text, example in CONSOLE_HELP
-                    ] + ["actions: " + " ".join(SERVER_ACTION_DEFAULTS)]
+            return help_overview(width)
+        if lower in HELP_TOPICS or (row is not None and row.action is None):
+            return help_topic(lower if lower in HELP_TOPICS else row.topic, width)
         action = console_action(topic) or ""
         sessions = self.system.sessions
         session = sessions.get(self.default_charger or "") or (next(iter(sessions.values()))
@@ -4403,10 +4731,11 @@ class Console:
             defaults = dump_json(SERVER_ACTION_DEFAULTS[action](self.system, session))
         except CommandError as exc:
             defaults = "none (%s)" % exc
-        return (["%s  (reply: %s.conf)" % (action, action)]
-                + ["  %s%s: %s" % (name, "" if rule.required else " (optional)", rule.describe())
-                   for name, rule in SERVER_REQUESTS[action].items()]
-                + ["  sent bare: " + defaults])
+        lines = ["%s  (reply: %s.conf)" % (action, action)]
+        for name, rule in SERVER_REQUESTS[action].items():
+            field = "  %s%s: %s" % (name, "" if rule.required else " (optional)", rule.describe())
+            lines += wrap_words(field, width, "      ")
+        return lines + wrap_json("  sent bare: " + defaults, width, "    ")
 
 
 def fault_command(text: str) -> Command:
@@ -4418,16 +4747,6 @@ def fault_command(text: str) -> Command:
     if command.word != "fault" or command.text.split()[:1] == ["clear"]:
         raise CommandError("%r is not a fault (usage: %s)" % (text, FAULT_USAGE))
     return command
-
-
-def run_fault_command(system: "CentralSystem", command: Command) -> List[str]:
-    """`fault ...`, `fault clear [what]` and `faults`, from the console, a script or the API."""
-    if command.word == "faults":
-        return system.faults.listing()
-    words = command.text.split()
-    if words[:1] == ["clear"]:
-        return [system.faults.clear(" ".join(words[1:]), command.target)]
-    return [system.faults.add(parse_fault(command.text, command.target))]
 
 
 def interactive_terminal() -> bool:
@@ -4522,8 +4841,12 @@ class InteractiveInput:
         if not before:  # the first word: a command, an action, or @<charger id>
             if text.startswith("@"):
                 return ["@" + name + " " for name in self.charger_ids if ("@" + name).startswith(text)]
-            words = list(CONSOLE_WORDS) + ["fault", "faults"] + list(SERVER_ACTION_DEFAULTS)
-            return sorted({word + " " for word in words if word.lower().startswith(text.lower())})
+            return self.words_from(typed_names() + list(SERVER_ACTION_DEFAULTS), text)
+        row = typed_word(before[0])
+        if row is not None and row.action is None:  # a word's argument: its row's completions
+            if row.complete is None or len(before) > 1:
+                return []
+            return self.words_from(row.complete(self.charger_ids), text)
         action = console_action(before[0])
         if action is None:
             return []
@@ -4543,6 +4866,11 @@ class InteractiveInput:
         if isinstance(rule, Enum):
             return ["%s=%s" % (name, item) for item in rule.values if item.startswith(value)]
         return []
+
+    @staticmethod
+    def words_from(words: List[str], text: str) -> List[str]:
+        """The ``words`` that start with ``text`` (any case), sorted, each with a space after it."""
+        return sorted({word + " " for word in words if word.lower().startswith(text.lower())})
 
     def _defaults(self, action: str) -> dict:
         try:
@@ -4783,21 +5111,24 @@ def parse_scenario(text: str, folder: str = ".") -> List[Step]:
 
 
 SCENARIO_WORDS = tuple(SCENARIO_STEPS)
+HELP_TOPICS["scripts"] = [
+    "--script FILE runs these, one a line, against the first charger that connects, and the "
+    "steps %s; it exits 0 (passed), 1 (failed) or 2 (invalid script). See docs/ci.md."
+    % ", ".join(SCENARIO_WORDS)]
 
 
 def script_command(line: str, number: int, folder: str = ".") -> Command:
     """A command step, parsed by the console's own parser; ScriptError if a script cannot run it."""
     word = line.split()[0]
-    if console_action(word) is None and word.lower() not in ("raw", "echo", "fault", "faults") + CONSOLE_ONLY \
-            and not word.startswith("@"):
-        choices = list(SERVER_ACTION_DEFAULTS) + list(SCENARIO_WORDS) + ["startRemote", "stopRemote", "raw"]
+    if console_action(word) is None and typed_word(word) is None and word[:1] != "@":
+        choices = [*SERVER_ACTION_DEFAULTS, *SCENARIO_WORDS, *typed_names(scripts_only=True)]
         close = difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
         raise ScriptError(number, "unknown step %r%s" % (word, "; did you mean %s?" % close[0] if close else ""))
     try:
         command = parse_command(line, files_from=folder)
     except CommandError as exc:
         raise ScriptError(number, str(exc)) from None
-    if command.word in CONSOLE_ONLY or command.target is not None:
+    if not script_may_use(command.word) or command.target is not None:
         raise ScriptError(number, "%s is for the interactive console, not for scripts" % word)
     return command
 
@@ -4888,6 +5219,10 @@ class ScenarioRunner:
                             elapsed, warnings))
         return 1
 
+    def target_session(self, target: Optional[str]) -> ChargerSession:
+        """The charger a command word acts on: the script's own (a script names no other)."""
+        return self.current_session()
+
     def current_session(self) -> ChargerSession:
         session = self.session
         if session is None or session.closed:
@@ -4953,18 +5288,13 @@ class ScenarioRunner:
 
     async def send_command(self, command: Command) -> None:
         session = self.current_session()
-        if command.word == "raw":
-            session.queue.send_raw(command.text)
-            return
-        if command.word == "echo":
-            self.out.console(command.text)
-            return
-        if command.word in ("fault", "faults"):
+        if command.word != "call":  # raw, echo, fault, faults: as the console runs them
+            outcome = CommandOutcome()
             try:
-                lines = run_fault_command(self.system, command)
-            except CommandError as exc:  # MAX_FAULTS in force already
+                word_handler(command.word)(self, command, outcome)
+            except CommandError as exc:  # MAX_FAULTS in force already, say
                 raise StepFailed(str(exc)) from None
-            for text in lines:
+            for text in outcome.lines:
                 self.out.console(text)
             return
         action = command.action or ""
@@ -4991,7 +5321,7 @@ class ScenarioRunner:
 # library only: asyncio streams and a small HTTP/1.1 reader, one request per
 # connection.  docs/api.md is the contract; API_VERSION numbers it.
 
-API_VERSION = 1
+API_VERSION = 2  # 2: event ids carry the run ("<run>:<number>"); a stream starts with "hello"
 HTTP_HEADER_TIMEOUT = 10.0  # seconds a client gets to send its request line and headers
 HTTP_BODY_TIMEOUT = 60.0  # seconds a request body may pause before the request is dropped
 MAX_HTTP_HEADERS = 100
@@ -5001,6 +5331,21 @@ EVENT_HISTORY_BUDGET = 2000000  # characters those events may hold between them 
 EVENT_STREAM_KEEPALIVE = 15.0  # seconds between comments on a quiet event stream
 EVENT_STREAM_PACE = 0.05  # seconds an event stream gathers events before it writes them (20 writes a second)
 EVENT_RESUME_SECONDS = 60.0  # every event is kept this long after the last stream closed, for its resume
+# Descriptors: every HTTP connection and every charger is one, under the soft open-files limit.
+DEFAULT_HTTP_MAX_CONNECTIONS = 256  # HTTP connections served at once (--http-max-connections)
+OPEN_FILES_FOR_CHARGERS = 64  # descriptors the HTTP bound leaves free under the open-files limit
+LOW_OPEN_FILES = 4096  # an open-files limit under this is named in the banner
+MACOS_OPEN_MAX = 10240  # the most macOS lets the soft open-files limit be, whatever the hard one
+HTTP_BUSY_ANSWERS = 64  # connections over the bound answered 503 at once; more are cut unanswered
+HTTP_BUSY_RETRY_AFTER = 5  # seconds, the Retry-After of a 503 "busy"
+HTTP_BUSY_HEADERS = (("Retry-After", str(HTTP_BUSY_RETRY_AFTER)),)
+HTTP_BUSY_LINGER = 1.0  # seconds a 503 waits for the request head (lest the close reset it)
+EVENT_STREAM_SHARE = 0.75  # share of those connections event streams may take; the rest: the API
+EVENT_STREAM_SEND_BUFFER = 32 * 1024  # SO_SNDBUF of an event stream's socket (Linux doubles it)
+EVENT_STREAM_WRITE_BYTES = 64 * 1024  # most a stream writes at once; its write buffer's high mark
+EVENT_STREAM_DRAIN_TIMEOUT = 30.0  # seconds a stream's reader may take nothing; then it is closed
+BURST_FIRST_REPORT = 1.0  # seconds a burst of a repeated happening is counted before its first line
+BURST_LONGEST_REPORT = 60.0  # while it lasts, a line every 2, 4, ... up to this many seconds
 DEFAULT_MAX_UPLOAD = 50 * 1024 * 1024
 DEFAULT_FILES_QUOTA = 500 * 1024 * 1024
 UPLOAD_CHUNK = 64 * 1024
@@ -5016,6 +5361,42 @@ class HttpError(Exception):
         self.status = status
         self.headers = headers
         self.more = more
+
+
+class BurstReport:
+    """One operator line per burst of something that can repeat fast (connections refused, streams
+    closed, failed accepts), with its count.
+
+    The first line comes BURST_FIRST_REPORT seconds after the first
+    occurrence; while more come, a line every 2, 4, ... up to
+    BURST_LONGEST_REPORT seconds; a window without any ends the burst.
+    ``report(count, seconds)`` makes the line.  Call ``add`` in the loop.
+    """
+
+    def __init__(self, report: Callable[[int, float], None]) -> None:
+        self.report = report
+        self.count = 0
+        self.window = 0.0
+        self._timer: Optional[asyncio.TimerHandle] = None
+
+    def add(self, count: int = 1) -> None:
+        self.count += count
+        if self._timer is None:
+            self.window = BURST_FIRST_REPORT
+            self._timer = asyncio.get_running_loop().call_later(self.window, self._flush)
+
+    def _flush(self) -> None:
+        count, self.count, self._timer = self.count, 0, None
+        if not count:
+            return  # a quiet window: the burst is over
+        self.report(count, self.window)
+        self.window = min(self.window * 2, BURST_LONGEST_REPORT)
+        self._timer = asyncio.get_running_loop().call_later(self.window, self._flush)
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 _API_ENCODER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), allow_nan=False)
@@ -5092,12 +5473,15 @@ class StoredEvent:
             self.json = self._json(self.fields)
         return self.json
 
-    def sse_message(self, missed: int = 0) -> bytes:
-        """It as a Server-Sent Events message; made once for every reader (unless it tells one what it missed)."""
+    def sse_message(self, run: str, missed: int = 0) -> bytes:
+        """It as a Server-Sent Events message, its id ``<run>:<number>``; made once for every reader
+        (unless it tells one what it missed)."""
         if missed:
-            return ('id: %d\ndata: {"missed":%d,%s\n\n' % (self.seq, missed, self.event_json()[1:])).encode("ascii")
+            return ('id: %s:%d\ndata: {"missed":%d,%s\n\n' % (
+                run, self.seq, missed, self.event_json()[1:])).encode("ascii")
         if self.sse is None:
-            self.sse = ("id: %d\ndata: %s\n\n" % (self.seq, self.event_json())).encode("ascii")
+            self.sse = ("id: %s:%d\ndata: %s\n\n" % (
+                run, self.seq, self.event_json())).encode("ascii")
         return self.sse
 
 
@@ -5109,7 +5493,9 @@ class EventHistory:
     place (the last event number it sent) and, when it has caught up, waits
     for the next event.  A reader that falls behind the oldest event kept is
     told how many it missed.  Events are kept as StoredEvent (strings only),
-    bounded by count and by the characters they hold.
+    bounded by count and by the characters they hold.  ``run`` names this
+    run of the server in every event id (``<run>:<number>``), so that a
+    reader resuming with an id of an earlier run is told and starts afresh.
 
     The transcript's events (ALWAYS) are kept all the time; the others only
     while a stream is open and for EVENT_RESUME_SECONDS after the last one
@@ -5125,6 +5511,7 @@ class EventHistory:
         self.limit, self.budget, self.cost = limit or EVENT_HISTORY, budget or EVENT_HISTORY_BUDGET, 0
         self._waiting: List["asyncio.Future[bool]"] = []  # the readers that have caught up
         self.readers = 0  # event streams open now
+        self.run = base64.urlsafe_b64encode(os.urandom(6)).decode("ascii")
 
     def __call__(self, event: Event) -> None:
         stored = StoredEvent(event)
@@ -5133,7 +5520,8 @@ class EventHistory:
         while len(self.events) > self.limit or self.cost > self.budget:
             self.cost -= self.events.popleft().cost
         if self.readers:
-            stored.sse_message()  # made now, in the turn of the charger it is about, not in a reader's
+            # Made now, in the turn of the charger it is about, not in a reader's.
+            stored.sse_message(self.run)
         if self._waiting:
             waiting, self._waiting = self._waiting, []
             for reader in waiting:
@@ -5883,37 +6271,201 @@ def call_record(call: PendingCall, outcome: CallOutcome) -> dict:
     return record
 
 
-class HttpApi:
-    """The HTTP port: its routes, and the connections it serves (see docs/api.md)."""
+class EventStreams:
+    """GET /api/events: the Server-Sent Events streams, all reading one EventHistory (docs/api.md).
 
-    # (path pattern, {method: handler name}): "*" is one segment, "**" the rest of the path.
-    ROUTES: Tuple[Tuple[Tuple[str, ...], Dict[str, str]], ...] = (
-        (("",), {"GET": "page"}),
-        (("api", "chargers"), {"GET": "list_chargers"}),
-        (("api", "chargers", "*"), {"GET": "get_charger"}),
-        (("api", "chargers", "*", "*"), {"POST": "call_action"}),
-        (("api", "command"), {"POST": "run_command"}),
-        (("api", "events"), {"GET": "event_stream"}),
-        (("api", "transcript"), {"GET": "transcript"}),
-        (("api", "faults"), {"GET": "list_faults", "PUT": "set_faults", "POST": "add_fault"}),
-        (("files", "**"), {"GET": "get_file", "HEAD": "get_file", "PUT": "put_file", "POST": "put_file"}),
-    )
+    A reader is woken by the next event, gathers what else arrives within
+    about EVENT_STREAM_PACE, and sends it in writes of at most about
+    EVENT_STREAM_WRITE_BYTES: its cost grows with time, not with the number
+    of events.  One that does not keep up holds up nobody: it skips ahead,
+    told how many it missed.  What a stream may hold unsent is bounded (a
+    small socket send buffer and write buffer), and a stream whose reader
+    takes nothing for EVENT_STREAM_DRAIN_TIMEOUT seconds is closed.  At most
+    ``limit`` are open at once; more are refused with 503.
+    """
 
-    def __init__(self, system: "CentralSystem", console: "Console", host: str, files: FileStore,
-                 token: Optional[str]) -> None:
+    def __init__(self, system: "CentralSystem", limit: int) -> None:
         self.system = system
-        self.console = console
+        self.limit = limit
+        self.history = EventHistory()
+        # Set until the last stream's resume time ends.
+        self._keep_every_event: Optional[asyncio.TimerHandle] = None
+        self.stalled = BurstReport(lambda count, seconds: system.log(
+            "warn", None, "HTTP: closed %d event stream%s in %g s: the reader took nothing for %g s"
+            % (count, "" if count == 1 else "s", seconds, EVENT_STREAM_DRAIN_TIMEOUT)))
+        system.bus.subscribe(self.history, *EventHistory.ALWAYS)
+
+    async def open(self, request: HttpRequest, writer: asyncio.StreamWriter) -> None:
+        """GET /api/events: live events; Last-Event-ID (or ?lastEventId=) resumes after that event.
+
+        Each stream starts with a ``hello`` event naming the run; its
+        ``reset`` is true when the id given was another run's, and the
+        stream then starts with the first event this run holds.
+        """
+        charger = request.query.get("charger")
+        given = request.header("last-event-id") or request.query.get("lastEventId")
+        sent, reset = self.resume_point(given)
+        if self.history.readers >= self.limit:
+            raise HttpError(503, "the HTTP port is busy: %d event streams are open, the most "
+                            "it serves (--http-max-connections); retry after %d s"
+                            % (self.limit, HTTP_BUSY_RETRY_AFTER), HTTP_BUSY_HEADERS,
+                            retryAfter=HTTP_BUSY_RETRY_AFTER)
+        self._bound_unsent(writer)
+        head = http_head(200, "text/event-stream; charset=utf-8", None,
+                         (("X-Accel-Buffering", "no"),))
+        writer.write(head + b"retry: 1000\n\n" + self.hello(sent, reset))
+        self.reader_opened()
+        streaming = asyncio.ensure_future(self._stream(writer, sent, charger))
+        # The client sends nothing after its request: end of input (or anything) means it has gone,
+        # even while the stream waits for an event.
+        gone = asyncio.ensure_future(request.reader.read(1024))
+        for task in (streaming, gone):  # their errors are seen, even when this handler is cut short
+            task.add_done_callback(lambda done: done.cancelled() or done.exception())
+        try:
+            await asyncio.wait([streaming, gone], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            streaming.cancel()
+            gone.cancel()
+            self.reader_closed()
+        if streaming.done() and not streaming.cancelled() and streaming.exception() is not None:
+            raise streaming.exception()  # type: ignore[misc]
+
+    def resume_point(self, text: Optional[str]) -> Tuple[int, bool]:
+        """The number of the event a stream starts after, and whether it starts afresh (a reset).
+
+        ``text`` is ``<run>:<number>``, or a bare number (read as this
+        run's).  An id of another run, or a number this run has not reached,
+        starts afresh: from the first event held.
+        """
+        if not text:
+            return self.history.last, False
+        run, colon, number = text.rpartition(":")
+        if not number.isdigit() or not number.isascii() or len(number) > 18 or (colon and not run):
+            raise HttpError(400, "Last-Event-ID %s is not an event id (<run>:<number>)"
+                            % _show(text))
+        if (colon and run != self.history.run) or int(number) > self.system.bus.sequence:
+            return 0, True
+        return int(number), False
+
+    def hello(self, sent: int, reset: bool) -> bytes:
+        """The stream's first event: ``event: hello``, its id the place the stream starts from."""
+        run = self.history.run
+        return ('event: hello\nid: %s:%d\ndata: {"type":"hello","run":"%s","apiVersion":%d,"reset":%s}'
+                '\n\n' % (run, sent, run, API_VERSION, "true" if reset else "false")).encode("ascii")
+
+    @staticmethod
+    def _bound_unsent(writer: asyncio.StreamWriter) -> None:
+        """Keep what the stream may hold unsent small: its socket's send and write buffers."""
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, EVENT_STREAM_SEND_BUFFER)
+            except OSError:
+                pass
+        writer.transport.set_write_buffer_limits(high=EVENT_STREAM_WRITE_BYTES)
+
+    def reader_opened(self) -> None:
+        """Keep every event while a stream is open (see EventHistory)."""
+        history = self.history
+        if self._keep_every_event is not None:
+            self._keep_every_event.cancel()
+            self._keep_every_event = None
+        elif history.readers == 0:
+            bus = self.system.bus
+            bus.subscribe(history, *[name for name in EVENT_FIELDS
+                                     if name not in EventHistory.ALWAYS])
+        history.readers += 1
+
+    def reader_closed(self) -> None:
+        history = self.history
+        history.readers -= 1
+        if history.readers == 0:
+            def keep_transcript_events_only() -> None:
+                self._keep_every_event = None
+                self.system.bus.unsubscribe(history)
+                self.system.bus.subscribe(history, *EventHistory.ALWAYS)
+            self._keep_every_event = asyncio.get_running_loop().call_later(
+                EVENT_RESUME_SECONDS, keep_transcript_events_only)
+
+    async def _stream(self, writer: asyncio.StreamWriter, sent: int, charger: Optional[str]
+                      ) -> None:
+        history, owed = self.history, 0  # owed: events missed and not yet reported
+        while True:
+            events, missed = history.after(sent)
+            owed += missed
+            if not events:
+                if await history.wait(sent, EVENT_STREAM_KEEPALIVE):
+                    # Each reader at its own pace, so that twenty do not all write in the same turn.
+                    await asyncio.sleep(EVENT_STREAM_PACE * random.uniform(0.5, 1.5))
+                else:
+                    writer.write(b": keepalive\n\n")
+                await self._drain(writer)
+                continue
+            messages, sent, owed = self._batch(events, charger, owed)
+            if messages:
+                writer.write(b"".join(messages))
+                await self._drain(writer)  # a slow reader waits here, and nobody else does
+
+    def _batch(self, events: List[StoredEvent], charger: Optional[str], owed: int
+               ) -> Tuple[List[bytes], int, int]:
+        """The messages of the next write (about EVENT_STREAM_WRITE_BYTES at most), the number of
+        the last event they cover, and the missed events still to report."""
+        run, messages, size = self.history.run, [], 0
+        for event in events:
+            if charger is None or event.charger == charger:
+                if owed:
+                    message = event.sse_message(run, owed)
+                else:
+                    message = event.sse or event.sse_message(run)
+                owed = 0
+                messages.append(message)
+                size += len(message)
+                if size >= EVENT_STREAM_WRITE_BYTES:
+                    return messages, event.seq, owed
+        return messages, events[-1].seq, owed
+
+    async def _drain(self, writer: asyncio.StreamWriter) -> None:
+        """Wait for the reader to take what is written; one that takes nothing for
+        EVENT_STREAM_DRAIN_TIMEOUT seconds has its stream cut (ConnectionAbortedError)."""
+        try:
+            await asyncio.wait_for(writer.drain(), EVENT_STREAM_DRAIN_TIMEOUT)
+        except asyncio.TimeoutError:
+            self.stalled.add()
+            writer.transport.abort()
+            raise ConnectionAbortedError(
+                "the reader took nothing for %g s" % EVENT_STREAM_DRAIN_TIMEOUT) from None
+
+
+class HttpPort:
+    """The HTTP port's connections: one request each, answered by a handler of ROUTES (HttpApi's).
+
+    At most ``max_connections`` are served at once; one over that is
+    answered 503 with Retry-After before its request is read, and cut
+    unanswered when HTTP_BUSY_ANSWERS such answers are under way already,
+    so that the HTTP side never takes the descriptors the chargers need.
+    """
+
+    # (path pattern, {method: handler}): "*" is one segment, "**" the rest of the path; a handler
+    # "owner.name" is a method of the attribute ``owner``.
+    ROUTES: Tuple[Tuple[Tuple[str, ...], Dict[str, str]], ...] = ()
+
+    def __init__(self, system: "CentralSystem", host: str, token: Optional[str],
+                 max_connections: int) -> None:
+        self.system = system
         self.out = system.out
         self.host = host
         self.port: Optional[int] = None
-        self.files = files
         self.token = token
         self.access = HttpAccess(host, 0, token)
-        self.history = EventHistory()
+        self.max_connections = max_connections
         self.server: Any = None
-        self.connections: set = set()
-        self._keep_every_event: Optional[asyncio.TimerHandle] = None  # until the last stream's resume time ends
-        system.bus.subscribe(self.history, *EventHistory.ALWAYS)
+        self.connections: set = set()  # the ones served, not those answered 503
+        self.tasks: Dict["asyncio.Task[None]", asyncio.StreamWriter] = {}  # every handler running
+        self.busy_answers = 0  # connections over the bound being answered 503 now
+        self.busy = BurstReport(lambda count, seconds: system.log(
+            "warn", None, "HTTP port busy: refused %d connection%s in %g s with 503 (it serves %d "
+            "at once: --http-max-connections)"
+            % (count, "" if count == 1 else "s", seconds, max_connections)))
 
     async def listen(self, port: int) -> None:
         """Listen on ``port`` (0: a free one); OSError if it cannot."""
@@ -5929,17 +6481,31 @@ class HttpApi:
         return "http://%s:%d/" % (host, self.port or 0)
 
     async def close(self) -> None:
-        """Stop listening and cut every open request (event streams stay open until then)."""
+        """Stop listening, cut every open request (event streams stay open until then) and let
+        their handlers end (else the loop would cancel them, and asyncio print tracebacks)."""
         if self.server is not None:
             self.server.close()
-        for writer in list(self.connections):
+        for writer in self.tasks.values():
             writer.transport.abort()
-        self.connections.clear()
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=SHUTDOWN_GRACE)
 
     # -- one connection, one request
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """The asyncio.start_server callback: read one request, answer it, close."""
+        """The asyncio.start_server callback: one request answered (or 503), then the close."""
+        task = asyncio.current_task()
+        self.tasks[task] = writer  # type: ignore[index]
+        try:
+            if len(self.connections) >= self.max_connections:
+                await self._answer_busy(reader, writer)
+            else:
+                await self._serve(reader, writer)
+        finally:
+            del self.tasks[task]  # type: ignore[arg-type]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Read one request, answer it, close."""
         self.connections.add(writer)
         address = writer.get_extra_info("peername")
         peer = "%s:%s" % (address[0], address[1]) if address else "?"
@@ -5968,12 +6534,39 @@ class HttpApi:
                 pass
             writer.close()
 
+    async def _answer_busy(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+                           ) -> None:
+        """503 with Retry-After, said before the request is read; its head is then read and dropped
+        (for HTTP_BUSY_LINGER at most), so that the close does not reset the connection before the
+        client has read the answer."""
+        self.busy.add()
+        if self.busy_answers >= HTTP_BUSY_ANSWERS:
+            writer.transport.abort()
+            return
+        self.busy_answers += 1
+        try:
+            writer.write(json_response(503, {
+                "error": "the HTTP port is busy: it serves %d connections at once "
+                "(--http-max-connections); retry after %d s"
+                % (self.max_connections, HTTP_BUSY_RETRY_AFTER),
+                "retryAfter": HTTP_BUSY_RETRY_AFTER}, HTTP_BUSY_HEADERS))
+            writer.write_eof()
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HTTP_BUSY_LINGER)
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                ConnectionError, OSError):
+            pass
+        finally:
+            self.busy_answers -= 1
+            writer.close()
+
     def refuse(self, writer: asyncio.StreamWriter, request: Optional[HttpRequest], peer: str,
                refusal: HttpError) -> None:
         if refusal.status in (401, 403):
             self.out.warn(None, "HTTP %d for %s %s from %s: %s" % (
                 refusal.status, request.method if request else "?", printable(request.path if request else "?", 200),
                 peer, refusal))
+        elif refusal.status == 503:
+            self.busy.add()
         writer.write(head_only(request, json_response(
             refusal.status, dict(refusal.more, error=str(refusal)), refusal.headers)))
 
@@ -5986,7 +6579,9 @@ class HttpApi:
         if request.method not in handlers:
             raise HttpError(405, "%s does not take %s (it takes %s)" % (
                 request.path, printable(request.method, 20), ", ".join(handlers)), (("Allow", ", ".join(handlers)),))
-        answer = await getattr(self, handlers[request.method])(request, writer, *arguments)
+        owner, _, name = handlers[request.method].rpartition(".")
+        handler = getattr(getattr(self, owner) if owner else self, name)
+        answer = await handler(request, writer, *arguments)
         if answer is not None:
             writer.write(head_only(request, json_response(*answer)))
 
@@ -6000,12 +6595,43 @@ class HttpApi:
         raise HttpError(404, "no such endpoint: %s (see docs/api.md)" % printable(urllib.parse.unquote(
             "/" + "/".join(segments)), 200))
 
+
+class HttpApi(HttpPort):
+    """The HTTP port's routes: the API, page, event streams and file server (docs/api.md)."""
+
+    ROUTES: Tuple[Tuple[Tuple[str, ...], Dict[str, str]], ...] = (
+        (("",), {"GET": "page"}),
+        (("api", "chargers"), {"GET": "list_chargers"}),
+        (("api", "chargers", "*"), {"GET": "get_charger"}),
+        (("api", "chargers", "*", "*"), {"POST": "call_action"}),
+        (("api", "command"), {"POST": "run_command"}),
+        (("api", "events"), {"GET": "streams.open"}),
+        (("api", "transcript"), {"GET": "transcript"}),
+        (("api", "faults"), {"GET": "list_faults", "PUT": "set_faults", "POST": "add_fault"}),
+        (("files", "**"), {"GET": "file_routes.get_file", "HEAD": "file_routes.get_file",
+                           "PUT": "file_routes.put_file", "POST": "file_routes.put_file"}),
+    )
+
+    def __init__(self, system: "CentralSystem", console: "Console", host: str, files: FileStore,
+                 token: Optional[str], max_connections: int = DEFAULT_HTTP_MAX_CONNECTIONS) -> None:
+        super().__init__(system, host, token, max_connections)
+        self.console = console
+        self.files = files
+        self.streams = EventStreams(system, max(1, int(max_connections * EVENT_STREAM_SHARE)))
+        self.history = self.streams.history
+        self.file_routes = FileRoutes(self)
+
+    async def close(self) -> None:
+        self.busy.cancel()
+        self.streams.stalled.cancel()
+        await super().close()
+
     # -- the endpoints
 
     async def page(self, request: HttpRequest, writer: asyncio.StreamWriter) -> None:
         writer.write(page_response(self.system, self.history))
-        self._stream_opened()  # every event kept from here, for the stream the page opens next
-        self._stream_closed()
+        self.streams.reader_opened()  # every event kept from here, for the stream the page opens next
+        self.streams.reader_closed()
 
     async def list_chargers(self, request: HttpRequest, writer: asyncio.StreamWriter) -> Tuple[int, Any]:
         return 200, {"apiVersion": API_VERSION, "chargers": [
@@ -6074,85 +6700,6 @@ class HttpApi:
             record["call"] = call_record(outcome.call, await asyncio.shield(outcome.call.outcome))
         return 200, record
 
-    async def event_stream(self, request: HttpRequest, writer: asyncio.StreamWriter) -> None:
-        """GET /api/events: Server-Sent Events, live; Last-Event-ID (or ?lastEventId=) resumes.
-
-        A reader is woken by the next event, gathers what else arrives
-        within about EVENT_STREAM_PACE, and sends it all in one write: its
-        cost grows with time, not with the number of events.  One that does
-        not keep up holds up nobody: it skips ahead, told how many it missed.
-        """
-        charger = request.query.get("charger")
-        last_text = request.header("last-event-id") or request.query.get("lastEventId")
-        if last_text and (not last_text.isdigit() or not last_text.isascii()):
-            raise HttpError(400, "Last-Event-ID %s is not an event id" % _show(last_text))
-        history = self.history
-        sent = int(last_text) if last_text else history.last
-        writer.write(http_head(200, "text/event-stream; charset=utf-8", None, (("X-Accel-Buffering", "no"),))
-                     + b"retry: 1000\n\n")
-        self._stream_opened()
-        streaming = asyncio.ensure_future(self._stream(writer, history, sent, charger))
-        # The client sends nothing after its request: end of input (or anything) means it has gone,
-        # even while the stream waits for an event.
-        gone = asyncio.ensure_future(request.reader.read(1024))
-        try:
-            await asyncio.wait([streaming, gone], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            streaming.cancel()
-            gone.cancel()
-            self._stream_closed()
-        if streaming.done() and not streaming.cancelled() and streaming.exception() is not None:
-            raise streaming.exception()  # type: ignore[misc]
-
-    def _stream_opened(self) -> None:
-        """Keep every event while a stream is open (see EventHistory)."""
-        history = self.history
-        if self._keep_every_event is not None:
-            self._keep_every_event.cancel()
-            self._keep_every_event = None
-        elif history.readers == 0:
-            bus = self.system.bus
-            bus.subscribe(history, *[name for name in EVENT_FIELDS if name not in EventHistory.ALWAYS])
-        history.readers += 1
-
-    def _stream_closed(self) -> None:
-        history = self.history
-        history.readers -= 1
-        if history.readers == 0:
-            def keep_transcript_events_only() -> None:
-                self._keep_every_event = None
-                self.system.bus.unsubscribe(history)
-                self.system.bus.subscribe(history, *EventHistory.ALWAYS)
-            self._keep_every_event = asyncio.get_running_loop().call_later(EVENT_RESUME_SECONDS,
-                                                                           keep_transcript_events_only)
-
-    @staticmethod
-    async def _stream(writer: asyncio.StreamWriter, history: EventHistory, sent: int, charger: Optional[str]) -> None:
-        owed = 0  # events missed and not yet reported
-        while True:
-            events, missed = history.after(sent)
-            owed += missed
-            if not events:
-                if await history.wait(sent, EVENT_STREAM_KEEPALIVE):
-                    # Each reader at its own pace, so that twenty do not all write in the same turn.
-                    await asyncio.sleep(EVENT_STREAM_PACE * random.uniform(0.5, 1.5))
-                else:
-                    writer.write(b": keepalive\n\n")
-                await writer.drain()
-                continue
-            if charger is None and not owed:
-                messages = [event.sse or event.sse_message() for event in events]
-            else:
-                messages = []
-                for event in events:
-                    if charger is None or event.charger == charger:
-                        messages.append(event.sse_message(owed))
-                        owed = 0
-            sent = max(sent, events[-1].seq)
-            if messages:
-                writer.write(b"".join(messages))
-                await writer.drain()  # a slow reader waits here, and nobody else does
-
     async def list_faults(self, request: HttpRequest, writer: asyncio.StreamWriter) -> Tuple[int, Any]:
         """GET /api/faults: the faults in force, as their words."""
         return 200, {"faults": [str(fault) for fault in self.system.faults.faults]}
@@ -6195,6 +6742,20 @@ class HttpApi:
         records = [record for record in (transcript_record(event) for event in self.history.events
                                          if charger is None or event.charger == charger) if record is not None]
         return 200, {"records": records[-limit:]}
+
+
+class FileRoutes:
+    """The file server's routes, GET, HEAD, PUT and POST /files/... (see FileStore)."""
+
+    def __init__(self, api: HttpApi) -> None:
+        self.api = api
+        self.system = api.system
+        self.out = api.out
+        self.files = api.files
+
+    @property
+    def access(self) -> HttpAccess:
+        return self.api.access  # made anew once the port listens
 
     async def get_file(self, request: HttpRequest, writer: asyncio.StreamWriter, segments: List[str]
                        ) -> Optional[Tuple[int, Any]]:
@@ -6894,7 +7455,7 @@ def page_state_json(system: "CentralSystem", history: EventHistory) -> str:
     warnings, the open transactions' charts, the latest frame-log rows, and the id of the newest
     event in it (the page's event stream resumes from there).  Escaped for a data block."""
     state = {
-        "eventId": str(history.last), "ts": UTC_CLOCK.now(),
+        "eventId": "%s:%d" % (history.run, history.last), "ts": UTC_CLOCK.now(),
         "limits": {"charts": CHARTS_KEPT, "points": CHART_POINTS, "warnings": SPEC_WARNINGS_KEPT},
         "chargers": [charger_record(system, charger) for charger in system.states.values()],
         "warnings": {charger.charger_id: list(charger.spec_texts)
@@ -7461,6 +8022,16 @@ def non_empty(text: str) -> str:
     return text
 
 
+def http_token(text: str) -> str:
+    """An argparse type: --http-token, visible ASCII only: it travels in an Authorization header."""
+    non_empty(text)
+    if not all("!" <= char <= "~" for char in text):
+        raise argparse.ArgumentTypeError(
+            "must be visible ASCII only (no spaces around it or in it, no accents, no control "
+            "characters): it is sent as an HTTP header, where nothing else arrives intact")
+    return text
+
+
 def byte_size(text: str) -> int:
     """argparse type: a size in bytes, with an optional K, M or G suffix (powers of 1024)."""
     match = re.fullmatch(r"(\d{1,12})([KkMmGg]?)", text.strip())
@@ -7499,6 +8070,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "the FlexiCharge charger accepts)")
     parser.add_argument("--call-timeout", type=number_in(0.1, 86400), default=30.0,
                         help="seconds to wait for a charger's reply to a server CALL (default %(default)g)")
+    parser.add_argument("--hold-for", type=number_in(0.1, 86400), default=DEFAULT_HOLD_FOR,
+                        metavar="SECONDS", help="how long a charger command typed while no "
+                        "charger is ready waits for one before it is dropped (default %(default)g)")
     parser.add_argument("--auto-start-after", type=number_in(0, 86400), metavar="N",
                         help="send RemoteStartTransaction N seconds after a charger's handshake")
     parser.add_argument("--auto-stop-after", type=number_in(0, 86400), metavar="M",
@@ -7540,8 +8114,12 @@ def build_parser() -> argparse.ArgumentParser:
     web.add_argument("--http-port", type=number_in(0, 65535, int), metavar="PORT",
                      help="default: the websocket port + 1 (a free port with --port 0)")
     web.add_argument("--no-http", dest="http", action="store_false", help="no HTTP port at all")
-    web.add_argument("--http-token", type=non_empty, metavar="TOKEN",
+    web.add_argument("--http-token", type=http_token, metavar="TOKEN",
                      help="every HTTP request needs it (Authorization: Bearer TOKEN, or open /?token=TOKEN once)")
+    web.add_argument("--http-max-connections", type=number_in(1, 1000000, int), metavar="N",
+                     default=DEFAULT_HTTP_MAX_CONNECTIONS,
+                     help="HTTP connections served at once; more get 503 (default "
+                     "%(default)s, fewer when the open-files limit is low)")
     web.add_argument("--files-dir", metavar="DIR", help="where uploads are stored and files are served from "
                      "(default: a new temporary folder, kept at exit)")
     web.add_argument("--max-upload-size", type=byte_size, default=DEFAULT_MAX_UPLOAD, metavar="BYTES",
@@ -7610,6 +8188,7 @@ async def serve_until_stopped(system: CentralSystem, options: "Settings", out: O
                                           require_subprotocol=options.strict, client_ca=bool(options.client_ca))
     access.faults = system.faults
     route_library_logs(out, access)
+    report_accept_errors(system)
     server = await listen(system, options, out, access)
     if isinstance(server, int):
         return server
@@ -7625,6 +8204,7 @@ async def serve_until_stopped(system: CentralSystem, options: "Settings", out: O
         server.close()
         return http_api
     print_banner(system, options, out, access)
+    note_open_files(system, options)
     if steps is None:
         console.start_reader(loop, stdin)
     else:
@@ -7726,7 +8306,8 @@ async def start_http(system: CentralSystem, options: "Settings", out: Output, co
         out.error(None, "cannot use --files-dir %s: %s" % (options.files_dir, exc.strerror or exc))
         return 2
     api = HttpApi(system, console, options.http_host,
-                  FileStore(root, options.max_upload_size, options.files_quota, temporary), options.http_token)
+                  FileStore(root, options.max_upload_size, options.files_quota, temporary),
+                  options.http_token, http_connection_bound(options.http_max_connections))
     try:
         await api.listen(port)
     except OSError as exc:
@@ -7741,6 +8322,79 @@ async def start_http(system: CentralSystem, options: "Settings", out: Output, co
         return 1
     system.http = api
     return api
+
+
+def open_files_limit() -> Optional[int]:
+    """The soft open-files limit (None where the platform has none to read)."""
+    if resource is None:
+        return None
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def raise_open_files_limit() -> None:
+    """Raise the soft open-files limit to the hard one, where the platform allows: every charger and
+    every HTTP connection is a descriptor, and 1,024 (a common default) is few."""
+    if resource is None:
+        return
+    unlimited = resource.RLIM_INFINITY
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == unlimited:
+        return
+    # macOS refuses more than its OPEN_MAX, even under an unlimited hard limit.
+    for wanted in (hard, MACOS_OPEN_MAX):
+        if (wanted == unlimited or wanted > soft) and (hard == unlimited or wanted <= hard):
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+                return
+            except (ValueError, OSError):
+                continue
+
+
+def http_connection_bound(wanted: int) -> int:
+    """HTTP connections served at once: ``wanted`` (--http-max-connections), but never so many that
+    they, and the 503s under way, leave fewer than OPEN_FILES_FOR_CHARGERS descriptors free."""
+    limit = open_files_limit()
+    if limit is None:
+        return wanted
+    return max(1, min(wanted, limit - OPEN_FILES_FOR_CHARGERS - HTTP_BUSY_ANSWERS))
+
+
+def note_open_files(system: CentralSystem, options: "Settings") -> None:
+    """A banner line when the open-files limit stays low, or holds the HTTP connections under
+    --http-max-connections."""
+    limit = open_files_limit()
+    bound = system.http.max_connections if system.http is not None else 0
+    lowered = system.http is not None and bound < options.http_max_connections
+    if limit is None or limit >= LOW_OPEN_FILES and not lowered:
+        return
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    system.log("warn", None, "open files are limited to %d (ulimit -n%s): fewer than %d chargers "
+               "at once%s" % (limit, "; the hard limit too" if hard == limit else "",
+                           max(0, limit - bound - HTTP_BUSY_ANSWERS),
+                           "; HTTP connections at most %d, not %d"
+                           % (bound, options.http_max_connections) if lowered else ""))
+
+
+def report_accept_errors(system: CentralSystem) -> None:
+    """Make a failed accept() (out of descriptors, EMFILE or ENFILE, or memory) one line per burst.
+
+    asyncio reports each failure with a traceback through the loop's
+    exception handler, up to a hundred per listening socket and turn, and
+    stops accepting on that socket for a second (its back-off; the waiting
+    connections stay queued in the kernel).  This handler counts them
+    instead; every other report goes to asyncio's own handler.
+    """
+    failures = BurstReport(lambda count, seconds: system.log(
+        "warn", None, "out of open files: %d connection%s could not be accepted in %g s (retried "
+        "every second; raise ulimit -n)" % (count, "" if count == 1 else "s", seconds)))
+
+    def handle(loop: asyncio.AbstractEventLoop, context: Dict[str, Any]) -> None:
+        if context.get("message") == "socket.accept() out of system resource":
+            failures.add()
+        else:
+            loop.default_exception_handler(context)
+    asyncio.get_running_loop().set_exception_handler(handle)
 
 
 def keep_or_remove(folder: str, out: Output) -> None:
@@ -7831,7 +8485,7 @@ class Settings:
                  "charger_ids",
                  "tag_rules", "unknown_tags",
                  "concurrent_tx", "script", "log", "quiet", "faults", "http", "http_host", "http_port", "http_token",
-                 "files_dir", "max_upload_size", "files_quota")
+                 "files_dir", "max_upload_size", "files_quota", "hold_for", "http_max_connections")
 
     def __init__(self, **values: Any) -> None:
         for name in self.__slots__:
@@ -7958,6 +8612,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         sys.stderr.write("ocpp_mock_server: %s\n" % too_old)
         return 2
     options = parse_settings(argv)
+    raise_open_files_limit()
     out = Output(quiet=options.quiet)
     terminal = TerminalSettings()
     try:

@@ -3132,18 +3132,28 @@ class EventStream:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
         assert head.startswith(b"HTTP/1.1 200"), head
         assert b"text/event-stream" in head
-        return cls(reader, writer)
+        stream = cls(reader, writer)
+        while not hasattr(stream, "hello"):  # every stream starts with its hello event
+            line = (await asyncio.wait_for(reader.readline(), TIMEOUT)).decode("utf-8")
+            if line.startswith("data: "):
+                stream.hello = json.loads(line[6:])
+        return stream
 
     async def next(self, timeout: float = TIMEOUT) -> dict:
-        """The next event: its JSON with its SSE id checked against the JSON's."""
-        event_id = None
+        """The next event: its JSON with its SSE id (``<run>:<number>``) checked against the JSON's;
+        the stream's ``hello`` is kept as ``self.hello``."""
+        event_id, name = None, None
         while True:
             line = (await asyncio.wait_for(self.reader.readline(), timeout)).decode("utf-8").rstrip("\n")
-            if line.startswith("id: "):
-                event_id = int(line[4:])
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("id: "):
+                event_id = line[4:]
+            elif line.startswith("data: ") and name == "hello":
+                self.hello, name = json.loads(line[6:]), None
             elif line.startswith("data: "):
                 event = json.loads(line[6:])
-                assert event["id"] == event_id
+                assert event_id == "%s:%d" % (self.hello["run"], event["id"])
                 return event
 
     async def until(self, predicate, timeout: float = TIMEOUT) -> list:
@@ -3165,7 +3175,7 @@ def is_frame(direction: str, label: str):
 @charger_test
 async def test_api_lists_the_chargers_and_their_state(start_server):
     server = start_server()
-    assert (await http(server, "GET", "/api/chargers")).json == {"apiVersion": 1, "chargers": []}
+    assert (await http(server, "GET", "/api/chargers")).json == {"apiVersion": 2, "chargers": []}
     charger = await booted_charger(server)
     await charger.call("StatusNotification", dict(CHARGER_REQUEST_SAMPLES["StatusNotification"], status="Charging"))
     started = await charger.call("StartTransaction", CHARGER_REQUEST_SAMPLES["StartTransaction"])
@@ -3713,7 +3723,7 @@ async def test_streams_keep_every_event_while_open_then_frames_and_the_transcrip
     assert "call_answered" in [event["type"] for event in seen]
     stream.close()
     deadline = time.monotonic() + TIMEOUT  # the server stops keeping other events 0.2 s after the close
-    while server.call_in_loop(lambda: server.system.http._keep_every_event is not None or
+    while server.call_in_loop(lambda: server.system.http.streams._keep_every_event is not None or
                               server.system.http.history.readers > 0):
         assert time.monotonic() < deadline
         await asyncio.sleep(0.02)

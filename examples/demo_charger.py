@@ -90,7 +90,7 @@ class Station:
         self.meter_task: Optional["asyncio.Task[None]"] = None
         self.charger: Optional["DemoCharger"] = None  # the connection now, if any
         self.queued: List[Tuple[str, dict]] = []
-        self.starting = False  # a StartTransaction is on its way
+        self.starting = False  # a RemoteStart accepted, its StartTransaction not answered yet
         self.suspended = False  # the battery is full: SuspendedEV, 0 W, until the transaction stops
 
 
@@ -177,7 +177,7 @@ class DemoCharger:
                 "SuspendedEV" if self.station.suspended else "Charging"  # back mid-session?
             if "two-calls" in self.misbehave:  # both at once, not one after the other
                 await asyncio.gather(self.status(status), self.call("Heartbeat", {}))
-            else:
+            elif not self.station.starting:  # a start accepted meanwhile reports Preparing itself
                 await self.status(status)
             if "bad-transition" in self.misbehave:
                 await self.status("Finishing")  # Available -> Finishing: the status diagram has no such step
@@ -245,17 +245,19 @@ class DemoCharger:
                        "timestamp": now_iso()}
         await self.call("StatusNotification", payload)
 
-    async def start_transaction(self, id_tag: str) -> None:
-        await self.status("Preparing")
+    def start_payload(self, id_tag: str) -> dict:
+        meter = self.station.energy_wh
         if self.flexicharge:
-            payload = {"connectorId": str(self.connector), "id_tag": None, "meterStart": self.station.energy_wh,
-                       "timestamp": time.time(), "reservationId": None}
-        else:
-            payload = {"connectorId": self.connector, "idTag": id_tag, "meterStart": self.station.energy_wh,
-                       "timestamp": now_iso()}
-        self.station.starting = True
+            return {"connectorId": str(self.connector), "id_tag": None, "meterStart": meter,
+                    "timestamp": time.time(), "reservationId": None}
+        return {"connectorId": self.connector, "idTag": id_tag, "meterStart": meter,
+                "timestamp": now_iso()}
+
+    async def start_transaction(self, id_tag: str) -> None:
+        self.station.starting = True  # until StartTransaction is answered (or the connection ends)
         try:
-            reply = await self.call("StartTransaction", payload)
+            await self.status("Preparing")
+            reply = await self.call("StartTransaction", self.start_payload(id_tag))
         finally:
             self.station.starting = False
         transaction_id = reply.get("transactionId") if isinstance(reply, dict) else None
@@ -358,11 +360,12 @@ class DemoCharger:
         else:
             accepted = True
         busy = self.station.transaction_id is not None or self.station.starting
-        if accepted and busy:
+        if accepted and busy:  # as a real charger: one start at a time, none during a transaction
             say("RemoteStartTransaction refused: connector %d is %s" % (
                 self.connector, "preparing" if self.station.starting else "charging"))
         accepted = accepted and not busy
         if accepted:
+            self.station.starting = True  # at once: a second start arriving now is refused
             self.spawn(self.start_transaction(str(id_tag)))
         return {"status": "Accepted" if accepted else "Rejected"}
 

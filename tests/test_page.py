@@ -259,14 +259,14 @@ def test_the_page_retries_a_busy_server_and_redraws_after_a_restart(
     assert browser.find_elements(By.CSS_SELECTOR, 'section.card[data-charger="CP-OLD"]')
     first.stop()
     refusals = []
-    event_stream = mock.HttpApi.event_stream
+    event_stream = mock.EventStreams.open
 
     async def busy_at_first(self, request, writer):  # what a server over its connection bound says
         if len(refusals) < 2:
             refusals.append(request.path)
             raise mock.HttpError(503, "busy", (("Retry-After", "1"),))
         return await event_stream(self, request, writer)
-    monkeypatch.setattr(mock.HttpApi, "event_stream", busy_at_first)
+    monkeypatch.setattr(mock.EventStreams, "open", busy_at_first)
     second = start_server("--port", str(ws_port), "--http-port", str(web_port))
     wait_in_browser(browser, lambda: "busy" in browser.find_element(By.ID, "status").text,
                     "the page saying the server is busy")
