@@ -2300,8 +2300,8 @@ class ChargerCalls:
 
     def on_call(self, frame: Frame) -> Optional[str]:
         """The answer to a charger's CALL: its handler's reply, or a CALLERROR."""
-        session, action, payload, message_id = (self.session, frame.action, frame.payload,
-                                                 frame.message_id)
+        session = self.session
+        action, payload, message_id = frame.action, frame.payload, frame.message_id
         label = ACTION_LABELS.get(action) or printable(action)
         session.frame_in(label, None, frame)
         fault = session.system.faults.fire(session, action) if session.reply_faults else None
