@@ -1,4 +1,5 @@
-"""Tests not yet moved to their area's file in this folder (see conftest.py for the helpers)."""
+"""The demo charger (examples/demo_charger.py) and whole sessions end to end, in both dialects.
+"""
 
 import asyncio
 import json
