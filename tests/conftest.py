@@ -31,6 +31,20 @@ import websockets
 
 import ocpp_mock_server as mock
 
+# ---------------------------------------------------------------------------------------- Schedule
+
+
+def pytest_collection_modifyitems(items):
+    """Longest first: ``@pytest.mark.slow(seconds)`` tests run before the others, the longest first.
+    The workers take tests one by one (``--maxschedchunk 1`` in pytest.ini), so the long tests start
+    at once on all workers and the short ones fill in around them: the suite ends when its longest
+    test does, not when a long test drawn last does."""
+    def expected_seconds(item) -> float:
+        marker = item.get_closest_marker("slow")
+        return marker.args[0] if marker else 0.0
+    items.sort(key=expected_seconds, reverse=True)  # stable: the others keep their order
+
+
 # -------------------------------------------------------------------------------- Paths and limits
 # Paths are relative to the repository root, so the tests run from any folder.
 

@@ -29,6 +29,7 @@ MISBEHAVIOUR_CASES = [
 
 @pytest.mark.parametrize("misbehave, server_args, typed, waits, rule", MISBEHAVIOUR_CASES,
                          ids=[case[0] for case in MISBEHAVIOUR_CASES])
+@pytest.mark.slow(2)
 @pytest.mark.parametrize("behaves", [False, True], ids=["misbehaves", "behaves"])
 def test_each_behaviour_check_catches_its_misbehaviour_and_only_that(start_server, misbehave, server_args, typed, waits,
                                                                       rule, behaves):
@@ -53,6 +54,7 @@ def test_each_behaviour_check_catches_its_misbehaviour_and_only_that(start_serve
     assert checks == ([] if behaves else [rule]), output
 
 
+@pytest.mark.slow(3)
 def test_the_offline_queue_arrives_in_order_after_an_outage_and_no_transaction_is_lost(start_server):
     server = start_server("--call-timeout", "5")
     demo = subprocess.Popen([sys.executable, str(DEMO_CHARGER), server.url + "/CP-DEMO", "--meter-interval", "0.2",

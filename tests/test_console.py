@@ -162,6 +162,7 @@ async def test_the_first_minutes_wording(start_server):
     await two.close()
 
 
+@pytest.mark.slow(5)
 def test_the_guides_sample_session_is_what_a_real_run_prints(start_server):
     text = GUIDE.read_text()
     sample = text.split("This is that session as the server printed it")[1].split("```text\n")[1].split("```")[0]
@@ -184,6 +185,7 @@ def test_the_guides_sample_session_is_what_a_real_run_prints(start_server):
     assert frames - sample_lines == set(), "a real run prints frames the guide does not show"
 
 
+@pytest.mark.slow(2)
 @pytest.mark.skipif(not hasattr(os, "openpty") or importlib.util.find_spec("readline") is None,
                     reason="no pseudo-terminal or no readline on this platform (Windows): the console reads lines as "
                     "they come")

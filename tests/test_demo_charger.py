@@ -22,6 +22,7 @@ from conftest import (
 )
 
 
+@pytest.mark.slow(3)
 @pytest.mark.parametrize("dialect", ["ocpp1.6", "flexicharge"])
 def test_end_to_end_demo_session_in_both_dialects(start_server, tmp_path, dialect):
     log = tmp_path / "transcript.jsonl"

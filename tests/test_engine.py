@@ -114,6 +114,7 @@ async def test_a_charger_that_disconnects_fails_its_pending_calls(start_server):
     server.wait_for(r"CP-1 !! ClearCache failed: CP-1 disconnected")
 
 
+@pytest.mark.slow(2)
 @charger_test
 async def test_auto_start_and_auto_stop_run_a_whole_session(start_server):
     server = start_server("--auto-start-after", "0.2", "--auto-stop-after", "0.6", stdin=subprocess.DEVNULL)
@@ -141,6 +142,7 @@ async def test_auto_start_and_auto_stop_run_a_whole_session(start_server):
     await charger.close()
 
 
+@pytest.mark.slow(2)
 def test_a_flood_on_one_connection_leaves_another_chargers_latency_alone(start_server):
     server = start_server("--no-boot-data", "--quiet")
 

@@ -372,6 +372,7 @@ async def test_the_token_guards_every_request_but_the_chargers_file_urls(start_s
     await charger.close()
 
 
+@pytest.mark.slow(5)
 def test_http_flags_that_would_expose_or_cannot_work_are_start_up_errors(tmp_path):
     exposed = subprocess.run([sys.executable, str(SERVER), "--http-host", "0.0.0.0"], stdin=subprocess.DEVNULL,
                              capture_output=True, text=True, timeout=TIMEOUT * 2)
@@ -390,6 +391,7 @@ def test_http_flags_that_would_expose_or_cannot_work_are_start_up_errors(tmp_pat
     assert given.returncode == 1 and "cannot listen for HTTP on 127.0.0.1:%d" % port in given.stdout
 
 
+@pytest.mark.slow(1.5)
 def test_a_taken_default_http_port_is_one_warning_and_ocpp_runs_on():
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 import ocpp_mock_server as mock
 from conftest import (
     SERVER,
@@ -39,6 +41,7 @@ async def test_control_characters_from_the_wire_are_escaped(start_server):
     assert "bad\\x1b[2Jframe\\x0dline" in output
 
 
+@pytest.mark.slow(2)
 @charger_test
 async def test_the_transcript_survives_kill_9(tmp_path):
     log = tmp_path / "transcript.jsonl"
@@ -101,6 +104,7 @@ async def test_warn_once_tables_are_bounded_with_one_suppressed_line(in_process)
 
 
 # Item 5: output never blocks the loop.
+@pytest.mark.slow(2)
 def test_a_stdout_nobody_reads_neither_stops_the_answers_nor_the_signals():
     command = [sys.executable, str(SERVER), "--port", "0", "--no-boot-data"]
     proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

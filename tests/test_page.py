@@ -10,6 +10,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from conftest import (
     DEMO_CHARGER,
     TIMEOUT,
@@ -36,6 +38,7 @@ def test_the_page_is_self_contained_and_locked_down(start_server):
     assert "script-src 'sha256-%s'" % digest in policy and "frame-ancestors 'none'" in policy
 
 
+@pytest.mark.slow(8)
 def test_the_page_shows_a_session_started_from_its_button(start_server):
     from_browser = headless_browser()
     from selenium.webdriver.common.by import By

@@ -11,6 +11,7 @@ from conftest import (
 )
 
 
+@pytest.mark.slow(2)
 @pytest.mark.parametrize("script", ["smoke.txt", "commands.txt"])
 @pytest.mark.parametrize("dialect", ["ocpp1.6", "flexicharge"])
 def test_the_example_scenarios_pass_against_the_demo_charger(script, dialect):
@@ -33,6 +34,7 @@ def test_a_scenario_whose_expect_cannot_hold_exits_1_naming_the_line(tmp_path):
     assert "smoke" not in output and "sleep 5" not in output.split("FAILED")[1]  # it stopped at the failure
 
 
+@pytest.mark.slow(2)
 def test_a_timed_out_wait_exits_1_with_what_arrived(tmp_path):
     script = tmp_path / "slow.txt"
     script.write_text("wait BootNotification\nwait MeterValues x2 within 1\n")
@@ -63,6 +65,7 @@ def test_an_invalid_script_exits_2_before_listening(tmp_path, text, message):
     assert "listening on" not in output
 
 
+@pytest.mark.slow(1.5)
 def test_a_charger_that_never_connects_fails_by_timeout(tmp_path):
     script = tmp_path / "lonely.txt"
     script.write_text("charger CP-9 within 1\nwait BootNotification\n")
@@ -71,6 +74,7 @@ def test_a_charger_that_never_connects_fails_by_timeout(tmp_path):
     assert "lonely.txt:1 FAILED charger CP-9 within 1: charger CP-9 did not connect within 1 s" in output
 
 
+@pytest.mark.slow(2)
 def test_disconnect_and_expect_reconnect(tmp_path):
     script = tmp_path / "reconnect.txt"
     script.write_text("charger CP-R\nwait BootNotification\ndisconnect\nexpect-reconnect within 10\n"
@@ -81,6 +85,7 @@ def test_disconnect_and_expect_reconnect(tmp_path):
     assert output.count("CP-R ** connected from") == 2
 
 
+@pytest.mark.slow(3)
 def test_strict_scenarios_fail_on_spec_warnings_even_when_every_step_passes(tmp_path):
     script = tmp_path / "gate.txt"
     script.write_text("wait BootNotification\nsleep 1\n")
@@ -91,6 +96,7 @@ def test_strict_scenarios_fail_on_spec_warnings_even_when_every_step_passes(tmp_
     assert re.search(r">> scenario gate\.txt: FAIL at --strict, 2 of 2 steps passed", output), output
 
 
+@pytest.mark.slow(2)
 def test_strict_smoke_scenario_fails_on_the_flexicharge_dialect():
     status, output = run_scenario(SCENARIOS / "smoke.txt", "--strict", charger_args=("--flexicharge",))
     assert status == 1, output
@@ -98,6 +104,7 @@ def test_strict_smoke_scenario_fails_on_the_flexicharge_dialect():
            "OccurenceConstraintViolation" in output, output
 
 
+@pytest.mark.slow(4)
 @pytest.mark.parametrize("dialect", ["ocpp1.6", "flexicharge"])
 def test_the_offline_scenario_passes_against_the_demo_charger(dialect):
     charger_args = ("--meter-interval", "0.2", "--reconnect") + (("--flexicharge",) if dialect == "flexicharge" else ())
@@ -109,6 +116,7 @@ def test_the_offline_scenario_passes_against_the_demo_charger(dialect):
     assert "!! check" not in output
 
 
+@pytest.mark.slow(2)
 def test_a_behaviour_check_fails_a_strict_scenario_run():
     status, output = run_scenario(SCENARIOS / "smoke.txt", "--strict",
                                   charger_args=("--meter-interval", "0.2", "--misbehave", "meter-backwards"))

@@ -85,6 +85,7 @@ async def test_a_frame_over_the_size_limit_closes_with_1009(start_server, limit_
     server.wait_for(r"CP-BIG \*\* disconnected \(closed by the server with 1009.*a frame over --max-message-size")
 
 
+@pytest.mark.slow(4)
 def test_a_half_open_connection_does_not_block_anyone_or_the_shutdown():
     server = ServerProcess("--no-boot-data", stdin=subprocess.DEVNULL).wait_ready()
     port = int(server.url.rsplit(":", 1)[1])
@@ -110,6 +111,7 @@ def test_a_half_open_connection_does_not_block_anyone_or_the_shutdown():
         server.stop()
 
 
+@pytest.mark.slow(3)
 def test_a_charger_that_ignores_the_close_frame_does_not_hold_up_shutdown():
     server = ServerProcess("--no-boot-data", stdin=subprocess.DEVNULL).wait_ready()
     port = int(server.url.rsplit(":", 1)[1])
