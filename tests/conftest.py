@@ -39,9 +39,11 @@ def pytest_collection_modifyitems(items):
     The workers take tests one by one (``--maxschedchunk 1`` in pytest.ini), so the long tests start
     at once on all workers and the short ones fill in around them: the suite ends when its longest
     test does, not when a long test drawn last does."""
+
     def expected_seconds(item) -> float:
         marker = item.get_closest_marker("slow")
         return marker.args[0] if marker else 0.0
+
     items.sort(key=expected_seconds, reverse=True)  # stable: the others keep their order
 
 
@@ -70,13 +72,15 @@ def schema_problems(name: str, payload) -> list:
     """Errors of ``payload`` against the official 1.6 schema ``name`` (e.g. "ResetResponse")."""
     if name not in _validators:
         schema = json.loads((SCHEMAS / (name + ".json")).read_text())
-        _validators[name] = jsonschema.Draft4Validator(schema, format_checker=jsonschema.FormatChecker())
+        _validators[name] = jsonschema.Draft4Validator(
+            schema, format_checker=jsonschema.FormatChecker()
+        )
     return [error.message for error in _validators[name].iter_errors(payload)]
 
 
 def assert_valid(name: str, payload) -> None:
     problems = schema_problems(name, payload)
-    assert not problems, "%s %s: %s" % (name, json.dumps(payload), problems)
+    assert not problems, f"{name} {json.dumps(payload)}: {problems}"
 
 
 def _compare_rule(schema, rule, path, root, differences):
@@ -88,18 +92,27 @@ def _compare_rule(schema, rule, path, root, differences):
     elif kind == "string":
         expected = mock.DateTime if schema.get("format") == "date-time" else mock.String
     else:
-        expected = {"integer": mock.Integer, "number": mock.Decimal, "boolean": mock.Boolean,
-                    "object": mock.Object, "array": mock.Array}[kind]
+        expected = {
+            "integer": mock.Integer,
+            "number": mock.Decimal,
+            "boolean": mock.Boolean,
+            "object": mock.Object,
+            "array": mock.Array,
+        }[kind]
     if type(rule) is not expected:
-        differences.append("%s: %s, schema says %s" % (path, type(rule).__name__, expected.__name__))
+        differences.append(f"{path}: {type(rule).__name__}, schema says {expected.__name__}")
         return
     if expected is mock.Enum and tuple(rule.values) != tuple(schema["enum"]):
-        differences.append("%s: enum %s, schema %s" % (path, rule.values, schema["enum"]))
+        differences.append("{}: enum {}, schema {}".format(path, rule.values, schema["enum"]))
     if expected is mock.String and rule.max_length != schema.get("maxLength"):
-        differences.append("%s: maxLength %s, schema %s" % (path, rule.max_length, schema.get("maxLength")))
+        differences.append(
+            "{}: maxLength {}, schema {}".format(path, rule.max_length, schema.get("maxLength"))
+        )
     if expected is mock.Array:
         if rule.min_items != schema.get("minItems", 0):
-            differences.append("%s: minItems %s, schema %s" % (path, rule.min_items, schema.get("minItems", 0)))
+            differences.append(
+                "{}: minItems {}, schema {}".format(path, rule.min_items, schema.get("minItems", 0))
+            )
         _compare_rule(schema["items"], rule.items, path + "[]", root, differences)
     if expected is mock.Object:
         _compare_object(schema, rule, path, root, differences)
@@ -108,11 +121,13 @@ def _compare_rule(schema, rule, path, root, differences):
 def _compare_object(schema, rule, path, root, differences):
     properties = schema.get("properties", {})
     if set(properties) != set(rule.fields):
-        differences.append("%s: fields %s, schema %s" % (path, sorted(rule.fields), sorted(properties)))
+        differences.append(f"{path}: fields {sorted(rule.fields)}, schema {sorted(properties)}")
     if set(rule.required_names) != set(schema.get("required", [])):
-        differences.append("%s: required %s, schema %s" % (path, rule.required_names, schema.get("required")))
+        differences.append(
+            "{}: required {}, schema {}".format(path, rule.required_names, schema.get("required"))
+        )
     if schema.get("additionalProperties", True) is not False:
-        differences.append("%s: the schema allows extra fields, the lint does not" % path)
+        differences.append(f"{path}: the schema allows extra fields, the lint does not")
     for name in set(properties) & set(rule.fields):
         _compare_rule(properties[name], rule.fields[name], path + "." + name, root, differences)
 
@@ -123,10 +138,27 @@ def _compare_object(schema, rule, path, root, differences):
 class ServerProcess:
     """``python ocpp_mock_server.py`` in a subprocess, with its output collected."""
 
-    def __init__(self, *args: str, stdin=subprocess.PIPE, cwd=None, script=SERVER, port_args=("--port", "0")):
-        command = [sys.executable, "-W", "error::DeprecationWarning", str(script), *port_args, *args]
-        self.proc = subprocess.Popen(command, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, encoding="utf-8", cwd=cwd, bufsize=1)
+    def __init__(
+        self, *args: str, stdin=subprocess.PIPE, cwd=None, script=SERVER, port_args=("--port", "0")
+    ):
+        command = [
+            sys.executable,
+            "-W",
+            "error::DeprecationWarning",
+            str(script),
+            *port_args,
+            *args,
+        ]
+        self.proc = subprocess.Popen(
+            command,
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            encoding="utf-8",
+            cwd=cwd,
+            bufsize=1,
+        )
         self.lines = []
         self._changed = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -162,7 +194,7 @@ class ServerProcess:
                         return match
                 left = deadline - time.monotonic()
                 if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
-                    raise AssertionError("no line matching %r; output:\n%s" % (pattern, self.output()))
+                    raise AssertionError(f"no line matching {pattern!r}; output:\n{self.output()}")
                 self._changed.wait(min(left, 0.1))
 
     def output(self, since: int = 0) -> str:
@@ -170,8 +202,9 @@ class ServerProcess:
             return "\n".join(self.lines[since:])
 
     def settled_output(self) -> str:
-        """Everything printed so far: an echo typed now comes back after every line queued before it."""
-        token = "settled %d" % time.monotonic_ns()
+        """Everything printed so far: an echo typed now comes back after every line queued before
+        it."""
+        token = f"settled {time.monotonic_ns()}"
         self.type("echo " + token)
         self.wait_for(">> " + token)
         return self.output()
@@ -199,11 +232,16 @@ class ServerProcess:
 @pytest.fixture
 def start_server():
     """Start a server for the test: in this process by default (fast, its state at hand), or as a
-    process (``process=True``, or any ServerProcess option) where the process itself is under test."""
+    process (``process=True``, or any ServerProcess option) where the process itself is under
+    test."""
     servers = []
 
     def start(*args, process: bool = False, **kwargs):
-        server = ServerProcess(*args, **kwargs).wait_ready() if process or kwargs else InProcessServer(*args)
+        server = (
+            ServerProcess(*args, **kwargs).wait_ready()
+            if process or kwargs
+            else InProcessServer(*args)
+        )
         servers.append(server)
         return server
 
@@ -231,8 +269,12 @@ def _run_in_process(args, stdin_reader):
     options = mock.parse_settings(["--port", "0", "--no-boot-data", *args])
     out = mock.Output(stream=out_stream)
     result = {}
-    thread = threading.Thread(target=lambda: result.setdefault(
-        "code", asyncio.run(mock.run_server(options, out, stdin=stdin_reader))), daemon=True)
+    thread = threading.Thread(
+        target=lambda: result.setdefault(
+            "code", asyncio.run(mock.run_server(options, out, stdin=stdin_reader))
+        ),
+        daemon=True,
+    )
     thread.start()
     deadline = time.monotonic() + TIMEOUT
     while "listening on" not in out_stream.getvalue():
@@ -261,7 +303,8 @@ class _Stream:
 
 
 class InProcessServer:
-    """The server on an event loop thread of this process, with a console pipe and its state at hand."""
+    """The server on an event loop thread of this process, with a console pipe and its state at
+    hand."""
 
     def __init__(self, *args: str):
         self.stream = _Stream()
@@ -278,7 +321,9 @@ class InProcessServer:
 
         def serve():
             with os.fdopen(read_end, "rb") as stdin:
-                self.result["code"] = asyncio.run(mock.run_server(options, out, stdin=stdin, started=started))
+                self.result["code"] = asyncio.run(
+                    mock.run_server(options, out, stdin=stdin, started=started)
+                )
             ready.set()
 
         self.thread = threading.Thread(target=serve, daemon=True)
@@ -308,6 +353,7 @@ class InProcessServer:
             @staticmethod
             def poll():
                 return None if thread.is_alive() else 0
+
         return Alive
 
     @property
@@ -328,6 +374,7 @@ class InProcessServer:
                 result["value"] = function(*args)
             finally:
                 done.set()
+
         self.loop.call_soon_threadsafe(run_it)
         assert done.wait(TIMEOUT)
         return result.get("value")
@@ -380,7 +427,8 @@ class LoopThread:
 
 
 class WireFrame(list):
-    """A frame as the test charger received it: equal to its JSON array, with names for the fields."""
+    """A frame as the test charger received it: equal to its JSON array, with names for the
+    fields."""
 
     type_id = property(lambda self: self[0])
     message_id = property(lambda self: self[1])
@@ -424,10 +472,11 @@ class Charger:
             elif frame[1] == message_id:
                 return frame
             else:
-                raise AssertionError("unexpected frame %r while waiting for %s" % (frame, message_id))
+                raise AssertionError(f"unexpected frame {frame!r} while waiting for {message_id}")
 
     async def replies_until(self, message_id: str, timeout: float = TIMEOUT):
-        """Every reply up to and with the one to ``message_id`` (for frames sent without waiting)."""
+        """Every reply up to and with the one to ``message_id`` (for frames sent without
+        waiting)."""
         deadline = time.monotonic() + timeout
         replies = []
         while not replies or replies[-1][1] != message_id:
@@ -440,7 +489,7 @@ class Charger:
 
     async def call(self, action: str, payload, message_id: str = None):
         self.sequence += 1
-        message_id = message_id or "m%d" % self.sequence
+        message_id = message_id or f"m{self.sequence}"
         await self.send_frame([2, message_id, action, payload])
         return await self.reply_to(message_id)
 
@@ -453,7 +502,7 @@ class Charger:
                     self.server_calls.remove(frame)
                     return frame
             frame = await self.receive(max(0.01, deadline - time.monotonic()))
-            assert frame[0] == 2, "expected a CALL from the server, got %r" % (frame,)
+            assert frame[0] == 2, f"expected a CALL from the server, got {frame!r}"
             self.server_calls.append(frame)
 
     async def no_frame_within(self, seconds: float):
@@ -461,10 +510,12 @@ class Charger:
             frame = await asyncio.wait_for(self.ws.recv(), seconds)
         except asyncio.TimeoutError:
             return
-        raise AssertionError("expected no frame, got %r" % frame)
+        raise AssertionError(f"expected no frame, got {frame!r}")
 
     async def boot(self, answer_boot_data: bool = True, flexicharge: bool = False):
-        reply = await self.call("BootNotification", {"chargePointVendor": "Test", "chargePointModel": "Mock-1"})
+        reply = await self.call(
+            "BootNotification", {"chargePointVendor": "Test", "chargePointModel": "Mock-1"}
+        )
         assert reply.payload["status"] == "Accepted"
         if answer_boot_data:
             call = await self.expect_call("DataTransfer")
@@ -485,23 +536,28 @@ def run(coroutine):
 def charger_test(test):
     """Run an ``async def`` test on an event loop of its own (30 s at most): the one helper every
     test that plays a charger uses.  Its fixtures are resolved as for any test."""
+
     @functools.wraps(test)
     def run_test(*args, **kwargs):
         return run(test(*args, **kwargs))
+
     return run_test
 
 
 async def booted_charger(server, charger_id="CP-1", **kwargs):
     charger = await Charger.connect(server.url, charger_id, **kwargs)
     await charger.boot()
-    server.wait_for(r"%s <- DataTransfer\.conf" % re.escape(charger_id))
+    server.wait_for(rf"{re.escape(charger_id)} <- DataTransfer\.conf")
     return charger
 
 
 def _connect_kwargs(headers):
     # websockets.connect is the asyncio client from websockets 14 on, the legacy one before.
-    name = "additional_headers" if websockets.connect.__module__.startswith("websockets.asyncio") \
+    name = (
+        "additional_headers"
+        if websockets.connect.__module__.startswith("websockets.asyncio")
         else "extra_headers"
+    )
     return {name: headers}
 
 
@@ -521,11 +577,13 @@ async def _text_reply(charger, text: str, message_id: str):
 
 
 async def _connect_with_key(server, charger_id: str, key):
-    """A Charger logged in with HTTP Basic ``key`` (None: no credentials); the refusal's status if refused."""
+    """A Charger logged in with HTTP Basic ``key`` (None: no credentials); the refusal's status
+    if refused."""
     headers = [("Authorization", _basic(charger_id, key))] if key is not None else []
     try:
-        websocket = await websockets.connect(server.url + "/" + charger_id, subprotocols=["ocpp1.6"],
-                                             **_connect_kwargs(headers))
+        websocket = await websockets.connect(
+            server.url + "/" + charger_id, subprotocols=["ocpp1.6"], **_connect_kwargs(headers)
+        )
     except websockets.InvalidHandshake as exc:
         return _refusal_status(exc)
     return Charger(websocket)
@@ -537,9 +595,11 @@ async def _connect_with_key(server, charger_id: str, key):
 
 def _raw_handshake(port: int, path: str = "/CP-RAW", complete: bool = True) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
-    request = ("GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-               "Sec-WebSocket-Protocol: ocpp1.6\r\n" % (path, port))
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: ocpp1.6\r\n"
+    )
     if not complete:
         sock.sendall(request.encode())  # no blank line: the handshake never completes
         return sock
@@ -558,7 +618,9 @@ def _raw_send(sock: socket.socket, opcode: int, payload: bytes) -> None:
         header += bytes([0x80 | len(payload)])
     else:
         header += bytes([0x80 | 126]) + len(payload).to_bytes(2, "big")
-    sock.sendall(header + mask + bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload)))
+    sock.sendall(
+        header + mask + bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
+    )
 
 
 def _raw_close_code(sock: socket.socket) -> int:
@@ -573,7 +635,7 @@ def _raw_close_code(sock: socket.socket) -> int:
                 break
             if opcode == 8:
                 return int.from_bytes(data[2:4], "big")
-            data = data[2 + length:]
+            data = data[2 + length :]
 
 
 # ----------------------------------------------------- Sample payloads and the FlexiCharge fixture
@@ -595,13 +657,32 @@ CHARGER_REQUEST_SAMPLES = {
     "DiagnosticsStatusNotification": {"status": "Uploaded"},
     "FirmwareStatusNotification": {"status": "Installed"},
     "Heartbeat": {},
-    "MeterValues": {"connectorId": 1, "transactionId": 1, "meterValue": [
-        {"timestamp": NOW, "sampledValue": [{"value": "1234", "measurand": "Energy.Active.Import.Register",
-                                             "unit": "Wh"}]}]},
+    "MeterValues": {
+        "connectorId": 1,
+        "transactionId": 1,
+        "meterValue": [
+            {
+                "timestamp": NOW,
+                "sampledValue": [
+                    {"value": "1234", "measurand": "Energy.Active.Import.Register", "unit": "Wh"}
+                ],
+            }
+        ],
+    },
     "StartTransaction": {"connectorId": 1, "idTag": "TAG-1", "meterStart": 0, "timestamp": NOW},
-    "StatusNotification": {"connectorId": 1, "errorCode": "NoError", "status": "Available", "timestamp": NOW},
-    "StopTransaction": {"transactionId": 1, "idTag": "TAG-1", "meterStop": 1500, "timestamp": NOW,
-                        "reason": "Remote"},
+    "StatusNotification": {
+        "connectorId": 1,
+        "errorCode": "NoError",
+        "status": "Available",
+        "timestamp": NOW,
+    },
+    "StopTransaction": {
+        "transactionId": 1,
+        "idTag": "TAG-1",
+        "meterStop": 1500,
+        "timestamp": NOW,
+        "reason": "Remote",
+    },
     "SecurityEventNotification": {"type": "FirmwareUpdated", "timestamp": NOW},
     "SignCertificate": {"csr": "-----BEGIN CERTIFICATE REQUEST-----"},
     "LogStatusNotification": {"status": "Uploaded", "requestId": 1},
@@ -618,7 +699,9 @@ CHARGER_REPLY_SAMPLES = {
     "ClearChargingProfile": {"status": "Accepted"},
     "DataTransfer": {"status": "Accepted"},
     "GetCompositeSchedule": {"status": "Rejected"},
-    "GetConfiguration": {"configurationKey": [{"key": "HeartbeatInterval", "readonly": False, "value": "60"}]},
+    "GetConfiguration": {
+        "configurationKey": [{"key": "HeartbeatInterval", "readonly": False, "value": "60"}]
+    },
     "GetDiagnostics": {"fileName": "diagnostics.log"},
     "GetLocalListVersion": {"listVersion": 1},
     "RemoteStartTransaction": {"status": "Accepted"},
@@ -644,8 +727,19 @@ LONG_ID = "x" * 37
 
 
 # Item 3: fair CPU, the mechanisms (the numbers are in bench/bench.py's fairness scenario).
-NEAR_MISS = {"connectorId": 1, "transactionId": 1, "meterValue": [{"timestamp": NOW, "sampledValue": [
-    {"value": str(number), "measurand": "Energy.Active.Import.Registe"} for number in range(1100)]}]}
+NEAR_MISS = {
+    "connectorId": 1,
+    "transactionId": 1,
+    "meterValue": [
+        {
+            "timestamp": NOW,
+            "sampledValue": [
+                {"value": str(number), "measurand": "Energy.Active.Import.Registe"}
+                for number in range(1100)
+            ],
+        }
+    ],
+}
 
 
 SPEC_ERROR_CODES = set(mock.ERROR_CODES) - {"InternalError"}
@@ -670,11 +764,25 @@ asyncio.run(flood(sys.argv[1], int(sys.argv[2])))
 """
 
 
-VALID_CALLS = [[2, "v%d" % number, action, payload]
-               for number, (action, payload) in enumerate(CHARGER_REQUEST_SAMPLES.items())]
+VALID_CALLS = [
+    [2, f"v{number}", action, payload]
+    for number, (action, payload) in enumerate(CHARGER_REQUEST_SAMPLES.items())
+]
 
 
-RANDOM_STRINGS = ["", "x", "Heartbeat", "null", "\u0000", "\u001b[2J", "\u202e", "é€😀", "9" * 40, "{", "[2]"]
+RANDOM_STRINGS = [
+    "",
+    "x",
+    "Heartbeat",
+    "null",
+    "\u0000",
+    "\u001b[2J",
+    "\u202e",
+    "é€😀",
+    "9" * 40,
+    "{",
+    "[2]",
+]
 
 
 def _random_value(rng, depth=0):
@@ -684,19 +792,23 @@ def _random_value(rng, depth=0):
     if choice == 1:
         return rng.choice([True, False])
     if choice == 2:
-        return rng.choice([0, -1, 1, 2, 3, 4, 2 ** 63, -(2 ** 31), 1.5, 1e308])
+        return rng.choice([0, -1, 1, 2, 3, 4, 2**63, -(2**31), 1.5, 1e308])
     if choice in (3, 4, 5):
         return rng.choice(RANDOM_STRINGS)
     if choice in (6, 7):
-        return {rng.choice(RANDOM_STRINGS + ["connectorId", "idTag", "status"]): _random_value(rng, depth + 1)
-                for _ in range(rng.randrange(3))}
+        return {
+            rng.choice(RANDOM_STRINGS + ["connectorId", "idTag", "status"]): _random_value(
+                rng, depth + 1
+            )
+            for _ in range(rng.randrange(3))
+        }
     return [_random_value(rng, depth + 1) for _ in range(rng.randrange(3))]
 
 
 def _mutate(rng, number):
     """A mutated CALL (as text) and, when it is CALL-shaped with a readable id, that id."""
     frame = json.loads(json.dumps(rng.choice(VALID_CALLS)))
-    frame[1] = "fz-%d" % number
+    frame[1] = f"fz-{number}"
     mutation = rng.randrange(12)
     payload = frame[3]
     if mutation == 0 and payload:
@@ -706,11 +818,13 @@ def _mutate(rng, number):
     elif mutation == 2:
         payload[rng.choice(RANDOM_STRINGS)] = _random_value(rng)
     elif mutation == 3:
-        frame[2] = rng.choice([_random_value(rng)] + [name for _, _, name, _ in VALID_CALLS] + ["Reset"])
+        frame[2] = rng.choice(
+            [_random_value(rng)] + [name for _, _, name, _ in VALID_CALLS] + ["Reset"]
+        )
     elif mutation == 4:
         frame[3] = _random_value(rng)
     elif mutation == 5:
-        frame = frame[:rng.randrange(5)] if rng.random() < 0.7 else frame + [_random_value(rng)]
+        frame = frame[: rng.randrange(5)] if rng.random() < 0.7 else frame + [_random_value(rng)]
     elif mutation == 6:
         frame[0] = rng.choice([0, 1, 3, 4, 5, "2", 2.0, None, True])
     elif mutation == 7:
@@ -719,16 +833,21 @@ def _mutate(rng, number):
         frame = _random_value(rng)
     text = json.dumps(frame)
     if mutation == 9:
-        text = text[:rng.randrange(len(text))]
+        text = text[: rng.randrange(len(text))]
     elif mutation == 10:
         position = rng.randrange(len(text))
-        text = text[:position] + rng.choice(["\"", "]", ",", "\\", "\u0001", "{"]) + text[position:]
+        text = text[:position] + rng.choice(['"', "]", ",", "\\", "\u0001", "{"]) + text[position:]
     try:
         parsed = json.loads(text)
     except ValueError:
         return text, None
-    if (isinstance(parsed, list) and len(parsed) >= 2 and type(parsed[0]) is int and parsed[0] == 2
-            and (isinstance(parsed[1], str) or type(parsed[1]) is int)):
+    if (
+        isinstance(parsed, list)
+        and len(parsed) >= 2
+        and type(parsed[0]) is int
+        and parsed[0] == 2
+        and (isinstance(parsed[1], str) or type(parsed[1]) is int)
+    ):
         return text, str(parsed[1])
     return text, None
 
@@ -773,8 +892,15 @@ def check_transcript_is_a_whole_session(records: list, charger_id: str, flexicha
     assert mine[0]["event"] == "connect" and mine[-1]["event"] == "disconnect"
     frames = [(record["dir"], json.loads(record["frame"])) for record in mine if "frame" in record]
     calls = [(direction, frame[2]) for direction, frame in frames if frame[0] == 2]
-    in_order = ["BootNotification", "DataTransfer", "RemoteStartTransaction", "StartTransaction", "MeterValues",
-                "RemoteStopTransaction", "StopTransaction"]
+    in_order = [
+        "BootNotification",
+        "DataTransfer",
+        "RemoteStartTransaction",
+        "StartTransaction",
+        "MeterValues",
+        "RemoteStopTransaction",
+        "StopTransaction",
+    ]
     names = [name for _, name in calls]
     positions = [names.index(name) for name in in_order]
     assert positions == sorted(positions), names
@@ -787,7 +913,9 @@ def check_transcript_is_a_whole_session(records: list, charger_id: str, flexicha
             last_call_action[frame[1]] = frame[2]
         elif direction == "out" and frame[0] == 3:
             action = last_call_action[frame[1]]
-            if flexicharge and action != "BootNotification":  # the dialect shows in its BootData reply
+            if (
+                flexicharge and action != "BootNotification"
+            ):  # the dialect shows in its BootData reply
                 assert frame[2] == action
             assert_valid(action + "Response", frame[-1])
         elif direction == "out" and frame[0] == 2:
@@ -797,23 +925,53 @@ def check_transcript_is_a_whole_session(records: list, charger_id: str, flexicha
                 assert_valid(frame[2], frame[3])
 
 
-def run_scenario(script: Path, *server_args: str, charger_args=("--meter-interval", "0.2"), charger_id="CP-1",
-                 start_charger=True, timeout=60):
+def run_scenario(
+    script: Path,
+    *server_args: str,
+    charger_args=("--meter-interval", "0.2"),
+    charger_id="CP-1",
+    start_charger=True,
+    timeout=60,
+):
     """Run ``--script`` with the demo charger; (exit status, server output)."""
-    server = subprocess.Popen([sys.executable, "-W", "error::DeprecationWarning", str(SERVER), "--port", "0",
-                               "--script", str(script), *server_args], stdin=subprocess.DEVNULL,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-W",
+            "error::DeprecationWarning",
+            str(SERVER),
+            "--port",
+            "0",
+            "--script",
+            str(script),
+            *server_args,
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     charger, listening = None, None
     head = []
-    for line in server.stdout:  # up to the URL it listens on (a script that is invalid never listens)
+    for (
+        line
+    ) in server.stdout:  # up to the URL it listens on (a script that is invalid never listens)
         head.append(line)
         listening = re.search(r"listening on (ws://\S+)", line)
         if listening:
             break
     try:
         if start_charger and listening:
-            charger = subprocess.Popen([sys.executable, str(DEMO_CHARGER), "%s/%s" % (listening.group(1), charger_id),
-                                        *charger_args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            charger = subprocess.Popen(
+                [
+                    sys.executable,
+                    str(DEMO_CHARGER),
+                    f"{listening.group(1)}/{charger_id}",
+                    *charger_args,
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         output, _ = server.communicate(timeout=timeout)
     finally:
         if server.poll() is None:
@@ -828,8 +986,13 @@ def run_scenario(script: Path, *server_args: str, charger_args=("--meter-interva
 # Item 13: the demo charger never hangs, and its data stays consistent.
 def _demo(*args, timeout=TIMEOUT):
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-W", "error::DeprecationWarning", str(DEMO_CHARGER), *args],
-                            capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        [sys.executable, "-W", "error::DeprecationWarning", str(DEMO_CHARGER), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
     return result, time.monotonic() - started
 
 
@@ -843,10 +1006,15 @@ def _normalized(line: str) -> str:
 
 
 def guide_session(server) -> list:
-    """The guide's section 4 session: the demo charger, `chargers` typed twice; the server's lines."""
+    """The guide's section 4 session: the demo charger, `chargers` typed twice; the server's
+    lines."""
     mark = server.mark()
-    demo = subprocess.run([sys.executable, str(DEMO_CHARGER), server.url + "/CP-1", "--once"], capture_output=True,
-                          text=True, timeout=30)
+    demo = subprocess.run(
+        [sys.executable, str(DEMO_CHARGER), server.url + "/CP-1", "--once"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert demo.returncode == 0, demo.stdout
     server.wait_for(r"CP-1 \*\* disconnected", since=mark)
     return [line for line in server.output(mark).splitlines() if " CP-1 " in line or ">> " in line]
@@ -868,27 +1036,40 @@ class HttpReply:
         return json.loads(self.body.decode("utf-8"))
 
     def __repr__(self):
-        return "HTTP %d %r" % (self.status, self.body[:300])
+        return f"HTTP {self.status} {self.body[:300]!r}"
 
 
 def http_port(server) -> int:
     return int(server.wait_for(r">> web page and HTTP API: http://[\d.]+:(\d+)/").group(1))
 
 
-async def http(server, method: str, path: str, body=None, headers=None, data: bytes = None, port: int = None,
-               timeout: float = TIMEOUT) -> HttpReply:
+async def http(
+    server,
+    method: str,
+    path: str,
+    body=None,
+    headers=None,
+    data: bytes = None,
+    port: int = None,
+    timeout: float = TIMEOUT,
+) -> HttpReply:
     """One request to the server's HTTP port; ``body`` is sent as JSON, ``data`` as it is."""
     port = port or http_port(server)
-    headers = dict({"Host": "127.0.0.1:%d" % port}, **(headers or {}))
+    headers = dict({"Host": f"127.0.0.1:{port}"}, **(headers or {}))
     if body is not None:
         data = json.dumps(body).encode("utf-8")
         headers.setdefault("Content-Type", "application/json")
     if data is not None and "Transfer-Encoding" not in headers:
         headers.setdefault("Content-Length", str(len(data)))
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    head = "%s %s HTTP/1.1\r\n%s\r\n" % (method, path, "".join("%s: %s\r\n" % item for item in headers.items()))
+    head = "{} {} HTTP/1.1\r\n{}\r\n".format(
+        method,
+        path,
+        "".join("{}: {}\r\n".format(*item) for item in headers.items()),
+    )
     writer.write(head.encode("latin-1") + (data or b""))
-    response = await asyncio.wait_for(reader.read(), timeout)  # the server closes after each response
+    # The server closes after each response.
+    response = await asyncio.wait_for(reader.read(), timeout)
     writer.close()
     head, _, payload = response.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
@@ -919,8 +1100,11 @@ class EventStream:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
             sock.connect(("127.0.0.1", port))
             reader, writer = await asyncio.open_connection(sock=sock)
-        writer.write(("GET /api/events%s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n%s\r\n" % (query, port, headers))
-                     .encode("latin-1"))
+        writer.write(
+            (f"GET /api/events{query} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}\r\n").encode(
+                "latin-1"
+            )
+        )
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
         assert head.startswith(b"HTTP/1.1 200"), head
         assert b"text/event-stream" in head
@@ -930,7 +1114,11 @@ class EventStream:
         """The next event: its JSON with its SSE id checked against the JSON's."""
         event_id = None
         while True:
-            line = (await asyncio.wait_for(self.reader.readline(), timeout)).decode("utf-8").rstrip("\n")
+            line = (
+                (await asyncio.wait_for(self.reader.readline(), timeout))
+                .decode("utf-8")
+                .rstrip("\n")
+            )
             if line.startswith("id: "):
                 event_id = int(line[4:])
             elif line.startswith("data: "):
@@ -951,15 +1139,20 @@ class EventStream:
 
 
 def is_frame(direction: str, label: str):
-    return lambda event: event["type"] == "frame" and event["direction"] == direction and event["label"] == label
+    return lambda event: (
+        event["type"] == "frame" and event["direction"] == direction and event["label"] == label
+    )
 
 
 def _listing(server):
-    return {entry["name"]: entry["size"] for entry in http_sync(server, "GET", "/files/").json["files"]}
+    return {
+        entry["name"]: entry["size"] for entry in http_sync(server, "GET", "/files/").json["files"]
+    }
 
 
 def urllib_quote(text: str) -> str:
     import urllib.parse
+
     return urllib.parse.quote(text, safe="")
 
 
@@ -977,7 +1170,10 @@ def headless_browser(width: int = 1280, height: int = 900):
         from selenium.webdriver.chrome.service import Service
     except ImportError:
         reason = "selenium is not installed (pip install -r requirements-dev.txt)"
-    browser, driver = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
+    browser, driver = (
+        shutil.which("chromium") or shutil.which("chromium-browser"),
+        shutil.which("chromedriver"),
+    )
     if reason is None and (browser is None or driver is None):
         reason = "no chromium and chromedriver on PATH (apt-get install chromium chromium-driver)"
     if reason is not None:
@@ -986,9 +1182,17 @@ def headless_browser(width: int = 1280, height: int = 900):
         pytest.skip("BROWSER TEST NOT RUN: " + reason)
     options = webdriver.ChromeOptions()
     options.binary_location = browser
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=%d,%d" % (width, height)):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--window-size={width},{height}",
+    ):
         options.add_argument(flag)
     return webdriver.Chrome(service=Service(driver), options=options)
 
@@ -996,8 +1200,10 @@ def headless_browser(width: int = 1280, height: int = 900):
 def wait_in_browser(driver, condition, what: str, timeout: float = 15.0):
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
-    return WebDriverWait(driver, timeout, poll_frequency=0.05, ignored_exceptions=(
-        StaleElementReferenceException,)).until(lambda _: condition(), message=what)
+
+    return WebDriverWait(
+        driver, timeout, poll_frequency=0.05, ignored_exceptions=(StaleElementReferenceException,)
+    ).until(lambda _: condition(), message=what)
 
 
 # ------------------------------------------------------------------------------------ Certificates
@@ -1015,17 +1221,30 @@ def _self_signed_certificate(directory: Path):
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ocpp-mock-test")])
     now = dt.datetime.now(dt.timezone.utc)
-    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-                   .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-                   .not_valid_after(now + dt.timedelta(days=1))
-                   .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                                  critical=False)
-                   .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                   .sign(key, hashes.SHA256()))
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
     certfile, keyfile = directory / "cert.pem", directory / "key.pem"
     certfile.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    keyfile.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
+    keyfile.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return certfile, keyfile
 
 
@@ -1037,18 +1256,33 @@ def _certificate_authority(directory: Path, name: str = "Test CA"):
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
+
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = _datetime.datetime.now(_datetime.timezone.utc)
-    certificate = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-                   .serial_number(x509.random_serial_number()).not_valid_before(now - _datetime.timedelta(days=1))
-                   .not_valid_after(now + _datetime.timedelta(days=30))
-                   .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                   .sign(key, hashes.SHA256()))
-    cert_path, key_path = directory / (name.replace(" ", "_") + ".pem"), directory / (name.replace(" ", "_") + ".key")
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _datetime.timedelta(days=1))
+        .not_valid_after(now + _datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = (
+        directory / (name.replace(" ", "_") + ".pem"),
+        directory / (name.replace(" ", "_") + ".key"),
+    )
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return cert_path, key_path, certificate, key
 
 
@@ -1057,14 +1291,19 @@ def _csr(common_name: str) -> str:
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
+
     key = ec.generate_private_key(ec.SECP256R1())
-    request = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(
-        [x509.NameAttribute(NameOID.COMMON_NAME, common_name)])).sign(key, hashes.SHA256())
+    request = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .sign(key, hashes.SHA256())
+    )
     return request.public_bytes(serialization.Encoding.PEM).decode()
 
 
 def _signed_by(ca_certificate, ca_key, directory: Path, common_name: str, server: bool = False):
-    """A certificate for ``common_name`` signed by the CA, written with its key: (cert path, key path)."""
+    """A certificate for ``common_name`` signed by the CA, written with its key: (cert path, key
+    path)."""
     import datetime as _datetime
     import ipaddress as _ipaddress
 
@@ -1072,20 +1311,33 @@ def _signed_by(ca_certificate, ca_key, directory: Path, common_name: str, server
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
+
     key = ec.generate_private_key(ec.SECP256R1())
     now = _datetime.datetime.now(_datetime.timezone.utc)
-    builder = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-               .issuer_name(ca_certificate.subject).public_key(key.public_key())
-               .serial_number(x509.random_serial_number()).not_valid_before(now - _datetime.timedelta(days=1))
-               .not_valid_after(now + _datetime.timedelta(days=30)))
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(ca_certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _datetime.timedelta(days=1))
+        .not_valid_after(now + _datetime.timedelta(days=30))
+    )
     if server:
-        builder = builder.add_extension(x509.SubjectAlternativeName(
-            [x509.IPAddress(_ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(_ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
     certificate = builder.sign(ca_key, hashes.SHA256())
     cert_path, key_path = directory / (common_name + ".pem"), directory / (common_name + ".key")
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return cert_path, key_path
 
 
@@ -1098,27 +1350,36 @@ class Terminal:
     def __init__(self, home: Path, *args: str):
         import pty
         import termios
+
         self.master, self.slave = pty.openpty()
         self.settings = termios.tcgetattr(self.slave)  # as the terminal was before the server ran
         env = dict(os.environ, HOME=str(home), TERM="xterm", COLUMNS="200")
-        self.proc = subprocess.Popen([sys.executable, str(SERVER), "--port", "0", "--no-http", *args],
-                                     stdin=self.slave, stdout=self.slave, stderr=self.slave, env=env, close_fds=True,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(SERVER), "--port", "0", "--no-http", *args],
+            stdin=self.slave,
+            stdout=self.slave,
+            stderr=self.slave,
+            env=env,
+            close_fds=True,
+            start_new_session=True,
+        )
         self.seen = b""
 
     def type(self, keys: str):
         os.write(self.master, keys.encode())
 
     def wait_for(self, pattern: str, count: int = 1, timeout: float = TIMEOUT) -> str:
-        """The terminal's output so far, once ``pattern`` has appeared ``count`` times (escapes removed)."""
+        """The terminal's output so far, once ``pattern`` has appeared ``count`` times (escapes
+        removed)."""
         import select
+
         deadline = time.monotonic() + timeout
         while True:
             text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]|\r", "", self.seen.decode("utf-8", "replace"))
             if len(re.findall(pattern, text)) >= count:
                 return text
             left = deadline - time.monotonic()
-            assert left > 0, "no %r (x%d) on the terminal:\n%s" % (pattern, count, text)
+            assert left > 0, f"no {pattern!r} (x{count}) on the terminal:\n{text}"
             if select.select([self.master], [], [], min(left, 0.1))[0]:
                 try:
                     self.seen += os.read(self.master, 65536)

@@ -33,36 +33,55 @@ def test_certificate_hash_data_agrees_with_the_cryptography_package():
 
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
+
     certificate = x509.load_pem_x509_certificate(mock.DEMO_CERTIFICATE.encode())
-    key = certificate.public_key().public_bytes(serialization.Encoding.X962,
-                                                serialization.PublicFormat.UncompressedPoint)
-    serial = certificate.serial_number.to_bytes((certificate.serial_number.bit_length() + 7) // 8, "big")
+    key = certificate.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    serial = certificate.serial_number.to_bytes(
+        (certificate.serial_number.bit_length() + 7) // 8, "big"
+    )
     assert mock.certificate_hash_data(mock.DEMO_CERTIFICATE) == {
-        "hashAlgorithm": "SHA256", "issuerNameHash": hashlib.sha256(certificate.issuer.public_bytes()).hexdigest(),
-        "issuerKeyHash": hashlib.sha256(key).hexdigest(), "serialNumber": serial.hex()}
-    assert_valid("DeleteCertificate", {"certificateHashData": mock.certificate_hash_data(mock.DEMO_CERTIFICATE)})
+        "hashAlgorithm": "SHA256",
+        "issuerNameHash": hashlib.sha256(certificate.issuer.public_bytes()).hexdigest(),
+        "issuerKeyHash": hashlib.sha256(key).hexdigest(),
+        "serialNumber": serial.hex(),
+    }
+    assert_valid(
+        "DeleteCertificate",
+        {"certificateHashData": mock.certificate_hash_data(mock.DEMO_CERTIFICATE)},
+    )
     with pytest.raises(ValueError):
-        mock.certificate_hash_data("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----")
+        mock.certificate_hash_data(
+            "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----"
+        )
 
 
 def test_the_certificate_commands_agree_with_the_demo_chargers_store(start_server, tmp_path):
     server = start_server("--files-dir", str(tmp_path))
-    demo = subprocess.Popen([sys.executable, str(DEMO_CHARGER), server.url + "/CP-SEC"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT)
+    demo = subprocess.Popen(
+        [sys.executable, str(DEMO_CHARGER), server.url + "/CP-SEC"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
     try:
         server.wait_for(r"CP-SEC <- DataTransfer\.conf")
-        for typed, answer in (("GetInstalledCertificateIds", r'\{"status":"NotFound"\}'),
-                              ("InstallCertificate", r'\{"status":"Accepted"\}'),
-                              ("GetInstalledCertificateIds", r'\{"status":"Accepted","certificateHashData":\[\{'),
-                              ("DeleteCertificate", r'\{"status":"Accepted"\}'),  # the one it listed
-                              ("GetInstalledCertificateIds", r'\{"status":"NotFound"\}')):
+        for typed, answer in (
+            ("GetInstalledCertificateIds", r'\{"status":"NotFound"\}'),
+            ("InstallCertificate", r'\{"status":"Accepted"\}'),
+            ("GetInstalledCertificateIds", r'\{"status":"Accepted","certificateHashData":\[\{'),
+            ("DeleteCertificate", r'\{"status":"Accepted"\}'),  # the one it listed
+            ("GetInstalledCertificateIds", r'\{"status":"NotFound"\}'),
+        ):
             mark = server.mark()
             server.type(typed)
-            server.wait_for(r"CP-SEC <- %s\.conf %s" % (typed, answer), since=mark)
+            server.wait_for(rf"CP-SEC <- {typed}\.conf {answer}", since=mark)
         # GetLog bare: the log lands in the files folder, under the charger's name.
         server.type("GetLog")
         server.wait_for(r'CP-SEC <- LogStatusNotification \{"status": "Uploaded", "requestId": 1\}')
-        assert (tmp_path / "CP-SEC" / "demo-security.log").read_text() == "demo charger security log\n"
+        assert (
+            tmp_path / "CP-SEC" / "demo-security.log"
+        ).read_text() == "demo charger security log\n"
         server.type("ExtendedTriggerMessage requestedMessage=SignChargePointCertificate")
         server.wait_for(r'CP-SEC <- SignCertificate \{"csr": "-----BEGIN CERTIFICATE REQUEST-----')
         server.wait_for(r'CP-SEC -> SignCertificate\.conf \{"status":"Accepted"\}')
@@ -77,16 +96,25 @@ async def test_sign_certificate_is_signed_with_the_ca_and_sent_back(start_server
     from cryptography import x509
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
+
     ca_path, key_path, ca, _ = _certificate_authority(tmp_path)
-    server = start_server("--ca-cert", str(ca_path), "--ca-key", str(key_path), "--files-dir", str(tmp_path / "files"))
+    server = start_server(
+        "--ca-cert", str(ca_path), "--ca-key", str(key_path), "--files-dir", str(tmp_path / "files")
+    )
     charger = await booted_charger(server)
-    assert (await charger.call("SignCertificate", {"csr": _csr("CP-1")})).payload == {"status": "Accepted"}
+    assert (await charger.call("SignCertificate", {"csr": _csr("CP-1")})).payload == {
+        "status": "Accepted"
+    }
     signed = await charger.expect_call("CertificateSigned")
     assert_valid("CertificateSigned", signed.payload)
     chain = x509.load_pem_x509_certificates(signed.payload["certificateChain"].encode())
     assert chain[0].subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "CP-1"
     assert chain[0].issuer == ca.subject and chain[1] == ca
-    ca.public_key().verify(chain[0].signature, chain[0].tbs_certificate_bytes, ec.ECDSA(chain[0].signature_hash_algorithm))
+    ca.public_key().verify(
+        chain[0].signature,
+        chain[0].tbs_certificate_bytes,
+        ec.ECDSA(chain[0].signature_hash_algorithm),
+    )
     await charger.answer(signed, {"status": "Accepted"})
     server.wait_for(r"CP-1 <- CertificateSigned\.conf")
     server.type("CertificateSigned")  # typed bare: the chain signed for this charger last
@@ -97,34 +125,50 @@ async def test_sign_certificate_is_signed_with_the_ca_and_sent_back(start_server
 
 
 @charger_test
-async def test_without_a_ca_the_csr_is_saved_with_the_line_that_sends_the_chain(start_server, tmp_path):
+async def test_without_a_ca_the_csr_is_saved_with_the_line_that_sends_the_chain(
+    start_server, tmp_path
+):
     server = start_server("--files-dir", str(tmp_path))
     charger = await booted_charger(server)
     csr = _csr("CP-1")
     await charger.call("SignCertificate", {"csr": csr})
-    saved = server.wait_for(r"CP-1 \*\* SignCertificate: the CSR is saved in (\S+); sign it .*, put the chain in "
-                            r"(\S+) and type: @CP-1 CertificateSigned certificateChain=@(\S+)$")
+    saved = server.wait_for(
+        r"CP-1 \*\* SignCertificate: the CSR is saved in (\S+); sign it .*, put the chain in "
+        r"(\S+) and type: @CP-1 CertificateSigned certificateChain=@(\S+)$"
+    )
     assert Path(saved.group(1)).read_text() == csr and saved.group(2) == saved.group(3)
     Path(saved.group(2)).write_text(mock.DEMO_CERTIFICATE)  # the operator's signed chain
     server.type("@CP-1 CertificateSigned certificateChain=@" + saved.group(2))
-    assert (await charger.expect_call("CertificateSigned")).payload == {"certificateChain": mock.DEMO_CERTIFICATE}
+    assert (await charger.expect_call("CertificateSigned")).payload == {
+        "certificateChain": mock.DEMO_CERTIFICATE
+    }
     await charger.close()
 
 
 @pytest.mark.slow(3)
 def test_ca_flags_are_checked_at_start_up(tmp_path):
-    for args, message in ((["--ca-cert", "ca.pem"], "--ca-cert and --ca-key go together"),
-                          (["--ca-cert", str(tmp_path / "no.pem"), "--ca-key", str(tmp_path / "no.key")],
-                           "no such file")):
-        result = subprocess.run([sys.executable, str(SERVER), *args], stdin=subprocess.DEVNULL,
-                                capture_output=True, text=True, timeout=TIMEOUT * 2)
+    for args, message in (
+        (["--ca-cert", "ca.pem"], "--ca-cert and --ca-key go together"),
+        (
+            ["--ca-cert", str(tmp_path / "no.pem"), "--ca-key", str(tmp_path / "no.key")],
+            "no such file",
+        ),
+    ):
+        result = subprocess.run(
+            [sys.executable, str(SERVER), *args],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT * 2,
+        )
         assert result.returncode == 2 and message in result.stderr
 
 
 @charger_test
 async def test_an_ocpp_package_charge_point_takes_every_security_command(start_server):
-    """The mobilityhouse ocpp library as the charger: it validates each CALL it gets against the official
-    schemas (an invalid one would be answered with a CALLERROR), and its replies are linted here."""
+    """The mobilityhouse ocpp library as the charger: it validates each CALL it gets against the
+    official schemas (an invalid one would be answered with a CALLERROR), and its replies are
+    linted here."""
     from ocpp.routing import on
     from ocpp.v16 import ChargePoint, call, call_result
     from ocpp.v16.enums import Action
@@ -163,13 +207,27 @@ async def test_an_ocpp_package_charge_point_takes_every_security_command(start_s
     charge_point = SecureChargePoint("CP-OCPP", websocket)
     listening = asyncio.ensure_future(charge_point.start())
     try:
-        await charge_point.call(call.BootNotification(charge_point_vendor="Lib", charge_point_model="ocpp"))
-        for action in ("CertificateSigned", "DeleteCertificate", "ExtendedTriggerMessage", "GetInstalledCertificateIds",
-                       "GetLog", "InstallCertificate", "SignedUpdateFirmware"):
+        await charge_point.call(
+            call.BootNotification(charge_point_vendor="Lib", charge_point_model="ocpp")
+        )
+        for action in (
+            "CertificateSigned",
+            "DeleteCertificate",
+            "ExtendedTriggerMessage",
+            "GetInstalledCertificateIds",
+            "GetLog",
+            "InstallCertificate",
+            "SignedUpdateFirmware",
+        ):
             mark = server.mark()
             server.type(action)
-            answer = await asyncio.get_running_loop().run_in_executor(  # the charge point answers meanwhile
-                None, functools.partial(server.wait_for, r"CP-OCPP <- %s(\.conf| CALLERROR)" % action, since=mark))
+            # The charge point answers meanwhile.
+            answer = await asyncio.get_running_loop().run_in_executor(
+                None,
+                functools.partial(
+                    server.wait_for, rf"CP-OCPP <- {action}(\.conf| CALLERROR)", since=mark
+                ),
+            )
             assert answer.group(1) == ".conf", server.output(mark)
         assert "spec:" not in server.settled_output()
     finally:

@@ -77,13 +77,15 @@ async def test_transaction_ids_increase_and_stop_answers_id_tag_info(start_serve
     charger = await Charger.connect(server.url)
     start = CHARGER_REQUEST_SAMPLES["StartTransaction"]
     first = (await charger.call("StartTransaction", start)).payload["transactionId"]
-    stop = await charger.call("StopTransaction", dict(CHARGER_REQUEST_SAMPLES["StopTransaction"],
-                                                     transactionId=first))
+    stop = await charger.call(
+        "StopTransaction", dict(CHARGER_REQUEST_SAMPLES["StopTransaction"], transactionId=first)
+    )
     assert stop[2] == {"idTagInfo": {"status": "Accepted"}}
     second = (await charger.call("StartTransaction", start)).payload["transactionId"]
     assert isinstance(first, int) and second > first
-    without_tag = await charger.call("StopTransaction", {"transactionId": second, "meterStop": 1,
-                                                         "timestamp": NOW})
+    without_tag = await charger.call(
+        "StopTransaction", {"transactionId": second, "meterStop": 1, "timestamp": NOW}
+    )
     assert without_tag[2] == {}
     await charger.close()
 
@@ -145,14 +147,16 @@ async def test_a_flexicharge_charger_is_served_as_it_is(start_server):
     # The path-less FlexiCharge URL gets an id derived from the peer address.
     server.wait_for(r"127\.0\.0\.1 \*\* connected from 127\.0\.0\.1:\d+ with no id in the URL path")
     # Its own MeterValues form, rendered as measurand value unit.
-    server.wait_for(r"<- MeterValues connector 1, transaction 1: SoC 42 %, Power\.Active,Import 7400 W, "
-                    r"Energy\.Active\.Import 1234 Wh")
+    server.wait_for(
+        r"<- MeterValues connector 1, transaction 1: SoC 42 %, Power\.Active,Import 7400 W, "
+        r"Energy\.Active\.Import 1234 Wh"
+    )
     # Off-spec parts are answered and reported once each.
     output = server.settled_output()
     assert output.count("spec: StatusNotification.connectorId must be an integer") == 1
     assert "spec: StartTransaction.id_tag is not a field" in output
     assert "spec: MeterValues.values is not a field" in output
-    assert "message id \"0jdsEnnyo2kpCP8FLfHlNpbvQXosR5ZNlh8v\" reused" in output
+    assert 'message id "0jdsEnnyo2kpCP8FLfHlNpbvQXosR5ZNlh8v" reused' in output
 
 
 @charger_test
@@ -160,25 +164,44 @@ async def test_standard_meter_values_are_rendered(start_server):
     server = start_server("--no-boot-data")
 
     charger = await Charger.connect(server.url)
-    payload = {"connectorId": 2, "meterValue": [{"timestamp": NOW, "sampledValue": [
-        {"value": "7.4", "measurand": "Power.Active.Import", "unit": "kW"},
-        {"value": "230.1", "measurand": "Voltage", "unit": "V", "phase": "L1-N"},
-        {"value": "99"}]}]}
+    payload = {
+        "connectorId": 2,
+        "meterValue": [
+            {
+                "timestamp": NOW,
+                "sampledValue": [
+                    {"value": "7.4", "measurand": "Power.Active.Import", "unit": "kW"},
+                    {"value": "230.1", "measurand": "Voltage", "unit": "V", "phase": "L1-N"},
+                    {"value": "99"},
+                ],
+            }
+        ],
+    }
     await charger.call("MeterValues", payload)
     await charger.close()
 
-    server.wait_for(r"<- MeterValues connector 2: Power\.Active\.Import 7\.4 kW, Voltage 230\.1 V L1-N, "
-                    r"Energy\.Active\.Import\.Register 99 Wh$")
+    server.wait_for(
+        r"<- MeterValues connector 2: Power\.Active\.Import 7\.4 kW, Voltage 230\.1 V L1-N, "
+        r"Energy\.Active\.Import\.Register 99 Wh$"
+    )
     assert "spec:" not in server.settled_output()
 
 
-@pytest.mark.parametrize("args, tag, expected, rule", [
-    ((), "ANY", {"status": "Accepted"}, None),
-    (("--tag", "B1=Blocked"), "B1", {"status": "Blocked"}, r"--tag B1=Blocked"),
-    (("--tag", "B1=Blocked"), "OTHER", {"status": "Accepted"}, r"--unknown-tags Accepted"),
-    (("--unknown-tags", "Invalid"), "OTHER", {"status": "Invalid"}, r"--unknown-tags Invalid"),
-    (("--tag", "E1=Expired", "--unknown-tags", "Blocked"), "E1", {"status": "Expired"}, r"--tag E1=Expired"),
-])
+@pytest.mark.parametrize(
+    "args, tag, expected, rule",
+    [
+        ((), "ANY", {"status": "Accepted"}, None),
+        (("--tag", "B1=Blocked"), "B1", {"status": "Blocked"}, r"--tag B1=Blocked"),
+        (("--tag", "B1=Blocked"), "OTHER", {"status": "Accepted"}, r"--unknown-tags Accepted"),
+        (("--unknown-tags", "Invalid"), "OTHER", {"status": "Invalid"}, r"--unknown-tags Invalid"),
+        (
+            ("--tag", "E1=Expired", "--unknown-tags", "Blocked"),
+            "E1",
+            {"status": "Expired"},
+            r"--tag E1=Expired",
+        ),
+    ],
+)
 @charger_test
 async def test_authorization_rules(start_server, args, tag, expected, rule):
     server = start_server("--no-boot-data", *args)
@@ -187,33 +210,64 @@ async def test_authorization_rules(start_server, args, tag, expected, rule):
     authorize = await charger.call("Authorize", {"idTag": tag})
     assert authorize[2] == {"idTagInfo": expected}
     assert_valid("AuthorizeResponse", authorize[2])
-    start = await charger.call("StartTransaction", dict(CHARGER_REQUEST_SAMPLES["StartTransaction"], idTag=tag))
+    start = await charger.call(
+        "StartTransaction", dict(CHARGER_REQUEST_SAMPLES["StartTransaction"], idTag=tag)
+    )
     assert start[2]["idTagInfo"] == expected
     assert_valid("StartTransactionResponse", start[2])
-    stop = await charger.call("StopTransaction", dict(CHARGER_REQUEST_SAMPLES["StopTransaction"], idTag=tag,
-                                                      transactionId=start[2]["transactionId"]))
+    stop = await charger.call(
+        "StopTransaction",
+        dict(
+            CHARGER_REQUEST_SAMPLES["StopTransaction"],
+            idTag=tag,
+            transactionId=start[2]["transactionId"],
+        ),
+    )
     assert stop[2] == {"idTagInfo": expected}
     await charger.close()
 
     if rule:
-        server.wait_for(r"CP-1 \*\* Authorize idTag \"%s\": %s \(%s\)" % (tag, expected["status"], rule))
+        server.wait_for(
+            r"CP-1 \*\* Authorize idTag \"{}\": {} \({}\)".format(tag, expected["status"], rule)
+        )
 
 
 @charger_test
-async def test_a_tags_file_and_the_chargers_listing_and_transcript_name_the_rule(start_server, tmp_path):
+async def test_a_tags_file_and_the_chargers_listing_and_transcript_name_the_rule(
+    start_server, tmp_path
+):
     tags = tmp_path / "tags.json"
-    tags.write_text(json.dumps({"VIP": {"status": "Accepted", "expiryDate": "2030-01-01T00:00:00Z",
-                                        "parentIdTag": "FLEET"}, "OLD": "Expired"}))
+    tags.write_text(
+        json.dumps(
+            {
+                "VIP": {
+                    "status": "Accepted",
+                    "expiryDate": "2030-01-01T00:00:00Z",
+                    "parentIdTag": "FLEET",
+                },
+                "OLD": "Expired",
+            }
+        )
+    )
     log = tmp_path / "transcript.jsonl"
-    server = start_server("--no-boot-data", "--tags", str(tags), "--unknown-tags", "Invalid", "--log", str(log))
+    server = start_server(
+        "--no-boot-data", "--tags", str(tags), "--unknown-tags", "Invalid", "--log", str(log)
+    )
 
     charger = await Charger.connect(server.url)
     vip = await charger.call("Authorize", {"idTag": "VIP"})
-    assert vip[2]["idTagInfo"] == {"status": "Accepted", "expiryDate": "2030-01-01T00:00:00Z",
-                                   "parentIdTag": "FLEET"}
+    assert vip[2]["idTagInfo"] == {
+        "status": "Accepted",
+        "expiryDate": "2030-01-01T00:00:00Z",
+        "parentIdTag": "FLEET",
+    }
     assert_valid("AuthorizeResponse", vip[2])
-    assert (await charger.call("Authorize", {"idTag": "OLD"})).payload["idTagInfo"] == {"status": "Expired"}
-    assert (await charger.call("Authorize", {"idTag": "NEW"})).payload["idTagInfo"] == {"status": "Invalid"}
+    assert (await charger.call("Authorize", {"idTag": "OLD"})).payload["idTagInfo"] == {
+        "status": "Expired"
+    }
+    assert (await charger.call("Authorize", {"idTag": "NEW"})).payload["idTagInfo"] == {
+        "status": "Invalid"
+    }
     mark = server.mark()
     server.type("chargers")
     server.wait_for(r">>   Authorize idTag \"OLD\": Expired \(--tags tags\.json\)", since=mark)
@@ -221,10 +275,14 @@ async def test_a_tags_file_and_the_chargers_listing_and_transcript_name_the_rule
     await charger.close()
 
     server.stop()
-    decisions = [record for record in read_transcript(log) if record.get("event") == "authorization"]
+    decisions = [
+        record for record in read_transcript(log) if record.get("event") == "authorization"
+    ]
     assert [(record["idTag"], record["status"], record["rule"]) for record in decisions] == [
-        ("VIP", "Accepted", "--tags tags.json"), ("OLD", "Expired", "--tags tags.json"),
-        ("NEW", "Invalid", "--unknown-tags Invalid")]
+        ("VIP", "Accepted", "--tags tags.json"),
+        ("OLD", "Expired", "--tags tags.json"),
+        ("NEW", "Invalid", "--unknown-tags Invalid"),
+    ]
 
 
 @charger_test
@@ -239,45 +297,71 @@ async def test_concurrent_tx(start_server):
     second = await two.call("StartTransaction", start)
     assert second.payload["idTagInfo"] == {"status": "ConcurrentTx"}
     assert_valid("StartTransactionResponse", second[2])
-    assert (await two.call("Authorize", {"idTag": "SHARED"})).payload["idTagInfo"] == {"status": "ConcurrentTx"}
-    assert (await two.call("Authorize", {"idTag": "SOLO"})).payload["idTagInfo"] == {"status": "Accepted"}
+    assert (await two.call("Authorize", {"idTag": "SHARED"})).payload["idTagInfo"] == {
+        "status": "ConcurrentTx"
+    }
+    assert (await two.call("Authorize", {"idTag": "SOLO"})).payload["idTagInfo"] == {
+        "status": "Accepted"
+    }
     await one.close()
     await two.close()
 
-    server.wait_for(r"CP-2 \*\* StartTransaction idTag \"SHARED\": ConcurrentTx \(--concurrent-tx: transaction 1 "
-                    r"on CP-1 connector 1\)")
+    server.wait_for(
+        r"CP-2 \*\* StartTransaction idTag \"SHARED\": ConcurrentTx \(--concurrent-tx: "
+        r"transaction 1 "
+        r"on CP-1 connector 1\)"
+    )
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--tag", "X=Maybe"], "--tag X=Maybe: expected TAG=STATUS"),
-    (["--tags", "/nonexistent/tags.json"], "--tags /nonexistent/tags.json: No such file"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--tag", "X=Maybe"], "--tag X=Maybe: expected TAG=STATUS"),
+        (["--tags", "/nonexistent/tags.json"], "--tags /nonexistent/tags.json: No such file"),
+    ],
+)
 def test_authorization_flag_mistakes_are_one_line(args, message):
-    result = subprocess.run([sys.executable, str(SERVER), *args], capture_output=True, text=True, timeout=10,
-                            stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        [sys.executable, str(SERVER), *args],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        stdin=subprocess.DEVNULL,
+    )
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 
 
 def test_a_bad_tags_file_is_one_line(tmp_path):
     tags = tmp_path / "tags.json"
     tags.write_text('{"T": {"status": "Sure"}}')
-    result = subprocess.run([sys.executable, str(SERVER), "--tags", str(tags)], capture_output=True, text=True,
-                            timeout=10, stdin=subprocess.DEVNULL)
-    assert result.returncode == 2 and "tag \"T\": status \"Sure\" is not allowed" in result.stderr
+    result = subprocess.run(
+        [sys.executable, str(SERVER), "--tags", str(tags)],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 2 and 'tag "T": status "Sure" is not allowed' in result.stderr
 
 
 # Item 7: never InternalError for a charger's value.
 @pytest.mark.parametrize("strict", [False, True])
 @pytest.mark.parametrize("value", ["+-1", "²", "--3", "1" * 5000, "١", " 7 ", "0x10"])
 @charger_test
-async def test_string_connector_and_transaction_ids_never_get_internal_error(in_process, strict, value):
+async def test_string_connector_and_transaction_ids_never_get_internal_error(
+    in_process, strict, value
+):
     server = in_process("--no-boot-data", *(("--strict",) if strict else ()))
 
     charger = await Charger.connect(server.url, "CP-INT")
     if strict:
         await charger.boot(answer_boot_data=False)
-    for action, field in (("StatusNotification", "connectorId"), ("StartTransaction", "connectorId"),
-                          ("StopTransaction", "transactionId"), ("MeterValues", "connectorId")):
+    for action, field in (
+        ("StatusNotification", "connectorId"),
+        ("StartTransaction", "connectorId"),
+        ("StopTransaction", "transactionId"),
+        ("MeterValues", "connectorId"),
+    ):
         payload = dict(CHARGER_REQUEST_SAMPLES[action], **{field: value})
         reply = await charger.call(action, payload)
         if strict:
@@ -296,38 +380,74 @@ def test_any_json_value_in_any_field_gets_a_conf_or_a_spec_callerror_never_inter
     """Item 7's class, closed: any JSON value in any field of the 14 actions, lenient and strict."""
     hypothesis = pytest.importorskip("hypothesis")
     strategies = hypothesis.strategies
-    leaves = (strategies.none() | strategies.booleans() | strategies.integers(-10 ** 40, 10 ** 40)
-              | strategies.floats(allow_nan=False, allow_infinity=False) | strategies.text(max_size=30)
-              | strategies.sampled_from(["+-1", "²", "--3", "1" * 5000, "\ud800", "Energy.Active.Import.Registe",
-                                         "", " 1 ", "1e999"]))
+    leaves = (
+        strategies.none()
+        | strategies.booleans()
+        | strategies.integers(-(10**40), 10**40)
+        | strategies.floats(allow_nan=False, allow_infinity=False)
+        | strategies.text(max_size=30)
+        | strategies.sampled_from(
+            [
+                "+-1",
+                "²",
+                "--3",
+                "1" * 5000,
+                "\ud800",
+                "Energy.Active.Import.Registe",
+                "",
+                " 1 ",
+                "1e999",
+            ]
+        )
+    )
     json_values = strategies.recursive(
-        leaves, lambda children: strategies.lists(children, max_size=4)
-        | strategies.dictionaries(strategies.text(max_size=12), children, max_size=4), max_leaves=12)
+        leaves,
+        lambda children: (
+            strategies.lists(children, max_size=4)
+            | strategies.dictionaries(strategies.text(max_size=12), children, max_size=4)
+        ),
+        max_leaves=12,
+    )
     samples = {action: CHARGER_REQUEST_SAMPLES[action] for action in mock.CHARGER_ACTION_HANDLERS}
-    cases = strategies.sampled_from(sorted(samples)).flatmap(lambda action: strategies.tuples(
-        strategies.just(action),
-        strategies.sampled_from(list(_paths(samples[action])) + [("unknownField",)]),
-        json_values))
+    cases = strategies.sampled_from(sorted(samples)).flatmap(
+        lambda action: strategies.tuples(
+            strategies.just(action),
+            strategies.sampled_from(list(_paths(samples[action])) + [("unknownField",)]),
+            json_values,
+        )
+    )
 
-    servers = [InProcessServer("--no-boot-data", "--quiet"), InProcessServer("--no-boot-data", "--quiet", "--strict")]
+    servers = [
+        InProcessServer("--no-boot-data", "--quiet"),
+        InProcessServer("--no-boot-data", "--quiet", "--strict"),
+    ]
     loop = LoopThread()
     chargers = [loop.run(Charger.connect(server.url, "CP-PROP")) for server in servers]
     loop.run(chargers[1].boot(answer_boot_data=False))
     counter = itertools.count()
 
     async def calls_at_once(action, payload, message_ids):  # both servers at once: half the waits
-        return await asyncio.gather(*(charger.call(action, payload, message_id)
-                                      for charger, message_id in zip(chargers, message_ids)))
+        return await asyncio.gather(
+            *(
+                charger.call(action, payload, message_id)
+                for charger, message_id in zip(chargers, message_ids)
+            )
+        )
 
-    @hypothesis.settings(derandomize=True, deadline=None, max_examples=250, database=None,
-                         suppress_health_check=[hypothesis.HealthCheck.too_slow])
+    @hypothesis.settings(
+        derandomize=True,
+        deadline=None,
+        max_examples=250,
+        database=None,
+        suppress_health_check=[hypothesis.HealthCheck.too_slow],
+    )
     @hypothesis.given(cases)
     def check(case):
         action, path, value = case
         payload = _replaced(samples[action], path, value)
         if not isinstance(payload, dict):
             payload = {"payload": payload}
-        message_ids = ["p%d" % next(counter) for _ in chargers]
+        message_ids = [f"p{next(counter)}" for _ in chargers]
         replies = loop.run(calls_at_once(action, payload, message_ids))
         for message_id, reply in zip(message_ids, replies):
             assert reply[1] == message_id
@@ -345,4 +465,6 @@ def test_any_json_value_in_any_field_gets_a_conf_or_a_spec_callerror_never_inter
         loop.close()
         for server in servers:
             assert server.stop() == 0
-            assert "Traceback" not in server.output() and " ERROR " not in server.output(), server.output()
+            assert "Traceback" not in server.output() and " ERROR " not in server.output(), (
+                server.output()
+            )

@@ -34,12 +34,23 @@ def test_help_lists_every_command_and_one_action(start_server):
     server = start_server()
     server.type("help")
     server.wait_for(r">> actions: CancelReservation .* UpdateFirmware")
-    for usage in ("help \\[Action\\]", "chargers", "startRemote", "stopRemote", "@<chargerId> <command>",
-                  "use <chargerId>", "raw <json>", "quit \\| exit"):
+    for usage in (
+        "help \\[Action\\]",
+        "chargers",
+        "startRemote",
+        "stopRemote",
+        "@<chargerId> <command>",
+        "use <chargerId>",
+        "raw <json>",
+        "quit \\| exit",
+    ):
         server.wait_for(">> " + usage + " .* e\\.g\\. ")
     server.type("help reservenow")
     server.wait_for(r">>   expiryDate: date-time, ISO-8601 UTC")
-    server.wait_for(r'>>   sent bare: \{"connectorId":1,"expiryDate":"[0-9T:.-]+Z","idTag":"1","reservationId":1\}')
+    server.wait_for(
+        r'>>   sent bare: \{"connectorId":1,"expiryDate":"[0-9T:.-]+Z","idTag":"1",'
+        r'"reservationId":1\}'
+    )
 
 
 @charger_test
@@ -50,7 +61,9 @@ async def test_target_a_charger_with_at_and_use(start_server):
     two = await booted_charger(server, "CP-2")
     mark = server.mark()
     server.type("Reset")
-    server.wait_for(r">> 2 chargers are connected \(CP-1, CP-2\): say which, e\.g\. @CP-1", since=mark)
+    server.wait_for(
+        r">> 2 chargers are connected \(CP-1, CP-2\): say which, e\.g\. @CP-1", since=mark
+    )
     server.type("@CP-2 Reset type=Hard")
     call = await two.expect_call("Reset")
     assert call.payload == {"type": "Hard"}
@@ -69,20 +82,29 @@ async def test_chargers_lists_state(start_server):
     server = start_server()
 
     charger = await booted_charger(server)
-    await charger.call("StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Charging"})
+    await charger.call(
+        "StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Charging"}
+    )
     start = await charger.call("StartTransaction", CHARGER_REQUEST_SAMPLES["StartTransaction"])
     await charger.call("MeterValues", CHARGER_REQUEST_SAMPLES["MeterValues"])
     server.type("Reset")
     await charger.expect_call("Reset")
     mark = server.mark()
     server.type("chargers")
-    server.wait_for(r">> CP-1  \(127\.0\.0\.1:\d+, dialect ocpp1\.6, subprotocol ocpp1\.6\)", since=mark)
+    server.wait_for(
+        r">> CP-1  \(127\.0\.0\.1:\d+, dialect ocpp1\.6, subprotocol ocpp1\.6\)", since=mark
+    )
     server.wait_for(r">>   boot: Accepted  Test Mock-1", since=mark)
     server.wait_for(r">>   connectors: 1 Charging", since=mark)
-    server.wait_for(r">>   transaction %d on connector 1, idTag \"TAG-1\"" % start[2]["transactionId"],
-                    since=mark)
-    server.wait_for(r">>   last meter values: connector 1, transaction 1: Energy\.Active\.Import\.Register "
-                    r"1234 Wh", since=mark)
+    server.wait_for(
+        rf">>   transaction {start[2]['transactionId']} on connector 1, idTag \"TAG-1\"",
+        since=mark,
+    )
+    server.wait_for(
+        r">>   last meter values: connector 1, transaction 1: Energy\.Active\.Import\.Register "
+        r"1234 Wh",
+        since=mark,
+    )
     server.wait_for(r">>   outstanding: Reset for \d+ s, 0 queued", since=mark)
     await charger.close()
 
@@ -106,10 +128,16 @@ async def test_meter_values_print_while_the_console_waits_for_a_line(start_serve
     charger = await booted_charger(server)
     for energy in (100, 200, 300):
         mark = server.mark()
-        payload = {"connectorId": 1, "meterValue": [{"timestamp": NOW, "sampledValue": [{"value": str(energy)}]}]}
+        payload = {
+            "connectorId": 1,
+            "meterValue": [{"timestamp": NOW, "sampledValue": [{"value": str(energy)}]}],
+        }
         await charger.call("MeterValues", payload)
-        server.wait_for(r"<- MeterValues connector 1: Energy\.Active\.Import\.Register %d Wh" % energy,
-                        since=mark, timeout=1)
+        server.wait_for(
+            rf"<- MeterValues connector 1: Energy\.Active\.Import\.Register {energy} Wh",
+            since=mark,
+            timeout=1,
+        )
     await charger.close()
 
 
@@ -165,15 +193,23 @@ async def test_the_first_minutes_wording(start_server):
 @pytest.mark.slow(5)
 def test_the_guides_sample_session_is_what_a_real_run_prints(start_server):
     text = GUIDE.read_text()
-    sample = text.split("This is that session as the server printed it")[1].split("```text\n")[1].split("```")[0]
+    sample = (
+        text.split("This is that session as the server printed it")[1]
+        .split("```text\n")[1]
+        .split("```")[0]
+    )
     server = start_server("--auto-start-after", "1", "--auto-stop-after", "3")
     typed = []
 
     def type_chargers():  # as the operator did: once before the transaction, once while charging
-        for pattern in (r"CP-1 <- StatusNotification .*Available", r"CP-1 <- MeterValues .*transaction 1"):
+        for pattern in (
+            r"CP-1 <- StatusNotification .*Available",
+            r"CP-1 <- MeterValues .*transaction 1",
+        ):
             server.wait_for(pattern, timeout=15)
             server.type("chargers")
             typed.append(pattern)
+
     typing = threading.Thread(target=type_chargers)
     typing.start()
     real = guide_session(server)
@@ -186,14 +222,19 @@ def test_the_guides_sample_session_is_what_a_real_run_prints(start_server):
 
 
 @pytest.mark.slow(2)
-@pytest.mark.skipif(not hasattr(os, "openpty") or importlib.util.find_spec("readline") is None,
-                    reason="no pseudo-terminal or no readline on this platform (Windows): the console reads lines as "
-                    "they come")
+@pytest.mark.skipif(
+    not hasattr(os, "openpty") or importlib.util.find_spec("readline") is None,
+    reason="no pseudo-terminal or no readline on this platform (Windows): the console reads "
+    "lines as they come",
+)
 def test_the_console_edits_recalls_completes_and_keeps_a_half_typed_line(tmp_path):
     import termios
+
     terminal = Terminal(tmp_path)
     try:
-        url = re.search(r"listening on (ws://[\d.:]+)", terminal.wait_for(r"listening on ws://[\d.:]+ ")).group(1)
+        url = re.search(
+            r"listening on (ws://[\d.:]+)", terminal.wait_for(r"listening on ws://[\d.:]+ ")
+        ).group(1)
         terminal.wait_for(r"ocpp> ")
         terminal.type("chargers\r")
         terminal.wait_for(r">> no charger connected")
@@ -211,21 +252,33 @@ def test_the_console_edits_recalls_completes_and_keeps_a_half_typed_line(tmp_pat
             charger = await Charger.connect(url, "CP-9")
             await charger.boot()
             await charger.close()
+
         run(charger_arrives())
         terminal.wait_for(r"CP-9 \*\* disconnected")
         terminal.type("-typed\r")
         text = terminal.wait_for(r">> half-typed")
         assert "running held command: ClearCache" in text
-        terminal.type("ClearC")  # quit while readline holds the terminal in its own mode, mid-line ...
+        # Quit while readline holds the terminal in its own mode, mid-line ...
+        terminal.type("ClearC")
         terminal.wait_for(r"ocpp> ClearC")
-        terminal.type("\x01quit\x0b\r")  # ... then Ctrl-A (Emacs: start of line), quit, Ctrl-K (kill the rest)
+        # ... then Ctrl-A (Emacs: start of line), quit, Ctrl-K (kill the rest)
+        terminal.type("\x01quit\x0b\r")
         assert terminal.proc.wait(TIMEOUT) == 0
-        assert termios.tcgetattr(terminal.slave) == terminal.settings  # the terminal's settings, put back
+        # The terminal's settings, put back.
+        assert termios.tcgetattr(terminal.slave) == terminal.settings
         history = (tmp_path / ".ocpp_mock_history").read_text()
         assert "chargers" in history and "echo half-typed" in history  # kept for the next run
     finally:
         terminal.close()
     # Piped input is read as it is: no prompt, no escapes.
-    piped = subprocess.run([sys.executable, str(SERVER), "--port", "0", "--no-http"], input="echo plain\nquit\n",
-                           capture_output=True, text=True, timeout=TIMEOUT * 2, env=dict(os.environ, HOME=str(tmp_path)))
-    assert ">> plain" in piped.stdout and "ocpp> " not in piped.stdout and "\x1b[" not in piped.stdout
+    piped = subprocess.run(
+        [sys.executable, str(SERVER), "--port", "0", "--no-http"],
+        input="echo plain\nquit\n",
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT * 2,
+        env=dict(os.environ, HOME=str(tmp_path)),
+    )
+    assert (
+        ">> plain" in piped.stdout and "ocpp> " not in piped.stdout and "\x1b[" not in piped.stdout
+    )

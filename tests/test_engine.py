@@ -107,7 +107,8 @@ async def test_a_charger_that_disconnects_fails_its_pending_calls(start_server):
     server.type("Reset")
     server.type("ClearCache")
     await charger.expect_call("Reset")
-    server.wait_for(r"CP-1 \*\* ClearCache queued behind Reset")  # both typed lines have run: now go
+    # Both typed lines have run: now go.
+    server.wait_for(r"CP-1 \*\* ClearCache queued behind Reset")
     await charger.close()
 
     server.wait_for(r"CP-1 !! Reset failed: CP-1 disconnected")
@@ -117,7 +118,9 @@ async def test_a_charger_that_disconnects_fails_its_pending_calls(start_server):
 @pytest.mark.slow(2)
 @charger_test
 async def test_auto_start_and_auto_stop_run_a_whole_session(start_server):
-    server = start_server("--auto-start-after", "0.2", "--auto-stop-after", "0.6", stdin=subprocess.DEVNULL)
+    server = start_server(
+        "--auto-start-after", "0.2", "--auto-stop-after", "0.6", stdin=subprocess.DEVNULL
+    )
 
     charger = await Charger.connect(server.url)
     await charger.boot()
@@ -128,15 +131,19 @@ async def test_auto_start_and_auto_stop_run_a_whole_session(start_server):
     transaction_id = start[2]["transactionId"]
     samples = 0
     while not any(frame[2] == "RemoteStopTransaction" for frame in charger.server_calls):
-        await charger.call("MeterValues", dict(CHARGER_REQUEST_SAMPLES["MeterValues"],
-                                               transactionId=transaction_id))
+        await charger.call(
+            "MeterValues",
+            dict(CHARGER_REQUEST_SAMPLES["MeterValues"], transactionId=transaction_id),
+        )
         samples += 1
         await asyncio.sleep(0.05)
     call = await charger.expect_call("RemoteStopTransaction")
     assert call.payload == {"transactionId": transaction_id} and samples >= 3
     await charger.answer(call, {"status": "Accepted"})
-    stop = await charger.call("StopTransaction", dict(CHARGER_REQUEST_SAMPLES["StopTransaction"],
-                                                      transactionId=transaction_id))
+    stop = await charger.call(
+        "StopTransaction",
+        dict(CHARGER_REQUEST_SAMPLES["StopTransaction"], transactionId=transaction_id),
+    )
     assert stop[0] == 3
     await charger.no_frame_within(1.0)  # once per connection: no second start
     await charger.close()
@@ -159,8 +166,14 @@ def test_a_flood_on_one_connection_leaves_another_chargers_latency_alone(start_s
     async def scenario():
         calm = await Charger.connect(server.url, "CP-CALM")
         baseline = await heartbeats(calm, 0.5)
-        flooder = await asyncio.create_subprocess_exec(sys.executable, "-c", FLOODER, server.url + "/CP-FLOOD",
-                                                       "10000", stdout=asyncio.subprocess.PIPE)
+        flooder = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            FLOODER,
+            server.url + "/CP-FLOOD",
+            "10000",
+            stdout=asyncio.subprocess.PIPE,
+        )
         during = await heartbeats(calm, 1.0)
         output, _ = await flooder.communicate()
         assert flooder.returncode == 0 and output.strip() == b"flooded 10000"
@@ -226,8 +239,11 @@ async def test_strict_answers_calls_before_an_accepted_boot_with_security_error(
     assert early[:3] == [4, "m1", "SecurityError"]
     boot = await charger.call("BootNotification", CHARGER_REQUEST_SAMPLES["BootNotification"])
     assert boot.payload["status"] == "Pending"
-    assert (await charger.call("StatusNotification", {"connectorId": 1, "errorCode": "NoError",
-                                                      "status": "Available"}))[2] == "SecurityError"
+    assert (
+        await charger.call(
+            "StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Available"}
+        )
+    )[2] == "SecurityError"
     await charger.close()
 
 
@@ -254,7 +270,7 @@ async def test_a_busy_charger_yields_to_the_others_by_time(in_process, monkeypat
     busy = await Charger.connect(server.url, "CP-BUSY")
     other = await Charger.connect(server.url, "CP-OTHER")
     for number in range(40):  # 0.8 s of work, all buffered at once
-        await busy.send_frame([2, "b%d" % number, "Authorize", {"idTag": "1"}])
+        await busy.send_frame([2, f"b{number}", "Authorize", {"idTag": "1"}])
     await busy.receive()  # the server is working through them now
     await other.send_frame([2, "h", "Heartbeat", {}])
     await other.reply_to("h", timeout=TIMEOUT)
@@ -270,7 +286,9 @@ async def test_a_busy_charger_yields_to_the_others_by_time(in_process, monkeypat
 
 
 @charger_test
-async def test_a_charger_that_keeps_booting_gets_one_boot_data_and_queue_lines_show_a_count(in_process):
+async def test_a_charger_that_keeps_booting_gets_one_boot_data_and_queue_lines_show_a_count(
+    in_process,
+):
     server = in_process()
 
     charger = await Charger.connect(server.url, "CP-BOOT")
@@ -291,15 +309,18 @@ async def test_a_charger_that_keeps_booting_gets_one_boot_data_and_queue_lines_s
 
 
 # Item 8: replies of any shape resolve the call at once.
-@pytest.mark.parametrize("reply", [
-    [4, "{id}", ["unhashable"], {"a": 1}, "details as text"],
-    [4, "{id}", {"code": 1}, 42, None],
-    [4, "{id}", None, None],
-    [3, "{id}"],
-    [3, "{id}", 17],
-    [3, "{id}", "Reset", [1, 2]],
-    '[3,"{id}",{{"status":NaN}}]',
-])
+@pytest.mark.parametrize(
+    "reply",
+    [
+        [4, "{id}", ["unhashable"], {"a": 1}, "details as text"],
+        [4, "{id}", {"code": 1}, 42, None],
+        [4, "{id}", None, None],
+        [3, "{id}"],
+        [3, "{id}", 17],
+        [3, "{id}", "Reset", [1, 2]],
+        '[3,"{id}",{{"status":NaN}}]',
+    ],
+)
 @charger_test
 async def test_a_reply_of_any_shape_resolves_the_call_at_once(in_process, reply):
     server = in_process("--no-boot-data", "--call-timeout", "30")
@@ -309,8 +330,11 @@ async def test_a_reply_of_any_shape_resolves_the_call_at_once(in_process, reply)
     server.type("ClearCache")
     reset = await charger.expect_call("Reset")
     server.wait_for(r"CP-R \*\* ClearCache queued behind Reset")
-    text = reply.format(id=reset.message_id) if isinstance(reply, str) else json.dumps(
-        [reset.message_id if item == "{id}" else item for item in reply])
+    text = (
+        reply.format(id=reset.message_id)
+        if isinstance(reply, str)
+        else json.dumps([reset.message_id if item == "{id}" else item for item in reply])
+    )
     await charger.send_frame(text)
     started = time.monotonic()
     clear = await charger.expect_call("ClearCache", timeout=3)  # not after the 30 s timeout
@@ -352,6 +376,7 @@ async def test_a_command_right_after_a_reply_is_not_queued_behind_it(in_process)
     def reply_then_command():  # both in one turn of the loop: the worker has not run in between
         session.on_message(reply)
         return session.call("ClearCache", {})
+
     server.call_in_loop(reply_then_command)
     call = await charger.expect_call("ClearCache")
     await charger.answer(call, {"status": "Accepted"})
@@ -367,6 +392,10 @@ async def test_a_forced_dialect_the_replies_contradict_gets_a_hint(start_server)
     charger = await Charger.connect(server.url)
     await charger.call("BootNotification", CHARGER_REQUEST_SAMPLES["BootNotification"])
     server.type("Reset")
-    await charger.answer(await charger.expect_call("Reset"), {"status": "Accepted"})  # a standard reply
-    server.wait_for(r"!! answers with standard 3-element replies although --dialect flexicharge: .*try --dialect auto")
+    # A standard reply.
+    await charger.answer(await charger.expect_call("Reset"), {"status": "Accepted"})
+    server.wait_for(
+        r"!! answers with standard 3-element replies although --dialect flexicharge: .*try "
+        r"--dialect auto"
+    )
     await charger.close()

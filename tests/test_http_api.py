@@ -43,7 +43,9 @@ async def test_api_lists_the_chargers_and_their_state(start_server):
     server = start_server()
     assert (await http(server, "GET", "/api/chargers")).json == {"apiVersion": 1, "chargers": []}
     charger = await booted_charger(server)
-    await charger.call("StatusNotification", dict(CHARGER_REQUEST_SAMPLES["StatusNotification"], status="Charging"))
+    await charger.call(
+        "StatusNotification", dict(CHARGER_REQUEST_SAMPLES["StatusNotification"], status="Charging")
+    )
     started = await charger.call("StartTransaction", CHARGER_REQUEST_SAMPLES["StartTransaction"])
     await charger.call("MeterValues", CHARGER_REQUEST_SAMPLES["MeterValues"])
     await charger.call("Heartbeat", {"extra": 1})  # a spec warning
@@ -56,9 +58,14 @@ async def test_api_lists_the_chargers_and_their_state(start_server):
     assert record["boot"] == {"chargePointVendor": "Test", "chargePointModel": "Mock-1"}
     assert record["bootStatus"] == "Accepted"
     assert record["connectors"] == {"1": "Charging"}
-    assert record["transactions"] == [{"transactionId": started.payload["transactionId"], "connectorId": 1,
-                                       "idTag": CHARGER_REQUEST_SAMPLES["StartTransaction"]["idTag"],
-                                       "meterStart": CHARGER_REQUEST_SAMPLES["StartTransaction"]["meterStart"]}]
+    assert record["transactions"] == [
+        {
+            "transactionId": started.payload["transactionId"],
+            "connectorId": 1,
+            "idTag": CHARGER_REQUEST_SAMPLES["StartTransaction"]["idTag"],
+            "meterStart": CHARGER_REQUEST_SAMPLES["StartTransaction"]["meterStart"],
+        }
+    ]
     assert record["lastMeterValues"] == CHARGER_REQUEST_SAMPLES["MeterValues"]
     assert record["specWarnings"] == 1
     missing = await http(server, "GET", "/api/chargers/CP-9")
@@ -74,9 +81,12 @@ async def test_api_sends_an_action_and_answers_with_the_chargers_reply(start_ser
     charger = await booted_charger(server)
 
     async def api_call(path, body, answer):
-        request = asyncio.ensure_future(http(server, "POST", path, body, headers={"Content-Type": "application/json"}))
-        call = await charger.expect_call(path.rsplit("/", 1)[1] if "/startRemote" not in path
-                                         else "RemoteStartTransaction")
+        request = asyncio.ensure_future(
+            http(server, "POST", path, body, headers={"Content-Type": "application/json"})
+        )
+        call = await charger.expect_call(
+            path.rsplit("/", 1)[1] if "/startRemote" not in path else "RemoteStartTransaction"
+        )
         if isinstance(answer, dict):
             await charger.answer(call, answer)
         else:
@@ -88,19 +98,30 @@ async def test_api_sends_an_action_and_answers_with_the_chargers_reply(start_ser
     call, reply = await api_call("/api/chargers/CP-1/Reset", None, {"status": "Accepted"})
     assert call.payload == {"type": "Soft"}  # an empty body sends the console's defaults
     assert reply == {"request": {"type": "Soft"}, "result": {"status": "Accepted"}}
-    call, reply = await api_call("/api/chargers/CP-1/Reset", {"type": "Hard"}, {"status": "Rejected"})
+    call, reply = await api_call(
+        "/api/chargers/CP-1/Reset", {"type": "Hard"}, {"status": "Rejected"}
+    )
     assert call.payload == {"type": "Hard"} and reply["result"] == {"status": "Rejected"}
-    call, reply = await api_call("/api/chargers/CP-1/startRemote", {"idTag": "API-TAG"}, {"status": "Accepted"})
+    call, reply = await api_call(
+        "/api/chargers/CP-1/startRemote", {"idTag": "API-TAG"}, {"status": "Accepted"}
+    )
     assert call.payload == {"connectorId": 1, "idTag": "API-TAG"}
     # Nested objects merge field by field over the defaults.
-    call, reply = await api_call("/api/chargers/CP-1/SetChargingProfile",
-                                 {"csChargingProfiles": {"stackLevel": 3}}, {"status": "Accepted"})
+    call, reply = await api_call(
+        "/api/chargers/CP-1/SetChargingProfile",
+        {"csChargingProfiles": {"stackLevel": 3}},
+        {"status": "Accepted"},
+    )
     assert call.payload["csChargingProfiles"]["stackLevel"] == 3
     assert call.payload["csChargingProfiles"]["chargingSchedule"]["chargingRateUnit"] == "A"
     assert_valid("SetChargingProfile", call.payload)
-    call, reply = await api_call("/api/chargers/CP-1/ClearCache", {}, ["NotSupported", "no cache here", {"a": 1}])
-    assert reply == {"request": {}, "error": {"code": "NotSupported", "description": "no cache here",
-                                              "details": {"a": 1}}}
+    call, reply = await api_call(
+        "/api/chargers/CP-1/ClearCache", {}, ["NotSupported", "no cache here", {"a": 1}]
+    )
+    assert reply == {
+        "request": {},
+        "error": {"code": "NotSupported", "description": "no cache here", "details": {"a": 1}},
+    }
     await charger.close()
 
 
@@ -110,21 +131,31 @@ async def test_api_refuses_what_cannot_be_sent_with_the_right_status(start_serve
     charger = await booted_charger(server)
     unknown = await http(server, "POST", "/api/chargers/CP-1/Teleport", {})
     assert unknown.status == 400 and "unknown action" in unknown.json["error"]
-    broken = await http(server, "POST", "/api/chargers/CP-1/Reset", {"type": "Sideways", "extra": 1})
+    broken = await http(
+        server, "POST", "/api/chargers/CP-1/Reset", {"type": "Sideways", "extra": 1}
+    )
     assert broken.status == 400
     assert {problem["field"] for problem in broken.json["problems"]} == {"type", "extra"}
     not_object = await http(server, "POST", "/api/chargers/CP-1/Reset", [1, 2])
     assert not_object.status == 400 and "JSON object" in not_object.json["error"]
-    not_json = await http(server, "POST", "/api/chargers/CP-1/Reset", data=b"{type:", headers={
-        "Content-Type": "application/json"})
+    not_json = await http(
+        server,
+        "POST",
+        "/api/chargers/CP-1/Reset",
+        data=b"{type:",
+        headers={"Content-Type": "application/json"},
+    )
     assert not_json.status == 400 and "not JSON" in not_json.json["error"]
     no_transaction = await http(server, "POST", "/api/chargers/CP-1/stopRemote", {})
     assert no_transaction.status == 400 and "no transaction is open" in no_transaction.json["error"]
     elsewhere = await http(server, "POST", "/api/chargers/CP-2/Reset", {})
     assert elsewhere.status == 404 and "CP-2" in elsewhere.json["error"]
-    wrong_method = await http(server, "DELETE", "/api/chargers/CP-1", headers={"Content-Type": "application/json"})
+    wrong_method = await http(
+        server, "DELETE", "/api/chargers/CP-1", headers={"Content-Type": "application/json"}
+    )
     assert wrong_method.status == 405 and wrong_method.headers["allow"] == "GET"
-    # No reply in time: 504.  The first call stays outstanding; the second, still queued behind it, is dropped.
+    # No reply in time: 504.  The first call stays outstanding; the second, still queued behind it,
+    # is dropped.
     first = await http(server, "POST", "/api/chargers/CP-1/ClearCache?timeout=0.3", {})
     assert first.status == 504 and "stays outstanding" in first.json["error"]
     clear_cache = await charger.expect_call("ClearCache")
@@ -135,7 +166,9 @@ async def test_api_refuses_what_cannot_be_sent_with_the_right_status(start_serve
     await charger.answer(clear_cache, {"status": "Accepted"})
     server.wait_for(r"CP-1 <- ClearCache\.conf")
     third = asyncio.ensure_future(http(server, "POST", "/api/chargers/CP-1/UnlockConnector", {}))
-    assert (await charger.expect_call("UnlockConnector")).payload == {"connectorId": 1}  # not the dropped Reset
+    assert (await charger.expect_call("UnlockConnector")).payload == {
+        "connectorId": 1
+    }  # not the dropped Reset
     await charger.close()
     assert (await third).status == 502  # the charger went away before replying
     for response in (unknown, broken, not_json, elsewhere, first, (await third)):
@@ -151,17 +184,33 @@ async def test_api_command_runs_a_console_line_and_is_never_held(start_server):
     assert held.status == 409 and "no charger is connected" in held.json["error"]
     mistyped = await http(server, "POST", "/api/command", {"line": "Rest type=Hard"})
     assert mistyped.status == 400 and "did you mean Reset" in mistyped.json["error"]
-    for body in ({"command": "Reset"}, {"line": "Reset\nReset"}, {"line": "DataTransfer vendorId=@/etc/passwd"}):
+    for body in (
+        {"command": "Reset"},
+        {"line": "Reset\nReset"},
+        {"line": "DataTransfer vendorId=@/etc/passwd"},
+    ):
         assert (await http(server, "POST", "/api/command", body)).status == 400
     charger = await booted_charger(server)
-    request = asyncio.ensure_future(http(server, "POST", "/api/command", {"line": "@CP-1 Reset type=Hard"}))
-    call = await charger.server_calls.pop(0) if charger.server_calls else await charger.expect_call("Reset")
-    assert call.action == "Reset" and call.payload == {"type": "Hard"}  # the 409 ClearCache was not kept
+    request = asyncio.ensure_future(
+        http(server, "POST", "/api/command", {"line": "@CP-1 Reset type=Hard"})
+    )
+    call = (
+        await charger.server_calls.pop(0)
+        if charger.server_calls
+        else await charger.expect_call("Reset")
+    )
+    assert call.action == "Reset" and call.payload == {
+        "type": "Hard"
+    }  # the 409 ClearCache was not kept
     await charger.answer(call, {"status": "Accepted"})
     reply = await request
     assert reply.status == 200
-    assert reply.json["call"] == {"action": "Reset", "request": {"type": "Hard"}, "outcome": "result",
-                                  "result": {"status": "Accepted"}}
+    assert reply.json["call"] == {
+        "action": "Reset",
+        "request": {"type": "Hard"},
+        "outcome": "result",
+        "result": {"status": "Accepted"},
+    }
     server.wait_for(r">> api: @CP-1 Reset type=Hard")
     await charger.close()
 
@@ -178,19 +227,30 @@ async def test_event_stream_delivers_in_order_filters_and_resumes(start_server):
     ids = [event["id"] for event in events]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     assert {event["charger"] for event in events} == {"CP-1", "CP-2"}
-    boot = next(event for event in events if event["type"] == "frame" and event["label"] == "BootNotification")
+    boot = next(
+        event
+        for event in events
+        if event["type"] == "frame" and event["label"] == "BootNotification"
+    )
     assert json.loads(boot["text"])[2] == "BootNotification" and boot["direction"] == "in"
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", boot["ts"])
     for event in events:
-        assert set(event) - {"id", "type", "charger", "ts"} <= set(mock.EVENT_FIELDS[event["type"]]), event
+        assert set(event) - {"id", "type", "charger", "ts"} <= set(
+            mock.EVENT_FIELDS[event["type"]]
+        ), event
     answered = next(event for event in events if event["type"] == "call_answered")
-    assert "payload" not in answered and answered["reply"]["status"] == "Accepted"  # the frame has the payload
+    # The frame has the payload.
+    assert "payload" not in answered and answered["reply"]["status"] == "Accepted"
     filtered = await only_two.until(is_frame("out", "Heartbeat.conf"))
     assert {event["charger"] for event in filtered} == {"CP-2"}
-    assert [event["id"] for event in filtered] == [event["id"] for event in events if event["charger"] == "CP-2"]
+    assert [event["id"] for event in filtered] == [
+        event["id"] for event in events if event["charger"] == "CP-2"
+    ]
     # Resume after the first CP-2 event: exactly the ones after it, then live ones.
     only_two.close()
-    resumed = await EventStream.open(server, "?charger=CP-2", "Last-Event-ID: %d\r\n" % filtered[0]["id"])
+    resumed = await EventStream.open(
+        server, "?charger=CP-2", f"Last-Event-ID: {filtered[0]['id']}\r\n"
+    )
     again = await resumed.until(is_frame("out", "Heartbeat.conf"))
     assert [event["id"] for event in again] == [event["id"] for event in filtered[1:]]
     assert "missed" not in again[0]
@@ -211,13 +271,16 @@ async def test_a_reader_that_never_reads_slows_nobody_and_learns_what_it_missed(
     stalled = await EventStream.open(server, receive_buffer=4096)
     charger = await booted_charger(server)
     big = {"vendorId": "com.example", "data": "x" * 60000}
-    for number in range(400):  # 24 MB of frames: three times what the history keeps, and the sockets hold
+    for _number in range(
+        400
+    ):  # 24 MB of frames: three times what the history keeps, and the sockets hold
         reply = await charger.call("DataTransfer", big)
         assert reply.payload["status"] in ("Accepted", "UnknownVendorId")
     await charger.call("Heartbeat", {})
     events = await stalled.until(lambda event: "missed" in event, timeout=20)
     assert events[-1]["missed"] > 0
-    later = await stalled.until(is_frame("out", "Heartbeat.conf"))  # it is still live after its losses
+    # It is still live after its losses.
+    later = await stalled.until(is_frame("out", "Heartbeat.conf"))
     assert later[-1]["charger"] == "CP-1"
     stalled.close()
     await charger.close()
@@ -237,7 +300,7 @@ async def test_transcript_endpoint_gives_the_log_files_records(start_server, tmp
     assert len(records) == 4 and records == in_file[-4:]
     assert records[-1]["dir"] == "out" and json.loads(records[-1]["frame"])[0] == 3
     everyone = (await http(server, "GET", "/api/transcript")).json["records"]
-    assert everyone == read_transcript(log)[-len(everyone):]
+    assert everyone == read_transcript(log)[-len(everyone) :]
     assert (await http(server, "GET", "/api/transcript?limit=0")).status == 400
     await charger.close()
     await other.close()
@@ -252,29 +315,65 @@ def test_file_server_stores_and_serves_raw_and_multipart_uploads(start_server, t
     assert (files / "CP-1" / "image.bin").read_bytes() == content
     got = http_sync(server, "GET", "/files/CP-1/image.bin")
     assert got.status == 200 and got.body == content
-    head = http_sync(server, "HEAD", "/files/CP-1/image.bin")  # some chargers ask before they download
-    assert head.status == 200 and head.headers["content-length"] == str(len(content)) and head.body == b""
+    # Some chargers ask before they download.
+    head = http_sync(server, "HEAD", "/files/CP-1/image.bin")
+    assert (
+        head.status == 200
+        and head.headers["content-length"] == str(len(content))
+        and head.body == b""
+    )
     assert got.headers["content-type"] == "application/octet-stream"  # never rendered as a page
     boundary = "----diag7MA4YWxkTrZu0gW"
-    multipart = ("--%s\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n"
-                 "--%s\r\nContent-Disposition: form-data; name=\"file\"; filename=\"..\\\\evil\\\\diag 1.zip\"\r\n"
-                 "Content-Type: application/zip\r\n\r\n" % (boundary, boundary)).encode() + content + (
-                     "\r\n--%s--\r\n" % boundary).encode()
-    post = http_sync(server, "POST", "/files/CP-1/", data=multipart, headers={
-        "Content-Type": "multipart/form-data; boundary=" + boundary})
-    assert post.status == 201 and post.json["name"] == "CP-1/diag 1.zip"  # the sender's name, made safe
+    multipart = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="note"\r\n\r\nhello\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="..\\\\evil\\\\diag 1.zip"\r\n'
+            "Content-Type: application/zip\r\n\r\n"
+        ).encode()
+        + content
+        + (f"\r\n--{boundary}--\r\n").encode()
+    )
+    post = http_sync(
+        server,
+        "POST",
+        "/files/CP-1/",
+        data=multipart,
+        headers={"Content-Type": "multipart/form-data; boundary=" + boundary},
+    )
+    # The sender's name, made safe.
+    assert post.status == 201 and post.json["name"] == "CP-1/diag 1.zip"
     assert (files / "CP-1" / "diag 1.zip").read_bytes() == content
-    chunked = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in (b"abc", b"defg")) + b"0\r\n\r\n"
-    sent = http_sync(server, "PUT", "/files/notes.txt", data=chunked, headers={"Transfer-Encoding": "chunked"})
+    chunked = (
+        b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in (b"abc", b"defg"))
+        + b"0\r\n\r\n"
+    )
+    sent = http_sync(
+        server, "PUT", "/files/notes.txt", data=chunked, headers={"Transfer-Encoding": "chunked"}
+    )
     assert sent.status == 201 and (files / "notes.txt").read_bytes() == b"abcdefg"
-    assert _listing(server) == {"CP-1/image.bin": len(content), "CP-1/diag 1.zip": len(content), "notes.txt": 7}
+    assert _listing(server) == {
+        "CP-1/image.bin": len(content),
+        "CP-1/diag 1.zip": len(content),
+        "notes.txt": 7,
+    }
     assert http_sync(server, "GET", "/files/CP-1/missing.bin").status == 404
     server.wait_for(r"file server: received CP-1/image\.bin \(25600 bytes\) from 127\.0\.0\.1")
 
 
-@pytest.mark.parametrize("path", ["/files/../escape.txt", "/files/%2e%2e/escape.txt", "/files/CP-1%2F..%2F..%2Fescape.txt",
-                                  "/files/CP-1/..%5C..%5Cescape.txt", "/files//etc/escape.txt", "/files/.hidden",
-                                  "/files/a%00b", "/files/CP-1/%2Fetc%2Fescape.txt"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/files/../escape.txt",
+        "/files/%2e%2e/escape.txt",
+        "/files/CP-1%2F..%2F..%2Fescape.txt",
+        "/files/CP-1/..%5C..%5Cescape.txt",
+        "/files//etc/escape.txt",
+        "/files/.hidden",
+        "/files/a%00b",
+        "/files/CP-1/%2Fetc%2Fescape.txt",
+    ],
+)
 def test_file_names_outside_the_folder_are_refused(start_server, tmp_path, path):
     files = tmp_path / "files"
     server = start_server("--files-dir", str(files))
@@ -286,33 +385,57 @@ def test_file_names_outside_the_folder_are_refused(start_server, tmp_path, path)
 
 def test_uploads_over_the_cap_or_the_quota_are_refused_and_nothing_is_kept(start_server, tmp_path):
     files = tmp_path / "files"
-    server = start_server("--files-dir", str(files), "--max-upload-size", "1K", "--files-quota", "3K")
+    server = start_server(
+        "--files-dir", str(files), "--max-upload-size", "1K", "--files-quota", "3K"
+    )
     assert http_sync(server, "PUT", "/files/a.bin", data=b"x" * 1024).status == 201
     over = http_sync(server, "PUT", "/files/b.bin", data=b"x" * 1025)
     assert over.status == 413 and "1024" in over.json["error"]
-    chunked = b"400\r\n" + b"x" * 1024 + b"\r\n1\r\nx\r\n0\r\n\r\n"  # 1,025 bytes, length not announced
-    assert http_sync(server, "PUT", "/files/c.bin", data=chunked, headers={"Transfer-Encoding": "chunked"}).status == 413
+    # 1,025 bytes, length not announced.
+    chunked = b"400\r\n" + b"x" * 1024 + b"\r\n1\r\nx\r\n0\r\n\r\n"
+    assert (
+        http_sync(
+            server, "PUT", "/files/c.bin", data=chunked, headers={"Transfer-Encoding": "chunked"}
+        ).status
+        == 413
+    )
     assert http_sync(server, "PUT", "/files/d.bin", data=b"x" * 1000).status == 201
     assert http_sync(server, "PUT", "/files/e.bin", data=b"x" * 1000).status == 201
     full = http_sync(server, "PUT", "/files/f.bin", data=b"x" * 1000)
     assert full.status == 507 and "quota" in full.json["error"]
-    assert sorted(path.name for path in files.rglob("*")) == ["a.bin", "d.bin", "e.bin"]  # no part files either
+    assert sorted(path.name for path in files.rglob("*")) == [
+        "a.bin",
+        "d.bin",
+        "e.bin",
+    ]  # no part files either
 
 
-def test_get_diagnostics_bare_ends_with_the_file_on_disk_and_firmware_is_served(start_server, tmp_path):
+def test_get_diagnostics_bare_ends_with_the_file_on_disk_and_firmware_is_served(
+    start_server, tmp_path
+):
     files = tmp_path / "files"
     server = start_server("--files-dir", str(files))
     port = http_port(server)
-    demo = subprocess.Popen([sys.executable, str(DEMO_CHARGER), server.url + "/CP-DEMO"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    demo = subprocess.Popen(
+        [sys.executable, str(DEMO_CHARGER), server.url + "/CP-DEMO"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         server.wait_for(r"CP-DEMO <- DataTransfer\.conf")
         server.type("GetDiagnostics")
         sent = server.wait_for(r"CP-DEMO -> GetDiagnostics (\{.*\})")
-        assert json.loads(sent.group(1))["location"] == "http://127.0.0.1:%d/files/CP-DEMO/" % port
-        server.wait_for(r"CP-DEMO \*\* file server: received CP-DEMO/demo-diagnostics\.log \(\d+ bytes\)")
+        assert json.loads(sent.group(1))["location"] == f"http://127.0.0.1:{port}/files/CP-DEMO/"
+        server.wait_for(
+            r"CP-DEMO \*\* file server: received CP-DEMO/demo-diagnostics\.log \(\d+ bytes\)"
+        )
         server.wait_for(r'CP-DEMO <- DiagnosticsStatusNotification \{"status": "Uploaded"\}')
-        assert (files / "CP-DEMO" / "demo-diagnostics.log").read_text().startswith("demo charger diagnostics")
+        assert (
+            (files / "CP-DEMO" / "demo-diagnostics.log")
+            .read_text()
+            .startswith("demo charger diagnostics")
+        )
         (files / "CP-DEMO" / "firmware.bin").write_bytes(b"\x7fFIRMWARE" * 1000)
         server.type("UpdateFirmware")
         server.wait_for(r"CP-DEMO \*\* file server: sent CP-DEMO/firmware\.bin \(9000 bytes\)")
@@ -329,7 +452,11 @@ async def test_an_upload_publishes_an_event_naming_the_file_and_sender(start_ser
     stream = await EventStream.open(server, "?charger=CP-7")
     assert (await http(server, "PUT", "/files/CP-7/log.txt", data=b"12345")).status == 201
     event = (await stream.until(lambda event: event["type"] == "file_received"))[-1]
-    assert event["name"] == "CP-7/log.txt" and event["size"] == 5 and event["peer"].startswith("127.0.0.1:")
+    assert (
+        event["name"] == "CP-7/log.txt"
+        and event["size"] == 5
+        and event["peer"].startswith("127.0.0.1:")
+    )
     stream.close()
     await charger.close()
 
@@ -338,9 +465,14 @@ async def test_an_upload_publishes_an_event_naming_the_file_and_sender(start_ser
 async def test_the_token_guards_every_request_but_the_chargers_file_urls(start_server, tmp_path):
     server = start_server("--http-token", "s3cret", "--files-dir", str(tmp_path))
     port = http_port(server)
-    server.wait_for(r"web page and HTTP API: http://127\.0\.0\.1:%d/\?token=s3cret" % port)
-    for method, path in (("GET", "/"), ("GET", "/api/chargers"), ("GET", "/api/events"), ("GET", "/files/"),
-                         ("POST", "/api/command")):
+    server.wait_for(rf"web page and HTTP API: http://127\.0\.0\.1:{port}/\?token=s3cret")
+    for method, path in (
+        ("GET", "/"),
+        ("GET", "/api/chargers"),
+        ("GET", "/api/events"),
+        ("GET", "/files/"),
+        ("POST", "/api/command"),
+    ):
         refused = await http(server, method, path, {"line": "help"} if method == "POST" else None)
         assert refused.status == 401, (path, refused)
         assert refused.headers["www-authenticate"].startswith("Bearer")
@@ -352,7 +484,7 @@ async def test_the_token_guards_every_request_but_the_chargers_file_urls(start_s
     login = await http(server, "GET", "/?token=s3cret")
     assert login.status == 303 and login.headers["location"] == "/"
     cookie = login.headers["set-cookie"]
-    assert cookie.startswith("ocpp_mock_token_%d=s3cret;" % port)
+    assert cookie.startswith(f"ocpp_mock_token_{port}=s3cret;")
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
     page = await http(server, "GET", "/", headers={"Cookie": "other=1; " + cookie.split(";")[0]})
     assert page.status == 200 and b"<!doctype html>" in page.body
@@ -361,34 +493,53 @@ async def test_the_token_guards_every_request_but_the_chargers_file_urls(start_s
     server.type("GetDiagnostics")
     call = await charger.expect_call("GetDiagnostics")
     location = call.payload["location"]
-    match = re.fullmatch(r"http://127\.0\.0\.1:%d(/files/([\w-]{20,})/CP-1/)" % port, location)
+    match = re.fullmatch(rf"http://127\.0\.0\.1:{port}(/files/([\w-]{{20,}})/CP-1/)", location)
     assert match, location
     stored = await http(server, "PUT", match.group(1) + "diag.txt", data=b"diagnostics")
     assert stored.status == 201 and (tmp_path / "CP-1" / "diag.txt").read_bytes() == b"diagnostics"
     assert (await http(server, "GET", match.group(1) + "diag.txt")).body == b"diagnostics"
     secret = match.group(2)
-    assert (await http(server, "GET", "/api/chargers/../files/%s/x" % secret)).status in (401, 404)
+    assert (await http(server, "GET", f"/api/chargers/../files/{secret}/x")).status in (401, 404)
     assert (await http(server, "GET", "/files/CP-1/diag.txt")).status == 401
     await charger.close()
 
 
 @pytest.mark.slow(5)
 def test_http_flags_that_would_expose_or_cannot_work_are_start_up_errors(tmp_path):
-    exposed = subprocess.run([sys.executable, str(SERVER), "--http-host", "0.0.0.0"], stdin=subprocess.DEVNULL,
-                             capture_output=True, text=True, timeout=TIMEOUT * 2)
+    exposed = subprocess.run(
+        [sys.executable, str(SERVER), "--http-host", "0.0.0.0"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT * 2,
+    )
     assert exposed.returncode == 2 and "give --http-token TOKEN" in exposed.stderr
-    assert exposed.stderr.strip().splitlines()[-1].startswith("ocpp_mock_server.py: error: --http-host 0.0.0.0")
+    assert (
+        exposed.stderr.strip()
+        .splitlines()[-1]
+        .startswith("ocpp_mock_server.py: error: --http-host 0.0.0.0")
+    )
     for args in (["--http-token", ""], ["--max-upload-size", "lots"], ["--http-port", "70000"]):
-        result = subprocess.run([sys.executable, str(SERVER), *args], stdin=subprocess.DEVNULL,
-                                capture_output=True, text=True, timeout=TIMEOUT * 2)
+        result = subprocess.run(
+            [sys.executable, str(SERVER), *args],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT * 2,
+        )
         assert result.returncode == 2 and "Traceback" not in result.stderr, args
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        given = subprocess.run([sys.executable, str(SERVER), "--port", "0", "--http-port", str(port)],
-                               stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=TIMEOUT * 2)
-    assert given.returncode == 1 and "cannot listen for HTTP on 127.0.0.1:%d" % port in given.stdout
+        given = subprocess.run(
+            [sys.executable, str(SERVER), "--port", "0", "--http-port", str(port)],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT * 2,
+        )
+    assert given.returncode == 1 and f"cannot listen for HTTP on 127.0.0.1:{port}" in given.stdout
 
 
 @pytest.mark.slow(1.5)
@@ -404,12 +555,15 @@ def test_a_taken_default_http_port_is_one_warning_and_ocpp_runs_on():
             server.stop()
             pytest.skip("the port below a free one was taken too")
         try:
-            server.wait_for(r"!! HTTP port %d is in use: no web page, API or file server this run" % http_taken)
+            server.wait_for(
+                rf"!! HTTP port {http_taken} is in use: no web page, API or file server this run"
+            )
 
             async def boot():  # the OCPP port still serves
                 charger = await Charger.connect(server.url)
                 await charger.boot()
                 await charger.close()
+
             run(boot())
         finally:
             assert server.stop() == 0
@@ -422,8 +576,11 @@ def test_no_http_means_no_second_port_and_the_old_file_defaults(start_server):
     async def scenario():
         charger = await booted_charger(server)
         server.type("GetDiagnostics")
-        assert (await charger.expect_call("GetDiagnostics")).payload == {"location": "ftp://127.0.0.1/diagnostics/"}
+        assert (await charger.expect_call("GetDiagnostics")).payload == {
+            "location": "ftp://127.0.0.1/diagnostics/"
+        }
         await charger.close()
+
     run(scenario())
     assert "HTTP API" not in server.settled_output()
 
@@ -436,31 +593,51 @@ async def test_other_sites_pages_cannot_drive_the_mock(start_server):
     attempts = [
         ({"Content-Type": "text/plain"}, "Content-Type: application/json"),  # a plain form or fetch
         ({"Origin": "http://evil.example"}, "Origin"),
-        ({"Host": "evil.example:%d" % port}, "Host"),  # DNS rebinding
+        ({"Host": f"evil.example:{port}"}, "Host"),  # DNS rebinding
         ({"Origin": "null"}, "Origin"),
     ]
     for headers, why in attempts:
-        reply = await http(server, "POST", "/api/command", {"line": "Reset type=Hard"}, headers=headers)
+        reply = await http(
+            server, "POST", "/api/command", {"line": "Reset type=Hard"}, headers=headers
+        )
         assert reply.status == 403 and why in reply.json["error"], (headers, reply)
-    assert (await http(server, "GET", "/api/chargers", headers={"Host": "evil.example"})).status == 403
-    own = asyncio.ensure_future(http(server, "POST", "/api/command", {"line": "ClearCache"},
-                                     headers={"Origin": "http://127.0.0.1:%d" % port}))
-    call = await charger.expect_call("ClearCache")  # the first CALL since boot: nothing refused was sent
+    assert (
+        await http(server, "GET", "/api/chargers", headers={"Host": "evil.example"})
+    ).status == 403
+    own = asyncio.ensure_future(
+        http(
+            server,
+            "POST",
+            "/api/command",
+            {"line": "ClearCache"},
+            headers={"Origin": f"http://127.0.0.1:{port}"},
+        )
+    )
+    # The first CALL since boot: nothing refused was sent.
+    call = await charger.expect_call("ClearCache")
     await charger.answer(call, {"status": "Accepted"})
     assert (await own).status == 200
-    assert (await http(server, "GET", "/api/chargers", headers={"Host": "localhost:%d" % port})).status == 200
-    server.wait_for(r"!! HTTP 403 for POST /api/command from 127\.0\.0\.1:\d+: Origin \"http://evil\.example\"")
+    assert (
+        await http(server, "GET", "/api/chargers", headers={"Host": f"localhost:{port}"})
+    ).status == 200
+    server.wait_for(
+        r"!! HTTP 403 for POST /api/command from 127\.0\.0\.1:\d+: Origin \"http://evil\.example\""
+    )
     await charger.close()
 
 
 def test_a_malformed_or_hostile_http_request_gets_a_4xx_and_the_server_goes_on(start_server):
     server = start_server()
     port = http_port(server)
-    for raw in (b"NONSENSE\r\n\r\n", b"GET nothing HTTP/1.1\r\n\r\n", b"GET / HTTP/1.1\r\nbad header\r\n\r\n",
-                b"GET /api/chargers HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil\r\n\r\n",
-                b"GET /%ff%fe HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
-                b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 200 + b"\r\n",
-                b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n"):
+    for raw in (
+        b"NONSENSE\r\n\r\n",
+        b"GET nothing HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nbad header\r\n\r\n",
+        b"GET /api/chargers HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil\r\n\r\n",
+        b"GET /%ff%fe HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 200 + b"\r\n",
+        b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n",
+    ):
         with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
             sock.sendall(raw)
             answer = sock.makefile("rb").read()
@@ -470,8 +647,11 @@ def test_a_malformed_or_hostile_http_request_gets_a_4xx_and_the_server_goes_on(s
 
 
 @charger_test
-async def test_streams_keep_every_event_while_open_then_frames_and_the_transcript_only(start_server, monkeypatch):
-    monkeypatch.setattr(mock, "EVENT_RESUME_SECONDS", 0.2)  # read when a stream closes, in this process
+async def test_streams_keep_every_event_while_open_then_frames_and_the_transcript_only(
+    start_server, monkeypatch
+):
+    # Read when a stream closes, in this process.
+    monkeypatch.setattr(mock, "EVENT_RESUME_SECONDS", 0.2)
     server = start_server()
     charger = await booted_charger(server)
     stream = await EventStream.open(server)
@@ -479,13 +659,19 @@ async def test_streams_keep_every_event_while_open_then_frames_and_the_transcrip
     seen = await stream.until(is_frame("out", "Heartbeat.conf"))
     assert "call_answered" in [event["type"] for event in seen]
     stream.close()
-    deadline = time.monotonic() + TIMEOUT  # the server stops keeping other events 0.2 s after the close
-    while server.call_in_loop(lambda: server.system.http._keep_every_event is not None or
-                              server.system.http.history.readers > 0):
+    # The server stops keeping other events 0.2 s after the close.
+    deadline = time.monotonic() + TIMEOUT
+    while server.call_in_loop(
+        lambda: (
+            server.system.http._keep_every_event is not None
+            or server.system.http.history.readers > 0
+        )
+    ):
         assert time.monotonic() < deadline
         await asyncio.sleep(0.02)
-    await charger.call("Heartbeat", {"extra": 1})  # a frame pair, a call_answered and a spec_problem
-    replay = await EventStream.open(server, "?lastEventId=%d" % seen[-1]["id"])
+    # A frame pair, a call_answered and a spec_problem.
+    await charger.call("Heartbeat", {"extra": 1})
+    replay = await EventStream.open(server, f"?lastEventId={seen[-1]['id']}")
     later = await replay.until(is_frame("out", "Heartbeat.conf"))
     assert [event["type"] for event in later] == ["frame", "frame"]  # kept: frames only, now
     transcript = (await http(server, "GET", "/api/transcript?charger=CP-1&limit=2")).json["records"]

@@ -30,8 +30,13 @@ from conftest import (
 @charger_test
 async def test_reply_faults_change_what_the_charger_gets(start_server, tmp_path):
     log = tmp_path / "transcript.jsonl"
-    server = start_server("--no-boot-data", "--log", str(log), "--fault", "BootNotification status=Pending interval=5 "
-                          "times=2")
+    server = start_server(
+        "--no-boot-data",
+        "--log",
+        str(log),
+        "--fault",
+        "BootNotification status=Pending interval=5 times=2",
+    )
     charger = await Charger.connect(server.url)
     boot = CHARGER_REQUEST_SAMPLES["BootNotification"]
     for expected in ("Pending", "Pending", "Accepted"):  # the fault ends after its two replies
@@ -39,17 +44,25 @@ async def test_reply_faults_change_what_the_charger_gets(start_server, tmp_path)
         assert reply.payload["status"] == expected
         assert_valid("BootNotificationResponse", reply.payload)
     assert reply.payload["interval"] == 60
-    server.wait_for(r'CP-1 !! FAULT injected \(fault BootNotification status=Pending interval=5 times=2\): reply '
-                    r'changed to \{"status":"Pending","currentTime":"[^"]+","interval":5\}')
+    server.wait_for(
+        r"CP-1 !! FAULT injected \(fault BootNotification status=Pending interval=5 times=2\): "
+        r"reply "
+        r'changed to \{"status":"Pending","currentTime":"[^"]+","interval":5\}'
+    )
     server.type("fault StartTransaction error=InternalError")
     server.wait_for(r">> in force: fault StartTransaction error=InternalError")
     refused = await charger.call("StartTransaction", CHARGER_REQUEST_SAMPLES["StartTransaction"])
     assert refused.type_id == 4 and refused.error_code == "InternalError"
-    assert server.call_in_loop(lambda: dict(server.system.states["CP-1"].transactions)) == {}  # nothing opened
+    # Nothing opened.
+    assert server.call_in_loop(lambda: dict(server.system.states["CP-1"].transactions)) == {}
     server.type("fault Authorize status=Blocked times=1")
     server.wait_for(r">> in force: fault Authorize")
-    assert (await charger.call("Authorize", {"idTag": "T"})).payload == {"idTagInfo": {"status": "Blocked"}}
-    assert (await charger.call("Authorize", {"idTag": "T"})).payload == {"idTagInfo": {"status": "Accepted"}}
+    assert (await charger.call("Authorize", {"idTag": "T"})).payload == {
+        "idTagInfo": {"status": "Blocked"}
+    }
+    assert (await charger.call("Authorize", {"idTag": "T"})).payload == {
+        "idTagInfo": {"status": "Accepted"}
+    }
     server.type("faults")
     server.wait_for(r">> fault StartTransaction error=InternalError$")
     server.type("fault clear")
@@ -57,7 +70,9 @@ async def test_reply_faults_change_what_the_charger_gets(start_server, tmp_path)
     await charger.close()
     server.wait_for(r"CP-1 \*\* disconnected")
     records = [record for record in read_transcript(log) if record.get("event") == "fault"]
-    assert [record["fault"] for record in records][:2] == ["fault BootNotification status=Pending interval=5 times=2"] * 2
+    assert [record["fault"] for record in records][:2] == [
+        "fault BootNotification status=Pending interval=5 times=2"
+    ] * 2
     assert records[-1]["fault"] == "fault Authorize status=Blocked times=1"
 
 
@@ -68,9 +83,12 @@ async def test_drop_delay_twice_and_wrong_id_replies(start_server):
     server.type("fault Heartbeat drop times=1")
     server.wait_for(r">> in force: fault Heartbeat drop")
     await charger.send_frame([2, "never", "Heartbeat", {}])
-    answered = await charger.call("Heartbeat", {}, message_id="second")  # the next frame is this one's reply
+    # The next frame is this one's reply.
+    answered = await charger.call("Heartbeat", {}, message_id="second")
     assert answered.message_id == "second"
-    server.wait_for(r'!! FAULT injected \(fault Heartbeat drop times=1\): no reply to Heartbeat "never"')
+    server.wait_for(
+        r'!! FAULT injected \(fault Heartbeat drop times=1\): no reply to Heartbeat "never"'
+    )
     server.type("fault MeterValues delay=0.3 times=1")
     server.wait_for(r">> in force: fault MeterValues")
     started = time.monotonic()
@@ -95,7 +113,9 @@ async def test_disconnect_faults_close_with_the_code_or_cut(start_server):
     server.type("fault disconnect code=4001")
     await charger.ws.wait_closed()
     assert mock.close_code(charger.ws) == 4001 or charger.ws.close_code == 4001
-    server.wait_for(r"!! FAULT injected \(fault disconnect code=4001\): connection closed with code 4001")
+    server.wait_for(
+        r"!! FAULT injected \(fault disconnect code=4001\): connection closed with code 4001"
+    )
     server.type("@CP-2 fault disconnect code=1006 after=2")  # for a charge point not connected yet
     server.wait_for(r">> in force: @CP-2 fault disconnect")
     other = await Charger.connect(server.url, "CP-2")
@@ -136,23 +156,37 @@ async def test_offline_and_handshake_faults_refuse_reconnects_for_a_while(start_
 
 @pytest.mark.slow(5)
 def test_faults_are_checked_as_any_command_and_set_over_http(start_server, tmp_path):
-    for bad, message in (("--fault", "Teleport drop"), ("--fault", "Heartbeat"), ("--fault", "Heartbeat error=Oops"),
-                         ("--fault", "disconnect code=99")):
-        result = subprocess.run([sys.executable, str(SERVER), bad, message], stdin=subprocess.DEVNULL,
-                                capture_output=True, text=True, timeout=TIMEOUT * 2)
+    for bad, message in (
+        ("--fault", "Teleport drop"),
+        ("--fault", "Heartbeat"),
+        ("--fault", "Heartbeat error=Oops"),
+        ("--fault", "disconnect code=99"),
+    ):
+        result = subprocess.run(
+            [sys.executable, str(SERVER), bad, message],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT * 2,
+        )
         assert result.returncode == 2 and "--fault" in result.stderr, (message, result.stderr)
     with pytest.raises(mock.ScriptError) as invalid:
         mock.parse_scenario("charger\nfault Heartbeat delay=-1\n")
     assert invalid.value.line == 2
     server = start_server()
     assert http_sync(server, "POST", "/api/faults", {"fault": "Heartbeat drop"}).json == {
-        "faults": ["in force: fault Heartbeat drop"]}
-    replaced = http_sync(server, "PUT", "/api/faults", {"faults": ["@CP-1 fault disconnect after=3", "offline 5"]})
+        "faults": ["in force: fault Heartbeat drop"]
+    }
+    replaced = http_sync(
+        server, "PUT", "/api/faults", {"faults": ["@CP-1 fault disconnect after=3", "offline 5"]}
+    )
     assert replaced.status == 200
-    assert http_sync(server, "GET", "/api/faults").json == {"faults": ["@CP-1 fault disconnect after=3",
-                                                                       "fault offline 5"]}
+    assert http_sync(server, "GET", "/api/faults").json == {
+        "faults": ["@CP-1 fault disconnect after=3", "fault offline 5"]
+    }
     bad = http_sync(server, "PUT", "/api/faults", {"faults": ["Heartbeat drop", "nonsense"]})
-    assert bad.status == 400 and len(http_sync(server, "GET", "/api/faults").json["faults"]) == 2  # all or nothing
+    # All or nothing.
+    assert bad.status == 400 and len(http_sync(server, "GET", "/api/faults").json["faults"]) == 2
     assert http_sync(server, "PUT", "/api/faults", {"faults": []}).json == {"faults": []}
 
 
@@ -162,9 +196,12 @@ async def test_more_faults_on_the_wire_payload_in_silent_outage_and_unanswered_p
     charger = await Charger.connect(server.url)
     server.type('fault DataTransfer payload={"status":"Rejected","data":"x"} times=1')
     server.wait_for(r">> in force: fault DataTransfer")
-    assert (await charger.call("DataTransfer", {"vendorId": "v"})).payload == {"status": "Rejected", "data": "x"}
-    # Pings: unanswered while the fault is in force.  The server handles frames in order, so a pong it sent
-    # would have arrived before the reply to the CALL sent after the ping.
+    assert (await charger.call("DataTransfer", {"vendorId": "v"})).payload == {
+        "status": "Rejected",
+        "data": "x",
+    }
+    # Pings: unanswered while the fault is in force.  The server handles frames in order, so a pong
+    # it sent would have arrived before the reply to the CALL sent after the ping.
     server.type("fault pings")
     server.wait_for(r"!! FAULT injected \(fault pings\): its pings go unanswered")
     unanswered = await charger.ws.ping()
@@ -180,10 +217,16 @@ async def test_more_faults_on_the_wire_payload_in_silent_outage_and_unanswered_p
     assert charger.ws.close_code == 4002
     server.type("fault offline 30 silent")
     server.wait_for(r">> in force: fault offline 30 silent")
-    with pytest.raises((websockets.InvalidHandshake, websockets.ConnectionClosed, OSError, EOFError)) as cut:
+    with pytest.raises(
+        (websockets.InvalidHandshake, websockets.ConnectionClosed, OSError, EOFError)
+    ) as cut:
         await Charger.connect(server.url)
-    assert not isinstance(cut.value, websockets.InvalidStatus if hasattr(websockets, "InvalidStatus") else type(None))
-    server.wait_for(r"!! FAULT injected \(fault offline 30 silent\): upgrade refused \(cut without an answer\)")
+    assert not isinstance(
+        cut.value, websockets.InvalidStatus if hasattr(websockets, "InvalidStatus") else type(None)
+    )
+    server.wait_for(
+        r"!! FAULT injected \(fault offline 30 silent\): upgrade refused \(cut without an answer\)"
+    )
 
 
 @charger_test
@@ -197,4 +240,5 @@ async def test_a_disconnect_fault_for_every_charger_applies_to_each(start_server
         await asyncio.wait_for(charger.ws.wait_closed(), TIMEOUT)
         assert charger.ws.close_code == 4003
     server.type("faults")
-    server.wait_for(r">> fault disconnect code=4003 after=1$")  # still in force, for chargers to come
+    # Still in force, for chargers to come.
+    server.wait_for(r">> fault disconnect code=4003 after=1$")

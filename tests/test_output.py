@@ -45,11 +45,13 @@ async def test_control_characters_from_the_wire_are_escaped(start_server):
 @charger_test
 async def test_the_transcript_survives_kill_9(tmp_path):
     log = tmp_path / "transcript.jsonl"
-    server = ServerProcess("--log", str(log), "--no-boot-data", stdin=subprocess.DEVNULL).wait_ready()
+    server = ServerProcess(
+        "--log", str(log), "--no-boot-data", stdin=subprocess.DEVNULL
+    ).wait_ready()
 
     charger = await Charger.connect(server.url)
     for number in range(20):
-        await charger.call("Heartbeat", {}, message_id="hb-%d" % number)
+        await charger.call("Heartbeat", {}, message_id=f"hb-{number}")
     server.proc.kill()  # SIGKILL: no flush, no clean-up
     server.proc.wait(TIMEOUT)
 
@@ -57,7 +59,7 @@ async def test_the_transcript_survives_kill_9(tmp_path):
     records = read_transcript(log)
     sent_in = [json.loads(record["frame"])[1] for record in records if record.get("dir") == "in"]
     answered = [json.loads(record["frame"])[1] for record in records if record.get("dir") == "out"]
-    assert sent_in == answered == ["hb-%d" % number for number in range(20)]
+    assert sent_in == answered == [f"hb-{number}" for number in range(20)]
 
 
 # Item 2: one escaping path to the terminal.
@@ -79,7 +81,7 @@ async def test_everything_a_charger_controls_reaches_the_terminal_escaped_and_cu
     text = server.settled_output()
     for raw in ("\x1b", "\x07", "\r", "\x9b", "\u202e"):
         assert raw not in text
-    assert r'CP-\\x1b <- \x1b]0;x\x07\x1b[2J\x0dFAKE {}' in text  # the charger's backslash doubled
+    assert r"CP-\\x1b <- \x1b]0;x\x07\x1b[2J\x0dFAKE {}" in text  # the charger's backslash doubled
     assert r"CP-\\x1b !! \x1b]0;x\x07\x1b[2J\x0dFAKE answered with NotImplemented" in text
     assert r"\x9b\u202eevil\\x1b" in text
     assert long_id not in text
@@ -91,15 +93,19 @@ async def test_warn_once_tables_are_bounded_with_one_suppressed_line(in_process)
 
     charger = await Charger.connect(server.url, "CP-W")
     for number in range(mock.MAX_WARNINGS_PER_CHARGER + 100):
-        await charger.send_frame([2, "w%d" % number, "Heartbeat", {"unknown%d" % number: 1}])
-    replies = await charger.replies_until("w%d" % (mock.MAX_WARNINGS_PER_CHARGER + 99))
+        await charger.send_frame([2, f"w{number}", "Heartbeat", {f"unknown{number}": 1}])
+    replies = await charger.replies_until(f"w{(mock.MAX_WARNINGS_PER_CHARGER + 99)}")
     assert len(replies) == mock.MAX_WARNINGS_PER_CHARGER + 100
     await charger.close()
 
-    server.wait_for(r"CP-W !! 200 distinct warnings about this charger so far; further ones are suppressed")
+    server.wait_for(
+        r"CP-W !! 200 distinct warnings about this charger so far; further ones are suppressed"
+    )
     text = server.settled_output()
-    assert len(re.findall(r"CP-W !! spec: Heartbeat\.unknown\d+ is not a field", text)) == \
-        mock.MAX_WARNINGS_PER_CHARGER
+    assert (
+        len(re.findall(r"CP-W !! spec: Heartbeat\.unknown\d+ is not a field", text))
+        == mock.MAX_WARNINGS_PER_CHARGER
+    )
     assert text.count("further ones are suppressed until it reconnects") == 1
 
 
@@ -107,7 +113,9 @@ async def test_warn_once_tables_are_bounded_with_one_suppressed_line(in_process)
 @pytest.mark.slow(2)
 def test_a_stdout_nobody_reads_neither_stops_the_answers_nor_the_signals():
     command = [sys.executable, str(SERVER), "--port", "0", "--no-boot-data"]
-    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     try:
         first = proc.stdout.readline().decode()
         url = re.search(r"(ws://\S+)", proc.stdout.readline().decode()).group(1)
@@ -117,7 +125,9 @@ def test_a_stdout_nobody_reads_neither_stops_the_answers_nor_the_signals():
             charger = await Charger.connect(url, "CP-PIPE")
             padding = "p" * 1900
             for number in range(1500):  # about 3 MB of output lines: far over a pipe's 64 KB
-                reply = await charger.call("DataTransfer", {"vendorId": "v", "data": padding}, "d%d" % number)
+                reply = await charger.call(
+                    "DataTransfer", {"vendorId": "v", "data": padding}, f"d{number}"
+                )
                 assert reply[0] == 3
             await charger.close()
 
@@ -129,5 +139,7 @@ def test_a_stdout_nobody_reads_neither_stops_the_answers_nor_the_signals():
         if proc.poll() is None:
             proc.kill()
         proc.stdout.close()
-    assert re.search(r"!! \d+ line\(s\) of output were dropped while the output was blocked", rest), rest[-2000:]
+    assert re.search(
+        r"!! \d+ line\(s\) of output were dropped while the output was blocked", rest
+    ), rest[-2000:]
     assert "Traceback" not in rest

@@ -57,59 +57,174 @@ async def test_a_malformed_frame_on_one_connection_does_not_disturb_another(star
 # second charger are still served.
 BAD_INPUT = [
     # name, frame as sent, expected reply prefix, log line
-    ("binary frame", b'[2,"b1","Heartbeat",{}]', [3, "b1"], r"sent a binary frame; OCPP-J uses text frames"),
+    (
+        "binary frame",
+        b'[2,"b1","Heartbeat",{}]',
+        [3, "b1"],
+        r"sent a binary frame; OCPP-J uses text frames",
+    ),
     ("binary, not UTF-8", b"\xff\xfe\x00", None, r"binary frame of 3 bytes ignored: not UTF-8"),
     ("invalid JSON", "[2, 'x', Heartbeat]", None, r"invalid JSON"),
     ("JSON nested too deeply", "[" * 30000, None, r"JSON nested too deeply to parse"),
     ("not an array", '{"messageTypeId": 2}', None, r"a frame must be a JSON array, got object"),
     ("a bare string", '"hello"', None, r"a frame must be a JSON array, got string"),
     ("empty array", "[]", None, r"empty array: no message type id"),
-    ("unknown message type id", [7, "t1", "Heartbeat", {}], None, r"unknown message type id 7 \(OCPP-J 4\.1\.3\)"),
+    (
+        "unknown message type id",
+        [7, "t1", "Heartbeat", {}],
+        None,
+        r"unknown message type id 7 \(OCPP-J 4\.1\.3\)",
+    ),
     ("type id as a string", ["2", "t2", "Heartbeat", {}], None, r"unknown message type id \"2\""),
     ("type id as a float", [2.5, "t3", "Heartbeat", {}], None, r"unknown message type id 2\.5"),
-    ("CALL without action and payload", [2, "c1"], [4, "c1", "ProtocolError"], r"CALL needs 4 elements"),
-    ("CALL without payload", [2, "c2", "Heartbeat"], [4, "c2", "ProtocolError"], r"CALL needs 4 elements"),
-    ("CALL with a fifth element", [2, "c3", "Heartbeat", {}, 1], [4, "c3", "FormationViolation"],
-     r"CALL has 5 elements"),
-    ("action not a string", [2, "c4", 17, {}], [4, "c4", "FormationViolation"], r"action must be a non-empty"),
-    ("empty action", [2, "c5", "", {}], [4, "c5", "FormationViolation"], r"action must be a non-empty"),
-    ("payload an array", [2, "c6", "Heartbeat", []], [4, "c6", "FormationViolation"],
-     r"payload of Heartbeat must be a JSON object, got array"),
-    ("payload a string", [2, "c7", "Heartbeat", "{}"], [4, "c7", "FormationViolation"], r"got string"),
+    (
+        "CALL without action and payload",
+        [2, "c1"],
+        [4, "c1", "ProtocolError"],
+        r"CALL needs 4 elements",
+    ),
+    (
+        "CALL without payload",
+        [2, "c2", "Heartbeat"],
+        [4, "c2", "ProtocolError"],
+        r"CALL needs 4 elements",
+    ),
+    (
+        "CALL with a fifth element",
+        [2, "c3", "Heartbeat", {}, 1],
+        [4, "c3", "FormationViolation"],
+        r"CALL has 5 elements",
+    ),
+    (
+        "action not a string",
+        [2, "c4", 17, {}],
+        [4, "c4", "FormationViolation"],
+        r"action must be a non-empty",
+    ),
+    (
+        "empty action",
+        [2, "c5", "", {}],
+        [4, "c5", "FormationViolation"],
+        r"action must be a non-empty",
+    ),
+    (
+        "payload an array",
+        [2, "c6", "Heartbeat", []],
+        [4, "c6", "FormationViolation"],
+        r"payload of Heartbeat must be a JSON object, got array",
+    ),
+    (
+        "payload a string",
+        [2, "c7", "Heartbeat", "{}"],
+        [4, "c7", "FormationViolation"],
+        r"got string",
+    ),
     ("payload null means {}", [2, "c8", "Heartbeat", None], [3, "c8"], r"CP-T -> Heartbeat\.conf"),
-    ("id a number", [2, 4711, "Heartbeat", {}], [4, "4711", "FormationViolation"],
-     r"message id must be a string, got number; answered FormationViolation"),
-    ("id an object", [2, {"id": 1}, "Heartbeat", {}], None, r"message id must be a string, got object; frame ignored"),
-    ("id over 36 characters", [2, LONG_ID, "Heartbeat", {}], [3, LONG_ID],
-     r"spec: message id is 37 characters, OCPP-J allows 36"),
-    ("CALLRESULT for an id never sent", [3, "never", {}], None, r"reply to message id \"never\", which the server"),
-    ("CALLERROR for an id never sent", [4, "never2", "GenericError", "", {}], None, r"reply to message id \"never2\""),
-    ("CALLERROR with details not an object", [4, "never3", "GenericError", "", "text"], None,
-     r"reply to message id \"never3\""),
+    (
+        "id a number",
+        [2, 4711, "Heartbeat", {}],
+        [4, "4711", "FormationViolation"],
+        r"message id must be a string, got number; answered FormationViolation",
+    ),
+    (
+        "id an object",
+        [2, {"id": 1}, "Heartbeat", {}],
+        None,
+        r"message id must be a string, got object; frame ignored",
+    ),
+    (
+        "id over 36 characters",
+        [2, LONG_ID, "Heartbeat", {}],
+        [3, LONG_ID],
+        r"spec: message id is 37 characters, OCPP-J allows 36",
+    ),
+    (
+        "CALLRESULT for an id never sent",
+        [3, "never", {}],
+        None,
+        r"reply to message id \"never\", which the server",
+    ),
+    (
+        "CALLERROR for an id never sent",
+        [4, "never2", "GenericError", "", {}],
+        None,
+        r"reply to message id \"never2\"",
+    ),
+    (
+        "CALLERROR with details not an object",
+        [4, "never3", "GenericError", "", "text"],
+        None,
+        r"reply to message id \"never3\"",
+    ),
     ("CALLERROR too short", [4, "e1"], None, r"CALLERROR needs 5 elements"),
-    ("unknown action", [2, "a1", "BrewCoffee", {}], [4, "a1", "NotImplemented"], r"unknown action BrewCoffee"),
-    ("misspelt action", [2, "a2", "Heartbeet", {}], [4, "a2", "NotImplemented"], r"did you mean Heartbeat\?"),
-    ("central-system action", [2, "a3", "RemoteStartTransaction", {"idTag": "1"}], [4, "a3", "NotSupported"],
-     r"RemoteStartTransaction is sent by the central system"),
-    ("wrong field type (lenient)", [2, "l1", "Authorize", {"idTag": 42}], [3, "l1"],
-     r"spec: Authorize\.idTag must be a string, got number 42 \(TypeConstraintViolation"),
-    ("missing required field (lenient)", [2, "l2", "Authorize", {}], [3, "l2"],
-     r"spec: Authorize\.idTag is required but missing \(OccurenceConstraintViolation"),
-    ("extra field (lenient)", [2, "l3", "Heartbeat", {"now": 1}], [3, "l3"],
-     r"spec: Heartbeat\.now is not a field of this message \(no fields allowed\) \(FormationViolation"),
-    ("over-long string (lenient)", [2, "l4", "Authorize", {"idTag": "T" * 21}], [3, "l4"],
-     r"spec: Authorize\.idTag is 21 characters long, the limit is 20 \(PropertyConstraintViolation"),
-    ("unknown enum value (lenient)", [2, "l5", "DiagnosticsStatusNotification", {"status": "Done"}], [3, "l5"],
-     r"spec: DiagnosticsStatusNotification\.status \"Done\" is not allowed \(one of Idle, Uploaded, "
-     r"UploadFailed, Uploading\) \(PropertyConstraintViolation"),
-    ("bad date-time (lenient)", [2, "l6", "SecurityEventNotification", {"type": "x", "timestamp": "today"}],
-     [3, "l6"], r"spec: SecurityEventNotification\.timestamp must be an ISO-8601 date-time"),
+    (
+        "unknown action",
+        [2, "a1", "BrewCoffee", {}],
+        [4, "a1", "NotImplemented"],
+        r"unknown action BrewCoffee",
+    ),
+    (
+        "misspelt action",
+        [2, "a2", "Heartbeet", {}],
+        [4, "a2", "NotImplemented"],
+        r"did you mean Heartbeat\?",
+    ),
+    (
+        "central-system action",
+        [2, "a3", "RemoteStartTransaction", {"idTag": "1"}],
+        [4, "a3", "NotSupported"],
+        r"RemoteStartTransaction is sent by the central system",
+    ),
+    (
+        "wrong field type (lenient)",
+        [2, "l1", "Authorize", {"idTag": 42}],
+        [3, "l1"],
+        r"spec: Authorize\.idTag must be a string, got number 42 \(TypeConstraintViolation",
+    ),
+    (
+        "missing required field (lenient)",
+        [2, "l2", "Authorize", {}],
+        [3, "l2"],
+        r"spec: Authorize\.idTag is required but missing \(OccurenceConstraintViolation",
+    ),
+    (
+        "extra field (lenient)",
+        [2, "l3", "Heartbeat", {"now": 1}],
+        [3, "l3"],
+        r"spec: Heartbeat\.now is not a field of this message \(no fields allowed\) "
+        r"\(FormationViolation",
+    ),
+    (
+        "over-long string (lenient)",
+        [2, "l4", "Authorize", {"idTag": "T" * 21}],
+        [3, "l4"],
+        r"spec: Authorize\.idTag is 21 characters long, the limit is 20 "
+        r"\(PropertyConstraintViolation",
+    ),
+    (
+        "unknown enum value (lenient)",
+        [2, "l5", "DiagnosticsStatusNotification", {"status": "Done"}],
+        [3, "l5"],
+        r"spec: DiagnosticsStatusNotification\.status \"Done\" is not allowed \(one of Idle, "
+        r"Uploaded, "
+        r"UploadFailed, Uploading\) \(PropertyConstraintViolation",
+    ),
+    (
+        "bad date-time (lenient)",
+        [2, "l6", "SecurityEventNotification", {"type": "x", "timestamp": "today"}],
+        [3, "l6"],
+        r"spec: SecurityEventNotification\.timestamp must be an ISO-8601 date-time",
+    ),
 ]
 
 
-@pytest.mark.parametrize("name, frame, expected, logged", BAD_INPUT, ids=[case[0] for case in BAD_INPUT])
+@pytest.mark.parametrize(
+    "name, frame, expected, logged", BAD_INPUT, ids=[case[0] for case in BAD_INPUT]
+)
 @charger_test
-async def test_bad_input_gets_the_ocpp_answer_and_a_log_line(table_server, name, frame, expected, logged):
+async def test_bad_input_gets_the_ocpp_answer_and_a_log_line(
+    table_server, name, frame, expected, logged
+):
     server = table_server
     mark = server.mark()
 
@@ -120,7 +235,7 @@ async def test_bad_input_gets_the_ocpp_answer_and_a_log_line(table_server, name,
         await charger.no_frame_within(0.2)
     else:
         reply = await charger.receive()
-        assert reply[:len(expected)] == expected, reply
+        assert reply[: len(expected)] == expected, reply
         if reply[0] == 4:
             assert len(reply) == 5 and reply[2] in mock.ERROR_CODES
             assert isinstance(reply[3], str) and isinstance(reply[4], dict)
@@ -206,28 +321,37 @@ def test_fuzz_every_call_shaped_frame_gets_exactly_one_reply(start_server):
 
     expected, replies, witness_answered = run(scenario())
     assert sum(expected.values()) > 1000
-    assert replies == expected, "seed %d: %s" % (seed, (replies - expected) + (expected - replies))
+    assert replies == expected, f"seed {seed}: {((replies - expected) + (expected - replies))}"
     # Served beside the fuzzer (how many Heartbeats fit depends on the machine's speed;
     # fairness itself is test_a_busy_charger_yields_to_the_others_by_time).
     assert witness_answered >= 1
     output = server.settled_output()
-    assert " ERROR " not in output and "internal error" not in output, "seed %d:\n%s" % (seed, output)
+    assert " ERROR " not in output and "internal error" not in output, f"seed {seed}:\n{output}"
 
 
-@pytest.mark.parametrize("text, shown", [
-    ('[2,"a","Heartbeat",{}]', "{}"),
-    ('[2, "a", "Heartbeat", {"x": 1}]', '{"x": 1}'),  # json.dumps' default: shown as the charger wrote it
-    ('[2, "a", "Heartbeat", {"x": [1, {"y": "]"}]} ]', '{"x": [1, {"y": "]"}]}'),
-    ('[2,"id, \\"{x",  "Heartbeat",{"k":1}]', '{"k":1}'),  # an unusual layout: serialized again
-    ('[2,"a","Heartbeat",null]', "null"),
-])
+@pytest.mark.parametrize(
+    "text, shown",
+    [
+        ('[2,"a","Heartbeat",{}]', "{}"),
+        # Json.dumps' default: shown as the charger wrote it.
+        (
+            '[2, "a", "Heartbeat", {"x": 1}]',
+            '{"x": 1}',
+        ),
+        ('[2, "a", "Heartbeat", {"x": [1, {"y": "]"}]} ]', '{"x": [1, {"y": "]"}]}'),
+        ('[2,"id, \\"{x",  "Heartbeat",{"k":1}]', '{"k":1}'),  # an unusual layout: serialized again
+        ('[2,"a","Heartbeat",null]', "null"),
+    ],
+)
 def test_the_operator_sees_a_calls_payload_as_sent(text, shown):
     assert mock.call_payload_text(text, mock.parse_frame(text)) == shown
 
 
 # Item 1: text that cannot be encoded.
 @charger_test
-async def test_lone_surrogates_get_their_answer_and_cost_no_connection_line_or_transcript(in_process, tmp_path):
+async def test_lone_surrogates_get_their_answer_and_cost_no_connection_line_or_transcript(
+    in_process, tmp_path
+):
     log = tmp_path / "session.jsonl"
     server = in_process("--no-boot-data", "--log", str(log))
 
@@ -240,7 +364,9 @@ async def test_lone_surrogates_get_their_answer_and_cost_no_connection_line_or_t
     reply = await _text_reply(charger, '[2,"s3","Authorize",{"idTag":"\\ud800x"}]', "s3")
     assert reply[:2] == [3, "s3"]
     assert_valid("AuthorizeResponse", reply[2])
-    reply = await _text_reply(charger, '[2,"s4","DataTransfer",{"vendorId":"\\udbff","data":"\\udc00"}]', "s4")
+    reply = await _text_reply(
+        charger, '[2,"s4","DataTransfer",{"vendorId":"\\udbff","data":"\\udc00"}]', "s4"
+    )
     assert reply[:2] == [3, "s4"]
     assert (await other.call("Heartbeat", {}))[0] == 3  # the other charger, in the same loop turns
     server.type('@CP-S DataTransfer {"vendorId":"\\ud800"}')
@@ -260,7 +386,9 @@ async def test_lone_surrogates_get_their_answer_and_cost_no_connection_line_or_t
     frames = [record for record in records if record.get("charger") == "CP-S" and "dir" in record]
     assert len([r for r in frames if r["dir"] == "in"]) == 6  # 5 CALLs and one reply
     assert len([r for r in frames if r["dir"] == "out"]) == 6  # 5 replies and one CALL
-    assert any(json.loads(record["frame"])[1] == "\ud800" for record in frames if record["dir"] == "out")
+    assert any(
+        json.loads(record["frame"])[1] == "\ud800" for record in frames if record["dir"] == "out"
+    )
 
 
 # Item 4: bounded memory per connection.
@@ -270,7 +398,7 @@ async def test_long_unique_message_ids_are_remembered_as_digests(in_process):
 
     charger = await Charger.connect(server.url, "CP-IDS")
     for number in range(50):
-        message_id = "%05d" % number + "x" * 60000
+        message_id = f"{number:05d}" + "x" * 60000
         await charger.send_frame([2, message_id, "Heartbeat", {}])
         assert (await charger.reply_to(message_id))[0] == 3
     session = server.system.sessions["CP-IDS"]
@@ -281,16 +409,22 @@ async def test_long_unique_message_ids_are_remembered_as_digests(in_process):
 # Item 9: strict JSON.
 @pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999"])
 @charger_test
-async def test_nan_and_infinity_are_a_formation_violation_and_never_written(in_process, tmp_path, number):
+async def test_nan_and_infinity_are_a_formation_violation_and_never_written(
+    in_process, tmp_path, number
+):
     log = tmp_path / "strict.jsonl"
     server = in_process("--no-boot-data", "--log", str(log))
 
     charger = await Charger.connect(server.url, "CP-NAN")
-    reply = await _text_reply(charger, '[2,"n1","DataTransfer",{"vendorId":"v","data":%s}]' % number, "n1")
+    reply = await _text_reply(
+        charger, f'[2,"n1","DataTransfer",{{"vendorId":"v","data":{number}}}]', "n1"
+    )
     assert reply[:3] == [4, "n1", "FormationViolation"]
-    server.type('DataTransfer {"vendorId":"v","data":%s}' % number)
-    server.wait_for(r">> DataTransfer: the JSON payload does not parse: .*not JSON|too large for a double")
-    server.type("DataTransfer data=%s" % number)  # a string field: sent as the text it is
+    server.type(f'DataTransfer {{"vendorId":"v","data":{number}}}')
+    server.wait_for(
+        r">> DataTransfer: the JSON payload does not parse: .*not JSON|too large for a double"
+    )
+    server.type(f"DataTransfer data={number}")  # a string field: sent as the text it is
     call = await charger.expect_call("DataTransfer")
     assert call.payload["data"] == number
     await charger.answer(call, {"status": "Accepted"})
@@ -299,29 +433,34 @@ async def test_nan_and_infinity_are_a_formation_violation_and_never_written(in_p
     server.stop()
 
     def refuse(name):
-        raise AssertionError("%s written to the transcript" % name)
+        raise AssertionError(f"{name} written to the transcript")
+
     for line in log.read_text().splitlines():
         json.loads(line, parse_constant=refuse)
 
 
 @charger_test
 async def test_nesting_too_deep_to_serialise_again_still_gets_a_reply(in_process):
-    """Every depth up to where parsing fails: parsed means answered, even where showing it again fails."""
+    """Every depth up to where parsing fails: parsed means answered, even where showing it again
+    fails."""
     server = in_process("--no-boot-data", "--quiet")
 
     charger = await Charger.connect(server.url, "CP-DEEP")
     answered = 0
     for depth in range(500, 1200):
-        message_id = "deep%d" % depth
+        message_id = f"deep{depth}"
         since = server.mark()
-        await charger.send_frame('[2,"%s","DataTransfer",{"vendorId":"v","data":%s%s}]'
-                                 % (message_id, "[" * depth, "]" * depth))
-        await charger.send_frame([2, "after%d" % depth, "Heartbeat", {}])  # replies come in order
-        replies = await charger.replies_until("after%d" % depth)
+        await charger.send_frame(
+            '[2,"{}","DataTransfer",{{"vendorId":"v","data":{}{}}}]'.format(
+                message_id, "[" * depth, "]" * depth
+            )
+        )
+        await charger.send_frame([2, f"after{depth}", "Heartbeat", {}])  # replies come in order
+        replies = await charger.replies_until(f"after{depth}")
         if len(replies) == 2:
             assert replies[0][0] == 3 or replies[0][2] in SPEC_ERROR_CODES, replies[0]
             answered += 1
-        else:  # nested too deeply to parse at all: no id to answer, and one log line (see BAD_INPUT)
+        else:  # nested too deeply to parse: no id to answer, and one log line (see BAD_INPUT)
             server.wait_for(r"CP-DEEP !! JSON nested too deeply to parse; frame ignored", since)
             break
     assert answered >= 100

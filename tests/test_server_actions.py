@@ -32,13 +32,16 @@ async def test_every_server_action_typed_bare_is_valid_by_the_official_schema(st
         assert_valid(action, call.payload)
         sent[action] = call.payload
         await charger.answer(call, CHARGER_REPLY_SAMPLES[action])
-        server.wait_for(r"CP-1 <- %s\.conf" % action)
+        server.wait_for(rf"CP-1 <- {action}\.conf")
     assert len(sent) == 26
     assert sent["Reset"] == {"type": "Soft"}
     assert sent["RemoteStopTransaction"] == {"transactionId": transaction_id}
     assert sent["RemoteStartTransaction"] == {"connectorId": 1, "idTag": "1"}
     assert sent["CancelReservation"]["reservationId"] == sent["ReserveNow"]["reservationId"]
-    assert sent["SetChargingProfile"]["csChargingProfiles"]["chargingProfilePurpose"] == "TxDefaultProfile"
+    assert (
+        sent["SetChargingProfile"]["csChargingProfiles"]["chargingProfilePurpose"]
+        == "TxDefaultProfile"
+    )
     await charger.close()
 
 
@@ -51,8 +54,9 @@ async def test_start_remote_and_stop_remote(start_server):
     call = await charger.expect_call("RemoteStartTransaction")
     assert call.payload == {"connectorId": 1, "idTag": "ABC"}
     await charger.answer(call, {"status": "Accepted"})
-    start = await charger.call("StartTransaction", dict(CHARGER_REQUEST_SAMPLES["StartTransaction"],
-                                                        idTag="ABC"))
+    start = await charger.call(
+        "StartTransaction", dict(CHARGER_REQUEST_SAMPLES["StartTransaction"], idTag="ABC")
+    )
     server.type("stopRemote")
     call = await charger.expect_call("RemoteStopTransaction")
     assert call.payload == {"transactionId": start[2]["transactionId"]}
@@ -87,8 +91,16 @@ async def test_flexicharge_dialect_uses_its_key_spellings(start_server):
     charger = await Charger.connect(server.url)
     await charger.boot(flexicharge=True)
     server.wait_for(r"speaks the FlexiCharge dialect")
-    start = await charger.call("StartTransaction", {"connectorId": "1", "id_tag": None, "meterStart": 0,
-                                                    "timestamp": 1665917012.1, "reservationId": None})
+    start = await charger.call(
+        "StartTransaction",
+        {
+            "connectorId": "1",
+            "id_tag": None,
+            "meterStart": 0,
+            "timestamp": 1665917012.1,
+            "reservationId": None,
+        },
+    )
     server.type("stopRemote")
     call = await charger.expect_call("RemoteStopTransaction")
     assert call.payload == {"transactionID": start[3]["transactionId"]}
@@ -96,7 +108,10 @@ async def test_flexicharge_dialect_uses_its_key_spellings(start_server):
     server.type("ReserveNow")
     call = await charger.expect_call("ReserveNow")
     assert set(call.payload) == {"connectorID", "expiryDate", "idTag", "reservationID"}
-    assert isinstance(call.payload["expiryDate"], int) and call.payload["expiryDate"] > time.time() + 3000
+    assert (
+        isinstance(call.payload["expiryDate"], int)
+        and call.payload["expiryDate"] > time.time() + 3000
+    )
     await charger.answer(call, {"status": "Accepted"}, flexicharge=True)
     server.type("startRemote")
     call = await charger.expect_call("RemoteStartTransaction")

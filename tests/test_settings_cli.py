@@ -1,5 +1,4 @@
-"""Settings and CLI: config.py, --help and --version, and flag mistakes as one line and exit 2.
-"""
+"""Settings and CLI: config.py, --help and --version, and flag mistakes as one line and exit 2."""
 
 import shutil
 import socket
@@ -21,11 +20,15 @@ def test_default_address_comes_from_config_py(tmp_path):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     shutil.copy(SERVER, tmp_path / SERVER.name)
-    config = (ROOT / "config.py").read_text().replace("ws://127.0.0.1:60003", "ws://127.0.0.1:%d" % port)
+    config = (
+        (ROOT / "config.py").read_text().replace("ws://127.0.0.1:60003", f"ws://127.0.0.1:{port}")
+    )
     (tmp_path / "config.py").write_text(config)
-    server = ServerProcess(script=tmp_path / SERVER.name, port_args=(), stdin=subprocess.DEVNULL).wait_ready()
+    server = ServerProcess(
+        script=tmp_path / SERVER.name, port_args=(), stdin=subprocess.DEVNULL
+    ).wait_ready()
     try:
-        assert server.url == "ws://127.0.0.1:%d" % port
+        assert server.url == f"ws://127.0.0.1:{port}"
     finally:
         assert server.stop() == 0
 
@@ -38,6 +41,7 @@ def test_default_address_without_config_py(tmp_path):
 
 def test_config_py_is_the_chargers_configuration():
     import config
+
     configuration = config.Configurations()
     assert configuration._protocols == ["ocpp1.6"]
     configuration._useMockServer = True
@@ -47,29 +51,41 @@ def test_config_py_is_the_chargers_configuration():
 
 
 def test_help_and_version():
-    result = subprocess.run([sys.executable, str(SERVER), "--help"], capture_output=True, text=True, timeout=10)
+    result = subprocess.run(
+        [sys.executable, str(SERVER), "--help"], capture_output=True, text=True, timeout=10
+    )
     assert result.returncode == 0
-    for flag in ("--host", "--port", "--dialect", "--strict", "--auto-start-after", "--call-timeout"):
+    for flag in (
+        "--host",
+        "--port",
+        "--dialect",
+        "--strict",
+        "--auto-start-after",
+        "--call-timeout",
+    ):
         assert flag in result.stdout
 
 
 # Items 11 and 12: fail closed, and every flag checked at the door.
-@pytest.mark.parametrize("args, message", [
-    (["--charger-ids", ""], "--charger-ids: must not be empty"),
-    (["--charger-ids", ","], "--charger-ids ',' names no charge point id"),
-    (["--charger-ids", " , "], "--charger-ids ' , ' names no charge point id"),
-    (["--basic-auth", ""], "--basic-auth: must not be empty"),
-    (["--basic-auth-hex", ""], "--basic-auth-hex: must not be empty"),
-    (["--port", "99999"], "--port: 99999 is out of range: give 0 to 65535"),
-    (["--port", "http"], "--port: 'http' is not a whole number"),
-    (["--heartbeat-interval", "-1"], "--heartbeat-interval: -1 is out of range"),
-    (["--max-message-size", "0"], "--max-message-size: 0 is out of range: give 1024 to"),
-    (["--call-timeout", "0"], "--call-timeout: 0 is out of range: give 0.1 to 86400"),
-    (["--call-timeout", "nan"], "--call-timeout: nan is out of range"),
-    (["--auto-start-after", "inf"], "--auto-start-after: inf is out of range"),
-    (["--id-tag", "X" * 24], "--id-tag: an idTag is 1 to 20 characters (CiString20), got 24"),
-    (["--tag", "T" * 21 + "=Blocked"], "expected TAG=STATUS"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--charger-ids", ""], "--charger-ids: must not be empty"),
+        (["--charger-ids", ","], "--charger-ids ',' names no charge point id"),
+        (["--charger-ids", " , "], "--charger-ids ' , ' names no charge point id"),
+        (["--basic-auth", ""], "--basic-auth: must not be empty"),
+        (["--basic-auth-hex", ""], "--basic-auth-hex: must not be empty"),
+        (["--port", "99999"], "--port: 99999 is out of range: give 0 to 65535"),
+        (["--port", "http"], "--port: 'http' is not a whole number"),
+        (["--heartbeat-interval", "-1"], "--heartbeat-interval: -1 is out of range"),
+        (["--max-message-size", "0"], "--max-message-size: 0 is out of range: give 1024 to"),
+        (["--call-timeout", "0"], "--call-timeout: 0 is out of range: give 0.1 to 86400"),
+        (["--call-timeout", "nan"], "--call-timeout: nan is out of range"),
+        (["--auto-start-after", "inf"], "--auto-start-after: inf is out of range"),
+        (["--id-tag", "X" * 24], "--id-tag: an idTag is 1 to 20 characters (CiString20), got 24"),
+        (["--tag", "T" * 21 + "=Blocked"], "expected TAG=STATUS"),
+    ],
+)
 def test_flag_mistakes_exit_2_with_one_line(capsys, args, message):
     with pytest.raises(SystemExit) as exited:
         mock.parse_settings(args)
@@ -79,8 +95,17 @@ def test_flag_mistakes_exit_2_with_one_line(capsys, args, message):
 
 
 def test_an_out_of_range_port_is_one_line_from_the_command_line():
-    result = subprocess.run([sys.executable, str(SERVER), "--port", "99999"], capture_output=True, text=True,
-                            timeout=10, stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        [sys.executable, str(SERVER), "--port", "99999"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        stdin=subprocess.DEVNULL,
+    )
     assert result.returncode == 2 and "99999 is out of range" in result.stderr
     assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].endswith("--port: 99999 is out of range: give 0 to 65535")
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .endswith("--port: 99999 is out of range: give 0 to 65535")
+    )

@@ -37,8 +37,11 @@ def test_the_oracle_rejects_an_invalid_payload():
 
 def test_fixture_copy_is_verbatim():
     if not SHARED_FIXTURE.exists():
-        pytest.skip("no ../shared beside this checkout: cannot check that fixtures/flexicharge-frames.jsonl is a "
-                    "byte-for-byte copy of shared/fixtures/flexicharge-frames.jsonl")
+        pytest.skip(
+            "no ../shared beside this checkout: cannot check that "
+            "fixtures/flexicharge-frames.jsonl is a "
+            "byte-for-byte copy of shared/fixtures/flexicharge-frames.jsonl"
+        )
     assert FIXTURE.read_bytes() == SHARED_FIXTURE.read_bytes()
 
 
@@ -49,8 +52,14 @@ def test_samples_are_valid_by_the_oracle():
         assert_valid(action + "Response", payload)
 
 
-@pytest.mark.parametrize("table, suffix", [(mock.CHARGER_REQUEST_RULES, ""), (mock.SERVER_REQUEST_RULES, ""),
-                                           (mock.CHARGER_REPLY_RULES, "Response")])
+@pytest.mark.parametrize(
+    "table, suffix",
+    [
+        (mock.CHARGER_REQUEST_RULES, ""),
+        (mock.SERVER_REQUEST_RULES, ""),
+        (mock.CHARGER_REPLY_RULES, "Response"),
+    ],
+)
 def test_lint_rules_match_the_official_schemas(table, suffix):
     differences = []
     for action, rule in table.items():
@@ -68,7 +77,8 @@ def test_lint_tables_cover_every_official_action():
 
 
 def test_lint_agrees_with_the_oracle_on_fixture_payloads():
-    """Wherever the official schema finds a problem in a real FlexiCharge frame, so does the lint."""
+    """Wherever the official schema finds a problem in a real FlexiCharge frame, so does the
+    lint."""
     checked = 0
     for entry in flexicharge_frames():
         frame = entry["frame"]
@@ -89,29 +99,61 @@ async def test_lenient_mode_answers_off_spec_payloads_and_warns_once(start_serve
     charger = await Charger.connect(server.url)
     for _ in range(3):
         assert (await charger.call("StatusNotification", payload)).payload == {}
-    await charger.call("StartTransaction", {"connectorId": 1, "meterStart": 0, "timestamp": 1665917012.1})
+    await charger.call(
+        "StartTransaction", {"connectorId": 1, "meterStart": 0, "timestamp": 1665917012.1}
+    )
     await charger.close()
 
     output = server.settled_output()
-    assert output.count("spec: StatusNotification.connectorId must be an integer, got string \"1\" "
-                        "(TypeConstraintViolation") == 1
-    assert output.count("spec: StatusNotification.errorCode \"\" is not allowed (one of ConnectorLockFailure, "
-                        "EVCommunicationError, GroundFailure, HighTemperature, InternalError, LocalListConflict, "
-                        "... (16 values))") == 1
-    assert "spec: StartTransaction.idTag is required but missing (OccurenceConstraintViolation" in output
-    assert "spec: StartTransaction.timestamp must be an ISO-8601 date-time string, got number" in output
+    assert (
+        output.count(
+            'spec: StatusNotification.connectorId must be an integer, got string "1" '
+            "(TypeConstraintViolation"
+        )
+        == 1
+    )
+    assert (
+        output.count(
+            'spec: StatusNotification.errorCode "" is not allowed (one of ConnectorLockFailure, '
+            "EVCommunicationError, GroundFailure, HighTemperature, InternalError, "
+            "LocalListConflict, "
+            "... (16 values))"
+        )
+        == 1
+    )
+    assert (
+        "spec: StartTransaction.idTag is required but missing (OccurenceConstraintViolation"
+        in output
+    )
+    assert (
+        "spec: StartTransaction.timestamp must be an ISO-8601 date-time string, got number"
+        in output
+    )
 
 
-@pytest.mark.parametrize("action, payload, code", [
-    ("StatusNotification", {"connectorId": "1", "errorCode": "NoError", "status": "Available"},
-     "TypeConstraintViolation"),
-    ("StartTransaction", {"connectorId": 1, "meterStart": 0, "timestamp": NOW}, "OccurenceConstraintViolation"),
-    ("Heartbeat", {"extra": 1}, "FormationViolation"),
-    ("Authorize", {"idTag": "x" * 21}, "PropertyConstraintViolation"),
-    ("StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Sleeping"},
-     "PropertyConstraintViolation"),
-    ("Heartbeat", {}, None),
-])
+@pytest.mark.parametrize(
+    "action, payload, code",
+    [
+        (
+            "StatusNotification",
+            {"connectorId": "1", "errorCode": "NoError", "status": "Available"},
+            "TypeConstraintViolation",
+        ),
+        (
+            "StartTransaction",
+            {"connectorId": 1, "meterStart": 0, "timestamp": NOW},
+            "OccurenceConstraintViolation",
+        ),
+        ("Heartbeat", {"extra": 1}, "FormationViolation"),
+        ("Authorize", {"idTag": "x" * 21}, "PropertyConstraintViolation"),
+        (
+            "StatusNotification",
+            {"connectorId": 1, "errorCode": "NoError", "status": "Sleeping"},
+            "PropertyConstraintViolation",
+        ),
+        ("Heartbeat", {}, None),
+    ],
+)
 @charger_test
 async def test_strict_mode_answers_the_exact_error_code(start_server, action, payload, code):
     server = start_server("--strict", "--no-boot-data")
@@ -130,7 +172,9 @@ async def test_strict_mode_answers_the_exact_error_code(start_server, action, pa
 def test_the_lint_caps_problems_and_computes_hints_only_when_shown(monkeypatch):
     calls = []
     original = mock.difflib.get_close_matches
-    monkeypatch.setattr(mock.difflib, "get_close_matches", lambda *a, **k: calls.append(a) or original(*a, **k))
+    monkeypatch.setattr(
+        mock.difflib, "get_close_matches", lambda *a, **k: calls.append(a) or original(*a, **k)
+    )
     assert len(json.dumps(NEAR_MISS, separators=(",", ":"))) < 64 * 1024
     problems = mock.lint_payload(mock.CHARGER_REQUEST_RULES["MeterValues"], NEAR_MISS)
     assert len(problems) == mock.MAX_PROBLEMS_PER_FRAME

@@ -46,8 +46,11 @@ async def test_a_charger_offering_only_other_subprotocols_is_refused_in_every_mo
     with pytest.raises(websockets.InvalidHandshake) as refused:
         await Charger.connect(server.url, "CP-20", subprotocols=("ocpp2.0.1", "ocpp2.0"))
     assert _refusal_status(refused.value) == 400
-    server.wait_for(r"!! refused a connection( from 127\.0\.0\.1:\d+)? to \"/CP-20\": HTTP 400, the charger offered "
-                    r"the subprotocols ocpp2\.0\.1, ocpp2\.0, not ocpp1\.6")
+    server.wait_for(
+        r"!! refused a connection( from 127\.0\.0\.1:\d+)? to \"/CP-20\": HTTP 400, the charger "
+        r"offered "
+        r"the subprotocols ocpp2\.0\.1, ocpp2\.0, not ocpp1\.6"
+    )
     served = await Charger.connect(server.url, "CP-16", subprotocols=("ocpp2.0.1", "ocpp1.6"))
     assert served.ws.subprotocol == "ocpp1.6"
     await served.close()
@@ -61,14 +64,19 @@ async def test_a_text_frame_that_is_not_utf8_closes_with_1007_and_others_are_ser
     _raw_send(sock, 0x1, b'[2,"u","Heartbeat",{"x":"\xff\xfe"}]')
     assert _raw_close_code(sock) == 1007  # RFC 6455 8.1: MUST fail the connection
     sock.close()
-    server.wait_for(r"CP-RAW \*\* disconnected \(closed by the server with 1007.*not valid UTF-8; RFC 6455 section 8\.1")
+    server.wait_for(
+        r"CP-RAW \*\* disconnected \(closed by the server with 1007.*not valid UTF-8; RFC 6455 "
+        r"section 8\.1"
+    )
 
     charger = await Charger.connect(server.url, "CP-2")
     assert (await charger.call("Heartbeat", {}))[0] == 3
     await charger.close()
 
 
-@pytest.mark.parametrize("limit_args, size", [((), 70 * 1024), (("--max-message-size", "1024"), 1200)])
+@pytest.mark.parametrize(
+    "limit_args, size", [((), 70 * 1024), (("--max-message-size", "1024"), 1200)]
+)
 @charger_test
 async def test_a_frame_over_the_size_limit_closes_with_1009(start_server, limit_args, size):
     server = start_server("--no-boot-data", *limit_args)
@@ -82,7 +90,10 @@ async def test_a_frame_over_the_size_limit_closes_with_1009(start_server, limit_
     assert (await witness.call("Heartbeat", {}))[0] == 3
     await witness.close()
 
-    server.wait_for(r"CP-BIG \*\* disconnected \(closed by the server with 1009.*a frame over --max-message-size")
+    server.wait_for(
+        r"CP-BIG \*\* disconnected \(closed by the server with 1009.*a frame over "
+        r"--max-message-size"
+    )
 
 
 @pytest.mark.slow(4)
@@ -141,8 +152,10 @@ async def test_strict_refuses_a_charger_without_the_ocpp16_subprotocol(start_ser
     await charger.call("BootNotification", CHARGER_REQUEST_SAMPLES["BootNotification"])
     await charger.close()
 
-    server.wait_for(r"!! refused a connection.*HTTP 400, the charger must offer the ocpp1\.6 subprotocol "
-                    r"\(--strict\); it offered none")
+    server.wait_for(
+        r"!! refused a connection.*HTTP 400, the charger must offer the ocpp1\.6 subprotocol "
+        r"\(--strict\); it offered none"
+    )
 
 
 # Item 15: a websockets older than the oldest the server supports.
@@ -158,12 +171,15 @@ def test_a_websockets_older_than_10_3_is_one_line_and_exit_2(monkeypatch, capsys
 def test_a_request_websockets_refuses_itself_gets_one_line_and_ours_are_not_doubled(start_server):
     server = start_server("--charger-ids", "CP-1")
     port = int(server.url.rsplit(":", 1)[1])
-    for request in (b"GET /CP-1 HTTP/1.1\r\nHost: x\r\n\r\n",  # no Upgrade: websockets answers 426
-                    b"GET /CP-9 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"):
+    for request in (
+        b"GET /CP-1 HTTP/1.1\r\nHost: x\r\n\r\n",  # no Upgrade: websockets answers 426
+        b"GET /CP-9 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    ):
         with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
             sock.sendall(request)
             assert sock.recv(4096).startswith((b"HTTP/1.1 426", b"HTTP/1.1 404"))
     server.wait_for(r"!! websockets: connection (rejected|failed) \(426 Upgrade Required\)")
     server.wait_for(r"CP-9 !! refused a connection .*HTTP 404, unknown charge point id")
-    assert "404 Not Found" not in server.settled_output()  # the refusal is logged once, by the server
+    # The refusal is logged once, by the server.
+    assert "404 Not Found" not in server.settled_output()
