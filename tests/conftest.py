@@ -60,6 +60,10 @@ DEMO_CHARGER = ROOT / "examples" / "demo_charger.py"
 SCENARIOS = ROOT / "examples" / "scenarios"
 GUIDE = ROOT / "docs" / "guide.md"
 TIMEOUT = 5.0
+# How long a server process may take to listen: it bounds a hang, it checks no speed.  A Python
+# process's start-up costs about 0.4 s of CPU, and on two cores shared with other work that can
+# stretch to seconds.
+START_TIMEOUT = 20.0
 
 
 # -------------------------------------------------- The oracle: the official OCPP 1.6 JSON schemas
@@ -174,7 +178,7 @@ class ServerProcess:
             self._changed.notify_all()
 
     def wait_ready(self):
-        match = self.wait_for(r"listening on (wss?://\S+)")
+        match = self.wait_for(r"listening on (wss?://\S+)", timeout=START_TIMEOUT)
         self.url = match.group(1)
         return self
 
