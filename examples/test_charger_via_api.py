@@ -26,11 +26,18 @@ CHARGER_COMMAND = [sys.executable, str(HERE / "demo_charger.py"), "--meter-inter
 @pytest.fixture
 def mock():
     """The mock server on free ports: {"ws": its websocket URL, "http": its API's base URL}."""
-    server = subprocess.Popen([sys.executable, str(MOCK_SERVER), "--port", "0", "--quiet"],
-                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, str(MOCK_SERVER), "--port", "0", "--quiet"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     urls = {}
     for line in server.stdout:  # the banner names both ports
-        for name, pattern in (("ws", r"listening on (ws://\S+)"), ("http", r"HTTP API: (http://\S+/)")):
+        for name, pattern in (
+            ("ws", r"listening on (ws://\S+)"),
+            ("http", r"HTTP API: (http://\S+/)"),
+        ):
             match = re.search(pattern, line)
             if match:
                 urls[name] = match.group(1)
@@ -43,9 +50,12 @@ def mock():
 
 def api(mock: dict, method: str, path: str, body=None):
     """One API request: (HTTP status, JSON answer)."""
-    request = urllib.request.Request(mock["http"] + path.lstrip("/"), method=method,
-                                     data=None if body is None else json.dumps(body).encode("utf-8"),
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        mock["http"] + path.lstrip("/"),
+        method=method,
+        data=None if body is None else json.dumps(body).encode("utf-8"),
+        headers={"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=35) as response:
             return response.status, json.load(response)
@@ -54,13 +64,15 @@ def api(mock: dict, method: str, path: str, body=None):
 
 
 def events(mock: dict, charger: str):
-    """The charger's events from now on: open the stream before the charger starts, and none is lost."""
+    """The charger's events from now on: open the stream before the charger starts, and none is
+    lost."""
     stream = urllib.request.urlopen(mock["http"] + "api/events?charger=" + charger, timeout=30)
 
     def each_event():
         for line in stream:
             if line.startswith(b"data: "):
                 yield json.loads(line[6:])
+
     return each_event()
 
 
@@ -81,7 +93,9 @@ def test_a_remote_start_charges_and_a_remote_stop_ends_the_transaction(mock):
         assert meter["transactionId"] == started["transactionId"]
 
         status, charger_state = api(mock, "GET", "/api/chargers/CP-1")
-        assert [tx["transactionId"] for tx in charger_state["transactions"]] == [started["transactionId"]]
+        assert [tx["transactionId"] for tx in charger_state["transactions"]] == [
+            started["transactionId"]
+        ]
 
         status, reply = api(mock, "POST", "/api/chargers/CP-1/stopRemote", {})
         assert status == 200 and reply["request"] == {"transactionId": started["transactionId"]}
