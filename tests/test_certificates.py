@@ -18,13 +18,13 @@ import websockets
 import ocpp_mock_server as mock
 from conftest import (
     DEMO_CHARGER,
-    SERVER,
     TIMEOUT,
     _certificate_authority,
     _csr,
     assert_valid,
     booted_charger,
     charger_test,
+    server_command,
 )
 
 
@@ -155,7 +155,7 @@ def test_ca_flags_are_checked_at_start_up(tmp_path):
         ),
     ):
         result = subprocess.run(
-            [sys.executable, str(SERVER), *args],
+            server_command(*args),
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,

@@ -10,7 +10,6 @@ import asyncio
 import itertools
 import json
 import subprocess
-import sys
 
 import pytest
 
@@ -18,7 +17,6 @@ import ocpp_mock_server as mock
 from conftest import (
     CHARGER_REQUEST_SAMPLES,
     NOW,
-    SERVER,
     SPEC_ERROR_CODES,
     Charger,
     InProcessServer,
@@ -30,6 +28,7 @@ from conftest import (
     flexicharge_frames,
     read_transcript,
     schema_problems,
+    server_command,
 )
 
 
@@ -322,7 +321,7 @@ async def test_concurrent_tx(start_server):
 )
 def test_authorization_flag_mistakes_are_one_line(args, message):
     result = subprocess.run(
-        [sys.executable, str(SERVER), *args],
+        server_command(*args),
         capture_output=True,
         text=True,
         timeout=10,
@@ -335,7 +334,7 @@ def test_a_bad_tags_file_is_one_line(tmp_path):
     tags = tmp_path / "tags.json"
     tags.write_text('{"T": {"status": "Sure"}}')
     result = subprocess.run(
-        [sys.executable, str(SERVER), "--tags", str(tags)],
+        server_command("--tags", str(tags)),
         capture_output=True,
         text=True,
         timeout=10,

@@ -9,7 +9,6 @@ import importlib.util
 import os
 import re
 import subprocess
-import sys
 import threading
 
 import pytest
@@ -18,7 +17,6 @@ from conftest import (
     CHARGER_REQUEST_SAMPLES,
     GUIDE,
     NOW,
-    SERVER,
     TIMEOUT,
     Charger,
     Terminal,
@@ -27,6 +25,7 @@ from conftest import (
     charger_test,
     guide_session,
     run,
+    server_command,
 )
 
 
@@ -272,7 +271,7 @@ def test_the_console_edits_recalls_completes_and_keeps_a_half_typed_line(tmp_pat
         terminal.close()
     # Piped input is read as it is: no prompt, no escapes.
     piped = subprocess.run(
-        [sys.executable, str(SERVER), "--port", "0", "--no-http"],
+        server_command("--port", "0", "--no-http"),
         input="echo plain\nquit\n",
         capture_output=True,
         text=True,

@@ -20,7 +20,6 @@ import ocpp_mock_server as mock
 from conftest import (
     CHARGER_REQUEST_SAMPLES,
     DEMO_CHARGER,
-    SERVER,
     TIMEOUT,
     Charger,
     EventStream,
@@ -35,6 +34,7 @@ from conftest import (
     is_frame,
     read_transcript,
     run,
+    server_command,
 )
 
 
@@ -507,7 +507,7 @@ async def test_the_token_guards_every_request_but_the_chargers_file_urls(start_s
 @pytest.mark.slow(5)
 def test_http_flags_that_would_expose_or_cannot_work_are_start_up_errors(tmp_path):
     exposed = subprocess.run(
-        [sys.executable, str(SERVER), "--http-host", "0.0.0.0"],
+        server_command("--http-host", "0.0.0.0"),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -521,7 +521,7 @@ def test_http_flags_that_would_expose_or_cannot_work_are_start_up_errors(tmp_pat
     )
     for args in (["--http-token", ""], ["--max-upload-size", "lots"], ["--http-port", "70000"]):
         result = subprocess.run(
-            [sys.executable, str(SERVER), *args],
+            server_command(*args),
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -533,7 +533,7 @@ def test_http_flags_that_would_expose_or_cannot_work_are_start_up_errors(tmp_pat
         taken.listen()
         port = taken.getsockname()[1]
         given = subprocess.run(
-            [sys.executable, str(SERVER), "--port", "0", "--http-port", str(port)],
+            server_command("--port", "0", "--http-port", str(port)),
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,

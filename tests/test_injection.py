@@ -7,7 +7,6 @@ names.)
 
 import asyncio
 import subprocess
-import sys
 import time
 
 import pytest
@@ -16,7 +15,6 @@ import websockets
 import ocpp_mock_server as mock
 from conftest import (
     CHARGER_REQUEST_SAMPLES,
-    SERVER,
     TIMEOUT,
     Charger,
     _refusal_status,
@@ -24,6 +22,7 @@ from conftest import (
     charger_test,
     http_sync,
     read_transcript,
+    server_command,
 )
 
 
@@ -163,7 +162,7 @@ def test_faults_are_checked_as_any_command_and_set_over_http(start_server, tmp_p
         ("--fault", "disconnect code=99"),
     ):
         result = subprocess.run(
-            [sys.executable, str(SERVER), bad, message],
+            server_command(bad, message),
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,

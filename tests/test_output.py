@@ -8,13 +8,11 @@ import json
 import re
 import signal
 import subprocess
-import sys
 
 import pytest
 
 import ocpp_mock_server as mock
 from conftest import (
-    SERVER,
     TIMEOUT,
     Charger,
     ServerProcess,
@@ -22,6 +20,7 @@ from conftest import (
     charger_test,
     read_transcript,
     run,
+    server_command,
 )
 
 
@@ -112,7 +111,7 @@ async def test_warn_once_tables_are_bounded_with_one_suppressed_line(in_process)
 # Item 5: output never blocks the loop.
 @pytest.mark.slow(2)
 def test_a_stdout_nobody_reads_neither_stops_the_answers_nor_the_signals():
-    command = [sys.executable, str(SERVER), "--port", "0", "--no-boot-data"]
+    command = server_command("--port", "0", "--no-boot-data")
     proc = subprocess.Popen(
         command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )

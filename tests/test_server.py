@@ -11,7 +11,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 
 import pytest
 import websockets
@@ -19,7 +18,6 @@ import websockets
 import ocpp_mock_server as mock
 from conftest import (
     CHARGER_REQUEST_SAMPLES,
-    SERVER,
     TIMEOUT,
     Charger,
     ServerProcess,
@@ -32,6 +30,7 @@ from conftest import (
     _signed_by,
     charger_test,
     read_transcript,
+    server_command,
 )
 
 
@@ -52,7 +51,7 @@ def test_port_in_use_is_one_clear_line():
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, str(SERVER), "--port", str(port)],
+            server_command("--port", str(port)),
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -226,7 +225,7 @@ async def test_tls_security_profile_2(start_server, tmp_path):
 )
 def test_security_flag_mistakes_are_one_line(args, message):
     result = subprocess.run(
-        [sys.executable, str(SERVER), *args],
+        server_command(*args),
         capture_output=True,
         text=True,
         timeout=10,
@@ -237,7 +236,7 @@ def test_security_flag_mistakes_are_one_line(args, message):
 
 def test_a_missing_certificate_is_one_line(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(SERVER), "--port", "0", "--certfile", str(tmp_path / "none.pem")],
+        server_command("--port", "0", "--certfile", str(tmp_path / "none.pem")),
         capture_output=True,
         text=True,
         timeout=10,

@@ -3,7 +3,6 @@
 import shutil
 import socket
 import subprocess
-import sys
 
 import pytest
 
@@ -12,6 +11,7 @@ from conftest import (
     ROOT,
     SERVER,
     ServerProcess,
+    server_command,
 )
 
 
@@ -51,9 +51,7 @@ def test_config_py_is_the_chargers_configuration():
 
 
 def test_help_and_version():
-    result = subprocess.run(
-        [sys.executable, str(SERVER), "--help"], capture_output=True, text=True, timeout=10
-    )
+    result = subprocess.run(server_command("--help"), capture_output=True, text=True, timeout=10)
     assert result.returncode == 0
     for flag in (
         "--host",
@@ -96,7 +94,7 @@ def test_flag_mistakes_exit_2_with_one_line(capsys, args, message):
 
 def test_an_out_of_range_port_is_one_line_from_the_command_line():
     result = subprocess.run(
-        [sys.executable, str(SERVER), "--port", "99999"],
+        server_command("--port", "99999"),
         capture_output=True,
         text=True,
         timeout=10,
