@@ -55,12 +55,12 @@ MISBEHAVIOUR_CASES = [
 ]
 
 
+@pytest.mark.slow(2)
 @pytest.mark.parametrize(
     "misbehave, server_args, typed, waits, rule",
     MISBEHAVIOUR_CASES,
     ids=[case[0] for case in MISBEHAVIOUR_CASES],
 )
-@pytest.mark.slow(2)
 @pytest.mark.parametrize("behaves", [False, True], ids=["misbehaves", "behaves"])
 def test_each_behaviour_check_catches_its_misbehaviour_and_only_that(
     start_server, misbehave, server_args, typed, waits, rule, behaves
