@@ -42,6 +42,7 @@ import asyncio
 import base64
 import binascii
 import collections
+import contextlib
 import datetime
 import difflib
 import errno
@@ -52,6 +53,7 @@ import ipaddress
 import itertools
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -61,11 +63,17 @@ import socket
 import ssl
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 import urllib.parse
 import uuid
 from typing import Any, AsyncIterator, Callable, Deque, Dict, Iterator, List, Optional, Tuple, Union
+
+try:
+    import resource
+except ImportError:  # Windows: no open-files limit to read or raise
+    resource = None  # type: ignore[assignment]
 
 try:
     import websockets
@@ -79,6 +87,10 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 60003
 SUBPROTOCOL = "ocpp1.6"
 MAX_MESSAGE_ID_LENGTH = 36  # OCPP-J 1.6 section 4.1.4
+MAX_ERROR_DESCRIPTION = 255  # characters of a CALLERROR's errorDescription (OCPP-J 2.0.1's limit)
+# No answer to a charger's frame is larger than this many bytes or the frame
+# itself, whichever is more: what a charger sends is never amplified.
+MIN_REPLY_LIMIT = 1024
 DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024
 FLEXICHARGE_VENDOR_ID = "com.flexicharge"
 # One charger may keep the event loop this long (seconds) before the other
@@ -267,10 +279,7 @@ def _parse_message(message: Any) -> Frame:
     if len(message) < 2:
         raise FrameError("message type %d without a message id" % kind)
     raw_id = message[1]
-    readable_id = raw_id if isinstance(raw_id, str) else (
-        str(raw_id) if isinstance(raw_id, int) and not isinstance(raw_id, bool) and abs(raw_id) < 10 ** 36
-        else None)
-    answerable_id = readable_id if kind == CALL else None
+    answerable_id = _id_text(raw_id) if kind == CALL else None
     if not isinstance(raw_id, str):
         raise FrameError("message id must be a string, got %s" % _json_type(raw_id),
                          FORMATION_VIOLATION, answerable_id)
@@ -278,6 +287,23 @@ def _parse_message(message: Any) -> Frame:
     if kind == CALL:
         return _parse_call(message, raw_id)
     return _parse_reply(message, kind, raw_id)
+
+
+def _id_text(raw_id: Any) -> Optional[str]:
+    """The message id of a CALL as text to answer it with: a string as it is, any JSON number
+    (integer, fraction, exponent, however long) as Python writes it; None for other JSON.
+
+    A number is answered with a FormationViolation like any other non-string
+    id, as long as the answer fits the reply cap (ChargerSession.answer).
+    """
+    if isinstance(raw_id, str):
+        return raw_id
+    if isinstance(raw_id, (int, float)) and not isinstance(raw_id, bool):
+        try:
+            return repr(raw_id)
+        except ValueError:  # an integer over Python's digit limit for text (3.11 and later)
+            return None
+    return None
 
 
 def _parse_call(message: list, raw_id: str) -> Frame:
@@ -357,12 +383,23 @@ def encodable(text: str) -> str:
     return _LONE_SURROGATE.sub(lambda match: "\\u%04x" % ord(match.group()), text)
 
 
-# Control characters (C0, DEL, C1), bidirectional and line controls, and lone
+# Control characters (C0, DEL, C1), the invisible ones below and lone
 # surrogates never reach the terminal raw: a charger must not be able to
 # repaint or forge the operator's screen, nor make a line unwritable.
+# The Bidi_Control set, every format character (Cf) but the emoji joiner
+# U+200D, and the line and paragraph separators, from one Unicode version
+# on every Python (unicodedata would follow each Python's own).
+_INVISIBLE_RANGES = (  # Unicode 15.1.0: scripts/invisible_characters.py
+    (0x00AD, 0x00AD), (0x0600, 0x0605), (0x061C, 0x061C), (0x06DD, 0x06DD), (0x070F, 0x070F),
+    (0x0890, 0x0891), (0x08E2, 0x08E2), (0x180E, 0x180E), (0x200B, 0x200C), (0x200E, 0x200F),
+    (0x2028, 0x202E), (0x2060, 0x2064), (0x2066, 0x206F), (0xFEFF, 0xFEFF), (0xFFF9, 0xFFFB),
+    (0x110BD, 0x110BD), (0x110CD, 0x110CD), (0x13430, 0x1343F), (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A), (0xE0001, 0xE0001), (0xE0020, 0xE007F),
+)
 _TERMINAL_ESCAPES = {code: "\\x%02x" % code for code in itertools.chain(range(0x20), range(0x7F, 0xA0))}
-_TERMINAL_ESCAPES.update({code: "\\u%04x" % code for code in itertools.chain(
-    range(0x200E, 0x2010), range(0x2028, 0x202F), range(0x2066, 0x206A), range(0xD800, 0xE000), (0xFEFF,))})
+_TERMINAL_ESCAPES.update({code: ("\\u%04x" if code <= 0xFFFF else "\\U%08x") % code
+                          for code in itertools.chain(range(0xD800, 0xE000), *(
+                              range(first, last + 1) for first, last in _INVISIBLE_RANGES))})
 # For plain text a literal backslash is doubled too, so that a charger's own
 # "\\x1b" (four characters) never looks like an escape the server made.
 _PLAIN_ESCAPES = dict(_TERMINAL_ESCAPES)
@@ -404,6 +441,10 @@ def printable_json(text: str, limit: int = MAX_SHOWN) -> str:
 _json_string = json.encoder.encode_basestring
 
 
+def _utf8_size(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
 def build_call(message_id: str, action: str, payload_json: str) -> str:
     """CALL text; ``payload_json`` is the payload already serialized with dump_json."""
     return "[2,%s,%s,%s]" % (_json_string(message_id), _json_string(action), payload_json)
@@ -418,6 +459,9 @@ def build_call_result(message_id: str, payload_json: str, action: Optional[str] 
 
 def build_call_error(message_id: str, code: str, description: str,
                      details: Optional[dict] = None) -> str:
+    """CALLERROR text; ``description`` cut to MAX_ERROR_DESCRIPTION characters."""
+    if len(description) > MAX_ERROR_DESCRIPTION:
+        description = description[:MAX_ERROR_DESCRIPTION - 3] + "..."
     return dump_json([CALLERROR, message_id, code, description, details or {}])
 
 
@@ -435,7 +479,10 @@ def call_payload_text(text: str, frame: Frame) -> str:
         rest = text[len(prefix):].rstrip()
         if rest.endswith("]"):
             return rest[:-1].rstrip()
-    return dump_json(frame.payload)
+    try:
+        return dump_json(frame.payload)
+    except (ValueError, RecursionError):  # nested too deeply to write again: the frame as it came
+        return text
 
 
 def utc_now() -> datetime.datetime:
@@ -1595,6 +1642,8 @@ class EventBus:
 # ------------------------------------------------------------ Charger state
 # What the server knows of each charge point, kept across its reconnects.
 
+SPEC_WARNINGS_KEPT = 20  # texts of a charge point's latest spec warnings, listed on the page
+
 
 class Transaction:
     """A transaction the server opened with its StartTransaction.conf."""
@@ -1631,6 +1680,8 @@ class ChargerState:
         self.certificate_ids: List[dict] = []  # the hash data its last GetInstalledCertificateIds.conf listed
         self.key_rotated: Optional[str] = None  # when the server took its new AuthorizationKey
         self.history = ChargerHistory()  # what the behaviour checks remember since its last boot
+        # Its latest spec warnings' texts, for the page's list (spec_warnings counts them all).
+        self.spec_texts: collections.deque[str] = collections.deque(maxlen=SPEC_WARNINGS_KEPT)
 
     def set_connector(self, connector: Optional[int], status: str) -> bool:
         """Record a connector's status; False when the table is full and the connector is new."""
@@ -1685,9 +1736,130 @@ class ChargerState:
         return lines
 
 
+# The live page's charts, kept on the server: a page opened mid-session draws
+# each open transaction from its first reading.
+
+CHARTS_KEPT = 10  # charts: the page's, and the open transactions whose readings the server keeps
+CHART_POINTS = 2000  # readings per chart; past that every other one is dropped (the chart thins)
+CHART_MEASURANDS = {"Energy.Active.Import.Register": 0, "Power.Active.Import": 1, "SoC": 2}
+
+
+def _chart_number(value: Any, unit: Any) -> Optional[float]:
+    """A reading's value as a finite number (kWh and kW as Wh and W), else None."""
+    try:
+        number = float(value) if type(value) in (str, int, float) else math.nan
+    except (ValueError, OverflowError):
+        return None
+    if number - number != 0:  # NaN or infinite
+        return None
+    return number * 1000 if type(unit) is str and unit[:1] == "k" else number
+
+
+def chart_point(payload: dict) -> tuple[Optional[float], Optional[float], Optional[float]]:
+    """(energy Wh, power W, state of charge %) of a MeterValues, as the page charts it: the first
+    reading of each measurand (a reading without one is energy), None where it has none."""
+    point: list[Optional[float]] = [None, None, None]
+    for measurand, value, unit, _ in _meter_readings(payload):
+        lane = CHART_MEASURANDS.get(measurand or "Energy.Active.Import.Register") \
+            if measurand is None or type(measurand) is str else None
+        if lane is not None and point[lane] is None:
+            point[lane] = _chart_number(value, unit)
+    return point[0], point[1], point[2]
+
+
+class ChartReadings:
+    """The meter readings of the latest CHARTS_KEPT open transactions (of all charge points), kept
+    whether or not a page watches, so that a page opened late charts them from the first reading.
+
+    A MeterValues of an open transaction appends one small tuple, (time in ms, energy, power,
+    soc); past CHART_POINTS readings every other one is dropped.  A transaction's readings go when
+    it closes, or when CHARTS_KEPT newer transactions have readings.
+    """
+
+    def __init__(self) -> None:
+        # (charge point id, transaction id) -> (connector id, readings), oldest first
+        self.charts: collections.OrderedDict[tuple[str, int], tuple[Any, list[tuple]]] = \
+            collections.OrderedDict()
+
+    def add(self, charger_id: str, transaction: Transaction, payload: dict) -> None:
+        key = (charger_id, transaction.transaction_id)
+        chart = self.charts.get(key)
+        if chart is None:
+            chart = self.charts[key] = (transaction.connector_id, [])
+            if len(self.charts) > CHARTS_KEPT:
+                self.charts.popitem(last=False)
+        readings = chart[1]
+        readings.append((int(time.time() * 1000),) + chart_point(payload))
+        if len(readings) > CHART_POINTS:
+            del readings[1::2]
+
+    def drop(self, charger_id: str, transaction_id: int) -> None:
+        self.charts.pop((charger_id, transaction_id), None)
+
+    def records(self, states: dict[str, ChargerState]) -> list[dict]:
+        """The charts of transactions still open, oldest first, as the page's state carries them."""
+        return [{"charger": charger_id, "transactionId": transaction_id, "connectorId": connector,
+                 "points": readings}
+                for (charger_id, transaction_id), (connector, readings) in self.charts.items()
+                if transaction_id in getattr(states.get(charger_id), "transactions", ())]
+
+
 # ---------------------------------------------------------- Protocol engine
 # One ChargerSession per connection: frames in, replies and CALLs out, every
 # happening published on the EventBus.
+
+
+LaterMade = tuple[dict, Optional[Callable[[], None]]]  # a LaterReply's reply, and what follows it
+_LATER_REPLIES: "set[asyncio.Future]" = set()  # the LaterReply tasks in flight
+
+
+class LaterReply:
+    """What a charger-action handler returns when its reply needs I/O first (SignCertificate's
+    openssl check): ``making``, awaited for the reply payload and what to run once that reply is
+    sent (or None).  The session goes on reading the charger's frames meanwhile."""
+
+    __slots__ = ("making",)
+
+    def __init__(self, making: "collections.abc.Awaitable[LaterMade]") -> None:
+        self.making = making
+
+    def start(self, session: "ChargerSession", frame: "Frame", label: str, injected: Any) -> None:
+        """Answer ``frame`` once the reply is made, as ChargerSession.on_call would have."""
+        session.reply_withheld = True
+        task = asyncio.ensure_future(self._answer(session, frame, label, injected))
+        _LATER_REPLIES.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(_LATER_REPLIES.discard)
+
+    async def _answer(self, session: "ChargerSession", frame: "Frame", label: str, injected: Any
+                      ) -> None:
+        try:
+            reply, then = await self.making
+        except Exception as exc:  # a bug of ours: the charger still gets its answer
+            session.log("error", "handler for %s failed: %s: %s" % (label, type(exc).__name__, exc))
+            reply, then = None, None
+        finally:
+            session.reply_withheld = False
+        if session.closed:
+            return
+        if reply is None:
+            text, follow = self._internal_error(session, frame, label), []
+        else:
+            text, follow = session.reply_and_what_follows(frame, label, injected, reply)
+        try:
+            if text is not None:
+                await session.websocket.send(text)
+        except websockets.ConnectionClosed:
+            return
+        for callback in follow + ([then] if then is not None else []):
+            callback()
+
+    @staticmethod
+    def _internal_error(session: "ChargerSession", frame: "Frame", label: str) -> str:
+        description = "the mock server failed to handle %s" % frame.action
+        session.bus.publish("call_answered", session.charger_id, session, action=frame.action,
+                            payload=frame.payload, reply=None, error=INTERNAL_ERROR)
+        return session.answer(build_call_error(frame.message_id, INTERNAL_ERROR, description),
+                              label + " CALLERROR", INTERNAL_ERROR + " " + description)
 
 
 class CallOutcome:
@@ -1762,7 +1934,7 @@ class WarnOnce:
         self._warned.add(key)
         text = text if isinstance(text, str) else text()
         if spec:
-            self.session.system.count_spec_warning(self.session.state)
+            self.session.system.count_spec_warning(self.session.state, text)
             self.session.bus.publish("spec_problem", self.session.charger_id, self.session,
                                      key=[str(part)[:200] for part in key], text=text)
         self.session.log("warn", text)
@@ -2203,9 +2375,11 @@ class ChargerSession:
         if exc.message_id is None or exc.code is None:
             self.log("warn", "%s; frame ignored" % exc.description)
             return None
+        reply = build_call_error(exc.message_id, exc.code, exc.description)
+        if self.over_reply_limit(reply, "CALLERROR"):
+            return None
         self.log("warn", "%s; answered %s" % (exc.description, exc.code))
-        return self.answer(build_call_error(exc.message_id, exc.code, exc.description),
-                           "CALLERROR", exc.code + " " + exc.description)
+        return self.publish_out(reply, "CALLERROR", exc.code + " " + exc.description)
 
     def on_call(self, frame: Frame, text: str) -> Optional[str]:
         """The answer to a charger's CALL: its handler's reply, or a CALLERROR."""
@@ -2237,6 +2411,15 @@ class ChargerSession:
                              error=refusal.code)
             return self.answer(build_call_error(message_id, refusal.code, refusal.description, refusal.details),
                                label + " CALLERROR", refusal.code + " " + printable(refusal.description, 400))
+        if type(reply) is LaterReply:
+            reply.start(self, frame, label, injected)
+            return None
+        return self._reply_text(frame, label, injected, reply)
+
+    def _reply_text(self, frame: Frame, label: str, injected: Any, reply: dict) -> Optional[str]:
+        """The CALLRESULT that answers ``frame`` with the handler's ``reply``, as the fault
+        ``injected`` (if any) has it; None when a fault sends it itself, later."""
+        action, payload, message_id = frame.action, frame.payload, frame.message_id
         if injected is not None and (injected[1] is not None or injected[0].fields or injected[0].payload is not None):
             reply = self._changed_by_fault(injected[0], injected[1], reply)
         if self.bus.routes["call_answered"]:
@@ -2248,6 +2431,15 @@ class ChargerSession:
         if injected is not None and (injected[0].delay or set(injected[0].flags) & {"twice", "wrong-id"}):
             return self._sent_by_fault(injected[0], text, label, reply_json, message_id)
         return self.answer(text, label + ".conf", reply_json)
+
+    def reply_and_what_follows(self, frame: Frame, label: str, injected: Any, reply: dict
+                               ) -> tuple[Optional[str], list[Callable[[], None]]]:
+        """_reply_text for a LaterReply's reply, and what its faults would run once it is sent."""
+        held, self._after_reply = self._after_reply, []
+        try:
+            return self._reply_text(frame, label, injected, reply), self._after_reply
+        finally:
+            self._after_reply = held
 
     # -- faults injected on purpose (see FaultTable)
 
@@ -2305,8 +2497,8 @@ class ChargerSession:
         if action in SERVER_REQUESTS:
             raise CallRefused(NOT_SUPPORTED, "%s is sent by the central system, not by a charger" % action)
         close = difflib.get_close_matches(action[:100], CHARGER_ACTION_HANDLERS, n=1)
-        raise CallRefused(NOT_IMPLEMENTED, "unknown action %s%s" % (action, " (did you mean %s?)" % close[0]
-                                                                   if close else ""))
+        raise CallRefused(NOT_IMPLEMENTED, "unknown action %s%s" % (
+            printable(action, 60), " (did you mean %s?)" % close[0] if close else ""))
 
     def _check_payload(self, action: str, payload: dict) -> None:
         """Lint a CALL's payload: CallRefused in --strict, else one warning per problem."""
@@ -2314,14 +2506,36 @@ class ChargerSession:
         if problems and self.strict:
             first = problems[0]
             self.system.count_spec_warning(self.state)
-            raise CallRefused(first.code, "%s: %s" % (action, first), {"field": first.path[:200]})
+            raise CallRefused(first.code, "%s: %s" % (action, first))
         if problems:
             self.warn_once.spec_problems(action, problems)
 
-    def answer(self, text: str, label: str, shown: Any) -> str:
-        """Publish a frame for the charger; the caller sends the ``text`` it returns.
+    def answer(self, text: str, label: str, shown: Any) -> Optional[str]:
+        """The answer to the frame being handled, published; the caller sends what it returns.
 
-        Every frame the server sends passes here, made encodable first.
+        None, and a line, when the answer would be larger than the frame or
+        MIN_REPLY_LIMIT bytes, whichever is more (a message id thousands of
+        characters long): what a charger sends is never amplified.
+        """
+        if self.over_reply_limit(text, label):
+            return None
+        return self.publish_out(text, label, shown)
+
+    def over_reply_limit(self, text: str, label: str) -> bool:
+        """True, and a line, when ``text`` may not answer the frame being handled (see answer)."""
+        if len(text) <= MIN_REPLY_LIMIT or len(text) < len(self._incoming[0]):  # nearly always
+            return False
+        size, frame_size = _utf8_size(encodable(text)), _utf8_size(self._incoming[0])
+        if size <= max(MIN_REPLY_LIMIT, frame_size):
+            return False
+        self.log("warn", "%s not sent: its %d bytes would answer a frame of %d bytes (answers are at "
+                 "most the frame or %d bytes)" % (label, size, frame_size, MIN_REPLY_LIMIT))
+        return True
+
+    def publish_out(self, text: str, label: str, shown: Any) -> str:
+        """Publish a frame for the charger, made encodable; the caller sends the ``text`` it returns.
+
+        Every frame the server sends passes here.
         """
         if not text.isascii():
             text = encodable(text)
@@ -2342,7 +2556,7 @@ class ChargerSession:
 
     async def send_text(self, text: str, label: str, shown: Any) -> None:
         """Send one frame to the charger, published first."""
-        await self.websocket.send(self.answer(text, label, shown))
+        await self.websocket.send(self.publish_out(text, label, shown))
 
     def after_reply(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once the reply to the current CALL has been sent."""
@@ -2574,12 +2788,17 @@ def handle_heartbeat(session: "ChargerSession", payload: dict) -> dict:
 
 
 def handle_meter_values(session: "ChargerSession", payload: dict) -> dict:
-    session.state.last_meter_values = payload  # rendered when the operator asks
+    state = session.state
+    state.last_meter_values = payload  # rendered when the operator asks
     check_energy(session, payload)
+    transaction_id = as_int(payload.get("transactionId"))
     sample = payload.get("meterValue")
     if type(sample) is list and sample and type(sample[0]) is dict:
-        check_transaction_message(session, as_int(payload.get("transactionId")), sample[0].get("timestamp"),
+        check_transaction_message(session, transaction_id, sample[0].get("timestamp"),
                                   "MeterValues")
+    charts = session.system.charts
+    if charts is not None and transaction_id in state.transactions:
+        charts.add(session.charger_id, state.transactions[transaction_id], payload)
     if session.bus.routes["meter_values"]:
         session.bus.publish("meter_values", session.charger_id, session, connectorId=payload.get("connectorId"),
                             transactionId=payload.get("transactionId"),
@@ -2637,6 +2856,8 @@ def handle_stop_transaction(session: "ChargerSession", payload: dict) -> dict:
         session.log("warn", "StopTransaction names transaction %s, which is not open here%s"
                     % (_show(payload.get("transactionId")), state.open_transactions_text()))
     else:
+        if session.system.charts is not None:
+            session.system.charts.drop(session.charger_id, transaction_id)
         session.bus.publish("transaction_stopped", session.charger_id, session, transactionId=transaction_id,
                             meterStop=payload.get("meterStop"), reason=payload.get("reason"))
     reply: dict = {}
@@ -2650,14 +2871,10 @@ def handle_notification(session: "ChargerSession", payload: dict) -> dict:
     return {}
 
 
-def handle_sign_certificate(session: "ChargerSession", payload: dict) -> dict:
-    """Accept a PEM CSR; once answered, sign it (--ca-cert) or save it for the operator (see CertificateSigning)."""
-    csr = payload.get("csr")
-    if not isinstance(csr, str) or "BEGIN CERTIFICATE REQUEST" not in csr:
-        session.log("warn", "SignCertificate: the csr is not a PEM certificate request; answered Rejected")
-        return {"status": "Rejected"}
-    session.after_reply(lambda: session.system.signing.start(session, csr))
-    return {"status": "Accepted"}
+def handle_sign_certificate(session: "ChargerSession", payload: dict) -> "Union[dict, LaterReply]":
+    """Accept a PEM CSR for this charger only; sign it (--ca-cert) or save it for the operator (see
+    CertificateSigning)."""
+    return session.system.signing.answer(session, payload.get("csr"))
 
 
 CHARGER_ACTION_HANDLERS: Dict[str, Callable[["ChargerSession", dict], dict]] = {
@@ -2741,6 +2958,8 @@ def _der_element(der: bytes, offset: int) -> Tuple[int, int, int]:
     if length & 0x80:
         count = length & 0x7F
         length, start = int.from_bytes(der[start:start + count], "big"), start + count
+    if start + length > len(der):
+        raise ValueError("a DER element runs past the end")
     return tag, start, start + length
 
 
@@ -2905,20 +3124,159 @@ def to_flexicharge_payload(action: str, payload: dict) -> dict:
 
 
 # -------------------------------------------------------- Certificate signing
-# SignCertificate, end to end: the standard library cannot sign, so the
-# openssl command-line tool does, in a subprocess the event loop does not
-# wait for.
+# SignCertificate, end to end.  The CSR is read here, before the reply: its
+# subject CN must be the charge point id of the connection that sent it.  The
+# standard library can neither verify nor sign, so the openssl command-line
+# tool does, in a subprocess the event loop does not wait for.
+
+MAX_CSR_CHARACTERS = 5500  # the csr field's limit in the security whitepaper's schema
+MAX_SAVED_CSRS = 100  # CSRs one run saves (with --ca-cert, their chains too); then Rejected
+OPENSSL_SECONDS = 10.0  # one openssl command may take this long; it is then stopped
+OPENSSL_AT_ONCE = 4  # openssl commands running at once; the others wait their turn
+
+_COMMON_NAME_OID = b"\x06\x03\x55\x04\x03"  # 2.5.4.3, in DER
+# UTF8String, PrintableString, IA5String, T61String, BMPString, UniversalString
+_DER_TEXT_ENCODINGS = {0x0C: "utf-8", 0x13: "ascii", 0x16: "ascii", 0x14: "latin-1",
+                       0x1E: "utf-16-be", 0x1C: "utf-32-be"}
+_PEM_CERTIFICATE_REQUEST = re.compile(r"-----BEGIN (?:NEW )?CERTIFICATE REQUEST-----(.*?)"
+                                      r"-----END (?:NEW )?CERTIFICATE REQUEST-----", re.S)
+
+
+def _der_elements(der: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """The DER elements one after another from ``start`` to ``end``: (tag, content start, end)."""
+    while start < end:
+        tag, content, start = _der_element(der, start)
+        if start > end:
+            raise ValueError("a DER element runs past the one that holds it")
+        yield tag, content, start
+
+
+def _common_names(der: bytes, start: int, end: int) -> list[str]:
+    """The commonName values of the DER Name whose content runs from ``start`` to ``end``."""
+    names: list[str] = []
+    for _, rdn_start, rdn_end in _der_elements(der, start, end):  # each RelativeDistinguishedName
+        for _, pair_start, pair_end in _der_elements(der, rdn_start, rdn_end):  # its attributes
+            _, _, type_end = _der_element(der, pair_start)
+            if der[pair_start:type_end] == _COMMON_NAME_OID:
+                tag, value_start, value_end = _der_element(der, type_end)
+                if tag not in _DER_TEXT_ENCODINGS or value_end != pair_end:
+                    raise ValueError("a CN that is not an ASN.1 string")
+                names.append(der[value_start:value_end].decode(_DER_TEXT_ENCODINGS[tag]))
+    return names
+
+
+def read_certificate_request(text: str) -> tuple[bytes, list[str]]:
+    """The DER of the one PEM certificate request (PKCS #10) in ``text``, and its subject's common
+    names, read with the standard library; ValueError says why it is not one."""
+    blocks = _PEM_CERTIFICATE_REQUEST.findall(text)
+    if len(blocks) != 1:
+        raise ValueError("%d PEM certificate requests in it, not one" % len(blocks))
+    try:
+        der = base64.b64decode("".join(blocks[0].split()), validate=True)
+        tag, request_start, request_end = _der_element(der, 0)  # CertificationRequest
+        if tag != 0x30 or request_end != len(der):
+            raise ValueError("its DER is not one SEQUENCE")
+        _, info_start, info_end = _der_element(der, request_start)  # certificationRequestInfo
+        _, _, subject_at = _der_element(der, info_start)  # version
+        tag, subject_start, subject_end = _der_element(der, subject_at)
+        if tag != 0x30 or subject_end > info_end:
+            raise ValueError("it has no subject name")
+        return der, _common_names(der, subject_start, subject_end)
+    except (IndexError, binascii.Error) as exc:
+        raise ValueError("its DER does not parse (%s)" % exc) from None
+
+
+def pem_certificate_request(der: bytes) -> str:
+    """A certificate request's DER as PEM, 64 characters a line: what is saved and signed is exactly
+    what was read, whatever else the charger's text held."""
+    body = base64.b64encode(der).decode("ascii")
+    lines = "\n".join(body[at:at + 64] for at in range(0, len(body), 64))
+    return "-----BEGIN CERTIFICATE REQUEST-----\n%s\n-----END CERTIFICATE REQUEST-----\n" % lines
+
+
+def csr_mismatch(session: "ChargerSession", names: list[str]) -> Optional[str]:
+    """Why a CSR whose subject has the common names ``names`` is not for this connection's charger:
+    its only CN must be the charge point id, which under profile 3 (--client-ca) the client
+    certificate proved too.  None when it is."""
+    shown = ", ".join(map(_show, names)) or "missing"
+    if names != [session.charger_id]:
+        return "the CSR's CN is %s, not %s, the charge point id of this connection" % (
+            shown, _show(session.charger_id))
+    if session.system.options.client_ca:
+        transport = getattr(session.websocket, "transport", None)
+        certificate = (transport.get_extra_info("peercert") if transport else None) or {}
+        proved = [value for entry in certificate.get("subject", ()) for key, value in entry
+                  if key == "commonName"]
+        if proved != names:
+            return "the CSR's CN is %s, not %s, the CN of this connection's client certificate" % (
+                shown, ", ".join(map(_show, proved)) or "missing")
+    return None
+
+
+async def run_openssl(arguments: list[str], given: bytes = b"") -> tuple[int, bytes, str]:
+    """Run the ``openssl`` command with ``given`` on its standard input: its exit status, its output
+    and what it said on stderr.  RuntimeError when it cannot run or takes over OPENSSL_SECONDS."""
+    try:
+        process = await asyncio.create_subprocess_exec(
+            "openssl", *arguments, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+    except OSError as exc:
+        raise RuntimeError("cannot run openssl: %s" % (exc.strerror or exc)) from None
+    try:
+        output, said = await asyncio.wait_for(process.communicate(given), OPENSSL_SECONDS)
+    except asyncio.TimeoutError:
+        raise RuntimeError("openssl %s took over %g s and was stopped" % (
+            arguments[0], OPENSSL_SECONDS)) from None
+    finally:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+    return process.returncode, output, printable(said.decode("utf-8", "replace").strip(), 400)
+
+
+async def verify_csr_signature(pem: str) -> None:
+    """Check a certificate request's own signature with ``openssl req -verify`` (1.1.1 says "verify
+    failure" and exits 0, 3.x exits 1); RuntimeError with openssl's words when it is not good."""
+    code, _, said = await run_openssl(["req", "-verify", "-noout"], pem.encode("ascii"))
+    if code != 0 or "verify OK" not in said or "failure" in said:
+        raise RuntimeError("openssl req -verify finds its signature bad: %s" % (
+            said or "exit %d" % code))
+
+
+async def sign_csr(csr_path: str, ca_cert: str, ca_key: str, days: int = 365) -> str:
+    """The chain (the new certificate, then the CA's) for a CSR file, signed by ``openssl x509
+    -req`` with options OpenSSL 1.1.1 and 3.x share.  The certificate is the one openssl wrote for
+    this file (saved next to it, as .pem); RuntimeError with openssl's own words when it fails."""
+    out_path = csr_path[:-len(".csr")] + ".pem" if csr_path.endswith(".csr") else csr_path + ".pem"
+    code, output, said = await run_openssl([
+        "x509", "-req", "-in", csr_path, "-CA", ca_cert, "-CAkey", ca_key,
+        "-set_serial", str(int.from_bytes(os.urandom(8), "big")), "-days", str(days), "-sha256"])
+    certificate = output.decode("ascii", "replace").strip()
+    if code != 0 or not certificate.startswith("-----BEGIN CERTIFICATE-----"):
+        raise RuntimeError("openssl x509 -req failed: %s" % (said or "exit %d" % code))
+    with open(out_path, "w", encoding="utf-8") as signed:
+        signed.write(certificate + "\n")
+    with open(ca_cert, encoding="utf-8") as ca:
+        return certificate + "\n" + ca.read().strip() + "\n"
 
 
 class CertificateSigning:
-    """What happens to a charger's CSR: signed with --ca-cert/--ca-key and sent back in CertificateSigned,
-    or, without them, saved to a file with the one console line that sends the chain once it is signed."""
+    """What happens to a charger's CSR.  SignCertificate is answered Rejected, with one line and
+    nothing saved, for a CSR that is not one PEM certificate request whose only CN is the charger's
+    (see csr_mismatch), and past MAX_SAVED_CSRS.  Otherwise the CSR is saved under a name no other
+    file has; with --ca-cert/--ca-key, openssl checks its signature before the reply, signs it once
+    Accepted is sent, and CertificateSigned carries the chain made from it; without them, the line
+    shown says how to send the chain once the operator has signed it."""
 
     def __init__(self, system: "CentralSystem", ca_cert: Optional[str], ca_key: Optional[str]) -> None:
         self.system = system
         self.ca_cert, self.ca_key = ca_cert, ca_key
         self._folder: Optional[str] = None
         self.tasks: set = set()
+        self.saved = 0  # CSRs this run saved, or is verifying to save (MAX_SAVED_CSRS)
+        self.sequence = 0  # numbers the saved CSRs, so that no two share a name
+        self.verifying: set = set()  # sessions whose CSR openssl is verifying: one at a time each
+        self._openssl_turns: Optional[asyncio.Semaphore] = None  # made in the loop (Python 3.9)
 
     def folder(self) -> str:
         """Where CSRs and signed chains go: the files folder when there is one, else a temporary folder."""
@@ -2928,48 +3286,108 @@ class CertificateSigning:
             self._folder = tempfile.mkdtemp(prefix="ocpp-mock-csr-")
         return self._folder
 
-    def start(self, session: "ChargerSession", csr: str) -> None:
-        task = asyncio.ensure_future(self.handle(session, csr))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+    def answer(self, session: "ChargerSession", csr: Any) -> "Union[dict, LaterReply]":
+        """SignCertificate.conf for ``csr``: Rejected with one line saying why; Accepted once it is
+        saved (no CA); with --ca-cert, a LaterReply that has openssl verify it first."""
+        try:
+            pem = pem_certificate_request(self._vetted(session, csr))
+            if self.ca_cert is None or self.ca_key is None:
+                self._save_for_operator(session, pem)
+                return {"status": "Accepted"}
+        except (OSError, ValueError) as refusal:
+            session.log("error" if isinstance(refusal, OSError) else "warn",
+                        "SignCertificate: %s; answered Rejected, nothing signed" % refusal)
+            return {"status": "Rejected"}
+        self.saved += 1
+        self.verifying.add(session)
+        return LaterReply(self._verified(session, pem))
 
-    async def handle(self, session: "ChargerSession", csr: str) -> None:
+    def _vetted(self, session: "ChargerSession", csr: Any) -> bytes:
+        """The DER of ``csr`` if it may be saved and signed for this connection; else ValueError."""
+        if not isinstance(csr, str) or len(csr) > MAX_CSR_CHARACTERS:
+            raise ValueError("the csr is not text of at most %d characters" % MAX_CSR_CHARACTERS)
+        try:
+            der, names = read_certificate_request(csr)
+        except ValueError as exc:
+            raise ValueError("the csr is not a PEM certificate request (%s)" % exc) from None
+        mismatch = csr_mismatch(session, names)
+        if mismatch is not None:
+            raise ValueError(mismatch)
+        if session in self.verifying:
+            raise ValueError("its previous CSR is still being verified")
+        if self.saved >= MAX_SAVED_CSRS:
+            raise ValueError("this run has saved %d CSRs, its bound; restart the server for more"
+                             % self.saved)
+        return der
+
+    def _save(self, session: "ChargerSession", pem: str) -> str:
+        """Write a CSR to a new file named after the charger, the time and a number (never over
+        another file); its path."""
         name = "".join(character if character.isalnum() or character in "-_." else "_"
                        for character in session.charger_id)[:64] or "charger"
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        csr_path = os.path.join(self.folder(), "%s-%s.csr" % (name, stamp))
-        with open(csr_path, "w", encoding="utf-8") as csr_file:
-            csr_file.write(csr)
-        if self.ca_cert is None or self.ca_key is None:
-            chain_path = os.path.join(self.folder(), "%s-%s-chain.pem" % (name, stamp))
-            session.log("info", "SignCertificate: the CSR is saved in %s; sign it (no --ca-cert/--ca-key), put the "
-                        "chain in %s and type: @%s CertificateSigned certificateChain=@%s" % (
-                            csr_path, chain_path, printable(session.charger_id), chain_path))
-            return
+        for _ in range(1000):
+            self.sequence += 1
+            path = os.path.join(self.folder(), "%s-%s-%d.csr" % (name, stamp, self.sequence))
+            try:
+                with open(path, "x", encoding="utf-8") as csr_file:
+                    csr_file.write(pem)
+                return path
+            except FileExistsError:
+                continue
+        raise OSError("no free file name for the CSR in %s" % self.folder())
+
+    def _save_for_operator(self, session: "ChargerSession", pem: str) -> None:
+        csr_path = self._save(session, pem)
+        self.saved += 1
+        chain_path = csr_path[:-len(".csr")] + "-chain.pem"
+        session.log("info", "SignCertificate: the CSR is saved in %s; sign it (no --ca-cert/"
+                    "--ca-key), put the chain in %s and type: @%s CertificateSigned "
+                    "certificateChain=@%s" % (
+                        csr_path, chain_path, printable(session.charger_id), chain_path))
+
+    async def _verified(self, session: "ChargerSession", pem: str
+                        ) -> LaterMade:
+        """Accepted, and the signing to start once it is sent, when openssl finds the CSR's
+        signature good and it is saved; else Rejected, with one line."""
         try:
-            chain = await sign_csr(csr_path, self.ca_cert, self.ca_key)
+            async with self._turns():
+                await verify_csr_signature(pem)
+            csr_path = self._save(session, pem)
+        except (OSError, RuntimeError) as exc:
+            self.saved -= 1
+            session.log("error" if isinstance(exc, OSError) else "warn",
+                        "SignCertificate: %s; answered Rejected, nothing signed" % exc)
+            return {"status": "Rejected"}, None
+        finally:
+            self.verifying.discard(session)
+        return {"status": "Accepted"}, lambda: self.start(session, csr_path)
+
+    def _turns(self) -> asyncio.Semaphore:
+        """OPENSSL_AT_ONCE turns at running openssl."""
+        if self._openssl_turns is None:
+            self._openssl_turns = asyncio.Semaphore(OPENSSL_AT_ONCE)
+        return self._openssl_turns
+
+    def start(self, session: "ChargerSession", csr_path: str) -> None:
+        """Sign the CSR saved in ``csr_path`` and send the chain to ``session``'s charger."""
+        task = asyncio.ensure_future(self._sign(session, csr_path))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _sign(self, session: "ChargerSession", csr_path: str) -> None:
+        assert self.ca_cert is not None and self.ca_key is not None
+        try:
+            async with self._turns():
+                chain = await sign_csr(csr_path, self.ca_cert, self.ca_key)
         except (OSError, RuntimeError) as exc:
             session.log("error", "SignCertificate: could not sign the CSR in %s: %s" % (csr_path, exc))
             return
         self.system.last_signed_chain[session.charger_id] = chain
-        session.log("info", "SignCertificate: signed the CSR with --ca-cert; sending CertificateSigned")
+        session.log("info", "SignCertificate: signed the CSR in %s with --ca-cert; sending "
+                    "CertificateSigned" % csr_path)
         if not session.closed:
             session.call("CertificateSigned", {"certificateChain": chain})
-
-
-async def sign_csr(csr_path: str, ca_cert: str, ca_key: str, days: int = 365) -> str:
-    """The chain (the new certificate, then the CA's) for a CSR file, signed by ``openssl x509 -req``
-    with options OpenSSL 1.1.1 and 3.x share; RuntimeError with openssl's own words when it fails."""
-    out_path = csr_path[:-len(".csr")] + ".pem" if csr_path.endswith(".csr") else csr_path + ".pem"
-    process = await asyncio.create_subprocess_exec(
-        "openssl", "x509", "-req", "-in", csr_path, "-CA", ca_cert, "-CAkey", ca_key,
-        "-set_serial", str(int.from_bytes(os.urandom(8), "big")), "-days", str(days), "-sha256", "-out", out_path,
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    said, _ = await process.communicate()
-    if process.returncode != 0:
-        raise RuntimeError("openssl x509 -req failed: %s" % printable(said.decode("utf-8", "replace").strip(), 400))
-    with open(out_path, encoding="utf-8") as signed, open(ca_cert, encoding="utf-8") as ca:
-        return signed.read().strip() + "\n" + ca.read().strip() + "\n"
 
 
 # ---------------------------------------------------------- Fault injection
@@ -3231,38 +3649,14 @@ class FaultTable:
 # API.  parse_command checks what a line says by itself; build_payload and
 # Console.run do what depends on the run.
 
-CONSOLE_HELP = [
-    ("help [Action]", "this list, or one action's fields and defaults", "help ReserveNow"),
-    ("chargers", "connected chargers: dialect, boot, connectors, transaction, meter values", "chargers"),
-    ("startRemote", "RemoteStartTransaction (connector 1, --id-tag)", "startRemote"),
-    ("stopRemote", "RemoteStopTransaction for the open transaction", "stopRemote"),
-    ("<Action> [key=value ...]", "any of the 26 central-system actions; values are JSON when they parse",
-     "ChangeConfiguration key=HeartbeatInterval value=30"),
-    ("<Action> key=@file", "the value is the file's text (a PEM certificate); @@ is a literal @",
-     "InstallCertificate certificate=@ca.pem"),
-    ("<Action> {json}", "send exactly this payload", 'DataTransfer {"vendorId":"x"}'),
-    ("@<chargerId> <command>", "send to that charger", "@CP-1 Reset type=Hard"),
-    ("use <chargerId>", "send to that charger from now on", "use CP-1"),
-    ("raw <json>", "send any frame as typed (negative tests)", 'raw [2,"x","Reset",{"type":"Nope"}]'),
-    ("echo <text>", "print the text: a mark in the output and the log", "echo start of test 3"),
-    ("fault <what>", "inject a fault: a reply, a disconnect, an outage (docs/faults.md)",
-     "fault BootNotification status=Pending times=2"),
-    ("faults | fault clear", "the faults in force; clear them", "fault clear"),
-    ("quit | exit", "stop the server", "quit"),
-]
-
-CONSOLE_ALIASES = {"startremote": "RemoteStartTransaction", "stopremote": "RemoteStopTransaction"}
 CONSOLE_ACTIONS = {action.lower(): action for action in SERVER_ACTION_DEFAULTS}
-CONSOLE_WORDS = ("help", "chargers", "use", "raw", "echo", "quit", "exit", "startRemote", "stopRemote")
-
-
-CONSOLE_ONLY = ("help", "chargers", "use", "quit", "exit")  # words for a person, not for scripts
 
 
 def console_action(word: str) -> Optional[str]:
     """The server action a typed word names (any case, startRemote/stopRemote too), or None."""
     lower = word.lower()
-    return CONSOLE_ALIASES.get(lower) or CONSOLE_ACTIONS.get(lower)
+    row = typed_word(lower)
+    return row.action if row is not None else CONSOLE_ACTIONS.get(lower)
 
 
 def parse_console_value(text: str) -> Any:
@@ -3336,34 +3730,32 @@ def parse_command(line: str, files_from: Optional[str] = None) -> Command:
             raise CommandError("usage: @<chargerId> <command>, e.g. @CP-1 Reset")
     word, _, rest = line.partition(" ")
     rest, lower = rest.strip(), word.lower()
-    if lower in ("help", "chargers", "use", "echo", "quit", "exit", "raw", "fault", "faults"):
-        return _parse_word(line, "quit" if lower == "exit" else lower, target, rest)
+    row = typed_word(lower)
+    if row is not None and row.action is None:
+        if row.check is not None:
+            row.check(rest, target)
+        return Command(line, row.word, target, text=rest)
     action = console_action(word)
     if action is None:
-        choices = list(CONSOLE_WORDS) + list(SERVER_ACTION_DEFAULTS)
-        by_lower = {choice.lower(): choice for choice in choices}
-        close = difflib.get_close_matches(word, choices, n=1, cutoff=0.5) or [by_lower[match] for match in
-                                                                              difflib.get_close_matches(
-            lower, list(by_lower), n=1, cutoff=0.5)]
-        kind = " (an OCPP command)" if close and close[0] in SERVER_ACTION_DEFAULTS else ""
-        raise CommandError("unknown command %r; %stype help for the list" % (
-            word, "did you mean %s%s? " % (close[0], kind) if close else ""))
+        raise CommandError("unknown command %r; %stype help for the list"
+                           % (word, _did_you_mean(word)))
     if rest.startswith("{"):
         return Command(line, "call", target, action, payload=_parse_json_payload(action, rest))
     return Command(line, "call", target, action, overrides=[_parse_override(action, argument, files_from)
                                                             for argument in rest.split()])
 
 
-def _parse_word(line: str, word: str, target: Optional[str], rest: str) -> Command:
-    if word == "help" and rest and console_action(rest) is None:
-        close = difflib.get_close_matches(rest.lower(), list(CONSOLE_ACTIONS), n=1)
-        raise CommandError("no action %r%s" % (rest, "; did you mean %s?" % CONSOLE_ACTIONS[close[0]]
-                                              if close else ""))
-    if word == "raw" and not rest:
-        raise CommandError('usage: raw <frame>, e.g. raw [2,"1","Reset",{"type":"Soft"}]')
-    if word == "fault" and rest.split()[:1] != ["clear"]:
-        parse_fault(rest, target)  # checked now: a script with a bad fault is invalid before it runs
-    return Command(line, word, target, text=rest)
+def _did_you_mean(word: str) -> str:
+    """"did you mean X? " for the typed word or action closest to ``word`` (any case), else ""."""
+    choices = typed_names() + list(SERVER_ACTION_DEFAULTS)
+    by_lower = {choice.lower(): choice for choice in choices}
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.5) or [
+        by_lower[match]
+        for match in difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.5)]
+    if not close:
+        return ""
+    kind = " (an OCPP command)" if close[0] in SERVER_ACTION_DEFAULTS else ""
+    return "did you mean %s%s? " % (close[0], kind)
 
 
 def _parse_json_payload(action: str, text: str) -> dict:
@@ -3460,6 +3852,201 @@ def build_payload(system: "CentralSystem", session: Optional[ChargerSession], co
     return payload
 
 
+def run_fault_command(system: "CentralSystem", command: Command) -> List[str]:
+    """`fault ...`, `fault clear [what]` and `faults`, from the console, a script or the API."""
+    if command.word == "faults":
+        return system.faults.listing()
+    words = command.text.split()
+    if words[:1] == ["clear"]:
+        return [system.faults.clear(" ".join(words[1:]), command.target)]
+    return [system.faults.add(parse_fault(command.text, command.target))]
+
+
+# The words of the language.  A handler gets the host that runs the line:
+# the Console (every word), or the ScenarioRunner (the words a script may
+# use: it has ``system`` and ``target_session`` too), the command, and the
+# CommandOutcome to fill.
+
+def _run_call(host: Any, command: Command, outcome: "CommandOutcome") -> None:
+    session = host.target_session(command.target)
+    outcome.call = session.call(command.action or "", build_payload(host.system, session, command))
+
+
+def _run_raw(host: Any, command: Command, outcome: "CommandOutcome") -> None:
+    outcome.call = host.target_session(command.target).queue.send_raw(command.text)
+
+
+def _run_fault(host: Any, command: Command, outcome: "CommandOutcome") -> None:
+    outcome.lines.extend(run_fault_command(host.system, command))
+
+
+def _run_echo(host: Any, command: Command, outcome: "CommandOutcome") -> None:
+    outcome.lines.append(command.text)
+
+
+def _run_quit(host: Any, command: Command, outcome: "CommandOutcome") -> None:
+    outcome.lines.append("stopping")
+    host.system.stop()
+
+
+def _check_help(rest: str, target: Optional[str]) -> None:
+    lower = rest.lower()
+    if not rest or console_action(rest) or typed_word(lower) or lower in HELP_TOPICS:
+        return
+    choices = {**CONSOLE_ACTIONS, **{topic: topic for topic in HELP_TOPICS}}
+    close = difflib.get_close_matches(lower, list(choices), n=1)
+    raise CommandError("no action %r%s" % (rest, "; did you mean %s?" % choices[close[0]] if close
+                                          else " (topics: %s)" % ", ".join(HELP_TOPICS)))
+
+
+def _check_raw(rest: str, target: Optional[str]) -> None:
+    if not rest:
+        raise CommandError('usage: raw <frame>, e.g. raw [2,"1","Reset",{"type":"Soft"}]')
+
+
+def _check_fault(rest: str, target: Optional[str]) -> None:
+    if rest.split()[:1] != ["clear"]:
+        parse_fault(rest, target)  # checked now: a script with a bad fault is invalid at once
+
+
+def _check_held(rest: str, target: Optional[str]) -> None:
+    if rest not in ("", "clear"):
+        raise CommandError("usage: held (list them) or held clear (drop them)")
+
+
+WordHandler = Callable[[Any, Command, "CommandOutcome"], None]
+
+
+class CommandWord:
+    """One row of COMMAND_WORDS: a word of the command language (or, with no ``names``, a form
+    shown by `help`), and everything the parser, the script checker, Tab completion, `help` and
+    dispatch know about it.
+
+    ``names`` are what may be typed (any case); ``word`` is the Command.word it parses into
+    ("call" for an action); ``action`` the server action a shortcut such as startRemote sends.
+    ``usage``, ``summary`` and ``example`` make its help row, shown under ``topic`` and, with
+    ``overview``, in plain `help`.  ``scripts``: a scenario script may use it.  ``check(rest,
+    target)`` raises CommandError for arguments that cannot work; ``run(host, command, outcome)``
+    does it; ``complete(charger_ids)`` lists what Tab may complete its argument to.
+    """
+
+    __slots__ = ("names", "word", "action", "usage", "summary", "example", "topic", "overview",
+                 "scripts", "check", "run", "complete")
+
+    def __init__(self, names: Tuple[str, ...], usage: str, summary: str, example: str,
+                 topic: str, *, word: str = "", action: Optional[str] = None,
+                 overview: bool = False, scripts: bool = False,
+                 check: Optional[Callable[[str, Optional[str]], None]] = None,
+                 run: Optional[WordHandler] = None,
+                 complete: Optional[Callable[[List[str]], List[str]]] = None) -> None:
+        self.names, self.usage, self.summary, self.example = names, usage, summary, example
+        self.topic, self.overview, self.scripts = topic, overview, scripts
+        self.word = word or (names[0].lower() if names else "")
+        self.action, self.check, self.run, self.complete = action, check, run, complete
+
+
+def _lines_of(method: str) -> WordHandler:
+    """A handler adding what ``host.<method>(command.text)`` returns (a console word's answer)."""
+    return lambda host, command, outcome: outcome.lines.extend(getattr(host, method)(command.text))
+
+
+def _charger_lines(host: Any, command: Command, outcome: "CommandOutcome") -> None:
+    outcome.lines.extend(host.charger_lines())
+
+
+COMMAND_WORDS: Tuple[CommandWord, ...] = (
+    CommandWord(("help",), "help [Action]", "this overview, or one action's fields",
+                "help ReserveNow", "console", overview=True, check=_check_help,
+                run=_lines_of("help_lines"),
+                complete=lambda ids: list(HELP_TOPICS) + list(SERVER_ACTION_DEFAULTS)),
+    CommandWord(("chargers",), "chargers", "connected chargers and their state", "chargers",
+                "console", overview=True, run=_charger_lines),
+    CommandWord(("startRemote",), "startRemote", "RemoteStartTransaction, connector 1",
+                "startRemote", "actions", word="call", action="RemoteStartTransaction",
+                overview=True, scripts=True, run=_run_call),
+    CommandWord(("stopRemote",), "stopRemote", "RemoteStopTransaction, the open one",
+                "stopRemote", "actions", word="call", action="RemoteStopTransaction",
+                overview=True, scripts=True, run=_run_call),
+    CommandWord((), "<Action> [key=value ...]", "any central-system action", "Reset type=Hard",
+                "actions", word="call", overview=True, scripts=True, run=_run_call),
+    CommandWord((), "<Action> key=@file", "the value is the file's text; @@ for a literal @",
+                "InstallCertificate certificate=@ca.pem", "actions"),
+    CommandWord((), "<Action> {json}", "send exactly this payload",
+                'DataTransfer {"vendorId":"x"}', "actions"),
+    CommandWord((), "@<chargerId> <command>", "send to that charger", "@CP-1 Reset type=Hard",
+                "actions", overview=True),
+    CommandWord(("use",), "use <chargerId>", "send to that charger from now on", "use CP-1",
+                "console", overview=True, run=_lines_of("use"), complete=lambda ids: ids),
+    CommandWord(("raw",), "raw <json>", "send any frame as typed",
+                'raw [2,"x","Reset",{"type":"Nope"}]', "actions", overview=True, scripts=True,
+                check=_check_raw, run=_run_raw),
+    CommandWord(("held",), "held | held clear", "commands waiting for a charger; drop them",
+                "held", "console", check=_check_held, run=_lines_of("held_lines"),
+                complete=lambda ids: ["clear"]),
+    CommandWord(("echo",), "echo <text>", "print the text: a mark in the output and the log",
+                "echo start of test 3", "console", scripts=True, run=_run_echo),
+    CommandWord(("fault",), "fault <what>", "inject a fault: a reply, a disconnect, an outage",
+                "fault BootNotification status=Pending times=2", "faults", scripts=True,
+                check=_check_fault, run=_run_fault,
+                complete=lambda ids: ["clear", "disconnect", "offline", "handshake", "pings",
+                                      *CHARGER_REQUESTS]),
+    CommandWord(("faults",), "faults | fault clear", "the faults in force; clear them",
+                "fault clear", "faults", scripts=True, run=_run_fault),
+    CommandWord(("quit", "exit"), "quit | exit", "stop the server", "quit", "console",
+                overview=True, run=_run_quit),
+)
+
+
+# The look-ups ask COMMAND_WORDS itself (a few rows, read only when a line is typed): there is
+# no second list of words to keep in step.
+
+
+def typed_word(name: str) -> Optional[CommandWord]:
+    """The row of COMMAND_WORDS whose word ``name`` is (any case), or None."""
+    lower = name.lower()
+    return next((row for row in COMMAND_WORDS if lower in (typed.lower() for typed in row.names)),
+                None)
+
+
+def typed_names(scripts_only: bool = False) -> List[str]:
+    """Every word that may be typed (for a script only: the words a script may use), as spelt."""
+    return [name for row in COMMAND_WORDS if row.scripts or not scripts_only for name in row.names]
+
+
+def word_handler(word: str) -> WordHandler:
+    """The handler of a parsed Command.word."""
+    return next(row.run for row in COMMAND_WORDS if row.word == word and row.run is not None)
+
+
+def script_may_use(word: str) -> bool:
+    return any(row.scripts for row in COMMAND_WORDS if row.word == word)
+
+
+# `help <topic>`: what a topic says besides its rows of COMMAND_WORDS, a paragraph a string.
+HELP_TOPICS: Dict[str, List[str]] = {
+    "console": [
+        "Tab completes words, actions, fields, values and charger ids; Up recalls earlier lines. "
+        "A command for a charger typed while none is ready is held (`held` lists them) and runs "
+        "when one has booted, unless --hold-for seconds pass first."],
+    "actions": [
+        "Values are JSON when they parse, else text; dotted keys reach nested fields. A command "
+        "that would break the 1.6 schema is not sent: the JSON form or raw sends it anyway. "
+        "help <Action> lists its fields and what it sends bare.",
+        "actions: " + " ".join(SERVER_ACTION_DEFAULTS)],
+    "faults": [
+        "Faults are set on purpose, to test a charger's unhappy paths (docs/faults.md). The forms:",
+        *("  " + form for form in FAULT_USAGE.split(" | "))],
+    "security": [
+        "The security whitepaper's actions work like the others: CertificateSigned, "
+        "DeleteCertificate, ExtendedTriggerMessage, GetInstalledCertificateIds, GetLog, "
+        "InstallCertificate, SignedUpdateFirmware. Typed bare they send a demo root certificate; "
+        "give yours with key=@file, e.g. InstallCertificate certificate=@ca.pem.",
+        "A charger's SignCertificate is signed with --ca-cert and --ca-key, or its CSR is saved "
+        "and the line to type once you have signed it is printed. Who may connect: --basic-auth, "
+        "--certfile, --client-ca, --charger-ids (docs/guide.md, section 10)."],
+}
+
+
 # ------------------------------------------------------------------ Console
 # Lines typed at the server's terminal.  A reader thread blocks on stdin and
 # hands each line to the event loop, which never waits for the keyboard.
@@ -3494,6 +4081,170 @@ def input_lines(stream: Any) -> Iterator[Union[bytes, str]]:
         yield pending
 
 
+MAX_HELD_COMMANDS = 100  # charger commands held at once while no charger is ready; more are refused
+HELD_LISTED = 10  # held commands listed with each one held; past that, their count
+HELD_EXPIRY_BURST = 0.5  # seconds: held commands due this close together expire in one line
+DEFAULT_HOLD_FOR = 60.0  # --hold-for: seconds a held command waits for a charger
+
+
+class HeldCommands:
+    """Charger commands typed while no charger was ready (the console's, never the API's).
+
+    They all run, in order, once a charger has finished its handshake (the
+    one `use` named, if any); each is dropped, with a line, once --hold-for
+    seconds pass first.  One timer at most, and only while something is
+    held: nothing costs anything when nothing is held.
+    """
+
+    def __init__(self, console: "Console") -> None:
+        self.console = console
+        self.system = console.system
+        self.commands: List[Tuple[str, float]] = []  # (line, deadline on the loop's clock)
+        self.timer: Optional[asyncio.TimerHandle] = None
+
+    def add(self, line: str) -> List[str]:
+        """Hold ``line``; the listing of everything held now.  CommandError when
+        MAX_HELD_COMMANDS are held already."""
+        if len(self.commands) >= MAX_HELD_COMMANDS:
+            raise CommandError("%d commands are held already; %r is not (held lists them, held "
+                               "clear drops them)" % (len(self.commands), line))
+        if not self.commands:
+            self.system.bus.subscribe(self.on_ready, "ready")
+        loop = asyncio.get_running_loop()
+        self.commands.append((line, loop.time() + self.system.options.hold_for))
+        if self.timer is None:
+            self.timer = loop.call_at(self.commands[0][1] + HELD_EXPIRY_BURST, self.expire)
+        return self.listing()
+
+    def listing(self) -> List[str]:
+        now = asyncio.get_running_loop().time()
+        return ["held: %s  (%.0f s left)" % (line, max(0.0, deadline - now))
+                for line, deadline in self.commands]
+
+    def clear(self) -> List[str]:
+        dropped = self.take()
+        if not dropped:
+            return ["no commands are held"]
+        return ["dropped %d held command%s: %s" % (len(dropped), "" if len(dropped) == 1 else "s",
+                                                   ", ".join(dropped))]
+
+    def take(self) -> List[str]:
+        """Every held line, held no more."""
+        lines = [line for line, _ in self.commands]
+        self.commands = []
+        self.system.bus.unsubscribe(self.on_ready)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        return lines
+
+    def on_ready(self, event: Event) -> None:
+        """Run the held commands once a charger has finished its handshake ("ready"): the one `use`
+        named, if any, else the first."""
+        named = self.console.default_charger
+        if named is not None and event.charger != named:
+            return  # held for the charger `use` named: keep them until it is ready
+        for line in self.take():
+            self.console.out.console("running held command: " + line)
+            self.console.execute(line)
+
+    def expire(self) -> None:
+        """Drop the held commands whose time is up, one line for them all: the timer waits
+        HELD_EXPIRY_BURST past the first one's time, so that those typed together go together."""
+        self.timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        expired = [line for line, deadline in self.commands if deadline <= now]
+        self.commands = [(line, deadline) for line, deadline in self.commands if deadline > now]
+        if self.commands:
+            self.timer = loop.call_at(self.commands[0][1] + HELD_EXPIRY_BURST, self.expire)
+        else:
+            self.system.bus.unsubscribe(self.on_ready)
+        if expired:
+            self.system.log("warn", None, "no charger booted within --hold-for %g s: %d held "
+                            "command%s dropped, not sent: %s" % (
+                                self.system.options.hold_for, len(expired),
+                                "" if len(expired) == 1 else "s", ", ".join(expired)))
+
+
+CONSOLE_LINE_PREFIX = len("12:34:56.789 >> ")  # what the terminal shows before a console answer
+MIN_HELP_WIDTH = 30  # columns: `help` wraps no narrower, however narrow the terminal
+
+
+def console_width(out: Output) -> Optional[int]:
+    """The columns a console answer may fill at a terminal, after the time and ``>>``; None (no
+    limit) when the output is not a terminal: files and pipes keep whole lines."""
+    try:
+        at_terminal = out.writer.stream.isatty()
+    except (AttributeError, OSError, ValueError):
+        return None
+    if not at_terminal:
+        return None
+    return max(MIN_HELP_WIDTH, shutil.get_terminal_size().columns - CONSOLE_LINE_PREFIX)
+
+
+def wrap_words(text: str, width: Optional[int], indent: str = "  ") -> List[str]:
+    """``text`` in lines of at most ``width`` (None: one line), broken between words only; the lines
+    after the first start with ``indent``."""
+    if width is None:
+        return [text]
+    lead = text[:len(text) - len(text.lstrip())]
+    return textwrap.wrap(text, width, initial_indent=lead, subsequent_indent=indent,
+                         break_long_words=False, break_on_hyphens=False) or [""]
+
+
+def wrap_json(text: str, width: Optional[int], indent: str = "  ") -> List[str]:
+    """A line ending in JSON, broken after its commas (never inside a name or a value) to fit
+    ``width``."""
+    if width is None or len(text) <= width:
+        return [text]
+    lines = [""]
+    for part in re.split(r"(?<=,)", text):
+        if lines[-1].strip() and len(lines[-1]) + len(part) > width:
+            lines.append(indent)
+        lines[-1] += part
+    return lines
+
+
+def help_rows(rows: List[CommandWord], width: Optional[int], examples: bool = True) -> List[str]:
+    """Help rows as columns: usage, summary, example, one line each where they fit ``width``;
+    else the summary (and below it the example, with ``examples``) wrapped under its column."""
+    column = max(len(row.usage) for row in rows) + 2
+    lines = ["%s%s   e.g. %s" % (row.usage.ljust(column), row.summary, row.example) for row in rows]
+    if width is None or max(map(len, lines)) <= width:
+        return lines
+    column, lines = min(column, width // 2), []
+    for row in rows:
+        body = wrap_words(row.summary, width - column, "")
+        if examples:
+            body += wrap_words("e.g. " + row.example, width - column, "     ")
+        if len(row.usage) + 2 > column:
+            lines.append(row.usage)
+        else:
+            lines.append(row.usage.ljust(column) + body.pop(0))
+        lines.extend(" " * column + part for part in body)
+    return lines
+
+
+def help_overview(width: Optional[int]) -> List[str]:
+    """Plain `help`: the everyday words, the actions and the topics (24 lines at 80 columns)."""
+    return (help_rows([row for row in COMMAND_WORDS if row.overview], width, examples=False)
+            + wrap_words(HELP_TOPICS["actions"][-1], width)
+            + wrap_words("more: help %s, or help <Action> for its fields"
+                         % " | ".join(HELP_TOPICS), width))
+
+
+def help_topic(topic: str, width: Optional[int]) -> List[str]:
+    """`help <topic>`: the topic's rows of COMMAND_WORDS (for scripts: every word a script may
+    use), then its notes."""
+    rows = [row for row in COMMAND_WORDS
+            if row.topic == topic or (topic == "scripts" and row.scripts)]
+    lines = help_rows(rows, width) if rows else []
+    for paragraph in HELP_TOPICS[topic]:
+        lines += wrap_words(paragraph, width, "    " if paragraph.startswith(" ") else "  ")
+    return lines
+
+
 class Console:
     """The operator's command language; ``execute`` runs one line."""
 
@@ -3501,24 +4252,7 @@ class Console:
         self.system = system
         self.out = system.out
         self.default_charger: Optional[str] = None
-        self.held: List[str] = []  # charger commands typed before any charger was ready
-
-    def hold(self, line: str) -> None:
-        """Keep a charger command until a charger has finished its handshake."""
-        if not self.held:
-            self.system.bus.subscribe(self.on_event, "ready")
-        self.held.append(line)
-
-    def on_event(self, event: Event) -> None:
-        """Run the held commands once a charger has finished its handshake ("ready"): the one `use` named,
-        if any, else the first."""
-        if self.default_charger is not None and event.charger != self.default_charger:
-            return  # held for the charger `use` named: keep them until it is ready
-        self.system.bus.unsubscribe(self.on_event)
-        held, self.held = self.held, []
-        for line in held:
-            self.out.console("running held command: " + line)
-            self.execute(line)
+        self.held = HeldCommands(self)  # charger commands typed before any charger was ready
 
     def start_reader(self, loop: asyncio.AbstractEventLoop, stream: Any = None) -> threading.Thread:
         """Read lines on a daemon thread and run them on ``loop``; EOF ends the console.
@@ -3578,11 +4312,7 @@ class Console:
             if not hold:
                 outcome.fail("no charger is connected yet (point one at %s)" % self.system.url, held=True)
                 return outcome
-            self.hold(line)
-            waited = "%s is not connected yet" % self.default_charger if self.default_charger else \
-                "no charger is connected yet"
-            outcome.fail("%s; %r will run once %s has booted (point it at %s)" % (
-                waited, line, "it" if self.default_charger else "one", self.system.url), held=True)
+            self.hold(line, outcome)
         except CommandError as exc:
             outcome.fail(str(exc))
         except Exception as exc:  # a console bug must not stop the server
@@ -3591,25 +4321,24 @@ class Console:
         return outcome
 
     def _run(self, command: Command, outcome: "CommandOutcome") -> None:
-        word = command.word
-        if word == "call":
-            session = self.target_session(command.target)
-            outcome.call = session.call(command.action or "", build_payload(self.system, session, command))
-        elif word == "raw":
-            outcome.call = self.target_session(command.target).queue.send_raw(command.text)
-        elif word == "help":
-            outcome.lines.extend(self.help_lines(command.text))
-        elif word == "chargers":
-            outcome.lines.extend(self.charger_lines())
-        elif word == "use":
-            outcome.lines.extend(self.use(command.text))
-        elif word == "echo":
-            outcome.lines.append(command.text)
-        elif word in ("fault", "faults"):
-            outcome.lines.extend(run_fault_command(self.system, command))
-        elif word == "quit":
-            outcome.lines.append("stopping")
-            self.system.stop()
+        word_handler(command.word)(self, command, outcome)
+
+    def hold(self, line: str, outcome: "CommandOutcome") -> None:
+        """Hold a charger command until a charger has booted; the answer lists all held (up to
+        HELD_LISTED of them: `held` lists more)."""
+        try:
+            listing = self.held.add(line)
+        except CommandError as exc:
+            outcome.fail(str(exc))
+            return
+        if len(listing) > HELD_LISTED:
+            listing = ["%d commands are held (held lists them, held clear drops them)"
+                       % len(listing)]
+        waited = "%s is not connected yet" % self.default_charger if self.default_charger else \
+            "no charger is connected yet"
+        outcome.fail("%s; %r will run once %s has booted (point it at %s)" % (
+            waited, line, "it" if self.default_charger else "one", self.system.url), held=True)
+        outcome.lines.extend(listing)
 
     def target_session(self, target: Optional[str]) -> ChargerSession:
         sessions = self.system.sessions
@@ -3647,6 +4376,10 @@ class Console:
             lines.append("%s  (%s, dialect %s, subprotocol %s)" % (
                 printable(session.charger_id), session.peer, session.dialect, printable(session.subprotocol or "none")))
             lines.extend(session.state.describe())
+            if self.system.http is not None:
+                files = self.system.http.files
+                lines.append("  files: %s" % printable(os.path.join(
+                    files.root, files.charger_folder(session.charger_id), "")))
             outstanding = session.queue.outstanding
             if outstanding is not None:
                 lines.append("  outstanding: %s for %.0f s, %d queued" % (
@@ -3657,11 +4390,22 @@ class Console:
                 lines.extend(state.describe())
         return lines
 
+    def held_lines(self, text: str) -> List[str]:
+        """`held`: the held commands, one line each; `held clear`: drop them."""
+        if text == "clear":
+            return self.held.clear()
+        return self.held.listing() or ["no commands are held"]
+
     def help_lines(self, topic: str) -> List[str]:
+        """`help`: the overview; `help <topic>` (or a word of it); `help <Action>`: its fields
+        and what it sends bare."""
+        width = console_width(self.out)
+        lower = topic.lower()
+        row = typed_word(lower)
         if not topic:
-            width = max(len(usage) for usage, _, _ in CONSOLE_HELP)
-            return ["%s  %s   e.g. %s" % (usage.ljust(width), text, example) for usage, text, example in CONSOLE_HELP
-                    ] + ["actions: " + " ".join(SERVER_ACTION_DEFAULTS)]
+            return help_overview(width)
+        if lower in HELP_TOPICS or (row is not None and row.action is None):
+            return help_topic(lower if lower in HELP_TOPICS else row.topic, width)
         action = console_action(topic) or ""
         sessions = self.system.sessions
         session = sessions.get(self.default_charger or "") or (next(iter(sessions.values()))
@@ -3670,10 +4414,11 @@ class Console:
             defaults = dump_json(SERVER_ACTION_DEFAULTS[action](self.system, session))
         except CommandError as exc:
             defaults = "none (%s)" % exc
-        return (["%s  (reply: %s.conf)" % (action, action)]
-                + ["  %s%s: %s" % (name, "" if rule.required else " (optional)", rule.describe())
-                   for name, rule in SERVER_REQUESTS[action].items()]
-                + ["  sent bare: " + defaults])
+        lines = ["%s  (reply: %s.conf)" % (action, action)]
+        for name, rule in SERVER_REQUESTS[action].items():
+            field = "  %s%s: %s" % (name, "" if rule.required else " (optional)", rule.describe())
+            lines += wrap_words(field, width, "      ")
+        return lines + wrap_json("  sent bare: " + defaults, width, "    ")
 
 
 def fault_command(text: str) -> Command:
@@ -3685,16 +4430,6 @@ def fault_command(text: str) -> Command:
     if command.word != "fault" or command.text.split()[:1] == ["clear"]:
         raise CommandError("%r is not a fault (usage: %s)" % (text, FAULT_USAGE))
     return command
-
-
-def run_fault_command(system: "CentralSystem", command: Command) -> List[str]:
-    """`fault ...`, `fault clear [what]` and `faults`, from the console, a script or the API."""
-    if command.word == "faults":
-        return system.faults.listing()
-    words = command.text.split()
-    if words[:1] == ["clear"]:
-        return [system.faults.clear(" ".join(words[1:]), command.target)]
-    return [system.faults.add(parse_fault(command.text, command.target))]
 
 
 def interactive_terminal() -> bool:
@@ -3789,8 +4524,12 @@ class InteractiveInput:
         if not before:  # the first word: a command, an action, or @<charger id>
             if text.startswith("@"):
                 return ["@" + name + " " for name in self.charger_ids if ("@" + name).startswith(text)]
-            words = list(CONSOLE_WORDS) + ["fault", "faults"] + list(SERVER_ACTION_DEFAULTS)
-            return sorted({word + " " for word in words if word.lower().startswith(text.lower())})
+            return self.words_from(typed_names() + list(SERVER_ACTION_DEFAULTS), text)
+        row = typed_word(before[0])
+        if row is not None and row.action is None:  # a word's argument: its row's completions
+            if row.complete is None or len(before) > 1:
+                return []
+            return self.words_from(row.complete(self.charger_ids), text)
         action = console_action(before[0])
         if action is None:
             return []
@@ -3810,6 +4549,11 @@ class InteractiveInput:
         if isinstance(rule, Enum):
             return ["%s=%s" % (name, item) for item in rule.values if item.startswith(value)]
         return []
+
+    @staticmethod
+    def words_from(words: List[str], text: str) -> List[str]:
+        """The ``words`` that start with ``text`` (any case), sorted, each with a space after it."""
+        return sorted({word + " " for word in words if word.lower().startswith(text.lower())})
 
     def _defaults(self, action: str) -> dict:
         try:
@@ -4050,21 +4794,24 @@ def parse_scenario(text: str, folder: str = ".") -> List[Step]:
 
 
 SCENARIO_WORDS = tuple(SCENARIO_STEPS)
+HELP_TOPICS["scripts"] = [
+    "--script FILE runs these, one a line, against the first charger that connects, and the "
+    "steps %s; it exits 0 (passed), 1 (failed) or 2 (invalid script). See docs/ci.md."
+    % ", ".join(SCENARIO_WORDS)]
 
 
 def script_command(line: str, number: int, folder: str = ".") -> Command:
     """A command step, parsed by the console's own parser; ScriptError if a script cannot run it."""
     word = line.split()[0]
-    if console_action(word) is None and word.lower() not in ("raw", "echo", "fault", "faults") + CONSOLE_ONLY \
-            and not word.startswith("@"):
-        choices = list(SERVER_ACTION_DEFAULTS) + list(SCENARIO_WORDS) + ["startRemote", "stopRemote", "raw"]
+    if console_action(word) is None and typed_word(word) is None and word[:1] != "@":
+        choices = [*SERVER_ACTION_DEFAULTS, *SCENARIO_WORDS, *typed_names(scripts_only=True)]
         close = difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
         raise ScriptError(number, "unknown step %r%s" % (word, "; did you mean %s?" % close[0] if close else ""))
     try:
         command = parse_command(line, files_from=folder)
     except CommandError as exc:
         raise ScriptError(number, str(exc)) from None
-    if command.word in CONSOLE_ONLY or command.target is not None:
+    if not script_may_use(command.word) or command.target is not None:
         raise ScriptError(number, "%s is for the interactive console, not for scripts" % word)
     return command
 
@@ -4155,6 +4902,10 @@ class ScenarioRunner:
                             elapsed, warnings))
         return 1
 
+    def target_session(self, target: Optional[str]) -> ChargerSession:
+        """The charger a command word acts on: the script's own (a script names no other)."""
+        return self.current_session()
+
     def current_session(self) -> ChargerSession:
         session = self.session
         if session is None or session.closed:
@@ -4220,14 +4971,10 @@ class ScenarioRunner:
 
     async def send_command(self, command: Command) -> None:
         session = self.current_session()
-        if command.word == "raw":
-            session.queue.send_raw(command.text)
-            return
-        if command.word == "echo":
-            self.out.console(command.text)
-            return
-        if command.word in ("fault", "faults"):
-            for text in run_fault_command(self.system, command):
+        if command.word != "call":  # raw, echo, fault, faults: as the console runs them
+            outcome = CommandOutcome()
+            word_handler(command.word)(self, command, outcome)
+            for text in outcome.lines:
                 self.out.console(text)
             return
         action = command.action or ""
@@ -4254,7 +5001,7 @@ class ScenarioRunner:
 # library only: asyncio streams and a small HTTP/1.1 reader, one request per
 # connection.  docs/api.md is the contract; API_VERSION numbers it.
 
-API_VERSION = 1
+API_VERSION = 2  # 2: event ids carry the run ("<run>:<number>"); a stream starts with "hello"
 HTTP_HEADER_TIMEOUT = 10.0  # seconds a client gets to send its request line and headers
 HTTP_BODY_TIMEOUT = 60.0  # seconds a request body may pause before the request is dropped
 MAX_HTTP_HEADERS = 100
@@ -4264,9 +5011,26 @@ EVENT_HISTORY_BUDGET = 2000000  # characters those events may hold between them 
 EVENT_STREAM_KEEPALIVE = 15.0  # seconds between comments on a quiet event stream
 EVENT_STREAM_PACE = 0.05  # seconds an event stream gathers events before it writes them (20 writes a second)
 EVENT_RESUME_SECONDS = 60.0  # every event is kept this long after the last stream closed, for its resume
+# Descriptors: every HTTP connection and every charger is one, under the soft open-files limit.
+DEFAULT_HTTP_MAX_CONNECTIONS = 256  # HTTP connections served at once (--http-max-connections)
+OPEN_FILES_FOR_CHARGERS = 64  # descriptors the HTTP bound leaves free under the open-files limit
+LOW_OPEN_FILES = 4096  # an open-files limit under this is named in the banner
+MACOS_OPEN_MAX = 10240  # the most macOS lets the soft open-files limit be, whatever the hard one
+HTTP_BUSY_ANSWERS = 64  # connections over the bound answered 503 at once; more are cut unanswered
+HTTP_BUSY_RETRY_AFTER = 5  # seconds, the Retry-After of a 503 "busy"
+HTTP_BUSY_HEADERS = (("Retry-After", str(HTTP_BUSY_RETRY_AFTER)),)
+HTTP_BUSY_LINGER = 1.0  # seconds a 503 waits for the request head (lest the close reset it)
+EVENT_STREAM_SHARE = 0.75  # share of those connections event streams may take; the rest: the API
+EVENT_STREAM_SEND_BUFFER = 32 * 1024  # SO_SNDBUF of an event stream's socket (Linux doubles it)
+EVENT_STREAM_WRITE_BYTES = 64 * 1024  # most a stream writes at once; its write buffer's high mark
+EVENT_STREAM_DRAIN_TIMEOUT = 30.0  # seconds a stream's reader may take nothing; then it is closed
+BURST_FIRST_REPORT = 1.0  # seconds a burst of a repeated happening is counted before its first line
+BURST_LONGEST_REPORT = 60.0  # while it lasts, a line every 2, 4, ... up to this many seconds
 DEFAULT_MAX_UPLOAD = 50 * 1024 * 1024
 DEFAULT_FILES_QUOTA = 500 * 1024 * 1024
 UPLOAD_CHUNK = 64 * 1024
+HTTP_LINGER_SECONDS = 2.0  # after a refused request body: how long what follows is read and dropped
+HTTP_LINGER_BYTES = 4 << 20  # and at most how many bytes of it
 
 
 class HttpError(Exception):
@@ -4277,6 +5041,42 @@ class HttpError(Exception):
         self.status = status
         self.headers = headers
         self.more = more
+
+
+class BurstReport:
+    """One operator line per burst of something that can repeat fast (connections refused, streams
+    closed, failed accepts), with its count.
+
+    The first line comes BURST_FIRST_REPORT seconds after the first
+    occurrence; while more come, a line every 2, 4, ... up to
+    BURST_LONGEST_REPORT seconds; a window without any ends the burst.
+    ``report(count, seconds)`` makes the line.  Call ``add`` in the loop.
+    """
+
+    def __init__(self, report: Callable[[int, float], None]) -> None:
+        self.report = report
+        self.count = 0
+        self.window = 0.0
+        self._timer: Optional[asyncio.TimerHandle] = None
+
+    def add(self, count: int = 1) -> None:
+        self.count += count
+        if self._timer is None:
+            self.window = BURST_FIRST_REPORT
+            self._timer = asyncio.get_running_loop().call_later(self.window, self._flush)
+
+    def _flush(self) -> None:
+        count, self.count, self._timer = self.count, 0, None
+        if not count:
+            return  # a quiet window: the burst is over
+        self.report(count, self.window)
+        self.window = min(self.window * 2, BURST_LONGEST_REPORT)
+        self._timer = asyncio.get_running_loop().call_later(self.window, self._flush)
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 _API_ENCODER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), allow_nan=False)
@@ -4353,12 +5153,15 @@ class StoredEvent:
             self.json = self._json(self.fields)
         return self.json
 
-    def sse_message(self, missed: int = 0) -> bytes:
-        """It as a Server-Sent Events message; made once for every reader (unless it tells one what it missed)."""
+    def sse_message(self, run: str, missed: int = 0) -> bytes:
+        """It as a Server-Sent Events message, its id ``<run>:<number>``; made once for every reader
+        (unless it tells one what it missed)."""
         if missed:
-            return ('id: %d\ndata: {"missed":%d,%s\n\n' % (self.seq, missed, self.event_json()[1:])).encode("ascii")
+            return ('id: %s:%d\ndata: {"missed":%d,%s\n\n' % (
+                run, self.seq, missed, self.event_json()[1:])).encode("ascii")
         if self.sse is None:
-            self.sse = ("id: %d\ndata: %s\n\n" % (self.seq, self.event_json())).encode("ascii")
+            self.sse = ("id: %s:%d\ndata: %s\n\n" % (
+                run, self.seq, self.event_json())).encode("ascii")
         return self.sse
 
 
@@ -4370,7 +5173,9 @@ class EventHistory:
     place (the last event number it sent) and, when it has caught up, waits
     for the next event.  A reader that falls behind the oldest event kept is
     told how many it missed.  Events are kept as StoredEvent (strings only),
-    bounded by count and by the characters they hold.
+    bounded by count and by the characters they hold.  ``run`` names this
+    run of the server in every event id (``<run>:<number>``), so that a
+    reader resuming with an id of an earlier run is told and starts afresh.
 
     The transcript's events (ALWAYS) are kept all the time; the others only
     while a stream is open and for EVENT_RESUME_SECONDS after the last one
@@ -4386,6 +5191,7 @@ class EventHistory:
         self.limit, self.budget, self.cost = limit or EVENT_HISTORY, budget or EVENT_HISTORY_BUDGET, 0
         self._waiting: List["asyncio.Future[bool]"] = []  # the readers that have caught up
         self.readers = 0  # event streams open now
+        self.run = base64.urlsafe_b64encode(os.urandom(6)).decode("ascii")
 
     def __call__(self, event: Event) -> None:
         stored = StoredEvent(event)
@@ -4394,7 +5200,8 @@ class EventHistory:
         while len(self.events) > self.limit or self.cost > self.budget:
             self.cost -= self.events.popleft().cost
         if self.readers:
-            stored.sse_message()  # made now, in the turn of the charger it is about, not in a reader's
+            # Made now, in the turn of the charger it is about, not in a reader's.
+            stored.sse_message(self.run)
         if self._waiting:
             waiting, self._waiting = self._waiting, []
             for reader in waiting:
@@ -4498,59 +5305,88 @@ async def read_request(reader: asyncio.StreamReader, peer: str) -> Optional[Http
     return HttpRequest(parts[0], parts[1], headers, reader, peer)
 
 
-async def body_chunks(request: HttpRequest, limit: int, writer: Optional[asyncio.StreamWriter] = None
-                      ) -> "AsyncIterator[bytes]":
-    """The request body in pieces, by Content-Length or chunked; HttpError 413 once it passes ``limit``.
-
-    With ``writer``, a client that asked to be told (Expect: 100-continue,
-    as curl does for large uploads) is told to go ahead.
-    """
+def body_length(request: HttpRequest, limit: int) -> Optional[int]:
+    """How the request's body is framed: its Content-Length (0 without one), or None for chunked;
+    HttpError for a framing this server refuses, or 413 for a length over ``limit``."""
     encoding, length = request.header("transfer-encoding"), request.header("content-length")
     if encoding is not None and length is not None:
         raise HttpError(400, "both Transfer-Encoding and Content-Length")
     if encoding is not None and encoding.lower() != "chunked":
-        raise HttpError(501, "Transfer-Encoding %s is not supported (chunked is)" % printable(encoding, 40))
+        raise HttpError(501, "Transfer-Encoding %s is not supported (chunked is)"
+                        % printable(encoding, 40))
+    if encoding is not None:
+        return None
     if length is not None and (not length.isdigit() or not length.isascii()):
         raise HttpError(400, "Content-Length %s is not a number" % printable(length, 40))
     if length is not None and int(length) > limit:
         raise HttpError(413, "the body is %s bytes; at most %d are accepted" % (length, limit))
+    return int(length or 0)
+
+
+async def read_body_bytes(reader: asyncio.StreamReader, count: int) -> bytes:
+    """Exactly ``count`` bytes of a request body; HttpError when it ends early or stalls."""
+    try:
+        return await asyncio.wait_for(reader.readexactly(count), HTTP_BODY_TIMEOUT)
+    except asyncio.IncompleteReadError:
+        raise HttpError(400, "the body ended early") from None
+    except asyncio.TimeoutError:
+        raise HttpError(408, "the body stalled for %g s" % HTTP_BODY_TIMEOUT) from None
+
+
+async def body_chunks(request: HttpRequest, limit: int,
+                      writer: Optional[asyncio.StreamWriter] = None,
+                      reserve: Optional[Callable[[int], None]] = None) -> "AsyncIterator[bytes]":
+    """The request body in pieces, by Content-Length or chunked; HttpError 413 past ``limit``.
+
+    ``reserve`` is given each count of bytes before they are read (a
+    Content-Length all at once, a chunked body chunk by chunk) and refuses
+    them by raising HttpError.  With ``writer``, a client that asked to be
+    told (Expect: 100-continue, as curl does for large uploads) is told to
+    go ahead once its length has been accepted.
+    """
+    length = body_length(request, limit)
+    if length and reserve is not None:
+        reserve(length)
     if writer is not None and (request.header("expect") or "").lower() == "100-continue":
         writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-    reader, total = request.reader, 0
-
-    async def read(count: int) -> bytes:
-        try:
-            return await asyncio.wait_for(reader.readexactly(count), HTTP_BODY_TIMEOUT)
-        except asyncio.IncompleteReadError:
-            raise HttpError(400, "the body ended early") from None
-        except asyncio.TimeoutError:
-            raise HttpError(408, "the body stalled for %g s" % HTTP_BODY_TIMEOUT) from None
-
-    if encoding is None:
-        remaining = int(length or 0)
-        while remaining:
-            piece = await read(min(remaining, UPLOAD_CHUNK))
-            remaining -= len(piece)
+    if length is None:
+        async for piece in chunked_body(request.reader, limit, reserve):
             yield piece
         return
+    while length:
+        piece = await read_body_bytes(request.reader, min(length, UPLOAD_CHUNK))
+        length -= len(piece)
+        yield piece
+
+
+async def chunked_body(reader: asyncio.StreamReader, limit: int,
+                       reserve: Optional[Callable[[int], None]]) -> "AsyncIterator[bytes]":
+    """A chunked body's bytes (body_chunks); each chunk is checked against ``limit`` and given to
+    ``reserve`` before it is read."""
+    total = 0
     while True:
         size_line = await asyncio.wait_for(reader.readline(), HTTP_BODY_TIMEOUT)
         try:
             size = int(size_line.split(b";")[0].strip(), 16)
         except ValueError:
-            raise HttpError(400, "malformed chunk size") from None
+            size = -1
+        if size < 0:
+            raise HttpError(400, "malformed chunk size")
         if size == 0:
-            while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+            while (await asyncio.wait_for(reader.readline(), HTTP_BODY_TIMEOUT)) not in (
+                    b"\r\n", b"\n", b""):
                 pass  # trailers
             return
         total += size
         if total > limit:
             raise HttpError(413, "the body passed %d bytes, the most accepted" % limit)
+        if reserve is not None:
+            reserve(size)
         while size:
-            piece = await read(min(size, UPLOAD_CHUNK))
+            piece = await read_body_bytes(reader, min(size, UPLOAD_CHUNK))
             size -= len(piece)
             yield piece
-        await read(2)  # the CRLF after the chunk
+        await read_body_bytes(reader, 2)  # the CRLF after the chunk
 
 
 async def read_json_body(request: HttpRequest) -> Any:
@@ -4582,6 +5418,35 @@ def http_head(status: int, content_type: Optional[str], length: Optional[int],
 def json_response(status: int, value: Any, headers: Tuple[Tuple[str, str], ...] = ()) -> bytes:
     body = (api_json(value) + "\n").encode("ascii")
     return http_head(status, "application/json", len(body), headers) + body
+
+
+def head_only(request: Optional[HttpRequest], response: bytes) -> bytes:
+    """A response as sent: its head alone for a HEAD request (RFC 9110 9.3.2), whole for others."""
+    if request is None or request.method != "HEAD":
+        return response
+    return response[:response.index(b"\r\n\r\n") + 4]
+
+
+async def drop_unread_body(request: Optional[HttpRequest], writer: asyncio.StreamWriter) -> None:
+    """After a refusal of a request with a body: read and drop what the client still sends of it
+    (at most HTTP_LINGER_BYTES, for HTTP_LINGER_SECONDS), so that closing with its bytes unread
+    does not reset the connection before the client has read the answer."""
+    if request is None or not any(name in ("content-length", "transfer-encoding")
+                                  for name, _ in request.headers):
+        return
+    loop = asyncio.get_running_loop()
+    deadline, left = loop.time() + HTTP_LINGER_SECONDS, HTTP_LINGER_BYTES
+    try:
+        await asyncio.wait_for(writer.drain(), HTTP_LINGER_SECONDS)
+        writer.write_eof()
+        while left > 0:
+            piece = await asyncio.wait_for(request.reader.read(min(left, UPLOAD_CHUNK)),
+                                           max(0.0, deadline - loop.time()))
+            if not piece:
+                return
+            left -= len(piece)
+    except (OSError, asyncio.TimeoutError, ValueError):
+        pass  # gone, slow, or more than we read: the connection is closed as it is
 
 
 class HttpAccess:
@@ -4668,11 +5533,60 @@ class HttpAccess:
 
 # ---- file server
 
+FILE_NAME_BYTES = 255  # bytes of one file or folder name: the limit of common file systems
+CHARGER_FOLDER_CHARACTERS = 64  # the longest charge point id that is its own folder's name
+CHARGER_FOLDER_DIGEST = 12  # hex digits of SHA-256 that make an escaped folder name unique
+CHARGER_FOLDERS_REMEMBERED = 10000  # ids whose folder a run remembers; past it, new ids are escaped
+PART_FILE_PREFIX = ".upload-"  # an upload arriving: a hidden file in the files folder
+_SAFE_CHARGER_FOLDER = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,%d}[A-Za-z0-9_-])?\Z"
+                                  % (CHARGER_FOLDER_CHARACTERS - 2))
+_DEVICE_NAMES = re.compile(r"(?:con|prn|aux|nul|com\d|lpt\d)(?:\..*)?\Z", re.IGNORECASE)
+_FOLDER_ERRORS = {errno.EISDIR: 409, errno.ENOTDIR: 409, errno.EEXIST: 409,
+                  errno.ENAMETOOLONG: 400, errno.ENOSPC: 507}
+
 
 def safe_file_segment(name: str) -> bool:
-    """A file or folder name the file server stores: no separators, no leading dot, no control characters."""
-    return (0 < len(name) <= 255 and not name.startswith(".") and name.isprintable()
+    """A file or folder name the file server stores: no separators, no leading dot, no control
+    characters, at most FILE_NAME_BYTES bytes."""
+    return (0 < len(name) and len(name.encode("utf-8", "surrogatepass")) <= FILE_NAME_BYTES
+            and not name.startswith(".") and name.isprintable()
             and not any(mark in name for mark in "/\\:\0"))
+
+
+def escaped_charger_folder(charger_id: str) -> str:
+    """The folder name of a charge point id that cannot be one as it is: its letters, digits and
+    ``._-`` (any other character as ``_``, no leading dot), cut short, then ``~`` and a digest of
+    the exact id: no safe id has a ``~``, and no two ids share a digest, whatever their case."""
+    digest = hashlib.sha256(charger_id.encode("utf-8", "surrogatepass")).hexdigest()
+    readable = re.sub(r"[^A-Za-z0-9._-]", "_", charger_id[:CHARGER_FOLDER_CHARACTERS - 1
+                                                           - CHARGER_FOLDER_DIGEST])
+    return "%s~%s" % (readable.lstrip("."), digest[:CHARGER_FOLDER_DIGEST])
+
+
+class QuotaHold:
+    """The room one upload in flight holds in the files folder's quota: taken before its bytes are
+    read, given back when it fails, turned into stored bytes when it is kept."""
+
+    __slots__ = ("store", "held")
+
+    def __init__(self, store: "FileStore") -> None:
+        self.store, self.held = store, 0
+
+    def take(self, count: int) -> None:
+        """Hold ``count`` more bytes; HttpError 507 if the quota has no room for them."""
+        store = self.store
+        if store.stored + store.reserved + count > store.quota:
+            raise HttpError(507, "the files folder is at its quota (--files-quota %d bytes: %d "
+                            "stored, %d held by uploads arriving, %d more asked)"
+                            % (store.quota, store.stored, store.reserved, count))
+        store.reserved += count
+        self.held += count
+
+    def release(self, kept: int = 0) -> None:
+        """Give the room back; ``kept`` bytes were stored."""
+        self.store.reserved -= self.held
+        self.store.stored += kept
+        self.held = 0
 
 
 class FileStore:
@@ -4680,8 +5594,9 @@ class FileStore:
 
     Names are checked segment by segment and must resolve inside the folder;
     an upload streams to a hidden part file, is capped at ``max_upload``
-    bytes and by the folder's ``quota``, and is renamed into place only
-    when it is complete.
+    bytes and by the folder's ``quota``, and is moved into place only
+    when it is complete.  The quota counts the files stored plus the bytes
+    held by uploads in flight (QuotaHold), so parallel uploads cannot pass it.
     """
 
     def __init__(self, root: str, max_upload: int, quota: int, temporary: bool) -> None:
@@ -4689,22 +5604,96 @@ class FileStore:
         self.max_upload = max_upload
         self.quota = quota
         self.temporary = temporary
+        self.stored = 0  # bytes in the folder: counted when an upload starts, plus those kept since
+        self.reserved = 0  # bytes held by uploads in flight
+        self._folders: Dict[str, str] = {}  # charge point id -> its folder's name
+        self._owners: Dict[str, str] = {}  # a folder's name, lower case -> the id it is for
+
+    def charger_folder(self, charger_id: str) -> str:
+        """The name of a charge point's folder under the files folder: the one mapping from id to
+        folder, for the URLs the server gives and the listings that show them.
+
+        A safe id (letters, digits, ``._-``, at most CHARGER_FOLDER_CHARACTERS, not a Windows
+        device name) is its own folder's name, unless another id of this run, or a folder already
+        there, has that name in another case; any other id gets escaped_charger_folder.
+        """
+        folder = self._folders.get(charger_id)
+        if folder is not None:
+            return folder
+        folder = charger_id
+        if (not _SAFE_CHARGER_FOLDER.match(folder) or _DEVICE_NAMES.match(folder)
+                or len(self._folders) >= CHARGER_FOLDERS_REMEMBERED or self._case_taken(folder)):
+            return self._remember(charger_id, escaped_charger_folder(charger_id))
+        return self._remember(charger_id, folder)
+
+    def _case_taken(self, name: str) -> bool:
+        """Whether ``name`` cannot be its id's folder: another id has it in another case, or the
+        files folder holds it as a file or in another case."""
+        owner = self._owners.get(name.lower())
+        if owner is not None:
+            return owner != name
+        try:
+            entries = os.listdir(self.root)
+        except OSError:
+            return False
+        if name in entries and not os.path.isdir(os.path.join(self.root, name)):
+            return True
+        return any(entry.lower() == name.lower() and entry != name for entry in entries)
+
+    def _remember(self, charger_id: str, folder: str) -> str:
+        if len(self._folders) < CHARGER_FOLDERS_REMEMBERED:
+            self._folders[charger_id] = folder
+            self._owners[folder.lower()] = charger_id
+        return folder
+
+    def charger_of_file(self, segments: List[str], known: "Dict[str, Any]") -> Optional[str]:
+        """The charge point a file belongs to: the one whose folder is its first segment, if the
+        run gave that folder to one, or if it is the own folder of a ``known`` id."""
+        if len(segments) < 2:
+            return None
+        owner = self._owners.get(segments[0].lower())
+        if owner is not None:
+            return owner if self._folders.get(owner) == segments[0] else None
+        if segments[0] in known and self.charger_folder(segments[0]) == segments[0]:
+            return segments[0]
+        return None
 
     def path(self, segments: List[str]) -> str:
         """The file path of a name given as segments; HttpError 400 for a name outside the folder."""
         bad = [segment for segment in segments if not safe_file_segment(segment)]
         if bad or not segments or len(segments) > 8:
-            raise HttpError(400, "file name %s refused: each part must be a plain name (no '..', separators, "
-                            "leading dots or control characters)" % _show("/".join(segments)))
+            raise HttpError(400, "file name %s refused: each part must be a plain name of at most "
+                            "%d bytes (no '..', separators, leading dots or control characters)"
+                            % (_show("/".join(segments)), FILE_NAME_BYTES))
         path = os.path.realpath(os.path.join(self.root, *segments))
         if os.path.commonpath([path, self.root]) != self.root:
             raise HttpError(400, "file name %s leads outside the files folder" % _show("/".join(segments)))
         return path
 
+    def upload_target(self, segments: List[str]) -> str:
+        """The path an upload to ``segments`` is stored at (a last segment of "" is checked as a
+        folder only): HttpError 400 for a bad name, 409 when a folder on the way is a file or the
+        name is a folder's."""
+        path = self.path(segments[:-1] + [segments[-1] or "upload"])
+        folder = self.root
+        for segment in segments[:-1]:
+            folder = os.path.join(folder, segment)
+            if os.path.lexists(folder) and not os.path.isdir(folder):
+                raise HttpError(409, "%s is a file, not a folder" % _show(os.path.relpath(
+                    folder, self.root).replace(os.sep, "/")))
+        if segments[-1] and os.path.isdir(path):
+            raise HttpError(409, "%s is a folder: upload to a file in it (or to %s/, which keeps "
+                            "the sender's file name)"
+                            % (_show("/".join(segments)), "/".join(segments)))
+        return path
+
     def used(self) -> int:
+        """The bytes the stored files hold (uploads still arriving are QuotaHold's)."""
         total = 0
         for folder, _, names in os.walk(self.root):
             for name in names:
+                if folder == self.root and name.startswith(PART_FILE_PREFIX):
+                    continue
                 try:
                     total += os.path.getsize(os.path.join(folder, name))
                 except OSError:
@@ -4733,40 +5722,58 @@ class FileStore:
         """Store an upload (raw body, or the first file of a multipart/form-data body); its stored name.
 
         ``segments`` ending in "" name a folder: the file keeps the name the
-        sender gave it (multipart filename or Content-Disposition).
+        sender gave it (multipart filename or Content-Disposition).  The name
+        and the folders on the way are checked before a byte is read; the
+        quota is held as the bytes are announced (QuotaHold).
         """
-        media_type, parameters = parse_media_type(request.header("content-type") or "")
         folder, name = segments[:-1], segments[-1]
-        chunks = body_chunks(request, self.max_upload, writer)
-        if media_type == "multipart/form-data":
-            if "boundary" not in parameters:
-                raise HttpError(400, "multipart/form-data without a boundary")
-            parts = multipart_file(chunks, parameters["boundary"].encode("latin-1"))
-            given = await parts.__anext__()  # the file part's own name
-            body: "AsyncIterator[bytes]" = parts
-        else:
-            given = parse_media_type(request.header("content-disposition") or "")[1].get("filename", "")
-            body = chunks
-        if not name:
-            name = sender_file_name(given)
-        target = self.path(folder + [name])
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        part = os.path.join(os.path.dirname(target), ".upload-%s.part" % uuid.uuid4().hex)
-        room = self.quota - self.used()
+        self.upload_target(segments)
+        self.stored = self.used()
+        hold = QuotaHold(self)
+        try:
+            given, body = await self._upload_body(request, writer, hold.take)
+            target = self.upload_target(folder + [name or sender_file_name(given)])
+            size = await self._write(body, target)
+        except BaseException:
+            hold.release()
+            raise
+        hold.release(kept=size)
+        return os.path.relpath(target, self.root).replace(os.sep, "/")
+
+    async def _upload_body(self, request: HttpRequest, writer: asyncio.StreamWriter,
+                           reserve: Callable[[int], None]) -> Tuple[str, "AsyncIterator[bytes]"]:
+        """The name the sender gave its file ("" if none), and the file's bytes."""
+        media_type, parameters = parse_media_type(request.header("content-type") or "")
+        chunks = body_chunks(request, self.max_upload, writer, reserve)
+        if media_type != "multipart/form-data":
+            disposition = parse_media_type(request.header("content-disposition") or "")[1]
+            return disposition.get("filename", ""), chunks
+        if "boundary" not in parameters:
+            raise HttpError(400, "multipart/form-data without a boundary")
+        parts = multipart_file(chunks, parameters["boundary"].encode("latin-1"))
+        return await parts.__anext__(), parts  # first the file part's own name, then its bytes
+
+    async def _write(self, body: "AsyncIterator[bytes]", target: str) -> int:
+        """Stream ``body`` to a part file, then move it to ``target`` (its folders made only now,
+        so a refused upload leaves none); its size.  A file system refusal is an HttpError."""
+        part = os.path.join(self.root, "%s%s.part" % (PART_FILE_PREFIX, uuid.uuid4().hex))
         loop = asyncio.get_running_loop()
         size = 0
         try:
             with open(part, "wb") as stored:
                 async for piece in body:
                     size += len(piece)
-                    if size > room:
-                        raise HttpError(507, "the files folder is at its quota (--files-quota %d bytes)" % self.quota)
                     await loop.run_in_executor(None, stored.write, piece)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
             os.replace(part, target)
+        except OSError as exc:
+            name = os.path.relpath(target, self.root).replace(os.sep, "/")
+            raise HttpError(_FOLDER_ERRORS.get(exc.errno or 0, 500), "cannot store %s: %s" % (
+                _show(name), exc.strerror or type(exc).__name__)) from None
         finally:
             if os.path.exists(part):
                 os.unlink(part)
-        return os.path.relpath(target, self.root).replace(os.sep, "/")
+        return size
 
 
 def parse_media_type(value: str) -> Tuple[str, Dict[str, str]]:
@@ -4782,70 +5789,84 @@ def parse_media_type(value: str) -> Tuple[str, Dict[str, str]]:
 
 
 def sender_file_name(given: str) -> str:
-    """The name a charger gave its upload, as a safe single name (its folders dropped)."""
+    """The name a charger gave its upload, as a safe single name (its folders dropped, at most 200
+    bytes)."""
     name = re.split(r"[/\\]", given)[-1]
     name = "".join(character if character.isprintable() and character not in ':\0"' else "_" for character in name)
-    name = name.lstrip(".")[:200]
+    name = name.lstrip(".").encode("utf-8", "surrogatepass")[:200].decode("utf-8", "ignore")
     return name or "upload-%s.bin" % time.strftime("%Y%m%d-%H%M%S")
 
 
-async def multipart_file(chunks: "AsyncIterator[bytes]", boundary: bytes) -> "AsyncIterator[Any]":
-    """The first file of a multipart/form-data body, streamed: first its filename, then its bytes.
+class MultipartScanner:
+    """A multipart/form-data body read a piece at a time, keeping back only as many bytes as the
+    delimiter is long, so a file of any size never sits in memory."""
 
-    The body is scanned a piece at a time, keeping back only as many bytes
-    as the delimiter is long, so a file of any size never sits in memory.
-    """
-    delimiter = b"\r\n--" + boundary
-    buffer = b"\r\n"  # the first delimiter has no CRLF before it
-    pieces = chunks.__aiter__()
+    def __init__(self, chunks: "AsyncIterator[bytes]", boundary: bytes) -> None:
+        self.delimiter = b"\r\n--" + boundary
+        self.buffer = b"\r\n"  # the first delimiter has no CRLF before it
+        self.pieces = chunks.__aiter__()
 
-    async def more() -> bool:
-        nonlocal buffer
+    async def more(self) -> bool:
+        """Add the next piece of the body to the buffer; False at its end."""
         try:
-            buffer += await pieces.__anext__()
+            self.buffer += await self.pieces.__anext__()
             return True
         except StopAsyncIteration:
             return False
 
-    while True:  # to the start of a part's headers
-        while delimiter not in buffer:
-            if len(buffer) > len(delimiter):
-                buffer = buffer[-len(delimiter):]
-            if not await more():
+    async def next_part(self) -> Optional[str]:
+        """Skip to the next part and past its headers: its filename, or None if it is no file."""
+        delimiter = self.delimiter
+        while delimiter not in self.buffer:
+            if len(self.buffer) > len(delimiter):
+                self.buffer = self.buffer[-len(delimiter):]
+            if not await self.more():
                 raise HttpError(400, "multipart body without a file part")
-        buffer = buffer[buffer.index(delimiter) + len(delimiter):]
-        while b"\r\n\r\n" not in buffer:
-            if buffer.startswith(b"--") or len(buffer) > 16384 or not await more():
+        self.buffer = self.buffer[self.buffer.index(delimiter) + len(delimiter):]
+        while b"\r\n\r\n" not in self.buffer:
+            if self.buffer.startswith(b"--") or len(self.buffer) > 16384 or not await self.more():
                 raise HttpError(400, "multipart body without a file part")
-        head, buffer = buffer.split(b"\r\n\r\n", 1)
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
         disposition = ""
         for line in head.decode("utf-8", "replace").split("\r\n"):
             name, _, value = line.partition(":")
             if name.strip().lower() == "content-disposition":
                 disposition = value
-        filename = parse_media_type(disposition)[1].get("filename")
-        if filename is not None:
-            break
+        return parse_media_type(disposition)[1].get("filename")
+
+    async def file_bytes(self) -> "AsyncIterator[bytes]":
+        """The current part's bytes, up to the next delimiter; the rest of the body is dropped."""
+        keep = len(self.delimiter) - 1
+        while True:
+            index = self.buffer.find(self.delimiter)
+            if index >= 0:
+                if index:
+                    yield self.buffer[:index]
+                async for _ in self.pieces:
+                    pass
+                return
+            if len(self.buffer) > keep:
+                yield self.buffer[:-keep]
+                self.buffer = self.buffer[-keep:]
+            if not await self.more():
+                raise HttpError(400, "the multipart body ended inside its file")
+
+
+async def multipart_file(chunks: "AsyncIterator[bytes]", boundary: bytes) -> "AsyncIterator[Any]":
+    """The first file of a multipart/form-data body, streamed: its filename, then its bytes."""
+    scanner = MultipartScanner(chunks, boundary)
+    filename = await scanner.next_part()
+    while filename is None:
+        filename = await scanner.next_part()
     yield filename
-    while True:
-        index = buffer.find(delimiter)
-        if index >= 0:
-            if buffer[:index]:
-                yield buffer[:index]
-            async for _ in pieces:  # the rest of the body (other parts) is read and dropped
-                pass
-            return
-        keep = len(delimiter) - 1
-        if len(buffer) > keep:
-            yield buffer[:-keep]
-            buffer = buffer[-keep:]
-        if not await more():
-            raise HttpError(400, "the multipart body ended inside its file")
+    async for piece in scanner.file_bytes():
+        yield piece
 
 
 def file_location(system: "CentralSystem", session: Optional["ChargerSession"], name: str = "") -> Optional[str]:
-    """The URL of the file server a charger fetches or uploads ``name`` at, under /files/<its id>/;
-    None when the HTTP port is off.  Its address is one the charger can reach."""
+    """The URL of the file server a charger fetches or uploads ``name`` at, under
+    /files/<its folder>/ (FileStore.charger_folder); None when the HTTP port is off.  Its address
+    is one the charger can reach."""
     api = system.http
     if api is None or api.port is None:
         return None
@@ -4861,7 +5882,9 @@ def file_location(system: "CentralSystem", session: Optional["ChargerSession"], 
                                   host, printable(session.charger_id), remote[0]))
     host = "[%s]" % host if ":" in host else host
     secret = api.access.file_secret + "/" if api.access.file_secret else ""
-    charger = urllib.parse.quote(session.charger_id, safe="") + "/" if session is not None else ""
+    charger = ""
+    if session is not None:
+        charger = urllib.parse.quote(api.files.charger_folder(session.charger_id), safe="") + "/"
     return "http://%s:%d/files/%s%s%s" % (host, api.port, secret, charger, urllib.parse.quote(name))
 
 
@@ -4886,6 +5909,7 @@ def charger_record(system: "CentralSystem", state: ChargerState) -> dict:
         "specWarnings": state.spec_warnings,
         "authorizationKeyRotated": state.key_rotated,
         "outstandingCall": outstanding.action if outstanding is not None else None,
+        "filesFolder": system.http.files.charger_folder(state.charger_id) if system.http else None,
     }
 
 
@@ -4927,37 +5951,201 @@ def call_record(call: PendingCall, outcome: CallOutcome) -> dict:
     return record
 
 
-class HttpApi:
-    """The HTTP port: its routes, and the connections it serves (see docs/api.md)."""
+class EventStreams:
+    """GET /api/events: the Server-Sent Events streams, all reading one EventHistory (docs/api.md).
 
-    # (path pattern, {method: handler name}): "*" is one segment, "**" the rest of the path.
-    ROUTES: Tuple[Tuple[Tuple[str, ...], Dict[str, str]], ...] = (
-        (("",), {"GET": "page"}),
-        (("api", "chargers"), {"GET": "list_chargers"}),
-        (("api", "chargers", "*"), {"GET": "get_charger"}),
-        (("api", "chargers", "*", "*"), {"POST": "call_action"}),
-        (("api", "command"), {"POST": "run_command"}),
-        (("api", "events"), {"GET": "event_stream"}),
-        (("api", "transcript"), {"GET": "transcript"}),
-        (("api", "faults"), {"GET": "list_faults", "PUT": "set_faults", "POST": "add_fault"}),
-        (("files", "**"), {"GET": "get_file", "HEAD": "get_file", "PUT": "put_file", "POST": "put_file"}),
-    )
+    A reader is woken by the next event, gathers what else arrives within
+    about EVENT_STREAM_PACE, and sends it in writes of at most about
+    EVENT_STREAM_WRITE_BYTES: its cost grows with time, not with the number
+    of events.  One that does not keep up holds up nobody: it skips ahead,
+    told how many it missed.  What a stream may hold unsent is bounded (a
+    small socket send buffer and write buffer), and a stream whose reader
+    takes nothing for EVENT_STREAM_DRAIN_TIMEOUT seconds is closed.  At most
+    ``limit`` are open at once; more are refused with 503.
+    """
 
-    def __init__(self, system: "CentralSystem", console: "Console", host: str, files: FileStore,
-                 token: Optional[str]) -> None:
+    def __init__(self, system: "CentralSystem", limit: int) -> None:
         self.system = system
-        self.console = console
+        self.limit = limit
+        self.history = EventHistory()
+        # Set until the last stream's resume time ends.
+        self._keep_every_event: Optional[asyncio.TimerHandle] = None
+        self.stalled = BurstReport(lambda count, seconds: system.log(
+            "warn", None, "HTTP: closed %d event stream%s in %g s: the reader took nothing for %g s"
+            % (count, "" if count == 1 else "s", seconds, EVENT_STREAM_DRAIN_TIMEOUT)))
+        system.bus.subscribe(self.history, *EventHistory.ALWAYS)
+
+    async def open(self, request: HttpRequest, writer: asyncio.StreamWriter) -> None:
+        """GET /api/events: live events; Last-Event-ID (or ?lastEventId=) resumes after that event.
+
+        Each stream starts with a ``hello`` event naming the run; its
+        ``reset`` is true when the id given was another run's, and the
+        stream then starts with the first event this run holds.
+        """
+        charger = request.query.get("charger")
+        given = request.header("last-event-id") or request.query.get("lastEventId")
+        sent, reset = self.resume_point(given)
+        if self.history.readers >= self.limit:
+            raise HttpError(503, "the HTTP port is busy: %d event streams are open, the most "
+                            "it serves (--http-max-connections); retry after %d s"
+                            % (self.limit, HTTP_BUSY_RETRY_AFTER), HTTP_BUSY_HEADERS,
+                            retryAfter=HTTP_BUSY_RETRY_AFTER)
+        self._bound_unsent(writer)
+        head = http_head(200, "text/event-stream; charset=utf-8", None,
+                         (("X-Accel-Buffering", "no"),))
+        writer.write(head + b"retry: 1000\n\n" + self.hello(sent, reset))
+        self.reader_opened()
+        streaming = asyncio.ensure_future(self._stream(writer, sent, charger))
+        # The client sends nothing after its request: end of input (or anything) means it has gone,
+        # even while the stream waits for an event.
+        gone = asyncio.ensure_future(request.reader.read(1024))
+        for task in (streaming, gone):  # their errors are seen, even when this handler is cut short
+            task.add_done_callback(lambda done: done.cancelled() or done.exception())
+        try:
+            await asyncio.wait([streaming, gone], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            streaming.cancel()
+            gone.cancel()
+            self.reader_closed()
+        if streaming.done() and not streaming.cancelled() and streaming.exception() is not None:
+            raise streaming.exception()  # type: ignore[misc]
+
+    def resume_point(self, text: Optional[str]) -> Tuple[int, bool]:
+        """The number of the event a stream starts after, and whether it starts afresh (a reset).
+
+        ``text`` is ``<run>:<number>``, or a bare number (read as this
+        run's).  An id of another run, or a number this run has not reached,
+        starts afresh: from the first event held.
+        """
+        if not text:
+            return self.history.last, False
+        run, colon, number = text.rpartition(":")
+        if not number.isdigit() or not number.isascii() or len(number) > 18 or (colon and not run):
+            raise HttpError(400, "Last-Event-ID %s is not an event id (<run>:<number>)"
+                            % _show(text))
+        if (colon and run != self.history.run) or int(number) > self.system.bus.sequence:
+            return 0, True
+        return int(number), False
+
+    def hello(self, sent: int, reset: bool) -> bytes:
+        """The stream's first event: ``event: hello``, its id the place the stream starts from."""
+        run = self.history.run
+        return ('event: hello\nid: %s:%d\ndata: {"type":"hello","run":"%s","apiVersion":%d,"reset":%s}'
+                '\n\n' % (run, sent, run, API_VERSION, "true" if reset else "false")).encode("ascii")
+
+    @staticmethod
+    def _bound_unsent(writer: asyncio.StreamWriter) -> None:
+        """Keep what the stream may hold unsent small: its socket's send and write buffers."""
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, EVENT_STREAM_SEND_BUFFER)
+            except OSError:
+                pass
+        writer.transport.set_write_buffer_limits(high=EVENT_STREAM_WRITE_BYTES)
+
+    def reader_opened(self) -> None:
+        """Keep every event while a stream is open (see EventHistory)."""
+        history = self.history
+        if self._keep_every_event is not None:
+            self._keep_every_event.cancel()
+            self._keep_every_event = None
+        elif history.readers == 0:
+            bus = self.system.bus
+            bus.subscribe(history, *[name for name in EVENT_FIELDS
+                                     if name not in EventHistory.ALWAYS])
+        history.readers += 1
+
+    def reader_closed(self) -> None:
+        history = self.history
+        history.readers -= 1
+        if history.readers == 0:
+            def keep_transcript_events_only() -> None:
+                self._keep_every_event = None
+                self.system.bus.unsubscribe(history)
+                self.system.bus.subscribe(history, *EventHistory.ALWAYS)
+            self._keep_every_event = asyncio.get_running_loop().call_later(
+                EVENT_RESUME_SECONDS, keep_transcript_events_only)
+
+    async def _stream(self, writer: asyncio.StreamWriter, sent: int, charger: Optional[str]
+                      ) -> None:
+        history, owed = self.history, 0  # owed: events missed and not yet reported
+        while True:
+            events, missed = history.after(sent)
+            owed += missed
+            if not events:
+                if await history.wait(sent, EVENT_STREAM_KEEPALIVE):
+                    # Each reader at its own pace, so that twenty do not all write in the same turn.
+                    await asyncio.sleep(EVENT_STREAM_PACE * random.uniform(0.5, 1.5))
+                else:
+                    writer.write(b": keepalive\n\n")
+                await self._drain(writer)
+                continue
+            messages, sent, owed = self._batch(events, charger, owed)
+            if messages:
+                writer.write(b"".join(messages))
+                await self._drain(writer)  # a slow reader waits here, and nobody else does
+
+    def _batch(self, events: List[StoredEvent], charger: Optional[str], owed: int
+               ) -> Tuple[List[bytes], int, int]:
+        """The messages of the next write (about EVENT_STREAM_WRITE_BYTES at most), the number of
+        the last event they cover, and the missed events still to report."""
+        run, messages, size = self.history.run, [], 0
+        for event in events:
+            if charger is None or event.charger == charger:
+                if owed:
+                    message = event.sse_message(run, owed)
+                else:
+                    message = event.sse or event.sse_message(run)
+                owed = 0
+                messages.append(message)
+                size += len(message)
+                if size >= EVENT_STREAM_WRITE_BYTES:
+                    return messages, event.seq, owed
+        return messages, events[-1].seq, owed
+
+    async def _drain(self, writer: asyncio.StreamWriter) -> None:
+        """Wait for the reader to take what is written; one that takes nothing for
+        EVENT_STREAM_DRAIN_TIMEOUT seconds has its stream cut (ConnectionAbortedError)."""
+        try:
+            await asyncio.wait_for(writer.drain(), EVENT_STREAM_DRAIN_TIMEOUT)
+        except asyncio.TimeoutError:
+            self.stalled.add()
+            writer.transport.abort()
+            raise ConnectionAbortedError(
+                "the reader took nothing for %g s" % EVENT_STREAM_DRAIN_TIMEOUT) from None
+
+
+class HttpPort:
+    """The HTTP port's connections: one request each, answered by a handler of ROUTES (HttpApi's).
+
+    At most ``max_connections`` are served at once; one over that is
+    answered 503 with Retry-After before its request is read, and cut
+    unanswered when HTTP_BUSY_ANSWERS such answers are under way already,
+    so that the HTTP side never takes the descriptors the chargers need.
+    """
+
+    # (path pattern, {method: handler}): "*" is one segment, "**" the rest of the path; a handler
+    # "owner.name" is a method of the attribute ``owner``.
+    ROUTES: Tuple[Tuple[Tuple[str, ...], Dict[str, str]], ...] = ()
+
+    def __init__(self, system: "CentralSystem", host: str, token: Optional[str],
+                 max_connections: int) -> None:
+        self.system = system
         self.out = system.out
         self.host = host
         self.port: Optional[int] = None
-        self.files = files
         self.token = token
         self.access = HttpAccess(host, 0, token)
-        self.history = EventHistory()
+        self.max_connections = max_connections
         self.server: Any = None
-        self.connections: set = set()
-        self._keep_every_event: Optional[asyncio.TimerHandle] = None  # until the last stream's resume time ends
-        system.bus.subscribe(self.history, *EventHistory.ALWAYS)
+        self.connections: set = set()  # the ones served, not those answered 503
+        self.tasks: Dict["asyncio.Task[None]", asyncio.StreamWriter] = {}  # every handler running
+        self.busy_answers = 0  # connections over the bound being answered 503 now
+        self.busy = BurstReport(lambda count, seconds: system.log(
+            "warn", None, "HTTP port busy: refused %d connection%s in %g s with 503 (it serves %d "
+            "at once: --http-max-connections)"
+            % (count, "" if count == 1 else "s", seconds, max_connections)))
 
     async def listen(self, port: int) -> None:
         """Listen on ``port`` (0: a free one); OSError if it cannot."""
@@ -4973,17 +6161,31 @@ class HttpApi:
         return "http://%s:%d/" % (host, self.port or 0)
 
     async def close(self) -> None:
-        """Stop listening and cut every open request (event streams stay open until then)."""
+        """Stop listening, cut every open request (event streams stay open until then) and let
+        their handlers end (else the loop would cancel them, and asyncio print tracebacks)."""
         if self.server is not None:
             self.server.close()
-        for writer in list(self.connections):
+        for writer in self.tasks.values():
             writer.transport.abort()
-        self.connections.clear()
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=SHUTDOWN_GRACE)
 
     # -- one connection, one request
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """The asyncio.start_server callback: read one request, answer it, close."""
+        """The asyncio.start_server callback: one request answered (or 503), then the close."""
+        task = asyncio.current_task()
+        self.tasks[task] = writer  # type: ignore[index]
+        try:
+            if len(self.connections) >= self.max_connections:
+                await self._answer_busy(reader, writer)
+            else:
+                await self._serve(reader, writer)
+        finally:
+            del self.tasks[task]  # type: ignore[arg-type]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Read one request, answer it, close."""
         self.connections.add(writer)
         address = writer.get_extra_info("peername")
         peer = "%s:%s" % (address[0], address[1]) if address else "?"
@@ -4994,6 +6196,7 @@ class HttpApi:
                 await self.respond(request, writer)
         except HttpError as exc:
             self.refuse(writer, request, peer, exc)
+            await drop_unread_body(request, writer)
         except (asyncio.TimeoutError, ValueError):  # headers too slow, or a line over the reader's limit
             self.refuse(writer, request, peer, HttpError(400, "malformed or too slow request"))
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -5001,7 +6204,8 @@ class HttpApi:
         except Exception as exc:  # a bug of ours: a 500 and one line, never a traceback
             self.out.error(None, "HTTP %s failed: %s: %s" % (request.path if request else "request",
                                                               type(exc).__name__, exc))
-            writer.write(json_response(500, {"error": "internal error: %s" % type(exc).__name__}))
+            writer.write(head_only(request, json_response(
+                500, {"error": "internal error: %s" % type(exc).__name__})))
         finally:
             self.connections.discard(writer)
             try:
@@ -5010,13 +6214,41 @@ class HttpApi:
                 pass
             writer.close()
 
+    async def _answer_busy(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+                           ) -> None:
+        """503 with Retry-After, said before the request is read; its head is then read and dropped
+        (for HTTP_BUSY_LINGER at most), so that the close does not reset the connection before the
+        client has read the answer."""
+        self.busy.add()
+        if self.busy_answers >= HTTP_BUSY_ANSWERS:
+            writer.transport.abort()
+            return
+        self.busy_answers += 1
+        try:
+            writer.write(json_response(503, {
+                "error": "the HTTP port is busy: it serves %d connections at once "
+                "(--http-max-connections); retry after %d s"
+                % (self.max_connections, HTTP_BUSY_RETRY_AFTER),
+                "retryAfter": HTTP_BUSY_RETRY_AFTER}, HTTP_BUSY_HEADERS))
+            writer.write_eof()
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HTTP_BUSY_LINGER)
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                ConnectionError, OSError):
+            pass
+        finally:
+            self.busy_answers -= 1
+            writer.close()
+
     def refuse(self, writer: asyncio.StreamWriter, request: Optional[HttpRequest], peer: str,
                refusal: HttpError) -> None:
         if refusal.status in (401, 403):
             self.out.warn(None, "HTTP %d for %s %s from %s: %s" % (
                 refusal.status, request.method if request else "?", printable(request.path if request else "?", 200),
                 peer, refusal))
-        writer.write(json_response(refusal.status, dict(refusal.more, error=str(refusal)), refusal.headers))
+        elif refusal.status == 503:
+            self.busy.add()
+        writer.write(head_only(request, json_response(
+            refusal.status, dict(refusal.more, error=str(refusal)), refusal.headers)))
 
     async def respond(self, request: HttpRequest, writer: asyncio.StreamWriter) -> None:
         instead = self.access.check(request)
@@ -5027,9 +6259,11 @@ class HttpApi:
         if request.method not in handlers:
             raise HttpError(405, "%s does not take %s (it takes %s)" % (
                 request.path, printable(request.method, 20), ", ".join(handlers)), (("Allow", ", ".join(handlers)),))
-        answer = await getattr(self, handlers[request.method])(request, writer, *arguments)
+        owner, _, name = handlers[request.method].rpartition(".")
+        handler = getattr(getattr(self, owner) if owner else self, name)
+        answer = await handler(request, writer, *arguments)
         if answer is not None:
-            writer.write(json_response(*answer))
+            writer.write(head_only(request, json_response(*answer)))
 
     def route(self, segments: List[str]) -> Tuple[Dict[str, str], List[Any]]:
         """The handlers for a path, by method, and the parts of the path they take."""
@@ -5041,10 +6275,43 @@ class HttpApi:
         raise HttpError(404, "no such endpoint: %s (see docs/api.md)" % printable(urllib.parse.unquote(
             "/" + "/".join(segments)), 200))
 
+
+class HttpApi(HttpPort):
+    """The HTTP port's routes: the API, page, event streams and file server (docs/api.md)."""
+
+    ROUTES: Tuple[Tuple[Tuple[str, ...], Dict[str, str]], ...] = (
+        (("",), {"GET": "page"}),
+        (("api", "chargers"), {"GET": "list_chargers"}),
+        (("api", "chargers", "*"), {"GET": "get_charger"}),
+        (("api", "chargers", "*", "*"), {"POST": "call_action"}),
+        (("api", "command"), {"POST": "run_command"}),
+        (("api", "events"), {"GET": "streams.open"}),
+        (("api", "transcript"), {"GET": "transcript"}),
+        (("api", "faults"), {"GET": "list_faults", "PUT": "set_faults", "POST": "add_fault"}),
+        (("files", "**"), {"GET": "file_routes.get_file", "HEAD": "file_routes.get_file",
+                           "PUT": "file_routes.put_file", "POST": "file_routes.put_file"}),
+    )
+
+    def __init__(self, system: "CentralSystem", console: "Console", host: str, files: FileStore,
+                 token: Optional[str], max_connections: int = DEFAULT_HTTP_MAX_CONNECTIONS) -> None:
+        super().__init__(system, host, token, max_connections)
+        self.console = console
+        self.files = files
+        self.streams = EventStreams(system, max(1, int(max_connections * EVENT_STREAM_SHARE)))
+        self.history = self.streams.history
+        self.file_routes = FileRoutes(self)
+
+    async def close(self) -> None:
+        self.busy.cancel()
+        self.streams.stalled.cancel()
+        await super().close()
+
     # -- the endpoints
 
     async def page(self, request: HttpRequest, writer: asyncio.StreamWriter) -> None:
-        writer.write(http_head(200, "text/html; charset=utf-8", len(PAGE_BYTES), PAGE_HEADERS) + PAGE_BYTES)
+        writer.write(page_response(self.system, self.history))
+        self.streams.reader_opened()  # every event kept from here, for the stream the page opens next
+        self.streams.reader_closed()
 
     async def list_chargers(self, request: HttpRequest, writer: asyncio.StreamWriter) -> Tuple[int, Any]:
         return 200, {"apiVersion": API_VERSION, "chargers": [
@@ -5113,85 +6380,6 @@ class HttpApi:
             record["call"] = call_record(outcome.call, await asyncio.shield(outcome.call.outcome))
         return 200, record
 
-    async def event_stream(self, request: HttpRequest, writer: asyncio.StreamWriter) -> None:
-        """GET /api/events: Server-Sent Events, live; Last-Event-ID (or ?lastEventId=) resumes.
-
-        A reader is woken by the next event, gathers what else arrives
-        within about EVENT_STREAM_PACE, and sends it all in one write: its
-        cost grows with time, not with the number of events.  One that does
-        not keep up holds up nobody: it skips ahead, told how many it missed.
-        """
-        charger = request.query.get("charger")
-        last_text = request.header("last-event-id") or request.query.get("lastEventId")
-        if last_text and (not last_text.isdigit() or not last_text.isascii()):
-            raise HttpError(400, "Last-Event-ID %s is not an event id" % _show(last_text))
-        history = self.history
-        sent = int(last_text) if last_text else history.last
-        writer.write(http_head(200, "text/event-stream; charset=utf-8", None, (("X-Accel-Buffering", "no"),))
-                     + b"retry: 1000\n\n")
-        self._stream_opened()
-        streaming = asyncio.ensure_future(self._stream(writer, history, sent, charger))
-        # The client sends nothing after its request: end of input (or anything) means it has gone,
-        # even while the stream waits for an event.
-        gone = asyncio.ensure_future(request.reader.read(1024))
-        try:
-            await asyncio.wait([streaming, gone], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            streaming.cancel()
-            gone.cancel()
-            self._stream_closed()
-        if streaming.done() and not streaming.cancelled() and streaming.exception() is not None:
-            raise streaming.exception()  # type: ignore[misc]
-
-    def _stream_opened(self) -> None:
-        """Keep every event while a stream is open (see EventHistory)."""
-        history = self.history
-        if self._keep_every_event is not None:
-            self._keep_every_event.cancel()
-            self._keep_every_event = None
-        elif history.readers == 0:
-            bus = self.system.bus
-            bus.subscribe(history, *[name for name in EVENT_FIELDS if name not in EventHistory.ALWAYS])
-        history.readers += 1
-
-    def _stream_closed(self) -> None:
-        history = self.history
-        history.readers -= 1
-        if history.readers == 0:
-            def keep_transcript_events_only() -> None:
-                self._keep_every_event = None
-                self.system.bus.unsubscribe(history)
-                self.system.bus.subscribe(history, *EventHistory.ALWAYS)
-            self._keep_every_event = asyncio.get_running_loop().call_later(EVENT_RESUME_SECONDS,
-                                                                           keep_transcript_events_only)
-
-    @staticmethod
-    async def _stream(writer: asyncio.StreamWriter, history: EventHistory, sent: int, charger: Optional[str]) -> None:
-        owed = 0  # events missed and not yet reported
-        while True:
-            events, missed = history.after(sent)
-            owed += missed
-            if not events:
-                if await history.wait(sent, EVENT_STREAM_KEEPALIVE):
-                    # Each reader at its own pace, so that twenty do not all write in the same turn.
-                    await asyncio.sleep(EVENT_STREAM_PACE * random.uniform(0.5, 1.5))
-                else:
-                    writer.write(b": keepalive\n\n")
-                await writer.drain()
-                continue
-            if charger is None and not owed:
-                messages = [event.sse or event.sse_message() for event in events]
-            else:
-                messages = []
-                for event in events:
-                    if charger is None or event.charger == charger:
-                        messages.append(event.sse_message(owed))
-                        owed = 0
-            sent = max(sent, events[-1].seq)
-            if messages:
-                writer.write(b"".join(messages))
-                await writer.drain()  # a slow reader waits here, and nobody else does
-
     async def list_faults(self, request: HttpRequest, writer: asyncio.StreamWriter) -> Tuple[int, Any]:
         """GET /api/faults: the faults in force, as their words."""
         return 200, {"faults": [str(fault) for fault in self.system.faults.faults]}
@@ -5227,6 +6415,20 @@ class HttpApi:
         records = [record for record in (transcript_record(event) for event in self.history.events
                                          if charger is None or event.charger == charger) if record is not None]
         return 200, {"records": records[-limit:]}
+
+
+class FileRoutes:
+    """The file server's routes, GET, HEAD, PUT and POST /files/... (see FileStore)."""
+
+    def __init__(self, api: HttpApi) -> None:
+        self.api = api
+        self.system = api.system
+        self.out = api.out
+        self.files = api.files
+
+    @property
+    def access(self) -> HttpAccess:
+        return self.api.access  # made anew once the port listens
 
     async def get_file(self, request: HttpRequest, writer: asyncio.StreamWriter, segments: List[str]
                        ) -> Optional[Tuple[int, Any]]:
@@ -5282,8 +6484,8 @@ class HttpApi:
         return segments
 
     def _charger_of(self, segments: List[str]) -> Optional[str]:
-        """The charge point a file belongs to: its first folder, when that names one."""
-        return segments[0] if len(segments) > 1 and segments[0] in self.system.states else None
+        """The charge point a file belongs to: the one whose folder is its first, if any."""
+        return self.files.charger_of_file(segments, self.system.states)
 
 
 # ------------------------------------------------------------- The web page
@@ -5295,17 +6497,37 @@ class HttpApi:
 PAGE_SCRIPT = r"""
 "use strict";
 const $ = (selector) => document.querySelector(selector);
-const MEASURANDS = {energy: "Energy.Active.Import.Register", power: "Power.Active.Import", soc: "SoC"};
+const MEASURANDS = {energy: "Energy.Active.Import.Register", power: "Power.Active.Import",
+                    soc: "SoC"};
 const MAX_ROWS = 400;
-const charts = new Map();  // transaction (or connector) -> {points, canvas, label}
+const START_CONNECTOR = 1;  // the connector the Start button's RemoteStartTransaction names
+const START_WAIT = 15000;  // ms an accepted Start stays disabled, awaiting its transaction
+const REFRESHING = ["connected", "disconnected", "ready", "state_changed", "transaction_started",
+                    "transaction_stopped", "spec_problem", "file_received"];
+const charts = new Map();  // "CP · transaction N" -> {points, canvas, box, legend}, oldest first
+const cards = new Map();  // charger id -> its card, kept: buttons and answers survive updates
+const warnings = new Map();  // charger id -> the texts of its latest spec warnings
+const openLists = new Set();  // charger ids whose list of warnings is open
+const starting = new Map();  // charger id -> the timer of its Start in flight
+const dirty = new Set();  // charts to draw at the next animation frame
+let limits = {charts: 10, points: 2000, warnings: 20};  // the server's, from its state block
 let chargers = [];
-let refreshTimer = null;
+let refreshTimer = null, drawPending = false;
+let known = {run: "", seq: 0};  // the newest event shown: its run and number
+let source = null, retryDelay = 0, retryTimer = null;
+let pending = null, syncing = false;  // events that arrive while the page reloads its state
+const MAX_PENDING = 5000;
 
 function el(tag, className, text) {
   const node = document.createElement(tag);
   if (className) node.className = className;
   if (text !== undefined && text !== null) node.textContent = String(text);
   return node;
+}
+
+function setStatus(text, kind) {
+  $("#status").textContent = text;
+  $("#status").className = "badge " + kind;
 }
 
 async function api(method, path, body) {
@@ -5320,68 +6542,136 @@ async function api(method, path, body) {
   return {status: response.status, data};
 }
 
-function refreshSoon() {
-  if (refreshTimer === null) refreshTimer = setTimeout(refreshChargers, 150);
+function refreshSoon(delay) {
+  if (refreshTimer === null) refreshTimer = setTimeout(refreshChargers, delay || 150);
 }
 
 async function refreshChargers() {
   refreshTimer = null;
-  const {status, data} = await api("GET", "/api/chargers");
-  if (status !== 200) { $("#status").textContent = data.error || ("HTTP " + status); return; }
+  let answer;
+  try { answer = await api("GET", "/api/chargers"); } catch (error) { return; }
+  const {status, data} = answer;
+  if (status === 503) { refreshSoon(2000); return; }  // the server is busy: again, later
+  if (status !== 200) { setStatus(data.error || ("HTTP " + status), "off"); return; }
   chargers = data.chargers;
+  for (const charger of chargers) {
+    if (starting.has(charger.id) && startBlocked(charger)) startEnds(charger.id, false);
+  }
   renderChargers();
 }
 
-const cards = new Map();  // charger id -> its card, kept so that buttons and answers survive updates
-
 function renderChargers() {
-  const list = $("#chargers");
   $("#no-chargers").hidden = chargers.length > 0;
-  for (const charger of chargers) {
-    let card = cards.get(charger.id);
-    if (!card) {
-      card = el("section", "card");
-      card.dataset.charger = charger.id;
-      const buttons = el("div", "buttons");
-      for (const [label, action] of [["Start", "startRemote"], ["Stop", "stopRemote"], ["Reset", "Reset"],
-                                     ["Trigger", "TriggerMessage"]]) {
-        const button = el("button", null, label);
-        button.dataset.action = action;
-        button.addEventListener("click", () => callAction(charger.id, action, card));
-        buttons.append(button);
-      }
-      card.append(el("div", "info"), buttons, el("p", "answer"));
-      cards.set(charger.id, card);
-      list.append(card);
-    }
-    card.classList.toggle("away", !charger.connected);
-    card.querySelectorAll("button").forEach((button) => { button.disabled = !charger.connected; });
-    const info = card.querySelector(".info");
-    const title = el("h3", null, charger.id);
-    title.append(el("span", "badge " + (charger.connected ? "on" : "off"), charger.connected ? "connected" : "away"));
-    if (charger.dialect) title.append(el("span", "badge", charger.dialect));
-    const boot = charger.boot || {};
-    const parts = [title, el("p", "muted", charger.boot ? [boot.chargePointVendor, boot.chargePointModel,
-      "boot " + charger.bootStatus].filter(Boolean).join(" \u00b7 ") : "no BootNotification yet")];
-    const connectors = el("p", "connectors");
-    for (const [number, status] of Object.entries(charger.connectors)) {
-      connectors.append(el("span", "connector s-" + String(status).replace(/[^A-Za-z]/g, ""), number + ": " + status));
-    }
-    parts.push(connectors);
-    for (const tx of charger.transactions) {
-      parts.push(el("p", "tx", "transaction " + tx.transactionId + " on connector " + tx.connectorId +
-        " \u00b7 idTag " + tx.idTag + " \u00b7 meterStart " + tx.meterStart));
-    }
-    if (charger.specWarnings) parts.push(el("p", "warn", charger.specWarnings + " spec warning(s)"));
-    info.replaceChildren(...parts);
+  for (const charger of chargers) renderCard(charger);
+}
+
+function newCard(id) {
+  const card = el("section", "card");
+  card.dataset.charger = id;
+  const buttons = el("div", "buttons");
+  for (const [label, action] of [["Start", "startRemote"], ["Stop", "stopRemote"],
+                                 ["Reset", "Reset"], ["Trigger", "TriggerMessage"]]) {
+    const button = el("button", null, label);
+    button.dataset.action = action;
+    button.addEventListener("click", () => callAction(id, action, card));
+    buttons.append(button);
   }
+  card.append(el("div", "info"), buttons, el("p", "answer"));
+  cards.set(id, card);
+  $("#chargers").append(card);
+  return card;
+}
+
+function startBlocked(charger) {  // a transaction is open on the connector Start names
+  return charger.transactions.some((tx) => tx.connectorId === START_CONNECTOR);
+}
+
+function renderCard(charger) {
+  const card = cards.get(charger.id) || newCard(charger.id);
+  card.classList.toggle("away", !charger.connected);
+  const noStart = startBlocked(charger) || starting.has(charger.id);
+  card.querySelectorAll("button[data-action]").forEach((button) => {
+    button.disabled = !charger.connected || (button.dataset.action === "startRemote" && noStart);
+  });
+  const title = el("h3", null, charger.id);
+  title.append(el("span", "badge " + (charger.connected ? "on" : "off"),
+                  charger.connected ? "connected" : "away"));
+  if (charger.dialect) title.append(el("span", "badge", charger.dialect));
+  const boot = charger.boot || {};
+  const parts = [title, el("p", "muted", charger.boot ? [boot.chargePointVendor,
+    boot.chargePointModel, "boot " + charger.bootStatus].filter(Boolean).join(" \u00b7 ")
+    : "no BootNotification yet")];
+  const connectors = el("p", "connectors");
+  for (const [number, status] of Object.entries(charger.connectors)) {
+    connectors.append(el("span", "connector s-" + String(status).replace(/[^A-Za-z]/g, ""),
+                         number + ": " + status));
+  }
+  parts.push(connectors);
+  for (const tx of charger.transactions) {
+    parts.push(el("p", "tx", "transaction " + tx.transactionId + " on connector " +
+      tx.connectorId + " \u00b7 idTag " + tx.idTag + " \u00b7 meterStart " + tx.meterStart));
+  }
+  if (charger.specWarnings) parts.push(...warningParts(charger));
+  card.querySelector(".info").replaceChildren(...parts);
+}
+
+function rerender(id) {
+  const charger = chargers.find((one) => one.id === id);
+  if (charger) renderCard(charger);
+}
+
+function warningParts(charger) {  // "N spec warning(s)", which opens the list of them
+  const id = charger.id, texts = warnings.get(id) || [];
+  const toggle = el("button", "link warn", charger.specWarnings + " spec warning(s)");
+  toggle.setAttribute("aria-expanded", String(openLists.has(id)));
+  toggle.addEventListener("click", () => {
+    if (!openLists.delete(id)) openLists.add(id);
+    rerender(id);
+  });
+  if (!openLists.has(id)) return [toggle];
+  const list = el("ul", "warnings");
+  for (const text of texts) list.append(el("li", null, text));
+  const unlisted = charger.specWarnings - texts.length;
+  if (unlisted > 0) list.append(el("li", "muted", unlisted + " more, not kept"));
+  return [toggle, list];
+}
+
+function noteWarning(event) {
+  const texts = warnings.get(event.charger) || [];
+  texts.push(event.text);
+  if (texts.length > limits.warnings) texts.shift();
+  warnings.set(event.charger, texts);
+}
+
+function startBegins(id) {
+  clearTimeout(starting.get(id));
+  starting.set(id, null);
+  rerender(id);
+}
+
+function startEnds(id, render) {
+  clearTimeout(starting.get(id));
+  starting.delete(id);
+  if (render) rerender(id);
 }
 
 async function callAction(id, action, card) {
   const answer = card.querySelector(".answer");
   answer.textContent = action + " \u2026";
-  const {status, data} = await api("POST", "/api/chargers/" + encodeURIComponent(id) + "/" + action, {});
-  answer.textContent = action + ": " + (status === 200 ? JSON.stringify(data.result || data.error) : (data.error || status));
+  const start = action === "startRemote";
+  if (start) startBegins(id);
+  let status = 0, data = {error: "the server did not answer"};
+  try {
+    const path = "/api/chargers/" + encodeURIComponent(id) + "/" + action;
+    ({status, data} = await api("POST", path, {}));
+  } catch (error) { /* shown below */ }
+  if (start && status === 200 && data.result && data.result.status === "Accepted") {
+    starting.set(id, setTimeout(() => startEnds(id, true), START_WAIT));  // until its transaction
+  } else if (start) {
+    startEnds(id, true);
+  }
+  answer.textContent = action + ": " + (status === 200 ? JSON.stringify(data.result || data.error)
+                                                       : (data.error || status));
   answer.className = "answer" + (status === 200 && !data.error ? "" : " bad");
 }
 
@@ -5402,9 +6692,11 @@ function addRow(event, kind, label, text, detail) {
   const log = $("#frames");
   const row = el("div", "row " + kind);
   row.dataset.type = event.type;
-  row.append(el("span", "time", (event.ts || "").slice(11, 19)), el("span", "who", event.charger || "server"),
+  row.append(el("span", "time", (event.ts || "").slice(11, 19)),
+             el("span", "who", event.charger || "server"),
              el("span", "dir", kind === "in" ? "\u2190" : kind === "out" ? "\u2192" : "!"),
-             el("span", "label", label), el("span", "text", text.length > 160 ? text.slice(0, 160) + "\u2026" : text));
+             el("span", "label", label),
+             el("span", "text", text.length > 160 ? text.slice(0, 160) + "\u2026" : text));
   if (detail !== undefined) {
     row.classList.add("open-able");
     row.addEventListener("click", () => {
@@ -5422,104 +6714,290 @@ function pretty(text) {
 }
 
 function onFrame(event) {
-  let shown = event.text;  // the payload, when the frame is OCPP-J; the label already names the action
+  let shown = event.text;  // the payload, when the frame is OCPP-J; the label names the action
   try {
     const message = JSON.parse(event.text);
-    const payload = message[0] === 2 ? message[3] : message[0] === 3 ? message[message.length - 1] : message.slice(2);
+    const payload = message[0] === 2 ? message[3] : message[0] === 3 ? message[message.length - 1]
+                                                                    : message.slice(2);
     if (Array.isArray(message) && payload !== undefined) shown = JSON.stringify(payload);
   } catch (error) { /* shown as sent */ }
   addRow(event, event.direction, event.label, shown, pretty(event.text));
 }
 
 function reading(readings, measurand) {
-  for (const [name, value, unit] of readings) {
+  for (const [name, value, unit] of readings || []) {
     if ((name || MEASURANDS.energy) !== measurand) continue;
     const number = parseFloat(value);
-    if (Number.isNaN(number)) continue;
+    if (!Number.isFinite(number)) continue;
     return /^k/.test(unit || "") ? number * 1000 : number;
   }
   return null;
 }
 
-function onMeterValues(event) {
-  const key = event.charger + " \u00b7 " + (event.transactionId !== null && event.transactionId !== undefined ?
-    "transaction " + event.transactionId : "connector " + event.connectorId);
+function chartFor(charger, transactionId, connectorId) {  // the newest CHARTS_KEPT charts stay
+  const key = charger + " \u00b7 " + (transactionId !== null && transactionId !== undefined ?
+    "transaction " + transactionId : "connector " + connectorId);
   let chart = charts.get(key);
-  if (!chart) {
-    const box = el("section", "chart");
-    const canvas = el("canvas");
-    canvas.dataset.points = "0";
-    box.append(el("h3", null, key), canvas, el("p", "legend"));
-    $("#charts").prepend(box);
-    chart = {points: [], canvas, legend: box.querySelector(".legend")};
-    charts.set(key, chart);
+  if (chart) return chart;
+  while (charts.size >= limits.charts) {
+    const [oldest, old] = charts.entries().next().value;
+    old.box.remove();
+    dirty.delete(old);
+    charts.delete(oldest);
   }
+  const box = el("section", "chart"), canvas = el("canvas");
+  canvas.dataset.points = "0";
+  box.append(el("h3", null, key), canvas, el("p", "legend"));
+  $("#charts").prepend(box);
+  chart = {points: [], canvas, box, legend: box.querySelector(".legend")};
+  charts.set(key, chart);
+  return chart;
+}
+
+function pointsChanged(chart) {
+  if (chart.points.length > limits.points) {  // thinned: every other reading goes, the last stays
+    chart.points = chart.points.filter((point, index) => index % 2 === 0);
+  }
+  chart.canvas.dataset.points = String(chart.points.length);
+  drawSoon(chart);
+}
+
+function drawSoon(chart) {  // at the next animation frame, once however many readings came
+  dirty.add(chart);
+  if (!drawPending) {
+    drawPending = true;
+    requestAnimationFrame(drawDirty);
+  }
+}
+
+function onMeterValues(event) {
+  const chart = chartFor(event.charger, event.transactionId, event.connectorId);
   chart.points.push({t: Date.parse(event.ts), energy: reading(event.readings, MEASURANDS.energy),
-                     power: reading(event.readings, MEASURANDS.power), soc: reading(event.readings, MEASURANDS.soc)});
-  if (chart.points.length > 2000) chart.points.shift();
-  drawChart(chart);
+                     power: reading(event.readings, MEASURANDS.power),
+                     soc: reading(event.readings, MEASURANDS.soc)});
+  pointsChanged(chart);
+}
+
+function loadChart(kept) {  // a chart the server kept: [time ms, energy, power, soc] each
+  const chart = chartFor(kept.charger, kept.transactionId, kept.connectorId);
+  chart.points = kept.points.map(([t, energy, power, soc]) => ({t, energy, power, soc}));
+  pointsChanged(chart);
 }
 
 const SERIES = [["energy", "Wh", "#1565c0"], ["power", "W", "#c62828"], ["soc", "%", "#2e7d32"]];
+const LANE = 58, LABEL = 17, AXIS = 22;  // px: a series' lane, its label above it, the time axis
+const TICKS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400];
+
+function drawDirty() {
+  drawPending = false;
+  for (const chart of dirty) drawChart(chart);
+  dirty.clear();
+}
+
+function number(value) {
+  return Number.isInteger(value) ? String(value) : String(Number(value.toFixed(3)));
+}
+
+function clock(t) {  // UTC, as the frame log shows times
+  return new Date(t).toISOString().slice(11, 19);
+}
 
 function drawChart(chart) {
+  const points = chart.points;
+  const lanes = SERIES.map(([name, unit, color]) => ({name, unit, color, values: points.map(
+    (point) => point[name]).filter((value) => value !== null && value !== undefined)}))
+    .filter((lane) => lane.values.length);
   const canvas = chart.canvas, ratio = window.devicePixelRatio || 1;
-  const width = canvas.clientWidth || 300, height = 180;
+  const width = canvas.clientWidth || 300, height = Math.max(1, lanes.length) * LANE + AXIS;
   canvas.width = width * ratio; canvas.height = height * ratio;
   canvas.style.height = height + "px";
-  canvas.dataset.points = String(chart.points.length);
   const context = canvas.getContext("2d");
   context.scale(ratio, ratio);
-  context.clearRect(0, 0, width, height);
-  const points = chart.points, first = points[0].t, span = Math.max(1, points[points.length - 1].t - first);
-  const legend = [];
-  SERIES.forEach(([name, unit, color], lane) => {
-    const values = points.map((point) => point[name]).filter((value) => value !== null);
-    if (!values.length) return;
-    const low = Math.min(...values), high = Math.max(...values), range = high - low || 1;
-    const top = 8 + lane * (height / 3), laneHeight = height / 3 - 16;
-    context.strokeStyle = color; context.lineWidth = 2; context.beginPath();
-    let started = false;
-    for (const point of points) {
-      if (point[name] === null) continue;
-      const x = 4 + (point.t - first) / span * (width - 8);
-      const y = top + laneHeight - (point[name] - low) / range * laneHeight;
-      if (started) context.lineTo(x, y); else { context.moveTo(x, y); started = true; }
-    }
-    context.stroke();
-    context.fillStyle = color; context.font = "12px system-ui, sans-serif";
-    context.fillText(name + " " + low + "\u2013" + high + " " + unit, 6, top + 4);
-    legend.push(name + " " + values[values.length - 1] + " " + unit);
-  });
-  chart.legend.textContent = legend.join("  \u00b7  ");
+  context.font = "12px system-ui, sans-serif";
+  if (!points.length) return;
+  const first = points[0].t, span = Math.max(1, points[points.length - 1].t - first);
+  const x = (t) => 4 + (t - first) / span * (width - 8);
+  lanes.forEach((lane, index) => drawLane(context, lane, points, x, index * LANE));
+  drawTimeAxis(context, first, span, width, Math.max(1, lanes.length) * LANE);
+  chart.legend.textContent = lanes.map((lane) => lane.name + " " +
+    number(lane.values[lane.values.length - 1]) + " " + lane.unit).join("  \u00b7  ");
 }
 
-function onEvent(message) {
-  let event;
-  try { event = JSON.parse(message.data); } catch (error) { return; }
-  if (event.missed) addRow(event, "warn", "missed", event.missed + " event(s) were dropped: this page fell behind");
+function drawLane(context, lane, points, x, top) {  // its label first, the line below it
+  let low = Infinity, high = -Infinity;
+  for (const value of lane.values) { low = Math.min(low, value); high = Math.max(high, value); }
+  const range = high - low || 1, plotTop = top + LABEL + 2, plotHeight = LANE - LABEL - 8;
+  context.fillStyle = lane.color;
+  context.fillText(lane.name + " " + number(low) + "\u2013" + number(high) + " " + lane.unit,
+                   6, top + 13);
+  context.strokeStyle = lane.color; context.lineWidth = 2; context.beginPath();
+  let started = false;
+  for (const point of points) {
+    const value = point[lane.name];
+    if (value === null || value === undefined) continue;
+    const y = plotTop + plotHeight - (value - low) / range * plotHeight;
+    if (started) context.lineTo(x(point.t), y);
+    else { context.moveTo(x(point.t), y); started = true; }
+  }
+  context.stroke();
+}
+
+function drawTimeAxis(context, first, span, width, top) {  // a tick every "nice" step
+  context.strokeStyle = "#99a"; context.fillStyle = "#556"; context.lineWidth = 1;
+  context.beginPath(); context.moveTo(4, top + 2); context.lineTo(width - 4, top + 2);
+  context.stroke();
+  const most = Math.max(1, Math.floor(width / 90));
+  const step = 1000 * (TICKS.find((seconds) => span / 1000 / seconds <= most) || 86400);
+  context.textAlign = "center";
+  let drawn = 0;
+  for (let t = Math.ceil(first / step) * step; t <= first + span && drawn < 40; t += step) {
+    const at = 4 + (t - first) / span * (width - 8);
+    context.beginPath(); context.moveTo(at, top + 2); context.lineTo(at, top + 6); context.stroke();
+    context.fillText(clock(t), Math.min(Math.max(at, 28), width - 28), top + 18);
+    drawn += 1;
+  }
+  context.textAlign = "start";
+  if (!drawn) context.fillText(clock(first), 4, top + 18);
+}
+
+function showEvent(event, live) {  // live: from the stream (else a row of the page's first state)
+  if (event.missed) {
+    addRow(event, "warn", "missed", event.missed + " event(s) were dropped: this page fell behind");
+  }
   switch (event.type) {
     case "frame": onFrame(event); break;
-    case "meter_values": onMeterValues(event); break;
-    case "spec_problem": addRow(event, "warn", "spec", event.text); break;
-    case "log": if (event.level === "warn" || event.level === "error") addRow(event, event.level, event.level, event.text); break;
-    case "file_received": addRow(event, "file", "file", event.name + " (" + event.size + " bytes) from " + event.peer); break;
+    case "meter_values": if (live) onMeterValues(event); break;
+    case "spec_problem":
+      addRow(event, "warn", "spec", event.text);
+      if (live) noteWarning(event);
+      break;
+    case "log":
+      if (event.level === "warn" || event.level === "error") {
+        addRow(event, event.level, event.level, event.text);
+      }
+      break;
+    case "file_received":
+      addRow(event, "file", "file", event.name + " (" + event.size + " bytes) from " + event.peer);
+      break;
   }
-  if (["connected", "disconnected", "ready", "state_changed", "transaction_started", "transaction_stopped",
-       "spec_problem", "file_received"].includes(event.type)) refreshSoon();
+  if (live && REFRESHING.includes(event.type)) refreshSoon();
 }
 
-function connect() {
-  const source = new EventSource("/api/events?lastEventId=0");
-  source.onopen = () => { $("#status").textContent = "live"; $("#status").className = "badge on"; refreshSoon(); };
-  source.onerror = () => { $("#status").textContent = "reconnecting\u2026"; $("#status").className = "badge off"; };
-  source.onmessage = onEvent;
+function parseId(text) {  // "run:seq", or a bare number
+  const value = String(text || ""), at = value.lastIndexOf(":");
+  return {run: at < 0 ? "" : value.slice(0, at), seq: Number(value.slice(at + 1)) || 0};
+}
+
+function readState(doc) {
+  const block = doc.getElementById("state");
+  try { return block ? JSON.parse(block.textContent) : null; } catch (error) { return null; }
+}
+
+function load(state) {  // everything drawn afresh from the server's state
+  cards.forEach((card) => card.remove());
+  cards.clear();
+  charts.forEach((chart) => chart.box.remove());
+  charts.clear();
+  dirty.clear();
+  starting.forEach((timer) => clearTimeout(timer));
+  starting.clear();
+  warnings.clear();
+  $("#frames").replaceChildren();
+  limits = Object.assign({}, limits, state.limits || {});
+  for (const [id, texts] of Object.entries(state.warnings || {})) warnings.set(id, texts.slice());
+  for (const event of state.events || []) showEvent(event, false);
+  for (const kept of state.charts || []) loadChart(kept);
+  chargers = state.chargers || [];
+  known = parseId(state.eventId);
+  renderChargers();
+}
+
+function take(id, event) {
+  if (id.run === known.run && id.seq <= known.seq) return;  // shown already: the state had it
+  known = id;
+  showEvent(event, true);
+}
+
+function onMessage(message) {
+  let event;
+  try { event = JSON.parse(message.data); } catch (error) { return; }
+  const id = parseId(message.lastEventId || event.id);
+  if (pending) {  // held until the state is loaded; the oldest go first (the state covers them)
+    if (pending.push([id, event]) > MAX_PENDING) pending.shift();
+    return;
+  }
+  if (id.run !== known.run) {  // another run of the server: redraw from its state
+    pending = [[id, event]];
+    resync();
+    return;
+  }
+  take(id, event);
+}
+
+async function fetchState() {  // the state block of the page as the server would send it now
+  try {
+    const response = await fetch("/", {credentials: "same-origin", cache: "no-store"});
+    if (!response.ok) return null;
+    return readState(new DOMParser().parseFromString(await response.text(), "text/html"));
+  } catch (error) { return null; }  // away again: the stream's retry brings the page back here
+}
+
+async function resync() {  // after a reconnect: is this still the run the page shows?
+  if (!pending) pending = [];
+  if (syncing) return;
+  syncing = true;
+  const state = await fetchState();
+  syncing = false;
+  const newest = pending.length ? pending[pending.length - 1][0] : known;
+  if (!state && newest.run !== known.run) {  // a new run, and its state is not to be had yet
+    setTimeout(resync, 2000);
+    return;
+  }
+  const queued = pending;
+  pending = null;
+  const id = state ? parseId(state.eventId) : known;
+  if (id.run !== known.run || id.seq < known.seq) {  // the server restarted
+    load(state);
+    connect(state.eventId, true);
+  }
+  for (const [eventId, event] of queued) if (eventId.run === known.run) take(eventId, event);
+  refreshSoon();
+}
+
+function connect(from, fresh) {  // fresh: the page has just loaded the state at "from"
+  if (source) source.close();
+  clearTimeout(retryTimer);
+  const stream = source = new EventSource("/api/events?lastEventId=" + encodeURIComponent(from));
+  let reopened = !fresh;
+  stream.onopen = () => {  // a reopened stream may find another run of the server
+    retryDelay = 0;
+    setStatus("live", "on");
+    if (reopened) resync(); else refreshSoon();
+    reopened = true;
+  };
+  stream.onerror = () => {
+    if (stream !== source) return;
+    if (stream.readyState !== EventSource.CLOSED) {  // it reconnects by itself
+      setStatus("reconnecting\u2026", "off");
+      return;
+    }
+    // Refused (503 when the server is busy): EventSource gives up, so the page retries itself.
+    retryDelay = Math.min(retryDelay ? retryDelay * 2 : 500, 15000);
+    setStatus("server busy, retrying in " + Math.ceil(retryDelay / 1000) + " s", "off");
+    retryTimer = setTimeout(() => connect(known.run ? known.run + ":" + known.seq : known.seq),
+                            retryDelay);
+  };
+  stream.onmessage = onMessage;
 }
 
 $("#command").addEventListener("submit", sendCommand);
-window.addEventListener("resize", () => charts.forEach(drawChart));
-refreshChargers();
-connect();
+window.addEventListener("resize", () => charts.forEach(drawSoon));
+const firstState = readState(document);
+if (firstState) {
+  load(firstState);
+  setStatus("as of " + clock(Date.parse(firstState.ts)), "");
+}
+connect(firstState ? firstState.eventId : "0", Boolean(firstState));
 """
 
 PAGE_HTML = """<!doctype html>
@@ -5553,6 +7031,9 @@ h2 { font-size: 1.05rem; margin: .2rem 0 .5rem; text-transform: uppercase; lette
 .s-Preparing, .s-SuspendedEV, .s-SuspendedEVSE, .s-Finishing { background: #fff3c4; }
 .tx { font-weight: 600; margin: .3rem 0; }
 .warn { color: #8a5a00; }
+button.link { background: none; padding: 0; min-height: 0; text-decoration: underline; }
+.warnings { margin: .2rem 0 .4rem; padding-left: 1.2rem; font-size: .85rem;
+            word-break: break-word; }
 .buttons { display: flex; flex-wrap: wrap; gap: .4rem; margin-top: .5rem; }
 button { font: inherit; padding: .45rem .9rem; border: 0; border-radius: 6px; background: #12355b; color: #fff;
          cursor: pointer; min-height: 2.4rem; }
@@ -5601,17 +7082,68 @@ canvas { width: 100%; display: block; }
 <div class="panel" id="frames"></div>
 </div>
 </main>
+<script type="application/json" id="state">{state}</script>
 <script>{script}</script>
 </body>
 </html>
 """.replace("{script}", PAGE_SCRIPT)
 
-PAGE_BYTES = PAGE_HTML.encode("utf-8")
+# The page's HTML around its state block, which each GET / fills in.
+PAGE_BEFORE_STATE, PAGE_AFTER_STATE = (part.encode("utf-8") for part in PAGE_HTML.split("{state}"))
 PAGE_HEADERS = (
     ("Content-Security-Policy", "default-src 'self'; script-src 'sha256-%s'; style-src 'unsafe-inline'; "
      "img-src 'self' data:; frame-ancestors 'none'; form-action 'none'"
      % base64.b64encode(hashlib.sha256(PAGE_SCRIPT.encode("utf-8")).digest()).decode("ascii")),
-    ("X-Frame-Options", "DENY"), ("Referrer-Policy", "no-referrer"))
+    ("X-Frame-Options", "DENY"), ("Referrer-Policy", "no-referrer"), ("Cache-Control", "no-store"))
+PAGE_STATE_ROWS = 100  # latest frame-log rows the page's first HTML carries ...
+PAGE_STATE_BUDGET = 500000  # ... and the characters they may hold between them
+PAGE_ROW_TYPES = ("frame", "spec_problem", "file_received")  # and warn and error lines
+# A data block ends at the first "</script"; a charger's "<", ">" and "&", and the line separators
+# (line ends to older JavaScript), are written as JSON escapes, so nothing it sends can end it.
+_DATA_BLOCK_ESCAPES = {ord(character): f"\\u{ord(character):04x}"
+                       for character in "<>&\u2028\u2029"}
+
+
+def _page_rows(history: EventHistory) -> list[str]:
+    """The latest events the page shows as rows of its frame log, oldest first, as their JSON."""
+    rows: list[str] = []
+    budget = PAGE_STATE_BUDGET
+    for event in reversed(history.events):
+        if len(rows) >= PAGE_STATE_ROWS:
+            break
+        if event.type not in PAGE_ROW_TYPES and not (
+                event.type == "log" and event.fields.get("level") in ("warn", "error")):
+            continue
+        text = event.event_json()
+        budget -= len(text)
+        if budget < 0:
+            break
+        rows.append(text)
+    rows.reverse()
+    return rows
+
+
+def page_state_json(system: "CentralSystem", history: EventHistory) -> str:
+    """The page's first state: the chargers as GET /api/chargers lists them, their latest spec
+    warnings, the open transactions' charts, the latest frame-log rows, and the id of the newest
+    event in it (the page's event stream resumes from there).  Escaped for a data block."""
+    state = {
+        "eventId": "%s:%d" % (history.run, history.last), "ts": UTC_CLOCK.now(),
+        "limits": {"charts": CHARTS_KEPT, "points": CHART_POINTS, "warnings": SPEC_WARNINGS_KEPT},
+        "chargers": [charger_record(system, charger) for charger in system.states.values()],
+        "warnings": {charger.charger_id: list(charger.spec_texts)
+                     for charger in system.states.values() if charger.spec_texts},
+        "charts": system.charts.records(system.states) if system.charts is not None else [],
+    }
+    text = api_json(state)[:-1] + ',"events":[' + ",".join(_page_rows(history)) + "]}"
+    return text.translate(_DATA_BLOCK_ESCAPES)
+
+
+def page_response(system: "CentralSystem", history: EventHistory) -> bytes:
+    """GET /: the page with the server's state in it, so that its first paint is already right."""
+    body = b"".join((PAGE_BEFORE_STATE, page_state_json(system, history).encode("utf-8"),
+                     PAGE_AFTER_STATE))
+    return http_head(200, "text/html; charset=utf-8", len(body), PAGE_HEADERS) + body
 
 
 # ------------------------------------------------- websockets compatibility
@@ -5622,25 +7154,30 @@ PAGE_HEADERS = (
 
 MIN_WEBSOCKETS = (10, 3)
 
-try:
-    from websockets.asyncio.server import serve as _websockets_serve
-    _ASYNCIO_API = True
-except ImportError:  # websockets < 13
-    from websockets.legacy.server import serve as _websockets_serve  # type: ignore
-    from websockets.legacy.server import WebSocketServerProtocol as _LegacyServerProtocol  # type: ignore
-    _ASYNCIO_API = False
-from websockets.frames import Opcode as _Opcode  # noqa: E402 (after the API is chosen)
-_PONG = _Opcode.PONG
-
 
 def websockets_too_old() -> Optional[str]:
     """Why the installed websockets cannot serve (older than 10.3), or None."""
-    numbers = re.findall(r"\d+", websockets.__version__)[:2]
+    numbers = re.findall(r"\d+", str(getattr(websockets, "__version__", "0")))[:2]
     version = tuple(int(number) for number in numbers)
     if version >= MIN_WEBSOCKETS:
         return None
     return ("websockets %s is installed; this server needs websockets %s or newer: pip install -U websockets"
-            % (websockets.__version__, ".".join(map(str, MIN_WEBSOCKETS))))
+            % (getattr(websockets, "__version__", "(unknown version)"), ".".join(map(str, MIN_WEBSOCKETS))))
+
+
+# The version is checked before any import that needs a newer release
+# (websockets 8.1, Debian 11's, has no websockets.legacy): main() then says
+# so in one line.
+_ASYNCIO_API = False
+if websockets_too_old() is None:
+    try:
+        from websockets.asyncio.server import serve as _websockets_serve
+        _ASYNCIO_API = True
+    except ImportError:  # websockets < 13
+        from websockets.legacy.server import serve as _websockets_serve  # type: ignore
+        from websockets.legacy.server import WebSocketServerProtocol as _LegacyServerProtocol  # type: ignore
+    from websockets.frames import Opcode as _Opcode
+    _PONG = _Opcode.PONG
 
 
 def request_path(websocket: Any) -> str:
@@ -6005,6 +7542,8 @@ class CentralSystem:
         self.bus = EventBus(self._subscriber_failed)
         out.subscribe_to(self.bus)
         self.spec_warnings = 0
+        # The open transactions' readings, for the page (nothing is kept without the HTTP port).
+        self.charts: Optional[ChartReadings] = ChartReadings() if options.http else None
 
     def _subscriber_failed(self, subscriber: Callable[[Event], None], exc: Exception) -> None:
         key = (getattr(subscriber, "__qualname__", repr(subscriber)), type(exc).__name__)
@@ -6020,9 +7559,11 @@ class CentralSystem:
         (``charger`` None), published on the bus as a "log" event: the one way such lines are shown."""
         self.bus.publish("log", charger, self.sessions.get(charger) if charger else None, level=level, text=text)
 
-    def count_spec_warning(self, state: ChargerState) -> None:
+    def count_spec_warning(self, state: ChargerState, text: Optional[str] = None) -> None:
         self.spec_warnings += 1
         state.spec_warnings += 1
+        if text is not None:
+            state.spec_texts.append(text)
 
     def state_for(self, charger_id: str) -> ChargerState:
         """The state of a charge point (new or remembered), marked most recently seen."""
@@ -6149,6 +7690,16 @@ def non_empty(text: str) -> str:
     return text
 
 
+def http_token(text: str) -> str:
+    """An argparse type: --http-token, visible ASCII only: it travels in an Authorization header."""
+    non_empty(text)
+    if not all("!" <= char <= "~" for char in text):
+        raise argparse.ArgumentTypeError(
+            "must be visible ASCII only (no spaces around it or in it, no accents, no control "
+            "characters): it is sent as an HTTP header, where nothing else arrives intact")
+    return text
+
+
 def byte_size(text: str) -> int:
     """argparse type: a size in bytes, with an optional K, M or G suffix (powers of 1024)."""
     match = re.fullmatch(r"(\d{1,12})([KkMmGg]?)", text.strip())
@@ -6187,6 +7738,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "the FlexiCharge charger accepts)")
     parser.add_argument("--call-timeout", type=number_in(0.1, 86400), default=30.0,
                         help="seconds to wait for a charger's reply to a server CALL (default %(default)g)")
+    parser.add_argument("--hold-for", type=number_in(0.1, 86400), default=DEFAULT_HOLD_FOR,
+                        metavar="SECONDS", help="how long a charger command typed while no "
+                        "charger is ready waits for one before it is dropped (default %(default)g)")
     parser.add_argument("--auto-start-after", type=number_in(0, 86400), metavar="N",
                         help="send RemoteStartTransaction N seconds after a charger's handshake")
     parser.add_argument("--auto-stop-after", type=number_in(0, 86400), metavar="M",
@@ -6228,8 +7782,12 @@ def build_parser() -> argparse.ArgumentParser:
     web.add_argument("--http-port", type=number_in(0, 65535, int), metavar="PORT",
                      help="default: the websocket port + 1 (a free port with --port 0)")
     web.add_argument("--no-http", dest="http", action="store_false", help="no HTTP port at all")
-    web.add_argument("--http-token", type=non_empty, metavar="TOKEN",
+    web.add_argument("--http-token", type=http_token, metavar="TOKEN",
                      help="every HTTP request needs it (Authorization: Bearer TOKEN, or open /?token=TOKEN once)")
+    web.add_argument("--http-max-connections", type=number_in(1, 1000000, int), metavar="N",
+                     default=DEFAULT_HTTP_MAX_CONNECTIONS,
+                     help="HTTP connections served at once; more get 503 (default "
+                     "%(default)s, fewer when the open-files limit is low)")
     web.add_argument("--files-dir", metavar="DIR", help="where uploads are stored and files are served from "
                      "(default: a new temporary folder, kept at exit)")
     web.add_argument("--max-upload-size", type=byte_size, default=DEFAULT_MAX_UPLOAD, metavar="BYTES",
@@ -6298,6 +7856,7 @@ async def serve_until_stopped(system: CentralSystem, options: "Settings", out: O
                                           require_subprotocol=options.strict, client_ca=bool(options.client_ca))
     access.faults = system.faults
     route_library_logs(out, access)
+    report_accept_errors(system)
     server = await listen(system, options, out, access)
     if isinstance(server, int):
         return server
@@ -6313,6 +7872,7 @@ async def serve_until_stopped(system: CentralSystem, options: "Settings", out: O
         server.close()
         return http_api
     print_banner(system, options, out, access)
+    note_open_files(system, options)
     if steps is None:
         console.start_reader(loop, stdin)
     else:
@@ -6414,7 +7974,8 @@ async def start_http(system: CentralSystem, options: "Settings", out: Output, co
         out.error(None, "cannot use --files-dir %s: %s" % (options.files_dir, exc.strerror or exc))
         return 2
     api = HttpApi(system, console, options.http_host,
-                  FileStore(root, options.max_upload_size, options.files_quota, temporary), options.http_token)
+                  FileStore(root, options.max_upload_size, options.files_quota, temporary),
+                  options.http_token, http_connection_bound(options.http_max_connections))
     try:
         await api.listen(port)
     except OSError as exc:
@@ -6431,12 +7992,88 @@ async def start_http(system: CentralSystem, options: "Settings", out: Output, co
     return api
 
 
+def open_files_limit() -> Optional[int]:
+    """The soft open-files limit (None where the platform has none to read)."""
+    if resource is None:
+        return None
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def raise_open_files_limit() -> None:
+    """Raise the soft open-files limit to the hard one, where the platform allows: every charger and
+    every HTTP connection is a descriptor, and 1,024 (a common default) is few."""
+    if resource is None:
+        return
+    unlimited = resource.RLIM_INFINITY
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == unlimited:
+        return
+    # macOS refuses more than its OPEN_MAX, even under an unlimited hard limit.
+    for wanted in (hard, MACOS_OPEN_MAX):
+        if (wanted == unlimited or wanted > soft) and (hard == unlimited or wanted <= hard):
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+                return
+            except (ValueError, OSError):
+                continue
+
+
+def http_connection_bound(wanted: int) -> int:
+    """HTTP connections served at once: ``wanted`` (--http-max-connections), but never so many that
+    they, and the 503s under way, leave fewer than OPEN_FILES_FOR_CHARGERS descriptors free."""
+    limit = open_files_limit()
+    if limit is None:
+        return wanted
+    return max(1, min(wanted, limit - OPEN_FILES_FOR_CHARGERS - HTTP_BUSY_ANSWERS))
+
+
+def note_open_files(system: CentralSystem, options: "Settings") -> None:
+    """A banner line when the open-files limit stays low, or holds the HTTP connections under
+    --http-max-connections."""
+    limit = open_files_limit()
+    bound = system.http.max_connections if system.http is not None else 0
+    lowered = system.http is not None and bound < options.http_max_connections
+    if limit is None or limit >= LOW_OPEN_FILES and not lowered:
+        return
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    system.log("warn", None, "open files are limited to %d (ulimit -n%s): fewer than %d chargers "
+               "at once%s" % (limit, "; the hard limit too" if hard == limit else "",
+                           max(0, limit - bound - HTTP_BUSY_ANSWERS),
+                           "; HTTP connections at most %d, not %d"
+                           % (bound, options.http_max_connections) if lowered else ""))
+
+
+def report_accept_errors(system: CentralSystem) -> None:
+    """Make a failed accept() (out of descriptors, EMFILE or ENFILE, or memory) one line per burst.
+
+    asyncio reports each failure with a traceback through the loop's
+    exception handler, up to a hundred per listening socket and turn, and
+    stops accepting on that socket for a second (its back-off; the waiting
+    connections stay queued in the kernel).  This handler counts them
+    instead; every other report goes to asyncio's own handler.
+    """
+    failures = BurstReport(lambda count, seconds: system.log(
+        "warn", None, "out of open files: %d connection%s could not be accepted in %g s (retried "
+        "every second; raise ulimit -n)" % (count, "" if count == 1 else "s", seconds)))
+
+    def handle(loop: asyncio.AbstractEventLoop, context: Dict[str, Any]) -> None:
+        if context.get("message") == "socket.accept() out of system resource":
+            failures.add()
+        else:
+            loop.default_exception_handler(context)
+    asyncio.get_running_loop().set_exception_handler(handle)
+
+
 def keep_or_remove(folder: str, out: Output) -> None:
-    """The temporary files folder at exit: removed when empty, else kept and named."""
-    try:
-        os.rmdir(folder)
-    except OSError:
-        out.console("uploaded files are kept in %s" % folder)
+    """The temporary files folder at exit: removed when it holds no file (its empty folders go
+    with it), else kept and named with how many files it holds."""
+    count = sum(len(names) for _, _, names in os.walk(folder))
+    if count:
+        out.console("%d uploaded file%s kept in %s"
+                    % (count, " is" if count == 1 else "s are", folder))
+        return
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def print_banner(system: CentralSystem, options: "Settings", out: Output, access: AccessPolicy) -> None:
@@ -6516,7 +8153,7 @@ class Settings:
                  "charger_ids",
                  "tag_rules", "unknown_tags",
                  "concurrent_tx", "script", "log", "quiet", "faults", "http", "http_host", "http_port", "http_token",
-                 "files_dir", "max_upload_size", "files_quota")
+                 "files_dir", "max_upload_size", "files_quota", "hold_for", "http_max_connections")
 
     def __init__(self, **values: Any) -> None:
         for name in self.__slots__:
@@ -6640,6 +8277,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         sys.stderr.write("ocpp_mock_server: %s\n" % too_old)
         return 2
     options = parse_settings(argv)
+    raise_open_files_limit()
     out = Output(quiet=options.quiet)
     terminal = TerminalSettings()
     try:
@@ -6647,7 +8285,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        out.close()
+        try:
+            out.close()
+        except KeyboardInterrupt:  # a second Ctrl-C while the last lines are written: stop writing
+            pass
         terminal.restore()  # readline may have left it mid-line: quit, Ctrl-C, SIGTERM and a crash alike
 
 

@@ -7,7 +7,12 @@ It boots, accepts the BootData, reports its connector Available, heartbeats,
 accepts RemoteStartTransaction, sends StartTransaction, then MeterValues every
 second (energy, power and state of charge rising) until RemoteStopTransaction,
 which it ends with StopTransaction.  It answers every command of the mock
-server's console with a schema-valid reply.
+server's console with a schema-valid reply, and behaves as a charger does:
+a Reset reboots it (it disconnects, connects and boots again), an idTag the
+server does not accept ends the transaction at once (DeAuthorized), a full
+battery stops drawing power (SuspendedEV, 0 W) until the transaction is
+stopped, and a connector that is preparing or charging refuses another
+RemoteStartTransaction.
 
 ``--flexicharge`` speaks the FlexiCharge charger's dialect instead: 4-element
 replies, one message id reused for its CALLs, string connectorIds, its own
@@ -26,20 +31,25 @@ import urllib.request
 import uuid
 from typing import Any, Optional
 
-import websockets
+try:
+    import websockets
+except ImportError:
+    sys.stderr.write("demo_charger needs the websockets package: activate the server's venv in this "
+                     "terminal too (. .venv/bin/activate), or pip install websockets\n")
+    raise SystemExit(2) from None
 
 # --misbehave: rules a good charger keeps, broken on purpose (the server's behaviour checks catch each).
 MISBEHAVIOURS = ("skip-boot-wait", "meter-backwards", "bad-transition", "fast-heartbeat", "two-calls")
 DIAGNOSTICS_FILE = "demo-diagnostics.log"
 LOG_FILE = "demo-security.log"
 # The certificate signing request it sends for ExtendedTriggerMessage SignChargePointCertificate
-# (a fixture: a real charger makes its key and CSR itself).
+# (a fixture for its default id, CP-1: a real charger makes its key and CSR itself, for its own id).
 DEMO_CSR = """-----BEGIN CERTIFICATE REQUEST-----
-MIHkMIGLAgEAMCkxEDAOBgNVBAMMB0NQLURFTU8xFTATBgNVBAoMDERlbW8gQ2hh
-cmdlcjBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABHaqQHUPvXrAo1p8j6+xH6rK
-Dd5/6pphpJ90motI6q8f7sox+WlXLH/8N1G5ldP+G6Y7x4y1YGWbaYJxvT3vOa2g
-ADAKBggqhkjOPQQDAgNIADBFAiBcMUTRIoL3Y0/ax3bXAUWE3DRr1tyUb7zaudUi
-uLrkfAIhAJaQbae3y5JkgPanhNZgt5uFnUNb6Vp5mrmpdnXCC17I
+MIHgMIGIAgEAMCYxDTALBgNVBAMMBENQLTExFTATBgNVBAoMDERlbW8gQ2hhcmdl
+cjBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABMQk3KMLksTBQcZSCglHfFLCxB/C
+Zhlf9OP34Yb9ya/cC50remBL4waL9JCf/vI3PMUpQD5Cd1A1MgXHxW2jLWGgADAK
+BggqhkjOPQQDAgNHADBEAiAzZUCTqUDpdiLhNGu2ZKM+x+UjX9hAP7XoACb2ZEHB
+6wIga5RaTQCV7pmNyio8e4Y+Da/pij6r/lIv15uVFC+JuI0=
 -----END CERTIFICATE REQUEST-----
 """
 FLEXICHARGE_MESSAGE_ID = "0jdsEnnyo2kpCP8FLfHlNpbvQXosR5ZNlh8v"  # it reuses this id for every CALL
@@ -75,10 +85,13 @@ class Station:
         self.energy_wh = 0
         self.power_w = 0  # what the meter reads now: 7400 W while charging, else 0
         self.soc = 20  # state of charge, percent: rises while charging, never falls
+        self.rebooting = False  # a Reset was accepted: connect and boot again, whatever --reconnect says
         self.transaction_id: Optional[int] = None
         self.meter_task: Optional[asyncio.Task[None]] = None
         self.charger: Optional[DemoCharger] = None  # the connection now, if any
         self.queued: list[tuple[str, dict]] = []
+        self.starting = False  # a RemoteStart accepted, its StartTransaction not answered yet
+        self.suspended = False  # the battery is full: SuspendedEV, 0 W, until the transaction stops
 
 
 class DemoCharger:
@@ -92,6 +105,7 @@ class DemoCharger:
         self.pending: dict[str, asyncio.Future[Any]] = {}
         self.call_lock = asyncio.Lock()  # one outstanding CALL at a time (OCPP-J 4.1.1)
         self.boot_data = asyncio.Event()
+        self.booted = asyncio.Event()  # the BootNotification's answer is in (and said)
         self.gone = asyncio.Event()  # the connection has ended: every wait races this
         self.station = station
         self.misbehave = set(options.misbehave)
@@ -159,10 +173,11 @@ class DemoCharger:
             if self.options.wait_boot_data and (boot or {}).get("status") == "Accepted":
                 await self.until(self.boot_data.wait(), 30, "the BootData DataTransfer")
             await self.send_queued()
-            status = "Charging" if self.station.transaction_id is not None else "Available"  # back mid-session?
+            status = "Available" if self.station.transaction_id is None else \
+                "SuspendedEV" if self.station.suspended else "Charging"  # back mid-session?
             if "two-calls" in self.misbehave:  # both at once, not one after the other
                 await asyncio.gather(self.status(status), self.call("Heartbeat", {}))
-            else:
+            elif not self.station.starting:  # a start accepted meanwhile reports Preparing itself
                 await self.status(status)
             if "bad-transition" in self.misbehave:
                 await self.status("Finishing")  # Available -> Finishing: the status diagram has no such step
@@ -183,9 +198,18 @@ class DemoCharger:
                 "chargePointVendor": "DemoVendor", "chargePointModel": "DemoCharger",
                 "chargePointSerialNumber": "demo-001", "firmwareVersion": "1.0.0"})
             say(f"booted: {json.dumps(boot)}")
+            self.booted.set()
             if not isinstance(boot, dict) or boot.get("status") == "Accepted" or "skip-boot-wait" in self.misbehave:
                 return boot
-            await self.until(self.gone.wait(), max(1, boot.get("interval") or 10), "the boot interval")
+            await self.pause(max(1, boot.get("interval") or 10))
+
+    async def pause(self, seconds: float) -> None:
+        """Wait ``seconds`` (the boot interval, say); ServerGone when the connection ends first."""
+        try:
+            await asyncio.wait_for(self.gone.wait(), seconds)
+        except asyncio.TimeoutError:
+            return
+        raise ServerGone("the connection ended")
 
     async def send_queued(self) -> None:
         """The transaction messages kept while the server was away, in order, as they were made."""
@@ -221,21 +245,34 @@ class DemoCharger:
                        "timestamp": now_iso()}
         await self.call("StatusNotification", payload)
 
-    async def start_transaction(self, id_tag: str) -> None:
-        await self.status("Preparing")
+    def start_payload(self, id_tag: str) -> dict:
+        meter = self.station.energy_wh
         if self.flexicharge:
-            payload = {"connectorId": str(self.connector), "id_tag": None, "meterStart": self.station.energy_wh,
-                       "timestamp": time.time(), "reservationId": None}
-        else:
-            payload = {"connectorId": self.connector, "idTag": id_tag, "meterStart": self.station.energy_wh,
-                       "timestamp": now_iso()}
-        reply = await self.call("StartTransaction", payload)
+            return {"connectorId": str(self.connector), "id_tag": None, "meterStart": meter,
+                    "timestamp": time.time(), "reservationId": None}
+        return {"connectorId": self.connector, "idTag": id_tag, "meterStart": meter,
+                "timestamp": now_iso()}
+
+    async def start_transaction(self, id_tag: str) -> None:
+        self.station.starting = True  # until StartTransaction is answered (or the connection ends)
+        try:
+            await self.status("Preparing")
+            reply = await self.call("StartTransaction", self.start_payload(id_tag))
+        finally:
+            self.station.starting = False
         transaction_id = reply.get("transactionId") if isinstance(reply, dict) else None
         if not isinstance(transaction_id, int) or isinstance(transaction_id, bool):
             say(f"StartTransaction got no transaction id (reply: {json.dumps(reply)}); not charging")
             await self.status("Available")
             return
         self.station.transaction_id = transaction_id
+        info = reply.get("idTagInfo")
+        status = info.get("status", "Accepted") if isinstance(info, dict) else "Accepted"
+        if status != "Accepted":  # OCPP 1.6 4.8: stop at once, the idTag is not authorized
+            say("transaction %d not started: idTag %s is %s; stopping it (DeAuthorized)"
+                % (transaction_id, id_tag, status))
+            await self.stop_transaction("DeAuthorized")
+            return
         say(f"transaction {transaction_id} started")
         self.station.power_w = 7400
         await self.status("Charging")
@@ -244,12 +281,13 @@ class DemoCharger:
     def meter_payload(self) -> dict:
         return meter_payload(self.station, self.options)
 
-    async def stop_transaction(self, reason: str) -> None:
+    async def stop_transaction(self, reason: str, finish: bool = True) -> None:
         await self.until(self.caught_up.wait(), 60, "the messages kept while the server was away")  # they go first
         if self.station.meter_task is not None:
             self.station.meter_task.cancel()
             self.station.meter_task = None
         self.station.power_w = 0
+        self.station.suspended = False
         await self.status("Finishing")
         payload = {"transactionId": self.station.transaction_id, "meterStop": self.station.energy_wh, "reason": reason}
         if self.flexicharge:
@@ -260,7 +298,7 @@ class DemoCharger:
         say(f"transaction {self.station.transaction_id} stopped")
         self.station.transaction_id = None
         await self.status("Available")
-        if self.options.once:
+        if self.options.once and finish:
             self.finished.set()
 
     # -- frames from the server
@@ -302,9 +340,14 @@ class DemoCharger:
 
     def on_DataTransfer(self, payload: dict) -> dict:
         if payload.get("messageId") == "BootData":
-            say("BootData: %s" % payload.get("data"))
-            self.boot_data.set()
+            self.spawn(self.got_boot_data(payload.get("data")))
         return {"status": "Accepted"}
+
+    async def got_boot_data(self, data: Any) -> None:
+        """Said after "booted": the BootData arrives before the boot's answer has been handled."""
+        await self.booted.wait()
+        say(f"BootData: {data}")
+        self.boot_data.set()
 
     def on_RemoteStartTransaction(self, payload: dict) -> Optional[dict]:
         id_tag = payload.get("idTag")
@@ -316,8 +359,13 @@ class DemoCharger:
                 return None
         else:
             accepted = True
-        accepted = accepted and self.station.transaction_id is None
+        busy = self.station.transaction_id is not None or self.station.starting
+        if accepted and busy:  # as a real charger: one start at a time, none during a transaction
+            say("RemoteStartTransaction refused: connector %d is %s" % (
+                self.connector, "preparing" if self.station.starting else "charging"))
+        accepted = accepted and not busy
         if accepted:
+            self.station.starting = True  # at once: a second start arriving now is refused
             self.spawn(self.start_transaction(str(id_tag)))
         return {"status": "Accepted" if accepted else "Rejected"}
 
@@ -329,7 +377,17 @@ class DemoCharger:
         return {"status": "Accepted"}
 
     def on_Reset(self, payload: dict) -> dict:
+        self.spawn(self.reboot(str(payload.get("type"))))
         return {"status": "Accepted"}
+
+    async def reboot(self, kind: str) -> None:
+        """Reset: end the transaction (SoftReset / HardReset), close the connection, boot again."""
+        await asyncio.sleep(0.1)  # the Reset.conf goes out first
+        if self.station.transaction_id is not None:
+            await self.stop_transaction("HardReset" if kind == "Hard" else "SoftReset", finish=False)
+        say(f"rebooting ({kind.lower()} reset)")
+        self.station.rebooting = True
+        await self.ws.close(1012, "rebooting")  # 1012: service restart
 
     def on_ChangeAvailability(self, payload: dict) -> dict:
         return {"status": "Accepted"}
@@ -548,11 +606,17 @@ async def meter_values(station: Station, options: argparse.Namespace) -> None:
     samples = 0
     while True:
         await asyncio.sleep(options.meter_interval)
-        station.energy_wh += int(station.power_w * options.meter_interval / 3600) + 1
+        if station.power_w:
+            station.energy_wh += int(station.power_w * options.meter_interval / 3600) + 1
         samples += 1
         if samples == 2 and "meter-backwards" in options.misbehave:
             station.energy_wh -= 5  # a meter that goes back: a real charger must never report this
         station.soc = min(100, station.soc + 1)
+        if station.soc == 100 and not station.suspended:  # full: the car stops drawing power
+            station.suspended, station.power_w = True, 0
+            say("battery full: SuspendedEV, 0 W until the transaction is stopped")
+            if station.charger is not None and not station.charger.gone.is_set():
+                station.charger.spawn(station.charger.status("SuspendedEV"))
         payload = meter_payload(station, options)
         charger = station.charger
         if charger is not None and charger.caught_up.is_set() and not station.queued and not charger.gone.is_set():
@@ -599,6 +663,7 @@ async def connect(options: argparse.Namespace) -> Any:
 
 async def main(options: argparse.Namespace) -> int:
     station = Station()
+    station.soc = options.soc
     while True:
         websocket = await connect(options)
         if isinstance(websocket, int):
@@ -614,7 +679,9 @@ async def main(options: argparse.Namespace) -> int:
         finally:
             station.charger = None
             await websocket.close()
-        if not options.reconnect:
+        if station.rebooting:
+            station.rebooting = False
+        elif not options.reconnect:
             return 1 if options.once else 0
         await asyncio.sleep(0.5)  # then connect and boot again, as a charger does
 
@@ -637,6 +704,8 @@ def parse_args(argv: Optional[list] = None) -> argparse.Namespace:
                         help="break a rule on purpose, to see the server's behaviour checks catch it; repeatable")
     parser.add_argument("--reconnect", action="store_true",
                         help="when the server closes the connection, connect and boot again")
+    parser.add_argument("--soc", type=int, default=20, choices=range(0, 101), metavar="PERCENT",
+                        help="state of charge to start at (default %(default)s); at 100 it stops drawing power")
     parser.add_argument("--connect-timeout", type=float, default=30.0,
                         help="keep trying to connect this long, seconds (default %(default)s)")
     return parser.parse_args(argv)

@@ -60,20 +60,22 @@ def main() -> None:
     )
     url = wait_line(server, r"listening on (ws://\S+)").group(1)
     page = wait_line(server, r"web page and HTTP API: (http://\S+)").group(1)
-    chargers = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                str(ROOT / "examples" / "demo_charger.py"),
-                url + "/" + name,
-                "--meter-interval",
-                "0.5",
-            ]
-            + extra,
-            stdout=subprocess.DEVNULL,
+    chargers = []
+    for name, extra in (("CP-1", []), ("FLEXI-7", ["--flexicharge"])):  # in this order on the page
+        chargers.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(ROOT / "examples" / "demo_charger.py"),
+                    url + "/" + name,
+                    "--meter-interval",
+                    "0.5",
+                ]
+                + extra,
+                stdout=subprocess.DEVNULL,
+            )
         )
-        for name, extra in (("CP-1", []), ("FLEXI-7", ["--flexicharge"]))
-    ]
+        wait_line(server, name + r" .*connected from")
     try:
         time.sleep(2)
         server.stdin.write("@CP-1 startRemote\n")
@@ -93,8 +95,11 @@ def main() -> None:
                 )
                 driver.get(page)
                 time.sleep(3)
-                if width > 600:  # one frame opened, as a click shows it
+                if width > 600:  # a frame and a charger's spec warnings opened, as clicks show them
                     driver.find_element(By.CSS_SELECTOR, '#frames .row[data-type="frame"]').click()
+                    driver.find_element(
+                        By.CSS_SELECTOR, 'section.card[data-charger="FLEXI-7"] button.link'
+                    ).click()
                 time.sleep(0.5)
                 driver.save_screenshot(str(ROOT / "docs" / (f"page-{width}.png")))
             finally:

@@ -861,9 +861,9 @@ def _mutate(rng, number):
         and len(parsed) >= 2
         and type(parsed[0]) is int
         and parsed[0] == 2
-        and (isinstance(parsed[1], str) or type(parsed[1]) is int)
+        and type(parsed[1]) in (str, int, float)  # any number id is answered, as its text
     ):
-        return text, str(parsed[1])
+        return text, parsed[1] if isinstance(parsed[1], str) else repr(parsed[1])
     return text, None
 
 
@@ -1119,22 +1119,32 @@ class EventStream:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
         assert head.startswith(b"HTTP/1.1 200"), head
         assert b"text/event-stream" in head
-        return cls(reader, writer)
+        stream = cls(reader, writer)
+        while not hasattr(stream, "hello"):  # every stream starts with its hello event
+            line = (await asyncio.wait_for(reader.readline(), TIMEOUT)).decode("utf-8")
+            if line.startswith("data: "):
+                stream.hello = json.loads(line[6:])
+        return stream
 
     async def next(self, timeout: float = TIMEOUT) -> dict:
-        """The next event: its JSON with its SSE id checked against the JSON's."""
-        event_id = None
+        """The next event: its JSON with its SSE id (``<run>:<number>``) checked against the JSON's;
+        the stream's ``hello`` is kept as ``self.hello``."""
+        event_id, name = None, None
         while True:
             line = (
                 (await asyncio.wait_for(self.reader.readline(), timeout))
                 .decode("utf-8")
                 .rstrip("\n")
             )
-            if line.startswith("id: "):
-                event_id = int(line[4:])
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("id: "):
+                event_id = line[4:]
+            elif line.startswith("data: ") and name == "hello":
+                self.hello, name = json.loads(line[6:]), None
             elif line.startswith("data: "):
                 event = json.loads(line[6:])
-                assert event["id"] == event_id
+                assert event_id == f"{self.hello['run']}:{event['id']}"
                 return event
 
     async def until(self, predicate, timeout: float = TIMEOUT) -> list:

@@ -60,12 +60,12 @@ def test_certificate_hash_data_agrees_with_the_cryptography_package():
 def test_the_certificate_commands_agree_with_the_demo_chargers_store(start_server, tmp_path):
     server = start_server("--files-dir", str(tmp_path))
     demo = subprocess.Popen(
-        [sys.executable, str(DEMO_CHARGER), server.url + "/CP-SEC"],
+        [sys.executable, str(DEMO_CHARGER), server.url + "/CP-1"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
     )
     try:
-        server.wait_for(r"CP-SEC <- DataTransfer\.conf")
+        server.wait_for(r"CP-1 <- DataTransfer\.conf")
         for typed, answer in (
             ("GetInstalledCertificateIds", r'\{"status":"NotFound"\}'),
             ("InstallCertificate", r'\{"status":"Accepted"\}'),
@@ -75,16 +75,16 @@ def test_the_certificate_commands_agree_with_the_demo_chargers_store(start_serve
         ):
             mark = server.mark()
             server.type(typed)
-            server.wait_for(rf"CP-SEC <- {typed}\.conf {answer}", since=mark)
+            server.wait_for(rf"CP-1 <- {typed}\.conf {answer}", since=mark)
         # GetLog bare: the log lands in the files folder, under the charger's name.
         server.type("GetLog")
-        server.wait_for(r'CP-SEC <- LogStatusNotification \{"status": "Uploaded", "requestId": 1\}')
+        server.wait_for(r'CP-1 <- LogStatusNotification \{"status": "Uploaded", "requestId": 1\}')
         assert (
-            tmp_path / "CP-SEC" / "demo-security.log"
+            tmp_path / "CP-1" / "demo-security.log"
         ).read_text() == "demo charger security log\n"
         server.type("ExtendedTriggerMessage requestedMessage=SignChargePointCertificate")
-        server.wait_for(r'CP-SEC <- SignCertificate \{"csr": "-----BEGIN CERTIFICATE REQUEST-----')
-        server.wait_for(r'CP-SEC -> SignCertificate\.conf \{"status":"Accepted"\}')
+        server.wait_for(r'CP-1 <- SignCertificate \{"csr": "-----BEGIN CERTIFICATE REQUEST-----')
+        server.wait_for(r'CP-1 -> SignCertificate\.conf \{"status":"Accepted"\}')
     finally:
         demo.terminate()
         demo.wait(TIMEOUT)

@@ -41,7 +41,7 @@ from conftest import (
 @charger_test
 async def test_api_lists_the_chargers_and_their_state(start_server):
     server = start_server()
-    assert (await http(server, "GET", "/api/chargers")).json == {"apiVersion": 1, "chargers": []}
+    assert (await http(server, "GET", "/api/chargers")).json == {"apiVersion": 2, "chargers": []}
     charger = await booted_charger(server)
     await charger.call(
         "StatusNotification", dict(CHARGER_REQUEST_SAMPLES["StatusNotification"], status="Charging")
@@ -663,7 +663,7 @@ async def test_streams_keep_every_event_while_open_then_frames_and_the_transcrip
     deadline = time.monotonic() + TIMEOUT
     while server.call_in_loop(
         lambda: (
-            server.system.http._keep_every_event is not None
+            server.system.http.streams._keep_every_event is not None
             or server.system.http.history.readers > 0
         )
     ):

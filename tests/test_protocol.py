@@ -399,7 +399,8 @@ async def test_long_unique_message_ids_are_remembered_as_digests(in_process):
     charger = await Charger.connect(server.url, "CP-IDS")
     for number in range(50):
         message_id = f"{number:05d}" + "x" * 60000
-        await charger.send_frame([2, message_id, "Heartbeat", {}])
+        # A DataTransfer frame is larger than its answer (an answer is never larger than its frame).
+        await charger.send_frame([2, message_id, "DataTransfer", {"vendorId": "v"}])
         assert (await charger.reply_to(message_id))[0] == 3
     session = server.system.sessions["CP-IDS"]
     assert sum(len(kept) for kept in session.call_ids.recent) < 50 * 100
