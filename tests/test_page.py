@@ -379,6 +379,7 @@ async def wait_async(condition, timeout: float = TIMEOUT) -> None:
         await asyncio.sleep(0.05)
 
 
+@pytest.mark.slow(4)
 def test_fifteen_hundred_transactions_make_ten_charts_of_bounded_points_and_little_heap(
     start_server, browser, monkeypatch
 ):
