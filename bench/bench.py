@@ -58,7 +58,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Optional
 
 import websockets
 
@@ -102,12 +102,12 @@ def free_port() -> int:
 class Server:
     """A server under test in its own process, its output going to a file."""
 
-    def __init__(self, name: str, command: List[str], output_dir: str, callgrind: bool = False) -> None:
+    def __init__(self, name: str, command: list[str], output_dir: str, callgrind: bool = False) -> None:
         self.name = name
         self.port = free_port()
         self.callgrind_prefix = os.path.join(output_dir, name.replace(" ", "_") + ".callgrind")
         if callgrind:
-            command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=%s.%%p" % self.callgrind_prefix,
+            command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={self.callgrind_prefix}.%p",
                        "--"] + command
         self.startup_limit = 120 if callgrind else 10
         self.output_path = os.path.join(output_dir, name.replace(" ", "_") + ".out")
@@ -125,20 +125,20 @@ class Server:
                     return time.perf_counter() - self.started
             except OSError:
                 if self.proc.poll() is not None:
-                    raise RuntimeError("%s exited: see %s" % (self.name, self.output_path))
+                    raise RuntimeError(f"{self.name} exited: see {self.output_path}") from None
                 time.sleep(0.002)
-        raise RuntimeError("%s did not listen within %d s" % (self.name, self.startup_limit))
+        raise RuntimeError(f"{self.name} did not listen within {self.startup_limit} s")
 
     @property
     def url(self) -> str:
-        return "ws://127.0.0.1:%d" % self.port
+        return f"ws://127.0.0.1:{self.port}"
 
     def cpu_seconds(self) -> float:
-        fields = Path("/proc/%d/stat" % self.proc.pid).read_text().rsplit(")", 1)[1].split()
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
 
     def _status_mb(self, field: str) -> float:
-        for line in Path("/proc/%d/status" % self.proc.pid).read_text().splitlines():
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
             if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
         return float("nan")
@@ -186,31 +186,31 @@ class LoadCharger:
 async def connect(url: str, charger_id: str) -> LoadCharger:
     for attempt in range(50):
         try:
-            websocket = await websockets.connect("%s/%s" % (url, charger_id), subprotocols=["ocpp1.6"],
+            websocket = await websockets.connect(f"{url}/{charger_id}", subprotocols=["ocpp1.6"],
                                                  open_timeout=30, ping_interval=None)
             return LoadCharger(websocket)
         except (OSError, asyncio.TimeoutError):
             await asyncio.sleep(0.05 * (attempt + 1))
-    raise RuntimeError("cannot connect %s" % charger_id)
+    raise RuntimeError(f"cannot connect {charger_id}")
 
 
-async def boot_fleet(url: str, chargers: int) -> List[LoadCharger]:
+async def boot_fleet(url: str, chargers: int) -> list[LoadCharger]:
     """``chargers`` connected chargers, each booted (the BootData answered on their next call)."""
-    fleet = await asyncio.gather(*(connect(url, "CP-%04d" % number) for number in range(chargers)))
+    fleet = await asyncio.gather(*(connect(url, f"CP-{number:04d}") for number in range(chargers)))
     await asyncio.gather(*(charger.call("BootNotification", BOOT) for charger in fleet))
     return list(fleet)
 
 
-def percentile(sorted_values: List[float], fraction: float) -> float:
+def percentile(sorted_values: list[float], fraction: float) -> float:
     if not sorted_values:
         return float("nan")
     return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * fraction))]
 
 
-async def throughput(server: Server, chargers: int, rounds: int) -> Dict[str, float]:
+async def throughput(server: Server, chargers: int, rounds: int) -> dict[str, float]:
     fleet = await boot_fleet(server.url, chargers)
     await asyncio.sleep(0.3)  # let BootData settle
-    latencies: List[float] = []
+    latencies: list[float] = []
 
     async def run_rounds(charger: LoadCharger) -> None:
         for _ in range(rounds):
@@ -233,7 +233,7 @@ def callgrind_control(server: Server, command: str) -> None:
                    stderr=subprocess.DEVNULL)
 
 
-async def instructions(server: Server, chargers: int, rounds: int) -> Dict[str, float]:
+async def instructions(server: Server, chargers: int, rounds: int) -> dict[str, float]:
     """Instructions the server executes per message, counted by callgrind."""
     fleet = await boot_fleet(server.url, chargers)
     await asyncio.sleep(2)  # BootData, under valgrind's slowness
@@ -255,13 +255,13 @@ async def instructions(server: Server, chargers: int, rounds: int) -> Dict[str, 
     return {"messages": messages, "instructions": int(summary.split()[1]) / messages}
 
 
-async def concurrency(server: Server, chargers: int, seconds: float) -> Dict[str, float]:
+async def concurrency(server: Server, chargers: int, seconds: float) -> dict[str, float]:
     fleet = []
     for start in range(0, chargers, 100):  # connect in waves, as a fleet coming online would
-        fleet += await asyncio.gather(*(connect(server.url, "CC-%05d" % number)
+        fleet += await asyncio.gather(*(connect(server.url, f"CC-{number:05d}")
                                         for number in range(start, min(chargers, start + 100))))
     await asyncio.gather(*(charger.call("BootNotification", BOOT) for charger in fleet))
-    latencies: List[float] = []
+    latencies: list[float] = []
     missed = 0
 
     async def heartbeats(charger: LoadCharger, offset: float) -> None:
@@ -289,24 +289,24 @@ NEAR_MISS = {"connectorId": 1, "transactionId": 1, "meterValue": [{"timestamp": 
     {"value": str(number), "measurand": "Energy.Active.Import.Registe"} for number in range(1100)]}]}
 HOSTILE_FRAME_SETS = {
     "near-miss MeterValues, 64 KiB": lambda number: json.dumps(
-        [2, "nm%d" % number, "MeterValues", NEAR_MISS], separators=(",", ":")),
+        [2, f"nm{number}", "MeterValues", NEAR_MISS], separators=(",", ":")),
     "1,000 new unknown fields a frame": lambda number: json.dumps(
-        [2, "uf%d" % number, "Heartbeat", {"f%d_%d" % (number, item): 1 for item in range(1000)}]),
-    "60 KB unique message ids": lambda number: json.dumps([2, "%06d" % number + "x" * 60000, "Heartbeat", {}]),
+        [2, f"uf{number}", "Heartbeat", {f"f{number}_{item}": 1 for item in range(1000)}]),
+    "60 KB unique message ids": lambda number: json.dumps([2, f"{number:06d}" + "x" * 60000, "Heartbeat", {}]),
     "nesting 900 deep": lambda number: '[2,"dn%d","DataTransfer",{"vendorId":"v","data":%s%s}]' % (
         number, "[" * 900, "]" * 900),
-    "lone surrogates": lambda number: '[2,"\\ud800%d","Authorize",{"idTag":"\\udfff"}]' % number,
+    "lone surrogates": lambda number: f'[2,"\\ud800{number}","Authorize",{{"idTag":"\\udfff"}}]',
 }
 HOSTILE_FRAMES = 48
 
 
-async def fairness(server: Server, make_frame, frames: int, seconds: float) -> Dict[str, float]:
+async def fairness(server: Server, make_frame, frames: int, seconds: float) -> dict[str, float]:
     """A victim's Heartbeat latency while a hostile charger sends bursts of ``frames`` frames for ``seconds``."""
     hostile = await connect(server.url, "CP-HOSTILE")
     victim = await connect(server.url, "CP-VICTIM")
     await victim.call("Heartbeat", {})
     rss_before = server.rss_mb()
-    latencies: List[float] = []
+    latencies: list[float] = []
     done = asyncio.Event()
 
     async def heartbeats() -> None:
@@ -373,11 +373,11 @@ while True:
 """
 
 
-async def paced_load(server: Server, chargers: int, rate: float, seconds: float) -> Dict[str, float]:
+async def paced_load(server: Server, chargers: int, rate: float, seconds: float) -> dict[str, float]:
     """``chargers`` chargers each sending ROUND's messages in turn, ``rate`` a second, for ``seconds``."""
     fleet = await boot_fleet(server.url, chargers)
     await asyncio.sleep(0.3)  # let BootData settle
-    latencies: List[float] = []
+    latencies: list[float] = []
 
     async def send(charger: LoadCharger, offset: float) -> None:
         await asyncio.sleep(offset)
@@ -398,7 +398,7 @@ async def paced_load(server: Server, chargers: int, rate: float, seconds: float)
 
 
 async def with_readers(server: Server, http_port: int, readers: int, chargers: int, seconds: float,
-                       rate: float = 10) -> Dict[str, float]:
+                       rate: float = 10) -> dict[str, float]:
     """The paced load with ``readers`` event-stream readers attached (none: without)."""
     process = None
     if readers:
@@ -422,10 +422,10 @@ async def with_readers(server: Server, http_port: int, readers: int, chargers: i
 
 def ratio(value: float, floor: float) -> str:
     """``value / floor`` as "1.23x"; "n/a" when the floor is too small to measure (a --quick run)."""
-    return "%.2fx" % (value / floor) if floor > 0 else "n/a"
+    return f"{(value / floor):.2f}x" if floor > 0 else "n/a"
 
 
-def table(rows: List[List[str]]) -> str:
+def table(rows: list[list[str]]) -> str:
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     lines = ["| " + " | ".join(cell.ljust(width) for cell, width in zip(row, widths)) + " |" for row in rows]
     lines.insert(1, "|" + "|".join("-" * (width + 2) for width in widths) + "|")
@@ -457,7 +457,7 @@ def main() -> int:
         os.uname().machine, os.cpu_count() or 0, sys.version.split()[0], websockets.__version__))
     print("scenario 1: %d chargers x %d rounds of Heartbeat, StatusNotification, MeterValues (each awaited)\n"
           % (options.chargers, options.rounds))
-    runs: Dict[str, List[Dict[str, float]]] = {name: [] for name, _ in candidates}
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name, _ in candidates}
     with tempfile.TemporaryDirectory() as output_dir:
         # Interleaved repeats: a noisy neighbour then hurts every candidate alike.
         for _ in range(options.repeat):
@@ -475,7 +475,7 @@ def main() -> int:
         for name, result in results.items():
             rows.append([name, "%.0f" % result["per_second"], "%.1f" % result["cpu_us"], "%.2f" % result["p50_ms"],
                          "%.2f" % result["p99_ms"], "%.1f" % result["rss_mb"], ratio(result["cpu_us"], floor_cpu)])
-        print("medians of %d interleaved runs each" % options.repeat)
+        print(f"medians of {options.repeat} interleaved runs each")
         print(table(rows))
         if options.quick:
             print("\n(--quick: a smoke run, too short for its CPU figures to mean anything: no verdict)\n")
@@ -502,7 +502,7 @@ def main() -> int:
                     server.stop()
             floor_count = counts["floor"]
             print(table([["server", "instructions/msg", "vs floor"]] + [
-                [name, "%.0f" % count, "%.2fx" % (count / floor_count)] for name, count in counts.items()]))
+                [name, f"{count:.0f}", f"{(count / floor_count):.2f}x"] for name, count in counts.items()]))
             print("\nheadline (instructions, repeatable): mock = %.2fx the floor's (target <= 1.3x), --quiet %.2fx\n"
                   % (counts["mock, output to a file"] / floor_count, counts["mock --quiet"] / floor_count))
         else:
@@ -555,13 +555,13 @@ def main() -> int:
                  "events per reader: got / told missed"]]
         headline = []
         for chargers, rate, seconds, repeat in loads:
-            p99s: Dict[int, List[float]] = {0: [], readers: []}
-            cpus: Dict[int, List[float]] = {0: [], readers: []}
-            delivered: List[Dict[str, float]] = []
+            p99s: dict[int, list[float]] = {0: [], readers: []}
+            cpus: dict[int, list[float]] = {0: [], readers: []}
+            delivered: list[dict[str, float]] = []
             for _ in range(repeat):
                 for count in (0, readers):
                     http_port = free_port()
-                    server = Server("mock readers %d" % count, python + [str(MOCK), "--http-port", str(http_port)],
+                    server = Server(f"mock readers {count}", python + [str(MOCK), "--http-port", str(http_port)],
                                     output_dir)
                     try:
                         result = asyncio.run(with_readers(server, http_port, count, chargers, seconds, rate))
@@ -573,11 +573,11 @@ def main() -> int:
                         delivered.append(result)
             load = "%d chargers x %g msg/s" % (chargers, rate)
             for count in (0, readers):
-                rows.append([load, "%d" % count, "%.2f" % statistics.median(p99s[count]),
-                             ", ".join("%.2f" % value for value in p99s[count]), "%.0f" % statistics.median(cpus[count]),
+                rows.append([load, f"{count}", f"{statistics.median(p99s[count]):.2f}",
+                             ", ".join(f"{value:.2f}" for value in p99s[count]), f"{statistics.median(cpus[count]):.0f}",
                              ", ".join("%.0f / %.0f" % (run["events_got"], run["events_missed"]) for run in delivered)
                              if count else "-"])
-            headline.append("%s: %s" % (load, ratio(statistics.median(p99s[readers]), statistics.median(p99s[0]))))
+            headline.append(f"{load}: {ratio(statistics.median(p99s[readers]), statistics.median(p99s[0]))}")
         print(table(rows))
         if options.quick:
             print("(--quick: no verdict)\n")
@@ -591,7 +591,7 @@ def main() -> int:
             startups.append(server.startup_seconds)
             server.stop()
         print("start-up to listening: median %.3f s of 5 (%s) (target <= 0.3 s)" % (
-            statistics.median(startups), ", ".join("%.3f" % value for value in startups)))
+            statistics.median(startups), ", ".join(f"{value:.3f}" for value in startups)))
     return 0
 
 

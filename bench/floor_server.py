@@ -32,7 +32,7 @@ async def main(host: str, port: int) -> None:
         asyncio.get_running_loop().add_signal_handler(signal_number, stop.cancel)
     # Same websocket settings as the mock server: no permessage-deflate.
     async with serve(answer, host, port, subprotocols=["ocpp1.6"], compression=None):
-        print("listening on ws://%s:%d" % (host, port), flush=True)
+        print(f"listening on ws://{host}:{port}", flush=True)
         try:
             await stop
         except asyncio.CancelledError:

@@ -29,14 +29,14 @@ import sys
 import time
 import urllib.request
 import uuid
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Optional
 
 try:
     import websockets
 except ImportError:
     sys.stderr.write("demo_charger needs the websockets package: activate the server's venv in this "
                      "terminal too (. .venv/bin/activate), or pip install websockets\n")
-    raise SystemExit(2)
+    raise SystemExit(2) from None
 
 # --misbehave: rules a good charger keeps, broken on purpose (the server's behaviour checks catch each).
 MISBEHAVIOURS = ("skip-boot-wait", "meter-backwards", "bad-transition", "fast-heartbeat", "two-calls")
@@ -57,7 +57,7 @@ FLEXICHARGE_MESSAGE_ID = "0jdsEnnyo2kpCP8FLfHlNpbvQXosR5ZNlh8v"  # it reuses thi
 
 def now_iso() -> str:
     moment = datetime.datetime.now(datetime.timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (moment.microsecond // 1000)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{(moment.microsecond // 1000):03d}Z"
 
 
 def say(text: str) -> None:
@@ -87,9 +87,9 @@ class Station:
         self.soc = 20  # state of charge, percent: rises while charging, never falls
         self.rebooting = False  # a Reset was accepted: connect and boot again, whatever --reconnect says
         self.transaction_id: Optional[int] = None
-        self.meter_task: Optional["asyncio.Task[None]"] = None
-        self.charger: Optional["DemoCharger"] = None  # the connection now, if any
-        self.queued: List[Tuple[str, dict]] = []
+        self.meter_task: Optional[asyncio.Task[None]] = None
+        self.charger: Optional[DemoCharger] = None  # the connection now, if any
+        self.queued: list[tuple[str, dict]] = []
         self.starting = False  # a RemoteStart accepted, its StartTransaction not answered yet
         self.suspended = False  # the battery is full: SuspendedEV, 0 W, until the transaction stops
 
@@ -102,7 +102,7 @@ class DemoCharger:
         self.options = options
         self.flexicharge = options.flexicharge
         self.connector = options.connector
-        self.pending: Dict[str, "asyncio.Future[Any]"] = {}
+        self.pending: dict[str, asyncio.Future[Any]] = {}
         self.call_lock = asyncio.Lock()  # one outstanding CALL at a time (OCPP-J 4.1.1)
         self.boot_data = asyncio.Event()
         self.booted = asyncio.Event()  # the BootNotification's answer is in (and said)
@@ -113,7 +113,7 @@ class DemoCharger:
         self.configuration = {"HeartbeatInterval": str(options.heartbeat_interval or 60),
                               "MeterValueSampleInterval": str(options.meter_interval)}
         self.local_list_version = 0
-        self.certificates: Dict[str, list] = {}  # certificate type -> the PEM texts installed
+        self.certificates: dict[str, list] = {}  # certificate type -> the PEM texts installed
         self.finished = asyncio.Event()
         self.tasks: set = set()
 
@@ -146,7 +146,7 @@ class DemoCharger:
             return task.result()
         task.cancel()
         if self.gone.is_set():
-            raise ServerGone("the connection ended while waiting for %s" % what)
+            raise ServerGone(f"the connection ended while waiting for {what}")
         say("no %s within %g s" % (what, timeout))
         return None
 
@@ -160,7 +160,7 @@ class DemoCharger:
         self.tasks.discard(task)
         error = None if task.cancelled() else task.exception()
         if error is not None and not isinstance(error, ServerGone):  # run() reports a closed connection once
-            say("%s: %s" % (type(error).__name__, error))
+            say(f"{type(error).__name__}: {error}")
 
     # -- the charging session
 
@@ -197,7 +197,7 @@ class DemoCharger:
             boot = await self.call("BootNotification", {
                 "chargePointVendor": "DemoVendor", "chargePointModel": "DemoCharger",
                 "chargePointSerialNumber": "demo-001", "firmwareVersion": "1.0.0"})
-            say("booted: %s" % json.dumps(boot))
+            say(f"booted: {json.dumps(boot)}")
             self.booted.set()
             if not isinstance(boot, dict) or boot.get("status") == "Accepted" or "skip-boot-wait" in self.misbehave:
                 return boot
@@ -214,7 +214,7 @@ class DemoCharger:
     async def send_queued(self) -> None:
         """The transaction messages kept while the server was away, in order, as they were made."""
         if self.station.queued:
-            say("server back: sending %d message(s) kept while it was away" % len(self.station.queued))
+            say(f"server back: sending {len(self.station.queued)} message(s) kept while it was away")
         while self.station.queued:  # what the meter makes meanwhile joins the end of the queue
             action, payload = self.station.queued[0]
             await self.call(action, payload)
@@ -229,7 +229,7 @@ class DemoCharger:
             return await self.call(action, payload)
         except (ServerGone, websockets.ConnectionClosed):
             self.station.queued.append((action, payload))
-            say("server away: %s kept to send later" % action)
+            say(f"server away: {action} kept to send later")
             return None
 
     async def heartbeats(self, interval: float) -> None:
@@ -262,7 +262,7 @@ class DemoCharger:
             self.station.starting = False
         transaction_id = reply.get("transactionId") if isinstance(reply, dict) else None
         if not isinstance(transaction_id, int) or isinstance(transaction_id, bool):
-            say("StartTransaction got no transaction id (reply: %s); not charging" % json.dumps(reply))
+            say(f"StartTransaction got no transaction id (reply: {json.dumps(reply)}); not charging")
             await self.status("Available")
             return
         self.station.transaction_id = transaction_id
@@ -273,7 +273,7 @@ class DemoCharger:
                 % (transaction_id, id_tag, status))
             await self.stop_transaction("DeAuthorized")
             return
-        say("transaction %d started" % transaction_id)
+        say(f"transaction {transaction_id} started")
         self.station.power_w = 7400
         await self.status("Charging")
         self.station.meter_task = asyncio.ensure_future(meter_values(self.station, self.options))
@@ -295,7 +295,7 @@ class DemoCharger:
         else:
             payload.update({"idTag": self.options.id_tag, "timestamp": now_iso()})
         await self.call("StopTransaction", payload)
-        say("transaction %s stopped" % self.station.transaction_id)
+        say(f"transaction {self.station.transaction_id} stopped")
         self.station.transaction_id = None
         await self.status("Available")
         if self.options.once and finish:
@@ -310,10 +310,10 @@ class DemoCharger:
                 try:
                     message = json.loads(text)
                 except ValueError:
-                    say("ignored a frame that is not JSON: %r" % text[:80])
+                    say(f"ignored a frame that is not JSON: {text[:80]!r}")
                     continue
                 if not isinstance(message, list) or len(message) < 3:
-                    say("ignored a frame that is not OCPP-J: %r" % text[:80])
+                    say(f"ignored a frame that is not OCPP-J: {text[:80]!r}")
                 elif message[0] == 2 and len(message) == 4:
                     await self.answer(message[1], message[2], message[3] if isinstance(message[3], dict) else {})
                 elif message[0] in (3, 4) and isinstance(message[1], str):
@@ -346,7 +346,7 @@ class DemoCharger:
     async def got_boot_data(self, data: Any) -> None:
         """Said after "booted": the BootData arrives before the boot's answer has been handled."""
         await self.booted.wait()
-        say("BootData: %s" % data)
+        say(f"BootData: {data}")
         self.boot_data.set()
 
     def on_RemoteStartTransaction(self, payload: dict) -> Optional[dict]:
@@ -355,7 +355,7 @@ class DemoCharger:
             try:
                 accepted = int(id_tag) == 1  # the only idTag the FlexiCharge charger accepts
             except (TypeError, ValueError):
-                say("RemoteStartTransaction idTag %r is not a number: no reply, as FlexiCharge" % (id_tag,))
+                say(f"RemoteStartTransaction idTag {id_tag!r} is not a number: no reply, as FlexiCharge")
                 return None
         else:
             accepted = True
@@ -385,7 +385,7 @@ class DemoCharger:
         await asyncio.sleep(0.1)  # the Reset.conf goes out first
         if self.station.transaction_id is not None:
             await self.stop_transaction("HardReset" if kind == "Hard" else "SoftReset", finish=False)
-        say("rebooting (%s reset)" % kind.lower())
+        say(f"rebooting ({kind.lower()} reset)")
         self.station.rebooting = True
         await self.ws.close(1012, "rebooting")  # 1012: service restart
 
@@ -532,7 +532,7 @@ class DemoCharger:
 
     async def upload_diagnostics(self, location: str) -> None:
         await self.call("DiagnosticsStatusNotification", {"status": "Uploading"})
-        text = "demo charger diagnostics\nenergy %d Wh, state of charge %d %%\n" % (self.station.energy_wh, self.station.soc)
+        text = f"demo charger diagnostics\nenergy {self.station.energy_wh} Wh, state of charge {self.station.soc} %\n"
         done = await self.upload(location, DIAGNOSTICS_FILE, text, "upload diagnostics to")
         await self.call("DiagnosticsStatusNotification", {"status": "Uploaded" if done else "UploadFailed"})
 
@@ -571,9 +571,9 @@ class DemoCharger:
         try:
             body = await asyncio.get_running_loop().run_in_executor(None, run)
         except (OSError, ValueError) as exc:
-            say("could not %s %s: %s" % (what, request.full_url, exc))
+            say(f"could not {what} {request.full_url}: {exc}")
             return None
-        say("did %s %s (%d bytes back)" % (what, request.full_url, len(body)))
+        say(f"did {what} {request.full_url} ({len(body)} bytes back)")
         return body
 
 
@@ -648,15 +648,15 @@ async def connect(options: argparse.Namespace) -> Any:
         try:
             return await websockets.connect(options.url, subprotocols=["ocpp1.6"])
         except websockets.InvalidURI as exc:
-            say("cannot use the URL %s: %s (expected ws://host:port/<charge point id>)" % (options.url, exc))
+            say(f"cannot use the URL {options.url}: {exc} (expected ws://host:port/<charge point id>)")
             return 2
         except (OSError, websockets.InvalidHandshake, asyncio.TimeoutError) as exc:
             status = refusal_status(exc)
             if status in (400, 401, 403, 404):
-                say("the server refused %s with HTTP %d; not retrying" % (options.url, status))
+                say(f"the server refused {options.url} with HTTP {status}; not retrying")
                 return 1
             if time.monotonic() > deadline:
-                say("cannot connect to %s: %s" % (options.url, exc))
+                say(f"cannot connect to {options.url}: {exc}")
                 return 1
             await asyncio.sleep(0.5)
 
@@ -675,7 +675,7 @@ async def main(options: argparse.Namespace) -> int:
                 return 0  # --once: the transaction has stopped
             say("the server closed the connection")
         except websockets.ConnectionClosed as exc:
-            say("connection closed: %s" % exc)
+            say(f"connection closed: {exc}")
         finally:
             station.charger = None
             await websocket.close()

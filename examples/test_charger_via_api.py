@@ -11,7 +11,8 @@ A charger on a board on the network (a Raspberry Pi, an EVSE on the bench)
 is not started by the test: the mock listens on every address with a token,
 and the test waits for the station to connect and boot:
 
-    CHARGER_ON_NETWORK=CP-7 OCPP_MOCK_PORT=60003 python -m pytest -s examples/test_charger_via_api.py
+    CHARGER_ON_NETWORK=CP-7 OCPP_MOCK_PORT=60003 \
+        python -m pytest -s examples/test_charger_via_api.py
 
 (point the station at ws://<this machine>:60003/CP-7; the test prints the
 addresses).  OCPP_MOCK_SERVER names ocpp_mock_server.py when this file is
@@ -40,7 +41,8 @@ BOOT_TIMEOUT = 300 if ON_NETWORK else 30  # seconds to wait for the station to c
 
 @pytest.fixture
 def mock():
-    """The mock server: {"ws": its websocket URL, "http": its API's base URL, "token": the API's token}.
+    """The mock server: {"ws": its websocket URL, "http": its API's base URL, "token": the API's
+    token}.
 
     On free ports on 127.0.0.1; for a station on the network, on every address (its port from
     OCPP_MOCK_PORT, 60003 by default), with a bearer token on the HTTP API.
@@ -49,15 +51,31 @@ def mock():
     urls = {"token": None}
     if ON_NETWORK:
         urls["token"] = secrets.token_urlsafe(16)
-        command += ["--host", "0.0.0.0", "--port", os.environ.get("OCPP_MOCK_PORT", "60003"),
-                    "--http-host", "0.0.0.0", "--http-token", urls["token"]]
+        command += [
+            "--host",
+            "0.0.0.0",
+            "--port",
+            os.environ.get("OCPP_MOCK_PORT", "60003"),
+            "--http-host",
+            "0.0.0.0",
+            "--http-token",
+            urls["token"],
+        ]
     else:
         command += ["--port", "0"]
     server = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
     for line in server.stdout:  # the banner names both ports
         if ON_NETWORK and "reachable as" in line:
-            print("point the station at " + line.split("reachable as ", 1)[1].split()[0] + "/" + ON_NETWORK)
-        for name, pattern in (("ws", r"listening on (ws://\S+)"), ("http", r"HTTP API: (http://\S+/)")):
+            print(
+                "point the station at "
+                + line.split("reachable as ", 1)[1].split()[0]
+                + "/"
+                + ON_NETWORK
+            )
+        for name, pattern in (
+            ("ws", r"listening on (ws://\S+)"),
+            ("http", r"HTTP API: (http://\S+/)"),
+        ):
             match = re.search(pattern, line)
             if match:
                 urls[name] = match.group(1).replace("0.0.0.0", "127.0.0.1")
@@ -70,9 +88,12 @@ def mock():
 
 def api(mock: dict, method: str, path: str, body=None):
     """One API request: (HTTP status, JSON answer)."""
-    request = urllib.request.Request(mock["http"] + path.lstrip("/"), method=method,
-                                     data=None if body is None else json.dumps(body).encode("utf-8"),
-                                     headers=_headers(mock, {"Content-Type": "application/json"}))
+    request = urllib.request.Request(
+        mock["http"] + path.lstrip("/"),
+        method=method,
+        data=None if body is None else json.dumps(body).encode("utf-8"),
+        headers=_headers(mock, {"Content-Type": "application/json"}),
+    )
     try:
         with urllib.request.urlopen(request, timeout=35) as response:
             return response.status, json.load(response)
@@ -85,15 +106,18 @@ def _headers(mock: dict, headers: dict) -> dict:
 
 
 def events(mock: dict, charger: str):
-    """The charger's events from now on: open the stream before the charger starts, and none is lost."""
-    request = urllib.request.Request(mock["http"] + "api/events?charger=" + charger,
-                                     headers=_headers(mock, {}))
+    """The charger's events from now on: open the stream before the charger starts, and none is
+    lost."""
+    request = urllib.request.Request(
+        mock["http"] + "api/events?charger=" + charger, headers=_headers(mock, {})
+    )
     stream = urllib.request.urlopen(request, timeout=BOOT_TIMEOUT)
 
     def each_event():
         for line in stream:
             if line.startswith(b"data: "):
                 yield json.loads(line[6:])
+
     return each_event()
 
 
@@ -102,10 +126,13 @@ def next_event(stream, event_type: str) -> dict:
 
 
 def start_charger(mock: dict, charger_id: str):
-    """The charger under test, started here; None for a station on the network (it connects by itself)."""
+    """The charger under test, started here; None for a station on the network (it connects by
+    itself)."""
     if ON_NETWORK:
         return None
-    return subprocess.Popen(CHARGER_COMMAND + [mock["ws"] + "/" + charger_id], stdout=subprocess.DEVNULL)
+    return subprocess.Popen(
+        CHARGER_COMMAND + [mock["ws"] + "/" + charger_id], stdout=subprocess.DEVNULL
+    )
 
 
 def booted_already(mock: dict, charger_id: str) -> bool:
@@ -122,16 +149,18 @@ def test_a_remote_start_charges_and_a_remote_stop_ends_the_transaction(mock):
         if not booted_already(mock, charger_id):
             next_event(stream, "ready")  # booted, BootData answered
 
-        status, reply = api(mock, "POST", "/api/chargers/%s/startRemote" % charger_id, {"idTag": "1"})
+        status, reply = api(mock, "POST", f"/api/chargers/{charger_id}/startRemote", {"idTag": "1"})
         assert status == 200 and reply["result"] == {"status": "Accepted"}
         started = next_event(stream, "transaction_started")
         meter = next_event(stream, "meter_values")
         assert meter["transactionId"] == started["transactionId"]
 
         status, charger_state = api(mock, "GET", "/api/chargers/" + charger_id)
-        assert [tx["transactionId"] for tx in charger_state["transactions"]] == [started["transactionId"]]
+        assert [tx["transactionId"] for tx in charger_state["transactions"]] == [
+            started["transactionId"]
+        ]
 
-        status, reply = api(mock, "POST", "/api/chargers/%s/stopRemote" % charger_id, {})
+        status, reply = api(mock, "POST", f"/api/chargers/{charger_id}/stopRemote", {})
         assert status == 200 and reply["request"] == {"transactionId": started["transactionId"]}
         assert reply["result"] == {"status": "Accepted"}
         stopped = next_event(stream, "transaction_stopped")

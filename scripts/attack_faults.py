@@ -44,10 +44,18 @@ class Server:
 
     def __init__(self, *args: str) -> None:
         self.log = tempfile.NamedTemporaryFile("w+", suffix=".out")
-        command = [sys.executable, str(ROOT / "ocpp_mock_server.py"), "--port", "0", "--quiet",
-                   "--no-boot-data", *args]
-        self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=self.log,
-                                     stderr=subprocess.STDOUT, text=True)
+        command = [
+            sys.executable,
+            str(ROOT / "ocpp_mock_server.py"),
+            "--port",
+            "0",
+            "--quiet",
+            "--no-boot-data",
+            *args,
+        ]
+        self.proc = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT, text=True
+        )
         self.url = self.wait_for(r"listening on (ws://\S+)").group(1)
         if "--no-http" not in args:
             self.http_port = int(self.wait_for(r"HTTP API: http://[\d.]+:(\d+)/").group(1))
@@ -62,10 +70,10 @@ class Server:
             if match:
                 return match
             time.sleep(0.05)
-        raise SystemExit("no line matching %r; output:\n%s" % (pattern, self.output()[-3000:]))
+        raise SystemExit(f"no line matching {pattern!r}; output:\n{self.output()[-3000:]}")
 
     def rss_mb(self) -> float:
-        status = Path("/proc/%d/status" % self.proc.pid).read_text()
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
         return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024
 
     def stop(self) -> None:
@@ -83,9 +91,11 @@ async def put_faults(server: Server, faults: list) -> "tuple[int, float]":
     body = json.dumps({"faults": faults}).encode()
     started = time.monotonic()
     reader, writer = await asyncio.open_connection("127.0.0.1", server.http_port)
-    writer.write(("PUT /api/faults HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
-                  "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
-                  % (server.http_port, len(body))).encode() + body)
+    head = (
+        f"PUT /api/faults HTTP/1.1\r\nHost: 127.0.0.1:{server.http_port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    writer.write(head.encode() + body)
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
     writer.close()
     return int(head.split()[1]), time.monotonic() - started
@@ -95,7 +105,7 @@ async def round_trips(websocket, count: int, prefix: str) -> list:
     times = []
     for number in range(count):
         started = time.perf_counter()
-        await websocket.send(json.dumps([2, "%s%d" % (prefix, number), "Heartbeat", {}]))
+        await websocket.send(json.dumps([2, f"{prefix}{number}", "Heartbeat", {}]))
         await asyncio.wait_for(websocket.recv(), 10)
         times.append(time.perf_counter() - started)
     return times
@@ -104,8 +114,9 @@ async def round_trips(websocket, count: int, prefix: str) -> list:
 async def delay_fault_attack(*args: str) -> bool:
     server = Server("--fault", "Heartbeat delay=3600", *args)
     try:
-        async with websockets.connect(server.url + "/CP-1", subprotocols=["ocpp1.6"],
-                                      max_queue=None) as charger:
+        async with websockets.connect(
+            server.url + "/CP-1", subprotocols=["ocpp1.6"], max_queue=None
+        ) as charger:
             await asyncio.sleep(0.5)
             before = server.rss_mb()
             received = 0
@@ -115,10 +126,11 @@ async def delay_fault_attack(*args: str) -> bool:
                 while received < PIPELINED - mock.MAX_HELD_REPLIES:
                     await charger.recv()
                     received += 1
+
             reader = asyncio.ensure_future(read())
             started = time.monotonic()
             for number in range(PIPELINED):
-                await charger.send('[2,"h%d","Heartbeat",{}]' % number)
+                await charger.send(f'[2,"h{number}","Heartbeat",{{}}]')
             await asyncio.wait_for(reader, LIMIT)
             elapsed = time.monotonic() - started
             after = server.rss_mb()
@@ -126,14 +138,19 @@ async def delay_fault_attack(*args: str) -> bool:
     finally:
         server.stop()
     grew = after - before
-    print("1. %d pipelined Heartbeats under delay=3600%s: %d answered at once in %.1f s, %d held; "
-          "%d line(s) said so; RSS %.0f -> %.0f MB (%+.1f MB)" % (
-              PIPELINED, " " + " ".join(args) if args else "", received, elapsed,
-              mock.MAX_HELD_REPLIES, lines, before, after, grew))
+    flags = " " + " ".join(args) if args else ""
+    print(
+        f"1. {PIPELINED} pipelined Heartbeats under delay=3600{flags}: {received} answered at "
+        f"once in {elapsed:.1f} s, {mock.MAX_HELD_REPLIES} held; {lines} line(s) said so; "
+        f"RSS {before:.0f} -> {after:.0f} MB ({grew:+.1f} MB)"
+    )
     # With the HTTP port on, the event history (EVENT_HISTORY_BUDGET characters, for every
     # charger together) fills too: the connection's own share is the --no-http figure.
-    return received == PIPELINED - mock.MAX_HELD_REPLIES and lines == 1 and (
-        grew < 5 or "--no-http" not in args)
+    return (
+        received == PIPELINED - mock.MAX_HELD_REPLIES
+        and lines == 1
+        and (grew < 5 or "--no-http" not in args)
+    )
 
 
 async def fault_table_attack() -> bool:
@@ -143,27 +160,34 @@ async def fault_table_attack() -> bool:
         async with websockets.connect(server.url + "/CP-1", subprotocols=["ocpp1.6"]) as charger:
             await put_faults(server, ["@CP-2 Heartbeat drop"])
             one = statistics.median(await round_trips(charger, TIMED_FRAMES, "one"))
-            many = (["@CP-X%d Heartbeat drop" % number for number in range(400)]
-                    + ["@CP-Y%d disconnect after=5" % number for number in range(300)]
-                    + ["@CP-Z%d handshake 503 for=60" % number for number in range(100)]
-                    + ["Authorize status=Rejected", "DataTransfer status=Rejected"] * 100)
+            many = (
+                [f"@CP-X{number} Heartbeat drop" for number in range(400)]
+                + [f"@CP-Y{number} disconnect after=5" for number in range(300)]
+                + [f"@CP-Z{number} handshake 503 for=60" for number in range(100)]
+                + ["Authorize status=Rejected", "DataTransfer status=Rejected"] * 100
+            )
             during = asyncio.ensure_future(round_trips(charger, 200, "during"))
-            status, took = await put_faults(server, many[:mock.MAX_FAULTS])
+            status, took = await put_faults(server, many[: mock.MAX_FAULTS])
             stall = max(await asyncio.wait_for(during, LIMIT))
             full = statistics.median(await round_trips(charger, TIMED_FRAMES, "many"))
     finally:
         server.stop()
-    print("2. PUT of %d faults: HTTP %d in %.0f ms; PUT of %d: HTTP %d in %.0f ms, the longest "
-          "Heartbeat round trip meanwhile %.1f ms; a Heartbeat round trip (median of %d) %.2f ms "
-          "with 1 fault in force, %.2f ms with %d (%.2fx)" % (
-              FAULTS_IN_ONE_PUT, refused, refused_in * 1e3, mock.MAX_FAULTS, status, took * 1e3,
-              stall * 1e3, TIMED_FRAMES, one * 1e3, full * 1e3, mock.MAX_FAULTS, full / one))
+    print(
+        f"2. PUT of {FAULTS_IN_ONE_PUT} faults: HTTP {refused} in {refused_in * 1e3:.0f} ms; "
+        f"PUT of {mock.MAX_FAULTS}: HTTP {status} in {took * 1e3:.0f} ms, the longest Heartbeat "
+        f"round trip meanwhile {stall * 1e3:.1f} ms; a Heartbeat round trip (median of "
+        f"{TIMED_FRAMES}) {one * 1e3:.2f} ms with 1 fault in force, {full * 1e3:.2f} ms with "
+        f"{mock.MAX_FAULTS} ({full / one:.2f}x)"
+    )
     return refused == 400 and status == 200 and full / one < 1.5
 
 
 def main() -> int:
-    results = [asyncio.run(delay_fault_attack()), asyncio.run(delay_fault_attack("--no-http")),
-               asyncio.run(fault_table_attack())]
+    results = [
+        asyncio.run(delay_fault_attack()),
+        asyncio.run(delay_fault_attack("--no-http")),
+        asyncio.run(fault_table_attack()),
+    ]
     print("PASS" if all(results) else "FAIL")
     return 0 if all(results) else 1
 

@@ -28,9 +28,22 @@ class Server:
 
     def __init__(self, files: str) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "ocpp_mock_server.py"), "--port", "0", "--files-dir", files,
-             "--files-quota", str(QUOTA)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, encoding="utf-8")
+            [
+                sys.executable,
+                str(ROOT / "ocpp_mock_server.py"),
+                "--port",
+                "0",
+                "--files-dir",
+                files,
+                "--files-quota",
+                str(QUOTA),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            encoding="utf-8",
+        )
         self.lines = []
         self.port = None
         ready = threading.Event()
@@ -43,6 +56,7 @@ class Server:
                     self.port = int(match.group(1))
                     ready.set()
             ready.set()
+
         self.reader = threading.Thread(target=read, daemon=True)
         self.reader.start()
         if not ready.wait(10) or self.port is None:
@@ -59,8 +73,11 @@ class Server:
 async def upload(port: int, name: str, size: int) -> str:
     """One PUT of ``size`` bytes with its Content-Length; the answer's status line."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"PUT /files/CP-1/%s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Length: %d\r\n\r\n"
-                 % (name.encode(), port, size) + b"d" * size)
+    writer.write(
+        b"PUT /files/CP-1/%s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Length: %d\r\n\r\n"
+        % (name.encode(), port, size)
+        + b"d" * size
+    )
     try:
         answer = await reader.read()
     except ConnectionError as exc:
@@ -73,8 +90,10 @@ async def upload(port: int, name: str, size: int) -> str:
 async def chunked_mid_stream(port: int) -> str:
     """A chunked upload that announces 64 KB chunks until refused; its answer and when it came."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"PUT /files/CP-1/chunked.bin HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
-                 b"Transfer-Encoding: chunked\r\n\r\n" % port)
+    writer.write(
+        b"PUT /files/CP-1/chunked.bin HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n" % port
+    )
     chunk, sent = b"c" * 65536, 0
     answer = asyncio.ensure_future(reader.read())
     while not answer.done() and sent < QUOTA:
@@ -88,8 +107,9 @@ async def chunked_mid_stream(port: int) -> str:
 
 
 async def attack(port: int, files: Path) -> bool:
-    statuses = await asyncio.gather(*(upload(port, f"diag-{number}.bin", SIZE)
-                                      for number in range(UPLOADS)))
+    statuses = await asyncio.gather(
+        *(upload(port, f"diag-{number}.bin", SIZE) for number in range(UPLOADS))
+    )
     for number, status in enumerate(statuses):
         print(f"upload {number} ({SIZE} bytes): {status}")
     stored = sum(path.stat().st_size for path in files.rglob("*") if path.is_file())

@@ -85,7 +85,7 @@ async def open_stream(port: int, headers: str = "", receive_buffer: int = 0):
         await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
         reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
         writer.write(
-            ("GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n%s\r\n" % (port, headers)).encode()
+            (f"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}\r\n").encode()
         )
         line = await asyncio.wait_for(reader.readline(), 10)
         return (int(line.split()[1]) if line else 0), reader, writer
@@ -98,7 +98,7 @@ async def boot(url: str, charger_id: str) -> float:
     began = time.monotonic()
     try:
         async with websockets.connect(
-            "%s/%s" % (url, charger_id), subprotocols=["ocpp1.6"], open_timeout=5
+            f"{url}/{charger_id}", subprotocols=["ocpp1.6"], open_timeout=5
         ) as charger:
             await charger.send(
                 json.dumps(
@@ -123,32 +123,31 @@ def report_lines(server: Server) -> None:
     for line in server.lines:
         if " !! " in line or " ERROR " in line:
             print("    " + line[:160])
-    print("  tracebacks: %d" % tracebacks)
+    print(f"  tracebacks: {tracebacks}")
 
 
 async def streams_that_never_end(count: int, open_files: int) -> None:
-    print("1. %d event streams at %d open files" % (count, open_files))
+    print(f"1. {count} event streams at {open_files} open files")
     server = Server(open_files)
     try:
         results = await asyncio.gather(*[open_stream(server.http_port) for _ in range(count)])
         statuses = [status for status, _, _ in results]
         print(
-            "  200: %d   503: %d   cut: %d"
-            % (statuses.count(200), statuses.count(503), statuses.count(0))
+            f"  200: {statuses.count(200)}   503: {statuses.count(503)}   cut: {statuses.count(0)}"
         )
         took = await boot(server.url, "CP-UNDER-ATTACK")
-        print("  a charger while they are open: BootNotification answered in %.3f s" % took)
+        print(f"  a charger while they are open: BootNotification answered in {took:.3f} s")
         server.wait_for(r"HTTP port busy", 3)
         report_lines(server)
         for _, _, writer in results:
             if writer is not None:
                 writer.close()
     finally:
-        print("  exit status: %d" % server.stop())
+        print(f"  exit status: {server.stop()}")
     tracebacks = [
         number for number, line in enumerate(server.lines) if line.startswith("Traceback")
     ]
-    print("  tracebacks at exit: %d" % len(tracebacks))
+    print(f"  tracebacks at exit: {len(tracebacks)}")
     if tracebacks:
         print("\n".join(server.lines[tracebacks[0] - 2 : tracebacks[0] + 30]))
 
@@ -156,7 +155,7 @@ async def streams_that_never_end(count: int, open_files: int) -> None:
 def socket_memory(port: int) -> dict:
     """The server side's sockets on ``port`` as ``ss -tm`` shows them: each skmem field's total."""
     shown = subprocess.run(
-        ["ss", "-tmnH", "state", "established", "( sport = :%d )" % port],
+        ["ss", "-tmnH", "state", "established", f"( sport = :{port} )"],
         capture_output=True,
         text=True,
         timeout=10,
@@ -170,26 +169,22 @@ def socket_memory(port: int) -> dict:
 
 
 async def readers_that_never_read(count: int) -> None:
-    print("2. %d event streams resumed from 0 that never read" % count)
+    print(f"2. {count} event streams resumed from 0 that never read")
     server = Server(4096)
     try:
         history = await fill_history(server.url)
-        print("  history: %.1f MB of frames" % (history / 1e6))
+        print(f"  history: {(history / 1e6):.1f} MB of frames")
         results = await asyncio.gather(
             *[open_stream(server.http_port, "Last-Event-ID: 0\r\n", 4096) for _ in range(count)]
         )
-        print("  streams open: %d" % sum(1 for status, _, _ in results if status == 200))
+        print(f"  streams open: {sum(1 for status, _, _ in results if status == 200)}")
         await asyncio.sleep(3)
         memory = socket_memory(server.http_port)
         print(
-            "  ss -tm, the server's %d sockets: %.1f MB queued to send (w), %.1f MB allocated (t), "
-            "send buffers %.1f MB (tb)"
-            % (
-                memory["sockets"],
-                memory.get("w", 0) / 1e6,
-                memory.get("t", 0) / 1e6,
-                memory.get("tb", 0) / 1e6,
-            )
+            f"  ss -tm, the server's {memory['sockets']} sockets: "
+            f"{memory.get('w', 0) / 1e6:.1f} MB queued to send (w), "
+            f"{memory.get('t', 0) / 1e6:.1f} MB allocated (t), "
+            f"send buffers {memory.get('tb', 0) / 1e6:.1f} MB (tb)"
         )
         closed = server.wait_for(r"closed (\d+) event streams?", 45)
         print("  closed by the server: %s" % (closed.group(0) if closed else "none within 45 s"))
@@ -198,7 +193,7 @@ async def readers_that_never_read(count: int) -> None:
             if writer is not None:
                 writer.close()
     finally:
-        print("  exit status: %d" % server.stop())
+        print(f"  exit status: {server.stop()}")
 
 
 async def fill_history(url: str, frames: int = 30, size: int = 60000) -> int:
@@ -228,9 +223,7 @@ def main() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # this side needs one per stream
     if hard < options.streams + 100:
-        sys.exit(
-            "this side needs %d open files; the hard limit is %d" % (options.streams + 100, hard)
-        )
+        sys.exit(f"this side needs {(options.streams + 100)} open files; the hard limit is {hard}")
     asyncio.run(streams_that_never_end(options.streams, options.open_files))
     asyncio.run(readers_that_never_read(options.readers))
 

@@ -52,7 +52,7 @@ def ranges(points: list) -> list:
 
 def table_text() -> str:
     """The Python source of the table, as it stands in the module."""
-    pairs = ["(0x%04X, 0x%04X)" % pair for pair in ranges(invisible_code_points())]
+    pairs = ["(0x{:04X}, 0x{:04X})".format(*pair) for pair in ranges(invisible_code_points())]
     lines, line = [], "   "
     for pair in pairs:
         if len(line) + len(pair) + 2 > 100:
@@ -60,13 +60,18 @@ def table_text() -> str:
             line = "   "
         line += " " + pair + ","
     lines.append(line)
-    return "_INVISIBLE_RANGES = (  # Unicode %s: scripts/invisible_characters.py\n%s\n)" % (
-        unicodedata.unidata_version, "\n".join(lines))
+    return "_INVISIBLE_RANGES = (  # Unicode {}: scripts/invisible_characters.py\n{}\n)".format(
+        unicodedata.unidata_version,
+        "\n".join(lines),
+    )
 
 
 def module_table() -> str:
-    match = re.search(r"^_INVISIBLE_RANGES = \(.*?^\)", MODULE.read_text(encoding="utf-8"),
-                      re.MULTILINE | re.DOTALL)
+    match = re.search(
+        r"^_INVISIBLE_RANGES = \(.*?^\)",
+        MODULE.read_text(encoding="utf-8"),
+        re.MULTILINE | re.DOTALL,
+    )
     return match.group(0) if match else ""
 
 
@@ -77,10 +82,13 @@ def check() -> int:
     pairs = ast.literal_eval(text.split("=", 1)[1].strip()) if text else ()
     in_module = {code for first, last in pairs for code in range(first, last + 1)}
     missing = [code for code in invisible_code_points() if code not in in_module]
-    same_version = "Unicode %s:" % unicodedata.unidata_version in text
+    same_version = f"Unicode {unicodedata.unidata_version}:" in text
     if missing or (same_version and text != table_text()):
-        print("the module's _INVISIBLE_RANGES lacks %s; paste:\n%s"
-              % (", ".join("U+%04X" % code for code in missing[:20]) or "nothing", table_text()))
+        print(
+            "the module's _INVISIBLE_RANGES lacks {}; paste:\n{}".format(
+                ", ".join(f"U+{code:04X}" for code in missing[:20]) or "nothing", table_text()
+            )
+        )
         return 1
     return 0
 

@@ -25,29 +25,56 @@ def wait_line(process: subprocess.Popen, pattern: str) -> "re.Match[str]":
         match = re.search(pattern, line)
         if match:
             return match
-    raise SystemExit("the server stopped before printing %r" % pattern)
+    raise SystemExit(f"the server stopped before printing {pattern!r}")
 
 
 def browser(width: int, height: int) -> webdriver.Chrome:
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
-                 "--disable-background-networking", "--window-size=%d,%d" % (width, height)):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--no-first-run",
+        "--disable-background-networking",
+        f"--window-size={width},{height}",
+    ):
         options.add_argument(flag)
     return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
 
 
 def main() -> None:
-    server = subprocess.Popen([sys.executable, str(ROOT / "ocpp_mock_server.py"), "--port", "0",
-                               "--files-dir", tempfile.mkdtemp()],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "ocpp_mock_server.py"),
+            "--port",
+            "0",
+            "--files-dir",
+            tempfile.mkdtemp(),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     url = wait_line(server, r"listening on (ws://\S+)").group(1)
     page = wait_line(server, r"web page and HTTP API: (http://\S+)").group(1)
     chargers = []
     for name, extra in (("CP-1", []), ("FLEXI-7", ["--flexicharge"])):  # in this order on the page
-        chargers.append(subprocess.Popen([sys.executable, str(ROOT / "examples" / "demo_charger.py"),
-                                          url + "/" + name, "--meter-interval", "0.5"] + extra,
-                                         stdout=subprocess.DEVNULL))
+        chargers.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(ROOT / "examples" / "demo_charger.py"),
+                    url + "/" + name,
+                    "--meter-interval",
+                    "0.5",
+                ]
+                + extra,
+                stdout=subprocess.DEVNULL,
+            )
+        )
         wait_line(server, name + r" .*connected from")
     try:
         time.sleep(2)
@@ -57,16 +84,24 @@ def main() -> None:
         for width, height in ((1920, 1080), (375, 812)):
             driver = browser(width, height)
             try:
-                driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
-                    "width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600})
+                driver.execute_cdp_cmd(
+                    "Emulation.setDeviceMetricsOverride",
+                    {
+                        "width": width,
+                        "height": height,
+                        "deviceScaleFactor": 1,
+                        "mobile": width < 600,
+                    },
+                )
                 driver.get(page)
                 time.sleep(3)
                 if width > 600:  # a frame and a charger's spec warnings opened, as clicks show them
                     driver.find_element(By.CSS_SELECTOR, '#frames .row[data-type="frame"]').click()
                     driver.find_element(
-                        By.CSS_SELECTOR, 'section.card[data-charger="FLEXI-7"] button.link').click()
+                        By.CSS_SELECTOR, 'section.card[data-charger="FLEXI-7"] button.link'
+                    ).click()
                 time.sleep(0.5)
-                driver.save_screenshot(str(ROOT / "docs" / ("page-%d.png" % width)))
+                driver.save_screenshot(str(ROOT / "docs" / (f"page-{width}.png")))
             finally:
                 driver.quit()
     finally:

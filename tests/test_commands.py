@@ -1,7 +1,11 @@
-"""The command language's one table of words, held commands, and `help` that fits the terminal.
+"""Command language: parse_command and build_payload, shared by the console, scripts and HTTP.
 
+Overrides (key=value, JSON, dotted paths), one line for every mistyped command with nothing sent,
+``raw``, ``key@path`` values, and one parser for the console and scenario scripts.
+
+The command language's one table of words, held commands, and `help` that fits the terminal.
 Every test talks to a real server (in this process, or as a process in a pseudo-terminal) over
-its console, its websocket and its HTTP port, as the tests of test_mock_server.py do.
+its console, its websocket and its HTTP port.
 """
 
 import asyncio
@@ -16,17 +20,190 @@ import termios
 import pytest
 
 import ocpp_mock_server as mock
-from test_mock_server import (  # noqa: F401  (start_server is a fixture)
+from conftest import (
+    CHARGER_REPLY_SAMPLES,
     DEMO_CHARGER,
     SERVER,
     TIMEOUT,
     Charger,
     Terminal,
+    assert_valid,
     booted_charger,
     charger_test,
     http,
-    start_server,
 )
+
+
+@pytest.mark.parametrize(
+    "typed, action, expected",
+    [
+        (
+            "ChangeConfiguration key=HeartbeatInterval value=30",
+            "ChangeConfiguration",
+            {"key": "HeartbeatInterval", "value": "30"},
+        ),
+        (
+            "TriggerMessage requestedMessage=MeterValues connectorId=1",
+            "TriggerMessage",
+            {"requestedMessage": "MeterValues", "connectorId": 1},
+        ),
+        ('DataTransfer {"vendorId":"x"}', "DataTransfer", {"vendorId": "x"}),
+        ("reset type=Hard", "Reset", {"type": "Hard"}),
+        (
+            "RemoteStartTransaction idTag=42 connectorId=2",
+            "RemoteStartTransaction",
+            {"connectorId": 2, "idTag": "42"},
+        ),
+        (
+            'GetConfiguration key=["HeartbeatInterval","MeterValueSampleInterval"]',
+            "GetConfiguration",
+            {"key": ["HeartbeatInterval", "MeterValueSampleInterval"]},
+        ),
+        (
+            "SetChargingProfile csChargingProfiles.chargingSchedule.chargingRateUnit=W",
+            "SetChargingProfile",
+            None,
+        ),
+    ],
+)
+@charger_test
+async def test_console_overrides(start_server, typed, action, expected):
+    server = start_server()
+
+    charger = await booted_charger(server)
+    server.type(typed)
+    call = await charger.expect_call(action)
+    assert_valid(action, call.payload)
+    if expected is not None:
+        assert call.payload == expected
+    else:
+        assert call.payload["csChargingProfiles"]["chargingSchedule"]["chargingRateUnit"] == "W"
+    await charger.answer(call, CHARGER_REPLY_SAMPLES[action])
+    await charger.close()
+
+
+@pytest.mark.parametrize(
+    "typed, message",
+    [
+        ("Rest", r"unknown command 'Rest'; did you mean Reset \(an OCPP command\)\?"),
+        ("clear", r"unknown command 'clear'; did you mean ClearCache \(an OCPP command\)\?"),
+        ("chargrs", r"unknown command 'chargrs'; did you mean chargers\?"),
+        (
+            "Reset type=Hardd",
+            r"Reset not sent: type \"Hardd\" is not allowed \(did you mean Hard\?\)",
+        ),
+        (
+            "RemoteStartTransaction conectorId=2",
+            r"conectorId is not a field of this message \(did you mean connectorId\?\)",
+        ),
+        ("Reset Hard", r"Reset: expected key=value, got 'Hard'"),
+        ("DataTransfer {not json", r"DataTransfer: the JSON payload does not parse"),
+        ("@CP-9 Reset", r"no charger 'CP-9' is connected \(connected: CP-1\)"),
+        ("help Rset", r"no action 'Rset'; did you mean Reset\?"),
+        (
+            "stopRemote",
+            r"no transaction is open on CP-1; give one: RemoteStopTransaction transactionId=N",
+        ),
+        (
+            "stopRemote connectorId=1",
+            r"RemoteStopTransaction not sent: connectorId is not a field of this message",
+        ),
+    ],
+)
+@charger_test
+async def test_mistyped_commands_get_one_line_and_nothing_is_sent(start_server, typed, message):
+    server = start_server()
+
+    charger = await booted_charger(server)
+    mark = server.mark()
+    server.type(typed)
+    server.wait_for(">> .*" + message, since=mark)
+    await charger.no_frame_within(0.3)
+    await charger.close()
+
+
+@charger_test
+async def test_raw_sends_the_frame_as_typed(start_server):
+    server = start_server()
+
+    charger = await booted_charger(server)
+    server.type('raw [2,"neg-1","Reset",{"type":"Nope"}]')
+    assert await charger.receive() == [2, "neg-1", "Reset", {"type": "Nope"}]
+    await charger.close()
+
+
+def test_one_parser_for_the_console_and_scripts():
+    command = mock.parse_command("@CP-1 Reset type=Hard")
+    assert (command.word, command.target, command.action, command.overrides) == (
+        "call",
+        "CP-1",
+        "Reset",
+        [(["type"], "Hard")],
+    )
+    assert mock.parse_command("ChangeConfiguration key=HeartbeatInterval value=30").overrides[
+        1
+    ] == (["value"], "30")
+    for line, message in (
+        ("Reset type=hard", 'type "hard" is not allowed (did you mean Hard?)'),
+        ("Reset typ=Hard", "typ is not a field of this message (did you mean type?)"),
+        ("Rset", "unknown command 'Rset'; did you mean Reset (an OCPP command)?"),
+        ("UnlockConnector connectorId=one", "connectorId must be an integer, got string"),
+    ):
+        with pytest.raises(mock.CommandError) as refused:
+            mock.parse_command(line)
+        assert message in str(refused.value)
+        with pytest.raises(mock.ScriptError) as invalid:
+            mock.parse_scenario(line)
+        assert str(invalid.value) == str(refused.value) or "unknown step" in str(invalid.value)
+
+
+@charger_test
+async def test_key_at_path_reads_a_value_from_a_file_at_the_console_and_in_scripts_never_over_http(
+    start_server, tmp_path
+):
+    (tmp_path / "ca.pem").write_text(mock.DEMO_CERTIFICATE)
+    server = start_server()
+    charger = await booted_charger(server)
+    server.type(
+        "InstallCertificate certificateType=ManufacturerRootCertificate certificate=@%s"
+        % (tmp_path / "ca.pem")
+    )
+    call = await charger.expect_call("InstallCertificate")
+    assert call.payload == {
+        "certificateType": "ManufacturerRootCertificate",
+        "certificate": mock.DEMO_CERTIFICATE,
+    }
+    assert_valid("InstallCertificate", call.payload)
+    await charger.answer(call, {"status": "Accepted"})
+    server.type("DataTransfer vendorId=@@home")  # @@: a literal @
+    call = await charger.expect_call("DataTransfer")
+    assert call.payload["vendorId"] == "@home"
+    await charger.answer(call, {"status": "Accepted"})
+    server.type("CertificateSigned certificateChain=@missing.pem")
+    server.wait_for(
+        r">> CertificateSigned: cannot read certificateChain=@missing\.pem \(.*missing\.pem\): "
+        r"No such file or directory"
+    )
+    refused = await http(
+        server,
+        "POST",
+        "/api/command",
+        {"line": "CertificateSigned certificateChain=@/etc/hostname"},
+    )
+    assert refused.status == 400 and "only the console and scripts" in refused.json["error"]
+    await charger.close()
+    # A script reads paths relative to its own folder.
+    script = tmp_path / "scripts" / "install.txt"
+    script.parent.mkdir()
+    script.write_text("InstallCertificate certificate=@../ca.pem\n")
+    steps = mock.parse_scenario(script.read_text(), str(script.parent))
+    assert steps[0].command.overrides[0] == (["certificate"], mock.DEMO_CERTIFICATE)
+    with pytest.raises(mock.ScriptError) as missing:
+        mock.parse_scenario("CertificateSigned certificateChain=@nope.pem", str(tmp_path))
+    assert missing.value.line == 1 and "cannot read certificateChain=@nope.pem" in str(
+        missing.value
+    )
+
 
 # ------------------------------------------------------------ one table of words
 
@@ -54,8 +231,9 @@ def test_every_word_of_the_table_has_help_completes_parses_and_runs(start_server
             assert name + " " in completions(server, [], name[:2].upper()), name
             server.type("help " + name)  # a word's topic (an action's fields for startRemote)
         server.type("help " + row.topic)
-        server.wait_for(">> " + re.escape(row.usage) + " .* e\\.g\\. " + re.escape(row.example),
-                        since=mark)
+        server.wait_for(
+            ">> " + re.escape(row.usage) + " .* e\\.g\\. " + re.escape(row.example), since=mark
+        )
         command = mock.parse_command(row.example)  # every example is a valid line
         assert row.action or row.run is not None, row.usage
         example_row = mock.typed_word(row.example.split()[0])
@@ -80,8 +258,9 @@ def test_every_word_of_the_table_has_help_completes_parses_and_runs(start_server
 async def test_a_word_missing_from_the_table_is_refused_everywhere(start_server, monkeypatch):
     server = start_server()
     assert "echo " in completions(server, [], "ec")
-    monkeypatch.setattr(mock, "COMMAND_WORDS", tuple(row for row in mock.COMMAND_WORDS
-                                                     if "echo" not in row.names))
+    monkeypatch.setattr(
+        mock, "COMMAND_WORDS", tuple(row for row in mock.COMMAND_WORDS if "echo" not in row.names)
+    )
     server.type("echo hello")
     server.wait_for(r">> unknown command 'echo'; type help for the list")
     assert "echo " not in completions(server, [], "ec")
@@ -107,8 +286,10 @@ def test_help_takes_topics_and_words_and_says_which_there_are(start_server):
     server.type("help held")
     server.wait_for(r">> held \| held clear .* e\.g\. held")
     server.type("help nonsense")
-    server.wait_for(r">> no action 'nonsense' "
-                    r"\(topics: console, actions, faults, security, scripts\)")
+    server.wait_for(
+        r">> no action 'nonsense' "
+        r"\(topics: console, actions, faults, security, scripts\)"
+    )
     server.type("help fautls")
     server.wait_for(r">> no action 'fautls'; did you mean faults\?")
     server.type("help")
@@ -135,8 +316,10 @@ async def test_held_commands_are_listed_when_held_and_when_run(start_server):
 
     charger = await Charger.connect(server.url)
     await charger.boot()
-    assert (await charger.expect_call("RemoteStartTransaction")).payload == {"connectorId": 1,
-                                                                             "idTag": "1"}
+    assert (await charger.expect_call("RemoteStartTransaction")).payload == {
+        "connectorId": 1,
+        "idTag": "1",
+    }
     server.wait_for(r">> running held command: startRemote$")
     server.wait_for(r">> running held command: Reset type=Hard$")
     mark = server.mark()
@@ -168,8 +351,10 @@ async def test_held_commands_expire_after_hold_for_with_one_line(start_server):
     server.type("ClearCache")
     server.type("Reset")
     server.wait_for(r">> held: Reset  \(0 s left\)")
-    server.wait_for(r"!! no charger booted within --hold-for 0\.3 s: 2 held commands dropped, not "
-                    r"sent: ClearCache, Reset$")
+    server.wait_for(
+        r"!! no charger booted within --hold-for 0\.3 s: 2 held commands dropped, not "
+        r"sent: ClearCache, Reset$"
+    )
     charger = await booted_charger(server)
     await charger.no_frame_within(0.3)
     text = server.settled_output()
@@ -179,30 +364,48 @@ async def test_held_commands_expire_after_hold_for_with_one_line(start_server):
 
 def test_held_commands_are_bounded_and_so_is_their_listing(start_server):
     server = start_server()
-    server.type("\n".join("DataTransfer vendorId=v%d" % number
-                          for number in range(mock.MAX_HELD_COMMANDS + 1)))
-    server.wait_for(r">> %d commands are held already; 'DataTransfer vendorId=v%d' is not \(held "
-                    r"lists them, held clear drops them\)"
-                    % (mock.MAX_HELD_COMMANDS, mock.MAX_HELD_COMMANDS))
-    server.wait_for(r">> %d commands are held \(held lists them" % (mock.HELD_LISTED + 1))
+    server.type(
+        "\n".join(
+            f"DataTransfer vendorId=v{number}" for number in range(mock.MAX_HELD_COMMANDS + 1)
+        )
+    )
+    server.wait_for(
+        rf">> {mock.MAX_HELD_COMMANDS} commands are held already; "
+        rf"'DataTransfer vendorId=v{mock.MAX_HELD_COMMANDS}' is not \(held "
+        r"lists them, held clear drops them\)"
+    )
+    server.wait_for(rf">> {(mock.HELD_LISTED + 1)} commands are held \(held lists them")
     mark = server.mark()
     server.type("held")
-    server.wait_for(r">> held: DataTransfer vendorId=v%d " % (mock.MAX_HELD_COMMANDS - 1),
-                    since=mark)
+    server.wait_for(rf">> held: DataTransfer vendorId=v{(mock.MAX_HELD_COMMANDS - 1)} ", since=mark)
     assert server.output(mark).count(">> held: ") == mock.MAX_HELD_COMMANDS
     assert server.output().count(">> held: DataTransfer vendorId=v0 ") == mock.HELD_LISTED + 1
 
 
 def test_hold_for_is_range_checked():
-    result = subprocess.run([sys.executable, str(SERVER), "--hold-for", "0"], capture_output=True,
-                            text=True, timeout=TIMEOUT)
+    result = subprocess.run(
+        [sys.executable, str(SERVER), "--hold-for", "0"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
     assert result.returncode == 2 and "--hold-for: 0 is out of range" in result.stderr
 
 
 def demo_charger(server, *args):
-    return subprocess.Popen([sys.executable, str(DEMO_CHARGER), server.url + "/CP-DEMO",
-                             "--meter-interval", "0.2", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(DEMO_CHARGER),
+            server.url + "/CP-DEMO",
+            "--meter-interval",
+            "0.2",
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def test_two_start_remotes_typed_while_away_make_one_transaction(start_server):
@@ -254,15 +457,23 @@ class NarrowTerminal(Terminal):
 
     def __init__(self, home, *args):
         import pty
+
         self.master, self.slave = pty.openpty()
         fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-        env = {name: value for name, value in os.environ.items()
-               if name not in ("COLUMNS", "LINES")}
+        env = {
+            name: value for name, value in os.environ.items() if name not in ("COLUMNS", "LINES")
+        }
         env.update(HOME=str(home), TERM="xterm")
         command = [sys.executable, str(SERVER), "--port", "0", "--no-http", *args]
-        self.proc = subprocess.Popen(command, stdin=self.slave, stdout=self.slave,
-                                     stderr=self.slave, env=env, close_fds=True,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            command,
+            stdin=self.slave,
+            stdout=self.slave,
+            stderr=self.slave,
+            env=env,
+            close_fds=True,
+            start_new_session=True,
+        )
         self.seen = b""
 
 
@@ -276,7 +487,7 @@ def answers(text: str, mark: str, end: str) -> list:
 def test_help_at_80_columns_fits_and_never_breaks_a_word(tmp_path):
     wide_words = set()
     for topic in [""] + list(mock.HELP_TOPICS):
-        for line in (mock.help_topic(topic, None) if topic else mock.help_overview(None)):
+        for line in mock.help_topic(topic, None) if topic else mock.help_overview(None):
             wide_words.update(line.split())
     terminal = NarrowTerminal(tmp_path)
     try:
@@ -284,18 +495,18 @@ def test_help_at_80_columns_fits_and_never_breaks_a_word(tmp_path):
         shown = {}
         for topic in [""] + list(mock.HELP_TOPICS) + ["SetChargingProfile"]:
             name = topic or "overview"
-            terminal.type("echo start %s\rhelp %s\recho end %s\r" % (name, topic, name))
-            text = terminal.wait_for(r">> end %s\n" % name)
+            terminal.type(f"echo start {name}\rhelp {topic}\recho end {name}\r")
+            text = terminal.wait_for(rf">> end {name}\n")
             shown[topic] = answers(text, "start " + name, "end " + name)
     finally:
         terminal.close()
     for topic, lines in shown.items():
         assert lines, topic
         for line in lines:
-            assert len(line) <= 80, "%r at 80 columns:\n%s" % (line, "\n".join(lines))
+            assert len(line) <= 80, "{!r} at 80 columns:\n{}".format(line, "\n".join(lines))
         if topic != "SetChargingProfile":  # JSON there is broken after its commas
             for line in lines:
                 for word in line.split(" >> ", 1)[1].split():
-                    assert word in wide_words, "a word broken in two: %r in %r" % (word, line)
+                    assert word in wide_words, f"a word broken in two: {word!r} in {line!r}"
     assert len(shown[""]) <= 22, "\n".join(shown[""])  # with the prompt, on a 24-line screen
     assert any("DataTransfer" in line for line in shown[""])

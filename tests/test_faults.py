@@ -14,7 +14,7 @@ import time
 import pytest
 
 import ocpp_mock_server as mock
-from test_mock_server import (  # noqa: F401  (start_server is a fixture)
+from conftest import (
     TIMEOUT,
     Charger,
     InProcessServer,
@@ -23,7 +23,6 @@ from test_mock_server import (  # noqa: F401  (start_server is a fixture)
     charger_test,
     http,
     http_sync,
-    start_server,
 )
 
 HELD_LINE = r"replies \(\d+ characters\) are held back by delay faults, the most one connection"
@@ -31,9 +30,11 @@ HELD_LINE = r"replies \(\d+ characters\) are held back by delay faults, the most
 
 def held_now(server, charger_id: str = "CP-1") -> tuple:
     """The replies held back on a charger's connection now: (count, characters)."""
+
     def read():
         held = server.system.sessions[charger_id].held_replies
         return (len(held.timers), held.characters) if held is not None else (0, 0)
+
     return server.call_in_loop(read)
 
 
@@ -42,11 +43,12 @@ def held_now(server, charger_id: str = "CP-1") -> tuple:
 
 @charger_test
 async def test_held_replies_are_bounded_and_the_calls_past_the_bound_answered_at_once(
-        start_server, monkeypatch):
+    start_server, monkeypatch
+):
     monkeypatch.setattr(mock, "MAX_HELD_REPLIES", 50)
     server = start_server("--no-boot-data", "--fault", "Heartbeat delay=1.5")
     charger = await Charger.connect(server.url)
-    ids = ["h%d" % number for number in range(500)]
+    ids = [f"h{number}" for number in range(500)]
     started = time.monotonic()
     for message_id in ids:  # pipelined: no CALL waits for its reply
         await charger.send_frame([2, message_id, "Heartbeat", {}])
@@ -65,11 +67,12 @@ async def test_held_replies_are_bounded_and_the_calls_past_the_bound_answered_at
 
 @charger_test
 async def test_held_replies_are_bounded_by_characters_and_dropped_with_the_connection(
-        start_server, monkeypatch):
+    start_server, monkeypatch
+):
     monkeypatch.setattr(mock, "MAX_HELD_CHARACTERS", 20000)
     server = start_server("--no-boot-data", "--fault", "Heartbeat delay=60")
     charger = await Charger.connect(server.url)
-    ids = ["%02d" % number + "x" * 600 for number in range(60)]  # long ids: replies of ~700
+    ids = [f"{number:02d}" + "x" * 600 for number in range(60)]  # long ids: replies of ~700
     for message_id in ids:
         await charger.send_frame([2, message_id, "Heartbeat", {}])
     answered = [reply.message_id for reply in await charger.replies_until(ids[-1])]
@@ -81,8 +84,9 @@ async def test_held_replies_are_bounded_by_characters_and_dropped_with_the_conne
     await charger.close()
     server.wait_for(r"CP-1 \*\* disconnected")
     # Nothing held outlives its connection (a delay of up to an hour would keep it that long).
-    assert server.call_in_loop(lambda: (len(session.held_replies.timers),
-                                        session.held_replies.characters)) == (0, 0)
+    assert server.call_in_loop(
+        lambda: (len(session.held_replies.timers), session.held_replies.characters)
+    ) == (0, 0)
 
 
 # ------------------------------------------------------------ the cap on faults in force
@@ -94,8 +98,13 @@ def test_faults_in_force_are_capped_from_the_api_and_the_console(start_server, m
     too_many = http_sync(server, "PUT", "/api/faults", {"faults": ["Heartbeat drop"] * 6})
     assert too_many.status == 400 and "at most 5" in too_many.json["error"], too_many
     assert http_sync(server, "GET", "/api/faults").json == {"faults": []}  # all or nothing
-    five = ["Heartbeat drop", "Authorize status=Blocked", "@CP-2 disconnect after=3",
-            "offline 5", "pings"]
+    five = [
+        "Heartbeat drop",
+        "Authorize status=Blocked",
+        "@CP-2 disconnect after=3",
+        "offline 5",
+        "pings",
+    ]
     assert http_sync(server, "PUT", "/api/faults", {"faults": five}).status == 200
     full = http_sync(server, "POST", "/api/faults", {"fault": "MeterValues drop"})
     assert full.status == 409
@@ -123,16 +132,20 @@ def test_faults_in_force_are_capped_on_the_command_line(monkeypatch, capsys):
 async def test_a_script_step_over_the_cap_fails_the_run_with_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(mock, "MAX_FAULTS", 2)
     script = tmp_path / "faults.txt"
-    script.write_text("charger\nfault Heartbeat drop\nfault Authorize drop\n"
-                      "fault MeterValues drop\n")
+    script.write_text(
+        "charger\nfault Heartbeat drop\nfault Authorize drop\nfault MeterValues drop\n"
+    )
     server = InProcessServer("--no-boot-data", "--script", str(script))
     charger = await Charger.connect(server.url)
     # The run ends by itself at the failed step; its lines are all written once it has stopped.
     await asyncio.get_running_loop().run_in_executor(None, server.thread.join, TIMEOUT)
     assert server.stop() == 1
     output = server.output()
-    assert re.search(r"faults\.txt:4 FAILED fault MeterValues drop: fault: 2 faults are in force, "
-                     r"the most there may be", output), output
+    assert re.search(
+        r"faults\.txt:4 FAILED fault MeterValues drop: fault: 2 faults are in force, "
+        r"the most there may be",
+        output,
+    ), output
     assert re.search(r"scenario .*: FAIL at line 4", output) and "Traceback" not in output, output
     await charger.close()
 
@@ -156,17 +169,19 @@ async def test_a_frame_does_not_scan_the_faults_in_force(start_server, monkeypat
         monkeypatch.setattr(mock.Fault, "__getattribute__", counted)
         reads[0] = 0
         for number in range(frames):
-            assert (await charger.call("Heartbeat", {}, message_id="hb%d" % number)).type_id == 3
+            assert (await charger.call("Heartbeat", {}, message_id=f"hb{number}")).type_id == 3
         monkeypatch.undo()
         return reads[0]
 
     one = ["@CP-2 Heartbeat drop"]
     assert (await http(server, "PUT", "/api/faults", {"faults": one})).status == 200
     with_one = await reads_for(100)
-    many = (["@CP-X%d Heartbeat drop" % number for number in range(400)]  # same action, others
-            + ["@CP-Y%d disconnect after=5" % number for number in range(300)]
-            + ["@CP-Z%d handshake 503 for=60" % number for number in range(100)]
-            + ["%s status=Rejected" % action for action in ("Authorize", "DataTransfer")] * 100)
+    many = (
+        [f"@CP-X{number} Heartbeat drop" for number in range(400)]  # same action, others
+        + [f"@CP-Y{number} disconnect after=5" for number in range(300)]
+        + [f"@CP-Z{number} handshake 503 for=60" for number in range(100)]
+        + ["Authorize status=Rejected", "DataTransfer status=Rejected"] * 100
+    )
     assert len(many) == mock.MAX_FAULTS
     assert (await http(server, "PUT", "/api/faults", {"faults": many})).status == 200
     with_many = await reads_for(100)
@@ -185,6 +200,7 @@ async def test_the_first_fault_set_for_a_charger_fires_first_whoever_it_names(st
 
     async def status(charger):
         return (await charger.call("Authorize", {"idTag": "T"})).payload["idTagInfo"]["status"]
+
     assert await status(one) == "Blocked"  # set first, for every charger
     assert await status(two) == "Blocked"  # its last use
     assert await status(one) == "Invalid"  # then CP-1's own
@@ -201,9 +217,17 @@ async def test_a_reply_fault_changes_and_delays_a_reply_made_later(start_server,
     """SignCertificate's reply waits for openssl (a LaterReply): the fault that fired on it
     changes and delays that reply when it is made, and a CALL meanwhile is a second CALL."""
     ca_path, key_path, _, _ = _certificate_authority(tmp_path)
-    server = start_server("--no-boot-data", "--ca-cert", str(ca_path), "--ca-key", str(key_path),
-                          "--files-dir", str(tmp_path / "files"),
-                          "--fault", "SignCertificate status=Rejected delay=0.3 times=1")
+    server = start_server(
+        "--no-boot-data",
+        "--ca-cert",
+        str(ca_path),
+        "--ca-key",
+        str(key_path),
+        "--files-dir",
+        str(tmp_path / "files"),
+        "--fault",
+        "SignCertificate status=Rejected delay=0.3 times=1",
+    )
     charger = await Charger.connect(server.url)
     started = time.monotonic()
     await charger.send_frame([2, "s1", "SignCertificate", {"csr": _csr("CP-1")}])
@@ -211,7 +235,9 @@ async def test_a_reply_fault_changes_and_delays_a_reply_made_later(start_server,
     replies = await charger.replies_until("s1")
     assert [reply.message_id for reply in replies] == ["h1", "s1"]
     assert replies[-1].payload == {"status": "Rejected"} and time.monotonic() - started >= 0.3
-    server.wait_for(r'FAULT injected \(fault SignCertificate status=Rejected delay=0\.3 times=1\): '
-                    r'reply changed to \{"status":"Rejected"\}')
+    server.wait_for(
+        r"FAULT injected \(fault SignCertificate status=Rejected delay=0\.3 times=1\): "
+        r'reply changed to \{"status":"Rejected"\}'
+    )
     server.wait_for(r"!! check two-calls: sent Heartbeat while its previous CALL still awaited")
     await charger.close()

@@ -2,26 +2,31 @@
 parallel uploads, and file-system edge cases answered with a 4xx (issue 19, items 3, 4 and 14)."""
 
 import asyncio
-import sys
 import urllib.parse
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from test_mock_server import (  # noqa: E402
+from conftest import (
     TIMEOUT,
     Charger,
     charger_test,
     http,
     http_port,
     http_sync,
-    start_server,  # noqa: F401 (a fixture: the tests' parameters name it)
 )
 
-HOSTILE_IDS = ["00:1A:2B:3C:4D:5E", "site/CP-7", ".CP-hidden", "CP\\9", "C" * 300, "..", "CON",
-               "Ladesäule-1", "CP 1"]
+HOSTILE_IDS = [
+    "00:1A:2B:3C:4D:5E",
+    "site/CP-7",
+    ".CP-hidden",
+    "CP\\9",
+    "C" * 300,
+    "..",
+    "CON",
+    "Ladesäule-1",
+    "CP 1",
+]
 
 
 async def connected(server, charger_id: str) -> Charger:
@@ -59,7 +64,8 @@ async def test_every_charger_id_gets_a_folder_its_upload_reaches(start_server, t
         assert (tmp_path / folder / "diag.txt").read_bytes() == content
         assert "~" in folder and len(folder.encode()) <= 64 and not folder.startswith(".")
         record = await http(
-            server, "GET", "/api/chargers/" + urllib.parse.quote(charger_id, safe=""))
+            server, "GET", "/api/chargers/" + urllib.parse.quote(charger_id, safe="")
+        )
         assert record.json["filesFolder"] == folder
         firmware = (await sent_default(server, charger, charger_id, "UpdateFirmware"))["location"]
         assert path_of(firmware) == path_of(location) + "firmware.bin"
@@ -71,8 +77,9 @@ async def test_every_charger_id_gets_a_folder_its_upload_reaches(start_server, t
 
 
 @charger_test
-async def test_get_diagnostics_typed_bare_names_a_url_a_mac_address_id_can_upload_to(start_server,
-                                                                                   tmp_path):
+async def test_get_diagnostics_typed_bare_names_a_url_a_mac_address_id_can_upload_to(
+    start_server, tmp_path
+):
     server = start_server("--files-dir", str(tmp_path))
     charger = await connected(server, "00:1A:2B:3C:4D:5E")
     server.type("GetDiagnostics")
@@ -80,8 +87,15 @@ async def test_get_diagnostics_typed_bare_names_a_url_a_mac_address_id_can_uploa
     await charger.answer(call, {"fileName": "diag.zip"})
     location = call.payload["location"]
     assert path_of(location).startswith("/files/00_1A_2B_3C_4D_5E~"), location
-    assert (await http(server, "POST", path_of(location), data=b"zip", headers={
-        "Content-Disposition": 'attachment; filename="diag.zip"'})).status == 201
+    assert (
+        await http(
+            server,
+            "POST",
+            path_of(location),
+            data=b"zip",
+            headers={"Content-Disposition": 'attachment; filename="diag.zip"'},
+        )
+    ).status == 201
     assert [path.name for path in tmp_path.rglob("diag.zip")] == ["diag.zip"]
     await charger.close()
 
@@ -99,7 +113,9 @@ async def test_a_safe_id_keeps_its_name_and_case_twins_never_share_a_folder(star
     assert (tmp_path / "CP-a" / "d.txt").read_bytes() == b"upper"
     chargers = (await http(server, "GET", "/api/chargers")).json["chargers"]
     assert {record["id"]: record["filesFolder"] for record in chargers} == {
-        "CP-a": "CP-a", "cp-A": path_of(second).split("/")[2]}
+        "CP-a": "CP-a",
+        "cp-A": path_of(second).split("/")[2],
+    }
     mark = server.mark()
     server.type("chargers")
     server.wait_for(rf"   files: {tmp_path}/CP-a/$", since=mark)
@@ -125,6 +141,7 @@ async def test_a_name_already_taken_in_the_files_folder_is_not_shared(start_serv
 async def parallel_uploads(server, count: int, size: int):
     async def one(number):
         return await http(server, "PUT", f"/files/CP-1/diag-{number}.bin", data=b"d" * size)
+
     return await asyncio.gather(*(one(number) for number in range(count)))
 
 
@@ -151,8 +168,10 @@ async def test_a_chunked_upload_gets_507_mid_stream(start_server, tmp_path):
     port = http_port(server)
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     chunk = b"c" * 16 * 1024
-    writer.write(b"PUT /files/CP-1/b.bin HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
-                 b"Transfer-Encoding: chunked\r\n\r\n" % port)
+    writer.write(
+        b"PUT /files/CP-1/b.bin HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n" % port
+    )
     writer.write((b"%x\r\n%s\r\n" % (len(chunk), chunk)) * 2 + b"%x\r\n" % len(chunk))
     # The body is not finished (its third chunk is announced, not sent): the answer comes anyway.
     answer = await asyncio.wait_for(reader.read(), TIMEOUT)
@@ -167,8 +186,11 @@ async def test_an_upload_cut_short_gives_its_room_back(start_server, tmp_path):
     server = start_server("--files-dir", str(tmp_path), "--files-quota", "100K")
     port = http_port(server)
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"PUT /files/cut.bin HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Length: %d\r\n\r\n"
-                 % (port, 90 * 1024) + b"x" * 1024)
+    writer.write(
+        b"PUT /files/cut.bin HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Length: %d\r\n\r\n"
+        % (port, 90 * 1024)
+        + b"x" * 1024
+    )
     await writer.drain()
     mark = server.mark()
     writer.close()
@@ -188,8 +210,9 @@ EDGE_CASES = [
 
 
 @pytest.mark.parametrize("method, path, status", EDGE_CASES)
-def test_file_system_edge_cases_are_a_4xx_and_no_error_line(start_server, tmp_path, method, path,
-                                                            status):
+def test_file_system_edge_cases_are_a_4xx_and_no_error_line(
+    start_server, tmp_path, method, path, status
+):
     server = start_server("--files-dir", str(tmp_path))
     assert http_sync(server, "PUT", "/files/CP-1/diag.txt", data=b"diag").status == 201
     assert http_sync(server, "PUT", "/files/notes.txt", data=b"notes").status == 201
@@ -203,17 +226,31 @@ def test_file_system_edge_cases_are_a_4xx_and_no_error_line(start_server, tmp_pa
 def test_a_sender_file_name_over_the_byte_limit_is_cut_to_fit(start_server, tmp_path):
     server = start_server("--files-dir", str(tmp_path))
     boundary = "b0undary"
-    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
-            f'filename="{"é" * 200}.log"\r\n\r\nlog\r\n--{boundary}--\r\n').encode()
-    reply = http_sync(server, "POST", "/files/CP-1/", data=body, headers={
-        "Content-Type": "multipart/form-data; boundary=" + boundary})
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="{"é" * 200}.log"\r\n\r\nlog\r\n--{boundary}--\r\n'
+    ).encode()
+    reply = http_sync(
+        server,
+        "POST",
+        "/files/CP-1/",
+        data=body,
+        headers={"Content-Type": "multipart/form-data; boundary=" + boundary},
+    )
     assert reply.status == 201 and reply.json["name"] == "CP-1/" + "é" * 100, reply
     assert (tmp_path / "CP-1" / ("é" * 100)).read_bytes() == b"log"
 
 
-@pytest.mark.parametrize("path, status", [("/files/", 200), ("/files/CP-1/missing.bin", 404),
-                                          ("/files/CP-1/diag.txt", 200), ("/files/.x", 400),
-                                          ("/api/chargers", 405)])
+@pytest.mark.parametrize(
+    "path, status",
+    [
+        ("/files/", 200),
+        ("/files/CP-1/missing.bin", 404),
+        ("/files/CP-1/diag.txt", 200),
+        ("/files/.x", 400),
+        ("/api/chargers", 405),
+    ],
+)
 def test_head_answers_carry_no_body(start_server, tmp_path, path, status):
     server = start_server("--files-dir", str(tmp_path))
     assert http_sync(server, "PUT", "/files/CP-1/diag.txt", data=b"diag").status == 201
@@ -222,9 +259,14 @@ def test_head_answers_carry_no_body(start_server, tmp_path, path, status):
     assert int(reply.headers["content-length"]) > 0  # what a GET would have carried
 
 
-@pytest.mark.parametrize("args, headers, status", [
-    (("--files-quota", "1K"), {}, 507), (("--max-upload-size", "1K"), {}, 413),
-    ((), {"Content-Type": "multipart/form-data; boundary=b"}, 400)])  # no file part in it
+@pytest.mark.parametrize(
+    "args, headers, status",
+    [
+        (("--files-quota", "1K"), {}, 507),
+        (("--max-upload-size", "1K"), {}, 413),
+        ((), {"Content-Type": "multipart/form-data; boundary=b"}, 400),
+    ],
+)  # no file part in it
 def test_a_refused_upload_leaves_no_folder(start_server, tmp_path, args, headers, status):
     server = start_server("--files-dir", str(tmp_path), *args)
     reply = http_sync(server, "PUT", "/files/CP-new/deep/", data=b"x" * 2048, headers=headers)

@@ -19,7 +19,7 @@ import urllib.parse
 import pytest
 
 import ocpp_mock_server as mock
-from test_mock_server import (
+from conftest import (
     SERVER,
     TIMEOUT,
     Charger,
@@ -29,8 +29,6 @@ from test_mock_server import (
     charger_test,
     http,
     http_port,
-    in_process,  # noqa: F401 (a fixture)
-    start_server,  # noqa: F401 (a fixture)
 )
 
 OPEN_FILES = 200  # the server's open-files limit in these tests (soft and hard)
@@ -89,7 +87,7 @@ def limited_server():
 async def raw_request(port: int, path: str = "/api/chargers") -> bytes:
     """Everything the server answers to one GET, until it closes."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(("GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % (path, port)).encode("ascii"))
+    writer.write((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n").encode("ascii"))
     try:
         return await asyncio.wait_for(reader.read(), TIMEOUT)
     finally:
@@ -120,9 +118,7 @@ async def boot_within(server, charger_id: str, seconds: float) -> float:
 @charger_test
 async def test_over_its_bound_the_http_port_answers_503_and_chargers_still_get_in(limited_server):
     server = limited_server("--http-max-connections", "8")
-    server.wait_for(
-        r"!! open files are limited to %d \(ulimit -n; the hard limit too\)" % OPEN_FILES
-    )
+    server.wait_for(rf"!! open files are limited to {OPEN_FILES} \(ulimit -n; the hard limit too\)")
     port = http_port(server)
     streams = [
         await EventStream.open(server) for _ in range(6)
@@ -179,13 +175,14 @@ def test_the_http_bound_leaves_descriptors_for_chargers(limited_server):
     server = limited_server()  # --http-max-connections 256 by default: more than 200 files allow
     expected = OPEN_FILES - mock.OPEN_FILES_FOR_CHARGERS - mock.HTTP_BUSY_ANSWERS
     server.wait_for(
-        r"!! open files are limited to 200 .*HTTP connections at most %d, not 256" % expected
+        rf"!! open files are limited to 200 .*HTTP connections at most {expected}, not 256"
     )
 
 
 @charger_test
 async def test_a_reader_that_never_reads_holds_little_and_is_closed_after_the_drain_timeout(
-    in_process, monkeypatch  # noqa: F811
+    in_process,
+    monkeypatch,  # noqa: F811
 ):
     monkeypatch.setattr(mock, "EVENT_STREAM_DRAIN_TIMEOUT", 1.0)
     monkeypatch.setattr(mock, "BURST_FIRST_REPORT", 0.2)
@@ -193,7 +190,7 @@ async def test_a_reader_that_never_reads_holds_little_and_is_closed_after_the_dr
     charger = await booted_charger(server)
     for number in range(20):  # about 1.2 MB of history: more than a reader's buffers take
         await charger.call(
-            "DataTransfer", {"vendorId": "com.example", "data": "%05d" % number * 12000}
+            "DataTransfer", {"vendorId": "com.example", "data": f"{number:05d}" * 12000}
         )
     stalled = [
         await EventStream.open(server, "?lastEventId=0", receive_buffer=4096) for _ in range(3)
@@ -239,7 +236,7 @@ async def test_event_ids_carry_the_run_and_an_id_of_another_run_starts_afresh(in
     old = await EventStream.open(earlier)
     await (await booted_charger(earlier, "CP-OLD")).close()
     old_event = await old.until(lambda event: event["type"] == "disconnected")
-    old_id = "%s:%d" % (old.hello["run"], old_event[-1]["id"])
+    old_id = f"{old.hello['run']}:{old_event[-1]['id']}"
     watching = await EventStream.open(server)  # every event is kept while a stream is open
     charger = await booted_charger(server, "CP-NEW")
     fresh = await EventStream.open(server, "?lastEventId=0")
@@ -253,21 +250,21 @@ async def test_event_ids_carry_the_run_and_an_id_of_another_run_starts_afresh(in
     assert run != old.hello["run"] and re.fullmatch(r"[\w-]{8}", run)
     everything = await fresh.until(lambda event: event["type"] == "ready")
     # An EventSource that reconnects to a restarted server sends the old run's id: it starts afresh.
-    for header in ("Last-Event-ID: %s\r\n" % old_id, "Last-Event-ID: 999999\r\n"):
+    for header in (f"Last-Event-ID: {old_id}\r\n", "Last-Event-ID: 999999\r\n"):
         resumed = await EventStream.open(server, "", header)
         assert resumed.hello["reset"] is True and resumed.hello["run"] == run
         assert await resumed.until(lambda event: event["type"] == "ready") == everything
         resumed.close()
     middle = everything[len(everything) // 2]
     for query in (
-        "?lastEventId=" + urllib.parse.quote("%s:%d" % (run, middle["id"])),
-        "?lastEventId=%d" % middle["id"],
+        "?lastEventId=" + urllib.parse.quote(f"{run}:{middle['id']}"),
+        f"?lastEventId={middle['id']}",
     ):  # a bare number is this run's
         resumed = await EventStream.open(server, query)
         assert resumed.hello["reset"] is False
         assert (await resumed.until(lambda event: event["type"] == "ready"))[0]["id"] > middle["id"]
         resumed.close()
-    for bad in (":5", "run:", "5x", "%s:-1" % run):
+    for bad in (":5", "run:", "5x", f"{run}:-1"):
         assert (
             await http(server, "GET", "/api/events", headers={"Last-Event-ID": bad})
         ).status == 400

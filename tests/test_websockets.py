@@ -1,0 +1,185 @@
+"""websockets compatibility and handshakes: subprotocols, close codes, size limits, and half-open
+or deaf peers, on every websockets release from 10.3 on.
+"""
+
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+import websockets
+
+import ocpp_mock_server as mock
+from conftest import (
+    CHARGER_REQUEST_SAMPLES,
+    TIMEOUT,
+    Charger,
+    ServerProcess,
+    _raw_close_code,
+    _raw_handshake,
+    _raw_send,
+    _refusal_status,
+    charger_test,
+    run,
+)
+
+
+@charger_test
+async def test_a_charger_without_subprotocol_is_served_with_a_warning(start_server):
+    server = start_server("--no-boot-data")
+
+    charger = await Charger.connect(server.url, subprotocols=())
+    assert charger.ws.subprotocol is None
+    assert (await charger.call("Heartbeat", {}))[0] == 3
+    await charger.close()
+    negotiated = await Charger.connect(server.url, "CP-2", subprotocols=("ocpp2.0.1", "ocpp1.6"))
+    assert negotiated.ws.subprotocol == "ocpp1.6"
+    await negotiated.close()
+
+    server.wait_for(r"CP-1 !! spec: no ocpp1.6 subprotocol negotiated \(charger offered: none\)")
+
+
+@charger_test
+async def test_a_charger_offering_only_other_subprotocols_is_refused_in_every_mode(start_server):
+    server = start_server("--no-boot-data")
+    with pytest.raises(websockets.InvalidHandshake) as refused:
+        await Charger.connect(server.url, "CP-20", subprotocols=("ocpp2.0.1", "ocpp2.0"))
+    assert _refusal_status(refused.value) == 400
+    server.wait_for(
+        r"!! refused a connection( from 127\.0\.0\.1:\d+)? to \"/CP-20\": HTTP 400, the charger "
+        r"offered "
+        r"the subprotocols ocpp2\.0\.1, ocpp2\.0, not ocpp1\.6"
+    )
+    served = await Charger.connect(server.url, "CP-16", subprotocols=("ocpp2.0.1", "ocpp1.6"))
+    assert served.ws.subprotocol == "ocpp1.6"
+    await served.close()
+
+
+@charger_test
+async def test_a_text_frame_that_is_not_utf8_closes_with_1007_and_others_are_served(start_server):
+    server = start_server("--no-boot-data")
+    port = int(server.url.rsplit(":", 1)[1])
+    sock = _raw_handshake(port)
+    _raw_send(sock, 0x1, b'[2,"u","Heartbeat",{"x":"\xff\xfe"}]')
+    assert _raw_close_code(sock) == 1007  # RFC 6455 8.1: MUST fail the connection
+    sock.close()
+    server.wait_for(
+        r"CP-RAW \*\* disconnected \(closed by the server with 1007.*not valid UTF-8; RFC 6455 "
+        r"section 8\.1"
+    )
+
+    charger = await Charger.connect(server.url, "CP-2")
+    assert (await charger.call("Heartbeat", {}))[0] == 3
+    await charger.close()
+
+
+@pytest.mark.parametrize(
+    "limit_args, size", [((), 70 * 1024), (("--max-message-size", "1024"), 1200)]
+)
+@charger_test
+async def test_a_frame_over_the_size_limit_closes_with_1009(start_server, limit_args, size):
+    server = start_server("--no-boot-data", *limit_args)
+
+    big = await Charger.connect(server.url, "CP-BIG")
+    witness = await Charger.connect(server.url, "CP-2")
+    await big.send_frame([2, "big", "DataTransfer", {"vendorId": "x", "data": "y" * size}])
+    with pytest.raises(websockets.ConnectionClosed):
+        await big.receive()
+    assert big.ws.close_code == 1009
+    assert (await witness.call("Heartbeat", {}))[0] == 3
+    await witness.close()
+
+    server.wait_for(
+        r"CP-BIG \*\* disconnected \(closed by the server with 1009.*a frame over "
+        r"--max-message-size"
+    )
+
+
+@pytest.mark.slow(4)
+def test_a_half_open_connection_does_not_block_anyone_or_the_shutdown():
+    server = ServerProcess("--no-boot-data", stdin=subprocess.DEVNULL).wait_ready()
+    port = int(server.url.rsplit(":", 1)[1])
+    silent = socket.create_connection(("127.0.0.1", port))  # TCP only, no HTTP at all
+    partial = _raw_handshake(port, complete=False)  # an upgrade request that never ends
+
+    async def scenario():
+        charger = await Charger.connect(server.url)
+        for _ in range(3):
+            assert (await charger.call("Heartbeat", {}))[0] == 3
+        await charger.close()
+
+    try:
+        run(scenario())
+        started = time.monotonic()
+        server.proc.send_signal(signal.SIGINT)
+        assert server.proc.wait(TIMEOUT) == 0
+        assert time.monotonic() - started < mock.SHUTDOWN_GRACE + 1.5
+        server.wait_for(r"!! connections still closing or opening after 3 s; dropping them")
+    finally:
+        silent.close()
+        partial.close()
+        server.stop()
+
+
+@pytest.mark.slow(3)
+def test_a_charger_that_ignores_the_close_frame_does_not_hold_up_shutdown():
+    server = ServerProcess("--no-boot-data", stdin=subprocess.DEVNULL).wait_ready()
+    port = int(server.url.rsplit(":", 1)[1])
+    deaf = _raw_handshake(port, "/CP-DEAF")  # never reads, never answers the close
+    try:
+        server.wait_for(r"CP-DEAF \*\* connected")
+        started = time.monotonic()
+        server.proc.send_signal(signal.SIGINT)
+        assert server.proc.wait(TIMEOUT) == 0
+        assert time.monotonic() - started < mock.CLOSE_TIMEOUT + 1.5
+        server.wait_for(r"CP-DEAF \*\* disconnected \(close code 1006")
+    finally:
+        deaf.close()
+        server.stop()
+
+
+@charger_test
+async def test_strict_refuses_a_charger_without_the_ocpp16_subprotocol(start_server):
+    server = start_server("--strict", "--no-boot-data")
+
+    with pytest.raises(websockets.InvalidHandshake) as refused:
+        await Charger.connect(server.url, subprotocols=())
+    assert _refusal_status(refused.value) == 400
+    with pytest.raises(websockets.InvalidHandshake):
+        await Charger.connect(server.url, subprotocols=("ocpp2.0.1",))
+    charger = await Charger.connect(server.url)  # offers ocpp1.6
+    await charger.call("BootNotification", CHARGER_REQUEST_SAMPLES["BootNotification"])
+    await charger.close()
+
+    server.wait_for(
+        r"!! refused a connection.*HTTP 400, the charger must offer the ocpp1\.6 subprotocol "
+        r"\(--strict\); it offered none"
+    )
+
+
+# Item 15: a websockets older than the oldest the server supports.
+def test_a_websockets_older_than_10_3_is_one_line_and_exit_2(monkeypatch, capsys):
+    monkeypatch.setattr(mock.websockets, "__version__", "10.2")
+    assert mock.main(["--port", "0"]) == 2
+    error = capsys.readouterr().err
+    assert "websockets 10.2 is installed; this server needs websockets 10.3 or newer" in error
+    monkeypatch.setattr(mock.websockets, "__version__", "16.0rc1")
+    assert mock.websockets_too_old() is None
+
+
+def test_a_request_websockets_refuses_itself_gets_one_line_and_ours_are_not_doubled(start_server):
+    server = start_server("--charger-ids", "CP-1")
+    port = int(server.url.rsplit(":", 1)[1])
+    for request in (
+        b"GET /CP-1 HTTP/1.1\r\nHost: x\r\n\r\n",  # no Upgrade: websockets answers 426
+        b"GET /CP-9 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    ):
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+            sock.sendall(request)
+            assert sock.recv(4096).startswith((b"HTTP/1.1 426", b"HTTP/1.1 404"))
+    server.wait_for(r"!! websockets: connection (rejected|failed) \(426 Upgrade Required\)")
+    server.wait_for(r"CP-9 !! refused a connection .*HTTP 404, unknown charge point id")
+    # The refusal is logged once, by the server.
+    assert "404 Not Found" not in server.settled_output()
