@@ -148,9 +148,8 @@ COVERED_ELSEWHERE = {
 }
 
 # Blocks no test runs: {key: why}.
-PIP_INSTALL = ("creates a venv and installs from PyPI: needs the network and a package index "
-               "(checked by hand with Debian 12's /usr/bin/python3, issue 24); the server command "
-               "at its end is started by "
+PIP_INSTALL = ("creates a venv and installs from PyPI: needs the network and a package index, "
+               "which the suite never uses; the server command at its end is started by "
                "test_the_server_command_lines_start_and_print_the_banner_shown")
 EXEMPT = {
     "README.md: python3 -m venv .venv && . .venv/bin/activate && pip install websockets":
