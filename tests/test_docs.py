@@ -351,7 +351,8 @@ class DemoSetup:
     def __init__(self, folder: Path):
         self.folder = folder
         self.log = folder / "session.jsonl"
-        self.server = InProcessServer("--log", str(self.log), "--call-timeout", "5")
+        self.server = InProcessServer("--log", str(self.log), "--call-timeout", "5",
+                                      "--files-dir", str(folder / "files"))
         port = int(self.server.wait_for(r"web page and HTTP API: http://[\d.]+:(\d+)/").group(1))
         self.base = f"http://127.0.0.1:{port}"
         self.demo = subprocess.Popen([sys.executable, str(DEMO_CHARGER), self.server.url + "/CP-1",
