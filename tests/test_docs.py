@@ -64,8 +64,26 @@ def doc_blocks() -> dict:
     return blocks
 
 
+# A command in running text: `python ocpp_mock_server.py --help`, `sudo ufw allow 60003/tcp`.
+INLINE_COMMAND = re.compile(r"(?:python3?|py|pip|sudo|apt|bash|printf|tail|kill|jq|ss|openssl|"
+                            r"Set-ExecutionPolicy|\.) \S|\.venv\\")
+
+
+def doc_inline_commands() -> dict:
+    """Every command line the docs' running text shows in backquotes: {key: command}."""
+    commands = {}
+    for name in DOCS:
+        text = (HERE / name).read_text(encoding="utf-8")
+        text = re.sub(r"^```.*?^```", "", text, flags=re.M | re.S)
+        for span in re.findall(r"`([^`\n]+)`", text):
+            if INLINE_COMMAND.match(span):
+                commands[f"{name} inline: {span[:KEY_LENGTH].rstrip()}"] = span
+    return commands
+
+
 def block(key: str) -> str:
-    return doc_blocks()[key]
+    """A block's text, or an inline command's."""
+    return dict(doc_blocks(), **doc_inline_commands())[key]
 
 
 # ---------------------------------------------------------------- what runs each block
@@ -86,6 +104,9 @@ GUIDE_PROFILE_3 = ("docs/guide.md: openssl req -x509 -newkey rsa:2048 -nodes "
 GUIDE_CERTIFICATES = ("docs/guide.md: InstallCertificate "
                       "certificateType=CentralSystemRootCertificate certific")
 GUIDE_DEMO = "docs/guide.md: python examples/demo_charger.py ws://127.0.0.1:60003/CP-1 --once"
+GUIDE_HELP = "docs/guide.md inline: python ocpp_mock_server.py --help"
+GUIDE_THROWAWAY_CERTIFICATE = ("docs/guide.md inline: openssl req -x509 -newkey rsa:2048 -nodes "
+                               "-keyout key.pem -out cert.pem")
 README_TRY = "README.md: python ocpp_mock_server.py --auto-start-after 1 --auto-stop-after 5"
 README_CURL = ("README.md: curl -s -X POST -H 'Content-Type: application/json' -d '{}' "
                "http://127.0")
@@ -135,6 +156,12 @@ RUN_HERE = {
     GUIDE_SPEC: "test_the_spec_warning_sample_is_what_a_real_run_prints",
     GUIDE_PROFILE_3: "test_the_profile_3_commands_make_certificates_the_server_takes",
     GUIDE_CERTIFICATES: "test_the_certificate_command_lines_are_valid_console_lines",
+    "README.md inline: python ocpp_mock_server.py":
+        "test_the_server_command_lines_start_and_print_the_banner_shown",
+    "docs/guide.md inline: python ocpp_mock_server.py":
+        "test_the_server_command_lines_start_and_print_the_banner_shown",
+    GUIDE_HELP: "test_the_server_command_lines_start_and_print_the_banner_shown",
+    GUIDE_THROWAWAY_CERTIFICATE: "test_the_profile_3_commands_make_certificates_the_server_takes",
 }
 
 # Blocks run by a test elsewhere, with the same command line: {key: "file::test"}.
@@ -145,12 +172,22 @@ COVERED_ELSEWHERE = {
                     "test_the_pytest_example_waits_for_a_station_on_the_network",
     FAULTS_OFFLINE_RUN: "test_mock_server.py::"
                         "test_the_offline_scenario_passes_against_the_demo_charger",
+    "README.md inline: python ocpp_mock_server.py --script examples/scenarios/smoke.txt":
+        "test_mock_server.py::test_the_example_scenarios_pass_against_the_demo_charger",
+    "docs/ci.md inline: python ocpp_mock_server.py --script scenario.txt":
+        "test_mock_server.py::test_the_example_scenarios_pass_against_the_demo_charger",
+    "docs/guide.md inline: printf 'startRemote\\n' | python ocpp_mock_server.py":
+        "test_mock_server.py::test_piped_lines_run_as_typed_once_a_charger_is_ready",
 }
 
 # Blocks no test runs: {key: why}.
 PIP_INSTALL = ("creates a venv and installs from PyPI: needs the network and a package index, "
                "which the suite never uses; the server command at its end is started by "
                "test_the_server_command_lines_start_and_print_the_banner_shown")
+ROOT = "installs a system package: root and a package manager"
+VENV = "makes or enters a virtual environment: the suite runs inside one already"
+WINDOWS = "Windows only (PowerShell or cmd.exe); written from its documentation, checked by reading"
+BENCH = "the benchmark: about 8 minutes of load on both cores"
 EXEMPT = {
     "README.md: python3 -m venv .venv && . .venv/bin/activate && pip install websockets":
         PIP_INSTALL,
@@ -158,6 +195,50 @@ EXEMPT = {
         PIP_INSTALL + " (the suite it runs is what CI runs)",
     "docs/guide.md: python3 -m venv .venv && . .venv/bin/activate && pip install websockets":
         PIP_INSTALL,
+    # Root or a package manager.
+    "README.md inline: apt install chromium chromium-driver": ROOT,
+    "README.md inline: sudo apt install python3-venv": ROOT,
+    "docs/guide.md inline: sudo apt install python3-venv": ROOT,
+    # A virtual environment: made and entered by the user, the suite runs in one already.
+    "README.md inline: python3 -m venv": VENV,
+    "docs/guide.md inline: python3 -m venv": VENV,
+    "docs/guide.md inline: . .venv/bin/activate": VENV,
+    "docs/guide.md inline: . .venv/bin/activate && python ocpp_mock_server.py": VENV
+    + "; the server command after it is started by the banner test",
+    # Another operating system.
+    "docs/guide.md inline: py -m venv .venv": WINDOWS,
+    "docs/guide.md inline: .venv\\Scripts\\Activate.ps1": WINDOWS,
+    "docs/guide.md inline: Set-ExecutionPolicy -Scope CurrentUser RemoteSigned": WINDOWS,
+    "docs/guide.md inline: pip install websockets": WINDOWS + " (and a package index)",
+    "docs/guide.md inline: .venv\\Scripts\\activate.bat": WINDOWS,
+    # A firewall.
+    "docs/guide.md inline: sudo ufw allow 60003/tcp": "a firewall rule, as root",
+    # A Pi.
+    "docs/guide.md inline: python ocpp_mock_server.py --auto-start-after 5 "
+    "--auto-stop-after 60 --l":
+        "the Raspberry Pi's background start, with fixed /tmp paths and port 60003; the same "
+        "flags on free ports are started by the banner test (the guide's section 4 command)",
+    "docs/guide.md inline: tail -f /tmp/ocpp-server.txt": "follows the Pi's output file forever",
+    # The suite, CI and the long runs themselves.
+    "README.md inline: python -m pytest": "the suite itself, which runs this test",
+    "README.md inline: bash .ci/run": "CI: the suite on seven websockets releases, minutes long",
+    "README.md inline: bash scripts/suite_under_load.sh": "the suite five times under load",
+    "README.md inline: python bench/bench.py": BENCH,
+    "docs/guide.md inline: python bench/bench.py": BENCH,
+    "README.md inline: python scripts/screenshots.py": "needs Chromium (apt install, root); "
+    "tests/test_page.py drives the same page",
+    "docs/guide.md inline: python scripts/attack_files.py": "the full-size parallel-upload "
+    "attack; tests/test_files.py checks the same quota scaled down",
+    # Named, not given to run: an operator's tools on other processes and files.
+    "docs/guide.md inline: kill -9": "names the signal a crash test sends "
+    "(test_the_transcript_survives_kill_9 sends it)",
+    "docs/guide.md inline: kill <pid>": "stops another user's process, by a pid to fill in",
+    "docs/guide.md inline: ss -ltnp | grep 60003": "lists other processes' sockets (their pid "
+    "needs root)",
+    "docs/guide.md inline: openssl req -verify": "names the check the server runs itself "
+    "(tests/test_certs.py)",
+    "docs/guide.md inline: jq -r 'select(.dir==\"in\") | .frame' session.jsonl": "needs jq, "
+    "which the suite does not depend on; the records it reads are checked (GUIDE_TRANSCRIPT)",
 }
 
 
@@ -177,7 +258,7 @@ def classification_problems(blocks: dict) -> list:
 
 
 def test_every_block_in_the_docs_is_run_by_a_test_or_exempt():
-    blocks = doc_blocks()
+    blocks = dict(doc_blocks(), **doc_inline_commands())
     assert classification_problems(blocks) == []
     here = _test_names(Path(__file__))
     assert set(RUN_HERE.values()) <= here, set(RUN_HERE.values()) - here
@@ -296,6 +377,9 @@ def test_the_server_command_lines_start_and_print_the_banner_shown(tmp_path):
         codes = {key: server.stop() for key, server in servers.items()}
     assert codes == dict.fromkeys(lines, 0), {key: servers[key].output() for key in servers}
     assert (tmp_path / "session.jsonl").exists()  # the guide's --log
+    usage = subprocess.run([sys.executable, str(SERVER), *server_arguments(block(GUIDE_HELP))],
+                           capture_output=True, text=True, timeout=30)
+    assert usage.returncode == 0 and usage.stdout.startswith("usage: "), usage
     # The README's second terminal runs the guide's demo charger command, which the guide's
     # session test runs (COVERED_ELSEWHERE); its `. .venv/bin/activate` is the venv's (EXEMPT).
     demo_line = block(README_TRY).splitlines()[2]
@@ -577,15 +661,20 @@ async def test_the_spec_warning_sample_is_what_a_real_run_prints(start_server): 
 def test_the_profile_3_commands_make_certificates_the_server_takes(tmp_path):
     commands = block(GUIDE_PROFILE_3).replace("\\\n", " ").splitlines()
     assert commands[-1].startswith("python ocpp_mock_server.py ")
-    made = subprocess.run(["bash", "-c", "set -e\n" + "\n".join(commands[:-1])], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=30)
+    throwaway = block(GUIDE_THROWAWAY_CERTIFICATE)  # the guide's profile 2 certificate
+    made = subprocess.run(["bash", "-c", "\n".join(["set -e", throwaway, *commands[:-1]])],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=30)
     assert made.returncode == 0, made.stderr
-    server = ServerProcess(*server_arguments(commands[-1]), "--port", "0", "--no-http",
-                           stdin=subprocess.DEVNULL, cwd=tmp_path).wait_ready()
+    servers = [ServerProcess(*arguments, "--port", "0", "--no-http", stdin=subprocess.DEVNULL,
+                             cwd=tmp_path)
+               for arguments in (server_arguments(commands[-1]),
+                                 ["--certfile", "cert.pem", "--keyfile", "key.pem"])]
     try:
-        assert server.url.startswith("wss://127.0.0.1:")
+        for server in servers:
+            assert server.wait_ready().url.startswith("wss://127.0.0.1:"), server.output()
     finally:
-        assert server.stop() == 0, server.output()
+        codes = [server.stop() for server in servers]
+    assert codes == [0, 0], [server.output() for server in servers]
 
 
 def test_the_certificate_command_lines_are_valid_console_lines(tmp_path):
