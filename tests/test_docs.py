@@ -1,12 +1,13 @@
 """Every command and sample in the docs is run by a test, or listed as exempt with the reason.
 
 Each fenced ``sh``, ``console``, ``text`` or bare code block of README.md and docs/*.md is one
-*block*, named by its file and its first line (BLOCK KEYS below). A block is either run here (a
-server command line is started with the same flags on free ports; a curl example is sent as the
-same request to a server with the demo charger connected, and the answer compared with the
-sample; a scenario is run; an output sample is compared with what a real run prints), run by a
-test elsewhere (COVERED_ELSEWHERE), or EXEMPT, with the reason. A block added to the docs without
-either fails ``test_every_block_in_the_docs_is_run_by_a_test_or_exempt``.
+*block*, named by its file and the start of its first line; so is each command line the running
+text shows in backquotes (``docs/guide.md inline: sudo ufw allow 60003/tcp``). A block is either
+run here (RUN_HERE: a server command line is started with the same flags on free ports; a curl
+example is sent as the same request to a server with the demo charger connected, and the answer
+compared with the sample; a scenario is run; an output sample is compared with what a real run
+prints), run by a test elsewhere (COVERED_ELSEWHERE), or EXEMPT, with the reason. A block added
+to the docs without either fails ``test_every_block_in_the_docs_is_run_by_a_test_or_exempt``.
 
 Samples show incidental detail (times, ports, message ids, event numbers): the comparisons
 normalize it, and a ``...`` in a sample stands for anything (in a JSON sample: any value, more
