@@ -574,15 +574,12 @@ def check_file_samples(demo: DemoSetup) -> None:
     (store, stored), (listing, listed), (fetch, _) = exchanges(block(API_FILES))
     demo.check(store, stored)
     demo.check(listing, listed)
+    mark = demo.server.mark()
     status, _ = demo.run("$ curl -s -X POST -H 'Content-Type: application/json' -d '{}' "
                          "$API/api/chargers/CP-1/GetDiagnostics")
     assert status == 200
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        status, body = demo.run(fetch)
-        if status == 200 or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
+    demo.server.wait_for(r"CP-1 <- DiagnosticsStatusNotification .*Uploaded", since=mark)
+    status, body = demo.run(fetch)
     assert status == 200 and body, (fetch, status, body)
 
 
