@@ -356,6 +356,15 @@ def test_the_comparison_tells_a_sample_from_a_different_answer():
 # ---------------------------------------------------------------- server command lines
 
 
+STARTUP = 15.0  # seconds for a Python process to start (and listen) on a loaded machine
+
+
+def listening(server: ServerProcess) -> ServerProcess:
+    """``server`` once it listens, given the time a loaded machine needs to start Python."""
+    server.url = server.wait_for(r"listening on (wss?://\S+)", timeout=STARTUP).group(1)
+    return server
+
+
 def server_arguments(line: str) -> list:
     """The flags of a ``python ocpp_mock_server.py ...`` line, its shell words left out."""
     words = shlex.split(line.lstrip("$ "), comments=True)
@@ -370,7 +379,7 @@ def test_the_server_command_lines_start_and_print_the_banner_shown(tmp_path):
                                   cwd=tmp_path) for key, line in lines.items()}
     try:
         for server in servers.values():
-            server.wait_ready()
+            listening(server)
             server.wait_for(r">> web page and HTTP API: http://127\.0\.0\.1:\d+/")
         bare = servers[API_BANNER]
         bare.wait_for(r"name a charger with the URL path")
@@ -453,7 +462,7 @@ class DemoSetup:
         self.demo = subprocess.Popen([sys.executable, str(DEMO_CHARGER), self.server.url + "/CP-1",
                                       "--meter-interval", "0.2"], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.STDOUT)
-        self.server.wait_for(r"CP-1 <- StatusNotification .*Available")
+        self.server.wait_for(r"CP-1 <- StatusNotification .*Available", timeout=STARTUP)
 
     def run(self, line: str) -> tuple:
         """Send a sample's curl line: (status, the answer, as JSON when it is)."""
@@ -689,7 +698,7 @@ def test_the_profile_3_commands_make_certificates_the_server_takes(tmp_path):
                                  ["--certfile", "cert.pem", "--keyfile", "key.pem"])]
     try:
         for server in servers:
-            assert server.wait_ready().url.startswith("wss://127.0.0.1:"), server.output()
+            assert listening(server).url.startswith("wss://127.0.0.1:"), server.output()
     finally:
         codes = [server.stop() for server in servers]
     assert codes == [0, 0], [server.output() for server in servers]
