@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from test_mock_server import (  # noqa: F401
+from conftest import (
     DEMO_CHARGER,
     HERE,
     SCENARIOS,
@@ -43,9 +43,8 @@ from test_mock_server import (  # noqa: F401
     mock,
     read_transcript,
     run_scenario,
-    start_server,
 )
-from test_mock_server import http as http_request
+from conftest import http as http_request
 
 DOCS = ("README.md", "docs/guide.md", "docs/api.md", "docs/ci.md", "docs/faults.md")
 BLOCK_LANGUAGES = ("sh", "console", "text", "")
@@ -66,8 +65,10 @@ def doc_blocks() -> dict:
 
 
 # A command in running text: `python ocpp_mock_server.py --help`, `sudo ufw allow 60003/tcp`.
-INLINE_COMMAND = re.compile(r"(?:python3?|py|pip|sudo|apt|bash|printf|tail|kill|jq|ss|openssl|"
-                            r"Set-ExecutionPolicy|\.) \S|\.venv\\")
+INLINE_COMMAND = re.compile(
+    r"(?:python3?|py|pip|sudo|apt|bash|printf|tail|kill|jq|ss|openssl|"
+    r"Set-ExecutionPolicy|\.) \S|\.venv\\"
+)
 
 
 def doc_inline_commands() -> dict:
@@ -90,48 +91,78 @@ def block(key: str) -> str:
 # ---------------------------------------------------------------- what runs each block
 
 GUIDE_SESSION = "docs/guide.md: 23:31:18.685 CP-1 ** connected from 127.0.0.1:34500"
-GUIDE_BANNER = ("docs/guide.md: 15:32:16.520 >> OCPP Mock Server 0.1.0: "
-                "OCPP 1.6-J central system (webso")
-GUIDE_SERVER = ("docs/guide.md: python ocpp_mock_server.py "
-                "--auto-start-after 1 --auto-stop-after 3 --lo")
-GUIDE_SPEC = ("docs/guide.md: CP-7 !! spec: StatusNotification.connectorId "
-              "must be an integer, got str")
-GUIDE_TRANSCRIPT = ('docs/guide.md: {"ts":"2026-11-25T15:32:17.009Z","charger":"CP-1",'
-                    '"event":"connect","pee')
-GUIDE_KEY = ("docs/guide.md: ChangeConfiguration key=AuthorizationKey "
-             "value=00112233445566778899aabbc")
-GUIDE_PROFILE_3 = ("docs/guide.md: openssl req -x509 -newkey rsa:2048 -nodes "
-                   "-keyout ca.key -out ca.pem -da")
-GUIDE_CERTIFICATES = ("docs/guide.md: InstallCertificate "
-                      "certificateType=CentralSystemRootCertificate certific")
+GUIDE_BANNER = (
+    "docs/guide.md: 15:32:16.520 >> OCPP Mock Server 0.1.0: OCPP 1.6-J central system (webso"
+)
+GUIDE_SERVER = (
+    "docs/guide.md: python ocpp_mock_server.py --auto-start-after 1 --auto-stop-after 3 --lo"
+)
+GUIDE_SPEC = (
+    "docs/guide.md: CP-7 !! spec: StatusNotification.connectorId must be an integer, got str"
+)
+GUIDE_TRANSCRIPT = (
+    'docs/guide.md: {"ts":"2026-11-25T15:32:17.009Z","charger":"CP-1","event":"connect","pee'
+)
+GUIDE_KEY = (
+    "docs/guide.md: ChangeConfiguration key=AuthorizationKey value=00112233445566778899aabbc"
+)
+GUIDE_PROFILE_3 = (
+    "docs/guide.md: openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -da"
+)
+GUIDE_CERTIFICATES = (
+    "docs/guide.md: InstallCertificate certificateType=CentralSystemRootCertificate certific"
+)
 GUIDE_DEMO = "docs/guide.md: python examples/demo_charger.py ws://127.0.0.1:60003/CP-1 --once"
 GUIDE_HELP = "docs/guide.md inline: python ocpp_mock_server.py --help"
-GUIDE_THROWAWAY_CERTIFICATE = ("docs/guide.md inline: openssl req -x509 -newkey rsa:2048 -nodes "
-                               "-keyout key.pem -out cert.pem")
+README_INLINE_SERVER = "README.md inline: python ocpp_mock_server.py"
+GUIDE_INLINE_SERVER = "docs/guide.md inline: python ocpp_mock_server.py"
+README_INLINE_SMOKE = (
+    "README.md inline: python ocpp_mock_server.py --script examples/scenarios/smoke.txt"
+)
+CI_INLINE_SCRIPT = "docs/ci.md inline: python ocpp_mock_server.py --script scenario.txt"
+GUIDE_INLINE_PIPED = "docs/guide.md inline: printf 'startRemote\\n' | python ocpp_mock_server.py"
+GUIDE_INLINE_PI = (
+    "docs/guide.md inline: python ocpp_mock_server.py --auto-start-after 5 --auto-stop-after 60 --l"
+)
+README_VENV_SERVER = (
+    "README.md: python3 -m venv .venv && . .venv/bin/activate && pip install websockets"
+)
+README_VENV_SUITE = (
+    "README.md: python3 -m venv .venv && . .venv/bin/activate && pip install -r requirem"
+)
+GUIDE_VENV_SERVER = (
+    "docs/guide.md: python3 -m venv .venv && . .venv/bin/activate && pip install websockets"
+)
+GUIDE_THROWAWAY_CERTIFICATE = (
+    "docs/guide.md inline: openssl req -x509 -newkey rsa:2048 -nodes -keyout key.pem -out cert.pem"
+)
 README_TRY = "README.md: python ocpp_mock_server.py --auto-start-after 1 --auto-stop-after 5"
-README_CURL = ("README.md: curl -s -X POST -H 'Content-Type: application/json' -d '{}' "
-               "http://127.0")
+README_CURL = "README.md: curl -s -X POST -H 'Content-Type: application/json' -d '{}' http://127.0"
 API_BANNER = "docs/api.md: $ python ocpp_mock_server.py"
 API_RECORD = "docs/api.md: $ curl -s $API/api/chargers/CP-1"
-API_ACTIONS = ("docs/api.md: $ curl -s -X POST -H 'Content-Type: application/json' "
-               "-d '{\"type\":\"Hard\"")
-API_COMMANDS = ("docs/api.md: $ curl -s -X POST -H 'Content-Type: application/json' "
-                "-d '{\"line\":\"@CP-1")
+API_ACTIONS = (
+    'docs/api.md: $ curl -s -X POST -H \'Content-Type: application/json\' -d \'{"type":"Hard"'
+)
+API_COMMANDS = (
+    "docs/api.md: $ curl -s -X POST -H 'Content-Type: application/json' -d '{\"line\":\"@CP-1"
+)
 API_EVENTS = "docs/api.md: $ curl -sN $API/api/events?charger=CP-1"
 API_TRANSCRIPT = 'docs/api.md: $ curl -s "$API/api/transcript?charger=CP-1&limit=2"'
-API_FILES = ("docs/api.md: $ curl -s -T firmware.bin $API/files/CP-1/firmware.bin"
-             "            # stor")
-API_ON_NETWORK = ("docs/api.md: CHARGER_ON_NETWORK=CP-7 OCPP_MOCK_PORT=60003 "
-                  "python -m pytest -s example")
+API_FILES = "docs/api.md: $ curl -s -T firmware.bin $API/files/CP-1/firmware.bin            # stor"
+API_ON_NETWORK = (
+    "docs/api.md: CHARGER_ON_NETWORK=CP-7 OCPP_MOCK_PORT=60003 python -m pytest -s example"
+)
 CI_SMOKE = "docs/ci.md: $ python ocpp_mock_server.py --script examples/scenarios/smoke.txt &"
 CI_FAILURE = "docs/ci.md: !! blocked.txt:6 FAILED expect idTagInfo.status=Accepted: expected idTag"
 CI_SHELL_STEP = "docs/ci.md: #!/usr/bin/env bash"
-FAULTS_MARKED = ("docs/faults.md: 12:01:07.311 CP-1 !! FAULT injected (fault BootNotification "
-                 "status=Pendi")
+FAULTS_MARKED = (
+    "docs/faults.md: 12:01:07.311 CP-1 !! FAULT injected (fault BootNotification status=Pendi"
+)
 FAULTS_WORDS = "docs/faults.md: fault BootNotification status=Pending interval=5 times=2"
 FAULTS_OFFLINE = "docs/faults.md: wait BootNotification within 30"
-FAULTS_OFFLINE_RUN = ("docs/faults.md: python ocpp_mock_server.py --strict --script "
-                      "examples/scenarios/offline.")
+FAULTS_OFFLINE_RUN = (
+    "docs/faults.md: python ocpp_mock_server.py --strict --script examples/scenarios/offline."
+)
 
 # Blocks run by a test in this file: {key: the test}.
 RUN_HERE = {
@@ -157,45 +188,44 @@ RUN_HERE = {
     GUIDE_SPEC: "test_the_spec_warning_sample_is_what_a_real_run_prints",
     GUIDE_PROFILE_3: "test_the_profile_3_commands_make_certificates_the_server_takes",
     GUIDE_CERTIFICATES: "test_the_certificate_command_lines_are_valid_console_lines",
-    "README.md inline: python ocpp_mock_server.py":
-        "test_the_server_command_lines_start_and_print_the_banner_shown",
-    "docs/guide.md inline: python ocpp_mock_server.py":
-        "test_the_server_command_lines_start_and_print_the_banner_shown",
+    README_INLINE_SERVER: "test_the_server_command_lines_start_and_print_the_banner_shown",
+    GUIDE_INLINE_SERVER: "test_the_server_command_lines_start_and_print_the_banner_shown",
     GUIDE_HELP: "test_the_server_command_lines_start_and_print_the_banner_shown",
     GUIDE_THROWAWAY_CERTIFICATE: "test_the_profile_3_commands_make_certificates_the_server_takes",
 }
 
 # Blocks run by a test elsewhere, with the same command line: {key: "file::test"}.
+SESSION_TEST = "tests/test_console.py::test_the_guides_sample_session_is_what_a_real_run_prints"
+EXAMPLE_SCENARIOS_TEST = (
+    "tests/test_scenarios.py::test_the_example_scenarios_pass_against_the_demo_charger"
+)
 COVERED_ELSEWHERE = {
-    GUIDE_SESSION: "test_mock_server.py::test_the_guides_sample_session_is_what_a_real_run_prints",
-    GUIDE_DEMO: "test_mock_server.py::test_the_guides_sample_session_is_what_a_real_run_prints",
-    API_ON_NETWORK: "tests/test_demo_charger_behaves.py::"
-                    "test_the_pytest_example_waits_for_a_station_on_the_network",
-    FAULTS_OFFLINE_RUN: "test_mock_server.py::"
-                        "test_the_offline_scenario_passes_against_the_demo_charger",
-    "README.md inline: python ocpp_mock_server.py --script examples/scenarios/smoke.txt":
-        "test_mock_server.py::test_the_example_scenarios_pass_against_the_demo_charger",
-    "docs/ci.md inline: python ocpp_mock_server.py --script scenario.txt":
-        "test_mock_server.py::test_the_example_scenarios_pass_against_the_demo_charger",
-    "docs/guide.md inline: printf 'startRemote\\n' | python ocpp_mock_server.py":
-        "test_mock_server.py::test_piped_lines_run_as_typed_once_a_charger_is_ready",
+    GUIDE_SESSION: SESSION_TEST,
+    GUIDE_DEMO: SESSION_TEST,
+    API_ON_NETWORK: "tests/test_demo_charger.py::"
+    "test_the_pytest_example_waits_for_a_station_on_the_network",
+    FAULTS_OFFLINE_RUN: "tests/test_scenarios.py::"
+    "test_the_offline_scenario_passes_against_the_demo_charger",
+    README_INLINE_SMOKE: EXAMPLE_SCENARIOS_TEST,
+    CI_INLINE_SCRIPT: EXAMPLE_SCENARIOS_TEST,
+    GUIDE_INLINE_PIPED: "tests/test_console.py::"
+    "test_piped_lines_run_as_typed_once_a_charger_is_ready",
 }
 
 # Blocks no test runs: {key: why}.
-PIP_INSTALL = ("creates a venv and installs from PyPI: needs the network and a package index, "
-               "which the suite never uses; the server command at its end is started by "
-               "test_the_server_command_lines_start_and_print_the_banner_shown")
+PIP_INSTALL = (
+    "creates a venv and installs from PyPI: needs the network and a package index, "
+    "which the suite never uses; the server command at its end is started by "
+    "test_the_server_command_lines_start_and_print_the_banner_shown"
+)
 ROOT = "installs a system package: root and a package manager"
 VENV = "makes or enters a virtual environment: the suite runs inside one already"
 WINDOWS = "Windows only (PowerShell or cmd.exe); written from its documentation, checked by reading"
 BENCH = "the benchmark: about 8 minutes of load on both cores"
 EXEMPT = {
-    "README.md: python3 -m venv .venv && . .venv/bin/activate && pip install websockets":
-        PIP_INSTALL,
-    "README.md: python3 -m venv .venv && . .venv/bin/activate && pip install -r requirem":
-        PIP_INSTALL + " (the suite it runs is what CI runs)",
-    "docs/guide.md: python3 -m venv .venv && . .venv/bin/activate && pip install websockets":
-        PIP_INSTALL,
+    README_VENV_SERVER: PIP_INSTALL,
+    README_VENV_SUITE: PIP_INSTALL + " (the suite it runs is what CI runs)",
+    GUIDE_VENV_SERVER: PIP_INSTALL,
     # Root or a package manager.
     "README.md inline: apt install chromium chromium-driver": ROOT,
     "README.md inline: sudo apt install python3-venv": ROOT,
@@ -215,10 +245,8 @@ EXEMPT = {
     # A firewall.
     "docs/guide.md inline: sudo ufw allow 60003/tcp": "a firewall rule, as root",
     # A Pi.
-    "docs/guide.md inline: python ocpp_mock_server.py --auto-start-after 5 "
-    "--auto-stop-after 60 --l":
-        "the Raspberry Pi's background start, with fixed /tmp paths and port 60003; the same "
-        "flags on free ports are started by the banner test (the guide's section 4 command)",
+    GUIDE_INLINE_PI: "the Raspberry Pi's background start, with fixed /tmp paths and port 60003; "
+    "the same flags on free ports are started by the banner test (the guide's section 4 command)",
     "docs/guide.md inline: tail -f /tmp/ocpp-server.txt": "follows the Pi's output file forever",
     # The suite, CI and the long runs themselves.
     "README.md inline: python -m pytest": "the suite itself, which runs this test",
@@ -252,12 +280,20 @@ def _test_names(path: Path) -> set:
 def classification_problems(blocks: dict) -> list:
     """What is wrong with how ``blocks`` are classified (unclassified, twice, stale)."""
     tables = (RUN_HERE, COVERED_ELSEWHERE, EXEMPT)
-    problems = ["no test runs it and EXEMPT does not name it: " + key
-                for key in blocks if not any(key in table for table in tables)]
-    problems += ["classified twice: " + key
-                 for key in blocks if sum(key in table for table in tables) > 1]
-    return problems + ["classified, but the docs no longer have it: " + key
-                       for table in tables for key in table if key not in blocks]
+    problems = [
+        "no test runs it and EXEMPT does not name it: " + key
+        for key in blocks
+        if not any(key in table for table in tables)
+    ]
+    problems += [
+        "classified twice: " + key for key in blocks if sum(key in table for table in tables) > 1
+    ]
+    return problems + [
+        "classified, but the docs no longer have it: " + key
+        for table in tables
+        for key in table
+        if key not in blocks
+    ]
 
 
 def test_every_block_in_the_docs_is_run_by_a_test_or_exempt():
@@ -271,15 +307,27 @@ def test_every_block_in_the_docs_is_run_by_a_test_or_exempt():
     assert all(len(reason) > 20 for reason in EXEMPT.values())
     new = dict(blocks, **{"docs/guide.md: sudo new-command": "sudo new-command\n"})
     assert classification_problems(new) == [
-        "no test runs it and EXEMPT does not name it: docs/guide.md: sudo new-command"]
+        "no test runs it and EXEMPT does not name it: docs/guide.md: sudo new-command"
+    ]
 
 
 # ---------------------------------------------------------------- comparing with a sample
 
 ANY = "..."
 # Values that differ from run to run: compared by presence only.
-INCIDENTAL_KEYS = {"id", "run", "ts", "peer", "modified", "folder", "currentTime", "transactionId",
-                   "text", "frame", "timestamp"}
+INCIDENTAL_KEYS = {
+    "id",
+    "run",
+    "ts",
+    "peer",
+    "modified",
+    "folder",
+    "currentTime",
+    "transactionId",
+    "text",
+    "frame",
+    "timestamp",
+}
 
 
 def normalized(line: str) -> str:
@@ -339,8 +387,11 @@ def differences(sample, real, path: str = "") -> list:
         too_few = not isinstance(real, list) or len(real) < len(items)
         if too_few or (not more and len(real) != len(items)):
             return [f"{path}: {real!r}, not {len(items)} item(s)"]
-        return [problem for index, item in enumerate(items)
-                for problem in differences(item, real[index], f"{path}.{index}")]
+        return [
+            problem
+            for index, item in enumerate(items)
+            for problem in differences(item, real[index], f"{path}.{index}")
+        ]
     if isinstance(sample, str) and isinstance(real, str):
         return [] if line_pattern(sample).fullmatch(normalized(real)) else [f"{path}: {real!r}"]
     return [] if sample == real else [f"{path}: {real!r}, not {sample!r}"]
@@ -350,7 +401,11 @@ def test_the_comparison_tells_a_sample_from_a_different_answer():
     sample = sample_json('{"a":1,"b":{"c":"x ...",...},"d":[...],"ts":"2026-11-25T22:14:03.512Z"}')
     assert differences(sample, {"a": 1, "b": {"c": "x y", "e": 2}, "d": [3], "ts": "now"}) == []
     assert differences(sample, {"a": 2, "b": {}, "d": 1, "ts": 1, "f": 0}) == [
-        ": f not in the sample", ".a: 2, not 1", ".b: c missing", ".d: 1, not 0 item(s)"]
+        ": f not in the sample",
+        ".a: 2, not 1",
+        ".b: c missing",
+        ".d: 1, not 0 item(s)",
+    ]
 
 
 # ---------------------------------------------------------------- server command lines
@@ -368,15 +423,22 @@ def listening(server: ServerProcess) -> ServerProcess:
 def server_arguments(line: str) -> list:
     """The flags of a ``python ocpp_mock_server.py ...`` line, its shell words left out."""
     words = shlex.split(line.lstrip("$ "), comments=True)
-    words = words[words.index("ocpp_mock_server.py") + 1:]
+    words = words[words.index("ocpp_mock_server.py") + 1 :]
     return [word for word in words if word != "&"]
 
 
 def test_the_server_command_lines_start_and_print_the_banner_shown(tmp_path):
-    lines = {README_TRY: block(README_TRY).splitlines()[0], GUIDE_SERVER: block(GUIDE_SERVER),
-             API_BANNER: block(API_BANNER).splitlines()[0]}
-    servers = {key: ServerProcess(*server_arguments(line), "--port", "0", stdin=subprocess.DEVNULL,
-                                  cwd=tmp_path) for key, line in lines.items()}
+    lines = {
+        README_TRY: block(README_TRY).splitlines()[0],
+        GUIDE_SERVER: block(GUIDE_SERVER),
+        API_BANNER: block(API_BANNER).splitlines()[0],
+    }
+    servers = {
+        key: ServerProcess(
+            *server_arguments(line), "--port", "0", stdin=subprocess.DEVNULL, cwd=tmp_path
+        )
+        for key, line in lines.items()
+    }
     try:
         for server in servers.values():
             listening(server)
@@ -389,8 +451,12 @@ def test_the_server_command_lines_start_and_print_the_banner_shown(tmp_path):
         codes = {key: server.stop() for key, server in servers.items()}
     assert codes == dict.fromkeys(lines, 0), {key: servers[key].output() for key in servers}
     assert (tmp_path / "session.jsonl").exists()  # the guide's --log
-    usage = subprocess.run([sys.executable, str(SERVER), *server_arguments(block(GUIDE_HELP))],
-                           capture_output=True, text=True, timeout=30)
+    usage = subprocess.run(
+        [sys.executable, str(SERVER), *server_arguments(block(GUIDE_HELP))],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert usage.returncode == 0 and usage.stdout.startswith("usage: "), usage
     # The README's second terminal runs the guide's demo charger command, which the guide's
     # session test runs (COVERED_ELSEWHERE); its `. .venv/bin/activate` is the venv's (EXEMPT).
@@ -455,13 +521,22 @@ class DemoSetup:
     def __init__(self, folder: Path):
         self.folder = folder
         self.log = folder / "session.jsonl"
-        self.server = InProcessServer("--log", str(self.log), "--call-timeout", "5",
-                                      "--files-dir", str(folder / "files"))
+        self.server = InProcessServer(
+            "--log", str(self.log), "--call-timeout", "5", "--files-dir", str(folder / "files")
+        )
         port = int(self.server.wait_for(r"web page and HTTP API: http://[\d.]+:(\d+)/").group(1))
         self.base = f"http://127.0.0.1:{port}"
-        self.demo = subprocess.Popen([sys.executable, str(DEMO_CHARGER), self.server.url + "/CP-1",
-                                      "--meter-interval", "0.2"], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.STDOUT)
+        self.demo = subprocess.Popen(
+            [
+                sys.executable,
+                str(DEMO_CHARGER),
+                self.server.url + "/CP-1",
+                "--meter-interval",
+                "0.2",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
         self.server.wait_for(r"CP-1 <- StatusNotification .*Available", timeout=STARTUP)
 
     def run(self, line: str) -> tuple:
@@ -481,8 +556,9 @@ class DemoSetup:
         """Wait for the demo charger's reboot (after a Reset) to be over."""
         self.server.wait_for(r"CP-1 \*\* disconnected", since=since)
         lines = self.server.output(since).splitlines()
-        after = since + next(index for index, line in enumerate(lines)
-                             if "CP-1 ** disconnected" in line)
+        after = since + next(
+            index for index, line in enumerate(lines) if "CP-1 ** disconnected" in line
+        )
         self.server.wait_for(r"CP-1 <- StatusNotification .*Available", since=after, timeout=10)
 
     def close(self) -> None:
@@ -533,9 +609,11 @@ def check_events_sample(demo: DemoSetup, sample: str) -> None:
     stream = connection.getresponse()
     try:
         assert stream.readline().decode() == sample.splitlines()[0] + "\n"  # retry: 1000
-        status, _ = demo.run("$ curl -s -X POST -H 'Content-Type: application/json' "
-                             "-d '{\"requestedMessage\":\"Heartbeat\"}' "
-                             "$API/api/chargers/CP-1/TriggerMessage")
+        status, _ = demo.run(
+            "$ curl -s -X POST -H 'Content-Type: application/json' "
+            '-d \'{"requestedMessage":"Heartbeat"}\' '
+            "$API/api/chargers/CP-1/TriggerMessage"
+        )
         assert status == 200
         deadline = time.monotonic() + TIMEOUT
         chunk = ""
@@ -561,7 +639,7 @@ def test_the_api_samples_that_read_are_what_a_real_server_answers(demo):
     assert status == 200 and started["result"] == {"status": "Accepted"}, started
     mark = demo.server.mark()
     demo.server.wait_for(r"CP-1 <- MeterValues connector 1, transaction", since=mark)
-    (line, sample), = exchanges(block(API_RECORD))
+    ((line, sample),) = exchanges(block(API_RECORD))
     demo.check(line, sample)
     assert set(demo.run(line)[1]) == record_fields_documented(), "api.md's record fields"
     check_events_sample(demo, block(API_EVENTS).split("\n", 1)[1])
@@ -584,8 +662,10 @@ def check_file_samples(demo: DemoSetup) -> None:
     demo.check(store, stored)
     demo.check(listing, listed)
     mark = demo.server.mark()
-    status, _ = demo.run("$ curl -s -X POST -H 'Content-Type: application/json' -d '{}' "
-                         "$API/api/chargers/CP-1/GetDiagnostics")
+    status, _ = demo.run(
+        "$ curl -s -X POST -H 'Content-Type: application/json' -d '{}' "
+        "$API/api/chargers/CP-1/GetDiagnostics"
+    )
     assert status == 200
     demo.server.wait_for(r"CP-1 <- DiagnosticsStatusNotification .*Uploaded", since=mark)
     status, body = demo.run(fetch)
@@ -626,8 +706,14 @@ def test_the_ci_shell_step_runs_and_keeps_its_files_in_its_own_folder(tmp_path):
     (tmp_path / "step.sh").write_text(step)
     path = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
     environment = dict(os.environ, PATH=path)  # `python` is this Python, with websockets
-    run = subprocess.run(["bash", str(tmp_path / "step.sh")], cwd=repository, env=environment,
-                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        ["bash", str(tmp_path / "step.sh")],
+        cwd=repository,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     sample = [line for line in block(CI_SMOKE).splitlines() if not line.startswith(("$ ", "..."))]
     assert_lines_shown(sample, run.stdout)
@@ -646,7 +732,7 @@ def test_the_ci_failure_sample_is_what_blocked_txt_prints():
 
 
 @charger_test
-async def test_the_fault_samples_are_what_a_real_run_prints_and_takes(start_server, tmp_path):  # noqa: F811
+async def test_the_fault_samples_are_what_a_real_run_prints_and_takes(start_server, tmp_path):
     marked = block(FAULTS_MARKED).splitlines()
     log = tmp_path / "faults.jsonl"
     fault = re.search(r"\(fault (.*?)\)", marked[0]).group(1)
@@ -667,13 +753,17 @@ async def test_the_fault_samples_are_what_a_real_run_prints_and_takes(start_serv
 
 def test_the_offline_scenario_shown_is_the_one_that_ships():
     def steps(text):
-        return [" ".join(line.split()) for line in text.splitlines()
-                if line.strip() and not line.startswith("#")]
+        return [
+            " ".join(line.split())
+            for line in text.splitlines()
+            if line.strip() and not line.startswith("#")
+        ]
+
     assert steps(block(FAULTS_OFFLINE)) == steps((SCENARIOS / "offline.txt").read_text())
 
 
 @charger_test
-async def test_the_spec_warning_sample_is_what_a_real_run_prints(start_server):  # noqa: F811
+async def test_the_spec_warning_sample_is_what_a_real_run_prints(start_server):
     server = start_server()
     charger = await Charger.connect(server.url, "CP-7")
     await charger.boot()
@@ -689,13 +779,23 @@ def test_the_profile_3_commands_make_certificates_the_server_takes(tmp_path):
     commands = block(GUIDE_PROFILE_3).replace("\\\n", " ").splitlines()
     assert commands[-1].startswith("python ocpp_mock_server.py ")
     throwaway = block(GUIDE_THROWAWAY_CERTIFICATE)  # the guide's profile 2 certificate
-    made = subprocess.run(["bash", "-c", "\n".join(["set -e", throwaway, *commands[:-1]])],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    made = subprocess.run(
+        ["bash", "-c", "\n".join(["set -e", throwaway, *commands[:-1]])],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert made.returncode == 0, made.stderr
-    servers = [ServerProcess(*arguments, "--port", "0", "--no-http", stdin=subprocess.DEVNULL,
-                             cwd=tmp_path)
-               for arguments in (server_arguments(commands[-1]),
-                                 ["--certfile", "cert.pem", "--keyfile", "key.pem"])]
+    servers = [
+        ServerProcess(
+            *arguments, "--port", "0", "--no-http", stdin=subprocess.DEVNULL, cwd=tmp_path
+        )
+        for arguments in (
+            server_arguments(commands[-1]),
+            ["--certfile", "cert.pem", "--keyfile", "key.pem"],
+        )
+    ]
     try:
         for server in servers:
             assert listening(server).url.startswith("wss://127.0.0.1:"), server.output()
@@ -713,7 +813,7 @@ def test_the_certificate_command_lines_are_valid_console_lines(tmp_path):
 
 
 @charger_test
-async def test_the_key_rotation_line_rotates_the_key_and_the_record_says_when(start_server):  # noqa: F811
+async def test_the_key_rotation_line_rotates_the_key_and_the_record_says_when(start_server):
     server = start_server()
     charger = await Charger.connect(server.url)
     await charger.boot()
