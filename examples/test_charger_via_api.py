@@ -58,8 +58,7 @@ def mock():
             os.environ.get("OCPP_MOCK_PORT", "60003"),
             "--http-host",
             "0.0.0.0",
-            "--http-token",
-            urls["token"],
+            "--http-token=" + urls["token"],  # "=": a token may start with "-"
         ]
     else:
         command += ["--port", "0"]
