@@ -1321,6 +1321,7 @@ class Output:
         self.quiet = quiet
         self._pending: List[str] = []
         self._shown_ids: Dict[str, str] = {}
+        self.publish_log: Optional[Callable[[str, Optional[str], str], None]] = None
 
     def _charger(self, charger: str) -> str:
         shown = self._shown_ids.get(charger)
@@ -1387,6 +1388,15 @@ class Output:
     def on_log(self, event: "Event") -> None:
         self._LEVELS[event.fields["level"]](self, event.charger, event.fields["text"])
 
+    def log(self, level: str, charger: Optional[str], text: str) -> None:
+        """An operator line from code that holds the Output, not the server: through the bus once
+        there is one (``publish_log``, CentralSystem.log), so the page, the event stream and the
+        transcript get it too; printed directly before."""
+        if self.publish_log is not None:
+            self.publish_log(level, charger, text)
+        else:
+            self._LEVELS[level](self, charger, text)
+
     def debug(self, charger: Optional[str], text: str) -> None:
         if not self.quiet:
             self._write(charger, "   " + text)
@@ -1401,18 +1411,26 @@ class Output:
     def error(self, charger: Optional[str], text: str) -> None:
         self._write(charger, "ERROR " + text)
 
+    def notice(self, charger: Optional[str], text: str) -> None:
+        """A notice of the server's own (a scenario's verdict, a held command run): shown when quiet too."""
+        self._write(charger, ">> " + text)
+
     def console(self, text: str) -> None:
         """An answer to the operator's command."""
         self._write(None, ">> " + text)
 
-    _LEVELS = {"debug": debug, "info": info, "warn": warn, "error": error}
+    _LEVELS = {"debug": debug, "info": info, "warn": warn, "error": error, "notice": notice}
 
 
 # Bus event type -> the transcript's "event" name, and the fields it keeps.
 TRANSCRIPT_EVENTS = {"connected": ("connect", ("peer", "path", "subprotocol")),
                      "disconnected": ("disconnect", ("code",)),
                      "authorization": ("authorization", ("action", "idTag", "status", "rule")),
-                     "fault_injected": ("fault", ("fault", "effect"))}
+                     "fault_injected": ("fault", ("fault", "effect")),
+                     "log": ("log", ("level", "text"))}
+# The operator lines the transcript keeps: not "info" (connects and disconnects have records of
+# their own) nor "debug".
+TRANSCRIPT_LOG_LEVELS = frozenset(("notice", "warn", "error"))
 
 
 class Transcript:
@@ -1424,9 +1442,9 @@ class Transcript:
     written, so a crash or kill -9 loses nothing that was already on the wire.
     """
 
-    def __init__(self, path: str, out: Output) -> None:
+    def __init__(self, path: str, on_failure: Callable[[str], None]) -> None:
         self.path = path
-        self.out = out
+        self.on_failure = on_failure  # told, once, why the transcript stopped (a line for the operator)
         self.file: Any = open(path, "a", encoding="utf-8")
 
     def _write(self, record: dict) -> None:
@@ -1441,8 +1459,8 @@ class Transcript:
             self.file.write(encodable(line) + "\n")
             self.file.flush()
         except (OSError, ValueError) as exc:
-            self.out.error(None, "transcript %s stopped: %s" % (self.path, exc))
-            self.file = None
+            self.file = None  # first: the line below is a transcript event too
+            self.on_failure("transcript %s stopped: %s" % (self.path, exc))
 
     def on_event(self, event: "Event") -> None:
         """The transcript as a bus subscriber: every frame, and connects, disconnects and authorizations."""
@@ -1471,6 +1489,8 @@ def transcript_record(event: "Union[Event, StoredEvent]") -> Optional[dict]:
     if kind is None:
         return None
     fields = event.fields
+    if event.type == "log" and fields["level"] not in TRANSCRIPT_LOG_LEVELS:
+        return None
     record = {"ts": UTC_CLOCK.at(event.at), "charger": event.charger, "event": kind[0]}
     record.update((name, fields[name]) for name in kind[1])
     return record
@@ -1499,7 +1519,9 @@ EVENT_FIELDS: Dict[str, Tuple[str, ...]] = {
     "spec_problem": ("key", "text"),  # a spec warning, once per charger and problem
     "file_received": ("name", "size", "peer"),  # an upload to the file server, stored under name
     "fault_injected": ("fault", "effect"),  # a fault set on purpose fired (docs/faults.md)
-    "log": ("level", "text"),  # a line about a charger for the operator: debug, info, warn, error
+    # A line for the operator, about a charger or the server (charger null): its level is debug,
+    # info ("**"), warn ("!!"), error ("ERROR") or notice (">>", the server's own, e.g. a verdict).
+    "log": ("level", "text"),
 }
 
 
@@ -2337,7 +2359,7 @@ class ChargerSession:
             self.bus.deliver(FrameEvent(self.charger_id, self, "in", text, label, shown, binary, parsed))
 
     def log(self, level: str, text: str) -> None:
-        """A line about this charger for the operator: level "debug", "info", "warn" or "error"."""
+        """A line about this charger for the operator: level "debug", "info", "warn", "error", "notice"."""
         self.bus.publish("log", self.charger_id, self, level=level, text=text)
 
     async def send_text(self, text: str, label: str, shown: Any) -> None:
@@ -3517,7 +3539,7 @@ class Console:
         self.system.bus.unsubscribe(self.on_event)
         held, self.held = self.held, []
         for line in held:
-            self.out.console("running held command: " + line)
+            self.system.log("notice", None, "running held command: " + line)
             self.execute(line)
 
     def start_reader(self, loop: asyncio.AbstractEventLoop, stream: Any = None) -> threading.Thread:
@@ -3552,7 +3574,8 @@ class Console:
         return thread
 
     def on_end_of_input(self) -> None:
-        self.out.console("console input ended; the server keeps serving until Ctrl-C or SIGTERM")
+        self.system.log("notice", None,
+                        "console input ended; the server keeps serving until Ctrl-C or SIGTERM")
 
     def execute(self, line: str) -> None:
         """Run one console line and print its outcome; problems are one line, never raised."""
@@ -3586,7 +3609,8 @@ class Console:
         except CommandError as exc:
             outcome.fail(str(exc))
         except Exception as exc:  # a console bug must not stop the server
-            self.out.error(None, "console command %r failed: %s: %s" % (line, type(exc).__name__, exc))
+            self.system.log("error", None, "console command %r failed: %s: %s"
+                            % (line, type(exc).__name__, exc))
             outcome.ok = False
         return outcome
 
@@ -4132,27 +4156,30 @@ class ScenarioRunner:
                 await step.run(self)
             except StepFailed as exc:
                 failed = step
-                self.out.warn(None, "%s:%d FAILED %s: %s" % (self.name, step.line, step.text, exc))
+                self.system.log("warn", None, "%s:%d FAILED %s: %s"
+                                % (self.name, step.line, step.text, exc))
                 break
             if step.line:
                 passed += 1
-                self.out.console("%s:%d ok  %s (%.2f s)" % (self.name, step.line, step.text,
-                                                            time.monotonic() - step_started))
+                self.system.log("notice", None, "%s:%d ok  %s (%.2f s)" % (
+                    self.name, step.line, step.text, time.monotonic() - step_started))
         elapsed = time.monotonic() - started
         warnings = self.system.spec_warnings
         strict_failure = failed is None and self.system.options.strict and warnings > 0
         if strict_failure:
-            self.out.warn(None, "--strict: %d spec warning(s) about the charger's frames fail the run" % warnings)
+            self.system.log("warn", None, "--strict: %d spec warning(s) about the charger's frames "
+                            "fail the run" % warnings)
         total = len(self.steps)
         if failed is None and not strict_failure:
-            self.out.console("scenario %s: PASS, %d of %d steps passed in %.1f s, %d spec warning(s)"
-                             % (self.name, passed, total, elapsed, warnings))
+            self.system.log("notice", None, "scenario %s: PASS, %d of %d steps passed in %.1f s, "
+                            "%d spec warning(s)" % (self.name, passed, total, elapsed, warnings))
             return 0
         where = "line %d" % failed.line if failed is not None and failed.line else (
             "waiting for a charger" if failed is not None else "--strict")
-        self.out.console("scenario %s: FAIL at %s, %d of %d steps passed (%d not run) in %.1f s, %d spec warning(s)"
-                         % (self.name, where, passed, total, total - passed - (1 if failed and failed.line else 0),
-                            elapsed, warnings))
+        not_run = total - passed - (1 if failed and failed.line else 0)
+        self.system.log("notice", None, "scenario %s: FAIL at %s, %d of %d steps passed (%d not run) "
+                        "in %.1f s, %d spec warning(s)"
+                        % (self.name, where, passed, total, not_run, elapsed, warnings))
         return 1
 
     def current_session(self) -> ChargerSession:
@@ -4260,6 +4287,7 @@ HTTP_BODY_TIMEOUT = 60.0  # seconds a request body may pause before the request 
 MAX_HTTP_HEADERS = 100
 MAX_JSON_BODY = 1 << 20  # bytes of a JSON request body
 EVENT_HISTORY = 5000  # events kept for the event streams, their resumes and GET /api/transcript
+EVENT_HISTORY_LINES = 1000  # operator lines ("log" events) kept apart from those, for the same
 EVENT_HISTORY_BUDGET = 2000000  # characters those events may hold between them (a few MB at most)
 EVENT_STREAM_KEEPALIVE = 15.0  # seconds between comments on a quiet event stream
 EVENT_STREAM_PACE = 0.05  # seconds an event stream gathers events before it writes them (20 writes a second)
@@ -4336,6 +4364,16 @@ class StoredEvent:
         record.update(fields)
         return api_json(record)
 
+    @classmethod
+    def of_frame(cls, kept: tuple) -> "StoredEvent":
+        """A frame the history kept as a tuple (EventHistory.__call__), made a StoredEvent."""
+        stored = cls.__new__(cls)
+        stored.seq, stored.charger, stored.at, direction, text, label, binary = kept
+        stored.type, stored.sse, stored.json, stored._fields = "frame", None, None, None
+        stored._frame = (direction, text, label, binary)
+        stored.cost = 100 + len(text)
+        return stored
+
     @property
     def fields(self) -> Dict[str, Any]:
         if self._frame is not None:
@@ -4381,43 +4419,89 @@ class EventHistory:
 
     ALWAYS = Transcript.EVENT_NAMES
 
-    def __init__(self, limit: Optional[int] = None, budget: Optional[int] = None) -> None:
-        self.events: Deque[StoredEvent] = collections.deque()
+    def __init__(self, limit: Optional[int] = None, budget: Optional[int] = None,
+                 lines: Optional[int] = None) -> None:
+        # The chargers' events: StoredEvent, or a frame kept while nobody reads as a plain tuple
+        # (see _frame), which costs less and which the garbage collector stops tracking.
+        self.events: Deque[Any] = collections.deque()
+        self.lines: Deque[StoredEvent] = collections.deque()  # "log" events, kept apart
         self.limit, self.budget, self.cost = limit or EVENT_HISTORY, budget or EVENT_HISTORY_BUDGET, 0
+        self.line_limit = lines or EVENT_HISTORY_LINES
+        self.last = 0  # the number of the latest event kept (0 before the first)
+        self.dropped = 0  # the number of the latest event dropped to make room (0: none yet)
         self._waiting: List["asyncio.Future[bool]"] = []  # the readers that have caught up
         self.readers = 0  # event streams open now
 
     def __call__(self, event: Event) -> None:
-        stored = StoredEvent(event)
-        self.events.append(stored)
-        self.cost += stored.cost
-        while len(self.events) > self.limit or self.cost > self.budget:
-            self.cost -= self.events.popleft().cost
-        if self.readers:
-            stored.sse_message()  # made now, in the turn of the charger it is about, not in a reader's
+        if event.type == "frame" and not self.readers:  # the most frequent event: kept lean
+            events = self.events
+            events.append((event.seq, event.charger, event.at, event.direction, event.text,
+                           event.label, event.binary))
+            self.cost += 100 + len(event.text)
+            if self.cost > self.budget or len(events) > self.limit:
+                self._trim()
+        else:
+            self._keep(StoredEvent(event))
+        self.last = event.seq
         if self._waiting:
             waiting, self._waiting = self._waiting, []
             for reader in waiting:
                 if not reader.done():
                     reader.set_result(True)
 
-    @property
-    def last(self) -> int:
-        """The number of the latest event kept (0 before the first)."""
-        return self.events[-1].seq if self.events else 0
+    def _keep(self, stored: StoredEvent) -> None:
+        if stored.type == "log":  # a flood of lines (refusals) pushes out lines, not frames
+            self.lines.append(stored)
+            if len(self.lines) > self.line_limit:
+                self.dropped = max(self.dropped, self.lines.popleft().seq)
+        else:
+            self.events.append(stored)
+            self.cost += stored.cost
+            self._trim()
+        if self.readers:
+            stored.sse_message()  # made now, in the turn of the charger it is about, not in a reader's
 
-    def after(self, seq: int) -> Tuple[List[StoredEvent], int]:
-        """The events after number ``seq``, oldest first, and how many event numbers after it are not kept."""
+    def _trim(self) -> None:
         events = self.events
-        if not events or events[-1].seq <= seq:
-            return [], 0
+        while len(events) > self.limit or self.cost > self.budget:
+            oldest = events.popleft()
+            if type(oldest) is tuple:
+                self.cost -= 100 + len(oldest[4])
+                self.dropped = max(self.dropped, oldest[0])
+            else:
+                self.cost -= oldest.cost
+                self.dropped = max(self.dropped, oldest.seq)
+
+    @staticmethod
+    def _newer(kept: "Deque[Any]", seq: int) -> List[StoredEvent]:
+        """The events of ``kept`` after number ``seq``, oldest first, as StoredEvent."""
         newer = []
-        for event in reversed(events):  # a reader is nearly always near the end: walk back to it
-            if event.seq <= seq:
+        for event in reversed(kept):  # a reader is nearly always near the end: walk back to it
+            if type(event) is tuple:
+                if event[0] <= seq:
+                    break
+                event = StoredEvent.of_frame(event)
+            elif event.seq <= seq:
                 break
             newer.append(event)
         newer.reverse()
-        return newer, max(0, events[0].seq - seq - 1) if len(newer) == len(events) else 0
+        return newer
+
+    def after(self, seq: int) -> Tuple[List[StoredEvent], int]:
+        """The events after number ``seq``, oldest first, and how many event numbers after it are
+        not kept (those before the first given, when events after ``seq`` were dropped)."""
+        if self.last <= seq:
+            return [], 0
+        newer = self._newer(self.events, seq)
+        lines = self._newer(self.lines, seq)
+        if lines:
+            newer = sorted(newer + lines, key=lambda stored: stored.seq)
+        missed = max(0, newer[0].seq - seq - 1) if newer and self.dropped > seq else 0
+        return newer, missed
+
+    def kept(self) -> List[StoredEvent]:
+        """Every event kept, oldest first."""
+        return self.after(0)[0]
 
     async def wait(self, seq: int, timeout: float) -> bool:
         """Wait until an event after number ``seq`` is kept (True), or ``timeout`` seconds (False)."""
@@ -4999,7 +5083,7 @@ class HttpApi:
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the client went away
         except Exception as exc:  # a bug of ours: a 500 and one line, never a traceback
-            self.out.error(None, "HTTP %s failed: %s: %s" % (request.path if request else "request",
+            self.system.log("error", None, "HTTP %s failed: %s: %s" % (request.path if request else "request",
                                                               type(exc).__name__, exc))
             writer.write(json_response(500, {"error": "internal error: %s" % type(exc).__name__}))
         finally:
@@ -5013,7 +5097,7 @@ class HttpApi:
     def refuse(self, writer: asyncio.StreamWriter, request: Optional[HttpRequest], peer: str,
                refusal: HttpError) -> None:
         if refusal.status in (401, 403):
-            self.out.warn(None, "HTTP %d for %s %s from %s: %s" % (
+            self.system.log("warn", None, "HTTP %d for %s %s from %s: %s" % (
                 refusal.status, request.method if request else "?", printable(request.path if request else "?", 200),
                 peer, refusal))
         writer.write(json_response(refusal.status, dict(refusal.more, error=str(refusal)), refusal.headers))
@@ -5224,7 +5308,7 @@ class HttpApi:
         """GET /api/transcript: the latest --log records (frames, connects, authorizations)."""
         charger = request.query.get("charger")
         limit = int(request.number("limit", 1, EVENT_HISTORY, 100) or 100)
-        records = [record for record in (transcript_record(event) for event in self.history.events
+        records = [record for record in (transcript_record(event) for event in self.history.kept()
                                          if charger is None or event.charger == charger) if record is not None]
         return 200, {"records": records[-limit:]}
 
@@ -5251,7 +5335,7 @@ class HttpApi:
                     break
                 writer.write(piece)
                 await writer.drain()
-        self.out.info(self._charger_of(segments), "file server: sent %s (%d bytes) to %s" % (
+        self.system.log("info", self._charger_of(segments), "file server: sent %s (%d bytes) to %s" % (
             printable("/".join(segments), 200), size, request.peer))
         return None
 
@@ -5264,14 +5348,14 @@ class HttpApi:
         try:
             name = await self.files.receive(request, writer, segments)
         except HttpError as exc:
-            self.out.warn(self._charger_of(segments), "file server: upload %s from %s refused: %s" % (
+            self.system.log("warn", self._charger_of(segments), "file server: upload %s from %s refused: %s" % (
                 printable("/".join(segments), 200), request.peer, exc))
             raise
         size = os.path.getsize(os.path.join(self.files.root, name))
         charger = self._charger_of(name.split("/"))
         self.system.bus.publish("file_received", charger, self.system.sessions.get(charger or ""),
                                 name=name, size=size, peer=request.peer)
-        self.out.info(charger, "file server: received %s (%d bytes) from %s, stored as %s" % (
+        self.system.log("info", charger, "file server: received %s (%d bytes) from %s, stored as %s" % (
             printable(name, 200), size, request.peer, os.path.join(self.files.root, name)))
         return 201, {"name": name, "size": size}
 
@@ -5730,7 +5814,7 @@ class LibraryLogLine(logging.Handler):
         while error is not None:
             text += ": %s: %s" % (type(error).__name__, error)
             error = error.__cause__
-        self.out.warn(None, "websockets: " + printable(text, 400))
+        self.out.log("warn", None, "websockets: " + printable(text, 400))
 
 
 def route_library_logs(out: "Output", access: "AccessPolicy") -> None:
@@ -5750,7 +5834,7 @@ def _log_tls_failures(context: ssl.SSLContext, out: "Output") -> None:
             except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 raise  # the handshake goes on when more bytes arrive
             except ssl.SSLError as exc:
-                out.warn(None, "TLS handshake failed: %s%s" % (
+                out.log("warn", None, "TLS handshake failed: %s%s" % (
                     printable(exc.reason or str(exc)),
                     " (a plain ws:// client on this wss:// port?)" if exc.reason in (
                         "HTTP_REQUEST", "WRONG_VERSION_NUMBER", "UNSUPPORTED_PROTOCOL") else ""))
@@ -5903,7 +5987,7 @@ class AccessPolicy:
         if refusal is not None:
             self.logged_refusals += 1
             where = " from %s:%s" % (peer[0], peer[1]) if peer else ""
-            self.out.warn(charger_id or None, "refused a connection%s to %s: HTTP %d, %s"
+            self.out.log("warn", charger_id or None, "refused a connection%s to %s: HTTP %d, %s"
                           % (where, _show(path), refusal[0], printable(refusal[1], 400)))
         return refusal
 
@@ -6004,6 +6088,7 @@ class CentralSystem:
         self._failed_subscribers: set = set()
         self.bus = EventBus(self._subscriber_failed)
         out.subscribe_to(self.bus)
+        out.publish_log = self.log
         self.spec_warnings = 0
 
     def _subscriber_failed(self, subscriber: Callable[[Event], None], exc: Exception) -> None:
@@ -6016,7 +6101,7 @@ class CentralSystem:
         self.stopped.set()
 
     def log(self, level: str, charger: Optional[str], text: str) -> None:
-        """A line for the operator ("debug", "info", "warn" or "error"), about a charger or the server
+        """A line for the operator (a level of EVENT_FIELDS["log"]), about a charger or the server
         (``charger`` None), published on the bus as a "log" event: the one way such lines are shown."""
         self.bus.publish("log", charger, self.sessions.get(charger) if charger else None, level=level, text=text)
 
@@ -6056,22 +6141,22 @@ class CentralSystem:
         charger_id = charger_id_from_path(path)
         if not charger_id:
             charger_id = address[0] if address else "charger"
-            self.out.info(charger_id, "connected from %s with no id in the URL path; calling it %s "
+            self.log("info", charger_id, "connected from %s with no id in the URL path; calling it %s "
                           "(add /<id> to the URL to name it)" % (peer, charger_id))
         else:
-            self.out.info(charger_id, "connected from %s" % peer)
+            self.log("info", charger_id, "connected from %s" % peer)
         subprotocol = websocket.subprotocol
         if subprotocol is None:
             offered = ", ".join(request_headers(websocket).get_all("Sec-WebSocket-Protocol")) or "none"
             self.count_spec_warning(self.state_for(charger_id))
-            self.out.warn(charger_id, "spec: no ocpp1.6 subprotocol negotiated (charger offered: %s); "
+            self.log("warn", charger_id, "spec: no ocpp1.6 subprotocol negotiated (charger offered: %s); "
                           "serving it anyway" % printable(offered))
         previous = self.sessions.get(charger_id)
         session = ChargerSession(self, websocket, charger_id, peer, subprotocol)
         self.sessions[charger_id] = session
         session.state.connected = True
         if previous is not None:
-            self.out.info(charger_id, "reconnected; the new connection replaces the old one")
+            self.log("info", charger_id, "reconnected; the new connection replaces the old one")
             previous.closed = True
             asyncio.ensure_future(close_within(previous.websocket, 1000, "replaced by a new connection",
                                                REPLACE_TIMEOUT))
@@ -6278,7 +6363,7 @@ async def run_server(options: "Settings", out: Output, stdin: Any = None,
     system = CentralSystem(options, out)
     if options.log:
         try:
-            system.transcript = Transcript(options.log, out)
+            system.transcript = Transcript(options.log, lambda text: system.log("error", None, text))
             system.bus.subscribe(system.transcript.on_event, *Transcript.EVENT_NAMES)
         except OSError as exc:
             out.error(None, "cannot open the transcript %s: %s" % (options.log, exc.strerror or exc))
@@ -6422,7 +6507,7 @@ async def start_http(system: CentralSystem, options: "Settings", out: Output, co
         if temporary:
             os.rmdir(root)
         if exc.errno == errno.EADDRINUSE and not given:
-            out.warn(None, "HTTP port %d is in use: no web page, API or file server this run (choose one with "
+            system.log("warn", None, "HTTP port %d is in use: no web page, API or file server this run (choose one with "
                      "--http-port, or --no-http)" % port)
             return None
         out.error(None, "cannot listen for HTTP on %s:%d: %s" % (options.http_host, port, exc.strerror or exc))
@@ -6462,12 +6547,12 @@ def print_banner(system: CentralSystem, options: "Settings", out: Output, access
     if system.transcript is not None:
         out.console("transcript: every frame is appended to %s" % system.transcript.path)
     if not is_loopback(options.host):
-        out.warn(None, "listening on %s, not loopback: any machine that reaches this port can act as a charger "
+        system.log("warn", None, "listening on %s, not loopback: any machine that reaches this port can act as a charger "
                  "(see the guide's security section)" % options.host)
     if access.password is not None:
         out.console("HTTP Basic auth required: username = charge point id (security profile 1)")
         if len(access.password) < 16:
-            out.warn(None, "the --basic-auth key is %d bytes; the security whitepaper's AuthorizationKey is 16 to 20 "
+            system.log("warn", None, "the --basic-auth key is %d bytes; the security whitepaper's AuthorizationKey is 16 to 20 "
                      "bytes (it is used anyway)" % len(access.password))
     if access.client_ca:
         out.console("client certificates required, signed by %s, CN = charge point id (security profile 3)"
@@ -6484,7 +6569,7 @@ async def shut_down(system: CentralSystem, server: Any) -> None:
         # the websockets open timeout; do not let it keep the operator waiting.
         await asyncio.wait_for(server.wait_closed(), SHUTDOWN_GRACE)
     except asyncio.TimeoutError:
-        system.out.warn(None, "connections still closing or opening after %g s; dropping them" % SHUTDOWN_GRACE)
+        system.log("warn", None, "connections still closing or opening after %g s; dropping them" % SHUTDOWN_GRACE)
         for session in list(system.sessions.values()):
             session.websocket.transport.abort()
         await asyncio.sleep(0)
@@ -6495,7 +6580,7 @@ async def run_scenario(runner: ScenarioRunner, system: CentralSystem) -> None:
     try:
         system.exit_code = await runner.run()
     except Exception as exc:  # a bug of ours: report it as a failed run, not a traceback
-        system.out.error(None, "the scenario stopped: %s: %s" % (type(exc).__name__, exc))
+        system.log("error", None, "the scenario stopped: %s: %s" % (type(exc).__name__, exc))
         system.exit_code = 1
     system.stop()
 
