@@ -59,6 +59,7 @@ import shutil
 import signal
 import socket
 import ssl
+import stat
 import sys
 import tempfile
 import threading
@@ -428,6 +429,9 @@ def call_payload_text(text: str, frame: Frame) -> str:
     one, compact or with ", " (nearly every charger); otherwise it is the
     payload serialized again.
     """
+    prefix = "[2,%s,%s," % (_json_string(frame.message_id), _json_string(frame.action))
+    if text.endswith("}]") and text.startswith(prefix):  # compact, as most chargers write: in C
+        return text[len(prefix):-1]
     separator = ", " if text[3:4] == " " else ","
     prefix = "[2%s%s%s%s%s" % (separator, _json_string(frame.message_id), separator,
                                _json_string(frame.action), separator)
@@ -1158,6 +1162,7 @@ CHARGER_REPLY_RULES = {action: Object(fields) for action, fields in CHARGER_REPL
 # ------------------------------------------------------- Output and transcript
 
 MAX_READINGS_SHOWN = 30  # readings of one MeterValues on its line; the rest are counted
+MIN_CUT_WIDTH = 40  # columns a frame line keeps at a terminal narrower than that
 
 
 def _meter_readings(payload: dict) -> Iterator[Tuple[Any, Any, Any, Any]]:
@@ -1184,6 +1189,35 @@ def _reading_text(measurand: Any, value: Any, unit: Any, phase: Any) -> str:
                     if part is not None and part != "")
 
 
+def _reading_shown(measurand: Any, value: Any, unit: Any, phase: Any) -> str:
+    if type(measurand) is str and type(value) is str and type(unit) is str and phase is None:
+        return f"{measurand} {value} {unit}"  # nearly every standard reading
+    return _reading_text(measurand, value, unit, phase)
+
+
+def _standard_readings(payload: dict) -> Optional[List[str]]:
+    """The readings of a MeterValues in the standard form with text values and no phase, as
+    render_meter_values shows them, in one plain loop (it runs for every MeterValues); None for
+    any other (render_meter_values then reads it the general way)."""
+    meter_value = payload.get("meterValue")
+    if type(meter_value) is not list or "values" in payload:
+        return None
+    shown = []
+    for sample in meter_value:
+        sampled = sample.get("sampledValue") if type(sample) is dict else None
+        if type(sampled) is not list:
+            return None
+        for item in sampled:
+            if type(item) is not dict or "phase" in item or len(shown) == MAX_READINGS_SHOWN:
+                return None
+            measurand = item.get("measurand", "Energy.Active.Import.Register")
+            value, unit = item.get("value"), item.get("unit", "Wh")
+            if type(measurand) is not str or type(value) is not str or type(unit) is not str:
+                return None
+            shown.append(f"{measurand} {value} {unit}")
+    return shown or None
+
+
 def render_meter_values(payload: dict) -> str:
     """MeterValues as "measurand value unit" readings, standard or FlexiCharge form.
 
@@ -1192,16 +1226,14 @@ def render_meter_values(payload: dict) -> str:
     object of {name: {value, unit, measurand}}.  Anything else: the JSON.
     The first MAX_READINGS_SHOWN readings are shown, the rest counted.
     """
-    shown: List[str] = []
-    count = 0
-    for measurand, value, unit, phase in _meter_readings(payload):
-        count += 1
-        if count > MAX_READINGS_SHOWN:
-            continue
-        if type(measurand) is str and type(value) is str and type(unit) is str and phase is None:
-            shown.append(f"{measurand} {value} {unit}")  # nearly every standard reading
-        else:
-            shown.append(_reading_text(measurand, value, unit, phase))
+    shown = _standard_readings(payload)
+    count = len(shown) if shown is not None else 0
+    if shown is None:
+        shown = []
+        for reading in _meter_readings(payload):
+            count += 1
+            if count <= MAX_READINGS_SHOWN:
+                shown.append(_reading_shown(*reading))
     if not count:
         return render_json(payload)
     if count > MAX_READINGS_SHOWN:
@@ -1218,27 +1250,64 @@ def _scalar_text(value: Any) -> str:
     return value if type(value) is str else str(value) if type(value) is int else render_json(value)
 
 
-class OutputWriter:
-    """Writes the server's output on its own thread, so a blocked terminal never blocks the loop.
+def _descriptor_that_never_waits(fd: int) -> Optional[int]:
+    """A descriptor for ``fd``'s output that a write never waits on, or None.
 
-    With stdout a pipe nobody reads, a terminal paused with Ctrl-S or ``less``
-    at its first page, a write blocks.  The event loop only queues text here;
-    past ``limit`` queued characters, lines are dropped and counted, and the
-    count is written as soon as the output flows again.
+    A regular file's writes do not wait for a reader: ``fd`` itself.  A
+    pipe or a terminal is opened again, non-blocking, through /proc (Linux):
+    an open file description of its own, so O_NONBLOCK does not reach the
+    stdout (often also the stdin) this process shares with the shell.
+    """
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISREG(mode):
+            return fd
+        if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
+            return os.open("/proc/self/fd/%d" % fd, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:  # no /proc (macOS, Windows), or a pipe with no reader yet
+        pass
+    return None
+
+
+def terminal_width(stream: Any) -> int:
+    """The columns of the terminal ``stream`` writes to; 0 for a file, a pipe or no stream at all."""
+    try:
+        if stream.isatty():
+            return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        pass
+    return 0
+
+
+class OutputWriter:
+    """Writes the server's output so that a blocked terminal never blocks the loop.
+
+    The loop writes itself, to a descriptor that never waits (see
+    _descriptor_that_never_waits): no thread hand-off for a file, a pipe or
+    a terminal that takes the text.  What a write cannot take now (a pipe
+    nobody reads, a terminal paused with Ctrl-S or ``less`` at its first
+    page), and everything after it until it has flowed, is queued for the
+    writer thread, which waits for the output: past ``limit`` queued
+    characters, lines are dropped and counted, and the count is written as
+    soon as the output flows again.  Without such a descriptor (a stream
+    with no file descriptor, no /proc), every write goes through the thread.
     """
 
     def __init__(self, stream: Any, limit: int = 1 << 20) -> None:
         self.stream = stream
         self.limit = limit
         self._queue: Deque[str] = collections.deque()
+        self._carry = b""  # the part of a direct write that the output did not take, written first
         self._queued = 0
         self.dropped = 0
         self._cond = threading.Condition()
         self._busy = False
+        self._direct: Optional[int] = None
         try:
             self._fd: Optional[int] = stream.fileno()
             stream.flush()
             self._encoding = getattr(stream, "encoding", None) or "utf-8"
+            self._direct = _descriptor_that_never_waits(self._fd)
         except (AttributeError, OSError, ValueError):
             self._fd = None  # a StringIO or the like: written with its own write()
         # The interactive console's input line (its prompt and what is typed so far), or None: output is
@@ -1248,6 +1317,12 @@ class OutputWriter:
         self._thread.start()
 
     def put(self, text: str) -> None:
+        """Write ``text`` now if the output takes it, else queue it for the writer thread.
+
+        Called from one thread at a time (the loop's, or the only one before it runs)."""
+        if self._direct is not None and not self._busy and not self._queue:
+            self._write_now(text)  # the thread is idle, with nothing queued: nothing to overtake
+            return
         with self._cond:
             if self._queued + len(text) > self.limit:
                 self.dropped += text.count("\n")
@@ -1255,6 +1330,31 @@ class OutputWriter:
             self._queue.append(text)
             self._queued += len(text)
             self._cond.notify()
+
+    def _write_now(self, text: str) -> None:
+        data = self._framed(text).encode(self._encoding, "backslashreplace")
+        try:
+            written = os.write(self._direct, data)  # type: ignore[arg-type]
+        except BlockingIOError:
+            written = 0
+        except (OSError, ValueError):
+            return  # the terminal went away; keep serving
+        if written < len(data):
+            with self._cond:  # the rest waits for the output on the thread, and so does what follows
+                self._carry = data[written:]
+                self._busy = True
+                self._cond.notify()
+
+    def _framed(self, text: str) -> str:
+        """``text`` with the count of dropped lines before it, and the console's input line around it."""
+        if self.dropped:
+            text = "%s !! %d line(s) of output were dropped while the output was blocked\n%s" % (
+                LOCAL_CLOCK.now(), self.dropped, text)
+            self.dropped = 0
+        input_line = self.input_line() if self.input_line is not None else None
+        if input_line is not None:
+            text = "\r\x1b[K" + text + input_line  # clear the half-typed line, write, draw it again
+        return text
 
     def drain(self, timeout: float) -> bool:
         """Wait until everything queued is written, up to ``timeout`` seconds; False if it is not."""
@@ -1270,35 +1370,29 @@ class OutputWriter:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._queue:
+                while not self._queue and not self._carry:
                     self._cond.wait()
                 text = "".join(self._queue)
                 self._queue.clear()
                 self._queued = 0
-                if self.dropped:
-                    text = "%s !! %d line(s) of output were dropped while the output was blocked\n%s" % (
-                        LOCAL_CLOCK.now(), self.dropped, text)
-                    self.dropped = 0
+                carry, self._carry = self._carry, b""
                 self._busy = True
-            input_line = self.input_line() if self.input_line is not None else None
-            if input_line is not None:
-                text = "\r\x1b[K" + text + input_line  # clear the half-typed line, write, draw it again
             try:
-                self._write(text)
+                self._write(carry, self._framed(text) if text else "")
             except (OSError, ValueError):
                 pass  # the terminal went away; keep serving
             with self._cond:
                 self._busy = False
                 self._cond.notify_all()
 
-    def _write(self, text: str) -> None:
+    def _write(self, carry: bytes, text: str) -> None:
         if self._fd is None:
             self.stream.write(text)
             self.stream.flush()
             return
         # os.write, not the stream: a blocked write must hold no lock that
         # the interpreter needs at exit.
-        data = memoryview(text.encode(self._encoding, "backslashreplace"))
+        data = memoryview(carry + text.encode(self._encoding, "backslashreplace"))
         while data:
             data = data[os.write(self._fd, data):]
 
@@ -1316,9 +1410,16 @@ class Output:
 
     FLUSH_SECONDS = 0.005
 
-    def __init__(self, stream: Any = None, quiet: bool = False) -> None:
+    def __init__(self, stream: Any = None, quiet: bool = False, wide: bool = False) -> None:
         self.writer = OutputWriter(stream if stream is not None else sys.stdout)
         self.quiet = quiet
+        # At a terminal (unless --wide), frame lines are cut to its width; 0: whole lines.
+        self.width = 0 if wide else terminal_width(self.writer.stream)
+        if self.width:
+            self.width = max(MIN_CUT_WIDTH, self.width)
+        self._width_checked = time.monotonic()
+        encoding = (getattr(self.writer.stream, "encoding", None) or "").lower().replace("-", "")
+        self.ellipsis = "\u2026" if encoding == "utf8" else "..."
         self._pending: List[str] = []
         self._shown_ids: Dict[str, str] = {}
         self.publish_log: Optional[Callable[[str, Optional[str], str], None]] = None
@@ -1342,12 +1443,14 @@ class Output:
         pending = self._pending
         pending.append(line)
         if len(pending) == 1:
-            try:
-                # Every few milliseconds, not every turn of the loop: each
-                # hand-over to the writer thread costs a thread switch.
-                asyncio.get_running_loop().call_later(self.FLUSH_SECONDS, self.flush)
-            except RuntimeError:  # no running loop: before start-up or after shutdown
-                self.flush()
+            self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        try:
+            # Every few milliseconds, not every turn of the loop: one write for many lines.
+            asyncio.get_running_loop().call_later(self.FLUSH_SECONDS, self.flush)
+        except RuntimeError:  # no running loop: before start-up or after shutdown
+            self.flush()
 
     def flush(self) -> None:
         """Hand the lines gathered since the last flush to the writer, in one piece."""
@@ -1369,21 +1472,45 @@ class Output:
     ARROWS = {"in": "<-", "out": "->"}
 
     def on_frame(self, event: "FrameEvent") -> None:
-        """One line per frame: time, charger, direction ("<-" from the charger, "->" to it), label, payload.
+        """One line per frame: time, charger, direction ("<-" from the charger, "->" to it), label,
+        payload; at a terminal, cut to its width (see fit).
 
         ``shown`` is JSON text or other text, or a payload to show as compact
         JSON; None for a charger's CALL, rendered here: MeterValues as
         readings, else the payload as the charger wrote it.  It runs for every
-        frame, so it formats its line in one go.
+        frame, so it formats and adds its line in one go (printable_json's and
+        _add's common cases written in).
         """
         shown = event.shown
         if shown is None:
             parsed = event.parsed
             shown = render_meter_values(parsed.payload) if parsed.action == "MeterValues" else \
                 call_payload_text(event.text, parsed)
-        text = printable_json(shown if type(shown) is str else render_json(shown))
-        shown_id = self._charger(event.charger or "")
-        self._add(f"{LOCAL_CLOCK.now()} {shown_id} {self.ARROWS[event.direction]} {event.label} {text}\n")
+        elif type(shown) is not str:
+            shown = render_json(shown)
+        if len(shown) > MAX_SHOWN or not shown.isprintable():
+            shown = printable_json(shown)
+        charger = event.charger or ""
+        shown_id = self._shown_ids.get(charger) or self._charger(charger)
+        line = f"{LOCAL_CLOCK.now()} {shown_id} {self.ARROWS[event.direction]} {event.label} {shown}\n"
+        if self.width:
+            line = self.fit(line)
+        pending = self._pending
+        pending.append(line)
+        if len(pending) == 1:
+            self._flush_soon()
+
+    def fit(self, line: str) -> str:
+        """A frame's line cut to the terminal's width, its payload ending in an ellipsis (--wide: not)."""
+        if len(line) < self.width:  # its last column stays free: no wrap at the terminal's edge
+            return line
+        now = time.monotonic()
+        if now >= self._width_checked + 1.0:  # a resized terminal is seen within a second
+            self._width_checked = now
+            self.width = terminal_width(self.writer.stream) or self.width
+            if len(line) < self.width:
+                return line
+        return line[:self.width - 1 - len(self.ellipsis)] + self.ellipsis + "\n"
 
     def on_log(self, event: "Event") -> None:
         self._LEVELS[event.fields["level"]](self, event.charger, event.fields["text"])
@@ -4432,7 +4559,8 @@ class EventHistory:
         self._waiting: List["asyncio.Future[bool]"] = []  # the readers that have caught up
         self.readers = 0  # event streams open now
 
-    def __call__(self, event: Event) -> None:
+    def on_event(self, event: Event) -> None:
+        """The history as a bus subscriber (a bound method: called faster than the instance)."""
         if event.type == "frame" and not self.readers:  # the most frequent event: kept lean
             events = self.events
             events.append((event.seq, event.charger, event.at, event.direction, event.text,
@@ -4448,6 +4576,8 @@ class EventHistory:
             for reader in waiting:
                 if not reader.done():
                     reader.set_result(True)
+
+    __call__ = on_event
 
     def _keep(self, stored: StoredEvent) -> None:
         if stored.type == "log":  # a flood of lines (refusals) pushes out lines, not frames
@@ -5041,7 +5171,7 @@ class HttpApi:
         self.server: Any = None
         self.connections: set = set()
         self._keep_every_event: Optional[asyncio.TimerHandle] = None  # until the last stream's resume time ends
-        system.bus.subscribe(self.history, *EventHistory.ALWAYS)
+        system.bus.subscribe(self.history.on_event, *EventHistory.ALWAYS)
 
     async def listen(self, port: int) -> None:
         """Listen on ``port`` (0: a free one); OSError if it cannot."""
@@ -5235,7 +5365,7 @@ class HttpApi:
             self._keep_every_event = None
         elif history.readers == 0:
             bus = self.system.bus
-            bus.subscribe(history, *[name for name in EVENT_FIELDS if name not in EventHistory.ALWAYS])
+            bus.subscribe(history.on_event, *[name for name in EVENT_FIELDS if name not in EventHistory.ALWAYS])
         history.readers += 1
 
     def _stream_closed(self) -> None:
@@ -5244,8 +5374,8 @@ class HttpApi:
         if history.readers == 0:
             def keep_transcript_events_only() -> None:
                 self._keep_every_event = None
-                self.system.bus.unsubscribe(history)
-                self.system.bus.subscribe(history, *EventHistory.ALWAYS)
+                self.system.bus.unsubscribe(history.on_event)
+                self.system.bus.subscribe(history.on_event, *EventHistory.ALWAYS)
             self._keep_every_event = asyncio.get_running_loop().call_later(EVENT_RESUME_SECONDS,
                                                                            keep_transcript_events_only)
 
@@ -6330,6 +6460,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log", metavar="FILE",
                         help="append every frame in and out to FILE, one JSON object per line")
     parser.add_argument("--quiet", action="store_true", help="print warnings, errors and console answers only")
+    parser.add_argument("--wide", action="store_true",
+                        help="at a terminal, print frame lines whole (by default they are cut to its "
+                             "width; in files and pipes they are always whole)")
     parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
     return parser
 
@@ -6503,7 +6636,7 @@ async def start_http(system: CentralSystem, options: "Settings", out: Output, co
     try:
         await api.listen(port)
     except OSError as exc:
-        system.bus.unsubscribe(api.history)
+        system.bus.unsubscribe(api.history.on_event)
         if temporary:
             os.rmdir(root)
         if exc.errno == errno.EADDRINUSE and not given:
@@ -6600,7 +6733,7 @@ class Settings:
                  "max_message_size", "password", "certfile", "keyfile", "client_ca", "ca_cert", "ca_key",
                  "charger_ids",
                  "tag_rules", "unknown_tags",
-                 "concurrent_tx", "script", "log", "quiet", "faults", "http", "http_host", "http_port", "http_token",
+                 "concurrent_tx", "script", "log", "quiet", "wide", "faults", "http", "http_host", "http_port", "http_token",
                  "files_dir", "max_upload_size", "files_quota")
 
     def __init__(self, **values: Any) -> None:
@@ -6725,7 +6858,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         sys.stderr.write("ocpp_mock_server: %s\n" % too_old)
         return 2
     options = parse_settings(argv)
-    out = Output(quiet=options.quiet)
+    out = Output(quiet=options.quiet, wide=options.wide)
     terminal = TerminalSettings()
     try:
         return asyncio.run(run_server(options, out))
