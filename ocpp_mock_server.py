@@ -1271,7 +1271,7 @@ def _descriptor_that_never_waits(fd: int) -> Optional[int]:
 
 
 def terminal_width(stream: Any) -> int:
-    """The columns of the terminal ``stream`` writes to; 0 for a file, a pipe or no stream at all."""
+    """The columns of the terminal ``stream`` writes to; 0 for a file, a pipe or no stream."""
     try:
         if stream.isatty():
             return os.get_terminal_size(stream.fileno()).columns
@@ -1341,13 +1341,13 @@ class OutputWriter:
         except (OSError, ValueError):
             return  # the terminal went away; keep serving
         if written < len(data):
-            with self._cond:  # the rest waits for the output on the thread, and so does what follows
+            with self._cond:  # the rest waits for the output on the thread, as does what follows
                 self._carry = data[written:]
                 self._busy = True
                 self._cond.notify()
 
     def _framed(self, text: str) -> str:
-        """``text`` with the count of dropped lines before it, and the console's input line around it."""
+        """``text`` after the count of dropped lines, with the console's input line around it."""
         if self.dropped:
             text = "%s !! %d line(s) of output were dropped while the output was blocked\n%s" % (
                 LOCAL_CLOCK.now(), self.dropped, text)
@@ -1493,7 +1493,8 @@ class Output:
             shown = printable_json(shown)
         charger = event.charger or ""
         shown_id = self._shown_ids.get(charger) or self._charger(charger)
-        line = f"{LOCAL_CLOCK.now()} {shown_id} {self.ARROWS[event.direction]} {event.label} {shown}\n"
+        arrow = self.ARROWS[event.direction]
+        line = f"{LOCAL_CLOCK.now()} {shown_id} {arrow} {event.label} {shown}\n"
         if self.width:
             line = self.fit(line)
         pending = self._pending
@@ -1502,7 +1503,7 @@ class Output:
             self._flush_soon()
 
     def fit(self, line: str) -> str:
-        """A frame's line cut to the terminal's width, its payload ending in an ellipsis (--wide: not)."""
+        """A frame's line cut to the terminal's width, its payload ending in an ellipsis."""
         if len(line) < self.width:  # its last column stays free: no wrap at the terminal's edge
             return line
         now = time.monotonic()
@@ -1540,7 +1541,7 @@ class Output:
         self._write(charger, "ERROR " + text)
 
     def notice(self, charger: Optional[str], text: str) -> None:
-        """A notice of the server's own (a scenario's verdict, a held command run): shown when quiet too."""
+        """A notice of the server's own (a scenario's verdict): shown when quiet too."""
         self._write(charger, ">> " + text)
 
     def console(self, text: str) -> None:
@@ -1572,7 +1573,7 @@ class Transcript:
 
     def __init__(self, path: str, on_failure: Callable[[str], None]) -> None:
         self.path = path
-        self.on_failure = on_failure  # told, once, why the transcript stopped (a line for the operator)
+        self.on_failure = on_failure  # told, once, why the transcript stopped
         self.file: Any = open(path, "a", encoding="utf-8")
 
     def _write(self, record: dict) -> None:
@@ -2487,7 +2488,7 @@ class ChargerSession:
             self.bus.deliver(FrameEvent(self.charger_id, self, "in", text, label, shown, binary, parsed))
 
     def log(self, level: str, text: str) -> None:
-        """A line about this charger for the operator: level "debug", "info", "warn", "error", "notice"."""
+        """A line about this charger for the operator, at a level of EVENT_FIELDS["log"]."""
         self.bus.publish("log", self.charger_id, self, level=level, text=text)
 
     async def send_text(self, text: str, label: str, shown: Any) -> None:
@@ -4305,8 +4306,8 @@ class ScenarioRunner:
         where = "line %d" % failed.line if failed is not None and failed.line else (
             "waiting for a charger" if failed is not None else "--strict")
         not_run = total - passed - (1 if failed and failed.line else 0)
-        self.system.log("notice", None, "scenario %s: FAIL at %s, %d of %d steps passed (%d not run) "
-                        "in %.1f s, %d spec warning(s)"
+        self.system.log("notice", None, "scenario %s: FAIL at %s, %d of %d steps passed "
+                        "(%d not run) in %.1f s, %d spec warning(s)"
                         % (self.name, where, passed, total, not_run, elapsed, warnings))
         return 1
 
@@ -4590,7 +4591,7 @@ class EventHistory:
             self.cost += stored.cost
             self._trim()
         if self.readers:
-            stored.sse_message()  # made now, in the turn of the charger it is about, not in a reader's
+            stored.sse_message()  # made now, in its charger's turn, not in a reader's
 
     def _trim(self) -> None:
         events = self.events
@@ -5366,7 +5367,8 @@ class HttpApi:
             self._keep_every_event = None
         elif history.readers == 0:
             bus = self.system.bus
-            bus.subscribe(history.on_event, *[name for name in EVENT_FIELDS if name not in EventHistory.ALWAYS])
+            bus.subscribe(history.on_event,
+                          *[name for name in EVENT_FIELDS if name not in EventHistory.ALWAYS])
         history.readers += 1
 
     def _stream_closed(self) -> None:
@@ -6462,8 +6464,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="append every frame in and out to FILE, one JSON object per line")
     parser.add_argument("--quiet", action="store_true", help="print warnings, errors and console answers only")
     parser.add_argument("--wide", action="store_true",
-                        help="at a terminal, print frame lines whole (by default they are cut to its "
-                             "width; in files and pipes they are always whole)")
+                        help="at a terminal, print frame lines whole (by default they are cut "
+                             "to its width; in files and pipes they are always whole)")
     parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
     return parser
 
@@ -6497,7 +6499,8 @@ async def run_server(options: "Settings", out: Output, stdin: Any = None,
     system = CentralSystem(options, out)
     if options.log:
         try:
-            system.transcript = Transcript(options.log, lambda text: system.log("error", None, text))
+            system.transcript = Transcript(options.log,
+                                           lambda text: system.log("error", None, text))
             system.bus.subscribe(system.transcript.on_event, *Transcript.EVENT_NAMES)
         except OSError as exc:
             out.error(None, "cannot open the transcript %s: %s" % (options.log, exc.strerror or exc))
@@ -6749,8 +6752,8 @@ class Settings:
                  "max_message_size", "password", "certfile", "keyfile", "client_ca", "ca_cert", "ca_key",
                  "charger_ids",
                  "tag_rules", "unknown_tags",
-                 "concurrent_tx", "script", "log", "quiet", "wide", "faults", "http", "http_host", "http_port", "http_token",
-                 "files_dir", "max_upload_size", "files_quota")
+                 "concurrent_tx", "script", "log", "quiet", "faults", "http", "http_host", "http_port", "http_token",
+                 "files_dir", "max_upload_size", "files_quota", "wide")
 
     def __init__(self, **values: Any) -> None:
         for name in self.__slots__:

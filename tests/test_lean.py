@@ -33,8 +33,8 @@ async def _refused(server, charger_id: str) -> None:
 
 
 @charger_test
-async def test_a_refused_connections_line_reaches_the_event_stream_and_the_transcript(start_server,
-                                                                                      tmp_path):
+async def test_a_refusals_line_reaches_the_event_stream_and_the_transcript(
+        start_server, tmp_path):  # noqa: F811
     log = tmp_path / "transcript.jsonl"
     server = start_server("--no-boot-data", "--charger-ids", "CP-1", "--log", str(log))
     stream = await EventStream.open(server)
@@ -52,20 +52,21 @@ async def test_a_refused_connections_line_reaches_the_event_stream_and_the_trans
 
 
 @charger_test
-async def test_a_flood_of_refusals_does_not_push_the_chargers_frames_out_of_the_history(start_server):
+async def test_a_flood_of_refusals_keeps_the_chargers_frames_in_the_history(
+        start_server):  # noqa: F811
     server = start_server("--no-boot-data", "--charger-ids", "CP-1")
     history = server.system.http.history
     server.call_in_loop(setattr, history, "line_limit", 5)
     server.call_in_loop(setattr, history, "limit", 20)
     charger = await Charger.connect(server.url, "CP-1")
     for number in range(5):
-        await charger.call("Heartbeat", {}, message_id="hb-%d" % number)
+        await charger.call("Heartbeat", {}, message_id=f"hb-{number}")
     for number in range(30):  # six times the lines the history keeps
-        await _refused(server, "CP-FLOOD-%d" % number)
+        await _refused(server, f"CP-FLOOD-{number}")
     server.wait_for(r"CP-FLOOD-29 !! refused")
     kept = server.call_in_loop(history.kept)
     frames = [json.loads(event.fields["text"])[1] for event in kept if event.type == "frame"]
-    assert frames[-10:] == [name for number in range(5) for name in ("hb-%d" % number,) * 2]
+    assert frames[-10:] == [f"hb-{number}" for number in range(5) for _ in range(2)]
     lines = [event for event in kept if event.type == "log"]
     assert len(lines) == 5 and "CP-FLOOD-29" in lines[-1].fields["text"]
     records = (await http(server, "GET", "/api/transcript?charger=CP-1")).json["records"]
@@ -131,7 +132,7 @@ class NarrowTerminal:
             if re.search(pattern, text):
                 return text
             left = deadline - time.monotonic()
-            assert left > 0, "no %r on the terminal:\n%s" % (pattern, text)
+            assert left > 0, f"no {pattern!r} on the terminal:\n{text}"
             if select.select([self.master], [], [], min(left, 0.1))[0]:
                 try:
                     self.seen += os.read(self.master, 65536)
