@@ -1566,7 +1566,8 @@ class Transcript:
     """``--log FILE``: every frame in and out, one JSON object per line.
 
     Records are ``{"ts", "charger", "dir": "in"|"out", "frame": <text as sent>}``
-    and ``{"ts", "charger", "event": "connect"|"disconnect", ...}``.  The file
+    and ``{"ts", "charger", "event": "connect"|"disconnect"|..., ...}`` (TRANSCRIPT_EVENTS;
+    operator lines at TRANSCRIPT_LOG_LEVELS as ``"event": "log"``).  The file
     is appended to, and each line is flushed to the operating system as it is
     written, so a crash or kill -9 loses nothing that was already on the wire.
     """
