@@ -1265,7 +1265,7 @@ def _descriptor_that_never_waits(fd: int) -> Optional[int]:
             return fd
         if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
             return os.open("/proc/self/fd/%d" % fd, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:  # no /proc (macOS, Windows), or a pipe with no reader yet
+    except (OSError, AttributeError):  # no /proc (macOS), no O_NONBLOCK (Windows), no reader yet
         pass
     return None
 
