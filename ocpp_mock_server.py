@@ -46,6 +46,7 @@ import contextlib
 import datetime
 import difflib
 import errno
+import gc
 import hashlib
 import hmac
 import http
@@ -61,6 +62,7 @@ import shutil
 import signal
 import socket
 import ssl
+import stat
 import sys
 import tempfile
 import textwrap
@@ -473,6 +475,9 @@ def call_payload_text(text: str, frame: Frame) -> str:
     one, compact or with ", " (nearly every charger); otherwise it is the
     payload serialized again.
     """
+    prefix = "[2,%s,%s," % (_json_string(frame.message_id), _json_string(frame.action))
+    if text.endswith("}]") and text.startswith(prefix):  # compact, as most chargers write: in C
+        return text[len(prefix):-1]
     separator = ", " if text[3:4] == " " else ","
     prefix = "[2%s%s%s%s%s" % (separator, _json_string(frame.message_id), separator,
                                _json_string(frame.action), separator)
@@ -1206,6 +1211,7 @@ CHARGER_REPLY_RULES = {action: Object(fields) for action, fields in CHARGER_REPL
 # ------------------------------------------------------- Output and transcript
 
 MAX_READINGS_SHOWN = 30  # readings of one MeterValues on its line; the rest are counted
+MIN_CUT_WIDTH = 40  # columns a frame line keeps at a terminal narrower than that
 
 
 def _meter_readings(payload: dict) -> Iterator[Tuple[Any, Any, Any, Any]]:
@@ -1232,6 +1238,35 @@ def _reading_text(measurand: Any, value: Any, unit: Any, phase: Any) -> str:
                     if part is not None and part != "")
 
 
+def _reading_shown(measurand: Any, value: Any, unit: Any, phase: Any) -> str:
+    if type(measurand) is str and type(value) is str and type(unit) is str and phase is None:
+        return f"{measurand} {value} {unit}"  # nearly every standard reading
+    return _reading_text(measurand, value, unit, phase)
+
+
+def _standard_readings(payload: dict) -> Optional[List[str]]:
+    """The readings of a MeterValues in the standard form with text values and no phase, as
+    render_meter_values shows them, in one plain loop (it runs for every MeterValues); None for
+    any other (render_meter_values then reads it the general way)."""
+    meter_value = payload.get("meterValue")
+    if type(meter_value) is not list or "values" in payload:
+        return None
+    shown = []
+    for sample in meter_value:
+        sampled = sample.get("sampledValue") if type(sample) is dict else None
+        if type(sampled) is not list:
+            return None
+        for item in sampled:
+            if type(item) is not dict or "phase" in item or len(shown) == MAX_READINGS_SHOWN:
+                return None
+            measurand = item.get("measurand", "Energy.Active.Import.Register")
+            value, unit = item.get("value"), item.get("unit", "Wh")
+            if type(measurand) is not str or type(value) is not str or type(unit) is not str:
+                return None
+            shown.append(f"{measurand} {value} {unit}")
+    return shown or None
+
+
 def render_meter_values(payload: dict) -> str:
     """MeterValues as "measurand value unit" readings, standard or FlexiCharge form.
 
@@ -1240,16 +1275,14 @@ def render_meter_values(payload: dict) -> str:
     object of {name: {value, unit, measurand}}.  Anything else: the JSON.
     The first MAX_READINGS_SHOWN readings are shown, the rest counted.
     """
-    shown: List[str] = []
-    count = 0
-    for measurand, value, unit, phase in _meter_readings(payload):
-        count += 1
-        if count > MAX_READINGS_SHOWN:
-            continue
-        if type(measurand) is str and type(value) is str and type(unit) is str and phase is None:
-            shown.append(f"{measurand} {value} {unit}")  # nearly every standard reading
-        else:
-            shown.append(_reading_text(measurand, value, unit, phase))
+    shown = _standard_readings(payload)
+    count = len(shown) if shown is not None else 0
+    if shown is None:
+        shown = []
+        for reading in _meter_readings(payload):
+            count += 1
+            if count <= MAX_READINGS_SHOWN:
+                shown.append(_reading_shown(*reading))
     if not count:
         return render_json(payload)
     if count > MAX_READINGS_SHOWN:
@@ -1266,27 +1299,64 @@ def _scalar_text(value: Any) -> str:
     return value if type(value) is str else str(value) if type(value) is int else render_json(value)
 
 
-class OutputWriter:
-    """Writes the server's output on its own thread, so a blocked terminal never blocks the loop.
+def _descriptor_that_never_waits(fd: int) -> Optional[int]:
+    """A descriptor for ``fd``'s output that a write never waits on, or None.
 
-    With stdout a pipe nobody reads, a terminal paused with Ctrl-S or ``less``
-    at its first page, a write blocks.  The event loop only queues text here;
-    past ``limit`` queued characters, lines are dropped and counted, and the
-    count is written as soon as the output flows again.
+    A regular file's writes do not wait for a reader: ``fd`` itself.  A
+    pipe or a terminal is opened again, non-blocking, through /proc (Linux):
+    an open file description of its own, so O_NONBLOCK does not reach the
+    stdout (often also the stdin) this process shares with the shell.
+    """
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISREG(mode):
+            return fd
+        if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
+            return os.open("/proc/self/fd/%d" % fd, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (OSError, AttributeError):  # no /proc (macOS), no O_NONBLOCK (Windows), no reader yet
+        pass
+    return None
+
+
+def terminal_width(stream: Any) -> int:
+    """The columns of the terminal ``stream`` writes to; 0 for a file, a pipe or no stream."""
+    try:
+        if stream.isatty():
+            return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        pass
+    return 0
+
+
+class OutputWriter:
+    """Writes the server's output so that a blocked terminal never blocks the loop.
+
+    The loop writes itself, to a descriptor that never waits (see
+    _descriptor_that_never_waits): no thread hand-off for a file, a pipe or
+    a terminal that takes the text.  What a write cannot take now (a pipe
+    nobody reads, a terminal paused with Ctrl-S or ``less`` at its first
+    page), and everything after it until it has flowed, is queued for the
+    writer thread, which waits for the output: past ``limit`` queued
+    characters, lines are dropped and counted, and the count is written as
+    soon as the output flows again.  Without such a descriptor (a stream
+    with no file descriptor, no /proc), every write goes through the thread.
     """
 
     def __init__(self, stream: Any, limit: int = 1 << 20) -> None:
         self.stream = stream
         self.limit = limit
         self._queue: Deque[str] = collections.deque()
+        self._carry = b""  # the part of a direct write that the output did not take, written first
         self._queued = 0
         self.dropped = 0
         self._cond = threading.Condition()
         self._busy = False
+        self._direct: Optional[int] = None
         try:
             self._fd: Optional[int] = stream.fileno()
             stream.flush()
             self._encoding = getattr(stream, "encoding", None) or "utf-8"
+            self._direct = _descriptor_that_never_waits(self._fd)
         except (AttributeError, OSError, ValueError):
             self._fd = None  # a StringIO or the like: written with its own write()
         # The interactive console's input line (its prompt and what is typed so far), or None: output is
@@ -1296,6 +1366,12 @@ class OutputWriter:
         self._thread.start()
 
     def put(self, text: str) -> None:
+        """Write ``text`` now if the output takes it, else queue it for the writer thread.
+
+        Called from one thread at a time (the loop's, or the only one before it runs)."""
+        if self._direct is not None and not self._busy and not self._queue:
+            self._write_now(text)  # the thread is idle, with nothing queued: nothing to overtake
+            return
         with self._cond:
             if self._queued + len(text) > self.limit:
                 self.dropped += text.count("\n")
@@ -1303,6 +1379,31 @@ class OutputWriter:
             self._queue.append(text)
             self._queued += len(text)
             self._cond.notify()
+
+    def _write_now(self, text: str) -> None:
+        data = self._framed(text).encode(self._encoding, "backslashreplace")
+        try:
+            written = os.write(self._direct, data)  # type: ignore[arg-type]
+        except BlockingIOError:
+            written = 0
+        except (OSError, ValueError):
+            return  # the terminal went away; keep serving
+        if written < len(data):
+            with self._cond:  # the rest waits for the output on the thread, as does what follows
+                self._carry = data[written:]
+                self._busy = True
+                self._cond.notify()
+
+    def _framed(self, text: str) -> str:
+        """``text`` after the count of dropped lines, with the console's input line around it."""
+        if self.dropped:
+            text = "%s !! %d line(s) of output were dropped while the output was blocked\n%s" % (
+                LOCAL_CLOCK.now(), self.dropped, text)
+            self.dropped = 0
+        input_line = self.input_line() if self.input_line is not None else None
+        if input_line is not None:
+            text = "\r\x1b[K" + text + input_line  # clear the half-typed line, write, draw it again
+        return text
 
     def drain(self, timeout: float) -> bool:
         """Wait until everything queued is written, up to ``timeout`` seconds; False if it is not."""
@@ -1318,35 +1419,29 @@ class OutputWriter:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._queue:
+                while not self._queue and not self._carry:
                     self._cond.wait()
                 text = "".join(self._queue)
                 self._queue.clear()
                 self._queued = 0
-                if self.dropped:
-                    text = "%s !! %d line(s) of output were dropped while the output was blocked\n%s" % (
-                        LOCAL_CLOCK.now(), self.dropped, text)
-                    self.dropped = 0
+                carry, self._carry = self._carry, b""
                 self._busy = True
-            input_line = self.input_line() if self.input_line is not None else None
-            if input_line is not None:
-                text = "\r\x1b[K" + text + input_line  # clear the half-typed line, write, draw it again
             try:
-                self._write(text)
+                self._write(carry, self._framed(text) if text else "")
             except (OSError, ValueError):
                 pass  # the terminal went away; keep serving
             with self._cond:
                 self._busy = False
                 self._cond.notify_all()
 
-    def _write(self, text: str) -> None:
+    def _write(self, carry: bytes, text: str) -> None:
         if self._fd is None:
             self.stream.write(text)
             self.stream.flush()
             return
         # os.write, not the stream: a blocked write must hold no lock that
         # the interpreter needs at exit.
-        data = memoryview(text.encode(self._encoding, "backslashreplace"))
+        data = memoryview(carry + text.encode(self._encoding, "backslashreplace"))
         while data:
             data = data[os.write(self._fd, data):]
 
@@ -1364,11 +1459,19 @@ class Output:
 
     FLUSH_SECONDS = 0.005
 
-    def __init__(self, stream: Any = None, quiet: bool = False) -> None:
+    def __init__(self, stream: Any = None, quiet: bool = False, wide: bool = False) -> None:
         self.writer = OutputWriter(stream if stream is not None else sys.stdout)
         self.quiet = quiet
+        # At a terminal (unless --wide), frame lines are cut to its width; 0: whole lines.
+        self.width = 0 if wide else terminal_width(self.writer.stream)
+        if self.width:
+            self.width = max(MIN_CUT_WIDTH, self.width)
+        self._width_checked = time.monotonic()
+        encoding = (getattr(self.writer.stream, "encoding", None) or "").lower().replace("-", "")
+        self.ellipsis = "\u2026" if encoding == "utf8" else "..."
         self._pending: List[str] = []
         self._shown_ids: Dict[str, str] = {}
+        self.publish_log: Optional[Callable[[str, Optional[str], str], None]] = None
 
     def _charger(self, charger: str) -> str:
         shown = self._shown_ids.get(charger)
@@ -1389,12 +1492,14 @@ class Output:
         pending = self._pending
         pending.append(line)
         if len(pending) == 1:
-            try:
-                # Every few milliseconds, not every turn of the loop: each
-                # hand-over to the writer thread costs a thread switch.
-                asyncio.get_running_loop().call_later(self.FLUSH_SECONDS, self.flush)
-            except RuntimeError:  # no running loop: before start-up or after shutdown
-                self.flush()
+            self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        try:
+            # Every few milliseconds, not every turn of the loop: one write for many lines.
+            asyncio.get_running_loop().call_later(self.FLUSH_SECONDS, self.flush)
+        except RuntimeError:  # no running loop: before start-up or after shutdown
+            self.flush()
 
     def flush(self) -> None:
         """Hand the lines gathered since the last flush to the writer, in one piece."""
@@ -1416,24 +1521,58 @@ class Output:
     ARROWS = {"in": "<-", "out": "->"}
 
     def on_frame(self, event: "FrameEvent") -> None:
-        """One line per frame: time, charger, direction ("<-" from the charger, "->" to it), label, payload.
+        """One line per frame: time, charger, direction ("<-" from the charger, "->" to it), label,
+        payload; at a terminal, cut to its width (see fit).
 
         ``shown`` is JSON text or other text, or a payload to show as compact
         JSON; None for a charger's CALL, rendered here: MeterValues as
         readings, else the payload as the charger wrote it.  It runs for every
-        frame, so it formats its line in one go.
+        frame, so it formats and adds its line in one go (printable_json's and
+        _add's common cases written in).
         """
         shown = event.shown
         if shown is None:
             parsed = event.parsed
             shown = render_meter_values(parsed.payload) if parsed.action == "MeterValues" else \
                 call_payload_text(event.text, parsed)
-        text = printable_json(shown if type(shown) is str else render_json(shown))
-        shown_id = self._charger(event.charger or "")
-        self._add(f"{LOCAL_CLOCK.now()} {shown_id} {self.ARROWS[event.direction]} {event.label} {text}\n")
+        elif type(shown) is not str:
+            shown = render_json(shown)
+        if len(shown) > MAX_SHOWN or not shown.isprintable():
+            shown = printable_json(shown)
+        charger = event.charger or ""
+        shown_id = self._shown_ids.get(charger) or self._charger(charger)
+        arrow = self.ARROWS[event.direction]
+        line = f"{LOCAL_CLOCK.now()} {shown_id} {arrow} {event.label} {shown}\n"
+        if self.width:
+            line = self.fit(line)
+        pending = self._pending
+        pending.append(line)
+        if len(pending) == 1:
+            self._flush_soon()
+
+    def fit(self, line: str) -> str:
+        """A frame's line cut to the terminal's width, its payload ending in an ellipsis."""
+        if len(line) < self.width:  # its last column stays free: no wrap at the terminal's edge
+            return line
+        now = time.monotonic()
+        if now >= self._width_checked + 1.0:  # a resized terminal is seen within a second
+            self._width_checked = now
+            self.width = terminal_width(self.writer.stream) or self.width
+            if len(line) < self.width:
+                return line
+        return line[:self.width - 1 - len(self.ellipsis)] + self.ellipsis + "\n"
 
     def on_log(self, event: "Event") -> None:
         self._LEVELS[event.fields["level"]](self, event.charger, event.fields["text"])
+
+    def log(self, level: str, charger: Optional[str], text: str) -> None:
+        """An operator line from code that holds the Output, not the server: through the bus once
+        there is one (``publish_log``, CentralSystem.log), so the page, the event stream and the
+        transcript get it too; printed directly before."""
+        if self.publish_log is not None:
+            self.publish_log(level, charger, text)
+        else:
+            self._LEVELS[level](self, charger, text)
 
     def debug(self, charger: Optional[str], text: str) -> None:
         if not self.quiet:
@@ -1449,32 +1588,41 @@ class Output:
     def error(self, charger: Optional[str], text: str) -> None:
         self._write(charger, "ERROR " + text)
 
+    def notice(self, charger: Optional[str], text: str) -> None:
+        """A notice of the server's own (a scenario's verdict): shown when quiet too."""
+        self._write(charger, ">> " + text)
+
     def console(self, text: str) -> None:
         """An answer to the operator's command."""
         self._write(None, ">> " + text)
 
-    _LEVELS = {"debug": debug, "info": info, "warn": warn, "error": error}
+    _LEVELS = {"debug": debug, "info": info, "warn": warn, "error": error, "notice": notice}
 
 
 # Bus event type -> the transcript's "event" name, and the fields it keeps.
 TRANSCRIPT_EVENTS = {"connected": ("connect", ("peer", "path", "subprotocol")),
                      "disconnected": ("disconnect", ("code",)),
                      "authorization": ("authorization", ("action", "idTag", "status", "rule")),
-                     "fault_injected": ("fault", ("fault", "effect"))}
+                     "fault_injected": ("fault", ("fault", "effect")),
+                     "log": ("log", ("level", "text"))}
+# The operator lines the transcript keeps: not "info" (connects and disconnects have records of
+# their own) nor "debug".
+TRANSCRIPT_LOG_LEVELS = frozenset(("notice", "warn", "error"))
 
 
 class Transcript:
     """``--log FILE``: every frame in and out, one JSON object per line.
 
     Records are ``{"ts", "charger", "dir": "in"|"out", "frame": <text as sent>}``
-    and ``{"ts", "charger", "event": "connect"|"disconnect", ...}``.  The file
+    and ``{"ts", "charger", "event": "connect"|"disconnect"|..., ...}`` (TRANSCRIPT_EVENTS;
+    operator lines at TRANSCRIPT_LOG_LEVELS as ``"event": "log"``).  The file
     is appended to, and each line is flushed to the operating system as it is
     written, so a crash or kill -9 loses nothing that was already on the wire.
     """
 
-    def __init__(self, path: str, out: Output) -> None:
+    def __init__(self, path: str, on_failure: Callable[[str], None]) -> None:
         self.path = path
-        self.out = out
+        self.on_failure = on_failure  # told, once, why the transcript stopped
         self.file: Any = open(path, "a", encoding="utf-8")
 
     def _write(self, record: dict) -> None:
@@ -1489,8 +1637,8 @@ class Transcript:
             self.file.write(encodable(line) + "\n")
             self.file.flush()
         except (OSError, ValueError) as exc:
-            self.out.error(None, "transcript %s stopped: %s" % (self.path, exc))
-            self.file = None
+            self.file = None  # first: the line below is a transcript event too
+            self.on_failure("transcript %s stopped: %s" % (self.path, exc))
 
     def on_event(self, event: "Event") -> None:
         """The transcript as a bus subscriber: every frame, and connects, disconnects and authorizations."""
@@ -1519,6 +1667,8 @@ def transcript_record(event: "Union[Event, StoredEvent]") -> Optional[dict]:
     if kind is None:
         return None
     fields = event.fields
+    if event.type == "log" and fields["level"] not in TRANSCRIPT_LOG_LEVELS:
+        return None
     record = {"ts": UTC_CLOCK.at(event.at), "charger": event.charger, "event": kind[0]}
     record.update((name, fields[name]) for name in kind[1])
     return record
@@ -1547,7 +1697,9 @@ EVENT_FIELDS: Dict[str, Tuple[str, ...]] = {
     "spec_problem": ("key", "text"),  # a spec warning, once per charger and problem
     "file_received": ("name", "size", "peer"),  # an upload to the file server, stored under name
     "fault_injected": ("fault", "effect"),  # a fault set on purpose fired (docs/faults.md)
-    "log": ("level", "text"),  # a line about a charger for the operator: debug, info, warn, error
+    # A line for the operator, about a charger or the server (charger null): its level is debug,
+    # info ("**"), warn ("!!"), error ("ERROR") or notice (">>", the server's own, e.g. a verdict).
+    "log": ("level", "text"),
 }
 
 
@@ -2575,7 +2727,7 @@ class ChargerSession:
             self.bus.deliver(FrameEvent(self.charger_id, self, "in", text, label, shown, binary, parsed))
 
     def log(self, level: str, text: str) -> None:
-        """A line about this charger for the operator: level "debug", "info", "warn" or "error"."""
+        """A line about this charger for the operator, at a level of EVENT_FIELDS["log"]."""
         self.bus.publish("log", self.charger_id, self, level=level, text=text)
 
     async def send_text(self, text: str, label: str, shown: Any) -> None:
@@ -4603,7 +4755,8 @@ class Console:
         return thread
 
     def on_end_of_input(self) -> None:
-        self.out.console("console input ended; the server keeps serving until Ctrl-C or SIGTERM")
+        self.system.log("notice", None,
+                        "console input ended; the server keeps serving until Ctrl-C or SIGTERM")
 
     def execute(self, line: str) -> None:
         """Run one console line and print its outcome; problems are one line, never raised."""
@@ -4633,7 +4786,8 @@ class Console:
         except CommandError as exc:
             outcome.fail(str(exc))
         except Exception as exc:  # a console bug must not stop the server
-            self.out.error(None, "console command %r failed: %s: %s" % (line, type(exc).__name__, exc))
+            self.system.log("error", None, "console command %r failed: %s: %s"
+                            % (line, type(exc).__name__, exc))
             outcome.ok = False
         return outcome
 
@@ -5196,27 +5350,30 @@ class ScenarioRunner:
                 await step.run(self)
             except StepFailed as exc:
                 failed = step
-                self.out.warn(None, "%s:%d FAILED %s: %s" % (self.name, step.line, step.text, exc))
+                self.system.log("warn", None, "%s:%d FAILED %s: %s"
+                                % (self.name, step.line, step.text, exc))
                 break
             if step.line:
                 passed += 1
-                self.out.console("%s:%d ok  %s (%.2f s)" % (self.name, step.line, step.text,
-                                                            time.monotonic() - step_started))
+                self.system.log("notice", None, "%s:%d ok  %s (%.2f s)" % (
+                    self.name, step.line, step.text, time.monotonic() - step_started))
         elapsed = time.monotonic() - started
         warnings = self.system.spec_warnings
         strict_failure = failed is None and self.system.options.strict and warnings > 0
         if strict_failure:
-            self.out.warn(None, "--strict: %d spec warning(s) about the charger's frames fail the run" % warnings)
+            self.system.log("warn", None, "--strict: %d spec warning(s) about the charger's frames "
+                            "fail the run" % warnings)
         total = len(self.steps)
         if failed is None and not strict_failure:
-            self.out.console("scenario %s: PASS, %d of %d steps passed in %.1f s, %d spec warning(s)"
-                             % (self.name, passed, total, elapsed, warnings))
+            self.system.log("notice", None, "scenario %s: PASS, %d of %d steps passed in %.1f s, "
+                            "%d spec warning(s)" % (self.name, passed, total, elapsed, warnings))
             return 0
         where = "line %d" % failed.line if failed is not None and failed.line else (
             "waiting for a charger" if failed is not None else "--strict")
-        self.out.console("scenario %s: FAIL at %s, %d of %d steps passed (%d not run) in %.1f s, %d spec warning(s)"
-                         % (self.name, where, passed, total, total - passed - (1 if failed and failed.line else 0),
-                            elapsed, warnings))
+        not_run = total - passed - (1 if failed and failed.line else 0)
+        self.system.log("notice", None, "scenario %s: FAIL at %s, %d of %d steps passed "
+                        "(%d not run) in %.1f s, %d spec warning(s)"
+                        % (self.name, where, passed, total, not_run, elapsed, warnings))
         return 1
 
     def target_session(self, target: Optional[str]) -> ChargerSession:
@@ -5327,6 +5484,7 @@ HTTP_BODY_TIMEOUT = 60.0  # seconds a request body may pause before the request 
 MAX_HTTP_HEADERS = 100
 MAX_JSON_BODY = 1 << 20  # bytes of a JSON request body
 EVENT_HISTORY = 5000  # events kept for the event streams, their resumes and GET /api/transcript
+EVENT_HISTORY_LINES = 1000  # operator lines ("log" events) kept apart from those, for the same
 EVENT_HISTORY_BUDGET = 2000000  # characters those events may hold between them (a few MB at most)
 EVENT_STREAM_KEEPALIVE = 15.0  # seconds between comments on a quiet event stream
 EVENT_STREAM_PACE = 0.05  # seconds an event stream gathers events before it writes them (20 writes a second)
@@ -5456,6 +5614,16 @@ class StoredEvent:
         record.update(fields)
         return api_json(record)
 
+    @classmethod
+    def of_frame(cls, kept: tuple) -> "StoredEvent":
+        """A frame the history kept as a tuple (EventHistory.__call__), made a StoredEvent."""
+        stored = cls.__new__(cls)
+        stored.seq, stored.charger, stored.at, direction, text, label, binary = kept
+        stored.type, stored.sse, stored.json, stored._fields = "frame", None, None, None
+        stored._frame = (direction, text, label, binary)
+        stored.cost = 100 + len(text)
+        return stored
+
     @property
     def fields(self) -> Dict[str, Any]:
         if self._frame is not None:
@@ -5506,45 +5674,91 @@ class EventHistory:
 
     ALWAYS = Transcript.EVENT_NAMES
 
-    def __init__(self, limit: Optional[int] = None, budget: Optional[int] = None) -> None:
-        self.events: Deque[StoredEvent] = collections.deque()
+    def __init__(self, limit: Optional[int] = None, budget: Optional[int] = None,
+                 lines: Optional[int] = None) -> None:
+        # The chargers' events: StoredEvent, or a frame kept while nobody reads as a plain tuple
+        # (see _frame), which costs less and which the garbage collector stops tracking.
+        self.events: Deque[Any] = collections.deque()
+        self.lines: Deque[StoredEvent] = collections.deque()  # "log" events, kept apart
         self.limit, self.budget, self.cost = limit or EVENT_HISTORY, budget or EVENT_HISTORY_BUDGET, 0
+        self.line_limit = lines or EVENT_HISTORY_LINES
+        self.last = 0  # the number of the latest event kept (0 before the first)
+        self.dropped = 0  # the number of the latest event dropped to make room (0: none yet)
         self._waiting: List["asyncio.Future[bool]"] = []  # the readers that have caught up
         self.readers = 0  # event streams open now
         self.run = base64.urlsafe_b64encode(os.urandom(6)).decode("ascii")
 
-    def __call__(self, event: Event) -> None:
-        stored = StoredEvent(event)
-        self.events.append(stored)
-        self.cost += stored.cost
-        while len(self.events) > self.limit or self.cost > self.budget:
-            self.cost -= self.events.popleft().cost
-        if self.readers:
-            # Made now, in the turn of the charger it is about, not in a reader's.
-            stored.sse_message(self.run)
+    def on_event(self, event: Event) -> None:
+        """The history as a bus subscriber (a bound method: called faster than the instance)."""
+        if event.type == "frame" and not self.readers:  # the most frequent event: kept lean
+            events = self.events
+            events.append((event.seq, event.charger, event.at, event.direction, event.text,
+                           event.label, event.binary))
+            self.cost += 100 + len(event.text)
+            if self.cost > self.budget or len(events) > self.limit:
+                self._trim()
+        else:
+            self._keep(StoredEvent(event))
+        self.last = event.seq
         if self._waiting:
             waiting, self._waiting = self._waiting, []
             for reader in waiting:
                 if not reader.done():
                     reader.set_result(True)
 
-    @property
-    def last(self) -> int:
-        """The number of the latest event kept (0 before the first)."""
-        return self.events[-1].seq if self.events else 0
+    def _keep(self, stored: StoredEvent) -> None:
+        if stored.type == "log":  # a flood of lines (refusals) pushes out lines, not frames
+            self.lines.append(stored)
+            if len(self.lines) > self.line_limit:
+                self.dropped = max(self.dropped, self.lines.popleft().seq)
+        else:
+            self.events.append(stored)
+            self.cost += stored.cost
+            self._trim()
+        if self.readers:
+            stored.sse_message(self.run)  # made now, in its charger's turn, not in a reader's
 
-    def after(self, seq: int) -> Tuple[List[StoredEvent], int]:
-        """The events after number ``seq``, oldest first, and how many event numbers after it are not kept."""
+    def _trim(self) -> None:
         events = self.events
-        if not events or events[-1].seq <= seq:
-            return [], 0
+        while len(events) > self.limit or self.cost > self.budget:
+            oldest = events.popleft()
+            if type(oldest) is tuple:
+                self.cost -= 100 + len(oldest[4])
+                self.dropped = max(self.dropped, oldest[0])
+            else:
+                self.cost -= oldest.cost
+                self.dropped = max(self.dropped, oldest.seq)
+
+    @staticmethod
+    def _newer(kept: "Deque[Any]", seq: int) -> List[StoredEvent]:
+        """The events of ``kept`` after number ``seq``, oldest first, as StoredEvent."""
         newer = []
-        for event in reversed(events):  # a reader is nearly always near the end: walk back to it
-            if event.seq <= seq:
+        for event in reversed(kept):  # a reader is nearly always near the end: walk back to it
+            if type(event) is tuple:
+                if event[0] <= seq:
+                    break
+                event = StoredEvent.of_frame(event)
+            elif event.seq <= seq:
                 break
             newer.append(event)
         newer.reverse()
-        return newer, max(0, events[0].seq - seq - 1) if len(newer) == len(events) else 0
+        return newer
+
+    def after(self, seq: int) -> Tuple[List[StoredEvent], int]:
+        """The events after number ``seq``, oldest first, and how many event numbers after it are
+        not kept (those before the first given, when events after ``seq`` were dropped)."""
+        if self.last <= seq:
+            return [], 0
+        newer = self._newer(self.events, seq)
+        lines = self._newer(self.lines, seq)
+        if lines:
+            newer = sorted(newer + lines, key=lambda stored: stored.seq)
+        missed = max(0, newer[0].seq - seq - 1) if newer and self.dropped > seq else 0
+        return newer, missed
+
+    def kept(self) -> List[StoredEvent]:
+        """Every event kept, oldest first."""
+        return self.after(0)[0]
 
     async def wait(self, seq: int, timeout: float) -> bool:
         """Wait until an event after number ``seq`` is kept (True), or ``timeout`` seconds (False)."""
@@ -6293,7 +6507,7 @@ class EventStreams:
         self.stalled = BurstReport(lambda count, seconds: system.log(
             "warn", None, "HTTP: closed %d event stream%s in %g s: the reader took nothing for %g s"
             % (count, "" if count == 1 else "s", seconds, EVENT_STREAM_DRAIN_TIMEOUT)))
-        system.bus.subscribe(self.history, *EventHistory.ALWAYS)
+        system.bus.subscribe(self.history.on_event, *EventHistory.ALWAYS)
 
     async def open(self, request: HttpRequest, writer: asyncio.StreamWriter) -> None:
         """GET /api/events: live events; Last-Event-ID (or ?lastEventId=) resumes after that event.
@@ -6372,8 +6586,8 @@ class EventStreams:
             self._keep_every_event = None
         elif history.readers == 0:
             bus = self.system.bus
-            bus.subscribe(history, *[name for name in EVENT_FIELDS
-                                     if name not in EventHistory.ALWAYS])
+            bus.subscribe(history.on_event, *[name for name in EVENT_FIELDS
+                                              if name not in EventHistory.ALWAYS])
         history.readers += 1
 
     def reader_closed(self) -> None:
@@ -6382,8 +6596,8 @@ class EventStreams:
         if history.readers == 0:
             def keep_transcript_events_only() -> None:
                 self._keep_every_event = None
-                self.system.bus.unsubscribe(history)
-                self.system.bus.subscribe(history, *EventHistory.ALWAYS)
+                self.system.bus.unsubscribe(history.on_event)
+                self.system.bus.subscribe(history.on_event, *EventHistory.ALWAYS)
             self._keep_every_event = asyncio.get_running_loop().call_later(
                 EVENT_RESUME_SECONDS, keep_transcript_events_only)
 
@@ -6522,7 +6736,7 @@ class HttpPort:
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the client went away
         except Exception as exc:  # a bug of ours: a 500 and one line, never a traceback
-            self.out.error(None, "HTTP %s failed: %s: %s" % (request.path if request else "request",
+            self.system.log("error", None, "HTTP %s failed: %s: %s" % (request.path if request else "request",
                                                               type(exc).__name__, exc))
             writer.write(head_only(request, json_response(
                 500, {"error": "internal error: %s" % type(exc).__name__})))
@@ -6562,7 +6776,7 @@ class HttpPort:
     def refuse(self, writer: asyncio.StreamWriter, request: Optional[HttpRequest], peer: str,
                refusal: HttpError) -> None:
         if refusal.status in (401, 403):
-            self.out.warn(None, "HTTP %d for %s %s from %s: %s" % (
+            self.system.log("warn", None, "HTTP %d for %s %s from %s: %s" % (
                 refusal.status, request.method if request else "?", printable(request.path if request else "?", 200),
                 peer, refusal))
         elif refusal.status == 503:
@@ -6739,7 +6953,7 @@ class HttpApi(HttpPort):
         """GET /api/transcript: the latest --log records (frames, connects, authorizations)."""
         charger = request.query.get("charger")
         limit = int(request.number("limit", 1, EVENT_HISTORY, 100) or 100)
-        records = [record for record in (transcript_record(event) for event in self.history.events
+        records = [record for record in (transcript_record(event) for event in self.history.kept()
                                          if charger is None or event.charger == charger) if record is not None]
         return 200, {"records": records[-limit:]}
 
@@ -6780,7 +6994,7 @@ class FileRoutes:
                     break
                 writer.write(piece)
                 await writer.drain()
-        self.out.info(self._charger_of(segments), "file server: sent %s (%d bytes) to %s" % (
+        self.system.log("info", self._charger_of(segments), "file server: sent %s (%d bytes) to %s" % (
             printable("/".join(segments), 200), size, request.peer))
         return None
 
@@ -6793,14 +7007,14 @@ class FileRoutes:
         try:
             name = await self.files.receive(request, writer, segments)
         except HttpError as exc:
-            self.out.warn(self._charger_of(segments), "file server: upload %s from %s refused: %s" % (
+            self.system.log("warn", self._charger_of(segments), "file server: upload %s from %s refused: %s" % (
                 printable("/".join(segments), 200), request.peer, exc))
             raise
         size = os.path.getsize(os.path.join(self.files.root, name))
         charger = self._charger_of(name.split("/"))
         self.system.bus.publish("file_received", charger, self.system.sessions.get(charger or ""),
                                 name=name, size=size, peer=request.peer)
-        self.out.info(charger, "file server: received %s (%d bytes) from %s, stored as %s" % (
+        self.system.log("info", charger, "file server: received %s (%d bytes) from %s, stored as %s" % (
             printable(name, 200), size, request.peer, os.path.join(self.files.root, name)))
         return 201, {"name": name, "size": size}
 
@@ -7435,7 +7649,7 @@ def _page_rows(history: EventHistory) -> list[str]:
     """The latest events the page shows as rows of its frame log, oldest first, as their JSON."""
     rows: list[str] = []
     budget = PAGE_STATE_BUDGET
-    for event in reversed(history.events):
+    for event in reversed(history.kept()):
         if len(rows) >= PAGE_STATE_ROWS:
             break
         if event.type not in PAGE_ROW_TYPES and not (
@@ -7594,7 +7808,7 @@ class LibraryLogLine(logging.Handler):
         while error is not None:
             text += ": %s: %s" % (type(error).__name__, error)
             error = error.__cause__
-        self.out.warn(None, "websockets: " + printable(text, 400))
+        self.out.log("warn", None, "websockets: " + printable(text, 400))
 
 
 def route_library_logs(out: "Output", access: "AccessPolicy") -> None:
@@ -7614,7 +7828,7 @@ def _log_tls_failures(context: ssl.SSLContext, out: "Output") -> None:
             except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 raise  # the handshake goes on when more bytes arrive
             except ssl.SSLError as exc:
-                out.warn(None, "TLS handshake failed: %s%s" % (
+                out.log("warn", None, "TLS handshake failed: %s%s" % (
                     printable(exc.reason or str(exc)),
                     " (a plain ws:// client on this wss:// port?)" if exc.reason in (
                         "HTTP_REQUEST", "WRONG_VERSION_NUMBER", "UNSUPPORTED_PROTOCOL") else ""))
@@ -7767,7 +7981,7 @@ class AccessPolicy:
         if refusal is not None:
             self.logged_refusals += 1
             where = " from %s:%s" % (peer[0], peer[1]) if peer else ""
-            self.out.warn(charger_id or None, "refused a connection%s to %s: HTTP %d, %s"
+            self.out.log("warn", charger_id or None, "refused a connection%s to %s: HTTP %d, %s"
                           % (where, _show(path), refusal[0], printable(refusal[1], 400)))
         return refusal
 
@@ -7868,6 +8082,7 @@ class CentralSystem:
         self._failed_subscribers: set = set()
         self.bus = EventBus(self._subscriber_failed)
         out.subscribe_to(self.bus)
+        out.publish_log = self.log
         self.spec_warnings = 0
         # The open transactions' readings, for the page (nothing is kept without the HTTP port).
         self.charts: Optional[ChartReadings] = ChartReadings() if options.http else None
@@ -7882,7 +8097,7 @@ class CentralSystem:
         self.stopped.set()
 
     def log(self, level: str, charger: Optional[str], text: str) -> None:
-        """A line for the operator ("debug", "info", "warn" or "error"), about a charger or the server
+        """A line for the operator (a level of EVENT_FIELDS["log"]), about a charger or the server
         (``charger`` None), published on the bus as a "log" event: the one way such lines are shown."""
         self.bus.publish("log", charger, self.sessions.get(charger) if charger else None, level=level, text=text)
 
@@ -7929,22 +8144,22 @@ class CentralSystem:
         charger_id = charger_id_from_path(path)
         if not charger_id:
             charger_id = address[0] if address else "charger"
-            self.out.info(charger_id, "connected from %s with no id in the URL path; calling it %s "
+            self.log("info", charger_id, "connected from %s with no id in the URL path; calling it %s "
                           "(add /<id> to the URL to name it)" % (peer, charger_id))
         else:
-            self.out.info(charger_id, "connected from %s" % peer)
+            self.log("info", charger_id, "connected from %s" % peer)
         subprotocol = websocket.subprotocol
         if subprotocol is None:
             offered = ", ".join(request_headers(websocket).get_all("Sec-WebSocket-Protocol")) or "none"
             self.count_spec_warning(self.state_for(charger_id))
-            self.out.warn(charger_id, "spec: no ocpp1.6 subprotocol negotiated (charger offered: %s); "
+            self.log("warn", charger_id, "spec: no ocpp1.6 subprotocol negotiated (charger offered: %s); "
                           "serving it anyway" % printable(offered))
         previous = self.sessions.get(charger_id)
         session = ChargerSession(self, websocket, charger_id, peer, subprotocol)
         self.sessions[charger_id] = session
         session.state.connected = True
         if previous is not None:
-            self.out.info(charger_id, "reconnected; the new connection replaces the old one")
+            self.log("info", charger_id, "reconnected; the new connection replaces the old one")
             previous.closed = True
             asyncio.ensure_future(close_within(previous.websocket, 1000, "replaced by a new connection",
                                                REPLACE_TIMEOUT))
@@ -8135,6 +8350,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log", metavar="FILE",
                         help="append every frame in and out to FILE, one JSON object per line")
     parser.add_argument("--quiet", action="store_true", help="print warnings, errors and console answers only")
+    parser.add_argument("--wide", action="store_true",
+                        help="at a terminal, print frame lines whole (by default they are cut "
+                             "to its width; in files and pipes they are always whole)")
     parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
     return parser
 
@@ -8168,7 +8386,8 @@ async def run_server(options: "Settings", out: Output, stdin: Any = None,
     system = CentralSystem(options, out)
     if options.log:
         try:
-            system.transcript = Transcript(options.log, out)
+            system.transcript = Transcript(options.log,
+                                           lambda text: system.log("error", None, text))
             system.bus.subscribe(system.transcript.on_event, *Transcript.EVENT_NAMES)
         except OSError as exc:
             out.error(None, "cannot open the transcript %s: %s" % (options.log, exc.strerror or exc))
@@ -8220,6 +8439,21 @@ async def serve_until_stopped(system: CentralSystem, options: "Settings", out: O
         keep_or_remove(http_api.files.root, out)
     out.console("stopped")
     return system.exit_code
+
+
+# The collector's pauses over a heap of thousands of connections are most of a large fleet's
+# latency tail: young objects are collected less often, and whole-heap collections rarely.
+GC_YOUNG_OBJECTS = 20000  # allocations between two collections of the youngest generation
+GC_MIDDLE_EVERY = 20  # collections of the youngest between two of the middle generation
+GC_OLD_EVERY = 100  # of the middle between two of the whole heap (with Python's own 25 % rule)
+
+
+def settle_garbage_collector() -> None:
+    """Before serving: the objects of start-up (modules, tables) are left out of every collection
+    (gc.freeze), and collections come less often (GC_YOUNG_OBJECTS and the two after it)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_OBJECTS, GC_MIDDLE_EVERY, GC_OLD_EVERY)
 
 
 async def listen(system: CentralSystem, options: "Settings", out: Output, access: AccessPolicy) -> Any:
@@ -8311,11 +8545,11 @@ async def start_http(system: CentralSystem, options: "Settings", out: Output, co
     try:
         await api.listen(port)
     except OSError as exc:
-        system.bus.unsubscribe(api.history)
+        system.bus.unsubscribe(api.history.on_event)
         if temporary:
             os.rmdir(root)
         if exc.errno == errno.EADDRINUSE and not given:
-            out.warn(None, "HTTP port %d is in use: no web page, API or file server this run (choose one with "
+            system.log("warn", None, "HTTP port %d is in use: no web page, API or file server this run (choose one with "
                      "--http-port, or --no-http)" % port)
             return None
         out.error(None, "cannot listen for HTTP on %s:%d: %s" % (options.http_host, port, exc.strerror or exc))
@@ -8431,12 +8665,12 @@ def print_banner(system: CentralSystem, options: "Settings", out: Output, access
     if system.transcript is not None:
         out.console("transcript: every frame is appended to %s" % system.transcript.path)
     if not is_loopback(options.host):
-        out.warn(None, "listening on %s, not loopback: any machine that reaches this port can act as a charger "
+        system.log("warn", None, "listening on %s, not loopback: any machine that reaches this port can act as a charger "
                  "(see the guide's security section)" % options.host)
     if access.password is not None:
         out.console("HTTP Basic auth required: username = charge point id (security profile 1)")
         if len(access.password) < 16:
-            out.warn(None, "the --basic-auth key is %d bytes; the security whitepaper's AuthorizationKey is 16 to 20 "
+            system.log("warn", None, "the --basic-auth key is %d bytes; the security whitepaper's AuthorizationKey is 16 to 20 "
                      "bytes (it is used anyway)" % len(access.password))
     if access.client_ca:
         out.console("client certificates required, signed by %s, CN = charge point id (security profile 3)"
@@ -8453,7 +8687,7 @@ async def shut_down(system: CentralSystem, server: Any) -> None:
         # the websockets open timeout; do not let it keep the operator waiting.
         await asyncio.wait_for(server.wait_closed(), SHUTDOWN_GRACE)
     except asyncio.TimeoutError:
-        system.out.warn(None, "connections still closing or opening after %g s; dropping them" % SHUTDOWN_GRACE)
+        system.log("warn", None, "connections still closing or opening after %g s; dropping them" % SHUTDOWN_GRACE)
         for session in list(system.sessions.values()):
             session.websocket.transport.abort()
         await asyncio.sleep(0)
@@ -8464,7 +8698,7 @@ async def run_scenario(runner: ScenarioRunner, system: CentralSystem) -> None:
     try:
         system.exit_code = await runner.run()
     except Exception as exc:  # a bug of ours: report it as a failed run, not a traceback
-        system.out.error(None, "the scenario stopped: %s: %s" % (type(exc).__name__, exc))
+        system.log("error", None, "the scenario stopped: %s: %s" % (type(exc).__name__, exc))
         system.exit_code = 1
     system.stop()
 
@@ -8485,7 +8719,8 @@ class Settings:
                  "charger_ids",
                  "tag_rules", "unknown_tags",
                  "concurrent_tx", "script", "log", "quiet", "faults", "http", "http_host", "http_port", "http_token",
-                 "files_dir", "max_upload_size", "files_quota", "hold_for", "http_max_connections")
+                 "files_dir", "max_upload_size", "files_quota", "hold_for", "http_max_connections",
+                 "wide")
 
     def __init__(self, **values: Any) -> None:
         for name in self.__slots__:
@@ -8613,8 +8848,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     options = parse_settings(argv)
     raise_open_files_limit()
-    out = Output(quiet=options.quiet)
+    out = Output(quiet=options.quiet, wide=options.wide)
     terminal = TerminalSettings()
+    settle_garbage_collector()
     try:
         return asyncio.run(run_server(options, out))
     except KeyboardInterrupt:

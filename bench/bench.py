@@ -49,6 +49,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import resource
 import shutil
 import socket
@@ -85,11 +86,20 @@ SERVER_CORE, LOAD_CORE = (0, 1) if (os.cpu_count() or 1) >= 2 else (None, None)
 
 
 def pin(core: Optional[int]):
-    """A preexec_fn that pins the child process to ``core`` (None: leave it)."""
+    """A preexec_fn that pins the child process to ``core`` (None: leave it) and lets it open as
+    many files as the hard limit allows (10,000 connections)."""
     def pin_child() -> None:
         if core is not None and hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, {core})
+        raise_open_files()
     return pin_child
+
+
+def raise_open_files() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536,
+                                                    hard))
 
 
 
@@ -107,7 +117,7 @@ class Server:
         self.port = free_port()
         self.callgrind_prefix = os.path.join(output_dir, name.replace(" ", "_") + ".callgrind")
         if callgrind:
-            command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={self.callgrind_prefix}.%p",
+            command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=%s.%%p" % self.callgrind_prefix,
                        "--"] + command
         self.startup_limit = 120 if callgrind else 10
         self.output_path = os.path.join(output_dir, name.replace(" ", "_") + ".out")
@@ -125,20 +135,20 @@ class Server:
                     return time.perf_counter() - self.started
             except OSError:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"{self.name} exited: see {self.output_path}") from None
+                    raise RuntimeError("%s exited: see %s" % (self.name, self.output_path)) from None
                 time.sleep(0.002)
-        raise RuntimeError(f"{self.name} did not listen within {self.startup_limit} s")
+        raise RuntimeError("%s did not listen within %d s" % (self.name, self.startup_limit))
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
+        return "ws://127.0.0.1:%d" % self.port
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = Path("/proc/%d/stat" % self.proc.pid).read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
 
     def _status_mb(self, field: str) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+        for line in Path("/proc/%d/status" % self.proc.pid).read_text().splitlines():
             if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
         return float("nan")
@@ -186,17 +196,17 @@ class LoadCharger:
 async def connect(url: str, charger_id: str) -> LoadCharger:
     for attempt in range(50):
         try:
-            websocket = await websockets.connect(f"{url}/{charger_id}", subprotocols=["ocpp1.6"],
+            websocket = await websockets.connect("%s/%s" % (url, charger_id), subprotocols=["ocpp1.6"],
                                                  open_timeout=30, ping_interval=None)
             return LoadCharger(websocket)
         except (OSError, asyncio.TimeoutError):
             await asyncio.sleep(0.05 * (attempt + 1))
-    raise RuntimeError(f"cannot connect {charger_id}")
+    raise RuntimeError("cannot connect %s" % charger_id)
 
 
 async def boot_fleet(url: str, chargers: int) -> list[LoadCharger]:
     """``chargers`` connected chargers, each booted (the BootData answered on their next call)."""
-    fleet = await asyncio.gather(*(connect(url, f"CP-{number:04d}") for number in range(chargers)))
+    fleet = await asyncio.gather(*(connect(url, "CP-%04d" % number) for number in range(chargers)))
     await asyncio.gather(*(charger.call("BootNotification", BOOT) for charger in fleet))
     return list(fleet)
 
@@ -258,7 +268,7 @@ async def instructions(server: Server, chargers: int, rounds: int) -> dict[str, 
 async def concurrency(server: Server, chargers: int, seconds: float) -> dict[str, float]:
     fleet = []
     for start in range(0, chargers, 100):  # connect in waves, as a fleet coming online would
-        fleet += await asyncio.gather(*(connect(server.url, f"CC-{number:05d}")
+        fleet += await asyncio.gather(*(connect(server.url, "CC-%05d" % number)
                                         for number in range(start, min(chargers, start + 100))))
     await asyncio.gather(*(charger.call("BootNotification", BOOT) for charger in fleet))
     latencies: list[float] = []
@@ -289,13 +299,13 @@ NEAR_MISS = {"connectorId": 1, "transactionId": 1, "meterValue": [{"timestamp": 
     {"value": str(number), "measurand": "Energy.Active.Import.Registe"} for number in range(1100)]}]}
 HOSTILE_FRAME_SETS = {
     "near-miss MeterValues, 64 KiB": lambda number: json.dumps(
-        [2, f"nm{number}", "MeterValues", NEAR_MISS], separators=(",", ":")),
+        [2, "nm%d" % number, "MeterValues", NEAR_MISS], separators=(",", ":")),
     "1,000 new unknown fields a frame": lambda number: json.dumps(
-        [2, f"uf{number}", "Heartbeat", {f"f{number}_{item}": 1 for item in range(1000)}]),
-    "60 KB unique message ids": lambda number: json.dumps([2, f"{number:06d}" + "x" * 60000, "Heartbeat", {}]),
+        [2, "uf%d" % number, "Heartbeat", {"f%d_%d" % (number, item): 1 for item in range(1000)}]),
+    "60 KB unique message ids": lambda number: json.dumps([2, "%06d" % number + "x" * 60000, "Heartbeat", {}]),
     "nesting 900 deep": lambda number: '[2,"dn%d","DataTransfer",{"vendorId":"v","data":%s%s}]' % (
         number, "[" * 900, "]" * 900),
-    "lone surrogates": lambda number: f'[2,"\\ud800{number}","Authorize",{{"idTag":"\\udfff"}}]',
+    "lone surrogates": lambda number: '[2,"\\ud800%d","Authorize",{"idTag":"\\udfff"}]' % number,
 }
 HOSTILE_FRAMES = 48
 
@@ -417,12 +427,62 @@ async def with_readers(server: Server, http_port: int, readers: int, chargers: i
     return result
 
 
+async def steady_heartbeats(url: str, chargers: int, seconds: float, interval: float) -> dict[str, float]:
+    """``chargers`` chargers, each sending a Heartbeat every ``interval`` s at a random phase for
+    ``seconds`` s: how many were sent and answered, and the latencies."""
+    fleet: list[LoadCharger] = []
+    for start in range(0, chargers, 200):  # connect in waves, as a fleet coming online would
+        fleet += await asyncio.gather(*(connect(url, "TK-%05d" % number)
+                                        for number in range(start, min(chargers, start + 200))))
+    for start in range(0, chargers, 500):
+        await asyncio.gather(*(charger.call("BootNotification", BOOT) for charger in fleet[start:start + 500]))
+    await asyncio.sleep(1)
+    latencies: list[float] = []
+    sent = 0
+    rng = random.Random(20)
+
+    async def heartbeats(charger: LoadCharger, phase: float) -> None:
+        nonlocal sent
+        await asyncio.sleep(phase)
+        next_at = time.perf_counter()
+        deadline = next_at + seconds - phase
+        while next_at < deadline:
+            sent += 1
+            try:
+                latencies.append(await asyncio.wait_for(charger.call("Heartbeat", {}), 10))
+            except asyncio.TimeoutError:
+                pass
+            next_at += interval
+            await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+
+    await asyncio.gather(*(heartbeats(charger, rng.uniform(0, interval)) for charger in fleet))
+    await asyncio.gather(*(charger.ws.close() for charger in fleet), return_exceptions=True)
+    latencies.sort()
+    return {"chargers": len(fleet), "sent": sent, "answered": len(latencies),
+            "p50_ms": percentile(latencies, 0.5) * 1e3, "p99_ms": percentile(latencies, 0.99) * 1e3}
+
+
+def many_chargers(server: Server, chargers: int, seconds: float, interval: float) -> dict[str, float]:
+    """steady_heartbeats in a load process of its own (one core for it, one for the server), with
+    the server's RSS read at the end of the load."""
+    load = subprocess.Popen([sys.executable, __file__, "--steady-load", server.url, str(chargers),
+                             str(seconds), str(interval)], stdout=subprocess.PIPE, text=True,
+                            preexec_fn=pin(LOAD_CORE))
+    rss = 0.0
+    while load.poll() is None:  # the RSS while the fleet is connected, at its highest
+        rss = max(rss, server.rss_mb())
+        time.sleep(0.5)
+    result = json.loads(load.stdout.read())
+    result["rss_mb"] = rss
+    return result
+
+
 # ------------------------------------------------------------ report
 
 
 def ratio(value: float, floor: float) -> str:
     """``value / floor`` as "1.23x"; "n/a" when the floor is too small to measure (a --quick run)."""
-    return f"{(value / floor):.2f}x" if floor > 0 else "n/a"
+    return "%.2fx" % (value / floor) if floor > 0 else "n/a"
 
 
 def table(rows: list[list[str]]) -> str:
@@ -430,6 +490,180 @@ def table(rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(cell.ljust(width) for cell, width in zip(row, widths)) + " |" for row in rows]
     lines.insert(1, "|" + "|".join("-" * (width + 2) for width in widths) + "|")
     return "\n".join(lines)
+
+
+def scenario_1(options, candidates, output_dir: str) -> None:
+    """Throughput: CPU and instructions per message against the floor."""
+    print("scenario 1: %d chargers x %d rounds of Heartbeat, StatusNotification, MeterValues (each awaited)\n"
+          % (options.chargers, options.rounds))
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name, _ in candidates}
+    # Interleaved repeats: a noisy neighbour then hurts every candidate alike.
+    for _ in range(options.repeat):
+        for name, command in candidates:
+            server = Server(name, command, output_dir)
+            try:
+                runs[name].append(asyncio.run(throughput(server, options.chargers, options.rounds)))
+            finally:
+                server.stop()
+    results = {name: {key: statistics.median(run[key] for run in results_of_name)
+                      for key in results_of_name[0]}
+               for name, results_of_name in runs.items()}
+    rows = [["server", "msgs/s", "server CPU µs/msg", "p50 ms", "p99 ms", "peak RSS MB", "CPU vs floor"]]
+    floor_cpu = results["floor"]["cpu_us"]
+    for name, result in results.items():
+        rows.append([name, "%.0f" % result["per_second"], "%.1f" % result["cpu_us"], "%.2f" % result["p50_ms"],
+                     "%.2f" % result["p99_ms"], "%.1f" % result["rss_mb"], ratio(result["cpu_us"], floor_cpu)])
+    print("medians of %d interleaved runs each" % options.repeat)
+    print(table(rows))
+    if options.quick:
+        print("\n(--quick: a smoke run, too short for its CPU figures to mean anything: no verdict)\n")
+    else:
+        print("\nheadline (CPU): default output, HTTP port on = %s the floor's (target <= 1.2x), "
+              "--quiet %s (target <= 1.15x)" % (
+            ratio(results["mock, output to a file"]["cpu_us"], floor_cpu),
+            ratio(results["mock --quiet"]["cpu_us"], floor_cpu)))
+        print("per-run ratios to the floor run beside it: output to a file %s; --quiet %s\n" % tuple(
+            ", ".join(ratio(run["cpu_us"], floor_run["cpu_us"]) for run, floor_run in zip(runs[name], runs["floor"]))
+            for name in ("mock, output to a file", "mock --quiet")))
+
+    if options.quick:
+        print("(--quick: no instruction counts)\n")
+    elif shutil.which("valgrind") and shutil.which("callgrind_control"):
+        chargers, rounds = 10, 50
+        print("instructions per message under callgrind (%d chargers x %d rounds, after warm-up):" % (
+            chargers, rounds))
+        counts = {}
+        for name, command in candidates:
+            server = Server(name, command, output_dir, callgrind=True)
+            try:
+                counts[name] = asyncio.run(instructions(server, chargers, rounds))["instructions"]
+            finally:
+                server.stop()
+        floor_count = counts["floor"]
+        print(table([["server", "instructions/msg", "vs floor"]] + [
+            [name, "%.0f" % count, "%.2fx" % (count / floor_count)] for name, count in counts.items()]))
+        print("\nheadline (instructions, repeatable): default output, HTTP port on = %.2fx the floor's "
+              "(target <= 1.39x), --quiet %.2fx\n"
+              % (counts["mock, output to a file"] / floor_count, counts["mock --quiet"] / floor_count))
+    else:
+        print("(valgrind not installed: no instruction counts; apt-get install valgrind)\n")
+
+
+def scenario_2(options, python: list[str], output_dir: str) -> None:
+    print("scenario 2: %d chargers at once, one Heartbeat a second each for %g s" % (
+        options.concurrent, options.seconds))
+    server = Server("mock concurrency", python + [str(MOCK)], output_dir)
+    try:
+        result = asyncio.run(concurrency(server, options.concurrent, options.seconds))
+    finally:
+        server.stop()
+    expected = result["chargers"] * int(options.seconds)
+    print(table([["chargers", "heartbeats answered", "missed", "p50 ms", "p99 ms", "server RSS MB"],
+                 ["%d" % result["chargers"], "%d (~%d expected)" % (result["answered"], expected),
+                  "%d" % result["missed"], "%.2f" % result["p50_ms"], "%.2f" % result["p99_ms"],
+                  "%.1f (peak %.1f)" % (result["rss_mb"], result["peak_rss_mb"])]]))
+    print("targets: every heartbeat answered, p99 < 50 ms, RSS < 100 MB\n")
+
+
+def scenario_3(options, python: list[str], output_dir: str) -> None:
+    print("scenario 3: one charger sends bursts of %d hostile frames of each set for %g s; another sends a "
+          "Heartbeat every 50 ms" % (HOSTILE_FRAMES, 0.5 if options.quick else 3.0))
+    rows = [["frame set", "hostile frames", "frames/s", "victim heartbeats", "victim p99 ms", "victim max ms",
+             "server RSS growth MB"]]
+    for name, make_frame in HOSTILE_FRAME_SETS.items():
+        server = Server("mock fairness", python + [str(MOCK)], output_dir)
+        try:
+            result = asyncio.run(fairness(server, make_frame, HOSTILE_FRAMES, 0.5 if options.quick else 3.0))
+        finally:
+            server.stop()
+        rows.append([name, "%d" % result["frames"], "%.0f" % result["per_second"], "%d" % result["heartbeats"],
+                     "%.1f" % result["p99_ms"], "%.1f" % result["max_ms"], "%.1f" % result["rss_growth_mb"]])
+    print(table(rows))
+    server = Server("mock sigterm", python + [str(MOCK)], output_dir)
+    try:
+        seconds = asyncio.run(sigterm_while_flooded(server, HOSTILE_FRAME_SETS["near-miss MeterValues, 64 KiB"],
+                                                    HOSTILE_FRAMES))
+    finally:
+        server.stop()
+    print("SIGTERM while %d near-miss MeterValues are being handled: exited in %.2f s" % (HOSTILE_FRAMES,
+                                                                                      seconds))
+    print("targets: victim p99 < 100 ms, RSS growth < 5 MB per connection, SIGTERM exit < 4 s\n")
+
+
+def scenario_4(options, python: list[str], output_dir: str) -> None:
+    readers = 20
+    loads = [(200, 1.0, 10.0, 5), (200, 10.0, 5.0, 3)]  # chargers, messages a second each, seconds, runs
+    if options.quick:
+        loads = [(10, 1.0, 1.0, 1)]
+    print("scenario 4: steady loads without and with %d event-stream readers (interleaved runs, medians)"
+          % readers)
+    rows = [["load", "readers", "chargers' p99 ms", "each run", "server CPU µs/msg",
+             "events per reader: got / told missed"]]
+    headline = []
+    for chargers, rate, seconds, repeat in loads:
+        p99s: dict[int, list[float]] = {0: [], readers: []}
+        cpus: dict[int, list[float]] = {0: [], readers: []}
+        delivered: list[dict[str, float]] = []
+        for _ in range(repeat):
+            for count in (0, readers):
+                http_port = free_port()
+                server = Server("mock readers %d" % count, python + [str(MOCK), "--http-port", str(http_port)],
+                                output_dir)
+                try:
+                    result = asyncio.run(with_readers(server, http_port, count, chargers, seconds, rate))
+                finally:
+                    server.stop()
+                p99s[count].append(result["p99_ms"])
+                cpus[count].append(result["cpu_us"])
+                if count:
+                    delivered.append(result)
+        load = "%d chargers x %g msg/s" % (chargers, rate)
+        for count in (0, readers):
+            rows.append([load, "%d" % count, "%.2f" % statistics.median(p99s[count]),
+                         ", ".join("%.2f" % value for value in p99s[count]), "%.0f" % statistics.median(cpus[count]),
+                         ", ".join("%.0f / %.0f" % (run["events_got"], run["events_missed"]) for run in delivered)
+                         if count else "-"])
+        headline.append("%s: %s" % (load, ratio(statistics.median(p99s[readers]), statistics.median(p99s[0]))))
+    print(table(rows))
+    if options.quick:
+        print("(--quick: no verdict)\n")
+    else:
+        print("headline: chargers' p99 with %d readers / without: %s (target < 1.2x, at the first load)\n" % (
+            readers, "; ".join(headline)))
+
+
+def scenario_5(options, python: list[str], output_dir: str) -> None:
+    """10,000 chargers, a Heartbeat every 10 s each at a random phase: the floor, then the mock."""
+    interval = 10.0
+    print("scenario 5: %d chargers, each a Heartbeat every %g s at a random phase for %g s "
+          "(the load in a process of its own)" % (options.many, interval, options.many_seconds))
+    rows = [["server", "heartbeats answered", "p50 ms", "p99 ms", "server RSS MB"]]
+    results = {}
+    for name, command in (("floor", python + [str(FLOOR)]), ("mock --quiet", python + [str(MOCK), "--quiet"])):
+        server = Server(name, command, output_dir)
+        try:
+            result = results[name] = many_chargers(server, options.many, options.many_seconds, interval)
+        finally:
+            server.stop()
+        rows.append([name, "%d of %d" % (result["answered"], result["sent"]), "%.2f" % result["p50_ms"],
+                     "%.2f" % result["p99_ms"], "%.1f" % result["rss_mb"]])
+    print(table(rows))
+    limit = max(50.0, 1.5 * results["floor"]["p99_ms"])
+    mock = results["mock --quiet"]
+    print("targets: every heartbeat answered (%s), p99 <= max(50 ms, 1.5x the floor's) = %.0f ms (%s), "
+          "RSS < 250 MB (%s)\n" % ("met" if mock["answered"] == mock["sent"] else "NOT met", limit,
+                                   "met" if mock["p99_ms"] <= limit else "NOT met",
+                                   "met" if mock["rss_mb"] < 250 else "NOT met"))
+
+
+def start_up(python: list[str], output_dir: str) -> None:
+    startups = []
+    for _ in range(5):
+        server = Server("mock start-up", python + [str(MOCK)], output_dir)
+        startups.append(server.startup_seconds)
+        server.stop()
+    print("start-up to listening: median %.3f s of 5 (%s) (target <= 0.3 s)" % (
+        statistics.median(startups), ", ".join("%.3f" % value for value in startups)))
 
 
 def main() -> int:
@@ -440,12 +674,26 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20, help="scenario 2 duration (default %(default)s)")
     parser.add_argument("--repeat", type=int, default=5, help="scenario 1 runs per server (default %(default)s)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 20 chargers, 5 rounds, 100 for 3 s")
+    parser.add_argument("--many", type=int, default=10000,
+                        help="scenario 5 chargers (default %(default)s)")
+    parser.add_argument("--many-seconds", type=float, default=40,
+                        help="scenario 5 duration (default %(default)s)")
+    parser.add_argument("--scenarios", default="1,2,3,4,5",
+                        help="the scenarios to run, e.g. 1,5 (default: all)")
+    parser.add_argument("--steady-load", nargs=4, metavar=("URL", "CHARGERS", "SECONDS", "INTERVAL"),
+                        help=argparse.SUPPRESS)  # scenario 5's load process
     options = parser.parse_args()
+    if options.steady_load:
+        raise_open_files()
+        url, chargers, seconds, interval = options.steady_load
+        print(json.dumps(asyncio.run(steady_heartbeats(url, int(chargers), float(seconds),
+                                                       float(interval)))))
+        return 0
     if options.quick:
         options.chargers, options.rounds, options.concurrent, options.seconds, options.repeat = 20, 5, 100, 3, 1
+        options.many, options.many_seconds = 200, 5
+    scenarios = set(options.scenarios.split(","))
     pin(LOAD_CORE)()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4 * options.concurrent + 256)), hard))
 
     python = [sys.executable]
     candidates = [
@@ -455,143 +703,18 @@ def main() -> int:
     ]
     print("machine: %s, %d cores, Python %s, websockets %s" % (
         os.uname().machine, os.cpu_count() or 0, sys.version.split()[0], websockets.__version__))
-    print("scenario 1: %d chargers x %d rounds of Heartbeat, StatusNotification, MeterValues (each awaited)\n"
-          % (options.chargers, options.rounds))
-    runs: dict[str, list[dict[str, float]]] = {name: [] for name, _ in candidates}
     with tempfile.TemporaryDirectory() as output_dir:
-        # Interleaved repeats: a noisy neighbour then hurts every candidate alike.
-        for _ in range(options.repeat):
-            for name, command in candidates:
-                server = Server(name, command, output_dir)
-                try:
-                    runs[name].append(asyncio.run(throughput(server, options.chargers, options.rounds)))
-                finally:
-                    server.stop()
-        results = {name: {key: statistics.median(run[key] for run in results_of_name)
-                          for key in results_of_name[0]}
-                   for name, results_of_name in runs.items()}
-        rows = [["server", "msgs/s", "server CPU µs/msg", "p50 ms", "p99 ms", "peak RSS MB", "CPU vs floor"]]
-        floor_cpu = results["floor"]["cpu_us"]
-        for name, result in results.items():
-            rows.append([name, "%.0f" % result["per_second"], "%.1f" % result["cpu_us"], "%.2f" % result["p50_ms"],
-                         "%.2f" % result["p99_ms"], "%.1f" % result["rss_mb"], ratio(result["cpu_us"], floor_cpu)])
-        print(f"medians of {options.repeat} interleaved runs each")
-        print(table(rows))
-        if options.quick:
-            print("\n(--quick: a smoke run, too short for its CPU figures to mean anything: no verdict)\n")
-        else:
-            print("\nheadline: mock CPU per message = %s the floor's (target <= 1.3x), --quiet %s" % (
-                ratio(results["mock, output to a file"]["cpu_us"], floor_cpu),
-                ratio(results["mock --quiet"]["cpu_us"], floor_cpu)))
-            print("per-run ratios to the floor run beside it: output to a file %s; --quiet %s\n" % tuple(
-                ", ".join(ratio(run["cpu_us"], floor_run["cpu_us"]) for run, floor_run in zip(runs[name], runs["floor"]))
-                for name in ("mock, output to a file", "mock --quiet")))
-
-        if options.quick:
-            print("(--quick: no instruction counts)\n")
-        elif shutil.which("valgrind") and shutil.which("callgrind_control"):
-            chargers, rounds = 10, 50
-            print("instructions per message under callgrind (%d chargers x %d rounds, after warm-up):" % (
-                chargers, rounds))
-            counts = {}
-            for name, command in candidates:
-                server = Server(name, command, output_dir, callgrind=True)
-                try:
-                    counts[name] = asyncio.run(instructions(server, chargers, rounds))["instructions"]
-                finally:
-                    server.stop()
-            floor_count = counts["floor"]
-            print(table([["server", "instructions/msg", "vs floor"]] + [
-                [name, f"{count:.0f}", f"{(count / floor_count):.2f}x"] for name, count in counts.items()]))
-            print("\nheadline (instructions, repeatable): mock = %.2fx the floor's (target <= 1.3x), --quiet %.2fx\n"
-                  % (counts["mock, output to a file"] / floor_count, counts["mock --quiet"] / floor_count))
-        else:
-            print("(valgrind not installed: no instruction counts; apt-get install valgrind)\n")
-
-        print("scenario 2: %d chargers at once, one Heartbeat a second each for %g s" % (
-            options.concurrent, options.seconds))
-        server = Server("mock concurrency", python + [str(MOCK)], output_dir)
-        try:
-            result = asyncio.run(concurrency(server, options.concurrent, options.seconds))
-        finally:
-            server.stop()
-        expected = result["chargers"] * int(options.seconds)
-        print(table([["chargers", "heartbeats answered", "missed", "p50 ms", "p99 ms", "server RSS MB"],
-                     ["%d" % result["chargers"], "%d (~%d expected)" % (result["answered"], expected),
-                      "%d" % result["missed"], "%.2f" % result["p50_ms"], "%.2f" % result["p99_ms"],
-                      "%.1f (peak %.1f)" % (result["rss_mb"], result["peak_rss_mb"])]]))
-        print("targets: every heartbeat answered, p99 < 50 ms, RSS < 100 MB\n")
-
-        print("scenario 3: one charger sends bursts of %d hostile frames of each set for %g s; another sends a "
-              "Heartbeat every 50 ms" % (HOSTILE_FRAMES, 0.5 if options.quick else 3.0))
-        rows = [["frame set", "hostile frames", "frames/s", "victim heartbeats", "victim p99 ms", "victim max ms",
-                 "server RSS growth MB"]]
-        for name, make_frame in HOSTILE_FRAME_SETS.items():
-            server = Server("mock fairness", python + [str(MOCK)], output_dir)
-            try:
-                result = asyncio.run(fairness(server, make_frame, HOSTILE_FRAMES, 0.5 if options.quick else 3.0))
-            finally:
-                server.stop()
-            rows.append([name, "%d" % result["frames"], "%.0f" % result["per_second"], "%d" % result["heartbeats"],
-                         "%.1f" % result["p99_ms"], "%.1f" % result["max_ms"], "%.1f" % result["rss_growth_mb"]])
-        print(table(rows))
-        server = Server("mock sigterm", python + [str(MOCK)], output_dir)
-        try:
-            seconds = asyncio.run(sigterm_while_flooded(server, HOSTILE_FRAME_SETS["near-miss MeterValues, 64 KiB"],
-                                                        HOSTILE_FRAMES))
-        finally:
-            server.stop()
-        print("SIGTERM while %d near-miss MeterValues are being handled: exited in %.2f s" % (HOSTILE_FRAMES,
-                                                                                          seconds))
-        print("targets: victim p99 < 100 ms, RSS growth < 5 MB per connection, SIGTERM exit < 4 s\n")
-
-        readers = 20
-        loads = [(200, 1.0, 10.0, 5), (200, 10.0, 5.0, 3)]  # chargers, messages a second each, seconds, runs
-        if options.quick:
-            loads = [(10, 1.0, 1.0, 1)]
-        print("scenario 4: steady loads without and with %d event-stream readers (interleaved runs, medians)"
-              % readers)
-        rows = [["load", "readers", "chargers' p99 ms", "each run", "server CPU µs/msg",
-                 "events per reader: got / told missed"]]
-        headline = []
-        for chargers, rate, seconds, repeat in loads:
-            p99s: dict[int, list[float]] = {0: [], readers: []}
-            cpus: dict[int, list[float]] = {0: [], readers: []}
-            delivered: list[dict[str, float]] = []
-            for _ in range(repeat):
-                for count in (0, readers):
-                    http_port = free_port()
-                    server = Server(f"mock readers {count}", python + [str(MOCK), "--http-port", str(http_port)],
-                                    output_dir)
-                    try:
-                        result = asyncio.run(with_readers(server, http_port, count, chargers, seconds, rate))
-                    finally:
-                        server.stop()
-                    p99s[count].append(result["p99_ms"])
-                    cpus[count].append(result["cpu_us"])
-                    if count:
-                        delivered.append(result)
-            load = "%d chargers x %g msg/s" % (chargers, rate)
-            for count in (0, readers):
-                rows.append([load, f"{count}", f"{statistics.median(p99s[count]):.2f}",
-                             ", ".join(f"{value:.2f}" for value in p99s[count]), f"{statistics.median(cpus[count]):.0f}",
-                             ", ".join("%.0f / %.0f" % (run["events_got"], run["events_missed"]) for run in delivered)
-                             if count else "-"])
-            headline.append(f"{load}: {ratio(statistics.median(p99s[readers]), statistics.median(p99s[0]))}")
-        print(table(rows))
-        if options.quick:
-            print("(--quick: no verdict)\n")
-        else:
-            print("headline: chargers' p99 with %d readers / without: %s (target < 1.2x, at the first load)\n" % (
-                readers, "; ".join(headline)))
-
-        startups = []
-        for _ in range(5):
-            server = Server("mock start-up", python + [str(MOCK)], output_dir)
-            startups.append(server.startup_seconds)
-            server.stop()
-        print("start-up to listening: median %.3f s of 5 (%s) (target <= 0.3 s)" % (
-            statistics.median(startups), ", ".join(f"{value:.3f}" for value in startups)))
+        if "1" in scenarios:
+            scenario_1(options, candidates, output_dir)
+        if "2" in scenarios:
+            scenario_2(options, python, output_dir)
+        if "3" in scenarios:
+            scenario_3(options, python, output_dir)
+        if "4" in scenarios:
+            scenario_4(options, python, output_dir)
+        if "5" in scenarios:
+            scenario_5(options, python, output_dir)
+        start_up(python, output_dir)
     return 0
 
 
