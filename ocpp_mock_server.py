@@ -32,8 +32,8 @@ authorization rules), server-initiated actions (command defaults,
 FlexiCharge spellings), certificate signing, fault injection, command
 language (parse_command, build_payload), console, scenario scripts, HTTP
 API (routes, event stream, file server), the web page, websockets
-compatibility, server (access control, listening), settings and CLI.  docs/guide.md, "How it is built", lists the events and follows a
-command from a typed line to the wire.
+compatibility, server (access control, listening), settings and CLI.  docs/guide.md, "How it is
+built", lists the events and follows a command from a typed line to the wire.
 """
 
 import argparse
@@ -70,8 +70,8 @@ import threading
 import time
 import urllib.parse
 import uuid
-from typing import (Any, AsyncIterator, Awaitable, Callable, Deque, Dict, Iterator, List, Optional,
-                    Tuple, Union)
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from typing import Any, Callable, Optional, Union
 
 try:
     import resource
@@ -82,7 +82,7 @@ try:
     import websockets
 except ImportError:  # pragma: no cover - exercised by hand on a bare machine
     sys.stderr.write("ocpp_mock_server needs the websockets package: pip install websockets\n")
-    raise SystemExit(2)
+    raise SystemExit(2) from None
 
 __version__ = "0.1.0"
 
@@ -100,18 +100,22 @@ FLEXICHARGE_VENDOR_ID = "com.flexicharge"
 # chargers, the console and signals get a turn: fair by time, not by frames.
 TURN_SECONDS = 0.005
 RECENT_CALL_IDS = 1000  # ids of a charger's CALLs remembered to spot a reused one
-MAX_PROBLEMS_PER_FRAME = 10  # spec problems worked out per frame; the rest of the frame is not examined
-MAX_WARNINGS_PER_CHARGER = 200  # distinct warn-once keys kept per connection; later ones are only counted
+# spec problems worked out per frame; the rest of the frame is not examined
+MAX_PROBLEMS_PER_FRAME = 10
+# distinct warn-once keys kept per connection; later ones are only counted
+MAX_WARNINGS_PER_CHARGER = 200
 MAX_CONNECTORS = 64  # connector statuses kept per charge point
 MAX_OPEN_TRANSACTIONS = 64  # open transactions kept per charge point; the oldest is forgotten first
-REMEMBERED_CHARGE_POINTS = 1000  # charge points that have disconnected, kept for when they come back
+# charge points that have disconnected, kept for when they come back
+REMEMBERED_CHARGE_POINTS = 1000
 REPLACE_TIMEOUT = 1.0  # seconds a replaced connection gets to close before it is cut
 MAX_FILE_VALUE = 1 << 20  # characters of a key=@path value (a certificate chain is far smaller)
 # Seconds to wait for a charger to finish a closing handshake.  After a frame
 # over --max-message-size the rest of it is still in flight, and websockets
 # 10.3 waits this long before it reports the close.
 CLOSE_TIMEOUT = 2.0
-SHUTDOWN_GRACE = CLOSE_TIMEOUT + 1.0  # seconds for quit, SIGINT or SIGTERM; what is left then is dropped
+# seconds for quit, SIGINT or SIGTERM; what is left then is dropped
+SHUTDOWN_GRACE = CLOSE_TIMEOUT + 1.0
 
 # ---------------------------------------------------------------- Protocol
 
@@ -157,7 +161,8 @@ class FrameError(Exception):
 
 
 class CallRefused(Exception):
-    """A charger's CALL answered with a CALLERROR: raised by each check, caught once (ChargerSession.on_call)."""
+    """A charger's CALL answered with a CALLERROR: raised by each check, caught once
+    (ChargerSession.on_call)."""
 
     def __init__(self, code: str, description: str, details: Optional[dict] = None) -> None:
         super().__init__(description)
@@ -216,7 +221,8 @@ def _reject_constant(name: str) -> Any:
 def _finite_float(text: str) -> float:
     value = float(text)
     if value - value != 0.0:  # inf - inf is nan
-        raise NotJson("the number %s is too large for a double" % (text if len(text) <= 20 else text[:17] + "..."))
+        raise NotJson("the number %s is too large for a double"
+                      % (text if len(text) <= 20 else text[:17] + "..."))
     return value
 
 
@@ -226,7 +232,8 @@ _strict_json = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_fi
 
 
 def loads_strict(text: str) -> Any:
-    """JSON text to a value: ValueError for what RFC 8259 does not allow (NotJson for NaN and friends)."""
+    """JSON text to a value: ValueError for what RFC 8259 does not allow (NotJson for NaN and
+    friends)."""
     return _strict_json(text)
 
 
@@ -247,7 +254,8 @@ def parse_frame(text: str) -> Frame:
     except RecursionError:
         raise FrameError("JSON nested too deeply to parse") from None
     # The common case first: a well-formed CALL.
-    if type(message) is list and len(message) == 4 and message[0] == CALL and type(message[0]) is int:
+    if (type(message) is list and len(message) == 4 and message[0] == CALL
+        and type(message[0]) is int):
         message_id, action, payload = message[1], message[2], message[3]
         if type(message_id) is str and type(action) is str and action and type(payload) is dict:
             return Frame(CALL, message_id, action=action, payload=payload)
@@ -310,7 +318,8 @@ def _id_text(raw_id: Any) -> Optional[str]:
 
 
 def _parse_call(message: list, raw_id: str) -> Frame:
-    """A CALL that is not plain: the CALLERROR OCPP-J calls for, or the CALL with a null payload as {}."""
+    """A CALL that is not plain: the CALLERROR OCPP-J calls for, or the CALL with a null payload as
+    {}."""
     if len(message) < 4:
         raise FrameError("CALL needs 4 elements [2, id, action, payload], got %d" % len(message),
                          PROTOCOL_ERROR, raw_id)
@@ -324,8 +333,8 @@ def _parse_call(message: list, raw_id: str) -> Frame:
     if payload is None:
         payload = {}
     if not isinstance(payload, dict):
-        raise FrameError("payload of %s must be a JSON object, got %s" % (printable(action), _json_type(payload)),
-                         FORMATION_VIOLATION, raw_id)
+        raise FrameError("payload of %s must be a JSON object, got %s"
+                         % (printable(action), _json_type(payload)), FORMATION_VIOLATION, raw_id)
     return Frame(CALL, raw_id, action=action, payload=payload)
 
 
@@ -399,7 +408,8 @@ _INVISIBLE_RANGES = (  # Unicode 15.1.0: scripts/invisible_characters.py
     (0x110BD, 0x110BD), (0x110CD, 0x110CD), (0x13430, 0x1343F), (0x1BCA0, 0x1BCA3),
     (0x1D173, 0x1D17A), (0xE0001, 0xE0001), (0xE0020, 0xE007F),
 )
-_TERMINAL_ESCAPES = {code: "\\x%02x" % code for code in itertools.chain(range(0x20), range(0x7F, 0xA0))}
+_TERMINAL_ESCAPES = {code: "\\x%02x" % code
+                     for code in itertools.chain(range(0x20), range(0x7F, 0xA0))}
 _TERMINAL_ESCAPES.update({code: ("\\u%04x" if code <= 0xFFFF else "\\U%08x") % code
                           for code in itertools.chain(range(0xD800, 0xE000), *(
                               range(first, last + 1) for first, last in _INVISIBLE_RANGES))})
@@ -411,7 +421,7 @@ MAX_SHOWN_VALUE = 120  # characters of one charger-controlled value in a line of
 MAX_SHOWN = 2000  # characters of one payload on the terminal
 
 
-def _cut(text: str, limit: int) -> Tuple[str, str]:
+def _cut(text: str, limit: int) -> tuple[str, str]:
     if len(text) <= limit:
         return text, ""
     return text[:limit], "...[%d more characters]" % (len(text) - limit)
@@ -431,7 +441,8 @@ def printable(text: str, limit: int = MAX_SHOWN_VALUE) -> str:
 
 
 def printable_json(text: str, limit: int = MAX_SHOWN) -> str:
-    """JSON text for a line of output: like printable, but its backslashes are JSON's own escapes."""
+    """JSON text for a line of output: like printable, but its backslashes are JSON's own
+    escapes."""
     if len(text) <= limit and text.isprintable():  # the common case, in C
         return text
     text, marker = _cut(text, limit)
@@ -509,7 +520,8 @@ class SecondClock:
     the milliseconds and ``suffix`` are appended.
     """
 
-    def __init__(self, pattern: str, convert: Callable[[float], time.struct_time], suffix: str = "") -> None:
+    def __init__(self, pattern: str, convert: Callable[[float], time.struct_time],
+                 suffix: str = "") -> None:
         self.pattern = pattern
         self.convert = convert
         self._milliseconds = [".%03d%s" % (millisecond, suffix) for millisecond in range(1000)]
@@ -535,7 +547,8 @@ class SecondClock:
         """The text of ``moment`` (seconds since the epoch), e.g. an event's time."""
         second, millisecond = divmod(int(moment * 1000), 1000)
         if second != self._at_second:
-            self._at_second, self._at_text = second, time.strftime(self.pattern, self.convert(second))
+            self._at_second, self._at_text = second, time.strftime(self.pattern,
+                                                                   self.convert(second))
         return self._at_text + self._milliseconds[millisecond]
 
 
@@ -565,14 +578,15 @@ class Problem:
 
     __slots__ = ("path", "message", "code", "hint")
 
-    def __init__(self, path: str, message: str, code: str, hint: Optional[Callable[[], str]] = None) -> None:
+    def __init__(self, path: str, message: str, code: str,
+                 hint: Optional[Callable[[], str]] = None) -> None:
         self.path = path
         self.message = message
         self.code = code
         self.hint = hint
 
     @property
-    def key(self) -> Tuple[str, str]:
+    def key(self) -> tuple[str, str]:
         """Identity for "warn once": the field without array indices, and the code."""
         return re.sub(r"\[\d+\]", "[]", self.path), self.code
 
@@ -601,7 +615,8 @@ class Rule:
 
     type_name = "value"
     json_types: Optional[tuple] = None  # the Python types of the JSON type; true is no integer here
-    leaf_test: Optional[Tuple[tuple, Optional[frozenset], Optional[int], Optional[Callable[[str], Any]]]] = None
+    leaf_test: Optional[tuple[tuple, Optional[frozenset], Optional[int],
+                              Optional[Callable[[str], Any]]]] = None
 
     def __init__(self, required: bool = False) -> None:
         self.required = required
@@ -609,25 +624,27 @@ class Rule:
     def valid(self, value: Any) -> bool:
         raise NotImplementedError
 
-    def check(self, value: Any, path: str, problems: List[Problem]) -> None:
-        """Append the Problems of ``value`` at ``path``: its JSON type, then the rest of the rule."""
+    def check(self, value: Any, path: str, problems: list[Problem]) -> None:
+        """Append the Problems of ``value`` at ``path``: its JSON type, then the rest of the
+        rule."""
         if self.json_types is not None and (not isinstance(value, self.json_types) or (
                 isinstance(value, bool) and bool not in self.json_types)):
             self._wrong_type(value, path, problems)
         else:
             self.check_value(value, path, problems)
 
-    def check_value(self, value: Any, path: str, problems: List[Problem]) -> None:
+    def check_value(self, value: Any, path: str, problems: list[Problem]) -> None:
         """The rule beyond the JSON type (``value`` has the right one)."""
 
     def describe(self) -> str:
         return self.type_name
 
-    def _wrong_type(self, value: Any, path: str, problems: List[Problem]) -> None:
+    def _wrong_type(self, value: Any, path: str, problems: list[Problem]) -> None:
         got = _json_type(value)
         if value is not None:
             got += " " + _show(value)
-        problems.append(Problem(path, "must be %s, got %s" % (self.type_name, got), TYPE_CONSTRAINT_VIOLATION))
+        problems.append(Problem(path, "must be %s, got %s" % (self.type_name, got),
+                                TYPE_CONSTRAINT_VIOLATION))
 
 
 class String(Rule):
@@ -642,13 +659,14 @@ class String(Rule):
     def valid(self, value: Any) -> bool:
         return type(value) is str and (self.max_length is None or len(value) <= self.max_length)
 
-    def check_value(self, value: Any, path: str, problems: List[Problem]) -> None:
+    def check_value(self, value: Any, path: str, problems: list[Problem]) -> None:
         if self.max_length is not None and len(value) > self.max_length:
-            problems.append(Problem(path, "is %d characters long, the limit is %d" % (len(value), self.max_length),
-                                    PROPERTY_CONSTRAINT_VIOLATION))
+            problems.append(Problem(path, "is %d characters long, the limit is %d"
+                                    % (len(value), self.max_length), PROPERTY_CONSTRAINT_VIOLATION))
 
     def describe(self) -> str:
-        return "string" if self.max_length is None else "string, up to %d characters" % self.max_length
+        return ("string" if self.max_length is None else "string, up to %d characters"
+                % self.max_length)
 
 
 _DATE_TIME = re.compile(
@@ -665,17 +683,20 @@ class DateTime(String):
     def valid(self, value: Any) -> bool:
         return type(value) is str and _DATE_TIME.match(value) is not None
 
-    def check_value(self, value: Any, path: str, problems: List[Problem]) -> None:
+    def check_value(self, value: Any, path: str, problems: list[Problem]) -> None:
         if not _DATE_TIME.match(value):
-            problems.append(Problem(path, "must be an ISO-8601 date-time with a zone, like %s, got %s"
-                                    % (UTC_CLOCK.now(), _show(value)), PROPERTY_CONSTRAINT_VIOLATION))
+            problems.append(Problem(path,
+                                    "must be an ISO-8601 date-time with a zone, like %s, got %s"
+                                    % (UTC_CLOCK.now(), _show(value)),
+                                    PROPERTY_CONSTRAINT_VIOLATION))
 
     def describe(self) -> str:
         return "date-time, ISO-8601 UTC"
 
 
 class Scalar(Rule):
-    """A rule that is a JSON type and nothing more (true is no integer here: the type is compared exactly)."""
+    """A rule that is a JSON type and nothing more (true is no integer here: the type is compared
+    exactly)."""
 
     description = ""
 
@@ -706,7 +727,7 @@ class Enum(Rule):
     type_name = "a string"
     json_types = (str,)
 
-    def __init__(self, values: Tuple[str, ...], required: bool = False) -> None:
+    def __init__(self, values: tuple[str, ...], required: bool = False) -> None:
         super().__init__(required)
         self.values = values
         self._allowed = frozenset(values)
@@ -715,10 +736,10 @@ class Enum(Rule):
     def valid(self, value: Any) -> bool:
         return type(value) is str and value in self._allowed
 
-    def check_value(self, value: Any, path: str, problems: List[Problem]) -> None:
+    def check_value(self, value: Any, path: str, problems: list[Problem]) -> None:
         if value not in self._allowed:
-            problems.append(Problem(path, "%s is not allowed" % _show(value), PROPERTY_CONSTRAINT_VIOLATION,
-                                    lambda: self.suggest(value)))
+            problems.append(Problem(path, "%s is not allowed" % _show(value),
+                                    PROPERTY_CONSTRAINT_VIOLATION, lambda: self.suggest(value)))
 
     def suggest(self, value: str) -> str:
         close = difflib.get_close_matches(value[:100], self.values, n=1)
@@ -736,12 +757,13 @@ class Object(Rule):
     type_name = "an object"
     json_types = (dict,)
 
-    def __init__(self, fields: Dict[str, Rule], required: bool = False) -> None:
+    def __init__(self, fields: dict[str, Rule], required: bool = False) -> None:
         super().__init__(required)
         self.fields = fields
         self.required_names = tuple(name for name, rule in fields.items() if rule.required)
         self._required = frozenset(self.required_names)
-        self._leaf_tests = {name: rule.leaf_test for name, rule in fields.items() if rule.leaf_test is not None}
+        self._leaf_tests = {name: rule.leaf_test for name, rule in fields.items()
+                            if rule.leaf_test is not None}
 
     def valid(self, value: Any) -> bool:
         if type(value) is not dict or not self._required <= value.keys():
@@ -765,18 +787,19 @@ class Object(Rule):
                 return False
         return True
 
-    def check_value(self, value: Any, path: str, problems: List[Problem]) -> None:
+    def check_value(self, value: Any, path: str, problems: list[Problem]) -> None:
         prefix = path + "." if path else ""
         for name in self.required_names:
             if name not in value:
-                problems.append(Problem(prefix + name, "is required but missing", OCCURENCE_CONSTRAINT_VIOLATION))
+                problems.append(Problem(prefix + name, "is required but missing",
+                                        OCCURENCE_CONSTRAINT_VIOLATION))
         for name, item in value.items():
             if len(problems) >= MAX_PROBLEMS_PER_FRAME:
                 break
             rule = self.fields.get(name)
             if rule is None:
-                problems.append(Problem(prefix + name, "is not a field of this message", FORMATION_VIOLATION,
-                                        lambda name=name: self.suggest(name)))
+                problems.append(Problem(prefix + name, "is not a field of this message",
+                                        FORMATION_VIOLATION, lambda name=name: self.suggest(name)))
             else:
                 rule.check(item, prefix + name, problems)
 
@@ -808,7 +831,7 @@ class Array(Rule):
                 return False
         return True
 
-    def check_value(self, value: Any, path: str, problems: List[Problem]) -> None:
+    def check_value(self, value: Any, path: str, problems: list[Problem]) -> None:
         if len(value) < self.min_items:
             problems.append(Problem(path, "needs at least %d element(s)" % self.min_items,
                                     OCCURENCE_CONSTRAINT_VIOLATION))
@@ -821,47 +844,50 @@ class Array(Rule):
         return "array of " + self.items.describe()
 
 
-def lint_payload(rules: Object, payload: Any) -> List[Problem]:
-    """The ways ``payload`` breaks ``rules``, the first MAX_PROBLEMS_PER_FRAME of them (none: it is valid)."""
+def lint_payload(rules: Object, payload: Any) -> list[Problem]:
+    """The ways ``payload`` breaks ``rules``, the first MAX_PROBLEMS_PER_FRAME of them (none: it is
+    valid)."""
     if rules.valid(payload):
         return []
-    problems: List[Problem] = []
+    problems: list[Problem] = []
     rules.check(payload, "", problems)
     return problems
 
 
 DIAGNOSTICS_STATUS = ("Idle", "Uploaded", "UploadFailed", "Uploading")
-FIRMWARE_STATUS = ("Downloaded", "DownloadFailed", "Downloading", "Idle", "InstallationFailed", "Installing",
-                   "Installed")
+FIRMWARE_STATUS = ("Downloaded", "DownloadFailed", "Downloading", "Idle", "InstallationFailed",
+                   "Installing", "Installed")
 READING_CONTEXT = ("Interruption.Begin", "Interruption.End", "Sample.Clock", "Sample.Periodic",
                    "Transaction.Begin", "Transaction.End", "Trigger", "Other")
 VALUE_FORMAT = ("Raw", "SignedData")
-MEASURAND = ("Energy.Active.Export.Register", "Energy.Active.Import.Register", "Energy.Reactive.Export.Register",
-             "Energy.Reactive.Import.Register", "Energy.Active.Export.Interval", "Energy.Active.Import.Interval",
-             "Energy.Reactive.Export.Interval", "Energy.Reactive.Import.Interval", "Power.Active.Export",
-             "Power.Active.Import", "Power.Offered", "Power.Reactive.Export", "Power.Reactive.Import",
-             "Power.Factor", "Current.Import", "Current.Export", "Current.Offered", "Voltage", "Frequency",
-             "Temperature", "SoC", "RPM")
+MEASURAND = ("Energy.Active.Export.Register", "Energy.Active.Import.Register",
+             "Energy.Reactive.Export.Register", "Energy.Reactive.Import.Register",
+             "Energy.Active.Export.Interval", "Energy.Active.Import.Interval",
+             "Energy.Reactive.Export.Interval", "Energy.Reactive.Import.Interval",
+             "Power.Active.Export", "Power.Active.Import", "Power.Offered", "Power.Reactive.Export",
+             "Power.Reactive.Import", "Power.Factor", "Current.Import", "Current.Export",
+             "Current.Offered", "Voltage", "Frequency", "Temperature", "SoC", "RPM")
 PHASE = ("L1", "L2", "L3", "N", "L1-N", "L2-N", "L3-N", "L1-L2", "L2-L3", "L3-L1")
 LOCATION = ("Cable", "EV", "Inlet", "Outlet", "Body")
 # The official MeterValues schema allows "Hertz"; the StopTransaction one does not.
-UNIT_OF_MEASURE_NO_HERTZ = ("Wh", "kWh", "varh", "kvarh", "W", "kW", "VA", "kVA", "var", "kvar", "A", "V", "K",
-                            "Celcius", "Celsius", "Fahrenheit", "Percent")
+UNIT_OF_MEASURE_NO_HERTZ = ("Wh", "kWh", "varh", "kvarh", "W", "kW", "VA", "kVA", "var", "kvar",
+                            "A", "V", "K", "Celcius", "Celsius", "Fahrenheit", "Percent")
 UNIT_OF_MEASURE = UNIT_OF_MEASURE_NO_HERTZ + ("Hertz",)
-CHARGE_POINT_ERROR_CODE = ("ConnectorLockFailure", "EVCommunicationError", "GroundFailure", "HighTemperature",
-                           "InternalError", "LocalListConflict", "NoError", "OtherError", "OverCurrentFailure",
-                           "PowerMeterFailure", "PowerSwitchFailure", "ReaderFailure", "ResetFailure",
-                           "UnderVoltage", "OverVoltage", "WeakSignal")
-CHARGE_POINT_STATUS = ("Available", "Preparing", "Charging", "SuspendedEVSE", "SuspendedEV", "Finishing",
-                       "Reserved", "Unavailable", "Faulted")
-STOP_REASON = ("EmergencyStop", "EVDisconnected", "HardReset", "Local", "Other", "PowerLoss", "Reboot", "Remote",
-               "SoftReset", "UnlockCommand", "DeAuthorized")
+CHARGE_POINT_ERROR_CODE = ("ConnectorLockFailure", "EVCommunicationError", "GroundFailure",
+                           "HighTemperature", "InternalError", "LocalListConflict", "NoError",
+                           "OtherError", "OverCurrentFailure", "PowerMeterFailure",
+                           "PowerSwitchFailure", "ReaderFailure", "ResetFailure", "UnderVoltage",
+                           "OverVoltage", "WeakSignal")
+CHARGE_POINT_STATUS = ("Available", "Preparing", "Charging", "SuspendedEVSE", "SuspendedEV",
+                       "Finishing", "Reserved", "Unavailable", "Faulted")
+STOP_REASON = ("EmergencyStop", "EVDisconnected", "HardReset", "Local", "Other", "PowerLoss",
+               "Reboot", "Remote", "SoftReset", "UnlockCommand", "DeAuthorized")
 UPLOAD_LOG_STATUS = ("BadMessage", "Idle", "NotSupportedOperation", "PermissionDenied", "Uploaded",
                      "UploadFailure", "Uploading")
-SIGNED_FIRMWARE_STATUS = ("Downloaded", "DownloadFailed", "Downloading", "DownloadScheduled", "DownloadPaused",
-                          "Idle", "InstallationFailed", "Installing", "Installed", "InstallRebooting",
-                          "InstallScheduled", "InstallVerificationFailed", "InvalidSignature",
-                          "SignatureVerified")
+SIGNED_FIRMWARE_STATUS = ("Downloaded", "DownloadFailed", "Downloading", "DownloadScheduled",
+                          "DownloadPaused", "Idle", "InstallationFailed", "Installing", "Installed",
+                          "InstallRebooting", "InstallScheduled", "InstallVerificationFailed",
+                          "InvalidSignature", "SignatureVerified")
 AVAILABILITY_TYPE = ("Inoperative", "Operative")
 CHARGING_PROFILE_PURPOSE = ("ChargePointMaxProfile", "TxDefaultProfile", "TxProfile")
 CHARGING_RATE_UNIT = ("A", "W")
@@ -870,10 +896,11 @@ RECURRENCY_KIND = ("Daily", "Weekly")
 RESET_TYPE = ("Hard", "Soft")
 AUTHORIZATION_STATUS = ("Accepted", "Blocked", "Expired", "Invalid", "ConcurrentTx")
 UPDATE_TYPE = ("Differential", "Full")
-MESSAGE_TRIGGER = ("BootNotification", "DiagnosticsStatusNotification", "FirmwareStatusNotification",
-                   "Heartbeat", "MeterValues", "StatusNotification")
-EXTENDED_MESSAGE_TRIGGER = ("BootNotification", "LogStatusNotification", "FirmwareStatusNotification",
-                            "Heartbeat", "MeterValues", "SignChargePointCertificate", "StatusNotification")
+MESSAGE_TRIGGER = ("BootNotification", "DiagnosticsStatusNotification",
+                   "FirmwareStatusNotification", "Heartbeat", "MeterValues", "StatusNotification")
+EXTENDED_MESSAGE_TRIGGER = ("BootNotification", "LogStatusNotification",
+                            "FirmwareStatusNotification", "Heartbeat", "MeterValues",
+                            "SignChargePointCertificate", "StatusNotification")
 HASH_ALGORITHM = ("SHA256", "SHA384", "SHA512")
 CERTIFICATE_USE = ("CentralSystemRootCertificate", "ManufacturerRootCertificate")
 LOG_TYPE = ("DiagnosticsLog", "SecurityLog")
@@ -891,10 +918,11 @@ DELETE_CERTIFICATE_STATUS = ("Accepted", "Failed", "NotFound")
 GET_INSTALLED_CERTIFICATE_STATUS = ("Accepted", "NotFound")
 LOG_STATUS = ("Accepted", "Rejected", "AcceptedCanceled")
 CERTIFICATE_STATUS = ("Accepted", "Failed", "Rejected")
-UPDATE_FIRMWARE_STATUS = ("Accepted", "Rejected", "AcceptedCanceled", "InvalidCertificate", "RevokedCertificate")
+UPDATE_FIRMWARE_STATUS = ("Accepted", "Rejected", "AcceptedCanceled", "InvalidCertificate",
+                          "RevokedCertificate")
 
 
-def _meter_value(units: Tuple[str, ...], min_sampled_values: int) -> Object:
+def _meter_value(units: tuple[str, ...], min_sampled_values: int) -> Object:
     return Object({
         "timestamp": DateTime(required=True),
         "sampledValue": Array(Object({
@@ -954,15 +982,15 @@ def _id_tag_info(required: bool = False) -> Object:
     }, required=required)
 
 
-def _status(values: Tuple[str, ...], **more: Rule) -> Dict[str, Rule]:
+def _status(values: tuple[str, ...], **more: Rule) -> dict[str, Rule]:
     """A message whose required ``status`` is one of ``values``, and the ``more`` fields."""
-    fields: Dict[str, Rule] = {"status": Enum(values, required=True)}
+    fields: dict[str, Rule] = {"status": Enum(values, required=True)}
     fields.update(more)
     return fields
 
 
 # Requests a charger sends (the server answers them with CHARGER_ACTION_HANDLERS).
-CHARGER_REQUESTS: Dict[str, Dict[str, Rule]] = {
+CHARGER_REQUESTS: dict[str, dict[str, Rule]] = {
     "Authorize": {
         "idTag": String(20, required=True),
     },
@@ -1028,7 +1056,7 @@ CHARGER_REQUESTS: Dict[str, Dict[str, Rule]] = {
 }
 
 # Requests the server sends (console commands build them; see SERVER_ACTION_DEFAULTS).
-SERVER_REQUESTS: Dict[str, Dict[str, Rule]] = {
+SERVER_REQUESTS: dict[str, dict[str, Rule]] = {
     "CancelReservation": {
         "reservationId": Integer(required=True),
     },
@@ -1155,14 +1183,15 @@ SERVER_REQUESTS: Dict[str, Dict[str, Rule]] = {
 }
 
 # What a charger answers to each server request.
-CHARGER_REPLIES: Dict[str, Dict[str, Rule]] = {
+CHARGER_REPLIES: dict[str, dict[str, Rule]] = {
     "CancelReservation": _status(ACCEPTED_REJECTED),
     "ChangeAvailability": _status(AVAILABILITY_STATUS),
     "ChangeConfiguration": _status(CONFIGURATION_STATUS),
     "ClearCache": _status(ACCEPTED_REJECTED),
     "ClearChargingProfile": _status(CLEAR_CHARGING_PROFILE_STATUS),
     "DataTransfer": _status(DATA_TRANSFER_STATUS, data=String()),
-    "GetCompositeSchedule": _status(ACCEPTED_REJECTED, connectorId=Integer(), scheduleStart=DateTime(),
+    "GetCompositeSchedule": _status(ACCEPTED_REJECTED, connectorId=Integer(),
+                                    scheduleStart=DateTime(),
                                     chargingSchedule=_charging_schedule()),
     "GetConfiguration": {
         "configurationKey": Array(Object({
@@ -1214,7 +1243,7 @@ MAX_READINGS_SHOWN = 30  # readings of one MeterValues on its line; the rest are
 MIN_CUT_WIDTH = 40  # columns a frame line keeps at a terminal narrower than that
 
 
-def _meter_readings(payload: dict) -> Iterator[Tuple[Any, Any, Any, Any]]:
+def _meter_readings(payload: dict) -> Iterator[tuple[Any, Any, Any, Any]]:
     """(measurand, value, unit, phase) of each reading, standard or FlexiCharge form."""
     meter_value = payload.get("meterValue")
     if type(meter_value) is list:
@@ -1223,8 +1252,8 @@ def _meter_readings(payload: dict) -> Iterator[Tuple[Any, Any, Any, Any]]:
             if type(sampled) is list:
                 for item in sampled:
                     if type(item) is dict:
-                        yield (item.get("measurand", "Energy.Active.Import.Register"), item.get("value"),
-                               item.get("unit", "Wh"), item.get("phase"))
+                        yield (item.get("measurand", "Energy.Active.Import.Register"),
+                               item.get("value"), item.get("unit", "Wh"), item.get("phase"))
     values = payload.get("values")
     if type(values) is dict:
         for name, item in values.items():
@@ -1233,8 +1262,10 @@ def _meter_readings(payload: dict) -> Iterator[Tuple[Any, Any, Any, Any]]:
 
 
 def _reading_text(measurand: Any, value: Any, unit: Any, phase: Any) -> str:
-    """ "Power.Active.Import 7400 W": the reading's parts that are there, each as text (else as JSON)."""
-    return " ".join(part if type(part) is str else render_json(part) for part in (measurand, value, unit, phase)
+    """ "Power.Active.Import 7400 W": the reading's parts that are there, each as text (else as
+    JSON)."""
+    return " ".join(part if type(part) is str else render_json(part)
+                    for part in (measurand, value, unit, phase)
                     if part is not None and part != "")
 
 
@@ -1244,7 +1275,7 @@ def _reading_shown(measurand: Any, value: Any, unit: Any, phase: Any) -> str:
     return _reading_text(measurand, value, unit, phase)
 
 
-def _standard_readings(payload: dict) -> Optional[List[str]]:
+def _standard_readings(payload: dict) -> Optional[list[str]]:
     """The readings of a MeterValues in the standard form with text values and no phase, as
     render_meter_values shows them, in one plain loop (it runs for every MeterValues); None for
     any other (render_meter_values then reads it the general way)."""
@@ -1345,7 +1376,7 @@ class OutputWriter:
     def __init__(self, stream: Any, limit: int = 1 << 20) -> None:
         self.stream = stream
         self.limit = limit
-        self._queue: Deque[str] = collections.deque()
+        self._queue: collections.deque[str] = collections.deque()
         self._carry = b""  # the part of a direct write that the output did not take, written first
         self._queued = 0
         self.dropped = 0
@@ -1359,7 +1390,8 @@ class OutputWriter:
             self._direct = _descriptor_that_never_waits(self._fd)
         except (AttributeError, OSError, ValueError):
             self._fd = None  # a StringIO or the like: written with its own write()
-        # The interactive console's input line (its prompt and what is typed so far), or None: output is
+        # The interactive console's input line (its prompt and what is typed so far), or None:
+        # output is
         # written above it, and it is drawn again below.
         self.input_line: Optional[Callable[[], Optional[str]]] = None
         self._thread = threading.Thread(target=self._run, name="output-writer", daemon=True)
@@ -1406,7 +1438,8 @@ class OutputWriter:
         return text
 
     def drain(self, timeout: float) -> bool:
-        """Wait until everything queued is written, up to ``timeout`` seconds; False if it is not."""
+        """Wait until everything queued is written, up to ``timeout`` seconds; False if it is
+        not."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while self._queue or self._busy:
@@ -1469,8 +1502,8 @@ class Output:
         self._width_checked = time.monotonic()
         encoding = (getattr(self.writer.stream, "encoding", None) or "").lower().replace("-", "")
         self.ellipsis = "\u2026" if encoding == "utf8" else "..."
-        self._pending: List[str] = []
-        self._shown_ids: Dict[str, str] = {}
+        self._pending: list[str] = []
+        self._shown_ids: dict[str, str] = {}
         self.publish_log: Optional[Callable[[str, Optional[str], str], None]] = None
 
     def _charger(self, charger: str) -> str:
@@ -1631,7 +1664,8 @@ class Transcript:
         try:
             line = dump_json(record)
         except (ValueError, TypeError, RecursionError):  # a charger's value in an event record
-            line = dump_json({key: value if isinstance(value, (str, int, type(None))) else render_json(value)
+            line = dump_json({key: value if isinstance(value, (str, int, type(None)))
+                              else render_json(value)
                               for key, value in record.items()})
         try:
             self.file.write(encodable(line) + "\n")
@@ -1641,7 +1675,8 @@ class Transcript:
             self.on_failure("transcript %s stopped: %s" % (self.path, exc))
 
     def on_event(self, event: "Event") -> None:
-        """The transcript as a bus subscriber: every frame, and connects, disconnects and authorizations."""
+        """The transcript as a bus subscriber: every frame, and connects, disconnects and
+        authorizations."""
         record = transcript_record(event)
         if record is not None:
             self._write(record)
@@ -1655,11 +1690,12 @@ class Transcript:
 
 
 def transcript_record(event: "Union[Event, StoredEvent]") -> Optional[dict]:
-    """An event as a line of the --log transcript (and of GET /api/transcript), or None if it has none."""
+    """An event as a line of the --log transcript (and of GET /api/transcript), or None if it has
+    none."""
     if event.type == "frame":
         fields = event.fields
-        record = {"ts": UTC_CLOCK.at(event.at), "charger": event.charger, "dir": fields["direction"],
-                  "frame": fields["text"]}
+        record = {"ts": UTC_CLOCK.at(event.at), "charger": event.charger,
+                  "dir": fields["direction"], "frame": fields["text"]}
         if fields["binary"]:
             record["binary"] = True
         return record
@@ -1681,18 +1717,21 @@ def transcript_record(event: "Union[Event, StoredEvent]") -> Optional[dict]:
 # history, which every event stream reads.
 
 # Event types and their fields: the contract every subscriber builds on.
-EVENT_FIELDS: Dict[str, Tuple[str, ...]] = {
+EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     "connected": ("peer", "path", "subprotocol"),
     "disconnected": ("code", "description"),
     "ready": (),  # BootNotification accepted and, unless --no-boot-data, BootData answered
     "frame": ("direction", "text", "label", "binary"),  # every frame, in and out, as on the wire
-    "call_answered": ("action", "payload", "reply", "error"),  # a charger's CALL and the server's answer
+    # a charger's CALL and the server's answer
+    "call_answered": ("action", "payload", "reply", "error"),
     "reply_received": ("action", "payload", "error"),  # the charger's answer to a server CALL
-    "call_failed": ("action", "reason", "description"),  # a server CALL ended without a reply: timeout, failed
+    # a server CALL ended without a reply: timeout, failed
+    "call_failed": ("action", "reason", "description"),
     "authorization": ("action", "idTag", "status", "rule"),
     "transaction_started": ("transactionId", "connectorId", "idTag", "meterStart"),
     "transaction_stopped": ("transactionId", "meterStop", "reason"),
-    "meter_values": ("connectorId", "transactionId", "readings"),  # readings: [measurand, value, unit, phase]
+    # readings: [measurand, value, unit, phase]
+    "meter_values": ("connectorId", "transactionId", "readings"),
     "state_changed": ("field", "value"),  # boot (the BootNotification), or connector N (its status)
     "spec_problem": ("key", "text"),  # a spec warning, once per charger and problem
     "file_received": ("name", "size", "peer"),  # an upload to the file server, stored under name
@@ -1713,20 +1752,21 @@ class Event:
 
     __slots__ = ("seq", "type", "charger", "_fields", "session", "at")
 
-    def __init__(self, seq: int, type_: str, charger: Optional[str], fields: Dict[str, Any],
+    def __init__(self, seq: int, type_: str, charger: Optional[str], fields: dict[str, Any],
                  session: Optional["ChargerSession"]) -> None:
-        self.seq, self.type, self.charger, self._fields, self.session = seq, type_, charger, fields, session
+        self.seq, self.type, self.charger = seq, type_, charger
+        self._fields, self.session = fields, session
         self.at = time.time()
 
     @property
-    def fields(self) -> Dict[str, Any]:
+    def fields(self) -> dict[str, Any]:
         """The event's data: see EVENT_FIELDS."""
         return self._fields
 
 
 class FrameEvent(Event):
-    """A "frame" event: one frame in or out, as on the wire.  It is published for every frame, so its
-    fields are attributes; ``fields`` makes the dict of the others.
+    """A "frame" event: one frame in or out, as on the wire.  It is published for every frame, so
+    its fields are attributes; ``fields`` makes the dict of the others.
 
     ``shown`` is what the terminal shows of it after ``label``, or None for
     a CALL from the charger, which the terminal renders from ``parsed``.
@@ -1734,8 +1774,9 @@ class FrameEvent(Event):
 
     __slots__ = ("direction", "text", "label", "shown", "binary", "parsed")
 
-    def __init__(self, charger: str, session: Optional["ChargerSession"], direction: str, text: str, label: str,
-                 shown: Any, binary: bool = False, parsed: Optional[Frame] = None) -> None:
+    def __init__(self, charger: str, session: Optional["ChargerSession"], direction: str, text: str,
+                 label: str, shown: Any, binary: bool = False,
+                 parsed: Optional[Frame] = None) -> None:
         # Event's attributes are set here, not by its __init__: this runs for every frame.
         self.seq, self.type, self.charger, self.session = 0, "frame", charger, session
         self.at = time.time()
@@ -1743,8 +1784,9 @@ class FrameEvent(Event):
         self.shown, self.binary, self.parsed = shown, binary, parsed
 
     @property  # type: ignore[override]
-    def fields(self) -> Dict[str, Any]:
-        return {"direction": self.direction, "text": self.text, "label": self.label, "binary": self.binary}
+    def fields(self) -> dict[str, Any]:
+        return {"direction": self.direction, "text": self.text, "label": self.label,
+                "binary": self.binary}
 
 
 class EventBus:
@@ -1761,11 +1803,13 @@ class EventBus:
         # Event type -> its subscribers, as tuples that subscribe and unsubscribe
         # replace (never change), so publish can loop over one while a
         # subscriber unsubscribes itself.
-        self.routes: Dict[str, Tuple[Callable[[Event], None], ...]] = {name: () for name in EVENT_FIELDS}
+        self.routes: dict[str, tuple[Callable[[Event], None], ...]] = {
+            name: () for name in EVENT_FIELDS}
         self.sequence = 0
         self.on_error = on_error
 
-    def subscribe(self, subscriber: Callable[[Event], None], *types: str) -> Callable[[Event], None]:
+    def subscribe(self, subscriber: Callable[[Event], None], *types: str
+                  ) -> Callable[[Event], None]:
         """Deliver events of ``types`` (every type when none is named) to ``subscriber``."""
         for name in types or tuple(self.routes):
             self.routes[name] += (subscriber,)
@@ -1775,14 +1819,15 @@ class EventBus:
         for name, subscribers in self.routes.items():
             self.routes[name] = tuple(other for other in subscribers if other != subscriber)
 
-    def publish(self, type_: str, charger: Optional[str], session: Optional["ChargerSession"] = None,
-                **fields: Any) -> None:
+    def publish(self, type_: str, charger: Optional[str],
+                session: Optional["ChargerSession"] = None, **fields: Any) -> None:
         """Build an event of ``type_`` with ``fields`` and deliver it."""
         if self.routes[type_]:
             self.deliver(Event(0, type_, charger, fields, session))
 
     def deliver(self, event: Event) -> None:
-        """Number an event and hand it to its subscribers, in order (it runs for every frame: keep it lean)."""
+        """Number an event and hand it to its subscribers, in order (it runs for every frame: keep
+        it lean)."""
         self.sequence += 1
         event.seq = self.sequence
         for subscriber in self.routes[event.type]:
@@ -1803,7 +1848,8 @@ class Transaction:
 
     __slots__ = ("transaction_id", "connector_id", "id_tag", "meter_start", "started")
 
-    def __init__(self, transaction_id: int, connector_id: Optional[int], id_tag: Any, meter_start: Any) -> None:
+    def __init__(self, transaction_id: int, connector_id: Optional[int], id_tag: Any,
+                 meter_start: Any) -> None:
         self.transaction_id = transaction_id
         self.connector_id = connector_id
         self.id_tag = id_tag
@@ -1826,11 +1872,13 @@ class ChargerState:
         self.spec_warnings = 0
         self.boot_info: Optional[dict] = None
         self.boot_status: Optional[str] = None
-        self.connectors: Dict[int, str] = {}
-        self.transactions: Dict[int, Transaction] = {}  # the open ones, by id, oldest first
+        self.connectors: dict[int, str] = {}
+        self.transactions: dict[int, Transaction] = {}  # the open ones, by id, oldest first
         self.last_meter_values: Optional[dict] = None
-        self.authorizations: Deque[Tuple[str, str, str, str]] = collections.deque(maxlen=5)
-        self.certificate_ids: List[dict] = []  # the hash data its last GetInstalledCertificateIds.conf listed
+        self.authorizations: collections.deque[tuple[str, str, str, str]] = collections.deque(
+            maxlen=5)
+        # the hash data its last GetInstalledCertificateIds.conf listed
+        self.certificate_ids: list[dict] = []
         self.key_rotated: Optional[str] = None  # when the server took its new AuthorizationKey
         self.history = ChargerHistory()  # what the behaviour checks remember since its last boot
         # Its latest spec warnings' texts, for the page's list (spec_warnings counts them all).
@@ -1859,7 +1907,7 @@ class ChargerState:
             return " (none is open)"
         return " (open: %s)" % ", ".join(str(number) for number in self.transactions)
 
-    def describe(self) -> List[str]:
+    def describe(self) -> list[str]:
         """The lines of the console's `chargers` listing about this charge point's state."""
         lines = []
         if self.boot_info is None:
@@ -1867,9 +1915,11 @@ class ChargerState:
         else:
             info = self.boot_info
             lines.append("  boot: %s  %s %s  serial %s  firmware %s" % tuple(
-                printable(value if isinstance(value, str) else render_json(value), 40) for value in (
-                    self.boot_status, info.get("chargePointVendor", "?"), info.get("chargePointModel", "?"),
-                    info.get("chargePointSerialNumber", "-"), info.get("firmwareVersion", "-"))))
+                printable(value if isinstance(value, str) else render_json(value), 40)
+                for value in (self.boot_status, info.get("chargePointVendor", "?"),
+                              info.get("chargePointModel", "?"),
+                              info.get("chargePointSerialNumber", "-"),
+                              info.get("firmwareVersion", "-"))))
         if self.connectors:
             lines.append("  connectors: " + ", ".join(
                 "%s %s" % (number if number >= 0 else "?", printable(status, 60))
@@ -1885,7 +1935,8 @@ class ChargerState:
         for action, id_tag, status, rule in self.authorizations:
             lines.append("  %s idTag %s: %s (%s)" % (action, id_tag, status, rule))
         if self.key_rotated is not None:
-            lines.append("  AuthorizationKey: rotated at %s; only the new key lets it in" % self.key_rotated)
+            lines.append("  AuthorizationKey: rotated at %s; only the new key lets it in"
+                         % self.key_rotated)
         return lines
 
 
@@ -2022,7 +2073,8 @@ class CallOutcome:
 
     __slots__ = ("kind", "payload", "error_code", "error_description")
 
-    def __init__(self, kind: str, payload: Any = None, error_code: str = "", error_description: str = "") -> None:
+    def __init__(self, kind: str, payload: Any = None, error_code: str = "",
+                 error_description: str = "") -> None:
         self.kind = kind
         self.payload = payload
         self.error_code = error_code
@@ -2041,13 +2093,14 @@ class PendingCall:
 
     __slots__ = ("action", "payload", "message_id", "raw_text", "outcome", "on_done", "sent_at")
 
-    def __init__(self, action: str, payload: Any, on_done: Optional[Callable[[CallOutcome], None]] = None,
+    def __init__(self, action: str, payload: Any,
+                 on_done: Optional[Callable[[CallOutcome], None]] = None,
                  message_id: Optional[str] = None, raw_text: Optional[str] = None) -> None:
         self.action = action
         self.payload = payload
         self.message_id = message_id if message_id is not None else str(uuid.uuid4())
         self.raw_text = raw_text
-        self.outcome: "asyncio.Future[CallOutcome]" = asyncio.get_running_loop().create_future()
+        self.outcome: asyncio.Future[CallOutcome] = asyncio.get_running_loop().create_future()
         self.on_done = on_done
         self.sent_at = 0.0
 
@@ -2071,7 +2124,8 @@ class WarnOnce:
         self._warned: set = set()
         self.suppressed = 0
 
-    def __call__(self, key: tuple, text: "Union[str, Callable[[], str]]", spec: bool = False) -> None:
+    def __call__(self, key: tuple, text: "Union[str, Callable[[], str]]",
+                 spec: bool = False) -> None:
         """Warn once per ``key``; ``spec``: it is a spec warning (counted for --strict scenarios).
 
         ``text`` may be a function that makes the text: it runs only when the
@@ -2083,7 +2137,8 @@ class WarnOnce:
         if len(self._warned) >= MAX_WARNINGS_PER_CHARGER:
             self.suppressed += 1
             if self.suppressed == 1:
-                self.session.log("warn", "%d distinct warnings about this charger so far; further ones are "
+                self.session.log("warn",
+                                 "%d distinct warnings about this charger so far; further ones are "
                                  "suppressed until it reconnects" % len(self._warned))
             return
         self._warned.add(key)
@@ -2094,10 +2149,11 @@ class WarnOnce:
                                      key=[str(part)[:200] for part in key], text=text)
         self.session.log("warn", text)
 
-    def spec_problems(self, action: str, problems: List[Problem]) -> None:
+    def spec_problems(self, action: str, problems: list[Problem]) -> None:
         """One warning per action and problem (the field and the rule)."""
         for problem in problems:
-            self((action,) + problem.key, lambda problem=problem: "spec: %s.%s (%s; answered anyway, "
+            self((action,) + problem.key,
+                 lambda problem=problem: "spec: %s.%s (%s; answered anyway, "
                  "--strict rejects it)" % (action, problem, problem.code), spec=True)
 
 
@@ -2112,7 +2168,8 @@ class CallIds:
         """Lint the id of a charger's CALL; CallRefused for an over-long one in --strict."""
         session = self.session
         if len(message_id) > MAX_MESSAGE_ID_LENGTH:
-            text = "message id is %d characters, OCPP-J allows %d" % (len(message_id), MAX_MESSAGE_ID_LENGTH)
+            text = "message id is %d characters, OCPP-J allows %d" % (len(message_id),
+                                                                      MAX_MESSAGE_ID_LENGTH)
             if session.strict:
                 raise CallRefused(FORMATION_VIOLATION, text)
             session.warn_once(("id-length",), "spec: " + text, spec=True)
@@ -2121,7 +2178,8 @@ class CallIds:
         if message_id in self.recent:
             # The FlexiCharge charger reuses one id for every CALL.  The server
             # answers CALLs in order, so the reply is still unambiguous.
-            session.warn_once(("id-reuse",), lambda: "spec: message id %s reused; OCPP-J wants a new id for "
+            session.warn_once(("id-reuse",),
+                              lambda: "spec: message id %s reused; OCPP-J wants a new id for "
                               "every CALL" % _show(message_id), spec=True)
         else:
             if len(self.recent) == RECENT_CALL_IDS:
@@ -2148,13 +2206,14 @@ class CallQueue:
         self.charger_id = charger_id
         self.timeout = timeout
         self._send, self._failed, self._log = send, failed, log
-        self.calls: Deque[PendingCall] = collections.deque()
+        self.calls: collections.deque[PendingCall] = collections.deque()
         self._waiting = asyncio.Event()
         self.outstanding: Optional[PendingCall] = None
-        self._timed_out: "collections.OrderedDict[str, str]" = collections.OrderedDict()
+        self._timed_out: collections.OrderedDict[str, str] = collections.OrderedDict()
         self.closed = False
 
-    def call(self, action: str, payload: Any, on_done: Optional[Callable[[CallOutcome], None]] = None
+    def call(self, action: str, payload: Any,
+             on_done: Optional[Callable[[CallOutcome], None]] = None
              ) -> PendingCall:
         """Queue a CALL; it is sent when the ones before it are done."""
         return self._enqueue(PendingCall(action, payload, on_done))
@@ -2170,8 +2229,8 @@ class CallQueue:
         except FrameError:
             frame = None
         if frame is not None and frame.kind == CALL:
-            return self._enqueue(PendingCall(frame.action or "raw", frame.payload, message_id=frame.message_id,
-                                             raw_text=text))
+            return self._enqueue(PendingCall(frame.action or "raw", frame.payload,
+                                             message_id=frame.message_id, raw_text=text))
         return self._enqueue(PendingCall("raw", None, raw_text=text))
 
     def _enqueue(self, call: PendingCall) -> PendingCall:
@@ -2189,14 +2248,15 @@ class CallQueue:
         return call
 
     def drop(self, call: PendingCall, why: str) -> bool:
-        """Take a call that has not been sent yet off the queue (it fails with ``why``); False if it was sent."""
+        """Take a call that has not been sent yet off the queue (it fails with ``why``); False if it
+        was sent."""
         if call not in self.calls:
             return False
         self.calls.remove(call)
         call.finish(CallOutcome("failed", error_description=why))
         return True
 
-    def pending(self) -> List[PendingCall]:
+    def pending(self) -> list[PendingCall]:
         """The outstanding call, then the queued ones, in order."""
         return ([self.outstanding] if self.outstanding is not None else []) + list(self.calls)
 
@@ -2295,7 +2355,8 @@ class ServerCalls:
         if frame.flexicharge_result:
             self._use_flexicharge_dialect()
             if frame.action != call.action:
-                self.session.warn_once(("reply-action", call.action), lambda: "answered %s with a reply naming %s"
+                self.session.warn_once(("reply-action", call.action),
+                                       lambda: "answered %s with a reply naming %s"
                                        % (call.action, _show(frame.action)))
         if frame.kind == CALLRESULT:
             self._on_result(frame, call)
@@ -2303,22 +2364,30 @@ class ServerCalls:
             self._on_error(frame, call)
 
     def _hint_dialect(self, frame: Frame) -> None:
-        """A --dialect the charger's replies say is not its own: say so once (the replies alone are not wrong)."""
+        """A --dialect the charger's replies say is not its own: say so once (the replies alone are
+        not wrong)."""
         session, forced = self.session, self.session.system.options.dialect
-        if forced == DIALECT_FLEXICHARGE and frame.kind == CALLRESULT and not frame.flexicharge_result:
-            session.warn_once(("dialect-hint",), "answers with standard 3-element replies although --dialect "
-                              "flexicharge: it may not read the FlexiCharge spellings sent to it (transactionID, "
+        if (forced == DIALECT_FLEXICHARGE and frame.kind == CALLRESULT
+            and not frame.flexicharge_result):
+            session.warn_once(("dialect-hint",),
+                              "answers with standard 3-element replies although --dialect "
+                              "flexicharge: it may not read the FlexiCharge spellings sent to it "
+                              "(transactionID, "
                               "epoch expiryDate) and reject them; try --dialect auto")
         elif forced == DIALECT_OCPP16 and frame.flexicharge_result:
-            session.warn_once(("dialect-hint",), "answers with FlexiCharge 4-element replies although --dialect "
-                              "ocpp1.6: it may expect the FlexiCharge spellings (transactionID); try --dialect auto")
+            session.warn_once(("dialect-hint",),
+                              "answers with FlexiCharge 4-element replies although --dialect "
+                              "ocpp1.6: it may expect the FlexiCharge spellings (transactionID); "
+                              "try --dialect auto")
 
     def _use_flexicharge_dialect(self) -> None:
-        """A 4-element reply: the charger speaks the FlexiCharge dialect (with --dialect auto, answer in kind)."""
+        """A 4-element reply: the charger speaks the FlexiCharge dialect (with --dialect auto,
+        answer in kind)."""
         session = self.session
         if session.dialect != DIALECT_FLEXICHARGE and session.system.options.dialect == "auto":
             session.dialect = session.state.dialect = DIALECT_FLEXICHARGE
-            session.log("info", "speaks the FlexiCharge dialect (4-element replies); answering in kind")
+            session.log("info",
+                        "speaks the FlexiCharge dialect (4-element replies); answering in kind")
 
     def on_malformed_reply(self, reply_id: str, description: str) -> bool:
         """A reply too broken to parse: if it names the outstanding call, that call fails now."""
@@ -2338,7 +2407,9 @@ class ServerCalls:
         if late is not None:
             self.session.log("warn", "late reply to %s, which had already timed out" % late)
         else:
-            self.session.log("warn", "reply to message id %s, which the server never sent or already has an "
+            self.session.log("warn",
+                             "reply to message id %s, which the server never sent or "
+                             "already has an "
                              "answer for" % _show(frame.message_id))
 
     def _on_result(self, frame: Frame, call: PendingCall) -> None:
@@ -2366,26 +2437,28 @@ class ServerCalls:
         session.frame_in(printable(call.action) + " CALLERROR", "%s %s %s" % (
             printable(code_text), printable(description_text, 400), render_json(details)))
         if not isinstance(code, str) or code not in ERROR_CODES:
-            session.warn_once(("error-code", code_text[:50]), lambda: "spec: CALLERROR code %s is not an "
+            session.warn_once(("error-code", code_text[:50]),
+                              lambda: "spec: CALLERROR code %s is not an "
                               "OCPP 1.6 error code" % _show(code), spec=True)
         for name, value, wanted in (("description", description, str), ("details", details, dict)):
             if not isinstance(value, wanted):
                 session.warn_once(("error-" + name,), "spec: CALLERROR %s must be %s, got %s" % (
-                    name, "a string" if wanted is str else "an object", _json_type(value)), spec=True)
-        session.bus.publish("reply_received", session.charger_id, session, action=call.action, payload=details,
-                            error=code_text)
+                    name, "a string" if wanted is str else "an object", _json_type(value)),
+                                  spec=True)
+        session.bus.publish("reply_received", session.charger_id, session, action=call.action,
+                            payload=details, error=code_text)
         self.session.queue.resolve(call, CallOutcome("error", details, code_text, description_text))
 
 
 class ChargingFlow:
-    """What happens on its own on a connection: BootData after an accepted boot, then --auto-start-after
-    and --auto-stop-after.  Timers end with the connection."""
+    """What happens on its own on a connection: BootData after an accepted boot, then
+    --auto-start-after and --auto-stop-after.  Timers end with the connection."""
 
     def __init__(self, session: "ChargerSession") -> None:
         self.session = session
         self.boot_data_call: Optional[PendingCall] = None
         self.auto_started = False
-        self._timers: List[asyncio.TimerHandle] = []
+        self._timers: list[asyncio.TimerHandle] = []
 
     def later(self, delay: float, callback: Callable[[], None]) -> None:
         """Run ``callback`` after ``delay`` seconds unless the charger is gone by then."""
@@ -2410,7 +2483,8 @@ class ChargingFlow:
         elif self.boot_data_call is None or self.boot_data_call.outcome.done():
             self.boot_data_call = session.call(
                 "DataTransfer", boot_data_payload(session.system),
-                on_done=lambda outcome: outcome.kind in ("result", "error") and self.handshake_complete())
+                on_done=lambda outcome: outcome.kind in ("result", "error")
+                                               and self.handshake_complete())
 
     def handshake_complete(self) -> None:
         session = self.session
@@ -2418,12 +2492,15 @@ class ChargingFlow:
         delay = session.system.options.auto_start_after
         if delay is not None and not self.auto_started:
             self.auto_started = True
-            session.log("info", "handshake complete; RemoteStartTransaction in %g s (--auto-start-after)" % delay)
+            session.log("info",
+                        "handshake complete; RemoteStartTransaction in %g s (--auto-start-after)"
+                        % delay)
             self.later(delay, lambda: session.call("RemoteStartTransaction", SERVER_ACTION_DEFAULTS[
                 "RemoteStartTransaction"](session.system, session)))
         elif delay is None and not session.system.options.script:
             several = len(session.system.sessions) > 1
-            session.log("info", "ready: type %sstartRemote" % ("@%s " % printable(session.charger_id) if several else ""))
+            session.log("info", "ready: type %sstartRemote"
+                        % ("@%s " % printable(session.charger_id) if several else ""))
 
     def transaction_started(self, transaction: Transaction) -> None:
         session = self.session
@@ -2439,7 +2516,8 @@ class ChargingFlow:
         self.later(delay, stop)
 
 
-ACTION_LABELS = {action: action for action in CHARGER_REQUESTS}  # printable already: no need to escape them
+# printable already: no need to escape them
+ACTION_LABELS = {action: action for action in CHARGER_REQUESTS}
 
 
 class ChargerCalls:
@@ -2576,7 +2654,8 @@ class ChargerSession:
         self.peer = peer
         self.subprotocol = subprotocol
         self.state = system.state_for(charger_id)
-        self.dialect = DIALECT_FLEXICHARGE if system.options.dialect == DIALECT_FLEXICHARGE else DIALECT_OCPP16
+        self.dialect = (DIALECT_FLEXICHARGE if system.options.dialect == DIALECT_FLEXICHARGE
+                        else DIALECT_OCPP16)
         self.state.dialect = self.dialect
         self.strict = system.options.strict
         self.charger_calls = ChargerCalls(self)
@@ -2586,15 +2665,17 @@ class ChargerSession:
         self.flow = ChargingFlow(self)
         self.warn_once = WarnOnce(self)
         self.closed = False
-        self.after_reply_calls: List[Callable[[], None]] = []  # run once the reply is sent
+        self.after_reply_calls: list[Callable[[], None]] = []  # run once the reply is sent
         self.call_ids = CallIds(self)
-        self._incoming: Tuple[str, bool] = ("", False)  # the frame being handled, and whether it was binary
+        # the frame being handled, and whether it was binary
+        self._incoming: tuple[str, bool] = ("", False)
         self.replies_withheld = 0  # replies to its CALLs not sent yet (LaterReply, delay=)
         self.reply_faults = system.faults.reply_faults  # the reply faults in force, by action
-        self.fault_frames: Dict[Any, int] = {}  # disconnect after=N: frames counted, by fault
-        self.held_replies: Optional["HeldReplies"] = None  # made when a delay fault first holds one
+        self.fault_frames: dict[Any, int] = {}  # disconnect after=N: frames counted, by fault
+        self.held_replies: Optional[HeldReplies] = None  # made when a delay fault first holds one
 
-    def call(self, action: str, payload: Any, on_done: Optional[Callable[[CallOutcome], None]] = None
+    def call(self, action: str, payload: Any,
+             on_done: Optional[Callable[[CallOutcome], None]] = None
              ) -> PendingCall:
         """Queue a CALL to this charger (see CallQueue)."""
         return self.queue.call(action, payload, on_done)
@@ -2610,7 +2691,8 @@ class ChargerSession:
                 try:
                     reply = self.on_message(message)
                 except Exception as exc:  # a bug of ours must not cost the charger its connection
-                    self.log("error", "internal error while handling a frame: %s: %s" % (type(exc).__name__, exc))
+                    self.log("error", "internal error while handling a frame: %s: %s"
+                             % (type(exc).__name__, exc))
                     reply = None
                 if reply is not None:
                     await self.websocket.send(reply)
@@ -2659,7 +2741,8 @@ class ChargerSession:
                 self.frame_in("(binary frame)", printable(self._incoming[0], MAX_SHOWN))
                 self.log("warn", "binary frame of %d bytes ignored: %s" % (size, why))
                 return None
-            self.warn_once(("binary",), "sent a binary frame; OCPP-J uses text frames (handled as text)")
+            self.warn_once(("binary",),
+                           "sent a binary frame; OCPP-J uses text frames (handled as text)")
         else:
             self._incoming = (message, False)
         try:
@@ -2674,8 +2757,8 @@ class ChargerSession:
     def on_bad_frame(self, message: str, exc: FrameError) -> Optional[str]:
         """A frame that is not usable OCPP-J: the CALLERROR OCPP-J calls for, or a log line."""
         self.frame_in("(bad frame)", printable(message, MAX_SHOWN))
-        if exc.reply_id is not None and self.server_calls.on_malformed_reply(exc.reply_id,
-                                                                             exc.description):
+        if exc.reply_id is not None and self.server_calls.on_malformed_reply(
+                exc.reply_id, exc.description):
             return None
         if exc.message_id is None or exc.code is None:
             self.log("warn", "%s; frame ignored" % exc.description)
@@ -2704,12 +2787,14 @@ class ChargerSession:
         size, frame_size = _utf8_size(encodable(text)), _utf8_size(self._incoming[0])
         if size <= max(MIN_REPLY_LIMIT, frame_size):
             return False
-        self.log("warn", "%s not sent: its %d bytes would answer a frame of %d bytes (answers are at "
+        self.log("warn",
+                 "%s not sent: its %d bytes would answer a frame of %d bytes (answers are at "
                  "most the frame or %d bytes)" % (label, size, frame_size, MIN_REPLY_LIMIT))
         return True
 
     def publish_out(self, text: str, label: str, shown: Any) -> str:
-        """Publish a frame for the charger, made encodable; the caller sends the ``text`` it returns.
+        """Publish a frame for the charger, made encodable; the caller sends the ``text`` it
+        returns.
 
         Every frame the server sends passes here.
         """
@@ -2724,7 +2809,8 @@ class ChargerSession:
         None and the ``parsed`` CALL, which the terminal renders only when it prints it)."""
         if self.bus.routes["frame"]:  # an event nobody wants is not built
             text, binary = self._incoming
-            self.bus.deliver(FrameEvent(self.charger_id, self, "in", text, label, shown, binary, parsed))
+            self.bus.deliver(FrameEvent(self.charger_id, self, "in", text, label, shown, binary,
+                                        parsed))
 
     def log(self, level: str, text: str) -> None:
         """A line about this charger for the operator, at a level of EVENT_FIELDS["log"]."""
@@ -2748,16 +2834,21 @@ class ChargerSession:
 
 # OCPP 1.6 section 4.9: the status each connector status may change to.
 _STATUS_CHANGES = {
-    "Available": ("Preparing", "Charging", "SuspendedEV", "SuspendedEVSE", "Reserved", "Unavailable", "Faulted"),
+    "Available": ("Preparing", "Charging", "SuspendedEV", "SuspendedEVSE", "Reserved",
+                  "Unavailable", "Faulted"),
     "Preparing": ("Available", "Charging", "SuspendedEV", "SuspendedEVSE", "Finishing", "Faulted"),
-    "Charging": ("Available", "SuspendedEV", "SuspendedEVSE", "Finishing", "Unavailable", "Faulted"),
-    "SuspendedEV": ("Available", "Charging", "SuspendedEVSE", "Finishing", "Unavailable", "Faulted"),
-    "SuspendedEVSE": ("Available", "Charging", "SuspendedEV", "Finishing", "Unavailable", "Faulted"),
+    "Charging": ("Available", "SuspendedEV", "SuspendedEVSE", "Finishing", "Unavailable",
+                 "Faulted"),
+    "SuspendedEV": ("Available", "Charging", "SuspendedEVSE", "Finishing", "Unavailable",
+                    "Faulted"),
+    "SuspendedEVSE": ("Available", "Charging", "SuspendedEV", "Finishing", "Unavailable",
+                      "Faulted"),
     "Finishing": ("Available", "Preparing", "Unavailable", "Faulted"),
     "Reserved": ("Available", "Preparing", "Unavailable", "Faulted"),
-    "Unavailable": ("Available", "Preparing", "Charging", "SuspendedEV", "SuspendedEVSE", "Faulted"),
-    "Faulted": ("Available", "Preparing", "Charging", "SuspendedEV", "SuspendedEVSE", "Finishing", "Reserved",
-                "Unavailable"),
+    "Unavailable": ("Available", "Preparing", "Charging", "SuspendedEV", "SuspendedEVSE",
+                    "Faulted"),
+    "Faulted": ("Available", "Preparing", "Charging", "SuspendedEV", "SuspendedEVSE", "Finishing",
+                "Reserved", "Unavailable"),
 }
 TIMING_TOLERANCE = 0.1  # a charger may be this much of an interval early (clocks, scheduling) ...
 TIMING_SLACK = 1.0  # ... and at least this many seconds
@@ -2771,10 +2862,13 @@ class ChargerHistory:
         self.boot_interval = 0  # the interval that BootNotification's reply gave
         self.boot_status: Optional[str] = None
         self.heartbeat_at = 0.0
-        self.heartbeat_interval = 0  # as BootNotification.conf or an accepted ChangeConfiguration set it
+        # as BootNotification.conf or an accepted ChangeConfiguration set it
+        self.heartbeat_interval = 0
         self.triggered: set = set()  # messages a TriggerMessage asked for, not yet sent
-        self.energy: Dict[Tuple[int, Any], float] = {}  # (transaction, phase) -> its last register reading, Wh
-        self.transaction_times: Dict[int, str] = {}  # transaction -> the timestamp of its last message
+        # (transaction, phase) -> its last register reading, Wh
+        self.energy: dict[tuple[int, Any], float] = {}
+        # transaction -> the timestamp of its last message
+        self.transaction_times: dict[int, str] = {}
 
 
 def check_failed(session: "ChargerSession", rule: str, text: str) -> None:
@@ -2783,14 +2877,18 @@ def check_failed(session: "ChargerSession", rule: str, text: str) -> None:
 
 
 def _timed_early(last: float, interval: float, now: float) -> bool:
-    return bool(last and interval and now - last < interval - max(TIMING_SLACK, interval * TIMING_TOLERANCE))
+    return bool(last and interval
+                and now - last < interval - max(TIMING_SLACK, interval * TIMING_TOLERANCE))
 
 
 def check_boot(session: "ChargerSession", status: str, interval: int) -> None:
-    """Boot retries while Pending or Rejected come no faster than the interval given; then the history starts again."""
+    """Boot retries while Pending or Rejected come no faster than the interval given; then the
+    history starts again."""
     history, now = session.state.history, time.monotonic()
-    if history.boot_status in ("Pending", "Rejected") and _timed_early(history.booted_at, history.boot_interval, now):
-        check_failed(session, "boot-retry", "BootNotification again after %.1f s while %s; the interval given was "
+    if history.boot_status in ("Pending", "Rejected") and _timed_early(
+            history.booted_at, history.boot_interval, now):
+        check_failed(session, "boot-retry",
+                     "BootNotification again after %.1f s while %s; the interval given was "
                      "%d s" % (now - history.booted_at, history.boot_status, history.boot_interval))
     fresh = session.state.history = ChargerHistory()  # the history starts again
     fresh.booted_at, fresh.boot_interval, fresh.boot_status = now, interval, status
@@ -2800,8 +2898,10 @@ def check_boot(session: "ChargerSession", status: str, interval: int) -> None:
 def check_call_allowed(session: "ChargerSession", action: str) -> None:
     """No CALL but BootNotification before the boot is Accepted (OCPP 1.6 section 4.2)."""
     status = session.state.boot_status
-    if action != "BootNotification" and status in ("Pending", "Rejected") and action not in session.state.history.triggered:
-        check_failed(session, "call-before-boot", "sent %s while its boot is %s" % (printable(action), status))
+    if action != "BootNotification" and status in (
+        "Pending", "Rejected") and action not in session.state.history.triggered:
+        check_failed(session, "call-before-boot", "sent %s while its boot is %s"
+                     % (printable(action), status))
 
 
 def check_heartbeat(session: "ChargerSession") -> None:
@@ -2809,7 +2909,8 @@ def check_heartbeat(session: "ChargerSession") -> None:
     if "Heartbeat" in history.triggered:
         history.triggered.discard("Heartbeat")
     elif _timed_early(history.heartbeat_at, history.heartbeat_interval, now):
-        check_failed(session, "heartbeat-interval", "Heartbeat %.1f s after the last; the interval set is %d s"
+        check_failed(session, "heartbeat-interval",
+                     "Heartbeat %.1f s after the last; the interval set is %d s"
                      % (now - history.heartbeat_at, history.heartbeat_interval))
     history.heartbeat_at = now
 
@@ -2818,21 +2919,25 @@ def check_status_change(session: "ChargerSession", connector: Optional[int], sta
     previous = session.state.connectors.get(connector if connector is not None else -1)
     previous = previous.split(" (")[0] if previous else None
     allowed = _STATUS_CHANGES.get(previous or "")
-    if allowed is not None and status != previous and status in _STATUS_CHANGES and status not in allowed:
-        check_failed(session, "status-transition", "connector %s went from %s to %s, which the OCPP 1.6 status "
+    if (allowed is not None and status != previous and status in _STATUS_CHANGES
+        and status not in allowed):
+        check_failed(session, "status-transition",
+                     "connector %s went from %s to %s, which the OCPP 1.6 status "
                      "diagram does not allow" % (connector, previous, printable(status)))
 
 
-def check_transaction_message(session: "ChargerSession", transaction_id: Optional[int], timestamp: Any,
-                              action: str) -> None:
+def check_transaction_message(session: "ChargerSession", transaction_id: Optional[int],
+                              timestamp: Any, action: str) -> None:
     """Queued transaction messages arrive in order, with their original timestamps."""
     if transaction_id is None or not isinstance(timestamp, str):
         return
     times = session.state.history.transaction_times
     last = times.get(transaction_id)
     if last is not None and timestamp < last:  # ISO-8601 UTC text sorts as time does
-        check_failed(session, "transaction-order", "%s for transaction %d is stamped %s, before the message that "
-                     "came first (%s)" % (action, transaction_id, printable(timestamp, 40), printable(last, 40)))
+        check_failed(session, "transaction-order",
+                     "%s for transaction %d is stamped %s, before the message that "
+                     "came first (%s)"
+                     % (action, transaction_id, printable(timestamp, 40), printable(last, 40)))
     if len(times) < MAX_OPEN_TRANSACTIONS or transaction_id in times:
         times[transaction_id] = max(timestamp, last or "")
 
@@ -2852,7 +2957,8 @@ def check_energy(session: "ChargerSession", payload: dict) -> None:
             continue
         key = (transaction_id, phase)
         if reading < energy.get(key, reading):
-            check_failed(session, "energy-decreases", "Energy.Active.Import.Register of transaction %d fell from "
+            check_failed(session, "energy-decreases",
+                         "Energy.Active.Import.Register of transaction %d fell from "
                          "%g Wh to %g Wh" % (transaction_id, energy[key], reading))
         if len(energy) < 4 * MAX_OPEN_TRANSACTIONS or key in energy:
             energy[key] = reading
@@ -2862,7 +2968,8 @@ def check_lost_transaction(session: "ChargerSession", connector: Optional[int]) 
     """A StartTransaction on a connector whose transaction was never stopped: that one was lost."""
     for transaction in session.state.transactions.values():
         if transaction.connector_id == connector:
-            check_failed(session, "transaction-lost", "a new transaction on connector %s while transaction %d "
+            check_failed(session, "transaction-lost",
+                         "a new transaction on connector %s while transaction %d "
                          "there was never stopped" % (connector, transaction.transaction_id))
             return
 
@@ -2874,7 +2981,8 @@ def check_lost_transaction(session: "ChargerSession", connector: Optional[int]) 
 # response schema.  CHARGER_ACTION_HANDLERS below maps action names to them.
 
 
-_INTEGER_TEXT = re.compile(r"[+-]?[0-9]{1,18}\Z")  # ASCII digits only: int() also takes "²" and "١"
+# ASCII digits only: int() also takes "²" and "١"
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]{1,18}\Z")
 
 
 def as_int(value: Any) -> Optional[int]:
@@ -2891,7 +2999,8 @@ def as_int(value: Any) -> Optional[int]:
 
 
 class AuthorizationRules:
-    """How the server answers idTags: ``--tag``, ``--tags``, ``--unknown-tags``, ``--concurrent-tx``.
+    """How the server answers idTags: ``--tag``, ``--tags``, ``--unknown-tags``,
+    ``--concurrent-tx``.
 
     ``tags`` maps an idTag to its idTagInfo and the rule that set it (the
     command-line flag or the file), so every answer can say which rule gave it.
@@ -2899,23 +3008,25 @@ class AuthorizationRules:
 
     DEFAULT_RULE = "default: every idTag is Accepted"
 
-    def __init__(self, tags: Optional[Dict[str, Tuple[dict, str]]] = None, unknown: str = "Accepted",
-                 concurrent_tx: bool = False) -> None:
+    def __init__(self, tags: Optional[dict[str, tuple[dict, str]]] = None,
+                 unknown: str = "Accepted", concurrent_tx: bool = False) -> None:
         self.tags = tags or {}
         self.unknown = unknown
         self.concurrent_tx = concurrent_tx
 
     def decide(self, system: "CentralSystem", state: "ChargerState", id_tag: Any,
-               connector: Optional[int] = None) -> Tuple[dict, str]:
-        """The idTagInfo for ``id_tag`` (used on ``connector``, if starting) and the rule that answered."""
+               connector: Optional[int] = None) -> tuple[dict, str]:
+        """The idTagInfo for ``id_tag`` (used on ``connector``, if starting) and the rule that
+        answered."""
         if self.concurrent_tx and isinstance(id_tag, str):
             for other in system.states.values():
                 for open_transaction in other.transactions.values():
                     if open_transaction.id_tag == id_tag and not (
                             other is state and open_transaction.connector_id == connector):
-                        return {"status": "ConcurrentTx"}, "--concurrent-tx: transaction %d on %s connector %s" % (
-                            open_transaction.transaction_id, printable(other.charger_id),
-                            open_transaction.connector_id)
+                        return {"status": "ConcurrentTx"}, (
+                            "--concurrent-tx: transaction %d on %s connector %s" % (
+                                open_transaction.transaction_id, printable(other.charger_id),
+                                open_transaction.connector_id))
         known = self.tags.get(id_tag) if isinstance(id_tag, str) else None
         if known is not None:
             return dict(known[0]), known[1]
@@ -2924,7 +3035,8 @@ class AuthorizationRules:
         return {"status": "Accepted"}, self.DEFAULT_RULE
 
 
-def id_tag_info(session: "ChargerSession", id_tag: Any, action: str, connector: Optional[int] = None) -> dict:
+def id_tag_info(session: "ChargerSession", id_tag: Any, action: str,
+                connector: Optional[int] = None) -> dict:
     """The idTagInfo the server answers for ``id_tag`` in ``action``, by the authorization rules."""
     system = session.system
     info, rule = system.authorization.decide(system, session.state, id_tag, connector)
@@ -2980,7 +3092,8 @@ def handle_meter_values(session: "ChargerSession", payload: dict) -> dict:
     if charts is not None and transaction_id in state.transactions:
         charts.add(session.charger_id, state.transactions[transaction_id], payload)
     if session.bus.routes["meter_values"]:
-        session.bus.publish("meter_values", session.charger_id, session, connectorId=payload.get("connectorId"),
+        session.bus.publish("meter_values", session.charger_id, session,
+                            connectorId=payload.get("connectorId"),
                             transactionId=payload.get("transactionId"),
                             readings=[list(reading) for reading in _meter_readings(payload)])
     return {}
@@ -2997,11 +3110,13 @@ def handle_start_transaction(session: "ChargerSession", payload: dict) -> dict:
     transaction = Transaction(transaction_id, connector, id_tag, as_int(payload.get("meterStart")))
     forgotten = session.state.open_transaction(transaction)
     if forgotten is not None:
-        session.warn_once(("transactions-cap",), "more than %d open transactions; forgetting the oldest (%d)"
+        session.warn_once(("transactions-cap",),
+                          "more than %d open transactions; forgetting the oldest (%d)"
                           % (MAX_OPEN_TRANSACTIONS, forgotten.transaction_id))
     session.after_reply(lambda: session.flow.transaction_started(transaction))
-    session.bus.publish("transaction_started", session.charger_id, session, transactionId=transaction_id,
-                        connectorId=connector, idTag=id_tag, meterStart=transaction.meter_start)
+    session.bus.publish("transaction_started", session.charger_id, session,
+                        transactionId=transaction_id, connectorId=connector, idTag=id_tag,
+                        meterStart=transaction.meter_start)
     return {"transactionId": transaction_id, "idTagInfo": info}
 
 
@@ -3014,11 +3129,12 @@ def handle_status_notification(session: "ChargerSession", payload: dict) -> dict
         if isinstance(error_code, str) and error_code not in ("", "NoError"):
             status = "%s (%s)" % (status, error_code)
         if not session.state.set_connector(connector, status):
-            session.warn_once(("connectors-cap",), "more than %d connectors; the statuses of others are not kept"
+            session.warn_once(("connectors-cap",),
+                              "more than %d connectors; the statuses of others are not kept"
                               % MAX_CONNECTORS)
         elif session.bus.routes["state_changed"]:
-            session.bus.publish("state_changed", session.charger_id, session, field="connector %s" % connector,
-                                value=status)
+            session.bus.publish("state_changed", session.charger_id, session, field="connector %s"
+                                % connector, value=status)
     return {}
 
 
@@ -3030,7 +3146,8 @@ def handle_stop_transaction(session: "ChargerSession", payload: dict) -> dict:
     meter_stop = as_int(payload.get("meterStop"))
     if transaction is not None and transaction.meter_start is not None and meter_stop is not None \
             and meter_stop < transaction.meter_start:
-        check_failed(session, "meter-stop", "transaction %d: meterStop %d is below its meterStart %d"
+        check_failed(session, "meter-stop",
+                     "transaction %d: meterStop %d is below its meterStart %d"
                      % (transaction_id, meter_stop, transaction.meter_start))
     if state.close_transaction(transaction_id) is None:
         session.log("warn", "StopTransaction names transaction %s, which is not open here%s"
@@ -3038,8 +3155,9 @@ def handle_stop_transaction(session: "ChargerSession", payload: dict) -> dict:
     else:
         if session.system.charts is not None:
             session.system.charts.drop(session.charger_id, transaction_id)
-        session.bus.publish("transaction_stopped", session.charger_id, session, transactionId=transaction_id,
-                            meterStop=payload.get("meterStop"), reason=payload.get("reason"))
+        session.bus.publish("transaction_stopped", session.charger_id, session,
+                            transactionId=transaction_id, meterStop=payload.get("meterStop"),
+                            reason=payload.get("reason"))
     reply: dict = {}
     if payload.get("idTag") is not None:
         reply["idTagInfo"] = id_tag_info(session, payload.get("idTag"), "StopTransaction")
@@ -3057,7 +3175,7 @@ def handle_sign_certificate(session: "ChargerSession", payload: dict) -> "Union[
     return session.system.signing.answer(session, payload.get("csr"))
 
 
-CHARGER_ACTION_HANDLERS: Dict[str, Callable[["ChargerSession", dict], dict]] = {
+CHARGER_ACTION_HANDLERS: dict[str, Callable[["ChargerSession", dict], dict]] = {
     "Authorize": handle_authorize,
     "BootNotification": handle_boot_notification,
     "DataTransfer": handle_data_transfer,
@@ -3094,11 +3212,14 @@ def _open_transaction_id(system: "CentralSystem", session: Optional["ChargerSess
     if len(transactions) == 1:
         return transactions[0].transaction_id
     if not transactions:
-        raise CommandError("no transaction is open%s; give one: RemoteStopTransaction transactionId=N"
+        raise CommandError("no transaction is open%s; give one: RemoteStopTransaction "
+                           "transactionId=N"
                            % (" on " + printable(session.charger_id) if session else ""))
-    raise CommandError("%s has %d open transactions (%s): say which, e.g. stopRemote transactionId=%d"
+    raise CommandError("%s has %d open transactions (%s): say which, e.g. stopRemote "
+                       "transactionId=%d"
                        % (printable(session.charger_id), len(transactions), ", ".join(
-                           "%d on connector %s" % (tx.transaction_id, tx.connector_id) for tx in transactions),
+                           "%d on connector %s" % (tx.transaction_id,
+                                                   tx.connector_id) for tx in transactions),
                           transactions[-1].transaction_id))
 
 
@@ -3131,7 +3252,7 @@ G63aftl59WICIQCD1fZmhMz5Qj1UNNhMij1gErmzsY8/aEzbBtu/wXW+WQ==
 """
 
 
-def _der_element(der: bytes, offset: int) -> Tuple[int, int, int]:
+def _der_element(der: bytes, offset: int) -> tuple[int, int, int]:
     """The DER element at ``offset``: its tag, where its content starts, and where it ends."""
     tag, length = der[offset], der[offset + 1]
     start = offset + 2
@@ -3170,7 +3291,8 @@ def certificate_hash_data(pem: str) -> dict:
     except (IndexError, ValueError, binascii.Error) as exc:
         raise ValueError("not a PEM certificate (%s)" % exc) from None
     return {"hashAlgorithm": "SHA256", "issuerNameHash": hashlib.sha256(issuer).hexdigest(),
-            "issuerKeyHash": hashlib.sha256(der[key_start + 1:key_end]).hexdigest(), "serialNumber": serial.hex()}
+            "issuerKeyHash": hashlib.sha256(der[key_start + 1:key_end]).hexdigest(),
+            "serialNumber": serial.hex()}
 
 
 def _installed_certificate(session: Optional["ChargerSession"]) -> dict:
@@ -3179,7 +3301,7 @@ def _installed_certificate(session: Optional["ChargerSession"]) -> dict:
     return listed[0] if listed else certificate_hash_data(DEMO_CERTIFICATE)
 
 
-SERVER_ACTION_DEFAULTS: Dict[str, Callable[["CentralSystem", Optional["ChargerSession"]], dict]] = {
+SERVER_ACTION_DEFAULTS: dict[str, Callable[["CentralSystem", Optional["ChargerSession"]], dict]] = {
     "CancelReservation": lambda system, session: {
         "reservationId": system.last_reservation_id or 1},
     "ChangeAvailability": lambda system, session: {"connectorId": 0, "type": "Operative"},
@@ -3202,7 +3324,8 @@ SERVER_ACTION_DEFAULTS: Dict[str, Callable[["CentralSystem", Optional["ChargerSe
     "Reset": lambda system, session: {"type": "Soft"},
     "SendLocalList": lambda system, session: {
         "listVersion": 1, "updateType": "Full",
-        "localAuthorizationList": [{"idTag": system.options.id_tag, "idTagInfo": {"status": "Accepted"}}]},
+        "localAuthorizationList": [{"idTag": system.options.id_tag,
+                                    "idTagInfo": {"status": "Accepted"}}]},
     "SetChargingProfile": lambda system, session: {
         "connectorId": 1,
         "csChargingProfiles": {
@@ -3213,14 +3336,18 @@ SERVER_ACTION_DEFAULTS: Dict[str, Callable[["CentralSystem", Optional["ChargerSe
     "TriggerMessage": lambda system, session: {"requestedMessage": "StatusNotification"},
     "UnlockConnector": lambda system, session: {"connectorId": 1},
     "UpdateFirmware": lambda system, session: {
-        "location": file_location(system, session, "firmware.bin") or "http://127.0.0.1/firmware.bin",
+        "location": file_location(system, session, "firmware.bin")
+                                               or "http://127.0.0.1/firmware.bin",
         "retrieveDate": UTC_CLOCK.now()},
     # The OCPP 1.6 security whitepaper's.
     "CertificateSigned": lambda system, session: {
-        "certificateChain": system.last_signed_chain.get(session.charger_id if session else "", DEMO_CERTIFICATE)},
-    "DeleteCertificate": lambda system, session: {"certificateHashData": _installed_certificate(session)},
+        "certificateChain": system.last_signed_chain.get(session.charger_id if session else "",
+                                                         DEMO_CERTIFICATE)},
+    "DeleteCertificate": lambda system, session: {
+        "certificateHashData": _installed_certificate(session)},
     "ExtendedTriggerMessage": lambda system, session: {"requestedMessage": "StatusNotification"},
-    "GetInstalledCertificateIds": lambda system, session: {"certificateType": "CentralSystemRootCertificate"},
+    "GetInstalledCertificateIds": lambda system, session: {
+        "certificateType": "CentralSystemRootCertificate"},
     "GetLog": lambda system, session: {
         "log": {"remoteLocation": file_location(system, session) or "ftp://127.0.0.1/logs/"},
         "logType": "DiagnosticsLog", "requestId": system.next_request_id},
@@ -3228,21 +3355,24 @@ SERVER_ACTION_DEFAULTS: Dict[str, Callable[["CentralSystem", Optional["ChargerSe
         "certificateType": "CentralSystemRootCertificate", "certificate": DEMO_CERTIFICATE},
     "SignedUpdateFirmware": lambda system, session: {
         "requestId": system.next_request_id,
-        "firmware": {"location": file_location(system, session, "firmware.bin") or "http://127.0.0.1/firmware.bin",
-                     "retrieveDateTime": UTC_CLOCK.now(), "signingCertificate": DEMO_CERTIFICATE,
-                     "signature": base64.b64encode(hashlib.sha256(b"firmware.bin").digest()).decode("ascii")}},
+        "firmware": {"location": file_location(system, session, "firmware.bin")
+                     or "http://127.0.0.1/firmware.bin", "retrieveDateTime": UTC_CLOCK.now(),
+                     "signingCertificate": DEMO_CERTIFICATE,
+                     "signature": base64.b64encode(
+                         hashlib.sha256(b"firmware.bin").digest()).decode("ascii")}},
 }
 
 def remember_certificate_ids(session: "ChargerSession", request: dict, reply: dict) -> None:
-    """GetInstalledCertificateIds.conf: DeleteCertificate defaults to the first certificate listed."""
+    """GetInstalledCertificateIds.conf: DeleteCertificate defaults to the first certificate
+    listed."""
     listed = reply.get("certificateHashData")
     if isinstance(listed, list):
         session.state.certificate_ids = [item for item in listed[:100] if isinstance(item, dict)]
 
 
 def configuration_changed(session: "ChargerSession", request: dict, reply: dict) -> None:
-    """ChangeConfiguration, accepted: a new HeartbeatInterval sets the heartbeat check's interval; a new
-    AuthorizationKey is the only one that lets the charger in from its next connection."""
+    """ChangeConfiguration, accepted: a new HeartbeatInterval sets the heartbeat check's interval; a
+    new AuthorizationKey is the only one that lets the charger in from its next connection."""
     if reply.get("status") not in ("Accepted", "RebootRequired"):
         return
     if request.get("key") == "HeartbeatInterval":
@@ -3257,7 +3387,9 @@ def configuration_changed(session: "ChargerSession", request: dict, reply: dict)
         return
     forms = session.system.access.rotate(session.charger_id, value)
     session.state.key_rotated = UTC_CLOCK.now()
-    session.log("info", "AuthorizationKey rotated: from its next connection on, %s must log in with the new key "
+    session.log("info",
+                "AuthorizationKey rotated: from its next connection on, %s must log in with "
+                "the new key "
                 "(%s); the old one gets 401" % (printable(session.charger_id), forms))
 
 
@@ -3268,7 +3400,7 @@ def message_triggered(session: "ChargerSession", request: dict, reply: dict) -> 
 
 
 # What the server does when a charger answers one of its CALLs with a CALLRESULT, beyond showing it.
-SERVER_CALL_RESULT_HANDLERS: Dict[str, Callable[["ChargerSession", dict, dict], None]] = {
+SERVER_CALL_RESULT_HANDLERS: dict[str, Callable[["ChargerSession", dict, dict], None]] = {
     "ChangeConfiguration": configuration_changed,
     "TriggerMessage": message_triggered,
     "ExtendedTriggerMessage": message_triggered,
@@ -3277,7 +3409,7 @@ SERVER_CALL_RESULT_HANDLERS: Dict[str, Callable[["ChargerSession", dict, dict], 
 
 # Key spellings the FlexiCharge charger reads in the server's CALLs (it raises
 # on transactionId, for one).  Actions not listed keep the standard spelling.
-FLEXICHARGE_KEY_SPELLINGS: Dict[str, Dict[str, str]] = {
+FLEXICHARGE_KEY_SPELLINGS: dict[str, dict[str, str]] = {
     "RemoteStopTransaction": {"transactionId": "transactionID"},
     "ReserveNow": {"connectorId": "connectorID", "reservationId": "reservationID"},
     "CancelReservation": {"reservationId": "reservationID"},
@@ -3448,7 +3580,8 @@ class CertificateSigning:
     Accepted is sent, and CertificateSigned carries the chain made from it; without them, the line
     shown says how to send the chain once the operator has signed it."""
 
-    def __init__(self, system: "CentralSystem", ca_cert: Optional[str], ca_key: Optional[str]) -> None:
+    def __init__(self, system: "CentralSystem", ca_cert: Optional[str],
+                 ca_key: Optional[str]) -> None:
         self.system = system
         self.ca_cert, self.ca_key = ca_cert, ca_key
         self._folder: Optional[str] = None
@@ -3459,7 +3592,8 @@ class CertificateSigning:
         self._openssl_turns: Optional[asyncio.Semaphore] = None  # made in the loop (Python 3.9)
 
     def folder(self) -> str:
-        """Where CSRs and signed chains go: the files folder when there is one, else a temporary folder."""
+        """Where CSRs and signed chains go: the files folder when there is one, else a temporary
+        folder."""
         if self.system.http is not None:
             return self.system.http.files.root
         if self._folder is None:
@@ -3561,7 +3695,8 @@ class CertificateSigning:
             async with self._turns():
                 chain = await sign_csr(csr_path, self.ca_cert, self.ca_key)
         except (OSError, RuntimeError) as exc:
-            session.log("error", "SignCertificate: could not sign the CSR in %s: %s" % (csr_path, exc))
+            session.log("error", "SignCertificate: could not sign the CSR in %s: %s"
+                        % (csr_path, exc))
             return
         self.system.last_signed_chain[session.charger_id] = chain
         session.log("info", "SignCertificate: signed the CSR in %s with --ca-cert; sending "
@@ -3580,12 +3715,16 @@ class CertificateSigning:
 # the handler and on the reply; the FaultTable indexes the faults in force,
 # so that a frame never scans them.
 
-FAULT_USAGE = ("fault <Action> [status=S[,S...]] [payload={json}] [error=CODE] [delay=SECONDS] [drop] [twice] "
-               "[wrong-id] [times=N] [field=value ...] | fault disconnect [code=N] [after=FRAMES] [in=SECONDS] | "
-               "fault offline SECONDS [silent] | fault handshake 401|403|404|503 for=SECONDS | fault pings | "
+FAULT_USAGE = ("fault <Action> [status=S[,S...]] [payload={json}] [error=CODE] [delay=SECONDS] "
+               "[drop] [twice] "
+               "[wrong-id] [times=N] [field=value ...] | fault disconnect [code=N] [after=FRAMES] "
+               "[in=SECONDS] | "
+               "fault offline SECONDS [silent] | fault handshake 401|403|404|503 for=SECONDS | "
+               "fault pings | "
                "fault clear [what]")
 REPLY_FAULT_FLAGS = ("drop", "twice", "wrong-id")
-CUT_CLOSE_CODES = (1005, 1006, 1015)  # codes no close frame may carry: the connection is cut instead
+# codes no close frame may carry: the connection is cut instead
+CUT_CLOSE_CODES = (1005, 1006, 1015)
 MAX_FAULTS = 1000  # faults in force at once, however they were set
 MAX_HELD_REPLIES = 1000  # replies delay faults hold back per connection; past it, no delay
 MAX_HELD_CHARACTERS = 1 << 20  # characters those held replies may have between them
@@ -3622,7 +3761,7 @@ class Fault:
         self.until = 0.0  # outages: refusals end then (monotonic)
 
     @classmethod
-    def parse(cls, text: str, target: Optional[str], words: List[str]) -> "Fault":
+    def parse(cls, text: str, target: Optional[str], words: list[str]) -> "Fault":
         """The fault ``words`` (its kind first) say; CommandError says what is wrong."""
         raise NotImplementedError
 
@@ -3652,7 +3791,7 @@ class PingsFault(Fault):
     kind = "pings"
 
     @classmethod
-    def parse(cls, text: str, target: Optional[str], words: List[str]) -> Fault:
+    def parse(cls, text: str, target: Optional[str], words: list[str]) -> Fault:
         if words[1:]:
             raise CommandError("usage: fault pings (the server stops answering the charger's "
                                "pings; fault clear pings)")
@@ -3671,7 +3810,7 @@ class OfflineFault(Fault):
     refuses_upgrades = True
 
     @classmethod
-    def parse(cls, text: str, target: Optional[str], words: List[str]) -> Fault:
+    def parse(cls, text: str, target: Optional[str], words: list[str]) -> Fault:
         rest = words[1:]
         if not rest:
             raise CommandError("usage: fault offline SECONDS [silent], e.g. fault offline 30")
@@ -3694,7 +3833,7 @@ class HandshakeFault(Fault):
     refuses_upgrades = True
 
     @classmethod
-    def parse(cls, text: str, target: Optional[str], words: List[str]) -> Fault:
+    def parse(cls, text: str, target: Optional[str], words: list[str]) -> Fault:
         rest = words[1:]
         if len(rest) != 2 or rest[0] not in ("401", "403", "404", "503") \
                 or not rest[1].startswith("for="):
@@ -3714,7 +3853,7 @@ class DisconnectFault(Fault):
     after: Optional[int] = None  # disconnect after this many more frames from the charger
 
     @classmethod
-    def parse(cls, text: str, target: Optional[str], words: List[str]) -> Fault:
+    def parse(cls, text: str, target: Optional[str], words: list[str]) -> Fault:
         fault = cls(text, target)
         for argument in words[1:]:
             name, _, value = argument.partition("=")
@@ -3753,18 +3892,18 @@ class ReplyFault(Fault):
     def __init__(self, text: str, target: Optional[str], action: str) -> None:
         super().__init__(text, target)
         self.action = action
-        self.statuses: List[Any] = []  # the status of each successive reply, in turn
-        self.fields: Dict[str, Any] = {}  # more fields of the reply
+        self.statuses: list[Any] = []  # the status of each successive reply, in turn
+        self.fields: dict[str, Any] = {}  # more fields of the reply
         self.payload: Optional[dict] = None  # the whole reply instead
         self.error: Optional[str] = None
         self.delay = 0.0
-        self.flags: Tuple[str, ...] = ()
+        self.flags: tuple[str, ...] = ()
         self.refuses = False  # error= or drop: the handler does not run
         self.used = 0  # replies it has changed
         self.serial = 0  # its place among the faults set (FaultTable)
 
     @classmethod
-    def parse(cls, text: str, target: Optional[str], words: List[str]) -> Fault:
+    def parse(cls, text: str, target: Optional[str], words: list[str]) -> Fault:
         lower = words[0].lower()
         action = next((name for name in CHARGER_REQUESTS if name.lower() == lower), None)
         if action is None:
@@ -3811,7 +3950,7 @@ class ReplyFault(Fault):
 
 
 # The kinds of fault by their first word; any other first word names an action (a reply fault).
-FAULT_KINDS: Dict[str, "type[Fault]"] = {"disconnect": DisconnectFault, "offline": OfflineFault,
+FAULT_KINDS: dict[str, "type[Fault]"] = {"disconnect": DisconnectFault, "offline": OfflineFault,
                                          "handshake": HandshakeFault, "pings": PingsFault}
 
 
@@ -3907,7 +4046,7 @@ class HeldReplies:
 
     def __init__(self, session: "ChargerSession") -> None:
         self.session = session
-        self.timers: Dict[asyncio.TimerHandle, int] = {}  # each held reply's timer: its characters
+        self.timers: dict[asyncio.TimerHandle, int] = {}  # each held reply's timer: its characters
         self.characters = 0
         self.let_by = 0  # CALLs answered without their delay since the bound was reached
 
@@ -3958,11 +4097,11 @@ class FaultTable:
 
     def __init__(self, system: "CentralSystem") -> None:
         self.system = system
-        self.faults: Dict[Fault, None] = {}  # every fault in force, in the order set
-        self.connection_faults: Dict[Fault, None] = {}  # those that are not reply faults
+        self.faults: dict[Fault, None] = {}  # every fault in force, in the order set
+        self.connection_faults: dict[Fault, None] = {}  # those that are not reply faults
         # Reply faults by action, then target (None: every charger), each list in the order set.
         # Sessions hold this very dict (ChargerSession.reply_faults): it is emptied, not replaced.
-        self.reply_faults: Dict[str, Dict[Optional[str], List[ReplyFault]]] = {}
+        self.reply_faults: dict[str, dict[Optional[str], list[ReplyFault]]] = {}
         self._serials = itertools.count()
 
     def add(self, fault: Fault) -> str:
@@ -4019,7 +4158,7 @@ class FaultTable:
                 answer_pings(session.websocket, True)
         return "%d fault(s) cleared" % cleared
 
-    def listing(self) -> List[str]:
+    def listing(self) -> list[str]:
         now = time.monotonic()
         return [str(fault) + fault.left(now) for fault in self.faults] or ["no faults in force"]
 
@@ -4097,7 +4236,7 @@ class FaultTable:
             asyncio.ensure_future(close_within(session.websocket, code, "fault injected",
                                                CLOSE_TIMEOUT))
 
-    def upgrade_refusal(self, charger_id: str) -> Optional[Tuple[int, str]]:
+    def upgrade_refusal(self, charger_id: str) -> Optional[tuple[int, str]]:
         """Offline and handshake faults: the HTTP status that refuses this upgrade (0: cut, no
         answer)."""
         now = time.monotonic()
@@ -4136,7 +4275,7 @@ def parse_console_value(text: str) -> Any:
         return text
 
 
-def _field_rule(rules: Object, path: List[str]) -> Optional[Rule]:
+def _field_rule(rules: Object, path: list[str]) -> Optional[Rule]:
     rule: Optional[Rule] = rules
     for name in path:
         rule = rule.fields.get(name) if isinstance(rule, Object) else None
@@ -4165,9 +4304,9 @@ class Command:
 
     __slots__ = ("line", "word", "target", "action", "payload", "overrides", "text")
 
-    def __init__(self, line: str, word: str, target: Optional[str] = None, action: Optional[str] = None,
-                 payload: Optional[dict] = None, overrides: Optional[List[Tuple[List[str], Any]]] = None,
-                 text: str = "") -> None:
+    def __init__(self, line: str, word: str, target: Optional[str] = None,
+                 action: Optional[str] = None, payload: Optional[dict] = None,
+                 overrides: Optional[list[tuple[list[str], Any]]] = None, text: str = "") -> None:
         self.line = line
         self.word = word
         self.target = target
@@ -4210,7 +4349,8 @@ def parse_command(line: str, files_from: Optional[str] = None) -> Command:
                            % (word, _did_you_mean(word)))
     if rest.startswith("{"):
         return Command(line, "call", target, action, payload=_parse_json_payload(action, rest))
-    return Command(line, "call", target, action, overrides=[_parse_override(action, argument, files_from)
+    return Command(line, "call", target, action,
+                   overrides=[_parse_override(action, argument, files_from)
                                                             for argument in rest.split()])
 
 
@@ -4240,14 +4380,16 @@ def _parse_json_payload(action: str, text: str) -> dict:
 def _value_from_file(action: str, key: str, path: str, files_from: Optional[str]) -> str:
     """The text of ``key=@path`` (a PEM certificate, say); CommandError when it cannot be read."""
     if files_from is None:
-        raise CommandError("%s: %s=@%s reads a file, which only the console and scripts may do (@@ for a literal "
+        raise CommandError("%s: %s=@%s reads a file, which only the console and scripts may do (@@ "
+                           "for a literal "
                            "@)" % (action, key, path))
     full = os.path.join(files_from, os.path.expanduser(path))
     try:
         with open(full, encoding="utf-8") as value_file:
             text = value_file.read(MAX_FILE_VALUE + 1)
     except OSError as exc:
-        raise CommandError("%s: cannot read %s=@%s (%s): %s" % (action, key, path, full, exc.strerror or exc)) from None
+        raise CommandError("%s: cannot read %s=@%s (%s): %s"
+                           % (action, key, path, full, exc.strerror or exc)) from None
     except UnicodeDecodeError:
         raise CommandError("%s: %s=@%s is not UTF-8 text" % (action, key, path)) from None
     if len(text) > MAX_FILE_VALUE:
@@ -4256,26 +4398,30 @@ def _value_from_file(action: str, key: str, path: str, files_from: Optional[str]
 
 
 class PayloadRefused(CommandError):
-    """A command whose payload would break the 1.6 schema: not sent.  ``problems`` are all of them; the
-    message names the first and how to send it anyway."""
+    """A command whose payload would break the 1.6 schema: not sent.  ``problems`` are all of them;
+    the message names the first and how to send it anyway."""
 
-    def __init__(self, action: str, problems: List[Problem]) -> None:
-        super().__init__("%s not sent: %s (send it anyway with %s {json} or raw)" % (action, problems[0], action))
+    def __init__(self, action: str, problems: list[Problem]) -> None:
+        super().__init__("%s not sent: %s (send it anyway with %s {json} or raw)"
+                         % (action, problems[0], action))
         self.problems = problems
 
 
-def _parse_override(action: str, argument: str, files_from: Optional[str] = None) -> Tuple[List[str], Any]:
-    """One key=value of a command: the field's path and its value, typed to the field and checked."""
+def _parse_override(action: str, argument: str,
+                    files_from: Optional[str] = None) -> tuple[list[str], Any]:
+    """One key=value of a command: the field's path and its value, typed to the field and
+    checked."""
     key, equals, text = argument.partition("=")
     if not equals or not key:
-        raise CommandError("%s: expected key=value, got %r (help %s lists the fields)" % (action, argument, action))
+        raise CommandError("%s: expected key=value, got %r (help %s lists the fields)"
+                           % (action, argument, action))
     from_file = text.startswith("@") and not text.startswith("@@")
     if text.startswith("@"):
         text = text[1:] if not from_file else _value_from_file(action, key, text[1:], files_from)
     path = key.split(".")
     rules = SERVER_REQUEST_RULES[action]
     rule = _field_rule(rules, path)
-    problems: List[Problem] = []
+    problems: list[Problem] = []
     if rule is None:
         parent = _field_rule(rules, path[:-1])
         if isinstance(parent, Object):
@@ -4286,7 +4432,8 @@ def _parse_override(action: str, argument: str, files_from: Optional[str] = None
                                     % ".".join(path[:-1]), FORMATION_VIOLATION))
         value = text
     else:
-        value = text if from_file and isinstance(rule, String) else _coerce(rule, parse_console_value(text.strip()))
+        value = text if from_file and isinstance(rule, String) else _coerce(
+            rule, parse_console_value(text.strip()))
         if not rule.valid(value):
             rule.check(value, key, problems)
     if problems:
@@ -4294,8 +4441,10 @@ def _parse_override(action: str, argument: str, files_from: Optional[str] = None
     return path, value
 
 
-def build_payload(system: "CentralSystem", session: Optional[ChargerSession], command: Command) -> dict:
-    """The payload a call command sends: its JSON as typed, or the defaults with its key=value overrides."""
+def build_payload(system: "CentralSystem", session: Optional[ChargerSession],
+                  command: Command) -> dict:
+    """The payload a call command sends: its JSON as typed, or the defaults with its key=value
+    overrides."""
     action = command.action or ""
     if command.payload is not None:
         return command.payload
@@ -4321,7 +4470,7 @@ def build_payload(system: "CentralSystem", session: Optional[ChargerSession], co
     return payload
 
 
-def run_fault_command(system: "CentralSystem", command: Command) -> List[str]:
+def run_fault_command(system: "CentralSystem", command: Command) -> list[str]:
     """`fault ...`, `fault clear [what]` and `faults`, from the console, a script or the API."""
     if command.word == "faults":
         return system.faults.listing()
@@ -4402,12 +4551,12 @@ class CommandWord:
     __slots__ = ("names", "word", "action", "usage", "summary", "example", "topic", "overview",
                  "scripts", "check", "run", "complete")
 
-    def __init__(self, names: Tuple[str, ...], usage: str, summary: str, example: str,
+    def __init__(self, names: tuple[str, ...], usage: str, summary: str, example: str,
                  topic: str, *, word: str = "", action: Optional[str] = None,
                  overview: bool = False, scripts: bool = False,
                  check: Optional[Callable[[str, Optional[str]], None]] = None,
                  run: Optional[WordHandler] = None,
-                 complete: Optional[Callable[[List[str]], List[str]]] = None) -> None:
+                 complete: Optional[Callable[[list[str]], list[str]]] = None) -> None:
         self.names, self.usage, self.summary, self.example = names, usage, summary, example
         self.topic, self.overview, self.scripts = topic, overview, scripts
         self.word = word or (names[0].lower() if names else "")
@@ -4423,7 +4572,7 @@ def _charger_lines(host: Any, command: Command, outcome: "CommandOutcome") -> No
     outcome.lines.extend(host.charger_lines())
 
 
-COMMAND_WORDS: Tuple[CommandWord, ...] = (
+COMMAND_WORDS: tuple[CommandWord, ...] = (
     CommandWord(("help",), "help [Action]", "this overview, or one action's fields",
                 "help ReserveNow", "console", overview=True, check=_check_help,
                 run=_lines_of("help_lines"),
@@ -4477,7 +4626,7 @@ def typed_word(name: str) -> Optional[CommandWord]:
                 None)
 
 
-def typed_names(scripts_only: bool = False) -> List[str]:
+def typed_names(scripts_only: bool = False) -> list[str]:
     """Every word that may be typed (for a script only: the words a script may use), as spelt."""
     return [name for row in COMMAND_WORDS if row.scripts or not scripts_only for name in row.names]
 
@@ -4492,7 +4641,7 @@ def script_may_use(word: str) -> bool:
 
 
 # `help <topic>`: what a topic says besides its rows of COMMAND_WORDS, a paragraph a string.
-HELP_TOPICS: Dict[str, List[str]] = {
+HELP_TOPICS: dict[str, list[str]] = {
     "console": [
         "Tab completes words, actions, fields, values and charger ids; Up recalls earlier lines. "
         "A command for a charger typed while none is ready is held (`held` lists them) and runs "
@@ -4568,10 +4717,10 @@ class HeldCommands:
     def __init__(self, console: "Console") -> None:
         self.console = console
         self.system = console.system
-        self.commands: List[Tuple[str, float]] = []  # (line, deadline on the loop's clock)
+        self.commands: list[tuple[str, float]] = []  # (line, deadline on the loop's clock)
         self.timer: Optional[asyncio.TimerHandle] = None
 
-    def add(self, line: str) -> List[str]:
+    def add(self, line: str) -> list[str]:
         """Hold ``line``; the listing of everything held now.  CommandError when
         MAX_HELD_COMMANDS are held already."""
         if len(self.commands) >= MAX_HELD_COMMANDS:
@@ -4585,19 +4734,19 @@ class HeldCommands:
             self.timer = loop.call_at(self.commands[0][1] + HELD_EXPIRY_BURST, self.expire)
         return self.listing()
 
-    def listing(self) -> List[str]:
+    def listing(self) -> list[str]:
         now = asyncio.get_running_loop().time()
         return ["held: %s  (%.0f s left)" % (line, max(0.0, deadline - now))
                 for line, deadline in self.commands]
 
-    def clear(self) -> List[str]:
+    def clear(self) -> list[str]:
         dropped = self.take()
         if not dropped:
             return ["no commands are held"]
         return ["dropped %d held command%s: %s" % (len(dropped), "" if len(dropped) == 1 else "s",
                                                    ", ".join(dropped))]
 
-    def take(self) -> List[str]:
+    def take(self) -> list[str]:
         """Every held line, held no more."""
         lines = [line for line, _ in self.commands]
         self.commands = []
@@ -4652,7 +4801,7 @@ def console_width(out: Output) -> Optional[int]:
     return max(MIN_HELP_WIDTH, shutil.get_terminal_size().columns - CONSOLE_LINE_PREFIX)
 
 
-def wrap_words(text: str, width: Optional[int], indent: str = "  ") -> List[str]:
+def wrap_words(text: str, width: Optional[int], indent: str = "  ") -> list[str]:
     """``text`` in lines of at most ``width`` (None: one line), broken between words only; the lines
     after the first start with ``indent``."""
     if width is None:
@@ -4662,7 +4811,7 @@ def wrap_words(text: str, width: Optional[int], indent: str = "  ") -> List[str]
                          break_long_words=False, break_on_hyphens=False) or [""]
 
 
-def wrap_json(text: str, width: Optional[int], indent: str = "  ") -> List[str]:
+def wrap_json(text: str, width: Optional[int], indent: str = "  ") -> list[str]:
     """A line ending in JSON, broken after its commas (never inside a name or a value) to fit
     ``width``."""
     if width is None or len(text) <= width:
@@ -4675,7 +4824,7 @@ def wrap_json(text: str, width: Optional[int], indent: str = "  ") -> List[str]:
     return lines
 
 
-def help_rows(rows: List[CommandWord], width: Optional[int], examples: bool = True) -> List[str]:
+def help_rows(rows: list[CommandWord], width: Optional[int], examples: bool = True) -> list[str]:
     """Help rows as columns: usage, summary, example, one line each where they fit ``width``;
     else the summary (and below it the example, with ``examples``) wrapped under its column."""
     column = max(len(row.usage) for row in rows) + 2
@@ -4695,7 +4844,7 @@ def help_rows(rows: List[CommandWord], width: Optional[int], examples: bool = Tr
     return lines
 
 
-def help_overview(width: Optional[int]) -> List[str]:
+def help_overview(width: Optional[int]) -> list[str]:
     """Plain `help`: the everyday words, the actions and the topics (24 lines at 80 columns)."""
     return (help_rows([row for row in COMMAND_WORDS if row.overview], width, examples=False)
             + wrap_words(HELP_TOPICS["actions"][-1], width)
@@ -4703,7 +4852,7 @@ def help_overview(width: Optional[int]) -> List[str]:
                          % " | ".join(HELP_TOPICS), width))
 
 
-def help_topic(topic: str, width: Optional[int]) -> List[str]:
+def help_topic(topic: str, width: Optional[int]) -> list[str]:
     """`help <topic>`: the topic's rows of COMMAND_WORDS (for scripts: every word a script may
     use), then its notes."""
     rows = [row for row in COMMAND_WORDS
@@ -4740,8 +4889,10 @@ class Console:
                         try:
                             line = line.decode("utf-8")
                         except UnicodeDecodeError as exc:
-                            loop.call_soon_threadsafe(self.out.console, "input line %d is not UTF-8 text (byte "
-                                                      "0x%02x at %d); ignored" % (number, line[exc.start], exc.start))
+                            loop.call_soon_threadsafe(self.out.console,
+                                                      "input line %d is not UTF-8 text (byte "
+                                                      "0x%02x at %d); ignored"
+                                                      % (number, line[exc.start], exc.start))
                             continue
                     loop.call_soon_threadsafe(self.execute, line)
                 loop.call_soon_threadsafe(self.on_end_of_input)
@@ -4780,7 +4931,8 @@ class Console:
             self._run(parse_command(line, os.getcwd() if files else None), outcome)
         except NoChargerYet:
             if not hold:
-                outcome.fail("no charger is connected yet (point one at %s)" % self.system.url, held=True)
+                outcome.fail("no charger is connected yet (point one at %s)" % self.system.url,
+                             held=True)
                 return outcome
             self.hold(line, outcome)
         except CommandError as exc:
@@ -4819,33 +4971,38 @@ class Console:
             if session is None and target is None:
                 raise NoChargerYet()  # the charger `use` named: the command waits for it
             if session is None:
-                known = "connected: " + ", ".join(sessions) if sessions else "no charger is connected"
+                known = ("connected: " + ", ".join(sessions) if sessions
+                         else "no charger is connected")
                 raise CommandError("no charger %r is connected (%s)" % (name, known))
             return session
         if len(sessions) == 1:
             return next(iter(sessions.values()))
         if not sessions:
             raise NoChargerYet()
-        raise CommandError("%d chargers are connected (%s): say which, e.g. @%s <command>, or use <chargerId>"
+        raise CommandError("%d chargers are connected (%s): say which, e.g. @%s <command>, or "
+                           "use <chargerId>"
                            % (len(sessions), ", ".join(sessions), next(iter(sessions))))
 
-    def use(self, charger_id: str) -> List[str]:
+    def use(self, charger_id: str) -> list[str]:
         if not charger_id:
-            raise CommandError("usage: use <chargerId> (connected: %s)" % (", ".join(self.system.sessions) or
-                                                                         "none"))
+            raise CommandError("usage: use <chargerId> (connected: %s)"
+                               % (", ".join(self.system.sessions) or "none"))
         self.default_charger = charger_id
         lines = ["commands now go to %s" % charger_id]
         if charger_id not in self.system.sessions:
-            lines.insert(0, "%s is not connected now; commands will go to it once it is" % charger_id)
+            lines.insert(0, "%s is not connected now; commands will go to it once it is"
+                         % charger_id)
         return lines
 
-    def charger_lines(self) -> List[str]:
-        """The `chargers` listing: every connected charger, and those away with open transactions."""
+    def charger_lines(self) -> list[str]:
+        """The `chargers` listing: every connected charger, and those away with open
+        transactions."""
         sessions = self.system.sessions
         lines = [] if sessions else ["no charger connected; point one at %s" % self.system.url]
         for session in sessions.values():
             lines.append("%s  (%s, dialect %s, subprotocol %s)" % (
-                printable(session.charger_id), session.peer, session.dialect, printable(session.subprotocol or "none")))
+                printable(session.charger_id), session.peer, session.dialect,
+                printable(session.subprotocol or "none")))
             lines.extend(session.state.describe())
             if self.system.http is not None:
                 files = self.system.http.files
@@ -4854,20 +5011,21 @@ class Console:
             outstanding = session.queue.outstanding
             if outstanding is not None:
                 lines.append("  outstanding: %s for %.0f s, %d queued" % (
-                    printable(outstanding.action), time.monotonic() - outstanding.sent_at, len(session.queue.calls)))
+                    printable(outstanding.action), time.monotonic() - outstanding.sent_at,
+                    len(session.queue.calls)))
         for state in self.system.states.values():
             if not state.connected and state.transactions:  # they go on while it is away
                 lines.append("%s  (disconnected)" % printable(state.charger_id))
                 lines.extend(state.describe())
         return lines
 
-    def held_lines(self, text: str) -> List[str]:
+    def held_lines(self, text: str) -> list[str]:
         """`held`: the held commands, one line each; `held clear`: drop them."""
         if text == "clear":
             return self.held.clear()
         return self.held.listing() or ["no commands are held"]
 
-    def help_lines(self, topic: str) -> List[str]:
+    def help_lines(self, topic: str) -> list[str]:
         """`help`: the overview; `help <topic>` (or a word of it); `help <Action>`: its fields
         and what it sends bare."""
         width = console_width(self.out)
@@ -4893,8 +5051,10 @@ class Console:
 
 
 def fault_command(text: str) -> Command:
-    """A fault as --fault and /api/faults take it: ``[@id] [fault] <what>``; CommandError if it is not one."""
-    target, _, rest = text.strip().partition(" ") if text.strip().startswith("@") else ("", "", text.strip())
+    """A fault as --fault and /api/faults take it: ``[@id] [fault] <what>``; CommandError if it is
+    not one."""
+    target, _, rest = text.strip().partition(" ") if text.strip().startswith("@") else (
+        "", "", text.strip())
     if rest.split()[:1] != ["fault"]:
         rest = "fault " + rest
     command = parse_command((target + " " + rest).strip())
@@ -4917,9 +5077,10 @@ HISTORY_FILE = os.path.join(os.path.expanduser("~"), ".ocpp_mock_history")
 
 
 class InteractiveInput:
-    """The console at a terminal: readline's editing (Emacs keys), history across runs (HISTORY_FILE),
-    a prompt, Tab completion of words, actions, fields, enum values and charger ids, and output
-    written above the line being typed.  input() blocks its own thread, never the loop."""
+    """The console at a terminal: readline's editing (Emacs keys), history across runs
+    (HISTORY_FILE), a prompt, Tab completion of words, actions, fields, enum values and charger ids,
+    and output written above the line being typed.  input() blocks its own thread, never the
+    loop."""
 
     def __init__(self, console: "Console", loop: asyncio.AbstractEventLoop) -> None:
         import readline
@@ -4927,7 +5088,7 @@ class InteractiveInput:
         self.console = console
         self.loop = loop
         self.reading = False
-        self.charger_ids: List[str] = []  # a copy the completer (on the input thread) may read
+        self.charger_ids: list[str] = []  # a copy the completer (on the input thread) may read
 
     def start(self) -> threading.Thread:
         readline = self.readline
@@ -4938,7 +5099,8 @@ class InteractiveInput:
         readline.set_history_length(1000)
         readline.set_completer_delims(" \t")
         readline.set_completer(self.complete)
-        readline.parse_and_bind("bind ^I rl_complete" if "libedit" in (readline.__doc__ or "") else "tab: complete")
+        readline.parse_and_bind("bind ^I rl_complete" if "libedit" in (readline.__doc__ or "")
+                                else "tab: complete")
         self.console.out.writer.input_line = self.input_line
         self.console.system.bus.subscribe(self.on_charger, "connected", "disconnected")
         thread = threading.Thread(target=self.read_lines, name="console-readline", daemon=True)
@@ -4984,17 +5146,19 @@ class InteractiveInput:
     def complete(self, text: str, state: int) -> Optional[str]:
         """readline's completer: the ``state``-th completion of ``text`` where the cursor is."""
         try:
-            matches = self.completions(self.readline.get_line_buffer()[:self.readline.get_begidx()].split(), text)
+            before = self.readline.get_line_buffer()[:self.readline.get_begidx()]
+            matches = self.completions(before.split(), text)
         except Exception:  # a completer must never raise into readline
             matches = []
         return matches[state] if state < len(matches) else None
 
-    def completions(self, before: List[str], text: str) -> List[str]:
+    def completions(self, before: list[str], text: str) -> list[str]:
         if before and before[0].startswith("@"):
             before = before[1:]
         if not before:  # the first word: a command, an action, or @<charger id>
             if text.startswith("@"):
-                return ["@" + name + " " for name in self.charger_ids if ("@" + name).startswith(text)]
+                return ["@" + name + " " for name in self.charger_ids
+                        if ("@" + name).startswith(text)]
             return self.words_from(typed_names() + list(SERVER_ACTION_DEFAULTS), text)
         row = typed_word(before[0])
         if row is not None and row.action is None:  # a word's argument: its row's completions
@@ -5012,9 +5176,11 @@ class InteractiveInput:
             for field, rule in fields.items():
                 if field.startswith(name):
                     values = rule.values if isinstance(rule, Enum) else (
-                        [defaults[field]] if field in defaults and not isinstance(defaults[field], (dict, list))
+                        [defaults[field]] if field in defaults
+                        and not isinstance(defaults[field], (dict, list))
                         else [])
-                    matches += ["%s=%s" % (field, _scalar_text(item)) for item in values] or [field + "="]
+                    matches += ["%s=%s" % (field, _scalar_text(item))
+                                for item in values] or [field + "="]
             return matches
         rule = fields.get(name)
         if isinstance(rule, Enum):
@@ -5022,7 +5188,7 @@ class InteractiveInput:
         return []
 
     @staticmethod
-    def words_from(words: List[str], text: str) -> List[str]:
+    def words_from(words: list[str], text: str) -> list[str]:
         """The ``words`` that start with ``text`` (any case), sorted, each with a space after it."""
         return sorted({word + " " for word in words if word.lower().startswith(text.lower())})
 
@@ -5036,14 +5202,15 @@ class InteractiveInput:
 class CommandOutcome:
     """What running a command came to: ok or not, the lines to show, the CALL it queued (if any).
 
-    ``held``: no charger was connected, so the line waits for one (at the console) or was refused (the API).
+    ``held``: no charger was connected, so the line waits for one (at the console) or was refused
+    (the API).
     """
 
     __slots__ = ("ok", "lines", "call", "held")
 
     def __init__(self) -> None:
         self.ok = True
-        self.lines: List[str] = []
+        self.lines: list[str] = []
         self.call: Optional[PendingCall] = None
         self.held = False
 
@@ -5090,7 +5257,7 @@ class Step:
         self.text = text
         self.folder = folder  # the script's own: key=@path values are read relative to it
 
-    def parse(self, tokens: List[str]) -> None:
+    def parse(self, tokens: list[str]) -> None:
         raise NotImplementedError
 
     async def run(self, runner: "ScenarioRunner") -> None:
@@ -5105,7 +5272,7 @@ class ChargerStep(Step):
 
     usage = "charger [<id>] [within S]"
 
-    def parse(self, tokens: List[str]) -> None:
+    def parse(self, tokens: list[str]) -> None:
         self.within = _within(tokens, self.line)
         if len(tokens) > 1:
             raise self.fail_usage()
@@ -5117,11 +5284,12 @@ class ChargerStep(Step):
 
 
 class WaitStep(Step):
-    """``wait <Action>[.conf] [xN] [within S]``: consume the charger's CALLs (or replies) of that action."""
+    """``wait <Action>[.conf] [xN] [within S]``: consume the charger's CALLs (or replies) of that
+    action."""
 
     usage = "wait <Action>[.conf] [xN] [within S]"
 
-    def parse(self, tokens: List[str]) -> None:
+    def parse(self, tokens: list[str]) -> None:
         self.within = _within(tokens, self.line)
         self.count = 1
         if len(tokens) == 2 and re.fullmatch(r"[xX]\d+", tokens[1]):
@@ -5141,7 +5309,7 @@ class ExpectStep(Step):
 
     usage = "expect key=value ... (dotted keys for nested fields)"
 
-    def parse(self, tokens: List[str]) -> None:
+    def parse(self, tokens: list[str]) -> None:
         if not tokens or any("=" not in token or token.startswith("=") for token in tokens):
             raise self.fail_usage()
         self.checks = [tuple(token.partition("=")[::2]) for token in tokens]
@@ -5155,7 +5323,7 @@ class SleepStep(Step):
 
     usage = "sleep S"
 
-    def parse(self, tokens: List[str]) -> None:
+    def parse(self, tokens: list[str]) -> None:
         if len(tokens) != 1:
             raise self.fail_usage()
         self.seconds = _seconds(tokens[0], self.line)
@@ -5169,7 +5337,7 @@ class DisconnectStep(Step):
 
     usage = "disconnect"
 
-    def parse(self, tokens: List[str]) -> None:
+    def parse(self, tokens: list[str]) -> None:
         if tokens:
             raise ScriptError(self.line, "disconnect takes no arguments")
 
@@ -5182,7 +5350,7 @@ class ExpectReconnectStep(Step):
 
     usage = "expect-reconnect [within S]"
 
-    def parse(self, tokens: List[str]) -> None:
+    def parse(self, tokens: list[str]) -> None:
         self.within = _within(tokens, self.line)
         if tokens:
             raise self.fail_usage()
@@ -5195,14 +5363,14 @@ class ExpectReconnectStep(Step):
 class CommandStep(Step):
     """Any line of the command language a script may send (an action, startRemote, raw, echo)."""
 
-    def parse(self, tokens: List[str]) -> None:
+    def parse(self, tokens: list[str]) -> None:
         self.command = script_command(self.text, self.line, self.folder)
 
     async def run(self, runner: "ScenarioRunner") -> None:
         await runner.send_command(self.command)
 
 
-SCENARIO_STEPS: Dict[str, type] = {
+SCENARIO_STEPS: dict[str, type] = {
     "charger": ChargerStep,
     "wait": WaitStep,
     "expect": ExpectStep,
@@ -5222,7 +5390,7 @@ def _seconds(text: str, line: int) -> float:
     return value
 
 
-def _within(tokens: List[str], line: int) -> Optional[float]:
+def _within(tokens: list[str], line: int) -> Optional[float]:
     """Parse a trailing "within S" off ``tokens`` (in place); None when there is none."""
     if len(tokens) >= 2 and tokens[-2].lower() == "within":
         seconds = _seconds(tokens[-1], line)
@@ -5231,8 +5399,9 @@ def _within(tokens: List[str], line: int) -> Optional[float]:
     return None
 
 
-def _wait_target(name: str, line: int) -> Tuple[str, str]:
-    """("call", Action) for a charger's CALL, ("reply", Action) for its answer to Action (Action.conf)."""
+def _wait_target(name: str, line: int) -> tuple[str, str]:
+    """("call", Action) for a charger's CALL, ("reply", Action) for its answer to Action
+    (Action.conf)."""
     if name.lower().endswith(".conf"):
         action = console_action(name[:-5])
         if action is None:
@@ -5241,15 +5410,16 @@ def _wait_target(name: str, line: int) -> Tuple[str, str]:
     action = next((known for known in CHARGER_REQUESTS if known.lower() == name.lower()), None)
     if action is None:
         close = difflib.get_close_matches(name, list(CHARGER_REQUESTS), n=1)
-        raise ScriptError(line, "a charger does not send %r%s" % (name, "; did you mean %s?" % close[0]
+        raise ScriptError(line, "a charger does not send %r%s"
+                          % (name, "; did you mean %s?" % close[0]
                                                                  if close else ""))
     return "call", action
 
 
-def parse_scenario(text: str, folder: str = ".") -> List[Step]:
-    """Check a whole scenario script (its key=@path values relative to ``folder``); ScriptError names
-    the first bad line."""
-    steps: List[Step] = []
+def parse_scenario(text: str, folder: str = ".") -> list[Step]:
+    """Check a whole scenario script (its key=@path values relative to ``folder``); ScriptError
+    names the first bad line."""
+    steps: list[Step] = []
     for number, raw in enumerate(text.splitlines(), 1):
         line = _INLINE_COMMENT.sub("", raw).strip()
         if not line or line.startswith("#"):
@@ -5277,7 +5447,8 @@ def script_command(line: str, number: int, folder: str = ".") -> Command:
     if console_action(word) is None and typed_word(word) is None and word[:1] != "@":
         choices = [*SERVER_ACTION_DEFAULTS, *SCENARIO_WORDS, *typed_names(scripts_only=True)]
         close = difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
-        raise ScriptError(number, "unknown step %r%s" % (word, "; did you mean %s?" % close[0] if close else ""))
+        raise ScriptError(number, "unknown step %r%s"
+                          % (word, "; did you mean %s?" % close[0] if close else ""))
     try:
         command = parse_command(line, files_from=folder)
     except CommandError as exc:
@@ -5287,7 +5458,7 @@ def script_command(line: str, number: int, folder: str = ".") -> Command:
     return command
 
 
-def field_at(payload: Any, path: str) -> Tuple[bool, Any]:
+def field_at(payload: Any, path: str) -> tuple[bool, Any]:
     """(True, value) at a dotted path (list indices as numbers), or (False, None)."""
     value = payload
     for name in path.split("."):
@@ -5313,18 +5484,21 @@ def expected_matches(actual: Any, text: str) -> bool:
 class ScenarioRunner:
     """Runs the steps of a parsed script against one charger; ``run`` returns the exit status."""
 
-    def __init__(self, system: "CentralSystem", steps: List[Step], name: str) -> None:
+    def __init__(self, system: "CentralSystem", steps: list[Step], name: str) -> None:
         self.system = system
         self.out = system.out
         self.steps = steps
         self.name = name
         self.charger_id: Optional[str] = None
         self.session: Optional[ChargerSession] = None
-        self.events: Deque[Tuple[str, ChargerSession, dict]] = collections.deque(maxlen=SCENARIO_EVENTS_KEPT)
+        self.events: collections.deque[tuple[str, ChargerSession,
+                                 dict]] = collections.deque(maxlen=SCENARIO_EVENTS_KEPT)
         self.arrived = asyncio.Event()
-        # What `expect` checks: a label, the payload, and the server's reply to it (for a charger's CALL).
-        self.last: Optional[Tuple[str, Any, Any]] = None
-        system.bus.subscribe(self.on_event, "call_answered", "reply_received", "connected", "disconnected", "ready")
+        # What `expect` checks: a label, the payload, and the server's reply to it (for a charger's
+        # CALL).
+        self.last: Optional[tuple[str, Any, Any]] = None
+        system.bus.subscribe(self.on_event, "call_answered", "reply_received", "connected",
+                             "disconnected", "ready")
 
     # What wait steps consume: a charger's CALLs (with the server's answer) and its replies.
     KINDS = {"call_answered": "call", "reply_received": "reply"}
@@ -5393,7 +5567,8 @@ class ScenarioRunner:
         deadline = time.monotonic() + within
         while True:
             for session in list(self.system.sessions.values()):
-                if session is not after and not session.closed and charger_id in (None, session.charger_id):
+                if session is not after and not session.closed and charger_id in (
+                    None, session.charger_id):
                     return session
             left = deadline - time.monotonic()
             if left <= 0:
@@ -5402,24 +5577,28 @@ class ScenarioRunner:
             await self.next_event(left)
 
     async def wait_for(self, kind: str, action: str, count: int, within: float) -> None:
-        """Consume ``count`` of the charger's messages of ``action`` (CALLs, or replies for .conf)."""
+        """Consume ``count`` of the charger's messages of ``action`` (CALLs, or replies for
+        .conf)."""
         label = action + (".conf" if kind == "reply" else "")
         deadline = time.monotonic() + within
         seen = 0
         while True:
             for event in list(self.events):
                 event_kind, session, details = event
-                if event_kind == kind and session.charger_id == self.charger_id and details["action"] == action:
+                if (event_kind == kind and session.charger_id == self.charger_id
+                    and details["action"] == action):
                     self.events.remove(event)
                     if details.get("error"):
-                        raise StepFailed("%s was answered with CALLERROR %s" % (label, details["error"]))
+                        raise StepFailed("%s was answered with CALLERROR %s"
+                                         % (label, details["error"]))
                     seen += 1
                     self.last = (label, details["payload"], details.get("reply"))
                     if seen == count:
                         return
             left = deadline - time.monotonic()
             if left <= 0:
-                raise StepFailed("expected %s x%d within %g s, %d arrived" % (label, count, within, seen))
+                raise StepFailed("expected %s x%d within %g s, %d arrived"
+                                 % (label, count, within, seen))
             await self.next_event(left)
 
     async def next_event(self, timeout: float) -> None:
@@ -5430,7 +5609,7 @@ class ScenarioRunner:
         except asyncio.TimeoutError:
             pass
 
-    def expect(self, checks: List[Tuple[str, str]]) -> None:
+    def expect(self, checks: list[tuple[str, str]]) -> None:
         if self.last is None:
             raise StepFailed("nothing to check yet: expect follows a command or a wait")
         label, payload, reply = self.last
@@ -5441,7 +5620,8 @@ class ScenarioRunner:
             if not found:
                 raise StepFailed("%s has no field %s: %s" % (label, path, dump_json(payload)))
             if not expected_matches(actual, text):
-                raise StepFailed("expected %s=%s in %s, got %s" % (path, text, label, dump_json(actual)))
+                raise StepFailed("expected %s=%s in %s, got %s"
+                                 % (path, text, label, dump_json(actual)))
 
     async def send_command(self, command: Command) -> None:
         session = self.current_session()
@@ -5466,7 +5646,8 @@ class ScenarioRunner:
             raise StepFailed("%s was answered with CALLERROR %s %s" % (action, outcome.error_code,
                                                                      outcome.error_description))
         elif outcome.kind == "timeout":
-            raise StepFailed("no reply to %s within %g s" % (action, self.system.options.call_timeout))
+            raise StepFailed("no reply to %s within %g s"
+                             % (action, self.system.options.call_timeout))
         else:
             raise StepFailed("%s failed: %s" % (action, outcome.error_description))
 
@@ -5487,8 +5668,10 @@ EVENT_HISTORY = 5000  # events kept for the event streams, their resumes and GET
 EVENT_HISTORY_LINES = 1000  # operator lines ("log" events) kept apart from those, for the same
 EVENT_HISTORY_BUDGET = 2000000  # characters those events may hold between them (a few MB at most)
 EVENT_STREAM_KEEPALIVE = 15.0  # seconds between comments on a quiet event stream
-EVENT_STREAM_PACE = 0.05  # seconds an event stream gathers events before it writes them (20 writes a second)
-EVENT_RESUME_SECONDS = 60.0  # every event is kept this long after the last stream closed, for its resume
+# seconds an event stream gathers events before it writes them (20 writes a second)
+EVENT_STREAM_PACE = 0.05
+# every event is kept this long after the last stream closed, for its resume
+EVENT_RESUME_SECONDS = 60.0
 # Descriptors: every HTTP connection and every charger is one, under the soft open-files limit.
 DEFAULT_HTTP_MAX_CONNECTIONS = 256  # HTTP connections served at once (--http-max-connections)
 OPEN_FILES_FOR_CHARGERS = 64  # descriptors the HTTP bound leaves free under the open-files limit
@@ -5512,9 +5695,11 @@ HTTP_LINGER_BYTES = 4 << 20  # and at most how many bytes of it
 
 
 class HttpError(Exception):
-    """An HTTP refusal: its status, the text of its ``{"error": ...}`` body, and more keys for that body."""
+    """An HTTP refusal: its status, the text of its ``{"error": ...}`` body, and more keys for that
+    body."""
 
-    def __init__(self, status: int, message: str, headers: Tuple[Tuple[str, str], ...] = (), **more: Any) -> None:
+    def __init__(self, status: int, message: str, headers: tuple[tuple[str, str], ...] = (),
+                 **more: Any) -> None:
         super().__init__(message)
         self.status = status
         self.headers = headers
@@ -5561,12 +5746,15 @@ _API_ENCODER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), allow_
 
 
 def api_json(value: Any) -> str:
-    """JSON for an API body: ASCII (so always UTF-8, a charger's lone surrogates as escapes), never raising."""
+    """JSON for an API body: ASCII (so always UTF-8, a charger's lone surrogates as escapes), never
+    raising."""
     try:
         return _API_ENCODER.encode(value)
     except (ValueError, TypeError, RecursionError):
-        if isinstance(value, dict):  # a charger's value nested too deep: that field is shown as text
-            return "{%s}" % ",".join("%s:%s" % (json.dumps(str(key)), api_json(item)) for key, item in value.items())
+        # a charger's value nested too deep: that field is shown as text
+        if isinstance(value, dict):
+            return "{%s}" % ",".join("%s:%s" % (json.dumps(str(key)), api_json(item)) for key,
+                                     item in value.items())
         return json.dumps(render_json(value), ensure_ascii=True)
 
 
@@ -5592,7 +5780,7 @@ class StoredEvent:
         self.seq, self.type, self.charger, self.at = event.seq, event.type, event.charger, event.at
         self.sse: Optional[bytes] = None  # its event-stream message, made once for every reader
         self.json: Optional[str] = None  # its API form, made when a reader first wants it
-        self._fields: Optional[Dict[str, Any]] = None
+        self._fields: Optional[dict[str, Any]] = None
         if isinstance(event, FrameEvent):
             self._frame: Optional[tuple] = (event.direction, event.text, event.label, event.binary)
             self.cost = 100 + len(event.text)  # what the history counts it as: about its characters
@@ -5602,15 +5790,17 @@ class StoredEvent:
         omitted = STREAM_OMITS.get(event.type)
         if omitted:
             fields = {name: value for name, value in fields.items() if name not in omitted}
-        if event.type == "call_answered" or all(type(value) in _SCALARS for value in fields.values()):
+        if event.type == "call_answered" or all(type(value) in _SCALARS
+                                                for value in fields.values()):
             self._fields = fields  # scalars, or the server's own reply: small, bounded
             self.cost = 100 + sum(len(value) for value in fields.values() if type(value) is str)
         else:  # a charger's values: kept as their text
             self.json = self._json(fields)
             self.cost = 100 + len(self.json)
 
-    def _json(self, fields: Dict[str, Any]) -> str:
-        record = {"id": self.seq, "type": self.type, "charger": self.charger, "ts": UTC_CLOCK.at(self.at)}
+    def _json(self, fields: dict[str, Any]) -> str:
+        record = {"id": self.seq, "type": self.type, "charger": self.charger,
+                  "ts": UTC_CLOCK.at(self.at)}
         record.update(fields)
         return api_json(record)
 
@@ -5625,7 +5815,7 @@ class StoredEvent:
         return stored
 
     @property
-    def fields(self) -> Dict[str, Any]:
+    def fields(self) -> dict[str, Any]:
         if self._frame is not None:
             return dict(zip(FRAME_FIELDS, self._frame))
         if self._fields is not None:
@@ -5654,8 +5844,8 @@ class StoredEvent:
 
 
 class EventHistory:
-    """The latest events: what every event stream reads (live, or resumed with Last-Event-ID) and what
-    GET /api/transcript shows.
+    """The latest events: what every event stream reads (live, or resumed with Last-Event-ID) and
+    what GET /api/transcript shows.
 
     One bus subscriber, however many readers: each reader keeps its own
     place (the last event number it sent) and, when it has caught up, waits
@@ -5678,13 +5868,14 @@ class EventHistory:
                  lines: Optional[int] = None) -> None:
         # The chargers' events: StoredEvent, or a frame kept while nobody reads as a plain tuple
         # (see _frame), which costs less and which the garbage collector stops tracking.
-        self.events: Deque[Any] = collections.deque()
-        self.lines: Deque[StoredEvent] = collections.deque()  # "log" events, kept apart
-        self.limit, self.budget, self.cost = limit or EVENT_HISTORY, budget or EVENT_HISTORY_BUDGET, 0
+        self.events: collections.deque[Any] = collections.deque()
+        self.lines: collections.deque[StoredEvent] = collections.deque()  # "log" events, kept apart
+        self.limit, self.budget, self.cost = (limit or EVENT_HISTORY, budget
+                                              or EVENT_HISTORY_BUDGET, 0)
         self.line_limit = lines or EVENT_HISTORY_LINES
         self.last = 0  # the number of the latest event kept (0 before the first)
         self.dropped = 0  # the number of the latest event dropped to make room (0: none yet)
-        self._waiting: List["asyncio.Future[bool]"] = []  # the readers that have caught up
+        self._waiting: list[asyncio.Future[bool]] = []  # the readers that have caught up
         self.readers = 0  # event streams open now
         self.run = base64.urlsafe_b64encode(os.urandom(6)).decode("ascii")
 
@@ -5705,6 +5896,8 @@ class EventHistory:
             for reader in waiting:
                 if not reader.done():
                     reader.set_result(True)
+
+    __call__ = on_event  # a history is a subscriber itself too (the server subscribes on_event)
 
     def _keep(self, stored: StoredEvent) -> None:
         if stored.type == "log":  # a flood of lines (refusals) pushes out lines, not frames
@@ -5730,7 +5923,7 @@ class EventHistory:
                 self.dropped = max(self.dropped, oldest.seq)
 
     @staticmethod
-    def _newer(kept: "Deque[Any]", seq: int) -> List[StoredEvent]:
+    def _newer(kept: "collections.deque[Any]", seq: int) -> list[StoredEvent]:
         """The events of ``kept`` after number ``seq``, oldest first, as StoredEvent."""
         newer = []
         for event in reversed(kept):  # a reader is nearly always near the end: walk back to it
@@ -5744,7 +5937,7 @@ class EventHistory:
         newer.reverse()
         return newer
 
-    def after(self, seq: int) -> Tuple[List[StoredEvent], int]:
+    def after(self, seq: int) -> tuple[list[StoredEvent], int]:
         """The events after number ``seq``, oldest first, and how many event numbers after it are
         not kept (those before the first given, when events after ``seq`` were dropped)."""
         if self.last <= seq:
@@ -5756,16 +5949,17 @@ class EventHistory:
         missed = max(0, newer[0].seq - seq - 1) if newer and self.dropped > seq else 0
         return newer, missed
 
-    def kept(self) -> List[StoredEvent]:
+    def kept(self) -> list[StoredEvent]:
         """Every event kept, oldest first."""
         return self.after(0)[0]
 
     async def wait(self, seq: int, timeout: float) -> bool:
-        """Wait until an event after number ``seq`` is kept (True), or ``timeout`` seconds (False)."""
+        """Wait until an event after number ``seq`` is kept (True), or ``timeout`` seconds
+        (False)."""
         if self.last > seq:
             return True
         loop = asyncio.get_running_loop()
-        arrived: "asyncio.Future[bool]" = loop.create_future()
+        arrived: asyncio.Future[bool] = loop.create_future()
         timer = loop.call_later(timeout, lambda: arrived.done() or arrived.set_result(False))
         self._waiting.append(arrived)
         try:
@@ -5779,13 +5973,14 @@ class HttpRequest:
 
     __slots__ = ("method", "path", "segments", "query", "headers", "reader", "peer")
 
-    def __init__(self, method: str, target: str, headers: List[Tuple[str, str]], reader: asyncio.StreamReader,
-                 peer: str) -> None:
+    def __init__(self, method: str, target: str, headers: list[tuple[str, str]],
+                 reader: asyncio.StreamReader, peer: str) -> None:
         self.method = method
         self.path, _, query = target.partition("?")
         try:
             # Each segment decoded on its own: an encoded "/" stays inside its segment.
-            self.segments = [urllib.parse.unquote(part, errors="strict") for part in self.path.split("/")[1:]]
+            self.segments = [urllib.parse.unquote(part, errors="strict")
+                             for part in self.path.split("/")[1:]]
             self.query = {name: values[-1] for name, values in urllib.parse.parse_qs(
                 query, keep_blank_values=True, errors="strict").items()}
         except UnicodeDecodeError:
@@ -5801,8 +5996,10 @@ class HttpRequest:
             raise HttpError(400, "%d %s headers; a request may carry one" % (len(values), name))
         return values[0] if values else None
 
-    def number(self, name: str, low: float, high: float, default: Optional[float] = None) -> Optional[float]:
-        """Query parameter ``name`` as a number from ``low`` to ``high``; HttpError 400 if it is not one."""
+    def number(self, name: str, low: float, high: float,
+               default: Optional[float] = None) -> Optional[float]:
+        """Query parameter ``name`` as a number from ``low`` to ``high``; HttpError 400 if it is not
+        one."""
         text = self.query.get(name)
         if text is None:
             return default
@@ -5811,7 +6008,8 @@ class HttpRequest:
         except ValueError:
             value = float("nan")
         if not low <= value <= high:
-            raise HttpError(400, "?%s=%s: expected a number from %g to %g" % (name, printable(text, 40), low, high))
+            raise HttpError(400, "?%s=%s: expected a number from %g to %g"
+                            % (name, printable(text, 40), low, high))
         return value
 
 
@@ -5823,7 +6021,7 @@ async def read_request(reader: asyncio.StreamReader, peer: str) -> Optional[Http
     parts = line.decode("latin-1").split()
     if len(parts) != 3 or not parts[2].startswith("HTTP/1.") or not parts[1].startswith("/"):
         raise HttpError(400, "malformed request line %s" % _show(line.decode("latin-1").strip()))
-    headers: List[Tuple[str, str]] = []
+    headers: list[tuple[str, str]] = []
     while True:
         line = await reader.readline()
         if line in (b"\r\n", b"\n"):
@@ -5937,7 +6135,7 @@ async def read_json_body(request: HttpRequest) -> Any:
 
 
 def http_head(status: int, content_type: Optional[str], length: Optional[int],
-              headers: Tuple[Tuple[str, str], ...] = ()) -> bytes:
+              headers: tuple[tuple[str, str], ...] = ()) -> bytes:
     """A response's status line and headers; every response closes its connection."""
     lines = ["HTTP/1.1 %d %s" % (status, http.HTTPStatus(status).phrase), "Connection: close",
              "Cache-Control: no-store", "X-Content-Type-Options: nosniff"]
@@ -5949,7 +6147,7 @@ def http_head(status: int, content_type: Optional[str], length: Optional[int],
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-def json_response(status: int, value: Any, headers: Tuple[Tuple[str, str], ...] = ()) -> bytes:
+def json_response(status: int, value: Any, headers: tuple[tuple[str, str], ...] = ()) -> bytes:
     body = (api_json(value) + "\n").encode("ascii")
     return http_head(status, "application/json", len(body), headers) + body
 
@@ -5984,7 +6182,8 @@ async def drop_unread_body(request: Optional[HttpRequest], writer: asyncio.Strea
 
 
 class HttpAccess:
-    """Who may use the HTTP port: the Host and Origin rules against other web pages, and --http-token.
+    """Who may use the HTTP port: the Host and Origin rules against other web pages, and
+    --http-token.
 
     A request must name this server in its Host (against DNS rebinding);
     one that changes anything must send JSON (file uploads excepted) and,
@@ -5999,7 +6198,8 @@ class HttpAccess:
     def __init__(self, host: str, port: int, token: Optional[str]) -> None:
         self.token = token
         self.cookie = "ocpp_mock_token_%d" % port  # cookies ignore ports: one name per server
-        self.file_secret = base64.urlsafe_b64encode(os.urandom(18)).decode("ascii") if token else None
+        self.file_secret = (base64.urlsafe_b64encode(os.urandom(18)).decode("ascii") if token
+                            else None)
         self.wildcard = host in ("0.0.0.0", "::", "")
         names = {"localhost", host.lower().strip("[]")}
         if self.wildcard:
@@ -6018,13 +6218,18 @@ class HttpAccess:
         if request.segments[:2] == ["files", self.file_secret]:
             return None
         if request.segments == [""] and "token" in request.query:
-            if not hmac.compare_digest(request.query["token"].encode("utf-8"), self.token.encode("utf-8")):
+            if not hmac.compare_digest(request.query["token"].encode("utf-8"),
+                                       self.token.encode("utf-8")):
                 raise HttpError(401, "wrong token")
-            cookie = "%s=%s; HttpOnly; SameSite=Strict; Path=/" % (self.cookie, urllib.parse.quote(self.token))
+            cookie = "%s=%s; HttpOnly; SameSite=Strict; Path=/" % (self.cookie,
+                                                                   urllib.parse.quote(self.token))
             return http_head(303, None, 0, (("Set-Cookie", cookie), ("Location", "/")))
         if not self._has_token(request):
-            raise HttpError(401, "this server needs its --http-token: send Authorization: Bearer TOKEN, or open "
-                            "/?token=TOKEN in the browser", (("WWW-Authenticate", 'Bearer realm="ocpp-mock"'),))
+            raise HttpError(401,
+                            "this server needs its --http-token: send Authorization: Bearer "
+                            "TOKEN, or open "
+                            "/?token=TOKEN in the browser",
+                            (("WWW-Authenticate", 'Bearer realm="ocpp-mock"'),))
         return None
 
     def _check_host(self, request: HttpRequest) -> None:
@@ -6032,7 +6237,8 @@ class HttpAccess:
         if host is None:
             raise HttpError(403, "no Host header")
         name = host.lower()
-        name = name[1:name.index("]")] if name.startswith("[") and "]" in name else name.rpartition(":")[0] or name
+        name = (name[1:name.index("]")] if name.startswith("[") and "]" in name
+                else name.rpartition(":")[0] or name)
         if name in self.host_names:
             return
         if self.wildcard:
@@ -6041,7 +6247,9 @@ class HttpAccess:
                 return
             except ValueError:
                 pass
-        raise HttpError(403, "Host %s is not this server's address (a page of another site may not use it)"
+        raise HttpError(403,
+                        "Host %s is not this server's address (a page of another site "
+                        "may not use it)"
                         % _show(host))
 
     def _check_origin(self, request: HttpRequest) -> None:
@@ -6050,17 +6258,21 @@ class HttpAccess:
             raise HttpError(403, "Origin %s is not this server" % _show(origin))
         media_type = (request.header("content-type") or "").split(";")[0].strip().lower()
         if request.segments[:1] != ["files"] and media_type != "application/json":
-            raise HttpError(403, "a request that changes something must send Content-Type: application/json")
+            raise HttpError(403,
+                            "a request that changes something must send Content-Type: "
+                            "application/json")
 
     def _has_token(self, request: HttpRequest) -> bool:
         wanted = (self.token or "").encode("utf-8")
         scheme, _, given = (request.header("authorization") or "").partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode("utf-8"), wanted):
+        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode("utf-8"),
+                                                              wanted):
             return True
         for header in [value for key, value in request.headers if key == "cookie"]:
             for pair in header.split(";"):
                 name, _, value = pair.strip().partition("=")
-                if name == self.cookie and hmac.compare_digest(urllib.parse.unquote(value).encode("utf-8"), wanted):
+                if (name == self.cookie
+                    and hmac.compare_digest(urllib.parse.unquote(value).encode("utf-8"), wanted)):
                     return True
         return False
 
@@ -6140,8 +6352,8 @@ class FileStore:
         self.temporary = temporary
         self.stored = 0  # bytes in the folder: counted when an upload starts, plus those kept since
         self.reserved = 0  # bytes held by uploads in flight
-        self._folders: Dict[str, str] = {}  # charge point id -> its folder's name
-        self._owners: Dict[str, str] = {}  # a folder's name, lower case -> the id it is for
+        self._folders: dict[str, str] = {}  # charge point id -> its folder's name
+        self._owners: dict[str, str] = {}  # a folder's name, lower case -> the id it is for
 
     def charger_folder(self, charger_id: str) -> str:
         """The name of a charge point's folder under the files folder: the one mapping from id to
@@ -6180,7 +6392,7 @@ class FileStore:
             self._owners[folder.lower()] = charger_id
         return folder
 
-    def charger_of_file(self, segments: List[str], known: "Dict[str, Any]") -> Optional[str]:
+    def charger_of_file(self, segments: list[str], known: "dict[str, Any]") -> Optional[str]:
         """The charge point a file belongs to: the one whose folder is its first segment, if the
         run gave that folder to one, or if it is the own folder of a ``known`` id."""
         if len(segments) < 2:
@@ -6192,8 +6404,9 @@ class FileStore:
             return segments[0]
         return None
 
-    def path(self, segments: List[str]) -> str:
-        """The file path of a name given as segments; HttpError 400 for a name outside the folder."""
+    def path(self, segments: list[str]) -> str:
+        """The file path of a name given as segments; HttpError 400 for a name outside the
+        folder."""
         bad = [segment for segment in segments if not safe_file_segment(segment)]
         if bad or not segments or len(segments) > 8:
             raise HttpError(400, "file name %s refused: each part must be a plain name of at most "
@@ -6201,10 +6414,11 @@ class FileStore:
                             % (_show("/".join(segments)), FILE_NAME_BYTES))
         path = os.path.realpath(os.path.join(self.root, *segments))
         if os.path.commonpath([path, self.root]) != self.root:
-            raise HttpError(400, "file name %s leads outside the files folder" % _show("/".join(segments)))
+            raise HttpError(400, "file name %s leads outside the files folder"
+                            % _show("/".join(segments)))
         return path
 
-    def upload_target(self, segments: List[str]) -> str:
+    def upload_target(self, segments: list[str]) -> str:
         """The path an upload to ``segments`` is stored at (a last segment of "" is checked as a
         folder only): HttpError 400 for a bad name, 409 when a folder on the way is a file or the
         name is a folder's."""
@@ -6234,7 +6448,7 @@ class FileStore:
                     pass
         return total
 
-    def listing(self, segments: List[str]) -> List[dict]:
+    def listing(self, segments: list[str]) -> list[dict]:
         """The stored files under a folder (every one for no segments), by name, size and time."""
         top = self.path(segments) if segments else self.root
         files = []
@@ -6248,12 +6462,14 @@ class FileStore:
                     info = os.stat(path)
                 except OSError:
                     continue
-                files.append({"name": os.path.relpath(path, self.root).replace(os.sep, "/"), "size": info.st_size,
-                              "modified": UTC_CLOCK.at(info.st_mtime)})
+                files.append({"name": os.path.relpath(path, self.root).replace(os.sep, "/"),
+                              "size": info.st_size, "modified": UTC_CLOCK.at(info.st_mtime)})
         return files
 
-    async def receive(self, request: HttpRequest, writer: asyncio.StreamWriter, segments: List[str]) -> str:
-        """Store an upload (raw body, or the first file of a multipart/form-data body); its stored name.
+    async def receive(self, request: HttpRequest, writer: asyncio.StreamWriter,
+                      segments: list[str]) -> str:
+        """Store an upload (raw body, or the first file of a multipart/form-data body); its stored
+        name.
 
         ``segments`` ending in "" name a folder: the file keeps the name the
         sender gave it (multipart filename or Content-Disposition).  The name
@@ -6275,7 +6491,7 @@ class FileStore:
         return os.path.relpath(target, self.root).replace(os.sep, "/")
 
     async def _upload_body(self, request: HttpRequest, writer: asyncio.StreamWriter,
-                           reserve: Callable[[int], None]) -> Tuple[str, "AsyncIterator[bytes]"]:
+                           reserve: Callable[[int], None]) -> tuple[str, "AsyncIterator[bytes]"]:
         """The name the sender gave its file ("" if none), and the file's bytes."""
         media_type, parameters = parse_media_type(request.header("content-type") or "")
         chunks = body_chunks(request, self.max_upload, writer, reserve)
@@ -6310,8 +6526,9 @@ class FileStore:
         return size
 
 
-def parse_media_type(value: str) -> Tuple[str, Dict[str, str]]:
-    """A Content-Type or Content-Disposition value: its first word (lower case) and its parameters."""
+def parse_media_type(value: str) -> tuple[str, dict[str, str]]:
+    """A Content-Type or Content-Disposition value: its first word (lower case) and its
+    parameters."""
     first, _, rest = value.partition(";")
     parameters = {}
     for match in re.finditer(r'\s*([^=;\s]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)\s*;?', rest):
@@ -6326,7 +6543,8 @@ def sender_file_name(given: str) -> str:
     """The name a charger gave its upload, as a safe single name (its folders dropped, at most 200
     bytes)."""
     name = re.split(r"[/\\]", given)[-1]
-    name = "".join(character if character.isprintable() and character not in ':\0"' else "_" for character in name)
+    name = "".join(character if character.isprintable() and character not in ':\0"' else "_"
+                   for character in name)
     name = name.lstrip(".").encode("utf-8", "surrogatepass")[:200].decode("utf-8", "ignore")
     return name or "upload-%s.bin" % time.strftime("%Y%m%d-%H%M%S")
 
@@ -6397,7 +6615,8 @@ async def multipart_file(chunks: "AsyncIterator[bytes]", boundary: bytes) -> "As
         yield piece
 
 
-def file_location(system: "CentralSystem", session: Optional["ChargerSession"], name: str = "") -> Optional[str]:
+def file_location(system: "CentralSystem", session: Optional["ChargerSession"],
+                  name: str = "") -> Optional[str]:
     """The URL of the file server a charger fetches or uploads ``name`` at, under
     /files/<its folder>/ (FileStore.charger_folder); None when the HTTP port is off.  Its address
     is one the charger can reach."""
@@ -6411,8 +6630,10 @@ def file_location(system: "CentralSystem", session: Optional["ChargerSession"], 
     elif is_loopback(host) and session is not None:
         remote = session.websocket.remote_address
         if remote and not is_loopback(remote[0]):
-            session.warn_once(("file-server-loopback",), "the file server listens on %s only, which %s at %s cannot "
-                              "reach: start with --http-host 0.0.0.0 --http-token TOKEN, or give location=" % (
+            session.warn_once(("file-server-loopback",),
+                              "the file server listens on %s only, which %s at %s cannot "
+                              "reach: start with --http-host 0.0.0.0 --http-token TOKEN, or "
+                              "give location=" % (
                                   host, printable(session.charger_id), remote[0]))
     host = "[%s]" % host if ":" in host else host
     secret = api.access.file_secret + "/" if api.access.file_secret else ""
@@ -6436,9 +6657,11 @@ def charger_record(system: "CentralSystem", state: ChargerState) -> dict:
         "dialect": state.dialect,
         "boot": state.boot_info,
         "bootStatus": state.boot_status,
-        "connectors": {str(number) if number >= 0 else "?": status for number, status in sorted(state.connectors.items())},
-        "transactions": [{"transactionId": tx.transaction_id, "connectorId": tx.connector_id, "idTag": tx.id_tag,
-                          "meterStart": tx.meter_start} for tx in state.transactions.values()],
+        "connectors": {str(number) if number >= 0 else "?": status for number,
+                       status in sorted(state.connectors.items())},
+        "transactions": [{"transactionId": tx.transaction_id, "connectorId": tx.connector_id,
+                          "idTag": tx.id_tag, "meterStart": tx.meter_start}
+                         for tx in state.transactions.values()],
         "lastMeterValues": state.last_meter_values,
         "specWarnings": state.spec_warnings,
         "authorizationKeyRotated": state.key_rotated,
@@ -6448,7 +6671,8 @@ def charger_record(system: "CentralSystem", state: ChargerState) -> dict:
 
 
 def api_payload(system: "CentralSystem", session: "ChargerSession", action: str, body: Any) -> dict:
-    """An API CALL's payload: ``body`` merged field by field over the console's defaults, then checked.
+    """An API CALL's payload: ``body`` merged field by field over the console's defaults, then
+    checked.
 
     The body's nested objects are merged into the defaults' (a list or any
     other value replaces); PayloadRefused lists every schema problem.
@@ -6456,9 +6680,10 @@ def api_payload(system: "CentralSystem", session: "ChargerSession", action: str,
     if body is None:
         body = {}
     if not isinstance(body, dict):
-        raise CommandError("the body must be a JSON object of %s fields (or empty for the defaults)" % action)
+        raise CommandError("the body must be a JSON object of %s fields (or empty for the defaults)"
+                           % action)
 
-    def leaves(value: dict, path: List[str]) -> Iterator[Tuple[List[str], Any]]:
+    def leaves(value: dict, path: list[str]) -> Iterator[tuple[list[str], Any]]:
         for key, item in value.items():
             if isinstance(item, dict) and item:
                 yield from leaves(item, path + [key])
@@ -6468,13 +6693,16 @@ def api_payload(system: "CentralSystem", session: "ChargerSession", action: str,
                                                   overrides=list(leaves(body, []))))
 
 
-def problem_records(problems: List[Problem]) -> List[dict]:
-    return [{"field": problem.path, "problem": str(problem), "code": problem.code} for problem in problems]
+def problem_records(problems: list[Problem]) -> list[dict]:
+    return [{"field": problem.path, "problem": str(problem), "code": problem.code}
+            for problem in problems]
 
 
 def call_record(call: PendingCall, outcome: CallOutcome) -> dict:
-    """A finished CALL as POST /api/command reports it: the request, then its result or CALLERROR."""
-    record: Dict[str, Any] = {"action": call.action, "request": call.payload, "outcome": outcome.kind}
+    """A finished CALL as POST /api/command reports it: the request, then its result or
+    CALLERROR."""
+    record: dict[str, Any] = {"action": call.action, "request": call.payload,
+                              "outcome": outcome.kind}
     if outcome.kind == "result":
         record["result"] = outcome.payload
     elif outcome.kind == "error":
@@ -6544,7 +6772,7 @@ class EventStreams:
         if streaming.done() and not streaming.cancelled() and streaming.exception() is not None:
             raise streaming.exception()  # type: ignore[misc]
 
-    def resume_point(self, text: Optional[str]) -> Tuple[int, bool]:
+    def resume_point(self, text: Optional[str]) -> tuple[int, bool]:
         """The number of the event a stream starts after, and whether it starts afresh (a reset).
 
         ``text`` is ``<run>:<number>``, or a bare number (read as this
@@ -6564,8 +6792,10 @@ class EventStreams:
     def hello(self, sent: int, reset: bool) -> bytes:
         """The stream's first event: ``event: hello``, its id the place the stream starts from."""
         run = self.history.run
-        return ('event: hello\nid: %s:%d\ndata: {"type":"hello","run":"%s","apiVersion":%d,"reset":%s}'
-                '\n\n' % (run, sent, run, API_VERSION, "true" if reset else "false")).encode("ascii")
+        return ('event: hello\nid: %s:%d\ndata: '
+                '{"type":"hello","run":"%s","apiVersion":%d,"reset":%s}'
+                '\n\n' % (run, sent, run, API_VERSION, "true" if reset
+                          else "false")).encode("ascii")
 
     @staticmethod
     def _bound_unsent(writer: asyncio.StreamWriter) -> None:
@@ -6620,8 +6850,8 @@ class EventStreams:
                 writer.write(b"".join(messages))
                 await self._drain(writer)  # a slow reader waits here, and nobody else does
 
-    def _batch(self, events: List[StoredEvent], charger: Optional[str], owed: int
-               ) -> Tuple[List[bytes], int, int]:
+    def _batch(self, events: list[StoredEvent], charger: Optional[str], owed: int
+               ) -> tuple[list[bytes], int, int]:
         """The messages of the next write (about EVENT_STREAM_WRITE_BYTES at most), the number of
         the last event they cover, and the missed events still to report."""
         run, messages, size = self.history.run, [], 0
@@ -6661,7 +6891,7 @@ class HttpPort:
 
     # (path pattern, {method: handler}): "*" is one segment, "**" the rest of the path; a handler
     # "owner.name" is a method of the attribute ``owner``.
-    ROUTES: Tuple[Tuple[Tuple[str, ...], Dict[str, str]], ...] = ()
+    ROUTES: tuple[tuple[tuple[str, ...], dict[str, str]], ...] = ()
 
     def __init__(self, system: "CentralSystem", host: str, token: Optional[str],
                  max_connections: int) -> None:
@@ -6674,7 +6904,7 @@ class HttpPort:
         self.max_connections = max_connections
         self.server: Any = None
         self.connections: set = set()  # the ones served, not those answered 503
-        self.tasks: Dict["asyncio.Task[None]", asyncio.StreamWriter] = {}  # every handler running
+        self.tasks: dict[asyncio.Task[None], asyncio.StreamWriter] = {}  # every handler running
         self.busy_answers = 0  # connections over the bound being answered 503 now
         self.busy = BurstReport(lambda count, seconds: system.log(
             "warn", None, "HTTP port busy: refused %d connection%s in %g s with 503 (it serves %d "
@@ -6731,12 +6961,14 @@ class HttpPort:
         except HttpError as exc:
             self.refuse(writer, request, peer, exc)
             await drop_unread_body(request, writer)
-        except (asyncio.TimeoutError, ValueError):  # headers too slow, or a line over the reader's limit
+        # headers too slow, or a line over the reader's limit
+        except (asyncio.TimeoutError, ValueError):
             self.refuse(writer, request, peer, HttpError(400, "malformed or too slow request"))
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the client went away
         except Exception as exc:  # a bug of ours: a 500 and one line, never a traceback
-            self.system.log("error", None, "HTTP %s failed: %s: %s" % (request.path if request else "request",
+            self.system.log("error", None, "HTTP %s failed: %s: %s"
+                            % (request.path if request else "request",
                                                               type(exc).__name__, exc))
             writer.write(head_only(request, json_response(
                 500, {"error": "internal error: %s" % type(exc).__name__})))
@@ -6777,8 +7009,8 @@ class HttpPort:
                refusal: HttpError) -> None:
         if refusal.status in (401, 403):
             self.system.log("warn", None, "HTTP %d for %s %s from %s: %s" % (
-                refusal.status, request.method if request else "?", printable(request.path if request else "?", 200),
-                peer, refusal))
+                refusal.status, request.method if request else "?",
+                printable(request.path if request else "?", 200), peer, refusal))
         elif refusal.status == 503:
             self.busy.add()
         writer.write(head_only(request, json_response(
@@ -6792,28 +7024,33 @@ class HttpPort:
         handlers, arguments = self.route(request.segments)
         if request.method not in handlers:
             raise HttpError(405, "%s does not take %s (it takes %s)" % (
-                request.path, printable(request.method, 20), ", ".join(handlers)), (("Allow", ", ".join(handlers)),))
+                request.path, printable(request.method, 20), ", ".join(handlers)),
+                            (("Allow", ", ".join(handlers)),))
         owner, _, name = handlers[request.method].rpartition(".")
         handler = getattr(getattr(self, owner) if owner else self, name)
         answer = await handler(request, writer, *arguments)
         if answer is not None:
             writer.write(head_only(request, json_response(*answer)))
 
-    def route(self, segments: List[str]) -> Tuple[Dict[str, str], List[Any]]:
+    def route(self, segments: list[str]) -> tuple[dict[str, str], list[Any]]:
         """The handlers for a path, by method, and the parts of the path they take."""
         for pattern, handlers in self.ROUTES:
-            if pattern[-1] == "**" and segments[:len(pattern) - 1] == list(pattern[:-1]) and len(segments) >= len(pattern):
+            if (pattern[-1] == "**" and segments[:len(pattern) - 1] == list(pattern[:-1])
+                and len(segments) >= len(pattern)):
                 return handlers, [segments[len(pattern) - 1:]]
-            if len(pattern) == len(segments) and all(part in ("*", segment) for part, segment in zip(pattern, segments)):
-                return handlers, [segment for part, segment in zip(pattern, segments) if part == "*"]
-        raise HttpError(404, "no such endpoint: %s (see docs/api.md)" % printable(urllib.parse.unquote(
+            if len(pattern) == len(segments) and all(part in ("*", segment) for part,
+                                                     segment in zip(pattern, segments)):
+                return handlers, [segment for part, segment in zip(pattern, segments)
+                                  if part == "*"]
+        raise HttpError(404, "no such endpoint: %s (see docs/api.md)"
+                        % printable(urllib.parse.unquote(
             "/" + "/".join(segments)), 200))
 
 
 class HttpApi(HttpPort):
     """The HTTP port's routes: the API, page, event streams and file server (docs/api.md)."""
 
-    ROUTES: Tuple[Tuple[Tuple[str, ...], Dict[str, str]], ...] = (
+    ROUTES: tuple[tuple[tuple[str, ...], dict[str, str]], ...] = (
         (("",), {"GET": "page"}),
         (("api", "chargers"), {"GET": "list_chargers"}),
         (("api", "chargers", "*"), {"GET": "get_charger"}),
@@ -6844,26 +7081,29 @@ class HttpApi(HttpPort):
 
     async def page(self, request: HttpRequest, writer: asyncio.StreamWriter) -> None:
         writer.write(page_response(self.system, self.history))
-        self.streams.reader_opened()  # every event kept from here, for the stream the page opens next
+        # every event kept from here, for the stream the page opens next
+        self.streams.reader_opened()
         self.streams.reader_closed()
 
-    async def list_chargers(self, request: HttpRequest, writer: asyncio.StreamWriter) -> Tuple[int, Any]:
+    async def list_chargers(self, request: HttpRequest, writer: asyncio.StreamWriter
+                  ) -> tuple[int, Any]:
         return 200, {"apiVersion": API_VERSION, "chargers": [
             charger_record(self.system, state) for state in self.system.states.values()]}
 
     async def get_charger(self, request: HttpRequest, writer: asyncio.StreamWriter, charger_id: str
-                          ) -> Tuple[int, Any]:
+                          ) -> tuple[int, Any]:
         state = self.system.states.get(charger_id)
         if state is None:
             raise HttpError(404, "no charge point %s has connected" % _show(charger_id))
         return 200, charger_record(self.system, state)
 
     async def call_action(self, request: HttpRequest, writer: asyncio.StreamWriter, charger_id: str,
-                          word: str) -> Tuple[int, Any]:
+                          word: str) -> tuple[int, Any]:
         """POST /api/chargers/{id}/{Action}: send the CALL, answer with the charger's reply."""
         action = console_action(word)
         if action is None:
-            raise HttpError(400, "unknown action %s; the actions: %s" % (_show(word), ", ".join(SERVER_ACTION_DEFAULTS)))
+            raise HttpError(400, "unknown action %s; the actions: %s"
+                            % (_show(word), ", ".join(SERVER_ACTION_DEFAULTS)))
         body = await read_json_body(request)
         timeout = self.system.options.call_timeout
         timeout = request.number("timeout", 0.001, 86400, timeout) or timeout
@@ -6881,19 +7121,25 @@ class HttpApi(HttpPort):
         try:
             outcome = await asyncio.wait_for(asyncio.shield(call.outcome), timeout)
         except asyncio.TimeoutError:
-            dropped = session.queue.drop(call, "not sent: the API caller's timeout of %g s passed first" % timeout)
+            dropped = session.queue.drop(call,
+                                         "not sent: the API caller's timeout of %g s passed first"
+                                         % timeout)
             raise HttpError(504, "no reply from %s within %g s%s" % (
-                printable(charger_id), timeout, "; the call was still queued and is dropped" if dropped else
-                "; the call stays outstanding until its reply or --call-timeout"), request=payload) from None
+                printable(charger_id), timeout, "; the call was still queued and is dropped"
+                                                                     if dropped else
+                "; the call stays outstanding until its reply or --call-timeout"),
+                            request=payload) from None
         if outcome.kind in ("result", "error"):
             record = call_record(call, outcome)
-            return 200, {key: record[key] for key in ("request", "result", "error") if key in record}
+            return 200, {key: record[key] for key in ("request", "result", "error")
+                         if key in record}
         if outcome.kind == "timeout":
             raise HttpError(504, "no reply from %s within --call-timeout %g s" % (
                 printable(charger_id), self.system.options.call_timeout), request=payload)
         raise HttpError(502, outcome.error_description or "the call failed", request=payload)
 
-    async def run_command(self, request: HttpRequest, writer: asyncio.StreamWriter) -> Tuple[int, Any]:
+    async def run_command(self, request: HttpRequest, writer: asyncio.StreamWriter
+                  ) -> tuple[int, Any]:
         """POST /api/command: one line of the console's language, and how it ended."""
         body = await read_json_body(request)
         if not isinstance(body, dict) or not isinstance(body.get("line"), str):
@@ -6905,37 +7151,44 @@ class HttpApi(HttpPort):
         outcome = self.console.run(line, hold=False, files=False)
         for text in outcome.lines:
             self.out.console(text)
-        record: Dict[str, Any] = {"ok": outcome.ok, "lines": outcome.lines}
+        record: dict[str, Any] = {"ok": outcome.ok, "lines": outcome.lines}
         if outcome.held:
             return 409, dict(record, error=outcome.lines[0])
         if not outcome.ok:
-            return 400, dict(record, error=outcome.lines[0] if outcome.lines else "the command failed")
+            return 400, dict(record, error=outcome.lines[0] if outcome.lines
+                             else "the command failed")
         if outcome.call is not None:
             record["call"] = call_record(outcome.call, await asyncio.shield(outcome.call.outcome))
         return 200, record
 
-    async def list_faults(self, request: HttpRequest, writer: asyncio.StreamWriter) -> Tuple[int, Any]:
+    async def list_faults(self, request: HttpRequest, writer: asyncio.StreamWriter
+                  ) -> tuple[int, Any]:
         """GET /api/faults: the faults in force, as their words."""
         return 200, {"faults": [str(fault) for fault in self.system.faults.faults]}
 
-    async def set_faults(self, request: HttpRequest, writer: asyncio.StreamWriter) -> Tuple[int, Any]:
+    async def set_faults(self, request: HttpRequest, writer: asyncio.StreamWriter
+                  ) -> tuple[int, Any]:
         """PUT /api/faults {"faults": [...]}: replace every fault (an empty list clears them)."""
         body = await read_json_body(request)
         if not isinstance(body, dict) or not isinstance(body.get("faults"), list) or not all(
                 isinstance(text, str) for text in body["faults"]):
             raise HttpError(400, 'the body must be {"faults": ["<fault>", ...]}')
         if len(body["faults"]) > MAX_FAULTS:
-            raise HttpError(400, "%d faults; at most %d may be in force" % (len(body["faults"]),
-                                                                           MAX_FAULTS))
+            raise HttpError(400, "%d faults; at most %d may be in force"
+                            % (len(body["faults"]), MAX_FAULTS))
         commands = self._fault_commands(body["faults"])  # every one checked before any is set
         self.system.faults.clear()
-        return 200, {"faults": [line for command in commands for line in run_fault_command(self.system, command)]}
+        return 200, {"faults": [line for command in commands
+                                for line in run_fault_command(self.system, command)]}
 
-    async def add_fault(self, request: HttpRequest, writer: asyncio.StreamWriter) -> Tuple[int, Any]:
+    async def add_fault(self, request: HttpRequest, writer: asyncio.StreamWriter
+                  ) -> tuple[int, Any]:
         """POST /api/faults {"fault": "..."}: add one."""
         body = await read_json_body(request)
         if not isinstance(body, dict) or not isinstance(body.get("fault"), str):
-            raise HttpError(400, 'the body must be {"fault": "<fault>"}, e.g. {"fault": "Heartbeat drop"}')
+            raise HttpError(400,
+                            'the body must be {"fault": "<fault>"}, e.g. {"fault": '
+                            '"Heartbeat drop"}')
         command = self._fault_commands([body["fault"]])[0]
         try:
             return 200, {"faults": run_fault_command(self.system, command)}
@@ -6943,18 +7196,20 @@ class HttpApi(HttpPort):
             raise HttpError(409, str(exc)) from None
 
     @staticmethod
-    def _fault_commands(texts: List[str]) -> List[Command]:
+    def _fault_commands(texts: list[str]) -> list[Command]:
         try:
             return [fault_command(text) for text in texts]
         except CommandError as exc:
             raise HttpError(400, str(exc)) from None
 
-    async def transcript(self, request: HttpRequest, writer: asyncio.StreamWriter) -> Tuple[int, Any]:
+    async def transcript(self, request: HttpRequest, writer: asyncio.StreamWriter
+                  ) -> tuple[int, Any]:
         """GET /api/transcript: the latest --log records (frames, connects, authorizations)."""
         charger = request.query.get("charger")
         limit = int(request.number("limit", 1, EVENT_HISTORY, 100) or 100)
         records = [record for record in (transcript_record(event) for event in self.history.kept()
-                                         if charger is None or event.charger == charger) if record is not None]
+                                         if charger is None or event.charger == charger)
+                   if record is not None]
         return 200, {"records": records[-limit:]}
 
 
@@ -6971,10 +7226,10 @@ class FileRoutes:
     def access(self) -> HttpAccess:
         return self.api.access  # made anew once the port listens
 
-    async def get_file(self, request: HttpRequest, writer: asyncio.StreamWriter, segments: List[str]
-                       ) -> Optional[Tuple[int, Any]]:
-        """GET /files/ (a listing) or /files/{name} (the file, as a download); HEAD (its headers only),
-        which some chargers send before they download firmware."""
+    async def get_file(self, request: HttpRequest, writer: asyncio.StreamWriter, segments: list[str]
+                       ) -> Optional[tuple[int, Any]]:
+        """GET /files/ (a listing) or /files/{name} (the file, as a download); HEAD (its headers
+        only), which some chargers send before they download firmware."""
         segments = self._file_segments(segments)
         if not segments or segments[-1] == "":
             return 200, {"files": self.files.listing([segment for segment in segments if segment]),
@@ -6994,37 +7249,42 @@ class FileRoutes:
                     break
                 writer.write(piece)
                 await writer.drain()
-        self.system.log("info", self._charger_of(segments), "file server: sent %s (%d bytes) to %s" % (
+        self.system.log("info", self._charger_of(segments), "file server: sent %s (%d bytes) to %s"
+                        % (
             printable("/".join(segments), 200), size, request.peer))
         return None
 
-    async def put_file(self, request: HttpRequest, writer: asyncio.StreamWriter, segments: List[str]
-                       ) -> Tuple[int, Any]:
-        """PUT or POST /files/{name}: store an upload (a folder URL keeps the sender's file name)."""
+    async def put_file(self, request: HttpRequest, writer: asyncio.StreamWriter, segments: list[str]
+                       ) -> tuple[int, Any]:
+        """PUT or POST /files/{name}: store an upload (a folder URL keeps the sender's file
+        name)."""
         segments = self._file_segments(segments)
         if not segments:
             segments = [""]
         try:
             name = await self.files.receive(request, writer, segments)
         except HttpError as exc:
-            self.system.log("warn", self._charger_of(segments), "file server: upload %s from %s refused: %s" % (
+            self.system.log("warn", self._charger_of(segments),
+                            "file server: upload %s from %s refused: %s" % (
                 printable("/".join(segments), 200), request.peer, exc))
             raise
         size = os.path.getsize(os.path.join(self.files.root, name))
         charger = self._charger_of(name.split("/"))
         self.system.bus.publish("file_received", charger, self.system.sessions.get(charger or ""),
                                 name=name, size=size, peer=request.peer)
-        self.system.log("info", charger, "file server: received %s (%d bytes) from %s, stored as %s" % (
+        self.system.log("info", charger,
+                        "file server: received %s (%d bytes) from %s, stored as %s" % (
             printable(name, 200), size, request.peer, os.path.join(self.files.root, name)))
         return 201, {"name": name, "size": size}
 
-    def _file_segments(self, segments: List[str]) -> List[str]:
-        """The file's name under the files folder: without the per-run secret segment, if the URL has it."""
+    def _file_segments(self, segments: list[str]) -> list[str]:
+        """The file's name under the files folder: without the per-run secret segment, if the URL
+        has it."""
         if self.access.file_secret is not None and segments[:1] == [self.access.file_secret]:
             return segments[1:]
         return segments
 
-    def _charger_of(self, segments: List[str]) -> Optional[str]:
+    def _charger_of(self, segments: list[str]) -> Optional[str]:
         """The charge point a file belongs to: the one whose folder is its first, if any."""
         return self.files.charger_of_file(segments, self.system.states)
 
@@ -7548,27 +7808,31 @@ PAGE_HTML = """<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>OCPP Mock Server</title>
 <style>
-:root { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; font-size: 17px; color: #1b1b1b;
-        background: #f4f5f7; }
+:root { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; font-size: 17px;
+        color: #1b1b1b; background: #f4f5f7; }
 body { margin: 0; }
 header { display: flex; flex-wrap: wrap; align-items: center; gap: .6rem 1rem; padding: .7rem 1rem;
          background: #12355b; color: #fff; }
 header h1 { font-size: 1.3rem; margin: 0; }
-main { display: grid; grid-template-columns: minmax(0, 2fr) minmax(0, 3fr); gap: 1rem; padding: 1rem; }
+main { display: grid; grid-template-columns: minmax(0, 2fr) minmax(0, 3fr); gap: 1rem;
+       padding: 1rem; }
 @media (max-width: 900px) { main { grid-template-columns: minmax(0, 1fr); padding: .5rem; } }
-h2 { font-size: 1.05rem; margin: .2rem 0 .5rem; text-transform: uppercase; letter-spacing: .04em; color: #445; }
+h2 { font-size: 1.05rem; margin: .2rem 0 .5rem; text-transform: uppercase; letter-spacing: .04em;
+     color: #445; }
 .card, .chart, .panel { background: #fff; border-radius: 8px; box-shadow: 0 1px 3px rgba(0,0,0,.15);
                         padding: .7rem .9rem; margin-bottom: .8rem; }
 .card.away { opacity: .65; }
 .card h3, .chart h3 { margin: 0 0 .3rem; font-size: 1.15rem; word-break: break-all; }
-.badge { display: inline-block; font-size: .75rem; padding: .1rem .5rem; border-radius: 1rem; margin-left: .5rem;
-         background: #e3e7ee; color: #223; vertical-align: middle; }
+.badge { display: inline-block; font-size: .75rem; padding: .1rem .5rem; border-radius: 1rem;
+         margin-left: .5rem; background: #e3e7ee; color: #223; vertical-align: middle; }
 .badge.on { background: #2e7d32; color: #fff; }
 .badge.off { background: #b71c1c; color: #fff; }
 .muted { color: #667; margin: .2rem 0; }
-.connector { display: inline-block; margin: 0 .4rem .3rem 0; padding: .15rem .5rem; border-radius: 4px;
+.connector { display: inline-block; margin: 0 .4rem .3rem 0; padding: .15rem .5rem;
+             border-radius: 4px;
              background: #e3e7ee; }
-.s-Available { background: #c8e6c9; } .s-Charging { background: #bbdefb; } .s-Faulted { background: #ffcdd2; }
+.s-Available { background: #c8e6c9; } .s-Charging { background: #bbdefb;
+               } .s-Faulted { background: #ffcdd2; }
 .s-Preparing, .s-SuspendedEV, .s-SuspendedEVSE, .s-Finishing { background: #fff3c4; }
 .tx { font-weight: 600; margin: .3rem 0; }
 .warn { color: #8a5a00; }
@@ -7576,30 +7840,37 @@ button.link { background: none; padding: 0; min-height: 0; text-decoration: unde
 .warnings { margin: .2rem 0 .4rem; padding-left: 1.2rem; font-size: .85rem;
             word-break: break-word; }
 .buttons { display: flex; flex-wrap: wrap; gap: .4rem; margin-top: .5rem; }
-button { font: inherit; padding: .45rem .9rem; border: 0; border-radius: 6px; background: #12355b; color: #fff;
+button { font: inherit; padding: .45rem .9rem; border: 0; border-radius: 6px; background: #12355b;
+         color: #fff;
          cursor: pointer; min-height: 2.4rem; }
 button:disabled { background: #9aa3b0; cursor: default; }
-.answer { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: .85rem; word-break: break-all;
+.answer { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: .85rem;
+          word-break: break-all;
           margin: .4rem 0 0; }
 .bad { color: #b71c1c; }
 form { display: flex; gap: .5rem; }
-input { flex: 1; min-width: 0; font: inherit; padding: .45rem; border: 1px solid #99a; border-radius: 6px; }
-#reply { white-space: pre-wrap; word-break: break-all; font-size: .85rem; margin: .5rem 0 0; max-height: 16rem;
+input { flex: 1; min-width: 0; font: inherit; padding: .45rem; border: 1px solid #99a;
+        border-radius: 6px; }
+#reply { white-space: pre-wrap; word-break: break-all; font-size: .85rem; margin: .5rem 0 0;
+         max-height: 16rem;
          overflow: auto; }
 canvas { width: 100%; display: block; }
 .legend { margin: .3rem 0 0; font-size: .9rem; }
-#frames { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: .85rem; max-height: 75vh;
+#frames { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: .85rem;
+          max-height: 75vh;
           overflow: auto; }
 .row { display: grid; grid-template-columns: 4.6rem 7rem 1.2rem 13rem minmax(0, 1fr); gap: .4rem;
        padding: .25rem .3rem; border-bottom: 1px solid #eceef2; }
 @media (max-width: 600px) { .row { grid-template-columns: 4.6rem minmax(0, 1fr) 1.2rem; }
-                            .row .label { grid-column: 1 / -1; } .row .text { grid-column: 1 / -1; } }
+                            .row .label { grid-column: 1 / -1; }
+                            .row .text { grid-column: 1 / -1; } }
 .row span { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 .row.in .dir { color: #1565c0; } .row.out .dir { color: #2e7d32; }
 .row.warn, .row.error { background: #fff3c4; } .row.error { background: #ffcdd2; }
 .row.file { background: #e1f5fe; }
 .open-able { cursor: pointer; } .open-able:hover { background: #eef3fb; }
-.detail { margin: 0; padding: .5rem; background: #f7f8fa; white-space: pre-wrap; word-break: break-all;
+.detail { margin: 0; padding: .5rem; background: #f7f8fa; white-space: pre-wrap;
+          word-break: break-all;
           border-bottom: 1px solid #dde; }
 </style>
 </head>
@@ -7609,10 +7880,13 @@ canvas { width: 100%; display: block; }
 <main>
 <div>
 <h2>Chargers</h2>
-<div id="chargers"><p id="no-chargers" class="muted">No charger yet: point one at the server's ws:// URL.</p></div>
+<div id="chargers"><p id="no-chargers" class="muted">No charger yet: point one at the server's
+ws:// URL.</p></div>
 <div class="panel">
 <h2>Command</h2>
-<form id="command"><input id="line" autocomplete="off" spellcheck="false" placeholder="e.g. startRemote or @CP-1 Reset type=Hard" aria-label="command"><button type="submit">Send</button></form>
+<form id="command"><input id="line" autocomplete="off" spellcheck="false"
+placeholder="e.g. startRemote or @CP-1 Reset type=Hard" aria-label="command"><button
+type="submit">Send</button></form>
 <pre id="reply"></pre>
 </div>
 <h2>Meter values</h2>
@@ -7632,7 +7906,8 @@ canvas { width: 100%; display: block; }
 # The page's HTML around its state block, which each GET / fills in.
 PAGE_BEFORE_STATE, PAGE_AFTER_STATE = (part.encode("utf-8") for part in PAGE_HTML.split("{state}"))
 PAGE_HEADERS = (
-    ("Content-Security-Policy", "default-src 'self'; script-src 'sha256-%s'; style-src 'unsafe-inline'; "
+    ("Content-Security-Policy",
+     "default-src 'self'; script-src 'sha256-%s'; style-src 'unsafe-inline'; "
      "img-src 'self' data:; frame-ancestors 'none'; form-action 'none'"
      % base64.b64encode(hashlib.sha256(PAGE_SCRIPT.encode("utf-8")).digest()).decode("ascii")),
     ("X-Frame-Options", "DENY"), ("Referrer-Policy", "no-referrer"), ("Cache-Control", "no-store"))
@@ -7702,8 +7977,10 @@ def websockets_too_old() -> Optional[str]:
     version = tuple(int(number) for number in numbers)
     if version >= MIN_WEBSOCKETS:
         return None
-    return ("websockets %s is installed; this server needs websockets %s or newer: pip install -U websockets"
-            % (getattr(websockets, "__version__", "(unknown version)"), ".".join(map(str, MIN_WEBSOCKETS))))
+    return ("websockets %s is installed; this server needs websockets %s or newer: pip install "
+            "-U websockets"
+            % (getattr(websockets, "__version__", "(unknown version)"),
+               ".".join(map(str, MIN_WEBSOCKETS))))
 
 
 # The version is checked before any import that needs a newer release
@@ -7715,8 +7992,9 @@ if websockets_too_old() is None:
         from websockets.asyncio.server import serve as _websockets_serve
         _ASYNCIO_API = True
     except ImportError:  # websockets < 13
+        # type: ignore
+        from websockets.legacy.server import WebSocketServerProtocol as _LegacyServerProtocol
         from websockets.legacy.server import serve as _websockets_serve  # type: ignore
-        from websockets.legacy.server import WebSocketServerProtocol as _LegacyServerProtocol  # type: ignore
     from websockets.frames import Opcode as _Opcode
     _PONG = _Opcode.PONG
 
@@ -7732,7 +8010,8 @@ def request_headers(websocket: Any) -> Any:
 
 
 def _close_frames(websocket: Any) -> Any:
-    """The object that holds close_sent, close_rcvd and close_code: the sans-I/O protocol, or the legacy connection."""
+    """The object that holds close_sent, close_rcvd and close_code: the sans-I/O protocol, or the
+    legacy connection."""
     return getattr(websocket, "protocol", websocket)
 
 
@@ -7752,7 +8031,8 @@ def describe_close(websocket: Any) -> str:
         return text + ": " + CLOSE_EXPLANATIONS[sent.code]
     if received is None:
         return "close code 1006: the connection dropped without a close frame"
-    return "close code %d%s" % (received.code, " " + _show(received.reason) if received.reason else "")
+    return "close code %d%s" % (received.code, " " + _show(received.reason) if received.reason
+                                else "")
 
 
 # Closes the websockets library makes on a charger's behalf, explained.
@@ -7764,7 +8044,8 @@ CLOSE_EXPLANATIONS = {
 
 
 async def close_within(websocket: Any, code: int, reason: str, timeout: float) -> None:
-    """Close a connection with ``code``; cut it if the charger has not finished closing within ``timeout``."""
+    """Close a connection with ``code``; cut it if the charger has not finished closing within
+    ``timeout``."""
     try:
         await asyncio.wait_for(websocket.close(code, reason), timeout)
     except (asyncio.TimeoutError, OSError, websockets.WebSocketException):
@@ -7781,7 +8062,8 @@ async def close_invalid_utf8(websocket: Any) -> None:
 
 
 class LibraryLogLine(logging.Handler):
-    """What websockets logs about a failed opening handshake, as one line of output, never a traceback.
+    """What websockets logs about a failed opening handshake, as one line of output, never a
+    traceback.
 
     websockets answers some anomalies itself (426 without an Upgrade header,
     400 without a key) and logs them at INFO or ERROR depending on the
@@ -7802,7 +8084,8 @@ class LibraryLogLine(logging.Handler):
             if record.levelno < logging.WARNING:
                 return
         elif not text.startswith("opening") and self.access.logged_refusals > 0:
-            self.access.logged_refusals -= 1  # websockets' echo of a refusal the server made and logged
+            # websockets' echo of a refusal the server made and logged
+            self.access.logged_refusals -= 1
             return
         error = record.exc_info[1] if record.exc_info else None
         while error is not None:
@@ -7838,7 +8121,8 @@ def _log_tls_failures(context: ssl.SSLContext, out: "Output") -> None:
 
 
 def answer_pings(websocket: Any, answer: bool) -> None:
-    """Answer the charger's pings with pongs (as websockets does by itself), or not (``fault pings``)."""
+    """Answer the charger's pings with pongs (as websockets does by itself), or not (``fault
+    pings``)."""
     if _ASYNCIO_API:  # the Sans-I/O protocol answers a ping by sending a PONG frame
         protocol = websocket.protocol
         protocol.__dict__.pop("send_frame", None)
@@ -7863,9 +8147,9 @@ def _select_subprotocol(connection: Any, offered: Any) -> Optional[str]:
 
 
 def _vetted(access: "AccessPolicy", path: str, headers: Any, peer: Any, transport: Any
-            ) -> Optional[Tuple[int, str, list]]:
-    """An upgrade's refusal, if any, on either API.  A fault's "no answer at all" (status 0) cuts the
-    connection here; the 503 then made is never seen."""
+            ) -> Optional[tuple[int, str, list]]:
+    """An upgrade's refusal, if any, on either API.  A fault's "no answer at all" (status 0) cuts
+    the connection here; the 503 then made is never seen."""
     refusal = access.refuse(path, headers, peer, transport.get_extra_info("peercert"))
     if refusal is not None and refusal[0] == 0:
         transport.abort()
@@ -7881,13 +8165,15 @@ def serve_websockets(handler: Callable[[Any], Any], host: str, port: int, max_si
     """
     # No permessage-deflate: OCPP frames are small, and plain frames stay
     # readable in a packet capture and cost less CPU and memory per charger.
-    kwargs: Dict[str, Any] = {"subprotocols": [SUBPROTOCOL], "max_size": max_size, "ssl": ssl_context,
-                              "compression": None, "close_timeout": CLOSE_TIMEOUT}
+    kwargs: dict[str, Any] = {"subprotocols": [SUBPROTOCOL], "max_size": max_size,
+                              "ssl": ssl_context, "compression": None,
+                              "close_timeout": CLOSE_TIMEOUT}
     if _ASYNCIO_API:
         kwargs["select_subprotocol"] = _select_subprotocol
 
         def process_request(connection: Any, request: Any) -> Any:
-            refusal = _vetted(access, request.path, request.headers, connection.remote_address, connection.transport)
+            refusal = _vetted(access, request.path, request.headers, connection.remote_address,
+                              connection.transport)
             if refusal is None:
                 return None
             status, text, headers = refusal
@@ -7901,7 +8187,8 @@ def serve_websockets(handler: Callable[[Any], Any], host: str, port: int, max_si
             """The legacy API's connection, vetted as the new API's process_request does."""
 
             async def process_request(self, path: str, request_headers: Any) -> Any:
-                refusal = _vetted(access, path, request_headers, self.remote_address, self.transport)
+                refusal = _vetted(access, path, request_headers, self.remote_address,
+                                  self.transport)
                 if refusal is None:
                     return None
                 status, text, headers = refusal
@@ -7920,7 +8207,8 @@ def charger_id_from_path(path: str) -> str:
 
 
 class AccessPolicy:
-    """Who may open a connection: ``--charger-ids`` and ``--basic-auth`` (OCPP 1.6 security profile 1).
+    """Who may open a connection: ``--charger-ids`` and ``--basic-auth`` (OCPP 1.6 security profile
+    1).
 
     ``refuse`` answers an upgrade request with None (go ahead) or the HTTP
     refusal ``(status, text, headers)``: 404 for a charge point id not on
@@ -7930,20 +8218,24 @@ class AccessPolicy:
     offers none).
     """
 
-    def __init__(self, out: Output, charger_ids: Optional[List[str]] = None,
+    def __init__(self, out: Output, charger_ids: Optional[list[str]] = None,
                  password: Optional[bytes] = None, require_subprotocol: bool = False,
                  client_ca: bool = False) -> None:
         self.out = out
         self.charger_ids = frozenset(charger_ids) if charger_ids else None
-        self.password = password  # the starting key (--basic-auth), for every charger not rotated since
+        # the starting key (--basic-auth), for every charger not rotated since
+        self.password = password
         self.require_subprotocol = require_subprotocol
-        self.client_ca = client_ca  # profile 3: the client certificate's CN must be the charge point id
-        self.rotated: Dict[str, Tuple[bytes, ...]] = {}  # charge point id -> the forms of its new key
+        # profile 3: the client certificate's CN must be the charge point id
+        self.client_ca = client_ca
+        # charge point id -> the forms of its new key
+        self.rotated: dict[str, tuple[bytes, ...]] = {}
         self.faults: Optional[FaultTable] = None  # offline and handshake faults refuse upgrades too
         self.logged_refusals = 0  # refusals logged here that websockets will log again
 
     def rotate(self, charger_id: str, key: str) -> str:
-        """A charger accepted a new AuthorizationKey: from its next connection on, only that key lets it in.
+        """A charger accepted a new AuthorizationKey: from its next connection on, only that key
+        lets it in.
 
         The whitepaper's key is 32 to 40 hex digits (16 to 20 bytes), and
         chargers differ on whether the password is that text or the bytes it
@@ -7961,17 +8253,19 @@ class AccessPolicy:
             "as typed (not 32 to 40 hex digits, as the security whitepaper sets it)"
 
     def refuse(self, path: str, headers: Any, peer: Any, peer_certificate: Optional[dict] = None
-               ) -> Optional[Tuple[int, str, list]]:
+               ) -> Optional[tuple[int, str, list]]:
         """None to let the upgrade go ahead, else the refusal; one log line for each refusal.
 
-        ``peer_certificate`` is the client certificate TLS verified (with --client-ca), as ssl gives it.
+        ``peer_certificate`` is the client certificate TLS verified (with --client-ca), as ssl gives
+        it.
         """
         try:
             charger_id = charger_id_from_path(path)
             if self.faults is not None and self.faults.faults:
                 injected = self.faults.upgrade_refusal(charger_id)
                 if injected is not None:
-                    return injected[0], injected[1], []  # said by the fault; status 0: cut, no answer
+                    # said by the fault; status 0: cut, no answer
+                    return injected[0], injected[1], []
             refusal = self._refusal(charger_id, headers)
             if refusal is None and self.client_ca:
                 refusal = self._check_certificate(charger_id, peer_certificate)
@@ -7985,7 +8279,7 @@ class AccessPolicy:
                           % (where, _show(path), refusal[0], printable(refusal[1], 400)))
         return refusal
 
-    def _refusal(self, charger_id: str, headers: Any) -> Optional[Tuple[int, str, list]]:
+    def _refusal(self, charger_id: str, headers: Any) -> Optional[tuple[int, str, list]]:
         authorization = headers.get_all("Authorization")
         if len(authorization) > 1:
             return 400, "%d Authorization headers; a request may carry one" % len(authorization), []
@@ -7998,12 +8292,16 @@ class AccessPolicy:
                 refusal = (400, "the charger offered the subprotocols %s, not ocpp1.6" % printable(
                     ", ".join(offered), 200), [])
             elif not offered and self.require_subprotocol:
-                refusal = (400, "the charger must offer the ocpp1.6 subprotocol (--strict); it offered none", [])
+                refusal = (400,
+                           "the charger must offer the ocpp1.6 subprotocol (--strict); it "
+                           "offered none", [])
         return refusal
 
     @staticmethod
-    def _check_certificate(charger_id: str, certificate: Optional[dict]) -> Optional[Tuple[int, str, list]]:
-        """Security profile 3: the client certificate's subject CN must be the charge point id of the URL."""
+    def _check_certificate(charger_id: str,
+                           certificate: Optional[dict]) -> Optional[tuple[int, str, list]]:
+        """Security profile 3: the client certificate's subject CN must be the charge point id of
+        the URL."""
         names = [value for entry in (certificate or {}).get("subject", ()) for key, value in entry
                  if key == "commonName"]
         if names != [charger_id]:
@@ -8011,10 +8309,12 @@ class AccessPolicy:
                 ", ".join(map(_show, names)) or "missing", _show(charger_id)), []
         return None
 
-    def _check(self, charger_id: str, authorization: Optional[str]) -> Optional[Tuple[int, str, list]]:
+    def _check(self, charger_id: str,
+               authorization: Optional[str]) -> Optional[tuple[int, str, list]]:
         if self.charger_ids is not None and charger_id not in self.charger_ids:
             return 404, "unknown charge point id %s" % _show(charger_id), []
-        keys = self.rotated.get(charger_id) or ((self.password,) if self.password is not None else None)
+        keys = self.rotated.get(charger_id) or ((self.password,) if self.password is not None
+                                                else None)
         if keys is None:
             return None
         challenge = [("WWW-Authenticate", 'Basic realm="OCPP", charset="UTF-8"')]
@@ -8031,17 +8331,18 @@ class AccessPolicy:
             return 401, "the username must be the charge point id", challenge
         if not any(hmac.compare_digest(password, key) for key in keys):
             if charger_id in self.rotated:
-                return 401, "wrong password: its AuthorizationKey was rotated, and only the new key is accepted", \
-                    challenge
-            return 401, "wrong password (this server knows its starting key and the keys rotated since it " \
-                "started, not those of an earlier run)", challenge
+                return 401, ("wrong password: its AuthorizationKey was rotated, and only the new "
+                             "key is accepted"), challenge
+            return 401, ("wrong password (this server knows its starting key and the keys rotated "
+                         "since it started, not those of an earlier run)"), challenge
         return None
 
 
-def make_ssl_context(certfile: str, keyfile: Optional[str], out: Output, client_ca: Optional[str] = None
+def make_ssl_context(certfile: str, keyfile: Optional[str], out: Output,
+                     client_ca: Optional[str] = None
                      ) -> ssl.SSLContext:
-    """TLS 1.2 or newer for wss:// (OCPP 1.6 security profile 2; with ``client_ca``, profile 3: a client
-    certificate signed by that CA is required); failed handshakes are logged."""
+    """TLS 1.2 or newer for wss:// (OCPP 1.6 security profile 2; with ``client_ca``, profile 3: a
+    client certificate signed by that CA is required); failed handshakes are logged."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(certfile, keyfile)
@@ -8058,9 +8359,9 @@ class CentralSystem:
     def __init__(self, options: "Settings", out: Output) -> None:
         self.options = options
         self.out = out
-        self.sessions: Dict[str, ChargerSession] = {}
+        self.sessions: dict[str, ChargerSession] = {}
         # Every charge point seen, connected or not (the oldest gone ones are forgotten first).
-        self.states: "collections.OrderedDict[str, ChargerState]" = collections.OrderedDict()
+        self.states: collections.OrderedDict[str, ChargerState] = collections.OrderedDict()
         self.transaction_ids = itertools.count(1)
         self.next_reservation_id = 1
         self.last_reservation_id: Optional[int] = None
@@ -8071,12 +8372,14 @@ class CentralSystem:
         for text in options.faults:  # --fault, checked when the command line was read
             command = fault_command(text)
             self.faults.add(parse_fault(command.text, command.target))
-        self.last_signed_chain: Dict[str, str] = {}  # charge point id -> the chain signed for it last
+        # charge point id -> the chain signed for it last
+        self.last_signed_chain: dict[str, str] = {}
         self.url = "ws://%s:%d" % (options.host, options.port)
         self.port = options.port  # the port listened on, once it listens
         self.transcript: Optional[Transcript] = None
         self.http: Optional[HttpApi] = None
-        self.authorization = AuthorizationRules(options.tag_rules, options.unknown_tags, options.concurrent_tx)
+        self.authorization = AuthorizationRules(options.tag_rules, options.unknown_tags,
+                                                options.concurrent_tx)
         self.exit_code = 0
         self.stopped = asyncio.Event()
         self._failed_subscribers: set = set()
@@ -8091,15 +8394,18 @@ class CentralSystem:
         key = (getattr(subscriber, "__qualname__", repr(subscriber)), type(exc).__name__)
         if key not in self._failed_subscribers:
             self._failed_subscribers.add(key)
-            self.out.error(None, "event subscriber %s failed: %s: %s (reported once)" % (key[0], key[1], exc))
+            self.out.error(None, "event subscriber %s failed: %s: %s (reported once)"
+                           % (key[0], key[1], exc))
 
     def stop(self) -> None:
         self.stopped.set()
 
     def log(self, level: str, charger: Optional[str], text: str) -> None:
         """A line for the operator (a level of EVENT_FIELDS["log"]), about a charger or the server
-        (``charger`` None), published on the bus as a "log" event: the one way such lines are shown."""
-        self.bus.publish("log", charger, self.sessions.get(charger) if charger else None, level=level, text=text)
+        (``charger`` None), published on the bus as a "log" event: the one way such lines are
+        shown."""
+        self.bus.publish("log", charger, self.sessions.get(charger) if charger else None,
+                         level=level, text=text)
 
     def count_spec_warning(self, state: ChargerState, text: Optional[str] = None) -> None:
         self.spec_warnings += 1
@@ -8141,29 +8447,17 @@ class CentralSystem:
         address = websocket.remote_address
         peer = "%s:%s" % (address[0], address[1]) if address else "?"
         path = request_path(websocket)
-        charger_id = charger_id_from_path(path)
-        if not charger_id:
-            charger_id = address[0] if address else "charger"
-            self.log("info", charger_id, "connected from %s with no id in the URL path; calling it %s "
-                          "(add /<id> to the URL to name it)" % (peer, charger_id))
-        else:
-            self.log("info", charger_id, "connected from %s" % peer)
+        charger_id = self._named(charger_id_from_path(path), address, peer)
         subprotocol = websocket.subprotocol
         if subprotocol is None:
-            offered = ", ".join(request_headers(websocket).get_all("Sec-WebSocket-Protocol")) or "none"
+            offered = (", ".join(request_headers(websocket).get_all("Sec-WebSocket-Protocol"))
+                       or "none")
             self.count_spec_warning(self.state_for(charger_id))
-            self.log("warn", charger_id, "spec: no ocpp1.6 subprotocol negotiated (charger offered: %s); "
-                          "serving it anyway" % printable(offered))
-        previous = self.sessions.get(charger_id)
-        session = ChargerSession(self, websocket, charger_id, peer, subprotocol)
-        self.sessions[charger_id] = session
-        session.state.connected = True
-        if previous is not None:
-            self.log("info", charger_id, "reconnected; the new connection replaces the old one")
-            previous.closed = True
-            asyncio.ensure_future(close_within(previous.websocket, 1000, "replaced by a new connection",
-                                               REPLACE_TIMEOUT))
-        self.bus.publish("connected", charger_id, session, peer=peer, path=path, subprotocol=subprotocol)
+            self.log("warn", charger_id, "spec: no ocpp1.6 subprotocol negotiated (charger "
+                     "offered: %s); serving it anyway" % printable(offered))
+        session = self._session_for(websocket, charger_id, peer, subprotocol)
+        self.bus.publish("connected", charger_id, session, peer=peer, path=path,
+                         subprotocol=subprotocol)
         if self.faults.faults:
             self.faults.session_started(session)
         try:
@@ -8177,6 +8471,30 @@ class CentralSystem:
             self.bus.publish("disconnected", charger_id, session, code=close_code(websocket),
                              description=description)
 
+    def _named(self, charger_id: str, address: Any, peer: str) -> str:
+        """The charge point id of a new connection (its address when the URL names none), said."""
+        if charger_id:
+            self.log("info", charger_id, "connected from %s" % peer)
+            return charger_id
+        charger_id = address[0] if address else "charger"
+        self.log("info", charger_id, "connected from %s with no id in the URL path; calling it %s "
+                 "(add /<id> to the URL to name it)" % (peer, charger_id))
+        return charger_id
+
+    def _session_for(self, websocket: Any, charger_id: str, peer: str, subprotocol: Optional[str]
+                     ) -> "ChargerSession":
+        """A new connection's session; one of the same charge point id before it is closed."""
+        previous = self.sessions.get(charger_id)
+        session = ChargerSession(self, websocket, charger_id, peer, subprotocol)
+        self.sessions[charger_id] = session
+        session.state.connected = True
+        if previous is not None:
+            self.log("info", charger_id, "reconnected; the new connection replaces the old one")
+            previous.closed = True
+            asyncio.ensure_future(close_within(previous.websocket, 1000,
+                                               "replaced by a new connection", REPLACE_TIMEOUT))
+        return session
+
 
 # --------------------------------------------------------- Settings and CLI
 def is_loopback(host: str) -> bool:
@@ -8189,7 +8507,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def config_default_address(config_path: str) -> Tuple[str, int]:
+def config_default_address(config_path: str) -> tuple[str, int]:
     """Host and port of ``_mockServerIP`` in the charger's config.py, read without running it."""
     try:
         with open(config_path, encoding="utf-8") as config_file:
@@ -8219,7 +8537,8 @@ def number_in(low: float, high: float, kind: Callable[[str], Any] = float) -> Ca
             raise argparse.ArgumentTypeError("%r is not %s" % (text, "a whole number" if kind is int
                                                                 else "a number")) from None
         if not low <= value <= high:  # also false for nan
-            raise argparse.ArgumentTypeError("%s is out of range: give %g to %g" % (text, low, high))
+            raise argparse.ArgumentTypeError("%s is out of range: give %g to %g"
+                                             % (text, low, high))
         return value
     return parse
 
@@ -8227,7 +8546,8 @@ def number_in(low: float, high: float, kind: Callable[[str], Any] = float) -> Ca
 def id_token(text: str) -> str:
     """An argparse type: an idTag, CiString20 in OCPP 1.6."""
     if not 1 <= len(text) <= 20:
-        raise argparse.ArgumentTypeError("an idTag is 1 to 20 characters (CiString20), got %d" % len(text))
+        raise argparse.ArgumentTypeError("an idTag is 1 to 20 characters (CiString20), got %d"
+                                         % len(text))
     return text
 
 
@@ -8256,22 +8576,31 @@ def byte_size(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    host, port = config_default_address(os.path.join(os.path.dirname(os.path.abspath(__file__)), "config.py"))
+    host, port = config_default_address(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                     "config.py"))
     parser = argparse.ArgumentParser(
         prog="ocpp_mock_server.py",
-        description="OCPP 1.6-J mock central system for testing chargers. Type `help` once it runs.",
-        epilog="Defaults for --host/--port come from _mockServerIP in the config.py beside this file.")
+        description="OCPP 1.6-J mock central system for testing chargers. "
+                    "Type `help` once it runs.",
+        epilog="Defaults for --host/--port come from _mockServerIP in the config.py "
+               "beside this file.")
     parser.add_argument("--host", default=host, help="address to listen on (default %(default)s)")
-    parser.add_argument("--port", type=number_in(0, 65535, int), default=port, help="port to listen on; 0 picks a free one "
+    parser.add_argument("--port", type=number_in(0, 65535, int), default=port,
+                        help="port to listen on; 0 picks a free one "
                         "(default %(default)s)")
-    parser.add_argument("--dialect", choices=("auto", DIALECT_OCPP16, DIALECT_FLEXICHARGE), default="auto",
-                        help="auto switches a charger to flexicharge when it sends a 4-element reply "
+    parser.add_argument("--dialect", choices=("auto", DIALECT_OCPP16, DIALECT_FLEXICHARGE),
+                        default="auto",
+                        help="auto switches a charger to flexicharge when it sends a "
+                             "4-element reply "
                         "(default %(default)s)")
     parser.add_argument("--strict", action="store_true",
-                        help="answer off-spec payloads with the OCPP CALLERROR instead of a warning, refuse "
-                        "chargers that do not offer ocpp1.6 (HTTP 400) and CALLs before an accepted boot "
+                        help="answer off-spec payloads with the OCPP CALLERROR instead of a "
+                             "warning, refuse "
+                        "chargers that do not offer ocpp1.6 (HTTP 400) and CALLs before an "
+                        "accepted boot "
                         "(SecurityError)")
-    parser.add_argument("--boot-status", choices=("Accepted", "Pending", "Rejected"), default="Accepted",
+    parser.add_argument("--boot-status", choices=("Accepted", "Pending", "Rejected"),
+                        default="Accepted",
                         help="status of BootNotification.conf (default %(default)s)")
     parser.add_argument("--heartbeat-interval", type=number_in(0, 2 ** 31 - 1, int), default=60,
                         help="interval of BootNotification.conf, seconds (default %(default)s)")
@@ -8279,77 +8608,99 @@ def build_parser() -> argparse.ArgumentParser:
                         help="do not send the FlexiCharge BootData DataTransfer after boot")
     parser.add_argument("--flexicharge-id", type=number_in(0, 2 ** 31 - 1, int), default=100009,
                         help="chargerId and connectorID in BootData (default %(default)s)")
-    parser.add_argument("--charging-price", default="5.25", help="chargingPrice in BootData (default %(default)s)")
+    parser.add_argument("--charging-price", default="5.25",
+                        help="chargingPrice in BootData (default %(default)s)")
     parser.add_argument("--id-tag", type=id_token, default="1",
-                        help="idTag of RemoteStartTransaction and ReserveNow (default %(default)s, the only one "
+                        help="idTag of RemoteStartTransaction and ReserveNow (default %(default)s, "
+                             "the only one "
                         "the FlexiCharge charger accepts)")
     parser.add_argument("--call-timeout", type=number_in(0.1, 86400), default=30.0,
-                        help="seconds to wait for a charger's reply to a server CALL (default %(default)g)")
+                        help="seconds to wait for a charger's reply to a server CALL (default "
+                             "%(default)g)")
     parser.add_argument("--hold-for", type=number_in(0.1, 86400), default=DEFAULT_HOLD_FOR,
                         metavar="SECONDS", help="how long a charger command typed while no "
                         "charger is ready waits for one before it is dropped (default %(default)g)")
     parser.add_argument("--auto-start-after", type=number_in(0, 86400), metavar="N",
                         help="send RemoteStartTransaction N seconds after a charger's handshake")
     parser.add_argument("--auto-stop-after", type=number_in(0, 86400), metavar="M",
-                        help="send RemoteStopTransaction M seconds after a charger's StartTransaction")
+                        help="send RemoteStopTransaction M seconds after a charger's "
+                             "StartTransaction")
     parser.add_argument("--max-message-size", type=number_in(1024, 16 * 1024 * 1024, int),
                         default=DEFAULT_MAX_MESSAGE_SIZE,
-                        help="largest frame accepted, bytes; larger ones close the connection with 1009 "
+                        help="largest frame accepted, bytes; larger ones close the "
+                             "connection with 1009 "
                         "(default %(default)s)")
     security = parser.add_argument_group("access control (OCPP 1.6 security profiles)")
     security.add_argument("--basic-auth", metavar="KEY", type=non_empty,
-                          help="profile 1: require HTTP Basic auth, username = charge point id, password = KEY")
+                          help="profile 1: require HTTP Basic auth, username = charge point id, "
+                               "password = KEY")
     security.add_argument("--basic-auth-hex", metavar="HEX", type=non_empty,
-                          help="like --basic-auth, with the key given as hex bytes (e.g. a 20-byte AuthorizationKey)")
-    security.add_argument("--certfile", help="profile 2: serve wss:// with this PEM certificate (chain)")
+                          help="like --basic-auth, with the key given as hex bytes (e.g. a 20-byte "
+                               "AuthorizationKey)")
+    security.add_argument("--certfile",
+                          help="profile 2: serve wss:// with this PEM certificate (chain)")
     security.add_argument("--keyfile", help="the certificate's private key, if not in --certfile")
     security.add_argument("--client-ca", metavar="FILE",
-                          help="profile 3: with --certfile, require a client certificate signed by this CA (PEM), "
+                          help="profile 3: with --certfile, require a client certificate signed by "
+                               "this CA (PEM), "
                           "its CN the charge point id (HTTP 403 otherwise)")
-    security.add_argument("--ca-cert", metavar="FILE", help="sign chargers' SignCertificate CSRs with this CA "
-                          "certificate (PEM; with --ca-key; needs the openssl command) and send CertificateSigned")
+    security.add_argument("--ca-cert", metavar="FILE",
+                          help="sign chargers' SignCertificate CSRs with this CA "
+                          "certificate (PEM; with --ca-key; needs the openssl command) and send "
+                          "CertificateSigned")
     security.add_argument("--ca-key", metavar="FILE", help="the private key of --ca-cert (PEM)")
     security.add_argument("--charger-ids", metavar="A,B,...", type=non_empty,
                           help="only these charge point ids may connect; others get HTTP 404")
-    authorization = parser.add_argument_group("authorization (idTagInfo in Authorize, StartTransaction, "
+    authorization = parser.add_argument_group("authorization (idTagInfo in Authorize, "
+                                              "StartTransaction, "
                                               "StopTransaction)")
     authorization.add_argument("--tag", action="append", default=[], metavar="TAG=STATUS",
-                               help="answer TAG with STATUS (%s); repeatable" % ", ".join(AUTHORIZATION_STATUS))
+                               help="answer TAG with STATUS (%s); repeatable"
+                               % ", ".join(AUTHORIZATION_STATUS))
     authorization.add_argument("--tags", metavar="FILE",
                                help='JSON rules: {"TAG": "Blocked", "TAG2": {"status": "Accepted", '
                                '"expiryDate": "...", "parentIdTag": "..."}}')
     authorization.add_argument("--unknown-tags", choices=AUTHORIZATION_STATUS, default="Accepted",
                                help="the answer for tags no rule names (default %(default)s)")
     authorization.add_argument("--concurrent-tx", action="store_true",
-                               help="answer ConcurrentTx for a tag that already has an open transaction "
+                               help="answer ConcurrentTx for a tag that already has an open "
+                                    "transaction "
                                "on another connector")
-    web = parser.add_argument_group("HTTP API, web page and file server (a second port; see docs/api.md)")
+    web = parser.add_argument_group("HTTP API, web page and file server (a second port; see "
+                                    "docs/api.md)")
     web.add_argument("--http-host", default=DEFAULT_HOST, metavar="HOST",
-                     help="address of the HTTP port (default %(default)s; any other needs --http-token)")
+                     help="address of the HTTP port (default %(default)s; any other needs "
+                          "--http-token)")
     web.add_argument("--http-port", type=number_in(0, 65535, int), metavar="PORT",
                      help="default: the websocket port + 1 (a free port with --port 0)")
     web.add_argument("--no-http", dest="http", action="store_false", help="no HTTP port at all")
     web.add_argument("--http-token", type=http_token, metavar="TOKEN",
-                     help="every HTTP request needs it (Authorization: Bearer TOKEN, or open /?token=TOKEN once)")
+                     help="every HTTP request needs it (Authorization: Bearer TOKEN, or open "
+                          "/?token=TOKEN once)")
     web.add_argument("--http-max-connections", type=number_in(1, 1000000, int), metavar="N",
                      default=DEFAULT_HTTP_MAX_CONNECTIONS,
                      help="HTTP connections served at once; more get 503 (default "
                      "%(default)s, fewer when the open-files limit is low)")
-    web.add_argument("--files-dir", metavar="DIR", help="where uploads are stored and files are served from "
+    web.add_argument("--files-dir", metavar="DIR",
+                     help="where uploads are stored and files are served from "
                      "(default: a new temporary folder, kept at exit)")
-    web.add_argument("--max-upload-size", type=byte_size, default=DEFAULT_MAX_UPLOAD, metavar="BYTES",
-                     help="largest upload, bytes; K and M suffixes (default 50M)")
+    web.add_argument("--max-upload-size", type=byte_size, default=DEFAULT_MAX_UPLOAD,
+                     metavar="BYTES", help="largest upload, bytes; K and M suffixes (default 50M)")
     web.add_argument("--files-quota", type=byte_size, default=DEFAULT_FILES_QUOTA, metavar="BYTES",
-                     help="most the files folder may hold, bytes; K, M and G suffixes (default 500M)")
+                     help="most the files folder may hold, bytes; K, M and G suffixes "
+                          "(default 500M)")
     parser.add_argument("--fault", dest="faults", action="append", default=[], metavar="FAULT",
-                        help="inject a fault from the start, e.g. --fault 'BootNotification status=Pending times=2' "
+                        help="inject a fault from the start, e.g. --fault 'BootNotification "
+                             "status=Pending times=2' "
                         "or --fault '@CP-1 disconnect after=5'; repeatable (docs/faults.md)")
     parser.add_argument("--script", metavar="FILE",
-                        help="run a scenario against the first charger that connects, then exit 0 (passed), "
+                        help="run a scenario against the first charger that connects, then exit "
+                             "0 (passed), "
                         "1 (failed) or 2 (invalid script); see docs/ci.md")
     parser.add_argument("--log", metavar="FILE",
                         help="append every frame in and out to FILE, one JSON object per line")
-    parser.add_argument("--quiet", action="store_true", help="print warnings, errors and console answers only")
+    parser.add_argument("--quiet", action="store_true",
+                        help="print warnings, errors and console answers only")
     parser.add_argument("--wide", action="store_true",
                         help="at a terminal, print frame lines whole (by default they are cut "
                              "to its width; in files and pipes they are always whole)")
@@ -8357,7 +8708,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_scenario(path: str, out: Output) -> Optional[List[Step]]:
+def load_scenario(path: str, out: Output) -> Optional[list[Step]]:
     """The checked steps of a --script file; None (after one error line) when it is unusable."""
     try:
         with open(path, encoding="utf-8") as script:
@@ -8390,7 +8741,8 @@ async def run_server(options: "Settings", out: Output, stdin: Any = None,
                                            lambda text: system.log("error", None, text))
             system.bus.subscribe(system.transcript.on_event, *Transcript.EVENT_NAMES)
         except OSError as exc:
-            out.error(None, "cannot open the transcript %s: %s" % (options.log, exc.strerror or exc))
+            out.error(None, "cannot open the transcript %s: %s"
+                      % (options.log, exc.strerror or exc))
             return 2
     try:
         return await serve_until_stopped(system, options, out, stdin, steps, started)
@@ -8400,28 +8752,29 @@ async def run_server(options: "Settings", out: Output, stdin: Any = None,
 
 
 async def serve_until_stopped(system: CentralSystem, options: "Settings", out: Output,
-                              stdin: Any = None, steps: Optional[List[Step]] = None,
-                              started: Optional[Callable[["CentralSystem", "Console"], None]] = None) -> int:
-    """Listen, print the banner, run the console or the scenario; return the exit status once stopped."""
+                              stdin: Any = None, steps: Optional[list[Step]] = None,
+                              started: Optional[Callable[["CentralSystem", "Console"],
+                                                         None]] = None) -> int:
+    """Listen, print the banner, run the console or the scenario; return the exit status once
+    stopped."""
     access = system.access = AccessPolicy(out, options.charger_ids, options.password,
-                                          require_subprotocol=options.strict, client_ca=bool(options.client_ca))
+                                          require_subprotocol=options.strict,
+                                          client_ca=bool(options.client_ca))
     access.faults = system.faults
     route_library_logs(out, access)
     report_accept_errors(system)
-    server = await listen(system, options, out, access)
-    if isinstance(server, int):
-        return server
     loop = asyncio.get_running_loop()
-    for signal_number in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(signal_number, system.stop)
-        except (NotImplementedError, RuntimeError):
-            pass  # Windows: Ctrl-C arrives as KeyboardInterrupt instead
     console = Console(system)
-    http_api = await start_http(system, options, out, console)
-    if isinstance(http_api, int):
-        server.close()
-        return http_api
+    try:
+        server = await listen(system, options, out, access)
+        try:
+            http_api = await start_http(system, options, out, console)
+        except CannotStart:
+            server.close()
+            raise
+    except CannotStart as exc:
+        return exc.status
+    stop_on_signals(loop, system)
     print_banner(system, options, out, access)
     note_open_files(system, options)
     if steps is None:
@@ -8432,13 +8785,20 @@ async def serve_until_stopped(system: CentralSystem, options: "Settings", out: O
     if started is not None:
         started(system, console)
     await system.stopped.wait()
+    await close_down(system, server, http_api, out)
+    return system.exit_code
+
+
+async def close_down(system: CentralSystem, server: Any, http_api: "Optional[HttpApi]",
+                     out: Output) -> None:
+    """The HTTP port, then every charger connection; the temporary files folder unless it holds
+    files."""
     if http_api is not None:
         await http_api.close()
     await shut_down(system, server)
     if http_api is not None and http_api.files.temporary:
         keep_or_remove(http_api.files.root, out)
     out.console("stopped")
-    return system.exit_code
 
 
 # The collector's pauses over a heap of thousands of connections are most of a large fleet's
@@ -8456,37 +8816,61 @@ def settle_garbage_collector() -> None:
     gc.set_threshold(GC_YOUNG_OBJECTS, GC_MIDDLE_EVERY, GC_OLD_EVERY)
 
 
-async def listen(system: CentralSystem, options: "Settings", out: Output, access: AccessPolicy) -> Any:
-    """The listening websockets server (its URL set on ``system``), or the exit status when it cannot listen."""
+class CannotStart(Exception):
+    """The server cannot start as asked; ``status`` is the exit status, and the line saying why
+    has been printed."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+def stop_on_signals(loop: asyncio.AbstractEventLoop, system: CentralSystem) -> None:
+    """SIGINT and SIGTERM stop the server (where the loop can take signal handlers)."""
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signal_number, system.stop)
+        except (NotImplementedError, RuntimeError):
+            pass  # Windows: Ctrl-C arrives as KeyboardInterrupt instead
+
+
+async def listen(system: CentralSystem, options: "Settings", out: Output,
+                 access: AccessPolicy) -> Any:
+    """The listening websockets server (its URL set on ``system``); CannotStart when it cannot
+    listen."""
     ssl_context = None
     if options.certfile:
         try:
-            ssl_context = make_ssl_context(options.certfile, options.keyfile, out, options.client_ca)
+            ssl_context = make_ssl_context(options.certfile, options.keyfile, out,
+                                           options.client_ca)
         except (OSError, ssl.SSLError) as exc:
             out.error(None, "cannot load the TLS certificate %s: %s" % (options.certfile, exc))
-            return 2
+            raise CannotStart(2) from None
     try:
         server = await serve_websockets(system.handle_connection, options.host, options.port,
                                         options.max_message_size, access, ssl_context)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
-            out.error(None, "port %d on %s is already in use (another mock server?); stop it or choose "
+            out.error(None,
+                      "port %d on %s is already in use (another mock server?); stop it or choose "
                       "another port: --port %d (the HTTP port takes the one after it)"
-                      % (options.port, options.host, free_port_pair(options.host, options.port + 2)))
+                      % (options.port, options.host,
+                         free_port_pair(options.host, options.port + 2)))
         else:
-            out.error(None, "cannot listen on %s:%d: %s" % (options.host, options.port, exc.strerror or exc))
-        return 1
+            out.error(None, "cannot listen on %s:%d: %s"
+                      % (options.host, options.port, exc.strerror or exc))
+        raise CannotStart(1) from None
     port = system.port = server.sockets[0].getsockname()[1]
     host = options.host if ":" not in options.host else "[%s]" % options.host
     system.url = "%s://%s:%d" % ("wss" if ssl_context else "ws", host, port)
     return server
 
 
-def machine_addresses() -> List[str]:
-    """This machine's IPv4 addresses other machines may reach it at, best effort: the standard library
-    has no call for them, so Linux's routing tables are read, and the address of the default route
-    is asked for (a UDP socket "connected" to a documentation address sends nothing)."""
-    found: List[str] = []
+def machine_addresses() -> list[str]:
+    """This machine's IPv4 addresses other machines may reach it at, best effort: the standard
+    library has no call for them, so Linux's routing tables are read, and the address of the default
+    route is asked for (a UDP socket "connected" to a documentation address sends nothing)."""
+    found: list[str] = []
     try:
         with open("/proc/net/fib_trie", encoding="ascii") as trie:
             last = ""
@@ -8503,15 +8887,17 @@ def machine_addresses() -> List[str]:
             found.insert(0, probe.getsockname()[0])
     except OSError:
         pass
-    unique: List[str] = []
+    unique: list[str] = []
     for address in found:
-        if address not in unique and not is_loopback(address) and not address.startswith("169.254."):
+        if (address not in unique and not is_loopback(address)
+            and not address.startswith("169.254.")):
             unique.append(address)
     return unique
 
 
 def free_port_pair(host: str, start: int) -> int:
-    """A port from ``start`` on that is free on ``host``, with the one after it free too (for the HTTP port)."""
+    """A port from ``start`` on that is free on ``host``, with the one after it free too (for the
+    HTTP port)."""
     for port in range(min(start, 65534), 65535):
         try:
             for candidate in (port, port + 1):
@@ -8524,9 +8910,9 @@ def free_port_pair(host: str, start: int) -> int:
 
 
 async def start_http(system: CentralSystem, options: "Settings", out: Output, console: "Console"
-                     ) -> "Union[HttpApi, int, None]":
-    """The HTTP port (API, page, file server) listening: None when it is off or its default port is taken,
-    an exit status when it cannot start as asked."""
+                     ) -> "Optional[HttpApi]":
+    """The HTTP port (API, page, file server) listening: None when it is off or its default port is
+    taken; CannotStart when it cannot start as asked."""
     if not options.http:
         return None
     port, given = options.http_port, options.http_port is not None
@@ -8538,7 +8924,7 @@ async def start_http(system: CentralSystem, options: "Settings", out: Output, co
         os.makedirs(root, exist_ok=True)
     except OSError as exc:
         out.error(None, "cannot use --files-dir %s: %s" % (options.files_dir, exc.strerror or exc))
-        return 2
+        raise CannotStart(2) from None
     api = HttpApi(system, console, options.http_host,
                   FileStore(root, options.max_upload_size, options.files_quota, temporary),
                   options.http_token, http_connection_bound(options.http_max_connections))
@@ -8549,11 +8935,12 @@ async def start_http(system: CentralSystem, options: "Settings", out: Output, co
         if temporary:
             os.rmdir(root)
         if exc.errno == errno.EADDRINUSE and not given:
-            system.log("warn", None, "HTTP port %d is in use: no web page, API or file server this run (choose one with "
-                     "--http-port, or --no-http)" % port)
+            system.log("warn", None, "HTTP port %d is in use: no web page, API or file server "
+                       "this run (choose one with --http-port, or --no-http)" % port)
             return None
-        out.error(None, "cannot listen for HTTP on %s:%d: %s" % (options.http_host, port, exc.strerror or exc))
-        return 1
+        out.error(None, "cannot listen for HTTP on %s:%d: %s"
+                  % (options.http_host, port, exc.strerror or exc))
+        raise CannotStart(1) from None
     system.http = api
     return api
 
@@ -8623,7 +9010,7 @@ def report_accept_errors(system: CentralSystem) -> None:
         "warn", None, "out of open files: %d connection%s could not be accepted in %g s (retried "
         "every second; raise ulimit -n)" % (count, "" if count == 1 else "s", seconds)))
 
-    def handle(loop: asyncio.AbstractEventLoop, context: Dict[str, Any]) -> None:
+    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         if context.get("message") == "socket.accept() out of system resource":
             failures.add()
         else:
@@ -8642,22 +9029,14 @@ def keep_or_remove(folder: str, out: Output) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def print_banner(system: CentralSystem, options: "Settings", out: Output, access: AccessPolicy) -> None:
+def print_banner(system: CentralSystem, options: "Settings", out: Output,
+                 access: AccessPolicy) -> None:
+    """What the server is, where it listens, and what it asks of a charger that connects."""
     out.console("OCPP Mock Server %s: OCPP 1.6-J central system (websockets %s)"
                 % (__version__, websockets.__version__))
-    out.console("listening on %s   charger config: _mockServerIP = '%s'" % (system.url, system.url)
-                if options.host not in ("0.0.0.0", "::", "") else "listening on %s (every address)" % system.url)
-    if options.host in ("0.0.0.0", "::", ""):
-        scheme = system.url.split("://")[0]
-        addresses = machine_addresses()
-        for address in addresses:
-            out.console("  reachable as %s://%s:%d   charger config: _mockServerIP = '%s://%s:%d'"
-                        % (scheme, address, system.port, scheme, address, system.port))
-        if not addresses:
-            out.console("  could not find this machine's addresses: ask `ip addr` (Linux, macOS: `ifconfig`) or "
-                        "`ipconfig` (Windows) for one, and use ws://<it>:%d" % system.port)
-    out.console("name a charger with the URL path, e.g. %s/CP-1; type help for commands, Ctrl-C to stop"
-                % system.url)
+    print_addresses(system, options, out)
+    out.console("name a charger with the URL path, e.g. %s/CP-1; type help for commands, "
+                "Ctrl-C to stop" % system.url)
     if system.http is not None:
         api = system.http
         token = "?token=" + urllib.parse.quote(api.token, safe="") if api.token else ""
@@ -8665,29 +9044,51 @@ def print_banner(system: CentralSystem, options: "Settings", out: Output, access
     if system.transcript is not None:
         out.console("transcript: every frame is appended to %s" % system.transcript.path)
     if not is_loopback(options.host):
-        system.log("warn", None, "listening on %s, not loopback: any machine that reaches this port can act as a charger "
-                 "(see the guide's security section)" % options.host)
+        system.log("warn", None, "listening on %s, not loopback: any machine that reaches this "
+                   "port can act as a charger (see the guide's security section)" % options.host)
     if access.password is not None:
         out.console("HTTP Basic auth required: username = charge point id (security profile 1)")
         if len(access.password) < 16:
-            system.log("warn", None, "the --basic-auth key is %d bytes; the security whitepaper's AuthorizationKey is 16 to 20 "
-                     "bytes (it is used anyway)" % len(access.password))
+            system.log("warn", None, "the --basic-auth key is %d bytes; the security "
+                       "whitepaper's AuthorizationKey is 16 to 20 bytes (it is used anyway)"
+                       % len(access.password))
     if access.client_ca:
-        out.console("client certificates required, signed by %s, CN = charge point id (security profile 3)"
-                    % options.client_ca)
+        out.console("client certificates required, signed by %s, CN = charge point id "
+                    "(security profile 3)" % options.client_ca)
     if access.charger_ids is not None:
-        out.console("only these charge point ids may connect: " + ", ".join(sorted(access.charger_ids)))
+        out.console("only these charge point ids may connect: "
+                    + ", ".join(sorted(access.charger_ids)))
+
+
+def print_addresses(system: CentralSystem, options: "Settings", out: Output) -> None:
+    """Where the server listens; on every address, the addresses a charger can reach it at."""
+    if options.host not in ("0.0.0.0", "::", ""):
+        out.console("listening on %s   charger config: _mockServerIP = '%s'"
+                    % (system.url, system.url))
+        return
+    out.console("listening on %s (every address)" % system.url)
+    scheme = system.url.split("://")[0]
+    addresses = machine_addresses()
+    for address in addresses:
+        out.console("  reachable as %s://%s:%d   charger config: _mockServerIP = '%s://%s:%d'"
+                    % (scheme, address, system.port, scheme, address, system.port))
+    if not addresses:
+        out.console("  could not find this machine's addresses: ask `ip addr` (Linux, macOS: "
+                    "`ifconfig`) or `ipconfig` (Windows) for one, and use ws://<it>:%d"
+                    % system.port)
 
 
 async def shut_down(system: CentralSystem, server: Any) -> None:
-    """Close every charger connection with 1001 (going away), dropping what is still stuck after the grace."""
+    """Close every charger connection with 1001 (going away), dropping what is still stuck after the
+    grace."""
     server.close()
     try:
         # A connection stuck in its opening handshake would hold this up to
         # the websockets open timeout; do not let it keep the operator waiting.
         await asyncio.wait_for(server.wait_closed(), SHUTDOWN_GRACE)
     except asyncio.TimeoutError:
-        system.log("warn", None, "connections still closing or opening after %g s; dropping them" % SHUTDOWN_GRACE)
+        system.log("warn", None, "connections still closing or opening after %g s; dropping them"
+                   % SHUTDOWN_GRACE)
         for session in list(system.sessions.values()):
             session.websocket.transport.abort()
         await asyncio.sleep(0)
@@ -8713,14 +9114,14 @@ class Settings:
     (idTagInfo, the rule that set it)).
     """
 
-    __slots__ = ("host", "port", "dialect", "strict", "boot_status", "heartbeat_interval", "boot_data",
-                 "flexicharge_id", "charging_price", "id_tag", "call_timeout", "auto_start_after", "auto_stop_after",
-                 "max_message_size", "password", "certfile", "keyfile", "client_ca", "ca_cert", "ca_key",
-                 "charger_ids",
+    __slots__ = ("host", "port", "dialect", "strict", "boot_status", "heartbeat_interval",
+                 "boot_data", "flexicharge_id", "charging_price", "id_tag", "call_timeout",
+                 "auto_start_after", "auto_stop_after", "max_message_size", "password", "certfile",
+                 "keyfile", "client_ca", "ca_cert", "ca_key", "charger_ids",
                  "tag_rules", "unknown_tags",
-                 "concurrent_tx", "script", "log", "quiet", "faults", "http", "http_host", "http_port", "http_token",
-                 "files_dir", "max_upload_size", "files_quota", "hold_for", "http_max_connections",
-                 "wide")
+                 "concurrent_tx", "script", "log", "quiet", "faults", "http", "http_host",
+                 "http_port", "http_token", "files_dir", "max_upload_size", "files_quota",
+                 "hold_for", "http_max_connections", "wide")
 
     def __init__(self, **values: Any) -> None:
         for name in self.__slots__:
@@ -8730,7 +9131,7 @@ class Settings:
         raise AttributeError("settings are read-only once built (%s)" % name)
 
 
-def parse_settings(argv: Optional[List[str]] = None) -> Settings:
+def parse_settings(argv: Optional[list[str]] = None) -> Settings:
     """The command line, checked: usage mistakes exit 2 with one line."""
     parser = build_parser()
     options = parser.parse_args(argv)
@@ -8750,24 +9151,29 @@ def parse_settings(argv: Optional[List[str]] = None) -> Settings:
         except CommandError as exc:
             parser.error("--fault %s: %s" % (text, exc))
     if options.client_ca and not options.certfile:
-        parser.error("--client-ca needs --certfile (security profile 3 is TLS with client certificates)")
+        parser.error("--client-ca needs --certfile (security profile 3 is TLS with client "
+                     "certificates)")
     if bool(options.ca_cert) != bool(options.ca_key):
         parser.error("--ca-cert and --ca-key go together")
     for flag, path in (("--ca-cert", options.ca_cert), ("--ca-key", options.ca_key)):
         if path and not os.path.isfile(path):
             parser.error("%s %s: no such file" % (flag, path))
     if options.ca_cert and shutil.which("openssl") is None:
-        parser.error("--ca-cert signs with the openssl command, which is not on PATH (apt install openssl); "
+        parser.error("--ca-cert signs with the openssl command, which is not on PATH (apt "
+                     "install openssl); "
                      "without --ca-cert the server saves each CSR for you to sign")
     if options.http and not is_loopback(options.http_host) and options.http_token is None:
-        parser.error("--http-host %s is reachable from other machines, and anyone who reaches the HTTP port can "
-                     "drive every charger: give --http-token TOKEN too (or --no-http)" % options.http_host)
+        parser.error("--http-host %s is reachable from other machines, and anyone who reaches the "
+                     "HTTP port can "
+                     "drive every charger: give --http-token TOKEN too (or --no-http)"
+                     % options.http_host)
     return Settings(**derived, **{name: getattr(options, name) for name in Settings.__slots__
                                   if name not in derived})
 
 
 def _password(options: "Settings") -> Optional[bytes]:
-    """The security profile 1 key as bytes: --basic-auth as UTF-8, --basic-auth-hex as the bytes it spells."""
+    """The security profile 1 key as bytes: --basic-auth as UTF-8, --basic-auth-hex as the bytes it
+    spells."""
     if options.basic_auth is not None and options.basic_auth_hex is not None:
         raise ValueError("give --basic-auth or --basic-auth-hex, not both")
     if options.basic_auth is not None:
@@ -8780,31 +9186,34 @@ def _password(options: "Settings") -> Optional[bytes]:
     return None
 
 
-def _charger_ids(given: Optional[str]) -> Optional[List[str]]:
+def _charger_ids(given: Optional[str]) -> Optional[list[str]]:
     if given is None:
         return None
     names = [name.strip() for name in given.split(",") if name.strip()]
     if not names:
-        raise ValueError("--charger-ids %r names no charge point id (an empty list would let everyone in)" % given)
+        raise ValueError("--charger-ids %r names no charge point id (an empty list would let "
+                         "everyone in)" % given)
     return names
 
 
-def load_tag_rules(path: Optional[str], flags: List[str]) -> Dict[str, Tuple[dict, str]]:
-    """--tags FILE and --tag TAG=STATUS as {tag: (idTagInfo, rule)}; --tag wins. ValueError says what is wrong."""
-    rules: Dict[str, Tuple[dict, str]] = {}
+def load_tag_rules(path: Optional[str], flags: list[str]) -> dict[str, tuple[dict, str]]:
+    """--tags FILE and --tag TAG=STATUS as {tag: (idTagInfo, rule)}; --tag wins. ValueError says
+    what is wrong."""
+    rules: dict[str, tuple[dict, str]] = {}
     if path:
         try:
             with open(path, encoding="utf-8") as tags_file:
                 table = loads_strict(tags_file.read())
         except OSError as exc:
-            raise ValueError("--tags %s: %s" % (path, exc.strerror or exc))
+            raise ValueError("--tags %s: %s" % (path, exc.strerror or exc)) from None
         except ValueError as exc:
-            raise ValueError("--tags %s is not JSON: %s" % (path, exc))
+            raise ValueError("--tags %s is not JSON: %s" % (path, exc)) from None
         if not isinstance(table, dict):
             raise ValueError('--tags %s must be a JSON object like {"TAG": "Blocked"}' % path)
         for tag, answer in table.items():
             if not 1 <= len(tag) <= 20:
-                raise ValueError("--tags %s: tag %s is not 1 to 20 characters (CiString20)" % (path, _show(tag)))
+                raise ValueError("--tags %s: tag %s is not 1 to 20 characters (CiString20)"
+                                 % (path, _show(tag)))
             info = {"status": answer} if isinstance(answer, str) else answer
             problems = lint_payload(_id_tag_info(), info)
             if problems:
@@ -8813,7 +9222,8 @@ def load_tag_rules(path: Optional[str], flags: List[str]) -> Dict[str, Tuple[dic
     for flag in flags:
         tag, equals, status = flag.partition("=")
         if not equals or not 1 <= len(tag) <= 20 or status not in AUTHORIZATION_STATUS:
-            raise ValueError("--tag %s: expected TAG=STATUS, STATUS one of %s" % (flag, ", ".join(AUTHORIZATION_STATUS)))
+            raise ValueError("--tag %s: expected TAG=STATUS, STATUS one of %s"
+                             % (flag, ", ".join(AUTHORIZATION_STATUS)))
         rules[tag] = ({"status": status}, "--tag %s" % flag)
     return rules
 
@@ -8841,7 +9251,7 @@ class TerminalSettings:
                 pass
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[list[str]] = None) -> int:
     too_old = websockets_too_old()
     if too_old is not None:
         sys.stderr.write("ocpp_mock_server: %s\n" % too_old)
@@ -8860,7 +9270,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             out.close()
         except KeyboardInterrupt:  # a second Ctrl-C while the last lines are written: stop writing
             pass
-        terminal.restore()  # readline may have left it mid-line: quit, Ctrl-C, SIGTERM and a crash alike
+        # readline may have left it mid-line: quit, Ctrl-C, SIGTERM and a crash alike
+        terminal.restore()
 
 
 if __name__ == "__main__":

@@ -70,8 +70,10 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 NOW = "2026-11-25T12:00:00.000Z"
 ROUND = [
     ("Heartbeat", {}),
-    ("StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Charging", "timestamp": NOW}),
-    ("MeterValues", {"connectorId": 1, "transactionId": 1, "meterValue": [{"timestamp": NOW, "sampledValue": [
+    ("StatusNotification",
+     {"connectorId": 1, "errorCode": "NoError", "status": "Charging", "timestamp": NOW}),
+    ("MeterValues",
+     {"connectorId": 1, "transactionId": 1, "meterValue": [{"timestamp": NOW, "sampledValue": [
         {"value": "1234", "measurand": "Energy.Active.Import.Register", "unit": "Wh"},
         {"value": "7400", "measurand": "Power.Active.Import", "unit": "W"}]}]}),
 ]
@@ -98,7 +100,8 @@ def pin(core: Optional[int]):
 def raise_open_files() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or hard > soft:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536,
+        resource.setrlimit(resource.RLIMIT_NOFILE,
+                           (hard if hard != resource.RLIM_INFINITY else 65536,
                                                     hard))
 
 
@@ -112,19 +115,21 @@ def free_port() -> int:
 class Server:
     """A server under test in its own process, its output going to a file."""
 
-    def __init__(self, name: str, command: list[str], output_dir: str, callgrind: bool = False) -> None:
+    def __init__(self, name: str, command: list[str], output_dir: str,
+                 callgrind: bool = False) -> None:
         self.name = name
         self.port = free_port()
         self.callgrind_prefix = os.path.join(output_dir, name.replace(" ", "_") + ".callgrind")
         if callgrind:
-            command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=%s.%%p" % self.callgrind_prefix,
-                       "--"] + command
+            command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=%s.%%p"
+                       % self.callgrind_prefix, "--"] + command
         self.startup_limit = 120 if callgrind else 10
         self.output_path = os.path.join(output_dir, name.replace(" ", "_") + ".out")
         self.output = open(self.output_path, "w")
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(command + ["--port", str(self.port)], stdin=subprocess.DEVNULL,
-                                     stdout=self.output, stderr=subprocess.STDOUT, preexec_fn=pin(SERVER_CORE))
+                                     stdout=self.output, stderr=subprocess.STDOUT,
+                                     preexec_fn=pin(SERVER_CORE))
         self.startup_seconds = self._wait_listening()
 
     def _wait_listening(self) -> float:
@@ -135,7 +140,8 @@ class Server:
                     return time.perf_counter() - self.started
             except OSError:
                 if self.proc.poll() is not None:
-                    raise RuntimeError("%s exited: see %s" % (self.name, self.output_path)) from None
+                    raise RuntimeError("%s exited: see %s"
+                                       % (self.name, self.output_path)) from None
                 time.sleep(0.002)
         raise RuntimeError("%s did not listen within %d s" % (self.name, self.startup_limit))
 
@@ -196,8 +202,9 @@ class LoadCharger:
 async def connect(url: str, charger_id: str) -> LoadCharger:
     for attempt in range(50):
         try:
-            websocket = await websockets.connect("%s/%s" % (url, charger_id), subprotocols=["ocpp1.6"],
-                                                 open_timeout=30, ping_interval=None)
+            websocket = await websockets.connect("%s/%s" % (url, charger_id),
+                                                 subprotocols=["ocpp1.6"], open_timeout=30,
+                                                 ping_interval=None)
             return LoadCharger(websocket)
         except (OSError, asyncio.TimeoutError):
             await asyncio.sleep(0.05 * (attempt + 1))
@@ -239,8 +246,8 @@ async def throughput(server: Server, chargers: int, rounds: int) -> dict[str, fl
 
 
 def callgrind_control(server: Server, command: str) -> None:
-    subprocess.run(["callgrind_control", command, str(server.proc.pid)], check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    subprocess.run(["callgrind_control", command, str(server.proc.pid)], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 async def instructions(server: Server, chargers: int, rounds: int) -> dict[str, float]:
@@ -260,8 +267,10 @@ async def instructions(server: Server, chargers: int, rounds: int) -> dict[str, 
     await asyncio.gather(*(run_rounds(charger) for charger in fleet))
     callgrind_control(server, "--dump")
     await asyncio.gather(*(charger.ws.close() for charger in fleet))
-    dumps = sorted(Path(server.callgrind_prefix).parent.glob(Path(server.callgrind_prefix).name + ".*.*"))
-    summary = next(line for line in dumps[-1].read_text().splitlines() if line.startswith("summary:"))
+    dumps = sorted(Path(server.callgrind_prefix).parent.glob(Path(server.callgrind_prefix).name
+                                                             + ".*.*"))
+    summary = next(line for line in dumps[-1].read_text().splitlines()
+                   if line.startswith("summary:"))
     return {"messages": messages, "instructions": int(summary.split()[1]) / messages}
 
 
@@ -286,7 +295,8 @@ async def concurrency(server: Server, chargers: int, seconds: float) -> dict[str
                 missed += 1
             await asyncio.sleep(max(0.0, 1.0 - (time.perf_counter() - tick)))
 
-    await asyncio.gather(*(heartbeats(charger, number / chargers) for number, charger in enumerate(fleet)))
+    await asyncio.gather(*(heartbeats(charger, number / chargers) for number,
+                           charger in enumerate(fleet)))
     rss = server.rss_mb()
     await asyncio.gather(*(charger.ws.close() for charger in fleet))
     latencies.sort()
@@ -295,14 +305,17 @@ async def concurrency(server: Server, chargers: int, seconds: float) -> dict[str
             "rss_mb": rss, "peak_rss_mb": server.peak_rss_mb()}
 
 
-NEAR_MISS = {"connectorId": 1, "transactionId": 1, "meterValue": [{"timestamp": NOW, "sampledValue": [
-    {"value": str(number), "measurand": "Energy.Active.Import.Registe"} for number in range(1100)]}]}
+NEAR_MISS = {"connectorId": 1, "transactionId": 1,
+             "meterValue": [{"timestamp": NOW, "sampledValue": [
+    {"value": str(number),
+     "measurand": "Energy.Active.Import.Registe"} for number in range(1100)]}]}
 HOSTILE_FRAME_SETS = {
     "near-miss MeterValues, 64 KiB": lambda number: json.dumps(
         [2, "nm%d" % number, "MeterValues", NEAR_MISS], separators=(",", ":")),
     "1,000 new unknown fields a frame": lambda number: json.dumps(
         [2, "uf%d" % number, "Heartbeat", {"f%d_%d" % (number, item): 1 for item in range(1000)}]),
-    "60 KB unique message ids": lambda number: json.dumps([2, "%06d" % number + "x" * 60000, "Heartbeat", {}]),
+    "60 KB unique message ids": lambda number: json.dumps([2, "%06d" % number + "x" * 60000,
+                                                           "Heartbeat", {}]),
     "nesting 900 deep": lambda number: '[2,"dn%d","DataTransfer",{"vendorId":"v","data":%s%s}]' % (
         number, "[" * 900, "]" * 900),
     "lone surrogates": lambda number: '[2,"\\ud800%d","Authorize",{"idTag":"\\udfff"}]' % number,
@@ -311,7 +324,8 @@ HOSTILE_FRAMES = 48
 
 
 async def fairness(server: Server, make_frame, frames: int, seconds: float) -> dict[str, float]:
-    """A victim's Heartbeat latency while a hostile charger sends bursts of ``frames`` frames for ``seconds``."""
+    """A victim's Heartbeat latency while a hostile charger sends bursts of ``frames`` frames for
+    ``seconds``."""
     hostile = await connect(server.url, "CP-HOSTILE")
     victim = await connect(server.url, "CP-VICTIM")
     await victim.call("Heartbeat", {})
@@ -383,8 +397,10 @@ while True:
 """
 
 
-async def paced_load(server: Server, chargers: int, rate: float, seconds: float) -> dict[str, float]:
-    """``chargers`` chargers each sending ROUND's messages in turn, ``rate`` a second, for ``seconds``."""
+async def paced_load(server: Server, chargers: int, rate: float, seconds: float) -> dict[str,
+                                                                                         float]:
+    """``chargers`` chargers each sending ROUND's messages in turn, ``rate`` a second, for
+    ``seconds``."""
     fleet = await boot_fleet(server.url, chargers)
     await asyncio.sleep(0.3)  # let BootData settle
     latencies: list[float] = []
@@ -399,7 +415,8 @@ async def paced_load(server: Server, chargers: int, rate: float, seconds: float)
             await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
 
     cpu_before = server.cpu_seconds()
-    await asyncio.gather(*(send(charger, number / chargers / rate) for number, charger in enumerate(fleet)))
+    await asyncio.gather(*(send(charger, number / chargers / rate) for number,
+                           charger in enumerate(fleet)))
     cpu = server.cpu_seconds() - cpu_before
     await asyncio.gather(*(charger.ws.close() for charger in fleet))
     latencies.sort()
@@ -412,7 +429,8 @@ async def with_readers(server: Server, http_port: int, readers: int, chargers: i
     """The paced load with ``readers`` event-stream readers attached (none: without)."""
     process = None
     if readers:
-        process = subprocess.Popen([sys.executable, "-c", SSE_READERS, str(http_port), str(readers)],
+        process = subprocess.Popen([sys.executable, "-c", SSE_READERS, str(http_port),
+                                    str(readers)],
                                    stdout=subprocess.PIPE, text=True)
         assert process.stdout.readline().strip() == "ready"
     try:
@@ -427,7 +445,8 @@ async def with_readers(server: Server, http_port: int, readers: int, chargers: i
     return result
 
 
-async def steady_heartbeats(url: str, chargers: int, seconds: float, interval: float) -> dict[str, float]:
+async def steady_heartbeats(url: str, chargers: int, seconds: float, interval: float) -> dict[
+    str, float]:
     """``chargers`` chargers, each sending a Heartbeat every ``interval`` s at a random phase for
     ``seconds`` s: how many were sent and answered, and the latencies."""
     fleet: list[LoadCharger] = []
@@ -435,7 +454,8 @@ async def steady_heartbeats(url: str, chargers: int, seconds: float, interval: f
         fleet += await asyncio.gather(*(connect(url, "TK-%05d" % number)
                                         for number in range(start, min(chargers, start + 200))))
     for start in range(0, chargers, 500):
-        await asyncio.gather(*(charger.call("BootNotification", BOOT) for charger in fleet[start:start + 500]))
+        await asyncio.gather(*(charger.call("BootNotification", BOOT)
+                               for charger in fleet[start:start + 500]))
     await asyncio.sleep(1)
     latencies: list[float] = []
     sent = 0
@@ -462,7 +482,8 @@ async def steady_heartbeats(url: str, chargers: int, seconds: float, interval: f
             "p50_ms": percentile(latencies, 0.5) * 1e3, "p99_ms": percentile(latencies, 0.99) * 1e3}
 
 
-def many_chargers(server: Server, chargers: int, seconds: float, interval: float) -> dict[str, float]:
+def many_chargers(server: Server, chargers: int, seconds: float, interval: float) -> dict[str,
+                                                                                          float]:
     """steady_heartbeats in a load process of its own (one core for it, one for the server), with
     the server's RSS read at the end of the load."""
     load = subprocess.Popen([sys.executable, __file__, "--steady-load", server.url, str(chargers),
@@ -481,20 +502,23 @@ def many_chargers(server: Server, chargers: int, seconds: float, interval: float
 
 
 def ratio(value: float, floor: float) -> str:
-    """``value / floor`` as "1.23x"; "n/a" when the floor is too small to measure (a --quick run)."""
+    """``value / floor`` as "1.23x"; "n/a" when the floor is too small to measure (a --quick
+    run)."""
     return "%.2fx" % (value / floor) if floor > 0 else "n/a"
 
 
 def table(rows: list[list[str]]) -> str:
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    lines = ["| " + " | ".join(cell.ljust(width) for cell, width in zip(row, widths)) + " |" for row in rows]
+    lines = ["| " + " | ".join(cell.ljust(width) for cell, width in zip(row, widths)) + " |"
+             for row in rows]
     lines.insert(1, "|" + "|".join("-" * (width + 2) for width in widths) + "|")
     return "\n".join(lines)
 
 
 def scenario_1(options, candidates, output_dir: str) -> None:
     """Throughput: CPU and instructions per message against the floor."""
-    print("scenario 1: %d chargers x %d rounds of Heartbeat, StatusNotification, MeterValues (each awaited)\n"
+    print("scenario 1: %d chargers x %d rounds of Heartbeat, StatusNotification, MeterValues "
+          "(each awaited)\n"
           % (options.chargers, options.rounds))
     runs: dict[str, list[dict[str, float]]] = {name: [] for name, _ in candidates}
     # Interleaved repeats: a noisy neighbour then hurts every candidate alike.
@@ -508,29 +532,35 @@ def scenario_1(options, candidates, output_dir: str) -> None:
     results = {name: {key: statistics.median(run[key] for run in results_of_name)
                       for key in results_of_name[0]}
                for name, results_of_name in runs.items()}
-    rows = [["server", "msgs/s", "server CPU µs/msg", "p50 ms", "p99 ms", "peak RSS MB", "CPU vs floor"]]
+    rows = [["server", "msgs/s", "server CPU µs/msg", "p50 ms", "p99 ms", "peak RSS MB",
+             "CPU vs floor"]]
     floor_cpu = results["floor"]["cpu_us"]
     for name, result in results.items():
-        rows.append([name, "%.0f" % result["per_second"], "%.1f" % result["cpu_us"], "%.2f" % result["p50_ms"],
-                     "%.2f" % result["p99_ms"], "%.1f" % result["rss_mb"], ratio(result["cpu_us"], floor_cpu)])
+        rows.append([name, "%.0f" % result["per_second"], "%.1f" % result["cpu_us"], "%.2f"
+                     % result["p50_ms"], "%.2f" % result["p99_ms"], "%.1f" % result["rss_mb"],
+                     ratio(result["cpu_us"], floor_cpu)])
     print("medians of %d interleaved runs each" % options.repeat)
     print(table(rows))
     if options.quick:
-        print("\n(--quick: a smoke run, too short for its CPU figures to mean anything: no verdict)\n")
+        print("\n(--quick: a smoke run, too short for its CPU figures to mean anything: "
+              "no verdict)\n")
     else:
         print("\nheadline (CPU): default output, HTTP port on = %s the floor's (target <= 1.2x), "
               "--quiet %s (target <= 1.15x)" % (
             ratio(results["mock, output to a file"]["cpu_us"], floor_cpu),
             ratio(results["mock --quiet"]["cpu_us"], floor_cpu)))
-        print("per-run ratios to the floor run beside it: output to a file %s; --quiet %s\n" % tuple(
-            ", ".join(ratio(run["cpu_us"], floor_run["cpu_us"]) for run, floor_run in zip(runs[name], runs["floor"]))
+        print("per-run ratios to the floor run beside it: output to a file %s; --quiet %s\n"
+              % tuple(
+            ", ".join(ratio(run["cpu_us"], floor_run["cpu_us"]) for run,
+                      floor_run in zip(runs[name], runs["floor"]))
             for name in ("mock, output to a file", "mock --quiet")))
 
     if options.quick:
         print("(--quick: no instruction counts)\n")
     elif shutil.which("valgrind") and shutil.which("callgrind_control"):
         chargers, rounds = 10, 50
-        print("instructions per message under callgrind (%d chargers x %d rounds, after warm-up):" % (
+        print("instructions per message under callgrind (%d chargers x %d rounds, after warm-up):"
+              % (
             chargers, rounds))
         counts = {}
         for name, command in candidates:
@@ -541,10 +571,13 @@ def scenario_1(options, candidates, output_dir: str) -> None:
                 server.stop()
         floor_count = counts["floor"]
         print(table([["server", "instructions/msg", "vs floor"]] + [
-            [name, "%.0f" % count, "%.2fx" % (count / floor_count)] for name, count in counts.items()]))
-        print("\nheadline (instructions, repeatable): default output, HTTP port on = %.2fx the floor's "
+            [name, "%.0f" % count, "%.2fx" % (count / floor_count)] for name,
+                                                                    count in counts.items()]))
+        print("\nheadline (instructions, repeatable): default output, HTTP port on = %.2fx "
+              "the floor's "
               "(target <= 1.39x), --quiet %.2fx\n"
-              % (counts["mock, output to a file"] / floor_count, counts["mock --quiet"] / floor_count))
+              % (counts["mock, output to a file"] / floor_count,
+                 counts["mock --quiet"] / floor_count))
     else:
         print("(valgrind not installed: no instruction counts; apt-get install valgrind)\n")
 
@@ -566,36 +599,44 @@ def scenario_2(options, python: list[str], output_dir: str) -> None:
 
 
 def scenario_3(options, python: list[str], output_dir: str) -> None:
-    print("scenario 3: one charger sends bursts of %d hostile frames of each set for %g s; another sends a "
+    print("scenario 3: one charger sends bursts of %d hostile frames of each set for %g s; "
+          "another sends a "
           "Heartbeat every 50 ms" % (HOSTILE_FRAMES, 0.5 if options.quick else 3.0))
-    rows = [["frame set", "hostile frames", "frames/s", "victim heartbeats", "victim p99 ms", "victim max ms",
-             "server RSS growth MB"]]
+    rows = [["frame set", "hostile frames", "frames/s", "victim heartbeats", "victim p99 ms",
+             "victim max ms", "server RSS growth MB"]]
     for name, make_frame in HOSTILE_FRAME_SETS.items():
         server = Server("mock fairness", python + [str(MOCK)], output_dir)
         try:
-            result = asyncio.run(fairness(server, make_frame, HOSTILE_FRAMES, 0.5 if options.quick else 3.0))
+            result = asyncio.run(fairness(server, make_frame, HOSTILE_FRAMES, 0.5 if options.quick
+                                          else 3.0))
         finally:
             server.stop()
-        rows.append([name, "%d" % result["frames"], "%.0f" % result["per_second"], "%d" % result["heartbeats"],
-                     "%.1f" % result["p99_ms"], "%.1f" % result["max_ms"], "%.1f" % result["rss_growth_mb"]])
+        rows.append([name, "%d" % result["frames"], "%.0f" % result["per_second"], "%d"
+                     % result["heartbeats"], "%.1f" % result["p99_ms"], "%.1f" % result["max_ms"],
+                     "%.1f"
+                     % result["rss_growth_mb"]])
     print(table(rows))
     server = Server("mock sigterm", python + [str(MOCK)], output_dir)
     try:
-        seconds = asyncio.run(sigterm_while_flooded(server, HOSTILE_FRAME_SETS["near-miss MeterValues, 64 KiB"],
+        seconds = asyncio.run(sigterm_while_flooded(
+            server, HOSTILE_FRAME_SETS["near-miss MeterValues, 64 KiB"],
                                                     HOSTILE_FRAMES))
     finally:
         server.stop()
-    print("SIGTERM while %d near-miss MeterValues are being handled: exited in %.2f s" % (HOSTILE_FRAMES,
+    print("SIGTERM while %d near-miss MeterValues are being handled: exited in %.2f s"
+          % (HOSTILE_FRAMES,
                                                                                       seconds))
     print("targets: victim p99 < 100 ms, RSS growth < 5 MB per connection, SIGTERM exit < 4 s\n")
 
 
 def scenario_4(options, python: list[str], output_dir: str) -> None:
     readers = 20
-    loads = [(200, 1.0, 10.0, 5), (200, 10.0, 5.0, 3)]  # chargers, messages a second each, seconds, runs
+    # chargers, messages a second each, seconds, runs
+    loads = [(200, 1.0, 10.0, 5), (200, 10.0, 5.0, 3)]
     if options.quick:
         loads = [(10, 1.0, 1.0, 1)]
-    print("scenario 4: steady loads without and with %d event-stream readers (interleaved runs, medians)"
+    print("scenario 4: steady loads without and with %d event-stream readers (interleaved "
+          "runs, medians)"
           % readers)
     rows = [["load", "readers", "chargers' p99 ms", "each run", "server CPU µs/msg",
              "events per reader: got / told missed"]]
@@ -607,10 +648,11 @@ def scenario_4(options, python: list[str], output_dir: str) -> None:
         for _ in range(repeat):
             for count in (0, readers):
                 http_port = free_port()
-                server = Server("mock readers %d" % count, python + [str(MOCK), "--http-port", str(http_port)],
-                                output_dir)
+                server = Server("mock readers %d" % count, python
+                                + [str(MOCK), "--http-port", str(http_port)], output_dir)
                 try:
-                    result = asyncio.run(with_readers(server, http_port, count, chargers, seconds, rate))
+                    result = asyncio.run(with_readers(server, http_port, count, chargers, seconds,
+                                                      rate))
                 finally:
                     server.stop()
                 p99s[count].append(result["p99_ms"])
@@ -620,15 +662,20 @@ def scenario_4(options, python: list[str], output_dir: str) -> None:
         load = "%d chargers x %g msg/s" % (chargers, rate)
         for count in (0, readers):
             rows.append([load, "%d" % count, "%.2f" % statistics.median(p99s[count]),
-                         ", ".join("%.2f" % value for value in p99s[count]), "%.0f" % statistics.median(cpus[count]),
-                         ", ".join("%.0f / %.0f" % (run["events_got"], run["events_missed"]) for run in delivered)
+                         ", ".join("%.2f" % value for value in p99s[count]), "%.0f"
+                         % statistics.median(cpus[count]),
+                         ", ".join("%.0f / %.0f" % (run["events_got"], run["events_missed"])
+                                   for run in delivered)
                          if count else "-"])
-        headline.append("%s: %s" % (load, ratio(statistics.median(p99s[readers]), statistics.median(p99s[0]))))
+        headline.append("%s: %s"
+                        % (load,
+                           ratio(statistics.median(p99s[readers]), statistics.median(p99s[0]))))
     print(table(rows))
     if options.quick:
         print("(--quick: no verdict)\n")
     else:
-        print("headline: chargers' p99 with %d readers / without: %s (target < 1.2x, at the first load)\n" % (
+        print("headline: chargers' p99 with %d readers / without: %s (target < 1.2x, at the "
+              "first load)\n" % (
             readers, "; ".join(headline)))
 
 
@@ -639,18 +686,21 @@ def scenario_5(options, python: list[str], output_dir: str) -> None:
           "(the load in a process of its own)" % (options.many, interval, options.many_seconds))
     rows = [["server", "heartbeats answered", "p50 ms", "p99 ms", "server RSS MB"]]
     results = {}
-    for name, command in (("floor", python + [str(FLOOR)]), ("mock --quiet", python + [str(MOCK), "--quiet"])):
+    for name, command in (("floor", python + [str(FLOOR)]),
+                          ("mock --quiet", python + [str(MOCK), "--quiet"])):
         server = Server(name, command, output_dir)
         try:
-            result = results[name] = many_chargers(server, options.many, options.many_seconds, interval)
+            result = results[name] = many_chargers(server, options.many, options.many_seconds,
+                                                   interval)
         finally:
             server.stop()
-        rows.append([name, "%d of %d" % (result["answered"], result["sent"]), "%.2f" % result["p50_ms"],
-                     "%.2f" % result["p99_ms"], "%.1f" % result["rss_mb"]])
+        rows.append([name, "%d of %d" % (result["answered"], result["sent"]), "%.2f"
+                     % result["p50_ms"], "%.2f" % result["p99_ms"], "%.1f" % result["rss_mb"]])
     print(table(rows))
     limit = max(50.0, 1.5 * results["floor"]["p99_ms"])
     mock = results["mock --quiet"]
-    print("targets: every heartbeat answered (%s), p99 <= max(50 ms, 1.5x the floor's) = %.0f ms (%s), "
+    print("targets: every heartbeat answered (%s), p99 <= max(50 ms, 1.5x the floor's) = "
+          "%.0f ms (%s), "
           "RSS < 250 MB (%s)\n" % ("met" if mock["answered"] == mock["sent"] else "NOT met", limit,
                                    "met" if mock["p99_ms"] <= limit else "NOT met",
                                    "met" if mock["rss_mb"] < 250 else "NOT met"))
@@ -668,20 +718,27 @@ def start_up(python: list[str], output_dir: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--chargers", type=int, default=200, help="scenario 1 chargers (default %(default)s)")
-    parser.add_argument("--rounds", type=int, default=30, help="scenario 1 rounds (default %(default)s)")
-    parser.add_argument("--concurrent", type=int, default=1000, help="scenario 2 chargers (default %(default)s)")
-    parser.add_argument("--seconds", type=float, default=20, help="scenario 2 duration (default %(default)s)")
-    parser.add_argument("--repeat", type=int, default=5, help="scenario 1 runs per server (default %(default)s)")
-    parser.add_argument("--quick", action="store_true", help="a smoke run: 20 chargers, 5 rounds, 100 for 3 s")
+    parser.add_argument("--chargers", type=int, default=200,
+                        help="scenario 1 chargers (default %(default)s)")
+    parser.add_argument("--rounds", type=int, default=30,
+                        help="scenario 1 rounds (default %(default)s)")
+    parser.add_argument("--concurrent", type=int, default=1000,
+                        help="scenario 2 chargers (default %(default)s)")
+    parser.add_argument("--seconds", type=float, default=20,
+                        help="scenario 2 duration (default %(default)s)")
+    parser.add_argument("--repeat", type=int, default=5,
+                        help="scenario 1 runs per server (default %(default)s)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: 20 chargers, 5 rounds, 100 for 3 s")
     parser.add_argument("--many", type=int, default=10000,
                         help="scenario 5 chargers (default %(default)s)")
     parser.add_argument("--many-seconds", type=float, default=40,
                         help="scenario 5 duration (default %(default)s)")
     parser.add_argument("--scenarios", default="1,2,3,4,5",
                         help="the scenarios to run, e.g. 1,5 (default: all)")
-    parser.add_argument("--steady-load", nargs=4, metavar=("URL", "CHARGERS", "SECONDS", "INTERVAL"),
-                        help=argparse.SUPPRESS)  # scenario 5's load process
+    parser.add_argument("--steady-load", nargs=4,
+                        # scenario 5's load process
+                        metavar=("URL", "CHARGERS", "SECONDS", "INTERVAL"), help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.steady_load:
         raise_open_files()
@@ -690,7 +747,8 @@ def main() -> int:
                                                        float(interval)))))
         return 0
     if options.quick:
-        options.chargers, options.rounds, options.concurrent, options.seconds, options.repeat = 20, 5, 100, 3, 1
+        options.chargers, options.rounds, options.concurrent = 20, 5, 100
+        options.seconds, options.repeat = 3, 1
         options.many, options.many_seconds = 200, 5
     scenarios = set(options.scenarios.split(","))
     pin(LOAD_CORE)()

@@ -34,12 +34,15 @@ from typing import Any, Optional
 try:
     import websockets
 except ImportError:
-    sys.stderr.write("demo_charger needs the websockets package: activate the server's venv in this "
+    sys.stderr.write("demo_charger needs the websockets package: activate the server's "
+                     "venv in this "
                      "terminal too (. .venv/bin/activate), or pip install websockets\n")
     raise SystemExit(2) from None
 
-# --misbehave: rules a good charger keeps, broken on purpose (the server's behaviour checks catch each).
-MISBEHAVIOURS = ("skip-boot-wait", "meter-backwards", "bad-transition", "fast-heartbeat", "two-calls")
+# --misbehave: rules a good charger keeps, broken on purpose (the server's behaviour checks catch
+# each).
+MISBEHAVIOURS = ("skip-boot-wait", "meter-backwards", "bad-transition", "fast-heartbeat",
+                 "two-calls")
 DIAGNOSTICS_FILE = "demo-diagnostics.log"
 LOG_FILE = "demo-security.log"
 # The certificate signing request it sends for ExtendedTriggerMessage SignChargePointCertificate
@@ -78,14 +81,15 @@ _NO_LOCK = _NoLock()
 
 
 class Station:
-    """What outlives a connection: the meter, the open transaction, and the transaction messages kept
-    while the server is away (sent in order, with their own timestamps, once it is back)."""
+    """What outlives a connection: the meter, the open transaction, and the transaction messages
+    kept while the server is away (sent in order, with their own timestamps, once it is back)."""
 
     def __init__(self) -> None:
         self.energy_wh = 0
         self.power_w = 0  # what the meter reads now: 7400 W while charging, else 0
         self.soc = 20  # state of charge, percent: rises while charging, never falls
-        self.rebooting = False  # a Reset was accepted: connect and boot again, whatever --reconnect says
+        # a Reset was accepted: connect and boot again, whatever --reconnect says
+        self.rebooting = False
         self.transaction_id: Optional[int] = None
         self.meter_task: Optional[asyncio.Task[None]] = None
         self.charger: Optional[DemoCharger] = None  # the connection now, if any
@@ -109,7 +113,8 @@ class DemoCharger:
         self.gone = asyncio.Event()  # the connection has ended: every wait races this
         self.station = station
         self.misbehave = set(options.misbehave)
-        self.caught_up = asyncio.Event()  # booted, and what was kept while the server was away is sent
+        # booted, and what was kept while the server was away is sent
+        self.caught_up = asyncio.Event()
         self.configuration = {"HeartbeatInterval": str(options.heartbeat_interval or 60),
                               "MeterValueSampleInterval": str(options.meter_interval)}
         self.local_list_version = 0
@@ -135,7 +140,8 @@ class DemoCharger:
                 self.pending.pop(message_id, None)
 
     async def until(self, awaitable: Any, timeout: float, what: str) -> Any:
-        """Wait for ``awaitable``, but no longer than the connection lasts, nor ``timeout`` seconds."""
+        """Wait for ``awaitable``, but no longer than the connection lasts, nor ``timeout``
+        seconds."""
         task = asyncio.ensure_future(awaitable)
         gone = asyncio.ensure_future(self.gone.wait())
         try:
@@ -159,13 +165,15 @@ class DemoCharger:
     def _forget(self, task: "asyncio.Task[Any]") -> None:
         self.tasks.discard(task)
         error = None if task.cancelled() else task.exception()
-        if error is not None and not isinstance(error, ServerGone):  # run() reports a closed connection once
+        # run() reports a closed connection once
+        if error is not None and not isinstance(error, ServerGone):
             say(f"{type(error).__name__}: {error}")
 
     # -- the charging session
 
     async def run(self) -> bool:
-        """Boot and serve until --once is done (True) or the server closes the connection (False)."""
+        """Boot and serve until --once is done (True) or the server closes the connection
+        (False)."""
         receiver = asyncio.ensure_future(self.receive())
         try:
             boot = await self.boot()
@@ -180,9 +188,11 @@ class DemoCharger:
             elif not self.station.starting:  # a start accepted meanwhile reports Preparing itself
                 await self.status(status)
             if "bad-transition" in self.misbehave:
-                await self.status("Finishing")  # Available -> Finishing: the status diagram has no such step
+                # Available -> Finishing: the status diagram has no such step
+                await self.status("Finishing")
                 await self.status("Available")
-            self.spawn(self.heartbeats(interval / 4 if "fast-heartbeat" in self.misbehave else interval))
+            self.spawn(self.heartbeats(interval / 4 if "fast-heartbeat" in self.misbehave
+                                       else interval))
             await self.until(self.finished.wait(), float("inf"), "the end of the session")
             return True
         except ServerGone:
@@ -199,7 +209,8 @@ class DemoCharger:
                 "chargePointSerialNumber": "demo-001", "firmwareVersion": "1.0.0"})
             say(f"booted: {json.dumps(boot)}")
             self.booted.set()
-            if not isinstance(boot, dict) or boot.get("status") == "Accepted" or "skip-boot-wait" in self.misbehave:
+            if (not isinstance(boot, dict) or boot.get("status") == "Accepted"
+                    or "skip-boot-wait" in self.misbehave):
                 return boot
             await self.pause(max(1, boot.get("interval") or 10))
 
@@ -214,7 +225,8 @@ class DemoCharger:
     async def send_queued(self) -> None:
         """The transaction messages kept while the server was away, in order, as they were made."""
         if self.station.queued:
-            say(f"server back: sending {len(self.station.queued)} message(s) kept while it was away")
+            say(f"server back: sending {len(self.station.queued)} message(s) kept while it was "
+                "away")
         while self.station.queued:  # what the meter makes meanwhile joins the end of the queue
             action, payload = self.station.queued[0]
             await self.call(action, payload)
@@ -262,7 +274,8 @@ class DemoCharger:
             self.station.starting = False
         transaction_id = reply.get("transactionId") if isinstance(reply, dict) else None
         if not isinstance(transaction_id, int) or isinstance(transaction_id, bool):
-            say(f"StartTransaction got no transaction id (reply: {json.dumps(reply)}); not charging")
+            say(f"StartTransaction got no transaction id (reply: {json.dumps(reply)}); "
+                "not charging")
             await self.status("Available")
             return
         self.station.transaction_id = transaction_id
@@ -282,14 +295,16 @@ class DemoCharger:
         return meter_payload(self.station, self.options)
 
     async def stop_transaction(self, reason: str, finish: bool = True) -> None:
-        await self.until(self.caught_up.wait(), 60, "the messages kept while the server was away")  # they go first
+        # they go first
+        await self.until(self.caught_up.wait(), 60, "the messages kept while the server was away")
         if self.station.meter_task is not None:
             self.station.meter_task.cancel()
             self.station.meter_task = None
         self.station.power_w = 0
         self.station.suspended = False
         await self.status("Finishing")
-        payload = {"transactionId": self.station.transaction_id, "meterStop": self.station.energy_wh, "reason": reason}
+        payload = {"transactionId": self.station.transaction_id,
+                   "meterStop": self.station.energy_wh, "reason": reason}
         if self.flexicharge:
             payload.update({"idTag": None, "timestamp": time.time(), "transactionData": None})
         else:
@@ -315,7 +330,8 @@ class DemoCharger:
                 if not isinstance(message, list) or len(message) < 3:
                     say(f"ignored a frame that is not OCPP-J: {text[:80]!r}")
                 elif message[0] == 2 and len(message) == 4:
-                    await self.answer(message[1], message[2], message[3] if isinstance(message[3], dict) else {})
+                    await self.answer(message[1], message[2], message[3]
+                                      if isinstance(message[3], dict) else {})
                 elif message[0] in (3, 4) and isinstance(message[1], str):
                     reply = self.pending.get(message[1])
                     if reply is not None and not reply.done():
@@ -328,7 +344,8 @@ class DemoCharger:
     async def answer(self, message_id: str, action: str, payload: dict) -> None:
         handler = getattr(self, "on_" + action, None)
         if handler is None:
-            await self.ws.send(json.dumps([4, message_id, "NotImplemented", "demo charger: no " + action, {}]))
+            await self.ws.send(json.dumps([4, message_id, "NotImplemented", "demo charger: no "
+                                           + action, {}]))
             return
         reply = handler(payload)
         if reply is None:  # the FlexiCharge charger answers some requests with silence
@@ -355,7 +372,8 @@ class DemoCharger:
             try:
                 accepted = int(id_tag) == 1  # the only idTag the FlexiCharge charger accepts
             except (TypeError, ValueError):
-                say(f"RemoteStartTransaction idTag {id_tag!r} is not a number: no reply, as FlexiCharge")
+                say(f"RemoteStartTransaction idTag {id_tag!r} is not a number: no reply, "
+                    f"as FlexiCharge")
                 return None
         else:
             accepted = True
@@ -384,7 +402,8 @@ class DemoCharger:
         """Reset: end the transaction (SoftReset / HardReset), close the connection, boot again."""
         await asyncio.sleep(0.1)  # the Reset.conf goes out first
         if self.station.transaction_id is not None:
-            await self.stop_transaction("HardReset" if kind == "Hard" else "SoftReset", finish=False)
+            await self.stop_transaction("HardReset" if kind == "Hard" else "SoftReset",
+                                        finish=False)
         say(f"rebooting ({kind.lower()} reset)")
         self.station.rebooting = True
         await self.ws.close(1012, "rebooting")  # 1012: service restart
@@ -399,7 +418,8 @@ class DemoCharger:
     def on_GetConfiguration(self, payload: dict) -> dict:
         wanted = payload.get("key") or list(self.configuration)
         known = [key for key in wanted if key in self.configuration]
-        reply: dict = {"configurationKey": [{"key": key, "readonly": False, "value": self.configuration[key]}
+        reply: dict = {"configurationKey": [{"key": key, "readonly": False,
+                                             "value": self.configuration[key]}
                                             for key in known]}
         unknown = [key for key in wanted if key not in self.configuration]
         if unknown:
@@ -446,7 +466,8 @@ class DemoCharger:
     def on_TriggerMessage(self, payload: dict) -> dict:
         requested = payload.get("requestedMessage")
         if requested == "StatusNotification":
-            self.spawn(self.status("Charging" if self.station.transaction_id is not None else "Available"))
+            self.spawn(self.status("Charging" if self.station.transaction_id is not None
+                                   else "Available"))
         elif requested == "Heartbeat":
             self.spawn(self.call("Heartbeat", {}))
         elif requested == "MeterValues":
@@ -464,7 +485,8 @@ class DemoCharger:
             self.spawn(self.download_firmware(location))
         return {}
 
-    # The security whitepaper's commands: a small certificate store that Install, GetInstalledIds and
+    # The security whitepaper's commands: a small certificate store that Install, GetInstalledIds
+    # and
     # Delete agree on (hash data made from the certificate's bytes, which is all a test needs).
 
     def on_CertificateSigned(self, payload: dict) -> dict:
@@ -532,22 +554,28 @@ class DemoCharger:
 
     async def upload_diagnostics(self, location: str) -> None:
         await self.call("DiagnosticsStatusNotification", {"status": "Uploading"})
-        text = f"demo charger diagnostics\nenergy {self.station.energy_wh} Wh, state of charge {self.station.soc} %\n"
+        text = (f"demo charger diagnostics\nenergy {self.station.energy_wh} Wh, "
+                f"state of charge {self.station.soc} %\n")
         done = await self.upload(location, DIAGNOSTICS_FILE, text, "upload diagnostics to")
-        await self.call("DiagnosticsStatusNotification", {"status": "Uploaded" if done else "UploadFailed"})
+        await self.call("DiagnosticsStatusNotification",
+                        {"status": "Uploaded" if done else "UploadFailed"})
 
     async def upload_log(self, location: str, request_id: Any) -> None:
         await self.call("LogStatusNotification", {"status": "Uploading", "requestId": request_id})
-        done = await self.upload(location, LOG_FILE, "demo charger security log\n", "upload its log to")
+        done = await self.upload(location, LOG_FILE, "demo charger security log\n",
+                                 "upload its log to")
         await self.call("LogStatusNotification", {"status": "Uploaded" if done else "UploadFailure",
                                                   "requestId": request_id})
 
     async def upload(self, location: str, name: str, text: str, what: str) -> bool:
-        """POST a file to ``location`` as multipart/form-data, as chargers upload; True when it arrived."""
+        """POST a file to ``location`` as multipart/form-data, as chargers upload; True when it
+        arrived."""
         boundary = uuid.uuid4().hex
         body = ("--%s\r\nContent-Disposition: form-data; name=\"file\"; filename=\"%s\"\r\n"
-                "Content-Type: text/plain\r\n\r\n%s\r\n--%s--\r\n" % (boundary, name, text, boundary))
-        request = urllib.request.Request(location, data=body.encode("utf-8"), method="POST", headers={
+                "Content-Type: text/plain\r\n\r\n%s\r\n--%s--\r\n"
+                % (boundary, name, text, boundary))
+        request = urllib.request.Request(location, data=body.encode("utf-8"), method="POST",
+                                         headers={
             "Content-Type": "multipart/form-data; boundary=" + boundary})
         return await self.fetch(request, what) is not None
 
@@ -558,10 +586,13 @@ class DemoCharger:
                                                        else "DownloadFailed"})
 
     async def download_signed_firmware(self, location: str, request_id: Any) -> None:
-        await self.call("SignedFirmwareStatusNotification", {"status": "Downloading", "requestId": request_id})
+        await self.call("SignedFirmwareStatusNotification",
+                        {"status": "Downloading", "requestId": request_id})
         body = await self.fetch(urllib.request.Request(location), "download signed firmware from")
-        await self.call("SignedFirmwareStatusNotification", {"status": "Downloaded" if body is not None
-                                                             else "DownloadFailed", "requestId": request_id})
+        await self.call("SignedFirmwareStatusNotification",
+                        {"status": "Downloaded" if body is not None
+                                                             else "DownloadFailed",
+                                                             "requestId": request_id})
 
     async def fetch(self, request: "urllib.request.Request", what: str) -> Optional[bytes]:
         """The body of an HTTP request made on a thread, or None (said why) when it fails."""
@@ -587,13 +618,18 @@ def hash_data(pem: str) -> dict:
 def meter_payload(station: Station, options: argparse.Namespace) -> dict:
     """What the meter reads now; a transactionId only inside a transaction."""
     if options.flexicharge:
-        payload: dict = {"connectorId": options.connector, "timestamp": int(time.time() * 1000), "values": {
+        payload: dict = {"connectorId": options.connector, "timestamp": int(time.time() * 1000),
+                         "values": {
             "chargingPercent": {"value": station.soc, "unit": "%", "measurand": "SoC"},
-            "chargingPower": {"value": station.power_w, "unit": "W", "measurand": "Power.Active.Import"},
-            "chargedSoFar": {"value": station.energy_wh, "unit": "Wh", "measurand": "Energy.Active.Import"}}}
+            "chargingPower": {"value": station.power_w, "unit": "W",
+                              "measurand": "Power.Active.Import"},
+            "chargedSoFar": {"value": station.energy_wh, "unit": "Wh",
+                             "measurand": "Energy.Active.Import"}}}
     else:
-        payload = {"connectorId": options.connector, "meterValue": [{"timestamp": now_iso(), "sampledValue": [
-            {"value": str(station.energy_wh), "measurand": "Energy.Active.Import.Register", "unit": "Wh"},
+        payload = {"connectorId": options.connector,
+                   "meterValue": [{"timestamp": now_iso(), "sampledValue": [
+            {"value": str(station.energy_wh), "measurand": "Energy.Active.Import.Register",
+             "unit": "Wh"},
             {"value": str(station.power_w), "measurand": "Power.Active.Import", "unit": "W"},
             {"value": str(station.soc), "measurand": "SoC", "unit": "Percent"}]}]}
     if station.transaction_id is not None:
@@ -602,7 +638,8 @@ def meter_payload(station: Station, options: argparse.Namespace) -> dict:
 
 
 async def meter_values(station: Station, options: argparse.Namespace) -> None:
-    """MeterValues every --meter-interval while charging, connected or not (kept while the server is away)."""
+    """MeterValues every --meter-interval while charging, connected or not (kept while the server is
+    away)."""
     samples = 0
     while True:
         await asyncio.sleep(options.meter_interval)
@@ -619,7 +656,8 @@ async def meter_values(station: Station, options: argparse.Namespace) -> None:
                 station.charger.spawn(station.charger.status("SuspendedEV"))
         payload = meter_payload(station, options)
         charger = station.charger
-        if charger is not None and charger.caught_up.is_set() and not station.queued and not charger.gone.is_set():
+        if (charger is not None and charger.caught_up.is_set() and not station.queued
+            and not charger.gone.is_set()):
             charger.spawn(charger.transaction_message("MeterValues", payload))
         else:
             station.queued.append(("MeterValues", payload))
@@ -648,7 +686,8 @@ async def connect(options: argparse.Namespace) -> Any:
         try:
             return await websockets.connect(options.url, subprotocols=["ocpp1.6"])
         except websockets.InvalidURI as exc:
-            say(f"cannot use the URL {options.url}: {exc} (expected ws://host:port/<charge point id>)")
+            say(f"cannot use the URL {options.url}: {exc} (expected "
+                f"ws://host:port/<charge point id>)")
             return 2
         except (OSError, websockets.InvalidHandshake, asyncio.TimeoutError) as exc:
             status = refusal_status(exc)
@@ -668,7 +707,8 @@ async def main(options: argparse.Namespace) -> int:
         websocket = await connect(options)
         if isinstance(websocket, int):
             return websocket
-        say("connected to %s (%s dialect)" % (options.url, "flexicharge" if options.flexicharge else "ocpp1.6"))
+        say("connected to %s (%s dialect)"
+            % (options.url, "flexicharge" if options.flexicharge else "ocpp1.6"))
         charger = station.charger = DemoCharger(websocket, options, station)
         try:
             if await charger.run():
@@ -688,24 +728,32 @@ async def main(options: argparse.Namespace) -> int:
 
 def parse_args(argv: Optional[list] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("url", nargs="?", default="ws://127.0.0.1:60003/CP-1", help="the mock server's URL "
+    parser.add_argument("url", nargs="?", default="ws://127.0.0.1:60003/CP-1",
+                        help="the mock server's URL "
                         "with the charge point id as its last path segment (default %(default)s)")
-    parser.add_argument("--flexicharge", action="store_true", help="speak the FlexiCharge charger's dialect")
-    parser.add_argument("--connector", type=int, default=1, help="connector id (default %(default)s)")
-    parser.add_argument("--id-tag", default="1", help="idTag of its StopTransaction (default %(default)s)")
+    parser.add_argument("--flexicharge", action="store_true",
+                        help="speak the FlexiCharge charger's dialect")
+    parser.add_argument("--connector", type=int, default=1,
+                        help="connector id (default %(default)s)")
+    parser.add_argument("--id-tag", default="1",
+                        help="idTag of its StopTransaction (default %(default)s)")
     parser.add_argument("--heartbeat-interval", type=float,
-                        help="seconds between heartbeats (default: the interval of BootNotification.conf)")
+                        help="seconds between heartbeats (default: the interval of "
+                             "BootNotification.conf)")
     parser.add_argument("--meter-interval", type=float, default=1.0,
                         help="seconds between MeterValues while charging (default %(default)s)")
     parser.add_argument("--no-wait-boot-data", dest="wait_boot_data", action="store_false",
                         help="do not wait for the FlexiCharge BootData after booting")
-    parser.add_argument("--once", action="store_true", help="exit after the first transaction has stopped")
+    parser.add_argument("--once", action="store_true",
+                        help="exit after the first transaction has stopped")
     parser.add_argument("--misbehave", action="append", default=[], choices=MISBEHAVIOURS,
-                        help="break a rule on purpose, to see the server's behaviour checks catch it; repeatable")
+                        help="break a rule on purpose, to see the server's behaviour checks catch "
+                             "it; repeatable")
     parser.add_argument("--reconnect", action="store_true",
                         help="when the server closes the connection, connect and boot again")
     parser.add_argument("--soc", type=int, default=20, choices=range(0, 101), metavar="PERCENT",
-                        help="state of charge to start at (default %(default)s); at 100 it stops drawing power")
+                        help="state of charge to start at (default %(default)s); at 100 it stops "
+                             "drawing power")
     parser.add_argument("--connect-timeout", type=float, default=30.0,
                         help="keep trying to connect this long, seconds (default %(default)s)")
     return parser.parse_args(argv)
