@@ -43,6 +43,7 @@ import base64
 import binascii
 import collections
 import contextlib
+import dataclasses
 import datetime
 import difflib
 import errno
@@ -8496,7 +8497,9 @@ class CentralSystem:
         return session
 
 
-# --------------------------------------------------------- Settings and CLI
+# Start-up and shutdown: listening, the banner, the open-files limit, the collector.
+
+
 def is_loopback(host: str) -> bool:
     """True for 127.0.0.0/8, ::1 and localhost: only this machine can connect."""
     if host == "localhost":
@@ -8505,207 +8508,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def config_default_address(config_path: str) -> tuple[str, int]:
-    """Host and port of ``_mockServerIP`` in the charger's config.py, read without running it."""
-    try:
-        with open(config_path, encoding="utf-8") as config_file:
-            tree = ast.parse(config_file.read())
-    except (OSError, SyntaxError, ValueError):
-        return DEFAULT_HOST, DEFAULT_PORT
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.Assign) or not isinstance(node.value, ast.Constant):
-            continue
-        names = [target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", None)
-                 for target in node.targets]
-        if "_mockServerIP" in names and isinstance(node.value.value, str):
-            url = urllib.parse.urlsplit(node.value.value)
-            try:
-                return url.hostname or DEFAULT_HOST, url.port or DEFAULT_PORT
-            except ValueError:
-                break
-    return DEFAULT_HOST, DEFAULT_PORT
-
-
-def number_in(low: float, high: float, kind: Callable[[str], Any] = float) -> Callable[[str], Any]:
-    """An argparse type: a finite number (``kind``: int or float) from ``low`` to ``high``."""
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError("%r is not %s" % (text, "a whole number" if kind is int
-                                                                else "a number")) from None
-        if not low <= value <= high:  # also false for nan
-            raise argparse.ArgumentTypeError("%s is out of range: give %g to %g"
-                                             % (text, low, high))
-        return value
-    return parse
-
-
-def id_token(text: str) -> str:
-    """An argparse type: an idTag, CiString20 in OCPP 1.6."""
-    if not 1 <= len(text) <= 20:
-        raise argparse.ArgumentTypeError("an idTag is 1 to 20 characters (CiString20), got %d"
-                                         % len(text))
-    return text
-
-
-def non_empty(text: str) -> str:
-    if not text.strip():
-        raise argparse.ArgumentTypeError("must not be empty (an empty value would let everyone in)")
-    return text
-
-
-def http_token(text: str) -> str:
-    """An argparse type: --http-token, visible ASCII only: it travels in an Authorization header."""
-    non_empty(text)
-    if not all("!" <= char <= "~" for char in text):
-        raise argparse.ArgumentTypeError(
-            "must be visible ASCII only (no spaces around it or in it, no accents, no control "
-            "characters): it is sent as an HTTP header, where nothing else arrives intact")
-    return text
-
-
-def byte_size(text: str) -> int:
-    """argparse type: a size in bytes, with an optional K, M or G suffix (powers of 1024)."""
-    match = re.fullmatch(r"(\d{1,12})([KkMmGg]?)", text.strip())
-    if match is None:
-        raise argparse.ArgumentTypeError("expected bytes, e.g. 50M, 512K or 1000000, got %r" % text)
-    return int(match.group(1)) * 1024 ** " KMG".index(match.group(2).upper() or " ")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    host, port = config_default_address(os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                     "config.py"))
-    parser = argparse.ArgumentParser(
-        prog="ocpp_mock_server.py",
-        description="OCPP 1.6-J mock central system for testing chargers. "
-                    "Type `help` once it runs.",
-        epilog="Defaults for --host/--port come from _mockServerIP in the config.py "
-               "beside this file.")
-    parser.add_argument("--host", default=host, help="address to listen on (default %(default)s)")
-    parser.add_argument("--port", type=number_in(0, 65535, int), default=port,
-                        help="port to listen on; 0 picks a free one "
-                        "(default %(default)s)")
-    parser.add_argument("--dialect", choices=("auto", DIALECT_OCPP16, DIALECT_FLEXICHARGE),
-                        default="auto",
-                        help="auto switches a charger to flexicharge when it sends a "
-                             "4-element reply "
-                        "(default %(default)s)")
-    parser.add_argument("--strict", action="store_true",
-                        help="answer off-spec payloads with the OCPP CALLERROR instead of a "
-                             "warning, refuse "
-                        "chargers that do not offer ocpp1.6 (HTTP 400) and CALLs before an "
-                        "accepted boot "
-                        "(SecurityError)")
-    parser.add_argument("--boot-status", choices=("Accepted", "Pending", "Rejected"),
-                        default="Accepted",
-                        help="status of BootNotification.conf (default %(default)s)")
-    parser.add_argument("--heartbeat-interval", type=number_in(0, 2 ** 31 - 1, int), default=60,
-                        help="interval of BootNotification.conf, seconds (default %(default)s)")
-    parser.add_argument("--no-boot-data", dest="boot_data", action="store_false",
-                        help="do not send the FlexiCharge BootData DataTransfer after boot")
-    parser.add_argument("--flexicharge-id", type=number_in(0, 2 ** 31 - 1, int), default=100009,
-                        help="chargerId and connectorID in BootData (default %(default)s)")
-    parser.add_argument("--charging-price", default="5.25",
-                        help="chargingPrice in BootData (default %(default)s)")
-    parser.add_argument("--id-tag", type=id_token, default="1",
-                        help="idTag of RemoteStartTransaction and ReserveNow (default %(default)s, "
-                             "the only one "
-                        "the FlexiCharge charger accepts)")
-    parser.add_argument("--call-timeout", type=number_in(0.1, 86400), default=30.0,
-                        help="seconds to wait for a charger's reply to a server CALL (default "
-                             "%(default)g)")
-    parser.add_argument("--hold-for", type=number_in(0.1, 86400), default=DEFAULT_HOLD_FOR,
-                        metavar="SECONDS", help="how long a charger command typed while no "
-                        "charger is ready waits for one before it is dropped (default %(default)g)")
-    parser.add_argument("--auto-start-after", type=number_in(0, 86400), metavar="N",
-                        help="send RemoteStartTransaction N seconds after a charger's handshake")
-    parser.add_argument("--auto-stop-after", type=number_in(0, 86400), metavar="M",
-                        help="send RemoteStopTransaction M seconds after a charger's "
-                             "StartTransaction")
-    parser.add_argument("--max-message-size", type=number_in(1024, 16 * 1024 * 1024, int),
-                        default=DEFAULT_MAX_MESSAGE_SIZE,
-                        help="largest frame accepted, bytes; larger ones close the "
-                             "connection with 1009 "
-                        "(default %(default)s)")
-    security = parser.add_argument_group("access control (OCPP 1.6 security profiles)")
-    security.add_argument("--basic-auth", metavar="KEY", type=non_empty,
-                          help="profile 1: require HTTP Basic auth, username = charge point id, "
-                               "password = KEY")
-    security.add_argument("--basic-auth-hex", metavar="HEX", type=non_empty,
-                          help="like --basic-auth, with the key given as hex bytes (e.g. a 20-byte "
-                               "AuthorizationKey)")
-    security.add_argument("--certfile",
-                          help="profile 2: serve wss:// with this PEM certificate (chain)")
-    security.add_argument("--keyfile", help="the certificate's private key, if not in --certfile")
-    security.add_argument("--client-ca", metavar="FILE",
-                          help="profile 3: with --certfile, require a client certificate signed by "
-                               "this CA (PEM), "
-                          "its CN the charge point id (HTTP 403 otherwise)")
-    security.add_argument("--ca-cert", metavar="FILE",
-                          help="sign chargers' SignCertificate CSRs with this CA "
-                          "certificate (PEM; with --ca-key; needs the openssl command) and send "
-                          "CertificateSigned")
-    security.add_argument("--ca-key", metavar="FILE", help="the private key of --ca-cert (PEM)")
-    security.add_argument("--charger-ids", metavar="A,B,...", type=non_empty,
-                          help="only these charge point ids may connect; others get HTTP 404")
-    authorization = parser.add_argument_group("authorization (idTagInfo in Authorize, "
-                                              "StartTransaction, "
-                                              "StopTransaction)")
-    authorization.add_argument("--tag", action="append", default=[], metavar="TAG=STATUS",
-                               help="answer TAG with STATUS (%s); repeatable"
-                               % ", ".join(AUTHORIZATION_STATUS))
-    authorization.add_argument("--tags", metavar="FILE",
-                               help='JSON rules: {"TAG": "Blocked", "TAG2": {"status": "Accepted", '
-                               '"expiryDate": "...", "parentIdTag": "..."}}')
-    authorization.add_argument("--unknown-tags", choices=AUTHORIZATION_STATUS, default="Accepted",
-                               help="the answer for tags no rule names (default %(default)s)")
-    authorization.add_argument("--concurrent-tx", action="store_true",
-                               help="answer ConcurrentTx for a tag that already has an open "
-                                    "transaction "
-                               "on another connector")
-    web = parser.add_argument_group("HTTP API, web page and file server (a second port; see "
-                                    "docs/api.md)")
-    web.add_argument("--http-host", default=DEFAULT_HOST, metavar="HOST",
-                     help="address of the HTTP port (default %(default)s; any other needs "
-                          "--http-token)")
-    web.add_argument("--http-port", type=number_in(0, 65535, int), metavar="PORT",
-                     help="default: the websocket port + 1 (a free port with --port 0)")
-    web.add_argument("--no-http", dest="http", action="store_false", help="no HTTP port at all")
-    web.add_argument("--http-token", type=http_token, metavar="TOKEN",
-                     help="every HTTP request needs it (Authorization: Bearer TOKEN, or open "
-                          "/?token=TOKEN once)")
-    web.add_argument("--http-max-connections", type=number_in(1, 1000000, int), metavar="N",
-                     default=DEFAULT_HTTP_MAX_CONNECTIONS,
-                     help="HTTP connections served at once; more get 503 (default "
-                     "%(default)s, fewer when the open-files limit is low)")
-    web.add_argument("--files-dir", metavar="DIR",
-                     help="where uploads are stored and files are served from "
-                     "(default: a new temporary folder, kept at exit)")
-    web.add_argument("--max-upload-size", type=byte_size, default=DEFAULT_MAX_UPLOAD,
-                     metavar="BYTES", help="largest upload, bytes; K and M suffixes (default 50M)")
-    web.add_argument("--files-quota", type=byte_size, default=DEFAULT_FILES_QUOTA, metavar="BYTES",
-                     help="most the files folder may hold, bytes; K, M and G suffixes "
-                          "(default 500M)")
-    parser.add_argument("--fault", dest="faults", action="append", default=[], metavar="FAULT",
-                        help="inject a fault from the start, e.g. --fault 'BootNotification "
-                             "status=Pending times=2' "
-                        "or --fault '@CP-1 disconnect after=5'; repeatable (docs/faults.md)")
-    parser.add_argument("--script", metavar="FILE",
-                        help="run a scenario against the first charger that connects, then exit "
-                             "0 (passed), "
-                        "1 (failed) or 2 (invalid script); see docs/ci.md")
-    parser.add_argument("--log", metavar="FILE",
-                        help="append every frame in and out to FILE, one JSON object per line")
-    parser.add_argument("--quiet", action="store_true",
-                        help="print warnings, errors and console answers only")
-    parser.add_argument("--wide", action="store_true",
-                        help="at a terminal, print frame lines whole (by default they are cut "
-                             "to its width; in files and pipes they are always whole)")
-    parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
-    return parser
 
 
 def load_scenario(path: str, out: Output) -> Optional[list[Step]]:
@@ -9104,6 +8906,209 @@ async def run_scenario(runner: ScenarioRunner, system: CentralSystem) -> None:
     system.stop()
 
 
+# --------------------------------------------------------- Settings and CLI
+def config_default_address(config_path: str) -> tuple[str, int]:
+    """Host and port of ``_mockServerIP`` in the charger's config.py, read without running it."""
+    try:
+        with open(config_path, encoding="utf-8") as config_file:
+            tree = ast.parse(config_file.read())
+    except (OSError, SyntaxError, ValueError):
+        return DEFAULT_HOST, DEFAULT_PORT
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Assign) or not isinstance(node.value, ast.Constant):
+            continue
+        names = [target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", None)
+                 for target in node.targets]
+        if "_mockServerIP" in names and isinstance(node.value.value, str):
+            url = urllib.parse.urlsplit(node.value.value)
+            try:
+                return url.hostname or DEFAULT_HOST, url.port or DEFAULT_PORT
+            except ValueError:
+                break
+    return DEFAULT_HOST, DEFAULT_PORT
+
+
+def number_in(low: float, high: float, kind: Callable[[str], Any] = float) -> Callable[[str], Any]:
+    """An argparse type: a finite number (``kind``: int or float) from ``low`` to ``high``."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("%r is not %s" % (text, "a whole number" if kind is int
+                                                                else "a number")) from None
+        if not low <= value <= high:  # also false for nan
+            raise argparse.ArgumentTypeError("%s is out of range: give %g to %g"
+                                             % (text, low, high))
+        return value
+    return parse
+
+
+def id_token(text: str) -> str:
+    """An argparse type: an idTag, CiString20 in OCPP 1.6."""
+    if not 1 <= len(text) <= 20:
+        raise argparse.ArgumentTypeError("an idTag is 1 to 20 characters (CiString20), got %d"
+                                         % len(text))
+    return text
+
+
+def non_empty(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty (an empty value would let everyone in)")
+    return text
+
+
+def http_token(text: str) -> str:
+    """An argparse type: --http-token, visible ASCII only: it travels in an Authorization header."""
+    non_empty(text)
+    if not all("!" <= char <= "~" for char in text):
+        raise argparse.ArgumentTypeError(
+            "must be visible ASCII only (no spaces around it or in it, no accents, no control "
+            "characters): it is sent as an HTTP header, where nothing else arrives intact")
+    return text
+
+
+def byte_size(text: str) -> int:
+    """argparse type: a size in bytes, with an optional K, M or G suffix (powers of 1024)."""
+    match = re.fullmatch(r"(\d{1,12})([KkMmGg]?)", text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError("expected bytes, e.g. 50M, 512K or 1000000, got %r" % text)
+    return int(match.group(1)) * 1024 ** " KMG".index(match.group(2).upper() or " ")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    host, port = config_default_address(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                     "config.py"))
+    parser = argparse.ArgumentParser(
+        prog="ocpp_mock_server.py",
+        description="OCPP 1.6-J mock central system for testing chargers. "
+                    "Type `help` once it runs.",
+        epilog="Defaults for --host/--port come from _mockServerIP in the config.py "
+               "beside this file.")
+    parser.add_argument("--host", default=host, help="address to listen on (default %(default)s)")
+    parser.add_argument("--port", type=number_in(0, 65535, int), default=port,
+                        help="port to listen on; 0 picks a free one "
+                        "(default %(default)s)")
+    parser.add_argument("--dialect", choices=("auto", DIALECT_OCPP16, DIALECT_FLEXICHARGE),
+                        default="auto",
+                        help="auto switches a charger to flexicharge when it sends a "
+                             "4-element reply "
+                        "(default %(default)s)")
+    parser.add_argument("--strict", action="store_true",
+                        help="answer off-spec payloads with the OCPP CALLERROR instead of a "
+                             "warning, refuse "
+                        "chargers that do not offer ocpp1.6 (HTTP 400) and CALLs before an "
+                        "accepted boot "
+                        "(SecurityError)")
+    parser.add_argument("--boot-status", choices=("Accepted", "Pending", "Rejected"),
+                        default="Accepted",
+                        help="status of BootNotification.conf (default %(default)s)")
+    parser.add_argument("--heartbeat-interval", type=number_in(0, 2 ** 31 - 1, int), default=60,
+                        help="interval of BootNotification.conf, seconds (default %(default)s)")
+    parser.add_argument("--no-boot-data", dest="boot_data", action="store_false",
+                        help="do not send the FlexiCharge BootData DataTransfer after boot")
+    parser.add_argument("--flexicharge-id", type=number_in(0, 2 ** 31 - 1, int), default=100009,
+                        help="chargerId and connectorID in BootData (default %(default)s)")
+    parser.add_argument("--charging-price", default="5.25",
+                        help="chargingPrice in BootData (default %(default)s)")
+    parser.add_argument("--id-tag", type=id_token, default="1",
+                        help="idTag of RemoteStartTransaction and ReserveNow (default %(default)s, "
+                             "the only one "
+                        "the FlexiCharge charger accepts)")
+    parser.add_argument("--call-timeout", type=number_in(0.1, 86400), default=30.0,
+                        help="seconds to wait for a charger's reply to a server CALL (default "
+                             "%(default)g)")
+    parser.add_argument("--hold-for", type=number_in(0.1, 86400), default=DEFAULT_HOLD_FOR,
+                        metavar="SECONDS", help="how long a charger command typed while no "
+                        "charger is ready waits for one before it is dropped (default %(default)g)")
+    parser.add_argument("--auto-start-after", type=number_in(0, 86400), metavar="N",
+                        help="send RemoteStartTransaction N seconds after a charger's handshake")
+    parser.add_argument("--auto-stop-after", type=number_in(0, 86400), metavar="M",
+                        help="send RemoteStopTransaction M seconds after a charger's "
+                             "StartTransaction")
+    parser.add_argument("--max-message-size", type=number_in(1024, 16 * 1024 * 1024, int),
+                        default=DEFAULT_MAX_MESSAGE_SIZE,
+                        help="largest frame accepted, bytes; larger ones close the "
+                             "connection with 1009 "
+                        "(default %(default)s)")
+    security = parser.add_argument_group("access control (OCPP 1.6 security profiles)")
+    security.add_argument("--basic-auth", metavar="KEY", type=non_empty,
+                          help="profile 1: require HTTP Basic auth, username = charge point id, "
+                               "password = KEY")
+    security.add_argument("--basic-auth-hex", metavar="HEX", type=non_empty,
+                          help="like --basic-auth, with the key given as hex bytes (e.g. a 20-byte "
+                               "AuthorizationKey)")
+    security.add_argument("--certfile",
+                          help="profile 2: serve wss:// with this PEM certificate (chain)")
+    security.add_argument("--keyfile", help="the certificate's private key, if not in --certfile")
+    security.add_argument("--client-ca", metavar="FILE",
+                          help="profile 3: with --certfile, require a client certificate signed by "
+                               "this CA (PEM), "
+                          "its CN the charge point id (HTTP 403 otherwise)")
+    security.add_argument("--ca-cert", metavar="FILE",
+                          help="sign chargers' SignCertificate CSRs with this CA "
+                          "certificate (PEM; with --ca-key; needs the openssl command) and send "
+                          "CertificateSigned")
+    security.add_argument("--ca-key", metavar="FILE", help="the private key of --ca-cert (PEM)")
+    security.add_argument("--charger-ids", metavar="A,B,...", type=non_empty,
+                          help="only these charge point ids may connect; others get HTTP 404")
+    authorization = parser.add_argument_group("authorization (idTagInfo in Authorize, "
+                                              "StartTransaction, "
+                                              "StopTransaction)")
+    authorization.add_argument("--tag", action="append", default=[], metavar="TAG=STATUS",
+                               help="answer TAG with STATUS (%s); repeatable"
+                               % ", ".join(AUTHORIZATION_STATUS))
+    authorization.add_argument("--tags", metavar="FILE",
+                               help='JSON rules: {"TAG": "Blocked", "TAG2": {"status": "Accepted", '
+                               '"expiryDate": "...", "parentIdTag": "..."}}')
+    authorization.add_argument("--unknown-tags", choices=AUTHORIZATION_STATUS, default="Accepted",
+                               help="the answer for tags no rule names (default %(default)s)")
+    authorization.add_argument("--concurrent-tx", action="store_true",
+                               help="answer ConcurrentTx for a tag that already has an open "
+                                    "transaction "
+                               "on another connector")
+    web = parser.add_argument_group("HTTP API, web page and file server (a second port; see "
+                                    "docs/api.md)")
+    web.add_argument("--http-host", default=DEFAULT_HOST, metavar="HOST",
+                     help="address of the HTTP port (default %(default)s; any other needs "
+                          "--http-token)")
+    web.add_argument("--http-port", type=number_in(0, 65535, int), metavar="PORT",
+                     help="default: the websocket port + 1 (a free port with --port 0)")
+    web.add_argument("--no-http", dest="http", action="store_false", help="no HTTP port at all")
+    web.add_argument("--http-token", type=http_token, metavar="TOKEN",
+                     help="every HTTP request needs it (Authorization: Bearer TOKEN, or open "
+                          "/?token=TOKEN once)")
+    web.add_argument("--http-max-connections", type=number_in(1, 1000000, int), metavar="N",
+                     default=DEFAULT_HTTP_MAX_CONNECTIONS,
+                     help="HTTP connections served at once; more get 503 (default "
+                     "%(default)s, fewer when the open-files limit is low)")
+    web.add_argument("--files-dir", metavar="DIR",
+                     help="where uploads are stored and files are served from "
+                     "(default: a new temporary folder, kept at exit)")
+    web.add_argument("--max-upload-size", type=byte_size, default=DEFAULT_MAX_UPLOAD,
+                     metavar="BYTES", help="largest upload, bytes; K and M suffixes (default 50M)")
+    web.add_argument("--files-quota", type=byte_size, default=DEFAULT_FILES_QUOTA, metavar="BYTES",
+                     help="most the files folder may hold, bytes; K, M and G suffixes "
+                          "(default 500M)")
+    parser.add_argument("--fault", dest="faults", action="append", default=[], metavar="FAULT",
+                        help="inject a fault from the start, e.g. --fault 'BootNotification "
+                             "status=Pending times=2' "
+                        "or --fault '@CP-1 disconnect after=5'; repeatable (docs/faults.md)")
+    parser.add_argument("--script", metavar="FILE",
+                        help="run a scenario against the first charger that connects, then exit "
+                             "0 (passed), "
+                        "1 (failed) or 2 (invalid script); see docs/ci.md")
+    parser.add_argument("--log", metavar="FILE",
+                        help="append every frame in and out to FILE, one JSON object per line")
+    parser.add_argument("--quiet", action="store_true",
+                        help="print warnings, errors and console answers only")
+    parser.add_argument("--wide", action="store_true",
+                        help="at a terminal, print frame lines whole (by default they are cut "
+                             "to its width; in files and pipes they are always whole)")
+    parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
+    return parser
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     """Every option of one run, typed and checked: built once from the command line
     (parse_settings), read-only after.
@@ -9114,21 +9119,44 @@ class Settings:
     (idTagInfo, the rule that set it)).
     """
 
-    __slots__ = ("host", "port", "dialect", "strict", "boot_status", "heartbeat_interval",
-                 "boot_data", "flexicharge_id", "charging_price", "id_tag", "call_timeout",
-                 "auto_start_after", "auto_stop_after", "max_message_size", "password", "certfile",
-                 "keyfile", "client_ca", "ca_cert", "ca_key", "charger_ids",
-                 "tag_rules", "unknown_tags",
-                 "concurrent_tx", "script", "log", "quiet", "faults", "http", "http_host",
-                 "http_port", "http_token", "files_dir", "max_upload_size", "files_quota",
-                 "hold_for", "http_max_connections", "wide")
-
-    def __init__(self, **values: Any) -> None:
-        for name in self.__slots__:
-            object.__setattr__(self, name, values[name])
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError("settings are read-only once built (%s)" % name)
+    host: str
+    port: int
+    dialect: str
+    strict: bool
+    boot_status: str
+    heartbeat_interval: int
+    boot_data: bool
+    flexicharge_id: int
+    charging_price: str
+    id_tag: str
+    call_timeout: float
+    hold_for: float
+    auto_start_after: Optional[float]
+    auto_stop_after: Optional[float]
+    max_message_size: int
+    password: Optional[bytes]
+    certfile: Optional[str]
+    keyfile: Optional[str]
+    client_ca: Optional[str]
+    ca_cert: Optional[str]
+    ca_key: Optional[str]
+    charger_ids: Optional[list[str]]
+    tag_rules: dict[str, tuple[dict, str]]
+    unknown_tags: str
+    concurrent_tx: bool
+    script: Optional[str]
+    log: Optional[str]
+    quiet: bool
+    wide: bool
+    faults: list[str]
+    http: bool
+    http_host: str
+    http_port: Optional[int]
+    http_token: Optional[str]
+    http_max_connections: int
+    files_dir: Optional[str]
+    max_upload_size: int
+    files_quota: int
 
 
 def parse_settings(argv: Optional[list[str]] = None) -> Settings:
@@ -9167,8 +9195,9 @@ def parse_settings(argv: Optional[list[str]] = None) -> Settings:
                      "HTTP port can "
                      "drive every charger: give --http-token TOKEN too (or --no-http)"
                      % options.http_host)
-    return Settings(**derived, **{name: getattr(options, name) for name in Settings.__slots__
-                                  if name not in derived})
+    return Settings(**derived, **{field.name: getattr(options, field.name)
+                                  for field in dataclasses.fields(Settings)
+                                  if field.name not in derived})
 
 
 def _password(options: "Settings") -> Optional[bytes]:

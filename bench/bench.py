@@ -267,8 +267,8 @@ async def instructions(server: Server, chargers: int, rounds: int) -> dict[str, 
     await asyncio.gather(*(run_rounds(charger) for charger in fleet))
     callgrind_control(server, "--dump")
     await asyncio.gather(*(charger.ws.close() for charger in fleet))
-    dumps = sorted(Path(server.callgrind_prefix).parent.glob(Path(server.callgrind_prefix).name
-                                                             + ".*.*"))
+    prefix = Path(server.callgrind_prefix)
+    dumps = sorted(prefix.parent.glob(prefix.name + ".*.*"))
     summary = next(line for line in dumps[-1].read_text().splitlines()
                    if line.startswith("summary:"))
     return {"messages": messages, "instructions": int(summary.split()[1]) / messages}
@@ -314,8 +314,10 @@ HOSTILE_FRAME_SETS = {
         [2, "nm%d" % number, "MeterValues", NEAR_MISS], separators=(",", ":")),
     "1,000 new unknown fields a frame": lambda number: json.dumps(
         [2, "uf%d" % number, "Heartbeat", {"f%d_%d" % (number, item): 1 for item in range(1000)}]),
+    # A DataTransfer: its answer is smaller than the frame (a Heartbeat's, with its time, is not,
+    # and an answer larger than its frame is not sent).
     "60 KB unique message ids": lambda number: json.dumps([2, "%06d" % number + "x" * 60000,
-                                                           "Heartbeat", {}]),
+                                                           "DataTransfer", {"vendorId": "v"}]),
     "nesting 900 deep": lambda number: '[2,"dn%d","DataTransfer",{"vendorId":"v","data":%s%s}]' % (
         number, "[" * 900, "]" * 900),
     "lone surrogates": lambda number: '[2,"\\ud800%d","Authorize",{"idTag":"\\udfff"}]' % number,
@@ -392,13 +394,13 @@ while True:
     for sock in select.select(readers, [], [])[0]:
         data = tails[sock] + sock.recv(65536)
         complete, _, tails[sock] = data.rpartition(b"\n\n")
-        got += complete.count(b"\ndata: ")
+        got += complete.count(b"\ndata: ") - complete.count(b"event: hello")  # not an event
         missed += sum(int(number) for number in re.findall(rb'"missed":(\d+)', complete))
 """
 
 
-async def paced_load(server: Server, chargers: int, rate: float, seconds: float) -> dict[str,
-                                                                                         float]:
+async def paced_load(server: Server, chargers: int, rate: float, seconds: float
+                     ) -> dict[str, float]:
     """``chargers`` chargers each sending ROUND's messages in turn, ``rate`` a second, for
     ``seconds``."""
     fleet = await boot_fleet(server.url, chargers)
@@ -482,8 +484,8 @@ async def steady_heartbeats(url: str, chargers: int, seconds: float, interval: f
             "p50_ms": percentile(latencies, 0.5) * 1e3, "p99_ms": percentile(latencies, 0.99) * 1e3}
 
 
-def many_chargers(server: Server, chargers: int, seconds: float, interval: float) -> dict[str,
-                                                                                          float]:
+def many_chargers(server: Server, chargers: int, seconds: float, interval: float
+                  ) -> dict[str, float]:
     """steady_heartbeats in a load process of its own (one core for it, one for the server), with
     the server's RSS read at the end of the load."""
     load = subprocess.Popen([sys.executable, __file__, "--steady-load", server.url, str(chargers),
@@ -571,8 +573,8 @@ def scenario_1(options, candidates, output_dir: str) -> None:
                 server.stop()
         floor_count = counts["floor"]
         print(table([["server", "instructions/msg", "vs floor"]] + [
-            [name, "%.0f" % count, "%.2fx" % (count / floor_count)] for name,
-                                                                    count in counts.items()]))
+            [name, "%.0f" % count, "%.2fx" % (count / floor_count)]
+            for name, count in counts.items()]))
         print("\nheadline (instructions, repeatable): default output, HTTP port on = %.2fx "
               "the floor's "
               "(target <= 1.39x), --quiet %.2fx\n"
@@ -624,8 +626,7 @@ def scenario_3(options, python: list[str], output_dir: str) -> None:
     finally:
         server.stop()
     print("SIGTERM while %d near-miss MeterValues are being handled: exited in %.2f s"
-          % (HOSTILE_FRAMES,
-                                                                                      seconds))
+          % (HOSTILE_FRAMES, seconds))
     print("targets: victim p99 < 100 ms, RSS growth < 5 MB per connection, SIGTERM exit < 4 s\n")
 
 

@@ -582,17 +582,16 @@ class DemoCharger:
     async def download_firmware(self, location: str) -> None:
         await self.call("FirmwareStatusNotification", {"status": "Downloading"})
         status = await self.fetch(urllib.request.Request(location), "download firmware from")
-        await self.call("FirmwareStatusNotification", {"status": "Downloaded" if status is not None
-                                                       else "DownloadFailed"})
+        downloaded = "Downloaded" if status is not None else "DownloadFailed"
+        await self.call("FirmwareStatusNotification", {"status": downloaded})
 
     async def download_signed_firmware(self, location: str, request_id: Any) -> None:
         await self.call("SignedFirmwareStatusNotification",
                         {"status": "Downloading", "requestId": request_id})
         body = await self.fetch(urllib.request.Request(location), "download signed firmware from")
+        downloaded = "Downloaded" if body is not None else "DownloadFailed"
         await self.call("SignedFirmwareStatusNotification",
-                        {"status": "Downloaded" if body is not None
-                                                             else "DownloadFailed",
-                                                             "requestId": request_id})
+                        {"status": downloaded, "requestId": request_id})
 
     async def fetch(self, request: "urllib.request.Request", what: str) -> Optional[bytes]:
         """The body of an HTTP request made on a thread, or None (said why) when it fails."""
