@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -46,6 +47,21 @@ def pytest_collection_modifyitems(items):
         return marker.args[0] if marker else 0.0
 
     items.sort(key=expected_seconds, reverse=True)  # stable: the others keep their order
+
+
+@pytest.fixture(scope="session", autouse=True)
+def servers_temporary_folder(tmp_path_factory):
+    """The servers the tests start keep their temporary files folders (``ocpp-mock-files-*``)
+    under pytest's own temporary folder, which pytest cleans, not in the system's /tmp."""
+    folder = tmp_path_factory.mktemp("server-tmp")
+    saved = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"], tempfile.tempdir = str(folder), str(folder)
+    yield folder
+    if saved[0] is None:
+        del os.environ["TMPDIR"]
+    else:
+        os.environ["TMPDIR"] = saved[0]
+    tempfile.tempdir = saved[1]
 
 
 # -------------------------------------------------------------------------------- Paths and limits
