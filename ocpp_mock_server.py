@@ -1395,6 +1395,7 @@ class OutputWriter:
         # output is
         # written above it, and it is drawn again below.
         self.input_line: Optional[Callable[[], Optional[str]]] = None
+        self.clear_line = False  # the next write starts by clearing the prompt (end_input_line)
         self._thread = threading.Thread(target=self._run, name="output-writer", daemon=True)
         self._thread.start()
 
@@ -1436,7 +1437,15 @@ class OutputWriter:
         input_line = self.input_line() if self.input_line is not None else None
         if input_line is not None:
             text = "\r\x1b[K" + text + input_line  # clear the half-typed line, write, draw it again
+        elif self.clear_line:  # the prompt readline drew last: cleared, and not drawn again
+            text, self.clear_line = "\r\x1b[K" + text, False
         return text
+
+    def end_input_line(self) -> None:
+        """The server is stopping: the lines still to come clear the console's prompt and do not
+        draw it again after them."""
+        if self.input_line is not None:
+            self.input_line, self.clear_line = None, True
 
     def drain(self, timeout: float) -> bool:
         """Wait until everything queued is written, up to ``timeout`` seconds; False if it is
@@ -8400,6 +8409,7 @@ class CentralSystem:
 
     def stop(self) -> None:
         self.stopped.set()
+        self.out.writer.end_input_line()
 
     def log(self, level: str, charger: Optional[str], text: str) -> None:
         """A line for the operator (a level of EVENT_FIELDS["log"]), about a charger or the server

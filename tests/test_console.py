@@ -281,3 +281,20 @@ def test_the_console_edits_recalls_completes_and_keeps_a_half_typed_line(tmp_pat
     assert (
         ">> plain" in piped.stdout and "ocpp> " not in piped.stdout and "\x1b[" not in piped.stdout
     )
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "openpty") or importlib.util.find_spec("readline") is None,
+    reason="no pseudo-terminal or no readline on this platform (Windows)",
+)
+def test_no_prompt_is_drawn_again_after_the_server_has_stopped(tmp_path):
+    terminal = Terminal(tmp_path)
+    try:
+        terminal.wait_for(r"ocpp> ")
+        terminal.type("quit\r")
+        assert terminal.proc.wait(TIMEOUT) == 0
+        text = terminal.wait_for(r">> stopped")
+    finally:
+        terminal.close()
+    after = text.split(">> stopped", 1)[1]
+    assert "ocpp>" not in after, repr(after)
