@@ -1382,18 +1382,25 @@ def _signed_by(ca_certificate, ca_key, directory: Path, common_name: str, server
 
 
 class Terminal:
-    """The server in a pseudo-terminal, typed at as a person would (stdlib pty)."""
+    """The server in a pseudo-terminal ``columns`` wide and 24 lines high, typed at as a person
+    would (stdlib pty); with ``console=False`` its input is not the terminal (output only)."""
 
-    def __init__(self, home: Path, *args: str):
+    def __init__(self, home: Path, *args: str, columns: int = 200, console: bool = True):
+        import fcntl
         import pty
+        import struct
         import termios
 
         self.master, self.slave = pty.openpty()
+        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
         self.settings = termios.tcgetattr(self.slave)  # as the terminal was before the server ran
-        env = dict(os.environ, HOME=str(home), TERM="xterm", COLUMNS="200")
+        env = {
+            name: value for name, value in os.environ.items() if name not in ("COLUMNS", "LINES")
+        }
+        env.update(HOME=str(home), TERM="xterm")
         self.proc = subprocess.Popen(
             server_command("--port", "0", "--no-http", *args),
-            stdin=self.slave,
+            stdin=self.slave if console else subprocess.DEVNULL,
             stdout=self.slave,
             stderr=self.slave,
             env=env,

@@ -9,13 +9,10 @@ its console, its websocket and its HTTP port.
 """
 
 import asyncio
-import fcntl
 import os
 import re
-import struct
 import subprocess
 import sys
-import termios
 
 import pytest
 
@@ -452,31 +449,6 @@ async def test_a_double_click_on_start_is_sent_twice_and_the_demo_charger_refuse
 # ------------------------------------------------------------- help at 80 columns
 
 
-class NarrowTerminal(Terminal):
-    """The server in a pseudo-terminal of 80 columns and 24 lines, as a small window is."""
-
-    def __init__(self, home, *args):
-        import pty
-
-        self.master, self.slave = pty.openpty()
-        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-        env = {
-            name: value for name, value in os.environ.items() if name not in ("COLUMNS", "LINES")
-        }
-        env.update(HOME=str(home), TERM="xterm")
-        command = [sys.executable, str(SERVER), "--port", "0", "--no-http", *args]
-        self.proc = subprocess.Popen(
-            command,
-            stdin=self.slave,
-            stdout=self.slave,
-            stderr=self.slave,
-            env=env,
-            close_fds=True,
-            start_new_session=True,
-        )
-        self.seen = b""
-
-
 def answers(text: str, mark: str, end: str) -> list:
     """The console answers (text after ``>> ``) printed between the echo ``mark`` and ``end``."""
     lines = text.split(">> " + mark + "\n", 1)[1].split(">> " + end)[0].splitlines()
@@ -489,7 +461,7 @@ def test_help_at_80_columns_fits_and_never_breaks_a_word(tmp_path):
     for topic in [""] + list(mock.HELP_TOPICS):
         for line in mock.help_topic(topic, None) if topic else mock.help_overview(None):
             wide_words.update(line.split())
-    terminal = NarrowTerminal(tmp_path)
+    terminal = Terminal(tmp_path, columns=80)
     try:
         terminal.wait_for(r"ocpp> ")
         shown = {}

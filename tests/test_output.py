@@ -9,22 +9,19 @@ import importlib.util
 import json
 import os
 import re
-import select
 import signal
 import subprocess
-import sys
-import time
 
 import pytest
 import websockets
 
 import ocpp_mock_server as mock
 from conftest import (
-    SERVER,
     TIMEOUT,
     Charger,
     EventStream,
     ServerProcess,
+    Terminal,
     _text_reply,
     charger_test,
     http,
@@ -245,51 +242,6 @@ def _long_frame_sent(url: str) -> None:
     asyncio.run(send())
 
 
-class NarrowTerminal:
-    """The server in a pseudo-terminal 80 columns wide."""
-
-    def __init__(self, *args: str) -> None:
-        import fcntl
-        import pty
-        import struct
-        import termios
-
-        self.master, self.slave = pty.openpty()
-        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-        env = dict(os.environ, TERM="dumb", HOME=os.environ.get("HOME", "/tmp"))
-        self.proc = subprocess.Popen(
-            [sys.executable, str(SERVER), "--port", "0", "--no-http", "--no-boot-data", *args],
-            stdin=subprocess.DEVNULL,
-            stdout=self.slave,
-            stderr=self.slave,
-            env=env,
-            close_fds=True,
-            start_new_session=True,
-        )
-        self.seen = b""
-
-    def wait_for(self, pattern: str) -> str:
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            text = self.seen.decode("utf-8", "replace").replace("\r", "")
-            if re.search(pattern, text):
-                return text
-            left = deadline - time.monotonic()
-            assert left > 0, f"no {pattern!r} on the terminal:\n{text}"
-            if select.select([self.master], [], [], min(left, 0.1))[0]:
-                try:
-                    self.seen += os.read(self.master, 65536)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        self.proc.wait(TIMEOUT)
-        os.close(self.master)
-        os.close(self.slave)
-
-
 def _data_transfer_line(text: str) -> str:
     return next(line for line in text.splitlines() if "<- DataTransfer " in line)
 
@@ -299,8 +251,9 @@ def _data_transfer_line(text: str) -> str:
     reason="no pseudo-terminals on this platform",
 )
 @pytest.mark.parametrize("wide", [False, True])
-def test_frame_lines_are_cut_to_a_terminals_width_unless_wide(wide):
-    terminal = NarrowTerminal(*(["--wide"] if wide else []))
+def test_frame_lines_are_cut_to_a_terminals_width_unless_wide(wide, tmp_path):
+    wide_flag = ["--wide"] if wide else []
+    terminal = Terminal(tmp_path, "--no-boot-data", *wide_flag, columns=80, console=False)
     try:
         text = terminal.wait_for(r"listening on ws://\S+")
         url = re.search(r"listening on (ws://[\d.:]+)", text).group(1)
