@@ -84,6 +84,11 @@ def test_the_demo_charger_answers_every_console_command_validly(start_server):
             reply = server.wait_for(rf"CP-DEMO <- {action}(\.conf| CALLERROR) (.*)$", since=mark)
             assert reply.group(1) == ".conf", reply.group(0)
             assert_valid(action + "Response", json.loads(reply.group(2)))
+            if action == "Reset":  # it reboots, as a charger does: wait until it is back
+                server.wait_for(r"CP-DEMO \*\* connected from", since=mark)
+                back = next(number for number in range(mark, server.mark())
+                            if "CP-DEMO ** connected from" in server.lines[number])
+                server.wait_for(r"CP-DEMO <- StatusNotification .*Available", since=back)
         assert "spec:" not in server.settled_output()
     finally:
         demo.terminate()
