@@ -456,6 +456,8 @@ class DemoCharger:
         return {"status": "Accepted"}
 
     def on_ReserveNow(self, payload: dict) -> dict:
+        if self.station.transaction_id is not None or self.station.starting:
+            return {"status": "Occupied"}  # as a charger with its one connector in use answers
         self.spawn(self.status("Reserved"))
         return {"status": "Accepted"}
 
