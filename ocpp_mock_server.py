@@ -8090,18 +8090,23 @@ class LibraryLogLine(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         text = record.getMessage()
-        if not text.startswith(self.HANDSHAKE_RECORDS):
-            if record.levelno < logging.WARNING:
-                return
-        elif not text.startswith("opening") and self.access.logged_refusals > 0:
-            # websockets' echo of a refusal the server made and logged
-            self.access.logged_refusals -= 1
-            return
         error = record.exc_info[1] if record.exc_info else None
         while error is not None:
             text += ": %s: %s" % (type(error).__name__, error)
             error = error.__cause__
+        if not text.startswith(self.HANDSHAKE_RECORDS):
+            if record.levelno < logging.WARNING:
+                return
+        elif self.ECHO_OF_A_REFUSAL in text:
+            return  # 13.x logs the refusal the server made (and logged) as a failed handshake too
+        elif not text.startswith("opening") and self.access.logged_refusals > 0:
+            # websockets' echo of a refusal the server made and logged
+            self.access.logged_refusals -= 1
+            return
         self.out.log("warn", None, "websockets: " + printable(text, 400))
+
+    # What websockets says of a response process_request made: the server's own refusal.
+    ECHO_OF_A_REFUSAL = "server rejected WebSocket connection: HTTP "
 
 
 def route_library_logs(out: "Output", access: "AccessPolicy") -> None:
