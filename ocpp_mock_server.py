@@ -228,7 +228,22 @@ def _finite_float(text: str) -> float:
 
 # Python's json module reads NaN and Infinity (and 1e999 as inf) by default;
 # RFC 8259 does not, and neither does a validating central system.
-_strict_json = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float).decode
+_strict_decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+_strict_json = _strict_decoder.decode
+_scan_json = _strict_decoder.scan_once  # the C scanner: no whitespace around the value allowed
+
+
+def _strict_array(text: str) -> Any:
+    """loads_strict for a frame: the value scanned at once when the text is one array with nothing
+    around it (every frame, nearly), else read by loads_strict (which raises as it does)."""
+    if text[:1] == "[":
+        try:
+            value, end = _scan_json(text, 0)
+        except StopIteration:  # not a value: loads_strict says so
+            return _strict_json(text)
+        if end == len(text):  # any other error is the one loads_strict raises
+            return value
+    return _strict_json(text)
 
 
 def loads_strict(text: str) -> Any:
@@ -246,7 +261,7 @@ def parse_frame(text: str) -> Frame:
     type id raise it too, unanswerable: OCPP-J says to ignore them.
     """
     try:
-        message = _strict_json(text)
+        message = _strict_array(text)
     except NotJson as exc:
         raise _not_json_error(text, str(exc)) from None
     except ValueError as exc:
@@ -360,6 +375,12 @@ def _parse_reply(message: list, kind: int, raw_id: str) -> Frame:
 # Built once: json.dumps with arguments builds a new encoder on every call.
 # allow_nan=False: the server never writes NaN or Infinity, which are not JSON.
 _compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+# JSONEncoder.encode makes a C encoder on every call; this one is made once and reused (no
+# circular-reference check: a value with a cycle raises RecursionError, as one nested too deep).
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+_compact_chunks = _c_make_encoder(None, json.JSONEncoder(allow_nan=False).default,
+                                  json.encoder.encode_basestring, None, ":", ",", False, False,
+                                  False) if _c_make_encoder is not None else None
 
 
 def dump_json(value: Any) -> str:
@@ -368,13 +389,15 @@ def dump_json(value: Any) -> str:
     Raises ValueError (NaN, Infinity) or RecursionError (nesting too deep):
     for a value that came from a charger, use render_json.
     """
-    return _compact_json(value)
+    if _compact_chunks is None:  # no C encoder (another Python implementation)
+        return _compact_json(value)
+    return "".join(_compact_chunks(value, 0))
 
 
 def render_json(value: Any) -> str:
     """JSON of any decoded value, for the operator or the transcript; it never raises."""
     try:
-        return _compact_json(value)
+        return dump_json(value)
     except (ValueError, TypeError, RecursionError) as exc:
         return '"<cannot be shown as JSON: %s>"' % type(exc).__name__
 
@@ -486,8 +509,13 @@ def call_payload_text(text: str, frame: Frame) -> str:
     one, compact or with ", " (nearly every charger); otherwise it is the
     payload serialized again.
     """
-    prefix = "[2,%s,%s," % (_json_string(frame.message_id), _json_string(frame.action))
+    # An id and an action with nothing to escape are written as they are: try that first (a
+    # prefix with an unescaped quote or backslash cannot match text that parsed to them).
+    prefix = '[2,"%s","%s",' % (frame.message_id, frame.action)
     if text.endswith("}]") and text.startswith(prefix):  # compact, as most chargers write: in C
+        return text[len(prefix):-1]
+    prefix = "[2,%s,%s," % (_json_string(frame.message_id), _json_string(frame.action))
+    if text.endswith("}]") and text.startswith(prefix):
         return text[len(prefix):-1]
     separator = ", " if text[3:4] == " " else ","
     prefix = "[2%s%s%s%s%s" % (separator, _json_string(frame.message_id), separator,
