@@ -509,13 +509,14 @@ def call_payload_text(text: str, frame: Frame) -> str:
     one, compact or with ", " (nearly every charger); otherwise it is the
     payload serialized again.
     """
-    # An id and an action with nothing to escape are written as they are: try that first (a
+    # An id and an action with nothing to escape are written as they are: that is tried first (a
     # prefix with an unescaped quote or backslash cannot match text that parsed to them).
-    prefix = '[2,"%s","%s",' % (frame.message_id, frame.action)
-    if text.endswith("}]") and text.startswith(prefix):  # compact, as most chargers write: in C
+    prefix = ('[2, "%s", "%s", ' if text[2:4] == ", " else '[2,"%s","%s",') % (
+        frame.message_id, frame.action)
+    if text.endswith("}]") and text.startswith(prefix):  # as json.dumps writes it: in C
         return text[len(prefix):-1]
     prefix = "[2,%s,%s," % (_json_string(frame.message_id), _json_string(frame.action))
-    if text.endswith("}]") and text.startswith(prefix):
+    if text.endswith("}]") and text.startswith(prefix):  # compact, escapes in the id or action
         return text[len(prefix):-1]
     separator = ", " if text[3:4] == " " else ","
     prefix = "[2%s%s%s%s%s" % (separator, _json_string(frame.message_id), separator,
@@ -2609,7 +2610,9 @@ class ChargerCalls:
         try:
             session.call_ids.check(message_id)
             handler = self._handler(action)
-            self._check_payload(action, payload)
+            rules = CHARGER_REQUEST_RULES[action]
+            if not rules.valid(payload):  # nearly every payload is: lint_payload's test, inline
+                self._check_payload(action, rules, payload)
             if session.state.boot_status in ("Pending", "Rejected"):
                 check_call_allowed(session, action)
             if session.replies_withheld:
@@ -2644,7 +2647,7 @@ class ChargerCalls:
         if session.bus.routes["call_answered"]:
             session.bus.publish("call_answered", session.charger_id, session, action=action,
                                 payload=frame.payload, reply=reply, error=None)
-        reply_json = dump_json(reply)
+        reply_json = "{}" if reply == {} else dump_json(reply)
         reply_action = action if session.dialect == DIALECT_FLEXICHARGE else None
         text = build_call_result(message_id, reply_json, reply_action)
         if fault is not None:
@@ -2692,10 +2695,10 @@ class ChargerCalls:
         raise CallRefused(NOT_IMPLEMENTED, "unknown action %s%s" % (
             printable(action, 60), " (did you mean %s?)" % close[0] if close else ""))
 
-    def _check_payload(self, action: str, payload: dict) -> None:
+    def _check_payload(self, action: str, rules: Object, payload: dict) -> None:
         """Lint a CALL's payload: CallRefused in --strict, else one warning per problem."""
         session = self.session
-        problems = lint_payload(CHARGER_REQUEST_RULES[action], payload)
+        problems = lint_payload(rules, payload)
         if problems and session.strict:
             first = problems[0]
             session.system.count_spec_warning(session.state)
@@ -2847,7 +2850,7 @@ class ChargerSession:
         MIN_REPLY_LIMIT bytes, whichever is more (a message id thousands of
         characters long): what a charger sends is never amplified.
         """
-        if self.over_reply_limit(text, label):
+        if len(text) > MIN_REPLY_LIMIT and self.over_reply_limit(text, label):  # rarely long
             return None
         return self.publish_out(text, label, shown)
 
