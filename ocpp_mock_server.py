@@ -229,7 +229,22 @@ def _finite_float(text: str) -> float:
 
 # Python's json module reads NaN and Infinity (and 1e999 as inf) by default;
 # RFC 8259 does not, and neither does a validating central system.
-_strict_json = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float).decode
+_strict_decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+_strict_json = _strict_decoder.decode
+_scan_json = _strict_decoder.scan_once  # the C scanner: no whitespace around the value allowed
+
+
+def _strict_array(text: str) -> Any:
+    """loads_strict for a frame: the value scanned at once when the text is one array with nothing
+    around it (every frame, nearly), else read by loads_strict (which raises as it does)."""
+    if text[:1] == "[":
+        try:
+            value, end = _scan_json(text, 0)
+        except StopIteration:  # not a value: loads_strict says so
+            return _strict_json(text)
+        if end == len(text):  # any other error is the one loads_strict raises
+            return value
+    return _strict_json(text)
 
 
 def loads_strict(text: str) -> Any:
@@ -247,7 +262,7 @@ def parse_frame(text: str) -> Frame:
     type id raise it too, unanswerable: OCPP-J says to ignore them.
     """
     try:
-        message = _strict_json(text)
+        message = _strict_array(text)
     except NotJson as exc:
         raise _not_json_error(text, str(exc)) from None
     except ValueError as exc:
@@ -361,6 +376,12 @@ def _parse_reply(message: list, kind: int, raw_id: str) -> Frame:
 # Built once: json.dumps with arguments builds a new encoder on every call.
 # allow_nan=False: the server never writes NaN or Infinity, which are not JSON.
 _compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+# JSONEncoder.encode makes a C encoder on every call; this one is made once and reused (no
+# circular-reference check: a value with a cycle raises RecursionError, as one nested too deep).
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+_compact_chunks = _c_make_encoder(None, json.JSONEncoder(allow_nan=False).default,
+                                  json.encoder.encode_basestring, None, ":", ",", False, False,
+                                  False) if _c_make_encoder is not None else None
 
 
 def dump_json(value: Any) -> str:
@@ -369,13 +390,15 @@ def dump_json(value: Any) -> str:
     Raises ValueError (NaN, Infinity) or RecursionError (nesting too deep):
     for a value that came from a charger, use render_json.
     """
-    return _compact_json(value)
+    if _compact_chunks is None:  # no C encoder (another Python implementation)
+        return _compact_json(value)
+    return "".join(_compact_chunks(value, 0))
 
 
 def render_json(value: Any) -> str:
     """JSON of any decoded value, for the operator or the transcript; it never raises."""
     try:
-        return _compact_json(value)
+        return dump_json(value)
     except (ValueError, TypeError, RecursionError) as exc:
         return '"<cannot be shown as JSON: %s>"' % type(exc).__name__
 
@@ -487,8 +510,14 @@ def call_payload_text(text: str, frame: Frame) -> str:
     one, compact or with ", " (nearly every charger); otherwise it is the
     payload serialized again.
     """
+    # An id and an action with nothing to escape are written as they are: that is tried first (a
+    # prefix with an unescaped quote or backslash cannot match text that parsed to them).
+    prefix = ('[2, "%s", "%s", ' if text[2:4] == ", " else '[2,"%s","%s",') % (
+        frame.message_id, frame.action)
+    if text.endswith("}]") and text.startswith(prefix):  # as json.dumps writes it: in C
+        return text[len(prefix):-1]
     prefix = "[2,%s,%s," % (_json_string(frame.message_id), _json_string(frame.action))
-    if text.endswith("}]") and text.startswith(prefix):  # compact, as most chargers write: in C
+    if text.endswith("}]") and text.startswith(prefix):  # compact, escapes in the id or action
         return text[len(prefix):-1]
     separator = ", " if text[3:4] == " " else ","
     prefix = "[2%s%s%s%s%s" % (separator, _json_string(frame.message_id), separator,
@@ -1558,34 +1587,36 @@ class Output:
     def subscribe_to(self, bus: "EventBus") -> None:
         """The terminal as a bus subscriber: frames (unless quiet) and log lines."""
         if not self.quiet:
-            bus.subscribe(self.on_frame, "frame")
+            bus.subscribe(self.on_frame, "frame", receiver=self.frame_line)
         bus.subscribe(self.on_log, "log")
 
     ARROWS = {"in": "<-", "out": "->"}
 
     def on_frame(self, event: "FrameEvent") -> None:
+        """The frame line of a FrameEvent (see frame_line)."""
+        self.frame_line(event.seq, event.charger, event.at, event.direction, event.text,
+                        event.label, event.shown, event.binary, event.parsed)
+
+    def frame_line(self, seq: int, charger: str, at: float, direction: str, text: str, label: str,
+                   shown: Any, binary: bool, parsed: Optional[Frame]) -> None:
         """One line per frame: time, charger, direction ("<-" from the charger, "->" to it), label,
-        payload; at a terminal, cut to its width (see fit).
+        payload; at a terminal, cut to its width (see fit).  The bus's receiver of frames.
 
         ``shown`` is JSON text or other text, or a payload to show as compact
-        JSON; None for a charger's CALL, rendered here: MeterValues as
-        readings, else the payload as the charger wrote it.  It runs for every
-        frame, so it formats and adds its line in one go (printable_json's and
-        _add's common cases written in).
+        JSON; None for a charger's CALL (``parsed``), rendered here: MeterValues
+        as readings, else the payload as the charger wrote it.  It runs for
+        every frame, so it formats and adds its line in one go (printable_json's
+        and _add's common cases written in).
         """
-        shown = event.shown
         if shown is None:
-            parsed = event.parsed
             shown = render_meter_values(parsed.payload) if parsed.action == "MeterValues" else \
-                call_payload_text(event.text, parsed)
+                call_payload_text(text, parsed)  # type: ignore[union-attr]
         elif type(shown) is not str:
             shown = render_json(shown)
         if len(shown) > MAX_SHOWN or not shown.isprintable():
             shown = printable_json(shown)
-        charger = event.charger or ""
-        shown_id = self._shown_ids.get(charger) or self._charger(charger)
-        arrow = self.ARROWS[event.direction]
-        line = f"{LOCAL_CLOCK.now()} {shown_id} {arrow} {event.label} {shown}\n"
+        shown_id = self._shown_ids.get(charger) or self._charger(charger or "")
+        line = f"{LOCAL_CLOCK.now()} {shown_id} {self.ARROWS[direction]} {label} {shown}\n"
         if self.width:
             line = self.fit(line)
         pending = self._pending
@@ -1799,6 +1830,10 @@ class FrameEvent(Event):
                 "binary": self.binary}
 
 
+# A frame subscriber's receiver: (seq, charger, at, direction, text, label, shown, binary, parsed).
+FrameReceiver = Callable[[int, str, float, str, str, str, Any, bool, Optional[Frame]], None]
+
+
 class EventBus:
     """Delivers each published Event to every subscriber, in the loop, in order.
 
@@ -1817,17 +1852,54 @@ class EventBus:
             name: () for name in EVENT_FIELDS}
         self.sequence = 0
         self.on_error = on_error
+        self._receivers: dict[Callable[[Event], None], FrameReceiver] = {}
+        # The frame subscribers' receivers, in order, while every one has one; else None.
+        self.frame_receivers: Optional[tuple[FrameReceiver, ...]] = ()
 
-    def subscribe(self, subscriber: Callable[[Event], None], *types: str
-                  ) -> Callable[[Event], None]:
-        """Deliver events of ``types`` (every type when none is named) to ``subscriber``."""
+    def subscribe(self, subscriber: Callable[[Event], None], *types: str,
+                  receiver: Optional[FrameReceiver] = None) -> Callable[[Event], None]:
+        """Deliver events of ``types`` (every type when none is named) to ``subscriber``.
+
+        ``receiver`` is the subscriber's way to take a frame as its fields
+        (see publish_frame): while every frame subscriber has one, no
+        FrameEvent is built.
+        """
+        if receiver is not None:
+            self._receivers[subscriber] = receiver
         for name in types or tuple(self.routes):
             self.routes[name] += (subscriber,)
+        self._frame_route_changed()
         return subscriber
 
     def unsubscribe(self, subscriber: Callable[[Event], None]) -> None:
         for name, subscribers in self.routes.items():
             self.routes[name] = tuple(other for other in subscribers if other != subscriber)
+        self._receivers.pop(subscriber, None)
+        self._frame_route_changed()
+
+    def _frame_route_changed(self) -> None:
+        receivers = tuple(self._receivers.get(subscriber) for subscriber in self.routes["frame"])
+        self.frame_receivers = None if None in receivers else receivers
+
+    def publish_frame(self, charger: str, session: Optional["ChargerSession"], direction: str,
+                      text: str, label: str, shown: Any, binary: bool = False,
+                      parsed: Optional[Frame] = None) -> None:
+        """Publish a "frame" event (its fields: see FrameEvent).  It runs for every frame: while
+        every frame subscriber has a receiver, they get the fields and no event is built."""
+        receivers = self.frame_receivers
+        if receivers is None:
+            self.deliver(FrameEvent(charger, session, direction, text, label, shown, binary,
+                                    parsed))
+            return
+        if not receivers:
+            return
+        self.sequence += 1
+        seq, at = self.sequence, time.time()
+        for receiver in receivers:
+            try:
+                receiver(seq, charger, at, direction, text, label, shown, binary, parsed)
+            except Exception as exc:  # as deliver does
+                self.on_error(receiver, exc)
 
     def publish(self, type_: str, charger: Optional[str],
                 session: Optional["ChargerSession"] = None, **fields: Any) -> None:
@@ -2548,7 +2620,9 @@ class ChargerCalls:
         try:
             session.call_ids.check(message_id)
             handler = self._handler(action)
-            self._check_payload(action, payload)
+            rules = CHARGER_REQUEST_RULES[action]
+            if not rules.valid(payload):  # nearly every payload is: lint_payload's test, inline
+                self._check_payload(action, rules, payload)
             if session.state.boot_status in ("Pending", "Rejected"):
                 check_call_allowed(session, action)
             if session.replies_withheld:
@@ -2583,7 +2657,7 @@ class ChargerCalls:
         if session.bus.routes["call_answered"]:
             session.bus.publish("call_answered", session.charger_id, session, action=action,
                                 payload=frame.payload, reply=reply, error=None)
-        reply_json = dump_json(reply)
+        reply_json = "{}" if reply == {} else dump_json(reply)
         reply_action = action if session.dialect == DIALECT_FLEXICHARGE else None
         text = build_call_result(message_id, reply_json, reply_action)
         if fault is not None:
@@ -2631,10 +2705,10 @@ class ChargerCalls:
         raise CallRefused(NOT_IMPLEMENTED, "unknown action %s%s" % (
             printable(action, 60), " (did you mean %s?)" % close[0] if close else ""))
 
-    def _check_payload(self, action: str, payload: dict) -> None:
+    def _check_payload(self, action: str, rules: Object, payload: dict) -> None:
         """Lint a CALL's payload: CallRefused in --strict, else one warning per problem."""
         session = self.session
-        problems = lint_payload(CHARGER_REQUEST_RULES[action], payload)
+        problems = lint_payload(rules, payload)
         if problems and session.strict:
             first = problems[0]
             session.system.count_spec_warning(session.state)
@@ -2786,7 +2860,7 @@ class ChargerSession:
         MIN_REPLY_LIMIT bytes, whichever is more (a message id thousands of
         characters long): what a charger sends is never amplified.
         """
-        if self.over_reply_limit(text, label):
+        if len(text) > MIN_REPLY_LIMIT and self.over_reply_limit(text, label):  # rarely long
             return None
         return self.publish_out(text, label, shown)
 
@@ -2810,17 +2884,14 @@ class ChargerSession:
         """
         if not text.isascii():
             text = encodable(text)
-        if self.bus.routes["frame"]:  # an event nobody wants is not built
-            self.bus.deliver(FrameEvent(self.charger_id, self, "out", text, label, shown))
+        self.bus.publish_frame(self.charger_id, self, "out", text, label, shown)
         return text
 
     def frame_in(self, label: str, shown: Any, parsed: Optional[Frame] = None) -> None:
         """Publish the frame being handled, with what the terminal shows of it (see FrameEvent:
         None and the ``parsed`` CALL, which the terminal renders only when it prints it)."""
-        if self.bus.routes["frame"]:  # an event nobody wants is not built
-            text, binary = self._incoming
-            self.bus.deliver(FrameEvent(self.charger_id, self, "in", text, label, shown, binary,
-                                        parsed))
+        text, binary = self._incoming
+        self.bus.publish_frame(self.charger_id, self, "in", text, label, shown, binary, parsed)
 
     def log(self, level: str, text: str) -> None:
         """A line about this charger for the operator, at a level of EVENT_FIELDS["log"]."""
@@ -2881,9 +2952,14 @@ class ChargerHistory:
         self.transaction_times: dict[int, str] = {}
 
 
-def check_failed(session: "ChargerSession", rule: str, text: str) -> None:
-    """A behaviour check failed: one warning per charger and rule, counted like a spec warning."""
-    session.warn_once(("check", rule), "check %s: %s" % (rule, text), spec=True)
+def check_failed(session: "ChargerSession", rule: str,
+                 text: "Union[str, Callable[[], str]]") -> None:
+    """A behaviour check failed: one warning per charger and rule, counted like a spec warning.
+
+    ``text`` may be a function that makes it, as for WarnOnce: a check that
+    fails on every message (an early Heartbeat) then costs a set lookup."""
+    session.warn_once(("check", rule), lambda: "check %s: %s" % (
+        rule, text if isinstance(text, str) else text()), spec=True)
 
 
 def _timed_early(last: float, interval: float, now: float) -> bool:
@@ -2919,9 +2995,10 @@ def check_heartbeat(session: "ChargerSession") -> None:
     if "Heartbeat" in history.triggered:
         history.triggered.discard("Heartbeat")
     elif _timed_early(history.heartbeat_at, history.heartbeat_interval, now):
+        last, interval = history.heartbeat_at, history.heartbeat_interval
         check_failed(session, "heartbeat-interval",
-                     "Heartbeat %.1f s after the last; the interval set is %d s"
-                     % (now - history.heartbeat_at, history.heartbeat_interval))
+                     lambda: "Heartbeat %.1f s after the last; the interval set is %d s"
+                     % (now - last, interval))
     history.heartbeat_at = now
 
 
@@ -5891,16 +5968,32 @@ class EventHistory:
 
     def on_event(self, event: Event) -> None:
         """The history as a bus subscriber (a bound method: called faster than the instance)."""
-        if event.type == "frame" and not self.readers:  # the most frequent event: kept lean
+        if event.type == "frame":
+            self.on_frame(event.seq, event.charger, event.at, event.direction, event.text,
+                          event.label, event.shown, event.binary, event.parsed)
+            return
+        self._keep(StoredEvent(event))
+        self.last = event.seq
+        self._wake()
+
+    def on_frame(self, seq: int, charger: str, at: float, direction: str, text: str, label: str,
+                 shown: Any, binary: bool, parsed: Optional[Frame]) -> None:
+        """The history's receiver of frames (EventBus.publish_frame): the most frequent event, kept
+        lean (a plain tuple while nobody reads)."""
+        if self.readers:
+            self._keep(StoredEvent.of_frame((seq, charger, at, direction, text, label, binary)))
+        else:
             events = self.events
-            events.append((event.seq, event.charger, event.at, event.direction, event.text,
-                           event.label, event.binary))
-            self.cost += 100 + len(event.text)
+            events.append((seq, charger, at, direction, text, label, binary))
+            self.cost += 100 + len(text)
             if self.cost > self.budget or len(events) > self.limit:
                 self._trim()
-        else:
-            self._keep(StoredEvent(event))
-        self.last = event.seq
+        self.last = seq
+        if self._waiting:
+            self._wake()
+
+    def _wake(self) -> None:
+        """Wake the readers that have caught up."""
         if self._waiting:
             waiting, self._waiting = self._waiting, []
             for reader in waiting:
@@ -6745,7 +6838,8 @@ class EventStreams:
         self.stalled = BurstReport(lambda count, seconds: system.log(
             "warn", None, "HTTP: closed %d event stream%s in %g s: the reader took nothing for %g s"
             % (count, "" if count == 1 else "s", seconds, EVENT_STREAM_DRAIN_TIMEOUT)))
-        system.bus.subscribe(self.history.on_event, *EventHistory.ALWAYS)
+        system.bus.subscribe(self.history.on_event, *EventHistory.ALWAYS,
+                             receiver=self.history.on_frame)
 
     async def open(self, request: HttpRequest, writer: asyncio.StreamWriter) -> None:
         """GET /api/events: live events; Last-Event-ID (or ?lastEventId=) resumes after that event.
@@ -6837,7 +6931,8 @@ class EventStreams:
             def keep_transcript_events_only() -> None:
                 self._keep_every_event = None
                 self.system.bus.unsubscribe(history.on_event)
-                self.system.bus.subscribe(history.on_event, *EventHistory.ALWAYS)
+                self.system.bus.subscribe(history.on_event, *EventHistory.ALWAYS,
+                                          receiver=history.on_frame)
             self._keep_every_event = asyncio.get_running_loop().call_later(
                 EVENT_RESUME_SECONDS, keep_transcript_events_only)
 
