@@ -5160,6 +5160,7 @@ def interactive_terminal() -> bool:
 
 
 CONSOLE_PROMPT = "ocpp> "
+PROMPT_WAIT = 1.0  # seconds the next prompt waits for the answer to the line before it
 HISTORY_FILE = os.path.join(os.path.expanduser("~"), ".ocpp_mock_history")
 
 
@@ -5201,6 +5202,24 @@ class InteractiveInput:
         """What the terminal shows of the input line now (None while nobody is typing)."""
         return CONSOLE_PROMPT + self.readline.get_line_buffer() if self.reading else None
 
+    def hand_over(self, line: str) -> bool:
+        """Run ``line`` on the loop and wait (a moment at most) until it has run, so that the next
+        prompt comes after its answer, and none at all once it has stopped the server; False when
+        no more lines are to be read."""
+        done = threading.Event()
+
+        def run_line() -> None:
+            try:
+                self.console.execute(line)
+            finally:
+                done.set()
+        try:
+            self.loop.call_soon_threadsafe(run_line)
+        except RuntimeError:
+            return False  # the loop has closed: the server is stopping
+        done.wait(PROMPT_WAIT)
+        return not self.console.system.stopped.is_set()
+
     def read_lines(self) -> None:
         while True:
             try:
@@ -5215,9 +5234,7 @@ class InteractiveInput:
                 self.reading = False
             if line.strip():
                 self.remember()
-            try:
-                self.loop.call_soon_threadsafe(self.console.execute, line)
-            except RuntimeError:
+            if not self.hand_over(line):
                 return
 
     def remember(self) -> None:
