@@ -14,6 +14,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -339,28 +340,31 @@ def test_a_page_opened_late_charts_from_the_first_reading_lists_warnings_and_gua
         browser.get(page_url(server))
         # The first paint, from the state block: the cards, the transaction, the whole chart.
         assert browser.find_element(By.ID, "no-chargers").get_attribute("hidden") is not None
-        assert f"transaction {transaction}" in card().text
+        assert f"transaction {transaction}" in fresh(lambda: card().text)
         assert browser.execute_script(
             "return [...charts.values()].map((chart) => chart.points.map((point) => point.energy))"
         ) == [[0, 10, 20]]
-        titles = [
-            element.text for element in browser.find_elements(By.CSS_SELECTOR, "section.card h3")
-        ]
+        titles = browser.execute_script(  # read at once, in the page
+            "return [...document.querySelectorAll('section.card h3')].map((e) => e.textContent)"
+        )
         assert any(title.startswith("</script><script>alert(1)</script>") for title in titles)
-        assert start_button(browser, "CP-1").get_attribute("disabled")  # a transaction is open on 1
+        # a transaction is open on 1
+        assert fresh(lambda: start_button(browser, "CP-1").get_attribute("disabled"))
         await wait_async(lambda: browser.find_element(By.ID, "status").text == "live")
-        toggle = card().find_element(By.CSS_SELECTOR, "button.link")
-        assert toggle.text == "1 spec warning(s)"
-        toggle.click()
-        assert "Heartbeat.extra" in card().find_element(By.CSS_SELECTOR, "ul.warnings").text
+        toggle = lambda: card().find_element(By.CSS_SELECTOR, "button.link")  # noqa: E731
+        assert fresh(lambda: toggle().text) == "1 spec warning(s)"
+        fresh(lambda: toggle().click())
+        warnings = fresh(lambda: card().find_element(By.CSS_SELECTOR, "ul.warnings").text)
+        assert "Heartbeat.extra" in warnings
         await charger.call(
             "StopTransaction",
             {"transactionId": transaction, "meterStop": 20, "timestamp": mock.UTC_CLOCK.now()},
         )
         await wait_async(lambda: not start_button(browser, "CP-1").get_attribute("disabled"))
-        start_button(browser, "CP-1").click()
+        fresh(lambda: start_button(browser, "CP-1").click())
         call = await charger.expect_call("RemoteStartTransaction")
-        assert start_button(browser, "CP-1").get_attribute("disabled")  # the Start is in flight
+        # the Start is in flight
+        assert fresh(lambda: start_button(browser, "CP-1").get_attribute("disabled"))
         await charger.answer(call, {"status": "Rejected"})
         await wait_async(lambda: not start_button(browser, "CP-1").get_attribute("disabled"))
         await charger.close()
@@ -374,9 +378,22 @@ async def wait_async(condition, timeout: float = TIMEOUT) -> None:
     import time
 
     deadline = time.monotonic() + timeout
-    while not condition():
+    while not fresh(condition):
         assert time.monotonic() < deadline, "the page did not get there in time"
         await asyncio.sleep(0.05)
+
+
+def fresh(read, tries: int = 100):
+    """``read()`` of elements the page may redraw meanwhile (a card is rebuilt when its charger's
+    state changes): read again when an element went stale, as a person looks again."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    for _ in range(tries - 1):
+        try:
+            return read()
+        except StaleElementReferenceException:
+            time.sleep(0.02)
+    return read()
 
 
 @pytest.mark.slow(4)
