@@ -1419,7 +1419,9 @@ class Terminal:
 
         deadline = time.monotonic() + timeout
         while True:
-            text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]|\r", "", self.seen.decode("utf-8", "replace"))
+            text = self.seen.decode("utf-8", "replace")
+            text = re.sub(r"[^\n]*\r\x1b\[K", "", text)  # a line cleared, as the terminal shows it
+            text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]|\r", "", text)
             if len(re.findall(pattern, text)) >= count:
                 return text
             left = deadline - time.monotonic()
