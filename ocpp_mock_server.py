@@ -1273,8 +1273,24 @@ MAX_READINGS_SHOWN = 30  # readings of one MeterValues on its line; the rest are
 MIN_CUT_WIDTH = 40  # columns a frame line keeps at a terminal narrower than that
 
 
+_UNIT_PREFIXES = {0: "", 3: "k", 6: "M", -3: "m"}  # a unitOfMeasure's multiplier as a prefix
+
+
+def _unit_of_measure(unit: Any) -> Any:
+    """A sampledValue's unitOfMeasure {unit, multiplier} as one unit: "Wh", "kWh" (multiplier 3),
+    "10^2 Wh"; "Wh" when it has none."""
+    if type(unit) is not dict:
+        return "Wh" if unit is None else unit
+    name, multiplier = unit.get("unit", "Wh"), unit.get("multiplier", 0)
+    if type(name) is not str or type(multiplier) is not int:
+        return unit
+    prefix = _UNIT_PREFIXES.get(multiplier)
+    return prefix + name if prefix is not None else "10^%d %s" % (multiplier, name)
+
+
 def _meter_readings(payload: dict) -> Iterator[tuple[Any, Any, Any, Any]]:
-    """(measurand, value, unit, phase) of each reading, standard or FlexiCharge form."""
+    """(measurand, value, unit, phase) of each reading, standard or FlexiCharge form; a reading
+    with a unitOfMeasure (a number value) has that as its unit."""
     meter_value = payload.get("meterValue")
     if type(meter_value) is list:
         for sample in meter_value:
@@ -1283,7 +1299,10 @@ def _meter_readings(payload: dict) -> Iterator[tuple[Any, Any, Any, Any]]:
                 for item in sampled:
                     if type(item) is dict:
                         yield (item.get("measurand", "Energy.Active.Import.Register"),
-                               item.get("value"), item.get("unit", "Wh"), item.get("phase"))
+                               item.get("value"),
+                               item["unit"] if "unit" in item else _unit_of_measure(
+                                   item.get("unitOfMeasure")),
+                               item.get("phase"))
     values = payload.get("values")
     if type(values) is dict:
         for name, item in values.items():
@@ -1350,6 +1369,8 @@ def render_meter_values(payload: dict) -> str:
         shown.append("... and %d more" % (count - MAX_READINGS_SHOWN))
     transaction = payload.get("transactionId")
     where = "connector " + _scalar_text(payload.get("connectorId"))
+    if payload.get("evseId") is not None:
+        where = "EVSE %s %s" % (_scalar_text(payload["evseId"]), where)
     if transaction is not None:
         where += ", transaction " + _scalar_text(transaction)
     return "%s: %s" % (where, ", ".join(shown))
@@ -1769,10 +1790,11 @@ EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     # a server CALL ended without a reply: timeout, failed
     "call_failed": ("action", "reason", "description"),
     "authorization": ("action", "idTag", "status", "rule"),
-    "transaction_started": ("transactionId", "connectorId", "idTag", "meterStart"),
-    "transaction_stopped": ("transactionId", "meterStop", "reason"),
+    # transactionId: a number, or a TransactionEvent's string; evseId: only a TransactionEvent's
+    "transaction_started": ("transactionId", "connectorId", "idTag", "meterStart", "evseId"),
+    "transaction_stopped": ("transactionId", "meterStop", "reason", "evseId", "connectorId"),
     # readings: [measurand, value, unit, phase]
-    "meter_values": ("connectorId", "transactionId", "readings"),
+    "meter_values": ("connectorId", "transactionId", "readings", "evseId"),
     "state_changed": ("field", "value"),  # boot (the BootNotification), or connector N (its status)
     "spec_problem": ("key", "text"),  # a spec warning, once per charger and problem
     "file_received": ("name", "size", "peer"),  # an upload to the file server, stored under name
@@ -1926,17 +1948,42 @@ SPEC_WARNINGS_KEPT = 20  # texts of a charge point's latest spec warnings, liste
 
 
 class Transaction:
-    """A transaction the server opened with its StartTransaction.conf."""
+    """An open transaction: one the server numbered in its StartTransaction.conf, or one a
+    TransactionEvent Started named (its id is then the station's string, and it is on an EVSE)."""
 
-    __slots__ = ("transaction_id", "connector_id", "id_tag", "meter_start", "started")
+    __slots__ = ("transaction_id", "connector_id", "id_tag", "meter_start", "started", "evse_id")
 
-    def __init__(self, transaction_id: int, connector_id: Optional[int], id_tag: Any,
-                 meter_start: Any) -> None:
+    def __init__(self, transaction_id: "Union[int, str]", connector_id: Optional[int],
+                 id_tag: Any, meter_start: Any, evse_id: Optional[int] = None) -> None:
         self.transaction_id = transaction_id
         self.connector_id = connector_id
         self.id_tag = id_tag
         self.meter_start = meter_start
         self.started = time.monotonic()
+        self.evse_id = evse_id
+
+    def place(self) -> str:
+        """Where it runs, as the operator reads it: "connector 1", or "EVSE 1 connector 2"."""
+        where = "connector %s" % self.connector_id
+        return where if self.evse_id is None else "EVSE %s %s" % (self.evse_id, where)
+
+
+def connector_label(key: Any) -> str:
+    """A key of ChargerState.connectors as the listings show it: "2", "1/2" or "?" (-1: none)."""
+    if type(key) is tuple:
+        return "/".join(str(part) if part >= 0 else "?" for part in key)
+    return str(key) if key >= 0 else "?"
+
+
+def boot_identity(info: dict) -> tuple[Any, Any, Any, Any]:
+    """(vendor, model, serial number, firmware version) of a BootNotification, 1.6's fields or
+    2.0.1's chargingStation; "?" and "-" where it has none."""
+    station = info.get("chargingStation")
+    if type(station) is dict:
+        return (station.get("vendorName", "?"), station.get("model", "?"),
+                station.get("serialNumber", "-"), station.get("firmwareVersion", "-"))
+    return (info.get("chargePointVendor", "?"), info.get("chargePointModel", "?"),
+            info.get("chargePointSerialNumber", "-"), info.get("firmwareVersion", "-"))
 
 
 class ChargerState:
@@ -1954,8 +2001,10 @@ class ChargerState:
         self.spec_warnings = 0
         self.boot_info: Optional[dict] = None
         self.boot_status: Optional[str] = None
-        self.connectors: dict[int, str] = {}
-        self.transactions: dict[int, Transaction] = {}  # the open ones, by id, oldest first
+        # connector -> its status; the key of an EVSE's connector is (EVSE, connector)
+        self.connectors: dict[Any, str] = {}
+        # the open ones, by id, oldest first
+        self.transactions: dict[Union[int, str], Transaction] = {}
         self.last_meter_values: Optional[dict] = None
         self.authorizations: collections.deque[tuple[str, str, str, str]] = collections.deque(
             maxlen=5)
@@ -1966,8 +2015,9 @@ class ChargerState:
         # Its latest spec warnings' texts, for the page's list (spec_warnings counts them all).
         self.spec_texts: collections.deque[str] = collections.deque(maxlen=SPEC_WARNINGS_KEPT)
 
-    def set_connector(self, connector: Optional[int], status: str) -> bool:
-        """Record a connector's status; False when the table is full and the connector is new."""
+    def set_connector(self, connector: Any, status: str) -> bool:
+        """Record a connector's status (``connector``: its number, or (EVSE, connector)); False
+        when the table is full and the connector is new."""
         key = connector if connector is not None else -1
         if key not in self.connectors and len(self.connectors) >= MAX_CONNECTORS:
             return False
@@ -1981,7 +2031,7 @@ class ChargerState:
             return self.transactions.pop(next(iter(self.transactions)))
         return None
 
-    def close_transaction(self, transaction_id: Optional[int]) -> Optional[Transaction]:
+    def close_transaction(self, transaction_id: "Union[int, str, None]") -> Optional[Transaction]:
         return self.transactions.pop(transaction_id, None) if transaction_id is not None else None
 
     def open_transactions_text(self) -> str:
@@ -1989,26 +2039,28 @@ class ChargerState:
             return " (none is open)"
         return " (open: %s)" % ", ".join(str(number) for number in self.transactions)
 
+    def connector_statuses(self) -> list[tuple[str, str]]:
+        """(connector, status) pairs in order, a connector as "2", "1/2" (EVSE 1's connector 2)
+        or "?" (no number)."""
+        return [(connector_label(key), status) for key, status in sorted(
+            self.connectors.items(), key=lambda item: (type(item[0]) is tuple, item[0]))]
+
     def describe(self) -> list[str]:
         """The lines of the console's `chargers` listing about this charge point's state."""
         lines = []
         if self.boot_info is None:
             lines.append("  boot: no BootNotification yet")
         else:
-            info = self.boot_info
             lines.append("  boot: %s  %s %s  serial %s  firmware %s" % tuple(
                 printable(value if isinstance(value, str) else render_json(value), 40)
-                for value in (self.boot_status, info.get("chargePointVendor", "?"),
-                              info.get("chargePointModel", "?"),
-                              info.get("chargePointSerialNumber", "-"),
-                              info.get("firmwareVersion", "-"))))
+                for value in (self.boot_status,) + boot_identity(self.boot_info)))
         if self.connectors:
             lines.append("  connectors: " + ", ".join(
-                "%s %s" % (number if number >= 0 else "?", printable(status, 60))
-                for number, status in sorted(self.connectors.items())))
+                "%s %s" % (label, printable(status, 60))
+                for label, status in self.connector_statuses()))
         for tx in self.transactions.values():
-            lines.append("  transaction %d on connector %s, idTag %s, meterStart %s, %d s old" % (
-                tx.transaction_id, tx.connector_id, _show(tx.id_tag), tx.meter_start,
+            lines.append("  transaction %s on %s, idTag %s, meterStart %s, %d s old" % (
+                _scalar_text(tx.transaction_id), tx.place(), _show(tx.id_tag), tx.meter_start,
                 time.monotonic() - tx.started))
         if not self.transactions:
             lines.append("  no open transaction")
@@ -2589,7 +2641,7 @@ class ChargingFlow:
         delay = session.system.options.auto_stop_after
         if delay is None:
             return
-        session.log("info", "RemoteStopTransaction for transaction %d in %g s (--auto-stop-after)"
+        session.log("info", "RemoteStopTransaction for transaction %s in %g s (--auto-stop-after)"
                     % (transaction.transaction_id, delay))
 
         def stop() -> None:
@@ -3056,7 +3108,7 @@ def check_lost_transaction(session: "ChargerSession", connector: Optional[int]) 
     for transaction in session.state.transactions.values():
         if transaction.connector_id == connector:
             check_failed(session, "transaction-lost",
-                         "a new transaction on connector %s while transaction %d "
+                         "a new transaction on connector %s while transaction %s "
                          "there was never stopped" % (connector, transaction.transaction_id))
             return
 
@@ -3102,18 +3154,20 @@ class AuthorizationRules:
         self.concurrent_tx = concurrent_tx
 
     def decide(self, system: "CentralSystem", state: "ChargerState", id_tag: Any,
-               connector: Optional[int] = None) -> tuple[dict, str]:
-        """The idTagInfo for ``id_tag`` (used on ``connector``, if starting) and the rule that
-        answered."""
+               connector: Optional[int] = None, own: Any = None) -> tuple[dict, str]:
+        """The idTagInfo for ``id_tag`` (used on ``connector``, if starting; for transaction
+        ``own``, if a TransactionEvent names one) and the rule that answered.  Its status may be
+        one of TAG_RULE_STATUSES."""
         if self.concurrent_tx and isinstance(id_tag, str):
             for other in system.states.values():
                 for open_transaction in other.transactions.values():
-                    if open_transaction.id_tag == id_tag and not (
-                            other is state and open_transaction.connector_id == connector):
+                    if open_transaction.id_tag == id_tag and not (other is state and (
+                            open_transaction.connector_id == connector if own is None
+                            else open_transaction.transaction_id == own)):
                         return {"status": "ConcurrentTx"}, (
-                            "--concurrent-tx: transaction %d on %s connector %s" % (
-                                open_transaction.transaction_id, printable(other.charger_id),
-                                open_transaction.connector_id))
+                            "--concurrent-tx: transaction %s on %s %s" % (
+                                _scalar_text(open_transaction.transaction_id),
+                                printable(other.charger_id), open_transaction.place()))
         known = self.tags.get(id_tag) if isinstance(id_tag, str) else None
         if known is not None:
             return dict(known[0]), known[1]
@@ -3122,17 +3176,39 @@ class AuthorizationRules:
         return {"status": "Accepted"}, self.DEFAULT_RULE
 
 
+# The statuses a rule may give that only OCPP 2.0.1's idTokenInfo has, and the idTagInfo status
+# a 1.6 charger gets instead (every 1.6 status is a 2.0.1 status too).
+ID_TOKEN_ONLY_STATUSES = {"NoCredit": "Blocked", "NotAllowedTypeEVSE": "Invalid",
+                          "NotAtThisLocation": "Invalid", "NotAtThisTime": "Blocked",
+                          "Unknown": "Invalid"}
+TAG_RULE_STATUSES = AUTHORIZATION_STATUS + tuple(ID_TOKEN_ONLY_STATUSES)
+# A --tags rule: an idTagInfo whose status may also be one only idTokenInfo has.
+TAG_RULE = Object({"expiryDate": DateTime(), "parentIdTag": String(20),
+                   "status": Enum(TAG_RULE_STATUSES, required=True)})
+
+
 def id_tag_info(session: "ChargerSession", id_tag: Any, action: str,
                 connector: Optional[int] = None) -> dict:
-    """The idTagInfo the server answers for ``id_tag`` in ``action``, by the authorization rules."""
+    """The idTagInfo the server answers for ``id_tag`` in ``action``, by the authorization rules
+    (a status only idTokenInfo has becomes its ID_TOKEN_ONLY_STATUSES one)."""
     system = session.system
     info, rule = system.authorization.decide(system, session.state, id_tag, connector)
-    session.state.authorizations.append((action, _show(id_tag), info["status"], rule))
-    if rule != AuthorizationRules.DEFAULT_RULE:
-        session.log("info", "%s idTag %s: %s (%s)" % (action, _show(id_tag), info["status"], rule))
-    session.bus.publish("authorization", session.charger_id, session, action=action, idTag=id_tag,
-                        status=info["status"], rule=rule)
+    if info["status"] in ID_TOKEN_ONLY_STATUSES:
+        given = info["status"]
+        info["status"] = ID_TOKEN_ONLY_STATUSES[given]
+        rule = "%s; %s answered as %s, an idTagInfo status" % (rule, given, info["status"])
+    authorization_decided(session, action, id_tag, info["status"], rule)
     return info
+
+
+def authorization_decided(session: "ChargerSession", action: str, id_tag: Any, status: str,
+                          rule: str) -> None:
+    """Remember, show and publish what the rules answered for ``id_tag`` in ``action``."""
+    session.state.authorizations.append((action, _show(id_tag), status, rule))
+    if rule != AuthorizationRules.DEFAULT_RULE:
+        session.log("info", "%s idTag %s: %s (%s)" % (action, _show(id_tag), status, rule))
+    session.bus.publish("authorization", session.charger_id, session, action=action, idTag=id_tag,
+                        status=status, rule=rule)
 
 
 def handle_authorize(session: "ChargerSession", payload: dict) -> dict:
@@ -3277,6 +3353,237 @@ CHARGER_ACTION_HANDLERS: dict[str, Callable[["ChargerSession", dict], dict]] = {
     "SignCertificate": handle_sign_certificate,
     "LogStatusNotification": handle_notification,
     "SignedFirmwareStatusNotification": handle_notification,
+}
+
+
+# The same for an OCPP 2.0.1 charging station: its replies validate against the official 2.0.1
+# response schemas.  Where a 2.0.1 message is a 1.6 one (BootNotification, Heartbeat,
+# DataTransfer, the notifications) the 1.6 handler answers it.  An idToken is authorized by its
+# idToken string, whatever its type; transactions are the station's, named by its string id.
+
+NO_V2G_PKI = {"reasonCode": "NoV2GPKI",
+              "additionalInfo": "this mock CSMS has no ISO 15118 (V2G) PKI to ask"}
+
+
+def id_token_of(id_token: Any) -> Any:
+    """The idToken string an IdTokenType carries (what the rules match), else None."""
+    return id_token.get("idToken") if type(id_token) is dict else None
+
+
+def id_token_info(session: "ChargerSession", id_token: Any, action: str, own: Any = None) -> dict:
+    """The idTokenInfo the server answers for an IdTokenType in ``action`` (of transaction
+    ``own``, if any), by the authorization rules; a --tags rule's expiryDate and parentIdTag
+    become cacheExpiryDateTime and a Central groupIdToken."""
+    system = session.system
+    token = id_token_of(id_token)
+    info, rule = system.authorization.decide(system, session.state, token, own=own)
+    authorization_decided(session, action, token, info["status"], rule)
+    answer = {"status": info["status"]}
+    if "expiryDate" in info:
+        answer["cacheExpiryDateTime"] = info["expiryDate"]
+    if "parentIdTag" in info:
+        answer["groupIdToken"] = {"idToken": info["parentIdTag"], "type": "Central"}
+    return answer
+
+
+def handle_v201_authorize(session: "ChargerSession", payload: dict) -> dict:
+    return {"idTokenInfo": id_token_info(session, payload.get("idToken"), "Authorize")}
+
+
+def _evse_key(evse: Optional[int], connector: Optional[int]) -> tuple[int, int]:
+    """The ChargerState.connectors key of an EVSE's connector (-1 for a number it lacks)."""
+    return (evse if evse is not None else -1, connector if connector is not None else -1)
+
+
+def handle_v201_status_notification(session: "ChargerSession", payload: dict) -> dict:
+    """connectorStatus of the connector evseId/connectorId, kept per EVSE and connector."""
+    status = payload.get("connectorStatus")
+    if isinstance(status, str):
+        key = _evse_key(as_int(payload.get("evseId")), as_int(payload.get("connectorId")))
+        if not session.state.set_connector(key, status):
+            session.warn_once(("connectors-cap",),
+                              "more than %d connectors; the statuses of others are not kept"
+                              % MAX_CONNECTORS)
+        elif session.bus.routes["state_changed"]:
+            session.bus.publish("state_changed", session.charger_id, session,
+                                field="connector %s" % connector_label(key), value=status)
+    return {}
+
+
+def _evse_of(payload: dict) -> tuple[Optional[int], Optional[int]]:
+    """(EVSE id, connector id) of a TransactionEvent's evse, None where it has none."""
+    evse = payload.get("evse")
+    if type(evse) is not dict:
+        return None, None
+    return as_int(evse.get("id")), as_int(evse.get("connectorId"))
+
+
+def _energy_register(payload: dict) -> Optional[float]:
+    """The first Energy.Active.Import.Register reading (no phase) of a payload's meterValue, in
+    Wh (an int when whole), else None: a 2.0.1 transaction's meterStart and meterStop."""
+    for measurand, value, unit, phase in _meter_readings(payload):
+        if measurand == "Energy.Active.Import.Register" and phase is None:
+            number = _chart_number(value, unit)
+            if number is not None:
+                return int(number) if number.is_integer() else number
+    return None
+
+
+def record_meter_values(session: "ChargerSession", readings: dict,
+                        transaction: Optional[Transaction]) -> None:
+    """A station's meter values (``readings``: evseId, connectorId, transactionId, meterValue):
+    kept as its last, charted with ``transaction``'s, published as a meter_values event."""
+    session.state.last_meter_values = readings  # rendered when the operator asks
+    charts = session.system.charts
+    if charts is not None and transaction is not None:
+        charts.add(session.charger_id, transaction, readings)
+    if session.bus.routes["meter_values"]:
+        session.bus.publish("meter_values", session.charger_id, session,
+                            evseId=readings["evseId"], connectorId=readings["connectorId"],
+                            transactionId=readings["transactionId"],
+                            readings=[list(reading) for reading in _meter_readings(readings)])
+
+
+def handle_v201_meter_values(session: "ChargerSession", payload: dict) -> dict:
+    """Meter values of an EVSE outside a transaction (evseId 0: the main meter)."""
+    record_meter_values(session, {"evseId": payload.get("evseId"), "connectorId": None,
+                                  "transactionId": None, "meterValue": payload.get("meterValue")},
+                        None)
+    return {}
+
+
+def _transaction_id_of(payload: dict) -> Optional[str]:
+    """transactionInfo.transactionId of a TransactionEvent (a number sent for it as its text)."""
+    info = payload.get("transactionInfo")
+    transaction_id = info.get("transactionId") if type(info) is dict else None
+    if type(transaction_id) is int:
+        return str(transaction_id)
+    return transaction_id if type(transaction_id) is str and transaction_id else None
+
+
+def _open_station_transaction(session: "ChargerSession", payload: dict,
+                              transaction_id: str) -> Transaction:
+    """Record a transaction a TransactionEvent names as open, and publish transaction_started."""
+    evse, connector = _evse_of(payload)
+    transaction = Transaction(transaction_id, connector, id_token_of(payload.get("idToken")),
+                              _energy_register(payload), evse)
+    forgotten = session.state.open_transaction(transaction)
+    if forgotten is not None:
+        session.warn_once(("transactions-cap",),
+                          "more than %d open transactions; forgetting the oldest (%s)"
+                          % (MAX_OPEN_TRANSACTIONS, printable(str(forgotten.transaction_id))))
+    if payload.get("eventType") != "Started":
+        session.log("warn", "TransactionEvent %s names transaction %s, which was not open here; "
+                    "it is now" % (_show(payload.get("eventType")), _show(transaction_id)))
+    session.after_reply(lambda: session.flow.transaction_started(transaction))
+    session.bus.publish("transaction_started", session.charger_id, session,
+                        transactionId=transaction_id, evseId=evse, connectorId=connector,
+                        idTag=transaction.id_tag, meterStart=transaction.meter_start)
+    return transaction
+
+
+def _close_station_transaction(session: "ChargerSession", payload: dict,
+                               transaction_id: str) -> None:
+    """TransactionEvent Ended: the transaction is closed, and transaction_stopped published."""
+    state = session.state
+    transaction = state.close_transaction(transaction_id)
+    if transaction is None:
+        session.log("warn", "TransactionEvent Ended names transaction %s, which is not open here%s"
+                    % (_show(transaction_id), state.open_transactions_text()))
+        return
+    if session.system.charts is not None:
+        session.system.charts.drop(session.charger_id, transaction_id)
+    info = payload["transactionInfo"]
+    session.bus.publish("transaction_stopped", session.charger_id, session,
+                        transactionId=transaction_id, evseId=transaction.evse_id,
+                        connectorId=transaction.connector_id,
+                        meterStop=_energy_register(payload), reason=info.get("stoppedReason"))
+
+
+def handle_v201_transaction_event(session: "ChargerSession", payload: dict) -> dict:
+    """Started opens the station's transaction (an Updated of one not open opens it too), its
+    meter values are kept and charted, Ended closes it; an idToken is answered its idTokenInfo."""
+    transaction_id = _transaction_id_of(payload)
+    reply: dict = {}
+    if "idToken" in payload:
+        reply["idTokenInfo"] = id_token_info(session, payload["idToken"], "TransactionEvent",
+                                             transaction_id)
+    if transaction_id is None:
+        session.warn_once(("transaction-event-id",), "TransactionEvent without a "
+                          "transactionInfo.transactionId: answered, not recorded")
+        return reply
+    event_type = payload.get("eventType")
+    transaction = session.state.transactions.get(transaction_id)
+    if transaction is None and event_type in ("Started", "Updated"):
+        transaction = _open_station_transaction(session, payload, transaction_id)
+    elif transaction is not None and transaction.id_tag is None:
+        transaction.id_tag = id_token_of(payload.get("idToken"))  # authorized later
+    if "meterValue" in payload:
+        evse, connector = (transaction.evse_id, transaction.connector_id) \
+            if transaction is not None else _evse_of(payload)
+        record_meter_values(session, {"evseId": evse, "connectorId": connector,
+                                      "transactionId": transaction_id,
+                                      "meterValue": payload["meterValue"]}, transaction)
+    if event_type == "Ended":
+        _close_station_transaction(session, payload, transaction_id)
+    return reply
+
+
+def handle_v201_sign_certificate(session: "ChargerSession",
+                                 payload: dict) -> "Union[dict, LaterReply]":
+    """A ChargingStationCertificate CSR (the default type) as SignCertificate in 1.6; a
+    V2GCertificate one is Rejected (no V2G PKI here)."""
+    kind = payload.get("certificateType")
+    if kind is None or kind == "ChargingStationCertificate":
+        return session.system.signing.answer(session, payload.get("csr"))
+    session.log("warn", "SignCertificate for a %s: answered Rejected (%s)"
+                % (_show(kind), NO_V2G_PKI["additionalInfo"]))
+    return {"status": "Rejected", "statusInfo": dict(NO_V2G_PKI)}
+
+
+def handle_no_v2g_pki(session: "ChargerSession", payload: dict) -> dict:
+    """Get15118EVCertificate and GetCertificateStatus: Failed, as no V2G PKI is behind this
+    server; one line per connection says so."""
+    session.warn_once(("no-v2g-pki",), "an ISO 15118 certificate request is answered Failed: %s"
+                      % NO_V2G_PKI["additionalInfo"])
+    return {"status": "Failed", "statusInfo": dict(NO_V2G_PKI)}
+
+
+def handle_get_15118_ev_certificate(session: "ChargerSession", payload: dict) -> dict:
+    return dict(handle_no_v2g_pki(session, payload), exiResponse="")
+
+
+def handle_accepted(session: "ChargerSession", payload: dict) -> dict:
+    """NotifyEVChargingNeeds and NotifyEVChargingSchedule: Accepted."""
+    return {"status": "Accepted"}
+
+
+V201_CHARGER_ACTION_HANDLERS: dict[str, Callable[["ChargerSession", dict], Any]] = {
+    "Authorize": handle_v201_authorize,
+    "BootNotification": handle_boot_notification,
+    "ClearedChargingLimit": handle_notification,
+    "DataTransfer": handle_data_transfer,
+    "FirmwareStatusNotification": handle_notification,
+    "Get15118EVCertificate": handle_get_15118_ev_certificate,
+    "GetCertificateStatus": handle_no_v2g_pki,
+    "Heartbeat": handle_heartbeat,
+    "LogStatusNotification": handle_notification,
+    "MeterValues": handle_v201_meter_values,
+    "NotifyChargingLimit": handle_notification,
+    "NotifyCustomerInformation": handle_notification,
+    "NotifyDisplayMessages": handle_notification,
+    "NotifyEVChargingNeeds": handle_accepted,
+    "NotifyEVChargingSchedule": handle_accepted,
+    "NotifyEvent": handle_notification,
+    "NotifyMonitoringReport": handle_notification,
+    "NotifyReport": handle_notification,
+    "PublishFirmwareStatusNotification": handle_notification,
+    "ReportChargingProfiles": handle_notification,
+    "ReservationStatusUpdate": handle_notification,
+    "SecurityEventNotification": handle_notification,
+    "SignCertificate": handle_v201_sign_certificate,
+    "StatusNotification": handle_v201_status_notification,
+    "TransactionEvent": handle_v201_transaction_event,
 }
 
 
@@ -6766,6 +7073,16 @@ def file_location(system: "CentralSystem", session: Optional["ChargerSession"],
 # ---- the API
 
 
+def transaction_record(transaction: Transaction) -> dict:
+    """What GET /api/chargers says of an open transaction; evseId only for one on an EVSE."""
+    record = {"transactionId": transaction.transaction_id,
+              "connectorId": transaction.connector_id, "idTag": transaction.id_tag,
+              "meterStart": transaction.meter_start}
+    if transaction.evse_id is not None:
+        record["evseId"] = transaction.evse_id
+    return record
+
+
 def charger_record(system: "CentralSystem", state: ChargerState) -> dict:
     """What GET /api/chargers says of one charge point."""
     session = system.sessions.get(state.charger_id)
@@ -6777,11 +7094,8 @@ def charger_record(system: "CentralSystem", state: ChargerState) -> dict:
         "dialect": state.dialect,
         "boot": state.boot_info,
         "bootStatus": state.boot_status,
-        "connectors": {str(number) if number >= 0 else "?": status for number,
-                       status in sorted(state.connectors.items())},
-        "transactions": [{"transactionId": tx.transaction_id, "connectorId": tx.connector_id,
-                          "idTag": tx.id_tag, "meterStart": tx.meter_start}
-                         for tx in state.transactions.values()],
+        "connectors": dict(state.connector_statuses()),
+        "transactions": [transaction_record(tx) for tx in state.transactions.values()],
         "lastMeterValues": state.last_meter_values,
         "specWarnings": state.spec_warnings,
         "authorizationKeyRotated": state.key_rotated,
@@ -7520,9 +7834,10 @@ function renderCard(charger) {
   title.append(el("span", "badge " + (charger.connected ? "on" : "off"),
                   charger.connected ? "connected" : "away"));
   if (charger.dialect) title.append(el("span", "badge", charger.dialect));
-  const boot = charger.boot || {};
-  const parts = [title, el("p", "muted", charger.boot ? [boot.chargePointVendor,
-    boot.chargePointModel, "boot " + charger.bootStatus].filter(Boolean).join(" \u00b7 ")
+  const boot = charger.boot || {}, station = boot.chargingStation || {};
+  const parts = [title, el("p", "muted", charger.boot ? [
+    boot.chargePointVendor || station.vendorName, boot.chargePointModel || station.model,
+    "boot " + charger.bootStatus].filter(Boolean).join(" \u00b7 ")
     : "no BootNotification yet")];
   const connectors = el("p", "connectors");
   for (const [number, status] of Object.entries(charger.connectors)) {
@@ -7531,7 +7846,8 @@ function renderCard(charger) {
   }
   parts.push(connectors);
   for (const tx of charger.transactions) {
-    parts.push(el("p", "tx", "transaction " + tx.transactionId + " on connector " +
+    const evse = tx.evseId !== undefined ? "EVSE " + tx.evseId + " " : "";
+    parts.push(el("p", "tx", "transaction " + tx.transactionId + " on " + evse + "connector " +
       tx.connectorId + " \u00b7 idTag " + tx.idTag + " \u00b7 meterStart " + tx.meterStart));
   }
   if (charger.specWarnings) parts.push(...warningParts(charger));
@@ -7953,7 +8269,7 @@ h2 { font-size: 1.05rem; margin: .2rem 0 .5rem; text-transform: uppercase; lette
 .connector { display: inline-block; margin: 0 .4rem .3rem 0; padding: .15rem .5rem;
              border-radius: 4px;
              background: #e3e7ee; }
-.s-Available { background: #c8e6c9; } .s-Charging { background: #bbdefb;
+.s-Available { background: #c8e6c9; } .s-Charging, .s-Occupied { background: #bbdefb;
                } .s-Faulted { background: #ffcdd2; }
 .s-Preparing, .s-SuspendedEV, .s-SuspendedEVSE, .s-Finishing { background: #fff3c4; }
 .tx { font-weight: 600; margin: .3rem 0; }
@@ -9180,14 +9496,16 @@ def build_parser() -> argparse.ArgumentParser:
                           help="only these charge point ids may connect; others get HTTP 404")
     authorization = parser.add_argument_group("authorization (idTagInfo in Authorize, "
                                               "StartTransaction, "
-                                              "StopTransaction)")
+                                              "StopTransaction; idTokenInfo in Authorize, "
+                                              "TransactionEvent)")
     authorization.add_argument("--tag", action="append", default=[], metavar="TAG=STATUS",
-                               help="answer TAG with STATUS (%s); repeatable"
-                               % ", ".join(AUTHORIZATION_STATUS))
+                               help="answer TAG with STATUS (%s; the last five become Blocked "
+                               "or Invalid in idTagInfo); repeatable"
+                               % ", ".join(TAG_RULE_STATUSES))
     authorization.add_argument("--tags", metavar="FILE",
                                help='JSON rules: {"TAG": "Blocked", "TAG2": {"status": "Accepted", '
                                '"expiryDate": "...", "parentIdTag": "..."}}')
-    authorization.add_argument("--unknown-tags", choices=AUTHORIZATION_STATUS, default="Accepted",
+    authorization.add_argument("--unknown-tags", choices=TAG_RULE_STATUSES, default="Accepted",
                                help="the answer for tags no rule names (default %(default)s)")
     authorization.add_argument("--concurrent-tx", action="store_true",
                                help="answer ConcurrentTx for a tag that already has an open "
@@ -9371,15 +9689,15 @@ def load_tag_rules(path: Optional[str], flags: list[str]) -> dict[str, tuple[dic
                 raise ValueError("--tags %s: tag %s is not 1 to 20 characters (CiString20)"
                                  % (path, _show(tag)))
             info = {"status": answer} if isinstance(answer, str) else answer
-            problems = lint_payload(_id_tag_info(), info)
+            problems = lint_payload(TAG_RULE, info)
             if problems:
                 raise ValueError("--tags %s, tag %s: %s" % (path, _show(tag), problems[0]))
             rules[tag] = (info, "--tags %s" % os.path.basename(path))
     for flag in flags:
         tag, equals, status = flag.partition("=")
-        if not equals or not 1 <= len(tag) <= 20 or status not in AUTHORIZATION_STATUS:
+        if not equals or not 1 <= len(tag) <= 20 or status not in TAG_RULE_STATUSES:
             raise ValueError("--tag %s: expected TAG=STATUS, STATUS one of %s"
-                             % (flag, ", ".join(AUTHORIZATION_STATUS)))
+                             % (flag, ", ".join(TAG_RULE_STATUSES)))
         rules[tag] = ({"status": status}, "--tag %s" % flag)
     return rules
 
