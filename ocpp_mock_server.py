@@ -2037,7 +2037,7 @@ class ChargerState:
     def open_transactions_text(self) -> str:
         if not self.transactions:
             return " (none is open)"
-        return " (open: %s)" % ", ".join(str(number) for number in self.transactions)
+        return " (open: %s)" % ", ".join(printable(str(number), 40) for number in self.transactions)
 
     def connector_statuses(self) -> list[tuple[str, str]]:
         """(connector, status) pairs in order, a connector as "2", "1/2" (EVSE 1's connector 2)
@@ -2060,12 +2060,13 @@ class ChargerState:
                 for label, status in self.connector_statuses()))
         for tx in self.transactions.values():
             lines.append("  transaction %s on %s, idTag %s, meterStart %s, %d s old" % (
-                _scalar_text(tx.transaction_id), tx.place(), _show(tx.id_tag), tx.meter_start,
+                printable(str(tx.transaction_id), 40), tx.place(), _show(tx.id_tag), tx.meter_start,
                 time.monotonic() - tx.started))
         if not self.transactions:
             lines.append("  no open transaction")
         if self.last_meter_values is not None:
-            lines.append("  last meter values: " + render_meter_values(self.last_meter_values))
+            lines.append("  last meter values: " + printable(
+                render_meter_values(self.last_meter_values), MAX_SHOWN))
         for action, id_tag, status, rule in self.authorizations:
             lines.append("  %s idTag %s: %s (%s)" % (action, id_tag, status, rule))
         if self.key_rotated is not None:
@@ -3166,7 +3167,7 @@ class AuthorizationRules:
                             else open_transaction.transaction_id == own)):
                         return {"status": "ConcurrentTx"}, (
                             "--concurrent-tx: transaction %s on %s %s" % (
-                                _scalar_text(open_transaction.transaction_id),
+                                printable(str(open_transaction.transaction_id), 40),
                                 printable(other.charger_id), open_transaction.place()))
         known = self.tags.get(id_tag) if isinstance(id_tag, str) else None
         if known is not None:

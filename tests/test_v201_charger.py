@@ -660,3 +660,43 @@ async def mobilityhouse_session(station, call, datatypes, enums):
             assert reply.id_token_info["status"] == "Accepted"
     heartbeat = await station.call(call.Heartbeat())
     assert heartbeat.current_time.endswith("Z")
+
+
+@needs_versions
+@charger_test
+async def test_a_transaction_the_server_missed_the_start_of_is_opened_by_its_update(in_process):
+    server = in_process("--no-boot-data")
+    started = collect_events(server, "transaction_started")
+    charger = await v201_charger(server)
+    reply = await charger.call(
+        "TransactionEvent",
+        transaction_event(
+            "Updated", "TX-LATE", 5, evse={"id": 1, "connectorId": 1}, meterValue=energy(42)
+        ),
+    )
+    assert reply.payload == {}
+    server.wait_for(
+        r"CS-201 !! TransactionEvent \"Updated\" names transaction \"TX-LATE\", which was not "
+        r"open here; it is now"
+    )
+    assert [event.fields["transactionId"] for event in started] == ["TX-LATE"]
+    await charger.call("TransactionEvent", transaction_event("Ended", "TX-LATE", 6))
+    assert (await http(server, "GET", "/api/chargers/CS-201")).json["transactions"] == []
+    await charger.close()
+
+
+@needs_versions
+@charger_test
+async def test_a_stations_transaction_id_is_shown_escaped(in_process):
+    server = in_process("--no-boot-data")
+    charger = await v201_charger(server)
+    sneaky = "TX\x1b[2J\u202eX"
+    await charger.call(
+        "TransactionEvent",
+        transaction_event("Started", sneaky, 0, meterValue=energy(1)),
+    )
+    await charger.call("TransactionEvent", transaction_event("Ended", "OTHER", 1))
+    server.type("chargers")
+    server.wait_for(r"last meter values: connector null, transaction TX\\x1b\[2J\\u202eX")
+    assert "\x1b" not in server.output() and "\u202e" not in server.output()
+    await charger.close()
