@@ -19,6 +19,7 @@ import ocpp_mock_server as mock
 from conftest import (
     TIMEOUT,
     Charger,
+    assert_valid,
     charger_test,
     http,
     read_transcript,
@@ -699,4 +700,47 @@ async def test_a_stations_transaction_id_is_shown_escaped(in_process):
     server.type("chargers")
     server.wait_for(r"last meter values: connector null, transaction TX\\x1b\[2J\\u202eX")
     assert "\x1b" not in server.output() and "\u202e" not in server.output()
+    await charger.close()
+
+
+@charger_test
+async def test_a_16_charger_gets_the_nearest_id_tag_info_status_of_a_v201_one(in_process, tmp_path):
+    tags = tmp_path / "tags.json"
+    tags.write_text(json.dumps({"LATE": "NotAtThisTime", "AWAY": "NotAtThisLocation"}))
+    server = in_process(
+        "--no-boot-data",
+        "--tags",
+        str(tags),
+        "--tag",
+        "BROKE=NoCredit",
+        "--tag",
+        "BLOCK=Blocked",
+        "--unknown-tags",
+        "Unknown",
+    )
+    charger = await Charger.connect(server.url, "CP-16")
+    for tag, status in (
+        ("BROKE", "Blocked"),
+        ("LATE", "Blocked"),
+        ("AWAY", "Invalid"),
+        ("NOBODY", "Invalid"),
+        ("BLOCK", "Blocked"),
+    ):
+        reply = await charger.call("Authorize", {"idTag": tag})
+        assert reply.payload == {"idTagInfo": {"status": status}}, tag
+        assert_valid("AuthorizeResponse", reply.payload)
+    started = await charger.call(
+        "StartTransaction",
+        {"connectorId": 1, "idTag": "BROKE", "meterStart": 0, "timestamp": NOW},
+    )
+    assert started.payload["idTagInfo"] == {"status": "Blocked"}
+    assert_valid("StartTransactionResponse", started.payload)
+    server.wait_for(
+        r"CP-16 \*\* Authorize idTag \"BROKE\": Blocked \(--tag BROKE=NoCredit; "
+        r"NoCredit answered as Blocked, an idTagInfo status\)"
+    )
+    server.wait_for(r"CP-16 \*\* Authorize idTag \"BLOCK\": Blocked \(--tag BLOCK=Blocked\)")
+    server.wait_for(
+        r"Authorize idTag \"NOBODY\": Invalid \(--unknown-tags Unknown; Unknown answered"
+    )
     await charger.close()
