@@ -3611,11 +3611,11 @@ def _open_transaction_id(system: "CentralSystem", session: Optional["ChargerSess
                            "transactionId=N"
                            % (" on " + printable(session.charger_id) if session else ""))
     raise CommandError("%s has %d open transactions (%s): say which, e.g. stopRemote "
-                       "transactionId=%d"
+                       "transactionId=%s"
                        % (printable(session.charger_id), len(transactions), ", ".join(
-                           "%d on connector %s" % (tx.transaction_id,
-                                                   tx.connector_id) for tx in transactions),
-                          transactions[-1].transaction_id))
+                           "%s on %s" % (printable(str(tx.transaction_id), 40), tx.place())
+                           for tx in transactions),
+                          printable(str(transactions[-1].transaction_id), 40)))
 
 
 def boot_data_payload(system: "CentralSystem") -> dict:
