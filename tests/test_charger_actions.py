@@ -145,7 +145,8 @@ async def test_a_flexicharge_charger_is_served_as_it_is(start_server):
 
     # The path-less FlexiCharge URL gets an id derived from the peer address.
     server.wait_for(
-        r"127\.0\.0\.1 \*\* connected from 127\.0\.0\.1:\d+ \(OCPP 1\.6\) with no id in the URL path"
+        r"127\.0\.0\.1 \*\* connected from 127\.0\.0\.1:\d+ \(OCPP 1\.6\) "
+        r"with no id in the URL path"
     )
     # Its own MeterValues form, rendered as measurand value unit.
     server.wait_for(
