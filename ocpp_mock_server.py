@@ -2662,7 +2662,8 @@ class ChargingFlow:
         does not get a second one queued.
         """
         session = self.session
-        if not session.system.options.boot_data:
+        if not session.system.options.boot_data or \
+                DIALECT_FLEXICHARGE not in session.version.dialects:  # BootData is FlexiCharge's
             self.handshake_complete()
         elif self.boot_data_call is None or self.boot_data_call.outcome.done():
             self.boot_data_call = session.call(
