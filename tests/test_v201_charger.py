@@ -34,6 +34,36 @@ needs_versions = pytest.mark.skipif(
     not hasattr(mock, "VERSIONS"), reason="the server has no OCPP versions table (VERSIONS) yet"
 )
 
+
+class _AnyPayload:
+    """A stand-in for the field rules of an action the 2.0.1 tables lack: every payload passes."""
+
+    @staticmethod
+    def valid(payload) -> bool:
+        return True
+
+
+@pytest.fixture(autouse=True, scope="module")
+def v201_field_rules():
+    """The 2.0.1 field rules come from another branch (the generated tables): until they are
+    merged, an action without rules is answered unlinted, so the handlers can be tested alone."""
+    version = getattr(mock, "OCPP201", None)
+    missing = (
+        []
+        if version is None
+        else [
+            action
+            for action in mock.V201_CHARGER_ACTION_HANDLERS
+            if action not in version.charger_request_rules
+        ]
+    )
+    for action in missing:
+        version.charger_request_rules[action] = _AnyPayload()
+    yield
+    for action in missing:
+        del version.charger_request_rules[action]
+
+
 _validators = {}
 
 
