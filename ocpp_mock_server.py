@@ -2744,7 +2744,8 @@ class ChargingFlow:
         if delay is None:
             return
         session.log("info", "%s for transaction %s in %g s (--auto-stop-after)"
-                    % (session.version.remote_stop, transaction.transaction_id, delay))
+                    % (session.version.remote_stop, printable(str(transaction.transaction_id), 40),
+                       delay))
 
         def stop() -> None:
             if session.state.transactions.get(transaction.transaction_id) is transaction:

@@ -774,3 +774,20 @@ async def test_a_16_charger_gets_the_nearest_id_tag_info_status_of_a_v201_one(in
         r"Authorize idTag \"NOBODY\": Invalid \(--unknown-tags Unknown; Unknown answered"
     )
     await charger.close()
+
+
+@needs_versions
+@charger_test
+async def test_auto_stop_after_stops_a_stations_transaction_by_its_string_id(in_process):
+    server = in_process("--no-boot-data", "--auto-stop-after", "0.1")
+    charger = await v201_charger(server)
+    await charger.call(
+        "TransactionEvent",
+        transaction_event("Started", "TX-AUTO", 0, evse={"id": 1, "connectorId": 1}),
+    )
+    stop = await charger.expect_call("RequestStopTransaction")
+    assert stop.payload == {"transactionId": "TX-AUTO"}
+    assert_v201_valid("RequestStopTransactionRequest", stop.payload)
+    server.wait_for(r"RequestStopTransaction for transaction TX-AUTO in 0\.1 s")
+    await charger.answer(stop, {"status": "Accepted"})
+    await charger.close()
