@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""A small simulated OCPP 1.6-J charge point, for demos and tests of the mock server.
+"""A small simulated OCPP 1.6-J (or 2.0.1) charge point, for demos and tests of the mock server.
 
     python examples/demo_charger.py [ws://127.0.0.1:60003/CP-1] [--flexicharge] [--once]
+    python examples/demo_charger.py [ws://127.0.0.1:60003/CP-1] --ocpp 2.0.1 [--once]
 
 It boots, accepts the BootData, reports its connector Available, heartbeats,
 accepts RemoteStartTransaction, sends StartTransaction, then MeterValues every
@@ -17,6 +18,13 @@ RemoteStartTransaction.
 ``--flexicharge`` speaks the FlexiCharge charger's dialect instead: 4-element
 replies, one message id reused for its CALLs, string connectorIds, its own
 MeterValues ``values`` form, and ``transactionID`` in RemoteStopTransaction.
+
+``--ocpp 2.0.1`` speaks OCPP 2.0.1 (subprotocol ocpp2.0.1) instead: BootNotification, a
+StatusNotification per EVSE and connector, Authorize, and on RequestStartTransaction a
+transaction of TransactionEvents (Started, Updated with the meter every --meter-interval, Ended
+on RequestStopTransaction) with its own transactionId and seqNo; it answers every CSMS message
+of 2.0.1 with a schema-valid reply, from a small device model (GetVariables, SetVariables,
+GetBaseReport and GetReport with NotifyReport in parts). --misbehave is 1.6 only for now.
 Standard library and websockets only, like the server.
 """
 
@@ -790,7 +798,7 @@ class DemoCharger201(DemoCharger):
         station = self.station
         station.starting = True  # until the Started event is answered (or the connection ends)
         try:
-            if not await self.authorize(id_token):
+            if self.requests.authorize_remote_start() and not await self.authorize(id_token):
                 return
             await self.status("Preparing")
             station.transaction_id, station.seq_no = str(uuid.uuid4()), 0
@@ -909,6 +917,10 @@ class V201DeviceModel(V201Answers):
         if entry.get("attributeType", "Actual") != "Actual":
             return "NotSupportedAttributeType", None
         return "Accepted", row
+
+    def authorize_remote_start(self) -> bool:
+        """AuthCtrlr.AuthorizeRemoteStart: Authorize the idToken of RequestStartTransaction."""
+        return self.variables[("AuthCtrlr", "AuthorizeRemoteStart")][0] == "true"
 
     def on_GetVariables(self, payload: dict) -> dict:
         results = []
