@@ -113,6 +113,7 @@ class DemoCharger:
     """One connection of the simulated charge point (one connector), speaking OCPP 1.6."""
 
     expects_boot_data = True  # the mock server sends its FlexiCharge BootData to 1.6 chargers
+    format_error = "FormationViolation"  # the CALLERROR for a payload it cannot read
 
     def __init__(self, websocket: Any, options: argparse.Namespace, station: "Station") -> None:
         self.ws = websocket
@@ -376,7 +377,13 @@ class DemoCharger:
             await self.ws.send(json.dumps([4, message_id, "NotImplemented", "demo charger: no "
                                            + action, {}]))
             return
-        reply = handler(payload)
+        try:
+            reply = handler(payload)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:  # a payload it cannot read
+            say(f"could not read {action} {json.dumps(payload)[:80]}: {exc!r}")
+            await self.ws.send(json.dumps([4, message_id, self.format_error,
+                                           f"demo charger: cannot read {action}", {}]))
+            return
         if reply is None:  # the FlexiCharge charger answers some requests with silence
             return
         frame = [3, message_id, action, reply] if self.flexicharge else [3, message_id, reply]
@@ -746,6 +753,7 @@ class DemoCharger201(DemoCharger):
     (the answers to the CSMS are V201Requests')."""
 
     expects_boot_data = False
+    format_error = "FormatViolation"
 
     def __init__(self, websocket: Any, options: argparse.Namespace, station: "Station") -> None:
         super().__init__(websocket, options, station)

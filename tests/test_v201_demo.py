@@ -274,7 +274,7 @@ class Csms201:
         self.offered: list = []  # the Sec-WebSocket-Protocol header of each connection
         self.websocket = None
         self.pending: dict = {}
-        self.arrived = asyncio.Condition()
+        self.arrived = None  # an asyncio.Condition, made in the loop (Python 3.9 needs that)
 
     async def serve(self, websocket, *_):
         self.connections += 1
@@ -299,8 +299,7 @@ class Csms201:
             assert_valid_201(f"{action}Response", reply)
             await websocket.send(json.dumps([3, message_id, reply]))
         else:
-            assert message[0] == 3, message  # it answers every CSMS message with a CALLRESULT
-            self.pending.pop(message[1]).set_result(message[2])
+            self.pending.pop(message[1]).set_result(message[2] if message[0] == 3 else message)
 
     async def answer(self, action, payload):
         if action == "BootNotification":
@@ -317,15 +316,18 @@ class Csms201:
             "SignCertificate": {"status": "Accepted"},
         }.get(action, {})
 
-    async def call(self, action, payload):
-        """Send a CALL; its CALLRESULT's payload, checked by the schema."""
-        assert_valid_201(f"{action}Request", payload)
+    async def call(self, action, payload, raw=False):
+        """Send a CALL; its CALLRESULT's payload, checked by the schema (``raw``: a CALL that is
+        not valid, and the reply, whatever it is)."""
+        if not raw:
+            assert_valid_201(f"{action}Request", payload)
         message_id = str(uuid.uuid4())
         reply = asyncio.get_running_loop().create_future()
         self.pending[message_id] = reply
         await self.websocket.send(json.dumps([2, message_id, action, payload]))
         result = await asyncio.wait_for(reply, 5)
-        assert_valid_201(f"{action}Response", result)
+        if not raw:  # it answers every CSMS message with a schema-valid CALLRESULT
+            assert_valid_201(f"{action}Response", result)
         return result
 
     async def wait_for(self, action, count=1, timeout=10.0, connection=None, **fields):
@@ -352,6 +354,7 @@ class Csms201:
 
 async def run_demo(csms, *charger_args, until=None):
     """The demo charger against ``csms``; ``until(csms)`` drives it; its output."""
+    csms.arrived = asyncio.Condition()
     async with websockets.serve(csms.serve, "127.0.0.1", 0, subprotocols=["ocpp2.0.1"]) as server:
         port = server.sockets[0].getsockname()[1]
         charger = await asyncio.create_subprocess_exec(
@@ -592,3 +595,19 @@ def test_1_6_only_switches_are_refused_with_one_line_under_ocpp_2_0_1(flag, says
     )
     assert result.returncode == 2
     assert says in result.stderr and "Traceback" not in result.stderr
+
+
+async def unreadable_then_readable(csms):
+    await csms.wait_for("StatusNotification", connectorStatus="Available")
+    csms.error = await csms.call("GetVariables", {"getVariableData": [5]}, raw=True)
+    csms.unknown = await csms.call("NoSuchAction", {}, raw=True)
+    csms.after = await csms.call("GetVariables", {"getVariableData": [HEARTBEAT_VARIABLE]})
+
+
+def test_a_payload_it_cannot_read_gets_a_format_violation_and_it_goes_on():
+    csms = Csms201()
+    output = asyncio.run(run_demo(csms, until=unreadable_then_readable))
+    assert csms.error[0] == 4 and csms.error[2] == "FormatViolation", csms.error
+    assert csms.unknown[0] == 4 and csms.unknown[2] == "NotImplemented", csms.unknown
+    assert csms.after["getVariableResult"][0]["attributeStatus"] == "Accepted"
+    assert "could not read GetVariables" in output and "Traceback" not in output
