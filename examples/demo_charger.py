@@ -715,6 +715,7 @@ def keep(station: Station, action: str, payload: dict) -> None:
 # answers to the CSMS (V201Requests). One EVSE with one connector.
 
 EVSE_ID = 1
+HEARTBEAT_POLL = 0.25  # seconds: how soon a HeartbeatInterval set by SetVariables takes effect
 # 1.6 connector statuses (what the session above reports) as a 2.0.1 connectorStatus.
 CONNECTOR_STATUS_201 = {"Available": "Available", "Preparing": "Occupied", "Charging": "Occupied",
                         "SuspendedEV": "Occupied", "Finishing": "Occupied",
@@ -770,6 +771,14 @@ class DemoCharger201(DemoCharger):
             "model": "DemoCharger", "vendorName": "DemoVendor", "firmwareVersion": "1.0.0",
             "serialNumber": "demo-001"}}
 
+    async def boot(self) -> Any:
+        """BootNotification until Accepted; its interval is OCPPCommCtrlr.HeartbeatInterval."""
+        boot = await super().boot()
+        interval = boot.get("interval") if isinstance(boot, dict) else None
+        if isinstance(interval, int) and interval > 0 and not self.options.heartbeat_interval:
+            self.requests.variables[("OCPPCommCtrlr", "HeartbeatInterval")][0] = str(interval)
+        return boot
+
     async def status(self, status: str, again: bool = False) -> None:
         """StatusNotification of the connector, when its 2.0.1 status changed (or ``again``)."""
         connector_status = CONNECTOR_STATUS_201[status]
@@ -782,6 +791,18 @@ class DemoCharger201(DemoCharger):
 
     async def suspended_ev(self) -> None:
         """Nothing at once: the next TransactionEvent Updated says SuspendedEV."""
+
+    async def heartbeats(self, interval: float) -> None:
+        """Heartbeat every OCPPCommCtrlr.HeartbeatInterval seconds (the boot's interval until
+        SetVariables changes it; --heartbeat-interval overrides both)."""
+        variable = self.requests.variables[("OCPPCommCtrlr", "HeartbeatInterval")]
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(min(interval, HEARTBEAT_POLL))
+            seconds = self.options.heartbeat_interval or max(1, int(variable[0]))
+            if time.monotonic() - last >= seconds:
+                last = time.monotonic()
+                await self.call("Heartbeat", {})
 
     @staticmethod
     def meter_message(station: "Station", options: argparse.Namespace) -> tuple:

@@ -435,7 +435,7 @@ def test_the_demo_charger_answers_all_40_csms_messages_and_every_frame_is_schema
         for part in full
         for entry in part["reportData"]
     }
-    assert variables[("OCPPCommCtrlr", "HeartbeatInterval")] == "60"
+    assert ("OCPPCommCtrlr", "HeartbeatInterval") in variables
     assert replies["GetVariables"][1]["getVariableResult"][0]["attributeValue"] == "30"  # set
     assert variables[("SecurityCtrlr", "SecurityProfile")] == "1"
     assert {
@@ -611,3 +611,20 @@ def test_a_payload_it_cannot_read_gets_a_format_violation_and_it_goes_on():
     assert csms.unknown[0] == 4 and csms.unknown[2] == "NotImplemented", csms.unknown
     assert csms.after["getVariableResult"][0]["attributeStatus"] == "Accepted"
     assert "could not read GetVariables" in output and "Traceback" not in output
+
+
+async def heartbeat_interval_set(csms):
+    await csms.wait_for("StatusNotification", connectorStatus="Available")
+    read = {"getVariableData": [HEARTBEAT_VARIABLE]}
+    csms.before = (await csms.call("GetVariables", read))["getVariableResult"][0]
+    await csms.call(
+        "SetVariables", {"setVariableData": [dict(HEARTBEAT_VARIABLE, attributeValue="1")]}
+    )
+    await csms.wait_for("Heartbeat", count=2, timeout=5)
+
+
+@pytest.mark.slow(2)
+def test_the_heartbeat_interval_is_the_boots_until_set_variables_changes_it():
+    csms = Csms201(boot_interval=300)
+    asyncio.run(run_demo(csms, until=heartbeat_interval_set))
+    assert csms.before["attributeValue"] == "300"
