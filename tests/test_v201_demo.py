@@ -14,7 +14,8 @@ import ocpp.v201
 import pytest
 import websockets
 
-from conftest import DEMO_CHARGER
+import ocpp_mock_server as mock
+from conftest import DEMO_CHARGER, SCENARIOS, ServerProcess, read_transcript, run_scenario
 
 SCHEMAS_201 = Path(ocpp.v201.__file__).resolve().parent / "schemas"
 _validators: dict = {}
@@ -628,3 +629,103 @@ def test_the_heartbeat_interval_is_the_boots_until_set_variables_changes_it():
     csms = Csms201(boot_interval=300)
     asyncio.run(run_demo(csms, until=heartbeat_interval_set))
     assert csms.before["attributeValue"] == "300"
+
+
+# -- against the real server (needs its 2.0.1 tables: issue 21's other items)
+
+
+serves_201 = pytest.mark.skipif(
+    not (
+        "TransactionEvent" in mock.V201_CHARGER_ACTION_HANDLERS
+        and "RequestStartTransaction" in mock.V201_SERVER_ACTION_DEFAULTS
+    ),
+    reason="the server does not serve OCPP 2.0.1 stations yet",
+)
+
+
+def check_every_frame_is_valid_201(records, charger_id):
+    """Every CALL and CALLRESULT of the charger's transcript, either way, by the 2.0.1 schemas;
+    no CALLERROR either way. The actions of the CALLs, in order."""
+    frames = [
+        (record["dir"], json.loads(record["frame"]))
+        for record in records
+        if record["charger"] == charger_id and "frame" in record
+    ]
+    actions, calls = [], {}
+    for direction, frame in frames:
+        assert frame[0] in (2, 3), frame
+        if frame[0] == 2:
+            assert_valid_201(f"{frame[2]}Request", frame[3])
+            calls[(direction, frame[1])] = frame[2]
+            actions.append((direction, frame[2], frame[3]))
+        else:
+            asker = "out" if direction == "in" else "in"
+            assert_valid_201(f"{calls[(asker, frame[1])]}Response", frame[2])
+    return actions
+
+
+@serves_201
+@pytest.mark.slow(5)
+def test_a_whole_2_0_1_session_of_the_demo_charger_against_the_server(tmp_path):
+    log = tmp_path / "transcript.jsonl"
+    (tmp_path / "files" / "CP-201").mkdir(parents=True)
+    (tmp_path / "files" / "CP-201" / "firmware.bin").write_bytes(b"demo firmware")
+    server = ServerProcess("--log", str(log), "--files-dir", str(tmp_path / "files")).wait_ready()
+    charger = subprocess.Popen(
+        [
+            sys.executable,
+            "-W",
+            "error::DeprecationWarning",
+            str(DEMO_CHARGER),
+            server.url + "/CP-201",
+            "--ocpp",
+            "2.0.1",
+            "--once",
+            "--meter-interval",
+            "0.2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        server.wait_for(r"CP-201 <- StatusNotification", timeout=15)
+        for line in ("GetBaseReport", "GetLog", "UpdateFirmware", "startRemote"):
+            server.type(line)
+        server.wait_for(r"CP-201 <- LogStatusNotification .*Uploaded", timeout=10)
+        server.wait_for(r"CP-201 <- FirmwareStatusNotification .*Downloaded\b", timeout=10)
+        server.wait_for(r"CP-201 <- TransactionEvent .*Updated", timeout=10)
+        server.type("stopRemote")
+        output, _ = charger.communicate(timeout=20)
+    finally:
+        if charger.poll() is None:
+            charger.kill()
+            charger.communicate()
+    assert charger.returncode == 0, output
+    assert "Traceback" not in output and "transaction " in output, output
+    server.wait_for(r"CP-201 \*\* disconnected")
+    assert server.stop() == 0
+    assert "Traceback" not in server.output()
+    assert list((tmp_path / "files").rglob("demo-security.log")), server.output()
+    actions = check_every_frame_is_valid_201(read_transcript(log), "CP-201")
+    events = [
+        payload["eventType"]
+        for direction, action, payload in actions
+        if action == "TransactionEvent"
+    ]
+    assert events[0] == "Started" and events[-1] == "Ended" and "Updated" in events, events
+    assert ("in", "NotifyReport") in [(direction, action) for direction, action, _ in actions]
+
+
+@serves_201
+@pytest.mark.slow(3)
+def test_the_2_0_1_session_scenario_passes_against_the_demo_charger():
+    status, output = run_scenario(
+        SCENARIOS / "session-201.txt",
+        "--ocpp",
+        "2.0.1",
+        charger_args=("--ocpp", "2.0.1", "--meter-interval", "0.2"),
+    )
+    assert status == 0, output
+    assert ">> scenario session-201.txt: PASS" in output, output
+    assert "Traceback" not in output
