@@ -1071,9 +1071,9 @@ class V201Control(V201Answers):
         if station.transaction_id is not None:  # it runs already: its id, as the schema says
             say(f"RequestStartTransaction: transaction {station.transaction_id} runs already")
             return {"status": "Accepted", "transactionId": station.transaction_id}
-        if station.starting:
+        if station.starting or self.charger.connector_status == "Unavailable":
             say(f"RequestStartTransaction refused: connector {self.charger.connector} is "
-                "preparing")
+                + ("preparing" if station.starting else "unavailable"))
             return {"status": "Rejected"}
         id_token = payload.get("idToken")
         if not isinstance(id_token, dict):

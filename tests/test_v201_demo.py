@@ -729,3 +729,24 @@ def test_the_2_0_1_session_scenario_passes_against_the_demo_charger():
     assert status == 0, output
     assert ">> scenario session-201.txt: PASS" in output, output
     assert "Traceback" not in output
+
+
+async def inoperative_then_start(csms):
+    await csms.wait_for("StatusNotification", connectorStatus="Available")
+    inoperative = {"operationalStatus": "Inoperative"}
+    assert await csms.call("ChangeAvailability", inoperative) == {"status": "Accepted"}
+    await csms.wait_for("StatusNotification", connectorStatus="Unavailable")
+    start = {"idToken": {"idToken": "AA11", "type": "ISO14443"}, "remoteStartId": 1}
+    csms.refused = await csms.call("RequestStartTransaction", start)
+    assert await csms.call("ChangeAvailability", {"operationalStatus": "Operative"}) == {
+        "status": "Accepted"
+    }
+    await csms.wait_for("StatusNotification", count=2, connectorStatus="Available")
+    csms.accepted = await csms.call("RequestStartTransaction", start)
+    await csms.wait_for("TransactionEvent", eventType="Started")
+
+
+def test_an_inoperative_connector_refuses_a_remote_start_until_it_is_operative_again():
+    csms = Csms201()
+    asyncio.run(run_demo(csms, until=inoperative_then_start))
+    assert csms.refused == {"status": "Rejected"} and csms.accepted == {"status": "Accepted"}
