@@ -750,3 +750,22 @@ def test_an_inoperative_connector_refuses_a_remote_start_until_it_is_operative_a
     csms = Csms201()
     asyncio.run(run_demo(csms, until=inoperative_then_start))
     assert csms.refused == {"status": "Rejected"} and csms.accepted == {"status": "Accepted"}
+
+
+async def until_suspended(csms):
+    await csms.wait_for("StatusNotification", connectorStatus="Available")
+    start = {"idToken": {"idToken": "AA11", "type": "ISO14443"}, "remoteStartId": 1}
+    await csms.call("RequestStartTransaction", start)
+    await csms.wait_for("TransactionEvent", count=2, eventType="Updated")
+
+
+def test_a_full_battery_is_a_charging_state_change_to_suspended_ev():
+    csms = Csms201()
+    asyncio.run(run_demo(csms, "--soc", "99", until=until_suspended))
+    first, second = [
+        event for event in transaction_events(csms) if event["eventType"] == "Updated"
+    ][:2]
+    assert first["triggerReason"] == "ChargingStateChanged"
+    assert first["transactionInfo"]["chargingState"] == "SuspendedEV"
+    assert second["triggerReason"] == "MeterValuePeriodic"
+    assert first["meterValue"][0]["sampledValue"][1]["value"] == 0  # no power drawn
