@@ -3736,11 +3736,11 @@ def _open_transaction_id(system: "CentralSystem", session: Optional["ChargerSess
                            "transactionId=N"
                            % (" on " + printable(session.charger_id) if session else ""))
     raise CommandError("%s has %d open transactions (%s): say which, e.g. stopRemote "
-                       "transactionId=%s"
+                       "transactionId=%d"
                        % (printable(session.charger_id), len(transactions), ", ".join(
-                           "%s on %s" % (printable(str(tx.transaction_id), 40), tx.place())
-                           for tx in transactions),
-                          printable(str(transactions[-1].transaction_id), 40)))
+                           "%d on connector %s" % (tx.transaction_id,
+                                                   tx.connector_id) for tx in transactions),
+                          transactions[-1].transaction_id))
 
 
 def boot_data_payload(system: "CentralSystem") -> dict:
