@@ -8228,9 +8228,10 @@ function reading(readings, measurand) {
   return null;
 }
 
-function chartFor(charger, transactionId, connectorId) {  // the newest CHARTS_KEPT charts stay
+function chartFor(charger, transactionId, connectorId, evseId) {  // the newest CHARTS_KEPT stay
   const key = charger + " \u00b7 " + (transactionId !== null && transactionId !== undefined ?
-    "transaction " + transactionId : "connector " + connectorId);
+    "transaction " + transactionId : evseId !== null && evseId !== undefined ? "EVSE " + evseId
+    : "connector " + connectorId);
   let chart = charts.get(key);
   if (chart) return chart;
   while (charts.size >= limits.charts) {
@@ -8265,7 +8266,7 @@ function drawSoon(chart) {  // at the next animation frame, once however many re
 }
 
 function onMeterValues(event) {
-  const chart = chartFor(event.charger, event.transactionId, event.connectorId);
+  const chart = chartFor(event.charger, event.transactionId, event.connectorId, event.evseId);
   chart.points.push({t: Date.parse(event.ts), energy: reading(event.readings, MEASURANDS.energy),
                      power: reading(event.readings, MEASURANDS.power),
                      soc: reading(event.readings, MEASURANDS.soc)});
