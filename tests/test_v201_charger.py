@@ -21,8 +21,12 @@ from conftest import (
     Charger,
     assert_valid,
     charger_test,
+    headless_browser,
     http,
+    http_port,
     read_transcript,
+    run,
+    wait_in_browser,
 )
 
 V201_SCHEMAS = Path(ocpp.__file__).parent / "v201" / "schemas"
@@ -791,3 +795,68 @@ async def test_auto_stop_after_stops_a_stations_transaction_by_its_string_id(in_
     server.wait_for(r"RequestStopTransaction for transaction TX-AUTO in 0\.1 s")
     await charger.answer(stop, {"status": "Accepted"})
     await charger.close()
+
+
+@needs_versions
+@pytest.mark.slow(4)
+def test_the_page_shows_a_stations_transaction_its_evses_and_its_charts(in_process):
+    from selenium.webdriver.common.by import By
+
+    browser = headless_browser()
+    server = in_process("--no-boot-data")
+
+    def charts():
+        return browser.execute_script(
+            "return Object.fromEntries([...charts.entries()].map(([key, chart]) => "
+            "[key, chart.points.map((point) => [point.energy, point.power])]))"
+        )
+
+    async def scenario():
+        charger = await v201_charger(server)
+        await charger.call(
+            "StatusNotification",
+            dict(V201_REQUEST_SAMPLES["StatusNotification"], evseId=2, connectorStatus="Occupied"),
+        )
+        await charger.call(
+            "TransactionEvent",
+            transaction_event(
+                "Started", "TX-7", 0, evse={"id": 2, "connectorId": 1}, meterValue=energy(1000)
+            ),
+        )
+        browser.get(f"http://127.0.0.1:{http_port(server)}/")
+        card = 'section.card[data-charger="CS-201"]'
+        wait_in_browser(
+            browser,
+            lambda: (
+                "transaction TX-7 on EVSE 2 connector 1"
+                in browser.find_element(By.CSS_SELECTOR, card).text
+            ),
+            "the card's transaction",
+        )
+        wait_in_browser(
+            browser,
+            lambda: "2/1: Occupied" in browser.find_element(By.CSS_SELECTOR, card).text,
+            "the EVSE's connector",
+        )
+        assert charts() == {"CS-201 \u00b7 transaction TX-7": [[1000, None]]}
+        wait_in_browser(
+            browser, lambda: browser.find_element(By.ID, "status").text == "live", "live"
+        )
+        await charger.call(
+            "TransactionEvent",
+            transaction_event(
+                "Updated", "TX-7", 1, meterValue=energy(1500, Power_Active_Import=(7.4, "W", 3))
+            ),
+        )
+        await charger.call("MeterValues", V201_REQUEST_SAMPLES["MeterValues"])
+        wait_in_browser(browser, lambda: len(charts()) == 2, "the live readings")
+        assert charts() == {
+            "CS-201 \u00b7 transaction TX-7": [[1000, None], [1500, 7400]],
+            "CS-201 \u00b7 EVSE 0": [[1234.5, None]],
+        }
+        await charger.close()
+
+    try:
+        run(scenario())
+    finally:
+        browser.quit()
