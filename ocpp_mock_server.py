@@ -3598,9 +3598,10 @@ def _open_station_transaction(session: "ChargerSession", payload: dict,
         session.warn_once(("transactions-cap",),
                           "more than %d open transactions; forgetting the oldest (%s)"
                           % (MAX_OPEN_TRANSACTIONS, printable(str(forgotten.transaction_id))))
-    if payload.get("eventType") != "Started":
-        session.log("warn", "TransactionEvent %s names transaction %s, which was not open here; "
-                    "it is now" % (_show(payload.get("eventType")), _show(transaction_id)))
+    if payload.get("eventType") != "Started":  # one line per connection: the first of a burst
+        session.warn_once(("transaction-not-open",), "TransactionEvent %s names transaction %s, "
+                          "which was not open here; it is now (further ones opened quietly)"
+                          % (_show(payload.get("eventType")), _show(transaction_id)))
     session.after_reply(lambda: session.flow.transaction_started(transaction))
     session.bus.publish("transaction_started", session.charger_id, session,
                         transactionId=transaction_id, evseId=evse, connectorId=connector,
