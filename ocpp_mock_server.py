@@ -3293,21 +3293,22 @@ class NoChargerYet(CommandError):
     """A charger command typed while no charger is connected: it is held."""
 
 
-def _open_transaction_id(system: "CentralSystem", session: Optional["ChargerSession"]) -> int:
-    """The one open transaction of the charger: RemoteStopTransaction's default."""
+def _open_transaction_id(session: Optional["ChargerSession"], action: str,
+                         word: str = "stopRemote") -> Any:
+    """The id of the charger's one open transaction (an int in 1.6, a string in 2.0.1): what
+    ``action`` names when typed bare.  CommandError when none or several are open, saying what to
+    type (``word``, e.g. stopRemote, with the transactionId)."""
     transactions = list(session.state.transactions.values()) if session is not None else []
     if len(transactions) == 1:
         return transactions[0].transaction_id
     if not transactions:
-        raise CommandError("no transaction is open%s; give one: RemoteStopTransaction "
-                           "transactionId=N"
-                           % (" on " + printable(session.charger_id) if session else ""))
-    raise CommandError("%s has %d open transactions (%s): say which, e.g. stopRemote "
-                       "transactionId=%d"
+        raise CommandError("no transaction is open%s; give one: %s transactionId=N"
+                           % (" on " + printable(session.charger_id) if session else "", action))
+    raise CommandError("%s has %d open transactions (%s): say which, e.g. %s transactionId=%s"
                        % (printable(session.charger_id), len(transactions), ", ".join(
-                           "%d on connector %s" % (tx.transaction_id,
+                           "%s on connector %s" % (printable(str(tx.transaction_id)),
                                                    tx.connector_id) for tx in transactions),
-                          transactions[-1].transaction_id))
+                          word, printable(str(transactions[-1].transaction_id))))
 
 
 def boot_data_payload(system: "CentralSystem") -> dict:
@@ -3388,23 +3389,70 @@ def _installed_certificate(session: Optional["ChargerSession"]) -> dict:
     return listed[0] if listed else certificate_hash_data(DEMO_CERTIFICATE)
 
 
+# The defaults both versions send alike, one function each, shared by both tables.
+
+def _no_fields(system: "CentralSystem", session: Optional["ChargerSession"]) -> dict:
+    return {}
+
+
+def _last_reservation(system: "CentralSystem", session: Optional["ChargerSession"]) -> dict:
+    """CancelReservation: the reservation the server made last."""
+    return {"reservationId": system.last_reservation_id or 1}
+
+
+def _status_notification_trigger(system: "CentralSystem",
+                                 session: Optional["ChargerSession"]) -> dict:
+    return {"requestedMessage": "StatusNotification"}
+
+
+def _firmware_location(system: "CentralSystem", session: Optional["ChargerSession"]) -> str:
+    """firmware.bin on the file server (a placeholder URL without the HTTP port)."""
+    return file_location(system, session, "firmware.bin") or "http://127.0.0.1/firmware.bin"
+
+
+def _signed_chain(system: "CentralSystem", session: Optional["ChargerSession"]) -> dict:
+    """CertificateSigned: the chain signed for the charger last, else the demo root."""
+    return {"certificateChain": system.last_signed_chain.get(session.charger_id if session else "",
+                                                             DEMO_CERTIFICATE)}
+
+
+def _delete_installed_certificate(system: "CentralSystem",
+                                  session: Optional["ChargerSession"]) -> dict:
+    return {"certificateHashData": _installed_certificate(session)}
+
+
+def _get_log(system: "CentralSystem", session: Optional["ChargerSession"]) -> dict:
+    """GetLog (the 1.6 security whitepaper's and 2.0.1's): the diagnostics log, uploaded to the
+    file server."""
+    return {"log": {"remoteLocation": file_location(system, session) or "ftp://127.0.0.1/logs/"},
+            "logType": "DiagnosticsLog", "requestId": system.next_request_id}
+
+
+BARE_HEARTBEAT_INTERVAL = "60"  # what ChangeConfiguration and SetVariables set HeartbeatInterval to
+
+
+def _tx_default_schedule() -> dict:
+    """The schedule of SetChargingProfile's bare TxDefaultProfile: 16 A from the start."""
+    return {"chargingRateUnit": "A", "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 16.0}]}
+
+
 SERVER_ACTION_DEFAULTS: dict[str, Callable[["CentralSystem", Optional["ChargerSession"]], dict]] = {
-    "CancelReservation": lambda system, session: {
-        "reservationId": system.last_reservation_id or 1},
+    "CancelReservation": _last_reservation,
     "ChangeAvailability": lambda system, session: {"connectorId": 0, "type": "Operative"},
-    "ChangeConfiguration": lambda system, session: {"key": "HeartbeatInterval", "value": "60"},
-    "ClearCache": lambda system, session: {},
-    "ClearChargingProfile": lambda system, session: {},
+    "ChangeConfiguration": lambda system, session: {"key": "HeartbeatInterval",
+                                                    "value": BARE_HEARTBEAT_INTERVAL},
+    "ClearCache": _no_fields,
+    "ClearChargingProfile": _no_fields,
     "DataTransfer": lambda system, session: boot_data_payload(system),
     "GetCompositeSchedule": lambda system, session: {"connectorId": 1, "duration": 3600},
-    "GetConfiguration": lambda system, session: {},
+    "GetConfiguration": _no_fields,
     "GetDiagnostics": lambda system, session: {
         "location": file_location(system, session) or "ftp://127.0.0.1/diagnostics/"},
-    "GetLocalListVersion": lambda system, session: {},
+    "GetLocalListVersion": _no_fields,
     "RemoteStartTransaction": lambda system, session: {
         "connectorId": 1, "idTag": system.options.id_tag},
     "RemoteStopTransaction": lambda system, session: {
-        "transactionId": _open_transaction_id(system, session)},
+        "transactionId": _open_transaction_id(session, "RemoteStopTransaction")},
     "ReserveNow": lambda system, session: {
         "connectorId": 1, "expiryDate": _in_one_hour(), "idTag": system.options.id_tag,
         "reservationId": system.peek_reservation_id()},
@@ -3417,44 +3465,157 @@ SERVER_ACTION_DEFAULTS: dict[str, Callable[["CentralSystem", Optional["ChargerSe
         "connectorId": 1,
         "csChargingProfiles": {
             "chargingProfileId": 1, "stackLevel": 0, "chargingProfilePurpose": "TxDefaultProfile",
-            "chargingProfileKind": "Relative",
-            "chargingSchedule": {"chargingRateUnit": "A",
-                                 "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 16.0}]}}},
-    "TriggerMessage": lambda system, session: {"requestedMessage": "StatusNotification"},
+            "chargingProfileKind": "Relative", "chargingSchedule": _tx_default_schedule()}},
+    "TriggerMessage": _status_notification_trigger,
     "UnlockConnector": lambda system, session: {"connectorId": 1},
     "UpdateFirmware": lambda system, session: {
-        "location": file_location(system, session, "firmware.bin")
-                                               or "http://127.0.0.1/firmware.bin",
-        "retrieveDate": UTC_CLOCK.now()},
+        "location": _firmware_location(system, session), "retrieveDate": UTC_CLOCK.now()},
     # The OCPP 1.6 security whitepaper's.
-    "CertificateSigned": lambda system, session: {
-        "certificateChain": system.last_signed_chain.get(session.charger_id if session else "",
-                                                         DEMO_CERTIFICATE)},
-    "DeleteCertificate": lambda system, session: {
-        "certificateHashData": _installed_certificate(session)},
-    "ExtendedTriggerMessage": lambda system, session: {"requestedMessage": "StatusNotification"},
+    "CertificateSigned": _signed_chain,
+    "DeleteCertificate": _delete_installed_certificate,
+    "ExtendedTriggerMessage": _status_notification_trigger,
     "GetInstalledCertificateIds": lambda system, session: {
         "certificateType": "CentralSystemRootCertificate"},
-    "GetLog": lambda system, session: {
-        "log": {"remoteLocation": file_location(system, session) or "ftp://127.0.0.1/logs/"},
-        "logType": "DiagnosticsLog", "requestId": system.next_request_id},
+    "GetLog": _get_log,
     "InstallCertificate": lambda system, session: {
         "certificateType": "CentralSystemRootCertificate", "certificate": DEMO_CERTIFICATE},
     "SignedUpdateFirmware": lambda system, session: {
         "requestId": system.next_request_id,
-        "firmware": {"location": file_location(system, session, "firmware.bin")
-                     or "http://127.0.0.1/firmware.bin", "retrieveDateTime": UTC_CLOCK.now(),
+        "firmware": {"location": _firmware_location(system, session),
+                     "retrieveDateTime": UTC_CLOCK.now(),
                      "signingCertificate": DEMO_CERTIFICATE,
                      "signature": base64.b64encode(
                          hashlib.sha256(b"firmware.bin").digest()).decode("ascii")}},
 }
 
+
+def _id_token(system: "CentralSystem") -> dict:
+    """A 2.0.1 IdTokenType of --id-tag: an RFID card's (ISO14443)."""
+    return {"idToken": system.options.id_tag, "type": "ISO14443"}
+
+
+def _own_connection_data(system: "CentralSystem", session: Optional["ChargerSession"]) -> dict:
+    """SetNetworkProfile's bare connectionData: this server, at the address, scheme and URL path
+    the station reached it by (a 2.0.1 station appends its own id), with the security profile
+    that this server's flags give (1 basic auth, 2 TLS, 3 TLS with client certificates).
+    Nothing that could repoint a station elsewhere: another CSMS is named with
+    connectionData.ocppCsmsUrl=..."""
+    options = system.options
+    host, prefix = options.host, "/"
+    if session is not None:
+        local = session.websocket.local_address
+        host = local[0] if local else host
+        prefix = urllib.parse.urlsplit(request_path(session.websocket)).path.rsplit("/", 1)[0] + "/"
+    host = "[%s]" % host if ":" in host else host
+    url = "%s://%s:%d%s" % ("wss" if options.certfile else "ws", host, system.port, prefix)
+    profile = 3 if options.client_ca else 2 if options.certfile else 1
+    return {"ocppVersion": "OCPP20", "ocppTransport": "JSON", "ocppCsmsUrl": url,
+            "messageTimeout": 30, "securityProfile": profile, "ocppInterface": "Wired0"}
+
+
+def _heartbeat_variable() -> dict:
+    """The 2.0.1 component and variable of the heartbeat interval, which GetVariables, GetReport
+    and SetVariables name bare (a new dict each time: key=value arguments fill it in place)."""
+    return {"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "HeartbeatInterval"}}
+
+
+def _request_id_only(system: "CentralSystem", session: Optional["ChargerSession"]) -> dict:
+    return {"requestId": system.next_request_id}
+
+
+# PublishFirmware's and UnpublishFirmware's checksum, bare: the MD5 of the text "firmware.bin"
+BARE_FIRMWARE_CHECKSUM = "df69d20220cb1ff43f7c2cffbd2ccd8a"
+BARE_DATA_TRANSFER_VENDOR_ID = "OcppMockServer"  # a vendor the station does not know
+
+# The 2.0.1 CSMS-initiated messages (blocks A to P, and DataTransfer) as typed bare.
+V201_SERVER_ACTION_DEFAULTS: dict[str, Callable[["CentralSystem", Optional["ChargerSession"]],
+                                                dict]] = {
+    "GetBaseReport": lambda system, session: {"requestId": system.next_request_id,
+                                              "reportBase": "ConfigurationInventory"},
+    "GetReport": lambda system, session: {"requestId": system.next_request_id,
+                                          "componentVariable": [_heartbeat_variable()]},
+    "GetVariables": lambda system, session: {"getVariableData": [_heartbeat_variable()]},
+    "SetVariables": lambda system, session: {"setVariableData": [
+        dict(_heartbeat_variable(), attributeValue=BARE_HEARTBEAT_INTERVAL)]},
+    "SetNetworkProfile": lambda system, session: {
+        "configurationSlot": 1, "connectionData": _own_connection_data(system, session)},
+    "Reset": lambda system, session: {"type": "OnIdle"},
+    "ClearCache": _no_fields,
+    "SendLocalList": lambda system, session: {
+        "versionNumber": 1, "updateType": "Full",
+        "localAuthorizationList": [{"idToken": _id_token(system),
+                                    "idTokenInfo": {"status": "Accepted"}}]},
+    "GetLocalListVersion": _no_fields,
+    "GetTransactionStatus": _no_fields,
+    "RequestStartTransaction": lambda system, session: {
+        "idToken": _id_token(system), "remoteStartId": system.next_remote_start_id, "evseId": 1},
+    "RequestStopTransaction": lambda system, session: {
+        "transactionId": _open_transaction_id(session, "RequestStopTransaction")},
+    "TriggerMessage": _status_notification_trigger,
+    "UnlockConnector": lambda system, session: {"evseId": 1, "connectorId": 1},
+    "ChangeAvailability": lambda system, session: {"operationalStatus": "Operative"},
+    "ReserveNow": lambda system, session: {
+        "id": system.peek_reservation_id(), "expiryDateTime": _in_one_hour(),
+        "idToken": _id_token(system), "evseId": 1},
+    "CancelReservation": _last_reservation,
+    "CostUpdated": lambda system, session: {
+        "totalCost": 0.0, "transactionId": _open_transaction_id(session, "CostUpdated",
+                                                                "CostUpdated")},
+    "SetChargingProfile": lambda system, session: {
+        "evseId": 1,
+        "chargingProfile": {
+            "id": 1, "stackLevel": 0, "chargingProfilePurpose": "TxDefaultProfile",
+            "chargingProfileKind": "Relative",
+            "chargingSchedule": [dict(_tx_default_schedule(), id=1)]}},
+    "GetChargingProfiles": lambda system, session: {"requestId": system.next_request_id,
+                                                    "chargingProfile": {}},
+    "ClearChargingProfile": _no_fields,
+    "GetCompositeSchedule": lambda system, session: {"evseId": 1, "duration": 3600},
+    "UpdateFirmware": lambda system, session: {
+        "requestId": system.next_request_id,
+        "firmware": {"location": _firmware_location(system, session),
+                     "retrieveDateTime": UTC_CLOCK.now()}},
+    "PublishFirmware": lambda system, session: {
+        "location": _firmware_location(system, session), "checksum": BARE_FIRMWARE_CHECKSUM,
+        "requestId": system.next_request_id},
+    "UnpublishFirmware": lambda system, session: {"checksum": BARE_FIRMWARE_CHECKSUM},
+    "CertificateSigned": _signed_chain,
+    "InstallCertificate": lambda system, session: {
+        "certificateType": "CSMSRootCertificate", "certificate": DEMO_CERTIFICATE},
+    "DeleteCertificate": _delete_installed_certificate,
+    "GetInstalledCertificateIds": _no_fields,
+    "GetLog": _get_log,
+    "GetMonitoringReport": _request_id_only,
+    "SetMonitoringBase": lambda system, session: {"monitoringBase": "All"},
+    "SetMonitoringLevel": lambda system, session: {"severity": 8},
+    "SetVariableMonitoring": lambda system, session: {"setMonitoringData": [{
+        "value": 1, "type": "Delta", "severity": 8,
+        "component": {"name": "EVSE", "evse": {"id": 1}},
+        "variable": {"name": "AvailabilityState"}}]},
+    "ClearVariableMonitoring": lambda system, session: {"id": [1]},
+    "CustomerInformation": lambda system, session: {
+        "requestId": system.next_request_id, "report": True, "clear": False,
+        "idToken": _id_token(system)},
+    "SetDisplayMessage": lambda system, session: {"message": {
+        "id": 1, "priority": "NormalCycle",
+        "message": {"format": "UTF8", "content": "Hello from the OCPP Mock Server"}}},
+    "GetDisplayMessages": _request_id_only,
+    "ClearDisplayMessage": lambda system, session: {"id": 1},
+    "DataTransfer": lambda system, session: {"vendorId": BARE_DATA_TRANSFER_VENDOR_ID},
+}
+
+
+def _keep_certificate_ids(session: "ChargerSession", listed: Any) -> None:
+    """Keep the hash data a charger listed (at most 100): DeleteCertificate defaults to the
+    first."""
+    if isinstance(listed, list):
+        session.state.certificate_ids = [item for item in listed[:100] if isinstance(item, dict)]
+
+
 def remember_certificate_ids(session: "ChargerSession", request: dict, reply: dict) -> None:
     """GetInstalledCertificateIds.conf: DeleteCertificate defaults to the first certificate
     listed."""
-    listed = reply.get("certificateHashData")
-    if isinstance(listed, list):
-        session.state.certificate_ids = [item for item in listed[:100] if isinstance(item, dict)]
+    _keep_certificate_ids(session, reply.get("certificateHashData"))
 
 
 def configuration_changed(session: "ChargerSession", request: dict, reply: dict) -> None:
@@ -3492,6 +3653,51 @@ SERVER_CALL_RESULT_HANDLERS: dict[str, Callable[["ChargerSession", dict, dict], 
     "TriggerMessage": message_triggered,
     "ExtendedTriggerMessage": message_triggered,
     "GetInstalledCertificateIds": remember_certificate_ids,
+}
+
+
+def remember_certificate_chain_ids(session: "ChargerSession", request: dict, reply: dict) -> None:
+    """A 2.0.1 GetInstalledCertificateIdsResponse: its chains' own certificates, for
+    DeleteCertificate."""
+    chains = reply.get("certificateHashDataChain")
+    if isinstance(chains, list):
+        _keep_certificate_ids(session, [chain.get("certificateHashData") for chain in chains[:100]
+                                        if isinstance(chain, dict)])
+
+
+def _names_heartbeat_interval(data: Any) -> bool:
+    """Does a SetVariableData (as sent: the operator's JSON may be anything) set the actual
+    OCPPCommCtrlr.HeartbeatInterval?"""
+    if not isinstance(data, dict) or data.get("attributeType", "Actual") != "Actual":
+        return False
+    component, variable = data.get("component"), data.get("variable")
+    return (isinstance(component, dict) and component.get("name") == "OCPPCommCtrlr"
+            and isinstance(variable, dict) and variable.get("name") == "HeartbeatInterval")
+
+
+def variables_set(session: "ChargerSession", request: dict, reply: dict) -> None:
+    """SetVariables: an accepted OCPPCommCtrlr.HeartbeatInterval sets the heartbeat check's
+    interval (the results come in the order of the request's)."""
+    asked, results = request.get("setVariableData"), reply.get("setVariableResult")
+    if not isinstance(asked, list) or not isinstance(results, list):
+        return
+    for data, result in zip(asked, results):
+        if (_names_heartbeat_interval(data) and isinstance(result, dict)
+                and result.get("attributeStatus") in ("Accepted", "RebootRequired")):
+            interval = as_int(data.get("attributeValue"))
+            if interval is not None:
+                session.state.history.heartbeat_interval = interval
+
+
+# What the server remembers from a 2.0.1 station's CALLRESULTs: the ids its next bare commands use.
+V201_SERVER_CALL_RESULT_HANDLERS: dict[str, Callable[["ChargerSession", dict, dict], None]] = {
+    "GetInstalledCertificateIds": remember_certificate_chain_ids,
+    "ReserveNow": lambda session, request, reply: session.system.note_reservation(
+        request.get("id")),
+    "RequestStartTransaction": lambda session, request, reply: (
+        session.system.note_remote_start_id(request.get("remoteStartId"))),
+    "SetVariables": variables_set,
+    "TriggerMessage": message_triggered,
 }
 
 # Key spellings the FlexiCharge charger reads in the server's CALLs (it raises
@@ -8493,6 +8699,7 @@ class CentralSystem:
         self.next_reservation_id = 1
         self.last_reservation_id: Optional[int] = None
         self.next_request_id = 1  # GetLog's and SignedUpdateFirmware's requestId
+        self.next_remote_start_id = 1  # RequestStartTransaction's remoteStartId (2.0.1)
         self.signing = CertificateSigning(self, options.ca_cert, options.ca_key)
         self.access: Optional[AccessPolicy] = None  # who may connect; set when the server listens
         self.faults = FaultTable(self)
@@ -8563,6 +8770,11 @@ class CentralSystem:
         """A CALL with a requestId went out: GetLog and SignedUpdateFirmware default to the next."""
         if isinstance(request_id, int) and not isinstance(request_id, bool):
             self.next_request_id = max(self.next_request_id, request_id + 1)
+
+    def note_remote_start_id(self, remote_start_id: Any) -> None:
+        """A RequestStartTransaction was answered: the next one defaults to the next id."""
+        if isinstance(remote_start_id, int) and not isinstance(remote_start_id, bool):
+            self.next_remote_start_id = max(self.next_remote_start_id, remote_start_id + 1)
 
     def note_reservation(self, reservation_id: Any) -> None:
         """A ReserveNow went out: CancelReservation defaults to it, ReserveNow to the next id."""
