@@ -71,7 +71,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from typing import Any, Callable, Optional, Union
 
 try:
@@ -5594,24 +5594,27 @@ class ChargerStep(Step):
 
 
 class WaitStep(Step):
-    """``wait <Action>[.conf] [xN] [within S]``: consume the charger's CALLs (or replies) of that
-    action."""
+    """``wait <Action>[.conf] [key=value ...] [xN] [within S]``: consume the charger's CALLs (or
+    replies) of that action, those with these fields only (dotted keys for nested ones, e.g.
+    ``wait TransactionEvent eventType=Ended``); the others stay for later steps."""
 
-    usage = "wait <Action>[.conf] [xN] [within S]"
+    usage = "wait <Action>[.conf] [key=value ...] [xN] [within S]"
 
     def parse(self, tokens: list[str]) -> None:
         self.within = _within(tokens, self.line)
         self.count = 1
-        if len(tokens) == 2 and re.fullmatch(r"[xX]\d+", tokens[1]):
-            self.count = int(tokens[1][1:])
-            tokens = tokens[:1]
-        if len(tokens) != 1 or self.count < 1:
+        if len(tokens) >= 2 and re.fullmatch(r"[xX]\d+", tokens[-1]):
+            self.count = int(tokens.pop()[1:])
+        if not tokens or self.count < 1 or any(
+                "=" not in token or token.startswith("=") for token in tokens[1:]):
             raise self.fail_usage()
         self.kind, self.action = _wait_target(tokens[0], self.line)
+        self.fields = [tuple(token.partition("=")[::2]) for token in tokens[1:]]
 
     async def run(self, runner: "ScenarioRunner") -> None:
         await runner.wait_for(self.kind, self.action, self.count,
-                              SCENARIO_DEFAULT_WITHIN if self.within is None else self.within)
+                              SCENARIO_DEFAULT_WITHIN if self.within is None else self.within,
+                              self.fields)
 
 
 class ExpectStep(Step):
@@ -5791,6 +5794,15 @@ def expected_matches(actual: Any, text: str) -> bool:
     return actual == expected
 
 
+def _has_fields(payload: Any, fields: Sequence[tuple[str, str]]) -> bool:
+    """Has ``payload`` each (dotted path, expected value) of a wait step?"""
+    for path, text in fields:
+        found, actual = field_at(payload, path)
+        if not found or not expected_matches(actual, text):
+            return False
+    return True
+
+
 class ScenarioRunner:
     """Runs the steps of a parsed script against one charger; ``run`` returns the exit status."""
 
@@ -5886,17 +5898,20 @@ class ScenarioRunner:
                 raise StepFailed("%s did not connect within %g s" % (who, within))
             await self.next_event(left)
 
-    async def wait_for(self, kind: str, action: str, count: int, within: float) -> None:
+    async def wait_for(self, kind: str, action: str, count: int, within: float,
+                       fields: Sequence[tuple[str, str]] = ()) -> None:
         """Consume ``count`` of the charger's messages of ``action`` (CALLs, or replies for
-        .conf)."""
-        label = action + (".conf" if kind == "reply" else "")
+        .conf) that have the ``fields`` (dotted path, expected value) given; others stay."""
+        label = " ".join([action + (".conf" if kind == "reply" else "")]
+                         + ["%s=%s" % field for field in fields])
         deadline = time.monotonic() + within
         seen = 0
         while True:
             for event in list(self.events):
-                event_kind, session, details = event
-                if (event_kind == kind and session.charger_id == self.charger_id
-                    and details["action"] == action):
+                details = event[2]
+                if (self._of(event, kind, action) and (
+                        _has_fields(details["payload"], fields)
+                        or (kind == "reply" and details.get("error")))):
                     self.events.remove(event)
                     if details.get("error"):
                         raise StepFailed("%s was answered with CALLERROR %s"
@@ -5907,9 +5922,27 @@ class ScenarioRunner:
                         return
             left = deadline - time.monotonic()
             if left <= 0:
-                raise StepFailed("expected %s x%d within %g s, %d arrived"
-                                 % (label, count, within, seen))
+                raise StepFailed("expected %s x%d within %g s, %d arrived%s"
+                                 % (label, count, within, seen,
+                                    self._unmatched(kind, action, fields)))
             await self.next_event(left)
+
+    def _of(self, event: tuple[str, ChargerSession, dict], kind: str, action: str) -> bool:
+        """Is a kept message one of the script's charger's ``action`` (a CALL, or a reply)?"""
+        event_kind, session, details = event
+        return (event_kind == kind and session.charger_id == self.charger_id
+                and details["action"] == action)
+
+    def _unmatched(self, kind: str, action: str, fields: Sequence[tuple[str, str]]) -> str:
+        """What a wait with fields got instead: the latest message of its action, those fields."""
+        others = [event[2]["payload"] for event in self.events if self._of(event, kind, action)]
+        if not fields or not others:
+            return ""
+        found = ["%s=%s" % (path, dump_json(field_at(others[-1], path)[1])
+                            if field_at(others[-1], path)[0] else "(none)")
+                 for path, _ in fields]
+        return "; %d other%s, the latest with %s" % (len(others), "s" if len(others) > 1 else "",
+                                                     " ".join(found))
 
     async def next_event(self, timeout: float) -> None:
         """Wait until a session event arrives, or ``timeout`` seconds pass."""

@@ -11,6 +11,7 @@ import jsonschema
 import ocpp.v201
 
 import ocpp_mock_server as mock
+from conftest import Charger, ServerProcess, charger_test
 
 V201_SCHEMAS = Path(ocpp.v201.__file__).resolve().parent / "schemas"
 
@@ -79,3 +80,47 @@ def test_every_default_is_valid_by_the_official_schema():
                 assert on is None and action in ("RequestStopTransaction", "CostUpdated")
                 continue
             assert_v201_valid(action + "Request", payload)
+
+
+# ------------------------------------------------------------- wait <Action> key=value (scripts)
+
+
+def _status(connector: int, status: str) -> dict:
+    return {"connectorId": connector, "errorCode": "NoError", "status": status}
+
+
+@charger_test
+async def test_a_wait_with_fields_takes_only_the_messages_that_have_them(start_server, tmp_path):
+    """`wait <Action> key=value` consumes the first CALL of that action with those fields (nested
+    ones by dotted keys) and leaves the others for later steps, in their order."""
+    script = tmp_path / "fields.txt"
+    script.write_text(
+        "wait StatusNotification status=Available connectorId=2\n"
+        "expect connectorId=2\n"
+        "wait StatusNotification\n"  # the one passed over: still there
+        "expect status=Preparing\n"
+    )
+    server = start_server("--script", str(script), "--no-boot-data")
+    charger = await Charger.connect(server.url, "CP-F")
+    await charger.boot(answer_boot_data=False)
+    await charger.call("StatusNotification", _status(1, "Preparing"))
+    await charger.call("StatusNotification", _status(2, "Available"))
+    server.wait_for(r"scenario fields\.txt: PASS, 4 of 4 steps passed")
+    await charger.close()
+
+
+@charger_test
+async def test_a_wait_with_fields_that_times_out_says_what_came_instead(tmp_path):
+    script = tmp_path / "late.txt"
+    script.write_text("wait StatusNotification status=Faulted within 0.5\n")
+    server = ServerProcess("--script", str(script), "--no-boot-data").wait_ready()
+    charger = await Charger.connect(server.url, "CP-F")
+    await charger.boot(answer_boot_data=False)
+    await charger.call("StatusNotification", _status(1, "Preparing"))
+    await charger.call("StatusNotification", _status(1, "Charging"))
+    server.wait_for(
+        r"late\.txt:1 FAILED .*: expected StatusNotification status=Faulted x1 within 0\.5 s, 0 "
+        r"arrived; 2 others, the latest with status=\"Charging\""
+    )
+    await charger.close()
+    assert server.stop() == 1
