@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import jsonschema
 import ocpp.v201
+import pytest
 
 import ocpp_mock_server as mock
 from conftest import Charger, ServerProcess, charger_test
@@ -124,3 +125,230 @@ async def test_a_wait_with_fields_that_times_out_says_what_came_instead(tmp_path
     )
     await charger.close()
     assert server.stop() == 1
+
+
+# ------------------------------------------------------------------ A hand-written 2.0.1 station
+
+NOW = "2026-12-03T12:00:00.000Z"
+ACCEPTED = {"status": "Accepted"}
+
+
+def _results(key: str, items_key: str, status_key: str, **extra):
+    """A reply of one result per item of the request's ``items_key``, each Accepted."""
+    return lambda payload: {key: [
+        {status_key: "Accepted", "component": item["component"], "variable": item["variable"],
+         **extra}
+        for item in payload[items_key]
+    ]}
+
+
+# A schema-valid reply to each CSMS-initiated message; the others get {"status": "Accepted"}.
+STATION_REPLIES = {
+    "GetVariables": _results("getVariableResult", "getVariableData", "attributeStatus",
+                             attributeValue="60"),
+    "SetVariables": _results("setVariableResult", "setVariableData", "attributeStatus"),
+    "SetVariableMonitoring": lambda payload: {"setMonitoringResult": [
+        {"id": 7, "status": "Accepted", "type": item["type"], "severity": item["severity"],
+         "component": item["component"], "variable": item["variable"]}
+        for item in payload["setMonitoringData"]]},
+    "ClearVariableMonitoring": lambda payload: {"clearMonitoringResult": [
+        {"status": "Accepted", "id": monitor} for monitor in payload["id"]]},
+    "GetLocalListVersion": lambda payload: {"versionNumber": 1},
+    "GetTransactionStatus": lambda payload: {"messagesInQueue": False},
+    "GetInstalledCertificateIds": lambda payload: {
+        "status": "Accepted",
+        "certificateHashDataChain": [{"certificateType": "CSMSRootCertificate",
+                                      "certificateHashData": dict(INSTALLED_HASH)}]},
+    "UnlockConnector": lambda payload: {"status": "Unlocked"},
+    "UnpublishFirmware": lambda payload: {"status": "Unpublished"},
+    "CostUpdated": lambda payload: {},
+    "DataTransfer": lambda payload: {"status": "UnknownVendorId"},
+}
+INSTALLED_HASH = {"hashAlgorithm": "SHA256", "issuerNameHash": "ab" * 32,
+                  "issuerKeyHash": "cd" * 32, "serialNumber": "0123"}
+
+
+class Station:
+    """A 2.0.1 charging station over a real websocket (subprotocol ocpp2.0.1): sends its CALLs and
+    answers each CALL of the server schema-valid, after checking it by the oracle."""
+
+    def __init__(self, charger: Charger):
+        self.charger = charger
+        self.received = []  # the server's CALLs, in order
+        self.seq_no = 0
+
+    @classmethod
+    async def connect(cls, url: str, station_id: str = "CS-1") -> "Station":
+        return cls(await Charger.connect(url, station_id, subprotocols=("ocpp2.0.1",)))
+
+    async def boot(self):
+        reply = await self.charger.call("BootNotification", {
+            "chargingStation": {"model": "Hand-1", "vendorName": "Test"}, "reason": "PowerUp"})
+        assert reply.payload["status"] == "Accepted", reply
+        return reply
+
+    async def answer_next(self, action: str = None, timeout: float = 5.0):
+        """The server's next CALL (of ``action``, if given), checked by the oracle and answered."""
+        call = await (self.charger.expect_call(action, timeout) if action
+                      else self._any_call(timeout))
+        assert_v201_valid(call.action + "Request", call.payload)
+        reply = STATION_REPLIES.get(call.action, lambda payload: dict(ACCEPTED))(call.payload)
+        assert_v201_valid(call.action + "Response", reply)
+        await self.charger.answer(call, reply)
+        self.received.append(call)
+        return call
+
+    async def _any_call(self, timeout: float):
+        if self.charger.server_calls:
+            return self.charger.server_calls.pop(0)
+        frame = await self.charger.receive(timeout)
+        assert frame.type_id == 2, f"expected a CALL from the server, got {frame!r}"
+        return frame
+
+    async def transaction_event(self, event_type: str, transaction_id: str, trigger: str,
+                                **fields):
+        payload = {"eventType": event_type, "timestamp": NOW, "triggerReason": trigger,
+                   "seqNo": self.seq_no, "transactionInfo": {"transactionId": transaction_id},
+                   **fields}
+        self.seq_no += 1
+        assert_v201_valid("TransactionEventRequest", payload)
+        return await self.charger.call("TransactionEvent", payload)
+
+    async def start_transaction(self, transaction_id: str, remote_start_id=None):
+        fields = {"evse": {"id": 1, "connectorId": 1},
+                  "idToken": {"idToken": "1", "type": "ISO14443"}}
+        if remote_start_id is not None:
+            fields["transactionInfo"] = {"transactionId": transaction_id,
+                                         "remoteStartId": remote_start_id}
+        trigger = "RemoteStart" if remote_start_id is not None else "Authorized"
+        return await self.transaction_event("Started", transaction_id, trigger, **fields)
+
+    async def end_transaction(self, transaction_id: str):
+        return await self.transaction_event(
+            "Ended", transaction_id, "RemoteStop",
+            transactionInfo={"transactionId": transaction_id, "stoppedReason": "Remote"})
+
+    async def close(self):
+        await self.charger.close()
+
+
+# --------------------------------------------------- End to end, over a real ocpp2.0.1 websocket
+
+needs_versions = pytest.mark.skipif(
+    not hasattr(mock, "VERSIONS"), reason="the server has no protocol versions (VERSIONS) yet"
+)
+
+
+async def _booted_station(server, station_id: str = "CS-1") -> Station:
+    station = await Station.connect(server.url, station_id)
+    await station.boot()
+    return station
+
+
+@needs_versions
+@pytest.mark.slow(2)
+@charger_test
+async def test_every_command_typed_bare_reaches_a_2_0_1_station_valid(start_server):
+    """The 40 CSMS-initiated messages, typed bare at the console, each arrive as a CALL valid by
+    the official 2.0.1 schema (the station checks it); the ones that need an open transaction
+    take the one open."""
+    server = start_server("--no-boot-data")
+    station = await _booted_station(server)
+    await station.start_transaction("TX-A")
+    for action in V201_SERVER_ACTIONS:
+        server.type(action)
+    for action in V201_SERVER_ACTIONS:
+        call = await station.answer_next()
+        assert call.action == action
+    by_action = {call.action: call.payload for call in station.received}
+    assert by_action["RequestStopTransaction"] == {"transactionId": "TX-A"}
+    assert by_action["CostUpdated"]["transactionId"] == "TX-A"
+    assert by_action["RequestStartTransaction"]["idToken"] == {"idToken": "1", "type": "ISO14443"}
+    assert by_action["SetNetworkProfile"]["connectionData"]["ocppCsmsUrl"] == server.url + "/"
+    server.wait_for(r"CS-1 <- ClearDisplayMessage\.conf")
+    server.wait_for(r"CS-1 <- DataTransfer\.conf")
+    assert "spec:" not in server.settled_output(), server.output()
+    await station.close()
+
+
+@needs_versions
+@charger_test
+async def test_a_station_s_listed_certificate_is_what_delete_certificate_sends(start_server):
+    server = start_server("--no-boot-data")
+    station = await _booted_station(server)
+    server.type("GetInstalledCertificateIds")
+    await station.answer_next("GetInstalledCertificateIds")
+    server.type("DeleteCertificate")
+    call = await station.answer_next("DeleteCertificate")
+    assert call.payload == {"certificateHashData": INSTALLED_HASH}
+    await station.close()
+
+
+@needs_versions
+@charger_test
+async def test_start_remote_and_stop_remote_on_a_2_0_1_station(start_server):
+    """startRemote is RequestStartTransaction (--id-tag as an ISO14443 idToken, EVSE 1, a
+    remoteStartId counter), stopRemote is RequestStopTransaction of the one open transaction."""
+    server = start_server("--no-boot-data", "--id-tag", "CARD-7")
+    station = await _booted_station(server)
+    server.type("stopRemote")
+    server.wait_for(r"no transaction is open on CS-1; give one: RequestStopTransaction "
+                    r"transactionId=N")
+    server.type("startRemote")
+    first = await station.answer_next("RequestStartTransaction")
+    assert first.payload == {"idToken": {"idToken": "CARD-7", "type": "ISO14443"},
+                             "remoteStartId": 1, "evseId": 1}
+    await station.start_transaction("TX-1", remote_start_id=1)
+    server.type("stopRemote")
+    stop = await station.answer_next("RequestStopTransaction")
+    assert stop.payload == {"transactionId": "TX-1"}
+    server.type("startRemote evseId=2")
+    second = await station.answer_next("RequestStartTransaction")
+    assert second.payload["remoteStartId"] == 2 and second.payload["evseId"] == 2
+    await station.start_transaction("TX-2", remote_start_id=2)
+    server.type("stopRemote")
+    server.wait_for(r"CS-1 has 2 open transactions \(TX-1 on connector 1, TX-2 on connector 1\): "
+                    r"say which, e.g. stopRemote transactionId=TX-2")
+    server.type("stopRemote transactionId=TX-2")
+    stop = await station.answer_next("RequestStopTransaction")
+    assert stop.payload == {"transactionId": "TX-2"}
+    await station.close()
+
+
+@needs_versions
+@pytest.mark.slow(2)
+@charger_test
+async def test_auto_start_and_auto_stop_on_a_2_0_1_station(start_server):
+    server = start_server("--no-boot-data", "--auto-start-after", "0", "--auto-stop-after", "0.3")
+    station = await _booted_station(server)
+    start = await station.answer_next("RequestStartTransaction")
+    await station.start_transaction("TX-AUTO", remote_start_id=start.payload["remoteStartId"])
+    stop = await station.answer_next("RequestStopTransaction")
+    assert stop.payload == {"transactionId": "TX-AUTO"}
+    await station.end_transaction("TX-AUTO")
+    await station.charger.no_frame_within(0.5)  # once per connection: no second start
+    await station.close()
+
+
+@needs_versions
+@pytest.mark.slow(3)
+@charger_test
+async def test_a_script_waits_for_the_transaction_event_that_ends_it(tmp_path):
+    script = tmp_path / "v201.txt"
+    script.write_text(
+        "startRemote\n"
+        "wait TransactionEvent eventType=Ended\n"
+        "expect transactionInfo.stoppedReason=Remote\n"
+        "wait TransactionEvent eventType=Started\n"  # passed over by the wait before, still there
+        "expect transactionInfo.transactionId=TX-S\n"
+    )
+    server = ServerProcess("--script", str(script), "--no-boot-data", "--ocpp", "2.0.1")
+    server.wait_ready()
+    station = await _booted_station(server)
+    start = await station.answer_next("RequestStartTransaction")
+    await station.start_transaction("TX-S", remote_start_id=start.payload["remoteStartId"])
+    await station.transaction_event("Updated", "TX-S", "MeterValuePeriodic")
+    await station.end_transaction("TX-S")
+    server.wait_for(r"scenario v201\.txt: PASS, 5 of 5 steps passed")
+    await station.close()
+    assert server.stop() == 0
