@@ -234,8 +234,12 @@ class Station:
 
 # --------------------------------------------------- End to end, over a real ocpp2.0.1 websocket
 
+# These need the whole 2.0.1 table: the field rules and the station's handlers come from other
+# branches of the same issue (each alone has the others' tables empty).
 needs_versions = pytest.mark.skipif(
-    not hasattr(mock, "VERSIONS"), reason="the server has no protocol versions (VERSIONS) yet"
+    not (getattr(mock, "V201_SERVER_REQUESTS", None)
+         and getattr(mock, "V201_CHARGER_ACTION_HANDLERS", None)),
+    reason="the 2.0.1 field rules or station handlers are not in this server yet",
 )
 
 
