@@ -3,6 +3,7 @@ by the official 2.0.1 request schema (the ``ocpp`` package's v201/schemas, the o
 RequestStartTransaction / RequestStopTransaction are startRemote / stopRemote and the automation's
 on a 2.0.1 station; a script waits for a TransactionEvent of one kind."""
 
+import asyncio
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,7 +13,7 @@ import ocpp.v201
 import pytest
 
 import ocpp_mock_server as mock
-from conftest import Charger, ServerProcess, charger_test
+from conftest import Charger, ServerProcess, charger_test, http, http_port
 
 V201_SCHEMAS = Path(ocpp.v201.__file__).resolve().parent / "schemas"
 
@@ -250,7 +251,6 @@ async def _booted_station(server, station_id: str = "CS-1") -> Station:
 
 
 @needs_versions
-@pytest.mark.slow(2)
 @charger_test
 async def test_every_command_typed_bare_reaches_a_2_0_1_station_valid(start_server):
     """The 40 CSMS-initiated messages, typed bare at the console, each arrive as a CALL valid by
@@ -277,11 +277,33 @@ async def test_every_command_typed_bare_reaches_a_2_0_1_station_valid(start_serv
 
 @needs_versions
 @charger_test
+async def test_every_action_posted_bare_to_the_api_reaches_a_2_0_1_station_valid(start_server):
+    """POST /api/chargers/{id}/{Action} with an empty body sends the action's defaults, as typing
+    it bare does; startRemote and stopRemote name the 2.0.1 actions there too."""
+    server = start_server("--no-boot-data")
+    port = http_port(server)
+    station = await _booted_station(server)
+    await station.start_transaction("TX-H")
+    for action in (*V201_SERVER_ACTIONS, "startRemote", "stopRemote"):
+        reply = asyncio.ensure_future(http(server, "POST", f"/api/chargers/CS-1/{action}", {},
+                                           port=port))
+        call = await station.answer_next()
+        assert call.action == {"startRemote": "RequestStartTransaction",
+                               "stopRemote": "RequestStopTransaction"}.get(action, action)
+        answered = await reply
+        assert answered.status == 200 and "result" in answered.json, answered
+        assert answered.json["request"] == call.payload
+    await station.close()
+
+
+@needs_versions
+@charger_test
 async def test_a_station_s_listed_certificate_is_what_delete_certificate_sends(start_server):
     server = start_server("--no-boot-data")
     station = await _booted_station(server)
     server.type("GetInstalledCertificateIds")
     await station.answer_next("GetInstalledCertificateIds")
+    server.wait_for(r"CS-1 <- GetInstalledCertificateIds\.conf")  # remembered once read
     server.type("DeleteCertificate")
     call = await station.answer_next("DeleteCertificate")
     assert call.payload == {"certificateHashData": INSTALLED_HASH}
@@ -311,8 +333,8 @@ async def test_start_remote_and_stop_remote_on_a_2_0_1_station(start_server):
     assert second.payload["remoteStartId"] == 2 and second.payload["evseId"] == 2
     await station.start_transaction("TX-2", remote_start_id=2)
     server.type("stopRemote")
-    server.wait_for(r"CS-1 has 2 open transactions \(TX-1 on connector 1, TX-2 on connector 1\): "
-                    r"say which, e.g. stopRemote transactionId=TX-2")
+    server.wait_for(r"CS-1 has 2 open transactions \(TX-1 on (EVSE 1 )?connector 1, TX-2 on "
+                    r"(EVSE 1 )?connector 1\): say which, e.g. stopRemote transactionId=TX-2")
     server.type("stopRemote transactionId=TX-2")
     stop = await station.answer_next("RequestStopTransaction")
     assert stop.payload == {"transactionId": "TX-2"}
@@ -320,7 +342,7 @@ async def test_start_remote_and_stop_remote_on_a_2_0_1_station(start_server):
 
 
 @needs_versions
-@pytest.mark.slow(2)
+@pytest.mark.slow(1)
 @charger_test
 async def test_auto_start_and_auto_stop_on_a_2_0_1_station(start_server):
     server = start_server("--no-boot-data", "--auto-start-after", "0", "--auto-stop-after", "0.3")
@@ -335,7 +357,7 @@ async def test_auto_start_and_auto_stop_on_a_2_0_1_station(start_server):
 
 
 @needs_versions
-@pytest.mark.slow(3)
+@pytest.mark.slow(1)
 @charger_test
 async def test_a_script_waits_for_the_transaction_event_that_ends_it(tmp_path):
     script = tmp_path / "v201.txt"
