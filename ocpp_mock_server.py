@@ -2502,8 +2502,6 @@ class ServerCalls:
             payload = to_flexicharge_payload(call.action, payload)
         if call.action == "ReserveNow":
             session.system.note_reservation(call.payload.get("reservationId"))
-        if isinstance(call.payload, dict):
-            session.system.note_request_id(call.payload.get("requestId"))
         payload_json = dump_json(payload)
         await session.send_text(build_call(call.message_id, call.action, payload_json), call.action,
                                 payload_json)
@@ -2880,7 +2878,11 @@ class ChargerSession:
     def call(self, action: str, payload: Any,
              on_done: Optional[Callable[[CallOutcome], None]] = None
              ) -> PendingCall:
-        """Queue a CALL to this charger (see CallQueue)."""
+        """Queue a CALL to this charger (see CallQueue), noting the requestId or remoteStartId it
+        gives out: a command queued behind it defaults to the next one."""
+        if isinstance(payload, dict):
+            self.system.note_request_id(payload.get("requestId"))
+            self.system.note_remote_start_id(payload.get("remoteStartId"))
         return self.queue.call(action, payload, on_done)
 
     # -- receiving
@@ -3815,13 +3817,12 @@ def variables_set(session: "ChargerSession", request: dict, reply: dict) -> None
                 session.state.history.heartbeat_interval = interval
 
 
-# What the server remembers from a 2.0.1 station's CALLRESULTs: the ids its next bare commands use.
+# What the server remembers from a 2.0.1 station's CALLRESULTs: what its next bare commands send
+# (the certificates listed, the reservation made), the heartbeat interval, a triggered message.
 V201_SERVER_CALL_RESULT_HANDLERS: dict[str, Callable[["ChargerSession", dict, dict], None]] = {
     "GetInstalledCertificateIds": remember_certificate_chain_ids,
     "ReserveNow": lambda session, request, reply: session.system.note_reservation(
         request.get("id")),
-    "RequestStartTransaction": lambda session, request, reply: (
-        session.system.note_remote_start_id(request.get("remoteStartId"))),
     "SetVariables": variables_set,
     "TriggerMessage": message_triggered,
 }
@@ -8999,7 +9000,7 @@ class CentralSystem:
         self.transaction_ids = itertools.count(1)
         self.next_reservation_id = 1
         self.last_reservation_id: Optional[int] = None
-        self.next_request_id = 1  # GetLog's and SignedUpdateFirmware's requestId
+        self.next_request_id = 1  # the requestId of the next command that sends one
         self.next_remote_start_id = 1  # RequestStartTransaction's remoteStartId (2.0.1)
         self.signing = CertificateSigning(self, options.ca_cert, options.ca_key)
         self.access: Optional[AccessPolicy] = None  # who may connect; set when the server listens
@@ -9068,12 +9069,12 @@ class CentralSystem:
         return self.next_reservation_id
 
     def note_request_id(self, request_id: Any) -> None:
-        """A CALL with a requestId went out: GetLog and SignedUpdateFirmware default to the next."""
+        """A CALL with a requestId was queued: the commands that send one default to the next."""
         if isinstance(request_id, int) and not isinstance(request_id, bool):
             self.next_request_id = max(self.next_request_id, request_id + 1)
 
     def note_remote_start_id(self, remote_start_id: Any) -> None:
-        """A RequestStartTransaction was answered: the next one defaults to the next id."""
+        """A RequestStartTransaction was queued: the next one defaults to the next id."""
         if isinstance(remote_start_id, int) and not isinstance(remote_start_id, bool):
             self.next_remote_start_id = max(self.next_remote_start_id, remote_start_id + 1)
 

@@ -265,6 +265,10 @@ async def test_every_command_typed_bare_reaches_a_2_0_1_station_valid(start_serv
         call = await station.answer_next()
         assert call.action == action
     by_action = {call.action: call.payload for call in station.received}
+    # Typed at once, queued behind each other: each has a requestId of its own.
+    request_ids = [call.payload["requestId"] for call in station.received
+                   if "requestId" in call.payload]
+    assert len(request_ids) == 9 and len(set(request_ids)) == 9, request_ids
     assert by_action["RequestStopTransaction"] == {"transactionId": "TX-A"}
     assert by_action["CostUpdated"]["transactionId"] == "TX-A"
     assert by_action["RequestStartTransaction"]["idToken"] == {"idToken": "1", "type": "ISO14443"}
@@ -329,8 +333,11 @@ async def test_start_remote_and_stop_remote_on_a_2_0_1_station(start_server):
     stop = await station.answer_next("RequestStopTransaction")
     assert stop.payload == {"transactionId": "TX-1"}
     server.type("startRemote evseId=2")
+    server.type("startRemote evseId=3")  # queued behind the one before: the next id
     second = await station.answer_next("RequestStartTransaction")
     assert second.payload["remoteStartId"] == 2 and second.payload["evseId"] == 2
+    third = await station.answer_next("RequestStartTransaction")
+    assert third.payload["remoteStartId"] == 3 and third.payload["evseId"] == 3
     await station.start_transaction("TX-2", remote_start_id=2)
     server.type("stopRemote")
     server.wait_for(r"CS-1 has 2 open transactions \(TX-1 on (EVSE 1 )?connector 1, TX-2 on "
