@@ -5849,6 +5849,10 @@ class WaitStep(Step):
             raise self.fail_usage()
         self.kind, self.action = _wait_target(tokens[0], self.line, self.version)
         self.fields = [tuple(token.partition("=")[::2]) for token in tokens[1:]]
+        rules = (self.version.charger_request_rules if self.kind == "call"
+                 else self.version.charger_reply_rules).get(self.action)
+        for path, _ in self.fields:
+            _check_wait_field(rules, path, self.line, tokens[0])
 
     async def run(self, runner: "ScenarioRunner") -> None:
         await runner.wait_for(self.kind, self.action, self.count,
@@ -5967,6 +5971,18 @@ def _wait_target(name: str, line: int, version: OcppVersion) -> tuple[str, str]:
                           % (name, "; did you mean %s?" % close[0]
                                                                  if close else ""))
     return "call", action
+
+
+def _check_wait_field(rules: Optional[Object], path: str, line: int, label: str) -> None:
+    """A wait step's dotted key must name a field of its message, as far as closed objects go (a
+    list index, an open object or a message of another version is not checked)."""
+    rule: Optional[Rule] = rules
+    for name in path.split("."):
+        if rule is None or type(rule) is not Object:
+            return
+        if name not in rule.fields:
+            raise ScriptError(line, "%s has no field %s (%s)" % (label, path, rule.suggest(name)))
+        rule = rule.fields[name]
 
 
 def parse_scenario(text: str, folder: str = ".", version: OcppVersion = OCPP16) -> list[Step]:

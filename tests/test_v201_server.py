@@ -5,6 +5,7 @@ on a 2.0.1 station; a script waits for a TransactionEvent of one kind."""
 
 import asyncio
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,7 +14,15 @@ import ocpp.v201
 import pytest
 
 import ocpp_mock_server as mock
-from conftest import Charger, ServerProcess, charger_test, http, http_port
+from conftest import (
+    TIMEOUT,
+    Charger,
+    ServerProcess,
+    charger_test,
+    http,
+    http_port,
+    run_scenario,
+)
 
 V201_SCHEMAS = Path(ocpp.v201.__file__).resolve().parent / "schemas"
 
@@ -124,8 +133,10 @@ async def test_a_wait_with_fields_that_times_out_says_what_came_instead(tmp_path
         r"late\.txt:1 FAILED .*: expected StatusNotification status=Faulted x1 within 0\.5 s, 0 "
         r"arrived; 2 others, the latest with status=\"Charging\""
     )
+    server.wait_for(r"scenario late\.txt: FAIL at line 1")
+    assert server.proc.wait(TIMEOUT) == 1  # it ends by itself
+    server.stop()
     await charger.close()
-    assert server.stop() == 1
 
 
 # ------------------------------------------------------------------ A hand-written 2.0.1 station
@@ -383,5 +394,25 @@ async def test_a_script_waits_for_the_transaction_event_that_ends_it(tmp_path):
     await station.transaction_event("Updated", "TX-S", "MeterValuePeriodic")
     await station.end_transaction("TX-S")
     server.wait_for(r"scenario v201\.txt: PASS, 5 of 5 steps passed")
+    assert server.proc.wait(TIMEOUT) == 0  # it ends by itself
+    server.stop()
     await station.close()
-    assert server.stop() == 0
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("wait StatusNotification stauts=Available\n",
+         r"bad\.txt:1: StatusNotification has no field stauts \(did you mean status\?\)"),
+        ("wait Reset.conf status=Accepted x2 extra\n", r"bad\.txt:1: usage: wait <Action>"),
+        ("wait StartTransaction idTagInfo.statu=Accepted\n",
+         r"bad\.txt:1: StartTransaction has no field idTagInfo\.statu"),
+    ],
+)
+def test_a_wait_with_a_field_its_message_does_not_have_is_an_invalid_script(tmp_path, text,
+                                                                             message):
+    script = tmp_path / "bad.txt"
+    script.write_text(text)
+    status, output = run_scenario(script, start_charger=False, timeout=10)
+    assert status == 2, output
+    assert re.search(message, output), output
