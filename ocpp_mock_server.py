@@ -3559,9 +3559,13 @@ def _get_log(system: "CentralSystem", session: Optional["ChargerSession"]) -> di
 BARE_HEARTBEAT_INTERVAL = "60"  # what ChangeConfiguration and SetVariables set HeartbeatInterval to
 
 
-def _tx_default_schedule() -> dict:
-    """The schedule of SetChargingProfile's bare TxDefaultProfile: 16 A from the start."""
-    return {"chargingRateUnit": "A", "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 16.0}]}
+def _tx_default_profile(id_field: str, schedule: Callable[[dict], Any]) -> dict:
+    """SetChargingProfile's bare profile: TxDefaultProfile 1, relative, 16 A from the start; the
+    version names its id ``id_field`` and wraps the schedule with ``schedule``."""
+    return {id_field: 1, "stackLevel": 0, "chargingProfilePurpose": "TxDefaultProfile",
+            "chargingProfileKind": "Relative", "chargingSchedule": schedule(
+                {"chargingRateUnit": "A",
+                 "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 16.0}]})}
 
 
 SERVER_ACTION_DEFAULTS: dict[str, Callable[["CentralSystem", Optional["ChargerSession"]], dict]] = {
@@ -3591,9 +3595,7 @@ SERVER_ACTION_DEFAULTS: dict[str, Callable[["CentralSystem", Optional["ChargerSe
                                     "idTagInfo": {"status": "Accepted"}}]},
     "SetChargingProfile": lambda system, session: {
         "connectorId": 1,
-        "csChargingProfiles": {
-            "chargingProfileId": 1, "stackLevel": 0, "chargingProfilePurpose": "TxDefaultProfile",
-            "chargingProfileKind": "Relative", "chargingSchedule": _tx_default_schedule()}},
+        "csChargingProfiles": _tx_default_profile("chargingProfileId", lambda schedule: schedule)},
     "TriggerMessage": _status_notification_trigger,
     "UnlockConnector": lambda system, session: {"connectorId": 1},
     "UpdateFirmware": lambda system, session: {
@@ -3691,10 +3693,7 @@ V201_SERVER_ACTION_DEFAULTS: dict[str, Callable[["CentralSystem", Optional["Char
                                                                 "CostUpdated")},
     "SetChargingProfile": lambda system, session: {
         "evseId": 1,
-        "chargingProfile": {
-            "id": 1, "stackLevel": 0, "chargingProfilePurpose": "TxDefaultProfile",
-            "chargingProfileKind": "Relative",
-            "chargingSchedule": [dict(_tx_default_schedule(), id=1)]}},
+        "chargingProfile": _tx_default_profile("id", lambda schedule: [dict(schedule, id=1)])},
     "GetChargingProfiles": lambda system, session: {"requestId": system.next_request_id,
                                                     "chargingProfile": {}},
     "ClearChargingProfile": _no_fields,
