@@ -2660,7 +2660,8 @@ class ChargingFlow:
         does not get a second one queued.
         """
         session = self.session
-        if not session.system.options.boot_data:
+        if not session.system.options.boot_data or \
+                DIALECT_FLEXICHARGE not in session.version.dialects:  # BootData is FlexiCharge's
             self.handshake_complete()
         elif self.boot_data_call is None or self.boot_data_call.outcome.done():
             self.boot_data_call = session.call(
@@ -8023,11 +8024,13 @@ function renderCard(charger) {
   const title = el("h3", null, charger.id);
   title.append(el("span", "badge " + (charger.connected ? "on" : "off"),
                   charger.connected ? "connected" : "away"));
-  if (charger.dialect) title.append(el("span", "badge", charger.dialect));
+  if (charger.version) title.append(el("span", "badge", "OCPP " + charger.version));
+  if (charger.dialect === "flexicharge") title.append(el("span", "badge", charger.dialect));
   const boot = charger.boot || {};
-  const parts = [title, el("p", "muted", charger.boot ? [boot.chargePointVendor,
-    boot.chargePointModel, "boot " + charger.bootStatus].filter(Boolean).join(" \u00b7 ")
-    : "no BootNotification yet")];
+  const station = boot.chargingStation || {};  // OCPP 2.0.1's BootNotification
+  const parts = [title, el("p", "muted", charger.boot ? [
+    boot.chargePointVendor || station.vendorName, boot.chargePointModel || station.model,
+    "boot " + charger.bootStatus].filter(Boolean).join(" \u00b7 ") : "no BootNotification yet")];
   const connectors = el("p", "connectors");
   for (const [number, status] of Object.entries(charger.connectors)) {
     connectors.append(el("span", "connector s-" + String(status).replace(/[^A-Za-z]/g, ""),
