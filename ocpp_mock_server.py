@@ -6196,9 +6196,10 @@ class ScenarioRunner:
         others = [event[2]["payload"] for event in self.events if self._of(event, kind, action)]
         if not fields or not others:
             return ""
-        found = ["%s=%s" % (path, dump_json(field_at(others[-1], path)[1])
-                            if field_at(others[-1], path)[0] else "(none)")
-                 for path, _ in fields]
+        found = []
+        for path, _ in fields:
+            has, value = field_at(others[-1], path)
+            found.append("%s=%s" % (path, dump_json(value) if has else "(none)"))
         return "; %d other%s, the latest with %s" % (len(others), "s" if len(others) > 1 else "",
                                                      " ".join(found))
 
