@@ -2500,8 +2500,6 @@ class ServerCalls:
         payload = call.payload
         if session.dialect == DIALECT_FLEXICHARGE:
             payload = to_flexicharge_payload(call.action, payload)
-        if call.action == "ReserveNow":
-            session.system.note_reservation(call.payload.get("reservationId"))
         payload_json = dump_json(payload)
         await session.send_text(build_call(call.message_id, call.action, payload_json), call.action,
                                 payload_json)
@@ -2879,11 +2877,15 @@ class ChargerSession:
     def call(self, action: str, payload: Any,
              on_done: Optional[Callable[[CallOutcome], None]] = None
              ) -> PendingCall:
-        """Queue a CALL to this charger (see CallQueue), noting the requestId or remoteStartId it
-        gives out: a command queued behind it defaults to the next one."""
+        """Queue a CALL to this charger (see CallQueue), noting the ids it gives out (requestId,
+        remoteStartId, a ReserveNow's reservation id, as each version spells it): a command queued
+        behind it defaults to the next one."""
         if isinstance(payload, dict):
-            self.system.note_request_id(payload.get("requestId"))
-            self.system.note_remote_start_id(payload.get("remoteStartId"))
+            system = self.system
+            system.note_request_id(payload.get("requestId"))
+            system.note_remote_start_id(payload.get("remoteStartId"))
+            if action == "ReserveNow":
+                system.note_reservation(payload.get("reservationId", payload.get("id")))
         return self.queue.call(action, payload, on_done)
 
     # -- receiving
@@ -3817,12 +3819,10 @@ def variables_set(session: "ChargerSession", request: dict, reply: dict) -> None
                 session.state.history.heartbeat_interval = interval
 
 
-# What the server remembers from a 2.0.1 station's CALLRESULTs: what its next bare commands send
-# (the certificates listed, the reservation made), the heartbeat interval, a triggered message.
+# What the server remembers from a 2.0.1 station's CALLRESULTs: the certificates it listed (for
+# DeleteCertificate), an accepted heartbeat interval, a triggered message.
 V201_SERVER_CALL_RESULT_HANDLERS: dict[str, Callable[["ChargerSession", dict, dict], None]] = {
     "GetInstalledCertificateIds": remember_certificate_chain_ids,
-    "ReserveNow": lambda session, request, reply: session.system.note_reservation(
-        request.get("id")),
     "SetVariables": variables_set,
     "TriggerMessage": message_triggered,
 }
@@ -9098,7 +9098,7 @@ class CentralSystem:
             self.next_remote_start_id = max(self.next_remote_start_id, remote_start_id + 1)
 
     def note_reservation(self, reservation_id: Any) -> None:
-        """A ReserveNow went out: CancelReservation defaults to it, ReserveNow to the next id."""
+        """A ReserveNow was queued: CancelReservation defaults to it, ReserveNow to the next id."""
         if isinstance(reservation_id, int) and not isinstance(reservation_id, bool):
             self.last_reservation_id = reservation_id
             self.next_reservation_id = max(self.next_reservation_id, reservation_id + 1)

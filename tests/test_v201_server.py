@@ -313,6 +313,29 @@ async def test_every_action_posted_bare_to_the_api_reaches_a_2_0_1_station_valid
 
 @needs_versions
 @charger_test
+async def test_what_a_station_accepted_is_what_the_next_bare_commands_use(start_server):
+    """The server remembers from a 2.0.1 station's replies: the reservation it made (for
+    CancelReservation and the next ReserveNow), an accepted HeartbeatInterval (for the heartbeat
+    check) and a triggered message (exempt from the timing checks once)."""
+    server = start_server("--no-boot-data")
+    station = await _booted_station(server)
+    for line in ("ReserveNow", "CancelReservation", "ReserveNow", "TriggerMessage",
+                 'SetVariables {"setVariableData":[{"component":{"name":"OCPPCommCtrlr"},'
+                 '"variable":{"name":"HeartbeatInterval"},"attributeValue":"17"}]}'):
+        server.type(line)
+    first, cancel, second = [(await station.answer_next()).payload for _ in range(3)]
+    assert (first["id"], cancel["reservationId"], second["id"]) == (1, 1, 2)
+    await station.answer_next("TriggerMessage")
+    await station.answer_next("SetVariables")
+    server.wait_for(r"CS-1 <- SetVariables\.conf")
+    history = server.call_in_loop(lambda: server.system.states["CS-1"].history)
+    assert history.heartbeat_interval == 17
+    assert "StatusNotification" in history.triggered
+    await station.close()
+
+
+@needs_versions
+@charger_test
 async def test_a_station_s_listed_certificate_is_what_delete_certificate_sends(start_server):
     server = start_server("--no-boot-data")
     station = await _booted_station(server)
