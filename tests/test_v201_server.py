@@ -63,12 +63,12 @@ def test_the_table_has_every_csms_initiated_message():
         assert (V201_SCHEMAS / f"{action}Request.json").exists(), action
 
 
-def _stand_in_system(**options):
+def _stand_in_system():
     """A CentralSystem's fields the defaults read, without a server."""
-    settings = mock.parse_settings(["--port", "0", *options.get("args", ())])
     return SimpleNamespace(
-        options=settings, next_request_id=7, next_remote_start_id=3, last_reservation_id=None,
-        peek_reservation_id=lambda: 5, last_signed_chain={}, http=None, port=60003,
+        options=mock.parse_settings(["--port", "0"]), next_request_id=7, next_remote_start_id=3,
+        last_reservation_id=None, peek_reservation_id=lambda: 5, last_signed_chain={}, http=None,
+        port=60003,
     )
 
 
