@@ -2877,15 +2877,9 @@ class ChargerSession:
     def call(self, action: str, payload: Any,
              on_done: Optional[Callable[[CallOutcome], None]] = None
              ) -> PendingCall:
-        """Queue a CALL to this charger (see CallQueue), noting the ids it gives out (requestId,
-        remoteStartId, a ReserveNow's reservation id, as each version spells it): a command queued
-        behind it defaults to the next one."""
+        """Queue a CALL to this charger (see CallQueue), noting the ids it gives out."""
         if isinstance(payload, dict):
-            system = self.system
-            system.note_request_id(payload.get("requestId"))
-            system.note_remote_start_id(payload.get("remoteStartId"))
-            if action == "ReserveNow":
-                system.note_reservation(payload.get("reservationId", payload.get("id")))
+            self.system.note_given_ids(action, payload)
         return self.queue.call(action, payload, on_done)
 
     # -- receiving
@@ -9087,19 +9081,17 @@ class CentralSystem:
     def peek_reservation_id(self) -> int:
         return self.next_reservation_id
 
-    def note_request_id(self, request_id: Any) -> None:
-        """A CALL with a requestId was queued: the commands that send one default to the next."""
-        if isinstance(request_id, int) and not isinstance(request_id, bool):
+    def note_given_ids(self, action: str, payload: dict) -> None:
+        """A CALL was queued: the next bare commands default to the ids after its requestId,
+        remoteStartId and (a ReserveNow's, as either version spells it) reservation id, and
+        CancelReservation to that reservation."""
+        request_id, start_id = payload.get("requestId"), payload.get("remoteStartId")
+        if type(request_id) is int:
             self.next_request_id = max(self.next_request_id, request_id + 1)
-
-    def note_remote_start_id(self, remote_start_id: Any) -> None:
-        """A RequestStartTransaction was queued: the next one defaults to the next id."""
-        if isinstance(remote_start_id, int) and not isinstance(remote_start_id, bool):
-            self.next_remote_start_id = max(self.next_remote_start_id, remote_start_id + 1)
-
-    def note_reservation(self, reservation_id: Any) -> None:
-        """A ReserveNow was queued: CancelReservation defaults to it, ReserveNow to the next id."""
-        if isinstance(reservation_id, int) and not isinstance(reservation_id, bool):
+        if type(start_id) is int:
+            self.next_remote_start_id = max(self.next_remote_start_id, start_id + 1)
+        reservation_id = payload.get("reservationId", payload.get("id"))
+        if action == "ReserveNow" and type(reservation_id) is int:
             self.last_reservation_id = reservation_id
             self.next_reservation_id = max(self.next_reservation_id, reservation_id + 1)
 
