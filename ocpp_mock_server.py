@@ -71,7 +71,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from typing import Any, Callable, Optional, Union
 
 try:
@@ -2553,10 +2553,6 @@ class ServerCalls:
         payload = call.payload
         if session.dialect == DIALECT_FLEXICHARGE:
             payload = to_flexicharge_payload(call.action, payload)
-        if call.action == "ReserveNow":
-            session.system.note_reservation(call.payload.get("reservationId"))
-        if isinstance(call.payload, dict):
-            session.system.note_request_id(call.payload.get("requestId"))
         payload_json = dump_json(payload)
         await session.send_text(build_call(call.message_id, call.action, payload_json), call.action,
                                 payload_json)
@@ -2935,7 +2931,9 @@ class ChargerSession:
     def call(self, action: str, payload: Any,
              on_done: Optional[Callable[[CallOutcome], None]] = None
              ) -> PendingCall:
-        """Queue a CALL to this charger (see CallQueue)."""
+        """Queue a CALL to this charger (see CallQueue), noting the ids it gives out."""
+        if isinstance(payload, dict):
+            self.system.note_given_ids(action, payload)
         return self.queue.call(action, payload, on_done)
 
     # -- receiving
@@ -3727,21 +3725,22 @@ class NoChargerYet(CommandError):
     """A charger command typed while no charger is connected: it is held."""
 
 
-def _open_transaction_id(system: "CentralSystem", session: Optional["ChargerSession"]) -> int:
-    """The one open transaction of the charger: RemoteStopTransaction's default."""
+def _open_transaction_id(session: Optional["ChargerSession"], action: str,
+                         word: str = "stopRemote") -> Any:
+    """The id of the charger's one open transaction (an int in 1.6, a string in 2.0.1): what
+    ``action`` names when typed bare.  CommandError when none or several are open, saying what to
+    type (``word``, e.g. stopRemote, with the transactionId)."""
     transactions = list(session.state.transactions.values()) if session is not None else []
     if len(transactions) == 1:
         return transactions[0].transaction_id
     if not transactions:
-        raise CommandError("no transaction is open%s; give one: RemoteStopTransaction "
-                           "transactionId=N"
-                           % (" on " + printable(session.charger_id) if session else ""))
-    raise CommandError("%s has %d open transactions (%s): say which, e.g. stopRemote "
-                       "transactionId=%d"
+        raise CommandError("no transaction is open%s; give one: %s transactionId=N"
+                           % (" on " + printable(session.charger_id) if session else "", action))
+    raise CommandError("%s has %d open transactions (%s): say which, e.g. %s transactionId=%s"
                        % (printable(session.charger_id), len(transactions), ", ".join(
-                           "%d on connector %s" % (tx.transaction_id,
+                           "%s on connector %s" % (printable(str(tx.transaction_id)),
                                                    tx.connector_id) for tx in transactions),
-                          transactions[-1].transaction_id))
+                          word, printable(str(transactions[-1].transaction_id))))
 
 
 def boot_data_payload(system: "CentralSystem") -> dict:
@@ -3822,23 +3821,74 @@ def _installed_certificate(session: Optional["ChargerSession"]) -> dict:
     return listed[0] if listed else certificate_hash_data(DEMO_CERTIFICATE)
 
 
+# The defaults both versions send alike, one function each, shared by both tables.
+
+def _no_fields(system: "CentralSystem", session: Optional["ChargerSession"]) -> dict:
+    return {}
+
+
+def _last_reservation(system: "CentralSystem", session: Optional["ChargerSession"]) -> dict:
+    """CancelReservation: the reservation the server made last."""
+    return {"reservationId": system.last_reservation_id or 1}
+
+
+def _status_notification_trigger(system: "CentralSystem",
+                                 session: Optional["ChargerSession"]) -> dict:
+    return {"requestedMessage": "StatusNotification"}
+
+
+def _firmware_location(system: "CentralSystem", session: Optional["ChargerSession"]) -> str:
+    """firmware.bin on the file server (a placeholder URL without the HTTP port)."""
+    return file_location(system, session, "firmware.bin") or "http://127.0.0.1/firmware.bin"
+
+
+def _signed_chain(system: "CentralSystem", session: Optional["ChargerSession"]) -> dict:
+    """CertificateSigned: the chain signed for the charger last, else the demo root."""
+    return {"certificateChain": system.last_signed_chain.get(session.charger_id if session else "",
+                                                             DEMO_CERTIFICATE)}
+
+
+def _delete_installed_certificate(system: "CentralSystem",
+                                  session: Optional["ChargerSession"]) -> dict:
+    return {"certificateHashData": _installed_certificate(session)}
+
+
+def _get_log(system: "CentralSystem", session: Optional["ChargerSession"]) -> dict:
+    """GetLog (the 1.6 security whitepaper's and 2.0.1's): the diagnostics log, uploaded to the
+    file server."""
+    return {"log": {"remoteLocation": file_location(system, session) or "ftp://127.0.0.1/logs/"},
+            "logType": "DiagnosticsLog", "requestId": system.next_request_id}
+
+
+BARE_HEARTBEAT_INTERVAL = "60"  # what ChangeConfiguration and SetVariables set HeartbeatInterval to
+
+
+def _tx_default_profile(id_field: str, schedule: Callable[[dict], Any]) -> dict:
+    """SetChargingProfile's bare profile: TxDefaultProfile 1, relative, 16 A from the start; the
+    version names its id ``id_field`` and wraps the schedule with ``schedule``."""
+    return {id_field: 1, "stackLevel": 0, "chargingProfilePurpose": "TxDefaultProfile",
+            "chargingProfileKind": "Relative", "chargingSchedule": schedule(
+                {"chargingRateUnit": "A",
+                 "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 16.0}]})}
+
+
 SERVER_ACTION_DEFAULTS: dict[str, Callable[["CentralSystem", Optional["ChargerSession"]], dict]] = {
-    "CancelReservation": lambda system, session: {
-        "reservationId": system.last_reservation_id or 1},
+    "CancelReservation": _last_reservation,
     "ChangeAvailability": lambda system, session: {"connectorId": 0, "type": "Operative"},
-    "ChangeConfiguration": lambda system, session: {"key": "HeartbeatInterval", "value": "60"},
-    "ClearCache": lambda system, session: {},
-    "ClearChargingProfile": lambda system, session: {},
+    "ChangeConfiguration": lambda system, session: {"key": "HeartbeatInterval",
+                                                    "value": BARE_HEARTBEAT_INTERVAL},
+    "ClearCache": _no_fields,
+    "ClearChargingProfile": _no_fields,
     "DataTransfer": lambda system, session: boot_data_payload(system),
     "GetCompositeSchedule": lambda system, session: {"connectorId": 1, "duration": 3600},
-    "GetConfiguration": lambda system, session: {},
+    "GetConfiguration": _no_fields,
     "GetDiagnostics": lambda system, session: {
         "location": file_location(system, session) or "ftp://127.0.0.1/diagnostics/"},
-    "GetLocalListVersion": lambda system, session: {},
+    "GetLocalListVersion": _no_fields,
     "RemoteStartTransaction": lambda system, session: {
         "connectorId": 1, "idTag": system.options.id_tag},
     "RemoteStopTransaction": lambda system, session: {
-        "transactionId": _open_transaction_id(system, session)},
+        "transactionId": _open_transaction_id(session, "RemoteStopTransaction")},
     "ReserveNow": lambda system, session: {
         "connectorId": 1, "expiryDate": _in_one_hour(), "idTag": system.options.id_tag,
         "reservationId": system.peek_reservation_id()},
@@ -3849,46 +3899,154 @@ SERVER_ACTION_DEFAULTS: dict[str, Callable[["CentralSystem", Optional["ChargerSe
                                     "idTagInfo": {"status": "Accepted"}}]},
     "SetChargingProfile": lambda system, session: {
         "connectorId": 1,
-        "csChargingProfiles": {
-            "chargingProfileId": 1, "stackLevel": 0, "chargingProfilePurpose": "TxDefaultProfile",
-            "chargingProfileKind": "Relative",
-            "chargingSchedule": {"chargingRateUnit": "A",
-                                 "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 16.0}]}}},
-    "TriggerMessage": lambda system, session: {"requestedMessage": "StatusNotification"},
+        "csChargingProfiles": _tx_default_profile("chargingProfileId", lambda schedule: schedule)},
+    "TriggerMessage": _status_notification_trigger,
     "UnlockConnector": lambda system, session: {"connectorId": 1},
     "UpdateFirmware": lambda system, session: {
-        "location": file_location(system, session, "firmware.bin")
-                                               or "http://127.0.0.1/firmware.bin",
-        "retrieveDate": UTC_CLOCK.now()},
+        "location": _firmware_location(system, session), "retrieveDate": UTC_CLOCK.now()},
     # The OCPP 1.6 security whitepaper's.
-    "CertificateSigned": lambda system, session: {
-        "certificateChain": system.last_signed_chain.get(session.charger_id if session else "",
-                                                         DEMO_CERTIFICATE)},
-    "DeleteCertificate": lambda system, session: {
-        "certificateHashData": _installed_certificate(session)},
-    "ExtendedTriggerMessage": lambda system, session: {"requestedMessage": "StatusNotification"},
+    "CertificateSigned": _signed_chain,
+    "DeleteCertificate": _delete_installed_certificate,
+    "ExtendedTriggerMessage": _status_notification_trigger,
     "GetInstalledCertificateIds": lambda system, session: {
         "certificateType": "CentralSystemRootCertificate"},
-    "GetLog": lambda system, session: {
-        "log": {"remoteLocation": file_location(system, session) or "ftp://127.0.0.1/logs/"},
-        "logType": "DiagnosticsLog", "requestId": system.next_request_id},
+    "GetLog": _get_log,
     "InstallCertificate": lambda system, session: {
         "certificateType": "CentralSystemRootCertificate", "certificate": DEMO_CERTIFICATE},
     "SignedUpdateFirmware": lambda system, session: {
         "requestId": system.next_request_id,
-        "firmware": {"location": file_location(system, session, "firmware.bin")
-                     or "http://127.0.0.1/firmware.bin", "retrieveDateTime": UTC_CLOCK.now(),
+        "firmware": {"location": _firmware_location(system, session),
+                     "retrieveDateTime": UTC_CLOCK.now(),
                      "signingCertificate": DEMO_CERTIFICATE,
                      "signature": base64.b64encode(
                          hashlib.sha256(b"firmware.bin").digest()).decode("ascii")}},
 }
 
+
+def _id_token(system: "CentralSystem") -> dict:
+    """A 2.0.1 IdTokenType of --id-tag: an RFID card's (ISO14443)."""
+    return {"idToken": system.options.id_tag, "type": "ISO14443"}
+
+
+def _own_connection_data(system: "CentralSystem", session: Optional["ChargerSession"]) -> dict:
+    """SetNetworkProfile's bare connectionData: this server, at the address, scheme and URL path
+    the station reached it by (a 2.0.1 station appends its own id), with the security profile
+    that this server's flags give (1 basic auth, 2 TLS, 3 TLS with client certificates).
+    Nothing that could repoint a station elsewhere: another CSMS is named with
+    connectionData.ocppCsmsUrl=..."""
+    options = system.options
+    host, prefix = options.host, "/"
+    if session is not None:
+        local = session.websocket.local_address
+        host = local[0] if local else host
+        prefix = urllib.parse.urlsplit(request_path(session.websocket)).path.rsplit("/", 1)[0] + "/"
+    host = "[%s]" % host if ":" in host else host
+    url = "%s://%s:%d%s" % ("wss" if options.certfile else "ws", host, system.port, prefix)
+    profile = 3 if options.client_ca else 2 if options.certfile else 1
+    return {"ocppVersion": "OCPP20", "ocppTransport": "JSON", "ocppCsmsUrl": url,
+            "messageTimeout": 30, "securityProfile": profile, "ocppInterface": "Wired0"}
+
+
+def _heartbeat_variable() -> dict:
+    """The 2.0.1 component and variable of the heartbeat interval, which GetVariables, GetReport
+    and SetVariables name bare (a new dict each time: key=value arguments fill it in place)."""
+    return {"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "HeartbeatInterval"}}
+
+
+def _request_id_only(system: "CentralSystem", session: Optional["ChargerSession"]) -> dict:
+    return {"requestId": system.next_request_id}
+
+
+# PublishFirmware's and UnpublishFirmware's checksum, bare: the MD5 of the text "firmware.bin"
+BARE_FIRMWARE_CHECKSUM = "df69d20220cb1ff43f7c2cffbd2ccd8a"
+BARE_DATA_TRANSFER_VENDOR_ID = "OcppMockServer"  # a vendor the station does not know
+
+# The 2.0.1 CSMS-initiated messages (blocks A to P, and DataTransfer) as typed bare.
+V201_SERVER_ACTION_DEFAULTS: dict[str, Callable[["CentralSystem", Optional["ChargerSession"]],
+                                                dict]] = {
+    "GetBaseReport": lambda system, session: {"requestId": system.next_request_id,
+                                              "reportBase": "ConfigurationInventory"},
+    "GetReport": lambda system, session: {"requestId": system.next_request_id,
+                                          "componentVariable": [_heartbeat_variable()]},
+    "GetVariables": lambda system, session: {"getVariableData": [_heartbeat_variable()]},
+    "SetVariables": lambda system, session: {"setVariableData": [
+        dict(_heartbeat_variable(), attributeValue=BARE_HEARTBEAT_INTERVAL)]},
+    "SetNetworkProfile": lambda system, session: {
+        "configurationSlot": 1, "connectionData": _own_connection_data(system, session)},
+    "Reset": lambda system, session: {"type": "OnIdle"},
+    "ClearCache": _no_fields,
+    "SendLocalList": lambda system, session: {
+        "versionNumber": 1, "updateType": "Full",
+        "localAuthorizationList": [{"idToken": _id_token(system),
+                                    "idTokenInfo": {"status": "Accepted"}}]},
+    "GetLocalListVersion": _no_fields,
+    "GetTransactionStatus": _no_fields,
+    "RequestStartTransaction": lambda system, session: {
+        "idToken": _id_token(system), "remoteStartId": system.next_remote_start_id, "evseId": 1},
+    "RequestStopTransaction": lambda system, session: {
+        "transactionId": _open_transaction_id(session, "RequestStopTransaction")},
+    "TriggerMessage": _status_notification_trigger,
+    "UnlockConnector": lambda system, session: {"evseId": 1, "connectorId": 1},
+    "ChangeAvailability": lambda system, session: {"operationalStatus": "Operative"},
+    "ReserveNow": lambda system, session: {
+        "id": system.peek_reservation_id(), "expiryDateTime": _in_one_hour(),
+        "idToken": _id_token(system), "evseId": 1},
+    "CancelReservation": _last_reservation,
+    "CostUpdated": lambda system, session: {
+        "totalCost": 0.0, "transactionId": _open_transaction_id(session, "CostUpdated",
+                                                                "CostUpdated")},
+    "SetChargingProfile": lambda system, session: {
+        "evseId": 1,
+        "chargingProfile": _tx_default_profile("id", lambda schedule: [dict(schedule, id=1)])},
+    "GetChargingProfiles": lambda system, session: {"requestId": system.next_request_id,
+                                                    "chargingProfile": {}},
+    "ClearChargingProfile": _no_fields,
+    "GetCompositeSchedule": lambda system, session: {"evseId": 1, "duration": 3600},
+    "UpdateFirmware": lambda system, session: {
+        "requestId": system.next_request_id,
+        "firmware": {"location": _firmware_location(system, session),
+                     "retrieveDateTime": UTC_CLOCK.now()}},
+    "PublishFirmware": lambda system, session: {
+        "location": _firmware_location(system, session), "checksum": BARE_FIRMWARE_CHECKSUM,
+        "requestId": system.next_request_id},
+    "UnpublishFirmware": lambda system, session: {"checksum": BARE_FIRMWARE_CHECKSUM},
+    "CertificateSigned": _signed_chain,
+    "InstallCertificate": lambda system, session: {
+        "certificateType": "CSMSRootCertificate", "certificate": DEMO_CERTIFICATE},
+    "DeleteCertificate": _delete_installed_certificate,
+    "GetInstalledCertificateIds": _no_fields,
+    "GetLog": _get_log,
+    "GetMonitoringReport": _request_id_only,
+    "SetMonitoringBase": lambda system, session: {"monitoringBase": "All"},
+    "SetMonitoringLevel": lambda system, session: {"severity": 8},
+    "SetVariableMonitoring": lambda system, session: {"setMonitoringData": [{
+        "value": 1, "type": "Delta", "severity": 8,
+        "component": {"name": "EVSE", "evse": {"id": 1}},
+        "variable": {"name": "AvailabilityState"}}]},
+    "ClearVariableMonitoring": lambda system, session: {"id": [1]},
+    "CustomerInformation": lambda system, session: {
+        "requestId": system.next_request_id, "report": True, "clear": False,
+        "idToken": _id_token(system)},
+    "SetDisplayMessage": lambda system, session: {"message": {
+        "id": 1, "priority": "NormalCycle",
+        "message": {"format": "UTF8", "content": "Hello from the OCPP Mock Server"}}},
+    "GetDisplayMessages": _request_id_only,
+    "ClearDisplayMessage": lambda system, session: {"id": 1},
+    "DataTransfer": lambda system, session: {"vendorId": BARE_DATA_TRANSFER_VENDOR_ID},
+}
+
+
+def _keep_certificate_ids(session: "ChargerSession", listed: Any) -> None:
+    """Keep the hash data a charger listed (at most 100): DeleteCertificate defaults to the
+    first."""
+    if isinstance(listed, list):
+        session.state.certificate_ids = [item for item in listed[:100] if isinstance(item, dict)]
+
+
 def remember_certificate_ids(session: "ChargerSession", request: dict, reply: dict) -> None:
     """GetInstalledCertificateIds.conf: DeleteCertificate defaults to the first certificate
     listed."""
-    listed = reply.get("certificateHashData")
-    if isinstance(listed, list):
-        session.state.certificate_ids = [item for item in listed[:100] if isinstance(item, dict)]
+    _keep_certificate_ids(session, reply.get("certificateHashData"))
 
 
 def configuration_changed(session: "ChargerSession", request: dict, reply: dict) -> None:
@@ -3928,10 +4086,47 @@ SERVER_CALL_RESULT_HANDLERS: dict[str, Callable[["ChargerSession", dict, dict], 
     "GetInstalledCertificateIds": remember_certificate_ids,
 }
 
-# placeholder: the v201server branch replaces them
-V201_SERVER_ACTION_DEFAULTS: dict[str, Callable[["CentralSystem", Optional["ChargerSession"]],
-                                                dict]] = {}
-V201_SERVER_CALL_RESULT_HANDLERS: dict[str, Callable[["ChargerSession", dict, dict], None]] = {}
+
+def remember_certificate_chain_ids(session: "ChargerSession", request: dict, reply: dict) -> None:
+    """A 2.0.1 GetInstalledCertificateIdsResponse: its chains' own certificates, for
+    DeleteCertificate."""
+    chains = reply.get("certificateHashDataChain")
+    if isinstance(chains, list):
+        _keep_certificate_ids(session, [chain.get("certificateHashData") for chain in chains[:100]
+                                        if isinstance(chain, dict)])
+
+
+def _names_heartbeat_interval(data: Any) -> bool:
+    """Does a SetVariableData (as sent: the operator's JSON may be anything) set the actual
+    OCPPCommCtrlr.HeartbeatInterval?"""
+    if not isinstance(data, dict) or data.get("attributeType", "Actual") != "Actual":
+        return False
+    component, variable = data.get("component"), data.get("variable")
+    return (isinstance(component, dict) and component.get("name") == "OCPPCommCtrlr"
+            and isinstance(variable, dict) and variable.get("name") == "HeartbeatInterval")
+
+
+def variables_set(session: "ChargerSession", request: dict, reply: dict) -> None:
+    """SetVariables: an accepted OCPPCommCtrlr.HeartbeatInterval sets the heartbeat check's
+    interval (the results come in the order of the request's)."""
+    asked, results = request.get("setVariableData"), reply.get("setVariableResult")
+    if not isinstance(asked, list) or not isinstance(results, list):
+        return
+    for data, result in zip(asked, results):
+        if (_names_heartbeat_interval(data) and isinstance(result, dict)
+                and result.get("attributeStatus") in ("Accepted", "RebootRequired")):
+            interval = as_int(data.get("attributeValue"))
+            if interval is not None:
+                session.state.history.heartbeat_interval = interval
+
+
+# What the server remembers from a 2.0.1 station's CALLRESULTs: the certificates it listed (for
+# DeleteCertificate), an accepted heartbeat interval, a triggered message.
+V201_SERVER_CALL_RESULT_HANDLERS: dict[str, Callable[["ChargerSession", dict, dict], None]] = {
+    "GetInstalledCertificateIds": remember_certificate_chain_ids,
+    "SetVariables": variables_set,
+    "TriggerMessage": message_triggered,
+}
 
 # Key spellings the FlexiCharge charger reads in the server's CALLs (it raises
 # on transactionId, for one).  Actions not listed keep the standard spelling.
@@ -5939,24 +6134,31 @@ class ChargerStep(Step):
 
 
 class WaitStep(Step):
-    """``wait <Action>[.conf] [xN] [within S]``: consume the charger's CALLs (or replies) of that
-    action."""
+    """``wait <Action>[.conf] [key=value ...] [xN] [within S]``: consume the charger's CALLs (or
+    replies) of that action, those with these fields only (dotted keys for nested ones, e.g.
+    ``wait TransactionEvent eventType=Ended``); the others stay for later steps."""
 
-    usage = "wait <Action>[.conf] [xN] [within S]"
+    usage = "wait <Action>[.conf] [key=value ...] [xN] [within S]"
 
     def parse(self, tokens: list[str]) -> None:
         self.within = _within(tokens, self.line)
         self.count = 1
-        if len(tokens) == 2 and re.fullmatch(r"[xX]\d+", tokens[1]):
-            self.count = int(tokens[1][1:])
-            tokens = tokens[:1]
-        if len(tokens) != 1 or self.count < 1:
+        if len(tokens) >= 2 and re.fullmatch(r"[xX]\d+", tokens[-1]):
+            self.count = int(tokens.pop()[1:])
+        if not tokens or self.count < 1 or any(
+                "=" not in token or token.startswith("=") for token in tokens[1:]):
             raise self.fail_usage()
         self.kind, self.action = _wait_target(tokens[0], self.line, self.version)
+        self.fields = [tuple(token.partition("=")[::2]) for token in tokens[1:]]
+        rules = (self.version.charger_request_rules if self.kind == "call"
+                 else self.version.charger_reply_rules).get(self.action)
+        for path, _ in self.fields:
+            _check_wait_field(rules, path, self.line, tokens[0])
 
     async def run(self, runner: "ScenarioRunner") -> None:
         await runner.wait_for(self.kind, self.action, self.count,
-                              SCENARIO_DEFAULT_WITHIN if self.within is None else self.within)
+                              SCENARIO_DEFAULT_WITHIN if self.within is None else self.within,
+                              self.fields)
 
 
 class ExpectStep(Step):
@@ -6072,6 +6274,18 @@ def _wait_target(name: str, line: int, version: OcppVersion) -> tuple[str, str]:
     return "call", action
 
 
+def _check_wait_field(rules: Optional[Object], path: str, line: int, label: str) -> None:
+    """A wait step's dotted key must name a field of its message, as far as closed objects go (a
+    list index, an open object or a message of another version is not checked)."""
+    rule: Optional[Rule] = rules
+    for name in path.split("."):
+        if rule is None or type(rule) is not Object:
+            return
+        if name not in rule.fields:
+            raise ScriptError(line, "%s has no field %s (%s)" % (label, path, rule.suggest(name)))
+        rule = rule.fields[name]
+
+
 def parse_scenario(text: str, folder: str = ".", version: OcppVersion = OCPP16) -> list[Step]:
     """Check a whole scenario script (its key=@path values relative to ``folder``, its commands
     against ``version``: --ocpp); ScriptError names the first bad line."""
@@ -6137,6 +6351,15 @@ def expected_matches(actual: Any, text: str) -> bool:
     if isinstance(actual, bool) or isinstance(expected, bool):
         return actual is expected
     return actual == expected
+
+
+def _has_fields(payload: Any, fields: Sequence[tuple[str, str]]) -> bool:
+    """Has ``payload`` each (dotted path, expected value) of a wait step?"""
+    for path, text in fields:
+        found, actual = field_at(payload, path)
+        if not found or not expected_matches(actual, text):
+            return False
+    return True
 
 
 class ScenarioRunner:
@@ -6234,17 +6457,20 @@ class ScenarioRunner:
                 raise StepFailed("%s did not connect within %g s" % (who, within))
             await self.next_event(left)
 
-    async def wait_for(self, kind: str, action: str, count: int, within: float) -> None:
+    async def wait_for(self, kind: str, action: str, count: int, within: float,
+                       fields: Sequence[tuple[str, str]] = ()) -> None:
         """Consume ``count`` of the charger's messages of ``action`` (CALLs, or replies for
-        .conf)."""
-        label = action + (".conf" if kind == "reply" else "")
+        .conf) that have the ``fields`` (dotted path, expected value) given; others stay."""
+        label = " ".join([action + (".conf" if kind == "reply" else "")]
+                         + ["%s=%s" % field for field in fields])
         deadline = time.monotonic() + within
         seen = 0
         while True:
             for event in list(self.events):
-                event_kind, session, details = event
-                if (event_kind == kind and session.charger_id == self.charger_id
-                    and details["action"] == action):
+                details = event[2]
+                if (self._of(event, kind, action) and (
+                        _has_fields(details["payload"], fields)
+                        or (kind == "reply" and details.get("error")))):
                     self.events.remove(event)
                     if details.get("error"):
                         raise StepFailed("%s was answered with CALLERROR %s"
@@ -6255,9 +6481,28 @@ class ScenarioRunner:
                         return
             left = deadline - time.monotonic()
             if left <= 0:
-                raise StepFailed("expected %s x%d within %g s, %d arrived"
-                                 % (label, count, within, seen))
+                raise StepFailed("expected %s x%d within %g s, %d arrived%s"
+                                 % (label, count, within, seen,
+                                    self._unmatched(kind, action, fields)))
             await self.next_event(left)
+
+    def _of(self, event: tuple[str, ChargerSession, dict], kind: str, action: str) -> bool:
+        """Is a kept message one of the script's charger's ``action`` (a CALL, or a reply)?"""
+        event_kind, session, details = event
+        return (event_kind == kind and session.charger_id == self.charger_id
+                and details["action"] == action)
+
+    def _unmatched(self, kind: str, action: str, fields: Sequence[tuple[str, str]]) -> str:
+        """What a wait with fields got instead: the latest message of its action, those fields."""
+        others = [event[2]["payload"] for event in self.events if self._of(event, kind, action)]
+        if not fields or not others:
+            return ""
+        found = []
+        for path, _ in fields:
+            has, value = field_at(others[-1], path)
+            found.append("%s=%s" % (path, dump_json(value) if has else "(none)"))
+        return "; %d other%s, the latest with %s" % (len(others), "s" if len(others) > 1 else "",
+                                                     " ".join(found))
 
     async def next_event(self, timeout: float) -> None:
         """Wait until a session event arrives, or ``timeout`` seconds pass."""
@@ -9084,7 +9329,8 @@ class CentralSystem:
         self.transaction_ids = itertools.count(1)
         self.next_reservation_id = 1
         self.last_reservation_id: Optional[int] = None
-        self.next_request_id = 1  # GetLog's and SignedUpdateFirmware's requestId
+        self.next_request_id = 1  # the requestId of the next command that sends one
+        self.next_remote_start_id = 1  # RequestStartTransaction's remoteStartId (2.0.1)
         self.signing = CertificateSigning(self, options.ca_cert, options.ca_key)
         self.access: Optional[AccessPolicy] = None  # who may connect; set when the server listens
         self.faults = FaultTable(self)
@@ -9151,14 +9397,17 @@ class CentralSystem:
     def peek_reservation_id(self) -> int:
         return self.next_reservation_id
 
-    def note_request_id(self, request_id: Any) -> None:
-        """A CALL with a requestId went out: GetLog and SignedUpdateFirmware default to the next."""
-        if isinstance(request_id, int) and not isinstance(request_id, bool):
+    def note_given_ids(self, action: str, payload: dict) -> None:
+        """A CALL was queued: the next bare commands default to the ids after its requestId,
+        remoteStartId and (a ReserveNow's, as either version spells it) reservation id, and
+        CancelReservation to that reservation."""
+        request_id, start_id = payload.get("requestId"), payload.get("remoteStartId")
+        if type(request_id) is int:
             self.next_request_id = max(self.next_request_id, request_id + 1)
-
-    def note_reservation(self, reservation_id: Any) -> None:
-        """A ReserveNow went out: CancelReservation defaults to it, ReserveNow to the next id."""
-        if isinstance(reservation_id, int) and not isinstance(reservation_id, bool):
+        if type(start_id) is int:
+            self.next_remote_start_id = max(self.next_remote_start_id, start_id + 1)
+        reservation_id = payload.get("reservationId", payload.get("id"))
+        if action == "ReserveNow" and type(reservation_id) is int:
             self.last_reservation_id = reservation_id
             self.next_reservation_id = max(self.next_reservation_id, reservation_id + 1)
 
