@@ -3738,9 +3738,9 @@ def _open_transaction_id(session: Optional["ChargerSession"], action: str,
                            % (" on " + printable(session.charger_id) if session else "", action))
     raise CommandError("%s has %d open transactions (%s): say which, e.g. %s transactionId=%s"
                        % (printable(session.charger_id), len(transactions), ", ".join(
-                           "%s on connector %s" % (printable(str(tx.transaction_id)),
-                                                   tx.connector_id) for tx in transactions),
-                          word, printable(str(transactions[-1].transaction_id))))
+                           "%s on %s" % (printable(str(tx.transaction_id), 40), tx.place())
+                           for tx in transactions),
+                          word, printable(str(transactions[-1].transaction_id), 40)))
 
 
 def boot_data_payload(system: "CentralSystem") -> dict:
