@@ -2034,6 +2034,22 @@ class EventBus:
 SPEC_WARNINGS_KEPT = 20  # texts of a charge point's latest spec warnings, listed on the page
 
 
+class Latest(list):
+    """A list that keeps its latest ``maxlen`` items, as a deque with a maxlen does, at a list's
+    size: an empty deque is 760 bytes, and every charge point has some."""
+
+    __slots__ = ("maxlen",)
+
+    def __init__(self, maxlen: int) -> None:
+        super().__init__()
+        self.maxlen = maxlen
+
+    def append(self, item: Any) -> None:
+        list.append(self, item)
+        if len(self) > self.maxlen:
+            del self[0]
+
+
 class Transaction:
     """An open transaction: one the server numbered in its StartTransaction.conf, or one a
     TransactionEvent Started named (its id is then the station's string, and it is on an EVSE)."""
@@ -2094,14 +2110,13 @@ class ChargerState:
         # the open ones, by id, oldest first
         self.transactions: dict[Union[int, str], Transaction] = {}
         self.last_meter_values: Optional[dict] = None
-        self.authorizations: collections.deque[tuple[str, str, str, str]] = collections.deque(
-            maxlen=5)
+        self.authorizations: Latest = Latest(5)  # (action, idTag, status, rule) of the latest
         # the hash data its last GetInstalledCertificateIds.conf listed
         self.certificate_ids: list[dict] = []
         self.key_rotated: Optional[str] = None  # when the server took its new AuthorizationKey
         self.history = ChargerHistory()  # what the behaviour checks remember since its last boot
         # Its latest spec warnings' texts, for the page's list (spec_warnings counts them all).
-        self.spec_texts: collections.deque[str] = collections.deque(maxlen=SPEC_WARNINGS_KEPT)
+        self.spec_texts: Latest = Latest(SPEC_WARNINGS_KEPT)
 
     def set_connector(self, connector: Any, status: str) -> bool:
         """Record a connector's status (``connector``: its number, or (EVSE, connector)); False
@@ -2334,6 +2349,10 @@ class PendingCall:
                 self.on_done(outcome)
 
 
+# What a per-connection set is until something is put in it: most connections never warn.
+_NOTHING_YET: frozenset = frozenset()
+
+
 class WarnOnce:
     """A connection's warn-once table: each mistake is reported once, and the table is bounded.
 
@@ -2342,9 +2361,11 @@ class WarnOnce:
     the rest are suppressed.
     """
 
+    __slots__ = ("session", "_warned", "suppressed")
+
     def __init__(self, session: "ChargerSession") -> None:
         self.session = session
-        self._warned: set = set()
+        self._warned: Union[set, frozenset] = _NOTHING_YET  # a set from the first warning on
         self.suppressed = 0
 
     def __call__(self, key: tuple, text: "Union[str, Callable[[], str]]",
@@ -2364,6 +2385,8 @@ class WarnOnce:
                                  "%d distinct warnings about this charger so far; further ones are "
                                  "suppressed until it reconnects" % len(self._warned))
             return
+        if not self._warned:
+            self._warned = set()
         self._warned.add(key)
         text = text if isinstance(text, str) else text()
         if spec:
@@ -2382,6 +2405,8 @@ class WarnOnce:
 
 class CallIds:
     """The ids of a charger's recent CALLs: over-long ones and reused ones are reported."""
+
+    __slots__ = ("session", "recent")
 
     def __init__(self, session: "ChargerSession") -> None:
         self.session = session
@@ -2414,13 +2439,18 @@ class CallQueue:
     """The server's CALLs to one charger, one outstanding at a time.
 
     OCPP-J allows one outstanding CALL per direction (section 4.1.1): the
-    others wait here, and ``run`` sends them one at a time, each given
+    others wait here, and a worker task sends them one at a time, each given
     ``timeout`` seconds for its reply; a reply (ServerCalls) resolves the
-    outstanding call at once.  What it needs of the connection it is given:
+    outstanding call at once.  The worker starts when a call is queued and
+    ends when none is left: most chargers are never sent a CALL but BootData,
+    and a task per connection costs a few KB.  What it needs of the connection it is given:
     ``send`` puts a call on the wire; ``failed(call, reason, description,
     line)`` reports one that ended without a reply ("timeout" or "failed",
     and the operator's line); ``log(level, text)`` says one was queued.
     """
+
+    __slots__ = ("charger_id", "timeout", "_send", "_failed", "_log", "calls", "outstanding",
+                 "_timed_out", "closed", "_worker")
 
     def __init__(self, charger_id: str, timeout: float,
                  send: Callable[[PendingCall], Awaitable[None]],
@@ -2429,11 +2459,12 @@ class CallQueue:
         self.charger_id = charger_id
         self.timeout = timeout
         self._send, self._failed, self._log = send, failed, log
-        self.calls: collections.deque[PendingCall] = collections.deque()
-        self._waiting = asyncio.Event()
+        self.calls: list[PendingCall] = []  # a few at most: a list is smaller than a deque
         self.outstanding: Optional[PendingCall] = None
-        self._timed_out: collections.OrderedDict[str, str] = collections.OrderedDict()
+        # message id -> action of the latest calls that timed out (made at the first timeout)
+        self._timed_out: Optional[collections.OrderedDict[str, str]] = None
         self.closed = False
+        self._worker: Optional[asyncio.Future] = None  # sending the calls, while there are any
 
     def call(self, action: str, payload: Any,
              on_done: Optional[Callable[[CallOutcome], None]] = None
@@ -2467,7 +2498,8 @@ class CallQueue:
                 printable(call.action), printable(ahead[0].action),
                 " and %d more" % (len(ahead) - 1) if len(ahead) > 1 else ""))
         self.calls.append(call)
-        self._waiting.set()
+        if self._worker is None:
+            self._worker = asyncio.ensure_future(self._run())
         return call
 
     def drop(self, call: PendingCall, why: str) -> bool:
@@ -2483,33 +2515,44 @@ class CallQueue:
         """The outstanding call, then the queued ones, in order."""
         return ([self.outstanding] if self.outstanding is not None else []) + list(self.calls)
 
-    async def run(self) -> None:
-        """Send the queued calls one at a time, until cancelled."""
+    async def _run(self) -> None:
+        """The worker: send the queued calls one at a time, until none is left (or it is
+        stopped)."""
+        try:
+            while self.calls:
+                await self._send_one(self.calls.pop(0))
+        finally:
+            self._worker = None
+
+    async def _send_one(self, call: PendingCall) -> None:
+        """Send ``call`` and wait for its reply, at most ``timeout`` seconds."""
+        if call.action == "raw":  # not a CALL: nothing to wait for
+            await self._send(call)
+            call.finish(CallOutcome("result"))
+            return
         timeout = self.timeout
-        while True:
-            while not self.calls:
-                self._waiting.clear()
-                await self._waiting.wait()
-            call = self.calls.popleft()
-            if call.action == "raw":  # not a CALL: nothing to wait for
-                await self._send(call)
-                call.finish(CallOutcome("result"))
-                continue
-            self.outstanding = call
-            call.sent_at = time.monotonic()
-            try:
-                await self._send(call)
-                await asyncio.wait_for(asyncio.shield(call.outcome), timeout)
-            except asyncio.TimeoutError:
-                line = "no reply to %s within %g s; moving on" % (printable(call.action), timeout)
-                self._failed(call, "timeout", "no reply within %g s" % timeout, line)
-                self._timed_out[call.message_id] = printable(call.action)
-                if len(self._timed_out) > 100:
-                    self._timed_out.popitem(last=False)
-                self.resolve(call, CallOutcome("timeout"))
-            finally:
-                if self.outstanding is call:
-                    self.outstanding = None
+        self.outstanding = call
+        call.sent_at = time.monotonic()
+        try:
+            await self._send(call)
+            await asyncio.wait_for(asyncio.shield(call.outcome), timeout)
+        except asyncio.TimeoutError:
+            line = "no reply to %s within %g s; moving on" % (printable(call.action), timeout)
+            self._failed(call, "timeout", "no reply within %g s" % timeout, line)
+            if self._timed_out is None:
+                self._timed_out = collections.OrderedDict()
+            self._timed_out[call.message_id] = printable(call.action)
+            if len(self._timed_out) > 100:
+                self._timed_out.popitem(last=False)
+            self.resolve(call, CallOutcome("timeout"))
+        finally:
+            if self.outstanding is call:
+                self.outstanding = None
+
+    def stop(self) -> None:
+        """The connection is closing: the worker stops where it is (fail_pending follows)."""
+        if self._worker is not None:
+            self._worker.cancel()
 
     def resolve(self, call: PendingCall, outcome: CallOutcome) -> None:
         """End a call now: the next command is not "queued behind" an answered one."""
@@ -2519,7 +2562,7 @@ class CallQueue:
 
     def late(self, message_id: str) -> Optional[str]:
         """The action of the timed-out call ``message_id`` answers late, if any (asked once)."""
-        return self._timed_out.pop(message_id, None)
+        return self._timed_out.pop(message_id, None) if self._timed_out else None
 
     def fail_pending(self, reason: str) -> None:
         """The connection is gone: every call still pending fails, with ``reason``."""
@@ -2538,6 +2581,8 @@ class ServerCalls:
     """A connection's side of the server's CALLs: sends them for its CallQueue, reports those that
     end without a reply, and reads the charger's replies (matched to the queue's outstanding call,
     shown, linted, published as "reply_received", followed up by SERVER_CALL_RESULT_HANDLERS)."""
+
+    __slots__ = ("session",)
 
     def __init__(self, session: "ChargerSession") -> None:
         self.session = session
@@ -2687,21 +2732,25 @@ class ChargingFlow:
     """What happens on its own on a connection: BootData after an accepted boot, then
     --auto-start-after and --auto-stop-after.  Timers end with the connection."""
 
+    __slots__ = ("session", "boot_data_call", "auto_started", "_timers")
+
     def __init__(self, session: "ChargerSession") -> None:
         self.session = session
-        self.boot_data_call: Optional[PendingCall] = None
+        self.boot_data_call: Optional[PendingCall] = None  # the BootData CALL, until it ends
         self.auto_started = False
-        self._timers: list[asyncio.TimerHandle] = []
+        self._timers: Optional[list[asyncio.TimerHandle]] = None  # made by the first timer
 
     def later(self, delay: float, callback: Callable[[], None]) -> None:
         """Run ``callback`` after ``delay`` seconds unless the charger is gone by then."""
         def run() -> None:
             if not self.session.closed:
                 callback()
+        if self._timers is None:
+            self._timers = []
         self._timers.append(asyncio.get_running_loop().call_later(delay, run))
 
     def cancel(self) -> None:
-        for timer in self._timers:
+        for timer in self._timers or ():
             timer.cancel()
 
     def boot_accepted(self) -> None:
@@ -2715,10 +2764,14 @@ class ChargingFlow:
                 DIALECT_FLEXICHARGE not in session.version.dialects:  # BootData is FlexiCharge's
             self.handshake_complete()
         elif self.boot_data_call is None or self.boot_data_call.outcome.done():
-            self.boot_data_call = session.call(
-                "DataTransfer", boot_data_payload(session.system),
-                on_done=lambda outcome: outcome.kind in ("result", "error")
-                                               and self.handshake_complete())
+            self.boot_data_call = session.call("DataTransfer", boot_data_payload(session.system),
+                                               on_done=self._boot_data_done)
+
+    def _boot_data_done(self, outcome: CallOutcome) -> None:
+        """BootData ended: answered (the handshake is complete), or not; it is not kept."""
+        self.boot_data_call = None
+        if outcome.kind in ("result", "error"):
+            self.handshake_complete()
 
     def handshake_complete(self) -> None:
         session = self.session
@@ -2770,6 +2823,8 @@ class ChargerCalls:
     """A connection's side of the charger's CALLs: each checked, handled and answered (or
     refused with a CALLERROR), with the reply fault that fires on it, if any (a FiredReply, whose
     hooks run in place of the handler and on the reply)."""
+
+    __slots__ = ("session",)
 
     def __init__(self, session: "ChargerSession") -> None:
         self.session = session
@@ -2940,7 +2995,6 @@ class ChargerSession:
 
     async def serve(self) -> None:
         """Answer the charger until it disconnects, then fail what is pending."""
-        worker = asyncio.ensure_future(self.queue.run())
         turn_ends = time.monotonic() + TURN_SECONDS
         try:
             async for message in self.websocket:
@@ -2967,7 +3021,7 @@ class ChargerSession:
             await close_invalid_utf8(self.websocket)
         finally:
             self.closed = True
-            worker.cancel()
+            self.queue.stop()
             self.flow.cancel()
             if self.held_replies is not None:
                 self.held_replies.cancel()
@@ -3113,6 +3167,9 @@ TIMING_SLACK = 1.0  # ... and at least this many seconds
 
 class ChargerHistory:
     """What the checks remember of a charge point since its last BootNotification."""
+
+    __slots__ = ("booted_at", "boot_interval", "boot_status", "heartbeat_at", "heartbeat_interval",
+                 "triggered", "energy", "transaction_times")
 
     def __init__(self) -> None:
         self.booted_at = 0.0  # monotonic time of its last BootNotification
