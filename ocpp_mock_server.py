@@ -2439,18 +2439,19 @@ class CallQueue:
     """The server's CALLs to one charger, one outstanding at a time.
 
     OCPP-J allows one outstanding CALL per direction (section 4.1.1): the
-    others wait here, and a worker task sends them one at a time, each given
-    ``timeout`` seconds for its reply; a reply (ServerCalls) resolves the
-    outstanding call at once.  The worker starts when a call is queued and
-    ends when none is left: most chargers are never sent a CALL but BootData,
-    and a task per connection costs a few KB.  What it needs of the connection it is given:
-    ``send`` puts a call on the wire; ``failed(call, reason, description,
-    line)`` reports one that ended without a reply ("timeout" or "failed",
-    and the operator's line); ``log(level, text)`` says one was queued.
+    others wait here and are sent one at a time, each given ``timeout``
+    seconds for its reply; a reply (ServerCalls) resolves the outstanding
+    call at once.  A task runs only while calls are being sent, and a timer
+    stands for the wait for a reply: a fleet's BootData calls all awaiting
+    their replies at once cost a timer each, not a task and its frames.
+    What it needs of the connection it is given: ``send`` puts a call on the
+    wire; ``failed(call, reason, description, line)`` reports one that ended
+    without a reply ("timeout" or "failed", and the operator's line);
+    ``log(level, text)`` says one was queued.
     """
 
     __slots__ = ("charger_id", "timeout", "_send", "_failed", "_log", "calls", "outstanding",
-                 "_timed_out", "closed", "_worker")
+                 "_timed_out", "closed", "_sender", "_timer")
 
     def __init__(self, charger_id: str, timeout: float,
                  send: Callable[[PendingCall], Awaitable[None]],
@@ -2464,7 +2465,8 @@ class CallQueue:
         # message id -> action of the latest calls that timed out (made at the first timeout)
         self._timed_out: Optional[collections.OrderedDict[str, str]] = None
         self.closed = False
-        self._worker: Optional[asyncio.Future] = None  # sending the calls, while there are any
+        self._sender: Optional[asyncio.Future] = None  # the task sending calls, while one is
+        self._timer: Optional[asyncio.TimerHandle] = None  # the outstanding call's timeout
 
     def call(self, action: str, payload: Any,
              on_done: Optional[Callable[[CallOutcome], None]] = None
@@ -2498,8 +2500,7 @@ class CallQueue:
                 printable(call.action), printable(ahead[0].action),
                 " and %d more" % (len(ahead) - 1) if len(ahead) > 1 else ""))
         self.calls.append(call)
-        if self._worker is None:
-            self._worker = asyncio.ensure_future(self._run())
+        self._send_queued()
         return call
 
     def drop(self, call: PendingCall, why: str) -> bool:
@@ -2515,50 +2516,68 @@ class CallQueue:
         """The outstanding call, then the queued ones, in order."""
         return ([self.outstanding] if self.outstanding is not None else []) + list(self.calls)
 
-    async def _run(self) -> None:
-        """The worker: send the queued calls one at a time, until none is left (or it is
-        stopped)."""
-        try:
-            while self.calls:
-                await self._send_one(self.calls.pop(0))
-        finally:
-            self._worker = None
+    def _send_queued(self) -> None:
+        """Start sending the queued calls, unless a call is being sent or awaits its reply."""
+        if self.calls and self._sender is None and self.outstanding is None and not self.closed:
+            self._sender = asyncio.ensure_future(self._send_calls())
 
-    async def _send_one(self, call: PendingCall) -> None:
-        """Send ``call`` and wait for its reply, at most ``timeout`` seconds."""
-        if call.action == "raw":  # not a CALL: nothing to wait for
-            await self._send(call)
-            call.finish(CallOutcome("result"))
+    async def _send_calls(self) -> None:
+        """Send the queued calls in order until one awaits its reply (its timer set) or none is
+        left."""
+        try:
+            while self.calls and self.outstanding is None:
+                call = self.calls.pop(0)
+                if call.action == "raw":  # not a CALL: nothing to wait for
+                    await self._send(call)
+                    call.finish(CallOutcome("result"))
+                    continue
+                self.outstanding = call
+                call.sent_at = time.monotonic()
+                try:
+                    await self._send(call)
+                except BaseException:
+                    if self.outstanding is call:
+                        self.outstanding = None
+                    raise
+                if self.outstanding is call:  # not answered while it was being sent
+                    self._timer = asyncio.get_running_loop().call_later(
+                        self.timeout, self._expired, call)
+        finally:
+            self._sender = None
+
+    def _expired(self, call: PendingCall) -> None:
+        """The outstanding ``call`` had no reply within ``timeout`` seconds: on to the next."""
+        self._timer = None
+        if self.outstanding is not call:
             return
         timeout = self.timeout
-        self.outstanding = call
-        call.sent_at = time.monotonic()
-        try:
-            await self._send(call)
-            await asyncio.wait_for(asyncio.shield(call.outcome), timeout)
-        except asyncio.TimeoutError:
-            line = "no reply to %s within %g s; moving on" % (printable(call.action), timeout)
-            self._failed(call, "timeout", "no reply within %g s" % timeout, line)
-            if self._timed_out is None:
-                self._timed_out = collections.OrderedDict()
-            self._timed_out[call.message_id] = printable(call.action)
-            if len(self._timed_out) > 100:
-                self._timed_out.popitem(last=False)
-            self.resolve(call, CallOutcome("timeout"))
-        finally:
-            if self.outstanding is call:
-                self.outstanding = None
+        line = "no reply to %s within %g s; moving on" % (printable(call.action), timeout)
+        self._failed(call, "timeout", "no reply within %g s" % timeout, line)
+        if self._timed_out is None:
+            self._timed_out = collections.OrderedDict()
+        self._timed_out[call.message_id] = printable(call.action)
+        if len(self._timed_out) > 100:
+            self._timed_out.popitem(last=False)
+        self.resolve(call, CallOutcome("timeout"))
 
     def stop(self) -> None:
-        """The connection is closing: the worker stops where it is (fail_pending follows)."""
-        if self._worker is not None:
-            self._worker.cancel()
+        """The connection is closing: sending stops where it is (fail_pending follows)."""
+        if self._sender is not None:
+            self._sender.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def resolve(self, call: PendingCall, outcome: CallOutcome) -> None:
-        """End a call now: the next command is not "queued behind" an answered one."""
+        """End a call now (the next command is not "queued behind" an answered one), and send the
+        next."""
         if self.outstanding is call:
             self.outstanding = None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
         call.finish(outcome)
+        self._send_queued()
 
     def late(self, message_id: str) -> Optional[str]:
         """The action of the timed-out call ``message_id`` answers late, if any (asked once)."""
@@ -2567,6 +2586,7 @@ class CallQueue:
     def fail_pending(self, reason: str) -> None:
         """The connection is gone: every call still pending fails, with ``reason``."""
         self.closed = True
+        self.stop()
         pending = self.pending()
         self.calls.clear()
         self.outstanding = None
