@@ -3017,7 +3017,8 @@ class ChargerSession:
         """Answer the charger until it disconnects, then fail what is pending."""
         turn_ends = time.monotonic() + TURN_SECONDS
         try:
-            async for message in self.websocket:
+            while True:  # not async for: its generator would cost every connection 250 bytes
+                message = await self.websocket.recv()
                 try:
                     reply = self.on_message(message)
                 except Exception as exc:  # a bug of ours must not cost the charger its connection
@@ -3189,7 +3190,7 @@ class ChargerHistory:
     """What the checks remember of a charge point since its last BootNotification."""
 
     __slots__ = ("booted_at", "boot_interval", "boot_status", "heartbeat_at", "heartbeat_interval",
-                 "triggered", "energy", "transaction_times")
+                 "triggered_messages", "energy", "transaction_times")
 
     def __init__(self) -> None:
         self.booted_at = 0.0  # monotonic time of its last BootNotification
@@ -3198,11 +3199,20 @@ class ChargerHistory:
         self.heartbeat_at = 0.0
         # as BootNotification.conf or an accepted ChangeConfiguration set it
         self.heartbeat_interval = 0
-        self.triggered: set = set()  # messages a TriggerMessage asked for, not yet sent
+        # messages a TriggerMessage asked for, not yet sent (a set once one is: see triggered)
+        self.triggered_messages: Union[set, frozenset] = _NOTHING_YET
         # (transaction, phase) -> its last register reading, Wh
         self.energy: dict[tuple[int, Any], float] = {}
         # transaction -> the timestamp of its last message
         self.transaction_times: dict[int, str] = {}
+
+    @property
+    def triggered(self) -> set:
+        """The messages a TriggerMessage asked for, not yet sent, to add to (the set is made then:
+        most chargers are never sent one)."""
+        if self.triggered_messages is _NOTHING_YET:
+            self.triggered_messages = set()
+        return self.triggered_messages  # type: ignore[return-value]
 
 
 def check_failed(session: "ChargerSession", rule: str,
@@ -3238,15 +3248,15 @@ def check_call_allowed(session: "ChargerSession", action: str) -> None:
     """No CALL but BootNotification before the boot is Accepted (OCPP 1.6 section 4.2)."""
     status = session.state.boot_status
     if action != "BootNotification" and status in (
-        "Pending", "Rejected") and action not in session.state.history.triggered:
+        "Pending", "Rejected") and action not in session.state.history.triggered_messages:
         check_failed(session, "call-before-boot", "sent %s while its boot is %s"
                      % (printable(action), status))
 
 
 def check_heartbeat(session: "ChargerSession") -> None:
     history, now = session.state.history, time.monotonic()
-    if "Heartbeat" in history.triggered:
-        history.triggered.discard("Heartbeat")
+    if "Heartbeat" in history.triggered_messages:
+        history.triggered_messages.discard("Heartbeat")
     elif _timed_early(history.heartbeat_at, history.heartbeat_interval, now):
         last, interval = history.heartbeat_at, history.heartbeat_interval
         check_failed(session, "heartbeat-interval",
@@ -9026,6 +9036,15 @@ def request_headers(websocket: Any) -> Any:
     return request.headers if request is not None else websocket.request_headers
 
 
+def release_handshake(websocket: Any) -> None:
+    """Let go of the server's own handshake response (its 101 and headers) once the connection is
+    open: the asyncio API keeps it for the connection's life, about 1.5 KB a charger, and nothing
+    reads it after the handshake.  (The request stays: its path is read later, and the library's
+    parser holds it anyway.)"""
+    if _ASYNCIO_API:
+        websocket.response = None
+
+
 def _close_frames(websocket: Any) -> Any:
     """The object that holds close_sent, close_rcvd and close_code: the sans-I/O protocol, or the
     legacy connection."""
@@ -9498,6 +9517,7 @@ class CentralSystem:
         charger_id = self._named(charger_id_from_path(path), address,
                                  "%s (OCPP %s)" % (peer, version.name))
         self._check_subprotocol(charger_id, subprotocol, websocket)
+        release_handshake(websocket)
         session = self._session_for(websocket, charger_id, peer, subprotocol)
         self.bus.publish("connected", charger_id, session, peer=peer, path=path,
                          subprotocol=subprotocol, version=session.version.name)
