@@ -47,6 +47,7 @@ import dataclasses
 import datetime
 import difflib
 import errno
+import functools
 import gc
 import hashlib
 import hmac
@@ -589,14 +590,18 @@ LOCAL_CLOCK = SecondClock("%H:%M:%S", time.localtime)  # 15:11:34.123, for the o
 # --------------------------------------------------------------- Spec lint
 # Field rules of the official OCPP 1.6 JSON schemas (and the 1.6 security
 # whitepaper), compiled once at import.  Every object in those schemas is
-# closed (additionalProperties: false).  A broken rule maps to the OCPP-J
-# error code a validating central system answers with:
+# closed (additionalProperties: false); in the 2.0.1 ones every object but
+# CustomDataType is (OpenObject).  A broken rule maps to the OCPP-J
+# error code a validating central system answers with (2.0.1 spells the
+# first two FormatViolation and OccurrenceConstraintViolation):
 #   wrong JSON type                -> TypeConstraintViolation
 #   required field missing, array
-#   below its minimum length       -> OccurenceConstraintViolation
+#   below its minimum or above its
+#   maximum length                 -> OccurenceConstraintViolation
 #   field the schema does not know -> FormationViolation
 #   too long, not in the enum,
-#   not an ISO-8601 date-time      -> PropertyConstraintViolation
+#   out of range, not an ISO-8601
+#   date-time                      -> PropertyConstraintViolation
 
 
 class Problem:
@@ -753,6 +758,77 @@ class Boolean(Scalar):
     type_name, json_types, description = "true or false", (bool,), "true or false"
 
 
+class Number(Decimal):
+    """A number within ``minimum`` and ``maximum`` (None: no bound), as JSON Schema draft 6 (the
+    2.0.1 schemas') has it."""
+
+    def __init__(self, minimum: Optional[float] = None, maximum: Optional[float] = None,
+                 required: bool = False) -> None:
+        super().__init__(required)
+        self.minimum = minimum
+        self.maximum = maximum
+        if minimum is not None or maximum is not None:
+            self.leaf_test = None  # the bounds need valid()
+
+    def valid(self, value: Any) -> bool:
+        return type(value) in self.json_types and self._within(value)
+
+    def _within(self, value: Any) -> bool:
+        return ((self.minimum is None or value >= self.minimum)
+                and (self.maximum is None or value <= self.maximum))
+
+    def check_value(self, value: Any, path: str, problems: list[Problem]) -> None:
+        if not self._within(value):
+            problems.append(Problem(path, "is %s, %s" % (_show(value), self._range()),
+                                    PROPERTY_CONSTRAINT_VIOLATION))
+
+    def _range(self) -> str:
+        if self.maximum is None:
+            return "the minimum is %s" % _show(self.minimum)
+        if self.minimum is None:
+            return "the maximum is %s" % _show(self.maximum)
+        return "allowed: %s to %s" % (_show(self.minimum), _show(self.maximum))
+
+    def describe(self) -> str:
+        if self.minimum is None and self.maximum is None:
+            return self.description
+        return "%s, %s" % (self.description, self._range())
+
+
+class Integral(Number):
+    """An integer of JSON Schema draft 6 (the 2.0.1 schemas'): a number without a fraction, so
+    1.0 is one (draft 4, 1.6's, says it is not: Integer), within ``minimum`` and ``maximum``."""
+
+    type_name, description = "an integer", "integer"
+
+    def __init__(self, minimum: Optional[int] = None, maximum: Optional[int] = None,
+                 required: bool = False) -> None:
+        super().__init__(minimum, maximum, required)
+        self.leaf_test = None  # 1.0 must pass: no inline type test
+
+    def valid(self, value: Any) -> bool:
+        kind = type(value)
+        return (kind is int or (kind is float and value.is_integer())) and self._within(value)
+
+    def check_value(self, value: Any, path: str, problems: list[Problem]) -> None:
+        if isinstance(value, float) and not value.is_integer():
+            self._wrong_type(value, path, problems)
+        else:
+            super().check_value(value, path, problems)
+
+
+class Anything(Rule):
+    """Any JSON value: a schema without a type (2.0.1's DataTransfer data)."""
+
+    type_name = "any JSON value"
+
+    def valid(self, value: Any) -> bool:
+        return True
+
+    def describe(self) -> str:
+        return "any JSON value"
+
+
 class Enum(Rule):
     type_name = "a string"
     json_types = (str,)
@@ -843,17 +919,46 @@ class Object(Rule):
         return "object"
 
 
+class OpenObject(Object):
+    """An object that allows fields beyond its own (2.0.1's CustomDataType, whose schema has no
+    ``additionalProperties: false``): its own fields keep their rules, the others are free."""
+
+    def valid(self, value: Any) -> bool:
+        if type(value) is not dict or not self._required <= value.keys():
+            return False
+        for name, rule in self.fields.items():
+            if name in value and not rule.valid(value[name]):
+                return False
+        return True
+
+    def check_value(self, value: Any, path: str, problems: list[Problem]) -> None:
+        prefix = path + "." if path else ""
+        for name in self.required_names:
+            if name not in value:
+                problems.append(Problem(prefix + name, "is required but missing",
+                                        OCCURENCE_CONSTRAINT_VIOLATION))
+        for name, rule in self.fields.items():
+            if name in value and len(problems) < MAX_PROBLEMS_PER_FRAME:
+                rule.check(value[name], prefix + name, problems)
+
+    def describe(self) -> str:
+        return "object, open to more fields"
+
+
 class Array(Rule):
     type_name = "an array"
     json_types = (list,)
 
-    def __init__(self, items: Rule, min_items: int = 0, required: bool = False) -> None:
+    def __init__(self, items: Rule, min_items: int = 0, max_items: Optional[int] = None,
+                 required: bool = False) -> None:
         super().__init__(required)
         self.items = items
         self.min_items = min_items
+        self.max_items = max_items
+        self._most = sys.maxsize if max_items is None else max_items
 
     def valid(self, value: Any) -> bool:
-        if type(value) is not list or len(value) < self.min_items:
+        if type(value) is not list or not self.min_items <= len(value) <= self._most:
             return False
         items = self.items
         for item in value:
@@ -865,12 +970,17 @@ class Array(Rule):
         if len(value) < self.min_items:
             problems.append(Problem(path, "needs at least %d element(s)" % self.min_items,
                                     OCCURENCE_CONSTRAINT_VIOLATION))
+        if len(value) > self._most:
+            problems.append(Problem(path, "has %d elements, the limit is %d"
+                                    % (len(value), self._most), OCCURENCE_CONSTRAINT_VIOLATION))
         index = 0
         while index < len(value) and len(problems) < MAX_PROBLEMS_PER_FRAME:
             self.items.check(value[index], "%s[%d]" % (path, index), problems)
             index += 1
 
     def describe(self) -> str:
+        if self.max_items is not None:
+            return "array of up to %d %s" % (self.max_items, self.items.describe())
         return "array of " + self.items.describe()
 
 
@@ -1265,6 +1375,1349 @@ CHARGER_REPLIES: dict[str, dict[str, Rule]] = {
 CHARGER_REQUEST_RULES = {action: Object(fields) for action, fields in CHARGER_REQUESTS.items()}
 SERVER_REQUEST_RULES = {action: Object(fields) for action, fields in SERVER_REQUESTS.items()}
 CHARGER_REPLY_RULES = {action: Object(fields) for action, fields in CHARGER_REPLIES.items()}
+
+
+# -------------------------------------------------- OCPP 2.0.1 field rules
+# Generated by scripts/ocpp201_tables.py from the official OCPP 2.0.1 JSON schemas;
+# do not edit by hand: change the script, run it and paste its output here.
+# An object type's rules are built once (functools.cache) and shared: rules do not
+# change once built.
+
+V201_APN_AUTHENTICATION = ("CHAP", "NONE", "PAP", "AUTO")
+V201_ATTRIBUTE = ("Actual", "Target", "MinSet", "MaxSet")
+V201_AUTHORIZATION_STATUS = ("Accepted", "Blocked", "ConcurrentTx", "Expired", "Invalid",
+                             "NoCredit", "NotAllowedTypeEVSE", "NotAtThisLocation", "NotAtThisTime",
+                             "Unknown")
+V201_BOOT_REASON = ("ApplicationReset", "FirmwareUpdate", "LocalReset", "PowerUp", "RemoteReset",
+                    "ScheduledReset", "Triggered", "Unknown", "Watchdog")
+V201_CANCEL_RESERVATION_STATUS = ("Accepted", "Rejected")
+V201_CERTIFICATE_ACTION = ("Install", "Update")
+V201_CERTIFICATE_SIGNED_STATUS = ("Accepted", "Rejected")
+V201_CERTIFICATE_SIGNING_USE = ("ChargingStationCertificate", "V2GCertificate")
+V201_CHANGE_AVAILABILITY_STATUS = ("Accepted", "Rejected", "Scheduled")
+V201_CHARGING_LIMIT_SOURCE = ("EMS", "Other", "SO", "CSO")
+V201_CHARGING_PROFILE_KIND = ("Absolute", "Recurring", "Relative")
+V201_CHARGING_PROFILE_PURPOSE = ("ChargingStationExternalConstraints", "ChargingStationMaxProfile",
+                                 "TxDefaultProfile", "TxProfile")
+V201_CHARGING_PROFILE_STATUS = ("Accepted", "Rejected")
+V201_CHARGING_RATE_UNIT = ("W", "A")
+V201_CHARGING_STATE = ("Charging", "EVConnected", "SuspendedEV", "SuspendedEVSE", "Idle")
+V201_CLEAR_CACHE_STATUS = ("Accepted", "Rejected")
+V201_CLEAR_CHARGING_PROFILE_STATUS = ("Accepted", "Unknown")
+V201_CLEAR_MESSAGE_STATUS = ("Accepted", "Unknown")
+V201_CLEAR_MONITORING_STATUS = ("Accepted", "Rejected", "NotFound")
+V201_COMPONENT_CRITERION = ("Active", "Available", "Enabled", "Problem")
+V201_CONNECTOR = ("cCCS1", "cCCS2", "cG105", "cTesla", "cType1", "cType2", "s309-1P-16A",
+                  "s309-1P-32A", "s309-3P-16A", "s309-3P-32A", "sBS1361", "sCEE-7-7", "sType2",
+                  "sType3", "Other1PhMax16A", "Other1PhOver16A", "Other3Ph", "Pan", "wInductive",
+                  "wResonant", "Undetermined", "Unknown")
+V201_CONNECTOR_STATUS = ("Available", "Occupied", "Reserved", "Unavailable", "Faulted")
+V201_COST_KIND = ("CarbonDioxideEmission", "RelativePricePercentage",
+                  "RenewableGenerationPercentage")
+V201_CUSTOMER_INFORMATION_STATUS = ("Accepted", "Rejected", "Invalid")
+V201_DATA = ("string", "decimal", "integer", "dateTime", "boolean", "OptionList", "SequenceList",
+             "MemberList")
+V201_DATA_TRANSFER_STATUS = ("Accepted", "Rejected", "UnknownMessageId", "UnknownVendorId")
+V201_DELETE_CERTIFICATE_STATUS = ("Accepted", "Failed", "NotFound")
+V201_DISPLAY_MESSAGE_STATUS = ("Accepted", "NotSupportedMessageFormat", "Rejected",
+                               "NotSupportedPriority", "NotSupportedState", "UnknownTransaction")
+V201_ENERGY_TRANSFER_MODE = ("DC", "AC_single_phase", "AC_two_phase", "AC_three_phase")
+V201_EVENT_NOTIFICATION = ("HardWiredNotification", "HardWiredMonitor", "PreconfiguredMonitor",
+                           "CustomMonitor")
+V201_EVENT_TRIGGER = ("Alerting", "Delta", "Periodic")
+V201_FIRMWARE_STATUS = ("Downloaded", "DownloadFailed", "Downloading", "DownloadScheduled",
+                        "DownloadPaused", "Idle", "InstallationFailed", "Installing", "Installed",
+                        "InstallRebooting", "InstallScheduled", "InstallVerificationFailed",
+                        "InvalidSignature", "SignatureVerified")
+V201_GENERIC_DEVICE_MODEL_STATUS = ("Accepted", "Rejected", "NotSupported", "EmptyResultSet")
+V201_GENERIC_STATUS = ("Accepted", "Rejected")
+V201_GET_CERTIFICATE_ID_USE = ("V2GRootCertificate", "MORootCertificate", "CSMSRootCertificate",
+                               "V2GCertificateChain", "ManufacturerRootCertificate")
+V201_GET_CHARGING_PROFILE_STATUS = ("Accepted", "NoProfiles")
+V201_GET_DISPLAY_MESSAGES_STATUS = ("Accepted", "Unknown")
+V201_GET_INSTALLED_CERTIFICATE_STATUS = ("Accepted", "NotFound")
+V201_GET_VARIABLE_STATUS = ("Accepted", "Rejected", "UnknownComponent", "UnknownVariable",
+                            "NotSupportedAttributeType")
+V201_HASH_ALGORITHM = ("SHA256", "SHA384", "SHA512")
+V201_ID_TOKEN = ("Central", "eMAID", "ISO14443", "ISO15693", "KeyCode", "Local", "MacAddress",
+                 "NoAuthorization")
+V201_INSTALL_CERTIFICATE_STATUS = ("Accepted", "Rejected", "Failed")
+V201_INSTALL_CERTIFICATE_USE = ("V2GRootCertificate", "MORootCertificate", "CSMSRootCertificate",
+                                "ManufacturerRootCertificate")
+V201_LOCATION = ("Body", "Cable", "EV", "Inlet", "Outlet")
+V201_LOG = ("DiagnosticsLog", "SecurityLog")
+V201_LOG_STATUS = ("Accepted", "Rejected", "AcceptedCanceled")
+V201_MEASURAND = ("Current.Export", "Current.Import", "Current.Offered",
+                  "Energy.Active.Export.Register", "Energy.Active.Import.Register",
+                  "Energy.Reactive.Export.Register", "Energy.Reactive.Import.Register",
+                  "Energy.Active.Export.Interval", "Energy.Active.Import.Interval",
+                  "Energy.Active.Net", "Energy.Reactive.Export.Interval",
+                  "Energy.Reactive.Import.Interval", "Energy.Reactive.Net", "Energy.Apparent.Net",
+                  "Energy.Apparent.Import", "Energy.Apparent.Export", "Frequency",
+                  "Power.Active.Export", "Power.Active.Import", "Power.Factor", "Power.Offered",
+                  "Power.Reactive.Export", "Power.Reactive.Import", "SoC", "Voltage")
+V201_MESSAGE_FORMAT = ("ASCII", "HTML", "URI", "UTF8")
+V201_MESSAGE_PRIORITY = ("AlwaysFront", "InFront", "NormalCycle")
+V201_MESSAGE_STATE = ("Charging", "Faulted", "Idle", "Unavailable")
+V201_MESSAGE_TRIGGER = ("BootNotification", "LogStatusNotification", "FirmwareStatusNotification",
+                        "Heartbeat", "MeterValues", "SignChargingStationCertificate",
+                        "SignV2GCertificate", "StatusNotification", "TransactionEvent",
+                        "SignCombinedCertificate", "PublishFirmwareStatusNotification")
+V201_MONITOR = ("UpperThreshold", "LowerThreshold", "Delta", "Periodic", "PeriodicClockAligned")
+V201_MONITORING_BASE = ("All", "FactoryDefault", "HardWiredOnly")
+V201_MONITORING_CRITERION = ("ThresholdMonitoring", "DeltaMonitoring", "PeriodicMonitoring")
+V201_MUTABILITY = ("ReadOnly", "WriteOnly", "ReadWrite")
+V201_OCPP_INTERFACE = ("Wired0", "Wired1", "Wired2", "Wired3", "Wireless0", "Wireless1",
+                       "Wireless2", "Wireless3")
+V201_OCPP_TRANSPORT = ("JSON", "SOAP")
+V201_OCPP_VERSION = ("OCPP12", "OCPP15", "OCPP16", "OCPP20")
+V201_OPERATIONAL_STATUS = ("Inoperative", "Operative")
+V201_PHASE = ("L1", "L2", "L3", "N", "L1-N", "L2-N", "L3-N", "L1-L2", "L2-L3", "L3-L1")
+V201_PUBLISH_FIRMWARE_STATUS = ("Idle", "DownloadScheduled", "Downloading", "Downloaded",
+                                "Published", "DownloadFailed", "DownloadPaused", "InvalidChecksum",
+                                "ChecksumVerified", "PublishFailed")
+V201_READING_CONTEXT = ("Interruption.Begin", "Interruption.End", "Other", "Sample.Clock",
+                        "Sample.Periodic", "Transaction.Begin", "Transaction.End", "Trigger")
+V201_REASON = ("DeAuthorized", "EmergencyStop", "EnergyLimitReached", "EVDisconnected",
+               "GroundFault", "ImmediateReset", "Local", "LocalOutOfCredit", "MasterPass", "Other",
+               "OvercurrentFault", "PowerLoss", "PowerQuality", "Reboot", "Remote",
+               "SOCLimitReached", "StoppedByEV", "TimeLimitReached", "Timeout")
+V201_RECURRENCY_KIND = ("Daily", "Weekly")
+V201_REPORT_BASE = ("ConfigurationInventory", "FullInventory", "SummaryInventory")
+V201_REQUEST_START_STOP_STATUS = ("Accepted", "Rejected")
+V201_RESERVATION_UPDATE_STATUS = ("Expired", "Removed")
+V201_RESERVE_NOW_STATUS = ("Accepted", "Faulted", "Occupied", "Rejected", "Unavailable")
+V201_RESET = ("Immediate", "OnIdle")
+V201_RESET_STATUS = ("Accepted", "Rejected", "Scheduled")
+V201_SEND_LOCAL_LIST_STATUS = ("Accepted", "Failed", "VersionMismatch")
+V201_SET_MONITORING_STATUS = ("Accepted", "UnknownComponent", "UnknownVariable",
+                              "UnsupportedMonitorType", "Rejected", "Duplicate")
+V201_SET_NETWORK_PROFILE_STATUS = ("Accepted", "Rejected", "Failed")
+V201_SET_VARIABLE_STATUS = ("Accepted", "Rejected", "UnknownComponent", "UnknownVariable",
+                            "NotSupportedAttributeType", "RebootRequired")
+V201_TRANSACTION_EVENT = ("Ended", "Started", "Updated")
+V201_TRIGGER_MESSAGE_STATUS = ("Accepted", "Rejected", "NotImplemented")
+V201_TRIGGER_REASON = ("Authorized", "CablePluggedIn", "ChargingRateChanged",
+                       "ChargingStateChanged", "Deauthorized", "EnergyLimitReached",
+                       "EVCommunicationLost", "EVConnectTimeout", "MeterValueClock",
+                       "MeterValuePeriodic", "TimeLimitReached", "Trigger", "UnlockCommand",
+                       "StopAuthorized", "EVDeparted", "EVDetected", "RemoteStop", "RemoteStart",
+                       "AbnormalCondition", "SignedDataReceived", "ResetCommand")
+V201_UNLOCK_STATUS = ("Unlocked", "UnlockFailed", "OngoingAuthorizedTransaction",
+                      "UnknownConnector")
+V201_UNPUBLISH_FIRMWARE_STATUS = ("DownloadOngoing", "NoFirmware", "Unpublished")
+V201_UPDATE = ("Differential", "Full")
+V201_UPDATE_FIRMWARE_STATUS = ("Accepted", "Rejected", "AcceptedCanceled", "InvalidCertificate",
+                               "RevokedCertificate")
+V201_UPLOAD_LOG_STATUS = ("BadMessage", "Idle", "NotSupportedOperation", "PermissionDenied",
+                          "Uploaded", "UploadFailure", "Uploading", "AcceptedCanceled")
+V201_VPN = ("IKEv2", "IPSec", "L2TP", "PPTP")
+
+
+@functools.cache
+def _v201_ac_charging_parameters(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "energyAmount": Integral(required=True),
+        "evMinCurrent": Integral(required=True),
+        "evMaxCurrent": Integral(required=True),
+        "evMaxVoltage": Integral(required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_apn(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "apn": String(512, required=True),
+        "apnUserName": String(20),
+        "apnPassword": String(20),
+        "simPin": Integral(),
+        "preferredNetwork": String(6),
+        "useOnlyPreferredNetwork": Boolean(),
+        "apnAuthentication": Enum(V201_APN_AUTHENTICATION, required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_additional_info(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "additionalIdToken": String(36, required=True),
+        "type": String(50, required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_authorization_data(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "idToken": _v201_id_token(required=True),
+        "idTokenInfo": _v201_id_token_info(),
+    }, required=required)
+
+
+@functools.cache
+def _v201_certificate_hash_data_chain(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "certificateHashData": _v201_certificate_hash_data(required=True),
+        "certificateType": Enum(V201_GET_CERTIFICATE_ID_USE, required=True),
+        "childCertificateHashData": Array(_v201_certificate_hash_data(), min_items=1, max_items=4),
+    }, required=required)
+
+
+@functools.cache
+def _v201_certificate_hash_data(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "hashAlgorithm": Enum(V201_HASH_ALGORITHM, required=True),
+        "issuerNameHash": String(128, required=True),
+        "issuerKeyHash": String(128, required=True),
+        "serialNumber": String(40, required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_charging_limit(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "chargingLimitSource": Enum(V201_CHARGING_LIMIT_SOURCE, required=True),
+        "isGridCritical": Boolean(),
+    }, required=required)
+
+
+@functools.cache
+def _v201_charging_needs(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "acChargingParameters": _v201_ac_charging_parameters(),
+        "dcChargingParameters": _v201_dc_charging_parameters(),
+        "requestedEnergyTransfer": Enum(V201_ENERGY_TRANSFER_MODE, required=True),
+        "departureTime": DateTime(),
+    }, required=required)
+
+
+@functools.cache
+def _v201_charging_profile_criterion(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "chargingProfilePurpose": Enum(V201_CHARGING_PROFILE_PURPOSE),
+        "stackLevel": Integral(),
+        "chargingProfileId": Array(Integral(), min_items=1),
+        "chargingLimitSource": Array(Enum(V201_CHARGING_LIMIT_SOURCE), min_items=1, max_items=4),
+    }, required=required)
+
+
+@functools.cache
+def _v201_charging_profile(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "id": Integral(required=True),
+        "stackLevel": Integral(required=True),
+        "chargingProfilePurpose": Enum(V201_CHARGING_PROFILE_PURPOSE, required=True),
+        "chargingProfileKind": Enum(V201_CHARGING_PROFILE_KIND, required=True),
+        "recurrencyKind": Enum(V201_RECURRENCY_KIND),
+        "validFrom": DateTime(),
+        "validTo": DateTime(),
+        "chargingSchedule": Array(_v201_charging_schedule(), min_items=1, max_items=3,
+                                  required=True),
+        "transactionId": String(36),
+    }, required=required)
+
+
+@functools.cache
+def _v201_charging_schedule_period(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "startPeriod": Integral(required=True),
+        "limit": Decimal(required=True),
+        "numberPhases": Integral(),
+        "phaseToUse": Integral(),
+    }, required=required)
+
+
+@functools.cache
+def _v201_charging_schedule(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "id": Integral(required=True),
+        "startSchedule": DateTime(),
+        "duration": Integral(),
+        "chargingRateUnit": Enum(V201_CHARGING_RATE_UNIT, required=True),
+        "chargingSchedulePeriod": Array(_v201_charging_schedule_period(), min_items=1,
+                                        max_items=1024, required=True),
+        "minChargingRate": Decimal(),
+        "salesTariff": _v201_sales_tariff(),
+    }, required=required)
+
+
+@functools.cache
+def _v201_charging_station(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "serialNumber": String(25),
+        "model": String(20, required=True),
+        "modem": _v201_modem(),
+        "vendorName": String(50, required=True),
+        "firmwareVersion": String(50),
+    }, required=required)
+
+
+@functools.cache
+def _v201_clear_charging_profile(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "evseId": Integral(),
+        "chargingProfilePurpose": Enum(V201_CHARGING_PROFILE_PURPOSE),
+        "stackLevel": Integral(),
+    }, required=required)
+
+
+@functools.cache
+def _v201_clear_monitoring_result(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_CLEAR_MONITORING_STATUS, required=True),
+        "id": Integral(required=True),
+        "statusInfo": _v201_status_info(),
+    }, required=required)
+
+
+@functools.cache
+def _v201_component(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "evse": _v201_evse(),
+        "name": String(50, required=True),
+        "instance": String(50),
+    }, required=required)
+
+
+@functools.cache
+def _v201_component_variable(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "component": _v201_component(required=True),
+        "variable": _v201_variable(),
+    }, required=required)
+
+
+@functools.cache
+def _v201_composite_schedule(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "chargingSchedulePeriod": Array(_v201_charging_schedule_period(), min_items=1,
+                                        required=True),
+        "evseId": Integral(required=True),
+        "duration": Integral(required=True),
+        "scheduleStart": DateTime(required=True),
+        "chargingRateUnit": Enum(V201_CHARGING_RATE_UNIT, required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_consumption_cost(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "startValue": Decimal(required=True),
+        "cost": Array(_v201_cost(), min_items=1, max_items=3, required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_cost(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "costKind": Enum(V201_COST_KIND, required=True),
+        "amount": Integral(required=True),
+        "amountMultiplier": Integral(),
+    }, required=required)
+
+
+@functools.cache
+def _v201_custom_data(required: bool = False) -> Object:
+    return OpenObject({
+        "vendorId": String(255, required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_dc_charging_parameters(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "evMaxCurrent": Integral(required=True),
+        "evMaxVoltage": Integral(required=True),
+        "energyAmount": Integral(),
+        "evMaxPower": Integral(),
+        "stateOfCharge": Integral(minimum=0, maximum=100),
+        "evEnergyCapacity": Integral(),
+        "fullSoC": Integral(minimum=0, maximum=100),
+        "bulkSoC": Integral(minimum=0, maximum=100),
+    }, required=required)
+
+
+@functools.cache
+def _v201_evse(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "id": Integral(required=True),
+        "connectorId": Integral(),
+    }, required=required)
+
+
+@functools.cache
+def _v201_event_data(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "eventId": Integral(required=True),
+        "timestamp": DateTime(required=True),
+        "trigger": Enum(V201_EVENT_TRIGGER, required=True),
+        "cause": Integral(),
+        "actualValue": String(2500, required=True),
+        "techCode": String(50),
+        "techInfo": String(500),
+        "cleared": Boolean(),
+        "transactionId": String(36),
+        "component": _v201_component(required=True),
+        "variableMonitoringId": Integral(),
+        "eventNotificationType": Enum(V201_EVENT_NOTIFICATION, required=True),
+        "variable": _v201_variable(required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_firmware(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "location": String(512, required=True),
+        "retrieveDateTime": DateTime(required=True),
+        "installDateTime": DateTime(),
+        "signingCertificate": String(5500),
+        "signature": String(800),
+    }, required=required)
+
+
+@functools.cache
+def _v201_get_variable_data(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "attributeType": Enum(V201_ATTRIBUTE),
+        "component": _v201_component(required=True),
+        "variable": _v201_variable(required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_get_variable_result(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "attributeStatusInfo": _v201_status_info(),
+        "attributeStatus": Enum(V201_GET_VARIABLE_STATUS, required=True),
+        "attributeType": Enum(V201_ATTRIBUTE),
+        "attributeValue": String(2500),
+        "component": _v201_component(required=True),
+        "variable": _v201_variable(required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_id_token_info(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_AUTHORIZATION_STATUS, required=True),
+        "cacheExpiryDateTime": DateTime(),
+        "chargingPriority": Integral(),
+        "language1": String(8),
+        "evseId": Array(Integral(), min_items=1),
+        "groupIdToken": _v201_id_token(),
+        "language2": String(8),
+        "personalMessage": _v201_message_content(),
+    }, required=required)
+
+
+@functools.cache
+def _v201_id_token(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "additionalInfo": Array(_v201_additional_info(), min_items=1),
+        "idToken": String(36, required=True),
+        "type": Enum(V201_ID_TOKEN, required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_log_parameters(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "remoteLocation": String(512, required=True),
+        "oldestTimestamp": DateTime(),
+        "latestTimestamp": DateTime(),
+    }, required=required)
+
+
+@functools.cache
+def _v201_message_content(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "format": Enum(V201_MESSAGE_FORMAT, required=True),
+        "language": String(8),
+        "content": String(512, required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_message_info(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "display": _v201_component(),
+        "id": Integral(required=True),
+        "priority": Enum(V201_MESSAGE_PRIORITY, required=True),
+        "state": Enum(V201_MESSAGE_STATE),
+        "startDateTime": DateTime(),
+        "endDateTime": DateTime(),
+        "transactionId": String(36),
+        "message": _v201_message_content(required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_meter_value(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "sampledValue": Array(_v201_sampled_value(), min_items=1, required=True),
+        "timestamp": DateTime(required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_modem(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "iccid": String(20),
+        "imsi": String(20),
+    }, required=required)
+
+
+@functools.cache
+def _v201_monitoring_data(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "component": _v201_component(required=True),
+        "variable": _v201_variable(required=True),
+        "variableMonitoring": Array(_v201_variable_monitoring(), min_items=1, required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_network_connection_profile(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "apn": _v201_apn(),
+        "ocppVersion": Enum(V201_OCPP_VERSION, required=True),
+        "ocppTransport": Enum(V201_OCPP_TRANSPORT, required=True),
+        "ocppCsmsUrl": String(512, required=True),
+        "messageTimeout": Integral(required=True),
+        "securityProfile": Integral(required=True),
+        "ocppInterface": Enum(V201_OCPP_INTERFACE, required=True),
+        "vpn": _v201_vpn(),
+    }, required=required)
+
+
+@functools.cache
+def _v201_ocsp_request_data(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "hashAlgorithm": Enum(V201_HASH_ALGORITHM, required=True),
+        "issuerNameHash": String(128, required=True),
+        "issuerKeyHash": String(128, required=True),
+        "serialNumber": String(40, required=True),
+        "responderURL": String(512, required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_relative_time_interval(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "start": Integral(required=True),
+        "duration": Integral(),
+    }, required=required)
+
+
+@functools.cache
+def _v201_report_data(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "component": _v201_component(required=True),
+        "variable": _v201_variable(required=True),
+        "variableAttribute": Array(_v201_variable_attribute(), min_items=1, max_items=4,
+                                   required=True),
+        "variableCharacteristics": _v201_variable_characteristics(),
+    }, required=required)
+
+
+@functools.cache
+def _v201_sales_tariff_entry(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "relativeTimeInterval": _v201_relative_time_interval(required=True),
+        "ePriceLevel": Integral(minimum=0),
+        "consumptionCost": Array(_v201_consumption_cost(), min_items=1, max_items=3),
+    }, required=required)
+
+
+@functools.cache
+def _v201_sales_tariff(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "id": Integral(required=True),
+        "salesTariffDescription": String(32),
+        "numEPriceLevels": Integral(),
+        "salesTariffEntry": Array(_v201_sales_tariff_entry(), min_items=1, max_items=1024,
+                                  required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_sampled_value(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "value": Decimal(required=True),
+        "context": Enum(V201_READING_CONTEXT),
+        "measurand": Enum(V201_MEASURAND),
+        "phase": Enum(V201_PHASE),
+        "location": Enum(V201_LOCATION),
+        "signedMeterValue": _v201_signed_meter_value(),
+        "unitOfMeasure": _v201_unit_of_measure(),
+    }, required=required)
+
+
+@functools.cache
+def _v201_set_monitoring_data(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "id": Integral(),
+        "transaction": Boolean(),
+        "value": Decimal(required=True),
+        "type": Enum(V201_MONITOR, required=True),
+        "severity": Integral(required=True),
+        "component": _v201_component(required=True),
+        "variable": _v201_variable(required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_set_monitoring_result(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "id": Integral(),
+        "statusInfo": _v201_status_info(),
+        "status": Enum(V201_SET_MONITORING_STATUS, required=True),
+        "type": Enum(V201_MONITOR, required=True),
+        "component": _v201_component(required=True),
+        "variable": _v201_variable(required=True),
+        "severity": Integral(required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_set_variable_data(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "attributeType": Enum(V201_ATTRIBUTE),
+        "attributeValue": String(1000, required=True),
+        "component": _v201_component(required=True),
+        "variable": _v201_variable(required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_set_variable_result(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "attributeType": Enum(V201_ATTRIBUTE),
+        "attributeStatus": Enum(V201_SET_VARIABLE_STATUS, required=True),
+        "attributeStatusInfo": _v201_status_info(),
+        "component": _v201_component(required=True),
+        "variable": _v201_variable(required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_signed_meter_value(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "signedMeterData": String(2500, required=True),
+        "signingMethod": String(50, required=True),
+        "encodingMethod": String(50, required=True),
+        "publicKey": String(2500, required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_status_info(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "reasonCode": String(20, required=True),
+        "additionalInfo": String(512),
+    }, required=required)
+
+
+@functools.cache
+def _v201_transaction(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "transactionId": String(36, required=True),
+        "chargingState": Enum(V201_CHARGING_STATE),
+        "timeSpentCharging": Integral(),
+        "stoppedReason": Enum(V201_REASON),
+        "remoteStartId": Integral(),
+    }, required=required)
+
+
+@functools.cache
+def _v201_unit_of_measure(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "unit": String(20),
+        "multiplier": Integral(),
+    }, required=required)
+
+
+@functools.cache
+def _v201_vpn(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "server": String(512, required=True),
+        "user": String(20, required=True),
+        "group": String(20),
+        "password": String(20, required=True),
+        "key": String(255, required=True),
+        "type": Enum(V201_VPN, required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_variable_attribute(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "type": Enum(V201_ATTRIBUTE),
+        "value": String(2500),
+        "mutability": Enum(V201_MUTABILITY),
+        "persistent": Boolean(),
+        "constant": Boolean(),
+    }, required=required)
+
+
+@functools.cache
+def _v201_variable_characteristics(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "unit": String(16),
+        "dataType": Enum(V201_DATA, required=True),
+        "minLimit": Decimal(),
+        "maxLimit": Decimal(),
+        "valuesList": String(1000),
+        "supportsMonitoring": Boolean(required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_variable_monitoring(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "id": Integral(required=True),
+        "transaction": Boolean(required=True),
+        "value": Decimal(required=True),
+        "type": Enum(V201_MONITOR, required=True),
+        "severity": Integral(required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_variable(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "name": String(50, required=True),
+        "instance": String(50),
+    }, required=required)
+
+
+# Requests a 2.0.1 charging station sends.
+V201_CHARGER_REQUESTS: dict[str, dict[str, Rule]] = {
+    "Authorize": {
+        "customData": _v201_custom_data(),
+        "idToken": _v201_id_token(required=True),
+        "certificate": String(5500),
+        "iso15118CertificateHashData": Array(_v201_ocsp_request_data(), min_items=1, max_items=4),
+    },
+    "BootNotification": {
+        "customData": _v201_custom_data(),
+        "chargingStation": _v201_charging_station(required=True),
+        "reason": Enum(V201_BOOT_REASON, required=True),
+    },
+    "ClearedChargingLimit": {
+        "customData": _v201_custom_data(),
+        "chargingLimitSource": Enum(V201_CHARGING_LIMIT_SOURCE, required=True),
+        "evseId": Integral(),
+    },
+    "DataTransfer": {
+        "customData": _v201_custom_data(),
+        "messageId": String(50),
+        "data": Anything(),
+        "vendorId": String(255, required=True),
+    },
+    "FirmwareStatusNotification": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_FIRMWARE_STATUS, required=True),
+        "requestId": Integral(),
+    },
+    "Get15118EVCertificate": {
+        "customData": _v201_custom_data(),
+        "iso15118SchemaVersion": String(50, required=True),
+        "action": Enum(V201_CERTIFICATE_ACTION, required=True),
+        "exiRequest": String(5600, required=True),
+    },
+    "GetCertificateStatus": {
+        "customData": _v201_custom_data(),
+        "ocspRequestData": _v201_ocsp_request_data(required=True),
+    },
+    "Heartbeat": {
+        "customData": _v201_custom_data(),
+    },
+    "LogStatusNotification": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_UPLOAD_LOG_STATUS, required=True),
+        "requestId": Integral(),
+    },
+    "MeterValues": {
+        "customData": _v201_custom_data(),
+        "evseId": Integral(required=True),
+        "meterValue": Array(_v201_meter_value(), min_items=1, required=True),
+    },
+    "NotifyChargingLimit": {
+        "customData": _v201_custom_data(),
+        "chargingSchedule": Array(_v201_charging_schedule(), min_items=1),
+        "evseId": Integral(),
+        "chargingLimit": _v201_charging_limit(required=True),
+    },
+    "NotifyCustomerInformation": {
+        "customData": _v201_custom_data(),
+        "data": String(512, required=True),
+        "tbc": Boolean(),
+        "seqNo": Integral(required=True),
+        "generatedAt": DateTime(required=True),
+        "requestId": Integral(required=True),
+    },
+    "NotifyDisplayMessages": {
+        "customData": _v201_custom_data(),
+        "messageInfo": Array(_v201_message_info(), min_items=1),
+        "requestId": Integral(required=True),
+        "tbc": Boolean(),
+    },
+    "NotifyEVChargingNeeds": {
+        "customData": _v201_custom_data(),
+        "maxScheduleTuples": Integral(),
+        "chargingNeeds": _v201_charging_needs(required=True),
+        "evseId": Integral(required=True),
+    },
+    "NotifyEVChargingSchedule": {
+        "customData": _v201_custom_data(),
+        "timeBase": DateTime(required=True),
+        "chargingSchedule": _v201_charging_schedule(required=True),
+        "evseId": Integral(required=True),
+    },
+    "NotifyEvent": {
+        "customData": _v201_custom_data(),
+        "generatedAt": DateTime(required=True),
+        "tbc": Boolean(),
+        "seqNo": Integral(required=True),
+        "eventData": Array(_v201_event_data(), min_items=1, required=True),
+    },
+    "NotifyMonitoringReport": {
+        "customData": _v201_custom_data(),
+        "monitor": Array(_v201_monitoring_data(), min_items=1),
+        "requestId": Integral(required=True),
+        "tbc": Boolean(),
+        "seqNo": Integral(required=True),
+        "generatedAt": DateTime(required=True),
+    },
+    "NotifyReport": {
+        "customData": _v201_custom_data(),
+        "requestId": Integral(required=True),
+        "generatedAt": DateTime(required=True),
+        "reportData": Array(_v201_report_data(), min_items=1),
+        "tbc": Boolean(),
+        "seqNo": Integral(required=True),
+    },
+    "PublishFirmwareStatusNotification": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_PUBLISH_FIRMWARE_STATUS, required=True),
+        "location": Array(String(512), min_items=1),
+        "requestId": Integral(),
+    },
+    "ReportChargingProfiles": {
+        "customData": _v201_custom_data(),
+        "requestId": Integral(required=True),
+        "chargingLimitSource": Enum(V201_CHARGING_LIMIT_SOURCE, required=True),
+        "chargingProfile": Array(_v201_charging_profile(), min_items=1, required=True),
+        "tbc": Boolean(),
+        "evseId": Integral(required=True),
+    },
+    "ReservationStatusUpdate": {
+        "customData": _v201_custom_data(),
+        "reservationId": Integral(required=True),
+        "reservationUpdateStatus": Enum(V201_RESERVATION_UPDATE_STATUS, required=True),
+    },
+    "SecurityEventNotification": {
+        "customData": _v201_custom_data(),
+        "type": String(50, required=True),
+        "timestamp": DateTime(required=True),
+        "techInfo": String(255),
+    },
+    "SignCertificate": {
+        "customData": _v201_custom_data(),
+        "csr": String(5500, required=True),
+        "certificateType": Enum(V201_CERTIFICATE_SIGNING_USE),
+    },
+    "StatusNotification": {
+        "customData": _v201_custom_data(),
+        "timestamp": DateTime(required=True),
+        "connectorStatus": Enum(V201_CONNECTOR_STATUS, required=True),
+        "evseId": Integral(required=True),
+        "connectorId": Integral(required=True),
+    },
+    "TransactionEvent": {
+        "customData": _v201_custom_data(),
+        "eventType": Enum(V201_TRANSACTION_EVENT, required=True),
+        "meterValue": Array(_v201_meter_value(), min_items=1),
+        "timestamp": DateTime(required=True),
+        "triggerReason": Enum(V201_TRIGGER_REASON, required=True),
+        "seqNo": Integral(required=True),
+        "offline": Boolean(),
+        "numberOfPhasesUsed": Integral(),
+        "cableMaxCurrent": Integral(),
+        "reservationId": Integral(),
+        "transactionInfo": _v201_transaction(required=True),
+        "evse": _v201_evse(),
+        "idToken": _v201_id_token(),
+    },
+}
+
+# Requests the server sends to a 2.0.1 charging station.
+V201_SERVER_REQUESTS: dict[str, dict[str, Rule]] = {
+    "CancelReservation": {
+        "customData": _v201_custom_data(),
+        "reservationId": Integral(required=True),
+    },
+    "CertificateSigned": {
+        "customData": _v201_custom_data(),
+        "certificateChain": String(10000, required=True),
+        "certificateType": Enum(V201_CERTIFICATE_SIGNING_USE),
+    },
+    "ChangeAvailability": {
+        "customData": _v201_custom_data(),
+        "evse": _v201_evse(),
+        "operationalStatus": Enum(V201_OPERATIONAL_STATUS, required=True),
+    },
+    "ClearCache": {
+        "customData": _v201_custom_data(),
+    },
+    "ClearChargingProfile": {
+        "customData": _v201_custom_data(),
+        "chargingProfileId": Integral(),
+        "chargingProfileCriteria": _v201_clear_charging_profile(),
+    },
+    "ClearDisplayMessage": {
+        "customData": _v201_custom_data(),
+        "id": Integral(required=True),
+    },
+    "ClearVariableMonitoring": {
+        "customData": _v201_custom_data(),
+        "id": Array(Integral(), min_items=1, required=True),
+    },
+    "CostUpdated": {
+        "customData": _v201_custom_data(),
+        "totalCost": Decimal(required=True),
+        "transactionId": String(36, required=True),
+    },
+    "CustomerInformation": {
+        "customData": _v201_custom_data(),
+        "customerCertificate": _v201_certificate_hash_data(),
+        "idToken": _v201_id_token(),
+        "requestId": Integral(required=True),
+        "report": Boolean(required=True),
+        "clear": Boolean(required=True),
+        "customerIdentifier": String(64),
+    },
+    "DataTransfer": {
+        "customData": _v201_custom_data(),
+        "messageId": String(50),
+        "data": Anything(),
+        "vendorId": String(255, required=True),
+    },
+    "DeleteCertificate": {
+        "customData": _v201_custom_data(),
+        "certificateHashData": _v201_certificate_hash_data(required=True),
+    },
+    "GetBaseReport": {
+        "customData": _v201_custom_data(),
+        "requestId": Integral(required=True),
+        "reportBase": Enum(V201_REPORT_BASE, required=True),
+    },
+    "GetChargingProfiles": {
+        "customData": _v201_custom_data(),
+        "requestId": Integral(required=True),
+        "evseId": Integral(),
+        "chargingProfile": _v201_charging_profile_criterion(required=True),
+    },
+    "GetCompositeSchedule": {
+        "customData": _v201_custom_data(),
+        "duration": Integral(required=True),
+        "chargingRateUnit": Enum(V201_CHARGING_RATE_UNIT),
+        "evseId": Integral(required=True),
+    },
+    "GetDisplayMessages": {
+        "customData": _v201_custom_data(),
+        "id": Array(Integral(), min_items=1),
+        "requestId": Integral(required=True),
+        "priority": Enum(V201_MESSAGE_PRIORITY),
+        "state": Enum(V201_MESSAGE_STATE),
+    },
+    "GetInstalledCertificateIds": {
+        "customData": _v201_custom_data(),
+        "certificateType": Array(Enum(V201_GET_CERTIFICATE_ID_USE), min_items=1),
+    },
+    "GetLocalListVersion": {
+        "customData": _v201_custom_data(),
+    },
+    "GetLog": {
+        "customData": _v201_custom_data(),
+        "log": _v201_log_parameters(required=True),
+        "logType": Enum(V201_LOG, required=True),
+        "requestId": Integral(required=True),
+        "retries": Integral(),
+        "retryInterval": Integral(),
+    },
+    "GetMonitoringReport": {
+        "customData": _v201_custom_data(),
+        "componentVariable": Array(_v201_component_variable(), min_items=1),
+        "requestId": Integral(required=True),
+        "monitoringCriteria": Array(Enum(V201_MONITORING_CRITERION), min_items=1, max_items=3),
+    },
+    "GetReport": {
+        "customData": _v201_custom_data(),
+        "componentVariable": Array(_v201_component_variable(), min_items=1),
+        "requestId": Integral(required=True),
+        "componentCriteria": Array(Enum(V201_COMPONENT_CRITERION), min_items=1, max_items=4),
+    },
+    "GetTransactionStatus": {
+        "customData": _v201_custom_data(),
+        "transactionId": String(36),
+    },
+    "GetVariables": {
+        "customData": _v201_custom_data(),
+        "getVariableData": Array(_v201_get_variable_data(), min_items=1, required=True),
+    },
+    "InstallCertificate": {
+        "customData": _v201_custom_data(),
+        "certificateType": Enum(V201_INSTALL_CERTIFICATE_USE, required=True),
+        "certificate": String(5500, required=True),
+    },
+    "PublishFirmware": {
+        "customData": _v201_custom_data(),
+        "location": String(512, required=True),
+        "retries": Integral(),
+        "checksum": String(32, required=True),
+        "requestId": Integral(required=True),
+        "retryInterval": Integral(),
+    },
+    "RequestStartTransaction": {
+        "customData": _v201_custom_data(),
+        "evseId": Integral(),
+        "groupIdToken": _v201_id_token(),
+        "idToken": _v201_id_token(required=True),
+        "remoteStartId": Integral(required=True),
+        "chargingProfile": _v201_charging_profile(),
+    },
+    "RequestStopTransaction": {
+        "customData": _v201_custom_data(),
+        "transactionId": String(36, required=True),
+    },
+    "ReserveNow": {
+        "customData": _v201_custom_data(),
+        "id": Integral(required=True),
+        "expiryDateTime": DateTime(required=True),
+        "connectorType": Enum(V201_CONNECTOR),
+        "idToken": _v201_id_token(required=True),
+        "evseId": Integral(),
+        "groupIdToken": _v201_id_token(),
+    },
+    "Reset": {
+        "customData": _v201_custom_data(),
+        "type": Enum(V201_RESET, required=True),
+        "evseId": Integral(),
+    },
+    "SendLocalList": {
+        "customData": _v201_custom_data(),
+        "localAuthorizationList": Array(_v201_authorization_data(), min_items=1),
+        "versionNumber": Integral(required=True),
+        "updateType": Enum(V201_UPDATE, required=True),
+    },
+    "SetChargingProfile": {
+        "customData": _v201_custom_data(),
+        "evseId": Integral(required=True),
+        "chargingProfile": _v201_charging_profile(required=True),
+    },
+    "SetDisplayMessage": {
+        "customData": _v201_custom_data(),
+        "message": _v201_message_info(required=True),
+    },
+    "SetMonitoringBase": {
+        "customData": _v201_custom_data(),
+        "monitoringBase": Enum(V201_MONITORING_BASE, required=True),
+    },
+    "SetMonitoringLevel": {
+        "customData": _v201_custom_data(),
+        "severity": Integral(required=True),
+    },
+    "SetNetworkProfile": {
+        "customData": _v201_custom_data(),
+        "configurationSlot": Integral(required=True),
+        "connectionData": _v201_network_connection_profile(required=True),
+    },
+    "SetVariableMonitoring": {
+        "customData": _v201_custom_data(),
+        "setMonitoringData": Array(_v201_set_monitoring_data(), min_items=1, required=True),
+    },
+    "SetVariables": {
+        "customData": _v201_custom_data(),
+        "setVariableData": Array(_v201_set_variable_data(), min_items=1, required=True),
+    },
+    "TriggerMessage": {
+        "customData": _v201_custom_data(),
+        "evse": _v201_evse(),
+        "requestedMessage": Enum(V201_MESSAGE_TRIGGER, required=True),
+    },
+    "UnlockConnector": {
+        "customData": _v201_custom_data(),
+        "evseId": Integral(required=True),
+        "connectorId": Integral(required=True),
+    },
+    "UnpublishFirmware": {
+        "customData": _v201_custom_data(),
+        "checksum": String(32, required=True),
+    },
+    "UpdateFirmware": {
+        "customData": _v201_custom_data(),
+        "retries": Integral(),
+        "retryInterval": Integral(),
+        "requestId": Integral(required=True),
+        "firmware": _v201_firmware(required=True),
+    },
+}
+
+# What a 2.0.1 charging station answers to each server request.
+V201_CHARGER_REPLIES: dict[str, dict[str, Rule]] = {
+    "CancelReservation": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_CANCEL_RESERVATION_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "CertificateSigned": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_CERTIFICATE_SIGNED_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "ChangeAvailability": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_CHANGE_AVAILABILITY_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "ClearCache": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_CLEAR_CACHE_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "ClearChargingProfile": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_CLEAR_CHARGING_PROFILE_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "ClearDisplayMessage": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_CLEAR_MESSAGE_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "ClearVariableMonitoring": {
+        "customData": _v201_custom_data(),
+        "clearMonitoringResult": Array(_v201_clear_monitoring_result(), min_items=1, required=True),
+    },
+    "CostUpdated": {
+        "customData": _v201_custom_data(),
+    },
+    "CustomerInformation": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_CUSTOMER_INFORMATION_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "DataTransfer": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_DATA_TRANSFER_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+        "data": Anything(),
+    },
+    "DeleteCertificate": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_DELETE_CERTIFICATE_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "GetBaseReport": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_GENERIC_DEVICE_MODEL_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "GetChargingProfiles": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_GET_CHARGING_PROFILE_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "GetCompositeSchedule": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_GENERIC_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+        "schedule": _v201_composite_schedule(),
+    },
+    "GetDisplayMessages": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_GET_DISPLAY_MESSAGES_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "GetInstalledCertificateIds": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_GET_INSTALLED_CERTIFICATE_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+        "certificateHashDataChain": Array(_v201_certificate_hash_data_chain(), min_items=1),
+    },
+    "GetLocalListVersion": {
+        "customData": _v201_custom_data(),
+        "versionNumber": Integral(required=True),
+    },
+    "GetLog": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_LOG_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+        "filename": String(255),
+    },
+    "GetMonitoringReport": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_GENERIC_DEVICE_MODEL_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "GetReport": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_GENERIC_DEVICE_MODEL_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "GetTransactionStatus": {
+        "customData": _v201_custom_data(),
+        "ongoingIndicator": Boolean(),
+        "messagesInQueue": Boolean(required=True),
+    },
+    "GetVariables": {
+        "customData": _v201_custom_data(),
+        "getVariableResult": Array(_v201_get_variable_result(), min_items=1, required=True),
+    },
+    "InstallCertificate": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_INSTALL_CERTIFICATE_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "PublishFirmware": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_GENERIC_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "RequestStartTransaction": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_REQUEST_START_STOP_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+        "transactionId": String(36),
+    },
+    "RequestStopTransaction": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_REQUEST_START_STOP_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "ReserveNow": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_RESERVE_NOW_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "Reset": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_RESET_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "SendLocalList": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_SEND_LOCAL_LIST_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "SetChargingProfile": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_CHARGING_PROFILE_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "SetDisplayMessage": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_DISPLAY_MESSAGE_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "SetMonitoringBase": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_GENERIC_DEVICE_MODEL_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "SetMonitoringLevel": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_GENERIC_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "SetNetworkProfile": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_SET_NETWORK_PROFILE_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "SetVariableMonitoring": {
+        "customData": _v201_custom_data(),
+        "setMonitoringResult": Array(_v201_set_monitoring_result(), min_items=1, required=True),
+    },
+    "SetVariables": {
+        "customData": _v201_custom_data(),
+        "setVariableResult": Array(_v201_set_variable_result(), min_items=1, required=True),
+    },
+    "TriggerMessage": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_TRIGGER_MESSAGE_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "UnlockConnector": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_UNLOCK_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "UnpublishFirmware": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_UNPUBLISH_FIRMWARE_STATUS, required=True),
+    },
+    "UpdateFirmware": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_UPDATE_FIRMWARE_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+}
 
 
 # ------------------------------------------------------- Output and transcript
