@@ -758,17 +758,15 @@ class Boolean(Scalar):
     type_name, json_types, description = "true or false", (bool,), "true or false"
 
 
-class Number(Decimal):
-    """A number within ``minimum`` and ``maximum`` (None: no bound), as JSON Schema draft 6 (the
-    2.0.1 schemas') has it."""
+class BoundedNumber(Decimal):
+    """A number within ``minimum`` and ``maximum`` (None: no bound)."""
 
     def __init__(self, minimum: Optional[float] = None, maximum: Optional[float] = None,
                  required: bool = False) -> None:
         super().__init__(required)
         self.minimum = minimum
         self.maximum = maximum
-        if minimum is not None or maximum is not None:
-            self.leaf_test = None  # the bounds need valid()
+        self.leaf_test = None  # the bounds need valid()
 
     def valid(self, value: Any) -> bool:
         return type(value) in self.json_types and self._within(value)
@@ -790,31 +788,13 @@ class Number(Decimal):
         return "allowed: %s to %s" % (_show(self.minimum), _show(self.maximum))
 
     def describe(self) -> str:
-        if self.minimum is None and self.maximum is None:
-            return self.description
         return "%s, %s" % (self.description, self._range())
 
 
-class Integral(Number):
-    """An integer of JSON Schema draft 6 (the 2.0.1 schemas'): a number without a fraction, so
-    1.0 is one (draft 4, 1.6's, says it is not: Integer), within ``minimum`` and ``maximum``."""
+class BoundedInteger(BoundedNumber):
+    """An integer within ``minimum`` and ``maximum`` (None: no bound)."""
 
-    type_name, description = "an integer", "integer"
-
-    def __init__(self, minimum: Optional[int] = None, maximum: Optional[int] = None,
-                 required: bool = False) -> None:
-        super().__init__(minimum, maximum, required)
-        self.leaf_test = None  # 1.0 must pass: no inline type test
-
-    def valid(self, value: Any) -> bool:
-        kind = type(value)
-        return (kind is int or (kind is float and value.is_integer())) and self._within(value)
-
-    def check_value(self, value: Any, path: str, problems: list[Problem]) -> None:
-        if isinstance(value, float) and not value.is_integer():
-            self._wrong_type(value, path, problems)
-        else:
-            super().check_value(value, path, problems)
+    type_name, json_types, description = "an integer", (int,), "integer"
 
 
 class Anything(Rule):
@@ -1518,10 +1498,10 @@ V201_VPN = ("IKEv2", "IPSec", "L2TP", "PPTP")
 def _v201_ac_charging_parameters(required: bool = False) -> Object:
     return Object({
         "customData": _v201_custom_data(),
-        "energyAmount": Integral(required=True),
-        "evMinCurrent": Integral(required=True),
-        "evMaxCurrent": Integral(required=True),
-        "evMaxVoltage": Integral(required=True),
+        "energyAmount": Integer(required=True),
+        "evMinCurrent": Integer(required=True),
+        "evMaxCurrent": Integer(required=True),
+        "evMaxVoltage": Integer(required=True),
     }, required=required)
 
 
@@ -1532,7 +1512,7 @@ def _v201_apn(required: bool = False) -> Object:
         "apn": String(512, required=True),
         "apnUserName": String(20),
         "apnPassword": String(20),
-        "simPin": Integral(),
+        "simPin": Integer(),
         "preferredNetwork": String(6),
         "useOnlyPreferredNetwork": Boolean(),
         "apnAuthentication": Enum(V201_APN_AUTHENTICATION, required=True),
@@ -1603,8 +1583,8 @@ def _v201_charging_profile_criterion(required: bool = False) -> Object:
     return Object({
         "customData": _v201_custom_data(),
         "chargingProfilePurpose": Enum(V201_CHARGING_PROFILE_PURPOSE),
-        "stackLevel": Integral(),
-        "chargingProfileId": Array(Integral(), min_items=1),
+        "stackLevel": Integer(),
+        "chargingProfileId": Array(Integer(), min_items=1),
         "chargingLimitSource": Array(Enum(V201_CHARGING_LIMIT_SOURCE), min_items=1, max_items=4),
     }, required=required)
 
@@ -1613,8 +1593,8 @@ def _v201_charging_profile_criterion(required: bool = False) -> Object:
 def _v201_charging_profile(required: bool = False) -> Object:
     return Object({
         "customData": _v201_custom_data(),
-        "id": Integral(required=True),
-        "stackLevel": Integral(required=True),
+        "id": Integer(required=True),
+        "stackLevel": Integer(required=True),
         "chargingProfilePurpose": Enum(V201_CHARGING_PROFILE_PURPOSE, required=True),
         "chargingProfileKind": Enum(V201_CHARGING_PROFILE_KIND, required=True),
         "recurrencyKind": Enum(V201_RECURRENCY_KIND),
@@ -1630,10 +1610,10 @@ def _v201_charging_profile(required: bool = False) -> Object:
 def _v201_charging_schedule_period(required: bool = False) -> Object:
     return Object({
         "customData": _v201_custom_data(),
-        "startPeriod": Integral(required=True),
+        "startPeriod": Integer(required=True),
         "limit": Decimal(required=True),
-        "numberPhases": Integral(),
-        "phaseToUse": Integral(),
+        "numberPhases": Integer(),
+        "phaseToUse": Integer(),
     }, required=required)
 
 
@@ -1641,9 +1621,9 @@ def _v201_charging_schedule_period(required: bool = False) -> Object:
 def _v201_charging_schedule(required: bool = False) -> Object:
     return Object({
         "customData": _v201_custom_data(),
-        "id": Integral(required=True),
+        "id": Integer(required=True),
         "startSchedule": DateTime(),
-        "duration": Integral(),
+        "duration": Integer(),
         "chargingRateUnit": Enum(V201_CHARGING_RATE_UNIT, required=True),
         "chargingSchedulePeriod": Array(_v201_charging_schedule_period(), min_items=1,
                                         max_items=1024, required=True),
@@ -1668,9 +1648,9 @@ def _v201_charging_station(required: bool = False) -> Object:
 def _v201_clear_charging_profile(required: bool = False) -> Object:
     return Object({
         "customData": _v201_custom_data(),
-        "evseId": Integral(),
+        "evseId": Integer(),
         "chargingProfilePurpose": Enum(V201_CHARGING_PROFILE_PURPOSE),
-        "stackLevel": Integral(),
+        "stackLevel": Integer(),
     }, required=required)
 
 
@@ -1679,7 +1659,7 @@ def _v201_clear_monitoring_result(required: bool = False) -> Object:
     return Object({
         "customData": _v201_custom_data(),
         "status": Enum(V201_CLEAR_MONITORING_STATUS, required=True),
-        "id": Integral(required=True),
+        "id": Integer(required=True),
         "statusInfo": _v201_status_info(),
     }, required=required)
 
@@ -1709,8 +1689,8 @@ def _v201_composite_schedule(required: bool = False) -> Object:
         "customData": _v201_custom_data(),
         "chargingSchedulePeriod": Array(_v201_charging_schedule_period(), min_items=1,
                                         required=True),
-        "evseId": Integral(required=True),
-        "duration": Integral(required=True),
+        "evseId": Integer(required=True),
+        "duration": Integer(required=True),
         "scheduleStart": DateTime(required=True),
         "chargingRateUnit": Enum(V201_CHARGING_RATE_UNIT, required=True),
     }, required=required)
@@ -1730,8 +1710,8 @@ def _v201_cost(required: bool = False) -> Object:
     return Object({
         "customData": _v201_custom_data(),
         "costKind": Enum(V201_COST_KIND, required=True),
-        "amount": Integral(required=True),
-        "amountMultiplier": Integral(),
+        "amount": Integer(required=True),
+        "amountMultiplier": Integer(),
     }, required=required)
 
 
@@ -1746,14 +1726,14 @@ def _v201_custom_data(required: bool = False) -> Object:
 def _v201_dc_charging_parameters(required: bool = False) -> Object:
     return Object({
         "customData": _v201_custom_data(),
-        "evMaxCurrent": Integral(required=True),
-        "evMaxVoltage": Integral(required=True),
-        "energyAmount": Integral(),
-        "evMaxPower": Integral(),
-        "stateOfCharge": Integral(minimum=0, maximum=100),
-        "evEnergyCapacity": Integral(),
-        "fullSoC": Integral(minimum=0, maximum=100),
-        "bulkSoC": Integral(minimum=0, maximum=100),
+        "evMaxCurrent": Integer(required=True),
+        "evMaxVoltage": Integer(required=True),
+        "energyAmount": Integer(),
+        "evMaxPower": Integer(),
+        "stateOfCharge": BoundedInteger(minimum=0, maximum=100),
+        "evEnergyCapacity": Integer(),
+        "fullSoC": BoundedInteger(minimum=0, maximum=100),
+        "bulkSoC": BoundedInteger(minimum=0, maximum=100),
     }, required=required)
 
 
@@ -1761,8 +1741,8 @@ def _v201_dc_charging_parameters(required: bool = False) -> Object:
 def _v201_evse(required: bool = False) -> Object:
     return Object({
         "customData": _v201_custom_data(),
-        "id": Integral(required=True),
-        "connectorId": Integral(),
+        "id": Integer(required=True),
+        "connectorId": Integer(),
     }, required=required)
 
 
@@ -1770,17 +1750,17 @@ def _v201_evse(required: bool = False) -> Object:
 def _v201_event_data(required: bool = False) -> Object:
     return Object({
         "customData": _v201_custom_data(),
-        "eventId": Integral(required=True),
+        "eventId": Integer(required=True),
         "timestamp": DateTime(required=True),
         "trigger": Enum(V201_EVENT_TRIGGER, required=True),
-        "cause": Integral(),
+        "cause": Integer(),
         "actualValue": String(2500, required=True),
         "techCode": String(50),
         "techInfo": String(500),
         "cleared": Boolean(),
         "transactionId": String(36),
         "component": _v201_component(required=True),
-        "variableMonitoringId": Integral(),
+        "variableMonitoringId": Integer(),
         "eventNotificationType": Enum(V201_EVENT_NOTIFICATION, required=True),
         "variable": _v201_variable(required=True),
     }, required=required)
@@ -1827,9 +1807,9 @@ def _v201_id_token_info(required: bool = False) -> Object:
         "customData": _v201_custom_data(),
         "status": Enum(V201_AUTHORIZATION_STATUS, required=True),
         "cacheExpiryDateTime": DateTime(),
-        "chargingPriority": Integral(),
+        "chargingPriority": Integer(),
         "language1": String(8),
-        "evseId": Array(Integral(), min_items=1),
+        "evseId": Array(Integer(), min_items=1),
         "groupIdToken": _v201_id_token(),
         "language2": String(8),
         "personalMessage": _v201_message_content(),
@@ -1871,7 +1851,7 @@ def _v201_message_info(required: bool = False) -> Object:
     return Object({
         "customData": _v201_custom_data(),
         "display": _v201_component(),
-        "id": Integral(required=True),
+        "id": Integer(required=True),
         "priority": Enum(V201_MESSAGE_PRIORITY, required=True),
         "state": Enum(V201_MESSAGE_STATE),
         "startDateTime": DateTime(),
@@ -1917,8 +1897,8 @@ def _v201_network_connection_profile(required: bool = False) -> Object:
         "ocppVersion": Enum(V201_OCPP_VERSION, required=True),
         "ocppTransport": Enum(V201_OCPP_TRANSPORT, required=True),
         "ocppCsmsUrl": String(512, required=True),
-        "messageTimeout": Integral(required=True),
-        "securityProfile": Integral(required=True),
+        "messageTimeout": Integer(required=True),
+        "securityProfile": Integer(required=True),
         "ocppInterface": Enum(V201_OCPP_INTERFACE, required=True),
         "vpn": _v201_vpn(),
     }, required=required)
@@ -1940,8 +1920,8 @@ def _v201_ocsp_request_data(required: bool = False) -> Object:
 def _v201_relative_time_interval(required: bool = False) -> Object:
     return Object({
         "customData": _v201_custom_data(),
-        "start": Integral(required=True),
-        "duration": Integral(),
+        "start": Integer(required=True),
+        "duration": Integer(),
     }, required=required)
 
 
@@ -1962,7 +1942,7 @@ def _v201_sales_tariff_entry(required: bool = False) -> Object:
     return Object({
         "customData": _v201_custom_data(),
         "relativeTimeInterval": _v201_relative_time_interval(required=True),
-        "ePriceLevel": Integral(minimum=0),
+        "ePriceLevel": BoundedInteger(minimum=0),
         "consumptionCost": Array(_v201_consumption_cost(), min_items=1, max_items=3),
     }, required=required)
 
@@ -1971,9 +1951,9 @@ def _v201_sales_tariff_entry(required: bool = False) -> Object:
 def _v201_sales_tariff(required: bool = False) -> Object:
     return Object({
         "customData": _v201_custom_data(),
-        "id": Integral(required=True),
+        "id": Integer(required=True),
         "salesTariffDescription": String(32),
-        "numEPriceLevels": Integral(),
+        "numEPriceLevels": Integer(),
         "salesTariffEntry": Array(_v201_sales_tariff_entry(), min_items=1, max_items=1024,
                                   required=True),
     }, required=required)
@@ -1997,11 +1977,11 @@ def _v201_sampled_value(required: bool = False) -> Object:
 def _v201_set_monitoring_data(required: bool = False) -> Object:
     return Object({
         "customData": _v201_custom_data(),
-        "id": Integral(),
+        "id": Integer(),
         "transaction": Boolean(),
         "value": Decimal(required=True),
         "type": Enum(V201_MONITOR, required=True),
-        "severity": Integral(required=True),
+        "severity": Integer(required=True),
         "component": _v201_component(required=True),
         "variable": _v201_variable(required=True),
     }, required=required)
@@ -2011,13 +1991,13 @@ def _v201_set_monitoring_data(required: bool = False) -> Object:
 def _v201_set_monitoring_result(required: bool = False) -> Object:
     return Object({
         "customData": _v201_custom_data(),
-        "id": Integral(),
+        "id": Integer(),
         "statusInfo": _v201_status_info(),
         "status": Enum(V201_SET_MONITORING_STATUS, required=True),
         "type": Enum(V201_MONITOR, required=True),
         "component": _v201_component(required=True),
         "variable": _v201_variable(required=True),
-        "severity": Integral(required=True),
+        "severity": Integer(required=True),
     }, required=required)
 
 
@@ -2070,9 +2050,9 @@ def _v201_transaction(required: bool = False) -> Object:
         "customData": _v201_custom_data(),
         "transactionId": String(36, required=True),
         "chargingState": Enum(V201_CHARGING_STATE),
-        "timeSpentCharging": Integral(),
+        "timeSpentCharging": Integer(),
         "stoppedReason": Enum(V201_REASON),
-        "remoteStartId": Integral(),
+        "remoteStartId": Integer(),
     }, required=required)
 
 
@@ -2081,7 +2061,7 @@ def _v201_unit_of_measure(required: bool = False) -> Object:
     return Object({
         "customData": _v201_custom_data(),
         "unit": String(20),
-        "multiplier": Integral(),
+        "multiplier": Integer(),
     }, required=required)
 
 
@@ -2127,11 +2107,11 @@ def _v201_variable_characteristics(required: bool = False) -> Object:
 def _v201_variable_monitoring(required: bool = False) -> Object:
     return Object({
         "customData": _v201_custom_data(),
-        "id": Integral(required=True),
+        "id": Integer(required=True),
         "transaction": Boolean(required=True),
         "value": Decimal(required=True),
         "type": Enum(V201_MONITOR, required=True),
-        "severity": Integral(required=True),
+        "severity": Integer(required=True),
     }, required=required)
 
 
@@ -2160,7 +2140,7 @@ V201_CHARGER_REQUESTS: dict[str, dict[str, Rule]] = {
     "ClearedChargingLimit": {
         "customData": _v201_custom_data(),
         "chargingLimitSource": Enum(V201_CHARGING_LIMIT_SOURCE, required=True),
-        "evseId": Integral(),
+        "evseId": Integer(),
     },
     "DataTransfer": {
         "customData": _v201_custom_data(),
@@ -2171,7 +2151,7 @@ V201_CHARGER_REQUESTS: dict[str, dict[str, Rule]] = {
     "FirmwareStatusNotification": {
         "customData": _v201_custom_data(),
         "status": Enum(V201_FIRMWARE_STATUS, required=True),
-        "requestId": Integral(),
+        "requestId": Integer(),
     },
     "Get15118EVCertificate": {
         "customData": _v201_custom_data(),
@@ -2189,85 +2169,85 @@ V201_CHARGER_REQUESTS: dict[str, dict[str, Rule]] = {
     "LogStatusNotification": {
         "customData": _v201_custom_data(),
         "status": Enum(V201_UPLOAD_LOG_STATUS, required=True),
-        "requestId": Integral(),
+        "requestId": Integer(),
     },
     "MeterValues": {
         "customData": _v201_custom_data(),
-        "evseId": Integral(required=True),
+        "evseId": Integer(required=True),
         "meterValue": Array(_v201_meter_value(), min_items=1, required=True),
     },
     "NotifyChargingLimit": {
         "customData": _v201_custom_data(),
         "chargingSchedule": Array(_v201_charging_schedule(), min_items=1),
-        "evseId": Integral(),
+        "evseId": Integer(),
         "chargingLimit": _v201_charging_limit(required=True),
     },
     "NotifyCustomerInformation": {
         "customData": _v201_custom_data(),
         "data": String(512, required=True),
         "tbc": Boolean(),
-        "seqNo": Integral(required=True),
+        "seqNo": Integer(required=True),
         "generatedAt": DateTime(required=True),
-        "requestId": Integral(required=True),
+        "requestId": Integer(required=True),
     },
     "NotifyDisplayMessages": {
         "customData": _v201_custom_data(),
         "messageInfo": Array(_v201_message_info(), min_items=1),
-        "requestId": Integral(required=True),
+        "requestId": Integer(required=True),
         "tbc": Boolean(),
     },
     "NotifyEVChargingNeeds": {
         "customData": _v201_custom_data(),
-        "maxScheduleTuples": Integral(),
+        "maxScheduleTuples": Integer(),
         "chargingNeeds": _v201_charging_needs(required=True),
-        "evseId": Integral(required=True),
+        "evseId": Integer(required=True),
     },
     "NotifyEVChargingSchedule": {
         "customData": _v201_custom_data(),
         "timeBase": DateTime(required=True),
         "chargingSchedule": _v201_charging_schedule(required=True),
-        "evseId": Integral(required=True),
+        "evseId": Integer(required=True),
     },
     "NotifyEvent": {
         "customData": _v201_custom_data(),
         "generatedAt": DateTime(required=True),
         "tbc": Boolean(),
-        "seqNo": Integral(required=True),
+        "seqNo": Integer(required=True),
         "eventData": Array(_v201_event_data(), min_items=1, required=True),
     },
     "NotifyMonitoringReport": {
         "customData": _v201_custom_data(),
         "monitor": Array(_v201_monitoring_data(), min_items=1),
-        "requestId": Integral(required=True),
+        "requestId": Integer(required=True),
         "tbc": Boolean(),
-        "seqNo": Integral(required=True),
+        "seqNo": Integer(required=True),
         "generatedAt": DateTime(required=True),
     },
     "NotifyReport": {
         "customData": _v201_custom_data(),
-        "requestId": Integral(required=True),
+        "requestId": Integer(required=True),
         "generatedAt": DateTime(required=True),
         "reportData": Array(_v201_report_data(), min_items=1),
         "tbc": Boolean(),
-        "seqNo": Integral(required=True),
+        "seqNo": Integer(required=True),
     },
     "PublishFirmwareStatusNotification": {
         "customData": _v201_custom_data(),
         "status": Enum(V201_PUBLISH_FIRMWARE_STATUS, required=True),
         "location": Array(String(512), min_items=1),
-        "requestId": Integral(),
+        "requestId": Integer(),
     },
     "ReportChargingProfiles": {
         "customData": _v201_custom_data(),
-        "requestId": Integral(required=True),
+        "requestId": Integer(required=True),
         "chargingLimitSource": Enum(V201_CHARGING_LIMIT_SOURCE, required=True),
         "chargingProfile": Array(_v201_charging_profile(), min_items=1, required=True),
         "tbc": Boolean(),
-        "evseId": Integral(required=True),
+        "evseId": Integer(required=True),
     },
     "ReservationStatusUpdate": {
         "customData": _v201_custom_data(),
-        "reservationId": Integral(required=True),
+        "reservationId": Integer(required=True),
         "reservationUpdateStatus": Enum(V201_RESERVATION_UPDATE_STATUS, required=True),
     },
     "SecurityEventNotification": {
@@ -2285,8 +2265,8 @@ V201_CHARGER_REQUESTS: dict[str, dict[str, Rule]] = {
         "customData": _v201_custom_data(),
         "timestamp": DateTime(required=True),
         "connectorStatus": Enum(V201_CONNECTOR_STATUS, required=True),
-        "evseId": Integral(required=True),
-        "connectorId": Integral(required=True),
+        "evseId": Integer(required=True),
+        "connectorId": Integer(required=True),
     },
     "TransactionEvent": {
         "customData": _v201_custom_data(),
@@ -2294,11 +2274,11 @@ V201_CHARGER_REQUESTS: dict[str, dict[str, Rule]] = {
         "meterValue": Array(_v201_meter_value(), min_items=1),
         "timestamp": DateTime(required=True),
         "triggerReason": Enum(V201_TRIGGER_REASON, required=True),
-        "seqNo": Integral(required=True),
+        "seqNo": Integer(required=True),
         "offline": Boolean(),
-        "numberOfPhasesUsed": Integral(),
-        "cableMaxCurrent": Integral(),
-        "reservationId": Integral(),
+        "numberOfPhasesUsed": Integer(),
+        "cableMaxCurrent": Integer(),
+        "reservationId": Integer(),
         "transactionInfo": _v201_transaction(required=True),
         "evse": _v201_evse(),
         "idToken": _v201_id_token(),
@@ -2309,7 +2289,7 @@ V201_CHARGER_REQUESTS: dict[str, dict[str, Rule]] = {
 V201_SERVER_REQUESTS: dict[str, dict[str, Rule]] = {
     "CancelReservation": {
         "customData": _v201_custom_data(),
-        "reservationId": Integral(required=True),
+        "reservationId": Integer(required=True),
     },
     "CertificateSigned": {
         "customData": _v201_custom_data(),
@@ -2326,16 +2306,16 @@ V201_SERVER_REQUESTS: dict[str, dict[str, Rule]] = {
     },
     "ClearChargingProfile": {
         "customData": _v201_custom_data(),
-        "chargingProfileId": Integral(),
+        "chargingProfileId": Integer(),
         "chargingProfileCriteria": _v201_clear_charging_profile(),
     },
     "ClearDisplayMessage": {
         "customData": _v201_custom_data(),
-        "id": Integral(required=True),
+        "id": Integer(required=True),
     },
     "ClearVariableMonitoring": {
         "customData": _v201_custom_data(),
-        "id": Array(Integral(), min_items=1, required=True),
+        "id": Array(Integer(), min_items=1, required=True),
     },
     "CostUpdated": {
         "customData": _v201_custom_data(),
@@ -2346,7 +2326,7 @@ V201_SERVER_REQUESTS: dict[str, dict[str, Rule]] = {
         "customData": _v201_custom_data(),
         "customerCertificate": _v201_certificate_hash_data(),
         "idToken": _v201_id_token(),
-        "requestId": Integral(required=True),
+        "requestId": Integer(required=True),
         "report": Boolean(required=True),
         "clear": Boolean(required=True),
         "customerIdentifier": String(64),
@@ -2363,25 +2343,25 @@ V201_SERVER_REQUESTS: dict[str, dict[str, Rule]] = {
     },
     "GetBaseReport": {
         "customData": _v201_custom_data(),
-        "requestId": Integral(required=True),
+        "requestId": Integer(required=True),
         "reportBase": Enum(V201_REPORT_BASE, required=True),
     },
     "GetChargingProfiles": {
         "customData": _v201_custom_data(),
-        "requestId": Integral(required=True),
-        "evseId": Integral(),
+        "requestId": Integer(required=True),
+        "evseId": Integer(),
         "chargingProfile": _v201_charging_profile_criterion(required=True),
     },
     "GetCompositeSchedule": {
         "customData": _v201_custom_data(),
-        "duration": Integral(required=True),
+        "duration": Integer(required=True),
         "chargingRateUnit": Enum(V201_CHARGING_RATE_UNIT),
-        "evseId": Integral(required=True),
+        "evseId": Integer(required=True),
     },
     "GetDisplayMessages": {
         "customData": _v201_custom_data(),
-        "id": Array(Integral(), min_items=1),
-        "requestId": Integral(required=True),
+        "id": Array(Integer(), min_items=1),
+        "requestId": Integer(required=True),
         "priority": Enum(V201_MESSAGE_PRIORITY),
         "state": Enum(V201_MESSAGE_STATE),
     },
@@ -2396,20 +2376,20 @@ V201_SERVER_REQUESTS: dict[str, dict[str, Rule]] = {
         "customData": _v201_custom_data(),
         "log": _v201_log_parameters(required=True),
         "logType": Enum(V201_LOG, required=True),
-        "requestId": Integral(required=True),
-        "retries": Integral(),
-        "retryInterval": Integral(),
+        "requestId": Integer(required=True),
+        "retries": Integer(),
+        "retryInterval": Integer(),
     },
     "GetMonitoringReport": {
         "customData": _v201_custom_data(),
         "componentVariable": Array(_v201_component_variable(), min_items=1),
-        "requestId": Integral(required=True),
+        "requestId": Integer(required=True),
         "monitoringCriteria": Array(Enum(V201_MONITORING_CRITERION), min_items=1, max_items=3),
     },
     "GetReport": {
         "customData": _v201_custom_data(),
         "componentVariable": Array(_v201_component_variable(), min_items=1),
-        "requestId": Integral(required=True),
+        "requestId": Integer(required=True),
         "componentCriteria": Array(Enum(V201_COMPONENT_CRITERION), min_items=1, max_items=4),
     },
     "GetTransactionStatus": {
@@ -2428,17 +2408,17 @@ V201_SERVER_REQUESTS: dict[str, dict[str, Rule]] = {
     "PublishFirmware": {
         "customData": _v201_custom_data(),
         "location": String(512, required=True),
-        "retries": Integral(),
+        "retries": Integer(),
         "checksum": String(32, required=True),
-        "requestId": Integral(required=True),
-        "retryInterval": Integral(),
+        "requestId": Integer(required=True),
+        "retryInterval": Integer(),
     },
     "RequestStartTransaction": {
         "customData": _v201_custom_data(),
-        "evseId": Integral(),
+        "evseId": Integer(),
         "groupIdToken": _v201_id_token(),
         "idToken": _v201_id_token(required=True),
-        "remoteStartId": Integral(required=True),
+        "remoteStartId": Integer(required=True),
         "chargingProfile": _v201_charging_profile(),
     },
     "RequestStopTransaction": {
@@ -2447,27 +2427,27 @@ V201_SERVER_REQUESTS: dict[str, dict[str, Rule]] = {
     },
     "ReserveNow": {
         "customData": _v201_custom_data(),
-        "id": Integral(required=True),
+        "id": Integer(required=True),
         "expiryDateTime": DateTime(required=True),
         "connectorType": Enum(V201_CONNECTOR),
         "idToken": _v201_id_token(required=True),
-        "evseId": Integral(),
+        "evseId": Integer(),
         "groupIdToken": _v201_id_token(),
     },
     "Reset": {
         "customData": _v201_custom_data(),
         "type": Enum(V201_RESET, required=True),
-        "evseId": Integral(),
+        "evseId": Integer(),
     },
     "SendLocalList": {
         "customData": _v201_custom_data(),
         "localAuthorizationList": Array(_v201_authorization_data(), min_items=1),
-        "versionNumber": Integral(required=True),
+        "versionNumber": Integer(required=True),
         "updateType": Enum(V201_UPDATE, required=True),
     },
     "SetChargingProfile": {
         "customData": _v201_custom_data(),
-        "evseId": Integral(required=True),
+        "evseId": Integer(required=True),
         "chargingProfile": _v201_charging_profile(required=True),
     },
     "SetDisplayMessage": {
@@ -2480,11 +2460,11 @@ V201_SERVER_REQUESTS: dict[str, dict[str, Rule]] = {
     },
     "SetMonitoringLevel": {
         "customData": _v201_custom_data(),
-        "severity": Integral(required=True),
+        "severity": Integer(required=True),
     },
     "SetNetworkProfile": {
         "customData": _v201_custom_data(),
-        "configurationSlot": Integral(required=True),
+        "configurationSlot": Integer(required=True),
         "connectionData": _v201_network_connection_profile(required=True),
     },
     "SetVariableMonitoring": {
@@ -2502,8 +2482,8 @@ V201_SERVER_REQUESTS: dict[str, dict[str, Rule]] = {
     },
     "UnlockConnector": {
         "customData": _v201_custom_data(),
-        "evseId": Integral(required=True),
-        "connectorId": Integral(required=True),
+        "evseId": Integer(required=True),
+        "connectorId": Integer(required=True),
     },
     "UnpublishFirmware": {
         "customData": _v201_custom_data(),
@@ -2511,9 +2491,9 @@ V201_SERVER_REQUESTS: dict[str, dict[str, Rule]] = {
     },
     "UpdateFirmware": {
         "customData": _v201_custom_data(),
-        "retries": Integral(),
-        "retryInterval": Integral(),
-        "requestId": Integral(required=True),
+        "retries": Integer(),
+        "retryInterval": Integer(),
+        "requestId": Integer(required=True),
         "firmware": _v201_firmware(required=True),
     },
 }
@@ -2602,7 +2582,7 @@ V201_CHARGER_REPLIES: dict[str, dict[str, Rule]] = {
     },
     "GetLocalListVersion": {
         "customData": _v201_custom_data(),
-        "versionNumber": Integral(required=True),
+        "versionNumber": Integer(required=True),
     },
     "GetLog": {
         "customData": _v201_custom_data(),

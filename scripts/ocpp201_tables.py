@@ -153,7 +153,8 @@ class Generator:
         if kind in ("integer", "number"):
             bounds = [f"{key}={_number(schema[key])}"
                       for key in ("minimum", "maximum") if key in schema]
-            callee = "Integral" if kind == "integer" else ("Number" if bounds else "Decimal")
+            callee = "Integer" if kind == "integer" else "Decimal"
+            callee = "Bounded" + callee.replace("Decimal", "Number") if bounds else callee
             return callee, bounds + flag
         if kind == "boolean":
             return "Boolean", flag

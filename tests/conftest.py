@@ -119,22 +119,29 @@ def assert_valid(name: str, payload) -> None:
     assert not problems, f"{name} {json.dumps(payload)}: {problems}"
 
 
+def _expected_rule(schema):
+    """The lint's Rule class for ``schema`` (a 2.0.1 object may be open: OpenObject)."""
+    kind = schema.get("type")
+    bounded = "minimum" in schema or "maximum" in schema
+    if "enum" in schema:
+        return mock.Enum
+    if kind == "string":
+        return mock.DateTime if schema.get("format") == "date-time" else mock.String
+    if kind == "integer":
+        return mock.BoundedInteger if bounded else mock.Integer
+    if kind == "number":
+        return mock.BoundedNumber if bounded else mock.Decimal
+    if kind == "object" and schema.get("additionalProperties", True) is not False:
+        return mock.OpenObject
+    if kind is None:
+        return mock.Anything
+    return {"boolean": mock.Boolean, "object": mock.Object, "array": mock.Array}[kind]
+
+
 def _compare_rule(schema, rule, path, root, differences):
     if "$ref" in schema:
         schema = root["definitions"][schema["$ref"].split("/")[-1]]
-    kind = schema.get("type")
-    if "enum" in schema:
-        expected = mock.Enum
-    elif kind == "string":
-        expected = mock.DateTime if schema.get("format") == "date-time" else mock.String
-    else:
-        expected = {
-            "integer": mock.Integer,
-            "number": mock.Decimal,
-            "boolean": mock.Boolean,
-            "object": mock.Object,
-            "array": mock.Array,
-        }[kind]
+    expected = _expected_rule(schema)
     if type(rule) is not expected:
         differences.append(f"{path}: {type(rule).__name__}, schema says {expected.__name__}")
         return
@@ -144,13 +151,20 @@ def _compare_rule(schema, rule, path, root, differences):
         differences.append(
             "{}: maxLength {}, schema {}".format(path, rule.max_length, schema.get("maxLength"))
         )
+    if expected in (mock.BoundedInteger, mock.BoundedNumber):
+        bounds = (rule.minimum, rule.maximum)
+        if bounds != (schema.get("minimum"), schema.get("maximum")):
+            differences.append(f"{path}: bounds {bounds}, schema {schema}")
     if expected is mock.Array:
         if rule.min_items != schema.get("minItems", 0):
             differences.append(
                 "{}: minItems {}, schema {}".format(path, rule.min_items, schema.get("minItems", 0))
             )
+        if rule.max_items != schema.get("maxItems"):
+            maximum = schema.get("maxItems")
+            differences.append(f"{path}: maxItems {rule.max_items}, schema {maximum}")
         _compare_rule(schema["items"], rule.items, path + "[]", root, differences)
-    if expected is mock.Object:
+    if expected in (mock.Object, mock.OpenObject):
         _compare_object(schema, rule, path, root, differences)
 
 
@@ -162,8 +176,8 @@ def _compare_object(schema, rule, path, root, differences):
         differences.append(
             "{}: required {}, schema {}".format(path, rule.required_names, schema.get("required"))
         )
-    if schema.get("additionalProperties", True) is not False:
-        differences.append(f"{path}: the schema allows extra fields, the lint does not")
+    if (schema.get("additionalProperties", True) is not False) != isinstance(rule, mock.OpenObject):
+        differences.append(f"{path}: the schema and the lint differ on extra fields")
     for name in set(properties) & set(rule.fields):
         _compare_rule(properties[name], rule.fields[name], path + "." + name, root, differences)
 
