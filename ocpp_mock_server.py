@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""OCPP Mock Server: a one-file OCPP 1.6-J central system for testing chargers.
+"""OCPP Mock Server: a one-file OCPP 1.6 and 2.0.1 central system for testing chargers.
 
 Start it, point a charger at the URL it prints, and drive the charger by typing
 commands (``help`` lists them)::
@@ -90,7 +90,6 @@ __version__ = "0.1.0"
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 60003
-SUBPROTOCOL = "ocpp1.6"
 MAX_MESSAGE_ID_LENGTH = 36  # OCPP-J 1.6 section 4.1.4
 MAX_ERROR_DESCRIPTION = 255  # characters of a CALLERROR's errorDescription (OCPP-J 2.0.1's limit)
 # No answer to a charger's frame is larger than this many bytes or the frame
@@ -125,6 +124,7 @@ CALL, CALLRESULT, CALLERROR = 2, 3, 4
 
 DIALECT_OCPP16 = "ocpp1.6"
 DIALECT_FLEXICHARGE = "flexicharge"
+DIALECT_OCPP201 = "ocpp2.0.1"
 
 # OCPP-J 1.6 table 7, with the 1.6 spelling "OccurenceConstraintViolation".
 NOT_IMPLEMENTED = "NotImplemented"
@@ -144,6 +144,83 @@ ERROR_CODES = frozenset({
 })
 
 
+# OCPP-J 2.0.1 section 4.3: its own spellings, and codes 1.6 does not have.
+MESSAGE_TYPE_NOT_SUPPORTED = "MessageTypeNotSupported"
+RPC_FRAMEWORK_ERROR = "RpcFrameworkError"
+
+
+class RpcRules:
+    """The OCPP-J rules of one protocol version: its subprotocol, its error codes (the 1.6
+    spellings above are the server's own names for them: ``code`` gives the version's), and how
+    it answers a frame it cannot read.
+
+    ``answers_unreadable``: a frame whose message type is unknown is answered
+    MessageTypeNotSupported, one whose id cannot be read RpcFrameworkError with
+    the id "-1" (2.0.1); else such frames are ignored (1.6).
+    ``max_identity``: the longest charge point id the version allows (a
+    warning, refused under --strict), None for no limit; ``identity_forbidden``
+    the characters it may not hold.
+    """
+
+    __slots__ = ("version", "subprotocol", "error_codes", "spellings", "old_spellings",
+                 "answers_unreadable", "max_identity", "identity_forbidden")
+
+    def __init__(self, version: str, subprotocol: str, error_codes: frozenset,
+                 spellings: Optional[dict[str, str]] = None, answers_unreadable: bool = False,
+                 max_identity: Optional[int] = None, identity_forbidden: str = "") -> None:
+        self.version = version
+        self.subprotocol = subprotocol
+        self.error_codes = error_codes
+        self.spellings = spellings or {}
+        self.old_spellings = {new: old for old, new in self.spellings.items()}
+        self.answers_unreadable = answers_unreadable
+        self.max_identity = max_identity
+        self.identity_forbidden = identity_forbidden
+
+    def code(self, code: str) -> str:
+        """The version's spelling of one of the server's error codes."""
+        return self.spellings.get(code, code)
+
+    def identity_problem(self, charger_id: str) -> Optional[str]:
+        """What is wrong with ``charger_id`` as this version's charge point identity, if
+        anything."""
+        if self.max_identity is not None and len(charger_id) > self.max_identity:
+            return "the charging station identity is %d characters long; OCPP %s allows %d" % (
+                len(charger_id), self.version, self.max_identity)
+        forbidden = sorted(set(charger_id) & set(self.identity_forbidden))
+        if forbidden:
+            return "the charging station identity holds %s, which OCPP %s does not allow" % (
+                " ".join(map(repr, forbidden)), self.version)
+        return None
+
+
+RPC_16 = RpcRules("1.6", "ocpp1.6", ERROR_CODES)
+RPC_201 = RpcRules(
+    "2.0.1", "ocpp2.0.1",
+    frozenset(ERROR_CODES - {FORMATION_VIOLATION, OCCURENCE_CONSTRAINT_VIOLATION}) | {
+        "FormatViolation", "OccurrenceConstraintViolation", MESSAGE_TYPE_NOT_SUPPORTED,
+        RPC_FRAMEWORK_ERROR},
+    spellings={FORMATION_VIOLATION: "FormatViolation",
+               OCCURENCE_CONSTRAINT_VIOLATION: "OccurrenceConstraintViolation"},
+    answers_unreadable=True, max_identity=48, identity_forbidden=":")
+RPC_RULES = {rules.subprotocol: rules for rules in (RPC_16, RPC_201)}  # by subprotocol
+SUBPROTOCOLS = tuple(RPC_RULES)
+ALL_ERROR_CODES = frozenset().union(*(rules.error_codes for rules in RPC_RULES.values()))
+
+
+def internal_error_code(code: str) -> str:
+    """The server's own name for an error code of any version (RpcRules.code spells it back)."""
+    for rules in RPC_RULES.values():
+        code = rules.old_spellings.get(code, code)
+    return code
+
+
+def choose_subprotocol(offered: "collections.abc.Sequence[str]") -> Optional[str]:
+    """The first of the charger's ``offered`` subprotocols that the server speaks (the charger's
+    own order of preference), or None."""
+    return next((name for name in offered if name in RPC_RULES), None)
+
+
 class FrameError(Exception):
     """A text that is not a usable OCPP-J frame.
 
@@ -151,15 +228,20 @@ class FrameError(Exception):
     when the frame cannot be answered (no readable id, or not a CALL).
     ``reply_id`` is the string id of a malformed CALLRESULT or CALLERROR: the
     server CALL it answers fails at once instead of waiting for its timeout.
+    ``rpc_error`` is the code a version that answers unreadable frames uses
+    (RpcRules.answers_unreadable): MessageTypeNotSupported (with the
+    ``message_id`` when it could be read) or RpcFrameworkError.
     """
 
     def __init__(self, description: str, code: Optional[str] = None,
-                 message_id: Optional[str] = None, reply_id: Optional[str] = None) -> None:
+                 message_id: Optional[str] = None, reply_id: Optional[str] = None,
+                 rpc_error: Optional[str] = None) -> None:
         super().__init__(description)
         self.description = description
         self.code = code
         self.message_id = message_id
         self.reply_id = reply_id
+        self.rpc_error = rpc_error
 
 
 class CallRefused(Exception):
@@ -267,9 +349,9 @@ def parse_frame(text: str) -> Frame:
     except NotJson as exc:
         raise _not_json_error(text, str(exc)) from None
     except ValueError as exc:
-        raise FrameError("invalid JSON: %s" % exc) from None
+        raise FrameError("invalid JSON: %s" % exc, rpc_error=RPC_FRAMEWORK_ERROR) from None
     except RecursionError:
-        raise FrameError("JSON nested too deeply to parse") from None
+        raise FrameError("JSON nested too deeply to parse", rpc_error=RPC_FRAMEWORK_ERROR) from None
     # The common case first: a well-formed CALL.
     if (type(message) is list and len(message) == 4 and message[0] == CALL
         and type(message[0]) is int):
@@ -291,26 +373,30 @@ def _not_json_error(text: str, description: str) -> FrameError:
             return FrameError(description, FORMATION_VIOLATION, message[1])
         if message[0] in (CALLRESULT, CALLERROR):
             return FrameError(description, reply_id=message[1])
-    return FrameError(description)
+    return FrameError(description, rpc_error=RPC_FRAMEWORK_ERROR)
 
 
 def _parse_message(message: Any) -> Frame:
     """The slow path of parse_frame: every frame that is not a plain, well-formed CALL."""
     if not isinstance(message, list):
-        raise FrameError("a frame must be a JSON array, got %s" % _json_type(message))
+        raise FrameError("a frame must be a JSON array, got %s" % _json_type(message),
+                         rpc_error=RPC_FRAMEWORK_ERROR)
     if not message:
-        raise FrameError("empty array: no message type id")
+        raise FrameError("empty array: no message type id", rpc_error=RPC_FRAMEWORK_ERROR)
     kind = message[0]
     if type(kind) is not int or kind not in (CALL, CALLRESULT, CALLERROR):
         # OCPP-J 4.1.3: ignore it.  2.0, "2" and true are not type ids either.
-        raise FrameError("unknown message type id %s (OCPP-J 4.1.3)" % _show(kind))
+        raise FrameError("unknown message type id %s (OCPP-J 4.1.3)" % _show(kind),
+                         message_id=message[1] if len(message) > 1 and isinstance(
+                             message[1], str) else None, rpc_error=MESSAGE_TYPE_NOT_SUPPORTED)
     if len(message) < 2:
-        raise FrameError("message type %d without a message id" % kind)
+        raise FrameError("message type %d without a message id" % kind,
+                         rpc_error=RPC_FRAMEWORK_ERROR)
     raw_id = message[1]
     answerable_id = _id_text(raw_id) if kind == CALL else None
     if not isinstance(raw_id, str):
         raise FrameError("message id must be a string, got %s" % _json_type(raw_id),
-                         FORMATION_VIOLATION, answerable_id)
+                         FORMATION_VIOLATION, answerable_id, rpc_error=RPC_FRAMEWORK_ERROR)
 
     if kind == CALL:
         return _parse_call(message, raw_id)
@@ -1351,10 +1437,11 @@ CHARGER_REPLIES: dict[str, dict[str, Rule]] = {
     "SignedUpdateFirmware": _status(UPDATE_FIRMWARE_STATUS),
 }
 
-# Compiled once: action name -> the Object rule of its whole payload.
-CHARGER_REQUEST_RULES = {action: Object(fields) for action, fields in CHARGER_REQUESTS.items()}
-SERVER_REQUEST_RULES = {action: Object(fields) for action, fields in SERVER_REQUESTS.items()}
-CHARGER_REPLY_RULES = {action: Object(fields) for action, fields in CHARGER_REPLIES.items()}
+
+# placeholder: the v201rules branch replaces these with the generated 2.0.1 tables
+V201_CHARGER_REQUESTS: dict[str, dict[str, Rule]] = {}
+V201_SERVER_REQUESTS: dict[str, dict[str, Rule]] = {}
+V201_CHARGER_REPLIES: dict[str, dict[str, Rule]] = {}
 
 
 # -------------------------------------------------- OCPP 2.0.1 field rules
@@ -3107,7 +3194,7 @@ class Output:
 
 
 # Bus event type -> the transcript's "event" name, and the fields it keeps.
-TRANSCRIPT_EVENTS = {"connected": ("connect", ("peer", "path", "subprotocol")),
+TRANSCRIPT_EVENTS = {"connected": ("connect", ("peer", "path", "subprotocol", "version")),
                      "disconnected": ("disconnect", ("code",)),
                      "authorization": ("authorization", ("action", "idTag", "status", "rule")),
                      "fault_injected": ("fault", ("fault", "effect")),
@@ -3192,7 +3279,7 @@ def transcript_record(event: "Union[Event, StoredEvent]") -> Optional[dict]:
 
 # Event types and their fields: the contract every subscriber builds on.
 EVENT_FIELDS: dict[str, tuple[str, ...]] = {
-    "connected": ("peer", "path", "subprotocol"),
+    "connected": ("peer", "path", "subprotocol", "version"),
     "disconnected": ("code", "description"),
     "ready": (),  # BootNotification accepted and, unless --no-boot-data, BootData answered
     "frame": ("direction", "text", "label", "binary"),  # every frame, in and out, as on the wire
@@ -3384,6 +3471,7 @@ class ChargerState:
         self.charger_id = charger_id
         self.connected = False
         self.dialect: Optional[str] = None  # of its last connection
+        self.version: Optional[str] = None  # the OCPP version of its last connection
         self.spec_warnings = 0
         self.boot_info: Optional[dict] = None
         self.boot_status: Optional[str] = None
@@ -3889,7 +3977,7 @@ class ServerCalls:
                               "flexicharge: it may not read the FlexiCharge spellings sent to it "
                               "(transactionID, "
                               "epoch expiryDate) and reject them; try --dialect auto")
-        elif forced == DIALECT_OCPP16 and frame.flexicharge_result:
+        elif forced == session.version.dialects[0] and frame.flexicharge_result:
             session.warn_once(("dialect-hint",),
                               "answers with FlexiCharge 4-element replies although --dialect "
                               "ocpp1.6: it may expect the FlexiCharge spellings (transactionID); "
@@ -3899,7 +3987,8 @@ class ServerCalls:
         """A 4-element reply: the charger speaks the FlexiCharge dialect (with --dialect auto,
         answer in kind)."""
         session = self.session
-        if session.dialect != DIALECT_FLEXICHARGE and session.system.options.dialect == "auto":
+        if session.dialect != DIALECT_FLEXICHARGE and session.system.options.dialect == "auto" \
+                and DIALECT_FLEXICHARGE in session.version.dialects:
             session.dialect = session.state.dialect = DIALECT_FLEXICHARGE
             session.log("info",
                         "speaks the FlexiCharge dialect (4-element replies); answering in kind")
@@ -3931,14 +4020,14 @@ class ServerCalls:
         session = self.session
         label = printable(call.action)
         session.frame_in(label + ".conf", frame.payload)
-        rules = CHARGER_REPLY_RULES.get(call.action)
+        rules = session.version.charger_reply_rules.get(call.action)
         if rules is not None:
             problems = lint_payload(rules, frame.payload)
             if problems:
                 session.warn_once.spec_problems(label + ".conf", problems)
         session.bus.publish("reply_received", session.charger_id, session, action=call.action,
                             payload=frame.payload, error=None)
-        follow_up = SERVER_CALL_RESULT_HANDLERS.get(call.action)
+        follow_up = session.version.result_handlers.get(call.action)
         if follow_up is not None and isinstance(frame.payload, dict):
             follow_up(session, call.payload, frame.payload)
         self.session.queue.resolve(call, CallOutcome("result", frame.payload))
@@ -3951,10 +4040,7 @@ class ServerCalls:
         description_text = description if isinstance(description, str) else render_json(description)
         session.frame_in(printable(call.action) + " CALLERROR", "%s %s %s" % (
             printable(code_text), printable(description_text, 400), render_json(details)))
-        if not isinstance(code, str) or code not in ERROR_CODES:
-            session.warn_once(("error-code", code_text[:50]),
-                              lambda: "spec: CALLERROR code %s is not an "
-                              "OCPP 1.6 error code" % _show(code), spec=True)
+        self._check_error_code(code, code_text)
         for name, value, wanted in (("description", description, str), ("details", details, dict)):
             if not isinstance(value, wanted):
                 session.warn_once(("error-" + name,), "spec: CALLERROR %s must be %s, got %s" % (
@@ -3963,6 +4049,22 @@ class ServerCalls:
         session.bus.publish("reply_received", session.charger_id, session, action=call.action,
                             payload=details, error=code_text)
         self.session.queue.resolve(call, CallOutcome("error", details, code_text, description_text))
+
+    def _check_error_code(self, code: Any, code_text: str) -> None:
+        """A CALLERROR code that is not the version's: a spec warning (another version's spelling
+        of one of its codes is named as such)."""
+        session = self.session
+        rpc = session.version.rpc
+        if isinstance(code, str) and code in rpc.error_codes:
+            return
+        if isinstance(code, str) and rpc.code(code) in rpc.error_codes:
+            session.warn_once(("error-code", code), lambda: "spec: CALLERROR code %s is the old "
+                              "spelling; OCPP %s calls it %s" % (code, rpc.version, rpc.code(code)),
+                              spec=True)
+            return
+        session.warn_once(("error-code", code_text[:50]),
+                          lambda: "spec: CALLERROR code %s is not an "
+                          "OCPP %s error code" % (_show(code), rpc.version), spec=True)
 
 
 class ChargingFlow:
@@ -3993,7 +4095,8 @@ class ChargingFlow:
         does not get a second one queued.
         """
         session = self.session
-        if not session.system.options.boot_data:
+        if not session.system.options.boot_data or \
+                DIALECT_FLEXICHARGE not in session.version.dialects:  # BootData is FlexiCharge's
             self.handshake_complete()
         elif self.boot_data_call is None or self.boot_data_call.outcome.done():
             self.boot_data_call = session.call(
@@ -4007,11 +4110,9 @@ class ChargingFlow:
         delay = session.system.options.auto_start_after
         if delay is not None and not self.auto_started:
             self.auto_started = True
-            session.log("info",
-                        "handshake complete; RemoteStartTransaction in %g s (--auto-start-after)"
-                        % delay)
-            self.later(delay, lambda: session.call("RemoteStartTransaction", SERVER_ACTION_DEFAULTS[
-                "RemoteStartTransaction"](session.system, session)))
+            session.log("info", "handshake complete; %s in %g s (--auto-start-after)"
+                        % (session.version.remote_start, delay))
+            self.later(delay, self.start_remotely)
         elif delay is None and not session.system.options.script:
             several = len(session.system.sessions) > 1
             session.log("info", "ready: type %sstartRemote"
@@ -4022,17 +4123,30 @@ class ChargingFlow:
         delay = session.system.options.auto_stop_after
         if delay is None:
             return
-        session.log("info", "RemoteStopTransaction for transaction %d in %g s (--auto-stop-after)"
-                    % (transaction.transaction_id, delay))
+        session.log("info", "%s for transaction %s in %g s (--auto-stop-after)"
+                    % (session.version.remote_stop, transaction.transaction_id, delay))
 
         def stop() -> None:
             if session.state.transactions.get(transaction.transaction_id) is transaction:
-                session.call("RemoteStopTransaction", {"transactionId": transaction.transaction_id})
+                session.call(session.version.remote_stop,
+                             {"transactionId": transaction.transaction_id})
         self.later(delay, stop)
+
+    def start_remotely(self) -> None:
+        """--auto-start-after: the version's remote start, with its default payload."""
+        session = self.session
+        action = session.version.remote_start
+        try:
+            payload = session.version.defaults[action](session.system, session)
+        except (CommandError, KeyError) as exc:
+            session.log("warn", "%s not sent (--auto-start-after): %s" % (action, exc))
+            return
+        session.call(action, payload)
 
 
 # printable already: no need to escape them
-ACTION_LABELS = {action: action for action in CHARGER_REQUESTS}
+ACTION_LABELS = {action: action for table in (CHARGER_REQUESTS, V201_CHARGER_REQUESTS)
+                 for action in table}
 
 
 class ChargerCalls:
@@ -4053,7 +4167,7 @@ class ChargerCalls:
         try:
             session.call_ids.check(message_id)
             handler = self._handler(action)
-            rules = CHARGER_REQUEST_RULES[action]
+            rules = session.version.charger_request_rules[action]
             if not rules.valid(payload):  # nearly every payload is: lint_payload's test, inline
                 self._check_payload(action, rules, payload)
             if session.state.boot_status in ("Pending", "Rejected"):
@@ -4111,13 +4225,14 @@ class ChargerCalls:
                  message_id: str) -> Optional[str]:
         """A CALL answered with the CALLERROR ``refusal`` names."""
         session = self.session
-        shown = refusal.code + " " + printable(refusal.description, 400)
-        session.log("warn", "%s answered with %s: %s" % (label, refusal.code,
+        code = session.version.rpc.code(refusal.code)
+        shown = code + " " + printable(refusal.description, 400)
+        session.log("warn", "%s answered with %s: %s" % (label, code,
                                                          printable(refusal.description, 400)))
         session.after_reply_calls.clear()
         session.bus.publish("call_answered", session.charger_id, session, action=action,
-                            payload=payload, reply=None, error=refusal.code)
-        text = build_call_error(message_id, refusal.code, refusal.description, refusal.details)
+                            payload=payload, reply=None, error=code)
+        text = build_call_error(message_id, code, refusal.description, refusal.details)
         return session.answer(text, label + " CALLERROR", shown)
 
     def _handler(self, action: str) -> Callable[["ChargerSession", dict], dict]:
@@ -4128,13 +4243,14 @@ class ChargerCalls:
                 and session.state.boot_status != "Accepted":
             raise CallRefused(SECURITY_ERROR,
                               "%s before BootNotification was accepted (--strict)" % action)
-        handler = CHARGER_ACTION_HANDLERS.get(action)
+        version = session.version
+        handler = version.handlers.get(action)
         if handler is not None:
             return handler
-        if action in SERVER_REQUESTS:
+        if action in version.server_requests:
             raise CallRefused(NOT_SUPPORTED,
                               "%s is sent by the central system, not by a charger" % action)
-        close = difflib.get_close_matches(action[:100], CHARGER_ACTION_HANDLERS, n=1)
+        close = difflib.get_close_matches(action[:100], version.handlers, n=1)
         raise CallRefused(NOT_IMPLEMENTED, "unknown action %s%s" % (
             printable(action, 60), " (did you mean %s?)" % close[0] if close else ""))
 
@@ -4170,10 +4286,14 @@ class ChargerSession:
         self.charger_id = charger_id
         self.peer = peer
         self.subprotocol = subprotocol
+        # the version its subprotocol names; --ocpp's for a charger that offered none
+        self.version: OcppVersion = VERSION_OF_SUBPROTOCOL.get(subprotocol or "",
+                                                              system.default_version)
         self.state = system.state_for(charger_id)
-        self.dialect = (DIALECT_FLEXICHARGE if system.options.dialect == DIALECT_FLEXICHARGE
-                        else DIALECT_OCPP16)
+        dialects = self.version.dialects
+        self.dialect = system.options.dialect if system.options.dialect in dialects else dialects[0]
         self.state.dialect = self.dialect
+        self.state.version = self.version.name
         self.strict = system.options.strict
         self.charger_calls = ChargerCalls(self)
         self.server_calls = ServerCalls(self)
@@ -4277,14 +4397,18 @@ class ChargerSession:
         if exc.reply_id is not None and self.server_calls.on_malformed_reply(
                 exc.reply_id, exc.description):
             return None
-        if exc.message_id is None or exc.code is None:
+        message_id, code, rpc = exc.message_id, exc.code, self.version.rpc
+        if (message_id is None or code is None) and exc.rpc_error and rpc.answers_unreadable:
+            message_id, code = message_id or "-1", exc.rpc_error
+        if message_id is None or code is None:
             self.log("warn", "%s; frame ignored" % exc.description)
             return None
-        reply = build_call_error(exc.message_id, exc.code, exc.description)
+        code = rpc.code(code)
+        reply = build_call_error(message_id, code, exc.description)
         if self.over_reply_limit(reply, "CALLERROR"):
             return None
-        self.log("warn", "%s; answered %s" % (exc.description, exc.code))
-        return self.publish_out(reply, "CALLERROR", exc.code + " " + exc.description)
+        self.log("warn", "%s; answered %s" % (exc.description, code))
+        return self.publish_out(reply, "CALLERROR", code + " " + exc.description)
 
     def answer(self, text: str, label: str, shown: Any) -> Optional[str]:
         """The answer to the frame being handled, published; the caller sends what it returns.
@@ -4712,6 +4836,9 @@ CHARGER_ACTION_HANDLERS: dict[str, Callable[["ChargerSession", dict], dict]] = {
     "SignedFirmwareStatusNotification": handle_notification,
 }
 
+# placeholder: the v201charger branch replaces it
+V201_CHARGER_ACTION_HANDLERS: dict[str, Callable[["ChargerSession", dict], Any]] = {}
+
 
 # --------------------------------------------------- Server-initiated actions
 # The payload each console command sends when typed bare; key=value
@@ -4927,6 +5054,11 @@ SERVER_CALL_RESULT_HANDLERS: dict[str, Callable[["ChargerSession", dict, dict], 
     "GetInstalledCertificateIds": remember_certificate_ids,
 }
 
+# placeholder: the v201server branch replaces them
+V201_SERVER_ACTION_DEFAULTS: dict[str, Callable[["CentralSystem", Optional["ChargerSession"]],
+                                                dict]] = {}
+V201_SERVER_CALL_RESULT_HANDLERS: dict[str, Callable[["ChargerSession", dict, dict], None]] = {}
+
 # Key spellings the FlexiCharge charger reads in the server's CALLs (it raises
 # on transactionId, for one).  Actions not listed keep the standard spelling.
 FLEXICHARGE_KEY_SPELLINGS: dict[str, dict[str, str]] = {
@@ -4953,6 +5085,71 @@ def to_flexicharge_payload(action: str, payload: dict) -> dict:
         except ValueError:
             pass  # an operator's own value, sent as typed
     return converted
+
+
+class OcppVersion:
+    """One OCPP version as the engine reads it: every table that differs between versions.
+
+    ``charger_requests``, ``server_requests`` and ``charger_replies`` are the
+    field rules (action -> field -> Rule) of the CALLs a charger sends, of
+    those the server sends and of the charger's replies to them, also
+    compiled into Objects (``*_rules``); ``handlers`` answer the charger's
+    CALLs, ``defaults`` make the payload of a command typed bare,
+    ``result_handlers`` follow the charger's CALLRESULTs up; ``rpc`` holds the
+    OCPP-J rules (error codes, unreadable frames, identities). ``remote_start``
+    and ``remote_stop`` are the actions startRemote and stopRemote send;
+    ``dialects`` the spellings a charger of this version may speak, the first
+    one standard.
+    """
+
+    def __init__(self, rpc: RpcRules, charger_requests: dict[str, dict[str, Rule]],
+                 server_requests: dict[str, dict[str, Rule]],
+                 charger_replies: dict[str, dict[str, Rule]],
+                 handlers: dict[str, Callable[["ChargerSession", dict], Any]],
+                 defaults: dict[str, Callable[["CentralSystem", Optional["ChargerSession"]], dict]],
+                 result_handlers: dict[str, Callable[["ChargerSession", dict, dict], None]],
+                 remote_start: str, remote_stop: str, dialects: tuple[str, ...]) -> None:
+        self.rpc = rpc
+        self.name = rpc.version
+        self.subprotocol = rpc.subprotocol
+        self.charger_requests = charger_requests
+        self.server_requests = server_requests
+        self.charger_replies = charger_replies
+        self.charger_request_rules = _compiled(charger_requests)
+        self.server_request_rules = _compiled(server_requests)
+        self.charger_reply_rules = _compiled(charger_replies)
+        self.handlers = handlers
+        self.defaults = defaults
+        self.result_handlers = result_handlers
+        self.remote_start = remote_start
+        self.remote_stop = remote_stop
+        self.dialects = dialects
+
+    def __repr__(self) -> str:
+        return "<OCPP %s>" % self.name
+
+
+def _compiled(tables: dict[str, dict[str, Rule]]) -> dict[str, Object]:
+    """Each action's fields as the Object rule of its whole payload, compiled once."""
+    return {action: Object(fields) for action, fields in tables.items()}
+
+
+OCPP16 = OcppVersion(RPC_16, CHARGER_REQUESTS, SERVER_REQUESTS, CHARGER_REPLIES,
+                     CHARGER_ACTION_HANDLERS, SERVER_ACTION_DEFAULTS, SERVER_CALL_RESULT_HANDLERS,
+                     "RemoteStartTransaction", "RemoteStopTransaction",
+                     (DIALECT_OCPP16, DIALECT_FLEXICHARGE))
+OCPP201 = OcppVersion(RPC_201, V201_CHARGER_REQUESTS, V201_SERVER_REQUESTS, V201_CHARGER_REPLIES,
+                      V201_CHARGER_ACTION_HANDLERS, V201_SERVER_ACTION_DEFAULTS,
+                      V201_SERVER_CALL_RESULT_HANDLERS, "RequestStartTransaction",
+                      "RequestStopTransaction", (DIALECT_OCPP201,))
+VERSIONS = {version.name: version for version in (OCPP16, OCPP201)}
+VERSION_OF_SUBPROTOCOL = {version.subprotocol: version for version in VERSIONS.values()}
+# Every action of any version, for what is named before a charger says its version (faults,
+# labels, completion of words).
+ALL_CHARGER_ACTIONS = tuple(dict.fromkeys(
+    action for version in VERSIONS.values() for action in version.charger_requests))
+ALL_SERVER_ACTIONS = tuple(dict.fromkeys(
+    action for version in VERSIONS.values() for action in version.defaults))
 
 
 # -------------------------------------------------------- Certificate signing
@@ -5425,9 +5622,9 @@ class ReplyFault(Fault):
     @classmethod
     def parse(cls, text: str, target: Optional[str], words: list[str]) -> Fault:
         lower = words[0].lower()
-        action = next((name for name in CHARGER_REQUESTS if name.lower() == lower), None)
+        action = next((name for name in ALL_CHARGER_ACTIONS if name.lower() == lower), None)
         if action is None:
-            close = difflib.get_close_matches(words[0], list(CHARGER_REQUESTS) + list(FAULT_KINDS),
+            close = difflib.get_close_matches(words[0], [*ALL_CHARGER_ACTIONS, *FAULT_KINDS],
                                               n=1)
             raise CommandError("fault: %r is not an action a charger sends nor a kind of fault%s; "
                                "usage: %s" % (words[0], "; did you mean %s?" % close[0]
@@ -5457,10 +5654,10 @@ class ReplyFault(Fault):
         elif name == "payload":  # the whole reply, as given
             self.payload = _parse_json_payload("fault " + self.action, value)
         elif name == "error":
-            if value not in ERROR_CODES:
-                raise CommandError("fault %s: error=%s is not an OCPP 1.6 error code (%s)" % (
-                    self.action, value, ", ".join(sorted(ERROR_CODES))))
-            self.error = value
+            if value not in ALL_ERROR_CODES:
+                raise CommandError("fault %s: error=%s is not an OCPP error code (%s)" % (
+                    self.action, value, ", ".join(sorted(ALL_ERROR_CODES))))
+            self.error = internal_error_code(value)
         elif name == "delay":
             self.delay = _fault_number("delay", value, 0.001, 3600)
         elif name == "times":
@@ -5504,8 +5701,9 @@ class FiredReply:
             return None
         self.table.fired(session, session.charger_id, fault,
                          "answered with CALLERROR %s" % fault.error)
-        return session.answer(build_call_error(message_id, fault.error, "fault injected"),
-                              label + " CALLERROR", fault.error + " fault injected")
+        code = session.version.rpc.code(fault.error)
+        return session.answer(build_call_error(message_id, code, "fault injected"),
+                              label + " CALLERROR", code + " fault injected")
 
     def run(self, session: "ChargerSession", handler: Callable[["ChargerSession", dict], Any],
             payload: Any) -> Any:
@@ -5777,14 +5975,35 @@ class FaultTable:
 # API.  parse_command checks what a line says by itself; build_payload and
 # Console.run do what depends on the run.
 
-CONSOLE_ACTIONS = {action.lower(): action for action in SERVER_ACTION_DEFAULTS}
+CONSOLE_ACTIONS = {action.lower(): action for action in ALL_SERVER_ACTIONS}
+VersionOf = Callable[[Optional[str]], OcppVersion]  # a command's @target -> the version it speaks
 
 
-def console_action(word: str) -> Optional[str]:
-    """The server action a typed word names (any case, startRemote/stopRemote too), or None."""
+def default_version_of(target: Optional[str]) -> OcppVersion:
+    """The version of a command named where no charger says its own (the default of --ocpp)."""
+    return OCPP16
+
+
+def console_action(word: str, version: OcppVersion) -> Optional[str]:
+    """The server action a typed word names in ``version`` (any case, startRemote/stopRemote
+    too), or None."""
     lower = word.lower()
     row = typed_word(lower)
-    return row.action if row is not None else CONSOLE_ACTIONS.get(lower)
+    if row is not None:
+        return getattr(version, row.action) if row.action is not None else None
+    return CONSOLE_ACTIONS.get(lower)
+
+
+def version_action(word: str, version: OcppVersion) -> str:
+    """The action ``word`` names, which ``version`` must have; CommandError otherwise."""
+    action = console_action(word, version)
+    if action is None:
+        raise CommandError("unknown command %r; %stype help for the list"
+                           % (word, _did_you_mean(word)))
+    if action not in version.defaults:
+        raise CommandError("%s is not an OCPP %s action (help actions lists them)"
+                           % (action, version.name))
+    return action
 
 
 def parse_console_value(text: str) -> Any:
@@ -5836,7 +6055,8 @@ class Command:
         self.text = text
 
 
-def parse_command(line: str, files_from: Optional[str] = None) -> Command:
+def parse_command(line: str, files_from: Optional[str] = None,
+                  version_of: VersionOf = default_version_of) -> Command:
     """Parse one line of the command language; CommandError says what is wrong with it.
 
     Used by the console, the scenario checker and the scenario runner alike,
@@ -5847,7 +6067,9 @@ def parse_command(line: str, files_from: Optional[str] = None) -> Command:
 
     ``key=@path`` reads the value from a file, relative to ``files_from``
     (the console's current folder, a script's own folder); None refuses it
-    (the HTTP API).  ``key=@@text`` is the literal ``@text``.
+    (the HTTP API).  ``key=@@text`` is the literal ``@text``.  ``version_of``
+    names the OCPP version of the charger the line is for (its @target, or
+    the one it would go to), whose actions and fields it is checked against.
     """
     line = line.strip()
     target: Optional[str] = None
@@ -5863,27 +6085,26 @@ def parse_command(line: str, files_from: Optional[str] = None) -> Command:
         if row.check is not None:
             row.check(rest, target)
         return Command(line, row.word, target, text=rest)
-    action = console_action(word)
-    if action is None:
-        raise CommandError("unknown command %r; %stype help for the list"
-                           % (word, _did_you_mean(word)))
+    version = version_of(target)
+    action = version_action(word, version)
     if rest.startswith("{"):
         return Command(line, "call", target, action, payload=_parse_json_payload(action, rest))
+    rules = version.server_request_rules[action]
     return Command(line, "call", target, action,
-                   overrides=[_parse_override(action, argument, files_from)
-                                                            for argument in rest.split()])
+                   overrides=[_parse_override(action, rules, argument, files_from)
+                              for argument in rest.split()])
 
 
 def _did_you_mean(word: str) -> str:
     """"did you mean X? " for the typed word or action closest to ``word`` (any case), else ""."""
-    choices = typed_names() + list(SERVER_ACTION_DEFAULTS)
+    choices = typed_names() + list(ALL_SERVER_ACTIONS)
     by_lower = {choice.lower(): choice for choice in choices}
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.5) or [
         by_lower[match]
         for match in difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.5)]
     if not close:
         return ""
-    kind = " (an OCPP command)" if close[0] in SERVER_ACTION_DEFAULTS else ""
+    kind = " (an OCPP command)" if close[0] in ALL_SERVER_ACTIONS else ""
     return "did you mean %s%s? " % (close[0], kind)
 
 
@@ -5918,7 +6139,7 @@ def _value_from_file(action: str, key: str, path: str, files_from: Optional[str]
 
 
 class PayloadRefused(CommandError):
-    """A command whose payload would break the 1.6 schema: not sent.  ``problems`` are all of them;
+    """A command whose payload would break its OCPP schema: not sent.  ``problems`` are all of them;
     the message names the first and how to send it anyway."""
 
     def __init__(self, action: str, problems: list[Problem]) -> None:
@@ -5927,7 +6148,7 @@ class PayloadRefused(CommandError):
         self.problems = problems
 
 
-def _parse_override(action: str, argument: str,
+def _parse_override(action: str, rules: Object, argument: str,
                     files_from: Optional[str] = None) -> tuple[list[str], Any]:
     """One key=value of a command: the field's path and its value, typed to the field and
     checked."""
@@ -5939,7 +6160,6 @@ def _parse_override(action: str, argument: str,
     if text.startswith("@"):
         text = text[1:] if not from_file else _value_from_file(action, key, text[1:], files_from)
     path = key.split(".")
-    rules = SERVER_REQUEST_RULES[action]
     rule = _field_rule(rules, path)
     problems: list[Problem] = []
     if rule is None:
@@ -5968,8 +6188,11 @@ def build_payload(system: "CentralSystem", session: Optional[ChargerSession],
     action = command.action or ""
     if command.payload is not None:
         return command.payload
+    version = session.version if session is not None else system.default_version
+    if action not in version.defaults:
+        raise CommandError("%s is not an OCPP %s action" % (action, version.name))
     try:
-        payload = SERVER_ACTION_DEFAULTS[action](system, session)
+        payload = version.defaults[action](system, session)
         missing_default: Optional[CommandError] = None
     except CommandError as exc:  # e.g. no open transaction: the arguments may supply it
         if not command.overrides:
@@ -5982,7 +6205,7 @@ def build_payload(system: "CentralSystem", session: Optional[ChargerSession],
             if not isinstance(target, dict):
                 raise CommandError("%s: %s is not an object" % (action, name))
         target[path[-1]] = value
-    problems = lint_payload(SERVER_REQUEST_RULES[action], payload)
+    problems = lint_payload(version.server_request_rules[action], payload)
     if problems and missing_default is not None:
         raise missing_default
     if problems:
@@ -6029,7 +6252,7 @@ def _run_quit(host: Any, command: Command, outcome: "CommandOutcome") -> None:
 
 def _check_help(rest: str, target: Optional[str]) -> None:
     lower = rest.lower()
-    if not rest or console_action(rest) or typed_word(lower) or lower in HELP_TOPICS:
+    if not rest or lower in CONSOLE_ACTIONS or typed_word(lower) or lower in HELP_TOPICS:
         return
     choices = {**CONSOLE_ACTIONS, **{topic: topic for topic in HELP_TOPICS}}
     close = difflib.get_close_matches(lower, list(choices), n=1)
@@ -6061,7 +6284,8 @@ class CommandWord:
     dispatch know about it.
 
     ``names`` are what may be typed (any case); ``word`` is the Command.word it parses into
-    ("call" for an action); ``action`` the server action a shortcut such as startRemote sends.
+    ("call" for an action); ``action`` the OcppVersion attribute naming the server action a
+    shortcut such as startRemote sends (remote_start).
     ``usage``, ``summary`` and ``example`` make its help row, shown under ``topic`` and, with
     ``overview``, in plain `help`.  ``scripts``: a scenario script may use it.  ``check(rest,
     target)`` raises CommandError for arguments that cannot work; ``run(host, command, outcome)``
@@ -6096,14 +6320,14 @@ COMMAND_WORDS: tuple[CommandWord, ...] = (
     CommandWord(("help",), "help [Action]", "this overview, or one action's fields",
                 "help ReserveNow", "console", overview=True, check=_check_help,
                 run=_lines_of("help_lines"),
-                complete=lambda ids: list(HELP_TOPICS) + list(SERVER_ACTION_DEFAULTS)),
+                complete=lambda ids: list(HELP_TOPICS) + list(ALL_SERVER_ACTIONS)),
     CommandWord(("chargers",), "chargers", "connected chargers and their state", "chargers",
                 "console", overview=True, run=_charger_lines),
-    CommandWord(("startRemote",), "startRemote", "RemoteStartTransaction, connector 1",
-                "startRemote", "actions", word="call", action="RemoteStartTransaction",
+    CommandWord(("startRemote",), "startRemote", "RemoteStart/RequestStartTransaction",
+                "startRemote", "actions", word="call", action="remote_start",
                 overview=True, scripts=True, run=_run_call),
-    CommandWord(("stopRemote",), "stopRemote", "RemoteStopTransaction, the open one",
-                "stopRemote", "actions", word="call", action="RemoteStopTransaction",
+    CommandWord(("stopRemote",), "stopRemote", "stop the open transaction remotely",
+                "stopRemote", "actions", word="call", action="remote_stop",
                 overview=True, scripts=True, run=_run_call),
     CommandWord((), "<Action> [key=value ...]", "any central-system action", "Reset type=Hard",
                 "actions", word="call", overview=True, scripts=True, run=_run_call),
@@ -6127,7 +6351,7 @@ COMMAND_WORDS: tuple[CommandWord, ...] = (
                 "fault BootNotification status=Pending times=2", "faults", scripts=True,
                 check=_check_fault, run=_run_fault,
                 complete=lambda ids: ["clear", "disconnect", "offline", "handshake", "pings",
-                                      *CHARGER_REQUESTS]),
+                                      *ALL_CHARGER_ACTIONS]),
     CommandWord(("faults",), "faults | fault clear", "the faults in force; clear them",
                 "fault clear", "faults", scripts=True, run=_run_fault),
     CommandWord(("quit", "exit"), "quit | exit", "stop the server", "quit", "console",
@@ -6168,9 +6392,10 @@ HELP_TOPICS: dict[str, list[str]] = {
         "when one has booted, unless --hold-for seconds pass first."],
     "actions": [
         "Values are JSON when they parse, else text; dotted keys reach nested fields. A command "
-        "that would break the 1.6 schema is not sent: the JSON form or raw sends it anyway. "
+        "that would break its OCPP schema is not sent: the JSON form or raw sends it anyway. "
         "help <Action> lists its fields and what it sends bare.",
-        "actions: " + " ".join(SERVER_ACTION_DEFAULTS)],
+        *("actions (OCPP %s): %s" % (version.name, " ".join(version.defaults))
+          for version in VERSIONS.values())],
     "faults": [
         "Faults are set on purpose, to test a charger's unhappy paths (docs/faults.md). The forms:",
         *("  " + form for form in FAULT_USAGE.split(" | "))],
@@ -6364,10 +6589,11 @@ def help_rows(rows: list[CommandWord], width: Optional[int], examples: bool = Tr
     return lines
 
 
-def help_overview(width: Optional[int]) -> list[str]:
-    """Plain `help`: the everyday words, the actions and the topics (24 lines at 80 columns)."""
+def help_overview(width: Optional[int], version: OcppVersion = OCPP16) -> list[str]:
+    """Plain `help`: the everyday words, ``version``'s actions and the topics (24 lines at 80
+    columns)."""
     return (help_rows([row for row in COMMAND_WORDS if row.overview], width, examples=False)
-            + wrap_words(HELP_TOPICS["actions"][-1], width)
+            + wrap_words("actions: " + " ".join(version.defaults), width)
             + wrap_words("more: help %s, or help <Action> for its fields"
                          % " | ".join(HELP_TOPICS), width))
 
@@ -6448,7 +6674,8 @@ class Console:
         if not line or line.startswith("#"):
             return outcome
         try:
-            self._run(parse_command(line, os.getcwd() if files else None), outcome)
+            self._run(parse_command(line, os.getcwd() if files else None, self.version_of),
+                      outcome)
         except NoChargerYet:
             if not hold:
                 outcome.fail("no charger is connected yet (point one at %s)" % self.system.url,
@@ -6482,6 +6709,14 @@ class Console:
         outcome.fail("%s; %r will run once %s has booted (point it at %s)" % (
             waited, line, "it" if self.default_charger else "one", self.system.url), held=True)
         outcome.lines.extend(listing)
+
+    def version_of(self, target: Optional[str]) -> OcppVersion:
+        """The OCPP version of the charger a command for ``target`` goes to (--ocpp's while there
+        is none)."""
+        try:
+            return self.target_session(target).version
+        except CommandError:
+            return self.system.default_version
 
     def target_session(self, target: Optional[str]) -> ChargerSession:
         sessions = self.system.sessions
@@ -6520,8 +6755,8 @@ class Console:
         sessions = self.system.sessions
         lines = [] if sessions else ["no charger connected; point one at %s" % self.system.url]
         for session in sessions.values():
-            lines.append("%s  (%s, dialect %s, subprotocol %s)" % (
-                printable(session.charger_id), session.peer, session.dialect,
+            lines.append("%s  (%s, OCPP %s, dialect %s, subprotocol %s)" % (
+                printable(session.charger_id), session.peer, session.version.name, session.dialect,
                 printable(session.subprotocol or "none")))
             lines.extend(session.state.describe())
             if self.system.http is not None:
@@ -6551,20 +6786,21 @@ class Console:
         width = console_width(self.out)
         lower = topic.lower()
         row = typed_word(lower)
+        version = self.version_of(None)
         if not topic:
-            return help_overview(width)
+            return help_overview(width, version)
         if lower in HELP_TOPICS or (row is not None and row.action is None):
             return help_topic(lower if lower in HELP_TOPICS else row.topic, width)
-        action = console_action(topic) or ""
+        action = version_action(topic, version)
         sessions = self.system.sessions
         session = sessions.get(self.default_charger or "") or (next(iter(sessions.values()))
                                                                if len(sessions) == 1 else None)
         try:
-            defaults = dump_json(SERVER_ACTION_DEFAULTS[action](self.system, session))
+            defaults = dump_json(version.defaults[action](self.system, session))
         except CommandError as exc:
             defaults = "none (%s)" % exc
-        lines = ["%s  (reply: %s.conf)" % (action, action)]
-        for name, rule in SERVER_REQUESTS[action].items():
+        lines = ["%s  (OCPP %s; reply: %s.conf)" % (action, version.name, action)]
+        for name, rule in version.server_requests[action].items():
             field = "  %s%s: %s" % (name, "" if rule.required else " (optional)", rule.describe())
             lines += wrap_words(field, width, "      ")
         return lines + wrap_json("  sent bare: " + defaults, width, "    ")
@@ -6690,25 +6926,31 @@ class InteractiveInput:
         return matches[state] if state < len(matches) else None
 
     def completions(self, before: list[str], text: str) -> list[str]:
+        target = None
         if before and before[0].startswith("@"):
-            before = before[1:]
+            target, before = before[0][1:], before[1:]
+        console = self.console
         if not before:  # the first word: a command, an action, or @<charger id>
             if text.startswith("@"):
                 return ["@" + name + " " for name in self.charger_ids
                         if ("@" + name).startswith(text)]
-            return self.words_from(typed_names() + list(SERVER_ACTION_DEFAULTS), text)
+            versions = {session.version for session in console.system.sessions.values()} or {
+                console.system.default_version}
+            actions = [action for version in versions for action in version.defaults]
+            return self.words_from(typed_names() + actions, text)
         row = typed_word(before[0])
         if row is not None and row.action is None:  # a word's argument: its row's completions
             if row.complete is None or len(before) > 1:
                 return []
             return self.words_from(row.complete(self.charger_ids), text)
-        action = console_action(before[0])
-        if action is None:
+        version = console.version_of(target)
+        action = console_action(before[0], version)
+        if action is None or action not in version.server_requests:
             return []
-        fields = SERVER_REQUESTS[action]
+        fields = version.server_requests[action]
         name, equals, value = text.partition("=")
         if not equals:  # a field: key=value pairs, with an enum's values or the default's
-            defaults = self._defaults(action)
+            defaults = self._defaults(version, action)
             matches = []
             for field, rule in fields.items():
                 if field.startswith(name):
@@ -6729,9 +6971,9 @@ class InteractiveInput:
         """The ``words`` that start with ``text`` (any case), sorted, each with a space after it."""
         return sorted({word + " " for word in words if word.lower().startswith(text.lower())})
 
-    def _defaults(self, action: str) -> dict:
+    def _defaults(self, version: OcppVersion, action: str) -> dict:
         try:
-            return SERVER_ACTION_DEFAULTS[action](self.console.system, None)
+            return version.defaults[action](self.console.system, None)
         except CommandError:
             return {}
 
@@ -6789,10 +7031,12 @@ class Step:
 
     usage = ""
 
-    def __init__(self, line: int, text: str, folder: str = ".") -> None:
+    def __init__(self, line: int, text: str, folder: str = ".",
+                 version: OcppVersion = OCPP16) -> None:
         self.line = line
         self.text = text
         self.folder = folder  # the script's own: key=@path values are read relative to it
+        self.version = version  # whose actions and fields its commands are checked against
 
     def parse(self, tokens: list[str]) -> None:
         raise NotImplementedError
@@ -6834,7 +7078,7 @@ class WaitStep(Step):
             tokens = tokens[:1]
         if len(tokens) != 1 or self.count < 1:
             raise self.fail_usage()
-        self.kind, self.action = _wait_target(tokens[0], self.line)
+        self.kind, self.action = _wait_target(tokens[0], self.line, self.version)
 
     async def run(self, runner: "ScenarioRunner") -> None:
         await runner.wait_for(self.kind, self.action, self.count,
@@ -6901,7 +7145,7 @@ class CommandStep(Step):
     """Any line of the command language a script may send (an action, startRemote, raw, echo)."""
 
     def parse(self, tokens: list[str]) -> None:
-        self.command = script_command(self.text, self.line, self.folder)
+        self.command = script_command(self.text, self.line, self.folder, self.version)
 
     async def run(self, runner: "ScenarioRunner") -> None:
         await runner.send_command(self.command)
@@ -6936,32 +7180,34 @@ def _within(tokens: list[str], line: int) -> Optional[float]:
     return None
 
 
-def _wait_target(name: str, line: int) -> tuple[str, str]:
+def _wait_target(name: str, line: int, version: OcppVersion) -> tuple[str, str]:
     """("call", Action) for a charger's CALL, ("reply", Action) for its answer to Action
     (Action.conf)."""
     if name.lower().endswith(".conf"):
-        action = console_action(name[:-5])
+        action = console_action(name[:-5], version)
         if action is None:
             raise ScriptError(line, "no server action %r to wait for the reply to" % name[:-5])
         return "reply", action
-    action = next((known for known in CHARGER_REQUESTS if known.lower() == name.lower()), None)
+    action = next((known for known in ALL_CHARGER_ACTIONS if known.lower() == name.lower()),
+                  None)
     if action is None:
-        close = difflib.get_close_matches(name, list(CHARGER_REQUESTS), n=1)
+        close = difflib.get_close_matches(name, list(ALL_CHARGER_ACTIONS), n=1)
         raise ScriptError(line, "a charger does not send %r%s"
                           % (name, "; did you mean %s?" % close[0]
                                                                  if close else ""))
     return "call", action
 
 
-def parse_scenario(text: str, folder: str = ".") -> list[Step]:
-    """Check a whole scenario script (its key=@path values relative to ``folder``); ScriptError
-    names the first bad line."""
+def parse_scenario(text: str, folder: str = ".", version: OcppVersion = OCPP16) -> list[Step]:
+    """Check a whole scenario script (its key=@path values relative to ``folder``, its commands
+    against ``version``: --ocpp); ScriptError names the first bad line."""
     steps: list[Step] = []
     for number, raw in enumerate(text.splitlines(), 1):
         line = _INLINE_COMMENT.sub("", raw).strip()
         if not line or line.startswith("#"):
             continue
-        step = SCENARIO_STEPS.get(line.split()[0].lower(), CommandStep)(number, line, folder)
+        step = SCENARIO_STEPS.get(line.split()[0].lower(), CommandStep)(number, line, folder,
+                                                                        version)
         step.parse(line.split()[1:])
         if isinstance(step, ChargerStep) and steps:
             raise ScriptError(number, "a charger line must come before every step")
@@ -6978,16 +7224,17 @@ HELP_TOPICS["scripts"] = [
     % ", ".join(SCENARIO_WORDS)]
 
 
-def script_command(line: str, number: int, folder: str = ".") -> Command:
+def script_command(line: str, number: int, folder: str = ".",
+                   version: OcppVersion = OCPP16) -> Command:
     """A command step, parsed by the console's own parser; ScriptError if a script cannot run it."""
     word = line.split()[0]
-    if console_action(word) is None and typed_word(word) is None and word[:1] != "@":
-        choices = [*SERVER_ACTION_DEFAULTS, *SCENARIO_WORDS, *typed_names(scripts_only=True)]
+    if console_action(word, version) is None and typed_word(word) is None and word[:1] != "@":
+        choices = [*ALL_SERVER_ACTIONS, *SCENARIO_WORDS, *typed_names(scripts_only=True)]
         close = difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
         raise ScriptError(number, "unknown step %r%s"
                           % (word, "; did you mean %s?" % close[0] if close else ""))
     try:
-        command = parse_command(line, files_from=folder)
+        command = parse_command(line, folder, lambda target: version)
     except CommandError as exc:
         raise ScriptError(number, str(exc)) from None
     if not script_may_use(command.word) or command.target is not None:
@@ -8207,6 +8454,7 @@ def charger_record(system: "CentralSystem", state: ChargerState) -> dict:
         "id": state.charger_id,
         "connected": state.connected,
         "peer": session.peer if session is not None else None,
+        "version": state.version,
         "dialect": state.dialect,
         "boot": state.boot_info,
         "bootStatus": state.boot_status,
@@ -8652,13 +8900,20 @@ class HttpApi(HttpPort):
             raise HttpError(404, "no charge point %s has connected" % _show(charger_id))
         return 200, charger_record(self.system, state)
 
+    def _action(self, charger_id: str, word: str) -> str:
+        """The action ``word`` names for the charger's version (--ocpp's while it is away)."""
+        session = self.system.sessions.get(charger_id)
+        version = session.version if session is not None else self.system.default_version
+        action = console_action(word, version)
+        if action is None or action not in version.defaults:
+            raise HttpError(400, "unknown action %s for OCPP %s; the actions: %s"
+                            % (_show(word), version.name, ", ".join(version.defaults)))
+        return action
+
     async def call_action(self, request: HttpRequest, writer: asyncio.StreamWriter, charger_id: str,
                           word: str) -> tuple[int, Any]:
         """POST /api/chargers/{id}/{Action}: send the CALL, answer with the charger's reply."""
-        action = console_action(word)
-        if action is None:
-            raise HttpError(400, "unknown action %s; the actions: %s"
-                            % (_show(word), ", ".join(SERVER_ACTION_DEFAULTS)))
+        action = self._action(charger_id, word)
         body = await read_json_body(request)
         timeout = self.system.options.call_timeout
         timeout = request.number("timeout", 0.001, 86400, timeout) or timeout
@@ -8952,11 +9207,13 @@ function renderCard(charger) {
   const title = el("h3", null, charger.id);
   title.append(el("span", "badge " + (charger.connected ? "on" : "off"),
                   charger.connected ? "connected" : "away"));
-  if (charger.dialect) title.append(el("span", "badge", charger.dialect));
+  if (charger.version) title.append(el("span", "badge", "OCPP " + charger.version));
+  if (charger.dialect === "flexicharge") title.append(el("span", "badge", charger.dialect));
   const boot = charger.boot || {};
-  const parts = [title, el("p", "muted", charger.boot ? [boot.chargePointVendor,
-    boot.chargePointModel, "boot " + charger.bootStatus].filter(Boolean).join(" \u00b7 ")
-    : "no BootNotification yet")];
+  const station = boot.chargingStation || {};  // OCPP 2.0.1's BootNotification
+  const parts = [title, el("p", "muted", charger.boot ? [
+    boot.chargePointVendor || station.vendorName, boot.chargePointModel || station.model,
+    "boot " + charger.bootStatus].filter(Boolean).join(" \u00b7 ") : "no BootNotification yet")];
   const connectors = el("p", "connectors");
   for (const [number, status] of Object.entries(charger.connectors)) {
     connectors.append(el("span", "connector s-" + String(status).replace(/[^A-Za-z]/g, ""),
@@ -9702,8 +9959,9 @@ def answer_pings(websocket: Any, answer: bool) -> None:
 
 
 def _select_subprotocol(connection: Any, offered: Any) -> Optional[str]:
-    """Negotiate ocpp1.6 when offered; accept a charger that offers none (lenient)."""
-    return SUBPROTOCOL if SUBPROTOCOL in offered else None
+    """The charger's first choice of the server's subprotocols; none for a charger that offers
+    none (lenient: AccessPolicy refused the others before the handshake)."""
+    return choose_subprotocol(offered)
 
 
 def _vetted(access: "AccessPolicy", path: str, headers: Any, peer: Any, transport: Any
@@ -9725,7 +9983,7 @@ def serve_websockets(handler: Callable[[Any], Any], host: str, port: int, max_si
     """
     # No permessage-deflate: OCPP frames are small, and plain frames stay
     # readable in a packet capture and cost less CPU and memory per charger.
-    kwargs: dict[str, Any] = {"subprotocols": [SUBPROTOCOL], "max_size": max_size,
+    kwargs: dict[str, Any] = {"subprotocols": list(SUBPROTOCOLS), "max_size": max_size,
                               "ssl": ssl_context, "compression": None,
                               "close_timeout": CLOSE_TIMEOUT}
     if _ASYNCIO_API:
@@ -9743,18 +10001,25 @@ def serve_websockets(handler: Callable[[Any], Any], host: str, port: int, max_si
             return response
         kwargs["process_request"] = process_request
     else:
-        class VettedProtocol(_LegacyServerProtocol):  # type: ignore[misc, valid-type]
-            """The legacy API's connection, vetted as the new API's process_request does."""
-
-            async def process_request(self, path: str, request_headers: Any) -> Any:
-                refusal = _vetted(access, path, request_headers, self.remote_address,
-                                  self.transport)
-                if refusal is None:
-                    return None
-                status, text, headers = refusal
-                return http.HTTPStatus(status), headers, (text + "\n").encode()
-        kwargs["create_protocol"] = VettedProtocol
+        kwargs["create_protocol"] = _legacy_vetted_protocol(access)
     return _websockets_serve(handler, host, port, **kwargs)
+
+
+def _legacy_vetted_protocol(access: "AccessPolicy") -> type:
+    """The legacy API's connection class, vetted as the new API's process_request does, and
+    choosing the subprotocol by the charger's order (the legacy API ranks both lists)."""
+    class VettedProtocol(_LegacyServerProtocol):  # type: ignore[misc, valid-type]
+        def select_subprotocol(self, client_subprotocols: Any, server_subprotocols: Any) -> Any:
+            return choose_subprotocol(client_subprotocols)
+
+        async def process_request(self, path: str, request_headers: Any) -> Any:
+            refusal = _vetted(access, path, request_headers, self.remote_address,
+                              self.transport)
+            if refusal is None:
+                return None
+            status, text, headers = refusal
+            return http.HTTPStatus(status), headers, (text + "\n").encode()
+    return VettedProtocol
 
 
 # ------------------------------------------------------------------- Server
@@ -9847,15 +10112,25 @@ class AccessPolicy:
         if refusal is None:
             offered = [name.strip() for value in headers.get_all("Sec-WebSocket-Protocol")
                        for name in value.split(",") if name.strip()]
-            if offered and SUBPROTOCOL not in offered:
-                # RFC 6455 lets the server decline; serving it would hide the charger's bug.
-                refusal = (400, "the charger offered the subprotocols %s, not ocpp1.6" % printable(
-                    ", ".join(offered), 200), [])
-            elif not offered and self.require_subprotocol:
-                refusal = (400,
-                           "the charger must offer the ocpp1.6 subprotocol (--strict); it "
-                           "offered none", [])
+            refusal = self._subprotocol_refusal(charger_id, offered)
         return refusal
+
+    def _subprotocol_refusal(self, charger_id: str,
+                             offered: list[str]) -> Optional[tuple[int, str, list]]:
+        """A charger offering none of the server's subprotocols (RFC 6455 lets the server decline;
+        serving it would hide the charger's bug), or none at all under --strict, or an identity its
+        version does not allow under --strict."""
+        chosen = choose_subprotocol(offered)
+        if offered and chosen is None:
+            return (400, "the charger offered the subprotocols %s, not %s" % (printable(
+                ", ".join(offered), 200), " or ".join(SUBPROTOCOLS)), [])
+        if not offered and self.require_subprotocol:
+            return (400, "the charger must offer a subprotocol (%s) (--strict); it offered none"
+                    % ", ".join(SUBPROTOCOLS), [])
+        problem = RPC_RULES[chosen].identity_problem(charger_id) if chosen else None
+        if problem is not None and self.require_subprotocol:
+            return 400, problem + " (--strict)", []
+        return None
 
     @staticmethod
     def _check_certificate(charger_id: str,
@@ -9919,6 +10194,7 @@ class CentralSystem:
     def __init__(self, options: "Settings", out: Output) -> None:
         self.options = options
         self.out = out
+        self.default_version: OcppVersion = VERSIONS[options.ocpp]  # see --ocpp
         self.sessions: dict[str, ChargerSession] = {}
         # Every charge point seen, connected or not (the oldest gone ones are forgotten first).
         self.states: collections.OrderedDict[str, ChargerState] = collections.OrderedDict()
@@ -10008,17 +10284,14 @@ class CentralSystem:
         address = websocket.remote_address
         peer = "%s:%s" % (address[0], address[1]) if address else "?"
         path = request_path(websocket)
-        charger_id = self._named(charger_id_from_path(path), address, peer)
         subprotocol = websocket.subprotocol
-        if subprotocol is None:
-            offered = (", ".join(request_headers(websocket).get_all("Sec-WebSocket-Protocol"))
-                       or "none")
-            self.count_spec_warning(self.state_for(charger_id))
-            self.log("warn", charger_id, "spec: no ocpp1.6 subprotocol negotiated (charger "
-                     "offered: %s); serving it anyway" % printable(offered))
+        version = VERSION_OF_SUBPROTOCOL.get(subprotocol or "", self.default_version)
+        charger_id = self._named(charger_id_from_path(path), address,
+                                 "%s (OCPP %s)" % (peer, version.name))
+        self._check_subprotocol(charger_id, subprotocol, websocket)
         session = self._session_for(websocket, charger_id, peer, subprotocol)
         self.bus.publish("connected", charger_id, session, peer=peer, path=path,
-                         subprotocol=subprotocol)
+                         subprotocol=subprotocol, version=session.version.name)
         if self.faults.faults:
             self.faults.session_started(session)
         try:
@@ -10031,6 +10304,23 @@ class CentralSystem:
             session.log("info", "disconnected (%s)" % description)
             self.bus.publish("disconnected", charger_id, session, code=close_code(websocket),
                              description=description)
+
+    def _check_subprotocol(self, charger_id: str, subprotocol: Optional[str],
+                           websocket: Any) -> None:
+        """Spec warnings of a new connection: no subprotocol, or an identity its version does not
+        allow (both refused before the handshake under --strict)."""
+        if subprotocol is None:
+            offered = (", ".join(request_headers(websocket).get_all("Sec-WebSocket-Protocol"))
+                       or "none")
+            self.count_spec_warning(self.state_for(charger_id))
+            self.log("warn", charger_id, "spec: no subprotocol negotiated (charger offered: %s); "
+                     "serving it as OCPP %s (--ocpp)" % (printable(offered),
+                                                         self.default_version.name))
+            return
+        problem = RPC_RULES[subprotocol].identity_problem(charger_id)
+        if problem is not None:
+            self.count_spec_warning(self.state_for(charger_id))
+            self.log("warn", charger_id, "spec: %s; serving it anyway" % problem)
 
     def _named(self, charger_id: str, address: Any, peer: str) -> str:
         """The charge point id of a new connection (its address when the URL names none), said."""
@@ -10070,11 +10360,12 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def load_scenario(path: str, out: Output) -> Optional[list[Step]]:
-    """The checked steps of a --script file; None (after one error line) when it is unusable."""
+def load_scenario(path: str, out: Output, version: OcppVersion) -> Optional[list[Step]]:
+    """The checked steps of a --script file (commands of ``version``); None (after one error
+    line) when it is unusable."""
     try:
         with open(path, encoding="utf-8") as script:
-            return parse_scenario(script.read(), os.path.dirname(os.path.abspath(path)))
+            return parse_scenario(script.read(), os.path.dirname(os.path.abspath(path)), version)
     except OSError as exc:
         out.error(None, "cannot read the script %s: %s" % (path, exc.strerror or exc))
     except UnicodeDecodeError as exc:
@@ -10093,7 +10384,8 @@ async def run_server(options: "Settings", out: Output, stdin: Any = None,
     """
     steps = None
     if options.script:
-        steps = load_scenario(options.script, out)  # checked before the server listens
+        # checked before the server listens
+        steps = load_scenario(options.script, out, VERSIONS[options.ocpp])
         if steps is None:
             return 2
     system = CentralSystem(options, out)
@@ -10394,8 +10686,8 @@ def keep_or_remove(folder: str, out: Output) -> None:
 def print_banner(system: CentralSystem, options: "Settings", out: Output,
                  access: AccessPolicy) -> None:
     """What the server is, where it listens, and what it asks of a charger that connects."""
-    out.console("OCPP Mock Server %s: OCPP 1.6-J central system (websockets %s)"
-                % (__version__, websockets.__version__))
+    out.console("OCPP Mock Server %s: OCPP %s central system (websockets %s)"
+                % (__version__, " and ".join(VERSIONS), websockets.__version__))
     print_addresses(system, options, out)
     out.console("name a charger with the URL path, e.g. %s/CP-1; type help for commands, "
                 "Ctrl-C to stop" % system.url)
@@ -10540,7 +10832,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "config.py"))
     parser = argparse.ArgumentParser(
         prog="ocpp_mock_server.py",
-        description="OCPP 1.6-J mock central system for testing chargers. "
+        description="OCPP 1.6 and 2.0.1 mock central system for testing chargers. "
                     "Type `help` once it runs.",
         epilog="Defaults for --host/--port come from _mockServerIP in the config.py "
                "beside this file.")
@@ -10548,6 +10840,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=number_in(0, 65535, int), default=port,
                         help="port to listen on; 0 picks a free one "
                         "(default %(default)s)")
+    parser.add_argument("--ocpp", choices=tuple(VERSIONS), default=OCPP16.name,
+                        help="the OCPP version of what is named before a charger says its own: "
+                             "scripts, held commands, a charger that offers no subprotocol "
+                             "(default %(default)s; each charger gets the version it asks for)")
     parser.add_argument("--dialect", choices=("auto", DIALECT_OCPP16, DIALECT_FLEXICHARGE),
                         default="auto",
                         help="auto switches a charger to flexicharge when it sends a "
@@ -10556,7 +10852,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--strict", action="store_true",
                         help="answer off-spec payloads with the OCPP CALLERROR instead of a "
                              "warning, refuse "
-                        "chargers that do not offer ocpp1.6 (HTTP 400) and CALLs before an "
+                        "chargers that offer no OCPP subprotocol (HTTP 400) and CALLs before an "
                         "accepted boot "
                         "(SecurityError)")
     parser.add_argument("--boot-status", choices=("Accepted", "Pending", "Rejected"),
@@ -10681,6 +10977,7 @@ class Settings:
 
     host: str
     port: int
+    ocpp: str
     dialect: str
     strict: bool
     boot_status: str

@@ -36,6 +36,14 @@ the readers over their p99 without, the server's CPU per message, and how
 many events reached the readers (one that falls behind skips ahead and is
 told how many it missed).
 
+Scenario 5 (10,000 chargers): each a Heartbeat every 10 s at a random phase,
+the load in a process of its own; every message answered? p99, server RSS,
+beside the floor's under the same load.
+
+Scenario 6 (throughput, OCPP 2.0.1): scenario 1 with 2.0.1 stations (Heartbeat,
+StatusNotification and a TransactionEvent Updated with two meter values), the
+floor offering ocpp2.0.1.
+
 Start-up: process start to the port accepting connections, median of 5.
 
 Server CPU time and peak RSS are read from /proc/PID (Linux).  On a shared
@@ -78,6 +86,29 @@ ROUND = [
         {"value": "7400", "measurand": "Power.Active.Import", "unit": "W"}]}]}),
 ]
 BOOT = {"chargePointVendor": "Bench", "chargePointModel": "Load-1"}
+
+
+class Profile:
+    """What a simulated charger speaks: its subprotocol, its boot and its round of messages."""
+
+    def __init__(self, name: str, subprotocol: str, boot: dict, round_: list) -> None:
+        self.name, self.subprotocol, self.boot, self.round = name, subprotocol, boot, round_
+
+
+OCPP16 = Profile("OCPP 1.6", "ocpp1.6", BOOT, ROUND)
+OCPP201 = Profile("OCPP 2.0.1", "ocpp2.0.1", {
+    "reason": "PowerUp", "chargingStation": {"vendorName": "Bench", "model": "Load-1"}}, [
+    ("Heartbeat", {}),
+    ("StatusNotification",
+     {"timestamp": NOW, "connectorStatus": "Occupied", "evseId": 1, "connectorId": 1}),
+    ("TransactionEvent",
+     {"eventType": "Updated", "timestamp": NOW, "triggerReason": "MeterValuePeriodic", "seqNo": 1,
+      "transactionInfo": {"transactionId": "T-1"}, "evse": {"id": 1, "connectorId": 1},
+      "meterValue": [{"timestamp": NOW, "sampledValue": [
+          {"value": 1234, "measurand": "Energy.Active.Import.Register",
+           "unitOfMeasure": {"unit": "Wh"}},
+          {"value": 7400, "measurand": "Power.Active.Import", "unitOfMeasure": {"unit": "W"}}]}]}),
+])
 
 
 # ------------------------------------------------------------ server process
@@ -199,11 +230,12 @@ class LoadCharger:
                 return time.perf_counter() - started
 
 
-async def connect(url: str, charger_id: str) -> LoadCharger:
+async def connect(url: str, charger_id: str, profile: Profile = OCPP16) -> LoadCharger:
     for attempt in range(50):
         try:
             websocket = await websockets.connect("%s/%s" % (url, charger_id),
-                                                 subprotocols=["ocpp1.6"], open_timeout=30,
+                                                 subprotocols=[profile.subprotocol],
+                                                 open_timeout=30,
                                                  ping_interval=None)
             return LoadCharger(websocket)
         except (OSError, asyncio.TimeoutError):
@@ -211,10 +243,11 @@ async def connect(url: str, charger_id: str) -> LoadCharger:
     raise RuntimeError("cannot connect %s" % charger_id)
 
 
-async def boot_fleet(url: str, chargers: int) -> list[LoadCharger]:
+async def boot_fleet(url: str, chargers: int, profile: Profile = OCPP16) -> list[LoadCharger]:
     """``chargers`` connected chargers, each booted (the BootData answered on their next call)."""
-    fleet = await asyncio.gather(*(connect(url, "CP-%04d" % number) for number in range(chargers)))
-    await asyncio.gather(*(charger.call("BootNotification", BOOT) for charger in fleet))
+    fleet = await asyncio.gather(*(connect(url, "CP-%04d" % number, profile)
+                                   for number in range(chargers)))
+    await asyncio.gather(*(charger.call("BootNotification", profile.boot) for charger in fleet))
     return list(fleet)
 
 
@@ -224,14 +257,15 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * fraction))]
 
 
-async def throughput(server: Server, chargers: int, rounds: int) -> dict[str, float]:
-    fleet = await boot_fleet(server.url, chargers)
+async def throughput(server: Server, chargers: int, rounds: int,
+                     profile: Profile = OCPP16) -> dict[str, float]:
+    fleet = await boot_fleet(server.url, chargers, profile)
     await asyncio.sleep(0.3)  # let BootData settle
     latencies: list[float] = []
 
     async def run_rounds(charger: LoadCharger) -> None:
         for _ in range(rounds):
-            for action, payload in ROUND:
+            for action, payload in profile.round:
                 latencies.append(await charger.call(action, payload))
 
     cpu_before, wall_before = server.cpu_seconds(), time.perf_counter()
@@ -250,9 +284,10 @@ def callgrind_control(server: Server, command: str) -> None:
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-async def instructions(server: Server, chargers: int, rounds: int) -> dict[str, float]:
+async def instructions(server: Server, chargers: int, rounds: int,
+                       profile: Profile = OCPP16) -> dict[str, float]:
     """Instructions the server executes per message, counted by callgrind."""
-    fleet = await boot_fleet(server.url, chargers)
+    fleet = await boot_fleet(server.url, chargers, profile)
     await asyncio.sleep(2)  # BootData, under valgrind's slowness
     callgrind_control(server, "--zero")
     messages = 0
@@ -260,7 +295,7 @@ async def instructions(server: Server, chargers: int, rounds: int) -> dict[str, 
     async def run_rounds(charger: LoadCharger) -> None:
         nonlocal messages
         for _ in range(rounds):
-            for action, payload in ROUND:
+            for action, payload in profile.round:
                 await charger.call(action, payload)
                 messages += 1
 
@@ -517,18 +552,22 @@ def table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def scenario_1(options, candidates, output_dir: str) -> None:
-    """Throughput: CPU and instructions per message against the floor."""
-    print("scenario 1: %d chargers x %d rounds of Heartbeat, StatusNotification, MeterValues "
-          "(each awaited)\n"
-          % (options.chargers, options.rounds))
+def scenario_1(options, candidates, output_dir: str, profile: Profile = OCPP16) -> None:
+    """Throughput: CPU and instructions per message against the floor (the floor offering the
+    profile's subprotocol)."""
+    print("scenario %s: %d chargers x %d rounds of %s (each awaited), %s\n"
+          % ("1" if profile is OCPP16 else "6", options.chargers, options.rounds,
+             ", ".join(action for action, _ in profile.round), profile.name))
+    candidates = [(name, command + (["--subprotocol", profile.subprotocol] if name == "floor"
+                                    else [])) for name, command in candidates]
     runs: dict[str, list[dict[str, float]]] = {name: [] for name, _ in candidates}
     # Interleaved repeats: a noisy neighbour then hurts every candidate alike.
     for _ in range(options.repeat):
         for name, command in candidates:
             server = Server(name, command, output_dir)
             try:
-                runs[name].append(asyncio.run(throughput(server, options.chargers, options.rounds)))
+                runs[name].append(asyncio.run(throughput(server, options.chargers, options.rounds,
+                                                         profile)))
             finally:
                 server.stop()
     results = {name: {key: statistics.median(run[key] for run in results_of_name)
@@ -568,7 +607,8 @@ def scenario_1(options, candidates, output_dir: str) -> None:
         for name, command in candidates:
             server = Server(name, command, output_dir, callgrind=True)
             try:
-                counts[name] = asyncio.run(instructions(server, chargers, rounds))["instructions"]
+                counts[name] = asyncio.run(instructions(server, chargers, rounds,
+                                                        profile))["instructions"]
             finally:
                 server.stop()
         floor_count = counts["floor"]
@@ -735,7 +775,7 @@ def main() -> int:
                         help="scenario 5 chargers (default %(default)s)")
     parser.add_argument("--many-seconds", type=float, default=40,
                         help="scenario 5 duration (default %(default)s)")
-    parser.add_argument("--scenarios", default="1,2,3,4,5",
+    parser.add_argument("--scenarios", default="1,2,3,4,5,6",
                         help="the scenarios to run, e.g. 1,5 (default: all)")
     parser.add_argument("--steady-load", nargs=4,
                         # scenario 5's load process
@@ -765,6 +805,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as output_dir:
         if "1" in scenarios:
             scenario_1(options, candidates, output_dir)
+        if "6" in scenarios:
+            scenario_1(options, candidates, output_dir, OCPP201)
         if "2" in scenarios:
             scenario_2(options, python, output_dir)
         if "3" in scenarios:

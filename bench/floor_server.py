@@ -26,12 +26,12 @@ async def answer(websocket) -> None:
             await websocket.send(json.dumps([3, frame[1], {}]))
 
 
-async def main(host: str, port: int) -> None:
+async def main(host: str, port: int, subprotocol: str) -> None:
     stop = asyncio.get_running_loop().create_future()
     for signal_number in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(signal_number, stop.cancel)
     # Same websocket settings as the mock server: no permessage-deflate.
-    async with serve(answer, host, port, subprotocols=["ocpp1.6"], compression=None):
+    async with serve(answer, host, port, subprotocols=[subprotocol], compression=None):
         print(f"listening on ws://{host}:{port}", flush=True)
         try:
             await stop
@@ -43,5 +43,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--subprotocol", default="ocpp1.6", help="ocpp1.6 or ocpp2.0.1")
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.host, arguments.port))
+    asyncio.run(main(arguments.host, arguments.port, arguments.subprotocol))

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""A small simulated OCPP 1.6-J charge point, for demos and tests of the mock server.
+"""A small simulated OCPP 1.6-J (or 2.0.1) charge point, for demos and tests of the mock server.
 
     python examples/demo_charger.py [ws://127.0.0.1:60003/CP-1] [--flexicharge] [--once]
+    python examples/demo_charger.py [ws://127.0.0.1:60003/CP-1] --ocpp 2.0.1 [--once]
 
 It boots, accepts the BootData, reports its connector Available, heartbeats,
 accepts RemoteStartTransaction, sends StartTransaction, then MeterValues every
@@ -17,6 +18,13 @@ RemoteStartTransaction.
 ``--flexicharge`` speaks the FlexiCharge charger's dialect instead: 4-element
 replies, one message id reused for its CALLs, string connectorIds, its own
 MeterValues ``values`` form, and ``transactionID`` in RemoteStopTransaction.
+
+``--ocpp 2.0.1`` speaks OCPP 2.0.1 (subprotocol ocpp2.0.1) instead: BootNotification, a
+StatusNotification per EVSE and connector, Authorize, and on RequestStartTransaction a
+transaction of TransactionEvents (Started, Updated with the meter every --meter-interval, Ended
+on RequestStopTransaction) with its own transactionId and seqNo; it answers every CSMS message
+of 2.0.1 with a schema-valid reply, from a small device model (GetVariables, SetVariables,
+GetBaseReport and GetReport with NotifyReport in parts). --misbehave is 1.6 only for now.
 Standard library and websockets only, like the server.
 """
 
@@ -90,7 +98,10 @@ class Station:
         self.soc = 20  # state of charge, percent: rises while charging, never falls
         # a Reset was accepted: connect and boot again, whatever --reconnect says
         self.rebooting = False
-        self.transaction_id: Optional[int] = None
+        self.transaction_id: Any = None  # 1.6: the server's int; 2.0.1: the charger's own string
+        self.seq_no = 0  # 2.0.1: the next TransactionEvent's seqNo in the open transaction
+        self.charging_state: Optional[str] = None  # 2.0.1: the chargingState last reported
+        self.boot_reason = "PowerUp"  # 2.0.1: RemoteReset after an accepted Reset
         self.meter_task: Optional[asyncio.Task[None]] = None
         self.charger: Optional[DemoCharger] = None  # the connection now, if any
         self.queued: list[tuple[str, dict]] = []
@@ -99,7 +110,10 @@ class Station:
 
 
 class DemoCharger:
-    """One connection of the simulated charge point (one connector)."""
+    """One connection of the simulated charge point (one connector), speaking OCPP 1.6."""
+
+    expects_boot_data = True  # the mock server sends its FlexiCharge BootData to 1.6 chargers
+    format_error = "FormationViolation"  # the CALLERROR for a payload it cannot read
 
     def __init__(self, websocket: Any, options: argparse.Namespace, station: "Station") -> None:
         self.ws = websocket
@@ -178,7 +192,8 @@ class DemoCharger:
         try:
             boot = await self.boot()
             interval = self.options.heartbeat_interval or (boot or {}).get("interval") or 60
-            if self.options.wait_boot_data and (boot or {}).get("status") == "Accepted":
+            accepted = (boot or {}).get("status") == "Accepted"
+            if self.expects_boot_data and self.options.wait_boot_data and accepted:
                 await self.until(self.boot_data.wait(), 30, "the BootData DataTransfer")
             await self.send_queued()
             status = "Available" if self.station.transaction_id is None else \
@@ -204,15 +219,17 @@ class DemoCharger:
     async def boot(self) -> Any:
         """BootNotification until Accepted, waiting the interval the server gives between tries."""
         while True:
-            boot = await self.call("BootNotification", {
-                "chargePointVendor": "DemoVendor", "chargePointModel": "DemoCharger",
-                "chargePointSerialNumber": "demo-001", "firmwareVersion": "1.0.0"})
+            boot = await self.call("BootNotification", self.boot_payload())
             say(f"booted: {json.dumps(boot)}")
             self.booted.set()
             if (not isinstance(boot, dict) or boot.get("status") == "Accepted"
                     or "skip-boot-wait" in self.misbehave):
                 return boot
             await self.pause(max(1, boot.get("interval") or 10))
+
+    def boot_payload(self) -> dict:
+        return {"chargePointVendor": "DemoVendor", "chargePointModel": "DemoCharger",
+                "chargePointSerialNumber": "demo-001", "firmwareVersion": "1.0.0"}
 
     async def pause(self, seconds: float) -> None:
         """Wait ``seconds`` (the boot interval, say); ServerGone when the connection ends first."""
@@ -240,7 +257,7 @@ class DemoCharger:
                 raise ServerGone("the connection has ended")
             return await self.call(action, payload)
         except (ServerGone, websockets.ConnectionClosed):
-            self.station.queued.append((action, payload))
+            keep(self.station, action, payload)
             say(f"server away: {action} kept to send later")
             return None
 
@@ -256,6 +273,15 @@ class DemoCharger:
             payload = {"connectorId": self.connector, "errorCode": "NoError", "status": status,
                        "timestamp": now_iso()}
         await self.call("StatusNotification", payload)
+
+    async def suspended_ev(self) -> None:
+        """The battery is full: the car draws no more power."""
+        await self.status("SuspendedEV")
+
+    @staticmethod
+    def meter_message(station: "Station", options: argparse.Namespace) -> tuple:
+        """The periodic message of the meter while charging: (action, payload)."""
+        return "MeterValues", meter_payload(station, options)
 
     def start_payload(self, id_tag: str) -> dict:
         meter = self.station.energy_wh
@@ -341,13 +367,23 @@ class DemoCharger:
         finally:
             self.gone.set()
 
+    def handler_for(self, action: str) -> Any:
+        """The method that answers the server's ``action`` (None: not implemented)."""
+        return getattr(self, "on_" + action, None)
+
     async def answer(self, message_id: str, action: str, payload: dict) -> None:
-        handler = getattr(self, "on_" + action, None)
+        handler = self.handler_for(action)
         if handler is None:
             await self.ws.send(json.dumps([4, message_id, "NotImplemented", "demo charger: no "
                                            + action, {}]))
             return
-        reply = handler(payload)
+        try:
+            reply = handler(payload)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:  # a payload it cannot read
+            say(f"could not read {action} {json.dumps(payload)[:80]}: {exc!r}")
+            await self.ws.send(json.dumps([4, message_id, self.format_error,
+                                           f"demo charger: cannot read {action}", {}]))
+            return
         if reply is None:  # the FlexiCharge charger answers some requests with silence
             return
         frame = [3, message_id, action, reply] if self.flexicharge else [3, message_id, reply]
@@ -395,17 +431,19 @@ class DemoCharger:
         return {"status": "Accepted"}
 
     def on_Reset(self, payload: dict) -> dict:
-        self.spawn(self.reboot(str(payload.get("type"))))
+        kind = str(payload.get("type"))
+        self.spawn(self.reboot("HardReset" if kind == "Hard" else "SoftReset",
+                               f"{kind.lower()} reset"))
         return {"status": "Accepted"}
 
-    async def reboot(self, kind: str) -> None:
-        """Reset: end the transaction (SoftReset / HardReset), close the connection, boot again."""
+    async def reboot(self, stop_reason: str, what: str) -> None:
+        """Reset: end the transaction (for ``stop_reason``), close the connection, boot again."""
         await asyncio.sleep(0.1)  # the Reset.conf goes out first
         if self.station.transaction_id is not None:
-            await self.stop_transaction("HardReset" if kind == "Hard" else "SoftReset",
-                                        finish=False)
-        say(f"rebooting ({kind.lower()} reset)")
+            await self.stop_transaction(stop_reason, finish=False)
+        say(f"rebooting ({what})")
         self.station.rebooting = True
+        self.station.boot_reason = "RemoteReset"
         await self.ws.close(1012, "rebooting")  # 1012: service restart
 
     def on_ChangeAvailability(self, payload: dict) -> dict:
@@ -587,13 +625,13 @@ class DemoCharger:
         downloaded = "Downloaded" if status is not None else "DownloadFailed"
         await self.call("FirmwareStatusNotification", {"status": downloaded})
 
-    async def download_signed_firmware(self, location: str, request_id: Any) -> None:
-        await self.call("SignedFirmwareStatusNotification",
-                        {"status": "Downloading", "requestId": request_id})
+    async def download_signed_firmware(self, location: str, request_id: Any,
+                                       action: str = "SignedFirmwareStatusNotification") -> None:
+        """Download and say how it went with ``action`` (2.0.1: FirmwareStatusNotification)."""
+        await self.call(action, {"status": "Downloading", "requestId": request_id})
         body = await self.fetch(urllib.request.Request(location), "download signed firmware from")
         downloaded = "Downloaded" if body is not None else "DownloadFailed"
-        await self.call("SignedFirmwareStatusNotification",
-                        {"status": downloaded, "requestId": request_id})
+        await self.call(action, {"status": downloaded, "requestId": request_id})
 
     async def fetch(self, request: "urllib.request.Request", what: str) -> Optional[bytes]:
         """The body of an HTTP request made on a thread, or None (said why) when it fails."""
@@ -654,15 +692,608 @@ async def meter_values(station: Station, options: argparse.Namespace) -> None:
             station.suspended, station.power_w = True, 0
             say("battery full: SuspendedEV, 0 W until the transaction is stopped")
             if station.charger is not None and not station.charger.gone.is_set():
-                station.charger.spawn(station.charger.status("SuspendedEV"))
-        payload = meter_payload(station, options)
+                station.charger.spawn(station.charger.suspended_ev())
+        action, payload = CHARGERS[options.ocpp].meter_message(station, options)
         charger = station.charger
         if (charger is not None and charger.caught_up.is_set() and not station.queued
             and not charger.gone.is_set()):
-            charger.spawn(charger.transaction_message("MeterValues", payload))
+            charger.spawn(charger.transaction_message(action, payload))
         else:
-            station.queued.append(("MeterValues", payload))
-            say("server away: MeterValues kept to send later")
+            keep(station, action, payload)
+            say(f"server away: {action} kept to send later")
+
+
+def keep(station: Station, action: str, payload: dict) -> None:
+    """Keep a transaction message for when the server is back (a 2.0.1 TransactionEvent says it
+    happened offline)."""
+    if action == "TransactionEvent":
+        payload["offline"] = True
+    station.queued.append((action, payload))
+
+
+# -- OCPP 2.0.1 (--ocpp 2.0.1): the same charge point, its own messages (DemoCharger201) and its own
+# answers to the CSMS (V201Requests). One EVSE with one connector.
+
+EVSE_ID = 1
+HEARTBEAT_POLL = 0.25  # seconds: how soon a HeartbeatInterval set by SetVariables takes effect
+# 1.6 connector statuses (what the session above reports) as a 2.0.1 connectorStatus.
+CONNECTOR_STATUS_201 = {"Available": "Available", "Preparing": "Occupied", "Charging": "Occupied",
+                        "SuspendedEV": "Occupied", "Finishing": "Occupied",
+                        "Reserved": "Reserved", "Unavailable": "Unavailable", "Faulted": "Faulted"}
+# stoppedReason -> the triggerReason of the TransactionEvent Ended
+STOP_TRIGGERS_201 = {"Remote": "RemoteStop", "DeAuthorized": "Deauthorized",
+                     "ImmediateReset": "ResetCommand"}
+
+
+def meter_value_201(station: Station, context: str = "Sample.Periodic") -> dict:
+    """What the meter reads now, as a 2.0.1 MeterValueType."""
+    readings = (("Energy.Active.Import.Register", station.energy_wh, "Wh"),
+                ("Power.Active.Import", station.power_w, "W"), ("SoC", station.soc, "Percent"))
+    return {"timestamp": now_iso(), "sampledValue": [
+        {"value": value, "context": context, "measurand": measurand,
+         "unitOfMeasure": {"unit": unit}} for measurand, value, unit in readings]}
+
+
+def transaction_event(station: Station, options: argparse.Namespace, event_type: str,
+                      trigger: str, context: str = "Sample.Periodic") -> dict:
+    """A TransactionEvent of the open transaction, with the meter inside; it takes the next
+    seqNo."""
+    info: dict = {"transactionId": station.transaction_id}
+    if event_type != "Ended":
+        info["chargingState"] = station.charging_state
+    payload = {"eventType": event_type, "timestamp": now_iso(), "triggerReason": trigger,
+               "seqNo": station.seq_no, "transactionInfo": info,
+               "evse": {"id": EVSE_ID, "connectorId": options.connector},
+               "meterValue": [meter_value_201(station, context)]}
+    station.seq_no += 1
+    return payload
+
+
+class DemoCharger201(DemoCharger):
+    """The connection speaking OCPP 2.0.1: the session of DemoCharger, with the messages of 2.0.1
+    (the answers to the CSMS are V201Requests')."""
+
+    expects_boot_data = False
+    format_error = "FormatViolation"
+
+    def __init__(self, websocket: Any, options: argparse.Namespace, station: "Station") -> None:
+        super().__init__(websocket, options, station)
+        self.boot_reason, station.boot_reason = station.boot_reason, "PowerUp"
+        self.requests = V201Requests(self)
+        self.connector_status: Optional[str] = None  # the last one reported on this connection
+        self.reset_when_idle = False  # a Reset OnIdle came during the transaction
+
+    def handler_for(self, action: str) -> Any:
+        return getattr(self.requests, "on_" + action, None)
+
+    def boot_payload(self, reason: str = "") -> dict:
+        return {"reason": reason or self.boot_reason, "chargingStation": {
+            "model": "DemoCharger", "vendorName": "DemoVendor", "firmwareVersion": "1.0.0",
+            "serialNumber": "demo-001"}}
+
+    async def boot(self) -> Any:
+        """BootNotification until Accepted; its interval is OCPPCommCtrlr.HeartbeatInterval."""
+        boot = await super().boot()
+        interval = boot.get("interval") if isinstance(boot, dict) else None
+        if isinstance(interval, int) and interval > 0 and not self.options.heartbeat_interval:
+            self.requests.variables[("OCPPCommCtrlr", "HeartbeatInterval")][0] = str(interval)
+        return boot
+
+    async def status(self, status: str, again: bool = False) -> None:
+        """StatusNotification of the connector, when its 2.0.1 status changed (or ``again``)."""
+        connector_status = CONNECTOR_STATUS_201[status]
+        if connector_status == self.connector_status and not again:
+            return
+        self.connector_status = connector_status
+        await self.call("StatusNotification", {
+            "timestamp": now_iso(), "connectorStatus": connector_status, "evseId": EVSE_ID,
+            "connectorId": self.connector})
+
+    async def suspended_ev(self) -> None:
+        """Nothing at once: the next TransactionEvent Updated says SuspendedEV."""
+
+    async def heartbeats(self, interval: float) -> None:
+        """Heartbeat every OCPPCommCtrlr.HeartbeatInterval seconds (the boot's interval until
+        SetVariables changes it; --heartbeat-interval overrides both)."""
+        variable = self.requests.variables[("OCPPCommCtrlr", "HeartbeatInterval")]
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(min(interval, HEARTBEAT_POLL))
+            seconds = self.options.heartbeat_interval or max(1, int(variable[0]))
+            if time.monotonic() - last >= seconds:
+                last = time.monotonic()
+                await self.call("Heartbeat", {})
+
+    @staticmethod
+    def meter_message(station: "Station", options: argparse.Namespace) -> tuple:
+        """TransactionEvent Updated with the meter; ChargingStateChanged when it has."""
+        state = "SuspendedEV" if station.suspended else "Charging"
+        trigger = "MeterValuePeriodic" if state == station.charging_state else \
+            "ChargingStateChanged"
+        station.charging_state = state
+        return "TransactionEvent", transaction_event(station, options, "Updated", trigger)
+
+    async def authorize(self, id_token: dict) -> bool:
+        """Authorize the idToken; True when the CSMS accepts it."""
+        reply = await self.call("Authorize", {"idToken": id_token})
+        info = reply.get("idTokenInfo") if isinstance(reply, dict) else None
+        status = info.get("status") if isinstance(info, dict) else None
+        if status != "Accepted":
+            say(f"idToken {id_token.get('idToken')} is {status}: not starting")
+        return status == "Accepted"
+
+    async def start_transaction(self, id_token: Any, remote_start_id: Any = None) -> None:
+        """Authorize, then TransactionEvent Started (its own transactionId), and the meter."""
+        station = self.station
+        station.starting = True  # until the Started event is answered (or the connection ends)
+        try:
+            if self.requests.authorize_remote_start() and not await self.authorize(id_token):
+                return
+            await self.status("Preparing")
+            station.transaction_id, station.seq_no = str(uuid.uuid4()), 0
+            station.power_w, station.charging_state = 7400, "Charging"
+            payload = transaction_event(station, self.options, "Started", "RemoteStart",
+                                        "Transaction.Begin")
+            payload["idToken"] = id_token
+            if isinstance(remote_start_id, int):
+                payload["transactionInfo"]["remoteStartId"] = remote_start_id
+            reply = await self.transaction_message("TransactionEvent", payload)
+        finally:
+            station.starting = False
+        info = reply.get("idTokenInfo") if isinstance(reply, dict) else None
+        status = info.get("status", "Accepted") if isinstance(info, dict) else "Accepted"
+        if status != "Accepted":  # E05: the CSMS did not accept the idToken after all
+            say("transaction %s: idToken %s is %s; stopping it (DeAuthorized)"
+                % (station.transaction_id, id_token.get("idToken"), status))
+            await self.stop_transaction("DeAuthorized")
+            return
+        say(f"transaction {station.transaction_id} started")
+        station.meter_task = asyncio.ensure_future(meter_values(station, self.options))
+
+    async def stop_transaction(self, reason: str, finish: bool = True) -> None:
+        """TransactionEvent Ended with ``reason`` as its stoppedReason."""
+        await self.until(self.caught_up.wait(), 60, "the messages kept while the server was away")
+        station = self.station
+        if station.meter_task is not None:
+            station.meter_task.cancel()
+            station.meter_task = None
+        station.power_w, station.suspended, station.charging_state = 0, False, None
+        payload = transaction_event(station, self.options, "Ended",
+                                    STOP_TRIGGERS_201.get(reason, "StopAuthorized"),
+                                    "Transaction.End")
+        payload["transactionInfo"]["stoppedReason"] = reason
+        await self.transaction_message("TransactionEvent", payload)
+        say(f"transaction {station.transaction_id} stopped")
+        station.transaction_id = None
+        await self.status("Available")
+        if self.reset_when_idle:
+            self.spawn(self.reboot("ImmediateReset", "reset when idle"))
+        elif self.options.once and finish:
+            self.finished.set()
+
+    def current_status(self) -> str:
+        if self.station.transaction_id is not None or self.station.starting:
+            return "Charging"
+        return "Available"
+
+
+# The device model behind GetVariables, SetVariables, GetBaseReport and GetReport:
+# (component, variable) -> [value, mutability, dataType].
+def device_model_201(options: argparse.Namespace) -> dict:
+    return {
+        ("OCPPCommCtrlr", "HeartbeatInterval"):
+            [str(int(options.heartbeat_interval or 60)), "ReadWrite", "integer"],
+        ("SecurityCtrlr", "SecurityProfile"):
+            ["2" if options.url.startswith("wss:") else "1", "ReadOnly", "integer"],
+        ("SecurityCtrlr", "Identity"): [options.url.rstrip("/").rsplit("/", 1)[-1][:48],
+                                        "ReadOnly", "string"],
+        ("AuthCtrlr", "AuthorizeRemoteStart"): ["true", "ReadWrite", "boolean"],
+        ("SampledDataCtrlr", "TxUpdatedInterval"):
+            [str(max(1, round(options.meter_interval))), "ReadWrite", "integer"],
+        ("SampledDataCtrlr", "TxUpdatedMeasurands"):
+            ["Energy.Active.Import.Register,Power.Active.Import,SoC", "ReadWrite", "MemberList"],
+        ("TxCtrlr", "EVConnectionTimeOut"): ["120", "ReadWrite", "integer"],
+        ("LocalAuthListCtrlr", "Enabled"): ["true", "ReadWrite", "boolean"],
+    }
+
+
+# GetCertificateIdUseEnumType: what GetInstalledCertificateIds reports when asked for all
+CERTIFICATE_USES_201 = ["V2GRootCertificate", "MORootCertificate", "CSMSRootCertificate",
+                        "V2GCertificateChain", "ManufacturerRootCertificate"]
+REPORT_ITEMS_PER_MESSAGE = 3  # NotifyReport parts: the report comes in several (tbc, seqNo)
+
+
+class V201Answers:
+    """What the answers to the CSMS share: the connection, and follow-up messages in parts."""
+
+    def __init__(self, charger: DemoCharger201) -> None:
+        self.charger = charger
+        self.station = charger.station
+
+    def follow_up(self, action: str, payload: dict) -> None:
+        """Send ``action`` after the answer (a report, a status notification)."""
+        self.charger.spawn(self.charger.call(action, payload))
+
+    async def in_parts(self, action: str, request_id: Any, key: str, items: list) -> None:
+        """``action`` with ``items`` under ``key``, a few per message, with seqNo and tbc."""
+        parts = [items[start:start + REPORT_ITEMS_PER_MESSAGE]
+                 for start in range(0, len(items), REPORT_ITEMS_PER_MESSAGE)] or [[]]
+        for seq_no, part in enumerate(parts):
+            payload = {"requestId": request_id, "generatedAt": now_iso(), "seqNo": seq_no,
+                       "tbc": seq_no < len(parts) - 1}
+            if part:
+                payload[key] = part
+            await self.charger.call(action, payload)
+
+
+class V201DeviceModel(V201Answers):
+    """Block B (provisioning) and N (monitoring): variables, reports, monitors."""
+
+    def __init__(self, charger: DemoCharger201) -> None:
+        super().__init__(charger)
+        self.variables = device_model_201(charger.options)
+        self.monitors: dict = {}  # id -> SetMonitoringData as set (with its id)
+
+    def lookup(self, entry: dict) -> tuple:
+        """(attributeStatus, the variable's row or None) of a component/variable request."""
+        component = str((entry.get("component") or {}).get("name"))
+        variable = str((entry.get("variable") or {}).get("name"))
+        if not any(known == component for known, _ in self.variables):
+            return "UnknownComponent", None
+        row = self.variables.get((component, variable))
+        if row is None:
+            return "UnknownVariable", None
+        if entry.get("attributeType", "Actual") != "Actual":
+            return "NotSupportedAttributeType", None
+        return "Accepted", row
+
+    def authorize_remote_start(self) -> bool:
+        """AuthCtrlr.AuthorizeRemoteStart: Authorize the idToken of RequestStartTransaction."""
+        return self.variables[("AuthCtrlr", "AuthorizeRemoteStart")][0] == "true"
+
+    def on_GetVariables(self, payload: dict) -> dict:
+        results = []
+        for entry in payload.get("getVariableData") or []:
+            status, row = self.lookup(entry)
+            result = {"attributeStatus": status, "component": entry.get("component"),
+                      "variable": entry.get("variable")}
+            if row is not None:
+                result["attributeValue"] = row[0]
+            results.append(result)
+        return {"getVariableResult": results}
+
+    def on_SetVariables(self, payload: dict) -> dict:
+        results = []
+        for entry in payload.get("setVariableData") or []:
+            status, row = self.lookup(entry)
+            value = str(entry.get("attributeValue"))
+            if row is not None and not self.fits(row, value):
+                status = "Rejected"
+            elif row is not None:
+                row[0] = value
+            results.append({"attributeStatus": status, "component": entry.get("component"),
+                            "variable": entry.get("variable")})
+        return {"setVariableResult": results}
+
+    @staticmethod
+    def fits(row: list, value: str) -> bool:
+        """Whether ``value`` may be set on a variable (writable, of its data type)."""
+        if row[1] == "ReadOnly":
+            return False
+        if row[2] == "integer":
+            return value.lstrip("-").isdigit()
+        return value in ("true", "false") if row[2] == "boolean" else True
+
+    def report_data(self, wanted: Optional[list] = None) -> list:
+        """ReportDataType entries, of the component/variable pairs ``wanted`` (all: None)."""
+        entries = []
+        for (component, variable), (value, mutability, data_type) in self.variables.items():
+            if wanted is None or any(self.matches(asked, component, variable)
+                                     for asked in wanted):
+                entries.append({"component": {"name": component}, "variable": {"name": variable},
+                                "variableAttribute": [{"type": "Actual", "value": value,
+                                                       "mutability": mutability}],
+                                "variableCharacteristics": {"dataType": data_type,
+                                                            "supportsMonitoring": True}})
+        return entries
+
+    @staticmethod
+    def matches(asked: Any, component: str, variable: str) -> bool:
+        if not isinstance(asked, dict):
+            return False
+        asked_variable = (asked.get("variable") or {}).get("name")
+        return ((asked.get("component") or {}).get("name") == component
+                and asked_variable in (None, variable))
+
+    def on_GetBaseReport(self, payload: dict) -> dict:
+        self.charger.spawn(self.in_parts("NotifyReport", payload.get("requestId"), "reportData",
+                                         self.report_data()))
+        return {"status": "Accepted"}
+
+    def on_GetReport(self, payload: dict) -> dict:
+        wanted = payload.get("componentVariable")
+        entries = self.report_data(wanted if isinstance(wanted, list) else None)
+        if not entries:
+            return {"status": "EmptyResultSet"}
+        self.charger.spawn(self.in_parts("NotifyReport", payload.get("requestId"), "reportData",
+                                         entries))
+        return {"status": "Accepted"}
+
+    def on_SetNetworkProfile(self, payload: dict) -> dict:
+        say(f"network profile for slot {payload.get('configurationSlot')} kept (not used)")
+        return {"status": "Accepted"}
+
+    def on_SetVariableMonitoring(self, payload: dict) -> dict:
+        results = []
+        for entry in payload.get("setMonitoringData") or []:
+            status, _ = self.lookup({"component": entry.get("component"),
+                                     "variable": entry.get("variable")})
+            result = {"status": status, "type": entry.get("type"),
+                      "severity": entry.get("severity"), "component": entry.get("component"),
+                      "variable": entry.get("variable")}
+            if status == "Accepted":
+                monitor_id = entry.get("id") or max(self.monitors, default=0) + 1
+                self.monitors[monitor_id] = dict(entry, id=monitor_id)
+                result["id"] = monitor_id
+            results.append(result)
+        return {"setMonitoringResult": results}
+
+    def on_ClearVariableMonitoring(self, payload: dict) -> dict:
+        return {"clearMonitoringResult": [
+            {"status": "Accepted" if self.monitors.pop(monitor_id, None) else "NotFound",
+             "id": monitor_id} for monitor_id in payload.get("id") or []]}
+
+    def on_GetMonitoringReport(self, payload: dict) -> dict:
+        if not self.monitors:
+            return {"status": "EmptyResultSet"}
+        monitors = [{"component": entry["component"], "variable": entry["variable"],
+                     "variableMonitoring": [{"id": entry["id"],
+                                             "transaction": bool(entry.get("transaction")),
+                                             "value": entry["value"], "type": entry["type"],
+                                             "severity": entry["severity"]}]}
+                    for entry in self.monitors.values()]
+        self.charger.spawn(self.in_parts("NotifyMonitoringReport", payload.get("requestId"),
+                                         "monitor", monitors))
+        return {"status": "Accepted"}
+
+    def on_SetMonitoringBase(self, payload: dict) -> dict:
+        return {"status": "Accepted"}
+
+    def on_SetMonitoringLevel(self, payload: dict) -> dict:
+        return {"status": "Accepted"}
+
+
+class V201Control(V201Answers):
+    """Blocks C to H: transactions, reset, availability, reservations, the local list, triggers."""
+
+    def on_RequestStartTransaction(self, payload: dict) -> dict:
+        station = self.station
+        if station.transaction_id is not None:  # it runs already: its id, as the schema says
+            say(f"RequestStartTransaction: transaction {station.transaction_id} runs already")
+            return {"status": "Accepted", "transactionId": station.transaction_id}
+        if station.starting or self.charger.connector_status == "Unavailable":
+            say(f"RequestStartTransaction refused: connector {self.charger.connector} is "
+                + ("preparing" if station.starting else "unavailable"))
+            return {"status": "Rejected"}
+        id_token = payload.get("idToken")
+        if not isinstance(id_token, dict):
+            id_token = {"idToken": self.charger.options.id_tag, "type": "ISO14443"}
+        station.starting = True  # at once: a second start arriving now is refused
+        self.charger.spawn(self.charger.start_transaction(id_token, payload.get("remoteStartId")))
+        return {"status": "Accepted"}
+
+    def on_RequestStopTransaction(self, payload: dict) -> dict:
+        running = self.station.transaction_id
+        if running is None or payload.get("transactionId") != running:
+            return {"status": "Rejected"}
+        self.charger.spawn(self.charger.stop_transaction("Remote"))
+        return {"status": "Accepted"}
+
+    def on_GetTransactionStatus(self, payload: dict) -> dict:
+        asked = payload.get("transactionId")
+        queued = [kept for action, kept in self.station.queued if action == "TransactionEvent"
+                  and asked in (None, kept["transactionInfo"]["transactionId"])]
+        reply = {"messagesInQueue": bool(queued)}
+        if asked is not None:
+            reply["ongoingIndicator"] = asked == self.station.transaction_id
+        return reply
+
+    def on_Reset(self, payload: dict) -> dict:
+        if payload.get("type") == "OnIdle" and self.station.transaction_id is not None:
+            self.charger.reset_when_idle = True  # after the transaction ends
+            return {"status": "Scheduled"}
+        self.charger.spawn(self.charger.reboot("ImmediateReset", "immediate reset"))
+        return {"status": "Accepted"}
+
+    def on_ChangeAvailability(self, payload: dict) -> dict:
+        if self.station.transaction_id is not None or self.station.starting:
+            return {"status": "Scheduled"}  # after the transaction (the demo forgets it)
+        operative = payload.get("operationalStatus") != "Inoperative"
+        self.charger.spawn(self.charger.status("Available" if operative else "Unavailable"))
+        return {"status": "Accepted"}
+
+    def on_UnlockConnector(self, payload: dict) -> dict:
+        if (payload.get("evseId"), payload.get("connectorId")) != (EVSE_ID,
+                                                                   self.charger.connector):
+            return {"status": "UnknownConnector"}
+        if self.station.transaction_id is not None:
+            return {"status": "OngoingAuthorizedTransaction"}
+        return {"status": "Unlocked"}
+
+    def on_ReserveNow(self, payload: dict) -> dict:
+        if self.station.transaction_id is not None or self.station.starting:
+            return {"status": "Occupied"}
+        self.charger.spawn(self.charger.status("Reserved"))
+        return {"status": "Accepted"}
+
+    def on_CancelReservation(self, payload: dict) -> dict:
+        if self.charger.connector_status != "Reserved":
+            return {"status": "Rejected"}
+        self.charger.spawn(self.charger.status("Available"))
+        return {"status": "Accepted"}
+
+    def on_CostUpdated(self, payload: dict) -> dict:
+        say(f"cost of transaction {payload.get('transactionId')}: {payload.get('totalCost')}")
+        return {}
+
+    def on_ClearCache(self, payload: dict) -> dict:
+        return {"status": "Accepted"}
+
+    def on_SendLocalList(self, payload: dict) -> dict:
+        if isinstance(payload.get("versionNumber"), int):
+            self.charger.local_list_version = payload["versionNumber"]
+        return {"status": "Accepted"}
+
+    def on_GetLocalListVersion(self, payload: dict) -> dict:
+        return {"versionNumber": self.charger.local_list_version}
+
+    def on_DataTransfer(self, payload: dict) -> dict:
+        return {"status": "Accepted"}
+
+    def on_TriggerMessage(self, payload: dict) -> dict:
+        requested = payload.get("requestedMessage")
+        if requested == "TransactionEvent" and self.station.transaction_id is None:
+            return {"status": "Rejected"}
+        message = self.triggered(str(requested))
+        if message is None:
+            return {"status": "NotImplemented"}
+        self.charger.spawn(message)
+        return {"status": "Accepted"}
+
+    def triggered(self, requested: str) -> Any:
+        """The message TriggerMessage asks for, to send (None: the demo has none such)."""
+        charger, station = self.charger, self.station
+        if requested == "BootNotification":
+            return charger.call(requested, charger.boot_payload("Triggered"))
+        if requested == "Heartbeat":
+            return charger.call(requested, {})
+        if requested == "StatusNotification":
+            return charger.status(charger.current_status(), again=True)
+        if requested == "MeterValues":
+            return charger.call(requested, {"evseId": EVSE_ID, "meterValue": [
+                meter_value_201(station, "Trigger")]})
+        if requested == "TransactionEvent":
+            return charger.transaction_message(requested, transaction_event(
+                station, charger.options, "Updated", "Trigger", "Trigger"))
+        if requested in ("LogStatusNotification", "FirmwareStatusNotification",
+                         "PublishFirmwareStatusNotification"):
+            return charger.call(requested, {"status": "Idle"})
+        certificate_types = {"SignChargingStationCertificate": "ChargingStationCertificate",
+                             "SignV2GCertificate": "V2GCertificate"}
+        if requested in certificate_types:
+            return charger.call("SignCertificate", {
+                "csr": DEMO_CSR, "certificateType": certificate_types[requested]})
+        return None
+
+
+class V201Services(V201Answers):
+    """Blocks K, L, M, N (logs), O: charging profiles, firmware, certificates, logs, customer
+    information, display messages."""
+
+    def __init__(self, charger: DemoCharger201) -> None:
+        super().__init__(charger)
+        self.profiles: dict = {}  # chargingProfile id -> (evseId, chargingProfile)
+        self.messages: dict = {}  # display message id -> MessageInfoType
+
+    def on_SetChargingProfile(self, payload: dict) -> dict:
+        profile = payload.get("chargingProfile") or {}
+        self.profiles[profile.get("id")] = (payload.get("evseId"), profile)
+        return {"status": "Accepted"}
+
+    def on_GetChargingProfiles(self, payload: dict) -> dict:
+        asked = (payload.get("chargingProfile") or {}).get("chargingProfileId")
+        found = [(evse, profile) for profile_id, (evse, profile) in self.profiles.items()
+                 if not asked or profile_id in asked]
+        if not found:
+            return {"status": "NoProfiles"}
+        for number, (evse, profile) in enumerate(found):
+            self.follow_up("ReportChargingProfiles", {
+                "requestId": payload.get("requestId"), "chargingLimitSource": "CSO",
+                "evseId": evse, "chargingProfile": [profile], "tbc": number < len(found) - 1})
+        return {"status": "Accepted"}
+
+    def on_ClearChargingProfile(self, payload: dict) -> dict:
+        asked = payload.get("chargingProfileId")
+        cleared = [profile_id for profile_id in list(self.profiles)
+                   if asked is None or profile_id == asked]
+        for profile_id in cleared:
+            del self.profiles[profile_id]
+        return {"status": "Accepted" if cleared else "Unknown"}
+
+    def on_GetCompositeSchedule(self, payload: dict) -> dict:
+        return {"status": "Accepted", "schedule": {
+            "evseId": payload.get("evseId", EVSE_ID), "duration": payload.get("duration", 0),
+            "scheduleStart": now_iso(),
+            "chargingRateUnit": payload.get("chargingRateUnit", "A"),
+            "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 16.0}]}}
+
+    def on_UpdateFirmware(self, payload: dict) -> dict:
+        location = str((payload.get("firmware") or {}).get("location", ""))
+        self.charger.spawn(self.charger.download_signed_firmware(
+            location, payload.get("requestId"), "FirmwareStatusNotification"))
+        return {"status": "Accepted"}
+
+    def on_PublishFirmware(self, payload: dict) -> dict:
+        return {"status": "Rejected"}  # the demo is no local controller: nothing to publish from
+
+    def on_UnpublishFirmware(self, payload: dict) -> dict:
+        return {"status": "NoFirmware"}
+
+    def on_GetLog(self, payload: dict) -> dict:
+        location = str((payload.get("log") or {}).get("remoteLocation", ""))
+        self.charger.spawn(self.charger.upload_log(location, payload.get("requestId")))
+        return {"status": "Accepted", "filename": LOG_FILE}
+
+    def on_CustomerInformation(self, payload: dict) -> dict:
+        if payload.get("report"):
+            self.follow_up("NotifyCustomerInformation", {
+                "data": "the demo charger keeps no customer data", "seqNo": 0,
+                "generatedAt": now_iso(), "requestId": payload.get("requestId"), "tbc": False})
+        return {"status": "Accepted"}
+
+    def on_CertificateSigned(self, payload: dict) -> dict:
+        return self.charger.on_CertificateSigned(payload)
+
+    def on_InstallCertificate(self, payload: dict) -> dict:
+        return self.charger.on_InstallCertificate(payload)
+
+    def on_DeleteCertificate(self, payload: dict) -> dict:
+        return self.charger.on_DeleteCertificate(payload)
+
+    def on_GetInstalledCertificateIds(self, payload: dict) -> dict:
+        asked = payload.get("certificateType") or CERTIFICATE_USES_201
+        chain = [{"certificateType": kind, "certificateHashData": hash_data(pem)}
+                 for kind in asked for pem in self.charger.certificates.get(kind, [])]
+        if not chain:
+            return {"status": "NotFound"}
+        return {"status": "Accepted", "certificateHashDataChain": chain}
+
+    def on_SetDisplayMessage(self, payload: dict) -> dict:
+        message = payload.get("message") or {}
+        self.messages[message.get("id")] = message
+        return {"status": "Accepted"}
+
+    def on_GetDisplayMessages(self, payload: dict) -> dict:
+        asked = payload.get("id")
+        found = [message for message_id, message in self.messages.items()
+                 if not asked or message_id in asked]
+        if not found:
+            return {"status": "Unknown"}
+        self.follow_up("NotifyDisplayMessages", {"requestId": payload.get("requestId"),
+                                                 "messageInfo": found, "tbc": False})
+        return {"status": "Accepted"}
+
+    def on_ClearDisplayMessage(self, payload: dict) -> dict:
+        found = self.messages.pop(payload.get("id"), None)
+        return {"status": "Accepted" if found is not None else "Unknown"}
+
+
+class V201Requests(V201DeviceModel, V201Control, V201Services):
+    """Every CSMS-initiated message of OCPP 2.0.1, answered: one on_<Action> each."""
+
+
+CHARGERS = {"1.6": DemoCharger, "2.0.1": DemoCharger201}
+SUBPROTOCOLS = {"1.6": "ocpp1.6", "2.0.1": "ocpp2.0.1"}
 
 
 class ServerGone(Exception):
@@ -685,7 +1316,7 @@ async def connect(options: argparse.Namespace) -> Any:
     deadline = time.monotonic() + options.connect_timeout
     while True:
         try:
-            return await websockets.connect(options.url, subprotocols=["ocpp1.6"])
+            return await websockets.connect(options.url, subprotocols=[SUBPROTOCOLS[options.ocpp]])
         except websockets.InvalidURI as exc:
             say(f"cannot use the URL {options.url}: {exc} (expected "
                 f"ws://host:port/<charge point id>)")
@@ -709,8 +1340,11 @@ async def main(options: argparse.Namespace) -> int:
         if isinstance(websocket, int):
             return websocket
         say("connected to %s (%s dialect)"
-            % (options.url, "flexicharge" if options.flexicharge else "ocpp1.6"))
-        charger = station.charger = DemoCharger(websocket, options, station)
+            % (options.url, "flexicharge" if options.flexicharge else SUBPROTOCOLS[options.ocpp]))
+        if websocket.subprotocol != SUBPROTOCOLS[options.ocpp]:
+            say("the server did not choose %s (it chose %s)"
+                % (SUBPROTOCOLS[options.ocpp], websocket.subprotocol or "none"))
+        charger = station.charger = CHARGERS[options.ocpp](websocket, options, station)
         try:
             if await charger.run():
                 return 0  # --once: the transaction has stopped
@@ -732,6 +1366,8 @@ def parse_args(argv: Optional[list] = None) -> argparse.Namespace:
     parser.add_argument("url", nargs="?", default="ws://127.0.0.1:60003/CP-1",
                         help="the mock server's URL "
                         "with the charge point id as its last path segment (default %(default)s)")
+    parser.add_argument("--ocpp", choices=sorted(SUBPROTOCOLS), default="1.6",
+                        help="the OCPP version it speaks (default %(default)s)")
     parser.add_argument("--flexicharge", action="store_true",
                         help="speak the FlexiCharge charger's dialect")
     parser.add_argument("--connector", type=int, default=1,
@@ -757,7 +1393,14 @@ def parse_args(argv: Optional[list] = None) -> argparse.Namespace:
                              "drawing power")
     parser.add_argument("--connect-timeout", type=float, default=30.0,
                         help="keep trying to connect this long, seconds (default %(default)s)")
-    return parser.parse_args(argv)
+    options = parser.parse_args(argv)
+    if options.ocpp != "1.6" and options.flexicharge:
+        parser.error("--flexicharge is a dialect of OCPP 1.6: it cannot go with --ocpp "
+                     + options.ocpp)
+    if options.ocpp != "1.6" and options.misbehave:
+        parser.error("--misbehave works with OCPP 1.6 only for now, not with --ocpp "
+                     + options.ocpp)
+    return options
 
 
 if __name__ == "__main__":

@@ -144,7 +144,10 @@ async def test_a_flexicharge_charger_is_served_as_it_is(start_server):
     await charger.close()
 
     # The path-less FlexiCharge URL gets an id derived from the peer address.
-    server.wait_for(r"127\.0\.0\.1 \*\* connected from 127\.0\.0\.1:\d+ with no id in the URL path")
+    server.wait_for(
+        r"127\.0\.0\.1 \*\* connected from 127\.0\.0\.1:\d+ \(OCPP 1\.6\) "
+        r"with no id in the URL path"
+    )
     # Its own MeterValues form, rendered as measurand value unit.
     server.wait_for(
         r"<- MeterValues connector 1, transaction 1: SoC 42 %, Power\.Active,Import 7400 W, "

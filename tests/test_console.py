@@ -91,7 +91,8 @@ async def test_chargers_lists_state(start_server):
     mark = server.mark()
     server.type("chargers")
     server.wait_for(
-        r">> CP-1  \(127\.0\.0\.1:\d+, dialect ocpp1\.6, subprotocol ocpp1\.6\)", since=mark
+        r">> CP-1  \(127\.0\.0\.1:\d+, OCPP 1\.6, dialect ocpp1\.6, subprotocol ocpp1\.6\)",
+        since=mark,
     )
     server.wait_for(r">>   boot: Accepted  Test Mock-1", since=mark)
     server.wait_for(r">>   connectors: 1 Charging", since=mark)

@@ -90,9 +90,9 @@ def block(key: str) -> str:
 
 # ---------------------------------------------------------------- what runs each block
 
-GUIDE_SESSION = "docs/guide.md: 23:31:18.685 CP-1 ** connected from 127.0.0.1:34500"
+GUIDE_SESSION = "docs/guide.md: 23:31:18.685 CP-1 ** connected from 127.0.0.1:34500 (OCPP 1.6)"
 GUIDE_BANNER = (
-    "docs/guide.md: 15:32:16.520 >> OCPP Mock Server 0.1.0: OCPP 1.6-J central system (webso"
+    "docs/guide.md: 15:32:16.520 >> OCPP Mock Server 0.1.0: OCPP 1.6 and 2.0.1 central syste"
 )
 GUIDE_SERVER = (
     "docs/guide.md: python ocpp_mock_server.py --auto-start-after 1 --auto-stop-after 3 --lo"

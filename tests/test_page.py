@@ -126,6 +126,7 @@ def test_the_page_shows_a_session_started_from_its_button(start_server):
         wait_in_browser(
             from_browser, lambda: "transaction 1" in card.text, "the open transaction on the card"
         )
+        assert "OCPP 1.6" in card.find_element(By.TAG_NAME, "h3").text  # the version it speaks
         # The command box speaks the console's language.
         from_browser.find_element(By.ID, "line").send_keys("chargers")
         from_browser.find_element(By.CSS_SELECTOR, "#command button").click()

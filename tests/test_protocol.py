@@ -670,3 +670,53 @@ def test_a_websockets_too_old_to_serve_is_one_line(tmp_path):
         "ocpp_mock_server: websockets 8.1 is installed; this server needs websockets 10.3 or "
         "newer: pip install -U websockets"
     ]
+
+
+# ------------------------------------------------------------- OCPP-J 2.0.1's RPC rules
+
+
+@charger_test
+async def test_a_201_station_gets_the_201_rpc_errors(start_server):
+    server = start_server("--no-boot-data")
+    station = await Charger.connect(server.url, "CS-1", subprotocols=("ocpp2.0.1",))
+    await station.send_frame("not json")
+    not_json = await station.receive()
+    assert not_json[:3] == [4, "-1", "RpcFrameworkError"] and not_json[4] == {}, not_json
+    await station.send_frame([5, "m7", "Heartbeat", {}])
+    unknown_type = await station.receive()
+    assert unknown_type[:3] == [4, "m7", "MessageTypeNotSupported"], unknown_type
+    await station.send_frame([9])
+    no_id = await station.receive()
+    assert no_id[:3] == [4, "-1", "MessageTypeNotSupported"], no_id
+    await station.send_frame([])
+    unreadable = await station.receive()
+    assert unreadable[:3] == [4, "-1", "RpcFrameworkError"], unreadable
+    await station.send_frame([2, 5, "Heartbeat", {}])
+    number_id = await station.receive()
+    assert number_id[:3] == [4, "5", "FormatViolation"], number_id
+    assert len(number_id[3]) <= 255
+    await station.close()
+
+    legacy = await Charger.connect(server.url, "CP-1", subprotocols=("ocpp1.6",))
+    await legacy.send_frame([5, "m7", "Heartbeat", {}])
+    await legacy.send_frame([2, 5, "Heartbeat", {}])
+    assert (await legacy.receive())[:3] == [4, "5", "FormationViolation"]  # 1.6 ignores type 5
+    await legacy.close()
+
+
+@charger_test
+async def test_a_201_station_answering_with_a_16_spelling_gets_a_warning_not_a_broken_session(
+        start_server):
+    server = start_server("--no-boot-data")
+    station = await Charger.connect(server.url, "CS-1", subprotocols=("ocpp2.0.1",))
+    server.wait_for(r"CS-1 \*\* connected from 127\.0\.0\.1:\d+ \(OCPP 2\.0\.1\)")
+    server.type("raw [2,\"r1\",\"ClearCache\",{}]")
+    call = await station.expect_call("ClearCache")
+    await station.send_frame([4, call[1], "FormationViolation", "old spelling", {}])
+    server.wait_for(r"CS-1 !! spec: CALLERROR code FormationViolation is the old spelling; "
+                    r"OCPP 2\.0\.1 calls it FormatViolation")
+    server.type("raw [2,\"r2\",\"ClearCache\",{}]")
+    call = await station.expect_call("ClearCache")
+    await station.send_frame([3, call[1], {"status": "Accepted"}])
+    server.wait_for(r"CS-1 <- ClearCache\.conf")
+    await station.close()

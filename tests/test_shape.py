@@ -53,3 +53,31 @@ def test_the_rule_finds_a_long_function(tmp_path, monkeypatch):
     (tmp_path / "long.py").write_text(f"def long():\n{body}\n", encoding="utf-8")
     monkeypatch.setattr("test_shape.ROOT", tmp_path)
     assert _too_long("long.py") == ["long.py:1: function long is 46 lines"]
+
+
+# Issue "OCPP 2.0.1 on the same engine", item 2: the version is data.  Only the tables name a
+# version; no code compares a version (or a dialect of one) to decide what to do.
+VERSION_TEXTS = {"1.6", "2.0.1", "ocpp1.6", "ocpp2.0.1", "ocpp2.0"}
+VERSION_NAMES = {"OCPP16", "OCPP201", "RPC_16", "RPC_201", "DIALECT_OCPP16", "DIALECT_OCPP201"}
+TABLE_LINES = ("DIALECT_OCPP16 =", "DIALECT_OCPP201 =", "RPC_16 =", "RPC_201 =", '"2.0.1", "ocpp')
+
+
+def _names_a_version(node: ast.AST) -> bool:
+    if isinstance(node, ast.Constant):
+        return node.value in VERSION_TEXTS
+    return isinstance(node, ast.Name) and node.id in VERSION_NAMES
+
+
+def test_no_code_branches_on_the_ocpp_version():
+    source = (ROOT / "ocpp_mock_server.py").read_text(encoding="utf-8")
+    lines = source.splitlines()
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare) and any(
+                _names_a_version(operand) for operand in [node.left, *node.comparators]):
+            found.append(f"{node.lineno}: a comparison with a version: {lines[node.lineno - 1]}")
+        elif isinstance(node, ast.Constant) and node.value in VERSION_TEXTS:
+            line = lines[node.lineno - 1]
+            if not any(table in line for table in TABLE_LINES):
+                found.append(f"{node.lineno}: a version literal outside the tables: {line}")
+    assert found == []

@@ -52,9 +52,9 @@ def test_samples_are_valid_by_the_oracle():
 @pytest.mark.parametrize(
     "table, suffix",
     [
-        (mock.CHARGER_REQUEST_RULES, ""),
-        (mock.SERVER_REQUEST_RULES, ""),
-        (mock.CHARGER_REPLY_RULES, "Response"),
+        (mock.OCPP16.charger_request_rules, ""),
+        (mock.OCPP16.server_request_rules, ""),
+        (mock.OCPP16.charger_reply_rules, "Response"),
     ],
 )
 def test_lint_rules_match_the_official_schemas(table, suffix):
@@ -68,9 +68,10 @@ def test_lint_rules_match_the_official_schemas(table, suffix):
 def test_lint_tables_cover_every_official_action():
     official = {path.stem for path in SCHEMAS.glob("*.json")}
     requests = {name for name in official if not name.endswith("Response")}
-    assert set(mock.CHARGER_REQUEST_RULES) | set(mock.SERVER_REQUEST_RULES) == requests
-    assert set(mock.CHARGER_REPLY_RULES) == set(mock.SERVER_REQUEST_RULES)
-    assert set(mock.CHARGER_ACTION_HANDLERS) == set(mock.CHARGER_REQUEST_RULES)
+    version = mock.OCPP16
+    assert set(version.charger_request_rules) | set(version.server_request_rules) == requests
+    assert set(mock.OCPP16.charger_reply_rules) == set(mock.OCPP16.server_request_rules)
+    assert set(mock.CHARGER_ACTION_HANDLERS) == set(mock.OCPP16.charger_request_rules)
 
 
 def test_lint_agrees_with_the_oracle_on_fixture_payloads():
@@ -82,7 +83,7 @@ def test_lint_agrees_with_the_oracle_on_fixture_payloads():
         if entry["dir"] == "charger->server" and frame[0] == 2:
             action, payload = frame[2], frame[3]
             oracle = schema_problems(action, payload)
-            lint = mock.lint_payload(mock.CHARGER_REQUEST_RULES[action], payload)
+            lint = mock.lint_payload(mock.OCPP16.charger_request_rules[action], payload)
             assert bool(oracle) == bool(lint), (action, oracle, [str(p) for p in lint])
             checked += 1
     assert checked >= 6
@@ -173,7 +174,7 @@ def test_the_lint_caps_problems_and_computes_hints_only_when_shown(monkeypatch):
         mock.difflib, "get_close_matches", lambda *a, **k: calls.append(a) or original(*a, **k)
     )
     assert len(json.dumps(NEAR_MISS, separators=(",", ":"))) < 64 * 1024
-    problems = mock.lint_payload(mock.CHARGER_REQUEST_RULES["MeterValues"], NEAR_MISS)
+    problems = mock.lint_payload(mock.OCPP16.charger_request_rules["MeterValues"], NEAR_MISS)
     assert len(problems) == mock.MAX_PROBLEMS_PER_FRAME
     assert calls == []
     assert "did you mean Energy.Active.Import.Register?" in str(problems[0])

@@ -21,6 +21,7 @@ from conftest import (
     _raw_send,
     _refusal_status,
     charger_test,
+    http,
     run,
 )
 
@@ -33,25 +34,58 @@ async def test_a_charger_without_subprotocol_is_served_with_a_warning(start_serv
     assert charger.ws.subprotocol is None
     assert (await charger.call("Heartbeat", {}))[0] == 3
     await charger.close()
-    negotiated = await Charger.connect(server.url, "CP-2", subprotocols=("ocpp2.0.1", "ocpp1.6"))
-    assert negotiated.ws.subprotocol == "ocpp1.6"
-    await negotiated.close()
+    server.wait_for(r"CP-1 !! spec: no subprotocol negotiated \(charger offered: none\); "
+                    r"serving it as OCPP 1\.6 \(--ocpp\)")
 
-    server.wait_for(r"CP-1 !! spec: no ocpp1.6 subprotocol negotiated \(charger offered: none\)")
+
+@charger_test
+async def test_the_chargers_first_choice_of_the_servers_subprotocols_is_taken(start_server):
+    """On every websockets release: below 13 the library ranks both lists by itself."""
+    server = start_server("--no-boot-data")
+    for number, offered in enumerate([("ocpp2.0.1", "ocpp1.6"), ("ocpp1.6", "ocpp2.0.1"),
+                                      ("ocpp2.0", "ocpp1.6", "ocpp2.0.1"), ("ocpp2.0.1",)]):
+        charger = await Charger.connect(server.url, f"CP-{number}", subprotocols=offered)
+        chosen = next(name for name in offered if name in ("ocpp1.6", "ocpp2.0.1"))
+        assert charger.ws.subprotocol == chosen, offered
+        await charger.close()
+        server.wait_for(rf"CP-{number} \*\* connected")
+    records = await http(server, "GET", "/api/chargers")
+    versions = {record["id"]: record["version"] for record in records.json["chargers"]}
+    assert versions == {"CP-0": "2.0.1", "CP-1": "1.6", "CP-2": "1.6", "CP-3": "2.0.1"}
+
+
+@charger_test
+async def test_a_201_identity_too_long_or_with_a_colon_is_a_warning_and_refused_if_strict(
+        start_server):
+    lenient = start_server("--no-boot-data")
+    long_id = "CP-" + "x" * 46  # 49 characters: OCPP 2.0.1 allows 48
+    for charger_id in (long_id, "CP:1"):
+        charger = await Charger.connect(lenient.url, charger_id, subprotocols=("ocpp2.0.1",))
+        await charger.close()
+    lenient.wait_for(r"!! spec: the charging station identity is 49 characters long; OCPP "
+                     r"2\.0\.1 allows 48; serving it anyway")
+    lenient.wait_for(r"!! spec: the charging station identity holds ':'")
+    as_16 = await Charger.connect(lenient.url, long_id + "y", subprotocols=("ocpp1.6",))
+    await as_16.close()  # 1.6 sets no such limit
+    strict = start_server("--strict", "--no-boot-data")
+    with pytest.raises(websockets.InvalidHandshake) as refused:
+        await Charger.connect(strict.url, "CP:1", subprotocols=("ocpp2.0.1",))
+    assert _refusal_status(refused.value) == 400
+    strict.wait_for(r"HTTP 400, the charging station identity holds ':'.*\(--strict\)")
 
 
 @charger_test
 async def test_a_charger_offering_only_other_subprotocols_is_refused_in_every_mode(start_server):
     server = start_server("--no-boot-data")
     with pytest.raises(websockets.InvalidHandshake) as refused:
-        await Charger.connect(server.url, "CP-20", subprotocols=("ocpp2.0.1", "ocpp2.0"))
+        await Charger.connect(server.url, "CP-20", subprotocols=("ocpp2.0", "ocpp1.5"))
     assert _refusal_status(refused.value) == 400
     server.wait_for(
         r"!! refused a connection( from 127\.0\.0\.1:\d+)? to \"/CP-20\": HTTP 400, the charger "
         r"offered "
-        r"the subprotocols ocpp2\.0\.1, ocpp2\.0, not ocpp1\.6"
+        r"the subprotocols ocpp2\.0, ocpp1\.5, not ocpp1\.6 or ocpp2\.0\.1"
     )
-    served = await Charger.connect(server.url, "CP-16", subprotocols=("ocpp2.0.1", "ocpp1.6"))
+    served = await Charger.connect(server.url, "CP-16", subprotocols=("ocpp2.0", "ocpp1.6"))
     assert served.ws.subprotocol == "ocpp1.6"
     await served.close()
 
@@ -147,14 +181,14 @@ async def test_strict_refuses_a_charger_without_the_ocpp16_subprotocol(start_ser
         await Charger.connect(server.url, subprotocols=())
     assert _refusal_status(refused.value) == 400
     with pytest.raises(websockets.InvalidHandshake):
-        await Charger.connect(server.url, subprotocols=("ocpp2.0.1",))
+        await Charger.connect(server.url, subprotocols=("ocpp2.0",))
     charger = await Charger.connect(server.url)  # offers ocpp1.6
     await charger.call("BootNotification", CHARGER_REQUEST_SAMPLES["BootNotification"])
     await charger.close()
 
     server.wait_for(
-        r"!! refused a connection.*HTTP 400, the charger must offer the ocpp1\.6 subprotocol "
-        r"\(--strict\); it offered none"
+        r"!! refused a connection.*HTTP 400, the charger must offer a subprotocol "
+        r"\(ocpp1\.6, ocpp2\.0\.1\) \(--strict\); it offered none"
     )
 
 
