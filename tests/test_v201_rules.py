@@ -21,7 +21,7 @@ import ocpp
 import pytest
 
 import ocpp_mock_server as mock
-from conftest import ROOT, _compare_object
+from conftest import ROOT, Charger, _compare_object, charger_test
 
 V201_SCHEMAS = Path(ocpp.__file__).resolve().parent / "v201" / "schemas"
 
@@ -307,3 +307,28 @@ def test_the_mutations_reach_every_kind_of_rule():
             for steps, schema, value in builder.sites(root, payload, (), []):
                 kinds.update(kind for kind, *_ in _mutations(builder.rng, schema, value, steps))
     assert kinds == MUTATION_KINDS
+
+
+# ------------------------------------------------------ Over a real websocket, as a 2.0.1 station
+
+
+@charger_test
+async def test_a_201_stations_replies_are_linted_by_the_201_rules(start_server):
+    server = start_server("--no-boot-data")
+    station = await Charger.connect(server.url, "CS-1", subprotocols=("ocpp2.0.1",))
+    server.wait_for(r"CS-1 \*\* connected from 127\.0\.0\.1:\d+ \(OCPP 2\.0\.1\)")
+    replies = [
+        {"status": "Accepted", "customData": {"vendorId": "ACME", "anything": [1, "goes"]}},
+        {"status": "Hard", "statusInfo": {"reasonCode": "R" * 21, "customData": {"x": 1}}},
+    ]
+    for number, reply in enumerate(replies):
+        server.type(f'raw [2,"r{number}","Reset",{{"type":"Immediate"}}]')
+        call = await station.expect_call("Reset")
+        await station.send_frame([3, call[1], reply])
+        server.wait_for(r"CS-1 <- Reset\.conf", since=number)
+    await station.close()
+    output = server.settled_output()
+    assert output.count("spec:") == 3, output  # none for the open customData's extra field
+    assert 'spec: Reset.conf.status "Hard" is not allowed (one of Accepted, Rejected, Sch' in output
+    assert "spec: Reset.conf.statusInfo.reasonCode is 21 characters long, the limit is 20" in output
+    assert "spec: Reset.conf.statusInfo.customData.vendorId is required but missing" in output
