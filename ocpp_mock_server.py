@@ -675,11 +675,12 @@ LOCAL_CLOCK = SecondClock("%H:%M:%S", time.localtime)  # 15:11:34.123, for the o
 
 # --------------------------------------------------------------- Spec lint
 # Field rules of the official OCPP 1.6 JSON schemas (and the 1.6 security
-# whitepaper), compiled once at import.  Every object in those schemas is
-# closed (additionalProperties: false); in the 2.0.1 ones every object but
-# CustomDataType is (OpenObject).  A broken rule maps to the OCPP-J
-# error code a validating central system answers with (2.0.1 spells the
-# first two FormatViolation and OccurrenceConstraintViolation):
+# whitepaper), compiled once at import; the rule classes serve the 2.0.1
+# field rules too (the next section).  Every object in the 1.6 schemas is
+# closed (additionalProperties: false); in the 2.0.1 ones, every object but
+# CustomDataType, which takes any more fields (OpenObject).  A broken rule
+# maps to the OCPP-J error code a validating central system answers with
+# (2.0.1 spells two of them FormatViolation, OccurrenceConstraintViolation):
 #   wrong JSON type                -> TypeConstraintViolation
 #   required field missing, array
 #   below its minimum or above its
@@ -691,7 +692,7 @@ LOCAL_CLOCK = SecondClock("%H:%M:%S", time.localtime)  # 15:11:34.123, for the o
 
 
 class Problem:
-    """One way a payload breaks the 1.6 schema: where, what rule, which code.
+    """One way a payload breaks its OCPP schema: where, what rule, which code.
 
     ``hint`` (a "did you mean" search) is a function, run only when the
     problem is shown: a frame may carry a thousand copies of one mistake.
@@ -1046,7 +1047,7 @@ class Array(Rule):
 
     def describe(self) -> str:
         if self.max_items is not None:
-            return "array of up to %d %s" % (self.max_items, self.items.describe())
+            return "array (up to %d) of %s" % (self.max_items, self.items.describe())
         return "array of " + self.items.describe()
 
 

@@ -332,3 +332,26 @@ async def test_a_201_stations_replies_are_linted_by_the_201_rules(start_server):
     assert 'spec: Reset.conf.status "Hard" is not allowed (one of Accepted, Rejected, Sch' in output
     assert "spec: Reset.conf.statusInfo.reasonCode is 21 characters long, the limit is 20" in output
     assert "spec: Reset.conf.statusInfo.customData.vendorId is required but missing" in output
+
+
+def test_the_new_rules_say_what_is_wrong():
+    needs = mock.Object(mock.V201_CHARGER_REQUESTS["NotifyEVChargingNeeds"])
+    payload = {
+        "evseId": 1,
+        "chargingNeeds": {
+            "requestedEnergyTransfer": "DC",
+            "dcChargingParameters": {"evMaxCurrent": 100, "evMaxVoltage": 400, "bulkSoC": 101},
+        },
+    }
+    assert [str(problem) for problem in mock.lint_payload(needs, payload)] == [
+        "chargingNeeds.dcChargingParameters.bulkSoC is 101, allowed: 0 to 100"
+    ]
+    report = mock.Object(mock.V201_SERVER_REQUESTS["GetReport"])
+    payload = {"requestId": 1, "componentCriteria": ["Active"] * 5}
+    assert [str(problem) for problem in mock.lint_payload(report, payload)] == [
+        "componentCriteria has 5 elements, the limit is 4"
+    ]
+    data = mock.Object(mock.V201_CHARGER_REQUESTS["DataTransfer"])
+    assert mock.lint_payload(data, {"vendorId": "ACME", "data": {"any": ["JSON", 1, None]}}) == []
+    assert needs.fields["chargingNeeds"].describe() == "object"
+    assert report.fields["componentCriteria"].describe().startswith("array (up to 4) of one of Act")
