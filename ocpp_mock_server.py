@@ -72,7 +72,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from typing import Any, Callable, Optional, Union
 
 try:
@@ -2788,8 +2788,24 @@ MAX_READINGS_SHOWN = 30  # readings of one MeterValues on its line; the rest are
 MIN_CUT_WIDTH = 40  # columns a frame line keeps at a terminal narrower than that
 
 
+_UNIT_PREFIXES = {0: "", 3: "k", 6: "M", -3: "m"}  # a unitOfMeasure's multiplier as a prefix
+
+
+def _unit_of_measure(unit: Any) -> Any:
+    """A sampledValue's unitOfMeasure {unit, multiplier} as one unit: "Wh", "kWh" (multiplier 3),
+    "10^2 Wh"; "Wh" when it has none."""
+    if type(unit) is not dict:
+        return "Wh" if unit is None else unit
+    name, multiplier = unit.get("unit", "Wh"), unit.get("multiplier", 0)
+    if type(name) is not str or type(multiplier) is not int:
+        return unit
+    prefix = _UNIT_PREFIXES.get(multiplier)
+    return prefix + name if prefix is not None else "10^%d %s" % (multiplier, name)
+
+
 def _meter_readings(payload: dict) -> Iterator[tuple[Any, Any, Any, Any]]:
-    """(measurand, value, unit, phase) of each reading, standard or FlexiCharge form."""
+    """(measurand, value, unit, phase) of each reading, standard or FlexiCharge form; a reading
+    with a unitOfMeasure (a number value) has that as its unit."""
     meter_value = payload.get("meterValue")
     if type(meter_value) is list:
         for sample in meter_value:
@@ -2798,7 +2814,10 @@ def _meter_readings(payload: dict) -> Iterator[tuple[Any, Any, Any, Any]]:
                 for item in sampled:
                     if type(item) is dict:
                         yield (item.get("measurand", "Energy.Active.Import.Register"),
-                               item.get("value"), item.get("unit", "Wh"), item.get("phase"))
+                               item.get("value"),
+                               item["unit"] if "unit" in item else _unit_of_measure(
+                                   item.get("unitOfMeasure")),
+                               item.get("phase"))
     values = payload.get("values")
     if type(values) is dict:
         for name, item in values.items():
@@ -2865,6 +2884,8 @@ def render_meter_values(payload: dict) -> str:
         shown.append("... and %d more" % (count - MAX_READINGS_SHOWN))
     transaction = payload.get("transactionId")
     where = "connector " + _scalar_text(payload.get("connectorId"))
+    if payload.get("evseId") is not None:
+        where = "EVSE %s %s" % (_scalar_text(payload["evseId"]), where)
     if transaction is not None:
         where += ", transaction " + _scalar_text(transaction)
     return "%s: %s" % (where, ", ".join(shown))
@@ -3284,10 +3305,11 @@ EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     # a server CALL ended without a reply: timeout, failed
     "call_failed": ("action", "reason", "description"),
     "authorization": ("action", "idTag", "status", "rule"),
-    "transaction_started": ("transactionId", "connectorId", "idTag", "meterStart"),
-    "transaction_stopped": ("transactionId", "meterStop", "reason"),
+    # transactionId: a number, or a TransactionEvent's string; evseId: only a TransactionEvent's
+    "transaction_started": ("transactionId", "connectorId", "idTag", "meterStart", "evseId"),
+    "transaction_stopped": ("transactionId", "meterStop", "reason", "evseId", "connectorId"),
     # readings: [measurand, value, unit, phase]
-    "meter_values": ("connectorId", "transactionId", "readings"),
+    "meter_values": ("connectorId", "transactionId", "readings", "evseId"),
     "state_changed": ("field", "value"),  # boot (the BootNotification), or connector N (its status)
     "spec_problem": ("key", "text"),  # a spec warning, once per charger and problem
     "file_received": ("name", "size", "peer"),  # an upload to the file server, stored under name
@@ -3441,17 +3463,42 @@ SPEC_WARNINGS_KEPT = 20  # texts of a charge point's latest spec warnings, liste
 
 
 class Transaction:
-    """A transaction the server opened with its StartTransaction.conf."""
+    """An open transaction: one the server numbered in its StartTransaction.conf, or one a
+    TransactionEvent Started named (its id is then the station's string, and it is on an EVSE)."""
 
-    __slots__ = ("transaction_id", "connector_id", "id_tag", "meter_start", "started")
+    __slots__ = ("transaction_id", "connector_id", "id_tag", "meter_start", "started", "evse_id")
 
-    def __init__(self, transaction_id: int, connector_id: Optional[int], id_tag: Any,
-                 meter_start: Any) -> None:
+    def __init__(self, transaction_id: "Union[int, str]", connector_id: Optional[int],
+                 id_tag: Any, meter_start: Any, evse_id: Optional[int] = None) -> None:
         self.transaction_id = transaction_id
         self.connector_id = connector_id
         self.id_tag = id_tag
         self.meter_start = meter_start
         self.started = time.monotonic()
+        self.evse_id = evse_id
+
+    def place(self) -> str:
+        """Where it runs, as the operator reads it: "connector 1", or "EVSE 1 connector 2"."""
+        where = "connector %s" % self.connector_id
+        return where if self.evse_id is None else "EVSE %s %s" % (self.evse_id, where)
+
+
+def connector_label(key: Any) -> str:
+    """A key of ChargerState.connectors as the listings show it: "2", "1/2" or "?" (-1: none)."""
+    if type(key) is tuple:
+        return "/".join(str(part) if part >= 0 else "?" for part in key)
+    return str(key) if key >= 0 else "?"
+
+
+def boot_identity(info: dict) -> tuple[Any, Any, Any, Any]:
+    """(vendor, model, serial number, firmware version) of a BootNotification, 1.6's fields or
+    2.0.1's chargingStation; "?" and "-" where it has none."""
+    station = info.get("chargingStation")
+    if type(station) is dict:
+        return (station.get("vendorName", "?"), station.get("model", "?"),
+                station.get("serialNumber", "-"), station.get("firmwareVersion", "-"))
+    return (info.get("chargePointVendor", "?"), info.get("chargePointModel", "?"),
+            info.get("chargePointSerialNumber", "-"), info.get("firmwareVersion", "-"))
 
 
 class ChargerState:
@@ -3470,8 +3517,10 @@ class ChargerState:
         self.spec_warnings = 0
         self.boot_info: Optional[dict] = None
         self.boot_status: Optional[str] = None
-        self.connectors: dict[int, str] = {}
-        self.transactions: dict[int, Transaction] = {}  # the open ones, by id, oldest first
+        # connector -> its status; the key of an EVSE's connector is (EVSE, connector)
+        self.connectors: dict[Any, str] = {}
+        # the open ones, by id, oldest first
+        self.transactions: dict[Union[int, str], Transaction] = {}
         self.last_meter_values: Optional[dict] = None
         self.authorizations: collections.deque[tuple[str, str, str, str]] = collections.deque(
             maxlen=5)
@@ -3482,8 +3531,9 @@ class ChargerState:
         # Its latest spec warnings' texts, for the page's list (spec_warnings counts them all).
         self.spec_texts: collections.deque[str] = collections.deque(maxlen=SPEC_WARNINGS_KEPT)
 
-    def set_connector(self, connector: Optional[int], status: str) -> bool:
-        """Record a connector's status; False when the table is full and the connector is new."""
+    def set_connector(self, connector: Any, status: str) -> bool:
+        """Record a connector's status (``connector``: its number, or (EVSE, connector)); False
+        when the table is full and the connector is new."""
         key = connector if connector is not None else -1
         if key not in self.connectors and len(self.connectors) >= MAX_CONNECTORS:
             return False
@@ -3497,13 +3547,19 @@ class ChargerState:
             return self.transactions.pop(next(iter(self.transactions)))
         return None
 
-    def close_transaction(self, transaction_id: Optional[int]) -> Optional[Transaction]:
+    def close_transaction(self, transaction_id: "Union[int, str, None]") -> Optional[Transaction]:
         return self.transactions.pop(transaction_id, None) if transaction_id is not None else None
 
     def open_transactions_text(self) -> str:
         if not self.transactions:
             return " (none is open)"
-        return " (open: %s)" % ", ".join(str(number) for number in self.transactions)
+        return " (open: %s)" % ", ".join(printable(str(number), 40) for number in self.transactions)
+
+    def connector_statuses(self) -> list[tuple[str, str]]:
+        """(connector, status) pairs in order, a connector as "2", "1/2" (EVSE 1's connector 2)
+        or "?" (no number)."""
+        return [(connector_label(key), status) for key, status in sorted(
+            self.connectors.items(), key=lambda item: (type(item[0]) is tuple, item[0]))]
 
     def describe(self) -> list[str]:
         """The lines of the console's `chargers` listing about this charge point's state."""
@@ -3511,25 +3567,22 @@ class ChargerState:
         if self.boot_info is None:
             lines.append("  boot: no BootNotification yet")
         else:
-            info = self.boot_info
             lines.append("  boot: %s  %s %s  serial %s  firmware %s" % tuple(
                 printable(value if isinstance(value, str) else render_json(value), 40)
-                for value in (self.boot_status, info.get("chargePointVendor", "?"),
-                              info.get("chargePointModel", "?"),
-                              info.get("chargePointSerialNumber", "-"),
-                              info.get("firmwareVersion", "-"))))
+                for value in (self.boot_status,) + boot_identity(self.boot_info)))
         if self.connectors:
             lines.append("  connectors: " + ", ".join(
-                "%s %s" % (number if number >= 0 else "?", printable(status, 60))
-                for number, status in sorted(self.connectors.items())))
+                "%s %s" % (label, printable(status, 60))
+                for label, status in self.connector_statuses()))
         for tx in self.transactions.values():
-            lines.append("  transaction %d on connector %s, idTag %s, meterStart %s, %d s old" % (
-                tx.transaction_id, tx.connector_id, _show(tx.id_tag), tx.meter_start,
+            lines.append("  transaction %s on %s, idTag %s, meterStart %s, %d s old" % (
+                printable(str(tx.transaction_id), 40), tx.place(), _show(tx.id_tag), tx.meter_start,
                 time.monotonic() - tx.started))
         if not self.transactions:
             lines.append("  no open transaction")
         if self.last_meter_values is not None:
-            lines.append("  last meter values: " + render_meter_values(self.last_meter_values))
+            lines.append("  last meter values: " + printable(
+                render_meter_values(self.last_meter_values), MAX_SHOWN))
         for action, id_tag, status, rule in self.authorizations:
             lines.append("  %s idTag %s: %s (%s)" % (action, id_tag, status, rule))
         if self.key_rotated is not None:
@@ -3928,10 +3981,6 @@ class ServerCalls:
         payload = call.payload
         if session.dialect == DIALECT_FLEXICHARGE:
             payload = to_flexicharge_payload(call.action, payload)
-        if call.action == "ReserveNow":
-            session.system.note_reservation(call.payload.get("reservationId"))
-        if isinstance(call.payload, dict):
-            session.system.note_request_id(call.payload.get("requestId"))
         payload_json = dump_json(payload)
         await session.send_text(build_call(call.message_id, call.action, payload_json), call.action,
                                 payload_json)
@@ -4119,7 +4168,8 @@ class ChargingFlow:
         if delay is None:
             return
         session.log("info", "%s for transaction %s in %g s (--auto-stop-after)"
-                    % (session.version.remote_stop, transaction.transaction_id, delay))
+                    % (session.version.remote_stop, printable(str(transaction.transaction_id), 40),
+                       delay))
 
         def stop() -> None:
             if session.state.transactions.get(transaction.transaction_id) is transaction:
@@ -4309,7 +4359,9 @@ class ChargerSession:
     def call(self, action: str, payload: Any,
              on_done: Optional[Callable[[CallOutcome], None]] = None
              ) -> PendingCall:
-        """Queue a CALL to this charger (see CallQueue)."""
+        """Queue a CALL to this charger (see CallQueue), noting the ids it gives out."""
+        if isinstance(payload, dict):
+            self.system.note_given_ids(action, payload)
         return self.queue.call(action, payload, on_done)
 
     # -- receiving
@@ -4608,7 +4660,7 @@ def check_lost_transaction(session: "ChargerSession", connector: Optional[int]) 
     for transaction in session.state.transactions.values():
         if transaction.connector_id == connector:
             check_failed(session, "transaction-lost",
-                         "a new transaction on connector %s while transaction %d "
+                         "a new transaction on connector %s while transaction %s "
                          "there was never stopped" % (connector, transaction.transaction_id))
             return
 
@@ -4654,18 +4706,20 @@ class AuthorizationRules:
         self.concurrent_tx = concurrent_tx
 
     def decide(self, system: "CentralSystem", state: "ChargerState", id_tag: Any,
-               connector: Optional[int] = None) -> tuple[dict, str]:
-        """The idTagInfo for ``id_tag`` (used on ``connector``, if starting) and the rule that
-        answered."""
+               connector: Optional[int] = None, own: Any = None) -> tuple[dict, str]:
+        """The idTagInfo for ``id_tag`` (used on ``connector``, if starting; for transaction
+        ``own``, if a TransactionEvent names one) and the rule that answered.  Its status may be
+        one of TAG_RULE_STATUSES."""
         if self.concurrent_tx and isinstance(id_tag, str):
             for other in system.states.values():
                 for open_transaction in other.transactions.values():
-                    if open_transaction.id_tag == id_tag and not (
-                            other is state and open_transaction.connector_id == connector):
+                    if open_transaction.id_tag == id_tag and not (other is state and (
+                            open_transaction.connector_id == connector if own is None
+                            else open_transaction.transaction_id == own)):
                         return {"status": "ConcurrentTx"}, (
-                            "--concurrent-tx: transaction %d on %s connector %s" % (
-                                open_transaction.transaction_id, printable(other.charger_id),
-                                open_transaction.connector_id))
+                            "--concurrent-tx: transaction %s on %s %s" % (
+                                printable(str(open_transaction.transaction_id), 40),
+                                printable(other.charger_id), open_transaction.place()))
         known = self.tags.get(id_tag) if isinstance(id_tag, str) else None
         if known is not None:
             return dict(known[0]), known[1]
@@ -4674,17 +4728,39 @@ class AuthorizationRules:
         return {"status": "Accepted"}, self.DEFAULT_RULE
 
 
+# The statuses a rule may give that only OCPP 2.0.1's idTokenInfo has, and the idTagInfo status
+# a 1.6 charger gets instead (every 1.6 status is a 2.0.1 status too).
+ID_TOKEN_ONLY_STATUSES = {"NoCredit": "Blocked", "NotAllowedTypeEVSE": "Invalid",
+                          "NotAtThisLocation": "Invalid", "NotAtThisTime": "Blocked",
+                          "Unknown": "Invalid"}
+TAG_RULE_STATUSES = AUTHORIZATION_STATUS + tuple(ID_TOKEN_ONLY_STATUSES)
+# A --tags rule: an idTagInfo whose status may also be one only idTokenInfo has.
+TAG_RULE = Object({"expiryDate": DateTime(), "parentIdTag": String(20),
+                   "status": Enum(TAG_RULE_STATUSES, required=True)})
+
+
 def id_tag_info(session: "ChargerSession", id_tag: Any, action: str,
                 connector: Optional[int] = None) -> dict:
-    """The idTagInfo the server answers for ``id_tag`` in ``action``, by the authorization rules."""
+    """The idTagInfo the server answers for ``id_tag`` in ``action``, by the authorization rules
+    (a status only idTokenInfo has becomes its ID_TOKEN_ONLY_STATUSES one)."""
     system = session.system
     info, rule = system.authorization.decide(system, session.state, id_tag, connector)
-    session.state.authorizations.append((action, _show(id_tag), info["status"], rule))
-    if rule != AuthorizationRules.DEFAULT_RULE:
-        session.log("info", "%s idTag %s: %s (%s)" % (action, _show(id_tag), info["status"], rule))
-    session.bus.publish("authorization", session.charger_id, session, action=action, idTag=id_tag,
-                        status=info["status"], rule=rule)
+    if info["status"] in ID_TOKEN_ONLY_STATUSES:
+        given = info["status"]
+        info["status"] = ID_TOKEN_ONLY_STATUSES[given]
+        rule = "%s; %s answered as %s, an idTagInfo status" % (rule, given, info["status"])
+    authorization_decided(session, action, id_tag, info["status"], rule)
     return info
+
+
+def authorization_decided(session: "ChargerSession", action: str, id_tag: Any, status: str,
+                          rule: str) -> None:
+    """Remember, show and publish what the rules answered for ``id_tag`` in ``action``."""
+    session.state.authorizations.append((action, _show(id_tag), status, rule))
+    if rule != AuthorizationRules.DEFAULT_RULE:
+        session.log("info", "%s idTag %s: %s (%s)" % (action, _show(id_tag), status, rule))
+    session.bus.publish("authorization", session.charger_id, session, action=action, idTag=id_tag,
+                        status=status, rule=rule)
 
 
 def handle_authorize(session: "ChargerSession", payload: dict) -> dict:
@@ -4831,8 +4907,237 @@ CHARGER_ACTION_HANDLERS: dict[str, Callable[["ChargerSession", dict], dict]] = {
     "SignedFirmwareStatusNotification": handle_notification,
 }
 
-# placeholder: the v201charger branch replaces it
-V201_CHARGER_ACTION_HANDLERS: dict[str, Callable[["ChargerSession", dict], Any]] = {}
+
+# The same for an OCPP 2.0.1 charging station: its replies validate against the official 2.0.1
+# response schemas.  Where a 2.0.1 message is a 1.6 one (BootNotification, Heartbeat,
+# DataTransfer, the notifications) the 1.6 handler answers it.  An idToken is authorized by its
+# idToken string, whatever its type; transactions are the station's, named by its string id.
+
+NO_V2G_PKI = {"reasonCode": "NoV2GPKI",
+              "additionalInfo": "this mock CSMS has no ISO 15118 (V2G) PKI to ask"}
+
+
+def id_token_of(id_token: Any) -> Any:
+    """The idToken string an IdTokenType carries (what the rules match), else None."""
+    return id_token.get("idToken") if type(id_token) is dict else None
+
+
+def id_token_info(session: "ChargerSession", id_token: Any, action: str, own: Any = None) -> dict:
+    """The idTokenInfo the server answers for an IdTokenType in ``action`` (of transaction
+    ``own``, if any), by the authorization rules; a --tags rule's expiryDate and parentIdTag
+    become cacheExpiryDateTime and a Central groupIdToken."""
+    system = session.system
+    token = id_token_of(id_token)
+    info, rule = system.authorization.decide(system, session.state, token, own=own)
+    authorization_decided(session, action, token, info["status"], rule)
+    answer = {"status": info["status"]}
+    if "expiryDate" in info:
+        answer["cacheExpiryDateTime"] = info["expiryDate"]
+    if "parentIdTag" in info:
+        answer["groupIdToken"] = {"idToken": info["parentIdTag"], "type": "Central"}
+    return answer
+
+
+def handle_v201_authorize(session: "ChargerSession", payload: dict) -> dict:
+    return {"idTokenInfo": id_token_info(session, payload.get("idToken"), "Authorize")}
+
+
+def _evse_key(evse: Optional[int], connector: Optional[int]) -> tuple[int, int]:
+    """The ChargerState.connectors key of an EVSE's connector (-1 for a number it lacks)."""
+    return (evse if evse is not None else -1, connector if connector is not None else -1)
+
+
+def handle_v201_status_notification(session: "ChargerSession", payload: dict) -> dict:
+    """connectorStatus of the connector evseId/connectorId, kept per EVSE and connector."""
+    status = payload.get("connectorStatus")
+    if isinstance(status, str):
+        key = _evse_key(as_int(payload.get("evseId")), as_int(payload.get("connectorId")))
+        if not session.state.set_connector(key, status):
+            session.warn_once(("connectors-cap",),
+                              "more than %d connectors; the statuses of others are not kept"
+                              % MAX_CONNECTORS)
+        elif session.bus.routes["state_changed"]:
+            session.bus.publish("state_changed", session.charger_id, session,
+                                field="connector %s" % connector_label(key), value=status)
+    return {}
+
+
+def _evse_of(payload: dict) -> tuple[Optional[int], Optional[int]]:
+    """(EVSE id, connector id) of a TransactionEvent's evse, None where it has none."""
+    evse = payload.get("evse")
+    if type(evse) is not dict:
+        return None, None
+    return as_int(evse.get("id")), as_int(evse.get("connectorId"))
+
+
+def _energy_register(payload: dict) -> Optional[float]:
+    """The first Energy.Active.Import.Register reading (no phase) of a payload's meterValue, in
+    Wh (an int when whole), else None: a 2.0.1 transaction's meterStart and meterStop."""
+    for measurand, value, unit, phase in _meter_readings(payload):
+        if measurand == "Energy.Active.Import.Register" and phase is None:
+            number = _chart_number(value, unit)
+            if number is not None:
+                return int(number) if number.is_integer() else number
+    return None
+
+
+def record_meter_values(session: "ChargerSession", readings: dict,
+                        transaction: Optional[Transaction]) -> None:
+    """A station's meter values (``readings``: evseId, connectorId, transactionId, meterValue):
+    kept as its last, charted with ``transaction``'s, published as a meter_values event."""
+    session.state.last_meter_values = readings  # rendered when the operator asks
+    charts = session.system.charts
+    if charts is not None and transaction is not None:
+        charts.add(session.charger_id, transaction, readings)
+    if session.bus.routes["meter_values"]:
+        session.bus.publish("meter_values", session.charger_id, session,
+                            evseId=readings["evseId"], connectorId=readings["connectorId"],
+                            transactionId=readings["transactionId"],
+                            readings=[list(reading) for reading in _meter_readings(readings)])
+
+
+def handle_v201_meter_values(session: "ChargerSession", payload: dict) -> dict:
+    """Meter values of an EVSE outside a transaction (evseId 0: the main meter)."""
+    record_meter_values(session, {"evseId": payload.get("evseId"), "connectorId": None,
+                                  "transactionId": None, "meterValue": payload.get("meterValue")},
+                        None)
+    return {}
+
+
+def _transaction_id_of(payload: dict) -> Optional[str]:
+    """transactionInfo.transactionId of a TransactionEvent (a number sent for it as its text)."""
+    info = payload.get("transactionInfo")
+    transaction_id = info.get("transactionId") if type(info) is dict else None
+    if type(transaction_id) is int:
+        return str(transaction_id)
+    return transaction_id if type(transaction_id) is str and transaction_id else None
+
+
+def _open_station_transaction(session: "ChargerSession", payload: dict,
+                              transaction_id: str) -> Transaction:
+    """Record a transaction a TransactionEvent names as open, and publish transaction_started."""
+    evse, connector = _evse_of(payload)
+    transaction = Transaction(transaction_id, connector, id_token_of(payload.get("idToken")),
+                              _energy_register(payload), evse)
+    forgotten = session.state.open_transaction(transaction)
+    if forgotten is not None:
+        session.warn_once(("transactions-cap",),
+                          "more than %d open transactions; forgetting the oldest (%s)"
+                          % (MAX_OPEN_TRANSACTIONS, printable(str(forgotten.transaction_id))))
+    if payload.get("eventType") != "Started":  # one line per connection: the first of a burst
+        session.warn_once(("transaction-not-open",), "TransactionEvent %s names transaction %s, "
+                          "which was not open here; it is now (further ones opened quietly)"
+                          % (_show(payload.get("eventType")), _show(transaction_id)))
+    session.after_reply(lambda: session.flow.transaction_started(transaction))
+    session.bus.publish("transaction_started", session.charger_id, session,
+                        transactionId=transaction_id, evseId=evse, connectorId=connector,
+                        idTag=transaction.id_tag, meterStart=transaction.meter_start)
+    return transaction
+
+
+def _close_station_transaction(session: "ChargerSession", payload: dict,
+                               transaction_id: str) -> None:
+    """TransactionEvent Ended: the transaction is closed, and transaction_stopped published."""
+    state = session.state
+    transaction = state.close_transaction(transaction_id)
+    if transaction is None:
+        session.log("warn", "TransactionEvent Ended names transaction %s, which is not open here%s"
+                    % (_show(transaction_id), state.open_transactions_text()))
+        return
+    if session.system.charts is not None:
+        session.system.charts.drop(session.charger_id, transaction_id)
+    info = payload["transactionInfo"]
+    session.bus.publish("transaction_stopped", session.charger_id, session,
+                        transactionId=transaction_id, evseId=transaction.evse_id,
+                        connectorId=transaction.connector_id,
+                        meterStop=_energy_register(payload), reason=info.get("stoppedReason"))
+
+
+def handle_v201_transaction_event(session: "ChargerSession", payload: dict) -> dict:
+    """Started opens the station's transaction (an Updated of one not open opens it too), its
+    meter values are kept and charted, Ended closes it; an idToken is answered its idTokenInfo."""
+    transaction_id = _transaction_id_of(payload)
+    reply: dict = {}
+    if "idToken" in payload:
+        reply["idTokenInfo"] = id_token_info(session, payload["idToken"], "TransactionEvent",
+                                             transaction_id)
+    if transaction_id is None:
+        session.warn_once(("transaction-event-id",), "TransactionEvent without a "
+                          "transactionInfo.transactionId: answered, not recorded")
+        return reply
+    event_type = payload.get("eventType")
+    transaction = session.state.transactions.get(transaction_id)
+    if transaction is None and event_type in ("Started", "Updated"):
+        transaction = _open_station_transaction(session, payload, transaction_id)
+    elif transaction is not None and transaction.id_tag is None:
+        transaction.id_tag = id_token_of(payload.get("idToken"))  # authorized later
+    if "meterValue" in payload:
+        evse, connector = (transaction.evse_id, transaction.connector_id) \
+            if transaction is not None else _evse_of(payload)
+        record_meter_values(session, {"evseId": evse, "connectorId": connector,
+                                      "transactionId": transaction_id,
+                                      "meterValue": payload["meterValue"]}, transaction)
+    if event_type == "Ended":
+        _close_station_transaction(session, payload, transaction_id)
+    return reply
+
+
+def handle_v201_sign_certificate(session: "ChargerSession",
+                                 payload: dict) -> "Union[dict, LaterReply]":
+    """A ChargingStationCertificate CSR (the default type) as SignCertificate in 1.6; a
+    V2GCertificate one is Rejected (no V2G PKI here)."""
+    kind = payload.get("certificateType")
+    if kind is None or kind == "ChargingStationCertificate":
+        return session.system.signing.answer(session, payload.get("csr"))
+    session.log("warn", "SignCertificate for a %s: answered Rejected (%s)"
+                % (_show(kind), NO_V2G_PKI["additionalInfo"]))
+    return {"status": "Rejected", "statusInfo": dict(NO_V2G_PKI)}
+
+
+def handle_no_v2g_pki(session: "ChargerSession", payload: dict) -> dict:
+    """Get15118EVCertificate and GetCertificateStatus: Failed, as no V2G PKI is behind this
+    server; one line per connection says so."""
+    session.warn_once(("no-v2g-pki",), "an ISO 15118 certificate request is answered Failed: %s"
+                      % NO_V2G_PKI["additionalInfo"])
+    return {"status": "Failed", "statusInfo": dict(NO_V2G_PKI)}
+
+
+def handle_get_15118_ev_certificate(session: "ChargerSession", payload: dict) -> dict:
+    return dict(handle_no_v2g_pki(session, payload), exiResponse="")
+
+
+def handle_accepted(session: "ChargerSession", payload: dict) -> dict:
+    """NotifyEVChargingNeeds and NotifyEVChargingSchedule: Accepted."""
+    return {"status": "Accepted"}
+
+
+V201_CHARGER_ACTION_HANDLERS: dict[str, Callable[["ChargerSession", dict], Any]] = {
+    "Authorize": handle_v201_authorize,
+    "BootNotification": handle_boot_notification,
+    "ClearedChargingLimit": handle_notification,
+    "DataTransfer": handle_data_transfer,
+    "FirmwareStatusNotification": handle_notification,
+    "Get15118EVCertificate": handle_get_15118_ev_certificate,
+    "GetCertificateStatus": handle_no_v2g_pki,
+    "Heartbeat": handle_heartbeat,
+    "LogStatusNotification": handle_notification,
+    "MeterValues": handle_v201_meter_values,
+    "NotifyChargingLimit": handle_notification,
+    "NotifyCustomerInformation": handle_notification,
+    "NotifyDisplayMessages": handle_notification,
+    "NotifyEVChargingNeeds": handle_accepted,
+    "NotifyEVChargingSchedule": handle_accepted,
+    "NotifyEvent": handle_notification,
+    "NotifyMonitoringReport": handle_notification,
+    "NotifyReport": handle_notification,
+    "PublishFirmwareStatusNotification": handle_notification,
+    "ReportChargingProfiles": handle_notification,
+    "ReservationStatusUpdate": handle_notification,
+    "SecurityEventNotification": handle_notification,
+    "SignCertificate": handle_v201_sign_certificate,
+    "StatusNotification": handle_v201_status_notification,
+    "TransactionEvent": handle_v201_transaction_event,
+}
 
 
 # --------------------------------------------------- Server-initiated actions
@@ -4848,21 +5153,22 @@ class NoChargerYet(CommandError):
     """A charger command typed while no charger is connected: it is held."""
 
 
-def _open_transaction_id(system: "CentralSystem", session: Optional["ChargerSession"]) -> int:
-    """The one open transaction of the charger: RemoteStopTransaction's default."""
+def _open_transaction_id(session: Optional["ChargerSession"], action: str,
+                         word: str = "stopRemote") -> Any:
+    """The id of the charger's one open transaction (an int in 1.6, a string in 2.0.1): what
+    ``action`` names when typed bare.  CommandError when none or several are open, saying what to
+    type (``word``, e.g. stopRemote, with the transactionId)."""
     transactions = list(session.state.transactions.values()) if session is not None else []
     if len(transactions) == 1:
         return transactions[0].transaction_id
     if not transactions:
-        raise CommandError("no transaction is open%s; give one: RemoteStopTransaction "
-                           "transactionId=N"
-                           % (" on " + printable(session.charger_id) if session else ""))
-    raise CommandError("%s has %d open transactions (%s): say which, e.g. stopRemote "
-                       "transactionId=%d"
+        raise CommandError("no transaction is open%s; give one: %s transactionId=N"
+                           % (" on " + printable(session.charger_id) if session else "", action))
+    raise CommandError("%s has %d open transactions (%s): say which, e.g. %s transactionId=%s"
                        % (printable(session.charger_id), len(transactions), ", ".join(
-                           "%d on connector %s" % (tx.transaction_id,
-                                                   tx.connector_id) for tx in transactions),
-                          transactions[-1].transaction_id))
+                           "%s on %s" % (printable(str(tx.transaction_id), 40), tx.place())
+                           for tx in transactions),
+                          word, printable(str(transactions[-1].transaction_id), 40)))
 
 
 def boot_data_payload(system: "CentralSystem") -> dict:
@@ -4943,23 +5249,74 @@ def _installed_certificate(session: Optional["ChargerSession"]) -> dict:
     return listed[0] if listed else certificate_hash_data(DEMO_CERTIFICATE)
 
 
+# The defaults both versions send alike, one function each, shared by both tables.
+
+def _no_fields(system: "CentralSystem", session: Optional["ChargerSession"]) -> dict:
+    return {}
+
+
+def _last_reservation(system: "CentralSystem", session: Optional["ChargerSession"]) -> dict:
+    """CancelReservation: the reservation the server made last."""
+    return {"reservationId": system.last_reservation_id or 1}
+
+
+def _status_notification_trigger(system: "CentralSystem",
+                                 session: Optional["ChargerSession"]) -> dict:
+    return {"requestedMessage": "StatusNotification"}
+
+
+def _firmware_location(system: "CentralSystem", session: Optional["ChargerSession"]) -> str:
+    """firmware.bin on the file server (a placeholder URL without the HTTP port)."""
+    return file_location(system, session, "firmware.bin") or "http://127.0.0.1/firmware.bin"
+
+
+def _signed_chain(system: "CentralSystem", session: Optional["ChargerSession"]) -> dict:
+    """CertificateSigned: the chain signed for the charger last, else the demo root."""
+    return {"certificateChain": system.last_signed_chain.get(session.charger_id if session else "",
+                                                             DEMO_CERTIFICATE)}
+
+
+def _delete_installed_certificate(system: "CentralSystem",
+                                  session: Optional["ChargerSession"]) -> dict:
+    return {"certificateHashData": _installed_certificate(session)}
+
+
+def _get_log(system: "CentralSystem", session: Optional["ChargerSession"]) -> dict:
+    """GetLog (the 1.6 security whitepaper's and 2.0.1's): the diagnostics log, uploaded to the
+    file server."""
+    return {"log": {"remoteLocation": file_location(system, session) or "ftp://127.0.0.1/logs/"},
+            "logType": "DiagnosticsLog", "requestId": system.next_request_id}
+
+
+BARE_HEARTBEAT_INTERVAL = "60"  # what ChangeConfiguration and SetVariables set HeartbeatInterval to
+
+
+def _tx_default_profile(id_field: str, schedule: Callable[[dict], Any]) -> dict:
+    """SetChargingProfile's bare profile: TxDefaultProfile 1, relative, 16 A from the start; the
+    version names its id ``id_field`` and wraps the schedule with ``schedule``."""
+    return {id_field: 1, "stackLevel": 0, "chargingProfilePurpose": "TxDefaultProfile",
+            "chargingProfileKind": "Relative", "chargingSchedule": schedule(
+                {"chargingRateUnit": "A",
+                 "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 16.0}]})}
+
+
 SERVER_ACTION_DEFAULTS: dict[str, Callable[["CentralSystem", Optional["ChargerSession"]], dict]] = {
-    "CancelReservation": lambda system, session: {
-        "reservationId": system.last_reservation_id or 1},
+    "CancelReservation": _last_reservation,
     "ChangeAvailability": lambda system, session: {"connectorId": 0, "type": "Operative"},
-    "ChangeConfiguration": lambda system, session: {"key": "HeartbeatInterval", "value": "60"},
-    "ClearCache": lambda system, session: {},
-    "ClearChargingProfile": lambda system, session: {},
+    "ChangeConfiguration": lambda system, session: {"key": "HeartbeatInterval",
+                                                    "value": BARE_HEARTBEAT_INTERVAL},
+    "ClearCache": _no_fields,
+    "ClearChargingProfile": _no_fields,
     "DataTransfer": lambda system, session: boot_data_payload(system),
     "GetCompositeSchedule": lambda system, session: {"connectorId": 1, "duration": 3600},
-    "GetConfiguration": lambda system, session: {},
+    "GetConfiguration": _no_fields,
     "GetDiagnostics": lambda system, session: {
         "location": file_location(system, session) or "ftp://127.0.0.1/diagnostics/"},
-    "GetLocalListVersion": lambda system, session: {},
+    "GetLocalListVersion": _no_fields,
     "RemoteStartTransaction": lambda system, session: {
         "connectorId": 1, "idTag": system.options.id_tag},
     "RemoteStopTransaction": lambda system, session: {
-        "transactionId": _open_transaction_id(system, session)},
+        "transactionId": _open_transaction_id(session, "RemoteStopTransaction")},
     "ReserveNow": lambda system, session: {
         "connectorId": 1, "expiryDate": _in_one_hour(), "idTag": system.options.id_tag,
         "reservationId": system.peek_reservation_id()},
@@ -4970,46 +5327,154 @@ SERVER_ACTION_DEFAULTS: dict[str, Callable[["CentralSystem", Optional["ChargerSe
                                     "idTagInfo": {"status": "Accepted"}}]},
     "SetChargingProfile": lambda system, session: {
         "connectorId": 1,
-        "csChargingProfiles": {
-            "chargingProfileId": 1, "stackLevel": 0, "chargingProfilePurpose": "TxDefaultProfile",
-            "chargingProfileKind": "Relative",
-            "chargingSchedule": {"chargingRateUnit": "A",
-                                 "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 16.0}]}}},
-    "TriggerMessage": lambda system, session: {"requestedMessage": "StatusNotification"},
+        "csChargingProfiles": _tx_default_profile("chargingProfileId", lambda schedule: schedule)},
+    "TriggerMessage": _status_notification_trigger,
     "UnlockConnector": lambda system, session: {"connectorId": 1},
     "UpdateFirmware": lambda system, session: {
-        "location": file_location(system, session, "firmware.bin")
-                                               or "http://127.0.0.1/firmware.bin",
-        "retrieveDate": UTC_CLOCK.now()},
+        "location": _firmware_location(system, session), "retrieveDate": UTC_CLOCK.now()},
     # The OCPP 1.6 security whitepaper's.
-    "CertificateSigned": lambda system, session: {
-        "certificateChain": system.last_signed_chain.get(session.charger_id if session else "",
-                                                         DEMO_CERTIFICATE)},
-    "DeleteCertificate": lambda system, session: {
-        "certificateHashData": _installed_certificate(session)},
-    "ExtendedTriggerMessage": lambda system, session: {"requestedMessage": "StatusNotification"},
+    "CertificateSigned": _signed_chain,
+    "DeleteCertificate": _delete_installed_certificate,
+    "ExtendedTriggerMessage": _status_notification_trigger,
     "GetInstalledCertificateIds": lambda system, session: {
         "certificateType": "CentralSystemRootCertificate"},
-    "GetLog": lambda system, session: {
-        "log": {"remoteLocation": file_location(system, session) or "ftp://127.0.0.1/logs/"},
-        "logType": "DiagnosticsLog", "requestId": system.next_request_id},
+    "GetLog": _get_log,
     "InstallCertificate": lambda system, session: {
         "certificateType": "CentralSystemRootCertificate", "certificate": DEMO_CERTIFICATE},
     "SignedUpdateFirmware": lambda system, session: {
         "requestId": system.next_request_id,
-        "firmware": {"location": file_location(system, session, "firmware.bin")
-                     or "http://127.0.0.1/firmware.bin", "retrieveDateTime": UTC_CLOCK.now(),
+        "firmware": {"location": _firmware_location(system, session),
+                     "retrieveDateTime": UTC_CLOCK.now(),
                      "signingCertificate": DEMO_CERTIFICATE,
                      "signature": base64.b64encode(
                          hashlib.sha256(b"firmware.bin").digest()).decode("ascii")}},
 }
 
+
+def _id_token(system: "CentralSystem") -> dict:
+    """A 2.0.1 IdTokenType of --id-tag: an RFID card's (ISO14443)."""
+    return {"idToken": system.options.id_tag, "type": "ISO14443"}
+
+
+def _own_connection_data(system: "CentralSystem", session: Optional["ChargerSession"]) -> dict:
+    """SetNetworkProfile's bare connectionData: this server, at the address, scheme and URL path
+    the station reached it by (a 2.0.1 station appends its own id), with the security profile
+    that this server's flags give (1 basic auth, 2 TLS, 3 TLS with client certificates).
+    Nothing that could repoint a station elsewhere: another CSMS is named with
+    connectionData.ocppCsmsUrl=..."""
+    options = system.options
+    host, prefix = options.host, "/"
+    if session is not None:
+        local = session.websocket.local_address
+        host = local[0] if local else host
+        prefix = urllib.parse.urlsplit(request_path(session.websocket)).path.rsplit("/", 1)[0] + "/"
+    host = "[%s]" % host if ":" in host else host
+    url = "%s://%s:%d%s" % ("wss" if options.certfile else "ws", host, system.port, prefix)
+    profile = 3 if options.client_ca else 2 if options.certfile else 1
+    return {"ocppVersion": "OCPP20", "ocppTransport": "JSON", "ocppCsmsUrl": url,
+            "messageTimeout": 30, "securityProfile": profile, "ocppInterface": "Wired0"}
+
+
+def _heartbeat_variable() -> dict:
+    """The 2.0.1 component and variable of the heartbeat interval, which GetVariables, GetReport
+    and SetVariables name bare (a new dict each time: key=value arguments fill it in place)."""
+    return {"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "HeartbeatInterval"}}
+
+
+def _request_id_only(system: "CentralSystem", session: Optional["ChargerSession"]) -> dict:
+    return {"requestId": system.next_request_id}
+
+
+# PublishFirmware's and UnpublishFirmware's checksum, bare: the MD5 of the text "firmware.bin"
+BARE_FIRMWARE_CHECKSUM = "df69d20220cb1ff43f7c2cffbd2ccd8a"
+BARE_DATA_TRANSFER_VENDOR_ID = "OcppMockServer"  # a vendor the station does not know
+
+# The 2.0.1 CSMS-initiated messages (blocks A to P, and DataTransfer) as typed bare.
+V201_SERVER_ACTION_DEFAULTS: dict[str, Callable[["CentralSystem", Optional["ChargerSession"]],
+                                                dict]] = {
+    "GetBaseReport": lambda system, session: {"requestId": system.next_request_id,
+                                              "reportBase": "ConfigurationInventory"},
+    "GetReport": lambda system, session: {"requestId": system.next_request_id,
+                                          "componentVariable": [_heartbeat_variable()]},
+    "GetVariables": lambda system, session: {"getVariableData": [_heartbeat_variable()]},
+    "SetVariables": lambda system, session: {"setVariableData": [
+        dict(_heartbeat_variable(), attributeValue=BARE_HEARTBEAT_INTERVAL)]},
+    "SetNetworkProfile": lambda system, session: {
+        "configurationSlot": 1, "connectionData": _own_connection_data(system, session)},
+    "Reset": lambda system, session: {"type": "OnIdle"},
+    "ClearCache": _no_fields,
+    "SendLocalList": lambda system, session: {
+        "versionNumber": 1, "updateType": "Full",
+        "localAuthorizationList": [{"idToken": _id_token(system),
+                                    "idTokenInfo": {"status": "Accepted"}}]},
+    "GetLocalListVersion": _no_fields,
+    "GetTransactionStatus": _no_fields,
+    "RequestStartTransaction": lambda system, session: {
+        "idToken": _id_token(system), "remoteStartId": system.next_remote_start_id, "evseId": 1},
+    "RequestStopTransaction": lambda system, session: {
+        "transactionId": _open_transaction_id(session, "RequestStopTransaction")},
+    "TriggerMessage": _status_notification_trigger,
+    "UnlockConnector": lambda system, session: {"evseId": 1, "connectorId": 1},
+    "ChangeAvailability": lambda system, session: {"operationalStatus": "Operative"},
+    "ReserveNow": lambda system, session: {
+        "id": system.peek_reservation_id(), "expiryDateTime": _in_one_hour(),
+        "idToken": _id_token(system), "evseId": 1},
+    "CancelReservation": _last_reservation,
+    "CostUpdated": lambda system, session: {
+        "totalCost": 0.0, "transactionId": _open_transaction_id(session, "CostUpdated",
+                                                                "CostUpdated")},
+    "SetChargingProfile": lambda system, session: {
+        "evseId": 1,
+        "chargingProfile": _tx_default_profile("id", lambda schedule: [dict(schedule, id=1)])},
+    "GetChargingProfiles": lambda system, session: {"requestId": system.next_request_id,
+                                                    "chargingProfile": {}},
+    "ClearChargingProfile": _no_fields,
+    "GetCompositeSchedule": lambda system, session: {"evseId": 1, "duration": 3600},
+    "UpdateFirmware": lambda system, session: {
+        "requestId": system.next_request_id,
+        "firmware": {"location": _firmware_location(system, session),
+                     "retrieveDateTime": UTC_CLOCK.now()}},
+    "PublishFirmware": lambda system, session: {
+        "location": _firmware_location(system, session), "checksum": BARE_FIRMWARE_CHECKSUM,
+        "requestId": system.next_request_id},
+    "UnpublishFirmware": lambda system, session: {"checksum": BARE_FIRMWARE_CHECKSUM},
+    "CertificateSigned": _signed_chain,
+    "InstallCertificate": lambda system, session: {
+        "certificateType": "CSMSRootCertificate", "certificate": DEMO_CERTIFICATE},
+    "DeleteCertificate": _delete_installed_certificate,
+    "GetInstalledCertificateIds": _no_fields,
+    "GetLog": _get_log,
+    "GetMonitoringReport": _request_id_only,
+    "SetMonitoringBase": lambda system, session: {"monitoringBase": "All"},
+    "SetMonitoringLevel": lambda system, session: {"severity": 8},
+    "SetVariableMonitoring": lambda system, session: {"setMonitoringData": [{
+        "value": 1, "type": "Delta", "severity": 8,
+        "component": {"name": "EVSE", "evse": {"id": 1}},
+        "variable": {"name": "AvailabilityState"}}]},
+    "ClearVariableMonitoring": lambda system, session: {"id": [1]},
+    "CustomerInformation": lambda system, session: {
+        "requestId": system.next_request_id, "report": True, "clear": False,
+        "idToken": _id_token(system)},
+    "SetDisplayMessage": lambda system, session: {"message": {
+        "id": 1, "priority": "NormalCycle",
+        "message": {"format": "UTF8", "content": "Hello from the OCPP Mock Server"}}},
+    "GetDisplayMessages": _request_id_only,
+    "ClearDisplayMessage": lambda system, session: {"id": 1},
+    "DataTransfer": lambda system, session: {"vendorId": BARE_DATA_TRANSFER_VENDOR_ID},
+}
+
+
+def _keep_certificate_ids(session: "ChargerSession", listed: Any) -> None:
+    """Keep the hash data a charger listed (at most 100): DeleteCertificate defaults to the
+    first."""
+    if isinstance(listed, list):
+        session.state.certificate_ids = [item for item in listed[:100] if isinstance(item, dict)]
+
+
 def remember_certificate_ids(session: "ChargerSession", request: dict, reply: dict) -> None:
     """GetInstalledCertificateIds.conf: DeleteCertificate defaults to the first certificate
     listed."""
-    listed = reply.get("certificateHashData")
-    if isinstance(listed, list):
-        session.state.certificate_ids = [item for item in listed[:100] if isinstance(item, dict)]
+    _keep_certificate_ids(session, reply.get("certificateHashData"))
 
 
 def configuration_changed(session: "ChargerSession", request: dict, reply: dict) -> None:
@@ -5049,10 +5514,47 @@ SERVER_CALL_RESULT_HANDLERS: dict[str, Callable[["ChargerSession", dict, dict], 
     "GetInstalledCertificateIds": remember_certificate_ids,
 }
 
-# placeholder: the v201server branch replaces them
-V201_SERVER_ACTION_DEFAULTS: dict[str, Callable[["CentralSystem", Optional["ChargerSession"]],
-                                                dict]] = {}
-V201_SERVER_CALL_RESULT_HANDLERS: dict[str, Callable[["ChargerSession", dict, dict], None]] = {}
+
+def remember_certificate_chain_ids(session: "ChargerSession", request: dict, reply: dict) -> None:
+    """A 2.0.1 GetInstalledCertificateIdsResponse: its chains' own certificates, for
+    DeleteCertificate."""
+    chains = reply.get("certificateHashDataChain")
+    if isinstance(chains, list):
+        _keep_certificate_ids(session, [chain.get("certificateHashData") for chain in chains[:100]
+                                        if isinstance(chain, dict)])
+
+
+def _names_heartbeat_interval(data: Any) -> bool:
+    """Does a SetVariableData (as sent: the operator's JSON may be anything) set the actual
+    OCPPCommCtrlr.HeartbeatInterval?"""
+    if not isinstance(data, dict) or data.get("attributeType", "Actual") != "Actual":
+        return False
+    component, variable = data.get("component"), data.get("variable")
+    return (isinstance(component, dict) and component.get("name") == "OCPPCommCtrlr"
+            and isinstance(variable, dict) and variable.get("name") == "HeartbeatInterval")
+
+
+def variables_set(session: "ChargerSession", request: dict, reply: dict) -> None:
+    """SetVariables: an accepted OCPPCommCtrlr.HeartbeatInterval sets the heartbeat check's
+    interval (the results come in the order of the request's)."""
+    asked, results = request.get("setVariableData"), reply.get("setVariableResult")
+    if not isinstance(asked, list) or not isinstance(results, list):
+        return
+    for data, result in zip(asked, results):
+        if (_names_heartbeat_interval(data) and isinstance(result, dict)
+                and result.get("attributeStatus") in ("Accepted", "RebootRequired")):
+            interval = as_int(data.get("attributeValue"))
+            if interval is not None:
+                session.state.history.heartbeat_interval = interval
+
+
+# What the server remembers from a 2.0.1 station's CALLRESULTs: the certificates it listed (for
+# DeleteCertificate), an accepted heartbeat interval, a triggered message.
+V201_SERVER_CALL_RESULT_HANDLERS: dict[str, Callable[["ChargerSession", dict, dict], None]] = {
+    "GetInstalledCertificateIds": remember_certificate_chain_ids,
+    "SetVariables": variables_set,
+    "TriggerMessage": message_triggered,
+}
 
 # Key spellings the FlexiCharge charger reads in the server's CALLs (it raises
 # on transactionId, for one).  Actions not listed keep the standard spelling.
@@ -7060,24 +7562,31 @@ class ChargerStep(Step):
 
 
 class WaitStep(Step):
-    """``wait <Action>[.conf] [xN] [within S]``: consume the charger's CALLs (or replies) of that
-    action."""
+    """``wait <Action>[.conf] [key=value ...] [xN] [within S]``: consume the charger's CALLs (or
+    replies) of that action, those with these fields only (dotted keys for nested ones, e.g.
+    ``wait TransactionEvent eventType=Ended``); the others stay for later steps."""
 
-    usage = "wait <Action>[.conf] [xN] [within S]"
+    usage = "wait <Action>[.conf] [key=value ...] [xN] [within S]"
 
     def parse(self, tokens: list[str]) -> None:
         self.within = _within(tokens, self.line)
         self.count = 1
-        if len(tokens) == 2 and re.fullmatch(r"[xX]\d+", tokens[1]):
-            self.count = int(tokens[1][1:])
-            tokens = tokens[:1]
-        if len(tokens) != 1 or self.count < 1:
+        if len(tokens) >= 2 and re.fullmatch(r"[xX]\d+", tokens[-1]):
+            self.count = int(tokens.pop()[1:])
+        if not tokens or self.count < 1 or any(
+                "=" not in token or token.startswith("=") for token in tokens[1:]):
             raise self.fail_usage()
         self.kind, self.action = _wait_target(tokens[0], self.line, self.version)
+        self.fields = [tuple(token.partition("=")[::2]) for token in tokens[1:]]
+        rules = (self.version.charger_request_rules if self.kind == "call"
+                 else self.version.charger_reply_rules).get(self.action)
+        for path, _ in self.fields:
+            _check_wait_field(rules, path, self.line, tokens[0])
 
     async def run(self, runner: "ScenarioRunner") -> None:
         await runner.wait_for(self.kind, self.action, self.count,
-                              SCENARIO_DEFAULT_WITHIN if self.within is None else self.within)
+                              SCENARIO_DEFAULT_WITHIN if self.within is None else self.within,
+                              self.fields)
 
 
 class ExpectStep(Step):
@@ -7193,6 +7702,18 @@ def _wait_target(name: str, line: int, version: OcppVersion) -> tuple[str, str]:
     return "call", action
 
 
+def _check_wait_field(rules: Optional[Object], path: str, line: int, label: str) -> None:
+    """A wait step's dotted key must name a field of its message, as far as closed objects go (a
+    list index, an open object or a message of another version is not checked)."""
+    rule: Optional[Rule] = rules
+    for name in path.split("."):
+        if rule is None or type(rule) is not Object:
+            return
+        if name not in rule.fields:
+            raise ScriptError(line, "%s has no field %s (%s)" % (label, path, rule.suggest(name)))
+        rule = rule.fields[name]
+
+
 def parse_scenario(text: str, folder: str = ".", version: OcppVersion = OCPP16) -> list[Step]:
     """Check a whole scenario script (its key=@path values relative to ``folder``, its commands
     against ``version``: --ocpp); ScriptError names the first bad line."""
@@ -7258,6 +7779,15 @@ def expected_matches(actual: Any, text: str) -> bool:
     if isinstance(actual, bool) or isinstance(expected, bool):
         return actual is expected
     return actual == expected
+
+
+def _has_fields(payload: Any, fields: Sequence[tuple[str, str]]) -> bool:
+    """Has ``payload`` each (dotted path, expected value) of a wait step?"""
+    for path, text in fields:
+        found, actual = field_at(payload, path)
+        if not found or not expected_matches(actual, text):
+            return False
+    return True
 
 
 class ScenarioRunner:
@@ -7355,17 +7885,20 @@ class ScenarioRunner:
                 raise StepFailed("%s did not connect within %g s" % (who, within))
             await self.next_event(left)
 
-    async def wait_for(self, kind: str, action: str, count: int, within: float) -> None:
+    async def wait_for(self, kind: str, action: str, count: int, within: float,
+                       fields: Sequence[tuple[str, str]] = ()) -> None:
         """Consume ``count`` of the charger's messages of ``action`` (CALLs, or replies for
-        .conf)."""
-        label = action + (".conf" if kind == "reply" else "")
+        .conf) that have the ``fields`` (dotted path, expected value) given; others stay."""
+        label = " ".join([action + (".conf" if kind == "reply" else "")]
+                         + ["%s=%s" % field for field in fields])
         deadline = time.monotonic() + within
         seen = 0
         while True:
             for event in list(self.events):
-                event_kind, session, details = event
-                if (event_kind == kind and session.charger_id == self.charger_id
-                    and details["action"] == action):
+                details = event[2]
+                if (self._of(event, kind, action) and (
+                        _has_fields(details["payload"], fields)
+                        or (kind == "reply" and details.get("error")))):
                     self.events.remove(event)
                     if details.get("error"):
                         raise StepFailed("%s was answered with CALLERROR %s"
@@ -7376,9 +7909,28 @@ class ScenarioRunner:
                         return
             left = deadline - time.monotonic()
             if left <= 0:
-                raise StepFailed("expected %s x%d within %g s, %d arrived"
-                                 % (label, count, within, seen))
+                raise StepFailed("expected %s x%d within %g s, %d arrived%s"
+                                 % (label, count, within, seen,
+                                    self._unmatched(kind, action, fields)))
             await self.next_event(left)
+
+    def _of(self, event: tuple[str, ChargerSession, dict], kind: str, action: str) -> bool:
+        """Is a kept message one of the script's charger's ``action`` (a CALL, or a reply)?"""
+        event_kind, session, details = event
+        return (event_kind == kind and session.charger_id == self.charger_id
+                and details["action"] == action)
+
+    def _unmatched(self, kind: str, action: str, fields: Sequence[tuple[str, str]]) -> str:
+        """What a wait with fields got instead: the latest message of its action, those fields."""
+        others = [event[2]["payload"] for event in self.events if self._of(event, kind, action)]
+        if not fields or not others:
+            return ""
+        found = []
+        for path, _ in fields:
+            has, value = field_at(others[-1], path)
+            found.append("%s=%s" % (path, dump_json(value) if has else "(none)"))
+        return "; %d other%s, the latest with %s" % (len(others), "s" if len(others) > 1 else "",
+                                                     " ".join(found))
 
     async def next_event(self, timeout: float) -> None:
         """Wait until a session event arrives, or ``timeout`` seconds pass."""
@@ -8441,6 +8993,16 @@ def file_location(system: "CentralSystem", session: Optional["ChargerSession"],
 # ---- the API
 
 
+def transaction_record(transaction: Transaction) -> dict:
+    """What GET /api/chargers says of an open transaction; evseId only for one on an EVSE."""
+    record = {"transactionId": transaction.transaction_id,
+              "connectorId": transaction.connector_id, "idTag": transaction.id_tag,
+              "meterStart": transaction.meter_start}
+    if transaction.evse_id is not None:
+        record["evseId"] = transaction.evse_id
+    return record
+
+
 def charger_record(system: "CentralSystem", state: ChargerState) -> dict:
     """What GET /api/chargers says of one charge point."""
     session = system.sessions.get(state.charger_id)
@@ -8453,11 +9015,8 @@ def charger_record(system: "CentralSystem", state: ChargerState) -> dict:
         "dialect": state.dialect,
         "boot": state.boot_info,
         "bootStatus": state.boot_status,
-        "connectors": {str(number) if number >= 0 else "?": status for number,
-                       status in sorted(state.connectors.items())},
-        "transactions": [{"transactionId": tx.transaction_id, "connectorId": tx.connector_id,
-                          "idTag": tx.id_tag, "meterStart": tx.meter_start}
-                         for tx in state.transactions.values()],
+        "connectors": dict(state.connector_statuses()),
+        "transactions": [transaction_record(tx) for tx in state.transactions.values()],
         "lastMeterValues": state.last_meter_values,
         "specWarnings": state.spec_warnings,
         "authorizationKeyRotated": state.key_rotated,
@@ -9216,7 +9775,8 @@ function renderCard(charger) {
   }
   parts.push(connectors);
   for (const tx of charger.transactions) {
-    parts.push(el("p", "tx", "transaction " + tx.transactionId + " on connector " +
+    const evse = tx.evseId !== undefined ? "EVSE " + tx.evseId + " " : "";
+    parts.push(el("p", "tx", "transaction " + tx.transactionId + " on " + evse + "connector " +
       tx.connectorId + " \u00b7 idTag " + tx.idTag + " \u00b7 meterStart " + tx.meterStart));
   }
   if (charger.specWarnings) parts.push(...warningParts(charger));
@@ -9342,9 +9902,10 @@ function reading(readings, measurand) {
   return null;
 }
 
-function chartFor(charger, transactionId, connectorId) {  // the newest CHARTS_KEPT charts stay
+function chartFor(charger, transactionId, connectorId, evseId) {  // the newest CHARTS_KEPT stay
   const key = charger + " \u00b7 " + (transactionId !== null && transactionId !== undefined ?
-    "transaction " + transactionId : "connector " + connectorId);
+    "transaction " + transactionId : evseId !== null && evseId !== undefined ? "EVSE " + evseId
+    : "connector " + connectorId);
   let chart = charts.get(key);
   if (chart) return chart;
   while (charts.size >= limits.charts) {
@@ -9379,7 +9940,7 @@ function drawSoon(chart) {  // at the next animation frame, once however many re
 }
 
 function onMeterValues(event) {
-  const chart = chartFor(event.charger, event.transactionId, event.connectorId);
+  const chart = chartFor(event.charger, event.transactionId, event.connectorId, event.evseId);
   chart.points.push({t: Date.parse(event.ts), energy: reading(event.readings, MEASURANDS.energy),
                      power: reading(event.readings, MEASURANDS.power),
                      soc: reading(event.readings, MEASURANDS.soc)});
@@ -9638,7 +10199,7 @@ h2 { font-size: 1.05rem; margin: .2rem 0 .5rem; text-transform: uppercase; lette
 .connector { display: inline-block; margin: 0 .4rem .3rem 0; padding: .15rem .5rem;
              border-radius: 4px;
              background: #e3e7ee; }
-.s-Available { background: #c8e6c9; } .s-Charging { background: #bbdefb;
+.s-Available { background: #c8e6c9; } .s-Charging, .s-Occupied { background: #bbdefb;
                } .s-Faulted { background: #ffcdd2; }
 .s-Preparing, .s-SuspendedEV, .s-SuspendedEVSE, .s-Finishing { background: #fff3c4; }
 .tx { font-weight: 600; margin: .3rem 0; }
@@ -10196,7 +10757,8 @@ class CentralSystem:
         self.transaction_ids = itertools.count(1)
         self.next_reservation_id = 1
         self.last_reservation_id: Optional[int] = None
-        self.next_request_id = 1  # GetLog's and SignedUpdateFirmware's requestId
+        self.next_request_id = 1  # the requestId of the next command that sends one
+        self.next_remote_start_id = 1  # RequestStartTransaction's remoteStartId (2.0.1)
         self.signing = CertificateSigning(self, options.ca_cert, options.ca_key)
         self.access: Optional[AccessPolicy] = None  # who may connect; set when the server listens
         self.faults = FaultTable(self)
@@ -10263,14 +10825,17 @@ class CentralSystem:
     def peek_reservation_id(self) -> int:
         return self.next_reservation_id
 
-    def note_request_id(self, request_id: Any) -> None:
-        """A CALL with a requestId went out: GetLog and SignedUpdateFirmware default to the next."""
-        if isinstance(request_id, int) and not isinstance(request_id, bool):
+    def note_given_ids(self, action: str, payload: dict) -> None:
+        """A CALL was queued: the next bare commands default to the ids after its requestId,
+        remoteStartId and (a ReserveNow's, as either version spells it) reservation id, and
+        CancelReservation to that reservation."""
+        request_id, start_id = payload.get("requestId"), payload.get("remoteStartId")
+        if type(request_id) is int:
             self.next_request_id = max(self.next_request_id, request_id + 1)
-
-    def note_reservation(self, reservation_id: Any) -> None:
-        """A ReserveNow went out: CancelReservation defaults to it, ReserveNow to the next id."""
-        if isinstance(reservation_id, int) and not isinstance(reservation_id, bool):
+        if type(start_id) is int:
+            self.next_remote_start_id = max(self.next_remote_start_id, start_id + 1)
+        reservation_id = payload.get("reservationId", payload.get("id"))
+        if action == "ReserveNow" and type(reservation_id) is int:
             self.last_reservation_id = reservation_id
             self.next_reservation_id = max(self.next_reservation_id, reservation_id + 1)
 
@@ -10904,14 +11469,16 @@ def build_parser() -> argparse.ArgumentParser:
                           help="only these charge point ids may connect; others get HTTP 404")
     authorization = parser.add_argument_group("authorization (idTagInfo in Authorize, "
                                               "StartTransaction, "
-                                              "StopTransaction)")
+                                              "StopTransaction; idTokenInfo in Authorize, "
+                                              "TransactionEvent)")
     authorization.add_argument("--tag", action="append", default=[], metavar="TAG=STATUS",
-                               help="answer TAG with STATUS (%s); repeatable"
-                               % ", ".join(AUTHORIZATION_STATUS))
+                               help="answer TAG with STATUS (%s; the last five become Blocked "
+                               "or Invalid in idTagInfo); repeatable"
+                               % ", ".join(TAG_RULE_STATUSES))
     authorization.add_argument("--tags", metavar="FILE",
                                help='JSON rules: {"TAG": "Blocked", "TAG2": {"status": "Accepted", '
                                '"expiryDate": "...", "parentIdTag": "..."}}')
-    authorization.add_argument("--unknown-tags", choices=AUTHORIZATION_STATUS, default="Accepted",
+    authorization.add_argument("--unknown-tags", choices=TAG_RULE_STATUSES, default="Accepted",
                                help="the answer for tags no rule names (default %(default)s)")
     authorization.add_argument("--concurrent-tx", action="store_true",
                                help="answer ConcurrentTx for a tag that already has an open "
@@ -11096,15 +11663,15 @@ def load_tag_rules(path: Optional[str], flags: list[str]) -> dict[str, tuple[dic
                 raise ValueError("--tags %s: tag %s is not 1 to 20 characters (CiString20)"
                                  % (path, _show(tag)))
             info = {"status": answer} if isinstance(answer, str) else answer
-            problems = lint_payload(_id_tag_info(), info)
+            problems = lint_payload(TAG_RULE, info)
             if problems:
                 raise ValueError("--tags %s, tag %s: %s" % (path, _show(tag), problems[0]))
             rules[tag] = (info, "--tags %s" % os.path.basename(path))
     for flag in flags:
         tag, equals, status = flag.partition("=")
-        if not equals or not 1 <= len(tag) <= 20 or status not in AUTHORIZATION_STATUS:
+        if not equals or not 1 <= len(tag) <= 20 or status not in TAG_RULE_STATUSES:
             raise ValueError("--tag %s: expected TAG=STATUS, STATUS one of %s"
-                             % (flag, ", ".join(AUTHORIZATION_STATUS)))
+                             % (flag, ", ".join(TAG_RULE_STATUSES)))
         rules[tag] = ({"status": status}, "--tag %s" % flag)
     return rules
 
