@@ -21,7 +21,7 @@ import ocpp
 import pytest
 
 import ocpp_mock_server as mock
-from conftest import ROOT, Charger, _compare_object, charger_test
+from conftest import NOW, ROOT, Charger, _compare_object, charger_test
 
 V201_SCHEMAS = Path(ocpp.__file__).resolve().parent / "v201" / "schemas"
 
@@ -355,3 +355,39 @@ def test_the_new_rules_say_what_is_wrong():
     assert mock.lint_payload(data, {"vendorId": "ACME", "data": {"any": ["JSON", 1, None]}}) == []
     assert needs.fields["chargingNeeds"].describe() == "object"
     assert report.fields["componentCriteria"].describe().startswith("array (up to 4) of one of Act")
+
+
+@charger_test
+async def test_strict_answers_a_201_stations_off_spec_calls_with_the_201_codes(start_server):
+    server = start_server("--no-boot-data", "--strict")
+    station = await Charger.connect(server.url, "CS-1", subprotocols=("ocpp2.0.1",))
+    open_data = {"vendorId": "ACME", "anything": [1, "goes"]}
+    station_info = {"model": "M", "vendorName": "V", "customData": open_data}
+    boot = await station.call("BootNotification", {"reason": "PowerUp"})
+    assert boot[2:4] == [
+        "OccurrenceConstraintViolation",
+        "BootNotification: chargingStation is required but missing",
+    ]
+    boot = await station.call(
+        "BootNotification", {"reason": "PowerUp", "chargingStation": station_info}
+    )
+    assert boot[0] == 3 and boot[2]["status"] == "Accepted"
+    needs = {"requestedEnergyTransfer": "DC", "dcChargingParameters": {
+        "evMaxCurrent": 1, "evMaxVoltage": 1, "bulkSoC": 101}}  # fmt: skip
+    report = {"requestId": 1, "generatedAt": NOW, "seqNo": 0, "reportData": [{
+        "component": {"name": "C"}, "variable": {"name": "V"},
+        "variableAttribute": [{"value": "1"}] * 5}]}  # fmt: skip
+    calls = [
+        ("NotifyEVChargingNeeds", {"evseId": 1, "chargingNeeds": needs}),
+        ("NotifyReport", report),
+        ("Heartbeat", {"extra": 1}),
+        ("Heartbeat", {"customData": {"vendorId": 7}}),
+    ]
+    answers = [(await station.call(action, payload))[2] for action, payload in calls]
+    await station.close()
+    assert answers == [
+        "PropertyConstraintViolation",
+        "OccurrenceConstraintViolation",
+        "FormatViolation",
+        "TypeConstraintViolation",
+    ]
