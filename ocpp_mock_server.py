@@ -3805,7 +3805,8 @@ class WarnOnce:
         for problem in problems:
             self((action,) + problem.key,
                  lambda problem=problem: "spec: %s.%s (%s; answered anyway, "
-                 "--strict rejects it)" % (action, problem, problem.code), spec=True)
+                 "--strict rejects it)" % (action, problem, self.session.version.rpc.code(
+                     problem.code)), spec=True)
 
 
 class CallIds:
