@@ -28,6 +28,7 @@ from pathlib import Path
 
 import jsonschema
 import ocpp.v16
+import ocpp.v201
 import pytest
 import websockets
 
@@ -71,6 +72,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HERE = ROOT  # the old name: the root was the folder of the single test file
 SERVER = ROOT / "ocpp_mock_server.py"
 SCHEMAS = Path(ocpp.v16.__file__).resolve().parent / "schemas"
+SCHEMAS_201 = Path(ocpp.v201.__file__).resolve().parent / "schemas"
 FIXTURE = ROOT / "fixtures" / "flexicharge-frames.jsonl"  # verbatim copy of shared/fixtures
 SHARED_FIXTURE = ROOT.parent / "shared" / "fixtures" / "flexicharge-frames.jsonl"
 DEMO_CHARGER = ROOT / "examples" / "demo_charger.py"
@@ -102,21 +104,35 @@ START_TIMEOUT = 20.0
 
 
 _validators = {}
+# The official schemas of each version, and the JSON Schema draft they are written in.
+ORACLES = {
+    "1.6": (SCHEMAS, jsonschema.Draft4Validator),
+    "2.0.1": (SCHEMAS_201, jsonschema.Draft6Validator),
+}
 
 
-def schema_problems(name: str, payload) -> list:
-    """Errors of ``payload`` against the official 1.6 schema ``name`` (e.g. "ResetResponse")."""
-    if name not in _validators:
-        schema = json.loads((SCHEMAS / (name + ".json")).read_text())
-        _validators[name] = jsonschema.Draft4Validator(
-            schema, format_checker=jsonschema.FormatChecker()
-        )
-    return [error.message for error in _validators[name].iter_errors(payload)]
+def schema_problems(name: str, payload, version: str = "1.6") -> list:
+    """Errors of ``payload`` against the official schema ``name`` of ``version`` (e.g.
+    "ResetResponse")."""
+    if (version, name) not in _validators:
+        folder, validator = ORACLES[version]
+        schema = json.loads((folder / (name + ".json")).read_text(encoding="utf-8"))
+        _validators[version, name] = validator(schema, format_checker=jsonschema.FormatChecker())
+    return [error.message for error in _validators[version, name].iter_errors(payload)]
 
 
-def assert_valid(name: str, payload) -> None:
-    problems = schema_problems(name, payload)
+def assert_valid(name: str, payload, version: str = "1.6") -> None:
+    problems = schema_problems(name, payload, version)
     assert not problems, f"{name} {json.dumps(payload)}: {problems}"
+
+
+def v201_problems(name: str, payload) -> list:
+    """Errors of ``payload`` against the official 2.0.1 schema ``name`` ("HeartbeatResponse")."""
+    return schema_problems(name, payload, "2.0.1")
+
+
+def assert_v201_valid(name: str, payload) -> None:
+    assert_valid(name, payload, "2.0.1")
 
 
 def _expected_rule(schema):

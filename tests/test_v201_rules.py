@@ -14,16 +14,12 @@ import datetime
 import importlib.util
 import json
 import random
-from pathlib import Path
 
 import jsonschema
-import ocpp
 import pytest
 
 import ocpp_mock_server as mock
-from conftest import NOW, ROOT, Charger, _compare_object, charger_test
-
-V201_SCHEMAS = Path(ocpp.__file__).resolve().parent / "v201" / "schemas"
+from conftest import NOW, ROOT, SCHEMAS_201, Charger, _compare_object, charger_test
 
 CHARGER_ACTIONS = {
     "BootNotification", "Heartbeat", "StatusNotification", "Authorize", "TransactionEvent",
@@ -64,7 +60,7 @@ def _load_script():
 
 def _schema(table: str, action: str) -> dict:
     suffix = TABLES[table][0]
-    return json.loads((V201_SCHEMAS / f"{action}{suffix}.json").read_text(encoding="utf-8"))
+    return json.loads((SCHEMAS_201 / f"{action}{suffix}.json").read_text(encoding="utf-8"))
 
 
 # ------------------------------------------------------------------- The tables are the schemas'
@@ -72,7 +68,7 @@ def _schema(table: str, action: str) -> dict:
 
 def test_the_modules_section_is_the_scripts_output():
     script = _load_script()
-    generated = script.section(script.load_schemas(V201_SCHEMAS))
+    generated = script.section(script.load_schemas(SCHEMAS_201))
     in_module = script.module_section(mock.__loader__.get_source(mock.__name__))
     assert in_module, "no section 'OCPP 2.0.1 field rules' before 'Output and transcript'"
     assert in_module == generated, "edited by hand, or the schemas changed: run the script"
@@ -83,7 +79,7 @@ def test_the_script_refuses_a_keyword_the_lint_cannot_check(tmp_path, capsys):
     script = _load_script()
     schema = _schema("V201_CHARGER_REQUESTS", "Authorize")
     schema["properties"]["idToken"] = {"type": "string", "pattern": "^[0-9A-F]+$"}
-    for path in V201_SCHEMAS.glob("*.json"):
+    for path in SCHEMAS_201.glob("*.json"):
         (tmp_path / path.name).write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
     (tmp_path / "AuthorizeRequest.json").write_text(json.dumps(schema), encoding="utf-8")
     assert script.main([str(tmp_path)]) == 2
@@ -93,7 +89,7 @@ def test_the_script_refuses_a_keyword_the_lint_cannot_check(tmp_path, capsys):
 def test_the_tables_cover_exactly_the_actions_of_each_side():
     for table, (_, actions) in TABLES.items():
         assert set(getattr(mock, table)) == actions, table
-    official = {path.stem for path in V201_SCHEMAS.glob("*.json")}
+    official = {path.stem for path in SCHEMAS_201.glob("*.json")}
     assert len(official) == 128
     assert {action + "Request" for action in CHARGER_ACTIONS | SERVER_ACTIONS} | {
         action + "Response" for action in CHARGER_ACTIONS | SERVER_ACTIONS
