@@ -7991,7 +7991,9 @@ class ScenarioRunner:
 # library only: asyncio streams and a small HTTP/1.1 reader, one request per
 # connection.  docs/api.md is the contract; API_VERSION numbers it.
 
-API_VERSION = 2  # 2: event ids carry the run ("<run>:<number>"); a stream starts with "hello"
+# 2: event ids carry the run ("<run>:<number>"); a stream starts with "hello".  3: OCPP 2.0.1
+# stations: a transactionId may be a string, connectors keyed "evse/connector", `version`.
+API_VERSION = 3
 HTTP_HEADER_TIMEOUT = 10.0  # seconds a client gets to send its request line and headers
 HTTP_BODY_TIMEOUT = 60.0  # seconds a request body may pause before the request is dropped
 MAX_HTTP_HEADERS = 100
