@@ -644,14 +644,12 @@ class SecondClock:
                  suffix: str = "") -> None:
         self.pattern = pattern
         self.convert = convert
-        self._milliseconds = [".%03d%s" % (millisecond, suffix) for millisecond in range(1000)]
+        self.milliseconds = [".%03d%s" % (millisecond, suffix) for millisecond in range(1000)]
         self._second = -1
         self._text = ""
         self._millisecond_ends = 0.0
         self._now = ""
         self._at_second, self._at_text = -1, ""
-        # The millisecond at() gave last, [from, until), and its text: many frames come in one.
-        self.at_from, self.at_until, self.at_now = 0.0, 0.0, ""
 
     def now(self) -> str:
         now = time.time()
@@ -662,21 +660,21 @@ class SecondClock:
             self._second = second
             self._text = time.strftime(self.pattern, self.convert(second))
         self._millisecond_ends = (second * 1000 + millisecond + 1) / 1000
-        self._now = self._text + self._milliseconds[millisecond]
+        self._now = self._text + self.milliseconds[millisecond]
         return self._now
 
     def at(self, moment: float) -> str:
         """The text of ``moment`` (seconds since the epoch), e.g. an event's time."""
-        if self.at_from <= moment < self.at_until:
-            return self.at_now
         second, millisecond = divmod(int(moment * 1000), 1000)
+        return self.second_text(second) + self.milliseconds[millisecond]
+
+    def second_text(self, second: int) -> str:
+        """The text of a whole ``second`` (since the epoch), before its milliseconds (the
+        ``milliseconds`` table's texts, suffix included)."""
         if second != self._at_second:
             self._at_second, self._at_text = second, time.strftime(self.pattern,
                                                                    self.convert(second))
-        self.at_from = (second * 1000 + millisecond) / 1000
-        self.at_until = (second * 1000 + millisecond + 1) / 1000
-        self.at_now = self._at_text + self._milliseconds[millisecond]
-        return self.at_now
+        return self._at_text
 
 
 UTC_CLOCK = SecondClock("%Y-%m-%dT%H:%M:%S", time.gmtime, "Z")  # 2026-11-25T15:11:34.123Z
@@ -1730,13 +1728,14 @@ class Output:
         (printable_json's and _add's common cases written in).
         """
         pending, shown_ids, arrows, clock = self._pending, self._shown_ids, self.ARROWS, LOCAL_CLOCK
-        cut = self.width
+        cut, milliseconds, last_millisecond, stamp = self.width, clock.milliseconds, -1, ""
         for _seq, charger, at, direction, text, label, _binary, shown, parsed in frames:
             if shown is None:  # a charger's CALL
                 if parsed.action == "MeterValues":  # type: ignore[union-attr]
                     shown = render_meter_values(parsed.payload)  # type: ignore[union-attr]
                 elif text.endswith("}]") and text.startswith(  # call_payload_text's first case
-                        prefix := f'[2,"{parsed.message_id}","{parsed.action}",'):  # type: ignore
+                        prefix := f'[2,"{parsed.message_id}","{parsed.action}",' if text[2] == '"'
+                        else f'[2, "{parsed.message_id}", "{parsed.action}", '):  # type: ignore
                     shown = text[len(prefix):-1]
                 else:
                     shown = call_payload_text(text, parsed)  # type: ignore[arg-type]
@@ -1744,8 +1743,10 @@ class Output:
                 shown = render_json(shown)
             if len(shown) > MAX_SHOWN or not shown.isprintable():
                 shown = printable_json(shown)
-            # the time: the same text for every frame of the millisecond, asked of the clock once
-            stamp = clock.at_now if clock.at_from <= at < clock.at_until else clock.at(at)
+            millisecond = int(at * 1000)  # LOCAL_CLOCK.at(at), made once a millisecond
+            if millisecond != last_millisecond:
+                last_millisecond, stamp = millisecond, clock.second_text(millisecond // 1000) + \
+                    milliseconds[millisecond % 1000]
             line = f"{stamp} {shown_ids.get(charger) or self._charger(charger or '')} " \
                    f"{arrows[direction]} {label} {shown}\n"
             pending.append(self.fit(line) if cut else line)
@@ -2802,7 +2803,9 @@ class ChargerCalls:
         fault = session.system.faults.fire(session, action) if session.reply_faults else None
         try:
             session.call_ids.check(message_id)
-            handler = self._handler(action)
+            # _handler's common case first: a known action, without --strict's boot check
+            handler = (not session.strict and session.version.handlers.get(action)) or \
+                self._handler(action)
             rules = session.version.charger_request_rules[action]
             if not rules.valid(payload):  # nearly every payload is: lint_payload's test, inline
                 self._check_payload(action, rules, payload)
@@ -2845,6 +2848,8 @@ class ChargerCalls:
         text = build_call_result(message_id, reply_json, reply_action)
         if fault is not None:
             return fault.send(session, text, label, reply_json, message_id)
+        if len(text) <= MIN_REPLY_LIMIT:  # session.answer's common case
+            return session.publish_out(text, label + ".conf", reply_json)
         return session.answer(text, label + ".conf", reply_json)
 
     def reply_and_what_follows(self, frame: Frame, label: str, fault: Optional["FiredReply"],
