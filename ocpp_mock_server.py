@@ -581,7 +581,7 @@ def build_call(message_id: str, action: str, payload_json: str) -> str:
 def build_call_result(message_id: str, payload_json: str, action: Optional[str] = None) -> str:
     """CALLRESULT text; with ``action`` it is the FlexiCharge 4-element form."""
     if action is None:
-        return "[3,%s,%s]" % (_json_string(message_id), payload_json)
+        return f"[3,{_json_string(message_id)},{payload_json}]"
     return "[3,%s,%s,%s]" % (_json_string(message_id), _json_string(action), payload_json)
 
 
@@ -655,12 +655,12 @@ class SecondClock:
         now = time.time()
         if now < self._millisecond_ends:  # a busy server prints many lines in one millisecond
             return self._now
-        second, millisecond = divmod(int(now * 1000), 1000)
-        if second != self._second:
-            self._second = second
-            self._text = time.strftime(self.pattern, self.convert(second))
-        self._millisecond_ends = (second * 1000 + millisecond + 1) / 1000
-        self._now = self._text + self.milliseconds[millisecond]
+        millisecond = int(now * 1000)
+        if millisecond // 1000 != self._second:
+            self._second = millisecond // 1000
+            self._text = time.strftime(self.pattern, self.convert(self._second))
+        self._millisecond_ends = (millisecond + 1) / 1000
+        self._now = self._text + self.milliseconds[millisecond % 1000]
         return self._now
 
     def at(self, moment: float) -> str:
@@ -3254,7 +3254,7 @@ def check_energy(session: "ChargerSession", payload: dict) -> None:
     energy = session.state.history.energy
     for value, unit, phase in _register_readings(payload):
         try:
-            reading = float(value) * (1000 if unit == "kWh" else 1)
+            reading = float(value) if unit != "kWh" else float(value) * 1000
         except (TypeError, ValueError):
             continue
         key = (transaction_id, phase)
