@@ -357,7 +357,7 @@ def parse_frame(text: str) -> Frame:
         and type(message[0]) is int):
         message_id, action, payload = message[1], message[2], message[3]
         if type(message_id) is str and type(action) is str and action and type(payload) is dict:
-            return Frame(CALL, message_id, action=action, payload=payload)
+            return Frame(CALL, message_id, action, payload)  # positional: faster
     return _parse_message(message)
 
 
@@ -477,6 +477,10 @@ def dump_json(value: Any) -> str:
     Raises ValueError (NaN, Infinity) or RecursionError (nesting too deep):
     for a value that came from a charger, use render_json.
     """
+    if type(value) is dict and len(value) == 1:  # one text field (Heartbeat's reply): no encoder
+        for key, item in value.items():
+            if type(key) is str and type(item) is str:
+                return f"{{{_json_string(key)}:{_json_string(item)}}}"
     if _compact_chunks is None:  # no C encoder (another Python implementation)
         return _compact_json(value)
     return "".join(_compact_chunks(value, 0))
@@ -578,7 +582,7 @@ def build_call(message_id: str, action: str, payload_json: str) -> str:
 def build_call_result(message_id: str, payload_json: str, action: Optional[str] = None) -> str:
     """CALLRESULT text; with ``action`` it is the FlexiCharge 4-element form."""
     if action is None:
-        return "[3,%s,%s]" % (_json_string(message_id), payload_json)
+        return f"[3,{_json_string(message_id)},{payload_json}]"
     return "[3,%s,%s,%s]" % (_json_string(message_id), _json_string(action), payload_json)
 
 
@@ -599,8 +603,8 @@ def call_payload_text(text: str, frame: Frame) -> str:
     """
     # An id and an action with nothing to escape are written as they are: that is tried first (a
     # prefix with an unescaped quote or backslash cannot match text that parsed to them).
-    prefix = ('[2, "%s", "%s", ' if text[2:4] == ", " else '[2,"%s","%s",') % (
-        frame.message_id, frame.action)
+    prefix = f'[2,"{frame.message_id}","{frame.action}",' if text[2:3] == '"' else \
+        f'[2, "{frame.message_id}", "{frame.action}", '
     if text.endswith("}]") and text.startswith(prefix):  # as json.dumps writes it: in C
         return text[len(prefix):-1]
     prefix = "[2,%s,%s," % (_json_string(frame.message_id), _json_string(frame.action))
@@ -641,7 +645,7 @@ class SecondClock:
                  suffix: str = "") -> None:
         self.pattern = pattern
         self.convert = convert
-        self._milliseconds = [".%03d%s" % (millisecond, suffix) for millisecond in range(1000)]
+        self.milliseconds = [".%03d%s" % (millisecond, suffix) for millisecond in range(1000)]
         self._second = -1
         self._text = ""
         self._millisecond_ends = 0.0
@@ -652,21 +656,26 @@ class SecondClock:
         now = time.time()
         if now < self._millisecond_ends:  # a busy server prints many lines in one millisecond
             return self._now
-        second, millisecond = divmod(int(now * 1000), 1000)
-        if second != self._second:
-            self._second = second
-            self._text = time.strftime(self.pattern, self.convert(second))
-        self._millisecond_ends = (second * 1000 + millisecond + 1) / 1000
-        self._now = self._text + self._milliseconds[millisecond]
+        millisecond = int(now * 1000)
+        if millisecond // 1000 != self._second:
+            self._second = millisecond // 1000
+            self._text = time.strftime(self.pattern, self.convert(self._second))
+        self._millisecond_ends = (millisecond + 1) / 1000
+        self._now = self._text + self.milliseconds[millisecond % 1000]
         return self._now
 
     def at(self, moment: float) -> str:
         """The text of ``moment`` (seconds since the epoch), e.g. an event's time."""
         second, millisecond = divmod(int(moment * 1000), 1000)
+        return self.second_text(second) + self.milliseconds[millisecond]
+
+    def second_text(self, second: int) -> str:
+        """The text of a whole ``second`` (since the epoch), before its milliseconds (the
+        ``milliseconds`` table's texts, suffix included)."""
         if second != self._at_second:
             self._at_second, self._at_text = second, time.strftime(self.pattern,
                                                                    self.convert(second))
-        return self._at_text + self._milliseconds[millisecond]
+        return self._at_text
 
 
 UTC_CLOCK = SecondClock("%Y-%m-%dT%H:%M:%S", time.gmtime, "Z")  # 2026-11-25T15:11:34.123Z
@@ -2840,26 +2849,26 @@ def _reading_shown(measurand: Any, value: Any, unit: Any, phase: Any) -> str:
 
 
 def _standard_readings(payload: dict) -> Optional[list[str]]:
-    """The readings of a MeterValues in the standard form with text values and no phase, as
-    render_meter_values shows them, in one plain loop (it runs for every MeterValues); None for
-    any other (render_meter_values then reads it the general way)."""
+    """The readings of a MeterValues in the standard form, each with a text measurand, value and
+    unit and no phase, as render_meter_values shows them, in one plain loop (it runs for every
+    MeterValues); None for any other (render_meter_values then reads it the general way)."""
     meter_value = payload.get("meterValue")
     if type(meter_value) is not list or "values" in payload:
         return None
     shown = []
-    for sample in meter_value:
-        sampled = sample.get("sampledValue") if type(sample) is dict else None
-        if type(sampled) is not list:
-            return None
-        for item in sampled:
-            if type(item) is not dict or "phase" in item or len(shown) == MAX_READINGS_SHOWN:
-                return None
-            measurand = item.get("measurand", "Energy.Active.Import.Register")
-            value, unit = item.get("value"), item.get("unit", "Wh")
-            if type(measurand) is not str or type(value) is not str or type(unit) is not str:
-                return None
-            shown.append(f"{measurand} {value} {unit}")
-    return shown or None
+    try:
+        for sample in meter_value:
+            for item in sample["sampledValue"]:
+                if "phase" in item:
+                    return None
+                measurand, value, unit = item["measurand"], item["value"], item["unit"]
+                if type(measurand) is type(value) is type(unit) is str:
+                    shown.append(f"{measurand} {value} {unit}")
+                else:
+                    return None
+    except (KeyError, TypeError):  # a reading without its measurand or unit, or not an object
+        return None
+    return shown if 0 < len(shown) <= MAX_READINGS_SHOWN else None
 
 
 def render_meter_values(payload: dict) -> str:
@@ -2871,6 +2880,10 @@ def render_meter_values(payload: dict) -> str:
     The first MAX_READINGS_SHOWN readings are shown, the rest counted.
     """
     shown = _standard_readings(payload)
+    if shown is not None:
+        connector, transaction = payload.get("connectorId"), payload.get("transactionId")
+        if type(connector) is int and type(transaction) is int:  # nearly every MeterValues
+            return f"connector {connector}, transaction {transaction}: {', '.join(shown)}"
     count = len(shown) if shown is not None else 0
     if shown is None:
         shown = []
@@ -2980,7 +2993,9 @@ class OutputWriter:
             self._cond.notify()
 
     def _write_now(self, text: str) -> None:
-        data = self._framed(text).encode(self._encoding, "backslashreplace")
+        if self.dropped or self.input_line is not None or self.clear_line:
+            text = self._framed(text)
+        data = text.encode(self._encoding, "backslashreplace")
         try:
             written = os.write(self._direct, data)  # type: ignore[arg-type]
         except BlockingIOError:
@@ -3057,8 +3072,9 @@ class OutputWriter:
 class Output:
     """The one place that prints: one line per event, escaped.
 
-    Lines are handed to the OutputWriter every FLUSH_SECONDS, not once per
-    line (outside a running loop, at once).  ``quiet`` keeps
+    Lines are handed to the OutputWriter in one piece: the frames' lines
+    once per turn of the loop (the bus delivers them together), other lines
+    within FLUSH_SECONDS (outside a running loop, at once).  ``quiet`` keeps
     warnings and errors only (and the console's answers).  Every line goes
     through printable_json, so nothing raw reaches the terminal; the values
     a charger controls are put through printable before they are put in a
@@ -3080,6 +3096,7 @@ class Output:
         self._pending: list[str] = []
         self._shown_ids: dict[str, str] = {}
         self.publish_log: Optional[Callable[[str, Optional[str], str], None]] = None
+        self._bus: Optional[EventBus] = None  # its frames come before a line written directly
 
     def _charger(self, charger: str) -> str:
         shown = self._shown_ids.get(charger)
@@ -3097,6 +3114,8 @@ class Output:
             self._add(f"{LOCAL_CLOCK.now()} {self._charger(charger)} {text}\n")
 
     def _add(self, line: str) -> None:
+        if self._bus is not None and self._bus.frames:
+            self._bus.deliver_frames()  # the frame lines published before this line come first
         pending = self._pending
         pending.append(line)
         if len(pending) == 1:
@@ -3111,6 +3130,8 @@ class Output:
 
     def flush(self) -> None:
         """Hand the lines gathered since the last flush to the writer, in one piece."""
+        if self._bus is not None and self._bus.frames:
+            self._bus.deliver_frames()
         if self._pending:
             lines, self._pending = "".join(self._pending), []
             self.writer.put(lines)
@@ -3122,43 +3143,62 @@ class Output:
 
     def subscribe_to(self, bus: "EventBus") -> None:
         """The terminal as a bus subscriber: frames (unless quiet) and log lines."""
+        self._bus = bus
         if not self.quiet:
-            bus.subscribe(self.on_frame, "frame", receiver=self.frame_line)
+            bus.subscribe(self.on_frame, "frame", receiver=self.frame_lines)
         bus.subscribe(self.on_log, "log")
 
     ARROWS = {"in": "<-", "out": "->"}
 
     def on_frame(self, event: "FrameEvent") -> None:
-        """The frame line of a FrameEvent (see frame_line)."""
-        self.frame_line(event.seq, event.charger, event.at, event.direction, event.text,
-                        event.label, event.shown, event.binary, event.parsed)
-
-    def frame_line(self, seq: int, charger: str, at: float, direction: str, text: str, label: str,
-                   shown: Any, binary: bool, parsed: Optional[Frame]) -> None:
-        """One line per frame: time, charger, direction ("<-" from the charger, "->" to it), label,
-        payload; at a terminal, cut to its width (see fit).  The bus's receiver of frames.
-
-        ``shown`` is JSON text or other text, or a payload to show as compact
-        JSON; None for a charger's CALL (``parsed``), rendered here: MeterValues
-        as readings, else the payload as the charger wrote it.  It runs for
-        every frame, so it formats and adds its line in one go (printable_json's
-        and _add's common cases written in).
-        """
-        if shown is None:
-            shown = render_meter_values(parsed.payload) if parsed.action == "MeterValues" else \
-                call_payload_text(text, parsed)  # type: ignore[union-attr]
-        elif type(shown) is not str:
-            shown = render_json(shown)
-        if len(shown) > MAX_SHOWN or not shown.isprintable():
-            shown = printable_json(shown)
-        shown_id = self._shown_ids.get(charger) or self._charger(charger or "")
-        line = f"{LOCAL_CLOCK.now()} {shown_id} {self.ARROWS[direction]} {label} {shown}\n"
-        if self.width:
-            line = self.fit(line)
-        pending = self._pending
-        pending.append(line)
-        if len(pending) == 1:
+        """The frame line of a FrameEvent (see _frame_lines), written with the lines of the next
+        few milliseconds."""
+        was_empty = not self._pending
+        self._frame_lines(iter(((event.seq, event.charger, event.at, event.direction, event.text,
+                                 event.label, event.binary, event.shown, event.parsed),)))
+        if was_empty:
             self._flush_soon()
+
+    def frame_lines(self, frames: "Iterator[FrameRecord]") -> None:
+        """The bus's receiver of frames: their lines (see _frame_lines), written at once, with
+        those before them (the bus delivers the frames of a turn of the loop together: one write
+        a turn)."""
+        self._frame_lines(frames)
+        self.flush()
+
+    def _frame_lines(self, frames: "Iterator[FrameRecord]") -> None:
+        """One line per frame: time, charger, direction ("<-" from the charger, "->" to it), label,
+        payload; at a terminal, cut to its width (see fit).
+
+        A frame's ``shown`` is JSON text or other text, or a payload to show
+        as compact JSON; None for a charger's CALL (``parsed``), rendered
+        here: MeterValues as readings, else the payload as the charger wrote
+        it.  It runs for every frame, so it formats its lines in one loop
+        (printable_json's and _add's common cases written in).
+        """
+        pending, shown_ids, arrows, clock = self._pending, self._shown_ids, self.ARROWS, LOCAL_CLOCK
+        cut, milliseconds, last_millisecond, stamp = self.width, clock.milliseconds, -1, ""
+        for _seq, charger, at, direction, text, label, _binary, shown, parsed in frames:
+            if shown is None:  # a charger's CALL
+                if parsed.action == "MeterValues":  # type: ignore[union-attr]
+                    shown = render_meter_values(parsed.payload)  # type: ignore[union-attr]
+                elif text.endswith("}]") and text.startswith(  # call_payload_text's first case
+                        prefix := f'[2,"{parsed.message_id}","{parsed.action}",' if text[2] == '"'
+                        else f'[2, "{parsed.message_id}", "{parsed.action}", '):  # type: ignore
+                    shown = text[len(prefix):-1]
+                else:
+                    shown = call_payload_text(text, parsed)  # type: ignore[arg-type]
+            elif type(shown) is not str:
+                shown = render_json(shown)
+            if len(shown) > MAX_SHOWN or not shown.isprintable():
+                shown = printable_json(shown)
+            millisecond = int(at * 1000)  # LOCAL_CLOCK.at(at), made once a millisecond
+            if millisecond != last_millisecond:
+                last_millisecond, stamp = millisecond, clock.second_text(millisecond // 1000) + \
+                    milliseconds[millisecond % 1000]
+            line = f"{stamp} {shown_ids.get(charger) or self._charger(charger or '')} " \
+                   f"{arrows[direction]} {label} {shown}\n"
+            pending.append(self.fit(line) if cut else line)
 
     def fit(self, line: str) -> str:
         """A frame's line cut to the terminal's width, its payload ending in an ellipsis."""
@@ -3367,8 +3407,12 @@ class FrameEvent(Event):
                 "binary": self.binary}
 
 
-# A frame subscriber's receiver: (seq, charger, at, direction, text, label, shown, binary, parsed).
-FrameReceiver = Callable[[int, str, float, str, str, str, Any, bool, Optional[Frame]], None]
+# A frame as the bus hands it to frame receivers: (seq, charger, at, direction, text, label, binary,
+# shown, parsed), FrameEvent's fields in a plain tuple; its first seven are what the history keeps.
+FrameRecord = tuple[int, str, float, str, str, str, bool, Any, Optional[Frame]]
+# A frame subscriber's receiver: it takes the frames published since it was last called, in order,
+# from an iterator (see EventBus.deliver_frames).
+FrameReceiver = Callable[[Iterator[FrameRecord]], None]
 
 
 class EventBus:
@@ -3379,6 +3423,12 @@ class EventBus:
     another subscriber, and one odd event does not silence the terminal.  A
     subscriber that may be slow (a remote reader) must queue the events it
     gets, not wait.
+
+    Frames, the most frequent events, are gathered while every frame
+    subscriber has a receiver (see subscribe): each is a tuple appended to
+    ``frames``, and the receivers get them together once per turn of the
+    loop (``deliver_frames``), or before any other event, so that every
+    subscriber still sees every event in the order published.
     """
 
     def __init__(self, on_error: Callable[[Callable[[Event], None], Exception], None]) -> None:
@@ -3392,15 +3442,17 @@ class EventBus:
         self._receivers: dict[Callable[[Event], None], FrameReceiver] = {}
         # The frame subscribers' receivers, in order, while every one has one; else None.
         self.frame_receivers: Optional[tuple[FrameReceiver, ...]] = ()
+        self.frames: list[FrameRecord] = []  # published, not yet delivered to the receivers
 
     def subscribe(self, subscriber: Callable[[Event], None], *types: str,
                   receiver: Optional[FrameReceiver] = None) -> Callable[[Event], None]:
         """Deliver events of ``types`` (every type when none is named) to ``subscriber``.
 
-        ``receiver`` is the subscriber's way to take a frame as its fields
-        (see publish_frame): while every frame subscriber has one, no
-        FrameEvent is built.
+        ``receiver`` is the subscriber's way to take frames as FrameRecords,
+        several at a time (see publish_frame): while every frame subscriber
+        has one, no FrameEvent is built.
         """
+        self.deliver_frames()  # to the subscribers they were published to
         if receiver is not None:
             self._receivers[subscriber] = receiver
         for name in types or tuple(self.routes):
@@ -3409,6 +3461,7 @@ class EventBus:
         return subscriber
 
     def unsubscribe(self, subscriber: Callable[[Event], None]) -> None:
+        self.deliver_frames()
         for name, subscribers in self.routes.items():
             self.routes[name] = tuple(other for other in subscribers if other != subscriber)
         self._receivers.pop(subscriber, None)
@@ -3422,21 +3475,37 @@ class EventBus:
                       text: str, label: str, shown: Any, binary: bool = False,
                       parsed: Optional[Frame] = None) -> None:
         """Publish a "frame" event (its fields: see FrameEvent).  It runs for every frame: while
-        every frame subscriber has a receiver, they get the fields and no event is built."""
-        receivers = self.frame_receivers
-        if receivers is None:
+        every frame subscriber has a receiver, it only numbers the frame and gathers it for them
+        (delivered at the end of this turn of the loop at the latest)."""
+        frames = self.frames
+        if self.frame_receivers:
+            self.sequence += 1
+            frames.append((self.sequence, charger, time.time(), direction, text, label, binary,
+                           shown, parsed))
+            if len(frames) == 1:
+                try:
+                    asyncio.get_running_loop().call_soon(self.deliver_frames)
+                except RuntimeError:  # no running loop: before start-up or after shutdown
+                    self.deliver_frames()
+        elif self.frame_receivers is None:
             self.deliver(FrameEvent(charger, session, direction, text, label, shown, binary,
                                     parsed))
+
+    def deliver_frames(self) -> None:
+        """Hand the frames gathered so far to the frame receivers, in order.  A receiver that
+        raises on one frame is reported and goes on with the next."""
+        frames = self.frames
+        if not frames:
             return
-        if not receivers:
-            return
-        self.sequence += 1
-        seq, at = self.sequence, time.time()
-        for receiver in receivers:
-            try:
-                receiver(seq, charger, at, direction, text, label, shown, binary, parsed)
-            except Exception as exc:  # as deliver does
-                self.on_error(receiver, exc)
+        self.frames = []
+        for receiver in self.frame_receivers or ():
+            remaining = iter(frames)
+            while True:
+                try:
+                    receiver(remaining)
+                    break
+                except Exception as exc:  # as deliver does
+                    self.on_error(receiver, exc)
 
     def publish(self, type_: str, charger: Optional[str],
                 session: Optional["ChargerSession"] = None, **fields: Any) -> None:
@@ -3445,8 +3514,10 @@ class EventBus:
             self.deliver(Event(0, type_, charger, fields, session))
 
     def deliver(self, event: Event) -> None:
-        """Number an event and hand it to its subscribers, in order (it runs for every frame: keep
-        it lean)."""
+        """Number an event and hand it to its subscribers, in order, after the frames gathered
+        before it."""
+        if self.frames:
+            self.deliver_frames()
         self.sequence += 1
         event.seq = self.sequence
         for subscriber in self.routes[event.type]:
@@ -3772,7 +3843,7 @@ class WarnOnce:
 
     def __init__(self, session: "ChargerSession") -> None:
         self.session = session
-        self._warned: set = set()
+        self.warned: set = set()  # the keys reported
         self.suppressed = 0
 
     def __call__(self, key: tuple, text: "Union[str, Callable[[], str]]",
@@ -3783,16 +3854,16 @@ class WarnOnce:
         warning is printed, so a charger that repeats a mistake on every frame
         costs a set lookup, not a format.
         """
-        if key in self._warned:
+        if key in self.warned:
             return
-        if len(self._warned) >= MAX_WARNINGS_PER_CHARGER:
+        if len(self.warned) >= MAX_WARNINGS_PER_CHARGER:
             self.suppressed += 1
             if self.suppressed == 1:
                 self.session.log("warn",
                                  "%d distinct warnings about this charger so far; further ones are "
-                                 "suppressed until it reconnects" % len(self._warned))
+                                 "suppressed until it reconnects" % len(self.warned))
             return
-        self._warned.add(key)
+        self.warned.add(key)
         text = text if isinstance(text, str) else text()
         if spec:
             self.session.system.count_spec_warning(self.session.state, text)
@@ -4212,7 +4283,9 @@ class ChargerCalls:
         fault = session.system.faults.fire(session, action) if session.reply_faults else None
         try:
             session.call_ids.check(message_id)
-            handler = self._handler(action)
+            # _handler's common case first: a known action, without --strict's boot check
+            handler = (not session.strict and session.version.handlers.get(action)) or \
+                self._handler(action)
             rules = session.version.charger_request_rules[action]
             if not rules.valid(payload):  # nearly every payload is: lint_payload's test, inline
                 self._check_payload(action, rules, payload)
@@ -4255,6 +4328,8 @@ class ChargerCalls:
         text = build_call_result(message_id, reply_json, reply_action)
         if fault is not None:
             return fault.send(session, text, label, reply_json, message_id)
+        if len(text) <= MIN_REPLY_LIMIT:  # session.answer's common case
+            return session.publish_out(text, label + ".conf", reply_json)
         return session.answer(text, label + ".conf", reply_json)
 
     def reply_and_what_follows(self, frame: Frame, label: str, fault: Optional["FiredReply"],
@@ -4563,6 +4638,8 @@ def check_failed(session: "ChargerSession", rule: str,
 
     ``text`` may be a function that makes it, as for WarnOnce: a check that
     fails on every message (an early Heartbeat) then costs a set lookup."""
+    if ("check", rule) in session.warn_once.warned:  # reported already: nothing to make
+        return
     session.warn_once(("check", rule), lambda: "check %s: %s" % (
         rule, text if isinstance(text, str) else text()), spec=True)
 
@@ -4599,7 +4676,8 @@ def check_heartbeat(session: "ChargerSession") -> None:
     history, now = session.state.history, time.monotonic()
     if "Heartbeat" in history.triggered:
         history.triggered.discard("Heartbeat")
-    elif _timed_early(history.heartbeat_at, history.heartbeat_interval, now):
+    elif ("check", "heartbeat-interval") not in session.warn_once.warned and _timed_early(
+            history.heartbeat_at, history.heartbeat_interval, now):  # told once: not timed again
         last, interval = history.heartbeat_at, history.heartbeat_interval
         check_failed(session, "heartbeat-interval",
                      lambda: "Heartbeat %.1f s after the last; the interval set is %d s"
@@ -4634,17 +4712,31 @@ def check_transaction_message(session: "ChargerSession", transaction_id: Optiona
         times[transaction_id] = max(timestamp, last or "")
 
 
+def _register_readings(payload: dict) -> list[tuple[Any, Any, Any]]:
+    """(value, unit, phase) of each Energy.Active.Import.Register reading of a MeterValues, as
+    _meter_readings reads them; the standard form in one plain loop (it runs for every
+    MeterValues)."""
+    register = "Energy.Active.Import.Register"
+    if "values" not in payload:
+        try:
+            return [(item["value"], item.get("unit", "Wh"), item.get("phase"))
+                    for sample in payload["meterValue"] for item in sample["sampledValue"]
+                    if item.get("measurand", register) == register]
+        except (KeyError, TypeError, AttributeError):  # not quite the standard form
+            pass
+    return [(value, unit, phase) for measurand, value, unit, phase in _meter_readings(payload)
+            if measurand == register]
+
+
 def check_energy(session: "ChargerSession", payload: dict) -> None:
     """Energy.Active.Import.Register never decreases within a transaction (Wh and kWh alike)."""
     transaction_id = as_int(payload.get("transactionId"))
     if transaction_id is None:
         return
     energy = session.state.history.energy
-    for measurand, value, unit, phase in _meter_readings(payload):
-        if measurand != "Energy.Active.Import.Register":
-            continue
+    for value, unit, phase in _register_readings(payload):
         try:
-            reading = float(value) * (1000 if unit == "kWh" else 1)
+            reading = float(value) if unit != "kWh" else float(value) * 1000
         except (TypeError, ValueError):
             continue
         key = (transaction_id, phase)
@@ -8216,26 +8308,29 @@ class EventHistory:
     def on_event(self, event: Event) -> None:
         """The history as a bus subscriber (a bound method: called faster than the instance)."""
         if event.type == "frame":
-            self.on_frame(event.seq, event.charger, event.at, event.direction, event.text,
-                          event.label, event.shown, event.binary, event.parsed)
+            self.on_frames(iter(((event.seq, event.charger, event.at, event.direction, event.text,
+                                  event.label, event.binary),)))
             return
         self._keep(StoredEvent(event))
         self.last = event.seq
         self._wake()
 
-    def on_frame(self, seq: int, charger: str, at: float, direction: str, text: str, label: str,
-                 shown: Any, binary: bool, parsed: Optional[Frame]) -> None:
-        """The history's receiver of frames (EventBus.publish_frame): the most frequent event, kept
-        lean (a plain tuple while nobody reads)."""
+    def on_frames(self, frames: "Iterator[tuple]") -> None:
+        """The history's receiver of frames (EventBus.deliver_frames; FrameRecords, or their first
+        seven fields): the most frequent event, kept lean (a plain tuple while nobody reads)."""
         if self.readers:
-            self._keep(StoredEvent.of_frame((seq, charger, at, direction, text, label, binary)))
+            for frame in frames:
+                self._keep(StoredEvent.of_frame(frame[:7]))
+                self.last = frame[0]
         else:
-            events = self.events
-            events.append((seq, charger, at, direction, text, label, binary))
-            self.cost += 100 + len(text)
-            if self.cost > self.budget or len(events) > self.limit:
-                self._trim()
-        self.last = seq
+            events, cost, frame = self.events, self.cost, None
+            for frame in frames:
+                events.append(frame[:7])
+                cost += 100 + len(frame[4])
+            if frame is not None:
+                self.cost, self.last = cost, frame[0]
+                if cost > self.budget or len(events) > self.limit:
+                    self._trim()
         if self._waiting:
             self._wake()
 
@@ -8262,15 +8357,19 @@ class EventHistory:
             stored.sse_message(self.run)  # made now, in its charger's turn, not in a reader's
 
     def _trim(self) -> None:
-        events = self.events
-        while len(events) > self.limit or self.cost > self.budget:
+        events, limit, budget, cost, dropped = self.events, self.limit, self.budget, self.cost, \
+            self.dropped
+        while len(events) > limit or cost > budget:
             oldest = events.popleft()
             if type(oldest) is tuple:
-                self.cost -= 100 + len(oldest[4])
-                self.dropped = max(self.dropped, oldest[0])
+                cost -= 100 + len(oldest[4])
+                seq = oldest[0]
             else:
-                self.cost -= oldest.cost
-                self.dropped = max(self.dropped, oldest.seq)
+                cost -= oldest.cost
+                seq = oldest.seq
+            if seq > dropped:
+                dropped = seq
+        self.cost, self.dropped = cost, dropped
 
     @staticmethod
     def _newer(kept: "collections.deque[Any]", seq: int) -> list[StoredEvent]:
@@ -9094,7 +9193,7 @@ class EventStreams:
             "warn", None, "HTTP: closed %d event stream%s in %g s: the reader took nothing for %g s"
             % (count, "" if count == 1 else "s", seconds, EVENT_STREAM_DRAIN_TIMEOUT)))
         system.bus.subscribe(self.history.on_event, *EventHistory.ALWAYS,
-                             receiver=self.history.on_frame)
+                             receiver=self.history.on_frames)
 
     async def open(self, request: HttpRequest, writer: asyncio.StreamWriter) -> None:
         """GET /api/events: live events; Last-Event-ID (or ?lastEventId=) resumes after that event.
@@ -9187,7 +9286,7 @@ class EventStreams:
                 self._keep_every_event = None
                 self.system.bus.unsubscribe(history.on_event)
                 self.system.bus.subscribe(history.on_event, *EventHistory.ALWAYS,
-                                          receiver=history.on_frame)
+                                          receiver=history.on_frames)
             self._keep_every_event = asyncio.get_running_loop().call_later(
                 EVENT_RESUME_SECONDS, keep_transcript_events_only)
 
