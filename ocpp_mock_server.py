@@ -2896,12 +2896,58 @@ def render_meter_values(payload: dict) -> str:
     if count > MAX_READINGS_SHOWN:
         shown.append("... and %d more" % (count - MAX_READINGS_SHOWN))
     transaction = payload.get("transactionId")
-    where = "connector " + _scalar_text(payload.get("connectorId"))
-    if payload.get("evseId") is not None:
-        where = "EVSE %s %s" % (_scalar_text(payload["evseId"]), where)
+    where = _place(payload.get("evseId"), payload.get("connectorId"))
     if transaction is not None:
         where += ", transaction " + _scalar_text(transaction)
     return "%s: %s" % (where, ", ".join(shown))
+
+
+def _place(evse: Any, connector: Any) -> str:
+    """ "EVSE 1 connector 2", "connector 1" or "EVSE 1": what of the two a frame names."""
+    parts = [] if evse is None else ["EVSE " + _scalar_text(evse)]
+    if connector is not None or evse is None:
+        parts.append("connector " + _scalar_text(connector))
+    return " ".join(parts)
+
+
+# TransactionEvent fields its line shows in words; any other is appended as JSON.
+_TRANSACTION_EVENT_SHOWN = frozenset({"eventType", "timestamp", "triggerReason", "seqNo",
+                                      "transactionInfo", "evse", "meterValue", "idToken"})
+_TRANSACTION_INFO_SHOWN = ("chargingState", "stoppedReason", "remoteStartId")
+
+
+def render_transaction_event(payload: dict) -> str:
+    """An OCPP 2.0.1 TransactionEvent as the operator reads it, e.g. "Updated, transaction T-1,
+    seqNo 3, MeterValuePeriodic, EVSE 1 connector 1, chargingState Charging: Energy.Active.Import.
+    Register 3 Wh, Power.Active.Import 7400 W"; fields it does not name follow as JSON."""
+    info = payload.get("transactionInfo")
+    info = info if type(info) is dict else {}
+    evse = payload.get("evse")
+    evse = evse if type(evse) is dict else {}
+    parts = [_scalar_text(payload.get("eventType")),
+             "transaction " + _scalar_text(info.get("transactionId")),
+             "seqNo " + _scalar_text(payload.get("seqNo")),
+             _scalar_text(payload.get("triggerReason"))]
+    if evse:
+        parts.append(_place(evse.get("id"), evse.get("connectorId")))
+    parts += ["%s %s" % (name, _scalar_text(info[name])) for name in _TRANSACTION_INFO_SHOWN
+              if name in info]
+    token = payload.get("idToken")
+    if type(token) is dict:
+        parts.append("idToken %s (%s)" % (_show(token.get("idToken")), _scalar_text(
+            token.get("type"))))
+    readings = [_reading_shown(*reading) for reading in itertools.islice(
+        _meter_readings(payload), MAX_READINGS_SHOWN)]
+    rest = {name: value for name, value in payload.items() if name not in _TRANSACTION_EVENT_SHOWN}
+    text = ", ".join(parts) + (": " + ", ".join(readings) if readings else "")
+    return text + (" " + render_json(rest) if rest else "")
+
+
+# A charger's CALLs whose frame line shows the payload in words, not as JSON.
+CALL_RENDERERS: dict[str, Callable[[dict], str]] = {
+    "MeterValues": render_meter_values,
+    "TransactionEvent": render_transaction_event,
+}
 
 
 def _scalar_text(value: Any) -> str:
@@ -3172,7 +3218,8 @@ class Output:
 
         A frame's ``shown`` is JSON text or other text, or a payload to show
         as compact JSON; None for a charger's CALL (``parsed``), rendered
-        here: MeterValues as readings, else the payload as the charger wrote
+        here: MeterValues and TransactionEvent in words (CALL_RENDERERS), else
+        the payload as the charger wrote
         it.  It runs for every frame, so it formats its lines in one loop
         (printable_json's and _add's common cases written in).
         """
@@ -3180,8 +3227,9 @@ class Output:
         cut, milliseconds, last_millisecond, stamp = self.width, clock.milliseconds, -1, ""
         for _seq, charger, at, direction, text, label, _binary, shown, parsed in frames:
             if shown is None:  # a charger's CALL
-                if parsed.action == "MeterValues":  # type: ignore[union-attr]
-                    shown = render_meter_values(parsed.payload)  # type: ignore[union-attr]
+                render = CALL_RENDERERS.get(parsed.action)  # type: ignore[union-attr]
+                if render is not None:
+                    shown = render(parsed.payload)  # type: ignore[union-attr]
                 elif text.endswith("}]") and text.startswith(  # call_payload_text's first case
                         prefix := f'[2,"{parsed.message_id}","{parsed.action}",' if text[2] == '"'
                         else f'[2, "{parsed.message_id}", "{parsed.action}", '):  # type: ignore
