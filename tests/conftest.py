@@ -1059,22 +1059,28 @@ def _normalized(line: str) -> str:
     line = re.sub(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z", "TS", line)
     line = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", line)
     line = re.sub(r"(Register|SoC|meterStop\":) ?\d+", r"\1 N", line)
+    line = re.sub(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "UUID", line)
+    line = re.sub(r"seqNo \d+", "seqNo N", line)
     return re.sub(r"\d+ s old", "N s old", line)
 
 
-def guide_session(server) -> list:
-    """The guide's section 4 session: the demo charger, `chargers` typed twice; the server's
-    lines."""
+def guide_session(server, charger_id: str = "CP-1", *demo_args: str) -> list:
+    """The guide's section 4 session: the demo charger (with ``demo_args``), `chargers` typed by
+    the test; the server's lines."""
     mark = server.mark()
     demo = subprocess.run(
-        [sys.executable, str(DEMO_CHARGER), server.url + "/CP-1", "--once"],
+        [sys.executable, str(DEMO_CHARGER), f"{server.url}/{charger_id}", "--once", *demo_args],
         capture_output=True,
         text=True,
         timeout=30,
     )
     assert demo.returncode == 0, demo.stdout
-    server.wait_for(r"CP-1 \*\* disconnected", since=mark)
-    return [line for line in server.output(mark).splitlines() if " CP-1 " in line or ">> " in line]
+    server.wait_for(rf"{charger_id} \*\* disconnected", since=mark)
+    return [
+        line
+        for line in server.output(mark).splitlines()
+        if f" {charger_id} " in line or ">> " in line
+    ]
 
 
 # ------------------------------------------------ HTTP: the API, the event stream, the file server
