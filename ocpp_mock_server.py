@@ -739,21 +739,29 @@ class Rule:
     every frame; ``check`` then says what is wrong, appending the Problems of
     ``value`` at ``path`` (it runs only for the frames that fail ``valid``).
 
-    ``leaf_test`` is the whole rule as data, ``(types, allowed values, maximum
-    length, pattern match)`` with None for "any", for rules that are that
-    simple: Object.valid runs it inline, which is most of the lint's speed.
+    ``failure`` is the rule as Python source, a condition that holds when the
+    value in a variable breaks it: an Object or Array compiles its fields' or
+    items' conditions into one function (``compiled_valid``), which is most of
+    the lint's speed.
     """
 
     type_name = "value"
     json_types: Optional[tuple] = None  # the Python types of the JSON type; true is no integer here
-    leaf_test: Optional[tuple[tuple, Optional[frozenset], Optional[int],
-                              Optional[Callable[[str], Any]]]] = None
 
     def __init__(self, required: bool = False) -> None:
         self.required = required
 
     def valid(self, value: Any) -> bool:
         raise NotImplementedError
+
+    def failure(self, name: str, constants: dict[str, Any]) -> str:
+        """Python source of a condition that holds when the value in variable ``name`` breaks the
+        rule; ``constants`` takes the objects the source names (here: its compiled valid)."""
+        return "not %s(%s)" % (_constant(constants, self.compiled_valid()), name)
+
+    def compiled_valid(self) -> Callable[[Any], bool]:
+        """``valid`` as fast as it gets (a compiled function for an Object or an Array)."""
+        return self.valid
 
     def check(self, value: Any, path: str, problems: list[Problem]) -> None:
         """Append the Problems of ``value`` at ``path``: its JSON type, then the rest of the
@@ -785,10 +793,14 @@ class String(Rule):
     def __init__(self, max_length: Optional[int] = None, required: bool = False) -> None:
         super().__init__(required)
         self.max_length = max_length
-        self.leaf_test = ((str,), None, max_length, None)
 
     def valid(self, value: Any) -> bool:
         return type(value) is str and (self.max_length is None or len(value) <= self.max_length)
+
+    def failure(self, name: str, constants: dict[str, Any]) -> str:
+        if self.max_length is None:
+            return "type(%s) is not str" % name
+        return "type(%s) is not str or len(%s) > %d" % (name, name, self.max_length)
 
     def check_value(self, value: Any, path: str, problems: list[Problem]) -> None:
         if self.max_length is not None and len(value) > self.max_length:
@@ -809,10 +821,13 @@ class DateTime(String):
 
     def __init__(self, required: bool = False) -> None:
         super().__init__(None, required)
-        self.leaf_test = ((str,), None, None, _DATE_TIME.match)
 
     def valid(self, value: Any) -> bool:
         return type(value) is str and _DATE_TIME.match(value) is not None
+
+    def failure(self, name: str, constants: dict[str, Any]) -> str:
+        return "type(%s) is not str or %s(%s) is None" % (
+            name, _constant(constants, _DATE_TIME.match), name)
 
     def check_value(self, value: Any, path: str, problems: list[Problem]) -> None:
         if not _DATE_TIME.match(value):
@@ -831,12 +846,12 @@ class Scalar(Rule):
 
     description = ""
 
-    def __init__(self, required: bool = False) -> None:
-        super().__init__(required)
-        self.leaf_test = (self.json_types, None, None, None)
-
     def valid(self, value: Any) -> bool:
         return type(value) in self.json_types
+
+    def failure(self, name: str, constants: dict[str, Any]) -> str:
+        return " and ".join("type(%s) is not %s" % (name, kind.__name__)
+                            for kind in self.json_types)
 
     def describe(self) -> str:
         return self.description
@@ -862,10 +877,14 @@ class BoundedNumber(Decimal):
         super().__init__(required)
         self.minimum = minimum
         self.maximum = maximum
-        self.leaf_test = None  # the bounds need valid()
 
     def valid(self, value: Any) -> bool:
         return type(value) in self.json_types and self._within(value)
+
+    def failure(self, name: str, constants: dict[str, Any]) -> str:
+        bounds = ["%s %s %r" % (name, sign, bound) for sign, bound in (
+            ("<", self.minimum), (">", self.maximum)) if bound is not None]
+        return "(%s)" % " or ".join(["(%s)" % super().failure(name, constants)] + bounds)
 
     def _within(self, value: Any) -> bool:
         return ((self.minimum is None or value >= self.minimum)
@@ -901,6 +920,9 @@ class Anything(Rule):
     def valid(self, value: Any) -> bool:
         return True
 
+    def failure(self, name: str, constants: dict[str, Any]) -> str:
+        return "False"
+
     def describe(self) -> str:
         return "any JSON value"
 
@@ -913,10 +935,13 @@ class Enum(Rule):
         super().__init__(required)
         self.values = values
         self._allowed = frozenset(values)
-        self.leaf_test = ((str,), self._allowed, None, None)
 
     def valid(self, value: Any) -> bool:
         return type(value) is str and value in self._allowed
+
+    def failure(self, name: str, constants: dict[str, Any]) -> str:
+        return "type(%s) is not str or %s not in %s" % (name, name,
+                                                         _constant(constants, self._allowed))
 
     def check_value(self, value: Any, path: str, problems: list[Problem]) -> None:
         if value not in self._allowed:
@@ -944,30 +969,18 @@ class Object(Rule):
         self.fields = fields
         self.required_names = tuple(name for name, rule in fields.items() if rule.required)
         self._required = frozenset(self.required_names)
-        self._leaf_tests = {name: rule.leaf_test for name, rule in fields.items()
-                            if rule.leaf_test is not None}
+        self._compiled: Optional[Callable[[Any], bool]] = None
+
+    closed = True  # no field beyond its own
 
     def valid(self, value: Any) -> bool:
-        if type(value) is not dict or not self._required <= value.keys():
-            return False
-        leaf_tests = self._leaf_tests
-        for name, item in value.items():
-            test = leaf_tests.get(name)
-            if test is None:  # an object, an array, or no such field
-                rule = self.fields.get(name)
-                if rule is None or not rule.valid(item):
-                    return False
-                continue
-            types, allowed, max_length, match = test
-            if type(item) not in types:
-                return False
-            if allowed is not None and item not in allowed:
-                return False
-            if max_length is not None and len(item) > max_length:
-                return False
-            if match is not None and match(item) is None:
-                return False
-        return True
+        return self.compiled_valid()(value)
+
+    def compiled_valid(self) -> Callable[[Any], bool]:
+        if self._compiled is None:
+            self._compiled = _compile_object(self)
+            self.valid = self._compiled  # type: ignore[method-assign]  # calls skip the method
+        return self._compiled
 
     def check_value(self, value: Any, path: str, problems: list[Problem]) -> None:
         prefix = path + "." if path else ""
@@ -999,13 +1012,7 @@ class OpenObject(Object):
     """An object that allows fields beyond its own (2.0.1's CustomDataType, whose schema has no
     ``additionalProperties: false``): its own fields keep their rules, the others are free."""
 
-    def valid(self, value: Any) -> bool:
-        if type(value) is not dict or not self._required <= value.keys():
-            return False
-        for name, rule in self.fields.items():
-            if name in value and not rule.valid(value[name]):
-                return False
-        return True
+    closed = False
 
     def check_value(self, value: Any, path: str, problems: list[Problem]) -> None:
         prefix = path + "." if path else ""
@@ -1032,15 +1039,16 @@ class Array(Rule):
         self.min_items = min_items
         self.max_items = max_items
         self._most = sys.maxsize if max_items is None else max_items
+        self._compiled: Optional[Callable[[Any], bool]] = None
 
     def valid(self, value: Any) -> bool:
-        if type(value) is not list or not self.min_items <= len(value) <= self._most:
-            return False
-        items = self.items
-        for item in value:
-            if not items.valid(item):
-                return False
-        return True
+        return self.compiled_valid()(value)
+
+    def compiled_valid(self) -> Callable[[Any], bool]:
+        if self._compiled is None:
+            self._compiled = _compile_array(self)
+            self.valid = self._compiled  # type: ignore[method-assign]  # calls skip the method
+        return self._compiled
 
     def check_value(self, value: Any, path: str, problems: list[Problem]) -> None:
         if len(value) < self.min_items:
@@ -1058,6 +1066,59 @@ class Array(Rule):
         if self.max_items is not None:
             return "array (up to %d) of %s" % (self.max_items, self.items.describe())
         return "array of " + self.items.describe()
+
+
+# Compiled rules: an Object's or an Array's valid() as one generated function
+# whose leaves are inline conditions (a rule's ``failure``), made on first use.
+_MISSING = object()
+
+
+def _constant(constants: dict[str, Any], value: Any) -> str:
+    """The name under which generated source reads ``value``."""
+    name = "_c%d" % len(constants)
+    constants[name] = value
+    return name
+
+
+def _compiled_function(lines: list[str], constants: dict[str, Any]) -> Callable[[Any], bool]:
+    namespace = dict(constants, _MISSING=_MISSING)
+    exec(compile("\n".join(lines), "<compiled rule>", "exec"), namespace)  # our own source only
+    return namespace["valid"]
+
+
+def _compile_object(rule: Object) -> Callable[[Any], bool]:
+    """``rule.valid`` as one function: the type and the required names in C, then one pass over
+    the fields present, each name tested in turn with its condition inline."""
+    constants: dict[str, Any] = {}
+    lines = ["def valid(v):", "    if type(v) is not dict: return False"]
+    if rule.required_names:
+        lines.append("    if not %s <= v.keys(): return False"
+                     % _constant(constants, rule._required))
+    if rule.fields:
+        lines.append("    for k, x in v.items():")
+        for number, (name, field) in enumerate(rule.fields.items()):
+            lines.append("        %s k == %r:" % ("elif" if number else "if", name))
+            lines.append("            if %s: return False" % field.failure("x", constants))
+        if rule.closed:
+            lines.append("        else: return False")
+    elif rule.closed:
+        lines.append("    if v: return False")
+    lines.append("    return True")
+    return _compiled_function(lines, constants)
+
+
+def _compile_array(rule: Array) -> Callable[[Any], bool]:
+    """``rule.valid`` as one function: the type and size, then the items' condition in a loop."""
+    constants: dict[str, Any] = {}
+    size = ["len(v) < %d" % rule.min_items] if rule.min_items else []
+    if rule.max_items is not None:
+        size.append("len(v) > %d" % rule.max_items)
+    return _compiled_function([
+        "def valid(v):",
+        "    if %s: return False" % " or ".join(["type(v) is not list"] + size),
+        "    for x in v:",
+        "        if %s: return False" % rule.items.failure("x", constants),
+        "    return True"], constants)
 
 
 def lint_payload(rules: Object, payload: Any) -> list[Problem]:
