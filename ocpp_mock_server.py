@@ -47,6 +47,7 @@ import dataclasses
 import datetime
 import difflib
 import errno
+import functools
 import gc
 import hashlib
 import hmac
@@ -356,7 +357,7 @@ def parse_frame(text: str) -> Frame:
         and type(message[0]) is int):
         message_id, action, payload = message[1], message[2], message[3]
         if type(message_id) is str and type(action) is str and action and type(payload) is dict:
-            return Frame(CALL, message_id, action=action, payload=payload)
+            return Frame(CALL, message_id, action, payload)  # positional: faster
     return _parse_message(message)
 
 
@@ -476,6 +477,10 @@ def dump_json(value: Any) -> str:
     Raises ValueError (NaN, Infinity) or RecursionError (nesting too deep):
     for a value that came from a charger, use render_json.
     """
+    if type(value) is dict and len(value) == 1:  # one text field (Heartbeat's reply): no encoder
+        for key, item in value.items():
+            if type(key) is str and type(item) is str:
+                return f"{{{_json_string(key)}:{_json_string(item)}}}"
     if _compact_chunks is None:  # no C encoder (another Python implementation)
         return _compact_json(value)
     return "".join(_compact_chunks(value, 0))
@@ -577,7 +582,7 @@ def build_call(message_id: str, action: str, payload_json: str) -> str:
 def build_call_result(message_id: str, payload_json: str, action: Optional[str] = None) -> str:
     """CALLRESULT text; with ``action`` it is the FlexiCharge 4-element form."""
     if action is None:
-        return "[3,%s,%s]" % (_json_string(message_id), payload_json)
+        return f"[3,{_json_string(message_id)},{payload_json}]"
     return "[3,%s,%s,%s]" % (_json_string(message_id), _json_string(action), payload_json)
 
 
@@ -598,8 +603,8 @@ def call_payload_text(text: str, frame: Frame) -> str:
     """
     # An id and an action with nothing to escape are written as they are: that is tried first (a
     # prefix with an unescaped quote or backslash cannot match text that parsed to them).
-    prefix = ('[2, "%s", "%s", ' if text[2:4] == ", " else '[2,"%s","%s",') % (
-        frame.message_id, frame.action)
+    prefix = f'[2,"{frame.message_id}","{frame.action}",' if text[2:3] == '"' else \
+        f'[2, "{frame.message_id}", "{frame.action}", '
     if text.endswith("}]") and text.startswith(prefix):  # as json.dumps writes it: in C
         return text[len(prefix):-1]
     prefix = "[2,%s,%s," % (_json_string(frame.message_id), _json_string(frame.action))
@@ -640,7 +645,7 @@ class SecondClock:
                  suffix: str = "") -> None:
         self.pattern = pattern
         self.convert = convert
-        self._milliseconds = [".%03d%s" % (millisecond, suffix) for millisecond in range(1000)]
+        self.milliseconds = [".%03d%s" % (millisecond, suffix) for millisecond in range(1000)]
         self._second = -1
         self._text = ""
         self._millisecond_ends = 0.0
@@ -651,21 +656,26 @@ class SecondClock:
         now = time.time()
         if now < self._millisecond_ends:  # a busy server prints many lines in one millisecond
             return self._now
-        second, millisecond = divmod(int(now * 1000), 1000)
-        if second != self._second:
-            self._second = second
-            self._text = time.strftime(self.pattern, self.convert(second))
-        self._millisecond_ends = (second * 1000 + millisecond + 1) / 1000
-        self._now = self._text + self._milliseconds[millisecond]
+        millisecond = int(now * 1000)
+        if millisecond // 1000 != self._second:
+            self._second = millisecond // 1000
+            self._text = time.strftime(self.pattern, self.convert(self._second))
+        self._millisecond_ends = (millisecond + 1) / 1000
+        self._now = self._text + self.milliseconds[millisecond % 1000]
         return self._now
 
     def at(self, moment: float) -> str:
         """The text of ``moment`` (seconds since the epoch), e.g. an event's time."""
         second, millisecond = divmod(int(moment * 1000), 1000)
+        return self.second_text(second) + self.milliseconds[millisecond]
+
+    def second_text(self, second: int) -> str:
+        """The text of a whole ``second`` (since the epoch), before its milliseconds (the
+        ``milliseconds`` table's texts, suffix included)."""
         if second != self._at_second:
             self._at_second, self._at_text = second, time.strftime(self.pattern,
                                                                    self.convert(second))
-        return self._at_text + self._milliseconds[millisecond]
+        return self._at_text
 
 
 UTC_CLOCK = SecondClock("%Y-%m-%dT%H:%M:%S", time.gmtime, "Z")  # 2026-11-25T15:11:34.123Z
@@ -674,19 +684,24 @@ LOCAL_CLOCK = SecondClock("%H:%M:%S", time.localtime)  # 15:11:34.123, for the o
 
 # --------------------------------------------------------------- Spec lint
 # Field rules of the official OCPP 1.6 JSON schemas (and the 1.6 security
-# whitepaper), compiled once at import.  Every object in those schemas is
-# closed (additionalProperties: false).  A broken rule maps to the OCPP-J
-# error code a validating central system answers with:
+# whitepaper), compiled once at import; the rule classes serve the 2.0.1
+# field rules too (the next section).  Every object in the 1.6 schemas is
+# closed (additionalProperties: false); in the 2.0.1 ones, every object but
+# CustomDataType, which takes any more fields (OpenObject).  A broken rule
+# maps to the OCPP-J error code a validating central system answers with
+# (2.0.1 spells two of them FormatViolation, OccurrenceConstraintViolation):
 #   wrong JSON type                -> TypeConstraintViolation
 #   required field missing, array
-#   below its minimum length       -> OccurenceConstraintViolation
+#   below its minimum or above its
+#   maximum length                 -> OccurenceConstraintViolation
 #   field the schema does not know -> FormationViolation
 #   too long, not in the enum,
-#   not an ISO-8601 date-time      -> PropertyConstraintViolation
+#   out of range, not an ISO-8601
+#   date-time                      -> PropertyConstraintViolation
 
 
 class Problem:
-    """One way a payload breaks the 1.6 schema: where, what rule, which code.
+    """One way a payload breaks its OCPP schema: where, what rule, which code.
 
     ``hint`` (a "did you mean" search) is a function, run only when the
     problem is shown: a frame may carry a thousand copies of one mistake.
@@ -724,21 +739,29 @@ class Rule:
     every frame; ``check`` then says what is wrong, appending the Problems of
     ``value`` at ``path`` (it runs only for the frames that fail ``valid``).
 
-    ``leaf_test`` is the whole rule as data, ``(types, allowed values, maximum
-    length, pattern match)`` with None for "any", for rules that are that
-    simple: Object.valid runs it inline, which is most of the lint's speed.
+    ``failure`` is the rule as Python source, a condition that holds when the
+    value in a variable breaks it: an Object or Array compiles its fields' or
+    items' conditions into one function (``compiled_valid``), which is most of
+    the lint's speed.
     """
 
     type_name = "value"
     json_types: Optional[tuple] = None  # the Python types of the JSON type; true is no integer here
-    leaf_test: Optional[tuple[tuple, Optional[frozenset], Optional[int],
-                              Optional[Callable[[str], Any]]]] = None
 
     def __init__(self, required: bool = False) -> None:
         self.required = required
 
     def valid(self, value: Any) -> bool:
         raise NotImplementedError
+
+    def failure(self, name: str, constants: dict[str, Any]) -> str:
+        """Python source of a condition that holds when the value in variable ``name`` breaks the
+        rule; ``constants`` takes the objects the source names (here: its compiled valid)."""
+        return "not %s(%s)" % (_constant(constants, self.compiled_valid()), name)
+
+    def compiled_valid(self) -> Callable[[Any], bool]:
+        """``valid`` as fast as it gets (a compiled function for an Object or an Array)."""
+        return self.valid
 
     def check(self, value: Any, path: str, problems: list[Problem]) -> None:
         """Append the Problems of ``value`` at ``path``: its JSON type, then the rest of the
@@ -770,10 +793,14 @@ class String(Rule):
     def __init__(self, max_length: Optional[int] = None, required: bool = False) -> None:
         super().__init__(required)
         self.max_length = max_length
-        self.leaf_test = ((str,), None, max_length, None)
 
     def valid(self, value: Any) -> bool:
         return type(value) is str and (self.max_length is None or len(value) <= self.max_length)
+
+    def failure(self, name: str, constants: dict[str, Any]) -> str:
+        if self.max_length is None:
+            return "type(%s) is not str" % name
+        return "type(%s) is not str or len(%s) > %d" % (name, name, self.max_length)
 
     def check_value(self, value: Any, path: str, problems: list[Problem]) -> None:
         if self.max_length is not None and len(value) > self.max_length:
@@ -794,10 +821,13 @@ class DateTime(String):
 
     def __init__(self, required: bool = False) -> None:
         super().__init__(None, required)
-        self.leaf_test = ((str,), None, None, _DATE_TIME.match)
 
     def valid(self, value: Any) -> bool:
         return type(value) is str and _DATE_TIME.match(value) is not None
+
+    def failure(self, name: str, constants: dict[str, Any]) -> str:
+        return "type(%s) is not str or %s(%s) is None" % (
+            name, _constant(constants, _DATE_TIME.match), name)
 
     def check_value(self, value: Any, path: str, problems: list[Problem]) -> None:
         if not _DATE_TIME.match(value):
@@ -816,12 +846,12 @@ class Scalar(Rule):
 
     description = ""
 
-    def __init__(self, required: bool = False) -> None:
-        super().__init__(required)
-        self.leaf_test = (self.json_types, None, None, None)
-
     def valid(self, value: Any) -> bool:
         return type(value) in self.json_types
+
+    def failure(self, name: str, constants: dict[str, Any]) -> str:
+        return " and ".join("type(%s) is not %s" % (name, kind.__name__)
+                            for kind in self.json_types)
 
     def describe(self) -> str:
         return self.description
@@ -839,6 +869,64 @@ class Boolean(Scalar):
     type_name, json_types, description = "true or false", (bool,), "true or false"
 
 
+class BoundedNumber(Decimal):
+    """A number within ``minimum`` and ``maximum`` (None: no bound)."""
+
+    def __init__(self, minimum: Optional[float] = None, maximum: Optional[float] = None,
+                 required: bool = False) -> None:
+        super().__init__(required)
+        self.minimum = minimum
+        self.maximum = maximum
+
+    def valid(self, value: Any) -> bool:
+        return type(value) in self.json_types and self._within(value)
+
+    def failure(self, name: str, constants: dict[str, Any]) -> str:
+        bounds = ["%s %s %r" % (name, sign, bound) for sign, bound in (
+            ("<", self.minimum), (">", self.maximum)) if bound is not None]
+        return "(%s)" % " or ".join(["(%s)" % super().failure(name, constants)] + bounds)
+
+    def _within(self, value: Any) -> bool:
+        return ((self.minimum is None or value >= self.minimum)
+                and (self.maximum is None or value <= self.maximum))
+
+    def check_value(self, value: Any, path: str, problems: list[Problem]) -> None:
+        if not self._within(value):
+            problems.append(Problem(path, "is %s, %s" % (_show(value), self._range()),
+                                    PROPERTY_CONSTRAINT_VIOLATION))
+
+    def _range(self) -> str:
+        if self.maximum is None:
+            return "the minimum is %s" % _show(self.minimum)
+        if self.minimum is None:
+            return "the maximum is %s" % _show(self.maximum)
+        return "allowed: %s to %s" % (_show(self.minimum), _show(self.maximum))
+
+    def describe(self) -> str:
+        return "%s, %s" % (self.description, self._range())
+
+
+class BoundedInteger(BoundedNumber):
+    """An integer within ``minimum`` and ``maximum`` (None: no bound)."""
+
+    type_name, json_types, description = "an integer", (int,), "integer"
+
+
+class Anything(Rule):
+    """Any JSON value: a schema without a type (2.0.1's DataTransfer data)."""
+
+    type_name = "any JSON value"
+
+    def valid(self, value: Any) -> bool:
+        return True
+
+    def failure(self, name: str, constants: dict[str, Any]) -> str:
+        return "False"
+
+    def describe(self) -> str:
+        return "any JSON value"
+
+
 class Enum(Rule):
     type_name = "a string"
     json_types = (str,)
@@ -847,10 +935,13 @@ class Enum(Rule):
         super().__init__(required)
         self.values = values
         self._allowed = frozenset(values)
-        self.leaf_test = ((str,), self._allowed, None, None)
 
     def valid(self, value: Any) -> bool:
         return type(value) is str and value in self._allowed
+
+    def failure(self, name: str, constants: dict[str, Any]) -> str:
+        return "type(%s) is not str or %s not in %s" % (name, name,
+                                                         _constant(constants, self._allowed))
 
     def check_value(self, value: Any, path: str, problems: list[Problem]) -> None:
         if value not in self._allowed:
@@ -878,30 +969,18 @@ class Object(Rule):
         self.fields = fields
         self.required_names = tuple(name for name, rule in fields.items() if rule.required)
         self._required = frozenset(self.required_names)
-        self._leaf_tests = {name: rule.leaf_test for name, rule in fields.items()
-                            if rule.leaf_test is not None}
+        self._compiled: Optional[Callable[[Any], bool]] = None
+
+    closed = True  # no field beyond its own
 
     def valid(self, value: Any) -> bool:
-        if type(value) is not dict or not self._required <= value.keys():
-            return False
-        leaf_tests = self._leaf_tests
-        for name, item in value.items():
-            test = leaf_tests.get(name)
-            if test is None:  # an object, an array, or no such field
-                rule = self.fields.get(name)
-                if rule is None or not rule.valid(item):
-                    return False
-                continue
-            types, allowed, max_length, match = test
-            if type(item) not in types:
-                return False
-            if allowed is not None and item not in allowed:
-                return False
-            if max_length is not None and len(item) > max_length:
-                return False
-            if match is not None and match(item) is None:
-                return False
-        return True
+        return self.compiled_valid()(value)
+
+    def compiled_valid(self) -> Callable[[Any], bool]:
+        if self._compiled is None:
+            self._compiled = _compile_object(self)
+            self.valid = self._compiled  # type: ignore[method-assign]  # calls skip the method
+        return self._compiled
 
     def check_value(self, value: Any, path: str, problems: list[Problem]) -> None:
         prefix = path + "." if path else ""
@@ -929,35 +1008,117 @@ class Object(Rule):
         return "object"
 
 
+class OpenObject(Object):
+    """An object that allows fields beyond its own (2.0.1's CustomDataType, whose schema has no
+    ``additionalProperties: false``): its own fields keep their rules, the others are free."""
+
+    closed = False
+
+    def check_value(self, value: Any, path: str, problems: list[Problem]) -> None:
+        prefix = path + "." if path else ""
+        for name in self.required_names:
+            if name not in value:
+                problems.append(Problem(prefix + name, "is required but missing",
+                                        OCCURENCE_CONSTRAINT_VIOLATION))
+        for name, rule in self.fields.items():
+            if name in value and len(problems) < MAX_PROBLEMS_PER_FRAME:
+                rule.check(value[name], prefix + name, problems)
+
+    def describe(self) -> str:
+        return "object, open to more fields"
+
+
 class Array(Rule):
     type_name = "an array"
     json_types = (list,)
 
-    def __init__(self, items: Rule, min_items: int = 0, required: bool = False) -> None:
+    def __init__(self, items: Rule, min_items: int = 0, max_items: Optional[int] = None,
+                 required: bool = False) -> None:
         super().__init__(required)
         self.items = items
         self.min_items = min_items
+        self.max_items = max_items
+        self._most = sys.maxsize if max_items is None else max_items
+        self._compiled: Optional[Callable[[Any], bool]] = None
 
     def valid(self, value: Any) -> bool:
-        if type(value) is not list or len(value) < self.min_items:
-            return False
-        items = self.items
-        for item in value:
-            if not items.valid(item):
-                return False
-        return True
+        return self.compiled_valid()(value)
+
+    def compiled_valid(self) -> Callable[[Any], bool]:
+        if self._compiled is None:
+            self._compiled = _compile_array(self)
+            self.valid = self._compiled  # type: ignore[method-assign]  # calls skip the method
+        return self._compiled
 
     def check_value(self, value: Any, path: str, problems: list[Problem]) -> None:
         if len(value) < self.min_items:
             problems.append(Problem(path, "needs at least %d element(s)" % self.min_items,
                                     OCCURENCE_CONSTRAINT_VIOLATION))
+        if len(value) > self._most:
+            problems.append(Problem(path, "has %d elements, the limit is %d"
+                                    % (len(value), self._most), OCCURENCE_CONSTRAINT_VIOLATION))
         index = 0
         while index < len(value) and len(problems) < MAX_PROBLEMS_PER_FRAME:
             self.items.check(value[index], "%s[%d]" % (path, index), problems)
             index += 1
 
     def describe(self) -> str:
+        if self.max_items is not None:
+            return "array (up to %d) of %s" % (self.max_items, self.items.describe())
         return "array of " + self.items.describe()
+
+
+# Compiled rules: an Object's or an Array's valid() as one generated function
+# whose leaves are inline conditions (a rule's ``failure``), made on first use.
+_MISSING = object()
+
+
+def _constant(constants: dict[str, Any], value: Any) -> str:
+    """The name under which generated source reads ``value``."""
+    name = "_c%d" % len(constants)
+    constants[name] = value
+    return name
+
+
+def _compiled_function(lines: list[str], constants: dict[str, Any]) -> Callable[[Any], bool]:
+    namespace = dict(constants, _MISSING=_MISSING)
+    exec(compile("\n".join(lines), "<compiled rule>", "exec"), namespace)  # our own source only
+    return namespace["valid"]
+
+
+def _compile_object(rule: Object) -> Callable[[Any], bool]:
+    """``rule.valid`` as one function: the type and the required names in C, then one pass over
+    the fields present, each name tested in turn with its condition inline."""
+    constants: dict[str, Any] = {}
+    lines = ["def valid(v):", "    if type(v) is not dict: return False"]
+    if rule.required_names:
+        lines.append("    if not %s <= v.keys(): return False"
+                     % _constant(constants, rule._required))
+    if rule.fields:
+        lines.append("    for k, x in v.items():")
+        for number, (name, field) in enumerate(rule.fields.items()):
+            lines.append("        %s k == %r:" % ("elif" if number else "if", name))
+            lines.append("            if %s: return False" % field.failure("x", constants))
+        if rule.closed:
+            lines.append("        else: return False")
+    elif rule.closed:
+        lines.append("    if v: return False")
+    lines.append("    return True")
+    return _compiled_function(lines, constants)
+
+
+def _compile_array(rule: Array) -> Callable[[Any], bool]:
+    """``rule.valid`` as one function: the type and size, then the items' condition in a loop."""
+    constants: dict[str, Any] = {}
+    size = ["len(v) < %d" % rule.min_items] if rule.min_items else []
+    if rule.max_items is not None:
+        size.append("len(v) > %d" % rule.max_items)
+    return _compiled_function([
+        "def valid(v):",
+        "    if %s: return False" % " or ".join(["type(v) is not list"] + size),
+        "    for x in v:",
+        "        if %s: return False" % rule.items.failure("x", constants),
+        "    return True"], constants)
 
 
 def lint_payload(rules: Object, payload: Any) -> list[Problem]:
@@ -1348,10 +1509,1347 @@ CHARGER_REPLIES: dict[str, dict[str, Rule]] = {
 }
 
 
-# placeholder: the v201rules branch replaces these with the generated 2.0.1 tables
-V201_CHARGER_REQUESTS: dict[str, dict[str, Rule]] = {}
-V201_SERVER_REQUESTS: dict[str, dict[str, Rule]] = {}
-V201_CHARGER_REPLIES: dict[str, dict[str, Rule]] = {}
+# -------------------------------------------------- OCPP 2.0.1 field rules
+# Generated by scripts/ocpp201_tables.py from the official OCPP 2.0.1 JSON schemas;
+# do not edit by hand: change the script, run it and paste its output here.
+# An object type's rules are built once (functools.cache) and shared: rules do not
+# change once built.
+
+V201_APN_AUTHENTICATION = ("CHAP", "NONE", "PAP", "AUTO")
+V201_ATTRIBUTE = ("Actual", "Target", "MinSet", "MaxSet")
+V201_AUTHORIZATION_STATUS = ("Accepted", "Blocked", "ConcurrentTx", "Expired", "Invalid",
+                             "NoCredit", "NotAllowedTypeEVSE", "NotAtThisLocation", "NotAtThisTime",
+                             "Unknown")
+V201_BOOT_REASON = ("ApplicationReset", "FirmwareUpdate", "LocalReset", "PowerUp", "RemoteReset",
+                    "ScheduledReset", "Triggered", "Unknown", "Watchdog")
+V201_CANCEL_RESERVATION_STATUS = ("Accepted", "Rejected")
+V201_CERTIFICATE_ACTION = ("Install", "Update")
+V201_CERTIFICATE_SIGNED_STATUS = ("Accepted", "Rejected")
+V201_CERTIFICATE_SIGNING_USE = ("ChargingStationCertificate", "V2GCertificate")
+V201_CHANGE_AVAILABILITY_STATUS = ("Accepted", "Rejected", "Scheduled")
+V201_CHARGING_LIMIT_SOURCE = ("EMS", "Other", "SO", "CSO")
+V201_CHARGING_PROFILE_KIND = ("Absolute", "Recurring", "Relative")
+V201_CHARGING_PROFILE_PURPOSE = ("ChargingStationExternalConstraints", "ChargingStationMaxProfile",
+                                 "TxDefaultProfile", "TxProfile")
+V201_CHARGING_PROFILE_STATUS = ("Accepted", "Rejected")
+V201_CHARGING_RATE_UNIT = ("W", "A")
+V201_CHARGING_STATE = ("Charging", "EVConnected", "SuspendedEV", "SuspendedEVSE", "Idle")
+V201_CLEAR_CACHE_STATUS = ("Accepted", "Rejected")
+V201_CLEAR_CHARGING_PROFILE_STATUS = ("Accepted", "Unknown")
+V201_CLEAR_MESSAGE_STATUS = ("Accepted", "Unknown")
+V201_CLEAR_MONITORING_STATUS = ("Accepted", "Rejected", "NotFound")
+V201_COMPONENT_CRITERION = ("Active", "Available", "Enabled", "Problem")
+V201_CONNECTOR = ("cCCS1", "cCCS2", "cG105", "cTesla", "cType1", "cType2", "s309-1P-16A",
+                  "s309-1P-32A", "s309-3P-16A", "s309-3P-32A", "sBS1361", "sCEE-7-7", "sType2",
+                  "sType3", "Other1PhMax16A", "Other1PhOver16A", "Other3Ph", "Pan", "wInductive",
+                  "wResonant", "Undetermined", "Unknown")
+V201_CONNECTOR_STATUS = ("Available", "Occupied", "Reserved", "Unavailable", "Faulted")
+V201_COST_KIND = ("CarbonDioxideEmission", "RelativePricePercentage",
+                  "RenewableGenerationPercentage")
+V201_CUSTOMER_INFORMATION_STATUS = ("Accepted", "Rejected", "Invalid")
+V201_DATA = ("string", "decimal", "integer", "dateTime", "boolean", "OptionList", "SequenceList",
+             "MemberList")
+V201_DATA_TRANSFER_STATUS = ("Accepted", "Rejected", "UnknownMessageId", "UnknownVendorId")
+V201_DELETE_CERTIFICATE_STATUS = ("Accepted", "Failed", "NotFound")
+V201_DISPLAY_MESSAGE_STATUS = ("Accepted", "NotSupportedMessageFormat", "Rejected",
+                               "NotSupportedPriority", "NotSupportedState", "UnknownTransaction")
+V201_ENERGY_TRANSFER_MODE = ("DC", "AC_single_phase", "AC_two_phase", "AC_three_phase")
+V201_EVENT_NOTIFICATION = ("HardWiredNotification", "HardWiredMonitor", "PreconfiguredMonitor",
+                           "CustomMonitor")
+V201_EVENT_TRIGGER = ("Alerting", "Delta", "Periodic")
+V201_FIRMWARE_STATUS = ("Downloaded", "DownloadFailed", "Downloading", "DownloadScheduled",
+                        "DownloadPaused", "Idle", "InstallationFailed", "Installing", "Installed",
+                        "InstallRebooting", "InstallScheduled", "InstallVerificationFailed",
+                        "InvalidSignature", "SignatureVerified")
+V201_GENERIC_DEVICE_MODEL_STATUS = ("Accepted", "Rejected", "NotSupported", "EmptyResultSet")
+V201_GENERIC_STATUS = ("Accepted", "Rejected")
+V201_GET_CERTIFICATE_ID_USE = ("V2GRootCertificate", "MORootCertificate", "CSMSRootCertificate",
+                               "V2GCertificateChain", "ManufacturerRootCertificate")
+V201_GET_CHARGING_PROFILE_STATUS = ("Accepted", "NoProfiles")
+V201_GET_DISPLAY_MESSAGES_STATUS = ("Accepted", "Unknown")
+V201_GET_INSTALLED_CERTIFICATE_STATUS = ("Accepted", "NotFound")
+V201_GET_VARIABLE_STATUS = ("Accepted", "Rejected", "UnknownComponent", "UnknownVariable",
+                            "NotSupportedAttributeType")
+V201_HASH_ALGORITHM = ("SHA256", "SHA384", "SHA512")
+V201_ID_TOKEN = ("Central", "eMAID", "ISO14443", "ISO15693", "KeyCode", "Local", "MacAddress",
+                 "NoAuthorization")
+V201_INSTALL_CERTIFICATE_STATUS = ("Accepted", "Rejected", "Failed")
+V201_INSTALL_CERTIFICATE_USE = ("V2GRootCertificate", "MORootCertificate", "CSMSRootCertificate",
+                                "ManufacturerRootCertificate")
+V201_LOCATION = ("Body", "Cable", "EV", "Inlet", "Outlet")
+V201_LOG = ("DiagnosticsLog", "SecurityLog")
+V201_LOG_STATUS = ("Accepted", "Rejected", "AcceptedCanceled")
+V201_MEASURAND = ("Current.Export", "Current.Import", "Current.Offered",
+                  "Energy.Active.Export.Register", "Energy.Active.Import.Register",
+                  "Energy.Reactive.Export.Register", "Energy.Reactive.Import.Register",
+                  "Energy.Active.Export.Interval", "Energy.Active.Import.Interval",
+                  "Energy.Active.Net", "Energy.Reactive.Export.Interval",
+                  "Energy.Reactive.Import.Interval", "Energy.Reactive.Net", "Energy.Apparent.Net",
+                  "Energy.Apparent.Import", "Energy.Apparent.Export", "Frequency",
+                  "Power.Active.Export", "Power.Active.Import", "Power.Factor", "Power.Offered",
+                  "Power.Reactive.Export", "Power.Reactive.Import", "SoC", "Voltage")
+V201_MESSAGE_FORMAT = ("ASCII", "HTML", "URI", "UTF8")
+V201_MESSAGE_PRIORITY = ("AlwaysFront", "InFront", "NormalCycle")
+V201_MESSAGE_STATE = ("Charging", "Faulted", "Idle", "Unavailable")
+V201_MESSAGE_TRIGGER = ("BootNotification", "LogStatusNotification", "FirmwareStatusNotification",
+                        "Heartbeat", "MeterValues", "SignChargingStationCertificate",
+                        "SignV2GCertificate", "StatusNotification", "TransactionEvent",
+                        "SignCombinedCertificate", "PublishFirmwareStatusNotification")
+V201_MONITOR = ("UpperThreshold", "LowerThreshold", "Delta", "Periodic", "PeriodicClockAligned")
+V201_MONITORING_BASE = ("All", "FactoryDefault", "HardWiredOnly")
+V201_MONITORING_CRITERION = ("ThresholdMonitoring", "DeltaMonitoring", "PeriodicMonitoring")
+V201_MUTABILITY = ("ReadOnly", "WriteOnly", "ReadWrite")
+V201_OCPP_INTERFACE = ("Wired0", "Wired1", "Wired2", "Wired3", "Wireless0", "Wireless1",
+                       "Wireless2", "Wireless3")
+V201_OCPP_TRANSPORT = ("JSON", "SOAP")
+V201_OCPP_VERSION = ("OCPP12", "OCPP15", "OCPP16", "OCPP20")
+V201_OPERATIONAL_STATUS = ("Inoperative", "Operative")
+V201_PHASE = ("L1", "L2", "L3", "N", "L1-N", "L2-N", "L3-N", "L1-L2", "L2-L3", "L3-L1")
+V201_PUBLISH_FIRMWARE_STATUS = ("Idle", "DownloadScheduled", "Downloading", "Downloaded",
+                                "Published", "DownloadFailed", "DownloadPaused", "InvalidChecksum",
+                                "ChecksumVerified", "PublishFailed")
+V201_READING_CONTEXT = ("Interruption.Begin", "Interruption.End", "Other", "Sample.Clock",
+                        "Sample.Periodic", "Transaction.Begin", "Transaction.End", "Trigger")
+V201_REASON = ("DeAuthorized", "EmergencyStop", "EnergyLimitReached", "EVDisconnected",
+               "GroundFault", "ImmediateReset", "Local", "LocalOutOfCredit", "MasterPass", "Other",
+               "OvercurrentFault", "PowerLoss", "PowerQuality", "Reboot", "Remote",
+               "SOCLimitReached", "StoppedByEV", "TimeLimitReached", "Timeout")
+V201_RECURRENCY_KIND = ("Daily", "Weekly")
+V201_REPORT_BASE = ("ConfigurationInventory", "FullInventory", "SummaryInventory")
+V201_REQUEST_START_STOP_STATUS = ("Accepted", "Rejected")
+V201_RESERVATION_UPDATE_STATUS = ("Expired", "Removed")
+V201_RESERVE_NOW_STATUS = ("Accepted", "Faulted", "Occupied", "Rejected", "Unavailable")
+V201_RESET = ("Immediate", "OnIdle")
+V201_RESET_STATUS = ("Accepted", "Rejected", "Scheduled")
+V201_SEND_LOCAL_LIST_STATUS = ("Accepted", "Failed", "VersionMismatch")
+V201_SET_MONITORING_STATUS = ("Accepted", "UnknownComponent", "UnknownVariable",
+                              "UnsupportedMonitorType", "Rejected", "Duplicate")
+V201_SET_NETWORK_PROFILE_STATUS = ("Accepted", "Rejected", "Failed")
+V201_SET_VARIABLE_STATUS = ("Accepted", "Rejected", "UnknownComponent", "UnknownVariable",
+                            "NotSupportedAttributeType", "RebootRequired")
+V201_TRANSACTION_EVENT = ("Ended", "Started", "Updated")
+V201_TRIGGER_MESSAGE_STATUS = ("Accepted", "Rejected", "NotImplemented")
+V201_TRIGGER_REASON = ("Authorized", "CablePluggedIn", "ChargingRateChanged",
+                       "ChargingStateChanged", "Deauthorized", "EnergyLimitReached",
+                       "EVCommunicationLost", "EVConnectTimeout", "MeterValueClock",
+                       "MeterValuePeriodic", "TimeLimitReached", "Trigger", "UnlockCommand",
+                       "StopAuthorized", "EVDeparted", "EVDetected", "RemoteStop", "RemoteStart",
+                       "AbnormalCondition", "SignedDataReceived", "ResetCommand")
+V201_UNLOCK_STATUS = ("Unlocked", "UnlockFailed", "OngoingAuthorizedTransaction",
+                      "UnknownConnector")
+V201_UNPUBLISH_FIRMWARE_STATUS = ("DownloadOngoing", "NoFirmware", "Unpublished")
+V201_UPDATE = ("Differential", "Full")
+V201_UPDATE_FIRMWARE_STATUS = ("Accepted", "Rejected", "AcceptedCanceled", "InvalidCertificate",
+                               "RevokedCertificate")
+V201_UPLOAD_LOG_STATUS = ("BadMessage", "Idle", "NotSupportedOperation", "PermissionDenied",
+                          "Uploaded", "UploadFailure", "Uploading", "AcceptedCanceled")
+V201_VPN = ("IKEv2", "IPSec", "L2TP", "PPTP")
+
+
+@functools.cache
+def _v201_ac_charging_parameters(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "energyAmount": Integer(required=True),
+        "evMinCurrent": Integer(required=True),
+        "evMaxCurrent": Integer(required=True),
+        "evMaxVoltage": Integer(required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_apn(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "apn": String(512, required=True),
+        "apnUserName": String(20),
+        "apnPassword": String(20),
+        "simPin": Integer(),
+        "preferredNetwork": String(6),
+        "useOnlyPreferredNetwork": Boolean(),
+        "apnAuthentication": Enum(V201_APN_AUTHENTICATION, required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_additional_info(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "additionalIdToken": String(36, required=True),
+        "type": String(50, required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_authorization_data(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "idToken": _v201_id_token(required=True),
+        "idTokenInfo": _v201_id_token_info(),
+    }, required=required)
+
+
+@functools.cache
+def _v201_certificate_hash_data_chain(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "certificateHashData": _v201_certificate_hash_data(required=True),
+        "certificateType": Enum(V201_GET_CERTIFICATE_ID_USE, required=True),
+        "childCertificateHashData": Array(_v201_certificate_hash_data(), min_items=1, max_items=4),
+    }, required=required)
+
+
+@functools.cache
+def _v201_certificate_hash_data(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "hashAlgorithm": Enum(V201_HASH_ALGORITHM, required=True),
+        "issuerNameHash": String(128, required=True),
+        "issuerKeyHash": String(128, required=True),
+        "serialNumber": String(40, required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_charging_limit(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "chargingLimitSource": Enum(V201_CHARGING_LIMIT_SOURCE, required=True),
+        "isGridCritical": Boolean(),
+    }, required=required)
+
+
+@functools.cache
+def _v201_charging_needs(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "acChargingParameters": _v201_ac_charging_parameters(),
+        "dcChargingParameters": _v201_dc_charging_parameters(),
+        "requestedEnergyTransfer": Enum(V201_ENERGY_TRANSFER_MODE, required=True),
+        "departureTime": DateTime(),
+    }, required=required)
+
+
+@functools.cache
+def _v201_charging_profile_criterion(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "chargingProfilePurpose": Enum(V201_CHARGING_PROFILE_PURPOSE),
+        "stackLevel": Integer(),
+        "chargingProfileId": Array(Integer(), min_items=1),
+        "chargingLimitSource": Array(Enum(V201_CHARGING_LIMIT_SOURCE), min_items=1, max_items=4),
+    }, required=required)
+
+
+@functools.cache
+def _v201_charging_profile(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "id": Integer(required=True),
+        "stackLevel": Integer(required=True),
+        "chargingProfilePurpose": Enum(V201_CHARGING_PROFILE_PURPOSE, required=True),
+        "chargingProfileKind": Enum(V201_CHARGING_PROFILE_KIND, required=True),
+        "recurrencyKind": Enum(V201_RECURRENCY_KIND),
+        "validFrom": DateTime(),
+        "validTo": DateTime(),
+        "chargingSchedule": Array(_v201_charging_schedule(), min_items=1, max_items=3,
+                                  required=True),
+        "transactionId": String(36),
+    }, required=required)
+
+
+@functools.cache
+def _v201_charging_schedule_period(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "startPeriod": Integer(required=True),
+        "limit": Decimal(required=True),
+        "numberPhases": Integer(),
+        "phaseToUse": Integer(),
+    }, required=required)
+
+
+@functools.cache
+def _v201_charging_schedule(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "id": Integer(required=True),
+        "startSchedule": DateTime(),
+        "duration": Integer(),
+        "chargingRateUnit": Enum(V201_CHARGING_RATE_UNIT, required=True),
+        "chargingSchedulePeriod": Array(_v201_charging_schedule_period(), min_items=1,
+                                        max_items=1024, required=True),
+        "minChargingRate": Decimal(),
+        "salesTariff": _v201_sales_tariff(),
+    }, required=required)
+
+
+@functools.cache
+def _v201_charging_station(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "serialNumber": String(25),
+        "model": String(20, required=True),
+        "modem": _v201_modem(),
+        "vendorName": String(50, required=True),
+        "firmwareVersion": String(50),
+    }, required=required)
+
+
+@functools.cache
+def _v201_clear_charging_profile(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "evseId": Integer(),
+        "chargingProfilePurpose": Enum(V201_CHARGING_PROFILE_PURPOSE),
+        "stackLevel": Integer(),
+    }, required=required)
+
+
+@functools.cache
+def _v201_clear_monitoring_result(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_CLEAR_MONITORING_STATUS, required=True),
+        "id": Integer(required=True),
+        "statusInfo": _v201_status_info(),
+    }, required=required)
+
+
+@functools.cache
+def _v201_component(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "evse": _v201_evse(),
+        "name": String(50, required=True),
+        "instance": String(50),
+    }, required=required)
+
+
+@functools.cache
+def _v201_component_variable(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "component": _v201_component(required=True),
+        "variable": _v201_variable(),
+    }, required=required)
+
+
+@functools.cache
+def _v201_composite_schedule(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "chargingSchedulePeriod": Array(_v201_charging_schedule_period(), min_items=1,
+                                        required=True),
+        "evseId": Integer(required=True),
+        "duration": Integer(required=True),
+        "scheduleStart": DateTime(required=True),
+        "chargingRateUnit": Enum(V201_CHARGING_RATE_UNIT, required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_consumption_cost(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "startValue": Decimal(required=True),
+        "cost": Array(_v201_cost(), min_items=1, max_items=3, required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_cost(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "costKind": Enum(V201_COST_KIND, required=True),
+        "amount": Integer(required=True),
+        "amountMultiplier": Integer(),
+    }, required=required)
+
+
+@functools.cache
+def _v201_custom_data(required: bool = False) -> Object:
+    return OpenObject({
+        "vendorId": String(255, required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_dc_charging_parameters(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "evMaxCurrent": Integer(required=True),
+        "evMaxVoltage": Integer(required=True),
+        "energyAmount": Integer(),
+        "evMaxPower": Integer(),
+        "stateOfCharge": BoundedInteger(minimum=0, maximum=100),
+        "evEnergyCapacity": Integer(),
+        "fullSoC": BoundedInteger(minimum=0, maximum=100),
+        "bulkSoC": BoundedInteger(minimum=0, maximum=100),
+    }, required=required)
+
+
+@functools.cache
+def _v201_evse(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "id": Integer(required=True),
+        "connectorId": Integer(),
+    }, required=required)
+
+
+@functools.cache
+def _v201_event_data(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "eventId": Integer(required=True),
+        "timestamp": DateTime(required=True),
+        "trigger": Enum(V201_EVENT_TRIGGER, required=True),
+        "cause": Integer(),
+        "actualValue": String(2500, required=True),
+        "techCode": String(50),
+        "techInfo": String(500),
+        "cleared": Boolean(),
+        "transactionId": String(36),
+        "component": _v201_component(required=True),
+        "variableMonitoringId": Integer(),
+        "eventNotificationType": Enum(V201_EVENT_NOTIFICATION, required=True),
+        "variable": _v201_variable(required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_firmware(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "location": String(512, required=True),
+        "retrieveDateTime": DateTime(required=True),
+        "installDateTime": DateTime(),
+        "signingCertificate": String(5500),
+        "signature": String(800),
+    }, required=required)
+
+
+@functools.cache
+def _v201_get_variable_data(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "attributeType": Enum(V201_ATTRIBUTE),
+        "component": _v201_component(required=True),
+        "variable": _v201_variable(required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_get_variable_result(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "attributeStatusInfo": _v201_status_info(),
+        "attributeStatus": Enum(V201_GET_VARIABLE_STATUS, required=True),
+        "attributeType": Enum(V201_ATTRIBUTE),
+        "attributeValue": String(2500),
+        "component": _v201_component(required=True),
+        "variable": _v201_variable(required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_id_token_info(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_AUTHORIZATION_STATUS, required=True),
+        "cacheExpiryDateTime": DateTime(),
+        "chargingPriority": Integer(),
+        "language1": String(8),
+        "evseId": Array(Integer(), min_items=1),
+        "groupIdToken": _v201_id_token(),
+        "language2": String(8),
+        "personalMessage": _v201_message_content(),
+    }, required=required)
+
+
+@functools.cache
+def _v201_id_token(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "additionalInfo": Array(_v201_additional_info(), min_items=1),
+        "idToken": String(36, required=True),
+        "type": Enum(V201_ID_TOKEN, required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_log_parameters(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "remoteLocation": String(512, required=True),
+        "oldestTimestamp": DateTime(),
+        "latestTimestamp": DateTime(),
+    }, required=required)
+
+
+@functools.cache
+def _v201_message_content(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "format": Enum(V201_MESSAGE_FORMAT, required=True),
+        "language": String(8),
+        "content": String(512, required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_message_info(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "display": _v201_component(),
+        "id": Integer(required=True),
+        "priority": Enum(V201_MESSAGE_PRIORITY, required=True),
+        "state": Enum(V201_MESSAGE_STATE),
+        "startDateTime": DateTime(),
+        "endDateTime": DateTime(),
+        "transactionId": String(36),
+        "message": _v201_message_content(required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_meter_value(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "sampledValue": Array(_v201_sampled_value(), min_items=1, required=True),
+        "timestamp": DateTime(required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_modem(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "iccid": String(20),
+        "imsi": String(20),
+    }, required=required)
+
+
+@functools.cache
+def _v201_monitoring_data(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "component": _v201_component(required=True),
+        "variable": _v201_variable(required=True),
+        "variableMonitoring": Array(_v201_variable_monitoring(), min_items=1, required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_network_connection_profile(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "apn": _v201_apn(),
+        "ocppVersion": Enum(V201_OCPP_VERSION, required=True),
+        "ocppTransport": Enum(V201_OCPP_TRANSPORT, required=True),
+        "ocppCsmsUrl": String(512, required=True),
+        "messageTimeout": Integer(required=True),
+        "securityProfile": Integer(required=True),
+        "ocppInterface": Enum(V201_OCPP_INTERFACE, required=True),
+        "vpn": _v201_vpn(),
+    }, required=required)
+
+
+@functools.cache
+def _v201_ocsp_request_data(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "hashAlgorithm": Enum(V201_HASH_ALGORITHM, required=True),
+        "issuerNameHash": String(128, required=True),
+        "issuerKeyHash": String(128, required=True),
+        "serialNumber": String(40, required=True),
+        "responderURL": String(512, required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_relative_time_interval(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "start": Integer(required=True),
+        "duration": Integer(),
+    }, required=required)
+
+
+@functools.cache
+def _v201_report_data(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "component": _v201_component(required=True),
+        "variable": _v201_variable(required=True),
+        "variableAttribute": Array(_v201_variable_attribute(), min_items=1, max_items=4,
+                                   required=True),
+        "variableCharacteristics": _v201_variable_characteristics(),
+    }, required=required)
+
+
+@functools.cache
+def _v201_sales_tariff_entry(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "relativeTimeInterval": _v201_relative_time_interval(required=True),
+        "ePriceLevel": BoundedInteger(minimum=0),
+        "consumptionCost": Array(_v201_consumption_cost(), min_items=1, max_items=3),
+    }, required=required)
+
+
+@functools.cache
+def _v201_sales_tariff(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "id": Integer(required=True),
+        "salesTariffDescription": String(32),
+        "numEPriceLevels": Integer(),
+        "salesTariffEntry": Array(_v201_sales_tariff_entry(), min_items=1, max_items=1024,
+                                  required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_sampled_value(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "value": Decimal(required=True),
+        "context": Enum(V201_READING_CONTEXT),
+        "measurand": Enum(V201_MEASURAND),
+        "phase": Enum(V201_PHASE),
+        "location": Enum(V201_LOCATION),
+        "signedMeterValue": _v201_signed_meter_value(),
+        "unitOfMeasure": _v201_unit_of_measure(),
+    }, required=required)
+
+
+@functools.cache
+def _v201_set_monitoring_data(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "id": Integer(),
+        "transaction": Boolean(),
+        "value": Decimal(required=True),
+        "type": Enum(V201_MONITOR, required=True),
+        "severity": Integer(required=True),
+        "component": _v201_component(required=True),
+        "variable": _v201_variable(required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_set_monitoring_result(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "id": Integer(),
+        "statusInfo": _v201_status_info(),
+        "status": Enum(V201_SET_MONITORING_STATUS, required=True),
+        "type": Enum(V201_MONITOR, required=True),
+        "component": _v201_component(required=True),
+        "variable": _v201_variable(required=True),
+        "severity": Integer(required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_set_variable_data(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "attributeType": Enum(V201_ATTRIBUTE),
+        "attributeValue": String(1000, required=True),
+        "component": _v201_component(required=True),
+        "variable": _v201_variable(required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_set_variable_result(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "attributeType": Enum(V201_ATTRIBUTE),
+        "attributeStatus": Enum(V201_SET_VARIABLE_STATUS, required=True),
+        "attributeStatusInfo": _v201_status_info(),
+        "component": _v201_component(required=True),
+        "variable": _v201_variable(required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_signed_meter_value(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "signedMeterData": String(2500, required=True),
+        "signingMethod": String(50, required=True),
+        "encodingMethod": String(50, required=True),
+        "publicKey": String(2500, required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_status_info(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "reasonCode": String(20, required=True),
+        "additionalInfo": String(512),
+    }, required=required)
+
+
+@functools.cache
+def _v201_transaction(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "transactionId": String(36, required=True),
+        "chargingState": Enum(V201_CHARGING_STATE),
+        "timeSpentCharging": Integer(),
+        "stoppedReason": Enum(V201_REASON),
+        "remoteStartId": Integer(),
+    }, required=required)
+
+
+@functools.cache
+def _v201_unit_of_measure(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "unit": String(20),
+        "multiplier": Integer(),
+    }, required=required)
+
+
+@functools.cache
+def _v201_vpn(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "server": String(512, required=True),
+        "user": String(20, required=True),
+        "group": String(20),
+        "password": String(20, required=True),
+        "key": String(255, required=True),
+        "type": Enum(V201_VPN, required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_variable_attribute(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "type": Enum(V201_ATTRIBUTE),
+        "value": String(2500),
+        "mutability": Enum(V201_MUTABILITY),
+        "persistent": Boolean(),
+        "constant": Boolean(),
+    }, required=required)
+
+
+@functools.cache
+def _v201_variable_characteristics(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "unit": String(16),
+        "dataType": Enum(V201_DATA, required=True),
+        "minLimit": Decimal(),
+        "maxLimit": Decimal(),
+        "valuesList": String(1000),
+        "supportsMonitoring": Boolean(required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_variable_monitoring(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "id": Integer(required=True),
+        "transaction": Boolean(required=True),
+        "value": Decimal(required=True),
+        "type": Enum(V201_MONITOR, required=True),
+        "severity": Integer(required=True),
+    }, required=required)
+
+
+@functools.cache
+def _v201_variable(required: bool = False) -> Object:
+    return Object({
+        "customData": _v201_custom_data(),
+        "name": String(50, required=True),
+        "instance": String(50),
+    }, required=required)
+
+
+# Requests a 2.0.1 charging station sends.
+V201_CHARGER_REQUESTS: dict[str, dict[str, Rule]] = {
+    "Authorize": {
+        "customData": _v201_custom_data(),
+        "idToken": _v201_id_token(required=True),
+        "certificate": String(5500),
+        "iso15118CertificateHashData": Array(_v201_ocsp_request_data(), min_items=1, max_items=4),
+    },
+    "BootNotification": {
+        "customData": _v201_custom_data(),
+        "chargingStation": _v201_charging_station(required=True),
+        "reason": Enum(V201_BOOT_REASON, required=True),
+    },
+    "ClearedChargingLimit": {
+        "customData": _v201_custom_data(),
+        "chargingLimitSource": Enum(V201_CHARGING_LIMIT_SOURCE, required=True),
+        "evseId": Integer(),
+    },
+    "DataTransfer": {
+        "customData": _v201_custom_data(),
+        "messageId": String(50),
+        "data": Anything(),
+        "vendorId": String(255, required=True),
+    },
+    "FirmwareStatusNotification": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_FIRMWARE_STATUS, required=True),
+        "requestId": Integer(),
+    },
+    "Get15118EVCertificate": {
+        "customData": _v201_custom_data(),
+        "iso15118SchemaVersion": String(50, required=True),
+        "action": Enum(V201_CERTIFICATE_ACTION, required=True),
+        "exiRequest": String(5600, required=True),
+    },
+    "GetCertificateStatus": {
+        "customData": _v201_custom_data(),
+        "ocspRequestData": _v201_ocsp_request_data(required=True),
+    },
+    "Heartbeat": {
+        "customData": _v201_custom_data(),
+    },
+    "LogStatusNotification": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_UPLOAD_LOG_STATUS, required=True),
+        "requestId": Integer(),
+    },
+    "MeterValues": {
+        "customData": _v201_custom_data(),
+        "evseId": Integer(required=True),
+        "meterValue": Array(_v201_meter_value(), min_items=1, required=True),
+    },
+    "NotifyChargingLimit": {
+        "customData": _v201_custom_data(),
+        "chargingSchedule": Array(_v201_charging_schedule(), min_items=1),
+        "evseId": Integer(),
+        "chargingLimit": _v201_charging_limit(required=True),
+    },
+    "NotifyCustomerInformation": {
+        "customData": _v201_custom_data(),
+        "data": String(512, required=True),
+        "tbc": Boolean(),
+        "seqNo": Integer(required=True),
+        "generatedAt": DateTime(required=True),
+        "requestId": Integer(required=True),
+    },
+    "NotifyDisplayMessages": {
+        "customData": _v201_custom_data(),
+        "messageInfo": Array(_v201_message_info(), min_items=1),
+        "requestId": Integer(required=True),
+        "tbc": Boolean(),
+    },
+    "NotifyEVChargingNeeds": {
+        "customData": _v201_custom_data(),
+        "maxScheduleTuples": Integer(),
+        "chargingNeeds": _v201_charging_needs(required=True),
+        "evseId": Integer(required=True),
+    },
+    "NotifyEVChargingSchedule": {
+        "customData": _v201_custom_data(),
+        "timeBase": DateTime(required=True),
+        "chargingSchedule": _v201_charging_schedule(required=True),
+        "evseId": Integer(required=True),
+    },
+    "NotifyEvent": {
+        "customData": _v201_custom_data(),
+        "generatedAt": DateTime(required=True),
+        "tbc": Boolean(),
+        "seqNo": Integer(required=True),
+        "eventData": Array(_v201_event_data(), min_items=1, required=True),
+    },
+    "NotifyMonitoringReport": {
+        "customData": _v201_custom_data(),
+        "monitor": Array(_v201_monitoring_data(), min_items=1),
+        "requestId": Integer(required=True),
+        "tbc": Boolean(),
+        "seqNo": Integer(required=True),
+        "generatedAt": DateTime(required=True),
+    },
+    "NotifyReport": {
+        "customData": _v201_custom_data(),
+        "requestId": Integer(required=True),
+        "generatedAt": DateTime(required=True),
+        "reportData": Array(_v201_report_data(), min_items=1),
+        "tbc": Boolean(),
+        "seqNo": Integer(required=True),
+    },
+    "PublishFirmwareStatusNotification": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_PUBLISH_FIRMWARE_STATUS, required=True),
+        "location": Array(String(512), min_items=1),
+        "requestId": Integer(),
+    },
+    "ReportChargingProfiles": {
+        "customData": _v201_custom_data(),
+        "requestId": Integer(required=True),
+        "chargingLimitSource": Enum(V201_CHARGING_LIMIT_SOURCE, required=True),
+        "chargingProfile": Array(_v201_charging_profile(), min_items=1, required=True),
+        "tbc": Boolean(),
+        "evseId": Integer(required=True),
+    },
+    "ReservationStatusUpdate": {
+        "customData": _v201_custom_data(),
+        "reservationId": Integer(required=True),
+        "reservationUpdateStatus": Enum(V201_RESERVATION_UPDATE_STATUS, required=True),
+    },
+    "SecurityEventNotification": {
+        "customData": _v201_custom_data(),
+        "type": String(50, required=True),
+        "timestamp": DateTime(required=True),
+        "techInfo": String(255),
+    },
+    "SignCertificate": {
+        "customData": _v201_custom_data(),
+        "csr": String(5500, required=True),
+        "certificateType": Enum(V201_CERTIFICATE_SIGNING_USE),
+    },
+    "StatusNotification": {
+        "customData": _v201_custom_data(),
+        "timestamp": DateTime(required=True),
+        "connectorStatus": Enum(V201_CONNECTOR_STATUS, required=True),
+        "evseId": Integer(required=True),
+        "connectorId": Integer(required=True),
+    },
+    "TransactionEvent": {
+        "customData": _v201_custom_data(),
+        "eventType": Enum(V201_TRANSACTION_EVENT, required=True),
+        "meterValue": Array(_v201_meter_value(), min_items=1),
+        "timestamp": DateTime(required=True),
+        "triggerReason": Enum(V201_TRIGGER_REASON, required=True),
+        "seqNo": Integer(required=True),
+        "offline": Boolean(),
+        "numberOfPhasesUsed": Integer(),
+        "cableMaxCurrent": Integer(),
+        "reservationId": Integer(),
+        "transactionInfo": _v201_transaction(required=True),
+        "evse": _v201_evse(),
+        "idToken": _v201_id_token(),
+    },
+}
+
+# Requests the server sends to a 2.0.1 charging station.
+V201_SERVER_REQUESTS: dict[str, dict[str, Rule]] = {
+    "CancelReservation": {
+        "customData": _v201_custom_data(),
+        "reservationId": Integer(required=True),
+    },
+    "CertificateSigned": {
+        "customData": _v201_custom_data(),
+        "certificateChain": String(10000, required=True),
+        "certificateType": Enum(V201_CERTIFICATE_SIGNING_USE),
+    },
+    "ChangeAvailability": {
+        "customData": _v201_custom_data(),
+        "evse": _v201_evse(),
+        "operationalStatus": Enum(V201_OPERATIONAL_STATUS, required=True),
+    },
+    "ClearCache": {
+        "customData": _v201_custom_data(),
+    },
+    "ClearChargingProfile": {
+        "customData": _v201_custom_data(),
+        "chargingProfileId": Integer(),
+        "chargingProfileCriteria": _v201_clear_charging_profile(),
+    },
+    "ClearDisplayMessage": {
+        "customData": _v201_custom_data(),
+        "id": Integer(required=True),
+    },
+    "ClearVariableMonitoring": {
+        "customData": _v201_custom_data(),
+        "id": Array(Integer(), min_items=1, required=True),
+    },
+    "CostUpdated": {
+        "customData": _v201_custom_data(),
+        "totalCost": Decimal(required=True),
+        "transactionId": String(36, required=True),
+    },
+    "CustomerInformation": {
+        "customData": _v201_custom_data(),
+        "customerCertificate": _v201_certificate_hash_data(),
+        "idToken": _v201_id_token(),
+        "requestId": Integer(required=True),
+        "report": Boolean(required=True),
+        "clear": Boolean(required=True),
+        "customerIdentifier": String(64),
+    },
+    "DataTransfer": {
+        "customData": _v201_custom_data(),
+        "messageId": String(50),
+        "data": Anything(),
+        "vendorId": String(255, required=True),
+    },
+    "DeleteCertificate": {
+        "customData": _v201_custom_data(),
+        "certificateHashData": _v201_certificate_hash_data(required=True),
+    },
+    "GetBaseReport": {
+        "customData": _v201_custom_data(),
+        "requestId": Integer(required=True),
+        "reportBase": Enum(V201_REPORT_BASE, required=True),
+    },
+    "GetChargingProfiles": {
+        "customData": _v201_custom_data(),
+        "requestId": Integer(required=True),
+        "evseId": Integer(),
+        "chargingProfile": _v201_charging_profile_criterion(required=True),
+    },
+    "GetCompositeSchedule": {
+        "customData": _v201_custom_data(),
+        "duration": Integer(required=True),
+        "chargingRateUnit": Enum(V201_CHARGING_RATE_UNIT),
+        "evseId": Integer(required=True),
+    },
+    "GetDisplayMessages": {
+        "customData": _v201_custom_data(),
+        "id": Array(Integer(), min_items=1),
+        "requestId": Integer(required=True),
+        "priority": Enum(V201_MESSAGE_PRIORITY),
+        "state": Enum(V201_MESSAGE_STATE),
+    },
+    "GetInstalledCertificateIds": {
+        "customData": _v201_custom_data(),
+        "certificateType": Array(Enum(V201_GET_CERTIFICATE_ID_USE), min_items=1),
+    },
+    "GetLocalListVersion": {
+        "customData": _v201_custom_data(),
+    },
+    "GetLog": {
+        "customData": _v201_custom_data(),
+        "log": _v201_log_parameters(required=True),
+        "logType": Enum(V201_LOG, required=True),
+        "requestId": Integer(required=True),
+        "retries": Integer(),
+        "retryInterval": Integer(),
+    },
+    "GetMonitoringReport": {
+        "customData": _v201_custom_data(),
+        "componentVariable": Array(_v201_component_variable(), min_items=1),
+        "requestId": Integer(required=True),
+        "monitoringCriteria": Array(Enum(V201_MONITORING_CRITERION), min_items=1, max_items=3),
+    },
+    "GetReport": {
+        "customData": _v201_custom_data(),
+        "componentVariable": Array(_v201_component_variable(), min_items=1),
+        "requestId": Integer(required=True),
+        "componentCriteria": Array(Enum(V201_COMPONENT_CRITERION), min_items=1, max_items=4),
+    },
+    "GetTransactionStatus": {
+        "customData": _v201_custom_data(),
+        "transactionId": String(36),
+    },
+    "GetVariables": {
+        "customData": _v201_custom_data(),
+        "getVariableData": Array(_v201_get_variable_data(), min_items=1, required=True),
+    },
+    "InstallCertificate": {
+        "customData": _v201_custom_data(),
+        "certificateType": Enum(V201_INSTALL_CERTIFICATE_USE, required=True),
+        "certificate": String(5500, required=True),
+    },
+    "PublishFirmware": {
+        "customData": _v201_custom_data(),
+        "location": String(512, required=True),
+        "retries": Integer(),
+        "checksum": String(32, required=True),
+        "requestId": Integer(required=True),
+        "retryInterval": Integer(),
+    },
+    "RequestStartTransaction": {
+        "customData": _v201_custom_data(),
+        "evseId": Integer(),
+        "groupIdToken": _v201_id_token(),
+        "idToken": _v201_id_token(required=True),
+        "remoteStartId": Integer(required=True),
+        "chargingProfile": _v201_charging_profile(),
+    },
+    "RequestStopTransaction": {
+        "customData": _v201_custom_data(),
+        "transactionId": String(36, required=True),
+    },
+    "ReserveNow": {
+        "customData": _v201_custom_data(),
+        "id": Integer(required=True),
+        "expiryDateTime": DateTime(required=True),
+        "connectorType": Enum(V201_CONNECTOR),
+        "idToken": _v201_id_token(required=True),
+        "evseId": Integer(),
+        "groupIdToken": _v201_id_token(),
+    },
+    "Reset": {
+        "customData": _v201_custom_data(),
+        "type": Enum(V201_RESET, required=True),
+        "evseId": Integer(),
+    },
+    "SendLocalList": {
+        "customData": _v201_custom_data(),
+        "localAuthorizationList": Array(_v201_authorization_data(), min_items=1),
+        "versionNumber": Integer(required=True),
+        "updateType": Enum(V201_UPDATE, required=True),
+    },
+    "SetChargingProfile": {
+        "customData": _v201_custom_data(),
+        "evseId": Integer(required=True),
+        "chargingProfile": _v201_charging_profile(required=True),
+    },
+    "SetDisplayMessage": {
+        "customData": _v201_custom_data(),
+        "message": _v201_message_info(required=True),
+    },
+    "SetMonitoringBase": {
+        "customData": _v201_custom_data(),
+        "monitoringBase": Enum(V201_MONITORING_BASE, required=True),
+    },
+    "SetMonitoringLevel": {
+        "customData": _v201_custom_data(),
+        "severity": Integer(required=True),
+    },
+    "SetNetworkProfile": {
+        "customData": _v201_custom_data(),
+        "configurationSlot": Integer(required=True),
+        "connectionData": _v201_network_connection_profile(required=True),
+    },
+    "SetVariableMonitoring": {
+        "customData": _v201_custom_data(),
+        "setMonitoringData": Array(_v201_set_monitoring_data(), min_items=1, required=True),
+    },
+    "SetVariables": {
+        "customData": _v201_custom_data(),
+        "setVariableData": Array(_v201_set_variable_data(), min_items=1, required=True),
+    },
+    "TriggerMessage": {
+        "customData": _v201_custom_data(),
+        "evse": _v201_evse(),
+        "requestedMessage": Enum(V201_MESSAGE_TRIGGER, required=True),
+    },
+    "UnlockConnector": {
+        "customData": _v201_custom_data(),
+        "evseId": Integer(required=True),
+        "connectorId": Integer(required=True),
+    },
+    "UnpublishFirmware": {
+        "customData": _v201_custom_data(),
+        "checksum": String(32, required=True),
+    },
+    "UpdateFirmware": {
+        "customData": _v201_custom_data(),
+        "retries": Integer(),
+        "retryInterval": Integer(),
+        "requestId": Integer(required=True),
+        "firmware": _v201_firmware(required=True),
+    },
+}
+
+# What a 2.0.1 charging station answers to each server request.
+V201_CHARGER_REPLIES: dict[str, dict[str, Rule]] = {
+    "CancelReservation": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_CANCEL_RESERVATION_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "CertificateSigned": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_CERTIFICATE_SIGNED_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "ChangeAvailability": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_CHANGE_AVAILABILITY_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "ClearCache": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_CLEAR_CACHE_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "ClearChargingProfile": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_CLEAR_CHARGING_PROFILE_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "ClearDisplayMessage": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_CLEAR_MESSAGE_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "ClearVariableMonitoring": {
+        "customData": _v201_custom_data(),
+        "clearMonitoringResult": Array(_v201_clear_monitoring_result(), min_items=1, required=True),
+    },
+    "CostUpdated": {
+        "customData": _v201_custom_data(),
+    },
+    "CustomerInformation": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_CUSTOMER_INFORMATION_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "DataTransfer": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_DATA_TRANSFER_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+        "data": Anything(),
+    },
+    "DeleteCertificate": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_DELETE_CERTIFICATE_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "GetBaseReport": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_GENERIC_DEVICE_MODEL_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "GetChargingProfiles": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_GET_CHARGING_PROFILE_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "GetCompositeSchedule": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_GENERIC_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+        "schedule": _v201_composite_schedule(),
+    },
+    "GetDisplayMessages": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_GET_DISPLAY_MESSAGES_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "GetInstalledCertificateIds": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_GET_INSTALLED_CERTIFICATE_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+        "certificateHashDataChain": Array(_v201_certificate_hash_data_chain(), min_items=1),
+    },
+    "GetLocalListVersion": {
+        "customData": _v201_custom_data(),
+        "versionNumber": Integer(required=True),
+    },
+    "GetLog": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_LOG_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+        "filename": String(255),
+    },
+    "GetMonitoringReport": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_GENERIC_DEVICE_MODEL_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "GetReport": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_GENERIC_DEVICE_MODEL_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "GetTransactionStatus": {
+        "customData": _v201_custom_data(),
+        "ongoingIndicator": Boolean(),
+        "messagesInQueue": Boolean(required=True),
+    },
+    "GetVariables": {
+        "customData": _v201_custom_data(),
+        "getVariableResult": Array(_v201_get_variable_result(), min_items=1, required=True),
+    },
+    "InstallCertificate": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_INSTALL_CERTIFICATE_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "PublishFirmware": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_GENERIC_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "RequestStartTransaction": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_REQUEST_START_STOP_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+        "transactionId": String(36),
+    },
+    "RequestStopTransaction": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_REQUEST_START_STOP_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "ReserveNow": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_RESERVE_NOW_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "Reset": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_RESET_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "SendLocalList": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_SEND_LOCAL_LIST_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "SetChargingProfile": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_CHARGING_PROFILE_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "SetDisplayMessage": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_DISPLAY_MESSAGE_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "SetMonitoringBase": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_GENERIC_DEVICE_MODEL_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "SetMonitoringLevel": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_GENERIC_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "SetNetworkProfile": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_SET_NETWORK_PROFILE_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "SetVariableMonitoring": {
+        "customData": _v201_custom_data(),
+        "setMonitoringResult": Array(_v201_set_monitoring_result(), min_items=1, required=True),
+    },
+    "SetVariables": {
+        "customData": _v201_custom_data(),
+        "setVariableResult": Array(_v201_set_variable_result(), min_items=1, required=True),
+    },
+    "TriggerMessage": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_TRIGGER_MESSAGE_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "UnlockConnector": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_UNLOCK_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+    "UnpublishFirmware": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_UNPUBLISH_FIRMWARE_STATUS, required=True),
+    },
+    "UpdateFirmware": {
+        "customData": _v201_custom_data(),
+        "status": Enum(V201_UPDATE_FIRMWARE_STATUS, required=True),
+        "statusInfo": _v201_status_info(),
+    },
+}
 
 
 # ------------------------------------------------------- Output and transcript
@@ -1412,26 +2910,26 @@ def _reading_shown(measurand: Any, value: Any, unit: Any, phase: Any) -> str:
 
 
 def _standard_readings(payload: dict) -> Optional[list[str]]:
-    """The readings of a MeterValues in the standard form with text values and no phase, as
-    render_meter_values shows them, in one plain loop (it runs for every MeterValues); None for
-    any other (render_meter_values then reads it the general way)."""
+    """The readings of a MeterValues in the standard form, each with a text measurand, value and
+    unit and no phase, as render_meter_values shows them, in one plain loop (it runs for every
+    MeterValues); None for any other (render_meter_values then reads it the general way)."""
     meter_value = payload.get("meterValue")
     if type(meter_value) is not list or "values" in payload:
         return None
     shown = []
-    for sample in meter_value:
-        sampled = sample.get("sampledValue") if type(sample) is dict else None
-        if type(sampled) is not list:
-            return None
-        for item in sampled:
-            if type(item) is not dict or "phase" in item or len(shown) == MAX_READINGS_SHOWN:
-                return None
-            measurand = item.get("measurand", "Energy.Active.Import.Register")
-            value, unit = item.get("value"), item.get("unit", "Wh")
-            if type(measurand) is not str or type(value) is not str or type(unit) is not str:
-                return None
-            shown.append(f"{measurand} {value} {unit}")
-    return shown or None
+    try:
+        for sample in meter_value:
+            for item in sample["sampledValue"]:
+                if "phase" in item:
+                    return None
+                measurand, value, unit = item["measurand"], item["value"], item["unit"]
+                if type(measurand) is type(value) is type(unit) is str:
+                    shown.append(f"{measurand} {value} {unit}")
+                else:
+                    return None
+    except (KeyError, TypeError):  # a reading without its measurand or unit, or not an object
+        return None
+    return shown if 0 < len(shown) <= MAX_READINGS_SHOWN else None
 
 
 def render_meter_values(payload: dict) -> str:
@@ -1443,6 +2941,10 @@ def render_meter_values(payload: dict) -> str:
     The first MAX_READINGS_SHOWN readings are shown, the rest counted.
     """
     shown = _standard_readings(payload)
+    if shown is not None:
+        connector, transaction = payload.get("connectorId"), payload.get("transactionId")
+        if type(connector) is int and type(transaction) is int:  # nearly every MeterValues
+            return f"connector {connector}, transaction {transaction}: {', '.join(shown)}"
     count = len(shown) if shown is not None else 0
     if shown is None:
         shown = []
@@ -1455,12 +2957,58 @@ def render_meter_values(payload: dict) -> str:
     if count > MAX_READINGS_SHOWN:
         shown.append("... and %d more" % (count - MAX_READINGS_SHOWN))
     transaction = payload.get("transactionId")
-    where = "connector " + _scalar_text(payload.get("connectorId"))
-    if payload.get("evseId") is not None:
-        where = "EVSE %s %s" % (_scalar_text(payload["evseId"]), where)
+    where = _place(payload.get("evseId"), payload.get("connectorId"))
     if transaction is not None:
         where += ", transaction " + _scalar_text(transaction)
     return "%s: %s" % (where, ", ".join(shown))
+
+
+def _place(evse: Any, connector: Any) -> str:
+    """ "EVSE 1 connector 2", "connector 1" or "EVSE 1": what of the two a frame names."""
+    parts = [] if evse is None else ["EVSE " + _scalar_text(evse)]
+    if connector is not None or evse is None:
+        parts.append("connector " + _scalar_text(connector))
+    return " ".join(parts)
+
+
+# TransactionEvent fields its line shows in words; any other is appended as JSON.
+_TRANSACTION_EVENT_SHOWN = frozenset({"eventType", "timestamp", "triggerReason", "seqNo",
+                                      "transactionInfo", "evse", "meterValue", "idToken"})
+_TRANSACTION_INFO_SHOWN = ("chargingState", "stoppedReason", "remoteStartId")
+
+
+def render_transaction_event(payload: dict) -> str:
+    """An OCPP 2.0.1 TransactionEvent as the operator reads it, e.g. "Updated, transaction T-1,
+    seqNo 3, MeterValuePeriodic, EVSE 1 connector 1, chargingState Charging: Energy.Active.Import.
+    Register 3 Wh, Power.Active.Import 7400 W"; fields it does not name follow as JSON."""
+    info = payload.get("transactionInfo")
+    info = info if type(info) is dict else {}
+    evse = payload.get("evse")
+    evse = evse if type(evse) is dict else {}
+    parts = [_scalar_text(payload.get("eventType")),
+             "transaction " + _scalar_text(info.get("transactionId")),
+             "seqNo " + _scalar_text(payload.get("seqNo")),
+             _scalar_text(payload.get("triggerReason"))]
+    if evse:
+        parts.append(_place(evse.get("id"), evse.get("connectorId")))
+    parts += ["%s %s" % (name, _scalar_text(info[name])) for name in _TRANSACTION_INFO_SHOWN
+              if name in info]
+    token = payload.get("idToken")
+    if type(token) is dict:
+        parts.append("idToken %s (%s)" % (_show(token.get("idToken")), _scalar_text(
+            token.get("type"))))
+    readings = [_reading_shown(*reading) for reading in itertools.islice(
+        _meter_readings(payload), MAX_READINGS_SHOWN)]
+    rest = {name: value for name, value in payload.items() if name not in _TRANSACTION_EVENT_SHOWN}
+    text = ", ".join(parts) + (": " + ", ".join(readings) if readings else "")
+    return text + (" " + render_json(rest) if rest else "")
+
+
+# A charger's CALLs whose frame line shows the payload in words, not as JSON.
+CALL_RENDERERS: dict[str, Callable[[dict], str]] = {
+    "MeterValues": render_meter_values,
+    "TransactionEvent": render_transaction_event,
+}
 
 
 def _scalar_text(value: Any) -> str:
@@ -1552,7 +3100,9 @@ class OutputWriter:
             self._cond.notify()
 
     def _write_now(self, text: str) -> None:
-        data = self._framed(text).encode(self._encoding, "backslashreplace")
+        if self.dropped or self.input_line is not None or self.clear_line:
+            text = self._framed(text)
+        data = text.encode(self._encoding, "backslashreplace")
         try:
             written = os.write(self._direct, data)  # type: ignore[arg-type]
         except BlockingIOError:
@@ -1629,8 +3179,9 @@ class OutputWriter:
 class Output:
     """The one place that prints: one line per event, escaped.
 
-    Lines are handed to the OutputWriter every FLUSH_SECONDS, not once per
-    line (outside a running loop, at once).  ``quiet`` keeps
+    Lines are handed to the OutputWriter in one piece: the frames' lines
+    once per turn of the loop (the bus delivers them together), other lines
+    within FLUSH_SECONDS (outside a running loop, at once).  ``quiet`` keeps
     warnings and errors only (and the console's answers).  Every line goes
     through printable_json, so nothing raw reaches the terminal; the values
     a charger controls are put through printable before they are put in a
@@ -1652,6 +3203,7 @@ class Output:
         self._pending: list[str] = []
         self._shown_ids: dict[str, str] = {}
         self.publish_log: Optional[Callable[[str, Optional[str], str], None]] = None
+        self._bus: Optional[EventBus] = None  # its frames come before a line written directly
 
     def _charger(self, charger: str) -> str:
         shown = self._shown_ids.get(charger)
@@ -1669,6 +3221,8 @@ class Output:
             self._add(f"{LOCAL_CLOCK.now()} {self._charger(charger)} {text}\n")
 
     def _add(self, line: str) -> None:
+        if self._bus is not None and self._bus.frames:
+            self._bus.deliver_frames()  # the frame lines published before this line come first
         pending = self._pending
         pending.append(line)
         if len(pending) == 1:
@@ -1683,6 +3237,8 @@ class Output:
 
     def flush(self) -> None:
         """Hand the lines gathered since the last flush to the writer, in one piece."""
+        if self._bus is not None and self._bus.frames:
+            self._bus.deliver_frames()
         if self._pending:
             lines, self._pending = "".join(self._pending), []
             self.writer.put(lines)
@@ -1694,43 +3250,64 @@ class Output:
 
     def subscribe_to(self, bus: "EventBus") -> None:
         """The terminal as a bus subscriber: frames (unless quiet) and log lines."""
+        self._bus = bus
         if not self.quiet:
-            bus.subscribe(self.on_frame, "frame", receiver=self.frame_line)
+            bus.subscribe(self.on_frame, "frame", receiver=self.frame_lines)
         bus.subscribe(self.on_log, "log")
 
     ARROWS = {"in": "<-", "out": "->"}
 
     def on_frame(self, event: "FrameEvent") -> None:
-        """The frame line of a FrameEvent (see frame_line)."""
-        self.frame_line(event.seq, event.charger, event.at, event.direction, event.text,
-                        event.label, event.shown, event.binary, event.parsed)
-
-    def frame_line(self, seq: int, charger: str, at: float, direction: str, text: str, label: str,
-                   shown: Any, binary: bool, parsed: Optional[Frame]) -> None:
-        """One line per frame: time, charger, direction ("<-" from the charger, "->" to it), label,
-        payload; at a terminal, cut to its width (see fit).  The bus's receiver of frames.
-
-        ``shown`` is JSON text or other text, or a payload to show as compact
-        JSON; None for a charger's CALL (``parsed``), rendered here: MeterValues
-        as readings, else the payload as the charger wrote it.  It runs for
-        every frame, so it formats and adds its line in one go (printable_json's
-        and _add's common cases written in).
-        """
-        if shown is None:
-            shown = render_meter_values(parsed.payload) if parsed.action == "MeterValues" else \
-                call_payload_text(text, parsed)  # type: ignore[union-attr]
-        elif type(shown) is not str:
-            shown = render_json(shown)
-        if len(shown) > MAX_SHOWN or not shown.isprintable():
-            shown = printable_json(shown)
-        shown_id = self._shown_ids.get(charger) or self._charger(charger or "")
-        line = f"{LOCAL_CLOCK.now()} {shown_id} {self.ARROWS[direction]} {label} {shown}\n"
-        if self.width:
-            line = self.fit(line)
-        pending = self._pending
-        pending.append(line)
-        if len(pending) == 1:
+        """The frame line of a FrameEvent (see _frame_lines), written with the lines of the next
+        few milliseconds."""
+        was_empty = not self._pending
+        self._frame_lines(iter(((event.seq, event.charger, event.at, event.direction, event.text,
+                                 event.label, event.binary, event.shown, event.parsed),)))
+        if was_empty:
             self._flush_soon()
+
+    def frame_lines(self, frames: "Iterator[FrameRecord]") -> None:
+        """The bus's receiver of frames: their lines (see _frame_lines), written at once, with
+        those before them (the bus delivers the frames of a turn of the loop together: one write
+        a turn)."""
+        self._frame_lines(frames)
+        self.flush()
+
+    def _frame_lines(self, frames: "Iterator[FrameRecord]") -> None:
+        """One line per frame: time, charger, direction ("<-" from the charger, "->" to it), label,
+        payload; at a terminal, cut to its width (see fit).
+
+        A frame's ``shown`` is JSON text or other text, or a payload to show
+        as compact JSON; None for a charger's CALL (``parsed``), rendered
+        here: MeterValues and TransactionEvent in words (CALL_RENDERERS), else
+        the payload as the charger wrote
+        it.  It runs for every frame, so it formats its lines in one loop
+        (printable_json's and _add's common cases written in).
+        """
+        pending, shown_ids, arrows, clock = self._pending, self._shown_ids, self.ARROWS, LOCAL_CLOCK
+        cut, milliseconds, last_millisecond, stamp = self.width, clock.milliseconds, -1, ""
+        for _seq, charger, at, direction, text, label, _binary, shown, parsed in frames:
+            if shown is None:  # a charger's CALL
+                render = CALL_RENDERERS.get(parsed.action)  # type: ignore[union-attr]
+                if render is not None:
+                    shown = render(parsed.payload)  # type: ignore[union-attr]
+                elif text.endswith("}]") and text.startswith(  # call_payload_text's first case
+                        prefix := f'[2,"{parsed.message_id}","{parsed.action}",' if text[2] == '"'
+                        else f'[2, "{parsed.message_id}", "{parsed.action}", '):  # type: ignore
+                    shown = text[len(prefix):-1]
+                else:
+                    shown = call_payload_text(text, parsed)  # type: ignore[arg-type]
+            elif type(shown) is not str:
+                shown = render_json(shown)
+            if len(shown) > MAX_SHOWN or not shown.isprintable():
+                shown = printable_json(shown)
+            millisecond = int(at * 1000)  # LOCAL_CLOCK.at(at), made once a millisecond
+            if millisecond != last_millisecond:
+                last_millisecond, stamp = millisecond, clock.second_text(millisecond // 1000) + \
+                    milliseconds[millisecond % 1000]
+            line = f"{stamp} {shown_ids.get(charger) or self._charger(charger or '')} " \
+                   f"{arrows[direction]} {label} {shown}\n"
+            pending.append(self.fit(line) if cut else line)
 
     def fit(self, line: str) -> str:
         """A frame's line cut to the terminal's width, its payload ending in an ellipsis."""
@@ -1939,8 +3516,12 @@ class FrameEvent(Event):
                 "binary": self.binary}
 
 
-# A frame subscriber's receiver: (seq, charger, at, direction, text, label, shown, binary, parsed).
-FrameReceiver = Callable[[int, str, float, str, str, str, Any, bool, Optional[Frame]], None]
+# A frame as the bus hands it to frame receivers: (seq, charger, at, direction, text, label, binary,
+# shown, parsed), FrameEvent's fields in a plain tuple; its first seven are what the history keeps.
+FrameRecord = tuple[int, str, float, str, str, str, bool, Any, Optional[Frame]]
+# A frame subscriber's receiver: it takes the frames published since it was last called, in order,
+# from an iterator (see EventBus.deliver_frames).
+FrameReceiver = Callable[[Iterator[FrameRecord]], None]
 
 
 class EventBus:
@@ -1951,6 +3532,12 @@ class EventBus:
     another subscriber, and one odd event does not silence the terminal.  A
     subscriber that may be slow (a remote reader) must queue the events it
     gets, not wait.
+
+    Frames, the most frequent events, are gathered while every frame
+    subscriber has a receiver (see subscribe): each is a tuple appended to
+    ``frames``, and the receivers get them together once per turn of the
+    loop (``deliver_frames``), or before any other event, so that every
+    subscriber still sees every event in the order published.
     """
 
     def __init__(self, on_error: Callable[[Callable[[Event], None], Exception], None]) -> None:
@@ -1964,15 +3551,17 @@ class EventBus:
         self._receivers: dict[Callable[[Event], None], FrameReceiver] = {}
         # The frame subscribers' receivers, in order, while every one has one; else None.
         self.frame_receivers: Optional[tuple[FrameReceiver, ...]] = ()
+        self.frames: list[FrameRecord] = []  # published, not yet delivered to the receivers
 
     def subscribe(self, subscriber: Callable[[Event], None], *types: str,
                   receiver: Optional[FrameReceiver] = None) -> Callable[[Event], None]:
         """Deliver events of ``types`` (every type when none is named) to ``subscriber``.
 
-        ``receiver`` is the subscriber's way to take a frame as its fields
-        (see publish_frame): while every frame subscriber has one, no
-        FrameEvent is built.
+        ``receiver`` is the subscriber's way to take frames as FrameRecords,
+        several at a time (see publish_frame): while every frame subscriber
+        has one, no FrameEvent is built.
         """
+        self.deliver_frames()  # to the subscribers they were published to
         if receiver is not None:
             self._receivers[subscriber] = receiver
         for name in types or tuple(self.routes):
@@ -1981,6 +3570,7 @@ class EventBus:
         return subscriber
 
     def unsubscribe(self, subscriber: Callable[[Event], None]) -> None:
+        self.deliver_frames()
         for name, subscribers in self.routes.items():
             self.routes[name] = tuple(other for other in subscribers if other != subscriber)
         self._receivers.pop(subscriber, None)
@@ -1994,21 +3584,37 @@ class EventBus:
                       text: str, label: str, shown: Any, binary: bool = False,
                       parsed: Optional[Frame] = None) -> None:
         """Publish a "frame" event (its fields: see FrameEvent).  It runs for every frame: while
-        every frame subscriber has a receiver, they get the fields and no event is built."""
-        receivers = self.frame_receivers
-        if receivers is None:
+        every frame subscriber has a receiver, it only numbers the frame and gathers it for them
+        (delivered at the end of this turn of the loop at the latest)."""
+        frames = self.frames
+        if self.frame_receivers:
+            self.sequence += 1
+            frames.append((self.sequence, charger, time.time(), direction, text, label, binary,
+                           shown, parsed))
+            if len(frames) == 1:
+                try:
+                    asyncio.get_running_loop().call_soon(self.deliver_frames)
+                except RuntimeError:  # no running loop: before start-up or after shutdown
+                    self.deliver_frames()
+        elif self.frame_receivers is None:
             self.deliver(FrameEvent(charger, session, direction, text, label, shown, binary,
                                     parsed))
+
+    def deliver_frames(self) -> None:
+        """Hand the frames gathered so far to the frame receivers, in order.  A receiver that
+        raises on one frame is reported and goes on with the next."""
+        frames = self.frames
+        if not frames:
             return
-        if not receivers:
-            return
-        self.sequence += 1
-        seq, at = self.sequence, time.time()
-        for receiver in receivers:
-            try:
-                receiver(seq, charger, at, direction, text, label, shown, binary, parsed)
-            except Exception as exc:  # as deliver does
-                self.on_error(receiver, exc)
+        self.frames = []
+        for receiver in self.frame_receivers or ():
+            remaining = iter(frames)
+            while True:
+                try:
+                    receiver(remaining)
+                    break
+                except Exception as exc:  # as deliver does
+                    self.on_error(receiver, exc)
 
     def publish(self, type_: str, charger: Optional[str],
                 session: Optional["ChargerSession"] = None, **fields: Any) -> None:
@@ -2017,8 +3623,10 @@ class EventBus:
             self.deliver(Event(0, type_, charger, fields, session))
 
     def deliver(self, event: Event) -> None:
-        """Number an event and hand it to its subscribers, in order (it runs for every frame: keep
-        it lean)."""
+        """Number an event and hand it to its subscribers, in order, after the frames gathered
+        before it."""
+        if self.frames:
+            self.deliver_frames()
         self.sequence += 1
         event.seq = self.sequence
         for subscriber in self.routes[event.type]:
@@ -2361,11 +3969,12 @@ class WarnOnce:
     the rest are suppressed.
     """
 
-    __slots__ = ("session", "_warned", "suppressed")
+    __slots__ = ("session", "warned", "suppressed")
 
     def __init__(self, session: "ChargerSession") -> None:
         self.session = session
-        self._warned: Union[set, frozenset] = _NOTHING_YET  # a set from the first warning on
+        # the keys reported (a set from the first warning on: most connections never warn)
+        self.warned: Union[set, frozenset] = _NOTHING_YET
         self.suppressed = 0
 
     def __call__(self, key: tuple, text: "Union[str, Callable[[], str]]",
@@ -2376,18 +3985,18 @@ class WarnOnce:
         warning is printed, so a charger that repeats a mistake on every frame
         costs a set lookup, not a format.
         """
-        if key in self._warned:
+        if key in self.warned:
             return
-        if len(self._warned) >= MAX_WARNINGS_PER_CHARGER:
+        if len(self.warned) >= MAX_WARNINGS_PER_CHARGER:
             self.suppressed += 1
             if self.suppressed == 1:
                 self.session.log("warn",
                                  "%d distinct warnings about this charger so far; further ones are "
-                                 "suppressed until it reconnects" % len(self._warned))
+                                 "suppressed until it reconnects" % len(self.warned))
             return
-        if not self._warned:
-            self._warned = set()
-        self._warned.add(key)
+        if not self.warned:
+            self.warned = set()
+        self.warned.add(key)
         text = text if isinstance(text, str) else text()
         if spec:
             self.session.system.count_spec_warning(self.session.state, text)
@@ -2400,7 +4009,8 @@ class WarnOnce:
         for problem in problems:
             self((action,) + problem.key,
                  lambda problem=problem: "spec: %s.%s (%s; answered anyway, "
-                 "--strict rejects it)" % (action, problem, problem.code), spec=True)
+                 "--strict rejects it)" % (action, problem, self.session.version.rpc.code(
+                     problem.code)), spec=True)
 
 
 class CallIds:
@@ -2858,7 +4468,9 @@ class ChargerCalls:
         fault = session.system.faults.fire(session, action) if session.reply_faults else None
         try:
             session.call_ids.check(message_id)
-            handler = self._handler(action)
+            # _handler's common case first: a known action, without --strict's boot check
+            handler = (not session.strict and session.version.handlers.get(action)) or \
+                self._handler(action)
             rules = session.version.charger_request_rules[action]
             if not rules.valid(payload):  # nearly every payload is: lint_payload's test, inline
                 self._check_payload(action, rules, payload)
@@ -2901,6 +4513,8 @@ class ChargerCalls:
         text = build_call_result(message_id, reply_json, reply_action)
         if fault is not None:
             return fault.send(session, text, label, reply_json, message_id)
+        if len(text) <= MIN_REPLY_LIMIT:  # session.answer's common case
+            return session.publish_out(text, label + ".conf", reply_json)
         return session.answer(text, label + ".conf", reply_json)
 
     def reply_and_what_follows(self, frame: Frame, label: str, fault: Optional["FiredReply"],
@@ -3221,6 +4835,8 @@ def check_failed(session: "ChargerSession", rule: str,
 
     ``text`` may be a function that makes it, as for WarnOnce: a check that
     fails on every message (an early Heartbeat) then costs a set lookup."""
+    if ("check", rule) in session.warn_once.warned:  # reported already: nothing to make
+        return
     session.warn_once(("check", rule), lambda: "check %s: %s" % (
         rule, text if isinstance(text, str) else text()), spec=True)
 
@@ -3257,7 +4873,8 @@ def check_heartbeat(session: "ChargerSession") -> None:
     history, now = session.state.history, time.monotonic()
     if "Heartbeat" in history.triggered_messages:
         history.triggered_messages.discard("Heartbeat")
-    elif _timed_early(history.heartbeat_at, history.heartbeat_interval, now):
+    elif ("check", "heartbeat-interval") not in session.warn_once.warned and _timed_early(
+            history.heartbeat_at, history.heartbeat_interval, now):  # told once: not timed again
         last, interval = history.heartbeat_at, history.heartbeat_interval
         check_failed(session, "heartbeat-interval",
                      lambda: "Heartbeat %.1f s after the last; the interval set is %d s"
@@ -3292,17 +4909,31 @@ def check_transaction_message(session: "ChargerSession", transaction_id: Optiona
         times[transaction_id] = max(timestamp, last or "")
 
 
+def _register_readings(payload: dict) -> list[tuple[Any, Any, Any]]:
+    """(value, unit, phase) of each Energy.Active.Import.Register reading of a MeterValues, as
+    _meter_readings reads them; the standard form in one plain loop (it runs for every
+    MeterValues)."""
+    register = "Energy.Active.Import.Register"
+    if "values" not in payload:
+        try:
+            return [(item["value"], item.get("unit", "Wh"), item.get("phase"))
+                    for sample in payload["meterValue"] for item in sample["sampledValue"]
+                    if item.get("measurand", register) == register]
+        except (KeyError, TypeError, AttributeError):  # not quite the standard form
+            pass
+    return [(value, unit, phase) for measurand, value, unit, phase in _meter_readings(payload)
+            if measurand == register]
+
+
 def check_energy(session: "ChargerSession", payload: dict) -> None:
     """Energy.Active.Import.Register never decreases within a transaction (Wh and kWh alike)."""
     transaction_id = as_int(payload.get("transactionId"))
     if transaction_id is None:
         return
     energy = session.state.history.energy
-    for measurand, value, unit, phase in _meter_readings(payload):
-        if measurand != "Energy.Active.Import.Register":
-            continue
+    for value, unit, phase in _register_readings(payload):
         try:
-            reading = float(value) * (1000 if unit == "kWh" else 1)
+            reading = float(value) if unit != "kWh" else float(value) * 1000
         except (TypeError, ValueError):
             continue
         key = (transaction_id, phase)
@@ -6649,7 +8280,9 @@ class ScenarioRunner:
 # library only: asyncio streams and a small HTTP/1.1 reader, one request per
 # connection.  docs/api.md is the contract; API_VERSION numbers it.
 
-API_VERSION = 2  # 2: event ids carry the run ("<run>:<number>"); a stream starts with "hello"
+# 2: event ids carry the run ("<run>:<number>"); a stream starts with "hello".  3: OCPP 2.0.1
+# stations: a transactionId may be a string, connectors keyed "evse/connector", `version`.
+API_VERSION = 3
 HTTP_HEADER_TIMEOUT = 10.0  # seconds a client gets to send its request line and headers
 HTTP_BODY_TIMEOUT = 60.0  # seconds a request body may pause before the request is dropped
 MAX_HTTP_HEADERS = 100
@@ -6872,26 +8505,29 @@ class EventHistory:
     def on_event(self, event: Event) -> None:
         """The history as a bus subscriber (a bound method: called faster than the instance)."""
         if event.type == "frame":
-            self.on_frame(event.seq, event.charger, event.at, event.direction, event.text,
-                          event.label, event.shown, event.binary, event.parsed)
+            self.on_frames(iter(((event.seq, event.charger, event.at, event.direction, event.text,
+                                  event.label, event.binary),)))
             return
         self._keep(StoredEvent(event))
         self.last = event.seq
         self._wake()
 
-    def on_frame(self, seq: int, charger: str, at: float, direction: str, text: str, label: str,
-                 shown: Any, binary: bool, parsed: Optional[Frame]) -> None:
-        """The history's receiver of frames (EventBus.publish_frame): the most frequent event, kept
-        lean (a plain tuple while nobody reads)."""
+    def on_frames(self, frames: "Iterator[tuple]") -> None:
+        """The history's receiver of frames (EventBus.deliver_frames; FrameRecords, or their first
+        seven fields): the most frequent event, kept lean (a plain tuple while nobody reads)."""
         if self.readers:
-            self._keep(StoredEvent.of_frame((seq, charger, at, direction, text, label, binary)))
+            for frame in frames:
+                self._keep(StoredEvent.of_frame(frame[:7]))
+                self.last = frame[0]
         else:
-            events = self.events
-            events.append((seq, charger, at, direction, text, label, binary))
-            self.cost += 100 + len(text)
-            if self.cost > self.budget or len(events) > self.limit:
-                self._trim()
-        self.last = seq
+            events, cost, frame = self.events, self.cost, None
+            for frame in frames:
+                events.append(frame[:7])
+                cost += 100 + len(frame[4])
+            if frame is not None:
+                self.cost, self.last = cost, frame[0]
+                if cost > self.budget or len(events) > self.limit:
+                    self._trim()
         if self._waiting:
             self._wake()
 
@@ -6918,15 +8554,19 @@ class EventHistory:
             stored.sse_message(self.run)  # made now, in its charger's turn, not in a reader's
 
     def _trim(self) -> None:
-        events = self.events
-        while len(events) > self.limit or self.cost > self.budget:
+        events, limit, budget, cost, dropped = self.events, self.limit, self.budget, self.cost, \
+            self.dropped
+        while len(events) > limit or cost > budget:
             oldest = events.popleft()
             if type(oldest) is tuple:
-                self.cost -= 100 + len(oldest[4])
-                self.dropped = max(self.dropped, oldest[0])
+                cost -= 100 + len(oldest[4])
+                seq = oldest[0]
             else:
-                self.cost -= oldest.cost
-                self.dropped = max(self.dropped, oldest.seq)
+                cost -= oldest.cost
+                seq = oldest.seq
+            if seq > dropped:
+                dropped = seq
+        self.cost, self.dropped = cost, dropped
 
     @staticmethod
     def _newer(kept: "collections.deque[Any]", seq: int) -> list[StoredEvent]:
@@ -7750,7 +9390,7 @@ class EventStreams:
             "warn", None, "HTTP: closed %d event stream%s in %g s: the reader took nothing for %g s"
             % (count, "" if count == 1 else "s", seconds, EVENT_STREAM_DRAIN_TIMEOUT)))
         system.bus.subscribe(self.history.on_event, *EventHistory.ALWAYS,
-                             receiver=self.history.on_frame)
+                             receiver=self.history.on_frames)
 
     async def open(self, request: HttpRequest, writer: asyncio.StreamWriter) -> None:
         """GET /api/events: live events; Last-Event-ID (or ?lastEventId=) resumes after that event.
@@ -7843,7 +9483,7 @@ class EventStreams:
                 self._keep_every_event = None
                 self.system.bus.unsubscribe(history.on_event)
                 self.system.bus.subscribe(history.on_event, *EventHistory.ALWAYS,
-                                          receiver=history.on_frame)
+                                          receiver=history.on_frames)
             self._keep_every_event = asyncio.get_running_loop().call_later(
                 EVENT_RESUME_SECONDS, keep_transcript_events_only)
 

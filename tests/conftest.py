@@ -28,6 +28,7 @@ from pathlib import Path
 
 import jsonschema
 import ocpp.v16
+import ocpp.v201
 import pytest
 import websockets
 
@@ -71,6 +72,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HERE = ROOT  # the old name: the root was the folder of the single test file
 SERVER = ROOT / "ocpp_mock_server.py"
 SCHEMAS = Path(ocpp.v16.__file__).resolve().parent / "schemas"
+SCHEMAS_201 = Path(ocpp.v201.__file__).resolve().parent / "schemas"
 FIXTURE = ROOT / "fixtures" / "flexicharge-frames.jsonl"  # verbatim copy of shared/fixtures
 SHARED_FIXTURE = ROOT.parent / "shared" / "fixtures" / "flexicharge-frames.jsonl"
 DEMO_CHARGER = ROOT / "examples" / "demo_charger.py"
@@ -102,39 +104,60 @@ START_TIMEOUT = 20.0
 
 
 _validators = {}
+# The official schemas of each version, and the JSON Schema draft they are written in.
+ORACLES = {
+    "1.6": (SCHEMAS, jsonschema.Draft4Validator),
+    "2.0.1": (SCHEMAS_201, jsonschema.Draft6Validator),
+}
 
 
-def schema_problems(name: str, payload) -> list:
-    """Errors of ``payload`` against the official 1.6 schema ``name`` (e.g. "ResetResponse")."""
-    if name not in _validators:
-        schema = json.loads((SCHEMAS / (name + ".json")).read_text())
-        _validators[name] = jsonschema.Draft4Validator(
-            schema, format_checker=jsonschema.FormatChecker()
-        )
-    return [error.message for error in _validators[name].iter_errors(payload)]
+def schema_problems(name: str, payload, version: str = "1.6") -> list:
+    """Errors of ``payload`` against the official schema ``name`` of ``version`` (e.g.
+    "ResetResponse")."""
+    if (version, name) not in _validators:
+        folder, validator = ORACLES[version]
+        schema = json.loads((folder / (name + ".json")).read_text(encoding="utf-8"))
+        _validators[version, name] = validator(schema, format_checker=jsonschema.FormatChecker())
+    return [error.message for error in _validators[version, name].iter_errors(payload)]
 
 
-def assert_valid(name: str, payload) -> None:
-    problems = schema_problems(name, payload)
+def assert_valid(name: str, payload, version: str = "1.6") -> None:
+    problems = schema_problems(name, payload, version)
     assert not problems, f"{name} {json.dumps(payload)}: {problems}"
+
+
+def v201_problems(name: str, payload) -> list:
+    """Errors of ``payload`` against the official 2.0.1 schema ``name`` ("HeartbeatResponse")."""
+    return schema_problems(name, payload, "2.0.1")
+
+
+def assert_v201_valid(name: str, payload) -> None:
+    assert_valid(name, payload, "2.0.1")
+
+
+def _expected_rule(schema):
+    """The lint's Rule class for ``schema`` (a 2.0.1 object may be open: OpenObject)."""
+    kind = schema.get("type")
+    bounded = "minimum" in schema or "maximum" in schema
+    if "enum" in schema:
+        return mock.Enum
+    if kind == "string":
+        return mock.DateTime if schema.get("format") == "date-time" else mock.String
+    if kind == "integer":
+        return mock.BoundedInteger if bounded else mock.Integer
+    if kind == "number":
+        return mock.BoundedNumber if bounded else mock.Decimal
+    if kind == "object" and schema.get("additionalProperties", True) is not False:
+        return mock.OpenObject
+    if kind is None:
+        return mock.Anything
+    return {"boolean": mock.Boolean, "object": mock.Object, "array": mock.Array}[kind]
 
 
 def _compare_rule(schema, rule, path, root, differences):
     if "$ref" in schema:
         schema = root["definitions"][schema["$ref"].split("/")[-1]]
-    kind = schema.get("type")
-    if "enum" in schema:
-        expected = mock.Enum
-    elif kind == "string":
-        expected = mock.DateTime if schema.get("format") == "date-time" else mock.String
-    else:
-        expected = {
-            "integer": mock.Integer,
-            "number": mock.Decimal,
-            "boolean": mock.Boolean,
-            "object": mock.Object,
-            "array": mock.Array,
-        }[kind]
+    expected = _expected_rule(schema)
     if type(rule) is not expected:
         differences.append(f"{path}: {type(rule).__name__}, schema says {expected.__name__}")
         return
@@ -144,13 +167,20 @@ def _compare_rule(schema, rule, path, root, differences):
         differences.append(
             "{}: maxLength {}, schema {}".format(path, rule.max_length, schema.get("maxLength"))
         )
+    if expected in (mock.BoundedInteger, mock.BoundedNumber):
+        bounds = (rule.minimum, rule.maximum)
+        if bounds != (schema.get("minimum"), schema.get("maximum")):
+            differences.append(f"{path}: bounds {bounds}, schema {schema}")
     if expected is mock.Array:
         if rule.min_items != schema.get("minItems", 0):
             differences.append(
                 "{}: minItems {}, schema {}".format(path, rule.min_items, schema.get("minItems", 0))
             )
+        if rule.max_items != schema.get("maxItems"):
+            maximum = schema.get("maxItems")
+            differences.append(f"{path}: maxItems {rule.max_items}, schema {maximum}")
         _compare_rule(schema["items"], rule.items, path + "[]", root, differences)
-    if expected is mock.Object:
+    if expected in (mock.Object, mock.OpenObject):
         _compare_object(schema, rule, path, root, differences)
 
 
@@ -162,8 +192,8 @@ def _compare_object(schema, rule, path, root, differences):
         differences.append(
             "{}: required {}, schema {}".format(path, rule.required_names, schema.get("required"))
         )
-    if schema.get("additionalProperties", True) is not False:
-        differences.append(f"{path}: the schema allows extra fields, the lint does not")
+    if (schema.get("additionalProperties", True) is not False) != isinstance(rule, mock.OpenObject):
+        differences.append(f"{path}: the schema and the lint differ on extra fields")
     for name in set(properties) & set(rule.fields):
         _compare_rule(properties[name], rule.fields[name], path + "." + name, root, differences)
 
@@ -1029,22 +1059,28 @@ def _normalized(line: str) -> str:
     line = re.sub(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z", "TS", line)
     line = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", line)
     line = re.sub(r"(Register|SoC|meterStop\":) ?\d+", r"\1 N", line)
+    line = re.sub(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "UUID", line)
+    line = re.sub(r"seqNo \d+", "seqNo N", line)
     return re.sub(r"\d+ s old", "N s old", line)
 
 
-def guide_session(server) -> list:
-    """The guide's section 4 session: the demo charger, `chargers` typed twice; the server's
-    lines."""
+def guide_session(server, charger_id: str = "CP-1", *demo_args: str) -> list:
+    """The guide's section 4 session: the demo charger (with ``demo_args``), `chargers` typed by
+    the test; the server's lines."""
     mark = server.mark()
     demo = subprocess.run(
-        [sys.executable, str(DEMO_CHARGER), server.url + "/CP-1", "--once"],
+        [sys.executable, str(DEMO_CHARGER), f"{server.url}/{charger_id}", "--once", *demo_args],
         capture_output=True,
         text=True,
         timeout=30,
     )
     assert demo.returncode == 0, demo.stdout
-    server.wait_for(r"CP-1 \*\* disconnected", since=mark)
-    return [line for line in server.output(mark).splitlines() if " CP-1 " in line or ">> " in line]
+    server.wait_for(rf"{charger_id} \*\* disconnected", since=mark)
+    return [
+        line
+        for line in server.output(mark).splitlines()
+        if f" {charger_id} " in line or ">> " in line
+    ]
 
 
 # ------------------------------------------------ HTTP: the API, the event stream, the file server

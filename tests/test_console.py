@@ -221,6 +221,27 @@ def test_the_guides_sample_session_is_what_a_real_run_prints(start_server):
     assert frames - sample_lines == set(), "a real run prints frames the guide does not show"
 
 
+def test_the_guides_201_sample_session_is_what_a_real_run_prints(start_server):
+    text = GUIDE.read_text()
+    sample = text.split("### The same session in OCPP 2.0.1")[1].split("```text\n")[1]
+    sample = sample.split("```")[0]
+    server = start_server("--auto-start-after", "1", "--auto-stop-after", "3")
+
+    def type_chargers():  # as the operator did: once while charging
+        server.wait_for(r"CS-1 <- TransactionEvent Updated", timeout=15)
+        server.type("chargers")
+
+    typing = threading.Thread(target=type_chargers)
+    typing.start()
+    real = guide_session(server, "CS-1", "--ocpp", "2.0.1")
+    typing.join(TIMEOUT)
+    real_lines = {_normalized(line) for line in real}
+    sample_lines = {_normalized(line) for line in sample.splitlines() if line.strip()}
+    assert sample_lines - real_lines == set(), "the guide shows lines a real run does not print"
+    frames = {line for line in real_lines if " <- " in line or " -> " in line or " ** " in line}
+    assert frames - sample_lines == set(), "a real run prints frames the guide does not show"
+
+
 @pytest.mark.slow(2)
 @pytest.mark.skipif(
     not hasattr(os, "openpty") or importlib.util.find_spec("readline") is None,

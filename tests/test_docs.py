@@ -113,6 +113,12 @@ GUIDE_CERTIFICATES = (
     "docs/guide.md: InstallCertificate certificateType=CentralSystemRootCertificate certific"
 )
 GUIDE_DEMO = "docs/guide.md: python examples/demo_charger.py ws://127.0.0.1:60003/CP-1 --once"
+GUIDE_DEMO_201 = (
+    "docs/guide.md: python examples/demo_charger.py ws://127.0.0.1:60003/CS-1 --ocpp 2.0.1 -"
+)
+GUIDE_SESSION_201 = (
+    "docs/guide.md: 15:35:34.870 CS-1 ** connected from 127.0.0.1:53580 (OCPP 2.0.1)"
+)
 GUIDE_HELP = "docs/guide.md inline: python ocpp_mock_server.py --help"
 README_INLINE_SERVER = "README.md inline: python ocpp_mock_server.py"
 GUIDE_INLINE_SERVER = "docs/guide.md inline: python ocpp_mock_server.py"
@@ -196,12 +202,17 @@ RUN_HERE = {
 
 # Blocks run by a test elsewhere, with the same command line: {key: "file::test"}.
 SESSION_TEST = "tests/test_console.py::test_the_guides_sample_session_is_what_a_real_run_prints"
+SESSION_TEST_201 = (
+    "tests/test_console.py::test_the_guides_201_sample_session_is_what_a_real_run_prints"
+)
 EXAMPLE_SCENARIOS_TEST = (
     "tests/test_scenarios.py::test_the_example_scenarios_pass_against_the_demo_charger"
 )
 COVERED_ELSEWHERE = {
     GUIDE_SESSION: SESSION_TEST,
     GUIDE_DEMO: SESSION_TEST,
+    GUIDE_SESSION_201: SESSION_TEST_201,
+    GUIDE_DEMO_201: SESSION_TEST_201,
     API_ON_NETWORK: "tests/test_demo_charger.py::"
     "test_the_pytest_example_waits_for_a_station_on_the_network",
     FAULTS_OFFLINE_RUN: "tests/test_scenarios.py::"

@@ -41,7 +41,7 @@ from conftest import (
 @charger_test
 async def test_api_lists_the_chargers_and_their_state(start_server):
     server = start_server()
-    assert (await http(server, "GET", "/api/chargers")).json == {"apiVersion": 2, "chargers": []}
+    assert (await http(server, "GET", "/api/chargers")).json == {"apiVersion": 3, "chargers": []}
     charger = await booted_charger(server)
     await charger.call(
         "StatusNotification", dict(CHARGER_REQUEST_SAMPLES["StatusNotification"], status="Charging")

@@ -276,3 +276,30 @@ def test_frame_lines_stay_whole_in_a_pipe():
         assert LONG_DATA in _data_transfer_line(server.output())
     finally:
         server.stop()
+
+
+@charger_test
+async def test_a_201_transaction_event_and_meter_values_are_lines_in_words(start_server):
+    server = start_server("--no-boot-data")
+    station = await Charger.connect(server.url, "CS-1", subprotocols=("ocpp2.0.1",))
+    reading = {"value": 3, "measurand": "Energy.Active.Import.Register",
+               "unitOfMeasure": {"unit": "Wh", "multiplier": 3}}
+    event = {
+        "eventType": "Updated", "timestamp": "2026-12-03T12:00:00Z",
+        "triggerReason": "MeterValuePeriodic", "seqNo": 7,
+        "transactionInfo": {"transactionId": "T\x1b[2J-1", "chargingState": "Charging"},
+        "evse": {"id": 2, "connectorId": 1}, "numberOfPhasesUsed": 3,
+        "meterValue": [{"timestamp": "2026-12-03T12:00:00Z", "sampledValue": [reading]}],
+    }
+    assert (await station.call("TransactionEvent", event))[0] == 3
+    meter_values = {"evseId": 2, "meterValue": event["meterValue"]}
+    assert (await station.call("MeterValues", meter_values))[0] == 3
+    await station.close()
+    line = server.wait_for(r"CS-1 <- TransactionEvent Updated.*").group()
+    assert line.endswith(
+        r"<- TransactionEvent Updated, transaction T\x1b[2J-1, seqNo 7, MeterValuePeriodic, "
+        r'EVSE 2 connector 1, chargingState Charging: Energy.Active.Import.Register 3 kWh '
+        r'{"numberOfPhasesUsed":3}'
+    ), line  # the escape is shown, never sent to the terminal; unnamed fields follow as JSON
+    line = server.wait_for(r"CS-1 <- MeterValues.*").group()
+    assert line.endswith("<- MeterValues EVSE 2: Energy.Active.Import.Register 3 kWh"), line

@@ -720,3 +720,14 @@ async def test_a_201_station_answering_with_a_16_spelling_gets_a_warning_not_a_b
     await station.send_frame([3, call[1], {"status": "Accepted"}])
     server.wait_for(r"CS-1 <- ClearCache\.conf")
     await station.close()
+
+
+@charger_test
+async def test_a_201_stations_lenient_spec_warnings_spell_the_codes_the_201_way(start_server):
+    server = start_server("--no-boot-data")
+    station = await Charger.connect(server.url, "CS-1", subprotocols=("ocpp2.0.1",))
+    reply = await station.call("Heartbeat", {"extra": 1})
+    assert reply[0] == 3 and "currentTime" in reply[2]  # lenient: answered
+    server.wait_for(r"CS-1 !! spec: Heartbeat\.extra is not a field of this message .*"
+                    r"\(FormatViolation; answered anyway")
+    await station.close()

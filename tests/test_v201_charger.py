@@ -9,16 +9,14 @@ mobilityhouse `ocpp`'s v201 classes runs a whole session against the server.
 
 import asyncio
 import json
-from pathlib import Path
 
-import jsonschema
-import ocpp
 import pytest
 
 import ocpp_mock_server as mock
 from conftest import (
     TIMEOUT,
     Charger,
+    assert_v201_valid,
     assert_valid,
     charger_test,
     headless_browser,
@@ -29,7 +27,6 @@ from conftest import (
     wait_in_browser,
 )
 
-V201_SCHEMAS = Path(ocpp.__file__).parent / "v201" / "schemas"
 SUBPROTOCOLS = ("ocpp2.0.1",)
 NOW = "2026-12-03T14:00:00Z"
 
@@ -66,24 +63,6 @@ def v201_field_rules():
     yield
     for action in missing:
         del version.charger_request_rules[action]
-
-
-_validators = {}
-
-
-def v201_problems(name: str, payload) -> list:
-    """Errors of ``payload`` against the official 2.0.1 schema ``name`` ("HeartbeatResponse")."""
-    if name not in _validators:
-        schema = json.loads((V201_SCHEMAS / (name + ".json")).read_text())
-        _validators[name] = jsonschema.Draft6Validator(
-            schema, format_checker=jsonschema.FormatChecker()
-        )
-    return [error.message for error in _validators[name].iter_errors(payload)]
-
-
-def assert_v201_valid(name: str, payload) -> None:
-    problems = v201_problems(name, payload)
-    assert not problems, f"{name} {json.dumps(payload)}: {problems}"
 
 
 CHARGING_STATION = {

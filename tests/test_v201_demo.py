@@ -7,17 +7,20 @@ import json
 import subprocess
 import sys
 import uuid
-from pathlib import Path
 
-import jsonschema
-import ocpp.v201
 import pytest
 import websockets
 
 import ocpp_mock_server as mock
-from conftest import DEMO_CHARGER, SCENARIOS, ServerProcess, read_transcript, run_scenario
+from conftest import (
+    DEMO_CHARGER,
+    SCENARIOS,
+    ServerProcess,
+    assert_v201_valid,
+    read_transcript,
+    run_scenario,
+)
 
-SCHEMAS_201 = Path(ocpp.v201.__file__).resolve().parent / "schemas"
 _validators: dict = {}
 NOW = "2026-12-03T12:00:00.000Z"
 PEM = "-----BEGIN CERTIFICATE-----\nMIIBdemo\n-----END CERTIFICATE-----\n"
@@ -47,19 +50,6 @@ HEARTBEAT_VARIABLE = {
 }
 
 
-def schema_problems_201(name: str, payload) -> list:
-    """What the official OCPP 2.0.1 schema ``name`` (e.g. "BootNotificationRequest") finds."""
-    if name not in _validators:
-        schema = json.loads((SCHEMAS_201 / f"{name}.json").read_text(encoding="utf-8"))
-        _validators[name] = jsonschema.Draft6Validator(
-            schema, format_checker=jsonschema.FormatChecker()
-        )
-    return [error.message for error in _validators[name].iter_errors(payload)]
-
-
-def assert_valid_201(name: str, payload) -> None:
-    problems = schema_problems_201(name, payload)
-    assert not problems, f"{name} {json.dumps(payload)}: {problems}"
 
 
 # Every CSMS-initiated message of OCPP 2.0.1 (blocks A to P, and DataTransfer), in an order a
@@ -292,12 +282,12 @@ class Csms201:
     async def receive(self, websocket, message):
         if message[0] == 2:
             _, message_id, action, payload = message
-            assert_valid_201(f"{action}Request", payload)
+            assert_v201_valid(f"{action}Request", payload)
             async with self.arrived:
                 self.calls.append((self.connections, action, payload))
                 self.arrived.notify_all()
             reply = await self.answer(action, payload)
-            assert_valid_201(f"{action}Response", reply)
+            assert_v201_valid(f"{action}Response", reply)
             await websocket.send(json.dumps([3, message_id, reply]))
         else:
             self.pending.pop(message[1]).set_result(message[2] if message[0] == 3 else message)
@@ -321,14 +311,14 @@ class Csms201:
         """Send a CALL; its CALLRESULT's payload, checked by the schema (``raw``: a CALL that is
         not valid, and the reply, whatever it is)."""
         if not raw:
-            assert_valid_201(f"{action}Request", payload)
+            assert_v201_valid(f"{action}Request", payload)
         message_id = str(uuid.uuid4())
         reply = asyncio.get_running_loop().create_future()
         self.pending[message_id] = reply
         await self.websocket.send(json.dumps([2, message_id, action, payload]))
         result = await asyncio.wait_for(reply, 5)
         if not raw:  # it answers every CSMS message with a schema-valid CALLRESULT
-            assert_valid_201(f"{action}Response", result)
+            assert_v201_valid(f"{action}Response", result)
         return result
 
     async def wait_for(self, action, count=1, timeout=10.0, connection=None, **fields):
@@ -655,12 +645,12 @@ def check_every_frame_is_valid_201(records, charger_id):
     for direction, frame in frames:
         assert frame[0] in (2, 3), frame
         if frame[0] == 2:
-            assert_valid_201(f"{frame[2]}Request", frame[3])
+            assert_v201_valid(f"{frame[2]}Request", frame[3])
             calls[(direction, frame[1])] = frame[2]
             actions.append((direction, frame[2], frame[3]))
         else:
             asker = "out" if direction == "in" else "in"
-            assert_valid_201(f"{calls[(asker, frame[1])]}Response", frame[2])
+            assert_v201_valid(f"{calls[(asker, frame[1])]}Response", frame[2])
     return actions
 
 

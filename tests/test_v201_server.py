@@ -4,27 +4,23 @@ RequestStartTransaction / RequestStopTransaction are startRemote / stopRemote an
 on a 2.0.1 station; a script waits for a TransactionEvent of one kind."""
 
 import asyncio
-import json
 import re
-from pathlib import Path
 from types import SimpleNamespace
 
-import jsonschema
-import ocpp.v201
 import pytest
 
 import ocpp_mock_server as mock
 from conftest import (
+    SCHEMAS_201,
     TIMEOUT,
     Charger,
     ServerProcess,
+    assert_v201_valid,
     charger_test,
     http,
     http_port,
     run_scenario,
 )
-
-V201_SCHEMAS = Path(ocpp.v201.__file__).resolve().parent / "schemas"
 
 # Every CSMS-initiated message of OCPP 2.0.1 (blocks A to P) and DataTransfer.
 V201_SERVER_ACTIONS = (
@@ -38,29 +34,12 @@ V201_SERVER_ACTIONS = (
     "CustomerInformation SetDisplayMessage GetDisplayMessages ClearDisplayMessage DataTransfer"
 ).split()
 
-_validators = {}
-
-
-def v201_problems(name: str, payload) -> list:
-    """Errors of ``payload`` against the official 2.0.1 schema ``name`` (e.g. "ResetRequest")."""
-    if name not in _validators:
-        schema = json.loads((V201_SCHEMAS / (name + ".json")).read_text())
-        _validators[name] = jsonschema.Draft6Validator(
-            schema, format_checker=jsonschema.FormatChecker()
-        )
-    return [error.message for error in _validators[name].iter_errors(payload)]
-
-
-def assert_v201_valid(name: str, payload) -> None:
-    problems = v201_problems(name, payload)
-    assert not problems, f"{name} {json.dumps(payload)}: {problems}"
-
 
 def test_the_table_has_every_csms_initiated_message():
     assert len(V201_SERVER_ACTIONS) == 40
     assert sorted(mock.V201_SERVER_ACTION_DEFAULTS) == sorted(V201_SERVER_ACTIONS)
     for action in V201_SERVER_ACTIONS:
-        assert (V201_SCHEMAS / f"{action}Request.json").exists(), action
+        assert (SCHEMAS_201 / f"{action}Request.json").exists(), action
 
 
 def _stand_in_system():
