@@ -79,6 +79,7 @@ def test_each_behaviour_check_catches_its_misbehaviour_and_only_that(
     try:
         first = server.wait_for(r"CP-DEMO <- BootNotification", timeout=10)
         mark = next(index for index, line in enumerate(server.lines) if first.group(0) in line) + 1
+        booted = mark
         if typed:
             server.type(typed)
         for pattern in waits:
@@ -91,6 +92,8 @@ def test_each_behaviour_check_catches_its_misbehaviour_and_only_that(
                 )
                 + 1
             )
+        if not behaves:  # the misbehaviour may come after the lines waited for: its check, then
+            server.wait_for(rf"CP-DEMO !! check {rule}:", since=booted, timeout=10)
         output = server.settled_output()
     finally:
         demo.terminate()
