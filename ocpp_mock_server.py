@@ -100,6 +100,9 @@ FLEXICHARGE_VENDOR_ID = "com.flexicharge"
 # One charger may keep the event loop this long (seconds) before the other
 # chargers, the console and signals get a turn: fair by time, not by frames.
 TURN_SECONDS = 0.005
+# Characters of frame text gathered for the terminal and the history before they are handed over
+# mid-turn: a flood of large frames keeps no more than this (and their parsed payloads) waiting.
+MAX_GATHERED_FRAMES = 64 * 1024
 RECENT_CALL_IDS = 1000  # ids of a charger's CALLs remembered to spot a reused one
 # spec problems worked out per frame; the rest of the frame is not examined
 MAX_PROBLEMS_PER_FRAME = 10
@@ -3552,6 +3555,7 @@ class EventBus:
         # The frame subscribers' receivers, in order, while every one has one; else None.
         self.frame_receivers: Optional[tuple[FrameReceiver, ...]] = ()
         self.frames: list[FrameRecord] = []  # published, not yet delivered to the receivers
+        self.frame_bytes = 0  # the characters of their texts
 
     def subscribe(self, subscriber: Callable[[Event], None], *types: str,
                   receiver: Optional[FrameReceiver] = None) -> Callable[[Event], None]:
@@ -3591,11 +3595,14 @@ class EventBus:
             self.sequence += 1
             frames.append((self.sequence, charger, time.time(), direction, text, label, binary,
                            shown, parsed))
+            self.frame_bytes += len(text)
             if len(frames) == 1:
                 try:
                     asyncio.get_running_loop().call_soon(self.deliver_frames)
                 except RuntimeError:  # no running loop: before start-up or after shutdown
                     self.deliver_frames()
+            elif self.frame_bytes > MAX_GATHERED_FRAMES:  # large frames: their memory, bounded
+                self.deliver_frames()
         elif self.frame_receivers is None:
             self.deliver(FrameEvent(charger, session, direction, text, label, shown, binary,
                                     parsed))
@@ -3606,7 +3613,7 @@ class EventBus:
         frames = self.frames
         if not frames:
             return
-        self.frames = []
+        self.frames, self.frame_bytes = [], 0
         for receiver in self.frame_receivers or ():
             remaining = iter(frames)
             while True:
