@@ -321,7 +321,8 @@ async def test_a_201_stations_replies_are_linted_by_the_201_rules(start_server):
         server.type(f'raw [2,"r{number}","Reset",{{"type":"Immediate"}}]')
         call = await station.expect_call("Reset")
         await station.send_frame([3, call[1], reply])
-        server.wait_for(r"CS-1 <- Reset\.conf", since=number)
+        server.wait_for(r"CS-1 <- Reset\.conf .*" + reply["status"])
+    server.wait_for(r"spec: Reset\.conf\.statusInfo\.customData\.vendorId is required")
     await station.close()
     output = server.settled_output()
     assert output.count("spec:") == 3, output  # none for the open customData's extra field
