@@ -5821,28 +5821,43 @@ def remember_certificate_chain_ids(session: "ChargerSession", request: dict, rep
                                         if isinstance(chain, dict)])
 
 
-def _names_heartbeat_interval(data: Any) -> bool:
-    """Does a SetVariableData (as sent: the operator's JSON may be anything) set the actual
-    OCPPCommCtrlr.HeartbeatInterval?"""
+def heartbeat_interval_set(session: "ChargerSession", value: Any) -> None:
+    """An accepted OCPPCommCtrlr.HeartbeatInterval sets the heartbeat check's interval."""
+    interval = as_int(value)
+    if interval is not None:
+        session.state.history.heartbeat_interval = interval
+
+
+# What an accepted SetVariables of an actual value does beyond showing it, by (component name,
+# variable name): fn(session, attributeValue as sent).
+ACCEPTED_VARIABLE_EFFECTS: dict[tuple[str, str], Callable[["ChargerSession", Any], None]] = {
+    ("OCPPCommCtrlr", "HeartbeatInterval"): heartbeat_interval_set,
+}
+
+
+def _variable_effect(data: Any) -> Optional[Callable[["ChargerSession", Any], None]]:
+    """The effect of a SetVariableData (as sent: the operator's JSON may be anything) that sets an
+    actual value, if ACCEPTED_VARIABLE_EFFECTS names its component and variable."""
     if not isinstance(data, dict) or data.get("attributeType", "Actual") != "Actual":
-        return False
+        return None
     component, variable = data.get("component"), data.get("variable")
-    return (isinstance(component, dict) and component.get("name") == "OCPPCommCtrlr"
-            and isinstance(variable, dict) and variable.get("name") == "HeartbeatInterval")
+    if not isinstance(component, dict) or not isinstance(variable, dict):
+        return None
+    key = (component.get("name"), variable.get("name"))
+    return ACCEPTED_VARIABLE_EFFECTS.get(key) if all(isinstance(n, str) for n in key) else None
 
 
 def variables_set(session: "ChargerSession", request: dict, reply: dict) -> None:
-    """SetVariables: an accepted OCPPCommCtrlr.HeartbeatInterval sets the heartbeat check's
-    interval (the results come in the order of the request's)."""
+    """SetVariables: each accepted variable that ACCEPTED_VARIABLE_EFFECTS names takes effect (the
+    results come in the order of the request's)."""
     asked, results = request.get("setVariableData"), reply.get("setVariableResult")
     if not isinstance(asked, list) or not isinstance(results, list):
         return
     for data, result in zip(asked, results):
-        if (_names_heartbeat_interval(data) and isinstance(result, dict)
+        effect = _variable_effect(data)
+        if (effect is not None and isinstance(result, dict)
                 and result.get("attributeStatus") in ("Accepted", "RebootRequired")):
-            interval = as_int(data.get("attributeValue"))
-            if interval is not None:
-                session.state.history.heartbeat_interval = interval
+            effect(session, data.get("attributeValue"))
 
 
 # What the server remembers from a 2.0.1 station's CALLRESULTs: the certificates it listed (for
