@@ -3682,8 +3682,7 @@ class Transaction:
 
     def place(self) -> str:
         """Where it runs, as the operator reads it: "connector 1", or "EVSE 1 connector 2"."""
-        where = "connector %s" % self.connector_id
-        return where if self.evse_id is None else "EVSE %s %s" % (self.evse_id, where)
+        return _place(self.evse_id, self.connector_id)
 
 
 def connector_label(key: Any) -> str:
@@ -5952,6 +5951,7 @@ OCPP201 = OcppVersion(RPC_201, V201_CHARGER_REQUESTS, V201_SERVER_REQUESTS, V201
                       V201_SERVER_CALL_RESULT_HANDLERS, "RequestStartTransaction",
                       "RequestStopTransaction", (DIALECT_OCPP201,))
 VERSIONS = {version.name: version for version in (OCPP16, OCPP201)}
+DEFAULT_VERSION = OCPP16  # what --ocpp is by default, and what a command speaks with no charger
 VERSION_OF_SUBPROTOCOL = {version.subprotocol: version for version in VERSIONS.values()}
 # Every action of any version, for what is named before a charger says its version (faults,
 # labels, completion of words).
@@ -6790,7 +6790,7 @@ VersionOf = Callable[[Optional[str]], OcppVersion]  # a command's @target -> the
 
 def default_version_of(target: Optional[str]) -> OcppVersion:
     """The version of a command named where no charger says its own (the default of --ocpp)."""
-    return OCPP16
+    return DEFAULT_VERSION
 
 
 def console_action(word: str, version: OcppVersion) -> Optional[str]:
@@ -7398,7 +7398,7 @@ def help_rows(rows: list[CommandWord], width: Optional[int], examples: bool = Tr
     return lines
 
 
-def help_overview(width: Optional[int], version: OcppVersion = OCPP16) -> list[str]:
+def help_overview(width: Optional[int], version: OcppVersion = DEFAULT_VERSION) -> list[str]:
     """Plain `help`: the everyday words, ``version``'s actions and the topics (24 lines at 80
     columns)."""
     return (help_rows([row for row in COMMAND_WORDS if row.overview], width, examples=False)
@@ -7841,7 +7841,7 @@ class Step:
     usage = ""
 
     def __init__(self, line: int, text: str, folder: str = ".",
-                 version: OcppVersion = OCPP16) -> None:
+                 version: OcppVersion = DEFAULT_VERSION) -> None:
         self.line = line
         self.text = text
         self.folder = folder  # the script's own: key=@path values are read relative to it
@@ -8026,7 +8026,8 @@ def _check_wait_field(rules: Optional[Object], path: str, line: int, label: str)
         rule = rule.fields[name]
 
 
-def parse_scenario(text: str, folder: str = ".", version: OcppVersion = OCPP16) -> list[Step]:
+def parse_scenario(text: str, folder: str = ".",
+                   version: OcppVersion = DEFAULT_VERSION) -> list[Step]:
     """Check a whole scenario script (its key=@path values relative to ``folder``, its commands
     against ``version``: --ocpp); ScriptError names the first bad line."""
     steps: list[Step] = []
@@ -8053,7 +8054,7 @@ HELP_TOPICS["scripts"] = [
 
 
 def script_command(line: str, number: int, folder: str = ".",
-                   version: OcppVersion = OCPP16) -> Command:
+                   version: OcppVersion = DEFAULT_VERSION) -> Command:
     """A command step, parsed by the console's own parser; ScriptError if a script cannot run it."""
     word = line.split()[0]
     if console_action(word, version) is None and typed_word(word) is None and word[:1] != "@":
@@ -11731,7 +11732,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=number_in(0, 65535, int), default=port,
                         help="port to listen on; 0 picks a free one "
                         "(default %(default)s)")
-    parser.add_argument("--ocpp", choices=tuple(VERSIONS), default=OCPP16.name,
+    parser.add_argument("--ocpp", choices=tuple(VERSIONS), default=DEFAULT_VERSION.name,
                         help="the OCPP version of what is named before a charger says its own: "
                              "scripts, held commands, a charger that offers no subprotocol "
                              "(default %(default)s; each charger gets the version it asks for)")
