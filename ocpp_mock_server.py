@@ -2994,17 +2994,50 @@ def render_transaction_event(payload: dict) -> str:
              _scalar_text(payload.get("triggerReason"))]
     if evse:
         parts.append(_place(evse.get("id"), evse.get("connectorId")))
-    parts += ["%s %s" % (name, _scalar_text(info[name])) for name in _TRANSACTION_INFO_SHOWN
-              if name in info]
+    if len(info) > ("transactionId" in info):  # more than the id
+        parts += ["%s %s" % (name, _scalar_text(info[name])) for name in _TRANSACTION_INFO_SHOWN
+                  if name in info]
     token = payload.get("idToken")
     if type(token) is dict:
         parts.append("idToken %s (%s)" % (_show(token.get("idToken")), _scalar_text(
             token.get("type"))))
-    readings = [_reading_shown(*reading) for reading in itertools.islice(
-        _meter_readings(payload), MAX_READINGS_SHOWN)]
-    rest = {name: value for name, value in payload.items() if name not in _TRANSACTION_EVENT_SHOWN}
+    readings = _standard_v201_readings(payload.get("meterValue")) if "values" not in payload \
+        else None
+    if readings is None:
+        readings = [_reading_shown(*reading) for reading in itertools.islice(
+            _meter_readings(payload), MAX_READINGS_SHOWN)]
     text = ", ".join(parts) + (": " + ", ".join(readings) if readings else "")
-    return text + (" " + render_json(rest) if rest else "")
+    if payload.keys() <= _TRANSACTION_EVENT_SHOWN:  # nearly every TransactionEvent
+        return text
+    rest = {name: value for name, value in payload.items() if name not in _TRANSACTION_EVENT_SHOWN}
+    return text + " " + render_json(rest)
+
+
+def _standard_v201_readings(meter_value: Any) -> Optional[list[str]]:
+    """The readings of a 2.0.1 ``meterValue`` as render_transaction_event shows them, when each
+    has a text measurand, a number value, a unitOfMeasure of a text unit without a multiplier (or
+    none) and no phase, in one plain loop (it runs for every TransactionEvent with readings);
+    None for any other (the general way then reads them)."""
+    shown: list[str] = []
+    if meter_value is None:
+        return shown
+    try:
+        for sample in meter_value:
+            for item in sample["sampledValue"]:
+                if "phase" in item or "unit" in item:
+                    return None
+                measurand, value = item["measurand"], item["value"]
+                unit = item["unitOfMeasure"]["unit"] if "unitOfMeasure" in item else "Wh"
+                if (type(measurand) is not str or not measurand or type(unit) is not str
+                        or not unit or len(item.get("unitOfMeasure") or "u") != 1):
+                    return None
+                if type(value) is int or type(value) is float:
+                    shown.append(f"{measurand} {value!r} {unit}")
+                else:
+                    return None
+    except (KeyError, TypeError, AttributeError):  # not quite the standard form
+        return None
+    return shown if len(shown) <= MAX_READINGS_SHOWN else None
 
 
 # A charger's CALLs whose frame line shows the payload in words, not as JSON.
@@ -3815,6 +3848,21 @@ def chart_point(payload: dict) -> tuple[Optional[float], Optional[float], Option
     """(energy Wh, power W, state of charge %) of a MeterValues, as the page charts it: the first
     reading of each measurand (a reading without one is energy), None where it has none."""
     point: list[Optional[float]] = [None, None, None]
+    if "values" not in payload:  # the standard form, in one plain loop (it runs for every reading)
+        try:
+            for sample in payload["meterValue"]:
+                for item in sample["sampledValue"]:
+                    measurand = item.get("measurand", "Energy.Active.Import.Register")
+                    if type(measurand) is not str or not measurand:
+                        raise TypeError  # null, empty or not text: the general way's
+                    lane = CHART_MEASURANDS.get(measurand)
+                    if lane is not None and point[lane] is None:
+                        point[lane] = _chart_number(item.get("value"), item["unit"] if "unit" in
+                                                    item else _unit_of_measure(
+                                                        item.get("unitOfMeasure")))
+            return point[0], point[1], point[2]
+        except (KeyError, TypeError, AttributeError):  # not quite the standard form
+            point = [None, None, None]
     for measurand, value, unit, _ in _meter_readings(payload):
         lane = CHART_MEASURANDS.get(measurand or "Energy.Active.Import.Register") \
             if measurand is None or type(measurand) is str else None
