@@ -3572,7 +3572,8 @@ EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     "transaction_stopped": ("transactionId", "meterStop", "reason", "evseId", "connectorId"),
     # readings: [measurand, value, unit, phase]
     "meter_values": ("connectorId", "transactionId", "readings", "evseId"),
-    "state_changed": ("field", "value"),  # boot (the BootNotification), or connector N (its status)
+    # boot (the BootNotification), connector N (its status), schedule EVSE N (a composite schedule)
+    "state_changed": ("field", "value"),
     "spec_problem": ("key", "text"),  # a spec warning, once per charger and problem
     "file_received": ("name", "size", "peer"),  # an upload to the file server, stored under name
     "fault_injected": ("fault", "effect"),  # a fault set on purpose fired (docs/faults.md)
