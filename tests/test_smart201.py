@@ -12,14 +12,18 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 import ocpp_mock_server as mock
 from conftest import (
     DEMO_CHARGER,
     Charger,
     assert_valid,
     charger_test,
+    headless_browser,
     http,
     http_port,
+    wait_in_browser,
 )
 
 NOW = "2026-12-03T12:00:00.000Z"
@@ -304,3 +308,45 @@ def test_the_guide_session_runs_as_written_with_the_demo_charger(start_server):
         sent = re.search(r" CS-1 -> (\w+) (\{.*)$", line)
         if sent and not sent.group(1).endswith(".conf"):
             assert_valid(sent.group(1) + "Request", json.loads(sent.group(2)), "2.0.1")
+
+
+@pytest.mark.slow(6)
+@charger_test
+async def test_the_page_draws_a_stations_composite_schedule_as_a_step_chart(start_server):
+    """A composite schedule on the station's card: a step chart (a canvas naming its periods) and
+    its periods in text, drawn from the page's first state and redrawn when a new one comes (the
+    state_changed event refreshes the card); a charger's text stays text."""
+    browser = headless_browser()
+    from selenium.webdriver.common.by import By
+
+    server = start_server("--no-boot-data")
+    station = await _station(server)
+
+    async def schedule(periods: list, unit: str) -> None:
+        server.type("GetCompositeSchedule")
+        await _answer(station, "GetCompositeSchedule", {"status": "Accepted", "schedule": {
+            "evseId": 1, "duration": 3600, "scheduleStart": NOW, "chargingRateUnit": unit,
+            "chargingSchedulePeriod": periods}})
+        server.wait_for(rf"composite schedule of EVSE 1 from \S+, 3600 s, in {unit}:")
+
+    def drawn(count: str):
+        return [canvas for canvas in browser.find_elements(
+            By.CSS_SELECTOR, 'section.card[data-charger="CS-1"] .schedule canvas')
+            if canvas.get_attribute("data-periods") == count]
+
+    try:
+        await schedule([{"startPeriod": 0, "limit": 16.0}, {"startPeriod": 1800, "limit": 8.0}],
+                       "A")
+        browser.get(f"http://127.0.0.1:{http_port(server)}/")
+        canvas = wait_in_browser(browser, lambda: drawn("2"), "the schedule's chart")[0]
+        assert int(canvas.get_attribute("width")) > 0
+        box = canvas.find_element(By.XPATH, "..")
+        assert "composite schedule \u00b7 EVSE 1 \u00b7 3600 s \u00b7 A" in box.text
+        assert "0 s: 16 A \u00b7 1800 s: 8 A" in box.text
+        await schedule([{"startPeriod": 0, "limit": 11000.0}, {"startPeriod": 600, "limit": 7000.0},
+                        {"startPeriod": 1200, "limit": 3000.0}], "W")
+        wait_in_browser(browser, lambda: drawn("3"), "the new schedule's chart")
+        assert len(browser.find_elements(By.CSS_SELECTOR, ".schedule canvas")) == 1
+    finally:
+        browser.quit()
+        await station.close()
