@@ -1485,6 +1485,8 @@ def parse_args(argv: Optional[list] = None) -> argparse.Namespace:
     if options.ocpp != "1.6" and options.flexicharge:
         parser.error("--flexicharge is a dialect of OCPP 1.6: it cannot go with --ocpp "
                      + options.ocpp)
+    if options.ocpp == "1.6" and options.smart_charging:
+        parser.error("--smart-charging sends OCPP 2.0.1 messages: it needs --ocpp 2.0.1")
     if options.ocpp != "1.6" and options.misbehave:
         parser.error("--misbehave works with OCPP 1.6 only for now, not with --ocpp "
                      + options.ocpp)
