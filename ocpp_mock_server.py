@@ -3924,13 +3924,18 @@ class SmartCharging:
         self.reports: collections.OrderedDict[Any, list[dict]] = collections.OrderedDict()
         self.schedules: collections.OrderedDict[Any, dict] = collections.OrderedDict()
 
-    def add_part(self, request_id: Any, payload: dict) -> Optional[list[dict]]:
+    def add_part(self, request_id: Any, payload: dict) -> Optional[list]:
         """Keep one part of a report; all its parts, in order, once one says tbc false (else
-        None).  Past PROFILE_REPORTS_KEPT open reports the oldest is dropped."""
+        None).  A part past PROFILE_REPORT_PARTS is counted, not kept: the last item is then the
+        count.  Past PROFILE_REPORTS_KEPT open reports the oldest is dropped."""
         key = request_id if type(request_id) is int else repr(request_id)[:40]
-        parts = self.reports.pop(key, None) or []
+        parts: list = self.reports.pop(key, None) or []
         if len(parts) < PROFILE_REPORT_PARTS:
             parts.append(payload)
+        elif type(parts[-1]) is int:
+            parts[-1] += 1
+        else:
+            parts.append(1)
         if payload.get("tbc") is not True:
             return parts
         self.reports[key] = parts
@@ -5589,11 +5594,13 @@ def handle_report_charging_profiles(session: "ChargerSession", payload: dict) ->
     parts = smart_charging_of(session.state).add_part(request_id, payload)
     if parts is None:
         return {}
+    dropped = parts.pop() if type(parts[-1]) is int else 0
     profiles = [(part.get("evseId"), part.get("chargingLimitSource"), profile) for part in parts
                 for profile in (part.get("chargingProfile") if type(
                     part.get("chargingProfile")) is list else [])]
-    session.log("info", "charging profiles of request %s: %d in %d part(s)" % (
-        _scalar_text(request_id), len(profiles), len(parts)))
+    session.log("info", "charging profiles of request %s: %d in %d part(s)%s" % (
+        _scalar_text(request_id), len(profiles), len(parts), "" if not dropped else
+        " (%d part(s) more not kept: at most %d are)" % (dropped, PROFILE_REPORT_PARTS)))
     for evse, source, profile in profiles[:PROFILE_LINES_SHOWN]:
         session.log("info", "  EVSE %s, %s: %s" % (_scalar_text(evse), _scalar_text(source),
                                                    profile_text(profile)))

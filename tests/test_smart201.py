@@ -82,7 +82,8 @@ async def test_set_charging_profile_bare_and_with_a_short_override_is_valid(star
 @charger_test
 async def test_report_charging_profiles_parts_are_assembled_in_order_per_request(start_server):
     """ReportChargingProfiles parts are kept per requestId in the order they came: two requests
-    interleaved, each shown once its tbc-false part is in, its profiles one line each."""
+    interleaved, each shown once its tbc-false part is in, its profiles one line each; parts past
+    PROFILE_REPORT_PARTS are counted, not kept."""
     server = start_server("--no-boot-data")
     station = await _station(server)
     mark = server.mark()
@@ -106,6 +107,16 @@ async def test_report_charging_profiles_parts_are_assembled_in_order_per_request
     ], server.output(mark)
     assert re.search(r"CS-1 <- ReportChargingProfiles request 5, EVSE 1, CSO, tbc true: "
                      r"profile 1 TxDefaultProfile", server.output(mark))
+    total = mock.PROFILE_REPORT_PARTS + 2
+    for number in range(total):
+        await station.call("ReportChargingProfiles", {
+            "requestId": 9, "chargingLimitSource": "CSO", "evseId": 1, "tbc": number < total - 1,
+            "chargingProfile": [_profile(number + 1, 16.0)]})
+    server.wait_for(rf"CS-1 \*\* charging profiles of request 9: {mock.PROFILE_REPORT_PARTS} in "
+                    rf"{mock.PROFILE_REPORT_PARTS} part\(s\) \(2 part\(s\) more not kept: at most "
+                    rf"{mock.PROFILE_REPORT_PARTS} are\)$")
+    hidden = mock.PROFILE_REPORT_PARTS - mock.PROFILE_LINES_SHOWN
+    server.wait_for(rf"CS-1 \*\*   \.\.\. and {hidden} more$")
     await station.close()
 
 
@@ -119,7 +130,8 @@ def test_what_a_station_reports_stays_bounded():
             assert smart.add_part(request_id, {"tbc": True}) is None
     assert list(smart.reports) == list(range(3, mock.PROFILE_REPORTS_KEPT + 3))
     done = smart.add_part(3, {"tbc": False})
-    assert len(done) == mock.PROFILE_REPORT_PARTS and 3 not in smart.reports
+    assert len(done) == mock.PROFILE_REPORT_PARTS + 1 and 3 not in smart.reports
+    assert done[-1] == 6  # the parts not kept, counted
     periods = [{"startPeriod": n * 60, "limit": 16.0} for n in range(100)]
     for evse in range(mock.SCHEDULES_KEPT + 2):
         smart.keep_schedule({"evseId": evse, "chargingRateUnit": "A",
