@@ -324,7 +324,7 @@ def test_the_guide_session_runs_as_written_with_the_demo_charger(start_server):
             assert_valid(sent.group(1) + "Request", json.loads(sent.group(2)), "2.0.1")
 
 
-@pytest.mark.slow(6)
+@pytest.mark.slow(10)
 @charger_test
 async def test_the_page_draws_a_stations_composite_schedule_as_a_step_chart(start_server):
     """A composite schedule on the station's card: a step chart (a canvas naming its periods) and
