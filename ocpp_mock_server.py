@@ -4660,7 +4660,7 @@ class ChargingFlow:
         session = self.session
         action = session.version.remote_start
         try:
-            payload = session.version.defaults[action](session.system, session)
+            payload = bare_payload(session.version, action, session.system, session)
         except (CommandError, KeyError) as exc:
             session.log("warn", "%s not sent (--auto-start-after): %s" % (action, exc))
             return
@@ -5698,22 +5698,37 @@ class NoChargerYet(CommandError):
     """A charger command typed while no charger is connected: it is held."""
 
 
+class TransactionNeeded(str):
+    """A default's transactionId when the charger has no open transaction, or several: the text
+    of the CommandError that build_payload raises unless the command's arguments give one."""
+
+
 def _open_transaction_id(session: Optional["ChargerSession"], action: str,
                          word: str = "stopRemote") -> Any:
     """The id of the charger's one open transaction (an int in 1.6, a string in 2.0.1): what
-    ``action`` names when typed bare.  CommandError when none or several are open, saying what to
-    type (``word``, e.g. stopRemote, with the transactionId)."""
+    ``action`` names when typed bare.  TransactionNeeded when none or several are open, saying
+    what to type (``word``, e.g. stopRemote, with the transactionId)."""
     transactions = list(session.state.transactions.values()) if session is not None else []
     if len(transactions) == 1:
         return transactions[0].transaction_id
     if not transactions:
-        raise CommandError("no transaction is open%s; give one: %s transactionId=N"
-                           % (" on " + printable(session.charger_id) if session else "", action))
-    raise CommandError("%s has %d open transactions (%s): say which, e.g. %s transactionId=%s"
-                       % (printable(session.charger_id), len(transactions), ", ".join(
-                           "%s on %s" % (printable(str(tx.transaction_id), 40), tx.place())
-                           for tx in transactions),
-                          word, printable(str(transactions[-1].transaction_id), 40)))
+        return TransactionNeeded("no transaction is open%s; give one: %s transactionId=N" % (
+            " on " + printable(session.charger_id) if session else "", action))
+    return TransactionNeeded(
+        "%s has %d open transactions (%s): say which, e.g. %s transactionId=%s"
+        % (printable(session.charger_id), len(transactions), ", ".join(
+            "%s on %s" % (printable(str(tx.transaction_id), 40), tx.place())
+            for tx in transactions), word, printable(str(transactions[-1].transaction_id), 40)))
+
+
+def bare_payload(version: "OcppVersion", action: str, system: "CentralSystem",
+                 session: Optional["ChargerSession"]) -> dict:
+    """What ``action`` sends typed bare; CommandError when its default needs what is not there (an
+    open transaction, for one)."""
+    payload = version.defaults[action](system, session)
+    if type(payload.get("transactionId")) is TransactionNeeded:
+        raise CommandError(payload["transactionId"])
+    return payload
 
 
 def boot_data_payload(system: "CentralSystem") -> dict:
@@ -7349,6 +7364,8 @@ def build_payload(system: "CentralSystem", session: Optional[ChargerSession],
             if not isinstance(target, dict):
                 raise CommandError("%s: %s is not an object (or a list of one)" % (action, name))
         target[path[-1]] = value
+    if type(payload.get("transactionId")) is TransactionNeeded:  # no argument gave one
+        raise CommandError(payload["transactionId"])
     problems = lint_payload(version.server_request_rules[action], payload)
     if problems and missing_default is not None:
         raise missing_default
@@ -7940,7 +7957,7 @@ class Console:
         session = sessions.get(self.default_charger or "") or (next(iter(sessions.values()))
                                                                if len(sessions) == 1 else None)
         try:
-            defaults = dump_json(version.defaults[action](self.system, session))
+            defaults = dump_json(bare_payload(version, action, self.system, session))
         except CommandError as exc:
             defaults = "none (%s)" % exc
         lines = ["%s  (OCPP %s; reply: %s.conf)" % (action, version.name, action)]
