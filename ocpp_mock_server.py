@@ -8394,12 +8394,12 @@ def xml_line(text: Any) -> str:
 
 
 def junit_timestamp(text: Any) -> str:
-    """An ISO 8601 time as the Ant JUnit schema spells a timestamp: UTC, to the second, no zone.
-    Text that is no ISO 8601 time is kept (XML-safe)."""
+    """An ISO 8601 time as the Ant JUnit schema spells a timestamp: UTC, to the second, no zone
+    (a time without a zone is taken as UTC; text that is no time at all, as now)."""
     try:
         moment = datetime.datetime.fromisoformat(str(text).strip().replace("Z", "+00:00"))
     except ValueError:
-        return xml_line(text)
+        moment = utc_now()
     if moment.tzinfo is not None:
         moment = moment.astimezone(datetime.timezone.utc).replace(tzinfo=None)
     return moment.strftime("%Y-%m-%dT%H:%M:%S")
