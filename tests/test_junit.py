@@ -10,6 +10,10 @@ import asyncio
 import io
 import os
 import re
+import shutil
+import socket
+import subprocess
+import sys
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
@@ -17,6 +21,10 @@ import junitparser
 import pytest
 
 from conftest import (
+    DEMO_CHARGER,
+    HERE,
+    SCENARIOS,
+    SERVER,
     TIMEOUT,
     Charger,
     InProcessServer,
@@ -374,3 +382,182 @@ def test_the_writer_bounds_and_escapes_whatever_it_is_given(tmp_path):
     assert root[1].get("tests") == "0"  # and its timestamp, not a time, is the time of writing
     first = next(iter(junitparser.JUnitXml.fromfile(str(report))))
     assert [outcome_of(case) for case in first] == ["passed", "failure", "skipped", "error"]
+
+
+# ---------------------------------------------------------------- the CI recipe of docs/ci.md
+
+# The replay step of both jobs runs `--replay`, which branch `replay` builds: until it is merged
+# the step runs without a reference session (it says so and exits 0). The lead sets this True
+# once `--replay` exists; each job then replays the session its scenario step recorded.
+RUN_REPLAY_STEP = False
+
+
+def recipe_blocks() -> tuple:
+    """The GitHub Actions job and the GitLab CI job of docs/ci.md's "A CI job for your charger"."""
+    text = (HERE / "docs" / "ci.md").read_text(encoding="utf-8")
+    section = text.split("\n## A CI job for your charger\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"^```yaml\n(.*?)^```", section, re.M | re.S)
+    [github] = [block for block in blocks if "runs-on:" in block]
+    [gitlab] = [block for block in blocks if "artifacts:" in block]
+    return github, gitlab
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
+def _block_after(lines: list, index: int, indent: int) -> str:
+    """The literal block (``|``) that starts after ``lines[index]``: its lines indented deeper."""
+    body = []
+    for line in lines[index + 1 :]:
+        if line.strip() and _indent(line) <= indent:
+            break
+        body.append(line)
+    depth = min(_indent(line) for line in body if line.strip())
+    return "\n".join(line[depth:] for line in body).strip("\n") + "\n"
+
+
+def github_run_steps(job: str) -> list:
+    """Each step's ``run:`` (a one-line command or a ``|`` block), in order."""
+    lines = job.splitlines()
+    steps = []
+    for index, line in enumerate(lines):
+        match = re.fullmatch(r"( *)(?:- )?run: (.*)", line)
+        if match:
+            steps.append(
+                _block_after(lines, index, _indent(line))
+                if match.group(2) == "|"
+                else match.group(2) + "\n"
+            )
+    return steps
+
+
+def gitlab_script(job: str, key: str) -> list:
+    """The entries of ``key`` (``script``, ``before_script``), in order."""
+    lines = job.splitlines()
+    start = next(index for index, line in enumerate(lines) if line.strip() == key + ":")
+    entries = []
+    for index in range(start + 1, len(lines)):
+        line = lines[index]
+        if line.strip() and _indent(line) <= _indent(lines[start]):
+            break
+        match = re.fullmatch(r"( *)- (.*)", line)
+        if match and _indent(line) == _indent(lines[start]) + 2:
+            entries.append(
+                _block_after(lines, index, _indent(line))
+                if match.group(2) == "|"
+                else match.group(2) + "\n"
+            )
+    return entries
+
+
+def charger_repository(tmp_path: Path, *more: tuple) -> Path:
+    """A charger's repository with the paths the recipe names: the mock in tools/, scenarios in
+    tests/ocpp/ (1-session.txt and 3-commands.txt, which does not wait for the boot, and ``more``
+    (name, text) ones), and scripts/start-charger.sh, which starts the demo charger against the
+    URL it is given."""
+    repository = tmp_path / "charger"
+    scenarios = repository / "tests" / "ocpp"
+    (repository / "tools").mkdir(parents=True)
+    scenarios.mkdir(parents=True)
+    (repository / "scripts").mkdir()
+    shutil.copy(SERVER, repository / "tools")
+    shutil.copy(SCENARIOS / "smoke.txt", scenarios / "1-session.txt")
+    commands = (SCENARIOS / "commands.txt").read_text(encoding="utf-8")
+    commands = re.sub(r"(?m)^wait (BootNotification|DataTransfer\.conf) within \d+\n", "", commands)
+    (scenarios / "3-commands.txt").write_text(commands, encoding="utf-8")
+    for name, text in more:
+        (scenarios / name).write_text(text, encoding="utf-8")
+    start = repository / "scripts" / "start-charger.sh"
+    start.write_text(f'#!/bin/sh\nexec python "{DEMO_CHARGER}" "$1" --meter-interval 0.2\n')
+    start.chmod(0o755)
+    return repository
+
+
+def run_shell(step: str, repository: Path, port: int) -> subprocess.CompletedProcess:
+    """A step as the CI runs it (bash, stopping at the first failing command), on a free port, with
+    `python` this Python (websockets installed)."""
+    path = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
+    return subprocess.run(
+        ["bash", "-eo", "pipefail", "-c", step.replace("60003", str(port))],
+        cwd=repository,
+        env=dict(os.environ, PATH=path),
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def is_replay(step: str) -> bool:
+    return "--replay" in step
+
+
+def test_the_github_job_runs_its_steps_and_reports_the_demo_charger_passing(tmp_path):
+    github, _ = recipe_blocks()
+    steps = github_run_steps(github)
+    assert steps[0] == "pip install websockets\n"  # not run here: it needs the network
+    assert [is_replay(step) for step in steps[1:]] == [False, True]
+    repository = charger_repository(tmp_path)
+    port = free_port()
+    for step in steps[1:]:
+        if is_replay(step) and RUN_REPLAY_STEP:
+            shutil.copy(
+                repository / "ocpp-ci" / "session.jsonl",
+                repository / "tests" / "ocpp" / "reference.jsonl",
+            )
+        run = run_shell(step, repository, port)
+        assert run.returncode == 0, run.stdout + run.stderr
+    assert (
+        "scripts: 2 of 2 passed" in run_shell("cat ocpp-ci/scenarios.log", repository, port).stdout
+    )
+    # What the publish step reads: every report its glob names, each a JUnit reader takes.
+    published = re.search(r"report_paths: (\S+)", github).group(1)
+    reports = sorted(repository.glob(published))
+    expected = ["replay.xml", "scenarios.xml"] if RUN_REPLAY_STEP else ["scenarios.xml"]
+    assert [report.name for report in reports] == expected
+    suites = read_report(repository / "ocpp-ci" / "scenarios.xml")
+    assert [(suite.name, suite.failures, suite.skipped) for suite, _ in suites] == [
+        ("1-session.txt", 0, 0),
+        ("3-commands.txt", 0, 0),
+    ]
+    first = ElementTree.parse(reports[-1]).getroot()[0][0]
+    assert first.get("file") == "tests/ocpp/1-session.txt"  # where GitHub annotates a failure
+    recorded = (repository / "ocpp-ci" / "session.jsonl").read_text(encoding="utf-8")
+    assert '"StartTransaction"' in recorded and '"dir":"out"' in recorded.replace(" ", "")
+
+
+def test_the_gitlab_job_runs_its_script_and_reports_a_failed_step(tmp_path):
+    _, gitlab = recipe_blocks()
+    assert gitlab_script(gitlab, "before_script") == ["pip install websockets\n"]  # the network
+    entries = gitlab_script(gitlab, "script")
+    assert entries[-1] == 'exit "$status"\n' and sum(map(is_replay, entries)) == 1
+    # A scenario the demo charger fails: it accepts any configuration key.
+    unknown = "# an unknown key is refused\nChangeConfiguration key=NoSuchKey value=1\n"
+    unknown += "expect status=NotSupported\n"
+    repository = charger_repository(tmp_path, ("2-unknown-key.txt", unknown))
+    if RUN_REPLAY_STEP:
+        entries.insert(-1, "cp ocpp-ci/session.jsonl tests/ocpp/reference.jsonl\n")
+    run = run_shell("".join(entries), repository, free_port())  # one shell, as GitLab runs them
+    assert run.returncode == 1, run.stdout + run.stderr
+    published = re.search(r"junit: (\S+)", gitlab).group(1)
+    assert list(repository.glob(published))
+    suites = read_report(repository / "ocpp-ci" / "scenarios.xml")
+    assert [(suite.name, suite.failures) for suite, _ in suites] == [
+        ("1-session.txt", 0),
+        ("2-unknown-key.txt", 1),
+        ("3-commands.txt", 0),
+    ]
+    [failed] = [case for case in suites[1][1] if not case.is_passed]
+    assert failed.result[0].message == (
+        "2-unknown-key.txt:3 expect status=NotSupported: expected status=NotSupported in "
+        'ChangeConfiguration.conf, got "Accepted"'
+    )
+    case = ElementTree.parse(repository / "ocpp-ci" / "scenarios.xml").getroot()[1][1]
+    assert (case.get("file"), case.get("line")) == ("tests/ocpp/2-unknown-key.txt", "3")
+    assert '"ChangeConfiguration",{"key":"NoSuchKey","value":"1"}' in failed.system_out
