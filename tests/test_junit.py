@@ -30,6 +30,7 @@ from conftest import (
     InProcessServer,
     charger_test,
     mock,
+    run_scenario,
 )
 
 BOOT = {"chargePointVendor": "Test", "chargePointModel": "Mock-1"}
@@ -561,3 +562,41 @@ def test_the_gitlab_job_runs_its_script_and_reports_a_failed_step(tmp_path):
     case = ElementTree.parse(repository / "ocpp-ci" / "scenarios.xml").getroot()[1][1]
     assert (case.get("file"), case.get("line")) == ("tests/ocpp/2-unknown-key.txt", "3")
     assert '"ChangeConfiguration",{"key":"NoSuchKey","value":"1"}' in failed.system_out
+
+
+def test_the_report_sample_in_ci_md_is_what_blocked_txt_writes(tmp_path):
+    text = (HERE / "docs" / "ci.md").read_text(encoding="utf-8")
+    section = text.split("\n## JUnit reports\n", 1)[1].split("\n## ", 1)[0]
+    [sample] = re.findall(r"^```xml\n(.*?)^```", section, re.M | re.S)
+    sample = ElementTree.fromstring(sample.encode("utf-8"))  # well-formed, "..." and all
+    report = tmp_path / "report.xml"
+    status, output = run_scenario(
+        SCENARIOS / "blocked.txt", "--tag", "1=Blocked", "--junit", str(report)
+    )
+    assert status == 1, output
+    real = check_report_structure(report)
+    counts = ("tests", "failures", "errors", "skipped")
+    assert [real.get(name) for name in counts] == [sample.get(name) for name in counts]
+    [real_suite], [sample_suite] = list(real), list(sample)
+    assert sorted(real_suite.attrib) == sorted(sample_suite.attrib)
+    assert [real_suite.get(name) for name in ("name", *counts)] == [
+        sample_suite.get(name) for name in ("name", *counts)
+    ]
+    assert [(case.get("name"), case.get("line")) for case in real_suite] == [
+        (case.get("name"), case.get("line")) for case in sample_suite
+    ]
+    assert [sorted(case.attrib) for case in real_suite] == [
+        sorted(case.attrib) for case in sample_suite
+    ]
+    assert real_suite[0].get("file").endswith(sample_suite[0].get("file"))
+    real_failure, sample_failure = real_suite[4].find("failure"), sample_suite[4].find("failure")
+    assert real_failure.attrib == sample_failure.attrib
+    shown = sample_failure.text.split("\n...")[0]
+    assert real_failure.text.replace(str(SCENARIOS), "examples/scenarios").startswith(shown)
+    real_out = real_suite[4].find("system-out").text.splitlines()
+    sample_out = sample_suite[4].find("system-out").text.splitlines()
+    assert real_out[0].replace(str(SCENARIOS), "examples/scenarios") == sample_out[0]
+    assert real_out[1:3] == sample_out[1:3]
+    assert re.sub(r"\d+", "N", real_out[3]) == re.sub(r"\d+", "N", sample_out[3])
+    assert '-> [3,"' in real_out[-1] and '"idTagInfo":{"status":"Blocked"}' in real_out[-1]
+    assert real_suite[5].find("skipped").attrib == sample_suite[5].find("skipped").attrib
