@@ -8049,7 +8049,8 @@ def parse_scenario(text: str, folder: str = ".", version: OcppVersion = OCPP16) 
 SCENARIO_WORDS = tuple(SCENARIO_STEPS)
 HELP_TOPICS["scripts"] = [
     "--script FILE runs these, one a line, against the first charger that connects, and the "
-    "steps %s; it exits 0 (passed), 1 (failed) or 2 (invalid script). See docs/ci.md."
+    "steps %s; it exits 0 (passed), 1 (failed) or 2 (invalid script). Several --script FILEs, or "
+    "a FOLDER of them, run one after another; --junit FILE writes a JUnit report. See docs/ci.md."
     % ", ".join(SCENARIO_WORDS)]
 
 
