@@ -8514,10 +8514,8 @@ def scenario_suite(runner: ScenarioRunner, crash: Optional[str] = None) -> dict:
     cases = [_step_case(runner, step, seconds, failure)
              for step, seconds, failure in runner.outcomes if step.line or failure is not None]
     ran = {id(step) for step, _, _ in runner.outcomes}
-    cases += [{"name": "line %d: %s" % (step.line, step.text), "seconds": 0.0, "failure": None,
-               "details": "", "file": runner.path, "line": step.line,
-               "skipped": "not run: an earlier step failed" if crash is None else "not run"}
-              for step in runner.steps if id(step) not in ran]
+    cases += [unrun_case(runner.path, step, "not run: an earlier step failed" if crash is None
+                         else "not run") for step in runner.steps if id(step) not in ran]
     if crash is not None:
         cases.append({"name": "the scenario runner", "seconds": 0.0, "failure": None,
                       "details": "", "error": "the scenario stopped: " + crash})
@@ -8526,6 +8524,18 @@ def scenario_suite(runner: ScenarioRunner, crash: Optional[str] = None) -> dict:
     started = datetime.datetime.fromtimestamp(runner.started_at, datetime.timezone.utc)
     return {"name": runner.name, "timestamp": started.isoformat(timespec="seconds"),
             "seconds": runner.seconds, "cases": cases}
+
+
+def unrun_suite(path: str, steps: list[Step]) -> dict:
+    """A script the run did not get to (the server stopped first) as a suite of skipped cases."""
+    return {"name": os.path.basename(path), "timestamp": utc_now().isoformat(timespec="seconds"),
+            "seconds": 0.0, "cases": [unrun_case(path, step, "not run: the server stopped first")
+                                      for step in steps]}
+
+
+def unrun_case(path: str, step: Step, why: str) -> dict:
+    return {"name": "line %d: %s" % (step.line, step.text), "seconds": 0.0, "failure": None,
+            "details": "", "file": path, "line": step.line, "skipped": why}
 
 
 def _step_case(runner: ScenarioRunner, step: Step, seconds: float,
@@ -11621,15 +11631,24 @@ async def serve_until_stopped(system: CentralSystem, options: "Settings", out: O
     stop_on_signals(loop, system)
     print_banner(system, options, out, access)
     note_open_files(system, options)
-    if scenarios is None:
+    scripts = scenarios and asyncio.ensure_future(run_scenarios(scenarios, system))
+    if scripts is None:
         console.start_reader(loop, stdin)
-    else:
-        asyncio.ensure_future(run_scenarios(scenarios, system))
     if started is not None:
         started(system, console)
     await system.stopped.wait()
+    await stop_scenarios(scripts)
     await close_down(system, server, http_api, out)
     return system.exit_code
+
+
+async def stop_scenarios(scripts: "Optional[asyncio.Future[None]]") -> None:
+    """Stop the --script run when the server stops before it is done (quit, SIGINT, SIGTERM):
+    what ran is reported (run_scenarios)."""
+    if scripts is not None and not scripts.done():
+        scripts.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await scripts
 
 
 async def close_down(system: CentralSystem, server: Any, http_api: "Optional[HttpApi]",
@@ -11942,16 +11961,19 @@ async def run_scenarios(scenarios: list[tuple[str, list[Step]]], system: Central
     its own start; write the --junit report; stop the server with one exit status (0: every
     scenario passed, 1: one failed)."""
     status, suites, failed = 0, [], []
-    for path, steps in scenarios:
+    for index, (path, steps) in enumerate(scenarios):
         runner = ScenarioRunner(system, steps, os.path.basename(path), path)
-        crash = None
         try:
-            code = await runner.run()
-        except Exception as exc:  # a bug of ours: report it as a failed run, not a traceback
-            crash = "%s: %s" % (type(exc).__name__, exc)
-            system.log("error", None, "the scenario stopped: " + crash)
-            code = 1
-        runner.close()
+            code, crash = await run_scenario(runner)
+        except asyncio.CancelledError:  # the server stops: report what ran, and what did not
+            runner.seconds = time.time() - runner.started_at
+            suites.append(scenario_suite(runner, "the server stopped during this script"))
+            suites += [unrun_suite(*scenario) for scenario in scenarios[index + 1:]]
+            if system.options.junit:
+                report_junit(system, system.options.junit, suites)
+            raise
+        finally:
+            runner.close()
         status = max(status, code)
         failed += [runner.name] if code else []
         suites.append(scenario_suite(runner, crash))
@@ -11963,6 +11985,16 @@ async def run_scenarios(scenarios: list[tuple[str, list[Step]]], system: Central
         status = max(status, report_junit(system, system.options.junit, suites))
     system.exit_code = status
     system.stop()
+
+
+async def run_scenario(runner: ScenarioRunner) -> tuple[int, Optional[str]]:
+    """Run one scenario: its exit status, and what stopped it if it was a bug of ours."""
+    try:
+        return await runner.run(), None
+    except Exception as exc:  # a bug of ours: report it as a failed run, not a traceback
+        crash = "%s: %s" % (type(exc).__name__, exc)
+        runner.system.log("error", None, "the scenario stopped: " + crash)
+        return 1, crash
 
 
 def report_junit(system: CentralSystem, path: str, suites: list[dict]) -> int:

@@ -315,6 +315,25 @@ def test_a_report_path_that_cannot_be_written_is_refused_before_the_run(tmp_path
     assert "--junit FILE reports a --script run" in capsys.readouterr().err
 
 
+def test_a_run_stopped_midway_reports_what_ran_and_what_did_not(tmp_path):
+    scripts = {
+        "a.txt": "wait BootNotification within 60\nwait Heartbeat\n",
+        "b.txt": "wait Heartbeat\n",
+    }
+    server, report = scripts_server(tmp_path, scripts)
+    server.stop()  # SIGINT, SIGTERM and a CI's timeout stop it so, before any charger came
+    assert f">> JUnit report written to {report}" in server.output()
+    [(a, a_cases), (b, b_cases)] = read_report(report)
+    assert (a.name, a.tests, a.errors, a.skipped) == ("a.txt", 3, 1, 2)
+    assert [outcome_of(case) for case in a_cases] == ["skipped", "skipped", "error"]
+    assert (
+        a_cases[2].result[0].message
+        == "the scenario stopped: the server stopped during this script"
+    )
+    assert (b.name, b.tests, b.skipped) == ("b.txt", 1, 1)
+    assert b_cases[0].result[0].message == "not run: the server stopped first"
+
+
 # ---------------------------------------------------------------- hostile text
 
 
