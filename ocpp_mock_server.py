@@ -8153,8 +8153,8 @@ class ScenarioRunner:
         self.name = name
         self.path = path or name  # the script's file as given: a report's file attribute
         # What the run did, for its report (scenario_suite): each step run, its seconds and why
-        # it failed (None: it passed); the spec warnings of the run, their texts (the first
-        # SCENARIO_PROBLEMS_KEPT), and the frames just before a failure (--junit only).
+        # it failed (None: it passed); the number of spec warnings of the run (their texts are
+        # in ``observed``), and the frames just before a failure (--junit only).
         self.outcomes: list[tuple[Step, float, Optional[str]]] = []
         self.warnings = 0
         self.started_at = time.time()
