@@ -8168,6 +8168,7 @@ class CommandOutcome:
 SCENARIO_DEFAULT_WITHIN = 30.0
 _INLINE_COMMENT = re.compile(r"\s+#.*$")  # "wait X   # why": a # after white space starts a comment
 SCENARIO_EVENTS_KEPT = 10000  # charger messages not yet consumed by a wait step
+SCENARIO_PROBLEMS_KEPT = 100  # spec warnings and behaviour checks a scenario keeps for its report
 
 
 class ScriptError(Exception):
@@ -8401,7 +8402,8 @@ def parse_scenario(text: str, folder: str = ".",
 SCENARIO_WORDS = tuple(SCENARIO_STEPS)
 HELP_TOPICS["scripts"] = [
     "--script FILE runs these, one a line, against the first charger that connects, and the "
-    "steps %s; it exits 0 (passed), 1 (failed) or 2 (invalid script). See docs/ci.md."
+    "steps %s; it exits 0 (passed), 1 (failed) or 2 (invalid script). Several --script FILEs, or "
+    "a FOLDER of them, run one after another; --junit FILE writes a JUnit report. See docs/ci.md."
     % ", ".join(SCENARIO_WORDS)]
 
 
@@ -8455,14 +8457,63 @@ def _has_fields(payload: Any, fields: Sequence[tuple[str, str]]) -> bool:
     return True
 
 
+class ScenarioObserver:
+    """What a scenario's report shows beyond its steps, taken from the bus while it runs: the texts
+    of its spec warnings and failed behaviour checks (the first SCENARIO_PROBLEMS_KEPT) and, with
+    --junit, its charger's latest frames (JUNIT_FRAMES_SHOWN)."""
+
+    def __init__(self, runner: "ScenarioRunner") -> None:
+        self.runner = runner
+        self.bus = runner.system.bus
+        self.problems: list[str] = []
+        self.recent: collections.deque[str] = collections.deque(maxlen=JUNIT_FRAMES_SHOWN)
+        self.bus.subscribe(self.on_problem, "spec_problem")
+        if runner.system.options.junit:  # no work per frame without it
+            self.bus.subscribe(self.on_frame, "frame", receiver=self.on_frames)
+
+    def close(self) -> None:
+        self.bus.unsubscribe(self.on_problem)
+        self.bus.unsubscribe(self.on_frame)
+
+    def on_problem(self, event: Event) -> None:
+        if len(self.problems) < SCENARIO_PROBLEMS_KEPT:
+            self.problems.append("%s %s" % (event.charger, event.fields["text"]))
+
+    def on_frame(self, event: Event) -> None:
+        """A frame as an Event (while some frame subscriber takes no FrameRecords)."""
+        self.keep_frame(event.charger, event.at, event.fields["direction"], event.fields["text"])
+
+    def on_frames(self, records: Iterator[FrameRecord]) -> None:
+        for record in records:
+            self.keep_frame(record[1], record[2], record[3], record[4])
+
+    def keep_frame(self, charger: str, at: float, direction: str, text: str) -> None:
+        """The script's charger's latest frames (any charger's before it is known), cut short."""
+        if self.runner.charger_id in (None, charger):
+            self.recent.append("%s %s %s %s" % (UTC_CLOCK.at(at), charger,
+                                                "<-" if direction == "in" else "->",
+                                                text[:JUNIT_FRAME_CHARS]))
+
+
 class ScenarioRunner:
     """Runs the steps of a parsed script against one charger; ``run`` returns the exit status."""
 
-    def __init__(self, system: "CentralSystem", steps: list[Step], name: str) -> None:
+    def __init__(self, system: "CentralSystem", steps: list[Step], name: str,
+                 path: str = "") -> None:
         self.system = system
         self.out = system.out
         self.steps = steps
         self.name = name
+        self.path = path or name  # the script's file as given: a report's file attribute
+        # What the run did, for its report (scenario_suite): each step run, its seconds and why
+        # it failed (None: it passed); the number of spec warnings of the run (their texts are
+        # in ``observed``), and the frames just before a failure (--junit only).
+        self.outcomes: list[tuple[Step, float, Optional[str]]] = []
+        self.warnings = 0
+        self.started_at = time.time()
+        self.seconds = 0.0
+        self.observed = ScenarioObserver(self)
+        self.frames_at_failure: list[str] = []
         self.charger_id: Optional[str] = None
         self.session: Optional[ChargerSession] = None
         self.events: collections.deque[tuple[str, ChargerSession,
@@ -8474,6 +8525,11 @@ class ScenarioRunner:
         system.bus.subscribe(self.on_event, "call_answered", "reply_received", "connected",
                              "disconnected", "ready")
 
+    def close(self) -> None:
+        """Stop following the bus: the run is over (the next script has a runner of its own)."""
+        self.system.bus.unsubscribe(self.on_event)
+        self.observed.close()
+
     # What wait steps consume: a charger's CALLs (with the server's answer) and its replies.
     KINDS = {"call_answered": "call", "reply_received": "reply"}
 
@@ -8484,9 +8540,19 @@ class ScenarioRunner:
         self.arrived.set()  # a connect, disconnect or ready wakes the waits too
 
     async def run(self) -> int:
+        """Run every step (up to the first that fails); the exit status: 0 passed, 1 failed."""
         started = time.monotonic()
-        passed = 0
-        failed: Optional[Step] = None
+        self.started_at = time.time()
+        warnings_before = self.system.spec_warnings
+        failed = await self.run_steps()
+        self.seconds = time.monotonic() - started
+        self.warnings = self.system.spec_warnings - warnings_before
+        if failed is not None:
+            self.frames_at_failure = list(self.observed.recent)
+        return scenario_verdict(self, failed)
+
+    async def run_steps(self) -> Optional[Step]:
+        """Run the steps in order, each recorded in ``outcomes``; the one that failed, if any."""
         steps = self.steps
         if not isinstance(steps[0], ChargerStep):
             first = ChargerStep(0, "charger")
@@ -8497,32 +8563,15 @@ class ScenarioRunner:
             try:
                 await step.run(self)
             except StepFailed as exc:
-                failed = step
+                self.outcomes.append((step, time.monotonic() - step_started, str(exc)))
                 self.system.log("warn", None, "%s:%d FAILED %s: %s"
                                 % (self.name, step.line, step.text, exc))
-                break
+                return step
+            self.outcomes.append((step, time.monotonic() - step_started, None))
             if step.line:
-                passed += 1
                 self.system.log("notice", None, "%s:%d ok  %s (%.2f s)" % (
-                    self.name, step.line, step.text, time.monotonic() - step_started))
-        elapsed = time.monotonic() - started
-        warnings = self.system.spec_warnings
-        strict_failure = failed is None and self.system.options.strict and warnings > 0
-        if strict_failure:
-            self.system.log("warn", None, "--strict: %d spec warning(s) about the charger's frames "
-                            "fail the run" % warnings)
-        total = len(self.steps)
-        if failed is None and not strict_failure:
-            self.system.log("notice", None, "scenario %s: PASS, %d of %d steps passed in %.1f s, "
-                            "%d spec warning(s)" % (self.name, passed, total, elapsed, warnings))
-            return 0
-        where = "line %d" % failed.line if failed is not None and failed.line else (
-            "waiting for a charger" if failed is not None else "--strict")
-        not_run = total - passed - (1 if failed and failed.line else 0)
-        self.system.log("notice", None, "scenario %s: FAIL at %s, %d of %d steps passed "
-                        "(%d not run) in %.1f s, %d spec warning(s)"
-                        % (self.name, where, passed, total, not_run, elapsed, warnings))
-        return 1
+                    self.name, step.line, step.text, self.outcomes[-1][1]))
+        return None
 
     def target_session(self, target: Optional[str]) -> ChargerSession:
         """The charger a command word acts on: the script's own (a script names no other)."""
@@ -8646,6 +8695,232 @@ class ScenarioRunner:
                              % (action, self.system.options.call_timeout))
         else:
             raise StepFailed("%s failed: %s" % (action, outcome.error_description))
+
+
+def scenario_verdict(runner: ScenarioRunner, failed: Optional[Step]) -> int:
+    """A scenario run's last line (``failed``: the step that failed, if any); its exit status."""
+    passed = sum(1 for step, _, failure in runner.outcomes if step.line and failure is None)
+    elapsed, warnings = runner.seconds, runner.warnings
+    strict_failure = failed is None and runner.system.options.strict and warnings > 0
+    if strict_failure:
+        runner.system.log("warn", None, "--strict: %d spec warning(s) about the charger's "
+                          "frames fail the run" % warnings)
+    total = len(runner.steps)
+    if failed is None and not strict_failure:
+        runner.system.log("notice", None, "scenario %s: PASS, %d of %d steps passed in %.1f s, "
+                          "%d spec warning(s)" % (runner.name, passed, total, elapsed, warnings))
+        return 0
+    where = "line %d" % failed.line if failed is not None and failed.line else (
+        "waiting for a charger" if failed is not None else "--strict")
+    not_run = total - passed - (1 if failed and failed.line else 0)
+    runner.system.log("notice", None, "scenario %s: FAIL at %s, %d of %d steps passed "
+                      "(%d not run) in %.1f s, %d spec warning(s)"
+                      % (runner.name, where, passed, total, not_run, elapsed, warnings))
+    return 1
+
+
+# ---- JUnit reports
+# --junit FILE: what a --script run did (and a --replay run), as the JUnit XML that Jenkins,
+# GitLab and GitHub test reporters read: a <testsuite> per scenario, a <testcase> per step.
+
+JUNIT_FRAMES_SHOWN = 20  # frames of the script's charger a failed step's system-out shows
+JUNIT_FRAME_CHARS = 1000  # characters of each of them
+JUNIT_OUTPUT_CHARS = 20000  # characters of one failure body or system-out
+JUNIT_LINE_CHARS = 1000  # characters of a name or a failure's one line
+# What XML 1.0 cannot carry at all, even escaped: C0 controls but tab and newlines, lone
+# surrogates, U+FFFE and U+FFFF.
+_XML_FORBIDDEN = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_text(text: Any, limit: int = JUNIT_OUTPUT_CHARS) -> str:
+    """``text`` as XML 1.0 can carry it: at most ``limit`` characters (the cut said), each
+    character XML forbids written as an escape (\\x1b, \\ud800)."""
+    text = str(text)
+    if len(text) > limit:
+        text = "%s...[%d more characters]" % (text[:limit], len(text) - limit)
+    return _XML_FORBIDDEN.sub(lambda match: "\\x%02x" % ord(match.group()) if ord(
+        match.group()) < 0x100 else "\\u%04x" % ord(match.group()), text)
+
+
+def xml_line(text: Any) -> str:
+    """A name or a one-line message: XML-safe, on one line, at most JUNIT_LINE_CHARS."""
+    return xml_text(" ".join(str(text).splitlines()), JUNIT_LINE_CHARS)
+
+
+def junit_timestamp(text: Any) -> str:
+    """An ISO 8601 time as the Ant JUnit schema spells a timestamp: UTC, to the second, no zone
+    (a time without a zone is taken as UTC; text that is no time at all, as now)."""
+    try:
+        moment = datetime.datetime.fromisoformat(str(text).strip().replace("Z", "+00:00"))
+    except ValueError:
+        moment = utc_now()
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def write_junit(path: str, suites: list[dict]) -> None:
+    """Write ``suites`` as one JUnit XML report at ``path``, atomically (a temporary file beside
+    it, renamed over it); OSError if it cannot.
+
+    A suite is ``{"name", "timestamp" (ISO 8601), "cases": [{"name", "seconds", "failure" (one
+    line; None: passed), "details" (longer text: the failure's body and the case's
+    system-out)}]}``; optional: a suite's ``seconds`` (else its cases' sum), a case's ``file``
+    and ``line`` (where it is written), ``skipped`` (why it did not run) and ``error`` (one line:
+    it could not run).  Every text is made XML-safe and cut to a bound.
+    """
+    from xml.etree import ElementTree
+
+    root = ElementTree.Element("testsuites", name="ocpp_mock_server")
+    totals: collections.Counter = collections.Counter()
+    for index, suite in enumerate(suites):
+        element, counts = _junit_suite(ElementTree, suite, index)
+        root.append(element)
+        totals.update(counts)
+    _junit_counts(root, totals)
+    ElementTree.indent(root)
+    replace_file(path, ElementTree.tostring(root, encoding="utf-8", xml_declaration=True))
+
+
+def _junit_suite(tree: Any, suite: dict, index: int) -> tuple[Any, collections.Counter]:
+    """One <testsuite> and its counts."""
+    name = xml_line(suite["name"])
+    element = tree.Element("testsuite", name=name, id=str(index),
+                           timestamp=junit_timestamp(suite.get("timestamp", "")),
+                           hostname=xml_line(socket.gethostname()))
+    counts: collections.Counter = collections.Counter()
+    for case in suite["cases"]:
+        element.append(_junit_case(tree, case, name, counts))
+    seconds = suite.get("seconds")
+    counts["time"] = sum(case["seconds"] for case in suite["cases"]) if seconds is None else seconds
+    _junit_counts(element, counts)
+    return element, counts
+
+
+def _junit_case(tree: Any, case: dict, classname: str, counts: collections.Counter) -> Any:
+    """One <testcase>, counted in ``counts``: a <failure>, <error> or <skipped> in it when it did
+    not pass, and its details as <system-out>."""
+    element = tree.Element("testcase", name=xml_line(case["name"]), classname=classname,
+                           time="%.3f" % case["seconds"])
+    if case.get("file"):
+        element.set("file", xml_line(case["file"]))
+    if case.get("line"):
+        element.set("line", str(int(case["line"])))
+    counts["tests"] += 1
+    details = case.get("details") or ""
+    for kind, count in (("error", "errors"), ("failure", "failures"), ("skipped", "skipped")):
+        if case.get(kind) is not None:
+            counts[count] += 1
+            line = xml_line(case[kind])
+            outcome = tree.SubElement(element, kind, message=line)
+            if kind != "skipped":
+                outcome.set("type", kind)
+                # GitLab shows the body, not the message: the line comes first in it too
+                outcome.text = xml_text(line + ("\n\n" + details if details else ""))
+            break
+    if details:
+        tree.SubElement(element, "system-out").text = xml_text(details)
+    return element
+
+
+def _junit_counts(element: Any, counts: collections.Counter) -> None:
+    for name in ("tests", "failures", "errors", "skipped"):
+        element.set(name, str(counts[name]))
+    element.set("time", "%.3f" % counts["time"])
+
+
+def replace_file(path: str, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then rename it to ``path``: a reader
+    sees the old file or the whole new one, never half of it."""
+    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
+                                         prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.chmod(temporary, 0o644)  # mkstemp's 0600: a report is for others to read
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        raise
+
+
+def junit_path_problem(path: str) -> Optional[str]:
+    """Why a --junit report could not be written at ``path`` (checked before the run by making a
+    file beside it), or None."""
+    if os.path.isdir(path):
+        return "it is a folder"
+    try:
+        handle, temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
+                                             prefix="." + os.path.basename(path) + ".")
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    os.close(handle)
+    os.remove(temporary)
+    return None
+
+
+def scenario_suite(runner: ScenarioRunner, crash: Optional[str] = None) -> dict:
+    """A finished scenario run as a suite of a JUnit report (see write_junit): a case per step (the
+    steps after a failed one skipped), and under --strict a failed case per spec warning or
+    behaviour check of the run; ``crash``: why the run stopped, a bug of ours (an error case)."""
+    cases = [_step_case(runner, step, seconds, failure)
+             for step, seconds, failure in runner.outcomes if step.line or failure is not None]
+    ran = {id(step) for step, _, _ in runner.outcomes}
+    cases += [unrun_case(runner.path, step, "not run: an earlier step failed" if crash is None
+                         else "not run") for step in runner.steps if id(step) not in ran]
+    if crash is not None:
+        cases.append({"name": "the scenario runner", "seconds": 0.0, "failure": None,
+                      "details": "", "error": "the scenario stopped: " + crash})
+    if runner.system.options.strict:
+        cases += _strict_cases(runner)
+    started = datetime.datetime.fromtimestamp(runner.started_at, datetime.timezone.utc)
+    return {"name": runner.name, "timestamp": started.isoformat(timespec="seconds"),
+            "seconds": runner.seconds, "cases": cases}
+
+
+def unrun_suite(path: str, steps: list[Step]) -> dict:
+    """A script the run did not get to (the server stopped first) as a suite of skipped cases."""
+    return {"name": os.path.basename(path), "timestamp": utc_now().isoformat(timespec="seconds"),
+            "seconds": 0.0, "cases": [unrun_case(path, step, "not run: the server stopped first")
+                                      for step in steps]}
+
+
+def unrun_case(path: str, step: Step, why: str) -> dict:
+    return {"name": "line %d: %s" % (step.line, step.text), "seconds": 0.0, "failure": None,
+            "details": "", "file": path, "line": step.line, "skipped": why}
+
+
+def _step_case(runner: ScenarioRunner, step: Step, seconds: float,
+               failure: Optional[str]) -> dict:
+    """A step that ran as a case: a failed one says the line, what was expected and what came,
+    and shows the frames just before it."""
+    case = {"name": "line %d: %s" % (step.line, step.text) if step.line
+            else "charger (waiting for a charger to connect)", "seconds": seconds,
+            "failure": None, "details": "", "file": runner.path, "line": step.line}
+    if failure is not None:
+        case["failure"] = "%s:%d %s: %s" % (runner.name, step.line, step.text, failure)
+        frames = runner.frames_at_failure
+        case["details"] = "%s line %d: %s\n%s\n\n%s" % (
+            runner.path, step.line, step.text, failure,
+            "the %d latest frames before it (UTC; <- from the charger, -> to it):\n%s"
+            % (len(frames), "\n".join(frames)) if frames else "no frames before it")
+    return case
+
+
+def _strict_cases(runner: ScenarioRunner) -> list[dict]:
+    """--strict: each spec warning and failed behaviour check of the run, a failed case."""
+    if not runner.warnings:
+        return []
+    cases = [{"name": "--strict %d: %s" % (number, text), "seconds": 0.0,
+              "failure": "--strict: " + text, "details": ""}
+             for number, text in enumerate(runner.observed.problems, 1)]
+    unlisted = runner.warnings - len(runner.observed.problems)
+    if unlisted > 0:
+        cases.append({"name": "--strict: %d more spec warning(s)" % unlisted, "seconds": 0.0,
+                      "failure": "--strict: %d more spec warning(s) (the console shows each)"
+                      % unlisted, "details": ""})
+    return cases
 
 
 # ------------------------------------------- HTTP API, event stream, file server
@@ -11659,6 +11934,35 @@ def load_scenario(path: str, out: Output, version: OcppVersion) -> Optional[list
     return None
 
 
+def script_paths(given: Sequence[str], out: Output) -> Optional[list[str]]:
+    """The --script files in run order: each FILE as given, each FOLDER's *.txt files in name
+    order; None (after one error line) when a folder holds none."""
+    paths = []
+    for path in given:
+        if not os.path.isdir(path):
+            paths.append(path)
+            continue
+        found = sorted(name for name in os.listdir(path) if name.endswith(".txt")
+                       and os.path.isfile(os.path.join(path, name)))
+        if not found:
+            out.error(None, "the script folder %s holds no *.txt script" % path)
+            return None
+        paths += [os.path.join(path, name) for name in found]
+    return paths
+
+
+def load_scenarios(options: "Settings", out: Output) -> Optional[list[tuple[str, list[Step]]]]:
+    """Every --script checked, before any runs (one error line per unusable one): (path, steps)
+    per script, or None when any is unusable."""
+    paths = script_paths(options.script, out)
+    if paths is None:
+        return None
+    scenarios = [(path, load_scenario(path, out, VERSIONS[options.ocpp])) for path in paths]
+    if any(steps is None for _, steps in scenarios):
+        return None
+    return scenarios  # type: ignore[return-value]
+
+
 async def run_server(options: "Settings", out: Output, stdin: Any = None,
                      started: Optional[Callable[["CentralSystem", "Console"], None]] = None) -> int:
     """Serve until quit, SIGINT or SIGTERM, or until --script is done; the exit status.
@@ -11666,12 +11970,16 @@ async def run_server(options: "Settings", out: Output, stdin: Any = None,
     ``stdin`` feeds the console (sys.stdin by default); ``started`` is called
     once the server listens (the tests use it to run it in-process).
     """
-    steps = None
+    scenarios = None
     if options.script:
         # checked before the server listens
-        steps = load_scenario(options.script, out, VERSIONS[options.ocpp])
-        if steps is None:
+        scenarios = load_scenarios(options, out)
+        if scenarios is None:
             return 2
+    problem = junit_path_problem(options.junit) if options.junit else None
+    if problem is not None:
+        out.error(None, "cannot write the JUnit report %s: %s" % (options.junit, problem))
+        return 2
     system = CentralSystem(options, out)
     if options.log:
         try:
@@ -11683,14 +11991,15 @@ async def run_server(options: "Settings", out: Output, stdin: Any = None,
                       % (options.log, exc.strerror or exc))
             return 2
     try:
-        return await serve_until_stopped(system, options, out, stdin, steps, started)
+        return await serve_until_stopped(system, options, out, stdin, scenarios, started)
     finally:
         if system.transcript is not None:
             system.transcript.close()
 
 
 async def serve_until_stopped(system: CentralSystem, options: "Settings", out: Output,
-                              stdin: Any = None, steps: Optional[list[Step]] = None,
+                              stdin: Any = None,
+                              scenarios: Optional[list[tuple[str, list[Step]]]] = None,
                               started: Optional[Callable[["CentralSystem", "Console"],
                                                          None]] = None) -> int:
     """Listen, print the banner, run the console or the scenario; return the exit status once
@@ -11715,16 +12024,24 @@ async def serve_until_stopped(system: CentralSystem, options: "Settings", out: O
     stop_on_signals(loop, system)
     print_banner(system, options, out, access)
     note_open_files(system, options)
-    if steps is None:
+    scripts = scenarios and asyncio.ensure_future(run_scenarios(scenarios, system))
+    if scripts is None:
         console.start_reader(loop, stdin)
-    else:
-        runner = ScenarioRunner(system, steps, os.path.basename(options.script))
-        asyncio.ensure_future(run_scenario(runner, system))
     if started is not None:
         started(system, console)
     await system.stopped.wait()
+    await stop_scenarios(scripts)
     await close_down(system, server, http_api, out)
     return system.exit_code
+
+
+async def stop_scenarios(scripts: "Optional[asyncio.Future[None]]") -> None:
+    """Stop the --script run when the server stops before it is done (quit, SIGINT, SIGTERM):
+    what ran is reported (run_scenarios)."""
+    if scripts is not None and not scripts.done():
+        scripts.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await scripts
 
 
 async def close_down(system: CentralSystem, server: Any, http_api: "Optional[HttpApi]",
@@ -12032,14 +12349,58 @@ async def shut_down(system: CentralSystem, server: Any) -> None:
         await asyncio.sleep(0)
 
 
-async def run_scenario(runner: ScenarioRunner, system: CentralSystem) -> None:
-    """Run the --script scenario, then stop the server with its exit status."""
-    try:
-        system.exit_code = await runner.run()
-    except Exception as exc:  # a bug of ours: report it as a failed run, not a traceback
-        system.log("error", None, "the scenario stopped: %s: %s" % (type(exc).__name__, exc))
-        system.exit_code = 1
+async def run_scenarios(scenarios: list[tuple[str, list[Step]]], system: CentralSystem) -> None:
+    """Run the --script scenarios one after another against the same charger, each counting from
+    its own start; write the --junit report; stop the server with one exit status (0: every
+    scenario passed, 1: one failed)."""
+    status, suites, failed = 0, [], []
+    for index, (path, steps) in enumerate(scenarios):
+        runner = ScenarioRunner(system, steps, os.path.basename(path), path)
+        try:
+            code, crash = await run_scenario(runner)
+        except asyncio.CancelledError:  # the server stops: report what ran, and what did not
+            runner.seconds = time.time() - runner.started_at
+            suites.append(scenario_suite(runner, "the server stopped during this script"))
+            suites += [unrun_suite(*scenario) for scenario in scenarios[index + 1:]]
+            if system.options.junit:
+                report_junit(system, system.options.junit, suites)
+            raise
+        finally:
+            runner.close()
+        status = max(status, code)
+        failed += [runner.name] if code else []
+        suites.append(scenario_suite(runner, crash))
+    if len(scenarios) > 1:
+        system.log("notice", None, "scripts: %d of %d passed%s" % (
+            len(scenarios) - len(failed), len(scenarios),
+            "; failed: " + ", ".join(failed) if failed else ""))
+    if system.options.junit:
+        status = max(status, report_junit(system, system.options.junit, suites))
+    system.exit_code = status
     system.stop()
+
+
+async def run_scenario(runner: ScenarioRunner) -> tuple[int, Optional[str]]:
+    """Run one scenario: its exit status, and what stopped it if it was a bug of ours."""
+    try:
+        return await runner.run(), None
+    except Exception as exc:  # a bug of ours: report it as a failed run, not a traceback
+        crash = "%s: %s" % (type(exc).__name__, exc)
+        runner.system.log("error", None, "the scenario stopped: " + crash)
+        return 1, crash
+
+
+def report_junit(system: CentralSystem, path: str, suites: list[dict]) -> int:
+    """Write the --junit report and say where, in one line; 0, or 1 when it could not be
+    written."""
+    try:
+        write_junit(path, suites)
+    except OSError as exc:
+        system.log("error", None, "cannot write the JUnit report %s: %s"
+                   % (path, exc.strerror or exc))
+        return 1
+    system.log("notice", None, "JUnit report written to %s" % path)
+    return 0
 
 
 # --------------------------------------------------------- Settings and CLI
@@ -12235,10 +12596,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="inject a fault from the start, e.g. --fault 'BootNotification "
                              "status=Pending times=2' "
                         "or --fault '@CP-1 disconnect after=5'; repeatable (docs/faults.md)")
-    parser.add_argument("--script", metavar="FILE",
+    parser.add_argument("--script", metavar="FILE", action="append", default=[],
                         help="run a scenario against the first charger that connects, then exit "
                              "0 (passed), "
-                        "1 (failed) or 2 (invalid script); see docs/ci.md")
+                        "1 (failed) or 2 (invalid script); see docs/ci.md. Repeatable, or a "
+                        "FOLDER (its *.txt in name order): run one after another, one exit status")
+    parser.add_argument("--junit", metavar="FILE",
+                        help="with --script: write a JUnit XML report of the run to FILE (a "
+                             "testsuite per script, a testcase per step; see docs/ci.md)")
     parser.add_argument("--log", metavar="FILE",
                         help="append every frame in and out to FILE, one JSON object per line")
     parser.add_argument("--quiet", action="store_true",
@@ -12287,7 +12652,7 @@ class Settings:
     tag_rules: dict[str, tuple[dict, str]]
     unknown_tags: str
     concurrent_tx: bool
-    script: Optional[str]
+    script: list[str]
     log: Optional[str]
     quiet: bool
     wide: bool
@@ -12300,6 +12665,7 @@ class Settings:
     files_dir: Optional[str]
     max_upload_size: int
     files_quota: int
+    junit: Optional[str]
 
 
 def parse_settings(argv: Optional[list[str]] = None) -> Settings:
@@ -12333,6 +12699,7 @@ def parse_settings(argv: Optional[list[str]] = None) -> Settings:
         parser.error("--ca-cert signs with the openssl command, which is not on PATH (apt "
                      "install openssl); "
                      "without --ca-cert the server saves each CSR for you to sign")
+    _check_junit(parser, options)
     if options.http and not is_loopback(options.http_host) and options.http_token is None:
         parser.error("--http-host %s is reachable from other machines, and anyone who reaches the "
                      "HTTP port can "
@@ -12341,6 +12708,11 @@ def parse_settings(argv: Optional[list[str]] = None) -> Settings:
     return Settings(**derived, **{field.name: getattr(options, field.name)
                                   for field in dataclasses.fields(Settings)
                                   if field.name not in derived})
+
+
+def _check_junit(parser: argparse.ArgumentParser, options: argparse.Namespace) -> None:
+    if options.junit and not options.script and not getattr(options, "replay", None):
+        parser.error("--junit FILE reports a --script run (or a --replay run): give one")
 
 
 def _password(options: "Settings") -> Optional[bytes]:
