@@ -7353,11 +7353,12 @@ def parse_command(line: str, files_from: Optional[str] = None,
 
 def _expanded_command(line: str, row: "CommandWord", rest: str, target: Optional[str],
                       version: OcppVersion) -> Command:
-    """A short form (set, get) as the call it stands for, checked against its schema."""
+    """A short form (set, get) as the call it stands for, checked against its schema (that of
+    a version that has it, if ``version`` has not: the charger it goes to is known when it
+    runs, and build_payload refuses it there)."""
     action, payload = row.expand(rest)  # type: ignore[misc]
     if action not in version.defaults:
-        raise CommandError("%s sends %s, which OCPP %s does not have" % (
-            row.names[0], action, version.name))
+        version = next(other for other in VERSIONS.values() if action in other.defaults)
     problems = lint_payload(version.server_request_rules[action], payload)
     if problems:
         raise PayloadRefused(action, problems[:1])
@@ -7456,6 +7457,8 @@ def build_payload(system: "CentralSystem", session: Optional[ChargerSession],
     overrides."""
     action = command.action or ""
     if command.payload is not None:
+        if session is not None and action not in session.version.defaults:  # set, get on 1.6
+            raise CommandError("%s is not an OCPP %s action" % (action, session.version.name))
         return command.payload
     version = session.version if session is not None else system.default_version
     if action not in version.defaults:
@@ -7736,15 +7739,14 @@ COMMAND_WORDS: tuple[CommandWord, ...] = (
                 "fault clear", "faults", scripts=True, run=_run_fault),
     CommandWord(("quit", "exit"), "quit | exit", "stop the server", "quit", "console",
                 overview=True, run=_run_quit),
-    CommandWord(("variables",), "variables [component[.variable]]",
-                "a 2.0.1 station's variables as it reported them (any part of a name, any case)",
-                "variables heartbeat", "device", overview=True, run=_run_variables),
-    CommandWord(("set",), "set Component.Variable=value ...",
-                "SetVariables, each result on a line (2.0.1)",
-                "set OCPPCommCtrlr.HeartbeatInterval=30", "device", word="call", scripts=True,
+    CommandWord(("variables",), "variables [text]",
+                "a 2.0.1 station's variables as reported, searched (any case)",
+                "variables heartbeat", "actions", run=_run_variables),
+    CommandWord(("set",), "set C.V=value ...", "SetVariables (2.0.1), a line per result",
+                "set TxCtrlr.EVConnectionTimeOut=90", "actions", word="call", scripts=True,
                 run=_run_call, expand=expand_set),
-    CommandWord(("get",), "get Component.Variable ...", "GetVariables, each result on a line",
-                "get OCPPCommCtrlr.HeartbeatInterval", "device", word="call", scripts=True,
+    CommandWord(("get",), "get C.V ...", "GetVariables (2.0.1), a line per result",
+                "get OCPPCommCtrlr.HeartbeatInterval", "actions", word="call", scripts=True,
                 run=_run_call, expand=expand_get),
 )
 
@@ -7785,7 +7787,12 @@ HELP_TOPICS: dict[str, list[str]] = {
         "that would break its OCPP schema is not sent: the JSON form or raw sends it anyway. "
         "help <Action> lists its fields and what it sends bare.",
         *("actions (OCPP %s): %s" % (version.name, " ".join(version.defaults))
-          for version in VERSIONS.values())],
+          for version in VERSIONS.values()),
+        "A 2.0.1 station's variables (C.V above): %s, only the two names needed, e.g. "
+        "OCPPCommCtrlr.HeartbeatInterval, EVSE@1.Power/MaxSet, Controller[main].Name; set "
+        "takes several, a value with spaces as \"a b\"; the JSON form sends anything else. "
+        "`variables` lists what NotifyReport, GetVariables and accepted SetVariables told, "
+        "`@CS-1 variables` a station that has gone." % VARIABLE_SPELLING],
     "faults": [
         "Faults are set on purpose, to test a charger's unhappy paths (docs/faults.md). The forms:",
         *("  " + form for form in FAULT_USAGE.split(" | "))],
@@ -7797,14 +7804,6 @@ HELP_TOPICS: dict[str, list[str]] = {
         "A charger's SignCertificate is signed with --ca-cert and --ca-key, or its CSR is saved "
         "and the line to type once you have signed it is printed. Who may connect: --basic-auth, "
         "--certfile, --client-ca, --charger-ids (docs/guide.md, section 10)."],
-    "device": [
-        "A 2.0.1 station's variables, as its NotifyReport (after GetBaseReport or GetReport), "
-        "GetVariables results and accepted SetVariables told them; `variables` lists them, "
-        "`@CP-1 variables` a station that has gone. A variable in short: %s, e.g. "
-        "OCPPCommCtrlr.HeartbeatInterval, Connector@1/1.AvailabilityState, "
-        "Controller[main].Value/Target. set takes =value (\"a b\" for spaces, several in a line); "
-        "the JSON form sends anything else: SetVariables {\"setVariableData\": [...]}."
-        % VARIABLE_SPELLING],
 }
 
 

@@ -221,6 +221,9 @@ COVERED_ELSEWHERE = {
     CI_INLINE_SCRIPT: EXAMPLE_SCENARIOS_TEST,
     GUIDE_INLINE_PIPED: "tests/test_console.py::"
     "test_piped_lines_run_as_typed_once_a_charger_is_ready",
+    "docs/guide.md: 17:39:39.298 CS-1 ** NotifyReport requestId 1: 3 parts, 9 "
+    "variables (`va": "tests/test_device201.py::"
+    "test_the_demo_charger_takes_part_in_every_device_model_flow",
 }
 
 # Blocks no test runs: {key: why}.
