@@ -12,7 +12,17 @@ from pathlib import Path
 import pytest
 
 import ocpp_mock_server as mock
-from conftest import DEMO_CHARGER, Charger, assert_v201_valid, charger_test, http
+from conftest import (
+    DEMO_CHARGER,
+    Charger,
+    assert_v201_valid,
+    charger_test,
+    headless_browser,
+    http,
+    http_port,
+    run,
+    wait_in_browser,
+)
 
 NOW = "2026-12-03T12:00:00.000Z"
 HEARTBEAT = {"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "HeartbeatInterval"}}
@@ -399,3 +409,60 @@ async def test_set_and_get_on_a_1_6_charger_say_they_are_2_0_1_words(in_process)
     server.wait_for(r">> GetVariables is not an OCPP 1\.6 action", since=mark)
     await charger.no_frame_within(0.2)
     await charger.close()
+
+
+@charger_test
+async def test_a_script_sets_and_gets_in_short_and_expects_their_results(start_server, tmp_path):
+    script = tmp_path / "variables.txt"
+    script.write_text(
+        "set OCPPCommCtrlr.HeartbeatInterval=30\n"
+        "expect setVariableResult.0.attributeStatus=Accepted\n"
+        "get OCPPCommCtrlr.HeartbeatInterval\n"
+        "expect getVariableResult.0.attributeValue=30\n"
+    )
+    server = start_server("--script", str(script), "--no-boot-data", "--ocpp", "2.0.1")
+    station = await booted_station(server)
+    await answered(station, "SetVariables", {"setVariableResult": [
+        {"attributeStatus": "Accepted", **HEARTBEAT}]})
+    await answered(station, "GetVariables", {"getVariableResult": [
+        {"attributeStatus": "Accepted", "attributeValue": "30", **HEARTBEAT}]})
+    server.wait_for(r"scenario variables\.txt: PASS, 4 of 4 steps passed")
+    await station.close()
+
+
+@pytest.mark.slow(4)
+def test_the_page_s_variables_panel_lists_a_station_s_variables_as_text(in_process):
+    browser = headless_browser()
+    from selenium.webdriver.common.by import By
+
+    server = in_process()
+    hostile = '<img src=x onerror="document.title=1">'
+
+    async def report():
+        station = await booted_station(server)
+        server.type("get OCPPCommCtrlr.HeartbeatInterval Display.Text")
+        await answered(station, "GetVariables", {"getVariableResult": [
+            {"attributeStatus": "Accepted", "attributeValue": "60", **HEARTBEAT},
+            {"attributeStatus": "Accepted", "attributeValue": hostile,
+             "component": {"name": "Display"}, "variable": {"name": "Text"}}]})
+        server.wait_for(r"GetVariables Display\.Text: Accepted")
+        await station.close()
+
+    run(report())
+    try:
+        browser.get(f"http://127.0.0.1:{http_port(server)}/")
+        browser.find_element(By.ID, "var-query").send_keys("t")
+        browser.find_element(By.CSS_SELECTOR, "#variables button").click()
+        listing = wait_in_browser(browser, lambda: browser.find_element(By.ID, "var-list").text,
+                                  "the variables listed")
+        assert listing.splitlines() == [
+            f"Display.Text = {hostile}  (GetVariables)",
+            "OCPPCommCtrlr.HeartbeatInterval = 60  (GetVariables)"], listing
+        browser.find_element(By.ID, "var-charger").send_keys("CS-404")
+        browser.find_element(By.CSS_SELECTOR, "#variables button").click()
+        wait_in_browser(browser, lambda: "CS-404" in browser.find_element(By.ID, "var-list").text,
+                        "the 404 shown")
+        assert not browser.find_elements(By.CSS_SELECTOR, "#var-list img")
+        assert browser.title != "1"
+    finally:
+        browser.quit()
