@@ -3803,7 +3803,7 @@ class ChargerState:
 
 MAX_DEVICE_VARIABLES = 1000  # variable attributes kept per station; one line when reached
 MAX_VARIABLE_VALUE = 2500  # characters of a value kept (the longest NotifyReport allows)
-MAX_NOTIFY_ITEMS = 1000  # entries (or text parts) of one Notify... sequence kept for its showing
+MAX_NOTIFY_ITEMS = 1000  # lines (or texts) and parts of one Notify... message kept to show it
 MAX_NOTIFY_SEQUENCES = 4  # Notify... sequences in progress per station; the oldest goes first
 MAX_REPORT_REQUESTS = 32  # requestIds of the report requests a station accepted, kept to match
 ATTRIBUTE_TYPES = ("Actual", "Target", "MinSet", "MaxSet")  # AttributeEnumType
@@ -3917,30 +3917,31 @@ def variable_line(name: str, row: list) -> str:
 class NotifySequence:
     """The parts of one Notify... message sent in parts (one action, one requestId) so far.
 
-    ``items``: each part's entries (its text, for NotifyCustomerInformation), by seqNo, at most
-    MAX_NOTIFY_ITEMS entries in all (``dropped`` counts the others); ``told``: what was said of
-    it already ("repeat", "cap"), so that each is said once.
+    ``parts``: seqNo -> that part's pieces (what shows it: lines, or its text), at most
+    MAX_NOTIFY_ITEMS parts and pieces in all (``dropped`` counts the pieces not kept);
+    ``received`` counts the parts and ``entries`` their entries; ``told``: what was said of it
+    already ("repeat", "cap"), so that each is said once.
     """
 
-    __slots__ = ("parts", "items", "dropped", "told")
+    __slots__ = ("parts", "received", "entries", "pieces", "dropped", "told")
 
     def __init__(self) -> None:
-        self.parts: dict[int, list] = {}
-        self.items = 0
-        self.dropped = 0
+        self.parts: dict[int, list[str]] = {}
+        self.received = self.entries = self.pieces = self.dropped = 0
         self.told: set = set()
 
-    def add(self, seq_no: int, entries: list) -> bool:
-        """Keep a part's entries under its seqNo; False when that seqNo came already."""
+    def add(self, seq_no: int, entries: int, pieces: list[str]) -> bool:
+        """Keep a part's pieces under its seqNo; False when that seqNo came already."""
         if seq_no in self.parts:
             return False
-        room = max(0, MAX_NOTIFY_ITEMS - self.items) if len(self.parts) < MAX_NOTIFY_ITEMS else -1
-        if room < 0:
-            self.dropped += len(entries)
+        self.received += 1
+        self.entries += entries
+        if len(self.parts) >= MAX_NOTIFY_ITEMS:
+            self.dropped += len(pieces) or 1
             return True
-        self.parts[seq_no] = entries[:room]
-        self.items += len(self.parts[seq_no])
-        self.dropped += len(entries) - len(self.parts[seq_no])
+        kept = self.parts[seq_no] = pieces[:max(0, MAX_NOTIFY_ITEMS - self.pieces)]
+        self.pieces += len(kept)
+        self.dropped += len(pieces) - len(kept)
         return True
 
     def missing(self) -> tuple[int, list[int]]:
@@ -3950,9 +3951,9 @@ class NotifySequence:
                  if seq_no not in self.parts][:10]
         return highest + 1 - len(self.parts), first
 
-    def entries(self) -> list:
-        """Every part's entries, in seqNo order."""
-        return [entry for seq_no in sorted(self.parts) for entry in self.parts[seq_no]]
+    def in_order(self) -> list[str]:
+        """Every part's pieces, in seqNo order."""
+        return [piece for seq_no in sorted(self.parts) for piece in self.parts[seq_no]]
 
 
 # The live page's charts, kept on the server: a page opened mid-session draws
@@ -5579,16 +5580,18 @@ MAX_NOTIFY_LINES = 20  # lines that show one assembled Notify... message; then "
 
 class NotifyKind:
     """How a Notify... message sent in parts is assembled and shown: ``field`` holds each part's
-    entries (a list, or a text), ``noun`` names one in the summary (``note`` ends it when
-    ``show(entries)``, the lines of the whole, is none); ``keep(session, entries)`` keeps a new
-    part's (None: nothing)."""
+    entries (a list, or a text), ``noun`` names one in the summary; ``show(entries)`` makes a
+    part's pieces, kept in seqNo order, and ``whole(pieces)`` the lines of them all (the pieces
+    themselves by default; ``note`` ends the summary when there are none); ``keep(session,
+    entries)`` keeps a new part's entries (None: nothing)."""
 
-    __slots__ = ("field", "noun", "keep", "show", "note")
+    __slots__ = ("field", "noun", "show", "keep", "note", "whole")
 
     def __init__(self, field: str, noun: str, show: Callable[[list], list[str]],
                  keep: Optional[Callable[["ChargerSession", list], None]] = None,
-                 note: str = "") -> None:
-        self.field, self.noun, self.show, self.keep, self.note = field, noun, show, keep, note
+                 note: str = "", whole: Callable[[list[str]], list[str]] = list) -> None:
+        self.field, self.noun, self.show, self.keep = field, noun, show, keep
+        self.note, self.whole = note, whole
 
 
 def _text_of(value: Any, limit: int = MAX_SHOWN_VALUE) -> str:
@@ -5658,10 +5661,12 @@ def show_display_messages(entries: list) -> list[str]:
     return lines
 
 
-def show_customer_data(entries: list) -> list[str]:
+MAX_CUSTOMER_TEXT = 512  # characters of a NotifyCustomerInformation part kept (its schema's limit)
+
+
+def customer_data_text(pieces: list[str]) -> list[str]:
     """NotifyCustomerInformation's data, its parts joined, as one JSON text."""
-    text = "".join(entry for entry in entries if type(entry) is str)
-    return [printable_json(render_json(text), MAX_SHOWN)]
+    return [printable_json(render_json("".join(pieces)), MAX_SHOWN)]
 
 
 # Notify... action -> how its parts are assembled and shown.
@@ -5670,7 +5675,9 @@ NOTIFY_KINDS: dict[str, NotifyKind] = {
                                " (`variables` lists what is kept)"),
     "NotifyMonitoringReport": NotifyKind("monitor", "monitored variable", show_monitors),
     "NotifyDisplayMessages": NotifyKind("messageInfo", "message", show_display_messages),
-    "NotifyCustomerInformation": NotifyKind("data", "text", show_customer_data),
+    "NotifyCustomerInformation": NotifyKind(
+        "data", "text", lambda entries: [entry[:MAX_CUSTOMER_TEXT] for entry in entries
+                                         if type(entry) is str], whole=customer_data_text),
 }
 
 
@@ -5713,11 +5720,11 @@ def _notify_finished(session: "ChargerSession", model: DeviceModel, key: tuple[s
         session.log("warn", "%s requestId %s: %d part(s) never came (seqNo %s)" % (
             action, _show(request_id), count, ", ".join(map(str, first))
             + (", ..." if count > len(first) else "")))
-    lines = NOTIFY_KINDS[action].show(sequence.entries())
+    kind = NOTIFY_KINDS[action]
+    lines = kind.whole(sequence.in_order())
     session.log("info", "%s requestId %s: %s, %s%s" % (
-        action, _show(request_id), _counted(len(sequence.parts), "part"),
-        _counted(sequence.items + sequence.dropped, NOTIFY_KINDS[action].noun),
-        ":" if lines else NOTIFY_KINDS[action].note))
+        action, _show(request_id), _counted(sequence.received, "part"),
+        _counted(sequence.entries, kind.noun), ":" if lines else kind.note))
     for line in lines[:MAX_NOTIFY_LINES]:
         session.log("info", "  " + line)
     if len(lines) > MAX_NOTIFY_LINES:
@@ -5739,7 +5746,7 @@ def handle_notify_part(session: "ChargerSession", action: str, payload: dict) ->
     seq_no = as_int(payload.get("seqNo"))
     if seq_no is None or seq_no < 0:
         seq_no = max(sequence.parts, default=-1) + 1
-    if not sequence.add(seq_no, entries):
+    if not sequence.add(seq_no, len(entries), kind.show(entries)):
         if "repeat" not in sequence.told:
             sequence.told.add("repeat")
             session.log("warn", "%s requestId %s: part seqNo %d came again; the repeat is "
@@ -5748,8 +5755,8 @@ def handle_notify_part(session: "ChargerSession", action: str, payload: dict) ->
         kind.keep(session, entries)
     if sequence.dropped and "cap" not in sequence.told:
         sequence.told.add("cap")
-        session.log("warn", "%s requestId %s: over %d entries; the others are not shown"
-                    % (action, _show(request_id), MAX_NOTIFY_ITEMS))
+        session.log("warn", "%s requestId %s: over %d lines or parts; the others are not "
+                    "shown" % (action, _show(request_id), MAX_NOTIFY_ITEMS))
     if payload.get("tbc") is not True:
         _notify_finished(session, model, key, sequence)
     return {}

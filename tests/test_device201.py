@@ -378,12 +378,38 @@ async def test_what_a_station_reports_is_bounded_and_the_bound_said_once(in_proc
     server.wait_for(r"NotifyReport requestId \d+: 2 parts, 6 variables", since=mark)
     assert len(lines_after(server, mark, r"!! more than 2 variable attributes reported; the "
                                          r"others are not kept")) == 1
-    assert len(lines_after(server, mark, r"!! NotifyReport requestId \d+: over 3 entries; the "
-                                         r"others are not shown")) == 1
+    server.type("GetMonitoringReport")
+    call = await answered(station, "GetMonitoringReport", {"status": "Accepted"})
+    for seq_no in range(2):
+        await notify(station, "NotifyMonitoringReport", requestId=call.payload["requestId"],
+                     seqNo=seq_no, tbc=seq_no == 0,
+                     monitor=[monitor_entry(seq_no * 3 + index) for index in range(3)])
+    server.wait_for(r"NotifyMonitoringReport requestId \d+: 2 parts, 6 monitored variables:",
+                    since=mark)
+    assert len(lines_after(server, mark, r"!! NotifyMonitoringReport requestId \d+: over 3 lines "
+                                         r"or parts; the others are not shown")) == 1
+    assert len(lines_after(server, mark, r"\*\*   monitor \d")) == 3
     model = server.call_in_loop(lambda: server.system.states["CS-1"].device_model)
     assert len(model.variables) == 2 and not model.sequences
     server.type("variables")
     server.wait_for(r"CS-1: 2 variable attributes kept \(the cap of 2 was reached\)", since=mark)
+    await station.close()
+
+
+@charger_test
+async def test_at_most_four_reports_are_assembled_at_once_the_oldest_forgotten(in_process):
+    server = in_process()
+    station = await booted_station(server)
+    mark = server.mark()
+    for request_id in range(1, 6):
+        await notify(station, "NotifyCustomerInformation", requestId=request_id, seqNo=0,
+                     tbc=True, data=f"customer {request_id}")
+    server.wait_for(r"!! NotifyCustomerInformation requestId 1 was still coming \(tbc true\); "
+                    r"forgotten: at most 4 are assembled at a time", since=mark)
+    await notify(station, "NotifyCustomerInformation", requestId=5, seqNo=1, data="!")
+    server.wait_for(r"\*\*   \"customer 5!\"", since=mark)
+    model = server.call_in_loop(lambda: server.system.states["CS-1"].device_model)
+    assert sorted(key[1] for key in model.sequences) == [2, 3, 4]
     await station.close()
 
 
