@@ -3896,7 +3896,8 @@ class DeviceModel:
         name."""
         lower = query.lower()
         found = [(variable_name(key), key, row) for key, row in self.variables.items()]
-        return sorted(item for item in found if lower in item[0].lower())
+        return sorted((item for item in found if lower in item[0].lower()),
+                      key=lambda item: item[0])
 
 
 def device_model(state: "ChargerState") -> DeviceModel:
