@@ -456,7 +456,7 @@ async def test_a_script_sets_and_gets_in_short_and_expects_their_results(start_s
     await station.close()
 
 
-@pytest.mark.slow(4)
+@pytest.mark.slow(5)
 def test_the_page_s_variables_panel_lists_a_station_s_variables_as_text(in_process):
     browser = headless_browser()
     from selenium.webdriver.common.by import By
