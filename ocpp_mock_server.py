@@ -3766,10 +3766,11 @@ class Transaction:
             self.energy_first = energy
         self.energy_last = energy
         now = time.monotonic()
+        elapsed = now - self.energy_at
         if self.energy_base is None:
             self.energy_base, self.energy_at = energy, now
-        elif now - self.energy_at >= DERIVED_POWER_SECONDS:
-            derived = (energy - self.energy_base) * 3600 / (now - self.energy_at)
+        elif elapsed >= DERIVED_POWER_SECONDS and elapsed > 0:
+            derived = (energy - self.energy_base) * 3600 / elapsed
             if self.peak_derived is None or derived > self.peak_derived:
                 self.peak_derived = derived
             self.energy_base, self.energy_at = energy, now
@@ -3991,12 +3992,22 @@ def _rule_counts(rules: Optional[dict[tuple, int]], since: dict[tuple, int]
     return spec, checks
 
 
+def _quantity_text(value: float, unit: str) -> str:
+    """"350 Wh", "4.2 kWh"; "1.7e+305 kWh" and "inf Wh" for readings near the float's limits."""
+    if not math.isfinite(value):
+        return "%g %s" % (value, unit)
+    if abs(value) < 1000:
+        return "%d %s" % (round(value), unit)
+    kilo = value / 1000
+    return ("%.1f k%s" if abs(kilo) < 1e9 else "%.3g k%s") % (kilo, unit)
+
+
 def _energy_text(wh: float) -> str:
-    return "%.1f kWh" % (wh / 1000) if abs(wh) >= 1000 else "%d Wh" % round(wh)
+    return _quantity_text(wh, "Wh")
 
 
 def _power_text(watts: float) -> str:
-    return "%.1f kW" % (watts / 1000) if abs(watts) >= 1000 else "%d W" % round(watts)
+    return _quantity_text(watts, "W")
 
 
 def _duration_text(seconds: float) -> str:
@@ -4035,13 +4046,21 @@ def _tally_record(tally: ChargerTally, since: tuple) -> dict[str, Any]:
     return record
 
 
+def _json_number(value: Optional[float]) -> Optional[float]:
+    """A verdict's number: whole ones as ints (4200, not 4200.0), others to 0.1; None for none
+    and for one past the float's range (JSON has no infinity)."""
+    if value is None or not math.isfinite(value):
+        return None
+    return int(value) if float(value).is_integer() else round(value, 1)
+
+
 def _verdict(scope: str, transaction_id: Any, text: str, energy: Optional[float],
              duration: float, peak: Optional[tuple[float, str]], counted: dict[str, Any],
              transactions: Optional[int]) -> dict[str, Any]:
     """A verdict's record, its fields in SUMMARY_FIELDS' order."""
     return {"scope": scope, "transactionId": transaction_id, "text": text + "; " + counted["text"],
-            "energyWh": energy, "durationS": round(duration, 1),
-            "peakW": round(peak[0], 1) if peak else None, "peakFrom": peak[1] if peak else None,
+            "energyWh": _json_number(energy), "durationS": round(duration, 1),
+            "peakW": _json_number(peak[0]) if peak else None, "peakFrom": peak[1] if peak else None,
             "messagesIn": counted["messagesIn"], "messagesOut": counted["messagesOut"],
             "specWarnings": counted["specWarnings"], "violations": counted["violations"],
             "faults": counted["faults"], "transactions": transactions}
@@ -10938,7 +10957,7 @@ PAGE_HEADERS = (
     ("X-Frame-Options", "DENY"), ("Referrer-Policy", "no-referrer"), ("Cache-Control", "no-store"))
 PAGE_STATE_ROWS = 100  # latest frame-log rows the page's first HTML carries ...
 PAGE_STATE_BUDGET = 500000  # ... and the characters they may hold between them
-PAGE_ROW_TYPES = ("frame", "spec_problem", "file_received")  # and warn and error lines
+PAGE_ROW_TYPES = ("frame", "spec_problem", "file_received", "summary")  # and warn and error lines
 # A data block ends at the first "</script"; a charger's "<", ">" and "&", and the line separators
 # (line ends to older JavaScript), are written as JSON escapes, so nothing it sends can end it.
 _DATA_BLOCK_ESCAPES = {ord(character): f"\\u{ord(character):04x}"
