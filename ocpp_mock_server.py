@@ -3825,9 +3825,9 @@ class ChargerState:
         self.certificate_ids: list[dict] = []
         self.key_rotated: Optional[str] = None  # when the server took its new AuthorizationKey
         self.history = ChargerHistory()  # what the behaviour checks remember since its last boot
+        self.tally = ChargerTally()  # what its verdict counts (see charger_verdict)
         # Its latest spec warnings' texts, for the page's list (spec_warnings counts them all).
         self.spec_texts: Latest = Latest(SPEC_WARNINGS_KEPT)
-        self.tally = ChargerTally()  # what its verdict counts (see charger_verdict)
 
     def set_connector(self, connector: Any, status: str) -> bool:
         """Record a connector's status (``connector``: its number, or (EVSE, connector)); False
@@ -9674,10 +9674,10 @@ def charger_record(system: "CentralSystem", state: ChargerState) -> dict:
         "transactions": [transaction_record(tx) for tx in state.transactions.values()],
         "lastMeterValues": state.last_meter_values,
         "specWarnings": state.spec_warnings,
+        "summary": dict(charger_verdict(state), lastTransaction=state.tally.last),
         "authorizationKeyRotated": state.key_rotated,
         "outstandingCall": outstanding.action if outstanding is not None else None,
         "filesFolder": system.http.files.charger_folder(state.charger_id) if system.http else None,
-        "summary": dict(charger_verdict(state), lastTransaction=state.tally.last),
     }
 
 
@@ -10450,13 +10450,6 @@ function renderCard(charger) {
   card.querySelector(".info").replaceChildren(...parts);
 }
 
-function summaryBlock(summary) {  // the charger's verdict so far, and its latest transaction's
-  const block = el("div", "verdict");
-  block.append(el("p", "muted", summary.text));
-  if (summary.lastTransaction) block.append(el("p", "muted", summary.lastTransaction.text));
-  return block;
-}
-
 function rerender(id) {
   const charger = chargers.find((one) => one.id === id);
   if (charger) renderCard(charger);
@@ -10483,6 +10476,13 @@ function noteWarning(event) {
   texts.push(event.text);
   if (texts.length > limits.warnings) texts.shift();
   warnings.set(event.charger, texts);
+}
+
+function summaryBlock(summary) {  // the charger's verdict so far, and its latest transaction's
+  const block = el("div", "verdict");
+  block.append(el("p", "muted", summary.text));
+  if (summary.lastTransaction) block.append(el("p", "muted", summary.lastTransaction.text));
+  return block;
 }
 
 function startBegins(id) {
