@@ -3400,6 +3400,7 @@ class Output:
         if not self.quiet:
             bus.subscribe(self.on_frame, "frame", receiver=self.frame_lines)
         bus.subscribe(self.on_log, "log")
+        bus.subscribe(self.on_summary, "summary")
 
     ARROWS = {"in": "<-", "out": "->"}
 
@@ -3470,6 +3471,10 @@ class Output:
     def on_log(self, event: "Event") -> None:
         self._LEVELS[event.fields["level"]](self, event.charger, event.fields["text"])
 
+    def on_summary(self, event: "Event") -> None:
+        """A verdict, as an info line (its text is made printable where a charger wrote it)."""
+        self.info(event.charger, event.fields["text"])
+
     def log(self, level: str, charger: Optional[str], text: str) -> None:
         """An operator line from code that holds the Output, not the server: through the bus once
         there is one (``publish_log``, CentralSystem.log), so the page, the event stream and the
@@ -3504,12 +3509,20 @@ class Output:
     _LEVELS = {"debug": debug, "info": info, "warn": warn, "error": error, "notice": notice}
 
 
+# A verdict's fields (see charger_verdict): the "summary" event's, and its transcript record's.
+# scope: "transaction" (one ended), "charger" (asked for) or "exit"; specWarnings and violations:
+# rule -> count.
+SUMMARY_FIELDS = ("scope", "transactionId", "text", "energyWh", "durationS", "peakW", "peakFrom",
+                  "messagesIn", "messagesOut", "specWarnings", "violations", "faults",
+                  "transactions")
+
 # Bus event type -> the transcript's "event" name, and the fields it keeps.
 TRANSCRIPT_EVENTS = {"connected": ("connect", ("peer", "path", "subprotocol", "version")),
                      "disconnected": ("disconnect", ("code",)),
                      "authorization": ("authorization", ("action", "idTag", "status", "rule")),
                      "fault_injected": ("fault", ("fault", "effect")),
-                     "log": ("log", ("level", "text"))}
+                     "log": ("log", ("level", "text")),
+                     "summary": ("summary", SUMMARY_FIELDS)}
 # The operator lines the transcript keeps: not "info" (connects and disconnects have records of
 # their own) nor "debug".
 TRANSCRIPT_LOG_LEVELS = frozenset(("notice", "warn", "error"))
@@ -3613,6 +3626,8 @@ EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     # A line for the operator, about a charger or the server (charger null): its level is debug,
     # info ("**"), warn ("!!"), error ("ERROR") or notice (">>", the server's own, e.g. a verdict).
     "log": ("level", "text"),
+    # A verdict: a transaction ended, or the server stops (one per charge point); SUMMARY_FIELDS.
+    "summary": SUMMARY_FIELDS,
 }
 
 
@@ -3791,6 +3806,12 @@ class EventBus:
 # What the server knows of each charge point, kept across its reconnects.
 
 SPEC_WARNINGS_KEPT = 20  # texts of a charge point's latest spec warnings, listed on the page
+# Distinct rules (spec problems and behaviour checks) a charge point's verdict counts; past them,
+# further rules are counted together as "other".
+VERDICT_RULES_KEPT = 100
+# A power worked out from the energy between two readings spans at least this many seconds (by
+# the server's clock): readings a charger sends in a burst say nothing of its power.
+DERIVED_POWER_SECONDS = 1.0
 
 
 class Latest(list):
@@ -3809,11 +3830,58 @@ class Latest(list):
             del self[0]
 
 
+class ChargerTally:
+    """What a charge point's verdict counts over the run, across its reconnects: frames in and
+    out, faults injected, and each spec problem and behaviour-check violation each time it is met
+    (``rules``: warn-once key -> count, made at the first; at most VERDICT_RULES_KEPT keys).
+
+    Counting costs an integer increment per frame, and a dict increment per problem met.
+    """
+
+    __slots__ = ("messages_in", "messages_out", "faults", "rules", "since", "transactions",
+                 "energy", "peak", "last")
+
+    OTHER_SPEC, OTHER_CHECK = ("other",), ("check", "other")  # the keys past VERDICT_RULES_KEPT
+
+    def __init__(self) -> None:
+        self.messages_in = self.messages_out = self.faults = 0
+        self.rules: Optional[dict[tuple, int]] = None
+        self.since = time.monotonic()
+        self.transactions = 0  # ended
+        self.energy = 0.0  # Wh, of the transactions ended whose energy is known
+        self.peak: Optional[tuple[float, str]] = None  # the highest peak (W) and where it is from
+        self.last: Optional[dict] = None  # the verdict of the latest transaction that ended
+
+    def count(self, key: tuple) -> None:
+        """One more of the spec problem or violation (``("check", rule)``) of warn-once ``key``."""
+        rules = self.rules
+        if rules is None:
+            rules = self.rules = {}
+        if key in rules:
+            rules[key] += 1
+        elif len(rules) < VERDICT_RULES_KEPT:
+            rules[key] = 1
+        else:
+            other = self.OTHER_CHECK if key[0] == "check" else self.OTHER_SPEC
+            rules[other] = rules.get(other, 0) + 1
+
+    def snapshot(self) -> tuple[int, int, int, dict[tuple, int]]:
+        """The counts now, for a transaction's verdict to count from."""
+        return self.messages_in, self.messages_out, self.faults, dict(self.rules or {})
+
+
 class Transaction:
     """An open transaction: one the server numbered in its StartTransaction.conf, or one a
-    TransactionEvent Started named (its id is then the station's string, and it is on an EVSE)."""
+    TransactionEvent Started named (its id is then the station's string, and it is on an EVSE).
 
-    __slots__ = ("transaction_id", "connector_id", "id_tag", "meter_start", "started", "evse_id")
+    For its verdict it keeps what its readings say (see note_reading): the first and the last
+    energy register reading (Wh), the highest Power.Active.Import reading (W), the highest power
+    worked out from the energy between two readings, and the charge point's tally when it opened.
+    """
+
+    __slots__ = ("transaction_id", "connector_id", "id_tag", "meter_start", "started", "evse_id",
+                 "tally_start", "energy_first", "energy_last", "energy_base", "energy_at",
+                 "peak_power", "peak_derived")
 
     def __init__(self, transaction_id: "Union[int, str]", connector_id: Optional[int],
                  id_tag: Any, meter_start: Any, evse_id: Optional[int] = None) -> None:
@@ -3823,6 +3891,33 @@ class Transaction:
         self.meter_start = meter_start
         self.started = time.monotonic()
         self.evse_id = evse_id
+        self.tally_start: Optional[tuple] = None  # ChargerTally.snapshot() when it opened
+        self.energy_first: Optional[float] = None
+        self.energy_last: Optional[float] = None
+        self.energy_base = meter_start if type(meter_start) in (int, float) else None
+        self.energy_at = self.started
+        self.peak_power: Optional[float] = None
+        self.peak_derived: Optional[float] = None
+
+    def note_reading(self, energy: Optional[float], power: Optional[float]) -> None:
+        """A MeterValues of it, as chart_point reads it (energy Wh, power W): the peak power, and
+        the power the energy implies over at least DERIVED_POWER_SECONDS since the last base."""
+        if power is not None and (self.peak_power is None or power > self.peak_power):
+            self.peak_power = power
+        if energy is None:
+            return
+        if self.energy_first is None:
+            self.energy_first = energy
+        self.energy_last = energy
+        now = time.monotonic()
+        elapsed = now - self.energy_at
+        if self.energy_base is None:
+            self.energy_base, self.energy_at = energy, now
+        elif elapsed >= DERIVED_POWER_SECONDS and elapsed > 0:
+            derived = (energy - self.energy_base) * 3600 / elapsed
+            if self.peak_derived is None or derived > self.peak_derived:
+                self.peak_derived = derived
+            self.energy_base, self.energy_at = energy, now
 
     def place(self) -> str:
         """Where it runs, as the operator reads it: "connector 1", or "EVSE 1 connector 2"."""
@@ -3877,6 +3972,7 @@ class ChargerState:
         self.certificate_ids: list[dict] = []
         self.key_rotated: Optional[str] = None  # when the server took its new AuthorizationKey
         self.history = ChargerHistory()  # what the behaviour checks remember since its last boot
+        self.tally = ChargerTally()  # what its verdict counts (see charger_verdict)
         # Its latest spec warnings' texts, for the page's list (spec_warnings counts them all).
         self.spec_texts: Latest = Latest(SPEC_WARNINGS_KEPT)
         self.smart_charging: Optional[SmartCharging] = None  # made on its first report
@@ -3892,6 +3988,9 @@ class ChargerState:
 
     def open_transaction(self, transaction: Transaction) -> Optional[Transaction]:
         """Record an open transaction; the oldest one it had to forget to stay bounded, if any."""
+        messages_in, messages_out, faults, rules = self.tally.snapshot()
+        # counted from the message that opens it (StartTransaction, TransactionEvent) on
+        transaction.tally_start = (messages_in - 1, messages_out, faults, rules)
         self.transactions[transaction.transaction_id] = transaction
         if len(self.transactions) > MAX_OPEN_TRANSACTIONS:
             return self.transactions.pop(next(iter(self.transactions)))
@@ -4216,7 +4315,9 @@ class ChartReadings:
         self.charts: collections.OrderedDict[tuple[str, int], tuple[Any, list[tuple]]] = \
             collections.OrderedDict()
 
-    def add(self, charger_id: str, transaction: Transaction, payload: dict) -> None:
+    def add(self, charger_id: str, transaction: Transaction, payload: dict,
+            point: Optional[tuple] = None) -> None:
+        """Chart a MeterValues of ``transaction`` (``point``: its chart_point, if made already)."""
         key = (charger_id, transaction.transaction_id)
         chart = self.charts.get(key)
         if chart is None:
@@ -4224,7 +4325,7 @@ class ChartReadings:
             if len(self.charts) > CHARTS_KEPT:
                 self.charts.popitem(last=False)
         readings = chart[1]
-        readings.append((int(time.time() * 1000),) + chart_point(payload))
+        readings.append((int(time.time() * 1000),) + (point or chart_point(payload)))
         if len(readings) > CHART_POINTS:
             del readings[1::2]
 
@@ -4237,6 +4338,175 @@ class ChartReadings:
                  "points": readings}
                 for (charger_id, transaction_id), (connector, readings) in self.charts.items()
                 if transaction_id in getattr(states.get(charger_id), "transactions", ())]
+
+
+# Verdicts: what a charge point did, summed up when a transaction ends, on `summary` (and GET
+# /api/chargers/{id}/summary) and at exit; published as "summary" events (SUMMARY_FIELDS).
+
+VERDICT_RULES_SHOWN = 5  # rules a verdict's line names per kind; the rest are "N more"
+
+
+def _rule_name(key: tuple) -> str:
+    """A warn-once key as a verdict names it: a check's rule, "Action.field" for a field's spec
+    problem, else the problem's own name ("id-reuse")."""
+    if key[0] == "check":
+        return printable(str(key[1]), 60)
+    if len(key) == 3 and key[1]:
+        return printable("%s.%s" % (key[0], key[1]), 80)
+    return printable(str(key[0]), 80)
+
+
+def _rule_counts(rules: Optional[dict[tuple, int]], since: dict[tuple, int]
+                 ) -> tuple[dict[str, int], dict[str, int]]:
+    """(spec warnings, behaviour-check violations) by rule name, counted since ``since``."""
+    spec: dict[str, int] = {}
+    checks: dict[str, int] = {}
+    for key, count in (rules or {}).items():
+        count -= since.get(key, 0)
+        if count > 0:
+            table = checks if key[0] == "check" else spec
+            name = _rule_name(key)
+            table[name] = table.get(name, 0) + count
+    return spec, checks
+
+
+def _quantity_text(value: float, unit: str) -> str:
+    """"350 Wh", "4.2 kWh"; "1.7e+305 kWh" and "inf Wh" for readings near the float's limits."""
+    if not math.isfinite(value):
+        return "%g %s" % (value, unit)
+    if abs(value) < 1000:
+        return "%d %s" % (round(value), unit)
+    kilo = value / 1000
+    return ("%.1f k%s" if abs(kilo) < 1e9 else "%.3g k%s") % (kilo, unit)
+
+
+def _energy_text(wh: float) -> str:
+    return _quantity_text(wh, "Wh")
+
+
+def _power_text(watts: float) -> str:
+    return _quantity_text(watts, "W")
+
+
+def _duration_text(seconds: float) -> str:
+    """12 min 3 s, 1 h 2 min, 4 s."""
+    seconds = int(seconds)
+    if seconds < 60:
+        return "%d s" % seconds
+    if seconds < 3600:
+        return "%d min %d s" % divmod(seconds, 60)
+    return "%d h %d min" % (seconds // 3600, seconds % 3600 // 60)
+
+
+def _counted_text(counts: dict[str, int], noun: str) -> str:
+    """"2 spec warnings (MeterValues.meterValue[].timestamp x2)": the total and the commonest."""
+    total = sum(counts.values())
+    text = "%d %s%s" % (total, noun, "" if total == 1 else "s")
+    if not counts:
+        return text
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    named = ["%s x%d" % item for item in ranked[:VERDICT_RULES_SHOWN]]
+    if len(ranked) > VERDICT_RULES_SHOWN:
+        named.append("%d more" % (len(ranked) - VERDICT_RULES_SHOWN))
+    return "%s (%s)" % (text, ", ".join(named))
+
+
+def _tally_record(tally: ChargerTally, since: tuple) -> dict[str, Any]:
+    """The counted part of a verdict, since the snapshot ``since``: its fields, and "text"."""
+    spec, checks = _rule_counts(tally.rules, since[3])
+    faults = tally.faults - since[2]
+    record: dict[str, Any] = {"messagesIn": tally.messages_in - since[0],
+                              "messagesOut": tally.messages_out - since[1],
+                              "specWarnings": spec, "violations": checks, "faults": faults}
+    record["text"] = "%d messages in, %d out; %s; %s; %d fault%s injected" % (
+        record["messagesIn"], record["messagesOut"], _counted_text(spec, "spec warning"),
+        _counted_text(checks, "behaviour-check violation"), faults, "" if faults == 1 else "s")
+    return record
+
+
+def _json_number(value: Optional[float]) -> Optional[float]:
+    """A verdict's number: whole ones as ints (4200, not 4200.0), others to 0.1; None for none
+    and for one past the float's range (JSON has no infinity)."""
+    if value is None or not math.isfinite(value):
+        return None
+    return int(value) if float(value).is_integer() else round(value, 1)
+
+
+def _verdict(scope: str, transaction_id: Any, text: str, energy: Optional[float],
+             duration: float, peak: Optional[tuple[float, str]], counted: dict[str, Any],
+             transactions: Optional[int]) -> dict[str, Any]:
+    """A verdict's record, its fields in SUMMARY_FIELDS' order."""
+    return {"scope": scope, "transactionId": transaction_id, "text": text + "; " + counted["text"],
+            "energyWh": _json_number(energy), "durationS": round(duration, 1),
+            "peakW": _json_number(peak[0]) if peak else None, "peakFrom": peak[1] if peak else None,
+            "messagesIn": counted["messagesIn"], "messagesOut": counted["messagesOut"],
+            "specWarnings": counted["specWarnings"], "violations": counted["violations"],
+            "faults": counted["faults"], "transactions": transactions}
+
+
+def _transaction_energy(transaction: Transaction, meter_stop: Any) -> Optional[float]:
+    """Wh delivered: meterStop (or the last register reading) less meterStart (or the first)."""
+    start = transaction.meter_start if type(transaction.meter_start) in (int, float) \
+        else transaction.energy_first
+    stop = meter_stop if type(meter_stop) in (int, float) else transaction.energy_last
+    return None if start is None or stop is None else stop - start
+
+
+def _transaction_peak(transaction: Transaction) -> Optional[tuple[float, str]]:
+    """The highest power (W) and where it is from: the Power.Active.Import readings, else the
+    energy over time between readings."""
+    if transaction.peak_power is not None:
+        return transaction.peak_power, "Power.Active.Import"
+    if transaction.peak_derived is not None:
+        return transaction.peak_derived, "energy over time"
+    return None
+
+
+def _peak_text(peak: Optional[tuple[float, str]]) -> str:
+    if peak is None:
+        return "peak power unknown"
+    return "peak %s%s" % (_power_text(peak[0]),
+                          " (from energy over time)" if peak[1] == "energy over time" else "")
+
+
+def transaction_verdict(state: ChargerState, transaction: Transaction,
+                        meter_stop: Any) -> dict[str, Any]:
+    """The verdict of a transaction that ended (``meter_stop``: its meterStop in Wh, if known),
+    counted since it opened; added to the charge point's totals."""
+    energy = _transaction_energy(transaction, meter_stop)
+    peak = _transaction_peak(transaction)
+    duration = time.monotonic() - transaction.started
+    text = "transaction %s ended: %s in %s, %s" % (
+        printable(str(transaction.transaction_id), 40),
+        _energy_text(energy) if energy is not None else "energy unknown",
+        _duration_text(duration), _peak_text(peak))
+    tally = state.tally
+    record = _verdict("transaction", transaction.transaction_id, text, energy, duration, peak,
+                      _tally_record(tally, transaction.tally_start or (0, 0, 0, {})), None)
+    tally.transactions += 1
+    if energy is not None:
+        tally.energy += energy
+    if peak is not None and (tally.peak is None or peak[0] > tally.peak[0]):
+        tally.peak = peak
+    tally.last = record
+    return record
+
+
+def charger_verdict(state: ChargerState, scope: str = "charger") -> dict[str, Any]:
+    """A charge point's verdict over the run so far (``scope`` "exit": the server is stopping)."""
+    tally = state.tally
+    ended = tally.transactions
+    text = "%s: %d transaction%s ended" % ("at exit" if scope == "exit" else "summary", ended,
+                                          "" if ended == 1 else "s")
+    if ended:
+        text += " (%s, %s)" % (_energy_text(tally.energy), _peak_text(tally.peak))
+    if state.transactions:
+        text += ", %d open" % len(state.transactions)
+    duration = time.monotonic() - tally.since
+    counted = _tally_record(tally, (0, 0, 0, {}))
+    counted["text"] += "; first connected %s ago" % _duration_text(duration)
+    return _verdict(scope, None, text, tally.energy if ended else None, duration, tally.peak,
+                    counted, ended)
 
 
 # ---------------------------------------------------------- Protocol engine
@@ -4370,6 +4640,8 @@ class WarnOnce:
         warning is printed, so a charger that repeats a mistake on every frame
         costs a set lookup, not a format.
         """
+        if spec:
+            self.session.state.tally.count(key)
         if key in self.warned:
             return
         if len(self.warned) >= MAX_WARNINGS_PER_CHARGER:
@@ -4953,6 +5225,7 @@ class ChargerCalls:
         if problems and session.strict:
             first = problems[0]
             session.system.count_spec_warning(session.state)
+            session.state.tally.count((action,) + first.key)
             raise CallRefused(first.code, "%s: %s" % (action, first))
         if problems:
             session.warn_once.spec_problems(action, problems)
@@ -5135,6 +5408,7 @@ class ChargerSession:
         """
         if not text.isascii():
             text = encodable(text)
+        self.state.tally.messages_out += 1
         self.bus.publish_frame(self.charger_id, self, "out", text, label, shown)
         return text
 
@@ -5142,6 +5416,7 @@ class ChargerSession:
         """Publish the frame being handled, with what the terminal shows of it (see FrameEvent:
         None and the ``parsed`` CALL, which the terminal renders only when it prints it)."""
         text, binary = self._incoming
+        self.state.tally.messages_in += 1
         self.bus.publish_frame(self.charger_id, self, "in", text, label, shown, binary, parsed)
 
     def log(self, level: str, text: str) -> None:
@@ -5222,6 +5497,7 @@ def check_failed(session: "ChargerSession", rule: str,
     ``text`` may be a function that makes it, as for WarnOnce: a check that
     fails on every message (an early Heartbeat) then costs a set lookup."""
     if ("check", rule) in session.warn_once.warned:  # reported already: nothing to make
+        session.state.tally.count(("check", rule))
         return
     session.warn_once(("check", rule), lambda: "check %s: %s" % (
         rule, text if isinstance(text, str) else text()), spec=True)
@@ -5470,6 +5746,27 @@ def handle_heartbeat(session: "ChargerSession", payload: dict) -> dict:
     return {"currentTime": UTC_CLOCK.now()}
 
 
+def note_transaction_readings(session: "ChargerSession", transaction: Transaction,
+                              payload: dict) -> None:
+    """A MeterValues (or a TransactionEvent's meterValue) of an open transaction: read once, for
+    its verdict (Transaction.note_reading) and its chart."""
+    point = chart_point(payload)
+    transaction.note_reading(point[0], point[1])
+    charts = session.system.charts
+    if charts is not None:
+        charts.add(session.charger_id, transaction, payload, point)
+
+
+def publish_transaction_verdict(session: "ChargerSession", transaction: Transaction,
+                                meter_stop: Any) -> None:
+    """A transaction ended: its verdict, published as a "summary" event once the reply is sent
+    (so that the reply is counted)."""
+    def publish() -> None:
+        record = transaction_verdict(session.state, transaction, meter_stop)
+        session.bus.publish("summary", session.charger_id, session, **record)
+    session.after_reply(publish)
+
+
 def handle_meter_values(session: "ChargerSession", payload: dict) -> dict:
     state = session.state
     state.last_meter_values = payload  # rendered when the operator asks
@@ -5479,9 +5776,9 @@ def handle_meter_values(session: "ChargerSession", payload: dict) -> dict:
     if type(sample) is list and sample and type(sample[0]) is dict:
         check_transaction_message(session, transaction_id, sample[0].get("timestamp"),
                                   "MeterValues")
-    charts = session.system.charts
-    if charts is not None and transaction_id in state.transactions:
-        charts.add(session.charger_id, state.transactions[transaction_id], payload)
+    transaction = state.transactions.get(transaction_id)  # type: ignore[arg-type]
+    if transaction is not None:
+        note_transaction_readings(session, transaction, payload)
     if session.bus.routes["meter_values"]:
         session.bus.publish("meter_values", session.charger_id, session,
                             connectorId=payload.get("connectorId"),
@@ -5540,7 +5837,8 @@ def handle_stop_transaction(session: "ChargerSession", payload: dict) -> dict:
         check_failed(session, "meter-stop",
                      "transaction %d: meterStop %d is below its meterStart %d"
                      % (transaction_id, meter_stop, transaction.meter_start))
-    if state.close_transaction(transaction_id) is None:
+    closed = state.close_transaction(transaction_id)
+    if closed is None:
         session.log("warn", "StopTransaction names transaction %s, which is not open here%s"
                     % (_show(payload.get("transactionId")), state.open_transactions_text()))
     else:
@@ -5549,6 +5847,7 @@ def handle_stop_transaction(session: "ChargerSession", payload: dict) -> dict:
         session.bus.publish("transaction_stopped", session.charger_id, session,
                             transactionId=transaction_id, meterStop=payload.get("meterStop"),
                             reason=payload.get("reason"))
+        publish_transaction_verdict(session, closed, meter_stop)
     reply: dict = {}
     if payload.get("idTag") is not None:
         reply["idTagInfo"] = id_tag_info(session, payload.get("idTag"), "StopTransaction")
@@ -5662,9 +5961,8 @@ def record_meter_values(session: "ChargerSession", readings: dict,
     """A station's meter values (``readings``: evseId, connectorId, transactionId, meterValue):
     kept as its last, charted with ``transaction``'s, published as a meter_values event."""
     session.state.last_meter_values = readings  # rendered when the operator asks
-    charts = session.system.charts
-    if charts is not None and transaction is not None:
-        charts.add(session.charger_id, transaction, readings)
+    if transaction is not None:
+        note_transaction_readings(session, transaction, readings)
     if session.bus.routes["meter_values"]:
         session.bus.publish("meter_values", session.charger_id, session,
                             evseId=readings["evseId"], connectorId=readings["connectorId"],
@@ -5723,10 +6021,12 @@ def _close_station_transaction(session: "ChargerSession", payload: dict,
     if session.system.charts is not None:
         session.system.charts.drop(session.charger_id, transaction_id)
     info = payload["transactionInfo"]
+    meter_stop = _energy_register(payload)
     session.bus.publish("transaction_stopped", session.charger_id, session,
                         transactionId=transaction_id, evseId=transaction.evse_id,
                         connectorId=transaction.connector_id,
-                        meterStop=_energy_register(payload), reason=info.get("stoppedReason"))
+                        meterStop=meter_stop, reason=info.get("stoppedReason"))
+    publish_transaction_verdict(session, transaction, meter_stop)
 
 
 def handle_v201_transaction_event(session: "ChargerSession", payload: dict) -> dict:
@@ -7488,7 +7788,11 @@ class FaultTable:
 
     def fired(self, session: Optional["ChargerSession"], charger_id: str, fault: Fault,
               effect: str) -> None:
-        """Say so, marked, in the output and the transcript."""
+        """Say so, marked, in the output and the transcript; counted for the charge point's
+        verdict."""
+        state = self.system.states.get(charger_id)
+        if state is not None:
+            state.tally.faults += 1
         self.system.bus.publish("fault_injected", charger_id, session, fault=str(fault),
                                 effect=effect)
         self.system.bus.publish("log", charger_id, session, level="warn",
@@ -7880,6 +8184,32 @@ def _run_quit(host: Any, command: Command, outcome: "CommandOutcome") -> None:
     host.system.stop()
 
 
+def summary_lines(system: "CentralSystem", charger_id: Optional[str]) -> list[str]:
+    """`summary`: the verdict so far of ``charger_id``, or of every charge point seen (and the
+    verdict of the latest transaction that ended, if any); CommandError for one never seen."""
+    states = system.states
+    if charger_id is not None and charger_id not in states:
+        raise CommandError("no charge point %s has connected (seen: %s)" % (
+            _show(charger_id), ", ".join(map(_show, list(states)[:20])) or "none"))
+    chosen = [states[charger_id]] if charger_id is not None else list(states.values())
+    lines = [] if chosen else ["no charger has connected yet"]
+    for state in chosen:
+        lines.append("%s %s" % (printable(state.charger_id), charger_verdict(state)["text"]))
+        if state.tally.last is not None:
+            lines.append("  latest " + state.tally.last["text"])
+    return lines
+
+
+def _run_summary(host: Any, command: Command, outcome: "CommandOutcome") -> None:
+    named = command.text[1:] if command.text.startswith("@") else command.text
+    outcome.lines.extend(summary_lines(host.system, named or command.target))
+
+
+def _check_summary(rest: str, target: Optional[str]) -> None:
+    if len(rest.split()) > 1:
+        raise CommandError("usage: summary [@<chargerId>] (every charge point without one)")
+
+
 def _check_help(rest: str, target: Optional[str]) -> None:
     lower = rest.lower()
     if not rest or lower in CONSOLE_ACTIONS or typed_word(lower) or lower in HELP_TOPICS:
@@ -8106,6 +8436,10 @@ COMMAND_WORDS: tuple[CommandWord, ...] = (
     CommandWord(("get",), "get C.V ...", "GetVariables (2.0.1), a line per result",
                 "get OCPPCommCtrlr.HeartbeatInterval", "actions", word="call", scripts=True,
                 run=_run_call, expand=expand_get),
+    CommandWord(("summary",), "summary [@chargerId]",
+                "each charger's verdict: energy, peak power, messages, warnings, faults",
+                "summary @CP-1", "console", overview=True, scripts=True, check=_check_summary,
+                run=_run_summary, complete=lambda ids: ["@" + charger_id for charger_id in ids]),
 )
 
 
@@ -10562,6 +10896,7 @@ def charger_record(system: "CentralSystem", state: ChargerState) -> dict:
         "transactions": [transaction_record(tx) for tx in state.transactions.values()],
         "lastMeterValues": state.last_meter_values,
         "specWarnings": state.spec_warnings,
+        "summary": dict(charger_verdict(state), lastTransaction=state.tally.last),
         "authorizationKeyRotated": state.key_rotated,
         "outstandingCall": outstanding.action if outstanding is not None else None,
         "filesFolder": system.http.files.charger_folder(state.charger_id) if system.http else None,
@@ -10957,6 +11292,7 @@ class HttpApi(HttpPort):
         (("api", "chargers"), {"GET": "list_chargers"}),
         (("api", "chargers", "*"), {"GET": "get_charger"}),
         (("api", "chargers", "*", "variables"), {"GET": "device_routes.variables"}),
+        (("api", "chargers", "*", "summary"), {"GET": "get_summary"}),  # before {Action}'s
         (("api", "chargers", "*", "*"), {"POST": "call_action"}),
         (("api", "command"), {"POST": "run_command"}),
         (("api", "events"), {"GET": "streams.open"}),
@@ -11000,6 +11336,15 @@ class HttpApi(HttpPort):
         if state is None:
             raise HttpError(404, "no charge point %s has connected" % _show(charger_id))
         return 200, charger_record(self.system, state)
+
+    async def get_summary(self, request: HttpRequest, writer: asyncio.StreamWriter,
+                          charger_id: str) -> tuple[int, Any]:
+        """GET /api/chargers/{id}/summary: its verdict so far, and its latest transaction's."""
+        state = self.system.states.get(charger_id)
+        if state is None:
+            raise HttpError(404, "no charge point %s has connected" % _show(charger_id))
+        return 200, dict(charger_verdict(state), charger=charger_id,
+                         lastTransaction=state.tally.last)
 
     def _action(self, charger_id: str, word: str) -> str:
         """The action ``word`` names for the charger's version (--ocpp's while it is away)."""
@@ -11244,7 +11589,7 @@ const MAX_ROWS = 400;
 const START_CONNECTOR = 1;  // the connector the Start button's RemoteStartTransaction names
 const START_WAIT = 15000;  // ms an accepted Start stays disabled, awaiting its transaction
 const REFRESHING = ["connected", "disconnected", "ready", "state_changed", "transaction_started",
-                    "transaction_stopped", "spec_problem", "file_received"];
+                    "transaction_stopped", "spec_problem", "file_received", "summary"];
 const charts = new Map();  // "CP · transaction N" -> {points, canvas, box, legend}, oldest first
 const cards = new Map();  // charger id -> its card, kept: buttons and answers survive updates
 const warnings = new Map();  // charger id -> the texts of its latest spec warnings
@@ -11357,6 +11702,7 @@ function renderCard(charger) {
   }
   for (const schedule of charger.schedules || []) parts.push(scheduleBox(schedule));
   if (charger.specWarnings) parts.push(...warningParts(charger));
+  if (charger.summary) parts.push(summaryBlock(charger.summary));
   card.querySelector(".info").replaceChildren(...parts);
 }
 
@@ -11422,6 +11768,13 @@ function noteWarning(event) {
   texts.push(event.text);
   if (texts.length > limits.warnings) texts.shift();
   warnings.set(event.charger, texts);
+}
+
+function summaryBlock(summary) {  // the charger's verdict so far, and its latest transaction's
+  const block = el("div", "verdict");
+  block.append(el("p", "muted", summary.text));
+  if (summary.lastTransaction) block.append(el("p", "muted", summary.lastTransaction.text));
+  return block;
 }
 
 function startBegins(id) {
@@ -11677,6 +12030,7 @@ function showEvent(event, live) {  // live: from the stream (else a row of the p
     case "file_received":
       addRow(event, "file", "file", event.name + " (" + event.size + " bytes) from " + event.peer);
       break;
+    case "summary": addRow(event, "summary", "summary", event.text); break;
   }
   if (live && REFRESHING.includes(event.type)) refreshSoon();
 }
@@ -11867,6 +12221,7 @@ canvas { width: 100%; display: block; }
 .row.in .dir { color: #1565c0; } .row.out .dir { color: #2e7d32; }
 .row.warn, .row.error { background: #fff3c4; } .row.error { background: #ffcdd2; }
 .row.file { background: #e1f5fe; }
+.row.summary { background: #e8f5e9; } .verdict { border-top: 1px solid #dde; margin-top: .3rem; }
 .open-able { cursor: pointer; } .open-able:hover { background: #eef3fb; }
 .detail { margin: 0; padding: .5rem; background: #f7f8fa; white-space: pre-wrap;
           word-break: break-all;
@@ -11920,7 +12275,7 @@ PAGE_HEADERS = (
     ("X-Frame-Options", "DENY"), ("Referrer-Policy", "no-referrer"), ("Cache-Control", "no-store"))
 PAGE_STATE_ROWS = 100  # latest frame-log rows the page's first HTML carries ...
 PAGE_STATE_BUDGET = 500000  # ... and the characters they may hold between them
-PAGE_ROW_TYPES = ("frame", "spec_problem", "file_received")  # and warn and error lines
+PAGE_ROW_TYPES = ("frame", "spec_problem", "file_received", "summary")  # and warn and error lines
 # A data block ends at the first "</script"; a charger's "<", ">" and "&", and the line separators
 # (line ends to older JavaScript), are written as JSON escapes, so nothing it sends can end it.
 _DATA_BLOCK_ESCAPES = {ord(character): f"\\u{ord(character):04x}"
@@ -12522,6 +12877,7 @@ class CentralSystem:
             offered = (", ".join(request_headers(websocket).get_all("Sec-WebSocket-Protocol"))
                        or "none")
             self.count_spec_warning(self.state_for(charger_id))
+            self.state_for(charger_id).tally.count(("no-subprotocol",))
             self.log("warn", charger_id, "spec: no subprotocol negotiated (charger offered: %s); "
                      "serving it as OCPP %s (--ocpp)" % (printable(offered),
                                                          self.default_version.name))
@@ -12529,6 +12885,7 @@ class CentralSystem:
         problem = RPC_RULES[subprotocol].identity_problem(charger_id)
         if problem is not None:
             self.count_spec_warning(self.state_for(charger_id))
+            self.state_for(charger_id).tally.count(("charge-point-id",))
             self.log("warn", charger_id, "spec: %s; serving it anyway" % problem)
 
     def _named(self, charger_id: str, address: Any, peer: str) -> str:
@@ -12701,9 +13058,17 @@ async def close_down(system: CentralSystem, server: Any, http_api: "Optional[Htt
     if http_api is not None:
         await http_api.close()
     await shut_down(system, server)
+    publish_exit_verdicts(system)
     if http_api is not None and http_api.files.temporary:
         keep_or_remove(http_api.files.root, out)
     out.console("stopped")
+
+
+def publish_exit_verdicts(system: CentralSystem) -> None:
+    """At exit, once every connection is closed: a "summary" event (scope "exit") for each charge
+    point that connected during the run (the REMEMBERED_CHARGE_POINTS latest gone ones)."""
+    for state in list(system.states.values()):
+        system.bus.publish("summary", state.charger_id, None, **charger_verdict(state, "exit"))
 
 
 # The collector's pauses over a heap of thousands of connections are most of a large fleet's

@@ -216,6 +216,13 @@ SMART_201_TEST = (
     "tests/test_smart201.py::test_the_guide_session_runs_as_written_with_the_demo_charger"
 )
 COVERED_ELSEWHERE = {
+    # --- verdict
+    "docs/guide.md: CP-1 ** transaction 1 ended: 4.2 kWh in 12 min 3 s, peak 11.0 kW; 6 mess":
+    "tests/test_verdict.py::"
+    "test_a_16_transaction_ends_with_its_verdict_in_the_output_and_the_transcript",
+    "docs/api.md: $ curl -s $API/api/chargers/CP-1/summary": "tests/test_verdict.py::"
+    "test_the_api_serves_the_verdict_and_the_charger_record_carries_it",
+    # ---
     GUIDE_SESSION: SESSION_TEST,
     GUIDE_DEMO: SESSION_TEST,
     GUIDE_SESSION_201: SESSION_TEST_201,
