@@ -5611,7 +5611,7 @@ def certificate_hash_data(pem: str, issuer: Optional[str] = None) -> dict:
     if issuer is None and len(blocks) > 1:
         issuer = blocks[1]
     if issuer is not None:
-        issuer_subject, _, key = _certificate_fields(issuer)[1:]
+        _, issuer_subject, key, _ = _certificate_fields(issuer)
         if issuer_subject != issuer_name:
             raise ValueError("the issuer certificate given is not the one that signed it")
     elif issuer_name != subject:
