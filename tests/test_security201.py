@@ -9,6 +9,7 @@ log statuses followed per requestId.  Every frame the server sends is checked by
 schema.
 """
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -27,6 +28,7 @@ from cryptography.x509.oid import NameOID
 
 import ocpp_mock_server as mock
 from conftest import (
+    DEMO_CHARGER,
     TIMEOUT,
     Charger,
     _basic,
@@ -226,13 +228,11 @@ async def test_a_station_raised_to_profile_3_needs_its_client_certificate(start_
     await upgraded.close()
 
 
-def test_tls_port_needs_certfile():
-    completed = subprocess.run(
-        [sys.executable, str(mock.__file__), "--tls-port", "0"], capture_output=True, text=True,
-        timeout=TIMEOUT,
-    )
-    assert completed.returncode == 2
-    assert "--tls-port needs --certfile" in completed.stderr
+def test_tls_port_needs_certfile(capsys):
+    with pytest.raises(SystemExit) as exited:
+        mock.parse_settings(["--tls-port", "0"])
+    assert exited.value.code == 2
+    assert "--tls-port needs --certfile" in capsys.readouterr().err
 
 
 @charger_test
@@ -482,3 +482,103 @@ async def _upload(server, url: str, body: bytes) -> None:
     path = url.split(f":{http_port(server)}", 1)[1]
     reply = await http(server, "POST", path, data=body, port=http_port(server))
     assert reply.status in (200, 201), reply
+
+
+# ------------------------------------------------------------ The demo charger (--ocpp 2.0.1)
+
+
+def _demo_charger(url: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-W", "error::DeprecationWarning", str(DEMO_CHARGER), url, "--ocpp",
+         "2.0.1", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdin=subprocess.DEVNULL)
+
+
+def _stopped(demo: subprocess.Popen) -> str:
+    if demo.poll() is None:
+        demo.terminate()
+    output, _ = demo.communicate(timeout=TIMEOUT)
+    assert "Traceback" not in output, output
+    return output
+
+
+def _is_tls(server, station_id: str) -> bool:
+    return server.call_in_loop(
+        lambda: server.system.sessions[station_id].websocket.transport.get_extra_info(
+            "ssl_object") is not None)
+
+
+def _set_line(variable: str, value: str) -> str:
+    return "@CS-D " + _set_variable("SecurityCtrlr", variable, value)
+
+
+@pytest.mark.slow(3)
+def test_the_demo_charger_moves_to_profile_2_takes_a_new_password_and_moves_files(
+    start_server, tmp_path
+):
+    """ws:// with basic auth, then SetNetworkProfile and SecurityProfile 2: it comes back over
+    wss:// (--tls-port); then BasicAuthPassword: it comes back with the new one.  Over TLS it
+    downloads firmware and uploads its log, followed per requestId."""
+    files = tmp_path / "files"
+    server, ca_path, _, _ = _tls_server(start_server, tmp_path, "--basic-auth", "key-0123456789ab",
+                                        "--files-dir", str(files))
+    demo = _demo_charger(server.url + "/CS-D", "--password", "key-0123456789ab", "--ca-file",
+                         str(ca_path))
+    try:
+        server.wait_for(r"CS-D <- StatusNotification")
+        assert not _is_tls(server, "CS-D")
+        server.type("@CS-D SetNetworkProfile")
+        server.wait_for(r"CS-D <- SetNetworkProfile\.conf \{\"status\":\"Accepted\"\}")
+        mark = server.mark()
+        server.type(_set_line("SecurityProfile", "2"))
+        server.wait_for(r"CS-D <- SecurityEventNotification security event "
+                        r"ReconfigurationOfSecurityParameters at \S+: techInfo \"SecurityProfile "
+                        r"2\"", since=mark)
+        server.wait_for(r"CS-D <- StatusNotification", since=server.mark())
+        assert _is_tls(server, "CS-D")
+        mark = server.mark()
+        server.type(_set_line("BasicAuthPassword", "new-password-4567"))
+        server.wait_for(r"CS-D \*\* BasicAuthPassword set", since=mark)
+        server.wait_for(r"techInfo \"BasicAuthPassword\"", since=mark)
+        server.wait_for(r"CS-D <- StatusNotification", since=server.mark())
+        (files / "CS-D").mkdir(parents=True, exist_ok=True)
+        (files / "CS-D" / "firmware.bin").write_bytes(b"demo firmware")
+        server.type("@CS-D UpdateFirmware")
+        server.wait_for(r"CS-D \*\* UpdateFirmware request \d+: Downloading, Downloaded$")
+        server.type("@CS-D GetLog")
+        server.wait_for(r"CS-D \*\* GetLog request \d+: Uploading, Uploaded$")
+        server.wait_for(r"CS-D \*\* GetLog request \d+: the log uploaded: CS-D/demo-security\.log")
+    finally:
+        output = _stopped(demo)
+    assert "connected to wss://127.0.0.1" in output, output
+    assert "refused" not in output, output
+
+
+@pytest.mark.slow(3)
+def test_the_demo_charger_takes_part_in_profile_3(start_server, tmp_path):
+    """--client-ca on the TLS port: the demo charger starts on ws:// and, once raised to 3, comes
+    back with its client certificate; a lower profile is then refused (403)."""
+    ca_dir = tmp_path / "ca"
+    ca_dir.mkdir()
+    ca_path, _, ca, ca_key = _certificate_authority(ca_dir, "Client CA")
+    server, server_ca, _, _ = _tls_server(start_server, tmp_path, "--client-ca", str(ca_path))
+    client_cert, client_key = _signed_by(ca, ca_key, tmp_path, "CS-D")
+    demo = _demo_charger(server.url + "/CS-D", "--ca-file", str(server_ca), "--client-cert",
+                         str(client_cert), "--client-key", str(client_key))
+    try:
+        server.wait_for(r"CS-D <- StatusNotification")
+        server.type("@CS-D SetNetworkProfile")
+        server.wait_for(r"CS-D <- SetNetworkProfile\.conf")
+        mark = server.mark()
+        server.type(_set_line("SecurityProfile", "3"))
+        server.wait_for(r"CS-D \*\* SecurityProfile raised from 1 to 3", since=mark)
+        server.wait_for(r"CS-D <- StatusNotification", since=server.mark())
+        assert _is_tls(server, "CS-D")
+        peer = server.call_in_loop(
+            lambda: server.system.sessions["CS-D"].websocket.transport.get_extra_info("peercert"))
+        assert ((("commonName", "CS-D"),),) == tuple(peer["subject"])
+    finally:
+        output = _stopped(demo)
+    assert "connected to wss://127.0.0.1" in output, output
+    assert asyncio.run(_station(server.url, "CS-D")) == 403
+    server.wait_for(r"HTTP 403, security profile 1 \(ws://, HTTP Basic\) is below 3")
