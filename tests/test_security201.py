@@ -14,10 +14,12 @@ import base64
 import hashlib
 import json
 import re
+import shlex
 import shutil
 import ssl
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import websockets
@@ -402,7 +404,7 @@ async def test_the_v2g_requests_are_answered_failed_and_a_fault_sets_another_ans
             "serialNumber": "1f", "responderURL": "http://ocsp.example"}
     status = await station.call("GetCertificateStatus", {"ocspRequestData": ocsp})
     assert status.payload["status"] == "Failed"
-    server.type('fault GetCertificateStatus payload={"status":"Accepted","ocspResult":"TU9DSw=="}')
+    server.type(guide_block("fault GetCertificateStatus")[0])  # the guide's line, as written
     server.wait_for(r"fault .*GetCertificateStatus")
     configured = await station.call("GetCertificateStatus", {"ocspRequestData": ocsp})
     assert configured.payload == {"status": "Accepted", "ocspResult": "TU9DSw=="}
@@ -487,11 +489,10 @@ async def _upload(server, url: str, body: bytes) -> None:
 # ------------------------------------------------------------ The demo charger (--ocpp 2.0.1)
 
 
-def _demo_charger(url: str, *args: str) -> subprocess.Popen:
+def _demo_charger(*args: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-W", "error::DeprecationWarning", str(DEMO_CHARGER), url, "--ocpp",
-         "2.0.1", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        stdin=subprocess.DEVNULL)
+        [sys.executable, "-W", "error::DeprecationWarning", str(DEMO_CHARGER), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
 
 
 def _stopped(demo: subprocess.Popen) -> str:
@@ -512,45 +513,69 @@ def _set_line(variable: str, value: str) -> str:
     return "@CS-D " + _set_variable("SecurityCtrlr", variable, value)
 
 
+GUIDE = Path(mock.__file__).parent / "docs" / "guide.md"
+
+
+def guide_block(first: str) -> list:
+    """The lines of the guide's code block whose first line starts with ``first``."""
+    for match in re.finditer(r"^```\w*\n(.*?)^```", GUIDE.read_text(encoding="utf-8"),
+                             re.M | re.S):
+        if match.group(1).startswith(first):
+            return match.group(1).splitlines()
+    raise AssertionError(f"no block of the guide starts with {first!r}")
+
+
+def _as_here(line: str, tmp_path, **names) -> list:
+    """A command line of the guide, its files in ``tmp_path`` and its ports or URL replaced."""
+    words = shlex.split(line)
+    return [names.get(word, str(tmp_path / word) if word.endswith((".pem", ".key")) else word)
+            for word in words]
+
+
 @pytest.mark.slow(3)
-def test_the_demo_charger_moves_to_profile_2_takes_a_new_password_and_moves_files(
-    start_server, tmp_path
-):
-    """ws:// with basic auth, then SetNetworkProfile and SecurityProfile 2: it comes back over
-    wss:// (--tls-port); then BasicAuthPassword: it comes back with the new one.  Over TLS it
-    downloads firmware and uploads its log, followed per requestId."""
+def test_the_guides_profile_upgrade_of_the_demo_charger_runs_as_written(start_server, tmp_path):
+    """The guide's 2.0.1 security walk-through, its lines as written (ports and file places made
+    free): ws:// with basic auth, then SetNetworkProfile and SecurityProfile 2, and it comes back
+    over wss:// (--tls-port); then BasicAuthPassword, and it comes back with the new one.  Over
+    TLS, the guide's UpdateFirmware and GetLog lines: firmware downloaded and the log uploaded,
+    followed per requestId."""
+    ca_path, _, ca, ca_key = _certificate_authority(tmp_path, "ca")
+    _signed_by(ca, ca_key, tmp_path, "server", server=True)
+    server_line, demo_line = guide_block("python ocpp_mock_server.py --basic-auth")
     files = tmp_path / "files"
-    server, ca_path, _, _ = _tls_server(start_server, tmp_path, "--basic-auth", "key-0123456789ab",
-                                        "--files-dir", str(files))
-    demo = _demo_charger(server.url + "/CS-D", "--password", "key-0123456789ab", "--ca-file",
-                         str(ca_path))
+    server = start_server(*_as_here(server_line, tmp_path, **{"60443": "0"})[2:],
+                          "--files-dir", str(files), "--no-boot-data")
+    url = server.url + "/CS-1"
+    demo = _demo_charger(*_as_here(demo_line, tmp_path, **{
+        "ws://127.0.0.1:60003/CS-1": url})[2:])
     try:
-        server.wait_for(r"CS-D <- StatusNotification")
-        assert not _is_tls(server, "CS-D")
-        server.type("@CS-D SetNetworkProfile")
-        server.wait_for(r"CS-D <- SetNetworkProfile\.conf \{\"status\":\"Accepted\"\}")
+        server.wait_for(r"CS-1 <- StatusNotification")
+        assert not _is_tls(server, "CS-1")
+        network, profile, password = guide_block("SetNetworkProfile")
+        server.type(network)
+        server.wait_for(r"CS-1 <- SetNetworkProfile\.conf \{\"status\":\"Accepted\"\}")
         mark = server.mark()
-        server.type(_set_line("SecurityProfile", "2"))
-        server.wait_for(r"CS-D <- SecurityEventNotification security event "
+        server.type(profile)
+        server.wait_for(r"CS-1 <- SecurityEventNotification security event "
                         r"ReconfigurationOfSecurityParameters at \S+: techInfo \"SecurityProfile "
                         r"2\"", since=mark)
-        server.wait_for(r"CS-D <- StatusNotification", since=server.mark())
-        assert _is_tls(server, "CS-D")
+        server.wait_for(r"CS-1 <- StatusNotification", since=server.mark())
+        assert _is_tls(server, "CS-1")
         mark = server.mark()
-        server.type(_set_line("BasicAuthPassword", "new-password-4567"))
-        server.wait_for(r"CS-D \*\* BasicAuthPassword set", since=mark)
+        server.type(password)
+        server.wait_for(r"CS-1 \*\* BasicAuthPassword set", since=mark)
         server.wait_for(r"techInfo \"BasicAuthPassword\"", since=mark)
-        server.wait_for(r"CS-D <- StatusNotification", since=server.mark())
-        (files / "CS-D").mkdir(parents=True, exist_ok=True)
-        (files / "CS-D" / "firmware.bin").write_bytes(b"demo firmware")
-        server.type("@CS-D UpdateFirmware")
-        server.wait_for(r"CS-D \*\* UpdateFirmware request \d+: Downloading, Downloaded$")
-        server.type("@CS-D GetLog")
-        server.wait_for(r"CS-D \*\* GetLog request \d+: Uploading, Uploaded$")
-        server.wait_for(r"CS-D \*\* GetLog request \d+: the log uploaded: CS-D/demo-security\.log")
+        server.wait_for(r"CS-1 <- StatusNotification", since=server.mark())
+        (files / "CS-1").mkdir(parents=True, exist_ok=True)
+        (files / "CS-1" / "firmware.bin").write_bytes(b"demo firmware")
+        for line in guide_block("UpdateFirmware"):
+            server.type(line)
+        server.wait_for(r"CS-1 \*\* UpdateFirmware request \d+: Downloading, Downloaded$")
+        server.wait_for(r"CS-1 \*\* GetLog request \d+: Uploading, Uploaded$")
+        server.wait_for(r"CS-1 \*\* GetLog request \d+: the log uploaded: CS-1/demo-security\.log")
     finally:
         output = _stopped(demo)
-    assert "connected to wss://127.0.0.1" in output, output
+    assert f"connected to {server.system.tls_url}/CS-1 (ocpp2.0.1 dialect)" in output, output
     assert "refused" not in output, output
 
 
@@ -563,8 +588,8 @@ def test_the_demo_charger_takes_part_in_profile_3(start_server, tmp_path):
     ca_path, _, ca, ca_key = _certificate_authority(ca_dir, "Client CA")
     server, server_ca, _, _ = _tls_server(start_server, tmp_path, "--client-ca", str(ca_path))
     client_cert, client_key = _signed_by(ca, ca_key, tmp_path, "CS-D")
-    demo = _demo_charger(server.url + "/CS-D", "--ca-file", str(server_ca), "--client-cert",
-                         str(client_cert), "--client-key", str(client_key))
+    demo = _demo_charger(server.url + "/CS-D", "--ocpp", "2.0.1", "--ca-file", str(server_ca),
+                         "--client-cert", str(client_cert), "--client-key", str(client_key))
     try:
         server.wait_for(r"CS-D <- StatusNotification")
         server.type("@CS-D SetNetworkProfile")
