@@ -5402,7 +5402,7 @@ def handle_v201_sign_certificate(session: "ChargerSession",
     rule (CSR_RULES: ChargingStationCertificate, the default, must be the station's id;
     V2GCertificate names the SECC); CertificateSigned then names the type."""
     kind = payload.get("certificateType", "ChargingStationCertificate")
-    if kind not in CSR_RULES:  # the schema allows no other; an operator may have let one through
+    if not isinstance(kind, str) or kind not in CSR_RULES:  # off-spec: answered, not signed
         session.log("warn", "SignCertificate for a %s: answered Rejected" % _show(kind))
         return {"status": "Rejected"}
     return session.system.signing.answer(session, payload.get("csr"), kind)

@@ -607,3 +607,104 @@ def test_the_demo_charger_takes_part_in_profile_3(start_server, tmp_path):
     assert "connected to wss://127.0.0.1" in output, output
     assert asyncio.run(_station(server.url, "CS-D")) == 403
     server.wait_for(r"HTTP 403, security profile 1 \(ws://, HTTP Basic\) is below 3")
+
+
+# ------------------------------------------- a charge point on mobilityhouse `ocpp`'s v201
+
+
+@charger_test
+@needs_openssl
+async def test_an_ocpp_package_v201_charge_point_takes_the_security_flows(start_server, tmp_path):
+    """The package's v201 ChargePoint (its own schema checks on every frame) signs a CSR, takes
+    the signed chain, the certificate commands, UpdateFirmware and GetLog typed bare, a new
+    password, and reports its firmware and log statuses and a security event."""
+    from ocpp.routing import on
+    from ocpp.v201 import ChargePoint, call, call_result, datatypes, enums
+    from ocpp.v201.enums import Action
+
+    taken = {}
+
+    class SecureStation(ChargePoint):
+        @on(Action.certificate_signed)
+        def on_certificate_signed(self, certificate_chain, **kwargs):
+            taken["chain"] = (certificate_chain, kwargs.get("certificate_type"))
+            return call_result.CertificateSigned(status="Accepted")
+
+        @on(Action.install_certificate)
+        def on_install_certificate(self, certificate_type, certificate, **_):
+            return call_result.InstallCertificate(status="Accepted")
+
+        @on(Action.delete_certificate)
+        def on_delete_certificate(self, certificate_hash_data, **_):
+            taken["deleted"] = certificate_hash_data
+            return call_result.DeleteCertificate(status="Accepted")
+
+        @on(Action.get_installed_certificate_ids)
+        def on_get_installed_certificate_ids(self, **_):
+            return call_result.GetInstalledCertificateIds(status="NotFound")
+
+        @on(Action.update_firmware)
+        def on_update_firmware(self, request_id, firmware, **_):
+            taken["firmware"] = (request_id, firmware)
+            return call_result.UpdateFirmware(status="Accepted")
+
+        @on(Action.get_log)
+        def on_get_log(self, log, log_type, request_id, **_):
+            taken["log"] = (request_id, log_type)
+            return call_result.GetLog(status="Accepted", filename="station.log")
+
+        @on(Action.set_variables)
+        def on_set_variables(self, set_variable_data, **_):
+            return call_result.SetVariables(set_variable_result=[
+                {"attribute_status": "Accepted", "component": item["component"],
+                 "variable": item["variable"]} for item in set_variable_data])
+
+    server, _, _ = _signing_server(start_server, tmp_path)
+    websocket = await websockets.connect(server.url + "/MH-SEC", subprotocols=["ocpp2.0.1"])
+    station = SecureStation("MH-SEC", websocket)
+    listening = asyncio.ensure_future(station.start())
+    loop = asyncio.get_running_loop()
+
+    async def typed(line: str, answered: str):
+        mark = server.mark()
+        server.type(line)
+        return await loop.run_in_executor(
+            None, lambda: server.wait_for(rf"MH-SEC <- {answered}(\.conf| CALLERROR)", since=mark))
+
+    try:
+        await station.call(call.BootNotification(
+            charging_station=datatypes.ChargingStationType(vendor_name="MH", model="Sec"),
+            reason=enums.BootReasonEnumType.power_up))
+        signed = await station.call(call.SignCertificate(
+            csr=_csr("MH-SEC"), certificate_type="ChargingStationCertificate"))
+        assert signed.status == "Accepted"
+        await loop.run_in_executor(None, lambda: server.wait_for(r"MH-SEC <- CertificateSigned"))
+        assert _common_name(taken["chain"][0]) == "MH-SEC"
+        assert taken["chain"][1] == "ChargingStationCertificate"
+        for line in ("InstallCertificate", "DeleteCertificate", "GetInstalledCertificateIds",
+                     "UpdateFirmware", "GetLog logType=SecurityLog",
+                     "@MH-SEC " + _set_variable("SecurityCtrlr", "BasicAuthPassword", "pw-0123")):
+            answer = await typed(line, line.split()[0] if line[0] != "@" else "SetVariables")
+            assert answer.group(1) == ".conf", server.output()
+        demo_root = mock.certificate_hash_data(mock.DEMO_CERTIFICATE)  # installed just before
+        assert taken["deleted"] == {"hash_algorithm": "SHA256",
+                                    "issuer_name_hash": demo_root["issuerNameHash"],
+                                    "issuer_key_hash": demo_root["issuerKeyHash"],
+                                    "serial_number": demo_root["serialNumber"]}
+        request_id, firmware = taken["firmware"]
+        assert firmware["signing_certificate"].startswith("-----BEGIN CERTIFICATE-----")
+        await station.call(call.FirmwareStatusNotification(status="Downloading",
+                                                           request_id=request_id))
+        await station.call(call.LogStatusNotification(status="Uploading",
+                                                      request_id=taken["log"][0]))
+        await station.call(call.SecurityEventNotification(
+            type="FirmwareUpdated", timestamp=NOW, tech_info="by the test"))
+        server.wait_for(rf"MH-SEC \*\* UpdateFirmware request {request_id}: Downloading$")
+        server.wait_for(rf"MH-SEC \*\* GetLog request {taken['log'][0]}: Uploading$")
+        server.wait_for(r'MH-SEC <- SecurityEventNotification security event FirmwareUpdated at '
+                        r'2026-12-03T10:00:00Z: techInfo "by the test"')
+        server.wait_for(r"MH-SEC \*\* BasicAuthPassword set")
+        assert "spec:" not in server.settled_output()
+    finally:
+        listening.cancel()
+        await websocket.close()
