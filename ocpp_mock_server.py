@@ -6461,6 +6461,11 @@ def firmware_signature(system: "CentralSystem", session: Optional["ChargerSessio
         signature = _openssl_signature(system, session, path, options.ca_key)
         if signature is None or certificate is None:
             return None
+        if len(signature) > 800 or len(certificate.group(0)) > 5500:  # the schemas' maxLength
+            session.log("warn", "UpdateFirmware: the signature (%d characters) or --ca-cert's "
+                        "certificate (%d) is longer than the schema allows (800, 5500); sent "
+                        "with placeholders" % (len(signature), len(certificate.group(0))))
+            return None
         if len(signing.firmware_signatures) >= MAX_FIRMWARE_SIGNATURES:
             signing.firmware_signatures.clear()
         signing.firmware_signatures[key] = (certificate.group(0).strip() + "\n", signature)
