@@ -3807,6 +3807,9 @@ class ChargerState:
         if self.key_rotated is not None:
             lines.append("  AuthorizationKey: rotated at %s; only the new key lets it in"
                          % self.key_rotated)
+        for (request, request_id), statuses in (self.requests_followed or {}).items():
+            lines.append("  %s request %s: %s" % (request, printable(request_id, 40),
+                                                  printable(", ".join(statuses), 400)))
         return lines
 
 

@@ -476,6 +476,26 @@ async def test_firmware_and_log_statuses_are_followed_per_request_id(start_serve
     server.wait_for(rf"CS-1 \*\* GetLog request {request_id}: Uploading, Uploaded$")
     server.wait_for(rf"CS-1 \*\* GetLog request {request_id}: the log uploaded: CS-1/sec\.log "
                     r"\(13 bytes\), stored as ")
+    server.type("chargers")  # the listing shows them too
+    server.wait_for(r">>\s+UpdateFirmware request 7: Downloading, Downloaded$")
+    server.wait_for(rf">>\s+GetLog request {request_id}: Uploading, Uploaded$")
+    await station.close()
+
+
+@charger_test
+async def test_what_is_followed_per_station_is_bounded(start_server):
+    server = start_server("--no-boot-data", "--quiet")
+    station = await _booted(server.url)
+    for request_id in range(mock.MAX_REQUESTS_FOLLOWED + 5):
+        await station.call("LogStatusNotification", {"status": "Uploading",
+                                                     "requestId": request_id})
+    for _ in range(mock.MAX_STATUSES_FOLLOWED + 3):
+        await station.call("FirmwareStatusNotification", {"status": "Downloading",
+                                                          "requestId": 99})
+    followed = server.call_in_loop(lambda: dict(server.system.states["CS-1"].requests_followed))
+    assert len(followed) == mock.MAX_REQUESTS_FOLLOWED
+    assert ("GetLog", "0") not in followed and ("GetLog", "24") in followed  # the oldest forgotten
+    assert followed[("UpdateFirmware", "99")] == ["Downloading"] * mock.MAX_STATUSES_FOLLOWED
     await station.close()
 
 
