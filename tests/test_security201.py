@@ -70,9 +70,19 @@ async def _station(url: str, station_id: str = "CS-1", password=None, context=No
 async def _booted(url: str, station_id: str = "CS-1", **connect) -> Charger:
     station = await _station(url, station_id, **connect)
     assert isinstance(station, Charger), station
-    reply = await station.call("BootNotification", BOOT)
+    reply = await _call(station, "BootNotification", BOOT)
     assert reply.payload["status"] == "Accepted", reply
     return station
+
+
+async def _call(station: Charger, action: str, payload: dict):
+    """The station's CALL, and the server's reply, valid by the 2.0.1 schema (a CALLERROR
+    fails)."""
+    assert_valid(action + "Request", payload, "2.0.1")
+    reply = await station.call(action, payload)
+    assert reply[0] == 3, reply
+    assert_valid(action + "Response", reply.payload, "2.0.1")
+    return reply
 
 
 async def _answered(station: Charger, action: str, reply: dict):
@@ -242,7 +252,7 @@ async def test_a_security_event_notification_is_shown_in_words(start_server):
     server = start_server("--no-boot-data")
     station = await _booted(server.url)
     payload = {"type": "InvalidCsmsCertificate", "timestamp": NOW, "techInfo": "expired"}
-    assert (await station.call("SecurityEventNotification", payload)).payload == {}
+    assert (await _call(station, "SecurityEventNotification", payload)).payload == {}
     server.wait_for(r'CS-1 <- SecurityEventNotification security event InvalidCsmsCertificate at '
                     r'2026-12-03T10:00:00Z: techInfo "expired"$')
     await station.close()
@@ -278,7 +288,7 @@ def _signing_server(start_server, tmp_path):
 async def test_a_charging_station_certificate_is_signed_as_in_1_6(start_server, tmp_path):
     server, ca, _ = _signing_server(start_server, tmp_path)
     station = await _booted(server.url)
-    reply = await station.call("SignCertificate", {
+    reply = await _call(station, "SignCertificate", {
         "csr": _csr("CS-1"), "certificateType": "ChargingStationCertificate"})
     assert reply.payload == {"status": "Accepted"}
     signed = await _answered(station, "CertificateSigned", {"status": "Accepted"})
@@ -298,7 +308,7 @@ async def test_a_charging_station_certificate_is_signed_as_in_1_6(start_server, 
         "issuerKeyHash": hashlib.sha256(key).hexdigest(),
         "serialNumber": format(chain[0].serial_number, "x")}
     # A CSR for another id, the default type: Rejected, as in 1.6.
-    other = await station.call("SignCertificate", {"csr": _csr("CS-2")})
+    other = await _call(station, "SignCertificate", {"csr": _csr("CS-2")})
     assert other.payload == {"status": "Rejected"}
     server.wait_for(r'CS-1 !! SignCertificate: the CSR\'s CN is "CS-2", not "CS-1", the charge '
                     r"point id of this connection; answered Rejected, nothing signed$")
@@ -310,7 +320,7 @@ async def test_a_charging_station_certificate_is_signed_as_in_1_6(start_server, 
 async def test_a_v2g_csr_names_the_secc_and_is_signed_by_its_own_rule(start_server, tmp_path):
     server, _, files = _signing_server(start_server, tmp_path)
     station = await _booted(server.url)
-    reply = await station.call("SignCertificate", {"csr": _csr("DE*ABC*E1234*1"),
+    reply = await _call(station, "SignCertificate", {"csr": _csr("DE*ABC*E1234*1"),
                                                    "certificateType": "V2GCertificate"})
     assert reply.payload == {"status": "Accepted"}
     server.wait_for(r'CS-1 !! SignCertificate V2GCertificate: its CN "DE\*ABC\*E1234\*1" names the '
@@ -318,7 +328,7 @@ async def test_a_v2g_csr_names_the_secc_and_is_signed_by_its_own_rule(start_serv
     signed = await _answered(station, "CertificateSigned", {"status": "Accepted"})
     assert signed.payload["certificateType"] == "V2GCertificate"
     assert _common_name(signed.payload["certificateChain"]) == "DE*ABC*E1234*1"
-    two = await station.call("SignCertificate", {"csr": _csr_named("A", "B"),
+    two = await _call(station, "SignCertificate", {"csr": _csr_named("A", "B"),
                                                  "certificateType": "V2GCertificate"})
     assert two.payload == {"status": "Rejected"}
     server.wait_for(r'CS-1 !! SignCertificate: the V2GCertificate CSR\'s CN is "A", "B": it must '
@@ -330,7 +340,7 @@ async def test_a_v2g_csr_names_the_secc_and_is_signed_by_its_own_rule(start_serv
 async def test_without_a_ca_the_line_to_type_names_the_certificate_type(start_server, tmp_path):
     server = start_server("--no-boot-data", "--files-dir", str(tmp_path))
     station = await _booted(server.url)
-    reply = await station.call("SignCertificate", {"csr": _csr("DE*ABC*E1"),
+    reply = await _call(station, "SignCertificate", {"csr": _csr("DE*ABC*E1"),
                                                    "certificateType": "V2GCertificate"})
     assert reply.payload == {"status": "Accepted"}
     line = server.wait_for(r"CS-1 \*\* SignCertificate: the CSR is saved in .* type: @CS-1 "
@@ -392,7 +402,7 @@ async def test_install_then_delete_and_get_installed_ids_on_a_2_0_1_station(star
 async def test_the_v2g_requests_are_answered_failed_and_a_fault_sets_another_answer(start_server):
     server = start_server("--no-boot-data")
     station = await _booted(server.url)
-    ev = await station.call("Get15118EVCertificate", {
+    ev = await _call(station, "Get15118EVCertificate", {
         "iso15118SchemaVersion": "urn:iso:15118:2:2013:MsgDef", "action": "Install",
         "exiRequest": "AAAA"})
     assert ev.payload == {"status": "Failed", "exiResponse": "", "statusInfo": {
@@ -402,11 +412,11 @@ async def test_the_v2g_requests_are_answered_failed_and_a_fault_sets_another_ans
                     r"has no ISO 15118 \(V2G\) PKI to ask")
     ocsp = {"hashAlgorithm": "SHA256", "issuerNameHash": "ab" * 32, "issuerKeyHash": "cd" * 32,
             "serialNumber": "1f", "responderURL": "http://ocsp.example"}
-    status = await station.call("GetCertificateStatus", {"ocspRequestData": ocsp})
+    status = await _call(station, "GetCertificateStatus", {"ocspRequestData": ocsp})
     assert status.payload["status"] == "Failed"
     server.type(guide_block("fault GetCertificateStatus")[0])  # the guide's line, as written
     server.wait_for(r"fault .*GetCertificateStatus")
-    configured = await station.call("GetCertificateStatus", {"ocspRequestData": ocsp})
+    configured = await _call(station, "GetCertificateStatus", {"ocspRequestData": ocsp})
     assert configured.payload == {"status": "Accepted", "ocspResult": "TU9DSw=="}
     await station.close()
 
@@ -465,14 +475,14 @@ async def test_firmware_and_log_statuses_are_followed_per_request_id(start_serve
     location = get_log.payload["log"]["remoteLocation"]
     assert "/files/CS-1/" in location
     for status in ("Downloading", "Downloaded"):
-        await station.call("FirmwareStatusNotification", {"status": status, "requestId": 7})
-    await station.call("FirmwareStatusNotification", {"status": "Installing", "requestId": 8})
+        await _call(station, "FirmwareStatusNotification", {"status": status, "requestId": 7})
+    await _call(station, "FirmwareStatusNotification", {"status": "Installing", "requestId": 8})
     server.wait_for(r"CS-1 \*\* UpdateFirmware request 7: Downloading, Downloaded$")
     server.wait_for(r"CS-1 \*\* UpdateFirmware request 8: Installing$")
     request_id = get_log.payload["requestId"]
-    await station.call("LogStatusNotification", {"status": "Uploading", "requestId": request_id})
+    await _call(station, "LogStatusNotification", {"status": "Uploading", "requestId": request_id})
     await _upload(server, location + "sec.log", b"security log\n")
-    await station.call("LogStatusNotification", {"status": "Uploaded", "requestId": request_id})
+    await _call(station, "LogStatusNotification", {"status": "Uploaded", "requestId": request_id})
     server.wait_for(rf"CS-1 \*\* GetLog request {request_id}: Uploading, Uploaded$")
     server.wait_for(rf"CS-1 \*\* GetLog request {request_id}: the log uploaded: CS-1/sec\.log "
                     r"\(13 bytes\), stored as ")
@@ -487,10 +497,10 @@ async def test_what_is_followed_per_station_is_bounded(start_server):
     server = start_server("--no-boot-data", "--quiet")
     station = await _booted(server.url)
     for request_id in range(mock.MAX_REQUESTS_FOLLOWED + 5):
-        await station.call("LogStatusNotification", {"status": "Uploading",
+        await _call(station, "LogStatusNotification", {"status": "Uploading",
                                                      "requestId": request_id})
     for _ in range(mock.MAX_STATUSES_FOLLOWED + 3):
-        await station.call("FirmwareStatusNotification", {"status": "Downloading",
+        await _call(station, "FirmwareStatusNotification", {"status": "Downloading",
                                                           "requestId": 99})
     followed = server.call_in_loop(lambda: dict(server.system.states["CS-1"].requests_followed))
     assert len(followed) == mock.MAX_REQUESTS_FOLLOWED
