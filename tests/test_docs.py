@@ -231,6 +231,9 @@ COVERED_ELSEWHERE = {
     # --- smart201
     GUIDE_SMART_201_DEMO: SMART_201_TEST,
     GUIDE_SMART_201_SESSION: SMART_201_TEST,
+    "docs/guide.md: 17:39:39.298 CS-1 ** NotifyReport requestId 1: 3 parts, 9 "
+    "variables (`va": "tests/test_device201.py::"
+    "test_the_demo_charger_takes_part_in_every_device_model_flow",
     # security201: the 2.0.1 security walk-through, read from the guide and run as written
     "docs/guide.md: python ocpp_mock_server.py --basic-auth key-0123456789ab --certfile serv":
     "tests/test_security201.py::test_the_guides_profile_upgrade_of_the_demo_charger_runs_as_written",
