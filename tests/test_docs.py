@@ -241,6 +241,16 @@ COVERED_ELSEWHERE = {
     "docs/guide.md: 17:39:39.298 CS-1 ** NotifyReport requestId 1: 3 parts, 9 "
     "variables (`va": "tests/test_device201.py::"
     "test_the_demo_charger_takes_part_in_every_device_model_flow",
+    # security201: the 2.0.1 security walk-through, read from the guide and run as written
+    "docs/guide.md: python ocpp_mock_server.py --basic-auth key-0123456789ab --certfile serv":
+    "tests/test_security201.py::test_the_guides_profile_upgrade_of_the_demo_charger_runs_as_written",
+    "docs/guide.md: SetNetworkProfile": "tests/test_security201.py::"
+    "test_the_guides_profile_upgrade_of_the_demo_charger_runs_as_written",
+    "docs/guide.md: UpdateFirmware": "tests/test_security201.py::"
+    "test_the_guides_profile_upgrade_of_the_demo_charger_runs_as_written",
+    'docs/guide.md: fault GetCertificateStatus payload={"status":"Accepted","ocspResult":"TU':
+    "tests/test_security201.py::"
+    "test_the_v2g_requests_are_answered_failed_and_a_fault_sets_another_answer",
 }
 
 # Blocks no test runs: {key: why}.
