@@ -24,7 +24,9 @@ StatusNotification per EVSE and connector, Authorize, and on RequestStartTransac
 transaction of TransactionEvents (Started, Updated with the meter every --meter-interval, Ended
 on RequestStopTransaction) with its own transactionId and seqNo; it answers every CSMS message
 of 2.0.1 with a schema-valid reply, from a small device model (GetVariables, SetVariables,
-GetBaseReport and GetReport with NotifyReport in parts). --misbehave is 1.6 only for now.
+GetBaseReport and GetReport with NotifyReport in parts). --misbehave works in both versions;
+bad-transition (the 1.6 status diagram) is 1.6 only, the TransactionEvent and 2.0.1 status ones
+(repeat-seqno and the others after it in MISBEHAVIOURS) are 2.0.1 only.
 Standard library and websockets only, like the server.
 """
 
@@ -50,7 +52,12 @@ except ImportError:
 # --misbehave: rules a good charger keeps, broken on purpose (the server's behaviour checks catch
 # each).
 MISBEHAVIOURS = ("skip-boot-wait", "meter-backwards", "bad-transition", "fast-heartbeat",
-                 "two-calls")
+                 "two-calls", "repeat-seqno", "skip-seqno", "updated-before-started",
+                 "started-twice", "available-while-charging", "repeat-status", "no-offline-flag",
+                 "replay-reversed")
+# The misbehaviours one version only has: {switch: the version it needs}.
+MISBEHAVIOUR_VERSIONS = dict({"bad-transition": "1.6"}, **{
+    name: "2.0.1" for name in MISBEHAVIOURS[MISBEHAVIOURS.index("repeat-seqno"):]})
 DIAGNOSTICS_FILE = "demo-diagnostics.log"
 LOG_FILE = "demo-security.log"
 # The certificate signing request it sends for ExtendedTriggerMessage SignChargePointCertificate
@@ -107,6 +114,15 @@ class Station:
         self.queued: list[tuple[str, dict]] = []
         self.starting = False  # a RemoteStart accepted, its StartTransaction not answered yet
         self.suspended = False  # the battery is full: SuspendedEV, 0 W, until the transaction stops
+        self.misbehaved: set = set()  # the --misbehave switches that break their rule once, done
+
+
+def misbehave_once(station: Station, options: argparse.Namespace, name: str) -> bool:
+    """True the first time only, when --misbehave ``name`` is given."""
+    if name not in options.misbehave or name in station.misbehaved:
+        return False
+    station.misbehaved.add(name)
+    return True
 
 
 class DemoCharger:
@@ -206,6 +222,8 @@ class DemoCharger:
                 # Available -> Finishing: the status diagram has no such step
                 await self.status("Finishing")
                 await self.status("Available")
+            if "repeat-status" in self.misbehave:  # the same status again, unasked
+                await self.status(status, again=True)
             self.spawn(self.heartbeats(interval / 4 if "fast-heartbeat" in self.misbehave
                                        else interval))
             await self.until(self.finished.wait(), float("inf"), "the end of the session")
@@ -244,6 +262,8 @@ class DemoCharger:
         if self.station.queued:
             say(f"server back: sending {len(self.station.queued)} message(s) kept while it was "
                 "away")
+            if "replay-reversed" in self.misbehave:  # the newest first: out of order
+                self.station.queued.reverse()
         while self.station.queued:  # what the meter makes meanwhile joins the end of the queue
             action, payload = self.station.queued[0]
             await self.call(action, payload)
@@ -257,7 +277,7 @@ class DemoCharger:
                 raise ServerGone("the connection has ended")
             return await self.call(action, payload)
         except (ServerGone, websockets.ConnectionClosed):
-            keep(self.station, action, payload)
+            keep(self.station, action, payload, self.options)
             say(f"server away: {action} kept to send later")
             return None
 
@@ -266,7 +286,7 @@ class DemoCharger:
             await asyncio.sleep(interval)
             await self.call("Heartbeat", {})
 
-    async def status(self, status: str) -> None:
+    async def status(self, status: str, again: bool = False) -> None:
         if self.flexicharge:
             payload = {"connectorId": str(self.connector), "errorCode": "", "status": status}
         else:
@@ -699,14 +719,14 @@ async def meter_values(station: Station, options: argparse.Namespace) -> None:
             and not charger.gone.is_set()):
             charger.spawn(charger.transaction_message(action, payload))
         else:
-            keep(station, action, payload)
+            keep(station, action, payload, options)
             say(f"server away: {action} kept to send later")
 
 
-def keep(station: Station, action: str, payload: dict) -> None:
+def keep(station: Station, action: str, payload: dict, options: argparse.Namespace) -> None:
     """Keep a transaction message for when the server is back (a 2.0.1 TransactionEvent says it
     happened offline)."""
-    if action == "TransactionEvent":
+    if action == "TransactionEvent" and "no-offline-flag" not in options.misbehave:
         payload["offline"] = True
     station.queued.append((action, payload))
 
@@ -746,6 +766,10 @@ def transaction_event(station: Station, options: argparse.Namespace, event_type:
                "evse": {"id": EVSE_ID, "connectorId": options.connector},
                "meterValue": [meter_value_201(station, context)]}
     station.seq_no += 1
+    if station.seq_no == 3 and misbehave_once(station, options, "repeat-seqno"):
+        station.seq_no = 2  # the next event has this one's seqNo again
+    if station.seq_no == 5 and "skip-seqno" in options.misbehave:
+        station.seq_no = 6  # seqNo 5 never comes
     return payload
 
 
@@ -800,6 +824,8 @@ class DemoCharger201(DemoCharger):
         while True:
             await asyncio.sleep(min(interval, HEARTBEAT_POLL))
             seconds = self.options.heartbeat_interval or max(1, int(variable[0]))
+            if "fast-heartbeat" in self.misbehave:
+                seconds /= 4
             if time.monotonic() - last >= seconds:
                 last = time.monotonic()
                 await self.call("Heartbeat", {})
@@ -832,6 +858,9 @@ class DemoCharger201(DemoCharger):
             await self.status("Preparing")
             station.transaction_id, station.seq_no = str(uuid.uuid4()), 0
             station.power_w, station.charging_state = 7400, "Charging"
+            if "updated-before-started" in self.misbehave:
+                await self.transaction_message("TransactionEvent", transaction_event(
+                    station, self.options, "Updated", "ChargingStateChanged"))
             payload = transaction_event(station, self.options, "Started", "RemoteStart",
                                         "Transaction.Begin")
             payload["idToken"] = id_token
@@ -848,7 +877,19 @@ class DemoCharger201(DemoCharger):
             await self.stop_transaction("DeAuthorized")
             return
         say(f"transaction {station.transaction_id} started")
+        await self.misbehave_in_transaction(payload)
         station.meter_task = asyncio.ensure_future(meter_values(station, self.options))
+
+    async def misbehave_in_transaction(self, started: dict) -> None:
+        """--misbehave started-twice and available-while-charging, once the transaction runs."""
+        if "started-twice" in self.misbehave:
+            again = transaction_event(self.station, self.options, "Started", "RemoteStart",
+                                      "Transaction.Begin")
+            again["idToken"] = started.get("idToken")
+            await self.transaction_message("TransactionEvent", again)
+        if "available-while-charging" in self.misbehave:
+            await self.status("Available")
+            await self.status("Charging")
 
     async def stop_transaction(self, reason: str, finish: bool = True) -> None:
         """TransactionEvent Ended with ``reason`` as its stoppedReason."""
@@ -1397,9 +1438,10 @@ def parse_args(argv: Optional[list] = None) -> argparse.Namespace:
     if options.ocpp != "1.6" and options.flexicharge:
         parser.error("--flexicharge is a dialect of OCPP 1.6: it cannot go with --ocpp "
                      + options.ocpp)
-    if options.ocpp != "1.6" and options.misbehave:
-        parser.error("--misbehave works with OCPP 1.6 only for now, not with --ocpp "
-                     + options.ocpp)
+    for name in options.misbehave:
+        if MISBEHAVIOUR_VERSIONS.get(name, options.ocpp) != options.ocpp:
+            parser.error("--misbehave %s breaks a rule of OCPP %s only: it cannot go with --ocpp %s"
+                         % (name, MISBEHAVIOUR_VERSIONS[name], options.ocpp))
     return options
 
 
