@@ -6753,7 +6753,7 @@ class ReplyFault(Fault):
             if value not in ALL_ERROR_CODES:
                 raise CommandError("fault %s: error=%s is not an OCPP error code (%s)" % (
                     self.action, value, ", ".join(sorted(ALL_ERROR_CODES))))
-            self.error = internal_error_code(value)
+            self.error = value  # as typed: each version's spelling is chosen as it fires
         elif name == "delay":
             self.delay = _fault_number("delay", value, 0.001, 3600)
         elif name == "times":
@@ -6775,6 +6775,23 @@ def parse_fault(text: str, target: Optional[str] = None) -> Fault:
     return FAULT_KINDS.get(words[0].lower(), ReplyFault).parse(text, target, words)
 
 
+# The replies whose status= is that of an authorization: 1.6's idTagInfo, 2.0.1's idTokenInfo.
+ID_INFO_KEYS = ("idTagInfo", "idTokenInfo")
+
+
+def fault_error_code(rpc: RpcRules, typed: Any) -> tuple[Any, str]:
+    """The code an error= fault sends a charger of ``rpc``'s version for the code ``typed`` (any
+    version's), and what its FAULT line adds: the version's spelling of a code it spells otherwise
+    (FormationViolation is FormatViolation in 2.0.1), GenericError for one it lacks."""
+    if typed is None:
+        return None, ""
+    code = rpc.code(internal_error_code(typed))
+    if code not in rpc.error_codes:
+        return GENERIC_ERROR, " (%s is not an OCPP %s error code: GenericError instead)" % (
+            typed, rpc.version)
+    return code, "" if code == typed else " (OCPP %s spells %s so)" % (rpc.version, typed)
+
+
 class FiredReply:
     """A reply fault firing on one CALL, and the engine's hooks: ``refuse`` (if ``refuses``) or
     ``run`` in place of the handler; ``change`` with its reply, then ``send`` with the text."""
@@ -6789,15 +6806,15 @@ class FiredReply:
                ) -> Optional[str]:
         """error=CODE or drop: the handler does not run; the CALLERROR, or nothing, goes back."""
         fault = self.fault
+        code, note = fault_error_code(session.version.rpc, fault.error)
         session.bus.publish("call_answered", session.charger_id, session, action=fault.action,
-                            payload=payload, reply=None, error=fault.error)
+                            payload=payload, reply=None, error=code)
         if fault.error is None:
             self.table.fired(session, session.charger_id, fault,
                              "no reply to %s %s" % (label, _show(message_id)))
             return None
         self.table.fired(session, session.charger_id, fault,
-                         "answered with CALLERROR %s" % fault.error)
-        code = session.version.rpc.code(fault.error)
+                         "answered with CALLERROR %s%s" % (code, note))
         return session.answer(build_call_error(message_id, code, "fault injected"),
                               label + " CALLERROR", code + " fault injected")
 
@@ -6820,8 +6837,9 @@ class FiredReply:
             return reply
         reply = dict(fault.payload) if fault.payload is not None else dict(reply)
         if status is not None:
-            if isinstance(reply.get("idTagInfo"), dict):
-                reply["idTagInfo"] = dict(reply["idTagInfo"], status=status)
+            info = next((key for key in ID_INFO_KEYS if isinstance(reply.get(key), dict)), None)
+            if info is not None:
+                reply[info] = dict(reply[info], status=status)
             else:
                 reply["status"] = status
         reply.update(fault.fields)

@@ -8,6 +8,7 @@ import importlib.util
 import re
 
 import pytest
+import websockets
 
 from conftest import (
     DEMO_CHARGER,
@@ -264,3 +265,113 @@ def test_the_2_0_1_offline_scenario_passes_strict_against_the_demo_charger():
     assert "!! FAULT injected (fault offline 2): upgrade refused (HTTP 503)" in output
     assert ">> scenario offline-201.txt: PASS" in output, output
     assert "!! check" not in output
+
+
+def faults_md_201_lines() -> list:
+    """The fault lines docs/faults.md shows for 2.0.1 stations, as written."""
+    text = (DEMO_CHARGER.parent.parent / "docs" / "faults.md").read_text(encoding="utf-8")
+    section = text.split("## OCPP 2.0.1 stations", 1)[1]
+    return re.search(r"```text\n(.*?)```", section, re.S).group(1).splitlines()
+
+
+TOKEN = {"idToken": "AA11", "type": "ISO14443"}
+EVENT = {
+    "eventType": "Started",
+    "timestamp": "2026-12-03T12:00:00.000Z",
+    "triggerReason": "Authorized",
+    "seqNo": 0,
+    "transactionInfo": {"transactionId": "T-9"},
+    "idToken": TOKEN,
+}
+STATUS = {
+    "timestamp": "2026-12-03T12:00:00.000Z",
+    "connectorStatus": "Available",
+    "evseId": 1,
+    "connectorId": 1,
+}
+METER = {
+    "evseId": 1,
+    "meterValue": [{"timestamp": "2026-12-03T12:00:00.000Z", "sampledValue": [{"value": 5}]}],
+}
+# Each line of the docs: the station's CALL it fires on, and what the station gets (a reply
+# payload's check, a CALLERROR code, or None: no reply, the FAULT line says what happened).
+FAULT_LINES_201 = {
+    "fault BootNotification status=Pending interval=10 times=1": (
+        "BootNotification",
+        BOOT,
+        lambda reply: reply["status"] == "Pending" and reply["interval"] == 10,
+    ),
+    "fault Authorize status=Blocked": (
+        "Authorize",
+        {"idToken": TOKEN},
+        lambda reply: reply["idTokenInfo"]["status"] == "Blocked",
+    ),
+    "fault TransactionEvent status=Invalid times=1": (
+        "TransactionEvent",
+        EVENT,
+        lambda reply: reply["idTokenInfo"]["status"] == "Invalid",
+    ),
+    "fault TransactionEvent delay=40 times=1": ("TransactionEvent", dict(EVENT, seqNo=1), None),
+    "fault Heartbeat drop": ("Heartbeat", {}, None),
+    "fault StatusNotification error=FormationViolation times=1": (
+        "StatusNotification",
+        STATUS,
+        "FormatViolation",
+    ),
+    "fault MeterValues error=RpcFrameworkError times=1": (
+        "MeterValues",
+        METER,
+        "RpcFrameworkError",
+    ),
+}
+
+
+@charger_test
+async def test_the_2_0_1_fault_lines_of_faults_md_work_as_written_on_a_2_0_1_station(start_server):
+    server = start_server("--ocpp", "2.0.1")
+    station = await Charger.connect(server.url, CHARGER_ID, subprotocols=("ocpp2.0.1",))
+    lines = faults_md_201_lines()
+    assert lines[-1] == "fault offline 30" and set(lines[:-1]) == set(FAULT_LINES_201)
+    for line in lines[:-1]:
+        action, payload, wanted = FAULT_LINES_201[line]
+        mark = server.mark()
+        server.type(line)
+        server.wait_for(">> in force: " + re.escape(line), since=mark)
+        if wanted is None:
+            await station.send_frame([2, "m-" + action, action, payload])
+        else:
+            reply = await station.call(action, payload)
+            if isinstance(wanted, str):
+                assert reply.error_code == wanted, reply
+            else:
+                assert reply[0] == 3 and wanted(reply.payload), reply
+                assert_v201_valid(action + "Response", reply.payload)
+        server.wait_for(rf"{CHARGER_ID} !! FAULT injected \({re.escape(line)}\)", since=mark)
+    server.type("fault offline 30")
+    server.wait_for(rf"{CHARGER_ID} !! FAULT injected \(fault offline 30\): the central system")
+    with pytest.raises(websockets.ConnectionClosed):
+        await station.receive()
+    output = server.settled_output()
+    assert "answered with CALLERROR FormatViolation (OCPP 2.0.1 spells FormationViolation so)" in (
+        output
+    )
+    assert "reply sent after 40 s" in output and "no reply to Heartbeat" in output
+    assert mock_state(server).boot_status == "Pending"  # the fault's Pending is the server's too
+
+
+@charger_test
+async def test_an_error_code_a_version_lacks_is_sent_as_generic_error_in_one_line(start_server):
+    server = start_server("--fault", "Heartbeat error=RpcFrameworkError")
+    charger = await Charger.connect(server.url, "CP-16")
+    reply = await charger.call("Heartbeat", {})
+    assert reply.error_code == "GenericError", reply
+    line = server.wait_for(r"CP-16 !! FAULT injected .*").group(0)
+    assert line.endswith(
+        "answered with CALLERROR GenericError (RpcFrameworkError is not an OCPP 1.6 error code: "
+        "GenericError instead)"
+    ), line
+    await charger.close()
+
+
+def mock_state(server):
+    return server.call_in_loop(lambda: server.system.state_for(CHARGER_ID))
