@@ -14,6 +14,7 @@ from conftest import (
     DEMO_CHARGER,
     SCENARIOS,
     Charger,
+    InProcessServer,
     LoopThread,
     assert_v201_valid,
     charger_test,
@@ -133,7 +134,7 @@ def test_calls_while_pending_are_caught_but_not_what_the_csms_asked_for(start_se
         mark = wait_line(server, r"<- Heartbeat", mark)
         for rule in misbehave.values():
             server.wait_for(rf"{CHARGER_ID} !! check {rule}:")
-        wait_line(server, r"-> StatusNotification\.conf", mark)
+        wait_line(server, r"-> StatusNotification\.conf")  # the delayed one, whenever it came
         output = server.settled_output()
     finally:
         station.stop()
@@ -375,3 +376,21 @@ async def test_an_error_code_a_version_lacks_is_sent_as_generic_error_in_one_lin
 
 def mock_state(server):
     return server.call_in_loop(lambda: server.system.state_for(CHARGER_ID))
+
+
+@pytest.mark.slow(2)
+def test_a_2_0_1_behaviour_check_fails_a_strict_scenario_run(tmp_path):
+    script = tmp_path / "seqno.txt"
+    script.write_text(
+        "wait BootNotification within 10\nwait StatusNotification within 10\nstartRemote\n"
+        "wait TransactionEvent eventType=Updated x4 within 10\n"
+    )
+    server = InProcessServer("--ocpp", "2.0.1", "--strict", "--script", str(script))
+    station = DemoStation(server, "--misbehave", "repeat-seqno")
+    try:
+        server.wait_for(r">> scenario seqno\.txt: FAIL at --strict, 4 of 4 steps passed")
+    finally:
+        station.stop()
+        code = server.stop()
+    assert code == 1, server.output()
+    assert checks_fired(server.output()) == ["seqno-repeated"], server.output()
