@@ -2994,23 +2994,166 @@ def render_transaction_event(payload: dict) -> str:
              _scalar_text(payload.get("triggerReason"))]
     if evse:
         parts.append(_place(evse.get("id"), evse.get("connectorId")))
-    parts += ["%s %s" % (name, _scalar_text(info[name])) for name in _TRANSACTION_INFO_SHOWN
-              if name in info]
+    if len(info) > ("transactionId" in info):  # more than the id
+        parts += ["%s %s" % (name, _scalar_text(info[name])) for name in _TRANSACTION_INFO_SHOWN
+                  if name in info]
     token = payload.get("idToken")
     if type(token) is dict:
         parts.append("idToken %s (%s)" % (_show(token.get("idToken")), _scalar_text(
             token.get("type"))))
-    readings = [_reading_shown(*reading) for reading in itertools.islice(
-        _meter_readings(payload), MAX_READINGS_SHOWN)]
-    rest = {name: value for name, value in payload.items() if name not in _TRANSACTION_EVENT_SHOWN}
+    readings = _standard_v201_readings(payload.get("meterValue")) if "values" not in payload \
+        else None
+    if readings is None:
+        readings = [_reading_shown(*reading) for reading in itertools.islice(
+            _meter_readings(payload), MAX_READINGS_SHOWN)]
     text = ", ".join(parts) + (": " + ", ".join(readings) if readings else "")
-    return text + (" " + render_json(rest) if rest else "")
+    if payload.keys() <= _TRANSACTION_EVENT_SHOWN:  # nearly every TransactionEvent
+        return text
+    rest = {name: value for name, value in payload.items() if name not in _TRANSACTION_EVENT_SHOWN}
+    return text + " " + render_json(rest)
+
+
+def _standard_v201_readings(meter_value: Any) -> Optional[list[str]]:
+    """The readings of a 2.0.1 ``meterValue`` as render_transaction_event shows them, when each
+    has a text measurand, a number value, a unitOfMeasure of a text unit without a multiplier (or
+    none) and no phase, in one plain loop (it runs for every TransactionEvent with readings);
+    None for any other (the general way then reads them)."""
+    shown: list[str] = []
+    if meter_value is None:
+        return shown
+    try:
+        for sample in meter_value:
+            for item in sample["sampledValue"]:
+                if "phase" in item or "unit" in item:
+                    return None
+                measurand, value = item["measurand"], item["value"]
+                unit = item["unitOfMeasure"]["unit"] if "unitOfMeasure" in item else "Wh"
+                if (type(measurand) is not str or not measurand or type(unit) is not str
+                        or not unit or len(item.get("unitOfMeasure") or "u") != 1):
+                    return None
+                if type(value) is int or type(value) is float:
+                    shown.append(f"{measurand} {value!r} {unit}")
+                else:
+                    return None
+    except (KeyError, TypeError, AttributeError):  # not quite the standard form
+        return None
+    return shown if len(shown) <= MAX_READINGS_SHOWN else None
+
+
+# Smart charging, reservations: what a station reports, in words.  A schedule shows its first
+# MAX_SCHEDULE_PERIODS_SHOWN periods, the rest counted.
+MAX_SCHEDULE_PERIODS_SHOWN = 8
+
+
+def _number_text(value: Any) -> str:
+    """A limit or an amount as the operator reads it: 16.0 as "16", 7.5 as "7.5"."""
+    if type(value) is float and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return _scalar_text(value)
+
+
+def schedule_periods(schedule: Any) -> list[tuple[Any, Any, Any]]:
+    """(startPeriod, limit, numberPhases or None) of a ChargingScheduleType's periods, at most
+    MAX_SCHEDULE_PERIODS_SHOWN; a period that is not an object is left out."""
+    periods = schedule.get("chargingSchedulePeriod") if type(schedule) is dict else None
+    if type(periods) is not list:
+        return []
+    return [(period.get("startPeriod"), period.get("limit"), period.get("numberPhases"))
+            for period in periods[:MAX_SCHEDULE_PERIODS_SHOWN] if type(period) is dict]
+
+
+def schedule_text(schedule: Any) -> str:
+    """A charging schedule in one phrase: "from 0 s 16 A, from 1800 s 8 A 1 phase"."""
+    if type(schedule) is not dict:
+        return render_json(schedule)
+    unit = _scalar_text(schedule.get("chargingRateUnit"))
+    shown = ["from %s s %s %s%s" % (_scalar_text(start), _number_text(limit), unit,
+                                    "" if phases is None else " %s phase(s)" % _scalar_text(phases))
+             for start, limit, phases in schedule_periods(schedule)]
+    periods = schedule.get("chargingSchedulePeriod")
+    if type(periods) is list and len(periods) > MAX_SCHEDULE_PERIODS_SHOWN:
+        shown.append("... and %d more" % (len(periods) - MAX_SCHEDULE_PERIODS_SHOWN))
+    return ", ".join(shown) or "no periods"
+
+
+def render_charging_limit(payload: dict) -> str:
+    """NotifyChargingLimit: "EMS limit on EVSE 1, gridCritical false: from 0 s 11000 W"."""
+    limit = payload.get("chargingLimit")
+    limit = limit if type(limit) is dict else {}
+    text = "%s limit" % _scalar_text(limit.get("chargingLimitSource"))
+    if payload.get("evseId") is not None:
+        text += " on EVSE " + _scalar_text(payload.get("evseId"))
+    if limit.get("isGridCritical") is not None:
+        text += ", gridCritical %s" % render_json(limit.get("isGridCritical"))
+    schedules = payload.get("chargingSchedule")
+    if type(schedules) is list and schedules:
+        text += ": " + "; ".join(schedule_text(schedule) for schedule in schedules[:4])
+    return text
+
+
+def render_ev_charging_needs(payload: dict) -> str:
+    """NotifyEVChargingNeeds: "EVSE 1, AC_three_phase, departure ...: 20000 Wh, 6-32 A"."""
+    needs = payload.get("chargingNeeds")
+    needs = needs if type(needs) is dict else {}
+    parts = ["EVSE " + _scalar_text(payload.get("evseId")),
+             _scalar_text(needs.get("requestedEnergyTransfer"))]
+    if needs.get("departureTime") is not None:
+        parts.append("departure " + _scalar_text(needs.get("departureTime")))
+    ac, dc = needs.get("acChargingParameters"), needs.get("dcChargingParameters")
+    wanted = []
+    if type(ac) is dict:
+        wanted = ["%s Wh" % _number_text(ac.get("energyAmount")), "%s-%s A at %s V" % (
+            _number_text(ac.get("evMinCurrent")), _number_text(ac.get("evMaxCurrent")),
+            _number_text(ac.get("evMaxVoltage")))]
+    elif type(dc) is dict:
+        wanted = ["up to %s A at %s V" % (_number_text(dc.get("evMaxCurrent")),
+                                          _number_text(dc.get("evMaxVoltage")))]
+        if dc.get("stateOfCharge") is not None:
+            wanted.append("SoC %s %%" % _scalar_text(dc.get("stateOfCharge")))
+    return ", ".join(parts) + (": " + ", ".join(wanted) if wanted else "")
+
+
+def render_reservation_status(payload: dict) -> str:
+    """ReservationStatusUpdate: "reservation 3: Expired"."""
+    return "reservation %s: %s" % (_scalar_text(payload.get("reservationId")),
+                                   _scalar_text(payload.get("reservationUpdateStatus")))
+
+
+def profile_text(profile: Any) -> str:
+    """A ChargingProfileType in one phrase: "profile 1 TxDefaultProfile, stack 0, Relative: from
+    0 s 16 A"."""
+    if type(profile) is not dict:
+        return render_json(profile)
+    schedules = profile.get("chargingSchedule")
+    schedules = schedules if type(schedules) is list else [schedules]
+    return "profile %s %s, stack %s, %s: %s" % (
+        _scalar_text(profile.get("id")), _scalar_text(profile.get("chargingProfilePurpose")),
+        _scalar_text(profile.get("stackLevel")), _scalar_text(profile.get("chargingProfileKind")),
+        "; ".join(schedule_text(schedule) for schedule in schedules[:3]))
+
+
+def render_charging_profiles(payload: dict) -> str:
+    """ReportChargingProfiles: "request 3, EVSE 1, CSO, tbc false: profile 1 TxDefaultProfile,
+    ..."."""
+    profiles = payload.get("chargingProfile")
+    profiles = profiles if type(profiles) is list else []
+    shown = [profile_text(profile) for profile in profiles[:4]]
+    if len(profiles) > 4:
+        shown.append("... and %d more" % (len(profiles) - 4))
+    return "request %s, EVSE %s, %s, tbc %s: %s" % (
+        _scalar_text(payload.get("requestId")), _scalar_text(payload.get("evseId")),
+        _scalar_text(payload.get("chargingLimitSource")),
+        render_json(payload.get("tbc", False)), "; ".join(shown))
 
 
 # A charger's CALLs whose frame line shows the payload in words, not as JSON.
 CALL_RENDERERS: dict[str, Callable[[dict], str]] = {
     "MeterValues": render_meter_values,
     "TransactionEvent": render_transaction_event,
+    "NotifyChargingLimit": render_charging_limit,
+    "NotifyEVChargingNeeds": render_ev_charging_needs,
+    "ReservationStatusUpdate": render_reservation_status,
+    "ReportChargingProfiles": render_charging_profiles,
 }
 
 
@@ -3462,7 +3605,8 @@ EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     "transaction_stopped": ("transactionId", "meterStop", "reason", "evseId", "connectorId"),
     # readings: [measurand, value, unit, phase]
     "meter_values": ("connectorId", "transactionId", "readings", "evseId"),
-    "state_changed": ("field", "value"),  # boot (the BootNotification), or connector N (its status)
+    # boot (the BootNotification), connector N (its status), schedule EVSE N (a composite schedule)
+    "state_changed": ("field", "value"),
     "spec_problem": ("key", "text"),  # a spec warning, once per charger and problem
     "file_received": ("name", "size", "peer"),  # an upload to the file server, stored under name
     "fault_injected": ("fault", "effect"),  # a fault set on purpose fired (docs/faults.md)
@@ -3682,8 +3826,7 @@ class Transaction:
 
     def place(self) -> str:
         """Where it runs, as the operator reads it: "connector 1", or "EVSE 1 connector 2"."""
-        where = "connector %s" % self.connector_id
-        return where if self.evse_id is None else "EVSE %s %s" % (self.evse_id, where)
+        return _place(self.evse_id, self.connector_id)
 
 
 def connector_label(key: Any) -> str:
@@ -3732,6 +3875,7 @@ class ChargerState:
         self.history = ChargerHistory()  # what the behaviour checks remember since its last boot
         # Its latest spec warnings' texts, for the page's list (spec_warnings counts them all).
         self.spec_texts: Latest = Latest(SPEC_WARNINGS_KEPT)
+        self.smart_charging: Optional[SmartCharging] = None  # made on its first report
 
     def set_connector(self, connector: Any, status: str) -> bool:
         """Record a connector's status (``connector``: its number, or (EVSE, connector)); False
@@ -3793,6 +3937,63 @@ class ChargerState:
         return lines
 
 
+# A 2.0.1 station's smart charging, as it reported it: ChargerState.smart_charging, made on the
+# first report.
+PROFILE_REPORTS_KEPT = 4  # ReportChargingProfiles requestIds assembled at once per station
+PROFILE_REPORT_PARTS = 16  # parts of one requestId kept; a report with more is cut there
+SCHEDULES_KEPT = 4  # composite schedules per station (the latest EVSEs asked about)
+SCHEDULE_PERIODS_KEPT = 24  # periods of one composite schedule kept (and drawn)
+
+
+class SmartCharging:
+    """What a 2.0.1 station reported of its charging profiles and schedules, bounded: the parts of
+    the ReportChargingProfiles not yet complete (by requestId, in the order they came), and the
+    latest composite schedule of each EVSE asked about."""
+
+    __slots__ = ("reports", "schedules")
+
+    def __init__(self) -> None:
+        self.reports: collections.OrderedDict[Any, list[dict]] = collections.OrderedDict()
+        self.schedules: collections.OrderedDict[Any, dict] = collections.OrderedDict()
+
+    def add_part(self, request_id: Any, payload: dict) -> Optional[list]:
+        """Keep one part of a report; all its parts, in order, once one says tbc false (else
+        None).  A part past PROFILE_REPORT_PARTS is counted, not kept: the last item is then the
+        count.  Past PROFILE_REPORTS_KEPT open reports the oldest is dropped."""
+        key = request_id if type(request_id) is int else repr(request_id)[:40]
+        parts: list = self.reports.pop(key, None) or []
+        if len(parts) < PROFILE_REPORT_PARTS:
+            parts.append(payload)
+        elif type(parts[-1]) is int:
+            parts[-1] += 1
+        else:
+            parts.append(1)
+        if payload.get("tbc") is not True:
+            return parts
+        self.reports[key] = parts
+        while len(self.reports) > PROFILE_REPORTS_KEPT:
+            self.reports.popitem(last=False)
+        return None
+
+    def keep_schedule(self, schedule: dict) -> dict:
+        """The record of a composite schedule (evseId, scheduleStart, duration, chargingRateUnit,
+        periods [startPeriod, limit, numberPhases]), kept as its EVSE's latest."""
+        periods = schedule.get("chargingSchedulePeriod")
+        record = {"evseId": schedule.get("evseId"), "scheduleStart": schedule.get("scheduleStart"),
+                  "duration": schedule.get("duration"),
+                  "chargingRateUnit": schedule.get("chargingRateUnit"),
+                  "periods": [[period.get("startPeriod"), period.get("limit"),
+                               period.get("numberPhases")]
+                              for period in (periods if type(periods) is list else [])
+                              [:SCHEDULE_PERIODS_KEPT] if type(period) is dict]}
+        key = record["evseId"] if type(record["evseId"]) is int else -1
+        self.schedules.pop(key, None)
+        self.schedules[key] = record
+        while len(self.schedules) > SCHEDULES_KEPT:
+            self.schedules.popitem(last=False)
+        return record
+
+
 # The live page's charts, kept on the server: a page opened mid-session draws
 # each open transaction from its first reading.
 
@@ -3816,6 +4017,21 @@ def chart_point(payload: dict) -> tuple[Optional[float], Optional[float], Option
     """(energy Wh, power W, state of charge %) of a MeterValues, as the page charts it: the first
     reading of each measurand (a reading without one is energy), None where it has none."""
     point: list[Optional[float]] = [None, None, None]
+    if "values" not in payload:  # the standard form, in one plain loop (it runs for every reading)
+        try:
+            for sample in payload["meterValue"]:
+                for item in sample["sampledValue"]:
+                    measurand = item.get("measurand", "Energy.Active.Import.Register")
+                    if type(measurand) is not str or not measurand:
+                        raise TypeError  # null, empty or not text: the general way's
+                    lane = CHART_MEASURANDS.get(measurand)
+                    if lane is not None and point[lane] is None:
+                        point[lane] = _chart_number(item.get("value"), item["unit"] if "unit" in
+                                                    item else _unit_of_measure(
+                                                        item.get("unitOfMeasure")))
+            return point[0], point[1], point[2]
+        except (KeyError, TypeError, AttributeError):  # not quite the standard form
+            point = [None, None, None]
     for measurand, value, unit, _ in _meter_readings(payload):
         lane = CHART_MEASURANDS.get(measurand or "Energy.Active.Import.Register") \
             if measurand is None or type(measurand) is str else None
@@ -5693,6 +5909,38 @@ def handle_accepted(session: "ChargerSession", payload: dict) -> dict:
     return {"status": "Accepted"}
 
 
+PROFILE_LINES_SHOWN = 10  # profiles of one assembled ReportChargingProfiles shown, the rest counted
+
+
+def smart_charging_of(state: ChargerState) -> SmartCharging:
+    """The station's SmartCharging, made on first use."""
+    if state.smart_charging is None:
+        state.smart_charging = SmartCharging()
+    return state.smart_charging
+
+
+def handle_report_charging_profiles(session: "ChargerSession", payload: dict) -> dict:
+    """ReportChargingProfiles: its parts kept by requestId, in the order they came; once the last
+    one (tbc false) is in, the profiles of that request are shown, one line each."""
+    request_id = payload.get("requestId")
+    parts = smart_charging_of(session.state).add_part(request_id, payload)
+    if parts is None:
+        return {}
+    dropped = parts.pop() if type(parts[-1]) is int else 0
+    profiles = [(part.get("evseId"), part.get("chargingLimitSource"), profile) for part in parts
+                for profile in (part.get("chargingProfile") if type(
+                    part.get("chargingProfile")) is list else [])]
+    session.log("info", "charging profiles of request %s: %d in %d part(s)%s" % (
+        _scalar_text(request_id), len(profiles), len(parts), "" if not dropped else
+        " (%d part(s) more not kept: at most %d are)" % (dropped, PROFILE_REPORT_PARTS)))
+    for evse, source, profile in profiles[:PROFILE_LINES_SHOWN]:
+        session.log("info", "  EVSE %s, %s: %s" % (_scalar_text(evse), _scalar_text(source),
+                                                   profile_text(profile)))
+    if len(profiles) > PROFILE_LINES_SHOWN:
+        session.log("info", "  ... and %d more" % (len(profiles) - PROFILE_LINES_SHOWN))
+    return {}
+
+
 V201_CHARGER_ACTION_HANDLERS: dict[str, Callable[["ChargerSession", dict], Any]] = {
     "Authorize": handle_v201_authorize,
     "BootNotification": handle_boot_notification,
@@ -5713,7 +5961,7 @@ V201_CHARGER_ACTION_HANDLERS: dict[str, Callable[["ChargerSession", dict], Any]]
     "NotifyMonitoringReport": handle_notification,
     "NotifyReport": handle_notification,
     "PublishFirmwareStatusNotification": handle_notification,
-    "ReportChargingProfiles": handle_notification,
+    "ReportChargingProfiles": handle_report_charging_profiles,
     "ReservationStatusUpdate": handle_notification,
     "SecurityEventNotification": handle_notification,
     "SignCertificate": handle_v201_sign_certificate,
@@ -5870,6 +6118,7 @@ def _get_log(system: "CentralSystem", session: Optional["ChargerSession"]) -> di
             "logType": "DiagnosticsLog", "requestId": system.next_request_id}
 
 
+RESERVATION_MINUTES = 5  # a 2.0.1 ReserveNow's expiry, typed bare: this many minutes ahead
 BARE_HEARTBEAT_INTERVAL = "60"  # what ChangeConfiguration and SetVariables set HeartbeatInterval to
 
 
@@ -5999,7 +6248,8 @@ V201_SERVER_ACTION_DEFAULTS: dict[str, Callable[["CentralSystem", Optional["Char
     "UnlockConnector": lambda system, session: {"evseId": 1, "connectorId": 1},
     "ChangeAvailability": lambda system, session: {"operationalStatus": "Operative"},
     "ReserveNow": lambda system, session: {
-        "id": system.peek_reservation_id(), "expiryDateTime": _in_one_hour(),
+        "id": system.peek_reservation_id(), "expiryDateTime": iso_utc(
+            utc_now() + datetime.timedelta(minutes=RESERVATION_MINUTES)),
         "idToken": _id_token(system), "evseId": 1},
     "CancelReservation": _last_reservation,
     "CostUpdated": lambda system, session: {
@@ -6044,6 +6294,80 @@ V201_SERVER_ACTION_DEFAULTS: dict[str, Callable[["CentralSystem", Optional["Char
     "ClearDisplayMessage": lambda system, session: {"id": 1},
     "DataTransfer": lambda system, session: {"vendorId": BARE_DATA_TRANSFER_VENDOR_ID},
 }
+
+
+# Smart charging, reservations, local list and cost on a 2.0.1 station: what the replies say, in
+# words (the reply's own line shows its JSON).
+
+
+def _status_said(reply: dict) -> str:
+    """A reply's status, with its statusInfo's reasonCode when it gives one."""
+    info = reply.get("statusInfo")
+    reason = info.get("reasonCode") if type(info) is dict else None
+    return _scalar_text(reply.get("status")) + (" (%s)" % _show(reason) if reason else "")
+
+
+def _schedule_rows(record: dict) -> list[str]:
+    """A kept composite schedule as the rows of a small table: start offset, limit, unit,
+    phases."""
+    unit = _scalar_text(record["chargingRateUnit"])
+    rows = ["  %8s  %10s  %s" % ("start", "limit", "phases")]
+    rows += ["  %6s s  %10s  %s" % (_scalar_text(start), "%s %s" % (_number_text(limit), unit),
+                                    "-" if phases is None else _scalar_text(phases))
+             for start, limit, phases in record["periods"]]
+    return rows
+
+
+def composite_schedule_received(session: "ChargerSession", request: dict, reply: dict) -> None:
+    """GetCompositeSchedule: an Accepted schedule kept as its EVSE's latest (the page draws it)
+    and shown as a small table; else the status."""
+    schedule = reply.get("schedule")
+    if reply.get("status") != "Accepted" or type(schedule) is not dict:
+        session.log("info", "composite schedule of EVSE %s: %s" % (
+            _scalar_text(request.get("evseId")), _status_said(reply)))
+        return
+    record = smart_charging_of(session.state).keep_schedule(schedule)
+    session.log("info", "composite schedule of EVSE %s from %s, %s s, in %s:" % tuple(
+        _scalar_text(record[name]) for name in ("evseId", "scheduleStart", "duration",
+                                                "chargingRateUnit")))
+    for row in _schedule_rows(record):
+        session.log("info", row)
+    if session.bus.routes["state_changed"]:
+        session.bus.publish("state_changed", session.charger_id, session,
+                            field="schedule EVSE %s" % _scalar_text(record["evseId"]),
+                            value=record)
+
+
+def reservation_made(session: "ChargerSession", request: dict, reply: dict) -> None:
+    token = request.get("idToken")
+    session.log("info", "reservation %s on EVSE %s for idToken %s until %s: %s" % (
+        _scalar_text(request.get("id")), _scalar_text(request.get("evseId", "any")),
+        _show(token.get("idToken") if type(token) is dict else token),
+        _scalar_text(request.get("expiryDateTime")), _status_said(reply)))
+
+
+def reservation_cancelled(session: "ChargerSession", request: dict, reply: dict) -> None:
+    session.log("info", "reservation %s cancelled: %s" % (
+        _scalar_text(request.get("reservationId")), _status_said(reply)))
+
+
+def local_list_sent(session: "ChargerSession", request: dict, reply: dict) -> None:
+    entries = request.get("localAuthorizationList")
+    count = len(entries) if type(entries) is list else 0
+    session.log("info", "local list version %s (%s, %d %s): %s" % (
+        _scalar_text(request.get("versionNumber")), _scalar_text(request.get("updateType")),
+        count, "entry" if count == 1 else "entries", _status_said(reply)))
+
+
+def local_list_version_reported(session: "ChargerSession", request: dict, reply: dict) -> None:
+    version = reply.get("versionNumber")
+    session.log("info", "local list version on the station: %s%s" % (
+        _scalar_text(version), " (no list)" if version == 0 else ""))
+
+
+def cost_updated(session: "ChargerSession", request: dict, reply: dict) -> None:
+    session.log("info", "total cost %s of transaction %s: taken by the station" % (
+        _number_text(request.get("totalCost")), _scalar_text(request.get("transactionId"))))
 
 
 def _keep_certificate_ids(session: "ChargerSession", listed: Any) -> None:
@@ -6151,6 +6475,12 @@ V201_SERVER_CALL_RESULT_HANDLERS: dict[str, Callable[["ChargerSession", dict, di
     "GetInstalledCertificateIds": remember_certificate_chain_ids,
     "SetVariables": variables_set,
     "TriggerMessage": message_triggered,
+    "GetCompositeSchedule": composite_schedule_received,
+    "ReserveNow": reservation_made,
+    "CancelReservation": reservation_cancelled,
+    "SendLocalList": local_list_sent,
+    "GetLocalListVersion": local_list_version_reported,
+    "CostUpdated": cost_updated,
 }
 
 # Key spellings the FlexiCharge charger reads in the server's CALLs (it raises
@@ -6239,6 +6569,7 @@ OCPP201 = OcppVersion(RPC_201, V201_CHARGER_REQUESTS, V201_SERVER_REQUESTS, V201
                       V201_SERVER_CALL_RESULT_HANDLERS, "RequestStartTransaction",
                       "RequestStopTransaction", (DIALECT_OCPP201,), V201_BEHAVIOUR_CHECKS)
 VERSIONS = {version.name: version for version in (OCPP16, OCPP201)}
+DEFAULT_VERSION = OCPP16  # what --ocpp is by default, and what a command speaks with no charger
 VERSION_OF_SUBPROTOCOL = {version.subprotocol: version for version in VERSIONS.values()}
 # Every action of any version, for what is named before a charger says its version (faults,
 # labels, completion of words).
@@ -7095,7 +7426,7 @@ VersionOf = Callable[[Optional[str]], OcppVersion]  # a command's @target -> the
 
 def default_version_of(target: Optional[str]) -> OcppVersion:
     """The version of a command named where no charger says its own (the default of --ocpp)."""
-    return OCPP16
+    return DEFAULT_VERSION
 
 
 def console_action(word: str, version: OcppVersion) -> Optional[str]:
@@ -7131,6 +7462,8 @@ def parse_console_value(text: str) -> Any:
 def _field_rule(rules: Object, path: list[str]) -> Optional[Rule]:
     rule: Optional[Rule] = rules
     for name in path:
+        if isinstance(rule, Array):  # a path through a list of objects names its item's fields
+            rule = rule.items
         rule = rule.fields.get(name) if isinstance(rule, Object) else None
     return rule
 
@@ -7316,8 +7649,10 @@ def build_payload(system: "CentralSystem", session: Optional[ChargerSession],
         target = payload
         for name in path[:-1]:
             target = target.setdefault(name, {})
+            if isinstance(target, list) and len(target) == 1:  # the one item of a default list
+                target = target[0]
             if not isinstance(target, dict):
-                raise CommandError("%s: %s is not an object" % (action, name))
+                raise CommandError("%s: %s is not an object (or a list of one)" % (action, name))
         target[path[-1]] = value
     problems = lint_payload(version.server_request_rules[action], payload)
     if problems and missing_default is not None:
@@ -7703,7 +8038,7 @@ def help_rows(rows: list[CommandWord], width: Optional[int], examples: bool = Tr
     return lines
 
 
-def help_overview(width: Optional[int], version: OcppVersion = OCPP16) -> list[str]:
+def help_overview(width: Optional[int], version: OcppVersion = DEFAULT_VERSION) -> list[str]:
     """Plain `help`: the everyday words, ``version``'s actions and the topics (24 lines at 80
     columns)."""
     return (help_rows([row for row in COMMAND_WORDS if row.overview], width, examples=False)
@@ -8146,7 +8481,7 @@ class Step:
     usage = ""
 
     def __init__(self, line: int, text: str, folder: str = ".",
-                 version: OcppVersion = OCPP16) -> None:
+                 version: OcppVersion = DEFAULT_VERSION) -> None:
         self.line = line
         self.text = text
         self.folder = folder  # the script's own: key=@path values are read relative to it
@@ -8331,7 +8666,8 @@ def _check_wait_field(rules: Optional[Object], path: str, line: int, label: str)
         rule = rule.fields[name]
 
 
-def parse_scenario(text: str, folder: str = ".", version: OcppVersion = OCPP16) -> list[Step]:
+def parse_scenario(text: str, folder: str = ".",
+                   version: OcppVersion = DEFAULT_VERSION) -> list[Step]:
     """Check a whole scenario script (its key=@path values relative to ``folder``, its commands
     against ``version``: --ocpp); ScriptError names the first bad line."""
     steps: list[Step] = []
@@ -8358,7 +8694,7 @@ HELP_TOPICS["scripts"] = [
 
 
 def script_command(line: str, number: int, folder: str = ".",
-                   version: OcppVersion = OCPP16) -> Command:
+                   version: OcppVersion = DEFAULT_VERSION) -> Command:
     """A command step, parsed by the console's own parser; ScriptError if a script cannot run it."""
     word = line.split()[0]
     if console_action(word, version) is None and typed_word(word) is None and word[:1] != "@":
@@ -9648,6 +9984,8 @@ def charger_record(system: "CentralSystem", state: ChargerState) -> dict:
         "authorizationKeyRotated": state.key_rotated,
         "outstandingCall": outstanding.action if outstanding is not None else None,
         "filesFolder": system.http.files.charger_folder(state.charger_id) if system.http else None,
+        "schedules": list(state.smart_charging.schedules.values())
+        if state.smart_charging is not None else [],
     }
 
 
@@ -10405,8 +10743,45 @@ function renderCard(charger) {
     parts.push(el("p", "tx", "transaction " + tx.transactionId + " on " + evse + "connector " +
       tx.connectorId + " \u00b7 idTag " + tx.idTag + " \u00b7 meterStart " + tx.meterStart));
   }
+  for (const schedule of charger.schedules || []) parts.push(scheduleBox(schedule));
   if (charger.specWarnings) parts.push(...warningParts(charger));
   card.querySelector(".info").replaceChildren(...parts);
+}
+
+const SCHEDULE_SIZE = [280, 64];  // px: a composite schedule's step chart on its station's card
+
+function scheduleBox(schedule) {  // a composite schedule: a step chart of its limits, and in text
+  const unit = String(schedule.chargingRateUnit), box = el("div", "schedule");
+  const canvas = el("canvas");
+  canvas.dataset.periods = String(schedule.periods.length);
+  box.append(el("p", "muted", "composite schedule \u00b7 EVSE " + schedule.evseId + " \u00b7 " +
+                schedule.duration + " s \u00b7 " + unit), canvas,
+             el("p", "muted", schedule.periods.map(([start, limit]) => start + " s: " + limit +
+                " " + unit).join(" \u00b7 ")));
+  drawSchedule(canvas, schedule);
+  return box;
+}
+
+function drawSchedule(canvas, schedule) {  // each limit held until the next period starts
+  const periods = schedule.periods.filter(([start, limit]) => Number.isFinite(start) &&
+    Number.isFinite(limit)).sort((one, other) => one[0] - other[0]);
+  const [width, height] = SCHEDULE_SIZE, ratio = window.devicePixelRatio || 1;
+  canvas.width = width * ratio; canvas.height = height * ratio;
+  canvas.style.width = width + "px"; canvas.style.height = height + "px";
+  const context = canvas.getContext("2d");
+  context.scale(ratio, ratio);
+  if (!periods.length) return;
+  const end = Math.max(Number(schedule.duration) || 0, periods[periods.length - 1][0] + 1);
+  const high = Math.max(1, ...periods.map(([, limit]) => limit));
+  const x = (t) => 4 + t / end * (width - 8);
+  const y = (limit) => height - 4 - limit / high * (height - 8);
+  context.strokeStyle = "#1565c0"; context.lineWidth = 2; context.beginPath();
+  periods.forEach(([start, limit], index) => {
+    const next = index + 1 < periods.length ? periods[index + 1][0] : end;
+    if (index) context.lineTo(x(start), y(limit)); else context.moveTo(x(start), y(limit));
+    context.lineTo(x(next), y(limit));
+  });
+  context.stroke();
 }
 
 function rerender(id) {
@@ -10829,6 +11204,7 @@ h2 { font-size: 1.05rem; margin: .2rem 0 .5rem; text-transform: uppercase; lette
                } .s-Faulted { background: #ffcdd2; }
 .s-Preparing, .s-SuspendedEV, .s-SuspendedEVSE, .s-Finishing { background: #fff3c4; }
 .tx { font-weight: 600; margin: .3rem 0; }
+.schedule canvas { display: block; background: #f6f8fb; border-radius: 4px; }
 .warn { color: #8a5a00; }
 button.link { background: none; padding: 0; min-height: 0; text-decoration: underline; }
 .warnings { margin: .2rem 0 .4rem; padding-left: 1.2rem; font-size: .85rem;
@@ -12038,7 +12414,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=number_in(0, 65535, int), default=port,
                         help="port to listen on; 0 picks a free one "
                         "(default %(default)s)")
-    parser.add_argument("--ocpp", choices=tuple(VERSIONS), default=OCPP16.name,
+    parser.add_argument("--ocpp", choices=tuple(VERSIONS), default=DEFAULT_VERSION.name,
                         help="the OCPP version of what is named before a charger says its own: "
                              "scripts, held commands, a charger that offers no subprotocol "
                              "(default %(default)s; each charger gets the version it asks for)")

@@ -208,6 +208,13 @@ SESSION_TEST_201 = (
 EXAMPLE_SCENARIOS_TEST = (
     "tests/test_scenarios.py::test_the_example_scenarios_pass_against_the_demo_charger"
 )
+GUIDE_SMART_201_DEMO = (
+    "docs/guide.md: python examples/demo_charger.py --ocpp 2.0.1 --smart-charging ws://127.0"
+)
+GUIDE_SMART_201_SESSION = "docs/guide.md: ocpp> SetChargingProfile"
+SMART_201_TEST = (
+    "tests/test_smart201.py::test_the_guide_session_runs_as_written_with_the_demo_charger"
+)
 COVERED_ELSEWHERE = {
     GUIDE_SESSION: SESSION_TEST,
     GUIDE_DEMO: SESSION_TEST,
@@ -221,6 +228,9 @@ COVERED_ELSEWHERE = {
     CI_INLINE_SCRIPT: EXAMPLE_SCENARIOS_TEST,
     GUIDE_INLINE_PIPED: "tests/test_console.py::"
     "test_piped_lines_run_as_typed_once_a_charger_is_ready",
+    # --- smart201
+    GUIDE_SMART_201_DEMO: SMART_201_TEST,
+    GUIDE_SMART_201_SESSION: SMART_201_TEST,
     # checks201: the 2.0.1 faults and outage of faults.md
     "docs/faults.md: fault BootNotification status=Pending interval=10 times=1": "tests/"
     "test_checks201.py::test_the_2_0_1_fault_lines_of_faults_md_work_as_written_on_a_2_0_1_station",
