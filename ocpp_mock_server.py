@@ -5207,6 +5207,7 @@ MAX_REQUESTED = 64  # server requests per station whose messages may come while 
 MAX_METER_PHASES = 8  # phases of one transaction whose energy register is followed
 _STARTED, _UPDATED, _ENDED = 1, 2, 4
 _EVENT_BITS = {"Started": _STARTED, "Updated": _UPDATED, "Ended": _ENDED}
+_EV_CONNECTED = ("EVConnected", "Charging", "SuspendedEV", "SuspendedEVSE")  # chargingStates
 
 
 class BehaviourChecks:
@@ -5226,7 +5227,8 @@ class BehaviourChecks:
 class TransactionRecord:
     """One transaction as its TransactionEvents tell it."""
 
-    __slots__ = ("seen", "next_seq_no", "last", "evse", "missing", "energy", "told_dropped")
+    __slots__ = ("seen", "next_seq_no", "last", "evse", "missing", "energy", "told_dropped",
+                 "charging_state")
 
     def __init__(self, evse: Any) -> None:
         self.seen = 0  # the event types seen, as _EVENT_BITS
@@ -5236,6 +5238,7 @@ class TransactionRecord:
         self.missing: Optional[set[int]] = None  # seqNos skipped that have not arrived (yet)
         self.energy: Optional[dict[Any, float]] = None  # phase -> its last register, Wh
         self.told_dropped = False  # said that a gap of offline events may be a full queue's
+        self.charging_state: Any = None  # the last transactionInfo.chargingState it gave
 
 
 class TransactionEvents:
@@ -5258,12 +5261,15 @@ class TransactionEvents:
             record = self.transactions[transaction_id] = TransactionRecord(evse)
         return record
 
-    def running_on(self, evse: int) -> Optional[str]:
-        """The transaction that runs on ``evse`` (started or updated, not ended), if any."""
+    def charging_on(self, evse: int) -> Optional[tuple[str, str]]:
+        """(transaction, chargingState) of a transaction that runs on ``evse`` (started or updated,
+        not ended) with an EV connected by its last chargingState, if any: a transaction may
+        start before the cable is plugged in, and go on after it is unplugged (TxStartPoint,
+        TxStopPoint), not while an EV is connected."""
         for transaction_id, record in self.transactions.items():
-            if record.evse == evse and record.seen & (_STARTED | _UPDATED) and not (
-                    record.seen & _ENDED):
-                return transaction_id
+            if record.evse == evse and record.charging_state in _EV_CONNECTED and record.seen & (
+                    _STARTED | _UPDATED) and not record.seen & _ENDED:
+                return transaction_id, record.charging_state
         return None
 
 
@@ -5275,7 +5281,9 @@ def connection_ended(state: "ChargerState") -> None:
 
 
 def connection_started(state: "ChargerState") -> None:
-    """A station connected again: the time it was away is an outage, for the offline flag."""
+    """A station connected again: the time it was away is an outage, for the offline flag; the
+    statuses it reports now are news (as after a boot)."""
+    state.history.statuses = None
     events = state.history.transaction_events
     if events is not None and events.went_away is not None:
         events.outage = (events.went_away, UTC_CLOCK.at(time.time() - TIMING_SLACK))
@@ -5319,6 +5327,8 @@ def check_transaction_event(session: "ChargerSession", payload: Any) -> None:
     if record.last == (seq_no, stamp) and type(stamp) is str:  # a retry: checked already
         return
     record.last = (seq_no, stamp) if type(stamp) is str else None
+    if type(info.get("chargingState")) is str:
+        record.charging_state = info["chargingState"]
     _check_event_type(session, record, transaction_id, payload.get("eventType"))
     in_order = type(seq_no) is not int or _check_seq_no(
         session, record, transaction_id, seq_no, payload.get("offline") is True)
@@ -5425,8 +5435,9 @@ def _check_event_energy(session: "ChargerSession", record: TransactionRecord,
 
 
 def check_station_status(session: "ChargerSession", payload: Any) -> None:
-    """A 2.0.1 StatusNotification: no status twice in a row for a connector (unless triggered),
-    and no Available on an EVSE while a transaction runs there."""
+    """A 2.0.1 StatusNotification: no status twice in a row for a connector on one connection
+    (unless triggered), and no Available on an EVSE while a transaction runs there with an EV
+    connected."""
     status = payload.get("connectorStatus") if type(payload) is dict else None
     evse, connector = payload.get("evseId"), payload.get("connectorId")
     if type(status) is not str or type(evse) is not int or type(connector) is not int:
@@ -5443,12 +5454,13 @@ def check_station_status(session: "ChargerSession", payload: Any) -> None:
         check_failed(session, "status-repeated", lambda: "EVSE %d connector %d reported %s "
                      "again (a StatusNotification says a change, or answers a TriggerMessage)"
                      % (evse, connector, printable(status)))
-    running = history.transaction_events.running_on(evse) \
+    charging = history.transaction_events.charging_on(evse) \
         if history.transaction_events is not None and status == "Available" else None
-    if running is not None:
+    if charging is not None:
         check_failed(session, "status-contradicts-transaction", lambda: "EVSE %d connector %d "
-                     "reported Available while transaction %s runs there (not Ended)"
-                     % (evse, connector, printable(running)))
+                     "reported Available while transaction %s runs there with an EV connected "
+                     "(chargingState %s, not Ended)"
+                     % (evse, connector, printable(charging[0]), printable(charging[1])))
 
 
 NO_MORE_CHECKS = BehaviourChecks({}, {})  # 1.6: its handlers run its checks

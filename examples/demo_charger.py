@@ -151,6 +151,7 @@ class DemoCharger:
         self.certificates: dict[str, list] = {}  # certificate type -> the PEM texts installed
         self.finished = asyncio.Event()
         self.tasks: set = set()
+        self.meter_sends: set = set()  # the meter's messages on their way (see meter_sent)
 
     # -- the charger's own CALLs
 
@@ -186,11 +187,20 @@ class DemoCharger:
         say("no %s within %g s" % (what, timeout))
         return None
 
-    def spawn(self, coroutine: Any) -> None:
+    def spawn(self, coroutine: Any) -> "asyncio.Task[Any]":
         """Run a follow-up (a StartTransaction after RemoteStart, say) beside the receiver."""
         task = asyncio.ensure_future(coroutine)
         self.tasks.add(task)
         task.add_done_callback(self._forget)
+        return task
+
+    async def meter_sent(self) -> None:
+        """Wait for the meter's messages on their way: the transaction's end comes after them (a
+        2.0.1 Updated after its Ended, a 1.6 MeterValues stamped before its StopTransaction but
+        sent after, would break the order the server checks)."""
+        sending = [task for task in self.meter_sends if not task.done()]
+        if sending:
+            await asyncio.gather(*sending, return_exceptions=True)
 
     def _forget(self, task: "asyncio.Task[Any]") -> None:
         self.tasks.discard(task)
@@ -346,6 +356,7 @@ class DemoCharger:
         if self.station.meter_task is not None:
             self.station.meter_task.cancel()
             self.station.meter_task = None
+        await self.meter_sent()
         self.station.power_w = 0
         self.station.suspended = False
         await self.status("Finishing")
@@ -717,7 +728,9 @@ async def meter_values(station: Station, options: argparse.Namespace) -> None:
         charger = station.charger
         if (charger is not None and charger.caught_up.is_set() and not station.queued
             and not charger.gone.is_set()):
-            charger.spawn(charger.transaction_message(action, payload))
+            sending = charger.spawn(charger.transaction_message(action, payload))
+            charger.meter_sends.add(sending)
+            sending.add_done_callback(charger.meter_sends.discard)
         else:
             keep(station, action, payload, options)
             say(f"server away: {action} kept to send later")
@@ -899,6 +912,7 @@ class DemoCharger201(DemoCharger):
         if station.meter_task is not None:
             station.meter_task.cancel()
             station.meter_task = None
+        await self.meter_sent()
         station.power_w, station.suspended, station.charging_state = 0, False, None
         payload = transaction_event(station, self.options, "Ended",
                                     STOP_TRIGGERS_201.get(reason, "StopAuthorized"),
