@@ -3855,6 +3855,10 @@ class ChargerState:
     whatever the charger sends.
     """
 
+    # what a 2.0.1 station reported of its variables: made on its first report (a class default
+    # until then, so that a station that never reports carries nothing)
+    device_model: Optional["DeviceModel"] = None
+
     def __init__(self, charger_id: str) -> None:
         self.charger_id = charger_id
         self.connected = False
@@ -3992,6 +3996,164 @@ class SmartCharging:
         while len(self.schedules) > SCHEDULES_KEPT:
             self.schedules.popitem(last=False)
         return record
+# ---- the device model of a 2.0.1 station
+# What a station reported of its variables (NotifyReport, GetVariables results, accepted
+# SetVariables) and the Notify... messages it is sending in parts (tbc, seqNo), by requestId.
+
+MAX_DEVICE_VARIABLES = 1000  # variable attributes kept per station; one line when reached
+MAX_VARIABLE_VALUE = 2500  # characters of a value kept (the longest NotifyReport allows)
+MAX_NOTIFY_ITEMS = 1000  # lines (or texts) and parts of one Notify... message kept to show it
+MAX_NOTIFY_SEQUENCES = 4  # Notify... sequences in progress per station; the oldest goes first
+MAX_REPORT_REQUESTS = 32  # requestIds of the report requests a station accepted, kept to match
+ATTRIBUTE_TYPES = ("Actual", "Target", "MinSet", "MaxSet")  # AttributeEnumType
+
+# (component name, component instance, EVSE id, connector id, variable name, variable instance,
+# attributeType): one variable attribute; None where it has no such part.
+VariableKey = tuple
+
+
+def variable_key(component: Any, variable: Any, attribute_type: Any = None
+                 ) -> Optional[VariableKey]:
+    """The key of a ComponentType, a VariableType and an attributeType (Actual when absent) as a
+    station or the operator sent them; None when the names are not text."""
+    if type(component) is not dict or type(variable) is not dict:
+        return None
+    evse = component.get("evse")
+    evse = evse if type(evse) is dict else {}
+    parts = (component.get("name"), component.get("instance"), evse.get("id"),
+             evse.get("connectorId"), variable.get("name"), variable.get("instance"),
+             "Actual" if attribute_type is None else attribute_type)
+    if not (type(parts[0]) is str and type(parts[4]) is str and type(parts[6]) is str):
+        return None
+    return tuple(part if part is None or type(part) in (str, int) else render_json(part)
+                 for part in parts)
+
+
+def variable_name(key: VariableKey) -> str:
+    """A variable attribute as the console spells it: Component[instance]@evse/connector
+    .Variable[instance]/Type (the parts it has; /Actual left out), made printable."""
+    component, component_instance, evse, connector, variable, variable_instance, kind = key
+    text = component + ("[%s]" % component_instance if component_instance is not None else "")
+    if evse is not None:
+        text += "@%s" % evse + ("/%s" % connector if connector is not None else "")
+    text += "." + variable + ("[%s]" % variable_instance if variable_instance is not None else "")
+    return printable(text + ("/" + kind if kind != "Actual" else ""), 200)
+
+
+def component_json(key: VariableKey) -> tuple[dict, dict]:
+    """The ComponentType and VariableType of a key, as OCPP sends them."""
+    component: dict = {"name": key[0]}
+    if key[1] is not None:
+        component["instance"] = key[1]
+    if key[2] is not None:
+        component["evse"] = {"id": key[2]}
+        if key[3] is not None:
+            component["evse"]["connectorId"] = key[3]
+    variable: dict = {"name": key[4]}
+    if key[5] is not None:
+        variable["instance"] = key[5]
+    return component, variable
+
+
+class DeviceModel:
+    """A 2.0.1 station's variables as it reported them, and its Notify... sequences in progress.
+
+    ``variables``: key -> [value, mutability, dataType, unit, source], at most
+    MAX_DEVICE_VARIABLES; ``sequences``: (action, requestId) -> NotifySequence;
+    ``requested``: the (action, requestId) the station accepted a request for, latest last;
+    ``finished``: the (action, requestId) whose last part came.
+    """
+
+    __slots__ = ("variables", "full", "sequences", "requested", "finished")
+
+    def __init__(self) -> None:
+        self.variables: dict[VariableKey, list] = {}
+        self.full = False  # the cap was reached (and said)
+        self.sequences: dict[tuple[str, Any], NotifySequence] = {}
+        self.requested: Latest = Latest(MAX_REPORT_REQUESTS)
+        self.finished: Latest = Latest(MAX_REPORT_REQUESTS)
+
+    def record(self, key: VariableKey, value: Any, source: str, mutability: Any = None,
+               data_type: Any = None, unit: Any = None) -> bool:
+        """Keep an attribute's value (None: not reported), keeping what is known of it when a
+        part is None; False when the model is full and the attribute is new."""
+        row = self.variables.get(key)
+        if row is None:
+            if len(self.variables) >= MAX_DEVICE_VARIABLES:
+                return False
+            row = self.variables[key] = [None, None, None, None, source]
+        if value is not None:
+            row[0] = (value if type(value) is str else render_json(value))[:MAX_VARIABLE_VALUE]
+        for index, part in ((1, mutability), (2, data_type), (3, unit)):
+            if type(part) is str:
+                row[index] = part[:50]
+        row[4] = source
+        return True
+
+    def matching(self, query: str) -> list[tuple[str, VariableKey, list]]:
+        """(name, key, row) of the attributes whose name contains ``query`` (any case), by
+        name."""
+        lower = query.lower()
+        found = [(variable_name(key), key, row) for key, row in self.variables.items()]
+        return sorted((item for item in found if lower in item[0].lower()),
+                      key=lambda item: item[0])
+
+
+def device_model(state: "ChargerState") -> DeviceModel:
+    """The station's device model, made on its first report."""
+    if state.device_model is None:
+        state.device_model = DeviceModel()
+    return state.device_model
+
+
+def variable_line(name: str, row: list) -> str:
+    """One attribute as `variables` lists it: name = value (dataType unit, mutability; source)."""
+    about = " ".join(part for part in (row[2], row[3]) if part)
+    about = ", ".join(part for part in (about, row[1]) if part)
+    value = "(no value)" if row[0] is None else printable(row[0], 200)
+    return "  %s = %s  (%s%s)" % (name, value, printable(about + "; " if about else ""), row[4])
+
+
+class NotifySequence:
+    """The parts of one Notify... message sent in parts (one action, one requestId) so far.
+
+    ``parts``: seqNo -> that part's pieces (what shows it: lines, or its text), at most
+    MAX_NOTIFY_ITEMS parts and pieces in all (``dropped`` counts the pieces not kept);
+    ``received`` counts the parts and ``entries`` their entries; ``told``: what was said of it
+    already ("repeat", "cap"), so that each is said once.
+    """
+
+    __slots__ = ("parts", "received", "entries", "pieces", "dropped", "told")
+
+    def __init__(self) -> None:
+        self.parts: dict[int, list[str]] = {}
+        self.received = self.entries = self.pieces = self.dropped = 0
+        self.told: set = set()
+
+    def add(self, seq_no: int, entries: int, pieces: list[str]) -> bool:
+        """Keep a part's pieces under its seqNo; False when that seqNo came already."""
+        if seq_no in self.parts:
+            return False
+        self.received += 1
+        self.entries += entries
+        if len(self.parts) >= MAX_NOTIFY_ITEMS:
+            self.dropped += len(pieces) or 1
+            return True
+        kept = self.parts[seq_no] = pieces[:max(0, MAX_NOTIFY_ITEMS - self.pieces)]
+        self.pieces += len(kept)
+        self.dropped += len(pieces) - len(kept)
+        return True
+
+    def missing(self) -> tuple[int, list[int]]:
+        """How many seqNos below the highest never came (the first is 0), and the first 10."""
+        highest = max(self.parts, default=-1)
+        first = [seq_no for seq_no in range(min(highest, len(self.parts) + 10))
+                 if seq_no not in self.parts][:10]
+        return highest + 1 - len(self.parts), first
+
+    def in_order(self) -> list[str]:
+        """Every part's pieces, in seqNo order."""
+        return [piece for seq_no in sorted(self.parts) for piece in self.parts[seq_no]]
 
 
 # The live page's charts, kept on the server: a page opened mid-session draws
@@ -4662,7 +4824,7 @@ class ChargingFlow:
         session = self.session
         action = session.version.remote_start
         try:
-            payload = session.version.defaults[action](session.system, session)
+            payload = bare_payload(session.version, action, session.system, session)
         except (CommandError, KeyError) as exc:
             session.log("warn", "%s not sent (--auto-start-after): %s" % (action, exc))
             return
@@ -4773,7 +4935,8 @@ class ChargerCalls:
         called now."""
         session = self.session
         if session.strict and action != "BootNotification" \
-                and session.state.boot_status != "Accepted":
+                and session.state.boot_status != "Accepted" \
+                and action not in session.state.history.triggered_messages:  # asked for (B02)
             raise CallRefused(SECURITY_ERROR,
                               "%s before BootNotification was accepted (--strict)" % action)
         version = session.version
@@ -5953,6 +6116,201 @@ def handle_report_charging_profiles(session: "ChargerSession", payload: dict) ->
     return {}
 
 
+# ---- Notify... messages in parts (tbc, seqNo) for a request's requestId: NotifyReport,
+# NotifyMonitoringReport, NotifyDisplayMessages, NotifyCustomerInformation (NOTIFY_KINDS)
+
+MAX_NOTIFY_LINES = 20  # lines that show one assembled Notify... message; then "... N more"
+
+
+class NotifyKind:
+    """How a Notify... message sent in parts is assembled and shown: ``field`` holds each part's
+    entries (a list, or a text), ``noun`` names one in the summary; ``show(entries)`` makes a
+    part's pieces, kept in seqNo order, and ``whole(pieces)`` the lines of them all (the pieces
+    themselves by default; ``note`` ends the summary when there are none); ``keep(session,
+    entries)`` keeps a new part's entries (None: nothing)."""
+
+    __slots__ = ("field", "noun", "show", "keep", "note", "whole")
+
+    def __init__(self, field: str, noun: str, show: Callable[[list], list[str]],
+                 keep: Optional[Callable[["ChargerSession", list], None]] = None,
+                 note: str = "", whole: Callable[[list[str]], list[str]] = list) -> None:
+        self.field, self.noun, self.show, self.keep = field, noun, show, keep
+        self.note, self.whole = note, whole
+
+
+def _text_of(value: Any, limit: int = MAX_SHOWN_VALUE) -> str:
+    """A charger's value in a line: its text as it is if it is text, else its JSON."""
+    return printable(value if type(value) is str else render_json(value), limit)
+
+
+def _entry_name(entry: dict) -> str:
+    """Component.Variable of a station's entry (ReportDataType, MonitoringDataType)."""
+    key = variable_key(entry.get("component"), entry.get("variable"))
+    return variable_name(key) if key is not None else "(a component or variable without a name)"
+
+
+def device_model_full(session: "ChargerSession", model: DeviceModel) -> None:
+    """The cap is reached: said once per station."""
+    if not model.full:
+        model.full = True
+        session.log("warn", "more than %d variable attributes reported; the others are not kept"
+                    % MAX_DEVICE_VARIABLES)
+
+
+def keep_report_data(session: "ChargerSession", entries: list) -> None:
+    """A NotifyReport part's ReportDataType entries, kept in the station's device model."""
+    model = device_model(session.state)
+    for entry in entries:
+        attributes = entry.get("variableAttribute") if type(entry) is dict else None
+        if type(attributes) is not list:
+            continue
+        about = entry.get("variableCharacteristics")
+        about = about if type(about) is dict else {}
+        for attribute in attributes:
+            if type(attribute) is not dict:
+                continue
+            key = variable_key(entry.get("component"), entry.get("variable"),
+                               attribute.get("type"))
+            if key is not None and not model.record(
+                    key, attribute.get("value"), "NotifyReport", attribute.get("mutability"),
+                    about.get("dataType"), about.get("unit")):
+                device_model_full(session, model)
+
+
+def show_monitors(entries: list) -> list[str]:
+    """NotifyMonitoringReport's MonitoringDataType entries: a line per monitor."""
+    lines = []
+    for entry in entries:
+        monitors = entry.get("variableMonitoring") if type(entry) is dict else None
+        for monitor in monitors if type(monitors) is list else []:
+            if type(monitor) is dict:
+                lines.append("monitor %s on %s: %s %s, severity %s%s" % (
+                    _text_of(monitor.get("id")), _entry_name(entry), _text_of(monitor.get("type")),
+                    _text_of(monitor.get("value")), _text_of(monitor.get("severity")),
+                    ", in transactions only" if monitor.get("transaction") is True else ""))
+    return lines
+
+
+def show_display_messages(entries: list) -> list[str]:
+    """NotifyDisplayMessages' MessageInfoType entries: a line per message, its text as JSON."""
+    lines = []
+    for entry in entries:
+        if type(entry) is dict:
+            message = entry.get("message")
+            content = message.get("content") if type(message) is dict else None
+            about = ", ".join(_text_of(entry[name]) for name in ("priority", "state")
+                              if name in entry)
+            lines.append("message %s (%s): %s" % (_text_of(entry.get("id")), about,
+                                                 printable_json(render_json(content), 400)))
+    return lines
+
+
+MAX_CUSTOMER_TEXT = 512  # characters of a NotifyCustomerInformation part kept (its schema's limit)
+
+
+def customer_data_text(pieces: list[str]) -> list[str]:
+    """NotifyCustomerInformation's data, its parts joined, as one JSON text."""
+    return [printable_json(render_json("".join(pieces)), MAX_SHOWN)]
+
+
+# Notify... action -> how its parts are assembled and shown.
+NOTIFY_KINDS: dict[str, NotifyKind] = {
+    "NotifyReport": NotifyKind("reportData", "variable", lambda entries: [], keep_report_data,
+                               " (`variables` lists what is kept)"),
+    "NotifyMonitoringReport": NotifyKind("monitor", "monitored variable", show_monitors),
+    "NotifyDisplayMessages": NotifyKind("messageInfo", "message", show_display_messages),
+    "NotifyCustomerInformation": NotifyKind(
+        "data", "text", lambda entries: [entry[:MAX_CUSTOMER_TEXT] for entry in entries
+                                         if type(entry) is str], whole=customer_data_text),
+}
+
+
+def _counted(count: int, noun: str) -> str:
+    return "%d %s%s" % (count, noun, "" if count == 1 else "s")
+
+
+def _notify_sequence(session: "ChargerSession", model: DeviceModel,
+                     key: tuple[str, Any]) -> Optional[NotifySequence]:
+    """The sequence a part belongs to, begun if need be; None for a part after its last."""
+    sequence = model.sequences.get(key)
+    if sequence is not None:
+        return sequence
+    action, request_id = key
+    if key in model.finished:
+        session.warn_once(("notify-after-last",) + key, "%s requestId %s: a part after the last "
+                          "one (tbc false); ignored" % (action, _show(request_id)))
+        return None
+    if key not in model.requested:
+        session.warn_once(("notify-unrequested", action), "%s requestId %s answers no request "
+                          "this server sent and the station accepted; kept anyway"
+                          % (action, _show(request_id)))
+    if len(model.sequences) >= MAX_NOTIFY_SEQUENCES:
+        old_action, old_id = next(iter(model.sequences))
+        del model.sequences[(old_action, old_id)]
+        session.log("warn", "%s requestId %s was still coming (tbc true); forgotten: at most %d "
+                    "are assembled at a time" % (old_action, _show(old_id), MAX_NOTIFY_SEQUENCES))
+    sequence = model.sequences[key] = NotifySequence()
+    return sequence
+
+
+def _notify_finished(session: "ChargerSession", model: DeviceModel, key: tuple[str, Any],
+                     sequence: NotifySequence) -> None:
+    """The last part came: a gap is said, and the whole shown."""
+    action, request_id = key
+    del model.sequences[key]
+    model.finished.append(key)
+    count, first = sequence.missing()
+    if count:
+        session.log("warn", "%s requestId %s: %d part(s) never came (seqNo %s)" % (
+            action, _show(request_id), count, ", ".join(map(str, first))
+            + (", ..." if count > len(first) else "")))
+    kind = NOTIFY_KINDS[action]
+    lines = kind.whole(sequence.in_order())
+    session.log("info", "%s requestId %s: %s, %s%s" % (
+        action, _show(request_id), _counted(sequence.received, "part"),
+        _counted(sequence.entries, kind.noun), ":" if lines else kind.note))
+    for line in lines[:MAX_NOTIFY_LINES]:
+        session.log("info", "  " + line)
+    if len(lines) > MAX_NOTIFY_LINES:
+        session.log("info", "  ... and %d more" % (len(lines) - MAX_NOTIFY_LINES))
+
+
+def handle_notify_part(session: "ChargerSession", action: str, payload: dict) -> dict:
+    """One part of a Notify... message (NOTIFY_KINDS): kept in seqNo order; a repeated part is
+    said once and ignored; the whole is shown when the last part (tbc false or absent) comes."""
+    kind = NOTIFY_KINDS[action]
+    entries = payload.get(kind.field)
+    entries = [entries] if type(entries) is str else entries if type(entries) is list else []
+    request_id = payload.get("requestId")
+    key = (action, request_id if type(request_id) in (int, str) else render_json(request_id))
+    model = device_model(session.state)
+    sequence = _notify_sequence(session, model, key)
+    if sequence is None:
+        return {}
+    seq_no = as_int(payload.get("seqNo"))
+    if seq_no is None or seq_no < 0:
+        seq_no = max(sequence.parts, default=-1) + 1
+    if not sequence.add(seq_no, len(entries), kind.show(entries)):
+        if "repeat" not in sequence.told:
+            sequence.told.add("repeat")
+            session.log("warn", "%s requestId %s: part seqNo %d came again; the repeat is "
+                        "ignored" % (action, _show(request_id), seq_no))
+    elif kind.keep is not None:
+        kind.keep(session, entries)
+    if sequence.dropped and "cap" not in sequence.told:
+        sequence.told.add("cap")
+        session.log("warn", "%s requestId %s: over %d lines or parts; the others are not "
+                    "shown" % (action, _show(request_id), MAX_NOTIFY_ITEMS))
+    if payload.get("tbc") is not True:
+        _notify_finished(session, model, key, sequence)
+    return {}
+
+
+def notify_handler(action: str) -> Callable[["ChargerSession", dict], dict]:
+    """The handler of a Notify... action of NOTIFY_KINDS."""
+    return lambda session, payload: handle_notify_part(session, action, payload)
+
+
 V201_CHARGER_ACTION_HANDLERS: dict[str, Callable[["ChargerSession", dict], Any]] = {
     "Authorize": handle_v201_authorize,
     "BootNotification": handle_boot_notification,
@@ -5965,13 +6323,13 @@ V201_CHARGER_ACTION_HANDLERS: dict[str, Callable[["ChargerSession", dict], Any]]
     "LogStatusNotification": handle_notification,
     "MeterValues": handle_v201_meter_values,
     "NotifyChargingLimit": handle_notification,
-    "NotifyCustomerInformation": handle_notification,
-    "NotifyDisplayMessages": handle_notification,
+    "NotifyCustomerInformation": notify_handler("NotifyCustomerInformation"),
+    "NotifyDisplayMessages": notify_handler("NotifyDisplayMessages"),
     "NotifyEVChargingNeeds": handle_accepted,
     "NotifyEVChargingSchedule": handle_accepted,
     "NotifyEvent": handle_notification,
-    "NotifyMonitoringReport": handle_notification,
-    "NotifyReport": handle_notification,
+    "NotifyMonitoringReport": notify_handler("NotifyMonitoringReport"),
+    "NotifyReport": notify_handler("NotifyReport"),
     "PublishFirmwareStatusNotification": handle_notification,
     "ReportChargingProfiles": handle_report_charging_profiles,
     "ReservationStatusUpdate": handle_notification,
@@ -5995,22 +6353,37 @@ class NoChargerYet(CommandError):
     """A charger command typed while no charger is connected: it is held."""
 
 
+class TransactionNeeded(str):
+    """A default's transactionId when the charger has no open transaction, or several: the text
+    of the CommandError that build_payload raises unless the command's arguments give one."""
+
+
 def _open_transaction_id(session: Optional["ChargerSession"], action: str,
                          word: str = "stopRemote") -> Any:
     """The id of the charger's one open transaction (an int in 1.6, a string in 2.0.1): what
-    ``action`` names when typed bare.  CommandError when none or several are open, saying what to
-    type (``word``, e.g. stopRemote, with the transactionId)."""
+    ``action`` names when typed bare.  TransactionNeeded when none or several are open, saying
+    what to type (``word``, e.g. stopRemote, with the transactionId)."""
     transactions = list(session.state.transactions.values()) if session is not None else []
     if len(transactions) == 1:
         return transactions[0].transaction_id
     if not transactions:
-        raise CommandError("no transaction is open%s; give one: %s transactionId=N"
-                           % (" on " + printable(session.charger_id) if session else "", action))
-    raise CommandError("%s has %d open transactions (%s): say which, e.g. %s transactionId=%s"
-                       % (printable(session.charger_id), len(transactions), ", ".join(
-                           "%s on %s" % (printable(str(tx.transaction_id), 40), tx.place())
-                           for tx in transactions),
-                          word, printable(str(transactions[-1].transaction_id), 40)))
+        return TransactionNeeded("no transaction is open%s; give one: %s transactionId=N" % (
+            " on " + printable(session.charger_id) if session else "", action))
+    return TransactionNeeded(
+        "%s has %d open transactions (%s): say which, e.g. %s transactionId=%s"
+        % (printable(session.charger_id), len(transactions), ", ".join(
+            "%s on %s" % (printable(str(tx.transaction_id), 40), tx.place())
+            for tx in transactions), word, printable(str(transactions[-1].transaction_id), 40)))
+
+
+def bare_payload(version: "OcppVersion", action: str, system: "CentralSystem",
+                 session: Optional["ChargerSession"]) -> dict:
+    """What ``action`` sends typed bare; CommandError when its default needs what is not there (an
+    open transaction, for one)."""
+    payload = version.defaults[action](system, session)
+    if type(payload.get("transactionId")) is TransactionNeeded:
+        raise CommandError(payload["transactionId"])
+    return payload
 
 
 def boot_data_payload(system: "CentralSystem") -> dict:
@@ -6470,7 +6843,8 @@ def _variable_effect(data: Any) -> Optional[Callable[["ChargerSession", Any], No
 
 def variables_set(session: "ChargerSession", request: dict, reply: dict) -> None:
     """SetVariables: each accepted variable that ACCEPTED_VARIABLE_EFFECTS names takes effect (the
-    results come in the order of the request's)."""
+    results come in the order of the request's); each result is shown and each accepted value kept
+    in the station's device model (variables_reported)."""
     asked, results = request.get("setVariableData"), reply.get("setVariableResult")
     if not isinstance(asked, list) or not isinstance(results, list):
         return
@@ -6479,6 +6853,97 @@ def variables_set(session: "ChargerSession", request: dict, reply: dict) -> None
         if (effect is not None and isinstance(result, dict)
                 and result.get("attributeStatus") in ("Accepted", "RebootRequired")):
             effect(session, data.get("attributeValue"))
+    variables_reported(session, asked, results)
+
+
+# ---- the device model: what the server keeps of a 2.0.1 station's variables and reports
+
+MAX_RESULT_LINES = 20  # lines of GetVariables or SetVariables results; then "... N more"
+
+
+def _result_text(result: dict, status_field: str) -> str:
+    """A result's status, and its statusInfo's reasonCode and additionalInfo if it has one."""
+    text = _text_of(result.get(status_field))
+    info = result.get(status_field + "Info")
+    if type(info) is dict:
+        text += " (%s)" % ": ".join(_text_of(info[name])
+                                    for name in ("reasonCode", "additionalInfo") if name in info)
+    return text
+
+
+def _result_lines(session: "ChargerSession", lines: list[str]) -> None:
+    for line in lines[:MAX_RESULT_LINES]:
+        session.log("info", line)
+    if len(lines) > MAX_RESULT_LINES:
+        session.log("info", "... and %d more results" % (len(lines) - MAX_RESULT_LINES))
+
+
+def variables_reported(session: "ChargerSession", asked: list, results: list) -> None:
+    """SetVariables' results, a line each; an accepted value is kept in the device model."""
+    model, lines = device_model(session.state), []
+    for data, result in zip(asked, results):
+        if type(data) is not dict or type(result) is not dict:
+            continue
+        key = variable_key(data.get("component"), data.get("variable"), data.get("attributeType"))
+        name = variable_name(key) if key is not None else _text_of(data)
+        status = result.get("attributeStatus")
+        if key is not None and status in ("Accepted", "RebootRequired") and not model.record(
+                key, data.get("attributeValue"), "SetVariables" + (
+                    " (RebootRequired)" if status == "RebootRequired" else "")):
+            device_model_full(session, model)
+        lines.append("SetVariables %s=%s: %s" % (name, _text_of(data.get("attributeValue")),
+                                                  _result_text(result, "attributeStatus")))
+    _result_lines(session, lines)
+
+
+def variables_got(session: "ChargerSession", request: dict, reply: dict) -> None:
+    """GetVariables: each result on a line; an accepted value is kept in the device model."""
+    results = reply.get("getVariableResult")
+    if type(results) is not list:
+        return
+    model, lines = device_model(session.state), []
+    for result in results:
+        if type(result) is not dict:
+            continue
+        key = variable_key(result.get("component"), result.get("variable"),
+                           result.get("attributeType"))
+        name = variable_name(key) if key is not None else _text_of(result)
+        if key is not None and result.get("attributeStatus") == "Accepted" and not model.record(
+                key, result.get("attributeValue"), "GetVariables"):
+            device_model_full(session, model)
+        value = " = " + _text_of(result["attributeValue"], 200) \
+            if "attributeValue" in result else ""
+        lines.append("GetVariables %s: %s%s" % (name, _result_text(result, "attributeStatus"),
+                                                value))
+    _result_lines(session, lines)
+
+
+def report_expected(notify_action: str) -> Callable[["ChargerSession", dict, dict], None]:
+    """The result handler of a report request: accepted, its requestId's ``notify_action`` parts
+    are expected, and may come while the station's boot is Pending (OCPP 2.0.1 B02)."""
+
+    def expect(session: "ChargerSession", request: dict, reply: dict) -> None:
+        request_id = request.get("requestId")
+        if reply.get("status") != "Accepted" or type(request_id) is not int:
+            return
+        model, key = device_model(session.state), (notify_action, request_id)
+        if key in model.finished:
+            model.finished.remove(key)
+        model.requested.append(key)
+        session.state.history.triggered.add(notify_action)
+
+    return expect
+
+
+# The report requests, and the Notify... message each one's accepted requestId is answered with.
+V201_REPORT_RESULT_HANDLERS: dict[str, Callable[["ChargerSession", dict, dict], None]] = {
+    "GetBaseReport": report_expected("NotifyReport"),
+    "GetReport": report_expected("NotifyReport"),
+    "GetMonitoringReport": report_expected("NotifyMonitoringReport"),
+    "GetDisplayMessages": report_expected("NotifyDisplayMessages"),
+    "CustomerInformation": report_expected("NotifyCustomerInformation"),
+    "GetVariables": variables_got,
+}
 
 
 # What the server remembers from a 2.0.1 station's CALLRESULTs: the certificates it listed (for
@@ -6493,6 +6958,7 @@ V201_SERVER_CALL_RESULT_HANDLERS: dict[str, Callable[["ChargerSession", dict, di
     "SendLocalList": local_list_sent,
     "GetLocalListVersion": local_list_version_reported,
     "CostUpdated": cost_updated,
+    **V201_REPORT_RESULT_HANDLERS,
 }
 
 # Key spellings the FlexiCharge charger reads in the server's CALLs (it raises
@@ -7540,6 +8006,8 @@ def parse_command(line: str, files_from: Optional[str] = None,
     word, _, rest = line.partition(" ")
     rest, lower = rest.strip(), word.lower()
     row = typed_word(lower)
+    if row is not None and row.expand is not None:
+        return _expanded_command(line, row, rest, target, version_of(target))
     if row is not None and row.action is None:
         if row.check is not None:
             row.check(rest, target)
@@ -7552,6 +8020,20 @@ def parse_command(line: str, files_from: Optional[str] = None,
     return Command(line, "call", target, action,
                    overrides=[_parse_override(action, rules, argument, files_from)
                               for argument in rest.split()])
+
+
+def _expanded_command(line: str, row: "CommandWord", rest: str, target: Optional[str],
+                      version: OcppVersion) -> Command:
+    """A short form (set, get) as the call it stands for, checked against its schema (that of
+    a version that has it, if ``version`` has not: the charger it goes to is known when it
+    runs, and build_payload refuses it there)."""
+    action, payload = row.expand(rest)  # type: ignore[misc]
+    if action not in version.defaults:
+        version = next(other for other in VERSIONS.values() if action in other.defaults)
+    problems = lint_payload(version.server_request_rules[action], payload)
+    if problems:
+        raise PayloadRefused(action, problems[:1])
+    return Command(line, "call", target, action, payload=payload)
 
 
 def _did_you_mean(word: str) -> str:
@@ -7646,6 +8128,8 @@ def build_payload(system: "CentralSystem", session: Optional[ChargerSession],
     overrides."""
     action = command.action or ""
     if command.payload is not None:
+        if session is not None and action not in session.version.defaults:  # set, get on 1.6
+            raise CommandError("%s is not an OCPP %s action" % (action, session.version.name))
         return command.payload
     version = session.version if session is not None else system.default_version
     if action not in version.defaults:
@@ -7666,6 +8150,8 @@ def build_payload(system: "CentralSystem", session: Optional[ChargerSession],
             if not isinstance(target, dict):
                 raise CommandError("%s: %s is not an object (or a list of one)" % (action, name))
         target[path[-1]] = value
+    if type(payload.get("transactionId")) is TransactionNeeded:  # no argument gave one
+        raise CommandError(payload["transactionId"])
     problems = lint_payload(version.server_request_rules[action], payload)
     if problems and missing_default is not None:
         raise missing_default
@@ -7736,6 +8222,114 @@ def _check_held(rest: str, target: Optional[str]) -> None:
         raise CommandError("usage: held (list them) or held clear (drop them)")
 
 
+# ---- set, get and variables: a 2.0.1 station's variables in short spellings
+# Component[instance]@evse/connector.Variable[instance]/attributeType: every part but the two
+# names may be left out (attributeType Actual); set takes =value (a "JSON string" for spaces).
+
+_VARIABLE_SPEC = re.compile(
+    r"(?P<component>[^\s\[\]@./=\"]+)(?:\[(?P<component_instance>[^\]]*)\])?"
+    r"(?:@(?P<evse>\d+)(?:/(?P<connector>\d+))?)?"
+    r"\.(?P<variable>[^\s\[\]@./=\"]+)(?:\[(?P<variable_instance>[^\]]*)\])?"
+    r"(?:/(?P<type>[A-Za-z]+))?")
+_SHORT_TOKEN = re.compile(r'(?:[^\s"\[]+|\[[^\]]*\]|"(?:[^"\\]|\\.)*")+')
+VARIABLE_SPELLING = "Component[instance]@evse/connector.Variable[instance]/Type"
+
+
+def _short_tokens(rest: str, usage: str) -> list[str]:
+    """The space-separated arguments of set or get ("..." and [...] may hold spaces)."""
+    tokens = _SHORT_TOKEN.findall(rest)
+    if not tokens or _SHORT_TOKEN.sub("", rest).strip():
+        raise CommandError("usage: %s (%s); help set says more" % (usage, VARIABLE_SPELLING))
+    return tokens
+
+
+def _variable_spec(word: str, text: str) -> dict:
+    """The component, variable and attributeType (when not Actual) a short spelling names."""
+    match = _VARIABLE_SPEC.fullmatch(text)
+    if match is None:
+        raise CommandError("%s: %r is not %s (only the two names are needed: "
+                           "OCPPCommCtrlr.HeartbeatInterval)" % (word, text, VARIABLE_SPELLING))
+    parts = match.groupdict()
+    component: dict = {"name": parts["component"]}
+    if parts["component_instance"] is not None:
+        component["instance"] = parts["component_instance"]
+    if parts["evse"] is not None:
+        component["evse"] = {"id": int(parts["evse"])}
+        if parts["connector"] is not None:
+            component["evse"]["connectorId"] = int(parts["connector"])
+    variable: dict = {"name": parts["variable"]}
+    if parts["variable_instance"] is not None:
+        variable["instance"] = parts["variable_instance"]
+    data = {"component": component, "variable": variable}
+    if parts["type"] is not None:
+        kind = {name.lower(): name for name in ATTRIBUTE_TYPES}.get(parts["type"].lower())
+        if kind is None:
+            raise CommandError("%s: attributeType %r is none of %s"
+                               % (word, parts["type"], ", ".join(ATTRIBUTE_TYPES)))
+        if kind != "Actual":
+            data["attributeType"] = kind
+    return data
+
+
+def _setting(text: str) -> dict:
+    """One Component.Variable=value of set, as SetVariableData."""
+    spec, equals, value = text.partition("=")
+    while equals and spec.count("[") > spec.count("]"):  # an "=" inside an [instance]
+        more, equals, value = value.partition("=")
+        spec += "=" + more
+    if not equals:
+        raise CommandError("set: %r has no =value (set Component.Variable=value)" % text)
+    if value.startswith('"'):
+        value = parse_console_value(value)
+        if not isinstance(value, str):
+            raise CommandError("set: a quoted value must be one JSON string")
+    return dict(_variable_spec("set", spec), attributeValue=value)
+
+
+def expand_set(rest: str) -> tuple[str, dict]:
+    """`set A.B=1 C.D=x`: SetVariables of each, in order."""
+    tokens = _short_tokens(rest, "set Component.Variable=value ...")
+    return "SetVariables", {"setVariableData": [_setting(token) for token in tokens]}
+
+
+def expand_get(rest: str) -> tuple[str, dict]:
+    """`get A.B C.D`: GetVariables of each, in order."""
+    tokens = _short_tokens(rest, "get Component.Variable ...")
+    return "GetVariables", {"getVariableData": [_variable_spec("get", token) for token in tokens]}
+
+
+def _listed_state(host: Any, target: Optional[str]) -> ChargerState:
+    """The charge point `variables` lists: @target's (connected or not), else the one commands
+    go to."""
+    states = host.system.states
+    if target is not None and target in states:
+        return states[target]
+    try:
+        return host.target_session(target).state
+    except NoChargerYet:
+        raise CommandError("no charger is connected yet: say which, e.g. @CP-1 variables") \
+            from None
+
+
+def device_model_lines(state: ChargerState, query: str) -> list[str]:
+    """`variables [query]`: the attributes kept whose name contains ``query``, a line each."""
+    model = state.device_model
+    name = printable(state.charger_id)
+    if model is None or not model.variables:
+        return ["%s has reported no variables (GetBaseReport, GetReport or GetVariables asks; "
+                "a 2.0.1 station's)" % name]
+    found = model.matching(query)
+    lines = ["%s: %s kept%s%s" % (
+        name, _counted(len(model.variables), "variable attribute"),
+        ", %d match %s" % (len(found), _show(query)) if query else "",
+        " (the cap of %d was reached)" % MAX_DEVICE_VARIABLES if model.full else "")]
+    return lines + [variable_line(text, row) for text, _, row in found]
+
+
+def _run_variables(host: Any, command: Command, outcome: "CommandOutcome") -> None:
+    outcome.lines.extend(device_model_lines(_listed_state(host, command.target), command.text))
+
+
 WordHandler = Callable[[Any, Command, "CommandOutcome"], None]
 
 
@@ -7751,18 +8345,21 @@ class CommandWord:
     ``overview``, in plain `help`.  ``scripts``: a scenario script may use it.  ``check(rest,
     target)`` raises CommandError for arguments that cannot work; ``run(host, command, outcome)``
     does it; ``complete(charger_ids)`` lists what Tab may complete its argument to.
+    ``expand(rest)``: the word is a short form of a server action, (action, payload) (set).
     """
 
     __slots__ = ("names", "word", "action", "usage", "summary", "example", "topic", "overview",
-                 "scripts", "check", "run", "complete")
+                 "scripts", "check", "run", "complete", "expand")
 
     def __init__(self, names: tuple[str, ...], usage: str, summary: str, example: str,
                  topic: str, *, word: str = "", action: Optional[str] = None,
                  overview: bool = False, scripts: bool = False,
                  check: Optional[Callable[[str, Optional[str]], None]] = None,
                  run: Optional[WordHandler] = None,
-                 complete: Optional[Callable[[list[str]], list[str]]] = None) -> None:
+                 complete: Optional[Callable[[list[str]], list[str]]] = None,
+                 expand: Optional[Callable[[str], tuple[str, dict]]] = None) -> None:
         self.names, self.usage, self.summary, self.example = names, usage, summary, example
+        self.expand = expand
         self.topic, self.overview, self.scripts = topic, overview, scripts
         self.word = word or (names[0].lower() if names else "")
         self.action, self.check, self.run, self.complete = action, check, run, complete
@@ -7817,6 +8414,15 @@ COMMAND_WORDS: tuple[CommandWord, ...] = (
                 "fault clear", "faults", scripts=True, run=_run_fault),
     CommandWord(("quit", "exit"), "quit | exit", "stop the server", "quit", "console",
                 overview=True, run=_run_quit),
+    CommandWord(("variables",), "variables [text]",
+                "a 2.0.1 station's variables as reported, searched (any case)",
+                "variables heartbeat", "actions", run=_run_variables),
+    CommandWord(("set",), "set C.V=value ...", "SetVariables (2.0.1), a line per result",
+                "set TxCtrlr.EVConnectionTimeOut=90", "actions", word="call", scripts=True,
+                run=_run_call, expand=expand_set),
+    CommandWord(("get",), "get C.V ...", "GetVariables (2.0.1), a line per result",
+                "get OCPPCommCtrlr.HeartbeatInterval", "actions", word="call", scripts=True,
+                run=_run_call, expand=expand_get),
 )
 
 
@@ -7856,7 +8462,12 @@ HELP_TOPICS: dict[str, list[str]] = {
         "that would break its OCPP schema is not sent: the JSON form or raw sends it anyway. "
         "help <Action> lists its fields and what it sends bare.",
         *("actions (OCPP %s): %s" % (version.name, " ".join(version.defaults))
-          for version in VERSIONS.values())],
+          for version in VERSIONS.values()),
+        "A 2.0.1 station's variables (C.V above): %s, only the two names needed, e.g. "
+        "OCPPCommCtrlr.HeartbeatInterval, EVSE@1.Power/MaxSet, Controller[main].Name; set "
+        "takes several, a value with spaces as \"a b\"; the JSON form sends anything else. "
+        "`variables` lists what NotifyReport, GetVariables and accepted SetVariables told, "
+        "`@CS-1 variables` a station that has gone." % VARIABLE_SPELLING],
     "faults": [
         "Faults are set on purpose, to test a charger's unhappy paths (docs/faults.md). The forms:",
         *("  " + form for form in FAULT_USAGE.split(" | "))],
@@ -8257,7 +8868,7 @@ class Console:
         session = sessions.get(self.default_charger or "") or (next(iter(sessions.values()))
                                                                if len(sessions) == 1 else None)
         try:
-            defaults = dump_json(version.defaults[action](self.system, session))
+            defaults = dump_json(bare_payload(version, action, self.system, session))
         except CommandError as exc:
             defaults = "none (%s)" % exc
         lines = ["%s  (OCPP %s; reply: %s.conf)" % (action, version.name, action)]
@@ -8468,6 +9079,7 @@ class CommandOutcome:
 SCENARIO_DEFAULT_WITHIN = 30.0
 _INLINE_COMMENT = re.compile(r"\s+#.*$")  # "wait X   # why": a # after white space starts a comment
 SCENARIO_EVENTS_KEPT = 10000  # charger messages not yet consumed by a wait step
+SCENARIO_PROBLEMS_KEPT = 100  # spec warnings and behaviour checks a scenario keeps for its report
 
 
 class ScriptError(Exception):
@@ -8701,7 +9313,8 @@ def parse_scenario(text: str, folder: str = ".",
 SCENARIO_WORDS = tuple(SCENARIO_STEPS)
 HELP_TOPICS["scripts"] = [
     "--script FILE runs these, one a line, against the first charger that connects, and the "
-    "steps %s; it exits 0 (passed), 1 (failed) or 2 (invalid script). See docs/ci.md."
+    "steps %s; it exits 0 (passed), 1 (failed) or 2 (invalid script). Several --script FILEs, or "
+    "a FOLDER of them, run one after another; --junit FILE writes a JUnit report. See docs/ci.md."
     % ", ".join(SCENARIO_WORDS)]
 
 
@@ -8755,14 +9368,63 @@ def _has_fields(payload: Any, fields: Sequence[tuple[str, str]]) -> bool:
     return True
 
 
+class ScenarioObserver:
+    """What a scenario's report shows beyond its steps, taken from the bus while it runs: the texts
+    of its spec warnings and failed behaviour checks (the first SCENARIO_PROBLEMS_KEPT) and, with
+    --junit, its charger's latest frames (JUNIT_FRAMES_SHOWN)."""
+
+    def __init__(self, runner: "ScenarioRunner") -> None:
+        self.runner = runner
+        self.bus = runner.system.bus
+        self.problems: list[str] = []
+        self.recent: collections.deque[str] = collections.deque(maxlen=JUNIT_FRAMES_SHOWN)
+        self.bus.subscribe(self.on_problem, "spec_problem")
+        if runner.system.options.junit:  # no work per frame without it
+            self.bus.subscribe(self.on_frame, "frame", receiver=self.on_frames)
+
+    def close(self) -> None:
+        self.bus.unsubscribe(self.on_problem)
+        self.bus.unsubscribe(self.on_frame)
+
+    def on_problem(self, event: Event) -> None:
+        if len(self.problems) < SCENARIO_PROBLEMS_KEPT:
+            self.problems.append("%s %s" % (event.charger, event.fields["text"]))
+
+    def on_frame(self, event: Event) -> None:
+        """A frame as an Event (while some frame subscriber takes no FrameRecords)."""
+        self.keep_frame(event.charger, event.at, event.fields["direction"], event.fields["text"])
+
+    def on_frames(self, records: Iterator[FrameRecord]) -> None:
+        for record in records:
+            self.keep_frame(record[1], record[2], record[3], record[4])
+
+    def keep_frame(self, charger: str, at: float, direction: str, text: str) -> None:
+        """The script's charger's latest frames (any charger's before it is known), cut short."""
+        if self.runner.charger_id in (None, charger):
+            self.recent.append("%s %s %s %s" % (UTC_CLOCK.at(at), charger,
+                                                "<-" if direction == "in" else "->",
+                                                text[:JUNIT_FRAME_CHARS]))
+
+
 class ScenarioRunner:
     """Runs the steps of a parsed script against one charger; ``run`` returns the exit status."""
 
-    def __init__(self, system: "CentralSystem", steps: list[Step], name: str) -> None:
+    def __init__(self, system: "CentralSystem", steps: list[Step], name: str,
+                 path: str = "") -> None:
         self.system = system
         self.out = system.out
         self.steps = steps
         self.name = name
+        self.path = path or name  # the script's file as given: a report's file attribute
+        # What the run did, for its report (scenario_suite): each step run, its seconds and why
+        # it failed (None: it passed); the number of spec warnings of the run (their texts are
+        # in ``observed``), and the frames just before a failure (--junit only).
+        self.outcomes: list[tuple[Step, float, Optional[str]]] = []
+        self.warnings = 0
+        self.started_at = time.time()
+        self.seconds = 0.0
+        self.observed = ScenarioObserver(self)
+        self.frames_at_failure: list[str] = []
         self.charger_id: Optional[str] = None
         self.session: Optional[ChargerSession] = None
         self.events: collections.deque[tuple[str, ChargerSession,
@@ -8774,6 +9436,11 @@ class ScenarioRunner:
         system.bus.subscribe(self.on_event, "call_answered", "reply_received", "connected",
                              "disconnected", "ready")
 
+    def close(self) -> None:
+        """Stop following the bus: the run is over (the next script has a runner of its own)."""
+        self.system.bus.unsubscribe(self.on_event)
+        self.observed.close()
+
     # What wait steps consume: a charger's CALLs (with the server's answer) and its replies.
     KINDS = {"call_answered": "call", "reply_received": "reply"}
 
@@ -8784,9 +9451,19 @@ class ScenarioRunner:
         self.arrived.set()  # a connect, disconnect or ready wakes the waits too
 
     async def run(self) -> int:
+        """Run every step (up to the first that fails); the exit status: 0 passed, 1 failed."""
         started = time.monotonic()
-        passed = 0
-        failed: Optional[Step] = None
+        self.started_at = time.time()
+        warnings_before = self.system.spec_warnings
+        failed = await self.run_steps()
+        self.seconds = time.monotonic() - started
+        self.warnings = self.system.spec_warnings - warnings_before
+        if failed is not None:
+            self.frames_at_failure = list(self.observed.recent)
+        return scenario_verdict(self, failed)
+
+    async def run_steps(self) -> Optional[Step]:
+        """Run the steps in order, each recorded in ``outcomes``; the one that failed, if any."""
         steps = self.steps
         if not isinstance(steps[0], ChargerStep):
             first = ChargerStep(0, "charger")
@@ -8797,32 +9474,15 @@ class ScenarioRunner:
             try:
                 await step.run(self)
             except StepFailed as exc:
-                failed = step
+                self.outcomes.append((step, time.monotonic() - step_started, str(exc)))
                 self.system.log("warn", None, "%s:%d FAILED %s: %s"
                                 % (self.name, step.line, step.text, exc))
-                break
+                return step
+            self.outcomes.append((step, time.monotonic() - step_started, None))
             if step.line:
-                passed += 1
                 self.system.log("notice", None, "%s:%d ok  %s (%.2f s)" % (
-                    self.name, step.line, step.text, time.monotonic() - step_started))
-        elapsed = time.monotonic() - started
-        warnings = self.system.spec_warnings
-        strict_failure = failed is None and self.system.options.strict and warnings > 0
-        if strict_failure:
-            self.system.log("warn", None, "--strict: %d spec warning(s) about the charger's frames "
-                            "fail the run" % warnings)
-        total = len(self.steps)
-        if failed is None and not strict_failure:
-            self.system.log("notice", None, "scenario %s: PASS, %d of %d steps passed in %.1f s, "
-                            "%d spec warning(s)" % (self.name, passed, total, elapsed, warnings))
-            return 0
-        where = "line %d" % failed.line if failed is not None and failed.line else (
-            "waiting for a charger" if failed is not None else "--strict")
-        not_run = total - passed - (1 if failed and failed.line else 0)
-        self.system.log("notice", None, "scenario %s: FAIL at %s, %d of %d steps passed "
-                        "(%d not run) in %.1f s, %d spec warning(s)"
-                        % (self.name, where, passed, total, not_run, elapsed, warnings))
-        return 1
+                    self.name, step.line, step.text, self.outcomes[-1][1]))
+        return None
 
     def target_session(self, target: Optional[str]) -> ChargerSession:
         """The charger a command word acts on: the script's own (a script names no other)."""
@@ -8946,6 +9606,232 @@ class ScenarioRunner:
                              % (action, self.system.options.call_timeout))
         else:
             raise StepFailed("%s failed: %s" % (action, outcome.error_description))
+
+
+def scenario_verdict(runner: ScenarioRunner, failed: Optional[Step]) -> int:
+    """A scenario run's last line (``failed``: the step that failed, if any); its exit status."""
+    passed = sum(1 for step, _, failure in runner.outcomes if step.line and failure is None)
+    elapsed, warnings = runner.seconds, runner.warnings
+    strict_failure = failed is None and runner.system.options.strict and warnings > 0
+    if strict_failure:
+        runner.system.log("warn", None, "--strict: %d spec warning(s) about the charger's "
+                          "frames fail the run" % warnings)
+    total = len(runner.steps)
+    if failed is None and not strict_failure:
+        runner.system.log("notice", None, "scenario %s: PASS, %d of %d steps passed in %.1f s, "
+                          "%d spec warning(s)" % (runner.name, passed, total, elapsed, warnings))
+        return 0
+    where = "line %d" % failed.line if failed is not None and failed.line else (
+        "waiting for a charger" if failed is not None else "--strict")
+    not_run = total - passed - (1 if failed and failed.line else 0)
+    runner.system.log("notice", None, "scenario %s: FAIL at %s, %d of %d steps passed "
+                      "(%d not run) in %.1f s, %d spec warning(s)"
+                      % (runner.name, where, passed, total, not_run, elapsed, warnings))
+    return 1
+
+
+# ---- JUnit reports
+# --junit FILE: what a --script run did (and a --replay run), as the JUnit XML that Jenkins,
+# GitLab and GitHub test reporters read: a <testsuite> per scenario, a <testcase> per step.
+
+JUNIT_FRAMES_SHOWN = 20  # frames of the script's charger a failed step's system-out shows
+JUNIT_FRAME_CHARS = 1000  # characters of each of them
+JUNIT_OUTPUT_CHARS = 20000  # characters of one failure body or system-out
+JUNIT_LINE_CHARS = 1000  # characters of a name or a failure's one line
+# What XML 1.0 cannot carry at all, even escaped: C0 controls but tab and newlines, lone
+# surrogates, U+FFFE and U+FFFF.
+_XML_FORBIDDEN = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_text(text: Any, limit: int = JUNIT_OUTPUT_CHARS) -> str:
+    """``text`` as XML 1.0 can carry it: at most ``limit`` characters (the cut said), each
+    character XML forbids written as an escape (\\x1b, \\ud800)."""
+    text = str(text)
+    if len(text) > limit:
+        text = "%s...[%d more characters]" % (text[:limit], len(text) - limit)
+    return _XML_FORBIDDEN.sub(lambda match: "\\x%02x" % ord(match.group()) if ord(
+        match.group()) < 0x100 else "\\u%04x" % ord(match.group()), text)
+
+
+def xml_line(text: Any) -> str:
+    """A name or a one-line message: XML-safe, on one line, at most JUNIT_LINE_CHARS."""
+    return xml_text(" ".join(str(text).splitlines()), JUNIT_LINE_CHARS)
+
+
+def junit_timestamp(text: Any) -> str:
+    """An ISO 8601 time as the Ant JUnit schema spells a timestamp: UTC, to the second, no zone
+    (a time without a zone is taken as UTC; text that is no time at all, as now)."""
+    try:
+        moment = datetime.datetime.fromisoformat(str(text).strip().replace("Z", "+00:00"))
+    except ValueError:
+        moment = utc_now()
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def write_junit(path: str, suites: list[dict]) -> None:
+    """Write ``suites`` as one JUnit XML report at ``path``, atomically (a temporary file beside
+    it, renamed over it); OSError if it cannot.
+
+    A suite is ``{"name", "timestamp" (ISO 8601), "cases": [{"name", "seconds", "failure" (one
+    line; None: passed), "details" (longer text: the failure's body and the case's
+    system-out)}]}``; optional: a suite's ``seconds`` (else its cases' sum), a case's ``file``
+    and ``line`` (where it is written), ``skipped`` (why it did not run) and ``error`` (one line:
+    it could not run).  Every text is made XML-safe and cut to a bound.
+    """
+    from xml.etree import ElementTree
+
+    root = ElementTree.Element("testsuites", name="ocpp_mock_server")
+    totals: collections.Counter = collections.Counter()
+    for index, suite in enumerate(suites):
+        element, counts = _junit_suite(ElementTree, suite, index)
+        root.append(element)
+        totals.update(counts)
+    _junit_counts(root, totals)
+    ElementTree.indent(root)
+    replace_file(path, ElementTree.tostring(root, encoding="utf-8", xml_declaration=True))
+
+
+def _junit_suite(tree: Any, suite: dict, index: int) -> tuple[Any, collections.Counter]:
+    """One <testsuite> and its counts."""
+    name = xml_line(suite["name"])
+    element = tree.Element("testsuite", name=name, id=str(index),
+                           timestamp=junit_timestamp(suite.get("timestamp", "")),
+                           hostname=xml_line(socket.gethostname()))
+    counts: collections.Counter = collections.Counter()
+    for case in suite["cases"]:
+        element.append(_junit_case(tree, case, name, counts))
+    seconds = suite.get("seconds")
+    counts["time"] = sum(case["seconds"] for case in suite["cases"]) if seconds is None else seconds
+    _junit_counts(element, counts)
+    return element, counts
+
+
+def _junit_case(tree: Any, case: dict, classname: str, counts: collections.Counter) -> Any:
+    """One <testcase>, counted in ``counts``: a <failure>, <error> or <skipped> in it when it did
+    not pass, and its details as <system-out>."""
+    element = tree.Element("testcase", name=xml_line(case["name"]), classname=classname,
+                           time="%.3f" % case["seconds"])
+    if case.get("file"):
+        element.set("file", xml_line(case["file"]))
+    if case.get("line"):
+        element.set("line", str(int(case["line"])))
+    counts["tests"] += 1
+    details = case.get("details") or ""
+    for kind, count in (("error", "errors"), ("failure", "failures"), ("skipped", "skipped")):
+        if case.get(kind) is not None:
+            counts[count] += 1
+            line = xml_line(case[kind])
+            outcome = tree.SubElement(element, kind, message=line)
+            if kind != "skipped":
+                outcome.set("type", kind)
+                # GitLab shows the body, not the message: the line comes first in it too
+                outcome.text = xml_text(line + ("\n\n" + details if details else ""))
+            break
+    if details:
+        tree.SubElement(element, "system-out").text = xml_text(details)
+    return element
+
+
+def _junit_counts(element: Any, counts: collections.Counter) -> None:
+    for name in ("tests", "failures", "errors", "skipped"):
+        element.set(name, str(counts[name]))
+    element.set("time", "%.3f" % counts["time"])
+
+
+def replace_file(path: str, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then rename it to ``path``: a reader
+    sees the old file or the whole new one, never half of it."""
+    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
+                                         prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.chmod(temporary, 0o644)  # mkstemp's 0600: a report is for others to read
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        raise
+
+
+def junit_path_problem(path: str) -> Optional[str]:
+    """Why a --junit report could not be written at ``path`` (checked before the run by making a
+    file beside it), or None."""
+    if os.path.isdir(path):
+        return "it is a folder"
+    try:
+        handle, temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
+                                             prefix="." + os.path.basename(path) + ".")
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    os.close(handle)
+    os.remove(temporary)
+    return None
+
+
+def scenario_suite(runner: ScenarioRunner, crash: Optional[str] = None) -> dict:
+    """A finished scenario run as a suite of a JUnit report (see write_junit): a case per step (the
+    steps after a failed one skipped), and under --strict a failed case per spec warning or
+    behaviour check of the run; ``crash``: why the run stopped, a bug of ours (an error case)."""
+    cases = [_step_case(runner, step, seconds, failure)
+             for step, seconds, failure in runner.outcomes if step.line or failure is not None]
+    ran = {id(step) for step, _, _ in runner.outcomes}
+    cases += [unrun_case(runner.path, step, "not run: an earlier step failed" if crash is None
+                         else "not run") for step in runner.steps if id(step) not in ran]
+    if crash is not None:
+        cases.append({"name": "the scenario runner", "seconds": 0.0, "failure": None,
+                      "details": "", "error": "the scenario stopped: " + crash})
+    if runner.system.options.strict:
+        cases += _strict_cases(runner)
+    started = datetime.datetime.fromtimestamp(runner.started_at, datetime.timezone.utc)
+    return {"name": runner.name, "timestamp": started.isoformat(timespec="seconds"),
+            "seconds": runner.seconds, "cases": cases}
+
+
+def unrun_suite(path: str, steps: list[Step]) -> dict:
+    """A script the run did not get to (the server stopped first) as a suite of skipped cases."""
+    return {"name": os.path.basename(path), "timestamp": utc_now().isoformat(timespec="seconds"),
+            "seconds": 0.0, "cases": [unrun_case(path, step, "not run: the server stopped first")
+                                      for step in steps]}
+
+
+def unrun_case(path: str, step: Step, why: str) -> dict:
+    return {"name": "line %d: %s" % (step.line, step.text), "seconds": 0.0, "failure": None,
+            "details": "", "file": path, "line": step.line, "skipped": why}
+
+
+def _step_case(runner: ScenarioRunner, step: Step, seconds: float,
+               failure: Optional[str]) -> dict:
+    """A step that ran as a case: a failed one says the line, what was expected and what came,
+    and shows the frames just before it."""
+    case = {"name": "line %d: %s" % (step.line, step.text) if step.line
+            else "charger (waiting for a charger to connect)", "seconds": seconds,
+            "failure": None, "details": "", "file": runner.path, "line": step.line}
+    if failure is not None:
+        case["failure"] = "%s:%d %s: %s" % (runner.name, step.line, step.text, failure)
+        frames = runner.frames_at_failure
+        case["details"] = "%s line %d: %s\n%s\n\n%s" % (
+            runner.path, step.line, step.text, failure,
+            "the %d latest frames before it (UTC; <- from the charger, -> to it):\n%s"
+            % (len(frames), "\n".join(frames)) if frames else "no frames before it")
+    return case
+
+
+def _strict_cases(runner: ScenarioRunner) -> list[dict]:
+    """--strict: each spec warning and failed behaviour check of the run, a failed case."""
+    if not runner.warnings:
+        return []
+    cases = [{"name": "--strict %d: %s" % (number, text), "seconds": 0.0,
+              "failure": "--strict: " + text, "details": ""}
+             for number, text in enumerate(runner.observed.problems, 1)]
+    unlisted = runner.warnings - len(runner.observed.problems)
+    if unlisted > 0:
+        cases.append({"name": "--strict: %d more spec warning(s)" % unlisted, "seconds": 0.0,
+                      "failure": "--strict: %d more spec warning(s) (the console shows each)"
+                      % unlisted, "details": ""})
+    return cases
 
 
 # ------------------------------------------- HTTP API, event stream, file server
@@ -10387,6 +11273,7 @@ class HttpApi(HttpPort):
         (("",), {"GET": "page"}),
         (("api", "chargers"), {"GET": "list_chargers"}),
         (("api", "chargers", "*"), {"GET": "get_charger"}),
+        (("api", "chargers", "*", "variables"), {"GET": "device_routes.variables"}),
         (("api", "chargers", "*", "*"), {"POST": "call_action"}),
         (("api", "command"), {"POST": "run_command"}),
         (("api", "events"), {"GET": "streams.open"}),
@@ -10404,6 +11291,7 @@ class HttpApi(HttpPort):
         self.streams = EventStreams(system, max(1, int(max_connections * EVENT_STREAM_SHARE)))
         self.history = self.streams.history
         self.file_routes = FileRoutes(self)
+        self.device_routes = DeviceModelRoutes(self)
 
     async def close(self) -> None:
         self.busy.cancel()
@@ -10627,6 +11515,35 @@ class FileRoutes:
     def _charger_of(self, segments: list[str]) -> Optional[str]:
         """The charge point a file belongs to: the one whose folder is its first, if any."""
         return self.files.charger_of_file(segments, self.system.states)
+
+
+class DeviceModelRoutes:
+    """GET /api/chargers/{id}/variables?q=: a 2.0.1 station's device model, searched as the
+    console's `variables` searches it."""
+
+    def __init__(self, api: HttpApi) -> None:
+        self.system = api.system
+
+    async def variables(self, request: HttpRequest, writer: asyncio.StreamWriter, charger_id: str
+                        ) -> tuple[int, Any]:
+        state = self.system.states.get(charger_id)
+        if state is None:
+            raise HttpError(404, "no charge point %s has connected" % _show(charger_id))
+        query = request.query.get("q", "")
+        model = state.device_model
+        found = model.matching(query) if model is not None else []
+        return 200, {"id": charger_id, "query": query,
+                     "kept": len(model.variables) if model is not None else 0,
+                     "cap": MAX_DEVICE_VARIABLES, "full": model is not None and model.full,
+                     "variables": [variable_record(name, key, row) for name, key, row in found]}
+
+
+def variable_record(name: str, key: VariableKey, row: list) -> dict:
+    """What GET /api/chargers/{id}/variables says of one variable attribute."""
+    component, variable = component_json(key)
+    return {"name": name, "component": component, "variable": variable, "attributeType": key[6],
+            "value": row[0], "mutability": row[1], "dataType": row[2], "unit": row[3],
+            "source": row[4]}
 
 
 # ------------------------------------------------------------- The web page
@@ -10867,6 +11784,22 @@ async function sendCommand(event) {
   if (!shown.length) shown.push(data.error || (status === 200 ? "ok" : "HTTP " + status));
   $("#reply").textContent = shown.join("\n");
   $("#reply").className = status === 200 ? "" : "bad";
+}
+
+async function showVariables(event) {  // a station's device model, searched: text only
+  event.preventDefault();
+  const id = $("#var-charger").value.trim() || (chargers.length ? chargers[0].id : "");
+  const out = $("#var-list");
+  if (!id) { out.textContent = "no charger yet"; return; }
+  const path = "/api/chargers/" + encodeURIComponent(id) + "/variables?q=" +
+    encodeURIComponent($("#var-query").value.trim());
+  let status = 0, data = {error: "the server did not answer"};
+  try { ({status, data} = await api("GET", path)); } catch (error) { /* shown below */ }
+  const rows = status === 200 ? data.variables.map((row) => row.name + " = " +
+    (row.value === null ? "(no value)" : row.value) + "  (" + row.source + ")") : [];
+  out.textContent = status !== 200 ? (data.error || "HTTP " + status)
+    : rows.length ? rows.join("\n") : id + ": no variable" + (data.query ? " matches" : " yet");
+  out.className = status === 200 ? "" : "bad";
 }
 
 function addRow(event, kind, label, text, detail) {
@@ -11173,6 +12106,7 @@ function connect(from, fresh) {  // fresh: the page has just loaded the state at
 }
 
 $("#command").addEventListener("submit", sendCommand);
+$("#variables").addEventListener("submit", showVariables);
 window.addEventListener("resize", () => charts.forEach(drawSoon));
 const firstState = readState(document);
 if (firstState) {
@@ -11233,8 +12167,8 @@ button:disabled { background: #9aa3b0; cursor: default; }
 form { display: flex; gap: .5rem; }
 input { flex: 1; min-width: 0; font: inherit; padding: .45rem; border: 1px solid #99a;
         border-radius: 6px; }
-#reply { white-space: pre-wrap; word-break: break-all; font-size: .85rem; margin: .5rem 0 0;
-         max-height: 16rem;
+#reply, #var-list { white-space: pre-wrap; word-break: break-all; font-size: .85rem;
+         margin: .5rem 0 0; max-height: 16rem;
          overflow: auto; }
 canvas { width: 100%; display: block; }
 .legend { margin: .3rem 0 0; font-size: .9rem; }
@@ -11270,6 +12204,14 @@ ws:// URL.</p></div>
 placeholder="e.g. startRemote or @CP-1 Reset type=Hard" aria-label="command"><button
 type="submit">Send</button></form>
 <pre id="reply"></pre>
+</div>
+<div class="panel">
+<h2>Variables (2.0.1)</h2>
+<form id="variables"><input id="var-charger" autocomplete="off" spellcheck="false"
+placeholder="charger id" aria-label="charger id"><input id="var-query" autocomplete="off"
+spellcheck="false" placeholder="search, e.g. heartbeat" aria-label="search"><button
+type="submit">Show</button></form>
+<pre id="var-list"></pre>
 </div>
 <h2>Meter values</h2>
 <div id="charts"></div>
@@ -11961,6 +12903,35 @@ def load_scenario(path: str, out: Output, version: OcppVersion) -> Optional[list
     return None
 
 
+def script_paths(given: Sequence[str], out: Output) -> Optional[list[str]]:
+    """The --script files in run order: each FILE as given, each FOLDER's *.txt files in name
+    order; None (after one error line) when a folder holds none."""
+    paths = []
+    for path in given:
+        if not os.path.isdir(path):
+            paths.append(path)
+            continue
+        found = sorted(name for name in os.listdir(path) if name.endswith(".txt")
+                       and os.path.isfile(os.path.join(path, name)))
+        if not found:
+            out.error(None, "the script folder %s holds no *.txt script" % path)
+            return None
+        paths += [os.path.join(path, name) for name in found]
+    return paths
+
+
+def load_scenarios(options: "Settings", out: Output) -> Optional[list[tuple[str, list[Step]]]]:
+    """Every --script checked, before any runs (one error line per unusable one): (path, steps)
+    per script, or None when any is unusable."""
+    paths = script_paths(options.script, out)
+    if paths is None:
+        return None
+    scenarios = [(path, load_scenario(path, out, VERSIONS[options.ocpp])) for path in paths]
+    if any(steps is None for _, steps in scenarios):
+        return None
+    return scenarios  # type: ignore[return-value]
+
+
 async def run_server(options: "Settings", out: Output, stdin: Any = None,
                      started: Optional[Callable[["CentralSystem", "Console"], None]] = None) -> int:
     """Serve until quit, SIGINT or SIGTERM, or until --script is done; the exit status.
@@ -11968,12 +12939,16 @@ async def run_server(options: "Settings", out: Output, stdin: Any = None,
     ``stdin`` feeds the console (sys.stdin by default); ``started`` is called
     once the server listens (the tests use it to run it in-process).
     """
-    steps = None
+    scenarios = None
     if options.script:
         # checked before the server listens
-        steps = load_scenario(options.script, out, VERSIONS[options.ocpp])
-        if steps is None:
+        scenarios = load_scenarios(options, out)
+        if scenarios is None:
             return 2
+    problem = junit_path_problem(options.junit) if options.junit else None
+    if problem is not None:
+        out.error(None, "cannot write the JUnit report %s: %s" % (options.junit, problem))
+        return 2
     system = CentralSystem(options, out)
     if options.log:
         try:
@@ -11985,14 +12960,15 @@ async def run_server(options: "Settings", out: Output, stdin: Any = None,
                       % (options.log, exc.strerror or exc))
             return 2
     try:
-        return await serve_until_stopped(system, options, out, stdin, steps, started)
+        return await serve_until_stopped(system, options, out, stdin, scenarios, started)
     finally:
         if system.transcript is not None:
             system.transcript.close()
 
 
 async def serve_until_stopped(system: CentralSystem, options: "Settings", out: Output,
-                              stdin: Any = None, steps: Optional[list[Step]] = None,
+                              stdin: Any = None,
+                              scenarios: Optional[list[tuple[str, list[Step]]]] = None,
                               started: Optional[Callable[["CentralSystem", "Console"],
                                                          None]] = None) -> int:
     """Listen, print the banner, run the console or the scenario; return the exit status once
@@ -12017,16 +12993,24 @@ async def serve_until_stopped(system: CentralSystem, options: "Settings", out: O
     stop_on_signals(loop, system)
     print_banner(system, options, out, access)
     note_open_files(system, options)
-    if steps is None:
+    scripts = scenarios and asyncio.ensure_future(run_scenarios(scenarios, system))
+    if scripts is None:
         console.start_reader(loop, stdin)
-    else:
-        runner = ScenarioRunner(system, steps, os.path.basename(options.script))
-        asyncio.ensure_future(run_scenario(runner, system))
     if started is not None:
         started(system, console)
     await system.stopped.wait()
+    await stop_scenarios(scripts)
     await close_down(system, server, http_api, out)
     return system.exit_code
+
+
+async def stop_scenarios(scripts: "Optional[asyncio.Future[None]]") -> None:
+    """Stop the --script run when the server stops before it is done (quit, SIGINT, SIGTERM):
+    what ran is reported (run_scenarios)."""
+    if scripts is not None and not scripts.done():
+        scripts.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await scripts
 
 
 async def close_down(system: CentralSystem, server: Any, http_api: "Optional[HttpApi]",
@@ -12334,14 +13318,58 @@ async def shut_down(system: CentralSystem, server: Any) -> None:
         await asyncio.sleep(0)
 
 
-async def run_scenario(runner: ScenarioRunner, system: CentralSystem) -> None:
-    """Run the --script scenario, then stop the server with its exit status."""
-    try:
-        system.exit_code = await runner.run()
-    except Exception as exc:  # a bug of ours: report it as a failed run, not a traceback
-        system.log("error", None, "the scenario stopped: %s: %s" % (type(exc).__name__, exc))
-        system.exit_code = 1
+async def run_scenarios(scenarios: list[tuple[str, list[Step]]], system: CentralSystem) -> None:
+    """Run the --script scenarios one after another against the same charger, each counting from
+    its own start; write the --junit report; stop the server with one exit status (0: every
+    scenario passed, 1: one failed)."""
+    status, suites, failed = 0, [], []
+    for index, (path, steps) in enumerate(scenarios):
+        runner = ScenarioRunner(system, steps, os.path.basename(path), path)
+        try:
+            code, crash = await run_scenario(runner)
+        except asyncio.CancelledError:  # the server stops: report what ran, and what did not
+            runner.seconds = time.time() - runner.started_at
+            suites.append(scenario_suite(runner, "the server stopped during this script"))
+            suites += [unrun_suite(*scenario) for scenario in scenarios[index + 1:]]
+            if system.options.junit:
+                report_junit(system, system.options.junit, suites)
+            raise
+        finally:
+            runner.close()
+        status = max(status, code)
+        failed += [runner.name] if code else []
+        suites.append(scenario_suite(runner, crash))
+    if len(scenarios) > 1:
+        system.log("notice", None, "scripts: %d of %d passed%s" % (
+            len(scenarios) - len(failed), len(scenarios),
+            "; failed: " + ", ".join(failed) if failed else ""))
+    if system.options.junit:
+        status = max(status, report_junit(system, system.options.junit, suites))
+    system.exit_code = status
     system.stop()
+
+
+async def run_scenario(runner: ScenarioRunner) -> tuple[int, Optional[str]]:
+    """Run one scenario: its exit status, and what stopped it if it was a bug of ours."""
+    try:
+        return await runner.run(), None
+    except Exception as exc:  # a bug of ours: report it as a failed run, not a traceback
+        crash = "%s: %s" % (type(exc).__name__, exc)
+        runner.system.log("error", None, "the scenario stopped: " + crash)
+        return 1, crash
+
+
+def report_junit(system: CentralSystem, path: str, suites: list[dict]) -> int:
+    """Write the --junit report and say where, in one line; 0, or 1 when it could not be
+    written."""
+    try:
+        write_junit(path, suites)
+    except OSError as exc:
+        system.log("error", None, "cannot write the JUnit report %s: %s"
+                   % (path, exc.strerror or exc))
+        return 1
+    system.log("notice", None, "JUnit report written to %s" % path)
+    return 0
 
 
 # --------------------------------------------------------- Settings and CLI
@@ -12537,10 +13565,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="inject a fault from the start, e.g. --fault 'BootNotification "
                              "status=Pending times=2' "
                         "or --fault '@CP-1 disconnect after=5'; repeatable (docs/faults.md)")
-    parser.add_argument("--script", metavar="FILE",
+    parser.add_argument("--script", metavar="FILE", action="append", default=[],
                         help="run a scenario against the first charger that connects, then exit "
                              "0 (passed), "
-                        "1 (failed) or 2 (invalid script); see docs/ci.md")
+                        "1 (failed) or 2 (invalid script); see docs/ci.md. Repeatable, or a "
+                        "FOLDER (its *.txt in name order): run one after another, one exit status")
+    parser.add_argument("--junit", metavar="FILE",
+                        help="with --script: write a JUnit XML report of the run to FILE (a "
+                             "testsuite per script, a testcase per step; see docs/ci.md)")
     parser.add_argument("--log", metavar="FILE",
                         help="append every frame in and out to FILE, one JSON object per line")
     parser.add_argument("--quiet", action="store_true",
@@ -12589,7 +13621,7 @@ class Settings:
     tag_rules: dict[str, tuple[dict, str]]
     unknown_tags: str
     concurrent_tx: bool
-    script: Optional[str]
+    script: list[str]
     log: Optional[str]
     quiet: bool
     wide: bool
@@ -12602,6 +13634,7 @@ class Settings:
     files_dir: Optional[str]
     max_upload_size: int
     files_quota: int
+    junit: Optional[str]
 
 
 def parse_settings(argv: Optional[list[str]] = None) -> Settings:
@@ -12635,6 +13668,7 @@ def parse_settings(argv: Optional[list[str]] = None) -> Settings:
         parser.error("--ca-cert signs with the openssl command, which is not on PATH (apt "
                      "install openssl); "
                      "without --ca-cert the server saves each CSR for you to sign")
+    _check_junit(parser, options)
     if options.http and not is_loopback(options.http_host) and options.http_token is None:
         parser.error("--http-host %s is reachable from other machines, and anyone who reaches the "
                      "HTTP port can "
@@ -12643,6 +13677,11 @@ def parse_settings(argv: Optional[list[str]] = None) -> Settings:
     return Settings(**derived, **{field.name: getattr(options, field.name)
                                   for field in dataclasses.fields(Settings)
                                   if field.name not in derived})
+
+
+def _check_junit(parser: argparse.ArgumentParser, options: argparse.Namespace) -> None:
+    if options.junit and not options.script and not getattr(options, "replay", None):
+        parser.error("--junit FILE reports a --script run (or a --replay run): give one")
 
 
 def _password(options: "Settings") -> Optional[bytes]:

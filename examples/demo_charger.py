@@ -24,7 +24,8 @@ StatusNotification per EVSE and connector, Authorize, and on RequestStartTransac
 transaction of TransactionEvents (Started, Updated with the meter every --meter-interval, Ended
 on RequestStopTransaction) with its own transactionId and seqNo; it answers every CSMS message
 of 2.0.1 with a schema-valid reply, from a small device model (GetVariables, SetVariables,
-GetBaseReport and GetReport with NotifyReport in parts). --misbehave works in both versions;
+GetBaseReport and GetReport with NotifyReport in parts; the monitoring report, display messages
+and customer information come in parts too). --misbehave works in both versions;
 bad-transition (the 1.6 status diagram) is 1.6 only, the TransactionEvent and 2.0.1 status ones
 (repeat-seqno and the others after it in MISBEHAVIOURS) are 2.0.1 only.
 Standard library and websockets only, like the server.
@@ -950,13 +951,17 @@ def device_model_201(options: argparse.Namespace) -> dict:
             ["Energy.Active.Import.Register,Power.Active.Import,SoC", "ReadWrite", "MemberList"],
         ("TxCtrlr", "EVConnectionTimeOut"): ["120", "ReadWrite", "integer"],
         ("LocalAuthListCtrlr", "Enabled"): ["true", "ReadWrite", "boolean"],
+        ("EVSE", "AvailabilityState"): ["Available", "ReadOnly", "OptionList"],
     }
 
 
+# Components that are an EVSE's: reported with its evse (the demo has one EVSE)
+EVSE_OF = {"EVSE": {"evse": {"id": 1}}}
 # GetCertificateIdUseEnumType: what GetInstalledCertificateIds reports when asked for all
 CERTIFICATE_USES_201 = ["V2GRootCertificate", "MORootCertificate", "CSMSRootCertificate",
                         "V2GCertificateChain", "ManufacturerRootCertificate"]
 REPORT_ITEMS_PER_MESSAGE = 3  # NotifyReport parts: the report comes in several (tbc, seqNo)
+TEXT_PER_ITEM = 10  # characters of NotifyCustomerInformation's data per item: it comes in parts
 
 
 class V201Answers:
@@ -970,13 +975,16 @@ class V201Answers:
         """Send ``action`` after the answer (a report, a status notification)."""
         self.charger.spawn(self.charger.call(action, payload))
 
-    async def in_parts(self, action: str, request_id: Any, key: str, items: list) -> None:
-        """``action`` with ``items`` under ``key``, a few per message, with seqNo and tbc."""
-        parts = [items[start:start + REPORT_ITEMS_PER_MESSAGE]
-                 for start in range(0, len(items), REPORT_ITEMS_PER_MESSAGE)] or [[]]
+    async def in_parts(self, action: str, request_id: Any, key: str, items: Any,
+                       numbered: bool = True) -> None:
+        """``action`` with ``items`` (a list, or a text) under ``key``, a few per message, with
+        tbc (and seqNo and generatedAt when ``numbered``: NotifyDisplayMessages has neither)."""
+        size = REPORT_ITEMS_PER_MESSAGE * (TEXT_PER_ITEM if isinstance(items, str) else 1)
+        parts = [items[start:start + size] for start in range(0, len(items), size)] or [[]]
         for seq_no, part in enumerate(parts):
-            payload = {"requestId": request_id, "generatedAt": now_iso(), "seqNo": seq_no,
-                       "tbc": seq_no < len(parts) - 1}
+            payload = {"requestId": request_id, "tbc": seq_no < len(parts) - 1}
+            if numbered:
+                payload.update(generatedAt=now_iso(), seqNo=seq_no)
             if part:
                 payload[key] = part
             await self.charger.call(action, payload)
@@ -1023,12 +1031,14 @@ class V201DeviceModel(V201Answers):
         for entry in payload.get("setVariableData") or []:
             status, row = self.lookup(entry)
             value = str(entry.get("attributeValue"))
+            result = {"attributeStatus": status, "component": entry.get("component"),
+                      "variable": entry.get("variable")}
             if row is not None and not self.fits(row, value):
-                status = "Rejected"
+                result.update(attributeStatus="Rejected", attributeStatusInfo={
+                    "reasonCode": "ReadOnly" if row[1] == "ReadOnly" else "InvalidValue"})
             elif row is not None:
                 row[0] = value
-            results.append({"attributeStatus": status, "component": entry.get("component"),
-                            "variable": entry.get("variable")})
+            results.append(result)
         return {"setVariableResult": results}
 
     @staticmethod
@@ -1046,7 +1056,8 @@ class V201DeviceModel(V201Answers):
         for (component, variable), (value, mutability, data_type) in self.variables.items():
             if wanted is None or any(self.matches(asked, component, variable)
                                      for asked in wanted):
-                entries.append({"component": {"name": component}, "variable": {"name": variable},
+                entries.append({"component": {"name": component, **EVSE_OF.get(component, {})},
+                                "variable": {"name": variable},
                                 "variableAttribute": [{"type": "Actual", "value": value,
                                                        "mutability": mutability}],
                                 "variableCharacteristics": {"dataType": data_type,
@@ -1283,9 +1294,10 @@ class V201Services(V201Answers):
 
     def on_CustomerInformation(self, payload: dict) -> dict:
         if payload.get("report"):
-            self.follow_up("NotifyCustomerInformation", {
-                "data": "the demo charger keeps no customer data", "seqNo": 0,
-                "generatedAt": now_iso(), "requestId": payload.get("requestId"), "tbc": False})
+            token = (payload.get("idToken") or {}).get("idToken") or "(no idToken)"
+            self.charger.spawn(self.in_parts(
+                "NotifyCustomerInformation", payload.get("requestId"), "data",
+                f"idToken {token}: the demo charger keeps no customer data"))
         return {"status": "Accepted"}
 
     def on_CertificateSigned(self, payload: dict) -> dict:
@@ -1316,8 +1328,8 @@ class V201Services(V201Answers):
                  if not asked or message_id in asked]
         if not found:
             return {"status": "Unknown"}
-        self.follow_up("NotifyDisplayMessages", {"requestId": payload.get("requestId"),
-                                                 "messageInfo": found, "tbc": False})
+        self.charger.spawn(self.in_parts("NotifyDisplayMessages", payload.get("requestId"),
+                                         "messageInfo", found, numbered=False))
         return {"status": "Accepted"}
 
     def on_ClearDisplayMessage(self, payload: dict) -> dict:

@@ -231,6 +231,9 @@ COVERED_ELSEWHERE = {
     # --- smart201
     GUIDE_SMART_201_DEMO: SMART_201_TEST,
     GUIDE_SMART_201_SESSION: SMART_201_TEST,
+    "docs/guide.md: 17:39:39.298 CS-1 ** NotifyReport requestId 1: 3 parts, 9 "
+    "variables (`va": "tests/test_device201.py::"
+    "test_the_demo_charger_takes_part_in_every_device_model_flow",
     # checks201: the 2.0.1 faults and outage of faults.md
     "docs/faults.md: fault BootNotification status=Pending interval=10 times=1": "tests/"
     "test_checks201.py::test_the_2_0_1_fault_lines_of_faults_md_work_as_written_on_a_2_0_1_station",
