@@ -5213,7 +5213,7 @@ class ChargerHistory:
         # 2.0.1: the station's transactions as its TransactionEvents tell them, kept across its
         # boots (a transaction outlives them); None until its first TransactionEvent
         self.transaction_events: Optional[TransactionEvents] = None
-        # 2.0.1: (EVSE, connector) -> the status last reported since this boot (None until one)
+        # 2.0.1: (EVSE, connector) -> the status last reported since this boot or connection
         self.statuses: Optional[dict[tuple[Any, Any], Any]] = None
         # (action, requestId) of the messages the server's requests asked for (None until one)
         self.requested: Optional[dict[tuple[str, Any], None]] = None
@@ -5308,7 +5308,8 @@ def check_transaction_message(session: "ChargerSession", transaction_id: Optiona
         check_failed(session, "transaction-order",
                      "%s for transaction %s is stamped %s, before the message that "
                      "came first (%s)"
-                     % (action, transaction_id, printable(timestamp, 40), printable(last, 40)))
+                     % (action, printable(str(transaction_id), 40), printable(timestamp, 40),
+                        printable(last, 40)))
     if len(times) < MAX_OPEN_TRANSACTIONS or transaction_id in times:
         times[transaction_id] = max(timestamp, last or "")
 
