@@ -4903,6 +4903,8 @@ class ServerCalls:
             await session.send_text(call.raw_text, label, call.raw_text)
             return
         payload = call.payload
+        if call.action in session.version.checks.requested:
+            note_requested(session, call.action, payload)
         if session.dialect == DIALECT_FLEXICHARGE:
             payload = to_flexicharge_payload(call.action, payload)
         payload_json = dump_json(payload)
@@ -5152,7 +5154,9 @@ class ChargerCalls:
             if not rules.valid(payload):  # nearly every payload is: lint_payload's test, inline
                 self._check_payload(action, rules, payload)
             if session.state.boot_status in ("Pending", "Rejected"):
-                check_call_allowed(session, action)
+                check_call_allowed(session, action, payload)
+            if action in session.version.checks.on_call:  # the version's, before any fault
+                session.version.checks.on_call[action](session, payload)
             if session.replies_withheld:
                 check_failed(session, "two-calls",
                              "sent %s while its previous CALL still awaited its reply" % label)
@@ -5485,7 +5489,8 @@ class ChargerHistory:
     """What the checks remember of a charge point since its last BootNotification."""
 
     __slots__ = ("booted_at", "boot_interval", "boot_status", "heartbeat_at", "heartbeat_interval",
-                 "triggered_messages", "energy", "transaction_times")
+                 "triggered_messages", "energy", "transaction_times", "transaction_events",
+                 "statuses", "requested")
 
     def __init__(self) -> None:
         self.booted_at = 0.0  # monotonic time of its last BootNotification
@@ -5500,6 +5505,13 @@ class ChargerHistory:
         self.energy: dict[tuple[int, Any], float] = {}
         # transaction -> the timestamp of its last message
         self.transaction_times: dict[int, str] = {}
+        # 2.0.1: the station's transactions as its TransactionEvents tell them, kept across its
+        # boots (a transaction outlives them); None until its first TransactionEvent
+        self.transaction_events: Optional[TransactionEvents] = None
+        # 2.0.1: (EVSE, connector) -> the status last reported since this boot or connection
+        self.statuses: Optional[dict[tuple[Any, Any], Any]] = None
+        # (action, requestId) of the messages the server's requests asked for (None until one)
+        self.requested: Optional[dict[tuple[str, Any], None]] = None
 
     @property
     def triggered(self) -> set:
@@ -5540,13 +5552,19 @@ def check_boot(session: "ChargerSession", status: str, interval: int) -> None:
     fresh = session.state.history = ChargerHistory()  # the history starts again
     fresh.booted_at, fresh.boot_interval, fresh.boot_status = now, interval, status
     fresh.heartbeat_interval = interval if status == "Accepted" else 0
+    # but not what outlives a boot: its transactions, and what the server asked it for
+    fresh.transaction_events, fresh.requested = history.transaction_events, history.requested
 
 
-def check_call_allowed(session: "ChargerSession", action: str) -> None:
-    """No CALL but BootNotification before the boot is Accepted (OCPP 1.6 section 4.2)."""
-    status = session.state.boot_status
+def check_call_allowed(session: "ChargerSession", action: str, payload: Any = None) -> None:
+    """No CALL but BootNotification before the boot is Accepted (OCPP 1.6 section 4.2, 2.0.1
+    B02), but for what the server asked for: a triggered message, or what one of its requests
+    makes the charger send (the version's BehaviourChecks.requested)."""
+    status, history = session.state.boot_status, session.state.history
     if action != "BootNotification" and status in (
-        "Pending", "Rejected") and action not in session.state.history.triggered_messages:
+        "Pending", "Rejected") and action not in history.triggered_messages and not (
+            history.requested and type(payload) is dict
+            and (action, _request_id(payload)) in history.requested):
         check_failed(session, "call-before-boot", "sent %s while its boot is %s"
                      % (printable(action), status))
 
@@ -5584,9 +5602,10 @@ def check_transaction_message(session: "ChargerSession", transaction_id: Optiona
     last = times.get(transaction_id)
     if last is not None and timestamp < last:  # ISO-8601 UTC text sorts as time does
         check_failed(session, "transaction-order",
-                     "%s for transaction %d is stamped %s, before the message that "
+                     "%s for transaction %s is stamped %s, before the message that "
                      "came first (%s)"
-                     % (action, transaction_id, printable(timestamp, 40), printable(last, 40)))
+                     % (action, printable(str(transaction_id), 40), printable(timestamp, 40),
+                        printable(last, 40)))
     if len(times) < MAX_OPEN_TRANSACTIONS or transaction_id in times:
         times[transaction_id] = max(timestamp, last or "")
 
@@ -5635,6 +5654,285 @@ def check_lost_transaction(session: "ChargerSession", connector: Optional[int]) 
                          "a new transaction on connector %s while transaction %s "
                          "there was never stopped" % (connector, transaction.transaction_id))
             return
+
+
+# OCPP 2.0.1: a station's transactions as its TransactionEvents tell them (seqNo, eventType, meter,
+# the offline flag), its connector statuses against them, and what the server's requests let it
+# send while Pending.  A version's BehaviourChecks run on each CALL before it is answered, whatever
+# a fault does to the reply; a retry (the same seqNo and timestamp again) is not a repeat.
+
+MAX_TRACKED_TRANSACTIONS = 2 * MAX_OPEN_TRANSACTIONS  # followed per station, ended ones too
+MAX_MISSING_SEQ_NOS = 64  # seqNos of one transaction kept as missing, to tell a late one
+MAX_REQUESTED = 64  # server requests per station whose messages may come while Pending
+MAX_METER_PHASES = 8  # phases of one transaction whose energy register is followed
+_STARTED, _UPDATED, _ENDED = 1, 2, 4
+_EVENT_BITS = {"Started": _STARTED, "Updated": _UPDATED, "Ended": _ENDED}
+_EV_CONNECTED = ("EVConnected", "Charging", "SuspendedEV", "SuspendedEVSE")  # chargingStates
+
+
+class BehaviourChecks:
+    """One version's checks beyond those its handlers run: ``on_call`` (action -> check(session,
+    payload), run on each of the charger's CALLs of that action before it is answered) and
+    ``requested`` (a server request -> the charger's CALL it asks for, by the same requestId, which
+    may then come while the boot is Pending)."""
+
+    __slots__ = ("on_call", "requested")
+
+    def __init__(self, on_call: dict[str, Callable[["ChargerSession", Any], None]],
+                 requested: dict[str, str]) -> None:
+        self.on_call = on_call
+        self.requested = requested
+
+
+class TransactionRecord:
+    """One transaction as its TransactionEvents tell it."""
+
+    __slots__ = ("seen", "next_seq_no", "last", "evse", "missing", "energy", "told_dropped",
+                 "charging_state")
+
+    def __init__(self, evse: Any) -> None:
+        self.seen = 0  # the event types seen, as _EVENT_BITS
+        self.next_seq_no: Optional[int] = None  # one past the highest seqNo seen
+        self.last: Optional[tuple[Any, Any]] = None  # (seqNo, timestamp) of the last event
+        self.evse = evse  # its EVSE id, as its events name it
+        self.missing: Optional[set[int]] = None  # seqNos skipped that have not arrived (yet)
+        self.energy: Optional[dict[Any, float]] = None  # phase -> its last register, Wh
+        self.told_dropped = False  # said that a gap of offline events may be a full queue's
+        self.charging_state: Any = None  # the last transactionInfo.chargingState it gave
+
+
+class TransactionEvents:
+    """What the 2.0.1 checks follow of one station's transactions (at most
+    MAX_TRACKED_TRANSACTIONS, the oldest forgotten first), across its boots and connections."""
+
+    __slots__ = ("transactions", "went_away", "outage")
+
+    def __init__(self) -> None:
+        self.transactions: dict[str, TransactionRecord] = {}
+        self.went_away: Optional[str] = None  # UTC, when its last connection ended (and slack)
+        # (from, to), UTC: an event stamped in between happened while it was not connected
+        self.outage: Optional[tuple[str, str]] = None
+
+    def record(self, transaction_id: str, evse: Any) -> TransactionRecord:
+        record = self.transactions.get(transaction_id)
+        if record is None:
+            if len(self.transactions) >= MAX_TRACKED_TRANSACTIONS:
+                del self.transactions[next(iter(self.transactions))]
+            record = self.transactions[transaction_id] = TransactionRecord(evse)
+        return record
+
+    def charging_on(self, evse: int) -> Optional[tuple[str, str]]:
+        """(transaction, chargingState) of a transaction that runs on ``evse`` (started or updated,
+        not ended) with an EV connected by its last chargingState, if any: a transaction may
+        start before the cable is plugged in, and go on after it is unplugged (TxStartPoint,
+        TxStopPoint), not while an EV is connected."""
+        for transaction_id, record in self.transactions.items():
+            if record.evse == evse and record.charging_state in _EV_CONNECTED and record.seen & (
+                    _STARTED | _UPDATED) and not record.seen & _ENDED:
+                return transaction_id, record.charging_state
+        return None
+
+
+def connection_ended(state: "ChargerState") -> None:
+    """A station's connection ended: what it stamps from a moment later on happened offline."""
+    events = state.history.transaction_events
+    if events is not None:
+        events.went_away = UTC_CLOCK.at(time.time() + TIMING_SLACK)
+
+
+def connection_started(state: "ChargerState") -> None:
+    """A station connected again: the time it was away is an outage, for the offline flag; the
+    statuses it reports now are news (as after a boot)."""
+    state.history.statuses = None
+    events = state.history.transaction_events
+    if events is not None and events.went_away is not None:
+        events.outage = (events.went_away, UTC_CLOCK.at(time.time() - TIMING_SLACK))
+        events.went_away = None
+
+
+def _request_id(payload: dict) -> Any:
+    """A payload's requestId, if it is one a set can hold (an int or a string), else None."""
+    request_id = payload.get("requestId")
+    return request_id if type(request_id) in (int, str) else None
+
+
+def note_requested(session: "ChargerSession", action: str, payload: Any) -> None:
+    """The server sends ``action``: the message it asks for may come while the boot is Pending
+    (kept across boots, at most MAX_REQUESTED, the oldest forgotten first)."""
+    asked = session.version.checks.requested.get(action)
+    if asked is None or type(payload) is not dict:
+        return
+    history = session.state.history
+    if history.requested is None:
+        history.requested = {}
+    elif len(history.requested) >= MAX_REQUESTED:
+        del history.requested[next(iter(history.requested))]
+    history.requested[(asked, _request_id(payload))] = None
+
+
+def check_transaction_event(session: "ChargerSession", payload: Any) -> None:
+    """A TransactionEvent: Started first and once, nothing after Ended, seqNo without repeats or
+    gaps, the offline flag on what happened offline, the register never decreasing."""
+    info = payload.get("transactionInfo") if type(payload) is dict else None
+    transaction_id = info.get("transactionId") if type(info) is dict else None
+    if type(transaction_id) is not str:
+        return
+    history = session.state.history
+    if history.transaction_events is None:
+        history.transaction_events = TransactionEvents()
+    evse = payload.get("evse")
+    record = history.transaction_events.record(
+        transaction_id, as_int(evse.get("id")) if type(evse) is dict else None)
+    seq_no, stamp = payload.get("seqNo"), payload.get("timestamp")
+    if record.last == (seq_no, stamp) and type(stamp) is str:  # a retry: checked already
+        return
+    record.last = (seq_no, stamp) if type(stamp) is str else None
+    if type(info.get("chargingState")) is str:
+        record.charging_state = info["chargingState"]
+    _check_event_type(session, record, transaction_id, payload.get("eventType"))
+    in_order = type(seq_no) is not int or _check_seq_no(
+        session, record, transaction_id, seq_no, payload.get("offline") is True)
+    if type(stamp) is str:
+        _check_offline_flag(session, history.transaction_events, transaction_id, stamp,
+                            payload.get("offline") is True)
+        check_transaction_message(session, transaction_id, stamp,  # type: ignore[arg-type]
+                                  "TransactionEvent")
+    if in_order:  # a late one's reading is older: the order is its fault, not the meter's
+        _check_event_energy(session, record, transaction_id, payload)
+
+
+def _check_event_type(session: "ChargerSession", record: TransactionRecord, transaction_id: str,
+                      event_type: Any) -> None:
+    bit = _EVENT_BITS.get(event_type) if type(event_type) is str else None
+    if bit is None:
+        return
+    if bit == _STARTED and record.seen & _STARTED:
+        check_failed(session, "started-twice", lambda: "transaction %s: a second "
+                     "TransactionEvent Started (one per transaction)" % printable(transaction_id))
+    elif bit == _STARTED and record.seen:
+        check_failed(session, "transaction-event-order", lambda: "transaction %s: Started came "
+                     "after its Updated or Ended (Started, then Updated, then Ended)"
+                     % printable(transaction_id))
+    elif record.seen & _ENDED:
+        check_failed(session, "transaction-event-order", lambda: "transaction %s: %s after its "
+                     "Ended (Started, then Updated, then Ended)"
+                     % (printable(transaction_id), event_type))
+    record.seen |= bit
+
+
+def _check_seq_no(session: "ChargerSession", record: TransactionRecord, transaction_id: str,
+                  seq_no: int, offline: bool) -> bool:
+    """seqNo without repeats or gaps; False for one that came after a later one."""
+    expected = record.next_seq_no
+    record.next_seq_no = max(expected or 0, seq_no + 1)
+    if expected is None or seq_no == expected:
+        return True
+    if seq_no > expected:
+        _seq_no_gap(session, record, transaction_id, expected, seq_no, offline)
+        return True
+    if record.missing and seq_no in record.missing:
+        record.missing.discard(seq_no)
+        check_failed(session, "transaction-order", lambda: "transaction %s: seqNo %d came after "
+                     "seqNo %d (a station sends its offline queue in order)"
+                     % (printable(transaction_id), seq_no, expected - 1))
+    else:
+        check_failed(session, "seqno-repeated", lambda: "transaction %s: seqNo %d again (each "
+                     "TransactionEvent of a transaction has the next one)"
+                     % (printable(transaction_id), seq_no))
+    return False
+
+
+def _seq_no_gap(session: "ChargerSession", record: TransactionRecord, transaction_id: str,
+                expected: int, seq_no: int, offline: bool) -> None:
+    """seqNo ``expected`` to ``seq_no`` - 1 never arrived: told, and a fault only when online."""
+    if record.missing is None:
+        record.missing = set()
+    for missing in range(expected, min(seq_no, expected + MAX_MISSING_SEQ_NOS)):
+        if len(record.missing) < MAX_MISSING_SEQ_NOS:
+            record.missing.add(missing)
+    gap = "seqNo %d" % expected if seq_no == expected + 1 else "seqNo %d to %d" % (
+        expected, seq_no - 1)
+    if not offline:
+        check_failed(session, "seqno-gap", lambda: "transaction %s: %s never arrived, and the "
+                     "event after it was sent online (only Updated events of a full offline "
+                     "queue may be dropped)" % (printable(transaction_id), gap))
+    elif not record.told_dropped:
+        record.told_dropped = True
+        session.log("info", "transaction %s: %s never arrived; the events around it happened "
+                    "offline: a station whose offline queue is full may drop Updated events "
+                    "(OCPP 2.0.1 E04), which is not a fault" % (printable(transaction_id), gap))
+
+
+def _check_offline_flag(session: "ChargerSession", events: TransactionEvents, transaction_id: str,
+                        stamp: str, offline: bool) -> None:
+    outage = events.outage
+    if outage is not None and not offline and outage[0] < stamp < outage[1]:
+        check_failed(session, "offline-flag", lambda: "transaction %s: an event stamped %s, while "
+                     "it was not connected (%s to %s), came without offline true"
+                     % (printable(transaction_id), printable(stamp, 40), outage[0], outage[1]))
+
+
+def _check_event_energy(session: "ChargerSession", record: TransactionRecord,
+                        transaction_id: str, payload: dict) -> None:
+    """Energy.Active.Import.Register never decreases within a transaction, per phase."""
+    if "meterValue" not in payload:
+        return
+    for measurand, value, unit, phase in _meter_readings(payload):
+        if measurand != "Energy.Active.Import.Register" or type(phase) not in (str, type(None)):
+            continue
+        reading = _chart_number(value, unit)
+        if reading is None:
+            continue
+        if record.energy is None:
+            record.energy = {}
+        last = record.energy.get(phase, reading)
+        if reading < last:
+            check_failed(session, "energy-decreases", "Energy.Active.Import.Register of "
+                         "transaction %s fell from %g Wh to %g Wh"
+                         % (printable(transaction_id), last, reading))
+        if len(record.energy) < MAX_METER_PHASES or phase in record.energy:
+            record.energy[phase] = reading
+
+
+def check_station_status(session: "ChargerSession", payload: Any) -> None:
+    """A 2.0.1 StatusNotification: no status twice in a row for a connector on one connection
+    (unless triggered), and no Available on an EVSE while a transaction runs there with an EV
+    connected."""
+    status = payload.get("connectorStatus") if type(payload) is dict else None
+    evse, connector = payload.get("evseId"), payload.get("connectorId")
+    if type(status) is not str or type(evse) is not int or type(connector) is not int:
+        return
+    history = session.state.history
+    if history.statuses is None:
+        history.statuses = {}
+    if history.statuses.get((evse, connector)) != status:
+        if len(history.statuses) < MAX_CONNECTORS or (evse, connector) in history.statuses:
+            history.statuses[(evse, connector)] = status
+    elif "StatusNotification" in history.triggered_messages:
+        history.triggered_messages.discard("StatusNotification")
+    else:
+        check_failed(session, "status-repeated", lambda: "EVSE %d connector %d reported %s "
+                     "again (a StatusNotification says a change, or answers a TriggerMessage)"
+                     % (evse, connector, printable(status)))
+    charging = history.transaction_events.charging_on(evse) \
+        if history.transaction_events is not None and status == "Available" else None
+    if charging is not None:
+        check_failed(session, "status-contradicts-transaction", lambda: "EVSE %d connector %d "
+                     "reported Available while transaction %s runs there with an EV connected "
+                     "(chargingState %s, not Ended)"
+                     % (evse, connector, printable(charging[0]), printable(charging[1])))
+
+
+NO_MORE_CHECKS = BehaviourChecks({}, {})  # 1.6: its handlers run its checks
+V201_BEHAVIOUR_CHECKS = BehaviourChecks(
+    {"TransactionEvent": check_transaction_event, "StatusNotification": check_station_status},
+    {"GetBaseReport": "NotifyReport", "GetReport": "NotifyReport",
+     "GetMonitoringReport": "NotifyMonitoringReport", "GetLog": "LogStatusNotification",
+     "UpdateFirmware": "FirmwareStatusNotification",
+     "PublishFirmware": "PublishFirmwareStatusNotification",
+     "CustomerInformation": "NotifyCustomerInformation",
+     "GetDisplayMessages": "NotifyDisplayMessages",
+     "GetChargingProfiles": "ReportChargingProfiles"})
 
 
 # -------------------------------------------------- Charger-initiated actions
@@ -7179,7 +7477,7 @@ class OcppVersion:
     OCPP-J rules (error codes, unreadable frames, identities). ``remote_start``
     and ``remote_stop`` are the actions startRemote and stopRemote send;
     ``dialects`` the spellings a charger of this version may speak, the first
-    one standard.
+    one standard. ``checks`` are its BehaviourChecks beyond those its handlers run.
     """
 
     def __init__(self, rpc: RpcRules, charger_requests: dict[str, dict[str, Rule]],
@@ -7188,7 +7486,8 @@ class OcppVersion:
                  handlers: dict[str, Callable[["ChargerSession", dict], Any]],
                  defaults: dict[str, Callable[["CentralSystem", Optional["ChargerSession"]], dict]],
                  result_handlers: dict[str, Callable[["ChargerSession", dict, dict], None]],
-                 remote_start: str, remote_stop: str, dialects: tuple[str, ...]) -> None:
+                 remote_start: str, remote_stop: str, dialects: tuple[str, ...],
+                 checks: BehaviourChecks = NO_MORE_CHECKS) -> None:
         self.rpc = rpc
         self.name = rpc.version
         self.subprotocol = rpc.subprotocol
@@ -7204,6 +7503,7 @@ class OcppVersion:
         self.remote_start = remote_start
         self.remote_stop = remote_stop
         self.dialects = dialects
+        self.checks = checks
 
     def __repr__(self) -> str:
         return "<OCPP %s>" % self.name
@@ -7221,7 +7521,7 @@ OCPP16 = OcppVersion(RPC_16, CHARGER_REQUESTS, SERVER_REQUESTS, CHARGER_REPLIES,
 OCPP201 = OcppVersion(RPC_201, V201_CHARGER_REQUESTS, V201_SERVER_REQUESTS, V201_CHARGER_REPLIES,
                       V201_CHARGER_ACTION_HANDLERS, V201_SERVER_ACTION_DEFAULTS,
                       V201_SERVER_CALL_RESULT_HANDLERS, "RequestStartTransaction",
-                      "RequestStopTransaction", (DIALECT_OCPP201,))
+                      "RequestStopTransaction", (DIALECT_OCPP201,), V201_BEHAVIOUR_CHECKS)
 VERSIONS = {version.name: version for version in (OCPP16, OCPP201)}
 DEFAULT_VERSION = OCPP16  # what --ocpp is by default, and what a command speaks with no charger
 VERSION_OF_SUBPROTOCOL = {version.subprotocol: version for version in VERSIONS.values()}
@@ -7824,7 +8124,7 @@ class ReplyFault(Fault):
             if value not in ALL_ERROR_CODES:
                 raise CommandError("fault %s: error=%s is not an OCPP error code (%s)" % (
                     self.action, value, ", ".join(sorted(ALL_ERROR_CODES))))
-            self.error = internal_error_code(value)
+            self.error = value  # as typed: each version's spelling is chosen as it fires
         elif name == "delay":
             self.delay = _fault_number("delay", value, 0.001, 3600)
         elif name == "times":
@@ -7846,6 +8146,23 @@ def parse_fault(text: str, target: Optional[str] = None) -> Fault:
     return FAULT_KINDS.get(words[0].lower(), ReplyFault).parse(text, target, words)
 
 
+# The replies whose status= is that of an authorization: 1.6's idTagInfo, 2.0.1's idTokenInfo.
+ID_INFO_KEYS = ("idTagInfo", "idTokenInfo")
+
+
+def fault_error_code(rpc: RpcRules, typed: Any) -> tuple[Any, str]:
+    """The code an error= fault sends a charger of ``rpc``'s version for the code ``typed`` (any
+    version's), and what its FAULT line adds: the version's spelling of a code it spells otherwise
+    (FormationViolation is FormatViolation in 2.0.1), GenericError for one it lacks."""
+    if typed is None:
+        return None, ""
+    code = rpc.code(internal_error_code(typed))
+    if code not in rpc.error_codes:
+        return GENERIC_ERROR, " (%s is not an OCPP %s error code: GenericError instead)" % (
+            typed, rpc.version)
+    return code, "" if code == typed else " (OCPP %s spells %s so)" % (rpc.version, typed)
+
+
 class FiredReply:
     """A reply fault firing on one CALL, and the engine's hooks: ``refuse`` (if ``refuses``) or
     ``run`` in place of the handler; ``change`` with its reply, then ``send`` with the text."""
@@ -7860,15 +8177,15 @@ class FiredReply:
                ) -> Optional[str]:
         """error=CODE or drop: the handler does not run; the CALLERROR, or nothing, goes back."""
         fault = self.fault
+        code, note = fault_error_code(session.version.rpc, fault.error)
         session.bus.publish("call_answered", session.charger_id, session, action=fault.action,
-                            payload=payload, reply=None, error=fault.error)
+                            payload=payload, reply=None, error=code)
         if fault.error is None:
             self.table.fired(session, session.charger_id, fault,
                              "no reply to %s %s" % (label, _show(message_id)))
             return None
         self.table.fired(session, session.charger_id, fault,
-                         "answered with CALLERROR %s" % fault.error)
-        code = session.version.rpc.code(fault.error)
+                         "answered with CALLERROR %s%s" % (code, note))
         return session.answer(build_call_error(message_id, code, "fault injected"),
                               label + " CALLERROR", code + " fault injected")
 
@@ -7891,8 +8208,9 @@ class FiredReply:
             return reply
         reply = dict(fault.payload) if fault.payload is not None else dict(reply)
         if status is not None:
-            if isinstance(reply.get("idTagInfo"), dict):
-                reply["idTagInfo"] = dict(reply["idTagInfo"], status=status)
+            info = next((key for key in ID_INFO_KEYS if isinstance(reply.get(key), dict)), None)
+            if info is not None:
+                reply[info] = dict(reply[info], status=status)
             else:
                 reply["status"] = status
         reply.update(fault.fields)
@@ -13181,6 +13499,7 @@ class CentralSystem:
             if self.sessions.get(charger_id) is session:
                 del self.sessions[charger_id]
                 session.state.connected = False
+                connection_ended(session.state)
             description = describe_close(websocket)
             session.log("info", "disconnected (%s)" % description)
             self.bus.publish("disconnected", charger_id, session, code=close_code(websocket),
@@ -13222,6 +13541,7 @@ class CentralSystem:
         session = ChargerSession(self, websocket, charger_id, peer, subprotocol)
         self.sessions[charger_id] = session
         session.state.connected = True
+        connection_started(session.state)
         if previous is not None:
             self.log("info", charger_id, "reconnected; the new connection replaces the old one")
             previous.closed = True

@@ -32,6 +32,9 @@ TLS, trusting ``--ca-file`` (profile 2), with ``--client-cert``/``--client-key``
 Under 2.0.1 it keeps SetNetworkProfile's connection data and applies an accepted SetVariables of
 SecurityCtrlr.BasicAuthPassword or SecurityCtrlr.SecurityProfile (higher only, to a kept network
 profile of that profile) by sending SecurityEventNotification and connecting again with them.
+and customer information come in parts too). --misbehave works in both versions;
+bad-transition (the 1.6 status diagram) is 1.6 only, the TransactionEvent and 2.0.1 status ones
+(repeat-seqno and the others after it in MISBEHAVIOURS) are 2.0.1 only.
 Standard library and websockets only, like the server.
 """
 
@@ -59,7 +62,12 @@ except ImportError:
 # --misbehave: rules a good charger keeps, broken on purpose (the server's behaviour checks catch
 # each).
 MISBEHAVIOURS = ("skip-boot-wait", "meter-backwards", "bad-transition", "fast-heartbeat",
-                 "two-calls")
+                 "two-calls", "repeat-seqno", "skip-seqno", "updated-before-started",
+                 "started-twice", "available-while-charging", "repeat-status", "no-offline-flag",
+                 "replay-reversed")
+# The misbehaviours one version only has: {switch: the version it needs}.
+MISBEHAVIOUR_VERSIONS = dict({"bad-transition": "1.6"}, **{
+    name: "2.0.1" for name in MISBEHAVIOURS[MISBEHAVIOURS.index("repeat-seqno"):]})
 DIAGNOSTICS_FILE = "demo-diagnostics.log"
 LOG_FILE = "demo-security.log"
 # The certificate signing request it sends for ExtendedTriggerMessage SignChargePointCertificate
@@ -117,6 +125,15 @@ class Station:
         self.starting = False  # a RemoteStart accepted, its StartTransaction not answered yet
         self.suspended = False  # the battery is full: SuspendedEV, 0 W, until the transaction stops
         self.network_profiles: dict = {}  # 2.0.1: configurationSlot -> SetNetworkProfile's data
+        self.misbehaved: set = set()  # the --misbehave switches that break their rule once, done
+
+
+def misbehave_once(station: Station, options: argparse.Namespace, name: str) -> bool:
+    """True the first time only, when --misbehave ``name`` is given."""
+    if name not in options.misbehave or name in station.misbehaved:
+        return False
+    station.misbehaved.add(name)
+    return True
 
 
 class DemoCharger:
@@ -145,6 +162,7 @@ class DemoCharger:
         self.certificates: dict[str, list] = {}  # certificate type -> the PEM texts installed
         self.finished = asyncio.Event()
         self.tasks: set = set()
+        self.meter_sends: set = set()  # the meter's messages on their way (see meter_sent)
 
     # -- the charger's own CALLs
 
@@ -180,11 +198,20 @@ class DemoCharger:
         say("no %s within %g s" % (what, timeout))
         return None
 
-    def spawn(self, coroutine: Any) -> None:
+    def spawn(self, coroutine: Any) -> "asyncio.Task[Any]":
         """Run a follow-up (a StartTransaction after RemoteStart, say) beside the receiver."""
         task = asyncio.ensure_future(coroutine)
         self.tasks.add(task)
         task.add_done_callback(self._forget)
+        return task
+
+    async def meter_sent(self) -> None:
+        """Wait for the meter's messages on their way: the transaction's end comes after them (a
+        2.0.1 Updated after its Ended, a 1.6 MeterValues stamped before its StopTransaction but
+        sent after, would break the order the server checks)."""
+        sending = [task for task in self.meter_sends if not task.done()]
+        if sending:
+            await asyncio.gather(*sending, return_exceptions=True)
 
     def _forget(self, task: "asyncio.Task[Any]") -> None:
         self.tasks.discard(task)
@@ -216,6 +243,8 @@ class DemoCharger:
                 # Available -> Finishing: the status diagram has no such step
                 await self.status("Finishing")
                 await self.status("Available")
+            if "repeat-status" in self.misbehave:  # the same status again, unasked
+                await self.status(status, again=True)
             self.spawn(self.heartbeats(interval / 4 if "fast-heartbeat" in self.misbehave
                                        else interval))
             await self.until(self.finished.wait(), float("inf"), "the end of the session")
@@ -254,6 +283,8 @@ class DemoCharger:
         if self.station.queued:
             say(f"server back: sending {len(self.station.queued)} message(s) kept while it was "
                 "away")
+            if "replay-reversed" in self.misbehave:  # the newest first: out of order
+                self.station.queued.reverse()
         while self.station.queued:  # what the meter makes meanwhile joins the end of the queue
             action, payload = self.station.queued[0]
             await self.call(action, payload)
@@ -267,7 +298,7 @@ class DemoCharger:
                 raise ServerGone("the connection has ended")
             return await self.call(action, payload)
         except (ServerGone, websockets.ConnectionClosed):
-            keep(self.station, action, payload)
+            keep(self.station, action, payload, self.options)
             say(f"server away: {action} kept to send later")
             return None
 
@@ -276,7 +307,7 @@ class DemoCharger:
             await asyncio.sleep(interval)
             await self.call("Heartbeat", {})
 
-    async def status(self, status: str) -> None:
+    async def status(self, status: str, again: bool = False) -> None:
         if self.flexicharge:
             payload = {"connectorId": str(self.connector), "errorCode": "", "status": status}
         else:
@@ -336,6 +367,7 @@ class DemoCharger:
         if self.station.meter_task is not None:
             self.station.meter_task.cancel()
             self.station.meter_task = None
+        await self.meter_sent()
         self.station.power_w = 0
         self.station.suspended = False
         await self.status("Finishing")
@@ -707,16 +739,18 @@ async def meter_values(station: Station, options: argparse.Namespace) -> None:
         charger = station.charger
         if (charger is not None and charger.caught_up.is_set() and not station.queued
             and not charger.gone.is_set()):
-            charger.spawn(charger.transaction_message(action, payload))
+            sending = charger.spawn(charger.transaction_message(action, payload))
+            charger.meter_sends.add(sending)
+            sending.add_done_callback(charger.meter_sends.discard)
         else:
-            keep(station, action, payload)
+            keep(station, action, payload, options)
             say(f"server away: {action} kept to send later")
 
 
-def keep(station: Station, action: str, payload: dict) -> None:
+def keep(station: Station, action: str, payload: dict, options: argparse.Namespace) -> None:
     """Keep a transaction message for when the server is back (a 2.0.1 TransactionEvent says it
     happened offline)."""
-    if action == "TransactionEvent":
+    if action == "TransactionEvent" and "no-offline-flag" not in options.misbehave:
         payload["offline"] = True
     station.queued.append((action, payload))
 
@@ -756,6 +790,10 @@ def transaction_event(station: Station, options: argparse.Namespace, event_type:
                "evse": {"id": EVSE_ID, "connectorId": options.connector},
                "meterValue": [meter_value_201(station, context)]}
     station.seq_no += 1
+    if station.seq_no == 3 and misbehave_once(station, options, "repeat-seqno"):
+        station.seq_no = 2  # the next event has this one's seqNo again
+    if station.seq_no == 5 and "skip-seqno" in options.misbehave:
+        station.seq_no = 6  # seqNo 5 never comes
     return payload
 
 
@@ -810,6 +848,8 @@ class DemoCharger201(DemoCharger):
         while True:
             await asyncio.sleep(min(interval, HEARTBEAT_POLL))
             seconds = self.options.heartbeat_interval or max(1, int(variable[0]))
+            if "fast-heartbeat" in self.misbehave:
+                seconds /= 4
             if time.monotonic() - last >= seconds:
                 last = time.monotonic()
                 await self.call("Heartbeat", {})
@@ -842,6 +882,9 @@ class DemoCharger201(DemoCharger):
             await self.status("Preparing")
             station.transaction_id, station.seq_no = str(uuid.uuid4()), 0
             station.power_w, station.charging_state = 7400, "Charging"
+            if "updated-before-started" in self.misbehave:
+                await self.transaction_message("TransactionEvent", transaction_event(
+                    station, self.options, "Updated", "ChargingStateChanged"))
             payload = transaction_event(station, self.options, "Started", "RemoteStart",
                                         "Transaction.Begin")
             payload["idToken"] = id_token
@@ -858,8 +901,20 @@ class DemoCharger201(DemoCharger):
             await self.stop_transaction("DeAuthorized")
             return
         say(f"transaction {station.transaction_id} started")
+        await self.misbehave_in_transaction(payload)
         station.meter_task = asyncio.ensure_future(meter_values(station, self.options))
         self.requests.transaction_started()
+
+    async def misbehave_in_transaction(self, started: dict) -> None:
+        """--misbehave started-twice and available-while-charging, once the transaction runs."""
+        if "started-twice" in self.misbehave:
+            again = transaction_event(self.station, self.options, "Started", "RemoteStart",
+                                      "Transaction.Begin")
+            again["idToken"] = started.get("idToken")
+            await self.transaction_message("TransactionEvent", again)
+        if "available-while-charging" in self.misbehave:
+            await self.status("Available")
+            await self.status("Charging")
 
     async def stop_transaction(self, reason: str, finish: bool = True) -> None:
         """TransactionEvent Ended with ``reason`` as its stoppedReason."""
@@ -868,6 +923,7 @@ class DemoCharger201(DemoCharger):
         if station.meter_task is not None:
             station.meter_task.cancel()
             station.meter_task = None
+        await self.meter_sent()
         station.power_w, station.suspended, station.charging_state = 0, False, None
         payload = transaction_event(station, self.options, "Ended",
                                     STOP_TRIGGERS_201.get(reason, "StopAuthorized"),
@@ -1623,9 +1679,10 @@ def parse_args(argv: Optional[list] = None) -> argparse.Namespace:
                      + options.ocpp)
     if options.ocpp == "1.6" and options.smart_charging:
         parser.error("--smart-charging sends OCPP 2.0.1 messages: it needs --ocpp 2.0.1")
-    if options.ocpp != "1.6" and options.misbehave:
-        parser.error("--misbehave works with OCPP 1.6 only for now, not with --ocpp "
-                     + options.ocpp)
+    for name in options.misbehave:
+        if MISBEHAVIOUR_VERSIONS.get(name, options.ocpp) != options.ocpp:
+            parser.error("--misbehave %s breaks a rule of OCPP %s only: it cannot go with --ocpp %s"
+                         % (name, MISBEHAVIOUR_VERSIONS[name], options.ocpp))
     return options
 
 

@@ -251,6 +251,13 @@ COVERED_ELSEWHERE = {
     'docs/guide.md: fault GetCertificateStatus payload={"status":"Accepted","ocspResult":"TU':
     "tests/test_security201.py::"
     "test_the_v2g_requests_are_answered_failed_and_a_fault_sets_another_answer",
+    # checks201: the 2.0.1 faults and outage of faults.md
+    "docs/faults.md: fault BootNotification status=Pending interval=10 times=1": "tests/"
+    "test_checks201.py::test_the_2_0_1_fault_lines_of_faults_md_work_as_written_on_a_2_0_1_station",
+    "docs/faults.md: python ocpp_mock_server.py --ocpp 2.0.1 --strict --script examples/scena": (
+        "tests/test_checks201.py::"
+        "test_the_2_0_1_offline_scenario_passes_strict_against_the_demo_charger"
+    ),
 }
 
 # Blocks no test runs: {key: why}.

@@ -573,7 +573,7 @@ def test_transaction_events_made_while_the_csms_is_away_are_sent_later_marked_of
 @pytest.mark.parametrize(
     "flag, says",
     [
-        (("--misbehave", "fast-heartbeat"), "--misbehave works with OCPP 1.6 only"),
+        (("--misbehave", "bad-transition"), "--misbehave bad-transition breaks a rule of OCPP 1.6"),
         (("--flexicharge",), "--flexicharge is a dialect of OCPP 1.6"),
     ],
 )
