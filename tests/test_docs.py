@@ -221,6 +221,9 @@ COVERED_ELSEWHERE = {
     CI_INLINE_SCRIPT: EXAMPLE_SCENARIOS_TEST,
     GUIDE_INLINE_PIPED: "tests/test_console.py::"
     "test_piped_lines_run_as_typed_once_a_charger_is_ready",
+    # --- replay ---
+    "docs/ci.md: $ python ocpp_mock_server.py --log session.jsonl --auto-start-after 1 --": (
+        "tests/test_replay.py::test_the_ci_replay_sample_is_what_a_real_run_prints"),
 }
 
 # Blocks no test runs: {key: why}.

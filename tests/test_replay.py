@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from conftest import DEMO_CHARGER, InProcessServer, mock, run_scenario
+from conftest import DEMO_CHARGER, ROOT, InProcessServer, mock, run_scenario
 
 # A short session: BootData, a remote start, four MeterValues, a remote stop.
 SESSION = ("--auto-start-after", "0.2", "--auto-stop-after", "0.8", "--heartbeat-interval", "2")
@@ -257,3 +257,43 @@ def test_replay_junit_suites_have_a_case_per_compared_message(tmp_path, recordin
     assert all("now, around frame" in case["details"] for case in failed
                if case["name"].startswith("frame"))
     assert result.status == 1
+
+
+def ci_sample() -> list:
+    """The lines of docs/ci.md's replay sample."""
+    text = (ROOT / "docs" / "ci.md").read_text(encoding="utf-8")
+    section = text.split("## Replaying a recorded session", 1)[1].split("\n## ", 1)[0]
+    return re.search(r"```text\n(.*?)```", section, re.S).group(1).splitlines()
+
+
+def sample_pattern(line: str) -> "re.Pattern":
+    """A sample line as a pattern: any time, any number where it shows one."""
+    line = re.sub(r"^\d\d:\d\d:\d\d\.\d{3} ", "", line)
+    parts = [re.sub(r"(\\-)?\d+", r"-?\\d+", re.escape(part)) for part in line.split("...")]
+    return re.compile(r"\d\d:\d\d:\d\d\.\d{3} " + ".*".join(parts))
+
+
+def test_the_ci_replay_sample_is_what_a_real_run_prints(tmp_path):
+    lines = ci_sample()
+    commands = [line[2:].split() for line in lines if line.startswith("$ ")]
+    assert commands[0][:2] == commands[3][:2] == ["python", "ocpp_mock_server.py"]
+    assert commands[0][-1] == commands[3][-1] == "&" and commands[2] == ["kill", "%1"]
+    assert commands[1][:2] == commands[4][:2] == ["python", "examples/demo_charger.py"]
+    path = tmp_path / "session.jsonl"
+    server = InProcessServer(*[str(path) if word == "session.jsonl" else word
+                               for word in commands[0][2:-1]])
+    try:
+        charger = subprocess.run([sys.executable, str(DEMO_CHARGER), f"{server.url}/CP-1",
+                                  *commands[1][3:]], capture_output=True, timeout=60)
+        assert charger.returncode == 0
+        server.wait_for(r"CP-1 \*\* disconnected")
+    finally:
+        assert server.stop() == 0
+    flags = [str(path) if word == "session.jsonl" else word for word in commands[3][2:-1]]
+    code, output = replay(path, *flags[2:], chargers=(("CP-1", commands[4][3:]),))
+    assert flags[:2] == ["--replay", str(path)] and code == 1, output
+    shown = lines[lines.index("...") + 1:]
+    assert len(shown) == 5
+    for line in shown:
+        assert any(sample_pattern(line).fullmatch(real) for real in output.splitlines()), (
+            line, output)
