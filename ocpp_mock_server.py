@@ -8386,7 +8386,7 @@ def read_transcript_runs(path: str) -> list[list[dict]]:
     without any is one run); TranscriptUnusable says why it cannot be read."""
     try:
         with open(path, encoding="utf-8") as transcript:
-            lines = transcript.readlines(REPLAY_MAX_RECORDS * 64)
+            lines = list(itertools.islice(transcript, REPLAY_MAX_RECORDS + 1))
     except OSError as exc:
         raise TranscriptUnusable("cannot read %s: %s" % (path, exc.strerror or exc)) from None
     except UnicodeDecodeError as exc:
@@ -9098,6 +9098,8 @@ class Replay:
     def _connected(self, session: ChargerSession) -> None:
         charger = self.charger_for(session.charger_id)
         if charger is not None:
+            self.originals = {key: kept for key, kept in self.originals.items()
+                              if not kept[0].closed}  # the sessions still open only
             self.originals[id(session)] = (session, session.version)
             charger.bind(session)
             self.activity()

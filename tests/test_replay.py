@@ -297,3 +297,20 @@ def test_the_ci_replay_sample_is_what_a_real_run_prints(tmp_path):
     for line in shown:
         assert any(sample_pattern(line).fullmatch(real) for real in output.splitlines()), (
             line, output)
+
+
+def test_a_recorded_callerror_is_answered_again(tmp_path, recordings):
+    path = tmp_path / "refused.jsonl"
+    records = [json.loads(line) for line in recordings["1.6"].read_text().splitlines()]
+    asked = {}
+    for record in records:  # then: the server refused the charger's first StopTransaction
+        frame = json.loads(record.get("frame", "null"))
+        if record.get("dir") == "in" and frame[0] == 2:
+            asked[frame[1]] = frame[2]
+        elif record.get("dir") == "out" and frame[0] == 3 and asked.get(frame[1]) == \
+                "StopTransaction":
+            record["frame"] = json.dumps([4, frame[1], "GenericError", "recorded refusal", {}])
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    code, output = replay(path)
+    assert code == 0, output
+    assert re.search(r"CP-1 -> StopTransaction CALLERROR GenericError recorded refusal", output)
