@@ -12276,7 +12276,8 @@ async def run_server(options: "Settings", out: Output, stdin: Any = None,
         recording = load_replay(options, out)
         if recording is None:
             return 2
-        options = dataclasses.replace(options, ocpp=recording.version or options.ocpp)
+        if recording.version in VERSIONS:  # for a charger that names no version
+            options = dataclasses.replace(options, ocpp=recording.version)
     system = CentralSystem(options, out)
     if options.log:
         try:
