@@ -8417,14 +8417,16 @@ class ChargerRecording:
 
     def __init__(self, charger_id: str, records: list[dict], heartbeats: bool) -> None:
         self.charger_id = charger_id
-        self.version = next((record.get("version") for record in records
-                             if record.get("event") == "connect" and record.get("version")), None)
+        self.version: Optional[str] = next((
+            record["version"] for record in records
+            if record.get("event") == "connect" and isinstance(record.get("version"), str)), None)
         self.frames: list[tuple[str, str]] = []  # (dir, text), frame number = index + 1
         self.messages: list[RecordedMessage] = []
         self.answers: dict[str, list[Any]] = {}
         self.plan: list[PlanItem] = []
         self.disconnects = sum(1 for record in records if record.get("event") == "disconnect")
-        self.ends_disconnected = bool(records) and records[-1].get("event") == "disconnect"
+        happenings = [record for record in records if record.get("event") != "log"]
+        self.ends_disconnected = bool(happenings) and happenings[-1].get("event") == "disconnect"
         self.started = _record_time(records[0]) if records else 0.0
         self.heartbeats = heartbeats
         self._pending_call: Optional[tuple[str, str, Any]] = None  # an out CALL being read
@@ -8648,8 +8650,7 @@ class ReplayRules:
             old, new = float(then), float(now)
         except (TypeError, ValueError):
             return False
-        return abs(old - new) <= self.tolerance * max(abs(old), abs(new)) or (
-            math.isfinite(old) and old == new)
+        return abs(old - new) <= self.tolerance * max(abs(old), abs(new))
 
     def differences(self, then: RecordedMessage, now: RecordedMessage) -> list[str]:
         """How ``now`` differs from ``then`` (same action), field by field, as "expected ...,
@@ -8779,6 +8780,11 @@ def _handled_as_recorded(session: ChargerSession, action: str, payload: Any,
         system.options = options
 
 
+def _since(at: float) -> float:
+    """Seconds from a recorded moment to now (0 for a record whose time could not be read)."""
+    return time.time() - at if at else 0.0
+
+
 class ReplayCharger:
     """One recorded charger replayed: the live session it is played against, what it has sent
     so far, the plan's progress and the transaction ids mapped (recorded -> live)."""
@@ -8868,7 +8874,7 @@ class ReplayCharger:
                 self._send(session, item)
 
     def _send(self, session: ChargerSession, item: PlanItem) -> None:
-        payload = self._mapped(_refreshed(item.payload, time.time() - item.at))
+        payload = self._mapped(_refreshed(item.payload, _since(item.at)))
         self.calls_open += 1
         session.call(item.action, payload, on_done=self._call_done)
 
@@ -8911,7 +8917,7 @@ class ReplayCharger:
             raise CallRefused(answer[1], answer[2])
         if not isinstance(answer, dict) or not isinstance(live, dict):
             return live
-        reply = _refreshed(answer, time.time() - at)
+        reply = _refreshed(answer, _since(at))
         for key in ("transactionId", "currentTime"):
             if key in reply and key in live:
                 if key == "transactionId" and len(self.transaction_ids) < MAX_OPEN_TRANSACTIONS:
