@@ -9266,6 +9266,7 @@ class ReplayStep(Step):
         if len(tokens) != 1:
             raise self.fail_usage()
         path = os.path.join(self.folder, tokens[0])
+        self.result: Optional[ReplayResult] = None  # once it has run
         try:
             self.recording = load_recording(path)
         except TranscriptUnusable as exc:
@@ -9274,7 +9275,7 @@ class ReplayStep(Step):
     async def run(self, runner: "ScenarioRunner") -> None:
         system = runner.system
         replay = ReplayRun(system, self.recording, replay_rules(system.options))
-        result = await replay.run()
+        result = self.result = await replay.run()  # for the report of the script's run
         verdict = result.verdicts[0] if result.verdicts else None
         if verdict is not None and verdict.live_id is not None:
             runner.charger_id = verdict.live_id

@@ -16,14 +16,16 @@ import pytest
 
 from conftest import DEMO_CHARGER, ROOT, InProcessServer, mock, run_scenario
 
-# A short session: BootData, a remote start, four MeterValues, a remote stop.
-SESSION = ("--auto-start-after", "0.2", "--auto-stop-after", "0.8", "--heartbeat-interval", "2")
+# A short session: BootData, a remote start, two MeterValues, a remote stop.  The stop goes out
+# half a meter interval after a MeterValues, so that no MeterValues crosses it on the wire (one
+# that did would be in the recording, or in the replay, by chance: see docs/ci.md).
+SESSION = ("--auto-start-after", "0.2", "--auto-stop-after", "1.0", "--heartbeat-interval", "2")
 # Faults the 1.6 recording carries, so that a replay must inject them again: a boot left Pending
 # once (the charger must wait before booting again) and a StatusNotification answered late (a
 # charger that sends its next CALL meanwhile breaks the two-calls rule).
 FAULTS = ("--fault", "BootNotification status=Pending interval=1 times=1",
           "--fault", "StatusNotification delay=0.3 times=1")
-DEMO = ("--once", "--meter-interval", "0.2")
+DEMO = ("--once", "--meter-interval", "0.4")
 VERSIONS = {"1.6": (), "flexicharge": ("--flexicharge",), "2.0.1": ("--ocpp", "2.0.1")}
 
 
@@ -293,7 +295,7 @@ def test_the_ci_replay_sample_is_what_a_real_run_prints(tmp_path):
     code, output = replay(path, *flags[2:], chargers=(("CP-1", commands[4][3:]),))
     assert flags[:2] == ["--replay", str(path)] and code == 1, output
     shown = lines[lines.index("...") + 1:]
-    assert len(shown) == 5
+    assert len(shown) >= 3 and shown[-1].split(" ")[2] == ">>"
     for line in shown:
         assert any(sample_pattern(line).fullmatch(real) for real in output.splitlines()), (
             line, output)
