@@ -2994,23 +2994,166 @@ def render_transaction_event(payload: dict) -> str:
              _scalar_text(payload.get("triggerReason"))]
     if evse:
         parts.append(_place(evse.get("id"), evse.get("connectorId")))
-    parts += ["%s %s" % (name, _scalar_text(info[name])) for name in _TRANSACTION_INFO_SHOWN
-              if name in info]
+    if len(info) > ("transactionId" in info):  # more than the id
+        parts += ["%s %s" % (name, _scalar_text(info[name])) for name in _TRANSACTION_INFO_SHOWN
+                  if name in info]
     token = payload.get("idToken")
     if type(token) is dict:
         parts.append("idToken %s (%s)" % (_show(token.get("idToken")), _scalar_text(
             token.get("type"))))
-    readings = [_reading_shown(*reading) for reading in itertools.islice(
-        _meter_readings(payload), MAX_READINGS_SHOWN)]
-    rest = {name: value for name, value in payload.items() if name not in _TRANSACTION_EVENT_SHOWN}
+    readings = _standard_v201_readings(payload.get("meterValue")) if "values" not in payload \
+        else None
+    if readings is None:
+        readings = [_reading_shown(*reading) for reading in itertools.islice(
+            _meter_readings(payload), MAX_READINGS_SHOWN)]
     text = ", ".join(parts) + (": " + ", ".join(readings) if readings else "")
-    return text + (" " + render_json(rest) if rest else "")
+    if payload.keys() <= _TRANSACTION_EVENT_SHOWN:  # nearly every TransactionEvent
+        return text
+    rest = {name: value for name, value in payload.items() if name not in _TRANSACTION_EVENT_SHOWN}
+    return text + " " + render_json(rest)
+
+
+def _standard_v201_readings(meter_value: Any) -> Optional[list[str]]:
+    """The readings of a 2.0.1 ``meterValue`` as render_transaction_event shows them, when each
+    has a text measurand, a number value, a unitOfMeasure of a text unit without a multiplier (or
+    none) and no phase, in one plain loop (it runs for every TransactionEvent with readings);
+    None for any other (the general way then reads them)."""
+    shown: list[str] = []
+    if meter_value is None:
+        return shown
+    try:
+        for sample in meter_value:
+            for item in sample["sampledValue"]:
+                if "phase" in item or "unit" in item:
+                    return None
+                measurand, value = item["measurand"], item["value"]
+                unit = item["unitOfMeasure"]["unit"] if "unitOfMeasure" in item else "Wh"
+                if (type(measurand) is not str or not measurand or type(unit) is not str
+                        or not unit or len(item.get("unitOfMeasure") or "u") != 1):
+                    return None
+                if type(value) is int or type(value) is float:
+                    shown.append(f"{measurand} {value!r} {unit}")
+                else:
+                    return None
+    except (KeyError, TypeError, AttributeError):  # not quite the standard form
+        return None
+    return shown if len(shown) <= MAX_READINGS_SHOWN else None
+
+
+# Smart charging, reservations: what a station reports, in words.  A schedule shows its first
+# MAX_SCHEDULE_PERIODS_SHOWN periods, the rest counted.
+MAX_SCHEDULE_PERIODS_SHOWN = 8
+
+
+def _number_text(value: Any) -> str:
+    """A limit or an amount as the operator reads it: 16.0 as "16", 7.5 as "7.5"."""
+    if type(value) is float and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return _scalar_text(value)
+
+
+def schedule_periods(schedule: Any) -> list[tuple[Any, Any, Any]]:
+    """(startPeriod, limit, numberPhases or None) of a ChargingScheduleType's periods, at most
+    MAX_SCHEDULE_PERIODS_SHOWN; a period that is not an object is left out."""
+    periods = schedule.get("chargingSchedulePeriod") if type(schedule) is dict else None
+    if type(periods) is not list:
+        return []
+    return [(period.get("startPeriod"), period.get("limit"), period.get("numberPhases"))
+            for period in periods[:MAX_SCHEDULE_PERIODS_SHOWN] if type(period) is dict]
+
+
+def schedule_text(schedule: Any) -> str:
+    """A charging schedule in one phrase: "from 0 s 16 A, from 1800 s 8 A 1 phase"."""
+    if type(schedule) is not dict:
+        return render_json(schedule)
+    unit = _scalar_text(schedule.get("chargingRateUnit"))
+    shown = ["from %s s %s %s%s" % (_scalar_text(start), _number_text(limit), unit,
+                                    "" if phases is None else " %s phase(s)" % _scalar_text(phases))
+             for start, limit, phases in schedule_periods(schedule)]
+    periods = schedule.get("chargingSchedulePeriod")
+    if type(periods) is list and len(periods) > MAX_SCHEDULE_PERIODS_SHOWN:
+        shown.append("... and %d more" % (len(periods) - MAX_SCHEDULE_PERIODS_SHOWN))
+    return ", ".join(shown) or "no periods"
+
+
+def render_charging_limit(payload: dict) -> str:
+    """NotifyChargingLimit: "EMS limit on EVSE 1, gridCritical false: from 0 s 11000 W"."""
+    limit = payload.get("chargingLimit")
+    limit = limit if type(limit) is dict else {}
+    text = "%s limit" % _scalar_text(limit.get("chargingLimitSource"))
+    if payload.get("evseId") is not None:
+        text += " on EVSE " + _scalar_text(payload.get("evseId"))
+    if limit.get("isGridCritical") is not None:
+        text += ", gridCritical %s" % render_json(limit.get("isGridCritical"))
+    schedules = payload.get("chargingSchedule")
+    if type(schedules) is list and schedules:
+        text += ": " + "; ".join(schedule_text(schedule) for schedule in schedules[:4])
+    return text
+
+
+def render_ev_charging_needs(payload: dict) -> str:
+    """NotifyEVChargingNeeds: "EVSE 1, AC_three_phase, departure ...: 20000 Wh, 6-32 A"."""
+    needs = payload.get("chargingNeeds")
+    needs = needs if type(needs) is dict else {}
+    parts = ["EVSE " + _scalar_text(payload.get("evseId")),
+             _scalar_text(needs.get("requestedEnergyTransfer"))]
+    if needs.get("departureTime") is not None:
+        parts.append("departure " + _scalar_text(needs.get("departureTime")))
+    ac, dc = needs.get("acChargingParameters"), needs.get("dcChargingParameters")
+    wanted = []
+    if type(ac) is dict:
+        wanted = ["%s Wh" % _number_text(ac.get("energyAmount")), "%s-%s A at %s V" % (
+            _number_text(ac.get("evMinCurrent")), _number_text(ac.get("evMaxCurrent")),
+            _number_text(ac.get("evMaxVoltage")))]
+    elif type(dc) is dict:
+        wanted = ["up to %s A at %s V" % (_number_text(dc.get("evMaxCurrent")),
+                                          _number_text(dc.get("evMaxVoltage")))]
+        if dc.get("stateOfCharge") is not None:
+            wanted.append("SoC %s %%" % _scalar_text(dc.get("stateOfCharge")))
+    return ", ".join(parts) + (": " + ", ".join(wanted) if wanted else "")
+
+
+def render_reservation_status(payload: dict) -> str:
+    """ReservationStatusUpdate: "reservation 3: Expired"."""
+    return "reservation %s: %s" % (_scalar_text(payload.get("reservationId")),
+                                   _scalar_text(payload.get("reservationUpdateStatus")))
+
+
+def profile_text(profile: Any) -> str:
+    """A ChargingProfileType in one phrase: "profile 1 TxDefaultProfile, stack 0, Relative: from
+    0 s 16 A"."""
+    if type(profile) is not dict:
+        return render_json(profile)
+    schedules = profile.get("chargingSchedule")
+    schedules = schedules if type(schedules) is list else [schedules]
+    return "profile %s %s, stack %s, %s: %s" % (
+        _scalar_text(profile.get("id")), _scalar_text(profile.get("chargingProfilePurpose")),
+        _scalar_text(profile.get("stackLevel")), _scalar_text(profile.get("chargingProfileKind")),
+        "; ".join(schedule_text(schedule) for schedule in schedules[:3]))
+
+
+def render_charging_profiles(payload: dict) -> str:
+    """ReportChargingProfiles: "request 3, EVSE 1, CSO, tbc false: profile 1 TxDefaultProfile,
+    ..."."""
+    profiles = payload.get("chargingProfile")
+    profiles = profiles if type(profiles) is list else []
+    shown = [profile_text(profile) for profile in profiles[:4]]
+    if len(profiles) > 4:
+        shown.append("... and %d more" % (len(profiles) - 4))
+    return "request %s, EVSE %s, %s, tbc %s: %s" % (
+        _scalar_text(payload.get("requestId")), _scalar_text(payload.get("evseId")),
+        _scalar_text(payload.get("chargingLimitSource")),
+        render_json(payload.get("tbc", False)), "; ".join(shown))
 
 
 # A charger's CALLs whose frame line shows the payload in words, not as JSON.
 CALL_RENDERERS: dict[str, Callable[[dict], str]] = {
     "MeterValues": render_meter_values,
     "TransactionEvent": render_transaction_event,
+    "NotifyChargingLimit": render_charging_limit,
+    "NotifyEVChargingNeeds": render_ev_charging_needs,
+    "ReservationStatusUpdate": render_reservation_status,
+    "ReportChargingProfiles": render_charging_profiles,
 }
 
 
@@ -3468,7 +3611,8 @@ EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     "transaction_stopped": ("transactionId", "meterStop", "reason", "evseId", "connectorId"),
     # readings: [measurand, value, unit, phase]
     "meter_values": ("connectorId", "transactionId", "readings", "evseId"),
-    "state_changed": ("field", "value"),  # boot (the BootNotification), or connector N (its status)
+    # boot (the BootNotification), connector N (its status), schedule EVSE N (a composite schedule)
+    "state_changed": ("field", "value"),
     "spec_problem": ("key", "text"),  # a spec warning, once per charger and problem
     "file_received": ("name", "size", "peer"),  # an upload to the file server, stored under name
     "fault_injected": ("fault", "effect"),  # a fault set on purpose fired (docs/faults.md)
@@ -3688,8 +3832,7 @@ class Transaction:
 
     def place(self) -> str:
         """Where it runs, as the operator reads it: "connector 1", or "EVSE 1 connector 2"."""
-        where = "connector %s" % self.connector_id
-        return where if self.evse_id is None else "EVSE %s %s" % (self.evse_id, where)
+        return _place(self.evse_id, self.connector_id)
 
 
 def connector_label(key: Any) -> str:
@@ -3718,6 +3861,10 @@ class ChargerState:
     whatever the charger sends.
     """
 
+    # what a 2.0.1 station reported of its variables: made on its first report (a class default
+    # until then, so that a station that never reports carries nothing)
+    device_model: Optional["DeviceModel"] = None
+
     def __init__(self, charger_id: str) -> None:
         self.charger_id = charger_id
         self.connected = False
@@ -3738,6 +3885,7 @@ class ChargerState:
         self.history = ChargerHistory()  # what the behaviour checks remember since its last boot
         # Its latest spec warnings' texts, for the page's list (spec_warnings counts them all).
         self.spec_texts: Latest = Latest(SPEC_WARNINGS_KEPT)
+        self.smart_charging: Optional[SmartCharging] = None  # made on its first report
 
     def set_connector(self, connector: Any, status: str) -> bool:
         """Record a connector's status (``connector``: its number, or (EVSE, connector)); False
@@ -3799,6 +3947,221 @@ class ChargerState:
         return lines
 
 
+# A 2.0.1 station's smart charging, as it reported it: ChargerState.smart_charging, made on the
+# first report.
+PROFILE_REPORTS_KEPT = 4  # ReportChargingProfiles requestIds assembled at once per station
+PROFILE_REPORT_PARTS = 16  # parts of one requestId kept; a report with more is cut there
+SCHEDULES_KEPT = 4  # composite schedules per station (the latest EVSEs asked about)
+SCHEDULE_PERIODS_KEPT = 24  # periods of one composite schedule kept (and drawn)
+
+
+class SmartCharging:
+    """What a 2.0.1 station reported of its charging profiles and schedules, bounded: the parts of
+    the ReportChargingProfiles not yet complete (by requestId, in the order they came), and the
+    latest composite schedule of each EVSE asked about."""
+
+    __slots__ = ("reports", "schedules")
+
+    def __init__(self) -> None:
+        self.reports: collections.OrderedDict[Any, list[dict]] = collections.OrderedDict()
+        self.schedules: collections.OrderedDict[Any, dict] = collections.OrderedDict()
+
+    def add_part(self, request_id: Any, payload: dict) -> Optional[list]:
+        """Keep one part of a report; all its parts, in order, once one says tbc false (else
+        None).  A part past PROFILE_REPORT_PARTS is counted, not kept: the last item is then the
+        count.  Past PROFILE_REPORTS_KEPT open reports the oldest is dropped."""
+        key = request_id if type(request_id) is int else repr(request_id)[:40]
+        parts: list = self.reports.pop(key, None) or []
+        if len(parts) < PROFILE_REPORT_PARTS:
+            parts.append(payload)
+        elif type(parts[-1]) is int:
+            parts[-1] += 1
+        else:
+            parts.append(1)
+        if payload.get("tbc") is not True:
+            return parts
+        self.reports[key] = parts
+        while len(self.reports) > PROFILE_REPORTS_KEPT:
+            self.reports.popitem(last=False)
+        return None
+
+    def keep_schedule(self, schedule: dict) -> dict:
+        """The record of a composite schedule (evseId, scheduleStart, duration, chargingRateUnit,
+        periods [startPeriod, limit, numberPhases]), kept as its EVSE's latest."""
+        periods = schedule.get("chargingSchedulePeriod")
+        record = {"evseId": schedule.get("evseId"), "scheduleStart": schedule.get("scheduleStart"),
+                  "duration": schedule.get("duration"),
+                  "chargingRateUnit": schedule.get("chargingRateUnit"),
+                  "periods": [[period.get("startPeriod"), period.get("limit"),
+                               period.get("numberPhases")]
+                              for period in (periods if type(periods) is list else [])
+                              [:SCHEDULE_PERIODS_KEPT] if type(period) is dict]}
+        key = record["evseId"] if type(record["evseId"]) is int else -1
+        self.schedules.pop(key, None)
+        self.schedules[key] = record
+        while len(self.schedules) > SCHEDULES_KEPT:
+            self.schedules.popitem(last=False)
+        return record
+# ---- the device model of a 2.0.1 station
+# What a station reported of its variables (NotifyReport, GetVariables results, accepted
+# SetVariables) and the Notify... messages it is sending in parts (tbc, seqNo), by requestId.
+
+MAX_DEVICE_VARIABLES = 1000  # variable attributes kept per station; one line when reached
+MAX_VARIABLE_VALUE = 2500  # characters of a value kept (the longest NotifyReport allows)
+MAX_NOTIFY_ITEMS = 1000  # lines (or texts) and parts of one Notify... message kept to show it
+MAX_NOTIFY_SEQUENCES = 4  # Notify... sequences in progress per station; the oldest goes first
+MAX_REPORT_REQUESTS = 32  # requestIds of the report requests a station accepted, kept to match
+ATTRIBUTE_TYPES = ("Actual", "Target", "MinSet", "MaxSet")  # AttributeEnumType
+
+# (component name, component instance, EVSE id, connector id, variable name, variable instance,
+# attributeType): one variable attribute; None where it has no such part.
+VariableKey = tuple
+
+
+def variable_key(component: Any, variable: Any, attribute_type: Any = None
+                 ) -> Optional[VariableKey]:
+    """The key of a ComponentType, a VariableType and an attributeType (Actual when absent) as a
+    station or the operator sent them; None when the names are not text."""
+    if type(component) is not dict or type(variable) is not dict:
+        return None
+    evse = component.get("evse")
+    evse = evse if type(evse) is dict else {}
+    parts = (component.get("name"), component.get("instance"), evse.get("id"),
+             evse.get("connectorId"), variable.get("name"), variable.get("instance"),
+             "Actual" if attribute_type is None else attribute_type)
+    if not (type(parts[0]) is str and type(parts[4]) is str and type(parts[6]) is str):
+        return None
+    return tuple(part if part is None or type(part) in (str, int) else render_json(part)
+                 for part in parts)
+
+
+def variable_name(key: VariableKey) -> str:
+    """A variable attribute as the console spells it: Component[instance]@evse/connector
+    .Variable[instance]/Type (the parts it has; /Actual left out), made printable."""
+    component, component_instance, evse, connector, variable, variable_instance, kind = key
+    text = component + ("[%s]" % component_instance if component_instance is not None else "")
+    if evse is not None:
+        text += "@%s" % evse + ("/%s" % connector if connector is not None else "")
+    text += "." + variable + ("[%s]" % variable_instance if variable_instance is not None else "")
+    return printable(text + ("/" + kind if kind != "Actual" else ""), 200)
+
+
+def component_json(key: VariableKey) -> tuple[dict, dict]:
+    """The ComponentType and VariableType of a key, as OCPP sends them."""
+    component: dict = {"name": key[0]}
+    if key[1] is not None:
+        component["instance"] = key[1]
+    if key[2] is not None:
+        component["evse"] = {"id": key[2]}
+        if key[3] is not None:
+            component["evse"]["connectorId"] = key[3]
+    variable: dict = {"name": key[4]}
+    if key[5] is not None:
+        variable["instance"] = key[5]
+    return component, variable
+
+
+class DeviceModel:
+    """A 2.0.1 station's variables as it reported them, and its Notify... sequences in progress.
+
+    ``variables``: key -> [value, mutability, dataType, unit, source], at most
+    MAX_DEVICE_VARIABLES; ``sequences``: (action, requestId) -> NotifySequence;
+    ``requested``: the (action, requestId) the station accepted a request for, latest last;
+    ``finished``: the (action, requestId) whose last part came.
+    """
+
+    __slots__ = ("variables", "full", "sequences", "requested", "finished")
+
+    def __init__(self) -> None:
+        self.variables: dict[VariableKey, list] = {}
+        self.full = False  # the cap was reached (and said)
+        self.sequences: dict[tuple[str, Any], NotifySequence] = {}
+        self.requested: Latest = Latest(MAX_REPORT_REQUESTS)
+        self.finished: Latest = Latest(MAX_REPORT_REQUESTS)
+
+    def record(self, key: VariableKey, value: Any, source: str, mutability: Any = None,
+               data_type: Any = None, unit: Any = None) -> bool:
+        """Keep an attribute's value (None: not reported), keeping what is known of it when a
+        part is None; False when the model is full and the attribute is new."""
+        row = self.variables.get(key)
+        if row is None:
+            if len(self.variables) >= MAX_DEVICE_VARIABLES:
+                return False
+            row = self.variables[key] = [None, None, None, None, source]
+        if value is not None:
+            row[0] = (value if type(value) is str else render_json(value))[:MAX_VARIABLE_VALUE]
+        for index, part in ((1, mutability), (2, data_type), (3, unit)):
+            if type(part) is str:
+                row[index] = part[:50]
+        row[4] = source
+        return True
+
+    def matching(self, query: str) -> list[tuple[str, VariableKey, list]]:
+        """(name, key, row) of the attributes whose name contains ``query`` (any case), by
+        name."""
+        lower = query.lower()
+        found = [(variable_name(key), key, row) for key, row in self.variables.items()]
+        return sorted((item for item in found if lower in item[0].lower()),
+                      key=lambda item: item[0])
+
+
+def device_model(state: "ChargerState") -> DeviceModel:
+    """The station's device model, made on its first report."""
+    if state.device_model is None:
+        state.device_model = DeviceModel()
+    return state.device_model
+
+
+def variable_line(name: str, row: list) -> str:
+    """One attribute as `variables` lists it: name = value (dataType unit, mutability; source)."""
+    about = " ".join(part for part in (row[2], row[3]) if part)
+    about = ", ".join(part for part in (about, row[1]) if part)
+    value = "(no value)" if row[0] is None else printable(row[0], 200)
+    return "  %s = %s  (%s%s)" % (name, value, printable(about + "; " if about else ""), row[4])
+
+
+class NotifySequence:
+    """The parts of one Notify... message sent in parts (one action, one requestId) so far.
+
+    ``parts``: seqNo -> that part's pieces (what shows it: lines, or its text), at most
+    MAX_NOTIFY_ITEMS parts and pieces in all (``dropped`` counts the pieces not kept);
+    ``received`` counts the parts and ``entries`` their entries; ``told``: what was said of it
+    already ("repeat", "cap"), so that each is said once.
+    """
+
+    __slots__ = ("parts", "received", "entries", "pieces", "dropped", "told")
+
+    def __init__(self) -> None:
+        self.parts: dict[int, list[str]] = {}
+        self.received = self.entries = self.pieces = self.dropped = 0
+        self.told: set = set()
+
+    def add(self, seq_no: int, entries: int, pieces: list[str]) -> bool:
+        """Keep a part's pieces under its seqNo; False when that seqNo came already."""
+        if seq_no in self.parts:
+            return False
+        self.received += 1
+        self.entries += entries
+        if len(self.parts) >= MAX_NOTIFY_ITEMS:
+            self.dropped += len(pieces) or 1
+            return True
+        kept = self.parts[seq_no] = pieces[:max(0, MAX_NOTIFY_ITEMS - self.pieces)]
+        self.pieces += len(kept)
+        self.dropped += len(pieces) - len(kept)
+        return True
+
+    def missing(self) -> tuple[int, list[int]]:
+        """How many seqNos below the highest never came (the first is 0), and the first 10."""
+        highest = max(self.parts, default=-1)
+        first = [seq_no for seq_no in range(min(highest, len(self.parts) + 10))
+                 if seq_no not in self.parts][:10]
+        return highest + 1 - len(self.parts), first
+
+    def in_order(self) -> list[str]:
+        """Every part's pieces, in seqNo order."""
+        return [piece for seq_no in sorted(self.parts) for piece in self.parts[seq_no]]
+
+
 # The live page's charts, kept on the server: a page opened mid-session draws
 # each open transaction from its first reading.
 
@@ -3822,6 +4185,21 @@ def chart_point(payload: dict) -> tuple[Optional[float], Optional[float], Option
     """(energy Wh, power W, state of charge %) of a MeterValues, as the page charts it: the first
     reading of each measurand (a reading without one is energy), None where it has none."""
     point: list[Optional[float]] = [None, None, None]
+    if "values" not in payload:  # the standard form, in one plain loop (it runs for every reading)
+        try:
+            for sample in payload["meterValue"]:
+                for item in sample["sampledValue"]:
+                    measurand = item.get("measurand", "Energy.Active.Import.Register")
+                    if type(measurand) is not str or not measurand:
+                        raise TypeError  # null, empty or not text: the general way's
+                    lane = CHART_MEASURANDS.get(measurand)
+                    if lane is not None and point[lane] is None:
+                        point[lane] = _chart_number(item.get("value"), item["unit"] if "unit" in
+                                                    item else _unit_of_measure(
+                                                        item.get("unitOfMeasure")))
+            return point[0], point[1], point[2]
+        except (KeyError, TypeError, AttributeError):  # not quite the standard form
+            point = [None, None, None]
     for measurand, value, unit, _ in _meter_readings(payload):
         lane = CHART_MEASURANDS.get(measurand or "Energy.Active.Import.Register") \
             if measurand is None or type(measurand) is str else None
@@ -4450,7 +4828,7 @@ class ChargingFlow:
         session = self.session
         action = session.version.remote_start
         try:
-            payload = session.version.defaults[action](session.system, session)
+            payload = bare_payload(session.version, action, session.system, session)
         except (CommandError, KeyError) as exc:
             session.log("warn", "%s not sent (--auto-start-after): %s" % (action, exc))
             return
@@ -4561,7 +4939,8 @@ class ChargerCalls:
         called now."""
         session = self.session
         if session.strict and action != "BootNotification" \
-                and session.state.boot_status != "Accepted":
+                and session.state.boot_status != "Accepted" \
+                and action not in session.state.history.triggered_messages:  # asked for (B02)
             raise CallRefused(SECURITY_ERROR,
                               "%s before BootNotification was accepted (--strict)" % action)
         version = session.version
@@ -5416,6 +5795,233 @@ def handle_accepted(session: "ChargerSession", payload: dict) -> dict:
     return {"status": "Accepted"}
 
 
+PROFILE_LINES_SHOWN = 10  # profiles of one assembled ReportChargingProfiles shown, the rest counted
+
+
+def smart_charging_of(state: ChargerState) -> SmartCharging:
+    """The station's SmartCharging, made on first use."""
+    if state.smart_charging is None:
+        state.smart_charging = SmartCharging()
+    return state.smart_charging
+
+
+def handle_report_charging_profiles(session: "ChargerSession", payload: dict) -> dict:
+    """ReportChargingProfiles: its parts kept by requestId, in the order they came; once the last
+    one (tbc false) is in, the profiles of that request are shown, one line each."""
+    request_id = payload.get("requestId")
+    parts = smart_charging_of(session.state).add_part(request_id, payload)
+    if parts is None:
+        return {}
+    dropped = parts.pop() if type(parts[-1]) is int else 0
+    profiles = [(part.get("evseId"), part.get("chargingLimitSource"), profile) for part in parts
+                for profile in (part.get("chargingProfile") if type(
+                    part.get("chargingProfile")) is list else [])]
+    session.log("info", "charging profiles of request %s: %d in %d part(s)%s" % (
+        _scalar_text(request_id), len(profiles), len(parts), "" if not dropped else
+        " (%d part(s) more not kept: at most %d are)" % (dropped, PROFILE_REPORT_PARTS)))
+    for evse, source, profile in profiles[:PROFILE_LINES_SHOWN]:
+        session.log("info", "  EVSE %s, %s: %s" % (_scalar_text(evse), _scalar_text(source),
+                                                   profile_text(profile)))
+    if len(profiles) > PROFILE_LINES_SHOWN:
+        session.log("info", "  ... and %d more" % (len(profiles) - PROFILE_LINES_SHOWN))
+    return {}
+
+
+# ---- Notify... messages in parts (tbc, seqNo) for a request's requestId: NotifyReport,
+# NotifyMonitoringReport, NotifyDisplayMessages, NotifyCustomerInformation (NOTIFY_KINDS)
+
+MAX_NOTIFY_LINES = 20  # lines that show one assembled Notify... message; then "... N more"
+
+
+class NotifyKind:
+    """How a Notify... message sent in parts is assembled and shown: ``field`` holds each part's
+    entries (a list, or a text), ``noun`` names one in the summary; ``show(entries)`` makes a
+    part's pieces, kept in seqNo order, and ``whole(pieces)`` the lines of them all (the pieces
+    themselves by default; ``note`` ends the summary when there are none); ``keep(session,
+    entries)`` keeps a new part's entries (None: nothing)."""
+
+    __slots__ = ("field", "noun", "show", "keep", "note", "whole")
+
+    def __init__(self, field: str, noun: str, show: Callable[[list], list[str]],
+                 keep: Optional[Callable[["ChargerSession", list], None]] = None,
+                 note: str = "", whole: Callable[[list[str]], list[str]] = list) -> None:
+        self.field, self.noun, self.show, self.keep = field, noun, show, keep
+        self.note, self.whole = note, whole
+
+
+def _text_of(value: Any, limit: int = MAX_SHOWN_VALUE) -> str:
+    """A charger's value in a line: its text as it is if it is text, else its JSON."""
+    return printable(value if type(value) is str else render_json(value), limit)
+
+
+def _entry_name(entry: dict) -> str:
+    """Component.Variable of a station's entry (ReportDataType, MonitoringDataType)."""
+    key = variable_key(entry.get("component"), entry.get("variable"))
+    return variable_name(key) if key is not None else "(a component or variable without a name)"
+
+
+def device_model_full(session: "ChargerSession", model: DeviceModel) -> None:
+    """The cap is reached: said once per station."""
+    if not model.full:
+        model.full = True
+        session.log("warn", "more than %d variable attributes reported; the others are not kept"
+                    % MAX_DEVICE_VARIABLES)
+
+
+def keep_report_data(session: "ChargerSession", entries: list) -> None:
+    """A NotifyReport part's ReportDataType entries, kept in the station's device model."""
+    model = device_model(session.state)
+    for entry in entries:
+        attributes = entry.get("variableAttribute") if type(entry) is dict else None
+        if type(attributes) is not list:
+            continue
+        about = entry.get("variableCharacteristics")
+        about = about if type(about) is dict else {}
+        for attribute in attributes:
+            if type(attribute) is not dict:
+                continue
+            key = variable_key(entry.get("component"), entry.get("variable"),
+                               attribute.get("type"))
+            if key is not None and not model.record(
+                    key, attribute.get("value"), "NotifyReport", attribute.get("mutability"),
+                    about.get("dataType"), about.get("unit")):
+                device_model_full(session, model)
+
+
+def show_monitors(entries: list) -> list[str]:
+    """NotifyMonitoringReport's MonitoringDataType entries: a line per monitor."""
+    lines = []
+    for entry in entries:
+        monitors = entry.get("variableMonitoring") if type(entry) is dict else None
+        for monitor in monitors if type(monitors) is list else []:
+            if type(monitor) is dict:
+                lines.append("monitor %s on %s: %s %s, severity %s%s" % (
+                    _text_of(monitor.get("id")), _entry_name(entry), _text_of(monitor.get("type")),
+                    _text_of(monitor.get("value")), _text_of(monitor.get("severity")),
+                    ", in transactions only" if monitor.get("transaction") is True else ""))
+    return lines
+
+
+def show_display_messages(entries: list) -> list[str]:
+    """NotifyDisplayMessages' MessageInfoType entries: a line per message, its text as JSON."""
+    lines = []
+    for entry in entries:
+        if type(entry) is dict:
+            message = entry.get("message")
+            content = message.get("content") if type(message) is dict else None
+            about = ", ".join(_text_of(entry[name]) for name in ("priority", "state")
+                              if name in entry)
+            lines.append("message %s (%s): %s" % (_text_of(entry.get("id")), about,
+                                                 printable_json(render_json(content), 400)))
+    return lines
+
+
+MAX_CUSTOMER_TEXT = 512  # characters of a NotifyCustomerInformation part kept (its schema's limit)
+
+
+def customer_data_text(pieces: list[str]) -> list[str]:
+    """NotifyCustomerInformation's data, its parts joined, as one JSON text."""
+    return [printable_json(render_json("".join(pieces)), MAX_SHOWN)]
+
+
+# Notify... action -> how its parts are assembled and shown.
+NOTIFY_KINDS: dict[str, NotifyKind] = {
+    "NotifyReport": NotifyKind("reportData", "variable", lambda entries: [], keep_report_data,
+                               " (`variables` lists what is kept)"),
+    "NotifyMonitoringReport": NotifyKind("monitor", "monitored variable", show_monitors),
+    "NotifyDisplayMessages": NotifyKind("messageInfo", "message", show_display_messages),
+    "NotifyCustomerInformation": NotifyKind(
+        "data", "text", lambda entries: [entry[:MAX_CUSTOMER_TEXT] for entry in entries
+                                         if type(entry) is str], whole=customer_data_text),
+}
+
+
+def _counted(count: int, noun: str) -> str:
+    return "%d %s%s" % (count, noun, "" if count == 1 else "s")
+
+
+def _notify_sequence(session: "ChargerSession", model: DeviceModel,
+                     key: tuple[str, Any]) -> Optional[NotifySequence]:
+    """The sequence a part belongs to, begun if need be; None for a part after its last."""
+    sequence = model.sequences.get(key)
+    if sequence is not None:
+        return sequence
+    action, request_id = key
+    if key in model.finished:
+        session.warn_once(("notify-after-last",) + key, "%s requestId %s: a part after the last "
+                          "one (tbc false); ignored" % (action, _show(request_id)))
+        return None
+    if key not in model.requested:
+        session.warn_once(("notify-unrequested", action), "%s requestId %s answers no request "
+                          "this server sent and the station accepted; kept anyway"
+                          % (action, _show(request_id)))
+    if len(model.sequences) >= MAX_NOTIFY_SEQUENCES:
+        old_action, old_id = next(iter(model.sequences))
+        del model.sequences[(old_action, old_id)]
+        session.log("warn", "%s requestId %s was still coming (tbc true); forgotten: at most %d "
+                    "are assembled at a time" % (old_action, _show(old_id), MAX_NOTIFY_SEQUENCES))
+    sequence = model.sequences[key] = NotifySequence()
+    return sequence
+
+
+def _notify_finished(session: "ChargerSession", model: DeviceModel, key: tuple[str, Any],
+                     sequence: NotifySequence) -> None:
+    """The last part came: a gap is said, and the whole shown."""
+    action, request_id = key
+    del model.sequences[key]
+    model.finished.append(key)
+    count, first = sequence.missing()
+    if count:
+        session.log("warn", "%s requestId %s: %d part(s) never came (seqNo %s)" % (
+            action, _show(request_id), count, ", ".join(map(str, first))
+            + (", ..." if count > len(first) else "")))
+    kind = NOTIFY_KINDS[action]
+    lines = kind.whole(sequence.in_order())
+    session.log("info", "%s requestId %s: %s, %s%s" % (
+        action, _show(request_id), _counted(sequence.received, "part"),
+        _counted(sequence.entries, kind.noun), ":" if lines else kind.note))
+    for line in lines[:MAX_NOTIFY_LINES]:
+        session.log("info", "  " + line)
+    if len(lines) > MAX_NOTIFY_LINES:
+        session.log("info", "  ... and %d more" % (len(lines) - MAX_NOTIFY_LINES))
+
+
+def handle_notify_part(session: "ChargerSession", action: str, payload: dict) -> dict:
+    """One part of a Notify... message (NOTIFY_KINDS): kept in seqNo order; a repeated part is
+    said once and ignored; the whole is shown when the last part (tbc false or absent) comes."""
+    kind = NOTIFY_KINDS[action]
+    entries = payload.get(kind.field)
+    entries = [entries] if type(entries) is str else entries if type(entries) is list else []
+    request_id = payload.get("requestId")
+    key = (action, request_id if type(request_id) in (int, str) else render_json(request_id))
+    model = device_model(session.state)
+    sequence = _notify_sequence(session, model, key)
+    if sequence is None:
+        return {}
+    seq_no = as_int(payload.get("seqNo"))
+    if seq_no is None or seq_no < 0:
+        seq_no = max(sequence.parts, default=-1) + 1
+    if not sequence.add(seq_no, len(entries), kind.show(entries)):
+        if "repeat" not in sequence.told:
+            sequence.told.add("repeat")
+            session.log("warn", "%s requestId %s: part seqNo %d came again; the repeat is "
+                        "ignored" % (action, _show(request_id), seq_no))
+    elif kind.keep is not None:
+        kind.keep(session, entries)
+    if sequence.dropped and "cap" not in sequence.told:
+        sequence.told.add("cap")
+        session.log("warn", "%s requestId %s: over %d lines or parts; the others are not "
+                    "shown" % (action, _show(request_id), MAX_NOTIFY_ITEMS))
+    if payload.get("tbc") is not True:
+        _notify_finished(session, model, key, sequence)
+    return {}
+
+
+def notify_handler(action: str) -> Callable[["ChargerSession", dict], dict]:
+    """The handler of a Notify... action of NOTIFY_KINDS."""
+    return lambda session, payload: handle_notify_part(session, action, payload)
+
+
 V201_CHARGER_ACTION_HANDLERS: dict[str, Callable[["ChargerSession", dict], Any]] = {
     "Authorize": handle_v201_authorize,
     "BootNotification": handle_boot_notification,
@@ -5428,15 +6034,15 @@ V201_CHARGER_ACTION_HANDLERS: dict[str, Callable[["ChargerSession", dict], Any]]
     "LogStatusNotification": handle_notification,
     "MeterValues": handle_v201_meter_values,
     "NotifyChargingLimit": handle_notification,
-    "NotifyCustomerInformation": handle_notification,
-    "NotifyDisplayMessages": handle_notification,
+    "NotifyCustomerInformation": notify_handler("NotifyCustomerInformation"),
+    "NotifyDisplayMessages": notify_handler("NotifyDisplayMessages"),
     "NotifyEVChargingNeeds": handle_accepted,
     "NotifyEVChargingSchedule": handle_accepted,
     "NotifyEvent": handle_notification,
-    "NotifyMonitoringReport": handle_notification,
-    "NotifyReport": handle_notification,
+    "NotifyMonitoringReport": notify_handler("NotifyMonitoringReport"),
+    "NotifyReport": notify_handler("NotifyReport"),
     "PublishFirmwareStatusNotification": handle_notification,
-    "ReportChargingProfiles": handle_notification,
+    "ReportChargingProfiles": handle_report_charging_profiles,
     "ReservationStatusUpdate": handle_notification,
     "SecurityEventNotification": handle_notification,
     "SignCertificate": handle_v201_sign_certificate,
@@ -5458,22 +6064,37 @@ class NoChargerYet(CommandError):
     """A charger command typed while no charger is connected: it is held."""
 
 
+class TransactionNeeded(str):
+    """A default's transactionId when the charger has no open transaction, or several: the text
+    of the CommandError that build_payload raises unless the command's arguments give one."""
+
+
 def _open_transaction_id(session: Optional["ChargerSession"], action: str,
                          word: str = "stopRemote") -> Any:
     """The id of the charger's one open transaction (an int in 1.6, a string in 2.0.1): what
-    ``action`` names when typed bare.  CommandError when none or several are open, saying what to
-    type (``word``, e.g. stopRemote, with the transactionId)."""
+    ``action`` names when typed bare.  TransactionNeeded when none or several are open, saying
+    what to type (``word``, e.g. stopRemote, with the transactionId)."""
     transactions = list(session.state.transactions.values()) if session is not None else []
     if len(transactions) == 1:
         return transactions[0].transaction_id
     if not transactions:
-        raise CommandError("no transaction is open%s; give one: %s transactionId=N"
-                           % (" on " + printable(session.charger_id) if session else "", action))
-    raise CommandError("%s has %d open transactions (%s): say which, e.g. %s transactionId=%s"
-                       % (printable(session.charger_id), len(transactions), ", ".join(
-                           "%s on %s" % (printable(str(tx.transaction_id), 40), tx.place())
-                           for tx in transactions),
-                          word, printable(str(transactions[-1].transaction_id), 40)))
+        return TransactionNeeded("no transaction is open%s; give one: %s transactionId=N" % (
+            " on " + printable(session.charger_id) if session else "", action))
+    return TransactionNeeded(
+        "%s has %d open transactions (%s): say which, e.g. %s transactionId=%s"
+        % (printable(session.charger_id), len(transactions), ", ".join(
+            "%s on %s" % (printable(str(tx.transaction_id), 40), tx.place())
+            for tx in transactions), word, printable(str(transactions[-1].transaction_id), 40)))
+
+
+def bare_payload(version: "OcppVersion", action: str, system: "CentralSystem",
+                 session: Optional["ChargerSession"]) -> dict:
+    """What ``action`` sends typed bare; CommandError when its default needs what is not there (an
+    open transaction, for one)."""
+    payload = version.defaults[action](system, session)
+    if type(payload.get("transactionId")) is TransactionNeeded:
+        raise CommandError(payload["transactionId"])
+    return payload
 
 
 def boot_data_payload(system: "CentralSystem") -> dict:
@@ -5593,6 +6214,7 @@ def _get_log(system: "CentralSystem", session: Optional["ChargerSession"]) -> di
             "logType": "DiagnosticsLog", "requestId": system.next_request_id}
 
 
+RESERVATION_MINUTES = 5  # a 2.0.1 ReserveNow's expiry, typed bare: this many minutes ahead
 BARE_HEARTBEAT_INTERVAL = "60"  # what ChangeConfiguration and SetVariables set HeartbeatInterval to
 
 
@@ -5722,7 +6344,8 @@ V201_SERVER_ACTION_DEFAULTS: dict[str, Callable[["CentralSystem", Optional["Char
     "UnlockConnector": lambda system, session: {"evseId": 1, "connectorId": 1},
     "ChangeAvailability": lambda system, session: {"operationalStatus": "Operative"},
     "ReserveNow": lambda system, session: {
-        "id": system.peek_reservation_id(), "expiryDateTime": _in_one_hour(),
+        "id": system.peek_reservation_id(), "expiryDateTime": iso_utc(
+            utc_now() + datetime.timedelta(minutes=RESERVATION_MINUTES)),
         "idToken": _id_token(system), "evseId": 1},
     "CancelReservation": _last_reservation,
     "CostUpdated": lambda system, session: {
@@ -5767,6 +6390,80 @@ V201_SERVER_ACTION_DEFAULTS: dict[str, Callable[["CentralSystem", Optional["Char
     "ClearDisplayMessage": lambda system, session: {"id": 1},
     "DataTransfer": lambda system, session: {"vendorId": BARE_DATA_TRANSFER_VENDOR_ID},
 }
+
+
+# Smart charging, reservations, local list and cost on a 2.0.1 station: what the replies say, in
+# words (the reply's own line shows its JSON).
+
+
+def _status_said(reply: dict) -> str:
+    """A reply's status, with its statusInfo's reasonCode when it gives one."""
+    info = reply.get("statusInfo")
+    reason = info.get("reasonCode") if type(info) is dict else None
+    return _scalar_text(reply.get("status")) + (" (%s)" % _show(reason) if reason else "")
+
+
+def _schedule_rows(record: dict) -> list[str]:
+    """A kept composite schedule as the rows of a small table: start offset, limit, unit,
+    phases."""
+    unit = _scalar_text(record["chargingRateUnit"])
+    rows = ["  %8s  %10s  %s" % ("start", "limit", "phases")]
+    rows += ["  %6s s  %10s  %s" % (_scalar_text(start), "%s %s" % (_number_text(limit), unit),
+                                    "-" if phases is None else _scalar_text(phases))
+             for start, limit, phases in record["periods"]]
+    return rows
+
+
+def composite_schedule_received(session: "ChargerSession", request: dict, reply: dict) -> None:
+    """GetCompositeSchedule: an Accepted schedule kept as its EVSE's latest (the page draws it)
+    and shown as a small table; else the status."""
+    schedule = reply.get("schedule")
+    if reply.get("status") != "Accepted" or type(schedule) is not dict:
+        session.log("info", "composite schedule of EVSE %s: %s" % (
+            _scalar_text(request.get("evseId")), _status_said(reply)))
+        return
+    record = smart_charging_of(session.state).keep_schedule(schedule)
+    session.log("info", "composite schedule of EVSE %s from %s, %s s, in %s:" % tuple(
+        _scalar_text(record[name]) for name in ("evseId", "scheduleStart", "duration",
+                                                "chargingRateUnit")))
+    for row in _schedule_rows(record):
+        session.log("info", row)
+    if session.bus.routes["state_changed"]:
+        session.bus.publish("state_changed", session.charger_id, session,
+                            field="schedule EVSE %s" % _scalar_text(record["evseId"]),
+                            value=record)
+
+
+def reservation_made(session: "ChargerSession", request: dict, reply: dict) -> None:
+    token = request.get("idToken")
+    session.log("info", "reservation %s on EVSE %s for idToken %s until %s: %s" % (
+        _scalar_text(request.get("id")), _scalar_text(request.get("evseId", "any")),
+        _show(token.get("idToken") if type(token) is dict else token),
+        _scalar_text(request.get("expiryDateTime")), _status_said(reply)))
+
+
+def reservation_cancelled(session: "ChargerSession", request: dict, reply: dict) -> None:
+    session.log("info", "reservation %s cancelled: %s" % (
+        _scalar_text(request.get("reservationId")), _status_said(reply)))
+
+
+def local_list_sent(session: "ChargerSession", request: dict, reply: dict) -> None:
+    entries = request.get("localAuthorizationList")
+    count = len(entries) if type(entries) is list else 0
+    session.log("info", "local list version %s (%s, %d %s): %s" % (
+        _scalar_text(request.get("versionNumber")), _scalar_text(request.get("updateType")),
+        count, "entry" if count == 1 else "entries", _status_said(reply)))
+
+
+def local_list_version_reported(session: "ChargerSession", request: dict, reply: dict) -> None:
+    version = reply.get("versionNumber")
+    session.log("info", "local list version on the station: %s%s" % (
+        _scalar_text(version), " (no list)" if version == 0 else ""))
+
+
+def cost_updated(session: "ChargerSession", request: dict, reply: dict) -> None:
+    session.log("info", "total cost %s of transaction %s: taken by the station" % (
+        _number_text(request.get("totalCost")), _scalar_text(request.get("transactionId"))))
 
 
 def _keep_certificate_ids(session: "ChargerSession", listed: Any) -> None:
@@ -5857,7 +6554,8 @@ def _variable_effect(data: Any) -> Optional[Callable[["ChargerSession", Any], No
 
 def variables_set(session: "ChargerSession", request: dict, reply: dict) -> None:
     """SetVariables: each accepted variable that ACCEPTED_VARIABLE_EFFECTS names takes effect (the
-    results come in the order of the request's)."""
+    results come in the order of the request's); each result is shown and each accepted value kept
+    in the station's device model (variables_reported)."""
     asked, results = request.get("setVariableData"), reply.get("setVariableResult")
     if not isinstance(asked, list) or not isinstance(results, list):
         return
@@ -5866,6 +6564,97 @@ def variables_set(session: "ChargerSession", request: dict, reply: dict) -> None
         if (effect is not None and isinstance(result, dict)
                 and result.get("attributeStatus") in ("Accepted", "RebootRequired")):
             effect(session, data.get("attributeValue"))
+    variables_reported(session, asked, results)
+
+
+# ---- the device model: what the server keeps of a 2.0.1 station's variables and reports
+
+MAX_RESULT_LINES = 20  # lines of GetVariables or SetVariables results; then "... N more"
+
+
+def _result_text(result: dict, status_field: str) -> str:
+    """A result's status, and its statusInfo's reasonCode and additionalInfo if it has one."""
+    text = _text_of(result.get(status_field))
+    info = result.get(status_field + "Info")
+    if type(info) is dict:
+        text += " (%s)" % ": ".join(_text_of(info[name])
+                                    for name in ("reasonCode", "additionalInfo") if name in info)
+    return text
+
+
+def _result_lines(session: "ChargerSession", lines: list[str]) -> None:
+    for line in lines[:MAX_RESULT_LINES]:
+        session.log("info", line)
+    if len(lines) > MAX_RESULT_LINES:
+        session.log("info", "... and %d more results" % (len(lines) - MAX_RESULT_LINES))
+
+
+def variables_reported(session: "ChargerSession", asked: list, results: list) -> None:
+    """SetVariables' results, a line each; an accepted value is kept in the device model."""
+    model, lines = device_model(session.state), []
+    for data, result in zip(asked, results):
+        if type(data) is not dict or type(result) is not dict:
+            continue
+        key = variable_key(data.get("component"), data.get("variable"), data.get("attributeType"))
+        name = variable_name(key) if key is not None else _text_of(data)
+        status = result.get("attributeStatus")
+        if key is not None and status in ("Accepted", "RebootRequired") and not model.record(
+                key, data.get("attributeValue"), "SetVariables" + (
+                    " (RebootRequired)" if status == "RebootRequired" else "")):
+            device_model_full(session, model)
+        lines.append("SetVariables %s=%s: %s" % (name, _text_of(data.get("attributeValue")),
+                                                  _result_text(result, "attributeStatus")))
+    _result_lines(session, lines)
+
+
+def variables_got(session: "ChargerSession", request: dict, reply: dict) -> None:
+    """GetVariables: each result on a line; an accepted value is kept in the device model."""
+    results = reply.get("getVariableResult")
+    if type(results) is not list:
+        return
+    model, lines = device_model(session.state), []
+    for result in results:
+        if type(result) is not dict:
+            continue
+        key = variable_key(result.get("component"), result.get("variable"),
+                           result.get("attributeType"))
+        name = variable_name(key) if key is not None else _text_of(result)
+        if key is not None and result.get("attributeStatus") == "Accepted" and not model.record(
+                key, result.get("attributeValue"), "GetVariables"):
+            device_model_full(session, model)
+        value = " = " + _text_of(result["attributeValue"], 200) \
+            if "attributeValue" in result else ""
+        lines.append("GetVariables %s: %s%s" % (name, _result_text(result, "attributeStatus"),
+                                                value))
+    _result_lines(session, lines)
+
+
+def report_expected(notify_action: str) -> Callable[["ChargerSession", dict, dict], None]:
+    """The result handler of a report request: accepted, its requestId's ``notify_action`` parts
+    are expected, and may come while the station's boot is Pending (OCPP 2.0.1 B02)."""
+
+    def expect(session: "ChargerSession", request: dict, reply: dict) -> None:
+        request_id = request.get("requestId")
+        if reply.get("status") != "Accepted" or type(request_id) is not int:
+            return
+        model, key = device_model(session.state), (notify_action, request_id)
+        if key in model.finished:
+            model.finished.remove(key)
+        model.requested.append(key)
+        session.state.history.triggered.add(notify_action)
+
+    return expect
+
+
+# The report requests, and the Notify... message each one's accepted requestId is answered with.
+V201_REPORT_RESULT_HANDLERS: dict[str, Callable[["ChargerSession", dict, dict], None]] = {
+    "GetBaseReport": report_expected("NotifyReport"),
+    "GetReport": report_expected("NotifyReport"),
+    "GetMonitoringReport": report_expected("NotifyMonitoringReport"),
+    "GetDisplayMessages": report_expected("NotifyDisplayMessages"),
+    "CustomerInformation": report_expected("NotifyCustomerInformation"),
+    "GetVariables": variables_got,
+}
 
 
 # What the server remembers from a 2.0.1 station's CALLRESULTs: the certificates it listed (for
@@ -5874,6 +6663,13 @@ V201_SERVER_CALL_RESULT_HANDLERS: dict[str, Callable[["ChargerSession", dict, di
     "GetInstalledCertificateIds": remember_certificate_chain_ids,
     "SetVariables": variables_set,
     "TriggerMessage": message_triggered,
+    "GetCompositeSchedule": composite_schedule_received,
+    "ReserveNow": reservation_made,
+    "CancelReservation": reservation_cancelled,
+    "SendLocalList": local_list_sent,
+    "GetLocalListVersion": local_list_version_reported,
+    "CostUpdated": cost_updated,
+    **V201_REPORT_RESULT_HANDLERS,
 }
 
 # Key spellings the FlexiCharge charger reads in the server's CALLs (it raises
@@ -5960,6 +6756,7 @@ OCPP201 = OcppVersion(RPC_201, V201_CHARGER_REQUESTS, V201_SERVER_REQUESTS, V201
                       V201_SERVER_CALL_RESULT_HANDLERS, "RequestStartTransaction",
                       "RequestStopTransaction", (DIALECT_OCPP201,))
 VERSIONS = {version.name: version for version in (OCPP16, OCPP201)}
+DEFAULT_VERSION = OCPP16  # what --ocpp is by default, and what a command speaks with no charger
 VERSION_OF_SUBPROTOCOL = {version.subprotocol: version for version in VERSIONS.values()}
 # Every action of any version, for what is named before a charger says its version (faults,
 # labels, completion of words).
@@ -6798,7 +7595,7 @@ VersionOf = Callable[[Optional[str]], OcppVersion]  # a command's @target -> the
 
 def default_version_of(target: Optional[str]) -> OcppVersion:
     """The version of a command named where no charger says its own (the default of --ocpp)."""
-    return OCPP16
+    return DEFAULT_VERSION
 
 
 def console_action(word: str, version: OcppVersion) -> Optional[str]:
@@ -6834,6 +7631,8 @@ def parse_console_value(text: str) -> Any:
 def _field_rule(rules: Object, path: list[str]) -> Optional[Rule]:
     rule: Optional[Rule] = rules
     for name in path:
+        if isinstance(rule, Array):  # a path through a list of objects names its item's fields
+            rule = rule.items
         rule = rule.fields.get(name) if isinstance(rule, Object) else None
     return rule
 
@@ -6898,6 +7697,8 @@ def parse_command(line: str, files_from: Optional[str] = None,
     word, _, rest = line.partition(" ")
     rest, lower = rest.strip(), word.lower()
     row = typed_word(lower)
+    if row is not None and row.expand is not None:
+        return _expanded_command(line, row, rest, target, version_of(target))
     if row is not None and row.action is None:
         if row.check is not None:
             row.check(rest, target)
@@ -6910,6 +7711,20 @@ def parse_command(line: str, files_from: Optional[str] = None,
     return Command(line, "call", target, action,
                    overrides=[_parse_override(action, rules, argument, files_from)
                               for argument in rest.split()])
+
+
+def _expanded_command(line: str, row: "CommandWord", rest: str, target: Optional[str],
+                      version: OcppVersion) -> Command:
+    """A short form (set, get) as the call it stands for, checked against its schema (that of
+    a version that has it, if ``version`` has not: the charger it goes to is known when it
+    runs, and build_payload refuses it there)."""
+    action, payload = row.expand(rest)  # type: ignore[misc]
+    if action not in version.defaults:
+        version = next(other for other in VERSIONS.values() if action in other.defaults)
+    problems = lint_payload(version.server_request_rules[action], payload)
+    if problems:
+        raise PayloadRefused(action, problems[:1])
+    return Command(line, "call", target, action, payload=payload)
 
 
 def _did_you_mean(word: str) -> str:
@@ -7004,6 +7819,8 @@ def build_payload(system: "CentralSystem", session: Optional[ChargerSession],
     overrides."""
     action = command.action or ""
     if command.payload is not None:
+        if session is not None and action not in session.version.defaults:  # set, get on 1.6
+            raise CommandError("%s is not an OCPP %s action" % (action, session.version.name))
         return command.payload
     version = session.version if session is not None else system.default_version
     if action not in version.defaults:
@@ -7019,9 +7836,13 @@ def build_payload(system: "CentralSystem", session: Optional[ChargerSession],
         target = payload
         for name in path[:-1]:
             target = target.setdefault(name, {})
+            if isinstance(target, list) and len(target) == 1:  # the one item of a default list
+                target = target[0]
             if not isinstance(target, dict):
-                raise CommandError("%s: %s is not an object" % (action, name))
+                raise CommandError("%s: %s is not an object (or a list of one)" % (action, name))
         target[path[-1]] = value
+    if type(payload.get("transactionId")) is TransactionNeeded:  # no argument gave one
+        raise CommandError(payload["transactionId"])
     problems = lint_payload(version.server_request_rules[action], payload)
     if problems and missing_default is not None:
         raise missing_default
@@ -7092,6 +7913,114 @@ def _check_held(rest: str, target: Optional[str]) -> None:
         raise CommandError("usage: held (list them) or held clear (drop them)")
 
 
+# ---- set, get and variables: a 2.0.1 station's variables in short spellings
+# Component[instance]@evse/connector.Variable[instance]/attributeType: every part but the two
+# names may be left out (attributeType Actual); set takes =value (a "JSON string" for spaces).
+
+_VARIABLE_SPEC = re.compile(
+    r"(?P<component>[^\s\[\]@./=\"]+)(?:\[(?P<component_instance>[^\]]*)\])?"
+    r"(?:@(?P<evse>\d+)(?:/(?P<connector>\d+))?)?"
+    r"\.(?P<variable>[^\s\[\]@./=\"]+)(?:\[(?P<variable_instance>[^\]]*)\])?"
+    r"(?:/(?P<type>[A-Za-z]+))?")
+_SHORT_TOKEN = re.compile(r'(?:[^\s"\[]+|\[[^\]]*\]|"(?:[^"\\]|\\.)*")+')
+VARIABLE_SPELLING = "Component[instance]@evse/connector.Variable[instance]/Type"
+
+
+def _short_tokens(rest: str, usage: str) -> list[str]:
+    """The space-separated arguments of set or get ("..." and [...] may hold spaces)."""
+    tokens = _SHORT_TOKEN.findall(rest)
+    if not tokens or _SHORT_TOKEN.sub("", rest).strip():
+        raise CommandError("usage: %s (%s); help set says more" % (usage, VARIABLE_SPELLING))
+    return tokens
+
+
+def _variable_spec(word: str, text: str) -> dict:
+    """The component, variable and attributeType (when not Actual) a short spelling names."""
+    match = _VARIABLE_SPEC.fullmatch(text)
+    if match is None:
+        raise CommandError("%s: %r is not %s (only the two names are needed: "
+                           "OCPPCommCtrlr.HeartbeatInterval)" % (word, text, VARIABLE_SPELLING))
+    parts = match.groupdict()
+    component: dict = {"name": parts["component"]}
+    if parts["component_instance"] is not None:
+        component["instance"] = parts["component_instance"]
+    if parts["evse"] is not None:
+        component["evse"] = {"id": int(parts["evse"])}
+        if parts["connector"] is not None:
+            component["evse"]["connectorId"] = int(parts["connector"])
+    variable: dict = {"name": parts["variable"]}
+    if parts["variable_instance"] is not None:
+        variable["instance"] = parts["variable_instance"]
+    data = {"component": component, "variable": variable}
+    if parts["type"] is not None:
+        kind = {name.lower(): name for name in ATTRIBUTE_TYPES}.get(parts["type"].lower())
+        if kind is None:
+            raise CommandError("%s: attributeType %r is none of %s"
+                               % (word, parts["type"], ", ".join(ATTRIBUTE_TYPES)))
+        if kind != "Actual":
+            data["attributeType"] = kind
+    return data
+
+
+def _setting(text: str) -> dict:
+    """One Component.Variable=value of set, as SetVariableData."""
+    spec, equals, value = text.partition("=")
+    while equals and spec.count("[") > spec.count("]"):  # an "=" inside an [instance]
+        more, equals, value = value.partition("=")
+        spec += "=" + more
+    if not equals:
+        raise CommandError("set: %r has no =value (set Component.Variable=value)" % text)
+    if value.startswith('"'):
+        value = parse_console_value(value)
+        if not isinstance(value, str):
+            raise CommandError("set: a quoted value must be one JSON string")
+    return dict(_variable_spec("set", spec), attributeValue=value)
+
+
+def expand_set(rest: str) -> tuple[str, dict]:
+    """`set A.B=1 C.D=x`: SetVariables of each, in order."""
+    tokens = _short_tokens(rest, "set Component.Variable=value ...")
+    return "SetVariables", {"setVariableData": [_setting(token) for token in tokens]}
+
+
+def expand_get(rest: str) -> tuple[str, dict]:
+    """`get A.B C.D`: GetVariables of each, in order."""
+    tokens = _short_tokens(rest, "get Component.Variable ...")
+    return "GetVariables", {"getVariableData": [_variable_spec("get", token) for token in tokens]}
+
+
+def _listed_state(host: Any, target: Optional[str]) -> ChargerState:
+    """The charge point `variables` lists: @target's (connected or not), else the one commands
+    go to."""
+    states = host.system.states
+    if target is not None and target in states:
+        return states[target]
+    try:
+        return host.target_session(target).state
+    except NoChargerYet:
+        raise CommandError("no charger is connected yet: say which, e.g. @CP-1 variables") \
+            from None
+
+
+def device_model_lines(state: ChargerState, query: str) -> list[str]:
+    """`variables [query]`: the attributes kept whose name contains ``query``, a line each."""
+    model = state.device_model
+    name = printable(state.charger_id)
+    if model is None or not model.variables:
+        return ["%s has reported no variables (GetBaseReport, GetReport or GetVariables asks; "
+                "a 2.0.1 station's)" % name]
+    found = model.matching(query)
+    lines = ["%s: %s kept%s%s" % (
+        name, _counted(len(model.variables), "variable attribute"),
+        ", %d match %s" % (len(found), _show(query)) if query else "",
+        " (the cap of %d was reached)" % MAX_DEVICE_VARIABLES if model.full else "")]
+    return lines + [variable_line(text, row) for text, _, row in found]
+
+
+def _run_variables(host: Any, command: Command, outcome: "CommandOutcome") -> None:
+    outcome.lines.extend(device_model_lines(_listed_state(host, command.target), command.text))
+
+
 WordHandler = Callable[[Any, Command, "CommandOutcome"], None]
 
 
@@ -7107,18 +8036,21 @@ class CommandWord:
     ``overview``, in plain `help`.  ``scripts``: a scenario script may use it.  ``check(rest,
     target)`` raises CommandError for arguments that cannot work; ``run(host, command, outcome)``
     does it; ``complete(charger_ids)`` lists what Tab may complete its argument to.
+    ``expand(rest)``: the word is a short form of a server action, (action, payload) (set).
     """
 
     __slots__ = ("names", "word", "action", "usage", "summary", "example", "topic", "overview",
-                 "scripts", "check", "run", "complete")
+                 "scripts", "check", "run", "complete", "expand")
 
     def __init__(self, names: tuple[str, ...], usage: str, summary: str, example: str,
                  topic: str, *, word: str = "", action: Optional[str] = None,
                  overview: bool = False, scripts: bool = False,
                  check: Optional[Callable[[str, Optional[str]], None]] = None,
                  run: Optional[WordHandler] = None,
-                 complete: Optional[Callable[[list[str]], list[str]]] = None) -> None:
+                 complete: Optional[Callable[[list[str]], list[str]]] = None,
+                 expand: Optional[Callable[[str], tuple[str, dict]]] = None) -> None:
         self.names, self.usage, self.summary, self.example = names, usage, summary, example
+        self.expand = expand
         self.topic, self.overview, self.scripts = topic, overview, scripts
         self.word = word or (names[0].lower() if names else "")
         self.action, self.check, self.run, self.complete = action, check, run, complete
@@ -7173,6 +8105,15 @@ COMMAND_WORDS: tuple[CommandWord, ...] = (
                 "fault clear", "faults", scripts=True, run=_run_fault),
     CommandWord(("quit", "exit"), "quit | exit", "stop the server", "quit", "console",
                 overview=True, run=_run_quit),
+    CommandWord(("variables",), "variables [text]",
+                "a 2.0.1 station's variables as reported, searched (any case)",
+                "variables heartbeat", "actions", run=_run_variables),
+    CommandWord(("set",), "set C.V=value ...", "SetVariables (2.0.1), a line per result",
+                "set TxCtrlr.EVConnectionTimeOut=90", "actions", word="call", scripts=True,
+                run=_run_call, expand=expand_set),
+    CommandWord(("get",), "get C.V ...", "GetVariables (2.0.1), a line per result",
+                "get OCPPCommCtrlr.HeartbeatInterval", "actions", word="call", scripts=True,
+                run=_run_call, expand=expand_get),
 )
 
 
@@ -7212,7 +8153,12 @@ HELP_TOPICS: dict[str, list[str]] = {
         "that would break its OCPP schema is not sent: the JSON form or raw sends it anyway. "
         "help <Action> lists its fields and what it sends bare.",
         *("actions (OCPP %s): %s" % (version.name, " ".join(version.defaults))
-          for version in VERSIONS.values())],
+          for version in VERSIONS.values()),
+        "A 2.0.1 station's variables (C.V above): %s, only the two names needed, e.g. "
+        "OCPPCommCtrlr.HeartbeatInterval, EVSE@1.Power/MaxSet, Controller[main].Name; set "
+        "takes several, a value with spaces as \"a b\"; the JSON form sends anything else. "
+        "`variables` lists what NotifyReport, GetVariables and accepted SetVariables told, "
+        "`@CS-1 variables` a station that has gone." % VARIABLE_SPELLING],
     "faults": [
         "Faults are set on purpose, to test a charger's unhappy paths (docs/faults.md). The forms:",
         *("  " + form for form in FAULT_USAGE.split(" | "))],
@@ -7406,7 +8352,7 @@ def help_rows(rows: list[CommandWord], width: Optional[int], examples: bool = Tr
     return lines
 
 
-def help_overview(width: Optional[int], version: OcppVersion = OCPP16) -> list[str]:
+def help_overview(width: Optional[int], version: OcppVersion = DEFAULT_VERSION) -> list[str]:
     """Plain `help`: the everyday words, ``version``'s actions and the topics (24 lines at 80
     columns)."""
     return (help_rows([row for row in COMMAND_WORDS if row.overview], width, examples=False)
@@ -7613,7 +8559,7 @@ class Console:
         session = sessions.get(self.default_charger or "") or (next(iter(sessions.values()))
                                                                if len(sessions) == 1 else None)
         try:
-            defaults = dump_json(version.defaults[action](self.system, session))
+            defaults = dump_json(bare_payload(version, action, self.system, session))
         except CommandError as exc:
             defaults = "none (%s)" % exc
         lines = ["%s  (OCPP %s; reply: %s.conf)" % (action, version.name, action)]
@@ -7824,6 +8770,7 @@ class CommandOutcome:
 SCENARIO_DEFAULT_WITHIN = 30.0
 _INLINE_COMMENT = re.compile(r"\s+#.*$")  # "wait X   # why": a # after white space starts a comment
 SCENARIO_EVENTS_KEPT = 10000  # charger messages not yet consumed by a wait step
+SCENARIO_PROBLEMS_KEPT = 100  # spec warnings and behaviour checks a scenario keeps for its report
 
 
 class ScriptError(Exception):
@@ -7850,7 +8797,7 @@ class Step:
     connects = False  # waits for the charger itself: no implicit ``charger`` step before it
 
     def __init__(self, line: int, text: str, folder: str = ".",
-                 version: OcppVersion = OCPP16) -> None:
+                 version: OcppVersion = DEFAULT_VERSION) -> None:
         self.line = line
         self.text = text
         self.folder = folder  # the script's own: key=@path values are read relative to it
@@ -8036,7 +8983,8 @@ def _check_wait_field(rules: Optional[Object], path: str, line: int, label: str)
         rule = rule.fields[name]
 
 
-def parse_scenario(text: str, folder: str = ".", version: OcppVersion = OCPP16) -> list[Step]:
+def parse_scenario(text: str, folder: str = ".",
+                   version: OcppVersion = DEFAULT_VERSION) -> list[Step]:
     """Check a whole scenario script (its key=@path values relative to ``folder``, its commands
     against ``version``: --ocpp); ScriptError names the first bad line."""
     steps: list[Step] = []
@@ -8058,12 +9006,13 @@ def parse_scenario(text: str, folder: str = ".", version: OcppVersion = OCPP16) 
 SCENARIO_WORDS = tuple(SCENARIO_STEPS)
 HELP_TOPICS["scripts"] = [
     "--script FILE runs these, one a line, against the first charger that connects, and the "
-    "steps %s; it exits 0 (passed), 1 (failed) or 2 (invalid script). See docs/ci.md."
+    "steps %s; it exits 0 (passed), 1 (failed) or 2 (invalid script). Several --script FILEs, or "
+    "a FOLDER of them, run one after another; --junit FILE writes a JUnit report. See docs/ci.md."
     % ", ".join(SCENARIO_WORDS)]
 
 
 def script_command(line: str, number: int, folder: str = ".",
-                   version: OcppVersion = OCPP16) -> Command:
+                   version: OcppVersion = DEFAULT_VERSION) -> Command:
     """A command step, parsed by the console's own parser; ScriptError if a script cannot run it."""
     word = line.split()[0]
     if console_action(word, version) is None and typed_word(word) is None and word[:1] != "@":
@@ -8112,14 +9061,63 @@ def _has_fields(payload: Any, fields: Sequence[tuple[str, str]]) -> bool:
     return True
 
 
+class ScenarioObserver:
+    """What a scenario's report shows beyond its steps, taken from the bus while it runs: the texts
+    of its spec warnings and failed behaviour checks (the first SCENARIO_PROBLEMS_KEPT) and, with
+    --junit, its charger's latest frames (JUNIT_FRAMES_SHOWN)."""
+
+    def __init__(self, runner: "ScenarioRunner") -> None:
+        self.runner = runner
+        self.bus = runner.system.bus
+        self.problems: list[str] = []
+        self.recent: collections.deque[str] = collections.deque(maxlen=JUNIT_FRAMES_SHOWN)
+        self.bus.subscribe(self.on_problem, "spec_problem")
+        if runner.system.options.junit:  # no work per frame without it
+            self.bus.subscribe(self.on_frame, "frame", receiver=self.on_frames)
+
+    def close(self) -> None:
+        self.bus.unsubscribe(self.on_problem)
+        self.bus.unsubscribe(self.on_frame)
+
+    def on_problem(self, event: Event) -> None:
+        if len(self.problems) < SCENARIO_PROBLEMS_KEPT:
+            self.problems.append("%s %s" % (event.charger, event.fields["text"]))
+
+    def on_frame(self, event: Event) -> None:
+        """A frame as an Event (while some frame subscriber takes no FrameRecords)."""
+        self.keep_frame(event.charger, event.at, event.fields["direction"], event.fields["text"])
+
+    def on_frames(self, records: Iterator[FrameRecord]) -> None:
+        for record in records:
+            self.keep_frame(record[1], record[2], record[3], record[4])
+
+    def keep_frame(self, charger: str, at: float, direction: str, text: str) -> None:
+        """The script's charger's latest frames (any charger's before it is known), cut short."""
+        if self.runner.charger_id in (None, charger):
+            self.recent.append("%s %s %s %s" % (UTC_CLOCK.at(at), charger,
+                                                "<-" if direction == "in" else "->",
+                                                text[:JUNIT_FRAME_CHARS]))
+
+
 class ScenarioRunner:
     """Runs the steps of a parsed script against one charger; ``run`` returns the exit status."""
 
-    def __init__(self, system: "CentralSystem", steps: list[Step], name: str) -> None:
+    def __init__(self, system: "CentralSystem", steps: list[Step], name: str,
+                 path: str = "") -> None:
         self.system = system
         self.out = system.out
         self.steps = steps
         self.name = name
+        self.path = path or name  # the script's file as given: a report's file attribute
+        # What the run did, for its report (scenario_suite): each step run, its seconds and why
+        # it failed (None: it passed); the number of spec warnings of the run (their texts are
+        # in ``observed``), and the frames just before a failure (--junit only).
+        self.outcomes: list[tuple[Step, float, Optional[str]]] = []
+        self.warnings = 0
+        self.started_at = time.time()
+        self.seconds = 0.0
+        self.observed = ScenarioObserver(self)
+        self.frames_at_failure: list[str] = []
         self.charger_id: Optional[str] = None
         self.session: Optional[ChargerSession] = None
         self.events: collections.deque[tuple[str, ChargerSession,
@@ -8131,6 +9129,11 @@ class ScenarioRunner:
         system.bus.subscribe(self.on_event, "call_answered", "reply_received", "connected",
                              "disconnected", "ready")
 
+    def close(self) -> None:
+        """Stop following the bus: the run is over (the next script has a runner of its own)."""
+        self.system.bus.unsubscribe(self.on_event)
+        self.observed.close()
+
     # What wait steps consume: a charger's CALLs (with the server's answer) and its replies.
     KINDS = {"call_answered": "call", "reply_received": "reply"}
 
@@ -8141,9 +9144,19 @@ class ScenarioRunner:
         self.arrived.set()  # a connect, disconnect or ready wakes the waits too
 
     async def run(self) -> int:
+        """Run every step (up to the first that fails); the exit status: 0 passed, 1 failed."""
         started = time.monotonic()
-        passed = 0
-        failed: Optional[Step] = None
+        self.started_at = time.time()
+        warnings_before = self.system.spec_warnings
+        failed = await self.run_steps()
+        self.seconds = time.monotonic() - started
+        self.warnings = self.system.spec_warnings - warnings_before
+        if failed is not None:
+            self.frames_at_failure = list(self.observed.recent)
+        return scenario_verdict(self, failed)
+
+    async def run_steps(self) -> Optional[Step]:
+        """Run the steps in order, each recorded in ``outcomes``; the one that failed, if any."""
         steps = self.steps
         if not steps[0].connects:
             first = ChargerStep(0, "charger")
@@ -8154,32 +9167,15 @@ class ScenarioRunner:
             try:
                 await step.run(self)
             except StepFailed as exc:
-                failed = step
+                self.outcomes.append((step, time.monotonic() - step_started, str(exc)))
                 self.system.log("warn", None, "%s:%d FAILED %s: %s"
                                 % (self.name, step.line, step.text, exc))
-                break
+                return step
+            self.outcomes.append((step, time.monotonic() - step_started, None))
             if step.line:
-                passed += 1
                 self.system.log("notice", None, "%s:%d ok  %s (%.2f s)" % (
-                    self.name, step.line, step.text, time.monotonic() - step_started))
-        elapsed = time.monotonic() - started
-        warnings = self.system.spec_warnings
-        strict_failure = failed is None and self.system.options.strict and warnings > 0
-        if strict_failure:
-            self.system.log("warn", None, "--strict: %d spec warning(s) about the charger's frames "
-                            "fail the run" % warnings)
-        total = len(self.steps)
-        if failed is None and not strict_failure:
-            self.system.log("notice", None, "scenario %s: PASS, %d of %d steps passed in %.1f s, "
-                            "%d spec warning(s)" % (self.name, passed, total, elapsed, warnings))
-            return 0
-        where = "line %d" % failed.line if failed is not None and failed.line else (
-            "waiting for a charger" if failed is not None else "--strict")
-        not_run = total - passed - (1 if failed and failed.line else 0)
-        self.system.log("notice", None, "scenario %s: FAIL at %s, %d of %d steps passed "
-                        "(%d not run) in %.1f s, %d spec warning(s)"
-                        % (self.name, where, passed, total, not_run, elapsed, warnings))
-        return 1
+                    self.name, step.line, step.text, self.outcomes[-1][1]))
+        return None
 
     def target_session(self, target: Optional[str]) -> ChargerSession:
         """The charger a command word acts on: the script's own (a script names no other)."""
@@ -8303,6 +9299,232 @@ class ScenarioRunner:
                              % (action, self.system.options.call_timeout))
         else:
             raise StepFailed("%s failed: %s" % (action, outcome.error_description))
+
+
+def scenario_verdict(runner: ScenarioRunner, failed: Optional[Step]) -> int:
+    """A scenario run's last line (``failed``: the step that failed, if any); its exit status."""
+    passed = sum(1 for step, _, failure in runner.outcomes if step.line and failure is None)
+    elapsed, warnings = runner.seconds, runner.warnings
+    strict_failure = failed is None and runner.system.options.strict and warnings > 0
+    if strict_failure:
+        runner.system.log("warn", None, "--strict: %d spec warning(s) about the charger's "
+                          "frames fail the run" % warnings)
+    total = len(runner.steps)
+    if failed is None and not strict_failure:
+        runner.system.log("notice", None, "scenario %s: PASS, %d of %d steps passed in %.1f s, "
+                          "%d spec warning(s)" % (runner.name, passed, total, elapsed, warnings))
+        return 0
+    where = "line %d" % failed.line if failed is not None and failed.line else (
+        "waiting for a charger" if failed is not None else "--strict")
+    not_run = total - passed - (1 if failed and failed.line else 0)
+    runner.system.log("notice", None, "scenario %s: FAIL at %s, %d of %d steps passed "
+                      "(%d not run) in %.1f s, %d spec warning(s)"
+                      % (runner.name, where, passed, total, not_run, elapsed, warnings))
+    return 1
+
+
+# ---- JUnit reports
+# --junit FILE: what a --script run did (and a --replay run), as the JUnit XML that Jenkins,
+# GitLab and GitHub test reporters read: a <testsuite> per scenario, a <testcase> per step.
+
+JUNIT_FRAMES_SHOWN = 20  # frames of the script's charger a failed step's system-out shows
+JUNIT_FRAME_CHARS = 1000  # characters of each of them
+JUNIT_OUTPUT_CHARS = 20000  # characters of one failure body or system-out
+JUNIT_LINE_CHARS = 1000  # characters of a name or a failure's one line
+# What XML 1.0 cannot carry at all, even escaped: C0 controls but tab and newlines, lone
+# surrogates, U+FFFE and U+FFFF.
+_XML_FORBIDDEN = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_text(text: Any, limit: int = JUNIT_OUTPUT_CHARS) -> str:
+    """``text`` as XML 1.0 can carry it: at most ``limit`` characters (the cut said), each
+    character XML forbids written as an escape (\\x1b, \\ud800)."""
+    text = str(text)
+    if len(text) > limit:
+        text = "%s...[%d more characters]" % (text[:limit], len(text) - limit)
+    return _XML_FORBIDDEN.sub(lambda match: "\\x%02x" % ord(match.group()) if ord(
+        match.group()) < 0x100 else "\\u%04x" % ord(match.group()), text)
+
+
+def xml_line(text: Any) -> str:
+    """A name or a one-line message: XML-safe, on one line, at most JUNIT_LINE_CHARS."""
+    return xml_text(" ".join(str(text).splitlines()), JUNIT_LINE_CHARS)
+
+
+def junit_timestamp(text: Any) -> str:
+    """An ISO 8601 time as the Ant JUnit schema spells a timestamp: UTC, to the second, no zone
+    (a time without a zone is taken as UTC; text that is no time at all, as now)."""
+    try:
+        moment = datetime.datetime.fromisoformat(str(text).strip().replace("Z", "+00:00"))
+    except ValueError:
+        moment = utc_now()
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def write_junit(path: str, suites: list[dict]) -> None:
+    """Write ``suites`` as one JUnit XML report at ``path``, atomically (a temporary file beside
+    it, renamed over it); OSError if it cannot.
+
+    A suite is ``{"name", "timestamp" (ISO 8601), "cases": [{"name", "seconds", "failure" (one
+    line; None: passed), "details" (longer text: the failure's body and the case's
+    system-out)}]}``; optional: a suite's ``seconds`` (else its cases' sum), a case's ``file``
+    and ``line`` (where it is written), ``skipped`` (why it did not run) and ``error`` (one line:
+    it could not run).  Every text is made XML-safe and cut to a bound.
+    """
+    from xml.etree import ElementTree
+
+    root = ElementTree.Element("testsuites", name="ocpp_mock_server")
+    totals: collections.Counter = collections.Counter()
+    for index, suite in enumerate(suites):
+        element, counts = _junit_suite(ElementTree, suite, index)
+        root.append(element)
+        totals.update(counts)
+    _junit_counts(root, totals)
+    ElementTree.indent(root)
+    replace_file(path, ElementTree.tostring(root, encoding="utf-8", xml_declaration=True))
+
+
+def _junit_suite(tree: Any, suite: dict, index: int) -> tuple[Any, collections.Counter]:
+    """One <testsuite> and its counts."""
+    name = xml_line(suite["name"])
+    element = tree.Element("testsuite", name=name, id=str(index),
+                           timestamp=junit_timestamp(suite.get("timestamp", "")),
+                           hostname=xml_line(socket.gethostname()))
+    counts: collections.Counter = collections.Counter()
+    for case in suite["cases"]:
+        element.append(_junit_case(tree, case, name, counts))
+    seconds = suite.get("seconds")
+    counts["time"] = sum(case["seconds"] for case in suite["cases"]) if seconds is None else seconds
+    _junit_counts(element, counts)
+    return element, counts
+
+
+def _junit_case(tree: Any, case: dict, classname: str, counts: collections.Counter) -> Any:
+    """One <testcase>, counted in ``counts``: a <failure>, <error> or <skipped> in it when it did
+    not pass, and its details as <system-out>."""
+    element = tree.Element("testcase", name=xml_line(case["name"]), classname=classname,
+                           time="%.3f" % case["seconds"])
+    if case.get("file"):
+        element.set("file", xml_line(case["file"]))
+    if case.get("line"):
+        element.set("line", str(int(case["line"])))
+    counts["tests"] += 1
+    details = case.get("details") or ""
+    for kind, count in (("error", "errors"), ("failure", "failures"), ("skipped", "skipped")):
+        if case.get(kind) is not None:
+            counts[count] += 1
+            line = xml_line(case[kind])
+            outcome = tree.SubElement(element, kind, message=line)
+            if kind != "skipped":
+                outcome.set("type", kind)
+                # GitLab shows the body, not the message: the line comes first in it too
+                outcome.text = xml_text(line + ("\n\n" + details if details else ""))
+            break
+    if details:
+        tree.SubElement(element, "system-out").text = xml_text(details)
+    return element
+
+
+def _junit_counts(element: Any, counts: collections.Counter) -> None:
+    for name in ("tests", "failures", "errors", "skipped"):
+        element.set(name, str(counts[name]))
+    element.set("time", "%.3f" % counts["time"])
+
+
+def replace_file(path: str, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then rename it to ``path``: a reader
+    sees the old file or the whole new one, never half of it."""
+    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
+                                         prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.chmod(temporary, 0o644)  # mkstemp's 0600: a report is for others to read
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        raise
+
+
+def junit_path_problem(path: str) -> Optional[str]:
+    """Why a --junit report could not be written at ``path`` (checked before the run by making a
+    file beside it), or None."""
+    if os.path.isdir(path):
+        return "it is a folder"
+    try:
+        handle, temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
+                                             prefix="." + os.path.basename(path) + ".")
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    os.close(handle)
+    os.remove(temporary)
+    return None
+
+
+def scenario_suite(runner: ScenarioRunner, crash: Optional[str] = None) -> dict:
+    """A finished scenario run as a suite of a JUnit report (see write_junit): a case per step (the
+    steps after a failed one skipped), and under --strict a failed case per spec warning or
+    behaviour check of the run; ``crash``: why the run stopped, a bug of ours (an error case)."""
+    cases = [_step_case(runner, step, seconds, failure)
+             for step, seconds, failure in runner.outcomes if step.line or failure is not None]
+    ran = {id(step) for step, _, _ in runner.outcomes}
+    cases += [unrun_case(runner.path, step, "not run: an earlier step failed" if crash is None
+                         else "not run") for step in runner.steps if id(step) not in ran]
+    if crash is not None:
+        cases.append({"name": "the scenario runner", "seconds": 0.0, "failure": None,
+                      "details": "", "error": "the scenario stopped: " + crash})
+    if runner.system.options.strict:
+        cases += _strict_cases(runner)
+    started = datetime.datetime.fromtimestamp(runner.started_at, datetime.timezone.utc)
+    return {"name": runner.name, "timestamp": started.isoformat(timespec="seconds"),
+            "seconds": runner.seconds, "cases": cases}
+
+
+def unrun_suite(path: str, steps: list[Step]) -> dict:
+    """A script the run did not get to (the server stopped first) as a suite of skipped cases."""
+    return {"name": os.path.basename(path), "timestamp": utc_now().isoformat(timespec="seconds"),
+            "seconds": 0.0, "cases": [unrun_case(path, step, "not run: the server stopped first")
+                                      for step in steps]}
+
+
+def unrun_case(path: str, step: Step, why: str) -> dict:
+    return {"name": "line %d: %s" % (step.line, step.text), "seconds": 0.0, "failure": None,
+            "details": "", "file": path, "line": step.line, "skipped": why}
+
+
+def _step_case(runner: ScenarioRunner, step: Step, seconds: float,
+               failure: Optional[str]) -> dict:
+    """A step that ran as a case: a failed one says the line, what was expected and what came,
+    and shows the frames just before it."""
+    case = {"name": "line %d: %s" % (step.line, step.text) if step.line
+            else "charger (waiting for a charger to connect)", "seconds": seconds,
+            "failure": None, "details": "", "file": runner.path, "line": step.line}
+    if failure is not None:
+        case["failure"] = "%s:%d %s: %s" % (runner.name, step.line, step.text, failure)
+        frames = runner.frames_at_failure
+        case["details"] = "%s line %d: %s\n%s\n\n%s" % (
+            runner.path, step.line, step.text, failure,
+            "the %d latest frames before it (UTC; <- from the charger, -> to it):\n%s"
+            % (len(frames), "\n".join(frames)) if frames else "no frames before it")
+    return case
+
+
+def _strict_cases(runner: ScenarioRunner) -> list[dict]:
+    """--strict: each spec warning and failed behaviour check of the run, a failed case."""
+    if not runner.warnings:
+        return []
+    cases = [{"name": "--strict %d: %s" % (number, text), "seconds": 0.0,
+              "failure": "--strict: " + text, "details": ""}
+             for number, text in enumerate(runner.observed.problems, 1)]
+    unlisted = runner.warnings - len(runner.observed.problems)
+    if unlisted > 0:
+        cases.append({"name": "--strict: %d more spec warning(s)" % unlisted, "seconds": 0.0,
+                      "failure": "--strict: %d more spec warning(s) (the console shows each)"
+                      % unlisted, "details": ""})
+    return cases
 
 
 # ------------------------------------------------------------------ Replay
@@ -9245,9 +10467,13 @@ def load_replay(options: "Settings", out: Output) -> Optional[Recording]:
 
 
 async def run_replay(replay: ReplayRun, system: "CentralSystem") -> None:
-    """Run the --replay, then stop the server with its exit status."""
+    """Run the --replay, write its --junit report, then stop the server with its exit status."""
     try:
-        system.exit_code = (await replay.run()).status
+        result = await replay.run()
+        system.exit_code = result.status
+        if system.options.junit:
+            system.exit_code = max(system.exit_code, report_junit(
+                system, system.options.junit, replay_junit_suites(result)))
     except Exception as exc:  # a bug of ours: report it as a failed run, not a traceback
         system.log("error", None, "the replay stopped: %s: %s" % (type(exc).__name__, exc))
         system.exit_code = 1
@@ -9286,12 +10512,11 @@ class ReplayStep(Step):
                              % (self.text.split(None, 1)[1], len(failures), failures[0].failure))
 
 
+_WORDS_BEFORE_REPLAY = ", ".join(SCENARIO_WORDS)
 SCENARIO_STEPS["replay"] = ReplayStep
 SCENARIO_WORDS = tuple(SCENARIO_STEPS)
-HELP_TOPICS["scripts"] = [
-    "--script FILE runs these, one a line, against the first charger that connects, and the "
-    "steps %s; it exits 0 (passed), 1 (failed) or 2 (invalid script). See docs/ci.md."
-    % ", ".join(SCENARIO_WORDS)]
+HELP_TOPICS["scripts"] = [text.replace(_WORDS_BEFORE_REPLAY, ", ".join(SCENARIO_WORDS))
+                          for text in HELP_TOPICS["scripts"]]
 
 
 # ------------------------------------------- HTTP API, event stream, file server
@@ -10342,6 +11567,8 @@ def charger_record(system: "CentralSystem", state: ChargerState) -> dict:
         "authorizationKeyRotated": state.key_rotated,
         "outstandingCall": outstanding.action if outstanding is not None else None,
         "filesFolder": system.http.files.charger_folder(state.charger_id) if system.http else None,
+        "schedules": list(state.smart_charging.schedules.values())
+        if state.smart_charging is not None else [],
     }
 
 
@@ -10731,6 +11958,7 @@ class HttpApi(HttpPort):
         (("",), {"GET": "page"}),
         (("api", "chargers"), {"GET": "list_chargers"}),
         (("api", "chargers", "*"), {"GET": "get_charger"}),
+        (("api", "chargers", "*", "variables"), {"GET": "device_routes.variables"}),
         (("api", "chargers", "*", "*"), {"POST": "call_action"}),
         (("api", "command"), {"POST": "run_command"}),
         (("api", "events"), {"GET": "streams.open"}),
@@ -10748,6 +11976,7 @@ class HttpApi(HttpPort):
         self.streams = EventStreams(system, max(1, int(max_connections * EVENT_STREAM_SHARE)))
         self.history = self.streams.history
         self.file_routes = FileRoutes(self)
+        self.device_routes = DeviceModelRoutes(self)
 
     async def close(self) -> None:
         self.busy.cancel()
@@ -10973,6 +12202,35 @@ class FileRoutes:
         return self.files.charger_of_file(segments, self.system.states)
 
 
+class DeviceModelRoutes:
+    """GET /api/chargers/{id}/variables?q=: a 2.0.1 station's device model, searched as the
+    console's `variables` searches it."""
+
+    def __init__(self, api: HttpApi) -> None:
+        self.system = api.system
+
+    async def variables(self, request: HttpRequest, writer: asyncio.StreamWriter, charger_id: str
+                        ) -> tuple[int, Any]:
+        state = self.system.states.get(charger_id)
+        if state is None:
+            raise HttpError(404, "no charge point %s has connected" % _show(charger_id))
+        query = request.query.get("q", "")
+        model = state.device_model
+        found = model.matching(query) if model is not None else []
+        return 200, {"id": charger_id, "query": query,
+                     "kept": len(model.variables) if model is not None else 0,
+                     "cap": MAX_DEVICE_VARIABLES, "full": model is not None and model.full,
+                     "variables": [variable_record(name, key, row) for name, key, row in found]}
+
+
+def variable_record(name: str, key: VariableKey, row: list) -> dict:
+    """What GET /api/chargers/{id}/variables says of one variable attribute."""
+    component, variable = component_json(key)
+    return {"name": name, "component": component, "variable": variable, "attributeType": key[6],
+            "value": row[0], "mutability": row[1], "dataType": row[2], "unit": row[3],
+            "source": row[4]}
+
+
 # ------------------------------------------------------------- The web page
 # GET / on the HTTP port: one self-contained page (no CDN: classrooms are
 # often offline), fed by /api/events.  Everything a charger controls is put
@@ -11099,8 +12357,45 @@ function renderCard(charger) {
     parts.push(el("p", "tx", "transaction " + tx.transactionId + " on " + evse + "connector " +
       tx.connectorId + " \u00b7 idTag " + tx.idTag + " \u00b7 meterStart " + tx.meterStart));
   }
+  for (const schedule of charger.schedules || []) parts.push(scheduleBox(schedule));
   if (charger.specWarnings) parts.push(...warningParts(charger));
   card.querySelector(".info").replaceChildren(...parts);
+}
+
+const SCHEDULE_SIZE = [280, 64];  // px: a composite schedule's step chart on its station's card
+
+function scheduleBox(schedule) {  // a composite schedule: a step chart of its limits, and in text
+  const unit = String(schedule.chargingRateUnit), box = el("div", "schedule");
+  const canvas = el("canvas");
+  canvas.dataset.periods = String(schedule.periods.length);
+  box.append(el("p", "muted", "composite schedule \u00b7 EVSE " + schedule.evseId + " \u00b7 " +
+                schedule.duration + " s \u00b7 " + unit), canvas,
+             el("p", "muted", schedule.periods.map(([start, limit]) => start + " s: " + limit +
+                " " + unit).join(" \u00b7 ")));
+  drawSchedule(canvas, schedule);
+  return box;
+}
+
+function drawSchedule(canvas, schedule) {  // each limit held until the next period starts
+  const periods = schedule.periods.filter(([start, limit]) => Number.isFinite(start) &&
+    Number.isFinite(limit)).sort((one, other) => one[0] - other[0]);
+  const [width, height] = SCHEDULE_SIZE, ratio = window.devicePixelRatio || 1;
+  canvas.width = width * ratio; canvas.height = height * ratio;
+  canvas.style.width = width + "px"; canvas.style.height = height + "px";
+  const context = canvas.getContext("2d");
+  context.scale(ratio, ratio);
+  if (!periods.length) return;
+  const end = Math.max(Number(schedule.duration) || 0, periods[periods.length - 1][0] + 1);
+  const high = Math.max(1, ...periods.map(([, limit]) => limit));
+  const x = (t) => 4 + t / end * (width - 8);
+  const y = (limit) => height - 4 - limit / high * (height - 8);
+  context.strokeStyle = "#1565c0"; context.lineWidth = 2; context.beginPath();
+  periods.forEach(([start, limit], index) => {
+    const next = index + 1 < periods.length ? periods[index + 1][0] : end;
+    if (index) context.lineTo(x(start), y(limit)); else context.moveTo(x(start), y(limit));
+    context.lineTo(x(next), y(limit));
+  });
+  context.stroke();
 }
 
 function rerender(id) {
@@ -11174,6 +12469,22 @@ async function sendCommand(event) {
   if (!shown.length) shown.push(data.error || (status === 200 ? "ok" : "HTTP " + status));
   $("#reply").textContent = shown.join("\n");
   $("#reply").className = status === 200 ? "" : "bad";
+}
+
+async function showVariables(event) {  // a station's device model, searched: text only
+  event.preventDefault();
+  const id = $("#var-charger").value.trim() || (chargers.length ? chargers[0].id : "");
+  const out = $("#var-list");
+  if (!id) { out.textContent = "no charger yet"; return; }
+  const path = "/api/chargers/" + encodeURIComponent(id) + "/variables?q=" +
+    encodeURIComponent($("#var-query").value.trim());
+  let status = 0, data = {error: "the server did not answer"};
+  try { ({status, data} = await api("GET", path)); } catch (error) { /* shown below */ }
+  const rows = status === 200 ? data.variables.map((row) => row.name + " = " +
+    (row.value === null ? "(no value)" : row.value) + "  (" + row.source + ")") : [];
+  out.textContent = status !== 200 ? (data.error || "HTTP " + status)
+    : rows.length ? rows.join("\n") : id + ": no variable" + (data.query ? " matches" : " yet");
+  out.className = status === 200 ? "" : "bad";
 }
 
 function addRow(event, kind, label, text, detail) {
@@ -11480,6 +12791,7 @@ function connect(from, fresh) {  // fresh: the page has just loaded the state at
 }
 
 $("#command").addEventListener("submit", sendCommand);
+$("#variables").addEventListener("submit", showVariables);
 window.addEventListener("resize", () => charts.forEach(drawSoon));
 const firstState = readState(document);
 if (firstState) {
@@ -11523,6 +12835,7 @@ h2 { font-size: 1.05rem; margin: .2rem 0 .5rem; text-transform: uppercase; lette
                } .s-Faulted { background: #ffcdd2; }
 .s-Preparing, .s-SuspendedEV, .s-SuspendedEVSE, .s-Finishing { background: #fff3c4; }
 .tx { font-weight: 600; margin: .3rem 0; }
+.schedule canvas { display: block; background: #f6f8fb; border-radius: 4px; }
 .warn { color: #8a5a00; }
 button.link { background: none; padding: 0; min-height: 0; text-decoration: underline; }
 .warnings { margin: .2rem 0 .4rem; padding-left: 1.2rem; font-size: .85rem;
@@ -11539,8 +12852,8 @@ button:disabled { background: #9aa3b0; cursor: default; }
 form { display: flex; gap: .5rem; }
 input { flex: 1; min-width: 0; font: inherit; padding: .45rem; border: 1px solid #99a;
         border-radius: 6px; }
-#reply { white-space: pre-wrap; word-break: break-all; font-size: .85rem; margin: .5rem 0 0;
-         max-height: 16rem;
+#reply, #var-list { white-space: pre-wrap; word-break: break-all; font-size: .85rem;
+         margin: .5rem 0 0; max-height: 16rem;
          overflow: auto; }
 canvas { width: 100%; display: block; }
 .legend { margin: .3rem 0 0; font-size: .9rem; }
@@ -11576,6 +12889,14 @@ ws:// URL.</p></div>
 placeholder="e.g. startRemote or @CP-1 Reset type=Hard" aria-label="command"><button
 type="submit">Send</button></form>
 <pre id="reply"></pre>
+</div>
+<div class="panel">
+<h2>Variables (2.0.1)</h2>
+<form id="variables"><input id="var-charger" autocomplete="off" spellcheck="false"
+placeholder="charger id" aria-label="charger id"><input id="var-query" autocomplete="off"
+spellcheck="false" placeholder="search, e.g. heartbeat" aria-label="search"><button
+type="submit">Show</button></form>
+<pre id="var-list"></pre>
 </div>
 <h2>Meter values</h2>
 <div id="charts"></div>
@@ -12265,6 +13586,35 @@ def load_scenario(path: str, out: Output, version: OcppVersion) -> Optional[list
     return None
 
 
+def script_paths(given: Sequence[str], out: Output) -> Optional[list[str]]:
+    """The --script files in run order: each FILE as given, each FOLDER's *.txt files in name
+    order; None (after one error line) when a folder holds none."""
+    paths = []
+    for path in given:
+        if not os.path.isdir(path):
+            paths.append(path)
+            continue
+        found = sorted(name for name in os.listdir(path) if name.endswith(".txt")
+                       and os.path.isfile(os.path.join(path, name)))
+        if not found:
+            out.error(None, "the script folder %s holds no *.txt script" % path)
+            return None
+        paths += [os.path.join(path, name) for name in found]
+    return paths
+
+
+def load_scenarios(options: "Settings", out: Output) -> Optional[list[tuple[str, list[Step]]]]:
+    """Every --script checked, before any runs (one error line per unusable one): (path, steps)
+    per script, or None when any is unusable."""
+    paths = script_paths(options.script, out)
+    if paths is None:
+        return None
+    scenarios = [(path, load_scenario(path, out, VERSIONS[options.ocpp])) for path in paths]
+    if any(steps is None for _, steps in scenarios):
+        return None
+    return scenarios  # type: ignore[return-value]
+
+
 async def run_server(options: "Settings", out: Output, stdin: Any = None,
                      started: Optional[Callable[["CentralSystem", "Console"], None]] = None) -> int:
     """Serve until quit, SIGINT or SIGTERM, or until --script is done; the exit status.
@@ -12272,19 +13622,21 @@ async def run_server(options: "Settings", out: Output, stdin: Any = None,
     ``stdin`` feeds the console (sys.stdin by default); ``started`` is called
     once the server listens (the tests use it to run it in-process).
     """
-    steps = None
+    scenarios = None
     if options.script:
         # checked before the server listens
-        steps = load_scenario(options.script, out, VERSIONS[options.ocpp])
-        if steps is None:
+        scenarios = load_scenarios(options, out)
+        if scenarios is None:
             return 2
-    recording = None
-    if options.replay:
-        recording = load_replay(options, out)
-        if recording is None:
-            return 2
-        if recording.version in VERSIONS:  # for a charger that names no version
-            options = dataclasses.replace(options, ocpp=recording.version)
+    recording = load_replay(options, out) if options.replay else None
+    if options.replay and recording is None:
+        return 2
+    if recording is not None and recording.version in VERSIONS:  # for chargers naming none
+        options = dataclasses.replace(options, ocpp=recording.version)
+    problem = junit_path_problem(options.junit) if options.junit else None
+    if problem is not None:
+        out.error(None, "cannot write the JUnit report %s: %s" % (options.junit, problem))
+        return 2
     system = CentralSystem(options, out)
     if options.log:
         try:
@@ -12297,19 +13649,20 @@ async def run_server(options: "Settings", out: Output, stdin: Any = None,
                       % (options.log, exc.strerror or exc))
             return 2
     try:
-        return await serve_until_stopped(system, options, out, stdin, steps, started, recording)
+        return await serve_until_stopped(system, options, out, stdin, scenarios, started,
+                                         recording)
     finally:
         if system.transcript is not None:
             system.transcript.close()
 
 
 async def serve_until_stopped(system: CentralSystem, options: "Settings", out: Output,
-                              stdin: Any = None, steps: Optional[list[Step]] = None,
+                              stdin: Any = None,
+                              scenarios: Optional[list[tuple[str, list[Step]]]] = None,
                               started: Optional[Callable[["CentralSystem", "Console"],
                                                          None]] = None,
                               recording: Optional[Recording] = None) -> int:
-    """Listen, print the banner, run the console, the scenario or the replay; return the exit
-    status once stopped."""
+    """Listen, print the banner, run the console, the scripts or the replay; the exit status."""
     access = system.access = AccessPolicy(out, options.charger_ids, options.password,
                                           require_subprotocol=options.strict,
                                           client_ca=bool(options.client_ca))
@@ -12330,19 +13683,34 @@ async def serve_until_stopped(system: CentralSystem, options: "Settings", out: O
     stop_on_signals(loop, system)
     print_banner(system, options, out, access)
     note_open_files(system, options)
-    if recording is not None:
-        asyncio.ensure_future(run_replay(ReplayRun(system, recording, replay_rules(options)),
-                                         system))
-    elif steps is None:
+    scripts = start_run(system, options, scenarios, recording)
+    if scripts is None:
         console.start_reader(loop, stdin)
-    else:
-        runner = ScenarioRunner(system, steps, os.path.basename(options.script))
-        asyncio.ensure_future(run_scenario(runner, system))
     if started is not None:
         started(system, console)
     await system.stopped.wait()
+    await stop_scenarios(scripts)
     await close_down(system, server, http_api, out)
     return system.exit_code
+
+
+def start_run(system: CentralSystem, options: "Settings",
+              scenarios: Optional[list[tuple[str, list[Step]]]],
+              recording: Optional[Recording]) -> "Optional[asyncio.Future[None]]":
+    """The --replay or --script run, started; None when the console runs instead."""
+    if recording is not None:
+        return asyncio.ensure_future(run_replay(ReplayRun(system, recording,
+                                                          replay_rules(options)), system))
+    return scenarios and asyncio.ensure_future(run_scenarios(scenarios, system))
+
+
+async def stop_scenarios(scripts: "Optional[asyncio.Future[None]]") -> None:
+    """Stop the --script run when the server stops before it is done (quit, SIGINT, SIGTERM):
+    what ran is reported (run_scenarios)."""
+    if scripts is not None and not scripts.done():
+        scripts.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await scripts
 
 
 async def close_down(system: CentralSystem, server: Any, http_api: "Optional[HttpApi]",
@@ -12650,14 +14018,58 @@ async def shut_down(system: CentralSystem, server: Any) -> None:
         await asyncio.sleep(0)
 
 
-async def run_scenario(runner: ScenarioRunner, system: CentralSystem) -> None:
-    """Run the --script scenario, then stop the server with its exit status."""
-    try:
-        system.exit_code = await runner.run()
-    except Exception as exc:  # a bug of ours: report it as a failed run, not a traceback
-        system.log("error", None, "the scenario stopped: %s: %s" % (type(exc).__name__, exc))
-        system.exit_code = 1
+async def run_scenarios(scenarios: list[tuple[str, list[Step]]], system: CentralSystem) -> None:
+    """Run the --script scenarios one after another against the same charger, each counting from
+    its own start; write the --junit report; stop the server with one exit status (0: every
+    scenario passed, 1: one failed)."""
+    status, suites, failed = 0, [], []
+    for index, (path, steps) in enumerate(scenarios):
+        runner = ScenarioRunner(system, steps, os.path.basename(path), path)
+        try:
+            code, crash = await run_scenario(runner)
+        except asyncio.CancelledError:  # the server stops: report what ran, and what did not
+            runner.seconds = time.time() - runner.started_at
+            suites.append(scenario_suite(runner, "the server stopped during this script"))
+            suites += [unrun_suite(*scenario) for scenario in scenarios[index + 1:]]
+            if system.options.junit:
+                report_junit(system, system.options.junit, suites)
+            raise
+        finally:
+            runner.close()
+        status = max(status, code)
+        failed += [runner.name] if code else []
+        suites.append(scenario_suite(runner, crash))
+    if len(scenarios) > 1:
+        system.log("notice", None, "scripts: %d of %d passed%s" % (
+            len(scenarios) - len(failed), len(scenarios),
+            "; failed: " + ", ".join(failed) if failed else ""))
+    if system.options.junit:
+        status = max(status, report_junit(system, system.options.junit, suites))
+    system.exit_code = status
     system.stop()
+
+
+async def run_scenario(runner: ScenarioRunner) -> tuple[int, Optional[str]]:
+    """Run one scenario: its exit status, and what stopped it if it was a bug of ours."""
+    try:
+        return await runner.run(), None
+    except Exception as exc:  # a bug of ours: report it as a failed run, not a traceback
+        crash = "%s: %s" % (type(exc).__name__, exc)
+        runner.system.log("error", None, "the scenario stopped: " + crash)
+        return 1, crash
+
+
+def report_junit(system: CentralSystem, path: str, suites: list[dict]) -> int:
+    """Write the --junit report and say where, in one line; 0, or 1 when it could not be
+    written."""
+    try:
+        write_junit(path, suites)
+    except OSError as exc:
+        system.log("error", None, "cannot write the JUnit report %s: %s"
+                   % (path, exc.strerror or exc))
+        return 1
+    system.log("notice", None, "JUnit report written to %s" % path)
+    return 0
 
 
 # --------------------------------------------------------- Settings and CLI
@@ -12742,7 +14154,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=number_in(0, 65535, int), default=port,
                         help="port to listen on; 0 picks a free one "
                         "(default %(default)s)")
-    parser.add_argument("--ocpp", choices=tuple(VERSIONS), default=OCPP16.name,
+    parser.add_argument("--ocpp", choices=tuple(VERSIONS), default=DEFAULT_VERSION.name,
                         help="the OCPP version of what is named before a charger says its own: "
                              "scripts, held commands, a charger that offers no subprotocol "
                              "(default %(default)s; each charger gets the version it asks for)")
@@ -12853,10 +14265,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="inject a fault from the start, e.g. --fault 'BootNotification "
                              "status=Pending times=2' "
                         "or --fault '@CP-1 disconnect after=5'; repeatable (docs/faults.md)")
-    parser.add_argument("--script", metavar="FILE",
+    parser.add_argument("--script", metavar="FILE", action="append", default=[],
                         help="run a scenario against the first charger that connects, then exit "
                              "0 (passed), "
-                        "1 (failed) or 2 (invalid script); see docs/ci.md")
+                        "1 (failed) or 2 (invalid script); see docs/ci.md. Repeatable, or a "
+                        "FOLDER (its *.txt in name order): run one after another, one exit status")
+    parser.add_argument("--junit", metavar="FILE",
+                        help="with --script: write a JUnit XML report of the run to FILE (a "
+                             "testsuite per script, a testcase per step; see docs/ci.md)")
     parser.add_argument("--log", metavar="FILE",
                         help="append every frame in and out to FILE, one JSON object per line")
     parser.add_argument("--quiet", action="store_true",
@@ -12931,7 +14347,7 @@ class Settings:
     tag_rules: dict[str, tuple[dict, str]]
     unknown_tags: str
     concurrent_tx: bool
-    script: Optional[str]
+    script: list[str]
     log: Optional[str]
     replay: Optional[str]
     replay_run: Optional[int]
@@ -12951,6 +14367,7 @@ class Settings:
     files_dir: Optional[str]
     max_upload_size: int
     files_quota: int
+    junit: Optional[str]
 
 
 def parse_settings(argv: Optional[list[str]] = None) -> Settings:
@@ -12984,6 +14401,7 @@ def parse_settings(argv: Optional[list[str]] = None) -> Settings:
         parser.error("--ca-cert signs with the openssl command, which is not on PATH (apt "
                      "install openssl); "
                      "without --ca-cert the server saves each CSR for you to sign")
+    _check_junit(parser, options)
     if options.http and not is_loopback(options.http_host) and options.http_token is None:
         parser.error("--http-host %s is reachable from other machines, and anyone who reaches the "
                      "HTTP port can "
@@ -12992,6 +14410,11 @@ def parse_settings(argv: Optional[list[str]] = None) -> Settings:
     return Settings(**derived, **{field.name: getattr(options, field.name)
                                   for field in dataclasses.fields(Settings)
                                   if field.name not in derived})
+
+
+def _check_junit(parser: argparse.ArgumentParser, options: argparse.Namespace) -> None:
+    if options.junit and not options.script and not getattr(options, "replay", None):
+        parser.error("--junit FILE reports a --script run (or a --replay run): give one")
 
 
 def _password(options: "Settings") -> Optional[bytes]:

@@ -24,7 +24,8 @@ StatusNotification per EVSE and connector, Authorize, and on RequestStartTransac
 transaction of TransactionEvents (Started, Updated with the meter every --meter-interval, Ended
 on RequestStopTransaction) with its own transactionId and seqNo; it answers every CSMS message
 of 2.0.1 with a schema-valid reply, from a small device model (GetVariables, SetVariables,
-GetBaseReport and GetReport with NotifyReport in parts). --misbehave is 1.6 only for now.
+GetBaseReport and GetReport with NotifyReport in parts; the monitoring report, display messages
+and customer information come in parts too). --misbehave is 1.6 only for now.
 Standard library and websockets only, like the server.
 """
 
@@ -849,6 +850,7 @@ class DemoCharger201(DemoCharger):
             return
         say(f"transaction {station.transaction_id} started")
         station.meter_task = asyncio.ensure_future(meter_values(station, self.options))
+        self.requests.transaction_started()
 
     async def stop_transaction(self, reason: str, finish: bool = True) -> None:
         """TransactionEvent Ended with ``reason`` as its stoppedReason."""
@@ -894,13 +896,17 @@ def device_model_201(options: argparse.Namespace) -> dict:
             ["Energy.Active.Import.Register,Power.Active.Import,SoC", "ReadWrite", "MemberList"],
         ("TxCtrlr", "EVConnectionTimeOut"): ["120", "ReadWrite", "integer"],
         ("LocalAuthListCtrlr", "Enabled"): ["true", "ReadWrite", "boolean"],
+        ("EVSE", "AvailabilityState"): ["Available", "ReadOnly", "OptionList"],
     }
 
 
+# Components that are an EVSE's: reported with its evse (the demo has one EVSE)
+EVSE_OF = {"EVSE": {"evse": {"id": 1}}}
 # GetCertificateIdUseEnumType: what GetInstalledCertificateIds reports when asked for all
 CERTIFICATE_USES_201 = ["V2GRootCertificate", "MORootCertificate", "CSMSRootCertificate",
                         "V2GCertificateChain", "ManufacturerRootCertificate"]
 REPORT_ITEMS_PER_MESSAGE = 3  # NotifyReport parts: the report comes in several (tbc, seqNo)
+TEXT_PER_ITEM = 10  # characters of NotifyCustomerInformation's data per item: it comes in parts
 
 
 class V201Answers:
@@ -914,13 +920,16 @@ class V201Answers:
         """Send ``action`` after the answer (a report, a status notification)."""
         self.charger.spawn(self.charger.call(action, payload))
 
-    async def in_parts(self, action: str, request_id: Any, key: str, items: list) -> None:
-        """``action`` with ``items`` under ``key``, a few per message, with seqNo and tbc."""
-        parts = [items[start:start + REPORT_ITEMS_PER_MESSAGE]
-                 for start in range(0, len(items), REPORT_ITEMS_PER_MESSAGE)] or [[]]
+    async def in_parts(self, action: str, request_id: Any, key: str, items: Any,
+                       numbered: bool = True) -> None:
+        """``action`` with ``items`` (a list, or a text) under ``key``, a few per message, with
+        tbc (and seqNo and generatedAt when ``numbered``: NotifyDisplayMessages has neither)."""
+        size = REPORT_ITEMS_PER_MESSAGE * (TEXT_PER_ITEM if isinstance(items, str) else 1)
+        parts = [items[start:start + size] for start in range(0, len(items), size)] or [[]]
         for seq_no, part in enumerate(parts):
-            payload = {"requestId": request_id, "generatedAt": now_iso(), "seqNo": seq_no,
-                       "tbc": seq_no < len(parts) - 1}
+            payload = {"requestId": request_id, "tbc": seq_no < len(parts) - 1}
+            if numbered:
+                payload.update(generatedAt=now_iso(), seqNo=seq_no)
             if part:
                 payload[key] = part
             await self.charger.call(action, payload)
@@ -967,12 +976,14 @@ class V201DeviceModel(V201Answers):
         for entry in payload.get("setVariableData") or []:
             status, row = self.lookup(entry)
             value = str(entry.get("attributeValue"))
+            result = {"attributeStatus": status, "component": entry.get("component"),
+                      "variable": entry.get("variable")}
             if row is not None and not self.fits(row, value):
-                status = "Rejected"
+                result.update(attributeStatus="Rejected", attributeStatusInfo={
+                    "reasonCode": "ReadOnly" if row[1] == "ReadOnly" else "InvalidValue"})
             elif row is not None:
                 row[0] = value
-            results.append({"attributeStatus": status, "component": entry.get("component"),
-                            "variable": entry.get("variable")})
+            results.append(result)
         return {"setVariableResult": results}
 
     @staticmethod
@@ -990,7 +1001,8 @@ class V201DeviceModel(V201Answers):
         for (component, variable), (value, mutability, data_type) in self.variables.items():
             if wanted is None or any(self.matches(asked, component, variable)
                                      for asked in wanted):
-                entries.append({"component": {"name": component}, "variable": {"name": variable},
+                entries.append({"component": {"name": component, **EVSE_OF.get(component, {})},
+                                "variable": {"name": variable},
                                 "variableAttribute": [{"type": "Actual", "value": value,
                                                        "mutability": mutability}],
                                 "variableCharacteristics": {"dataType": data_type,
@@ -1120,18 +1132,6 @@ class V201Control(V201Answers):
             return {"status": "OngoingAuthorizedTransaction"}
         return {"status": "Unlocked"}
 
-    def on_ReserveNow(self, payload: dict) -> dict:
-        if self.station.transaction_id is not None or self.station.starting:
-            return {"status": "Occupied"}
-        self.charger.spawn(self.charger.status("Reserved"))
-        return {"status": "Accepted"}
-
-    def on_CancelReservation(self, payload: dict) -> dict:
-        if self.charger.connector_status != "Reserved":
-            return {"status": "Rejected"}
-        self.charger.spawn(self.charger.status("Available"))
-        return {"status": "Accepted"}
-
     def on_CostUpdated(self, payload: dict) -> dict:
         say(f"cost of transaction {payload.get('transactionId')}: {payload.get('totalCost')}")
         return {}
@@ -1220,13 +1220,6 @@ class V201Services(V201Answers):
             del self.profiles[profile_id]
         return {"status": "Accepted" if cleared else "Unknown"}
 
-    def on_GetCompositeSchedule(self, payload: dict) -> dict:
-        return {"status": "Accepted", "schedule": {
-            "evseId": payload.get("evseId", EVSE_ID), "duration": payload.get("duration", 0),
-            "scheduleStart": now_iso(),
-            "chargingRateUnit": payload.get("chargingRateUnit", "A"),
-            "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 16.0}]}}
-
     def on_UpdateFirmware(self, payload: dict) -> dict:
         location = str((payload.get("firmware") or {}).get("location", ""))
         self.charger.spawn(self.charger.download_signed_firmware(
@@ -1246,9 +1239,10 @@ class V201Services(V201Answers):
 
     def on_CustomerInformation(self, payload: dict) -> dict:
         if payload.get("report"):
-            self.follow_up("NotifyCustomerInformation", {
-                "data": "the demo charger keeps no customer data", "seqNo": 0,
-                "generatedAt": now_iso(), "requestId": payload.get("requestId"), "tbc": False})
+            token = (payload.get("idToken") or {}).get("idToken") or "(no idToken)"
+            self.charger.spawn(self.in_parts(
+                "NotifyCustomerInformation", payload.get("requestId"), "data",
+                f"idToken {token}: the demo charger keeps no customer data"))
         return {"status": "Accepted"}
 
     def on_CertificateSigned(self, payload: dict) -> dict:
@@ -1279,8 +1273,8 @@ class V201Services(V201Answers):
                  if not asked or message_id in asked]
         if not found:
             return {"status": "Unknown"}
-        self.follow_up("NotifyDisplayMessages", {"requestId": payload.get("requestId"),
-                                                 "messageInfo": found, "tbc": False})
+        self.charger.spawn(self.in_parts("NotifyDisplayMessages", payload.get("requestId"),
+                                         "messageInfo", found, numbered=False))
         return {"status": "Accepted"}
 
     def on_ClearDisplayMessage(self, payload: dict) -> dict:
@@ -1288,7 +1282,110 @@ class V201Services(V201Answers):
         return {"status": "Accepted" if found is not None else "Unknown"}
 
 
-class V201Requests(V201DeviceModel, V201Control, V201Services):
+# Smart charging, reservations (blocks H and K): the station's own limit, what a profile in A or W
+# means in the other unit (230 V a phase), and what --smart-charging reports.
+STATION_MAX_AMPS = 16.0
+VOLTS_A_PHASE = 230
+EMS_LIMIT_W = 11000.0  # the limit NotifyChargingLimit reports from the "EMS" (--smart-charging)
+
+
+def in_unit(limit: float, phases: int, unit: str, wanted: str) -> float:
+    """A limit in ``unit`` (A or W) as ``wanted`` says, at ``phases`` phases of 230 V."""
+    if unit == wanted:
+        return limit
+    factor = VOLTS_A_PHASE * phases
+    return round(limit * factor if wanted == "W" else limit / factor, 1)
+
+
+def composite_schedule(profiles: dict, payload: dict) -> dict:
+    """GetCompositeSchedule's schedule: the profile of the highest stackLevel on the EVSE (or on
+    the whole station, EVSE 0), its periods within the duration; without one, the station's own
+    16 A."""
+    evse, duration = payload.get("evseId", EVSE_ID), payload.get("duration", 0)
+    found = [profile for profile_evse, profile in profiles.values() if profile_evse in (evse, 0)]
+    periods, unit = [{"startPeriod": 0, "limit": STATION_MAX_AMPS}], "A"
+    if found:
+        top = max(found, key=lambda profile: profile.get("stackLevel", 0))
+        schedule = (top.get("chargingSchedule") or [{}])[0]
+        unit = schedule.get("chargingRateUnit", "A")
+        periods = [dict(period) for period in schedule.get("chargingSchedulePeriod") or []
+                   if period.get("startPeriod", 0) < max(duration, 1)] or periods
+    wanted = payload.get("chargingRateUnit", unit)
+    for period in periods:
+        period["limit"] = in_unit(float(period["limit"]), period.get("numberPhases", 3), unit,
+                                  wanted)
+    return {"evseId": evse, "duration": duration, "scheduleStart": now_iso(),
+            "chargingRateUnit": wanted, "chargingSchedulePeriod": periods}
+
+
+class V201SmartCharging(V201Answers):
+    """Block H (reservations) and what block K reports on its own: a reservation that expires or
+    is cancelled says so with ReservationStatusUpdate; GetCompositeSchedule answers from the
+    profiles SetChargingProfile kept; with --smart-charging a transaction's start brings
+    NotifyEVChargingNeeds and NotifyChargingLimit."""
+
+    def __init__(self, charger: DemoCharger201) -> None:
+        super().__init__(charger)
+        self.reservation: Optional[int] = None  # the id of the reservation it holds
+
+    def on_ReserveNow(self, payload: dict) -> dict:
+        if self.station.transaction_id is not None or self.station.starting:
+            return {"status": "Occupied"}
+        self.reservation = payload.get("id")
+        self.charger.spawn(self.charger.status("Reserved"))
+        self.charger.spawn(self.expire(payload.get("id"), payload.get("expiryDateTime")))
+        return {"status": "Accepted"}
+
+    def on_CancelReservation(self, payload: dict) -> dict:
+        if self.reservation is None or payload.get("reservationId") != self.reservation:
+            return {"status": "Rejected"}
+        self.spawn_reservation_ends("Removed")
+        return {"status": "Accepted"}
+
+    def spawn_reservation_ends(self, why: str) -> None:
+        """The reservation ends (Expired, Removed): ReservationStatusUpdate, then Available."""
+        reservation, self.reservation = self.reservation, None
+        self.charger.spawn(self.reservation_ends(reservation, why))
+
+    async def reservation_ends(self, reservation: int, why: str) -> None:
+        await self.charger.call("ReservationStatusUpdate", {
+            "reservationId": reservation, "reservationUpdateStatus": why})
+        if self.station.transaction_id is None and not self.station.starting:
+            await self.charger.status("Available")
+
+    async def expire(self, reservation: Any, expiry: Any) -> None:
+        """At its expiryDateTime, a reservation not yet used or cancelled expires."""
+        try:
+            until = datetime.datetime.fromisoformat(str(expiry).replace("Z", "+00:00"))
+            seconds = (until - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+        except ValueError:
+            seconds = 0
+        await self.charger.pause(max(0.0, seconds))
+        if self.reservation == reservation and self.station.transaction_id is None \
+                and not self.station.starting:
+            say(f"reservation {reservation} expired")
+            self.spawn_reservation_ends("Expired")
+
+    def on_GetCompositeSchedule(self, payload: dict) -> dict:
+        profiles = getattr(self, "profiles", {})
+        return {"status": "Accepted", "schedule": composite_schedule(profiles, payload)}
+
+    def transaction_started(self) -> None:
+        """--smart-charging: the EV says what it needs, and an EMS limits the EVSE."""
+        self.reservation = None  # a reservation ends when its EVSE is used
+        if not self.charger.options.smart_charging:
+            return
+        self.follow_up("NotifyEVChargingNeeds", {"evseId": EVSE_ID, "chargingNeeds": {
+            "requestedEnergyTransfer": "AC_three_phase", "departureTime": now_iso(),
+            "acChargingParameters": {"energyAmount": 20000, "evMinCurrent": 6,
+                                     "evMaxCurrent": 32, "evMaxVoltage": 400}}})
+        self.follow_up("NotifyChargingLimit", {"evseId": EVSE_ID, "chargingLimit": {
+            "chargingLimitSource": "EMS", "isGridCritical": False}, "chargingSchedule": [{
+                "id": 1, "chargingRateUnit": "W",
+                "chargingSchedulePeriod": [{"startPeriod": 0, "limit": EMS_LIMIT_W}]}]})
+
+
+class V201Requests(V201SmartCharging, V201DeviceModel, V201Control, V201Services):
     """Every CSMS-initiated message of OCPP 2.0.1, answered: one on_<Action> each."""
 
 
@@ -1393,10 +1490,15 @@ def parse_args(argv: Optional[list] = None) -> argparse.Namespace:
                              "drawing power")
     parser.add_argument("--connect-timeout", type=float, default=30.0,
                         help="keep trying to connect this long, seconds (default %(default)s)")
+    parser.add_argument("--smart-charging", action="store_true",
+                        help="OCPP 2.0.1: at a transaction's start, send NotifyEVChargingNeeds "
+                             "(the EV's) and NotifyChargingLimit (an EMS limit of 11 kW)")
     options = parser.parse_args(argv)
     if options.ocpp != "1.6" and options.flexicharge:
         parser.error("--flexicharge is a dialect of OCPP 1.6: it cannot go with --ocpp "
                      + options.ocpp)
+    if options.ocpp == "1.6" and options.smart_charging:
+        parser.error("--smart-charging sends OCPP 2.0.1 messages: it needs --ocpp 2.0.1")
     if options.ocpp != "1.6" and options.misbehave:
         parser.error("--misbehave works with OCPP 1.6 only for now, not with --ocpp "
                      + options.ocpp)

@@ -208,6 +208,13 @@ SESSION_TEST_201 = (
 EXAMPLE_SCENARIOS_TEST = (
     "tests/test_scenarios.py::test_the_example_scenarios_pass_against_the_demo_charger"
 )
+GUIDE_SMART_201_DEMO = (
+    "docs/guide.md: python examples/demo_charger.py --ocpp 2.0.1 --smart-charging ws://127.0"
+)
+GUIDE_SMART_201_SESSION = "docs/guide.md: ocpp> SetChargingProfile"
+SMART_201_TEST = (
+    "tests/test_smart201.py::test_the_guide_session_runs_as_written_with_the_demo_charger"
+)
 COVERED_ELSEWHERE = {
     GUIDE_SESSION: SESSION_TEST,
     GUIDE_DEMO: SESSION_TEST,
@@ -221,6 +228,12 @@ COVERED_ELSEWHERE = {
     CI_INLINE_SCRIPT: EXAMPLE_SCENARIOS_TEST,
     GUIDE_INLINE_PIPED: "tests/test_console.py::"
     "test_piped_lines_run_as_typed_once_a_charger_is_ready",
+    # --- smart201
+    GUIDE_SMART_201_DEMO: SMART_201_TEST,
+    GUIDE_SMART_201_SESSION: SMART_201_TEST,
+    "docs/guide.md: 17:39:39.298 CS-1 ** NotifyReport requestId 1: 3 parts, 9 "
+    "variables (`va": "tests/test_device201.py::"
+    "test_the_demo_charger_takes_part_in_every_device_model_flow",
     # --- replay ---
     "docs/ci.md: $ python ocpp_mock_server.py --log session.jsonl --auto-start-after 1 --": (
         "tests/test_replay.py::test_the_ci_replay_sample_is_what_a_real_run_prints"),

@@ -303,3 +303,38 @@ async def test_a_201_transaction_event_and_meter_values_are_lines_in_words(start
     ), line  # the escape is shown, never sent to the terminal; unnamed fields follow as JSON
     line = server.wait_for(r"CS-1 <- MeterValues.*").group()
     assert line.endswith("<- MeterValues EVSE 2: Energy.Active.Import.Register 3 kWh"), line
+
+
+def _reading(measurand, value, **more):
+    return dict({"measurand": measurand, "value": value}, **more)
+
+
+@pytest.mark.parametrize("readings, shown", [
+    ([_reading("Energy.Active.Import.Register", 1234, unitOfMeasure={"unit": "Wh"}),
+      _reading("Power.Active.Import", 7.5, unitOfMeasure={"unit": "kW"})],
+     "Energy.Active.Import.Register 1234 Wh, Power.Active.Import 7.5 kW"),
+    ([_reading("Voltage", 230, phase="L1", unitOfMeasure={"unit": "V"})],
+     "Voltage 230 V L1"),
+    ([_reading("Energy.Active.Import.Register", 2.5,
+               unitOfMeasure={"unit": "Wh", "multiplier": 3})],
+     "Energy.Active.Import.Register 2.5 kWh"),
+    ([{"value": 7}], "Energy.Active.Import.Register 7 Wh"),
+    ([_reading("SoC", "80", unitOfMeasure={"unit": "Percent"})], "SoC 80 Percent"),
+])
+def test_a_transaction_events_readings_read_the_same_in_every_form(readings, shown):
+    """The plain form (number values, a unit without a multiplier, no phase) has a fast path of its
+    own: every other form reads as it always did."""
+    payload = {"eventType": "Updated", "timestamp": "2026-12-03T10:00:00Z", "seqNo": 3,
+               "triggerReason": "MeterValuePeriodic",
+               "transactionInfo": {"transactionId": "T-1", "chargingState": "Charging"},
+               "evse": {"id": 1, "connectorId": 1},
+               "meterValue": [{"timestamp": "2026-12-03T10:00:00Z", "sampledValue": readings}]}
+    start = ("Updated, transaction T-1, seqNo 3, MeterValuePeriodic, EVSE 1 connector 1, "
+             "chargingState Charging: ")
+    assert mock.render_transaction_event(payload) == start + shown
+    assert mock.render_transaction_event(dict(payload, offline=True)) == (
+        start + shown + ' {"offline":true}')
+    info_only = dict(payload, transactionInfo={"chargingState": "Idle"})
+    assert mock.render_transaction_event(info_only).startswith(
+        "Updated, transaction null, seqNo 3, MeterValuePeriodic, EVSE 1 connector 1, "
+        "chargingState Idle: ")

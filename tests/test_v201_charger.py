@@ -14,6 +14,7 @@ import pytest
 
 import ocpp_mock_server as mock
 from conftest import (
+    SCHEMAS_201,
     TIMEOUT,
     Charger,
     assert_v201_valid,
@@ -29,41 +30,6 @@ from conftest import (
 
 SUBPROTOCOLS = ("ocpp2.0.1",)
 NOW = "2026-12-03T14:00:00Z"
-
-# The tests that connect as a 2.0.1 station need the server's table of OCPP versions.
-needs_versions = pytest.mark.skipif(
-    not hasattr(mock, "VERSIONS"), reason="the server has no OCPP versions table (VERSIONS) yet"
-)
-
-
-class _AnyPayload:
-    """A stand-in for the field rules of an action the 2.0.1 tables lack: every payload passes."""
-
-    @staticmethod
-    def valid(payload) -> bool:
-        return True
-
-
-@pytest.fixture(autouse=True, scope="module")
-def v201_field_rules():
-    """The 2.0.1 field rules come from another branch (the generated tables): until they are
-    merged, an action without rules is answered unlinted, so the handlers can be tested alone."""
-    version = getattr(mock, "OCPP201", None)
-    missing = (
-        []
-        if version is None
-        else [
-            action
-            for action in mock.V201_CHARGER_ACTION_HANDLERS
-            if action not in version.charger_request_rules
-        ]
-    )
-    for action in missing:
-        version.charger_request_rules[action] = _AnyPayload()
-    yield
-    for action in missing:
-        del version.charger_request_rules[action]
-
 
 CHARGING_STATION = {
     "vendorName": "Test",
@@ -236,7 +202,6 @@ def test_the_handler_table_names_every_charging_station_message():
         assert_v201_valid(action + "Request", payload)
 
 
-@needs_versions
 @charger_test
 async def test_every_v201_handler_reply_is_valid_by_the_official_schema(in_process):
     server = in_process("--no-boot-data")
@@ -249,7 +214,6 @@ async def test_every_v201_handler_reply_is_valid_by_the_official_schema(in_proce
     assert "!! spec" not in server.output(), server.output()
 
 
-@needs_versions
 @charger_test
 async def test_v201_replies_say_what_they_mean(in_process):
     server = in_process("--no-boot-data")
@@ -276,7 +240,6 @@ async def test_v201_replies_say_what_they_mean(in_process):
 OFF_SPEC_VALUES = (None, 5, "x", [], {}, {"idToken": 7}, [{"sampledValue": "no"}], True)
 
 
-@needs_versions
 @charger_test
 async def test_off_spec_payloads_are_answered_never_an_internal_error(in_process):
     server = in_process("--no-boot-data")
@@ -306,7 +269,6 @@ async def test_off_spec_payloads_are_answered_never_an_internal_error(in_process
     assert "failed:" not in server.output() and "InternalError" not in server.output()
 
 
-@needs_versions
 @charger_test
 async def test_status_notification_is_kept_per_evse_and_connector(in_process):
     server = in_process("--no-boot-data")
@@ -333,7 +295,6 @@ async def test_status_notification_is_kept_per_evse_and_connector(in_process):
     await charger.close()
 
 
-@needs_versions
 @charger_test
 async def test_a_whole_transaction_is_shown_as_a_16_one_is(in_process, tmp_path):
     log = tmp_path / "transcript.jsonl"
@@ -443,7 +404,6 @@ async def test_a_whole_transaction_is_shown_as_a_16_one_is(in_process, tmp_path)
     assert sum('"TransactionEvent"' in record.get("frame", "") for record in records) == 3
 
 
-@needs_versions
 @charger_test
 async def test_two_transactions_on_two_evses_at_once(in_process):
     server = in_process("--no-boot-data")
@@ -478,7 +438,6 @@ async def test_two_transactions_on_two_evses_at_once(in_process):
     await charger.close()
 
 
-@needs_versions
 @charger_test
 async def test_authorization_rules_decide_v201_id_tokens_whatever_their_type(in_process, tmp_path):
     tags = tmp_path / "tags.json"
@@ -547,7 +506,6 @@ async def test_authorization_rules_decide_v201_id_tokens_whatever_their_type(in_
     await charger.close()
 
 
-@needs_versions
 @charger_test
 async def test_concurrent_tx_spans_evses_but_not_the_transaction_itself(in_process):
     server = in_process("--no-boot-data", "--concurrent-tx")
@@ -599,7 +557,6 @@ def test_a_v201_reading_charts_with_its_unit_of_measure():
 # --------------------------------------------- a charge point on mobilityhouse `ocpp`'s v201
 
 
-@needs_versions
 @charger_test
 async def test_a_mobilityhouse_v201_charge_point_runs_a_whole_session(in_process):
     import websockets
@@ -676,7 +633,6 @@ async def mobilityhouse_session(station, call, datatypes, enums):
     assert heartbeat.current_time.endswith("Z")
 
 
-@needs_versions
 @charger_test
 async def test_a_transaction_the_server_missed_the_start_of_is_opened_by_its_update(in_process):
     server = in_process("--no-boot-data")
@@ -702,7 +658,6 @@ async def test_a_transaction_the_server_missed_the_start_of_is_opened_by_its_upd
     await charger.close()
 
 
-@needs_versions
 @charger_test
 async def test_a_stations_transaction_id_is_shown_escaped(in_process):
     server = in_process("--no-boot-data")
@@ -762,7 +717,6 @@ async def test_a_16_charger_gets_the_nearest_id_tag_info_status_of_a_v201_one(in
     await charger.close()
 
 
-@needs_versions
 @charger_test
 async def test_auto_stop_after_stops_a_stations_transaction_by_its_string_id(in_process):
     server = in_process("--no-boot-data", "--auto-stop-after", "0.1")
@@ -779,7 +733,6 @@ async def test_auto_stop_after_stops_a_stations_transaction_by_its_string_id(in_
     await charger.close()
 
 
-@needs_versions
 @pytest.mark.slow(4)
 def test_the_page_shows_a_stations_transaction_its_evses_and_its_charts(in_process):
     from selenium.webdriver.common.by import By
@@ -842,3 +795,70 @@ def test_the_page_shows_a_stations_transaction_its_evses_and_its_charts(in_proce
         run(scenario())
     finally:
         browser.quit()
+
+
+# ----------------------------- every CSMS-initiated message to a mobilityhouse `ocpp` v201 station
+
+
+def _minimal(schema: dict, definitions: dict):
+    """The smallest value a response schema allows: required fields only, the first enum value."""
+    if "$ref" in schema:
+        return _minimal(definitions[schema["$ref"].split("/")[-1]], definitions)
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind == "object":
+        properties = schema.get("properties", {})
+        return {name: _minimal(properties[name], definitions)
+                for name in schema.get("required", ())}
+    if kind == "array":
+        return [_minimal(schema["items"], definitions)] * schema.get("minItems", 0)
+    return {"string": "x", "integer": 1, "number": 1.0, "boolean": False}[kind]
+
+
+def _station_answering_everything(websocket):
+    """An `ocpp` v201 ChargePoint with a handler for every CSMS-initiated action: the library checks
+    each CALL against the official schema before the handler runs (a CALLERROR if it fails) and
+    answers with the smallest reply the response schema allows."""
+    from ocpp.charge_point import camel_to_snake_case
+    from ocpp.v201 import ChargePoint, call_result
+
+    station = ChargePoint("MH-ALL", websocket)
+    received = {}
+    for action in mock.OCPP201.server_requests:
+        schema = json.loads((SCHEMAS_201 / f"{action}Response.json").read_text())
+        reply = camel_to_snake_case(_minimal(schema, schema.get("definitions", {})))
+
+        def handler(_action=action, _reply=reply, **payload):
+            received[_action] = payload
+            return getattr(call_result, _action)(**_reply)
+
+        station.route_map[action] = {"_on_action": handler}
+    return station, received
+
+
+# What the server cannot pick itself when no transaction is open (it says so and sends nothing).
+NEEDS_A_TRANSACTION = {"CostUpdated": ("transactionId=TX-1",),
+                       "RequestStopTransaction": ("transactionId=TX-1",)}
+
+
+@charger_test
+async def test_a_mobilityhouse_v201_station_takes_every_csms_initiated_message(in_process):
+    import websockets
+
+    server = in_process("--no-boot-data", "--ocpp", "2.0.1")
+    async with websockets.connect(server.url + "/MH-ALL", subprotocols=["ocpp2.0.1"]) as websocket:
+        station, received = _station_answering_everything(websocket)
+        listening = asyncio.ensure_future(station.start())
+        try:
+            server.wait_for(r"MH-ALL \*\* connected")
+            for action in mock.OCPP201.server_requests:
+                server.type(" ".join((action, *NEEDS_A_TRANSACTION.get(action, ()))))
+                await asyncio.to_thread(server.wait_for, rf"MH-ALL <- {action}\.conf ")
+        finally:
+            listening.cancel()
+    assert sorted(received) == sorted(mock.OCPP201.server_requests)
+    assert len(received) >= 40
+    output = server.output()
+    assert "CALLERROR" not in output and "!! spec" not in output, output
+
