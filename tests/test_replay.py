@@ -11,6 +11,7 @@ import json
 import re
 import subprocess
 import sys
+from xml.etree import ElementTree
 
 import pytest
 
@@ -95,9 +96,14 @@ def test_a_recorded_session_replays_the_same_against_the_same_charger(tmp_path, 
         assert "BootData" in output and "transactionID" in output
 
 
-def test_recorded_faults_are_injected_again(recordings):
-    code, output = replay(recordings["1.6"])
+def test_recorded_faults_are_injected_again(recordings, tmp_path):
+    report = tmp_path / "replay.xml"
+    code, output = replay(recordings["1.6"], "--junit", str(report))
     assert code == 0, output
+    # The --junit report: one testsuite, a testcase per compared message, none failed.
+    suite = ElementTree.parse(report).getroot()[0]
+    assert suite.get("name") == "replay faults.jsonl CP-1" and suite.get("failures") == "0"
+    assert int(suite.get("tests")) >= 10 and suite[0].get("name").startswith("frame 1: ")
     assert "FAULT injected (fault BootNotification status=Pending interval=1 times=1)" in output
     assert "FAULT injected (fault StatusNotification delay=0.3 times=1)" in output
     assert output.count("<- BootNotification") == 2  # it waited and booted again, as then
