@@ -65,6 +65,7 @@ import signal
 import socket
 import ssl
 import stat
+import subprocess
 import sys
 import tempfile
 import textwrap
@@ -3146,6 +3147,19 @@ def render_charging_profiles(payload: dict) -> str:
         render_json(payload.get("tbc", False)), "; ".join(shown))
 
 
+def render_security_event(payload: dict) -> str:
+    """A SecurityEventNotification (1.6 security whitepaper and 2.0.1 alike) as the operator reads
+    it, e.g. "security event InvalidCentralSystemCertificate at 2026-12-03T10:00:00Z: techInfo
+    "expired""; fields it does not name follow as JSON."""
+    text = "security event %s at %s" % (_scalar_text(payload.get("type")),
+                                         _scalar_text(payload.get("timestamp")))
+    if "techInfo" in payload:
+        text += ": techInfo " + render_json(payload["techInfo"])
+    rest = {name: value for name, value in payload.items()
+            if name not in ("type", "timestamp", "techInfo")}
+    return text + (" " + render_json(rest) if rest else "")
+
+
 # A charger's CALLs whose frame line shows the payload in words, not as JSON.
 CALL_RENDERERS: dict[str, Callable[[dict], str]] = {
     "MeterValues": render_meter_values,
@@ -3154,6 +3168,7 @@ CALL_RENDERERS: dict[str, Callable[[dict], str]] = {
     "NotifyEVChargingNeeds": render_ev_charging_needs,
     "ReservationStatusUpdate": render_reservation_status,
     "ReportChargingProfiles": render_charging_profiles,
+    "SecurityEventNotification": render_security_event,
 }
 
 
@@ -3400,6 +3415,7 @@ class Output:
         if not self.quiet:
             bus.subscribe(self.on_frame, "frame", receiver=self.frame_lines)
         bus.subscribe(self.on_log, "log")
+        bus.subscribe(self.on_summary, "summary")
 
     ARROWS = {"in": "<-", "out": "->"}
 
@@ -3470,6 +3486,10 @@ class Output:
     def on_log(self, event: "Event") -> None:
         self._LEVELS[event.fields["level"]](self, event.charger, event.fields["text"])
 
+    def on_summary(self, event: "Event") -> None:
+        """A verdict, as an info line (its text is made printable where a charger wrote it)."""
+        self.info(event.charger, event.fields["text"])
+
     def log(self, level: str, charger: Optional[str], text: str) -> None:
         """An operator line from code that holds the Output, not the server: through the bus once
         there is one (``publish_log``, CentralSystem.log), so the page, the event stream and the
@@ -3504,12 +3524,20 @@ class Output:
     _LEVELS = {"debug": debug, "info": info, "warn": warn, "error": error, "notice": notice}
 
 
+# A verdict's fields (see charger_verdict): the "summary" event's, and its transcript record's.
+# scope: "transaction" (one ended), "charger" (asked for) or "exit"; specWarnings and violations:
+# rule -> count.
+SUMMARY_FIELDS = ("scope", "transactionId", "text", "energyWh", "durationS", "peakW", "peakFrom",
+                  "messagesIn", "messagesOut", "specWarnings", "violations", "faults",
+                  "transactions")
+
 # Bus event type -> the transcript's "event" name, and the fields it keeps.
 TRANSCRIPT_EVENTS = {"connected": ("connect", ("peer", "path", "subprotocol", "version")),
                      "disconnected": ("disconnect", ("code",)),
                      "authorization": ("authorization", ("action", "idTag", "status", "rule")),
                      "fault_injected": ("fault", ("fault", "effect")),
-                     "log": ("log", ("level", "text"))}
+                     "log": ("log", ("level", "text")),
+                     "summary": ("summary", SUMMARY_FIELDS)}
 # The operator lines the transcript keeps: not "info" (connects and disconnects have records of
 # their own) nor "debug".
 TRANSCRIPT_LOG_LEVELS = frozenset(("notice", "warn", "error"))
@@ -3619,6 +3647,8 @@ EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     # A line for the operator, about a charger or the server (charger null): its level is debug,
     # info ("**"), warn ("!!"), error ("ERROR") or notice (">>", the server's own, e.g. a verdict).
     "log": ("level", "text"),
+    # A verdict: a transaction ended, or the server stops (one per charge point); SUMMARY_FIELDS.
+    "summary": SUMMARY_FIELDS,
 }
 
 
@@ -3797,6 +3827,12 @@ class EventBus:
 # What the server knows of each charge point, kept across its reconnects.
 
 SPEC_WARNINGS_KEPT = 20  # texts of a charge point's latest spec warnings, listed on the page
+# Distinct rules (spec problems and behaviour checks) a charge point's verdict counts; past them,
+# further rules are counted together as "other".
+VERDICT_RULES_KEPT = 100
+# A power worked out from the energy between two readings spans at least this many seconds (by
+# the server's clock): readings a charger sends in a burst say nothing of its power.
+DERIVED_POWER_SECONDS = 1.0
 
 
 class Latest(list):
@@ -3815,11 +3851,58 @@ class Latest(list):
             del self[0]
 
 
+class ChargerTally:
+    """What a charge point's verdict counts over the run, across its reconnects: frames in and
+    out, faults injected, and each spec problem and behaviour-check violation each time it is met
+    (``rules``: warn-once key -> count, made at the first; at most VERDICT_RULES_KEPT keys).
+
+    Counting costs an integer increment per frame, and a dict increment per problem met.
+    """
+
+    __slots__ = ("messages_in", "messages_out", "faults", "rules", "since", "transactions",
+                 "energy", "peak", "last")
+
+    OTHER_SPEC, OTHER_CHECK = ("other",), ("check", "other")  # the keys past VERDICT_RULES_KEPT
+
+    def __init__(self) -> None:
+        self.messages_in = self.messages_out = self.faults = 0
+        self.rules: Optional[dict[tuple, int]] = None
+        self.since = time.monotonic()
+        self.transactions = 0  # ended
+        self.energy = 0.0  # Wh, of the transactions ended whose energy is known
+        self.peak: Optional[tuple[float, str]] = None  # the highest peak (W) and where it is from
+        self.last: Optional[dict] = None  # the verdict of the latest transaction that ended
+
+    def count(self, key: tuple) -> None:
+        """One more of the spec problem or violation (``("check", rule)``) of warn-once ``key``."""
+        rules = self.rules
+        if rules is None:
+            rules = self.rules = {}
+        if key in rules:
+            rules[key] += 1
+        elif len(rules) < VERDICT_RULES_KEPT:
+            rules[key] = 1
+        else:
+            other = self.OTHER_CHECK if key[0] == "check" else self.OTHER_SPEC
+            rules[other] = rules.get(other, 0) + 1
+
+    def snapshot(self) -> tuple[int, int, int, dict[tuple, int]]:
+        """The counts now, for a transaction's verdict to count from."""
+        return self.messages_in, self.messages_out, self.faults, dict(self.rules or {})
+
+
 class Transaction:
     """An open transaction: one the server numbered in its StartTransaction.conf, or one a
-    TransactionEvent Started named (its id is then the station's string, and it is on an EVSE)."""
+    TransactionEvent Started named (its id is then the station's string, and it is on an EVSE).
 
-    __slots__ = ("transaction_id", "connector_id", "id_tag", "meter_start", "started", "evse_id")
+    For its verdict it keeps what its readings say (see note_reading): the first and the last
+    energy register reading (Wh), the highest Power.Active.Import reading (W), the highest power
+    worked out from the energy between two readings, and the charge point's tally when it opened.
+    """
+
+    __slots__ = ("transaction_id", "connector_id", "id_tag", "meter_start", "started", "evse_id",
+                 "tally_start", "energy_first", "energy_last", "energy_base", "energy_at",
+                 "peak_power", "peak_derived")
 
     def __init__(self, transaction_id: "Union[int, str]", connector_id: Optional[int],
                  id_tag: Any, meter_start: Any, evse_id: Optional[int] = None) -> None:
@@ -3829,6 +3912,33 @@ class Transaction:
         self.meter_start = meter_start
         self.started = time.monotonic()
         self.evse_id = evse_id
+        self.tally_start: Optional[tuple] = None  # ChargerTally.snapshot() when it opened
+        self.energy_first: Optional[float] = None
+        self.energy_last: Optional[float] = None
+        self.energy_base = meter_start if type(meter_start) in (int, float) else None
+        self.energy_at = self.started
+        self.peak_power: Optional[float] = None
+        self.peak_derived: Optional[float] = None
+
+    def note_reading(self, energy: Optional[float], power: Optional[float]) -> None:
+        """A MeterValues of it, as chart_point reads it (energy Wh, power W): the peak power, and
+        the power the energy implies over at least DERIVED_POWER_SECONDS since the last base."""
+        if power is not None and (self.peak_power is None or power > self.peak_power):
+            self.peak_power = power
+        if energy is None:
+            return
+        if self.energy_first is None:
+            self.energy_first = energy
+        self.energy_last = energy
+        now = time.monotonic()
+        elapsed = now - self.energy_at
+        if self.energy_base is None:
+            self.energy_base, self.energy_at = energy, now
+        elif elapsed >= DERIVED_POWER_SECONDS and elapsed > 0:
+            derived = (energy - self.energy_base) * 3600 / elapsed
+            if self.peak_derived is None or derived > self.peak_derived:
+                self.peak_derived = derived
+            self.energy_base, self.energy_at = energy, now
 
     def place(self) -> str:
         """Where it runs, as the operator reads it: "connector 1", or "EVSE 1 connector 2"."""
@@ -3882,7 +3992,10 @@ class ChargerState:
         # the hash data its last GetInstalledCertificateIds.conf listed
         self.certificate_ids: list[dict] = []
         self.key_rotated: Optional[str] = None  # when the server took its new AuthorizationKey
+        # (CALL, requestId) -> its statuses so far (2.0.1 firmware and logs), once there is one
+        self.requests_followed: Optional[collections.OrderedDict] = None
         self.history = ChargerHistory()  # what the behaviour checks remember since its last boot
+        self.tally = ChargerTally()  # what its verdict counts (see charger_verdict)
         # Its latest spec warnings' texts, for the page's list (spec_warnings counts them all).
         self.spec_texts: Latest = Latest(SPEC_WARNINGS_KEPT)
         self.smart_charging: Optional[SmartCharging] = None  # made on its first report
@@ -3898,6 +4011,9 @@ class ChargerState:
 
     def open_transaction(self, transaction: Transaction) -> Optional[Transaction]:
         """Record an open transaction; the oldest one it had to forget to stay bounded, if any."""
+        messages_in, messages_out, faults, rules = self.tally.snapshot()
+        # counted from the message that opens it (StartTransaction, TransactionEvent) on
+        transaction.tally_start = (messages_in - 1, messages_out, faults, rules)
         self.transactions[transaction.transaction_id] = transaction
         if len(self.transactions) > MAX_OPEN_TRANSACTIONS:
             return self.transactions.pop(next(iter(self.transactions)))
@@ -3944,6 +4060,9 @@ class ChargerState:
         if self.key_rotated is not None:
             lines.append("  AuthorizationKey: rotated at %s; only the new key lets it in"
                          % self.key_rotated)
+        for (request, request_id), statuses in (self.requests_followed or {}).items():
+            lines.append("  %s request %s: %s" % (request, printable(request_id, 40),
+                                                  printable(", ".join(statuses), 400)))
         return lines
 
 
@@ -4222,7 +4341,9 @@ class ChartReadings:
         self.charts: collections.OrderedDict[tuple[str, int], tuple[Any, list[tuple]]] = \
             collections.OrderedDict()
 
-    def add(self, charger_id: str, transaction: Transaction, payload: dict) -> None:
+    def add(self, charger_id: str, transaction: Transaction, payload: dict,
+            point: Optional[tuple] = None) -> None:
+        """Chart a MeterValues of ``transaction`` (``point``: its chart_point, if made already)."""
         key = (charger_id, transaction.transaction_id)
         chart = self.charts.get(key)
         if chart is None:
@@ -4230,7 +4351,7 @@ class ChartReadings:
             if len(self.charts) > CHARTS_KEPT:
                 self.charts.popitem(last=False)
         readings = chart[1]
-        readings.append((int(time.time() * 1000),) + chart_point(payload))
+        readings.append((int(time.time() * 1000),) + (point or chart_point(payload)))
         if len(readings) > CHART_POINTS:
             del readings[1::2]
 
@@ -4243,6 +4364,175 @@ class ChartReadings:
                  "points": readings}
                 for (charger_id, transaction_id), (connector, readings) in self.charts.items()
                 if transaction_id in getattr(states.get(charger_id), "transactions", ())]
+
+
+# Verdicts: what a charge point did, summed up when a transaction ends, on `summary` (and GET
+# /api/chargers/{id}/summary) and at exit; published as "summary" events (SUMMARY_FIELDS).
+
+VERDICT_RULES_SHOWN = 5  # rules a verdict's line names per kind; the rest are "N more"
+
+
+def _rule_name(key: tuple) -> str:
+    """A warn-once key as a verdict names it: a check's rule, "Action.field" for a field's spec
+    problem, else the problem's own name ("id-reuse")."""
+    if key[0] == "check":
+        return printable(str(key[1]), 60)
+    if len(key) == 3 and key[1]:
+        return printable("%s.%s" % (key[0], key[1]), 80)
+    return printable(str(key[0]), 80)
+
+
+def _rule_counts(rules: Optional[dict[tuple, int]], since: dict[tuple, int]
+                 ) -> tuple[dict[str, int], dict[str, int]]:
+    """(spec warnings, behaviour-check violations) by rule name, counted since ``since``."""
+    spec: dict[str, int] = {}
+    checks: dict[str, int] = {}
+    for key, count in (rules or {}).items():
+        count -= since.get(key, 0)
+        if count > 0:
+            table = checks if key[0] == "check" else spec
+            name = _rule_name(key)
+            table[name] = table.get(name, 0) + count
+    return spec, checks
+
+
+def _quantity_text(value: float, unit: str) -> str:
+    """"350 Wh", "4.2 kWh"; "1.7e+305 kWh" and "inf Wh" for readings near the float's limits."""
+    if not math.isfinite(value):
+        return "%g %s" % (value, unit)
+    if abs(value) < 1000:
+        return "%d %s" % (round(value), unit)
+    kilo = value / 1000
+    return ("%.1f k%s" if abs(kilo) < 1e9 else "%.3g k%s") % (kilo, unit)
+
+
+def _energy_text(wh: float) -> str:
+    return _quantity_text(wh, "Wh")
+
+
+def _power_text(watts: float) -> str:
+    return _quantity_text(watts, "W")
+
+
+def _duration_text(seconds: float) -> str:
+    """12 min 3 s, 1 h 2 min, 4 s."""
+    seconds = int(seconds)
+    if seconds < 60:
+        return "%d s" % seconds
+    if seconds < 3600:
+        return "%d min %d s" % divmod(seconds, 60)
+    return "%d h %d min" % (seconds // 3600, seconds % 3600 // 60)
+
+
+def _counted_text(counts: dict[str, int], noun: str) -> str:
+    """"2 spec warnings (MeterValues.meterValue[].timestamp x2)": the total and the commonest."""
+    total = sum(counts.values())
+    text = "%d %s%s" % (total, noun, "" if total == 1 else "s")
+    if not counts:
+        return text
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    named = ["%s x%d" % item for item in ranked[:VERDICT_RULES_SHOWN]]
+    if len(ranked) > VERDICT_RULES_SHOWN:
+        named.append("%d more" % (len(ranked) - VERDICT_RULES_SHOWN))
+    return "%s (%s)" % (text, ", ".join(named))
+
+
+def _tally_record(tally: ChargerTally, since: tuple) -> dict[str, Any]:
+    """The counted part of a verdict, since the snapshot ``since``: its fields, and "text"."""
+    spec, checks = _rule_counts(tally.rules, since[3])
+    faults = tally.faults - since[2]
+    record: dict[str, Any] = {"messagesIn": tally.messages_in - since[0],
+                              "messagesOut": tally.messages_out - since[1],
+                              "specWarnings": spec, "violations": checks, "faults": faults}
+    record["text"] = "%d messages in, %d out; %s; %s; %d fault%s injected" % (
+        record["messagesIn"], record["messagesOut"], _counted_text(spec, "spec warning"),
+        _counted_text(checks, "behaviour-check violation"), faults, "" if faults == 1 else "s")
+    return record
+
+
+def _json_number(value: Optional[float]) -> Optional[float]:
+    """A verdict's number: whole ones as ints (4200, not 4200.0), others to 0.1; None for none
+    and for one past the float's range (JSON has no infinity)."""
+    if value is None or not math.isfinite(value):
+        return None
+    return int(value) if float(value).is_integer() else round(value, 1)
+
+
+def _verdict(scope: str, transaction_id: Any, text: str, energy: Optional[float],
+             duration: float, peak: Optional[tuple[float, str]], counted: dict[str, Any],
+             transactions: Optional[int]) -> dict[str, Any]:
+    """A verdict's record, its fields in SUMMARY_FIELDS' order."""
+    return {"scope": scope, "transactionId": transaction_id, "text": text + "; " + counted["text"],
+            "energyWh": _json_number(energy), "durationS": round(duration, 1),
+            "peakW": _json_number(peak[0]) if peak else None, "peakFrom": peak[1] if peak else None,
+            "messagesIn": counted["messagesIn"], "messagesOut": counted["messagesOut"],
+            "specWarnings": counted["specWarnings"], "violations": counted["violations"],
+            "faults": counted["faults"], "transactions": transactions}
+
+
+def _transaction_energy(transaction: Transaction, meter_stop: Any) -> Optional[float]:
+    """Wh delivered: meterStop (or the last register reading) less meterStart (or the first)."""
+    start = transaction.meter_start if type(transaction.meter_start) in (int, float) \
+        else transaction.energy_first
+    stop = meter_stop if type(meter_stop) in (int, float) else transaction.energy_last
+    return None if start is None or stop is None else stop - start
+
+
+def _transaction_peak(transaction: Transaction) -> Optional[tuple[float, str]]:
+    """The highest power (W) and where it is from: the Power.Active.Import readings, else the
+    energy over time between readings."""
+    if transaction.peak_power is not None:
+        return transaction.peak_power, "Power.Active.Import"
+    if transaction.peak_derived is not None:
+        return transaction.peak_derived, "energy over time"
+    return None
+
+
+def _peak_text(peak: Optional[tuple[float, str]]) -> str:
+    if peak is None:
+        return "peak power unknown"
+    return "peak %s%s" % (_power_text(peak[0]),
+                          " (from energy over time)" if peak[1] == "energy over time" else "")
+
+
+def transaction_verdict(state: ChargerState, transaction: Transaction,
+                        meter_stop: Any) -> dict[str, Any]:
+    """The verdict of a transaction that ended (``meter_stop``: its meterStop in Wh, if known),
+    counted since it opened; added to the charge point's totals."""
+    energy = _transaction_energy(transaction, meter_stop)
+    peak = _transaction_peak(transaction)
+    duration = time.monotonic() - transaction.started
+    text = "transaction %s ended: %s in %s, %s" % (
+        printable(str(transaction.transaction_id), 40),
+        _energy_text(energy) if energy is not None else "energy unknown",
+        _duration_text(duration), _peak_text(peak))
+    tally = state.tally
+    record = _verdict("transaction", transaction.transaction_id, text, energy, duration, peak,
+                      _tally_record(tally, transaction.tally_start or (0, 0, 0, {})), None)
+    tally.transactions += 1
+    if energy is not None:
+        tally.energy += energy
+    if peak is not None and (tally.peak is None or peak[0] > tally.peak[0]):
+        tally.peak = peak
+    tally.last = record
+    return record
+
+
+def charger_verdict(state: ChargerState, scope: str = "charger") -> dict[str, Any]:
+    """A charge point's verdict over the run so far (``scope`` "exit": the server is stopping)."""
+    tally = state.tally
+    ended = tally.transactions
+    text = "%s: %d transaction%s ended" % ("at exit" if scope == "exit" else "summary", ended,
+                                          "" if ended == 1 else "s")
+    if ended:
+        text += " (%s, %s)" % (_energy_text(tally.energy), _peak_text(tally.peak))
+    if state.transactions:
+        text += ", %d open" % len(state.transactions)
+    duration = time.monotonic() - tally.since
+    counted = _tally_record(tally, (0, 0, 0, {}))
+    counted["text"] += "; first connected %s ago" % _duration_text(duration)
+    return _verdict(scope, None, text, tally.energy if ended else None, duration, tally.peak,
+                    counted, ended)
 
 
 # ---------------------------------------------------------- Protocol engine
@@ -4376,6 +4666,8 @@ class WarnOnce:
         warning is printed, so a charger that repeats a mistake on every frame
         costs a set lookup, not a format.
         """
+        if spec:
+            self.session.state.tally.count(key)
         if key in self.warned:
             return
         if len(self.warned) >= MAX_WARNINGS_PER_CHARGER:
@@ -4961,6 +5253,7 @@ class ChargerCalls:
         if problems and session.strict:
             first = problems[0]
             session.system.count_spec_warning(session.state)
+            session.state.tally.count((action,) + first.key)
             raise CallRefused(first.code, "%s: %s" % (action, first))
         if problems:
             session.warn_once.spec_problems(action, problems)
@@ -5143,6 +5436,7 @@ class ChargerSession:
         """
         if not text.isascii():
             text = encodable(text)
+        self.state.tally.messages_out += 1
         self.bus.publish_frame(self.charger_id, self, "out", text, label, shown)
         return text
 
@@ -5150,6 +5444,7 @@ class ChargerSession:
         """Publish the frame being handled, with what the terminal shows of it (see FrameEvent:
         None and the ``parsed`` CALL, which the terminal renders only when it prints it)."""
         text, binary = self._incoming
+        self.state.tally.messages_in += 1
         self.bus.publish_frame(self.charger_id, self, "in", text, label, shown, binary, parsed)
 
     def log(self, level: str, text: str) -> None:
@@ -5230,6 +5525,7 @@ def check_failed(session: "ChargerSession", rule: str,
     ``text`` may be a function that makes it, as for WarnOnce: a check that
     fails on every message (an early Heartbeat) then costs a set lookup."""
     if ("check", rule) in session.warn_once.warned:  # reported already: nothing to make
+        session.state.tally.count(("check", rule))
         return
     session.warn_once(("check", rule), lambda: "check %s: %s" % (
         rule, text if isinstance(text, str) else text()), spec=True)
@@ -5478,6 +5774,27 @@ def handle_heartbeat(session: "ChargerSession", payload: dict) -> dict:
     return {"currentTime": UTC_CLOCK.now()}
 
 
+def note_transaction_readings(session: "ChargerSession", transaction: Transaction,
+                              payload: dict) -> None:
+    """A MeterValues (or a TransactionEvent's meterValue) of an open transaction: read once, for
+    its verdict (Transaction.note_reading) and its chart."""
+    point = chart_point(payload)
+    transaction.note_reading(point[0], point[1])
+    charts = session.system.charts
+    if charts is not None:
+        charts.add(session.charger_id, transaction, payload, point)
+
+
+def publish_transaction_verdict(session: "ChargerSession", transaction: Transaction,
+                                meter_stop: Any) -> None:
+    """A transaction ended: its verdict, published as a "summary" event once the reply is sent
+    (so that the reply is counted)."""
+    def publish() -> None:
+        record = transaction_verdict(session.state, transaction, meter_stop)
+        session.bus.publish("summary", session.charger_id, session, **record)
+    session.after_reply(publish)
+
+
 def handle_meter_values(session: "ChargerSession", payload: dict) -> dict:
     state = session.state
     state.last_meter_values = payload  # rendered when the operator asks
@@ -5487,9 +5804,9 @@ def handle_meter_values(session: "ChargerSession", payload: dict) -> dict:
     if type(sample) is list and sample and type(sample[0]) is dict:
         check_transaction_message(session, transaction_id, sample[0].get("timestamp"),
                                   "MeterValues")
-    charts = session.system.charts
-    if charts is not None and transaction_id in state.transactions:
-        charts.add(session.charger_id, state.transactions[transaction_id], payload)
+    transaction = state.transactions.get(transaction_id)  # type: ignore[arg-type]
+    if transaction is not None:
+        note_transaction_readings(session, transaction, payload)
     if session.bus.routes["meter_values"]:
         session.bus.publish("meter_values", session.charger_id, session,
                             connectorId=payload.get("connectorId"),
@@ -5548,7 +5865,8 @@ def handle_stop_transaction(session: "ChargerSession", payload: dict) -> dict:
         check_failed(session, "meter-stop",
                      "transaction %d: meterStop %d is below its meterStart %d"
                      % (transaction_id, meter_stop, transaction.meter_start))
-    if state.close_transaction(transaction_id) is None:
+    closed = state.close_transaction(transaction_id)
+    if closed is None:
         session.log("warn", "StopTransaction names transaction %s, which is not open here%s"
                     % (_show(payload.get("transactionId")), state.open_transactions_text()))
     else:
@@ -5557,6 +5875,7 @@ def handle_stop_transaction(session: "ChargerSession", payload: dict) -> dict:
         session.bus.publish("transaction_stopped", session.charger_id, session,
                             transactionId=transaction_id, meterStop=payload.get("meterStop"),
                             reason=payload.get("reason"))
+        publish_transaction_verdict(session, closed, meter_stop)
     reply: dict = {}
     if payload.get("idTag") is not None:
         reply["idTagInfo"] = id_tag_info(session, payload.get("idTag"), "StopTransaction")
@@ -5670,9 +5989,8 @@ def record_meter_values(session: "ChargerSession", readings: dict,
     """A station's meter values (``readings``: evseId, connectorId, transactionId, meterValue):
     kept as its last, charted with ``transaction``'s, published as a meter_values event."""
     session.state.last_meter_values = readings  # rendered when the operator asks
-    charts = session.system.charts
-    if charts is not None and transaction is not None:
-        charts.add(session.charger_id, transaction, readings)
+    if transaction is not None:
+        note_transaction_readings(session, transaction, readings)
     if session.bus.routes["meter_values"]:
         session.bus.publish("meter_values", session.charger_id, session,
                             evseId=readings["evseId"], connectorId=readings["connectorId"],
@@ -5731,10 +6049,12 @@ def _close_station_transaction(session: "ChargerSession", payload: dict,
     if session.system.charts is not None:
         session.system.charts.drop(session.charger_id, transaction_id)
     info = payload["transactionInfo"]
+    meter_stop = _energy_register(payload)
     session.bus.publish("transaction_stopped", session.charger_id, session,
                         transactionId=transaction_id, evseId=transaction.evse_id,
                         connectorId=transaction.connector_id,
-                        meterStop=_energy_register(payload), reason=info.get("stoppedReason"))
+                        meterStop=meter_stop, reason=info.get("stoppedReason"))
+    publish_transaction_verdict(session, transaction, meter_stop)
 
 
 def handle_v201_transaction_event(session: "ChargerSession", payload: dict) -> dict:
@@ -5768,14 +6088,14 @@ def handle_v201_transaction_event(session: "ChargerSession", payload: dict) -> d
 
 def handle_v201_sign_certificate(session: "ChargerSession",
                                  payload: dict) -> "Union[dict, LaterReply]":
-    """A ChargingStationCertificate CSR (the default type) as SignCertificate in 1.6; a
-    V2GCertificate one is Rejected (no V2G PKI here)."""
-    kind = payload.get("certificateType")
-    if kind is None or kind == "ChargingStationCertificate":
-        return session.system.signing.answer(session, payload.get("csr"))
-    session.log("warn", "SignCertificate for a %s: answered Rejected (%s)"
-                % (_show(kind), NO_V2G_PKI["additionalInfo"]))
-    return {"status": "Rejected", "statusInfo": dict(NO_V2G_PKI)}
+    """A CSR as SignCertificate in 1.6, the same checks and signing, by its certificateType's CN
+    rule (CSR_RULES: ChargingStationCertificate, the default, must be the station's id;
+    V2GCertificate names the SECC); CertificateSigned then names the type."""
+    kind = payload.get("certificateType", "ChargingStationCertificate")
+    if not isinstance(kind, str) or kind not in CSR_RULES:  # off-spec: answered, not signed
+        session.log("warn", "SignCertificate for a %s: answered Rejected" % _show(kind))
+        return {"status": "Rejected"}
+    return session.system.signing.answer(session, payload.get("csr"), kind)
 
 
 def handle_no_v2g_pki(session: "ChargerSession", payload: dict) -> dict:
@@ -5788,6 +6108,46 @@ def handle_no_v2g_pki(session: "ChargerSession", payload: dict) -> dict:
 
 def handle_get_15118_ev_certificate(session: "ChargerSession", payload: dict) -> dict:
     return dict(handle_no_v2g_pki(session, payload), exiResponse="")
+
+
+MAX_REQUESTS_FOLLOWED = 20  # requestIds whose firmware and log statuses a station's state keeps
+MAX_STATUSES_FOLLOWED = 10  # statuses kept per requestId (its latest)
+
+
+def follow_request_status(session: "ChargerSession", request: str, payload: dict) -> list[str]:
+    """Add a status notification's status to those of its requestId (of ``request``, the CALL it
+    follows up) and show them so far in one line, e.g. "UpdateFirmware request 3: Downloading,
+    Downloaded, Installing, Installed"; the statuses so far.  Bounded: MAX_REQUESTS_FOLLOWED
+    requestIds a station (the oldest forgotten), MAX_STATUSES_FOLLOWED statuses each."""
+    followed = session.state.requests_followed
+    if followed is None:
+        followed = session.state.requests_followed = collections.OrderedDict()
+    key = (request, _scalar_text(payload.get("requestId", "none")))
+    statuses = followed.pop(key, [])
+    statuses = (statuses + [_scalar_text(payload.get("status"))])[-MAX_STATUSES_FOLLOWED:]
+    followed[key] = statuses
+    if len(followed) > MAX_REQUESTS_FOLLOWED:
+        followed.popitem(last=False)
+    session.log("info", "%s request %s: %s" % (request, printable(key[1], 40),
+                                               printable(", ".join(statuses), 400)))
+    return statuses
+
+
+def handle_v201_firmware_status(session: "ChargerSession", payload: dict) -> dict:
+    """FirmwareStatusNotification: followed per requestId (follow_request_status)."""
+    follow_request_status(session, "UpdateFirmware", payload)
+    return {}
+
+
+def handle_v201_log_status(session: "ChargerSession", payload: dict) -> dict:
+    """LogStatusNotification: followed per requestId; at Uploaded, the newest file in the station's
+    folder of the file server is named."""
+    follow_request_status(session, "GetLog", payload)
+    if payload.get("status") == "Uploaded" and session.system.http is not None:
+        session.log("info", "GetLog request %s: the log uploaded: %s" % (
+            printable(_scalar_text(payload.get("requestId", "none")), 40),
+            newest_upload(session.system.http.files, session.charger_id)))
+    return {}
 
 
 def handle_accepted(session: "ChargerSession", payload: dict) -> dict:
@@ -6027,11 +6387,11 @@ V201_CHARGER_ACTION_HANDLERS: dict[str, Callable[["ChargerSession", dict], Any]]
     "BootNotification": handle_boot_notification,
     "ClearedChargingLimit": handle_notification,
     "DataTransfer": handle_data_transfer,
-    "FirmwareStatusNotification": handle_notification,
+    "FirmwareStatusNotification": handle_v201_firmware_status,
     "Get15118EVCertificate": handle_get_15118_ev_certificate,
     "GetCertificateStatus": handle_no_v2g_pki,
     "Heartbeat": handle_heartbeat,
-    "LogStatusNotification": handle_notification,
+    "LogStatusNotification": handle_v201_log_status,
     "MeterValues": handle_v201_meter_values,
     "NotifyChargingLimit": handle_notification,
     "NotifyCustomerInformation": notify_handler("NotifyCustomerInformation"),
@@ -6138,13 +6498,13 @@ def _der_element(der: bytes, offset: int) -> tuple[int, int, int]:
     return tag, start, start + length
 
 
-def certificate_hash_data(pem: str) -> dict:
-    """The OCPP CertificateHashDataType of a PEM certificate, read with the standard library.
+_PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\s*", re.S)
 
-    issuerNameHash is the SHA-256 of the issuer's DER name; issuerKeyHash,
-    of the certificate's own public key (its issuer's, for a self-signed
-    root).  ValueError for text that is not a certificate.
-    """
+
+def _certificate_fields(pem: str) -> tuple[bytes, bytes, bytes, bytes]:
+    """The DER issuer name, subject name, public key (the BIT STRING's bits) and serial number
+    bytes of one PEM certificate, read with the standard library; ValueError for text that is not
+    one."""
     try:
         body = "".join(line for line in pem.strip().splitlines() if not line.startswith("-----"))
         der = base64.b64decode(body, validate=True)
@@ -6158,15 +6518,39 @@ def certificate_hash_data(pem: str) -> dict:
         _, _, issuer_end = _der_element(der, position)
         issuer = der[position:issuer_end]
         _, _, position = _der_element(der, issuer_end)  # validity
-        _, _, position = _der_element(der, position)  # subject
-        _, key_info, _ = _der_element(der, position)  # subjectPublicKeyInfo
+        _, _, subject_end = _der_element(der, position)  # subject
+        subject = der[position:subject_end]
+        _, key_info, _ = _der_element(der, subject_end)  # subjectPublicKeyInfo
         _, _, key_at = _der_element(der, key_info)  # its algorithm
         _, key_start, key_end = _der_element(der, key_at)  # the key, a BIT STRING
     except (IndexError, ValueError, binascii.Error) as exc:
         raise ValueError("not a PEM certificate (%s)" % exc) from None
-    return {"hashAlgorithm": "SHA256", "issuerNameHash": hashlib.sha256(issuer).hexdigest(),
-            "issuerKeyHash": hashlib.sha256(der[key_start + 1:key_end]).hexdigest(),
-            "serialNumber": serial.hex()}
+    return issuer, subject, der[key_start + 1:key_end], serial
+
+
+def certificate_hash_data(pem: str, issuer: Optional[str] = None) -> dict:
+    """The OCPP CertificateHashDataType of a PEM certificate (the first of ``pem``), read with the
+    standard library.
+
+    issuerNameHash is the SHA-256 of its issuer's DER name; issuerKeyHash, of its issuer's public
+    key: that of ``issuer``, else of the next certificate in ``pem`` (a chain, leaf first), else
+    its own when it is self-signed (its issuer is its subject).  serialNumber is hex without
+    leading zeroes (OCPP 2.0.1).  ValueError for text that is not a certificate, or one whose
+    issuer's key is not at hand.
+    """
+    blocks = _PEM_CERTIFICATE.findall(pem) or [pem]
+    issuer_name, subject, key, serial = _certificate_fields(blocks[0])
+    if issuer is None and len(blocks) > 1:
+        issuer = blocks[1]
+    if issuer is not None:
+        _, issuer_subject, key, _ = _certificate_fields(issuer)
+        if issuer_subject != issuer_name:
+            raise ValueError("the issuer certificate given is not the one that signed it")
+    elif issuer_name != subject:
+        raise ValueError("it is not self-signed, and its issuer's certificate is not given")
+    return {"hashAlgorithm": "SHA256", "issuerNameHash": hashlib.sha256(issuer_name).hexdigest(),
+            "issuerKeyHash": hashlib.sha256(key).hexdigest(),
+            "serialNumber": serial.hex().lstrip("0") or "0"}
 
 
 def _installed_certificate(session: Optional["ChargerSession"]) -> dict:
@@ -6200,6 +6584,23 @@ def _signed_chain(system: "CentralSystem", session: Optional["ChargerSession"]) 
     """CertificateSigned: the chain signed for the charger last, else the demo root."""
     return {"certificateChain": system.last_signed_chain.get(session.charger_id if session else "",
                                                              DEMO_CERTIFICATE)}
+
+
+# UpdateFirmware's and SignedUpdateFirmware's signature without --ca-cert/--ca-key: the SHA-256 of
+# the text "firmware.bin", base64 (with DEMO_CERTIFICATE as the signing certificate).
+PLACEHOLDER_FIRMWARE_SIGNATURE = base64.b64encode(
+    hashlib.sha256(b"firmware.bin").digest()).decode("ascii")
+
+
+def _signed_firmware(system: "CentralSystem", session: Optional["ChargerSession"]) -> dict:
+    """The FirmwareType of UpdateFirmware (2.0.1) and SignedUpdateFirmware (1.6): firmware.bin on
+    the file server, retrieved now; with --ca-cert/--ca-key signed for real (firmware_signature),
+    else a placeholder signature and the demo root as its signing certificate."""
+    signed = firmware_signature(system, session)
+    certificate, signature = signed if signed is not None else (
+        DEMO_CERTIFICATE, PLACEHOLDER_FIRMWARE_SIGNATURE)
+    return {"location": _firmware_location(system, session), "retrieveDateTime": UTC_CLOCK.now(),
+            "signingCertificate": certificate, "signature": signature}
 
 
 def _delete_installed_certificate(system: "CentralSystem",
@@ -6269,12 +6670,7 @@ SERVER_ACTION_DEFAULTS: dict[str, Callable[["CentralSystem", Optional["ChargerSe
     "InstallCertificate": lambda system, session: {
         "certificateType": "CentralSystemRootCertificate", "certificate": DEMO_CERTIFICATE},
     "SignedUpdateFirmware": lambda system, session: {
-        "requestId": system.next_request_id,
-        "firmware": {"location": _firmware_location(system, session),
-                     "retrieveDateTime": UTC_CLOCK.now(),
-                     "signingCertificate": DEMO_CERTIFICATE,
-                     "signature": base64.b64encode(
-                         hashlib.sha256(b"firmware.bin").digest()).decode("ascii")}},
+        "requestId": system.next_request_id, "firmware": _signed_firmware(system, session)},
 }
 
 
@@ -6286,7 +6682,8 @@ def _id_token(system: "CentralSystem") -> dict:
 def _own_connection_data(system: "CentralSystem", session: Optional["ChargerSession"]) -> dict:
     """SetNetworkProfile's bare connectionData: this server, at the address, scheme and URL path
     the station reached it by (a 2.0.1 station appends its own id), with the security profile
-    that this server's flags give (1 basic auth, 2 TLS, 3 TLS with client certificates).
+    that this server's flags give (1 basic auth, 2 TLS, 3 TLS with client certificates); with
+    --tls-port, its wss:// listener, the way up from profile 1.
     Nothing that could repoint a station elsewhere: another CSMS is named with
     connectionData.ocppCsmsUrl=..."""
     options = system.options
@@ -6296,7 +6693,8 @@ def _own_connection_data(system: "CentralSystem", session: Optional["ChargerSess
         host = local[0] if local else host
         prefix = urllib.parse.urlsplit(request_path(session.websocket)).path.rsplit("/", 1)[0] + "/"
     host = "[%s]" % host if ":" in host else host
-    url = "%s://%s:%d%s" % ("wss" if options.certfile else "ws", host, system.port, prefix)
+    url = "%s://%s:%d%s" % ("wss" if options.certfile else "ws", host,
+                            system.port if options.tls_port is None else system.tls_port, prefix)
     profile = 3 if options.client_ca else 2 if options.certfile else 1
     return {"ocppVersion": "OCPP20", "ocppTransport": "JSON", "ocppCsmsUrl": url,
             "messageTimeout": 30, "securityProfile": profile, "ocppInterface": "Wired0"}
@@ -6359,9 +6757,7 @@ V201_SERVER_ACTION_DEFAULTS: dict[str, Callable[["CentralSystem", Optional["Char
     "ClearChargingProfile": _no_fields,
     "GetCompositeSchedule": lambda system, session: {"evseId": 1, "duration": 3600},
     "UpdateFirmware": lambda system, session: {
-        "requestId": system.next_request_id,
-        "firmware": {"location": _firmware_location(system, session),
-                     "retrieveDateTime": UTC_CLOCK.now()}},
+        "requestId": system.next_request_id, "firmware": _signed_firmware(system, session)},
     "PublishFirmware": lambda system, session: {
         "location": _firmware_location(system, session), "checksum": BARE_FIRMWARE_CHECKSUM,
         "requestId": system.next_request_id},
@@ -6508,12 +6904,34 @@ def message_triggered(session: "ChargerSession", request: dict, reply: dict) -> 
         session.state.history.triggered.add(request["requestedMessage"])
 
 
+def certificate_installed(session: "ChargerSession", request: dict, reply: dict) -> None:
+    """InstallCertificate or CertificateSigned, accepted: the certificate's hash data (computed
+    from it and its issuer: certificate_hash_data) is shown and put first in the charger's list,
+    so that DeleteCertificate typed bare deletes it."""
+    if reply.get("status") != "Accepted":
+        return
+    pem = request.get("certificate", request.get("certificateChain"))
+    try:
+        hash_data = certificate_hash_data(pem if isinstance(pem, str) else "")
+    except ValueError as exc:
+        session.log("info", "the certificate it took has no hash data here: %s" % exc)
+        return
+    listed = session.state.certificate_ids
+    session.state.certificate_ids = [hash_data] + [item for item in listed[:99]
+                                                   if item != hash_data]
+    session.log("info", "certificate taken: serialNumber %s, issuerNameHash %s...; "
+                "DeleteCertificate typed bare deletes it" % (
+                    hash_data["serialNumber"], hash_data["issuerNameHash"][:16]))
+
+
 # What the server does when a charger answers one of its CALLs with a CALLRESULT, beyond showing it.
 SERVER_CALL_RESULT_HANDLERS: dict[str, Callable[["ChargerSession", dict, dict], None]] = {
     "ChangeConfiguration": configuration_changed,
     "TriggerMessage": message_triggered,
     "ExtendedTriggerMessage": message_triggered,
     "GetInstalledCertificateIds": remember_certificate_ids,
+    "InstallCertificate": certificate_installed,
+    "CertificateSigned": certificate_installed,
 }
 
 
@@ -6533,10 +6951,54 @@ def heartbeat_interval_set(session: "ChargerSession", value: Any) -> None:
         session.state.history.heartbeat_interval = interval
 
 
+def basic_auth_password_set(session: "ChargerSession", value: Any) -> None:
+    """An accepted SecurityCtrlr.BasicAuthPassword is the only password that lets the station in
+    from its next connection on (OCPP 2.0.1 A01); the old one gets 401."""
+    access = session.system.access
+    if not isinstance(value, str) or access is None:
+        return
+    access.set_password(session.charger_id, value)
+    session.state.key_rotated = UTC_CLOCK.now()
+    session.log("info", "BasicAuthPassword set: from its next connection on, %s must log in with "
+                "the new password; the old one gets 401" % printable(session.charger_id))
+
+
+def security_profile_set(session: "ChargerSession", value: Any) -> None:
+    """An accepted raise of SecurityCtrlr.SecurityProfile: from its next connection on, the station
+    is refused at lower profiles (HTTP 403); a lower value changes nothing (A05: never lowered)."""
+    access, profile = session.system.access, as_int(value)
+    if access is None or profile is None or not 1 <= profile <= 3:
+        session.log("warn", "SecurityProfile %s accepted: not a profile (1 to 3); nothing changed"
+                    % _show(value))
+        return
+    before = access.raise_profile(session.charger_id, profile)
+    if before is None:
+        session.log("warn", "SecurityProfile %d accepted: not higher than the profile it had, so "
+                    "nothing changed (a security profile is never lowered, OCPP 2.0.1 A05)"
+                    % profile)
+        return
+    session.log("info", "SecurityProfile raised from %d to %d: from its next connection on, %s "
+                "must connect with %s; lower profiles get 403%s" % (
+                    before, profile, printable(session.charger_id),
+                    SECURITY_PROFILE_NAMES[profile], _profile_hint(session.system, profile)))
+
+
+def _profile_hint(system: "CentralSystem", profile: int) -> str:
+    """Where a station raised to ``profile`` can connect to this server, or that it cannot."""
+    tls_url = system.tls_url or (system.url if system.url.startswith("wss:") else None)
+    if tls_url is None:
+        return " (this server has no wss:// listener: give --certfile, and --tls-port to keep ws://)"
+    if profile == 3 and not system.options.client_ca:
+        return " (this server asks for no client certificate: give --client-ca)"
+    return " (%s)" % tls_url
+
+
 # What an accepted SetVariables of an actual value does beyond showing it, by (component name,
 # variable name): fn(session, attributeValue as sent).
 ACCEPTED_VARIABLE_EFFECTS: dict[tuple[str, str], Callable[["ChargerSession", Any], None]] = {
     ("OCPPCommCtrlr", "HeartbeatInterval"): heartbeat_interval_set,
+    ("SecurityCtrlr", "BasicAuthPassword"): basic_auth_password_set,
+    ("SecurityCtrlr", "SecurityProfile"): security_profile_set,
 }
 
 
@@ -6657,6 +7119,16 @@ V201_REPORT_RESULT_HANDLERS: dict[str, Callable[["ChargerSession", dict, dict], 
 }
 
 
+def firmware_sent(session: "ChargerSession", request: dict, reply: dict) -> None:
+    """UpdateFirmware answered: one line when its signature was the placeholder (no --ca-cert/
+    --ca-key), which a station that checks signatures refuses."""
+    firmware = request.get("firmware")
+    if isinstance(firmware, dict) and firmware.get("signature") == PLACEHOLDER_FIRMWARE_SIGNATURE:
+        session.log("info", "UpdateFirmware: its signature and signingCertificate are "
+                    "placeholders (no --ca-cert/--ca-key, or no firmware.bin in the station's "
+                    "folder): a station that checks them reports InvalidSignature")
+
+
 # What the server remembers from a 2.0.1 station's CALLRESULTs: the certificates it listed (for
 # DeleteCertificate), an accepted heartbeat interval, a triggered message.
 V201_SERVER_CALL_RESULT_HANDLERS: dict[str, Callable[["ChargerSession", dict, dict], None]] = {
@@ -6670,6 +7142,9 @@ V201_SERVER_CALL_RESULT_HANDLERS: dict[str, Callable[["ChargerSession", dict, di
     "GetLocalListVersion": local_list_version_reported,
     "CostUpdated": cost_updated,
     **V201_REPORT_RESULT_HANDLERS,
+    "UpdateFirmware": firmware_sent,
+    "InstallCertificate": certificate_installed,
+    "CertificateSigned": certificate_installed,
 }
 
 # Key spellings the FlexiCharge charger reads in the server's CALLs (it raises
@@ -6840,13 +7315,15 @@ def pem_certificate_request(der: bytes) -> str:
 def csr_mismatch(session: "ChargerSession", names: list[str]) -> Optional[str]:
     """Why a CSR whose subject has the common names ``names`` is not for this connection's charger:
     its only CN must be the charge point id, which under profile 3 (--client-ca) the client
-    certificate proved too.  None when it is."""
+    certificate proved too (on a wss:// connection: --tls-port serves ws:// beside it).  None
+    when it is."""
     shown = ", ".join(map(_show, names)) or "missing"
     if names != [session.charger_id]:
         return "the CSR's CN is %s, not %s, the charge point id of this connection" % (
             shown, _show(session.charger_id))
-    if session.system.options.client_ca:
-        transport = getattr(session.websocket, "transport", None)
+    transport = getattr(session.websocket, "transport", None)
+    if session.system.options.client_ca and transport is not None \
+            and transport.get_extra_info("ssl_object") is not None:
         certificate = (transport.get_extra_info("peercert") if transport else None) or {}
         proved = [value for entry in certificate.get("subject", ()) for key, value in entry
                   if key == "commonName"]
@@ -6854,6 +7331,27 @@ def csr_mismatch(session: "ChargerSession", names: list[str]) -> Optional[str]:
             return "the CSR's CN is %s, not %s, the CN of this connection's client certificate" % (
                 shown, ", ".join(map(_show, proved)) or "missing")
     return None
+
+
+def v2g_csr_mismatch(session: "ChargerSession", names: list[str]) -> Optional[str]:
+    """The rule for a 2.0.1 V2GCertificate CSR: the certificate is the station's ISO 15118 SECC
+    one, whose CN names the SECC (ISO 15118-2: commonly its EVSEID), not the station, so it is not
+    compared with the charge point id.  It must have exactly one non-empty CN; one line says that
+    this server cannot check that CN (it knows no EVSEIDs).  None when it may be signed."""
+    if len(names) != 1 or not names[0].strip():
+        return "the V2GCertificate CSR's CN is %s: it must have exactly one, naming the SECC" % (
+            ", ".join(map(_show, names)) or "missing")
+    session.log("warn", "SignCertificate V2GCertificate: its CN %s names the SECC, not the "
+                "station; this server knows no EVSEIDs and cannot check it (and has no V2G PKI: "
+                "with --ca-cert that CA signs it)" % _show(names[0]))
+    return None
+
+
+# The CN rule of each 2.0.1 certificateType a CSR may be for (1.6's has none: csr_mismatch).
+CSR_RULES: dict[str, Callable[["ChargerSession", list[str]], Optional[str]]] = {
+    "ChargingStationCertificate": csr_mismatch,
+    "V2GCertificate": v2g_csr_mismatch,
+}
 
 
 async def run_openssl(arguments: list[str], given: bytes = b"") -> tuple[int, bytes, str]:
@@ -6921,6 +7419,8 @@ class CertificateSigning:
         self.sequence = 0  # numbers the saved CSRs, so that no two share a name
         self.verifying: set = set()  # sessions whose CSR openssl is verifying: one at a time each
         self._openssl_turns: Optional[asyncio.Semaphore] = None  # made in the loop (Python 3.9)
+        # (firmware path, size, time) -> (signingCertificate, signature): firmware_signature
+        self.firmware_signatures: dict[tuple[str, int, int], tuple[str, str]] = {}
 
     def folder(self) -> str:
         """Where CSRs and signed chains go: the files folder when there is one, else a temporary
@@ -6931,13 +7431,15 @@ class CertificateSigning:
             self._folder = tempfile.mkdtemp(prefix="ocpp-mock-csr-")
         return self._folder
 
-    def answer(self, session: "ChargerSession", csr: Any) -> "Union[dict, LaterReply]":
+    def answer(self, session: "ChargerSession", csr: Any,
+               kind: Optional[str] = None) -> "Union[dict, LaterReply]":
         """SignCertificate.conf for ``csr``: Rejected with one line saying why; Accepted once it is
-        saved (no CA); with --ca-cert, a LaterReply that has openssl verify it first."""
+        saved (no CA); with --ca-cert, a LaterReply that has openssl verify it first.  ``kind`` is
+        2.0.1's certificateType (CSR_RULES; CertificateSigned then names it), None for 1.6."""
         try:
-            pem = pem_certificate_request(self._vetted(session, csr))
+            pem = pem_certificate_request(self._vetted(session, csr, kind))
             if self.ca_cert is None or self.ca_key is None:
-                self._save_for_operator(session, pem)
+                self._save_for_operator(session, pem, kind)
                 return {"status": "Accepted"}
         except (OSError, ValueError) as refusal:
             session.log("error" if isinstance(refusal, OSError) else "warn",
@@ -6945,9 +7447,9 @@ class CertificateSigning:
             return {"status": "Rejected"}
         self.saved += 1
         self.verifying.add(session)
-        return LaterReply(self._verified(session, pem))
+        return LaterReply(self._verified(session, pem, kind))
 
-    def _vetted(self, session: "ChargerSession", csr: Any) -> bytes:
+    def _vetted(self, session: "ChargerSession", csr: Any, kind: Optional[str]) -> bytes:
         """The DER of ``csr`` if it may be saved and signed for this connection; else ValueError."""
         if not isinstance(csr, str) or len(csr) > MAX_CSR_CHARACTERS:
             raise ValueError("the csr is not text of at most %d characters" % MAX_CSR_CHARACTERS)
@@ -6955,7 +7457,7 @@ class CertificateSigning:
             der, names = read_certificate_request(csr)
         except ValueError as exc:
             raise ValueError("the csr is not a PEM certificate request (%s)" % exc) from None
-        mismatch = csr_mismatch(session, names)
+        mismatch = CSR_RULES.get(kind or "", csr_mismatch)(session, names)
         if mismatch is not None:
             raise ValueError(mismatch)
         if session in self.verifying:
@@ -6982,16 +7484,17 @@ class CertificateSigning:
                 continue
         raise OSError("no free file name for the CSR in %s" % self.folder())
 
-    def _save_for_operator(self, session: "ChargerSession", pem: str) -> None:
+    def _save_for_operator(self, session: "ChargerSession", pem: str, kind: Optional[str]) -> None:
         csr_path = self._save(session, pem)
         self.saved += 1
         chain_path = csr_path[:-len(".csr")] + "-chain.pem"
         session.log("info", "SignCertificate: the CSR is saved in %s; sign it (no --ca-cert/"
                     "--ca-key), put the chain in %s and type: @%s CertificateSigned "
-                    "certificateChain=@%s" % (
-                        csr_path, chain_path, printable(session.charger_id), chain_path))
+                    "certificateChain=@%s%s" % (
+                        csr_path, chain_path, printable(session.charger_id), chain_path,
+                        " certificateType=" + kind if kind else ""))
 
-    async def _verified(self, session: "ChargerSession", pem: str
+    async def _verified(self, session: "ChargerSession", pem: str, kind: Optional[str]
                         ) -> LaterMade:
         """Accepted, and the signing to start once it is sent, when openssl finds the CSR's
         signature good and it is saved; else Rejected, with one line."""
@@ -7006,7 +7509,7 @@ class CertificateSigning:
             return {"status": "Rejected"}, None
         finally:
             self.verifying.discard(session)
-        return {"status": "Accepted"}, lambda: self.start(session, csr_path)
+        return {"status": "Accepted"}, lambda: self.start(session, csr_path, kind)
 
     def _turns(self) -> asyncio.Semaphore:
         """OPENSSL_AT_ONCE turns at running openssl."""
@@ -7014,13 +7517,14 @@ class CertificateSigning:
             self._openssl_turns = asyncio.Semaphore(OPENSSL_AT_ONCE)
         return self._openssl_turns
 
-    def start(self, session: "ChargerSession", csr_path: str) -> None:
-        """Sign the CSR saved in ``csr_path`` and send the chain to ``session``'s charger."""
-        task = asyncio.ensure_future(self._sign(session, csr_path))
+    def start(self, session: "ChargerSession", csr_path: str, kind: Optional[str] = None) -> None:
+        """Sign the CSR saved in ``csr_path`` and send the chain to ``session``'s charger (as
+        certificateType ``kind``, if given)."""
+        task = asyncio.ensure_future(self._sign(session, csr_path, kind))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _sign(self, session: "ChargerSession", csr_path: str) -> None:
+    async def _sign(self, session: "ChargerSession", csr_path: str, kind: Optional[str]) -> None:
         assert self.ca_cert is not None and self.ca_key is not None
         try:
             async with self._turns():
@@ -7033,7 +7537,64 @@ class CertificateSigning:
         session.log("info", "SignCertificate: signed the CSR in %s with --ca-cert; sending "
                     "CertificateSigned" % csr_path)
         if not session.closed:
-            session.call("CertificateSigned", {"certificateChain": chain})
+            session.call("CertificateSigned", dict({"certificateChain": chain},
+                                                   **({"certificateType": kind} if kind else {})))
+
+
+MAX_FIRMWARE_SIGNATURES = 100  # firmware signatures one run keeps (by file, size and time)
+
+
+def firmware_signature(system: "CentralSystem", session: Optional["ChargerSession"]
+                       ) -> Optional[tuple[str, str]]:
+    """With --ca-cert/--ca-key: (signingCertificate, signature) of the firmware.bin in the station's
+    folder of the files folder: the CA's certificate and its SHA-256 signature of the file, base64
+    (``openssl dgst -sha256 -sign``, checked with ``openssl dgst -verify``).  Signed once per
+    version of the file (its size and time), in a short openssl run the loop waits for, as it
+    happens only when the operator sends the command.  None without a CA, a station, the file
+    server or the file, or when openssl fails (one line says why)."""
+    options = system.options
+    if options.ca_cert is None or options.ca_key is None or session is None \
+            or system.http is None:
+        return None
+    signing, files = system.signing, system.http.files
+    path = os.path.join(files.root, files.charger_folder(session.charger_id), "firmware.bin")
+    try:
+        info = os.stat(path)
+        with open(options.ca_cert, encoding="utf-8") as ca:
+            certificate = _PEM_CERTIFICATE.search(ca.read())
+    except (OSError, UnicodeDecodeError):
+        return None
+    key = (path, info.st_size, info.st_mtime_ns)
+    if key not in signing.firmware_signatures:
+        signature = _openssl_signature(system, session, path, options.ca_key)
+        if signature is None or certificate is None:
+            return None
+        if len(signature) > 800 or len(certificate.group(0)) > 5500:  # the schemas' maxLength
+            session.log("warn", "UpdateFirmware: the signature (%d characters) or --ca-cert's "
+                        "certificate (%d) is longer than the schema allows (800, 5500); sent "
+                        "with placeholders" % (len(signature), len(certificate.group(0))))
+            return None
+        if len(signing.firmware_signatures) >= MAX_FIRMWARE_SIGNATURES:
+            signing.firmware_signatures.clear()
+        signing.firmware_signatures[key] = (certificate.group(0).strip() + "\n", signature)
+    return signing.firmware_signatures[key]
+
+
+def _openssl_signature(system: "CentralSystem", session: "ChargerSession", path: str,
+                       ca_key: str) -> Optional[str]:
+    """``openssl dgst -sha256 -sign ca_key path``, base64; None (and one line) when it fails."""
+    try:
+        done = subprocess.run(["openssl", "dgst", "-sha256", "-sign", ca_key, path],
+                              capture_output=True, timeout=OPENSSL_SECONDS, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        session.log("warn", "UpdateFirmware: cannot sign %s: %s; sent with placeholders" % (
+            path, exc))
+        return None
+    if done.returncode != 0 or not done.stdout:
+        session.log("warn", "UpdateFirmware: openssl dgst could not sign %s: %s; sent with "
+                    "placeholders" % (path, printable(done.stderr.decode("utf-8", "replace"), 300)))
+        return None
+    return base64.b64encode(done.stdout).decode("ascii")
 
 
 # ---------------------------------------------------------- Fault injection
@@ -7496,7 +8057,11 @@ class FaultTable:
 
     def fired(self, session: Optional["ChargerSession"], charger_id: str, fault: Fault,
               effect: str) -> None:
-        """Say so, marked, in the output and the transcript."""
+        """Say so, marked, in the output and the transcript; counted for the charge point's
+        verdict."""
+        state = self.system.states.get(charger_id)
+        if state is not None:
+            state.tally.faults += 1
         self.system.bus.publish("fault_injected", charger_id, session, fault=str(fault),
                                 effect=effect)
         self.system.bus.publish("log", charger_id, session, level="warn",
@@ -7888,6 +8453,32 @@ def _run_quit(host: Any, command: Command, outcome: "CommandOutcome") -> None:
     host.system.stop()
 
 
+def summary_lines(system: "CentralSystem", charger_id: Optional[str]) -> list[str]:
+    """`summary`: the verdict so far of ``charger_id``, or of every charge point seen (and the
+    verdict of the latest transaction that ended, if any); CommandError for one never seen."""
+    states = system.states
+    if charger_id is not None and charger_id not in states:
+        raise CommandError("no charge point %s has connected (seen: %s)" % (
+            _show(charger_id), ", ".join(map(_show, list(states)[:20])) or "none"))
+    chosen = [states[charger_id]] if charger_id is not None else list(states.values())
+    lines = [] if chosen else ["no charger has connected yet"]
+    for state in chosen:
+        lines.append("%s %s" % (printable(state.charger_id), charger_verdict(state)["text"]))
+        if state.tally.last is not None:
+            lines.append("  latest " + state.tally.last["text"])
+    return lines
+
+
+def _run_summary(host: Any, command: Command, outcome: "CommandOutcome") -> None:
+    named = command.text[1:] if command.text.startswith("@") else command.text
+    outcome.lines.extend(summary_lines(host.system, named or command.target))
+
+
+def _check_summary(rest: str, target: Optional[str]) -> None:
+    if len(rest.split()) > 1:
+        raise CommandError("usage: summary [@<chargerId>] (every charge point without one)")
+
+
 def _check_help(rest: str, target: Optional[str]) -> None:
     lower = rest.lower()
     if not rest or lower in CONSOLE_ACTIONS or typed_word(lower) or lower in HELP_TOPICS:
@@ -8114,6 +8705,10 @@ COMMAND_WORDS: tuple[CommandWord, ...] = (
     CommandWord(("get",), "get C.V ...", "GetVariables (2.0.1), a line per result",
                 "get OCPPCommCtrlr.HeartbeatInterval", "actions", word="call", scripts=True,
                 run=_run_call, expand=expand_get),
+    CommandWord(("summary",), "summary [@chargerId]",
+                "each charger's verdict: energy, peak power, messages, warnings, faults",
+                "summary @CP-1", "console", overview=True, scripts=True, check=_check_summary,
+                run=_run_summary, complete=lambda ids: ["@" + charger_id for charger_id in ids]),
 )
 
 
@@ -9647,8 +10242,10 @@ class ChargerRecording:
         self.answers: dict[str, list[Any]] = {}
         self.plan: list[PlanItem] = []
         self.disconnects = sum(1 for record in records if record.get("event") == "disconnect")
-        happenings = [record for record in records if record.get("event") != "log"]
-        self.ends_disconnected = bool(happenings) and happenings[-1].get("event") == "disconnect"
+        # its frames and connections only: log lines, verdicts and the like may come after
+        wire = [record for record in records
+                if "dir" in record or record.get("event") in ("connect", "disconnect")]
+        self.ends_disconnected = bool(wire) and wire[-1].get("event") == "disconnect"
         self.started = _record_time(records[0]) if records else 0.0
         self.heartbeats = heartbeats
         self._pending_call: Optional[tuple[str, str, Any]] = None  # an out CALL being read
@@ -11418,6 +12015,20 @@ class FileStore:
         return size
 
 
+def newest_upload(files: FileStore, charger_id: str) -> str:
+    """The newest file in a charge point's folder of the file server, with its size and path, or
+    that there is none."""
+    try:
+        listed = files.listing([files.charger_folder(charger_id)])
+    except HttpError:
+        listed = []
+    if not listed:
+        return "no file in its folder of the file server"
+    newest = max(listed, key=lambda entry: entry["modified"])
+    return "%s (%d bytes), stored as %s" % (printable(newest["name"], 200), newest["size"],
+                                            os.path.join(files.root, newest["name"]))
+
+
 def parse_media_type(value: str) -> tuple[str, dict[str, str]]:
     """A Content-Type or Content-Disposition value: its first word (lower case) and its
     parameters."""
@@ -11564,6 +12175,7 @@ def charger_record(system: "CentralSystem", state: ChargerState) -> dict:
         "transactions": [transaction_record(tx) for tx in state.transactions.values()],
         "lastMeterValues": state.last_meter_values,
         "specWarnings": state.spec_warnings,
+        "summary": dict(charger_verdict(state), lastTransaction=state.tally.last),
         "authorizationKeyRotated": state.key_rotated,
         "outstandingCall": outstanding.action if outstanding is not None else None,
         "filesFolder": system.http.files.charger_folder(state.charger_id) if system.http else None,
@@ -11959,6 +12571,7 @@ class HttpApi(HttpPort):
         (("api", "chargers"), {"GET": "list_chargers"}),
         (("api", "chargers", "*"), {"GET": "get_charger"}),
         (("api", "chargers", "*", "variables"), {"GET": "device_routes.variables"}),
+        (("api", "chargers", "*", "summary"), {"GET": "get_summary"}),  # before {Action}'s
         (("api", "chargers", "*", "*"), {"POST": "call_action"}),
         (("api", "command"), {"POST": "run_command"}),
         (("api", "events"), {"GET": "streams.open"}),
@@ -12002,6 +12615,15 @@ class HttpApi(HttpPort):
         if state is None:
             raise HttpError(404, "no charge point %s has connected" % _show(charger_id))
         return 200, charger_record(self.system, state)
+
+    async def get_summary(self, request: HttpRequest, writer: asyncio.StreamWriter,
+                          charger_id: str) -> tuple[int, Any]:
+        """GET /api/chargers/{id}/summary: its verdict so far, and its latest transaction's."""
+        state = self.system.states.get(charger_id)
+        if state is None:
+            raise HttpError(404, "no charge point %s has connected" % _show(charger_id))
+        return 200, dict(charger_verdict(state), charger=charger_id,
+                         lastTransaction=state.tally.last)
 
     def _action(self, charger_id: str, word: str) -> str:
         """The action ``word`` names for the charger's version (--ocpp's while it is away)."""
@@ -12246,7 +12868,7 @@ const MAX_ROWS = 400;
 const START_CONNECTOR = 1;  // the connector the Start button's RemoteStartTransaction names
 const START_WAIT = 15000;  // ms an accepted Start stays disabled, awaiting its transaction
 const REFRESHING = ["connected", "disconnected", "ready", "state_changed", "transaction_started",
-                    "transaction_stopped", "spec_problem", "file_received"];
+                    "transaction_stopped", "spec_problem", "file_received", "summary"];
 const charts = new Map();  // "CP · transaction N" -> {points, canvas, box, legend}, oldest first
 const cards = new Map();  // charger id -> its card, kept: buttons and answers survive updates
 const warnings = new Map();  // charger id -> the texts of its latest spec warnings
@@ -12359,6 +12981,7 @@ function renderCard(charger) {
   }
   for (const schedule of charger.schedules || []) parts.push(scheduleBox(schedule));
   if (charger.specWarnings) parts.push(...warningParts(charger));
+  if (charger.summary) parts.push(summaryBlock(charger.summary));
   card.querySelector(".info").replaceChildren(...parts);
 }
 
@@ -12424,6 +13047,13 @@ function noteWarning(event) {
   texts.push(event.text);
   if (texts.length > limits.warnings) texts.shift();
   warnings.set(event.charger, texts);
+}
+
+function summaryBlock(summary) {  // the charger's verdict so far, and its latest transaction's
+  const block = el("div", "verdict");
+  block.append(el("p", "muted", summary.text));
+  if (summary.lastTransaction) block.append(el("p", "muted", summary.lastTransaction.text));
+  return block;
 }
 
 function startBegins(id) {
@@ -12679,6 +13309,7 @@ function showEvent(event, live) {  // live: from the stream (else a row of the p
     case "file_received":
       addRow(event, "file", "file", event.name + " (" + event.size + " bytes) from " + event.peer);
       break;
+    case "summary": addRow(event, "summary", "summary", event.text); break;
   }
   if (live && REFRESHING.includes(event.type)) refreshSoon();
 }
@@ -12869,6 +13500,7 @@ canvas { width: 100%; display: block; }
 .row.in .dir { color: #1565c0; } .row.out .dir { color: #2e7d32; }
 .row.warn, .row.error { background: #fff3c4; } .row.error { background: #ffcdd2; }
 .row.file { background: #e1f5fe; }
+.row.summary { background: #e8f5e9; } .verdict { border-top: 1px solid #dde; margin-top: .3rem; }
 .open-able { cursor: pointer; } .open-able:hover { background: #eef3fb; }
 .detail { margin: 0; padding: .5rem; background: #f7f8fa; white-space: pre-wrap;
           word-break: break-all;
@@ -12922,7 +13554,7 @@ PAGE_HEADERS = (
     ("X-Frame-Options", "DENY"), ("Referrer-Policy", "no-referrer"), ("Cache-Control", "no-store"))
 PAGE_STATE_ROWS = 100  # latest frame-log rows the page's first HTML carries ...
 PAGE_STATE_BUDGET = 500000  # ... and the characters they may hold between them
-PAGE_ROW_TYPES = ("frame", "spec_problem", "file_received")  # and warn and error lines
+PAGE_ROW_TYPES = ("frame", "spec_problem", "file_received", "summary")  # and warn and error lines
 # A data block ends at the first "</script"; a charger's "<", ">" and "&", and the line separators
 # (line ends to older JavaScript), are written as JSON escapes, so nothing it sends can end it.
 _DATA_BLOCK_ESCAPES = {ord(character): f"\\u{ord(character):04x}"
@@ -13174,7 +13806,8 @@ def _vetted(access: "AccessPolicy", path: str, headers: Any, peer: Any, transpor
             ) -> Optional[tuple[int, str, list]]:
     """An upgrade's refusal, if any, on either API.  A fault's "no answer at all" (status 0) cuts
     the connection here; the 503 then made is never seen."""
-    refusal = access.refuse(path, headers, peer, transport.get_extra_info("peercert"))
+    refusal = access.refuse(path, headers, peer, transport.get_extra_info("peercert"),
+                            transport.get_extra_info("ssl_object") is not None)
     if refusal is not None and refusal[0] == 0:
         transport.abort()
         return (503,) + refusal[1:]  # type: ignore[return-value]
@@ -13237,6 +13870,12 @@ def charger_id_from_path(path: str) -> str:
     return urllib.parse.unquote(segment)
 
 
+# The security profiles of OCPP 1.6 (security whitepaper) and 2.0.1 (A00), as a connection shows
+# them.
+SECURITY_PROFILE_NAMES = {1: "ws://, HTTP Basic", 2: "wss://, HTTP Basic",
+                          3: "wss:// with a client certificate"}
+
+
 class AccessPolicy:
     """Who may open a connection: ``--charger-ids`` and ``--basic-auth`` (OCPP 1.6 security profile
     1).
@@ -13261,6 +13900,9 @@ class AccessPolicy:
         self.client_ca = client_ca
         # charge point id -> the forms of its new key
         self.rotated: dict[str, tuple[bytes, ...]] = {}
+        # charge point id -> the lowest security profile it may connect at (raised by SetVariables
+        # SecurityCtrlr.SecurityProfile; one entry per station that accepted a raise)
+        self.lowest_profile: dict[str, int] = {}
         self.faults: Optional[FaultTable] = None  # offline and handshake faults refuse upgrades too
         self.logged_refusals = 0  # refusals logged here that websockets will log again
 
@@ -13283,12 +13925,13 @@ class AccessPolicy:
         return "the hex text or the %d bytes it spells" % len(spelled) if len(forms) == 2 else \
             "as typed (not 32 to 40 hex digits, as the security whitepaper sets it)"
 
-    def refuse(self, path: str, headers: Any, peer: Any, peer_certificate: Optional[dict] = None
-               ) -> Optional[tuple[int, str, list]]:
+    def refuse(self, path: str, headers: Any, peer: Any, peer_certificate: Optional[dict] = None,
+               tls: bool = False) -> Optional[tuple[int, str, list]]:
         """None to let the upgrade go ahead, else the refusal; one log line for each refusal.
 
         ``peer_certificate`` is the client certificate TLS verified (with --client-ca), as ssl gives
-        it.
+        it; ``tls`` says whether the connection is wss:// (with --tls-port, ws:// connections are
+        served too, and are asked for no client certificate).
         """
         try:
             charger_id = charger_id_from_path(path)
@@ -13298,8 +13941,10 @@ class AccessPolicy:
                     # said by the fault; status 0: cut, no answer
                     return injected[0], injected[1], []
             refusal = self._refusal(charger_id, headers)
-            if refusal is None and self.client_ca:
+            if refusal is None and self.client_ca and tls:
                 refusal = self._check_certificate(charger_id, peer_certificate)
+            if refusal is None and self.lowest_profile:
+                refusal = self._profile_refusal(charger_id, peer_certificate, tls)
         except Exception as exc:  # whatever the request holds, the answer is a 4xx, not a 500
             charger_id = ""
             refusal = (400, "malformed upgrade request (%s: %s)" % (type(exc).__name__, exc), [])
@@ -13338,6 +13983,33 @@ class AccessPolicy:
             return 400, problem + " (--strict)", []
         return None
 
+    def set_password(self, charger_id: str, password: str) -> None:
+        """A 2.0.1 station accepted SecurityCtrlr.BasicAuthPassword: from its next connection on,
+        only that password (its UTF-8 bytes, as the station sends it) lets it in."""
+        self.rotated[charger_id] = (password.encode("utf-8"),)
+
+    def raise_profile(self, charger_id: str, profile: int) -> Optional[int]:
+        """A station accepted SecurityCtrlr.SecurityProfile ``profile``: from its next connection
+        on, lower profiles are refused.  The profile it had before, or None when ``profile`` is
+        not higher than the one it has (a security profile is never lowered: OCPP 2.0.1 A05)."""
+        before = self.lowest_profile.get(charger_id, 1)
+        if profile <= before:
+            return None
+        self.lowest_profile[charger_id] = profile
+        return before
+
+    def _profile_refusal(self, charger_id: str, certificate: Optional[dict],
+                         tls: bool) -> Optional[tuple[int, str, list]]:
+        """HTTP 403 for a connection below the profile its station was raised to: 1 is ws://, 2
+        wss://, 3 wss:// with a client certificate TLS verified (--client-ca)."""
+        lowest = self.lowest_profile.get(charger_id)
+        profile = 3 if tls and certificate else 2 if tls else 1
+        if lowest is None or profile >= lowest:
+            return None
+        return 403, ("security profile %d (%s) is below %d, which this station accepted "
+                     "(SecurityCtrlr.SecurityProfile); lower profiles are refused" % (
+                         profile, SECURITY_PROFILE_NAMES[profile], lowest)), []
+
     @staticmethod
     def _check_certificate(charger_id: str,
                            certificate: Optional[dict]) -> Optional[tuple[int, str, list]]:
@@ -13372,8 +14044,8 @@ class AccessPolicy:
             return 401, "the username must be the charge point id", challenge
         if not any(hmac.compare_digest(password, key) for key in keys):
             if charger_id in self.rotated:
-                return 401, ("wrong password: its AuthorizationKey was rotated, and only the new "
-                             "key is accepted"), challenge
+                return 401, ("wrong password: its AuthorizationKey was rotated (2.0.1: its "
+                             "BasicAuthPassword set), and only the new key is accepted"), challenge
             return 401, ("wrong password (this server knows its starting key and the keys rotated "
                          "since it started, not those of an earlier run)"), challenge
         return None
@@ -13419,6 +14091,8 @@ class CentralSystem:
         self.last_signed_chain: dict[str, str] = {}
         self.url = "ws://%s:%d" % (options.host, options.port)
         self.port = options.port  # the port listened on, once it listens
+        self.tls_url: Optional[str] = None  # --tls-port: the wss:// listener's URL, once it listens
+        self.tls_port: Optional[int] = options.tls_port
         self.transcript: Optional[Transcript] = None
         self.http: Optional[HttpApi] = None
         self.authorization = AuthorizationRules(options.tag_rules, options.unknown_tags,
@@ -13524,6 +14198,7 @@ class CentralSystem:
             offered = (", ".join(request_headers(websocket).get_all("Sec-WebSocket-Protocol"))
                        or "none")
             self.count_spec_warning(self.state_for(charger_id))
+            self.state_for(charger_id).tally.count(("no-subprotocol",))
             self.log("warn", charger_id, "spec: no subprotocol negotiated (charger offered: %s); "
                      "serving it as OCPP %s (--ocpp)" % (printable(offered),
                                                          self.default_version.name))
@@ -13531,6 +14206,7 @@ class CentralSystem:
         problem = RPC_RULES[subprotocol].identity_problem(charger_id)
         if problem is not None:
             self.count_spec_warning(self.state_for(charger_id))
+            self.state_for(charger_id).tally.count(("charge-point-id",))
             self.log("warn", charger_id, "spec: %s; serving it anyway" % problem)
 
     def _named(self, charger_id: str, address: Any, peer: str) -> str:
@@ -13720,9 +14396,17 @@ async def close_down(system: CentralSystem, server: Any, http_api: "Optional[Htt
     if http_api is not None:
         await http_api.close()
     await shut_down(system, server)
+    publish_exit_verdicts(system)
     if http_api is not None and http_api.files.temporary:
         keep_or_remove(http_api.files.root, out)
     out.console("stopped")
+
+
+def publish_exit_verdicts(system: CentralSystem) -> None:
+    """At exit, once every connection is closed: a "summary" event (scope "exit") for each charge
+    point that connected during the run (the REMEMBERED_CHARGE_POINTS latest gone ones)."""
+    for state in list(system.states.values()):
+        system.bus.publish("summary", state.charger_id, None, **charger_verdict(state, "exit"))
 
 
 # The collector's pauses over a heap of thousands of connections are most of a large fleet's
@@ -13758,10 +14442,25 @@ def stop_on_signals(loop: asyncio.AbstractEventLoop, system: CentralSystem) -> N
             pass  # Windows: Ctrl-C arrives as KeyboardInterrupt instead
 
 
+class Listeners:
+    """The websocket port and, with --tls-port, the wss:// one, closed and awaited as one server."""
+
+    def __init__(self, servers: list) -> None:
+        self.servers = servers
+        self.sockets = servers[0].sockets
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.close()
+
+    async def wait_closed(self) -> None:
+        await asyncio.gather(*(server.wait_closed() for server in self.servers))
+
+
 async def listen(system: CentralSystem, options: "Settings", out: Output,
                  access: AccessPolicy) -> Any:
-    """The listening websockets server (its URL set on ``system``); CannotStart when it cannot
-    listen."""
+    """The listening websockets server (its URL set on ``system``), with --tls-port a Listeners of
+    both; CannotStart when it cannot listen."""
     ssl_context = None
     if options.certfile:
         try:
@@ -13770,23 +14469,42 @@ async def listen(system: CentralSystem, options: "Settings", out: Output,
         except (OSError, ssl.SSLError) as exc:
             out.error(None, "cannot load the TLS certificate %s: %s" % (options.certfile, exc))
             raise CannotStart(2) from None
+    if options.tls_port is None:
+        return await _listen_on(system, options, out, access, options.port, ssl_context)
+    server = await _listen_on(system, options, out, access, options.port, None)
     try:
-        server = await serve_websockets(system.handle_connection, options.host, options.port,
+        tls_server = await _listen_on(system, options, out, access, options.tls_port, ssl_context)
+    except CannotStart:
+        server.close()
+        raise
+    return Listeners([server, tls_server])
+
+
+async def _listen_on(system: CentralSystem, options: "Settings", out: Output,
+                     access: AccessPolicy, port: int, ssl_context: Optional[ssl.SSLContext]) -> Any:
+    """One listening websockets server; its URL set on ``system`` (the wss:// one of --tls-port as
+    its tls_url)."""
+    try:
+        server = await serve_websockets(system.handle_connection, options.host, port,
                                         options.max_message_size, access, ssl_context)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             out.error(None,
                       "port %d on %s is already in use (another mock server?); stop it or choose "
                       "another port: --port %d (the HTTP port takes the one after it)"
-                      % (options.port, options.host,
+                      % (port, options.host,
                          free_port_pair(options.host, options.port + 2)))
         else:
             out.error(None, "cannot listen on %s:%d: %s"
-                      % (options.host, options.port, exc.strerror or exc))
+                      % (options.host, port, exc.strerror or exc))
         raise CannotStart(1) from None
-    port = system.port = server.sockets[0].getsockname()[1]
+    bound = server.sockets[0].getsockname()[1]
     host = options.host if ":" not in options.host else "[%s]" % options.host
-    system.url = "%s://%s:%d" % ("wss" if ssl_context else "ws", host, port)
+    url = "%s://%s:%d" % ("wss" if ssl_context else "ws", host, bound)
+    if ssl_context is not None and options.tls_port is not None:
+        system.tls_url, system.tls_port = url, bound
+    else:
+        system.url, system.port = url, bound
     return server
 
 
@@ -13976,9 +14694,12 @@ def print_banner(system: CentralSystem, options: "Settings", out: Output,
             system.log("warn", None, "the --basic-auth key is %d bytes; the security "
                        "whitepaper's AuthorizationKey is 16 to 20 bytes (it is used anyway)"
                        % len(access.password))
+    if system.tls_url is not None:
+        out.console("TLS too (security profiles 2 and 3): %s/<charge point id>" % system.tls_url)
     if access.client_ca:
-        out.console("client certificates required, signed by %s, CN = charge point id "
-                    "(security profile 3)" % options.client_ca)
+        out.console("client certificates required%s, signed by %s, CN = charge point id "
+                    "(security profile 3)" % (" on wss://" if system.tls_url else "",
+                                              options.client_ca))
     if access.charger_ids is not None:
         out.console("only these charge point ids may connect: "
                     + ", ".join(sorted(access.charger_ids)))
@@ -14210,6 +14931,9 @@ def build_parser() -> argparse.ArgumentParser:
     security.add_argument("--certfile",
                           help="profile 2: serve wss:// with this PEM certificate (chain)")
     security.add_argument("--keyfile", help="the certificate's private key, if not in --certfile")
+    security.add_argument("--tls-port", type=number_in(0, 65535, int), metavar="PORT",
+                          help="with --certfile: serve wss:// on PORT and keep ws:// on --port, "
+                               "so a station can move from profile 1 to 2 on one server")
     security.add_argument("--client-ca", metavar="FILE",
                           help="profile 3: with --certfile, require a client certificate signed by "
                                "this CA (PEM), "
@@ -14340,6 +15064,7 @@ class Settings:
     password: Optional[bytes]
     certfile: Optional[str]
     keyfile: Optional[str]
+    tls_port: Optional[int]
     client_ca: Optional[str]
     ca_cert: Optional[str]
     ca_key: Optional[str]
@@ -14389,9 +15114,8 @@ def parse_settings(argv: Optional[list[str]] = None) -> Settings:
             fault_command(text)
         except CommandError as exc:
             parser.error("--fault %s: %s" % (text, exc))
-    if options.client_ca and not options.certfile:
-        parser.error("--client-ca needs --certfile (security profile 3 is TLS with client "
-                     "certificates)")
+    if _tls_flag_without_certfile(options):
+        parser.error(_tls_flag_without_certfile(options))
     if bool(options.ca_cert) != bool(options.ca_key):
         parser.error("--ca-cert and --ca-key go together")
     for flag, path in (("--ca-cert", options.ca_cert), ("--ca-key", options.ca_key)):
@@ -14410,6 +15134,15 @@ def parse_settings(argv: Optional[list[str]] = None) -> Settings:
     return Settings(**derived, **{field.name: getattr(options, field.name)
                                   for field in dataclasses.fields(Settings)
                                   if field.name not in derived})
+
+
+def _tls_flag_without_certfile(options: argparse.Namespace) -> str:
+    """The usage mistake of a TLS flag given without --certfile, or ""."""
+    if options.client_ca and not options.certfile:
+        return "--client-ca needs --certfile (security profile 3 is TLS with client certificates)"
+    if options.tls_port is not None and not options.certfile:
+        return "--tls-port needs --certfile (the wss:// listener serves it)"
+    return ""
 
 
 def _check_junit(parser: argparse.ArgumentParser, options: argparse.Namespace) -> None:

@@ -26,14 +26,22 @@ on RequestStopTransaction) with its own transactionId and seqNo; it answers ever
 of 2.0.1 with a schema-valid reply, from a small device model (GetVariables, SetVariables,
 GetBaseReport and GetReport with NotifyReport in parts; the monitoring report, display messages
 and customer information come in parts too). --misbehave is 1.6 only for now.
+
+Security profiles: ``--password`` logs in with HTTP Basic (profiles 1 and 2); a ``wss://`` URL is
+TLS, trusting ``--ca-file`` (profile 2), with ``--client-cert``/``--client-key`` (profile 3).
+Under 2.0.1 it keeps SetNetworkProfile's connection data and applies an accepted SetVariables of
+SecurityCtrlr.BasicAuthPassword or SecurityCtrlr.SecurityProfile (higher only, to a kept network
+profile of that profile) by sending SecurityEventNotification and connecting again with them.
 Standard library and websockets only, like the server.
 """
 
 import argparse
 import asyncio
+import base64
 import datetime
 import hashlib
 import json
+import ssl
 import sys
 import time
 import urllib.request
@@ -108,6 +116,7 @@ class Station:
         self.queued: list[tuple[str, dict]] = []
         self.starting = False  # a RemoteStart accepted, its StartTransaction not answered yet
         self.suspended = False  # the battery is full: SuspendedEV, 0 W, until the transaction stops
+        self.network_profiles: dict = {}  # 2.0.1: configurationSlot -> SetNetworkProfile's data
 
 
 class DemoCharger:
@@ -886,7 +895,7 @@ def device_model_201(options: argparse.Namespace) -> dict:
         ("OCPPCommCtrlr", "HeartbeatInterval"):
             [str(int(options.heartbeat_interval or 60)), "ReadWrite", "integer"],
         ("SecurityCtrlr", "SecurityProfile"):
-            ["2" if options.url.startswith("wss:") else "1", "ReadOnly", "integer"],
+            [str(security_profile(options)), "ReadOnly", "integer"],
         ("SecurityCtrlr", "Identity"): [options.url.rstrip("/").rsplit("/", 1)[-1][:48],
                                         "ReadOnly", "string"],
         ("AuthCtrlr", "AuthorizeRemoteStart"): ["true", "ReadWrite", "boolean"],
@@ -1385,7 +1394,74 @@ class V201SmartCharging(V201Answers):
                 "chargingSchedulePeriod": [{"startPeriod": 0, "limit": EMS_LIMIT_W}]}]})
 
 
-class V201Requests(V201SmartCharging, V201DeviceModel, V201Control, V201Services):
+class V201Security(V201DeviceModel):
+    """Block A (security): SetNetworkProfile kept for a security profile raise; SetVariables of
+    SecurityCtrlr.BasicAuthPassword and SecurityCtrlr.SecurityProfile applied by connecting again
+    (with the new password; at the network profile of the new security profile, never lower)."""
+
+    def on_SetNetworkProfile(self, payload: dict) -> dict:
+        data = payload.get("connectionData") or {}
+        self.station.network_profiles[payload.get("configurationSlot")] = data
+        say(f"network profile for slot {payload.get('configurationSlot')} kept: "
+            f"{data.get('ocppCsmsUrl')} at security profile {data.get('securityProfile')}")
+        return {"status": "Accepted"}
+
+    def on_SetVariables(self, payload: dict) -> dict:
+        reply = super().on_SetVariables(payload)
+        changes = []
+        for entry, result in zip(payload.get("setVariableData") or [], reply["setVariableResult"]):
+            key = (str((entry.get("component") or {}).get("name")),
+                   str((entry.get("variable") or {}).get("name")))
+            if key[0] == "SecurityCtrlr" and key[1] in ("BasicAuthPassword", "SecurityProfile"):
+                change = getattr(self, "new_" + key[1])(str(entry.get("attributeValue")))
+                result["attributeStatus"] = "Accepted" if change else "Rejected"
+                changes += [change] if change else []
+        if changes:
+            self.charger.spawn(self.connect_again(changes))
+        return reply
+
+    def new_BasicAuthPassword(self, value: str) -> Optional[tuple]:
+        if not 0 < len(value) <= 40:  # passwordString, at most 40 characters
+            return None
+        return ("password", value)
+
+    def new_SecurityProfile(self, value: str) -> Optional[tuple]:
+        """The new profile's network profile (its URL), if it is higher and one is kept."""
+        options = self.charger.options
+        wanted = int(value) if value.isdigit() else 0
+        if wanted <= security_profile(options):
+            say(f"SecurityProfile {value} refused: not higher than {security_profile(options)}")
+            return None
+        if wanted == 3 and not options.client_cert:
+            say("SecurityProfile 3 refused: no --client-cert")
+            return None
+        for data in self.station.network_profiles.values():
+            if data.get("securityProfile") == wanted and str(data.get("ocppCsmsUrl", "")) \
+                    .startswith("wss://"):
+                return ("profile", wanted, str(data["ocppCsmsUrl"]))
+        say(f"SecurityProfile {wanted} refused: no network profile of it (SetNetworkProfile)")
+        return None
+
+    async def connect_again(self, changes: list) -> None:
+        """Take the new password and profile, tell the CSMS, and connect again with them."""
+        await asyncio.sleep(0.1)  # the SetVariablesResponse goes out first
+        options = self.charger.options
+        for change in changes:
+            if change[0] == "password":
+                options.password = change[1]
+            else:
+                options.security_profile = change[1]
+                options.url = change[2].rstrip("/") + "/" + station_identity(options)
+        await self.charger.call("SecurityEventNotification", {
+            "type": "ReconfigurationOfSecurityParameters", "timestamp": now_iso(),
+            "techInfo": ", ".join("SecurityProfile %d" % change[1] if change[0] == "profile"
+                                  else "BasicAuthPassword" for change in changes)})
+        say("connecting again with the new security settings")
+        self.station.rebooting = True
+        await self.charger.ws.close(1000, "new security settings")
+
+
+class V201Requests(V201SmartCharging, V201Security, V201Control, V201Services):
     """Every CSMS-initiated message of OCPP 2.0.1, answered: one on_<Action> each."""
 
 
@@ -1403,6 +1479,30 @@ def refusal_status(exc: Exception) -> Optional[int]:
     return getattr(response, "status_code", None) or getattr(exc, "status_code", None)
 
 
+def station_identity(options: argparse.Namespace) -> str:
+    """The charge point id: the URL's last path segment."""
+    return options.url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def connect_arguments(options: argparse.Namespace) -> dict:
+    """websockets.connect's arguments: the subprotocol; for wss://, TLS trusting --ca-file (profile
+    2) with --client-cert (profile 3); with --password, HTTP Basic (username: the station's id)."""
+    arguments: dict = {"subprotocols": [SUBPROTOCOLS[options.ocpp]]}
+    if options.url.startswith("wss:"):
+        context = ssl.create_default_context(cafile=options.ca_file)
+        if options.client_cert:
+            context.load_cert_chain(options.client_cert, options.client_key)
+        arguments["ssl"] = context
+    if options.password is not None:
+        credentials = f"{station_identity(options)}:{options.password}".encode()
+        header = "Basic " + base64.b64encode(credentials).decode("ascii")
+        # websockets.connect is the asyncio client from websockets 14 on, the legacy one before.
+        name = ("additional_headers" if websockets.connect.__module__.startswith(
+            "websockets.asyncio") else "extra_headers")
+        arguments[name] = [("Authorization", header)]
+    return arguments
+
+
 async def connect(options: argparse.Namespace) -> Any:
     """A websocket to the server, retrying for --connect-timeout seconds.
 
@@ -1413,12 +1513,12 @@ async def connect(options: argparse.Namespace) -> Any:
     deadline = time.monotonic() + options.connect_timeout
     while True:
         try:
-            return await websockets.connect(options.url, subprotocols=[SUBPROTOCOLS[options.ocpp]])
+            return await websockets.connect(options.url, **connect_arguments(options))
         except websockets.InvalidURI as exc:
             say(f"cannot use the URL {options.url}: {exc} (expected "
                 f"ws://host:port/<charge point id>)")
             return 2
-        except (OSError, websockets.InvalidHandshake, asyncio.TimeoutError) as exc:
+        except (OSError, ssl.SSLError, websockets.InvalidHandshake, asyncio.TimeoutError) as exc:
             status = refusal_status(exc)
             if status in (400, 401, 403, 404):
                 say(f"the server refused {options.url} with HTTP {status}; not retrying")
@@ -1458,6 +1558,30 @@ async def main(options: argparse.Namespace) -> int:
         await asyncio.sleep(0.5)  # then connect and boot again, as a charger does
 
 
+def security_profile(options: argparse.Namespace) -> int:
+    """The security profile it connects at: the one a SetVariables raised it to, else 1 for ws://,
+    2 for wss://, 3 for wss:// with --client-cert."""
+    if options.security_profile:
+        return options.security_profile
+    return (3 if options.client_cert else 2) if options.url.startswith("wss:") else 1
+
+
+def add_security_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The security profiles' flags, on ``parser`` (which it returns)."""
+    parser.set_defaults(security_profile=0)  # 0: as the URL and --client-cert say
+    security = parser.add_argument_group("security profiles (wss:// URLs: TLS)")
+    security.add_argument("--password",
+                          help="HTTP Basic password (profiles 1 and 2; username: the charge point "
+                               "id)")
+    security.add_argument("--ca-file", metavar="PEM",
+                          help="trust this CA for the server's certificate (profiles 2 and 3)")
+    security.add_argument("--client-cert", metavar="PEM",
+                          help="present this client certificate (profile 3; with --client-key)")
+    security.add_argument("--client-key", metavar="PEM",
+                          help="the client certificate's key, if not in --client-cert")
+    return parser
+
+
 def parse_args(argv: Optional[list] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("url", nargs="?", default="ws://127.0.0.1:60003/CP-1",
@@ -1493,7 +1617,7 @@ def parse_args(argv: Optional[list] = None) -> argparse.Namespace:
     parser.add_argument("--smart-charging", action="store_true",
                         help="OCPP 2.0.1: at a transaction's start, send NotifyEVChargingNeeds "
                              "(the EV's) and NotifyChargingLimit (an EMS limit of 11 kW)")
-    options = parser.parse_args(argv)
+    options = add_security_arguments(parser).parse_args(argv)
     if options.ocpp != "1.6" and options.flexicharge:
         parser.error("--flexicharge is a dialect of OCPP 1.6: it cannot go with --ocpp "
                      + options.ocpp)

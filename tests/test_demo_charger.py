@@ -248,7 +248,7 @@ def test_a_tag_the_server_refuses_ends_the_transaction_at_once(start_server, tmp
         (name, payload.get("reason")) for name, payload in calls
     ]
     assert "MeterValues" not in [name for name, _ in calls]
-    assert "check" not in server.settled_output()  # no behaviour check fired
+    assert "!! check " not in server.settled_output()  # no behaviour check fired
 
 
 def test_a_full_battery_stops_drawing_power_until_stopped(start_server, tmp_path):  # noqa: F811
@@ -288,7 +288,7 @@ def test_a_full_battery_stops_drawing_power_until_stopped(start_server, tmp_path
     full = [reading for reading in readings if reading[0] == 100]
     assert len(full) >= 3 and {power for _, power, _ in full} == {0}
     assert len({energy for _, _, energy in full}) == 1
-    assert "check" not in server.settled_output()
+    assert "!! check " not in server.settled_output()
 
 
 def test_its_lines_come_in_the_order_things_happen(start_server):  # noqa: F811

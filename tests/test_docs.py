@@ -216,6 +216,13 @@ SMART_201_TEST = (
     "tests/test_smart201.py::test_the_guide_session_runs_as_written_with_the_demo_charger"
 )
 COVERED_ELSEWHERE = {
+    # --- verdict
+    "docs/guide.md: CP-1 ** transaction 1 ended: 4.2 kWh in 12 min 3 s, peak 11.0 kW; 6 mess":
+    "tests/test_verdict.py::"
+    "test_a_16_transaction_ends_with_its_verdict_in_the_output_and_the_transcript",
+    "docs/api.md: $ curl -s $API/api/chargers/CP-1/summary": "tests/test_verdict.py::"
+    "test_the_api_serves_the_verdict_and_the_charger_record_carries_it",
+    # ---
     GUIDE_SESSION: SESSION_TEST,
     GUIDE_DEMO: SESSION_TEST,
     GUIDE_SESSION_201: SESSION_TEST_201,
@@ -234,6 +241,16 @@ COVERED_ELSEWHERE = {
     "docs/guide.md: 17:39:39.298 CS-1 ** NotifyReport requestId 1: 3 parts, 9 "
     "variables (`va": "tests/test_device201.py::"
     "test_the_demo_charger_takes_part_in_every_device_model_flow",
+    # security201: the 2.0.1 security walk-through, read from the guide and run as written
+    "docs/guide.md: python ocpp_mock_server.py --basic-auth key-0123456789ab --certfile serv":
+    "tests/test_security201.py::test_the_guides_profile_upgrade_of_the_demo_charger_runs_as_written",
+    "docs/guide.md: SetNetworkProfile": "tests/test_security201.py::"
+    "test_the_guides_profile_upgrade_of_the_demo_charger_runs_as_written",
+    "docs/guide.md: UpdateFirmware": "tests/test_security201.py::"
+    "test_the_guides_profile_upgrade_of_the_demo_charger_runs_as_written",
+    'docs/guide.md: fault GetCertificateStatus payload={"status":"Accepted","ocspResult":"TU':
+    "tests/test_security201.py::"
+    "test_the_v2g_requests_are_answered_failed_and_a_fault_sets_another_answer",
     # --- replay ---
     "docs/ci.md: $ python ocpp_mock_server.py --log session.jsonl --auto-start-after 1 --": (
         "tests/test_replay.py::test_the_ci_replay_sample_is_what_a_real_run_prints"),

@@ -87,6 +87,7 @@ async def test_every_happening_is_one_event_with_the_documented_fields(in_proces
         "transaction_stopped",
         "authorization",
         "call_answered",
+        "summary",  # the transaction's verdict, once its reply is sent
         "spec_problem",
         "call_answered",
         "call_failed",

@@ -130,7 +130,9 @@ async def test_sigterm_closes_chargers_with_going_away_and_keeps_the_transcript(
     server.stop()
     records = read_transcript(log)
     assert any(record.get("frame", "").startswith('[2, "last-before-term"') for record in records)
-    assert records[-1]["event"] == "disconnect" and records[-1]["code"] == 1001
+    session = [record for record in records if record.get("event") != "summary"]
+    assert session[-1]["event"] == "disconnect" and session[-1]["code"] == 1001
+    assert records[-1]["event"] == "summary" and records[-1]["scope"] == "exit"  # its verdict
 
 
 @pytest.mark.parametrize(

@@ -352,11 +352,18 @@ async def test_the_page_draws_a_stations_composite_schedule_as_a_step_chart(star
         await schedule([{"startPeriod": 0, "limit": 16.0}, {"startPeriod": 1800, "limit": 8.0}],
                        "A")
         browser.get(f"http://127.0.0.1:{http_port(server)}/")
-        canvas = wait_in_browser(browser, lambda: drawn("2"), "the schedule's chart")[0]
-        assert int(canvas.get_attribute("width")) > 0
-        box = canvas.find_element(By.XPATH, "..")
-        assert "composite schedule \u00b7 EVSE 1 \u00b7 3600 s \u00b7 A" in box.text
-        assert "0 s: 16 A \u00b7 1800 s: 8 A" in box.text
+
+        def chart_and_text():  # read at once: the card is redrawn as its state changes
+            found = drawn("2")
+            if not found:
+                return None
+            canvas = found[0]
+            return int(canvas.get_attribute("width")), canvas.find_element(By.XPATH, "..").text
+
+        width, text = wait_in_browser(browser, chart_and_text, "the schedule's chart")
+        assert width > 0
+        assert "composite schedule \u00b7 EVSE 1 \u00b7 3600 s \u00b7 A" in text
+        assert "0 s: 16 A \u00b7 1800 s: 8 A" in text
         await schedule([{"startPeriod": 0, "limit": 11000.0}, {"startPeriod": 600, "limit": 7000.0},
                         {"startPeriod": 1200, "limit": 3000.0}], "W")
         wait_in_browser(browser, lambda: drawn("3"), "the new schedule's chart")
