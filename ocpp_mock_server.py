@@ -3583,6 +3583,12 @@ class Transcript:
 
     EVENT_NAMES = ("frame",) + tuple(TRANSCRIPT_EVENTS)  # the events it records
 
+    def start_run(self, ocpp: str) -> None:
+        """The record that starts a run's part of the file (--replay-run counts them):
+        ``{"ts", "charger": null, "event": "start", "ocpp"}``."""
+        self._write({"ts": UTC_CLOCK.at(time.time()), "charger": None, "event": "start",
+                     "ocpp": ocpp})
+
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
@@ -5167,6 +5173,8 @@ class ChargerCalls:
                     reply = handler(session, payload)
                 else:
                     reply = fault.run(session, handler, payload)
+            except CallRefused:  # a handler's own refusal (a replay's recorded CALLERROR)
+                raise
             except Exception as exc:
                 session.log("error", "handler for %s failed: %s: %s"
                             % (label, type(exc).__name__, exc))
@@ -9699,6 +9707,7 @@ class Step:
     """
 
     usage = ""
+    connects = False  # waits for the charger itself: no implicit ``charger`` step before it
 
     def __init__(self, line: int, text: str, folder: str = ".",
                  version: OcppVersion = DEFAULT_VERSION) -> None:
@@ -9721,6 +9730,7 @@ class ChargerStep(Step):
     """``charger [<id>] [within S]``: wait for that charger (or the first) to connect."""
 
     usage = "charger [<id>] [within S]"
+    connects = True
 
     def parse(self, tokens: list[str]) -> None:
         self.within = _within(tokens, self.line)
@@ -10061,7 +10071,7 @@ class ScenarioRunner:
     async def run_steps(self) -> Optional[Step]:
         """Run the steps in order, each recorded in ``outcomes``; the one that failed, if any."""
         steps = self.steps
-        if not isinstance(steps[0], ChargerStep):
+        if not steps[0].connects:
             first = ChargerStep(0, "charger")
             first.parse([])
             steps = [first] + steps
@@ -10428,6 +10438,1000 @@ def _strict_cases(runner: ScenarioRunner) -> list[dict]:
                       "failure": "--strict: %d more spec warning(s) (the console shows each)"
                       % unlisted, "details": ""})
     return cases
+
+
+# ------------------------------------------------------------------ Replay
+# --replay FILE plays the central system's side of a --log transcript again against whatever
+# charger connects, and compares what the charger sends now with what it sent then; it exits 0
+# (the same), 1 (different) or 2 (the transcript is unusable: checked before the server listens).
+# The engine is the usual one: the replay answers the charger's CALLs through the version's
+# handlers (wrapped, per session), sends the recorded CALLs through the CallQueue, and sets the
+# recorded faults again in the FaultTable.  See docs/ci.md, "Replaying a recorded session".
+
+REPLAY_DEFAULT_TOLERANCE = 5.0  # percent a meter reading may differ from the recorded one
+# A replay ends when no charger has sent a compared message this long (--replay-timeout's default).
+REPLAY_QUIET_SECONDS = 10.0
+REPLAY_CONNECT_SECONDS = 30.0  # how long a replay waits for the first charger to connect
+REPLAY_MAX_RECORDS = 1_000_000  # transcript lines read; a longer transcript is unusable
+REPLAY_EXTRA_KEPT = 1000  # messages and frames kept per charger beyond those recorded
+REPLAY_DIFFERENCES_SHOWN = 20  # difference lines printed per charger (all are in the result)
+REPLAY_FRAMES_AROUND = 3  # frames before and after a difference in its details
+TRANSCRIPT_START = "start"  # the record a --log file gets when a run starts to write it
+# Fields whose values change from run to run by nature (names, at any depth).
+REPLAY_VOLATILE_FIELDS = frozenset(("timestamp", "currentTime", "transactionId", "transactionID",
+                                    "firmwareVersion", "expiryDate"))
+# Fields read as meter readings: equal within --replay-tolerance.
+REPLAY_METER_FIELDS = frozenset(("meterStart", "meterStop"))
+REPLAY_METER_CONTAINERS = frozenset(("meterValue", "sampledValue", "values", "transactionData"))
+# The fields a difference line names a message by, when it has them.
+REPLAY_SUMMARY_FIELDS = ("status", "eventType", "triggerReason", "chargingState", "reason",
+                         "connectorStatus", "errorCode")
+_ISO_DATE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)")
+
+
+class TranscriptUnusable(Exception):
+    """A transcript --replay cannot play: the message is the one line that says why."""
+
+
+class RecordedMessage:
+    """A message of a recorded (or live) session: a charger's CALL ("call") or its reply to a
+    server CALL ("reply"), with the frame number it had and, for a CALL, the server's answer."""
+
+    __slots__ = ("frame", "kind", "action", "payload", "error", "answer", "at", "stream",
+                 "seconds")
+
+    def __init__(self, frame: int, kind: str, action: str, payload: Any, at: float,
+                 error: Optional[str] = None) -> None:
+        self.frame, self.kind, self.action, self.payload = frame, kind, action, payload
+        self.error = error
+        self.answer: Any = None  # the server's answer to a CALL: a payload, or ("error", code, why)
+        self.at = at
+        self.stream = ""
+        self.seconds = 0.0  # since the message before it (a live one's, for its JUnit case)
+
+    @property
+    def key(self) -> str:
+        """What anchors and answers count it by: its action, ".conf" for a reply."""
+        return self.action + (".conf" if self.kind == "reply" else "")
+
+
+class PlanItem:
+    """What the server did on its own in the recording: a CALL (``action``, ``payload``) or a fault
+    set (``fault``), done now right after the charger's ``anchor`` = (key, ordinal) message, or
+    ``delay`` seconds after it connects when no charger message came before."""
+
+    __slots__ = ("action", "payload", "fault", "anchor", "delay", "at")
+
+    def __init__(self, action: str, payload: Any, fault: Optional[str],
+                 anchor: Optional[tuple[str, int]], delay: float, at: float) -> None:
+        self.action, self.payload, self.fault = action, payload, fault
+        self.anchor, self.delay, self.at = anchor, delay, at
+
+
+def _record_time(record: dict) -> float:
+    try:
+        moment = datetime.datetime.strptime(record["ts"], "%Y-%m-%dT%H:%M:%S.%fZ")
+    except (KeyError, TypeError, ValueError):
+        return 0.0
+    return moment.replace(tzinfo=datetime.timezone.utc).timestamp()
+
+
+def read_transcript_runs(path: str) -> list[list[dict]]:
+    """The records of a --log file, run by run (a run starts at each "start" record; a file
+    without any is one run); TranscriptUnusable says why it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as transcript:
+            lines = list(itertools.islice(transcript, REPLAY_MAX_RECORDS + 1))
+    except OSError as exc:
+        raise TranscriptUnusable("cannot read %s: %s" % (path, exc.strerror or exc)) from None
+    except UnicodeDecodeError as exc:
+        raise TranscriptUnusable("%s is not UTF-8 text: %s" % (path, exc)) from None
+    if len(lines) > REPLAY_MAX_RECORDS:
+        raise TranscriptUnusable("%s has over %d lines" % (path, REPLAY_MAX_RECORDS))
+    runs: list[list[dict]] = [[]]
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = loads_strict(line)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict) or not isinstance(record.get("ts"), str) or (
+                ("dir" in record) == ("event" in record)):
+            raise TranscriptUnusable("%s line %d is not a --log transcript record: %s"
+                                     % (path, number, printable(line.strip(), 60)))
+        if record.get("event") == TRANSCRIPT_START:
+            runs.append([])
+        runs[-1].append(record)
+    return [run for run in runs if any("dir" in record for record in run)]
+
+
+class ChargerRecording:
+    """One charge point's part of a recorded run: its messages (compared), the answers the server
+    gave its CALLs (by action, in order), and the plan of what the server did on its own."""
+
+    def __init__(self, charger_id: str, records: list[dict], heartbeats: bool) -> None:
+        self.charger_id = charger_id
+        self.version: Optional[str] = next((
+            record["version"] for record in records
+            if record.get("event") == "connect" and isinstance(record.get("version"), str)), None)
+        self.frames: list[tuple[str, str]] = []  # (dir, text), frame number = index + 1
+        self.messages: list[RecordedMessage] = []
+        self.answers: dict[str, list[Any]] = {}
+        self.plan: list[PlanItem] = []
+        self.disconnects = sum(1 for record in records if record.get("event") == "disconnect")
+        # its frames and connections only: log lines, verdicts and the like may come after
+        wire = [record for record in records
+                if "dir" in record or record.get("event") in ("connect", "disconnect")]
+        self.ends_disconnected = bool(wire) and wire[-1].get("event") == "disconnect"
+        self.started = _record_time(records[0]) if records else 0.0
+        self.heartbeats = heartbeats
+        self._pending_call: Optional[tuple[str, str, Any]] = None  # an out CALL being read
+        self._read(records)
+
+    def _read(self, records: list[dict]) -> None:
+        calls_in: dict[str, list[RecordedMessage]] = {}  # message id -> its CALLs not answered
+        calls_out: dict[str, PlanItem] = {}  # message id -> the server's CALL
+        counts: dict[str, int] = {}
+        anchor: Optional[tuple[str, int]] = None
+        before_last: Optional[tuple[str, int]] = None  # the anchor before the latest message
+        faults_seen: set = set()
+        for record in records:
+            at = _record_time(record)
+            if record.get("event") == "fault":
+                text = str(record.get("fault", ""))
+                if text and text not in faults_seen:
+                    faults_seen.add(text)
+                    last_in = bool(self.frames) and self.frames[-1][0] == "in"
+                    self._plan(None, None, text, before_last if last_in else anchor, at)
+                continue
+            if "dir" not in record:
+                continue
+            self.frames.append((record["dir"], str(record.get("frame", ""))))
+            message = self._frame(record, at, calls_in, calls_out)
+            if message is not None and (self.heartbeats or message.action != "Heartbeat"):
+                counts[message.key] = counts.get(message.key, 0) + 1
+                before_last, anchor = anchor, (message.key, counts[message.key])
+            elif message is None and self.frames[-1][0] == "out":
+                self._note_call(calls_out, anchor, at)
+
+    def _frame(self, record: dict, at: float, calls_in: dict, calls_out: dict
+               ) -> Optional[RecordedMessage]:
+        """Read one frame record; the charger's message it is, if it is one."""
+        try:
+            frame = parse_frame(record["frame"])
+        except (FrameError, TypeError):
+            return None
+        number = len(self.frames)
+        if record["dir"] == "in" and frame.kind == CALL:
+            message = RecordedMessage(number, "call", frame.action or "", frame.payload, at)
+            self.messages.append(message)
+            calls_in.setdefault(frame.message_id, []).append(message)
+            return message
+        if record["dir"] == "in":
+            item = calls_out.pop(frame.message_id, None)
+            if item is None:
+                return None
+            error = None if frame.kind == CALLRESULT else str(frame.error_code)
+            payload = frame.payload if frame.kind == CALLRESULT else frame.error_details
+            message = RecordedMessage(number, "reply", item.action, payload, at, error)
+            self.messages.append(message)
+            return message
+        self._note_out(frame, calls_in, calls_out)
+        return None
+
+    def _note_out(self, frame: Frame, calls_in: dict, calls_out: dict) -> None:
+        """A frame the server sent: the answer to a charger's CALL, or a CALL of its own (planned
+        by _note_call once the frame is counted)."""
+        if frame.kind == CALL:
+            self._pending_call = (frame.message_id, frame.action or "", frame.payload)
+            return
+        asked = calls_in.get(frame.message_id)
+        if not asked:
+            return
+        message = asked.pop(0)
+        message.answer = frame.payload if frame.kind == CALLRESULT else (
+            "error", str(frame.error_code), str(frame.error_description))
+        self.answers.setdefault(message.action, []).append((message.answer, message.at))
+
+    def _note_call(self, calls_out: dict, anchor: Optional[tuple[str, int]], at: float) -> None:
+        if self._pending_call is None:
+            return
+        message_id, action, payload = self._pending_call
+        self._pending_call = None
+        calls_out[message_id] = self._plan(action, payload, None, anchor, at)
+
+    def _plan(self, action: Optional[str], payload: Any, fault: Optional[str],
+              anchor: Optional[tuple[str, int]], at: float) -> PlanItem:
+        item = PlanItem(action or "", standard_spelling(action or "", payload), fault, anchor,
+                        0.0 if anchor else max(0.0, at - self.started), at)
+        self.plan.append(item)
+        return item
+
+
+def standard_spelling(action: str, payload: Any) -> Any:
+    """A recorded CALL's payload in the standard spelling (undoing FLEXICHARGE_KEY_SPELLINGS; the
+    session spells it again for a FlexiCharge charger)."""
+    spellings = FLEXICHARGE_KEY_SPELLINGS.get(action)
+    if spellings is None or not isinstance(payload, dict):
+        return payload
+    standard = {spelled: key for key, spelled in spellings.items()}
+    return {standard.get(key, key): value for key, value in payload.items()}
+
+
+class Recording:
+    """The run of a transcript to replay: its charge points' recordings, by charge point id."""
+
+    def __init__(self, path: str, chargers: dict[str, ChargerRecording], run: int,
+                 runs: int) -> None:
+        self.path, self.chargers, self.run, self.runs = path, chargers, run, runs
+
+    @property
+    def version(self) -> Optional[str]:
+        """The OCPP version of its first charger (for those that connect naming none)."""
+        return next((charger.version for charger in self.chargers.values() if charger.version),
+                    None)
+
+
+def load_recording(path: str, run: Optional[int] = None, charger: Optional[str] = None,
+                   heartbeats: bool = False) -> Recording:
+    """The run (1 = the first; the last by default) of a --log file to replay, of every charger or
+    of one; TranscriptUnusable says why there is none."""
+    runs = read_transcript_runs(path)
+    if not runs:
+        raise TranscriptUnusable("%s holds no frames: not a --log transcript of a session" % path)
+    if run is not None and not 1 <= run <= len(runs):
+        raise TranscriptUnusable("%s holds %d run(s); --replay-run %d names none"
+                                 % (path, len(runs), run))
+    number = run if run is not None else len(runs)
+    records = runs[number - 1]
+    ids = list(dict.fromkeys(record["charger"] for record in records
+                             if "dir" in record and isinstance(record.get("charger"), str)))
+    if charger is not None and charger not in ids:
+        raise TranscriptUnusable("run %d of %s has no charger %s (it has %s)"
+                                 % (number, path, charger, ", ".join(ids) or "none"))
+    chosen = [charger] if charger is not None else ids
+    chargers = {name: ChargerRecording(name, [record for record in records
+                                              if record.get("charger") == name], heartbeats)
+                for name in chosen}
+    if not any(recording.messages for recording in chargers.values()):
+        raise TranscriptUnusable("run %d of %s has no message from a charger" % (number, path))
+    return Recording(path, chargers, number, len(runs))
+
+
+def _transaction_of(payload: Any) -> Any:
+    """The transaction id a charger's message names, if any (1.6 or 2.0.1, either spelling)."""
+    if not isinstance(payload, dict):
+        return None
+    found = payload.get("transactionId", payload.get("transactionID"))
+    info = payload.get("transactionInfo")
+    if found is None and isinstance(info, dict):
+        found = info.get("transactionId")
+    return found if isinstance(found, (str, int)) and not isinstance(found, bool) else None
+
+
+def message_stream(message: RecordedMessage, transactions: dict) -> str:
+    """The stream a message is compared in: its connector or EVSE (a transaction's messages in
+    the stream of the connector it started on), "replies" for replies to the server's CALLs,
+    "charger" for the rest.  ``transactions`` (transaction id -> stream) is learnt as it goes."""
+    if message.kind == "reply":
+        return "replies"
+    payload = message.payload if isinstance(message.payload, dict) else {}
+    evse = payload.get("evse")
+    connector, evse_id = payload.get("connectorId"), payload.get("evseId")
+    if evse_id is None and isinstance(evse, dict):
+        evse_id = evse.get("id")
+    transaction = _transaction_of(payload)
+    if transaction is None and isinstance(message.answer, dict):
+        transaction = _transaction_of(message.answer)
+    if evse_id is not None:
+        stream = "EVSE %s" % printable(str(evse_id), 20)
+    elif connector is not None and str(connector) != "0":
+        stream = "connector %s" % printable(str(connector), 20)
+    else:
+        stream = transactions.get(transaction, "charger")
+    if transaction is not None and stream != "charger" and (
+            len(transactions) < MAX_OPEN_TRANSACTIONS or transaction in transactions):
+        transactions[transaction] = stream
+    return stream
+
+
+def _leaves(value: Any, path: tuple = ()) -> Iterator[tuple[tuple, Any]]:
+    """(path, value) of every leaf of a payload: a path is its keys and list indices."""
+    if isinstance(value, dict) and value:
+        for key, item in value.items():
+            yield from _leaves(item, path + (key,))
+    elif isinstance(value, list) and value:
+        for index, item in enumerate(value):
+            yield from _leaves(item, path + (index,))
+    else:
+        yield path, value
+
+
+def _path_text(path: tuple, indices: bool = True) -> str:
+    return ".".join(str(part) for part in path if indices or not isinstance(part, int))
+
+
+class ReplayRules:
+    """What a comparison leaves out or allows (--replay-ignore, --replay-tolerance,
+    --replay-heartbeats), and how long a quiet charger is waited for (--replay-timeout)."""
+
+    def __init__(self, ignore: Sequence[str] = (), tolerance: float = REPLAY_DEFAULT_TOLERANCE,
+                 heartbeats: bool = False, quiet: float = REPLAY_QUIET_SECONDS) -> None:
+        self.quiet = quiet  # --replay-timeout
+        self.ignore = frozenset(ignore)
+        self.tolerance = tolerance / 100.0
+        self.heartbeats = heartbeats
+
+    def volatile(self, action: str, path: tuple) -> bool:
+        """Is the field at ``path`` of an ``action`` left out: volatile by name, or named by
+        --replay-ignore (its name, its dotted path with or without list indices, either one after
+        the action and a dot)?"""
+        names = [part for part in path if isinstance(part, str)]
+        if not names:
+            return False
+        if names[-1] in REPLAY_VOLATILE_FIELDS or names[-1] in self.ignore:
+            return True
+        ignore = self.ignore
+        return any(text in ignore or "%s.%s" % (action, text) in ignore
+                   for text in (_path_text(path), _path_text(path, False)))
+
+    def same_value(self, path: tuple, then: Any, now: Any) -> bool:
+        if then == now and type(then) is type(now):
+            return True
+        names = [part for part in path if isinstance(part, str)]
+        if not names or not (names[-1] in REPLAY_METER_FIELDS
+                             or REPLAY_METER_CONTAINERS.intersection(names)):
+            return False
+        try:
+            old, new = float(then), float(now)
+        except (TypeError, ValueError):
+            return False
+        return abs(old - new) <= self.tolerance * max(abs(old), abs(new))
+
+    def differences(self, then: RecordedMessage, now: RecordedMessage) -> list[str]:
+        """How ``now`` differs from ``then`` (same action), field by field, as "expected ...,
+        got ..." texts without the frame."""
+        label = then.action + (".conf" if then.kind == "reply" else "")
+        if then.error != now.error:
+            return ["expected %s %s, got %s" % (label, "CALLERROR " + then.error if then.error
+                                                else "CALLRESULT", "CALLERROR " + now.error
+                                                if now.error else "a CALLRESULT")]
+        old = {path: value for path, value in _leaves(then.payload)
+               if not self.volatile(then.action, path)}
+        new = {path: value for path, value in _leaves(now.payload)
+               if not self.volatile(then.action, path)}
+        found = []
+        for path in list(old) + [path for path in new if path not in old]:
+            name = _path_text(path) or "(payload)"
+            if path not in new:
+                found.append("expected %s %s=%s, got no %s" % (label, name, _shown(old[path]),
+                                                               name))
+            elif path not in old:
+                found.append("expected %s without %s, got %s=%s" % (label, name, name,
+                                                                    _shown(new[path])))
+            elif not self.same_value(path, old[path], new[path]):
+                found.append("expected %s %s=%s, got %s=%s" % (label, name, _shown(old[path]),
+                                                              name, _shown(new[path])))
+        return found
+
+
+def _shown(value: Any) -> str:
+    return printable(value if isinstance(value, str) else render_json(value), 60)
+
+
+def message_summary(message: RecordedMessage) -> str:
+    """A message as a difference line names it: its action and a few telling fields."""
+    payload = message.payload if isinstance(message.payload, dict) else {}
+    fields = ["%s=%s" % (name, _shown(payload[name])) for name in REPLAY_SUMMARY_FIELDS
+              if name in payload and not isinstance(payload[name], (dict, list))]
+    if message.error:
+        fields.insert(0, "CALLERROR " + message.error)
+    return " ".join([message.key] + fields)
+
+
+class ReplayCase:
+    """One compared message (or one check of the run): what a JUnit testcase reports."""
+
+    __slots__ = ("name", "seconds", "failure", "details", "frame")
+
+    def __init__(self, name: str, seconds: float = 0.0, failure: Optional[str] = None,
+                 details: str = "", frame: int = 0) -> None:
+        self.name, self.seconds, self.failure = name, seconds, failure
+        self.details, self.frame = details, frame
+
+
+class ChargerVerdict:
+    """How one recorded charger's replay went: its cases, in frame order."""
+
+    def __init__(self, charger_id: str, started: float) -> None:
+        self.charger_id = charger_id
+        self.live_id: Optional[str] = None
+        self.started = started
+        self.seconds = 0.0
+        self.cases: list[ReplayCase] = []
+
+    @property
+    def failures(self) -> list[ReplayCase]:
+        return [case for case in self.cases if case.failure is not None]
+
+
+class ReplayResult:
+    """A replay's verdicts, one per recorded charger; ``status`` is the exit status."""
+
+    def __init__(self, name: str, verdicts: list[ChargerVerdict]) -> None:
+        self.name, self.verdicts = name, verdicts
+
+    @property
+    def status(self) -> int:
+        return 1 if any(verdict.failures for verdict in self.verdicts) else 0
+
+
+def replay_junit_suites(result: ReplayResult) -> list[dict]:
+    """The replay as write_junit's suites: one per replayed charger, one case per compared
+    message (and per check that fired)."""
+    return [{"name": "replay %s %s" % (os.path.basename(result.name), verdict.charger_id),
+             "timestamp": UTC_CLOCK.at(verdict.started),
+             "cases": [{"name": case.name, "seconds": round(case.seconds, 3),
+                        "failure": case.failure, "details": case.details}
+                       for case in verdict.cases]}
+            for verdict in result.verdicts]
+
+
+def _refreshed(value: Any, shift: float) -> Any:
+    """A recorded value with its ISO-8601 dates moved ``shift`` seconds on (to today's)."""
+    if isinstance(value, dict):
+        return {key: _refreshed(item, shift) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_refreshed(item, shift) for item in value]
+    if isinstance(value, str) and _ISO_DATE.fullmatch(value):
+        try:
+            moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return value
+        return iso_utc(moment + datetime.timedelta(seconds=shift))
+    return value
+
+
+# Answers whose values the server's own state follows: the default handler runs with these
+# options (answer field, Settings field, type) set from the recorded answer.
+REPLAY_ANSWER_OPTIONS = {
+    "BootNotification": (("status", "boot_status", str), ("interval", "heartbeat_interval", int)),
+}
+
+
+def _handled_as_recorded(session: ChargerSession, action: str, payload: Any,
+                         handler: Callable[[ChargerSession, dict], Any], answer: Any) -> Any:
+    """The default handler's answer, made with the options the recorded ``answer`` implies
+    (REPLAY_ANSWER_OPTIONS), so that the server's state (and its checks) follow the recording."""
+    fields = REPLAY_ANSWER_OPTIONS.get(action)
+    if fields is None or not isinstance(answer, dict):
+        return handler(session, payload)
+    system = session.system
+    options = system.options
+    system.options = dataclasses.replace(options, **{
+        name: answer[key] for key, name, kind in fields if type(answer.get(key)) is kind})
+    try:
+        return handler(session, payload)
+    finally:
+        system.options = options
+
+
+def _since(at: float) -> float:
+    """Seconds from a recorded moment to now (0 for a record whose time could not be read)."""
+    return time.time() - at if at else 0.0
+
+
+class ReplayCharger:
+    """One recorded charger replayed: the live session it is played against, what it has sent
+    so far, the plan's progress and the transaction ids mapped (recorded -> live)."""
+
+    def __init__(self, replay: "Replay", recording: ChargerRecording) -> None:
+        self.replay, self.recording = replay, recording
+        self.session: Optional[ChargerSession] = None
+        self.verdict = ChargerVerdict(recording.charger_id, time.time())
+        self.counts: dict[str, int] = {}  # key -> live messages of it (anchors' ordinals)
+        self.answered: dict[str, int] = {}  # action -> live CALLs of it answered so far
+        self.transaction_ids: dict[Any, Any] = {}
+        self.messages: list[RecordedMessage] = []
+        self.frames: list[tuple[str, str]] = []
+        self.frame_count = 0
+        self.next_item = 0
+        self.ready: set = set()  # plan items due by time (no charger message before them)
+        self.calls_open = 0
+        self.disconnects = 0
+        self.last_at = time.time()  # of the latest live message
+        self.keep = len(recording.frames) + REPLAY_EXTRA_KEPT
+        self.recorded_by_ordinal: dict[tuple[str, int], RecordedMessage] = {}
+        seen: dict[str, int] = {}
+        for message in recording.messages:
+            seen[message.key] = seen.get(message.key, 0) + 1
+            self.recorded_by_ordinal[(message.key, seen[message.key])] = message
+
+    def bind(self, session: ChargerSession) -> None:
+        """The charger connected (again): play against this session from now on."""
+        first = self.session is None
+        self.session = session
+        self.verdict.live_id = session.charger_id
+        recorded = self.recording.version
+        if recorded and session.version.name != recorded:
+            self.verdict.cases.append(ReplayCase(
+                "OCPP version", failure="expected OCPP %s, got OCPP %s at frame %d"
+                % (recorded, session.version.name, self.frame_count + 1)))
+        session.version = self.replay.wrapped_version(session.version)
+        if first:
+            for index, item in enumerate(self.recording.plan):
+                if item.anchor is None and item.fault is None:
+                    asyncio.get_running_loop().call_later(item.delay, self._due, index)
+        self.advance()
+
+    def _due(self, index: int) -> None:
+        self.ready.add(index)
+        self.advance()
+
+    def on_frame(self, direction: str, text: str) -> None:
+        self.frame_count += 1
+        if len(self.frames) < self.keep:
+            self.frames.append((direction, text))
+
+    def on_message(self, message: RecordedMessage, answering: bool) -> None:
+        """A charger's CALL (``answering``: its reply is being sent) or reply arrived."""
+        key = message.key
+        if answering:
+            self.answered[message.action] = self.answered.get(message.action, 0) + 1
+        ordinal = self.counts[key] = self.counts.get(key, 0) + 1
+        then = self.recorded_by_ordinal.get((key, ordinal))
+        if then is not None:
+            recorded, live = _transaction_of(then.payload), _transaction_of(message.payload)
+            if recorded is not None and live is not None and len(
+                    self.transaction_ids) < MAX_OPEN_TRANSACTIONS:
+                self.transaction_ids[recorded] = live
+        if not self.recording.heartbeats and message.action == "Heartbeat":
+            self.counts[key] -= 1  # not an anchor: its timing is the charger's own
+            return
+        if len(self.messages) < self.keep:
+            self.messages.append(message)
+        self.advance()
+
+    def advance(self) -> None:
+        """Do the plan's next items whose moment has come, in order."""
+        plan, session = self.recording.plan, self.session
+        while self.next_item < len(plan) and session is not None and not session.closed:
+            item = plan[self.next_item]
+            if item.anchor is None and item.fault is None and self.next_item not in self.ready:
+                return
+            if item.anchor is not None and self.counts.get(item.anchor[0], 0) < item.anchor[1]:
+                return
+            self.next_item += 1
+            if item.fault is not None and item.anchor is None:
+                continue  # set when the replay started
+            if item.fault is not None:
+                self.replay.set_fault(item.fault)
+            else:  # queued: it goes out after the reply being sent, if any (a task sends it)
+                self._send(session, item)
+
+    def _send(self, session: ChargerSession, item: PlanItem) -> None:
+        payload = self._mapped(_refreshed(item.payload, _since(item.at)))
+        self.calls_open += 1
+        session.call(item.action, payload, on_done=self._call_done)
+
+    def _call_done(self, outcome: CallOutcome) -> None:
+        self.calls_open -= 1
+        self.replay.changed.set()
+
+    def _mapped(self, payload: Any) -> Any:
+        """A recorded payload with its transaction ids the live ones."""
+        if isinstance(payload, dict):
+            return {key: (self.transaction_ids.get(value, value)
+                          if key in ("transactionId", "transactionID")
+                          and isinstance(value, (str, int)) else self._mapped(value))
+                    for key, value in payload.items()}
+        if isinstance(payload, list):
+            return [self._mapped(item) for item in payload]
+        return payload
+
+    def answer(self, session: ChargerSession, action: str, payload: Any,
+               handler: Callable[[ChargerSession, dict], Any]) -> Any:
+        """The answer to a charger's CALL: the recorded one of the same action at the same
+        position, made consistent with the default handler's (which runs, for the server's
+        state); the default one where none was recorded."""
+        number = self.answered.get(action, 0) + 1  # counted as answered (a fault may answer)
+        recorded = self.recording.answers.get(action, [])
+        answer, at = recorded[number - 1] if number <= len(recorded) else (None, 0.0)
+        live = _handled_as_recorded(session, action, payload, handler, answer)
+        if type(live) is LaterReply:  # what follows it (CertificateSigned) is automation: off
+            return LaterReply(self._later(live.making, answer, at))
+        if answer is None:
+            return live
+        return self._recorded_answer(answer, at, live)
+
+    async def _later(self, making: "Awaitable[LaterMade]", answer: Any, at: float) -> LaterMade:
+        reply, _ = await making
+        return (reply if answer is None else self._recorded_answer(answer, at, reply)), None
+
+    def _recorded_answer(self, answer: Any, at: float, live: Any) -> Any:
+        if isinstance(answer, tuple):
+            raise CallRefused(answer[1], answer[2])
+        if not isinstance(answer, dict) or not isinstance(live, dict):
+            return live
+        reply = _refreshed(answer, _since(at))
+        for key in ("transactionId", "currentTime"):
+            if key in reply and key in live:
+                if key == "transactionId" and len(self.transaction_ids) < MAX_OPEN_TRANSACTIONS:
+                    self.transaction_ids[reply[key]] = live[key]
+                reply[key] = live[key]
+        return reply
+
+    @property
+    def done(self) -> bool:
+        """Played to the end: disconnected as the recording ends, or every recorded message
+        came and every recorded CALL was sent and ended."""
+        recording = self.recording
+        if self.session is None:
+            return False
+        if recording.ends_disconnected and self.disconnects >= recording.disconnects:
+            return True
+        if self.next_item < len(recording.plan) or self.calls_open:
+            return False
+        arrived = collections.Counter(message.key for message in self.messages)
+        arrived.subtract(message.key for message in self.compared(recording.messages))
+        return min(arrived.values(), default=0) >= 0
+
+    def compared(self, messages: list[RecordedMessage]) -> list[RecordedMessage]:
+        return [message for message in messages
+                if self.recording.heartbeats or message.action != "Heartbeat"]
+
+
+class ReplayComparison:
+    """What a replayed charger sent, compared stream by stream with what it sent then."""
+
+    def __init__(self, charger: ReplayCharger, rules: ReplayRules) -> None:
+        self.charger, self.rules = charger, rules
+
+    def cases(self) -> list[ReplayCase]:
+        charger = self.charger
+        then = self._streams(charger.compared(charger.recording.messages))
+        now = self._streams(charger.messages)
+        cases: list[ReplayCase] = []
+        for stream in dict.fromkeys(list(then) + list(now)):
+            old, new = then.get(stream, []), now.get(stream, [])
+            matcher = difflib.SequenceMatcher(None, [message_summary(message) for message in old],
+                                              [message_summary(message) for message in new],
+                                              autojunk=False)
+            after = 0  # the live frame a missing message was expected after
+            for _, i1, i2, j1, j2 in matcher.get_opcodes():
+                for offset in range(max(i2 - i1, j2 - j1)):
+                    live = new[j1 + offset] if j1 + offset < j2 else None
+                    after = live.frame if live is not None else after
+                    cases.append(self._case(stream, old[i1 + offset] if i1 + offset < i2 else None,
+                                            live, after))
+        return cases
+
+    def _streams(self, messages: list[RecordedMessage]) -> dict[str, list[RecordedMessage]]:
+        streams: dict[str, list[RecordedMessage]] = {}
+        transactions: dict = {}
+        for message in messages:
+            message.stream = message_stream(message, transactions)
+            streams.setdefault(message.stream, []).append(message)
+        return streams
+
+    def _case(self, stream: str, then: Optional[RecordedMessage],
+              now: Optional[RecordedMessage], after: int) -> ReplayCase:
+        if then is None:
+            assert now is not None
+            return self._failed(stream, now, None, "expected no more messages, got %s at frame %d"
+                                % (message_summary(now), now.frame), [], now.frame)
+        if now is None:
+            return self._failed(stream, None, then, "expected %s (recorded frame %d), got nothing "
+                                "%s" % (message_summary(then), then.frame, "after frame %d" % after
+                                        if after else "in %s" % stream), [], after)
+        if then.key != now.key:
+            return self._failed(stream, now, then, "expected %s, got %s at frame %d" % (
+                message_summary(then), message_summary(now), now.frame), [], now.frame)
+        found = self.rules.differences(then, now)
+        if found:
+            return self._failed(stream, now, then, "%s at frame %d" % (found[0], now.frame),
+                                found, now.frame)
+        return ReplayCase("frame %d: %s (%s)" % (now.frame, message_summary(now), stream),
+                          now.seconds, None, "", now.frame)
+
+    def _failed(self, stream: str, now: Optional[RecordedMessage],
+                then: Optional[RecordedMessage], failure: str, found: list[str],
+                frame: int) -> ReplayCase:
+        shown = message_summary(now if now is not None else then)  # type: ignore[arg-type]
+        details = "\n".join(found[1:] + [
+            "recorded, around frame %d:" % (then.frame if then else 0),
+            *_frames_around(self.charger.recording.frames, then.frame if then else 0),
+            "now, around frame %d:" % frame, *_frames_around(self.charger.frames, frame)])
+        return ReplayCase("frame %d: %s (%s)" % (frame, shown, stream),
+                          now.seconds if now else 0.0,
+                          failure, details, frame)
+
+
+def _frames_around(frames: list[tuple[str, str]], number: int) -> list[str]:
+    """The frames around frame ``number`` (1-based), one line each, as the transcript has them."""
+    first = max(1, number - REPLAY_FRAMES_AROUND)
+    return ["  %s%d %s %s" % (">" if index == number else " ", index, frames[index - 1][0],
+                              printable(frames[index - 1][1], 300))
+            for index in range(first, min(len(frames), number + REPLAY_FRAMES_AROUND) + 1)]
+
+
+class Replay:
+    """A replay run on a server: binds each recorded charger to the charger that connects as it
+    (any one, when one charger was recorded), answers and calls as recorded, and compares."""
+
+    EVENTS = ("connected", "disconnected", "call_answered", "reply_received", "spec_problem")
+
+    def __init__(self, system: "CentralSystem", recording: Recording, rules: ReplayRules) -> None:
+        self.system, self.recording, self.rules = system, recording, rules
+        self.chargers = {charger_id: ReplayCharger(self, charger)
+                         for charger_id, charger in recording.chargers.items()}
+        self.bound: dict[str, ReplayCharger] = {}  # live charge point id -> its recorded one
+        self.versions: dict[str, OcppVersion] = {}  # version name -> its handlers wrapped
+        self.originals: dict[int, tuple[ChargerSession, OcppVersion]] = {}
+        self.changed = asyncio.Event()
+        self.last_activity = time.monotonic()
+        self.options: Optional[Settings] = None
+
+    def charger_for(self, charger_id: str) -> Optional[ReplayCharger]:
+        """The recorded charger a live one plays: the one of its id, else (one recorded) the
+        only one, for the first charger that connects."""
+        charger = self.bound.get(charger_id)
+        if charger is None:
+            charger = self.chargers.get(charger_id)
+            if charger is None and len(self.chargers) == 1 and not self.bound:
+                charger = next(iter(self.chargers.values()))
+            if charger is not None and charger not in self.bound.values():
+                self.bound[charger_id] = charger
+            else:
+                charger = None
+        return charger
+
+    def wrapped_version(self, version: OcppVersion) -> OcppVersion:
+        """``version`` with each handler answering through the replay (made once per version)."""
+        if version.name in self.versions or version in self.versions.values():
+            return self.versions.get(version.name, version)
+        wrapped = object.__new__(OcppVersion)
+        wrapped.__dict__.update(version.__dict__)
+        wrapped.handlers = {action: functools.partial(self._answer, action, handler)
+                            for action, handler in version.handlers.items()}
+        self.versions[version.name] = wrapped
+        return wrapped
+
+    def _answer(self, action: str, handler: Callable[[ChargerSession, dict], Any],
+                session: ChargerSession, payload: Any) -> Any:
+        charger = self.bound.get(session.charger_id)
+        if charger is None or charger.session is not session:
+            return handler(session, payload)
+        return charger.answer(session, action, payload, handler)
+
+    def start(self) -> None:
+        """Automation off, the recorded faults of no moment set, the events subscribed; a
+        charger connected already is played against from now on."""
+        system = self.system
+        self.options = system.options
+        system.options = dataclasses.replace(system.options, boot_data=False,
+                                             auto_start_after=None, auto_stop_after=None)
+        for charger in self.chargers.values():
+            for item in charger.recording.plan:
+                if item.fault is not None and item.anchor is None:
+                    self.set_fault(item.fault)
+        system.bus.subscribe(self.on_event, *self.EVENTS)
+        system.bus.subscribe(self.on_frame_event, "frame", receiver=self.on_frames)
+        for session in list(system.sessions.values()):
+            self._connected(session)
+
+    def stop(self) -> None:
+        self.system.bus.unsubscribe(self.on_event)
+        self.system.bus.unsubscribe(self.on_frame_event)
+        if self.options is not None:
+            self.system.options = self.options
+        for session, version in self.originals.values():
+            session.version = version
+
+    def set_fault(self, text: str) -> None:
+        """Set a recorded fault again (for any charger, when one charger was recorded)."""
+        try:
+            command = fault_command(text)
+            target = command.target if len(self.chargers) > 1 else None
+            self.system.faults.add(parse_fault(command.text, target))
+        except CommandError as exc:
+            self.system.log("warn", None, "replay: the recorded fault %r not set: %s" % (text, exc))
+
+    def _connected(self, session: ChargerSession) -> None:
+        charger = self.charger_for(session.charger_id)
+        if charger is not None:
+            self.originals = {key: kept for key, kept in self.originals.items()
+                              if not kept[0].closed}  # the sessions still open only
+            self.originals[id(session)] = (session, session.version)
+            charger.bind(session)
+            self.activity()
+
+    def activity(self) -> None:
+        self.last_activity = time.monotonic()
+        self.changed.set()
+
+
+class ReplayEvents(Replay):
+    """A Replay's bus subscriptions: the charger's frames, messages and checks as they come."""
+
+    def on_event(self, event: Event) -> None:
+        if event.type == "connected" and event.session is not None:
+            self._connected(event.session)
+            return
+        charger = self.bound.get(event.charger or "")
+        if charger is None or event.session is not charger.session:
+            return
+        fields = event.fields
+        if event.type == "disconnected":
+            charger.disconnects += 1
+            self.activity()
+        elif event.type == "spec_problem":
+            self._spec_problem(charger, fields)
+        else:
+            message = RecordedMessage(charger.frame_count,
+                                      "call" if event.type == "call_answered" else "reply",
+                                      fields["action"], fields["payload"], event.at,
+                                      fields["error"] if event.type == "reply_received" else None)
+            if event.type == "call_answered":
+                message.answer = fields["reply"]
+            message.seconds = max(0.0, event.at - charger.last_at)
+            charger.last_at = event.at
+            charger.on_message(message, event.type == "call_answered")
+            if self.rules.heartbeats or message.action != "Heartbeat":
+                self.activity()
+
+    def _spec_problem(self, charger: ReplayCharger, fields: dict) -> None:
+        """A behaviour check that fired fails the replay; a spec warning does under --strict."""
+        key, text = fields["key"], fields["text"]
+        if key[:1] == ["check"] or self.system.options.strict:
+            name = "behaviour check %s" % key[1] if key[:1] == ["check"] else "spec warning"
+            charger.verdict.cases.append(ReplayCase(
+                name, 0.0, "%s at frame %d" % (text, charger.frame_count),
+                "\n".join(_frames_around(charger.frames, charger.frame_count)),
+                charger.frame_count))
+
+    def on_frame_event(self, event: Event) -> None:
+        charger = self.bound.get(event.charger or "")
+        if charger is not None and event.session is charger.session:
+            charger.on_frame(event.fields["direction"], event.fields["text"])
+
+    def on_frames(self, frames: Iterator[FrameRecord]) -> None:
+        bound = self.bound
+        for record in frames:
+            charger = bound.get(record[1])
+            if charger is not None:
+                charger.on_frame(record[3], record[4])
+
+
+class ReplayRun(ReplayEvents):
+    """A Replay from start to verdict: ``run`` plays it and returns the ReplayResult."""
+
+    async def run(self) -> ReplayResult:
+        self.start()
+        try:
+            while not all(charger.done for charger in self.chargers.values()):
+                quiet = self.rules.quiet if self.bound else REPLAY_CONNECT_SECONDS
+                left = self.last_activity + quiet - time.monotonic()
+                if left <= 0:
+                    break
+                self.changed.clear()
+                try:
+                    await asyncio.wait_for(self.changed.wait(), left)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            self.stop()
+        return self.verdicts()
+
+    def verdicts(self) -> ReplayResult:
+        """Each charger's cases, said: its differences (the first REPLAY_DIFFERENCES_SHOWN), then
+        its verdict line."""
+        result = ReplayResult(self.recording.path, [])
+        for charger in self.chargers.values():
+            verdict = charger.verdict
+            verdict.seconds = time.time() - verdict.started
+            if charger.session is None:
+                verdict.cases.append(ReplayCase("connect", 0.0, "expected charger %s to connect, "
+                                                "none did" % verdict.charger_id))
+            else:
+                verdict.cases[:0] = ReplayComparison(charger, self.rules).cases()
+                verdict.cases.sort(key=lambda case: case.frame)  # stable: the checks after
+            result.verdicts.append(verdict)
+            self._say(verdict, len(charger.messages))
+        return result
+
+    def _say(self, verdict: ChargerVerdict, compared: int) -> None:
+        who = verdict.live_id or verdict.charger_id
+        failures = verdict.failures
+        for case in failures[:REPLAY_DIFFERENCES_SHOWN]:
+            self.system.log("warn", who, "replay: %s" % case.failure)
+        if len(failures) > REPLAY_DIFFERENCES_SHOWN:
+            self.system.log("warn", who, "replay: and %d more difference(s)"
+                            % (len(failures) - REPLAY_DIFFERENCES_SHOWN))
+        name = os.path.basename(self.recording.path)
+        if failures:
+            self.system.log("notice", who, "replay %s (run %d, %s): DIFFERENT, %d difference(s) "
+                            "in %d message(s) in %.1f s; first: %s"
+                            % (name, self.recording.run, verdict.charger_id, len(failures),
+                               compared, verdict.seconds, failures[0].failure))
+        else:
+            self.system.log("notice", who, "replay %s (run %d, %s): SAME, %d message(s) compared "
+                            "in %.1f s" % (name, self.recording.run, verdict.charger_id,
+                                           compared, verdict.seconds))
+
+
+def replay_rules(options: "Settings") -> ReplayRules:
+    return ReplayRules(options.replay_ignore, options.replay_tolerance, options.replay_heartbeats,
+                       options.replay_timeout)
+
+
+def load_replay(options: "Settings", out: Output) -> Optional[Recording]:
+    """--replay's recording, as the flags pick it; None (after one error line) when there is
+    none."""
+    if options.script:
+        out.error(None, "--replay and --script are two runs: give one (a script can replay with "
+                  "a `replay FILE` step)")
+        return None
+    try:
+        return load_recording(options.replay or "", options.replay_run, options.replay_charger,
+                              options.replay_heartbeats)
+    except TranscriptUnusable as exc:
+        out.error(None, "--replay: %s" % exc)
+        return None
+
+
+async def run_replay(replay: ReplayRun, system: "CentralSystem") -> None:
+    """Run the --replay, write its --junit report, then stop the server with its exit status."""
+    try:
+        result = await replay.run()
+        system.exit_code = result.status
+        if system.options.junit:
+            system.exit_code = max(system.exit_code, report_junit(
+                system, system.options.junit, replay_junit_suites(result)))
+    except Exception as exc:  # a bug of ours: report it as a failed run, not a traceback
+        system.log("error", None, "the replay stopped: %s: %s" % (type(exc).__name__, exc))
+        system.exit_code = 1
+    system.stop()
+
+
+class ReplayStep(Step):
+    """``replay FILE``: replay a --log transcript (relative to the script) against the charger;
+    the step fails when it sends something else.  As a script's first step it waits for the
+    charger to connect, as --replay does."""
+
+    usage = "replay FILE"
+    connects = True
+
+    def parse(self, tokens: list[str]) -> None:
+        if len(tokens) != 1:
+            raise self.fail_usage()
+        path = os.path.join(self.folder, tokens[0])
+        self.result: Optional[ReplayResult] = None  # once it has run
+        try:
+            self.recording = load_recording(path)
+        except TranscriptUnusable as exc:
+            raise ScriptError(self.line, str(exc)) from None
+
+    async def run(self, runner: "ScenarioRunner") -> None:
+        system = runner.system
+        replay = ReplayRun(system, self.recording, replay_rules(system.options))
+        result = self.result = await replay.run()  # for the report of the script's run
+        verdict = result.verdicts[0] if result.verdicts else None
+        if verdict is not None and verdict.live_id is not None:
+            runner.charger_id = verdict.live_id
+            runner.session = system.sessions.get(verdict.live_id)
+        failures = [case for verdict in result.verdicts for case in verdict.failures]
+        if failures:
+            raise StepFailed("replay %s: %d difference(s); first: %s"
+                             % (self.text.split(None, 1)[1], len(failures), failures[0].failure))
+
+
+_WORDS_BEFORE_REPLAY = ", ".join(SCENARIO_WORDS)
+SCENARIO_STEPS["replay"] = ReplayStep
+SCENARIO_WORDS = tuple(SCENARIO_STEPS)
+HELP_TOPICS["scripts"] = [text.replace(_WORDS_BEFORE_REPLAY, ", ".join(SCENARIO_WORDS))
+                          for text in HELP_TOPICS["scripts"]]
 
 
 # ------------------------------------------- HTTP API, event stream, file server
@@ -13620,6 +14624,11 @@ async def run_server(options: "Settings", out: Output, stdin: Any = None,
         scenarios = load_scenarios(options, out)
         if scenarios is None:
             return 2
+    recording = load_replay(options, out) if options.replay else None
+    if options.replay and recording is None:
+        return 2
+    if recording is not None and recording.version in VERSIONS:  # for chargers naming none
+        options = dataclasses.replace(options, ocpp=recording.version)
     problem = junit_path_problem(options.junit) if options.junit else None
     if problem is not None:
         out.error(None, "cannot write the JUnit report %s: %s" % (options.junit, problem))
@@ -13630,12 +14639,14 @@ async def run_server(options: "Settings", out: Output, stdin: Any = None,
             system.transcript = Transcript(options.log,
                                            lambda text: system.log("error", None, text))
             system.bus.subscribe(system.transcript.on_event, *Transcript.EVENT_NAMES)
+            system.transcript.start_run(options.ocpp)
         except OSError as exc:
             out.error(None, "cannot open the transcript %s: %s"
                       % (options.log, exc.strerror or exc))
             return 2
     try:
-        return await serve_until_stopped(system, options, out, stdin, scenarios, started)
+        return await serve_until_stopped(system, options, out, stdin, scenarios, started,
+                                         recording)
     finally:
         if system.transcript is not None:
             system.transcript.close()
@@ -13645,9 +14656,9 @@ async def serve_until_stopped(system: CentralSystem, options: "Settings", out: O
                               stdin: Any = None,
                               scenarios: Optional[list[tuple[str, list[Step]]]] = None,
                               started: Optional[Callable[["CentralSystem", "Console"],
-                                                         None]] = None) -> int:
-    """Listen, print the banner, run the console or the scenario; return the exit status once
-    stopped."""
+                                                         None]] = None,
+                              recording: Optional[Recording] = None) -> int:
+    """Listen, print the banner, run the console, the scripts or the replay; the exit status."""
     access = system.access = AccessPolicy(out, options.charger_ids, options.password,
                                           require_subprotocol=options.strict,
                                           client_ca=bool(options.client_ca))
@@ -13668,7 +14679,7 @@ async def serve_until_stopped(system: CentralSystem, options: "Settings", out: O
     stop_on_signals(loop, system)
     print_banner(system, options, out, access)
     note_open_files(system, options)
-    scripts = scenarios and asyncio.ensure_future(run_scenarios(scenarios, system))
+    scripts = start_run(system, options, scenarios, recording)
     if scripts is None:
         console.start_reader(loop, stdin)
     if started is not None:
@@ -13677,6 +14688,16 @@ async def serve_until_stopped(system: CentralSystem, options: "Settings", out: O
     await stop_scenarios(scripts)
     await close_down(system, server, http_api, out)
     return system.exit_code
+
+
+def start_run(system: CentralSystem, options: "Settings",
+              scenarios: Optional[list[tuple[str, list[Step]]]],
+              recording: Optional[Recording]) -> "Optional[asyncio.Future[None]]":
+    """The --replay or --script run, started; None when the console runs instead."""
+    if recording is not None:
+        return asyncio.ensure_future(run_replay(ReplayRun(system, recording,
+                                                          replay_rules(options)), system))
+    return scenarios and asyncio.ensure_future(run_scenarios(scenarios, system))
 
 
 async def stop_scenarios(scripts: "Optional[asyncio.Future[None]]") -> None:
@@ -14303,8 +15324,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--wide", action="store_true",
                         help="at a terminal, print frame lines whole (by default they are cut "
                              "to its width; in files and pipes they are always whole)")
+    add_replay_arguments(parser)
     parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
     return parser
+
+
+def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
+    """--replay and its flags (docs/ci.md, "Replaying a recorded session")."""
+    parser.add_argument("--replay", metavar="FILE",
+                        help="play the central system's side of a --log transcript again against "
+                             "the charger that connects and compare what it sends; exit 0 (the "
+                             "same), 1 (different) or 2 (transcript unusable); see docs/ci.md")
+    parser.add_argument("--replay-run", type=number_in(1, REPLAY_MAX_RECORDS, int), metavar="N",
+                        help="replay the transcript's Nth run (1 = the first; default: the last)")
+    parser.add_argument("--replay-charger", metavar="ID",
+                        help="replay only this charge point of the transcript (default: each)")
+    parser.add_argument("--replay-ignore", action="append", default=[], metavar="FIELD",
+                        help="leave a field out of the comparison: a name (any depth) or a dotted "
+                             "path such as idTagInfo.status; repeatable")
+    parser.add_argument("--replay-tolerance", type=number_in(0, 100), metavar="PERCENT",
+                        default=REPLAY_DEFAULT_TOLERANCE,
+                        help="how far a meter reading may be from the recorded one "
+                             "(default %(default)g %%)")
+    parser.add_argument("--replay-timeout", type=number_in(0.1, 86400), metavar="SECONDS",
+                        default=REPLAY_QUIET_SECONDS,
+                        help="end the replay when the chargers have sent nothing to compare for "
+                             "this long (default %(default)g)")
+    parser.add_argument("--replay-heartbeats", action="store_true",
+                        help="compare Heartbeats too (by default they are left out)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -14347,6 +15394,13 @@ class Settings:
     concurrent_tx: bool
     script: list[str]
     log: Optional[str]
+    replay: Optional[str]
+    replay_run: Optional[int]
+    replay_charger: Optional[str]
+    replay_ignore: list[str]
+    replay_tolerance: float
+    replay_heartbeats: bool
+    replay_timeout: float
     quiet: bool
     wide: bool
     faults: list[str]

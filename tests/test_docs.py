@@ -258,6 +258,9 @@ COVERED_ELSEWHERE = {
         "tests/test_checks201.py::"
         "test_the_2_0_1_offline_scenario_passes_strict_against_the_demo_charger"
     ),
+    # --- replay ---
+    "docs/ci.md: $ python ocpp_mock_server.py --log session.jsonl --auto-start-after 1 --": (
+        "tests/test_replay.py::test_the_ci_replay_sample_is_what_a_real_run_prints"),
 }
 
 # Blocks no test runs: {key: why}.

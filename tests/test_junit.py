@@ -409,7 +409,7 @@ def test_the_writer_bounds_and_escapes_whatever_it_is_given(tmp_path):
 # The replay step of both jobs runs `--replay`, which branch `replay` builds: until it is merged
 # the step runs without a reference session (it says so and exits 0). The lead sets this True
 # once `--replay` exists; each job then replays the session its scenario step recorded.
-RUN_REPLAY_STEP = False
+RUN_REPLAY_STEP = True
 
 
 def recipe_blocks() -> tuple:

@@ -1,0 +1,324 @@
+"""Replay (issue 23 item 1): a --log transcript recorded at test time, played again against the
+demo charger, and compared.
+
+Each recording is a real session of the demo charger with an in-process server; each replay is
+an in-process server with --replay and the demo charger as a subprocess (--once: it ends the
+session by disconnecting, which ends the replay)."""
+
+import asyncio
+import io
+import json
+import re
+import subprocess
+import sys
+from xml.etree import ElementTree
+
+import pytest
+
+from conftest import DEMO_CHARGER, ROOT, InProcessServer, mock, run_scenario
+
+# A short session: BootData, a remote start, two MeterValues, a remote stop.  The stop goes out
+# half a meter interval after a MeterValues, so that no MeterValues crosses it on the wire (one
+# that did would be in the recording, or in the replay, by chance: see docs/ci.md).
+SESSION = ("--auto-start-after", "0.2", "--auto-stop-after", "1.0", "--heartbeat-interval", "2")
+# Faults the 1.6 recording carries, so that a replay must inject them again: a boot left Pending
+# once (the charger must wait before booting again) and a StatusNotification answered late (a
+# charger that sends its next CALL meanwhile breaks the two-calls rule).
+FAULTS = ("--fault", "BootNotification status=Pending interval=1 times=1",
+          "--fault", "StatusNotification delay=0.3 times=1")
+DEMO = ("--once", "--meter-interval", "0.4")
+VERSIONS = {"1.6": (), "flexicharge": ("--flexicharge",), "2.0.1": ("--ocpp", "2.0.1")}
+
+
+def demo(url: str, charger_id: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(DEMO_CHARGER), f"{url}/{charger_id}", *DEMO,
+                             *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def record(path, *demo_args: str, server_args=(), charger_id="CP-1"):
+    """A session of the demo charger recorded with --log into ``path``."""
+    server = InProcessServer("--log", str(path), *SESSION, *server_args)
+    try:
+        charger = demo(server.url, charger_id, *demo_args)
+        assert charger.wait(30) == 0, server.output()
+        server.wait_for(rf"{charger_id} \*\* disconnected")
+    finally:
+        assert server.stop() == 0
+    return path
+
+
+def replay(path, *flags: str, chargers=(("CP-1", ()),)):
+    """(exit status, output) of --replay ``path`` against the demo charger(s): (id, args)."""
+    server = InProcessServer("--replay", str(path), "--replay-timeout", "2", *flags)
+    started = [demo(server.url, charger_id, *args) for charger_id, args in chargers]
+    try:
+        server.thread.join(60)
+        assert not server.thread.is_alive(), server.output()
+    finally:
+        for charger in started:
+            charger.kill()
+            charger.wait()
+        server.stop()
+    return server.result.get("code"), server.output()
+
+
+def unusable(*args: str):
+    """(exit status, output) of a --replay that must not start."""
+    stream = io.StringIO()
+    options = mock.parse_settings(["--port", "0", *args])
+    out = mock.Output(stream=stream)
+    code = asyncio.run(mock.run_server(options, out))
+    out.close()
+    return code, stream.getvalue()
+
+
+@pytest.fixture(scope="module")
+def recordings(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("recordings")
+    return {"1.6": record(folder / "faults.jsonl", server_args=FAULTS)}
+
+
+def verdict(output: str) -> str:
+    return re.search(r">> replay .*", output).group(0)
+
+
+@pytest.mark.parametrize("version", list(VERSIONS))
+def test_a_recorded_session_replays_the_same_against_the_same_charger(tmp_path, version):
+    path = record(tmp_path / "session.jsonl", *VERSIONS[version])
+    code, output = replay(path, chargers=(("CP-1", VERSIONS[version]),))
+    assert code == 0, output
+    assert re.search(r"SAME, 1\d message\(s\) compared", verdict(output)), output
+    # The server's own CALLs went out again, the automation was off: one remote start, one stop.
+    started = re.findall(r"-> (RemoteStartTransaction|RequestStartTransaction) ", output)
+    stopped = re.findall(r"-> (RemoteStopTransaction|RequestStopTransaction) ", output)
+    assert len(started) == 1 and len(stopped) == 1, output
+    if version == "flexicharge":
+        assert "BootData" in output and "transactionID" in output
+
+
+def test_recorded_faults_are_injected_again(recordings, tmp_path):
+    report = tmp_path / "replay.xml"
+    code, output = replay(recordings["1.6"], "--junit", str(report))
+    assert code == 0, output
+    # The --junit report: one testsuite, a testcase per compared message, none failed.
+    suite = ElementTree.parse(report).getroot()[0]
+    assert suite.get("name") == "replay faults.jsonl CP-1" and suite.get("failures") == "0"
+    assert int(suite.get("tests")) >= 10 and suite[0].get("name").startswith("frame 1: ")
+    assert "FAULT injected (fault BootNotification status=Pending interval=1 times=1)" in output
+    assert "FAULT injected (fault StatusNotification delay=0.3 times=1)" in output
+    assert output.count("<- BootNotification") == 2  # it waited and booted again, as then
+
+
+# What each --misbehave switch shows as: the check that fires, or the first difference (the
+# status diagram check fires only when the charger's extra statuses come before the remote start).
+MISBEHAVIOURS = [
+    ("skip-boot-wait", (), r"check call-before-boot: .*"),
+    ("meter-backwards", (), r"check energy-decreases: .*"),
+    ("bad-transition", (), r"(check status-transition: |.*status=Finishing).*"),
+    ("fast-heartbeat", ("--replay-heartbeats",), r"(check heartbeat-interval: .*|.* Heartbeat.*)"),
+    ("two-calls", (), r"check two-calls: .*"),
+]
+
+
+@pytest.mark.parametrize("switch, flags, fired", MISBEHAVIOURS)
+def test_a_misbehaving_charger_replays_different(recordings, switch, flags, fired):
+    code, output = replay(recordings["1.6"], *flags, chargers=(("CP-1", ("--misbehave", switch)),))
+    assert code == 1, output
+    line = verdict(output)
+    assert "DIFFERENT" in line and "first: " in line, output
+    assert re.search(rf"!! replay: {fired} at frame \d+", output), output
+    if switch == "meter-backwards":
+        assert re.search(r"first: expected MeterValues meterValue\.0\.sampledValue\.0\.value=\d+, "
+                         r"got meterValue\.0\.sampledValue\.0\.value=-\d+ at frame \d+", line)
+
+
+def edited_run(path, old: str, new: str) -> str:
+    """The transcript's lines again, as a second run, with ``old`` replaced by ``new``."""
+    text = path.read_text(encoding="utf-8")
+    assert old in text
+    return text.replace(old, new)
+
+
+def test_the_last_run_replays_unless_replay_run_picks_another(tmp_path, recordings):
+    path = tmp_path / "two-runs.jsonl"
+    # The second run: the charger said it was another model then.
+    path.write_text(recordings["1.6"].read_text(encoding="utf-8") + edited_run(
+        recordings["1.6"], 'DemoCharger', 'OtherCharger'), encoding="utf-8")
+    code, output = replay(path)
+    assert code == 1, output
+    assert re.search(r"replay two-runs.jsonl \(run 2, CP-1\): DIFFERENT, \d+ difference\(s\) .*"
+                     r"first: expected BootNotification chargePointModel=OtherCharger, got "
+                     r"chargePointModel=DemoCharger at frame 1$", verdict(output)), output
+    code, output = replay(path, "--replay-run", "1")
+    assert code == 0, output
+    assert "(run 1, CP-1): SAME" in output
+    code, output = replay(path, "--replay-ignore", "chargePointModel")
+    assert code == 0, output
+
+
+def test_replay_ignore_takes_dotted_paths_and_the_tolerance_meter_readings(tmp_path, recordings):
+    path = tmp_path / "edited.jsonl"
+    records = [json.loads(line) for line in recordings["1.6"].read_text().splitlines()]
+    for record in records:  # then: the serial number was another, the meter a little ahead
+        if record.get("dir") == "in":
+            record["frame"] = record["frame"].replace('"demo-001"', '"demo-002"').replace(
+                '"meterStop": ', '"meterStop": 1')
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    code, output = replay(path)
+    assert code == 1, output
+    assert "expected BootNotification chargePointSerialNumber=demo-002, got " \
+           "chargePointSerialNumber=demo-001 at frame 1" in output
+    assert re.search(r"expected StopTransaction meterStop=1\d+, got meterStop=\d+", output)
+    code, output = replay(path, "--replay-ignore", "BootNotification.chargePointSerialNumber",
+                          "--replay-tolerance", "95")
+    assert code == 0, output
+
+
+def test_each_recorded_charger_replays_at_once_or_one_is_chosen(tmp_path):
+    path = tmp_path / "two.jsonl"
+    server = InProcessServer("--log", str(path), *SESSION)
+    try:
+        chargers = [demo(server.url, "CP-1"), demo(server.url, "CP-2", "--connector", "2")]
+        assert [charger.wait(30) for charger in chargers] == [0, 0], server.output()
+        server.wait_for(r"CP-1 \*\* disconnected")
+        server.wait_for(r"CP-2 \*\* disconnected")
+    finally:
+        assert server.stop() == 0
+    code, output = replay(path, chargers=(("CP-1", ()), ("CP-2", ("--connector", "2"))))
+    assert code == 0, output
+    assert "(run 1, CP-1): SAME" in output and "(run 1, CP-2): SAME" in output
+    # One chosen: played against whatever charger connects.
+    code, output = replay(path, "--replay-charger", "CP-2",
+                          chargers=(("CP-9", ("--connector", "2")),))
+    assert code == 0, output
+    assert "CP-9 >> replay two.jsonl (run 1, CP-2): SAME" in output
+    # Both, with one of them missing: a difference.
+    code, output = replay(path)
+    assert code == 1, output
+    assert "expected charger CP-2 to connect, none did" in output
+
+
+@pytest.mark.parametrize("content, reason", [
+    ("hello\n", r"line 1 is not a --log transcript record: hello"),
+    ('{"ts": "2026-01-01T00:00:00.000Z", "charger": null, "event": "start"}\n',
+     r"holds no frames"),
+    ("\xff\n", None),
+])
+def test_a_file_that_is_not_a_transcript_exits_2_with_one_line(tmp_path, content, reason):
+    path = tmp_path / "not.jsonl"
+    path.write_bytes(content.encode("latin-1"))
+    code, output = unusable("--replay", str(path))
+    assert code == 2, output
+    lines = output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].split(" ", 1)[1].startswith("ERROR --replay: "), output
+    if reason:
+        assert re.search(reason, lines[0]), output
+    assert "Traceback" not in output
+
+
+def test_flags_that_name_no_run_or_charger_exit_2(recordings, tmp_path):
+    path = str(recordings["1.6"])
+    code, output = unusable("--replay", path, "--replay-run", "2")
+    assert code == 2 and "holds 1 run(s); --replay-run 2 names none" in output, output
+    code, output = unusable("--replay", path, "--replay-charger", "CP-7")
+    assert code == 2 and "has no charger CP-7 (it has CP-1)" in output, output
+    code, output = unusable("--replay", str(tmp_path / "missing.jsonl"))
+    assert code == 2 and "cannot read" in output, output
+
+
+def test_a_script_replays_with_a_replay_step(tmp_path, recordings):
+    (tmp_path / "session.jsonl").write_text(recordings["1.6"].read_text())
+    script = tmp_path / "replay.txt"
+    script.write_text("replay session.jsonl\n")
+    code, output = run_scenario(script, charger_args=DEMO)
+    assert code == 0, output
+    assert "replay.txt:1 ok  replay session.jsonl" in output
+    script.write_text("replay nowhere.jsonl\n")
+    code, output = run_scenario(script, start_charger=False)
+    assert code == 2 and "replay.txt:1: cannot read" in output, output
+
+
+def test_replay_junit_suites_have_a_case_per_compared_message(tmp_path, recordings):
+    server = InProcessServer()
+    try:
+        recording = mock.load_recording(str(recordings["1.6"]))
+        run = server.call_in_loop(lambda: mock.ReplayRun(server.system, recording,
+                                                         mock.ReplayRules(quiet=2.0)))
+        future = asyncio.run_coroutine_threadsafe(run.run(), server.loop)
+        charger = demo(server.url, "CP-1", "--misbehave", "meter-backwards")
+        result = future.result(60)
+        charger.kill()
+        charger.wait()
+    finally:
+        assert server.stop() == 0
+    suites = mock.replay_junit_suites(result)
+    assert [suite["name"] for suite in suites] == ["replay faults.jsonl CP-1"]
+    suite = suites[0]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", suite["timestamp"])
+    assert len(suite["cases"]) >= 15
+    for case in suite["cases"]:
+        assert set(case) == {"name", "seconds", "failure", "details"}
+        assert isinstance(case["seconds"], float) and case["seconds"] >= 0
+        assert case["failure"] is None or "\n" not in case["failure"]
+    failed = [case for case in suite["cases"] if case["failure"]]
+    assert failed and any("check energy-decreases" in case["failure"] for case in failed)
+    assert all("now, around frame" in case["details"] for case in failed
+               if case["name"].startswith("frame"))
+    assert result.status == 1
+
+
+def ci_sample() -> list:
+    """The lines of docs/ci.md's replay sample."""
+    text = (ROOT / "docs" / "ci.md").read_text(encoding="utf-8")
+    section = text.split("## Replaying a recorded session", 1)[1].split("\n## ", 1)[0]
+    return re.search(r"```text\n(.*?)```", section, re.S).group(1).splitlines()
+
+
+def sample_pattern(line: str) -> "re.Pattern":
+    """A sample line as a pattern: any time, any number where it shows one."""
+    line = re.sub(r"^\d\d:\d\d:\d\d\.\d{3} ", "", line)
+    parts = [re.sub(r"(\\-)?\d+", r"-?\\d+", re.escape(part)) for part in line.split("...")]
+    return re.compile(r"\d\d:\d\d:\d\d\.\d{3} " + ".*".join(parts))
+
+
+def test_the_ci_replay_sample_is_what_a_real_run_prints(tmp_path):
+    lines = ci_sample()
+    commands = [line[2:].split() for line in lines if line.startswith("$ ")]
+    assert commands[0][:2] == commands[3][:2] == ["python", "ocpp_mock_server.py"]
+    assert commands[0][-1] == commands[3][-1] == "&" and commands[2] == ["kill", "%1"]
+    assert commands[1][:2] == commands[4][:2] == ["python", "examples/demo_charger.py"]
+    path = tmp_path / "session.jsonl"
+    server = InProcessServer(*[str(path) if word == "session.jsonl" else word
+                               for word in commands[0][2:-1]])
+    try:
+        charger = subprocess.run([sys.executable, str(DEMO_CHARGER), f"{server.url}/CP-1",
+                                  *commands[1][3:]], capture_output=True, timeout=60)
+        assert charger.returncode == 0
+        server.wait_for(r"CP-1 \*\* disconnected")
+    finally:
+        assert server.stop() == 0
+    flags = [str(path) if word == "session.jsonl" else word for word in commands[3][2:-1]]
+    code, output = replay(path, *flags[2:], chargers=(("CP-1", commands[4][3:]),))
+    assert flags[:2] == ["--replay", str(path)] and code == 1, output
+    shown = lines[lines.index("...") + 1:]
+    assert len(shown) >= 3 and shown[-1].split(" ")[2] == ">>"
+    for line in shown:
+        assert any(sample_pattern(line).fullmatch(real) for real in output.splitlines()), (
+            line, output)
+
+
+def test_a_recorded_callerror_is_answered_again(tmp_path, recordings):
+    path = tmp_path / "refused.jsonl"
+    records = [json.loads(line) for line in recordings["1.6"].read_text().splitlines()]
+    asked = {}
+    for record in records:  # then: the server refused the charger's first StopTransaction
+        frame = json.loads(record.get("frame", "null"))
+        if record.get("dir") == "in" and frame[0] == 2:
+            asked[frame[1]] = frame[2]
+        elif record.get("dir") == "out" and frame[0] == 3 and asked.get(frame[1]) == \
+                "StopTransaction":
+            record["frame"] = json.dumps([4, frame[1], "GenericError", "recorded refusal", {}])
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    code, output = replay(path)
+    assert code == 0, output
+    assert re.search(r"CP-1 -> StopTransaction CALLERROR GenericError recorded refusal", output)
