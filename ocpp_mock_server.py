@@ -5169,10 +5169,7 @@ class ChargerCalls:
             if fault is not None and fault.refuses:
                 return fault.refuse(session, label, payload, message_id)
             try:
-                if fault is None:
-                    reply = handler(session, payload)
-                else:
-                    reply = fault.run(session, handler, payload)
+                reply = fault.run(session, handler, payload) if fault else handler(session, payload)
             except CallRefused:  # a handler's own refusal (a replay's recorded CALLERROR)
                 raise
             except Exception as exc:

@@ -617,5 +617,8 @@ def test_the_report_sample_in_ci_md_is_what_blocked_txt_writes(tmp_path):
     assert real_out[0].replace(str(SCENARIOS), "examples/scenarios") == sample_out[0]
     assert real_out[1:3] == sample_out[1:3]
     assert re.sub(r"\d+", "N", real_out[3]) == re.sub(r"\d+", "N", sample_out[3])
-    assert '-> [3,"' in real_out[-1] and '"idTagInfo":{"status":"Blocked"}' in real_out[-1]
+    # the frames up to the failure: the Blocked answer among them (a frame the charger sends on
+    # its own right after it may come before the step fails, so it need not be the last)
+    assert any('-> [3,"' in line and '"idTagInfo":{"status":"Blocked"}' in line
+               for line in real_out[3:]), real_out
     assert real_suite[5].find("skipped").attrib == sample_suite[5].find("skipped").attrib
