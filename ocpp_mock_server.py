@@ -3998,7 +3998,7 @@ class ChargerState:
         self.tally = ChargerTally()  # what its verdict counts (see charger_verdict)
         # Its latest spec warnings' texts, for the page's list (spec_warnings counts them all).
         self.spec_texts: Latest = Latest(SPEC_WARNINGS_KEPT)
-        self.smart_charging: Optional[SmartCharging] = None  # made on its first report
+        self.smart_charging: Optional[SmartCharging] = None  # made on its first schedule
 
     def set_connector(self, connector: Any, status: str) -> bool:
         """Record a connector's status (``connector``: its number, or (EVSE, connector)); False
@@ -4067,42 +4067,20 @@ class ChargerState:
 
 
 # A 2.0.1 station's smart charging, as it reported it: ChargerState.smart_charging, made on the
-# first report.
-PROFILE_REPORTS_KEPT = 4  # ReportChargingProfiles requestIds assembled at once per station
-PROFILE_REPORT_PARTS = 16  # parts of one requestId kept; a report with more is cut there
+# first composite schedule.  (Its ReportChargingProfiles are assembled as the Notify... messages
+# are: NOTIFY_KINDS.)
 SCHEDULES_KEPT = 4  # composite schedules per station (the latest EVSEs asked about)
 SCHEDULE_PERIODS_KEPT = 24  # periods of one composite schedule kept (and drawn)
 
 
 class SmartCharging:
-    """What a 2.0.1 station reported of its charging profiles and schedules, bounded: the parts of
-    the ReportChargingProfiles not yet complete (by requestId, in the order they came), and the
-    latest composite schedule of each EVSE asked about."""
+    """What a 2.0.1 station reported of its charging schedules, bounded: the latest composite
+    schedule of each EVSE asked about."""
 
-    __slots__ = ("reports", "schedules")
+    __slots__ = ("schedules",)
 
     def __init__(self) -> None:
-        self.reports: collections.OrderedDict[Any, list[dict]] = collections.OrderedDict()
         self.schedules: collections.OrderedDict[Any, dict] = collections.OrderedDict()
-
-    def add_part(self, request_id: Any, payload: dict) -> Optional[list]:
-        """Keep one part of a report; all its parts, in order, once one says tbc false (else
-        None).  A part past PROFILE_REPORT_PARTS is counted, not kept: the last item is then the
-        count.  Past PROFILE_REPORTS_KEPT open reports the oldest is dropped."""
-        key = request_id if type(request_id) is int else repr(request_id)[:40]
-        parts: list = self.reports.pop(key, None) or []
-        if len(parts) < PROFILE_REPORT_PARTS:
-            parts.append(payload)
-        elif type(parts[-1]) is int:
-            parts[-1] += 1
-        else:
-            parts.append(1)
-        if payload.get("tbc") is not True:
-            return parts
-        self.reports[key] = parts
-        while len(self.reports) > PROFILE_REPORTS_KEPT:
-            self.reports.popitem(last=False)
-        return None
 
     def keep_schedule(self, schedule: dict) -> dict:
         """The record of a composite schedule (evseId, scheduleStart, duration, chargingRateUnit,
@@ -6450,9 +6428,6 @@ def handle_accepted(session: "ChargerSession", payload: dict) -> dict:
     return {"status": "Accepted"}
 
 
-PROFILE_LINES_SHOWN = 10  # profiles of one assembled ReportChargingProfiles shown, the rest counted
-
-
 def smart_charging_of(state: ChargerState) -> SmartCharging:
     """The station's SmartCharging, made on first use."""
     if state.smart_charging is None:
@@ -6460,44 +6435,23 @@ def smart_charging_of(state: ChargerState) -> SmartCharging:
     return state.smart_charging
 
 
-def handle_report_charging_profiles(session: "ChargerSession", payload: dict) -> dict:
-    """ReportChargingProfiles: its parts kept by requestId, in the order they came; once the last
-    one (tbc false) is in, the profiles of that request are shown, one line each."""
-    request_id = payload.get("requestId")
-    parts = smart_charging_of(session.state).add_part(request_id, payload)
-    if parts is None:
-        return {}
-    dropped = parts.pop() if type(parts[-1]) is int else 0
-    profiles = [(part.get("evseId"), part.get("chargingLimitSource"), profile) for part in parts
-                for profile in (part.get("chargingProfile") if type(
-                    part.get("chargingProfile")) is list else [])]
-    session.log("info", "charging profiles of request %s: %d in %d part(s)%s" % (
-        _scalar_text(request_id), len(profiles), len(parts), "" if not dropped else
-        " (%d part(s) more not kept: at most %d are)" % (dropped, PROFILE_REPORT_PARTS)))
-    for evse, source, profile in profiles[:PROFILE_LINES_SHOWN]:
-        session.log("info", "  EVSE %s, %s: %s" % (_scalar_text(evse), _scalar_text(source),
-                                                   profile_text(profile)))
-    if len(profiles) > PROFILE_LINES_SHOWN:
-        session.log("info", "  ... and %d more" % (len(profiles) - PROFILE_LINES_SHOWN))
-    return {}
-
-
 # ---- Notify... messages in parts (tbc, seqNo) for a request's requestId: NotifyReport,
-# NotifyMonitoringReport, NotifyDisplayMessages, NotifyCustomerInformation (NOTIFY_KINDS)
+# NotifyMonitoringReport, NotifyDisplayMessages, NotifyCustomerInformation and
+# ReportChargingProfiles (NOTIFY_KINDS)
 
 MAX_NOTIFY_LINES = 20  # lines that show one assembled Notify... message; then "... N more"
 
 
 class NotifyKind:
     """How a Notify... message sent in parts is assembled and shown: ``field`` holds each part's
-    entries (a list, or a text), ``noun`` names one in the summary; ``show(entries)`` makes a
-    part's pieces, kept in seqNo order, and ``whole(pieces)`` the lines of them all (the pieces
-    themselves by default; ``note`` ends the summary when there are none); ``keep(session,
-    entries)`` keeps a new part's entries (None: nothing)."""
+    entries (a list, or a text), ``noun`` names one in the summary; ``show(entries, part)`` makes
+    a part's pieces (``part``: its whole payload), kept in seqNo order, and ``whole(pieces)`` the
+    lines of them all (the pieces themselves by default; ``note`` ends the summary when there are
+    none); ``keep(session, entries)`` keeps a new part's entries (None: nothing)."""
 
     __slots__ = ("field", "noun", "show", "keep", "note", "whole")
 
-    def __init__(self, field: str, noun: str, show: Callable[[list], list[str]],
+    def __init__(self, field: str, noun: str, show: Callable[[list, dict], list[str]],
                  keep: Optional[Callable[["ChargerSession", list], None]] = None,
                  note: str = "", whole: Callable[[list[str]], list[str]] = list) -> None:
         self.field, self.noun, self.show, self.keep = field, noun, show, keep
@@ -6543,7 +6497,7 @@ def keep_report_data(session: "ChargerSession", entries: list) -> None:
                 device_model_full(session, model)
 
 
-def show_monitors(entries: list) -> list[str]:
+def show_monitors(entries: list, part: dict) -> list[str]:
     """NotifyMonitoringReport's MonitoringDataType entries: a line per monitor."""
     lines = []
     for entry in entries:
@@ -6557,7 +6511,7 @@ def show_monitors(entries: list) -> list[str]:
     return lines
 
 
-def show_display_messages(entries: list) -> list[str]:
+def show_display_messages(entries: list, part: dict) -> list[str]:
     """NotifyDisplayMessages' MessageInfoType entries: a line per message, its text as JSON."""
     lines = []
     for entry in entries:
@@ -6571,6 +6525,15 @@ def show_display_messages(entries: list) -> list[str]:
     return lines
 
 
+def show_reported_profiles(entries: list, part: dict) -> list[str]:
+    """ReportChargingProfiles' ChargingProfileType entries: a line per profile, with the EVSE and
+    the chargingLimitSource of its part, made printable."""
+    return [printable("EVSE %s, %s: %s" % (_scalar_text(part.get("evseId")),
+                                           _scalar_text(part.get("chargingLimitSource")),
+                                           profile_text(profile)), MAX_SHOWN)
+            for profile in entries]
+
+
 MAX_CUSTOMER_TEXT = 512  # characters of a NotifyCustomerInformation part kept (its schema's limit)
 
 
@@ -6581,13 +6544,14 @@ def customer_data_text(pieces: list[str]) -> list[str]:
 
 # Notify... action -> how its parts are assembled and shown.
 NOTIFY_KINDS: dict[str, NotifyKind] = {
-    "NotifyReport": NotifyKind("reportData", "variable", lambda entries: [], keep_report_data,
-                               " (`variables` lists what is kept)"),
+    "NotifyReport": NotifyKind("reportData", "variable", lambda entries, part: [],
+                               keep_report_data, " (`variables` lists what is kept)"),
     "NotifyMonitoringReport": NotifyKind("monitor", "monitored variable", show_monitors),
     "NotifyDisplayMessages": NotifyKind("messageInfo", "message", show_display_messages),
     "NotifyCustomerInformation": NotifyKind(
-        "data", "text", lambda entries: [entry[:MAX_CUSTOMER_TEXT] for entry in entries
-                                         if type(entry) is str], whole=customer_data_text),
+        "data", "text", lambda entries, part: [entry[:MAX_CUSTOMER_TEXT] for entry in entries
+                                               if type(entry) is str], whole=customer_data_text),
+    "ReportChargingProfiles": NotifyKind("chargingProfile", "profile", show_reported_profiles),
 }
 
 
@@ -6656,7 +6620,7 @@ def handle_notify_part(session: "ChargerSession", action: str, payload: dict) ->
     seq_no = as_int(payload.get("seqNo"))
     if seq_no is None or seq_no < 0:
         seq_no = max(sequence.parts, default=-1) + 1
-    if not sequence.add(seq_no, len(entries), kind.show(entries)):
+    if not sequence.add(seq_no, len(entries), kind.show(entries, payload)):
         if "repeat" not in sequence.told:
             sequence.told.add("repeat")
             session.log("warn", "%s requestId %s: part seqNo %d came again; the repeat is "
@@ -6697,7 +6661,7 @@ V201_CHARGER_ACTION_HANDLERS: dict[str, Callable[["ChargerSession", dict], Any]]
     "NotifyMonitoringReport": notify_handler("NotifyMonitoringReport"),
     "NotifyReport": notify_handler("NotifyReport"),
     "PublishFirmwareStatusNotification": handle_notification,
-    "ReportChargingProfiles": handle_report_charging_profiles,
+    "ReportChargingProfiles": notify_handler("ReportChargingProfiles"),
     "ReservationStatusUpdate": handle_notification,
     "SecurityEventNotification": handle_notification,
     "SignCertificate": handle_v201_sign_certificate,
@@ -7411,6 +7375,7 @@ V201_REPORT_RESULT_HANDLERS: dict[str, Callable[["ChargerSession", dict, dict], 
     "GetDisplayMessages": report_expected("NotifyDisplayMessages"),
     "CustomerInformation": report_expected("NotifyCustomerInformation"),
     "GetVariables": variables_got,
+    "GetChargingProfiles": report_expected("ReportChargingProfiles"),
 }
 
 

@@ -82,8 +82,8 @@ async def test_set_charging_profile_bare_and_with_a_short_override_is_valid(star
 @charger_test
 async def test_report_charging_profiles_parts_are_assembled_in_order_per_request(start_server):
     """ReportChargingProfiles parts are kept per requestId in the order they came: two requests
-    interleaved, each shown once its tbc-false part is in, its profiles one line each; parts past
-    PROFILE_REPORT_PARTS are counted, not kept."""
+    interleaved, each shown once its tbc-false part is in, its profiles one line each; past
+    MAX_NOTIFY_LINES profiles the rest are counted (the Notify... assembler, NOTIFY_KINDS)."""
     server = start_server("--no-boot-data")
     station = await _station(server)
     mark = server.mark()
@@ -94,44 +94,34 @@ async def test_report_charging_profiles_parts_are_assembled_in_order_per_request
         assert_valid("ReportChargingProfilesRequest", payload, "2.0.1")
         reply = await station.call("ReportChargingProfiles", payload)
         assert reply.payload == {}
-    server.wait_for(r"charging profiles of request 6", since=mark)
+    server.wait_for(r"ReportChargingProfiles requestId 6: ", since=mark)
     shown = [line.split(" ** ", 1)[1] for line in server.output(mark).splitlines()
              if " ** " in line]
     assert shown == [
-        "charging profiles of request 5: 2 in 2 part(s)",
+        "ReportChargingProfiles requestId 5: 2 parts, 2 profiles:",
         "  EVSE 1, CSO: profile 1 TxDefaultProfile, stack 1, Relative: from 0 s 11 A",
         "  EVSE 1, CSO: profile 2 TxDefaultProfile, stack 2, Relative: from 0 s 12 A",
-        "charging profiles of request 6: 2 in 2 part(s)",
+        "ReportChargingProfiles requestId 6: 2 parts, 2 profiles:",
         "  EVSE 1, CSO: profile 3 TxDefaultProfile, stack 3, Relative: from 0 s 13 A",
         "  EVSE 1, CSO: profile 4 TxDefaultProfile, stack 4, Relative: from 0 s 14 A",
     ], server.output(mark)
     assert re.search(r"CS-1 <- ReportChargingProfiles request 5, EVSE 1, CSO, tbc true: "
                      r"profile 1 TxDefaultProfile", server.output(mark))
-    total = mock.PROFILE_REPORT_PARTS + 2
+    total = mock.MAX_NOTIFY_LINES + 2
     for number in range(total):
         await station.call("ReportChargingProfiles", {
             "requestId": 9, "chargingLimitSource": "CSO", "evseId": 1, "tbc": number < total - 1,
             "chargingProfile": [_profile(number + 1, 16.0)]})
-    server.wait_for(rf"CS-1 \*\* charging profiles of request 9: {mock.PROFILE_REPORT_PARTS} in "
-                    rf"{mock.PROFILE_REPORT_PARTS} part\(s\) \(2 part\(s\) more not kept: at most "
-                    rf"{mock.PROFILE_REPORT_PARTS} are\)$")
-    hidden = mock.PROFILE_REPORT_PARTS - mock.PROFILE_LINES_SHOWN
-    server.wait_for(rf"CS-1 \*\*   \.\.\. and {hidden} more$")
+    server.wait_for(rf"CS-1 \*\* ReportChargingProfiles requestId 9: {total} parts, {total} "
+                    rf"profiles:$")
+    server.wait_for(r"CS-1 \*\*   \.\.\. and 2 more$")
     await station.close()
 
 
 def test_what_a_station_reports_stays_bounded():
-    """Open reports past PROFILE_REPORTS_KEPT drop the oldest; a report keeps at most
-    PROFILE_REPORT_PARTS parts; at most SCHEDULES_KEPT EVSEs' schedules of SCHEDULE_PERIODS_KEPT
-    periods each."""
+    """At most SCHEDULES_KEPT EVSEs' schedules of SCHEDULE_PERIODS_KEPT periods each (the
+    ReportChargingProfiles parts are bounded as every Notify... message is: test_unify201.py)."""
     smart = mock.SmartCharging()
-    for request_id in range(mock.PROFILE_REPORTS_KEPT + 3):
-        for _ in range(mock.PROFILE_REPORT_PARTS + 5):
-            assert smart.add_part(request_id, {"tbc": True}) is None
-    assert list(smart.reports) == list(range(3, mock.PROFILE_REPORTS_KEPT + 3))
-    done = smart.add_part(3, {"tbc": False})
-    assert len(done) == mock.PROFILE_REPORT_PARTS + 1 and 3 not in smart.reports
-    assert done[-1] == 6  # the parts not kept, counted
     periods = [{"startPeriod": n * 60, "limit": 16.0} for n in range(100)]
     for evse in range(mock.SCHEDULES_KEPT + 2):
         smart.keep_schedule({"evseId": evse, "chargingRateUnit": "A",
