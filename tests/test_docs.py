@@ -213,7 +213,7 @@ GUIDE_SMART_201_DEMO = (
 )
 GUIDE_SMART_201_SESSION = "docs/guide.md: ocpp> SetChargingProfile"
 SMART_201_TEST = (
-    "tests/test_smart201.py::test_the_guide_session_runs_as_written_with_the_demo_charger"
+    "tests/test_v201_smart_charging.py::test_the_guide_session_runs_as_written_with_the_demo_charger"
 )
 COVERED_ELSEWHERE = {
     # --- verdict
@@ -235,30 +235,29 @@ COVERED_ELSEWHERE = {
     CI_INLINE_SCRIPT: EXAMPLE_SCENARIOS_TEST,
     GUIDE_INLINE_PIPED: "tests/test_console.py::"
     "test_piped_lines_run_as_typed_once_a_charger_is_ready",
-    # --- smart201
+    # the 2.0.1 flows: smart charging, the device model, security, faults
     GUIDE_SMART_201_DEMO: SMART_201_TEST,
     GUIDE_SMART_201_SESSION: SMART_201_TEST,
     "docs/guide.md: 17:39:39.298 CS-1 ** NotifyReport requestId 1: 3 parts, 9 "
-    "variables (`va": "tests/test_device201.py::"
+    "variables (`va": "tests/test_v201_device_model.py::"
     "test_the_demo_charger_takes_part_in_every_device_model_flow",
-    # security201: the 2.0.1 security walk-through, read from the guide and run as written
-    "docs/guide.md: python ocpp_mock_server.py --basic-auth key-0123456789ab --certfile serv":
-    "tests/test_security201.py::test_the_guides_profile_upgrade_of_the_demo_charger_runs_as_written",
-    "docs/guide.md: SetNetworkProfile": "tests/test_security201.py::"
+    "docs/guide.md: python ocpp_mock_server.py --basic-auth key-0123456789ab --certfile serv": (
+        "tests/test_v201_security.py::"
+        "test_the_guides_profile_upgrade_of_the_demo_charger_runs_as_written"),
+    "docs/guide.md: SetNetworkProfile": "tests/test_v201_security.py::"
     "test_the_guides_profile_upgrade_of_the_demo_charger_runs_as_written",
-    "docs/guide.md: UpdateFirmware": "tests/test_security201.py::"
+    "docs/guide.md: UpdateFirmware": "tests/test_v201_security.py::"
     "test_the_guides_profile_upgrade_of_the_demo_charger_runs_as_written",
     'docs/guide.md: fault GetCertificateStatus payload={"status":"Accepted","ocspResult":"TU':
-    "tests/test_security201.py::"
+    "tests/test_v201_security.py::"
     "test_the_v2g_requests_are_answered_failed_and_a_fault_sets_another_answer",
-    # checks201: the 2.0.1 faults and outage of faults.md
-    "docs/faults.md: fault BootNotification status=Pending interval=10 times=1": "tests/"
-    "test_checks201.py::test_the_2_0_1_fault_lines_of_faults_md_work_as_written_on_a_2_0_1_station",
+    "docs/faults.md: fault BootNotification status=Pending interval=10 times=1": (
+        "tests/test_v201_behaviour_checks.py::"
+        "test_the_2_0_1_fault_lines_of_faults_md_work_as_written_on_a_2_0_1_station"),
     "docs/faults.md: python ocpp_mock_server.py --ocpp 2.0.1 --strict --script examples/scena": (
-        "tests/test_checks201.py::"
+        "tests/test_v201_behaviour_checks.py::"
         "test_the_2_0_1_offline_scenario_passes_strict_against_the_demo_charger"
     ),
-    # --- replay ---
     "docs/ci.md: $ python ocpp_mock_server.py --log session.jsonl --auto-start-after 1 --": (
         "tests/test_replay.py::test_the_ci_replay_sample_is_what_a_real_run_prints"),
 }

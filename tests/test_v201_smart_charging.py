@@ -120,7 +120,8 @@ async def test_report_charging_profiles_parts_are_assembled_in_order_per_request
 
 def test_what_a_station_reports_stays_bounded():
     """At most SCHEDULES_KEPT EVSEs' schedules of SCHEDULE_PERIODS_KEPT periods each (the
-    ReportChargingProfiles parts are bounded as every Notify... message is: test_unify201.py)."""
+    ReportChargingProfiles parts are bounded as every Notify... message is:
+    test_v201_reports_in_parts.py)."""
     smart = mock.SmartCharging()
     periods = [{"startPeriod": n * 60, "limit": 16.0} for n in range(100)]
     for evse in range(mock.SCHEDULES_KEPT + 2):
