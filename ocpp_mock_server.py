@@ -5133,7 +5133,7 @@ class ChargerCalls:
             session.call_ids.check(message_id)
             # _handler's common case first: a known action, without --strict's boot check
             handler = (not session.strict and session.version.handlers.get(action)) or \
-                self._handler(action)
+                self._handler(action, payload)
             rules = session.version.charger_request_rules[action]
             if not rules.valid(payload):  # nearly every payload is: lint_payload's test, inline
                 self._check_payload(action, rules, payload)
@@ -5205,13 +5205,13 @@ class ChargerCalls:
         text = build_call_error(message_id, code, refusal.description, refusal.details)
         return session.answer(text, label + " CALLERROR", shown)
 
-    def _handler(self, action: str) -> Callable[["ChargerSession", dict], dict]:
+    def _handler(self, action: str, payload: dict) -> Callable[["ChargerSession", dict], dict]:
         """The handler of a charger's CALL; CallRefused when there is none or it may not be
         called now."""
         session = self.session
         if session.strict and action != "BootNotification" \
                 and session.state.boot_status != "Accepted" \
-                and action not in session.state.history.triggered_messages:  # asked for (B02)
+                and not asked_for(session.state.history, action, payload):  # B02
             raise CallRefused(SECURITY_ERROR,
                               "%s before BootNotification was accepted (--strict)" % action)
         version = session.version
@@ -5539,15 +5539,21 @@ def check_boot(session: "ChargerSession", status: str, interval: int) -> None:
     fresh.transaction_events, fresh.requested = history.transaction_events, history.requested
 
 
+def asked_for(history: "ChargerHistory", action: str, payload: Any) -> bool:
+    """Did the server ask for this CALL of the charger's: a triggered message, or what one of its
+    requests makes the charger send, by the request's requestId (BehaviourChecks.requested)?"""
+    return action in history.triggered_messages or bool(
+        history.requested and type(payload) is dict
+        and (action, _request_id(payload)) in history.requested)
+
+
 def check_call_allowed(session: "ChargerSession", action: str, payload: Any = None) -> None:
     """No CALL but BootNotification before the boot is Accepted (OCPP 1.6 section 4.2, 2.0.1
     B02), but for what the server asked for: a triggered message, or what one of its requests
     makes the charger send (the version's BehaviourChecks.requested)."""
     status, history = session.state.boot_status, session.state.history
-    if action != "BootNotification" and status in (
-        "Pending", "Rejected") and action not in history.triggered_messages and not (
-            history.requested and type(payload) is dict
-            and (action, _request_id(payload)) in history.requested):
+    if action != "BootNotification" and status in ("Pending", "Rejected") and not asked_for(
+            history, action, payload):
         check_failed(session, "call-before-boot", "sent %s while its boot is %s"
                      % (printable(action), status))
 

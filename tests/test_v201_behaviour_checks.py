@@ -395,3 +395,20 @@ def test_a_2_0_1_behaviour_check_fails_a_strict_scenario_run(tmp_path):
     assert code == 1, server.output()
     assert ">> scenario seqno.txt: FAIL at --strict, 4 of 4 steps passed" in server.output()
     assert checks_fired(server.output()) == ["seqno-repeated"], server.output()
+
+
+@charger_test
+async def test_under_strict_what_the_csms_asked_for_while_pending_is_answered(start_server):
+    """--strict refuses a CALL before an accepted boot with SecurityError, but not one the server
+    asked for (B02): the LogStatusNotification of its GetLog's requestId; another is refused."""
+    server = start_server("--ocpp", "2.0.1", "--boot-status", "Pending", "--strict")
+    station = await Charger.connect(server.url, CHARGER_ID, subprotocols=("ocpp2.0.1",))
+    assert (await station.call("BootNotification", BOOT)).payload["status"] == "Pending"
+    server.type("GetLog requestId=9")
+    call = await station.expect_call("GetLog")
+    await station.answer(call, {"status": "Accepted", "filename": "log.txt"})
+    asked = await station.call("LogStatusNotification", {"status": "Uploading", "requestId": 9})
+    assert asked.type_id == 3 and asked.payload == {}, asked
+    other = await station.call("LogStatusNotification", {"status": "Uploading", "requestId": 10})
+    assert other.type_id == 4 and other.error_code == "SecurityError", other
+    await station.close()
