@@ -25,17 +25,23 @@ transaction of TransactionEvents (Started, Updated with the meter every --meter-
 on RequestStopTransaction) with its own transactionId and seqNo; it answers every CSMS message
 of 2.0.1 with a schema-valid reply, from a small device model (GetVariables, SetVariables,
 GetBaseReport and GetReport with NotifyReport in parts; the monitoring report, display messages
-and customer information come in parts too). --misbehave is 1.6 only for now.
+and customer information come in parts too).
 
 Security profiles: ``--password`` logs in with HTTP Basic (profiles 1 and 2); a ``wss://`` URL is
 TLS, trusting ``--ca-file`` (profile 2), with ``--client-cert``/``--client-key`` (profile 3).
 Under 2.0.1 it keeps SetNetworkProfile's connection data and applies an accepted SetVariables of
 SecurityCtrlr.BasicAuthPassword or SecurityCtrlr.SecurityProfile (higher only, to a kept network
 profile of that profile) by sending SecurityEventNotification and connecting again with them.
-and customer information come in parts too). --misbehave works in both versions;
+Asked for a certificate (ExtendedTriggerMessage SignChargePointCertificate; 2.0.1:
+TriggerMessage SignChargingStationCertificate or SignV2GCertificate) it makes a key and a CSR
+for its own charge point id with the openssl command; the certificates it holds are named by
+their real hash data (as the server computes it).  GetLog uploads its diagnostics for
+DiagnosticsLog, its security log for SecurityLog.
+
+--misbehave works in both versions;
 bad-transition (the 1.6 status diagram) is 1.6 only, the TransactionEvent and 2.0.1 status ones
 (repeat-seqno and the others after it in MISBEHAVIOURS) are 2.0.1 only.
-Standard library and websockets only, like the server.
+Standard library and websockets only, like the server (and the openssl command, for a CSR).
 """
 
 import argparse
