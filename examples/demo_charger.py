@@ -57,6 +57,7 @@ import ssl
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from typing import Any, Optional
@@ -588,7 +589,8 @@ class DemoCharger:
         key the first time it is needed on this connection (the key kept, as a charger keeps it)."""
         if self.csr is None:
             try:
-                self.csr_key, self.csr = await make_csr(station_identity(self.options))
+                self.csr_key, self.csr = await make_csr(
+                    urllib.parse.unquote(station_identity(self.options)))  # as the server reads it
             except RuntimeError as exc:
                 say(f"cannot make a certificate signing request: {exc}")
                 return
