@@ -25,28 +25,39 @@ transaction of TransactionEvents (Started, Updated with the meter every --meter-
 on RequestStopTransaction) with its own transactionId and seqNo; it answers every CSMS message
 of 2.0.1 with a schema-valid reply, from a small device model (GetVariables, SetVariables,
 GetBaseReport and GetReport with NotifyReport in parts; the monitoring report, display messages
-and customer information come in parts too). --misbehave is 1.6 only for now.
+and customer information come in parts too).
 
 Security profiles: ``--password`` logs in with HTTP Basic (profiles 1 and 2); a ``wss://`` URL is
 TLS, trusting ``--ca-file`` (profile 2), with ``--client-cert``/``--client-key`` (profile 3).
 Under 2.0.1 it keeps SetNetworkProfile's connection data and applies an accepted SetVariables of
 SecurityCtrlr.BasicAuthPassword or SecurityCtrlr.SecurityProfile (higher only, to a kept network
 profile of that profile) by sending SecurityEventNotification and connecting again with them.
-and customer information come in parts too). --misbehave works in both versions;
+Asked for a certificate (ExtendedTriggerMessage SignChargePointCertificate; 2.0.1:
+TriggerMessage SignChargingStationCertificate or SignV2GCertificate) it makes a key and a CSR
+for its own charge point id with the openssl command; the certificates it holds are named by
+their real hash data (as the server computes it).  GetLog uploads its diagnostics for
+DiagnosticsLog, its security log for SecurityLog.
+
+--misbehave works in both versions;
 bad-transition (the 1.6 status diagram) is 1.6 only, the TransactionEvent and 2.0.1 status ones
 (repeat-seqno and the others after it in MISBEHAVIOURS) are 2.0.1 only.
-Standard library and websockets only, like the server.
+Standard library and websockets only, like the server (and the openssl command, for a CSR).
 """
 
 import argparse
 import asyncio
 import base64
+import binascii
 import datetime
 import hashlib
 import json
+import os
+import re
 import ssl
 import sys
+import tempfile
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from typing import Any, Optional
@@ -70,16 +81,10 @@ MISBEHAVIOUR_VERSIONS = dict({"bad-transition": "1.6"}, **{
     name: "2.0.1" for name in MISBEHAVIOURS[MISBEHAVIOURS.index("repeat-seqno"):]})
 DIAGNOSTICS_FILE = "demo-diagnostics.log"
 LOG_FILE = "demo-security.log"
-# The certificate signing request it sends for ExtendedTriggerMessage SignChargePointCertificate
-# (a fixture for its default id, CP-1: a real charger makes its key and CSR itself, for its own id).
-DEMO_CSR = """-----BEGIN CERTIFICATE REQUEST-----
-MIHgMIGIAgEAMCYxDTALBgNVBAMMBENQLTExFTATBgNVBAoMDERlbW8gQ2hhcmdl
-cjBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABMQk3KMLksTBQcZSCglHfFLCxB/C
-Zhlf9OP34Yb9ya/cC50remBL4waL9JCf/vI3PMUpQD5Cd1A1MgXHxW2jLWGgADAK
-BggqhkjOPQQDAgNHADBEAiAzZUCTqUDpdiLhNGu2ZKM+x+UjX9hAP7XoACb2ZEHB
-6wIga5RaTQCV7pmNyio8e4Y+Da/pij6r/lIv15uVFC+JuI0=
------END CERTIFICATE REQUEST-----
-"""
+# The certificate signing requests it sends (SignCertificate) are made by the openssl command, for
+# its own charge point id, with a new key, as a real charger makes them; openssl may take this long.
+OPENSSL_SECONDS = 10.0
+CSR_ORGANIZATION = "Demo Charger"
 FLEXICHARGE_MESSAGE_ID = "0jdsEnnyo2kpCP8FLfHlNpbvQXosR5ZNlh8v"  # it reuses this id for every CALL
 
 
@@ -160,6 +165,8 @@ class DemoCharger:
                               "MeterValueSampleInterval": str(options.meter_interval)}
         self.local_list_version = 0
         self.certificates: dict[str, list] = {}  # certificate type -> the PEM texts installed
+        self.csr: Optional[str] = None  # the certificate signing request made for its own id
+        self.csr_key: Optional[str] = None  # and its private key
         self.finished = asyncio.Event()
         self.tasks: set = set()
         self.meter_sends: set = set()  # the meter's messages on their way (see meter_sent)
@@ -568,19 +575,41 @@ class DemoCharger:
         return {}
 
     # The security whitepaper's commands: a small certificate store that Install, GetInstalledIds
-    # and
-    # Delete agree on (hash data made from the certificate's bytes, which is all a test needs).
+    # and Delete agree on, with hash data computed as OCPP defines it (and the server does).
+
+    def installed(self) -> list:
+        """Every PEM text it holds, of every type (the issuers its hash data may need)."""
+        return [pem for texts in self.certificates.values() for pem in texts]
+
+    def hash_of(self, pem: str) -> dict:
+        return hash_data(pem, self.installed())
+
+    async def request_signing(self, payload: dict) -> None:
+        """SignCertificate with ``payload`` and a CSR for its own charge point id, made with a new
+        key the first time it is needed on this connection (the key kept, as a charger keeps it)."""
+        if self.csr is None:
+            try:
+                self.csr_key, self.csr = await make_csr(
+                    urllib.parse.unquote(station_identity(self.options)))  # as the server reads it
+            except RuntimeError as exc:
+                say(f"cannot make a certificate signing request: {exc}")
+                return
+        await self.call("SignCertificate", dict(payload, csr=self.csr))
 
     def on_CertificateSigned(self, payload: dict) -> dict:
         chain = str(payload.get("certificateChain", ""))
-        if "BEGIN CERTIFICATE" not in chain:
+        try:
+            hash_data(chain)
+        except ValueError:
             return {"status": "Rejected"}
         self.certificates["ChargePointCertificate"] = [chain]
         return {"status": "Accepted"}
 
     def on_InstallCertificate(self, payload: dict) -> dict:
         certificate = str(payload.get("certificate", ""))
-        if "BEGIN CERTIFICATE" not in certificate:
+        try:
+            hash_data(certificate)
+        except ValueError:
             return {"status": "Rejected"}
         installed = self.certificates.setdefault(str(payload.get("certificateType")), [])
         if certificate not in installed:
@@ -591,13 +620,14 @@ class DemoCharger:
         installed = self.certificates.get(str(payload.get("certificateType")), [])
         if not installed:
             return {"status": "NotFound"}
-        return {"status": "Accepted", "certificateHashData": [hash_data(pem) for pem in installed]}
+        return {"status": "Accepted",
+                "certificateHashData": [self.hash_of(pem) for pem in installed]}
 
     def on_DeleteCertificate(self, payload: dict) -> dict:
         wanted = payload.get("certificateHashData", {})
         for installed in self.certificates.values():
             for pem in installed:
-                if hash_data(pem) == wanted:
+                if same_certificate(self.hash_of(pem), wanted):
                     installed.remove(pem)
                     return {"status": "Accepted"}
         return {"status": "NotFound"}
@@ -605,7 +635,7 @@ class DemoCharger:
     def on_ExtendedTriggerMessage(self, payload: dict) -> dict:
         requested = payload.get("requestedMessage")
         if requested == "SignChargePointCertificate":
-            self.spawn(self.call("SignCertificate", {"csr": DEMO_CSR}))
+            self.spawn(self.request_signing({}))
         elif requested in ("StatusNotification", "Heartbeat", "MeterValues"):
             return {"status": self.on_TriggerMessage(payload)["status"]}
         elif requested == "BootNotification":
@@ -621,10 +651,10 @@ class DemoCharger:
 
     def on_GetLog(self, payload: dict) -> dict:
         location = str((payload.get("log") or {}).get("remoteLocation", ""))
-        request_id = payload.get("requestId")
+        name, text = self.log_file(payload.get("logType"))
         if location.startswith("http"):
-            self.spawn(self.upload_log(location, request_id))
-        return {"status": "Accepted", "filename": LOG_FILE}
+            self.spawn(self.upload_log(location, payload.get("requestId"), name, text))
+        return {"status": "Accepted", "filename": name}
 
     def on_SignedUpdateFirmware(self, payload: dict) -> dict:
         location = str((payload.get("firmware") or {}).get("location", ""))
@@ -636,16 +666,22 @@ class DemoCharger:
 
     async def upload_diagnostics(self, location: str) -> None:
         await self.call("DiagnosticsStatusNotification", {"status": "Uploading"})
-        text = (f"demo charger diagnostics\nenergy {self.station.energy_wh} Wh, "
-                f"state of charge {self.station.soc} %\n")
-        done = await self.upload(location, DIAGNOSTICS_FILE, text, "upload diagnostics to")
+        name, text = self.log_file("DiagnosticsLog")
+        done = await self.upload(location, name, text, "upload diagnostics to")
         await self.call("DiagnosticsStatusNotification",
                         {"status": "Uploaded" if done else "UploadFailed"})
 
-    async def upload_log(self, location: str, request_id: Any) -> None:
+    def log_file(self, log_type: Any) -> tuple:
+        """The log GetLog asks for, (file name, text): the security log for SecurityLog, the
+        diagnostics for DiagnosticsLog."""
+        if log_type == "SecurityLog":
+            return LOG_FILE, "demo charger security log\n"
+        return DIAGNOSTICS_FILE, (f"demo charger diagnostics\nenergy {self.station.energy_wh} Wh, "
+                                  f"state of charge {self.station.soc} %\n")
+
+    async def upload_log(self, location: str, request_id: Any, name: str, text: str) -> None:
         await self.call("LogStatusNotification", {"status": "Uploading", "requestId": request_id})
-        done = await self.upload(location, LOG_FILE, "demo charger security log\n",
-                                 "upload its log to")
+        done = await self.upload(location, name, text, "upload its log to")
         await self.call("LogStatusNotification", {"status": "Uploaded" if done else "UploadFailure",
                                                   "requestId": request_id})
 
@@ -689,11 +725,99 @@ class DemoCharger:
         return body
 
 
-def hash_data(pem: str) -> dict:
-    """CertificateHashDataType made from a certificate's text: stable, unique enough for a demo."""
-    digest = hashlib.sha256(pem.strip().encode("utf-8")).hexdigest()
-    return {"hashAlgorithm": "SHA256", "issuerNameHash": digest, "issuerKeyHash": digest[::-1],
-            "serialNumber": digest[:40]}
+def der_element(der: bytes, offset: int) -> tuple:
+    """The DER element at ``offset``: its tag, where its content starts, and where it ends."""
+    tag, length = der[offset], der[offset + 1]
+    start = offset + 2
+    if length & 0x80:
+        count = length & 0x7F
+        length, start = int.from_bytes(der[start:start + count], "big"), start + count
+    if start + length > len(der):
+        raise ValueError("a DER element runs past the end")
+    return tag, start, start + length
+
+
+PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\s*", re.S)
+
+
+def certificate_fields(pem: str) -> tuple:
+    """The DER issuer name, subject name, public key (the BIT STRING's bits) and serial number
+    bytes of one PEM certificate (as the server reads them); ValueError for text that is not one."""
+    try:
+        body = "".join(line for line in pem.strip().splitlines() if not line.startswith("-----"))
+        der = base64.b64decode(body, validate=True)
+        _, tbs_start, _ = der_element(der, 0)  # Certificate
+        _, position, _ = der_element(der, tbs_start)  # tbsCertificate's content
+        tag, start, end = der_element(der, position)
+        if tag == 0xA0:  # [0] version
+            tag, start, end = der_element(der, end)
+        serial = der[start:end].lstrip(b"\0") or b"\0"
+        _, _, position = der_element(der, end)  # signature algorithm
+        _, _, issuer_end = der_element(der, position)
+        _, _, subject_at = der_element(der, issuer_end)  # validity
+        _, _, subject_end = der_element(der, subject_at)
+        _, key_info, _ = der_element(der, subject_end)  # subjectPublicKeyInfo
+        _, _, key_at = der_element(der, key_info)  # its algorithm
+        _, key_start, key_end = der_element(der, key_at)  # the key, a BIT STRING
+    except (IndexError, ValueError, binascii.Error) as exc:
+        raise ValueError("not a PEM certificate (%s)" % exc) from None
+    return (der[position:issuer_end], der[subject_at:subject_end], der[key_start + 1:key_end],
+            serial)
+
+
+def hash_data(pem: str, known: Any = ()) -> dict:
+    """The CertificateHashDataType of a PEM certificate (the first of ``pem``), as OCPP defines it
+    and the server computes it: issuerNameHash, the SHA-256 of its issuer's DER name;
+    issuerKeyHash, of its issuer's public key (that of the next certificate of ``pem``, else of one
+    of the PEM texts ``known`` whose subject is its issuer, else its own); serialNumber in hex
+    without leading zeroes.  ValueError for text that is not a certificate."""
+    blocks = PEM_CERTIFICATE.findall(pem) or [pem]
+    issuer, _, key, serial = certificate_fields(blocks[0])
+    others = blocks[1:] + [block for text in known for block in PEM_CERTIFICATE.findall(text)]
+    for other in others:
+        _, subject, other_key, _ = certificate_fields(other)
+        if subject == issuer:
+            key = other_key
+            break
+    return {"hashAlgorithm": "SHA256", "issuerNameHash": hashlib.sha256(issuer).hexdigest(),
+            "issuerKeyHash": hashlib.sha256(key).hexdigest(),
+            "serialNumber": serial.hex().lstrip("0") or "0"}
+
+
+def same_certificate(hash_data_a: Any, hash_data_b: Any) -> bool:
+    """Whether two CertificateHashDataType name the same certificate (hex in either case)."""
+    fields = ("hashAlgorithm", "issuerNameHash", "issuerKeyHash", "serialNumber")
+    return isinstance(hash_data_a, dict) and isinstance(hash_data_b, dict) and all(
+        str(hash_data_a.get(name, "")).lower() == str(hash_data_b.get(name, "")).lower()
+        for name in fields)
+
+
+async def make_csr(charge_point_id: str) -> tuple:
+    """A new EC P-256 key and a certificate signing request whose CN is ``charge_point_id``, made
+    by the openssl command: (key PEM, CSR PEM); RuntimeError with openssl's words when it fails."""
+    subject = "/CN=%s/O=%s" % (re.sub(r"([/\\+=,])", r"\\\1", charge_point_id),
+                               CSR_ORGANIZATION)
+    with tempfile.TemporaryDirectory() as folder:
+        key_path = os.path.join(folder, "charger.key")
+        try:
+            process = await asyncio.create_subprocess_exec(
+                "openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                "-nodes", "-keyout", key_path, "-subj", subject, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        except OSError as exc:
+            raise RuntimeError("cannot run openssl: %s" % (exc.strerror or exc)) from None
+        try:
+            csr, said = await asyncio.wait_for(process.communicate(), OPENSSL_SECONDS)
+        except asyncio.TimeoutError:
+            process.kill()
+            await process.wait()
+            raise RuntimeError("openssl took over %g s" % OPENSSL_SECONDS) from None
+        if process.returncode != 0:
+            words = said.decode("utf-8", "replace").strip().splitlines()
+            raise RuntimeError("openssl req failed: %s" % (
+                words[-1] if words else "exit %d" % process.returncode))
+        with open(key_path, encoding="ascii") as key_file:
+            return key_file.read(), csr.decode("ascii")
 
 
 def meter_payload(station: Station, options: argparse.Namespace) -> dict:
@@ -1246,8 +1370,7 @@ class V201Control(V201Answers):
         certificate_types = {"SignChargingStationCertificate": "ChargingStationCertificate",
                              "SignV2GCertificate": "V2GCertificate"}
         if requested in certificate_types:
-            return charger.call("SignCertificate", {
-                "csr": DEMO_CSR, "certificateType": certificate_types[requested]})
+            return charger.request_signing({"certificateType": certificate_types[requested]})
         return None
 
 
@@ -1299,8 +1422,9 @@ class V201Services(V201Answers):
 
     def on_GetLog(self, payload: dict) -> dict:
         location = str((payload.get("log") or {}).get("remoteLocation", ""))
-        self.charger.spawn(self.charger.upload_log(location, payload.get("requestId")))
-        return {"status": "Accepted", "filename": LOG_FILE}
+        name, text = self.charger.log_file(payload.get("logType"))
+        self.charger.spawn(self.charger.upload_log(location, payload.get("requestId"), name, text))
+        return {"status": "Accepted", "filename": name}
 
     def on_CustomerInformation(self, payload: dict) -> dict:
         if payload.get("report"):
@@ -1321,7 +1445,7 @@ class V201Services(V201Answers):
 
     def on_GetInstalledCertificateIds(self, payload: dict) -> dict:
         asked = payload.get("certificateType") or CERTIFICATE_USES_201
-        chain = [{"certificateType": kind, "certificateHashData": hash_data(pem)}
+        chain = [{"certificateType": kind, "certificateHashData": self.charger.hash_of(pem)}
                  for kind in asked for pem in self.charger.certificates.get(kind, [])]
         if not chain:
             return {"status": "NotFound"}
@@ -1638,8 +1762,9 @@ def add_security_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     return parser
 
 
-def parse_args(argv: Optional[list] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_charger_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The URL, the version and dialect, and what the charger does, on ``parser`` (which it
+    returns)."""
     parser.add_argument("url", nargs="?", default="ws://127.0.0.1:60003/CP-1",
                         help="the mock server's URL "
                         "with the charge point id as its last path segment (default %(default)s)")
@@ -1660,6 +1785,11 @@ def parse_args(argv: Optional[list] = None) -> argparse.Namespace:
                         help="do not wait for the FlexiCharge BootData after booting")
     parser.add_argument("--once", action="store_true",
                         help="exit after the first transaction has stopped")
+    return parser
+
+
+def add_behaviour_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """How it behaves beyond the rules and the connection, on ``parser`` (which it returns)."""
     parser.add_argument("--misbehave", action="append", default=[], choices=MISBEHAVIOURS,
                         help="break a rule on purpose, to see the server's behaviour checks catch "
                              "it; repeatable")
@@ -1673,7 +1803,13 @@ def parse_args(argv: Optional[list] = None) -> argparse.Namespace:
     parser.add_argument("--smart-charging", action="store_true",
                         help="OCPP 2.0.1: at a transaction's start, send NotifyEVChargingNeeds "
                              "(the EV's) and NotifyChargingLimit (an EMS limit of 11 kW)")
-    options = add_security_arguments(parser).parse_args(argv)
+    return parser
+
+
+def parse_args(argv: Optional[list] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    options = add_security_arguments(add_behaviour_arguments(add_charger_arguments(
+        parser))).parse_args(argv)
     if options.ocpp != "1.6" and options.flexicharge:
         parser.error("--flexicharge is a dialect of OCPP 1.6: it cannot go with --ocpp "
                      + options.ocpp)

@@ -82,9 +82,15 @@ def test_the_certificate_commands_agree_with_the_demo_chargers_store(start_serve
             mark = server.mark()
             server.type(typed)
             server.wait_for(rf"CP-1 <- {typed}\.conf {answer}", since=mark)
-        # GetLog bare: the log lands in the files folder, under the charger's name.
+        # GetLog bare (DiagnosticsLog): its diagnostics land in the files folder, under the
+        # charger's name; logType=SecurityLog: its security log.
         server.type("GetLog")
         server.wait_for(r'CP-1 <- LogStatusNotification \{"status": "Uploaded", "requestId": 1\}')
+        assert (tmp_path / "CP-1" / "demo-diagnostics.log").read_text().startswith(
+            "demo charger diagnostics\n"
+        )
+        server.type("GetLog logType=SecurityLog")
+        server.wait_for(r'CP-1 <- LogStatusNotification \{"status": "Uploaded", "requestId": 2\}')
         assert (
             tmp_path / "CP-1" / "demo-security.log"
         ).read_text() == "demo charger security log\n"

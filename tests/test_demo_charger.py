@@ -381,3 +381,10 @@ def test_the_pytest_example_waits_for_a_station_on_the_network(tmp_path):
     assert test_run.returncode == 0, output + board_output
     assert "1 passed" in output and "point the station at ws://" in output
     assert "transaction 1 stopped" in board_output
+
+
+def test_no_function_of_the_demo_charger_is_over_40_lines():
+    """The server's size rule for functions holds in the demo charger too (parse_args was 46)."""
+    from test_shape import _too_long
+
+    assert [found for found in _too_long("examples/demo_charger.py") if " function " in found] == []

@@ -696,7 +696,7 @@ def test_a_whole_2_0_1_session_of_the_demo_charger_against_the_server(tmp_path):
     server.wait_for(r"CP-201 \*\* disconnected")
     assert server.stop() == 0
     assert "Traceback" not in server.output()
-    assert list((tmp_path / "files").rglob("demo-security.log")), server.output()
+    assert list((tmp_path / "files").rglob("demo-diagnostics.log")), server.output()
     actions = check_every_frame_is_valid_201(read_transcript(log), "CP-201")
     events = [
         payload["eventType"]

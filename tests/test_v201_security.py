@@ -738,3 +738,90 @@ async def test_an_ocpp_package_v201_charge_point_takes_the_security_flows(start_
     finally:
         listening.cancel()
         await websocket.close()
+
+
+# ------------------------------------ the demo charger's own CSR, hash data and logs (issue 22)
+
+
+@pytest.mark.slow(3)
+@needs_openssl
+def test_the_demo_charger_gets_a_certificate_for_its_own_id_in_both_versions(start_server,
+                                                                             tmp_path):
+    """A demo charger on CS-1 (2.0.1) and one on CP-7 (1.6) each send a CSR for their own id,
+    made by openssl when asked: the server signs both, and each takes its chain."""
+    server, ca, _ = _signing_server(start_server, tmp_path)
+    demos = [_demo_charger(server.url + "/CS-1", "--ocpp", "2.0.1"),
+             _demo_charger(server.url + "/CP-7", "--no-wait-boot-data")]
+    try:
+        server.wait_for(r"CS-1 <- StatusNotification")
+        server.wait_for(r"CP-7 <- StatusNotification")
+        server.type("@CS-1 TriggerMessage requestedMessage=SignChargingStationCertificate")
+        server.type("@CP-7 ExtendedTriggerMessage requestedMessage=SignChargePointCertificate")
+        for station in ("CS-1", "CP-7"):
+            server.wait_for(rf"{station} \*\* SignCertificate: signed the CSR in \S+ with "
+                            r"--ca-cert; sending CertificateSigned")
+            server.wait_for(rf'{station} <- CertificateSigned\.conf \{{"status":"Accepted"\}}')
+            chain = server.system.last_signed_chain[station]
+            assert _common_name(chain) == station
+            assert x509.load_pem_x509_certificates(chain.encode())[0].issuer == ca.subject
+    finally:
+        outputs = [_stopped(demo) for demo in demos]
+    assert "!! SignCertificate" not in server.output(), server.output()
+    assert all("cannot make a certificate signing request" not in out for out in outputs)
+
+
+@pytest.mark.slow(2)
+def test_the_demo_chargers_certificate_hash_data_is_the_servers(start_server):
+    """InstallCertificate then DeleteCertificate typed bare (the server computes the hash data of
+    its demo root): Accepted by the demo charger in both versions; what it lists is what the
+    server computes."""
+    server = start_server("--no-boot-data")
+    expected = mock.certificate_hash_data(mock.DEMO_CERTIFICATE)
+    demos = [_demo_charger(server.url + "/CS-1", "--ocpp", "2.0.1"),
+             _demo_charger(server.url + "/CP-7", "--no-wait-boot-data")]
+    try:
+        server.wait_for(r"CS-1 <- StatusNotification")
+        server.wait_for(r"CP-7 <- StatusNotification")
+        for station in ("CS-1", "CP-7"):
+            for typed, answer in (("InstallCertificate", "Accepted"),
+                                  ("DeleteCertificate", "Accepted"),
+                                  ("DeleteCertificate", "NotFound"),
+                                  ("InstallCertificate", "Accepted")):
+                mark = server.mark()
+                server.type(f"@{station} {typed}")
+                server.wait_for(rf'{station} <- {typed}\.conf \{{"status":"{answer}"\}}',
+                                since=mark)
+            mark = server.mark()
+            server.type(f"@{station} GetInstalledCertificateIds")
+            line = server.wait_for(rf"{station} <- GetInstalledCertificateIds\.conf (\{{.*)",
+                                   since=mark)
+            listed = json.loads(line.group(1))
+            hashes = listed.get("certificateHashData") or [
+                entry["certificateHashData"] for entry in listed["certificateHashDataChain"]]
+            assert hashes == [expected], listed
+    finally:
+        for demo in demos:
+            _stopped(demo)
+
+
+@pytest.mark.slow(2)
+def test_the_demo_charger_uploads_the_log_get_log_asks_for(start_server, tmp_path):
+    """GetLog DiagnosticsLog (typed bare) uploads its diagnostics, SecurityLog its security log."""
+    files = tmp_path / "files"
+    server = start_server("--no-boot-data", "--files-dir", str(files))
+    demo = _demo_charger(server.url + "/CS-1", "--ocpp", "2.0.1")
+    try:
+        server.wait_for(r"CS-1 <- StatusNotification")
+        for typed, name in (("GetLog", "demo-diagnostics.log"),
+                            ("GetLog logType=SecurityLog", "demo-security.log")):
+            mark = server.mark()
+            server.type(typed)
+            server.wait_for(rf'CS-1 <- GetLog\.conf \{{"status":"Accepted","filename":"{name}"',
+                            since=mark)
+            server.wait_for(rf"CS-1 \*\* GetLog request \d+: the log uploaded: CS-1/{name}",
+                            since=mark)
+    finally:
+        _stopped(demo)
+    assert (files / "CS-1" / "demo-diagnostics.log").read_text().startswith(
+        "demo charger diagnostics\n")
+    assert (files / "CS-1" / "demo-security.log").read_text() == "demo charger security log\n"
