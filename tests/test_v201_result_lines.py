@@ -5,11 +5,12 @@ than the periods kept says how many more; the line volume of forgotten reports a
 is bounded.
 """
 
+import asyncio
 import re
 from pathlib import Path
 
 import ocpp_mock_server as mock
-from conftest import Charger, assert_valid, charger_test
+from conftest import Charger, EventStream, assert_valid, charger_test, http
 
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "guide.md"
 NOW = "2026-12-03T12:00:00.000Z"
@@ -195,4 +196,30 @@ async def test_variables_lists_at_most_its_cap_and_says_how_to_narrow_it(in_proc
     server.type("variables var4")
     server.wait_for(r">>   Controller\.Var4 = 4", since=mark)
     assert "more: narrow it" not in server.output(mark)
+    await station.close()
+
+
+@charger_test
+async def test_api_command_lines_of_a_reply_come_as_log_events_as_api_md_says(in_process):
+    """POST /api/command `set ...`: its `lines` are [] and `call.result` the reply's JSON; the
+    result's `**` line is a `log` event on /api/events (docs/api.md)."""
+    api_doc = (GUIDE.parent / "api.md").read_text(encoding="utf-8")
+    assert "as `log` events on `GET /api/events`" in api_doc
+    server = in_process()
+    station = await _station(server)
+    stream = await EventStream.open(server, "?charger=CS-1")
+    posted = asyncio.ensure_future(http(server, "POST", "/api/command",
+                                        {"line": "set OCPPCommCtrlr.HeartbeatInterval=30"}))
+    result = {"setVariableResult": [{
+        "attributeStatus": "Accepted", "component": {"name": "OCPPCommCtrlr"},
+        "variable": {"name": "HeartbeatInterval"}}]}
+    call = await station.expect_call("SetVariables")
+    assert_valid("SetVariablesResponse", result, "2.0.1")
+    await station.answer(call, result)
+    reply = await posted
+    assert reply.status == 200 and reply.json["lines"] == [], reply.json
+    assert reply.json["call"]["result"] == result
+    await stream.until(lambda event: event["type"] == "log" and event["text"]
+                       == "SetVariables OCPPCommCtrlr.HeartbeatInterval=30: Accepted")
+    stream.close()
     await station.close()
