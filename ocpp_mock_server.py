@@ -7224,7 +7224,8 @@ def certificate_installed(session: "ChargerSession", request: dict, reply: dict)
                     hash_data["serialNumber"], hash_data["issuerNameHash"][:16]))
     if session.state.certificates_taken is None:
         session.state.certificates_taken = Latest(CERTIFICATES_TAKEN_KEPT)
-    session.state.certificates_taken.append(_certificate_identity(hash_data))
+    if _certificate_identity(hash_data) not in session.state.certificates_taken:
+        session.state.certificates_taken.append(_certificate_identity(hash_data))
 
 
 # What the server does when a charger answers one of its CALLs with a CALLRESULT, beyond showing it.
