@@ -3974,6 +3974,9 @@ class ChargerState:
     # what a 2.0.1 station reported of its variables: made on its first report (a class default
     # until then, so that a station that never reports carries nothing)
     device_model: Optional["DeviceModel"] = None
+    # the hash data of the certificates it took from this server (InstallCertificate,
+    # CertificateSigned), the latest CERTIFICATES_TAKEN_KEPT: made on the first
+    certificates_taken: Optional["Latest"] = None
 
     def __init__(self, charger_id: str) -> None:
         self.charger_id = charger_id
@@ -4108,6 +4111,7 @@ MAX_VARIABLE_VALUE = 2500  # characters of a value kept (the longest NotifyRepor
 MAX_NOTIFY_ITEMS = 1000  # lines (or texts) and parts of one Notify... message kept to show it
 MAX_NOTIFY_SEQUENCES = 4  # Notify... sequences in progress per station; the oldest goes first
 MAX_REPORT_REQUESTS = 32  # requestIds of the report requests a station accepted, kept to match
+FORGOTTEN_QUIET_SECONDS = 10.0  # after a "forgotten" line, the next ones are counted this long
 ATTRIBUTE_TYPES = ("Actual", "Target", "MinSet", "MaxSet")  # AttributeEnumType
 
 # (component name, component instance, EVSE id, connector id, variable name, variable instance,
@@ -4164,10 +4168,13 @@ class DeviceModel:
     ``variables``: key -> [value, mutability, dataType, unit, source], at most
     MAX_DEVICE_VARIABLES; ``sequences``: (action, requestId) -> NotifySequence;
     ``requested``: the (action, requestId) the station accepted a request for, latest last;
-    ``finished``: the (action, requestId) whose last part came.
+    ``finished``: the (action, requestId) whose last part came; ``forgotten``: the sequences
+    forgotten since the last line that said one (counted, said at once: _forget_oldest), and
+    ``forgotten_at`` when that line was said.
     """
 
-    __slots__ = ("variables", "full", "sequences", "requested", "finished")
+    __slots__ = ("variables", "full", "sequences", "requested", "finished", "forgotten",
+                 "forgotten_at")
 
     def __init__(self) -> None:
         self.variables: dict[VariableKey, list] = {}
@@ -4175,6 +4182,8 @@ class DeviceModel:
         self.sequences: dict[tuple[str, Any], NotifySequence] = {}
         self.requested: Latest = Latest(MAX_REPORT_REQUESTS)
         self.finished: Latest = Latest(MAX_REPORT_REQUESTS)
+        self.forgotten = 0
+        self.forgotten_at = 0.0
 
     def record(self, key: VariableKey, value: Any, source: str, mutability: Any = None,
                data_type: Any = None, unit: Any = None) -> bool:
@@ -6581,19 +6590,45 @@ def _notify_sequence(session: "ChargerSession", model: DeviceModel,
                           "this server sent and the station accepted; kept anyway"
                           % (action, _show(request_id)))
     if len(model.sequences) >= MAX_NOTIFY_SEQUENCES:
-        old_action, old_id = next(iter(model.sequences))
-        del model.sequences[(old_action, old_id)]
-        session.log("warn", "%s requestId %s was still coming (tbc true); forgotten: at most %d "
-                    "are assembled at a time" % (old_action, _show(old_id), MAX_NOTIFY_SEQUENCES))
+        _forget_oldest(session, model)
     sequence = model.sequences[key] = NotifySequence()
     return sequence
 
 
+def _say_forgotten(session: "ChargerSession", model: DeviceModel) -> None:
+    """How many sequences were forgotten, unsaid, since the line that said one."""
+    if model.forgotten > 1:
+        session.log("warn", "%d more Notify... requestIds still coming (tbc true) were forgotten "
+                    "since: at most %d are assembled at a time"
+                    % (model.forgotten - 1, MAX_NOTIFY_SEQUENCES))
+    model.forgotten = 0
+
+
+def _forget_oldest(session: "ChargerSession", model: DeviceModel) -> None:
+    """Forget the oldest sequence in progress: said in a line, unless one was said less than
+    FORGOTTEN_QUIET_SECONDS ago; then counted, and the count said at the next last part, or
+    with the next line."""
+    old_action, old_id = next(iter(model.sequences))
+    del model.sequences[(old_action, old_id)]
+    now = time.monotonic()
+    if model.forgotten and now - model.forgotten_at < FORGOTTEN_QUIET_SECONDS:
+        model.forgotten += 1
+        return
+    _say_forgotten(session, model)
+    session.log("warn", "%s requestId %s was still coming (tbc true); forgotten: at most %d "
+                "are assembled at a time (more forgotten in the next %d s are counted)" % (
+                    old_action, _show(old_id), MAX_NOTIFY_SEQUENCES, FORGOTTEN_QUIET_SECONDS))
+    model.forgotten, model.forgotten_at = 1, now
+
+
 def _notify_finished(session: "ChargerSession", model: DeviceModel, key: tuple[str, Any],
                      sequence: NotifySequence) -> None:
-    """The last part came: a gap is said, and the whole shown."""
+    """The last part came: forgotten sequences not yet said are counted, a gap is said, and the
+    whole shown."""
     action, request_id = key
     del model.sequences[key]
+    if model.forgotten:
+        _say_forgotten(session, model)
     model.finished.append(key)
     count, first = sequence.missing()
     if count:
@@ -7089,6 +7124,12 @@ def composite_schedule_received(session: "ChargerSession", request: dict, reply:
                                                 "chargingRateUnit")))
     for row in _schedule_rows(record):
         session.log("info", row)
+    periods = schedule.get("chargingSchedulePeriod")
+    dropped = (sum(type(period) is dict for period in periods) if type(periods) is list else 0) \
+        - len(record["periods"])
+    if dropped > 0:
+        session.log("info", "  ... and %d more (at most %d periods are kept and shown)"
+                    % (dropped, SCHEDULE_PERIODS_KEPT))
     if session.bus.routes["state_changed"]:
         session.bus.publish("state_changed", session.charger_id, session,
                             field="schedule EVSE %s" % _scalar_text(record["evseId"]),
@@ -7187,6 +7228,10 @@ def certificate_installed(session: "ChargerSession", request: dict, reply: dict)
     session.log("info", "certificate taken: serialNumber %s, issuerNameHash %s...; "
                 "DeleteCertificate typed bare deletes it" % (
                     hash_data["serialNumber"], hash_data["issuerNameHash"][:16]))
+    if session.state.certificates_taken is None:
+        session.state.certificates_taken = Latest(CERTIFICATES_TAKEN_KEPT)
+    if _certificate_identity(hash_data) not in session.state.certificates_taken:
+        session.state.certificates_taken.append(_certificate_identity(hash_data))
 
 
 # What the server does when a charger answers one of its CALLs with a CALLRESULT, beyond showing it.
@@ -7395,10 +7440,134 @@ def firmware_sent(session: "ChargerSession", request: dict, reply: dict) -> None
                     "folder): a station that checks them reports InvalidSignature")
 
 
+# ---- the other 2.0.1 flows' results in words: display messages, monitoring, customer
+# information, installed certificates, cleared profiles, transaction status (the reply's own
+# line shows its JSON)
+
+MAX_CERTIFICATES_LISTED = 10  # certificates of one GetInstalledCertificateIds shown, then a count
+CERTIFICATES_TAKEN_KEPT = 20  # hash data kept per station of the certificates it took from us
+
+ResultHandler = Callable[["ChargerSession", dict, dict], None]
+
+
+def status_line(subject: Callable[[dict], str]) -> ResultHandler:
+    """The result handler that says ``subject(request)`` and the reply's status in one line."""
+
+    def say(session: "ChargerSession", request: dict, reply: dict) -> None:
+        session.log("info", "%s: %s" % (subject(request), _status_said(reply)))
+
+    return say
+
+
+def both(first: ResultHandler, second: ResultHandler) -> ResultHandler:
+    """The result handler that runs ``first``, then ``second``."""
+
+    def run(session: "ChargerSession", request: dict, reply: dict) -> None:
+        first(session, request, reply)
+        second(session, request, reply)
+
+    return run
+
+
+def _field(value: Any, name: str) -> Any:
+    return value.get(name) if type(value) is dict else None
+
+
+def _display_message_set(request: dict) -> str:
+    message = request.get("message")
+    return "set display message %s (%s, %s)" % (
+        _scalar_text(_field(message, "id")), _text_of(_field(message, "priority"), 40),
+        _show(_field(_field(message, "message"), "content")))
+
+
+def _profiles_cleared(request: dict) -> str:
+    if "chargingProfileId" in request:
+        return "clear charging profile %s" % _scalar_text(request["chargingProfileId"])
+    criteria = request.get("chargingProfileCriteria")
+    if type(criteria) is not dict or not criteria:
+        return "clear all charging profiles"
+    return "clear charging profiles with %s" % ", ".join(
+        "%s %s" % (printable(name, 40), _text_of(value, 40))
+        for name, value in list(criteria.items())[:4])
+
+
+def _customer_information_asked(request: dict) -> str:
+    asked = [name for name in ("report", "clear") if request.get(name) is True]
+    return "customer information request %s (%s)" % (
+        _scalar_text(request.get("requestId")),
+        " and ".join(asked) if asked else "neither report nor clear")
+
+
+def _monitor_result_name(result: dict) -> str:
+    key = variable_key(result.get("component"), result.get("variable"))
+    return variable_name(key) if key is not None else _text_of(result, 80)
+
+
+def monitors_set(session: "ChargerSession", request: dict, reply: dict) -> None:
+    """SetVariableMonitoring: each result on a line (at most MAX_RESULT_LINES)."""
+    results = reply.get("setMonitoringResult")
+    _result_lines(session, ["SetVariableMonitoring %s (%s, severity %s): %s%s" % (
+        _monitor_result_name(result), _text_of(result.get("type"), 40),
+        _scalar_text(result.get("severity")), _result_text(result, "status"),
+        ", monitor id %s" % _scalar_text(result["id"]) if "id" in result else "")
+        for result in (results if type(results) is list else []) if type(result) is dict])
+
+
+def monitors_cleared(session: "ChargerSession", request: dict, reply: dict) -> None:
+    """ClearVariableMonitoring: each result on a line (at most MAX_RESULT_LINES)."""
+    results = reply.get("clearMonitoringResult")
+    _result_lines(session, ["ClearVariableMonitoring monitor %s: %s" % (
+        _scalar_text(result.get("id")), _result_text(result, "status"))
+        for result in (results if type(results) is list else []) if type(result) is dict])
+
+
+def transaction_status_got(session: "ChargerSession", request: dict, reply: dict) -> None:
+    """GetTransactionStatus: whether the transaction is ongoing, and whether messages are
+    queued."""
+    ongoing = {True: "ongoing", False: "not ongoing"}.get(reply.get("ongoingIndicator"))
+    session.log("info", "%s: %s%s" % (
+        "transaction " + _show(request["transactionId"]) if "transactionId" in request
+        else "all transactions",
+        ongoing + ", " if ongoing else "",
+        "messages still queued" if reply.get("messagesInQueue") is True
+        else "no messages queued"))
+
+
+def _certificate_identity(hash_data: Any) -> tuple:
+    """What names a certificate in CertificateHashDataType: issuer name and key hashes and
+    serialNumber, in lower case, the serial without leading zeroes."""
+    return tuple(str(_field(hash_data, name)).lower().lstrip("0" if name == "serialNumber" else "")
+                 for name in ("hashAlgorithm", "issuerNameHash", "issuerKeyHash", "serialNumber"))
+
+
+def _certificate_line(chain: dict, taken: Any) -> str:
+    hash_data = chain.get("certificateHashData")
+    return "  %s serialNumber %s%s" % (
+        _text_of(chain.get("certificateType"), 40), _text_of(_field(hash_data, "serialNumber"), 40),
+        " (installed or signed by this server)"
+        if taken and _certificate_identity(hash_data) in taken else "")
+
+
+def certificates_listed(session: "ChargerSession", request: dict, reply: dict) -> None:
+    """GetInstalledCertificateIds: the status, then each certificate's type and serialNumber (at
+    most MAX_CERTIFICATES_LISTED), and which ones the station took from this server; its list is
+    kept for DeleteCertificate (remember_certificate_chain_ids)."""
+    chains = reply.get("certificateHashDataChain")
+    chains = [chain for chain in chains if type(chain) is dict] if type(chains) is list else []
+    session.log("info", "installed certificates: %s, %s%s" % (
+        _status_said(reply), _counted(len(chains), "certificate"), ":" if chains else ""))
+    taken = session.state.certificates_taken
+    for chain in chains[:MAX_CERTIFICATES_LISTED]:
+        session.log("info", _certificate_line(chain, taken))
+    if len(chains) > MAX_CERTIFICATES_LISTED:
+        session.log("info", "  ... and %d more" % (len(chains) - MAX_CERTIFICATES_LISTED))
+    remember_certificate_chain_ids(session, request, reply)
+
+
 # What the server remembers from a 2.0.1 station's CALLRESULTs: the certificates it listed (for
 # DeleteCertificate), an accepted heartbeat interval, a triggered message.
 V201_SERVER_CALL_RESULT_HANDLERS: dict[str, Callable[["ChargerSession", dict, dict], None]] = {
-    "GetInstalledCertificateIds": remember_certificate_chain_ids,
+    "GetInstalledCertificateIds": certificates_listed,
     "SetVariables": variables_set,
     "TriggerMessage": message_triggered,
     "GetCompositeSchedule": composite_schedule_received,
@@ -7411,6 +7580,20 @@ V201_SERVER_CALL_RESULT_HANDLERS: dict[str, Callable[["ChargerSession", dict, di
     "UpdateFirmware": firmware_sent,
     "InstallCertificate": certificate_installed,
     "CertificateSigned": certificate_installed,
+    "SetDisplayMessage": status_line(_display_message_set),
+    "ClearDisplayMessage": status_line(
+        lambda request: "clear display message %s" % _scalar_text(request.get("id"))),
+    "SetVariableMonitoring": monitors_set,
+    "ClearVariableMonitoring": monitors_cleared,
+    "SetMonitoringBase": status_line(
+        lambda request: "set monitoring base %s" % _text_of(request.get("monitoringBase"), 40)),
+    "SetMonitoringLevel": status_line(
+        lambda request: "set monitoring level %s (events of severity 0 to %s reported)"
+        % ((_scalar_text(request.get("severity")),) * 2)),
+    "CustomerInformation": both(V201_REPORT_RESULT_HANDLERS["CustomerInformation"],
+                                status_line(_customer_information_asked)),
+    "ClearChargingProfile": status_line(_profiles_cleared),
+    "GetTransactionStatus": transaction_status_got,
 }
 
 # Key spellings the FlexiCharge charger reads in the server's CALLs (it raises
@@ -8879,8 +9062,12 @@ def _listed_state(host: Any, target: Optional[str]) -> ChargerState:
             from None
 
 
+MAX_VARIABLES_LISTED = 50  # lines `variables` lists; then "... and N more: narrow it"
+
+
 def device_model_lines(state: ChargerState, query: str) -> list[str]:
-    """`variables [query]`: the attributes kept whose name contains ``query``, a line each."""
+    """`variables [query]`: the attributes kept whose name contains ``query``, a line each (at
+    most MAX_VARIABLES_LISTED, then how many more)."""
     model = state.device_model
     name = printable(state.charger_id)
     if model is None or not model.variables:
@@ -8891,7 +9078,11 @@ def device_model_lines(state: ChargerState, query: str) -> list[str]:
         name, _counted(len(model.variables), "variable attribute"),
         ", %d match %s" % (len(found), _show(query)) if query else "",
         " (the cap of %d was reached)" % MAX_DEVICE_VARIABLES if model.full else "")]
-    return lines + [variable_line(text, row) for text, _, row in found]
+    lines += [variable_line(text, row) for text, _, row in found[:MAX_VARIABLES_LISTED]]
+    if len(found) > MAX_VARIABLES_LISTED:
+        lines.append("... and %d more: narrow it with variables TEXT"
+                     % (len(found) - MAX_VARIABLES_LISTED))
+    return lines
 
 
 def _run_variables(host: Any, command: Command, outcome: "CommandOutcome") -> None:

@@ -260,6 +260,9 @@ COVERED_ELSEWHERE = {
     ),
     "docs/ci.md: $ python ocpp_mock_server.py --log session.jsonl --auto-start-after 1 --": (
         "tests/test_replay.py::test_the_ci_replay_sample_is_what_a_real_run_prints"),
+    "docs/guide.md: 17:40:02.114 CS-1 ** installed certificates: Accepted, 2 certificates:": (
+        "tests/test_v201_result_lines.py::"
+        "test_installed_certificates_are_listed_bounded_and_ours_are_named"),
 }
 
 # Blocks no test runs: {key: why}.
