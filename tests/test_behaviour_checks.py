@@ -1,15 +1,10 @@
 """Behaviour checks: each check catches its misbehaviour of the demo charger, and only that."""
 
 import re
-import subprocess
-import sys
 
 import pytest
 
-from conftest import (
-    DEMO_CHARGER,
-    TIMEOUT,
-)
+from conftest import InProcessDemo
 
 # Each check fires for the demo charger told to break its rule, and stays quiet for the
 # well-behaved one under the same conditions.
@@ -66,16 +61,10 @@ def test_each_behaviour_check_catches_its_misbehaviour_and_only_that(
     start_server, misbehave, server_args, typed, waits, rule, behaves
 ):
     server = start_server(*server_args)
-    command = [
-        sys.executable,
-        str(DEMO_CHARGER),
-        server.url + "/CP-DEMO",
-        "--meter-interval",
-        "0.2",
-    ]
+    arguments = [server.url + "/CP-DEMO", "--meter-interval", "0.2"]
     if not behaves:
-        command += ["--misbehave", misbehave]
-    demo = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        arguments += ["--misbehave", misbehave]
+    demo = InProcessDemo(*arguments)
     try:
         first = server.wait_for(r"CP-DEMO <- BootNotification", timeout=10)
         mark = next(index for index, line in enumerate(server.lines) if first.group(0) in line) + 1
@@ -96,8 +85,7 @@ def test_each_behaviour_check_catches_its_misbehaviour_and_only_that(
             server.wait_for(rf"CP-DEMO !! check {rule}:", since=booted, timeout=10)
         output = server.settled_output()
     finally:
-        demo.terminate()
-        demo.communicate(timeout=TIMEOUT)
+        demo.stop()
     checks = re.findall(r"!! check ([\w-]+):", output)
     assert checks == ([] if behaves else [rule]), output
 
@@ -107,19 +95,7 @@ def test_the_offline_queue_arrives_in_order_after_an_outage_and_no_transaction_i
     start_server,
 ):
     server = start_server("--call-timeout", "5")
-    demo = subprocess.Popen(
-        [
-            sys.executable,
-            str(DEMO_CHARGER),
-            server.url + "/CP-DEMO",
-            "--meter-interval",
-            "0.2",
-            "--reconnect",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    demo = InProcessDemo(server.url + "/CP-DEMO", "--meter-interval", "0.2", "--reconnect")
     try:
         server.wait_for(r"CP-DEMO <- StatusNotification .*Available", timeout=10)
         server.type("startRemote")
@@ -147,7 +123,6 @@ def test_the_offline_queue_arrives_in_order_after_an_outage_and_no_transaction_i
         server.wait_for(r"CP-DEMO -> StopTransaction\.conf", since=mark)
         output = server.settled_output()
     finally:
-        demo.terminate()
-        demo.communicate(timeout=TIMEOUT)
+        demo.stop()
     assert "!! check" not in output, output
     assert back
