@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from pathlib import Path
 
 import jsonschema
@@ -1015,8 +1016,16 @@ class InProcessDemo:
             "{} demo-charger {}".format(time.strftime("%H:%M:%S"), text)
         )
         options = module["parse_args"](list(args))
+
+        async def main():  # what the process would exit with; its traceback in its lines
+            try:
+                return await module["main"](options)
+            except Exception:
+                self.lines.extend(traceback.format_exc().splitlines())
+                return 1
+
         self._thread = LoopThread()
-        self._future = asyncio.run_coroutine_threadsafe(module["main"](options), self._thread.loop)
+        self._future = asyncio.run_coroutine_threadsafe(main(), self._thread.loop)
 
     def wait(self, timeout: float = TIMEOUT) -> int:
         """Its exit status, once it has ended by itself (``--once``, a refusal...)."""
@@ -1039,6 +1048,11 @@ class InProcessDemo:
             self._thread.run(cancel_all(), TIMEOUT)
         finally:
             self._thread.close()
+
+    async def stop_soon(self) -> None:
+        """``stop`` from a coroutine, whose loop goes on (it may be the server the charger is
+        closing its websocket with)."""
+        await asyncio.get_running_loop().run_in_executor(None, self.stop)
 
 
 def run_scenario(
