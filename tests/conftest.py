@@ -324,7 +324,8 @@ def start_server():
 
 @pytest.fixture(scope="module")
 def table_server():
-    server = ServerProcess("--no-boot-data", "--call-timeout", "1").wait_ready()
+    """One server (in this process) for a module's table of cases."""
+    server = InProcessServer("--no-boot-data", "--call-timeout", "1")
     yield server
     assert server.stop() == 0
     assert "Traceback" not in server.output() and " ERROR " not in server.output(), server.output()
