@@ -12,14 +12,13 @@ import asyncio
 import os
 import re
 import subprocess
-import sys
 
 import pytest
 
 import ocpp_mock_server as mock
 from conftest import (
     CHARGER_REPLY_SAMPLES,
-    SERVER,
+    START_TIMEOUT,
     TIMEOUT,
     Charger,
     InProcessDemo,
@@ -28,6 +27,7 @@ from conftest import (
     booted_charger,
     charger_test,
     http,
+    server_command,
 )
 
 
@@ -381,10 +381,10 @@ def test_held_commands_are_bounded_and_so_is_their_listing(start_server):
 
 def test_hold_for_is_range_checked():
     result = subprocess.run(
-        [sys.executable, str(SERVER), "--hold-for", "0"],
+        server_command("--hold-for", "0"),
         capture_output=True,
         text=True,
-        timeout=TIMEOUT,
+        timeout=START_TIMEOUT,
     )
     assert result.returncode == 2 and "--hold-for: 0 is out of range" in result.stderr
 
