@@ -1,10 +1,12 @@
 """Behaviour checks: each check catches its misbehaviour of the demo charger, and only that."""
 
 import re
+import subprocess
+import sys
 
 import pytest
 
-from conftest import InProcessDemo
+from conftest import DEMO_CHARGER, TIMEOUT, InProcessDemo
 
 # Each check fires for the demo charger told to break its rule, and stays quiet for the
 # well-behaved one under the same conditions.
@@ -95,7 +97,20 @@ def test_the_offline_queue_arrives_in_order_after_an_outage_and_no_transaction_i
     start_server,
 ):
     server = start_server("--call-timeout", "5")
-    demo = InProcessDemo(server.url + "/CP-DEMO", "--meter-interval", "0.2", "--reconnect")
+    # A process of its own: its reconnect must fall inside the 1 s outage, on its own clock.
+    demo = subprocess.Popen(
+        [
+            sys.executable,
+            str(DEMO_CHARGER),
+            server.url + "/CP-DEMO",
+            "--meter-interval",
+            "0.2",
+            "--reconnect",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         server.wait_for(r"CP-DEMO <- StatusNotification .*Available", timeout=10)
         server.type("startRemote")
@@ -123,6 +138,7 @@ def test_the_offline_queue_arrives_in_order_after_an_outage_and_no_transaction_i
         server.wait_for(r"CP-DEMO -> StopTransaction\.conf", since=mark)
         output = server.settled_output()
     finally:
-        demo.stop()
+        demo.terminate()
+        demo.communicate(timeout=TIMEOUT)
     assert "!! check" not in output, output
     assert back
