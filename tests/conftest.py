@@ -11,6 +11,7 @@ the server sends; the server itself never imports that package.
 import asyncio
 import base64
 import functools
+import importlib.util
 import io
 import json
 import os
@@ -24,15 +25,20 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from pathlib import Path
 
 import jsonschema
-import ocpp.v16
-import ocpp.v201
 import pytest
 import websockets
 
 import ocpp_mock_server as mock
+
+# pytest keeps each test module with its asserts rewritten in tests/__pycache__, unless
+# PYTHONDONTWRITEBYTECODE is set: then each of the suite's xdist workers rewrote all of them
+# again on every run (4-5 s of CPU a worker, a fifth of the suite's CPU).  The test modules are
+# cached anyway (the folder is git-ignored); the setting is restored once they are collected.
+_DONT_WRITE_BYTECODE, sys.dont_write_bytecode = sys.dont_write_bytecode, False
 
 # ---------------------------------------------------------------------------------------- Schedule
 
@@ -48,6 +54,7 @@ def pytest_collection_modifyitems(items):
         return marker.args[0] if marker else 0.0
 
     items.sort(key=expected_seconds, reverse=True)  # stable: the others keep their order
+    sys.dont_write_bytecode = _DONT_WRITE_BYTECODE  # the test modules are in (see the imports)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -71,8 +78,10 @@ def servers_temporary_folder(tmp_path_factory):
 ROOT = Path(__file__).resolve().parent.parent
 HERE = ROOT  # the old name: the root was the folder of the single test file
 SERVER = ROOT / "ocpp_mock_server.py"
-SCHEMAS = Path(ocpp.v16.__file__).resolve().parent / "schemas"
-SCHEMAS_201 = Path(ocpp.v201.__file__).resolve().parent / "schemas"
+# The ``ocpp`` package's folder, found without importing it (0.7 s of CPU in every worker).
+OCPP_PACKAGE = Path(importlib.util.find_spec("ocpp").submodule_search_locations[0]).resolve()
+SCHEMAS = OCPP_PACKAGE / "v16" / "schemas"
+SCHEMAS_201 = OCPP_PACKAGE / "v201" / "schemas"
 FIXTURE = ROOT / "fixtures" / "flexicharge-frames.jsonl"  # verbatim copy of shared/fixtures
 SHARED_FIXTURE = ROOT.parent / "shared" / "fixtures" / "flexicharge-frames.jsonl"
 DEMO_CHARGER = ROOT / "examples" / "demo_charger.py"
@@ -83,7 +92,25 @@ TIMEOUT = 5.0
 # code as ``python ocpp_mock_server.py``, without compiling 6,000 lines again in each of the
 # suite's ~70 server processes (a third of the CPU each one costs).  PYTHONPATH finds the module
 # from any working directory.
-py_compile.compile(str(SERVER), doraise=True)
+
+
+def _server_bytecode_is_current() -> bool:
+    """Whether the server's cached bytecode is the one Python would load for its source now (the
+    pyc's header: magic number, timestamp-checked, the source's mtime and size)."""
+    try:
+        with open(importlib.util.cache_from_source(str(SERVER)), "rb") as pyc:
+            header = pyc.read(16)
+    except OSError:
+        return False
+    source = SERVER.stat()
+    return header == importlib.util.MAGIC_NUMBER + b"\0\0\0\0" + (
+        (int(source.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little")
+        + (source.st_size & 0xFFFFFFFF).to_bytes(4, "little")
+    )
+
+
+if not _server_bytecode_is_current():  # each worker compiled it again: 0.3 s of CPU
+    py_compile.compile(str(SERVER), doraise=True)
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
 
@@ -315,7 +342,8 @@ def start_server():
 
 @pytest.fixture(scope="module")
 def table_server():
-    server = ServerProcess("--no-boot-data", "--call-timeout", "1").wait_ready()
+    """One server (in this process) for a module's table of cases."""
+    server = InProcessServer("--no-boot-data", "--call-timeout", "1")
     yield server
     assert server.stop() == 0
     assert "Traceback" not in server.output() and " ERROR " not in server.output(), server.output()
@@ -987,6 +1015,66 @@ def check_transcript_is_a_whole_session(records: list, charger_id: str, flexicha
                 assert_valid(frame[2], frame[3])
 
 
+_demo_charger_code = []  # examples/demo_charger.py compiled, once per process
+
+
+class InProcessDemo:
+    """``python examples/demo_charger.py ARGS`` run in this process, on an event loop thread of its
+    own: the same code on a real websocket to 127.0.0.1, without the 0.3 s of CPU a process costs.
+    Each run executes the module afresh (its own globals); its lines are kept in ``lines``, as it
+    prints them.  For tests about the server; the demo charger's own command line, exit statuses
+    and output stream are tested on the real process (``_demo``, tests/test_demo_charger.py)."""
+
+    def __init__(self, *args: str):
+        if not _demo_charger_code:
+            source = DEMO_CHARGER.read_text(encoding="utf-8")
+            _demo_charger_code.append(compile(source, str(DEMO_CHARGER), "exec"))
+        module = {"__name__": "demo_charger", "__file__": str(DEMO_CHARGER)}
+        exec(_demo_charger_code[0], module)
+        self.lines = []
+        module["say"] = lambda text: self.lines.append(
+            "{} demo-charger {}".format(time.strftime("%H:%M:%S"), text)
+        )
+        options = module["parse_args"](list(args))
+
+        async def main():  # what the process would exit with; its traceback in its lines
+            try:
+                return await module["main"](options)
+            except Exception:
+                self.lines.extend(traceback.format_exc().splitlines())
+                return 1
+
+        self._thread = LoopThread()
+        self._future = asyncio.run_coroutine_threadsafe(main(), self._thread.loop)
+
+    def wait(self, timeout: float = TIMEOUT) -> int:
+        """Its exit status, once it has ended by itself (``--once``, a refusal...)."""
+        return self._future.result(timeout)
+
+    @property
+    def stdout(self) -> str:
+        return "\n".join(self.lines)
+
+    def stop(self) -> None:
+        """Ends it as a kill would, if it still runs (every task of its loop), and its loop."""
+
+        async def cancel_all():
+            tasks = asyncio.all_tasks() - {asyncio.current_task()}
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        try:
+            self._thread.run(cancel_all(), TIMEOUT)
+        finally:
+            self._thread.close()
+
+    async def stop_soon(self) -> None:
+        """``stop`` from a coroutine, whose loop goes on (it may be the server the charger is
+        closing its websocket with)."""
+        await asyncio.get_running_loop().run_in_executor(None, self.stop)
+
+
 def run_scenario(
     script: Path,
     *server_args: str,
@@ -1020,24 +1108,14 @@ def run_scenario(
             break
     try:
         if start_charger and listening:
-            charger = subprocess.Popen(
-                [
-                    sys.executable,
-                    str(DEMO_CHARGER),
-                    f"{listening.group(1)}/{charger_id}",
-                    *charger_args,
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            charger = InProcessDemo(f"{listening.group(1)}/{charger_id}", *charger_args)
         output, _ = server.communicate(timeout=timeout)
     finally:
         if server.poll() is None:
             server.kill()
             server.communicate()
         if charger is not None:
-            charger.kill()
-            charger.wait()
+            charger.stop()
     return server.returncode, "".join(head) + output
 
 
@@ -1071,13 +1149,11 @@ def guide_session(server, charger_id: str = "CP-1", *demo_args: str) -> list:
     """The guide's section 4 session: the demo charger (with ``demo_args``), `chargers` typed by
     the test; the server's lines."""
     mark = server.mark()
-    demo = subprocess.run(
-        [sys.executable, str(DEMO_CHARGER), f"{server.url}/{charger_id}", "--once", *demo_args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert demo.returncode == 0, demo.stdout
+    demo = InProcessDemo(f"{server.url}/{charger_id}", "--once", *demo_args)
+    try:
+        assert demo.wait(30) == 0, demo.stdout
+    finally:
+        demo.stop()
     server.wait_for(rf"{charger_id} \*\* disconnected", since=mark)
     return [
         line

@@ -6,10 +6,7 @@ import sys
 
 import pytest
 
-from conftest import (
-    DEMO_CHARGER,
-    TIMEOUT,
-)
+from conftest import DEMO_CHARGER, TIMEOUT, InProcessDemo
 
 # Each check fires for the demo charger told to break its rule, and stays quiet for the
 # well-behaved one under the same conditions.
@@ -66,16 +63,10 @@ def test_each_behaviour_check_catches_its_misbehaviour_and_only_that(
     start_server, misbehave, server_args, typed, waits, rule, behaves
 ):
     server = start_server(*server_args)
-    command = [
-        sys.executable,
-        str(DEMO_CHARGER),
-        server.url + "/CP-DEMO",
-        "--meter-interval",
-        "0.2",
-    ]
+    arguments = [server.url + "/CP-DEMO", "--meter-interval", "0.2"]
     if not behaves:
-        command += ["--misbehave", misbehave]
-    demo = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        arguments += ["--misbehave", misbehave]
+    demo = InProcessDemo(*arguments)
     try:
         first = server.wait_for(r"CP-DEMO <- BootNotification", timeout=10)
         mark = next(index for index, line in enumerate(server.lines) if first.group(0) in line) + 1
@@ -96,8 +87,7 @@ def test_each_behaviour_check_catches_its_misbehaviour_and_only_that(
             server.wait_for(rf"CP-DEMO !! check {rule}:", since=booted, timeout=10)
         output = server.settled_output()
     finally:
-        demo.terminate()
-        demo.communicate(timeout=TIMEOUT)
+        demo.stop()
     checks = re.findall(r"!! check ([\w-]+):", output)
     assert checks == ([] if behaves else [rule]), output
 
@@ -107,6 +97,7 @@ def test_the_offline_queue_arrives_in_order_after_an_outage_and_no_transaction_i
     start_server,
 ):
     server = start_server("--call-timeout", "5")
+    # A process of its own: its reconnect must fall inside the 1 s outage, on its own clock.
     demo = subprocess.Popen(
         [
             sys.executable,

@@ -12,7 +12,6 @@ import re
 import shutil
 import ssl
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,9 +23,9 @@ from cryptography.x509.oid import NameOID
 
 import ocpp_mock_server as mock
 from conftest import (
-    DEMO_CHARGER,
     TIMEOUT,
     Charger,
+    InProcessDemo,
     _certificate_authority,
     _csr,
     _signed_by,
@@ -65,11 +64,7 @@ def test_certificate_hash_data_agrees_with_the_cryptography_package():
 
 def test_the_certificate_commands_agree_with_the_demo_chargers_store(start_server, tmp_path):
     server = start_server("--files-dir", str(tmp_path))
-    demo = subprocess.Popen(
-        [sys.executable, str(DEMO_CHARGER), server.url + "/CP-1"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
+    demo = InProcessDemo(server.url + "/CP-1")
     try:
         server.wait_for(r"CP-1 <- DataTransfer\.conf")
         for typed, answer in (
@@ -98,8 +93,7 @@ def test_the_certificate_commands_agree_with_the_demo_chargers_store(start_serve
         server.wait_for(r'CP-1 <- SignCertificate \{"csr": "-----BEGIN CERTIFICATE REQUEST-----')
         server.wait_for(r'CP-1 -> SignCertificate\.conf \{"status":"Accepted"\}')
     finally:
-        demo.terminate()
-        demo.wait(TIMEOUT)
+        demo.stop()
 
 
 @charger_test

@@ -9,6 +9,7 @@ value in any field gets an InternalError.
 import asyncio
 import itertools
 import json
+import os
 import subprocess
 
 import pytest
@@ -377,9 +378,11 @@ async def test_string_connector_and_transaction_ids_never_get_internal_error(
         server.wait_for(r"spec: StatusNotification\.connectorId must be an integer, got string")
 
 
-@pytest.mark.slow(10)
+@pytest.mark.slow(4)
 def test_any_json_value_in_any_field_gets_a_conf_or_a_spec_callerror_never_internal_error():
-    """Item 7's class, closed: any JSON value in any field of the 14 actions, lenient and strict."""
+    """Item 7's class, closed: any JSON value in any field of the 14 actions, lenient and strict.
+    The suite draws PROPERTY_EXAMPLES cases (default 100: hypothesis's drawing is most of the
+    test's cost); ``bash scripts/attack_fields.sh`` runs it at full size (2,000)."""
     hypothesis = pytest.importorskip("hypothesis")
     strategies = hypothesis.strategies
     leaves = (
@@ -439,7 +442,7 @@ def test_any_json_value_in_any_field_gets_a_conf_or_a_spec_callerror_never_inter
     @hypothesis.settings(
         derandomize=True,
         deadline=None,
-        max_examples=250,
+        max_examples=int(os.environ.get("PROPERTY_EXAMPLES", "100")),
         database=None,
         suppress_health_check=[hypothesis.HealthCheck.too_slow],
     )

@@ -12,22 +12,22 @@ import asyncio
 import os
 import re
 import subprocess
-import sys
 
 import pytest
 
 import ocpp_mock_server as mock
 from conftest import (
     CHARGER_REPLY_SAMPLES,
-    DEMO_CHARGER,
-    SERVER,
+    START_TIMEOUT,
     TIMEOUT,
     Charger,
+    InProcessDemo,
     Terminal,
     assert_valid,
     booted_charger,
     charger_test,
     http,
+    server_command,
 )
 
 
@@ -381,28 +381,16 @@ def test_held_commands_are_bounded_and_so_is_their_listing(start_server):
 
 def test_hold_for_is_range_checked():
     result = subprocess.run(
-        [sys.executable, str(SERVER), "--hold-for", "0"],
+        server_command("--hold-for", "0"),
         capture_output=True,
         text=True,
-        timeout=TIMEOUT,
+        timeout=START_TIMEOUT,
     )
     assert result.returncode == 2 and "--hold-for: 0 is out of range" in result.stderr
 
 
 def demo_charger(server, *args):
-    return subprocess.Popen(
-        [
-            sys.executable,
-            str(DEMO_CHARGER),
-            server.url + "/CP-DEMO",
-            "--meter-interval",
-            "0.2",
-            *args,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return InProcessDemo(server.url + "/CP-DEMO", "--meter-interval", "0.2", *args)
 
 
 def test_two_start_remotes_typed_while_away_make_one_transaction(start_server):
@@ -416,12 +404,11 @@ def test_two_start_remotes_typed_while_away_make_one_transaction(start_server):
         server.wait_for(r'CP-DEMO <- RemoteStartTransaction\.conf \{"status":"Rejected"\}')
         server.wait_for(r"CP-DEMO <- MeterValues .*transaction 1")
         server.type("stopRemote")
-        output, _ = demo.communicate(timeout=TIMEOUT * 2)
+        returncode = demo.wait(TIMEOUT * 2)
+        output = demo.stdout
     finally:
-        if demo.poll() is None:
-            demo.kill()
-            demo.wait()
-    assert demo.returncode == 0, output
+        demo.stop()
+    assert returncode == 0, output
     # preparing, or already charging when its StartTransaction was answered before the second
     # RemoteStartTransaction arrived (a loaded machine): refused either way
     assert re.search(r"RemoteStartTransaction refused: connector 1 is (preparing|charging)", output)
@@ -444,8 +431,7 @@ async def test_a_double_click_on_start_is_sent_twice_and_the_demo_charger_refuse
         server.wait_for(r"CP-DEMO <- MeterValues .*transaction 1")
         assert len(re.findall(r"CP-DEMO <- StartTransaction ", server.settled_output())) == 1
     finally:
-        demo.terminate()
-        demo.wait(TIMEOUT)
+        demo.stop()
 
 
 # ------------------------------------------------------------- help at 80 columns

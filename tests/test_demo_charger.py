@@ -13,6 +13,7 @@ from conftest import (
     DEMO_CHARGER,
     NOW,
     TIMEOUT,
+    InProcessDemo,
     _demo,
     assert_valid,
     check_transcript_is_a_whole_session,
@@ -67,11 +68,7 @@ def test_end_to_end_demo_session_in_both_dialects(start_server, tmp_path, dialec
 
 def test_the_demo_charger_answers_every_console_command_validly(start_server):
     server = start_server("--log", "/dev/null")
-    demo = subprocess.Popen(
-        [sys.executable, str(DEMO_CHARGER), server.url + "/CP-DEMO", "--meter-interval", "0.2"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
+    demo = InProcessDemo(server.url + "/CP-DEMO", "--meter-interval", "0.2")
     try:
         server.wait_for(r"CP-DEMO <- StatusNotification .*Available", timeout=10)
         for action in mock.SERVER_ACTION_DEFAULTS:
@@ -92,8 +89,7 @@ def test_the_demo_charger_answers_every_console_command_validly(start_server):
         output = server.settled_output()
         assert "spec:" not in output and "!! check" not in output  # it behaves as a charger does
     finally:
-        demo.terminate()
-        demo.wait(TIMEOUT)
+        demo.stop()
 
 
 def test_the_demo_charger_ends_at_once_when_the_server_closes_while_it_waits():
@@ -142,12 +138,7 @@ def test_the_demo_charger_says_once_why_it_cannot_connect(start_server):
 def test_the_demo_chargers_meter_values_stay_consistent(start_server, tmp_path):
     log = tmp_path / "demo.jsonl"
     server = start_server("--log", str(log))
-    charger = subprocess.Popen(
-        [sys.executable, str(DEMO_CHARGER), server.url + "/CP-DEMO", "--meter-interval", "0.05"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    charger = InProcessDemo(server.url + "/CP-DEMO", "--meter-interval", "0.05")
     try:
         server.wait_for(r"CP-DEMO <- StatusNotification .*Available")
         server.type("TriggerMessage requestedMessage=MeterValues")  # outside a transaction
@@ -160,8 +151,8 @@ def test_the_demo_chargers_meter_values_stay_consistent(start_server, tmp_path):
         server.type("stopRemote")
         server.wait_for(r"CP-DEMO <- StopTransaction")
     finally:
-        charger.terminate()
-        output = charger.communicate(timeout=TIMEOUT)[0]
+        charger.stop()
+        output = charger.stdout
     assert "transaction None" not in output and "Traceback" not in output
     meter_values = [
         json.loads(record["frame"])[3]
@@ -191,27 +182,13 @@ def test_the_demo_chargers_meter_values_stay_consistent(start_server, tmp_path):
 
 
 def _demo_process(server, *args):
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-W",
-            "error::DeprecationWarning",
-            str(DEMO_CHARGER),
-            server.url + "/CP-DEMO",
-            "--meter-interval",
-            "0.1",
-            *args,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    """The demo charger, in this process (the tests about its process are above)."""
+    return InProcessDemo(server.url + "/CP-DEMO", "--meter-interval", "0.1", *args)
 
 
 def _finish(demo):
-    if demo.poll() is None:
-        demo.terminate()
-    return demo.communicate(timeout=TIMEOUT)[0]
+    demo.stop()
+    return demo.stdout
 
 
 def test_a_reset_reboots_the_demo_charger(start_server):  # noqa: F811
@@ -237,8 +214,9 @@ def test_a_tag_the_server_refuses_ends_the_transaction_at_once(start_server, tmp
     log = tmp_path / "session.jsonl"
     server = start_server("--tag", "1=Blocked", "--log", str(log), "--auto-start-after", "0.2")
     demo = _demo_process(server, "--once")
-    output = demo.communicate(timeout=TIMEOUT * 3)[0]
-    assert demo.returncode == 0, output
+    returncode = demo.wait(TIMEOUT * 3)
+    output = _finish(demo)
+    assert returncode == 0, output
     assert "transaction 1 not started: idTag 1 is Blocked; stopping it (DeAuthorized)" in output
     assert "transaction 1 started" not in output
     server.wait_for(r"CP-DEMO \*\* disconnected")

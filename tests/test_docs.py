@@ -43,6 +43,7 @@ from conftest import (
     mock,
     read_transcript,
     run_scenario,
+    server_command,
 )
 from conftest import http as http_request
 
@@ -505,7 +506,7 @@ def test_the_server_command_lines_start_and_print_the_banner_shown(tmp_path):
     assert codes == dict.fromkeys(lines, 0), {key: servers[key].output() for key in servers}
     assert (tmp_path / "session.jsonl").exists()  # the guide's --log
     usage = subprocess.run(
-        [sys.executable, str(SERVER), *server_arguments(block(GUIDE_HELP))],
+        server_command(*server_arguments(block(GUIDE_HELP))),
         capture_output=True,
         text=True,
         timeout=30,

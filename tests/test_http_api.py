@@ -11,7 +11,6 @@ import json
 import re
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
@@ -19,10 +18,10 @@ import pytest
 import ocpp_mock_server as mock
 from conftest import (
     CHARGER_REQUEST_SAMPLES,
-    DEMO_CHARGER,
     TIMEOUT,
     Charger,
     EventStream,
+    InProcessDemo,
     ServerProcess,
     _listing,
     assert_valid,
@@ -416,12 +415,7 @@ def test_get_diagnostics_bare_ends_with_the_file_on_disk_and_firmware_is_served(
     files = tmp_path / "files"
     server = start_server("--files-dir", str(files))
     port = http_port(server)
-    demo = subprocess.Popen(
-        [sys.executable, str(DEMO_CHARGER), server.url + "/CP-DEMO"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    demo = InProcessDemo(server.url + "/CP-DEMO")
     try:
         server.wait_for(r"CP-DEMO <- DataTransfer\.conf")
         server.type("GetDiagnostics")
@@ -441,8 +435,7 @@ def test_get_diagnostics_bare_ends_with_the_file_on_disk_and_firmware_is_served(
         server.wait_for(r"CP-DEMO \*\* file server: sent CP-DEMO/firmware\.bin \(9000 bytes\)")
         server.wait_for(r'CP-DEMO <- FirmwareStatusNotification \{"status": "Downloaded"\}')
     finally:
-        demo.terminate()
-        demo.communicate(timeout=TIMEOUT)
+        demo.stop()
 
 
 @charger_test

@@ -11,7 +11,6 @@ import re
 import resource
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.parse
@@ -20,7 +19,7 @@ import pytest
 
 import ocpp_mock_server as mock
 from conftest import (
-    SERVER,
+    START_TIMEOUT,
     TIMEOUT,
     Charger,
     EventStream,
@@ -29,6 +28,7 @@ from conftest import (
     charger_test,
     http,
     http_port,
+    server_command,
 )
 
 OPEN_FILES = 200  # the server's open-files limit in these tests (soft and hard)
@@ -42,15 +42,9 @@ class LimitedServerProcess(ServerProcess):
         def lower_limit():
             resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
 
-        command = [
-            sys.executable,
-            "-W",
-            "error::DeprecationWarning",
-            str(SERVER),
-            "--port",
-            "0",
-            *args,
-        ]
+        command = server_command(
+            "--port", "0", *args, python_options=("-W", "error::DeprecationWarning")
+        )
         self.proc = subprocess.Popen(
             command,
             stdin=subprocess.PIPE,
@@ -289,10 +283,10 @@ def test_an_http_token_outside_visible_ascii_is_refused_at_start(token, capsys):
 
 def test_an_http_token_with_a_space_exits_2_with_one_line():
     done = subprocess.run(
-        [sys.executable, str(SERVER), "--http-token", "s3cret "],
+        server_command("--http-token", "s3cret "),
         capture_output=True,
         text=True,
-        timeout=TIMEOUT,
+        timeout=START_TIMEOUT,
     )
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.strip().splitlines()[-1].endswith("nothing else arrives intact")

@@ -12,8 +12,6 @@ restarted server.  Plain HTTP where that proves it; one headless Chromium for th
 import base64
 import json
 import re
-import subprocess
-import sys
 import time
 
 import pytest
@@ -21,10 +19,10 @@ import pytest
 import ocpp_mock_server as mock
 from conftest import (
     CHARGER_REQUEST_SAMPLES,
-    DEMO_CHARGER,
     TIMEOUT,
     Charger,
     EventStream,
+    InProcessDemo,
     booted_charger,
     charger_test,
     headless_browser,
@@ -73,12 +71,7 @@ def test_the_page_shows_a_session_started_from_its_button(start_server):
         await charger.close()
 
     run(hostile_charger())
-    demo = subprocess.Popen(
-        [sys.executable, str(DEMO_CHARGER), server.url + "/CP-DEMO", "--meter-interval", "0.2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    demo = InProcessDemo(server.url + "/CP-DEMO", "--meter-interval", "0.2")
     try:
         server.wait_for(r"CP-DEMO <- DataTransfer\.conf")
         from_browser.get(f"http://127.0.0.1:{http_port(server)}/")
@@ -148,8 +141,7 @@ def test_the_page_shows_a_session_started_from_its_button(start_server):
         server.wait_for(r"CP-DEMO <- StopTransaction")
     finally:
         from_browser.quit()
-        demo.terminate()
-        demo.communicate(timeout=TIMEOUT)
+        demo.stop()
 
 
 HOSTILE_ID = "</script><script>alert(1)</script>\u2028x"

@@ -15,6 +15,7 @@ import ocpp_mock_server as mock
 from conftest import (
     DEMO_CHARGER,
     SCENARIOS,
+    InProcessDemo,
     ServerProcess,
     assert_v201_valid,
     read_transcript,
@@ -348,27 +349,15 @@ async def run_demo(csms, *charger_args, until=None):
     csms.arrived = asyncio.Condition()
     async with websockets.serve(csms.serve, "127.0.0.1", 0, subprotocols=["ocpp2.0.1"]) as server:
         port = server.sockets[0].getsockname()[1]
-        charger = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-W",
-            "error::DeprecationWarning",
-            str(DEMO_CHARGER),
-            f"ws://127.0.0.1:{port}/CP-201",
-            "--ocpp",
-            "2.0.1",
-            "--meter-interval",
-            "0.2",
+        charger = InProcessDemo(
+            f"ws://127.0.0.1:{port}/CP-201", "--ocpp", "2.0.1", "--meter-interval", "0.2",
             *charger_args,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
         )
         try:
             await until(csms)
         finally:
-            if charger.returncode is None:
-                charger.terminate()
-            output, _ = await charger.communicate()
-    return output.decode()
+            await charger.stop_soon()
+    return charger.stdout
 
 
 async def send_every_csms_message(csms):

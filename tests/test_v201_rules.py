@@ -251,8 +251,10 @@ def _replace(payload, steps: tuple, new):
 
 
 def _verdicts(rules: mock.Object, validator, payload) -> tuple:
+    """The lint's verdict, its problems, and the oracle's first error (None: valid by the schema;
+    the walk stops at the first error, most of the cost of a broken payload's check)."""
     problems = [(problem.path, problem.code) for problem in mock.lint_payload(rules, payload)]
-    return rules.valid(payload), problems, list(validator.iter_errors(payload))
+    return rules.valid(payload), problems, next(validator.iter_errors(payload), None)
 
 
 PAYLOADS_PER_ACTION = 12
@@ -281,14 +283,14 @@ def test_the_lint_agrees_with_the_official_schema(table, action):
     builder = Builder(root, random.Random(f"{table} {action}"))
     for _ in range(PAYLOADS_PER_ACTION):
         payload = builder.value(root)
-        assert _verdicts(rules, validator, payload) == (True, [], []), payload
+        assert _verdicts(rules, validator, payload) == (True, [], None), payload
         for kind, steps, new, path, code in _mutated(builder, root, payload):
             broken = _replace(payload, steps, new)
             valid, problems, oracle = _verdicts(rules, validator, broken)
             if code is None:  # allowed after all: an open object's extra field
-                assert (valid, problems, oracle) == (True, [], []), (kind, broken)
+                assert (valid, problems, oracle) == (True, [], None), (kind, broken)
             else:
-                assert oracle and not valid, (kind, broken)
+                assert oracle is not None and not valid, (kind, broken)
                 assert problems == [(path, code)], (kind, broken)
 
 
