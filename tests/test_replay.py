@@ -43,7 +43,8 @@ def record(path, *demo_args: str, server_args=(), chargers=None):
     started = []
     try:
         started = [demo(server.url, charger_id, *args) for charger_id, args in chargers]
-        assert [charger.wait(30) for charger in started] == [0] * len(started), server.output()
+        assert [charger.wait(30) for charger in started] == [0] * len(started), (
+            server.output(), [charger.stdout for charger in started])
         for charger_id, _ in chargers:
             server.wait_for(rf"{charger_id} \*\* disconnected")
     finally:
@@ -336,6 +337,7 @@ def sample_pattern(line: str) -> "re.Pattern":
     return re.compile(r"\d\d:\d\d:\d\d\.\d{3} " + ".*".join(parts))
 
 
+@pytest.mark.slow(5)  # the sample's own session: a 3 s recording, then its replay
 def test_the_ci_replay_sample_is_what_a_real_run_prints(tmp_path):
     lines = ci_sample()
     commands = [line[2:].split() for line in lines if line.startswith("$ ")]
