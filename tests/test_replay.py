@@ -289,7 +289,7 @@ def test_a_script_replays_with_a_replay_step(tmp_path, recordings):
     assert code == 0, output
     assert "replay.txt:1 ok  replay session.jsonl" in output
     script.write_text("replay nowhere.jsonl\n")
-    code, output = unusable("--script", str(script))  # in this process: it never listens
+    code, output = run_scenario(script, start_charger=False)
     assert code == 2 and "replay.txt:1: cannot read" in output, output
 
 
