@@ -2,20 +2,21 @@
 demo charger, and compared.
 
 Each recording is a real session of the demo charger with an in-process server; each replay is
-an in-process server with --replay and the demo charger as a subprocess (--once: it ends the
-session by disconnecting, which ends the replay)."""
+an in-process server with --replay and the demo charger (--once: it ends the session by
+disconnecting, which ends the replay).  The demo charger runs in this process too
+(``InProcessDemo``: the same code on a real websocket, without a process to start): these tests
+are about the server's replay, not the demo charger's process.  A test that replays several
+times starts its replays side by side, each on a server of its own."""
 
 import asyncio
 import io
 import json
 import re
-import subprocess
-import sys
 from xml.etree import ElementTree
 
 import pytest
 
-from conftest import DEMO_CHARGER, ROOT, InProcessServer, mock, run_scenario
+from conftest import ROOT, InProcessDemo, InProcessServer, mock, run_scenario
 
 # A short session: BootData, a remote start, two MeterValues, a remote stop.  The stop goes out
 # half a meter interval after a MeterValues, so that no MeterValues crosses it on the wire (one
@@ -30,36 +31,70 @@ DEMO = ("--once", "--meter-interval", "0.4")
 VERSIONS = {"1.6": (), "flexicharge": ("--flexicharge",), "2.0.1": ("--ocpp", "2.0.1")}
 
 
-def demo(url: str, charger_id: str, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(DEMO_CHARGER), f"{url}/{charger_id}", *DEMO,
-                             *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def demo(url: str, charger_id: str, *args: str) -> InProcessDemo:
+    return InProcessDemo(f"{url}/{charger_id}", *DEMO, *args)
 
 
-def record(path, *demo_args: str, server_args=(), charger_id="CP-1"):
-    """A session of the demo charger recorded with --log into ``path``."""
+def record(path, *demo_args: str, server_args=(), chargers=None):
+    """A session of the demo charger(s) recorded with --log into ``path``: ``demo_args`` for
+    CP-1, or each of ``chargers`` ((id, args), side by side)."""
+    chargers = chargers or (("CP-1", demo_args),)
     server = InProcessServer("--log", str(path), *SESSION, *server_args)
+    started = []
     try:
-        charger = demo(server.url, charger_id, *demo_args)
-        assert charger.wait(30) == 0, server.output()
-        server.wait_for(rf"{charger_id} \*\* disconnected")
+        started = [demo(server.url, charger_id, *args) for charger_id, args in chargers]
+        assert [charger.wait(30) for charger in started] == [0] * len(started), (
+            server.output(), [charger.stdout for charger in started])
+        for charger_id, _ in chargers:
+            server.wait_for(rf"{charger_id} \*\* disconnected")
     finally:
+        for charger in started:
+            charger.stop()
         assert server.stop() == 0
     return path
 
 
+class Replaying:
+    """--replay ``path`` on a server of its own, against the demo charger(s): (id, args)."""
+
+    def __init__(self, path, *flags: str, chargers=(("CP-1", ()),)):
+        self.server = InProcessServer("--replay", str(path), "--replay-timeout", "2", *flags)
+        self.chargers = []
+        try:
+            for charger_id, args in chargers:
+                self.chargers.append(demo(self.server.url, charger_id, *args))
+        except BaseException:
+            self.result()
+            raise
+
+    def result(self) -> tuple:
+        """(exit status, output), once the replay has ended the server."""
+        try:
+            self.server.thread.join(60)
+            assert not self.server.thread.is_alive(), self.server.output()
+        finally:
+            for charger in self.chargers:
+                charger.stop()
+            self.server.stop()
+        return self.server.result.get("code"), self.server.output()
+
+
 def replay(path, *flags: str, chargers=(("CP-1", ()),)):
     """(exit status, output) of --replay ``path`` against the demo charger(s): (id, args)."""
-    server = InProcessServer("--replay", str(path), "--replay-timeout", "2", *flags)
-    started = [demo(server.url, charger_id, *args) for charger_id, args in chargers]
+    return Replaying(path, *flags, chargers=chargers).result()
+
+
+def replays(*runs: tuple) -> list:
+    """``replay(*run)`` for each run, side by side; their (exit status, output)s in order.  A run
+    ends with a dict: replay()'s keyword arguments."""
+    started = []
     try:
-        server.thread.join(60)
-        assert not server.thread.is_alive(), server.output()
+        for run in runs:
+            keywords = run[-1] if isinstance(run[-1], dict) else {}
+            started.append(Replaying(*(run[:-1] if keywords else run), **keywords))
     finally:
-        for charger in started:
-            charger.kill()
-            charger.wait()
-        server.stop()
-    return server.result.get("code"), server.output()
+        results = [replaying.result() for replaying in started]
+    return results
 
 
 def unusable(*args: str):
@@ -72,10 +107,27 @@ def unusable(*args: str):
     return code, stream.getvalue()
 
 
+class Recordings(dict):
+    """The module's recordings, each made once, when a test first asks for it: "faults" (1.6,
+    with FAULTS) and a plain session per dialect of VERSIONS.  The tests replay them (or edited
+    copies of them) as often as they like; none writes to them."""
+
+    def __init__(self, folder):
+        super().__init__()
+        self.folder = folder
+
+    def __missing__(self, kind: str):
+        if kind == "faults":
+            path = record(self.folder / "faults.jsonl", server_args=FAULTS)
+        else:
+            path = record(self.folder / f"session-{kind}.jsonl", *VERSIONS[kind])
+        self[kind] = path
+        return path
+
+
 @pytest.fixture(scope="module")
 def recordings(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("recordings")
-    return {"1.6": record(folder / "faults.jsonl", server_args=FAULTS)}
+    return Recordings(tmp_path_factory.mktemp("recordings"))
 
 
 def verdict(output: str) -> str:
@@ -83,9 +135,8 @@ def verdict(output: str) -> str:
 
 
 @pytest.mark.parametrize("version", list(VERSIONS))
-def test_a_recorded_session_replays_the_same_against_the_same_charger(tmp_path, version):
-    path = record(tmp_path / "session.jsonl", *VERSIONS[version])
-    code, output = replay(path, chargers=(("CP-1", VERSIONS[version]),))
+def test_a_recorded_session_replays_the_same_against_the_same_charger(recordings, version):
+    code, output = replay(recordings[version], chargers=(("CP-1", VERSIONS[version]),))
     assert code == 0, output
     assert re.search(r"SAME, 1\d message\(s\) compared", verdict(output)), output
     # The server's own CALLs went out again, the automation was off: one remote start, one stop.
@@ -98,7 +149,7 @@ def test_a_recorded_session_replays_the_same_against_the_same_charger(tmp_path, 
 
 def test_recorded_faults_are_injected_again(recordings, tmp_path):
     report = tmp_path / "replay.xml"
-    code, output = replay(recordings["1.6"], "--junit", str(report))
+    code, output = replay(recordings["faults"], "--junit", str(report))
     assert code == 0, output
     # The --junit report: one testsuite, a testcase per compared message, none failed.
     suite = ElementTree.parse(report).getroot()[0]
@@ -118,11 +169,15 @@ MISBEHAVIOURS = [
     ("fast-heartbeat", ("--replay-heartbeats",), r"(check heartbeat-interval: .*|.* Heartbeat.*)"),
     ("two-calls", (), r"check two-calls: .*"),
 ]
+# The switches a recorded fault provokes: the charger calls while its boot is Pending, or before a
+# late answer came.  The others show against the plain session (a second shorter than "faults").
+SHOWN_BY_FAULTS = {"skip-boot-wait", "two-calls"}
 
 
 @pytest.mark.parametrize("switch, flags, fired", MISBEHAVIOURS)
 def test_a_misbehaving_charger_replays_different(recordings, switch, flags, fired):
-    code, output = replay(recordings["1.6"], *flags, chargers=(("CP-1", ("--misbehave", switch)),))
+    recording = recordings["faults" if switch in SHOWN_BY_FAULTS else "1.6"]
+    code, output = replay(recording, *flags, chargers=(("CP-1", ("--misbehave", switch)),))
     assert code == 1, output
     line = verdict(output)
     assert "DIFFERENT" in line and "first: " in line, output
@@ -144,15 +199,17 @@ def test_the_last_run_replays_unless_replay_run_picks_another(tmp_path, recordin
     # The second run: the charger said it was another model then.
     path.write_text(recordings["1.6"].read_text(encoding="utf-8") + edited_run(
         recordings["1.6"], 'DemoCharger', 'OtherCharger'), encoding="utf-8")
-    code, output = replay(path)
+    last, first, ignored = replays((path,), (path, "--replay-run", "1"),
+                                   (path, "--replay-ignore", "chargePointModel"))
+    code, output = last
     assert code == 1, output
     assert re.search(r"replay two-runs.jsonl \(run 2, CP-1\): DIFFERENT, \d+ difference\(s\) .*"
                      r"first: expected BootNotification chargePointModel=OtherCharger, got "
                      r"chargePointModel=DemoCharger at frame 1$", verdict(output)), output
-    code, output = replay(path, "--replay-run", "1")
+    code, output = first
     assert code == 0, output
     assert "(run 1, CP-1): SAME" in output
-    code, output = replay(path, "--replay-ignore", "chargePointModel")
+    code, output = ignored
     assert code == 0, output
 
 
@@ -164,36 +221,34 @@ def test_replay_ignore_takes_dotted_paths_and_the_tolerance_meter_readings(tmp_p
             record["frame"] = record["frame"].replace('"demo-001"', '"demo-002"').replace(
                 '"meterStop": ', '"meterStop": 1')
     path.write_text("".join(json.dumps(record) + "\n" for record in records))
-    code, output = replay(path)
+    strict, lenient = replays((path,), (path, "--replay-ignore",
+                                        "BootNotification.chargePointSerialNumber",
+                                        "--replay-tolerance", "95"))
+    code, output = strict
     assert code == 1, output
     assert "expected BootNotification chargePointSerialNumber=demo-002, got " \
            "chargePointSerialNumber=demo-001 at frame 1" in output
     assert re.search(r"expected StopTransaction meterStop=1\d+, got meterStop=\d+", output)
-    code, output = replay(path, "--replay-ignore", "BootNotification.chargePointSerialNumber",
-                          "--replay-tolerance", "95")
+    code, output = lenient
     assert code == 0, output
 
 
 def test_each_recorded_charger_replays_at_once_or_one_is_chosen(tmp_path):
-    path = tmp_path / "two.jsonl"
-    server = InProcessServer("--log", str(path), *SESSION)
-    try:
-        chargers = [demo(server.url, "CP-1"), demo(server.url, "CP-2", "--connector", "2")]
-        assert [charger.wait(30) for charger in chargers] == [0, 0], server.output()
-        server.wait_for(r"CP-1 \*\* disconnected")
-        server.wait_for(r"CP-2 \*\* disconnected")
-    finally:
-        assert server.stop() == 0
-    code, output = replay(path, chargers=(("CP-1", ()), ("CP-2", ("--connector", "2"))))
+    path = record(tmp_path / "two.jsonl",
+                  chargers=(("CP-1", ()), ("CP-2", ("--connector", "2"))))
+    both, chosen, missing = replays(
+        (path, {"chargers": (("CP-1", ()), ("CP-2", ("--connector", "2")))}),
+        (path, "--replay-charger", "CP-2", {"chargers": (("CP-9", ("--connector", "2")),)}),
+        (path, "--replay-timeout", "0.5"))  # CP-1 ended it or not, CP-2 never comes
+    code, output = both
     assert code == 0, output
     assert "(run 1, CP-1): SAME" in output and "(run 1, CP-2): SAME" in output
     # One chosen: played against whatever charger connects.
-    code, output = replay(path, "--replay-charger", "CP-2",
-                          chargers=(("CP-9", ("--connector", "2")),))
+    code, output = chosen
     assert code == 0, output
     assert "CP-9 >> replay two.jsonl (run 1, CP-2): SAME" in output
     # Both, with one of them missing: a difference.
-    code, output = replay(path)
+    code, output = missing
     assert code == 1, output
     assert "expected charger CP-2 to connect, none did" in output
 
@@ -217,7 +272,7 @@ def test_a_file_that_is_not_a_transcript_exits_2_with_one_line(tmp_path, content
 
 
 def test_flags_that_name_no_run_or_charger_exit_2(recordings, tmp_path):
-    path = str(recordings["1.6"])
+    path = str(recordings["faults"])
     code, output = unusable("--replay", path, "--replay-run", "2")
     assert code == 2 and "holds 1 run(s); --replay-run 2 names none" in output, output
     code, output = unusable("--replay", path, "--replay-charger", "CP-7")
@@ -227,7 +282,7 @@ def test_flags_that_name_no_run_or_charger_exit_2(recordings, tmp_path):
 
 
 def test_a_script_replays_with_a_replay_step(tmp_path, recordings):
-    (tmp_path / "session.jsonl").write_text(recordings["1.6"].read_text())
+    (tmp_path / "session.jsonl").write_text(recordings["faults"].read_text())
     script = tmp_path / "replay.txt"
     script.write_text("replay session.jsonl\n")
     code, output = run_scenario(script, charger_args=DEMO)
@@ -241,14 +296,15 @@ def test_a_script_replays_with_a_replay_step(tmp_path, recordings):
 def test_replay_junit_suites_have_a_case_per_compared_message(tmp_path, recordings):
     server = InProcessServer()
     try:
-        recording = mock.load_recording(str(recordings["1.6"]))
+        recording = mock.load_recording(str(recordings["faults"]))
         run = server.call_in_loop(lambda: mock.ReplayRun(server.system, recording,
                                                          mock.ReplayRules(quiet=2.0)))
         future = asyncio.run_coroutine_threadsafe(run.run(), server.loop)
         charger = demo(server.url, "CP-1", "--misbehave", "meter-backwards")
-        result = future.result(60)
-        charger.kill()
-        charger.wait()
+        try:
+            result = future.result(60)
+        finally:
+            charger.stop()
     finally:
         assert server.stop() == 0
     suites = mock.replay_junit_suites(result)
@@ -281,6 +337,7 @@ def sample_pattern(line: str) -> "re.Pattern":
     return re.compile(r"\d\d:\d\d:\d\d\.\d{3} " + ".*".join(parts))
 
 
+@pytest.mark.slow(5)  # the sample's own session: a 3 s recording, then its replay
 def test_the_ci_replay_sample_is_what_a_real_run_prints(tmp_path):
     lines = ci_sample()
     commands = [line[2:].split() for line in lines if line.startswith("$ ")]
@@ -291,9 +348,11 @@ def test_the_ci_replay_sample_is_what_a_real_run_prints(tmp_path):
     server = InProcessServer(*[str(path) if word == "session.jsonl" else word
                                for word in commands[0][2:-1]])
     try:
-        charger = subprocess.run([sys.executable, str(DEMO_CHARGER), f"{server.url}/CP-1",
-                                  *commands[1][3:]], capture_output=True, timeout=60)
-        assert charger.returncode == 0
+        charger = InProcessDemo(f"{server.url}/CP-1", *commands[1][3:])
+        try:
+            assert charger.wait(60) == 0, charger.stdout
+        finally:
+            charger.stop()
         server.wait_for(r"CP-1 \*\* disconnected")
     finally:
         assert server.stop() == 0
