@@ -4896,6 +4896,10 @@ class ServerCalls:
             await session.send_text(call.raw_text, label, call.raw_text)
             return
         payload = call.payload
+        if session.state.boot_status == "Rejected":
+            session.warn_once(("boot-rejected",), lambda: "its boot is Rejected: a central system "
+                              "should send it nothing until it accepts one (OCPP 1.6 section 4.2, "
+                              "2.0.1 B03); %s sent anyway" % call.action)
         if call.action in session.version.checks.requested:
             note_requested(session, call.action, payload)
         if session.dialect == DIALECT_FLEXICHARGE:

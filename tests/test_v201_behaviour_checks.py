@@ -412,3 +412,23 @@ async def test_under_strict_what_the_csms_asked_for_while_pending_is_answered(st
     other = await station.call("LogStatusNotification", {"status": "Uploading", "requestId": 10})
     assert other.type_id == 4 and other.error_code == "SecurityError", other
     await station.close()
+
+
+@pytest.mark.parametrize("subprotocol", ["ocpp1.6", "ocpp2.0.1"])
+@charger_test
+async def test_a_call_to_a_rejected_station_is_sent_with_one_warning(start_server, subprotocol):
+    """While its boot is Rejected a central system should send a station nothing (1.6 section
+    4.2, 2.0.1 B03): what the operator sends anyway goes out, with one line saying so."""
+    server = start_server("--boot-status", "Rejected", "--no-boot-data")
+    station = await Charger.connect(server.url, CHARGER_ID, subprotocols=(subprotocol,))
+    boot = BOOT if subprotocol == "ocpp2.0.1" else {
+        "chargePointVendor": "Test", "chargePointModel": "Hand-1"}
+    assert (await station.call("BootNotification", boot)).payload["status"] == "Rejected"
+    for _ in range(2):
+        server.type("Reset")
+        call = await station.expect_call("Reset")
+        await station.answer(call, {"status": "Accepted"})
+    await station.close()
+    output = server.settled_output()
+    assert output.count("its boot is Rejected") == 1, output
+    assert "a central system should send it nothing until it accepts one" in output
