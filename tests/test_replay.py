@@ -381,3 +381,28 @@ def test_a_recorded_callerror_is_answered_again(tmp_path, recordings):
     code, output = replay(path)
     assert code == 0, output
     assert re.search(r"CP-1 -> StopTransaction CALLERROR GenericError recorded refusal", output)
+
+
+# The 2.0.1 switches a plain recorded session shows, and the check each fires.  Not here (see
+# tests/test_v201_behaviour_checks.py): the outage ones, no-offline-flag and replay-reversed, need
+# a recording with an outage; skip-seqno skips seqNo 5, past this short session's last event.
+MISBEHAVIOURS_201 = [
+    ("repeat-seqno", "seqno-repeated"),
+    ("updated-before-started", "transaction-event-order"),
+    ("started-twice", "started-twice"),
+    ("available-while-charging", "status-contradicts-transaction"),
+    ("repeat-status", "status-repeated"),
+]
+
+
+def test_a_misbehaving_2_0_1_station_replays_different(recordings):
+    """Each 2.0.1 --misbehave switch against the recorded 2.0.1 session of the well-behaved demo
+    charger: exit 1, and the first difference or the check that fired named (replays side by
+    side, one server each)."""
+    runs = [(recordings["2.0.1"], {"chargers": (("CP-1", (*VERSIONS["2.0.1"], "--misbehave",
+                                                         switch)),)})
+            for switch, _ in MISBEHAVIOURS_201]
+    for (switch, rule), (code, output) in zip(MISBEHAVIOURS_201, replays(*runs)):
+        assert code == 1, (switch, output)
+        assert "DIFFERENT" in verdict(output) and "first: " in verdict(output), (switch, output)
+        assert re.search(rf"!! (replay: )?check {rule}: ", output), (switch, output)
