@@ -119,6 +119,9 @@ class Recordings(dict):
     def __missing__(self, kind: str):
         if kind == "faults":
             path = record(self.folder / "faults.jsonl", server_args=FAULTS)
+        elif kind == "2.0.1 long":  # a transaction of eight TransactionEvents or more
+            path = record(self.folder / "session-2.0.1-long.jsonl", *VERSIONS["2.0.1"],
+                          server_args=("--auto-stop-after", "3.0"))
         else:
             path = record(self.folder / f"session-{kind}.jsonl", *VERSIONS[kind])
         self[kind] = path
@@ -383,11 +386,11 @@ def test_a_recorded_callerror_is_answered_again(tmp_path, recordings):
     assert re.search(r"CP-1 -> StopTransaction CALLERROR GenericError recorded refusal", output)
 
 
-# The 2.0.1 switches a plain recorded session shows, and the check each fires.  Not here (see
-# tests/test_v201_behaviour_checks.py): the outage ones, no-offline-flag and replay-reversed, need
-# a recording with an outage; skip-seqno skips seqNo 5, past this short session's last event.
+# The 2.0.1 switches a recorded session without an outage shows, and the check each fires (the
+# outage ones, no-offline-flag and replay-reversed, are in tests/test_v201_behaviour_checks.py).
 MISBEHAVIOURS_201 = [
     ("repeat-seqno", "seqno-repeated"),
+    ("skip-seqno", "seqno-gap"),  # seqNo 5 never comes: the long session
     ("updated-before-started", "transaction-event-order"),
     ("started-twice", "started-twice"),
     ("available-while-charging", "status-contradicts-transaction"),
@@ -397,12 +400,14 @@ MISBEHAVIOURS_201 = [
 
 def test_a_misbehaving_2_0_1_station_replays_different(recordings):
     """Each 2.0.1 --misbehave switch against the recorded 2.0.1 session of the well-behaved demo
-    charger: exit 1, and the first difference or the check that fired named (replays side by
-    side, one server each)."""
-    runs = [(recordings["2.0.1"], {"chargers": (("CP-1", (*VERSIONS["2.0.1"], "--misbehave",
-                                                         switch)),)})
-            for switch, _ in MISBEHAVIOURS_201]
-    for (switch, rule), (code, output) in zip(MISBEHAVIOURS_201, replays(*runs)):
+    charger: exit 1, the first difference and the check that fired named; the well-behaved demo
+    charger against it: exit 0 (replays side by side, one server each)."""
+    runs = [(recordings["2.0.1 long"], {"chargers": (("CP-1", (
+        *VERSIONS["2.0.1"], "--misbehave", switch)),)}) for switch, _ in MISBEHAVIOURS_201]
+    well_behaved = (recordings["2.0.1 long"], {"chargers": (("CP-1", VERSIONS["2.0.1"]),)})
+    *results, (code, output) = replays(*runs, well_behaved)
+    assert code == 0 and "SAME" in verdict(output), output  # the differences are the switches'
+    for (switch, rule), (code, output) in zip(MISBEHAVIOURS_201, results):
         assert code == 1, (switch, output)
         assert "DIFFERENT" in verdict(output) and "first: " in verdict(output), (switch, output)
         assert re.search(rf"!! (replay: )?check {rule}: ", output), (switch, output)
