@@ -482,7 +482,14 @@ def charger_repository(tmp_path: Path, *more: tuple) -> Path:
     scenarios.mkdir(parents=True)
     (repository / "scripts").mkdir()
     shutil.copy(SERVER, repository / "tools")
-    shutil.copy(SCENARIOS / "smoke.txt", scenarios / "1-session.txt")
+    # The recorded session replays the same only if it is the same session: its remote start waits
+    # for the charger's first StatusNotification, which would otherwise race it (docs/ci.md,
+    # "messages that cross").
+    session = (SCENARIOS / "smoke.txt").read_text(encoding="utf-8")
+    wait_first = "\nwait StatusNotification within 10\nstartRemote\n"
+    session = session.replace("\nstartRemote\n", wait_first, 1)
+    assert "wait StatusNotification within 10\nstartRemote" in session
+    (scenarios / "1-session.txt").write_text(session, encoding="utf-8")
     commands = (SCENARIOS / "commands.txt").read_text(encoding="utf-8")
     commands = re.sub(r"(?m)^wait (BootNotification|DataTransfer\.conf) within \d+\n", "", commands)
     (scenarios / "3-commands.txt").write_text(commands, encoding="utf-8")
