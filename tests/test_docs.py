@@ -307,6 +307,10 @@ EXEMPT = {
     "README.md inline: bash .ci/run": "CI: the suite on seven websockets releases, minutes long",
     "README.md inline: bash scripts/suite_under_load.sh": "the suite five times under load",
     "README.md inline: python bench/bench.py": BENCH,
+    "README.md inline: python -m ocpp_mock_server": "how every server process of the suite starts "
+    "(conftest.py's server_command); the memory figure beside it is the benchmark's",
+    "README.md inline: bash scripts/attack_fields.sh [EXAMPLES]": "the property test at full "
+    "size, minutes of CPU; the suite runs the same test at 100 cases",
     "docs/guide.md inline: python bench/bench.py": BENCH,
     "README.md inline: python scripts/screenshots.py": "needs Chromium (apt install, root); "
     "tests/test_page.py drives the same page",
