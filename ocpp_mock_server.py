@@ -7407,7 +7407,8 @@ def variables_got(session: "ChargerSession", request: dict, reply: dict) -> None
 
 def report_expected(notify_action: str) -> Callable[["ChargerSession", dict, dict], None]:
     """The result handler of a report request: accepted, its requestId's ``notify_action`` parts
-    are expected, and may come while the station's boot is Pending (OCPP 2.0.1 B02)."""
+    are expected (that they may come while the boot is Pending, OCPP 2.0.1 B02, is the version's
+    BehaviourChecks.requested: asked_for)."""
 
     def expect(session: "ChargerSession", request: dict, reply: dict) -> None:
         request_id = request.get("requestId")
@@ -7417,7 +7418,6 @@ def report_expected(notify_action: str) -> Callable[["ChargerSession", dict, dic
         if key in model.finished:
             model.finished.remove(key)
         model.requested.append(key)
-        session.state.history.triggered.add(notify_action)
 
     return expect
 
