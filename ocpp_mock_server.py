@@ -5319,7 +5319,8 @@ class ChargerSession:
                              % (type(exc).__name__, exc))
                     reply = None
                 if reply is not None:
-                    await self.websocket.send(reply)
+                    if not send_at_once(self.websocket, reply):
+                        await self.websocket.send(reply)
                     if self.after_reply_calls:
                         self._run_after_reply()
                 # Buffered frames are read without suspending: after its
@@ -14119,6 +14120,40 @@ if websockets_too_old() is None:
         from websockets.legacy.server import serve as _websockets_serve  # type: ignore
     from websockets.frames import Opcode as _Opcode
     _PONG = _Opcode.PONG
+    if _ASYNCIO_API:
+        from websockets.asyncio.connection import Connection as _Connection
+        from websockets.protocol import State as _State
+        _OPEN = _State.OPEN
+        # The future a fragmented send holds until its last fragment: renamed in 16.0.
+        _SEND_IN_PROGRESS = ("send_in_progress" if "send_in_progress" in
+                             _Connection.__init__.__code__.co_names else "fragmented_send_waiter")
+
+
+def send_at_once(websocket: Any, text: str) -> bool:
+    """Send ``text`` as one text frame now, as the asyncio API's ``send`` would, without its
+    per-call context manager (a third of a reply's cost); False, with nothing sent, when the
+    caller must await ``websocket.send`` instead.
+
+    That is when the send could not go through at once in ``send`` either:
+    the legacy API, a connection that is not open or is closing, a fragmented
+    send under way, or a write buffer over its limit (``send`` would wait for
+    it to drain: the caller's ``send`` then waits, so what a charger that does
+    not read is sent stays bounded as before).  Releases 13.0 to the latest
+    share these attributes; a release without them is served the slow way.
+    """
+    if not _ASYNCIO_API:
+        return False
+    try:
+        if websocket.protocol.state is not _OPEN or websocket.paused or \
+                websocket.transport.is_closing() or \
+                getattr(websocket, _SEND_IN_PROGRESS) is not None:
+            return False
+        send_text, send_data = websocket.protocol.send_text, websocket.send_data
+    except AttributeError:  # a websockets release that keeps these elsewhere
+        return False
+    send_text(text.encode())
+    send_data()
+    return True
 
 
 def request_path(websocket: Any) -> str:

@@ -217,3 +217,30 @@ def test_a_request_websockets_refuses_itself_gets_one_line_and_ours_are_not_doub
     server.wait_for(r"CP-9 !! refused a connection .*HTTP 404, unknown charge point id")
     # The refusal is logged once, by the server.
     assert "404 Not Found" not in server.settled_output()
+
+
+def test_a_charger_that_never_reads_its_replies_holds_no_more_than_the_write_limit(in_process):
+    """Replies go out without the library's send while its write buffer takes them
+    (send_at_once); a charger that floods CALLs and never reads stops being read once the buffer
+    is over the library's limit, so what waits for it stays bounded."""
+    server = in_process("--no-boot-data", "--quiet")
+    sock = _raw_handshake(server.port, "/CP-FLOOD")  # never reads
+    sock.settimeout(0.5)
+    flood = 3000  # 24 MB of replies: more than the kernel's buffers on loopback hold
+    try:
+        sent = 0
+        while sent < flood:
+            # a long id, answered (lenient: the extra field makes the frame longer than its reply)
+            frame = f'[2,"{"x" * 8000}{sent}","Heartbeat",{{"pad":"{"y" * 100}"}}]'
+            try:
+                _raw_send(sock, 0x1, frame.encode())
+            except socket.timeout:  # the server stopped reading
+                break
+            sent += 1
+        session = server.system.sessions["CP-FLOOD"]
+        assert sent < flood
+        waiting = server.call_in_loop(session.websocket.transport.get_write_buffer_size)
+        assert waiting <= 2 * 65536 + 8100  # the limit (64 KiB on 10.3) and one reply past it
+        assert session.state.tally.messages_in < sent
+    finally:
+        sock.close()
