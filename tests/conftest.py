@@ -1553,3 +1553,50 @@ class Terminal:
         self.proc.wait(TIMEOUT)
         os.close(self.master)
         os.close(self.slave)
+
+
+# --- suite-slow ---
+# Files that several tests read and none writes (a recorded session, say), made once per run of
+# the suite: by the first of pytest-xdist's workers to ask, while the others wait for it on a
+# lock, then read the same file.  Without xdist, once per process.  Each test still gets the whole
+# file whichever worker made it, so the tests stay independent of their order and placement.
+
+
+def _made_once_folder(tmp_path_factory) -> Path:
+    base = tmp_path_factory.getbasetemp()
+    # Under xdist a worker's folder is <this run's folder>/popen-gwN: the run's folder is shared.
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "made-once"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+class _RunLock:
+    """An exclusive lock on a file, between the processes of this run (fcntl; where there is none,
+    no lock: then each worker may make the file itself, which costs time, not correctness)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self):
+        self.handle = open(self.path, "a")
+        try:
+            import fcntl
+        except ImportError:
+            return self
+        fcntl.flock(self.handle, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc_info):
+        self.handle.close()  # releases the lock
+
+
+def made_once(tmp_path_factory, name: str, make) -> Path:
+    """The file ``name`` of this run's shared folder, made by ``make(path)`` unless a worker has
+    made it already (one that failed left none: the next to ask makes it again)."""
+    path = _made_once_folder(tmp_path_factory) / name
+    with _RunLock(path.with_name(name + ".lock")):
+        if not path.exists():
+            partial = path.with_name(f"{name}.{os.getpid()}.partial")
+            make(partial)
+            partial.replace(path)
+    return path

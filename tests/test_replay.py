@@ -16,7 +16,7 @@ from xml.etree import ElementTree
 
 import pytest
 
-from conftest import ROOT, InProcessDemo, InProcessServer, mock, run_scenario
+from conftest import ROOT, InProcessDemo, InProcessServer, made_once, mock, run_scenario
 
 # A short session: BootData, a remote start, two MeterValues, a remote stop.  The stop goes out
 # half a meter interval after a MeterValues, so that no MeterValues crosses it on the wire (one
@@ -108,29 +108,30 @@ def unusable(*args: str):
 
 
 class Recordings(dict):
-    """The module's recordings, each made once, when a test first asks for it: "faults" (1.6,
-    with FAULTS) and a plain session per dialect of VERSIONS.  The tests replay them (or edited
-    copies of them) as often as they like; none writes to them."""
+    """The recordings, each made once in a run of the suite, when a test first asks for it (by
+    whichever xdist worker asks first: ``made_once``): "faults" (1.6, with FAULTS) and a plain
+    session per dialect of VERSIONS.  The tests replay them (or edited copies of them) as often as
+    they like; none writes to them."""
 
-    def __init__(self, folder):
+    def __init__(self, tmp_path_factory):
         super().__init__()
-        self.folder = folder
+        self.tmp_path_factory = tmp_path_factory
 
     def __missing__(self, kind: str):
         if kind == "faults":
-            path = record(self.folder / "faults.jsonl", server_args=FAULTS)
-        elif kind == "2.0.1 long":  # a transaction of eight TransactionEvents or more
-            path = record(self.folder / "session-2.0.1-long.jsonl", *VERSIONS["2.0.1"],
-                          server_args=("--auto-stop-after", "3.0"))
+            name, make = "faults.jsonl", lambda path: record(path, server_args=FAULTS)
+        elif kind == "2.0.1 long":  # a transaction of seqNo 0 to 6: Started, five Updated, Ended
+            name, make = "session-2.0.1-long.jsonl", lambda path: record(
+                path, *VERSIONS["2.0.1"], server_args=("--auto-stop-after", "2.2"))
         else:
-            path = record(self.folder / f"session-{kind}.jsonl", *VERSIONS[kind])
-        self[kind] = path
+            name, make = f"session-{kind}.jsonl", lambda path: record(path, *VERSIONS[kind])
+        path = self[kind] = made_once(self.tmp_path_factory, name, make)
         return path
 
 
 @pytest.fixture(scope="module")
 def recordings(tmp_path_factory):
-    return Recordings(tmp_path_factory.mktemp("recordings"))
+    return Recordings(tmp_path_factory)
 
 
 def verdict(output: str) -> str:
