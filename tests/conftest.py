@@ -1600,3 +1600,21 @@ def made_once(tmp_path_factory, name: str, make) -> Path:
             make(partial)
             partial.replace(path)
     return path
+
+
+async def without_blocking(function, *args):
+    """``function(*args)`` (a server's ``wait_for``, say) on a thread, so that the caller's event
+    loop goes on meanwhile: its chargers answer the server (a closing handshake that nobody
+    answers holds a server that is ending for CLOSE_TIMEOUT, 2 s)."""
+    return await asyncio.get_running_loop().run_in_executor(None, function, *args)
+
+
+def exit_status(server, timeout: float = TIMEOUT):
+    """The exit status of a server that ends by itself (a --script run, a --replay): a process's,
+    or an in-process server's (what ``main`` exits with); fails after ``timeout``."""
+    if isinstance(server, InProcessServer):
+        server.thread.join(timeout)
+        assert not server.thread.is_alive(), server.output()
+        server.out.close()  # its last lines, which the output's writer may still hold
+        return server.result.get("code")
+    return server.proc.wait(timeout)
