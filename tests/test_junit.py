@@ -30,7 +30,7 @@ from conftest import (
     InProcessServer,
     charger_test,
     mock,
-    run_scenario,
+    run_scenario_in_process,
 )
 
 BOOT = {"chargePointVendor": "Test", "chargePointModel": "Mock-1"}
@@ -596,7 +596,7 @@ def test_the_report_sample_in_ci_md_is_what_blocked_txt_writes(tmp_path):
     [sample] = re.findall(r"^```xml\n(.*?)^```", section, re.M | re.S)
     sample = ElementTree.fromstring(sample.encode("utf-8"))  # well-formed, "..." and all
     report = tmp_path / "report.xml"
-    status, output = run_scenario(
+    status, output = run_scenario_in_process(
         SCENARIOS / "blocked.txt", "--tag", "1=Blocked", "--junit", str(report)
     )
     assert status == 1, output

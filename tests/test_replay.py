@@ -16,7 +16,7 @@ from xml.etree import ElementTree
 
 import pytest
 
-from conftest import ROOT, InProcessDemo, InProcessServer, made_once, mock, run_scenario
+from conftest import ROOT, InProcessDemo, InProcessServer, made_once, mock, run_scenario_in_process
 
 # A short session: BootData, a remote start, two MeterValues, a remote stop.  The stop goes out
 # half a meter interval after a MeterValues, so that no MeterValues crosses it on the wire (one
@@ -289,11 +289,11 @@ def test_a_script_replays_with_a_replay_step(tmp_path, recordings):
     (tmp_path / "session.jsonl").write_text(recordings["faults"].read_text())
     script = tmp_path / "replay.txt"
     script.write_text("replay session.jsonl\n")
-    code, output = run_scenario(script, charger_args=DEMO)
+    code, output = run_scenario_in_process(script, charger_args=DEMO)
     assert code == 0, output
     assert "replay.txt:1 ok  replay session.jsonl" in output
     script.write_text("replay nowhere.jsonl\n")
-    code, output = run_scenario(script, start_charger=False)
+    code, output = run_scenario_in_process(script, start_charger=False)
     assert code == 2 and "replay.txt:1: cannot read" in output, output
 
 

@@ -19,7 +19,7 @@ from conftest import (
     assert_v201_valid,
     charger_test,
     mock,
-    run_scenario,
+    run_scenario_in_process,
 )
 
 _spec = importlib.util.spec_from_file_location("demo_charger_201", DEMO_CHARGER)
@@ -255,7 +255,7 @@ def test_the_checks_remember_a_bounded_number_of_transactions_per_station():
 
 @pytest.mark.slow(4)
 def test_the_2_0_1_offline_scenario_passes_strict_against_the_demo_charger():
-    status, output = run_scenario(
+    status, output = run_scenario_in_process(
         SCENARIOS / "offline-201.txt",
         "--ocpp",
         "2.0.1",

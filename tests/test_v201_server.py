@@ -19,7 +19,7 @@ from conftest import (
     exit_status,
     http,
     http_port,
-    run_scenario,
+    run_scenario_in_process,
     without_blocking,
 )
 
@@ -398,6 +398,6 @@ def test_a_wait_with_a_field_its_message_does_not_have_is_an_invalid_script(tmp_
                                                                              message):
     script = tmp_path / "bad.txt"
     script.write_text(text)
-    status, output = run_scenario(script, start_charger=False, timeout=10)
+    status, output = run_scenario_in_process(script, start_charger=False, timeout=10)
     assert status == 2, output
     assert re.search(message, output), output
