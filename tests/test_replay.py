@@ -138,6 +138,7 @@ def verdict(output: str) -> str:
     return re.search(r">> replay .*", output).group(0)
 
 
+@pytest.mark.slow(2)
 @pytest.mark.parametrize("version", list(VERSIONS))
 def test_a_recorded_session_replays_the_same_against_the_same_charger(recordings, version):
     code, output = replay(recordings[version], chargers=(("CP-1", VERSIONS[version]),))
@@ -151,6 +152,7 @@ def test_a_recorded_session_replays_the_same_against_the_same_charger(recordings
         assert "BootData" in output and "transactionID" in output
 
 
+@pytest.mark.slow(4)
 def test_recorded_faults_are_injected_again(recordings, tmp_path):
     report = tmp_path / "replay.xml"
     code, output = replay(recordings["faults"], "--junit", str(report))
@@ -178,6 +180,7 @@ MISBEHAVIOURS = [
 SHOWN_BY_FAULTS = {"skip-boot-wait", "two-calls"}
 
 
+@pytest.mark.slow(1.5)
 @pytest.mark.parametrize("switch, flags, fired", MISBEHAVIOURS)
 def test_a_misbehaving_charger_replays_different(recordings, switch, flags, fired):
     recording = recordings["faults" if switch in SHOWN_BY_FAULTS else "1.6"]
@@ -237,6 +240,7 @@ def test_replay_ignore_takes_dotted_paths_and_the_tolerance_meter_readings(tmp_p
     assert code == 0, output
 
 
+@pytest.mark.slow(2.5)
 def test_each_recorded_charger_replays_at_once_or_one_is_chosen(tmp_path):
     path = record(tmp_path / "two.jsonl",
                   chargers=(("CP-1", ()), ("CP-2", ("--connector", "2"))))
@@ -285,6 +289,7 @@ def test_flags_that_name_no_run_or_charger_exit_2(recordings, tmp_path):
     assert code == 2 and "cannot read" in output, output
 
 
+@pytest.mark.slow(2)
 def test_a_script_replays_with_a_replay_step(tmp_path, recordings):
     (tmp_path / "session.jsonl").write_text(recordings["faults"].read_text())
     script = tmp_path / "replay.txt"
@@ -297,6 +302,7 @@ def test_a_script_replays_with_a_replay_step(tmp_path, recordings):
     assert code == 2 and "replay.txt:1: cannot read" in output, output
 
 
+@pytest.mark.slow(2)
 def test_replay_junit_suites_have_a_case_per_compared_message(tmp_path, recordings):
     server = InProcessServer()
     try:
@@ -399,6 +405,7 @@ MISBEHAVIOURS_201 = [
 ]
 
 
+@pytest.mark.slow(4.5)
 def test_a_misbehaving_2_0_1_station_replays_different(recordings):
     """Each 2.0.1 --misbehave switch against the recorded 2.0.1 session of the well-behaved demo
     charger: exit 1, the first difference and the check that fired named; the well-behaved demo

@@ -571,7 +571,7 @@ def _as_here(line: str, tmp_path, **names) -> list:
             for word in words]
 
 
-@pytest.mark.slow(3)
+@pytest.mark.slow(2)
 def test_the_guides_profile_upgrade_of_the_demo_charger_runs_as_written(start_server, tmp_path):
     """The guide's 2.0.1 security walk-through, its lines as written (ports and file places made
     free): ws:// with basic auth, then SetNetworkProfile and SecurityProfile 2, and it comes back
@@ -618,7 +618,7 @@ def test_the_guides_profile_upgrade_of_the_demo_charger_runs_as_written(start_se
     assert "refused" not in output, output
 
 
-@pytest.mark.slow(3)
+@pytest.mark.slow(1)
 def test_the_demo_charger_takes_part_in_profile_3(start_server, tmp_path):
     """--client-ca on the TLS port: the demo charger starts on ws:// and, once raised to 3, comes
     back with its client certificate; a lower profile is then refused (403)."""
