@@ -534,7 +534,7 @@ async def away_and_back(csms):
         {"idToken": {"idToken": "AA11", "type": "ISO14443"}, "remoteStartId": 1},
     )
     await csms.wait_for("TransactionEvent", eventType="Updated")
-    csms.boot_delay = 1.0  # back, but slow to answer the boot: the meter goes on meanwhile
+    csms.boot_delay = 0.5  # back, but slow to answer the boot: the meter (0.2 s) goes on
     await csms.websocket.close()
     await csms.wait_for("BootNotification", count=2)
     await csms.wait_for("TransactionEvent", eventType="Updated", offline=True)
@@ -545,7 +545,7 @@ async def away_and_back(csms):
     await csms.wait_for("TransactionEvent", eventType="Ended")
 
 
-@pytest.mark.slow(2)
+@pytest.mark.slow(1.5)
 def test_transaction_events_made_while_the_csms_is_away_are_sent_later_marked_offline():
     csms = Csms201()
     output = asyncio.run(run_demo(csms, "--reconnect", until=away_and_back))
