@@ -6,7 +6,6 @@ import pytest
 
 from conftest import (
     SCENARIOS,
-    run_scenario,
     run_scenario_in_process,
 )
 
@@ -18,7 +17,7 @@ def test_the_example_scenarios_pass_against_the_demo_charger(script, dialect):
     charger_args = ("--meter-interval", "0.2") + (
         ("--flexicharge",) if dialect == "flexicharge" else ()
     )
-    status, output = run_scenario(SCENARIOS / script, charger_args=charger_args)
+    status, output = run_scenario_in_process(SCENARIOS / script, charger_args=charger_args)
     assert status == 0, output
     assert re.search(rf">> scenario {re.escape(script)}: PASS, (\d+) of \1 steps passed", output), (
         output
