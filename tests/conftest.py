@@ -1553,3 +1553,112 @@ class Terminal:
         self.proc.wait(TIMEOUT)
         os.close(self.master)
         os.close(self.slave)
+
+
+# --- suite-slow ---
+# Files that several tests read and none writes (a recorded session, say), made once per run of
+# the suite: by the first of pytest-xdist's workers to ask, while the others wait for it on a
+# lock, then read the same file.  Without xdist, once per process.  Each test still gets the whole
+# file whichever worker made it, so the tests stay independent of their order and placement.
+
+
+def _made_once_folder(tmp_path_factory) -> Path:
+    base = tmp_path_factory.getbasetemp()
+    # Under xdist a worker's folder is <this run's folder>/popen-gwN: the run's folder is shared.
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "made-once"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+class _RunLock:
+    """An exclusive lock on a file, between the processes of this run (fcntl; where there is none,
+    no lock: then each worker may make the file itself, which costs time, not correctness)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self):
+        self.handle = open(self.path, "a")
+        try:
+            import fcntl
+        except ImportError:
+            return self
+        fcntl.flock(self.handle, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc_info):
+        self.handle.close()  # releases the lock
+
+
+def made_once(tmp_path_factory, name: str, make) -> Path:
+    """The file ``name`` of this run's shared folder, made by ``make(path)`` unless a worker has
+    made it already (one that failed left none: the next to ask makes it again)."""
+    path = _made_once_folder(tmp_path_factory) / name
+    with _RunLock(path.with_name(name + ".lock")):
+        if not path.exists():
+            partial = path.with_name(f"{name}.{os.getpid()}.partial")
+            make(partial)
+            partial.replace(path)
+    return path
+
+
+async def without_blocking(function, *args):
+    """``function(*args)`` (a server's ``wait_for``, say) on a thread, so that the caller's event
+    loop goes on meanwhile: its chargers answer the server (a closing handshake that nobody
+    answers holds a server that is ending for CLOSE_TIMEOUT, 2 s)."""
+    return await asyncio.get_running_loop().run_in_executor(None, function, *args)
+
+
+def exit_status(server, timeout: float = TIMEOUT):
+    """The exit status of a server that ends by itself (a --script run, a --replay): a process's,
+    or an in-process server's (what ``main`` exits with); fails after ``timeout``."""
+    if isinstance(server, InProcessServer):
+        server.thread.join(timeout)
+        assert not server.thread.is_alive(), server.output()
+        server.out.close()  # its last lines, which the output's writer may still hold
+        return server.result.get("code")
+    return server.proc.wait(timeout)
+
+
+def run_scenario_in_process(
+    script: Path,
+    *server_args: str,
+    charger_args=("--meter-interval", "0.2"),
+    charger_id="CP-1",
+    start_charger=True,
+    timeout=60,
+):
+    """``run_scenario`` with the server on a thread of this process: the same ``run_server`` that
+    ``python ocpp_mock_server.py --script`` runs (its return value is the process's exit status),
+    without the 0.2-0.4 s of CPU a process costs.  For tests about the script engine; the process
+    and its command line are tested with ``run_scenario``.  (exit status, server output)."""
+    stream = _Stream()
+    options = mock.parse_settings(["--port", "0", "--script", str(script), *server_args])
+    out = mock.Output(stream=stream, quiet=options.quiet, wide=options.wide)
+    chargers, result, running = [], {}, []
+
+    def started(system, console):  # it listens: the charger connects (from a loop of its own)
+        running.append((asyncio.get_running_loop(), system))
+        if start_charger:
+            chargers.append(InProcessDemo(f"{system.url}/{charger_id}", *charger_args))
+
+    def serve():
+        with open(os.devnull, "rb") as stdin:
+            result["code"] = asyncio.run(
+                mock.run_server(options, out, stdin=stdin, started=started)
+            )
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        thread.join(timeout)
+        if thread.is_alive():  # stopped as run_scenario kills its process, then failed
+            for loop, system in running:
+                loop.call_soon_threadsafe(system.stop)
+            thread.join(TIMEOUT)
+            raise AssertionError("the script did not end:\n" + "\n".join(stream.lines))
+    finally:
+        for charger in chargers:
+            charger.stop()
+        out.close()  # its last lines, which the output's writer may still hold
+    return result.get("code"), "\n".join(stream.lines) + "\n"

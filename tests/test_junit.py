@@ -30,7 +30,7 @@ from conftest import (
     InProcessServer,
     charger_test,
     mock,
-    run_scenario,
+    run_scenario_in_process,
 )
 
 BOOT = {"chargePointVendor": "Test", "chargePointModel": "Mock-1"}
@@ -525,6 +525,7 @@ def is_replay(step: str) -> bool:
     return "--replay" in step
 
 
+@pytest.mark.slow(4)
 def test_the_github_job_runs_its_steps_and_reports_the_demo_charger_passing(tmp_path):
     github, _ = recipe_blocks()
     steps = github_run_steps(github)
@@ -559,6 +560,7 @@ def test_the_github_job_runs_its_steps_and_reports_the_demo_charger_passing(tmp_
     assert '"StartTransaction"' in recorded and '"dir":"out"' in recorded.replace(" ", "")
 
 
+@pytest.mark.slow(3)
 def test_the_gitlab_job_runs_its_script_and_reports_a_failed_step(tmp_path):
     _, gitlab = recipe_blocks()
     assert gitlab_script(gitlab, "before_script") == ["pip install websockets\n"]  # the network
@@ -596,7 +598,7 @@ def test_the_report_sample_in_ci_md_is_what_blocked_txt_writes(tmp_path):
     [sample] = re.findall(r"^```xml\n(.*?)^```", section, re.M | re.S)
     sample = ElementTree.fromstring(sample.encode("utf-8"))  # well-formed, "..." and all
     report = tmp_path / "report.xml"
-    status, output = run_scenario(
+    status, output = run_scenario_in_process(
         SCENARIOS / "blocked.txt", "--tag", "1=Blocked", "--junit", str(report)
     )
     assert status == 1, output

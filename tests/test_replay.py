@@ -16,7 +16,7 @@ from xml.etree import ElementTree
 
 import pytest
 
-from conftest import ROOT, InProcessDemo, InProcessServer, mock, run_scenario
+from conftest import ROOT, InProcessDemo, InProcessServer, made_once, mock, run_scenario_in_process
 
 # A short session: BootData, a remote start, two MeterValues, a remote stop.  The stop goes out
 # half a meter interval after a MeterValues, so that no MeterValues crosses it on the wire (one
@@ -108,35 +108,37 @@ def unusable(*args: str):
 
 
 class Recordings(dict):
-    """The module's recordings, each made once, when a test first asks for it: "faults" (1.6,
-    with FAULTS) and a plain session per dialect of VERSIONS.  The tests replay them (or edited
-    copies of them) as often as they like; none writes to them."""
+    """The recordings, each made once in a run of the suite, when a test first asks for it (by
+    whichever xdist worker asks first: ``made_once``): "faults" (1.6, with FAULTS) and a plain
+    session per dialect of VERSIONS.  The tests replay them (or edited copies of them) as often as
+    they like; none writes to them."""
 
-    def __init__(self, folder):
+    def __init__(self, tmp_path_factory):
         super().__init__()
-        self.folder = folder
+        self.tmp_path_factory = tmp_path_factory
 
     def __missing__(self, kind: str):
         if kind == "faults":
-            path = record(self.folder / "faults.jsonl", server_args=FAULTS)
-        elif kind == "2.0.1 long":  # a transaction of eight TransactionEvents or more
-            path = record(self.folder / "session-2.0.1-long.jsonl", *VERSIONS["2.0.1"],
-                          server_args=("--auto-stop-after", "3.0"))
+            name, make = "faults.jsonl", lambda path: record(path, server_args=FAULTS)
+        elif kind == "2.0.1 long":  # a transaction of seqNo 0 to 6: Started, five Updated, Ended
+            name, make = "session-2.0.1-long.jsonl", lambda path: record(
+                path, *VERSIONS["2.0.1"], server_args=("--auto-stop-after", "2.2"))
         else:
-            path = record(self.folder / f"session-{kind}.jsonl", *VERSIONS[kind])
-        self[kind] = path
+            name, make = f"session-{kind}.jsonl", lambda path: record(path, *VERSIONS[kind])
+        path = self[kind] = made_once(self.tmp_path_factory, name, make)
         return path
 
 
 @pytest.fixture(scope="module")
 def recordings(tmp_path_factory):
-    return Recordings(tmp_path_factory.mktemp("recordings"))
+    return Recordings(tmp_path_factory)
 
 
 def verdict(output: str) -> str:
     return re.search(r">> replay .*", output).group(0)
 
 
+@pytest.mark.slow(2)
 @pytest.mark.parametrize("version", list(VERSIONS))
 def test_a_recorded_session_replays_the_same_against_the_same_charger(recordings, version):
     code, output = replay(recordings[version], chargers=(("CP-1", VERSIONS[version]),))
@@ -150,6 +152,7 @@ def test_a_recorded_session_replays_the_same_against_the_same_charger(recordings
         assert "BootData" in output and "transactionID" in output
 
 
+@pytest.mark.slow(4)
 def test_recorded_faults_are_injected_again(recordings, tmp_path):
     report = tmp_path / "replay.xml"
     code, output = replay(recordings["faults"], "--junit", str(report))
@@ -177,6 +180,7 @@ MISBEHAVIOURS = [
 SHOWN_BY_FAULTS = {"skip-boot-wait", "two-calls"}
 
 
+@pytest.mark.slow(1.5)
 @pytest.mark.parametrize("switch, flags, fired", MISBEHAVIOURS)
 def test_a_misbehaving_charger_replays_different(recordings, switch, flags, fired):
     recording = recordings["faults" if switch in SHOWN_BY_FAULTS else "1.6"]
@@ -236,6 +240,7 @@ def test_replay_ignore_takes_dotted_paths_and_the_tolerance_meter_readings(tmp_p
     assert code == 0, output
 
 
+@pytest.mark.slow(2.5)
 def test_each_recorded_charger_replays_at_once_or_one_is_chosen(tmp_path):
     path = record(tmp_path / "two.jsonl",
                   chargers=(("CP-1", ()), ("CP-2", ("--connector", "2"))))
@@ -284,18 +289,20 @@ def test_flags_that_name_no_run_or_charger_exit_2(recordings, tmp_path):
     assert code == 2 and "cannot read" in output, output
 
 
+@pytest.mark.slow(2)
 def test_a_script_replays_with_a_replay_step(tmp_path, recordings):
     (tmp_path / "session.jsonl").write_text(recordings["faults"].read_text())
     script = tmp_path / "replay.txt"
     script.write_text("replay session.jsonl\n")
-    code, output = run_scenario(script, charger_args=DEMO)
+    code, output = run_scenario_in_process(script, charger_args=DEMO)
     assert code == 0, output
     assert "replay.txt:1 ok  replay session.jsonl" in output
     script.write_text("replay nowhere.jsonl\n")
-    code, output = run_scenario(script, start_charger=False)
+    code, output = run_scenario_in_process(script, start_charger=False)
     assert code == 2 and "replay.txt:1: cannot read" in output, output
 
 
+@pytest.mark.slow(2)
 def test_replay_junit_suites_have_a_case_per_compared_message(tmp_path, recordings):
     server = InProcessServer()
     try:
@@ -398,6 +405,7 @@ MISBEHAVIOURS_201 = [
 ]
 
 
+@pytest.mark.slow(4.5)
 def test_a_misbehaving_2_0_1_station_replays_different(recordings):
     """Each 2.0.1 --misbehave switch against the recorded 2.0.1 session of the well-behaved demo
     charger: exit 1, the first difference and the check that fired named; the well-behaved demo

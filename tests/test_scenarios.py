@@ -6,18 +6,18 @@ import pytest
 
 from conftest import (
     SCENARIOS,
-    run_scenario,
+    run_scenario_in_process,
 )
 
 
-@pytest.mark.slow(2)
+@pytest.mark.slow(1)
 @pytest.mark.parametrize("script", ["smoke.txt", "commands.txt"])
 @pytest.mark.parametrize("dialect", ["ocpp1.6", "flexicharge"])
 def test_the_example_scenarios_pass_against_the_demo_charger(script, dialect):
     charger_args = ("--meter-interval", "0.2") + (
         ("--flexicharge",) if dialect == "flexicharge" else ()
     )
-    status, output = run_scenario(SCENARIOS / script, charger_args=charger_args)
+    status, output = run_scenario_in_process(SCENARIOS / script, charger_args=charger_args)
     assert status == 0, output
     assert re.search(rf">> scenario {re.escape(script)}: PASS, (\d+) of \1 steps passed", output), (
         output
@@ -31,7 +31,7 @@ def test_a_scenario_whose_expect_cannot_hold_exits_1_naming_the_line(tmp_path):
         "wait BootNotification\nwait DataTransfer.conf\n# the tag is blocked below\n"
         "startRemote\nwait StartTransaction\nexpect idTagInfo.status=Accepted\nsleep 5\n"
     )
-    status, output = run_scenario(script, "--tag", "1=Blocked")
+    status, output = run_scenario_in_process(script, "--tag", "1=Blocked")
     assert status == 1, output
     assert re.search(
         r"!! blocked\.txt:6 FAILED expect idTagInfo\.status=Accepted: expected "
@@ -45,11 +45,11 @@ def test_a_scenario_whose_expect_cannot_hold_exits_1_naming_the_line(tmp_path):
     assert "smoke" not in output and "sleep 5" not in output.split("FAILED")[1]
 
 
-@pytest.mark.slow(2)
+@pytest.mark.slow(1)
 def test_a_timed_out_wait_exits_1_with_what_arrived(tmp_path):
     script = tmp_path / "slow.txt"
     script.write_text("wait BootNotification\nwait MeterValues x2 within 1\n")
-    status, output = run_scenario(script)
+    status, output = run_scenario_in_process(script)
     assert status == 1, output
     assert (
         "slow.txt:2 FAILED wait MeterValues x2 within 1: expected MeterValues x2 within 1 s, 0 "
@@ -92,17 +92,17 @@ def test_a_timed_out_wait_exits_1_with_what_arrived(tmp_path):
 def test_an_invalid_script_exits_2_before_listening(tmp_path, text, message):
     script = tmp_path / "bad.txt"
     script.write_text(text)
-    status, output = run_scenario(script, start_charger=False, timeout=10)
+    status, output = run_scenario_in_process(script, start_charger=False, timeout=10)
     assert status == 2, output
     assert re.search(message, output), output
     assert "listening on" not in output
 
 
-@pytest.mark.slow(1.5)
+@pytest.mark.slow(1)
 def test_a_charger_that_never_connects_fails_by_timeout(tmp_path):
     script = tmp_path / "lonely.txt"
     script.write_text("charger CP-9 within 1\nwait BootNotification\n")
-    status, output = run_scenario(script, start_charger=False, timeout=15)
+    status, output = run_scenario_in_process(script, start_charger=False, timeout=15)
     assert status == 1, output
     assert (
         "lonely.txt:1 FAILED charger CP-9 within 1: charger CP-9 did not connect within 1 s"
@@ -110,7 +110,7 @@ def test_a_charger_that_never_connects_fails_by_timeout(tmp_path):
     )
 
 
-@pytest.mark.slow(2)
+@pytest.mark.slow(0.6)
 def test_disconnect_and_expect_reconnect(tmp_path):
     script = tmp_path / "reconnect.txt"
     script.write_text(
@@ -118,16 +118,18 @@ def test_disconnect_and_expect_reconnect(tmp_path):
         "wait BootNotification within 10\nTriggerMessage requestedMessage=Heartbeat\n"
         "expect status=Accepted\nwait Heartbeat within 5\n"
     )
-    status, output = run_scenario(script, charger_args=("--reconnect",), charger_id="CP-R")
+    status, output = run_scenario_in_process(
+        script, charger_args=("--reconnect",), charger_id="CP-R"
+    )
     assert status == 0, output
     assert output.count("CP-R ** connected from") == 2
 
 
-@pytest.mark.slow(3)
+@pytest.mark.slow(1)
 def test_strict_scenarios_fail_on_spec_warnings_even_when_every_step_passes(tmp_path):
     script = tmp_path / "gate.txt"
     script.write_text("wait BootNotification\nsleep 1\n")
-    status, output = run_scenario(script, "--strict", charger_args=("--flexicharge",))
+    status, output = run_scenario_in_process(script, "--strict", charger_args=("--flexicharge",))
     assert status == 1, output
     assert ">> gate.txt:2 ok  sleep 1" in output
     assert re.search(
@@ -138,9 +140,8 @@ def test_strict_scenarios_fail_on_spec_warnings_even_when_every_step_passes(tmp_
     )
 
 
-@pytest.mark.slow(2)
 def test_strict_smoke_scenario_fails_on_the_flexicharge_dialect():
-    status, output = run_scenario(
+    status, output = run_scenario_in_process(
         SCENARIOS / "smoke.txt", "--strict", charger_args=("--flexicharge",)
     )
     assert status == 1, output
@@ -151,7 +152,7 @@ def test_strict_smoke_scenario_fails_on_the_flexicharge_dialect():
     ), output
 
 
-@pytest.mark.slow(4)
+@pytest.mark.slow(2.5)
 @pytest.mark.parametrize("dialect", ["ocpp1.6", "flexicharge"])
 def test_the_offline_scenario_passes_against_the_demo_charger(dialect):
     charger_args = ("--meter-interval", "0.2", "--reconnect") + (
@@ -159,7 +160,7 @@ def test_the_offline_scenario_passes_against_the_demo_charger(dialect):
     )
     # --strict makes a behaviour check fail the run; the FlexiCharge dialect is off-spec by design.
     server_args = ("--strict",) if dialect == "ocpp1.6" else ()
-    status, output = run_scenario(
+    status, output = run_scenario_in_process(
         SCENARIOS / "offline.txt", *server_args, charger_args=charger_args
     )
     assert status == 0, output
@@ -167,9 +168,9 @@ def test_the_offline_scenario_passes_against_the_demo_charger(dialect):
     assert "!! check" not in output
 
 
-@pytest.mark.slow(2)
+@pytest.mark.slow(0.7)
 def test_a_behaviour_check_fails_a_strict_scenario_run():
-    status, output = run_scenario(
+    status, output = run_scenario_in_process(
         SCENARIOS / "smoke.txt",
         "--strict",
         charger_args=("--meter-interval", "0.2", "--misbehave", "meter-backwards"),

@@ -19,7 +19,7 @@ from conftest import (
     assert_v201_valid,
     charger_test,
     mock,
-    run_scenario,
+    run_scenario_in_process,
 )
 
 _spec = importlib.util.spec_from_file_location("demo_charger_201", DEMO_CHARGER)
@@ -101,7 +101,7 @@ def run_a_transaction(server, misbehave: dict):
         station.stop()
 
 
-@pytest.mark.slow(2)
+@pytest.mark.slow(1)
 @pytest.mark.parametrize("behaves", [False, True], ids=["misbehaves", "behaves"])
 def test_each_transaction_check_catches_its_misbehaviour_and_only_that(start_server, behaves):
     server = start_server("--ocpp", "2.0.1", "--heartbeat-interval", "2")
@@ -113,6 +113,7 @@ def test_each_transaction_check_catches_its_misbehaviour_and_only_that(start_ser
         assert "which the OCPP 1.6 status diagram" not in output
 
 
+@pytest.mark.slow(1)
 @pytest.mark.parametrize("behaves", [False, True], ids=["misbehaves", "behaves"])
 def test_calls_while_pending_are_caught_but_not_what_the_csms_asked_for(start_server, behaves):
     server = start_server(
@@ -148,7 +149,7 @@ OUTAGE_CASES = [
 ]
 
 
-@pytest.mark.slow(5)
+@pytest.mark.slow(3)
 @pytest.mark.parametrize("misbehave, seconds, rule", OUTAGE_CASES, ids=[c[0] for c in OUTAGE_CASES])
 def test_an_offline_queue_replayed_out_of_order_or_unflagged_is_caught(
     start_server, misbehave, seconds, rule
@@ -253,9 +254,9 @@ def test_the_checks_remember_a_bounded_number_of_transactions_per_station():
 # ------------------------------------------------------------------------------------ faults
 
 
-@pytest.mark.slow(4)
+@pytest.mark.slow(2.5)
 def test_the_2_0_1_offline_scenario_passes_strict_against_the_demo_charger():
-    status, output = run_scenario(
+    status, output = run_scenario_in_process(
         SCENARIOS / "offline-201.txt",
         "--ocpp",
         "2.0.1",
@@ -378,7 +379,7 @@ def mock_state(server):
     return server.call_in_loop(lambda: server.system.state_for(CHARGER_ID))
 
 
-@pytest.mark.slow(2)
+@pytest.mark.slow(0.5)
 def test_a_2_0_1_behaviour_check_fails_a_strict_scenario_run(tmp_path):
     script = tmp_path / "seqno.txt"
     script.write_text(

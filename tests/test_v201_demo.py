@@ -378,7 +378,7 @@ async def send_every_csms_message(csms):
     csms.replies = replies
 
 
-@pytest.mark.slow(5)
+@pytest.mark.slow(1)
 def test_the_demo_charger_answers_all_40_csms_messages_and_every_frame_is_schema_valid():
     assert {action for action, _ in CSMS_MESSAGES} == ALL_CSMS_ACTIONS
     assert len(ALL_CSMS_ACTIONS) == 40
@@ -476,7 +476,7 @@ async def one_transaction(csms):
     await csms.wait_for("Heartbeat")
 
 
-@pytest.mark.slow(3)
+@pytest.mark.slow(1)
 def test_a_2_0_1_session_authorizes_starts_meters_stops_and_heartbeats():
     csms = Csms201()
     asyncio.run(run_demo(csms, until=one_transaction))
@@ -534,7 +534,7 @@ async def away_and_back(csms):
         {"idToken": {"idToken": "AA11", "type": "ISO14443"}, "remoteStartId": 1},
     )
     await csms.wait_for("TransactionEvent", eventType="Updated")
-    csms.boot_delay = 1.0  # back, but slow to answer the boot: the meter goes on meanwhile
+    csms.boot_delay = 0.5  # back, but slow to answer the boot: the meter (0.2 s) goes on
     await csms.websocket.close()
     await csms.wait_for("BootNotification", count=2)
     await csms.wait_for("TransactionEvent", eventType="Updated", offline=True)
@@ -545,7 +545,7 @@ async def away_and_back(csms):
     await csms.wait_for("TransactionEvent", eventType="Ended")
 
 
-@pytest.mark.slow(4)
+@pytest.mark.slow(1.5)
 def test_transaction_events_made_while_the_csms_is_away_are_sent_later_marked_offline():
     csms = Csms201()
     output = asyncio.run(run_demo(csms, "--reconnect", until=away_and_back))
@@ -644,7 +644,7 @@ def check_every_frame_is_valid_201(records, charger_id):
 
 
 @serves_201
-@pytest.mark.slow(5)
+@pytest.mark.slow(1)
 def test_a_whole_2_0_1_session_of_the_demo_charger_against_the_server(tmp_path):
     log = tmp_path / "transcript.jsonl"
     (tmp_path / "files" / "CP-201").mkdir(parents=True)
@@ -697,7 +697,7 @@ def test_a_whole_2_0_1_session_of_the_demo_charger_against_the_server(tmp_path):
 
 
 @serves_201
-@pytest.mark.slow(3)
+@pytest.mark.slow(1)
 def test_the_2_0_1_session_scenario_passes_against_the_demo_charger():
     status, output = run_scenario(
         SCENARIOS / "session-201.txt",

@@ -5,16 +5,14 @@ send SetVariables and GetVariables in short spellings; a GetBaseReport answered 
 import asyncio
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import ocpp_mock_server as mock
 from conftest import (
-    DEMO_CHARGER,
     Charger,
+    InProcessDemo,
     assert_v201_valid,
     charger_test,
     headless_browser,
@@ -129,12 +127,9 @@ def without_times(output: str, station: str) -> list[str]:
             if re.match(r"\d\d:\d\d:\d\d\.\d{3} ", line)]
 
 
-@pytest.mark.slow(3)
 def test_the_demo_charger_takes_part_in_every_device_model_flow(in_process):
     server = in_process()
-    demo = subprocess.Popen(
-        [sys.executable, str(DEMO_CHARGER), server.url + "/CS-DEMO", "--ocpp", "2.0.1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    demo = InProcessDemo(server.url + "/CS-DEMO", "--ocpp", "2.0.1")
     try:
         server.wait_for(r"CS-DEMO <- StatusNotification")
         for line, shown in DEMO_FLOWS:
@@ -147,8 +142,8 @@ def test_the_demo_charger_takes_part_in_every_device_model_flow(in_process):
         assert not re.search(r"never came|came again|answers no request|check ",
                              server.output()), server.output()
     finally:
-        demo.kill()
-        demo.communicate()
+        demo.stop()
+    assert "Traceback" not in demo.stdout, demo.stdout
 
 
 def monitor_entry(monitor_id: int, variable: str = "AvailabilityState") -> dict:

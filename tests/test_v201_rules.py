@@ -250,6 +250,31 @@ def _replace(payload, steps: tuple, new):
     return payload
 
 
+def _without_refs(schema, definitions: dict, seen: tuple = ()):
+    """The schema with each ``{"$ref": "#/definitions/X"}`` replaced by X itself (Draft 4 ignores
+    a $ref's siblings), and no definitions left: the same verdicts, without jsonschema's lookup
+    of each reference on every validation (a quarter of this file's CPU).  No definition of the
+    2.0.1 schemas refers to itself (the assert would say so)."""
+    if isinstance(schema, list):
+        return [_without_refs(item, definitions, seen) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        assert schema["$ref"] == "#/definitions/" + name and name not in seen, schema
+        return _without_refs(definitions[name], definitions, seen + (name,))
+    inlined = {}
+    for key, value in schema.items():
+        if key in ("properties", "patternProperties"):
+            inlined[key] = {field: _without_refs(rule, definitions, seen)
+                            for field, rule in value.items()}
+        elif key not in ("definitions", "enum", "required", "default"):
+            inlined[key] = _without_refs(value, definitions, seen)
+        elif key != "definitions":
+            inlined[key] = value
+    return inlined
+
+
 def _verdicts(rules: mock.Object, validator, payload) -> tuple:
     """The lint's verdict, its problems, and the oracle's first error (None: valid by the schema;
     the walk stops at the first error, most of the cost of a broken payload's check)."""
@@ -278,7 +303,9 @@ def _mutated(builder: Builder, root: dict, payload) -> list:
 @pytest.mark.parametrize("table, action", CASES, ids=[f"{t[5:]}-{a}" for t, a in CASES])
 def test_the_lint_agrees_with_the_official_schema(table, action):
     root = _schema(table, action)
-    validator = jsonschema.Draft4Validator(root, format_checker=jsonschema.FormatChecker())
+    validator = jsonschema.Draft4Validator(
+        _without_refs(root, root.get("definitions", {})), format_checker=jsonschema.FormatChecker()
+    )
     rules = mock.Object(getattr(mock, table)[action])
     builder = Builder(root, random.Random(f"{table} {action}"))
     for _ in range(PAYLOADS_PER_ACTION):

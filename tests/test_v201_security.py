@@ -33,6 +33,7 @@ from conftest import (
     DEMO_CHARGER,
     TIMEOUT,
     Charger,
+    InProcessDemo,
     _basic,
     _certificate_authority,
     _connect_kwargs,
@@ -533,6 +534,14 @@ def _stopped(demo: subprocess.Popen) -> str:
     return output
 
 
+def _stopped_here(demo: InProcessDemo) -> str:
+    """An in-process demo charger (for the tests whose subject is the server's side; the TLS
+    walk-throughs run it as a process, as the guide does) stopped: its output."""
+    demo.stop()
+    assert "Traceback" not in demo.stdout, demo.stdout
+    return demo.stdout
+
+
 def _is_tls(server, station_id: str) -> bool:
     return server.call_in_loop(
         lambda: server.system.sessions[station_id].websocket.transport.get_extra_info(
@@ -562,7 +571,7 @@ def _as_here(line: str, tmp_path, **names) -> list:
             for word in words]
 
 
-@pytest.mark.slow(3)
+@pytest.mark.slow(2)
 def test_the_guides_profile_upgrade_of_the_demo_charger_runs_as_written(start_server, tmp_path):
     """The guide's 2.0.1 security walk-through, its lines as written (ports and file places made
     free): ws:// with basic auth, then SetNetworkProfile and SecurityProfile 2, and it comes back
@@ -609,7 +618,7 @@ def test_the_guides_profile_upgrade_of_the_demo_charger_runs_as_written(start_se
     assert "refused" not in output, output
 
 
-@pytest.mark.slow(3)
+@pytest.mark.slow(1)
 def test_the_demo_charger_takes_part_in_profile_3(start_server, tmp_path):
     """--client-ca on the TLS port: the demo charger starts on ws:// and, once raised to 3, comes
     back with its client certificate; a lower profile is then refused (403)."""
@@ -743,15 +752,15 @@ async def test_an_ocpp_package_v201_charge_point_takes_the_security_flows(start_
 # ------------------------------------ the demo charger's own CSR, hash data and logs (issue 22)
 
 
-@pytest.mark.slow(3)
+@pytest.mark.slow(0.5)
 @needs_openssl
 def test_the_demo_charger_gets_a_certificate_for_its_own_id_in_both_versions(start_server,
                                                                              tmp_path):
     """A demo charger on CS-1 (2.0.1) and one on CP-7 (1.6) each send a CSR for their own id,
     made by openssl when asked: the server signs both, and each takes its chain."""
     server, ca, _ = _signing_server(start_server, tmp_path)
-    demos = [_demo_charger(server.url + "/CS-1", "--ocpp", "2.0.1"),
-             _demo_charger(server.url + "/CP-7", "--no-wait-boot-data")]
+    demos = [InProcessDemo(server.url + "/CS-1", "--ocpp", "2.0.1"),
+             InProcessDemo(server.url + "/CP-7", "--no-wait-boot-data")]
     try:
         server.wait_for(r"CS-1 <- StatusNotification")
         server.wait_for(r"CP-7 <- StatusNotification")
@@ -765,20 +774,19 @@ def test_the_demo_charger_gets_a_certificate_for_its_own_id_in_both_versions(sta
             assert _common_name(chain) == station
             assert x509.load_pem_x509_certificates(chain.encode())[0].issuer == ca.subject
     finally:
-        outputs = [_stopped(demo) for demo in demos]
+        outputs = [_stopped_here(demo) for demo in demos]
     assert "!! SignCertificate" not in server.output(), server.output()
     assert all("cannot make a certificate signing request" not in out for out in outputs)
 
 
-@pytest.mark.slow(2)
 def test_the_demo_chargers_certificate_hash_data_is_the_servers(start_server):
     """InstallCertificate then DeleteCertificate typed bare (the server computes the hash data of
     its demo root): Accepted by the demo charger in both versions; what it lists is what the
     server computes."""
     server = start_server("--no-boot-data")
     expected = mock.certificate_hash_data(mock.DEMO_CERTIFICATE)
-    demos = [_demo_charger(server.url + "/CS-1", "--ocpp", "2.0.1"),
-             _demo_charger(server.url + "/CP-7", "--no-wait-boot-data")]
+    demos = [InProcessDemo(server.url + "/CS-1", "--ocpp", "2.0.1"),
+             InProcessDemo(server.url + "/CP-7", "--no-wait-boot-data")]
     try:
         server.wait_for(r"CS-1 <- StatusNotification")
         server.wait_for(r"CP-7 <- StatusNotification")
@@ -801,15 +809,14 @@ def test_the_demo_chargers_certificate_hash_data_is_the_servers(start_server):
             assert hashes == [expected], listed
     finally:
         for demo in demos:
-            _stopped(demo)
+            _stopped_here(demo)
 
 
-@pytest.mark.slow(2)
 def test_the_demo_charger_uploads_the_log_get_log_asks_for(start_server, tmp_path):
     """GetLog DiagnosticsLog (typed bare) uploads its diagnostics, SecurityLog its security log."""
     files = tmp_path / "files"
     server = start_server("--no-boot-data", "--files-dir", str(files))
-    demo = _demo_charger(server.url + "/CS-1", "--ocpp", "2.0.1")
+    demo = InProcessDemo(server.url + "/CS-1", "--ocpp", "2.0.1")
     try:
         server.wait_for(r"CS-1 <- StatusNotification")
         for typed, name in (("GetLog", "demo-diagnostics.log"),
@@ -821,7 +828,7 @@ def test_the_demo_charger_uploads_the_log_get_log_asks_for(start_server, tmp_pat
             server.wait_for(rf"CS-1 \*\* GetLog request \d+: the log uploaded: CS-1/{name}",
                             since=mark)
     finally:
-        _stopped(demo)
+        _stopped_here(demo)
     assert (files / "CS-1" / "demo-diagnostics.log").read_text().startswith(
         "demo charger diagnostics\n")
     assert (files / "CS-1" / "demo-security.log").read_text() == "demo charger security log\n"

@@ -12,14 +12,15 @@ import pytest
 import ocpp_mock_server as mock
 from conftest import (
     SCHEMAS_201,
-    TIMEOUT,
     Charger,
-    ServerProcess,
+    InProcessServer,
     assert_v201_valid,
     charger_test,
+    exit_status,
     http,
     http_port,
-    run_scenario,
+    run_scenario_in_process,
+    without_blocking,
 )
 
 # Every CSMS-initiated message of OCPP 2.0.1 (blocks A to P) and DataTransfer.
@@ -103,17 +104,17 @@ async def test_a_wait_with_fields_takes_only_the_messages_that_have_them(start_s
 async def test_a_wait_with_fields_that_times_out_says_what_came_instead(tmp_path):
     script = tmp_path / "late.txt"
     script.write_text("wait StatusNotification status=Faulted within 0.5\n")
-    server = ServerProcess("--script", str(script), "--no-boot-data").wait_ready()
+    server = InProcessServer("--script", str(script), "--no-boot-data")
     charger = await Charger.connect(server.url, "CP-F")
     await charger.boot(answer_boot_data=False)
     await charger.call("StatusNotification", _status(1, "Preparing"))
     await charger.call("StatusNotification", _status(1, "Charging"))
+    assert await without_blocking(exit_status, server) == 1  # it ends by itself
     server.wait_for(
         r"late\.txt:1 FAILED .*: expected StatusNotification status=Faulted x1 within 0\.5 s, 0 "
         r"arrived; 2 others, the latest with status=\"Charging\""
     )
     server.wait_for(r"scenario late\.txt: FAIL at line 1")
-    assert server.proc.wait(TIMEOUT) == 1  # it ends by itself
     server.stop()
     await charger.close()
 
@@ -361,7 +362,6 @@ async def test_auto_start_and_auto_stop_on_a_2_0_1_station(start_server):
     await station.close()
 
 
-@pytest.mark.slow(1)
 @charger_test
 async def test_a_script_waits_for_the_transaction_event_that_ends_it(tmp_path):
     script = tmp_path / "v201.txt"
@@ -372,15 +372,14 @@ async def test_a_script_waits_for_the_transaction_event_that_ends_it(tmp_path):
         "wait TransactionEvent eventType=Started\n"  # passed over by the wait before, still there
         "expect transactionInfo.transactionId=TX-S\n"
     )
-    server = ServerProcess("--script", str(script), "--no-boot-data", "--ocpp", "2.0.1")
-    server.wait_ready()
+    server = InProcessServer("--script", str(script), "--no-boot-data", "--ocpp", "2.0.1")
     station = await _booted_station(server)
     start = await station.answer_next("RequestStartTransaction")
     await station.start_transaction("TX-S", remote_start_id=start.payload["remoteStartId"])
     await station.transaction_event("Updated", "TX-S", "MeterValuePeriodic")
     await station.end_transaction("TX-S")
+    assert await without_blocking(exit_status, server) == 0  # it ends by itself
     server.wait_for(r"scenario v201\.txt: PASS, 5 of 5 steps passed")
-    assert server.proc.wait(TIMEOUT) == 0  # it ends by itself
     server.stop()
     await station.close()
 
@@ -399,6 +398,6 @@ def test_a_wait_with_a_field_its_message_does_not_have_is_an_invalid_script(tmp_
                                                                              message):
     script = tmp_path / "bad.txt"
     script.write_text(text)
-    status, output = run_scenario(script, start_charger=False, timeout=10)
+    status, output = run_scenario_in_process(script, start_charger=False, timeout=10)
     assert status == 2, output
     assert re.search(message, output), output

@@ -9,8 +9,6 @@ page draws the composite schedule; the demo charger takes part in each flow, as 
 import datetime
 import json
 import re
-import subprocess
-import sys
 
 import pytest
 
@@ -18,6 +16,7 @@ import ocpp_mock_server as mock
 from conftest import (
     DEMO_CHARGER,
     Charger,
+    InProcessDemo,
     assert_valid,
     charger_test,
     headless_browser,
@@ -283,7 +282,7 @@ def _wait_in_order(server, lines: list, since: int) -> int:
     return since
 
 
-@pytest.mark.slow(3)
+@pytest.mark.slow(1)
 def test_the_guide_session_runs_as_written_with_the_demo_charger(start_server):
     """Every command of the guide's subsection typed as written at a server with the demo charger
     (--ocpp 2.0.1 --smart-charging): after each, the lines the guide shows for it are printed, in
@@ -292,9 +291,7 @@ def test_the_guide_session_runs_as_written_with_the_demo_charger(start_server):
     steps = _guide_steps()
     assert len(steps) >= 9 and all(lines for _, lines in steps)
     server = start_server()
-    demo = subprocess.Popen(
-        [sys.executable, str(DEMO_CHARGER), "--ocpp", "2.0.1", "--smart-charging",
-         server.url + "/CS-1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    demo = InProcessDemo("--ocpp", "2.0.1", "--smart-charging", server.url + "/CS-1")
     try:
         position = server.mark()
         server.wait_for(r"CS-1 \*\* ready")
@@ -306,8 +303,8 @@ def test_the_guide_session_runs_as_written_with_the_demo_charger(start_server):
             server.type(command)
             position = _wait_in_order(server, lines, position)
     finally:
-        demo.kill()
-        demo.wait()
+        demo.stop()
+    assert "Traceback" not in demo.stdout, demo.stdout
     assert " !! " not in server.output(), server.output()  # no spec warning, no check fired
     for line in server.output().splitlines():
         sent = re.search(r" CS-1 -> (\w+) (\{.*)$", line)
