@@ -114,11 +114,72 @@ if not _server_bytecode_is_current():  # each worker compiled it again: 0.3 s of
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
 
-def server_command(*args: str, script: Path = SERVER, python_options=()) -> list:
+def server_command(
+    *args: str, script: Path = SERVER, python_options=(), real: bool = False
+) -> list:
     """The command line of ``python ocpp_mock_server.py ARGS``: the module ``-m`` for the server
-    beside the tests, the path for a copy elsewhere (``script``)."""
+    beside the tests, the path for a copy elsewhere (``script``).  Started from a warm process
+    (``warm_start.py``: the same code, the same process for the test, a tenth of the CPU) unless
+    ``real``: where the test is about how a fresh interpreter starts the server."""
     module = ["-m", "ocpp_mock_server"] if Path(script) == SERVER else [str(script)]
-    return [sys.executable, *python_options, *module, *args]
+    return warm_command([sys.executable, *python_options, *module, *args], real=real)
+
+
+def demo_command(*args: str, real: bool = False) -> list:
+    """``python -W error::DeprecationWarning examples/demo_charger.py ARGS`` (warm unless
+    ``real``, as ``server_command``)."""
+    python = [sys.executable, "-W", "error::DeprecationWarning"]
+    return warm_command([*python, str(DEMO_CHARGER), *args], real=real)
+
+
+# ------------------------------------------------------------------------- Warm process starts
+# A fresh server or demo charger process costs a quarter second of CPU, most of it importing
+# asyncio, ssl and websockets; the suite starts about a hundred.  warm_start.py forks them
+# instead from a process per test worker (and per set of interpreter options) that has imported
+# all that once (see its docstring).  OCPP_TESTS_REAL_PROCESSES=1 starts every one afresh.
+
+WARM_START = Path(__file__).resolve().parent / "warm_start.py"
+WARM_PRELOAD = ("main:ocpp_mock_server", "import:urllib.request", f"script:{DEMO_CHARGER}")
+_warm_processes = {}  # interpreter options -> (address or None, process)
+_warm_lock = threading.Lock()
+
+
+def _warm_address(python_options: tuple):
+    """The warm process's address for these interpreter options, started at first use; None
+    where it cannot start (the command then runs as it is)."""
+    with _warm_lock:
+        if python_options not in _warm_processes:
+            _warm_processes[python_options] = _start_warm(python_options)
+        return _warm_processes[python_options][0]
+
+
+def _start_warm(python_options: tuple):
+    address = f"ocpp-tests-warm-{os.getpid()}-{len(_warm_processes)}"
+    prefix = [sys.executable, *python_options]
+    process = subprocess.Popen(
+        [*prefix, str(WARM_START), "serve", address, json.dumps(prefix), *WARM_PRELOAD],
+        stdin=subprocess.PIPE,  # it ends when this process does (end of file)
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+    ready = process.stdout.readline() == b"ready\n"
+    return (address if ready else None), process
+
+
+def warm_command(command: list, real: bool = False) -> list:
+    """``command`` (a Python command line) as the warm launcher's, unless ``real``."""
+    if real or os.environ.get("OCPP_TESTS_REAL_PROCESSES") or not sys.platform.startswith("linux"):
+        return command
+    options = ()
+    for index, word in enumerate(command[1:], 1):  # the options end at -m or the script
+        if word == "-m" or not word.startswith("-") and command[index - 1] not in ("-W", "-X"):
+            options = tuple(command[1:index])
+            break
+    address = _warm_address(options)
+    if address is None:
+        return command
+    return [sys.executable, "-I", "-S", str(WARM_START), "run", address, "--", *command]
 
 
 # How long a server process may take to listen: it bounds a hang, it checks no speed.  A Python
