@@ -9,6 +9,7 @@ the server sends; the server itself never imports that package.
 """
 
 import asyncio
+import atexit
 import base64
 import functools
 import importlib.util
@@ -293,10 +294,20 @@ class ServerProcess:
     """``python ocpp_mock_server.py`` in a subprocess, with its output collected."""
 
     def __init__(
-        self, *args: str, stdin=subprocess.PIPE, cwd=None, script=SERVER, port_args=("--port", "0")
+        self,
+        *args: str,
+        stdin=subprocess.PIPE,
+        cwd=None,
+        script=SERVER,
+        port_args=("--port", "0"),
+        real: bool = False,
     ):
         command = server_command(
-            *port_args, *args, script=script, python_options=("-W", "error::DeprecationWarning")
+            *port_args,
+            *args,
+            script=script,
+            python_options=("-W", "error::DeprecationWarning"),
+            real=real,
         )
         self.proc = subprocess.Popen(
             command,
@@ -1184,7 +1195,7 @@ def run_scenario(
 def _demo(*args, timeout=TIMEOUT):
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-W", "error::DeprecationWarning", str(DEMO_CHARGER), *args],
+        demo_command(*args),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -1376,7 +1387,17 @@ def urllib_quote(text: str) -> str:
 
 
 def headless_browser(width: int = 1280, height: int = 900):
-    """A headless Chromium, or a skip (a failure under REQUIRE_BROWSER=1) saying what is missing."""
+    """A headless Chromium, or a skip (a failure under REQUIRE_BROWSER=1) saying what is missing.
+    Its ``quit()`` hands it back blank to this test worker, for the next test that asks for one:
+    starting Chromium costs about a second of CPU."""
+    while _idle_browsers:
+        browser = _idle_browsers.pop()
+        try:
+            browser.driver.set_window_size(width, height)
+        except Exception:  # it died or hangs: start another
+            browser.close()
+            continue
+        return browser
     reason = None
     try:
         from selenium import webdriver
@@ -1407,7 +1428,42 @@ def headless_browser(width: int = 1280, height: int = 900):
         f"--window-size={width},{height}",
     ):
         options.add_argument(flag)
-    return webdriver.Chrome(service=Service(driver), options=options)
+    return _PooledBrowser(webdriver.Chrome(service=Service(driver), options=options))
+
+
+_idle_browsers = []  # this worker's browsers whose tests have ended
+
+
+class _PooledBrowser:
+    """A Selenium driver whose ``quit()`` blanks it (another origin, no cookies) and puts it back
+    in ``_idle_browsers``; the rest is the driver's own."""
+
+    def __init__(self, driver):
+        self.driver = driver
+
+    def __getattr__(self, name):
+        return getattr(self.driver, name)
+
+    def quit(self):
+        try:
+            self.driver.get("about:blank")
+            self.driver.delete_all_cookies()
+        except Exception:
+            self.close()
+            return
+        _idle_browsers.append(self)
+
+    def close(self):
+        try:
+            self.driver.quit()
+        except Exception:
+            pass
+
+
+@atexit.register
+def _quit_idle_browsers():
+    while _idle_browsers:
+        _idle_browsers.pop().close()
 
 
 def wait_in_browser(driver, condition, what: str, timeout: float = 15.0):
@@ -1574,8 +1630,8 @@ class Terminal:
             name: value for name, value in os.environ.items() if name not in ("COLUMNS", "LINES")
         }
         env.update(HOME=str(home), TERM="xterm")
-        self.proc = subprocess.Popen(
-            server_command("--port", "0", "--no-http", *args),
+        self.proc = subprocess.Popen(  # a fresh process: the terminal is its controlling one
+            server_command("--port", "0", "--no-http", *args, real=True),
             stdin=self.slave if console else subprocess.DEVNULL,
             stdout=self.slave,
             stderr=self.slave,

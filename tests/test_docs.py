@@ -44,6 +44,7 @@ from conftest import (
     read_transcript,
     run_scenario,
     server_command,
+    warm_command,
 )
 from conftest import http as http_request
 
@@ -492,8 +493,13 @@ def test_the_server_command_lines_start_and_print_the_banner_shown(tmp_path):
         API_BANNER: block(API_BANNER).splitlines()[0],
     }
     servers = {
-        key: ServerProcess(
-            *server_arguments(line), "--port", "0", stdin=subprocess.DEVNULL, cwd=tmp_path
+        key: ServerProcess(  # each a fresh interpreter, as the reader starts it
+            *server_arguments(line),
+            "--port",
+            "0",
+            stdin=subprocess.DEVNULL,
+            cwd=tmp_path,
+            real=True,
         )
         for key, line in lines.items()
     }
@@ -510,7 +516,7 @@ def test_the_server_command_lines_start_and_print_the_banner_shown(tmp_path):
     assert codes == dict.fromkeys(lines, 0), {key: servers[key].output() for key in servers}
     assert (tmp_path / "session.jsonl").exists()  # the guide's --log
     usage = subprocess.run(
-        server_command(*server_arguments(block(GUIDE_HELP))),
+        server_command(*server_arguments(block(GUIDE_HELP)), real=True),
         capture_output=True,
         text=True,
         timeout=30,
@@ -585,13 +591,10 @@ class DemoSetup:
         port = int(self.server.wait_for(r"web page and HTTP API: http://[\d.]+:(\d+)/").group(1))
         self.base = f"http://127.0.0.1:{port}"
         self.demo = subprocess.Popen(
-            [
-                sys.executable,
-                str(DEMO_CHARGER),
-                self.server.url + "/CP-1",
-                "--meter-interval",
-                "0.2",
-            ],
+            warm_command(
+                [sys.executable, str(DEMO_CHARGER), self.server.url + "/CP-1"]
+                + ["--meter-interval", "0.2"]
+            ),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
         )

@@ -90,7 +90,7 @@ async def test_quit_closes_chargers_with_going_away_and_exits_zero():
 
 
 def test_sigterm_stops_cleanly():
-    server = ServerProcess(stdin=subprocess.DEVNULL).wait_ready()
+    server = ServerProcess(stdin=subprocess.DEVNULL, real=True).wait_ready()  # no launcher
     server.proc.send_signal(signal.SIGTERM)
     assert server.proc.wait(TIMEOUT) == 0
     server.stop()

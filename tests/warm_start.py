@@ -27,14 +27,12 @@ import sys
 FORWARDED_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH")
 # Environment variables Python reads while it starts: a child whose values differ from the warm
 # process's cannot be a fork of it.
-STARTUP_VARIABLES = ("PYTHON", "LANG", "LC_")
+STARTUP_VARIABLES = ("PYTHON", "LANG", "LC_", "TZ", "WEBSOCKETS_")
 MAX_MESSAGE = 1 << 20
 
 
 def _startup_environment(environ) -> dict:
-    return {
-        name: value for name, value in environ.items() if name.startswith(STARTUP_VARIABLES)
-    }
+    return {name: value for name, value in environ.items() if name.startswith(STARTUP_VARIABLES)}
 
 
 def _send(sock: socket.socket, message: dict, fds=()) -> None:
@@ -305,8 +303,11 @@ def _fresh_standard_streams(unbuffered: bool) -> None:
     import io
 
     made = []
-    for fd, name, old in ((0, "<stdin>", sys.stdin), (1, "<stdout>", sys.stdout),
-                          (2, "<stderr>", sys.stderr)):
+    for fd, name, old in (
+        (0, "<stdin>", sys.stdin),
+        (1, "<stdout>", sys.stdout),
+        (2, "<stderr>", sys.stderr),
+    ):
         writing = fd != 0
         buffering = 0 if (unbuffered and writing) else -1
         try:
