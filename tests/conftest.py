@@ -112,7 +112,11 @@ def _server_bytecode_is_current() -> bool:
 
 if not _server_bytecode_is_current():  # each worker compiled it again: 0.3 s of CPU
     py_compile.compile(str(SERVER), doraise=True)
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+if str(ROOT) not in os.environ.get("PYTHONPATH", "").split(os.pathsep):  # once: xdist's workers
+    # inherit the controller's, and the warm processes need the same in every worker
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])
+    )
 
 
 def server_command(
@@ -148,10 +152,28 @@ _warm_lock = threading.Lock()
 def _warm_address(python_options: tuple):
     """The warm process's address for these interpreter options, started at first use; None
     where it cannot start (the command then runs as it is)."""
+    shared = json.loads(os.environ.get("OCPP_TESTS_WARM", "{}"))
+    if json.dumps(python_options) in shared:  # started by the xdist controller for every worker
+        return shared[json.dumps(python_options)]
     with _warm_lock:
         if python_options not in _warm_processes:
             _warm_processes[python_options] = _start_warm(python_options)
         return _warm_processes[python_options][0]
+
+
+def pytest_configure(config):
+    """Under xdist, the controller starts the warm processes once for all its workers (they
+    inherit the addresses in OCPP_TESTS_WARM): the servers' options and none (demo chargers)."""
+    if os.environ.get("PYTEST_XDIST_WORKER") or not getattr(config.option, "numprocesses", None):
+        return
+    if os.environ.get("OCPP_TESTS_REAL_PROCESSES") or not sys.platform.startswith("linux"):
+        return
+    shared = {}
+    for options in (("-W", "error::DeprecationWarning"), ()):
+        address = _warm_address(options)
+        if address is not None:
+            shared[json.dumps(options)] = address
+    os.environ["OCPP_TESTS_WARM"] = json.dumps(shared)
 
 
 def _start_warm(python_options: tuple):

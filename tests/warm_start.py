@@ -260,15 +260,17 @@ class Warm:
         """("module", name) or ("script", path), if this process can run the command as asked."""
         command = request["command"]
         if command[: len(self.prefix)] != self.prefix:
-            return None
-        if _startup_environment(request["env"]) != self.startup_environment:
-            return None
+            return _not_warm(command, "another interpreter or other options")
+        startup = _startup_environment(request["env"])
+        if startup != self.startup_environment:
+            changed = set(startup.items()) ^ set(self.startup_environment.items())
+            return _not_warm(command, f"start-up variables {sorted({k for k, _ in changed})}")
         rest = command[len(self.prefix) :]
         if len(rest) >= 2 and rest[0] == "-m":
             return ("module", rest[1], rest[2:])
         if rest and not rest[0].startswith("-"):
             return ("script", rest[0], rest[1:])
-        return None
+        return _not_warm(command, "not -m MODULE or a script")
 
     def _become_child(self, request, fds, run, connection):
         signal.set_wakeup_fd(-1)
@@ -296,6 +298,15 @@ class Warm:
             path = os.path.abspath(os.path.join(request["cwd"], name))
             return ("script", name, self._code(path), arguments)
         return ("module", name, None, arguments)
+
+
+def _not_warm(command: list, reason: str) -> None:
+    """None: the command runs as a fresh process; why, in OCPP_TESTS_WARM_LOG if that is set."""
+    log = os.environ.get("OCPP_TESTS_WARM_LOG")
+    if log:
+        with open(log, "a", encoding="utf-8") as file:
+            file.write(f"{reason}: {command}\n")
+    return None
 
 
 def _fresh_standard_streams(unbuffered: bool) -> None:
