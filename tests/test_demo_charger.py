@@ -294,7 +294,7 @@ def test_without_websockets_the_demo_charger_says_how_to_install():
     ]
 
 
-@pytest.mark.slow(8)
+@pytest.mark.slow(4)
 def test_the_pytest_example_waits_for_a_station_on_the_network(tmp_path):
     """docs/api.md's variant for a charger on a board: the mock on every address with a token, the
     test waiting for the station (here the demo charger, started on its own as a board would be)."""

@@ -486,6 +486,7 @@ def server_arguments(line: str) -> list:
     return [word for word in words if word != "&"]
 
 
+@pytest.mark.slow(2)
 def test_the_server_command_lines_start_and_print_the_banner_shown(tmp_path):
     lines = {
         README_TRY: block(README_TRY).splitlines()[0],
@@ -755,6 +756,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+@pytest.mark.slow(3)
 def test_the_ci_shell_step_runs_and_keeps_its_files_in_its_own_folder(tmp_path):
     repository = tmp_path / "charger-repository"
     (repository / "examples" / "scenarios").mkdir(parents=True)
@@ -836,6 +838,7 @@ async def test_the_spec_warning_sample_is_what_a_real_run_prints(start_server):
     await charger.close()
 
 
+@pytest.mark.slow(3)
 def test_the_profile_3_commands_make_certificates_the_server_takes(tmp_path):
     commands = block(GUIDE_PROFILE_3).replace("\\\n", " ").splitlines()
     assert commands[-1].startswith("python ocpp_mock_server.py ")

@@ -45,6 +45,7 @@ async def test_charger_id_is_the_percent_decoded_last_path_segment(start_server)
     server.wait_for(r"Station #1 \*\* connected from")
 
 
+@pytest.mark.slow(2)
 def test_port_in_use_is_one_clear_line():
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
