@@ -346,6 +346,9 @@ def test_the_pytest_example_waits_for_a_station_on_the_network(tmp_path):
     )
     try:
         output = test_run.communicate(timeout=90)[0]
+    except subprocess.TimeoutExpired:  # what each printed, to say why
+        test_run.kill()
+        output = "(the example did not end in 90 s)\n" + test_run.communicate()[0]
     finally:
         board.terminate()
         board_output = board.communicate(timeout=TIMEOUT)[0]
