@@ -9,6 +9,7 @@ the server sends; the server itself never imports that package.
 """
 
 import asyncio
+import atexit
 import base64
 import functools
 import importlib.util
@@ -111,14 +112,97 @@ def _server_bytecode_is_current() -> bool:
 
 if not _server_bytecode_is_current():  # each worker compiled it again: 0.3 s of CPU
     py_compile.compile(str(SERVER), doraise=True)
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+if str(ROOT) not in os.environ.get("PYTHONPATH", "").split(os.pathsep):  # once: xdist's workers
+    # inherit the controller's, and the warm processes need the same in every worker
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])
+    )
 
 
-def server_command(*args: str, script: Path = SERVER, python_options=()) -> list:
+def server_command(
+    *args: str, script: Path = SERVER, python_options=(), real: bool = False
+) -> list:
     """The command line of ``python ocpp_mock_server.py ARGS``: the module ``-m`` for the server
-    beside the tests, the path for a copy elsewhere (``script``)."""
+    beside the tests, the path for a copy elsewhere (``script``).  Started from a warm process
+    (``warm_start.py``: the same code, the same process for the test, a tenth of the CPU) unless
+    ``real``: where the test is about how a fresh interpreter starts the server."""
     module = ["-m", "ocpp_mock_server"] if Path(script) == SERVER else [str(script)]
-    return [sys.executable, *python_options, *module, *args]
+    return warm_command([sys.executable, *python_options, *module, *args], real=real)
+
+
+def demo_command(*args: str, real: bool = False) -> list:
+    """``python -W error::DeprecationWarning examples/demo_charger.py ARGS`` (warm unless
+    ``real``, as ``server_command``)."""
+    python = [sys.executable, "-W", "error::DeprecationWarning"]
+    return warm_command([*python, str(DEMO_CHARGER), *args], real=real)
+
+
+# ------------------------------------------------------------------------- Warm process starts
+# A fresh server or demo charger process costs a quarter second of CPU, most of it importing
+# asyncio, ssl and websockets; the suite starts about a hundred.  warm_start.py forks them
+# instead from a process per test worker (and per set of interpreter options) that has imported
+# all that once (see its docstring).  OCPP_TESTS_REAL_PROCESSES=1 starts every one afresh.
+
+WARM_START = Path(__file__).resolve().parent / "warm_start.py"
+WARM_PRELOAD = ("main:ocpp_mock_server", "import:urllib.request", f"script:{DEMO_CHARGER}")
+_warm_processes = {}  # interpreter options -> (address or None, process)
+_warm_lock = threading.Lock()
+
+
+def _warm_address(python_options: tuple):
+    """The warm process's address for these interpreter options, started at first use; None
+    where it cannot start (the command then runs as it is)."""
+    shared = json.loads(os.environ.get("OCPP_TESTS_WARM", "{}"))
+    if json.dumps(python_options) in shared:  # started by the xdist controller for every worker
+        return shared[json.dumps(python_options)]
+    with _warm_lock:
+        if python_options not in _warm_processes:
+            _warm_processes[python_options] = _start_warm(python_options)
+        return _warm_processes[python_options][0]
+
+
+def pytest_configure(config):
+    """Under xdist, the controller starts the warm processes once for all its workers (they
+    inherit the addresses in OCPP_TESTS_WARM): the servers' options and none (demo chargers)."""
+    if os.environ.get("PYTEST_XDIST_WORKER") or not getattr(config.option, "numprocesses", None):
+        return
+    if os.environ.get("OCPP_TESTS_REAL_PROCESSES") or not sys.platform.startswith("linux"):
+        return
+    shared = {}
+    for options in (("-W", "error::DeprecationWarning"), ()):
+        address = _warm_address(options)
+        if address is not None:
+            shared[json.dumps(options)] = address
+    os.environ["OCPP_TESTS_WARM"] = json.dumps(shared)
+
+
+def _start_warm(python_options: tuple):
+    address = f"ocpp-tests-warm-{os.getpid()}-{len(_warm_processes)}"
+    prefix = [sys.executable, *python_options]
+    process = subprocess.Popen(
+        [*prefix, str(WARM_START), "serve", address, json.dumps(prefix), *WARM_PRELOAD],
+        stdin=subprocess.PIPE,  # it ends when this process does (end of file)
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+    ready = process.stdout.readline() == b"ready\n"
+    return (address if ready else None), process
+
+
+def warm_command(command: list, real: bool = False) -> list:
+    """``command`` (a Python command line) as the warm launcher's, unless ``real``."""
+    if real or os.environ.get("OCPP_TESTS_REAL_PROCESSES") or not sys.platform.startswith("linux"):
+        return command
+    options = ()
+    for index, word in enumerate(command[1:], 1):  # the options end at -m or the script
+        if word == "-m" or not word.startswith("-") and command[index - 1] not in ("-W", "-X"):
+            options = tuple(command[1:index])
+            break
+    address = _warm_address(options)
+    if address is None:
+        return command
+    return [sys.executable, "-I", "-S", str(WARM_START), "run", address, "--", *command]
 
 
 # How long a server process may take to listen: it bounds a hang, it checks no speed.  A Python
@@ -232,10 +316,20 @@ class ServerProcess:
     """``python ocpp_mock_server.py`` in a subprocess, with its output collected."""
 
     def __init__(
-        self, *args: str, stdin=subprocess.PIPE, cwd=None, script=SERVER, port_args=("--port", "0")
+        self,
+        *args: str,
+        stdin=subprocess.PIPE,
+        cwd=None,
+        script=SERVER,
+        port_args=("--port", "0"),
+        real: bool = False,
     ):
         command = server_command(
-            *port_args, *args, script=script, python_options=("-W", "error::DeprecationWarning")
+            *port_args,
+            *args,
+            script=script,
+            python_options=("-W", "error::DeprecationWarning"),
+            real=real,
         )
         self.proc = subprocess.Popen(
             command,
@@ -1123,7 +1217,7 @@ def run_scenario(
 def _demo(*args, timeout=TIMEOUT):
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-W", "error::DeprecationWarning", str(DEMO_CHARGER), *args],
+        demo_command(*args),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -1315,7 +1409,17 @@ def urllib_quote(text: str) -> str:
 
 
 def headless_browser(width: int = 1280, height: int = 900):
-    """A headless Chromium, or a skip (a failure under REQUIRE_BROWSER=1) saying what is missing."""
+    """A headless Chromium, or a skip (a failure under REQUIRE_BROWSER=1) saying what is missing.
+    Its ``quit()`` hands it back blank to this test worker, for the next test that asks for one:
+    starting Chromium costs about a second of CPU."""
+    while _idle_browsers:
+        browser = _idle_browsers.pop()
+        try:
+            browser.driver.set_window_size(width, height)
+        except Exception:  # it died or hangs: start another
+            browser.close()
+            continue
+        return browser
     reason = None
     try:
         from selenium import webdriver
@@ -1346,7 +1450,42 @@ def headless_browser(width: int = 1280, height: int = 900):
         f"--window-size={width},{height}",
     ):
         options.add_argument(flag)
-    return webdriver.Chrome(service=Service(driver), options=options)
+    return _PooledBrowser(webdriver.Chrome(service=Service(driver), options=options))
+
+
+_idle_browsers = []  # this worker's browsers whose tests have ended
+
+
+class _PooledBrowser:
+    """A Selenium driver whose ``quit()`` blanks it (another origin, no cookies) and puts it back
+    in ``_idle_browsers``; the rest is the driver's own."""
+
+    def __init__(self, driver):
+        self.driver = driver
+
+    def __getattr__(self, name):
+        return getattr(self.driver, name)
+
+    def quit(self):
+        try:
+            self.driver.get("about:blank")
+            self.driver.delete_all_cookies()
+        except Exception:
+            self.close()
+            return
+        _idle_browsers.append(self)
+
+    def close(self):
+        try:
+            self.driver.quit()
+        except Exception:
+            pass
+
+
+@atexit.register
+def _quit_idle_browsers():
+    while _idle_browsers:
+        _idle_browsers.pop().close()
 
 
 def wait_in_browser(driver, condition, what: str, timeout: float = 15.0):
@@ -1513,8 +1652,8 @@ class Terminal:
             name: value for name, value in os.environ.items() if name not in ("COLUMNS", "LINES")
         }
         env.update(HOME=str(home), TERM="xterm")
-        self.proc = subprocess.Popen(
-            server_command("--port", "0", "--no-http", *args),
+        self.proc = subprocess.Popen(  # a fresh process: the terminal is its controlling one
+            server_command("--port", "0", "--no-http", *args, real=True),
             stdin=self.slave if console else subprocess.DEVNULL,
             stdout=self.slave,
             stderr=self.slave,

@@ -151,7 +151,7 @@ async def test_without_a_ca_the_csr_is_saved_with_the_line_that_sends_the_chain(
     await charger.close()
 
 
-@pytest.mark.slow(3)
+@pytest.mark.slow(1)
 def test_ca_flags_are_checked_at_start_up(tmp_path):
     for args, message in (
         (["--ca-cert", "ca.pem"], "--ca-cert and --ca-key go together"),

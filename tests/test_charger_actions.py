@@ -378,7 +378,7 @@ async def test_string_connector_and_transaction_ids_never_get_internal_error(
         server.wait_for(r"spec: StatusNotification\.connectorId must be an integer, got string")
 
 
-@pytest.mark.slow(4)
+@pytest.mark.slow(2.5)
 def test_any_json_value_in_any_field_gets_a_conf_or_a_spec_callerror_never_internal_error():
     """Item 7's class, closed: any JSON value in any field of the 14 actions, lenient and strict.
     The suite draws PROPERTY_EXAMPLES cases (default 100: hypothesis's drawing is most of the

@@ -17,8 +17,10 @@ from conftest import (
     _demo,
     assert_valid,
     check_transcript_is_a_whole_session,
+    demo_command,
     read_transcript,
     run,
+    warm_command,
 )
 
 
@@ -36,16 +38,7 @@ def test_end_to_end_demo_session_in_both_dialects(start_server, tmp_path, dialec
         str(log),
         stdin=subprocess.DEVNULL,
     )
-    command = [
-        sys.executable,
-        "-W",
-        "error::DeprecationWarning",
-        str(DEMO_CHARGER),
-        server.url + "/CP-DEMO",
-        "--once",
-        "--meter-interval",
-        "0.2",
-    ]
+    command = demo_command(server.url + "/CP-DEMO", "--once", "--meter-interval", "0.2")
     if dialect == "flexicharge":
         command.append("--flexicharge")
     charger = subprocess.run(command, capture_output=True, text=True, timeout=30)
@@ -105,9 +98,7 @@ def test_the_demo_charger_ends_at_once_when_the_server_closes_while_it_waits():
         port = server.sockets[0].getsockname()[1]
         try:
             process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                str(DEMO_CHARGER),
-                f"ws://127.0.0.1:{port}/CP-1",
+                *warm_command([sys.executable, str(DEMO_CHARGER), f"ws://127.0.0.1:{port}/CP-1"]),
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
             )
@@ -303,7 +294,7 @@ def test_without_websockets_the_demo_charger_says_how_to_install():
     ]
 
 
-@pytest.mark.slow(8)
+@pytest.mark.slow(4)
 def test_the_pytest_example_waits_for_a_station_on_the_network(tmp_path):
     """docs/api.md's variant for a charger on a board: the mock on every address with a token, the
     test waiting for the station (here the demo charger, started on its own as a board would be)."""
@@ -338,21 +329,26 @@ def test_the_pytest_example_waits_for_a_station_on_the_network(tmp_path):
         cwd=str(tmp_path),
     )
     board = subprocess.Popen(
-        [
-            sys.executable,
-            str(DEMO_CHARGER),
-            f"ws://127.0.0.1:{port}/CP-BOARD",
-            "--meter-interval",
-            "0.2",
-            "--connect-timeout",
-            "60",
-        ],
+        warm_command(
+            [
+                sys.executable,
+                str(DEMO_CHARGER),
+                f"ws://127.0.0.1:{port}/CP-BOARD",
+                "--meter-interval",
+                "0.2",
+                "--connect-timeout",
+                "60",
+            ]
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     try:
         output = test_run.communicate(timeout=90)[0]
+    except subprocess.TimeoutExpired:  # what each printed, to say why
+        test_run.kill()
+        output = "(the example did not end in 90 s)\n" + test_run.communicate()[0]
     finally:
         board.terminate()
         board_output = board.communicate(timeout=TIMEOUT)[0]

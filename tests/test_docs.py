@@ -44,6 +44,7 @@ from conftest import (
     read_transcript,
     run_scenario,
     server_command,
+    warm_command,
 )
 from conftest import http as http_request
 
@@ -485,6 +486,7 @@ def server_arguments(line: str) -> list:
     return [word for word in words if word != "&"]
 
 
+@pytest.mark.slow(2)
 def test_the_server_command_lines_start_and_print_the_banner_shown(tmp_path):
     lines = {
         README_TRY: block(README_TRY).splitlines()[0],
@@ -492,8 +494,13 @@ def test_the_server_command_lines_start_and_print_the_banner_shown(tmp_path):
         API_BANNER: block(API_BANNER).splitlines()[0],
     }
     servers = {
-        key: ServerProcess(
-            *server_arguments(line), "--port", "0", stdin=subprocess.DEVNULL, cwd=tmp_path
+        key: ServerProcess(  # the README's in a fresh interpreter, as the reader starts it
+            *server_arguments(line),
+            "--port",
+            "0",
+            stdin=subprocess.DEVNULL,
+            cwd=tmp_path,
+            real=key == README_TRY,
         )
         for key, line in lines.items()
     }
@@ -510,7 +517,7 @@ def test_the_server_command_lines_start_and_print_the_banner_shown(tmp_path):
     assert codes == dict.fromkeys(lines, 0), {key: servers[key].output() for key in servers}
     assert (tmp_path / "session.jsonl").exists()  # the guide's --log
     usage = subprocess.run(
-        server_command(*server_arguments(block(GUIDE_HELP))),
+        server_command(*server_arguments(block(GUIDE_HELP)), real=True),
         capture_output=True,
         text=True,
         timeout=30,
@@ -585,13 +592,10 @@ class DemoSetup:
         port = int(self.server.wait_for(r"web page and HTTP API: http://[\d.]+:(\d+)/").group(1))
         self.base = f"http://127.0.0.1:{port}"
         self.demo = subprocess.Popen(
-            [
-                sys.executable,
-                str(DEMO_CHARGER),
-                self.server.url + "/CP-1",
-                "--meter-interval",
-                "0.2",
-            ],
+            warm_command(
+                [sys.executable, str(DEMO_CHARGER), self.server.url + "/CP-1"]
+                + ["--meter-interval", "0.2"]
+            ),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
         )
@@ -752,6 +756,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+@pytest.mark.slow(3)
 def test_the_ci_shell_step_runs_and_keeps_its_files_in_its_own_folder(tmp_path):
     repository = tmp_path / "charger-repository"
     (repository / "examples" / "scenarios").mkdir(parents=True)
@@ -833,6 +838,7 @@ async def test_the_spec_warning_sample_is_what_a_real_run_prints(start_server):
     await charger.close()
 
 
+@pytest.mark.slow(3)
 def test_the_profile_3_commands_make_certificates_the_server_takes(tmp_path):
     commands = block(GUIDE_PROFILE_3).replace("\\\n", " ").splitlines()
     assert commands[-1].startswith("python ocpp_mock_server.py ")

@@ -10,6 +10,7 @@ import sys
 import time
 import tracemalloc
 
+import pytest
 import websockets
 
 import ocpp_mock_server as mock
@@ -50,6 +51,7 @@ def _settled(system, count: int) -> bool:
         session.queue.outstanding is None and not session.queue.calls for session in sessions)
 
 
+@pytest.mark.slow(2)
 def test_memory_per_connection_stays_small(in_process):
     server = in_process("--quiet", "--no-http")
     server_file = mock.__file__

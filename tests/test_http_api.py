@@ -497,7 +497,7 @@ async def test_the_token_guards_every_request_but_the_chargers_file_urls(start_s
     await charger.close()
 
 
-@pytest.mark.slow(5)
+@pytest.mark.slow(1)
 def test_http_flags_that_would_expose_or_cannot_work_are_start_up_errors(tmp_path):
     exposed = subprocess.run(
         server_command("--http-host", "0.0.0.0"),

@@ -149,6 +149,7 @@ async def test_over_its_bound_the_http_port_answers_503_and_chargers_still_get_i
         sock.close()
 
 
+@pytest.mark.slow(2)
 @charger_test
 async def test_out_of_descriptors_is_one_line_and_chargers_get_in_once_some_are_free(
     limited_server,

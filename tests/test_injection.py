@@ -159,7 +159,7 @@ async def test_offline_and_handshake_faults_refuse_reconnects_for_a_while(start_
     await allowed.close()
 
 
-@pytest.mark.slow(5)
+@pytest.mark.slow(1.5)
 def test_faults_are_checked_as_any_command_and_set_over_http(start_server, tmp_path):
     for bad, message in (
         ("--fault", "Teleport drop"),

@@ -204,6 +204,7 @@ async def test_a_flood_of_refusals_keeps_the_chargers_frames_in_the_history(star
     await charger.close()
 
 
+@pytest.mark.slow(2)
 @charger_test
 async def test_a_scenario_verdict_is_a_notice_on_the_bus(tmp_path):
     script = tmp_path / "boot.txt"

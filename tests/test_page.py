@@ -54,7 +54,7 @@ def test_the_page_is_self_contained_and_locked_down(start_server):
     assert f"script-src 'sha256-{digest}'" in policy and "frame-ancestors 'none'" in policy
 
 
-@pytest.mark.slow(8)
+@pytest.mark.slow(6)
 def test_the_page_shows_a_session_started_from_its_button(start_server):
     from_browser = headless_browser()
     from selenium.webdriver.common.by import By
@@ -437,6 +437,7 @@ def test_fifteen_hundred_transactions_make_ten_charts_of_bounded_points_and_litt
     assert grown < 50 * 1024 * 1024, grown
 
 
+@pytest.mark.slow(3)
 def test_the_page_retries_a_busy_server_and_redraws_after_a_restart(
     start_server, browser, monkeypatch
 ):

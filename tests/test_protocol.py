@@ -530,6 +530,7 @@ async def test_ordinary_spaces_and_the_emoji_joiner_are_kept(start_server):  # n
         assert "<" + text + ">" in output
 
 
+@pytest.mark.slow(2)
 @pytest.mark.parametrize("python", ["3.9", "3.11", "3.13"])
 def test_the_invisible_table_holds_what_each_pythons_unicode_data_says(python):
     """The table is generated from one Unicode version; every Python here finds its own Cf, Zl and
@@ -651,6 +652,7 @@ async def test_every_parsed_frame_keeps_its_line_however_deep(start_server, pref
     assert output.count("<- (bad frame)") == 15 - len(answered)
 
 
+@pytest.mark.slow(1.5)
 def test_a_websockets_too_old_to_serve_is_one_line(tmp_path):
     """websockets 8.1 (Debian 11's) has no websockets.legacy: the version is checked first."""
     package = tmp_path / "websockets"

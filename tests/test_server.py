@@ -45,6 +45,7 @@ async def test_charger_id_is_the_percent_decoded_last_path_segment(start_server)
     server.wait_for(r"Station #1 \*\* connected from")
 
 
+@pytest.mark.slow(2)
 def test_port_in_use_is_one_clear_line():
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -90,7 +91,7 @@ async def test_quit_closes_chargers_with_going_away_and_exits_zero():
 
 
 def test_sigterm_stops_cleanly():
-    server = ServerProcess(stdin=subprocess.DEVNULL).wait_ready()
+    server = ServerProcess(stdin=subprocess.DEVNULL, real=True).wait_ready()  # no launcher
     server.proc.send_signal(signal.SIGTERM)
     assert server.proc.wait(TIMEOUT) == 0
     server.stop()

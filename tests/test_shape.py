@@ -68,6 +68,7 @@ def _names_a_version(node: ast.AST) -> bool:
     return isinstance(node, ast.Name) and node.id in VERSION_NAMES
 
 
+@pytest.mark.slow(2)
 def test_no_code_branches_on_the_ocpp_version():
     source = (ROOT / "ocpp_mock_server.py").read_text(encoding="utf-8")
     lines = source.splitlines()
