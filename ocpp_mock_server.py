@@ -14132,12 +14132,14 @@ def request_headers(websocket: Any) -> Any:
 
 
 def release_handshake(websocket: Any) -> None:
-    """Let go of the server's own handshake response (its 101 and headers) once the connection is
-    open: the asyncio API keeps it for the connection's life, about 1.5 KB a charger, and nothing
-    reads it after the handshake.  (The request stays: its path is read later, and the library's
-    parser holds it anyway.)"""
+    """Let go of the handshake once the connection is open and its headers are read (vetted, the
+    subprotocol checked): the server's own response (its 101 and headers, about 1.5 KB a charger,
+    kept by the asyncio API) and the charger's request headers (about 2.7 KB, kept by both APIs
+    for the connection's life: the library's parser holds the request).  Nothing reads either
+    afterwards; the request's path stays (the default of SetNetworkProfile reads it)."""
     if _ASYNCIO_API:
         websocket.response = None
+    request_headers(websocket).clear()
 
 
 def _close_frames(websocket: Any) -> Any:
