@@ -3977,6 +3977,21 @@ class ChargerState:
     # the hash data of the certificates it took from this server (InstallCertificate,
     # CertificateSigned), the latest CERTIFICATES_TAKEN_KEPT: made on the first
     certificates_taken: Optional["Latest"] = None
+    # Tables most charge points never fill, empty tuples (class defaults) until the first entry:
+    # 10,000 connected chargers carry nothing for them.
+    # (action, idTag, status, rule) of the latest 5 authorizations (a Latest)
+    authorizations: "Union[Latest, tuple]" = ()
+    # the hash data its last GetInstalledCertificateIds.conf listed (a list once it has)
+    certificate_ids: "Union[list[dict], tuple]" = ()
+    # its latest SPEC_WARNINGS_KEPT spec warnings' texts, for the page's list (a Latest; the
+    # spec_warnings attribute counts them all)
+    spec_texts: "Union[Latest, tuple]" = ()
+
+    __slots__ = ("charger_id", "connected", "dialect", "version", "spec_warnings", "boot_info",
+                 "boot_status", "connectors", "transactions", "last_meter_values", "key_rotated",
+                 "requests_followed", "history", "tally", "smart_charging",
+                 # the class defaults above, once set; and whatever a later change adds
+                 "__dict__")
 
     def __init__(self, charger_id: str) -> None:
         self.charger_id = charger_id
@@ -3991,16 +4006,11 @@ class ChargerState:
         # the open ones, by id, oldest first
         self.transactions: dict[Union[int, str], Transaction] = {}
         self.last_meter_values: Optional[dict] = None
-        self.authorizations: Latest = Latest(5)  # (action, idTag, status, rule) of the latest
-        # the hash data its last GetInstalledCertificateIds.conf listed
-        self.certificate_ids: list[dict] = []
         self.key_rotated: Optional[str] = None  # when the server took its new AuthorizationKey
         # (CALL, requestId) -> its statuses so far (2.0.1 firmware and logs), once there is one
         self.requests_followed: Optional[collections.OrderedDict] = None
         self.history = ChargerHistory()  # what the behaviour checks remember since its last boot
         self.tally = ChargerTally()  # what its verdict counts (see charger_verdict)
-        # Its latest spec warnings' texts, for the page's list (spec_warnings counts them all).
-        self.spec_texts: Latest = Latest(SPEC_WARNINGS_KEPT)
         self.smart_charging: Optional[SmartCharging] = None  # made on its first schedule
 
     def set_connector(self, connector: Any, status: str) -> bool:
@@ -5251,17 +5261,26 @@ class ChargerCalls:
             session.warn_once.spec_problems(action, problems)
 
 
+# A ChargerSession's attributes: one per connection, as slots, not a dictionary (on Python 3.9 and
+# 3.10 a dictionary of these 23 is about 1 KB).  "__dict__" keeps any attribute not listed working.
+_SESSION_SLOTS = ("system", "bus", "websocket", "charger_id", "peer", "subprotocol", "version",
+                  "state", "dialect", "strict", "charger_calls", "server_calls", "queue", "flow",
+                  "warn_once", "closed", "after_reply_calls", "call_ids", "_incoming",
+                  "replies_withheld", "reply_faults", "fault_frames", "held_replies", "__dict__")
+
+
 class ChargerSession:
     """One charger's connection, as a protocol engine: frames in, replies and CALLs out.
 
-    Every happening is published on the system's EventBus.  The charger's
-    CALLs are answered by ``charger_calls``; the server's own go through
-    ``queue`` (a CallQueue) and ``server_calls``; what happens on its own
-    (BootData, automation) is ``flow``; what the server knows of the charge
-    point is ``state``, which outlives the connection.  Injected faults act
-    through ``reply_faults`` (the FaultTable's index), ``fault_frames`` and
-    ``held_replies``: with none in force, one check each.
+    Every happening is published on the system's EventBus.  The charger's CALLs are answered by
+    ``charger_calls``; the server's own go through ``queue`` (a CallQueue) and ``server_calls``;
+    what happens on its own (BootData, automation) is ``flow``; what the server knows of the charge
+    point is ``state``, which outlives the connection.  Injected faults act through
+    ``reply_faults`` (the FaultTable's index), ``fault_frames`` and ``held_replies``: with none in
+    force, one check each.
     """
+
+    __slots__ = _SESSION_SLOTS
 
     def __init__(self, system: "CentralSystem", websocket: Any, charger_id: str, peer: str,
                  subprotocol: Optional[str]) -> None:
@@ -5497,10 +5516,10 @@ class ChargerHistory:
         self.heartbeat_interval = 0
         # messages a TriggerMessage asked for, not yet sent (a set once one is: see triggered)
         self.triggered_messages: Union[set, frozenset] = _NOTHING_YET
-        # (transaction, phase) -> its last register reading, Wh
-        self.energy: dict[tuple[int, Any], float] = {}
-        # transaction -> the timestamp of its last message
-        self.transaction_times: dict[int, str] = {}
+        # (transaction, phase) -> its last register reading, Wh (None until its first reading)
+        self.energy: Optional[dict[tuple[int, Any], float]] = None
+        # transaction -> the timestamp of its last message (None until its first)
+        self.transaction_times: Optional[dict[int, str]] = None
         # 2.0.1: the station's transactions as its TransactionEvents tell them, kept across its
         # boots (a transaction outlives them); None until its first TransactionEvent
         self.transaction_events: Optional[TransactionEvents] = None
@@ -5600,7 +5619,10 @@ def check_transaction_message(session: "ChargerSession", transaction_id: Optiona
     """Queued transaction messages arrive in order, with their original timestamps."""
     if transaction_id is None or not isinstance(timestamp, str):
         return
-    times = session.state.history.transaction_times
+    history = session.state.history
+    times = history.transaction_times
+    if times is None:
+        times = history.transaction_times = {}
     last = times.get(transaction_id)
     if last is not None and timestamp < last:  # ISO-8601 UTC text sorts as time does
         check_failed(session, "transaction-order",
@@ -5633,7 +5655,10 @@ def check_energy(session: "ChargerSession", payload: dict) -> None:
     transaction_id = as_int(payload.get("transactionId"))
     if transaction_id is None:
         return
-    energy = session.state.history.energy
+    history = session.state.history
+    energy = history.energy
+    if energy is None:
+        energy = history.energy = {}
     for value, unit, phase in _register_readings(payload):
         try:
             reading = float(value) if unit != "kWh" else float(value) * 1000
@@ -6028,7 +6053,10 @@ def id_tag_info(session: "ChargerSession", id_tag: Any, action: str,
 def authorization_decided(session: "ChargerSession", action: str, id_tag: Any, status: str,
                           rule: str) -> None:
     """Remember, show and publish what the rules answered for ``id_tag`` in ``action``."""
-    session.state.authorizations.append((action, _show(id_tag), status, rule))
+    state = session.state
+    if type(state.authorizations) is tuple:  # its first
+        state.authorizations = Latest(5)
+    state.authorizations.append((action, _show(id_tag), status, rule))
     if rule != AuthorizationRules.DEFAULT_RULE:
         session.log("info", "%s idTag %s: %s (%s)" % (action, _show(id_tag), status, rule))
     session.bus.publish("authorization", session.charger_id, session, action=action, idTag=id_tag,
@@ -14612,6 +14640,8 @@ class CentralSystem:
         self.spec_warnings += 1
         state.spec_warnings += 1
         if text is not None:
+            if type(state.spec_texts) is tuple:  # its first
+                state.spec_texts = Latest(SPEC_WARNINGS_KEPT)
             state.spec_texts.append(text)
 
     def state_for(self, charger_id: str) -> ChargerState:
