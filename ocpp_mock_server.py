@@ -4027,6 +4027,21 @@ class ChargerState:
     # the hash data of the certificates it took from this server (InstallCertificate,
     # CertificateSigned), the latest CERTIFICATES_TAKEN_KEPT: made on the first
     certificates_taken: Optional["Latest"] = None
+    # Tables most charge points never fill, empty tuples (class defaults) until the first entry:
+    # 10,000 connected chargers carry nothing for them.
+    # (action, idTag, status, rule) of the latest 5 authorizations (a Latest)
+    authorizations: "Union[Latest, tuple]" = ()
+    # the hash data its last GetInstalledCertificateIds.conf listed (a list once it has)
+    certificate_ids: "Union[list[dict], tuple]" = ()
+    # its latest SPEC_WARNINGS_KEPT spec warnings' texts, for the page's list (a Latest; the
+    # spec_warnings attribute counts them all)
+    spec_texts: "Union[Latest, tuple]" = ()
+
+    __slots__ = ("charger_id", "connected", "dialect", "version", "spec_warnings", "boot_info",
+                 "boot_status", "connectors", "transactions", "last_meter_values", "key_rotated",
+                 "requests_followed", "history", "tally", "smart_charging",
+                 # the class defaults above, once set; and whatever a later change adds
+                 "__dict__")
 
     def __init__(self, charger_id: str) -> None:
         self.charger_id = charger_id
@@ -4041,16 +4056,11 @@ class ChargerState:
         # the open ones, by id, oldest first
         self.transactions: dict[Union[int, str], Transaction] = {}
         self.last_meter_values: Optional[dict] = None
-        self.authorizations: Latest = Latest(5)  # (action, idTag, status, rule) of the latest
-        # the hash data its last GetInstalledCertificateIds.conf listed
-        self.certificate_ids: list[dict] = []
         self.key_rotated: Optional[str] = None  # when the server took its new AuthorizationKey
         # (CALL, requestId) -> its statuses so far (2.0.1 firmware and logs), once there is one
         self.requests_followed: Optional[collections.OrderedDict] = None
         self.history = ChargerHistory()  # what the behaviour checks remember since its last boot
         self.tally = ChargerTally()  # what its verdict counts (see charger_verdict)
-        # Its latest spec warnings' texts, for the page's list (spec_warnings counts them all).
-        self.spec_texts: Latest = Latest(SPEC_WARNINGS_KEPT)
         self.smart_charging: Optional[SmartCharging] = None  # made on its first schedule
 
     def set_connector(self, connector: Any, status: str) -> bool:
@@ -4740,7 +4750,10 @@ class CallIds:
 
     def __init__(self, session: "ChargerSession") -> None:
         self.session = session
-        self.recent: set = set()
+        # the ids as a dictionary's keys (values None): for text keys a dictionary is a third to
+        # a half the size of a set on Python 3.11 (184 bytes for 5 ids, not 728; 26 KB for the
+        # whole RECENT_CALL_IDS, not 33 KB)
+        self.recent: dict[str, None] = {}
 
     def check(self, message_id: str) -> None:
         """Lint the id of a charger's CALL; CallRefused for an over-long one in --strict."""
@@ -4761,8 +4774,8 @@ class CallIds:
                               "every CALL" % _show(message_id), spec=True)
         else:
             if len(self.recent) == RECENT_CALL_IDS:
-                self.recent.clear()  # remember the last 1 to 1,000 ids, at a set's cost
-            self.recent.add(message_id)
+                self.recent.clear()  # remember the last 1 to 1,000 ids, at a dictionary's cost
+            self.recent[message_id] = None
 
 
 class CallQueue:
@@ -5301,17 +5314,26 @@ class ChargerCalls:
             session.warn_once.spec_problems(action, problems)
 
 
+# A ChargerSession's attributes: one per connection, as slots, not a dictionary (on Python 3.9 and
+# 3.10 a dictionary of these 23 is about 1 KB).  "__dict__" keeps any attribute not listed working.
+_SESSION_SLOTS = ("system", "bus", "websocket", "charger_id", "peer", "subprotocol", "version",
+                  "state", "dialect", "strict", "charger_calls", "server_calls", "queue", "flow",
+                  "warn_once", "closed", "after_reply_calls", "call_ids", "_incoming",
+                  "replies_withheld", "reply_faults", "fault_frames", "held_replies", "__dict__")
+
+
 class ChargerSession:
     """One charger's connection, as a protocol engine: frames in, replies and CALLs out.
 
-    Every happening is published on the system's EventBus.  The charger's
-    CALLs are answered by ``charger_calls``; the server's own go through
-    ``queue`` (a CallQueue) and ``server_calls``; what happens on its own
-    (BootData, automation) is ``flow``; what the server knows of the charge
-    point is ``state``, which outlives the connection.  Injected faults act
-    through ``reply_faults`` (the FaultTable's index), ``fault_frames`` and
-    ``held_replies``: with none in force, one check each.
+    Every happening is published on the system's EventBus.  The charger's CALLs are answered by
+    ``charger_calls``; the server's own go through ``queue`` (a CallQueue) and ``server_calls``;
+    what happens on its own (BootData, automation) is ``flow``; what the server knows of the charge
+    point is ``state``, which outlives the connection.  Injected faults act through
+    ``reply_faults`` (the FaultTable's index), ``fault_frames`` and ``held_replies``: with none in
+    force, one check each.
     """
+
+    __slots__ = _SESSION_SLOTS
 
     def __init__(self, system: "CentralSystem", websocket: Any, charger_id: str, peer: str,
                  subprotocol: Optional[str]) -> None:
@@ -5548,10 +5570,10 @@ class ChargerHistory:
         self.heartbeat_interval = 0
         # messages a TriggerMessage asked for, not yet sent (a set once one is: see triggered)
         self.triggered_messages: Union[set, frozenset] = _NOTHING_YET
-        # (transaction, phase) -> its last register reading, Wh
-        self.energy: dict[tuple[int, Any], float] = {}
-        # transaction -> the timestamp of its last message
-        self.transaction_times: dict[int, str] = {}
+        # (transaction, phase) -> its last register reading, Wh (None until its first reading)
+        self.energy: Optional[dict[tuple[int, Any], float]] = None
+        # transaction -> the timestamp of its last message (None until its first)
+        self.transaction_times: Optional[dict[int, str]] = None
         # 2.0.1: the station's transactions as its TransactionEvents tell them, kept across its
         # boots (a transaction outlives them); None until its first TransactionEvent
         self.transaction_events: Optional[TransactionEvents] = None
@@ -5651,7 +5673,10 @@ def check_transaction_message(session: "ChargerSession", transaction_id: Optiona
     """Queued transaction messages arrive in order, with their original timestamps."""
     if transaction_id is None or not isinstance(timestamp, str):
         return
-    times = session.state.history.transaction_times
+    history = session.state.history
+    times = history.transaction_times
+    if times is None:
+        times = history.transaction_times = {}
     last = times.get(transaction_id)
     if last is not None and timestamp < last:  # ISO-8601 UTC text sorts as time does
         check_failed(session, "transaction-order",
@@ -5684,7 +5709,10 @@ def check_energy(session: "ChargerSession", payload: dict) -> None:
     transaction_id = as_int(payload.get("transactionId"))
     if transaction_id is None:
         return
-    energy = session.state.history.energy
+    history = session.state.history
+    energy = history.energy
+    if energy is None:
+        energy = history.energy = {}
     for value, unit, phase in _register_readings(payload):
         try:
             reading = float(value) if unit != "kWh" else float(value) * 1000
@@ -6079,7 +6107,10 @@ def id_tag_info(session: "ChargerSession", id_tag: Any, action: str,
 def authorization_decided(session: "ChargerSession", action: str, id_tag: Any, status: str,
                           rule: str) -> None:
     """Remember, show and publish what the rules answered for ``id_tag`` in ``action``."""
-    session.state.authorizations.append((action, _show(id_tag), status, rule))
+    state = session.state
+    if type(state.authorizations) is tuple:  # its first
+        state.authorizations = Latest(5)
+    state.authorizations.append((action, _show(id_tag), status, rule))
     if rule != AuthorizationRules.DEFAULT_RULE:
         session.log("info", "%s idTag %s: %s (%s)" % (action, _show(id_tag), status, rule))
     session.bus.publish("authorization", session.charger_id, session, action=action, idTag=id_tag,
@@ -14217,12 +14248,14 @@ def request_headers(websocket: Any) -> Any:
 
 
 def release_handshake(websocket: Any) -> None:
-    """Let go of the server's own handshake response (its 101 and headers) once the connection is
-    open: the asyncio API keeps it for the connection's life, about 1.5 KB a charger, and nothing
-    reads it after the handshake.  (The request stays: its path is read later, and the library's
-    parser holds it anyway.)"""
+    """Let go of the handshake once the connection is open and its headers are read (vetted, the
+    subprotocol checked): the server's own response (its 101 and headers, about 1.5 KB a charger,
+    kept by the asyncio API) and the charger's request headers (about 2.7 KB, kept by both APIs
+    for the connection's life: the library's parser holds the request).  Nothing reads either
+    afterwards; the request's path stays (the default of SetNetworkProfile reads it)."""
     if _ASYNCIO_API:
         websocket.response = None
+    request_headers(websocket).clear()
 
 
 def _close_frames(websocket: Any) -> Any:
@@ -14695,6 +14728,8 @@ class CentralSystem:
         self.spec_warnings += 1
         state.spec_warnings += 1
         if text is not None:
+            if type(state.spec_texts) is tuple:  # its first
+                state.spec_texts = Latest(SPEC_WARNINGS_KEPT)
             state.spec_texts.append(text)
 
     def state_for(self, charger_id: str) -> ChargerState:
