@@ -5328,9 +5328,8 @@ class ChargerSession:
     Every happening is published on the system's EventBus.  The charger's CALLs are answered by
     ``charger_calls``; the server's own go through ``queue`` (a CallQueue) and ``server_calls``;
     what happens on its own (BootData, automation) is ``flow``; what the server knows of the charge
-    point is ``state``, which outlives the connection.  Injected faults act through
-    ``reply_faults`` (the FaultTable's index), ``fault_frames`` and ``held_replies``: with none in
-    force, one check each.
+    point is ``state`` (it outlives the connection).  Faults act through ``reply_faults`` (the
+    FaultTable's index), ``fault_frames`` and ``held_replies``: with none in force, one check each.
     """
 
     __slots__ = _SESSION_SLOTS
