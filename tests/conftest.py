@@ -1176,8 +1176,13 @@ def run_scenario(
     charger_id="CP-1",
     start_charger=True,
     timeout=60,
+    in_process=False,
 ):
-    """Run ``--script`` with the demo charger; (exit status, server output)."""
+    """Run ``--script`` with the demo charger; (exit status, server output).  ``in_process``: the
+    server on a thread of this process (see run_scenario_in_process)."""
+    if in_process:
+        return _scenario_in_process(script, server_args, charger_args, charger_id, start_charger,
+                                    timeout)
     server = subprocess.Popen(
         server_command(
             "--port",
@@ -1759,18 +1764,15 @@ def exit_status(server, timeout: float = TIMEOUT):
     return server.proc.wait(timeout)
 
 
-def run_scenario_in_process(
-    script: Path,
-    *server_args: str,
-    charger_args=("--meter-interval", "0.2"),
-    charger_id="CP-1",
-    start_charger=True,
-    timeout=60,
-):
+def run_scenario_in_process(script: Path, *server_args: str, **options):
     """``run_scenario`` with the server on a thread of this process: the same ``run_server`` that
     ``python ocpp_mock_server.py --script`` runs (its return value is the process's exit status),
     without the 0.2-0.4 s of CPU a process costs.  For tests about the script engine; the process
     and its command line are tested with ``run_scenario``.  (exit status, server output)."""
+    return run_scenario(script, *server_args, in_process=True, **options)
+
+
+def _scenario_in_process(script, server_args, charger_args, charger_id, start_charger, timeout):
     stream = _Stream()
     options = mock.parse_settings(["--port", "0", "--script", str(script), *server_args])
     out = mock.Output(stream=stream, quiet=options.quiet, wide=options.wide)
