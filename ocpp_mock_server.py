@@ -1077,7 +1077,6 @@ class Array(Rule):
 # The objects and arrays inside it are written in too, down to
 # INLINED_RULE_DEPTH levels (deeper ones are called): a TransactionEvent is
 # checked in one call, not twelve.
-_MISSING = object()
 INLINED_RULE_DEPTH = 8
 
 
@@ -1112,7 +1111,7 @@ def _constant(constants: dict[str, Any], value: Any) -> str:
 
 
 def _compiled_function(lines: list[str], constants: dict[str, Any]) -> Callable[[Any], bool]:
-    namespace = dict(constants, _MISSING=_MISSING)
+    namespace = dict(constants)
     exec(compile("\n".join(lines), "<compiled rule>", "exec"), namespace)  # our own source only
     return namespace["valid"]
 
@@ -4040,7 +4039,7 @@ class ChargerState:
     __slots__ = ("charger_id", "connected", "dialect", "version", "spec_warnings", "boot_info",
                  "boot_status", "connectors", "transactions", "last_meter_values", "key_rotated",
                  "requests_followed", "history", "tally", "smart_charging",
-                 # the class defaults above, once set; and whatever a later change adds
+                 # the class defaults above, made on their first entry (a dictionary then)
                  "__dict__")
 
     def __init__(self, charger_id: str) -> None:
@@ -5315,11 +5314,11 @@ class ChargerCalls:
 
 
 # A ChargerSession's attributes: one per connection, as slots, not a dictionary (on Python 3.9 and
-# 3.10 a dictionary of these 23 is about 1 KB).  "__dict__" keeps any attribute not listed working.
+# 3.10 a dictionary of these 23 is about 1 KB).  A new attribute is added here, or it raises.
 _SESSION_SLOTS = ("system", "bus", "websocket", "charger_id", "peer", "subprotocol", "version",
                   "state", "dialect", "strict", "charger_calls", "server_calls", "queue", "flow",
                   "warn_once", "closed", "after_reply_calls", "call_ids", "_incoming",
-                  "replies_withheld", "reply_faults", "fault_frames", "held_replies", "__dict__")
+                  "replies_withheld", "reply_faults", "fault_frames", "held_replies")
 
 
 class ChargerSession:
